@@ -1,0 +1,164 @@
+// Package assertion signs and verifies the identity assertion: the short-lived
+// compact JWS (EdDSA) that extauthz adds to every request it allows and from
+// which alone the core derives who a request runs as. Keeping both halves in
+// one package keeps the claim set one definition.
+package assertion
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/fraise-dev/fraise/core"
+)
+
+// Header is the request header that carries the assertion.
+const Header = "x-fraise-assertion"
+
+// Audience is the aud claim every assertion carries; the core accepts no other.
+const Audience = "fraise-core"
+
+// Issuer is the iss claim of every assertion.
+const Issuer = "fraise-extauthz"
+
+// DefaultTTL is how long an assertion stays valid. It only has to outlive the
+// hop from extauthz through the gateway to the core, so it is short: a leaked
+// assertion is useless a minute later.
+const DefaultTTL = 60 * time.Second
+
+// Leeway tolerates clock skew between extauthz and the core.
+const Leeway = 5 * time.Second
+
+// ErrInvalid is returned for any assertion that does not verify; the reason
+// is wrapped for logs, never shown to clients.
+var ErrInvalid = errors.New("invalid identity assertion")
+
+type claims struct {
+	jwt.Claims
+	Tenant string             `json:"tenant"`
+	Roles  []string           `json:"roles,omitempty"`
+	Scopes []string           `json:"scopes,omitempty"`
+	Kind   core.PrincipalKind `json:"kind,omitempty"`
+	Tier   string             `json:"tier,omitempty"`
+}
+
+// Signer signs assertions with an Ed25519 key identified by a key id.
+type Signer struct {
+	kid    string
+	signer jose.Signer
+	ttl    time.Duration
+	now    func() time.Time
+}
+
+// NewSigner returns a Signer for key, named kid in the JWS header so the
+// verifier can pick the right public key across rotations. now may be nil.
+func NewSigner(key ed25519.PrivateKey, kid string, now func() time.Time) (*Signer, error) {
+	opts := (&jose.SignerOptions{}).WithType("JWT").WithHeader(jose.HeaderKey("kid"), kid)
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: key}, opts)
+	if err != nil {
+		return nil, fmt.Errorf("assertion signer: %w", err)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Signer{kid: kid, signer: s, ttl: DefaultTTL, now: now}, nil
+}
+
+// KeyID returns the id of the signing key.
+func (s *Signer) KeyID() string { return s.kid }
+
+// Sign returns the compact assertion for p; requestID becomes its jti so an
+// assertion can be traced to the one request it was issued for.
+func (s *Signer) Sign(p core.Principal, requestID string) (string, error) {
+	now := s.now()
+	c := claims{
+		Claims: jwt.Claims{
+			Issuer:   Issuer,
+			Subject:  p.Subject,
+			Audience: jwt.Audience{Audience},
+			IssuedAt: jwt.NewNumericDate(now),
+			Expiry:   jwt.NewNumericDate(now.Add(s.ttl)),
+			ID:       requestID,
+		},
+		Tenant: p.Tenant, Roles: p.Roles, Scopes: p.Scopes, Kind: p.Kind, Tier: p.Tier,
+	}
+	tok, err := jwt.Signed(s.signer).Claims(c).Serialize()
+	if err != nil {
+		return "", fmt.Errorf("sign assertion: %w", err)
+	}
+	return tok, nil
+}
+
+// Verifier checks assertions against a set of public keys by key id. The set
+// can be replaced at run time, which is how the current and previous keys are
+// both accepted during a rotation.
+type Verifier struct {
+	mu   sync.RWMutex
+	keys map[string]ed25519.PublicKey
+	now  func() time.Time
+}
+
+// NewVerifier returns a Verifier trusting keys (key id to public key). now
+// may be nil.
+func NewVerifier(keys map[string]ed25519.PublicKey, now func() time.Time) *Verifier {
+	if now == nil {
+		now = time.Now
+	}
+	v := &Verifier{now: now}
+	v.SetKeys(keys)
+	return v
+}
+
+// SetKeys replaces the trusted keys.
+func (v *Verifier) SetKeys(keys map[string]ed25519.PublicKey) {
+	m := make(map[string]ed25519.PublicKey, len(keys))
+	for k, pk := range keys {
+		m[k] = pk
+	}
+	v.mu.Lock()
+	v.keys = m
+	v.mu.Unlock()
+}
+
+// Verify checks token's signature, audience, issuer and lifetime and returns
+// the principal it asserts and its request id. Any failure wraps ErrInvalid.
+func (v *Verifier) Verify(token string) (core.Principal, string, error) {
+	if token == "" {
+		return core.Principal{}, "", fmt.Errorf("%w: missing", ErrInvalid)
+	}
+	if len(token) > 16<<10 {
+		return core.Principal{}, "", fmt.Errorf("%w: too long", ErrInvalid)
+	}
+	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.EdDSA})
+	if err != nil {
+		return core.Principal{}, "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if len(tok.Headers) != 1 {
+		return core.Principal{}, "", fmt.Errorf("%w: want one signature", ErrInvalid)
+	}
+	v.mu.RLock()
+	key, ok := v.keys[tok.Headers[0].KeyID]
+	v.mu.RUnlock()
+	if !ok {
+		return core.Principal{}, "", fmt.Errorf("%w: unknown key id %q", ErrInvalid, tok.Headers[0].KeyID)
+	}
+	var c claims
+	if err := tok.Claims(key, &c); err != nil {
+		return core.Principal{}, "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	exp := jwt.Expected{Issuer: Issuer, AnyAudience: jwt.Audience{Audience}, Time: v.now()}
+	if err := c.Claims.ValidateWithLeeway(exp, Leeway); err != nil {
+		return core.Principal{}, "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if c.Expiry == nil || c.Subject == "" || c.Tenant == "" {
+		return core.Principal{}, "", fmt.Errorf("%w: missing exp, sub or tenant", ErrInvalid)
+	}
+	return core.Principal{
+		Subject: c.Subject, Tenant: c.Tenant, Roles: c.Roles, Scopes: c.Scopes, Kind: c.Kind, Tier: c.Tier,
+	}, c.ID, nil
+}

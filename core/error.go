@@ -1,0 +1,123 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code classifies an Error for the edges that translate it (HTTP status,
+// gRPC code, GraphQL extensions.code). The list is append-only: a code's
+// meaning never changes once released, because clients match on it.
+type Code string
+
+// The application error codes.
+const (
+	CodeInvalid         Code = "INVALID"
+	CodeNotFound        Code = "NOT_FOUND"
+	CodeConflict        Code = "CONFLICT"
+	CodeUnauthenticated Code = "UNAUTHENTICATED"
+	CodeForbidden       Code = "FORBIDDEN"
+	CodeRateLimited     Code = "RATE_LIMITED"
+	CodeQuotaExceeded   Code = "QUOTA_EXCEEDED"
+	CodeTooLarge        Code = "TOO_LARGE"
+	CodeUnavailable     Code = "UNAVAILABLE"
+	CodeTimeout         Code = "TIMEOUT"
+	CodeInternal        Code = "INTERNAL"
+)
+
+// Error is Fraise's one application error. Code says what kind of failure it
+// is, Op where it happened (for logs), Message what a client may be told, and
+// Err the underlying cause (never shown to clients).
+type Error struct {
+	Code    Code
+	Op      string
+	Message string
+	Err     error
+}
+
+// Errorf returns an *Error with the given code and a client-safe message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// E wraps err as an *Error from op with code, keeping err as the cause.
+func E(op string, code Code, err error) *Error {
+	return &Error{Op: op, Code: code, Err: err}
+}
+
+// Error implements error; it includes the cause, so it is for logs only.
+func (e *Error) Error() string {
+	var s string
+	if e.Op != "" {
+		s = e.Op + ": "
+	}
+	if e.Message != "" {
+		s += e.Message
+	} else {
+		s += string(e.Code)
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the cause so errors.Is and errors.As see through an Error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrorCode returns the code of the outermost *Error in err's chain that has
+// one, CodeInternal for any other non-nil error, and "" for nil. Unknown
+// errors are internal on purpose: only errors we classified may say more.
+func ErrorCode(err error) Code {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	for errors.As(err, &e) {
+		if e.Code != "" {
+			return e.Code
+		}
+		if e.Err == nil {
+			break
+		}
+		err = e.Err
+	}
+	return CodeInternal
+}
+
+// ErrorMessage returns a message safe to show a client: the Message of the
+// first *Error that has one, unless the error is internal, whose details
+// stay in the logs.
+func ErrorMessage(err error) string {
+	if err == nil {
+		return ""
+	}
+	code := ErrorCode(err)
+	if code == CodeInternal {
+		return "internal error"
+	}
+	var e *Error
+	for errors.As(err, &e) {
+		if e.Message != "" {
+			return e.Message
+		}
+		if e.Err == nil {
+			break
+		}
+		err = e.Err
+	}
+	return defaultMessages[code]
+}
+
+var defaultMessages = map[Code]string{
+	CodeInvalid:         "invalid request",
+	CodeNotFound:        "not found",
+	CodeConflict:        "conflict",
+	CodeUnauthenticated: "authentication required",
+	CodeForbidden:       "forbidden",
+	CodeRateLimited:     "rate limited",
+	CodeQuotaExceeded:   "quota exceeded",
+	CodeTooLarge:        "request too large",
+	CodeUnavailable:     "service unavailable",
+	CodeTimeout:         "timed out",
+}

@@ -1,0 +1,134 @@
+// Package harness starts throwaway PostgreSQL and Redis servers for tests:
+// each in its own temporary directory on a free loopback port, removed when
+// the test (or the test binary) ends, so tests never touch the machine's
+// shared databases and never collide with each other.
+package harness
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	sharedMu    sync.Mutex
+	sharedStops []func()
+)
+
+// Main runs m and then stops every shared server started by SharedPostgres
+// or SharedRedis. Use it as `func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }`.
+func Main(m *testing.M) int {
+	code := m.Run()
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	for _, stop := range sharedStops {
+		stop()
+	}
+	sharedStops = nil
+	return code
+}
+
+func onExit(stop func()) {
+	sharedMu.Lock()
+	sharedStops = append(sharedStops, stop)
+	sharedMu.Unlock()
+}
+
+// SkipShort skips tb under `go test -short`: tests that need real servers are
+// integration tests, and -short is the fast inner loop.
+func SkipShort(tb testing.TB) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("integration test: needs real PostgreSQL/Redis (run without -short)")
+	}
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago. Servers
+// that cannot listen on :0 themselves (postgres, redis-server) need one.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// findBin finds a PostgreSQL or Redis program on PATH or in Debian's
+// versioned PostgreSQL directory, newest version first.
+func findBin(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/" + name)
+	if len(matches) > 0 {
+		return matches[len(matches)-1], nil
+	}
+	return "", fmt.Errorf("%s not found on PATH or in /usr/lib/postgresql/*/bin (make deps installs it)", name)
+}
+
+// waitFor polls ready until it succeeds or d passes.
+func waitFor(d time.Duration, ready func() error) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := ready()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// postgresCredential returns the credential to run PostgreSQL's programs
+// with: initdb refuses to run as root, so root runs them as "postgres".
+func postgresCredential() (*syscall.Credential, int, int, error) {
+	if os.Geteuid() != 0 {
+		return nil, -1, -1, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("running as root needs a postgres user: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, uid, gid, nil
+}
+
+func run(cred *syscall.Credential, name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+func dialOK(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+func ctxTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
+
