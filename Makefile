@@ -1,0 +1,62 @@
+# Fraise. `make run` starts the whole stack locally; `make test` runs every test.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+GO ?= go
+BIN := bin/fraise
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Packages whose concurrency the race detector checks in `make test`.
+RACE_PKGS := ./core/... ./envoy/... ./extauthz/... ./adapters/... ./cmd/...
+
+.PHONY: all run test lint unit race e2e bench generate build deps services stop clean
+
+all: build
+
+deps:
+	@deploy/dev/deps.sh
+	@$(GO) mod download
+
+build:
+	$(GO) build -o $(BIN) ./cmd/fraise
+
+## run: the whole stack on embedded defaults, with demo data, then a ready-to-paste request.
+run: deps build
+	$(BIN) certs
+	deploy/dev/services.sh start
+	$(BIN) migrate --create-db --demo
+	$(BIN) dev
+
+services:
+	deploy/dev/services.sh start
+
+stop:
+	deploy/dev/services.sh stop
+
+## test: lint, unit, integration and end-to-end tests, and the policy tests.
+test: deps lint build
+	$(BIN) policy check
+	$(BIN) policy test
+	$(GO) test -count=1 -timeout 10m ./...
+	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+unit:
+	$(GO) test -short ./...
+
+e2e:
+	$(GO) test -count=1 -v ./test/...
+
+## bench: Go benchmarks and load runs, printed as a table.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./... | tee bin/bench.txt
+	@deploy/dev/benchtable.sh bin/bench.txt
+
+## generate: regenerate checked-in generated files (the Envoy bootstrap).
+generate: build
+	$(BIN) envoy bootstrap --config deploy/envoy/fraise.toml --out deploy/envoy/envoy.yaml
+
+clean:
+	rm -rf bin

@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"context"
+	"log/slog"
+	"net"
+
+	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/envoy"
+	"github.com/fraise-dev/fraise/envoy/gateway"
+)
+
+func runGateway(ctx context.Context, env Env, args []string) error {
+	fs, cfgPath := flags("gateway", env)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, log, err := loadConfig(*cfgPath, env)
+	if err != nil {
+		return err
+	}
+	stopTracing, err := startTracing(ctx, cfg.Telemetry, "fraise-gateway")
+	if err != nil {
+		return err
+	}
+	defer stopTracing(ctx)
+	ln, err := listen("gateway.listen_addr", cfg.Gateway.ListenAddr)
+	if err != nil {
+		return err
+	}
+	return serveGateway(ctx, cfg, log, ln)
+}
+
+// envoyOptions is the one mapping from fraise.toml to the Envoy
+// configuration: the xDS server, the static bootstrap and the development
+// gateway all start from it.
+func envoyOptions(cfg config.Config) envoy.Options {
+	return envoy.Options{
+		ListenAddr:               cfg.Gateway.ListenAddr,
+		CoreHTTPAddr:             cfg.Core.HTTPAddr,
+		AuthzAddr:                cfg.Authz.GRPCAddr,
+		RateLimitAddr:            cfg.RateLimit.GRPCAddr,
+		CACert:                   cfg.TLS.CA,
+		ServerCert:               cfg.TLS.ServerCert,
+		ServerKey:                cfg.TLS.ServerKey,
+		UpstreamCA:               cfg.TLS.CA,
+		UpstreamCert:             cfg.TLS.ClientCert,
+		UpstreamKey:              cfg.TLS.ClientKey,
+		UpstreamServerName:       cfg.TLS.ServerName,
+		AuthzTimeout:             cfg.Gateway.AuthzTimeout.Duration,
+		MaxRequestBytes:          cfg.Gateway.MaxRequestBytes,
+		RateLimitDomain:          cfg.RateLimit.Domain,
+		RateLimitTimeout:         cfg.RateLimit.Timeout.Duration,
+		RateLimitFailureModeDeny: cfg.RateLimit.FailureModeDeny,
+	}
+}
+
+// serveGateway executes the generated Envoy configuration on ln.
+func serveGateway(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listener) error {
+	log = log.With("component", "gateway")
+	res, err := envoy.Build(envoyOptions(cfg))
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	gw, err := gateway.New(res, gateway.Options{Logger: log})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	logServing(log, "gateway", "https", ln)
+	return gw.Serve(ctx, ln)
+}

@@ -1,0 +1,75 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/deploy/demo"
+)
+
+func runMigrate(ctx context.Context, env Env, args []string) error {
+	fs, cfgPath := flags("migrate", env)
+	withDemo := fs.Bool("demo", false, "also apply the demo schema and data")
+	createDB := fs.Bool("create-db", false, "create the database first when it does not exist")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, log, err := loadConfig(*cfgPath, env)
+	if err != nil {
+		return err
+	}
+	adminURL, err := config.Resolve(cfg.Database.AdminURL, env.Getenv)
+	if err != nil {
+		return fmt.Errorf("database.admin_url: %w", err)
+	}
+	if *createDB {
+		if err := ensureDatabase(ctx, adminURL); err != nil {
+			return err
+		}
+	}
+	if err := postgres.Migrate(ctx, adminURL, postgres.MigrateOptions{AppRole: cfg.Database.AppRole, Logger: log}); err != nil {
+		return err
+	}
+	if *withDemo {
+		if err := demo.Apply(ctx, adminURL, cfg.Database.AppRole); err != nil {
+			return err
+		}
+		fmt.Fprintln(env.Stdout, "applied migrations and the demo schema and data")
+		return nil
+	}
+	fmt.Fprintln(env.Stdout, "applied migrations")
+	return nil
+}
+
+// ensureDatabase creates the database named in adminURL, connecting to the
+// server's "postgres" database to do it.
+func ensureDatabase(ctx context.Context, adminURL string) error {
+	u, err := url.Parse(adminURL)
+	if err != nil {
+		return fmt.Errorf("database.admin_url: %w", err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	if name == "" || name == "postgres" {
+		return nil
+	}
+	u.Path = "/postgres"
+	conn, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		return fmt.Errorf("database.admin_url: %w", err)
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // duplicate_database
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,146 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fraise-dev/fraise/adapters/httpapi"
+	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/deploy/demo"
+)
+
+func runServe(ctx context.Context, env Env, args []string) error {
+	fs, cfgPath := flags("serve", env)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, log, err := loadConfig(*cfgPath, env)
+	if err != nil {
+		return err
+	}
+	stopTracing, err := startTracing(ctx, cfg.Telemetry, "fraise-core")
+	if err != nil {
+		return err
+	}
+	defer stopTracing(ctx)
+	ln, err := listen("core.http_addr", cfg.Core.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	var adminLn net.Listener
+	if cfg.Core.AdminAddr != "" {
+		if adminLn, err = listen("core.admin_addr", cfg.Core.AdminAddr); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	return serveCore(ctx, cfg, env, log, ln, adminLn)
+}
+
+// serveCore runs the core on ln (GraphQL over HTTP) and adminLn (health and
+// metrics) until ctx ends. On shutdown it reports not-ready first, then
+// drains: a load balancer stops sending before connections close.
+func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln, adminLn net.Listener) error {
+	log = log.With("component", "core")
+	verifier, err := loadVerifier(cfg.Core.AssertionKeys, env.Getenv)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	sdl := demo.SDL
+	if cfg.Core.Schema != "" {
+		b, err := os.ReadFile(cfg.Core.Schema)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("core.schema: %w", err)
+		}
+		sdl = string(b)
+	}
+	schema, err := graphql.ParseSchema(sdl)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("core.schema: %w", err)
+	}
+	dbURL, err := config.Resolve(cfg.Database.URL, env.Getenv)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("database.url: %w", err)
+	}
+	db, err := postgres.Open(ctx, dbURL, postgres.Options{
+		MaxConns: int32(cfg.Database.MaxConns), StatementTimeout: cfg.Database.StatementTimeout.Duration, Logger: log,
+	})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("database.url: %w", err)
+	}
+	defer db.Close()
+
+	engine := graphql.NewEngine(schema, db, graphql.Options{
+		MaxDepth: cfg.Core.MaxDepth, DefaultLimit: cfg.Core.DefaultLimit, MaxLimit: cfg.Core.MaxLimit,
+		Introspection: cfg.Core.Introspection,
+	})
+	metrics := httpapi.NewMetrics()
+	health := &httpapi.Health{Ready: db.Ping}
+	api := httpapi.NewHandler(httpapi.Options{
+		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), Logger: log, Metrics: metrics,
+	})
+	srv := &http.Server{
+		Handler:           otelhttp.NewHandler(api, "core"),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if cfg.Core.TLS {
+		if srv.TLSConfig, err = mtlsServerConfig(cfg.TLS); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	grace := cfg.Core.ShutdownTimeout.Duration
+	drainCtx, drained := context.WithCancel(context.WithoutCancel(gctx))
+	defer drained()
+	g.Go(func() error {
+		<-gctx.Done()
+		health.Drain()
+		drained()
+		return nil
+	})
+	logServing(log, "core", "graphql", ln)
+	g.Go(func() error { return serveHTTP(drainCtx, srv, ln, grace) })
+	if adminLn != nil {
+		admin := &http.Server{Handler: httpapi.NewAdminHandler(health, metrics.Handler()), ReadHeaderTimeout: 5 * time.Second}
+		logServing(log, "core", "admin", adminLn)
+		g.Go(func() error { return serveHTTP(drainCtx, admin, adminLn, grace) })
+	}
+	return g.Wait()
+}
+
+// loadVerifier trusts the given extauthz public keys, each named by its
+// thumbprint, as the signer names them.
+func loadVerifier(refs []string, getenv func(string) string) (*assertion.Verifier, error) {
+	keys := make(map[string]ed25519.PublicKey, len(refs))
+	for i, ref := range refs {
+		data, err := readFileRef(ref, getenv)
+		if err != nil {
+			return nil, fmt.Errorf("core.assertion_keys[%d]: %w (run `fraise certs`)", i, err)
+		}
+		pub, err := assertion.ParsePublicKeyPEM(data)
+		if err != nil {
+			return nil, fmt.Errorf("core.assertion_keys[%d]: %w", i, err)
+		}
+		keys[assertion.KeyID(pub)] = pub
+	}
+	return assertion.NewVerifier(keys, nil), nil
+}

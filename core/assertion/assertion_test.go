@@ -1,0 +1,153 @@
+package assertion_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/assertion"
+)
+
+func mustKey(tb testing.TB) (ed25519.PublicKey, ed25519.PrivateKey) {
+	tb.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pub, priv
+}
+
+func mustSigner(tb testing.TB, priv ed25519.PrivateKey, now func() time.Time) *assertion.Signer {
+	tb.Helper()
+	s, err := assertion.NewSigner(priv, assertion.KeyID(priv.Public().(ed25519.PublicKey)), now)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+var alice = core.Principal{Subject: "alice", Tenant: "11111111-1111-4111-8111-111111111111", Roles: []string{"viewer"}, Scopes: []string{"read:User.email"}, Kind: core.KindJWT, Tier: "default"}
+
+func TestRoundTrip(t *testing.T) {
+	pub, priv := mustKey(t)
+	s := mustSigner(t, priv, nil)
+	tok, err := s.Sign(alice, "req-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := assertion.NewVerifier(map[string]ed25519.PublicKey{assertion.KeyID(pub): pub}, nil)
+	got, id, err := v.Verify(tok)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if id != "req-1" {
+		t.Errorf("got request id %q, want req-1", id)
+	}
+	if got.Subject != alice.Subject || got.Tenant != alice.Tenant || !slices.Equal(got.Roles, alice.Roles) ||
+		!slices.Equal(got.Scopes, alice.Scopes) || got.Kind != alice.Kind || got.Tier != alice.Tier {
+		t.Errorf("got %+v, want %+v", got, alice)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	pub, priv := mustKey(t)
+	otherPub, otherPriv := mustKey(t)
+	now := time.Now()
+	good := mustSigner(t, priv, nil)
+	tok := func(s *assertion.Signer, p core.Principal) string {
+		t.Helper()
+		x, err := s.Sign(p, "r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	valid := tok(good, alice)
+	tampered := []byte(valid)
+	// Flip a payload character: the signature must no longer match.
+	dot := strings.IndexByte(valid, '.')
+	if tampered[dot+5] == 'A' {
+		tampered[dot+5] = 'B'
+	} else {
+		tampered[dot+5] = 'A'
+	}
+	noTenant := alice
+	noTenant.Tenant = ""
+	tests := []struct {
+		name  string
+		token string
+		keys  map[string]ed25519.PublicKey
+	}{
+		{"empty", "", nil},
+		{"garbage", "not.a.jws", nil},
+		{"tampered payload", string(tampered), nil},
+		{"unknown key id", tok(mustSigner(t, otherPriv, nil), alice), nil},
+		{"expired", tok(mustSigner(t, priv, func() time.Time { return now.Add(-2 * time.Minute) }), alice), nil},
+		{"issued in the future", tok(mustSigner(t, priv, func() time.Time { return now.Add(2 * time.Minute) }), alice), nil},
+		{"no tenant", tok(good, noTenant), nil},
+		{"right kid, wrong key", valid, map[string]ed25519.PublicKey{assertion.KeyID(pub): otherPub}},
+		{"oversized", strings.Repeat("a", 17<<10), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			keys := tt.keys
+			if keys == nil {
+				keys = map[string]ed25519.PublicKey{assertion.KeyID(pub): pub}
+			}
+			v := assertion.NewVerifier(keys, func() time.Time { return now })
+			if _, _, err := v.Verify(tt.token); !errors.Is(err, assertion.ErrInvalid) {
+				t.Fatalf("got %v, want ErrInvalid", err)
+			}
+		})
+	}
+}
+
+func TestRotationAcceptsCurrentAndPrevious(t *testing.T) {
+	oldPub, oldPriv := mustKey(t)
+	newPub, newPriv := mustKey(t)
+	v := assertion.NewVerifier(map[string]ed25519.PublicKey{
+		assertion.KeyID(oldPub): oldPub, assertion.KeyID(newPub): newPub,
+	}, nil)
+	for _, priv := range []ed25519.PrivateKey{oldPriv, newPriv} {
+		tok, err := mustSigner(t, priv, nil).Sign(alice, "r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := v.Verify(tok); err != nil {
+			t.Fatalf("got %v, want both keys accepted", err)
+		}
+	}
+	v.SetKeys(map[string]ed25519.PublicKey{assertion.KeyID(newPub): newPub})
+	tok, _ := mustSigner(t, oldPriv, nil).Sign(alice, "r")
+	if _, _, err := v.Verify(tok); err == nil {
+		t.Fatal("retired key still accepted")
+	}
+}
+
+func TestKeyPEMRoundTrip(t *testing.T) {
+	pub, priv := mustKey(t)
+	pp, err := assertion.MarshalPrivateKeyPEM(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bp, err := assertion.MarshalPublicKeyPEM(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotPriv, err := assertion.ParsePrivateKeyPEM(pp)
+	if err != nil || !gotPriv.Equal(priv) {
+		t.Fatalf("private key round trip: %v", err)
+	}
+	gotPub, err := assertion.ParsePublicKeyPEM(bp)
+	if err != nil || !gotPub.Equal(pub) {
+		t.Fatalf("public key round trip: %v", err)
+	}
+	if _, err := assertion.ParsePublicKeyPEM(pp); err == nil {
+		t.Fatal("a private key parsed as a public key")
+	}
+}
