@@ -131,4 +131,3 @@ func dialOK(addr string) error {
 func ctxTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
-
