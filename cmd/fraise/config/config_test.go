@@ -1,0 +1,166 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fraise-dev/fraise/cmd/fraise/config"
+)
+
+func mustFile(tb testing.TB, content string) string {
+	tb.Helper()
+	p := filepath.Join(tb.TempDir(), "fraise.toml")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestDefaultsAreValid(t *testing.T) {
+	if err := config.Default().Validate(); err != nil {
+		t.Fatalf("default configuration invalid: %v", err)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name    string
+		file    string
+		env     map[string]string
+		check   func(t *testing.T, c config.Config)
+		wantErr []string // substrings every one of which the error must name
+	}{
+		{
+			name: "file overrides defaults",
+			file: "[core]\nhttp_addr = \"0.0.0.0:9000\"\n[database]\nstatement_timeout = \"2s\"\n",
+			check: func(t *testing.T, c config.Config) {
+				if c.Core.HTTPAddr != "0.0.0.0:9000" {
+					t.Errorf("got core.http_addr %q, want 0.0.0.0:9000", c.Core.HTTPAddr)
+				}
+				if c.Database.StatementTimeout.Duration != 2*time.Second {
+					t.Errorf("got statement_timeout %v, want 2s", c.Database.StatementTimeout)
+				}
+				if c.Redis.Addr != config.Default().Redis.Addr {
+					t.Errorf("unset key lost its default: got %q", c.Redis.Addr)
+				}
+			},
+		},
+		{
+			name: "environment overrides the file",
+			file: "[core]\nhttp_addr = \"0.0.0.0:9000\"\n",
+			env: map[string]string{
+				"FRAISE_CORE_HTTP_ADDR":                "127.0.0.1:7000",
+				"FRAISE_RATELIMIT_PER_TENANT_REQUESTS": "7",
+				"FRAISE_CORE_ASSERTION_KEYS":           "file://a.pub, file://b.pub",
+				"FRAISE_GATEWAY_AUTHZ_TIMEOUT":         "1s",
+				"FRAISE_AUTHZ_DRY_RUN":                 "true",
+			},
+			check: func(t *testing.T, c config.Config) {
+				if c.Core.HTTPAddr != "127.0.0.1:7000" {
+					t.Errorf("got %q, want the environment's 127.0.0.1:7000", c.Core.HTTPAddr)
+				}
+				if c.RateLimit.PerTenant.Requests != 7 {
+					t.Errorf("got %d, want 7", c.RateLimit.PerTenant.Requests)
+				}
+				if len(c.Core.AssertionKeys) != 2 || c.Core.AssertionKeys[1] != "file://b.pub" {
+					t.Errorf("got %q, want two keys", c.Core.AssertionKeys)
+				}
+				if c.Gateway.AuthzTimeout.Duration != time.Second || !c.Authz.DryRun {
+					t.Errorf("got %v %v, want 1s true", c.Gateway.AuthzTimeout, c.Authz.DryRun)
+				}
+			},
+		},
+		{
+			name:    "unknown keys are errors",
+			file:    "[core]\nhttp_adr = \"x\"\n",
+			wantErr: []string{"core.http_adr"},
+		},
+		{
+			name:    "every bad value is named at once",
+			file:    "[log]\nformat = \"xml\"\n[core]\nhttp_addr = \"nope\"\n[ratelimit.per_tenant]\nunit = \"fortnight\"\n",
+			wantErr: []string{"log.format", "core.http_addr", "ratelimit.per_tenant.unit"},
+		},
+		{
+			name:    "bad environment values name the variable",
+			env:     map[string]string{"FRAISE_DATABASE_MAX_CONNS": "many"},
+			wantErr: []string{"FRAISE_DATABASE_MAX_CONNS"},
+		},
+		{
+			name:    "a literal assertion key is refused",
+			file:    "[authz]\nassertion_key = \"-----BEGIN PRIVATE KEY-----\"\n",
+			wantErr: []string{"authz.assertion_key", "reference"},
+		},
+		{
+			name:    "alg none is never allowed",
+			file:    "[[authz.issuers]]\nissuer = \"https://x\"\njwks_url = \"https://x/jwks\"\nalgorithms = [\"none\"]\n",
+			wantErr: []string{"authz.issuers[0].algorithms"},
+		},
+		{
+			name: "issuers from the file replace the default",
+			file: "[[authz.issuers]]\nissuer = \"https://idp\"\njwks_url = \"https://idp/jwks\"\nalgorithms = [\"RS256\"]\n",
+			check: func(t *testing.T, c config.Config) {
+				if len(c.Authz.Issuers) != 1 || c.Authz.Issuers[0].Issuer != "https://idp" {
+					t.Errorf("got issuers %+v, want only https://idp", c.Authz.Issuers)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := ""
+			if tt.file != "" {
+				path = mustFile(t, tt.file)
+			}
+			c, err := config.Load(path, envOf(tt.env))
+			if len(tt.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("got no error, want one naming %v", tt.wantErr)
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("got error %q, want it to name %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %v", err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestResolve(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(p, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := envOf(map[string]string{"PW": "from-env"})
+	tests := []struct {
+		name, in, want string
+		wantErr        bool
+	}{
+		{"literal", "plain", "plain", false},
+		{"file", "file://" + p, "s3cret", false},
+		{"env", "env://PW", "from-env", false},
+		{"unset env", "env://MISSING", "", true},
+		{"missing file", "file:///does/not/exist", "", true},
+		{"vault says it is unsupported", "vault://kv/fraise#pw", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := config.Resolve(tt.in, env)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("got %q, %v; want %q, error %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
