@@ -103,7 +103,14 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveAuthz(gctx, cfg, env, log, authzLn, nil) })
 	g.Go(func() error { return serveCore(gctx, cfg, env, log, coreLn, coreAdminLn) })
-	g.Go(func() error { return serveGateway(gctx, cfg, log, gwLn) })
+	if envoyBin := lookEnvoy(cfg.Gateway.Envoy); envoyBin != "" {
+		// A real Envoy runs the same generated configuration; it binds the
+		// ingress port itself.
+		gwLn.Close()
+		g.Go(func() error { return runEnvoyProcess(gctx, cfg, envoyBin, *dir, env) })
+	} else {
+		g.Go(func() error { return serveGateway(gctx, cfg, log, gwLn) })
+	}
 
 	addrs := devAddrs{
 		Gateway: cfg.Gateway.ListenAddr, CoreHTTP: cfg.Core.HTTPAddr, Authz: cfg.Authz.GRPCAddr,
