@@ -47,6 +47,7 @@ func init() {
 		"token":     {"mint a development JWT that extauthz trusts in dev mode", runToken},
 		"policy":    {"policy test | policy check: run the Rego tests, compile strictly", runPolicy},
 		"envoy":     {"envoy bootstrap: write the static Envoy configuration", runEnvoy},
+		"xds":       {"serve the Envoy configuration over xDS (ADS), following fraise.toml", runXDS},
 	}
 }
 

@@ -2,10 +2,8 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
@@ -128,12 +126,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 		if *readyFile != "" {
-			b, _ := json.Marshal(addrs)
-			tmp := *readyFile + ".tmp"
-			if err := os.WriteFile(tmp, b, 0o644); err != nil {
-				return err
-			}
-			if err := os.Rename(tmp, *readyFile); err != nil {
+			if err := writeJSONFile(*readyFile, addrs); err != nil {
 				return err
 			}
 		}

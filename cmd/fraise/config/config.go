@@ -48,6 +48,16 @@ type Config struct {
 	Authz     Authz     `toml:"authz"`
 	RateLimit RateLimit `toml:"ratelimit"`
 	Gateway   Gateway   `toml:"gateway"`
+	XDS       XDS       `toml:"xds"`
+}
+
+// XDS configures `fraise xds`, the control plane that serves the Envoy
+// configuration to production Envoys.
+type XDS struct {
+	GRPCAddr string `toml:"grpc_addr"`
+	NodeID   string `toml:"node_id"`
+	// PollInterval is how often fraise.toml is checked for changes.
+	PollInterval Duration `toml:"poll_interval"`
 }
 
 // Log configures log/slog output.
@@ -221,6 +231,7 @@ func Default() Config {
 			AuthzTimeout: Duration{250 * time.Millisecond}, MaxRequestBytes: 64 << 10,
 			Envoy: "envoy",
 		},
+		XDS: XDS{GRPCAddr: "127.0.0.1:18000", NodeID: "fraise-ingress", PollInterval: Duration{time.Second}},
 	}
 }
 
@@ -434,6 +445,13 @@ func (c Config) Validate() error {
 	addr("gateway.admin_addr", c.Gateway.AdminAddr, true)
 	if c.Gateway.AuthzTimeout.Duration <= 0 {
 		bad("gateway.authz_timeout", "must be positive")
+	}
+	addr("xds.grpc_addr", c.XDS.GRPCAddr, false)
+	if c.XDS.NodeID == "" {
+		bad("xds.node_id", "required")
+	}
+	if c.XDS.PollInterval.Duration <= 0 {
+		bad("xds.poll_interval", "must be positive")
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,109 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/envoy"
+	"github.com/fraise-dev/fraise/envoy/xds"
+)
+
+func runXDS(ctx context.Context, env Env, args []string) error {
+	fs, cfgPath := flags("xds", env)
+	readyFile := fs.String("ready-file", "", "write the listening address here as JSON once serving")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, log, err := loadConfig(*cfgPath, env)
+	if err != nil {
+		return err
+	}
+	log = log.With("component", "xds")
+	ln, err := listen("xds.grpc_addr", cfg.XDS.GRPCAddr)
+	if err != nil {
+		return err
+	}
+	srv := xds.New(ctx, cfg.XDS.NodeID, log)
+	if err := publish(ctx, srv, cfg); err != nil {
+		ln.Close()
+		return err
+	}
+	gs := grpc.NewServer()
+	srv.Register(gs)
+	go func() {
+		<-ctx.Done()
+		gs.GracefulStop()
+	}()
+	if *cfgPath != "" {
+		go watchConfig(ctx, *cfgPath, cfg.XDS.PollInterval.Duration, env, log, func(c config.Config) {
+			if err := publish(ctx, srv, c); err != nil {
+				log.Error("configuration change not published; the previous snapshot keeps serving", "err", err)
+			}
+		})
+	}
+	if *readyFile != "" {
+		if err := writeJSONFile(*readyFile, map[string]string{"xds": ln.Addr().String()}); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	logServing(log, "xds", "ads", ln)
+	return gs.Serve(ln)
+}
+
+func publish(ctx context.Context, srv *xds.Server, cfg config.Config) error {
+	res, err := envoy.Build(envoyOptions(cfg))
+	if err != nil {
+		return err
+	}
+	_, err = srv.Publish(ctx, res)
+	return err
+}
+
+// watchConfig calls changed with the new configuration whenever the file's
+// contents change and still load. Polling the contents rather than watching
+// inotify events copes with editors and ConfigMaps that replace the file.
+func watchConfig(ctx context.Context, path string, every time.Duration, env Env, log *slog.Logger, changed func(config.Config)) {
+	last, _ := os.ReadFile(path)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur, err := os.ReadFile(path)
+		if err != nil || bytes.Equal(cur, last) {
+			continue
+		}
+		last = cur
+		cfg, err := config.Load(path, env.Getenv)
+		if err != nil {
+			log.Error("configuration change ignored", "path", path, "err", err)
+			continue
+		}
+		log.Info("configuration changed", "path", path)
+		changed(cfg)
+	}
+}
+
+// writeJSONFile writes v to path atomically, so a reader never sees half.
+func writeJSONFile(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
