@@ -1,0 +1,151 @@
+package cli_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	client "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/fraise-dev/fraise/cmd/fraise/cli"
+)
+
+const xdsConfig = `
+[core]
+http_addr = "10.0.0.1:%d"
+[xds]
+grpc_addr = "127.0.0.1:0"
+poll_interval = "50ms"
+`
+
+// TestXDSFollowsConfig runs `fraise xds` and fetches its resources with
+// go-control-plane's ADS client, as Envoy would, then edits fraise.toml and
+// expects the next snapshot to carry the change.
+func TestXDSFollowsConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "fraise.toml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(xdsConfig, 8080)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ready := filepath.Join(dir, "ready.json")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- cli.Run(ctx, []string{"xds", "--config", cfgPath, "--ready-file", ready}, func(string) string { return "" }, io.Discard, io.Discard)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("fraise xds: %v", err)
+		}
+	})
+	var addrs struct{ XDS string }
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if b, err := os.ReadFile(ready); err == nil {
+			if err := json.Unmarshal(b, &addrs); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("fraise xds did not become ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	conn, err := grpc.NewClient(addrs.XDS, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	fetch := func(c client.ADSClient) *client.Response {
+		t.Helper()
+		type result struct {
+			r   *client.Response
+			err error
+		}
+		ch := make(chan result, 1)
+		go func() {
+			r, err := c.Fetch()
+			ch <- result{r, err}
+		}()
+		select {
+		case res := <-ch:
+			if res.err != nil {
+				t.Fatalf("fetch: %v", res.err)
+			}
+			if err := c.Ack(); err != nil {
+				t.Fatalf("ack: %v", err)
+			}
+			return res.r
+		case <-time.After(20 * time.Second):
+			t.Fatal("no xDS response within 20s")
+		}
+		return nil
+	}
+	node := &corev3.Node{Id: "fraise-ingress"}
+	for _, typ := range []string{resource.ListenerType, resource.RouteType} {
+		c := client.NewADSClient(ctx, node, typ)
+		if err := c.InitConnect(conn); err != nil {
+			t.Fatal(err)
+		}
+		if r := fetch(c); len(r.Resources) == 0 {
+			t.Errorf("%s: got no resources", typ)
+		}
+	}
+
+	clusters := client.NewADSClient(ctx, node, resource.ClusterType)
+	if err := clusters.InitConnect(conn); err != nil {
+		t.Fatal(err)
+	}
+	coreAddr := func(r *client.Response) string {
+		for _, a := range r.Resources {
+			var c clusterv3.Cluster
+			if err := a.UnmarshalTo(&c); err != nil {
+				t.Fatal(err)
+			}
+			if c.GetName() != "core_http" {
+				continue
+			}
+			for _, e := range c.GetLoadAssignment().GetEndpoints() {
+				for _, le := range e.GetLbEndpoints() {
+					sa := le.GetEndpoint().GetAddress().GetSocketAddress()
+					return fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue())
+				}
+			}
+		}
+		return ""
+	}
+	first := fetch(clusters)
+	if got := coreAddr(first); got != "10.0.0.1:8080" {
+		t.Fatalf("got core_http at %q, want 10.0.0.1:8080", got)
+	}
+
+	// A broken edit is ignored; the next good one is published.
+	if err := os.WriteFile(cfgPath, []byte("[core]\nhttp_addr = 12\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(xdsConfig, 9090)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	next := fetch(clusters)
+	if got := coreAddr(next); got != "10.0.0.1:9090" {
+		t.Fatalf("got core_http at %q after the change, want 10.0.0.1:9090", got)
+	}
+	if next.VersionInfo == first.VersionInfo || strings.TrimSpace(next.VersionInfo) == "" {
+		t.Fatalf("got version %q after %q, want a new version", next.VersionInfo, first.VersionInfo)
+	}
+}
