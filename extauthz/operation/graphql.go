@@ -1,0 +1,233 @@
+// Package operation reads, from the request Envoy forwards to extauthz, what
+// a policy needs to decide on it: for GraphQL the operation type, its name
+// and the root fields it selects; for Arrow Flight the method and dataset.
+// Everything it parses is untrusted client input, so every parser here is
+// bounded and fuzzed.
+package operation
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/parser"
+)
+
+// MaxDocumentBytes bounds the GraphQL document extauthz parses. Envoy caps
+// the body it forwards (max_request_bytes) already; this cap also holds for
+// GET requests and for documents resolved from a persisted hash.
+const MaxDocumentBytes = 1 << 20
+
+// MaxTokens bounds the lexer tokens of one document, which bounds the
+// parser's recursion depth: a document of a million nested braces is
+// refused long before it can exhaust the stack.
+const MaxTokens = 50_000
+
+// ErrInvalid wraps every reason a request is not a GraphQL request extauthz
+// can read. Its text is safe to show the client: it names syntax, not
+// policy.
+var ErrInvalid = errors.New("invalid GraphQL request")
+
+// Request is a GraphQL-over-HTTP request's parameters.
+type Request struct {
+	Query         string
+	OperationName string
+	// PersistedHash is the sha256Hash of the persisted-query extension, when
+	// the client sent one (with or without the query itself).
+	PersistedHash string
+}
+
+// GraphQL is what a policy sees of a GraphQL operation.
+type GraphQL struct {
+	// Operation is "query", "mutation" or "subscription".
+	Operation string `json:"operation"`
+	// Name is the operation's name, "" when anonymous.
+	Name string `json:"name"`
+	// RootFields are the names (never the aliases) of the fields the
+	// operation selects at its root, fragments spread at the root included,
+	// each once, in document order.
+	RootFields []string `json:"root_fields"`
+}
+
+// body is the JSON body of a GraphQL POST. Variables are not read: the
+// policy decides on the document, and the core validates variables.
+type body struct {
+	Query         *string         `json:"query"`
+	OperationName *string         `json:"operationName"`
+	Extensions    json.RawMessage `json:"extensions"`
+}
+
+type extensions struct {
+	PersistedQuery *struct {
+		Version    int    `json:"version"`
+		SHA256Hash string `json:"sha256Hash"`
+	} `json:"persistedQuery"`
+}
+
+// ParseRequest reads the GraphQL request parameters from a POST body (JSON)
+// or, for GET, from the URL query string rawQuery, as GraphQL over HTTP
+// defines them. It does not parse the document itself: see Parse.
+func ParseRequest(method, rawQuery string, data []byte) (Request, error) {
+	switch method {
+	case "GET", "HEAD":
+		q, err := url.ParseQuery(rawQuery)
+		if err != nil {
+			return Request{}, fmt.Errorf("%w: malformed query string", ErrInvalid)
+		}
+		r := Request{Query: q.Get("query"), OperationName: q.Get("operationName")}
+		if ext := q.Get("extensions"); ext != "" {
+			h, err := persistedHash([]byte(ext))
+			if err != nil {
+				return Request{}, err
+			}
+			r.PersistedHash = h
+		}
+		return r, checkRequest(r)
+	case "POST":
+		data = bytes.TrimSpace(data)
+		if len(data) == 0 {
+			return Request{}, fmt.Errorf("%w: empty body", ErrInvalid)
+		}
+		if data[0] != '{' {
+			// Batched (array) requests are not part of GraphQL over HTTP and
+			// the core refuses them; refusing here keeps one operation per
+			// decision.
+			return Request{}, fmt.Errorf("%w: body must be one JSON object", ErrInvalid)
+		}
+		var b body
+		if err := json.Unmarshal(data, &b); err != nil {
+			return Request{}, fmt.Errorf("%w: body is not a GraphQL request in JSON", ErrInvalid)
+		}
+		var r Request
+		if b.Query != nil {
+			r.Query = *b.Query
+		}
+		if b.OperationName != nil {
+			r.OperationName = *b.OperationName
+		}
+		if len(b.Extensions) > 0 && string(b.Extensions) != "null" {
+			h, err := persistedHash(b.Extensions)
+			if err != nil {
+				return Request{}, err
+			}
+			r.PersistedHash = h
+		}
+		return r, checkRequest(r)
+	default:
+		return Request{}, fmt.Errorf("%w: method %s", ErrInvalid, method)
+	}
+}
+
+func persistedHash(raw []byte) (string, error) {
+	var ext extensions
+	if err := json.Unmarshal(raw, &ext); err != nil {
+		return "", fmt.Errorf("%w: extensions is not a JSON object", ErrInvalid)
+	}
+	if ext.PersistedQuery == nil {
+		return "", nil
+	}
+	h := ext.PersistedQuery.SHA256Hash
+	if len(h) != 64 || strings.Trim(strings.ToLower(h), "0123456789abcdef") != "" {
+		return "", fmt.Errorf("%w: persistedQuery.sha256Hash must be 64 hex digits", ErrInvalid)
+	}
+	return strings.ToLower(h), nil
+}
+
+func checkRequest(r Request) error {
+	if r.Query == "" && r.PersistedHash == "" {
+		return fmt.Errorf("%w: missing query", ErrInvalid)
+	}
+	if len(r.Query) > MaxDocumentBytes {
+		return fmt.Errorf("%w: query longer than %d bytes", ErrInvalid, MaxDocumentBytes)
+	}
+	return nil
+}
+
+// Parse parses document and returns the operation a request runs: the one
+// named operationName, or the only one when operationName is "".
+func Parse(document, operationName string) (GraphQL, error) {
+	if len(document) > MaxDocumentBytes {
+		return GraphQL{}, fmt.Errorf("%w: query longer than %d bytes", ErrInvalid, MaxDocumentBytes)
+	}
+	doc, err := parser.ParseQueryWithTokenLimit(&ast.Source{Input: document}, MaxTokens)
+	if err != nil {
+		return GraphQL{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	op, err := pick(doc.Operations, operationName)
+	if err != nil {
+		return GraphQL{}, err
+	}
+	fields := make([]string, 0, len(op.SelectionSet))
+	seen := make(map[string]bool, len(op.SelectionSet))
+	// state marks fragments being expanded (1) and expanded (2). Expanding
+	// a fragment once is enough, since only the set of names matters; that
+	// keeps a document of fragments that each spread the next one twice
+	// linear instead of exponential.
+	state := make(map[string]int8)
+	var walk func(ast.SelectionSet) error
+	walk = func(set ast.SelectionSet) error {
+		for _, sel := range set {
+			switch s := sel.(type) {
+			case *ast.Field:
+				if !seen[s.Name] {
+					seen[s.Name] = true
+					fields = append(fields, s.Name)
+				}
+			case *ast.InlineFragment:
+				if err := walk(s.SelectionSet); err != nil {
+					return err
+				}
+			case *ast.FragmentSpread:
+				switch state[s.Name] {
+				case 1:
+					return fmt.Errorf("%w: fragment %q spreads itself", ErrInvalid, s.Name)
+				case 2:
+					continue
+				}
+				def := doc.Fragments.ForName(s.Name)
+				if def == nil {
+					return fmt.Errorf("%w: unknown fragment %q", ErrInvalid, s.Name)
+				}
+				state[s.Name] = 1
+				if err := walk(def.SelectionSet); err != nil {
+					return err
+				}
+				state[s.Name] = 2
+			}
+		}
+		return nil
+	}
+	if err := walk(op.SelectionSet); err != nil {
+		return GraphQL{}, err
+	}
+	return GraphQL{Operation: string(op.Operation), Name: op.Name, RootFields: fields}, nil
+}
+
+func pick(ops ast.OperationList, name string) (*ast.OperationDefinition, error) {
+	if len(ops) == 0 {
+		return nil, fmt.Errorf("%w: no operation in the document", ErrInvalid)
+	}
+	if name == "" {
+		if len(ops) > 1 {
+			return nil, fmt.Errorf("%w: operationName is required when the document has several operations", ErrInvalid)
+		}
+		return ops[0], nil
+	}
+	var found *ast.OperationDefinition
+	for _, op := range ops {
+		if op.Name == name {
+			if found != nil {
+				return nil, fmt.Errorf("%w: operation %q is defined twice", ErrInvalid, name)
+			}
+			found = op
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("%w: no operation named %q", ErrInvalid, name)
+	}
+	return found, nil
+}
