@@ -1,0 +1,124 @@
+package postgres
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sort"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// MigrateOptions configures Migrate.
+type MigrateOptions struct {
+	// AppRole is the role the core connects as (default fraise_app). It is
+	// created LOGIN NOSUPERUSER NOBYPASSRLS: superusers and table owners
+	// bypass row-level security, which is why the core never connects as
+	// the role that runs migrations.
+	AppRole     string
+	AppPassword string
+	Logger      *slog.Logger
+}
+
+// migrationLock is the advisory lock key that serialises concurrent
+// migrators (several replicas starting at once).
+const migrationLock = 0x66726169 // "frai"
+
+// Migrate applies the embedded migrations in order, each once, in its own
+// transaction, as the schema owner at adminURL.
+func Migrate(ctx context.Context, adminURL string, o MigrateOptions) error {
+	if o.AppRole == "" {
+		o.AppRole = "fraise_app"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "select pg_advisory_lock($1)", migrationLock); err != nil {
+		return fmt.Errorf("migrate: lock: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "select pg_advisory_unlock($1)", migrationLock)
+
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS fraise;
+		CREATE TABLE IF NOT EXISTS fraise.schema_migrations (
+			version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if err := ensureRole(ctx, conn, o.AppRole, o.AppPassword); err != nil {
+		return err
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		version := strings.TrimSuffix(strings.TrimPrefix(name, "migrations/"), ".sql")
+		var done bool
+		if err := conn.QueryRow(ctx, "select exists(select 1 from fraise.schema_migrations where version = $1)", version).Scan(&done); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		if done {
+			continue
+		}
+		sql, err := migrations.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, string(sql)); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "insert into fraise.schema_migrations(version) values ($1)", version)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migrate %s: %w", version, err)
+		}
+		o.Logger.Info("applied migration", "version", version)
+	}
+	role := pgx.Identifier{o.AppRole}.Sanitize()
+	if _, err := conn.Exec(ctx, "GRANT USAGE ON SCHEMA fraise TO "+role+"; GRANT SELECT ON fraise.tenants TO "+role); err != nil {
+		return fmt.Errorf("migrate: grants: %w", err)
+	}
+	return nil
+}
+
+// ensureRole creates the application role when missing and makes sure it
+// cannot bypass row-level security even if someone altered it.
+func ensureRole(ctx context.Context, conn *pgx.Conn, role, password string) error {
+	var exists bool
+	if err := conn.QueryRow(ctx, "select exists(select 1 from pg_roles where rolname = $1)", role).Scan(&exists); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	id := pgx.Identifier{role}.Sanitize()
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE ROLE "+id+" LOGIN"); err != nil {
+			return fmt.Errorf("migrate: create role %s: %w", role, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, "ALTER ROLE "+id+" NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB"); err != nil {
+		return fmt.Errorf("migrate: alter role %s: %w", role, err)
+	}
+	if password != "" {
+		// ALTER ROLE takes no parameters; quote the literal safely instead.
+		if _, err := conn.Exec(ctx, "ALTER ROLE "+id+" PASSWORD "+quoteLiteral(password)); err != nil {
+			return fmt.Errorf("migrate: set password of %s: %w", role, err)
+		}
+	}
+	return nil
+}
+
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}

@@ -1,0 +1,168 @@
+// Package postgres is the PostgreSQL adapter: the core's tenant-scoped
+// transactions (core.TenantDB) over a pgx pool, and Fraise's migrations.
+// Every request runs in one transaction that first sets fraise.tenant, the
+// setting row-level security policies compare tenant_id with.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fraise-dev/fraise/core"
+)
+
+// Options tunes the pool.
+type Options struct {
+	MaxConns int32
+	// StatementTimeout bounds every statement of a request's transaction.
+	StatementTimeout time.Duration
+	Logger           *slog.Logger
+}
+
+// DB is a pool of connections as the core's application role.
+type DB struct {
+	pool    *pgxpool.Pool
+	timeout time.Duration
+	log     *slog.Logger
+}
+
+var _ core.TenantDB = (*DB)(nil)
+
+// Open connects to url (it does not wait for the database: Ping does).
+func Open(ctx context.Context, url string, o Options) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if o.MaxConns > 0 {
+		cfg.MaxConns = o.MaxConns
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	return &DB{pool: pool, timeout: o.StatementTimeout, log: o.Logger}, nil
+}
+
+// Close closes the pool.
+func (db *DB) Close() { db.pool.Close() }
+
+// Ping reports whether the database answers, for readiness checks.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.pool.Ping(ctx); err != nil {
+		return mapError("postgres.ping", err)
+	}
+	return nil
+}
+
+// InTenant implements core.TenantDB.
+func (db *DB) InTenant(ctx context.Context, tenant string, fn func(ctx context.Context, q core.Querier) error) (err error) {
+	const op = "postgres.InTenant"
+	if !isUUID(tenant) {
+		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+	}
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return mapError(op, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	// Transaction-local (is_local = true): the setting cannot leak to the
+	// next request that borrows this pooled connection.
+	if _, err := tx.Exec(ctx, "select set_config('fraise.tenant', $1, true)", tenant); err != nil {
+		return mapError(op, err)
+	}
+	if db.timeout > 0 {
+		ms := strconv.FormatInt(db.timeout.Milliseconds(), 10)
+		if _, err := tx.Exec(ctx, "select set_config('statement_timeout', $1, true)", ms); err != nil {
+			return mapError(op, err)
+		}
+	}
+	if err := fn(ctx, querier{tx}); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return mapError(op, err)
+	}
+	return nil
+}
+
+type querier struct{ tx pgx.Tx }
+
+// QueryJSON implements core.Querier.
+func (q querier) QueryJSON(ctx context.Context, sql string, args ...any) ([]byte, error) {
+	var b []byte
+	if err := q.tx.QueryRow(ctx, sql, args...).Scan(&b); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil
+		}
+		return nil, mapError("postgres.QueryJSON", err)
+	}
+	return b, nil
+}
+
+// mapError classifies a database error by SQLSTATE class, never by message
+// text, and gives clients a message that reveals nothing of the schema.
+func mapError(op string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &core.Error{Op: op, Code: core.CodeTimeout, Err: err}
+	}
+	if errors.Is(err, context.Canceled) {
+		return &core.Error{Op: op, Code: core.CodeUnavailable, Message: "request cancelled", Err: err}
+	}
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		switch {
+		case pg.Code == "57014": // query_canceled: statement_timeout
+			return &core.Error{Op: op, Code: core.CodeTimeout, Message: "statement timed out", Err: err}
+		case pg.Code == "23505": // unique_violation
+			return &core.Error{Op: op, Code: core.CodeConflict, Message: "already exists", Err: err}
+		case pg.Code == "42501": // insufficient_privilege, including row-level security
+			return &core.Error{Op: op, Code: core.CodeForbidden, Message: "not allowed", Err: err}
+		case len(pg.Code) == 5 && (pg.Code[:2] == "22" || pg.Code[:2] == "23"):
+			return &core.Error{Op: op, Code: core.CodeInvalid, Message: "invalid value", Err: err}
+		case len(pg.Code) == 5 && (pg.Code[:2] == "08" || pg.Code[:2] == "53" || pg.Code[:2] == "57"):
+			return &core.Error{Op: op, Code: core.CodeUnavailable, Err: err}
+		}
+		return &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) || errors.Is(err, pgx.ErrTxClosed) {
+		return &core.Error{Op: op, Code: core.CodeUnavailable, Err: err}
+	}
+	return &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+}
+
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
