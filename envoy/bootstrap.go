@@ -1,0 +1,170 @@
+package envoy
+
+import (
+	"errors"
+	"fmt"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+	"sigs.k8s.io/yaml"
+)
+
+type validator interface{ ValidateAll() error }
+
+// Validate checks every resource against the validation rules of Envoy's
+// own protos (protoc-gen-validate), including every typed config packed in
+// an Any, which a plain ValidateAll would not open.
+func (r *Resources) Validate() error {
+	var errs []error
+	for _, m := range r.messages() {
+		errs = append(errs, validateDeep(m))
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Resources) messages() []proto.Message {
+	var ms []proto.Message
+	for _, l := range r.Listeners {
+		ms = append(ms, l)
+	}
+	for _, rc := range r.Routes {
+		ms = append(ms, rc)
+	}
+	for _, c := range r.Clusters {
+		ms = append(ms, c)
+	}
+	return ms
+}
+
+// validateDeep validates m and every message inside an Any within it.
+func validateDeep(m proto.Message) error {
+	var errs []error
+	if v, ok := m.(validator); ok {
+		if err := v.ValidateAll(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", m.ProtoReflect().Descriptor().FullName(), err))
+		}
+	}
+	errs = append(errs, eachAny(m.ProtoReflect(), func(inner proto.Message) error { return validateDeep(inner) }))
+	return errors.Join(errs...)
+}
+
+// eachAny unpacks every Any inside m (at any depth) and calls fn with it.
+// An Any whose type is not linked into this binary is an error: it is a
+// typed config Envoy may know but Fraise cannot check.
+func eachAny(m protoreflect.Message, fn func(proto.Message) error) error {
+	var errs []error
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind && fd.Kind() != protoreflect.GroupKind {
+			return true
+		}
+		visit := func(msg protoreflect.Message) {
+			if a, ok := msg.Interface().(*anypb.Any); ok {
+				inner, err := a.UnmarshalNew()
+				if err != nil {
+					errs = append(errs, fmt.Errorf("typed config %s: %w", a.GetTypeUrl(), err))
+					return
+				}
+				errs = append(errs, fn(inner))
+				return
+			}
+			errs = append(errs, eachAny(msg, fn))
+		}
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				visit(l.Get(i).Message())
+			}
+		case fd.IsMap():
+			if fd.MapValue().Kind() == protoreflect.MessageKind {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					visit(mv.Message())
+					return true
+				})
+			}
+		default:
+			visit(v.Message())
+		}
+		return true
+	})
+	return errors.Join(errs...)
+}
+
+// Bootstrap returns a static Envoy bootstrap holding the same resources, the
+// route configuration inlined where the listener names it for RDS.
+func (r *Resources) Bootstrap() (*bootstrapv3.Bootstrap, error) {
+	routes := map[string]*routev3.RouteConfiguration{}
+	for _, rc := range r.Routes {
+		routes[rc.GetName()] = rc
+	}
+	var listeners []*listenerv3.Listener
+	for _, l := range r.Listeners {
+		l = proto.Clone(l).(*listenerv3.Listener)
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				tc := f.GetTypedConfig()
+				var hcm hcmv3.HttpConnectionManager
+				if tc == nil || !tc.MessageIs(&hcm) {
+					continue
+				}
+				if err := tc.UnmarshalTo(&hcm); err != nil {
+					return nil, err
+				}
+				if rds := hcm.GetRds(); rds != nil {
+					rc, ok := routes[rds.GetRouteConfigName()]
+					if !ok {
+						return nil, fmt.Errorf("envoy: listener %s names unknown route configuration %q", l.GetName(), rds.GetRouteConfigName())
+					}
+					hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: proto.Clone(rc).(*routev3.RouteConfiguration)}
+				}
+				f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(&hcm)}
+			}
+		}
+		listeners = append(listeners, l)
+	}
+	clusters := make([]*clusterv3.Cluster, len(r.Clusters))
+	for i, c := range r.Clusters {
+		clusters[i] = proto.Clone(c).(*clusterv3.Cluster)
+	}
+	return &bootstrapv3.Bootstrap{
+		Node: &corev3.Node{Id: "fraise-ingress", Cluster: "fraise"},
+		Admin: &bootstrapv3.Admin{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 9901},
+		}}}},
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Listeners: listeners, Clusters: clusters},
+	}, nil
+}
+
+// BootstrapYAML renders b as Envoy reads it.
+func BootstrapYAML(b *bootstrapv3.Bootstrap) ([]byte, error) {
+	j, err := protojson.MarshalOptions{Indent: "  "}.Marshal(b)
+	if err != nil {
+		return nil, err
+	}
+	return yaml.JSONToYAML(j)
+}
+
+// ParseBootstrapYAML parses YAML written by BootstrapYAML (or by hand) and
+// resolves every typed config, failing on any it cannot.
+func ParseBootstrapYAML(data []byte) (*bootstrapv3.Bootstrap, error) {
+	j, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	var b bootstrapv3.Bootstrap
+	if err := protojson.Unmarshal(j, &b); err != nil {
+		return nil, err
+	}
+	if err := eachAny(b.ProtoReflect(), func(proto.Message) error { return nil }); err != nil {
+		return nil, err
+	}
+	return &b, nil
+}

@@ -1,0 +1,207 @@
+// Package envoy builds Fraise's one Envoy configuration as go-control-plane
+// resources: the mTLS ingress listener, its HTTP connection manager with
+// the ext_authz and rate-limit filters, the routes and the clusters. The
+// xDS server publishes these resources, the static bootstrap embeds them,
+// and the development gateway executes them, so all three agree by
+// construction.
+package envoy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// Resource names shared by the builder, the tests and the gateway.
+const (
+	ListenerName         = "ingress"
+	RouteName            = "ingress"
+	ClusterCoreHTTP      = "core_http"
+	ClusterCoreFlight    = "core_flight"
+	ClusterAuthz         = "extauthz"
+	ClusterRateLimit     = "ratelimit"
+	GraphQLPrefix        = "/graphql"
+	FlightPrefix         = "/arrow.flight.protocol.FlightService/"
+	IdentityHeaderPrefix = "x-fraise-"
+)
+
+// Options are the addresses, files and policies the configuration needs.
+type Options struct {
+	ListenAddr     string
+	CoreHTTPAddr   string
+	CoreFlightAddr string
+	AuthzAddr      string
+	RateLimitAddr  string
+	// Downstream mTLS: the server certificate and the CA client
+	// certificates must chain to.
+	CACert, ServerCert, ServerKey string
+	// Upstream mTLS towards the core.
+	UpstreamCA, UpstreamCert, UpstreamKey string
+	UpstreamServerName                    string
+	AuthzTimeout                          time.Duration
+	MaxRequestBytes                       uint32
+	RateLimitDomain                       string
+	RateLimitTimeout                      time.Duration
+	// RateLimitFailureModeDeny refuses requests when the limiter cannot be
+	// reached; by default they pass.
+	RateLimitFailureModeDeny bool
+}
+
+// Resources is the whole configuration, by xDS type.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+}
+
+func (o *Options) defaults() {
+	if o.AuthzTimeout == 0 {
+		o.AuthzTimeout = 250 * time.Millisecond
+	}
+	if o.MaxRequestBytes == 0 {
+		o.MaxRequestBytes = 64 << 10
+	}
+	if o.RateLimitDomain == "" {
+		o.RateLimitDomain = "fraise"
+	}
+	if o.RateLimitTimeout == 0 {
+		o.RateLimitTimeout = 100 * time.Millisecond
+	}
+	if o.UpstreamServerName == "" {
+		o.UpstreamServerName = "localhost"
+	}
+}
+
+// Build returns the resources for o, or every problem with o at once.
+func Build(o Options) (*Resources, error) {
+	o.defaults()
+	var errs []error
+	need := func(name, v string) {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("envoy: %s is required", name))
+		}
+	}
+	need("ListenAddr", o.ListenAddr)
+	need("CoreHTTPAddr", o.CoreHTTPAddr)
+	need("AuthzAddr", o.AuthzAddr)
+	need("RateLimitAddr", o.RateLimitAddr)
+	need("CACert", o.CACert)
+	need("ServerCert", o.ServerCert)
+	need("ServerKey", o.ServerKey)
+	need("UpstreamCA", o.UpstreamCA)
+	need("UpstreamCert", o.UpstreamCert)
+	need("UpstreamKey", o.UpstreamKey)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	listenAddr, err := socketAddress(o.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("envoy: ListenAddr: %w", err)
+	}
+	hcm, err := httpConnectionManager(o)
+	if err != nil {
+		return nil, err
+	}
+	res := &Resources{
+		Listeners: []*listenerv3.Listener{{
+			Name:    ListenerName,
+			Address: listenAddr,
+			// Bound the damage a slow or hostile client can do.
+			PerConnectionBufferLimitBytes: wrapperspb.UInt32(1 << 20),
+			FilterChains: []*listenerv3.FilterChain{{
+				Filters:         []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}}},
+				TransportSocket: downstreamTLS(o),
+			}},
+		}},
+		Routes: []*routev3.RouteConfiguration{routeConfig(o)},
+	}
+	clusters := []struct {
+		name, addr string
+		h2, tls    bool
+	}{
+		{ClusterCoreHTTP, o.CoreHTTPAddr, false, true},
+		{ClusterAuthz, o.AuthzAddr, true, false},
+		{ClusterRateLimit, o.RateLimitAddr, true, false},
+	}
+	if o.CoreFlightAddr != "" {
+		clusters = append(clusters, struct {
+			name, addr string
+			h2, tls    bool
+		}{ClusterCoreFlight, o.CoreFlightAddr, true, true})
+	}
+	for _, c := range clusters {
+		cl, err := cluster(o, c.name, c.addr, c.h2, c.tls)
+		if err != nil {
+			return nil, err
+		}
+		res.Clusters = append(res.Clusters, cl)
+	}
+	return res, nil
+}
+
+func socketAddress(hostport string) (*corev3.Address, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, err
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("bad port %q", port)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)},
+	}}}, nil
+}
+
+func cluster(o Options, name, addr string, h2, tls bool) (*clusterv3.Cluster, error) {
+	a, err := socketAddress(addr)
+	if err != nil {
+		return nil, fmt.Errorf("envoy: cluster %s: %w", name, err)
+	}
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ConnectTimeout:       durationpb.New(time.Second),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS},
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: name,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: a}},
+			}}}},
+		},
+		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			Priority:           corev3.RoutingPriority_DEFAULT,
+			MaxConnections:     wrapperspb.UInt32(1024),
+			MaxPendingRequests: wrapperspb.UInt32(1024),
+			MaxRequests:        wrapperspb.UInt32(4096),
+			MaxRetries:         wrapperspb.UInt32(3),
+		}}},
+		OutlierDetection: &clusterv3.OutlierDetection{
+			Consecutive_5Xx:  wrapperspb.UInt32(5),
+			Interval:         durationpb.New(10 * time.Second),
+			BaseEjectionTime: durationpb.New(30 * time.Second),
+		},
+	}
+	if h2 {
+		c.TypedExtensionProtocolOptions = map[string]*anyMsg{
+			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(http2Options()),
+		}
+	}
+	if tls {
+		c.TransportSocket = upstreamTLS(o)
+	}
+	return c, nil
+}

@@ -1,0 +1,251 @@
+package envoy
+
+import (
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	ratelimitconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+type anyMsg = anypb.Any
+
+// Filter and extension names, as Envoy registers them.
+const (
+	FilterExtAuthz      = "envoy.filters.http.ext_authz"
+	FilterRateLimit     = "envoy.filters.http.ratelimit"
+	FilterRouter        = "envoy.filters.http.router"
+	EarlyHeaderMutation = "envoy.http.early_header_mutation.header_mutation"
+	TransportSocketTLS  = "envoy.transport_sockets.tls"
+	TenantHeader        = "x-fraise-tenant"
+	TenantDescriptorKey = "tenant"
+	RateLimitedBody     = `{"errors":[{"message":"rate limit exceeded","extensions":{"code":"RATE_LIMITED"}}]}`
+	NotFoundBody        = `{"errors":[{"message":"no such route","extensions":{"code":"NOT_FOUND"}}]}`
+)
+
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(err) // only for messages of linked-in types, which always marshal
+	}
+	return a
+}
+
+func file(path string) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path}}
+}
+
+func inline(s string) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: s}}
+}
+
+func envoyGrpc(cluster string, timeout time.Duration) *corev3.GrpcService {
+	return &corev3.GrpcService{
+		TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: cluster}},
+		Timeout:         durationpb.New(timeout),
+	}
+}
+
+// httpConnectionManager is the ingress's HTTP pipeline. Order matters:
+// client-sent x-fraise-* headers go first (an early header mutation runs
+// before any filter), so ext_authz and the rate limiter only ever see
+// identity headers extauthz set.
+func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
+	authz := &extauthzv3.ExtAuthz{
+		Services:               &extauthzv3.ExtAuthz_GrpcService{GrpcService: envoyGrpc(ClusterAuthz, o.AuthzTimeout)},
+		TransportApiVersion:    corev3.ApiVersion_V3,
+		FailureModeAllow:       false, // fail closed: no decision, no request
+		StatusOnError:          &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden},
+		IncludePeerCertificate: true,
+		WithRequestBody: &extauthzv3.BufferSettings{
+			MaxRequestBytes:     o.MaxRequestBytes,
+			AllowPartialMessage: false,
+		},
+	}
+	rl := &ratelimitv3.RateLimit{
+		Domain:                         o.RateLimitDomain,
+		Timeout:                        durationpb.New(o.RateLimitTimeout),
+		FailureModeDeny:                o.RateLimitFailureModeDeny,
+		RateLimitedAsResourceExhausted: true,
+		RateLimitService: &ratelimitconfv3.RateLimitServiceConfig{
+			GrpcService:         envoyGrpc(ClusterRateLimit, o.RateLimitTimeout),
+			TransportApiVersion: corev3.ApiVersion_V3,
+		},
+	}
+	strip := &headermutationv3.HeaderMutation{Mutations: []*mutationv3.HeaderMutation{{
+		Action: &mutationv3.HeaderMutation_RemoveOnMatch_{RemoveOnMatch: &mutationv3.HeaderMutation_RemoveOnMatch{
+			KeyMatcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: IdentityHeaderPrefix}, IgnoreCase: true},
+		}},
+	}}}
+	accessLog := &streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
+		Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"time":       structpb.NewStringValue("%START_TIME%"),
+			"request_id": structpb.NewStringValue("%REQ(X-REQUEST-ID)%"),
+			"method":     structpb.NewStringValue("%REQ(:METHOD)%"),
+			"path":       structpb.NewStringValue("%REQ(:PATH)%"),
+			"status":     structpb.NewStringValue("%RESPONSE_CODE%"),
+			"flags":      structpb.NewStringValue("%RESPONSE_FLAGS%"),
+			"duration":   structpb.NewStringValue("%DURATION%"),
+			"tenant":     structpb.NewStringValue("%REQ(X-FRAISE-TENANT)%"),
+		}}},
+	}}}
+	return &hcmv3.HttpConnectionManager{
+		StatPrefix:        "ingress",
+		CodecType:         hcmv3.HttpConnectionManager_AUTO,
+		UseRemoteAddress:  wrapperspb.Bool(true),
+		GenerateRequestId: wrapperspb.Bool(true),
+		// The limits bound what one client can make Envoy hold.
+		MaxRequestHeadersKb: wrapperspb.UInt32(60),
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
+			IdleTimeout:                  durationpb.New(5 * time.Minute),
+			HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST,
+		},
+		RequestHeadersTimeout: durationpb.New(10 * time.Second),
+		EarlyHeaderMutationExtensions: []*corev3.TypedExtensionConfig{{
+			Name: EarlyHeaderMutation, TypedConfig: mustAny(strip),
+		}},
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			RouteConfigName: RouteName,
+			ConfigSource: &corev3.ConfigSource{
+				ResourceApiVersion:    corev3.ApiVersion_V3,
+				ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+			},
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: FilterExtAuthz, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(authz)}},
+			{Name: FilterRateLimit, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(rl)}},
+			{Name: FilterRouter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
+		},
+		AccessLog: []*accesslogv3.AccessLog{{
+			Name: "envoy.access_loggers.stdout", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(accessLog)},
+		}},
+		LocalReplyConfig: &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{{
+			Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{
+				StatusCodeFilter: &accesslogv3.StatusCodeFilter{Comparison: &accesslogv3.ComparisonFilter{
+					Op: accesslogv3.ComparisonFilter_EQ, Value: &corev3.RuntimeUInt32{DefaultValue: 429, RuntimeKey: "fraise.rate_limited_status"},
+				}},
+			}},
+			Body: inline(RateLimitedBody),
+			BodyFormatOverride: &corev3.SubstitutionFormatString{
+				Format:      &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: inline("%LOCAL_REPLY_BODY%")},
+				ContentType: "application/json",
+			},
+		}}},
+	}, nil
+}
+
+// rateLimitsTenant is the descriptor every routed request is counted under:
+// its tenant, which extauthz set and the client could not.
+func rateLimitsTenant() []*routev3.RateLimit {
+	return []*routev3.RateLimit{{Actions: []*routev3.RateLimit_Action{{
+		ActionSpecifier: &routev3.RateLimit_Action_RequestHeaders_{RequestHeaders: &routev3.RateLimit_Action_RequestHeaders{
+			HeaderName: TenantHeader, DescriptorKey: TenantDescriptorKey,
+		}},
+	}}}}
+}
+
+func routeConfig(o Options) *routev3.RouteConfiguration {
+	routes := []*routev3.Route{{
+		Name:  "graphql",
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: GraphQLPrefix}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterCoreHTTP},
+			Timeout:          durationpb.New(30 * time.Second),
+			RateLimits:       rateLimitsTenant(),
+		}},
+	}}
+	if o.CoreFlightAddr != "" {
+		routes = append(routes, &routev3.Route{
+			Name: "flight",
+			Match: &routev3.RouteMatch{
+				PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: FlightPrefix},
+				Grpc:          &routev3.RouteMatch_GrpcRouteMatchOptions{},
+			},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterCoreFlight},
+				Timeout:          durationpb.New(0), // streams last as long as the export
+				RateLimits:       rateLimitsTenant(),
+			}},
+			// Flight streams are large and binary: ext_authz decides on the
+			// call's metadata alone.
+			TypedPerFilterConfig: map[string]*anypb.Any{
+				FilterExtAuthz: mustAny(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
+					CheckSettings: &extauthzv3.CheckSettings{DisableRequestBodyBuffering: true},
+				}}),
+			},
+		})
+	}
+	routes = append(routes, &routev3.Route{
+		Name:  "not_found",
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+			Status: 404, Body: inline(NotFoundBody),
+		}},
+	})
+	return &routev3.RouteConfiguration{
+		Name: RouteName,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name: "fraise", Domains: []string{"*"}, Routes: routes,
+		}},
+	}
+}
+
+func tlsSocket(m proto.Message) *corev3.TransportSocket {
+	return &corev3.TransportSocket{Name: TransportSocketTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(m)}}
+}
+
+func downstreamTLS(o Options) *corev3.TransportSocket {
+	return tlsSocket(&tlsv3.DownstreamTlsContext{
+		RequireClientCertificate: wrapperspb.Bool(true),
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsParams:       &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+			TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: file(o.ServerCert), PrivateKey: file(o.ServerKey)}},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: file(o.CACert),
+			}},
+			AlpnProtocols: []string{"h2", "http/1.1"},
+		},
+	})
+}
+
+func upstreamTLS(o Options) *corev3.TransportSocket {
+	return tlsSocket(&tlsv3.UpstreamTlsContext{
+		Sni: o.UpstreamServerName,
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsParams:       &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+			TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: file(o.UpstreamCert), PrivateKey: file(o.UpstreamKey)}},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: file(o.UpstreamCA),
+				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+					SanType: tlsv3.SubjectAltNameMatcher_DNS,
+					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: o.UpstreamServerName}},
+				}},
+			}},
+		},
+	})
+}
+
+func http2Options() *httpv3.HttpProtocolOptions {
+	return &httpv3.HttpProtocolOptions{UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+		ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		},
+	}}
+}

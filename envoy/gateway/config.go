@@ -1,0 +1,356 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/fraise-dev/fraise/envoy"
+)
+
+// plan is what the gateway executes, read from the generated resources.
+type plan struct {
+	tls *tls.Config
+
+	stripPrefixes []string // lower-case header name prefixes removed on arrival
+	stripExact    []string
+
+	authz *authzPlan
+	rl    *rateLimitPlan
+
+	routes   []route
+	clusters map[string]*clusterPlan
+
+	localReplies []localReply
+}
+
+type authzPlan struct {
+	cluster       string
+	timeout       time.Duration
+	failureAllow  bool
+	statusOnError int
+	maxBody       uint32
+	withBody      bool
+	partialBody   bool
+	peerCert      bool
+}
+
+type rateLimitPlan struct {
+	cluster             string
+	domain              string
+	timeout             time.Duration
+	failureDeny         bool
+	asResourceExhausted bool
+}
+
+type route struct {
+	name        string
+	prefix      string
+	grpcOnly    bool
+	cluster     string
+	timeout     time.Duration
+	direct      *directResponse
+	rateLimits  [][]headerAction // each: one descriptor's entries
+	noAuthzBody bool
+}
+
+type headerAction struct{ header, key string }
+
+type directResponse struct {
+	status int
+	body   string
+}
+
+type clusterPlan struct {
+	name string
+	addr string
+	h2   bool
+	tls  *tls.Config
+}
+
+type localReply struct {
+	status      int
+	body        string
+	contentType string
+}
+
+func unpack[T proto.Message](a *anypb.Any, m T) (T, error) {
+	if a == nil {
+		return m, errors.New("missing typed config")
+	}
+	if err := a.UnmarshalTo(m); err != nil {
+		return m, err
+	}
+	return m, nil
+}
+
+// compile reads res into a plan, refusing what the gateway cannot execute
+// rather than silently doing something else than Envoy would.
+func compile(res *envoy.Resources) (*plan, error) {
+	if len(res.Listeners) != 1 || len(res.Listeners[0].GetFilterChains()) != 1 {
+		return nil, errors.New("gateway: want exactly one listener with one filter chain")
+	}
+	fc := res.Listeners[0].GetFilterChains()[0]
+	p := &plan{clusters: map[string]*clusterPlan{}}
+	dtc, err := unpack(fc.GetTransportSocket().GetTypedConfig(), &tlsv3.DownstreamTlsContext{})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: listener TLS: %w", err)
+	}
+	if p.tls, err = downstreamTLS(dtc); err != nil {
+		return nil, err
+	}
+	if len(fc.GetFilters()) != 1 {
+		return nil, errors.New("gateway: want one network filter (the HTTP connection manager)")
+	}
+	hcm, err := unpack(fc.GetFilters()[0].GetTypedConfig(), &hcmv3.HttpConnectionManager{})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: HTTP connection manager: %w", err)
+	}
+	for _, ext := range hcm.GetEarlyHeaderMutationExtensions() {
+		hm, err := unpack(ext.GetTypedConfig(), &headermutationv3.HeaderMutation{})
+		if err != nil {
+			return nil, fmt.Errorf("gateway: early header mutation: %w", err)
+		}
+		for _, m := range hm.GetMutations() {
+			switch {
+			case m.GetRemove() != "":
+				p.stripExact = append(p.stripExact, strings.ToLower(m.GetRemove()))
+			case m.GetRemoveOnMatch().GetKeyMatcher().GetPrefix() != "":
+				p.stripPrefixes = append(p.stripPrefixes, strings.ToLower(m.GetRemoveOnMatch().GetKeyMatcher().GetPrefix()))
+			default:
+				return nil, fmt.Errorf("gateway: unsupported early header mutation %v", m)
+			}
+		}
+	}
+	for _, f := range hcm.GetHttpFilters() {
+		switch f.GetName() {
+		case envoy.FilterExtAuthz:
+			ea, err := unpack(f.GetTypedConfig(), &extauthzv3.ExtAuthz{})
+			if err != nil {
+				return nil, fmt.Errorf("gateway: ext_authz: %w", err)
+			}
+			gs := ea.GetGrpcService()
+			if gs.GetEnvoyGrpc() == nil {
+				return nil, errors.New("gateway: ext_authz must use an Envoy gRPC cluster")
+			}
+			p.authz = &authzPlan{
+				cluster: gs.GetEnvoyGrpc().GetClusterName(), timeout: gs.GetTimeout().AsDuration(),
+				failureAllow: ea.GetFailureModeAllow(), statusOnError: 403, peerCert: ea.GetIncludePeerCertificate(),
+			}
+			if c := ea.GetStatusOnError().GetCode(); c != 0 {
+				p.authz.statusOnError = int(c)
+			}
+			if wb := ea.GetWithRequestBody(); wb != nil {
+				p.authz.withBody, p.authz.maxBody, p.authz.partialBody = true, wb.GetMaxRequestBytes(), wb.GetAllowPartialMessage()
+			}
+		case envoy.FilterRateLimit:
+			rl, err := unpack(f.GetTypedConfig(), &ratelimitv3.RateLimit{})
+			if err != nil {
+				return nil, fmt.Errorf("gateway: ratelimit: %w", err)
+			}
+			p.rl = &rateLimitPlan{
+				cluster: rl.GetRateLimitService().GetGrpcService().GetEnvoyGrpc().GetClusterName(),
+				domain:  rl.GetDomain(), timeout: rl.GetTimeout().AsDuration(), failureDeny: rl.GetFailureModeDeny(),
+				asResourceExhausted: rl.GetRateLimitedAsResourceExhausted(),
+			}
+		case envoy.FilterRouter:
+		default:
+			return nil, fmt.Errorf("gateway: unsupported HTTP filter %s", f.GetName())
+		}
+	}
+	for _, m := range hcm.GetLocalReplyConfig().GetMappers() {
+		sc := m.GetFilter().GetStatusCodeFilter().GetComparison()
+		if sc == nil {
+			return nil, errors.New("gateway: only status-code local reply mappers are supported")
+		}
+		p.localReplies = append(p.localReplies, localReply{
+			status: int(sc.GetValue().GetDefaultValue()), body: m.GetBody().GetInlineString(),
+			contentType: m.GetBodyFormatOverride().GetContentType(),
+		})
+	}
+	var rc *routev3.RouteConfiguration
+	if rds := hcm.GetRds(); rds != nil {
+		for _, r := range res.Routes {
+			if r.GetName() == rds.GetRouteConfigName() {
+				rc = r
+			}
+		}
+	} else {
+		rc = hcm.GetRouteConfig()
+	}
+	if rc == nil || len(rc.GetVirtualHosts()) != 1 {
+		return nil, errors.New("gateway: want one route configuration with one virtual host")
+	}
+	for _, r := range rc.GetVirtualHosts()[0].GetRoutes() {
+		rt, err := compileRoute(r)
+		if err != nil {
+			return nil, err
+		}
+		p.routes = append(p.routes, rt)
+	}
+	for _, c := range res.Clusters {
+		cp, err := compileCluster(c)
+		if err != nil {
+			return nil, err
+		}
+		p.clusters[c.GetName()] = cp
+	}
+	return p, nil
+}
+
+func compileRoute(r *routev3.Route) (route, error) {
+	rt := route{name: r.GetName(), prefix: r.GetMatch().GetPrefix(), grpcOnly: r.GetMatch().GetGrpc() != nil}
+	if r.GetMatch().GetPathSpecifier() != nil && r.GetMatch().GetPrefix() == "" && r.GetMatch().GetPath() == "" {
+		return rt, fmt.Errorf("gateway: route %s: only prefix matches are supported", r.GetName())
+	}
+	if dr := r.GetDirectResponse(); dr != nil {
+		rt.direct = &directResponse{status: int(dr.GetStatus()), body: dr.GetBody().GetInlineString()}
+		return rt, nil
+	}
+	ra := r.GetRoute()
+	if ra == nil || ra.GetCluster() == "" {
+		return rt, fmt.Errorf("gateway: route %s: want a cluster or a direct response", r.GetName())
+	}
+	rt.cluster, rt.timeout = ra.GetCluster(), ra.GetTimeout().AsDuration()
+	for _, rl := range ra.GetRateLimits() {
+		var d []headerAction
+		for _, a := range rl.GetActions() {
+			rh := a.GetRequestHeaders()
+			if rh == nil {
+				return rt, fmt.Errorf("gateway: route %s: only request_headers rate-limit actions are supported", r.GetName())
+			}
+			d = append(d, headerAction{header: strings.ToLower(rh.GetHeaderName()), key: rh.GetDescriptorKey()})
+		}
+		rt.rateLimits = append(rt.rateLimits, d)
+	}
+	if a, ok := r.GetTypedPerFilterConfig()[envoy.FilterExtAuthz]; ok {
+		per, err := unpack(a, &extauthzv3.ExtAuthzPerRoute{})
+		if err != nil {
+			return rt, err
+		}
+		rt.noAuthzBody = per.GetCheckSettings().GetDisableRequestBodyBuffering()
+	}
+	return rt, nil
+}
+
+func compileCluster(c *clusterv3.Cluster) (*clusterPlan, error) {
+	eps := c.GetLoadAssignment().GetEndpoints()
+	if len(eps) != 1 || len(eps[0].GetLbEndpoints()) != 1 {
+		return nil, fmt.Errorf("gateway: cluster %s: want exactly one endpoint", c.GetName())
+	}
+	sa := eps[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
+	cp := &clusterPlan{name: c.GetName(), addr: net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))}
+	_, cp.h2 = c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+	if ts := c.GetTransportSocket(); ts != nil {
+		utc, err := unpack(ts.GetTypedConfig(), &tlsv3.UpstreamTlsContext{})
+		if err != nil {
+			return nil, fmt.Errorf("gateway: cluster %s TLS: %w", c.GetName(), err)
+		}
+		if cp.tls, err = upstreamTLS(utc); err != nil {
+			return nil, fmt.Errorf("gateway: cluster %s: %w", c.GetName(), err)
+		}
+	}
+	return cp, nil
+}
+
+func filename(ds *corev3.DataSource) (string, error) {
+	if f := ds.GetFilename(); f != "" {
+		return f, nil
+	}
+	return "", errors.New("only filename data sources are supported")
+}
+
+func loadPair(tc []*tlsv3.TlsCertificate) (tls.Certificate, error) {
+	if len(tc) != 1 {
+		return tls.Certificate{}, errors.New("want one TLS certificate")
+	}
+	cert, err := filename(tc[0].GetCertificateChain())
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	key, err := filename(tc[0].GetPrivateKey())
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.LoadX509KeyPair(cert, key)
+}
+
+func loadPool(vc *tlsv3.CertificateValidationContext) (*x509.CertPool, error) {
+	f, err := filename(vc.GetTrustedCa())
+	if err != nil {
+		return nil, err
+	}
+	pem, err := os.ReadFile(f)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no certificate in %s", f)
+	}
+	return pool, nil
+}
+
+func minVersion(p *tlsv3.TlsParameters) uint16 {
+	switch p.GetTlsMinimumProtocolVersion() {
+	case tlsv3.TlsParameters_TLSv1_3:
+		return tls.VersionTLS13
+	default:
+		return tls.VersionTLS12
+	}
+}
+
+func downstreamTLS(d *tlsv3.DownstreamTlsContext) (*tls.Config, error) {
+	ctc := d.GetCommonTlsContext()
+	cert, err := loadPair(ctc.GetTlsCertificates())
+	if err != nil {
+		return nil, fmt.Errorf("gateway: listener certificate: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: minVersion(ctc.GetTlsParams()), NextProtos: ctc.GetAlpnProtocols()}
+	if vc := ctc.GetValidationContext(); vc != nil {
+		if cfg.ClientCAs, err = loadPool(vc); err != nil {
+			return nil, fmt.Errorf("gateway: listener CA: %w", err)
+		}
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+		if d.GetRequireClientCertificate().GetValue() {
+			cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+	return cfg, nil
+}
+
+func upstreamTLS(u *tlsv3.UpstreamTlsContext) (*tls.Config, error) {
+	ctc := u.GetCommonTlsContext()
+	cert, err := loadPair(ctc.GetTlsCertificates())
+	if err != nil {
+		return nil, err
+	}
+	pool, err := loadPool(ctc.GetValidationContext())
+	if err != nil {
+		return nil, err
+	}
+	name := u.GetSni()
+	for _, m := range ctc.GetValidationContext().GetMatchTypedSubjectAltNames() {
+		if e := m.GetMatcher().GetExact(); e != "" {
+			name = e
+		}
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: name, MinVersion: minVersion(ctc.GetTlsParams())}, nil
+}
