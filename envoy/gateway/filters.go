@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/pem"
 	"log/slog"
 	"net"
@@ -17,7 +16,6 @@ import (
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
-	"golang.org/x/net/http2"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -96,8 +94,9 @@ func headerValue(h *corev3.HeaderValue) string {
 func applyHeader(h http.Header, hv *corev3.HeaderValueOption) {
 	k, v := hv.GetHeader().GetKey(), headerValue(hv.GetHeader())
 	action := hv.GetAppendAction()
-	if hv.GetAppend() != nil { // the deprecated boolean wins when set
-		if hv.GetAppend().GetValue() {
+	//lint:ignore SA1019 Envoy still honours the deprecated boolean when it is set, so must we.
+	if appendFlag := hv.GetAppend(); appendFlag != nil {
+		if appendFlag.GetValue() {
 			action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
 		} else {
 			action = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
@@ -224,22 +223,19 @@ func newProxy(c *clusterPlan, log *slog.Logger) *httputil.ReverseProxy {
 		scheme = "https"
 	}
 	target := &url.URL{Scheme: scheme, Host: c.addr}
-	var transport http.RoundTripper
+	transport := &http.Transport{
+		TLSClientConfig: c.tls, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
+	}
 	if c.h2 {
-		transport = &http2.Transport{TLSClientConfig: c.tls, AllowHTTP: c.tls == nil,
-			DialTLSContext: func(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
-				if cfg == nil {
-					var d net.Dialer
-					return d.DialContext(ctx, network, addr)
-				}
-				d := &tls.Dialer{Config: cfg}
-				return d.DialContext(ctx, network, addr)
-			}}
-	} else {
-		transport = &http.Transport{
-			TLSClientConfig: c.tls, ForceAttemptHTTP2: false, MaxIdleConnsPerHost: 256,
-			IdleConnTimeout: 90 * time.Second,
+		// HTTP/2 only, as the cluster's explicit protocol options say: gRPC
+		// needs it end to end for trailers.
+		var p http.Protocols
+		if c.tls != nil {
+			p.SetHTTP2(true)
+		} else {
+			p.SetUnencryptedHTTP2(true)
 		}
+		transport.Protocols = &p
 	}
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
