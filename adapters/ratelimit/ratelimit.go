@@ -259,7 +259,7 @@ func newSettings(o Options, runtimeDir string) (settings.Settings, error) {
 	s.UseStatsd = false
 	s.DisableStats = true
 	s.StatsFlushInterval = 10 * time.Second
-	s.LogLevel = "warn"
+	s.LogLevel = "error"
 	s.ConfigType = "FILE"
 	s.RuntimePath = runtimeDir
 	s.RuntimeSubdirectory = "ratelimit"

@@ -28,6 +28,9 @@ redis_up() { redis-cli -h 127.0.0.1 -p "$redisport" ping >/dev/null 2>&1; }
 
 start() {
   mkdir -p "$dev"
+  # PostgreSQL runs as "postgres" when we are root: it must be able to
+  # traverse .dev (whose keys and certs stay private in 0700 folders).
+  [ "$(id -u)" = 0 ] && chmod 711 "$dev"
   if [ ! -f "$pgdata/PG_VERSION" ]; then
     mkdir -p "$pgdata"
     [ "$(id -u)" = 0 ] && chown postgres: "$pgdata"
