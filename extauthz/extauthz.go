@@ -1,0 +1,423 @@
+// Package extauthz is Fraise's Envoy external-authorization service. For
+// every request Envoy asks Check: extauthz authenticates the bearer JWT,
+// reads the GraphQL operation (or the Arrow Flight call) from the request,
+// evaluates the security team's Rego policy (package policies, or a
+// configured folder) with the embedded OPA engine, and answers.
+//
+// On allow it sends the identity headers upstream, overwriting whatever the
+// client sent, and removes the Authorization header so the raw token never
+// reaches the core; the core trusts only the signed identity assertion
+// among them. On deny it answers the client itself with a GraphQL-shaped
+// error that says no more than "authentication required" or "forbidden".
+// The precise reason goes to the decision log, one line per Check.
+//
+// The contract follows opa-envoy-plugin: an unreadable request is denied
+// with 400, a policy denial carries the decision's status (403 by default),
+// and a failure to evaluate is a gRPC error so that Envoy fails closed.
+package extauthz
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/extauthz/operation"
+	"github.com/fraise-dev/fraise/extauthz/policy"
+	"github.com/fraise-dev/fraise/extauthz/token"
+	"github.com/fraise-dev/fraise/policies"
+)
+
+// Issuer is one trusted JWT issuer; see token.Issuer for its fields.
+type Issuer = token.Issuer
+
+// PersistedOperations resolves persisted-operation hashes, so that a
+// request that sends only a hash is still decided on its operation.
+type PersistedOperations interface {
+	// Lookup returns the document whose SHA-256 is hash (lower-case hex) for
+	// tenant, and false when there is none. An error means the store could
+	// not be asked; extauthz then fails closed.
+	Lookup(ctx context.Context, tenant, hash string) (document string, ok bool, err error)
+}
+
+// Options configures a Server. Zero values take the defaults noted.
+type Options struct {
+	// Issuers are the trusted JWT issuers; at least one is required.
+	Issuers []Issuer
+	// Leeway tolerates clock skew in exp, nbf and iat; default 30 s.
+	Leeway time.Duration
+	// PolicyFS is the policy folder; default policies.FS (the embedded one).
+	PolicyFS fs.FS
+	// Signer signs the identity assertion; required.
+	Signer *assertion.Signer
+	// Logger receives the decision log; default discards.
+	Logger *slog.Logger
+	// DryRun logs the real decision and allows every request anyway, for
+	// trying a new policy on live traffic. Evaluation failures still fail
+	// closed.
+	DryRun bool
+	// DefaultTier is the tier of principals whose token names none;
+	// default "default".
+	DefaultTier string
+	// GraphQLPath is the path GraphQL is served on; default "/graphql".
+	GraphQLPath string
+	// Persisted resolves persisted-operation hashes; nil means requests
+	// that send only a hash are refused with PERSISTED_QUERY_NOT_FOUND, so
+	// clients send the document.
+	Persisted PersistedOperations
+	// Now is the clock tokens are checked against; default time.Now.
+	Now func() time.Time
+	// HTTPClient fetches JWKS URLs; default a client with a 10 s timeout.
+	HTTPClient *http.Client
+}
+
+// Server answers Envoy's Authorization/Check. It is safe for concurrent
+// use; the policy it evaluates can be replaced while it serves.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+
+	o      Options
+	log    *slog.Logger
+	tokens *token.Verifier
+	policy atomic.Pointer[policy.Policy]
+	health *health.Server
+
+	reloadMu sync.Mutex // serialises ReloadPolicy
+}
+
+var _ authv3.AuthorizationServer = (*Server)(nil)
+
+// New returns a Server for o. It loads the issuers' keys and the policy,
+// and refuses to start on a policy that does not compile strictly or whose
+// own tests fail.
+func New(ctx context.Context, o Options) (*Server, error) {
+	if o.Signer == nil {
+		return nil, errors.New("extauthz: a Signer is required")
+	}
+	if o.PolicyFS == nil {
+		o.PolicyFS = policies.FS
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.DefaultTier == "" {
+		o.DefaultTier = "default"
+	}
+	if o.Leeway == 0 {
+		o.Leeway = token.DefaultLeeway
+	}
+	if o.GraphQLPath == "" {
+		o.GraphQLPath = "/graphql"
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	tokens, err := token.NewVerifier(ctx, o.Issuers, token.Options{
+		Leeway: o.Leeway, DefaultTier: o.DefaultTier, Now: o.Now, HTTPClient: o.HTTPClient, Logger: o.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("extauthz: %w", err)
+	}
+	s := &Server{o: o, log: o.Logger, tokens: tokens, health: health.NewServer()}
+	if err := s.ReloadPolicy(ctx, o.PolicyFS); err != nil {
+		return nil, fmt.Errorf("extauthz: %w", err)
+	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	return s, nil
+}
+
+// Register registers the Authorization service and the gRPC health service
+// on g.
+func (s *Server) Register(g *grpc.Server) {
+	authv3.RegisterAuthorizationServer(g, s)
+	healthpb.RegisterHealthServer(g, s.health)
+}
+
+// Drain reports NOT_SERVING on the gRPC health service, so that Envoy stops
+// sending checks before the server stops.
+func (s *Server) Drain() { s.health.Shutdown() }
+
+// PolicyRevision returns the revision of the policy being served.
+func (s *Server) PolicyRevision() string { return s.policy.Load().Revision() }
+
+// ReloadPolicy loads the policy folder fsys, runs its Rego tests, compiles
+// it strictly and, only if all of that succeeds, swaps it in atomically.
+// Otherwise the policy being served keeps serving and the error says why.
+func (s *Server) ReloadPolicy(ctx context.Context, fsys fs.FS) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	src, err := policy.Load(fsys)
+	if err != nil {
+		return err
+	}
+	if cur := s.policy.Load(); cur != nil && cur.Revision() == src.Revision {
+		return nil
+	}
+	rep, err := src.Test(ctx)
+	if err != nil {
+		return fmt.Errorf("policy %s not loaded: %w", src.Revision, err)
+	}
+	p, err := policy.Prepare(ctx, src)
+	if err != nil {
+		return fmt.Errorf("policy %s not loaded: %w", src.Revision, err)
+	}
+	prev := s.policy.Swap(p)
+	attrs := []slog.Attr{slog.String("policy_revision", p.Revision()), slog.Int("tests_passed", rep.Passed)}
+	if prev != nil {
+		attrs = append(attrs, slog.String("previous_revision", prev.Revision()))
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, "policy loaded", attrs...)
+	return nil
+}
+
+// Check implements authv3.AuthorizationServer.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
+	pol := s.policy.Load()
+	d := &decision{id: newDecisionID(), revision: pol.Revision()}
+	resp, err := s.check(ctx, pol, req.GetAttributes().GetRequest().GetHttp(), d)
+	if err == nil && s.o.DryRun && !d.allow {
+		resp, err = s.allow(d)
+		d.dryRun = true
+	}
+	d.latency = time.Since(start)
+	s.logDecision(context.WithoutCancel(ctx), d, err)
+	return resp, err
+}
+
+// check decides on one request, recording what it learns in d.
+func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.AttributeContext_HttpRequest, d *decision) (*authv3.CheckResponse, error) {
+	if h == nil {
+		d.reason = "check request has no HTTP attributes"
+		return nil, status.Error(codes.InvalidArgument, "extauthz: check request has no attributes.request.http")
+	}
+	headers := headersOf(h)
+	d.requestID = h.GetId()
+	d.method = h.GetMethod()
+	path, rawQuery, _ := strings.Cut(h.GetPath(), "?")
+	d.path = path
+
+	authz, present := headers["authorization"]
+	if !present {
+		return d.deny(http.StatusUnauthorized, "no authorization header", ""), nil
+	}
+	d.tokenPresent = true
+	raw, ok := bearer(authz)
+	if !ok {
+		return d.deny(http.StatusUnauthorized, "authorization header is not a Bearer token", ""), nil
+	}
+	id, err := s.tokens.Verify(ctx, raw)
+	if err != nil {
+		return d.deny(http.StatusUnauthorized, err.Error(), ""), nil
+	}
+	d.principal, d.issuer, d.authenticated = id.Principal, id.Issuer, true
+
+	in := input{method: d.method, path: path, host: h.GetHost(), headers: headers, identity: id}
+	body := h.GetRawBody()
+	if len(body) == 0 && h.GetBody() != "" {
+		body = []byte(h.GetBody())
+	}
+	switch {
+	case path == s.o.GraphQLPath:
+		gql, resp, err := s.graphql(ctx, d, rawQuery, body)
+		if resp != nil || err != nil {
+			return resp, err
+		}
+		in.graphql = &gql
+		d.op = opClass(gql.Operation)
+		d.opName, d.rootFields, d.opType = gql.Name, gql.RootFields, gql.Operation
+	default:
+		if f, ok := operation.ParseFlight(path, body); ok {
+			in.flight = &f
+			d.op, d.opType, d.opName = "flight", "flight", f.Method
+			d.dataset = f.Dataset
+		} else {
+			d.op = methodClass(d.method)
+		}
+	}
+
+	dec, err := pol.Eval(ctx, in.value())
+	if err != nil {
+		d.reason = err.Error()
+		d.evalFailed = true
+		return nil, status.Error(codes.Internal, "extauthz: policy evaluation failed")
+	}
+	d.reason = dec.Reason
+	if !dec.Allow {
+		st := dec.Status
+		if st == 0 {
+			st = http.StatusForbidden
+		}
+		return d.deny(st, dec.Reason, ""), nil
+	}
+	if d.principal.Tenant == "" {
+		// The core cannot scope a request to no tenant; a policy that
+		// allows one anyway is overruled rather than trusted.
+		return d.deny(http.StatusForbidden, "policy allowed a principal without a tenant: "+dec.Reason, ""), nil
+	}
+	extra, err := policyHeaders(dec.Headers)
+	if err != nil {
+		d.reason = err.Error()
+		d.evalFailed = true
+		return nil, status.Error(codes.Internal, "extauthz: policy returned invalid headers")
+	}
+	d.extra = extra
+	d.allow = true
+	return s.allow(d)
+}
+
+// graphql reads the GraphQL operation of the request. A request it cannot
+// read is denied with 400: the core would refuse it too, and the policy
+// cannot decide without the operation.
+func (s *Server) graphql(ctx context.Context, d *decision, rawQuery string, body []byte) (operation.GraphQL, *authv3.CheckResponse, error) {
+	r, err := operation.ParseRequest(d.method, rawQuery, body)
+	if err != nil {
+		return operation.GraphQL{}, d.deny(http.StatusBadRequest, err.Error(), clientMessage(err)), nil
+	}
+	doc := r.Query
+	if doc == "" {
+		// Only a persisted-operation hash was sent.
+		var found bool
+		if s.o.Persisted != nil {
+			doc, found, err = s.o.Persisted.Lookup(ctx, d.principal.Tenant, r.PersistedHash)
+			if err != nil {
+				d.reason = "persisted operations: " + err.Error()
+				d.evalFailed = true
+				return operation.GraphQL{}, nil, status.Error(codes.Unavailable, "extauthz: persisted operations unavailable")
+			}
+		}
+		if !found {
+			return operation.GraphQL{}, d.denyCode(http.StatusBadRequest, "persisted operation "+r.PersistedHash+" not found",
+				"PersistedQueryNotFound", codePersistedQueryNotFound), nil
+		}
+	}
+	gql, err := operation.Parse(doc, r.OperationName)
+	if err != nil {
+		return operation.GraphQL{}, d.deny(http.StatusBadRequest, err.Error(), clientMessage(err)), nil
+	}
+	return gql, nil, nil
+}
+
+// clientMessage is the part of a parse error a client may see: its syntax
+// problem, which it sent itself, without Go's wrapping.
+func clientMessage(err error) string {
+	msg := err.Error()
+	if len(msg) > 300 {
+		msg = msg[:300]
+	}
+	return msg
+}
+
+// allow answers OK with the identity headers for d's principal, or, for a
+// dry-run request that was never authenticated, with none.
+func (s *Server) allow(d *decision) (*authv3.CheckResponse, error) {
+	if !d.authenticated {
+		return okResponse(d, nil), nil
+	}
+	if d.op == "" {
+		d.op = methodClass(d.method)
+	}
+	rid := d.requestID
+	if rid == "" {
+		rid = d.id
+	}
+	a, err := s.o.Signer.Sign(d.principal, rid)
+	if err != nil {
+		d.reason = err.Error()
+		d.evalFailed = true
+		return nil, status.Error(codes.Internal, "extauthz: could not sign the identity assertion")
+	}
+	return okResponse(d, identityHeaders(d, a)), nil
+}
+
+// bearer returns the token of an "Authorization: Bearer <token>" value.
+func bearer(v string) (string, bool) {
+	scheme, tok, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+// opClass is the rate limiter's operation class of a GraphQL operation:
+// subscriptions read.
+func opClass(op string) string {
+	if op == "mutation" {
+		return "write"
+	}
+	return "read"
+}
+
+func methodClass(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return "read"
+	}
+	return "write"
+}
+
+// headersOf returns the request headers, from the headers map or, when
+// Envoy sends raw headers, the header map, repeated headers joined with ","
+// as Envoy joins them.
+func headersOf(h *authv3.AttributeContext_HttpRequest) map[string]string {
+	if m := h.GetHeaders(); len(m) > 0 {
+		return m
+	}
+	out := make(map[string]string)
+	for _, hv := range h.GetHeaderMap().GetHeaders() {
+		k := strings.ToLower(hv.GetKey())
+		v := hv.GetValue()
+		if v == "" && len(hv.GetRawValue()) > 0 {
+			v = string(hv.GetRawValue())
+		}
+		if prev, ok := out[k]; ok {
+			v = prev + "," + v
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func newDecisionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// coreCode maps a denial's HTTP status onto the application error code its
+// body carries and the gRPC code of the CheckResponse.
+func coreCode(st int) (core.Code, codes.Code) {
+	switch st {
+	case http.StatusBadRequest:
+		return core.CodeInvalid, codes.InvalidArgument
+	case http.StatusUnauthorized:
+		return core.CodeUnauthenticated, codes.Unauthenticated
+	case http.StatusNotFound:
+		return core.CodeNotFound, codes.NotFound
+	case http.StatusRequestEntityTooLarge:
+		return core.CodeTooLarge, codes.InvalidArgument
+	case http.StatusTooManyRequests:
+		return core.CodeRateLimited, codes.ResourceExhausted
+	default:
+		return core.CodeForbidden, codes.PermissionDenied
+	}
+}

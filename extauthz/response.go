@@ -1,0 +1,250 @@
+package extauthz
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/assertion"
+)
+
+// The identity headers extauthz sets on every allowed request. Envoy
+// strips client-sent x-fraise-* headers at the ingress and extauthz
+// overwrites these, so upstream sees only extauthz's values.
+const (
+	HeaderTenant  = "x-fraise-tenant"
+	HeaderSubject = "x-fraise-subject"
+	HeaderRoles   = "x-fraise-roles"
+	HeaderScopes  = "x-fraise-scopes"
+	HeaderOp      = "x-fraise-op"
+	HeaderTier    = "x-fraise-tier"
+)
+
+// codePersistedQueryNotFound is the extensions.code clients of persisted
+// queries (Apollo's protocol) look for before resending the document.
+const codePersistedQueryNotFound core.Code = "PERSISTED_QUERY_NOT_FOUND"
+
+// decision is what one Check learned and decided: the decision log line
+// and the response are both built from it.
+type decision struct {
+	id, requestID, revision string
+	method, path            string
+
+	tokenPresent  bool
+	authenticated bool
+	principal     core.Principal
+	issuer        string
+
+	op, opType, opName string // op is the rate-limit class
+	rootFields         []string
+	dataset            string
+
+	allow      bool
+	status     int
+	reason     string
+	extra      []*corev3.HeaderValueOption
+	evalFailed bool
+	dryRun     bool
+	latency    time.Duration
+}
+
+// Bodies of the common denials, built once: they are the same for every
+// request, which is the point.
+var (
+	body401 = errorBody(core.CodeUnauthenticated, core.ErrorMessage(&core.Error{Code: core.CodeUnauthenticated}))
+	body403 = errorBody(core.CodeForbidden, core.ErrorMessage(&core.Error{Code: core.CodeForbidden}))
+)
+
+type errorEntry struct {
+	Message    string            `json:"message"`
+	Extensions map[string]string `json:"extensions"`
+}
+
+func errorBody(code core.Code, msg string) string {
+	b, _ := json.Marshal(struct {
+		Errors []errorEntry `json:"errors"`
+	}{[]errorEntry{{Message: msg, Extensions: map[string]string{"code": string(code)}}}})
+	return string(b)
+}
+
+// deny records a denial with status st and the log-only reason, and
+// returns the response. clientMsg is shown to the client for 400s (their
+// own syntax); every other status shows only its generic message.
+func (d *decision) deny(st int, reason, clientMsg string) *authv3.CheckResponse {
+	code, _ := coreCode(st)
+	if st != http.StatusBadRequest || clientMsg == "" {
+		clientMsg = core.ErrorMessage(&core.Error{Code: code})
+	}
+	return d.denyCode(st, reason, clientMsg, code)
+}
+
+func (d *decision) denyCode(st int, reason, clientMsg string, code core.Code) *authv3.CheckResponse {
+	d.allow, d.status, d.reason = false, st, reason
+	_, gcode := coreCode(st)
+	var body string
+	switch {
+	case st == http.StatusUnauthorized && code == core.CodeUnauthenticated:
+		body = body401
+	case st == http.StatusForbidden && code == core.CodeForbidden:
+		body = body403
+	default:
+		body = errorBody(code, clientMsg)
+	}
+	headers := []*corev3.HeaderValueOption{header("content-type", "application/json")}
+	if st == http.StatusUnauthorized {
+		// RFC 6750: a request without credentials gets the bare challenge;
+		// one whose token was refused learns only that it was invalid.
+		challenge := "Bearer"
+		if d.tokenPresent {
+			challenge = `Bearer error="invalid_token"`
+		}
+		headers = append(headers, header("www-authenticate", challenge))
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(gcode)},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(st)},
+			Headers: headers,
+			Body:    body,
+		}},
+		DynamicMetadata: d.metadata(),
+	}
+}
+
+// okResponse allows the request with headers and removes the
+// Authorization header, so the raw token never travels further.
+func okResponse(d *decision, headers []*corev3.HeaderValueOption) *authv3.CheckResponse {
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:         headers,
+			HeadersToRemove: []string{"authorization"},
+		}},
+		DynamicMetadata: d.metadata(),
+	}
+}
+
+// metadata is the dynamic metadata Envoy attaches to the request for its
+// access log, tying it to the decision log line.
+func (d *decision) metadata() *structpb.Struct {
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		"decision_id":     structpb.NewStringValue(d.id),
+		"policy_revision": structpb.NewStringValue(d.revision),
+	}}
+}
+
+func header(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+func identityHeaders(d *decision, signed string) []*corev3.HeaderValueOption {
+	p := d.principal
+	h := make([]*corev3.HeaderValueOption, 0, 7+len(d.extra))
+	h = append(h,
+		header(HeaderTenant, p.Tenant),
+		header(HeaderSubject, p.Subject),
+		header(HeaderRoles, strings.Join(p.Roles, ",")),
+		header(HeaderScopes, strings.Join(p.Scopes, " ")),
+		header(HeaderOp, d.op),
+		header(HeaderTier, p.Tier),
+		header(assertion.Header, signed),
+	)
+	return append(h, d.extra...)
+}
+
+// reservedHeaders may not be set by a policy: the identity headers must
+// stay consistent with the assertion, and the others would confuse
+// routing or framing.
+var reservedHeaders = map[string]bool{
+	HeaderTenant: true, HeaderSubject: true, HeaderRoles: true, HeaderScopes: true,
+	HeaderOp: true, HeaderTier: true, assertion.Header: true,
+	"authorization": true, "host": true, "content-length": true, "content-type": true,
+	"transfer-encoding": true, "connection": true, "te": true, "upgrade": true,
+	"keep-alive": true, "proxy-authorization": true, "x-request-id": true,
+}
+
+// policyHeaders validates the headers a decision adds. An invalid one is a
+// policy bug, which fails the check closed rather than being dropped.
+func policyHeaders(m map[string]string) ([]*corev3.HeaderValueOption, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	out := make([]*corev3.HeaderValueOption, 0, len(m))
+	for k, v := range m {
+		if k == "" || strings.HasPrefix(k, ":") || reservedHeaders[k] {
+			return nil, fmt.Errorf("decision.headers: %q may not be set by a policy", k)
+		}
+		for _, c := range k {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+				return nil, fmt.Errorf("decision.headers: %q is not a lower-case header name", k)
+			}
+		}
+		if len(v) > 4096 || strings.ContainsAny(v, "\r\n\x00") {
+			return nil, fmt.Errorf("decision.headers[%q]: value too long or contains a line break", k)
+		}
+		out = append(out, header(k, v))
+	}
+	return out, nil
+}
+
+// logDecision writes the one decision log line of a Check. It never logs
+// the token or the query string (which may carry either).
+func (s *Server) logDecision(ctx context.Context, d *decision, err error) {
+	level := slog.LevelInfo
+	if err != nil {
+		level = slog.LevelError
+	}
+	attrs := make([]slog.Attr, 0, 20)
+	attrs = append(attrs,
+		slog.String("decision_id", d.id),
+		slog.String("request_id", d.requestID),
+		slog.String("method", d.method),
+		slog.String("path", d.path),
+		slog.Bool("allow", d.allow),
+		slog.String("reason", d.reason),
+		slog.String("policy_revision", d.revision),
+		slog.Duration("latency", d.latency),
+	)
+	if !d.allow {
+		attrs = append(attrs, slog.Int("status", d.status))
+	}
+	if d.authenticated {
+		attrs = append(attrs,
+			slog.String("subject", d.principal.Subject),
+			slog.String("tenant", d.principal.Tenant),
+			slog.String("kind", string(d.principal.Kind)),
+			slog.String("issuer", d.issuer),
+		)
+	}
+	if d.opType != "" {
+		attrs = append(attrs, slog.String("operation", d.opType), slog.String("operation_name", d.opName))
+	}
+	if len(d.rootFields) > 0 {
+		attrs = append(attrs, slog.Any("root_fields", d.rootFields))
+	}
+	if d.dataset != "" {
+		attrs = append(attrs, slog.String("dataset", d.dataset))
+	}
+	if d.dryRun {
+		attrs = append(attrs, slog.Bool("dry_run", true))
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("err", err.Error()), slog.String("code", string(core.CodeInternal)))
+	}
+	s.log.LogAttrs(ctx, level, "authz decision", attrs...)
+}

@@ -1,0 +1,244 @@
+package token
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+)
+
+// maxJWKSBytes bounds a JWKS document; real ones hold a handful of keys.
+const maxJWKSBytes = 1 << 20
+
+// keySet is one issuer's public keys. Lookups of known keys take no lock;
+// an unknown key id triggers one refetch, deduplicated across concurrent
+// requests and rate-limited, so a flood of tokens with made-up key ids
+// cannot turn into a flood of requests to the identity provider.
+type keySet struct {
+	load        func(context.Context) ([]byte, error)
+	now         func() time.Time
+	minInterval time.Duration
+	maxAge      time.Duration
+	log         *slog.Logger
+
+	keys atomic.Pointer[loadedKeys]
+
+	mu        sync.Mutex // serialises refreshes
+	lastTry   time.Time  // guarded by mu
+	bgRunning atomic.Bool
+}
+
+type loadedKeys struct {
+	byKID map[string]jose.JSONWebKey
+	all   []jose.JSONWebKey
+	at    time.Time
+}
+
+func newKeySet(load func(context.Context) ([]byte, error), o Options) *keySet {
+	return &keySet{load: load, now: o.Now, minInterval: o.MinRefreshInterval, maxAge: o.MaxAge, log: o.Logger}
+}
+
+// key returns the verification key for kid and alg, refreshing the set
+// once if kid is unknown. A token without kid is accepted only when the set
+// holds exactly one key usable with alg.
+func (ks *keySet) key(ctx context.Context, kid string, alg jose.SignatureAlgorithm) (any, error) {
+	cur := ks.keys.Load()
+	if cur != nil && ks.now().Sub(cur.at) > ks.maxAge {
+		ks.refreshInBackground(ctx)
+	}
+	if k, err := pick(cur, kid, alg); err == nil || !errors.Is(err, errUnknownKey) {
+		return k, err
+	}
+	ks.mu.Lock()
+	// Another request may have refreshed the set while this one waited.
+	if next := ks.keys.Load(); next != cur {
+		ks.mu.Unlock()
+		return pick(next, kid, alg)
+	}
+	if !ks.lastTry.IsZero() && ks.now().Sub(ks.lastTry) < ks.minInterval {
+		ks.mu.Unlock()
+		return nil, fmt.Errorf("%w %q (key set refreshed less than %v ago)", errUnknownKey, kid, ks.minInterval)
+	}
+	err := ks.refreshLocked(ctx)
+	ks.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: refresh: %v", errUnknownKey, kid, err)
+	}
+	return pick(ks.keys.Load(), kid, alg)
+}
+
+var errUnknownKey = errors.New("unknown key id")
+
+func pick(set *loadedKeys, kid string, alg jose.SignatureAlgorithm) (any, error) {
+	if set == nil {
+		return nil, fmt.Errorf("%w %q: no keys loaded", errUnknownKey, kid)
+	}
+	if kid == "" {
+		var found []jose.JSONWebKey
+		for _, k := range set.all {
+			if usable(k, alg) {
+				found = append(found, k)
+			}
+		}
+		if len(found) != 1 {
+			return nil, fmt.Errorf("token has no kid and %d keys could verify it", len(found))
+		}
+		return found[0].Key, nil
+	}
+	k, ok := set.byKID[kid]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", errUnknownKey, kid)
+	}
+	if !usable(k, alg) {
+		return nil, fmt.Errorf("key %q cannot verify %s", kid, alg)
+	}
+	return k.Key, nil
+}
+
+// usable reports whether k may verify alg: its declared alg (if any) must
+// be alg, and its type must fit alg.
+func usable(k jose.JSONWebKey, alg jose.SignatureAlgorithm) bool {
+	if k.Algorithm != "" && k.Algorithm != string(alg) {
+		return false
+	}
+	return keyMatches(k.Key, alg)
+}
+
+func (ks *keySet) refresh(ctx context.Context) error {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	return ks.refreshLocked(ctx)
+}
+
+func (ks *keySet) refreshLocked(ctx context.Context) error {
+	ks.lastTry = ks.now()
+	data, err := ks.load(ctx)
+	if err != nil {
+		return err
+	}
+	set, err := parseJWKS(data)
+	if err != nil {
+		return err
+	}
+	set.at = ks.now()
+	ks.keys.Store(set)
+	return nil
+}
+
+// refreshInBackground refetches a stale set without delaying the request
+// that noticed: the keys it has stay valid until the new ones arrive.
+func (ks *keySet) refreshInBackground(ctx context.Context) {
+	if !ks.bgRunning.CompareAndSwap(false, true) {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		defer ks.bgRunning.Store(false)
+		ks.mu.Lock()
+		defer ks.mu.Unlock()
+		if cur := ks.keys.Load(); cur != nil && ks.now().Sub(cur.at) <= ks.maxAge {
+			return
+		}
+		if ks.now().Sub(ks.lastTry) < ks.minInterval {
+			return
+		}
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := ks.refreshLocked(ctx); err != nil {
+			ks.log.LogAttrs(ctx, slog.LevelWarn, "JWKS refresh failed; keeping the previous keys", slog.String("err", err.Error()))
+		}
+	}()
+}
+
+// parseJWKS reads a JWKS, keeping the public signing keys and refusing any
+// private or symmetric key: a JWKS that publishes a secret is a
+// misconfiguration to report, not to use.
+func parseJWKS(data []byte) (*loadedKeys, error) {
+	var raw struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("JWKS: %w", err)
+	}
+	set := &loadedKeys{byKID: make(map[string]jose.JSONWebKey)}
+	for i, r := range raw.Keys {
+		var k jose.JSONWebKey
+		if err := k.UnmarshalJSON(r); err != nil {
+			// Keys of types go-jose does not know are skipped, as RFC 7517
+			// asks, rather than failing the whole set.
+			continue
+		}
+		if !k.IsPublic() {
+			return nil, fmt.Errorf("JWKS: key %d (%q) is not a public key", i, k.KeyID)
+		}
+		if k.Use != "" && k.Use != "sig" {
+			continue
+		}
+		if _, dup := set.byKID[k.KeyID]; dup && k.KeyID != "" {
+			return nil, fmt.Errorf("JWKS: key id %q appears twice", k.KeyID)
+		}
+		set.all = append(set.all, k)
+		if k.KeyID != "" {
+			set.byKID[k.KeyID] = k
+		}
+	}
+	if len(set.all) == 0 {
+		return nil, errors.New("JWKS: no public signing keys")
+	}
+	return set, nil
+}
+
+func fileLoader(path string) func(context.Context) ([]byte, error) {
+	return func(context.Context) ([]byte, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return readLimited(f)
+	}
+}
+
+func urlLoader(raw string, c *http.Client) (func(context.Context) ([]byte, error), error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, fmt.Errorf("JWKSURL %q: want an http or https URL", raw)
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Accept", "application/jwk-set+json, application/json")
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("GET %s: %s", u.Redacted(), resp.Status)
+		}
+		return readLimited(resp.Body)
+	}, nil
+}
+
+func readLimited(r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxJWKSBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxJWKSBytes {
+		return nil, fmt.Errorf("JWKS larger than %d bytes", maxJWKSBytes)
+	}
+	return data, nil
+}

@@ -1,0 +1,452 @@
+// Package token authenticates bearer JWTs for extauthz: it picks the trusted
+// issuer a token names, checks its signature with that issuer's keys (a JWKS
+// file or URL, refreshed on an unknown key id), its algorithm, audience and
+// lifetime, and maps its claims onto a core.Principal. Every refusal wraps
+// ErrInvalid; the precise reason is for the decision log, never the client.
+package token
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/fraise-dev/fraise/core"
+)
+
+// MaxBytes is the longest token accepted. Real access tokens are a few
+// hundred bytes to a few KiB; refusing longer ones before parsing bounds the
+// work an unauthenticated client can cause.
+const MaxBytes = 8 << 10
+
+// DefaultLeeway tolerates clock skew between the issuer and extauthz.
+const DefaultLeeway = 30 * time.Second
+
+// Default claim names.
+const (
+	DefaultTenantClaim = "tenant"
+	DefaultRolesClaim  = "roles"
+	DefaultScopesClaim = "scope"
+	DefaultTierClaim   = "tier"
+)
+
+// ErrInvalid is wrapped by every refusal of a token.
+var ErrInvalid = errors.New("invalid bearer token")
+
+// Issuer is one trusted token issuer.
+type Issuer struct {
+	// Issuer is the exact iss claim of the issuer's tokens.
+	Issuer string
+	// Audiences are the aud values accepted; a token must name at least one.
+	Audiences []string
+	// JWKSFile is a JWKS JSON file holding the issuer's public keys
+	// (development, or keys distributed by configuration management).
+	JWKSFile string
+	// JWKSURL is fetched and cached, and fetched again when a token names
+	// an unknown key id (at most once per MinRefreshInterval).
+	JWKSURL string
+	// Algorithms are the signature algorithms accepted, e.g. ["ES256"].
+	// "none" and the symmetric HS* algorithms are never accepted: a public
+	// JWKS key must never double as an HMAC secret.
+	Algorithms []string
+	// TenantClaim, RolesClaim, ScopesClaim and TierClaim name the claims
+	// the principal is read from; "" takes the defaults "tenant", "roles",
+	// "scope" (a space-separated string, with "scopes" as an array
+	// fallback) and "tier". A name is looked up as is first, then as a
+	// dotted path into nested objects (e.g. "realm_access.roles").
+	TenantClaim, RolesClaim, ScopesClaim, TierClaim string
+}
+
+// Options configures a Verifier.
+type Options struct {
+	// Leeway tolerates clock skew in exp, nbf and iat; 0 means DefaultLeeway.
+	Leeway time.Duration
+	// DefaultTier is the tier of principals whose token names none.
+	DefaultTier string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// HTTPClient fetches JWKS URLs; nil means a client with a 10 s timeout.
+	HTTPClient *http.Client
+	// MinRefreshInterval rate-limits refetching a key set on unknown key
+	// ids; 0 means 30 s.
+	MinRefreshInterval time.Duration
+	// MaxAge is how long a fetched key set is used before it is refetched
+	// in the background; 0 means 15 minutes.
+	MaxAge time.Duration
+	// Logger reports key set refreshes; nil discards.
+	Logger *slog.Logger
+}
+
+// Identity is an authenticated token: the principal it grants and all its
+// claims, which a policy may inspect.
+type Identity struct {
+	Principal core.Principal
+	Issuer    string
+	Claims    map[string]any
+}
+
+// Verifier authenticates tokens from a fixed set of issuers. It is safe for
+// concurrent use.
+type Verifier struct {
+	issuers map[string]*issuer
+	algs    []jose.SignatureAlgorithm
+	leeway  time.Duration
+	tier    string
+	now     func() time.Time
+}
+
+type issuer struct {
+	cfg    Issuer
+	algs   []jose.SignatureAlgorithm
+	keys   *keySet
+	tenant string
+	roles  string
+	scopes string
+	tier   string
+}
+
+var supportedAlgs = map[string]jose.SignatureAlgorithm{
+	"RS256": jose.RS256, "RS384": jose.RS384, "RS512": jose.RS512,
+	"PS256": jose.PS256, "PS384": jose.PS384, "PS512": jose.PS512,
+	"ES256": jose.ES256, "ES384": jose.ES384, "ES512": jose.ES512,
+	"EdDSA": jose.EdDSA,
+}
+
+// NewVerifier returns a Verifier for issuers. It loads every JWKS file and
+// tries every JWKS URL once: an unreadable file is an error, an unreachable
+// URL is only logged and fetched again when a token needs it, so extauthz
+// can start while an identity provider is briefly down.
+func NewVerifier(ctx context.Context, issuers []Issuer, o Options) (*Verifier, error) {
+	if o.Leeway == 0 {
+		o.Leeway = DefaultLeeway
+	}
+	if o.Leeway < 0 {
+		return nil, fmt.Errorf("token: negative leeway %v", o.Leeway)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if o.MinRefreshInterval == 0 {
+		o.MinRefreshInterval = 30 * time.Second
+	}
+	if o.MaxAge == 0 {
+		o.MaxAge = 15 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	v := &Verifier{issuers: make(map[string]*issuer), leeway: o.Leeway, tier: o.DefaultTier, now: o.Now}
+	var errs []error
+	for i, cfg := range issuers {
+		is, err := newIssuer(cfg, o)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("token: issuer %d (%q): %w", i, cfg.Issuer, err))
+			continue
+		}
+		if _, dup := v.issuers[cfg.Issuer]; dup {
+			errs = append(errs, fmt.Errorf("token: issuer %q configured twice", cfg.Issuer))
+			continue
+		}
+		v.issuers[cfg.Issuer] = is
+		for _, a := range is.algs {
+			if !slices.Contains(v.algs, a) {
+				v.algs = append(v.algs, a)
+			}
+		}
+	}
+	if len(issuers) == 0 {
+		errs = append(errs, errors.New("token: no issuers configured"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for _, is := range v.issuers {
+		if err := is.keys.refresh(ctx); err != nil {
+			if is.cfg.JWKSFile != "" {
+				return nil, fmt.Errorf("token: issuer %q: %w", is.cfg.Issuer, err)
+			}
+			o.Logger.LogAttrs(ctx, slog.LevelWarn, "JWKS not fetched; will retry when a token needs it",
+				slog.String("issuer", is.cfg.Issuer), slog.String("err", err.Error()))
+		}
+	}
+	return v, nil
+}
+
+func newIssuer(cfg Issuer, o Options) (*issuer, error) {
+	if cfg.Issuer == "" {
+		return nil, errors.New("issuer (iss) is required")
+	}
+	if len(cfg.Audiences) == 0 || slices.Contains(cfg.Audiences, "") {
+		return nil, errors.New("at least one non-empty audience is required")
+	}
+	if (cfg.JWKSFile == "") == (cfg.JWKSURL == "") {
+		return nil, errors.New("set exactly one of JWKSFile and JWKSURL")
+	}
+	if len(cfg.Algorithms) == 0 {
+		return nil, errors.New("at least one algorithm is required")
+	}
+	is := &issuer{
+		cfg:    cfg,
+		tenant: or(cfg.TenantClaim, DefaultTenantClaim),
+		roles:  or(cfg.RolesClaim, DefaultRolesClaim),
+		scopes: cfg.ScopesClaim,
+		tier:   or(cfg.TierClaim, DefaultTierClaim),
+	}
+	for _, name := range cfg.Algorithms {
+		a, ok := supportedAlgs[name]
+		if !ok {
+			return nil, fmt.Errorf("algorithm %q is not accepted (want one of RS*, PS*, ES*, EdDSA)", name)
+		}
+		is.algs = append(is.algs, a)
+	}
+	var load func(context.Context) ([]byte, error)
+	if cfg.JWKSFile != "" {
+		load = fileLoader(cfg.JWKSFile)
+	} else {
+		l, err := urlLoader(cfg.JWKSURL, o.HTTPClient)
+		if err != nil {
+			return nil, err
+		}
+		load = l
+	}
+	is.keys = newKeySet(load, o)
+	return is, nil
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// invalid wraps a refusal reason as an unauthenticated core error.
+func invalid(format string, args ...any) error {
+	return &core.Error{Op: "token.Verify", Code: core.CodeUnauthenticated, Err: fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)}
+}
+
+// Verify authenticates raw, a compact JWS without the "Bearer " prefix.
+// Any refusal wraps ErrInvalid and carries core.CodeUnauthenticated; its
+// text says precisely why, for logs only.
+func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
+	if raw == "" {
+		return Identity{}, invalid("empty token")
+	}
+	if len(raw) > MaxBytes {
+		return Identity{}, invalid("token of %d bytes exceeds %d", len(raw), MaxBytes)
+	}
+	tok, err := jwt.ParseSigned(raw, v.algs)
+	if err != nil {
+		return Identity{}, invalid("parse: %v", err)
+	}
+	if len(tok.Headers) != 1 {
+		return Identity{}, invalid("want one signature, got %d", len(tok.Headers))
+	}
+	hdr := tok.Headers[0]
+	var unverified struct {
+		Issuer string `json:"iss"`
+	}
+	if err := tok.UnsafeClaimsWithoutVerification(&unverified); err != nil {
+		return Identity{}, invalid("claims: %v", err)
+	}
+	is, ok := v.issuers[unverified.Issuer]
+	if !ok {
+		return Identity{}, invalid("untrusted issuer %q", unverified.Issuer)
+	}
+	alg := jose.SignatureAlgorithm(hdr.Algorithm)
+	if !slices.Contains(is.algs, alg) {
+		return Identity{}, invalid("algorithm %s not accepted for issuer %q", alg, is.cfg.Issuer)
+	}
+	key, err := is.keys.key(ctx, hdr.KeyID, alg)
+	if err != nil {
+		return Identity{}, invalid("issuer %q: %v", is.cfg.Issuer, err)
+	}
+	var std jwt.Claims
+	var all map[string]any
+	if err := tok.Claims(key, &std, &all); err != nil {
+		return Identity{}, invalid("signature: %v", err)
+	}
+	exp := jwt.Expected{Issuer: is.cfg.Issuer, AnyAudience: is.cfg.Audiences, Time: v.now()}
+	if err := std.ValidateWithLeeway(exp, v.leeway); err != nil {
+		return Identity{}, invalid("claims: %v", err)
+	}
+	if std.Expiry == nil {
+		return Identity{}, invalid("no exp claim")
+	}
+	p, err := is.principal(std.Subject, all, v.tier)
+	if err != nil {
+		return Identity{}, invalid("%v", err)
+	}
+	return Identity{Principal: p, Issuer: is.cfg.Issuer, Claims: all}, nil
+}
+
+// principal maps claims onto a principal. Values end up in request headers,
+// so anything that could split or smuggle a header is refused rather than
+// cleaned up.
+func (is *issuer) principal(sub string, claims map[string]any, defaultTier string) (core.Principal, error) {
+	if sub == "" {
+		return core.Principal{}, errors.New("no sub claim")
+	}
+	if err := checkValue("sub", sub); err != nil {
+		return core.Principal{}, err
+	}
+	p := core.Principal{Subject: sub, Kind: core.KindJWT}
+	var err error
+	if p.Tenant, err = stringClaim(claims, is.tenant); err != nil {
+		return core.Principal{}, err
+	}
+	if p.Tier, err = stringClaim(claims, is.tier); err != nil {
+		return core.Principal{}, err
+	}
+	if p.Tier == "" {
+		p.Tier = defaultTier
+	}
+	if p.Roles, err = listClaim(claims, is.roles, ","); err != nil {
+		return core.Principal{}, err
+	}
+	if is.scopes != "" {
+		p.Scopes, err = listClaim(claims, is.scopes, " ")
+	} else if _, ok := lookup(claims, DefaultScopesClaim); ok {
+		p.Scopes, err = listClaim(claims, DefaultScopesClaim, " ")
+	} else {
+		p.Scopes, err = listClaim(claims, "scopes", " ")
+	}
+	if err != nil {
+		return core.Principal{}, err
+	}
+	return p, nil
+}
+
+// lookup finds a claim by its exact name first (names such as
+// "https://example.com/roles" contain dots), then as a dotted path.
+func lookup(claims map[string]any, name string) (any, bool) {
+	if v, ok := claims[name]; ok {
+		return v, true
+	}
+	if !strings.Contains(name, ".") {
+		return nil, false
+	}
+	var cur any = claims
+	for part := range strings.SplitSeq(name, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = m[part]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+func stringClaim(claims map[string]any, name string) (string, error) {
+	v, ok := lookup(claims, name)
+	if !ok || v == nil {
+		return "", nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("claim %q: want a string, got %T", name, v)
+	}
+	return s, checkValue(name, s)
+}
+
+// listClaim reads a claim that is an array of strings or one string of
+// items separated by spaces (and commas, for roles). sep is the separator
+// of the header the items end up in, which no item may contain.
+func listClaim(claims map[string]any, name, sep string) ([]string, error) {
+	v, ok := lookup(claims, name)
+	if !ok || v == nil {
+		return nil, nil
+	}
+	var items []string
+	switch t := v.(type) {
+	case string:
+		items = strings.FieldsFunc(t, func(r rune) bool { return r == ' ' || r == ',' && sep == "," })
+	case []any:
+		if len(t) > 256 {
+			return nil, fmt.Errorf("claim %q: %d items, at most 256", name, len(t))
+		}
+		for _, e := range t {
+			s, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("claim %q: want strings, got %T", name, e)
+			}
+			items = append(items, s)
+		}
+	default:
+		return nil, fmt.Errorf("claim %q: want a string or an array of strings, got %T", name, v)
+	}
+	out := items[:0]
+	for _, s := range items {
+		if s == "" {
+			continue
+		}
+		if err := checkValue(name, s); err != nil {
+			return nil, err
+		}
+		if strings.ContainsAny(s, sep+" ") {
+			return nil, fmt.Errorf("claim %q: item %q contains a separator", name, s)
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// checkValue refuses values that are too long or could corrupt a header.
+func checkValue(name, s string) error {
+	if len(s) > 512 {
+		return fmt.Errorf("claim %q: longer than 512 bytes", name)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("claim %q: not UTF-8", name)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("claim %q: contains a control character", name)
+		}
+	}
+	return nil
+}
+
+// keyMatches reports whether key may verify alg: RSA keys for RS* and PS*,
+// ECDSA keys on the algorithm's own curve for ES*, Ed25519 for EdDSA. This
+// is the check that defeats key-type confusion whatever a JWKS contains.
+func keyMatches(key any, alg jose.SignatureAlgorithm) bool {
+	switch k := key.(type) {
+	case *rsa.PublicKey:
+		switch alg {
+		case jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512:
+			return k.N.BitLen() >= 2048
+		}
+	case *ecdsa.PublicKey:
+		switch alg {
+		case jose.ES256:
+			return k.Curve == elliptic.P256()
+		case jose.ES384:
+			return k.Curve == elliptic.P384()
+		case jose.ES512:
+			return k.Curve == elliptic.P521()
+		}
+	case ed25519.PublicKey:
+		return alg == jose.EdDSA
+	}
+	return false
+}
