@@ -8,8 +8,10 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	overloadv3 "github.com/envoyproxy/go-control-plane/envoy/config/overload/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	downstreamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -43,6 +45,10 @@ func (r *Resources) messages() []proto.Message {
 	}
 	return ms
 }
+
+// ValidateDeep checks m (a Bootstrap, say) and every typed config packed in
+// an Any within it against Envoy's proto validation rules.
+func ValidateDeep(m proto.Message) error { return validateDeep(m) }
 
 // validateDeep validates m and every message inside an Any within it.
 func validateDeep(m proto.Message) error {
@@ -134,13 +140,74 @@ func (r *Resources) Bootstrap() (*bootstrapv3.Bootstrap, error) {
 	for i, c := range r.Clusters {
 		clusters[i] = proto.Clone(c).(*clusterv3.Cluster)
 	}
+	b, err := r.bootstrapBase()
+	if err != nil {
+		return nil, err
+	}
+	b.StaticResources = &bootstrapv3.Bootstrap_StaticResources{Listeners: listeners, Clusters: clusters}
+	return b, nil
+}
+
+// bootstrapBase is what both bootstraps share: the node, the loopback-only
+// admin interface and the overload manager's global connection limit.
+func (r *Resources) bootstrapBase() (*bootstrapv3.Bootstrap, error) {
+	o := r.opts
+	o.defaults()
+	admin, err := socketAddress(o.AdminAddr)
+	if err != nil {
+		return nil, fmt.Errorf("envoy: AdminAddr: %w", err)
+	}
 	return &bootstrapv3.Bootstrap{
-		Node: &corev3.Node{Id: "fraise-ingress", Cluster: "fraise"},
-		Admin: &bootstrapv3.Admin{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-			Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 9901},
-		}}}},
-		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Listeners: listeners, Clusters: clusters},
+		Node:  &corev3.Node{Id: o.NodeID, Cluster: "fraise"},
+		Admin: &bootstrapv3.Admin{Address: admin},
+		// Envoy's global limit on downstream connections, beside the
+		// listener's connection_limit filter.
+		OverloadManager: &overloadv3.OverloadManager{ResourceMonitors: []*overloadv3.ResourceMonitor{{
+			Name: "envoy.resource_monitors.global_downstream_max_connections",
+			ConfigType: &overloadv3.ResourceMonitor_TypedConfig{TypedConfig: mustAny(&downstreamv3.DownstreamConnectionsConfig{
+				MaxActiveDownstreamConnections: int64(o.MaxConnections),
+			})},
+		}}},
 	}, nil
+}
+
+// XDSBootstrap returns the bootstrap of an Envoy that takes its listeners,
+// routes and clusters from `fraise xds` over ADS: it holds only the node id
+// the snapshot is published under and the cluster that reaches the xDS
+// server.
+func (r *Resources) XDSBootstrap() (*bootstrapv3.Bootstrap, error) {
+	o := r.opts
+	o.defaults()
+	if o.XDSAddr == "" {
+		return nil, errors.New("envoy: XDSAddr is required for the xDS bootstrap")
+	}
+	xc, err := cluster(o, clusterSpec{name: ClusterXDS, addr: o.XDSAddr, h2: true, health: grpcHealth})
+	if err != nil {
+		return nil, err
+	}
+	b, err := r.bootstrapBase()
+	if err != nil {
+		return nil, err
+	}
+	ads := &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+	b.DynamicResources = &bootstrapv3.Bootstrap_DynamicResources{
+		AdsConfig: &corev3.ApiConfigSource{
+			ApiType:             corev3.ApiConfigSource_GRPC,
+			TransportApiVersion: corev3.ApiVersion_V3,
+			// No timeout: the ADS stream lives as long as Envoy does.
+			GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+				EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ClusterXDS},
+			}}},
+			SetNodeOnFirstMessageOnly: true,
+		},
+		LdsConfig: ads,
+		CdsConfig: ads,
+	}
+	b.StaticResources = &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{xc}}
+	return b, nil
 }
 
 // BootstrapYAML renders b as Envoy reads it.

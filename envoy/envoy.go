@@ -24,13 +24,17 @@ import (
 
 // Resource names shared by the builder, the tests and the gateway.
 const (
-	ListenerName         = "ingress"
-	RouteName            = "ingress"
-	ClusterCoreHTTP      = "core_http"
-	ClusterCoreFlight    = "core_flight"
-	ClusterAuthz         = "extauthz"
-	ClusterRateLimit     = "ratelimit"
-	GraphQLPrefix        = "/graphql"
+	ListenerName      = "ingress"
+	RouteName         = "ingress"
+	ClusterCoreHTTP   = "core_http"
+	ClusterCoreFlight = "core_flight"
+	ClusterAuthz      = "extauthz"
+	ClusterRateLimit  = "ratelimit"
+	ClusterXDS        = "xds"
+	ClusterOTel       = "opentelemetry"
+	// GraphQLPath is matched exactly: the core serves nothing else, and
+	// a prefix would route /graphql/../readyz-like paths to it.
+	GraphQLPath          = "/graphql"
 	FlightPrefix         = "/arrow.flight.protocol.FlightService/"
 	IdentityHeaderPrefix = "x-fraise-"
 )
@@ -55,13 +59,34 @@ type Options struct {
 	// RateLimitFailureModeDeny refuses requests when the limiter cannot be
 	// reached; by default they pass.
 	RateLimitFailureModeDeny bool
+	// MaxConnections bounds the ingress's open downstream connections
+	// (10000 when zero); connections over it are closed at once.
+	MaxConnections uint64
+	// AdminAddr is Envoy's admin interface (127.0.0.1:9901 when empty):
+	// loopback only, never routed.
+	AdminAddr string
+	// OTLPEndpoint is the OpenTelemetry collector (OTLP/gRPC, host:port);
+	// when set, Envoy traces requests to it and a cluster reaches it.
+	OTLPEndpoint string
+	// TraceSamplePercent is the share of requests traced, 0 to 100.
+	TraceSamplePercent float64
+	// XDSAddr and NodeID are where the xDS bootstrap finds `fraise xds`
+	// and the node id Envoy announces (DefaultNodeID when empty).
+	XDSAddr string
+	NodeID  string
 }
+
+// DefaultNodeID is the Envoy node id of the ingress; `fraise xds` serves
+// its snapshot under this id.
+const DefaultNodeID = "fraise-ingress"
 
 // Resources is the whole configuration, by xDS type.
 type Resources struct {
 	Listeners []*listenerv3.Listener
 	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
+
+	opts Options // for the bootstraps' node, admin and xDS cluster
 }
 
 func (o *Options) defaults() {
@@ -79,6 +104,15 @@ func (o *Options) defaults() {
 	}
 	if o.UpstreamServerName == "" {
 		o.UpstreamServerName = "localhost"
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = 10000
+	}
+	if o.AdminAddr == "" {
+		o.AdminAddr = "127.0.0.1:9901"
+	}
+	if o.NodeID == "" {
+		o.NodeID = DefaultNodeID
 	}
 }
 
@@ -101,6 +135,24 @@ func Build(o Options) (*Resources, error) {
 	need("UpstreamCA", o.UpstreamCA)
 	need("UpstreamCert", o.UpstreamCert)
 	need("UpstreamKey", o.UpstreamKey)
+	if o.TraceSamplePercent < 0 || o.TraceSamplePercent > 100 {
+		errs = append(errs, fmt.Errorf("envoy: TraceSamplePercent %v: want 0 to 100", o.TraceSamplePercent))
+	}
+	if o.MaxRequestBytes > 64<<20 {
+		errs = append(errs, fmt.Errorf("envoy: MaxRequestBytes %d: more than 64 MiB buffered per request", o.MaxRequestBytes))
+	}
+	for _, a := range []struct{ name, v string }{
+		{"ListenAddr", o.ListenAddr}, {"CoreHTTPAddr", o.CoreHTTPAddr}, {"CoreFlightAddr", o.CoreFlightAddr},
+		{"AuthzAddr", o.AuthzAddr}, {"RateLimitAddr", o.RateLimitAddr}, {"AdminAddr", o.AdminAddr},
+		{"OTLPEndpoint", o.OTLPEndpoint}, {"XDSAddr", o.XDSAddr},
+	} {
+		if a.v == "" {
+			continue
+		}
+		if _, err := socketAddress(a.v); err != nil {
+			errs = append(errs, fmt.Errorf("envoy: %s: %w", a.name, err))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -119,34 +171,51 @@ func Build(o Options) (*Resources, error) {
 			// Bound the damage a slow or hostile client can do.
 			PerConnectionBufferLimitBytes: wrapperspb.UInt32(1 << 20),
 			FilterChains: []*listenerv3.FilterChain{{
-				Filters:         []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}}},
+				Filters: []*listenerv3.Filter{
+					{Name: FilterConnectionLimit, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(connectionLimit(o))}},
+					{Name: FilterHTTPConnectionManager, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}},
+				},
 				TransportSocket: downstreamTLS(o),
 			}},
 		}},
 		Routes: []*routev3.RouteConfiguration{routeConfig(o)},
+		opts:   o,
 	}
-	clusters := []struct {
-		name, addr string
-		h2, tls    bool
-	}{
-		{ClusterCoreHTTP, o.CoreHTTPAddr, false, true},
-		{ClusterAuthz, o.AuthzAddr, true, false},
-		{ClusterRateLimit, o.RateLimitAddr, true, false},
+	// Health checks: gRPC health where the service serves grpc.health.v1
+	// (envoyproxy/ratelimit), otherwise a connection (through the
+	// cluster's transport socket, so for the core a full mTLS handshake).
+	clusters := []clusterSpec{
+		{name: ClusterCoreHTTP, addr: o.CoreHTTPAddr, tls: true, health: tcpHealth},
+		{name: ClusterAuthz, addr: o.AuthzAddr, h2: true, health: tcpHealth},
+		{name: ClusterRateLimit, addr: o.RateLimitAddr, h2: true, health: grpcHealth},
 	}
 	if o.CoreFlightAddr != "" {
-		clusters = append(clusters, struct {
-			name, addr string
-			h2, tls    bool
-		}{ClusterCoreFlight, o.CoreFlightAddr, true, true})
+		clusters = append(clusters, clusterSpec{name: ClusterCoreFlight, addr: o.CoreFlightAddr, h2: true, tls: true, health: tcpHealth})
+	}
+	if o.OTLPEndpoint != "" {
+		clusters = append(clusters, clusterSpec{name: ClusterOTel, addr: o.OTLPEndpoint, h2: true, health: tcpHealth})
 	}
 	for _, c := range clusters {
-		cl, err := cluster(o, c.name, c.addr, c.h2, c.tls)
+		cl, err := cluster(o, c)
 		if err != nil {
 			return nil, err
 		}
 		res.Clusters = append(res.Clusters, cl)
 	}
 	return res, nil
+}
+
+type healthKind int
+
+const (
+	tcpHealth healthKind = iota
+	grpcHealth
+)
+
+type clusterSpec struct {
+	name, addr string
+	h2, tls    bool
+	health     healthKind
 }
 
 func socketAddress(hostport string) (*corev3.Address, error) {
@@ -166,13 +235,28 @@ func socketAddress(hostport string) (*corev3.Address, error) {
 	}}}, nil
 }
 
-func cluster(o Options, name, addr string, h2, tls bool) (*clusterv3.Cluster, error) {
-	a, err := socketAddress(addr)
+func cluster(o Options, spec clusterSpec) (*clusterv3.Cluster, error) {
+	name := spec.name
+	a, err := socketAddress(spec.addr)
 	if err != nil {
 		return nil, fmt.Errorf("envoy: cluster %s: %w", name, err)
 	}
+	hc := &corev3.HealthCheck{
+		Timeout:            durationpb.New(time.Second),
+		Interval:           durationpb.New(5 * time.Second),
+		UnhealthyThreshold: wrapperspb.UInt32(3),
+		HealthyThreshold:   wrapperspb.UInt32(1),
+		NoTrafficInterval:  durationpb.New(30 * time.Second),
+	}
+	switch spec.health {
+	case grpcHealth:
+		hc.HealthChecker = &corev3.HealthCheck_GrpcHealthCheck_{GrpcHealthCheck: &corev3.HealthCheck_GrpcHealthCheck{}}
+	default:
+		hc.HealthChecker = &corev3.HealthCheck_TcpHealthCheck_{TcpHealthCheck: &corev3.HealthCheck_TcpHealthCheck{}}
+	}
 	c := &clusterv3.Cluster{
 		Name:                 name,
+		HealthChecks:         []*corev3.HealthCheck{hc},
 		ConnectTimeout:       durationpb.New(time.Second),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS},
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
@@ -195,12 +279,12 @@ func cluster(o Options, name, addr string, h2, tls bool) (*clusterv3.Cluster, er
 			BaseEjectionTime: durationpb.New(30 * time.Second),
 		},
 	}
-	if h2 {
+	if spec.h2 {
 		c.TypedExtensionProtocolOptions = map[string]*anyMsg{
 			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(http2Options()),
 		}
 	}
-	if tls {
+	if spec.tls {
 		c.TransportSocket = upstreamTLS(o)
 	}
 	return c, nil

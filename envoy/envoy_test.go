@@ -4,6 +4,14 @@ import (
 	"strings"
 	"testing"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
 	"github.com/fraise-dev/fraise/envoy"
 )
 
@@ -13,18 +21,65 @@ func opts() envoy.Options {
 		AuthzAddr: "127.0.0.1:9191", RateLimitAddr: "127.0.0.1:8081",
 		CACert: "ca.pem", ServerCert: "s.pem", ServerKey: "s-key.pem",
 		UpstreamCA: "ca.pem", UpstreamCert: "c.pem", UpstreamKey: "c-key.pem",
+		OTLPEndpoint: "127.0.0.1:4317", TraceSamplePercent: 10, XDSAddr: "127.0.0.1:18000",
 	}
 }
 
-func TestBuildValidates(t *testing.T) {
-	res, err := envoy.Build(opts())
+func mustBuild(tb testing.TB, o envoy.Options) *envoy.Resources {
+	tb.Helper()
+	res, err := envoy.Build(o)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	return res
+}
+
+func TestBuildValidates(t *testing.T) {
+	res := mustBuild(t, opts())
 	if err := res.Validate(); err != nil {
 		t.Fatalf("generated resources fail validation: %v", err)
 	}
-	b, err := res.Bootstrap()
+	for _, tt := range []struct {
+		name  string
+		build func() (*bootstrapv3.Bootstrap, error)
+	}{
+		{"static", res.Bootstrap},
+		{"xds", res.XDSBootstrap},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := tt.build()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := envoy.ValidateDeep(b); err != nil {
+				t.Fatalf("bootstrap fails validation: %v", err)
+			}
+			y, err := envoy.BootstrapYAML(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := envoy.ParseBootstrapYAML(y)
+			if err != nil {
+				t.Fatalf("bootstrap does not parse back: %v", err)
+			}
+			if err := envoy.ValidateDeep(back); err != nil {
+				t.Fatalf("parsed bootstrap invalid: %v", err)
+			}
+			// Lossless: written again, the parsed bootstrap is the same text
+			// (compared as text: Any bytes need not be canonical).
+			again, err := envoy.BootstrapYAML(back)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(again) != string(y) {
+				t.Fatal("the bootstrap parsed back from YAML differs from the one written")
+			}
+		})
+	}
+}
+
+func TestStaticBootstrapResolvesEveryTypedConfig(t *testing.T) {
+	b, err := mustBuild(t, opts()).Bootstrap()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,13 +89,36 @@ func TestBuildValidates(t *testing.T) {
 	}
 	back, err := envoy.ParseBootstrapYAML(y)
 	if err != nil {
-		t.Fatalf("bootstrap does not parse back: %v", err)
+		t.Fatal(err)
 	}
-	if err := back.ValidateAll(); err != nil {
-		t.Fatalf("parsed bootstrap invalid: %v", err)
+	// Every typed config the static file names must be a type linked into
+	// this binary and resolved by protojson, not kept as opaque bytes.
+	for _, want := range []string{
+		"envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+		"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+		"envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+		"envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+		"envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+		"envoy.extensions.filters.http.router.v3.Router",
+		"envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+		"envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+		"envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+		"envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+		"envoy.config.trace.v3.OpenTelemetryConfig",
+		"envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+	} {
+		if !strings.Contains(string(y), "type.googleapis.com/"+want) {
+			t.Errorf("static bootstrap has no %s", want)
+		}
 	}
-	if !strings.Contains(string(y), "envoy.filters.http.ext_authz") {
-		t.Fatal("bootstrap has no ext_authz filter")
+	hcmAny := back.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[1].GetTypedConfig()
+	var hcm hcmv3.HttpConnectionManager
+	if err := anypb.UnmarshalTo(hcmAny, &hcm, proto.UnmarshalOptions{}); err != nil {
+		t.Fatalf("HTTP connection manager: %v", err)
+	}
+	if hcm.GetRouteConfig().GetName() != envoy.RouteName {
+		t.Fatalf("static bootstrap: got route config %q inlined, want %q", hcm.GetRouteConfig().GetName(), envoy.RouteName)
 	}
 }
 
@@ -48,17 +126,95 @@ func TestBrokenOptionsAreCaught(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		mod  func(*envoy.Options)
+		want string
 	}{
-		{"no listen address", func(o *envoy.Options) { o.ListenAddr = "" }},
-		{"bad port", func(o *envoy.Options) { o.CoreHTTPAddr = "127.0.0.1:99999" }},
-		{"no CA", func(o *envoy.Options) { o.CACert = "" }},
+		{"no listen address", func(o *envoy.Options) { o.ListenAddr = "" }, "ListenAddr is required"},
+		{"bad port", func(o *envoy.Options) { o.CoreHTTPAddr = "127.0.0.1:99999" }, "CoreHTTPAddr"},
+		{"no CA", func(o *envoy.Options) { o.CACert = "" }, "CACert is required"},
+		{"no upstream key", func(o *envoy.Options) { o.UpstreamKey = "" }, "UpstreamKey is required"},
+		{"sampling over 100%", func(o *envoy.Options) { o.TraceSamplePercent = 150 }, "TraceSamplePercent"},
+		{"collector without port", func(o *envoy.Options) { o.OTLPEndpoint = "collector" }, "OTLPEndpoint"},
+		{"huge body buffer", func(o *envoy.Options) { o.MaxRequestBytes = 1 << 30 }, "MaxRequestBytes"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			o := opts()
 			tt.mod(&o)
-			if _, err := envoy.Build(o); err == nil {
+			_, err := envoy.Build(o)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an error naming %s", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestValidationOpensTypedConfigs breaks a field deep inside a typed
+// config (an Any within an Any) and expects Validate to find it, as Envoy
+// would refuse the configuration.
+func TestValidationOpensTypedConfigs(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		breakIt func(*hcmv3.HttpConnectionManager)
+		want    string
+	}{
+		{"empty stat prefix", func(h *hcmv3.HttpConnectionManager) { h.StatPrefix = "" }, "StatPrefix"},
+		{"ext_authz without a cluster", func(h *hcmv3.HttpConnectionManager) {
+			var ea extauthzv3.ExtAuthz
+			if err := h.GetHttpFilters()[0].GetTypedConfig().UnmarshalTo(&ea); err != nil {
+				t.Fatal(err)
+			}
+			ea.GetGrpcService().GetEnvoyGrpc().ClusterName = ""
+			h.GetHttpFilters()[0].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &ea)}
+		}, "ClusterName"},
+		{"header limit over Envoy's maximum", func(h *hcmv3.HttpConnectionManager) {
+			h.MaxRequestHeadersKb = wrapperspb.UInt32(10000)
+		}, "MaxRequestHeadersKb"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			res := mustBuild(t, opts())
+			f := res.Listeners[0].GetFilterChains()[0].GetFilters()[1]
+			var hcm hcmv3.HttpConnectionManager
+			if err := f.GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+				t.Fatal(err)
+			}
+			tt.breakIt(&hcm)
+			f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t, &hcm)}
+			err := res.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want a validation error naming %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseBootstrapYAMLRefuses(t *testing.T) {
+	b, err := mustBuild(t, opts()).Bootstrap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := envoy.BootstrapYAML(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, old, new string }{
+		{"unknown typed config", "envoy.extensions.filters.http.router.v3.Router", "envoy.extensions.filters.http.nosuch.v3.Filter"},
+		{"misspelled field", "statPrefix: ingress", "statPrefx: ingress"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(string(y), tt.old) {
+				t.Fatalf("bootstrap has no %q to break", tt.old)
+			}
+			if _, err := envoy.ParseBootstrapYAML([]byte(strings.Replace(string(y), tt.old, tt.new, 1))); err == nil {
 				t.Fatal("got no error")
 			}
 		})
 	}
+}
+
+func mustAny(tb testing.TB, m proto.Message) *anypb.Any {
+	tb.Helper()
+	a, err := anypb.New(m)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return a
 }

@@ -8,10 +8,12 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	ratelimitconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	connlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -29,16 +31,57 @@ type anyMsg = anypb.Any
 
 // Filter and extension names, as Envoy registers them.
 const (
-	FilterExtAuthz      = "envoy.filters.http.ext_authz"
-	FilterRateLimit     = "envoy.filters.http.ratelimit"
-	FilterRouter        = "envoy.filters.http.router"
-	EarlyHeaderMutation = "envoy.http.early_header_mutation.header_mutation"
-	TransportSocketTLS  = "envoy.transport_sockets.tls"
-	TenantHeader        = "x-fraise-tenant"
-	TenantDescriptorKey = "tenant"
-	RateLimitedBody     = `{"errors":[{"message":"rate limit exceeded","extensions":{"code":"RATE_LIMITED"}}]}`
-	NotFoundBody        = `{"errors":[{"message":"no such route","extensions":{"code":"NOT_FOUND"}}]}`
+	FilterConnectionLimit       = "envoy.filters.network.connection_limit"
+	FilterHTTPConnectionManager = "envoy.filters.network.http_connection_manager"
+	FilterExtAuthz              = "envoy.filters.http.ext_authz"
+	FilterRateLimit             = "envoy.filters.http.ratelimit"
+	FilterRouter                = "envoy.filters.http.router"
+	EarlyHeaderMutation         = "envoy.http.early_header_mutation.header_mutation"
+	TransportSocketTLS          = "envoy.transport_sockets.tls"
+	TracerOpenTelemetry         = "envoy.tracers.opentelemetry"
+	RateLimitedBody             = `{"errors":[{"message":"rate limit exceeded","extensions":{"code":"RATE_LIMITED"}}]}`
+	NotFoundBody                = `{"errors":[{"message":"no such route","extensions":{"code":"NOT_FOUND"}}]}`
 )
+
+// The identity headers extauthz sets (and the early header mutation removes
+// from what clients send), from which the rate-limit descriptors are built.
+const (
+	TierHeader    = "x-fraise-tier"
+	TenantHeader  = "x-fraise-tenant"
+	SubjectHeader = "x-fraise-subject"
+	OpHeader      = "x-fraise-op"
+)
+
+// Limits on what one client can make the ingress hold.
+const (
+	MaxRequestHeadersKB  = 60
+	MaxHeadersCount      = 100
+	MaxConcurrentStreams = 100
+)
+
+// DescriptorEntry is one entry of a rate-limit descriptor: its key and the
+// request header its value is read from.
+type DescriptorEntry struct{ Key, Header string }
+
+// RateLimitDescriptors returns the descriptors every routed request is
+// counted under, in order, each entry's key and header:
+//
+//	D1 (tier, x-fraise-tier), (tenant, x-fraise-tenant)
+//	D2 (tier, x-fraise-tier), (tenant, x-fraise-tenant), (op, x-fraise-op)
+//	D3 (tier, x-fraise-tier), (subject, x-fraise-subject)
+//
+// This is the contract with the rate-limit service's configuration, which
+// nests its limits in the same key order (tier, then tenant or subject,
+// then op). Envoy skips a descriptor whose header is absent.
+func RateLimitDescriptors() [][]DescriptorEntry {
+	tier := DescriptorEntry{Key: "tier", Header: TierHeader}
+	tenant := DescriptorEntry{Key: "tenant", Header: TenantHeader}
+	return [][]DescriptorEntry{
+		{tier, tenant},
+		{tier, tenant, {Key: "op", Header: OpHeader}},
+		{tier, {Key: "subject", Header: SubjectHeader}},
+	}
+}
 
 func mustAny(m proto.Message) *anypb.Any {
 	a, err := anypb.New(m)
@@ -54,6 +97,10 @@ func file(path string) *corev3.DataSource {
 
 func inline(s string) *corev3.DataSource {
 	return &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: s}}
+}
+
+func connectionLimit(o Options) *connlimitv3.ConnectionLimit {
+	return &connlimitv3.ConnectionLimit{StatPrefix: "ingress", MaxConnections: wrapperspb.UInt64(o.MaxConnections)}
 }
 
 func envoyGrpc(cluster string, timeout time.Duration) *corev3.GrpcService {
@@ -83,7 +130,11 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 		Domain:                         o.RateLimitDomain,
 		Timeout:                        durationpb.New(o.RateLimitTimeout),
 		FailureModeDeny:                o.RateLimitFailureModeDeny,
+		StatusOnError:                  &typev3.HttpStatus{Code: typev3.StatusCode_InternalServerError},
 		RateLimitedAsResourceExhausted: true,
+		// X-RateLimit-Limit, -Remaining and -Reset from the descriptor
+		// statuses, on every answer, refused or not.
+		EnableXRatelimitHeaders: ratelimitv3.RateLimit_DRAFT_VERSION_03,
 		RateLimitService: &ratelimitconfv3.RateLimitServiceConfig{
 			GrpcService:         envoyGrpc(ClusterRateLimit, o.RateLimitTimeout),
 			TransportApiVersion: corev3.ApiVersion_V3,
@@ -106,18 +157,27 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 			"tenant":     structpb.NewStringValue("%REQ(X-FRAISE-TENANT)%"),
 		}}},
 	}}}
-	return &hcmv3.HttpConnectionManager{
+	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix:        "ingress",
 		CodecType:         hcmv3.HttpConnectionManager_AUTO,
 		UseRemoteAddress:  wrapperspb.Bool(true),
 		GenerateRequestId: wrapperspb.Bool(true),
 		// The limits bound what one client can make Envoy hold.
-		MaxRequestHeadersKb: wrapperspb.UInt32(60),
+		MaxRequestHeadersKb: wrapperspb.UInt32(MaxRequestHeadersKB),
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
 			IdleTimeout:                  durationpb.New(5 * time.Minute),
+			MaxHeadersCount:              wrapperspb.UInt32(MaxHeadersCount),
 			HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST,
 		},
+		Http2ProtocolOptions:  &corev3.Http2ProtocolOptions{MaxConcurrentStreams: wrapperspb.UInt32(MaxConcurrentStreams)},
 		RequestHeadersTimeout: durationpb.New(10 * time.Second),
+		StreamIdleTimeout:     durationpb.New(5 * time.Minute),
+		// Routes match on the normalised path: /a/../graphql is /graphql,
+		// //graphql is /graphql, and an escaped slash is refused rather than
+		// guessed at.
+		NormalizePath:                wrapperspb.Bool(true),
+		MergeSlashes:                 true,
+		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_REJECT_REQUEST,
 		EarlyHeaderMutationExtensions: []*corev3.TypedExtensionConfig{{
 			Name: EarlyHeaderMutation, TypedConfig: mustAny(strip),
 		}},
@@ -148,27 +208,47 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 				ContentType: "application/json",
 			},
 		}}},
-	}, nil
+	}
+	if o.OTLPEndpoint != "" {
+		hcm.Tracing = &hcmv3.HttpConnectionManager_Tracing{
+			RandomSampling: &typev3.Percent{Value: o.TraceSamplePercent},
+			Provider: &tracev3.Tracing_Http{Name: TracerOpenTelemetry, ConfigType: &tracev3.Tracing_Http_TypedConfig{
+				TypedConfig: mustAny(&tracev3.OpenTelemetryConfig{GrpcService: envoyGrpc(ClusterOTel, time.Second), ServiceName: "fraise-ingress"}),
+			}},
+		}
+	}
+	return hcm, nil
 }
 
-// rateLimitsTenant is the descriptor every routed request is counted under:
-// its tenant, which extauthz set and the client could not.
-func rateLimitsTenant() []*routev3.RateLimit {
-	return []*routev3.RateLimit{{Actions: []*routev3.RateLimit_Action{{
-		ActionSpecifier: &routev3.RateLimit_Action_RequestHeaders_{RequestHeaders: &routev3.RateLimit_Action_RequestHeaders{
-			HeaderName: TenantHeader, DescriptorKey: TenantDescriptorKey,
-		}},
-	}}}}
+// rateLimits are the route actions for RateLimitDescriptors: values come
+// from identity headers extauthz set and the client could not.
+func rateLimits() []*routev3.RateLimit {
+	var rls []*routev3.RateLimit
+	for _, d := range RateLimitDescriptors() {
+		rl := &routev3.RateLimit{}
+		for _, e := range d {
+			rl.Actions = append(rl.Actions, &routev3.RateLimit_Action{
+				ActionSpecifier: &routev3.RateLimit_Action_RequestHeaders_{RequestHeaders: &routev3.RateLimit_Action_RequestHeaders{
+					HeaderName: e.Header, DescriptorKey: e.Key,
+				}},
+			})
+		}
+		rls = append(rls, rl)
+	}
+	return rls
 }
 
 func routeConfig(o Options) *routev3.RouteConfiguration {
+	// ext_authz buffers the body (the filter's with_request_body) on the
+	// GraphQL route only: every other route turns buffering or the filter
+	// off per route.
 	routes := []*routev3.Route{{
 		Name:  "graphql",
-		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: GraphQLPrefix}},
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: GraphQLPath}},
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterCoreHTTP},
 			Timeout:          durationpb.New(30 * time.Second),
-			RateLimits:       rateLimitsTenant(),
+			RateLimits:       rateLimits(),
 		}},
 	}}
 	if o.CoreFlightAddr != "" {
@@ -181,7 +261,7 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterCoreFlight},
 				Timeout:          durationpb.New(0), // streams last as long as the export
-				RateLimits:       rateLimitsTenant(),
+				RateLimits:       rateLimits(),
 			}},
 			// Flight streams are large and binary: ext_authz decides on the
 			// call's metadata alone.
@@ -198,6 +278,11 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
 			Status: 404, Body: inline(NotFoundBody),
 		}},
+		// Unrouted paths (health, admin, metrics, anything else) are
+		// answered 404 without asking extauthz: there is nothing to protect.
+		TypedPerFilterConfig: map[string]*anypb.Any{
+			FilterExtAuthz: mustAny(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}}),
+		},
 	})
 	return &routev3.RouteConfiguration{
 		Name: RouteName,

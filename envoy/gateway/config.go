@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
+	connlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -29,6 +31,14 @@ import (
 type plan struct {
 	tls *tls.Config
 
+	maxConns       int // 0: unlimited
+	maxHeaderBytes int
+	maxHeaders     int
+	maxStreams     int
+	normalizePath  bool
+	mergeSlashes   bool
+	rejectEscaped  bool
+
 	stripPrefixes []string // lower-case header name prefixes removed on arrival
 	stripExact    []string
 
@@ -39,6 +49,10 @@ type plan struct {
 	clusters map[string]*clusterPlan
 
 	localReplies []localReply
+
+	// localPrincipal is the listener certificate's principal, Envoy's
+	// destination principal in a CheckRequest.
+	localPrincipal string
 }
 
 type authzPlan struct {
@@ -57,18 +71,22 @@ type rateLimitPlan struct {
 	domain              string
 	timeout             time.Duration
 	failureDeny         bool
+	statusOnError       int
 	asResourceExhausted bool
+	xRateLimitHeaders   bool
 }
 
 type route struct {
 	name        string
 	prefix      string
+	path        string // exact match when set
 	grpcOnly    bool
 	cluster     string
 	timeout     time.Duration
 	direct      *directResponse
 	rateLimits  [][]headerAction // each: one descriptor's entries
 	noAuthzBody bool
+	noAuthz     bool
 }
 
 type headerAction struct{ header, key string }
@@ -116,12 +134,52 @@ func compile(res *envoy.Resources) (*plan, error) {
 	if p.tls, err = downstreamTLS(dtc); err != nil {
 		return nil, err
 	}
-	if len(fc.GetFilters()) != 1 {
-		return nil, errors.New("gateway: want one network filter (the HTTP connection manager)")
+	if leaf := p.tls.Certificates[0].Leaf; leaf != nil {
+		p.localPrincipal = principal(leaf)
 	}
-	hcm, err := unpack(fc.GetFilters()[0].GetTypedConfig(), &hcmv3.HttpConnectionManager{})
-	if err != nil {
-		return nil, fmt.Errorf("gateway: HTTP connection manager: %w", err)
+	var hcm *hcmv3.HttpConnectionManager
+	for i, f := range fc.GetFilters() {
+		last := i == len(fc.GetFilters())-1
+		switch {
+		case f.GetName() == envoy.FilterConnectionLimit && !last:
+			cl, err := unpack(f.GetTypedConfig(), &connlimitv3.ConnectionLimit{})
+			if err != nil {
+				return nil, fmt.Errorf("gateway: connection limit: %w", err)
+			}
+			if cl.GetDelay().AsDuration() != 0 || cl.GetRuntimeEnabled() != nil {
+				return nil, errors.New("gateway: connection limit: delay and runtime flags are not supported")
+			}
+			p.maxConns = int(cl.GetMaxConnections().GetValue())
+		case f.GetName() == envoy.FilterHTTPConnectionManager && last:
+			if hcm, err = unpack(f.GetTypedConfig(), &hcmv3.HttpConnectionManager{}); err != nil {
+				return nil, fmt.Errorf("gateway: HTTP connection manager: %w", err)
+			}
+		default:
+			return nil, fmt.Errorf("gateway: unsupported network filter %s at position %d", f.GetName(), i)
+		}
+	}
+	if hcm == nil {
+		return nil, errors.New("gateway: no HTTP connection manager")
+	}
+	// Envoy's defaults where the configuration says nothing.
+	p.maxHeaderBytes, p.maxHeaders, p.maxStreams = 60<<10, 100, 100
+	if v := hcm.GetMaxRequestHeadersKb(); v != nil {
+		p.maxHeaderBytes = int(v.GetValue()) << 10
+	}
+	if v := hcm.GetCommonHttpProtocolOptions().GetMaxHeadersCount(); v != nil {
+		p.maxHeaders = int(v.GetValue())
+	}
+	if v := hcm.GetHttp2ProtocolOptions().GetMaxConcurrentStreams(); v != nil {
+		p.maxStreams = int(v.GetValue())
+	}
+	p.normalizePath = hcm.GetNormalizePath().GetValue()
+	p.mergeSlashes = hcm.GetMergeSlashes()
+	switch hcm.GetPathWithEscapedSlashesAction() {
+	case hcmv3.HttpConnectionManager_REJECT_REQUEST:
+		p.rejectEscaped = true
+	case hcmv3.HttpConnectionManager_IMPLEMENTATION_SPECIFIC_DEFAULT, hcmv3.HttpConnectionManager_KEEP_UNCHANGED:
+	default:
+		return nil, fmt.Errorf("gateway: unsupported path_with_escaped_slashes_action %v", hcm.GetPathWithEscapedSlashesAction())
 	}
 	for _, ext := range hcm.GetEarlyHeaderMutationExtensions() {
 		hm, err := unpack(ext.GetTypedConfig(), &headermutationv3.HeaderMutation{})
@@ -168,7 +226,14 @@ func compile(res *envoy.Resources) (*plan, error) {
 			p.rl = &rateLimitPlan{
 				cluster: rl.GetRateLimitService().GetGrpcService().GetEnvoyGrpc().GetClusterName(),
 				domain:  rl.GetDomain(), timeout: rl.GetTimeout().AsDuration(), failureDeny: rl.GetFailureModeDeny(),
-				asResourceExhausted: rl.GetRateLimitedAsResourceExhausted(),
+				statusOnError: http.StatusInternalServerError, asResourceExhausted: rl.GetRateLimitedAsResourceExhausted(),
+				xRateLimitHeaders: rl.GetEnableXRatelimitHeaders() == ratelimitv3.RateLimit_DRAFT_VERSION_03,
+			}
+			if c := rl.GetStatusOnError().GetCode(); c != 0 {
+				p.rl.statusOnError = int(c)
+			}
+			if p.rl.cluster == "" {
+				return nil, errors.New("gateway: ratelimit must use an Envoy gRPC cluster")
 			}
 		case envoy.FilterRouter:
 		default:
@@ -216,9 +281,21 @@ func compile(res *envoy.Resources) (*plan, error) {
 }
 
 func compileRoute(r *routev3.Route) (route, error) {
-	rt := route{name: r.GetName(), prefix: r.GetMatch().GetPrefix(), grpcOnly: r.GetMatch().GetGrpc() != nil}
-	if r.GetMatch().GetPathSpecifier() != nil && r.GetMatch().GetPrefix() == "" && r.GetMatch().GetPath() == "" {
-		return rt, fmt.Errorf("gateway: route %s: only prefix matches are supported", r.GetName())
+	m := r.GetMatch()
+	rt := route{name: r.GetName(), prefix: m.GetPrefix(), path: m.GetPath(), grpcOnly: m.GetGrpc() != nil}
+	if m.GetPrefix() == "" && m.GetPath() == "" {
+		return rt, fmt.Errorf("gateway: route %s: only prefix and path matches are supported", r.GetName())
+	}
+	if len(m.GetHeaders()) > 0 || len(m.GetQueryParameters()) > 0 || m.GetCaseSensitive() != nil || m.GetRuntimeFraction() != nil {
+		return rt, fmt.Errorf("gateway: route %s: header, query, case and runtime matches are not supported", r.GetName())
+	}
+	if a, ok := r.GetTypedPerFilterConfig()[envoy.FilterExtAuthz]; ok {
+		per, err := unpack(a, &extauthzv3.ExtAuthzPerRoute{})
+		if err != nil {
+			return rt, err
+		}
+		rt.noAuthz = per.GetDisabled()
+		rt.noAuthzBody = per.GetCheckSettings().GetDisableRequestBodyBuffering()
 	}
 	if dr := r.GetDirectResponse(); dr != nil {
 		rt.direct = &directResponse{status: int(dr.GetStatus()), body: dr.GetBody().GetInlineString()}
@@ -233,19 +310,12 @@ func compileRoute(r *routev3.Route) (route, error) {
 		var d []headerAction
 		for _, a := range rl.GetActions() {
 			rh := a.GetRequestHeaders()
-			if rh == nil {
+			if rh == nil || rh.GetSkipIfAbsent() {
 				return rt, fmt.Errorf("gateway: route %s: only request_headers rate-limit actions are supported", r.GetName())
 			}
 			d = append(d, headerAction{header: strings.ToLower(rh.GetHeaderName()), key: rh.GetDescriptorKey()})
 		}
 		rt.rateLimits = append(rt.rateLimits, d)
-	}
-	if a, ok := r.GetTypedPerFilterConfig()[envoy.FilterExtAuthz]; ok {
-		per, err := unpack(a, &extauthzv3.ExtAuthzPerRoute{})
-		if err != nil {
-			return rt, err
-		}
-		rt.noAuthzBody = per.GetCheckSettings().GetDisableRequestBodyBuffering()
 	}
 	return rt, nil
 }
@@ -324,6 +394,9 @@ func downstreamTLS(d *tlsv3.DownstreamTlsContext) (*tls.Config, error) {
 		return nil, fmt.Errorf("gateway: listener certificate: %w", err)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: minVersion(ctc.GetTlsParams()), NextProtos: ctc.GetAlpnProtocols()}
+	if v := ctc.GetTlsParams().GetTlsMaximumProtocolVersion(); v == tlsv3.TlsParameters_TLSv1_2 {
+		cfg.MaxVersion = tls.VersionTLS12
+	}
 	if vc := ctc.GetValidationContext(); vc != nil {
 		if cfg.ClientCAs, err = loadPool(vc); err != nil {
 			return nil, fmt.Errorf("gateway: listener CA: %w", err)

@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/pem"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -11,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
@@ -20,27 +24,46 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
+const tooLargeBody = `{"errors":[{"message":"request body too large","extensions":{"code":"TOO_LARGE"}}]}`
+
 // checkAuthz asks extauthz about r, filling the CheckRequest as Envoy fills
 // it, and applies the answer. It returns false when it has replied.
 func (g *Gateway) checkAuthz(w http.ResponseWriter, r *http.Request, rt *route, isGRPC bool, respHeaders http.Header) (int, bool) {
 	a := g.p.authz
 	var body []byte
-	if a.withBody && !rt.noAuthzBody {
+	buffered := a.withBody && !rt.noAuthzBody
+	partial := false
+	if buffered {
 		b, complete, err := readBody(r, a.maxBody)
 		if err != nil {
 			g.localReply(w, isGRPC, http.StatusBadRequest, "", nil, false)
 			return http.StatusBadRequest, false
 		}
 		if !complete && !a.partialBody {
-			g.localReply(w, isGRPC, http.StatusRequestEntityTooLarge, `{"errors":[{"message":"request body too large","extensions":{"code":"TOO_LARGE"}}]}`, nil, false)
+			// Envoy's buffer limit answers 413 before ext_authz is asked.
+			g.localReply(w, isGRPC, http.StatusRequestEntityTooLarge, tooLargeBody, nil, false)
 			return http.StatusRequestEntityTooLarge, false
 		}
-		body = b
+		body, partial = b, !complete
 	}
-	req := checkRequest(r, body, a.peerCert)
+	req := g.checkRequest(r, body, buffered, partial)
 	ctx, cancel := context.WithTimeout(r.Context(), a.timeout)
 	defer cancel()
 	resp, err := g.authz.Check(ctx, req)
+	if err == nil && resp.GetErrorResponse() != nil {
+		// An error_response is an error, not a denial: the failure mode
+		// decides, and its status (or status_on_error), headers and body
+		// make the reply.
+		if a.failureAllow {
+			return 0, true
+		}
+		e := resp.GetErrorResponse()
+		status := int(e.GetStatus().GetCode())
+		if status == 0 {
+			status = a.statusOnError
+		}
+		return g.replyDenied(w, isGRPC, status, e.GetHeaders(), e.GetBody()), false
+	}
 	if err != nil {
 		if a.failureAllow {
 			return 0, true
@@ -55,32 +78,54 @@ func (g *Gateway) checkAuthz(w http.ResponseWriter, r *http.Request, rt *route, 
 		if status == 0 {
 			status = http.StatusForbidden
 		}
-		h := http.Header{}
-		for _, hv := range d.GetHeaders() {
-			h.Add(hv.GetHeader().GetKey(), headerValue(hv.GetHeader()))
-		}
-		if isGRPC {
-			g.localReply(w, true, status, "", h, false)
-			return status, false
-		}
-		for k, vs := range h {
-			w.Header()[http.CanonicalHeaderKey(k)] = vs
-		}
-		w.WriteHeader(status)
-		_, _ = w.Write([]byte(d.GetBody()))
-		return status, false
+		return g.replyDenied(w, isGRPC, status, d.GetHeaders(), d.GetBody()), false
 	}
 	ok := resp.GetOkResponse()
 	for _, hv := range ok.GetHeaders() {
 		applyHeader(r.Header, hv)
 	}
 	for _, k := range ok.GetHeadersToRemove() {
-		r.Header.Del(k)
+		// Envoy never lets ext_authz remove pseudo-headers or Host.
+		if !strings.HasPrefix(k, ":") && !strings.EqualFold(k, "host") {
+			r.Header.Del(k)
+		}
 	}
 	for _, hv := range ok.GetResponseHeadersToAdd() {
-		respHeaders.Add(hv.GetHeader().GetKey(), headerValue(hv.GetHeader()))
+		applyHeader(respHeaders, hv)
+	}
+	if len(ok.GetQueryParametersToSet()) > 0 || len(ok.GetQueryParametersToRemove()) > 0 {
+		q := r.URL.Query()
+		for _, qp := range ok.GetQueryParametersToSet() {
+			q.Set(qp.GetKey(), qp.GetValue())
+		}
+		for _, k := range ok.GetQueryParametersToRemove() {
+			q.Del(k)
+		}
+		r.URL.RawQuery = q.Encode()
 	}
 	return 0, true
+}
+
+// replyDenied sends a denial as Envoy sends it: the status, headers and body
+// extauthz chose, unchanged (for gRPC, as a trailers-only reply).
+func (g *Gateway) replyDenied(w http.ResponseWriter, isGRPC bool, status int, headers []*corev3.HeaderValueOption, body string) int {
+	h := http.Header{}
+	for _, hv := range headers {
+		applyHeader(h, hv)
+	}
+	if isGRPC {
+		g.localReply(w, true, status, body, h, false)
+		return status
+	}
+	for k, vs := range h {
+		w.Header()[k] = vs
+	}
+	if body != "" && w.Header().Get("content-type") == "" {
+		w.Header().Set("content-type", "text/plain")
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(body))
+	return status
 }
 
 func headerValue(h *corev3.HeaderValue) string {
@@ -90,27 +135,34 @@ func headerValue(h *corev3.HeaderValue) string {
 	return string(h.GetRawValue())
 }
 
-// applyHeader applies one HeaderValueOption as Envoy does.
+// applyHeader applies one HeaderValueOption as Envoy's ext_authz filter
+// does: the deprecated append=true joins the value to an existing header
+// with a comma (appendCopy); APPEND_IF_EXISTS_OR_ADD adds another header
+// line (addCopy); the other actions set, add if absent or overwrite.
 func applyHeader(h http.Header, hv *corev3.HeaderValueOption) {
-	k, v := hv.GetHeader().GetKey(), headerValue(hv.GetHeader())
-	action := hv.GetAppendAction()
+	k, v := http.CanonicalHeaderKey(hv.GetHeader().GetKey()), headerValue(hv.GetHeader())
 	//lint:ignore SA1019 Envoy still honours the deprecated boolean when it is set, so must we.
 	if appendFlag := hv.GetAppend(); appendFlag != nil {
-		if appendFlag.GetValue() {
-			action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
-		} else {
-			action = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		if !appendFlag.GetValue() {
+			h.Set(k, v)
+			return
 		}
+		if old := h.Values(k); len(old) > 0 {
+			h.Set(k, strings.Join(old, ",")+","+v)
+		} else {
+			h.Set(k, v)
+		}
+		return
 	}
-	switch action {
+	switch hv.GetAppendAction() {
 	case corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:
 		h.Add(k, v)
 	case corev3.HeaderValueOption_ADD_IF_ABSENT:
-		if h.Get(k) == "" {
+		if len(h.Values(k)) == 0 {
 			h.Set(k, v)
 		}
 	case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
-		if h.Get(k) != "" {
+		if len(h.Values(k)) > 0 {
 			h.Set(k, v)
 		}
 	default:
@@ -118,42 +170,108 @@ func applyHeader(h http.Header, hv *corev3.HeaderValueOption) {
 	}
 }
 
-// checkRequest builds the CheckRequest Envoy sends for r.
-func checkRequest(r *http.Request, body []byte, peerCert bool) *authv3.CheckRequest {
-	headers := make(map[string]string, len(r.Header)+3)
+// checkRequest builds the CheckRequest Envoy's ext_authz filter sends for r.
+func (g *Gateway) checkRequest(r *http.Request, body []byte, buffered, partial bool) *authv3.CheckRequest {
+	headers := make(map[string]string, len(r.Header)+5)
 	for k, vs := range r.Header {
-		headers[strings.ToLower(k)] = strings.Join(vs, ",")
+		// Envoy merges repeated headers with a comma.
+		headers[strings.ToLower(k)] = sanitizeUTF8(strings.Join(vs, ","))
 	}
-	scheme := "https"
-	headers[":method"], headers[":path"], headers[":authority"], headers[":scheme"] = r.Method, r.URL.RequestURI(), r.Host, scheme
+	const scheme = "https"
+	path := r.URL.RequestURI()
+	headers[":method"], headers[":path"], headers[":authority"], headers[":scheme"] = r.Method, path, r.Host, scheme
+	delete(headers, "host")
+	if buffered {
+		headers["x-envoy-auth-partial-body"] = strconv.FormatBool(partial)
+	}
 	src := &authv3.AttributeContext_Peer{Address: sockAddr(r.RemoteAddr)}
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		c := r.TLS.PeerCertificates[0]
-		switch {
-		case len(c.URIs) > 0:
-			src.Principal = c.URIs[0].String()
-		default:
-			src.Principal = c.Subject.String()
-		}
-		if peerCert {
-			src.Certificate = url.QueryEscape(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})))
+	var sni string
+	if r.TLS != nil {
+		sni = r.TLS.ServerName
+		if len(r.TLS.PeerCertificates) > 0 {
+			c := r.TLS.PeerCertificates[0]
+			src.Principal = principal(c)
+			if g.p.authz.peerCert {
+				src.Certificate = urlEncodedPEM(c)
+			}
 		}
 	}
-	dst := &authv3.AttributeContext_Peer{}
+	dst := &authv3.AttributeContext_Peer{Principal: g.p.localPrincipal}
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		dst.Address = sockAddr(la.String())
 	}
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+	attrs := &authv3.AttributeContext{
 		Source: src, Destination: dst,
 		Request: &authv3.AttributeContext_Request{
 			Time: timestamppb.New(time.Now()),
 			Http: &authv3.AttributeContext_HttpRequest{
-				Id: r.Header.Get("x-request-id"), Method: r.Method, Headers: headers,
-				Path: r.URL.RequestURI(), Host: r.Host, Scheme: scheme, Protocol: r.Proto,
-				Size: r.ContentLength, Body: string(body),
+				// Envoy's id is its stream id, a decimal uint64; the
+				// request id travels as the x-request-id header.
+				Id:     strconv.FormatUint(rand.Uint64(), 10),
+				Method: r.Method, Headers: headers,
+				Path: path, Host: r.Host, Scheme: scheme, Protocol: protocolString(r),
+				// Bytes received when the check starts: the buffered body.
+				Size: int64(len(body)),
+				Body: sanitizeUTF8(string(body)),
 			},
 		},
-	}}
+	}
+	if sni != "" {
+		attrs.TlsSession = &authv3.AttributeContext_TLSSession{Sni: sni}
+	}
+	return &authv3.CheckRequest{Attributes: attrs}
+}
+
+// principal is Envoy's principal for a certificate: the first URI SAN, else
+// the first DNS SAN, else the RFC 2253 subject.
+func principal(c *x509.Certificate) string {
+	switch {
+	case len(c.URIs) > 0:
+		return c.URIs[0].String()
+	case len(c.DNSNames) > 0:
+		return c.DNSNames[0]
+	}
+	return c.Subject.String()
+}
+
+// urlEncodedPEM is the certificate as Envoy sends it: PEM with newline,
+// space, '+', '/' and '=' percent-encoded.
+func urlEncodedPEM(c *x509.Certificate) string {
+	return strings.NewReplacer("\n", "%0A", " ", "%20", "+", "%2B", "/", "%2F", "=", "%3D").
+		Replace(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})))
+}
+
+// protocolString is Envoy's name for the downstream protocol.
+func protocolString(r *http.Request) string {
+	switch r.ProtoMajor {
+	case 2:
+		return "HTTP/2"
+	case 3:
+		return "HTTP/3"
+	}
+	if r.ProtoMinor == 0 {
+		return "HTTP/1.0"
+	}
+	return "HTTP/1.1"
+}
+
+// sanitizeUTF8 replaces each byte of invalid UTF-8 with '!', as Envoy does
+// before putting text in a proto string field.
+func sanitizeUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b.WriteByte('!')
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 func sockAddr(hostport string) *corev3.Address {
@@ -167,15 +285,16 @@ func sockAddr(hostport string) *corev3.Address {
 	}}}
 }
 
-// checkRateLimit asks the rate limiter with the route's descriptors. It
-// returns false when it has replied.
-func (g *Gateway) checkRateLimit(w http.ResponseWriter, r *http.Request, rt *route, isGRPC bool, respHeaders http.Header) (int, bool) {
+// descriptors builds the route's rate-limit descriptors from the request
+// headers; as in Envoy, a descriptor one of whose headers is absent is
+// skipped whole.
+func descriptors(rt *route, h http.Header) []*commonrl.RateLimitDescriptor {
 	var descs []*commonrl.RateLimitDescriptor
 	for _, actions := range rt.rateLimits {
 		d := &commonrl.RateLimitDescriptor{}
 		for _, a := range actions {
-			v := r.Header.Get(a.header)
-			if v == "" { // Envoy skips a descriptor whose header is absent
+			v := h.Get(a.header)
+			if v == "" {
 				d = nil
 				break
 			}
@@ -185,22 +304,33 @@ func (g *Gateway) checkRateLimit(w http.ResponseWriter, r *http.Request, rt *rou
 			descs = append(descs, d)
 		}
 	}
+	return descs
+}
+
+// checkRateLimit asks the rate limiter with the route's descriptors. It
+// returns false when it has replied.
+func (g *Gateway) checkRateLimit(w http.ResponseWriter, r *http.Request, rt *route, isGRPC bool, respHeaders http.Header) (int, bool) {
+	descs := descriptors(rt, r.Header)
 	if len(descs) == 0 {
 		return 0, true
 	}
 	p := g.p.rl
 	ctx, cancel := context.WithTimeout(r.Context(), p.timeout)
 	defer cancel()
-	resp, err := g.rls.ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{Domain: p.domain, Descriptors: descs, HitsAddend: 1})
-	if err != nil {
+	resp, err := g.rls.ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{Domain: p.domain, Descriptors: descs})
+	if err != nil || resp.GetOverallCode() == rlsv3.RateLimitResponse_UNKNOWN {
 		if !p.failureDeny {
 			g.log.Warn("rate limiter unreachable; letting the request through (failure_mode_deny=false)", "err", err)
 			return 0, true
 		}
-		g.localReply(w, isGRPC, http.StatusInternalServerError, "", nil, false)
-		return http.StatusInternalServerError, false
+		g.log.Warn("rate limiter unreachable; refusing (failure_mode_deny=true)", "err", err)
+		g.localReply(w, isGRPC, p.statusOnError, "", nil, false)
+		return p.statusOnError, false
 	}
 	h := http.Header{}
+	if p.xRateLimitHeaders {
+		xRateLimitHeaders(h, resp.GetStatuses())
+	}
 	for _, hv := range resp.GetResponseHeadersToAdd() {
 		h.Add(hv.GetKey(), hv.GetValue())
 	}
@@ -209,10 +339,57 @@ func (g *Gateway) checkRateLimit(w http.ResponseWriter, r *http.Request, rt *rou
 		g.localReply(w, isGRPC, http.StatusTooManyRequests, "", h, p.asResourceExhausted)
 		return http.StatusTooManyRequests, false
 	}
+	for _, hv := range resp.GetRequestHeadersToAdd() {
+		r.Header.Set(hv.GetKey(), hv.GetValue())
+	}
 	for k, vs := range h {
 		respHeaders[k] = append(respHeaders[k], vs...)
 	}
 	return 0, true
+}
+
+// xRateLimitHeaders adds the draft-03 X-RateLimit headers Envoy computes
+// from the descriptor statuses: the status closest to its limit gives the
+// limit, remaining and reset; the limit header also lists every window's
+// quota policy.
+func xRateLimitHeaders(h http.Header, statuses []*rlsv3.RateLimitResponse_DescriptorStatus) {
+	var tightest *rlsv3.RateLimitResponse_DescriptorStatus
+	var policy bytes.Buffer
+	for _, s := range statuses {
+		cl := s.GetCurrentLimit()
+		if cl == nil {
+			continue
+		}
+		if tightest == nil || s.GetLimitRemaining() < tightest.GetLimitRemaining() {
+			tightest = s
+		}
+		if window := unitSeconds(cl.GetUnit()); window > 0 {
+			policy.WriteString(", " + strconv.FormatUint(uint64(cl.GetRequestsPerUnit()), 10) + ";w=" + strconv.Itoa(window))
+			if cl.GetName() != "" {
+				policy.WriteString(`;name="` + cl.GetName() + `"`)
+			}
+		}
+	}
+	if tightest == nil {
+		return
+	}
+	h.Set("X-RateLimit-Limit", strconv.FormatUint(uint64(tightest.GetCurrentLimit().GetRequestsPerUnit()), 10)+policy.String())
+	h.Set("X-RateLimit-Remaining", strconv.FormatUint(uint64(tightest.GetLimitRemaining()), 10))
+	h.Set("X-RateLimit-Reset", strconv.FormatInt(tightest.GetDurationUntilReset().GetSeconds(), 10))
+}
+
+func unitSeconds(u rlsv3.RateLimitResponse_RateLimit_Unit) int {
+	switch u {
+	case rlsv3.RateLimitResponse_RateLimit_SECOND:
+		return 1
+	case rlsv3.RateLimitResponse_RateLimit_MINUTE:
+		return 60
+	case rlsv3.RateLimitResponse_RateLimit_HOUR:
+		return 3600
+	case rlsv3.RateLimitResponse_RateLimit_DAY:
+		return 86400
+	}
+	return 0
 }
 
 // newProxy proxies to one cluster over its mTLS settings; HTTP/2 clusters

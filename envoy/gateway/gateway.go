@@ -18,7 +18,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -115,10 +117,16 @@ func (g *Gateway) Close() {
 // to ten seconds.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	defer g.Close()
+	if g.p.maxConns > 0 {
+		ln = &limitListener{Listener: ln, sem: make(chan struct{}, g.p.maxConns)}
+	}
 	srv := &http.Server{
 		Handler:           g,
 		TLSConfig:         g.p.tls.Clone(),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    g.p.maxHeaderBytes,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: g.p.maxStreams},
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 1)
@@ -139,34 +147,78 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
+// limitListener closes connections over the limit at once, as Envoy's
+// connection_limit filter does (without its optional delay).
+type limitListener struct {
+	net.Listener
+	sem chan struct{}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.sem <- struct{}{}:
+			return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+		default:
+			c.Close()
+		}
+	}
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
 var propagator = propagation.TraceContext{}
 
 // ServeHTTP runs one request through the filter chain as Envoy would.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	isGRPC := strings.HasPrefix(r.Header.Get("content-type"), "application/grpc")
+	if n := headerCount(r); n > g.p.maxHeaders {
+		g.localReply(w, isGRPC, http.StatusRequestHeaderFieldsTooLarge, "", nil, false)
+		g.logRequest(r, http.StatusRequestHeaderFieldsTooLarge, start)
+		return
+	}
+	if !g.normalizePath(r) {
+		g.localReply(w, isGRPC, http.StatusBadRequest, "", nil, false)
+		g.logRequest(r, http.StatusBadRequest, start)
+		return
+	}
+	// What the connection manager does before any filter: the early header
+	// mutation, the request id, x-forwarded-for with the peer address
+	// (use_remote_address), x-forwarded-proto.
 	g.stripHeaders(r.Header)
 	if r.Header.Get("x-request-id") == "" {
 		r.Header.Set("x-request-id", newRequestID())
 	}
+	forwarded(r)
 	ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	ctx, span := otel.Tracer("fraise/gateway").Start(ctx, "ingress "+r.Method)
 	defer span.End()
 	r = r.WithContext(ctx)
 	propagator.Inject(ctx, propagation.HeaderCarrier(r.Header))
-	isGRPC := strings.HasPrefix(r.Header.Get("content-type"), "application/grpc")
 
 	rt := g.match(r.URL.Path, isGRPC)
-	if rt == nil || rt.direct != nil {
-		status, body := http.StatusNotFound, ""
-		if rt != nil {
-			status, body = rt.direct.status, rt.direct.body
-		}
-		g.localReply(w, isGRPC, status, body, nil, false)
-		g.logRequest(r, status, start)
+	if rt == nil {
+		g.localReply(w, isGRPC, http.StatusNotFound, "", nil, false)
+		g.logRequest(r, http.StatusNotFound, start)
 		return
 	}
 	respHeaders := http.Header{}
-	if g.authz != nil {
+	if g.authz != nil && !rt.noAuthz {
 		status, ok := g.checkAuthz(w, r, rt, isGRPC, respHeaders)
 		if !ok {
 			g.logRequest(r, status, start)
@@ -180,6 +232,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if rt.direct != nil {
+		for k, vs := range respHeaders {
+			w.Header()[k] = vs
+		}
+		g.localReply(w, isGRPC, rt.direct.status, rt.direct.body, nil, false)
+		g.logRequest(r, rt.direct.status, start)
+		return
+	}
 	if rt.timeout > 0 {
 		c, cancel := context.WithTimeout(r.Context(), rt.timeout)
 		defer cancel()
@@ -188,6 +248,64 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w, extra: respHeaders}
 	g.uplink[rt.cluster].ServeHTTP(rec, r)
 	g.logRequest(r, rec.status, start)
+}
+
+// headerCount counts header lines as Envoy's max_headers_count does.
+func headerCount(r *http.Request) int {
+	n := 0
+	for _, vs := range r.Header {
+		n += len(vs)
+	}
+	return n
+}
+
+// normalizePath applies the connection manager's path settings: an escaped
+// slash is refused, then dot segments are resolved (normalize_path) and
+// repeated slashes merged (merge_slashes). It returns false to refuse.
+func (g *Gateway) normalizePath(r *http.Request) bool {
+	if g.p.rejectEscaped {
+		raw := strings.ToLower(r.URL.EscapedPath())
+		if strings.Contains(raw, "%2f") || strings.Contains(raw, "%5c") {
+			return false
+		}
+	}
+	p := r.URL.Path
+	if g.p.mergeSlashes {
+		for strings.Contains(p, "//") {
+			p = strings.ReplaceAll(p, "//", "/")
+		}
+	}
+	if g.p.normalizePath && p != "" {
+		trailing := strings.HasSuffix(p, "/")
+		p = path.Clean("/" + p)
+		if trailing && p != "/" {
+			p += "/"
+		}
+	}
+	if p != r.URL.Path {
+		r.URL.Path, r.URL.RawPath = p, ""
+	}
+	return true
+}
+
+// forwarded sets x-forwarded-for and x-forwarded-proto as Envoy does with
+// use_remote_address: the peer's address appended, the scheme https, and
+// x-envoy-internal when the peer address is internal.
+func forwarded(r *http.Request) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return
+	}
+	if xff := r.Header.Get("x-forwarded-for"); xff != "" {
+		r.Header.Set("x-forwarded-for", xff+","+host)
+	} else {
+		r.Header.Set("x-forwarded-for", host)
+	}
+	r.Header.Set("x-forwarded-proto", "https")
+	r.Header.Del("x-envoy-internal")
+	if ip := net.ParseIP(host); ip != nil && (ip.IsLoopback() || ip.IsPrivate()) && !strings.Contains(r.Header.Get("x-forwarded-for"), ",") {
+		r.Header.Set("x-envoy-internal", "true")
+	}
 }
 
 func (g *Gateway) logRequest(r *http.Request, status int, start time.Time) {
@@ -220,7 +338,7 @@ func (g *Gateway) match(path string, isGRPC bool) *route {
 		if rt.grpcOnly && !isGRPC {
 			continue
 		}
-		if strings.HasPrefix(path, rt.prefix) {
+		if rt.path != "" && path == rt.path || rt.path == "" && strings.HasPrefix(path, rt.prefix) {
 			return rt
 		}
 	}
@@ -236,18 +354,6 @@ func (g *Gateway) localReply(w http.ResponseWriter, isGRPC bool, status int, bod
 			w.Header().Add(k, v)
 		}
 	}
-	if isGRPC {
-		code := grpcStatusOf(status)
-		if resourceExhausted {
-			code = 8 // RESOURCE_EXHAUSTED
-		}
-		w.Header().Del("content-length")
-		w.Header().Set("content-type", "application/grpc")
-		w.Header().Set("grpc-status", fmt.Sprint(code))
-		w.Header().Set("grpc-message", http.StatusText(status))
-		w.WriteHeader(http.StatusOK)
-		return
-	}
 	contentType := "text/plain"
 	for _, lr := range g.p.localReplies {
 		if lr.status == status {
@@ -256,6 +362,20 @@ func (g *Gateway) localReply(w http.ResponseWriter, isGRPC bool, status int, bod
 				contentType = lr.contentType
 			}
 		}
+	}
+	if isGRPC {
+		code := grpcStatusOf(status)
+		if resourceExhausted {
+			code = 8 // RESOURCE_EXHAUSTED
+		}
+		w.Header().Del("content-length")
+		w.Header().Set("content-type", "application/grpc")
+		w.Header().Set("grpc-status", fmt.Sprint(code))
+		if body != "" {
+			w.Header().Set("grpc-message", grpcPercentEncode(body))
+		}
+		w.WriteHeader(http.StatusOK)
+		return
 	}
 	if w.Header().Get("content-type") == "" {
 		if strings.HasPrefix(body, "{") {
@@ -282,6 +402,21 @@ func grpcStatusOf(status int) int {
 		return 14 // UNAVAILABLE
 	}
 	return 2 // UNKNOWN
+}
+
+// grpcPercentEncode encodes a grpc-message as the gRPC spec (and Envoy)
+// does: bytes outside printable ASCII, and '%', as %XX.
+func grpcPercentEncode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c > 0x7e || c == '%' {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 func newRequestID() string {

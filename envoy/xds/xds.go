@@ -27,7 +27,7 @@ import (
 
 // DefaultNodeID is the Envoy node id the ingress runs as; the generated
 // xDS bootstrap names the same id.
-const DefaultNodeID = "fraise-ingress"
+const DefaultNodeID = envoy.DefaultNodeID
 
 // Server is an xDS management server holding one snapshot per node id.
 type Server struct {

@@ -1,0 +1,329 @@
+package envoy_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
+	connlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/fraise-dev/fraise/envoy"
+)
+
+func unpack[T proto.Message](tb testing.TB, a *anypb.Any, m T) T {
+	tb.Helper()
+	if a == nil {
+		tb.Fatalf("no typed config for %T", m)
+	}
+	if err := a.UnmarshalTo(m); err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+func hcmOf(tb testing.TB, res *envoy.Resources) *hcmv3.HttpConnectionManager {
+	tb.Helper()
+	for _, f := range res.Listeners[0].GetFilterChains()[0].GetFilters() {
+		if f.GetName() == envoy.FilterHTTPConnectionManager {
+			return unpack(tb, f.GetTypedConfig(), &hcmv3.HttpConnectionManager{})
+		}
+	}
+	tb.Fatal("no HTTP connection manager")
+	return nil
+}
+
+func httpFilter[T proto.Message](tb testing.TB, hcm *hcmv3.HttpConnectionManager, name string, m T) T {
+	tb.Helper()
+	for _, f := range hcm.GetHttpFilters() {
+		if f.GetName() == name {
+			return unpack(tb, f.GetTypedConfig(), m)
+		}
+	}
+	tb.Fatalf("no HTTP filter %s", name)
+	return m
+}
+
+func routesOf(res *envoy.Resources) map[string]*routev3.Route {
+	m := map[string]*routev3.Route{}
+	for _, r := range res.Routes[0].GetVirtualHosts()[0].GetRoutes() {
+		m[r.GetName()] = r
+	}
+	return m
+}
+
+func clusterOf(tb testing.TB, res *envoy.Resources, name string) *clusterv3.Cluster {
+	tb.Helper()
+	for _, c := range res.Clusters {
+		if c.GetName() == name {
+			return c
+		}
+	}
+	tb.Fatalf("no cluster %s", name)
+	return nil
+}
+
+func TestListenerRequiresClientCertificates(t *testing.T) {
+	res := mustBuild(t, opts())
+	fc := res.Listeners[0].GetFilterChains()[0]
+	d := unpack(t, fc.GetTransportSocket().GetTypedConfig(), &tlsv3.DownstreamTlsContext{})
+	ctc := d.GetCommonTlsContext()
+	switch {
+	case !d.GetRequireClientCertificate().GetValue():
+		t.Error("client certificate not required")
+	case ctc.GetValidationContext().GetTrustedCa().GetFilename() != "ca.pem":
+		t.Errorf("client certificates verified against %v, want ca.pem", ctc.GetValidationContext().GetTrustedCa())
+	case ctc.GetTlsParams().GetTlsMinimumProtocolVersion() != tlsv3.TlsParameters_TLSv1_2:
+		t.Errorf("got minimum TLS %v, want TLSv1_2", ctc.GetTlsParams().GetTlsMinimumProtocolVersion())
+	case !slices.Equal(ctc.GetAlpnProtocols(), []string{"h2", "http/1.1"}):
+		t.Errorf("got ALPN %v, want h2, http/1.1", ctc.GetAlpnProtocols())
+	}
+	filters := fc.GetFilters()
+	if len(filters) != 2 || filters[0].GetName() != envoy.FilterConnectionLimit {
+		t.Fatalf("got network filters %v, want the connection limit first", filters)
+	}
+	if cl := unpack(t, filters[0].GetTypedConfig(), &connlimitv3.ConnectionLimit{}); cl.GetMaxConnections().GetValue() != 10000 {
+		t.Errorf("got max connections %d, want 10000", cl.GetMaxConnections().GetValue())
+	}
+	hcm := hcmOf(t, res)
+	if hcm.GetMaxRequestHeadersKb().GetValue() != 60 || hcm.GetCommonHttpProtocolOptions().GetMaxHeadersCount().GetValue() != 100 ||
+		hcm.GetHttp2ProtocolOptions().GetMaxConcurrentStreams().GetValue() != 100 {
+		t.Errorf("header and stream limits: got %d KiB, %d headers, %d streams", hcm.GetMaxRequestHeadersKb().GetValue(),
+			hcm.GetCommonHttpProtocolOptions().GetMaxHeadersCount().GetValue(), hcm.GetHttp2ProtocolOptions().GetMaxConcurrentStreams().GetValue())
+	}
+	if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() || hcm.GetPathWithEscapedSlashesAction() != hcmv3.HttpConnectionManager_REJECT_REQUEST {
+		t.Error("paths are not normalised before routing")
+	}
+}
+
+func TestExtAuthzFailsClosed(t *testing.T) {
+	o := opts()
+	o.AuthzTimeout = 300 * time.Millisecond
+	res := mustBuild(t, o)
+	ea := httpFilter(t, hcmOf(t, res), envoy.FilterExtAuthz, &extauthzv3.ExtAuthz{})
+	if ea.GetFailureModeAllow() {
+		t.Error("failure_mode_allow is true: an unreachable extauthz would let requests through")
+	}
+	if ea.GetStatusOnError().GetCode() != 403 {
+		t.Errorf("got status_on_error %v, want 403", ea.GetStatusOnError())
+	}
+	gs := ea.GetGrpcService()
+	if gs.GetEnvoyGrpc().GetClusterName() != envoy.ClusterAuthz || gs.GetTimeout().AsDuration() != 300*time.Millisecond {
+		t.Errorf("got gRPC service %v, want cluster extauthz with a 300ms timeout", gs)
+	}
+	if !ea.GetIncludePeerCertificate() {
+		t.Error("the peer certificate is not sent to extauthz")
+	}
+	clusterOf(t, res, envoy.ClusterAuthz)
+}
+
+func TestRequestBodyOnGraphQLRouteOnly(t *testing.T) {
+	o := opts()
+	o.MaxRequestBytes = 4096
+	res := mustBuild(t, o)
+	ea := httpFilter(t, hcmOf(t, res), envoy.FilterExtAuthz, &extauthzv3.ExtAuthz{})
+	wb := ea.GetWithRequestBody()
+	if wb.GetMaxRequestBytes() != 4096 || wb.GetAllowPartialMessage() {
+		t.Fatalf("got body buffering %v, want 4096 bytes, no partial messages", wb)
+	}
+	for name, r := range routesOf(res) {
+		var per *extauthzv3.ExtAuthzPerRoute
+		if a, ok := r.GetTypedPerFilterConfig()[envoy.FilterExtAuthz]; ok {
+			per = unpack(t, a, &extauthzv3.ExtAuthzPerRoute{})
+		}
+		bodySent := !per.GetDisabled() && !per.GetCheckSettings().GetDisableRequestBodyBuffering()
+		if want := name == "graphql"; bodySent != want {
+			t.Errorf("route %s: body sent to extauthz %v, want %v", name, bodySent, want)
+		}
+	}
+}
+
+func TestIdentityHeadersRemovedBeforeExtAuthz(t *testing.T) {
+	res := mustBuild(t, opts())
+	hcm := hcmOf(t, res)
+	// The early header mutation runs before any HTTP filter.
+	exts := hcm.GetEarlyHeaderMutationExtensions()
+	if len(exts) != 1 {
+		t.Fatalf("got %d early header mutations, want 1", len(exts))
+	}
+	hm := unpack(t, exts[0].GetTypedConfig(), &headermutationv3.HeaderMutation{})
+	km := hm.GetMutations()[0].GetRemoveOnMatch().GetKeyMatcher()
+	if km.GetPrefix() != "x-fraise-" || !km.GetIgnoreCase() {
+		t.Fatalf("got removal matcher %v, want prefix x-fraise- ignoring case", km)
+	}
+	var names []string
+	for _, f := range hcm.GetHttpFilters() {
+		names = append(names, f.GetName())
+	}
+	if !slices.Equal(names, []string{envoy.FilterExtAuthz, envoy.FilterRateLimit, envoy.FilterRouter}) {
+		t.Fatalf("got HTTP filters %v, want ext_authz, ratelimit, router", names)
+	}
+	for name, r := range routesOf(res) {
+		for _, h := range r.GetRequestHeadersToAdd() {
+			t.Errorf("route %s adds header %s: identity must come from extauthz only", name, h.GetHeader().GetKey())
+		}
+	}
+}
+
+func TestRateLimitDescriptorActions(t *testing.T) {
+	o := opts()
+	o.RateLimitFailureModeDeny = true
+	res := mustBuild(t, o)
+	rl := httpFilter(t, hcmOf(t, res), envoy.FilterRateLimit, &ratelimitv3.RateLimit{})
+	switch {
+	case rl.GetDomain() != "fraise":
+		t.Errorf("got domain %q, want fraise", rl.GetDomain())
+	case !rl.GetFailureModeDeny():
+		t.Error("failure_mode_deny not carried over")
+	case !rl.GetRateLimitedAsResourceExhausted():
+		t.Error("gRPC clients would get UNAVAILABLE, not RESOURCE_EXHAUSTED")
+	case rl.GetEnableXRatelimitHeaders() != ratelimitv3.RateLimit_DRAFT_VERSION_03:
+		t.Error("no RateLimit response headers")
+	case rl.GetRateLimitService().GetGrpcService().GetEnvoyGrpc().GetClusterName() != envoy.ClusterRateLimit:
+		t.Errorf("rate limiter reached through %v", rl.GetRateLimitService())
+	}
+	// The contract with the rate-limit service's configuration, spelt out.
+	want := [][][2]string{
+		{{"x-fraise-tier", "tier"}, {"x-fraise-tenant", "tenant"}},
+		{{"x-fraise-tier", "tier"}, {"x-fraise-tenant", "tenant"}, {"x-fraise-op", "op"}},
+		{{"x-fraise-tier", "tier"}, {"x-fraise-subject", "subject"}},
+	}
+	routes := routesOf(res)
+	for _, name := range []string{"graphql", "flight"} {
+		var got [][][2]string
+		for _, r := range routes[name].GetRoute().GetRateLimits() {
+			var d [][2]string
+			for _, a := range r.GetActions() {
+				rh := a.GetRequestHeaders()
+				if rh == nil || rh.GetSkipIfAbsent() {
+					t.Fatalf("route %s: action %v, want request_headers that skip the descriptor when absent", name, a)
+				}
+				d = append(d, [2]string{rh.GetHeaderName(), rh.GetDescriptorKey()})
+			}
+			got = append(got, d)
+		}
+		if !slices.EqualFunc(got, want, func(a, b [][2]string) bool { return slices.Equal(a, b) }) {
+			t.Errorf("route %s: got descriptors %v, want %v", name, got, want)
+		}
+	}
+	if n := len(routes["not_found"].GetDirectResponse().GetBody().GetInlineString()); n == 0 {
+		t.Error("not_found route has no body")
+	}
+}
+
+func TestUpstreamMTLS(t *testing.T) {
+	res := mustBuild(t, opts())
+	for _, name := range []string{envoy.ClusterCoreHTTP, envoy.ClusterCoreFlight} {
+		c := clusterOf(t, res, name)
+		u := unpack(t, c.GetTransportSocket().GetTypedConfig(), &tlsv3.UpstreamTlsContext{})
+		ctc := u.GetCommonTlsContext()
+		certs := ctc.GetTlsCertificates()
+		if len(certs) != 1 || certs[0].GetCertificateChain().GetFilename() != "c.pem" || certs[0].GetPrivateKey().GetFilename() != "c-key.pem" {
+			t.Errorf("%s: got client certificates %v, want c.pem/c-key.pem", name, certs)
+		}
+		vc := ctc.GetValidationContext()
+		if vc.GetTrustedCa().GetFilename() != "ca.pem" {
+			t.Errorf("%s: server certificate not verified against ca.pem", name)
+		}
+		sans := vc.GetMatchTypedSubjectAltNames()
+		if len(sans) != 1 || sans[0].GetMatcher().GetExact() != "localhost" || u.GetSni() != "localhost" {
+			t.Errorf("%s: got SAN matchers %v and SNI %q, want localhost", name, sans, u.GetSni())
+		}
+	}
+}
+
+func TestClustersAreGuarded(t *testing.T) {
+	res := mustBuild(t, opts())
+	var names []string
+	for _, c := range res.Clusters {
+		names = append(names, c.GetName())
+		if c.GetConnectTimeout().AsDuration() <= 0 {
+			t.Errorf("%s: no connect timeout", c.GetName())
+		}
+		if len(c.GetHealthChecks()) != 1 || c.GetHealthChecks()[0].GetTimeout().AsDuration() <= 0 {
+			t.Errorf("%s: no health check", c.GetName())
+		}
+		th := c.GetCircuitBreakers().GetThresholds()
+		if len(th) != 1 || th[0].GetMaxConnections().GetValue() == 0 || th[0].GetMaxRequests().GetValue() == 0 {
+			t.Errorf("%s: no circuit-breaker thresholds", c.GetName())
+		}
+		if c.GetOutlierDetection().GetConsecutive_5Xx().GetValue() == 0 {
+			t.Errorf("%s: no outlier detection", c.GetName())
+		}
+	}
+	want := []string{envoy.ClusterCoreHTTP, envoy.ClusterAuthz, envoy.ClusterRateLimit, envoy.ClusterCoreFlight, envoy.ClusterOTel}
+	if !slices.Equal(names, want) {
+		t.Fatalf("got clusters %v, want %v", names, want)
+	}
+	if clusterOf(t, res, envoy.ClusterRateLimit).GetHealthChecks()[0].GetGrpcHealthCheck() == nil {
+		t.Error("ratelimit serves grpc.health.v1: want a gRPC health check")
+	}
+	b, err := res.XDSBootstrap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	xds := b.GetStaticResources().GetClusters()
+	if len(xds) != 1 || xds[0].GetName() != envoy.ClusterXDS || xds[0].GetHealthChecks()[0].GetGrpcHealthCheck() == nil ||
+		xds[0].GetCircuitBreakers() == nil || xds[0].GetOutlierDetection() == nil {
+		t.Fatalf("xDS bootstrap clusters %v, want one guarded xds cluster", xds)
+	}
+	ads := b.GetDynamicResources()
+	if ads.GetAdsConfig().GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName() != envoy.ClusterXDS ||
+		ads.GetLdsConfig().GetAds() == nil || ads.GetCdsConfig().GetAds() == nil {
+		t.Fatalf("xDS bootstrap dynamic resources %v, want LDS and CDS over ADS from cluster xds", ads)
+	}
+	if b.GetNode().GetId() != envoy.DefaultNodeID {
+		t.Errorf("got node id %q, want %q", b.GetNode().GetId(), envoy.DefaultNodeID)
+	}
+}
+
+func TestOnlyAPIRoutesAreExposed(t *testing.T) {
+	res := mustBuild(t, opts())
+	rs := res.Routes[0].GetVirtualHosts()[0].GetRoutes()
+	if len(rs) != 3 {
+		t.Fatalf("got %d routes, want graphql, flight, not_found", len(rs))
+	}
+	if rs[0].GetMatch().GetPath() != "/graphql" || rs[0].GetRoute().GetCluster() != envoy.ClusterCoreHTTP {
+		t.Errorf("route 0: got %v, want exactly /graphql to core_http", rs[0].GetMatch())
+	}
+	if rs[1].GetMatch().GetPrefix() != envoy.FlightPrefix || rs[1].GetMatch().GetGrpc() == nil || rs[1].GetRoute().GetCluster() != envoy.ClusterCoreFlight {
+		t.Errorf("route 1: got %v, want gRPC Flight to core_flight", rs[1].GetMatch())
+	}
+	if rs[2].GetMatch().GetPrefix() != "/" || rs[2].GetDirectResponse().GetStatus() != 404 {
+		t.Errorf("route 2: got %v, want everything else answered 404", rs[2])
+	}
+	if h2 := clusterOf(t, res, envoy.ClusterCoreFlight).GetTypedExtensionProtocolOptions(); h2 == nil {
+		t.Error("core_flight is not HTTP/2")
+	}
+	o := opts()
+	o.CoreFlightAddr = ""
+	if _, ok := routesOf(mustBuild(t, o))["flight"]; ok {
+		t.Error("a Flight route without a Flight address")
+	}
+}
+
+func TestTracingThroughOpenTelemetry(t *testing.T) {
+	hcm := hcmOf(t, mustBuild(t, opts()))
+	tr := hcm.GetTracing()
+	if tr.GetProvider().GetName() != envoy.TracerOpenTelemetry || tr.GetRandomSampling().GetValue() != 10 {
+		t.Fatalf("got tracing %v, want OpenTelemetry sampling 10%%", tr)
+	}
+	otel := unpack(t, tr.GetProvider().GetTypedConfig(), &tracev3.OpenTelemetryConfig{})
+	if otel.GetGrpcService().GetEnvoyGrpc().GetClusterName() != envoy.ClusterOTel {
+		t.Errorf("spans exported through %v, want cluster %s", otel.GetGrpcService(), envoy.ClusterOTel)
+	}
+	o := opts()
+	o.OTLPEndpoint = ""
+	if tr := hcmOf(t, mustBuild(t, o)).GetTracing(); tr != nil {
+		t.Errorf("got tracing %v without a collector", tr)
+	}
+}
