@@ -54,9 +54,9 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./... | tee bin/bench.txt
 	@deploy/dev/benchtable.sh bin/bench.txt
 
-## generate: regenerate checked-in generated files (the Envoy bootstrap).
+## generate: regenerate checked-in generated files (deploy/envoy's static and xDS Envoy bootstraps).
 generate: build
-	$(BIN) envoy bootstrap --config deploy/envoy/fraise.toml --out deploy/envoy/envoy.yaml
+	$(BIN) envoy bootstrap --config deploy/envoy/fraise.toml --dir deploy/envoy
 
 clean:
 	rm -rf bin

@@ -65,10 +65,11 @@ type yamlLimit struct {
 }
 
 type yamlDescriptor struct {
-	Key        string     `yaml:"key"`
-	Value      string     `yaml:"value,omitempty"`
-	RateLimit  *yamlLimit `yaml:"rate_limit,omitempty"`
-	ShadowMode bool       `yaml:"shadow_mode,omitempty"`
+	Key         string           `yaml:"key"`
+	Value       string           `yaml:"value,omitempty"`
+	RateLimit   *yamlLimit       `yaml:"rate_limit,omitempty"`
+	ShadowMode  bool             `yaml:"shadow_mode,omitempty"`
+	Descriptors []yamlDescriptor `yaml:"descriptors,omitempty"`
 }
 
 type yamlRoot struct {
@@ -76,9 +77,9 @@ type yamlRoot struct {
 	Descriptors []yamlDescriptor `yaml:"descriptors"`
 }
 
-// ConfigYAML returns the envoyproxy/ratelimit configuration for o: a
-// "tenant" descriptor without a value, which the service applies to each
-// tenant separately.
+// ConfigYAML returns the envoyproxy/ratelimit configuration for o: the
+// per-tenant limit under Envoy's descriptor D1, (tier, tenant), keys
+// without values, which the service applies to each tenant separately.
 func ConfigYAML(o Options) ([]byte, error) {
 	if o.Domain == "" {
 		o.Domain = "fraise"
@@ -92,9 +93,12 @@ func ConfigYAML(o Options) ([]byte, error) {
 		return nil, errors.New("ratelimit: per-tenant requests must be at least 1")
 	}
 	return yaml.Marshal(yamlRoot{Domain: o.Domain, Descriptors: []yamlDescriptor{{
-		Key:        "tenant",
-		RateLimit:  &yamlLimit{Unit: o.PerTenant.Unit, RequestsPerUnit: o.PerTenant.Requests},
-		ShadowMode: o.ShadowMode,
+		Key: "tier",
+		Descriptors: []yamlDescriptor{{
+			Key:        "tenant",
+			RateLimit:  &yamlLimit{Unit: o.PerTenant.Unit, RequestsPerUnit: o.PerTenant.Requests},
+			ShadowMode: o.ShadowMode,
+		}},
 	}}})
 }
 

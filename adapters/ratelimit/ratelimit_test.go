@@ -39,7 +39,7 @@ func ask(tb testing.TB, c rlsv3.RateLimitServiceClient, tenant string) *rlsv3.Ra
 	tb.Helper()
 	r, err := c.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{
 		Domain:      "fraise",
-		Descriptors: []*commonrl.RateLimitDescriptor{{Entries: []*commonrl.RateLimitDescriptor_Entry{{Key: "tenant", Value: tenant}}}},
+		Descriptors: []*commonrl.RateLimitDescriptor{{Entries: []*commonrl.RateLimitDescriptor_Entry{{Key: "tier", Value: "default"}, {Key: "tenant", Value: tenant}}}},
 		HitsAddend:  1,
 	})
 	if err != nil {

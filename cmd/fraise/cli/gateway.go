@@ -52,6 +52,12 @@ func envoyOptions(cfg config.Config) envoy.Options {
 		RateLimitDomain:          cfg.RateLimit.Domain,
 		RateLimitTimeout:         cfg.RateLimit.Timeout.Duration,
 		RateLimitFailureModeDeny: cfg.RateLimit.FailureModeDeny,
+		MaxConnections:           cfg.Gateway.MaxConnections,
+		AdminAddr:                cfg.Gateway.AdminAddr,
+		OTLPEndpoint:             cfg.Telemetry.OTLPEndpoint,
+		TraceSamplePercent:       cfg.Telemetry.SampleRatio * 100,
+		XDSAddr:                  cfg.XDS.GRPCAddr,
+		NodeID:                   cfg.XDS.NodeID,
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/envoy"
@@ -37,6 +39,8 @@ func runXDS(ctx context.Context, env Env, args []string) error {
 	}
 	gs := grpc.NewServer()
 	srv.Register(gs)
+	// The xDS bootstrap health-checks its xds cluster with grpc.health.v1.
+	healthpb.RegisterHealthServer(gs, health.NewServer())
 	go func() {
 		<-ctx.Done()
 		gs.GracefulStop()

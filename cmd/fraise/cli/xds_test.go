@@ -12,10 +12,13 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	client "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fraise-dev/fraise/cmd/fraise/cli"
 )
@@ -95,13 +98,27 @@ func TestXDSFollowsConfig(t *testing.T) {
 		return nil
 	}
 	node := &corev3.Node{Id: "fraise-ingress"}
-	for _, typ := range []string{resource.ListenerType, resource.RouteType} {
-		c := client.NewADSClient(ctx, node, typ)
+	for _, tt := range []struct {
+		typ  string
+		msg  proto.Message
+		name string
+	}{
+		{resource.ListenerType, &listenerv3.Listener{}, "ingress"},
+		{resource.RouteType, &routev3.RouteConfiguration{}, "ingress"},
+	} {
+		c := client.NewADSClient(ctx, node, tt.typ)
 		if err := c.InitConnect(conn); err != nil {
 			t.Fatal(err)
 		}
-		if r := fetch(c); len(r.Resources) == 0 {
-			t.Errorf("%s: got no resources", typ)
+		r := fetch(c)
+		if len(r.Resources) != 1 {
+			t.Fatalf("%s: got %d resources, want 1", tt.typ, len(r.Resources))
+		}
+		if err := r.Resources[0].UnmarshalTo(tt.msg); err != nil {
+			t.Fatal(err)
+		}
+		if got := tt.msg.ProtoReflect().Get(tt.msg.ProtoReflect().Descriptor().Fields().ByName("name")).String(); got != tt.name {
+			t.Errorf("%s: got %q, want %q", tt.typ, got, tt.name)
 		}
 	}
 

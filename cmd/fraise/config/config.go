@@ -182,6 +182,9 @@ type Gateway struct {
 	AdminAddr       string   `toml:"admin_addr"`
 	AuthzTimeout    Duration `toml:"authz_timeout"`
 	MaxRequestBytes uint32   `toml:"max_request_bytes"`
+	// MaxConnections bounds the ingress's open client connections; those
+	// over it are closed at once.
+	MaxConnections uint64 `toml:"max_connections"`
 	// Envoy is the Envoy binary `fraise dev` prefers over the development
 	// gateway when it is on PATH ("envoy"); empty never uses Envoy.
 	Envoy string `toml:"envoy"`
@@ -228,7 +231,7 @@ func Default() Config {
 		},
 		Gateway: Gateway{
 			ListenAddr: "127.0.0.1:8443", AdminAddr: "127.0.0.1:9901",
-			AuthzTimeout: Duration{250 * time.Millisecond}, MaxRequestBytes: 64 << 10,
+			AuthzTimeout: Duration{250 * time.Millisecond}, MaxRequestBytes: 64 << 10, MaxConnections: 10000,
 			Envoy: "envoy",
 		},
 		XDS: XDS{GRPCAddr: "127.0.0.1:18000", NodeID: "fraise-ingress", PollInterval: Duration{time.Second}},
@@ -445,6 +448,12 @@ func (c Config) Validate() error {
 	addr("gateway.admin_addr", c.Gateway.AdminAddr, true)
 	if c.Gateway.AuthzTimeout.Duration <= 0 {
 		bad("gateway.authz_timeout", "must be positive")
+	}
+	if c.Gateway.MaxRequestBytes == 0 || c.Gateway.MaxRequestBytes > 64<<20 {
+		bad("gateway.max_request_bytes", "want 1 to 67108864, got %d", c.Gateway.MaxRequestBytes)
+	}
+	if c.Gateway.MaxConnections == 0 {
+		bad("gateway.max_connections", "want at least 1")
 	}
 	addr("xds.grpc_addr", c.XDS.GRPCAddr, false)
 	if c.XDS.NodeID == "" {
