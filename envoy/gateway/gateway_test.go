@@ -454,7 +454,7 @@ func TestOkResponseHeaderActions(t *testing.T) {
 			hv("x-present", "new", corev3.HeaderValueOption_ADD_IF_ABSENT),
 			hv("x-overwrite", "new", corev3.HeaderValueOption_OVERWRITE_IF_EXISTS),
 			hv("x-missing", "new", corev3.HeaderValueOption_OVERWRITE_IF_EXISTS),
-			&corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "x-joined", Value: "2"}, Append: wrapperspb.Bool(true)},
+			deprecatedAppend("x-joined", "2"),
 		)
 		ok.ResponseHeadersToAdd = []*corev3.HeaderValueOption{hv("x-decision", "d-1", corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)}
 		ok.QueryParametersToSet = []*corev3.QueryParameter{{Key: "set", Value: "yes"}}
@@ -478,6 +478,13 @@ func TestOkResponseHeaderActions(t *testing.T) {
 	if uri != "/graphql?keep=2&set=yes" {
 		t.Errorf("upstream got %s, want the query parameters extauthz set and removed", uri)
 	}
+}
+
+// deprecatedAppend uses the deprecated append flag extauthz servers still
+// send, whose semantics (join with a comma) differ from append_action's.
+func deprecatedAppend(k, v string) *corev3.HeaderValueOption {
+	//lint:ignore SA1019 the gateway must honour the deprecated field as Envoy does.
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, Append: wrapperspb.Bool(true)}
 }
 
 func TestBodyOverTheAuthzBufferIs413(t *testing.T) {
