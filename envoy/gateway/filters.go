@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -393,8 +394,8 @@ func unitSeconds(u rlsv3.RateLimitResponse_RateLimit_Unit) int {
 }
 
 // newProxy proxies to one cluster over its mTLS settings; HTTP/2 clusters
-// carry gRPC with its trailers.
-func newProxy(c *clusterPlan, log *slog.Logger) *httputil.ReverseProxy {
+// carry gRPC with its trailers. fail answers when the upstream cannot.
+func newProxy(c *clusterPlan, log *slog.Logger, fail func(http.ResponseWriter, *http.Request, error)) *httputil.ReverseProxy {
 	scheme := "http"
 	if c.tls != nil {
 		scheme = "https"
@@ -423,9 +424,19 @@ func newProxy(c *clusterPlan, log *slog.Logger) *httputil.ReverseProxy {
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log.Warn("upstream failed", "cluster", c.name, "err", err)
-			w.Header().Set("content-type", "application/json")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte(`{"errors":[{"message":"upstream unavailable","extensions":{"code":"UNAVAILABLE"}}]}`))
+			fail(w, r, err)
 		},
 	}
+}
+
+// upstreamFailed answers as Envoy's router does when the upstream fails
+// before answering: 504 when the route's timeout expired, 503 otherwise,
+// with Envoy's text (gRPC clients get the mapped grpc-status).
+func (g *Gateway) upstreamFailed(w http.ResponseWriter, r *http.Request, err error) {
+	isGRPC := strings.HasPrefix(r.Header.Get("content-type"), "application/grpc")
+	if errors.Is(err, context.DeadlineExceeded) {
+		g.localReply(w, isGRPC, http.StatusGatewayTimeout, "upstream request timeout", nil, false)
+		return
+	}
+	g.localReply(w, isGRPC, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", nil, false)
 }

@@ -101,7 +101,7 @@ func New(res *envoy.Resources, o Options) (*Gateway, error) {
 			g.Close()
 			return nil, fmt.Errorf("gateway: route %s names unknown cluster %q", r.name, r.cluster)
 		}
-		g.uplink[r.cluster] = newProxy(c, g.log)
+		g.uplink[r.cluster] = newProxy(c, g.log, g.upstreamFailed)
 	}
 	return g, nil
 }

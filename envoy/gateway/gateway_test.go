@@ -609,6 +609,17 @@ func TestRateLimiterUnreachable(t *testing.T) {
 	}
 }
 
+func TestUpstreamDown(t *testing.T) {
+	f := mustGateway(t, func(o *envoy.Options) { o.CoreHTTPAddr, o.CoreFlightAddr = deadAddr(t), deadAddr(t) })
+	resp, body := f.post(t, `{"query":"{ a }"}`, nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(body, "upstream connect error") {
+		t.Fatalf("got %d %q, want Envoy's 503", resp.StatusCode, body)
+	}
+	if _, err := f.doGet(t, "row"); grpcstatus.Code(err) != codes.Unavailable {
+		t.Fatalf("gRPC: got %v, want UNAVAILABLE", err)
+	}
+}
+
 func TestOnlyAPIPathsAreRouted(t *testing.T) {
 	f := mustGateway(t, nil)
 	for _, tt := range []struct {

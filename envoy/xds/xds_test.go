@@ -1,0 +1,135 @@
+package xds_test
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	client "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/fraise-dev/fraise/envoy"
+	"github.com/fraise-dev/fraise/envoy/xds"
+)
+
+func options(coreAddr string) envoy.Options {
+	return envoy.Options{
+		ListenAddr: "127.0.0.1:8443", CoreHTTPAddr: coreAddr, AuthzAddr: "127.0.0.1:9191", RateLimitAddr: "127.0.0.1:8081",
+		CACert: "ca.pem", ServerCert: "s.pem", ServerKey: "s-key.pem",
+		UpstreamCA: "ca.pem", UpstreamCert: "c.pem", UpstreamKey: "c-key.pem",
+	}
+}
+
+func mustResources(tb testing.TB, coreAddr string) *envoy.Resources {
+	tb.Helper()
+	res, err := envoy.Build(options(coreAddr))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return res
+}
+
+func mustServer(tb testing.TB) (*xds.Server, *grpc.ClientConn) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	s := xds.New(ctx, "", nil)
+	g := grpc.NewServer()
+	s.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = g.Serve(ln) }()
+	tb.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return s, conn
+}
+
+func coreAddr(tb testing.TB, r *client.Response) string {
+	tb.Helper()
+	for _, a := range r.Resources {
+		var c clusterv3.Cluster
+		if err := a.UnmarshalTo(&c); err != nil {
+			tb.Fatal(err)
+		}
+		if c.GetName() == envoy.ClusterCoreHTTP {
+			sa := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
+			return net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))
+		}
+	}
+	return ""
+}
+
+func fetch(tb testing.TB, c client.ADSClient) (*client.Response, bool) {
+	tb.Helper()
+	type result struct {
+		r   *client.Response
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		r, err := c.Fetch()
+		ch <- result{r, err}
+	}()
+	select {
+	case res := <-ch:
+		if res.err != nil {
+			tb.Fatalf("fetch: %v", res.err)
+		}
+		if err := c.Ack(); err != nil {
+			tb.Fatalf("ack: %v", err)
+		}
+		return res.r, true
+	case <-time.After(2 * time.Second):
+		return nil, false
+	}
+}
+
+// TestInvalidResourcesKeepTheLastSnapshot publishes a good configuration,
+// an invalid one (refused, nothing sent) and a good change (sent).
+func TestInvalidResourcesKeepTheLastSnapshot(t *testing.T) {
+	s, conn := mustServer(t)
+	ctx := context.Background()
+	v1, err := s.Publish(ctx, mustResources(t, "10.0.0.1:8080"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client.NewADSClient(ctx, &corev3.Node{Id: xds.DefaultNodeID}, resource.ClusterType)
+	if err := c.InitConnect(conn); err != nil {
+		t.Fatal(err)
+	}
+	r, ok := fetch(t, c)
+	if !ok || coreAddr(t, r) != "10.0.0.1:8080" {
+		t.Fatalf("first snapshot: got %v", r)
+	}
+
+	bad := mustResources(t, "10.0.0.2:8080")
+	bad.Clusters[0].ConnectTimeout = nil
+	bad.Clusters[0].Name = "" // required by Envoy's validation
+	if _, err := s.Publish(ctx, bad); err == nil || !strings.Contains(err.Error(), "invalid") {
+		t.Fatalf("got %v, want the invalid resources refused", err)
+	}
+	v3, err := s.Publish(ctx, mustResources(t, "10.0.0.3:8080"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v3 == v1 {
+		t.Fatalf("got version %s twice", v3)
+	}
+	r, ok = fetch(t, c)
+	if !ok || coreAddr(t, r) != "10.0.0.3:8080" {
+		t.Fatalf("after the change: got %v, want core_http at 10.0.0.3:8080 (never the refused 10.0.0.2)", r)
+	}
+}
