@@ -162,6 +162,16 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 		CodecType:         hcmv3.HttpConnectionManager_AUTO,
 		UseRemoteAddress:  wrapperspb.Bool(true),
 		GenerateRequestId: wrapperspb.Bool(true),
+		// Only loopback peers are internal: they keep their x-request-id
+		// and get x-envoy-internal; every other client is an edge client
+		// whose request id is replaced. Explicit, because Envoy's default
+		// (RFC 1918 trusted) is deprecated and changing.
+		InternalAddressConfig: &hcmv3.HttpConnectionManager_InternalAddressConfig{CidrRanges: []*corev3.CidrRange{
+			{AddressPrefix: "127.0.0.0", PrefixLen: wrapperspb.UInt32(8)},
+			{AddressPrefix: "::1", PrefixLen: wrapperspb.UInt32(128)},
+		}},
+		// The upstream's Server header passes; Envoy names itself nowhere.
+		ServerHeaderTransformation: hcmv3.HttpConnectionManager_PASS_THROUGH,
 		// The limits bound what one client can make Envoy hold.
 		MaxRequestHeadersKb: wrapperspb.UInt32(MaxRequestHeadersKB),
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
@@ -191,7 +201,9 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 		HttpFilters: []*hcmv3.HttpFilter{
 			{Name: FilterExtAuthz, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(authz)}},
 			{Name: FilterRateLimit, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(rl)}},
-			{Name: FilterRouter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
+			// No x-envoy-upstream-service-time and friends on responses, no
+			// x-envoy-expected-rq-timeout-ms towards the core.
+			{Name: FilterRouter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{SuppressEnvoyHeaders: true})}},
 		},
 		AccessLog: []*accesslogv3.AccessLog{{
 			Name: "envoy.access_loggers.stdout", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(accessLog)},

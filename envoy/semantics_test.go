@@ -1,6 +1,7 @@
 package envoy_test
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	connlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
@@ -102,6 +104,18 @@ func TestListenerRequiresClientCertificates(t *testing.T) {
 	}
 	if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() || hcm.GetPathWithEscapedSlashesAction() != hcmv3.HttpConnectionManager_REJECT_REQUEST {
 		t.Error("paths are not normalised before routing")
+	}
+	// Only loopback peers may keep their request id and x-envoy-* headers.
+	var internal []string
+	for _, c := range hcm.GetInternalAddressConfig().GetCidrRanges() {
+		internal = append(internal, fmt.Sprintf("%s/%d", c.GetAddressPrefix(), c.GetPrefixLen().GetValue()))
+	}
+	if !slices.Equal(internal, []string{"127.0.0.0/8", "::1/128"}) || !hcm.GetUseRemoteAddress().GetValue() || hcm.GetXffNumTrustedHops() != 0 {
+		t.Errorf("got internal addresses %v, want loopback only with the peer address used", internal)
+	}
+	if !httpFilter(t, hcm, envoy.FilterRouter, &routerv3.Router{}).GetSuppressEnvoyHeaders() ||
+		hcm.GetServerHeaderTransformation() != hcmv3.HttpConnectionManager_PASS_THROUGH {
+		t.Error("Envoy announces itself in response headers")
 	}
 }
 

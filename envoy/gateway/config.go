@@ -35,6 +35,7 @@ type plan struct {
 	maxHeaderBytes int
 	maxHeaders     int
 	maxStreams     int
+	internal       []*net.IPNet // internal_address_config
 	normalizePath  bool
 	mergeSlashes   bool
 	rejectEscaped  bool
@@ -171,6 +172,16 @@ func compile(res *envoy.Resources) (*plan, error) {
 	}
 	if v := hcm.GetHttp2ProtocolOptions().GetMaxConcurrentStreams(); v != nil {
 		p.maxStreams = int(v.GetValue())
+	}
+	if hcm.GetPreserveExternalRequestId() || hcm.GetXffNumTrustedHops() != 0 || !hcm.GetUseRemoteAddress().GetValue() {
+		return nil, errors.New("gateway: want use_remote_address, no trusted hops and no preserved external request ids")
+	}
+	for _, c := range hcm.GetInternalAddressConfig().GetCidrRanges() {
+		_, n, err := net.ParseCIDR(c.GetAddressPrefix() + "/" + strconv.Itoa(int(c.GetPrefixLen().GetValue())))
+		if err != nil {
+			return nil, fmt.Errorf("gateway: internal address: %w", err)
+		}
+		p.internal = append(p.internal, n)
 	}
 	p.normalizePath = hcm.GetNormalizePath().GetValue()
 	p.mergeSlashes = hcm.GetMergeSlashes()

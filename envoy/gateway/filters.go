@@ -47,7 +47,8 @@ func (g *Gateway) checkAuthz(w http.ResponseWriter, r *http.Request, rt *route, 
 		}
 		body, partial = b, !complete
 	}
-	req := g.checkRequest(r, body, buffered, partial)
+	// Envoy adds x-envoy-auth-partial-body only when body data arrived.
+	req := g.checkRequest(r, body, buffered && body != nil, partial)
 	ctx, cancel := context.WithTimeout(r.Context(), a.timeout)
 	defer cancel()
 	resp, err := g.authz.Check(ctx, req)

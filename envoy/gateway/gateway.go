@@ -201,10 +201,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// mutation, the request id, x-forwarded-for with the peer address
 	// (use_remote_address), x-forwarded-proto.
 	g.stripHeaders(r.Header)
-	if r.Header.Get("x-request-id") == "" {
+	internal := g.forwarded(r)
+	// An edge (external) request's id is replaced; an internal one's kept.
+	if !internal || r.Header.Get("x-request-id") == "" {
 		r.Header.Set("x-request-id", newRequestID())
 	}
-	forwarded(r)
 	ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	ctx, span := otel.Tracer("fraise/gateway").Start(ctx, "ingress "+r.Method)
 	defer span.End()
@@ -288,24 +289,40 @@ func (g *Gateway) normalizePath(r *http.Request) bool {
 	return true
 }
 
-// forwarded sets x-forwarded-for and x-forwarded-proto as Envoy does with
-// use_remote_address: the peer's address appended, the scheme https, and
-// x-envoy-internal when the peer address is internal.
-func forwarded(r *http.Request) {
+// forwarded sets the headers Envoy's connection manager sets with
+// use_remote_address: the peer's address appended to x-forwarded-for,
+// x-forwarded-proto https, and x-envoy-internal when the request is
+// internal (x-forwarded-for holds one address, in internal_address_config)
+// or x-envoy-external-address otherwise. It reports whether the request is
+// internal.
+func (g *Gateway) forwarded(r *http.Request) bool {
+	r.Header.Del("x-envoy-internal")
+	r.Header.Del("x-envoy-external-address")
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return
+		return false
 	}
-	if xff := r.Header.Get("x-forwarded-for"); xff != "" {
+	single := len(r.Header.Values("x-forwarded-for")) == 0
+	if xff := strings.Join(r.Header.Values("x-forwarded-for"), ","); xff != "" {
 		r.Header.Set("x-forwarded-for", xff+","+host)
 	} else {
 		r.Header.Set("x-forwarded-for", host)
 	}
 	r.Header.Set("x-forwarded-proto", "https")
-	r.Header.Del("x-envoy-internal")
-	if ip := net.ParseIP(host); ip != nil && (ip.IsLoopback() || ip.IsPrivate()) && !strings.Contains(r.Header.Get("x-forwarded-for"), ",") {
-		r.Header.Set("x-envoy-internal", "true")
+	internal := false
+	if ip := net.ParseIP(host); ip != nil && single {
+		for _, n := range g.p.internal {
+			if n.Contains(ip) {
+				internal = true
+			}
+		}
 	}
+	if internal {
+		r.Header.Set("x-envoy-internal", "true")
+	} else {
+		r.Header.Set("x-envoy-external-address", host)
+	}
+	return internal
 }
 
 func (g *Gateway) logRequest(r *http.Request, status int, start time.Time) {

@@ -320,7 +320,7 @@ func TestIdentityHeadersAndCheckRequest(t *testing.T) {
 	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	resp, body := f.post(t, `{"query":"{ users { id } }"}`, map[string]string{
 		"x-fraise-tenant": "forged", "X-Fraise-Roles": "admin", "X-FRAISE-TIER": "platinum", "authorization": "Bearer t0ken",
-		"traceparent": traceparent, "x-forwarded-for": "203.0.113.9",
+		"traceparent": traceparent, "x-forwarded-for": "203.0.113.9", "x-request-id": "client-chosen",
 	})
 	if resp.StatusCode != 200 {
 		t.Fatalf("got %d %s, want 200", resp.StatusCode, body)
@@ -351,6 +351,8 @@ func TestIdentityHeadersAndCheckRequest(t *testing.T) {
 		":method": "POST", ":path": "/graphql", ":authority": f.gw, ":scheme": "https",
 		"authorization": "Bearer t0ken", "x-envoy-auth-partial-body": "false", "x-forwarded-proto": "https",
 		"x-forwarded-for": "203.0.113.9,127.0.0.1", "content-type": "application/json",
+		// Forwarded through another hop, the request is external.
+		"x-envoy-external-address": "127.0.0.1", "x-envoy-internal": "",
 	} {
 		if hs[k] != want {
 			t.Errorf("CheckRequest header %s = %q, want %q", k, hs[k], want)
@@ -361,8 +363,8 @@ func TestIdentityHeadersAndCheckRequest(t *testing.T) {
 			t.Errorf("ext_authz saw header %s: client x-fraise-* must be gone, names lower-case", k)
 		}
 	}
-	if hs["x-request-id"] == "" || hr.GetId() == "" {
-		t.Errorf("CheckRequest misses the request id header or the stream id: %v", hs)
+	if id := hs["x-request-id"]; id == "" || id == "client-chosen" || hr.GetId() == "" {
+		t.Errorf("CheckRequest has request id %q and stream id %q, want an external client's id replaced", id, hr.GetId())
 	}
 	if _, err := strconv.ParseUint(hr.GetId(), 10, 64); err != nil {
 		t.Errorf("got id %q, want Envoy's decimal stream id", hr.GetId())
@@ -422,7 +424,13 @@ func TestHTTP1Client(t *testing.T) {
 	f := mustGateway(t, nil)
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: f.tlsConf}}
 	defer c.CloseIdleConnections()
-	resp, err := c.Post("https://"+f.gw+"/graphql?x=1", "application/json", strings.NewReader(`{"query":"{ a }"}`))
+	req, err := http.NewRequest(http.MethodPost, "https://"+f.gw+"/graphql?x=1", strings.NewReader(`{"query":"{ a }"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("content-type", "application/json")
+	req.Header.Set("x-request-id", "loopback-chosen")
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,6 +442,11 @@ func TestHTTP1Client(t *testing.T) {
 	hr := f.authz.lastRequest().GetAttributes().GetRequest().GetHttp()
 	if hr.GetProtocol() != "HTTP/1.1" || hr.GetPath() != "/graphql?x=1" {
 		t.Errorf("got protocol %q path %q, want HTTP/1.1 /graphql?x=1", hr.GetProtocol(), hr.GetPath())
+	}
+	// A loopback peer is internal: its request id is kept.
+	if hs := hr.GetHeaders(); hs["x-request-id"] != "loopback-chosen" || hs["x-envoy-internal"] != "true" || hs["x-envoy-external-address"] != "" {
+		t.Errorf("internal request: got x-request-id %q, x-envoy-internal %q, x-envoy-external-address %q",
+			hs["x-request-id"], hs["x-envoy-internal"], hs["x-envoy-external-address"])
 	}
 }
 
