@@ -9,6 +9,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -339,5 +340,19 @@ func TestTracingThroughOpenTelemetry(t *testing.T) {
 	o.OTLPEndpoint = ""
 	if tr := hcmOf(t, mustBuild(t, o)).GetTracing(); tr != nil {
 		t.Errorf("got tracing %v without a collector", tr)
+	}
+}
+
+func TestJSONAccessLog(t *testing.T) {
+	hcm := hcmOf(t, mustBuild(t, opts()))
+	if len(hcm.GetAccessLog()) != 1 {
+		t.Fatalf("got %d access logs, want 1", len(hcm.GetAccessLog()))
+	}
+	al := unpack(t, hcm.GetAccessLog()[0].GetTypedConfig(), &streamv3.StdoutAccessLog{})
+	fields := al.GetLogFormat().GetJsonFormat().GetFields()
+	for _, k := range []string{"time", "request_id", "method", "path", "status", "duration", "tenant"} {
+		if fields[k].GetStringValue() == "" {
+			t.Errorf("JSON access log has no %s", k)
+		}
 	}
 }
