@@ -12,6 +12,7 @@ import (
 
 func runGateway(ctx context.Context, env Env, args []string) error {
 	fs, cfgPath := flags("gateway", env)
+	readyFile := fs.String("ready-file", "", "write the listening address here as JSON once serving")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -27,6 +28,15 @@ func runGateway(ctx context.Context, env Env, args []string) error {
 	ln, err := listen("gateway.listen_addr", cfg.Gateway.ListenAddr)
 	if err != nil {
 		return err
+	}
+	// The Envoy configuration names the address actually bound (a :0 port
+	// becomes concrete).
+	cfg.Gateway.ListenAddr = ln.Addr().String()
+	if *readyFile != "" {
+		if err := writeJSONFile(*readyFile, map[string]string{"gateway": ln.Addr().String()}); err != nil {
+			ln.Close()
+			return err
+		}
 	}
 	return serveGateway(ctx, cfg, log, ln)
 }
