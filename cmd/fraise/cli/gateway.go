@@ -4,7 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/http"
+	"time"
 
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/envoy"
 	"github.com/fraise-dev/fraise/envoy/gateway"
@@ -32,13 +37,35 @@ func runGateway(ctx context.Context, env Env, args []string) error {
 	// The Envoy configuration names the address actually bound (a :0 port
 	// becomes concrete).
 	cfg.Gateway.ListenAddr = ln.Addr().String()
+	ready := map[string]string{"gateway": ln.Addr().String()}
+	g, gctx := errgroup.WithContext(ctx)
+	if cfg.Gateway.AdminAddr != "" {
+		// /healthz and /readyz, as every Fraise process serves; /readyz
+		// fails from the moment the gateway starts draining.
+		adminLn, err := listen("gateway.admin_addr", cfg.Gateway.AdminAddr)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		ready["admin"] = adminLn.Addr().String()
+		health := &httpapi.Health{}
+		admin := &http.Server{Handler: httpapi.NewAdminHandler(health, nil), ReadHeaderTimeout: 5 * time.Second}
+		logServing(log, "gateway", "admin", adminLn)
+		g.Go(func() error {
+			<-gctx.Done()
+			health.Drain()
+			return nil
+		})
+		g.Go(func() error { return serveHTTP(gctx, admin, adminLn, 5*time.Second) })
+	}
 	if *readyFile != "" {
-		if err := writeJSONFile(*readyFile, map[string]string{"gateway": ln.Addr().String()}); err != nil {
+		if err := writeJSONFile(*readyFile, ready); err != nil {
 			ln.Close()
 			return err
 		}
 	}
-	return serveGateway(ctx, cfg, log, ln)
+	g.Go(func() error { return serveGateway(gctx, cfg, log, ln) })
+	return g.Wait()
 }
 
 // envoyOptions is the one mapping from fraise.toml to the Envoy

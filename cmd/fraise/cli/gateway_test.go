@@ -53,6 +53,7 @@ grpc_addr = %q
 grpc_addr = %q
 [gateway]
 listen_addr = "127.0.0.1:0"
+admin_addr = "127.0.0.1:0"
 `, certs.CACert, certs.ServerCert, certs.ServerKey, certs.ClientCert, certs.ClientKey, deadAddr(t), deadAddr(t), deadAddr(t))
 	cfgPath := filepath.Join(dir, "fraise.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
@@ -64,7 +65,7 @@ listen_addr = "127.0.0.1:0"
 	go func() {
 		done <- cli.Run(ctx, []string{"gateway", "--config", cfgPath, "--ready-file", ready}, func(string) string { return "" }, io.Discard, io.Discard)
 	}()
-	var addrs struct{ Gateway string }
+	var addrs struct{ Gateway, Admin string }
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if b, err := os.ReadFile(ready); err == nil {
@@ -107,6 +108,14 @@ listen_addr = "127.0.0.1:0"
 			t.Errorf("fraise gateway: %v", err)
 		}
 	})
+	resp, err := http.Get("http://" + addrs.Admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("admin /readyz: got %d, want 200", resp.StatusCode)
+	}
 	base := "https://" + addrs.Gateway
 	if resp, err := anonymous.Get(base + "/graphql"); err == nil {
 		resp.Body.Close()
