@@ -39,8 +39,32 @@ func startRateLimit(ctx context.Context, cfg config.Config, env Env, log *slog.L
 	return ratelimit.Start(ctx, ratelimit.Options{
 		GRPCAddr: cfg.RateLimit.GRPCAddr, HTTPAddr: cfg.RateLimit.HTTPAddr, DebugAddr: cfg.RateLimit.DebugAddr,
 		RedisAddr: cfg.Redis.Addr, RedisPassword: pw, Domain: cfg.RateLimit.Domain,
-		PerTenant:  ratelimit.Limit{Requests: cfg.RateLimit.PerTenant.Requests, Unit: cfg.RateLimit.PerTenant.Unit},
-		ShadowMode: cfg.RateLimit.ShadowMode, LocalCacheBytes: cfg.RateLimit.LocalCacheBytes,
-		Logger: log.With("component", "ratelimit"),
+		Tiers: rateLimitTiers(cfg.RateLimit), Actions: rateLimitActions(cfg.RateLimit),
+		LocalCacheBytes: cfg.RateLimit.LocalCacheBytes,
+		Logger:          log.With("component", "ratelimit"),
 	})
+}
+
+func rateLimit(l config.Limit) ratelimit.Limit {
+	return ratelimit.Limit{Requests: l.Requests, Unit: l.Unit, Shadow: l.Shadow}
+}
+
+// rateLimitTiers hands the adapter the tiers as plain values.
+func rateLimitTiers(c config.RateLimit) map[string]ratelimit.Tier {
+	tiers := make(map[string]ratelimit.Tier, len(c.Tiers))
+	for name, t := range c.Tiers {
+		tiers[name] = ratelimit.Tier{
+			Tenant: rateLimit(t.Tenant), Read: rateLimit(t.Read), Write: rateLimit(t.Write),
+			Flight: rateLimit(t.Flight), Subject: rateLimit(t.Subject),
+		}
+	}
+	return tiers
+}
+
+func rateLimitActions(c config.RateLimit) map[string]ratelimit.Limit {
+	actions := make(map[string]ratelimit.Limit, len(c.Actions))
+	for name, l := range c.Actions {
+		actions[name] = rateLimit(l)
+	}
+	return actions
 }
