@@ -3,9 +3,13 @@ package cli
 import (
 	"context"
 	"log/slog"
+	"net/http"
 
+	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/core/admission"
+	"github.com/fraise-dev/fraise/core/assertion"
 )
 
 func runRateLimit(ctx context.Context, env Env, args []string) error {
@@ -24,6 +28,15 @@ func runRateLimit(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer svc.Close()
+	if *cfgPath != "" {
+		// Tier and action limits changed in fraise.toml reach the running
+		// service: it reloads the regenerated file, keeping its counters.
+		go watchConfig(ctx, *cfgPath, cfg.XDS.PollInterval.Duration, env, log, func(c config.Config) {
+			if err := svc.Reload(ratelimit.Options{Tiers: rateLimitTiers(c.RateLimit), Actions: rateLimitActions(c.RateLimit)}); err != nil {
+				log.Error("rate limits not reloaded; the previous ones stay", "err", err)
+			}
+		})
+	}
 	rearmSignals(ctx, cancel)
 	<-ctx.Done()
 	return nil
@@ -67,4 +80,17 @@ func rateLimitActions(c config.RateLimit) map[string]ratelimit.Limit {
 		actions[name] = rateLimit(l)
 	}
 	return actions
+}
+
+// admitted wraps the core's handler with admission control configured by
+// cfg, counting its decisions in the core's metrics.
+func admitted(next http.Handler, cfg config.Admission, verifier *assertion.Verifier, metrics *httpapi.Metrics) http.Handler {
+	am := httpapi.NewAdmissionMetrics(metrics.Registry)
+	ctrl := admission.New(admission.Options{
+		MaxConcurrent: cfg.MaxConcurrent, MaxPerTenant: cfg.MaxConcurrentPerTenant,
+		MaxQueue: cfg.MaxQueue, MaxQueuePerTenant: cfg.MaxQueuePerTenant, QueueTimeout: cfg.QueueTimeout.Duration,
+		MemoryLimit: cfg.MemoryLimitBytes, MemoryThreshold: cfg.MemoryThreshold,
+		RetryAfter: cfg.RetryAfter.Duration, Observe: am.Observe,
+	})
+	return httpapi.Admit(next, httpapi.AdmissionOptions{Controller: ctrl, Tenant: httpapi.TenantFromAssertion(verifier)})
 }
