@@ -195,8 +195,11 @@ func ConfigYAML(o Options) ([]byte, error) {
 			actions = append(actions, node(KeyAction, name, l, nil))
 		}
 	}
-	if len(actions) > 0 {
-		root.Descriptors = append(root.Descriptors, node(KeyTenant, "", Limit{}, actions))
+	// A bare [(tenant, X)], what a gateway sent before tiers existed, gets
+	// the default tier's tenant limit, so that such a gateway is not left
+	// unlimited while it is upgraded. With actions it shares the node.
+	if bare := o.Tiers[DefaultTier].Tenant; bare.Requests > 0 || len(actions) > 0 {
+		root.Descriptors = append(root.Descriptors, node(KeyTenant, "", bare, actions))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

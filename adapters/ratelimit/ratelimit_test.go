@@ -109,7 +109,7 @@ func TestConfigYAML(t *testing.T) {
 				"- key: tier", "  descriptors:", "  - key: tenant", "    rate_limit:", "      unit: second", "      requests_per_unit: 100",
 				"    descriptors:", "    - key: op", "      value: write", "        requests_per_unit: 10", "      shadow_mode: true",
 				"- key: tier", "  value: enterprise", "  - key: subject", "      unit: minute", "      requests_per_unit: 50",
-				"- key: tenant", "  - key: action", "    value: webhook", "      requests_per_unit: 5",
+				"- key: tenant", "  rate_limit:", "    requests_per_unit: 100", "  - key: action", "    value: webhook", "      requests_per_unit: 5",
 			},
 		},
 		{name: "no default tier", o: ratelimit.Options{Tiers: map[string]ratelimit.Tier{"gold": {}}}, wantErr: `tier "default" is required`},
@@ -179,6 +179,7 @@ func TestEachLimitKind(t *testing.T) {
 		{"webhook action", []*commonrl.RateLimitDescriptor{desc("tenant", "t5", "action", "webhook")}, 2},
 		{"slack action", []*commonrl.RateLimitDescriptor{desc("tenant", "t5", "action", "slack")}, 1},
 		{"email action", []*commonrl.RateLimitDescriptor{desc("tenant", "t5", "action", "email")}, 1},
+		{"bare tenant, from a gateway without tiers", []*commonrl.RateLimitDescriptor{desc("tenant", "t5")}, 3},
 		{
 			// What the gateway sends for a write: the tightest limit refuses.
 			name: "gateway request with every descriptor",
