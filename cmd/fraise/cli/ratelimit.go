@@ -1,9 +1,12 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
+	"os"
+	"time"
 
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
@@ -16,6 +19,12 @@ func runRateLimit(ctx context.Context, env Env, args []string) error {
 	fs, cfgPath := flags("ratelimit", env)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	// Read before loading: a change made while the service starts must
+	// still count as a change.
+	var loaded []byte
+	if *cfgPath != "" {
+		loaded, _ = os.ReadFile(*cfgPath)
 	}
 	cfg, log, err := loadConfig(*cfgPath, env)
 	if err != nil {
@@ -31,15 +40,40 @@ func runRateLimit(ctx context.Context, env Env, args []string) error {
 	if *cfgPath != "" {
 		// Tier and action limits changed in fraise.toml reach the running
 		// service: it reloads the regenerated file, keeping its counters.
-		go watchConfig(ctx, *cfgPath, cfg.XDS.PollInterval.Duration, env, log, func(c config.Config) {
-			if err := svc.Reload(ratelimit.Options{Tiers: rateLimitTiers(c.RateLimit), Actions: rateLimitActions(c.RateLimit)}); err != nil {
-				log.Error("rate limits not reloaded; the previous ones stay", "err", err)
-			}
-		})
+		go watchLimits(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, svc)
 	}
 	rearmSignals(ctx, cancel)
 	<-ctx.Done()
 	return nil
+}
+
+// watchLimits polls the file at path and, whenever its contents differ from
+// last and still load, hands the service the new tiers and actions.
+func watchLimits(ctx context.Context, path string, last []byte, every time.Duration, env Env, log *slog.Logger, svc *ratelimit.Service) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur, err := os.ReadFile(path)
+		if err != nil || bytes.Equal(cur, last) {
+			continue
+		}
+		last = cur
+		c, err := config.Load(path, env.Getenv)
+		if err != nil {
+			log.Error("configuration change ignored", "path", path, "err", err)
+			continue
+		}
+		if err := svc.Reload(ratelimit.Options{Tiers: rateLimitTiers(c.RateLimit), Actions: rateLimitActions(c.RateLimit)}); err != nil {
+			log.Error("rate limits not reloaded; the previous ones stay", "err", err)
+			continue
+		}
+		log.Info("rate limits reloaded", "path", path)
+	}
 }
 
 // startRateLimit starts envoyproxy/ratelimit with limits generated from the
