@@ -127,6 +127,8 @@ func mapError(op string, err error) error {
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) {
 		switch {
+		case pg.Code == SQLStateQuotaExceeded:
+			return quotaError(op, pg, err)
 		case pg.Code == "57014": // query_canceled: statement_timeout
 			return &core.Error{Op: op, Code: core.CodeTimeout, Message: "statement timed out", Err: err}
 		case pg.Code == "23505": // unique_violation

@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -29,10 +31,39 @@ import (
 )
 
 // Limit is a budget of requests per unit (second, minute, hour or day).
+// A zero Requests means no limit. Shadow counts requests against the limit
+// and reports them, but never refuses: for trying a new limit in
+// production before enforcing it.
 type Limit struct {
 	Requests uint32
 	Unit     string
+	Shadow   bool
 }
+
+// Tier is the set of limits of one quota tier. Each non-zero Limit becomes
+// one descriptor of the generated configuration:
+//
+//	Tenant:  [(tier, T), (tenant, X)]                   per-tenant QPS
+//	Read, Write, Flight: [(tier, T), (tenant, X), (op, read|write|flight)]
+//	Subject: [(tier, T), (subject, S)]                  per API key or user
+type Tier struct {
+	Tenant, Read, Write, Flight, Subject Limit
+}
+
+// DefaultTier is the tier whose limits apply to a tier the configuration
+// does not name: the generated descriptor for it has no value, so it
+// matches every tier value without a descriptor of its own.
+const DefaultTier = "default"
+
+// Descriptor keys of the contract between the gateway (Envoy's route
+// actions), the observers' workers and this service.
+const (
+	KeyTier    = "tier"
+	KeyTenant  = "tenant"
+	KeyOp      = "op"
+	KeySubject = "subject"
+	KeyAction  = "action"
+)
 
 // Options configures the service.
 type Options struct {
@@ -42,9 +73,14 @@ type Options struct {
 	// directory, removed by Close, when empty).
 	RuntimeDir string
 	Domain     string
-	// PerTenant applies to every distinct value of the tenant descriptor.
-	PerTenant       Limit
-	ShadowMode      bool
+	// Tiers maps tier names to their limits; it must name DefaultTier.
+	Tiers map[string]Tier
+	// Actions limits observer actions per tenant, by action kind (webhook,
+	// slack, email): the descriptor [(tenant, X), (action, kind)].
+	Actions map[string]Limit
+	// LocalCacheBytes sizes the service's in-process cache of keys that are
+	// over their limit: until the window ends they are refused without a
+	// Redis round trip. Zero disables it.
 	LocalCacheBytes int
 	Logger          *slog.Logger
 }
@@ -77,29 +113,97 @@ type yamlRoot struct {
 	Descriptors []yamlDescriptor `yaml:"descriptors"`
 }
 
-// ConfigYAML returns the envoyproxy/ratelimit configuration for o: the
-// per-tenant limit under Envoy's descriptor D1, (tier, tenant), keys
-// without values, which the service applies to each tenant separately.
+// ValidateLimit reports whether l is a usable limit; a zero Requests (no
+// limit) is valid whatever its unit.
+func ValidateLimit(l Limit) error {
+	if l.Requests == 0 {
+		return nil
+	}
+	switch l.Unit {
+	case "second", "minute", "hour", "day":
+		return nil
+	}
+	return fmt.Errorf("unit %q: want second, minute, hour or day", l.Unit)
+}
+
+// node returns a descriptor for key (and value, "" for any value) carrying
+// l when it is set.
+func node(key, value string, l Limit, children []yamlDescriptor) yamlDescriptor {
+	d := yamlDescriptor{Key: key, Value: value, Descriptors: children}
+	if l.Requests > 0 {
+		d.RateLimit = &yamlLimit{Unit: l.Unit, RequestsPerUnit: l.Requests}
+		d.ShadowMode = l.Shadow
+	}
+	return d
+}
+
+// ConfigYAML returns the envoyproxy/ratelimit configuration for o's tiers
+// and actions (see Tier for the descriptors). Output is deterministic:
+// tiers and actions are sorted by name.
 func ConfigYAML(o Options) ([]byte, error) {
 	if o.Domain == "" {
 		o.Domain = "fraise"
 	}
-	switch o.PerTenant.Unit {
-	case "second", "minute", "hour", "day":
-	default:
-		return nil, fmt.Errorf("ratelimit: unit %q: want second, minute, hour or day", o.PerTenant.Unit)
+	if _, ok := o.Tiers[DefaultTier]; !ok {
+		return nil, fmt.Errorf("ratelimit: tier %q is required: it applies to unknown tiers", DefaultTier)
 	}
-	if o.PerTenant.Requests == 0 {
-		return nil, errors.New("ratelimit: per-tenant requests must be at least 1")
+	var errs []error
+	root := yamlRoot{Domain: o.Domain}
+	for _, name := range slices.Sorted(maps.Keys(o.Tiers)) {
+		t := o.Tiers[name]
+		if name == "" {
+			errs = append(errs, errors.New("ratelimit: a tier needs a name"))
+			continue
+		}
+		for _, l := range []struct {
+			key string
+			l   Limit
+		}{{"tenant", t.Tenant}, {"read", t.Read}, {"write", t.Write}, {"flight", t.Flight}, {"subject", t.Subject}} {
+			if err := ValidateLimit(l.l); err != nil {
+				errs = append(errs, fmt.Errorf("ratelimit: tier %s: %s: %w", name, l.key, err))
+			}
+		}
+		var ops []yamlDescriptor
+		for _, op := range []struct {
+			name string
+			l    Limit
+		}{{"read", t.Read}, {"write", t.Write}, {"flight", t.Flight}} {
+			if op.l.Requests > 0 {
+				ops = append(ops, node(KeyOp, op.name, op.l, nil))
+			}
+		}
+		var children []yamlDescriptor
+		if t.Tenant.Requests > 0 || len(ops) > 0 {
+			children = append(children, node(KeyTenant, "", t.Tenant, ops))
+		}
+		if t.Subject.Requests > 0 {
+			children = append(children, node(KeySubject, "", t.Subject, nil))
+		}
+		value := name
+		if name == DefaultTier {
+			value = ""
+		}
+		root.Descriptors = append(root.Descriptors, node(KeyTier, value, Limit{}, children))
 	}
-	return yaml.Marshal(yamlRoot{Domain: o.Domain, Descriptors: []yamlDescriptor{{
-		Key: "tier",
-		Descriptors: []yamlDescriptor{{
-			Key:        "tenant",
-			RateLimit:  &yamlLimit{Unit: o.PerTenant.Unit, RequestsPerUnit: o.PerTenant.Requests},
-			ShadowMode: o.ShadowMode,
-		}},
-	}}})
+	var actions []yamlDescriptor
+	for _, name := range slices.Sorted(maps.Keys(o.Actions)) {
+		l := o.Actions[name]
+		if err := ValidateLimit(l); err != nil {
+			errs = append(errs, fmt.Errorf("ratelimit: action %s: %w", name, err))
+		}
+		if l.Requests > 0 {
+			actions = append(actions, node(KeyAction, name, l, nil))
+		}
+	}
+	// Observers ask for [(tenant, X), (action, kind)]; the tenant node
+	// itself carries no limit: gateways always send the tier first.
+	if len(actions) > 0 {
+		root.Descriptors = append(root.Descriptors, node(KeyTenant, "", Limit{}, actions))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return yaml.Marshal(root)
 }
 
 // Service is a running rate-limit service.
@@ -107,7 +211,10 @@ type Service struct {
 	runner  *runner.Runner
 	done    chan struct{}
 	tempDir string
+	dir     string
+	domain  string
 	once    sync.Once
+	mu      sync.Mutex // serialises Reload
 }
 
 // runMu serialises starts: the service configures logrus, a process-wide
@@ -132,7 +239,7 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 		}
 		l.Close()
 	}
-	s := &Service{done: make(chan struct{})}
+	s := &Service{done: make(chan struct{}), domain: o.Domain}
 	dir := o.RuntimeDir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "fraise-ratelimit-"); err != nil {
@@ -140,11 +247,11 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 		}
 		s.tempDir = dir
 	}
-	cfgDir := filepath.Join(dir, "ratelimit", "config")
-	if err := os.MkdirAll(cfgDir, 0o755); err != nil {
+	s.dir = dir
+	if err := os.MkdirAll(filepath.Join(dir, "ratelimit", "config"), 0o755); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(cfgDir, "fraise.yaml"), yml, 0o644); err != nil {
+	if err := s.write(yml); err != nil {
 		return nil, err
 	}
 	st, err := newSettings(o, dir)
@@ -182,9 +289,46 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 	signal.Reset(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	if o.Logger != nil {
 		o.Logger.Info("rate limiter serving", "grpc", o.GRPCAddr, "domain", o.Domain,
-			"per_tenant", strconv.Itoa(int(o.PerTenant.Requests))+"/"+o.PerTenant.Unit, "shadow", o.ShadowMode)
+			"tiers", len(o.Tiers), "actions", len(o.Actions))
 	}
 	return s, nil
+}
+
+// write replaces the configuration file atomically: the service watches
+// its runtime directory and must never read a half-written file. The
+// temporary file lives outside the watched directory.
+func (s *Service) write(yml []byte) error {
+	tmp, err := os.CreateTemp(s.dir, ".fraise-*.yaml")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(yml); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(s.dir, "ratelimit", "config", "fraise.yaml"))
+}
+
+// Reload regenerates the configuration from o's Tiers and Actions (the
+// addresses and Redis of the running service stay) and replaces the file
+// the service watches. The service reloads it within moments, without a
+// restart and without resetting counters; an invalid o changes nothing.
+func (s *Service) Reload(o Options) error {
+	o.Domain = s.domain
+	yml, err := ConfigYAML(o)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.write(yml)
 }
 
 func waitServing(ctx context.Context, addr string, done <-chan struct{}) error {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
@@ -19,7 +21,7 @@ func addr(tb testing.TB) string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(harness.FreePort(tb)))
 }
 
-func mustService(tb testing.TB, redis string, o ratelimit.Options) rlsv3.RateLimitServiceClient {
+func mustService(tb testing.TB, redis string, o ratelimit.Options) (rlsv3.RateLimitServiceClient, *ratelimit.Service) {
 	tb.Helper()
 	o.GRPCAddr, o.HTTPAddr, o.DebugAddr, o.RedisAddr = addr(tb), addr(tb), addr(tb), redis
 	s, err := ratelimit.Start(context.Background(), o)
@@ -32,54 +34,313 @@ func mustService(tb testing.TB, redis string, o ratelimit.Options) rlsv3.RateLim
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return rlsv3.NewRateLimitServiceClient(conn)
+	return rlsv3.NewRateLimitServiceClient(conn), s
 }
 
-func ask(tb testing.TB, c rlsv3.RateLimitServiceClient, tenant string) *rlsv3.RateLimitResponse {
+// desc builds one descriptor from key, value pairs.
+func desc(kv ...string) *commonrl.RateLimitDescriptor {
+	d := &commonrl.RateLimitDescriptor{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		d.Entries = append(d.Entries, &commonrl.RateLimitDescriptor_Entry{Key: kv[i], Value: kv[i+1]})
+	}
+	return d
+}
+
+func try(c rlsv3.RateLimitServiceClient, ds ...*commonrl.RateLimitDescriptor) (*rlsv3.RateLimitResponse, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return c.ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{Domain: "fraise", Descriptors: ds, HitsAddend: 1})
+}
+
+func ask(tb testing.TB, c rlsv3.RateLimitServiceClient, ds ...*commonrl.RateLimitDescriptor) *rlsv3.RateLimitResponse {
 	tb.Helper()
-	r, err := c.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{
-		Domain:      "fraise",
-		Descriptors: []*commonrl.RateLimitDescriptor{{Entries: []*commonrl.RateLimitDescriptor_Entry{{Key: "tier", Value: "default"}, {Key: "tenant", Value: tenant}}}},
-		HitsAddend:  1,
-	})
+	r, err := try(c, ds...)
 	if err != nil {
 		tb.Fatalf("ShouldRateLimit: %v", err)
 	}
 	return r
 }
 
-func TestPerTenantLimit(t *testing.T) {
-	rd := harness.StartRedis(t)
-	c := mustService(t, rd.Addr, ratelimit.Options{PerTenant: ratelimit.Limit{Requests: 3, Unit: "hour"}})
-	for i := 0; i < 3; i++ {
-		if r := ask(t, c, "a"); r.OverallCode != rlsv3.RateLimitResponse_OK {
-			t.Fatalf("request %d: got %v, want OK", i+1, r.OverallCode)
-		}
-	}
-	r := ask(t, c, "a")
-	if r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
-		t.Fatalf("request 4: got %v, want OVER_LIMIT", r.OverallCode)
-	}
-	var retry string
+func header(r *rlsv3.RateLimitResponse, key string) string {
 	for _, h := range r.ResponseHeadersToAdd {
-		if h.Key == ratelimit.HeaderReset {
-			retry = h.Value
+		if h.Key == key {
+			return h.Value
 		}
 	}
-	if n, err := strconv.Atoi(retry); err != nil || n <= 0 || n > 3600 {
-		t.Errorf("got Retry-After %q, want seconds until the hour resets", retry)
-	}
-	if r := ask(t, c, "b"); r.OverallCode != rlsv3.RateLimitResponse_OK {
-		t.Fatalf("tenant b: got %v, want OK", r.OverallCode)
+	return ""
+}
+
+func hour(n uint32) ratelimit.Limit { return ratelimit.Limit{Requests: n, Unit: "hour"} }
+
+// eventually retries f until it returns true or ten seconds pass: the
+// service reloads its configuration and reconnects to Redis asynchronously.
+func eventually(tb testing.TB, what string, f func(i int) bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		if f(i) {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: not after 10s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-func TestShadowModeCountsWithoutRefusing(t *testing.T) {
+func TestConfigYAML(t *testing.T) {
+	tests := []struct {
+		name    string
+		o       ratelimit.Options
+		want    []string // lines the YAML must contain, in order
+		wantErr string
+	}{
+		{
+			name: "tiers and actions",
+			o: ratelimit.Options{
+				Tiers: map[string]ratelimit.Tier{
+					"default":    {Tenant: ratelimit.Limit{Requests: 100, Unit: "second"}, Write: ratelimit.Limit{Requests: 10, Unit: "second", Shadow: true}},
+					"enterprise": {Subject: ratelimit.Limit{Requests: 50, Unit: "minute"}},
+				},
+				Actions: map[string]ratelimit.Limit{"webhook": {Requests: 5, Unit: "second"}},
+			},
+			want: []string{
+				"domain: fraise",
+				"- key: tier", "  descriptors:", "  - key: tenant", "    rate_limit:", "      unit: second", "      requests_per_unit: 100",
+				"    descriptors:", "    - key: op", "      value: write", "        requests_per_unit: 10", "      shadow_mode: true",
+				"- key: tier", "  value: enterprise", "  - key: subject", "      unit: minute", "      requests_per_unit: 50",
+				"- key: tenant", "  descriptors:", "  - key: action", "    value: webhook", "      requests_per_unit: 5",
+			},
+		},
+		{name: "no default tier", o: ratelimit.Options{Tiers: map[string]ratelimit.Tier{"gold": {}}}, wantErr: `tier "default" is required`},
+		{
+			name:    "bad unit",
+			o:       ratelimit.Options{Tiers: map[string]ratelimit.Tier{"default": {Read: ratelimit.Limit{Requests: 1, Unit: "fortnight"}}}},
+			wantErr: "tier default: read: unit \"fortnight\"",
+		},
+		{
+			name:    "bad action unit",
+			o:       ratelimit.Options{Tiers: map[string]ratelimit.Tier{"default": {}}, Actions: map[string]ratelimit.Limit{"email": {Requests: 1}}},
+			wantErr: "action email: unit \"\"",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := ratelimit.ConfigYAML(tt.o)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			rest := string(b)
+			for _, line := range tt.want {
+				i := strings.Index(rest, line+"\n")
+				if i < 0 {
+					t.Fatalf("missing %q (in order) in:\n%s", line, b)
+				}
+				rest = rest[i+len(line):]
+			}
+		})
+	}
+}
+
+// tiers is the configuration the integration tests share: small hourly
+// budgets, so counts are exact whatever the clock does.
+func tiers() ratelimit.Options {
+	return ratelimit.Options{
+		Tiers: map[string]ratelimit.Tier{
+			"default":    {Tenant: hour(3), Read: hour(2), Write: hour(1), Flight: hour(1), Subject: hour(2)},
+			"enterprise": {Tenant: hour(5), Subject: hour(4)},
+		},
+		Actions: map[string]ratelimit.Limit{"webhook": hour(2), "slack": hour(1), "email": hour(1)},
+	}
+}
+
+func TestEachLimitKind(t *testing.T) {
 	rd := harness.StartRedis(t)
-	c := mustService(t, rd.Addr, ratelimit.Options{PerTenant: ratelimit.Limit{Requests: 1, Unit: "hour"}, ShadowMode: true})
-	for i := 0; i < 3; i++ {
-		if r := ask(t, c, "a"); r.OverallCode != rlsv3.RateLimitResponse_OK {
-			t.Fatalf("request %d: got %v, want OK in shadow mode", i+1, r.OverallCode)
+	c, _ := mustService(t, rd.Addr, tiers())
+	tests := []struct {
+		name    string
+		ds      []*commonrl.RateLimitDescriptor
+		allowed int
+	}{
+		{"tenant, default tier", []*commonrl.RateLimitDescriptor{desc("tier", "default", "tenant", "t1")}, 3},
+		{"tenant, enterprise tier", []*commonrl.RateLimitDescriptor{desc("tier", "enterprise", "tenant", "t2")}, 5},
+		{"tenant, unknown tier falls back to default", []*commonrl.RateLimitDescriptor{desc("tier", "gold", "tenant", "t3")}, 3},
+		{"read", []*commonrl.RateLimitDescriptor{desc("tier", "default", "tenant", "t4", "op", "read")}, 2},
+		{"write", []*commonrl.RateLimitDescriptor{desc("tier", "default", "tenant", "t4", "op", "write")}, 1},
+		{"flight", []*commonrl.RateLimitDescriptor{desc("tier", "default", "tenant", "t4", "op", "flight")}, 1},
+		{"subject, default tier", []*commonrl.RateLimitDescriptor{desc("tier", "default", "subject", "apikey:k1")}, 2},
+		{"subject, enterprise tier", []*commonrl.RateLimitDescriptor{desc("tier", "enterprise", "subject", "apikey:k2")}, 4},
+		{"webhook action", []*commonrl.RateLimitDescriptor{desc("tenant", "t5", "action", "webhook")}, 2},
+		{"slack action", []*commonrl.RateLimitDescriptor{desc("tenant", "t5", "action", "slack")}, 1},
+		{"email action", []*commonrl.RateLimitDescriptor{desc("tenant", "t5", "action", "email")}, 1},
+		{
+			// What the gateway sends for a write: the tightest limit refuses.
+			name: "gateway request with every descriptor",
+			ds: []*commonrl.RateLimitDescriptor{
+				desc("tier", "default", "tenant", "t6"),
+				desc("tier", "default", "tenant", "t6", "op", "write"),
+				desc("tier", "default", "subject", "user:u6"),
+			},
+			allowed: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for i := 0; i < tt.allowed; i++ {
+				if r := ask(t, c, tt.ds...); r.OverallCode != rlsv3.RateLimitResponse_OK {
+					t.Fatalf("request %d: got %v, want OK", i+1, r.OverallCode)
+				}
+			}
+			r := ask(t, c, tt.ds...)
+			if r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+				t.Fatalf("request %d: got %v, want OVER_LIMIT", tt.allowed+1, r.OverallCode)
+			}
+			if n, err := strconv.Atoi(header(r, ratelimit.HeaderReset)); err != nil || n <= 0 || n > 3600 {
+				t.Errorf("got Retry-After %q, want the seconds until the hour resets", header(r, ratelimit.HeaderReset))
+			}
+			if got := header(r, ratelimit.HeaderLimit); !strings.HasPrefix(got, strconv.Itoa(tt.allowed)) {
+				t.Errorf("got RateLimit-Limit %q, want %d", got, tt.allowed)
+			}
+		})
+	}
+	// Limits are per value: another tenant keeps its whole budget.
+	if r := ask(t, c, desc("tier", "default", "tenant", "t7")); r.OverallCode != rlsv3.RateLimitResponse_OK {
+		t.Errorf("fresh tenant: got %v, want OK", r.OverallCode)
+	}
+	// An op the configuration does not limit is not refused.
+	for i := 0; i < 4; i++ {
+		if r := ask(t, c, desc("tier", "default", "tenant", "t8", "op", "admin")); r.OverallCode != rlsv3.RateLimitResponse_OK {
+			t.Fatalf("unlimited op, request %d: got %v, want OK", i+1, r.OverallCode)
 		}
+	}
+}
+
+func TestShadowLimitCountsWithoutRefusing(t *testing.T) {
+	rd := harness.StartRedis(t)
+	o := tiers()
+	d := o.Tiers["default"]
+	d.Tenant.Shadow = true
+	o.Tiers["default"] = d
+	c, svc := mustService(t, rd.Addr, o)
+	tenant := desc("tier", "default", "tenant", "s1")
+	var last *rlsv3.RateLimitResponse
+	for i := 0; i < 5; i++ {
+		if last = ask(t, c, tenant); last.OverallCode != rlsv3.RateLimitResponse_OK {
+			t.Fatalf("request %d: got %v, want OK in shadow mode", i+1, last.OverallCode)
+		}
+	}
+	if got := last.Statuses[0].GetLimitRemaining(); got != 0 {
+		t.Errorf("got %d remaining after 5 requests on a budget of 3, want 0: shadow mode must count", got)
+	}
+	// Enforcing the limit refuses the tenant at once: its requests were
+	// counted all along.
+	d.Tenant.Shadow = false
+	o.Tiers["default"] = d
+	if err := svc.Reload(o); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "enforcing the shadow limit", func(int) bool {
+		return ask(t, c, tenant).OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT
+	})
+}
+
+func TestTierChangesTakeEffect(t *testing.T) {
+	rd := harness.StartRedis(t)
+	o := tiers()
+	c, svc := mustService(t, rd.Addr, o)
+
+	// A tenant moved to another tier (extauthz sends the new tier) gets
+	// that tier's budget.
+	for i := 0; i < 3; i++ {
+		ask(t, c, desc("tier", "default", "tenant", "m1"))
+	}
+	if r := ask(t, c, desc("tier", "default", "tenant", "m1")); r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("default tier exhausted: got %v, want OVER_LIMIT", r.OverallCode)
+	}
+	if r := ask(t, c, desc("tier", "enterprise", "tenant", "m1")); r.OverallCode != rlsv3.RateLimitResponse_OK {
+		t.Fatalf("after moving to enterprise: got %v, want OK", r.OverallCode)
+	}
+
+	// A tier's limits changed in fraise.toml: regenerate, and the running
+	// service reloads its runtime directory.
+	o.Tiers["enterprise"] = ratelimit.Tier{Tenant: hour(1)}
+	o.Tiers["platinum"] = ratelimit.Tier{Tenant: hour(2)}
+	if err := svc.Reload(o); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "enterprise limit lowered to 1", func(i int) bool {
+		d := desc("tier", "enterprise", "tenant", "probe"+strconv.Itoa(i))
+		ask(t, c, d)
+		return ask(t, c, d).OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT
+	})
+	for i, want := range []rlsv3.RateLimitResponse_Code{rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OVER_LIMIT} {
+		if r := ask(t, c, desc("tier", "platinum", "tenant", "p1")); r.OverallCode != want {
+			t.Errorf("new tier, request %d: got %v, want %v", i+1, r.OverallCode, want)
+		}
+	}
+	// An invalid configuration is refused and the running one stays.
+	if err := svc.Reload(ratelimit.Options{Tiers: map[string]ratelimit.Tier{"gold": {}}}); err == nil {
+		t.Error("Reload without a default tier: got nil, want an error")
+	}
+	if r := ask(t, c, desc("tier", "platinum", "tenant", "p2")); r.OverallCode != rlsv3.RateLimitResponse_OK {
+		t.Errorf("after a refused reload: got %v, want OK", r.OverallCode)
+	}
+}
+
+func TestRedisOutageAndRecovery(t *testing.T) {
+	rd := harness.StartRedis(t)
+	o := tiers()
+	o.LocalCacheBytes = 1 << 20
+	c, _ := mustService(t, rd.Addr, o)
+	hot := desc("tier", "default", "tenant", "hot")
+	for i := 0; i < 3; i++ {
+		ask(t, c, hot)
+	}
+	if r := ask(t, c, hot); r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("got %v, want OVER_LIMIT", r.OverallCode)
+	}
+
+	rd.Stop()
+	// A key the local cache holds as over its limit is refused without Redis.
+	if r, err := try(c, hot); err != nil || r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Errorf("over-limit key with Redis down: got %v, %v, want OVER_LIMIT from the local cache", r.GetOverallCode(), err)
+	}
+	// Any other request fails: the service answers an error, never OK or
+	// OVER_LIMIT, and Envoy applies its failure mode (open by default).
+	if r, err := try(c, desc("tier", "default", "tenant", "cold")); err == nil {
+		t.Fatalf("Redis down: got %v, want an error", r.OverallCode)
+	}
+
+	if err := rd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The same service, never restarted, answers again once Redis is back:
+	// each pooled connection that died with Redis fails one request (which
+	// Envoy's failure mode covers) and is replaced, so recovery is when a
+	// pool's worth of requests in a row succeed.
+	eventually(t, "recovery after Redis restarts", func(i int) bool {
+		for j := 0; j < 2*10; j++ {
+			r, err := try(c, desc("tier", "default", "tenant", "cold-"+strconv.Itoa(i)+"-"+strconv.Itoa(j)))
+			if err != nil || r.OverallCode != rlsv3.RateLimitResponse_OK {
+				return false
+			}
+		}
+		return true
+	})
+	// Redis kept nothing: counting starts again and is enforced again.
+	d := desc("tier", "default", "tenant", "after")
+	for i := 0; i < 3; i++ {
+		if r := ask(t, c, d); r.OverallCode != rlsv3.RateLimitResponse_OK {
+			t.Fatalf("after recovery, request %d: got %v, want OK", i+1, r.OverallCode)
+		}
+	}
+	if r := ask(t, c, d); r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("after recovery, request 4: got %v, want OVER_LIMIT", r.OverallCode)
 	}
 }

@@ -99,7 +99,8 @@ algorithms = ["ES256"]
 grpc_addr = "127.0.0.1:0"
 http_addr = "127.0.0.1:0"
 debug_addr = "127.0.0.1:0"
-per_tenant = { requests = %d, unit = "minute" }
+[ratelimit.tiers.default]
+tenant = { requests = %d, unit = "minute" }
 [gateway]
 listen_addr = "127.0.0.1:0"
 `, certs.CACert, certs.ServerCert, certs.ServerKey, certs.ClientCert, certs.ClientKey,

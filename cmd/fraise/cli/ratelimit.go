@@ -1,17 +1,30 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
+	"net/http"
+	"os"
+	"time"
 
+	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/core/admission"
+	"github.com/fraise-dev/fraise/core/assertion"
 )
 
 func runRateLimit(ctx context.Context, env Env, args []string) error {
 	fs, cfgPath := flags("ratelimit", env)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	// Read before loading: a change made while the service starts must
+	// still count as a change.
+	var loaded []byte
+	if *cfgPath != "" {
+		loaded, _ = os.ReadFile(*cfgPath)
 	}
 	cfg, log, err := loadConfig(*cfgPath, env)
 	if err != nil {
@@ -24,9 +37,43 @@ func runRateLimit(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer svc.Close()
+	if *cfgPath != "" {
+		// Tier and action limits changed in fraise.toml reach the running
+		// service: it reloads the regenerated file, keeping its counters.
+		go watchLimits(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, svc)
+	}
 	rearmSignals(ctx, cancel)
 	<-ctx.Done()
 	return nil
+}
+
+// watchLimits polls the file at path and, whenever its contents differ from
+// last and still load, hands the service the new tiers and actions.
+func watchLimits(ctx context.Context, path string, last []byte, every time.Duration, env Env, log *slog.Logger, svc *ratelimit.Service) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur, err := os.ReadFile(path)
+		if err != nil || bytes.Equal(cur, last) {
+			continue
+		}
+		last = cur
+		c, err := config.Load(path, env.Getenv)
+		if err != nil {
+			log.Error("configuration change ignored", "path", path, "err", err)
+			continue
+		}
+		if err := svc.Reload(ratelimit.Options{Tiers: rateLimitTiers(c.RateLimit), Actions: rateLimitActions(c.RateLimit)}); err != nil {
+			log.Error("rate limits not reloaded; the previous ones stay", "err", err)
+			continue
+		}
+		log.Info("rate limits reloaded", "path", path)
+	}
 }
 
 // startRateLimit starts envoyproxy/ratelimit with limits generated from the
@@ -39,8 +86,45 @@ func startRateLimit(ctx context.Context, cfg config.Config, env Env, log *slog.L
 	return ratelimit.Start(ctx, ratelimit.Options{
 		GRPCAddr: cfg.RateLimit.GRPCAddr, HTTPAddr: cfg.RateLimit.HTTPAddr, DebugAddr: cfg.RateLimit.DebugAddr,
 		RedisAddr: cfg.Redis.Addr, RedisPassword: pw, Domain: cfg.RateLimit.Domain,
-		PerTenant:  ratelimit.Limit{Requests: cfg.RateLimit.PerTenant.Requests, Unit: cfg.RateLimit.PerTenant.Unit},
-		ShadowMode: cfg.RateLimit.ShadowMode, LocalCacheBytes: cfg.RateLimit.LocalCacheBytes,
-		Logger: log.With("component", "ratelimit"),
+		Tiers: rateLimitTiers(cfg.RateLimit), Actions: rateLimitActions(cfg.RateLimit),
+		LocalCacheBytes: cfg.RateLimit.LocalCacheBytes,
+		Logger:          log.With("component", "ratelimit"),
 	})
+}
+
+func rateLimit(l config.Limit) ratelimit.Limit {
+	return ratelimit.Limit{Requests: l.Requests, Unit: l.Unit, Shadow: l.Shadow}
+}
+
+// rateLimitTiers hands the adapter the tiers as plain values.
+func rateLimitTiers(c config.RateLimit) map[string]ratelimit.Tier {
+	tiers := make(map[string]ratelimit.Tier, len(c.Tiers))
+	for name, t := range c.Tiers {
+		tiers[name] = ratelimit.Tier{
+			Tenant: rateLimit(t.Tenant), Read: rateLimit(t.Read), Write: rateLimit(t.Write),
+			Flight: rateLimit(t.Flight), Subject: rateLimit(t.Subject),
+		}
+	}
+	return tiers
+}
+
+func rateLimitActions(c config.RateLimit) map[string]ratelimit.Limit {
+	actions := make(map[string]ratelimit.Limit, len(c.Actions))
+	for name, l := range c.Actions {
+		actions[name] = rateLimit(l)
+	}
+	return actions
+}
+
+// admitted wraps the core's handler with admission control configured by
+// cfg, counting its decisions in the core's metrics.
+func admitted(next http.Handler, cfg config.Admission, verifier *assertion.Verifier, metrics *httpapi.Metrics) http.Handler {
+	am := httpapi.NewAdmissionMetrics(metrics.Registry)
+	ctrl := admission.New(admission.Options{
+		MaxConcurrent: cfg.MaxConcurrent, MaxPerTenant: cfg.MaxConcurrentPerTenant,
+		MaxQueue: cfg.MaxQueue, MaxQueuePerTenant: cfg.MaxQueuePerTenant, QueueTimeout: cfg.QueueTimeout.Duration,
+		MemoryLimit: cfg.MemoryLimitBytes, MemoryThreshold: cfg.MemoryThreshold,
+		RetryAfter: cfg.RetryAfter.Duration, Observe: am.Observe,
+	})
+	return httpapi.Admit(next, httpapi.AdmissionOptions{Controller: ctrl, Tenant: httpapi.TenantFromAssertion(verifier)})
 }

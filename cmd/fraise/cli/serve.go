@@ -97,7 +97,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), Logger: log, Metrics: metrics,
 	})
 	srv := &http.Server{
-		Handler:           otelhttp.NewHandler(api, "core"),
+		Handler:           otelhttp.NewHandler(admitted(api, cfg.Admission, verifier, metrics), "core"),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

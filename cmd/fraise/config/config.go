@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"reflect"
@@ -47,6 +48,7 @@ type Config struct {
 	Core      Core      `toml:"core"`
 	Authz     Authz     `toml:"authz"`
 	RateLimit RateLimit `toml:"ratelimit"`
+	Admission Admission `toml:"admission"`
 	Gateway   Gateway   `toml:"gateway"`
 	XDS       XDS       `toml:"xds"`
 }
@@ -152,10 +154,40 @@ type Authz struct {
 	Issuers     []Issuer `toml:"issuers"`
 }
 
-// Limit is a request budget per unit of time.
+// Limit is a request budget per unit of time; zero requests is no limit.
 type Limit struct {
 	Requests uint32 `toml:"requests"`
 	Unit     string `toml:"unit"` // second, minute, hour, day
+	// Shadow counts requests against the limit without refusing any, for
+	// trying a new limit before enforcing it.
+	Shadow bool `toml:"shadow"`
+}
+
+// Tier is one quota tier's rate limits: per tenant, per tenant and
+// operation class (x-fraise-op), and per subject (user or API key).
+type Tier struct {
+	Tenant  Limit `toml:"tenant"`
+	Read    Limit `toml:"read"`
+	Write   Limit `toml:"write"`
+	Flight  Limit `toml:"flight"`
+	Subject Limit `toml:"subject"`
+}
+
+// Admission configures the core's admission control: concurrency bounds,
+// a bounded wait queue, and refusal under memory pressure. Zero bounds
+// are unbounded.
+type Admission struct {
+	MaxConcurrent          int      `toml:"max_concurrent"`
+	MaxConcurrentPerTenant int      `toml:"max_concurrent_per_tenant"`
+	MaxQueue               int      `toml:"max_queue"`
+	MaxQueuePerTenant      int      `toml:"max_queue_per_tenant"`
+	QueueTimeout           Duration `toml:"queue_timeout"`
+	// MemoryLimitBytes is the heap budget; zero uses GOMEMLIMIT when set.
+	MemoryLimitBytes uint64 `toml:"memory_limit_bytes"`
+	// MemoryThreshold is the share of the budget above which requests are
+	// refused with 503.
+	MemoryThreshold float64  `toml:"memory_threshold"`
+	RetryAfter      Duration `toml:"retry_after"`
 }
 
 // RateLimit configures `fraise ratelimit` (envoyproxy/ratelimit) and how
@@ -165,9 +197,12 @@ type RateLimit struct {
 	HTTPAddr  string `toml:"http_addr"`
 	DebugAddr string `toml:"debug_addr"`
 	Domain    string `toml:"domain"`
-	PerTenant Limit  `toml:"per_tenant"`
-	// ShadowMode counts without refusing, for trying a new limit.
-	ShadowMode bool `toml:"shadow_mode"`
+	// Tiers are the rate limits of each quota tier by name; "default"
+	// is required and applies to any tier not named here.
+	Tiers map[string]Tier `toml:"tiers"`
+	// Actions limit observer actions per tenant, by kind (webhook, slack,
+	// email); workers consult the service before each action.
+	Actions map[string]Limit `toml:"actions"`
 	// FailureModeDeny refuses requests when the limiter is unreachable;
 	// the default lets them through (fail open).
 	FailureModeDeny bool     `toml:"failure_mode_deny"`
@@ -226,8 +261,28 @@ func Default() Config {
 		},
 		RateLimit: RateLimit{
 			GRPCAddr: "127.0.0.1:8081", HTTPAddr: "127.0.0.1:8082", DebugAddr: "127.0.0.1:6070",
-			Domain: "fraise", PerTenant: Limit{Requests: 100, Unit: "second"},
+			Domain: "fraise",
+			Tiers: map[string]Tier{
+				"default": {
+					Tenant: Limit{Requests: 100, Unit: "second"}, Read: Limit{Requests: 100, Unit: "second"},
+					Write: Limit{Requests: 20, Unit: "second"}, Flight: Limit{Requests: 5, Unit: "second"},
+					Subject: Limit{Requests: 50, Unit: "second"},
+				},
+				"enterprise": {
+					Tenant: Limit{Requests: 10000, Unit: "second"}, Read: Limit{Requests: 10000, Unit: "second"},
+					Write: Limit{Requests: 2000, Unit: "second"}, Flight: Limit{Requests: 100, Unit: "second"},
+					Subject: Limit{Requests: 1000, Unit: "second"},
+				},
+			},
+			Actions: map[string]Limit{
+				"webhook": {Requests: 50, Unit: "second"}, "slack": {Requests: 10, Unit: "second"},
+				"email": {Requests: 5, Unit: "second"},
+			},
 			Timeout: Duration{100 * time.Millisecond},
+		},
+		Admission: Admission{
+			MaxConcurrent: 100, MaxConcurrentPerTenant: 10, MaxQueue: 200, MaxQueuePerTenant: 20,
+			QueueTimeout: Duration{time.Second}, MemoryThreshold: 0.8, RetryAfter: Duration{time.Second},
 		},
 		Gateway: Gateway{
 			ListenAddr: "127.0.0.1:8443", AdminAddr: "127.0.0.1:9901",
@@ -257,6 +312,7 @@ func Load(path string, getenv func(string) string) (Config, error) {
 		}
 		// Lists of tables replace the defaults rather than merge into them.
 		cfg.Authz.Issuers = nil
+		cfg.RateLimit.Tiers, cfg.RateLimit.Actions = nil, nil
 		md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&cfg)
 		if err != nil {
 			return cfg, fmt.Errorf("config %s: %w", path, err)
@@ -270,6 +326,12 @@ func Load(path string, getenv func(string) string) (Config, error) {
 		}
 		if !md.IsDefined("authz", "issuers") {
 			cfg.Authz.Issuers = Default().Authz.Issuers
+		}
+		if !md.IsDefined("ratelimit", "tiers") {
+			cfg.RateLimit.Tiers = Default().RateLimit.Tiers
+		}
+		if !md.IsDefined("ratelimit", "actions") {
+			cfg.RateLimit.Actions = Default().RateLimit.Actions
 		}
 	}
 	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "FRAISE", getenv); err != nil {
@@ -438,11 +500,49 @@ func (c Config) Validate() error {
 	if c.RateLimit.Domain == "" {
 		bad("ratelimit.domain", "required")
 	}
-	if !slices.Contains([]string{"second", "minute", "hour", "day"}, c.RateLimit.PerTenant.Unit) {
-		bad("ratelimit.per_tenant.unit", "want second, minute, hour or day, got %q", c.RateLimit.PerTenant.Unit)
+	limit := func(key string, l Limit) {
+		if l.Requests > 0 && !slices.Contains([]string{"second", "minute", "hour", "day"}, l.Unit) {
+			bad(key+".unit", "want second, minute, hour or day, got %q", l.Unit)
+		}
 	}
-	if c.RateLimit.PerTenant.Requests == 0 {
-		bad("ratelimit.per_tenant.requests", "want at least 1")
+	if _, ok := c.RateLimit.Tiers["default"]; !ok {
+		bad("ratelimit.tiers", "the \"default\" tier is required: it applies to unknown tiers")
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.RateLimit.Tiers)) {
+		t, key := c.RateLimit.Tiers[name], "ratelimit.tiers."+name
+		limit(key+".tenant", t.Tenant)
+		limit(key+".read", t.Read)
+		limit(key+".write", t.Write)
+		limit(key+".flight", t.Flight)
+		limit(key+".subject", t.Subject)
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.RateLimit.Actions)) {
+		limit("ratelimit.actions."+name, c.RateLimit.Actions[name])
+	}
+	if c.RateLimit.LocalCacheBytes < 0 {
+		bad("ratelimit.local_cache_bytes", "must not be negative")
+	}
+	for _, n := range []struct {
+		key string
+		v   int
+	}{
+		{"admission.max_concurrent", c.Admission.MaxConcurrent},
+		{"admission.max_concurrent_per_tenant", c.Admission.MaxConcurrentPerTenant},
+		{"admission.max_queue", c.Admission.MaxQueue},
+		{"admission.max_queue_per_tenant", c.Admission.MaxQueuePerTenant},
+	} {
+		if n.v < 0 {
+			bad(n.key, "must not be negative (0 is unbounded)")
+		}
+	}
+	if c.Admission.QueueTimeout.Duration < 0 {
+		bad("admission.queue_timeout", "must not be negative")
+	}
+	if c.Admission.MemoryThreshold <= 0 || c.Admission.MemoryThreshold > 1 {
+		bad("admission.memory_threshold", "want a share above 0 and at most 1, got %v", c.Admission.MemoryThreshold)
+	}
+	if c.Admission.RetryAfter.Duration < time.Second {
+		bad("admission.retry_after", "want at least 1s (Retry-After counts whole seconds)")
 	}
 	addr("gateway.listen_addr", c.Gateway.ListenAddr, false)
 	addr("gateway.admin_addr", c.Gateway.AdminAddr, true)

@@ -56,18 +56,18 @@ func TestLoad(t *testing.T) {
 			name: "environment overrides the file",
 			file: "[core]\nhttp_addr = \"0.0.0.0:9000\"\n",
 			env: map[string]string{
-				"FRAISE_CORE_HTTP_ADDR":                "127.0.0.1:7000",
-				"FRAISE_RATELIMIT_PER_TENANT_REQUESTS": "7",
-				"FRAISE_CORE_ASSERTION_KEYS":           "file://a.pub, file://b.pub",
-				"FRAISE_GATEWAY_AUTHZ_TIMEOUT":         "1s",
-				"FRAISE_AUTHZ_DRY_RUN":                 "true",
+				"FRAISE_CORE_HTTP_ADDR":        "127.0.0.1:7000",
+				"FRAISE_ADMISSION_MAX_QUEUE":   "7",
+				"FRAISE_CORE_ASSERTION_KEYS":   "file://a.pub, file://b.pub",
+				"FRAISE_GATEWAY_AUTHZ_TIMEOUT": "1s",
+				"FRAISE_AUTHZ_DRY_RUN":         "true",
 			},
 			check: func(t *testing.T, c config.Config) {
 				if c.Core.HTTPAddr != "127.0.0.1:7000" {
 					t.Errorf("got %q, want the environment's 127.0.0.1:7000", c.Core.HTTPAddr)
 				}
-				if c.RateLimit.PerTenant.Requests != 7 {
-					t.Errorf("got %d, want 7", c.RateLimit.PerTenant.Requests)
+				if c.Admission.MaxQueue != 7 {
+					t.Errorf("got %d, want 7", c.Admission.MaxQueue)
 				}
 				if len(c.Core.AssertionKeys) != 2 || c.Core.AssertionKeys[1] != "file://b.pub" {
 					t.Errorf("got %q, want two keys", c.Core.AssertionKeys)
@@ -84,8 +84,25 @@ func TestLoad(t *testing.T) {
 		},
 		{
 			name:    "every bad value is named at once",
-			file:    "[log]\nformat = \"xml\"\n[core]\nhttp_addr = \"nope\"\n[ratelimit.per_tenant]\nunit = \"fortnight\"\n",
-			wantErr: []string{"log.format", "core.http_addr", "ratelimit.per_tenant.unit"},
+			file:    "[log]\nformat = \"xml\"\n[core]\nhttp_addr = \"nope\"\n[ratelimit.tiers.default]\ntenant = { requests = 1, unit = \"fortnight\" }\n[admission]\nmemory_threshold = 2.0\n",
+			wantErr: []string{"log.format", "core.http_addr", "ratelimit.tiers.default.tenant.unit", "admission.memory_threshold"},
+		},
+		{
+			name: "tiers in the file replace the default tiers",
+			file: "[ratelimit.tiers.default]\ntenant = { requests = 5, unit = \"minute\" }\n[ratelimit.tiers.gold]\nwrite = { requests = 9, unit = \"second\", shadow = true }\n",
+			check: func(t *testing.T, c config.Config) {
+				if len(c.RateLimit.Tiers) != 2 || c.RateLimit.Tiers["default"].Tenant.Requests != 5 || !c.RateLimit.Tiers["gold"].Write.Shadow {
+					t.Errorf("got tiers %+v, want exactly the file's default and gold", c.RateLimit.Tiers)
+				}
+				if c.RateLimit.Actions["webhook"].Requests == 0 {
+					t.Errorf("unset actions lost their defaults: got %+v", c.RateLimit.Actions)
+				}
+			},
+		},
+		{
+			name:    "a default tier is required",
+			file:    "[ratelimit.tiers.gold]\ntenant = { requests = 5, unit = \"minute\" }\n",
+			wantErr: []string{"ratelimit.tiers", "default"},
 		},
 		{
 			name:    "bad environment values name the variable",

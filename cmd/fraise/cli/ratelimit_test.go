@@ -1,0 +1,104 @@
+package cli_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/fraise-dev/fraise/cmd/fraise/cli"
+	"github.com/fraise-dev/fraise/test/harness"
+)
+
+const rateLimitConfig = `
+[redis]
+addr = %q
+[ratelimit]
+grpc_addr = %q
+http_addr = %q
+debug_addr = %q
+[ratelimit.tiers.default]
+tenant = { requests = %d, unit = "hour" }
+[xds]
+poll_interval = "50ms"
+`
+
+// TestRateLimitFollowsConfig runs `fraise ratelimit`, then edits the tiers
+// in fraise.toml and expects the running service to enforce the new limit.
+func TestRateLimitFollowsConfig(t *testing.T) {
+	rd := harness.StartRedis(t)
+	port := func() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(harness.FreePort(t))) }
+	grpcAddr, httpAddr, debugAddr := port(), port(), port()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "fraise.toml")
+	write := func(limit int) {
+		t.Helper()
+		if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(rateLimitConfig, rd.Addr, grpcAddr, httpAddr, debugAddr, limit)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- cli.Run(ctx, []string{"ratelimit", "--config", cfgPath}, func(string) string { return "" }, io.Discard, io.Discard)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("fraise ratelimit: %v", err)
+		}
+	})
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := rlsv3.NewRateLimitServiceClient(conn)
+	// allowed reports how many of three calls for a fresh tenant pass.
+	allowed := func(i int) (int, error) {
+		n := 0
+		for j := 0; j < 3; j++ {
+			cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+			r, err := c.ShouldRateLimit(cctx, &rlsv3.RateLimitRequest{Domain: "fraise", HitsAddend: 1,
+				Descriptors: []*commonrl.RateLimitDescriptor{{Entries: []*commonrl.RateLimitDescriptor_Entry{
+					{Key: "tier", Value: "default"}, {Key: "tenant", Value: "t" + strconv.Itoa(i)},
+				}}}})
+			ccancel()
+			if err != nil {
+				return 0, err
+			}
+			if r.OverallCode == rlsv3.RateLimitResponse_OK {
+				n++
+			}
+		}
+		return n, nil
+	}
+	waitAllowed := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for i := 0; ; i++ {
+			got, err := allowed(want*1000 + i)
+			if err == nil && got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("got %d of 3 calls allowed (%v), want %d", got, err, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitAllowed(1)
+	write(2)
+	waitAllowed(2)
+}
