@@ -122,6 +122,11 @@ type Core struct {
 	MaxLimit        int      `toml:"max_limit"`
 	Introspection   bool     `toml:"introspection"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+
+	// MaxBatch is how many operations one POST may batch as a JSON array;
+	// 0 turns batching off (the default: a batch multiplies a request's cost
+	// behind one rate-limit token).
+	MaxBatch int `toml:"max_batch"`
 }
 
 // Issuer is one trusted JWT issuer.
@@ -401,6 +406,9 @@ func (c Config) Validate() error {
 	}
 	if c.Core.MaxBodyBytes < 1 {
 		bad("core.max_body_bytes", "want at least 1, got %d", c.Core.MaxBodyBytes)
+	}
+	if c.Core.MaxBatch < 0 {
+		bad("core.max_batch", "want 0 (batching off) or more, got %d", c.Core.MaxBatch)
 	}
 	if c.Core.MaxLimit < c.Core.DefaultLimit || c.Core.DefaultLimit < 1 {
 		bad("core.default_limit", "want 1 <= default_limit <= max_limit, got %d and %d", c.Core.DefaultLimit, c.Core.MaxLimit)
