@@ -7,7 +7,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency the race detector checks in `make test`.
 RACE_PKGS := ./core/... ./envoy/... ./extauthz/... ./adapters/... ./cmd/...
 
-.PHONY: all run test lint unit race e2e bench generate build deps services stop clean
+.PHONY: all run test lint unit race e2e audit bench generate build deps services stop clean
 
 all: build
 
@@ -48,6 +48,10 @@ unit:
 
 e2e:
 	$(GO) test -count=1 -v ./test/...
+
+## audit: the GraphQL-over-HTTP conformance suite (npm graphql-http) against the core.
+audit:
+	$(GO) test -count=1 -v -run TestServerAudits ./test/graphqlhttp/
 
 ## bench: Go benchmarks and load runs, printed as a table.
 bench: build
