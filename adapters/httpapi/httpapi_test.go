@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -35,6 +36,8 @@ func (echoEngine) Execute(ctx context.Context, req graphql.Request) *graphql.Res
 		return fail(graphql.CodeValidationFailed)
 	case strings.Contains(req.Query, "overBudget"):
 		return fail(string(core.CodeRateLimited))
+	case strings.Contains(req.Query, "asBuilt"):
+		return &graphql.Response{Data: json.RawMessage(`{"a": [1, 2], "tenant": "` + tenant + `"}`)}
 	case strings.Contains(req.Query, "databaseDown"):
 		return &graphql.Response{Data: json.RawMessage("null"), Errors: []*graphql.Error{{Message: "service unavailable",
 			Extensions: map[string]any{"code": string(core.CodeUnavailable)}}}}
@@ -302,6 +305,22 @@ func runHTTPCases(t *testing.T, h http.Handler, tok string, tests []httpCase) {
 				t.Fatalf("got data %s, want it to contain %s", body.Data, tt.wantData)
 			}
 		})
+	}
+}
+
+// TestDataAsBuilt shows data written as the engine built it (in
+// PostgreSQL), not re-encoded, under either media type.
+func TestDataAsBuilt(t *testing.T) {
+	h, tok := mustHandler(t, 0)
+	for _, accept := range []string{js, gr} {
+		rec := serve(h, tok, httpCase{method: "POST", body: `{"query":"{ asBuilt }"}`, headers: map[string]string{"Accept": accept}})
+		want := `{"data":{"a": [1, 2], "tenant": "` + tenant + `"}}`
+		if rec.Code != 200 || rec.Body.String() != want {
+			t.Fatalf("Accept %s: got %d %s, want 200 %s", accept, rec.Code, rec.Body, want)
+		}
+		if got := rec.Header().Get("Content-Length"); got != strconv.Itoa(len(want)) {
+			t.Errorf("got Content-Length %s, want %d", got, len(want))
+		}
 	}
 }
 

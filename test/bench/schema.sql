@@ -41,9 +41,13 @@ CREATE TABLE public.tv_post (
     tenant_id uuid NOT NULL,
     data      jsonb NOT NULL
 );
--- The index the filter (status) and order (publishedAt desc, id) of the
--- benchmark's read use, on the JSON paths Fraise compiles them to.
-CREATE INDEX ON public.tv_post (tenant_id, (data->>'status'), (data->>'publishedAt') DESC, id);
+-- The index the benchmark's read walks: the tenant (row-level security's
+-- condition), then the order Fraise compiles orderBy publishedAt DESC to.
+-- The filter on status cannot be an index condition here: ->> is not
+-- leakproof, so under row-level security PostgreSQL evaluates it only on
+-- rows the policy let through. Walking the index in order and stopping at
+-- the 50th match reads about 100 rows instead of sorting the tenant's 5000.
+CREATE INDEX ON public.tv_post (tenant_id, (data->>'publishedAt') DESC, id);
 
 DO $$
 DECLARE t text;
