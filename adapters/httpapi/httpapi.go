@@ -68,6 +68,10 @@ const (
 	CodeBatchLimit           = "BATCH_LIMIT_EXCEEDED"
 )
 
+// codeMutationNotAllowed is the engine's refusal of a mutation in a
+// read-only request (graphql.Request.ReadOnly, which GET sets).
+const codeMutationNotAllowed = "MUTATION_NOT_ALLOWED"
+
 // statusOf is the one table from core error codes to HTTP statuses.
 var statusOf = map[core.Code]int{
 	core.CodeInvalid:         http.StatusBadRequest,
@@ -175,6 +179,13 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 
 	if !batch {
 		resp := h.o.Engine.Execute(ctx, reqs[0])
+		if r.Method == http.MethodGet && resp.Data == nil && len(resp.Errors) > 0 && resp.Errors[0].Extensions["code"] == codeMutationNotAllowed {
+			// A persisted operation sent by hash alone is a mutation only
+			// the engine can tell; it refuses it for a read-only request.
+			writeError(w, media, &refusal{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed,
+				msg: "mutations must use POST", allow: http.MethodPost})
+			return
+		}
 		if len(resp.Errors) == 0 && len(resp.Data) > 0 {
 			// The common answer, data alone, is written as it came from
 			// PostgreSQL: encoding/json would only re-scan (compact and

@@ -36,6 +36,8 @@ func (echoEngine) Execute(ctx context.Context, req graphql.Request) *graphql.Res
 		return fail(graphql.CodeValidationFailed)
 	case strings.Contains(req.Query, "overBudget"):
 		return fail(string(core.CodeRateLimited))
+	case strings.Contains(req.Query, "persistedMutation"):
+		return fail("MUTATION_NOT_ALLOWED")
 	case strings.Contains(req.Query, "asBuilt"):
 		return &graphql.Response{Data: json.RawMessage(`{"a": [1, 2], "tenant": "` + tenant + `"}`)}
 	case strings.Contains(req.Query, "databaseDown"):
@@ -123,6 +125,8 @@ func TestGraphQLOverHTTP(t *testing.T) {
 		{name: "GET query picked beside a mutation runs", method: "GET",
 			target: get("query", "query Q { a } mutation M { b }", "operationName", "Q"), wantStatus: 200, wantData: "query Q"},
 		{name: "GET mutation under graphql-response+json is 405", method: "GET", target: get("query", "mutation { b }"),
+			headers: map[string]string{"Accept": grAc}, wantStatus: 405, wantType: gr, wantCode: "METHOD_NOT_ALLOWED", wantAllow: "POST"},
+		{name: "GET of a mutation only the engine recognizes is 405", method: "GET", target: get("query", "{ persistedMutation }"),
 			headers: map[string]string{"Accept": grAc}, wantStatus: 405, wantType: gr, wantCode: "METHOD_NOT_ALLOWED", wantAllow: "POST"},
 		{name: "PUT is 405", method: "PUT", body: okQ, wantStatus: 405, wantCode: "METHOD_NOT_ALLOWED", wantAllow: "GET, POST"},
 		{name: "DELETE is 405", method: "DELETE", wantStatus: 405, wantCode: "METHOD_NOT_ALLOWED", wantAllow: "GET, POST"},

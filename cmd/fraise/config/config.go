@@ -117,16 +117,12 @@ type Core struct {
 	// to them); the current and the previous key during a rotation.
 	AssertionKeys   []string `toml:"assertion_keys"`
 	MaxBodyBytes    int      `toml:"max_body_bytes"`
+	MaxBatch        int      `toml:"max_batch"` // operations one POST may batch; 0 (default): batching off
 	MaxDepth        int      `toml:"max_depth"`
 	DefaultLimit    int      `toml:"default_limit"`
 	MaxLimit        int      `toml:"max_limit"`
 	Introspection   bool     `toml:"introspection"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
-
-	// MaxBatch is how many operations one POST may batch as a JSON array;
-	// 0 turns batching off (the default: a batch multiplies a request's cost
-	// behind one rate-limit token).
-	MaxBatch int `toml:"max_batch"`
 }
 
 // Issuer is one trusted JWT issuer.
@@ -404,11 +400,11 @@ func (c Config) Validate() error {
 	if len(c.Core.AssertionKeys) == 0 {
 		bad("core.assertion_keys", "at least one extauthz public key is required")
 	}
-	if c.Core.MaxBodyBytes < 1 {
-		bad("core.max_body_bytes", "want at least 1, got %d", c.Core.MaxBodyBytes)
-	}
 	if c.Core.MaxBatch < 0 {
 		bad("core.max_batch", "want 0 (batching off) or more, got %d", c.Core.MaxBatch)
+	}
+	if c.Core.MaxBodyBytes < 1 {
+		bad("core.max_body_bytes", "want at least 1, got %d", c.Core.MaxBodyBytes)
 	}
 	if c.Core.MaxLimit < c.Core.DefaultLimit || c.Core.DefaultLimit < 1 {
 		bad("core.default_limit", "want 1 <= default_limit <= max_limit, got %d and %d", c.Core.DefaultLimit, c.Core.MaxLimit)
