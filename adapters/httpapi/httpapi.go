@@ -57,11 +57,13 @@ const (
 )
 
 // The extensions.code of each refusal the HTTP edge makes before a request
-// reaches the engine. Authentication and size refusals reuse the core codes
-// (UNAUTHENTICATED, TOO_LARGE) so every component names them alike.
+// reaches the engine. Malformed requests, authentication and size refusals
+// use the core's codes (INVALID, UNAUTHENTICATED, TOO_LARGE), as extauthz
+// does for the same requests at the gateway, so every component names them
+// alike.
 const (
-	CodeBadRequest           = graphql.CodeBadRequest // malformed body or parameters (400)
-	CodeNotAcceptable        = "NOT_ACCEPTABLE"       // no acceptable response media type (406)
+	CodeInvalid              = string(core.CodeInvalid) // malformed body or parameters (400)
+	CodeNotAcceptable        = "NOT_ACCEPTABLE"         // no acceptable response media type (406)
 	CodeUnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
 	CodeMethodNotAllowed     = "METHOD_NOT_ALLOWED" // other methods, and mutations over GET (405)
 	CodeBatchDisabled        = "BATCH_DISABLED"     // a JSON array while batching is off (400)
@@ -124,7 +126,7 @@ type refusal struct {
 func (r *refusal) Error() string { return r.msg }
 
 func badRequest(msg string) *refusal {
-	return &refusal{status: http.StatusBadRequest, code: CodeBadRequest, msg: msg}
+	return &refusal{status: http.StatusBadRequest, code: CodeInvalid, msg: msg}
 }
 
 func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
