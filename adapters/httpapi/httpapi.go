@@ -123,8 +123,6 @@ type refusal struct {
 	allow  string // the Allow header of a 405
 }
 
-func (r *refusal) Error() string { return r.msg }
-
 func badRequest(msg string) *refusal {
 	return &refusal{status: http.StatusBadRequest, code: CodeInvalid, msg: msg}
 }
