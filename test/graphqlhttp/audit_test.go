@@ -15,7 +15,9 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +27,7 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/cmd/fraise/cli"
+	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/deploy/demo"
 	"github.com/fraise-dev/fraise/test/harness"
@@ -45,7 +48,7 @@ type auditResult struct {
 func TestServerAudits(t *testing.T) {
 	harness.SkipShort(t)
 	mustNodeModules(t)
-	url, key, kid := mustCore(t)
+	url, key, kid := mustCore(t, "")
 
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
@@ -146,9 +149,10 @@ func mustDocumentedWarnings(tb testing.TB) map[string]bool {
 	return out
 }
 
-// mustCore starts `fraise serve` on a fresh database with the demo schema and
-// returns its GraphQL URL and the key its verifier trusts.
-func mustCore(tb testing.TB) (string, ed25519.PrivateKey, string) {
+// mustCore starts `fraise serve` on a fresh database with the demo schema,
+// extra added to its [core] section, and returns its GraphQL URL and the key
+// its verifier trusts.
+func mustCore(tb testing.TB, extra string) (string, ed25519.PrivateKey, string) {
 	tb.Helper()
 	pg, db := harness.NewDatabase(tb)
 	dir := tb.TempDir()
@@ -177,7 +181,8 @@ admin_addr = ""
 tls = false
 introspection = true
 assertion_keys = [%q]
-`, pg.URL("fraise_app", db), pg.AdminURL(db), addr, "file://"+pubPath)
+%s
+`, pg.URL("fraise_app", db), pg.AdminURL(db), addr, "file://"+pubPath, extra)
 	cfgPath := filepath.Join(dir, "fraise.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		tb.Fatal(err)
@@ -222,4 +227,47 @@ assertion_keys = [%q]
 		time.Sleep(50 * time.Millisecond)
 	}
 	return "http://" + addr + "/graphql", priv, assertion.KeyID(pub)
+}
+
+// TestBatchConfigured shows core.max_batch reaching the served handler: a
+// batch within it runs, one past it is refused.
+func TestBatchConfigured(t *testing.T) {
+	harness.SkipShort(t)
+	url, key, kid := mustCore(t, "max_batch = 2")
+	signer, err := assertion.NewSigner(key, kid, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		body       string
+		wantStatus int
+		wantPrefix string
+	}{
+		{name: "within the limit", body: `[{"query":"{ __typename }"},{"query":"{ users { name } }"}]`, wantStatus: 200, wantPrefix: `[{"data":{"__typename":"Query"}},{"data":{"users":[`},
+		{name: "past the limit", body: `[{"query":"{ a }"},{"query":"{ b }"},{"query":"{ c }"}]`, wantStatus: 400, wantPrefix: `{"errors":[`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok, err := signer.Sign(core.Principal{Subject: "batch-test", Tenant: demo.TenantAcme}, "batch")
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set(assertion.Header, tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.wantStatus || !strings.HasPrefix(string(b), tt.wantPrefix) {
+				t.Fatalf("got %d %s, want %d and a body starting %s", resp.StatusCode, b, tt.wantStatus, tt.wantPrefix)
+			}
+		})
+	}
 }
