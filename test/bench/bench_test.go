@@ -262,8 +262,7 @@ func (e *env) target(tb testing.TB, op, server string) (bench.Target, func([]byt
 		client, url = e.gateway, e.gatewayURL
 		header = func(h http.Header) { h.Set("Authorization", "Bearer "+e.jwt) }
 	case "postgraphile":
-		url = e.pgURL
-		header = func(h http.Header) { h.Set("x-fraise-tenant", tenant) }
+		url = e.pgURL // verifies the same assertion (postgraphile/server.cjs)
 	}
 	return bench.Target{
 		Client: client,
@@ -502,8 +501,21 @@ authz_timeout = "2s"
 		RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
 	}})
 
-	addr, pid := startPostGraphile(tb, pg.URL("fraise_app", db), maxConns)
+	addr, pid := startPostGraphile(tb, pg.URL("fraise_app", db), maxConns, filepath.Join(keys, "assertion.pub"))
 	e.pgURL, e.nodePID = "http://"+addr+"/graphql", pid
+	// Both servers must pay for verifying who asks: PostGraphile refuses
+	// a request without the assertion, as the core does.
+	for url, name := range map[string]string{e.pgURL: "PostGraphile", e.coreURL: "the core"} {
+		resp, err := e.direct.Post(url, "application/json", strings.NewReader(`{"query":"{ __typename }"}`))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			tb.Fatalf("%s answered %d without an identity assertion, want 401", name, resp.StatusCode)
+		}
+	}
 	return e
 }
 
@@ -628,12 +640,12 @@ func mustListen(tb testing.TB, addr string) {
 
 // startPostGraphile installs PostGraphile from the committed lock file when
 // needed, starts it on the database and returns its address and pid.
-func startPostGraphile(tb testing.TB, dbURL string, poolMax int) (string, int) {
+func startPostGraphile(tb testing.TB, dbURL string, poolMax int, assertionPub string) (string, int) {
 	tb.Helper()
 	mustNodeModules(tb, "postgraphile")
 	cmd := exec.Command("node", "server.cjs")
 	cmd.Dir = "postgraphile"
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, fmt.Sprintf("POOL_MAX=%d", poolMax))
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, fmt.Sprintf("POOL_MAX=%d", poolMax), "ASSERTION_PUB="+assertionPub)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatal(err)
