@@ -7,7 +7,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency the race detector checks in `make test`.
 RACE_PKGS := ./core/... ./envoy/... ./extauthz/... ./adapters/... ./cmd/...
 
-.PHONY: all run test lint unit race e2e bench generate build deps services stop clean
+.PHONY: all run test lint unit race e2e audit bench generate build deps services stop clean
 
 all: build
 
@@ -49,10 +49,16 @@ unit:
 e2e:
 	$(GO) test -count=1 -v ./test/...
 
+## audit: the GraphQL-over-HTTP conformance suite (npm graphql-http) against the core.
+audit:
+	$(GO) test -count=1 -v -run TestServerAudits ./test/graphqlhttp/
+
 ## bench: Go benchmarks and load runs, printed as a table.
+## The table prints even when a benchmark fails (test/bench fails clearly when
+## the engine cannot run an operation); make still exits non-zero then.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./... | tee bin/bench.txt
-	@deploy/dev/benchtable.sh bin/bench.txt
+	@status=0; $(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./... | tee bin/bench.txt || status=$$?; \
+	deploy/dev/benchtable.sh bin/bench.txt; exit $$status
 
 ## generate: regenerate checked-in generated files (deploy/envoy's static and xDS Envoy bootstraps).
 generate: build

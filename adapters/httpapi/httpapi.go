@@ -2,9 +2,16 @@
 // behind a check of the identity assertion extauthz signed, and the admin
 // endpoints (/healthz, /readyz, /metrics). It is where core errors become
 // HTTP statuses, through one table.
+//
+// The GraphQL endpoint follows the GraphQL-over-HTTP specification (draft):
+// POST with application/json, GET for queries only, Accept negotiation
+// between application/graphql-response+json and application/json with the
+// status codes each prescribes, and optional batches. docs/graphql-over-http.md
+// lists every refusal and its extensions.code.
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,8 +19,13 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/parser"
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
@@ -27,18 +39,40 @@ type Executor interface {
 
 // Options configures the GraphQL handler.
 type Options struct {
-	Verifier     *assertion.Verifier
-	Engine       Executor
+	Verifier *assertion.Verifier
+	Engine   Executor
+	// MaxBodyBytes bounds a POST body (0: 1 MiB); larger ones get 413.
 	MaxBodyBytes int64
-	Logger       *slog.Logger
-	Metrics      *Metrics
+	// MaxBatch is how many operations one POST may carry as a JSON array.
+	// 0 (the default) turns batching off: an array is refused with 400.
+	MaxBatch int
+	Logger   *slog.Logger
+	Metrics  *Metrics
 }
 
-// Content types of GraphQL over HTTP.
+// Media types of GraphQL over HTTP.
 const (
-	mediaGraphQLResponse = "application/graphql-response+json"
-	mediaJSON            = "application/json"
+	MediaGraphQLResponse = "application/graphql-response+json"
+	MediaJSON            = "application/json"
 )
+
+// The extensions.code of each refusal the HTTP edge makes before a request
+// reaches the engine. Malformed requests, authentication and size refusals
+// use the core's codes (INVALID, UNAUTHENTICATED, TOO_LARGE), as extauthz
+// does for the same requests at the gateway, so every component names them
+// alike.
+const (
+	CodeInvalid              = string(core.CodeInvalid) // malformed body or parameters (400)
+	CodeNotAcceptable        = "NOT_ACCEPTABLE"         // no acceptable response media type (406)
+	CodeUnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
+	CodeMethodNotAllowed     = "METHOD_NOT_ALLOWED" // other methods, and mutations over GET (405)
+	CodeBatchDisabled        = "BATCH_DISABLED"     // a JSON array while batching is off (400)
+	CodeBatchLimit           = "BATCH_LIMIT_EXCEEDED"
+)
+
+// codeMutationNotAllowed is the engine's refusal of a mutation in a
+// read-only request (graphql.Request.ReadOnly, which GET sets).
+const codeMutationNotAllowed = "MUTATION_NOT_ALLOWED"
 
 // statusOf is the one table from core error codes to HTTP statuses.
 var statusOf = map[core.Code]int{
@@ -81,6 +115,18 @@ func NewHandler(o Options) http.Handler {
 
 type handler struct{ o Options }
 
+// refusal is a request the edge answers itself, with a GraphQL-shaped body.
+type refusal struct {
+	status int
+	code   string
+	msg    string
+	allow  string // the Allow header of a 405
+}
+
+func badRequest(msg string) *refusal {
+	return &refusal{status: http.StatusBadRequest, code: CodeInvalid, msg: msg}
+}
+
 func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rw := &statusWriter{ResponseWriter: w}
@@ -96,91 +142,314 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 		h.o.Logger.LogAttrs(ctx, slog.LevelWarn, "refused request without a valid assertion",
 			slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("err", err.Error()))
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, core.CodeUnauthenticated, "authentication required")
+		writeError(w, MediaJSON, &refusal{status: http.StatusUnauthorized, code: string(core.CodeUnauthenticated), msg: "authentication required"})
 		return
 	}
 	ctx = core.WithPrincipal(ctx, p)
 
-	var req graphql.Request
+	media, ok := negotiate(r.Header.Values("Accept"))
+	if !ok {
+		writeError(w, MediaJSON, &refusal{status: http.StatusNotAcceptable, code: CodeNotAcceptable,
+			msg: "Accept must allow " + MediaGraphQLResponse + " or " + MediaJSON})
+		return
+	}
+
+	var reqs []graphql.Request
+	batch := false
 	switch r.Method {
-	case http.MethodPost:
-		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		if err != nil || mt != mediaJSON {
-			writeError(w, http.StatusUnsupportedMediaType, core.CodeInvalid, "Content-Type must be application/json")
-			return
-		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxBodyBytes))
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				writeError(w, http.StatusRequestEntityTooLarge, core.CodeTooLarge, "request body too large")
-				return
-			}
-			writeError(w, http.StatusBadRequest, core.CodeInvalid, "could not read request body")
-			return
-		}
-		if err := json.Unmarshal(body, &req); err != nil {
-			writeError(w, http.StatusBadRequest, core.CodeInvalid, "request body is not a GraphQL request in JSON")
-			return
-		}
 	case http.MethodGet:
-		q := r.URL.Query()
-		req.Query = q.Get("query")
-		req.OperationName = q.Get("operationName")
-		if v := q.Get("variables"); v != "" {
-			if err := json.Unmarshal([]byte(v), &req.Variables); err != nil {
-				writeError(w, http.StatusBadRequest, core.CodeInvalid, "variables is not a JSON object")
-				return
-			}
+		req, ref := h.fromQuery(r.URL.RawQuery)
+		if ref != nil {
+			writeError(w, media, ref)
+			return
 		}
-		if v := q.Get("extensions"); v != "" {
-			if err := json.Unmarshal([]byte(v), &req.Extensions); err != nil {
-				writeError(w, http.StatusBadRequest, core.CodeInvalid, "extensions is not a JSON object")
-				return
-			}
+		reqs = []graphql.Request{req}
+	case http.MethodPost:
+		var ref *refusal
+		reqs, batch, ref = h.fromBody(w, r)
+		if ref != nil {
+			writeError(w, media, ref)
+			return
 		}
 	default:
-		w.Header().Set("Allow", "GET, POST")
-		writeError(w, http.StatusMethodNotAllowed, core.CodeInvalid, "use GET or POST")
-		return
-	}
-	if req.Query == "" && req.Extensions == nil {
-		writeError(w, http.StatusBadRequest, core.CodeInvalid, "missing query")
+		writeError(w, media, &refusal{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed,
+			msg: "use GET (queries) or POST", allow: "GET, POST"})
 		return
 	}
 
-	resp := h.o.Engine.Execute(ctx, req)
-	media := negotiate(r.Header.Get("Accept"))
-	status := http.StatusOK
-	// GraphQL over HTTP: with the graphql-response media type a request
-	// error (no data at all) is a 4xx; plain JSON keeps 200 for old clients.
-	if media == mediaGraphQLResponse && resp.Data == nil && len(resp.Errors) > 0 {
-		status = http.StatusBadRequest
-		if c, ok := resp.Errors[0].Extensions["code"].(string); ok {
-			if s, ok := statusOf[core.Code(c)]; ok && c != string(core.CodeInvalid) {
-				status = s
+	if !batch {
+		resp := h.o.Engine.Execute(ctx, reqs[0])
+		if r.Method == http.MethodGet && resp.Data == nil && len(resp.Errors) > 0 && resp.Errors[0].Extensions["code"] == codeMutationNotAllowed {
+			// A persisted operation sent by hash alone is a mutation only
+			// the engine can tell; it refuses it for a read-only request.
+			writeError(w, media, &refusal{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed,
+				msg: "mutations must use POST", allow: http.MethodPost})
+			return
+		}
+		if len(resp.Errors) == 0 && len(resp.Data) > 0 {
+			// The common answer, data alone, is written as it came from
+			// PostgreSQL: encoding/json would only re-scan (compact and
+			// validate) JSON the database built.
+			writeBody(w, http.StatusOK, media, append(append(append(make([]byte, 0, len(resp.Data)+9), `{"data":`...), resp.Data...), '}'))
+			return
+		}
+		writeJSON(w, statusFor(media, resp), media, resp)
+		return
+	}
+	out := make([]*graphql.Response, len(reqs))
+	for i, req := range reqs {
+		out[i] = h.o.Engine.Execute(ctx, req)
+	}
+	// A batch is not in the specification; it cannot have one status for
+	// mixed outcomes, so it is 200 and each entry carries its own errors.
+	writeJSON(w, http.StatusOK, media, out)
+}
+
+// statusFor is the status the specification prescribes for an executed
+// request. With application/json every well-formed request gets 200. With
+// application/graphql-response+json a response without data (a request
+// error: parse, validation, variable coercion, a refused operation) is a
+// 4xx (400 unless its code names a more specific status); a response with
+// data, even null, is 200.
+func statusFor(media string, resp *graphql.Response) int {
+	if media != MediaGraphQLResponse || resp.Data != nil || len(resp.Errors) == 0 {
+		return http.StatusOK
+	}
+	if c, ok := resp.Errors[0].Extensions["code"].(string); ok && c != string(core.CodeInvalid) {
+		if s, ok := statusOf[core.Code(c)]; ok {
+			return s
+		}
+	}
+	return http.StatusBadRequest
+}
+
+// fromQuery reads a GET request's parameters. GET never runs a mutation
+// (the specification requires 405): the document is parsed here to find out
+// which operation would run.
+func (h *handler) fromQuery(raw string) (graphql.Request, *refusal) {
+	var req graphql.Request
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return req, badRequest("the query string is not URL-encoded")
+	}
+	req.Query = q.Get("query")
+	req.OperationName = q.Get("operationName")
+	if v := q.Get("variables"); v != "" {
+		if err := json.Unmarshal([]byte(v), &req.Variables); err != nil {
+			return req, badRequest("variables must be a JSON object")
+		}
+	}
+	if v := q.Get("extensions"); v != "" {
+		if err := json.Unmarshal([]byte(v), &req.Extensions); err != nil {
+			return req, badRequest("extensions must be a JSON object")
+		}
+	}
+	if ref := checkRequest(req); ref != nil {
+		return req, ref
+	}
+	if isMutation(req.Query, req.OperationName) {
+		return req, &refusal{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed,
+			msg: "mutations must use POST", allow: http.MethodPost}
+	}
+	return req, nil
+}
+
+// isMutation reports whether the operation query and name select is a
+// mutation. A document that does not parse, or names no single operation,
+// is not one: the engine reports those errors the usual way.
+func isMutation(query, name string) bool {
+	if !strings.Contains(query, "mutation") {
+		return false
+	}
+	doc, err := parser.ParseQuery(&ast.Source{Input: query})
+	if err != nil {
+		return false
+	}
+	var op *ast.OperationDefinition
+	switch {
+	case name != "":
+		op = doc.Operations.ForName(name)
+	case len(doc.Operations) == 1:
+		op = doc.Operations[0]
+	}
+	return op != nil && op.Operation == ast.Mutation
+}
+
+// fromBody reads a POST body: one request object or, when batching is on,
+// an array of them.
+func (h *handler) fromBody(w http.ResponseWriter, r *http.Request) ([]graphql.Request, bool, *refusal) {
+	if ref := checkContentType(r.Header.Get("Content-Type")); ref != nil {
+		return nil, false, ref
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, false, &refusal{status: http.StatusRequestEntityTooLarge, code: string(core.CodeTooLarge),
+				msg: "request body is larger than " + strconv.FormatInt(h.o.MaxBodyBytes, 10) + " bytes"}
+		}
+		return nil, false, badRequest("could not read the request body")
+	}
+	body = bytes.TrimLeft(body, " \t\r\n")
+	if len(body) == 0 {
+		return nil, false, badRequest("the request body is empty")
+	}
+	if body[0] != '[' {
+		req, ref := decodeRequest(body)
+		if ref != nil {
+			return nil, false, ref
+		}
+		return []graphql.Request{req}, false, nil
+	}
+	if h.o.MaxBatch <= 0 {
+		return nil, false, &refusal{status: http.StatusBadRequest, code: CodeBatchDisabled, msg: "batched requests are disabled on this server"}
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(body, &items); err != nil {
+		return nil, false, badRequest("the request body is not valid JSON")
+	}
+	if len(items) == 0 {
+		return nil, false, badRequest("the batch is empty")
+	}
+	if len(items) > h.o.MaxBatch {
+		return nil, false, &refusal{status: http.StatusBadRequest, code: CodeBatchLimit,
+			msg: "a batch may hold at most " + strconv.Itoa(h.o.MaxBatch) + " operations"}
+	}
+	reqs := make([]graphql.Request, len(items))
+	for i, item := range items {
+		req, ref := decodeRequest(item)
+		if ref != nil {
+			ref.msg = "batch entry " + strconv.Itoa(i) + ": " + ref.msg
+			return nil, false, ref
+		}
+		reqs[i] = req
+	}
+	return reqs, true, nil
+}
+
+// checkContentType accepts application/json in UTF-8, the one encoding the
+// specification requires; anything else (or nothing) is 415.
+func checkContentType(ct string) *refusal {
+	unsupported := &refusal{status: http.StatusUnsupportedMediaType, code: CodeUnsupportedMediaType,
+		msg: "Content-Type must be application/json (UTF-8)"}
+	if ct == "" {
+		return unsupported
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != MediaJSON {
+		return unsupported
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return unsupported
+	}
+	return nil
+}
+
+// decodeRequest decodes one request object, naming the parameter of the
+// wrong type.
+func decodeRequest(b []byte) (graphql.Request, *refusal) {
+	var req graphql.Request
+	if err := json.Unmarshal(b, &req); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			switch te.Field {
+			case "":
+				return req, badRequest("the request body must be a JSON object")
+			case "query", "operationName":
+				return req, badRequest(te.Field + " must be a string")
+			case "variables", "extensions":
+				return req, badRequest(te.Field + " must be a JSON object")
+			}
+			return req, badRequest(te.Field + " has the wrong type")
+		}
+		return req, badRequest("the request body is not valid JSON")
+	}
+	if ref := checkRequest(req); ref != nil {
+		return req, ref
+	}
+	return req, nil
+}
+
+// checkRequest refuses a request without a document, unless it names a
+// persisted one (automatic persisted queries send only its hash).
+func checkRequest(req graphql.Request) *refusal {
+	if req.Query != "" {
+		return nil
+	}
+	if _, ok := req.Extensions["persistedQuery"]; ok {
+		return nil
+	}
+	return badRequest("the query parameter is missing")
+}
+
+// negotiate picks the response media type from the Accept header. No header
+// means application/json. Among acceptable types the higher q wins; at equal
+// q an explicit application/graphql-response+json wins, while wildcards
+// (*/*, application/*) get application/json, which every client reads. ok
+// is false when neither type is acceptable (406).
+func negotiate(accept []string) (media string, ok bool) {
+	if len(accept) == 0 {
+		return MediaJSON, true
+	}
+	type score struct {
+		q        float64
+		specific int // 2 exact, 1 application/*, 0 */*
+		set      bool
+	}
+	var gr, js score
+	seen := false
+	for _, line := range accept {
+		for _, part := range strings.Split(line, ",") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			seen = true
+			mt, params, err := mime.ParseMediaType(part)
+			if err != nil {
+				continue
+			}
+			q := 1.0
+			if v, ok := params["q"]; ok {
+				if q, err = strconv.ParseFloat(v, 64); err != nil || q < 0 || q > 1 {
+					continue
+				}
+			}
+			for _, c := range []struct {
+				media string
+				s     *score
+			}{{MediaGraphQLResponse, &gr}, {MediaJSON, &js}} {
+				spec := -1
+				switch mt {
+				case c.media:
+					spec = 2
+				case "application/*":
+					spec = 1
+				case "*/*":
+					spec = 0
+				}
+				// The most specific range that matches decides the q.
+				if spec >= 0 && (!c.s.set || spec > c.s.specific) {
+					*c.s = score{q: q, specific: spec, set: true}
+				}
 			}
 		}
 	}
-	writeJSON(w, status, media, resp)
-}
-
-// negotiate picks the response media type from Accept, preferring
-// application/graphql-response+json as the specification asks.
-func negotiate(accept string) string {
-	if accept == "" {
-		return mediaJSON
+	if !seen {
+		return MediaJSON, true
 	}
-	for _, part := range strings.Split(accept, ",") {
-		mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
-		if err != nil {
-			continue
-		}
-		if mt == mediaGraphQLResponse {
-			return mediaGraphQLResponse
-		}
+	switch {
+	case gr.q <= 0 && js.q <= 0:
+		return "", false
+	case gr.q > js.q:
+		return MediaGraphQLResponse, true
+	case js.q > gr.q:
+		return MediaJSON, true
+	case gr.specific == 2:
+		return MediaGraphQLResponse, true
+	default:
+		return MediaJSON, true
 	}
-	return mediaJSON
 }
 
 type errorBody struct {
@@ -194,8 +463,11 @@ type errorEntry struct {
 
 // writeError writes a GraphQL-shaped error response, the shape every Fraise
 // refusal has whichever component refuses.
-func writeError(w http.ResponseWriter, status int, code core.Code, msg string) {
-	writeJSON(w, status, mediaJSON, errorBody{Errors: []errorEntry{{Message: msg, Extensions: map[string]any{"code": string(code)}}}})
+func writeError(w http.ResponseWriter, media string, r *refusal) {
+	if r.allow != "" {
+		w.Header().Set("Allow", r.allow)
+	}
+	writeJSON(w, r.status, media, errorBody{Errors: []errorEntry{{Message: r.msg, Extensions: map[string]any{"code": r.code}}}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, media string, v any) {
@@ -204,7 +476,13 @@ func writeJSON(w http.ResponseWriter, status int, media string, v any) {
 		status = http.StatusInternalServerError
 		b = []byte(`{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}`)
 	}
-	w.Header().Set("Content-Type", media+"; charset=utf-8")
+	writeBody(w, status, media, b)
+}
+
+func writeBody(w http.ResponseWriter, status int, media string, b []byte) {
+	h := w.Header()
+	h.Set("Content-Type", media+"; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }

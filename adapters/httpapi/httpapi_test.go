@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -16,20 +18,41 @@ import (
 	"github.com/fraise-dev/fraise/core/graphql"
 )
 
-// echoEngine answers with the principal it was given, so the tests see what
-// the handler passed on; the engine itself is tested against PostgreSQL.
+const tenant = "11111111-1111-4111-8111-111111111111"
+
+// echoEngine answers with what the handler passed it (the principal's tenant
+// and the request), so the tests see it; words in the query pick the
+// engine's failure modes. The engine itself is tested against PostgreSQL.
 type echoEngine struct{}
 
 func (echoEngine) Execute(ctx context.Context, req graphql.Request) *graphql.Response {
-	if strings.Contains(req.Query, "syntax error") {
-		return &graphql.Response{Errors: []*graphql.Error{{Message: "bad", Extensions: map[string]any{"code": graphql.CodeParseFailed}}}}
+	fail := func(code string) *graphql.Response {
+		return &graphql.Response{Errors: []*graphql.Error{{Message: "refused", Extensions: map[string]any{"code": code}}}}
+	}
+	switch {
+	case strings.Contains(req.Query, "syntax error"):
+		return fail(graphql.CodeParseFailed)
+	case strings.Contains(req.Query, "unknownField"):
+		return fail(graphql.CodeValidationFailed)
+	case strings.Contains(req.Query, "overBudget"):
+		return fail(string(core.CodeRateLimited))
+	case strings.Contains(req.Query, "persistedMutation"):
+		return fail("MUTATION_NOT_ALLOWED")
+	case strings.Contains(req.Query, "asBuilt"):
+		return &graphql.Response{Data: json.RawMessage(`{"a": [1, 2], "tenant": "` + tenant + `"}`)}
+	case strings.Contains(req.Query, "databaseDown"):
+		return &graphql.Response{Data: json.RawMessage("null"), Errors: []*graphql.Error{{Message: "service unavailable",
+			Extensions: map[string]any{"code": string(core.CodeUnavailable)}}}}
 	}
 	p, _ := core.PrincipalFrom(ctx)
-	b, _ := json.Marshal(map[string]string{"tenant": p.Tenant, "query": req.Query})
+	b, _ := json.Marshal(map[string]any{"tenant": p.Tenant, "query": req.Query, "operationName": req.OperationName,
+		"variables": req.Variables, "extensions": req.Extensions})
 	return &graphql.Response{Data: b}
 }
 
-func mustHandler(tb testing.TB) (http.Handler, string) {
+// mustHandler returns a handler verifying assertions with a fresh key, and
+// an assertion signed with it for the tenant.
+func mustHandler(tb testing.TB, maxBatch int) (http.Handler, string) {
 	tb.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -40,72 +63,227 @@ func mustHandler(tb testing.TB) (http.Handler, string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tok, err := signer.Sign(core.Principal{Subject: "alice", Tenant: "11111111-1111-4111-8111-111111111111"}, "r1")
+	tok, err := signer.Sign(core.Principal{Subject: "alice", Tenant: tenant}, "r1")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	h := httpapi.NewHandler(httpapi.Options{
 		Verifier: assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, nil),
-		Engine:   echoEngine{}, MaxBodyBytes: 1024, Metrics: httpapi.NewMetrics(),
+		Engine:   echoEngine{}, MaxBodyBytes: 1024, MaxBatch: maxBatch, Metrics: httpapi.NewMetrics(),
 	})
 	return h, tok
 }
 
-func TestGraphQLOverHTTP(t *testing.T) {
-	h, tok := mustHandler(t)
-	tests := []struct {
-		name        string
-		method      string
-		target      string
-		body        string
-		headers     map[string]string
-		noAssertion bool
-		wantStatus  int
-		wantType    string
-		wantCode    string
-	}{
-		{name: "POST json", method: "POST", body: `{"query":"{ users { id } }"}`, wantStatus: 200, wantType: "application/json"},
-		{name: "GET query", method: "GET", target: "/graphql?query=%7B+users+%7B+id+%7D+%7D", wantStatus: 200, wantType: "application/json"},
-		{name: "graphql-response+json preferred", method: "POST", body: `{"query":"{ users { id } }"}`,
-			headers: map[string]string{"Accept": "application/graphql-response+json, application/json"}, wantStatus: 200, wantType: "application/graphql-response+json"},
-		{name: "request error is 400 with graphql-response+json", method: "POST", body: `{"query":"syntax error"}`,
-			headers: map[string]string{"Accept": "application/graphql-response+json"}, wantStatus: 400, wantCode: graphql.CodeParseFailed},
-		{name: "request error is 200 with application/json", method: "POST", body: `{"query":"syntax error"}`, wantStatus: 200, wantCode: graphql.CodeParseFailed},
-		{name: "no assertion", method: "POST", body: `{"query":"{ users { id } }"}`, noAssertion: true, wantStatus: 401, wantCode: "UNAUTHENTICATED"},
-		{name: "forged assertion", method: "POST", body: `{"query":"{ users { id } }"}`, noAssertion: true,
-			headers: map[string]string{assertion.Header: "eyJhbGciOiJFZERTQSJ9.e30.AAAA"}, wantStatus: 401, wantCode: "UNAUTHENTICATED"},
-		{name: "wrong content type", method: "POST", body: `{"query":"{ users { id } }"}`, headers: map[string]string{"Content-Type": "text/plain"}, wantStatus: 415, wantCode: "INVALID"},
-		{name: "body not JSON", method: "POST", body: `{"query":`, wantStatus: 400, wantCode: "INVALID"},
-		{name: "body too large", method: "POST", body: `{"query":"` + strings.Repeat("x", 2000) + `"}`, wantStatus: 413, wantCode: "TOO_LARGE"},
-		{name: "missing query", method: "POST", body: `{}`, wantStatus: 400, wantCode: "INVALID"},
-		{name: "bad variables on GET", method: "GET", target: "/graphql?query=x&variables=%5B", wantStatus: 400, wantCode: "INVALID"},
-		{name: "other methods", method: "PUT", body: `{}`, wantStatus: 405, wantCode: "INVALID"},
+type httpCase struct {
+	name   string
+	method string
+	target string // default /graphql
+	body   string
+	// headers replace the defaults (Content-Type: application/json and the
+	// assertion); an empty value removes the header.
+	headers    map[string]string
+	wantStatus int
+	wantType   string // Content-Type media type, checked when set
+	wantCode   string // errors[0].extensions.code, checked when set
+	wantAllow  string
+	wantData   string // a substring of data, checked when set
+}
+
+const (
+	gr   = httpapi.MediaGraphQLResponse
+	js   = httpapi.MediaJSON
+	okQ  = `{"query":"{ users { id } }"}`
+	grAc = "application/graphql-response+json"
+)
+
+func get(params ...string) string {
+	v := url.Values{}
+	for i := 0; i+1 < len(params); i += 2 {
+		v.Set(params[i], params[i+1])
 	}
+	return "/graphql?" + v.Encode()
+}
+
+func TestGraphQLOverHTTP(t *testing.T) {
+	tests := []httpCase{
+		// Methods and parameters.
+		{name: "POST json", method: "POST", body: okQ, wantStatus: 200, wantType: js, wantData: tenant},
+		{name: "GET query", method: "GET", target: get("query", "{ users { id } }"), wantStatus: 200, wantType: js, wantData: "users"},
+		{name: "GET variables operationName extensions", method: "GET",
+			target:     get("query", "query Q($n: Int) { users(limit: $n) { id } }", "operationName", "Q", "variables", `{"n":2}`, "extensions", `{"k":"v"}`),
+			wantStatus: 200, wantData: `"variables":{"n":2}`},
+		{name: "GET missing query", method: "GET", target: get("operationName", "Q"), wantStatus: 400, wantCode: "INVALID"},
+		{name: "GET variables not JSON", method: "GET", target: get("query", "{ a }", "variables", "["), wantStatus: 400, wantCode: "INVALID"},
+		{name: "GET variables an array", method: "GET", target: get("query", "{ a }", "variables", "[1]"), wantStatus: 400, wantCode: "INVALID"},
+		{name: "GET extensions not an object", method: "GET", target: get("query", "{ a }", "extensions", `"x"`), wantStatus: 400, wantCode: "INVALID"},
+		{name: "GET bad URL encoding", method: "GET", target: "/graphql?query=%zz", wantStatus: 400, wantCode: "INVALID"},
+		{name: "GET mutation is 405", method: "GET", target: get("query", "mutation { createPost { id } }"),
+			wantStatus: 405, wantCode: "METHOD_NOT_ALLOWED", wantAllow: "POST"},
+		{name: "GET mutation picked by operationName is 405", method: "GET",
+			target:     get("query", "query Q { a } mutation M { b }", "operationName", "M"),
+			wantStatus: 405, wantCode: "METHOD_NOT_ALLOWED", wantAllow: "POST"},
+		{name: "GET query picked beside a mutation runs", method: "GET",
+			target: get("query", "query Q { a } mutation M { b }", "operationName", "Q"), wantStatus: 200, wantData: "query Q"},
+		{name: "GET mutation under graphql-response+json is 405", method: "GET", target: get("query", "mutation { b }"),
+			headers: map[string]string{"Accept": grAc}, wantStatus: 405, wantType: gr, wantCode: "METHOD_NOT_ALLOWED", wantAllow: "POST"},
+		{name: "GET of a mutation only the engine recognizes is 405", method: "GET", target: get("query", "{ persistedMutation }"),
+			headers: map[string]string{"Accept": grAc}, wantStatus: 405, wantType: gr, wantCode: "METHOD_NOT_ALLOWED", wantAllow: "POST"},
+		{name: "PUT is 405", method: "PUT", body: okQ, wantStatus: 405, wantCode: "METHOD_NOT_ALLOWED", wantAllow: "GET, POST"},
+		{name: "DELETE is 405", method: "DELETE", wantStatus: 405, wantCode: "METHOD_NOT_ALLOWED", wantAllow: "GET, POST"},
+		{name: "null optional parameters", method: "POST", body: `{"query":"{ a }","operationName":null,"variables":null,"extensions":null}`,
+			wantStatus: 200, wantData: `"query":"{ a }"`},
+		{name: "variables passed on", method: "POST", body: `{"query":"query($n: Int) { a }","variables":{"n":3}}`,
+			wantStatus: 200, wantData: `"variables":{"n":3}`},
+		{name: "unknown keys ignored", method: "POST", body: `{"query":"{ a }","foo":1}`, wantStatus: 200},
+		{name: "persisted query hash without a document", method: "POST",
+			body: `{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"abc"}}}`, wantStatus: 200, wantData: "sha256Hash"},
+		{name: "missing query", method: "POST", body: `{}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "misspelt query", method: "POST", body: `{"qeury":"{ a }"}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "query an object", method: "POST", body: `{"query":{"obj":"ect"}}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "query a number", method: "POST", body: `{"query":0}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "operationName an array", method: "POST", body: `{"query":"{ a }","operationName":["x"]}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "variables a string", method: "POST", body: `{"query":"{ a }","variables":"x"}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "extensions false", method: "POST", body: `{"query":"{ a }","extensions":false}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "body a JSON string", method: "POST", body: `"{ a }"`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "body not JSON", method: "POST", body: `{ "not a JSON`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "body not JSON under graphql-response+json", method: "POST", body: `{ "not a JSON`,
+			headers: map[string]string{"Accept": grAc}, wantStatus: 400, wantType: gr, wantCode: "INVALID"},
+		{name: "trailing data after the object", method: "POST", body: `{"query":"{ a }"} {}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "empty body", method: "POST", wantStatus: 400, wantCode: "INVALID"},
+		{name: "body too large", method: "POST", body: `{"query":"` + strings.Repeat("x", 2000) + `"}`, wantStatus: 413, wantCode: "TOO_LARGE"},
+		{name: "batch refused when off", method: "POST", body: `[` + okQ + `]`, wantStatus: 400, wantCode: "BATCH_DISABLED"},
+
+		// Content-Type of the request.
+		{name: "charset utf-8 accepted", method: "POST", body: okQ, headers: map[string]string{"Content-Type": "application/json; charset=UTF-8"}, wantStatus: 200},
+		{name: "text/plain is 415", method: "POST", body: okQ, headers: map[string]string{"Content-Type": "text/plain"}, wantStatus: 415, wantCode: "UNSUPPORTED_MEDIA_TYPE"},
+		{name: "no Content-Type is 415", method: "POST", body: okQ, headers: map[string]string{"Content-Type": ""}, wantStatus: 415, wantCode: "UNSUPPORTED_MEDIA_TYPE"},
+		{name: "form encoding is 415", method: "POST", body: "query=x", headers: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, wantStatus: 415, wantCode: "UNSUPPORTED_MEDIA_TYPE"},
+		{name: "charset utf-16 is 415", method: "POST", body: okQ, headers: map[string]string{"Content-Type": "application/json; charset=utf-16"}, wantStatus: 415, wantCode: "UNSUPPORTED_MEDIA_TYPE"},
+
+		// Accept negotiation.
+		{name: "no Accept is application/json", method: "POST", body: okQ, wantStatus: 200, wantType: js},
+		{name: "graphql-response+json preferred when both listed", method: "POST", body: okQ,
+			headers: map[string]string{"Accept": "application/graphql-response+json, application/json"}, wantStatus: 200, wantType: gr},
+		{name: "graphql-response+json alone", method: "POST", body: okQ, headers: map[string]string{"Accept": grAc}, wantStatus: 200, wantType: gr},
+		{name: "*/* is application/json", method: "POST", body: okQ, headers: map[string]string{"Accept": "*/*"}, wantStatus: 200, wantType: js},
+		{name: "application/* is application/json", method: "POST", body: okQ, headers: map[string]string{"Accept": "application/*"}, wantStatus: 200, wantType: js},
+		{name: "q decides", method: "POST", body: okQ,
+			headers: map[string]string{"Accept": "application/graphql-response+json;q=0.5, application/json"}, wantStatus: 200, wantType: js},
+		{name: "q decides the other way", method: "POST", body: okQ,
+			headers: map[string]string{"Accept": "application/json;q=0.2, application/graphql-response+json;q=0.9"}, wantStatus: 200, wantType: gr},
+		{name: "explicit beats a wildcard at equal q", method: "POST", body: okQ,
+			headers: map[string]string{"Accept": "*/*, application/graphql-response+json"}, wantStatus: 200, wantType: gr},
+		{name: "text/html is 406", method: "POST", body: okQ, headers: map[string]string{"Accept": "text/html"}, wantStatus: 406, wantType: js, wantCode: "NOT_ACCEPTABLE"},
+		{name: "q=0 is 406", method: "POST", body: okQ, headers: map[string]string{"Accept": "application/json;q=0"}, wantStatus: 406, wantCode: "NOT_ACCEPTABLE"},
+		{name: "*/* excluded by q=0 is 406", method: "GET", target: get("query", "{ a }"), headers: map[string]string{"Accept": "*/*;q=0"}, wantStatus: 406, wantCode: "NOT_ACCEPTABLE"},
+
+		// Status codes of executed requests.
+		{name: "parse error is 400 with graphql-response+json", method: "POST", body: `{"query":"syntax error"}`,
+			headers: map[string]string{"Accept": grAc}, wantStatus: 400, wantType: gr, wantCode: graphql.CodeParseFailed},
+		{name: "parse error is 200 with application/json", method: "POST", body: `{"query":"syntax error"}`,
+			headers: map[string]string{"Accept": js}, wantStatus: 200, wantType: js, wantCode: graphql.CodeParseFailed},
+		{name: "validation error is 400 with graphql-response+json", method: "POST", body: `{"query":"{ unknownField }"}`,
+			headers: map[string]string{"Accept": grAc}, wantStatus: 400, wantCode: graphql.CodeValidationFailed},
+		{name: "validation error is 200 with application/json", method: "POST", body: `{"query":"{ unknownField }"}`,
+			wantStatus: 200, wantCode: graphql.CodeValidationFailed},
+		{name: "a request error with a core code takes its status", method: "POST", body: `{"query":"{ overBudget }"}`,
+			headers: map[string]string{"Accept": grAc}, wantStatus: 429, wantCode: string(core.CodeRateLimited)},
+		{name: "data null is 200 with graphql-response+json", method: "POST", body: `{"query":"{ databaseDown }"}`,
+			headers: map[string]string{"Accept": grAc}, wantStatus: 200, wantType: gr, wantCode: string(core.CodeUnavailable)},
+		{name: "GET parse error is 400 with graphql-response+json", method: "GET", target: get("query", "syntax error"),
+			headers: map[string]string{"Accept": grAc}, wantStatus: 400, wantCode: graphql.CodeParseFailed},
+
+		// Identity.
+		{name: "no assertion is 401", method: "POST", body: okQ, headers: map[string]string{assertion.Header: ""},
+			wantStatus: 401, wantType: js, wantCode: "UNAUTHENTICATED"},
+		{name: "forged assertion is 401", method: "POST", body: okQ, headers: map[string]string{assertion.Header: "eyJhbGciOiJFZERTQSJ9.e30.AAAA"},
+			wantStatus: 401, wantCode: "UNAUTHENTICATED"},
+		{name: "401 comes before any other refusal", method: "PUT", headers: map[string]string{assertion.Header: "", "Accept": "text/html"},
+			wantStatus: 401, wantCode: "UNAUTHENTICATED"},
+	}
+	h, tok := mustHandler(t, 0)
+	runHTTPCases(t, h, tok, tests)
+}
+
+func TestBatch(t *testing.T) {
+	tests := []httpCase{
+		{name: "batch within the limit", method: "POST", body: `[{"query":"{ a }"},{"query":"{ b }"}]`, wantStatus: 200},
+		{name: "batch over the limit", method: "POST", body: `[{"query":"{ a }"},{"query":"{ b }"},{"query":"{ c }"}]`,
+			wantStatus: 400, wantCode: "BATCH_LIMIT_EXCEEDED"},
+		{name: "empty batch", method: "POST", body: `[]`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "batch entry without a query", method: "POST", body: `[{"query":"{ a }"},{}]`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "batch entry not an object", method: "POST", body: `[1]`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "batch not JSON", method: "POST", body: `[{"query":`, wantStatus: 400, wantCode: "INVALID"},
+	}
+	h, tok := mustHandler(t, 2)
+	runHTTPCases(t, h, tok, tests)
+
+	rec := serve(h, tok, httpCase{method: "POST", body: `[{"query":"{ a }"},{"query":"syntax error"}]`, headers: map[string]string{"Accept": grAc}})
+	var out []struct {
+		Data   json.RawMessage `json:"data"`
+		Errors []struct {
+			Extensions map[string]any `json:"extensions"`
+		} `json:"errors"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		t.Fatalf("batch response is not a JSON array: %s", rec.Body)
+	}
+	if rec.Code != 200 || len(out) != 2 {
+		t.Fatalf("got status %d and %d responses, want 200 and 2: %s", rec.Code, len(out), rec.Body)
+	}
+	if !strings.Contains(string(out[0].Data), `{ a }`) || len(out[0].Errors) != 0 {
+		t.Errorf("got first response %s %v, want the first operation's data", out[0].Data, out[0].Errors)
+	}
+	if out[1].Data != nil || len(out[1].Errors) != 1 || out[1].Errors[0].Extensions["code"] != graphql.CodeParseFailed {
+		t.Errorf("got second response %s %v, want the parse error alone", out[1].Data, out[1].Errors)
+	}
+}
+
+func serve(h http.Handler, tok string, tt httpCase) *httptest.ResponseRecorder {
+	target := tt.target
+	if target == "" {
+		target = "/graphql"
+	}
+	req := httptest.NewRequest(tt.method, target, strings.NewReader(tt.body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(assertion.Header, tok)
+	for k, v := range tt.headers {
+		if v == "" {
+			req.Header.Del(k)
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func runHTTPCases(t *testing.T, h http.Handler, tok string, tests []httpCase) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			target := tt.target
-			if target == "" {
-				target = "/graphql"
-			}
-			req := httptest.NewRequest(tt.method, target, strings.NewReader(tt.body))
-			req.Header.Set("Content-Type", "application/json")
-			if !tt.noAssertion {
-				req.Header.Set(assertion.Header, tok)
-			}
-			for k, v := range tt.headers {
-				req.Header.Set(k, v)
-			}
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
+			rec := serve(h, tok, tt)
 			if rec.Code != tt.wantStatus {
 				t.Fatalf("got status %d, want %d: %s", rec.Code, tt.wantStatus, rec.Body)
 			}
-			if tt.wantType != "" && !strings.HasPrefix(rec.Header().Get("Content-Type"), tt.wantType) {
-				t.Errorf("got Content-Type %q, want %s", rec.Header().Get("Content-Type"), tt.wantType)
+			ct := rec.Header().Get("Content-Type")
+			if tt.wantType != "" && ct != tt.wantType+"; charset=utf-8" {
+				t.Errorf("got Content-Type %q, want %s; charset=utf-8", ct, tt.wantType)
+			}
+			if got := rec.Header().Get("Allow"); got != tt.wantAllow {
+				t.Errorf("got Allow %q, want %q", got, tt.wantAllow)
+			}
+			if tt.wantStatus == 401 && rec.Header().Get("WWW-Authenticate") == "" {
+				t.Errorf("got no WWW-Authenticate on a 401")
+			}
+			if strings.HasPrefix(rec.Body.String(), "[") {
+				return // a batch; TestBatch reads it
 			}
 			var body struct {
 				Data   json.RawMessage `json:"data"`
 				Errors []struct {
+					Message    string         `json:"message"`
 					Extensions map[string]any `json:"extensions"`
 				} `json:"errors"`
 			}
@@ -113,15 +291,40 @@ func TestGraphQLOverHTTP(t *testing.T) {
 				t.Fatalf("body is not JSON: %q", rec.Body)
 			}
 			if tt.wantCode != "" {
-				if len(body.Errors) == 0 || body.Errors[0].Extensions["code"] != tt.wantCode {
-					t.Fatalf("got errors %+v, want code %s", body.Errors, tt.wantCode)
+				if len(body.Errors) == 0 || body.Errors[0].Extensions["code"] != tt.wantCode || body.Errors[0].Message == "" {
+					t.Fatalf("got errors %+v, want a message and code %s", body.Errors, tt.wantCode)
+				}
+				if tt.wantStatus >= 400 && tt.wantStatus != 429 && body.Data != nil {
+					t.Errorf("got data %s in a %d response, want none", body.Data, tt.wantStatus)
 				}
 				return
 			}
-			if !strings.Contains(string(body.Data), "11111111-1111-4111-8111-111111111111") {
+			if len(body.Errors) != 0 {
+				t.Fatalf("got errors %+v, want none", body.Errors)
+			}
+			if !strings.Contains(string(body.Data), tenant) {
 				t.Fatalf("got data %s, want the asserted tenant passed to the engine", body.Data)
 			}
+			if tt.wantData != "" && !strings.Contains(string(body.Data), tt.wantData) {
+				t.Fatalf("got data %s, want it to contain %s", body.Data, tt.wantData)
+			}
 		})
+	}
+}
+
+// TestDataAsBuilt shows data written as the engine built it (in
+// PostgreSQL), not re-encoded, under either media type.
+func TestDataAsBuilt(t *testing.T) {
+	h, tok := mustHandler(t, 0)
+	for _, accept := range []string{js, gr} {
+		rec := serve(h, tok, httpCase{method: "POST", body: `{"query":"{ asBuilt }"}`, headers: map[string]string{"Accept": accept}})
+		want := `{"data":{"a": [1, 2], "tenant": "` + tenant + `"}}`
+		if rec.Code != 200 || rec.Body.String() != want {
+			t.Fatalf("Accept %s: got %d %s, want 200 %s", accept, rec.Code, rec.Body, want)
+		}
+		if got := rec.Header().Get("Content-Length"); got != strconv.Itoa(len(want)) {
+			t.Errorf("got Content-Length %s, want %d", got, len(want))
+		}
 	}
 }
 

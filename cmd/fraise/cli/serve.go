@@ -94,7 +94,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	metrics := httpapi.NewMetrics()
 	health := &httpapi.Health{Ready: db.Ping}
 	api := httpapi.NewHandler(httpapi.Options{
-		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), Logger: log, Metrics: metrics,
+		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), MaxBatch: cfg.Core.MaxBatch, Logger: log, Metrics: metrics,
 	})
 	srv := &http.Server{
 		Handler:           otelhttp.NewHandler(admitted(api, cfg.Admission, verifier, metrics), "core"),

@@ -119,6 +119,7 @@ type Core struct {
 	// to them); the current and the previous key during a rotation.
 	AssertionKeys   []string `toml:"assertion_keys"`
 	MaxBodyBytes    int      `toml:"max_body_bytes"`
+	MaxBatch        int      `toml:"max_batch"` // operations one POST may batch; 0 (default): batching off
 	MaxDepth        int      `toml:"max_depth"`
 	DefaultLimit    int      `toml:"default_limit"`
 	MaxLimit        int      `toml:"max_limit"`
@@ -463,6 +464,9 @@ func (c Config) Validate() error {
 	addr("core.admin_addr", c.Core.AdminAddr, true)
 	if len(c.Core.AssertionKeys) == 0 {
 		bad("core.assertion_keys", "at least one extauthz public key is required")
+	}
+	if c.Core.MaxBatch < 0 {
+		bad("core.max_batch", "want 0 (batching off) or more, got %d", c.Core.MaxBatch)
 	}
 	if c.Core.MaxBodyBytes < 1 {
 		bad("core.max_body_bytes", "want at least 1, got %d", c.Core.MaxBodyBytes)

@@ -110,6 +110,11 @@ func TestLoad(t *testing.T) {
 			wantErr: []string{"FRAISE_DATABASE_MAX_CONNS"},
 		},
 		{
+			name:    "a negative batch limit is refused",
+			file:    "[core]\nmax_batch = -1\n",
+			wantErr: []string{"core.max_batch"},
+		},
+		{
 			name:    "a literal assertion key is refused",
 			file:    "[authz]\nassertion_key = \"-----BEGIN PRIVATE KEY-----\"\n",
 			wantErr: []string{"authz.assertion_key", "reference"},

@@ -1,0 +1,714 @@
+package bench_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fraise-dev/fraise/adapters/devcerts"
+	"github.com/fraise-dev/fraise/cmd/fraise/cli"
+	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/test/bench"
+	"github.com/fraise-dev/fraise/test/harness"
+)
+
+func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
+
+var (
+	//go:embed schema.sql
+	schemaSQL string
+	//go:embed seed.sql
+	seedSQL string
+	//go:embed schema.graphql
+	schemaSDL string
+)
+
+// The tenant every request runs as; the other tenant's rows are there so
+// that row-level security has something to filter.
+const tenant = "11111111-1111-4111-8111-111111111111"
+
+// The operations, each in both servers' idiom. The read: 50 published posts,
+// newest first, each with its author. The write: create a post and read it
+// back with its author's name.
+const (
+	fraiseRead = `query Feed($status: String!) {
+  posts(where: {status: {eq: $status}}, orderBy: [{publishedAt: DESC_NULLS_LAST}], limit: 50) {
+    id title status publishedAt author { id name email }
+  }
+}`
+	postgraphileRead = `query Feed($status: String!) {
+  allPosts(condition: {status: $status}, orderBy: [PUBLISHED_AT_DESC, ID_ASC], first: 50) {
+    nodes { id title status publishedAt userByAuthorId { id name email } }
+  }
+}`
+	fraiseCreate = `mutation Create($input: CreatePostInput!) {
+  createPost(input: $input) { succeeded status post { id title author { name } } }
+}`
+	postgraphileCreate = `mutation Create($input: CreatePostInput!) {
+  createPost(input: $input) { post { id title userByAuthorId { name } } }
+}`
+)
+
+// load is the run shape: 10 s per measurement (2 s when CI is set, or
+// FRAISE_BENCH_DURATION), after a warm-up, with 16 concurrent clients.
+func load() bench.Load {
+	l := bench.Load{Duration: 10 * time.Second, Warmup: time.Second, Concurrency: 16}
+	if os.Getenv("CI") != "" {
+		l.Duration, l.Warmup = 2*time.Second, 500*time.Millisecond
+	}
+	if d, err := time.ParseDuration(os.Getenv("FRAISE_BENCH_DURATION")); err == nil && d > 0 {
+		l.Duration = d
+	}
+	return l
+}
+
+// BenchmarkVsPostGraphile measures the read and the write through the core
+// directly, through the gateway and on PostGraphile. The PostGraphile rows
+// also report the ratios the targets are stated in, the core's figure over
+// PostGraphile's: fraise-x for throughput (targets: at least 3 for the
+// read, 1 for the write) and fraise-p99-ratio for p99 (target for the read:
+// at most 1); and fraise-cpu-x, PostGraphile's CPU time per request (server
+// and database) over the core's, the throughput ratio a machine with no
+// other load would show once CPU-bound (each server runs as a process of
+// its own; the load generator's CPU is counted for neither).
+func BenchmarkVsPostGraphile(b *testing.B) {
+	e := mustEnv(b)
+	for _, op := range []string{"read", "create-post"} {
+		b.Run(op, func(b *testing.B) {
+			var core measurement
+			for _, server := range []string{"core", "gateway", "postgraphile"} {
+				b.Run(server, func(b *testing.B) {
+					t, verify := e.target(b, op, server)
+					pid := map[string]int{"core": e.corePID, "gateway": e.gatewayPID, "postgraphile": e.nodePID}[server]
+					res := measure(b, t, verify, pid, e.db)
+					switch {
+					case server == "core":
+						core = res
+					case server == "postgraphile" && core.Requests > 0 && res.Requests > 0:
+						x, p99 := core.RPS()/res.RPS(), core.P99.Seconds()/res.P99.Seconds()
+						b.ReportMetric(x, "fraise-x")
+						b.ReportMetric(p99, "fraise-p99-ratio")
+						cpuX := 0.0
+						if c := core.serverCPU + core.pgCPU; c > 0 {
+							cpuX = float64(res.serverCPU+res.pgCPU) / float64(c)
+							b.ReportMetric(cpuX, "fraise-cpu-x")
+						}
+						verdict := met(x >= 1)
+						if op == "read" {
+							verdict = met(x >= 3 && p99 <= 1)
+						}
+						b.Logf("%s: core %.0f req/s, p99 %s, CPU %s + %s in PostgreSQL per request; "+
+							"PostGraphile %.0f req/s, p99 %s, CPU %s + %s in PostgreSQL per request: "+
+							"%.2fx the throughput, %.2f the p99, %.2fx less CPU: target %s",
+							op, core.RPS(), core.P99, core.serverCPU, core.pgCPU, res.RPS(), res.P99, res.serverCPU, res.pgCPU,
+							x, p99, cpuX, verdict)
+					}
+				})
+			}
+		})
+	}
+}
+
+func met(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+// measurement is one load run and the CPU it cost, per accepted request.
+type measurement struct {
+	bench.Result
+	serverCPU, pgCPU time.Duration // per request; zero when unknown
+}
+
+// measure checks one answer in full, then runs the load and reports it,
+// with the CPU time the server process (pid) and the database's backends
+// spent per request.
+func measure(b *testing.B, t bench.Target, verify func([]byte) error, pid int, db string) measurement {
+	b.Helper()
+	req, err := t.NewRequest()
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp, err := t.Client.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	} else {
+		err = verify(body)
+	}
+	if err != nil {
+		b.Fatalf("cannot measure: the server does not answer the benchmark's operation correctly: %v\nbody: %.800s", err, body)
+	}
+	b.ResetTimer()
+	cpu := startCPU(pid, db)
+	res, err := bench.Run(context.Background(), load(), t)
+	server, pg, cpuOK := cpu.stop()
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := measurement{Result: res}
+	if cpuOK && res.Requests > 0 {
+		// The warm-up's requests are not recorded but cost CPU too: divide
+		// by every request the run answered, estimated from its rate.
+		n := res.RPS() * (load().Warmup + res.Elapsed).Seconds()
+		m.serverCPU = time.Duration(float64(server) / n)
+		m.pgCPU = time.Duration(float64(pg) / n)
+		b.ReportMetric(float64(m.serverCPU.Microseconds()), "server-cpu-us/req")
+		b.ReportMetric(float64(m.pgCPU.Microseconds()), "pg-cpu-us/req")
+	}
+	b.ReportMetric(res.RPS(), "req/s")
+	b.ReportMetric(float64(res.P50.Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(res.P99.Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(res.Failures), "failures")
+	if res.Requests > 0 {
+		b.ReportMetric(float64(res.Elapsed.Nanoseconds())/float64(res.Requests), "ns/op")
+	}
+	if res.Failures > 0 {
+		b.Errorf("%d requests failed; the first: %v", res.Failures, res.FirstErr)
+	}
+	return m
+}
+
+// env is the running benchmark setup: one database, the core served
+// directly, the whole stack (`fraise dev`) and PostGraphile.
+type env struct {
+	coreURL    string
+	signer     *assertion.Signer
+	tokenMu    sync.Mutex
+	assertion  string
+	signedAt   time.Time
+	gatewayURL string
+	gateway    *http.Client
+	jwt        string
+	pgURL      string
+	nodePID    int
+	corePID    int
+	gatewayPID int
+	db         string
+	authorID   string
+	direct     *http.Client
+}
+
+// currentAssertion signs an identity assertion as extauthz would and reuses
+// it for 20 s (it is valid for 60): signing on every request would spend the
+// load generator's CPU, which the server under test shares.
+func (e *env) currentAssertion() string {
+	e.tokenMu.Lock()
+	defer e.tokenMu.Unlock()
+	if time.Since(e.signedAt) > 20*time.Second {
+		tok, err := e.signer.Sign(core.Principal{Subject: "bench", Tenant: tenant, Roles: []string{"admin"}}, "bench")
+		if err != nil {
+			panic(err)
+		}
+		e.assertion, e.signedAt = tok, time.Now()
+	}
+	return e.assertion
+}
+
+// target returns the load target of op on server and the full check of one
+// answer.
+func (e *env) target(tb testing.TB, op, server string) (bench.Target, func([]byte) error) {
+	tb.Helper()
+	var query string
+	var vars map[string]any
+	var verify func([]byte) error
+	input := map[string]any{"authorId": e.authorID, "title": "Benchmarked", "body": "A post the benchmark wrote.", "status": "draft"}
+	switch {
+	case op == "read" && server == "postgraphile":
+		query, vars, verify = postgraphileRead, map[string]any{"status": "published"}, verifyRead("allPosts", "userByAuthorId")
+	case op == "read":
+		query, vars, verify = fraiseRead, map[string]any{"status": "published"}, verifyRead("posts", "author")
+	case server == "postgraphile":
+		query, vars, verify = postgraphileCreate, map[string]any{"input": map[string]any{"post": input}}, verifyCreate("userByAuthorId")
+	default:
+		query, vars, verify = fraiseCreate, map[string]any{"input": input}, verifyCreate("author")
+	}
+	body, err := json.Marshal(map[string]any{"query": query, "variables": vars})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	client, url := e.direct, e.coreURL
+	header := func(h http.Header) { h.Set(assertion.Header, e.currentAssertion()) }
+	switch server {
+	case "gateway":
+		client, url = e.gateway, e.gatewayURL
+		header = func(h http.Header) { h.Set("Authorization", "Bearer "+e.jwt) }
+	case "postgraphile":
+		url = e.pgURL // verifies the same assertion (postgraphile/server.cjs)
+	}
+	return bench.Target{
+		Client: client,
+		NewRequest: func() (*http.Request, error) {
+			req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+			if err != nil {
+				return nil, err
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json")
+			header(req.Header)
+			return req, nil
+		},
+		Check: func(_ int, b []byte) error {
+			if bytes.Contains(b, []byte(`"errors"`)) || !bytes.HasPrefix(b, []byte(`{"data"`)) {
+				return fmt.Errorf("errors in the answer: %.300s", b)
+			}
+			return nil
+		},
+	}, verify
+}
+
+type gqlAnswer struct {
+	Data   map[string]json.RawMessage `json:"data"`
+	Errors []json.RawMessage          `json:"errors"`
+}
+
+func decode(b []byte, root string, v any) error {
+	var a gqlAnswer
+	if err := json.Unmarshal(b, &a); err != nil {
+		return fmt.Errorf("not JSON: %w", err)
+	}
+	if len(a.Errors) > 0 {
+		return fmt.Errorf("errors: %s", a.Errors[0])
+	}
+	raw, ok := a.Data[root]
+	if !ok {
+		return fmt.Errorf("no data.%s", root)
+	}
+	return json.Unmarshal(raw, v)
+}
+
+type post struct {
+	ID          string            `json:"id"`
+	Title       string            `json:"title"`
+	Status      string            `json:"status"`
+	PublishedAt string            `json:"publishedAt"`
+	Author      map[string]string `json:"author"`
+	Author2     map[string]string `json:"userByAuthorId"`
+}
+
+func (p post) author() map[string]string {
+	if p.Author != nil {
+		return p.Author
+	}
+	return p.Author2
+}
+
+// verifyRead checks the read's answer: 50 published posts, newest first,
+// each with its author.
+func verifyRead(root, authorKey string) func([]byte) error {
+	return func(b []byte) error {
+		var posts []post
+		if root == "allPosts" {
+			var conn struct {
+				Nodes []post `json:"nodes"`
+			}
+			if err := decode(b, root, &conn); err != nil {
+				return err
+			}
+			posts = conn.Nodes
+		} else if err := decode(b, root, &posts); err != nil {
+			return err
+		}
+		if len(posts) != 50 {
+			return fmt.Errorf("got %d posts, want 50", len(posts))
+		}
+		var last time.Time
+		for i, p := range posts {
+			at, err := time.Parse(time.RFC3339, p.PublishedAt)
+			if err != nil {
+				return fmt.Errorf("post %d: publishedAt %q: %w", i, p.PublishedAt, err)
+			}
+			if p.Status != "published" || p.author()["name"] == "" || p.ID == "" {
+				return fmt.Errorf("post %d: got %+v, want a published post with its %s", i, p, authorKey)
+			}
+			if i > 0 && at.After(last) {
+				return fmt.Errorf("post %d: published %s after the one before (%s), want newest first", i, at, last)
+			}
+			last = at
+		}
+		return nil
+	}
+}
+
+// verifyCreate checks the mutation's answer: the new post, with its author.
+func verifyCreate(authorKey string) func([]byte) error {
+	return func(b []byte) error {
+		var out struct {
+			Succeeded *bool `json:"succeeded"`
+			Post      *post `json:"post"`
+		}
+		if err := decode(b, "createPost", &out); err != nil {
+			return err
+		}
+		if out.Succeeded != nil && !*out.Succeeded {
+			return errors.New("createPost did not succeed")
+		}
+		if out.Post == nil || out.Post.ID == "" || out.Post.Title != "Benchmarked" || out.Post.author()["name"] == "" {
+			return fmt.Errorf("got %+v, want the new post with its %s", out.Post, authorKey)
+		}
+		return nil
+	}
+}
+
+func mustRun(tb testing.TB, args ...string) string {
+	tb.Helper()
+	var out, errb bytes.Buffer
+	if err := cli.Run(context.Background(), args, func(string) string { return "" }, &out, &errb); err != nil {
+		tb.Fatalf("fraise %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String()
+}
+
+func mustEnv(tb testing.TB) *env {
+	tb.Helper()
+	harness.SkipShort(tb)
+	pg, db := harness.NewDatabase(tb)
+	rd := harness.StartRedis(tb)
+	dir := tb.TempDir()
+	mustRun(tb, "certs", "--dir", dir)
+	certs := devcerts.FilesIn(filepath.Join(dir, "certs"))
+	keys := filepath.Join(dir, "keys")
+	sdlPath := filepath.Join(dir, "schema.graphql")
+	if err := os.WriteFile(sdlPath, []byte(schemaSDL), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	const maxConns = 20
+	base := fmt.Sprintf(`
+[log]
+level = "error"
+[tls]
+ca = %q
+server_cert = %q
+server_key = %q
+client_cert = %q
+client_key = %q
+[database]
+url = %q
+admin_url = %q
+max_conns = %d
+[redis]
+addr = %q
+[authz]
+grpc_addr = "127.0.0.1:0"
+admin_addr = ""
+assertion_key = %q
+[[authz.issuers]]
+issuer = %q
+audiences = [%q]
+jwks_file = %q
+algorithms = ["ES256"]
+[ratelimit]
+grpc_addr = "127.0.0.1:0"
+http_addr = "127.0.0.1:0"
+debug_addr = "127.0.0.1:0"
+per_tenant = { requests = 1000000000, unit = "second" }
+[gateway]
+listen_addr = "127.0.0.1:0"
+envoy = ""
+authz_timeout = "2s"
+`, certs.CACert, certs.ServerCert, certs.ServerKey, certs.ClientCert, certs.ClientKey,
+		pg.URL("fraise_app", db), pg.AdminURL(db), maxConns, rd.Addr,
+		"file://"+filepath.Join(keys, "assertion.key"),
+		config.DevIssuer, config.DevAudience, filepath.Join(keys, "dev-issuer.jwks"))
+	coreSection := func(addr string, tlsOn bool) string {
+		return fmt.Sprintf("[core]\nhttp_addr = %q\nadmin_addr = \"\"\ntls = %t\nschema = %q\nassertion_keys = [%q]\n",
+			addr, tlsOn, sdlPath, "file://"+filepath.Join(keys, "assertion.pub"))
+	}
+	directAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(tb))
+	directCfg := mustWrite(tb, filepath.Join(dir, "direct.toml"), base+coreSection(directAddr, false))
+	devCfg := mustWrite(tb, filepath.Join(dir, "dev.toml"), base+coreSection("127.0.0.1:0", true))
+
+	mustRun(tb, "migrate", "--config", directCfg)
+	authorID := mustSchema(tb, pg.AdminURL(db))
+
+	e := &env{coreURL: "http://" + directAddr + "/graphql", authorID: authorID, db: db}
+	keyPEM, err := os.ReadFile(filepath.Join(keys, "assertion.key"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	key, err := assertion.ParsePrivateKeyPEM(keyPEM)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if e.signer, err = assertion.NewSigner(key, assertion.KeyID(key.Public().(ed25519.PublicKey)), nil); err != nil {
+		tb.Fatal(err)
+	}
+	conns := load().Concurrency
+	e.direct = bench.NewClient(conns, nil)
+
+	// The servers run as processes of their own, as in production, so the
+	// CPU each spends is its own and not the load generator's.
+	bin := mustBinary(tb, dir)
+	e.corePID = startFraise(tb, bin, "serve", "--config", directCfg)
+	mustListen(tb, directAddr)
+
+	ready := filepath.Join(dir, "ready.json")
+	e.gatewayPID = startFraise(tb, bin, "dev", "--config", devCfg, "--ready-file", ready, "--dir", dir, "--quiet")
+	var addrs struct {
+		Gateway string `json:"gateway"`
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if b, err := os.ReadFile(ready); err == nil && json.Unmarshal(b, &addrs) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatal("fraise dev not ready after 60s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.gatewayURL = "https://" + addrs.Gateway + "/graphql"
+	e.jwt = strings.TrimSpace(mustRun(tb, "token", "--dir", dir, "--tenant", tenant, "--subject", "bench", "--roles", "admin"))
+	caPEM, err := os.ReadFile(certs.CACert)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	cert, err := tls.LoadX509KeyPair(certs.ClientCert, certs.ClientKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e.gateway = bench.NewClient(conns, &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+	}})
+
+	addr, pid := startPostGraphile(tb, pg.URL("fraise_app", db), maxConns, filepath.Join(keys, "assertion.pub"))
+	e.pgURL, e.nodePID = "http://"+addr+"/graphql", pid
+	// Both servers must pay for verifying who asks: PostGraphile refuses
+	// a request without the assertion, as the core does.
+	for url, name := range map[string]string{e.pgURL: "PostGraphile", e.coreURL: "the core"} {
+		resp, err := e.direct.Post(url, "application/json", strings.NewReader(`{"query":"{ __typename }"}`))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			tb.Fatalf("%s answered %d without an identity assertion, want 401", name, resp.StatusCode)
+		}
+	}
+	return e
+}
+
+func mustWrite(tb testing.TB, path, content string) string {
+	tb.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+// mustSchema creates the benchmark's tables, views and function, grants the
+// application role what both servers need, seeds the data and returns an
+// author of the benchmark's tenant.
+func mustSchema(tb testing.TB, adminURL string) string {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	grants := `
+GRANT USAGE ON SCHEMA blog TO fraise_app;
+GRANT SELECT, INSERT, UPDATE ON blog.users, blog.posts, public.tv_post TO fraise_app;
+GRANT EXECUTE ON FUNCTION public.fn_create_post(jsonb) TO fraise_app;`
+	for _, s := range []string{schemaSQL, grants, seedSQL} {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			tb.Fatalf("bench schema: %v", err)
+		}
+	}
+	var id string
+	if err := conn.QueryRow(ctx, "SELECT id::text FROM blog.users WHERE tenant_id = $1 ORDER BY name LIMIT 1", tenant).Scan(&id); err != nil {
+		tb.Fatal(err)
+	}
+	return id
+}
+
+// mustBinary builds the fraise binary into dir (from the build cache the
+// test binary's own build filled).
+func mustBinary(tb testing.TB, dir string) string {
+	tb.Helper()
+	bin := filepath.Join(dir, "fraise")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/fraise-dev/fraise/cmd/fraise").CombinedOutput()
+	if err != nil {
+		tb.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startFraise runs the fraise binary with args until the benchmark ends and
+// returns its pid.
+func startFraise(tb testing.TB, bin string, args ...string) int {
+	tb.Helper()
+	cmd := exec.Command(bin, args...)
+	// Only the configuration file configures it: no FRAISE_* override
+	// from the environment the benchmark happens to run in.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "FRAISE_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	var stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("fraise %s: %v", args[0], err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	tb.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Errorf("fraise %s exited with %v\n%s", args[0], err, stderr.String())
+			}
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			tb.Errorf("fraise %s did not stop within 30s of SIGINT", args[0])
+		}
+	})
+	return cmd.Process.Pid
+}
+
+// syncBuffer is a bytes.Buffer a child process's output can be copied into
+// while a test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func mustListen(tb testing.TB, addr string) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("nothing listening on %s after 30s", addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startPostGraphile installs PostGraphile from the committed lock file when
+// needed, starts it on the database and returns its address and pid.
+func startPostGraphile(tb testing.TB, dbURL string, poolMax int, assertionPub string) (string, int) {
+	tb.Helper()
+	mustNodeModules(tb, "postgraphile")
+	cmd := exec.Command("node", "server.cjs")
+	cmd.Dir = "postgraphile"
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, fmt.Sprintf("POOL_MAX=%d", poolMax), "ASSERTION_PUB="+assertionPub)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("node server.cjs: %v", err)
+	}
+	tb.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if addr, ok := strings.CutPrefix(sc.Text(), "listening "); ok {
+				lines <- addr
+			}
+		}
+		close(lines)
+	}()
+	select {
+	case addr, ok := <-lines:
+		if !ok {
+			tb.Fatalf("PostGraphile exited before listening:\n%s", stderr.String())
+		}
+		return addr, cmd.Process.Pid
+	case <-time.After(60 * time.Second):
+		tb.Fatalf("PostGraphile not listening after 60s:\n%s", stderr.String())
+	}
+	return "", 0
+}
+
+// mustNodeModules runs npm ci in dir when node_modules is missing or older
+// than the lock file, so a fresh clone works.
+func mustNodeModules(tb testing.TB, dir string) {
+	tb.Helper()
+	for _, bin := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			tb.Fatalf("%s is not on PATH: the comparison with PostGraphile needs Node.js 20 and npm", bin)
+		}
+	}
+	lock, err := os.Stat(filepath.Join(dir, "package-lock.json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "node_modules", ".package-lock.json")); err == nil && !st.ModTime().Before(lock.ModTime()) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("npm ci in %s: %v\n%s", dir, err, out)
+	}
+}

@@ -1,0 +1,197 @@
+// Package bench measures Fraise side by side with PostGraphile v4 on the
+// same PostgreSQL, on the same machine: through the core directly, through
+// the gateway (extauthz, rate limiter, mTLS) and PostGraphile, a nested read
+// and a mutation each. This file is its load generator: bounded in time,
+// loopback only, a fixed number of concurrent workers on keep-alive
+// connections, percentiles from every recorded latency.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Load is one load run's shape.
+type Load struct {
+	// Duration bounds the run (after Warmup, which is not recorded).
+	Duration, Warmup time.Duration
+	// Concurrency is the number of workers, each with one request in flight.
+	Concurrency int
+}
+
+// Target is what a run sends and how it checks each answer.
+type Target struct {
+	Client *http.Client
+	// NewRequest returns a fresh request (its body unread) for each call.
+	NewRequest func() (*http.Request, error)
+	// Check returns an error for a wrong answer; nil accepts any 200.
+	Check func(status int, body []byte) error
+}
+
+// Result is what a run measured.
+type Result struct {
+	Requests int           // answered and accepted, within Duration
+	Failures int           // transport errors and answers Check refused
+	FirstErr error         // the first failure, for the report
+	Elapsed  time.Duration // the recorded part of the run
+	P50, P99 time.Duration
+}
+
+// RPS is the accepted requests per second.
+func (r Result) RPS() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Requests) / r.Elapsed.Seconds()
+}
+
+// ErrNotLoopback refuses targets off this machine: the load generator must
+// never load anything but the servers a benchmark started.
+var ErrNotLoopback = errors.New("bench: load target is not a loopback address")
+
+// Run sends requests from l.Concurrency workers until l.Duration has passed
+// (or ctx ends) and returns the measurements. It refuses any request whose
+// host is not a loopback address.
+func Run(ctx context.Context, l Load, t Target) (Result, error) {
+	if l.Concurrency < 1 || l.Duration <= 0 {
+		return Result{}, fmt.Errorf("bench: want concurrency >= 1 and duration > 0, got %d and %s", l.Concurrency, l.Duration)
+	}
+	probe, err := t.NewRequest()
+	if err != nil {
+		return Result{}, err
+	}
+	if err := checkLoopback(probe.URL); err != nil {
+		return Result{}, err
+	}
+	start := time.Now()
+	recordFrom := start.Add(l.Warmup)
+	ctx, cancel := context.WithDeadline(ctx, recordFrom.Add(l.Duration))
+	defer cancel()
+
+	type worker struct {
+		lat      []time.Duration
+		failures int
+		err      error
+	}
+	workers := make([]worker, l.Concurrency)
+	var wg sync.WaitGroup
+	for i := range workers {
+		w := &workers[i]
+		w.lat = make([]time.Duration, 0, 4096)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				req, err := t.NewRequest()
+				if err != nil {
+					w.failures++
+					w.err = firstErr(w.err, err)
+					return
+				}
+				t0 := time.Now()
+				status, body, err := do(t.Client, req.WithContext(ctx))
+				t1 := time.Now()
+				if ctx.Err() != nil {
+					return // cut off by the deadline: neither a success nor a failure
+				}
+				if err == nil && status != http.StatusOK {
+					err = fmt.Errorf("status %d: %.300s", status, body)
+				}
+				if err == nil && t.Check != nil {
+					err = t.Check(status, body)
+				}
+				if t0.Before(recordFrom) {
+					continue
+				}
+				if err != nil {
+					w.failures++
+					w.err = firstErr(w.err, err)
+					continue
+				}
+				w.lat = append(w.lat, t1.Sub(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	end := time.Now()
+
+	var all []time.Duration
+	res := Result{Elapsed: end.Sub(recordFrom)}
+	for _, w := range workers {
+		all = append(all, w.lat...)
+		res.Failures += w.failures
+		res.FirstErr = firstErr(res.FirstErr, w.err)
+	}
+	res.Requests = len(all)
+	slices.Sort(all)
+	res.P50 = Percentile(all, 50)
+	res.P99 = Percentile(all, 99)
+	return res, nil
+}
+
+// firstErr keeps the first error seen.
+func firstErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+func do(c *http.Client, req *http.Request) (int, []byte, error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	// Reading the whole body keeps the connection reusable (keep-alive)
+	// and counts the transfer in the latency.
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// Percentile returns the nearest-rank p-th percentile of sorted latencies,
+// 0 for none.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	// Nearest rank: the smallest value with at least p% of values <= it.
+	rank := int(math.Ceil(float64(len(sorted))*p/100)) - 1
+	rank = max(0, min(rank, len(sorted)-1))
+	return sorted[rank]
+}
+
+func checkLoopback(u *url.URL) error {
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrNotLoopback, u.Host)
+}
+
+// NewClient returns an HTTP/1.1 client that keeps up to conns connections
+// alive to one host, so every worker reuses its own connection.
+func NewClient(conns int, tr *http.Transport) *http.Client {
+	if tr == nil {
+		tr = &http.Transport{}
+	}
+	tr.MaxIdleConns = conns
+	tr.MaxIdleConnsPerHost = conns
+	tr.MaxConnsPerHost = conns
+	tr.IdleConnTimeout = time.Minute
+	tr.DisableCompression = true
+	tr.ForceAttemptHTTP2 = false
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
