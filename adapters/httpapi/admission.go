@@ -39,7 +39,7 @@ func Admit(next http.Handler, o AdmissionOptions) http.Handler {
 			if d, ok := admission.RetryAfter(err); ok {
 				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
 			}
-			writeError(w, StatusOf(err), core.ErrorCode(err), core.ErrorMessage(err))
+			writeError(w, MediaJSON, &refusal{status: StatusOf(err), code: string(core.ErrorCode(err)), msg: core.ErrorMessage(err)})
 			return
 		}
 		defer release()
