@@ -1,173 +1,668 @@
 package graphql
 
 import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/fraise-dev/fraise/core"
 )
 
-// builder accumulates one SQL statement and its parameters. Every value
-// from a request becomes a $n parameter; only names from the schema (views,
-// JSON keys) and generated aliases are written into the text.
-type builder struct {
-	sb   strings.Builder
+// compiler compiles the root fields of one request. Every value from a
+// request (arguments, variables, aliases, type names) becomes a $n
+// parameter; only names from the schema (views, functions, JSON keys that
+// ParseSchema checked), generated aliases and fixed SQL are written into
+// the text.
+type compiler struct {
+	s    *Schema
+	vars map[string]any
+	p    core.Principal
+	opts *Options
 	args []any
+	n    int // generated alias counter
 }
 
-func (b *builder) param(v any) string {
-	b.args = append(b.args, v)
-	return "$" + strconv.Itoa(len(b.args))
+func (c *compiler) param(v any) string {
+	c.args = append(c.args, v)
+	return "$" + strconv.Itoa(len(c.args))
 }
 
-// compileRoot builds the statement for one root field.
-func (e *Engine) compileRoot(f *ast.Field, vars map[string]any) (string, []any, error) {
-	b := &builder{}
-	view, _ := e.schema.View(f.Definition.Type.Name())
-	args := f.ArgumentMap(vars)
-	if f.Definition.Type.Elem != nil { // a list of objects
-		limit := e.opts.DefaultLimit
-		if v, ok := args["limit"]; ok && v != nil {
-			n, err := toInt(v)
-			if err != nil || n < 0 {
-				return "", nil, fmt.Errorf("limit must be a non-negative integer")
-			}
-			limit = n
-		}
-		if limit > e.opts.MaxLimit {
-			limit = e.opts.MaxLimit
-		}
-		obj, err := e.object(b, f.SelectionSet, "t.data", vars)
-		if err != nil {
-			return "", nil, err
-		}
-		fmt.Fprintf(&b.sb, "select coalesce(jsonb_agg(%s order by t.id), '[]'::jsonb) from (select id, data from %s order by id limit %s) t",
-			obj, view, b.param(limit))
-		return b.sb.String(), b.args, nil
+func (c *compiler) alias() string {
+	c.n++
+	return "e" + strconv.Itoa(c.n)
+}
+
+// errForbidden marks a selection the principal may not read: the whole
+// operation is refused, so no partial data reveals what was hidden.
+var errForbidden = errors.New("forbidden")
+
+func forbidden(typ, field string) error {
+	return &core.Error{Code: core.CodeForbidden, Message: fmt.Sprintf("not allowed to read %s.%s", typ, field), Err: errForbidden}
+}
+
+func invalid(format string, args ...any) error {
+	return &core.Error{Code: core.CodeInvalid, Message: fmt.Sprintf(format, args...)}
+}
+
+// compileQuery builds the statement of one root query field; a nil SQL
+// with a non-nil constant answers the field without the database.
+func (c *compiler) compileQuery(f *ast.Field) (sql string, constant json.RawMessage, err error) {
+	t := f.Definition.Type
+	if node, ok := c.s.connections[t.Name()]; ok && t.Elem == nil {
+		sql, err := c.connection(f, node)
+		return sql, nil, err
 	}
-	id, ok := args["id"]
-	if !ok || id == nil {
-		return "", nil, fmt.Errorf("id is required")
+	if t.Elem != nil {
+		sql, err := c.list(f, t.Elem.Name())
+		return sql, nil, err
 	}
-	idStr := fmt.Sprint(id)
-	if !isUUIDText(idStr) {
-		// Not a UUID can match no row; asking PostgreSQL would only turn it
-		// into a cast error.
-		return "select null::jsonb", nil, nil
-	}
-	obj, err := e.object(b, f.SelectionSet, "t.data", vars)
+	typ := t.Name()
+	id, _ := f.ArgumentMap(c.vars)["id"].(string)
+	obj, err := c.object(f.SelectionSet, typ, "t.data")
 	if err != nil {
 		return "", nil, err
 	}
-	fmt.Fprintf(&b.sb, "select %s from %s t where t.id = %s::uuid", obj, view, b.param(idStr))
-	return b.sb.String(), b.args, nil
+	if !isUUIDText(id) {
+		// No row has a malformed id; asking PostgreSQL would only turn it
+		// into a cast error. Compiled anyway, so @auth still applies.
+		return "", json.RawMessage("null"), nil
+	}
+	return fmt.Sprintf("select %s from %s t where t.id = %s::uuid", obj, c.s.views[typ], c.param(id)), nil, nil
 }
 
-// object returns a jsonb_build_object expression projecting only the
-// selected JSON paths of base.
-func (e *Engine) object(b *builder, set ast.SelectionSet, base string, vars map[string]any) (string, error) {
-	fields, err := collectFields(set, vars)
+// list compiles a root list field: filter, order and page in a subquery,
+// the JSON array built by the aggregate in the same order.
+func (c *compiler) list(f *ast.Field, typ string) (string, error) {
+	args := f.ArgumentMap(c.vars)
+	where, order, err := c.filterAndOrder(typ, args)
 	if err != nil {
 		return "", err
 	}
-	if len(fields) == 0 {
-		return "'{}'::jsonb", nil
+	limit, err := c.size(args["limit"], "limit")
+	if err != nil {
+		return "", err
 	}
+	offset, err := nonNegative(args["offset"], "offset")
+	if err != nil {
+		return "", err
+	}
+	obj, err := c.object(f.SelectionSet, typ, "t.data")
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("select coalesce(json_agg(%s order by %s), '[]'::json) from (select t.id, t.data from %s t where %s order by %s limit %s::bigint offset %s::bigint) t",
+		obj, order, c.s.views[typ], where, order, c.param(limit), c.param(offset)), nil
+}
+
+// connection compiles a Relay connection. Cursors are the row's position
+// in the filtered order (opaque to clients): row_number() is computed
+// before the offset, so a row's number is its absolute position.
+func (c *compiler) connection(f *ast.Field, typ string) (string, error) {
+	args := f.ArgumentMap(c.vars)
+	where, order, err := c.filterAndOrder(typ, args)
+	if err != nil {
+		return "", err
+	}
+	first, err := c.size(args["first"], "first")
+	if err != nil {
+		return "", err
+	}
+	var offset int64
+	if a, ok := args["after"].(string); ok {
+		if offset, err = decodeCursor(a); err != nil {
+			return "", err
+		}
+	}
+	off, fst := c.param(offset)+"::bigint", c.param(first)+"::bigint"
+	cursor := func(n string) string {
+		return "to_json(encode(convert_to('o:' || (" + n + ")::text, 'UTF8'), 'base64'))"
+	}
+	view := c.s.views[typ]
 	var parts []string
-	for _, f := range fields {
-		key := b.param(f.Alias)
+	for _, sel := range collectFields(f.SelectionSet, c.vars, f.Definition.Type.Name(), c.s) {
+		key := c.param(sel.Alias) + "::text"
+		switch sel.Name {
+		case "__typename":
+			parts = append(parts, key, "to_json("+c.param(f.Definition.Type.Name())+"::text)")
+		case "totalCount":
+			parts = append(parts, key, fmt.Sprintf("(select count(*) from %s t where %s)", view, where))
+		case "pageInfo":
+			var pi []string
+			for _, p := range collectFields(sel.SelectionSet, c.vars, sel.Definition.Type.Name(), c.s) {
+				k := c.param(p.Alias) + "::text"
+				switch p.Name {
+				case "__typename":
+					pi = append(pi, k, "to_json("+c.param(sel.Definition.Type.Name())+"::text)")
+				case "hasNextPage":
+					pi = append(pi, k, "to_json(count(*) > "+fst+")")
+				case "hasPreviousPage":
+					pi = append(pi, k, "to_json("+off+" > 0)")
+				case "startCursor":
+					pi = append(pi, k, "case when count(*) > 0 then "+cursor("min(r.n)")+" end")
+				case "endCursor":
+					pi = append(pi, k, "case when count(*) > 0 then "+cursor("least(max(r.n), "+off+" + "+fst+")")+" end")
+				default:
+					return "", invalid("PageInfo.%s is not supported", p.Name)
+				}
+			}
+			parts = append(parts, key, buildObject(pi))
+		case "edges":
+			var ed []string
+			edgeType := sel.Definition.Type.Name()
+			for _, e := range collectFields(sel.SelectionSet, c.vars, edgeType, c.s) {
+				k := c.param(e.Alias) + "::text"
+				switch e.Name {
+				case "__typename":
+					ed = append(ed, k, "to_json("+c.param(edgeType)+"::text)")
+				case "cursor":
+					ed = append(ed, k, cursor("r.n"))
+				case "node":
+					obj, err := c.object(e.SelectionSet, typ, "r.data")
+					if err != nil {
+						return "", err
+					}
+					ed = append(ed, k, obj)
+				default:
+					return "", invalid("%s.%s is not supported", edgeType, e.Name)
+				}
+			}
+			parts = append(parts, key, fmt.Sprintf("coalesce(json_agg(%s order by r.n) filter (where r.n <= %s + %s), '[]'::json)", buildObject(ed), off, fst))
+		default:
+			return "", invalid("%s.%s is not supported", f.Definition.Type.Name(), sel.Name)
+		}
+	}
+	return fmt.Sprintf("select %s from (select t.id, t.data, row_number() over (order by %s) as n from %s t where %s order by %s limit %s + 1 offset %s) r",
+		buildObject(parts), order, view, where, order, fst, off), nil
+}
+
+// compileMutation builds the statement calling a mutation's function: its
+// arguments as one jsonb value (the value of a single input argument, or
+// the object of all arguments), its result row projected through the
+// selection, with the outcome the audit row needs beside it.
+func (c *compiler) compileMutation(f *ast.Field) (string, error) {
+	fn := c.s.functions[f.Name]
+	args := f.ArgumentMap(c.vars)
+	var input any = args
+	if len(f.Definition.Arguments) == 1 && f.Definition.Arguments[0].Name == "input" {
+		input = args["input"]
+	}
+	in, err := json.Marshal(input)
+	if err != nil {
+		return "", invalid("arguments: %v", err)
+	}
+	rt := c.s.ast.Types[f.Definition.Type.Name()]
+	var proj string
+	if rt.Kind == ast.Union {
+		succ, fail, err := unionBranches(c.s.ast, rt)
+		if err != nil {
+			return "", err
+		}
+		ps, err := c.object(f.SelectionSet, succ, "r.j")
+		if err != nil {
+			return "", err
+		}
+		pe, err := c.object(f.SelectionSet, fail, "r.j")
+		if err != nil {
+			return "", err
+		}
+		proj = fmt.Sprintf("case when (r.j->>'succeeded')::boolean then %s else %s end", ps, pe)
+	} else {
+		if proj, err = c.object(f.SelectionSet, rt.Name, "r.j"); err != nil {
+			return "", err
+		}
+	}
+	return fmt.Sprintf(`select json_build_object('data', %s, 'succeeded', coalesce((r.j->>'succeeded')::boolean, false),`+
+		` 'outcome', case when (r.j->>'succeeded')::boolean then coalesce(r.j->>'status', 'ok') else coalesce(r.j->>'error_class', r.j->>'status', 'error') end,`+
+		` 'resource', coalesce(r.j->>'entity_id', r.j->'entity'->>'id')) from (select to_jsonb(f) as j from %s(%s::jsonb) f) r`,
+		proj, fn, c.param(string(in))), nil
+}
+
+// object returns a json_build_object expression projecting only the
+// selected JSON paths of base, an expression of type jsonb holding an
+// object of type typ.
+func (c *compiler) object(set ast.SelectionSet, typ, base string) (string, error) {
+	var parts []string
+	for _, f := range collectFields(set, c.vars, typ, c.s) {
+		key := c.param(f.Alias) + "::text"
 		if f.Name == "__typename" {
-			parts = append(parts, key+"::text, to_jsonb("+b.param(f.ObjectDefinition.Name)+"::text)")
+			parts = append(parts, key, "to_json("+c.param(typ)+"::text)")
 			continue
 		}
-		lit, ok := quoteKey(f.Name)
-		if !ok {
-			return "", fmt.Errorf("field %q is not a GraphQL name", f.Name)
+		fi := c.s.fields[typ][f.Name]
+		if fi == nil {
+			return "", invalid("field %s.%s cannot be selected here", typ, f.Name)
 		}
-		path := base + "->" + lit
+		if fi.auth != "" && !c.p.HasScope(fi.auth) {
+			return "", forbidden(typ, f.Name)
+		}
+		path := fi.path(base)
+		ft := f.Definition.Type
+		named := c.s.ast.Types[ft.Name()]
+		var expr string
 		switch {
-		case len(f.SelectionSet) == 0:
-			parts = append(parts, key+"::text, "+path)
-		case f.Definition.Type.Elem != nil:
-			inner, err := e.object(b, f.SelectionSet, "e.value", vars)
+		case named != nil && named.Kind == ast.Object && ft.Elem == nil:
+			inner, err := c.object(f.SelectionSet, named.Name, path)
 			if err != nil {
 				return "", err
 			}
-			parts = append(parts, fmt.Sprintf("%s::text, (select coalesce(jsonb_agg(%s), '[]'::jsonb) from jsonb_array_elements(case when jsonb_typeof(%s) = 'array' then %s else '[]'::jsonb end) e)",
-				key, inner, path, path))
+			expr = fmt.Sprintf("case when jsonb_typeof(%s) = 'object' then %s end", path, inner)
+		case named != nil && named.Kind == ast.Object:
+			if ft.Elem.Elem != nil {
+				return "", invalid("field %s.%s: lists of lists of objects are not supported", typ, f.Name)
+			}
+			e := c.alias()
+			inner, err := c.object(f.SelectionSet, named.Name, e+".value")
+			if err != nil {
+				return "", err
+			}
+			expr = fmt.Sprintf("case when jsonb_typeof(%[1]s) = 'array' then (select coalesce(json_agg(%[2]s order by %[3]s.ord), '[]'::json) from jsonb_array_elements(%[1]s) with ordinality %[3]s(value, ord)) end",
+				path, inner, e)
 		default:
-			inner, err := e.object(b, f.SelectionSet, path, vars)
-			if err != nil {
-				return "", err
+			expr = path
+			if fi.mask != "" && !c.p.HasScope(fi.maskScope) {
+				expr = maskExpr(fi.mask, path)
 			}
-			parts = append(parts, fmt.Sprintf("%s::text, case when jsonb_typeof(%s) = 'object' then %s else 'null'::jsonb end", key, path, inner))
 		}
+		parts = append(parts, key, expr)
 	}
-	// jsonb_build_object takes at most 100 arguments: nest wider objects.
-	const maxPairs = 50
+	return buildObject(parts), nil
+}
+
+// buildObject builds a JSON object from key, value pairs, keeping their
+// order (json, not jsonb, so the response follows the selection order).
+// A function takes at most 100 arguments: wider objects are merged as
+// jsonb, which orders keys its own way.
+func buildObject(parts []string) string {
+	const maxArgs = 100
+	if len(parts) <= maxArgs {
+		return "json_build_object(" + strings.Join(parts, ", ") + ")"
+	}
 	var chunks []string
 	for len(parts) > 0 {
-		n := min(len(parts), maxPairs)
+		n := min(len(parts), maxArgs)
 		chunks = append(chunks, "jsonb_build_object("+strings.Join(parts[:n], ", ")+")")
 		parts = parts[n:]
 	}
-	return strings.Join(chunks, " || "), nil
+	return "(" + strings.Join(chunks, " || ") + ")::json"
 }
 
-// quoteKey writes a schema field name as a SQL string literal; field names
-// are GraphQL Names ([_A-Za-z][_0-9A-Za-z]*), so there is nothing to escape,
-// and the check keeps it that way.
-func quoteKey(name string) (string, bool) {
-	if name == "" {
-		return "", false
+// maskExpr hides a value in SQL, so the clear value never leaves the
+// database for a principal without the unmasking scope.
+func maskExpr(kind, p string) string {
+	switch kind {
+	case "EMAIL":
+		return fmt.Sprintf(`case when jsonb_typeof(%[1]s) = 'string' then to_jsonb(regexp_replace(%[1]s #>> '{}', '^(.)[^@]*', '\1***')) else %[1]s end`, p)
+	case "PII":
+		return fmt.Sprintf(`case when jsonb_typeof(%[1]s) = 'string' then to_jsonb(left(%[1]s #>> '{}', 1) || '***') when jsonb_typeof(%[1]s) in ('number', 'boolean') then to_jsonb('***'::text) else %[1]s end`, p)
+	default: // SECRET
+		return fmt.Sprintf(`case when coalesce(jsonb_typeof(%[1]s), 'null') = 'null' then %[1]s else to_jsonb('***'::text) end`, p)
 	}
-	for _, r := range name {
-		if !(r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
-			return "", false
+}
+
+// filterAndOrder compiles where and orderBy; the order always ends with
+// t.id, so pages are stable.
+func (c *compiler) filterAndOrder(typ string, args map[string]any) (where, order string, err error) {
+	if where, err = c.where(typ, args["where"], "t.data"); err != nil {
+		return "", "", err
+	}
+	var keys []string
+	for _, item := range asList(args["orderBy"]) {
+		if err := c.orderKey(typ, item, "t.data", &keys); err != nil {
+			return "", "", err
 		}
 	}
-	return "'" + name + "'", true
+	return where, strings.Join(append(keys, "t.id"), ", "), nil
 }
 
-// collectFields flattens a selection set: fragments expanded, @skip and
-// @include applied, fields of one response key merged in order.
-func collectFields(set ast.SelectionSet, vars map[string]any) ([]*ast.Field, error) {
+// where compiles a <Type>Where input into a boolean SQL expression.
+func (c *compiler) where(typ string, v any, base string) (string, error) {
+	if v == nil {
+		return "true", nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return "", invalid("where on %s must be an object", typ)
+	}
+	var conds []string
+	for _, k := range sortedAny(m) {
+		val := m[k]
+		if val == nil {
+			continue
+		}
+		switch k {
+		case "and", "or":
+			var sub []string
+			for _, item := range asList(val) {
+				s, err := c.where(typ, item, base)
+				if err != nil {
+					return "", err
+				}
+				sub = append(sub, s)
+			}
+			switch {
+			case len(sub) > 0:
+				conds = append(conds, "("+strings.Join(sub, map[string]string{"and": " and ", "or": " or "}[k])+")")
+			case k == "or":
+				conds = append(conds, "false")
+			}
+		case "not":
+			s, err := c.where(typ, val, base)
+			if err != nil {
+				return "", err
+			}
+			conds = append(conds, "not "+s)
+		default:
+			fi, named, err := c.filterField(typ, k)
+			if err != nil {
+				return "", err
+			}
+			if named.Kind == ast.Object {
+				s, err := c.where(named.Name, val, fi.path(base))
+				if err != nil {
+					return "", err
+				}
+				conds = append(conds, s)
+				continue
+			}
+			ops, ok := val.(map[string]any)
+			if !ok {
+				return "", invalid("filter on %s.%s must be an object of operators", typ, k)
+			}
+			s, err := c.scalarOps(fi, named.Name, ops, base)
+			if err != nil {
+				return "", err
+			}
+			conds = append(conds, s...)
+		}
+	}
+	if len(conds) == 0 {
+		return "true", nil
+	}
+	return "(" + strings.Join(conds, " and ") + ")", nil
+}
+
+// filterField returns a field a where or orderBy may use: reading a hidden
+// or masked value through a filter would reveal it, so both need the scope.
+func (c *compiler) filterField(typ, field string) (*fieldInfo, *ast.Definition, error) {
+	fi := c.s.fields[typ][field]
+	def := c.s.ast.Types[typ]
+	if fi == nil || def == nil || def.Fields.ForName(field) == nil {
+		return nil, nil, invalid("%s has no field %s", typ, field)
+	}
+	if fi.auth != "" && !c.p.HasScope(fi.auth) {
+		return nil, nil, forbidden(typ, field)
+	}
+	if fi.mask != "" && !c.p.HasScope(fi.maskScope) {
+		return nil, nil, forbidden(typ, field)
+	}
+	named := c.s.ast.Types[def.Fields.ForName(field).Type.Name()]
+	if named == nil {
+		return nil, nil, invalid("%s has no field %s", typ, field)
+	}
+	return fi, named, nil
+}
+
+// cast returns the SQL cast that compares a GraphQL scalar's text as the
+// type it holds.
+func cast(scalar string) string {
+	switch scalar {
+	case "Int", "Float":
+		return "::numeric"
+	case "Boolean":
+		return "::boolean"
+	}
+	return ""
+}
+
+var comparisons = map[string]string{"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+func (c *compiler) scalarOps(fi *fieldInfo, scalar string, ops map[string]any, base string) ([]string, error) {
+	text := fi.textPath(base)
+	cs := cast(scalar)
+	lhs := text + cs
+	var out []string
+	for _, op := range sortedAny(ops) {
+		v := ops[op]
+		if v == nil {
+			continue
+		}
+		switch op {
+		case "isNull":
+			b, ok := v.(bool)
+			if !ok {
+				return nil, invalid("isNull takes a Boolean")
+			}
+			if b {
+				out = append(out, "coalesce(jsonb_typeof("+fi.path(base)+"), 'null') = 'null'")
+			} else {
+				out = append(out, "coalesce(jsonb_typeof("+fi.path(base)+"), 'null') <> 'null'")
+			}
+		case "eq", "neq", "gt", "gte", "lt", "lte":
+			s, err := toText(v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, lhs+" "+comparisons[op]+" "+c.param(s)+"::text"+cs)
+		case "in", "nin":
+			var list []string
+			for _, e := range asList(v) {
+				s, err := toText(e)
+				if err != nil {
+					return nil, err
+				}
+				list = append(list, s)
+			}
+			if list == nil {
+				list = []string{}
+			}
+			cond := lhs + " = any(" + c.param(list) + "::text[]" + cs + "[])"
+			if op == "nin" {
+				cond = "not coalesce(" + cond + ", false)"
+			}
+			out = append(out, cond)
+		case "like", "ilike":
+			s, err := toText(v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, text+" "+op+" "+c.param(s)+"::text")
+		case "contains":
+			s, err := toText(v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, "strpos("+text+", "+c.param(s)+"::text) > 0")
+		default:
+			return nil, invalid("unknown filter operator %s", op)
+		}
+	}
+	return out, nil
+}
+
+var directions = map[string]string{
+	"ASC": "asc", "DESC": "desc",
+	"ASC_NULLS_FIRST": "asc nulls first", "ASC_NULLS_LAST": "asc nulls last",
+	"DESC_NULLS_FIRST": "desc nulls first", "DESC_NULLS_LAST": "desc nulls last",
+}
+
+// orderKey compiles one <Type>OrderBy item, which names exactly one field
+// (input object fields from variables have no order, so one key per item
+// keeps the sort order the client wrote).
+func (c *compiler) orderKey(typ string, v any, base string, out *[]string) error {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return invalid("orderBy items must be objects")
+	}
+	var keys []string
+	for k, val := range m {
+		if val != nil {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) != 1 {
+		return invalid("each orderBy item on %s must name exactly one field", typ)
+	}
+	k := keys[0]
+	fi, named, err := c.filterField(typ, k)
+	if err != nil {
+		return err
+	}
+	if named.Kind == ast.Object {
+		return c.orderKey(named.Name, m[k], fi.path(base), out)
+	}
+	s, _ := m[k].(string)
+	dir, ok := directions[s]
+	if !ok {
+		return invalid("unknown order direction %q", s)
+	}
+	*out = append(*out, fi.textPath(base)+cast(named.Name)+" "+dir)
+	return nil
+}
+
+// size returns a list size argument, defaulted and capped by the options.
+func (c *compiler) size(v any, name string) (int64, error) {
+	if v == nil {
+		return int64(c.opts.DefaultLimit), nil
+	}
+	n, err := nonNegative(v, name)
+	if err != nil {
+		return 0, err
+	}
+	return min(n, int64(c.opts.MaxLimit)), nil
+}
+
+func nonNegative(v any, name string) (int64, error) {
+	if v == nil {
+		return 0, nil
+	}
+	n, err := toInt(v)
+	if err != nil || n < 0 {
+		return 0, invalid("%s must be a non-negative integer", name)
+	}
+	return n, nil
+}
+
+func decodeCursor(s string) (int64, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || !strings.HasPrefix(string(b), "o:") {
+		return 0, invalid("after is not a cursor of this connection")
+	}
+	n, err := strconv.ParseInt(string(b[2:]), 10, 64)
+	if err != nil || n < 0 {
+		return 0, invalid("after is not a cursor of this connection")
+	}
+	return n, nil
+}
+
+func asList(v any) []any {
+	switch l := v.(type) {
+	case nil:
+		return nil
+	case []any:
+		return l
+	}
+	return []any{v}
+}
+
+func sortedAny(m map[string]any) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func toText(v any) (string, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case bool:
+		return strconv.FormatBool(x), nil
+	case int:
+		return strconv.Itoa(x), nil
+	case int64:
+		return strconv.FormatInt(x, 10), nil
+	case int32:
+		return strconv.FormatInt(int64(x), 10), nil
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64), nil
+	case json.Number:
+		return x.String(), nil
+	}
+	return "", invalid("a filter value must be a scalar")
+}
+
+// collectFields flattens a selection set for an object of type typ:
+// fragments whose type condition applies expanded, @skip and @include
+// applied, fields of one response key merged in order. typ "" takes every
+// fragment (for limits, which count the worst case).
+func collectFields(set ast.SelectionSet, vars map[string]any, typ string, s *Schema) []*ast.Field {
 	var out []*ast.Field
 	index := map[string]int{}
-	var walk func(ast.SelectionSet) error
-	walk = func(set ast.SelectionSet) error {
+	var walk func(ast.SelectionSet)
+	walk = func(set ast.SelectionSet) {
 		for _, sel := range set {
-			switch s := sel.(type) {
+			switch x := sel.(type) {
 			case *ast.Field:
-				if !included(s.Directives, vars) {
+				if !included(x.Directives, vars) {
 					continue
 				}
-				if i, ok := index[s.Alias]; ok {
+				if i, ok := index[x.Alias]; ok {
 					merged := *out[i]
-					merged.SelectionSet = append(append(ast.SelectionSet{}, merged.SelectionSet...), s.SelectionSet...)
+					merged.SelectionSet = append(append(ast.SelectionSet{}, merged.SelectionSet...), x.SelectionSet...)
 					out[i] = &merged
 					continue
 				}
-				index[s.Alias] = len(out)
-				out = append(out, s)
+				index[x.Alias] = len(out)
+				out = append(out, x)
 			case *ast.InlineFragment:
-				if included(s.Directives, vars) {
-					if err := walk(s.SelectionSet); err != nil {
-						return err
-					}
+				if included(x.Directives, vars) && applies(s, x.TypeCondition, typ) {
+					walk(x.SelectionSet)
 				}
 			case *ast.FragmentSpread:
-				if included(s.Directives, vars) && s.Definition != nil {
-					if err := walk(s.Definition.SelectionSet); err != nil {
-						return err
-					}
+				if included(x.Directives, vars) && x.Definition != nil && applies(s, x.Definition.TypeCondition, typ) {
+					walk(x.Definition.SelectionSet)
 				}
 			}
 		}
-		return nil
 	}
-	return out, walk(set)
+	walk(set)
+	return out
+}
+
+// applies reports whether a fragment on cond applies to an object of typ.
+func applies(s *Schema, cond, typ string) bool {
+	if cond == "" || typ == "" || cond == typ {
+		return true
+	}
+	def := s.ast.Types[cond]
+	if def == nil {
+		return false
+	}
+	switch def.Kind {
+	case ast.Union:
+		for _, m := range def.Types {
+			if m == typ {
+				return true
+			}
+		}
+	case ast.Interface:
+		if t := s.ast.Types[typ]; t != nil {
+			for _, i := range t.Interfaces {
+				if i == cond {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func included(ds ast.DirectiveList, vars map[string]any) bool {
@@ -184,21 +679,23 @@ func included(ds ast.DirectiveList, vars map[string]any) bool {
 	return true
 }
 
-func toInt(v any) (int, error) {
+func toInt(v any) (int64, error) {
 	switch n := v.(type) {
 	case int:
-		return n, nil
+		return int64(n), nil
 	case int64:
-		return int(n), nil
+		return n, nil
 	case float64:
-		if n != float64(int(n)) {
-			return 0, fmt.Errorf("not an integer")
+		if n != float64(int64(n)) {
+			return 0, errors.New("not an integer")
 		}
-		return int(n), nil
+		return int64(n), nil
+	case json.Number:
+		return n.Int64()
 	case string:
-		return strconv.Atoi(n)
+		return strconv.ParseInt(n, 10, 64)
 	}
-	return 0, fmt.Errorf("not an integer")
+	return 0, errors.New("not an integer")
 }
 
 func isUUIDText(s string) bool {

@@ -86,6 +86,10 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		return fmt.Errorf("database.url: %w", err)
 	}
 	defer db.Close()
+	if err := schema.Check(ctx, db); err != nil {
+		ln.Close()
+		return fmt.Errorf("core.schema: %w", err)
+	}
 
 	engine := graphql.NewEngine(schema, db, graphql.Options{
 		MaxDepth: cfg.Core.MaxDepth, DefaultLimit: cfg.Core.DefaultLimit, MaxLimit: cfg.Core.MaxLimit,
