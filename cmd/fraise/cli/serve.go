@@ -3,11 +3,15 @@ package cli
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -91,9 +95,17 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		return fmt.Errorf("core.schema: %w", err)
 	}
 
+	trusted, err := loadTrustedDocuments(cfg.Core.TrustedDocuments)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	engine := graphql.NewEngine(schema, db, graphql.Options{
 		MaxDepth: cfg.Core.MaxDepth, DefaultLimit: cfg.Core.DefaultLimit, MaxLimit: cfg.Core.MaxLimit,
 		Introspection: cfg.Core.Introspection,
+		MaxAliases:    cfg.Core.MaxAliases, MaxRootFields: cfg.Core.MaxRootFields, MaxCost: cfg.Core.MaxCost,
+		MaxResultBytes: cfg.Core.MaxResultBytes, StatementTimeout: cfg.Core.StatementTimeout.Duration,
+		APQ: cfg.Core.APQ, Trusted: trusted,
 	})
 	metrics := httpapi.NewMetrics()
 	health := &httpapi.Health{Ready: db.Ping}
@@ -147,4 +159,30 @@ func loadVerifier(refs []string, getenv func(string) string) (*assertion.Verifie
 		keys[assertion.KeyID(pub)] = pub
 	}
 	return assertion.NewVerifier(keys, nil), nil
+}
+
+// loadTrustedDocuments reads core.trusted_documents: a JSON object from
+// SHA-256 hex hashes to documents. Each hash is checked, so a wrong
+// manifest fails at start rather than refusing the operations it lists.
+func loadTrustedDocuments(path string) (map[string]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("core.trusted_documents: %w", err)
+	}
+	docs := map[string]string{}
+	if err := json.Unmarshal(b, &docs); err != nil {
+		return nil, fmt.Errorf("core.trusted_documents: %s: %w", path, err)
+	}
+	out := make(map[string]string, len(docs))
+	for hash, doc := range docs {
+		sum := sha256.Sum256([]byte(doc))
+		if hex.EncodeToString(sum[:]) != strings.ToLower(hash) {
+			return nil, fmt.Errorf("core.trusted_documents: %s: the document under %s has another hash", path, hash)
+		}
+		out[strings.ToLower(hash)] = doc
+	}
+	return out, nil
 }
