@@ -300,6 +300,15 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 			}}}
 		}
 	}
+	for _, fe := range fieldErrs {
+		// A non-null root field that failed nulls the whole data object,
+		// as the specification propagates nulls.
+		for _, st := range stmts {
+			if len(fe.Path) == 1 && fe.Path[0] == st.field.Alias && st.field.Definition != nil && st.field.Definition.Type.NonNull {
+				return &Response{Data: json.RawMessage("null"), Errors: fieldErrs}
+			}
+		}
+	}
 	buf := make([]byte, 0, 256)
 	buf = append(buf, '{')
 	for i, st := range stmts {

@@ -226,7 +226,7 @@ func Default() Config {
 			MaxBodyBytes:  1 << 20, MaxDepth: 10, DefaultLimit: 100, MaxLimit: 1000,
 			Introspection: true, ShutdownTimeout: Duration{10 * time.Second},
 			MaxAliases: 30, MaxRootFields: 10, MaxCost: 50000, MaxResultBytes: 8 << 20,
-			StatementTimeout: Duration{5 * time.Second}, APQ: true,
+			APQ: true,
 		},
 		Authz: Authz{
 			GRPCAddr: "127.0.0.1:9191", AdminAddr: "127.0.0.1:9192",
