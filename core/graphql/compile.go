@@ -374,6 +374,14 @@ func (c *compiler) where(typ string, v any, base string) (string, error) {
 			if !ok {
 				return "", invalid("filter on %s.%s must be an object of operators", typ, k)
 			}
+			if c.s.ast.Types[typ].Fields.ForName(k).Type.Elem != nil {
+				s, err := c.listOps(fi, named.Name, ops, base)
+				if err != nil {
+					return "", err
+				}
+				conds = append(conds, s...)
+				continue
+			}
 			s, err := c.scalarOps(fi, named.Name, ops, base)
 			if err != nil {
 				return "", err
@@ -480,6 +488,54 @@ func (c *compiler) scalarOps(fi *fieldInfo, scalar string, ops map[string]any, b
 			out = append(out, "strpos("+text+", "+c.param(s)+"::text) > 0")
 		default:
 			return nil, invalid("unknown filter operator %s", op)
+		}
+	}
+	return out, nil
+}
+
+// listOps compiles a <Scalar>ListFilter on a JSON array of scalars, by
+// jsonb containment (which a GIN index on the view's table can serve).
+func (c *compiler) listOps(fi *fieldInfo, scalar string, ops map[string]any, base string) ([]string, error) {
+	p := fi.path(base)
+	cs := cast(scalar)
+	var out []string
+	for _, op := range sortedAny(ops) {
+		v := ops[op]
+		if v == nil {
+			continue
+		}
+		switch op {
+		case "isNull", "isEmpty":
+			b, ok := v.(bool)
+			if !ok {
+				return nil, invalid("%s takes a Boolean", op)
+			}
+			cond := "coalesce(jsonb_typeof(" + p + "), 'null') = 'null'"
+			if op == "isEmpty" {
+				cond = "coalesce(jsonb_array_length(case when jsonb_typeof(" + p + ") = 'array' then " + p + " end) = 0, false)"
+			}
+			if !b {
+				cond = "not " + cond
+			}
+			out = append(out, cond)
+		case "contains":
+			s, err := toText(v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, "coalesce("+p+" @> jsonb_build_array("+c.param(s)+"::text"+cs+"), false)")
+		case "containsAll":
+			list := []string{}
+			for _, e := range asList(v) {
+				s, err := toText(e)
+				if err != nil {
+					return nil, err
+				}
+				list = append(list, s)
+			}
+			out = append(out, "coalesce("+p+" @> to_jsonb("+c.param(list)+"::text[]"+cs+"[]), false)")
+		default:
+			return nil, invalid("unknown list filter operator %s", op)
 		}
 	}
 	return out, nil

@@ -244,6 +244,10 @@ func TestFilterOrderPaginate(t *testing.T) {
 		{name: "and", where: `{and: [{author: {name: {eq: "Alice"}}}, {minutes: {gt: 5}}]}`, want: []string{rockets}},
 		{name: "or", where: `{or: [{title: {eq: "Hello from Acme"}}, {minutes: {eq: 7}}]}`, want: []string{hello, anvils}},
 		{name: "not", where: `{not: {author: {name: {eq: "Alice"}}}}`, want: []string{anvils, unpub}},
+		{name: "list contains", where: `{tags: {contains: "anvils"}}`, want: []string{anvils, unpub}},
+		{name: "list containsAll", where: `{tags: {containsAll: ["anvils", "review"]}}`, want: []string{anvils}},
+		{name: "list isEmpty", where: `{tags: {isEmpty: true}}`, want: []string{}},
+		{name: "list not empty", where: `{tags: {isEmpty: false}, minutes: {isNull: false}}`, want: []string{hello, anvils, rockets}},
 		{name: "empty or matches nothing", where: `{or: []}`, want: []string{}},
 		{name: "order by a nested path desc, nulls last", order: `[{stats: {readingMinutes: DESC_NULLS_LAST}}]`, want: []string{rockets, anvils, hello, unpub}},
 		{name: "order nulls first", order: `[{minutes: ASC_NULLS_FIRST}]`, want: []string{unpub, hello, anvils, rockets}},
@@ -338,6 +342,26 @@ func TestAuthorization(t *testing.T) {
 		r := e.Execute(as(demo.TenantAcme, "read:User.email"), graphql.Request{Query: `{ users(where: {email: {like: "alice%"}}) { name } }`})
 		mustData(t, r, `{"users": [{"name": "Alice"}]}`)
 	})
+}
+
+func TestMaskKindsAndTypeAuth(t *testing.T) {
+	d := mustDemoDB(t)
+	s := mustSchema(t, `type Person @view(name: "v_user") @auth(scope: "people") {
+		name: String @mask(kind: PII)
+		email: String @mask(kind: SECRET)
+		createdAt: String @mask(kind: EMAIL)
+	}
+	type Query { people: [Person!]! }`)
+	if err := s.Check(context.Background(), d.db); err != nil {
+		t.Fatal(err)
+	}
+	e := graphql.NewEngine(s, d.db, graphql.Options{})
+	const q = `{ people(limit: 1) { name email createdAt } }`
+	mustCode(t, e.Execute(as(demo.TenantAcme), graphql.Request{Query: q}), string(core.CodeForbidden))
+	mustData(t, e.Execute(as(demo.TenantAcme, "people"), graphql.Request{Query: q}),
+		`{"people": [{"name": "A***", "email": "***", "createdAt": "2***"}]}`)
+	mustData(t, e.Execute(as(demo.TenantAcme, "people", "unmask:Person.name", "unmask:Person.email"), graphql.Request{Query: q}),
+		`{"people": [{"name": "Alice", "email": "alice@acme.test", "createdAt": "2***"}]}`)
 }
 
 const createPost = `mutation($in: CreatePostInput!) { createPost(input: $in) {

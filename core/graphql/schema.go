@@ -41,6 +41,10 @@ input StringFilter { eq: String neq: String gt: String gte: String lt: String lt
 input IntFilter { eq: Int neq: Int gt: Int gte: Int lt: Int lte: Int in: [Int!] nin: [Int!] isNull: Boolean }
 input FloatFilter { eq: Float neq: Float gt: Float gte: Float lt: Float lte: Float in: [Float!] nin: [Float!] isNull: Boolean }
 input BooleanFilter { eq: Boolean neq: Boolean isNull: Boolean }
+input StringListFilter { contains: String containsAll: [String!] isEmpty: Boolean isNull: Boolean }
+input IDListFilter { contains: ID containsAll: [ID!] isEmpty: Boolean isNull: Boolean }
+input IntListFilter { contains: Int containsAll: [Int!] isEmpty: Boolean isNull: Boolean }
+input FloatListFilter { contains: Float containsAll: [Float!] isEmpty: Boolean isNull: Boolean }
 `
 
 // pageInfoSDL is Relay's PageInfo, added when a schema uses connections and
@@ -396,11 +400,19 @@ func filterSDL(s *ast.Schema) string {
 		var where, order strings.Builder
 		var nested []*ast.Definition
 		for _, f := range def.Fields {
-			if strings.HasPrefix(f.Name, "__") || f.Type.Elem != nil || len(f.Arguments) > 0 {
+			if strings.HasPrefix(f.Name, "__") || len(f.Arguments) > 0 {
 				continue
 			}
 			t := s.Types[f.Type.Name()]
 			if t == nil {
+				continue
+			}
+			if f.Type.Elem != nil {
+				// Lists of scalars filter by containment; lists of objects
+				// and of lists are not filterable.
+				if f.Type.Elem.Elem == nil && (t.Kind == ast.Scalar || t.Kind == ast.Enum) && t.Name != "Boolean" {
+					fmt.Fprintf(&where, " %s: %s", f.Name, strings.TrimSuffix(scalarFilter(t), "Filter")+"ListFilter")
+				}
 				continue
 			}
 			switch t.Kind {
