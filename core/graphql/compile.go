@@ -428,6 +428,14 @@ func cast(scalar string) string {
 	return ""
 }
 
+// arrayCast casts a text[] parameter to the array of what cast casts to.
+func arrayCast(cast string) string {
+	if cast == "" {
+		return "::text[]"
+	}
+	return "::text[]" + cast + "[]"
+}
+
 var comparisons = map[string]string{"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 func (c *compiler) scalarOps(fi *fieldInfo, scalar string, ops map[string]any, base string) ([]string, error) {
@@ -469,7 +477,7 @@ func (c *compiler) scalarOps(fi *fieldInfo, scalar string, ops map[string]any, b
 			if list == nil {
 				list = []string{}
 			}
-			cond := lhs + " = any(" + c.param(list) + "::text[]" + cs + "[])"
+			cond := lhs + " = any(" + c.param(list) + arrayCast(cs) + ")"
 			if op == "nin" {
 				cond = "not coalesce(" + cond + ", false)"
 			}
@@ -533,7 +541,7 @@ func (c *compiler) listOps(fi *fieldInfo, scalar string, ops map[string]any, bas
 				}
 				list = append(list, s)
 			}
-			out = append(out, "coalesce("+p+" @> to_jsonb("+c.param(list)+"::text[]"+cs+"[]), false)")
+			out = append(out, "coalesce("+p+" @> to_jsonb("+c.param(list)+arrayCast(cs)+"), false)")
 		default:
 			return nil, invalid("unknown list filter operator %s", op)
 		}

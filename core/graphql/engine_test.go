@@ -103,8 +103,8 @@ func TestCompiledSQL(t *testing.T) {
 				}
 			}
 		}
-		if !strings.Contains(stmts[0].sql, "from v_post t") || !strings.Contains(stmts[1].sql, "from v_user t") {
-			t.Fatalf("got %s / %s, want reads of v_post and v_user", stmts[0].sql, stmts[1].sql)
+		if !strings.Contains(stmts[0].sql, "from tv_post t") || !strings.Contains(stmts[1].sql, "from v_user t") {
+			t.Fatalf("got %s / %s, want reads of tv_post and v_user", stmts[0].sql, stmts[1].sql)
 		}
 	})
 	t.Run("only the requested paths are projected", func(t *testing.T) {

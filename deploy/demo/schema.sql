@@ -65,6 +65,63 @@ SELECT p.id, p.tenant_id,
 FROM public.posts p
 JOIN public.users u ON u.id = p.author_id;
 
+-- tv_post is the table-backed projection of v_post (database-first CQRS:
+-- the write side's triggers keep the read side current). Reads filter and
+-- sort on stored jsonb, which expression indexes serve, instead of
+-- composing every row's JSON first.
+CREATE TABLE IF NOT EXISTS public.tv_post (
+    id        uuid PRIMARY KEY,
+    tenant_id uuid NOT NULL,
+    data      jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tv_post_published_idx ON public.tv_post (tenant_id, (data->>'publishedAt'));
+ALTER TABLE public.tv_post ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.tv_post FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS tenant_isolation ON public.tv_post;
+CREATE POLICY tenant_isolation ON public.tv_post
+    USING (tenant_id = nullif(current_setting('fraise.tenant', true), '')::uuid)
+    WITH CHECK (tenant_id = nullif(current_setting('fraise.tenant', true), '')::uuid);
+
+-- Security definer: the core's role only reads tv_post; the projection is
+-- written by its owner, from v_post, for the rows the write touched.
+CREATE OR REPLACE FUNCTION public.refresh_tv_post(ids uuid[]) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    DELETE FROM public.tv_post t WHERE t.id = ANY(ids) AND NOT EXISTS (SELECT 1 FROM public.posts p WHERE p.id = t.id);
+    INSERT INTO public.tv_post (id, tenant_id, data)
+    SELECT v.id, v.tenant_id, v.data FROM public.v_post v WHERE v.id = ANY(ids)
+    ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, data = excluded.data;
+$$;
+
+CREATE OR REPLACE FUNCTION public.tv_post_from_posts() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM public.refresh_tv_post(ARRAY[OLD.id]);
+    ELSE
+        PERFORM public.refresh_tv_post(ARRAY[NEW.id]);
+    END IF;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS tv_post_refresh ON public.posts;
+CREATE TRIGGER tv_post_refresh AFTER INSERT OR UPDATE OR DELETE ON public.posts
+    FOR EACH ROW EXECUTE FUNCTION public.tv_post_from_posts();
+
+-- An author's name or email is part of each of their posts' data.
+CREATE OR REPLACE FUNCTION public.tv_post_from_users() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+BEGIN
+    PERFORM public.refresh_tv_post(ARRAY(SELECT p.id FROM public.posts p WHERE p.author_id = NEW.id));
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS tv_post_refresh ON public.users;
+CREATE TRIGGER tv_post_refresh AFTER UPDATE ON public.users
+    FOR EACH ROW EXECUTE FUNCTION public.tv_post_from_users();
+
+-- Backfill, for databases that had posts before tv_post existed.
+SELECT public.refresh_tv_post(ARRAY(SELECT id FROM public.posts));
+
 -- The demo's mutation: fn_<name>(input jsonb) returning
 -- fraise.mutation_result. It runs as the caller (security invoker), so
 -- row-level security decides which authors exist and checks the insert.
