@@ -61,6 +61,9 @@ type Request struct {
 	OperationName string         `json:"operationName"`
 	Variables     map[string]any `json:"variables"`
 	Extensions    map[string]any `json:"extensions"`
+	// ReadOnly refuses mutations with MUTATION_NOT_ALLOWED: GraphQL over
+	// HTTP sets it for GET, which must not change state.
+	ReadOnly bool `json:"-"`
 }
 
 // Location is a position in the request document.
@@ -102,6 +105,7 @@ const (
 	CodePersistedUnsupported = "PERSISTED_QUERY_NOT_SUPPORTED"
 	CodePersistedHash        = "PERSISTED_QUERY_HASH_MISMATCH"
 	CodeNotTrusted           = "OPERATION_NOT_TRUSTED"
+	CodeMutationNotAllowed   = "MUTATION_NOT_ALLOWED"
 )
 
 // Engine executes requests against a schema.
@@ -181,6 +185,9 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 	case ast.Query:
 		root = e.schema.ast.Query
 	case ast.Mutation:
+		if req.ReadOnly {
+			return requestError(CodeMutationNotAllowed, "mutations are not allowed in a read-only request (use POST)")
+		}
 		root = e.schema.ast.Mutation
 	default:
 		return requestError(CodeBadRequest, "subscriptions are not supported")

@@ -121,6 +121,14 @@ func TestCompiledSQL(t *testing.T) {
 			}
 		}
 	})
+	t.Run("read-only requests refuse mutations", func(t *testing.T) {
+		r := e.Execute(ctx, graphql.Request{ReadOnly: true, Query: `mutation { createPost(input: {title: "x", authorId: "y"}) { __typename } }`})
+		mustCode(t, r, graphql.CodeMutationNotAllowed)
+		if n := len(db.take()); n != 0 {
+			t.Fatalf("got %d statements, want none", n)
+		}
+		mustData(t, e.Execute(ctx, graphql.Request{ReadOnly: true, Query: `{ __typename }`}), `{"__typename": "Query"}`)
+	})
 	t.Run("no principal", func(t *testing.T) {
 		mustCode(t, e.Execute(context.Background(), graphql.Request{Query: `{ users { id } }`}), string(core.CodeUnauthenticated))
 	})
