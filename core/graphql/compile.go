@@ -1,7 +1,9 @@
 package graphql
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,7 +82,7 @@ func (c *compiler) compileQuery(f *ast.Field) (sql string, constant json.RawMess
 // the JSON array built by the aggregate in the same order.
 func (c *compiler) list(f *ast.Field, typ string) (string, error) {
 	args := f.ArgumentMap(c.vars)
-	where, order, err := c.filterAndOrder(typ, args)
+	where, order, _, err := c.filterAndOrder(typ, args)
 	if err != nil {
 		return "", err
 	}
@@ -100,12 +102,13 @@ func (c *compiler) list(f *ast.Field, typ string) (string, error) {
 		obj, order, c.s.views[typ], where, order, c.param(limit), c.param(offset)), nil
 }
 
-// connection compiles a Relay connection. Cursors are the row's position
-// in the filtered order (opaque to clients): row_number() is computed
-// before the offset, so a row's number is its absolute position.
+// connection compiles a Relay connection with keyset cursors: a cursor
+// holds the sort key values of its row (and a fingerprint of the order),
+// and after selects the rows that sort after it, so pages stay exact when
+// rows are inserted or deleted between requests.
 func (c *compiler) connection(f *ast.Field, typ string) (string, error) {
 	args := f.ArgumentMap(c.vars)
-	where, order, err := c.filterAndOrder(typ, args)
+	where, order, keys, err := c.filterAndOrder(typ, args)
 	if err != nil {
 		return "", err
 	}
@@ -113,16 +116,23 @@ func (c *compiler) connection(f *ast.Field, typ string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var offset int64
+	sum := sha256.Sum256([]byte(order))
+	fp := hex.EncodeToString(sum[:6])
+	after := "true"
+	hasAfter := false
 	if a, ok := args["after"].(string); ok {
-		if offset, err = decodeCursor(a); err != nil {
+		if after, err = c.after(a, fp, keys); err != nil {
 			return "", err
 		}
+		hasAfter = true
 	}
-	off, fst := c.param(offset)+"::bigint", c.param(first)+"::bigint"
-	cursor := func(n string) string {
-		return "to_json(encode(convert_to('o:' || (" + n + ")::text, 'UTF8'), 'base64'))"
+	fst := c.param(first) + "::bigint"
+	// The cursor: base64 of a JSON array [fingerprint, key values as text..., id].
+	vals := []string{c.param(fp) + "::text"}
+	for _, k := range keys {
+		vals = append(vals, "("+k.expr+")::text")
 	}
+	cursorExpr := "translate(encode(convert_to(json_build_array(" + strings.Join(vals, ", ") + ")::text, 'UTF8'), 'base64'), E'\\n', '')"
 	view := c.s.views[typ]
 	var parts []string
 	for _, sel := range collectFields(f.SelectionSet, c.vars, f.Definition.Type.Name(), c.s) {
@@ -142,11 +152,12 @@ func (c *compiler) connection(f *ast.Field, typ string) (string, error) {
 				case "hasNextPage":
 					pi = append(pi, k, "to_json(count(*) > "+fst+")")
 				case "hasPreviousPage":
-					pi = append(pi, k, "to_json("+off+" > 0)")
+					// Relay lets a server answer whether after was given.
+					pi = append(pi, k, "to_json("+c.param(hasAfter)+"::boolean)")
 				case "startCursor":
-					pi = append(pi, k, "case when count(*) > 0 then "+cursor("min(r.n)")+" end")
+					pi = append(pi, k, "to_json((array_agg(r.c order by r.n) filter (where r.n <= "+fst+"))[1])")
 				case "endCursor":
-					pi = append(pi, k, "case when count(*) > 0 then "+cursor("least(max(r.n), "+off+" + "+fst+")")+" end")
+					pi = append(pi, k, "to_json((array_agg(r.c order by r.n desc) filter (where r.n <= "+fst+"))[1])")
 				default:
 					return "", invalid("PageInfo.%s is not supported", p.Name)
 				}
@@ -161,7 +172,7 @@ func (c *compiler) connection(f *ast.Field, typ string) (string, error) {
 				case "__typename":
 					ed = append(ed, k, "to_json("+c.param(edgeType)+"::text)")
 				case "cursor":
-					ed = append(ed, k, cursor("r.n"))
+					ed = append(ed, k, "to_json(r.c)")
 				case "node":
 					obj, err := c.object(e.SelectionSet, typ, "r.data")
 					if err != nil {
@@ -172,13 +183,63 @@ func (c *compiler) connection(f *ast.Field, typ string) (string, error) {
 					return "", invalid("%s.%s is not supported", edgeType, e.Name)
 				}
 			}
-			parts = append(parts, key, fmt.Sprintf("coalesce(json_agg(%s order by r.n) filter (where r.n <= %s + %s), '[]'::json)", buildObject(ed), off, fst))
+			parts = append(parts, key, fmt.Sprintf("coalesce(json_agg(%s order by r.n) filter (where r.n <= %s), '[]'::json)", buildObject(ed), fst))
 		default:
 			return "", invalid("%s.%s is not supported", f.Definition.Type.Name(), sel.Name)
 		}
 	}
-	return fmt.Sprintf("select %s from (select t.id, t.data, row_number() over (order by %s) as n from %s t where %s order by %s limit %s + 1 offset %s) r",
-		buildObject(parts), order, view, where, order, fst, off), nil
+	return fmt.Sprintf("select %s from (select t.id, t.data, %s as c, row_number() over (order by %s) as n from %s t where %s and %s order by %s limit %s + 1) r",
+		buildObject(parts), cursorExpr, order, view, where, after, order, fst), nil
+}
+
+// after compiles the condition "sorts after the cursor's row": for each
+// key, the earlier keys equal and this one after, NULLs placed as the key
+// says. Whether a cursor value is NULL decides the SQL's shape; the values
+// themselves are parameters.
+func (c *compiler) after(cursor, fp string, keys []sortKey) (string, error) {
+	bad := invalid("after is not a cursor of this connection and order")
+	b, err := base64.StdEncoding.DecodeString(cursor)
+	if err != nil {
+		return "", bad
+	}
+	var vals []*string
+	if err := json.Unmarshal(b, &vals); err != nil || len(vals) != len(keys)+1 || vals[0] == nil || *vals[0] != fp {
+		return "", bad
+	}
+	vals = vals[1:]
+	if id := vals[len(vals)-1]; id == nil || !isUUIDText(*id) {
+		return "", bad
+	}
+	var ors []string
+	var eqs []string
+	for i, k := range keys {
+		var v, gt string
+		if vals[i] != nil {
+			v = c.param(*vals[i]) + "::text" + k.cast
+			gt = ">"
+			if k.desc {
+				gt = "<"
+			}
+		}
+		var cond string
+		switch {
+		case vals[i] == nil && k.nullsFirst:
+			cond = k.expr + " is not null"
+		case vals[i] == nil:
+			cond = "false"
+		case k.nullsFirst:
+			cond = k.expr + " " + gt + " " + v
+		default:
+			cond = "(" + k.expr + " " + gt + " " + v + " or " + k.expr + " is null)"
+		}
+		ors = append(ors, "("+strings.Join(append(append([]string{}, eqs...), cond), " and ")+")")
+		if vals[i] == nil {
+			eqs = append(eqs, k.expr+" is null")
+		} else {
+			eqs = append(eqs, k.expr+" = "+v)
+		}
+	}
+	return "(" + strings.Join(ors, " or ") + ")", nil
 }
 
 // compileMutation builds the statement calling a mutation's function: its
@@ -305,19 +366,45 @@ func maskExpr(kind, p string) string {
 	}
 }
 
+// sortKey is one ORDER BY key: a typed SQL expression, its direction and
+// where NULLs go (always explicit, so cursors know the order exactly).
+type sortKey struct {
+	expr       string
+	cast       string // the cast that types a cursor's text value like expr
+	desc       bool
+	nullsFirst bool
+}
+
+func (k sortKey) String() string {
+	s := k.expr
+	if k.desc {
+		s += " desc"
+	} else {
+		s += " asc"
+	}
+	if k.nullsFirst {
+		return s + " nulls first"
+	}
+	return s + " nulls last"
+}
+
 // filterAndOrder compiles where and orderBy; the order always ends with
 // t.id, so pages are stable.
-func (c *compiler) filterAndOrder(typ string, args map[string]any) (where, order string, err error) {
+func (c *compiler) filterAndOrder(typ string, args map[string]any) (where, order string, keys []sortKey, err error) {
 	if where, err = c.where(typ, args["where"], "t.data"); err != nil {
-		return "", "", err
+		return "", "", nil, err
 	}
-	var keys []string
 	for _, item := range asList(args["orderBy"]) {
 		if err := c.orderKey(typ, item, "t.data", &keys); err != nil {
-			return "", "", err
+			return "", "", nil, err
 		}
 	}
-	return where, strings.Join(append(keys, "t.id"), ", "), nil
+	keys = append(keys, sortKey{expr: "t.id", cast: "::uuid"})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k.String()
+	}
+	return where, strings.Join(parts, ", "), keys, nil
 }
 
 // where compiles a <Type>Where input into a boolean SQL expression.
@@ -549,16 +636,18 @@ func (c *compiler) listOps(fi *fieldInfo, scalar string, ops map[string]any, bas
 	return out, nil
 }
 
-var directions = map[string]string{
-	"ASC": "asc", "DESC": "desc",
-	"ASC_NULLS_FIRST": "asc nulls first", "ASC_NULLS_LAST": "asc nulls last",
-	"DESC_NULLS_FIRST": "desc nulls first", "DESC_NULLS_LAST": "desc nulls last",
+// directions maps OrderDirection values to (descending, nulls first);
+// PostgreSQL's defaults put NULLs last ascending and first descending.
+var directions = map[string][2]bool{
+	"ASC": {false, false}, "DESC": {true, true},
+	"ASC_NULLS_FIRST": {false, true}, "ASC_NULLS_LAST": {false, false},
+	"DESC_NULLS_FIRST": {true, true}, "DESC_NULLS_LAST": {true, false},
 }
 
 // orderKey compiles one <Type>OrderBy item, which names exactly one field
 // (input object fields from variables have no order, so one key per item
 // keeps the sort order the client wrote).
-func (c *compiler) orderKey(typ string, v any, base string, out *[]string) error {
+func (c *compiler) orderKey(typ string, v any, base string, out *[]sortKey) error {
 	m, ok := v.(map[string]any)
 	if !ok {
 		return invalid("orderBy items must be objects")
@@ -585,7 +674,8 @@ func (c *compiler) orderKey(typ string, v any, base string, out *[]string) error
 	if !ok {
 		return invalid("unknown order direction %q", s)
 	}
-	*out = append(*out, fi.textPath(base)+cast(named.Name)+" "+dir)
+	cs := cast(named.Name)
+	*out = append(*out, sortKey{expr: fi.textPath(base) + cs, cast: cs, desc: dir[0], nullsFirst: dir[1]})
 	return nil
 }
 
@@ -608,18 +698,6 @@ func nonNegative(v any, name string) (int64, error) {
 	n, err := toInt(v)
 	if err != nil || n < 0 {
 		return 0, invalid("%s must be a non-negative integer", name)
-	}
-	return n, nil
-}
-
-func decodeCursor(s string) (int64, error) {
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil || !strings.HasPrefix(string(b), "o:") {
-		return 0, invalid("after is not a cursor of this connection")
-	}
-	n, err := strconv.ParseInt(string(b[2:]), 10, 64)
-	if err != nil || n < 0 {
-		return 0, invalid("after is not a cursor of this connection")
 	}
 	return n, nil
 }

@@ -315,6 +315,91 @@ func TestFilterOrderPaginate(t *testing.T) {
 	})
 }
 
+func TestConnectionCursors(t *testing.T) {
+	d := mustDemoDB(t)
+	e := mustEngine(t, d, graphql.Options{})
+	ctx := as(demo.TenantAcme)
+	type conn struct {
+		Edges []struct {
+			Cursor string
+			Node   struct{ Title string }
+		}
+		PageInfo struct{ HasNextPage bool }
+	}
+	page := func(t *testing.T, order string, first int, after any) conn {
+		t.Helper()
+		r := e.Execute(ctx, graphql.Request{Query: `query($after: String, $first: Int) { postsConnection(first: $first, after: $after, orderBy: ` + order + `) {
+			edges { cursor node { title } } pageInfo { hasNextPage } } }`, Variables: map[string]any{"after": after, "first": first}})
+		if len(r.Errors) > 0 {
+			t.Fatalf("%+v", *r.Errors[0])
+		}
+		var got struct{ PostsConnection conn }
+		if err := json.Unmarshal(r.Data, &got); err != nil {
+			t.Fatal(err)
+		}
+		return got.PostsConnection
+	}
+	walk := func(t *testing.T, order string) []string {
+		t.Helper()
+		var titles []string
+		var after any
+		for i := 0; i < 10; i++ {
+			p := page(t, order, 1, after)
+			for _, e := range p.Edges {
+				titles = append(titles, e.Node.Title)
+				after = e.Cursor
+			}
+			if !p.PageInfo.HasNextPage {
+				return titles
+			}
+		}
+		t.Fatalf("did not reach the last page: %q", titles)
+		return nil
+	}
+	list := func(t *testing.T, order string) []string {
+		t.Helper()
+		r := e.Execute(ctx, graphql.Request{Query: `{ posts(orderBy: ` + order + `) { title } }`})
+		var got struct{ Posts []struct{ Title string } }
+		if err := json.Unmarshal(r.Data, &got); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, p := range got.Posts {
+			out = append(out, p.Title)
+		}
+		return out
+	}
+	for _, order := range []string{
+		`[{title: ASC}]`, `[{minutes: ASC_NULLS_FIRST}]`, `[{minutes: ASC}]`, `[{minutes: DESC}]`, `[{minutes: DESC_NULLS_LAST}]`,
+		`[{author: {name: DESC}}, {publishedAt: ASC_NULLS_FIRST}]`, `[{publishedAt: DESC}]`, `[]`,
+	} {
+		t.Run("one by one in the order of "+order, func(t *testing.T) {
+			got, want := walk(t, order), list(t, order)
+			if strings.Join(got, "|") != strings.Join(want, "|") || len(got) != 4 {
+				t.Fatalf("got %q, want %q", got, want)
+			}
+		})
+	}
+	t.Run("a cursor of another order is refused", func(t *testing.T) {
+		p := page(t, `[{title: ASC}]`, 1, nil)
+		r := e.Execute(ctx, graphql.Request{Query: `query($a: String) { postsConnection(after: $a, orderBy: [{title: DESC}]) { totalCount } }`,
+			Variables: map[string]any{"a": p.Edges[0].Cursor}})
+		mustCode(t, r, string(core.CodeInvalid))
+	})
+	t.Run("pages stay exact when rows are inserted before the cursor", func(t *testing.T) {
+		p1 := page(t, `[{title: ASC}]`, 2, nil)
+		d.admin(t, `insert into public.posts (tenant_id, author_id, title, body) values ($1, 'a0000000-0000-4000-8000-00000000000a', 'Aardvarks', 'x')`, demo.TenantAcme)
+		p2 := page(t, `[{title: ASC}]`, 2, p1.Edges[1].Cursor)
+		var got []string
+		for _, e := range append(p1.Edges, p2.Edges...) {
+			got = append(got, e.Node.Title)
+		}
+		if want := "Anvils, a review|Hello from Acme|Rockets for beginners|Unpublished anvil"; strings.Join(got, "|") != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	})
+}
+
 func TestAuthorization(t *testing.T) {
 	d := mustDemoDB(t)
 	e := mustEngine(t, d, graphql.Options{})
