@@ -200,6 +200,11 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 	stmts := make([]stmt, 0, len(roots))
 	var fieldErrs []*Error
 	for _, f := range roots {
+		if d := rootAuth(f); d != "" && !p.HasScope(d) {
+			return requestError(string(core.CodeForbidden), "not allowed to run "+root.Name+"."+f.Name, loc(f.Position))
+		}
+	}
+	for _, f := range roots {
 		st := stmt{field: f}
 		switch {
 		case f.Name == "__typename":
@@ -233,6 +238,19 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 		stmts = append(stmts, st)
 	}
 	return e.run(ctx, p, op.Operation, stmts, fieldErrs)
+}
+
+// rootAuth returns the scope an @auth directive on a root field requires.
+func rootAuth(f *ast.Field) string {
+	if f.Definition == nil {
+		return ""
+	}
+	if d := f.Definition.Directives.ForName("auth"); d != nil {
+		if a := d.Arguments.ForName("scope"); a != nil && a.Value != nil {
+			return a.Value.Raw
+		}
+	}
+	return ""
 }
 
 // stmt is one compiled root field: SQL and its parameters, or a constant

@@ -79,6 +79,40 @@ func TestParseSchemaErrors(t *testing.T) {
 	}
 }
 
+func TestRootFieldAuth(t *testing.T) {
+	db := &recordingDB{}
+	s := mustSchema(t, demo.SDL+`
+		extend type Query { drafts: [Post!]! @auth(scope: "read:drafts") }
+		extend type Mutation { publishPost(input: CreatePostInput!): CreatePostResult! @auth(scope: "write:Post") }`)
+	e := graphql.NewEngine(s, db, graphql.Options{})
+	tests := []struct {
+		name, query string
+		scopes      []string
+		code        string
+	}{
+		{"query field without its scope", `{ drafts { title } }`, nil, string(core.CodeForbidden)},
+		{"query field with its scope", `{ drafts { title } }`, []string{"read:drafts"}, ""},
+		{"mutation without its scope", `mutation { publishPost(input: {title: "x", authorId: "y"}) { __typename } }`, []string{"read:drafts"}, string(core.CodeForbidden)},
+		{"mutation with its scope", `mutation { publishPost(input: {title: "x", authorId: "y"}) { __typename } }`, []string{"write:Post"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.Execute(as(demo.TenantAcme, tt.scopes...), graphql.Request{Query: tt.query})
+			stmts := db.take()
+			if tt.code == "" {
+				if len(r.Errors) > 0 || len(stmts) == 0 {
+					t.Fatalf("got %+v and %d statements, want it to run", r.Errors, len(stmts))
+				}
+				return
+			}
+			mustCode(t, r, tt.code)
+			if len(stmts) != 0 {
+				t.Fatalf("got %d statements, want none", len(stmts))
+			}
+		})
+	}
+}
+
 func TestCompiledSQL(t *testing.T) {
 	e, db := mustRecordingEngine(t, graphql.Options{})
 	ctx := as(demo.TenantAcme, "read:User.email")
