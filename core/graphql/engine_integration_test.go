@@ -517,10 +517,15 @@ func TestSchemaCheck(t *testing.T) {
 		{name: "missing named view", sdl: `type Ghost @view(name: "v_missing") { id: ID! } type Query { ghost(id: ID!): Ghost }`, want: []string{"type Ghost: view v_missing does not exist"}},
 		{name: "missing columns", sdl: `type Thin @view(name: "v_thin") { id: ID! } type Query { thins: [Thin!]! }`, want: []string{"view v_thin has no column data"}},
 		{name: "missing function", sdl: demo.SDL + `extend type Mutation { deletePost(id: ID!): CreatePostResult! }`, want: []string{"mutation deletePost: function fn_delete_post(jsonb) does not exist"}},
+		{name: "missing audit function", sdl: demo.SDL, want: []string{"mutations need function fraise.audit"}},
 		{name: "wrong function", sdl: demo.SDL + `extend type Mutation { wrong(id: ID!): CreatePostResult! }`, want: []string{"function fn_wrong takes (integer), not (jsonb)", "fn_wrong returns no column succeeded"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "missing audit function" {
+				d.admin(t, `alter function fraise.audit(text, text, text, text) rename to audit_renamed`)
+				defer d.admin(t, `alter function fraise.audit_renamed(text, text, text, text) rename to audit`)
+			}
 			err := mustSchema(t, tt.sdl).Check(context.Background(), d.db)
 			if len(tt.want) == 0 {
 				if err != nil {

@@ -486,6 +486,15 @@ func (s *Schema) Check(ctx context.Context, cat core.Catalog) error {
 			errs = append(errs, fmt.Errorf("schema check: type %s: column %s.data is %s, not jsonb", typ, view, t))
 		}
 	}
+	if len(s.functions) > 0 {
+		info, err := cat.Function(ctx, "fraise.audit")
+		if err != nil {
+			return fmt.Errorf("schema check: %w", err)
+		}
+		if info == nil {
+			errs = append(errs, errors.New("schema check: mutations need function fraise.audit (run fraise migrate)"))
+		}
+	}
 	for _, field := range sortedKeys(s.functions) {
 		fn := s.functions[field]
 		info, err := cat.Function(ctx, fn)
