@@ -240,14 +240,21 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 	return e.run(ctx, p, op.Operation, stmts, fieldErrs)
 }
 
-// rootAuth returns the scope an @auth directive on a root field requires.
+// rootAuth returns the scope an @auth directive on a root field, or else
+// on its root type, requires.
 func rootAuth(f *ast.Field) string {
-	if f.Definition == nil {
-		return ""
+	var ds []ast.DirectiveList
+	if f.Definition != nil {
+		ds = append(ds, f.Definition.Directives)
 	}
-	if d := f.Definition.Directives.ForName("auth"); d != nil {
-		if a := d.Arguments.ForName("scope"); a != nil && a.Value != nil {
-			return a.Value.Raw
+	if f.ObjectDefinition != nil {
+		ds = append(ds, f.ObjectDefinition.Directives)
+	}
+	for _, list := range ds {
+		if d := list.ForName("auth"); d != nil {
+			if a := d.Arguments.ForName("scope"); a != nil && a.Value != nil {
+				return a.Value.Raw
+			}
 		}
 	}
 	return ""

@@ -83,7 +83,8 @@ func TestRootFieldAuth(t *testing.T) {
 	db := &recordingDB{}
 	s := mustSchema(t, demo.SDL+`
 		extend type Query { drafts: [Post!]! @auth(scope: "read:drafts") }
-		extend type Mutation { publishPost(input: CreatePostInput!): CreatePostResult! @auth(scope: "write:Post") }`)
+		extend type Mutation { publishPost(input: CreatePostInput!): CreatePostResult! @auth(scope: "write:Post") }
+		extend type Mutation @auth(scope: "write") { deletePost(input: CreatePostInput!): CreatePostResult! }`)
 	e := graphql.NewEngine(s, db, graphql.Options{})
 	tests := []struct {
 		name, query string
@@ -94,6 +95,8 @@ func TestRootFieldAuth(t *testing.T) {
 		{"query field with its scope", `{ drafts { title } }`, []string{"read:drafts"}, ""},
 		{"mutation without its scope", `mutation { publishPost(input: {title: "x", authorId: "y"}) { __typename } }`, []string{"read:drafts"}, string(core.CodeForbidden)},
 		{"mutation with its scope", `mutation { publishPost(input: {title: "x", authorId: "y"}) { __typename } }`, []string{"write:Post"}, ""},
+		{"root type's @auth", `mutation { createPost(input: {title: "x", authorId: "y"}) { __typename } }`, nil, string(core.CodeForbidden)},
+		{"root type's @auth with its scope", `mutation { createPost(input: {title: "x", authorId: "y"}) { __typename } }`, []string{"write"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
