@@ -112,7 +112,22 @@ func (c *compiler) connection(f *ast.Field, typ string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	first, err := c.size(args["first"], "first")
+	// Backward pages scan in the reversed order from before, then list
+	// their edges in the forward order.
+	backward := args["last"] != nil || args["before"] != nil
+	if backward && (args["first"] != nil || args["after"] != nil) {
+		return "", invalid("give first and after, or last and before, not both")
+	}
+	sizeArg, cursorArg, scan := "first", "after", keys
+	if backward {
+		sizeArg, cursorArg = "last", "before"
+		scan = make([]sortKey, len(keys))
+		for i, k := range keys {
+			k.desc, k.nullsFirst = !k.desc, !k.nullsFirst
+			scan[i] = k
+		}
+	}
+	first, err := c.size(args[sizeArg], sizeArg)
 	if err != nil {
 		return "", err
 	}
@@ -120,11 +135,20 @@ func (c *compiler) connection(f *ast.Field, typ string) (string, error) {
 	fp := hex.EncodeToString(sum[:6])
 	after := "true"
 	hasAfter := false
-	if a, ok := args["after"].(string); ok {
-		if after, err = c.after(a, fp, keys); err != nil {
+	if a, ok := args[cursorArg].(string); ok {
+		if after, err = c.after(a, fp, scan); err != nil {
 			return "", err
 		}
 		hasAfter = true
+	}
+	scanParts := make([]string, len(scan))
+	for i, k := range scan {
+		scanParts[i] = k.String()
+	}
+	scanOrder := strings.Join(scanParts, ", ")
+	edgeOrder, revOrder := "r.n", "r.n desc"
+	if backward {
+		edgeOrder, revOrder = revOrder, edgeOrder
 	}
 	fst := c.param(first) + "::bigint"
 	// The cursor: base64 of a JSON array [fingerprint, key values as text..., id].
@@ -149,15 +173,19 @@ func (c *compiler) connection(f *ast.Field, typ string) (string, error) {
 				switch p.Name {
 				case "__typename":
 					pi = append(pi, k, "to_json("+c.param(sel.Definition.Type.Name())+"::text)")
-				case "hasNextPage":
-					pi = append(pi, k, "to_json(count(*) > "+fst+")")
-				case "hasPreviousPage":
-					// Relay lets a server answer whether after was given.
-					pi = append(pi, k, "to_json("+c.param(hasAfter)+"::boolean)")
+				case "hasNextPage", "hasPreviousPage":
+					// More rows in the scan's direction is known; the other
+					// direction answers whether a cursor was given, as Relay
+					// allows.
+					if (p.Name == "hasNextPage") != backward {
+						pi = append(pi, k, "to_json(count(*) > "+fst+")")
+					} else {
+						pi = append(pi, k, "to_json("+c.param(hasAfter)+"::boolean)")
+					}
 				case "startCursor":
-					pi = append(pi, k, "to_json((array_agg(r.c order by r.n) filter (where r.n <= "+fst+"))[1])")
+					pi = append(pi, k, "to_json((array_agg(r.c order by "+edgeOrder+") filter (where r.n <= "+fst+"))[1])")
 				case "endCursor":
-					pi = append(pi, k, "to_json((array_agg(r.c order by r.n desc) filter (where r.n <= "+fst+"))[1])")
+					pi = append(pi, k, "to_json((array_agg(r.c order by "+revOrder+") filter (where r.n <= "+fst+"))[1])")
 				default:
 					return "", invalid("PageInfo.%s is not supported", p.Name)
 				}
@@ -183,13 +211,13 @@ func (c *compiler) connection(f *ast.Field, typ string) (string, error) {
 					return "", invalid("%s.%s is not supported", edgeType, e.Name)
 				}
 			}
-			parts = append(parts, key, fmt.Sprintf("coalesce(json_agg(%s order by r.n) filter (where r.n <= %s), '[]'::json)", buildObject(ed), fst))
+			parts = append(parts, key, fmt.Sprintf("coalesce(json_agg(%s order by %s) filter (where r.n <= %s), '[]'::json)", buildObject(ed), edgeOrder, fst))
 		default:
 			return "", invalid("%s.%s is not supported", f.Definition.Type.Name(), sel.Name)
 		}
 	}
 	return fmt.Sprintf("select %s from (select t.id, t.data, %s as c, row_number() over (order by %s) as n from %s t where %s and %s order by %s limit %s + 1) r",
-		buildObject(parts), cursorExpr, order, view, where, after, order, fst), nil
+		buildObject(parts), cursorExpr, scanOrder, view, where, after, scanOrder, fst), nil
 }
 
 // after compiles the condition "sorts after the cursor's row": for each

@@ -552,7 +552,7 @@ func (e *Engine) checkLimits(op *ast.OperationDefinition, roots []*ast.Field, va
 }
 
 // cost estimates an operation's work: one per field, times the sizes of
-// the lists it is in (a root list's limit or first, else the default; a
+// the lists it is in (a root list's limit, first or last, else the default; a
 // list inside a row, NestedListSize). Saturates instead of overflowing.
 func (e *Engine) cost(fields []*ast.Field, vars map[string]any, mult int, root bool) int {
 	total := 0
@@ -568,7 +568,7 @@ func (e *Engine) cost(fields []*ast.Field, vars map[string]any, mult int, root b
 		case root && (t.Elem != nil || isConn):
 			args := f.ArgumentMap(vars)
 			n := int64(e.opts.DefaultLimit)
-			for _, a := range []string{"limit", "first"} {
+			for _, a := range []string{"limit", "first", "last"} {
 				if v, ok := args[a]; ok && v != nil {
 					if x, err := toInt(v); err == nil && x >= 0 {
 						n = min(x, int64(e.opts.MaxLimit))

@@ -380,6 +380,53 @@ func TestConnectionCursors(t *testing.T) {
 			}
 		})
 	}
+	back := func(t *testing.T, order string) []string {
+		t.Helper()
+		var titles []string
+		var before any
+		for i := 0; i < 10; i++ {
+			r := e.Execute(ctx, graphql.Request{Query: `query($before: String) { postsConnection(last: 1, before: $before, orderBy: ` + order + `) {
+				edges { cursor node { title } } pageInfo { hasPreviousPage startCursor } } }`, Variables: map[string]any{"before": before}})
+			if len(r.Errors) > 0 {
+				t.Fatalf("%+v", *r.Errors[0])
+			}
+			var got struct {
+				PostsConnection struct {
+					Edges    []struct{ Node struct{ Title string } }
+					PageInfo struct {
+						HasPreviousPage bool
+						StartCursor     string
+					}
+				}
+			}
+			if err := json.Unmarshal(r.Data, &got); err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range got.PostsConnection.Edges {
+				titles = append([]string{e.Node.Title}, titles...)
+			}
+			if !got.PostsConnection.PageInfo.HasPreviousPage {
+				return titles
+			}
+			before = got.PostsConnection.PageInfo.StartCursor
+		}
+		t.Fatalf("did not reach the first page: %q", titles)
+		return nil
+	}
+	for _, order := range []string{`[{minutes: ASC_NULLS_FIRST}]`, `[{minutes: DESC}]`, `[{author: {name: DESC}}, {publishedAt: ASC_NULLS_FIRST}]`} {
+		t.Run("backwards one by one in the order of "+order, func(t *testing.T) {
+			got, want := back(t, order), list(t, order)
+			if strings.Join(got, "|") != strings.Join(want, "|") || len(got) != 4 {
+				t.Fatalf("got %q, want %q", got, want)
+			}
+		})
+	}
+	t.Run("last two, in forward order", func(t *testing.T) {
+		r := e.Execute(ctx, graphql.Request{Query: `{ postsConnection(last: 2, orderBy: [{title: ASC}]) { edges { node { title } } pageInfo { hasPreviousPage hasNextPage } } }`})
+		mustData(t, r, `{"postsConnection": {"edges": [{"node": {"title": "Rockets for beginners"}}, {"node": {"title": "Unpublished anvil"}}],
+			"pageInfo": {"hasPreviousPage": true, "hasNextPage": false}}}`)
+		mustCode(t, e.Execute(ctx, graphql.Request{Query: `{ postsConnection(first: 1, last: 1) { totalCount } }`}), string(core.CodeInvalid))
+	})
 	t.Run("a cursor of another order is refused", func(t *testing.T) {
 		p := page(t, `[{title: ASC}]`, 1, nil)
 		r := e.Execute(ctx, graphql.Request{Query: `query($a: String) { postsConnection(after: $a, orderBy: [{title: DESC}]) { totalCount } }`,

@@ -30,6 +30,8 @@ func FuzzExecute(f *testing.F) {
 			`{"in": {"title": "zq9mark", "authorId": "zq9mark", "tags": ["zq9mark"], "readingMinutes": 5}}`},
 		{`query($s: Boolean!) { users @skip(if: $s) { name } posts(where: {publishedAt: {gt: "zq9mark"}, minutes: {eq: 3}}) { id @include(if: $s) } }`, `{"s": false}`},
 		{`{ __schema { types { name } } __type(name: "zq9mark") { name } }`, `{}`},
+		{`query($b: String) { postsConnection(last: 2, before: $b, orderBy: [{title: DESC_NULLS_FIRST}]) { edges { cursor node { id } } pageInfo { hasPreviousPage startCursor } } }`,
+			`{"b": "WyJ6cTltYXJrIiwgInpxOW1hcmsiLCAiYTEwMDAwMDAtMDAwMC00MDAwLTgwMDAtMDAwMDAwMDAwMDAxIl0="}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.doc, s.vars)

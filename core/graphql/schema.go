@@ -260,14 +260,16 @@ func (s *Schema) bindRoot(f *ast.FieldDefinition) error {
 	if conn {
 		add("first", ast.NamedType("Int", nil))
 		add("after", ast.NamedType("String", nil))
+		add("last", ast.NamedType("Int", nil))
+		add("before", ast.NamedType("String", nil))
 	} else {
 		add("limit", ast.NamedType("Int", nil))
 		add("offset", ast.NamedType("Int", nil))
 	}
-	known := map[string]string{"where": def.Name + "Where", "orderBy": def.Name + "OrderBy", "first": "Int", "after": "String", "limit": "Int", "offset": "Int"}
+	known := map[string]string{"where": def.Name + "Where", "orderBy": def.Name + "OrderBy", "first": "Int", "after": "String", "last": "Int", "before": "String", "limit": "Int", "offset": "Int"}
 	for _, a := range f.Arguments {
 		if want, ok := known[a.Name]; !ok || a.Type.Name() != want {
-			return fmt.Errorf("argument %s: %s is not one Fraise binds (where, orderBy, and limit/offset or first/after)", a.Name, a.Type)
+			return fmt.Errorf("argument %s: %s is not one Fraise binds (where, orderBy, and limit/offset or first/after/last/before)", a.Name, a.Type)
 		}
 	}
 	return nil
