@@ -219,8 +219,9 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 			}
 			st.constant = v
 		case op.Operation == ast.Mutation:
-			st.sql, err = c.compileMutation(f)
-			st.mutation = e.schema.functions[f.Name]
+			if st.sql, err = c.compileMutation(f); err == nil {
+				st.mutation = e.schema.functions[f.Name]
+			}
 		default:
 			st.sql, st.constant, err = c.compileQuery(f)
 		}
