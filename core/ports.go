@@ -41,3 +41,19 @@ type FunctionInfo struct {
 	Args   []string
 	Result map[string]string
 }
+
+// Statement is one SQL statement and its parameters.
+type Statement struct {
+	SQL  string
+	Args []any
+}
+
+// TenantBatcher is implemented by a TenantDB that can run a request's read
+// statements in one round trip to the database.
+type TenantBatcher interface {
+	// QueryJSONBatch runs stmts in order in one read-only transaction in
+	// which only tenant's rows are visible, as InTenant does, and returns
+	// the single JSON value of each (nil for SQL NULL or no row). Failures
+	// are *Error as QueryJSON's are; nothing is returned on failure.
+	QueryJSONBatch(ctx context.Context, tenant string, stmts []Statement) ([][]byte, error)
+}

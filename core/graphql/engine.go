@@ -286,6 +286,14 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 			needDB = true
 		}
 	}
+	if b, ok := e.db.(core.TenantBatcher); ok && needDB && kind == ast.Query {
+		if err := e.runBatch(ctx, b, p, stmts, results); err != nil {
+			return &Response{Data: json.RawMessage("null"), Errors: []*Error{{
+				Message: core.ErrorMessage(err), Extensions: map[string]any{"code": extensionCode(err)},
+			}}}
+		}
+		needDB = false
+	}
 	if needDB {
 		err := e.db.InTenant(ctx, p.Tenant, func(ctx context.Context, q core.Querier) error {
 			if e.opts.StatementTimeout > 0 {
@@ -355,6 +363,39 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 	}
 	buf = append(buf, '}')
 	return &Response{Data: buf, Errors: fieldErrs}
+}
+
+// runBatch runs a query's statements in one round trip, filling results.
+func (e *Engine) runBatch(ctx context.Context, b core.TenantBatcher, p core.Principal, stmts []stmt, results []json.RawMessage) error {
+	batch := make([]core.Statement, 0, len(stmts)+1)
+	if e.opts.StatementTimeout > 0 {
+		batch = append(batch, core.Statement{SQL: "select to_jsonb(set_config('statement_timeout', $1, true))",
+			Args: []any{strconv.FormatInt(e.opts.StatementTimeout.Milliseconds(), 10)}})
+	}
+	skip := len(batch)
+	idx := make([]int, 0, len(stmts))
+	for i, st := range stmts {
+		if st.sql != "" {
+			batch = append(batch, core.Statement{SQL: st.sql, Args: st.args})
+			idx = append(idx, i)
+		}
+	}
+	vals, err := b.QueryJSONBatch(ctx, p.Tenant, batch)
+	if err != nil {
+		return err
+	}
+	size := 0
+	for j, i := range idx {
+		v := vals[skip+j]
+		if v == nil {
+			v = json.RawMessage("null")
+		}
+		if size += len(v); size > e.opts.MaxResultBytes {
+			return errResultTooLarge
+		}
+		results[i] = v
+	}
+	return nil
 }
 
 // mutationResult is what a compiled mutation statement returns.
