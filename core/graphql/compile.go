@@ -273,7 +273,7 @@ func (c *compiler) after(cursor, fp string, keys []sortKey) (string, error) {
 // compileMutation builds the statement calling a mutation's function: its
 // arguments as one jsonb value (the value of a single input argument, or
 // the object of all arguments), its result row projected through the
-// selection, with the outcome the audit row needs beside it.
+// selection, and its audit row.
 func (c *compiler) compileMutation(f *ast.Field) (string, error) {
 	fn := c.s.functions[f.Name]
 	args := f.ArgumentMap(c.vars)
@@ -306,10 +306,14 @@ func (c *compiler) compileMutation(f *ast.Field) (string, error) {
 			return "", err
 		}
 	}
-	return fmt.Sprintf(`select json_build_object('data', %s, 'succeeded', coalesce((r.j->>'succeeded')::boolean, false),`+
-		` 'outcome', case when (r.j->>'succeeded')::boolean then coalesce(r.j->>'status', 'ok') else coalesce(r.j->>'error_class', r.j->>'status', 'error') end,`+
-		` 'resource', coalesce(r.j->>'entity_id', r.j->'entity'->>'id')) from (select to_jsonb(f) as j from %s(%s::jsonb) f) r`,
-		proj, fn, c.param(string(in))), nil
+	// The audit row is written by the same statement, from the same result
+	// row: a mutation that ran cannot skip it. Both CTEs are materialized,
+	// so the function runs once and the audit insert exactly once per call.
+	return fmt.Sprintf(`with r as materialized (select to_jsonb(f) as j from %s(%s::jsonb) f),`+
+		` a as materialized (select fraise.audit(%s::text, %s::text, coalesce(r.j->>'entity_id', r.j->'entity'->>'id'),`+
+		` case when (r.j->>'succeeded')::boolean then coalesce(r.j->>'status', 'ok') else coalesce(r.j->>'error_class', r.j->>'status', 'error') end) from r)`+
+		` select %s from r, a`,
+		fn, c.param(string(in)), c.param(c.p.Subject), c.param(f.Name), proj), nil
 }
 
 // object returns a json_build_object expression projecting only the

@@ -317,11 +317,6 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 				if err != nil {
 					return err
 				}
-				if st.mutation != "" {
-					if v, err = e.audit(ctx, q, p, st, v); err != nil {
-						return err
-					}
-				}
 				if v == nil {
 					v = json.RawMessage("null")
 				}
@@ -396,34 +391,6 @@ func (e *Engine) runBatch(ctx context.Context, b core.TenantBatcher, p core.Prin
 		results[i] = v
 	}
 	return nil
-}
-
-// mutationResult is what a compiled mutation statement returns.
-type mutationResult struct {
-	Data      json.RawMessage `json:"data"`
-	Succeeded bool            `json:"succeeded"`
-	Outcome   string          `json:"outcome"`
-	Resource  *string         `json:"resource"`
-}
-
-// audit writes the audit row of one mutation in its transaction and
-// returns the field's data.
-func (e *Engine) audit(ctx context.Context, q core.Querier, p core.Principal, st stmt, v []byte) (json.RawMessage, error) {
-	var r mutationResult
-	if v == nil {
-		r.Outcome = "no_result"
-	} else if err := json.Unmarshal(v, &r); err != nil {
-		return nil, &core.Error{Op: "graphql.audit", Code: core.CodeInternal, Err: err}
-	}
-	var resource any
-	if r.Resource != nil {
-		resource = *r.Resource
-	}
-	if _, err := q.QueryJSON(ctx, "select fraise.audit($1::text, $2::text, $3::text, $4::text)",
-		p.Subject, st.field.Name, resource, r.Outcome); err != nil {
-		return nil, err
-	}
-	return r.Data, nil
 }
 
 // auditFailure records mutations whose transaction failed: their own audit
