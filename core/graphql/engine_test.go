@@ -166,6 +166,17 @@ func TestCompiledSQL(t *testing.T) {
 		}
 		mustData(t, e.Execute(ctx, graphql.Request{ReadOnly: true, Query: `{ __typename }`}), `{"__typename": "Query"}`)
 	})
+	t.Run("plans are cached per document and operation name", func(t *testing.T) {
+		const doc = `query A { users { id } } query B { posts { id } }`
+		for _, tt := range []struct{ op, view string }{{"A", "v_user"}, {"B", "tv_post"}, {"A", "v_user"}, {"B", "tv_post"}} {
+			if r := e.Execute(ctx, graphql.Request{Query: doc, OperationName: tt.op}); len(r.Errors) > 0 {
+				t.Fatalf("%+v", *r.Errors[0])
+			}
+			if sql := db.take()[0].sql; !strings.Contains(sql, "from "+tt.view+" t") {
+				t.Fatalf("operation %s: got %s, want a read of %s", tt.op, sql, tt.view)
+			}
+		}
+	})
 	t.Run("no principal", func(t *testing.T) {
 		mustCode(t, e.Execute(context.Background(), graphql.Request{Query: `{ users { id } }`}), string(core.CodeUnauthenticated))
 	})
