@@ -493,6 +493,15 @@ func (c *compiler) where(typ string, v any, base string) (string, error) {
 			if !ok {
 				return "", invalid("filter on %s.%s must be an object of operators", typ, k)
 			}
+			if base == "t.data" && named.Name == "ID" && len(fi.keys) == 1 && fi.keys[0] == "id" {
+				// The row's id column, which the view's table indexes.
+				s, err := c.idOps(ops)
+				if err != nil {
+					return "", err
+				}
+				conds = append(conds, s...)
+				continue
+			}
 			if c.s.ast.Types[typ].Fields.ForName(k).Type.Elem != nil {
 				s, err := c.listOps(fi, named.Name, ops, base)
 				if err != nil {
@@ -613,6 +622,65 @@ func (c *compiler) scalarOps(fi *fieldInfo, scalar string, ops map[string]any, b
 				return nil, err
 			}
 			out = append(out, "strpos("+text+", "+c.param(s)+"::text) > 0")
+		default:
+			return nil, invalid("unknown filter operator %s", op)
+		}
+	}
+	return out, nil
+}
+
+// idOps compiles an IDFilter on a root row's id as comparisons of the uuid
+// column; a value that is not a UUID matches no row.
+func (c *compiler) idOps(ops map[string]any) ([]string, error) {
+	var out []string
+	uuids := func(v any) ([]string, error) {
+		list := []string{}
+		for _, e := range asList(v) {
+			s, err := toText(e)
+			if err != nil {
+				return nil, err
+			}
+			if isUUIDText(s) {
+				list = append(list, s)
+			}
+		}
+		return list, nil
+	}
+	for _, op := range sortedAny(ops) {
+		v := ops[op]
+		if v == nil {
+			continue
+		}
+		switch op {
+		case "isNull":
+			if b, _ := v.(bool); b {
+				out = append(out, "t.id is null")
+			} else {
+				out = append(out, "t.id is not null")
+			}
+		case "eq", "neq":
+			s, err := toText(v)
+			if err != nil {
+				return nil, err
+			}
+			switch {
+			case isUUIDText(s) && op == "eq":
+				out = append(out, "t.id = "+c.param(s)+"::text::uuid")
+			case isUUIDText(s):
+				out = append(out, "t.id <> "+c.param(s)+"::text::uuid")
+			case op == "eq":
+				out = append(out, "false")
+			}
+		case "in", "nin":
+			list, err := uuids(v)
+			if err != nil {
+				return nil, err
+			}
+			cond := "t.id = any(" + c.param(list) + "::text[]::uuid[])"
+			if op == "nin" {
+				cond = "not " + cond
+			}
+			out = append(out, cond)
 		default:
 			return nil, invalid("unknown filter operator %s", op)
 		}
