@@ -2,6 +2,7 @@ package graphql_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -202,4 +203,27 @@ func TestCompiledSQL(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestConcurrentRequests shares one engine between goroutines, so the race
+// detector (make test) sees the plan and APQ caches under load.
+func TestConcurrentRequests(t *testing.T) {
+	e, db := mustRecordingEngine(t, graphql.Options{APQ: true, APQCacheSize: 4})
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				q := `{ users(limit: ` + strconv.Itoa(i%7) + `) { name } }`
+				r := e.Execute(as(demo.TenantAcme), graphql.Request{Query: q, Extensions: persisted(hashOf(q))})
+				if len(r.Errors) > 0 {
+					t.Errorf("goroutine %d: %+v", g, *r.Errors[0])
+					return
+				}
+				db.take()
+			}
+		}(g)
+	}
+	wg.Wait()
 }
