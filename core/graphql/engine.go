@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -426,6 +427,26 @@ func extensionCode(err error) string {
 func fieldError(f *ast.Field, err error) *Error {
 	return &Error{Message: core.ErrorMessage(err), Path: []any{f.Alias}, Locations: []Location{loc(f.Position)},
 		Extensions: map[string]any{"code": extensionCode(err)}}
+}
+
+// ParseTrustedDocuments reads a trusted-documents manifest: a JSON object
+// from the hex SHA-256 of each document to the document. Every hash is
+// checked, so a wrong entry fails at start rather than refusing the
+// operation it was meant to allow.
+func ParseTrustedDocuments(manifest []byte) (map[string]string, error) {
+	docs := map[string]string{}
+	if err := json.Unmarshal(manifest, &docs); err != nil {
+		return nil, fmt.Errorf("trusted documents: %w", err)
+	}
+	out := make(map[string]string, len(docs))
+	for hash, doc := range docs {
+		sum := sha256.Sum256([]byte(doc))
+		if hex.EncodeToString(sum[:]) != strings.ToLower(hash) {
+			return nil, fmt.Errorf("trusted documents: the document under %s has another hash", hash)
+		}
+		out[strings.ToLower(hash)] = doc
+	}
+	return out, nil
 }
 
 // resolveDocument returns the query text to run: the request's, or the one

@@ -227,3 +227,17 @@ func TestConcurrentRequests(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestParseTrustedDocuments(t *testing.T) {
+	const q = `{ users { name } }`
+	upper := strings.ToUpper(hashOf(q))
+	docs, err := graphql.ParseTrustedDocuments([]byte(`{"` + upper + `": "{ users { name } }"}`))
+	if err != nil || docs[hashOf(q)] != q {
+		t.Fatalf("got %v, %v, want the document under its lower-case hash", docs, err)
+	}
+	for _, bad := range []string{`{"` + hashOf("other") + `": "{ users { name } }"}`, `["{ users { name } }"]`, `{`} {
+		if _, err := graphql.ParseTrustedDocuments([]byte(bad)); err == nil {
+			t.Fatalf("got no error for %s", bad)
+		}
+	}
+}

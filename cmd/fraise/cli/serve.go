@@ -3,15 +3,11 @@ package cli
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -161,9 +157,8 @@ func loadVerifier(refs []string, getenv func(string) string) (*assertion.Verifie
 	return assertion.NewVerifier(keys, nil), nil
 }
 
-// loadTrustedDocuments reads core.trusted_documents: a JSON object from
-// SHA-256 hex hashes to documents. Each hash is checked, so a wrong
-// manifest fails at start rather than refusing the operations it lists.
+// loadTrustedDocuments reads core.trusted_documents, whose hashes are
+// checked at start so a wrong manifest fails loudly.
 func loadTrustedDocuments(path string) (map[string]string, error) {
 	if path == "" {
 		return nil, nil
@@ -172,17 +167,9 @@ func loadTrustedDocuments(path string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("core.trusted_documents: %w", err)
 	}
-	docs := map[string]string{}
-	if err := json.Unmarshal(b, &docs); err != nil {
+	docs, err := graphql.ParseTrustedDocuments(b)
+	if err != nil {
 		return nil, fmt.Errorf("core.trusted_documents: %s: %w", path, err)
 	}
-	out := make(map[string]string, len(docs))
-	for hash, doc := range docs {
-		sum := sha256.Sum256([]byte(doc))
-		if hex.EncodeToString(sum[:]) != strings.ToLower(hash) {
-			return nil, fmt.Errorf("core.trusted_documents: %s: the document under %s has another hash", path, hash)
-		}
-		out[strings.ToLower(hash)] = doc
-	}
-	return out, nil
+	return docs, nil
 }
