@@ -169,13 +169,21 @@ func ParseSchema(sdl string) (*Schema, error) {
 			}
 		}
 	}
+	for _, f := range s.Query.Fields {
+		if strings.HasPrefix(f.Name, "__") {
+			continue
+		}
+		if err := out.bindRoot(f); err != nil {
+			fail("field %s.%s: %v", s.Query.Name, f.Name, err)
+		}
+	}
 	for _, name := range sortedTypeNames(s) {
 		def := s.Types[name]
 		if def.Kind != ast.Object || def == s.Query || def == s.Mutation || def == s.Subscription || strings.HasPrefix(name, "__") {
 			continue
 		}
 		if _, ok := out.connections[name]; ok {
-			continue
+			continue // compiled from its fixed shape, not read from JSON
 		}
 		fields := map[string]*fieldInfo{}
 		for _, f := range def.Fields {
@@ -196,14 +204,6 @@ func ParseSchema(sdl string) (*Schema, error) {
 			fields[f.Name] = fi
 		}
 		out.fields[name] = fields
-	}
-	for _, f := range s.Query.Fields {
-		if strings.HasPrefix(f.Name, "__") {
-			continue
-		}
-		if err := out.bindRoot(f); err != nil {
-			fail("field %s.%s: %v", s.Query.Name, f.Name, err)
-		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
