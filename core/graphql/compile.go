@@ -339,18 +339,18 @@ func (c *compiler) object(set ast.SelectionSet, typ, base string) (string, error
 		named := c.s.ast.Types[ft.Name()]
 		var expr string
 		switch {
-		case named != nil && named.Kind == ast.Object && ft.Elem == nil:
-			inner, err := c.object(f.SelectionSet, named.Name, path)
+		case named != nil && named.Kind != ast.Scalar && named.Kind != ast.Enum && ft.Elem == nil:
+			inner, err := c.composite(f.SelectionSet, named, path)
 			if err != nil {
 				return "", err
 			}
 			expr = fmt.Sprintf("case when jsonb_typeof(%s) = 'object' then %s end", path, inner)
-		case named != nil && named.Kind == ast.Object:
+		case named != nil && named.Kind != ast.Scalar && named.Kind != ast.Enum:
 			if ft.Elem.Elem != nil {
 				return "", invalid("field %s.%s: lists of lists of objects are not supported", typ, f.Name)
 			}
 			e := c.alias()
-			inner, err := c.object(f.SelectionSet, named.Name, e+".value")
+			inner, err := c.composite(f.SelectionSet, named, e+".value")
 			if err != nil {
 				return "", err
 			}
@@ -365,6 +365,28 @@ func (c *compiler) object(set ast.SelectionSet, typ, base string) (string, error
 		parts = append(parts, key, expr)
 	}
 	return buildObject(parts), nil
+}
+
+// composite projects an object, or a union or interface value: the view
+// names each element's concrete type in its JSON as "__typename", and the
+// selection is compiled once per possible type. An unknown __typename
+// yields null.
+func (c *compiler) composite(set ast.SelectionSet, def *ast.Definition, path string) (string, error) {
+	if def.Kind == ast.Object {
+		return c.object(set, def.Name, path)
+	}
+	var whens []string
+	for _, pt := range c.s.ast.GetPossibleTypes(def) {
+		inner, err := c.object(set, pt.Name, path)
+		if err != nil {
+			return "", err
+		}
+		whens = append(whens, "when "+path+"->>'__typename' = "+c.param(pt.Name)+"::text then "+inner)
+	}
+	if len(whens) == 0 {
+		return "null::json", nil
+	}
+	return "case " + strings.Join(whens, " ") + " end", nil
 }
 
 // buildObject builds a JSON object from key, value pairs, keeping their

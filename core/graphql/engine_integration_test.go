@@ -508,6 +508,33 @@ func TestMaskKindsAndTypeAuth(t *testing.T) {
 		`{"people": [{"name": "Alice", "email": "alice@acme.test", "createdAt": "2***"}]}`)
 }
 
+func TestAbstractTypesInData(t *testing.T) {
+	d := mustDemoDB(t)
+	d.admin(t, `create view public.v_feed with (security_invoker = true) as
+		select u.id, u.tenant_id, jsonb_build_object('owner', u.name,
+			'items', jsonb_build_array(jsonb_build_object('__typename', 'Note', 'text', 'hi ' || u.name),
+				jsonb_build_object('__typename', 'Link', 'url', 'https://x.test/' || u.name, 'title', 'x'),
+				jsonb_build_object('__typename', 'Bogus')),
+			'pinned', jsonb_build_object('__typename', 'Link', 'url', 'https://pin.test', 'title', 'p')) as data
+		from public.users u`)
+	d.admin(t, `grant select on public.v_feed to fraise_app`)
+	s := mustSchema(t, `interface Titled { title: String }
+		type Note { text: String! }
+		type Link implements Titled { url: String! title: String }
+		union Item = Note | Link
+		type Feed { owner: String! items: [Item]! pinned: Titled }
+		type Query { feeds: [Feed!]! }`)
+	if err := s.Check(context.Background(), d.db); err != nil {
+		t.Fatal(err)
+	}
+	e := graphql.NewEngine(s, d.db, graphql.Options{})
+	r := e.Execute(as(demo.TenantAcme), graphql.Request{Query: `{ feeds(limit: 1) {
+		owner items { __typename ... on Note { text } ... on Link { url } } pinned { __typename title ... on Link { url } } } }`})
+	mustData(t, r, `{"feeds": [{"owner": "Alice",
+		"items": [{"__typename": "Note", "text": "hi Alice"}, {"__typename": "Link", "url": "https://x.test/Alice"}, null],
+		"pinned": {"__typename": "Link", "title": "p", "url": "https://pin.test"}}]}`)
+}
+
 const createPost = `mutation($in: CreatePostInput!) { createPost(input: $in) {
 	__typename
 	... on CreatePostSuccess { status post { title tags minutes author { name } } }

@@ -62,6 +62,7 @@ func TestParseSchemaErrors(t *testing.T) {
 		{"root field of a scalar", `type Query { n: Int }`, "Query.n: returns Int, which is not an object type"},
 		{"single object without id", `type U { id: ID! } type Query { u: U }`, "needs an argument id"},
 		{"unsafe view name", `type U @view(name: "u; drop table x") { id: ID! } type Query { us: [U!]! }`, "not a plain lower-case SQL name"},
+		{"abstract type at the root", `interface I { id: ID } type A implements I { id: ID } type Query { is: [I!]! }`, "not an object type read from a view"},
 		{"unsafe path", `type U { id: ID! n: String @field(path: "a'b") } type Query { us: [U!]! }`, "@field path key"},
 		{"unsafe function", `type U { id: ID! } type Query { us: [U!]! } type Mutation { m: U @function(name: "X()") }`, "function name"},
 		{"mutation returning a list", `type U { id: ID! } type Query { us: [U!]! } type Mutation { m: [U] }`, "a mutation returns an object type or a union"},

@@ -198,9 +198,6 @@ func ParseSchema(sdl string) (*Schema, error) {
 			if len(f.Arguments) > 0 {
 				fail("field %s.%s: arguments on nested fields are not supported", name, f.Name)
 			}
-			if t := s.Types[f.Type.Name()]; t != nil && t.IsAbstractType() {
-				fail("field %s.%s: %s is an %s; interfaces and unions are only supported as mutation results", name, f.Name, t.Name, strings.ToLower(string(t.Kind)))
-			}
 			fields[f.Name] = fi
 		}
 		out.fields[name] = fields
