@@ -741,6 +741,42 @@ func TestTenantIsolation(t *testing.T) {
 			t.Fatalf("got audit rows %v, want one for Acme", rows)
 		}
 	})
+	t.Run("another tenant's cursor pages through own rows only", func(t *testing.T) {
+		const q = `query($a: String) { postsConnection(first: 10, after: $a, orderBy: [{title: ASC}]) { edges { cursor node { author { name } } } } }`
+		r := e.Execute(as(demo.TenantGlobex), graphql.Request{Query: q})
+		var got struct {
+			PostsConnection struct {
+				Edges []struct {
+					Cursor string
+					Node   struct{ Author struct{ Name string } }
+				}
+			}
+		}
+		if err := json.Unmarshal(r.Data, &got); err != nil || len(got.PostsConnection.Edges) != 2 {
+			t.Fatalf("got %s, %v", r.Data, err)
+		}
+		r = e.Execute(acme, graphql.Request{Query: q, Variables: map[string]any{"a": got.PostsConnection.Edges[0].Cursor}})
+		if err := json.Unmarshal(r.Data, &got); err != nil {
+			t.Fatal(err)
+		}
+		if len(got.PostsConnection.Edges) != 3 { // Acme's titles after Globex's "Draft"
+			t.Fatalf("got %s, want Acme's three posts titled after Draft", r.Data)
+		}
+		for _, e := range got.PostsConnection.Edges {
+			if n := e.Node.Author.Name; n != "Alice" && n != "Bob" {
+				t.Fatalf("got a post by %s", n)
+			}
+		}
+	})
+	t.Run("the core's role cannot read the audit log", func(t *testing.T) {
+		err := d.db.InTenant(context.Background(), demo.TenantAcme, func(ctx context.Context, q core.Querier) error {
+			_, err := q.QueryJSON(ctx, "select to_jsonb(count(*)) from fraise.audit_log")
+			return err
+		})
+		if core.ErrorCode(err) != core.CodeForbidden {
+			t.Fatalf("got %v, want %s", err, core.CodeForbidden)
+		}
+	})
 	t.Run("persisted query registered by another tenant", func(t *testing.T) {
 		const q = `{ users { name } }`
 		mustData(t, e.Execute(as(demo.TenantGlobex), graphql.Request{Query: q, Extensions: persisted(hashOf(q))}), `{"users": [{"name": "Carol"}, {"name": "Dave"}]}`)
