@@ -354,8 +354,12 @@ func (c *compiler) object(set ast.SelectionSet, typ, base string) (string, error
 			if err != nil {
 				return "", err
 			}
-			expr = fmt.Sprintf("case when jsonb_typeof(%[1]s) = 'array' then (select coalesce(json_agg(%[2]s order by %[3]s.ord), '[]'::json) from jsonb_array_elements(%[1]s) with ordinality %[3]s(value, ord)) end",
-				path, inner, e)
+			slice, err := c.slice(f, e)
+			if err != nil {
+				return "", err
+			}
+			expr = fmt.Sprintf("case when jsonb_typeof(%[1]s) = 'array' then (select coalesce(json_agg(%[2]s order by %[3]s.ord), '[]'::json) from jsonb_array_elements(%[1]s) with ordinality %[3]s(value, ord)%[4]s) end",
+				path, inner, e, slice)
 		default:
 			expr = path
 			if fi.mask != "" && !c.p.HasScope(fi.maskScope) {
@@ -365,6 +369,29 @@ func (c *compiler) object(set ast.SelectionSet, typ, base string) (string, error
 		parts = append(parts, key, expr)
 	}
 	return buildObject(parts), nil
+}
+
+// slice compiles a nested list's limit and offset into a condition on the
+// element's position (1-based ordinality) in the JSON array.
+func (c *compiler) slice(f *ast.Field, e string) (string, error) {
+	args := f.ArgumentMap(c.vars)
+	if args["limit"] == nil && args["offset"] == nil {
+		return "", nil
+	}
+	offset, err := nonNegative(args["offset"], "offset")
+	if err != nil {
+		return "", err
+	}
+	off := c.param(offset) + "::bigint"
+	cond := " where " + e + ".ord > " + off
+	if args["limit"] != nil {
+		limit, err := nonNegative(args["limit"], "limit")
+		if err != nil {
+			return "", err
+		}
+		cond += " and " + e + ".ord <= " + off + " + " + c.param(limit) + "::bigint"
+	}
+	return cond, nil
 }
 
 // composite projects an object, or a union or interface value: the view

@@ -607,7 +607,13 @@ func (e *Engine) cost(fields []*ast.Field, vars map[string]any, mult int, root b
 			}
 			m = satMul(m, int(n))
 		case t.Elem != nil && f.Name != "edges":
-			m = satMul(m, e.opts.NestedListSize)
+			n := e.opts.NestedListSize
+			if v, ok := f.ArgumentMap(vars)["limit"]; ok && v != nil {
+				if x, err := toInt(v); err == nil && x >= 0 && x < int64(n) {
+					n = int(x)
+				}
+			}
+			m = satMul(m, n)
 		}
 		total = satAdd(total, e.cost(collectFields(f.SelectionSet, vars, "", e.schema), vars, m, false))
 	}

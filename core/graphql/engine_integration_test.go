@@ -149,6 +149,8 @@ func TestQueries(t *testing.T) {
 			want: `{"p": [{"title": "Hello from Acme", "by": {"name": "Alice", "__typename": "Author"}}]}`},
 		{name: "nested list of objects and scalars", tenant: demo.TenantAcme, query: `{ users(limit: 1) { posts { title } } posts(limit: 1, offset: 1) { tags } }`,
 			want: `{"users": [{"posts": [{"title": "Hello from Acme"}, {"title": "Rockets for beginners"}]}], "posts": [{"tags": ["review", "anvils"]}]}`},
+		{name: "nested list sliced", tenant: demo.TenantAcme, query: `{ users(limit: 1) { a: posts(limit: 1, offset: 1) { title } b: posts(offset: 1) { title } c: posts(limit: 0) { title } } }`,
+			want: `{"users": [{"a": [{"title": "Rockets for beginners"}], "b": [{"title": "Rockets for beginners"}], "c": []}]}`},
 		{name: "own user by id", tenant: demo.TenantGlobex, query: `{ user(id: "c0000000-0000-4000-8000-00000000000c") { name } }`,
 			want: `{"user": {"name": "Carol"}}`},
 		{name: "malformed id is null", tenant: demo.TenantGlobex, query: `{ user(id: "nope") { name } }`, want: `{"user": null}`},

@@ -63,6 +63,8 @@ func TestParseSchemaErrors(t *testing.T) {
 		{"single object without id", `type U { id: ID! } type Query { u: U }`, "needs an argument id"},
 		{"unsafe view name", `type U @view(name: "u; drop table x") { id: ID! } type Query { us: [U!]! }`, "not a plain lower-case SQL name"},
 		{"abstract type at the root", `interface I { id: ID } type A implements I { id: ID } type Query { is: [I!]! }`, "not an object type read from a view"},
+		{"arguments on a nested scalar", `type U { id: ID! n(x: Int): String } type Query { us: [U!]! }`, "only nested lists of objects take arguments"},
+		{"unknown argument on a nested list", `type P { id: ID } type U { id: ID! ps(x: Int): [P] } type Query { us: [U!]! }`, "a nested list takes only limit"},
 		{"unsafe path", `type U { id: ID! n: String @field(path: "a'b") } type Query { us: [U!]! }`, "@field path key"},
 		{"unsafe function", `type U { id: ID! } type Query { us: [U!]! } type Mutation { m: U @function(name: "X()") }`, "function name"},
 		{"mutation returning a list", `type U { id: ID! } type Query { us: [U!]! } type Mutation { m: [U] }`, "a mutation returns an object type or a union"},

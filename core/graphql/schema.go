@@ -195,8 +195,8 @@ func ParseSchema(sdl string) (*Schema, error) {
 				fail("field %s.%s: %v", name, f.Name, err)
 				continue
 			}
-			if len(f.Arguments) > 0 {
-				fail("field %s.%s: arguments on nested fields are not supported", name, f.Name)
+			if err := sliceArguments(s, f); err != nil {
+				fail("field %s.%s: %v", name, f.Name, err)
 			}
 			fields[f.Name] = fi
 		}
@@ -267,6 +267,30 @@ func (s *Schema) bindRoot(f *ast.FieldDefinition) error {
 	for _, a := range f.Arguments {
 		if want, ok := known[a.Name]; !ok || a.Type.Name() != want {
 			return fmt.Errorf("argument %s: %s is not one Fraise binds (where, orderBy, and limit/offset or first/after/last/before)", a.Name, a.Type)
+		}
+	}
+	return nil
+}
+
+// sliceArguments gives a nested list of objects the arguments limit and
+// offset, which slice the JSON array the view composed; other nested
+// fields take no arguments.
+func sliceArguments(s *ast.Schema, f *ast.FieldDefinition) error {
+	t := s.Types[f.Type.Name()]
+	if f.Type.Elem == nil || f.Type.Elem.Elem != nil || t == nil || t.Kind == ast.Scalar || t.Kind == ast.Enum {
+		if len(f.Arguments) > 0 {
+			return errors.New("only nested lists of objects take arguments (limit and offset)")
+		}
+		return nil
+	}
+	for _, name := range []string{"limit", "offset"} {
+		if f.Arguments.ForName(name) == nil {
+			f.Arguments = append(f.Arguments, &ast.ArgumentDefinition{Name: name, Type: ast.NamedType("Int", nil), Position: f.Position})
+		}
+	}
+	for _, a := range f.Arguments {
+		if a.Name != "limit" && a.Name != "offset" || a.Type.Name() != "Int" || a.Type.Elem != nil {
+			return fmt.Errorf("argument %s: a nested list takes only limit: Int and offset: Int", a.Name)
 		}
 	}
 	return nil
