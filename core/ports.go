@@ -20,3 +20,40 @@ type TenantDB interface {
 	// *Error with CodeUnavailable when no transaction could be opened.
 	InTenant(ctx context.Context, tenant string, fn func(ctx context.Context, q Querier) error) error
 }
+
+// Catalog describes the database objects a GraphQL schema binds to, so a
+// schema is checked against the database at start rather than failing on
+// the first request.
+type Catalog interface {
+	// RelationColumns returns the columns (name to type, as format_type
+	// writes it) of the view or table name resolves to on the search path,
+	// or nil when there is no such relation. Failures are *Error with
+	// CodeUnavailable or CodeInternal.
+	RelationColumns(ctx context.Context, name string) (map[string]string, error)
+	// Function describes the function name resolves to, or returns nil
+	// when there is none (or several overloads). Failures are as above.
+	Function(ctx context.Context, name string) (*FunctionInfo, error)
+}
+
+// FunctionInfo describes a database function: its argument types and the
+// columns of the composite type it returns (empty for other return types).
+type FunctionInfo struct {
+	Args   []string
+	Result map[string]string
+}
+
+// Statement is one SQL statement and its parameters.
+type Statement struct {
+	SQL  string
+	Args []any
+}
+
+// TenantBatcher is implemented by a TenantDB that can run a request's read
+// statements in one round trip to the database.
+type TenantBatcher interface {
+	// QueryJSONBatch runs stmts in order in one read-only transaction in
+	// which only tenant's rows are visible, as InTenant does, and returns
+	// the single JSON value of each (nil for SQL NULL or no row). Failures
+	// are *Error as QueryJSON's are; nothing is returned on failure.
+	QueryJSONBatch(ctx context.Context, tenant string, stmts []Statement) ([][]byte, error)
+}

@@ -1,173 +1,959 @@
 package graphql
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/fraise-dev/fraise/core"
 )
 
-// builder accumulates one SQL statement and its parameters. Every value
-// from a request becomes a $n parameter; only names from the schema (views,
-// JSON keys) and generated aliases are written into the text.
-type builder struct {
-	sb   strings.Builder
+// compiler compiles the root fields of one request. Every value from a
+// request (arguments, variables, aliases, type names) becomes a $n
+// parameter; only names from the schema (views, functions, JSON keys that
+// ParseSchema checked), generated aliases and fixed SQL are written into
+// the text.
+type compiler struct {
+	s    *Schema
+	vars map[string]any
+	p    core.Principal
+	opts *Options
 	args []any
+	n    int // generated alias counter
 }
 
-func (b *builder) param(v any) string {
-	b.args = append(b.args, v)
-	return "$" + strconv.Itoa(len(b.args))
+func (c *compiler) param(v any) string {
+	c.args = append(c.args, v)
+	return "$" + strconv.Itoa(len(c.args))
 }
 
-// compileRoot builds the statement for one root field.
-func (e *Engine) compileRoot(f *ast.Field, vars map[string]any) (string, []any, error) {
-	b := &builder{}
-	view, _ := e.schema.View(f.Definition.Type.Name())
-	args := f.ArgumentMap(vars)
-	if f.Definition.Type.Elem != nil { // a list of objects
-		limit := e.opts.DefaultLimit
-		if v, ok := args["limit"]; ok && v != nil {
-			n, err := toInt(v)
-			if err != nil || n < 0 {
-				return "", nil, fmt.Errorf("limit must be a non-negative integer")
-			}
-			limit = n
-		}
-		if limit > e.opts.MaxLimit {
-			limit = e.opts.MaxLimit
-		}
-		obj, err := e.object(b, f.SelectionSet, "t.data", vars)
-		if err != nil {
-			return "", nil, err
-		}
-		fmt.Fprintf(&b.sb, "select coalesce(jsonb_agg(%s order by t.id), '[]'::jsonb) from (select id, data from %s order by id limit %s) t",
-			obj, view, b.param(limit))
-		return b.sb.String(), b.args, nil
+func (c *compiler) alias() string {
+	c.n++
+	return "e" + strconv.Itoa(c.n)
+}
+
+// errForbidden marks a selection the principal may not read: the whole
+// operation is refused, so no partial data reveals what was hidden.
+var errForbidden = errors.New("forbidden")
+
+func forbidden(typ, field string) error {
+	return &core.Error{Code: core.CodeForbidden, Message: fmt.Sprintf("not allowed to read %s.%s", typ, field), Err: errForbidden}
+}
+
+func invalid(format string, args ...any) error {
+	return &core.Error{Code: core.CodeInvalid, Message: fmt.Sprintf(format, args...)}
+}
+
+// compileQuery builds the statement of one root query field; a nil SQL
+// with a non-nil constant answers the field without the database.
+func (c *compiler) compileQuery(f *ast.Field) (sql string, constant json.RawMessage, err error) {
+	t := f.Definition.Type
+	if node, ok := c.s.connections[t.Name()]; ok && t.Elem == nil {
+		sql, err := c.connection(f, node)
+		return sql, nil, err
 	}
-	id, ok := args["id"]
-	if !ok || id == nil {
-		return "", nil, fmt.Errorf("id is required")
+	if t.Elem != nil {
+		sql, err := c.list(f, t.Elem.Name())
+		return sql, nil, err
 	}
-	idStr := fmt.Sprint(id)
-	if !isUUIDText(idStr) {
-		// Not a UUID can match no row; asking PostgreSQL would only turn it
-		// into a cast error.
-		return "select null::jsonb", nil, nil
-	}
-	obj, err := e.object(b, f.SelectionSet, "t.data", vars)
+	typ := t.Name()
+	id, _ := f.ArgumentMap(c.vars)["id"].(string)
+	obj, err := c.object(f.SelectionSet, typ, "t.data")
 	if err != nil {
 		return "", nil, err
 	}
-	fmt.Fprintf(&b.sb, "select %s from %s t where t.id = %s::uuid", obj, view, b.param(idStr))
-	return b.sb.String(), b.args, nil
+	if !isUUIDText(id) {
+		// No row has a malformed id; asking PostgreSQL would only turn it
+		// into a cast error. Compiled anyway, so @auth still applies.
+		return "", json.RawMessage("null"), nil
+	}
+	return fmt.Sprintf("select %s from %s t where t.id = %s::uuid", obj, c.s.views[typ], c.param(id)), nil, nil
 }
 
-// object returns a jsonb_build_object expression projecting only the
-// selected JSON paths of base.
-func (e *Engine) object(b *builder, set ast.SelectionSet, base string, vars map[string]any) (string, error) {
-	fields, err := collectFields(set, vars)
+// list compiles a root list field: filter, order and page in a subquery,
+// the JSON array built by the aggregate in the same order.
+func (c *compiler) list(f *ast.Field, typ string) (string, error) {
+	args := f.ArgumentMap(c.vars)
+	where, order, _, err := c.filterAndOrder(typ, args)
 	if err != nil {
 		return "", err
 	}
-	if len(fields) == 0 {
-		return "'{}'::jsonb", nil
+	limit, err := c.size(args["limit"], "limit")
+	if err != nil {
+		return "", err
 	}
+	offset, err := nonNegative(args["offset"], "offset")
+	if err != nil {
+		return "", err
+	}
+	obj, err := c.object(f.SelectionSet, typ, "t.data")
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("select coalesce(json_agg(%s order by %s), '[]'::json) from (select t.id, t.data from %s t where %s order by %s limit %s::bigint offset %s::bigint) t",
+		obj, order, c.s.views[typ], where, order, c.param(limit), c.param(offset)), nil
+}
+
+// connection compiles a Relay connection with keyset cursors: a cursor
+// holds the sort key values of its row (and a fingerprint of the order),
+// and after selects the rows that sort after it, so pages stay exact when
+// rows are inserted or deleted between requests.
+func (c *compiler) connection(f *ast.Field, typ string) (string, error) {
+	args := f.ArgumentMap(c.vars)
+	where, order, keys, err := c.filterAndOrder(typ, args)
+	if err != nil {
+		return "", err
+	}
+	// Backward pages scan in the reversed order from before, then list
+	// their edges in the forward order.
+	backward := args["last"] != nil || args["before"] != nil
+	if backward && (args["first"] != nil || args["after"] != nil) {
+		return "", invalid("give first and after, or last and before, not both")
+	}
+	sizeArg, cursorArg, scan := "first", "after", keys
+	if backward {
+		sizeArg, cursorArg = "last", "before"
+		scan = make([]sortKey, len(keys))
+		for i, k := range keys {
+			k.desc, k.nullsFirst = !k.desc, !k.nullsFirst
+			scan[i] = k
+		}
+	}
+	first, err := c.size(args[sizeArg], sizeArg)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(order))
+	fp := hex.EncodeToString(sum[:6])
+	after := "true"
+	hasAfter := false
+	if a, ok := args[cursorArg].(string); ok {
+		if after, err = c.after(a, fp, scan); err != nil {
+			return "", err
+		}
+		hasAfter = true
+	}
+	scanParts := make([]string, len(scan))
+	for i, k := range scan {
+		scanParts[i] = k.String()
+	}
+	scanOrder := strings.Join(scanParts, ", ")
+	edgeOrder, revOrder := "r.n", "r.n desc"
+	if backward {
+		edgeOrder, revOrder = revOrder, edgeOrder
+	}
+	fst := c.param(first) + "::bigint"
+	// The cursor: base64 of a JSON array [fingerprint, key values as text..., id].
+	vals := []string{c.param(fp) + "::text"}
+	for _, k := range keys {
+		vals = append(vals, "("+k.expr+")::text")
+	}
+	cursorExpr := "translate(encode(convert_to(json_build_array(" + strings.Join(vals, ", ") + ")::text, 'UTF8'), 'base64'), E'\\n', '')"
+	view := c.s.views[typ]
 	var parts []string
-	for _, f := range fields {
-		key := b.param(f.Alias)
+	for _, sel := range collectFields(f.SelectionSet, c.vars, f.Definition.Type.Name(), c.s) {
+		key := c.param(sel.Alias) + "::text"
+		switch sel.Name {
+		case "__typename":
+			parts = append(parts, key, "to_json("+c.param(f.Definition.Type.Name())+"::text)")
+		case "totalCount":
+			parts = append(parts, key, fmt.Sprintf("(select count(*) from %s t where %s)", view, where))
+		case "pageInfo":
+			var pi []string
+			for _, p := range collectFields(sel.SelectionSet, c.vars, sel.Definition.Type.Name(), c.s) {
+				k := c.param(p.Alias) + "::text"
+				switch p.Name {
+				case "__typename":
+					pi = append(pi, k, "to_json("+c.param(sel.Definition.Type.Name())+"::text)")
+				case "hasNextPage", "hasPreviousPage":
+					// More rows in the scan's direction is known; the other
+					// direction answers whether a cursor was given, as Relay
+					// allows.
+					if (p.Name == "hasNextPage") != backward {
+						pi = append(pi, k, "to_json(count(*) > "+fst+")")
+					} else {
+						pi = append(pi, k, "to_json("+c.param(hasAfter)+"::boolean)")
+					}
+				case "startCursor":
+					pi = append(pi, k, "to_json((array_agg(r.c order by "+edgeOrder+") filter (where r.n <= "+fst+"))[1])")
+				case "endCursor":
+					pi = append(pi, k, "to_json((array_agg(r.c order by "+revOrder+") filter (where r.n <= "+fst+"))[1])")
+				default:
+					return "", invalid("PageInfo.%s is not supported", p.Name)
+				}
+			}
+			parts = append(parts, key, buildObject(pi))
+		case "edges":
+			var ed []string
+			edgeType := sel.Definition.Type.Name()
+			for _, e := range collectFields(sel.SelectionSet, c.vars, edgeType, c.s) {
+				k := c.param(e.Alias) + "::text"
+				switch e.Name {
+				case "__typename":
+					ed = append(ed, k, "to_json("+c.param(edgeType)+"::text)")
+				case "cursor":
+					ed = append(ed, k, "to_json(r.c)")
+				case "node":
+					obj, err := c.object(e.SelectionSet, typ, "r.data")
+					if err != nil {
+						return "", err
+					}
+					ed = append(ed, k, obj)
+				default:
+					return "", invalid("%s.%s is not supported", edgeType, e.Name)
+				}
+			}
+			parts = append(parts, key, fmt.Sprintf("coalesce(json_agg(%s order by %s) filter (where r.n <= %s), '[]'::json)", buildObject(ed), edgeOrder, fst))
+		default:
+			return "", invalid("%s.%s is not supported", f.Definition.Type.Name(), sel.Name)
+		}
+	}
+	return fmt.Sprintf("select %s from (select t.id, t.data, %s as c, row_number() over (order by %s) as n from %s t where %s and %s order by %s limit %s + 1) r",
+		buildObject(parts), cursorExpr, scanOrder, view, where, after, scanOrder, fst), nil
+}
+
+// after compiles the condition "sorts after the cursor's row": for each
+// key, the earlier keys equal and this one after, NULLs placed as the key
+// says. Whether a cursor value is NULL decides the SQL's shape; the values
+// themselves are parameters.
+func (c *compiler) after(cursor, fp string, keys []sortKey) (string, error) {
+	bad := invalid("after is not a cursor of this connection and order")
+	b, err := base64.StdEncoding.DecodeString(cursor)
+	if err != nil {
+		return "", bad
+	}
+	var vals []*string
+	if err := json.Unmarshal(b, &vals); err != nil || len(vals) != len(keys)+1 || vals[0] == nil || *vals[0] != fp {
+		return "", bad
+	}
+	vals = vals[1:]
+	if id := vals[len(vals)-1]; id == nil || !isUUIDText(*id) {
+		return "", bad
+	}
+	var ors []string
+	var eqs []string
+	for i, k := range keys {
+		var v, gt string
+		if vals[i] != nil {
+			v = c.param(*vals[i]) + "::text" + k.cast
+			gt = ">"
+			if k.desc {
+				gt = "<"
+			}
+		}
+		var cond string
+		switch {
+		case vals[i] == nil && k.nullsFirst:
+			cond = k.expr + " is not null"
+		case vals[i] == nil:
+			cond = "false"
+		case k.nullsFirst:
+			cond = k.expr + " " + gt + " " + v
+		default:
+			cond = "(" + k.expr + " " + gt + " " + v + " or " + k.expr + " is null)"
+		}
+		ors = append(ors, "("+strings.Join(append(append([]string{}, eqs...), cond), " and ")+")")
+		if vals[i] == nil {
+			eqs = append(eqs, k.expr+" is null")
+		} else {
+			eqs = append(eqs, k.expr+" = "+v)
+		}
+	}
+	return "(" + strings.Join(ors, " or ") + ")", nil
+}
+
+// compileMutation builds the statement calling a mutation's function: its
+// arguments as one jsonb value (the value of a single input argument, or
+// the object of all arguments), its result row projected through the
+// selection, and its audit row.
+func (c *compiler) compileMutation(f *ast.Field) (string, error) {
+	fn := c.s.functions[f.Name]
+	args := f.ArgumentMap(c.vars)
+	var input any = args
+	if len(f.Definition.Arguments) == 1 && f.Definition.Arguments[0].Name == "input" {
+		input = args["input"]
+	}
+	in, err := json.Marshal(input)
+	if err != nil {
+		return "", invalid("arguments: %v", err)
+	}
+	rt := c.s.ast.Types[f.Definition.Type.Name()]
+	var proj string
+	if rt.Kind == ast.Union {
+		succ, fail, err := unionBranches(c.s.ast, rt)
+		if err != nil {
+			return "", err
+		}
+		ps, err := c.object(f.SelectionSet, succ, "r.j")
+		if err != nil {
+			return "", err
+		}
+		pe, err := c.object(f.SelectionSet, fail, "r.j")
+		if err != nil {
+			return "", err
+		}
+		proj = fmt.Sprintf("case when (r.j->>'succeeded')::boolean then %s else %s end", ps, pe)
+	} else {
+		if proj, err = c.object(f.SelectionSet, rt.Name, "r.j"); err != nil {
+			return "", err
+		}
+	}
+	// The audit row is written by the same statement, from the same result
+	// row: a mutation that ran cannot skip it. Both CTEs are materialized,
+	// so the function runs once and the audit insert exactly once per call.
+	return fmt.Sprintf(`with r as materialized (select to_jsonb(f) as j from %s(%s::jsonb) f),`+
+		` a as materialized (select fraise.audit(%s::text, %s::text, coalesce(r.j->>'entity_id', r.j->'entity'->>'id'),`+
+		` case when (r.j->>'succeeded')::boolean then coalesce(r.j->>'status', 'ok') else coalesce(r.j->>'error_class', r.j->>'status', 'error') end) from r)`+
+		` select %s from r, a`,
+		fn, c.param(string(in)), c.param(c.p.Subject), c.param(f.Name), proj), nil
+}
+
+// object returns a json_build_object expression projecting only the
+// selected JSON paths of base, an expression of type jsonb holding an
+// object of type typ.
+func (c *compiler) object(set ast.SelectionSet, typ, base string) (string, error) {
+	var parts []string
+	for _, f := range collectFields(set, c.vars, typ, c.s) {
+		key := c.param(f.Alias) + "::text"
 		if f.Name == "__typename" {
-			parts = append(parts, key+"::text, to_jsonb("+b.param(f.ObjectDefinition.Name)+"::text)")
+			parts = append(parts, key, "to_json("+c.param(typ)+"::text)")
 			continue
 		}
-		lit, ok := quoteKey(f.Name)
-		if !ok {
-			return "", fmt.Errorf("field %q is not a GraphQL name", f.Name)
+		fi := c.s.fields[typ][f.Name]
+		if fi == nil {
+			return "", invalid("field %s.%s cannot be selected here", typ, f.Name)
 		}
-		path := base + "->" + lit
+		if fi.auth != "" && !c.p.HasScope(fi.auth) {
+			return "", forbidden(typ, f.Name)
+		}
+		path := fi.path(base)
+		ft := f.Definition.Type
+		named := c.s.ast.Types[ft.Name()]
+		var expr string
 		switch {
-		case len(f.SelectionSet) == 0:
-			parts = append(parts, key+"::text, "+path)
-		case f.Definition.Type.Elem != nil:
-			inner, err := e.object(b, f.SelectionSet, "e.value", vars)
+		case named != nil && named.Kind != ast.Scalar && named.Kind != ast.Enum && ft.Elem == nil:
+			inner, err := c.composite(f.SelectionSet, named, path)
 			if err != nil {
 				return "", err
 			}
-			parts = append(parts, fmt.Sprintf("%s::text, (select coalesce(jsonb_agg(%s), '[]'::jsonb) from jsonb_array_elements(case when jsonb_typeof(%s) = 'array' then %s else '[]'::jsonb end) e)",
-				key, inner, path, path))
+			expr = fmt.Sprintf("case when jsonb_typeof(%s) = 'object' then %s end", path, inner)
+		case named != nil && named.Kind != ast.Scalar && named.Kind != ast.Enum:
+			if ft.Elem.Elem != nil {
+				return "", invalid("field %s.%s: lists of lists of objects are not supported", typ, f.Name)
+			}
+			e := c.alias()
+			inner, err := c.composite(f.SelectionSet, named, e+".value")
+			if err != nil {
+				return "", err
+			}
+			slice, err := c.slice(f, e)
+			if err != nil {
+				return "", err
+			}
+			expr = fmt.Sprintf("case when jsonb_typeof(%[1]s) = 'array' then (select coalesce(json_agg(%[2]s order by %[3]s.ord), '[]'::json) from jsonb_array_elements(%[1]s) with ordinality %[3]s(value, ord)%[4]s) end",
+				path, inner, e, slice)
 		default:
-			inner, err := e.object(b, f.SelectionSet, path, vars)
-			if err != nil {
-				return "", err
+			expr = path
+			if fi.mask != "" && !c.p.HasScope(fi.maskScope) {
+				expr = maskExpr(fi.mask, path)
 			}
-			parts = append(parts, fmt.Sprintf("%s::text, case when jsonb_typeof(%s) = 'object' then %s else 'null'::jsonb end", key, path, inner))
 		}
+		parts = append(parts, key, expr)
 	}
-	// jsonb_build_object takes at most 100 arguments: nest wider objects.
-	const maxPairs = 50
+	return buildObject(parts), nil
+}
+
+// slice compiles a nested list's limit and offset into a condition on the
+// element's position (1-based ordinality) in the JSON array.
+func (c *compiler) slice(f *ast.Field, e string) (string, error) {
+	args := f.ArgumentMap(c.vars)
+	if args["limit"] == nil && args["offset"] == nil {
+		return "", nil
+	}
+	offset, err := nonNegative(args["offset"], "offset")
+	if err != nil {
+		return "", err
+	}
+	off := c.param(offset) + "::bigint"
+	cond := " where " + e + ".ord > " + off
+	if args["limit"] != nil {
+		limit, err := nonNegative(args["limit"], "limit")
+		if err != nil {
+			return "", err
+		}
+		cond += " and " + e + ".ord <= " + off + " + " + c.param(limit) + "::bigint"
+	}
+	return cond, nil
+}
+
+// composite projects an object, or a union or interface value: the view
+// names each element's concrete type in its JSON as "__typename", and the
+// selection is compiled once per possible type. An unknown __typename
+// yields null.
+func (c *compiler) composite(set ast.SelectionSet, def *ast.Definition, path string) (string, error) {
+	if def.Kind == ast.Object {
+		return c.object(set, def.Name, path)
+	}
+	var whens []string
+	for _, pt := range c.s.ast.GetPossibleTypes(def) {
+		inner, err := c.object(set, pt.Name, path)
+		if err != nil {
+			return "", err
+		}
+		whens = append(whens, "when "+path+"->>'__typename' = "+c.param(pt.Name)+"::text then "+inner)
+	}
+	if len(whens) == 0 {
+		return "null::json", nil
+	}
+	return "case " + strings.Join(whens, " ") + " end", nil
+}
+
+// buildObject builds a JSON object from key, value pairs, keeping their
+// order (json, not jsonb, so the response follows the selection order).
+// A function takes at most 100 arguments: wider objects are merged as
+// jsonb, which orders keys its own way.
+func buildObject(parts []string) string {
+	const maxArgs = 100
+	if len(parts) <= maxArgs {
+		return "json_build_object(" + strings.Join(parts, ", ") + ")"
+	}
 	var chunks []string
 	for len(parts) > 0 {
-		n := min(len(parts), maxPairs)
+		n := min(len(parts), maxArgs)
 		chunks = append(chunks, "jsonb_build_object("+strings.Join(parts[:n], ", ")+")")
 		parts = parts[n:]
 	}
-	return strings.Join(chunks, " || "), nil
+	return "(" + strings.Join(chunks, " || ") + ")::json"
 }
 
-// quoteKey writes a schema field name as a SQL string literal; field names
-// are GraphQL Names ([_A-Za-z][_0-9A-Za-z]*), so there is nothing to escape,
-// and the check keeps it that way.
-func quoteKey(name string) (string, bool) {
-	if name == "" {
-		return "", false
+// maskExpr hides a value in SQL, so the clear value never leaves the
+// database for a principal without the unmasking scope.
+func maskExpr(kind, p string) string {
+	switch kind {
+	case "EMAIL":
+		return fmt.Sprintf(`case when jsonb_typeof(%[1]s) = 'string' then to_jsonb(regexp_replace(%[1]s #>> '{}', '^(.)[^@]*', '\1***')) else %[1]s end`, p)
+	case "PII":
+		return fmt.Sprintf(`case when jsonb_typeof(%[1]s) = 'string' then to_jsonb(left(%[1]s #>> '{}', 1) || '***') when jsonb_typeof(%[1]s) in ('number', 'boolean') then to_jsonb('***'::text) else %[1]s end`, p)
+	default: // SECRET
+		return fmt.Sprintf(`case when coalesce(jsonb_typeof(%[1]s), 'null') = 'null' then %[1]s else to_jsonb('***'::text) end`, p)
 	}
-	for _, r := range name {
-		if !(r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
-			return "", false
+}
+
+// sortKey is one ORDER BY key: a typed SQL expression, its direction and
+// where NULLs go (always explicit, so cursors know the order exactly).
+type sortKey struct {
+	expr       string
+	cast       string // the cast that types a cursor's text value like expr
+	desc       bool
+	nullsFirst bool
+}
+
+func (k sortKey) String() string {
+	s := k.expr
+	if k.desc {
+		s += " desc"
+	} else {
+		s += " asc"
+	}
+	if k.nullsFirst {
+		return s + " nulls first"
+	}
+	return s + " nulls last"
+}
+
+// filterAndOrder compiles where and orderBy; the order always ends with
+// t.id, so pages are stable.
+func (c *compiler) filterAndOrder(typ string, args map[string]any) (where, order string, keys []sortKey, err error) {
+	if where, err = c.where(typ, args["where"], "t.data"); err != nil {
+		return "", "", nil, err
+	}
+	for _, item := range asList(args["orderBy"]) {
+		if err := c.orderKey(typ, item, "t.data", &keys); err != nil {
+			return "", "", nil, err
 		}
 	}
-	return "'" + name + "'", true
+	keys = append(keys, sortKey{expr: "t.id", cast: "::uuid"})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k.String()
+	}
+	return where, strings.Join(parts, ", "), keys, nil
 }
 
-// collectFields flattens a selection set: fragments expanded, @skip and
-// @include applied, fields of one response key merged in order.
-func collectFields(set ast.SelectionSet, vars map[string]any) ([]*ast.Field, error) {
+// where compiles a <Type>Where input into a boolean SQL expression.
+func (c *compiler) where(typ string, v any, base string) (string, error) {
+	if v == nil {
+		return "true", nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return "", invalid("where on %s must be an object", typ)
+	}
+	var conds []string
+	for _, k := range sortedAny(m) {
+		val := m[k]
+		if val == nil {
+			continue
+		}
+		switch k {
+		case "and", "or":
+			var sub []string
+			for _, item := range asList(val) {
+				s, err := c.where(typ, item, base)
+				if err != nil {
+					return "", err
+				}
+				sub = append(sub, s)
+			}
+			switch {
+			case len(sub) > 0:
+				conds = append(conds, "("+strings.Join(sub, map[string]string{"and": " and ", "or": " or "}[k])+")")
+			case k == "or":
+				conds = append(conds, "false")
+			}
+		case "not":
+			s, err := c.where(typ, val, base)
+			if err != nil {
+				return "", err
+			}
+			conds = append(conds, "not "+s)
+		default:
+			fi, named, err := c.filterField(typ, k)
+			if err != nil {
+				return "", err
+			}
+			if named.Kind == ast.Object {
+				s, err := c.where(named.Name, val, fi.path(base))
+				if err != nil {
+					return "", err
+				}
+				conds = append(conds, s)
+				continue
+			}
+			ops, ok := val.(map[string]any)
+			if !ok {
+				return "", invalid("filter on %s.%s must be an object of operators", typ, k)
+			}
+			if base == "t.data" && named.Name == "ID" && len(fi.keys) == 1 && fi.keys[0] == "id" {
+				// The row's id column, which the view's table indexes.
+				s, err := c.idOps(ops)
+				if err != nil {
+					return "", err
+				}
+				conds = append(conds, s...)
+				continue
+			}
+			if c.s.ast.Types[typ].Fields.ForName(k).Type.Elem != nil {
+				s, err := c.listOps(fi, named.Name, ops, base)
+				if err != nil {
+					return "", err
+				}
+				conds = append(conds, s...)
+				continue
+			}
+			s, err := c.scalarOps(fi, named.Name, ops, base)
+			if err != nil {
+				return "", err
+			}
+			conds = append(conds, s...)
+		}
+	}
+	if len(conds) == 0 {
+		return "true", nil
+	}
+	return "(" + strings.Join(conds, " and ") + ")", nil
+}
+
+// filterField returns a field a where or orderBy may use: reading a hidden
+// or masked value through a filter would reveal it, so both need the scope.
+func (c *compiler) filterField(typ, field string) (*fieldInfo, *ast.Definition, error) {
+	fi := c.s.fields[typ][field]
+	def := c.s.ast.Types[typ]
+	if fi == nil || def == nil || def.Fields.ForName(field) == nil {
+		return nil, nil, invalid("%s has no field %s", typ, field)
+	}
+	if fi.auth != "" && !c.p.HasScope(fi.auth) {
+		return nil, nil, forbidden(typ, field)
+	}
+	if fi.mask != "" && !c.p.HasScope(fi.maskScope) {
+		return nil, nil, forbidden(typ, field)
+	}
+	named := c.s.ast.Types[def.Fields.ForName(field).Type.Name()]
+	if named == nil {
+		return nil, nil, invalid("%s has no field %s", typ, field)
+	}
+	return fi, named, nil
+}
+
+// cast returns the SQL cast that compares a GraphQL scalar's text as the
+// type it holds.
+func cast(scalar string) string {
+	switch scalar {
+	case "Int", "Float":
+		return "::numeric"
+	case "Boolean":
+		return "::boolean"
+	}
+	return ""
+}
+
+// arrayCast casts a text[] parameter to the array of what cast casts to.
+func arrayCast(cast string) string {
+	if cast == "" {
+		return "::text[]"
+	}
+	return "::text[]" + cast + "[]"
+}
+
+var comparisons = map[string]string{"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+func (c *compiler) scalarOps(fi *fieldInfo, scalar string, ops map[string]any, base string) ([]string, error) {
+	text := fi.textPath(base)
+	cs := cast(scalar)
+	lhs := text + cs
+	var out []string
+	for _, op := range sortedAny(ops) {
+		v := ops[op]
+		if v == nil {
+			continue
+		}
+		switch op {
+		case "isNull":
+			b, ok := v.(bool)
+			if !ok {
+				return nil, invalid("isNull takes a Boolean")
+			}
+			if b {
+				out = append(out, "coalesce(jsonb_typeof("+fi.path(base)+"), 'null') = 'null'")
+			} else {
+				out = append(out, "coalesce(jsonb_typeof("+fi.path(base)+"), 'null') <> 'null'")
+			}
+		case "eq", "neq", "gt", "gte", "lt", "lte":
+			s, err := toText(v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, lhs+" "+comparisons[op]+" "+c.param(s)+"::text"+cs)
+		case "in", "nin":
+			var list []string
+			for _, e := range asList(v) {
+				s, err := toText(e)
+				if err != nil {
+					return nil, err
+				}
+				list = append(list, s)
+			}
+			if list == nil {
+				list = []string{}
+			}
+			cond := lhs + " = any(" + c.param(list) + arrayCast(cs) + ")"
+			if op == "nin" {
+				cond = "not coalesce(" + cond + ", false)"
+			}
+			out = append(out, cond)
+		case "like", "ilike":
+			s, err := toText(v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, text+" "+op+" "+c.param(s)+"::text")
+		case "contains":
+			s, err := toText(v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, "strpos("+text+", "+c.param(s)+"::text) > 0")
+		default:
+			return nil, invalid("unknown filter operator %s", op)
+		}
+	}
+	return out, nil
+}
+
+// idOps compiles an IDFilter on a root row's id as comparisons of the uuid
+// column; a value that is not a UUID matches no row.
+func (c *compiler) idOps(ops map[string]any) ([]string, error) {
+	var out []string
+	uuids := func(v any) ([]string, error) {
+		list := []string{}
+		for _, e := range asList(v) {
+			s, err := toText(e)
+			if err != nil {
+				return nil, err
+			}
+			if isUUIDText(s) {
+				list = append(list, s)
+			}
+		}
+		return list, nil
+	}
+	for _, op := range sortedAny(ops) {
+		v := ops[op]
+		if v == nil {
+			continue
+		}
+		switch op {
+		case "isNull":
+			if b, _ := v.(bool); b {
+				out = append(out, "t.id is null")
+			} else {
+				out = append(out, "t.id is not null")
+			}
+		case "eq", "neq":
+			s, err := toText(v)
+			if err != nil {
+				return nil, err
+			}
+			switch {
+			case isUUIDText(s) && op == "eq":
+				out = append(out, "t.id = "+c.param(s)+"::text::uuid")
+			case isUUIDText(s):
+				out = append(out, "t.id <> "+c.param(s)+"::text::uuid")
+			case op == "eq":
+				out = append(out, "false")
+			}
+		case "in", "nin":
+			list, err := uuids(v)
+			if err != nil {
+				return nil, err
+			}
+			cond := "t.id = any(" + c.param(list) + "::text[]::uuid[])"
+			if op == "nin" {
+				cond = "not " + cond
+			}
+			out = append(out, cond)
+		default:
+			return nil, invalid("unknown filter operator %s", op)
+		}
+	}
+	return out, nil
+}
+
+// listOps compiles a <Scalar>ListFilter on a JSON array of scalars, by
+// jsonb containment (which a GIN index on the view's table can serve).
+func (c *compiler) listOps(fi *fieldInfo, scalar string, ops map[string]any, base string) ([]string, error) {
+	p := fi.path(base)
+	cs := cast(scalar)
+	var out []string
+	for _, op := range sortedAny(ops) {
+		v := ops[op]
+		if v == nil {
+			continue
+		}
+		switch op {
+		case "isNull", "isEmpty":
+			b, ok := v.(bool)
+			if !ok {
+				return nil, invalid("%s takes a Boolean", op)
+			}
+			cond := "coalesce(jsonb_typeof(" + p + "), 'null') = 'null'"
+			if op == "isEmpty" {
+				cond = "coalesce(jsonb_array_length(case when jsonb_typeof(" + p + ") = 'array' then " + p + " end) = 0, false)"
+			}
+			if !b {
+				cond = "not " + cond
+			}
+			out = append(out, cond)
+		case "contains":
+			s, err := toText(v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, "coalesce("+p+" @> jsonb_build_array("+c.param(s)+"::text"+cs+"), false)")
+		case "containsAll":
+			list := []string{}
+			for _, e := range asList(v) {
+				s, err := toText(e)
+				if err != nil {
+					return nil, err
+				}
+				list = append(list, s)
+			}
+			out = append(out, "coalesce("+p+" @> to_jsonb("+c.param(list)+arrayCast(cs)+"), false)")
+		default:
+			return nil, invalid("unknown list filter operator %s", op)
+		}
+	}
+	return out, nil
+}
+
+// directions maps OrderDirection values to (descending, nulls first);
+// PostgreSQL's defaults put NULLs last ascending and first descending.
+var directions = map[string][2]bool{
+	"ASC": {false, false}, "DESC": {true, true},
+	"ASC_NULLS_FIRST": {false, true}, "ASC_NULLS_LAST": {false, false},
+	"DESC_NULLS_FIRST": {true, true}, "DESC_NULLS_LAST": {true, false},
+}
+
+// orderKey compiles one <Type>OrderBy item, which names exactly one field
+// (input object fields from variables have no order, so one key per item
+// keeps the sort order the client wrote).
+func (c *compiler) orderKey(typ string, v any, base string, out *[]sortKey) error {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return invalid("orderBy items must be objects")
+	}
+	var keys []string
+	for k, val := range m {
+		if val != nil {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) != 1 {
+		return invalid("each orderBy item on %s must name exactly one field", typ)
+	}
+	k := keys[0]
+	fi, named, err := c.filterField(typ, k)
+	if err != nil {
+		return err
+	}
+	if named.Kind == ast.Object {
+		return c.orderKey(named.Name, m[k], fi.path(base), out)
+	}
+	s, _ := m[k].(string)
+	dir, ok := directions[s]
+	if !ok {
+		return invalid("unknown order direction %q", s)
+	}
+	cs := cast(named.Name)
+	*out = append(*out, sortKey{expr: fi.textPath(base) + cs, cast: cs, desc: dir[0], nullsFirst: dir[1]})
+	return nil
+}
+
+// size returns a list size argument, defaulted and capped by the options.
+func (c *compiler) size(v any, name string) (int64, error) {
+	if v == nil {
+		return int64(c.opts.DefaultLimit), nil
+	}
+	n, err := nonNegative(v, name)
+	if err != nil {
+		return 0, err
+	}
+	return min(n, int64(c.opts.MaxLimit)), nil
+}
+
+func nonNegative(v any, name string) (int64, error) {
+	if v == nil {
+		return 0, nil
+	}
+	n, err := toInt(v)
+	if err != nil || n < 0 {
+		return 0, invalid("%s must be a non-negative integer", name)
+	}
+	return n, nil
+}
+
+func asList(v any) []any {
+	switch l := v.(type) {
+	case nil:
+		return nil
+	case []any:
+		return l
+	}
+	return []any{v}
+}
+
+func sortedAny(m map[string]any) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func toText(v any) (string, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case bool:
+		return strconv.FormatBool(x), nil
+	case int:
+		return strconv.Itoa(x), nil
+	case int64:
+		return strconv.FormatInt(x, 10), nil
+	case int32:
+		return strconv.FormatInt(int64(x), 10), nil
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64), nil
+	case json.Number:
+		return x.String(), nil
+	}
+	return "", invalid("a filter value must be a scalar")
+}
+
+// collectFields flattens a selection set for an object of type typ:
+// fragments whose type condition applies expanded, @skip and @include
+// applied, fields of one response key merged in order. typ "" takes every
+// fragment (for limits, which count the worst case).
+func collectFields(set ast.SelectionSet, vars map[string]any, typ string, s *Schema) []*ast.Field {
 	var out []*ast.Field
 	index := map[string]int{}
-	var walk func(ast.SelectionSet) error
-	walk = func(set ast.SelectionSet) error {
+	var walk func(ast.SelectionSet)
+	walk = func(set ast.SelectionSet) {
 		for _, sel := range set {
-			switch s := sel.(type) {
+			switch x := sel.(type) {
 			case *ast.Field:
-				if !included(s.Directives, vars) {
+				if !included(x.Directives, vars) {
 					continue
 				}
-				if i, ok := index[s.Alias]; ok {
+				if i, ok := index[x.Alias]; ok {
 					merged := *out[i]
-					merged.SelectionSet = append(append(ast.SelectionSet{}, merged.SelectionSet...), s.SelectionSet...)
+					merged.SelectionSet = append(append(ast.SelectionSet{}, merged.SelectionSet...), x.SelectionSet...)
 					out[i] = &merged
 					continue
 				}
-				index[s.Alias] = len(out)
-				out = append(out, s)
+				index[x.Alias] = len(out)
+				out = append(out, x)
 			case *ast.InlineFragment:
-				if included(s.Directives, vars) {
-					if err := walk(s.SelectionSet); err != nil {
-						return err
-					}
+				if included(x.Directives, vars) && applies(s, x.TypeCondition, typ) {
+					walk(x.SelectionSet)
 				}
 			case *ast.FragmentSpread:
-				if included(s.Directives, vars) && s.Definition != nil {
-					if err := walk(s.Definition.SelectionSet); err != nil {
-						return err
-					}
+				if included(x.Directives, vars) && x.Definition != nil && applies(s, x.Definition.TypeCondition, typ) {
+					walk(x.Definition.SelectionSet)
 				}
 			}
 		}
-		return nil
 	}
-	return out, walk(set)
+	walk(set)
+	return out
+}
+
+// applies reports whether a fragment on cond applies to an object of typ.
+func applies(s *Schema, cond, typ string) bool {
+	if cond == "" || typ == "" || cond == typ {
+		return true
+	}
+	def := s.ast.Types[cond]
+	if def == nil {
+		return false
+	}
+	switch def.Kind {
+	case ast.Union:
+		for _, m := range def.Types {
+			if m == typ {
+				return true
+			}
+		}
+	case ast.Interface:
+		if t := s.ast.Types[typ]; t != nil {
+			for _, i := range t.Interfaces {
+				if i == cond {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func included(ds ast.DirectiveList, vars map[string]any) bool {
@@ -184,21 +970,23 @@ func included(ds ast.DirectiveList, vars map[string]any) bool {
 	return true
 }
 
-func toInt(v any) (int, error) {
+func toInt(v any) (int64, error) {
 	switch n := v.(type) {
 	case int:
-		return n, nil
+		return int64(n), nil
 	case int64:
-		return int(n), nil
+		return n, nil
 	case float64:
-		if n != float64(int(n)) {
-			return 0, fmt.Errorf("not an integer")
+		if n != float64(int64(n)) {
+			return 0, errors.New("not an integer")
 		}
-		return int(n), nil
+		return int64(n), nil
+	case json.Number:
+		return n.Int64()
 	case string:
-		return strconv.Atoi(n)
+		return strconv.ParseInt(n, 10, 64)
 	}
-	return 0, fmt.Errorf("not an integer")
+	return 0, errors.New("not an integer")
 }
 
 func isUUIDText(s string) bool {

@@ -3,9 +3,14 @@ package graphql
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
@@ -15,15 +20,40 @@ import (
 	"github.com/fraise-dev/fraise/core"
 )
 
-// Options are the execution limits.
+// Options are the execution limits and modes. Zero values take the
+// defaults NewEngine documents.
 type Options struct {
 	// MaxDepth bounds selection nesting (0: 10).
 	MaxDepth int
+	// MaxAliases bounds the aliased fields of an operation (0: 30).
+	MaxAliases int
+	// MaxRootFields bounds the root fields of an operation (0: 10).
+	MaxRootFields int
+	// MaxCost bounds the estimated cost: one per field, multiplied by the
+	// size of every list it is in (0: 50000).
+	MaxCost int
+	// NestedListSize is the size assumed for lists inside a row's JSON in
+	// the cost estimate (0: 10).
+	NestedListSize int
+	// MaxResultBytes bounds the response data (0: 8 MiB).
+	MaxResultBytes int
+	// StatementTimeout bounds each statement (SET LOCAL statement_timeout);
+	// 0 leaves the database's.
+	StatementTimeout time.Duration
 	// DefaultLimit is a list's size without a limit argument; MaxLimit caps
 	// any limit (0: 100 and 1000).
 	DefaultLimit, MaxLimit int
 	// Introspection allows __schema and __type queries.
 	Introspection bool
+	// APQ accepts automatic persisted queries: a request may carry
+	// extensions.persistedQuery.sha256Hash instead of the query, after
+	// registering it once with both.
+	APQ bool
+	// APQCacheSize bounds the registered automatic persisted queries (0: 2000).
+	APQCacheSize int
+	// Trusted, when non-nil, is the trusted-documents mode: only the
+	// documents it holds (by the hex SHA-256 of their text) run.
+	Trusted map[string]string
 }
 
 // Request is a GraphQL request as GraphQL over HTTP carries it.
@@ -32,6 +62,9 @@ type Request struct {
 	OperationName string         `json:"operationName"`
 	Variables     map[string]any `json:"variables"`
 	Extensions    map[string]any `json:"extensions"`
+	// ReadOnly refuses mutations with MUTATION_NOT_ALLOWED: GraphQL over
+	// HTTP sets it for GET, which must not change state.
+	ReadOnly bool `json:"-"`
 }
 
 // Location is a position in the request document.
@@ -56,14 +89,24 @@ type Response struct {
 	Errors []*Error        `json:"errors,omitempty"`
 }
 
-// Error codes of extensions.code that are GraphQL's own; execution errors
-// carry core codes.
+// The values of extensions.code for errors that are GraphQL's own;
+// execution errors carry core codes (INVALID, FORBIDDEN, ...).
 const (
-	CodeParseFailed      = "GRAPHQL_PARSE_FAILED"
-	CodeValidationFailed = "GRAPHQL_VALIDATION_FAILED"
-	CodeDepthLimit       = "DEPTH_LIMIT_EXCEEDED"
-	CodeIntrospection    = "INTROSPECTION_DISABLED"
-	CodeBadRequest       = "BAD_REQUEST"
+	CodeParseFailed          = "GRAPHQL_PARSE_FAILED"
+	CodeValidationFailed     = "GRAPHQL_VALIDATION_FAILED"
+	CodeBadRequest           = "BAD_REQUEST"
+	CodeIntrospection        = "INTROSPECTION_DISABLED"
+	CodeDepthLimit           = "DEPTH_LIMIT_EXCEEDED"
+	CodeAliasLimit           = "ALIAS_LIMIT_EXCEEDED"
+	CodeRootFieldLimit       = "ROOT_FIELD_LIMIT_EXCEEDED"
+	CodeCostLimit            = "COST_LIMIT_EXCEEDED"
+	CodeResultTooLarge       = "RESULT_TOO_LARGE"
+	CodeStatementTimeout     = "STATEMENT_TIMEOUT"
+	CodePersistedNotFound    = "PERSISTED_QUERY_NOT_FOUND"
+	CodePersistedUnsupported = "PERSISTED_QUERY_NOT_SUPPORTED"
+	CodePersistedHash        = "PERSISTED_QUERY_HASH_MISMATCH"
+	CodeNotTrusted           = "OPERATION_NOT_TRUSTED"
+	CodeMutationNotAllowed   = "MUTATION_NOT_ALLOWED"
 )
 
 // Engine executes requests against a schema.
@@ -72,25 +115,43 @@ type Engine struct {
 	db     core.TenantDB
 	opts   Options
 
-	mu   sync.Mutex
-	docs map[[32]byte]*ast.QueryDocument // validated documents by hash
+	mu    sync.Mutex
+	plans map[planKey]*plan
+	apq   map[string]string // sha256 hex -> registered query
 }
 
-// maxCachedDocs bounds the document cache; past it, an arbitrary entry goes.
-const maxCachedDocs = 1024
+// planKey identifies a plan: the document's hash and the operation name.
+type planKey struct {
+	hash [32]byte
+	op   string
+}
+
+// plan is the validated operation of a document, cached so a repeated
+// request skips parsing, validation and operation lookup.
+type plan struct {
+	op *ast.OperationDefinition
+}
+
+// maxPlans bounds the plan cache; past it, an arbitrary entry goes.
+const maxPlans = 2048
 
 // NewEngine returns an Engine reading through db.
 func NewEngine(s *Schema, db core.TenantDB, o Options) *Engine {
-	if o.MaxDepth <= 0 {
-		o.MaxDepth = 10
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
 	}
-	if o.DefaultLimit <= 0 {
-		o.DefaultLimit = 100
-	}
-	if o.MaxLimit <= 0 {
-		o.MaxLimit = 1000
-	}
-	return &Engine{schema: s, db: db, opts: o, docs: map[[32]byte]*ast.QueryDocument{}}
+	def(&o.MaxDepth, 10)
+	def(&o.MaxAliases, 30)
+	def(&o.MaxRootFields, 10)
+	def(&o.MaxCost, 50000)
+	def(&o.NestedListSize, 10)
+	def(&o.MaxResultBytes, 8<<20)
+	def(&o.DefaultLimit, 100)
+	def(&o.MaxLimit, 1000)
+	def(&o.APQCacheSize, 2000)
+	return &Engine{schema: s, db: db, opts: o, plans: map[planKey]*plan{}, apq: map[string]string{}}
 }
 
 func requestError(code, msg string, locs ...Location) *Response {
@@ -103,108 +164,363 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 	if !ok {
 		return requestError(string(core.CodeUnauthenticated), "authentication required")
 	}
-	if req.Query == "" {
-		return requestError(CodeBadRequest, "missing query")
-	}
-	doc, resp := e.document(req.Query)
+	query, resp := e.resolveDocument(req)
 	if resp != nil {
 		return resp
 	}
-	op, resp := pickOperation(doc, req.OperationName)
+	pl, resp := e.plan(query, req.OperationName)
 	if resp != nil {
 		return resp
 	}
-	if op.Operation != ast.Query {
-		return requestError(CodeBadRequest, "only query operations are supported by this schema")
-	}
+	op := pl.op
 	vars, err := validator.VariableValues(e.schema.ast, op, req.Variables)
 	if err != nil {
 		var ge *gqlerror.Error
 		if errors.As(err, &ge) {
-			return requestError(CodeValidationFailed, ge.Message)
+			return &Response{Errors: []*Error{convert(ge, CodeValidationFailed)}}
 		}
 		return requestError(CodeValidationFailed, err.Error())
 	}
-	roots, err := collectFields(op.SelectionSet, vars)
-	if err != nil {
-		return requestError(CodeValidationFailed, err.Error())
+	var root *ast.Definition
+	switch op.Operation {
+	case ast.Query:
+		root = e.schema.ast.Query
+	case ast.Mutation:
+		if req.ReadOnly {
+			return requestError(CodeMutationNotAllowed, "mutations are not allowed in a read-only request (use POST)")
+		}
+		root = e.schema.ast.Mutation
+	default:
+		return requestError(CodeBadRequest, "subscriptions are not supported")
+	}
+	roots := collectFields(op.SelectionSet, vars, root.Name, e.schema)
+	if r := e.checkLimits(op, roots, vars); r != nil {
+		return r
+	}
+	c := &compiler{s: e.schema, vars: vars, p: p, opts: &e.opts}
+	stmts := make([]stmt, 0, len(roots))
+	var fieldErrs []*Error
+	for _, f := range roots {
+		if d := rootAuth(f); d != "" && !p.HasScope(d) {
+			return requestError(string(core.CodeForbidden), "not allowed to run "+root.Name+"."+f.Name, loc(f.Position))
+		}
 	}
 	for _, f := range roots {
-		if depth(f.SelectionSet, vars, 1) > e.opts.MaxDepth {
-			return requestError(CodeDepthLimit, "query is nested deeper than the limit", loc(f.Position))
-		}
-		if f.Name == "__schema" || f.Name == "__type" {
+		st := stmt{field: f}
+		switch {
+		case f.Name == "__typename":
+			st.constant, _ = json.Marshal(root.Name)
+		case f.Name == "__schema" || f.Name == "__type":
 			if !e.opts.Introspection {
 				return requestError(CodeIntrospection, "introspection is disabled", loc(f.Position))
 			}
-			return requestError(CodeBadRequest, "introspection queries are not executed by this server yet", loc(f.Position))
+			v, err := introspect(e.schema, f, vars)
+			if err != nil {
+				return requestError(CodeBadRequest, err.Error(), loc(f.Position))
+			}
+			st.constant = v
+		case op.Operation == ast.Mutation:
+			if st.sql, err = c.compileMutation(f); err == nil {
+				st.mutation = e.schema.functions[f.Name]
+			}
+		default:
+			st.sql, st.constant, err = c.compileQuery(f)
 		}
+		if err != nil {
+			if core.ErrorCode(err) == core.CodeForbidden {
+				// Refuse the whole operation: partial data would tell the
+				// client what the hidden field held back.
+				return requestError(string(core.CodeForbidden), core.ErrorMessage(err), loc(f.Position))
+			}
+			fieldErrs = append(fieldErrs, fieldError(f, err))
+			st.constant = json.RawMessage("null")
+		}
+		st.args = c.args
+		c.args = nil
+		stmts = append(stmts, st)
 	}
-	return e.run(ctx, p.Tenant, roots, vars)
+	return e.run(ctx, p, op.Operation, stmts, fieldErrs)
 }
 
-// run executes every root field in one tenant transaction, one statement
-// each, and assembles the data object in request order.
-func (e *Engine) run(ctx context.Context, tenant string, roots []*ast.Field, vars map[string]any) *Response {
-	type result struct {
-		key   string
-		value json.RawMessage
+// rootAuth returns the scope an @auth directive on a root field, or else
+// on its root type, requires.
+func rootAuth(f *ast.Field) string {
+	var ds []ast.DirectiveList
+	if f.Definition != nil {
+		ds = append(ds, f.Definition.Directives)
 	}
-	results := make([]result, 0, len(roots))
-	var fieldErrs []*Error
-	err := e.db.InTenant(ctx, tenant, func(ctx context.Context, q core.Querier) error {
-		for _, f := range roots {
-			if f.Name == "__typename" {
-				b, _ := json.Marshal(f.ObjectDefinition.Name)
-				results = append(results, result{f.Alias, b})
-				continue
+	if f.ObjectDefinition != nil {
+		ds = append(ds, f.ObjectDefinition.Directives)
+	}
+	for _, list := range ds {
+		if d := list.ForName("auth"); d != nil {
+			if a := d.Arguments.ForName("scope"); a != nil && a.Value != nil {
+				return a.Value.Raw
 			}
-			sql, args, err := e.compileRoot(f, vars)
-			if err != nil {
-				fieldErrs = append(fieldErrs, &Error{Message: err.Error(), Path: []any{f.Alias}, Locations: []Location{loc(f.Position)},
-					Extensions: map[string]any{"code": string(core.CodeInvalid)}})
-				results = append(results, result{f.Alias, json.RawMessage("null")})
-				continue
-			}
-			v, err := q.QueryJSON(ctx, sql, args...)
-			if err != nil {
-				return err
-			}
-			if v == nil {
-				v = json.RawMessage("null")
-			}
-			results = append(results, result{f.Alias, v})
 		}
-		return nil
-	})
-	if err != nil {
-		return &Response{Data: json.RawMessage("null"), Errors: []*Error{{
-			Message: core.ErrorMessage(err), Extensions: map[string]any{"code": string(core.ErrorCode(err))},
-		}}}
+	}
+	return ""
+}
+
+// stmt is one compiled root field: SQL and its parameters, or a constant
+// answered without the database.
+type stmt struct {
+	field    *ast.Field
+	sql      string
+	args     []any
+	constant json.RawMessage
+	mutation string // the function a mutation calls, for the audit row
+}
+
+// errResultTooLarge aborts a transaction whose result passed the limit.
+var errResultTooLarge = &core.Error{Code: core.CodeTooLarge, Message: "the result is larger than the limit"}
+
+// run executes the statements in one tenant transaction, one statement
+// per root field, and assembles the data object in request order.
+func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, stmts []stmt, fieldErrs []*Error) *Response {
+	results := make([]json.RawMessage, len(stmts))
+	needDB := false
+	for i, st := range stmts {
+		if st.sql == "" {
+			results[i] = st.constant
+		} else {
+			needDB = true
+		}
+	}
+	if b, ok := e.db.(core.TenantBatcher); ok && needDB && kind == ast.Query {
+		if err := e.runBatch(ctx, b, p, stmts, results); err != nil {
+			return &Response{Data: json.RawMessage("null"), Errors: []*Error{{
+				Message: core.ErrorMessage(err), Extensions: map[string]any{"code": extensionCode(err)},
+			}}}
+		}
+		needDB = false
+	}
+	if needDB {
+		err := e.db.InTenant(ctx, p.Tenant, func(ctx context.Context, q core.Querier) error {
+			if e.opts.StatementTimeout > 0 {
+				ms := strconv.FormatInt(e.opts.StatementTimeout.Milliseconds(), 10)
+				if _, err := q.QueryJSON(ctx, "select to_jsonb(set_config('statement_timeout', $1, true))", ms); err != nil {
+					return err
+				}
+			}
+			if kind == ast.Mutation {
+				// Functions may read who calls them, as they read the tenant.
+				if _, err := q.QueryJSON(ctx, "select to_jsonb(set_config('fraise.subject', $1, true))", p.Subject); err != nil {
+					return err
+				}
+			}
+			size := 0
+			for i, st := range stmts {
+				if st.sql == "" {
+					continue
+				}
+				v, err := q.QueryJSON(ctx, st.sql, st.args...)
+				if err != nil {
+					return err
+				}
+				if v == nil {
+					v = json.RawMessage("null")
+				}
+				if size += len(v); size > e.opts.MaxResultBytes {
+					return errResultTooLarge
+				}
+				results[i] = v
+			}
+			return nil
+		})
+		if err != nil {
+			if kind == ast.Mutation {
+				e.auditFailure(ctx, p, stmts, err)
+			}
+			return &Response{Data: json.RawMessage("null"), Errors: []*Error{{
+				Message: core.ErrorMessage(err), Extensions: map[string]any{"code": extensionCode(err)},
+			}}}
+		}
+	}
+	for _, fe := range fieldErrs {
+		// A non-null root field that failed nulls the whole data object,
+		// as the specification propagates nulls.
+		for _, st := range stmts {
+			if len(fe.Path) == 1 && fe.Path[0] == st.field.Alias && st.field.Definition != nil && st.field.Definition.Type.NonNull {
+				return &Response{Data: json.RawMessage("null"), Errors: fieldErrs}
+			}
+		}
 	}
 	buf := make([]byte, 0, 256)
 	buf = append(buf, '{')
-	for i, r := range results {
+	for i, st := range stmts {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		k, _ := json.Marshal(r.key)
+		k, _ := json.Marshal(st.field.Alias)
 		buf = append(buf, k...)
 		buf = append(buf, ':')
-		buf = append(buf, r.value...)
+		buf = append(buf, results[i]...)
 	}
 	buf = append(buf, '}')
 	return &Response{Data: buf, Errors: fieldErrs}
 }
 
-// document parses and validates query, from the cache when seen before.
-func (e *Engine) document(query string) (*ast.QueryDocument, *Response) {
-	key := sha256.Sum256([]byte(query))
+// runBatch runs a query's statements in one round trip, filling results.
+func (e *Engine) runBatch(ctx context.Context, b core.TenantBatcher, p core.Principal, stmts []stmt, results []json.RawMessage) error {
+	batch := make([]core.Statement, 0, len(stmts)+1)
+	if e.opts.StatementTimeout > 0 {
+		batch = append(batch, core.Statement{SQL: "select to_jsonb(set_config('statement_timeout', $1, true))",
+			Args: []any{strconv.FormatInt(e.opts.StatementTimeout.Milliseconds(), 10)}})
+	}
+	skip := len(batch)
+	idx := make([]int, 0, len(stmts))
+	for i, st := range stmts {
+		if st.sql != "" {
+			batch = append(batch, core.Statement{SQL: st.sql, Args: st.args})
+			idx = append(idx, i)
+		}
+	}
+	vals, err := b.QueryJSONBatch(ctx, p.Tenant, batch)
+	if err != nil {
+		return err
+	}
+	size := 0
+	for j, i := range idx {
+		v := vals[skip+j]
+		if v == nil {
+			v = json.RawMessage("null")
+		}
+		if size += len(v); size > e.opts.MaxResultBytes {
+			return errResultTooLarge
+		}
+		results[i] = v
+	}
+	return nil
+}
+
+// auditFailure records mutations whose transaction failed: their own audit
+// rows were rolled back with it, and a failed attempt is what an audit
+// trail most needs.
+func (e *Engine) auditFailure(ctx context.Context, p core.Principal, stmts []stmt, cause error) {
+	outcome := "error:" + extensionCode(cause)
+	_ = e.db.InTenant(context.WithoutCancel(ctx), p.Tenant, func(ctx context.Context, q core.Querier) error {
+		for _, st := range stmts {
+			if st.mutation == "" {
+				continue
+			}
+			if _, err := q.QueryJSON(ctx, "select fraise.audit($1::text, $2::text, null, $3::text)", p.Subject, st.field.Name, outcome); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// extensionCode is the one table from core codes to extensions.code.
+func extensionCode(err error) string {
+	switch c := core.ErrorCode(err); c {
+	case core.CodeTimeout:
+		return CodeStatementTimeout
+	case core.CodeTooLarge:
+		return CodeResultTooLarge
+	default:
+		return string(c)
+	}
+}
+
+func fieldError(f *ast.Field, err error) *Error {
+	return &Error{Message: core.ErrorMessage(err), Path: []any{f.Alias}, Locations: []Location{loc(f.Position)},
+		Extensions: map[string]any{"code": extensionCode(err)}}
+}
+
+// ParseTrustedDocuments reads a trusted-documents manifest: a JSON object
+// from the hex SHA-256 of each document to the document. Every hash is
+// checked, so a wrong entry fails at start rather than refusing the
+// operation it was meant to allow.
+func ParseTrustedDocuments(manifest []byte) (map[string]string, error) {
+	docs := map[string]string{}
+	if err := json.Unmarshal(manifest, &docs); err != nil {
+		return nil, fmt.Errorf("trusted documents: %w", err)
+	}
+	out := make(map[string]string, len(docs))
+	for hash, doc := range docs {
+		sum := sha256.Sum256([]byte(doc))
+		if hex.EncodeToString(sum[:]) != strings.ToLower(hash) {
+			return nil, fmt.Errorf("trusted documents: the document under %s has another hash", hash)
+		}
+		out[strings.ToLower(hash)] = doc
+	}
+	return out, nil
+}
+
+// resolveDocument returns the query text to run: the request's, or the one
+// a persisted query hash names, as APQ and the trusted-documents mode say.
+func (e *Engine) resolveDocument(req Request) (string, *Response) {
+	var hash string
+	if pq, ok := req.Extensions["persistedQuery"].(map[string]any); ok {
+		if v, ok := pq["version"]; ok {
+			if n, err := toInt(v); err != nil || n != 1 {
+				return "", requestError(CodeBadRequest, "unsupported persistedQuery version")
+			}
+		}
+		h, _ := pq["sha256Hash"].(string)
+		hash = strings.ToLower(h)
+		if len(hash) != 64 {
+			return "", requestError(CodeBadRequest, "persistedQuery.sha256Hash must be a hex SHA-256")
+		}
+	}
+	if e.opts.Trusted != nil {
+		if hash == "" && req.Query != "" {
+			sum := sha256.Sum256([]byte(req.Query))
+			hash = hex.EncodeToString(sum[:])
+		}
+		doc, ok := e.opts.Trusted[hash]
+		if !ok || req.Query != "" && req.Query != doc {
+			return "", requestError(CodeNotTrusted, "only trusted documents run on this server")
+		}
+		return doc, nil
+	}
+	if hash == "" {
+		if req.Query == "" {
+			return "", requestError(CodeBadRequest, "missing query")
+		}
+		return req.Query, nil
+	}
+	if !e.opts.APQ {
+		return "", requestError(CodePersistedUnsupported, "persisted queries are not supported")
+	}
+	if req.Query == "" {
+		e.mu.Lock()
+		q, ok := e.apq[hash]
+		e.mu.Unlock()
+		if !ok {
+			return "", requestError(CodePersistedNotFound, "PersistedQueryNotFound")
+		}
+		return q, nil
+	}
+	sum := sha256.Sum256([]byte(req.Query))
+	if hex.EncodeToString(sum[:]) != hash {
+		return "", requestError(CodePersistedHash, "persistedQuery.sha256Hash does not match the query")
+	}
+	// Registered before validation: an invalid document fails the same
+	// way whether it comes by text or by hash.
 	e.mu.Lock()
-	doc, ok := e.docs[key]
+	if len(e.apq) >= e.opts.APQCacheSize {
+		for k := range e.apq {
+			delete(e.apq, k)
+			break
+		}
+	}
+	e.apq[hash] = req.Query
+	e.mu.Unlock()
+	return req.Query, nil
+}
+
+// plan returns the validated operation of query, from the cache when seen
+// before.
+func (e *Engine) plan(query, opName string) (*plan, *Response) {
+	key := planKey{sha256.Sum256([]byte(query)), opName}
+	e.mu.Lock()
+	pl, ok := e.plans[key]
 	e.mu.Unlock()
 	if ok {
-		return doc, nil
+		return pl, nil
 	}
 	doc, err := parser.ParseQuery(&ast.Source{Name: "request", Input: query})
 	if err != nil {
@@ -221,16 +537,124 @@ func (e *Engine) document(query string) (*ast.QueryDocument, *Response) {
 		}
 		return nil, r
 	}
+	op, resp := pickOperation(doc, opName)
+	if resp != nil {
+		return nil, resp
+	}
+	pl = &plan{op: op}
 	e.mu.Lock()
-	if len(e.docs) >= maxCachedDocs {
-		for k := range e.docs {
-			delete(e.docs, k)
+	if len(e.plans) >= maxPlans {
+		for k := range e.plans {
+			delete(e.plans, k)
 			break
 		}
 	}
-	e.docs[key] = doc
+	e.plans[key] = pl
 	e.mu.Unlock()
-	return doc, nil
+	return pl, nil
+}
+
+// checkLimits enforces depth, alias, root field and cost limits before
+// anything runs.
+func (e *Engine) checkLimits(op *ast.OperationDefinition, roots []*ast.Field, vars map[string]any) *Response {
+	if len(roots) > e.opts.MaxRootFields {
+		return requestError(CodeRootFieldLimit, "the operation has "+strconv.Itoa(len(roots))+" root fields, more than the limit of "+strconv.Itoa(e.opts.MaxRootFields))
+	}
+	var data []*ast.Field
+	for _, f := range roots {
+		// Introspection is bounded by the schema, and its standard query
+		// nests deeper than any data query should.
+		if f.Name == "__schema" || f.Name == "__type" {
+			continue
+		}
+		data = append(data, f)
+		if depth(f.SelectionSet, vars, e.schema, 1) > e.opts.MaxDepth { // the root field is level 1
+			return requestError(CodeDepthLimit, "the query is nested deeper than the limit of "+strconv.Itoa(e.opts.MaxDepth), loc(f.Position))
+		}
+	}
+	if n := aliases(op.SelectionSet, map[string]bool{}); n > e.opts.MaxAliases {
+		return requestError(CodeAliasLimit, "the operation has "+strconv.Itoa(n)+" aliases, more than the limit of "+strconv.Itoa(e.opts.MaxAliases))
+	}
+	if c := e.cost(data, vars, 1, true); c > e.opts.MaxCost {
+		return requestError(CodeCostLimit, "the operation's estimated cost "+strconv.Itoa(c)+" is above the limit of "+strconv.Itoa(e.opts.MaxCost))
+	}
+	return nil
+}
+
+// cost estimates an operation's work: one per field, times the sizes of
+// the lists it is in (a root list's limit, first or last, else the default; a
+// list inside a row, NestedListSize). Saturates instead of overflowing.
+func (e *Engine) cost(fields []*ast.Field, vars map[string]any, mult int, root bool) int {
+	total := 0
+	for _, f := range fields {
+		total = satAdd(total, mult)
+		if len(f.SelectionSet) == 0 || f.Definition == nil {
+			continue
+		}
+		m := mult
+		t := f.Definition.Type
+		_, isConn := e.schema.connections[t.Name()]
+		switch {
+		case root && (t.Elem != nil || isConn):
+			args := f.ArgumentMap(vars)
+			n := int64(e.opts.DefaultLimit)
+			for _, a := range []string{"limit", "first", "last"} {
+				if v, ok := args[a]; ok && v != nil {
+					if x, err := toInt(v); err == nil && x >= 0 {
+						n = min(x, int64(e.opts.MaxLimit))
+					}
+				}
+			}
+			m = satMul(m, int(n))
+		case t.Elem != nil && f.Name != "edges":
+			n := e.opts.NestedListSize
+			if v, ok := f.ArgumentMap(vars)["limit"]; ok && v != nil {
+				if x, err := toInt(v); err == nil && x >= 0 && x < int64(n) {
+					n = int(x)
+				}
+			}
+			m = satMul(m, n)
+		}
+		total = satAdd(total, e.cost(collectFields(f.SelectionSet, vars, "", e.schema), vars, m, false))
+	}
+	return total
+}
+
+func satAdd(a, b int) int {
+	if a > 1<<40 || b > 1<<40 {
+		return 1 << 41
+	}
+	return a + b
+}
+
+func satMul(a, b int) int {
+	if b != 0 && a > (1<<40)/b {
+		return 1 << 41
+	}
+	return a * b
+}
+
+// aliases counts the fields whose response key differs from their name,
+// fragments included once each.
+func aliases(set ast.SelectionSet, seen map[string]bool) int {
+	n := 0
+	for _, sel := range set {
+		switch x := sel.(type) {
+		case *ast.Field:
+			if x.Alias != "" && x.Alias != x.Name {
+				n++
+			}
+			n += aliases(x.SelectionSet, seen)
+		case *ast.InlineFragment:
+			n += aliases(x.SelectionSet, seen)
+		case *ast.FragmentSpread:
+			if x.Definition != nil && !seen[x.Name] {
+				seen[x.Name] = true
+				n += aliases(x.Definition.SelectionSet, seen)
+			}
+		}
+	}
+	return n
 }
 
 func pickOperation(doc *ast.QueryDocument, name string) (*ast.OperationDefinition, *Response) {
@@ -246,12 +670,16 @@ func pickOperation(doc *ast.QueryDocument, name string) (*ast.OperationDefinitio
 	return nil, requestError(CodeBadRequest, "no operation named "+name)
 }
 
-func depth(set ast.SelectionSet, vars map[string]any, d int) int {
-	fields, _ := collectFields(set, vars)
+// depth returns how deep fields nest below a field at level d: a leaf
+// field under a root field is at level 2.
+func depth(set ast.SelectionSet, vars map[string]any, s *Schema, d int) int {
 	max := d
-	for _, f := range fields {
+	for _, f := range collectFields(set, vars, "", s) {
+		if d+1 > max {
+			max = d + 1
+		}
 		if len(f.SelectionSet) > 0 {
-			if n := depth(f.SelectionSet, vars, d+1); n > max {
+			if n := depth(f.SelectionSet, vars, s, d+1); n > max {
 				max = n
 			}
 		}

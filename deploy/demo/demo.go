@@ -37,7 +37,8 @@ func Apply(ctx context.Context, adminURL, appRole string) error {
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	role := pgx.Identifier{appRole}.Sanitize()
-	grants := "GRANT SELECT ON public.users, public.posts, public.v_user, public.v_post TO " + role
+	grants := "GRANT SELECT ON public.users, public.posts, public.v_user, public.v_post, public.tv_post TO " + role +
+		"; GRANT INSERT ON public.posts TO " + role + "; GRANT EXECUTE ON FUNCTION public.fn_create_post(jsonb) TO " + role
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		for _, s := range []string{SQL, Seed, grants} {
 			if _, err := tx.Exec(ctx, s); err != nil {

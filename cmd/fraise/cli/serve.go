@@ -86,10 +86,22 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		return fmt.Errorf("database.url: %w", err)
 	}
 	defer db.Close()
+	if err := schema.Check(ctx, db); err != nil {
+		ln.Close()
+		return fmt.Errorf("core.schema: %w", err)
+	}
 
+	trusted, err := loadTrustedDocuments(cfg.Core.TrustedDocuments)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	engine := graphql.NewEngine(schema, db, graphql.Options{
 		MaxDepth: cfg.Core.MaxDepth, DefaultLimit: cfg.Core.DefaultLimit, MaxLimit: cfg.Core.MaxLimit,
 		Introspection: cfg.Core.Introspection,
+		MaxAliases:    cfg.Core.MaxAliases, MaxRootFields: cfg.Core.MaxRootFields, MaxCost: cfg.Core.MaxCost,
+		MaxResultBytes: cfg.Core.MaxResultBytes, StatementTimeout: cfg.Core.StatementTimeout.Duration,
+		APQ: cfg.Core.APQ, Trusted: trusted,
 	})
 	metrics := httpapi.NewMetrics()
 	health := &httpapi.Health{Ready: db.Ping}
@@ -143,4 +155,21 @@ func loadVerifier(refs []string, getenv func(string) string) (*assertion.Verifie
 		keys[assertion.KeyID(pub)] = pub
 	}
 	return assertion.NewVerifier(keys, nil), nil
+}
+
+// loadTrustedDocuments reads core.trusted_documents, whose hashes are
+// checked at start so a wrong manifest fails loudly.
+func loadTrustedDocuments(path string) (map[string]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("core.trusted_documents: %w", err)
+	}
+	docs, err := graphql.ParseTrustedDocuments(b)
+	if err != nil {
+		return nil, fmt.Errorf("core.trusted_documents: %s: %w", path, err)
+	}
+	return docs, nil
 }

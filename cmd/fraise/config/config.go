@@ -125,6 +125,20 @@ type Core struct {
 	MaxLimit        int      `toml:"max_limit"`
 	Introspection   bool     `toml:"introspection"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// GraphQL limits beyond depth, each answered with its own
+	// extensions.code (docs/schema.md).
+	MaxAliases     int `toml:"max_aliases"`
+	MaxRootFields  int `toml:"max_root_fields"`
+	MaxCost        int `toml:"max_cost"`
+	MaxResultBytes int `toml:"max_result_bytes"`
+	// StatementTimeout is SET LOCAL statement_timeout in every GraphQL
+	// transaction (0 keeps database.statement_timeout).
+	StatementTimeout Duration `toml:"statement_timeout"`
+	// APQ accepts automatic persisted queries.
+	APQ bool `toml:"apq"`
+	// TrustedDocuments is a JSON file mapping SHA-256 hashes to documents;
+	// when set, only those documents run.
+	TrustedDocuments string `toml:"trusted_documents"`
 }
 
 // Issuer is one trusted JWT issuer.
@@ -250,6 +264,8 @@ func Default() Config {
 			AssertionKeys: []string{"file://.dev/keys/assertion.pub"},
 			MaxBodyBytes:  1 << 20, MaxDepth: 10, DefaultLimit: 100, MaxLimit: 1000,
 			Introspection: true, ShutdownTimeout: Duration{10 * time.Second},
+			MaxAliases: 30, MaxRootFields: 10, MaxCost: 50000, MaxResultBytes: 8 << 20,
+			APQ: true,
 		},
 		Authz: Authz{
 			GRPCAddr: "127.0.0.1:9191", AdminAddr: "127.0.0.1:9192",
@@ -470,6 +486,15 @@ func (c Config) Validate() error {
 	}
 	if c.Core.MaxBodyBytes < 1 {
 		bad("core.max_body_bytes", "want at least 1, got %d", c.Core.MaxBodyBytes)
+	}
+	for key, v := range map[string]int{"core.max_depth": c.Core.MaxDepth, "core.max_aliases": c.Core.MaxAliases,
+		"core.max_root_fields": c.Core.MaxRootFields, "core.max_cost": c.Core.MaxCost, "core.max_result_bytes": c.Core.MaxResultBytes} {
+		if v < 1 {
+			bad(key, "want at least 1, got %d", v)
+		}
+	}
+	if c.Core.StatementTimeout.Duration < 0 {
+		bad("core.statement_timeout", "want a non-negative duration, got %s", c.Core.StatementTimeout)
 	}
 	if c.Core.MaxLimit < c.Core.DefaultLimit || c.Core.DefaultLimit < 1 {
 		bad("core.default_limit", "want 1 <= default_limit <= max_limit, got %d and %d", c.Core.DefaultLimit, c.Core.MaxLimit)

@@ -105,6 +105,11 @@ func TestLoad(t *testing.T) {
 			wantErr: []string{"ratelimit.tiers", "default"},
 		},
 		{
+			name:    "GraphQL limits must be positive",
+			file:    "[core]\nmax_cost = 0\nmax_aliases = -1\nstatement_timeout = \"-1s\"\n",
+			wantErr: []string{"core.max_cost", "core.max_aliases", "core.statement_timeout"},
+		},
+		{
 			name:    "bad environment values name the variable",
 			env:     map[string]string{"FRAISE_DATABASE_MAX_CONNS": "many"},
 			wantErr: []string{"FRAISE_DATABASE_MAX_CONNS"},

@@ -1,0 +1,60 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fraise-dev/fraise/adapters/postgres"
+)
+
+func TestCatalog(t *testing.T) {
+	f := mustDemo(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, f.pg.AdminURL(f.db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `create function public.fn_twice(a int) returns int language sql as $$ select a $$;
+		create function public.fn_twice(a text) returns text language sql as $$ select a $$`); err != nil {
+		t.Fatal(err)
+	}
+	d := mustOpen(t, f, postgres.Options{})
+
+	t.Run("relations", func(t *testing.T) {
+		cols, err := d.RelationColumns(ctx, "v_post")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cols["id"] != "uuid" || cols["tenant_id"] != "uuid" || cols["data"] != "jsonb" {
+			t.Fatalf("got columns %v, want id uuid, tenant_id uuid, data jsonb", cols)
+		}
+		if cols, err := d.RelationColumns(ctx, "public.tv_post"); err != nil || cols["data"] != "jsonb" {
+			t.Fatalf("got %v, %v for the qualified table tv_post", cols, err)
+		}
+		if cols, err := d.RelationColumns(ctx, "v_missing"); err != nil || cols != nil {
+			t.Fatalf("got %v, %v for a missing view, want nil, nil", cols, err)
+		}
+	})
+	t.Run("functions", func(t *testing.T) {
+		fn, err := d.Function(ctx, "fn_create_post")
+		if err != nil || fn == nil {
+			t.Fatalf("got %v, %v", fn, err)
+		}
+		if len(fn.Args) != 1 || fn.Args[0] != "jsonb" {
+			t.Fatalf("got args %v, want [jsonb]", fn.Args)
+		}
+		for _, c := range []string{"succeeded", "status", "error_class", "message", "entity_id", "entity"} {
+			if _, ok := fn.Result[c]; !ok {
+				t.Fatalf("got result columns %v, want %s", fn.Result, c)
+			}
+		}
+		for _, name := range []string{"fn_missing", "fn_twice"} {
+			if fn, err := d.Function(ctx, name); err != nil || fn != nil {
+				t.Fatalf("got %+v, %v for %s, want nil, nil", fn, err, name)
+			}
+		}
+	})
+}
