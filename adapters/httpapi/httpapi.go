@@ -227,7 +227,9 @@ func statusFor(media string, resp *graphql.Response) int {
 // (the specification requires 405): the document is parsed here to find out
 // which operation would run.
 func (h *handler) fromQuery(raw string) (graphql.Request, *refusal) {
-	var req graphql.Request
+	// ReadOnly also covers a mutation sent as a persisted-query hash alone,
+	// which cannot be seen here without the stored document.
+	req := graphql.Request{ReadOnly: true}
 	q, err := url.ParseQuery(raw)
 	if err != nil {
 		return req, badRequest("the query string is not URL-encoded")
