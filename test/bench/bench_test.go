@@ -429,7 +429,8 @@ algorithms = ["ES256"]
 grpc_addr = "127.0.0.1:0"
 http_addr = "127.0.0.1:0"
 debug_addr = "127.0.0.1:0"
-per_tenant = { requests = 1000000000, unit = "second" }
+[ratelimit.tiers.default]
+tenant = { requests = 1000000000, unit = "second" }
 [gateway]
 listen_addr = "127.0.0.1:0"
 envoy = ""
