@@ -39,6 +39,7 @@ import (
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/extauthz/apikey"
 	"github.com/fraise-dev/fraise/extauthz/operation"
 	"github.com/fraise-dev/fraise/extauthz/policy"
 	"github.com/fraise-dev/fraise/extauthz/token"
@@ -86,6 +87,19 @@ type Options struct {
 	Now func() time.Time
 	// HTTPClient fetches JWKS URLs; default a client with a 10 s timeout.
 	HTTPClient *http.Client
+	// APIKeys authenticates "Bearer frs_..." API keys; nil refuses them.
+	APIKeys APIKeyVerifier
+	// Decisions, when set, receives every decision for the audit log,
+	// in batches, off the request path.
+	Decisions core.DecisionLog
+}
+
+// APIKeyVerifier authenticates API keys; *apikey.Authenticator is one.
+type APIKeyVerifier interface {
+	// Verify returns the principal raw grants. A refused key is an error
+	// with core.CodeUnauthenticated; any other error means the key could
+	// not be checked, and extauthz fails closed.
+	Verify(ctx context.Context, raw string) (core.Principal, error)
 }
 
 // Server answers Envoy's Authorization/Check. It is safe for concurrent
@@ -100,6 +114,7 @@ type Server struct {
 	health *health.Server
 
 	reloadMu sync.Mutex // serialises ReloadPolicy
+	audit    *auditor   // nil without Options.Decisions
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -136,6 +151,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return nil, fmt.Errorf("extauthz: %w", err)
 	}
 	s := &Server{o: o, log: o.Logger, tokens: tokens, health: health.NewServer()}
+	if o.Decisions != nil {
+		s.audit = newAuditor(o.Decisions, o.Logger)
+	}
 	if err := s.ReloadPolicy(ctx, o.PolicyFS); err != nil {
 		return nil, fmt.Errorf("extauthz: %w", err)
 	}
@@ -154,6 +172,14 @@ func (s *Server) Register(g *grpc.Server) {
 // Drain reports NOT_SERVING on the gRPC health service, so that Envoy stops
 // sending checks before the server stops.
 func (s *Server) Drain() { s.health.Shutdown() }
+
+// Close writes the decisions still queued for the audit log. Call it after
+// the gRPC server has stopped.
+func (s *Server) Close() {
+	if s.audit != nil {
+		s.audit.close()
+	}
+}
 
 // PolicyRevision returns the revision of the policy being served.
 func (s *Server) PolicyRevision() string { return s.policy.Load().Revision() }
@@ -224,9 +250,26 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 	if !ok {
 		return d.deny(http.StatusUnauthorized, "authorization header is not a Bearer token", ""), nil
 	}
-	id, err := s.tokens.Verify(ctx, raw)
-	if err != nil {
-		return d.deny(http.StatusUnauthorized, err.Error(), ""), nil
+	var id token.Identity
+	if apikey.Looks(raw) {
+		if s.o.APIKeys == nil {
+			return d.deny(http.StatusUnauthorized, "API key presented but API keys are not enabled", ""), nil
+		}
+		p, err := s.o.APIKeys.Verify(ctx, raw)
+		if err != nil {
+			if core.ErrorCode(err) != core.CodeUnauthenticated {
+				d.reason = "API key store: " + err.Error()
+				d.evalFailed = true
+				return nil, status.Error(codes.Unavailable, "extauthz: API key store unavailable")
+			}
+			return d.deny(http.StatusUnauthorized, err.Error(), ""), nil
+		}
+		id = token.Identity{Principal: p, Issuer: "apikey"}
+	} else {
+		var err error
+		if id, err = s.tokens.Verify(ctx, raw); err != nil {
+			return d.deny(http.StatusUnauthorized, err.Error(), ""), nil
+		}
 	}
 	d.principal, d.issuer, d.authenticated = id.Principal, id.Issuer, true
 

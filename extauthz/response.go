@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -216,7 +217,9 @@ func (s *Server) logDecision(ctx context.Context, d *decision, err error) {
 		slog.String("method", d.method),
 		slog.String("path", d.path),
 		slog.Bool("allow", d.allow),
-		slog.String("reason", d.reason),
+		slog.String("reason", mask(d.reason)),
+		slog.String("subject", d.principal.Subject),
+		slog.String("tenant", d.principal.Tenant),
 		slog.String("policy_revision", d.revision),
 		slog.Duration("latency", d.latency),
 	)
@@ -225,8 +228,6 @@ func (s *Server) logDecision(ctx context.Context, d *decision, err error) {
 	}
 	if d.authenticated {
 		attrs = append(attrs,
-			slog.String("subject", d.principal.Subject),
-			slog.String("tenant", d.principal.Tenant),
 			slog.String("kind", string(d.principal.Kind)),
 			slog.String("issuer", d.issuer),
 		)
@@ -247,4 +248,15 @@ func (s *Server) logDecision(ctx context.Context, d *decision, err error) {
 		attrs = append(attrs, slog.String("err", err.Error()), slog.String("code", string(core.CodeInternal)))
 	}
 	s.log.LogAttrs(ctx, level, "authz decision", attrs...)
+	if s.audit != nil {
+		reason, st := mask(d.reason), cmp.Or(d.status, http.StatusOK)
+		if err != nil {
+			reason, st = "error: "+reason, http.StatusInternalServerError
+		}
+		s.audit.add(core.Decision{
+			ID: d.id, RequestID: d.requestID, At: time.Now().UTC(), Subject: d.principal.Subject,
+			Tenant: d.principal.Tenant, Kind: d.principal.Kind, Operation: d.opType, OperationName: d.opName,
+			Allow: d.allow, Status: st, Reason: reason, PolicyRevision: d.revision, Latency: d.latency,
+		})
+	}
 }
