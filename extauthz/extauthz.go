@@ -87,6 +87,10 @@ type Options struct {
 	Now func() time.Time
 	// HTTPClient fetches JWKS URLs; default a client with a 10 s timeout.
 	HTTPClient *http.Client
+	// KeyRefresh is how often issuers' JWKS URLs are refetched in the
+	// background; default 15 minutes. An unknown key id refetches sooner
+	// (at most every 30 s per issuer).
+	KeyRefresh time.Duration
 	// APIKeys authenticates "Bearer frs_..." API keys; nil refuses them.
 	APIKeys APIKeyVerifier
 	// Decisions, when set, receives every decision for the audit log,
@@ -115,6 +119,9 @@ type Server struct {
 
 	reloadMu sync.Mutex // serialises ReloadPolicy
 	audit    *auditor   // nil without Options.Decisions
+
+	stopRefresh context.CancelFunc
+	refreshDone chan struct{}
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -144,6 +151,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.KeyRefresh == 0 {
+		o.KeyRefresh = 15 * time.Minute
+	}
 	tokens, err := token.NewVerifier(ctx, o.Issuers, token.Options{
 		Leeway: o.Leeway, DefaultTier: o.DefaultTier, Now: o.Now, HTTPClient: o.HTTPClient, Logger: o.Logger,
 	})
@@ -154,7 +164,14 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if o.Decisions != nil {
 		s.audit = newAuditor(o.Decisions, o.Logger)
 	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopRefresh, s.refreshDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.refreshDone)
+		tokens.RefreshEvery(rctx, o.KeyRefresh, o.Logger)
+	}()
 	if err := s.ReloadPolicy(ctx, o.PolicyFS); err != nil {
+		s.Close()
 		return nil, fmt.Errorf("extauthz: %w", err)
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -176,6 +193,8 @@ func (s *Server) Drain() { s.health.Shutdown() }
 // Close writes the decisions still queued for the audit log. Call it after
 // the gRPC server has stopped.
 func (s *Server) Close() {
+	s.stopRefresh()
+	<-s.refreshDone
 	if s.audit != nil {
 		s.audit.close()
 	}

@@ -126,6 +126,7 @@ func mustFixture(tb testing.TB, mods ...func(*extauthz.Options)) *fixture {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(srv.Close)
 	f := &fixture{is: is, srv: srv, logs: logs, verifier: assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, clock)}
 	f.conn, f.client = mustServe(tb, srv)
 	return f

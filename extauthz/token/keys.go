@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,7 @@ type keySet struct {
 
 	mu        sync.Mutex // serialises refreshes
 	lastTry   time.Time  // guarded by mu
+	lastErr   error      // of the last refresh; guarded by mu
 	bgRunning atomic.Bool
 }
 
@@ -66,7 +68,11 @@ func (ks *keySet) key(ctx context.Context, kid string, alg jose.SignatureAlgorit
 		return pick(next, kid, alg)
 	}
 	if !ks.lastTry.IsZero() && ks.now().Sub(ks.lastTry) < ks.minInterval {
+		lastErr := ks.lastErr
 		ks.mu.Unlock()
+		if lastErr != nil {
+			return nil, fmt.Errorf("%w %q (key set refreshed less than %v ago, and that failed: %v)", errUnknownKey, kid, ks.minInterval, lastErr)
+		}
 		return nil, fmt.Errorf("%w %q (key set refreshed less than %v ago)", errUnknownKey, kid, ks.minInterval)
 	}
 	err := ks.refreshLocked(ctx)
@@ -123,16 +129,15 @@ func (ks *keySet) refresh(ctx context.Context) error {
 func (ks *keySet) refreshLocked(ctx context.Context) error {
 	ks.lastTry = ks.now()
 	data, err := ks.load(ctx)
-	if err != nil {
-		return err
+	if err == nil {
+		var set *loadedKeys
+		if set, err = parseJWKS(data); err == nil {
+			set.at = ks.now()
+			ks.keys.Store(set)
+		}
 	}
-	set, err := parseJWKS(data)
-	if err != nil {
-		return err
-	}
-	set.at = ks.now()
-	ks.keys.Store(set)
-	return nil
+	ks.lastErr = err
+	return err
 }
 
 // refreshInBackground refetches a stale set without delaying the request
@@ -230,6 +235,67 @@ func urlLoader(raw string, c *http.Client) (func(context.Context) ([]byte, error
 		}
 		return readLimited(resp.Body)
 	}, nil
+}
+
+// discoveryLoader fetches the issuer's OpenID Connect discovery document
+// on every load (it is small, and a provider may move its JWKS), checks
+// that it names the configured issuer, and fetches its jwks_uri.
+func discoveryLoader(issuer string, c *http.Client) (func(context.Context) ([]byte, error), error) {
+	docURL := strings.TrimSuffix(issuer, "/") + "/.well-known/openid-configuration"
+	fetchDoc, err := urlLoader(docURL, c)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: issuer %q is not an http or https URL", issuer)
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		b, err := fetchDoc(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("discovery: %w", err)
+		}
+		var doc struct {
+			Issuer  string `json:"issuer"`
+			JWKSURI string `json:"jwks_uri"`
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return nil, fmt.Errorf("discovery: %w", err)
+		}
+		// OpenID Connect Discovery 1.0 §4.3: a document for another issuer
+		// must not be used, or one provider could vouch for another.
+		if doc.Issuer != issuer {
+			return nil, fmt.Errorf("discovery: document names issuer %q, want %q", doc.Issuer, issuer)
+		}
+		fetchKeys, err := urlLoader(doc.JWKSURI, c)
+		if err != nil {
+			return nil, fmt.Errorf("discovery: %w", err)
+		}
+		return fetchKeys(ctx)
+	}, nil
+}
+
+// RefreshEvery refetches every issuer's keys each interval until ctx ends,
+// so that keys an issuer adds are known before its first token arrives. A
+// failed fetch keeps the previous keys.
+func (v *Verifier) RefreshEvery(ctx context.Context, interval time.Duration, log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, is := range v.issuers {
+			if is.keys == nil {
+				continue
+			}
+			if err := is.keys.refresh(ctx); err != nil && ctx.Err() == nil {
+				log.LogAttrs(ctx, slog.LevelWarn, "JWKS refresh failed; keeping the previous keys",
+					slog.String("issuer", is.cfg.Issuer), slog.String("err", err.Error()))
+			}
+		}
+	}
 }
 
 func readLimited(r io.Reader) ([]byte, error) {

@@ -57,10 +57,18 @@ type Issuer struct {
 	// JWKSURL is fetched and cached, and fetched again when a token names
 	// an unknown key id (at most once per MinRefreshInterval).
 	JWKSURL string
+	// Discovery finds the JWKS URL through OpenID Connect discovery: the
+	// document at Issuer + "/.well-known/openid-configuration", whose
+	// issuer must equal Issuer. Its jwks_uri is then used as JWKSURL.
+	Discovery bool
 	// Algorithms are the signature algorithms accepted, e.g. ["ES256"].
-	// "none" and the symmetric HS* algorithms are never accepted: a public
-	// JWKS key must never double as an HMAC secret.
+	// "none" is never accepted. HS256, HS384 and HS512 are accepted only
+	// with HMACSecret, and verify only with it: a public JWKS key never
+	// doubles as an HMAC secret, which is what defeats key confusion.
 	Algorithms []string
+	// HMACSecret is the shared secret of the HS* algorithms, at least 32
+	// bytes; nil when the issuer uses none.
+	HMACSecret []byte
 	// TenantClaim, RolesClaim, ScopesClaim and TierClaim name the claims
 	// the principal is read from; "" takes the defaults "tenant", "roles",
 	// "scope" (a space-separated string, with "scopes" as an array
@@ -110,7 +118,8 @@ type Verifier struct {
 type issuer struct {
 	cfg    Issuer
 	algs   []jose.SignatureAlgorithm
-	keys   *keySet
+	keys   *keySet // nil for an issuer that only uses HMAC
+	hmac   []byte
 	tenant string
 	roles  string
 	scopes string
@@ -122,6 +131,11 @@ var supportedAlgs = map[string]jose.SignatureAlgorithm{
 	"PS256": jose.PS256, "PS384": jose.PS384, "PS512": jose.PS512,
 	"ES256": jose.ES256, "ES384": jose.ES384, "ES512": jose.ES512,
 	"EdDSA": jose.EdDSA,
+	"HS256": jose.HS256, "HS384": jose.HS384, "HS512": jose.HS512,
+}
+
+func isHMAC(a jose.SignatureAlgorithm) bool {
+	return a == jose.HS256 || a == jose.HS384 || a == jose.HS512
 }
 
 // NewVerifier returns a Verifier for issuers. It loads every JWKS file and
@@ -176,6 +190,9 @@ func NewVerifier(ctx context.Context, issuers []Issuer, o Options) (*Verifier, e
 		return nil, err
 	}
 	for _, is := range v.issuers {
+		if is.keys == nil {
+			continue
+		}
 		if err := is.keys.refresh(ctx); err != nil {
 			if is.cfg.JWKSFile != "" {
 				return nil, fmt.Errorf("token: issuer %q: %w", is.cfg.Issuer, err)
@@ -194,8 +211,11 @@ func newIssuer(cfg Issuer, o Options) (*issuer, error) {
 	if len(cfg.Audiences) == 0 || slices.Contains(cfg.Audiences, "") {
 		return nil, errors.New("at least one non-empty audience is required")
 	}
-	if (cfg.JWKSFile == "") == (cfg.JWKSURL == "") {
-		return nil, errors.New("set exactly one of JWKSFile and JWKSURL")
+	sources := 0
+	for _, set := range []bool{cfg.JWKSFile != "", cfg.JWKSURL != "", cfg.Discovery} {
+		if set {
+			sources++
+		}
 	}
 	if len(cfg.Algorithms) == 0 {
 		return nil, errors.New("at least one algorithm is required")
@@ -207,18 +227,37 @@ func newIssuer(cfg Issuer, o Options) (*issuer, error) {
 		scopes: cfg.ScopesClaim,
 		tier:   or(cfg.TierClaim, DefaultTierClaim),
 	}
+	asymmetric := false
 	for _, name := range cfg.Algorithms {
 		a, ok := supportedAlgs[name]
 		if !ok {
-			return nil, fmt.Errorf("algorithm %q is not accepted (want one of RS*, PS*, ES*, EdDSA)", name)
+			return nil, fmt.Errorf("algorithm %q is not accepted (want one of RS*, PS*, ES*, EdDSA, HS*)", name)
 		}
+		if isHMAC(a) && len(cfg.HMACSecret) < 32 {
+			return nil, fmt.Errorf("algorithm %s needs an HMAC secret of at least 32 bytes", name)
+		}
+		asymmetric = asymmetric || !isHMAC(a)
 		is.algs = append(is.algs, a)
 	}
+	is.hmac = cfg.HMACSecret
+	switch {
+	case !asymmetric && sources == 0:
+		return is, nil
+	case sources != 1:
+		return nil, errors.New("set exactly one of JWKSFile, JWKSURL and Discovery")
+	}
 	var load func(context.Context) ([]byte, error)
-	if cfg.JWKSFile != "" {
+	switch {
+	case cfg.JWKSFile != "":
 		load = fileLoader(cfg.JWKSFile)
-	} else {
+	case cfg.JWKSURL != "":
 		l, err := urlLoader(cfg.JWKSURL, o.HTTPClient)
+		if err != nil {
+			return nil, err
+		}
+		load = l
+	default:
+		l, err := discoveryLoader(cfg.Issuer, o.HTTPClient)
 		if err != nil {
 			return nil, err
 		}
@@ -272,9 +311,17 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	if !slices.Contains(is.algs, alg) {
 		return Identity{}, invalid("algorithm %s not accepted for issuer %q", alg, is.cfg.Issuer)
 	}
-	key, err := is.keys.key(ctx, hdr.KeyID, alg)
-	if err != nil {
-		return Identity{}, invalid("issuer %q: %v", is.cfg.Issuer, err)
+	var key any
+	if isHMAC(alg) {
+		key = is.hmac
+	} else {
+		var err error
+		if is.keys == nil {
+			return Identity{}, invalid("issuer %q has no public keys", is.cfg.Issuer)
+		}
+		if key, err = is.keys.key(ctx, hdr.KeyID, alg); err != nil {
+			return Identity{}, invalid("issuer %q: %v", is.cfg.Issuer, err)
+		}
 	}
 	var std jwt.Claims
 	var all map[string]any
