@@ -212,3 +212,42 @@ func TestRefreshEvery(t *testing.T) {
 		t.Fatalf("got error %v, want the rotated key known", err)
 	}
 }
+
+// TestVerifyCache remembers a verified token, but never past its exp, and
+// forgets it when the issuer's keys change.
+func TestVerifyCache(t *testing.T) {
+	is := tokentest.NewIssuer(t, iss, aud, now)
+	clk := &clock{t: now}
+	v := mustVerifier(t, []token.Issuer{is.Config()}, token.Options{Now: clk.Now, Leeway: time.Second, MinRefreshInterval: time.Second})
+	ctx := context.Background()
+	tok := is.Sign(t, with(is.Claims("alice", tenant), "exp", now.Add(10*time.Second).Unix()))
+	for range 3 {
+		if _, err := v.Verify(ctx, tok); err != nil {
+			t.Fatalf("got %v, want accepted", err)
+		}
+	}
+	clk.Add(12 * time.Second)
+	if _, err := v.Verify(ctx, tok); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("after exp: got %v, want expired despite the cache", err)
+	}
+
+	// The issuer replaces its keys: a cached token signed with the removed
+	// key is checked again, and refused.
+	clk.t = now
+	long := is.Sign(t, is.Claims("alice", tenant))
+	if _, err := v.Verify(ctx, long); err != nil {
+		t.Fatal(err)
+	}
+	next := tokentest.NewIssuer(t, iss, aud, now)
+	next.ECKeyID = "ec-next"
+	if err := os.WriteFile(is.JWKSFile, next.JWKS(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(2 * time.Second)
+	if _, err := v.Verify(ctx, next.Sign(t, next.Claims("bob", tenant))); err != nil {
+		t.Fatalf("new key: got %v, want accepted", err)
+	}
+	if _, err := v.Verify(ctx, long); err == nil {
+		t.Fatal("cached token of a removed key: got accepted, want refused")
+	}
+}

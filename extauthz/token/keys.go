@@ -2,6 +2,7 @@ package token
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +39,26 @@ type keySet struct {
 	lastTry   time.Time  // guarded by mu
 	lastErr   error      // of the last refresh; guarded by mu
 	bgRunning atomic.Bool
+	onChange  func() // called when a refresh changes the keys
+}
+
+// sameKeys reports whether a and b hold the same key ids and keys.
+func sameKeys(a, b *loadedKeys) bool {
+	if len(a.all) != len(b.all) {
+		return false
+	}
+	for i := range a.all {
+		x, y := a.all[i], b.all[i]
+		if x.KeyID != y.KeyID || x.Algorithm != y.Algorithm {
+			return false
+		}
+		xt, err1 := x.Thumbprint(crypto.SHA256)
+		yt, err2 := y.Thumbprint(crypto.SHA256)
+		if err1 != nil || err2 != nil || string(xt) != string(yt) {
+			return false
+		}
+	}
+	return true
 }
 
 type loadedKeys struct {
@@ -47,7 +68,7 @@ type loadedKeys struct {
 }
 
 func newKeySet(load func(context.Context) ([]byte, error), o Options) *keySet {
-	return &keySet{load: load, now: o.Now, minInterval: o.MinRefreshInterval, maxAge: o.MaxAge, log: o.Logger}
+	return &keySet{load: load, now: o.Now, minInterval: o.MinRefreshInterval, maxAge: o.MaxAge, log: o.Logger, onChange: o.onKeysChanged}
 }
 
 // key returns the verification key for kid and alg, refreshing the set
@@ -133,7 +154,9 @@ func (ks *keySet) refreshLocked(ctx context.Context) error {
 		var set *loadedKeys
 		if set, err = parseJWKS(data); err == nil {
 			set.at = ks.now()
-			ks.keys.Store(set)
+			if prev := ks.keys.Swap(set); prev != nil && ks.onChange != nil && !sameKeys(prev, set) {
+				ks.onChange()
+			}
 		}
 	}
 	ks.lastErr = err

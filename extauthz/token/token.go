@@ -17,6 +17,8 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -95,6 +97,12 @@ type Options struct {
 	MaxAge time.Duration
 	// Logger reports key set refreshes; nil discards.
 	Logger *slog.Logger
+	// CacheTTL is how long a verified token is remembered (never beyond
+	// its exp); 0 means one minute, negative disables the cache. A change
+	// of any key set forgets every remembered token.
+	CacheTTL time.Duration
+
+	onKeysChanged func() // set by NewVerifier for its key sets
 }
 
 // Identity is an authenticated token: the principal it grants and all its
@@ -102,7 +110,11 @@ type Options struct {
 type Identity struct {
 	Principal core.Principal
 	Issuer    string
-	Claims    map[string]any
+	// Claims are all the token's claims. They are shared by every request
+	// that presents the same token: read them, never modify them.
+	Claims map[string]any
+
+	expiry time.Time
 }
 
 // Verifier authenticates tokens from a fixed set of issuers. It is safe for
@@ -113,7 +125,25 @@ type Verifier struct {
 	leeway  time.Duration
 	tier    string
 	now     func() time.Time
+
+	cacheTTL time.Duration
+	gen      atomic.Uint64 // bumped whenever a key set changes
+	mu       sync.RWMutex
+	cache    map[string]verified // guarded by mu
 }
+
+// verified is a token that passed every check, remembered so that the
+// same token's next request skips the signature check (the costliest part
+// of Verify): clients send one token for many requests.
+type verified struct {
+	id    Identity
+	until time.Time // the token's exp plus leeway, or the cache TTL if sooner
+	gen   uint64    // the key sets it was verified against
+}
+
+// maxCached bounds the cache; when full it is emptied, which costs only a
+// burst of signature checks.
+const maxCached = 10000
 
 type issuer struct {
 	cfg    Issuer
@@ -164,7 +194,12 @@ func NewVerifier(ctx context.Context, issuers []Issuer, o Options) (*Verifier, e
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	v := &Verifier{issuers: make(map[string]*issuer), leeway: o.Leeway, tier: o.DefaultTier, now: o.Now}
+	if o.CacheTTL == 0 {
+		o.CacheTTL = time.Minute
+	}
+	v := &Verifier{issuers: make(map[string]*issuer), leeway: o.Leeway, tier: o.DefaultTier, now: o.Now,
+		cacheTTL: o.CacheTTL, cache: make(map[string]verified)}
+	o.onKeysChanged = func() { v.gen.Add(1) }
 	var errs []error
 	for i, cfg := range issuers {
 		is, err := newIssuer(cfg, o)
@@ -289,6 +324,36 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	if len(raw) > MaxBytes {
 		return Identity{}, invalid("token of %d bytes exceeds %d", len(raw), MaxBytes)
 	}
+	if v.cacheTTL < 0 {
+		return v.verify(ctx, raw)
+	}
+	now := v.now()
+	v.mu.RLock()
+	c, ok := v.cache[raw]
+	v.mu.RUnlock()
+	if ok && now.Before(c.until) && c.gen == v.gen.Load() {
+		return c.id, nil
+	}
+	gen := v.gen.Load()
+	id, err := v.verify(ctx, raw)
+	if err != nil {
+		return id, err
+	}
+	until := now.Add(v.cacheTTL)
+	if exp := id.expiry.Add(v.leeway); exp.Before(until) {
+		until = exp
+	}
+	v.mu.Lock()
+	if len(v.cache) >= maxCached {
+		clear(v.cache)
+	}
+	v.cache[raw] = verified{id: id, until: until, gen: gen}
+	v.mu.Unlock()
+	return id, nil
+}
+
+// verify authenticates raw without the cache.
+func (v *Verifier) verify(ctx context.Context, raw string) (Identity, error) {
 	tok, err := jwt.ParseSigned(raw, v.algs)
 	if err != nil {
 		return Identity{}, invalid("parse: %v", err)
@@ -339,7 +404,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	if err != nil {
 		return Identity{}, invalid("%v", err)
 	}
-	return Identity{Principal: p, Issuer: is.cfg.Issuer, Claims: all}, nil
+	return Identity{Principal: p, Issuer: is.cfg.Issuer, Claims: all, expiry: std.Expiry.Time()}, nil
 }
 
 // principal maps claims onto a principal. Values end up in request headers,
