@@ -77,9 +77,8 @@ func loadDuration() time.Duration {
 // mustLoadClients returns n gRPC connections to f's server: Envoy keeps
 // several HTTP/2 connections to a sidecar, and one connection would
 // measure one TCP stream's limits instead of extauthz's.
-func mustLoadClients(b *testing.B, f *fixture, n int) []authv3.AuthorizationClient {
+func mustLoadClients(b *testing.B, target string, n int) []authv3.AuthorizationClient {
 	b.Helper()
-	target := f.conn.Target()
 	out := make([]authv3.AuthorizationClient, n)
 	for i := range out {
 		conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -106,7 +105,8 @@ func mustLoadClients(b *testing.B, f *fixture, n int) []authv3.AuthorizationClie
 func BenchmarkCheckLoad(b *testing.B) {
 	f := mustFixture(b, func(o *extauthz.Options) { o.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil)) })
 	req := graphqlRequest("Bearer "+f.token(b, "operator"), "mutation UpdateRule { updateRule(id: 1) { id } }")
-	clients := mustLoadClients(b, f, 4)
+	conn, _, _ := mustGRPC(b, f, extauthz.GRPCOptions{}, 0) // the server `fraise authz` runs
+	clients := mustLoadClients(b, conn.Target(), 4)
 	ctx := context.Background()
 	check := func(c authv3.AuthorizationClient) {
 		resp, err := c.Check(ctx, req)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"runtime"
 	"time"
 
 	"google.golang.org/grpc"
@@ -39,6 +40,10 @@ func (s *Server) NewGRPCServer(o GRPCOptions) *grpc.Server {
 		grpc.MaxRecvMsgSize(o.MaxRecvMsgBytes),
 		grpc.MaxSendMsgSize(o.MaxRecvMsgBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Long-lived workers keep the stacks that policy evaluation grew
+		// (OPA's evaluator recurses deeply); a fresh goroutine per Check
+		// would grow and copy its stack on every request.
+		grpc.NumStreamWorkers(uint32(16 * runtime.GOMAXPROCS(0))),
 	}, o.ServerOptions...)
 	g := grpc.NewServer(opts...)
 	s.Register(g)
