@@ -91,6 +91,11 @@ type Options struct {
 	// background; default 15 minutes. An unknown key id refetches sooner
 	// (at most every 30 s per issuer).
 	KeyRefresh time.Duration
+	// DecisionCacheTTL is how long a decision is reused for an identical
+	// request (same credential, method, path, host and operation) when the
+	// policy reads nothing else and calls nothing nondeterministic; default
+	// DefaultDecisionCacheTTL, negative disables.
+	DecisionCacheTTL time.Duration
 	// APIKeys authenticates "Bearer frs_..." API keys; nil refuses them.
 	APIKeys APIKeyVerifier
 	// Decisions, when set, receives every decision for the audit log,
@@ -119,6 +124,10 @@ type Server struct {
 
 	reloadMu sync.Mutex // serialises ReloadPolicy
 	audit    *auditor   // nil without Options.Decisions
+
+	// decisions memoises the current policy's decisions; nil when the
+	// policy is not cacheable or caching is off.
+	decisions atomic.Pointer[decisionCache]
 
 	stopRefresh context.CancelFunc
 	refreshDone chan struct{}
@@ -153,6 +162,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	}
 	if o.KeyRefresh == 0 {
 		o.KeyRefresh = 15 * time.Minute
+	}
+	if o.DecisionCacheTTL == 0 {
+		o.DecisionCacheTTL = DefaultDecisionCacheTTL
 	}
 	tokens, err := token.NewVerifier(ctx, o.Issuers, token.Options{
 		Leeway: o.Leeway, DefaultTier: o.DefaultTier, Now: o.Now, HTTPClient: o.HTTPClient, Logger: o.Logger,
@@ -224,8 +236,21 @@ func (s *Server) ReloadPolicy(ctx context.Context, fsys fs.FS) error {
 	if err != nil {
 		return fmt.Errorf("policy %s not loaded: %w", src.Revision, err)
 	}
+	var cache *decisionCache
+	cacheable, why := p.Cacheable()
+	if cacheable && s.o.DecisionCacheTTL > 0 {
+		cache = newDecisionCache(p, s.o.DecisionCacheTTL)
+	}
+	// The cache is tied to p: a Check that loaded the previous policy will
+	// not find it, and one that loaded p before the cache was stored
+	// evaluates without one.
 	prev := s.policy.Swap(p)
-	attrs := []slog.Attr{slog.String("policy_revision", p.Revision()), slog.Int("tests_passed", rep.Passed)}
+	s.decisions.Store(cache)
+	attrs := []slog.Attr{slog.String("policy_revision", p.Revision()), slog.Int("tests_passed", rep.Passed),
+		slog.Bool("decisions_cached", cache != nil)}
+	if !cacheable {
+		attrs = append(attrs, slog.String("not_cached_because", why))
+	}
 	if prev != nil {
 		attrs = append(attrs, slog.String("previous_revision", prev.Revision()))
 	}
@@ -316,11 +341,23 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 		}
 	}
 
-	dec, err := pol.Eval(ctx, in.value())
-	if err != nil {
-		d.reason = err.Error()
-		d.evalFailed = true
-		return nil, status.Error(codes.Internal, "extauthz: policy evaluation failed")
+	var dec policy.Decision
+	var key string
+	cache := s.decisions.Load()
+	if cache != nil && cache.pol == pol {
+		key = decisionKey(raw, &in)
+		dec, d.cached = cache.get(key, s.o.Now())
+	}
+	if !d.cached {
+		var err error
+		if dec, err = pol.Eval(ctx, in.value()); err != nil {
+			d.reason = err.Error()
+			d.evalFailed = true
+			return nil, status.Error(codes.Internal, "extauthz: policy evaluation failed")
+		}
+		if key != "" {
+			cache.put(key, dec, s.o.Now())
+		}
 	}
 	d.reason = dec.Reason
 	if !dec.Allow {

@@ -57,6 +57,7 @@ type decision struct {
 	reason     string
 	extra      []*corev3.HeaderValueOption
 	evalFailed bool
+	cached     bool // the policy's decision came from the decision cache
 	dryRun     bool
 	latency    time.Duration
 }
@@ -243,6 +244,9 @@ func (s *Server) logDecision(ctx context.Context, d *decision, err error) {
 	}
 	if d.dryRun {
 		attrs = append(attrs, slog.Bool("dry_run", true))
+	}
+	if d.cached {
+		attrs = append(attrs, slog.Bool("cached", true))
 	}
 	if err != nil {
 		attrs = append(attrs, slog.String("err", err.Error()), slog.String("code", string(core.CodeInternal)))

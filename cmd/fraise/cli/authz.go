@@ -96,6 +96,7 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 	o := extauthz.Options{
 		Issuers: issuers, Leeway: a.Leeway.Duration, PolicyFS: policyFS(a.PolicyDir),
 		Signer: signer, Logger: log, DryRun: a.DryRun, DefaultTier: a.DefaultTier, KeyRefresh: a.KeyRefresh.Duration,
+		DecisionCacheTTL: a.DecisionCacheTTL.Duration,
 	}
 	if a.BundleURL != "" {
 		// The embedded policy serves until the first bundle loads; it

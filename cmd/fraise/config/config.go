@@ -187,6 +187,9 @@ type Authz struct {
 	Reflection      bool     `toml:"reflection"`
 	MaxRecvMsgBytes int      `toml:"max_recv_msg_bytes"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// DecisionCacheTTL is how long a decision is reused for an identical
+	// request when the policy permits it; a negative value disables it.
+	DecisionCacheTTL Duration `toml:"decision_cache_ttl"`
 	// DrainDelay is how long extauthz reports NOT_SERVING before it stops
 	// accepting checks, so Envoy's health checks move traffic away first.
 	DrainDelay Duration `toml:"drain_delay"`
@@ -259,7 +262,7 @@ func Default() Config {
 			KeyRefresh: Duration{15 * time.Minute}, AssertionKeyReload: Duration{time.Minute},
 			PolicyReload: Duration{2 * time.Second}, BundlePoll: Duration{30 * time.Second},
 			APIKeyCacheTTL: Duration{30 * time.Second}, MaxRecvMsgBytes: 1 << 20,
-			ShutdownTimeout: Duration{10 * time.Second},
+			ShutdownTimeout: Duration{10 * time.Second}, DecisionCacheTTL: Duration{10 * time.Second},
 			Issuers: []Issuer{{
 				Issuer: DevIssuer, Audiences: []string{DevAudience},
 				JWKSFile: ".dev/keys/dev-issuer.jwks", Algorithms: []string{"ES256"},
