@@ -96,14 +96,29 @@ func mustLoadClients(b *testing.B, target string, n int) []authv3.AuthorizationC
 // the embedded RBAC policy decides, with the JSON decision log on.
 //
 //   - saturation: 32 concurrent callers for loadDuration; reports checks/s.
-//   - fixed rate: 5,000 checks/s open-loop (each request's latency counts
+//   - rate=5000: 5,000 checks/s open-loop (each request's latency counts
 //     from when it was due, so a stall is not hidden by waiting for it);
-//     reports p50 and p99.
+//     reports p50, p99 and p99.9.
 //
-// Targets (issue 4): p99 under 1 ms at 5,000/s, at least 20,000 checks/s at
+// Each runs with the default configuration (decision cache on: clients
+// repeat the same token and operation) and with the decision cache off
+// (every request evaluates the policy), so both costs are visible. Targets
+// (issue 4): p99 under 1 ms at 5,000/s, at least 20,000 checks/s at
 // saturation, on a 2-core machine.
 func BenchmarkCheckLoad(b *testing.B) {
-	f := mustFixture(b, func(o *extauthz.Options) { o.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil)) })
+	for _, mode := range []struct {
+		name string
+		ttl  time.Duration
+	}{{"cache=on", 0}, {"cache=off", -1}} {
+		b.Run(mode.name, func(b *testing.B) { benchmarkCheckLoad(b, mode.ttl) })
+	}
+}
+
+func benchmarkCheckLoad(b *testing.B, decisionTTL time.Duration) {
+	f := mustFixture(b, func(o *extauthz.Options) {
+		o.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+		o.DecisionCacheTTL = decisionTTL
+	})
 	req := graphqlRequest("Bearer "+f.token(b, "operator"), "mutation UpdateRule { updateRule(id: 1) { id } }")
 	conn, _, _ := mustGRPC(b, f, extauthz.GRPCOptions{}, 0) // the server `fraise authz` runs
 	clients := mustLoadClients(b, conn.Target(), 4)
@@ -150,7 +165,12 @@ func BenchmarkCheckLoad(b *testing.B) {
 			wg.Go(func() {
 				c := clients[w%len(clients)]
 				for i := range due {
-					check(c)
+					// A machine that cannot keep up would make the run
+					// unbounded; past twice its length, what is left
+					// counts as late as it already is, unsent.
+					if time.Since(start) < 2*d {
+						check(c)
+					}
 					lat[i] = time.Since(start.Add(time.Duration(i) * interval))
 				}
 			})
