@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"crypto/sha256"
 	"strings"
 	"sync"
 	"time"
@@ -25,7 +26,7 @@ type decisionCache struct {
 	ttl time.Duration
 
 	mu sync.RWMutex
-	m  map[string]cachedDecision
+	m  map[[sha256.Size]byte]cachedDecision
 }
 
 type cachedDecision struct {
@@ -34,10 +35,10 @@ type cachedDecision struct {
 }
 
 func newDecisionCache(p *policy.Policy, ttl time.Duration) *decisionCache {
-	return &decisionCache{pol: p, ttl: ttl, m: make(map[string]cachedDecision)}
+	return &decisionCache{pol: p, ttl: ttl, m: make(map[[sha256.Size]byte]cachedDecision)}
 }
 
-func (c *decisionCache) get(key string, now time.Time) (policy.Decision, bool) {
+func (c *decisionCache) get(key [sha256.Size]byte, now time.Time) (policy.Decision, bool) {
 	c.mu.RLock()
 	e, ok := c.m[key]
 	c.mu.RUnlock()
@@ -47,7 +48,7 @@ func (c *decisionCache) get(key string, now time.Time) (policy.Decision, bool) {
 	return e.d, true
 }
 
-func (c *decisionCache) put(key string, d policy.Decision, now time.Time) {
+func (c *decisionCache) put(key [sha256.Size]byte, d policy.Decision, now time.Time) {
 	c.mu.Lock()
 	if len(c.m) >= maxCachedDecisions {
 		clear(c.m)
@@ -58,8 +59,10 @@ func (c *decisionCache) put(key string, d policy.Decision, now time.Time) {
 
 // decisionKey names a request by the parts of the input a cacheable
 // policy may read. The credential stands for the principal: the same
-// credential always maps to the same principal.
-func decisionKey(credential string, in *input) string {
+// credential always maps to the same principal. The key is a SHA-256 of
+// them, so that a caller with long operations cannot make each cache
+// entry large, nor craft two requests that share an entry.
+func decisionKey(credential string, in *input) [sha256.Size]byte {
 	var b strings.Builder
 	b.Grow(len(credential) + 128)
 	for _, s := range []string{credential, in.method, in.path, in.host} {
@@ -82,5 +85,5 @@ func decisionKey(credential string, in *input) string {
 		b.WriteByte(0)
 		b.WriteString(in.flight.Dataset)
 	}
-	return b.String()
+	return sha256.Sum256([]byte(b.String()))
 }

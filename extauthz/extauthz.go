@@ -19,6 +19,7 @@ package extauthz
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -342,9 +343,12 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 	}
 
 	var dec policy.Decision
-	var key string
+	var key [sha256.Size]byte
 	cache := s.decisions.Load()
-	if cache != nil && cache.pol == pol {
+	if cache != nil && cache.pol != pol {
+		cache = nil // a reload is under way; this Check has the other policy
+	}
+	if cache != nil {
 		key = decisionKey(raw, &in)
 		dec, d.cached = cache.get(key, s.o.Now())
 	}
@@ -355,7 +359,7 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 			d.evalFailed = true
 			return nil, status.Error(codes.Internal, "extauthz: policy evaluation failed")
 		}
-		if key != "" {
+		if cache != nil {
 			cache.put(key, dec, s.o.Now())
 		}
 	}
