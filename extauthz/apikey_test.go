@@ -102,6 +102,17 @@ func TestCheckAPIKeys(t *testing.T) {
 		t.Error("the decision log contains an API key secret")
 	}
 
+	t.Run("too many lookups of unknown keys", func(t *testing.T) {
+		limited := apikey.NewAuthenticator(postgres.NewAPIKeys(appDB), apikey.Options{Now: clock, MaxLookupsPerSecond: 1})
+		t.Cleanup(limited.Close)
+		lf := mustFixture(t, func(o *extauthz.Options) { o.APIKeys = limited })
+		mustDenial(t, mustCheck(t, lf.client, graphqlRequest("Bearer frs_00000000000000a1_"+goodSecret, "{ users { id } }")))
+		d := mustDenial(t, mustCheck(t, lf.client, graphqlRequest("Bearer frs_00000000000000a2_"+goodSecret, "{ users { id } }")))
+		if d.status != 429 || d.headers["retry-after"] != "1" || !strings.Contains(d.body, "RATE_LIMITED") {
+			t.Fatalf("got %d %v %s, want 429 with Retry-After and RATE_LIMITED", d.status, d.headers, d.body)
+		}
+	})
+
 	t.Run("audit table", func(t *testing.T) {
 		f.srv.Close() // flushes the queue
 		conn, err := pgx.Connect(ctx, pg.AdminURL(db))

@@ -107,8 +107,9 @@ type Options struct {
 // APIKeyVerifier authenticates API keys; *apikey.Authenticator is one.
 type APIKeyVerifier interface {
 	// Verify returns the principal raw grants. A refused key is an error
-	// with core.CodeUnauthenticated; any other error means the key could
-	// not be checked, and extauthz fails closed.
+	// with core.CodeUnauthenticated, one not checked because of too many
+	// lookups has core.CodeRateLimited (429); any other error means the
+	// key could not be checked, and extauthz fails closed.
 	Verify(ctx context.Context, raw string) (core.Principal, error)
 }
 
@@ -302,6 +303,9 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 		}
 		p, err := s.o.APIKeys.Verify(ctx, raw)
 		if err != nil {
+			if core.ErrorCode(err) == core.CodeRateLimited {
+				return d.deny(http.StatusTooManyRequests, err.Error(), ""), nil
+			}
 			if core.ErrorCode(err) != core.CodeUnauthenticated {
 				d.reason = "API key store: " + err.Error()
 				d.evalFailed = true

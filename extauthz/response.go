@@ -114,6 +114,9 @@ func (d *decision) denyCode(st int, reason, clientMsg string, code core.Code) *a
 		}
 		headers = append(headers, header("www-authenticate", challenge))
 	}
+	if st == http.StatusTooManyRequests {
+		headers = append(headers, header("retry-after", "1"))
+	}
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(gcode)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{

@@ -142,6 +142,10 @@ type Options struct {
 	FlushInterval time.Duration
 	// MaxCached bounds the cache; 0 means 10,000 records.
 	MaxCached int
+	// MaxLookupsPerSecond bounds store lookups of keys not in the cache
+	// (a burst of as many is allowed); beyond it a key is refused with
+	// core.CodeRateLimited. 0 means 100.
+	MaxLookupsPerSecond int
 	// DefaultTier is the tier of key principals.
 	DefaultTier string
 	// Now is the clock; nil means time.Now.
@@ -155,9 +159,12 @@ type Authenticator struct {
 	store core.APIKeyStore
 	o     Options
 
-	mu    sync.Mutex
-	cache map[string]cached
-	used  map[string]time.Time // pending last-use times
+	mu       sync.Mutex
+	cache    map[string]cached
+	used     map[string]time.Time // pending last-use times
+	inflight map[string]*flight
+	tokens   float64   // lookups the bucket allows now
+	refilled time.Time // when tokens was last topped up
 
 	stop chan struct{}
 	done chan struct{}
@@ -182,6 +189,9 @@ func NewAuthenticator(store core.APIKeyStore, o Options) *Authenticator {
 	if o.MaxCached == 0 {
 		o.MaxCached = 10000
 	}
+	if o.MaxLookupsPerSecond == 0 {
+		o.MaxLookupsPerSecond = 100
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -190,7 +200,8 @@ func NewAuthenticator(store core.APIKeyStore, o Options) *Authenticator {
 	}
 	a := &Authenticator{
 		store: store, o: o, cache: make(map[string]cached), used: make(map[string]time.Time),
-		stop: make(chan struct{}), done: make(chan struct{}),
+		inflight: make(map[string]*flight),
+		stop:     make(chan struct{}), done: make(chan struct{}),
 	}
 	go a.flushLoop()
 	return a
@@ -200,7 +211,8 @@ func NewAuthenticator(store core.APIKeyStore, o Options) *Authenticator {
 // "apikey:<id>", the key's tenant, roles and scopes. A refusal wraps
 // ErrInvalid with CodeUnauthenticated; a store failure is an *Error with
 // CodeUnavailable, so that extauthz fails closed with an error rather than
-// calling a valid key invalid.
+// calling a valid key invalid; too many lookups of uncached keys are an
+// *Error with CodeRateLimited.
 func (a *Authenticator) Verify(ctx context.Context, raw string) (core.Principal, error) {
 	const op = "apikey.Verify"
 	id, secret, err := Parse(raw)
@@ -254,11 +266,41 @@ func (a *Authenticator) lookup(ctx context.Context, id string) (core.APIKey, boo
 	if ok && now.Sub(c.fetched) < a.o.CacheTTL {
 		return c.key, c.found, nil
 	}
+	// Concurrent requests for the same id share one store lookup.
+	a.mu.Lock()
+	if f, ok := a.inflight[id]; ok {
+		a.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.key, f.found, f.err
+		case <-ctx.Done():
+			return core.APIKey{}, false, &core.Error{Op: "apikey.Verify", Code: core.CodeUnavailable, Err: ctx.Err()}
+		}
+	}
+	// Lookups that miss the cache are rate-limited: keys with made-up ids
+	// would otherwise turn a flood of requests into a flood of queries.
+	if !a.takeToken(now) {
+		a.mu.Unlock()
+		return core.APIKey{}, false, &core.Error{Op: "apikey.Verify", Code: core.CodeRateLimited,
+			Err: fmt.Errorf("%w: key %s not looked up: more than %d lookups/s", ErrInvalid, id, a.o.MaxLookupsPerSecond)}
+	}
+	f := &flight{done: make(chan struct{})}
+	a.inflight[id] = f
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.inflight, id)
+		a.mu.Unlock()
+		close(f.done)
+	}()
+
 	k, err := a.store.Get(ctx, id)
 	found := err == nil
 	if err != nil && core.ErrorCode(err) != core.CodeNotFound {
-		return core.APIKey{}, false, &core.Error{Op: "apikey.Verify", Code: core.CodeUnavailable, Err: err}
+		f.err = &core.Error{Op: "apikey.Verify", Code: core.CodeUnavailable, Err: err}
+		return core.APIKey{}, false, f.err
 	}
+	f.key, f.found = k, found
 	a.mu.Lock()
 	if len(a.cache) >= a.o.MaxCached {
 		for k, c := range a.cache {
@@ -273,6 +315,30 @@ func (a *Authenticator) lookup(ctx context.Context, id string) (core.APIKey, boo
 	a.cache[id] = cached{key: k, found: found, fetched: now}
 	a.mu.Unlock()
 	return k, found, nil
+}
+
+// flight is one store lookup other requests for the same id wait for.
+type flight struct {
+	done  chan struct{}
+	key   core.APIKey
+	found bool
+	err   error
+}
+
+// takeToken takes one lookup from the token bucket; a.mu is held.
+func (a *Authenticator) takeToken(now time.Time) bool {
+	rate := float64(a.o.MaxLookupsPerSecond)
+	if !a.refilled.IsZero() {
+		a.tokens = min(rate, a.tokens+now.Sub(a.refilled).Seconds()*rate)
+	} else {
+		a.tokens = rate
+	}
+	a.refilled = now
+	if a.tokens < 1 {
+		return false
+	}
+	a.tokens--
+	return true
 }
 
 func (a *Authenticator) flushLoop() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -214,5 +215,34 @@ func TestStore(t *testing.T) {
 	}
 	if got, _ := s.admin.Get(ctx, k.ID); !got.LastUsedAt.Equal(later) {
 		t.Errorf("got last use %v, want %v (never backwards)", got.LastUsedAt, later)
+	}
+}
+
+// TestLookupRateLimit bounds store lookups of uncached keys, so keys with
+// made-up ids cannot flood the database; cached keys are unaffected.
+func TestLookupRateLimit(t *testing.T) {
+	s := mustStores(t)
+	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
+	ctx := context.Background()
+	_, goodRaw := mustCreate(t, s.admin, apikey.NewKey{Tenant: tenant, CreatedBy: "alice", Roles: []string{"viewer"}}, clk.Now())
+	_, secret, _ := apikey.Parse(goodRaw)
+	a := apikey.NewAuthenticator(s.app, apikey.Options{Now: clk.Now, MaxLookupsPerSecond: 2})
+	t.Cleanup(a.Close)
+	if _, err := a.Verify(ctx, goodRaw); err != nil { // 1 of 2, now cached
+		t.Fatal(err)
+	}
+	bogus := func(i int) string { return fmt.Sprintf("frs_%016x_%s", 0xbad0+i, secret) }
+	if _, err := a.Verify(ctx, bogus(1)); core.ErrorCode(err) != core.CodeUnauthenticated { // 2 of 2
+		t.Fatalf("got %v, want an unknown key", err)
+	}
+	if _, err := a.Verify(ctx, bogus(2)); core.ErrorCode(err) != core.CodeRateLimited {
+		t.Fatalf("third lookup in a second: got %v, want RATE_LIMITED", err)
+	}
+	if _, err := a.Verify(ctx, goodRaw); err != nil {
+		t.Fatalf("cached key while limited: got %v, want accepted", err)
+	}
+	clk.Add(time.Second)
+	if _, err := a.Verify(ctx, bogus(3)); core.ErrorCode(err) != core.CodeUnauthenticated {
+		t.Fatalf("a second later: got %v, want the lookup made", err)
 	}
 }

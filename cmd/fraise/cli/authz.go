@@ -116,7 +116,7 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		}
 		defer db.Close()
 		keys := apikey.NewAuthenticator(postgres.NewAPIKeys(db), apikey.Options{
-			CacheTTL: a.APIKeyCacheTTL.Duration, DefaultTier: a.DefaultTier, Logger: log,
+			CacheTTL: a.APIKeyCacheTTL.Duration, MaxLookupsPerSecond: a.APIKeyLookups, DefaultTier: a.DefaultTier, Logger: log,
 		})
 		defer keys.Close()
 		o.APIKeys = keys

@@ -181,6 +181,9 @@ type Authz struct {
 	// APIKeyCacheTTL is how long a looked-up API key is trusted, and so
 	// the longest a revoked key keeps working.
 	APIKeyCacheTTL Duration `toml:"api_key_cache_ttl"`
+	// APIKeyLookups bounds database lookups of uncached keys per second;
+	// beyond it such keys get 429.
+	APIKeyLookups int `toml:"api_key_lookups_per_second"`
 	// Audit writes every decision to fraise.authz_decisions as well.
 	Audit bool `toml:"audit"`
 	// Reflection serves gRPC reflection (development only).
@@ -261,7 +264,7 @@ func Default() Config {
 			Leeway:       Duration{30 * time.Second}, DefaultTier: "default",
 			KeyRefresh: Duration{15 * time.Minute}, AssertionKeyReload: Duration{time.Minute},
 			PolicyReload: Duration{2 * time.Second}, BundlePoll: Duration{30 * time.Second},
-			APIKeyCacheTTL: Duration{30 * time.Second}, MaxRecvMsgBytes: 1 << 20,
+			APIKeyCacheTTL: Duration{30 * time.Second}, APIKeyLookups: 100, MaxRecvMsgBytes: 1 << 20,
 			ShutdownTimeout: Duration{10 * time.Second}, DecisionCacheTTL: Duration{10 * time.Second},
 			Issuers: []Issuer{{
 				Issuer: DevIssuer, Audiences: []string{DevAudience},
@@ -503,6 +506,9 @@ func (c Config) Validate() error {
 	}
 	if c.Authz.APIKeyCacheTTL.Duration <= 0 || c.Authz.KeyRefresh.Duration <= 0 {
 		bad("authz.api_key_cache_ttl", "api_key_cache_ttl and key_refresh must be positive")
+	}
+	if c.Authz.APIKeyLookups < 1 {
+		bad("authz.api_key_lookups_per_second", "want at least 1, got %d", c.Authz.APIKeyLookups)
 	}
 	if c.Authz.MaxRecvMsgBytes < 64<<10 {
 		bad("authz.max_recv_msg_bytes", "want at least 65536, got %d", c.Authz.MaxRecvMsgBytes)
