@@ -198,11 +198,8 @@ func NewAuthenticator(store core.APIKeyStore, o Options) *Authenticator {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &Authenticator{
-		store: store, o: o, cache: make(map[string]cached), used: make(map[string]time.Time),
-		inflight: make(map[string]*flight),
-		stop:     make(chan struct{}), done: make(chan struct{}),
-	}
+	a := &Authenticator{store: store, o: o, stop: make(chan struct{}), done: make(chan struct{})}
+	a.cache, a.used, a.inflight = make(map[string]cached), make(map[string]time.Time), make(map[string]*flight)
 	go a.flushLoop()
 	return a
 }
