@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -107,6 +108,8 @@ func mustLoadClients(b *testing.B, target string, n int) []authv3.AuthorizationC
 // (issue 4): p99 under 1 ms at 5,000/s, at least 20,000 checks/s at
 // saturation, on a 2-core machine.
 func BenchmarkCheckLoad(b *testing.B) {
+	// As `fraise authz` runs (cmd/fraise/cli/authz.go).
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	for _, mode := range []struct {
 		name string
 		ttl  time.Duration
