@@ -251,3 +251,42 @@ func TestVerifyCache(t *testing.T) {
 		t.Fatal("cached token of a removed key: got accepted, want refused")
 	}
 }
+
+// TestVerifyIgnoresKeysInTheToken refuses tokens that bring their own key
+// (an embedded "jwk", a "jku" URL): only the issuer's configured keys
+// verify.
+func TestVerifyIgnoresKeysInTheToken(t *testing.T) {
+	is := tokentest.NewIssuer(t, iss, aud, now)
+	v := mustVerifier(t, []token.Issuer{is.Config()}, token.Options{Now: func() time.Time { return now }})
+	attacker, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := is.Claims("mallory", tenant, "admin")
+	for _, tt := range []struct {
+		name string
+		opts *jose.SignerOptions
+	}{
+		{name: "embedded jwk", opts: (&jose.SignerOptions{EmbedJWK: true}).WithType("JWT")},
+		{name: "jku", opts: (&jose.SignerOptions{}).WithType("JWT").WithHeader("jku", "https://evil.example/jwks").WithHeader("kid", is.ECKeyID)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: attacker}, tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(claims)
+			obj, err := s.Sign(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := obj.CompactSerialize()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.Verify(context.Background(), raw); !errors.Is(err, token.ErrInvalid) {
+				t.Fatalf("got %v, want refused", err)
+			}
+		})
+	}
+}
