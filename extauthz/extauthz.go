@@ -19,6 +19,7 @@ package extauthz
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -39,6 +40,7 @@ import (
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/extauthz/apikey"
 	"github.com/fraise-dev/fraise/extauthz/operation"
 	"github.com/fraise-dev/fraise/extauthz/policy"
 	"github.com/fraise-dev/fraise/extauthz/token"
@@ -86,6 +88,29 @@ type Options struct {
 	Now func() time.Time
 	// HTTPClient fetches JWKS URLs; default a client with a 10 s timeout.
 	HTTPClient *http.Client
+	// KeyRefresh is how often issuers' JWKS URLs are refetched in the
+	// background; default 15 minutes. An unknown key id refetches sooner
+	// (at most every 30 s per issuer).
+	KeyRefresh time.Duration
+	// DecisionCacheTTL is how long a decision is reused for an identical
+	// request (same credential, method, path, host and operation) when the
+	// policy reads nothing else and calls nothing nondeterministic; default
+	// DefaultDecisionCacheTTL, negative disables.
+	DecisionCacheTTL time.Duration
+	// APIKeys authenticates "Bearer frs_..." API keys; nil refuses them.
+	APIKeys APIKeyVerifier
+	// Decisions, when set, receives every decision for the audit log,
+	// in batches, off the request path.
+	Decisions core.DecisionLog
+}
+
+// APIKeyVerifier authenticates API keys; *apikey.Authenticator is one.
+type APIKeyVerifier interface {
+	// Verify returns the principal raw grants. A refused key is an error
+	// with core.CodeUnauthenticated, one not checked because of too many
+	// lookups has core.CodeRateLimited (429); any other error means the
+	// key could not be checked, and extauthz fails closed.
+	Verify(ctx context.Context, raw string) (core.Principal, error)
 }
 
 // Server answers Envoy's Authorization/Check. It is safe for concurrent
@@ -100,6 +125,14 @@ type Server struct {
 	health *health.Server
 
 	reloadMu sync.Mutex // serialises ReloadPolicy
+	audit    *auditor   // nil without Options.Decisions
+
+	// decisions memoises the current policy's decisions; nil when the
+	// policy is not cacheable or caching is off.
+	decisions atomic.Pointer[decisionCache]
+
+	stopRefresh context.CancelFunc
+	refreshDone chan struct{}
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -129,6 +162,12 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.KeyRefresh == 0 {
+		o.KeyRefresh = 15 * time.Minute
+	}
+	if o.DecisionCacheTTL == 0 {
+		o.DecisionCacheTTL = DefaultDecisionCacheTTL
+	}
 	tokens, err := token.NewVerifier(ctx, o.Issuers, token.Options{
 		Leeway: o.Leeway, DefaultTier: o.DefaultTier, Now: o.Now, HTTPClient: o.HTTPClient, Logger: o.Logger,
 	})
@@ -136,7 +175,17 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return nil, fmt.Errorf("extauthz: %w", err)
 	}
 	s := &Server{o: o, log: o.Logger, tokens: tokens, health: health.NewServer()}
+	if o.Decisions != nil {
+		s.audit = newAuditor(o.Decisions, o.Logger)
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopRefresh, s.refreshDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.refreshDone)
+		tokens.RefreshEvery(rctx, o.KeyRefresh, o.Logger)
+	}()
 	if err := s.ReloadPolicy(ctx, o.PolicyFS); err != nil {
+		s.Close()
 		return nil, fmt.Errorf("extauthz: %w", err)
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -154,6 +203,16 @@ func (s *Server) Register(g *grpc.Server) {
 // Drain reports NOT_SERVING on the gRPC health service, so that Envoy stops
 // sending checks before the server stops.
 func (s *Server) Drain() { s.health.Shutdown() }
+
+// Close writes the decisions still queued for the audit log. Call it after
+// the gRPC server has stopped.
+func (s *Server) Close() {
+	s.stopRefresh()
+	<-s.refreshDone
+	if s.audit != nil {
+		s.audit.close()
+	}
+}
 
 // PolicyRevision returns the revision of the policy being served.
 func (s *Server) PolicyRevision() string { return s.policy.Load().Revision() }
@@ -179,8 +238,21 @@ func (s *Server) ReloadPolicy(ctx context.Context, fsys fs.FS) error {
 	if err != nil {
 		return fmt.Errorf("policy %s not loaded: %w", src.Revision, err)
 	}
+	var cache *decisionCache
+	cacheable, why := p.Cacheable()
+	if cacheable && s.o.DecisionCacheTTL > 0 {
+		cache = newDecisionCache(p, s.o.DecisionCacheTTL)
+	}
+	// The cache is tied to p: a Check that loaded the previous policy will
+	// not find it, and one that loaded p before the cache was stored
+	// evaluates without one.
 	prev := s.policy.Swap(p)
-	attrs := []slog.Attr{slog.String("policy_revision", p.Revision()), slog.Int("tests_passed", rep.Passed)}
+	s.decisions.Store(cache)
+	attrs := []slog.Attr{slog.String("policy_revision", p.Revision()), slog.Int("tests_passed", rep.Passed),
+		slog.Bool("decisions_cached", cache != nil)}
+	if !cacheable {
+		attrs = append(attrs, slog.String("not_cached_because", why))
+	}
 	if prev != nil {
 		attrs = append(attrs, slog.String("previous_revision", prev.Revision()))
 	}
@@ -224,9 +296,29 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 	if !ok {
 		return d.deny(http.StatusUnauthorized, "authorization header is not a Bearer token", ""), nil
 	}
-	id, err := s.tokens.Verify(ctx, raw)
-	if err != nil {
-		return d.deny(http.StatusUnauthorized, err.Error(), ""), nil
+	var id token.Identity
+	if apikey.Looks(raw) {
+		if s.o.APIKeys == nil {
+			return d.deny(http.StatusUnauthorized, "API key presented but API keys are not enabled", ""), nil
+		}
+		p, err := s.o.APIKeys.Verify(ctx, raw)
+		if err != nil {
+			if core.ErrorCode(err) == core.CodeRateLimited {
+				return d.deny(http.StatusTooManyRequests, err.Error(), ""), nil
+			}
+			if core.ErrorCode(err) != core.CodeUnauthenticated {
+				d.reason = "API key store: " + err.Error()
+				d.evalFailed = true
+				return nil, status.Error(codes.Unavailable, "extauthz: API key store unavailable")
+			}
+			return d.deny(http.StatusUnauthorized, err.Error(), ""), nil
+		}
+		id = token.Identity{Principal: p, Issuer: "apikey"}
+	} else {
+		var err error
+		if id, err = s.tokens.Verify(ctx, raw); err != nil {
+			return d.deny(http.StatusUnauthorized, err.Error(), ""), nil
+		}
 	}
 	d.principal, d.issuer, d.authenticated = id.Principal, id.Issuer, true
 
@@ -254,11 +346,26 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 		}
 	}
 
-	dec, err := pol.Eval(ctx, in.value())
-	if err != nil {
-		d.reason = err.Error()
-		d.evalFailed = true
-		return nil, status.Error(codes.Internal, "extauthz: policy evaluation failed")
+	var dec policy.Decision
+	var key [sha256.Size]byte
+	cache := s.decisions.Load()
+	if cache != nil && cache.pol != pol {
+		cache = nil // a reload is under way; this Check has the other policy
+	}
+	if cache != nil {
+		key = decisionKey(raw, &in)
+		dec, d.cached = cache.get(key, s.o.Now())
+	}
+	if !d.cached {
+		var err error
+		if dec, err = pol.Eval(ctx, in.value()); err != nil {
+			d.reason = err.Error()
+			d.evalFailed = true
+			return nil, status.Error(codes.Internal, "extauthz: policy evaluation failed")
+		}
+		if cache != nil {
+			cache.put(key, dec, s.o.Now())
+		}
 	}
 	d.reason = dec.Reason
 	if !dec.Allow {

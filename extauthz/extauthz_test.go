@@ -126,6 +126,7 @@ func mustFixture(tb testing.TB, mods ...func(*extauthz.Options)) *fixture {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(srv.Close)
 	f := &fixture{is: is, srv: srv, logs: logs, verifier: assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, clock)}
 	f.conn, f.client = mustServe(tb, srv)
 	return f
@@ -274,22 +275,23 @@ func TestCheckRefusals(t *testing.T) {
 		code      codes.Code
 		challenge string
 		body      string
+		reason    string // in the decision log
 	}{
-		{name: "no token", authz: "", status: 401, code: codes.Unauthenticated, challenge: "Bearer", body: generic401},
-		{name: "not a Bearer scheme", authz: "Basic YWxpY2U6c2VjcmV0", status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
-		{name: "Bearer without a token", authz: "Bearer ", status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
-		{name: "malformed", authz: "Bearer not.a.jwt", status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
-		{name: "alg none", authz: "Bearer " + tokentest.Unsigned(t, map[string]any{"alg": "none", "typ": "JWT", "kid": f.is.ECKeyID}, good), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
-		{name: "HS256 keyed with the RSA public key", authz: "Bearer " + tokentest.SignWith(t, jose.HS256, rsaPublicPEM(t, f), f.is.RSAKeyID, good), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
-		{name: "tampered payload", authz: "Bearer " + tokentest.WithClaims(t, valid, claimsWith(good, "tenant", "11111111-1111-1111-1111-111111111111")), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
-		{name: "expired", authz: "Bearer " + f.is.Sign(t, claimsWith(good, "exp", now.Add(-time.Hour).Unix())), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
-		{name: "not yet valid", authz: "Bearer " + f.is.Sign(t, claimsWith(good, "nbf", now.Add(time.Hour).Unix())), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
-		{name: "wrong issuer", authz: "Bearer " + f.is.Sign(t, claimsWith(good, "iss", "https://evil.example/")), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
-		{name: "wrong audience", authz: "Bearer " + f.is.Sign(t, claimsWith(good, "aud", "another-api")), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
-		{name: "unknown kid", authz: "Bearer " + tokentest.SignWith(t, jose.ES256, stranger.EC, "ec-unknown", good), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
-		{name: "oversized", authz: "Bearer " + f.is.Sign(t, claimsWith(good, "pad", strings.Repeat("x", token.MaxBytes))), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
-		{name: "no tenant", authz: "Bearer " + f.is.Sign(t, claimsWith(good, "tenant", nil)), status: 403, code: codes.PermissionDenied, body: generic403},
-		{name: "no known role", authz: "Bearer " + f.is.Sign(t, claimsWith(good, "roles", []string{"superuser"})), status: 403, code: codes.PermissionDenied, body: generic403},
+		{name: "no token", reason: "no authorization header", authz: "", status: 401, code: codes.Unauthenticated, challenge: "Bearer", body: generic401},
+		{name: "not a Bearer scheme", reason: "not a Bearer token", authz: "Basic YWxpY2U6c2VjcmV0", status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
+		{name: "Bearer without a token", reason: "not a Bearer token", authz: "Bearer ", status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
+		{name: "malformed", reason: "parse", authz: "Bearer not.a.jwt", status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
+		{name: "alg none", reason: "parse", authz: "Bearer " + tokentest.Unsigned(t, map[string]any{"alg": "none", "typ": "JWT", "kid": f.is.ECKeyID}, good), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
+		{name: "HS256 keyed with the RSA public key", reason: "parse", authz: "Bearer " + tokentest.SignWith(t, jose.HS256, rsaPublicPEM(t, f), f.is.RSAKeyID, good), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
+		{name: "tampered payload", reason: "signature", authz: "Bearer " + tokentest.WithClaims(t, valid, claimsWith(good, "tenant", "11111111-1111-1111-1111-111111111111")), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
+		{name: "expired", reason: "token is expired (exp)", authz: "Bearer " + f.is.Sign(t, claimsWith(good, "exp", now.Add(-time.Hour).Unix())), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
+		{name: "not yet valid", reason: "token not valid yet (nbf)", authz: "Bearer " + f.is.Sign(t, claimsWith(good, "nbf", now.Add(time.Hour).Unix())), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
+		{name: "wrong issuer", reason: "untrusted issuer", authz: "Bearer " + f.is.Sign(t, claimsWith(good, "iss", "https://evil.example/")), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
+		{name: "wrong audience", reason: "invalid audience", authz: "Bearer " + f.is.Sign(t, claimsWith(good, "aud", "another-api")), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
+		{name: "unknown kid", reason: "unknown key id", authz: "Bearer " + tokentest.SignWith(t, jose.ES256, stranger.EC, "ec-unknown", good), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
+		{name: "oversized", reason: "exceeds", authz: "Bearer " + f.is.Sign(t, claimsWith(good, "pad", strings.Repeat("x", token.MaxBytes))), status: 401, code: codes.Unauthenticated, challenge: `Bearer error="invalid_token"`, body: generic401},
+		{name: "no tenant", reason: "no tenant", authz: "Bearer " + f.is.Sign(t, claimsWith(good, "tenant", nil)), status: 403, code: codes.PermissionDenied, body: generic403},
+		{name: "no known role", reason: "no known role", authz: "Bearer " + f.is.Sign(t, claimsWith(good, "roles", []string{"superuser"})), status: 403, code: codes.PermissionDenied, body: generic403},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -305,6 +307,10 @@ func TestCheckRefusals(t *testing.T) {
 			}
 			if got := d.headers["content-type"]; got != "application/json" {
 				t.Errorf("got content-type %q, want application/json", got)
+			}
+			lines := f.logs.lines(t)
+			if r, _ := lines[len(lines)-1]["reason"].(string); !strings.Contains(r, tt.reason) {
+				t.Errorf("got decision log reason %q, want it to say %q", r, tt.reason)
 			}
 		})
 	}

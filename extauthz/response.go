@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -56,6 +57,7 @@ type decision struct {
 	reason     string
 	extra      []*corev3.HeaderValueOption
 	evalFailed bool
+	cached     bool // the policy's decision came from the decision cache
 	dryRun     bool
 	latency    time.Duration
 }
@@ -111,6 +113,9 @@ func (d *decision) denyCode(st int, reason, clientMsg string, code core.Code) *a
 			challenge = `Bearer error="invalid_token"`
 		}
 		headers = append(headers, header("www-authenticate", challenge))
+	}
+	if st == http.StatusTooManyRequests {
+		headers = append(headers, header("retry-after", "1"))
 	}
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(gcode)},
@@ -216,7 +221,9 @@ func (s *Server) logDecision(ctx context.Context, d *decision, err error) {
 		slog.String("method", d.method),
 		slog.String("path", d.path),
 		slog.Bool("allow", d.allow),
-		slog.String("reason", d.reason),
+		slog.String("reason", mask(d.reason)),
+		slog.String("subject", d.principal.Subject),
+		slog.String("tenant", d.principal.Tenant),
 		slog.String("policy_revision", d.revision),
 		slog.Duration("latency", d.latency),
 	)
@@ -225,8 +232,6 @@ func (s *Server) logDecision(ctx context.Context, d *decision, err error) {
 	}
 	if d.authenticated {
 		attrs = append(attrs,
-			slog.String("subject", d.principal.Subject),
-			slog.String("tenant", d.principal.Tenant),
 			slog.String("kind", string(d.principal.Kind)),
 			slog.String("issuer", d.issuer),
 		)
@@ -243,8 +248,22 @@ func (s *Server) logDecision(ctx context.Context, d *decision, err error) {
 	if d.dryRun {
 		attrs = append(attrs, slog.Bool("dry_run", true))
 	}
+	if d.cached {
+		attrs = append(attrs, slog.Bool("cached", true))
+	}
 	if err != nil {
 		attrs = append(attrs, slog.String("err", err.Error()), slog.String("code", string(core.CodeInternal)))
 	}
 	s.log.LogAttrs(ctx, level, "authz decision", attrs...)
+	if s.audit != nil {
+		reason, st := mask(d.reason), cmp.Or(d.status, http.StatusOK)
+		if err != nil {
+			reason, st = "error: "+reason, http.StatusInternalServerError
+		}
+		s.audit.add(core.Decision{
+			ID: d.id, RequestID: d.requestID, At: time.Now().UTC(), Subject: d.principal.Subject,
+			Tenant: d.principal.Tenant, Kind: d.principal.Kind, Operation: d.opType, OperationName: d.opName,
+			Allow: d.allow, Status: st, Reason: reason, PolicyRevision: d.revision, Latency: d.latency,
+		})
+	}
 }

@@ -35,7 +35,9 @@ has_tenant if {
 
 # principal_roles are the roles the token granted; an absent or null
 # roles claim grants none.
-principal_roles := [r | some r in object.get(input, ["principal", "roles"], [])]
+principal_roles := [r | some r in input.principal.roles] if {
+	is_array(input.principal.roles)
+} else := []
 
 # known_roles are the principal's roles that data.roles defines; unknown
 # roles grant nothing.

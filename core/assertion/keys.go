@@ -5,9 +5,13 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"sort"
+
+	"github.com/go-jose/go-jose/v4"
 )
 
 // KeyID names pub by its RFC 7638 JWK thumbprint, so extauthz and the core
@@ -71,4 +75,48 @@ func MarshalPublicKeyPEM(pub ed25519.PublicKey) ([]byte, error) {
 		return nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
+
+// MarshalJWKS encodes keys (key id to public key) as a JSON Web Key Set of
+// OKP Ed25519 keys for EdDSA, sorted by key id.
+func MarshalJWKS(keys map[string]ed25519.PublicKey) ([]byte, error) {
+	ids := make([]string, 0, len(keys))
+	for kid := range keys {
+		ids = append(ids, kid)
+	}
+	sort.Strings(ids)
+	set := jose.JSONWebKeySet{Keys: make([]jose.JSONWebKey, 0, len(ids))}
+	for _, kid := range ids {
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: keys[kid], KeyID: kid, Algorithm: string(jose.EdDSA), Use: "sig"})
+	}
+	return json.Marshal(set)
+}
+
+// ParseJWKS reads the Ed25519 signing keys of a JSON Web Key Set, as
+// MarshalJWKS writes it. Keys of other types are skipped; a private key,
+// or a key whose id is not its thumbprint (KeyID), is an error: the set
+// must not be able to name a key after another.
+func ParseJWKS(data []byte) (map[string]ed25519.PublicKey, error) {
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(data, &set); err != nil {
+		return nil, fmt.Errorf("assertion JWKS: %w", err)
+	}
+	out := make(map[string]ed25519.PublicKey, len(set.Keys))
+	for _, k := range set.Keys {
+		if !k.IsPublic() {
+			return nil, fmt.Errorf("assertion JWKS: key %q is not public", k.KeyID)
+		}
+		pub, ok := k.Key.(ed25519.PublicKey)
+		if !ok || (k.Use != "" && k.Use != "sig") {
+			continue
+		}
+		if k.KeyID != KeyID(pub) {
+			return nil, fmt.Errorf("assertion JWKS: key id %q is not the key's thumbprint", k.KeyID)
+		}
+		out[k.KeyID] = pub
+	}
+	if len(out) == 0 {
+		return nil, errors.New("assertion JWKS: no Ed25519 signing keys")
+	}
+	return out, nil
 }

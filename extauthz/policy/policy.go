@@ -208,9 +208,17 @@ type Decision struct {
 // Policy is a compiled, prepared policy revision. It is immutable and safe
 // for concurrent use.
 type Policy struct {
-	query    rego.PreparedEvalQuery
-	revision string
+	query     rego.PreparedEvalQuery
+	revision  string
+	cacheable bool
+	notCached string
 }
+
+// Cacheable reports whether the policy's decision depends only on the
+// principal, the operation and the request's method, path and host, and
+// deterministically so: then a decision may be reused for an identical
+// request. Otherwise the reason says which part of the policy prevents it.
+func (p *Policy) Cacheable() (bool, string) { return p.cacheable, p.notCached }
 
 // Prepare compiles src's modules (not its tests) strictly and prepares the
 // decision query for evaluation.
@@ -231,7 +239,8 @@ func Prepare(ctx context.Context, src *Source) (*Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: prepare: %w", err)
 	}
-	return &Policy{query: pq, revision: src.Revision}, nil
+	ok, why := cacheability(src.Modules)
+	return &Policy{query: pq, revision: src.Revision, cacheable: ok, notCached: why}, nil
 }
 
 // Revision names the policy's contents: the first 12 hex digits of a

@@ -2,6 +2,7 @@ package token
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +37,28 @@ type keySet struct {
 
 	mu        sync.Mutex // serialises refreshes
 	lastTry   time.Time  // guarded by mu
+	lastErr   error      // of the last refresh; guarded by mu
 	bgRunning atomic.Bool
+	onChange  func() // called when a refresh changes the keys
+}
+
+// sameKeys reports whether a and b hold the same key ids and keys.
+func sameKeys(a, b *loadedKeys) bool {
+	if len(a.all) != len(b.all) {
+		return false
+	}
+	for i := range a.all {
+		x, y := a.all[i], b.all[i]
+		if x.KeyID != y.KeyID || x.Algorithm != y.Algorithm {
+			return false
+		}
+		xt, err1 := x.Thumbprint(crypto.SHA256)
+		yt, err2 := y.Thumbprint(crypto.SHA256)
+		if err1 != nil || err2 != nil || string(xt) != string(yt) {
+			return false
+		}
+	}
+	return true
 }
 
 type loadedKeys struct {
@@ -45,7 +68,7 @@ type loadedKeys struct {
 }
 
 func newKeySet(load func(context.Context) ([]byte, error), o Options) *keySet {
-	return &keySet{load: load, now: o.Now, minInterval: o.MinRefreshInterval, maxAge: o.MaxAge, log: o.Logger}
+	return &keySet{load: load, now: o.Now, minInterval: o.MinRefreshInterval, maxAge: o.MaxAge, log: o.Logger, onChange: o.onKeysChanged}
 }
 
 // key returns the verification key for kid and alg, refreshing the set
@@ -66,7 +89,11 @@ func (ks *keySet) key(ctx context.Context, kid string, alg jose.SignatureAlgorit
 		return pick(next, kid, alg)
 	}
 	if !ks.lastTry.IsZero() && ks.now().Sub(ks.lastTry) < ks.minInterval {
+		lastErr := ks.lastErr
 		ks.mu.Unlock()
+		if lastErr != nil {
+			return nil, fmt.Errorf("%w %q (key set refreshed less than %v ago, and that failed: %v)", errUnknownKey, kid, ks.minInterval, lastErr)
+		}
 		return nil, fmt.Errorf("%w %q (key set refreshed less than %v ago)", errUnknownKey, kid, ks.minInterval)
 	}
 	err := ks.refreshLocked(ctx)
@@ -123,16 +150,17 @@ func (ks *keySet) refresh(ctx context.Context) error {
 func (ks *keySet) refreshLocked(ctx context.Context) error {
 	ks.lastTry = ks.now()
 	data, err := ks.load(ctx)
-	if err != nil {
-		return err
+	if err == nil {
+		var set *loadedKeys
+		if set, err = parseJWKS(data); err == nil {
+			set.at = ks.now()
+			if prev := ks.keys.Swap(set); prev != nil && ks.onChange != nil && !sameKeys(prev, set) {
+				ks.onChange()
+			}
+		}
 	}
-	set, err := parseJWKS(data)
-	if err != nil {
-		return err
-	}
-	set.at = ks.now()
-	ks.keys.Store(set)
-	return nil
+	ks.lastErr = err
+	return err
 }
 
 // refreshInBackground refetches a stale set without delaying the request
@@ -230,6 +258,67 @@ func urlLoader(raw string, c *http.Client) (func(context.Context) ([]byte, error
 		}
 		return readLimited(resp.Body)
 	}, nil
+}
+
+// discoveryLoader fetches the issuer's OpenID Connect discovery document
+// on every load (it is small, and a provider may move its JWKS), checks
+// that it names the configured issuer, and fetches its jwks_uri.
+func discoveryLoader(issuer string, c *http.Client) (func(context.Context) ([]byte, error), error) {
+	docURL := strings.TrimSuffix(issuer, "/") + "/.well-known/openid-configuration"
+	fetchDoc, err := urlLoader(docURL, c)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: issuer %q is not an http or https URL", issuer)
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		b, err := fetchDoc(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("discovery: %w", err)
+		}
+		var doc struct {
+			Issuer  string `json:"issuer"`
+			JWKSURI string `json:"jwks_uri"`
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return nil, fmt.Errorf("discovery: %w", err)
+		}
+		// OpenID Connect Discovery 1.0 §4.3: a document for another issuer
+		// must not be used, or one provider could vouch for another.
+		if doc.Issuer != issuer {
+			return nil, fmt.Errorf("discovery: document names issuer %q, want %q", doc.Issuer, issuer)
+		}
+		fetchKeys, err := urlLoader(doc.JWKSURI, c)
+		if err != nil {
+			return nil, fmt.Errorf("discovery: %w", err)
+		}
+		return fetchKeys(ctx)
+	}, nil
+}
+
+// RefreshEvery refetches every issuer's keys each interval until ctx ends,
+// so that keys an issuer adds are known before its first token arrives. A
+// failed fetch keeps the previous keys.
+func (v *Verifier) RefreshEvery(ctx context.Context, interval time.Duration, log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, is := range v.issuers {
+			if is.keys == nil {
+				continue
+			}
+			if err := is.keys.refresh(ctx); err != nil && ctx.Err() == nil {
+				log.LogAttrs(ctx, slog.LevelWarn, "JWKS refresh failed; keeping the previous keys",
+					slog.String("issuer", is.cfg.Issuer), slog.String("err", err.Error()))
+			}
+		}
+	}
 }
 
 func readLimited(r io.Reader) ([]byte, error) {

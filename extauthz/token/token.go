@@ -17,6 +17,8 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -57,10 +59,18 @@ type Issuer struct {
 	// JWKSURL is fetched and cached, and fetched again when a token names
 	// an unknown key id (at most once per MinRefreshInterval).
 	JWKSURL string
+	// Discovery finds the JWKS URL through OpenID Connect discovery: the
+	// document at Issuer + "/.well-known/openid-configuration", whose
+	// issuer must equal Issuer. Its jwks_uri is then used as JWKSURL.
+	Discovery bool
 	// Algorithms are the signature algorithms accepted, e.g. ["ES256"].
-	// "none" and the symmetric HS* algorithms are never accepted: a public
-	// JWKS key must never double as an HMAC secret.
+	// "none" is never accepted. HS256, HS384 and HS512 are accepted only
+	// with HMACSecret, and verify only with it: a public JWKS key never
+	// doubles as an HMAC secret, which is what defeats key confusion.
 	Algorithms []string
+	// HMACSecret is the shared secret of the HS* algorithms, at least 32
+	// bytes; nil when the issuer uses none.
+	HMACSecret []byte
 	// TenantClaim, RolesClaim, ScopesClaim and TierClaim name the claims
 	// the principal is read from; "" takes the defaults "tenant", "roles",
 	// "scope" (a space-separated string, with "scopes" as an array
@@ -87,6 +97,12 @@ type Options struct {
 	MaxAge time.Duration
 	// Logger reports key set refreshes; nil discards.
 	Logger *slog.Logger
+	// CacheTTL is how long a verified token is remembered (never beyond
+	// its exp); 0 means one minute, negative disables the cache. A change
+	// of any key set forgets every remembered token.
+	CacheTTL time.Duration
+
+	onKeysChanged func() // set by NewVerifier for its key sets
 }
 
 // Identity is an authenticated token: the principal it grants and all its
@@ -94,7 +110,11 @@ type Options struct {
 type Identity struct {
 	Principal core.Principal
 	Issuer    string
-	Claims    map[string]any
+	// Claims are all the token's claims. They are shared by every request
+	// that presents the same token: read them, never modify them.
+	Claims map[string]any
+
+	expiry time.Time
 }
 
 // Verifier authenticates tokens from a fixed set of issuers. It is safe for
@@ -105,12 +125,31 @@ type Verifier struct {
 	leeway  time.Duration
 	tier    string
 	now     func() time.Time
+
+	cacheTTL time.Duration
+	gen      atomic.Uint64 // bumped whenever a key set changes
+	mu       sync.RWMutex
+	cache    map[string]verified // guarded by mu
 }
+
+// verified is a token that passed every check, remembered so that the
+// same token's next request skips the signature check (the costliest part
+// of Verify): clients send one token for many requests.
+type verified struct {
+	id    Identity
+	until time.Time // the token's exp plus leeway, or the cache TTL if sooner
+	gen   uint64    // the key sets it was verified against
+}
+
+// maxCached bounds the cache; when full it is emptied, which costs only a
+// burst of signature checks.
+const maxCached = 10000
 
 type issuer struct {
 	cfg    Issuer
 	algs   []jose.SignatureAlgorithm
-	keys   *keySet
+	keys   *keySet // nil for an issuer that only uses HMAC
+	hmac   []byte
 	tenant string
 	roles  string
 	scopes string
@@ -122,6 +161,11 @@ var supportedAlgs = map[string]jose.SignatureAlgorithm{
 	"PS256": jose.PS256, "PS384": jose.PS384, "PS512": jose.PS512,
 	"ES256": jose.ES256, "ES384": jose.ES384, "ES512": jose.ES512,
 	"EdDSA": jose.EdDSA,
+	"HS256": jose.HS256, "HS384": jose.HS384, "HS512": jose.HS512,
+}
+
+func isHMAC(a jose.SignatureAlgorithm) bool {
+	return a == jose.HS256 || a == jose.HS384 || a == jose.HS512
 }
 
 // NewVerifier returns a Verifier for issuers. It loads every JWKS file and
@@ -150,7 +194,12 @@ func NewVerifier(ctx context.Context, issuers []Issuer, o Options) (*Verifier, e
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	v := &Verifier{issuers: make(map[string]*issuer), leeway: o.Leeway, tier: o.DefaultTier, now: o.Now}
+	if o.CacheTTL == 0 {
+		o.CacheTTL = time.Minute
+	}
+	v := &Verifier{issuers: make(map[string]*issuer), leeway: o.Leeway, tier: o.DefaultTier, now: o.Now,
+		cacheTTL: o.CacheTTL, cache: make(map[string]verified)}
+	o.onKeysChanged = func() { v.gen.Add(1) }
 	var errs []error
 	for i, cfg := range issuers {
 		is, err := newIssuer(cfg, o)
@@ -176,6 +225,9 @@ func NewVerifier(ctx context.Context, issuers []Issuer, o Options) (*Verifier, e
 		return nil, err
 	}
 	for _, is := range v.issuers {
+		if is.keys == nil {
+			continue
+		}
 		if err := is.keys.refresh(ctx); err != nil {
 			if is.cfg.JWKSFile != "" {
 				return nil, fmt.Errorf("token: issuer %q: %w", is.cfg.Issuer, err)
@@ -194,8 +246,11 @@ func newIssuer(cfg Issuer, o Options) (*issuer, error) {
 	if len(cfg.Audiences) == 0 || slices.Contains(cfg.Audiences, "") {
 		return nil, errors.New("at least one non-empty audience is required")
 	}
-	if (cfg.JWKSFile == "") == (cfg.JWKSURL == "") {
-		return nil, errors.New("set exactly one of JWKSFile and JWKSURL")
+	sources := 0
+	for _, set := range []bool{cfg.JWKSFile != "", cfg.JWKSURL != "", cfg.Discovery} {
+		if set {
+			sources++
+		}
 	}
 	if len(cfg.Algorithms) == 0 {
 		return nil, errors.New("at least one algorithm is required")
@@ -207,18 +262,37 @@ func newIssuer(cfg Issuer, o Options) (*issuer, error) {
 		scopes: cfg.ScopesClaim,
 		tier:   or(cfg.TierClaim, DefaultTierClaim),
 	}
+	asymmetric := false
 	for _, name := range cfg.Algorithms {
 		a, ok := supportedAlgs[name]
 		if !ok {
-			return nil, fmt.Errorf("algorithm %q is not accepted (want one of RS*, PS*, ES*, EdDSA)", name)
+			return nil, fmt.Errorf("algorithm %q is not accepted (want one of RS*, PS*, ES*, EdDSA, HS*)", name)
 		}
+		if isHMAC(a) && len(cfg.HMACSecret) < 32 {
+			return nil, fmt.Errorf("algorithm %s needs an HMAC secret of at least 32 bytes", name)
+		}
+		asymmetric = asymmetric || !isHMAC(a)
 		is.algs = append(is.algs, a)
 	}
+	is.hmac = cfg.HMACSecret
+	switch {
+	case !asymmetric && sources == 0:
+		return is, nil
+	case sources != 1:
+		return nil, errors.New("set exactly one of JWKSFile, JWKSURL and Discovery")
+	}
 	var load func(context.Context) ([]byte, error)
-	if cfg.JWKSFile != "" {
+	switch {
+	case cfg.JWKSFile != "":
 		load = fileLoader(cfg.JWKSFile)
-	} else {
+	case cfg.JWKSURL != "":
 		l, err := urlLoader(cfg.JWKSURL, o.HTTPClient)
+		if err != nil {
+			return nil, err
+		}
+		load = l
+	default:
+		l, err := discoveryLoader(cfg.Issuer, o.HTTPClient)
 		if err != nil {
 			return nil, err
 		}
@@ -250,6 +324,36 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	if len(raw) > MaxBytes {
 		return Identity{}, invalid("token of %d bytes exceeds %d", len(raw), MaxBytes)
 	}
+	if v.cacheTTL < 0 {
+		return v.verify(ctx, raw)
+	}
+	now := v.now()
+	v.mu.RLock()
+	c, ok := v.cache[raw]
+	v.mu.RUnlock()
+	if ok && now.Before(c.until) && c.gen == v.gen.Load() {
+		return c.id, nil
+	}
+	gen := v.gen.Load()
+	id, err := v.verify(ctx, raw)
+	if err != nil {
+		return id, err
+	}
+	until := now.Add(v.cacheTTL)
+	if exp := id.expiry.Add(v.leeway); exp.Before(until) {
+		until = exp
+	}
+	v.mu.Lock()
+	if len(v.cache) >= maxCached {
+		clear(v.cache)
+	}
+	v.cache[raw] = verified{id: id, until: until, gen: gen}
+	v.mu.Unlock()
+	return id, nil
+}
+
+// verify authenticates raw without the cache.
+func (v *Verifier) verify(ctx context.Context, raw string) (Identity, error) {
 	tok, err := jwt.ParseSigned(raw, v.algs)
 	if err != nil {
 		return Identity{}, invalid("parse: %v", err)
@@ -272,9 +376,17 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	if !slices.Contains(is.algs, alg) {
 		return Identity{}, invalid("algorithm %s not accepted for issuer %q", alg, is.cfg.Issuer)
 	}
-	key, err := is.keys.key(ctx, hdr.KeyID, alg)
-	if err != nil {
-		return Identity{}, invalid("issuer %q: %v", is.cfg.Issuer, err)
+	var key any
+	if isHMAC(alg) {
+		key = is.hmac
+	} else {
+		var err error
+		if is.keys == nil {
+			return Identity{}, invalid("issuer %q has no public keys", is.cfg.Issuer)
+		}
+		if key, err = is.keys.key(ctx, hdr.KeyID, alg); err != nil {
+			return Identity{}, invalid("issuer %q: %v", is.cfg.Issuer, err)
+		}
 	}
 	var std jwt.Claims
 	var all map[string]any
@@ -292,7 +404,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	if err != nil {
 		return Identity{}, invalid("%v", err)
 	}
-	return Identity{Principal: p, Issuer: is.cfg.Issuer, Claims: all}, nil
+	return Identity{Principal: p, Issuer: is.cfg.Issuer, Claims: all, expiry: std.Expiry.Time()}, nil
 }
 
 // principal maps claims onto a principal. Values end up in request headers,

@@ -253,7 +253,10 @@ func TestNewVerifierRefusesBadConfig(t *testing.T) {
 	}{
 		{name: "no issuers", issuers: nil, want: "no issuers"},
 		{name: "alg none", issuers: mod(func(c *token.Issuer) { c.Algorithms = []string{"none"} }), want: "not accepted"},
-		{name: "HS256", issuers: mod(func(c *token.Issuer) { c.Algorithms = []string{"HS256"} }), want: "not accepted"},
+		{name: "HS256 without a secret", issuers: mod(func(c *token.Issuer) { c.Algorithms = []string{"HS256"} }), want: "HMAC secret"},
+		{name: "HS256 with a short secret", issuers: mod(func(c *token.Issuer) { c.Algorithms, c.HMACSecret = []string{"HS256"}, []byte("short") }), want: "32 bytes"},
+		{name: "JWKS file and discovery", issuers: mod(func(c *token.Issuer) { c.Discovery = true }), want: "exactly one"},
+		{name: "RS256 without keys", issuers: mod(func(c *token.Issuer) { c.JWKSFile = "" }), want: "exactly one"},
 		{name: "no algorithms", issuers: mod(func(c *token.Issuer) { c.Algorithms = nil }), want: "algorithm"},
 		{name: "no audience", issuers: mod(func(c *token.Issuer) { c.Audiences = nil }), want: "audience"},
 		{name: "no issuer name", issuers: mod(func(c *token.Issuer) { c.Issuer = "" }), want: "issuer"},

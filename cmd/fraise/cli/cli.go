@@ -46,6 +46,7 @@ func init() {
 		"certs":     {"write a development CA, certificates and signing keys under .dev/", runCerts},
 		"token":     {"mint a development JWT that extauthz trusts in dev mode", runToken},
 		"policy":    {"policy test | policy check: run the Rego tests, compile strictly", runPolicy},
+		"apikey":    {"apikey create | list | revoke: manage API keys (the secret is shown once)", runAPIKey},
 		"envoy":     {"envoy bootstrap: write the static Envoy configuration", runEnvoy},
 		"xds":       {"serve the Envoy configuration over xDS (ADS), following fraise.toml", runXDS},
 	}

@@ -59,6 +59,12 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		ln.Close()
 		return err
 	}
+	if cfg.Core.AssertionJWKSURL != "" {
+		if err := followAssertionKeys(ctx, verifier, cfg.Core.AssertionJWKSURL, nil, time.Minute, log); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	sdl := demo.SDL
 	if cfg.Core.Schema != "" {
 		b, err := os.ReadFile(cfg.Core.Schema)

@@ -139,6 +139,12 @@ type Core struct {
 	// TrustedDocuments is a JSON file mapping SHA-256 hashes to documents;
 	// when set, only those documents run.
 	TrustedDocuments string `toml:"trusted_documents"`
+
+	// AssertionJWKSURL is extauthz's JWKS (its admin port's
+	// /.well-known/jwks.json); when set, the core fetches the keys there,
+	// on start, every minute and on an unknown key id, instead of
+	// assertion_keys.
+	AssertionJWKSURL string `toml:"assertion_jwks_url"`
 }
 
 // Issuer is one trusted JWT issuer.
@@ -152,6 +158,13 @@ type Issuer struct {
 	RolesClaim  string   `toml:"roles_claim"`
 	ScopesClaim string   `toml:"scopes_claim"`
 	TierClaim   string   `toml:"tier_claim"`
+
+	// Discovery finds the JWKS through OpenID Connect discovery at
+	// issuer + "/.well-known/openid-configuration".
+	Discovery bool `toml:"discovery"`
+	// HMACSecret is the HS256/384/512 shared secret, a reference
+	// (env://, file://, vault://), at least 32 bytes.
+	HMACSecret string `toml:"hmac_secret"`
 }
 
 // Authz configures `fraise authz` (extauthz).
@@ -167,6 +180,39 @@ type Authz struct {
 	Leeway      Duration `toml:"leeway"`
 	DefaultTier string   `toml:"default_tier"`
 	Issuers     []Issuer `toml:"issuers"`
+
+	// KeyRefresh is how often JWKS URLs are refetched in the background.
+	KeyRefresh Duration `toml:"key_refresh"`
+	// AssertionKeyReload is how often the assertion key reference is
+	// re-read; a new key there rotates the signing key (0 never).
+	AssertionKeyReload Duration `toml:"assertion_key_reload"`
+	// PolicyReload is how often policy_dir is checked for changes (0 never).
+	PolicyReload Duration `toml:"policy_reload"`
+	// BundleURL loads the policy as an OPA bundle from a bundle server
+	// instead of policy_dir; BundlePoll is how often it is fetched.
+	BundleURL  string   `toml:"bundle_url"`
+	BundlePoll Duration `toml:"bundle_poll"`
+	// DatabaseURL enables API keys (and the audit table): extauthz reads
+	// keys through it. A reference or a URL without a literal password.
+	DatabaseURL string `toml:"database_url"`
+	// APIKeyCacheTTL is how long a looked-up API key is trusted, and so
+	// the longest a revoked key keeps working.
+	APIKeyCacheTTL Duration `toml:"api_key_cache_ttl"`
+	// APIKeyLookups bounds database lookups of uncached keys per second;
+	// beyond it such keys get 429.
+	APIKeyLookups int `toml:"api_key_lookups_per_second"`
+	// Audit writes every decision to fraise.authz_decisions as well.
+	Audit bool `toml:"audit"`
+	// Reflection serves gRPC reflection (development only).
+	Reflection      bool     `toml:"reflection"`
+	MaxRecvMsgBytes int      `toml:"max_recv_msg_bytes"`
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// DecisionCacheTTL is how long a decision is reused for an identical
+	// request when the policy permits it; a negative value disables it.
+	DecisionCacheTTL Duration `toml:"decision_cache_ttl"`
+	// DrainDelay is how long extauthz reports NOT_SERVING before it stops
+	// accepting checks, so Envoy's health checks move traffic away first.
+	DrainDelay Duration `toml:"drain_delay"`
 }
 
 // Limit is a request budget per unit of time; zero requests is no limit.
@@ -271,6 +317,10 @@ func Default() Config {
 			GRPCAddr: "127.0.0.1:9191", AdminAddr: "127.0.0.1:9192",
 			AssertionKey: "file://.dev/keys/assertion.key",
 			Leeway:       Duration{30 * time.Second}, DefaultTier: "default",
+			KeyRefresh: Duration{15 * time.Minute}, AssertionKeyReload: Duration{time.Minute},
+			PolicyReload: Duration{2 * time.Second}, BundlePoll: Duration{30 * time.Second},
+			APIKeyCacheTTL: Duration{30 * time.Second}, APIKeyLookups: 100, MaxRecvMsgBytes: 1 << 20,
+			ShutdownTimeout: Duration{10 * time.Second}, DecisionCacheTTL: Duration{10 * time.Second},
 			Issuers: []Issuer{{
 				Issuer: DevIssuer, Audiences: []string{DevAudience},
 				JWKSFile: ".dev/keys/dev-issuer.jwks", Algorithms: []string{"ES256"},
@@ -511,17 +561,51 @@ func (c Config) Validate() error {
 		if is.Issuer == "" {
 			bad(key+".issuer", "required")
 		}
-		if (is.JWKSFile == "") == (is.JWKSURL == "") {
-			bad(key, "set exactly one of jwks_file and jwks_url")
+		sources, asymmetric := 0, false
+		for _, set := range []bool{is.JWKSFile != "", is.JWKSURL != "", is.Discovery} {
+			if set {
+				sources++
+			}
 		}
 		if len(is.Algorithms) == 0 {
 			bad(key+".algorithms", "required, e.g. [\"RS256\"]")
 		}
 		for _, a := range is.Algorithms {
-			if strings.EqualFold(a, "none") {
+			switch {
+			case strings.EqualFold(a, "none"):
 				bad(key+".algorithms", "\"none\" is never allowed")
+			case strings.HasPrefix(a, "HS"):
+				if is.HMACSecret == "" {
+					bad(key+".hmac_secret", "required for %s", a)
+				}
+			default:
+				asymmetric = true
 			}
 		}
+		if is.HMACSecret != "" && !IsReference(is.HMACSecret) {
+			bad(key+".hmac_secret", "must be a reference (file://, env:// or vault://), never a literal secret")
+		}
+		if sources > 1 || (asymmetric && sources == 0) {
+			bad(key, "set exactly one of jwks_file, jwks_url and discovery")
+		}
+	}
+	if c.Authz.BundleURL != "" && c.Authz.PolicyDir != "" {
+		bad("authz.bundle_url", "set either bundle_url or policy_dir, not both")
+	}
+	if c.Authz.BundleURL != "" && c.Authz.BundlePoll.Duration <= 0 {
+		bad("authz.bundle_poll", "must be positive")
+	}
+	if c.Authz.Audit && c.Authz.DatabaseURL == "" {
+		bad("authz.audit", "needs authz.database_url")
+	}
+	if c.Authz.APIKeyCacheTTL.Duration <= 0 || c.Authz.KeyRefresh.Duration <= 0 {
+		bad("authz.api_key_cache_ttl", "api_key_cache_ttl and key_refresh must be positive")
+	}
+	if c.Authz.APIKeyLookups < 1 {
+		bad("authz.api_key_lookups_per_second", "want at least 1, got %d", c.Authz.APIKeyLookups)
+	}
+	if c.Authz.MaxRecvMsgBytes < 64<<10 {
+		bad("authz.max_recv_msg_bytes", "want at least 65536, got %d", c.Authz.MaxRecvMsgBytes)
 	}
 	addr("ratelimit.grpc_addr", c.RateLimit.GRPCAddr, false)
 	addr("ratelimit.http_addr", c.RateLimit.HTTPAddr, false)

@@ -130,6 +130,16 @@ func TestLoad(t *testing.T) {
 			wantErr: []string{"authz.issuers[0].algorithms"},
 		},
 		{
+			name:    "an HS256 issuer needs a secret reference",
+			file:    "[[authz.issuers]]\nissuer = \"https://x\"\nalgorithms = [\"HS256\"]\nhmac_secret = \"literal\"\n",
+			wantErr: []string{"authz.issuers[0].hmac_secret", "reference"},
+		},
+		{
+			name:    "discovery and a JWKS URL are exclusive; audit needs a database",
+			file:    "[authz]\naudit = true\n[[authz.issuers]]\nissuer = \"https://x\"\ndiscovery = true\njwks_url = \"https://x/j\"\nalgorithms = [\"RS256\"]\n",
+			wantErr: []string{"authz.issuers[0]", "exactly one", "authz.audit"},
+		},
+		{
 			name: "issuers from the file replace the default",
 			file: "[[authz.issuers]]\nissuer = \"https://idp\"\njwks_url = \"https://idp/jwks\"\nalgorithms = [\"RS256\"]\n",
 			check: func(t *testing.T, c config.Config) {

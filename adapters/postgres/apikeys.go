@@ -1,0 +1,187 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fraise-dev/fraise/core"
+)
+
+// APIKeys stores API keys in fraise.api_keys (migration 0003). extauthz
+// uses Get and TouchLastUsed as the application role, through SECURITY
+// DEFINER functions; Create, List and Revoke are for `fraise apikey`, which
+// connects as the schema owner.
+type APIKeys struct {
+	pool *pgxpool.Pool
+}
+
+var _ core.APIKeyStore = (*APIKeys)(nil)
+
+// NewAPIKeys returns the store over db's pool.
+func NewAPIKeys(db *DB) *APIKeys { return &APIKeys{pool: db.pool} }
+
+const apiKeyColumns = `id, tenant_id::text, name, roles, scopes, secret_hash, created_by, created_at, expires_at, revoked_at, last_used_at`
+
+// Create implements core.APIKeyStore.
+func (s *APIKeys) Create(ctx context.Context, k core.APIKey) error {
+	const op = "postgres.APIKeys.Create"
+	if !isUUID(k.Tenant) {
+		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+	}
+	_, err := s.pool.Exec(ctx, `insert into fraise.api_keys
+		(id, tenant_id, name, roles, scopes, secret_hash, created_by, created_at, expires_at)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		k.ID, k.Tenant, k.Name, nonNil(k.Roles), nonNil(k.Scopes), k.Hash, k.CreatedBy, k.CreatedAt, k.ExpiresAt)
+	if err != nil {
+		return mapError(op, err)
+	}
+	return nil
+}
+
+// Get implements core.APIKeyStore.
+func (s *APIKeys) Get(ctx context.Context, id string) (core.APIKey, error) {
+	const op = "postgres.APIKeys.Get"
+	rows, err := s.pool.Query(ctx, `select `+apiKeyColumns+` from fraise.api_key_get($1)`, id)
+	if err != nil {
+		return core.APIKey{}, mapError(op, err)
+	}
+	k, err := pgx.CollectExactlyOneRow(rows, scanAPIKey)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return core.APIKey{}, &core.Error{Op: op, Code: core.CodeNotFound, Message: "no such API key"}
+	}
+	if err != nil {
+		return core.APIKey{}, mapError(op, err)
+	}
+	return k, nil
+}
+
+// List implements core.APIKeyStore.
+func (s *APIKeys) List(ctx context.Context, tenant string) ([]core.APIKey, error) {
+	const op = "postgres.APIKeys.List"
+	if tenant != "" && !isUUID(tenant) {
+		return nil, &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+	}
+	rows, err := s.pool.Query(ctx, `select `+apiKeyColumns+` from fraise.api_keys
+		where $1 = '' or tenant_id::text = $1 order by created_at desc, id`, tenant)
+	if err != nil {
+		return nil, mapError(op, err)
+	}
+	keys, err := pgx.CollectRows(rows, scanAPIKey)
+	if err != nil {
+		return nil, mapError(op, err)
+	}
+	return keys, nil
+}
+
+// Revoke implements core.APIKeyStore.
+func (s *APIKeys) Revoke(ctx context.Context, id string, at time.Time) error {
+	const op = "postgres.APIKeys.Revoke"
+	tag, err := s.pool.Exec(ctx, `update fraise.api_keys set revoked_at = $2 where id = $1 and revoked_at is null`, id, at)
+	if err != nil {
+		return mapError(op, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return &core.Error{Op: op, Code: core.CodeNotFound, Message: "no such unrevoked API key"}
+	}
+	return nil
+}
+
+// TouchLastUsed implements core.APIKeyStore with one statement per batch.
+func (s *APIKeys) TouchLastUsed(ctx context.Context, used map[string]time.Time) error {
+	if len(used) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(used))
+	ats := make([]time.Time, 0, len(used))
+	for id, at := range used {
+		ids = append(ids, id)
+		ats = append(ats, at)
+	}
+	if _, err := s.pool.Exec(ctx, `select fraise.api_key_touch($1, $2)`, ids, ats); err != nil {
+		return mapError("postgres.APIKeys.TouchLastUsed", err)
+	}
+	return nil
+}
+
+func scanAPIKey(row pgx.CollectableRow) (core.APIKey, error) {
+	var k core.APIKey
+	var revoked, used *time.Time
+	err := row.Scan(&k.ID, &k.Tenant, &k.Name, &k.Roles, &k.Scopes, &k.Hash, &k.CreatedBy,
+		&k.CreatedAt, &k.ExpiresAt, &revoked, &used)
+	if revoked != nil {
+		k.RevokedAt = *revoked
+	}
+	if used != nil {
+		k.LastUsedAt = *used
+	}
+	return k, err
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// Decisions appends authorization decisions to fraise.authz_decisions
+// (migration 0003) through a SECURITY DEFINER function, so the role
+// extauthz connects as cannot read or change the audit log.
+type Decisions struct {
+	pool *pgxpool.Pool
+}
+
+var _ core.DecisionLog = (*Decisions)(nil)
+
+// NewDecisions returns the audit log over db's pool.
+func NewDecisions(db *DB) *Decisions { return &Decisions{pool: db.pool} }
+
+type decisionRow struct {
+	DecisionID     string    `json:"decision_id"`
+	RequestID      string    `json:"request_id"`
+	DecidedAt      time.Time `json:"decided_at"`
+	Subject        string    `json:"subject"`
+	TenantID       *string   `json:"tenant_id"`
+	Kind           string    `json:"kind"`
+	Operation      string    `json:"operation"`
+	OperationName  string    `json:"operation_name"`
+	Allow          bool      `json:"allow"`
+	Status         int       `json:"status"`
+	Reason         string    `json:"reason"`
+	PolicyRevision string    `json:"policy_revision"`
+	LatencyUS      int64     `json:"latency_us"`
+}
+
+// RecordDecisions implements core.DecisionLog in one statement. A tenant
+// that is not a UUID (a policy that let one through) is stored as null.
+func (s *Decisions) RecordDecisions(ctx context.Context, ds []core.Decision) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	rows := make([]decisionRow, len(ds))
+	for i, d := range ds {
+		r := decisionRow{
+			DecisionID: d.ID, RequestID: d.RequestID, DecidedAt: d.At, Subject: d.Subject,
+			Kind: string(d.Kind), Operation: d.Operation, OperationName: d.OperationName, Allow: d.Allow,
+			Status: d.Status, Reason: d.Reason, PolicyRevision: d.PolicyRevision, LatencyUS: d.Latency.Microseconds(),
+		}
+		if isUUID(d.Tenant) {
+			t := d.Tenant
+			r.TenantID = &t
+		}
+		rows[i] = r
+	}
+	b, err := json.Marshal(rows)
+	if err != nil {
+		return &core.Error{Op: "postgres.Decisions.RecordDecisions", Code: core.CodeInternal, Err: err}
+	}
+	if _, err := s.pool.Exec(ctx, `select fraise.authz_decisions_record($1::jsonb)`, string(b)); err != nil {
+		return mapError("postgres.Decisions.RecordDecisions", err)
+	}
+	return nil
+}

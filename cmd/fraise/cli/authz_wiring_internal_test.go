@@ -1,0 +1,163 @@
+package cli
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/extauthz"
+	"github.com/fraise-dev/fraise/extauthz/apikey"
+	"github.com/fraise-dev/fraise/extauthz/token/tokentest"
+	"github.com/fraise-dev/fraise/test/harness"
+)
+
+// TestServeAuthzWiring runs `fraise authz` as configured in fraise.toml,
+// with API keys and the audit table on a real PostgreSQL, and checks what
+// the configuration promises: an API key is accepted over gRPC, the admin
+// port serves the assertion JWKS that verifies the assertion, and on
+// shutdown the decision reaches the audit table.
+func TestServeAuthzWiring(t *testing.T) {
+	pg := harness.StartPostgres(t)
+	ctx := context.Background()
+	if err := postgres.Migrate(ctx, pg.AdminURL("postgres"), postgres.MigrateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "assertion.key")
+	pem, err := assertion.MarshalPrivateKeyPEM(mustEdKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	is := tokentest.NewIssuer(t, "https://idp.test/", "fraise", time.Now())
+
+	const tenant = "11111111-1111-4111-8111-111111111111"
+	k, raw, err := apikey.Generate(apikey.NewKey{Tenant: tenant, CreatedBy: "test", Roles: []string{"viewer"}}, time.Now(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := postgres.Open(ctx, pg.AdminURL("postgres"), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if err := postgres.NewAPIKeys(admin).Create(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := config.Default()
+	cfg.Authz.AssertionKey = "file://" + keyFile
+	cfg.Authz.Issuers = []config.Issuer{{Issuer: is.Issuer, Audiences: []string{is.Audience}, JWKSFile: is.JWKSFile, Algorithms: []string{"ES256"}}}
+	cfg.Authz.DatabaseURL = "env://AUTHZ_DB"
+	cfg.Authz.Audit = true
+	getenv := func(k string) string {
+		if k == "AUTHZ_DB" {
+			return pg.URL("fraise_app", "postgres")
+		}
+		return ""
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	env := Env{Getenv: getenv, Stdout: io.Discard, Stderr: io.Discard}
+	go func() {
+		done <- serveAuthz(runCtx, cfg, env, slog.New(slog.NewTextHandler(io.Discard, nil)), ln, adminLn)
+	}()
+	t.Cleanup(cancel)
+
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	waitCtx, stop := context.WithTimeout(ctx, 20*time.Second)
+	defer stop()
+	if _, err := healthpb.NewHealthClient(conn).Check(waitCtx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("health: %v", err)
+	}
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "req-1", Method: "POST", Path: "/graphql", Host: "fraise.test",
+			Headers: map[string]string{"authorization": "Bearer " + raw, "content-type": "application/json"},
+			Body:    `{"query":"{ users { id } }"}`,
+		}},
+	}})
+	if err != nil || resp.GetOkResponse() == nil {
+		t.Fatalf("API key check: got %v, %v, want allowed", resp, err)
+	}
+	var signed string
+	for _, h := range resp.GetOkResponse().GetHeaders() {
+		if h.GetHeader().GetKey() == assertion.Header {
+			signed = h.GetHeader().GetValue()
+		}
+	}
+
+	r, err := http.Get("http://" + adminLn.Addr().String() + extauthz.JWKSPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	keys, err := assertion.ParseJWKS(b)
+	if err != nil {
+		t.Fatalf("admin JWKS: %v (%s)", err, b)
+	}
+	p, _, err := assertion.NewVerifier(keys, nil).Verify(signed)
+	if err != nil || p.Subject != "apikey:"+k.ID {
+		t.Fatalf("assertion: got %+v, %v, want apikey:%s", p, err, k.ID)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serveAuthz: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serveAuthz did not stop")
+	}
+	c, err := pgx.Connect(ctx, pg.AdminURL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var subject, reason string
+	if err := c.QueryRow(ctx, "select subject, reason from fraise.authz_decisions where request_id = 'req-1'").Scan(&subject, &reason); err != nil {
+		t.Fatalf("audit row: %v", err)
+	}
+	if subject != "apikey:"+k.ID || !strings.Contains(reason, "viewer") {
+		t.Fatalf("audit row: got %q %q", subject, reason)
+	}
+	var used *time.Time
+	if err := c.QueryRow(ctx, "select last_used_at from fraise.api_keys where id = $1", k.ID).Scan(&used); err != nil || used == nil {
+		t.Fatalf("last use: got %v, %v, want it written on shutdown", used, err)
+	}
+}
