@@ -282,7 +282,13 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 		return nil, status.Error(codes.InvalidArgument, "extauthz: check request has no attributes.request.http")
 	}
 	headers := headersOf(h)
-	d.requestID = h.GetId()
+	// Envoy's attributes id is its stream id, meaningful only inside that
+	// Envoy; x-request-id is the id it generates (or keeps) and forwards to
+	// the core, so logs and the assertion's jti agree across processes.
+	d.requestID = headers["x-request-id"]
+	if d.requestID == "" {
+		d.requestID = h.GetId()
+	}
 	d.method = h.GetMethod()
 	path, rawQuery, _ := strings.Cut(h.GetPath(), "?")
 	d.path = path

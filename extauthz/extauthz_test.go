@@ -191,7 +191,8 @@ func httpRequest(authz, method, path, body string) *authv3.CheckRequest {
 	}
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
 		Http: &authv3.AttributeContext_HttpRequest{
-			Id: requestID, Method: method, Path: path, Host: "localhost:8443", Headers: headers, Body: body, Protocol: "HTTP/2",
+			Id:     "17", // Envoy's stream id: the request id is x-request-id
+			Method: method, Path: path, Host: "localhost:8443", Headers: headers, Body: body, Protocol: "HTTP/2",
 		},
 	}}}
 }
