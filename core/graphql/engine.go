@@ -54,6 +54,10 @@ type Options struct {
 	// Trusted, when non-nil, is the trusted-documents mode: only the
 	// documents it holds (by the hex SHA-256 of their text) run.
 	Trusted map[string]string
+	// Persisted, when non-nil, holds APQ registrations instead of this
+	// engine's memory, shared with other replicas and extauthz (see
+	// persistedDocument); APQCacheSize then does not apply.
+	Persisted core.PersistedDocuments
 }
 
 // Request is a GraphQL request as GraphQL over HTTP carries it.
@@ -164,7 +168,7 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 	if !ok {
 		return requestError(string(core.CodeUnauthenticated), "authentication required")
 	}
-	query, resp := e.resolveDocument(req)
+	query, resp := e.resolveDocument(ctx, p.Tenant, req)
 	if resp != nil {
 		return resp
 	}
@@ -451,7 +455,7 @@ func ParseTrustedDocuments(manifest []byte) (map[string]string, error) {
 
 // resolveDocument returns the query text to run: the request's, or the one
 // a persisted query hash names, as APQ and the trusted-documents mode say.
-func (e *Engine) resolveDocument(req Request) (string, *Response) {
+func (e *Engine) resolveDocument(ctx context.Context, tenant string, req Request) (string, *Response) {
 	var hash string
 	if pq, ok := req.Extensions["persistedQuery"].(map[string]any); ok {
 		if v, ok := pq["version"]; ok {
@@ -484,6 +488,9 @@ func (e *Engine) resolveDocument(req Request) (string, *Response) {
 	}
 	if !e.opts.APQ {
 		return "", requestError(CodePersistedUnsupported, "persisted queries are not supported")
+	}
+	if e.opts.Persisted != nil {
+		return e.persistedDocument(ctx, tenant, hash, req.Query)
 	}
 	if req.Query == "" {
 		e.mu.Lock()

@@ -133,6 +133,9 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		})
 		defer keys.Close()
 		o.APIKeys = keys
+		// The store the core registers automatic persisted queries in and
+		// `fraise migrate` loads trusted documents into.
+		o.Persisted = extauthz.PersistedStore{Docs: postgres.NewPersistedDocuments(db, postgres.PersistedOptions{})}
 		if a.Audit {
 			o.Decisions = postgres.NewDecisions(db)
 		}

@@ -35,6 +35,12 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Authz.DatabaseURL == "" {
+		// One database for the whole development stack: extauthz then
+		// resolves persisted-operation hashes the core registered (and
+		// takes API keys) without another setting.
+		cfg.Authz.DatabaseURL = cfg.Database.URL
+	}
 	stopTracing, err := startTracing(ctx, cfg.Telemetry, "fraise-dev")
 	if err != nil {
 		return err

@@ -38,6 +38,17 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 	if err := postgres.Migrate(ctx, adminURL, postgres.MigrateOptions{AppRole: cfg.Database.AppRole, Logger: log}); err != nil {
 		return err
 	}
+	// Trusted documents go to the database too, so extauthz can resolve a
+	// hash-only request for one; the core runs only its own manifest.
+	if cfg.Core.TrustedDocuments != "" {
+		docs, err := loadTrustedDocuments(cfg.Core.TrustedDocuments)
+		if err != nil {
+			return err
+		}
+		if err := postgres.LoadTrustedDocuments(ctx, adminURL, docs); err != nil {
+			return err
+		}
+	}
 	if *withDemo {
 		if err := demo.Apply(ctx, adminURL, cfg.Database.AppRole); err != nil {
 			return err

@@ -16,6 +16,7 @@ import (
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/deploy/demo"
@@ -102,12 +103,18 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		ln.Close()
 		return err
 	}
+	var persisted core.PersistedDocuments
+	if cfg.Core.APQ {
+		// Registrations go to the database, so every replica and extauthz
+		// (which resolves hash-only requests for the policy) see them.
+		persisted = postgres.NewPersistedDocuments(db, postgres.PersistedOptions{})
+	}
 	engine := graphql.NewEngine(schema, db, graphql.Options{
 		MaxDepth: cfg.Core.MaxDepth, DefaultLimit: cfg.Core.DefaultLimit, MaxLimit: cfg.Core.MaxLimit,
 		Introspection: cfg.Core.Introspection,
 		MaxAliases:    cfg.Core.MaxAliases, MaxRootFields: cfg.Core.MaxRootFields, MaxCost: cfg.Core.MaxCost,
 		MaxResultBytes: cfg.Core.MaxResultBytes, StatementTimeout: cfg.Core.StatementTimeout.Duration,
-		APQ: cfg.Core.APQ, Trusted: trusted,
+		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted,
 	})
 	metrics := httpapi.NewMetrics()
 	health := &httpapi.Health{Ready: db.Ping}

@@ -1,0 +1,208 @@
+package postgres
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fraise-dev/fraise/core"
+)
+
+// PersistedOptions tunes a PersistedDocuments.
+type PersistedOptions struct {
+	// CacheBytes bounds the documents kept in process, counted by their
+	// length (0: 16 MiB). Documents never change for a hash, so a cached
+	// one is never stale; a miss is never cached, because the automatic
+	// persisted query protocol sends the hash alone again right after
+	// registering it, possibly to another replica or to extauthz.
+	CacheBytes int
+}
+
+// PersistedDocuments stores persisted GraphQL documents in
+// fraise.persisted_documents (per tenant, row-level security) and
+// fraise.trusted_documents (global, read-only to the application role),
+// migration 0007, with an in-process LRU cache in front.
+type PersistedDocuments struct {
+	db    *DB
+	cache *docCache
+}
+
+var _ core.PersistedDocuments = (*PersistedDocuments)(nil)
+
+// NewPersistedDocuments returns the store over db's pool.
+func NewPersistedDocuments(db *DB, o PersistedOptions) *PersistedDocuments {
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = 16 << 20
+	}
+	return &PersistedDocuments{db: db, cache: newDocCache(o.CacheBytes)}
+}
+
+// Get implements core.PersistedDocuments. A tenant that is not a UUID
+// (none) finds only trusted documents.
+func (s *PersistedDocuments) Get(ctx context.Context, tenant, hash string) (string, bool, error) {
+	const op = "postgres.PersistedDocuments.Get"
+	if !isHash(hash) {
+		return "", false, nil
+	}
+	k := docKey{tenant: tenant, hash: hash}
+	if doc, ok := s.cache.get(k); ok {
+		return doc, true, nil
+	}
+	if !isUUID(tenant) {
+		tenant = ""
+	}
+	// One round trip: the pipeline is one implicit transaction, so the
+	// tenant setting row-level security reads is local to it.
+	b := &pgx.Batch{}
+	b.Queue("select set_config('fraise.tenant', $1, true)", tenant)
+	b.Queue(`select document from fraise.trusted_documents where hash = $1
+		union all
+		select document from fraise.persisted_documents
+		where tenant_id = nullif(current_setting('fraise.tenant', true), '')::uuid and hash = $1
+		limit 1`, hash)
+	br := s.db.pool.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return "", false, mapError(op, err)
+	}
+	var doc string
+	err := br.QueryRow().Scan(&doc)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, mapError(op, err)
+	}
+	if err := br.Close(); err != nil {
+		return "", false, mapError(op, err)
+	}
+	s.cache.put(k, doc)
+	return doc, true, nil
+}
+
+// Put implements core.PersistedDocuments.
+func (s *PersistedDocuments) Put(ctx context.Context, tenant, hash, document string) error {
+	const op = "postgres.PersistedDocuments.Put"
+	if !isUUID(tenant) {
+		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+	}
+	if core.DocumentHash(document) != hash {
+		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "the hash is not the document's SHA-256"}
+	}
+	k := docKey{tenant: tenant, hash: hash}
+	if _, ok := s.cache.get(k); ok {
+		return nil
+	}
+	b := &pgx.Batch{}
+	b.Queue("select set_config('fraise.tenant', $1, true)", tenant)
+	b.Queue(`insert into fraise.persisted_documents (tenant_id, hash, document) values ($1::uuid, $2, $3)
+		on conflict do nothing`, tenant, hash, document)
+	if err := s.db.pool.SendBatch(ctx, b).Close(); err != nil {
+		return mapError(op, err)
+	}
+	s.cache.put(k, document)
+	return nil
+}
+
+// LoadTrustedDocuments makes docs (hash to document, hashes checked by
+// the caller and again by the table) the set of trusted documents, in one
+// transaction as the schema owner at adminURL: new ones are added and ones
+// no longer in docs removed. Processes that cached a removed document keep
+// it until they restart; the core in trusted-documents mode runs only its
+// own manifest anyway.
+func LoadTrustedDocuments(ctx context.Context, adminURL string, docs map[string]string) error {
+	hashes := make([]string, 0, len(docs))
+	for h := range docs {
+		hashes = append(hashes, h)
+	}
+	sort.Strings(hashes)
+	texts := make([]string, len(hashes))
+	for i, h := range hashes {
+		texts[i] = docs[h]
+	}
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return fmt.Errorf("trusted documents: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "delete from fraise.trusted_documents where hash <> all($1)", hashes); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `insert into fraise.trusted_documents (hash, document)
+			select * from unnest($1::text[], $2::text[]) on conflict (hash) do nothing`, hashes, texts)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("trusted documents: %w", err)
+	}
+	return nil
+}
+
+func isHash(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+type docKey struct{ tenant, hash string }
+
+type docEntry struct {
+	key docKey
+	doc string
+}
+
+// docCache is an LRU of documents bounded by their total length.
+type docCache struct {
+	mu    sync.Mutex
+	max   int
+	size  int
+	order *list.List // front: most recently used
+	items map[docKey]*list.Element
+}
+
+func newDocCache(maxBytes int) *docCache {
+	return &docCache{max: maxBytes, order: list.New(), items: map[docKey]*list.Element{}}
+}
+
+func (c *docCache) get(k docKey) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.items[k]
+	if !ok {
+		return "", false
+	}
+	c.order.MoveToFront(el)
+	return el.Value.(*docEntry).doc, true
+}
+
+func (c *docCache) put(k docKey, doc string) {
+	if len(doc) > c.max {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.items[k]; ok {
+		return
+	}
+	c.items[k] = c.order.PushFront(&docEntry{key: k, doc: doc})
+	c.size += len(doc)
+	for c.size > c.max {
+		el := c.order.Back()
+		e := el.Value.(*docEntry)
+		c.order.Remove(el)
+		delete(c.items, e.key)
+		c.size -= len(e.doc)
+	}
+}
