@@ -58,12 +58,16 @@ func mustRun(tb testing.TB, getenv func(string) string, args ...string) string {
 	return out.String()
 }
 
-func mustStack(tb testing.TB) *stack {
+func mustStack(tb testing.TB) *stack { return mustStackEnv(tb, nil) }
+
+// mustStackEnv is mustStack with FRAISE_* overrides of the configuration,
+// seen by `fraise migrate` and `fraise dev` alike.
+func mustStackEnv(tb testing.TB, env map[string]string) *stack {
 	tb.Helper()
 	pg, db := harness.NewDatabase(tb)
 	rd := harness.StartRedis(tb)
 	dir := tb.TempDir()
-	getenv := func(string) string { return "" }
+	getenv := func(k string) string { return env[k] }
 	mustRun(tb, getenv, "certs", "--dir", dir)
 
 	certs := devcerts.FilesIn(filepath.Join(dir, "certs"))

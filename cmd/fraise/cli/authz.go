@@ -128,6 +128,16 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 			return fmt.Errorf("authz.database_url: %w", err)
 		}
 		defer db.Close()
+		// Open the first connection in the background: a Check that had to
+		// would likely outlast the gateway's authz timeout. Not fatal: the
+		// database may come up later, and until then lookups fail closed.
+		go func() {
+			pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := db.Ping(pingCtx); err != nil && ctx.Err() == nil {
+				log.Warn("authz.database_url: not reachable yet; API keys and persisted operations fail closed until it is", "err", err)
+			}
+		}()
 		keys := apikey.NewAuthenticator(postgres.NewAPIKeys(db), apikey.Options{
 			CacheTTL: a.APIKeyCacheTTL.Duration, MaxLookupsPerSecond: a.APIKeyLookups, DefaultTier: a.DefaultTier, Logger: log,
 		})
