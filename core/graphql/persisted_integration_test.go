@@ -39,6 +39,10 @@ func TestPersistedQueriesSharedStore(t *testing.T) {
 		mustCode(t, one.Execute(as(demo.TenantAcme), graphql.Request{Query: bad, Extensions: persisted(hashOf(bad))}), graphql.CodeValidationFailed)
 		mustCode(t, two.Execute(as(demo.TenantAcme), graphql.Request{Extensions: persisted(hashOf(bad))}), graphql.CodeValidationFailed)
 	})
+	t.Run("a document stored under another hash does not run", func(t *testing.T) {
+		e := mustEngine(t, d, graphql.Options{APQ: true, Persisted: swapped{doc: q}})
+		mustCode(t, e.Execute(as(demo.TenantAcme), graphql.Request{Extensions: persisted(hashOf("{ posts { id } }"))}), graphql.CodePersistedNotFound)
+	})
 	t.Run("a store that cannot be reached fails the request", func(t *testing.T) {
 		// Nothing listens on port 1 of the loopback.
 		db, err := postgres.Open(context.Background(), "postgres://fraise_app@127.0.0.1:1/fraise?sslmode=disable&connect_timeout=2", postgres.Options{})
@@ -53,3 +57,9 @@ func TestPersistedQueriesSharedStore(t *testing.T) {
 		}
 	})
 }
+
+// swapped is a corrupted store: whatever the hash, it returns doc.
+type swapped struct{ doc string }
+
+func (s swapped) Get(context.Context, string, string) (string, bool, error) { return s.doc, true, nil }
+func (swapped) Put(context.Context, string, string, string) error           { return nil }
