@@ -21,6 +21,11 @@ type PersistedOptions struct {
 	// persisted query protocol sends the hash alone again right after
 	// registering it, possibly to another replica or to extauthz.
 	CacheBytes int
+	// MaxPerTenant bounds the documents a tenant may register (0: 10000),
+	// so a tenant cannot fill the database by registering endless
+	// variations. Past it Put fails with CodeTooLarge; the core still runs
+	// the document it was given, and the client keeps sending it whole.
+	MaxPerTenant int
 }
 
 // PersistedDocuments stores persisted GraphQL documents in
@@ -30,6 +35,7 @@ type PersistedOptions struct {
 type PersistedDocuments struct {
 	db    *DB
 	cache *docCache
+	max   int
 }
 
 var _ core.PersistedDocuments = (*PersistedDocuments)(nil)
@@ -39,7 +45,10 @@ func NewPersistedDocuments(db *DB, o PersistedOptions) *PersistedDocuments {
 	if o.CacheBytes <= 0 {
 		o.CacheBytes = 16 << 20
 	}
-	return &PersistedDocuments{db: db, cache: newDocCache(o.CacheBytes)}
+	if o.MaxPerTenant <= 0 {
+		o.MaxPerTenant = 10000
+	}
+	return &PersistedDocuments{db: db, cache: newDocCache(o.CacheBytes), max: o.MaxPerTenant}
 }
 
 // Get implements core.PersistedDocuments. A tenant that is not a UUID
@@ -98,12 +107,33 @@ func (s *PersistedDocuments) Put(ctx context.Context, tenant, hash, document str
 	if _, ok := s.cache.get(k); ok {
 		return nil
 	}
+	// The count reads the primary key's index; concurrent registrations
+	// may overshoot the bound by a few, which is all it needs to be.
 	b := &pgx.Batch{}
 	b.Queue("select set_config('fraise.tenant', $1, true)", tenant)
-	b.Queue(`insert into fraise.persisted_documents (tenant_id, hash, document) values ($1::uuid, $2, $3)
-		on conflict do nothing`, tenant, hash, document)
-	if err := s.db.pool.SendBatch(ctx, b).Close(); err != nil {
+	b.Queue(`with ins as (
+			insert into fraise.persisted_documents (tenant_id, hash, document)
+			select $1::uuid, $2, $3
+			where (select count(*) from fraise.persisted_documents where tenant_id = $1::uuid) < $4
+			on conflict do nothing
+			returning 1)
+		select exists (select 1 from ins)
+		    or exists (select 1 from fraise.persisted_documents where tenant_id = $1::uuid and hash = $2)`,
+		tenant, hash, document, s.max)
+	br := s.db.pool.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
 		return mapError(op, err)
+	}
+	var stored bool
+	if err := br.QueryRow().Scan(&stored); err != nil {
+		return mapError(op, err)
+	}
+	if err := br.Close(); err != nil {
+		return mapError(op, err)
+	}
+	if !stored {
+		return &core.Error{Op: op, Code: core.CodeTooLarge, Message: fmt.Sprintf("the tenant has registered %d documents, the most it may", s.max)}
 	}
 	s.cache.put(k, document)
 	return nil

@@ -194,3 +194,33 @@ func TestPersistedDocumentsCacheIsBounded(t *testing.T) {
 		}
 	}
 }
+
+func TestPersistedDocumentsPerTenantBound(t *testing.T) {
+	f := mustDemo(t)
+	ctx := context.Background()
+	db := mustOpen(t, f, postgres.Options{})
+	s := postgres.NewPersistedDocuments(db, postgres.PersistedOptions{MaxPerTenant: 2})
+	put := func(s *postgres.PersistedDocuments, tenant, doc string) error {
+		return s.Put(ctx, tenant, core.DocumentHash(doc), doc)
+	}
+	for _, d := range []string{"{ users { id } }", "{ posts { id } }"} {
+		if err := put(s, demo.TenantAcme, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := put(s, demo.TenantAcme, "{ users { name } }"); core.ErrorCode(err) != core.CodeTooLarge {
+		t.Fatalf("third document: got %v, want CodeTooLarge", err)
+	}
+	// At the bound, a registered document registers again (from a store
+	// that has not cached it), and other tenants are not affected.
+	fresh := postgres.NewPersistedDocuments(db, postgres.PersistedOptions{MaxPerTenant: 2})
+	if err := put(fresh, demo.TenantAcme, "{ users { id } }"); err != nil {
+		t.Fatalf("registering a registered document at the bound: %v", err)
+	}
+	if err := put(fresh, demo.TenantGlobex, "{ users { name } }"); err != nil {
+		t.Fatalf("another tenant: %v", err)
+	}
+	if _, ok := mustGet(t, fresh, demo.TenantAcme, core.DocumentHash("{ users { name } }")); ok {
+		t.Fatal("the refused document was stored")
+	}
+}
