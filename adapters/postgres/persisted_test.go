@@ -224,3 +224,35 @@ func TestPersistedDocumentsPerTenantBound(t *testing.T) {
 		t.Fatal("the refused document was stored")
 	}
 }
+
+// BenchmarkPersistedDocumentsGet measures a lookup served by the cache
+// (every hash-only request after the first on a process) and one that
+// reaches PostgreSQL (the first, and every one past the cache's bound).
+func BenchmarkPersistedDocumentsGet(b *testing.B) {
+	f := mustDemo(b)
+	ctx := context.Background()
+	db := mustOpen(b, f, postgres.Options{})
+	const doc = "{ users { id name } }"
+	hash := core.DocumentHash(doc)
+	if err := postgres.NewPersistedDocuments(db, postgres.PersistedOptions{}).Put(ctx, demo.TenantAcme, hash, doc); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("cached", func(b *testing.B) {
+		s := postgres.NewPersistedDocuments(db, postgres.PersistedOptions{})
+		mustGet(b, s, demo.TenantAcme, hash)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, ok, err := s.Get(ctx, demo.TenantAcme, hash); !ok || err != nil {
+				b.Fatal(ok, err)
+			}
+		}
+	})
+	b.Run("database", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			s := postgres.NewPersistedDocuments(db, postgres.PersistedOptions{})
+			if _, ok, err := s.Get(ctx, demo.TenantAcme, hash); !ok || err != nil {
+				b.Fatal(ok, err)
+			}
+		}
+	})
+}
