@@ -114,6 +114,8 @@ func (s *Server) Register(g *grpc.Server) {
 // of every Flight call (health checks excepted).
 func (s *Server) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
+		// Record batches are megabytes: fewer, larger writes.
+		grpc.WriteBufferSize(256 << 10),
 		grpc.ChainUnaryInterceptor(s.unary),
 		grpc.ChainStreamInterceptor(s.stream),
 	}
@@ -266,20 +268,45 @@ func (s *Server) export(ctx context.Context, ticket []byte, stream aflight.Fligh
 	}
 	schema, _ := flight.StatementSchema(st)
 	w := aflight.NewRecordWriter(stream, ipc.WithSchema(schema), ipc.WithAllocator(s.mem))
-	err = s.o.Source.Export(ctx, p.Tenant, st, s.o.Batch, func(rec arrow.RecordBatch) error {
-		if err := w.Write(rec); err != nil {
-			return core.E("flightsvc.DoGet", core.CodeUnavailable, err)
+	// The database is read on this goroutine and the stream written on
+	// another, so PostgreSQL keeps producing while gRPC drains: one batch
+	// building, one queued, one being written bound an export's memory.
+	batches := make(chan arrow.RecordBatch, 1)
+	stop := make(chan struct{}) // closed when the writer fails
+	var werr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for rec := range batches {
+			if werr == nil {
+				if err := w.Write(rec); err != nil {
+					werr = core.E("flightsvc.DoGet", core.CodeUnavailable, err)
+					close(stop)
+				}
+			}
+			rec.Release()
 		}
-		return nil
+		if err := w.Close(); err != nil && werr == nil {
+			werr = core.E("flightsvc.DoGet", core.CodeUnavailable, err)
+		}
+	}()
+	err = s.o.Source.Export(ctx, p.Tenant, st, s.o.Batch, func(rec arrow.RecordBatch) error {
+		rec.Retain()
+		select {
+		case batches <- rec:
+			return nil
+		case <-stop:
+		case <-ctx.Done():
+		}
+		rec.Release()
+		return core.Errorf(core.CodeUnavailable, "client stream closed")
 	})
-	if err != nil {
-		_ = w.Close()
-		return err
+	close(batches)
+	<-done
+	if werr != nil {
+		return werr
 	}
-	if err := w.Close(); err != nil {
-		return core.E("flightsvc.DoGet", core.CodeUnavailable, err)
-	}
-	return nil
+	return err
 }
 
 // queryOf reads a descriptor of ours: a PATH naming a dataset (all of it) or

@@ -126,11 +126,11 @@ func (t *Tickets) Verify(p core.Principal, kind string, b []byte) (Query, error)
 		return bad(core.CodeUnauthenticated, "invalid ticket", "malformed")
 	}
 	body := ticketPrefix + payload
-	mac, err := base64.RawURLEncoding.DecodeString(sig)
+	mac, err := base64.RawURLEncoding.Strict().DecodeString(sig)
 	if err != nil || !hmac.Equal(mac, t.mac(body)) {
 		return bad(core.CodeUnauthenticated, "invalid ticket", "bad signature")
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(payload)
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(payload)
 	if err != nil {
 		return bad(core.CodeUnauthenticated, "invalid ticket", "bad payload encoding")
 	}

@@ -135,7 +135,10 @@ func (s *stack) mustFlightClient(tb testing.TB, addr string) flight.Client {
 	tb.Helper()
 	c, err := flight.NewClientWithMiddleware(addr, nil, nil,
 		grpc.WithTransportCredentials(credentials.NewTLS(s.tlsConfig(tb, true))),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
+		// Windows wide enough for bulk transfer whatever the round trip:
+		// gRPC's 64 KiB default throttles a stream to window/RTT.
+		grpc.WithInitialWindowSize(16<<20), grpc.WithInitialConnWindowSize(32<<20))
 	if err != nil {
 		tb.Fatal(err)
 	}
