@@ -300,39 +300,48 @@ func (q *sqlServer) DoGetTables(ctx context.Context, cmd flightsql.GetTables) (*
 }
 
 // like matches s against a SQL LIKE pattern (% and _, \ escapes); a nil
-// pattern matches everything.
+// pattern matches everything. It runs in O(len(pattern) * len(s)), whatever
+// the pattern.
 func like(pattern *string, s string) bool {
 	if pattern == nil {
 		return true
 	}
-	return likeMatch([]rune(*pattern), []rune(s))
-}
-
-func likeMatch(p, s []rune) bool {
-	for len(p) > 0 {
-		switch p[0] {
-		case '%':
-			for i := 0; i <= len(s); i++ {
-				if likeMatch(p[1:], s[i:]) {
-					return true
-				}
-			}
-			return false
-		case '_':
-			if len(s) == 0 {
-				return false
-			}
-		case '\\':
-			if len(p) > 1 {
-				p = p[1:]
-			}
-			fallthrough
+	type tok struct {
+		r   rune
+		any bool // %
+		one bool // _
+	}
+	var p []tok
+	pr := []rune(*pattern)
+	for i := 0; i < len(pr); i++ {
+		switch {
+		case pr[i] == '\\' && i+1 < len(pr):
+			i++
+			p = append(p, tok{r: pr[i]})
+		case pr[i] == '%':
+			p = append(p, tok{any: true})
+		case pr[i] == '_':
+			p = append(p, tok{one: true})
 		default:
-			if len(s) == 0 || s[0] != p[0] {
-				return false
+			p = append(p, tok{r: pr[i]})
+		}
+	}
+	str := []rune(s)
+	// match[j]: the pattern so far matches str[:j].
+	match := make([]bool, len(str)+1)
+	match[0] = true
+	for _, t := range p {
+		next := make([]bool, len(str)+1)
+		for j := 0; j <= len(str); j++ {
+			switch {
+			case t.any:
+				next[j] = match[j] || (j > 0 && next[j-1])
+			case j == 0:
+			case t.one || str[j-1] == t.r:
+				next[j] = match[j-1]
 			}
 		}
-		p, s = p[1:], s[1:]
+		match = next
 	}
-	return len(s) == 0
+	return match[len(str)]
 }
