@@ -88,10 +88,14 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 	for i, c := range st.Columns {
 		apps[i] = newAppender(c.Type, rb.Field(i))
 	}
+	// Reserve room for as many rows as the last batch held, so builders do
+	// not grow by doubling and copying through every batch.
+	rb.Reserve(min(lim.Rows, 1024))
 	n, size := 0, 0
 	flush := func() error {
 		rec := rb.NewRecordBatch()
 		defer rec.Release()
+		rb.Reserve(n)
 		n, size = 0, 0
 		return emit(rec)
 	}
