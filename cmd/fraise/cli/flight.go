@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -33,10 +32,11 @@ func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.
 	}
 	key := make([]byte, 32)
 	if cfg.Flight.TicketKey != "" {
-		if key, err = readFileRef(cfg.Flight.TicketKey, env.Getenv); err != nil {
+		v, err := config.Resolve(cfg.Flight.TicketKey, env.Getenv)
+		if err != nil {
 			return nil, fmt.Errorf("flight.ticket_key: %w", err)
 		}
-		key = bytes.TrimSpace(key)
+		key = []byte(v)
 	} else if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("flight.ticket_key: %w", err)
 	}

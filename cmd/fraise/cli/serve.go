@@ -12,6 +12,7 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/postgres"
@@ -120,6 +121,13 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 			return err
 		}
 	}
+	var flightSrv *grpc.Server
+	if flightLn != nil {
+		if flightSrv, err = newFlightServer(cfg, env, log, db, verifier); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	grace := cfg.Core.ShutdownTimeout.Duration
 	drainCtx, drained := context.WithCancel(context.WithoutCancel(gctx))
@@ -133,12 +141,8 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	logServing(log, "core", "graphql", ln)
 	g.Go(func() error { return serveHTTP(drainCtx, srv, ln, grace) })
 	if flightLn != nil {
-		fs, err := newFlightServer(cfg, env, log, db, verifier)
-		if err != nil {
-			return err
-		}
 		logServing(log, "core", "flight", flightLn)
-		g.Go(func() error { return serveGRPC(drainCtx, fs, flightLn, grace) })
+		g.Go(func() error { return serveGRPC(drainCtx, flightSrv, flightLn, grace) })
 	}
 	if adminLn != nil {
 		admin := &http.Server{Handler: httpapi.NewAdminHandler(health, metrics.Handler()), ReadHeaderTimeout: 5 * time.Second}
