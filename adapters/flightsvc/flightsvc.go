@@ -226,7 +226,6 @@ func (s *Server) flightInfo(desc *aflight.FlightDescriptor, st flight.Statement,
 		Endpoint:         []*aflight.FlightEndpoint{{Ticket: &aflight.Ticket{Ticket: ticket}}},
 		TotalRecords:     -1,
 		TotalBytes:       -1,
-		Ordered:          len(st.SQL) > 0,
 	}
 }
 
