@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	aflight "github.com/apache/arrow-go/v18/arrow/flight"
@@ -18,6 +19,8 @@ import (
 	pb "github.com/apache/arrow-go/v18/arrow/flight/gen/flight"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/arrow/util"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -44,6 +47,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is reported through Flight SQL's SqlInfo.
 	Version string
+	// Metrics, when set, receives the service's metrics.
+	Metrics prometheus.Registerer
 }
 
 // DefaultBatch keeps a record batch well under gRPC's customary 4 MiB
@@ -80,6 +85,7 @@ type Server struct {
 	mem memory.Allocator
 	sql aflight.FlightServer
 	svc *service
+	met *metrics
 }
 
 // New returns the Flight service.
@@ -93,7 +99,7 @@ func New(o Options) *Server {
 	if o.Batch.Bytes <= 0 {
 		o.Batch.Bytes = DefaultBatch.Bytes
 	}
-	s := &Server{o: o, log: o.Logger, mem: memory.NewGoAllocator()}
+	s := &Server{o: o, log: o.Logger, mem: memory.NewGoAllocator(), met: newMetrics(o.Metrics)}
 	sqlSrv := newSQLServer(s)
 	s.sql = flightsql.NewFlightServerWithAllocator(sqlSrv, s.mem)
 	s.svc = &service{s: s}
@@ -147,22 +153,28 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 	if isHealth(info.FullMethod) {
 		return h(ctx, req)
 	}
+	start := time.Now()
 	ctx, err := s.authenticate(ctx, info.FullMethod)
 	if err != nil {
+		s.met.observe(info.FullMethod, err, time.Since(start))
 		return nil, err
 	}
-	return h(ctx, req)
+	resp, err := h(ctx, req)
+	s.met.observe(info.FullMethod, err, time.Since(start))
+	return resp, err
 }
 
 func (s *Server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if isHealth(info.FullMethod) {
 		return h(srv, ss)
 	}
+	start := time.Now()
 	ctx, err := s.authenticate(ss.Context(), info.FullMethod)
-	if err != nil {
-		return err
+	if err == nil {
+		err = h(srv, &ctxStream{ServerStream: ss, ctx: ctx})
 	}
-	return h(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+	s.met.observe(info.FullMethod, err, time.Since(start))
+	return err
 }
 
 type ctxStream struct {
@@ -278,6 +290,7 @@ func (s *Server) export(ctx context.Context, ticket []byte, stream aflight.Fligh
 		defer close(done)
 		for rec := range batches {
 			if werr == nil {
+				s.met.exported(rec.NumRows(), util.TotalRecordSize(rec))
 				if err := w.Write(rec); err != nil {
 					werr = core.E("flightsvc.DoGet", core.CodeUnavailable, err)
 					close(stop)

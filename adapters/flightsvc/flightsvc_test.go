@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	aflight "github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -65,6 +67,7 @@ func (e *endless) Export(ctx context.Context, _ string, st flight.Statement, lim
 }
 
 type fixture struct {
+	reg    *prometheus.Registry
 	client aflight.Client
 	conn   *grpc.ClientConn
 	signer *assertion.Signer
@@ -91,7 +94,9 @@ func mustServer(tb testing.TB) *fixture {
 		tb.Fatal(err)
 	}
 	src := &endless{mem: memory.NewCheckedAllocator(memory.NewGoAllocator()), stopped: make(chan error, 1)}
+	reg := prometheus.NewRegistry()
 	svc := flightsvc.New(flightsvc.Options{
+		Metrics:  reg,
 		Verifier: assertion.NewVerifier(map[string]ed25519.PublicKey{assertion.KeyID(pub): pub}, nil),
 		Catalog:  cat, Tickets: tickets, Source: src, Batch: flight.BatchLimits{Rows: 1000, Bytes: 1 << 20},
 	})
@@ -113,7 +118,7 @@ func mustServer(tb testing.TB) *fixture {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return &fixture{client: c, conn: conn, signer: signer, src: src}
+	return &fixture{reg: reg, client: c, conn: conn, signer: signer, src: src}
 }
 
 func (f *fixture) as(tb testing.TB, ctx context.Context, p core.Principal) context.Context {
@@ -233,6 +238,9 @@ func TestCancelledDoGetStopsTheExport(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if rows := counter(t, f.reg, "fraise_flight_exported_rows_total", ""); rows < 3000 {
+		t.Errorf("fraise_flight_exported_rows_total: got %v, want at least the 3000 rows read", rows)
+	}
 }
 
 func TestTicketBoundToTenant(t *testing.T) {
@@ -251,4 +259,40 @@ func TestTicketBoundToTenant(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "another principal") {
 		t.Errorf("got %v, want PermissionDenied", err)
 	}
+	// The server counts a call as its handler returns, which may be just
+	// after the client saw the answer.
+	for _, want := range []string{`code="OK",method="GetFlightInfo"`, `code="PermissionDenied",method="DoGet"`} {
+		deadline := time.Now().Add(5 * time.Second)
+		for counter(t, f.reg, "fraise_flight_calls_total", want) != 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("fraise_flight_calls_total{%s}: got %v, want 1", want, counter(t, f.reg, "fraise_flight_calls_total", want))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// counter returns the value of the series of name whose labels, written
+// as name="value" pairs joined by commas, are labels.
+func counter(tb testing.TB, reg *prometheus.Registry, name, labels string) float64 {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var parts []string
+			for _, l := range m.GetLabel() {
+				parts = append(parts, l.GetName()+"="+strconv.Quote(l.GetValue()))
+			}
+			if strings.Join(parts, ",") == labels {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -21,7 +22,7 @@ import (
 
 // newFlightServer wires the Flight service: the catalog of exportable
 // datasets from fraise.toml, the ticket key, and PostgreSQL as the source.
-func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, verifier *assertion.Verifier) (*grpc.Server, error) {
+func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, verifier *assertion.Verifier, reg prometheus.Registerer) (*grpc.Server, error) {
 	ds, err := cfg.Flight.FlightDatasets()
 	if err != nil {
 		return nil, err
@@ -48,7 +49,7 @@ func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.
 		Verifier: verifier, Catalog: catalog, Tickets: tickets,
 		Source: postgres.NewExporter(db, postgres.ExportOptions{StatementTimeout: cfg.Flight.StatementTimeout.Duration}),
 		Batch:  flight.BatchLimits{Rows: cfg.Flight.BatchRows, Bytes: cfg.Flight.BatchBytes},
-		Logger: log.With("component", "flight"), Version: buildVersion(),
+		Logger: log.With("component", "flight"), Version: buildVersion(), Metrics: reg,
 	})
 	opts := svc.ServerOptions()
 	if cfg.Core.TLS {
