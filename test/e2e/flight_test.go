@@ -694,3 +694,27 @@ func testADBC(t *testing.T, s *stack) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestFlightIsRateLimited spends a tenant's budget on Flight calls: the
+// gateway answers RESOURCE_EXHAUSTED, as it answers 429 to GraphQL.
+func TestFlightIsRateLimited(t *testing.T) {
+	if testing.Short() {
+		t.Skip("whole-stack test")
+	}
+	const budget = 3
+	s := mustStackWith(t, stackOptions{toml: flightTypesTOML, setupSQL: flightTypesSQL, perTenant: budget})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := s.mustFlightClient(t, s.addrs.Gateway)
+	acme := bearer(ctx, s.token(t, demo.TenantAcme, "alice", "analyst"))
+	desc := &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"types", "all"}}
+	var got []codes.Code
+	for range budget + 2 {
+		_, err := c.GetFlightInfo(acme, desc)
+		got = append(got, codeOf(err))
+	}
+	want := []codes.Code{codes.OK, codes.OK, codes.OK, codes.ResourceExhausted, codes.ResourceExhausted}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
