@@ -425,10 +425,3 @@ func quoteView(v string) string {
 	}
 	return strings.Join(parts, ".")
 }
-
-// Validate checks q against d without building SQL; it returns the same
-// errors Compile would.
-func Validate(d *Dataset, q Query) error {
-	_, err := Compile(d, q)
-	return err
-}

@@ -8,8 +8,8 @@ import (
 	"github.com/fraise-dev/fraise/core"
 )
 
-// ErrUnsupportedSQL is the message for statements outside what Flight SQL
-// exports accept.
+// unsupportedSQL begins the message for statements outside what Flight SQL
+// exports accept, so the client learns what is.
 const unsupportedSQL = "only SELECT of columns from one exportable dataset, with a simple WHERE, ORDER BY and LIMIT, is supported"
 
 // writeKeywords start statements that change data or schema: refused as
@@ -22,7 +22,7 @@ var writeKeywords = map[string]bool{
 	"cluster": true, "analyze": true, "execute": true, "prepare": true, "listen": true, "notify": true,
 }
 
-// ErrWrite is wrapped by the error for statements that would write.
+// errWrite refuses statements that would write, saying why.
 var errWrite = core.Errorf(core.CodeForbidden, "write statements are refused: Flight SQL exports are read-only")
 
 // ParseSQL reads a Flight SQL statement conservatively: a SELECT of

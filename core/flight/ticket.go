@@ -69,9 +69,6 @@ func NewTickets(key []byte, ttl time.Duration, now func() time.Time, random io.R
 	return &Tickets{key: append([]byte(nil), key...), ttl: ttl, now: now, rand: random}, nil
 }
 
-// TTL returns how long a ticket stays valid.
-func (t *Tickets) TTL() time.Duration { return t.ttl }
-
 // Issue returns a ticket of kind for q, bound to p's tenant and subject,
 // valid for ttl (the Tickets' lifetime when ttl is 0), and its expiry.
 func (t *Tickets) Issue(p core.Principal, kind string, q Query, ttl time.Duration) ([]byte, time.Time, error) {
