@@ -645,6 +645,21 @@ func testADBC(t *testing.T, s *stack) {
 			t.Errorf("ExecuteUpdate: got %v, want a read-only refusal", err)
 		}
 	})
+	t.Run("SqlInfo names the server", func(t *testing.T) {
+		rdr, err := cn.GetInfo(ctx, []adbc.InfoCode{adbc.InfoVendorName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rdr.Release()
+		var dump strings.Builder
+		for rdr.Next() {
+			b, _ := rdr.RecordBatch().MarshalJSON()
+			dump.Write(b)
+		}
+		if !strings.Contains(dump.String(), "Fraise") {
+			t.Errorf("GetInfo: got %s, want the vendor Fraise", dump.String())
+		}
+	})
 	t.Run("browse catalogs, schemas and tables", func(t *testing.T) {
 		rdr, err := cn.GetObjects(ctx, adbc.ObjectDepthTables, nil, nil, nil, nil, nil)
 		if err != nil {
