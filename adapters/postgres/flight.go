@@ -22,6 +22,7 @@ type Exporter struct {
 	db      *DB
 	mem     memory.Allocator
 	timeout time.Duration
+	slots   chan struct{} // one per export that may run at once
 }
 
 var _ flight.Source = (*Exporter)(nil)
@@ -33,6 +34,10 @@ type ExportOptions struct {
 	StatementTimeout time.Duration
 	// Allocator for the Arrow buffers; nil is Go's heap.
 	Allocator memory.Allocator
+	// MaxConcurrent bounds the exports running at once, each holding a
+	// pooled connection for its whole length, so exports cannot take every
+	// connection GraphQL needs; more wait their turn. 0 means 4.
+	MaxConcurrent int
 }
 
 // NewExporter returns an Exporter reading through db's pool.
@@ -40,7 +45,10 @@ func NewExporter(db *DB, o ExportOptions) *Exporter {
 	if o.Allocator == nil {
 		o.Allocator = memory.NewGoAllocator()
 	}
-	return &Exporter{db: db, mem: o.Allocator, timeout: o.StatementTimeout}
+	if o.MaxConcurrent <= 0 {
+		o.MaxConcurrent = 4
+	}
+	return &Exporter{db: db, mem: o.Allocator, timeout: o.StatementTimeout, slots: make(chan struct{}, o.MaxConcurrent)}
 }
 
 // Export implements flight.Source.
@@ -52,6 +60,12 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 	schema, err := flight.StatementSchema(st)
 	if err != nil {
 		return err
+	}
+	select {
+	case e.slots <- struct{}{}:
+		defer func() { <-e.slots }()
+	case <-ctx.Done():
+		return mapError(op, ctx.Err())
 	}
 	tx, err := e.db.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 	if err != nil {

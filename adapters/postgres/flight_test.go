@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -169,4 +170,52 @@ func TestExportBatchLimits(t *testing.T) {
 			t.Errorf("got %v after %d calls, want the emit error after 1", err, calls)
 		}
 	})
+}
+
+// TestExportsWaitForASlot holds the one export slot and shows a second
+// export waiting for it rather than taking another connection.
+func TestExportsWaitForASlot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	f := mustDemo(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, f.pg.AdminURL(f.db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, exportViews); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	e := postgres.NewExporter(mustOpen(t, f, postgres.Options{}), postgres.ExportOptions{MaxConcurrent: 1})
+	st := mustStatement(t, "public.v_rows", "id int8", "pad text")
+	lim := flight.BatchLimits{Rows: 10, Bytes: 1 << 20}
+	holding, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		once := false
+		first <- e.Export(ctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error {
+			if !once {
+				once = true
+				close(holding)
+				<-release
+			}
+			return nil
+		})
+	}()
+	<-holding
+	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	err = e.Export(wctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error { return nil })
+	if core.ErrorCode(err) != core.CodeTimeout {
+		t.Errorf("second export while the slot is held: got %v, want TIMEOUT", err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Export(ctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error { return nil }); err != nil {
+		t.Errorf("export after the slot freed: %v", err)
+	}
 }

@@ -47,7 +47,9 @@ func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.
 	}
 	svc := flightsvc.New(flightsvc.Options{
 		Verifier: verifier, Catalog: catalog, Tickets: tickets,
-		Source: postgres.NewExporter(db, postgres.ExportOptions{StatementTimeout: cfg.Flight.StatementTimeout.Duration}),
+		Source: postgres.NewExporter(db, postgres.ExportOptions{
+			StatementTimeout: cfg.Flight.StatementTimeout.Duration, MaxConcurrent: cfg.Flight.MaxExports,
+		}),
 		Batch:  flight.BatchLimits{Rows: cfg.Flight.BatchRows, Bytes: cfg.Flight.BatchBytes},
 		Logger: log.With("component", "flight"), Version: buildVersion(), Metrics: reg,
 	})

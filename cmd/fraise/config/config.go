@@ -67,8 +67,11 @@ type Flight struct {
 	BatchBytes int `toml:"batch_bytes"`
 	// StatementTimeout bounds one export's query (0: none); exports are
 	// long, so it is separate from database.statement_timeout.
-	StatementTimeout Duration  `toml:"statement_timeout"`
-	Datasets         []Dataset `toml:"datasets"`
+	StatementTimeout Duration `toml:"statement_timeout"`
+	// MaxExports bounds the exports running at once, each holding one of
+	// database.max_conns for its whole length; more wait their turn.
+	MaxExports int       `toml:"max_exports"`
+	Datasets   []Dataset `toml:"datasets"`
 }
 
 // Dataset declares a view exportable over Flight.
@@ -276,7 +279,7 @@ func Default() Config {
 		XDS: XDS{GRPCAddr: "127.0.0.1:18000", NodeID: "fraise-ingress", PollInterval: Duration{time.Second}},
 		Flight: Flight{
 			TicketTTL: Duration{5 * time.Minute}, BatchRows: 65536, BatchBytes: 3 << 20,
-			StatementTimeout: Duration{30 * time.Minute},
+			StatementTimeout: Duration{30 * time.Minute}, MaxExports: 4,
 		},
 	}
 }
@@ -501,6 +504,9 @@ func (c Config) Validate() error {
 		bad("xds.poll_interval", "must be positive")
 	}
 	c.Flight.validate(bad)
+	if c.Flight.MaxExports < 1 || c.Flight.MaxExports >= c.Database.MaxConns {
+		bad("flight.max_exports", "want 1 to database.max_conns - 1 (%d), got %d", c.Database.MaxConns-1, c.Flight.MaxExports)
+	}
 	return errors.Join(errs...)
 }
 

@@ -194,12 +194,13 @@ columns = [{ name = "amount", type = "numeric(12,2)" }, { name = "tags", type = 
 ticket_key = "literal-secret"
 ticket_ttl = "0s"
 batch_rows = 0
+max_exports = 20
 [[flight.datasets]]
 name = "a"
 view = "v; drop"
 columns = [{ name = "x", type = "money" }, { name = "y", type = "numeric" }]
 `,
-			wantErr: []string{"flight.ticket_key", "flight.ticket_ttl", "flight.batch_rows",
+			wantErr: []string{"flight.ticket_key", "flight.ticket_ttl", "flight.batch_rows", "flight.max_exports",
 				"flight.datasets[0].columns[0].type", "flight.datasets[0].columns[1].type", "flight.datasets"},
 		},
 		{
