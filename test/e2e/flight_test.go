@@ -676,6 +676,19 @@ func testADBC(t *testing.T, s *stack) {
 				t.Errorf("GetObjects lacks %s: %s", want, dump.String())
 			}
 		}
+		rdr2, err := cn.GetObjects(ctx, adbc.ObjectDepthTables, nil, ptr("typ_s"), ptr("al%"), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rdr2.Release()
+		var filtered strings.Builder
+		for rdr2.Next() {
+			b, _ := rdr2.RecordBatch().MarshalJSON()
+			filtered.Write(b)
+		}
+		if !strings.Contains(filtered.String(), `"all"`) || strings.Contains(filtered.String(), `"admins"`) {
+			t.Errorf("GetObjects with patterns typ_s and al%%: got %s, want all but not admins", filtered.String())
+		}
 		tbl, err := cn.GetTableSchema(ctx, nil, ptr("types"), "all")
 		if err != nil {
 			t.Fatal(err)
