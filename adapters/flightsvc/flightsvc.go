@@ -278,6 +278,8 @@ func (s *Server) export(ctx context.Context, ticket []byte, stream aflight.Fligh
 		return err
 	}
 	schema, _ := flight.StatementSchema(st)
+	start := time.Now()
+	var rows, size int64 // written by the writer goroutine, read after done
 	w := aflight.NewRecordWriter(stream, ipc.WithSchema(schema), ipc.WithAllocator(s.mem))
 	// The database is read on this goroutine and the stream written on
 	// another, so PostgreSQL keeps producing while gRPC drains: one batch
@@ -290,7 +292,9 @@ func (s *Server) export(ctx context.Context, ticket []byte, stream aflight.Fligh
 		defer close(done)
 		for rec := range batches {
 			if werr == nil {
-				s.met.exported(rec.NumRows(), util.TotalRecordSize(rec))
+				n, b := rec.NumRows(), util.TotalRecordSize(rec)
+				rows, size = rows+n, size+b
+				s.met.exported(n, b)
 				if err := w.Write(rec); err != nil {
 					werr = core.E("flightsvc.DoGet", core.CodeUnavailable, err)
 					close(stop)
@@ -315,9 +319,13 @@ func (s *Server) export(ctx context.Context, ticket []byte, stream aflight.Fligh
 	})
 	close(batches)
 	<-done
-	if werr != nil {
-		return werr
+	if err == nil {
+		err = werr
 	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, "flight export",
+		slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("tenant", p.Tenant),
+		slog.String("dataset", q.Dataset), slog.Int64("rows", rows), slog.Int64("bytes", size),
+		slog.Duration("duration", time.Since(start)), slog.String("code", string(core.ErrorCode(err))))
 	return err
 }
 

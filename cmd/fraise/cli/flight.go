@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -53,7 +54,8 @@ func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.
 		Batch:  flight.BatchLimits{Rows: cfg.Flight.BatchRows, Bytes: cfg.Flight.BatchBytes},
 		Logger: log.With("component", "flight"), Version: buildVersion(), Metrics: reg,
 	})
-	opts := svc.ServerOptions()
+	// Traces continue the gateway's, as the HTTP port's do.
+	opts := append(svc.ServerOptions(), grpc.StatsHandler(otelgrpc.NewServerHandler()))
 	if cfg.Core.TLS {
 		tc, err := mtlsServerConfig(cfg.TLS)
 		if err != nil {
