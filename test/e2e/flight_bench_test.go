@@ -99,6 +99,7 @@ func BenchmarkExport(b *testing.B) {
 		env: map[string]string{
 			"FRAISE_CORE_SCHEMA": sdl, "FRAISE_CORE_MAX_LIMIT": fmt.Sprint(rows),
 			"FRAISE_DATABASE_STATEMENT_TIMEOUT": "5m",
+			"FRAISE_GATEWAY_AUTHZ_TIMEOUT":      slowMachineEnv["FRAISE_GATEWAY_AUTHZ_TIMEOUT"],
 		},
 	})
 	ctx := context.Background()

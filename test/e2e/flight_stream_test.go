@@ -102,7 +102,7 @@ func TestFlightStreamsMillionsOfRows(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-stack test")
 	}
-	s := mustStackWith(t, stackOptions{toml: seriesTOML, setupSQL: seriesSQL, perTenant: 10000})
+	s := mustStackWith(t, stackOptions{toml: seriesTOML, setupSQL: seriesSQL, perTenant: 10000, env: slowMachineEnv})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	c := s.mustFlightClient(t, s.addrs.Gateway)

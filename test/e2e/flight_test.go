@@ -89,10 +89,15 @@ roles = ["admin"]
 columns = [{ name = "id", type = "int8" }]
 `
 
+// slowMachineEnv gives extauthz time on a machine shared with others: the
+// gateway's 250 ms deadline fails closed, and a refusal that only says
+// the machine was busy would make these tests flaky, not stricter.
+var slowMachineEnv = map[string]string{"FRAISE_GATEWAY_AUTHZ_TIMEOUT": "5s"}
+
 // mustFlightStack starts the stack with the types datasets declared.
 func mustFlightStack(tb testing.TB) *stack {
 	tb.Helper()
-	return mustStackWith(tb, stackOptions{toml: flightTypesTOML, setupSQL: flightTypesSQL, perTenant: 10000})
+	return mustStackWith(tb, stackOptions{toml: flightTypesTOML, setupSQL: flightTypesSQL, perTenant: 10000, env: slowMachineEnv})
 }
 
 func mustExec(tb testing.TB, url, sql string) {
@@ -730,7 +735,7 @@ func TestFlightIsRateLimited(t *testing.T) {
 		t.Skip("whole-stack test")
 	}
 	const budget = 3
-	s := mustStackWith(t, stackOptions{toml: flightTypesTOML, setupSQL: flightTypesSQL, perTenant: budget})
+	s := mustStackWith(t, stackOptions{toml: flightTypesTOML, setupSQL: flightTypesSQL, perTenant: budget, env: slowMachineEnv})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := s.mustFlightClient(t, s.addrs.Gateway)
