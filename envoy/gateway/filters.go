@@ -394,6 +394,29 @@ func unitSeconds(u rlsv3.RateLimitResponse_RateLimit_Unit) int {
 	return 0
 }
 
+// trailersOnlyAsTrailers moves the status of a trailers-only gRPC response
+// (an upstream refusing a call before any message: grpc-status in its one
+// HEADERS frame) into trailers. ReverseProxy flushes response headers on a
+// timer that can fire before it knows the body is empty; headers flushed
+// without END_STREAM are ordinary headers, whose grpc-status a client
+// ignores, and the stream then ends with no status at all. As trailers, the
+// status reaches the client whichever way the race goes.
+func trailersOnlyAsTrailers(res *http.Response) error {
+	if !strings.HasPrefix(res.Header.Get("Content-Type"), "application/grpc") || res.Header.Get("Grpc-Status") == "" {
+		return nil
+	}
+	if res.Trailer == nil {
+		res.Trailer = http.Header{}
+	}
+	for _, k := range []string{"Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin"} {
+		if v, ok := res.Header[k]; ok {
+			res.Trailer[k] = v
+			delete(res.Header, k)
+		}
+	}
+	return nil
+}
+
 // newProxy proxies to one cluster over its mTLS settings; HTTP/2 clusters
 // carry gRPC with its trailers. fail answers when the upstream cannot.
 func newProxy(c *clusterPlan, log *slog.Logger, fail func(http.ResponseWriter, *http.Request, error)) *httputil.ReverseProxy {
@@ -421,8 +444,9 @@ func newProxy(c *clusterPlan, log *slog.Logger, fail func(http.ResponseWriter, *
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
 		},
-		Transport:     transport,
-		FlushInterval: -1,
+		Transport:      transport,
+		FlushInterval:  -1,
+		ModifyResponse: trailersOnlyAsTrailers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log.Warn("upstream failed", "cluster", c.name, "err", err)
 			fail(w, r, err)

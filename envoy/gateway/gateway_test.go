@@ -724,6 +724,10 @@ var streamDesc = grpc.ServiceDesc{
 			if err := stream.RecvMsg(&in); err != nil {
 				return err
 			}
+			if in.GetValue() == "refuse" {
+				// Before any message: grpc-go answers trailers-only.
+				return grpcstatus.Error(codes.PermissionDenied, "refused")
+			}
 			for i := 0; i < 3; i++ {
 				if err := stream.SendMsg(wrapperspb.String(fmt.Sprintf("%s-%d", in.GetValue(), i))); err != nil {
 					return err
@@ -785,6 +789,32 @@ func TestGRPCStreamWithTrailers(t *testing.T) {
 	}
 	if n := len(f.rls.lastRequest().GetDescriptors()); n != 3 {
 		t.Fatalf("got %d descriptors for the Flight call, want 3", n)
+	}
+}
+
+// TestGRPCTrailersOnlyKeepsStatus sends many streams the upstream refuses
+// at once (a trailers-only response): each must reach the client with the
+// upstream's status, however the proxy's flush races the response.
+func TestGRPCTrailersOnlyKeepsStatus(t *testing.T) {
+	f := mustGateway(t, nil)
+	conn, err := grpc.NewClient(f.gw, grpc.WithTransportCredentials(credentials.NewTLS(f.tlsConf)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := 0; i < 100; i++ {
+		s, err := conn.NewStream(ctx, &streamDesc.Streams[0], "/arrow.flight.protocol.FlightService/DoGet")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = s.SendMsg(wrapperspb.String("refuse"))
+		_ = s.CloseSend()
+		var m wrapperspb.StringValue
+		if err := s.RecvMsg(&m); grpcstatus.Code(err) != codes.PermissionDenied {
+			t.Fatalf("stream %d: got %v, want PERMISSION_DENIED", i, err)
+		}
 	}
 }
 

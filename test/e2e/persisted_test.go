@@ -158,7 +158,7 @@ func TestTrustedDocumentsThroughTheGateway(t *testing.T) {
 	if err := os.WriteFile(path, manifest, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := mustStackEnv(t, map[string]string{"FRAISE_CORE_TRUSTED_DOCUMENTS": path})
+	s := mustStackWith(t, stackOptions{env: map[string]string{"FRAISE_CORE_TRUSTED_DOCUMENTS": path}})
 	admin := s.token(t, demo.TenantAcme, "alice", "admin")
 	globex := s.token(t, demo.TenantGlobex, "carol", "viewer")
 	s.mustServe(t, admin)

@@ -39,14 +39,26 @@ type stack struct {
 	dir     string
 	cfgPath string
 	addrs   struct {
-		Gateway   string `json:"gateway"`
-		CoreHTTP  string `json:"core_http"`
-		CoreAdmin string `json:"core_admin"`
+		Gateway    string `json:"gateway"`
+		CoreHTTP   string `json:"core_http"`
+		CoreAdmin  string `json:"core_admin"`
+		CoreFlight string `json:"core_flight"`
 	}
 	client   *http.Client // presents the development client certificate
 	noCert   *http.Client // presents none
 	getenv   func(string) string
 	redisHdl *harness.Redis
+	adminURL string // the test database as its owner
+}
+
+// stackOptions varies the stack a test starts: configuration appended to
+// fraise.toml (new sections only), FRAISE_* overrides, SQL run as the
+// database owner after the migrations, and the per-tenant budget.
+type stackOptions struct {
+	toml      string
+	env       map[string]string
+	setupSQL  string
+	perTenant int
 }
 
 func mustRun(tb testing.TB, getenv func(string) string, args ...string) string {
@@ -58,16 +70,20 @@ func mustRun(tb testing.TB, getenv func(string) string, args ...string) string {
 	return out.String()
 }
 
-func mustStack(tb testing.TB) *stack { return mustStackEnv(tb, nil) }
+func mustStack(tb testing.TB) *stack {
+	tb.Helper()
+	return mustStackWith(tb, stackOptions{})
+}
 
-// mustStackEnv is mustStack with FRAISE_* overrides of the configuration,
-// seen by `fraise migrate` and `fraise dev` alike.
-func mustStackEnv(tb testing.TB, env map[string]string) *stack {
+func mustStackWith(tb testing.TB, o stackOptions) *stack {
 	tb.Helper()
 	pg, db := harness.NewDatabase(tb)
 	rd := harness.StartRedis(tb)
 	dir := tb.TempDir()
-	getenv := func(k string) string { return env[k] }
+	getenv := func(k string) string { return o.env[k] }
+	if o.perTenant == 0 {
+		o.perTenant = perTenantLimit
+	}
 	mustRun(tb, getenv, "certs", "--dir", dir)
 
 	certs := devcerts.FilesIn(filepath.Join(dir, "certs"))
@@ -89,6 +105,7 @@ addr = %q
 [core]
 http_addr = "127.0.0.1:0"
 admin_addr = "127.0.0.1:0"
+flight_addr = "127.0.0.1:0"
 assertion_keys = [%q]
 [authz]
 grpc_addr = "127.0.0.1:0"
@@ -107,15 +124,21 @@ debug_addr = "127.0.0.1:0"
 tenant = { requests = %d, unit = "minute" }
 [gateway]
 listen_addr = "127.0.0.1:0"
+# CI runs every package at once on two cores: a check must not fail
+# closed on a deadline only a loaded machine misses.
+authz_timeout = "5s"
 `, certs.CACert, certs.ServerCert, certs.ServerKey, certs.ClientCert, certs.ClientKey,
 		pg.URL("fraise_app", db), pg.AdminURL(db), rd.Addr,
 		"file://"+filepath.Join(keys, "assertion.pub"), "file://"+filepath.Join(keys, "assertion.key"),
-		config.DevIssuer, config.DevAudience, filepath.Join(keys, "dev-issuer.jwks"), perTenantLimit)
+		config.DevIssuer, config.DevAudience, filepath.Join(keys, "dev-issuer.jwks"), o.perTenant) + o.toml
 	cfgPath := filepath.Join(dir, "fraise.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 	mustRun(tb, getenv, "migrate", "--demo", "--config", cfgPath)
+	if o.setupSQL != "" {
+		mustExec(tb, pg.AdminURL(db), o.setupSQL)
+	}
 
 	ready := filepath.Join(dir, "ready.json")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -135,7 +158,7 @@ listen_addr = "127.0.0.1:0"
 			tb.Errorf("fraise dev did not stop within 30s of cancellation")
 		}
 	})
-	s := &stack{dir: dir, cfgPath: cfgPath, getenv: getenv, redisHdl: rd}
+	s := &stack{dir: dir, cfgPath: cfgPath, getenv: getenv, redisHdl: rd, adminURL: pg.AdminURL(db)}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		b, err := os.ReadFile(ready)

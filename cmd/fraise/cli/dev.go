@@ -19,8 +19,10 @@ type devAddrs struct {
 	Gateway   string `json:"gateway"`
 	CoreHTTP  string `json:"core_http"`
 	CoreAdmin string `json:"core_admin"`
-	Authz     string `json:"authz"`
-	RateLimit string `json:"ratelimit"`
+	// CoreFlight is the core's Arrow Flight port ("" when disabled).
+	CoreFlight string `json:"core_flight"`
+	Authz      string `json:"authz"`
+	RateLimit  string `json:"ratelimit"`
 }
 
 func runDev(ctx context.Context, env Env, args []string) error {
@@ -73,6 +75,14 @@ func runDev(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 	}
+	var coreFlightLn net.Listener
+	if cfg.Core.FlightAddr != "" {
+		if coreFlightLn, err = bind("core.flight_addr", cfg.Core.FlightAddr); err != nil {
+			closeAll()
+			return err
+		}
+		cfg.Core.FlightAddr = coreFlightLn.Addr().String()
+	}
 	authzLn, err := bind("authz.grpc_addr", cfg.Authz.GRPCAddr)
 	if err != nil {
 		closeAll()
@@ -106,7 +116,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveAuthz(gctx, cfg, env, log, authzLn, nil) })
-	g.Go(func() error { return serveCore(gctx, cfg, env, log, coreLn, coreAdminLn) })
+	g.Go(func() error { return serveCore(gctx, cfg, env, log, coreLn, coreAdminLn, coreFlightLn) })
 	if envoyBin := lookEnvoy(cfg.Gateway.Envoy); envoyBin != "" {
 		// A real Envoy runs the same generated configuration; it binds the
 		// ingress port itself.
@@ -118,7 +128,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 
 	addrs := devAddrs{
 		Gateway: cfg.Gateway.ListenAddr, CoreHTTP: cfg.Core.HTTPAddr, Authz: cfg.Authz.GRPCAddr,
-		RateLimit: cfg.RateLimit.GRPCAddr,
+		RateLimit: cfg.RateLimit.GRPCAddr, CoreFlight: cfg.Core.FlightAddr,
 	}
 	if coreAdminLn != nil {
 		addrs.CoreAdmin = coreAdminLn.Addr().String()
@@ -188,4 +198,9 @@ curl -sS --cacert %s --cert %s --key %s \
 
 Other tokens: bin/fraise token --tenant %s --subject bob --roles viewer
 `, a.Gateway, a.CoreHTTP, a.Authz, a.RateLimit, ca, cert, key, tok, a.Gateway, demo.TenantGlobex)
+	if a.CoreFlight != "" {
+		fmt.Fprintf(env.Stdout, `Arrow Flight and Flight SQL: grpc+tls://%s (core port %s), with an analyst's token
+(bin/fraise token --tenant %s --subject alice --roles analyst); see docs/flight.md.
+`, a.Gateway, a.CoreFlight, demo.TenantAcme)
+	}
 }

@@ -75,6 +75,7 @@ func envoyOptions(cfg config.Config) envoy.Options {
 	return envoy.Options{
 		ListenAddr:               cfg.Gateway.ListenAddr,
 		CoreHTTPAddr:             cfg.Core.HTTPAddr,
+		CoreFlightAddr:           cfg.Core.FlightAddr,
 		AuthzAddr:                cfg.Authz.GRPCAddr,
 		RateLimitAddr:            cfg.RateLimit.GRPCAddr,
 		CACert:                   cfg.TLS.CA,

@@ -12,6 +12,7 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/postgres"
@@ -40,21 +41,34 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var adminLn net.Listener
+	var adminLn, flightLn net.Listener
 	if cfg.Core.AdminAddr != "" {
 		if adminLn, err = listen("core.admin_addr", cfg.Core.AdminAddr); err != nil {
 			ln.Close()
 			return err
 		}
 	}
-	return serveCore(ctx, cfg, env, log, ln, adminLn)
+	if cfg.Core.FlightAddr != "" {
+		if flightLn, err = listen("core.flight_addr", cfg.Core.FlightAddr); err != nil {
+			ln.Close()
+			if adminLn != nil {
+				adminLn.Close()
+			}
+			return err
+		}
+	}
+	return serveCore(ctx, cfg, env, log, ln, adminLn, flightLn)
 }
 
-// serveCore runs the core on ln (GraphQL over HTTP) and adminLn (health and
-// metrics) until ctx ends. On shutdown it reports not-ready first, then
+// serveCore runs the core on ln (GraphQL over HTTP), adminLn (health and
+// metrics) and flightLn (Arrow Flight gRPC; nil serves none) until ctx ends. On shutdown it reports not-ready first, then
 // drains: a load balancer stops sending before connections close.
-func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln, adminLn net.Listener) error {
+func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln, adminLn, flightLn net.Listener) error {
 	log = log.With("component", "core")
+	if flightLn != nil {
+		// Every early return below closes ln; the Flight port goes with it.
+		defer flightLn.Close()
+	}
 	verifier, err := loadVerifier(cfg.Core.AssertionKeys, env.Getenv)
 	if err != nil {
 		ln.Close()
@@ -132,6 +146,13 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 			return err
 		}
 	}
+	var flightSrv *grpc.Server
+	if flightLn != nil {
+		if flightSrv, err = newFlightServer(cfg, env, log, db, verifier, metrics.Registry); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	grace := cfg.Core.ShutdownTimeout.Duration
 	drainCtx, drained := context.WithCancel(context.WithoutCancel(gctx))
@@ -144,6 +165,10 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	})
 	logServing(log, "core", "graphql", ln)
 	g.Go(func() error { return serveHTTP(drainCtx, srv, ln, grace) })
+	if flightLn != nil {
+		logServing(log, "core", "flight", flightLn)
+		g.Go(func() error { return serveGRPC(drainCtx, flightSrv, flightLn, grace) })
+	}
 	if adminLn != nil {
 		admin := &http.Server{Handler: httpapi.NewAdminHandler(health, metrics.Handler()), ReadHeaderTimeout: 5 * time.Second}
 		logServing(log, "core", "admin", adminLn)

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/fraise-dev/fraise/core/flight"
 )
 
 // Duration is a time.Duration written as "250ms" or "5s" in TOML and in
@@ -51,6 +53,47 @@ type Config struct {
 	Admission Admission `toml:"admission"`
 	Gateway   Gateway   `toml:"gateway"`
 	XDS       XDS       `toml:"xds"`
+	Flight    Flight    `toml:"flight"`
+}
+
+// Flight configures the core's Arrow Flight exports (docs/flight.md).
+type Flight struct {
+	// TicketKey signs tickets (HMAC-SHA256, at least 32 bytes); always a
+	// reference. Empty draws a random key at start, which suits one core
+	// instance: with several, they must share it.
+	TicketKey string   `toml:"ticket_key"`
+	TicketTTL Duration `toml:"ticket_ttl"`
+	// BatchRows and BatchBytes bound each record batch, and so the memory
+	// one export holds.
+	BatchRows  int `toml:"batch_rows"`
+	BatchBytes int `toml:"batch_bytes"`
+	// StatementTimeout bounds one export's query (0: none); exports are
+	// long, so it is separate from database.statement_timeout.
+	StatementTimeout Duration `toml:"statement_timeout"`
+	// MaxExports bounds the exports running at once, each holding one of
+	// database.max_conns for its whole length; more wait their turn.
+	MaxExports int       `toml:"max_exports"`
+	Datasets   []Dataset `toml:"datasets"`
+}
+
+// Dataset declares a view exportable over Flight.
+type Dataset struct {
+	// Name is what clients ask for: a Flight path joined with ".", and the
+	// table name in Flight SQL ("sales.orders").
+	Name string `toml:"name"`
+	// View is the view read, "[schema.]name"; it should be security_invoker
+	// so row-level security applies.
+	View string `toml:"view"`
+	// Roles that may export it; empty leaves the decision to the policy.
+	Roles   []string        `toml:"roles"`
+	Columns []DatasetColumn `toml:"columns"`
+}
+
+// DatasetColumn is one exported column and its PostgreSQL type, e.g.
+// "int8", "numeric(12,2)", "timestamptz", "text[]".
+type DatasetColumn struct {
+	Name string `toml:"name"`
+	Type string `toml:"type"`
 }
 
 // XDS configures `fraise xds`, the control plane that serves the Envoy
@@ -110,6 +153,8 @@ type Redis struct {
 type Core struct {
 	HTTPAddr  string `toml:"http_addr"`
 	AdminAddr string `toml:"admin_addr"`
+	// FlightAddr is the Arrow Flight gRPC port; empty serves no Flight.
+	FlightAddr string `toml:"flight_addr"`
 	// TLS makes the core's HTTP port require client certificates signed by
 	// the CA: only the gateway (Envoy) can reach it.
 	TLS bool `toml:"tls"`
@@ -306,7 +351,7 @@ func Default() Config {
 		},
 		Redis: Redis{Addr: "127.0.0.1:56379"},
 		Core: Core{
-			HTTPAddr: "127.0.0.1:8080", AdminAddr: "127.0.0.1:9080", TLS: true,
+			HTTPAddr: "127.0.0.1:8080", AdminAddr: "127.0.0.1:9080", FlightAddr: "127.0.0.1:8815", TLS: true,
 			AssertionKeys: []string{"file://.dev/keys/assertion.pub"},
 			MaxBodyBytes:  1 << 20, MaxDepth: 10, DefaultLimit: 100, MaxLimit: 1000,
 			Introspection: true, ShutdownTimeout: Duration{10 * time.Second},
@@ -357,6 +402,10 @@ func Default() Config {
 			Envoy: "envoy",
 		},
 		XDS: XDS{GRPCAddr: "127.0.0.1:18000", NodeID: "fraise-ingress", PollInterval: Duration{time.Second}},
+		Flight: Flight{
+			TicketTTL: Duration{5 * time.Minute}, BatchRows: 65536, BatchBytes: 3 << 20,
+			StatementTimeout: Duration{30 * time.Minute}, MaxExports: 4,
+		},
 	}
 }
 
@@ -528,6 +577,7 @@ func (c Config) Validate() error {
 	addr("redis.addr", c.Redis.Addr, false)
 	addr("core.http_addr", c.Core.HTTPAddr, false)
 	addr("core.admin_addr", c.Core.AdminAddr, true)
+	addr("core.flight_addr", c.Core.FlightAddr, true)
 	if len(c.Core.AssertionKeys) == 0 {
 		bad("core.assertion_keys", "at least one extauthz public key is required")
 	}
@@ -675,5 +725,61 @@ func (c Config) Validate() error {
 	if c.XDS.PollInterval.Duration <= 0 {
 		bad("xds.poll_interval", "must be positive")
 	}
+	c.Flight.validate(bad)
+	if c.Flight.MaxExports < 1 || c.Flight.MaxExports >= c.Database.MaxConns {
+		bad("flight.max_exports", "want 1 to database.max_conns - 1 (%d), got %d", c.Database.MaxConns-1, c.Flight.MaxExports)
+	}
 	return errors.Join(errs...)
+}
+
+func (f Flight) validate(bad func(key, format string, args ...any)) {
+	if f.TicketKey != "" && !IsReference(f.TicketKey) {
+		bad("flight.ticket_key", "must be a reference (file://, env:// or vault://), never a literal key")
+	}
+	if f.TicketTTL.Duration <= 0 {
+		bad("flight.ticket_ttl", "must be positive")
+	}
+	if f.BatchRows < 1 {
+		bad("flight.batch_rows", "want at least 1, got %d", f.BatchRows)
+	}
+	if f.BatchBytes < 1<<10 {
+		bad("flight.batch_bytes", "want at least 1024, got %d", f.BatchBytes)
+	}
+	if f.StatementTimeout.Duration < 0 {
+		bad("flight.statement_timeout", "must not be negative")
+	}
+	var ds []flight.Dataset
+	for i, d := range f.Datasets {
+		key := fmt.Sprintf("flight.datasets[%d]", i)
+		fd := flight.Dataset{Name: d.Name, View: d.View, Roles: d.Roles}
+		for j, c := range d.Columns {
+			t, err := flight.ParseType(c.Type)
+			if err != nil {
+				bad(fmt.Sprintf("%s.columns[%d].type", key, j), "%v", err)
+			}
+			fd.Columns = append(fd.Columns, flight.Column{Name: c.Name, Type: t})
+		}
+		ds = append(ds, fd)
+	}
+	if _, err := flight.NewCatalog(ds); err != nil {
+		bad("flight.datasets", "%v", err)
+	}
+}
+
+// FlightDatasets returns the declared datasets in the core's terms; call
+// it on a validated configuration.
+func (f Flight) FlightDatasets() ([]flight.Dataset, error) {
+	var ds []flight.Dataset
+	for _, d := range f.Datasets {
+		fd := flight.Dataset{Name: d.Name, View: d.View, Roles: d.Roles}
+		for _, c := range d.Columns {
+			t, err := flight.ParseType(c.Type)
+			if err != nil {
+				return nil, fmt.Errorf("flight.datasets %s.%s: %w", d.Name, c.Name, err)
+			}
+			fd.Columns = append(fd.Columns, flight.Column{Name: c.Name, Type: t})
+		}
+		ds = append(ds, fd)
+	}
+	return ds, nil
 }

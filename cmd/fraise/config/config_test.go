@@ -201,3 +201,79 @@ func TestResolve(t *testing.T) {
 		})
 	}
 }
+
+func TestFlightDatasets(t *testing.T) {
+	tests := []struct {
+		name    string
+		file    string
+		env     map[string]string
+		wantErr []string
+		want    string // the first dataset's first column type, as the core reads it
+	}{
+		{
+			name: "declared datasets load",
+			file: `
+[flight]
+ticket_key = "env://TICKET_KEY"
+[[flight.datasets]]
+name = "sales.orders"
+view = "public.v_orders"
+roles = ["analyst"]
+columns = [{ name = "amount", type = "numeric(12,2)" }, { name = "tags", type = "text[]" }]
+`,
+			env:  map[string]string{"FRAISE_CORE_FLIGHT_ADDR": "127.0.0.1:0"},
+			want: "numeric(12,2)",
+		},
+		{
+			name: "every problem at once",
+			file: `
+[flight]
+ticket_key = "literal-secret"
+ticket_ttl = "0s"
+batch_rows = 0
+max_exports = 20
+[[flight.datasets]]
+name = "a"
+view = "v; drop"
+columns = [{ name = "x", type = "money" }, { name = "y", type = "numeric" }]
+`,
+			wantErr: []string{"flight.ticket_key", "flight.ticket_ttl", "flight.batch_rows", "flight.max_exports",
+				"flight.datasets[0].columns[0].type", "flight.datasets[0].columns[1].type", "flight.datasets"},
+		},
+		{
+			name:    "bad flight address",
+			env:     map[string]string{"FRAISE_CORE_FLIGHT_ADDR": "8815"},
+			wantErr: []string{"core.flight_addr"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := ""
+			if tt.file != "" {
+				path = mustFile(t, tt.file)
+			}
+			c, err := config.Load(path, envOf(tt.env))
+			if len(tt.wantErr) > 0 {
+				if err == nil {
+					t.Fatal("got no error")
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not name %s", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds, err := c.Flight.FlightDatasets()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ds) != 1 || ds[0].Columns[0].Type.String() != tt.want || ds[0].Roles[0] != "analyst" {
+				t.Errorf("got %+v, want one dataset whose first column is %s", ds, tt.want)
+			}
+		})
+	}
+}

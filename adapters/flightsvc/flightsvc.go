@@ -1,0 +1,456 @@
+// Package flightsvc serves Fraise's Arrow Flight exports over gRPC: the
+// Flight service (ListFlights, GetSchema, GetFlightInfo answered with signed
+// tickets, DoGet streaming record batches) and, on the same FlightService,
+// Flight SQL for standard clients such as the ADBC driver. Every call must
+// carry extauthz's identity assertion in its metadata, exactly like the
+// HTTP port; core errors become gRPC codes through one table.
+package flightsvc
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	aflight "github.com/apache/arrow-go/v18/arrow/flight"
+	"github.com/apache/arrow-go/v18/arrow/flight/flightsql"
+	pb "github.com/apache/arrow-go/v18/arrow/flight/gen/flight"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/arrow/util"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/core/flight"
+)
+
+// Options configures the Flight service.
+type Options struct {
+	Verifier *assertion.Verifier
+	Catalog  *flight.Catalog
+	Tickets  *flight.Tickets
+	Source   flight.Source
+	// Batch bounds each record batch DoGet sends (and so the memory one
+	// export holds); zero values take DefaultBatch's.
+	Batch  flight.BatchLimits
+	Logger *slog.Logger
+	// Version is reported through Flight SQL's SqlInfo.
+	Version string
+	// Metrics, when set, receives the service's metrics.
+	Metrics prometheus.Registerer
+}
+
+// DefaultBatch keeps a record batch well under gRPC's customary 4 MiB
+// message limit, so clients with default settings can read it.
+var DefaultBatch = flight.BatchLimits{Rows: 65536, Bytes: 3 << 20}
+
+// codeOf is the one table from core error codes to gRPC codes.
+var codeOf = map[core.Code]codes.Code{
+	core.CodeInvalid:         codes.InvalidArgument,
+	core.CodeNotFound:        codes.NotFound,
+	core.CodeConflict:        codes.AlreadyExists,
+	core.CodeUnauthenticated: codes.Unauthenticated,
+	core.CodeForbidden:       codes.PermissionDenied,
+	core.CodeRateLimited:     codes.ResourceExhausted,
+	core.CodeQuotaExceeded:   codes.ResourceExhausted,
+	core.CodeTooLarge:        codes.ResourceExhausted,
+	core.CodeUnavailable:     codes.Unavailable,
+	core.CodeTimeout:         codes.DeadlineExceeded,
+	core.CodeInternal:        codes.Internal,
+}
+
+// CodeOf returns the gRPC code for an error's core code.
+func CodeOf(err error) codes.Code {
+	if c, ok := codeOf[core.ErrorCode(err)]; ok {
+		return c
+	}
+	return codes.Internal
+}
+
+// Server is the Flight gRPC service.
+type Server struct {
+	o   Options
+	log *slog.Logger
+	mem memory.Allocator
+	sql aflight.FlightServer
+	svc *service
+	met *metrics
+}
+
+// New returns the Flight service.
+func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Batch.Rows <= 0 {
+		o.Batch.Rows = DefaultBatch.Rows
+	}
+	if o.Batch.Bytes <= 0 {
+		o.Batch.Bytes = DefaultBatch.Bytes
+	}
+	s := &Server{o: o, log: o.Logger, mem: memory.NewGoAllocator(), met: newMetrics(o.Metrics)}
+	sqlSrv := newSQLServer(s)
+	s.sql = flightsql.NewFlightServerWithAllocator(sqlSrv, s.mem)
+	s.svc = &service{s: s}
+	return s
+}
+
+// Register adds the Flight service and the gRPC health service to g, whose
+// interceptors must include Interceptors().
+func (s *Server) Register(g *grpc.Server) {
+	aflight.RegisterFlightServiceServer(g, s.svc)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus("arrow.flight.protocol.FlightService", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+}
+
+// ServerOptions returns the interceptors that verify the identity assertion
+// of every Flight call (health checks excepted).
+func (s *Server) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		// Record batches are megabytes: fewer, larger writes.
+		grpc.WriteBufferSize(256 << 10),
+		grpc.ChainUnaryInterceptor(s.unary),
+		grpc.ChainStreamInterceptor(s.stream),
+	}
+}
+
+// authenticate returns ctx with the principal of the call's assertion and
+// its request id, or an Unauthenticated status.
+func (s *Server) authenticate(ctx context.Context, method string) (context.Context, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if ids := md.Get("x-request-id"); len(ids) > 0 {
+		ctx = core.WithRequestID(ctx, ids[0])
+	}
+	var tok string
+	if v := md.Get(assertion.Header); len(v) == 1 {
+		tok = v[0]
+	}
+	p, _, err := s.o.Verifier.Verify(tok)
+	if err != nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "refused Flight call without a valid assertion",
+			slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("method", method), slog.String("err", err.Error()))
+		return nil, status.Error(codes.Unauthenticated, "authentication required")
+	}
+	return core.WithPrincipal(ctx, p), nil
+}
+
+func isHealth(method string) bool { return strings.HasPrefix(method, "/grpc.health.v1.Health/") }
+
+func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if isHealth(info.FullMethod) {
+		return h(ctx, req)
+	}
+	start := time.Now()
+	ctx, err := s.authenticate(ctx, info.FullMethod)
+	if err != nil {
+		s.met.observe(info.FullMethod, err, time.Since(start))
+		return nil, err
+	}
+	resp, err := h(ctx, req)
+	s.met.observe(info.FullMethod, err, time.Since(start))
+	return resp, err
+}
+
+func (s *Server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if isHealth(info.FullMethod) {
+		return h(srv, ss)
+	}
+	start := time.Now()
+	ctx, err := s.authenticate(ss.Context(), info.FullMethod)
+	if err == nil {
+		err = h(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+	}
+	s.met.observe(info.FullMethod, err, time.Since(start))
+	return err
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (c *ctxStream) Context() context.Context { return c.ctx }
+
+// toStatus translates err through the table, logging internal errors once,
+// here at the edge. Errors that already are statuses pass unchanged.
+func (s *Server) toStatus(ctx context.Context, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *core.Error
+	if !errors.As(err, &ce) {
+		if st, ok := status.FromError(err); ok {
+			return st.Err()
+		}
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return status.Error(codes.Canceled, "cancelled")
+	}
+	code := CodeOf(err)
+	if code == codes.Internal {
+		s.log.LogAttrs(ctx, slog.LevelError, "flight call failed", slog.String("op", op),
+			slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("err", err.Error()))
+	}
+	return status.Error(code, core.ErrorMessage(err))
+}
+
+func principal(ctx context.Context) (core.Principal, error) {
+	p, ok := core.PrincipalFrom(ctx)
+	if !ok {
+		return core.Principal{}, core.Errorf(core.CodeUnauthenticated, "authentication required")
+	}
+	return p, nil
+}
+
+// prepare resolves q for p: the dataset must be exportable to p and the
+// query must compile against it.
+func (s *Server) prepare(p core.Principal, q flight.Query) (*flight.Dataset, flight.Statement, error) {
+	d, err := s.o.Catalog.Lookup(p, q.Dataset)
+	if err != nil {
+		return nil, flight.Statement{}, err
+	}
+	st, err := flight.Compile(d, q)
+	if err != nil {
+		return nil, flight.Statement{}, err
+	}
+	return d, st, nil
+}
+
+// flightInfo describes an export of q answered with ticket.
+func (s *Server) flightInfo(desc *aflight.FlightDescriptor, st flight.Statement, ticket []byte) *aflight.FlightInfo {
+	schema, _ := flight.StatementSchema(st)
+	return &aflight.FlightInfo{
+		Schema:           aflight.SerializeSchema(schema, s.mem),
+		FlightDescriptor: desc,
+		Endpoint:         []*aflight.FlightEndpoint{{Ticket: &aflight.Ticket{Ticket: ticket}}},
+		TotalRecords:     -1,
+		TotalBytes:       -1,
+	}
+}
+
+// issue answers GetFlightInfo for q: the schema and a ticket for DoGet.
+func (s *Server) issue(ctx context.Context, desc *aflight.FlightDescriptor, q flight.Query, wrap func([]byte) ([]byte, error)) (*aflight.FlightInfo, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	_, st, err := s.prepare(p, q)
+	if err != nil {
+		return nil, err
+	}
+	t, _, err := s.o.Tickets.Issue(p, flight.KindTicket, q, 0)
+	if err != nil {
+		return nil, err
+	}
+	if wrap != nil {
+		if t, err = wrap(t); err != nil {
+			return nil, core.E("flightsvc.issue", core.CodeInternal, err)
+		}
+	}
+	return s.flightInfo(desc, st, t), nil
+}
+
+// export runs the query of a verified ticket and streams it to w.
+func (s *Server) export(ctx context.Context, ticket []byte, stream aflight.FlightService_DoGetServer) error {
+	p, err := principal(ctx)
+	if err != nil {
+		return err
+	}
+	q, err := s.o.Tickets.Verify(p, flight.KindTicket, ticket)
+	if err != nil {
+		return err
+	}
+	_, st, err := s.prepare(p, q)
+	if err != nil {
+		return err
+	}
+	schema, _ := flight.StatementSchema(st)
+	start := time.Now()
+	var rows, size int64 // written by the writer goroutine, read after done
+	w := aflight.NewRecordWriter(stream, ipc.WithSchema(schema), ipc.WithAllocator(s.mem))
+	// The database is read on this goroutine and the stream written on
+	// another, so PostgreSQL keeps producing while gRPC drains: one batch
+	// building, one queued, one being written bound an export's memory.
+	batches := make(chan arrow.RecordBatch, 1)
+	stop := make(chan struct{}) // closed when the writer fails
+	var werr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for rec := range batches {
+			if werr == nil {
+				n, b := rec.NumRows(), util.TotalRecordSize(rec)
+				rows, size = rows+n, size+b
+				s.met.exported(n, b)
+				if err := w.Write(rec); err != nil {
+					werr = core.E("flightsvc.DoGet", core.CodeUnavailable, err)
+					close(stop)
+				}
+			}
+			rec.Release()
+		}
+		if err := w.Close(); err != nil && werr == nil {
+			werr = core.E("flightsvc.DoGet", core.CodeUnavailable, err)
+		}
+	}()
+	err = s.o.Source.Export(ctx, p.Tenant, st, s.o.Batch, func(rec arrow.RecordBatch) error {
+		rec.Retain()
+		select {
+		case batches <- rec:
+			return nil
+		case <-stop:
+		case <-ctx.Done():
+		}
+		rec.Release()
+		return core.Errorf(core.CodeUnavailable, "client stream closed")
+	})
+	close(batches)
+	<-done
+	if err == nil {
+		err = werr
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, "flight export",
+		slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("tenant", p.Tenant),
+		slog.String("dataset", q.Dataset), slog.Int64("rows", rows), slog.Int64("bytes", size),
+		slog.Duration("duration", time.Since(start)), slog.String("code", string(core.ErrorCode(err))))
+	return err
+}
+
+// queryOf reads a descriptor of ours: a PATH naming a dataset (all of it) or
+// a CMD holding a JSON dataset query. ok is false for other descriptors
+// (Flight SQL's commands).
+func queryOf(desc *aflight.FlightDescriptor) (flight.Query, bool, error) {
+	if desc == nil {
+		return flight.Query{}, true, core.Errorf(core.CodeInvalid, "missing descriptor")
+	}
+	switch desc.Type {
+	case aflight.DescriptorPATH:
+		if len(desc.Path) == 0 {
+			return flight.Query{}, true, core.Errorf(core.CodeInvalid, "empty descriptor path")
+		}
+		return flight.Query{Dataset: strings.Join(desc.Path, ".")}, true, nil
+	case aflight.DescriptorCMD:
+		cmd := strings.TrimLeft(string(desc.Cmd), " \t\r\n")
+		if !strings.HasPrefix(cmd, "{") {
+			return flight.Query{}, false, nil
+		}
+		q, err := flight.ParseCommand(desc.Cmd)
+		return q, true, err
+	}
+	return flight.Query{}, true, core.Errorf(core.CodeInvalid, "unknown descriptor type")
+}
+
+// service is the FlightService: our descriptors and tickets are handled
+// here, everything else (Flight SQL's commands) by the flightsql server.
+type service struct {
+	aflight.BaseFlightServer
+	s *Server
+}
+
+func (v *service) ListFlights(_ *aflight.Criteria, stream aflight.FlightService_ListFlightsServer) error {
+	ctx := stream.Context()
+	p, err := principal(ctx)
+	if err != nil {
+		return v.s.toStatus(ctx, "ListFlights", err)
+	}
+	for _, d := range v.s.o.Catalog.List(p) {
+		desc := &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: d.Path()}
+		info, err := v.s.issue(ctx, desc, flight.Query{Dataset: d.Name}, nil)
+		if err != nil {
+			return v.s.toStatus(ctx, "ListFlights", err)
+		}
+		if err := stream.Send(info); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *service) GetFlightInfo(ctx context.Context, desc *aflight.FlightDescriptor) (*aflight.FlightInfo, error) {
+	q, ours, err := queryOf(desc)
+	if !ours {
+		return v.s.sql.GetFlightInfo(ctx, desc)
+	}
+	if err != nil {
+		return nil, v.s.toStatus(ctx, "GetFlightInfo", err)
+	}
+	info, err := v.s.issue(ctx, desc, q, nil)
+	return info, v.s.toStatus(ctx, "GetFlightInfo", err)
+}
+
+func (v *service) PollFlightInfo(ctx context.Context, desc *aflight.FlightDescriptor) (*aflight.PollInfo, error) {
+	q, ours, err := queryOf(desc)
+	if !ours {
+		return v.s.sql.PollFlightInfo(ctx, desc)
+	}
+	if err != nil {
+		return nil, v.s.toStatus(ctx, "PollFlightInfo", err)
+	}
+	info, err := v.s.issue(ctx, desc, q, nil)
+	if err != nil {
+		return nil, v.s.toStatus(ctx, "PollFlightInfo", err)
+	}
+	return &aflight.PollInfo{Info: info}, nil
+}
+
+func (v *service) GetSchema(ctx context.Context, desc *aflight.FlightDescriptor) (*aflight.SchemaResult, error) {
+	q, ours, err := queryOf(desc)
+	if !ours {
+		return v.s.sql.GetSchema(ctx, desc)
+	}
+	if err != nil {
+		return nil, v.s.toStatus(ctx, "GetSchema", err)
+	}
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, v.s.toStatus(ctx, "GetSchema", err)
+	}
+	_, st, err := v.s.prepare(p, q)
+	if err != nil {
+		return nil, v.s.toStatus(ctx, "GetSchema", err)
+	}
+	schema, _ := flight.StatementSchema(st)
+	return &aflight.SchemaResult{Schema: aflight.SerializeSchema(schema, v.s.mem)}, nil
+}
+
+func (v *service) DoGet(t *aflight.Ticket, stream aflight.FlightService_DoGetServer) error {
+	ctx := stream.Context()
+	ticket := t.GetTicket()
+	if !flight.IsTicket(ticket) {
+		// A Flight SQL statement ticket wraps one of ours as its handle.
+		var a anypb.Any
+		if proto.Unmarshal(ticket, &a) == nil {
+			var tq pb.TicketStatementQuery
+			if a.MessageIs(&tq) && a.UnmarshalTo(&tq) == nil {
+				ticket = tq.GetStatementHandle()
+			}
+		}
+	}
+	if !flight.IsTicket(ticket) {
+		return v.s.sql.DoGet(t, stream)
+	}
+	return v.s.toStatus(ctx, "DoGet", v.s.export(ctx, ticket, stream))
+}
+
+func (v *service) DoPut(stream aflight.FlightService_DoPutServer) error { return v.s.sql.DoPut(stream) }
+
+func (v *service) DoAction(a *aflight.Action, stream aflight.FlightService_DoActionServer) error {
+	return v.s.sql.DoAction(a, stream)
+}
+
+func (v *service) ListActions(e *aflight.Empty, stream aflight.FlightService_ListActionsServer) error {
+	return v.s.sql.ListActions(e, stream)
+}

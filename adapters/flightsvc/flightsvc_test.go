@@ -1,0 +1,298 @@
+package flightsvc_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"net"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	aflight "github.com/apache/arrow-go/v18/arrow/flight"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/fraise-dev/fraise/adapters/flightsvc"
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/core/flight"
+)
+
+const tenant = "11111111-1111-4111-8111-111111111111"
+
+// endless is a Source that emits batches of ids until its context ends or
+// emit fails, allocating through a checked allocator so the test can see
+// that every batch is released.
+type endless struct {
+	mem     *memory.CheckedAllocator
+	emitted atomic.Int64
+	stopped chan error
+}
+
+func (e *endless) Export(ctx context.Context, _ string, st flight.Statement, lim flight.BatchLimits, emit func(arrow.RecordBatch) error) error {
+	schema, _ := flight.StatementSchema(st)
+	var err error
+	defer func() { e.stopped <- err }()
+	for id := int64(0); ; {
+		if err = ctx.Err(); err != nil {
+			return err
+		}
+		b := array.NewRecordBuilder(e.mem, schema)
+		for range lim.Rows {
+			b.Field(0).(*array.Int64Builder).Append(id)
+			id++
+		}
+		rec := b.NewRecordBatch()
+		b.Release()
+		err = emit(rec)
+		rec.Release()
+		e.emitted.Add(1)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+type fixture struct {
+	reg    *prometheus.Registry
+	client aflight.Client
+	conn   *grpc.ClientConn
+	signer *assertion.Signer
+	src    *endless
+}
+
+func mustServer(tb testing.TB) *fixture {
+	tb.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	signer, err := assertion.NewSigner(priv, assertion.KeyID(pub), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cat, err := flight.NewCatalog([]flight.Dataset{{Name: "ids", View: "v_ids",
+		Columns: []flight.Column{{Name: "id", Type: flight.Type{Kind: flight.KindInt8}}}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tickets, err := flight.NewTickets(make([]byte, 32), time.Minute, nil, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	src := &endless{mem: memory.NewCheckedAllocator(memory.NewGoAllocator()), stopped: make(chan error, 1)}
+	reg := prometheus.NewRegistry()
+	svc := flightsvc.New(flightsvc.Options{
+		Metrics:  reg,
+		Verifier: assertion.NewVerifier(map[string]ed25519.PublicKey{assertion.KeyID(pub): pub}, nil),
+		Catalog:  cat, Tickets: tickets, Source: src, Batch: flight.BatchLimits{Rows: 1000, Bytes: 1 << 20},
+	})
+	g := grpc.NewServer(svc.ServerOptions()...)
+	svc.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = g.Serve(ln) }()
+	tb.Cleanup(g.Stop)
+	c, err := aflight.NewClientWithMiddleware(ln.Addr().String(), nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return &fixture{reg: reg, client: c, conn: conn, signer: signer, src: src}
+}
+
+func (f *fixture) as(tb testing.TB, ctx context.Context, p core.Principal) context.Context {
+	tb.Helper()
+	tok, err := f.signer.Sign(p, "req-1")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return metadata.AppendToOutgoingContext(ctx, assertion.Header, tok)
+}
+
+var alice = core.Principal{Subject: "alice", Tenant: tenant, Roles: []string{"analyst"}}
+
+func TestCodeTable(t *testing.T) {
+	tests := []struct {
+		code core.Code
+		want codes.Code
+	}{
+		{core.CodeInvalid, codes.InvalidArgument},
+		{core.CodeNotFound, codes.NotFound},
+		{core.CodeUnauthenticated, codes.Unauthenticated},
+		{core.CodeForbidden, codes.PermissionDenied},
+		{core.CodeRateLimited, codes.ResourceExhausted},
+		{core.CodeTimeout, codes.DeadlineExceeded},
+		{core.CodeUnavailable, codes.Unavailable},
+		{core.CodeInternal, codes.Internal},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.code), func(t *testing.T) {
+			if got := flightsvc.CodeOf(core.Errorf(tt.code, "x")); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if got := flightsvc.CodeOf(errors.New("unclassified")); got != codes.Internal {
+		t.Errorf("unclassified: got %v, want Internal", got)
+	}
+}
+
+func TestEveryCallNeedsTheAssertion(t *testing.T) {
+	f := mustServer(t)
+	ctx := context.Background()
+	desc := &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: []string{"ids"}}
+	forged := metadata.AppendToOutgoingContext(ctx, assertion.Header, "eyJhbGciOiJub25lIn0.e30.")
+	tests := []struct {
+		name string
+		call func(ctx context.Context) error
+	}{
+		{"GetFlightInfo", func(ctx context.Context) error { _, err := f.client.GetFlightInfo(ctx, desc); return err }},
+		{"GetSchema", func(ctx context.Context) error { _, err := f.client.GetSchema(ctx, desc); return err }},
+		{"ListFlights", func(ctx context.Context) error {
+			s, err := f.client.ListFlights(ctx, &aflight.Criteria{})
+			if err == nil {
+				_, err = s.Recv()
+			}
+			return err
+		}},
+		{"DoGet", func(ctx context.Context) error {
+			s, err := f.client.DoGet(ctx, &aflight.Ticket{Ticket: []byte("fr1.x.y")})
+			if err == nil {
+				_, err = s.Recv()
+			}
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		for name, ctx := range map[string]context.Context{"none": ctx, "forged": forged} {
+			t.Run(tt.name+" "+name, func(t *testing.T) {
+				if err := tt.call(ctx); status.Code(err) != codes.Unauthenticated {
+					t.Errorf("got %v, want Unauthenticated", err)
+				}
+			})
+		}
+	}
+	t.Run("health needs none", func(t *testing.T) {
+		res, err := healthpb.NewHealthClient(f.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil || res.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("got %v, %v, want SERVING", res, err)
+		}
+	})
+}
+
+// TestCancelledDoGetStopsTheExport cuts a client off mid-stream: the source
+// must see its context end, every batch must be released, and no goroutine
+// may remain.
+func TestCancelledDoGetStopsTheExport(t *testing.T) {
+	f := mustServer(t)
+	ctx := f.as(t, context.Background(), alice)
+	info, err := f.client.GetFlightInfo(ctx, &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: []string{"ids"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := runtime.NumGoroutine()
+	cctx, cancel := context.WithCancel(ctx)
+	stream, err := f.client.DoGet(cctx, info.Endpoint[0].Ticket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	select {
+	case err := <-f.src.stopped:
+		if err == nil {
+			t.Error("export ended without an error after the client left")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("export still running 10s after the client left")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base || f.src.mem.CurrentAlloc() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines (baseline %d), %d bytes of batches unreleased", runtime.NumGoroutine(), base, f.src.mem.CurrentAlloc())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if rows := counter(t, f.reg, "fraise_flight_exported_rows_total", ""); rows < 3000 {
+		t.Errorf("fraise_flight_exported_rows_total: got %v, want at least the 3000 rows read", rows)
+	}
+}
+
+func TestTicketBoundToTenant(t *testing.T) {
+	f := mustServer(t)
+	ctx := context.Background()
+	info, err := f.client.GetFlightInfo(f.as(t, ctx, alice), &aflight.FlightDescriptor{Type: aflight.DescriptorCMD, Cmd: []byte(`{"dataset":"ids","limit":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := alice
+	other.Tenant = "22222222-2222-4222-8222-222222222222"
+	s, err := f.client.DoGet(f.as(t, ctx, other), info.Endpoint[0].Ticket)
+	if err == nil {
+		_, err = s.Recv()
+	}
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "another principal") {
+		t.Errorf("got %v, want PermissionDenied", err)
+	}
+	// The server counts a call as its handler returns, which may be just
+	// after the client saw the answer.
+	for _, want := range []string{`code="OK",method="GetFlightInfo"`, `code="PermissionDenied",method="DoGet"`} {
+		deadline := time.Now().Add(5 * time.Second)
+		for counter(t, f.reg, "fraise_flight_calls_total", want) != 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("fraise_flight_calls_total{%s}: got %v, want 1", want, counter(t, f.reg, "fraise_flight_calls_total", want))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// counter returns the value of the series of name whose labels, written
+// as name="value" pairs joined by commas, are labels.
+func counter(tb testing.TB, reg *prometheus.Registry, name, labels string) float64 {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var parts []string
+			for _, l := range m.GetLabel() {
+				parts = append(parts, l.GetName()+"="+strconv.Quote(l.GetValue()))
+			}
+			if strings.Join(parts, ",") == labels {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}

@@ -1,0 +1,139 @@
+package postgres
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/flight"
+)
+
+// Exporter streams Flight exports out of PostgreSQL: each export runs in
+// one read-only transaction scoped to the tenant (row-level security), its
+// rows read in the binary protocol and decoded straight into Arrow
+// builders, never through JSON or pgx's per-value scanning.
+type Exporter struct {
+	db      *DB
+	mem     memory.Allocator
+	timeout time.Duration
+	slots   chan struct{} // one per export that may run at once
+}
+
+var _ flight.Source = (*Exporter)(nil)
+
+// ExportOptions tunes an Exporter.
+type ExportOptions struct {
+	// StatementTimeout bounds one export's statement; exports are long, so
+	// it is separate from the requests' timeout. 0 means none.
+	StatementTimeout time.Duration
+	// Allocator for the Arrow buffers; nil is Go's heap.
+	Allocator memory.Allocator
+	// MaxConcurrent bounds the exports running at once, each holding a
+	// pooled connection for its whole length, so exports cannot take every
+	// connection GraphQL needs; more wait their turn. 0 means 4.
+	MaxConcurrent int
+}
+
+// NewExporter returns an Exporter reading through db's pool.
+func NewExporter(db *DB, o ExportOptions) *Exporter {
+	if o.Allocator == nil {
+		o.Allocator = memory.NewGoAllocator()
+	}
+	if o.MaxConcurrent <= 0 {
+		o.MaxConcurrent = 4
+	}
+	return &Exporter{db: db, mem: o.Allocator, timeout: o.StatementTimeout, slots: make(chan struct{}, o.MaxConcurrent)}
+}
+
+// Export implements flight.Source.
+func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statement, lim flight.BatchLimits, emit func(arrow.RecordBatch) error) error {
+	const op = "postgres.Export"
+	if !isUUID(tenant) {
+		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+	}
+	schema, err := flight.StatementSchema(st)
+	if err != nil {
+		return err
+	}
+	select {
+	case e.slots <- struct{}{}:
+		defer func() { <-e.slots }()
+	case <-ctx.Done():
+		return mapError(op, ctx.Err())
+	}
+	tx, err := e.db.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return mapError(op, err)
+	}
+	// Nothing to commit: the transaction only reads.
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	// Transaction-local settings: the tenant for row-level security, UTC so
+	// filter values without an offset mean UTC, and the export's timeout.
+	if _, err := tx.Exec(ctx, "select set_config('fraise.tenant', $1, true), set_config('TimeZone', 'UTC', true), set_config('statement_timeout', $2, true)",
+		tenant, strconv.FormatInt(e.timeout.Milliseconds(), 10)); err != nil {
+		return mapError(op, err)
+	}
+	args := append([]any{pgx.QueryResultFormats{pgx.BinaryFormatCode}}, st.Args...)
+	rows, err := tx.Query(ctx, st.SQL, args...)
+	if err != nil {
+		return mapError(op, err)
+	}
+	defer rows.Close()
+	fds := rows.FieldDescriptions()
+	if len(fds) != len(st.Columns) {
+		return &core.Error{Op: op, Code: core.CodeInternal, Message: "dataset does not match its view",
+			Err: errorf("view returned %d columns, want %d", len(fds), len(st.Columns))}
+	}
+	for i, fd := range fds {
+		if want := st.Columns[i].Type.OID(); fd.DataTypeOID != want {
+			return &core.Error{Op: op, Code: core.CodeInternal, Message: "dataset does not match its view",
+				Err: errorf("column %s has type oid %d, declared %s (oid %d)", st.Columns[i].Name, fd.DataTypeOID, st.Columns[i].Type, want)}
+		}
+	}
+	rb := array.NewRecordBuilder(e.mem, schema)
+	defer rb.Release()
+	apps := make([]appender, len(st.Columns))
+	for i, c := range st.Columns {
+		apps[i] = newAppender(c.Type, rb.Field(i))
+	}
+	// Reserve room for as many rows as the last batch held, so builders do
+	// not grow by doubling and copying through every batch.
+	rb.Reserve(min(lim.Rows, 1024))
+	n, size := 0, 0
+	flush := func() error {
+		rec := rb.NewRecordBatch()
+		defer rec.Release()
+		rb.Reserve(n)
+		n, size = 0, 0
+		return emit(rec)
+	}
+	for rows.Next() {
+		vals := rows.RawValues()
+		for i, v := range vals {
+			if err := apps[i](v); err != nil {
+				return &core.Error{Op: op, Code: core.CodeInvalid,
+					Message: "column " + st.Columns[i].Name + ": " + err.Error(), Err: err}
+			}
+			size += len(v)
+		}
+		n++
+		if n >= lim.Rows || size >= lim.Bytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return mapError(op, err)
+	}
+	if n > 0 {
+		return flush()
+	}
+	return nil
+}

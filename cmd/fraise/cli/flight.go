@@ -1,0 +1,98 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/fraise-dev/fraise/adapters/flightsvc"
+	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/core/flight"
+)
+
+// newFlightServer wires the Flight service: the catalog of exportable
+// datasets from fraise.toml, the ticket key, and PostgreSQL as the source.
+func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, verifier *assertion.Verifier, reg prometheus.Registerer) (*grpc.Server, error) {
+	ds, err := cfg.Flight.FlightDatasets()
+	if err != nil {
+		return nil, err
+	}
+	catalog, err := flight.NewCatalog(ds)
+	if err != nil {
+		return nil, fmt.Errorf("flight.datasets: %w", err)
+	}
+	key := make([]byte, 32)
+	if cfg.Flight.TicketKey != "" {
+		v, err := config.Resolve(cfg.Flight.TicketKey, env.Getenv)
+		if err != nil {
+			return nil, fmt.Errorf("flight.ticket_key: %w", err)
+		}
+		key = []byte(v)
+	} else if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("flight.ticket_key: %w", err)
+	}
+	tickets, err := flight.NewTickets(key, cfg.Flight.TicketTTL.Duration, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("flight.ticket_key: %w", err)
+	}
+	svc := flightsvc.New(flightsvc.Options{
+		Verifier: verifier, Catalog: catalog, Tickets: tickets,
+		Source: postgres.NewExporter(db, postgres.ExportOptions{
+			StatementTimeout: cfg.Flight.StatementTimeout.Duration, MaxConcurrent: cfg.Flight.MaxExports,
+		}),
+		Batch:  flight.BatchLimits{Rows: cfg.Flight.BatchRows, Bytes: cfg.Flight.BatchBytes},
+		Logger: log.With("component", "flight"), Version: buildVersion(), Metrics: reg,
+	})
+	// Traces continue the gateway's, as the HTTP port's do.
+	opts := append(svc.ServerOptions(), grpc.StatsHandler(otelgrpc.NewServerHandler()))
+	if cfg.Core.TLS {
+		tc, err := mtlsServerConfig(cfg.TLS)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	g := grpc.NewServer(opts...)
+	svc.Register(g)
+	return g, nil
+}
+
+// serveGRPC serves g on ln until ctx ends, then stops gracefully within
+// grace and forcibly after: a running export is cut rather than awaited.
+func serveGRPC(ctx context.Context, g *grpc.Server, ln net.Listener, grace time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(grace):
+		g.Stop()
+	}
+	<-errc
+	return nil
+}
+
+// buildVersion is the module version the binary was built from.
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "dev"
+}

@@ -1,0 +1,81 @@
+package flight_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/flight"
+)
+
+// checkCompiled asserts what must hold of any statement Compile accepts:
+// it reads the declared view and no value reached the SQL text.
+func checkCompiled(t *testing.T, st flight.Statement, input string) {
+	t.Helper()
+	if !strings.HasPrefix(st.SQL, "select ") || !strings.Contains(st.SQL, ` from "public"."v_orders"`) {
+		t.Fatalf("unexpected statement %q for %q", st.SQL, input)
+	}
+	for _, bad := range []string{";", "--", "/*", "'"} {
+		if strings.Contains(st.SQL, bad) {
+			t.Fatalf("statement %q for %q contains %q", st.SQL, input, bad)
+		}
+	}
+}
+
+func FuzzParseCommand(f *testing.F) {
+	f.Add(`{"dataset":"sales.orders","columns":["id"],"where":{"amount":{"gte":1},"or":[{"region":{"in":["a"]}}]},"limit":3}`)
+	f.Add(`{"dataset":"sales.orders","where":{"not":{"doc":{"isNull":true}}},"order":[{"column":"id","desc":true}]}`)
+	c := mustCatalog(f)
+	d, _ := c.Lookup(analyst, "sales.orders")
+	f.Fuzz(func(t *testing.T, cmd string) {
+		q, err := flight.ParseCommand([]byte(cmd))
+		if err != nil {
+			if core.ErrorCode(err) == core.CodeInternal {
+				t.Fatalf("internal error for %q: %v", cmd, err)
+			}
+			return
+		}
+		if st, err := flight.Compile(d, q); err == nil {
+			checkCompiled(t, st, cmd)
+		}
+	})
+}
+
+func FuzzParseSQL(f *testing.F) {
+	f.Add(`SELECT id, amount FROM sales.orders WHERE amount >= 1.5 AND (region IN ('a','b') OR NOT region LIKE 'x%') ORDER BY id DESC LIMIT 3`)
+	f.Add(`select * from "sales"."orders" where doc is not null and id <> -1;`)
+	f.Add(`delete from sales.orders`)
+	c := mustCatalog(f)
+	d, _ := c.Lookup(analyst, "sales.orders")
+	f.Fuzz(func(t *testing.T, sql string) {
+		q, err := flight.ParseSQL(sql)
+		if err != nil {
+			if code := core.ErrorCode(err); code != core.CodeInvalid && code != core.CodeForbidden && code != core.CodeTooLarge {
+				t.Fatalf("code %s for %q: %v", code, sql, err)
+			}
+			return
+		}
+		if st, err := flight.Compile(d, q); err == nil {
+			checkCompiled(t, st, sql)
+		}
+	})
+}
+
+func FuzzVerifyTicket(f *testing.F) {
+	key := strings.Repeat("k", 32)
+	now := time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC)
+	tk := mustTickets(f, key, func() time.Time { return now })
+	good, _, err := tk.Issue(analyst, flight.KindTicket, flight.Query{Dataset: "sales.orders"}, 0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add([]byte("fr1.e30.AAAA"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		q, err := tk.Verify(analyst, flight.KindTicket, b)
+		if err == nil && string(b) != string(good) {
+			t.Fatalf("accepted a ticket that was not issued: %q (%+v)", b, q)
+		}
+	})
+}

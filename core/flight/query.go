@@ -1,0 +1,427 @@
+package flight
+
+import (
+	"bytes"
+	"encoding/json"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/fraise-dev/fraise/core"
+)
+
+// Query is what a client asks of a dataset: which columns, which rows
+// (Where), in which order and how many. It is the payload of a ticket, so
+// DoGet runs exactly what GetFlightInfo answered for.
+type Query struct {
+	Dataset string   `json:"dataset"`
+	Columns []string `json:"columns,omitempty"`
+	Where   *Expr    `json:"where,omitempty"`
+	Order   []Order  `json:"order,omitempty"`
+	// Limit is the most rows returned; nil means all.
+	Limit *int64 `json:"limit,omitempty"`
+}
+
+// Order is one ORDER BY term.
+type Order struct {
+	Column string `json:"column"`
+	Desc   bool   `json:"desc,omitempty"`
+}
+
+// Op is a filter operator; the same set as GraphQL's where.
+type Op string
+
+// The filter operators.
+const (
+	OpEq     Op = "eq"
+	OpNeq    Op = "neq"
+	OpGt     Op = "gt"
+	OpGte    Op = "gte"
+	OpLt     Op = "lt"
+	OpLte    Op = "lte"
+	OpIn     Op = "in"
+	OpNin    Op = "nin"
+	OpLike   Op = "like"
+	OpIlike  Op = "ilike"
+	OpIsNull Op = "isNull"
+)
+
+// Expr is a filter: either a boolean combination (And, Or, Not) or one
+// comparison of Column with Values, kept as text and cast to the column's
+// type by PostgreSQL, never written into the SQL text.
+type Expr struct {
+	And    []*Expr  `json:"and,omitempty"`
+	Or     []*Expr  `json:"or,omitempty"`
+	Not    *Expr    `json:"not,omitempty"`
+	Column string   `json:"column,omitempty"`
+	Op     Op       `json:"op,omitempty"`
+	Values []string `json:"values,omitempty"`
+	// IsNull is the operand of OpIsNull.
+	IsNull bool `json:"isNull,omitempty"`
+}
+
+// Limits on a filter, so a hostile command cannot make compiling costly.
+const (
+	maxDepth   = 16
+	maxNodes   = 512
+	maxInList  = 10000
+	maxCommand = 1 << 20
+)
+
+// ParseCommand reads the JSON command of a Flight descriptor:
+//
+//	{"dataset": "sales.orders", "columns": ["id", "amount"],
+//	 "where": {"amount": {"gte": 100}, "or": [{"region": {"in": ["EU", "US"]}}, {"note": {"isNull": true}}]},
+//	 "order": [{"column": "amount", "desc": true}], "limit": 1000}
+//
+// where has the shape of GraphQL's where input: an object whose keys are
+// columns (mapping operators to values) or and/or (lists of such objects)
+// or not (one object), all keys of one object combined with AND. Errors
+// are *core.Error with CodeInvalid.
+func ParseCommand(b []byte) (Query, error) {
+	var raw struct {
+		Dataset string          `json:"dataset"`
+		Columns []string        `json:"columns"`
+		Where   json.RawMessage `json:"where"`
+		Order   []Order         `json:"order"`
+		Limit   *int64          `json:"limit"`
+	}
+	if len(b) > maxCommand {
+		return Query{}, core.Errorf(core.CodeTooLarge, "command larger than %d bytes", maxCommand)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		return Query{}, core.Errorf(core.CodeInvalid, "command is not a dataset query in JSON: %v", err)
+	}
+	if dec.More() {
+		return Query{}, core.Errorf(core.CodeInvalid, "command has trailing data")
+	}
+	q := Query{Dataset: raw.Dataset, Columns: raw.Columns, Order: raw.Order, Limit: raw.Limit}
+	if q.Dataset == "" {
+		return Query{}, core.Errorf(core.CodeInvalid, "command names no dataset")
+	}
+	if len(raw.Where) > 0 && !bytes.Equal(bytes.TrimSpace(raw.Where), []byte("null")) {
+		var v any
+		d := json.NewDecoder(bytes.NewReader(raw.Where))
+		d.UseNumber()
+		if err := d.Decode(&v); err != nil {
+			return Query{}, core.Errorf(core.CodeInvalid, "where: %v", err)
+		}
+		n := 0
+		e, err := parseWhere(v, 0, &n)
+		if err != nil {
+			return Query{}, err
+		}
+		q.Where = e
+	}
+	return q, nil
+}
+
+func parseWhere(v any, depth int, nodes *int) (*Expr, error) {
+	if depth > maxDepth {
+		return nil, core.Errorf(core.CodeInvalid, "where: nested deeper than %d", maxDepth)
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, core.Errorf(core.CodeInvalid, "where: want an object, got %s", jsonKind(v))
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // a deterministic tree, so equal commands compile equally
+	var terms []*Expr
+	for _, k := range keys {
+		*nodes++
+		if *nodes > maxNodes {
+			return nil, core.Errorf(core.CodeInvalid, "where: more than %d terms", maxNodes)
+		}
+		val := obj[k]
+		switch k {
+		case "and", "or":
+			list, ok := val.([]any)
+			if !ok {
+				return nil, core.Errorf(core.CodeInvalid, "where.%s: want a list of objects", k)
+			}
+			sub := make([]*Expr, 0, len(list))
+			for _, item := range list {
+				e, err := parseWhere(item, depth+1, nodes)
+				if err != nil {
+					return nil, err
+				}
+				sub = append(sub, e)
+			}
+			if k == "and" {
+				terms = append(terms, &Expr{And: sub})
+			} else {
+				terms = append(terms, &Expr{Or: sub})
+			}
+		case "not":
+			e, err := parseWhere(val, depth+1, nodes)
+			if err != nil {
+				return nil, err
+			}
+			terms = append(terms, &Expr{Not: e})
+		default:
+			ops, ok := val.(map[string]any)
+			if !ok || len(ops) == 0 {
+				return nil, core.Errorf(core.CodeInvalid, "where.%s: want an object of operators, e.g. {\"eq\": 1}", k)
+			}
+			names := make([]string, 0, len(ops))
+			for op := range ops {
+				names = append(names, op)
+			}
+			sort.Strings(names)
+			for _, op := range names {
+				e, err := comparison(k, Op(op), ops[op])
+				if err != nil {
+					return nil, err
+				}
+				terms = append(terms, e)
+			}
+		}
+	}
+	if len(terms) == 1 {
+		return terms[0], nil
+	}
+	return &Expr{And: terms}, nil
+}
+
+func comparison(col string, op Op, v any) (*Expr, error) {
+	e := &Expr{Column: col, Op: op}
+	switch op {
+	case OpIsNull:
+		b, ok := v.(bool)
+		if !ok {
+			return nil, core.Errorf(core.CodeInvalid, "where.%s.isNull: want true or false", col)
+		}
+		e.IsNull = b
+	case OpIn, OpNin:
+		list, ok := v.([]any)
+		if !ok {
+			return nil, core.Errorf(core.CodeInvalid, "where.%s.%s: want a list", col, op)
+		}
+		if len(list) > maxInList {
+			return nil, core.Errorf(core.CodeInvalid, "where.%s.%s: more than %d values", col, op, maxInList)
+		}
+		for _, item := range list {
+			s, err := scalarText(col, op, item)
+			if err != nil {
+				return nil, err
+			}
+			e.Values = append(e.Values, s)
+		}
+	case OpEq, OpNeq, OpGt, OpGte, OpLt, OpLte, OpLike, OpIlike:
+		s, err := scalarText(col, op, v)
+		if err != nil {
+			return nil, err
+		}
+		e.Values = []string{s}
+	default:
+		return nil, core.Errorf(core.CodeInvalid, "where.%s: unknown operator %q (want eq, neq, gt, gte, lt, lte, in, nin, like, ilike, isNull)", col, op)
+	}
+	return e, nil
+}
+
+// scalarText returns a JSON scalar as the text PostgreSQL reads it from.
+func scalarText(col string, op Op, v any) (string, error) {
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case json.Number:
+		return v.String(), nil
+	case bool:
+		return strconv.FormatBool(v), nil
+	}
+	return "", core.Errorf(core.CodeInvalid, "where.%s.%s: want a string, number or boolean, got %s (use isNull for nulls)", col, op, jsonKind(v))
+}
+
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "a list"
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	}
+	return "a number"
+}
+
+// Statement is a compiled query: SQL text whose every value is a $n
+// parameter in Args (strings, []string or int64), and the columns it returns.
+type Statement struct {
+	SQL     string
+	Args    []any
+	Columns []Column
+}
+
+// Compile checks q against d and builds its statement. Names come from the
+// catalog only (quoted), values only as parameters: a request can change
+// neither the statement's shape nor the view it reads.
+func Compile(d *Dataset, q Query) (Statement, error) {
+	cols, err := d.columns(q.Columns)
+	if err != nil {
+		return Statement{}, err
+	}
+	c := &compiler{d: d}
+	var sb strings.Builder
+	sb.WriteString("select ")
+	for i, col := range cols {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString(quoteIdent(col.Name))
+	}
+	sb.WriteString(" from ")
+	sb.WriteString(quoteView(d.View))
+	if q.Where != nil {
+		w, err := c.expr(q.Where, 0)
+		if err != nil {
+			return Statement{}, err
+		}
+		sb.WriteString(" where ")
+		sb.WriteString(w)
+	}
+	for i, o := range q.Order {
+		col, ok := d.Column(o.Column)
+		if !ok {
+			return Statement{}, core.Errorf(core.CodeInvalid, "order: dataset %s has no column %q", d.Name, o.Column)
+		}
+		if !col.Type.comparable() {
+			return Statement{}, core.Errorf(core.CodeInvalid, "order: column %q of type %s cannot be ordered", col.Name, col.Type)
+		}
+		if i == 0 {
+			sb.WriteString(" order by ")
+		} else {
+			sb.WriteString(", ")
+		}
+		sb.WriteString(quoteIdent(col.Name))
+		if o.Desc {
+			sb.WriteString(" desc")
+		}
+	}
+	if q.Limit != nil {
+		if *q.Limit < 0 {
+			return Statement{}, core.Errorf(core.CodeInvalid, "limit must not be negative")
+		}
+		sb.WriteString(" limit ")
+		sb.WriteString(c.param(*q.Limit))
+	}
+	return Statement{SQL: sb.String(), Args: c.args, Columns: cols}, nil
+}
+
+type compiler struct {
+	d    *Dataset
+	args []any
+}
+
+func (c *compiler) param(v any) string {
+	c.args = append(c.args, v)
+	return "$" + strconv.Itoa(len(c.args))
+}
+
+func (c *compiler) expr(e *Expr, depth int) (string, error) {
+	if depth > maxDepth {
+		return "", core.Errorf(core.CodeInvalid, "where: nested deeper than %d", maxDepth)
+	}
+	join := func(list []*Expr, sep, empty string) (string, error) {
+		if len(list) == 0 {
+			return empty, nil
+		}
+		parts := make([]string, len(list))
+		for i, s := range list {
+			p, err := c.expr(s, depth+1)
+			if err != nil {
+				return "", err
+			}
+			parts[i] = p
+		}
+		return "(" + strings.Join(parts, sep) + ")", nil
+	}
+	switch {
+	case e.And != nil:
+		return join(e.And, " and ", "true")
+	case e.Or != nil:
+		return join(e.Or, " or ", "false")
+	case e.Not != nil:
+		s, err := c.expr(e.Not, depth+1)
+		if err != nil {
+			return "", err
+		}
+		return "(not " + s + ")", nil
+	}
+	col, ok := c.d.Column(e.Column)
+	if !ok {
+		return "", core.Errorf(core.CodeInvalid, "where: dataset %s has no column %q", c.d.Name, e.Column)
+	}
+	id := quoteIdent(col.Name)
+	typ := col.Type.String()
+	if col.Type.Kind == KindNumeric {
+		typ = "numeric" // the column's typmod would round a filter value, not compare it
+	}
+	if e.Op == OpIsNull {
+		if e.IsNull {
+			return id + " is null", nil
+		}
+		return id + " is not null", nil
+	}
+	if !col.Type.comparable() {
+		return "", core.Errorf(core.CodeInvalid, "where: column %q of type %s supports only isNull", col.Name, col.Type)
+	}
+	one := func(sqlOp string) (string, error) {
+		if len(e.Values) != 1 {
+			return "", core.Errorf(core.CodeInvalid, "where.%s.%s: want one value", col.Name, e.Op)
+		}
+		return id + " " + sqlOp + " " + c.param(e.Values[0]) + "::text::" + typ, nil
+	}
+	switch e.Op {
+	case OpEq:
+		return one("=")
+	case OpNeq:
+		return one("<>")
+	case OpGt:
+		return one(">")
+	case OpGte:
+		return one(">=")
+	case OpLt:
+		return one("<")
+	case OpLte:
+		return one("<=")
+	case OpLike, OpIlike:
+		if col.Type.Kind != KindText {
+			return "", core.Errorf(core.CodeInvalid, "where.%s.%s: only text columns support %s", col.Name, e.Op, e.Op)
+		}
+		if len(e.Values) != 1 {
+			return "", core.Errorf(core.CodeInvalid, "where.%s.%s: want one value", col.Name, e.Op)
+		}
+		return id + " " + string(e.Op) + " " + c.param(e.Values[0]) + "::text", nil
+	case OpIn:
+		return id + " = any(" + c.param(nonNil(e.Values)) + "::text[]::" + typ + "[])", nil
+	case OpNin:
+		return id + " <> all(" + c.param(nonNil(e.Values)) + "::text[]::" + typ + "[])", nil
+	}
+	return "", core.Errorf(core.CodeInvalid, "where.%s: unknown operator %q", col.Name, e.Op)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+func quoteView(v string) string {
+	parts := strings.Split(v, ".")
+	for i, p := range parts {
+		parts[i] = quoteIdent(p)
+	}
+	return strings.Join(parts, ".")
+}

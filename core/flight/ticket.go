@@ -1,0 +1,148 @@
+package flight
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/fraise-dev/fraise/core"
+)
+
+// Ticket kinds: a DoGet ticket, or a Flight SQL prepared statement handle
+// (which lives longer and is exchanged for DoGet tickets).
+const (
+	KindTicket   = "t"
+	KindPrepared = "p"
+)
+
+// ticketPrefix names the format, so a future format can coexist.
+const ticketPrefix = "fr1."
+
+// MaxTicketBytes bounds what Verify reads.
+const MaxTicketBytes = 64 << 10
+
+// ErrTicket is the cause of every refused ticket; the reason is wrapped for
+// logs.
+var ErrTicket = errors.New("invalid ticket")
+
+type ticketClaims struct {
+	Kind    string `json:"k"`
+	Tenant  string `json:"t"`
+	Subject string `json:"s"`
+	Expires int64  `json:"e"` // Unix milliseconds
+	Nonce   string `json:"n"`
+	Query   Query  `json:"q"`
+}
+
+// Tickets signs and verifies tickets with HMAC-SHA256. A ticket binds a
+// query to the tenant and subject it was issued to and to an expiry: it is
+// a bearer capability for one export, useless to anyone else or later.
+type Tickets struct {
+	key  []byte
+	ttl  time.Duration
+	now  func() time.Time
+	rand io.Reader
+}
+
+// NewTickets returns Tickets signing with key (at least 32 bytes) whose
+// tickets last ttl. now and random may be nil (the clock and crypto/rand).
+func NewTickets(key []byte, ttl time.Duration, now func() time.Time, random io.Reader) (*Tickets, error) {
+	if len(key) < 32 {
+		return nil, fmt.Errorf("flight: ticket key must be at least 32 bytes, got %d", len(key))
+	}
+	if ttl <= 0 {
+		return nil, fmt.Errorf("flight: ticket lifetime must be positive")
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if random == nil {
+		random = rand.Reader
+	}
+	return &Tickets{key: append([]byte(nil), key...), ttl: ttl, now: now, rand: random}, nil
+}
+
+// Issue returns a ticket of kind for q, bound to p's tenant and subject,
+// valid for ttl (the Tickets' lifetime when ttl is 0), and its expiry.
+func (t *Tickets) Issue(p core.Principal, kind string, q Query, ttl time.Duration) ([]byte, time.Time, error) {
+	if ttl <= 0 {
+		ttl = t.ttl
+	}
+	var nonce [12]byte
+	if _, err := io.ReadFull(t.rand, nonce[:]); err != nil {
+		return nil, time.Time{}, core.E("flight.Issue", core.CodeInternal, err)
+	}
+	exp := t.now().Add(ttl)
+	c := ticketClaims{
+		Kind: kind, Tenant: p.Tenant, Subject: p.Subject, Expires: exp.UnixMilli(),
+		Nonce: base64.RawURLEncoding.EncodeToString(nonce[:]), Query: q,
+	}
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return nil, time.Time{}, core.E("flight.Issue", core.CodeInternal, err)
+	}
+	body := ticketPrefix + base64.RawURLEncoding.EncodeToString(payload)
+	return []byte(body + "." + base64.RawURLEncoding.EncodeToString(t.mac(body))), exp, nil
+}
+
+func (t *Tickets) mac(body string) []byte {
+	m := hmac.New(sha256.New, t.key)
+	m.Write([]byte(body))
+	return m.Sum(nil)
+}
+
+// IsTicket reports whether b looks like one of our tickets (it may still
+// fail verification); other tickets belong to Flight SQL's commands.
+func IsTicket(b []byte) bool { return strings.HasPrefix(string(b), ticketPrefix) }
+
+// Verify checks a ticket of kind presented by p and returns its query. A
+// ticket that does not verify (altered, truncated, signed with another key,
+// of another kind) or has expired is CodeUnauthenticated; one issued to
+// another tenant or subject is CodeForbidden.
+func (t *Tickets) Verify(p core.Principal, kind string, b []byte) (Query, error) {
+	const op = "flight.Verify"
+	bad := func(code core.Code, msg, why string) (Query, error) {
+		return Query{}, &core.Error{Op: op, Code: code, Message: msg, Err: fmt.Errorf("%w: %s", ErrTicket, why)}
+	}
+	if len(b) > MaxTicketBytes {
+		return bad(core.CodeUnauthenticated, "invalid ticket", "too long")
+	}
+	rest, ok := strings.CutPrefix(string(b), ticketPrefix)
+	if !ok {
+		return bad(core.CodeUnauthenticated, "invalid ticket", "malformed")
+	}
+	payload, sig, ok := strings.Cut(rest, ".")
+	if !ok {
+		return bad(core.CodeUnauthenticated, "invalid ticket", "malformed")
+	}
+	body := ticketPrefix + payload
+	mac, err := base64.RawURLEncoding.Strict().DecodeString(sig)
+	if err != nil || !hmac.Equal(mac, t.mac(body)) {
+		return bad(core.CodeUnauthenticated, "invalid ticket", "bad signature")
+	}
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(payload)
+	if err != nil {
+		return bad(core.CodeUnauthenticated, "invalid ticket", "bad payload encoding")
+	}
+	var c ticketClaims
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return bad(core.CodeUnauthenticated, "invalid ticket", "bad payload")
+	}
+	if c.Kind != kind {
+		return bad(core.CodeUnauthenticated, "invalid ticket", "wrong kind "+c.Kind)
+	}
+	if !t.now().Before(time.UnixMilli(c.Expires)) {
+		return bad(core.CodeUnauthenticated, "ticket expired", "expired")
+	}
+	if c.Tenant != p.Tenant || c.Subject != p.Subject {
+		return bad(core.CodeForbidden, "ticket was issued to another principal", "tenant or subject mismatch")
+	}
+	return c.Query, nil
+}
