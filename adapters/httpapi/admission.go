@@ -30,11 +30,14 @@ func Admit(next http.Handler, o AdmissionOptions) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var tenant string
-		if o.Tenant != nil {
-			tenant = o.Tenant(r)
-		}
-		release, err := o.Controller.Admit(r.Context(), tenant)
+		// The tenant costs a signature check: when the core is full, the
+		// controller refuses without asking for it.
+		release, err := o.Controller.AdmitFunc(r.Context(), func() string {
+			if o.Tenant == nil {
+				return ""
+			}
+			return o.Tenant(r)
+		})
 		if err != nil {
 			if d, ok := admission.RetryAfter(err); ok {
 				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
