@@ -236,3 +236,30 @@ func decisions(tb testing.TB, a *admitted, result, reason string) float64 {
 	}
 	return n
 }
+
+func TestAdmitRefusesAFullCoreBeforeCheckingTheTenant(t *testing.T) {
+	// One slot, no queue: once it runs, the core is full for every tenant,
+	// so even the running tenant's next request is refused as the core's
+	// overload (503), not its own share (429): the refusal did not need
+	// the assertion's signature checked.
+	a := mustAdmission(t, admission.Options{MaxConcurrent: 1, MaxPerTenant: 1, RetryAfter: 2 * time.Second})
+	const tenant = "11111111-1111-4111-8111-111111111111"
+	done := make(chan int)
+	go func() {
+		resp := a.do(t, tenant)
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	waitFor(t, "the tenant's request running", func() bool { return a.gate.running.Load() == 1 })
+	wantRefused(t, a.do(t, tenant), http.StatusServiceUnavailable, "UNAVAILABLE")
+	close(a.gate.open)
+	if s := <-done; s != http.StatusOK {
+		t.Errorf("got %d, want 200", s)
+	}
+	if got := decisions(t, a, "refused", "queue_full"); got != 1 {
+		t.Errorf("got %v queue_full refusals, want 1", got)
+	}
+	if got := decisions(t, a, "refused", "tenant_queue_full"); got != 0 {
+		t.Errorf("got %v tenant_queue_full refusals, want 0", got)
+	}
+}
