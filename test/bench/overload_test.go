@@ -309,17 +309,14 @@ func mustAnswer(tb testing.TB, t bench.Target, verify func([]byte) error) {
 // memWatch samples a server process's resident set (from /proc) and its Go
 // heap in use (from its /metrics) while a load runs.
 type memWatch struct {
-	pid      int
-	stopCh   chan struct{}
-	done     sync.WaitGroup
-	rss      uint64
-	heap     uint64
-	metrics  string
-	scrapeOK bool
+	pid       int
+	stopCh    chan struct{}
+	done      sync.WaitGroup
+	rss, heap uint64 // written by the sampler until done
 }
 
 func startMemWatch(pid int, metricsURL string) *memWatch {
-	m := &memWatch{pid: pid, stopCh: make(chan struct{}), metrics: metricsURL}
+	m := &memWatch{pid: pid, stopCh: make(chan struct{})}
 	m.done.Add(1)
 	go func() {
 		defer m.done.Done()
