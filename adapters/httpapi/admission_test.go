@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -262,4 +263,38 @@ func TestAdmitRefusesAFullCoreBeforeCheckingTheTenant(t *testing.T) {
 	if got := decisions(t, a, "refused", "tenant_queue_full"); got != 0 {
 		t.Errorf("got %v tenant_queue_full refusals, want 0", got)
 	}
+}
+
+func TestAdmitTimesTheCore(t *testing.T) {
+	a := mustAdmission(t, admission.Options{MaxConcurrent: 1, MaxQueue: 1, QueueTimeout: 10 * time.Second, RetryAfter: 2 * time.Second})
+	resps := make(chan *http.Response, 2)
+	for i := 0; i < 2; i++ {
+		go func() { resps <- a.do(t, "") }()
+		waitFor(t, "running or queued", func() bool { s := a.ctrl.Stats(); return s.Running+s.Queued == i+1 })
+	}
+	// Both are held 50 ms: the first runs, the second waits for it, and
+	// each one's Server-Timing counts its own wait.
+	time.Sleep(50 * time.Millisecond)
+	close(a.gate.open)
+	for i := 0; i < 2; i++ {
+		resp := <-resps
+		resp.Body.Close()
+		v, ok := strings.CutPrefix(resp.Header.Get("Server-Timing"), "core;dur=")
+		if !ok {
+			t.Fatalf("got Server-Timing %q, want core;dur=<ms>", resp.Header.Get("Server-Timing"))
+		}
+		ms, err := strconv.ParseFloat(v, 64)
+		if err != nil || ms < 50 || ms > 10000 {
+			t.Errorf("got core;dur=%s, want the 50 ms or more the request was held", v)
+		}
+	}
+	// A refusal is not the core's work: no timing.
+	a2 := mustAdmission(t, admission.Options{MaxConcurrent: 1, RetryAfter: 2 * time.Second})
+	go func() { resp := a2.do(t, ""); resp.Body.Close() }()
+	waitFor(t, "one running", func() bool { return a2.gate.running.Load() == 1 })
+	resp := a2.do(t, "")
+	if got := resp.Header.Get("Server-Timing"); got != "" {
+		t.Errorf("refusal carries Server-Timing %q, want none", got)
+	}
+	wantRefused(t, resp, http.StatusServiceUnavailable, "UNAVAILABLE")
 }

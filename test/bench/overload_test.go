@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,7 +62,8 @@ func overloadShape() (step, unloaded, overload time.Duration) {
 //  2. closed loop at concurrency 2, 4, ... up to what admission runs and
 //     queues, for the saturation throughput (the best of the ramp);
 //  3. open loop at twice that rate, arrivals on schedule whatever the
-//     answers.
+//     answers;
+//  4. closed loop at concurrency 1 again, to show the core recovered.
 //
 // It reports the admitted requests' p50 and p99 under overload and their
 // p99 over the unloaded one (target: at most 2), the share refused with
@@ -75,13 +77,19 @@ func BenchmarkCoreOverload(b *testing.B) {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 	b.ResetTimer()
-	// 1. Unloaded: one request at a time.
+	// 1. Unloaded: one request at a time, after a warm-up whose server
+	// timings are dropped.
+	if _, err := bench.Run(context.Background(), bench.Load{Duration: time.Second, Concurrency: 1}, t); err != nil {
+		b.Fatal(err)
+	}
+	o.timings.take()
 	calmCPU0, _ := procCPU(o.corePID)
-	calm, err := bench.Run(context.Background(), bench.Load{Duration: unloadedFor, Warmup: time.Second, Concurrency: 1}, t)
+	calm, err := bench.Run(context.Background(), bench.Load{Duration: unloadedFor, Concurrency: 1}, t)
 	if err != nil {
 		b.Fatal(err)
 	}
 	calmCPU1, _ := procCPU(o.corePID)
+	calmServer := o.timings.take()
 	if calm.Failures > 0 || calm.Requests == 0 {
 		b.Fatalf("unloaded run: %d failures (first: %v), %d answers", calm.Failures, calm.FirstErr, calm.Requests)
 	}
@@ -112,6 +120,7 @@ func BenchmarkCoreOverload(b *testing.B) {
 	}
 
 	// 3. Overload: twice the saturation throughput, open loop.
+	o.timings.take()
 	mem := startMemWatch(o.corePID, o.adminURL)
 	cpu0, _ := procCPU(o.corePID)
 	gen0, _ := procCPU(os.Getpid())
@@ -119,15 +128,30 @@ func BenchmarkCoreOverload(b *testing.B) {
 	cpu1, _ := procCPU(o.corePID)
 	gen1, _ := procCPU(os.Getpid())
 	peakRSS, peakHeap := mem.stop()
+	overServer := o.timings.take()
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
 	}
 	decisions := scrapeAdmission(o.adminURL)
+	// The limit the memory is held to must be the one the server runs
+	// under (and admission's budget, which defaults to it).
+	limit := scrapeMetric(o.adminURL, "go_gc_gomemlimit_bytes")
 
-	ratio := 0.0
+	// 4. After: one request at a time again. Overload must leave nothing
+	// behind (no backlog, no leaked slots): the latency comes back.
+	after, err := bench.Run(context.Background(), bench.Load{Duration: unloadedFor, Warmup: time.Second, Concurrency: 1}, t)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	ratio, serverRatio := 0.0, 0.0
 	if calm.P99 > 0 {
 		ratio = float64(over.P99) / float64(calm.P99)
+	}
+	calmServerP99, overServerP99 := bench.Percentile(calmServer, 99), bench.Percentile(overServer, 99)
+	if calmServerP99 > 0 {
+		serverRatio = float64(overServerP99) / float64(calmServerP99)
 	}
 	b.ReportMetric(ms(calm.P50), "unloaded-p50-ms")
 	b.ReportMetric(ms(calm.P99), "unloaded-p99-ms")
@@ -138,10 +162,14 @@ func BenchmarkCoreOverload(b *testing.B) {
 	b.ReportMetric(ms(over.P50), "admitted-p50-ms")
 	b.ReportMetric(ms(over.P99), "admitted-p99-ms")
 	b.ReportMetric(ratio, "p99-ratio")
+	b.ReportMetric(ms(calmServerP99), "server-unloaded-p99-ms")
+	b.ReportMetric(ms(overServerP99), "server-admitted-p99-ms")
+	b.ReportMetric(serverRatio, "server-p99-ratio")
 	b.ReportMetric(100*over.RefusedShare(), "refused-%")
 	b.ReportMetric(float64(peakRSS)/(1<<20), "peak-rss-MB")
 	b.ReportMetric(float64(peakHeap)/(1<<20), "peak-heap-MB")
 	b.ReportMetric(float64(overloadMemLimit)/(1<<20), "mem-limit-MB")
+	b.ReportMetric(ms(after.P99), "after-p99-ms")
 	b.ReportMetric(ms(over.Late), "gen-late-p99-ms")
 	b.ReportMetric(float64(over.Dropped), "gen-unsent")
 	// CPU per request, of the server (unloaded: per admitted read; under
@@ -164,12 +192,15 @@ func BenchmarkCoreOverload(b *testing.B) {
 		"at %.0f req/s offered: %d admitted (%.0f/s), p50 %s, p99 %s (%.2f the unloaded p99: target %s), "+
 		"%d refused (%.1f%%, %d without Retry-After), %d failed, %d not sent by the generator (p99 lateness %s); "+
 		"peak RSS %.1f MB, peak heap %.1f MB, limit %d MB (target %s); server's admission decisions: %s; "+
-		"server CPU per request %.0f µs unloaded, %.0f µs per answer under overload; generator CPU %.0f µs per request",
+		"server CPU per request %.0f µs unloaded, %.0f µs per answer under overload; generator CPU %.0f µs per request; "+
+		"afterwards, one at a time: %.0f req/s, p50 %s, p99 %s, %d failures; "+
+		"as the server times itself (Server-Timing, admission wait included): unloaded p99 %s, admitted p99 under overload %s (%.2f)",
 		calm.RPS(), calm.P50, calm.P99, satRPS, satConc,
 		over.OfferedRPS(), over.Admitted, over.AdmittedRPS(), over.P50, over.P99, ratio, met(ratio > 0 && ratio <= 2),
 		over.Refused, 100*over.RefusedShare(), over.RefusedNoRetryAfter, over.Failures, over.Dropped, over.Late,
 		float64(peakRSS)/(1<<20), float64(peakHeap)/(1<<20), overloadMemLimit>>20, met(peakRSS > 0 && peakRSS < overloadMemLimit),
-		decisions, calmCPU, overCPU, genCPU)
+		decisions, calmCPU, overCPU, genCPU, after.RPS(), after.P50, after.P99, after.Failures,
+		calmServerP99, overServerP99, serverRatio)
 
 	switch {
 	case over.Admitted == 0:
@@ -193,6 +224,12 @@ func BenchmarkCoreOverload(b *testing.B) {
 	if over.Dropped*100 > over.Offered {
 		b.Errorf("the generator could not send %d of %d arrivals (too many in flight): the offered rate is short", over.Dropped, over.Offered)
 	}
+	if limit != overloadMemLimit {
+		b.Errorf("the server's GOMEMLIMIT is %d bytes, want %d: the memory target would be measured against the wrong limit", limit, overloadMemLimit)
+	}
+	if after.Failures > 0 || after.Requests == 0 {
+		b.Errorf("after the overload, one at a time: %d failures (first: %v), %d answers; want the core serving again", after.Failures, after.FirstErr, after.Requests)
+	}
 	switch {
 	case peakRSS == 0:
 		b.Errorf("could not read the server's RSS from /proc/%d/status", o.corePID)
@@ -207,6 +244,43 @@ type overloadEnv struct {
 	*env
 	adminURL  string
 	unlimited *env
+	timings   *serverTimings
+}
+
+// serverTimings is the client's transport, recording the time the core
+// says it spent on each admitted request (its Server-Timing header): the
+// core's own latency, without what the network and a load generator
+// starved of CPU on the same machine add.
+type serverTimings struct {
+	http.RoundTripper
+	mu   sync.Mutex
+	durs []time.Duration
+}
+
+// RoundTrip sends r and records the answer's Server-Timing core duration.
+func (s *serverTimings) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := s.RoundTripper.RoundTrip(r)
+	if err != nil {
+		return resp, err
+	}
+	if v, ok := strings.CutPrefix(resp.Header.Get("Server-Timing"), "core;dur="); ok {
+		if ms, err := strconv.ParseFloat(v, 64); err == nil {
+			s.mu.Lock()
+			s.durs = append(s.durs, time.Duration(ms*float64(time.Millisecond)))
+			s.mu.Unlock()
+		}
+	}
+	return resp, nil
+}
+
+// take returns the durations recorded since the last take, sorted.
+func (s *serverTimings) take() []time.Duration {
+	s.mu.Lock()
+	d := s.durs
+	s.durs = nil
+	s.mu.Unlock()
+	slices.Sort(d)
+	return d
 }
 
 // mustOverloadCore starts the bench schema and data on the harness's
@@ -270,6 +344,8 @@ max_queue_per_tenant = 0
 	// Enough connections for the open loop's requests in flight: with
 	// fewer, requests would queue in the client, not in the server.
 	e.direct = bench.NewClient(overloadInFlight, nil)
+	timings := &serverTimings{RoundTripper: e.direct.Transport}
+	e.direct.Transport = timings
 
 	bin := mustBinary(tb, dir)
 	// The runtime reads GOMEMLIMIT once, at start: set for the server, it
@@ -280,7 +356,7 @@ max_queue_per_tenant = 0
 	u.corePID = startFraise(tb, bin, "serve", "--config", unlimitedCfg)
 	mustListen(tb, addr)
 	mustListen(tb, unlimitedAddr)
-	return &overloadEnv{env: e, adminURL: "http://" + admin + "/metrics", unlimited: u}
+	return &overloadEnv{env: e, adminURL: "http://" + admin + "/metrics", unlimited: u, timings: timings}
 }
 
 // mustAnswer checks one answer of t in full before any load is measured.
