@@ -77,8 +77,11 @@ type Options struct {
 	// served, each waiter bounded by QueueTimeout alone. Zero, with no
 	// QueueTimeout, keeps the queue first in, first out always.
 	Congestion time.Duration
-	// CongestedWait bounds a request's wait while the queue stands
-	// (default DefaultCongestedWait, at most QueueTimeout).
+	// CongestedWait bounds a request's wait while the queue stands. The
+	// default adapts: the smaller of DefaultCongestedWait and the time a
+	// request has recently taken to run (a moving average), so that a
+	// standing queue never makes a request wait longer than serving one
+	// takes; and never more than QueueTimeout.
 	CongestedWait time.Duration
 	// Now reads the clock congestion is timed by (default time.Now); tests
 	// inject it.
@@ -134,6 +137,11 @@ type Controller struct {
 	byTenant map[string]int // running requests per tenant
 	waiting  map[string]int // queued requests per tenant
 	queue    []*waiter
+	// adaptive: the standing queue's wait bound follows runTime.
+	adaptive bool
+	// runTime is the moving average of the time requests run, from
+	// admission to release (zero until one has been released).
+	runTime time.Duration
 	// lastEmpty is the last moment the queue was empty (set as a waiter
 	// joins an empty queue; read only while it is not empty).
 	lastEmpty time.Time
@@ -143,8 +151,9 @@ type waiter struct {
 	tenant  string
 	since   time.Time // when it joined the queue
 	ready   chan struct{}
-	granted bool // set under mu, before ready closes, when given a slot
-	shed    bool // set under mu, before ready closes, when refused for waiting too long in a standing queue
+	granted bool      // set under mu, before ready closes, when given a slot
+	grantAt time.Time // when it was given the slot
+	shed    bool      // set under mu, before ready closes, when refused for waiting too long in a standing queue
 }
 
 // New returns a Controller for o.
@@ -158,11 +167,12 @@ func New(o Options) *Controller {
 	if o.Congestion <= 0 {
 		o.Congestion = o.QueueTimeout
 	}
-	if o.CongestedWait <= 0 {
+	adaptive := o.CongestedWait <= 0
+	if adaptive {
 		o.CongestedWait = DefaultCongestedWait
-		if o.QueueTimeout > 0 && o.QueueTimeout < o.CongestedWait {
-			o.CongestedWait = o.QueueTimeout
-		}
+	}
+	if o.QueueTimeout > 0 && o.QueueTimeout < o.CongestedWait {
+		o.CongestedWait = o.QueueTimeout
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -175,7 +185,7 @@ func New(o Options) *Controller {
 			o.MemoryLimit = uint64(l)
 		}
 	}
-	c := &Controller{o: o, byTenant: map[string]int{}, waiting: map[string]int{}}
+	c := &Controller{o: o, adaptive: adaptive, byTenant: map[string]int{}, waiting: map[string]int{}}
 	if o.MemoryLimit > 0 {
 		c.threshold = uint64(float64(o.MemoryLimit) * o.MemoryThreshold)
 	}
@@ -239,7 +249,7 @@ func (c *Controller) Admit(ctx context.Context, tenant string) (release func(), 
 		c.take(tenant)
 		c.mu.Unlock()
 		c.observe(Decision{Result: Admitted, Tenant: tenant})
-		return c.releaser(tenant), nil
+		return c.releaser(tenant, c.o.Now()), nil
 	}
 	now := c.o.Now()
 	c.shedStale(now)
@@ -283,7 +293,7 @@ func (c *Controller) Admit(ctx context.Context, tenant string) (release func(), 
 		// waste it.
 		c.mu.Unlock()
 		c.observe(Decision{Result: Waited, Tenant: tenant, Wait: time.Since(start)})
-		return c.releaser(tenant), nil
+		return c.releaser(tenant, w.grantAt), nil
 	}
 	if w.shed {
 		reason = ReasonTimeout // shedStale dequeued it
@@ -340,8 +350,12 @@ func (c *Controller) shedStale(now time.Time) {
 	if c.o.CongestedWait <= 0 || !c.congested(now) {
 		return
 	}
+	bound := c.o.CongestedWait
+	if c.adaptive && c.runTime > 0 && c.runTime < bound {
+		bound = c.runTime
+	}
 	// The queue is in arrival order: the stale waiters are at its head.
-	for len(c.queue) > 0 && now.Sub(c.queue[0].since) > c.o.CongestedWait {
+	for len(c.queue) > 0 && now.Sub(c.queue[0].since) > bound {
 		w := c.queue[0]
 		c.dequeue(w)
 		w.shed = true
@@ -352,19 +366,27 @@ func (c *Controller) shedStale(now time.Time) {
 // releaser returns the function that gives the request's slot back, to the
 // first waiter that fits (first come, first served among those whose
 // tenant is not at its bound). Calling it more than once is harmless.
-func (c *Controller) releaser(tenant string) func() {
+func (c *Controller) releaser(tenant string, admitted time.Time) func() {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
+			now := c.o.Now()
+			// An average over about the last eight requests: recent enough
+			// to follow a change of load, steady enough to ignore one slow
+			// request.
+			if d := now.Sub(admitted); c.runTime == 0 {
+				c.runTime = max(d, 1)
+			} else {
+				c.runTime += (d - c.runTime) / 8
+			}
 			c.running--
 			if tenant != "" {
 				if c.byTenant[tenant]--; c.byTenant[tenant] <= 0 {
 					delete(c.byTenant, tenant)
 				}
 			}
-			now := c.o.Now()
 			c.shedStale(now)
 			// A standing queue serves its newest waiter first; a burst, its
 			// oldest.
@@ -376,7 +398,7 @@ func (c *Controller) releaser(tenant string) func() {
 				}
 				c.dequeue(w)
 				c.take(w.tenant)
-				w.granted = true
+				w.granted, w.grantAt = true, now
 				close(w.ready)
 				if c.o.MaxConcurrent > 0 && c.running >= c.o.MaxConcurrent {
 					break

@@ -170,3 +170,58 @@ func TestAdmitFuncRefusesAFullCoreWithoutTheTenant(t *testing.T) {
 	}
 	o.release()
 }
+
+func TestStandingQueueWaitFollowsRunTime(t *testing.T) {
+	tests := []struct {
+		name          string
+		congestedWait time.Duration
+		// wantShed: the 3 ms old waiter is refused for the newcomer (the
+		// requests run for 2 ms, so a 3 ms wait is longer than serving one
+		// takes); otherwise it stays and the newcomer finds the queue full.
+		wantShed bool
+	}{
+		{name: "by default the bound is the recent run time", wantShed: true},
+		{name: "a configured bound is kept", congestedWait: 5 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := &clock{now: time.Unix(1000, 0)}
+			c := admission.New(admission.Options{
+				MaxConcurrent: 1, MaxQueue: 2, QueueTimeout: 10 * time.Second, RetryAfter: 2 * time.Second,
+				Congestion: time.Millisecond, CongestedWait: tt.congestedWait, Now: clk.Now,
+			})
+			// Requests that run for 2 ms.
+			for i := 0; i < 3; i++ {
+				release := mustAdmit(t, c, "")
+				clk.advance(2 * time.Millisecond)
+				release()
+			}
+			release := mustAdmit(t, c, "")
+			out := make(chan outcome, 3)
+			mustQueue(t, c, 1, 1, out)
+			clk.advance(time.Millisecond)
+			mustQueue(t, c, 2, 2, out)
+			clk.advance(2 * time.Millisecond)
+
+			// The queue has stood 3 ms (over Congestion); waiter 1 waited
+			// 3 ms, waiter 2 2 ms.
+			if tt.wantShed {
+				mustQueue(t, c, 3, 2, out)
+				o := <-out
+				if o.id != 1 {
+					t.Fatalf("got waiter %d refused, want waiter 1", o.id)
+				}
+				wantRefusal(t, o.err, core.CodeUnavailable, admission.ReasonTimeout)
+			} else {
+				_, err := c.Admit(context.Background(), "")
+				wantRefusal(t, err, core.CodeUnavailable, admission.ReasonQueueFull)
+			}
+			release()
+			o := <-out
+			if o.err != nil {
+				t.Fatal(o.err)
+			}
+			o.release()
+		})
+	}
+}

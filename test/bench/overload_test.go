@@ -134,6 +134,11 @@ func BenchmarkCoreOverload(b *testing.B) {
 		b.Fatal(err)
 	}
 	decisions := scrapeAdmission(o.adminURL)
+	// What admission's queue added: the share of waits within 5 ms (the
+	// standing queue's bound) and within 10 ms.
+	waits := scrapeMetric(o.adminURL, "fraise_admission_wait_seconds_count")
+	within5 := scrapeMetric(o.adminURL, `fraise_admission_wait_seconds_bucket{le="0.005"}`)
+	within10 := scrapeMetric(o.adminURL, `fraise_admission_wait_seconds_bucket{le="0.01"}`)
 	// The limit the memory is held to must be the one the server runs
 	// under (and admission's budget, which defaults to it).
 	limit := scrapeMetric(o.adminURL, "go_gc_gomemlimit_bytes")
@@ -194,13 +199,14 @@ func BenchmarkCoreOverload(b *testing.B) {
 		"peak RSS %.1f MB, peak heap %.1f MB, limit %d MB (target %s); server's admission decisions: %s; "+
 		"server CPU per request %.0f µs unloaded, %.0f µs per answer under overload; generator CPU %.0f µs per request; "+
 		"afterwards, one at a time: %.0f req/s, p50 %s, p99 %s, %d failures; "+
-		"as the server times itself (Server-Timing, admission wait included): unloaded p99 %s, admitted p99 under overload %s (%.2f)",
+		"as the server times itself (Server-Timing, admission wait included): unloaded p99 %s, admitted p99 under overload %s (%.2f); "+
+		"of %d queue waits, %d within 5 ms and %d within 10 ms",
 		calm.RPS(), calm.P50, calm.P99, satRPS, satConc,
 		over.OfferedRPS(), over.Admitted, over.AdmittedRPS(), over.P50, over.P99, ratio, met(ratio > 0 && ratio <= 2),
 		over.Refused, 100*over.RefusedShare(), over.RefusedNoRetryAfter, over.Failures, over.Dropped, over.Late,
 		float64(peakRSS)/(1<<20), float64(peakHeap)/(1<<20), overloadMemLimit>>20, met(peakRSS > 0 && peakRSS < overloadMemLimit),
 		decisions, calmCPU, overCPU, genCPU, after.RPS(), after.P50, after.P99, after.Failures,
-		calmServerP99, overServerP99, serverRatio)
+		calmServerP99, overServerP99, serverRatio, waits, within5, within10)
 
 	switch {
 	case over.Admitted == 0:
