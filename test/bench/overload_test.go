@@ -192,7 +192,6 @@ func BenchmarkCoreOverload(b *testing.B) {
 	b.ReportMetric(calmCPU, "unloaded-server-cpu-us/req")
 	b.ReportMetric(overCPU, "overload-server-cpu-us/req")
 	b.ReportMetric(genCPU, "generator-cpu-us/req")
-	b.ReportMetric(0, "ns/op")
 	b.Logf("unloaded: %.0f req/s, p50 %s, p99 %s; saturation %.0f req/s at concurrency %d; "+
 		"at %.0f req/s offered: %d admitted (%.0f/s), p50 %s, p99 %s (%.2f the unloaded p99: target %s), "+
 		"%d refused (%.1f%%, %d without Retry-After), %d failed, %d not sent by the generator (p99 lateness %s); "+
