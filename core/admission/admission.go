@@ -344,8 +344,10 @@ func (c *Controller) congested(now time.Time) bool {
 }
 
 // shedStale refuses, while the queue stands, the waiters that have waited
-// longer than CongestedWait: under overload they would only be admitted
-// late, or time out later still. Called with mu held.
+// longer than CongestedWait (by default no longer than the recent run
+// time): under overload they would only be admitted late, or time out
+// later still, while they keep fresher requests out of a full queue.
+// Called with mu held.
 func (c *Controller) shedStale(now time.Time) {
 	if c.o.CongestedWait <= 0 || !c.congested(now) {
 		return
@@ -363,9 +365,11 @@ func (c *Controller) shedStale(now time.Time) {
 	}
 }
 
-// releaser returns the function that gives the request's slot back, to the
-// first waiter that fits (first come, first served among those whose
-// tenant is not at its bound). Calling it more than once is harmless.
+// releaser returns the function that gives the slot of the request
+// admitted at the given time back, to the first waiter that fits (first
+// come, first served among those whose tenant is not at its bound; newest
+// first while the queue stands), and counts the request's run time.
+// Calling it more than once is harmless.
 func (c *Controller) releaser(tenant string, admitted time.Time) func() {
 	var once sync.Once
 	return func() {
@@ -404,7 +408,6 @@ func (c *Controller) releaser(tenant string, admitted time.Time) func() {
 					break
 				}
 			}
-
 		})
 	}
 }
