@@ -4,6 +4,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -24,17 +25,24 @@ type AdmissionOptions struct {
 // controller admits it, possibly after waiting in its queue, and is
 // otherwise refused with a GraphQL-shaped JSON body and Retry-After: 429
 // RATE_LIMITED when its tenant is over its share, 503 UNAVAILABLE when the
-// core is overloaded.
+// core is overloaded. An admitted request's answer carries
+// "Server-Timing: core;dur=<ms>", the time from its arrival at admission
+// (queue wait included) to its response header: what the core spent,
+// whatever the network and the client add.
 func Admit(next http.Handler, o AdmissionOptions) http.Handler {
 	if o.Controller == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var tenant string
-		if o.Tenant != nil {
-			tenant = o.Tenant(r)
-		}
-		release, err := o.Controller.Admit(r.Context(), tenant)
+		start := time.Now()
+		// The tenant costs a signature check: when the core is full, the
+		// controller refuses without asking for it.
+		release, err := o.Controller.AdmitFunc(r.Context(), func() string {
+			if o.Tenant == nil {
+				return ""
+			}
+			return o.Tenant(r)
+		})
 		if err != nil {
 			if d, ok := admission.RetryAfter(err); ok {
 				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
@@ -43,9 +51,35 @@ func Admit(next http.Handler, o AdmissionOptions) http.Handler {
 			return
 		}
 		defer release()
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(&timedWriter{ResponseWriter: w, start: start}, r)
 	})
 }
+
+// timedWriter adds the Server-Timing header as the response header goes.
+type timedWriter struct {
+	http.ResponseWriter
+	start time.Time
+	wrote bool
+}
+
+func (t *timedWriter) WriteHeader(status int) {
+	if !t.wrote {
+		t.wrote = true
+		d := time.Since(t.start)
+		t.Header().Set("Server-Timing", "core;dur="+strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64))
+	}
+	t.ResponseWriter.WriteHeader(status)
+}
+
+func (t *timedWriter) Write(b []byte) (int, error) {
+	if !t.wrote {
+		t.WriteHeader(http.StatusOK)
+	}
+	return t.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (t *timedWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 
 // TenantFromAssertion returns a Tenant function that trusts only a valid
 // identity assertion: a request without one counts against the global

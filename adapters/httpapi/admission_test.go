@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -235,4 +236,65 @@ func decisions(tb testing.TB, a *admitted, result, reason string) float64 {
 		}
 	}
 	return n
+}
+
+func TestAdmitRefusesAFullCoreBeforeCheckingTheTenant(t *testing.T) {
+	// One slot, no queue: once it runs, the core is full for every tenant,
+	// so even the running tenant's next request is refused as the core's
+	// overload (503), not its own share (429): the refusal did not need
+	// the assertion's signature checked.
+	a := mustAdmission(t, admission.Options{MaxConcurrent: 1, MaxPerTenant: 1, RetryAfter: 2 * time.Second})
+	const tenant = "11111111-1111-4111-8111-111111111111"
+	done := make(chan int)
+	go func() {
+		resp := a.do(t, tenant)
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	waitFor(t, "the tenant's request running", func() bool { return a.gate.running.Load() == 1 })
+	wantRefused(t, a.do(t, tenant), http.StatusServiceUnavailable, "UNAVAILABLE")
+	close(a.gate.open)
+	if s := <-done; s != http.StatusOK {
+		t.Errorf("got %d, want 200", s)
+	}
+	if got := decisions(t, a, "refused", "queue_full"); got != 1 {
+		t.Errorf("got %v queue_full refusals, want 1", got)
+	}
+	if got := decisions(t, a, "refused", "tenant_queue_full"); got != 0 {
+		t.Errorf("got %v tenant_queue_full refusals, want 0", got)
+	}
+}
+
+func TestAdmitTimesTheCore(t *testing.T) {
+	a := mustAdmission(t, admission.Options{MaxConcurrent: 1, MaxQueue: 1, QueueTimeout: 10 * time.Second, RetryAfter: 2 * time.Second})
+	resps := make(chan *http.Response, 2)
+	for i := 0; i < 2; i++ {
+		go func() { resps <- a.do(t, "") }()
+		waitFor(t, "running or queued", func() bool { s := a.ctrl.Stats(); return s.Running+s.Queued == i+1 })
+	}
+	// Both are held 50 ms: the first runs, the second waits for it, and
+	// each one's Server-Timing counts its own wait.
+	time.Sleep(50 * time.Millisecond)
+	close(a.gate.open)
+	for i := 0; i < 2; i++ {
+		resp := <-resps
+		resp.Body.Close()
+		v, ok := strings.CutPrefix(resp.Header.Get("Server-Timing"), "core;dur=")
+		if !ok {
+			t.Fatalf("got Server-Timing %q, want core;dur=<ms>", resp.Header.Get("Server-Timing"))
+		}
+		ms, err := strconv.ParseFloat(v, 64)
+		if err != nil || ms < 50 || ms > 10000 {
+			t.Errorf("got core;dur=%s, want the 50 ms or more the request was held", v)
+		}
+	}
+	// A refusal is not the core's work: no timing.
+	a2 := mustAdmission(t, admission.Options{MaxConcurrent: 1, RetryAfter: 2 * time.Second})
+	go func() { resp := a2.do(t, ""); resp.Body.Close() }()
+	waitFor(t, "one running", func() bool { return a2.gate.running.Load() == 1 })
+	resp := a2.do(t, "")
+	if got := resp.Header.Get("Server-Timing"); got != "" {
+		t.Errorf("refusal carries Server-Timing %q, want none", got)
+	}
+	wantRefused(t, resp, http.StatusServiceUnavailable, "UNAVAILABLE")
 }

@@ -67,6 +67,25 @@ type Options struct {
 	MaxQueuePerTenant int
 	// QueueTimeout bounds how long a request waits before it is refused.
 	QueueTimeout time.Duration
+	// Congestion tells a burst from overload: a queue that has not been
+	// empty for this long is a standing queue, which waiting cannot drain
+	// (default QueueTimeout). While it stands, a released slot goes to the
+	// newest waiter (last in, first out), so those admitted are those that
+	// waited least, and waiters older than CongestedWait are refused: the
+	// queue stops adding its depth to every admitted request's latency.
+	// A burst that drains within Congestion is served first come, first
+	// served, each waiter bounded by QueueTimeout alone. Zero, with no
+	// QueueTimeout, keeps the queue first in, first out always.
+	Congestion time.Duration
+	// CongestedWait bounds a request's wait while the queue stands. The
+	// default adapts: the smaller of DefaultCongestedWait and the time a
+	// request has recently taken to run (a moving average), so that a
+	// standing queue never makes a request wait longer than serving one
+	// takes; and never more than QueueTimeout.
+	CongestedWait time.Duration
+	// Now reads the clock congestion is timed by (default time.Now); tests
+	// inject it.
+	Now func() time.Time
 	// MemoryLimit is the heap budget in bytes; zero uses the runtime's soft
 	// memory limit (GOMEMLIMIT) when one is set, and otherwise checks no
 	// memory.
@@ -82,6 +101,13 @@ type Options struct {
 	// Observe receives every decision, for metrics; it must not block.
 	Observe func(Decision)
 }
+
+// DefaultCongestedWait is the wait a standing queue allows by default:
+// CoDel's target delay, which is also what Facebook's request queues use
+// (“Fail at scale”, ACM Queue 13(8), 2015). Under overload the queue only
+// needs to hold enough requests to fill each slot as it frees; a waiter
+// older than this would make its request slow, not the core faster.
+const DefaultCongestedWait = 5 * time.Millisecond
 
 // Refusal is the cause of an error Admit returns: why, and when to retry.
 type Refusal struct {
@@ -111,12 +137,23 @@ type Controller struct {
 	byTenant map[string]int // running requests per tenant
 	waiting  map[string]int // queued requests per tenant
 	queue    []*waiter
+	// adaptive: the standing queue's wait bound follows runTime.
+	adaptive bool
+	// runTime is the moving average of the time requests run, from
+	// admission to release (zero until one has been released).
+	runTime time.Duration
+	// lastEmpty is the last moment the queue was empty (set as a waiter
+	// joins an empty queue; read only while it is not empty).
+	lastEmpty time.Time
 }
 
 type waiter struct {
 	tenant  string
+	since   time.Time // when it joined the queue
 	ready   chan struct{}
-	granted bool // set under mu when the waiter was given a slot
+	granted bool      // set under mu, before ready closes, when given a slot
+	grantAt time.Time // when it was given the slot
+	shed    bool      // set under mu, before ready closes, when refused for waiting too long in a standing queue
 }
 
 // New returns a Controller for o.
@@ -127,6 +164,19 @@ func New(o Options) *Controller {
 	if o.RetryAfter <= 0 {
 		o.RetryAfter = time.Second
 	}
+	if o.Congestion <= 0 {
+		o.Congestion = o.QueueTimeout
+	}
+	adaptive := o.CongestedWait <= 0
+	if adaptive {
+		o.CongestedWait = DefaultCongestedWait
+	}
+	if o.QueueTimeout > 0 && o.QueueTimeout < o.CongestedWait {
+		o.CongestedWait = o.QueueTimeout
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	if o.HeapInUse == nil {
 		o.HeapInUse = liveHeap
 	}
@@ -135,7 +185,7 @@ func New(o Options) *Controller {
 			o.MemoryLimit = uint64(l)
 		}
 	}
-	c := &Controller{o: o, byTenant: map[string]int{}, waiting: map[string]int{}}
+	c := &Controller{o: o, adaptive: adaptive, byTenant: map[string]int{}, waiting: map[string]int{}}
 	if o.MemoryLimit > 0 {
 		c.threshold = uint64(float64(o.MemoryLimit) * o.MemoryThreshold)
 	}
@@ -165,6 +215,25 @@ func (c *Controller) Stats() Stats {
 	return Stats{Running: c.running, Queued: len(c.queue)}
 }
 
+// AdmitFunc is Admit for a request whose tenant is costly to learn (a
+// signature to verify): when the core as a whole is full, running all it
+// may and its queue at its bound, the request is refused (503, queue_full)
+// without calling tenant, since no tenant could be admitted; refusing is
+// then cheap, which is what keeps an overloaded core serving those it
+// admits. Otherwise it calls tenant and is Admit.
+func (c *Controller) AdmitFunc(ctx context.Context, tenant func() string) (release func(), err error) {
+	if c.o.MaxConcurrent > 0 {
+		c.mu.Lock()
+		c.shedStale(c.o.Now())
+		full := c.running >= c.o.MaxConcurrent && len(c.queue) >= c.o.MaxQueue
+		c.mu.Unlock()
+		if full {
+			return nil, c.refuse("", ReasonQueueFull, 0)
+		}
+	}
+	return c.Admit(ctx, tenant())
+}
+
 // Admit returns once the request of tenant ("" for a request with no
 // tenant, which only the global bounds apply to) may run; the caller must
 // call release when it has finished. A refused request gets an *core.Error
@@ -180,8 +249,10 @@ func (c *Controller) Admit(ctx context.Context, tenant string) (release func(), 
 		c.take(tenant)
 		c.mu.Unlock()
 		c.observe(Decision{Result: Admitted, Tenant: tenant})
-		return c.releaser(tenant), nil
+		return c.releaser(tenant, c.o.Now()), nil
 	}
+	now := c.o.Now()
+	c.shedStale(now)
 	tenantBound := c.tenantBound(tenant)
 	if len(c.queue) >= c.o.MaxQueue {
 		c.mu.Unlock()
@@ -194,7 +265,10 @@ func (c *Controller) Admit(ctx context.Context, tenant string) (release func(), 
 		c.mu.Unlock()
 		return nil, c.refuse(tenant, ReasonTenantQueueFull, 0)
 	}
-	w := &waiter{tenant: tenant, ready: make(chan struct{})}
+	w := &waiter{tenant: tenant, since: now, ready: make(chan struct{})}
+	if len(c.queue) == 0 {
+		c.lastEmpty = now
+	}
 	c.queue = append(c.queue, w)
 	c.waiting[tenant]++
 	c.mu.Unlock()
@@ -206,24 +280,26 @@ func (c *Controller) Admit(ctx context.Context, tenant string) (release func(), 
 		defer t.Stop()
 		timeout = t.C
 	}
-	var reason Reason
+	reason := ReasonTimeout
 	select {
 	case <-w.ready:
-		c.observe(Decision{Result: Waited, Tenant: tenant, Wait: time.Since(start)})
-		return c.releaser(tenant), nil
 	case <-timeout:
-		reason = ReasonTimeout
 	case <-ctx.Done():
 		reason = ReasonCanceled
 	}
 	c.mu.Lock()
 	if w.granted {
-		// Given a slot as the timer fired: take it rather than waste it.
+		// Given a slot, perhaps as the timer fired: take it rather than
+		// waste it.
 		c.mu.Unlock()
 		c.observe(Decision{Result: Waited, Tenant: tenant, Wait: time.Since(start)})
-		return c.releaser(tenant), nil
+		return c.releaser(tenant, w.grantAt), nil
 	}
-	c.dequeue(w)
+	if w.shed {
+		reason = ReasonTimeout // shedStale dequeued it
+	} else {
+		c.dequeue(w)
+	}
 	if reason == ReasonTimeout && c.tenantBound(tenant) {
 		reason = ReasonTenantTimeout
 	}
@@ -261,30 +337,72 @@ func (c *Controller) dequeue(w *waiter) {
 	}
 }
 
-// releaser returns the function that gives the request's slot back, to the
-// first waiter that fits (first come, first served among those whose
-// tenant is not at its bound). Calling it more than once is harmless.
-func (c *Controller) releaser(tenant string) func() {
+// congested reports whether the queue has stood, never empty, for the
+// Congestion interval. Called with mu held.
+func (c *Controller) congested(now time.Time) bool {
+	return len(c.queue) > 0 && c.o.Congestion > 0 && now.Sub(c.lastEmpty) >= c.o.Congestion
+}
+
+// shedStale refuses, while the queue stands, the waiters that have waited
+// longer than CongestedWait (by default no longer than the recent run
+// time): under overload they would only be admitted late, or time out
+// later still, while they keep fresher requests out of a full queue.
+// Called with mu held.
+func (c *Controller) shedStale(now time.Time) {
+	if c.o.CongestedWait <= 0 || !c.congested(now) {
+		return
+	}
+	bound := c.o.CongestedWait
+	if c.adaptive && c.runTime > 0 && c.runTime < bound {
+		bound = c.runTime
+	}
+	// The queue is in arrival order: the stale waiters are at its head.
+	for len(c.queue) > 0 && now.Sub(c.queue[0].since) > bound {
+		w := c.queue[0]
+		c.dequeue(w)
+		w.shed = true
+		close(w.ready)
+	}
+}
+
+// releaser returns the function that gives the slot of the request
+// admitted at the given time back, to the first waiter that fits (first
+// come, first served among those whose tenant is not at its bound; newest
+// first while the queue stands), and counts the request's run time.
+// Calling it more than once is harmless.
+func (c *Controller) releaser(tenant string, admitted time.Time) func() {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
+			now := c.o.Now()
+			// An average over about the last eight requests: recent enough
+			// to follow a change of load, steady enough to ignore one slow
+			// request.
+			if d := now.Sub(admitted); c.runTime == 0 {
+				c.runTime = max(d, 1)
+			} else {
+				c.runTime += (d - c.runTime) / 8
+			}
 			c.running--
 			if tenant != "" {
 				if c.byTenant[tenant]--; c.byTenant[tenant] <= 0 {
 					delete(c.byTenant, tenant)
 				}
 			}
-			for i := 0; i < len(c.queue); {
-				w := c.queue[i]
-				if !c.canRun(w.tenant) {
-					i++
-					continue
+			c.shedStale(now)
+			// A standing queue serves its newest waiter first; a burst, its
+			// oldest.
+			lifo := c.congested(now)
+			for n := len(c.queue); n > 0 && len(c.queue) > 0; n-- {
+				w := c.next(lifo)
+				if w == nil {
+					break
 				}
 				c.dequeue(w)
 				c.take(w.tenant)
-				w.granted = true
+				w.granted, w.grantAt = true, now
 				close(w.ready)
 				if c.o.MaxConcurrent > 0 && c.running >= c.o.MaxConcurrent {
 					break
@@ -292,6 +410,26 @@ func (c *Controller) releaser(tenant string) func() {
 			}
 		})
 	}
+}
+
+// next returns the waiter a free slot goes to: the oldest (or, lifo, the
+// newest) whose tenant is not at its bound; nil when none fits. Called
+// with mu held.
+func (c *Controller) next(lifo bool) *waiter {
+	if lifo {
+		for i := len(c.queue) - 1; i >= 0; i-- {
+			if c.canRun(c.queue[i].tenant) {
+				return c.queue[i]
+			}
+		}
+		return nil
+	}
+	for _, w := range c.queue {
+		if c.canRun(w.tenant) {
+			return w
+		}
+	}
+	return nil
 }
 
 func (c *Controller) refuse(tenant string, reason Reason, wait time.Duration) error {

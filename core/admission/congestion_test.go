@@ -1,0 +1,227 @@
+package admission_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/admission"
+)
+
+// clock is a settable clock for congestion timing.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// queued starts a request of tenant that waits in c's queue, once the
+// queue holds want requests, and returns what it gets: its id once
+// admitted, or its error.
+type outcome struct {
+	id      int
+	release func()
+	err     error
+}
+
+func mustQueue(tb testing.TB, c *admission.Controller, id, want int, out chan<- outcome) {
+	tb.Helper()
+	go func() {
+		release, err := c.Admit(context.Background(), "t")
+		out <- outcome{id: id, release: release, err: err}
+	}()
+	waitQueued(tb, c, want)
+}
+
+func TestQueueOrderFollowsCongestion(t *testing.T) {
+	tests := []struct {
+		name string
+		// stood is how long the queue has been non-empty when a slot frees.
+		stood time.Duration
+		want  []int // the waiters admitted, in order, as slots free one by one
+	}{
+		{name: "a burst is served first come, first served", stood: 500 * time.Millisecond, want: []int{1, 2, 3}},
+		{name: "a standing queue serves its newest waiter first", stood: 2 * time.Second, want: []int{3, 2, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := &clock{now: time.Unix(1000, 0)}
+			c := admission.New(admission.Options{
+				MaxConcurrent: 1, MaxQueue: 3, QueueTimeout: 10 * time.Second,
+				Congestion: time.Second, CongestedWait: time.Hour, Now: clk.Now,
+			})
+			release := mustAdmit(t, c, "t")
+			out := make(chan outcome, 3)
+			for id := 1; id <= 3; id++ {
+				mustQueue(t, c, id, id, out)
+			}
+			clk.advance(tt.stood)
+			var got []int
+			for range tt.want {
+				release()
+				o := <-out
+				if o.err != nil {
+					t.Fatalf("waiter %d: %v", o.id, o.err)
+				}
+				got = append(got, o.id)
+				release = o.release
+			}
+			release()
+			for i := range tt.want {
+				if got[i] != tt.want[i] {
+					t.Fatalf("admitted in order %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestStandingQueueShedsStaleWaiters(t *testing.T) {
+	clk := &clock{now: time.Unix(1000, 0)}
+	rec := &recorder{}
+	c := admission.New(admission.Options{
+		MaxConcurrent: 1, MaxQueue: 2, QueueTimeout: 10 * time.Second,
+		Congestion: time.Second, CongestedWait: 100 * time.Millisecond,
+		RetryAfter: 2 * time.Second, Now: clk.Now, Observe: rec.observe,
+	})
+	release := mustAdmit(t, c, "")
+	out := make(chan outcome, 3)
+	mustQueue(t, c, 1, 1, out)
+	mustQueue(t, c, 2, 2, out)
+
+	// A full queue that has not stood for the Congestion interval refuses
+	// the newcomer and keeps its waiters, however long they have waited.
+	clk.advance(500 * time.Millisecond)
+	_, err := c.Admit(context.Background(), "")
+	wantRefusal(t, err, core.CodeUnavailable, admission.ReasonQueueFull)
+
+	// Once it has stood that long, the waiters older than CongestedWait
+	// are refused (a timeout, 503 with Retry-After) at the next decision,
+	// making room for the newcomer.
+	clk.advance(time.Second)
+	start := time.Now()
+	mustQueue(t, c, 3, 1, out)
+	for i := 0; i < 2; i++ {
+		o := <-out
+		if o.id == 3 {
+			t.Fatal("the fresh waiter was refused, want the stale ones")
+		}
+		wantRefusal(t, o.err, core.CodeUnavailable, admission.ReasonTimeout)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("stale waiters refused after %v, want at once, not at QueueTimeout", d)
+	}
+	if n := rec.count(admission.Refused, admission.ReasonTimeout); n != 2 {
+		t.Errorf("counted %d queue_timeout refusals, want 2", n)
+	}
+
+	// The fresh waiter gets the next slot.
+	release()
+	o := <-out
+	if o.id != 3 || o.err != nil {
+		t.Fatalf("got waiter %d (%v), want waiter 3 admitted", o.id, o.err)
+	}
+	o.release()
+	if s := c.Stats(); s.Running != 0 || s.Queued != 0 {
+		t.Fatalf("got %+v, want nothing running or queued", s)
+	}
+}
+
+func TestAdmitFuncRefusesAFullCoreWithoutTheTenant(t *testing.T) {
+	c := admission.New(admission.Options{
+		MaxConcurrent: 1, MaxPerTenant: 1, MaxQueue: 1, QueueTimeout: 10 * time.Second, RetryAfter: 2 * time.Second,
+	})
+	asked := 0
+	tenant := func() string { asked++; return "t" }
+
+	release, err := c.AdmitFunc(context.Background(), tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if asked != 1 {
+		t.Fatalf("tenant asked %d times for a free core, want once", asked)
+	}
+	out := make(chan outcome, 1)
+	mustQueue(t, c, 1, 1, out)
+
+	// Running all it may, queue full: refused, and the tenant never asked.
+	_, err = c.AdmitFunc(context.Background(), tenant)
+	wantRefusal(t, err, core.CodeUnavailable, admission.ReasonQueueFull)
+	if asked != 1 {
+		t.Fatalf("tenant asked for a full core, want it refused without")
+	}
+	release()
+	o := <-out
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	o.release()
+}
+
+func TestStandingQueueWaitFollowsRunTime(t *testing.T) {
+	tests := []struct {
+		name          string
+		congestedWait time.Duration
+		// wantShed: the 3 ms old waiter is refused for the newcomer (the
+		// requests run for 2 ms, so a 3 ms wait is longer than serving one
+		// takes); otherwise it stays and the newcomer finds the queue full.
+		wantShed bool
+	}{
+		{name: "by default the bound is the recent run time", wantShed: true},
+		{name: "a configured bound is kept", congestedWait: 5 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := &clock{now: time.Unix(1000, 0)}
+			c := admission.New(admission.Options{
+				MaxConcurrent: 1, MaxQueue: 2, QueueTimeout: 10 * time.Second, RetryAfter: 2 * time.Second,
+				Congestion: time.Millisecond, CongestedWait: tt.congestedWait, Now: clk.Now,
+			})
+			// Requests that run for 2 ms.
+			for i := 0; i < 3; i++ {
+				release := mustAdmit(t, c, "")
+				clk.advance(2 * time.Millisecond)
+				release()
+			}
+			release := mustAdmit(t, c, "")
+			out := make(chan outcome, 3)
+			mustQueue(t, c, 1, 1, out)
+			clk.advance(time.Millisecond)
+			mustQueue(t, c, 2, 2, out)
+			clk.advance(2 * time.Millisecond)
+
+			// The queue has stood 3 ms (over Congestion); waiter 1 waited
+			// 3 ms, waiter 2 2 ms.
+			if tt.wantShed {
+				mustQueue(t, c, 3, 2, out)
+				o := <-out
+				if o.id != 1 {
+					t.Fatalf("got waiter %d refused, want waiter 1", o.id)
+				}
+				wantRefusal(t, o.err, core.CodeUnavailable, admission.ReasonTimeout)
+			} else {
+				_, err := c.Admit(context.Background(), "")
+				wantRefusal(t, err, core.CodeUnavailable, admission.ReasonQueueFull)
+			}
+			release()
+			o := <-out
+			if o.err != nil {
+				t.Fatal(o.err)
+			}
+			o.release()
+		})
+	}
+}

@@ -1,0 +1,177 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Arrivals is an open-loop run's shape: requests arrive at a constant rate
+// whether or not earlier ones have been answered, as clients on the
+// internet do, so a server that slows down faces a growing backlog instead
+// of a politely waiting load generator (a closed loop hides overload).
+type Arrivals struct {
+	// Rate is the requests issued per second.
+	Rate float64
+	// Duration bounds the run: Rate × Duration requests are issued.
+	Duration time.Duration
+	// MaxInFlight bounds the requests outstanding at once, to keep the
+	// generator's own memory bounded; an arrival that finds it reached is
+	// not sent and is counted in Dropped (a generator's limit, reported so
+	// that it is not mistaken for the server's refusals).
+	MaxInFlight int
+}
+
+// OpenResult is what an open-loop run measured.
+type OpenResult struct {
+	Offered int // arrivals scheduled
+	Dropped int // arrivals the generator did not send (MaxInFlight)
+	// Admitted is the 200 answers Check accepted; P50 and P99 are theirs.
+	Admitted int
+	// Refused is the 429 and 503 answers; RefusedNoRetryAfter those of them
+	// without a Retry-After header.
+	Refused, RefusedNoRetryAfter int
+	Failures                     int   // transport errors, other statuses, answers Check refused
+	FirstErr                     error // the first failure, for the report
+	Elapsed                      time.Duration
+	P50, P99                     time.Duration
+	// Late is the p99 of how late the generator sent a request after its
+	// scheduled arrival: a generator starved of CPU offers less than Rate.
+	Late time.Duration
+}
+
+// OfferedRPS is the arrivals per second the run scheduled.
+func (r OpenResult) OfferedRPS() float64 { return perSecond(r.Offered, r.Elapsed) }
+
+// AdmittedRPS is the admitted requests per second.
+func (r OpenResult) AdmittedRPS() float64 { return perSecond(r.Admitted, r.Elapsed) }
+
+// RefusedShare is the share of sent requests refused with 429 or 503.
+func (r OpenResult) RefusedShare() float64 {
+	sent := r.Offered - r.Dropped
+	if sent <= 0 {
+		return 0
+	}
+	return float64(r.Refused) / float64(sent)
+}
+
+func perSecond(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// Open issues requests at a.Rate for a.Duration (or until ctx ends) and
+// returns once every issued request is answered. Latency is timed from the
+// moment a request is sent to the end of its body. It refuses any request
+// whose host is not a loopback address.
+func Open(ctx context.Context, a Arrivals, t Target) (OpenResult, error) {
+	if a.Rate <= 0 || a.Duration <= 0 || a.MaxInFlight < 1 {
+		return OpenResult{}, fmt.Errorf("bench: want rate > 0, duration > 0 and max in flight >= 1, got %v, %s and %d",
+			a.Rate, a.Duration, a.MaxInFlight)
+	}
+	probe, err := t.NewRequest()
+	if err != nil {
+		return OpenResult{}, err
+	}
+	if err := checkLoopback(probe.URL); err != nil {
+		return OpenResult{}, err
+	}
+	n := int(a.Rate * a.Duration.Seconds())
+	var (
+		mu       sync.Mutex
+		res      = OpenResult{Offered: n}
+		admitted = make([]time.Duration, 0, n)
+		late     = make([]time.Duration, 0, n)
+		wg       sync.WaitGroup
+		slots    = make(chan struct{}, a.MaxInFlight)
+	)
+	fail := func(err error) {
+		mu.Lock()
+		res.Failures++
+		res.FirstErr = firstErr(res.FirstErr, err)
+		mu.Unlock()
+	}
+	interval := time.Duration(float64(time.Second) / a.Rate)
+	start := time.Now()
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		at := start.Add(time.Duration(i) * interval)
+		if d := time.Until(at); d > 0 {
+			time.Sleep(d)
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			mu.Lock()
+			res.Dropped++
+			mu.Unlock()
+			continue
+		}
+		req, err := t.NewRequest()
+		if err != nil {
+			<-slots
+			fail(err)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			t0 := time.Now()
+			resp, err := t.Client.Do(req.WithContext(ctx))
+			var body []byte
+			var retryAfter string
+			status := 0
+			if err == nil {
+				status, retryAfter = resp.StatusCode, resp.Header.Get("Retry-After")
+				body, err = readAll(resp)
+			}
+			lat := time.Since(t0)
+			switch {
+			case err != nil:
+				fail(err)
+				return
+			case status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable:
+				mu.Lock()
+				res.Refused++
+				if retryAfter == "" {
+					res.RefusedNoRetryAfter++
+				}
+				late = append(late, t0.Sub(at))
+				mu.Unlock()
+				return
+			case status != http.StatusOK:
+				fail(fmt.Errorf("status %d: %.300s", status, body))
+				return
+			}
+			if t.Check != nil {
+				if err := t.Check(status, body); err != nil {
+					fail(err)
+					return
+				}
+			}
+			mu.Lock()
+			admitted = append(admitted, lat)
+			late = append(late, t0.Sub(at))
+			mu.Unlock()
+		}()
+	}
+	res.Elapsed = time.Since(start)
+	wg.Wait()
+	slices.Sort(admitted)
+	slices.Sort(late)
+	res.Admitted = len(admitted)
+	res.P50, res.P99 = Percentile(admitted, 50), Percentile(admitted, 99)
+	res.Late = Percentile(late, 99)
+	return res, nil
+}
+
+func readAll(resp *http.Response) ([]byte, error) {
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
+}
