@@ -56,8 +56,9 @@ audit:
 ## bench: Go benchmarks and load runs, printed as a table.
 ## The table prints even when a benchmark fails (test/bench fails clearly when
 ## the engine cannot run an operation); make still exits non-zero then.
+## -p 1: one package at a time, so no load run competes with another for the cores.
 bench: build
-	@status=0; $(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./... | tee bin/bench.txt || status=$$?; \
+	@status=0; $(GO) test -p 1 -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./... | tee bin/bench.txt || status=$$?; \
 	deploy/dev/benchtable.sh bin/bench.txt; exit $$status
 
 ## generate: regenerate checked-in generated files (deploy/envoy's static and xDS Envoy bootstraps).
