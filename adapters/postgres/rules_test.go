@@ -1,0 +1,101 @@
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/core"
+)
+
+type result struct {
+	Status  string          `json:"status"`
+	Message string          `json:"message"`
+	ID      string          `json:"id"`
+	Data    json.RawMessage `json:"data"`
+}
+
+func call(tb testing.TB, d *postgres.DB, tenant, sql string, args ...any) result {
+	tb.Helper()
+	var r result
+	err := d.InTenant(context.Background(), tenant, func(ctx context.Context, q core.Querier) error {
+		b, err := q.QueryJSON(ctx, "select to_jsonb(r) from "+sql+" r", args...)
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(b, &r)
+	})
+	if err != nil {
+		tb.Fatalf("%s: %v", sql, err)
+	}
+	return r
+}
+
+func TestRuleFunctions(t *testing.T) {
+	_, l, d := mustObserved(t)
+	ctx := context.Background()
+	changed := l.Changed(ctx)
+	input := `{"name":"big orders","table":"public.orders","operations":["INSERT"],"condition":"after.total > 1000",
+		"actions":[{"kind":"webhook","url":"https://hooks.acme.test/x","secret":"s3cret"}]}`
+	r := call(t, d, tenantA, "fn_create_observer_rule($1::jsonb)", input)
+	if r.Status != "ok" || r.ID == "" {
+		t.Fatalf("create: got %+v", r)
+	}
+	var data struct {
+		Actions []map[string]any `json:"actions"`
+		Enabled bool             `json:"enabled"`
+	}
+	_ = json.Unmarshal(r.Data, &data)
+	if len(data.Actions) != 1 || data.Actions[0]["secret"] != nil || !data.Enabled {
+		t.Fatalf("view data: got %s, want one action without its secret", r.Data)
+	}
+	<-changed // the dispatcher is told
+
+	tests := []struct {
+		name, tenant, sql string
+		args              []any
+		want              string
+	}{
+		{"duplicate name", tenantA, "fn_create_observer_rule($1::jsonb)", []any{input}, "conflict"},
+		{"bad kind", tenantA, "fn_create_observer_rule($1::jsonb)", []any{`{"name":"x","table":"public.orders","actions":[{"kind":"fax"}]}`}, "invalid"},
+		{"bad table", tenantA, "fn_create_observer_rule($1::jsonb)", []any{`{"name":"x","table":"orders; drop","actions":[{"kind":"webhook","url":"https://a"}]}`}, "invalid"},
+		{"missing actions", tenantA, "fn_create_observer_rule($1::jsonb)", []any{`{"name":"x","table":"public.orders"}`}, "invalid"},
+		{"other tenant cannot update", tenantB, "fn_update_observer_rule($1::uuid, $2::jsonb)", []any{r.ID, `{"name":"stolen"}`}, "not_found"},
+		{"other tenant cannot delete", tenantB, "fn_delete_observer_rule($1::uuid)", []any{r.ID}, "not_found"},
+		{"update", tenantA, "fn_update_observer_rule($1::uuid, $2::jsonb)", []any{r.ID, `{"condition":"after.total > 5000"}`}, "ok"},
+		{"disable", tenantA, "fn_disable_observer_rule($1::uuid)", []any{r.ID}, "ok"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := call(t, d, tt.tenant, tt.sql, tt.args...); got.Status != tt.want {
+				t.Fatalf("got %+v, want status %s", got, tt.want)
+			}
+		})
+	}
+	rules, err := l.EnabledRules(ctx)
+	if err != nil || len(rules) != 0 {
+		t.Fatalf("enabled rules after disable: got %v %v, want none", rules, err)
+	}
+	if got := call(t, d, tenantA, "fn_enable_observer_rule($1::uuid)", r.ID); got.Status != "ok" {
+		t.Fatalf("enable: %+v", got)
+	}
+	rules, _ = l.EnabledRules(ctx)
+	if len(rules) != 1 || rules[0].Condition != "after.total > 5000" || rules[0].Tenant != tenantA ||
+		rules[0].Actions[0].Secret != "s3cret" || rules[0].Version != 4 {
+		t.Fatalf("enabled rules: got %+v", rules)
+	}
+	// Tenant B sees none of A's rules through the view.
+	var n string
+	_ = d.InTenant(ctx, tenantB, func(ctx context.Context, q core.Querier) error {
+		b, err := q.QueryJSON(ctx, "select to_jsonb(count(*)) from v_observer_rule")
+		n = string(b)
+		return err
+	})
+	if n != "0" {
+		t.Fatalf("tenant B sees %s of A's rules, want 0", n)
+	}
+	if got := call(t, d, tenantA, "fn_delete_observer_rule($1::uuid)", r.ID); got.Status != "ok" {
+		t.Fatalf("delete: %+v", got)
+	}
+}
