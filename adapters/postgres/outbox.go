@@ -247,7 +247,7 @@ func (l *EventLog) Lead(ctx context.Context, name string, fn func(ctx context.Co
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }

@@ -158,7 +158,8 @@ func (q *Queue) Tenants(ctx context.Context) ([]string, error) {
 
 func (q *Queue) cachedTenants(ctx context.Context) ([]string, error) {
 	q.mu.Lock()
-	if time.Since(q.tenantsAt) < time.Second && q.tenants != nil {
+	// An empty list is not cached: the first tenant's jobs must not wait.
+	if time.Since(q.tenantsAt) < time.Second && len(q.tenants) > 0 {
 		ts := q.tenants
 		q.mu.Unlock()
 		return ts, nil
@@ -234,12 +235,14 @@ func (q *Queue) Fetch(ctx context.Context, consumer string, max int, room func(s
 			out = append(out, q.deliveries(ctx, readTenants[i], r.Val())...)
 		}
 	}
+	if len(tenants) == 0 && block > 0 {
+		// Nothing to wait on yet: poll for the first tenant.
+		_ = sleepCtx(ctx, min(block, 50*time.Millisecond))
+		return out, nil
+	}
+	// Every tenant at its share returns at once: the caller waits for one
+	// of its own jobs to finish, which Redis cannot tell it.
 	if len(out) > 0 || block <= 0 || len(readTenants) == 0 {
-		if len(readTenants) == 0 && block > 0 {
-			if err := sleepCtx(ctx, min(block, 50*time.Millisecond)); err != nil {
-				return out, nil
-			}
-		}
 		return out, nil
 	}
 	// Nothing now: wait on every stream with room, one job each.
@@ -250,8 +253,12 @@ func (q *Queue) Fetch(ctx context.Context, consumer string, max int, room func(s
 	for range readTenants {
 		streams = append(streams, ">")
 	}
-	// Wake up in time to release due retries.
+	// Wake up in time to release due retries; and soon when a tenant is at
+	// its share, since its stream is not waited on and a slot may free up.
 	block = min(block, 250*time.Millisecond)
+	if len(readTenants) < len(tenants) {
+		block = min(block, 20*time.Millisecond)
+	}
 	res, err := q.c.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: Group, Consumer: consumer, Streams: streams, Count: 1, Block: block}).Result()
 	if err != nil && !errors.Is(err, goredis.Nil) {
 		if ctx.Err() != nil {

@@ -1,6 +1,7 @@
 package observe
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -114,10 +115,12 @@ func EventVars(e core.ChangeEvent) (Vars, error) {
 		if len(raw) == 0 || string(raw) == "null" {
 			return m, nil
 		}
-		if err := json.Unmarshal(raw, &m); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		if err := dec.Decode(&m); err != nil {
 			return nil, err
 		}
-		return m, nil
+		return numbers(m).(map[string]any), nil
 	}
 	before, err := obj(e.Before)
 	if err != nil {
@@ -159,3 +162,28 @@ func (c *Condition) Match(vars Vars) (bool, error) {
 
 // String returns the condition's source.
 func (c *Condition) String() string { return c.src }
+
+// numbers turns JSON numbers into int64 when they are integers (so CEL's
+// integer operators, % included, apply to integer columns) and float64
+// otherwise.
+func numbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	case map[string]any:
+		for k, e := range x {
+			x[k] = numbers(e)
+		}
+		return x
+	case []any:
+		for i, e := range x {
+			x[i] = numbers(e)
+		}
+		return x
+	}
+	return v
+}

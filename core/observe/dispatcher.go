@@ -114,6 +114,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	failures := 0
 	pause := func(err error, msg string) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		failures++
 		log.Warn(msg, "err", err, "failures", failures)
 		return sleep(ctx, retryPause(failures))
@@ -167,6 +170,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		failures = 0
 		pos = last
+		if log.Enabled(ctx, slog.LevelDebug) {
+			log.Debug("dispatched", "events", len(events), "jobs", len(jobs), "at", pos.String())
+		}
 	}
 }
 

@@ -35,6 +35,8 @@ func TestConditions(t *testing.T) {
 		{"changed field", `"total" in changed && after.total > before.total`, event("UPDATE", `{"total":1}`, `{"total":2}`), true},
 		{"missing column does not match", `after.nope == 1`, event("INSERT", "", `{"total":1}`), false},
 		{"delete has no after", `has(after.total)`, event("DELETE", `{"total":1}`, ""), false},
+		{"integer modulo", `after.total % 2 == 1`, event("INSERT", "", `{"total":15}`), true},
+		{"fraction", `after.total > 10.5 && after.total < 11`, event("INSERT", "", `{"total":10.75}`), true},
 		{"string function", `after.email.endsWith("@acme.test")`, event("INSERT", "", `{"email":"a@acme.test"}`), true},
 	}
 	for _, tt := range tests {

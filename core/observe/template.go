@@ -148,6 +148,8 @@ func valueText(v any) string {
 		return x
 	case float64:
 		return strconv.FormatFloat(x, 'f', -1, 64)
+	case int64:
+		return strconv.FormatInt(x, 10)
 	case bool:
 		return strconv.FormatBool(x)
 	default:

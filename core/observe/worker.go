@@ -45,6 +45,7 @@ type Worker struct {
 
 	mu       sync.Mutex
 	inflight map[string]int
+	freed    chan struct{} // a job finished
 	stats    Stats
 }
 
@@ -90,6 +91,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.defaults()
 	w.mu.Lock()
 	w.inflight = map[string]int{}
+	w.freed = make(chan struct{}, 1)
 	w.mu.Unlock()
 	log := w.Logger.With("component", "observer-worker", "consumer", w.Consumer)
 	slots := make(chan struct{}, w.Concurrency)
@@ -119,9 +121,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		failures = 0
 		if len(ds) == 0 {
-			// Every tenant with jobs is at its share: let a job finish.
+			// Every tenant with jobs may be at its share: wait for a job
+			// to finish (or a little, for retries coming due).
 			if w.totalInflight() > 0 {
-				_ = sleep(ctx, 5*time.Millisecond)
+				t := time.NewTimer(50 * time.Millisecond)
+				select {
+				case <-w.freed:
+				case <-t.C:
+				case <-ctx.Done():
+				}
+				t.Stop()
 			}
 			continue
 		}
@@ -157,6 +166,12 @@ func (w *Worker) track(tenant string, n int) {
 		delete(w.inflight, tenant)
 	}
 	w.mu.Unlock()
+	if n < 0 {
+		select {
+		case w.freed <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (w *Worker) totalInflight() int {
@@ -227,6 +242,9 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, d core.Delivery)
 	if err == nil {
 		br.Success()
 		w.stats.Delivered.Add(1)
+		if log.Enabled(ctx, slog.LevelDebug) {
+			log.Debug("observer job delivered", "since_enqueue", w.Now().Sub(job.EnqueuedAt))
+		}
 		if err := w.Queue.Ack(rctx, d); err != nil {
 			log.Warn("acknowledging an observer job", "err", err)
 		}

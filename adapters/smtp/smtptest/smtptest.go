@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
@@ -20,8 +21,8 @@ import (
 	"testing"
 	"time"
 
-	gosmtp "github.com/emersion/go-smtp"
 	"github.com/emersion/go-sasl"
+	gosmtp "github.com/emersion/go-smtp"
 )
 
 // Message is an accepted message.
@@ -40,8 +41,9 @@ type Server struct {
 	Addr     string
 	Username string
 	Password string
-	// Roots trusts the server's certificate.
+	// Roots trusts the server's certificate; CAPEM is it in PEM.
 	Roots *x509.CertPool
+	CAPEM []byte
 
 	mu   sync.Mutex
 	msgs []Message
@@ -53,7 +55,8 @@ type Server struct {
 func Start(tb testing.TB) *Server {
 	tb.Helper()
 	cert, roots := selfSigned(tb)
-	s := &Server{Username: "fraise", Password: "s3cret", Roots: roots, reject: map[string]bool{}}
+	s := &Server{Username: "fraise", Password: "s3cret", Roots: roots, reject: map[string]bool{},
+		CAPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})}
 	srv := gosmtp.NewServer(backend{s})
 	srv.Domain = "localhost"
 	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
