@@ -26,11 +26,12 @@ type EventLog struct {
 	db  *DB
 	log *slog.Logger
 
-	wake   chan struct{} // new events may be there
-	mu     sync.Mutex
-	subs   map[chan struct{}]struct{} // rule-change subscribers
-	cancel context.CancelFunc
-	done   chan struct{}
+	wake     chan struct{} // new events may be there
+	mu       sync.Mutex
+	subs     map[chan struct{}]struct{} // rule-change subscribers
+	prunedAt time.Time
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 var (
@@ -201,10 +202,18 @@ func (l *EventLog) Pending(ctx context.Context, name string) (int64, error) {
 	return n, nil
 }
 
-// Advance implements core.EventLog.
+// Advance implements core.EventLog. It deletes the events every cursor has
+// passed at most once a second: deleting on every batch costs the
+// dispatcher a round of index maintenance per batch.
 func (l *EventLog) Advance(ctx context.Context, name string, pos core.Position) error {
-	_, err := l.db.pool.Exec(ctx, "select fraise.observer_advance($1, $2::text::xid8, $3)",
-		name, strconv.FormatUint(pos.XID, 10), pos.ID)
+	l.mu.Lock()
+	prune := time.Since(l.prunedAt) >= time.Second
+	if prune {
+		l.prunedAt = time.Now()
+	}
+	l.mu.Unlock()
+	_, err := l.db.pool.Exec(ctx, "select fraise.observer_advance($1, $2::text::xid8, $3, $4)",
+		name, strconv.FormatUint(pos.XID, 10), pos.ID, prune)
 	if err != nil {
 		return mapError("postgres.EventLog.Advance", err)
 	}

@@ -46,12 +46,20 @@ type Options struct {
 	// DialTimeout and ReadTimeout bound Redis calls (1 s when zero), so a
 	// lost Redis is noticed quickly.
 	DialTimeout, ReadTimeout time.Duration
+	// PoolSize is the most connections (64 when zero); give each worker
+	// slot one, or acknowledgements queue for connections.
+	PoolSize int
 }
 
 // Queue is the Redis Streams job queue.
 type Queue struct {
 	c           *goredis.Client
 	reclaimIdle time.Duration
+
+	acks    chan ackReq
+	stop    chan struct{}
+	ackDone chan struct{}
+	closeMu sync.Once
 
 	mu          sync.Mutex
 	tenants     []string
@@ -76,15 +84,27 @@ func New(o Options) *Queue {
 	if o.ReadTimeout <= 0 {
 		o.ReadTimeout = time.Second
 	}
+	if o.PoolSize <= 0 {
+		o.PoolSize = 64
+	}
 	c := goredis.NewClient(&goredis.Options{
 		Addr: o.Addr, Password: o.Password, DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout,
-		WriteTimeout: o.ReadTimeout, MaxRetries: 1, PoolSize: 64,
+		WriteTimeout: o.ReadTimeout, MaxRetries: 1, PoolSize: o.PoolSize,
 	})
-	return &Queue{c: c, reclaimIdle: o.ReclaimIdle, reclaimedAt: map[string]time.Time{}}
+	q := &Queue{c: c, reclaimIdle: o.ReclaimIdle, reclaimedAt: map[string]time.Time{},
+		acks: make(chan ackReq, 1024), stop: make(chan struct{}), ackDone: make(chan struct{})}
+	go q.ackLoop()
+	return q
 }
 
-// Close closes the connections.
-func (q *Queue) Close() error { return q.c.Close() }
+// Close stops acknowledging and closes the connections.
+func (q *Queue) Close() error {
+	q.closeMu.Do(func() {
+		close(q.stop)
+		<-q.ackDone
+	})
+	return q.c.Close()
+}
 
 // Ping reports whether Redis answers.
 func (q *Queue) Ping(ctx context.Context) error {
@@ -371,15 +391,68 @@ func (q *Queue) deliveries(ctx context.Context, tenant string, streams []goredis
 	return out
 }
 
-// Ack implements core.JobQueue.
+type ackReq struct {
+	tenant, id string
+	done       chan error
+}
+
+// Ack implements core.JobQueue. Concurrent acknowledgements travel together
+// in one transaction: one round trip per job would bound a worker pool's
+// throughput by Redis's latency.
 func (q *Queue) Ack(ctx context.Context, d core.Delivery) error {
-	key := jobsKey(d.Job.Tenant)
-	_, err := q.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		p.XAck(ctx, key, Group, d.Receipt)
-		p.XDel(ctx, key, d.Receipt)
-		return nil
-	})
-	return mapError("redis.Ack", err)
+	r := ackReq{tenant: d.Job.Tenant, id: d.Receipt, done: make(chan error, 1)}
+	select {
+	case q.acks <- r:
+	case <-q.stop:
+		return &core.Error{Op: "redis.Ack", Code: core.CodeUnavailable, Message: "queue closed"}
+	case <-ctx.Done():
+		return mapError("redis.Ack", ctx.Err())
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return mapError("redis.Ack", ctx.Err())
+	}
+}
+
+func (q *Queue) ackLoop() {
+	defer close(q.ackDone)
+	for {
+		var batch []ackReq
+		select {
+		case r := <-q.acks:
+			batch = append(batch, r)
+		case <-q.stop:
+			return
+		}
+	more:
+		for len(batch) < 512 {
+			select {
+			case r := <-q.acks:
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		ids := map[string][]string{}
+		for _, r := range batch {
+			ids[r.tenant] = append(ids[r.tenant], r.id)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := q.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			for t, list := range ids {
+				p.XAck(ctx, jobsKey(t), Group, list...)
+				p.XDel(ctx, jobsKey(t), list...)
+			}
+			return nil
+		})
+		cancel()
+		err = mapError("redis.Ack", err)
+		for _, r := range batch {
+			r.done <- err
+		}
+	}
 }
 
 // Retry implements core.JobQueue: in one transaction the job leaves the

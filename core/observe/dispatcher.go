@@ -37,6 +37,35 @@ type Dispatcher struct {
 
 	mu       sync.Mutex
 	jobBytes float64 // moving average of an encoded job's size
+	backlogs map[string]backlogAt
+}
+
+type backlogAt struct {
+	n  int64
+	at time.Time
+}
+
+// backlog returns tenant's queue length, asked at most every 250 ms: the
+// bound is approximate anyway, and asking per batch costs a round trip per
+// tenant per batch.
+func (d *Dispatcher) backlog(ctx context.Context, tenant string) (int64, error) {
+	d.mu.Lock()
+	b, ok := d.backlogs[tenant]
+	d.mu.Unlock()
+	if ok && d.Now().Sub(b.at) < 250*time.Millisecond {
+		return b.n, nil
+	}
+	n, err := d.Queue.Backlog(ctx, tenant)
+	if err != nil {
+		return 0, err
+	}
+	d.mu.Lock()
+	if d.backlogs == nil || len(d.backlogs) > 100_000 {
+		d.backlogs = map[string]backlogAt{}
+	}
+	d.backlogs[tenant] = backlogAt{n, d.Now()}
+	d.mu.Unlock()
+	return n, nil
 }
 
 // Degraded reports whether the last enqueue failed: the dispatcher is
@@ -229,7 +258,7 @@ func (d *Dispatcher) applyBackpressure(ctx context.Context, jobs []core.Job) ([]
 	var admitted []core.Job
 	for _, t := range order {
 		for {
-			n, err := d.Queue.Backlog(ctx, t)
+			n, err := d.backlog(ctx, t)
 			if err != nil {
 				return nil, err
 			}
@@ -240,6 +269,9 @@ func (d *Dispatcher) applyBackpressure(ctx context.Context, jobs []core.Job) ([]
 					return nil, err
 				}
 			case Pause:
+				d.mu.Lock()
+				delete(d.backlogs, t) // ask again after the pause
+				d.mu.Unlock()
 				d.Logger.Warn("observer backpressure: tenant queue full, pausing", "tenant", t, "backlog", n)
 				if err := sleep(ctx, delay); err != nil {
 					return nil, err

@@ -122,8 +122,10 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- observer_advance moves dispatcher name's cursor to (p_xid, p_id), never
--- backwards, and deletes the outbox rows every cursor has passed.
-CREATE FUNCTION fraise.observer_advance(p_name text, p_xid xid8, p_id bigint) RETURNS void
+-- backwards; with prune, it also deletes the outbox rows every cursor has
+-- passed (dispatchers prune now and then, not on every batch).
+CREATE FUNCTION fraise.observer_advance(p_name text, p_xid xid8, p_id bigint, prune boolean)
+RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     low_xid xid8;
@@ -132,8 +134,10 @@ BEGIN
     INSERT INTO fraise.observer_cursors AS c (name, xid, id) VALUES (p_name, p_xid, p_id)
     ON CONFLICT (name) DO UPDATE SET xid = excluded.xid, id = excluded.id, updated_at = now()
     WHERE (c.xid, c.id) < (excluded.xid, excluded.id);
-    SELECT c.xid, c.id INTO low_xid, low_id FROM fraise.observer_cursors c ORDER BY c.xid, c.id LIMIT 1;
-    DELETE FROM fraise.observer_outbox o WHERE (o.xid, o.id) <= (low_xid, low_id);
+    IF prune THEN
+        SELECT c.xid, c.id INTO low_xid, low_id FROM fraise.observer_cursors c ORDER BY c.xid, c.id LIMIT 1;
+        DELETE FROM fraise.observer_outbox o WHERE (o.xid, o.id) <= (low_xid, low_id);
+    END IF;
 END $$;
 
 -- observer_position returns dispatcher name's cursor and how many events
@@ -191,7 +195,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT r.id, r.tenant_id, r.name, r.table_name, r.operations, r.condition, r.actions, r.version
     FROM fraise.observer_rules r WHERE r.enabled ORDER BY r.tenant_id, r.name
 $$;
-REVOKE ALL ON FUNCTION fraise.observer_read(xid8, bigint, int), fraise.observer_advance(text, xid8, bigint),
+REVOKE ALL ON FUNCTION fraise.observer_read(xid8, bigint, int), fraise.observer_advance(text, xid8, bigint, boolean),
     fraise.observer_position(text), fraise.observer_rules_enabled() FROM PUBLIC;
 
 -- v_observer_rule is the GraphQL read model: (id, tenant_id, data), with
@@ -354,6 +358,6 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON fraise.observer_rules TO %I', role);
     EXECUTE format('GRANT SELECT ON public.v_observer_rule TO %I', role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION fraise.observer_read(xid8, bigint, int), '
-                   'fraise.observer_advance(text, xid8, bigint), fraise.observer_position(text), '
+                   'fraise.observer_advance(text, xid8, bigint, boolean), fraise.observer_position(text), '
                    'fraise.observer_rules_enabled() TO %I', role);
 END $$;

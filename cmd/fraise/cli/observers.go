@@ -54,10 +54,11 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 	o := &observers{}
 	o.events = postgres.NewEventLog(db, log)
 	o.closers = append(o.closers, o.events.Close)
-	o.queue = redis.New(redis.Options{Addr: cfg.Redis.Addr, Password: pw, ReclaimIdle: oc.ReclaimIdle.Duration})
+	o.queue = redis.New(redis.Options{Addr: cfg.Redis.Addr, Password: pw, ReclaimIdle: oc.ReclaimIdle.Duration,
+		PoolSize: oc.Workers + 16})
 	o.closers = append(o.closers, func() { o.queue.Close() })
 	notifiers := map[string]core.Notifier{}
-	wh := webhook.New(webhook.Options{AllowPrivate: oc.AllowPrivateTargets})
+	wh := webhook.New(webhook.Options{AllowPrivate: oc.AllowPrivateTargets, MaxIdlePerHost: oc.Workers})
 	notifiers[core.ActionWebhook], notifiers[core.ActionSlack] = wh, wh
 	if oc.SMTP.Addr != "" {
 		smtpPW, err := config.Resolve(oc.SMTP.Password, env.Getenv)
