@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strconv"
 	"sync"
 	"syscall"
@@ -43,7 +44,10 @@ type Options struct {
 	RuntimeDir string
 	Domain     string
 	// PerTenant applies to every distinct value of the tenant descriptor.
-	PerTenant       Limit
+	PerTenant Limit
+	// PerAction limits observer actions per tenant, by action kind: the
+	// descriptor [(tenant, id), (action, kind)] ActionLimiter sends.
+	PerAction       map[string]Limit
 	ShadowMode      bool
 	LocalCacheBytes int
 	Logger          *slog.Logger
@@ -65,10 +69,11 @@ type yamlLimit struct {
 }
 
 type yamlDescriptor struct {
-	Key        string     `yaml:"key"`
-	Value      string     `yaml:"value,omitempty"`
-	RateLimit  *yamlLimit `yaml:"rate_limit,omitempty"`
-	ShadowMode bool       `yaml:"shadow_mode,omitempty"`
+	Key         string           `yaml:"key"`
+	Value       string           `yaml:"value,omitempty"`
+	RateLimit   *yamlLimit       `yaml:"rate_limit,omitempty"`
+	ShadowMode  bool             `yaml:"shadow_mode,omitempty"`
+	Descriptors []yamlDescriptor `yaml:"descriptors,omitempty"`
 }
 
 type yamlRoot struct {
@@ -91,10 +96,30 @@ func ConfigYAML(o Options) ([]byte, error) {
 	if o.PerTenant.Requests == 0 {
 		return nil, errors.New("ratelimit: per-tenant requests must be at least 1")
 	}
+	var actions []yamlDescriptor
+	kinds := make([]string, 0, len(o.PerAction))
+	for k := range o.PerAction {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		l := o.PerAction[k]
+		if l.Requests == 0 {
+			continue
+		}
+		switch l.Unit {
+		case "second", "minute", "hour", "day":
+		default:
+			return nil, fmt.Errorf("ratelimit: action %s: unit %q: want second, minute, hour or day", k, l.Unit)
+		}
+		actions = append(actions, yamlDescriptor{Key: "action", Value: k,
+			RateLimit: &yamlLimit{Unit: l.Unit, RequestsPerUnit: l.Requests}, ShadowMode: o.ShadowMode})
+	}
 	return yaml.Marshal(yamlRoot{Domain: o.Domain, Descriptors: []yamlDescriptor{{
-		Key:        "tenant",
-		RateLimit:  &yamlLimit{Unit: o.PerTenant.Unit, RequestsPerUnit: o.PerTenant.Requests},
-		ShadowMode: o.ShadowMode,
+		Key:         "tenant",
+		RateLimit:   &yamlLimit{Unit: o.PerTenant.Unit, RequestsPerUnit: o.PerTenant.Requests},
+		ShadowMode:  o.ShadowMode,
+		Descriptors: actions,
 	}}})
 }
 

@@ -120,6 +120,19 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 	return o, nil
 }
 
+// observerActionLimits are the per-action limits the rate-limit service
+// enforces for observers (none unless observers.rate_limits is on).
+func observerActionLimits(oc config.Observers) map[string]ratelimit.Limit {
+	if !oc.RateLimits {
+		return nil
+	}
+	return map[string]ratelimit.Limit{
+		core.ActionWebhook: {Requests: oc.Webhook.RateLimit.Requests, Unit: oc.Webhook.RateLimit.Unit},
+		core.ActionSlack:   {Requests: oc.Slack.RateLimit.Requests, Unit: oc.Slack.RateLimit.Unit},
+		core.ActionEmail:   {Requests: oc.Email.RateLimit.Requests, Unit: oc.Email.RateLimit.Unit},
+	}
+}
+
 // Run runs the dispatcher (when it wins the cursor's lock) and the workers
 // until ctx ends.
 func (o *observers) Run(ctx context.Context) error {

@@ -40,6 +40,7 @@ func startRateLimit(ctx context.Context, cfg config.Config, env Env, log *slog.L
 		GRPCAddr: cfg.RateLimit.GRPCAddr, HTTPAddr: cfg.RateLimit.HTTPAddr, DebugAddr: cfg.RateLimit.DebugAddr,
 		RedisAddr: cfg.Redis.Addr, RedisPassword: pw, Domain: cfg.RateLimit.Domain,
 		PerTenant:  ratelimit.Limit{Requests: cfg.RateLimit.PerTenant.Requests, Unit: cfg.RateLimit.PerTenant.Unit},
+		PerAction:  observerActionLimits(cfg.Observers),
 		ShadowMode: cfg.RateLimit.ShadowMode, LocalCacheBytes: cfg.RateLimit.LocalCacheBytes,
 		Logger: log.With("component", "ratelimit"),
 	})

@@ -235,6 +235,9 @@ type ObserverAction struct {
 	FailureWindow    Duration `toml:"failure_window"`
 	OpenTimeout      Duration `toml:"open_timeout"`
 	SuccessThreshold int      `toml:"success_threshold"`
+	// RateLimit is the per-tenant budget of this kind of action, enforced
+	// by the rate-limit service when observers.rate_limits is on.
+	RateLimit Limit `toml:"rate_limit"`
 }
 
 // SMTP is the mail server email actions go through.
@@ -301,11 +304,11 @@ func Default() Config {
 			BackoffBase: Duration{time.Second}, BackoffCap: Duration{5 * time.Minute}, ReclaimIdle: Duration{time.Minute},
 			Backpressure: "adaptive", MaxQueueMemoryMB: 500, MemoryThresholdPercent: 80,
 			Webhook: ObserverAction{Timeout: Duration{10 * time.Second}, FailureThreshold: 5, FailureWindow: Duration{time.Minute},
-				OpenTimeout: Duration{30 * time.Second}, SuccessThreshold: 1},
+				OpenTimeout: Duration{30 * time.Second}, SuccessThreshold: 1, RateLimit: Limit{Requests: 50, Unit: "second"}},
 			Slack: ObserverAction{Timeout: Duration{10 * time.Second}, FailureThreshold: 3, FailureWindow: Duration{time.Minute},
-				OpenTimeout: Duration{30 * time.Second}, SuccessThreshold: 1},
+				OpenTimeout: Duration{30 * time.Second}, SuccessThreshold: 1, RateLimit: Limit{Requests: 10, Unit: "second"}},
 			Email: ObserverAction{Timeout: Duration{30 * time.Second}, FailureThreshold: 2, FailureWindow: Duration{time.Minute},
-				OpenTimeout: Duration{time.Minute}, SuccessThreshold: 1},
+				OpenTimeout: Duration{time.Minute}, SuccessThreshold: 1, RateLimit: Limit{Requests: 5, Unit: "second"}},
 			SMTP: SMTP{From: "fraise@localhost"},
 		},
 	}
@@ -570,6 +573,9 @@ func (o Observers) validate() []error {
 		}
 		if a.FailureWindow.Duration <= 0 || a.OpenTimeout.Duration <= 0 {
 			bad(name, "failure_window and open_timeout must be positive")
+		}
+		if a.RateLimit.Requests > 0 && !slices.Contains([]string{"second", "minute", "hour", "day"}, a.RateLimit.Unit) {
+			bad(name+".rate_limit.unit", "want second, minute, hour or day, got %q", a.RateLimit.Unit)
 		}
 	}
 	if o.SMTP.Addr != "" {
