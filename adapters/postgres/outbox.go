@@ -228,10 +228,11 @@ func (l *EventLog) Lead(ctx context.Context, name string, fn func(ctx context.Co
 	for {
 		pc, err := l.db.pool.Acquire(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
+			select {
+			case <-ctx.Done():
 				return ctx.Err()
+			case <-time.After(500 * time.Millisecond):
 			}
-			time.Sleep(500 * time.Millisecond)
 			continue
 		}
 		conn := pc.Hijack()

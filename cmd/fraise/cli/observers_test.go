@@ -504,3 +504,45 @@ func TestObserversTenantIsolation(t *testing.T) {
 		t.Fatalf("tenant A's target: got %d deliveries and %d keys attempted", bad.delivered(), len(bad.at))
 	}
 }
+
+// TestObserversBackpressureFailFast: with fail-fast, jobs of a tenant whose
+// queue is past its bound go to the dead-letter stream (replayable), and
+// the dispatcher keeps going; nothing is dropped.
+func TestObserversBackpressureFailFast(t *testing.T) {
+	p := mustPipeline(t)
+	p.cfg.Observers.Backpressure, p.cfg.Observers.MaxQueueMemoryMB = "fail-fast", 1
+	rc := mustReceiver(t)
+	p.rule(t, obsTenantA, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
+		"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
+	o, err := newObservers(p.cfg, p.env, testLogger(t), p.db, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The dispatcher alone: no worker drains the queue.
+	go func() { _ = o.events.Lead(ctx, o.dispatcher.Name, o.dispatcher.Run) }()
+	const total = 3000 // about 3 MB of jobs against a 1 MB bound
+	for i := 0; i < total; i += 500 {
+		if err := tryInsertRows(p, obsTenantA, i+1, 500); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // let the backlog estimate catch up
+	}
+	var queued, dead int
+	eventually(t, 10*time.Second, "every event queued or dead-lettered", func() bool {
+		n, _ := o.queue.Backlog(ctx, obsTenantA)
+		dls, _ := o.queue.DeadLetters(ctx, obsTenantA, total)
+		queued, dead = int(n), len(dls)
+		return queued+dead == total
+	})
+	if dead == 0 || queued == 0 {
+		t.Fatalf("got %d queued and %d dead-lettered, want both", queued, dead)
+	}
+	dls, _ := o.queue.DeadLetters(ctx, obsTenantA, 1)
+	if !strings.HasPrefix(dls[0].Reason, "backpressure") {
+		t.Fatalf("dead letter reason: got %q", dls[0].Reason)
+	}
+	t.Logf("%d queued, %d dead-lettered for backpressure", queued, dead)
+}
