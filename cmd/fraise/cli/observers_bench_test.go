@@ -91,7 +91,9 @@ func BenchmarkObserverThroughput(b *testing.B) {
 		p.rule(b, tn, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
 			"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
 	}
-	p.cfg.Observers.Workers, p.cfg.Observers.PerTenant = benchWorkers()
+	if w, t, ok := benchWorkers(); ok {
+		p.cfg.Observers.Workers, p.cfg.Observers.PerTenant = w, t
+	}
 	o, _ := p.start(b, "bench")
 	time.Sleep(300 * time.Millisecond)
 	d := benchDuration()
@@ -137,10 +139,10 @@ func BenchmarkObserverThroughput(b *testing.B) {
 	b.Logf("%d events, %d duplicate deliveries, %d retried", total, dups, st.Retried.Load())
 }
 
-func benchWorkers() (int, int) {
+// benchWorkers reads FRAISE_BENCH_WORKERS=workers/per_tenant, to compare
+// pool sizes; the configuration's defaults otherwise.
+func benchWorkers() (int, int, bool) {
 	var w, t int
-	if _, err := fmt.Sscanf(os.Getenv("FRAISE_BENCH_WORKERS"), "%d/%d", &w, &t); err == nil {
-		return w, t
-	}
-	return 256, 64
+	_, err := fmt.Sscanf(os.Getenv("FRAISE_BENCH_WORKERS"), "%d/%d", &w, &t)
+	return w, t, err == nil
 }

@@ -546,3 +546,55 @@ func TestObserversBackpressureFailFast(t *testing.T) {
 	}
 	t.Logf("%d queued, %d dead-lettered for backpressure", queued, dead)
 }
+
+// TestObserversBreakerHoldsJobs: once a target's breaker opens, its jobs
+// wait instead of hammering it, and go through after it recovers.
+func TestObserversBreakerHoldsJobs(t *testing.T) {
+	p := mustPipeline(t)
+	w := &p.cfg.Observers.Webhook
+	w.FailureThreshold, w.OpenTimeout = 2, config.Duration{Duration: time.Second}
+	p.cfg.Observers.MaxAttempts = 50
+	p.cfg.Observers.Workers, p.cfg.Observers.PerTenant = 8, 4
+	rc := mustReceiver(t)
+	var mu sync.Mutex
+	down := true
+	rc.handle = func(w http.ResponseWriter, _ *http.Request, _ observe.WebhookPayload, _ int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return false
+		}
+		return true
+	}
+	p.rule(t, obsTenantA, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
+		"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
+	o, _ := p.start(t, "w1")
+	const n = 20
+	insertRows(t, p, obsTenantA, 1, n)
+	attempts := func() int {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		c := 0
+		for _, ts := range rc.at {
+			c += len(ts)
+		}
+		return c
+	}
+	// The jobs already running when it opened fail; then nothing reaches
+	// the target until the open timeout passes.
+	time.Sleep(300 * time.Millisecond)
+	a1 := attempts()
+	time.Sleep(400 * time.Millisecond)
+	a2 := attempts()
+	if a1 >= n || a2 != a1 {
+		t.Fatalf("the target was called %d times, then %d more while its breaker was open; want fewer than %d, then none", a1, a2-a1, n)
+	}
+	if o.worker.Stats().Deferred.Load() == 0 {
+		t.Fatal("no job was held by the open breaker")
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	eventually(t, 10*time.Second, "every job after recovery", func() bool { return rc.delivered() == n })
+}

@@ -300,7 +300,7 @@ func Default() Config {
 		},
 		XDS: XDS{GRPCAddr: "127.0.0.1:18000", NodeID: "fraise-ingress", PollInterval: Duration{time.Second}},
 		Observers: Observers{
-			Cursor: "default", BatchSize: 500, Workers: 64, PerTenant: 16, MaxAttempts: 10,
+			Cursor: "default", BatchSize: 500, Workers: 256, PerTenant: 64, MaxAttempts: 10,
 			BackoffBase: Duration{time.Second}, BackoffCap: Duration{5 * time.Minute}, ReclaimIdle: Duration{time.Minute},
 			Backpressure: "adaptive", MaxQueueMemoryMB: 500, MemoryThresholdPercent: 80,
 			Webhook: ObserverAction{Timeout: Duration{10 * time.Second}, FailureThreshold: 5, FailureWindow: Duration{time.Minute},
