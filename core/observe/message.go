@@ -37,13 +37,19 @@ type WebhookRule struct {
 func BuildMessage(job core.Job) (core.Message, error) {
 	a := job.Action
 	m := core.Message{Kind: a.Kind, IdempotencyKey: job.ID, Tenant: job.Tenant, URL: a.URL, Secret: a.Secret}
-	vars, err := EventVars(job.Event)
-	if err != nil {
-		return m, err
-	}
+	var vars Vars
 	render := func(src, def string, esc Escaping) (string, error) {
 		if src == "" {
 			src = def
+		}
+		if src == "" {
+			return "", nil
+		}
+		if vars == nil {
+			var err error
+			if vars, err = EventVars(job.Event); err != nil {
+				return "", err
+			}
 		}
 		t, err := ParseTemplate(src)
 		if err != nil {

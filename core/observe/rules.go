@@ -146,7 +146,8 @@ func (s *RuleSet) Match(e core.ChangeEvent) ([]core.Job, error) {
 		if len(cr.rule.Operations) > 0 && !slices.Contains(cr.rule.Operations, e.Op) {
 			continue
 		}
-		if vars == nil {
+		// Decode the event only for a rule with a condition, once.
+		if vars == nil && cr.cond.prg != nil {
 			var err error
 			if vars, err = EventVars(e); err != nil {
 				return nil, err
