@@ -179,3 +179,31 @@ func TestWaitWakesOnNotify(t *testing.T) {
 		t.Fatal("Wait did not wake on the notification")
 	}
 }
+
+// TestCaptureStatements: a statement's rows each become an event, in order,
+// and unobserving stops the capture.
+func TestCaptureStatements(t *testing.T) {
+	admin, l, d := mustObserved(t)
+	ctx := context.Background()
+	exec(t, d, tenantA, "insert into orders select g, '"+tenantA+"', g from generate_series(1, 3) g")
+	exec(t, d, tenantA, "delete from orders where id <= 2")
+	if _, err := admin.Exec(ctx, "select fraise.unobserve_table('public.orders')"); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, d, tenantA, "insert into orders values (9, '"+tenantA+"', 9, 'unobserved')")
+	events, err := l.Read(ctx, core.Position{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range events {
+		got = append(got, e.Op+string(e.Key))
+	}
+	want := []string{`INSERT{"id": 1}`, `INSERT{"id": 2}`, `INSERT{"id": 3}`, `DELETE{"id": 1}`, `DELETE{"id": 2}`}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	if _, err := admin.Exec(ctx, "create table public.notenant (id int primary key); select fraise.observe_table('public.notenant')"); err == nil {
+		t.Fatal("observing a table without tenant_id: got no error")
+	}
+}
