@@ -411,6 +411,13 @@ func (q *Queue) Ack(ctx context.Context, d core.Delivery) error {
 	select {
 	case err := <-r.done:
 		return err
+	case <-q.ackDone:
+		select {
+		case err := <-r.done: // flushed just before closing
+			return err
+		default:
+			return &core.Error{Op: "redis.Ack", Code: core.CodeUnavailable, Message: "queue closed"}
+		}
 	case <-ctx.Done():
 		return mapError("redis.Ack", ctx.Err())
 	}
