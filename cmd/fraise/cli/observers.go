@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
@@ -148,6 +149,49 @@ func (o *observers) Run(ctx context.Context) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// register exposes the pipeline's counters on reg (the core's /metrics).
+func (o *observers) register(reg prometheus.Registerer) error {
+	st := o.worker.Stats()
+	counter := func(outcome string, v func() int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "fraise_observer_jobs_total", Help: "Observer jobs run by this process, by outcome.",
+			ConstLabels: prometheus.Labels{"outcome": outcome},
+		}, func() float64 { return float64(v()) })
+	}
+	cs := []prometheus.Collector{
+		counter("delivered", st.Delivered.Load), counter("retried", st.Retried.Load),
+		counter("deferred", st.Deferred.Load), counter("dead_lettered", st.DeadLettered.Load),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "fraise_observer_enqueued_total", Help: "Jobs this process's dispatcher enqueued.",
+		}, func() float64 { return float64(o.dispatcher.Enqueued()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fraise_observer_degraded", Help: "1 while the dispatcher cannot reach the queue and holds its cursor.",
+		}, func() float64 {
+			if o.dispatcher.Degraded() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fraise_observer_outbox_pending", Help: "Events behind the dispatcher's cursor (-1 when unknown).",
+		}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			n, err := o.events.Pending(ctx, o.dispatcher.Name)
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close releases the connections.

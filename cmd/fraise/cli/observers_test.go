@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/adapters/smtp/smtptest"
@@ -252,14 +253,13 @@ func TestObserversEachActionKind(t *testing.T) {
 	p.rule(t, obsTenantA, map[string]any{"name": "gone", "table": "public.orders", "operations": []string{"DELETE"},
 		"actions": []map[string]any{{"kind": "email", "to": []string{"sales@acme.test"}, "subject": "Order {{key.id}} deleted"}}})
 	var sigOK bool
-	hook.handle = func(w http.ResponseWriter, r *http.Request, pl observe.WebhookPayload, n int) bool {
-		body, _ := json.Marshal(pl)
-		_ = body
-		return true
-	}
 	// Verify the signature on the raw body.
 	hook.Config.Handler = verifying(hook.Config.Handler, "s3cret", &sigOK)
-	p.start(t, "w1")
+	o, _ := p.start(t, "w1")
+	reg := prometheus.NewRegistry()
+	if err := o.register(reg); err != nil {
+		t.Fatal(err)
+	}
 
 	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total, note) values (1, $1, 5000, 'big'), (2, $1, 10, 'small')", obsTenantA)
 	p.sql(t, obsTenantA, "update orders set note = 'x' where id = 2")                     // no total change: no Slack
@@ -285,6 +285,24 @@ func TestObserversEachActionKind(t *testing.T) {
 	}
 	if got := slack.bodies[0]; got != `{"text":"order 2: 10 -\u003e 7 by \u0026lt;!channel\u0026gt;"}` {
 		t.Fatalf("slack body: got %s", got)
+	}
+	metrics := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "/" + l.GetValue()
+			}
+			metrics[name] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	if metrics["fraise_observer_jobs_total/delivered"] != 3 || metrics["fraise_observer_enqueued_total"] != 3 ||
+		metrics["fraise_observer_degraded"] != 0 || metrics["fraise_observer_outbox_pending"] != 0 {
+		t.Fatalf("metrics: got %v, want 3 delivered, 3 enqueued, not degraded, nothing pending", metrics)
 	}
 	m := p.smtp.Messages()[0]
 	if !m.TLS || m.User != p.smtp.Username || m.Header.Get("Subject") != "Order 1 deleted" || !strings.Contains(string(m.Body), "DELETE") {

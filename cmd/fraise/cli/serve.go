@@ -124,6 +124,10 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 			return fmt.Errorf("observers: %w", err)
 		}
 		defer obs.Close()
+		if err := obs.register(metrics.Registry); err != nil {
+			ln.Close()
+			return fmt.Errorf("observers: metrics: %w", err)
+		}
 		g.Go(func() error { return obs.Run(gctx) })
 	}
 	logServing(log, "core", "graphql", ln)
