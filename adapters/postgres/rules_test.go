@@ -99,3 +99,24 @@ func TestRuleFunctions(t *testing.T) {
 		t.Fatalf("delete: %+v", got)
 	}
 }
+
+// TestRuleQuotaHook: once issue 6's fraise.check_quota exists, creating a
+// rule asks it; a false answer is status quota_exceeded.
+func TestRuleQuotaHook(t *testing.T) {
+	admin, _, d := mustObserved(t)
+	ctx := context.Background()
+	if _, err := admin.Exec(ctx, `CREATE FUNCTION fraise.check_quota(what text) RETURNS boolean LANGUAGE sql AS
+		$$ SELECT what <> 'observer_rules' OR (SELECT count(*) < 1 FROM fraise.observer_rules) $$;
+		GRANT EXECUTE ON FUNCTION fraise.check_quota(text) TO fraise_app`); err != nil {
+		t.Fatal(err)
+	}
+	rule := func(name string) string {
+		return `{"name":"` + name + `","table":"public.orders","actions":[{"kind":"webhook","url":"https://a.test"}]}`
+	}
+	if r := call(t, d, tenantA, "fn_create_observer_rule($1::jsonb)", rule("one")); r.Status != "ok" {
+		t.Fatalf("first rule: got %+v", r)
+	}
+	if r := call(t, d, tenantA, "fn_create_observer_rule($1::jsonb)", rule("two")); r.Status != "quota_exceeded" {
+		t.Fatalf("second rule: got %+v, want quota_exceeded", r)
+	}
+}

@@ -318,16 +318,21 @@ DECLARE
     problem text := fraise.observer_rule_check(input);
     tenant  uuid := nullif(current_setting('fraise.tenant', true), '')::uuid;
     rid     uuid;
+    allowed text;
 BEGIN
     IF tenant IS NULL THEN RETURN fraise.observer_rule_result('invalid', 'no tenant', NULL); END IF;
     IF problem IS NULL AND (NOT input ? 'name' OR NOT input ? 'table' OR NOT input ? 'actions') THEN
         problem := 'name, table and actions are required';
     END IF;
     IF problem IS NOT NULL THEN RETURN fraise.observer_rule_result('invalid', problem, NULL); END IF;
-    -- Tenant quotas (issue 6) plug in here: fraise.check_quota raises when
-    -- the tenant's tier allows no more rules. Until it exists, no quota.
+    -- Tenant quotas (issue 6) plug in here: fraise.check_quota('observer_rules')
+    -- either returns false (status quota_exceeded) or raises when the
+    -- tenant's tier allows no more rules. Until it exists, no quota.
     IF to_regprocedure('fraise.check_quota(text)') IS NOT NULL THEN
-        EXECUTE 'SELECT fraise.check_quota($1)' USING 'observer_rules';
+        EXECUTE 'SELECT fraise.check_quota($1)::text' INTO allowed USING 'observer_rules';
+        IF allowed = 'false' THEN
+            RETURN fraise.observer_rule_result('quota_exceeded', 'the tenant''s tier allows no more rules', NULL);
+        END IF;
     END IF;
     BEGIN
         INSERT INTO fraise.observer_rules (tenant_id, name, table_name, operations, condition, actions, enabled)
