@@ -120,6 +120,16 @@ func (b *Breaker) Success() {
 	}
 }
 
+// Release gives back a call Allow let through that never reached the
+// target (it could not be built): it counts as neither outcome.
+func (b *Breaker) Release() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state == BreakerHalfOpen {
+		b.probing = false
+	}
+}
+
 // Failure records a call that failed transiently.
 func (b *Breaker) Failure() {
 	b.mu.Lock()

@@ -181,6 +181,10 @@ func TestBreakerTransitions(t *testing.T) {
 	if ok, _ := b.Allow(); ok {
 		t.Fatal("half-open: a second concurrent probe must wait")
 	}
+	b.Release() // a probe that never reached the target frees the slot
+	if ok, _ := b.Allow(); !ok {
+		t.Fatal("half-open: a released probe must let the next one go")
+	}
 	b.Failure()
 	wantState(t, b, observe.BreakerOpen) // a failed probe opens again
 	clk.add(30 * time.Second)

@@ -242,7 +242,7 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, d core.Delivery)
 	}
 	msg, err := BuildMessage(job)
 	if err != nil {
-		br.Success() // the target was never called: do not hold the probe
+		br.Release() // the target was never called
 		w.deadLetter(rctx, log, d, job, "render: "+core.ErrorMessage(err))
 		return
 	}
