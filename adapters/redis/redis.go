@@ -277,7 +277,7 @@ func (q *Queue) Fetch(ctx context.Context, consumer string, max int, room func(s
 	// its share, since its stream is not waited on and a slot may free up.
 	block = min(block, 250*time.Millisecond)
 	if len(readTenants) < len(tenants) {
-		block = min(block, 20*time.Millisecond)
+		block = min(block, 5*time.Millisecond)
 	}
 	res, err := q.c.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: Group, Consumer: consumer, Streams: streams, Count: 1, Block: block}).Result()
 	if err != nil && !errors.Is(err, goredis.Nil) {

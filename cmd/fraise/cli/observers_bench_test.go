@@ -129,9 +129,18 @@ func BenchmarkObserverThroughput(b *testing.B) {
 	if c1 >= total {
 		b.Logf("the pipeline kept up with the inserts: events/s is the insert rate")
 	}
-	eventually(b, 120*time.Second, fmt.Sprintf("%d events delivered", total), func() bool { return rc.delivered() >= total })
+	last := time.Now()
+	eventually(b, 120*time.Second, fmt.Sprintf("%d events delivered", total), func() bool {
+		if testing.Verbose() && time.Since(last) > 500*time.Millisecond {
+			last = time.Now()
+			b.Logf("enqueued %d, delivered %d of %d", o.dispatcher.Enqueued(), rc.delivered(), total)
+		}
+		return rc.delivered() >= total
+	})
 	elapsed := time.Since(start)
 	b.StopTimer()
+	b.Logf("inserting took %v (%d of %d delivered by then), draining %v", t1.Sub(start).Round(time.Millisecond),
+		c1, total, elapsed-t1.Sub(start))
 	b.ReportMetric(float64(c1-c0)/t1.Sub(t0).Seconds(), "events/s")
 	b.ReportMetric(float64(total)/elapsed.Seconds(), "e2e-events/s")
 	counts, _ := rc.snapshot()
