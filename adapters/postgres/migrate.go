@@ -91,7 +91,7 @@ func Migrate(ctx context.Context, adminURL string, o MigrateOptions) error {
 	if _, err := conn.Exec(ctx, "GRANT USAGE ON SCHEMA fraise TO "+role+"; GRANT SELECT ON fraise.tenants TO "+role); err != nil {
 		return fmt.Errorf("migrate: grants: %w", err)
 	}
-	return nil
+	return grantFunctions(ctx, conn, o.AppRole)
 }
 
 // ensureRole creates the application role when missing and makes sure it

@@ -17,12 +17,20 @@ type Redis struct {
 	port int
 	dir  string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	persist bool
 }
 
 // StartRedis starts a dedicated redis-server, stopped when tb ends.
-func StartRedis(tb testing.TB) *Redis {
+func StartRedis(tb testing.TB) *Redis { return startRedis(tb, false) }
+
+// StartPersistentRedis starts a redis-server that writes every command to
+// its append-only file before answering (appendfsync always), so Stop and
+// Start lose nothing it acknowledged: a production Redis for observers.
+func StartPersistentRedis(tb testing.TB) *Redis { return startRedis(tb, true) }
+
+func startRedis(tb testing.TB, persist bool) *Redis {
 	tb.Helper()
 	SkipShort(tb)
 	dir, err := os.MkdirTemp("", "fraise-redis-")
@@ -30,7 +38,7 @@ func StartRedis(tb testing.TB) *Redis {
 		tb.Fatal(err)
 	}
 	port := FreePort(tb)
-	r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), port: port, dir: dir}
+	r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), port: port, dir: dir, persist: persist}
 	if err := r.Start(); err != nil {
 		os.RemoveAll(dir)
 		tb.Fatal(err)
@@ -54,8 +62,12 @@ func (r *Redis) Start() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir, "--daemonize", "no", "--loglevel", "warning")
+	aof := []string{"--appendonly", "no"}
+	if r.persist {
+		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	cmd := exec.Command(bin, append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--dir", r.dir, "--daemonize", "no", "--loglevel", "warning"}, aof...)...)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis-server: %w", err)
 	}

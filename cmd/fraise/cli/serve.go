@@ -163,6 +163,19 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		drained()
 		return nil
 	})
+	if cfg.Observers.Enabled {
+		obs, err := newObservers(cfg, env, log.With("component", "observers"), db, "")
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("observers: %w", err)
+		}
+		defer obs.Close()
+		if err := obs.register(metrics.Registry); err != nil {
+			ln.Close()
+			return fmt.Errorf("observers: metrics: %w", err)
+		}
+		g.Go(func() error { return obs.Run(gctx) })
+	}
 	logServing(log, "core", "graphql", ln)
 	g.Go(func() error { return serveHTTP(drainCtx, srv, ln, grace) })
 	if flightLn != nil {

@@ -54,6 +54,7 @@ type Config struct {
 	Gateway   Gateway   `toml:"gateway"`
 	XDS       XDS       `toml:"xds"`
 	Flight    Flight    `toml:"flight"`
+	Observers Observers `toml:"observers"`
 }
 
 // Flight configures the core's Arrow Flight exports (docs/flight.md).
@@ -331,6 +332,69 @@ type Gateway struct {
 	Envoy string `toml:"envoy"`
 }
 
+// Observers configures the observer dispatcher and workers that `fraise
+// serve` (and `fraise dev`) run when Enabled.
+type Observers struct {
+	Enabled bool `toml:"enabled"`
+	// Cursor names the dispatcher's position in the outbox; dispatchers
+	// sharing a name take turns (one leads at a time).
+	Cursor    string `toml:"cursor"`
+	BatchSize int    `toml:"batch_size"`
+	// Workers is how many jobs one process runs at once; PerTenant how
+	// many of them one tenant may hold.
+	Workers     int `toml:"workers"`
+	PerTenant   int `toml:"per_tenant"`
+	MaxAttempts int `toml:"max_attempts"`
+	// BackoffBase doubles per attempt, with full jitter, up to BackoffCap
+	// (at most 5m).
+	BackoffBase Duration `toml:"backoff_base"`
+	BackoffCap  Duration `toml:"backoff_cap"`
+	// ReclaimIdle is how long a job may sit with a silent worker before
+	// another takes it; it must exceed every action timeout.
+	ReclaimIdle Duration `toml:"reclaim_idle"`
+	// Backpressure is fail-fast, queue-all or adaptive; MaxQueueMemoryMB
+	// bounds each tenant's queued jobs; adaptive slows down past
+	// MemoryThresholdPercent of it.
+	Backpressure           string `toml:"backpressure"`
+	MaxQueueMemoryMB       int    `toml:"max_queue_memory_mb"`
+	MemoryThresholdPercent int    `toml:"memory_threshold_percent"`
+	// AllowPrivateTargets lets webhooks reach loopback and private
+	// addresses (development only).
+	AllowPrivateTargets bool `toml:"allow_private_targets"`
+	// RateLimits asks the rate-limit service (ratelimit.grpc_addr) before
+	// each action, descriptor (tenant, action).
+	RateLimits bool           `toml:"rate_limits"`
+	Webhook    ObserverAction `toml:"webhook"`
+	Slack      ObserverAction `toml:"slack"`
+	Email      ObserverAction `toml:"email"`
+	SMTP       SMTP           `toml:"smtp"`
+}
+
+// ObserverAction are one action kind's timeout and circuit-breaker
+// thresholds: FailureThreshold failures within FailureWindow open a
+// target's breaker for OpenTimeout; SuccessThreshold probes close it.
+type ObserverAction struct {
+	Timeout          Duration `toml:"timeout"`
+	FailureThreshold int      `toml:"failure_threshold"`
+	FailureWindow    Duration `toml:"failure_window"`
+	OpenTimeout      Duration `toml:"open_timeout"`
+	SuccessThreshold int      `toml:"success_threshold"`
+}
+
+// SMTP is the mail server email actions go through.
+type SMTP struct {
+	Addr     string `toml:"addr"`
+	From     string `toml:"from"`
+	Username string `toml:"username"`
+	// Password may be a secret reference.
+	Password string `toml:"password"`
+	// CA is a PEM file to trust for the server's certificate (system roots
+	// when empty).
+	CA string `toml:"ca"`
+	// InsecureNoTLS permits a server without STARTTLS (local relays).
+	InsecureNoTLS bool `toml:"insecure_no_tls"`
+}
+
 // Default returns the configuration every deployment starts from: the
 // embedded defaults `make run` uses, on loopback, with the development
 // credentials `fraise certs` writes under .dev/.
@@ -405,6 +469,18 @@ func Default() Config {
 		Flight: Flight{
 			TicketTTL: Duration{5 * time.Minute}, BatchRows: 65536, BatchBytes: 3 << 20,
 			StatementTimeout: Duration{30 * time.Minute}, MaxExports: 4,
+		},
+		Observers: Observers{
+			Cursor: "default", BatchSize: 500, Workers: 256, PerTenant: 64, MaxAttempts: 10,
+			BackoffBase: Duration{time.Second}, BackoffCap: Duration{5 * time.Minute}, ReclaimIdle: Duration{time.Minute},
+			Backpressure: "adaptive", MaxQueueMemoryMB: 500, MemoryThresholdPercent: 80,
+			Webhook: ObserverAction{Timeout: Duration{10 * time.Second}, FailureThreshold: 5, FailureWindow: Duration{time.Minute},
+				OpenTimeout: Duration{30 * time.Second}, SuccessThreshold: 1},
+			Slack: ObserverAction{Timeout: Duration{10 * time.Second}, FailureThreshold: 3, FailureWindow: Duration{time.Minute},
+				OpenTimeout: Duration{30 * time.Second}, SuccessThreshold: 1},
+			Email: ObserverAction{Timeout: Duration{30 * time.Second}, FailureThreshold: 2, FailureWindow: Duration{time.Minute},
+				OpenTimeout: Duration{time.Minute}, SuccessThreshold: 1},
+			SMTP: SMTP{From: "fraise@localhost"},
 		},
 	}
 }
@@ -729,6 +805,7 @@ func (c Config) Validate() error {
 	if c.Flight.MaxExports < 1 || c.Flight.MaxExports >= c.Database.MaxConns {
 		bad("flight.max_exports", "want 1 to database.max_conns - 1 (%d), got %d", c.Database.MaxConns-1, c.Flight.MaxExports)
 	}
+	errs = append(errs, c.Observers.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -782,4 +859,54 @@ func (f Flight) FlightDatasets() ([]flight.Dataset, error) {
 		ds = append(ds, fd)
 	}
 	return ds, nil
+}
+
+func (o Observers) validate() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("observers.%s: "+format, append([]any{key}, args...)...))
+	}
+	if o.Cursor == "" {
+		bad("cursor", "required")
+	}
+	for key, v := range map[string]int{"batch_size": o.BatchSize, "workers": o.Workers, "per_tenant": o.PerTenant,
+		"max_attempts": o.MaxAttempts, "max_queue_memory_mb": o.MaxQueueMemoryMB} {
+		if v < 1 {
+			bad(key, "want at least 1, got %d", v)
+		}
+	}
+	if o.PerTenant > o.Workers {
+		bad("per_tenant", "want at most workers (%d), got %d", o.Workers, o.PerTenant)
+	}
+	if o.BackoffBase.Duration <= 0 || o.BackoffCap.Duration < o.BackoffBase.Duration || o.BackoffCap.Duration > 5*time.Minute {
+		bad("backoff_cap", "want 0 < backoff_base <= backoff_cap <= 5m, got %v and %v", o.BackoffBase, o.BackoffCap)
+	}
+	if !slices.Contains([]string{"fail-fast", "queue-all", "adaptive"}, o.Backpressure) {
+		bad("backpressure", "want fail-fast, queue-all or adaptive, got %q", o.Backpressure)
+	}
+	if o.MemoryThresholdPercent < 1 || o.MemoryThresholdPercent > 100 {
+		bad("memory_threshold_percent", "want 1 to 100, got %d", o.MemoryThresholdPercent)
+	}
+	for name, a := range map[string]ObserverAction{"webhook": o.Webhook, "slack": o.Slack, "email": o.Email} {
+		if a.Timeout.Duration <= 0 {
+			bad(name+".timeout", "must be positive")
+		} else if a.Timeout.Duration >= o.ReclaimIdle.Duration {
+			bad("reclaim_idle", "must exceed %s.timeout (%v), or running jobs are taken over", name, a.Timeout)
+		}
+		if a.FailureThreshold < 1 || a.SuccessThreshold < 1 {
+			bad(name, "failure_threshold and success_threshold must be at least 1")
+		}
+		if a.FailureWindow.Duration <= 0 || a.OpenTimeout.Duration <= 0 {
+			bad(name, "failure_window and open_timeout must be positive")
+		}
+	}
+	if o.SMTP.Addr != "" {
+		if _, _, err := net.SplitHostPort(o.SMTP.Addr); err != nil {
+			bad("smtp.addr", "want host:port, got %q", o.SMTP.Addr)
+		}
+		if o.SMTP.From == "" {
+			bad("smtp.from", "required with smtp.addr")
+		}
+	}
+	return errs
 }

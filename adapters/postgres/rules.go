@@ -1,0 +1,69 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/fraise-dev/fraise/core"
+)
+
+// EnabledRules implements core.RuleStore: every tenant's enabled rules,
+// through a SECURITY DEFINER function, since the dispatcher serves all
+// tenants while the core's role sees one tenant's rows at a time.
+func (l *EventLog) EnabledRules(ctx context.Context) ([]core.Rule, error) {
+	const op = "postgres.EventLog.EnabledRules"
+	rows, err := l.db.pool.Query(ctx, `select id::text, tenant_id::text, name, table_name, operations, condition, actions, version
+		from fraise.observer_rules_enabled()`)
+	if err != nil {
+		return nil, mapError(op, err)
+	}
+	defer rows.Close()
+	var out []core.Rule
+	for rows.Next() {
+		var (
+			r       core.Rule
+			actions []byte
+		)
+		if err := rows.Scan(&r.ID, &r.Tenant, &r.Name, &r.Table, &r.Operations, &r.Condition, &actions, &r.Version); err != nil {
+			return nil, mapError(op, err)
+		}
+		if err := json.Unmarshal(actions, &r.Actions); err != nil {
+			return nil, &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+		}
+		r.Enabled = true
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapError(op, err)
+	}
+	return out, nil
+}
+
+// Changed implements core.RuleStore.
+func (l *EventLog) Changed(ctx context.Context) <-chan struct{} {
+	in := make(chan struct{}, 1)
+	out := make(chan struct{}, 1)
+	l.mu.Lock()
+	l.subs[in] = struct{}{}
+	l.mu.Unlock()
+	go func() {
+		defer close(out)
+		defer func() {
+			l.mu.Lock()
+			delete(l.subs, in)
+			l.mu.Unlock()
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-in:
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return out
+}

@@ -1,0 +1,67 @@
+package ratelimit
+
+import (
+	"context"
+	"time"
+
+	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/fraise-dev/fraise/core"
+)
+
+// ActionLimiter asks the rate-limit service before each observer action
+// (core.ActionLimiter), with the descriptor [(tenant, id), (action, kind)]
+// in the configured domain, so per-action limits live with every other
+// limit.
+type ActionLimiter struct {
+	conn    *grpc.ClientConn
+	client  rlsv3.RateLimitServiceClient
+	domain  string
+	timeout time.Duration
+}
+
+var _ core.ActionLimiter = (*ActionLimiter)(nil)
+
+// NewActionLimiter connects (lazily) to the service at addr.
+func NewActionLimiter(addr, domain string, timeout time.Duration) (*ActionLimiter, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	if timeout <= 0 {
+		timeout = 100 * time.Millisecond
+	}
+	return &ActionLimiter{conn: conn, client: rlsv3.NewRateLimitServiceClient(conn), domain: domain, timeout: timeout}, nil
+}
+
+// Close closes the connection.
+func (l *ActionLimiter) Close() error { return l.conn.Close() }
+
+// Allow implements core.ActionLimiter.
+func (l *ActionLimiter) Allow(ctx context.Context, tenant, kind string) (bool, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	resp, err := l.client.ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{
+		Domain: l.domain,
+		Descriptors: []*commonrl.RateLimitDescriptor{{Entries: []*commonrl.RateLimitDescriptor_Entry{
+			{Key: "tenant", Value: tenant}, {Key: "action", Value: kind},
+		}}},
+		HitsAddend: 1,
+	})
+	if err != nil {
+		return true, 0, err
+	}
+	if resp.GetOverallCode() != rlsv3.RateLimitResponse_OVER_LIMIT {
+		return true, 0, nil
+	}
+	wait := time.Second
+	for _, s := range resp.GetStatuses() {
+		if d := s.GetDurationUntilReset().AsDuration(); s.GetCode() == rlsv3.RateLimitResponse_OVER_LIMIT && d > 0 {
+			wait = d
+		}
+	}
+	return false, wait, nil
+}

@@ -1,0 +1,154 @@
+package redis_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/fraise-dev/fraise/adapters/redis"
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/test/harness"
+)
+
+func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
+
+func mustQueue(tb testing.TB, idle time.Duration) *redis.Queue {
+	tb.Helper()
+	rd := harness.StartRedis(tb)
+	q := redis.New(redis.Options{Addr: rd.Addr, ReclaimIdle: idle})
+	tb.Cleanup(func() { q.Close() })
+	return q
+}
+
+func all(string) int { return 100 }
+
+func job(tenant, id string) core.Job {
+	return core.Job{ID: id, Tenant: tenant, RuleID: "r", Action: core.Action{Kind: core.ActionWebhook, URL: "http://x"}}
+}
+
+func fetch(tb testing.TB, q *redis.Queue, consumer string, room func(string) int) []core.Delivery {
+	tb.Helper()
+	ds, err := q.Fetch(context.Background(), consumer, 100, room, 100*time.Millisecond)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ds
+}
+
+func TestQueueLifecycle(t *testing.T) {
+	q := mustQueue(t, 300*time.Millisecond)
+	ctx := context.Background()
+	if err := q.Enqueue(ctx, []core.Job{job("a", "1"), job("a", "2"), job("b", "3")}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := q.Backlog(ctx, "a"); n != 2 {
+		t.Fatalf("backlog of a: got %d, want 2", n)
+	}
+	// Room limits a tenant's share of one fetch.
+	ds := fetch(t, q, "w1", func(t string) int {
+		if t == "a" {
+			return 1
+		}
+		return 100
+	})
+	if len(ds) != 2 {
+		t.Fatalf("got %d deliveries, want 1 of a and 1 of b", len(ds))
+	}
+	byID := map[string]core.Delivery{}
+	for _, d := range ds {
+		byID[d.Job.ID] = d
+	}
+	if err := q.Ack(ctx, byID["3"]); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := q.Backlog(ctx, "b"); n != 0 {
+		t.Fatalf("backlog of b after ack: got %d, want 0", n)
+	}
+	// Retry: gone from the stream, back when due.
+	first := byID["1"]
+	if first.Job.ID == "" {
+		first = byID["2"]
+	}
+	retry := first.Job
+	retry.Attempt = 1
+	if err := q.Retry(ctx, first, retry, time.Now().Add(200*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	ds = fetch(t, q, "w1", all) // the other job of a
+	if len(ds) != 1 || ds[0].Job.ID == first.Job.ID {
+		t.Fatalf("got %+v, want only the job not being retried", ds)
+	}
+	if err := q.Ack(ctx, ds[0]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(250 * time.Millisecond)
+	ds = fetch(t, q, "w1", all)
+	if len(ds) != 1 || ds[0].Job.ID != first.Job.ID || ds[0].Job.Attempt != 1 {
+		t.Fatalf("got %+v, want the retried job with attempt 1", ds)
+	}
+	// Dead letter, list and replay.
+	if err := q.DeadLetter(ctx, ds[0], ds[0].Job, "permanent: 404"); err != nil {
+		t.Fatal(err)
+	}
+	dls, err := q.DeadLetters(ctx, "a", 10)
+	if err != nil || len(dls) != 1 || dls[0].Reason != "permanent: 404" || dls[0].Job.ID != first.Job.ID {
+		t.Fatalf("dead letters: got %+v %v", dls, err)
+	}
+	if n, err := q.Replay(ctx, "a", []string{dls[0].ID}); err != nil || n != 1 {
+		t.Fatalf("replay: got %d %v, want 1", n, err)
+	}
+	ds = fetch(t, q, "w1", all)
+	if len(ds) != 1 || ds[0].Job.ID != first.Job.ID || ds[0].Job.Attempt != 0 {
+		t.Fatalf("after replay: got %+v, want the job with attempts reset", ds)
+	}
+	if dls, _ := q.DeadLetters(ctx, "a", 10); len(dls) != 0 {
+		t.Fatalf("dead letters after replay: got %d, want 0", len(dls))
+	}
+	if _, err := q.Replay(ctx, "a", []string{"1-1"}); core.ErrorCode(err) != core.CodeNotFound {
+		t.Fatalf("replay of a missing id: got %v, want NOT_FOUND", err)
+	}
+	// Reclaim: w1 dies holding the job; w2 takes it over once idle.
+	if ds := fetch(t, q, "w2", all); len(ds) != 0 {
+		t.Fatalf("w2 got %+v before the job was idle", ds)
+	}
+	time.Sleep(400 * time.Millisecond)
+	ds = fetch(t, q, "w2", all)
+	if len(ds) != 1 || ds[0].Job.ID != first.Job.ID {
+		t.Fatalf("w2 got %+v, want the reclaimed job", ds)
+	}
+}
+
+func TestFetchBlocksUntilAJob(t *testing.T) {
+	q := mustQueue(t, time.Minute)
+	ctx := context.Background()
+	if err := q.Enqueue(ctx, []core.Job{job("a", "0")}); err != nil {
+		t.Fatal(err)
+	}
+	ds := fetch(t, q, "w", all)
+	_ = q.Ack(ctx, ds[0])
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		_ = q.Enqueue(ctx, []core.Job{job("a", "1")})
+	}()
+	start := time.Now()
+	ds, err := q.Fetch(ctx, "w", 10, all, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 1 {
+		t.Fatalf("got %d, want the job enqueued while blocked", len(ds))
+	}
+	if el := time.Since(start); el > 900*time.Millisecond {
+		t.Fatalf("took %v, want to wake on the job", el)
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	q := redis.New(redis.Options{Addr: "127.0.0.1:1", DialTimeout: 100 * time.Millisecond})
+	defer q.Close()
+	err := q.Enqueue(context.Background(), []core.Job{job("a", "1")})
+	if core.ErrorCode(err) != core.CodeUnavailable {
+		t.Fatalf("got %v, want UNAVAILABLE", err)
+	}
+}

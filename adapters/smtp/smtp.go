@@ -1,0 +1,196 @@
+// Package smtp sends observer emails (core.Notifier for the email action
+// kind) through a mail server, upgrading the connection with STARTTLS and
+// authenticating with PLAIN before any credential is sent.
+package smtp
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"mime"
+	"mime/quotedprintable"
+	"net"
+	"net/mail"
+	"net/smtp"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"github.com/fraise-dev/fraise/core"
+)
+
+// Options configures a Notifier.
+type Options struct {
+	// Addr is the mail server's host:port (the submission port, 587).
+	Addr string
+	From string
+	// Username and Password authenticate (PLAIN, only over TLS); empty
+	// Username sends without authenticating.
+	Username, Password string
+	// TLS configures STARTTLS (its ServerName defaults to Addr's host).
+	TLS *tls.Config
+	// InsecureNoTLS allows a server without STARTTLS (tests, local relays);
+	// credentials are never sent in clear text regardless.
+	InsecureNoTLS bool
+	// LocalName is the name sent in EHLO ("localhost" when empty).
+	LocalName string
+	Now       func() time.Time
+}
+
+// Notifier sends emails.
+type Notifier struct{ o Options }
+
+var _ core.Notifier = (*Notifier)(nil)
+
+// New returns a Notifier.
+func New(o Options) *Notifier {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.LocalName == "" {
+		o.LocalName = "localhost"
+	}
+	return &Notifier{o: o}
+}
+
+// Notify implements core.Notifier: 5xx replies are permanent, 4xx replies
+// and connection failures transient.
+func (n *Notifier) Notify(ctx context.Context, m core.Message) error {
+	from, err := mail.ParseAddress(n.o.From)
+	if err != nil {
+		return &core.DeliveryError{Permanent: true, Err: fmt.Errorf("smtp: from: %w", err)}
+	}
+	var to []*mail.Address
+	for _, s := range m.To {
+		a, err := mail.ParseAddress(s)
+		if err != nil {
+			return &core.DeliveryError{Permanent: true, Err: fmt.Errorf("smtp: recipient %q: %w", s, err)}
+		}
+		to = append(to, a)
+	}
+	if len(to) == 0 {
+		return &core.DeliveryError{Permanent: true, Err: errors.New("smtp: no recipients")}
+	}
+	msg := n.compose(from, to, m)
+	if err := n.send(ctx, from.Address, to, msg); err != nil {
+		return classify(err)
+	}
+	return nil
+}
+
+func (n *Notifier) send(ctx context.Context, from string, to []*mail.Address, msg []byte) error {
+	host, _, err := net.SplitHostPort(n.o.Addr)
+	if err != nil {
+		return &core.DeliveryError{Permanent: true, Err: err}
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", n.o.Addr)
+	if err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
+	c, err := smtp.NewClient(conn, host)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	defer c.Close()
+	if err := c.Hello(n.o.LocalName); err != nil {
+		return err
+	}
+	if ok, _ := c.Extension("STARTTLS"); ok {
+		cfg := n.o.TLS.Clone()
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = host
+		}
+		if cfg.MinVersion == 0 {
+			cfg.MinVersion = tls.VersionTLS12
+		}
+		if err := c.StartTLS(cfg); err != nil {
+			return err
+		}
+	} else if !n.o.InsecureNoTLS {
+		return &core.DeliveryError{Err: errors.New("smtp: server does not offer STARTTLS")}
+	}
+	if n.o.Username != "" {
+		// smtp.PlainAuth refuses to send credentials over a connection
+		// that is not TLS (except to localhost).
+		if err := c.Auth(smtp.PlainAuth("", n.o.Username, n.o.Password, host)); err != nil {
+			return err
+		}
+	}
+	if err := c.Mail(from); err != nil {
+		return err
+	}
+	for _, a := range to {
+		if err := c.Rcpt(a.Address); err != nil {
+			return err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(msg); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+// compose builds the message. Header values are encoded (RFC 2047) and have
+// no line breaks; the body is quoted-printable text.
+func (n *Notifier) compose(from *mail.Address, to []*mail.Address, m core.Message) []byte {
+	var b bytes.Buffer
+	h := func(k, v string) { fmt.Fprintf(&b, "%s: %s\r\n", k, v) }
+	addrs := make([]string, len(to))
+	for i, a := range to {
+		addrs[i] = a.String()
+	}
+	h("From", from.String())
+	h("To", strings.Join(addrs, ", "))
+	h("Subject", mime.QEncoding.Encode("utf-8", oneLine(m.Subject)))
+	h("Date", n.o.Now().Format(time.RFC1123Z))
+	h("Message-ID", "<"+oneLine(m.IdempotencyKey)+"@fraise.observers>")
+	h("X-Fraise-Idempotency-Key", oneLine(m.IdempotencyKey))
+	h("MIME-Version", "1.0")
+	h("Content-Type", "text/plain; charset=utf-8")
+	h("Content-Transfer-Encoding", "quoted-printable")
+	b.WriteString("\r\n")
+	qp := quotedprintable.NewWriter(&b)
+	_, _ = qp.Write(m.Body)
+	_ = qp.Close()
+	return b.Bytes()
+}
+
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+func classify(err error) error {
+	var de *core.DeliveryError
+	if errors.As(err, &de) {
+		return err
+	}
+	var te *textproto.Error
+	if errors.As(err, &te) {
+		return &core.DeliveryError{Permanent: te.Code >= 500, Status: te.Code, Err: err}
+	}
+	return &core.DeliveryError{Err: err}
+}

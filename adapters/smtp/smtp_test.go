@@ -1,0 +1,74 @@
+package smtp_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/fraise-dev/fraise/adapters/smtp"
+	"github.com/fraise-dev/fraise/adapters/smtp/smtptest"
+	"github.com/fraise-dev/fraise/core"
+)
+
+func TestSendOverSTARTTLSWithAuth(t *testing.T) {
+	srv := smtptest.Start(t)
+	n := smtp.New(smtp.Options{Addr: srv.Addr, From: "Fraise <observers@fraise.test>", Username: srv.Username,
+		Password: srv.Password, TLS: &tls.Config{RootCAs: srv.Roots}})
+	m := core.Message{Kind: core.ActionEmail, IdempotencyKey: "k1", To: []string{"sales@acme.test"},
+		Subject: "Order über 1000\r\nBcc: evil@x.test", Body: []byte("Total: 5000\n")}
+	if err := n.Notify(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	msgs := srv.Messages()
+	if len(msgs) != 1 {
+		t.Fatalf("got %d messages, want 1", len(msgs))
+	}
+	got := msgs[0]
+	if !got.TLS || got.User != srv.Username || got.From != "observers@fraise.test" || len(got.To) != 1 || got.To[0] != "sales@acme.test" {
+		t.Fatalf("got tls=%v user=%q from=%q to=%v", got.TLS, got.User, got.From, got.To)
+	}
+	if got.Header.Get("Bcc") != "" || got.Header.Get("X-Fraise-Idempotency-Key") != "k1" {
+		t.Fatalf("headers: got %v", got.Header)
+	}
+	if subj, _ := new(mimeDecoder).decode(got.Header.Get("Subject")); !strings.HasPrefix(subj, "Order über 1000 ") {
+		t.Fatalf("subject: got %q", subj)
+	}
+	if !strings.Contains(string(got.Body), "Total: 5000") {
+		t.Fatalf("body: got %q", got.Body)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	srv := smtptest.Start(t)
+	srv.Reject("gone@acme.test")
+	tests := []struct {
+		name      string
+		o         smtp.Options
+		to        string
+		permanent bool
+	}{
+		{"unknown recipient is permanent", smtp.Options{Username: srv.Username, Password: srv.Password}, "gone@acme.test", true},
+		{"bad credentials are permanent", smtp.Options{Username: srv.Username, Password: "wrong"}, "a@acme.test", true},
+		{"untrusted certificate is transient", smtp.Options{Username: srv.Username, Password: srv.Password, TLS: &tls.Config{}}, "a@acme.test", false},
+		{"no server is transient", smtp.Options{Addr: "127.0.0.1:1"}, "a@acme.test", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := tt.o
+			if o.Addr == "" {
+				o.Addr = srv.Addr
+			}
+			if o.TLS == nil {
+				o.TLS = &tls.Config{RootCAs: srv.Roots}
+			}
+			o.From = "observers@fraise.test"
+			err := smtp.New(o).Notify(context.Background(), core.Message{To: []string{tt.to}, Subject: "s", Body: []byte("b")})
+			var de *core.DeliveryError
+			if !errors.As(err, &de) || de.Permanent != tt.permanent {
+				t.Fatalf("got %v, want a DeliveryError with permanent=%v", err, tt.permanent)
+			}
+		})
+	}
+}

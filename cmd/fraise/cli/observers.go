@@ -1,0 +1,247 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/ratelimit"
+	"github.com/fraise-dev/fraise/adapters/redis"
+	"github.com/fraise-dev/fraise/adapters/smtp"
+	"github.com/fraise-dev/fraise/adapters/webhook"
+	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/observe"
+)
+
+func init() {
+	commands["observers"] = command{"observers dlq list|replay: inspect and replay dead-lettered observer jobs", runObservers}
+}
+
+// observers is the observer pipeline of one process: the dispatcher (which
+// leads when it holds the cursor's lock) and a worker pool.
+type observers struct {
+	events     *postgres.EventLog
+	queue      *redis.Queue
+	dispatcher *observe.Dispatcher
+	worker     *observe.Worker
+	closers    []func()
+}
+
+// newObservers wires the pipeline from the configuration on db. notifiers
+// override the configured ones by action kind (tests pass their own clock
+// or targets; nil uses the configuration).
+func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, consumer string) (*observers, error) {
+	oc := cfg.Observers
+	policy, err := observe.ParsePolicy(oc.Backpressure)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := config.Resolve(cfg.Redis.Password, env.Getenv)
+	if err != nil {
+		return nil, fmt.Errorf("redis.password: %w", err)
+	}
+	o := &observers{}
+	o.events = postgres.NewEventLog(db, log)
+	o.closers = append(o.closers, o.events.Close)
+	o.queue = redis.New(redis.Options{Addr: cfg.Redis.Addr, Password: pw, ReclaimIdle: oc.ReclaimIdle.Duration,
+		PoolSize: oc.Workers + 16})
+	o.closers = append(o.closers, func() { o.queue.Close() })
+	notifiers := map[string]core.Notifier{}
+	wh := webhook.New(webhook.Options{AllowPrivate: oc.AllowPrivateTargets, MaxIdlePerHost: oc.Workers})
+	notifiers[core.ActionWebhook], notifiers[core.ActionSlack] = wh, wh
+	if oc.SMTP.Addr != "" {
+		smtpPW, err := config.Resolve(oc.SMTP.Password, env.Getenv)
+		if err != nil {
+			o.Close()
+			return nil, fmt.Errorf("observers.smtp.password: %w", err)
+		}
+		tlsCfg := &tls.Config{}
+		if oc.SMTP.CA != "" {
+			pem, err := readFileRef(oc.SMTP.CA, env.Getenv)
+			if err != nil {
+				o.Close()
+				return nil, fmt.Errorf("observers.smtp.ca: %w", err)
+			}
+			tlsCfg.RootCAs = x509.NewCertPool()
+			if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
+				o.Close()
+				return nil, errors.New("observers.smtp.ca: no certificate in it")
+			}
+		}
+		notifiers[core.ActionEmail] = smtp.New(smtp.Options{Addr: oc.SMTP.Addr, From: oc.SMTP.From, Username: oc.SMTP.Username,
+			Password: smtpPW, TLS: tlsCfg, InsecureNoTLS: oc.SMTP.InsecureNoTLS})
+	}
+	var limiter core.ActionLimiter
+	if oc.RateLimits {
+		l, err := ratelimit.NewActionLimiter(cfg.RateLimit.GRPCAddr, cfg.RateLimit.Domain, cfg.RateLimit.Timeout.Duration)
+		if err != nil {
+			o.Close()
+			return nil, fmt.Errorf("observers.rate_limits: %w", err)
+		}
+		limiter = l
+		o.closers = append(o.closers, func() { l.Close() })
+	}
+	breaker := func(a config.ObserverAction) observe.BreakerSettings {
+		return observe.BreakerSettings{FailureThreshold: a.FailureThreshold, Window: a.FailureWindow.Duration,
+			OpenTimeout: a.OpenTimeout.Duration, SuccessThreshold: a.SuccessThreshold}
+	}
+	o.dispatcher = &observe.Dispatcher{
+		Events: o.events, Rules: o.events, Queue: o.queue, Name: oc.Cursor, Batch: oc.BatchSize,
+		Backpressure: observe.Backpressure{Policy: policy, MaxBytes: int64(oc.MaxQueueMemoryMB) << 20,
+			ThresholdPercent: oc.MemoryThresholdPercent},
+		Logger: log,
+	}
+	if consumer == "" {
+		host, _ := os.Hostname()
+		consumer = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	o.worker = &observe.Worker{
+		Queue: o.queue, Notifiers: notifiers, Limiter: limiter,
+		Breakers: observe.NewBreakers(map[string]observe.BreakerSettings{
+			core.ActionWebhook: breaker(oc.Webhook), core.ActionSlack: breaker(oc.Slack), core.ActionEmail: breaker(oc.Email),
+		}, nil),
+		Backoff:     observe.Backoff{Base: oc.BackoffBase.Duration, Cap: oc.BackoffCap.Duration},
+		MaxAttempts: oc.MaxAttempts, Concurrency: oc.Workers, PerTenant: oc.PerTenant,
+		Timeouts: map[string]time.Duration{core.ActionWebhook: oc.Webhook.Timeout.Duration,
+			core.ActionSlack: oc.Slack.Timeout.Duration, core.ActionEmail: oc.Email.Timeout.Duration},
+		Consumer: consumer, Logger: log,
+	}
+	return o, nil
+}
+
+// Run runs the dispatcher (when it wins the cursor's lock) and the workers
+// until ctx ends.
+func (o *observers) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		for gctx.Err() == nil {
+			_ = o.events.Lead(gctx, o.dispatcher.Name, o.dispatcher.Run)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		_ = o.worker.Run(gctx)
+		return nil
+	})
+	return g.Wait()
+}
+
+// register exposes the pipeline's counters on reg (the core's /metrics).
+func (o *observers) register(reg prometheus.Registerer) error {
+	st := o.worker.Stats()
+	counter := func(outcome string, v func() int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "fraise_observer_jobs_total", Help: "Observer jobs run by this process, by outcome.",
+			ConstLabels: prometheus.Labels{"outcome": outcome},
+		}, func() float64 { return float64(v()) })
+	}
+	cs := []prometheus.Collector{
+		counter("delivered", st.Delivered.Load), counter("retried", st.Retried.Load),
+		counter("deferred", st.Deferred.Load), counter("dead_lettered", st.DeadLettered.Load),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "fraise_observer_enqueued_total", Help: "Jobs this process's dispatcher enqueued.",
+		}, func() float64 { return float64(o.dispatcher.Enqueued()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fraise_observer_degraded", Help: "1 while the dispatcher cannot reach the queue and holds its cursor.",
+		}, func() float64 {
+			if o.dispatcher.Degraded() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fraise_observer_outbox_pending", Help: "Events behind the dispatcher's cursor (-1 when unknown).",
+		}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			n, err := o.events.Pending(ctx, o.dispatcher.Name)
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close releases the connections.
+func (o *observers) Close() {
+	for i := len(o.closers) - 1; i >= 0; i-- {
+		o.closers[i]()
+	}
+}
+
+// runObservers is `fraise observers dlq list|replay`.
+func runObservers(ctx context.Context, env Env, args []string) error {
+	if len(args) < 2 || args[0] != "dlq" || (args[1] != "list" && args[1] != "replay") {
+		fmt.Fprintln(env.Stderr, "usage: fraise observers dlq list --tenant ID [--limit N]\n       fraise observers dlq replay --tenant ID [--id ENTRY]... | --all")
+		return errors.New("observers: want dlq list or dlq replay")
+	}
+	fs, cfgPath := flags("observers dlq "+args[1], env)
+	tenant := fs.String("tenant", "", "tenant id (required)")
+	limit := fs.Int("limit", 100, "list at most this many")
+	all := fs.Bool("all", false, "replay every dead letter of the tenant")
+	var ids multiFlag
+	fs.Var(&ids, "id", "dead letter entry id to replay (repeatable)")
+	if err := fs.Parse(args[2:]); err != nil {
+		return err
+	}
+	if *tenant == "" {
+		return errors.New("observers dlq: --tenant is required")
+	}
+	cfg, _, err := loadConfig(*cfgPath, env)
+	if err != nil {
+		return err
+	}
+	pw, err := config.Resolve(cfg.Redis.Password, env.Getenv)
+	if err != nil {
+		return err
+	}
+	q := redis.New(redis.Options{Addr: cfg.Redis.Addr, Password: pw})
+	defer q.Close()
+	if args[1] == "list" {
+		dls, err := q.DeadLetters(ctx, *tenant, *limit)
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(env.Stdout)
+		for _, d := range dls {
+			d.Job.Action.Secret = "" // never print secrets
+			if err := enc.Encode(d); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(ids) == 0 && !*all {
+		return errors.New("observers dlq replay: give --id ENTRY (repeatable) or --all")
+	}
+	n, err := q.Replay(ctx, *tenant, ids)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "replayed %d jobs\n", n)
+	return nil
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

@@ -1,0 +1,328 @@
+package observe
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fraise-dev/fraise/core"
+)
+
+// Dispatcher reads committed events from the outbox in order, matches them
+// against the tenants' rules and enqueues a job per matching action. It
+// advances its cursor only after the jobs of every event before it are
+// enqueued: when the queue is unreachable it stays where it is (degraded
+// mode) and the events wait in PostgreSQL until the queue is back.
+type Dispatcher struct {
+	Events core.EventLog
+	Rules  core.RuleStore
+	Queue  core.JobQueue
+	// Name is the cursor's name (one dispatcher leads per name).
+	Name string
+	// Batch is how many events one read returns (500 when zero).
+	Batch        int
+	Backpressure Backpressure
+	Compiler     *Compiler
+	Logger       *slog.Logger
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+
+	rules     atomic.Pointer[RuleSet]
+	degraded  atomic.Bool
+	delivered atomic.Int64
+
+	mu       sync.Mutex
+	jobBytes float64 // moving average of an encoded job's size
+	backlogs map[string]backlogAt
+}
+
+type backlogAt struct {
+	n  int64
+	at time.Time
+}
+
+// backlog returns tenant's queue length, asked at most every 250 ms: the
+// bound is approximate anyway, and asking per batch costs a round trip per
+// tenant per batch.
+func (d *Dispatcher) backlog(ctx context.Context, tenant string) (int64, error) {
+	d.mu.Lock()
+	b, ok := d.backlogs[tenant]
+	d.mu.Unlock()
+	if ok && d.Now().Sub(b.at) < 250*time.Millisecond {
+		return b.n, nil
+	}
+	n, err := d.Queue.Backlog(ctx, tenant)
+	if err != nil {
+		return 0, err
+	}
+	d.mu.Lock()
+	if d.backlogs == nil || len(d.backlogs) > 100_000 {
+		d.backlogs = map[string]backlogAt{}
+	}
+	d.backlogs[tenant] = backlogAt{n, d.Now()}
+	d.mu.Unlock()
+	return n, nil
+}
+
+// Degraded reports whether the last enqueue failed: the dispatcher is
+// holding its position until the queue answers again.
+func (d *Dispatcher) Degraded() bool { return d.degraded.Load() }
+
+// Enqueued returns how many jobs the dispatcher enqueued.
+func (d *Dispatcher) Enqueued() int64 { return d.delivered.Load() }
+
+func (d *Dispatcher) defaults() {
+	if d.Batch <= 0 {
+		d.Batch = 500
+	}
+	if d.Name == "" {
+		d.Name = "default"
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Compiler == nil {
+		d.Compiler = NewCompiler()
+	}
+}
+
+// LoadRules replaces the rule set with the store's enabled rules.
+func (d *Dispatcher) LoadRules(ctx context.Context) error {
+	d.defaults()
+	rules, err := d.Rules.EnabledRules(ctx)
+	if err != nil {
+		return err
+	}
+	set, err := NewRuleSet(d.Compiler, rules)
+	if err != nil {
+		// Keep the rules that compiled: one broken rule must not stop others.
+		d.Logger.Error("observer rules", "err", err)
+	}
+	d.rules.Store(set)
+	return nil
+}
+
+// Run dispatches until ctx ends; it returns ctx's error.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	d.defaults()
+	log := d.Logger.With("component", "observer-dispatcher", "cursor", d.Name)
+	changed := d.Rules.Changed(ctx)
+	for d.rules.Load() == nil {
+		if err := d.LoadRules(ctx); err != nil {
+			log.Warn("loading observer rules", "err", err)
+			if err := sleep(ctx, time.Second); err != nil {
+				return err
+			}
+		}
+	}
+	go func() {
+		for range changed {
+			if err := d.LoadRules(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("reloading observer rules", "err", err)
+			}
+		}
+	}()
+	var pos core.Position
+	for {
+		p, err := d.Events.Cursor(ctx, d.Name)
+		if err == nil {
+			pos = p
+			break
+		}
+		log.Warn("reading observer cursor", "err", err)
+		if err := sleep(ctx, time.Second); err != nil {
+			return err
+		}
+	}
+	failures := 0
+	pause := func(err error, msg string) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		failures++
+		log.Warn(msg, "err", err, "failures", failures)
+		return sleep(ctx, retryPause(failures))
+	}
+	for {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		events, err := d.Events.Read(ctx, pos, d.Batch)
+		if err != nil {
+			if err := pause(err, "reading the outbox"); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(events) == 0 {
+			failures = 0
+			if err := d.Events.Wait(ctx, time.Second); err != nil {
+				return err
+			}
+			continue
+		}
+		jobs := d.match(events, log)
+		if err := d.enqueue(ctx, jobs); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if !d.degraded.Swap(true) {
+				log.Error("observer queue unreachable: degraded, holding the cursor", "err", err, "at", pos.String())
+			}
+			if err := pause(err, "enqueuing observer jobs"); err != nil {
+				return err
+			}
+			continue // the same events again: nothing is skipped
+		}
+		if d.degraded.Swap(false) {
+			log.Info("observer queue is back: leaving degraded mode")
+		}
+		last := events[len(events)-1].Pos
+		for {
+			err := d.Events.Advance(ctx, d.Name, last)
+			if err == nil {
+				break
+			}
+			// Enqueued but not recorded: stay on these events rather than
+			// read past a cursor we cannot store; re-enqueuing is safe
+			// (jobs carry their idempotency key).
+			if err := pause(err, "advancing the observer cursor"); err != nil {
+				return err
+			}
+		}
+		failures = 0
+		pos = last
+		if log.Enabled(ctx, slog.LevelDebug) {
+			log.Debug("dispatched", "events", len(events), "jobs", len(jobs), "at", pos.String())
+		}
+	}
+}
+
+func (d *Dispatcher) match(events []core.ChangeEvent, log *slog.Logger) []core.Job {
+	set := d.rules.Load()
+	now := d.Now()
+	var jobs []core.Job
+	for _, e := range events {
+		js, err := set.Match(e)
+		if err != nil {
+			log.Error("matching an event", "err", err, "event", e.Pos.String(), "tenant", e.Tenant)
+			continue
+		}
+		for i := range js {
+			js[i].EnqueuedAt = now
+		}
+		jobs = append(jobs, js...)
+	}
+	return jobs
+}
+
+// enqueue applies backpressure per tenant and enqueues the admitted jobs.
+func (d *Dispatcher) enqueue(ctx context.Context, jobs []core.Job) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	if d.Backpressure.Policy != PolicyQueueAll && d.Backpressure.Policy != "" && d.Backpressure.MaxBytes > 0 {
+		admitted, err := d.applyBackpressure(ctx, jobs)
+		if err != nil {
+			return err
+		}
+		jobs = admitted
+	}
+	if err := d.Queue.Enqueue(ctx, jobs); err != nil {
+		return err
+	}
+	d.delivered.Add(int64(len(jobs)))
+	return nil
+}
+
+func (d *Dispatcher) applyBackpressure(ctx context.Context, jobs []core.Job) ([]core.Job, error) {
+	d.observeSize(jobs[0])
+	d.mu.Lock()
+	size := d.jobBytes
+	d.mu.Unlock()
+	byTenant := map[string][]core.Job{}
+	var order []string
+	for _, j := range jobs {
+		if _, ok := byTenant[j.Tenant]; !ok {
+			order = append(order, j.Tenant)
+		}
+		byTenant[j.Tenant] = append(byTenant[j.Tenant], j)
+	}
+	var admitted []core.Job
+	for _, t := range order {
+		for {
+			n, err := d.backlog(ctx, t)
+			if err != nil {
+				return nil, err
+			}
+			verdict, delay := d.Backpressure.Decide(int64(float64(n) * size))
+			switch verdict {
+			case Slow:
+				if err := sleep(ctx, delay); err != nil {
+					return nil, err
+				}
+			case Pause:
+				d.mu.Lock()
+				delete(d.backlogs, t) // ask again after the pause
+				d.mu.Unlock()
+				d.Logger.Warn("observer backpressure: tenant queue full, pausing", "tenant", t, "backlog", n)
+				if err := sleep(ctx, delay); err != nil {
+					return nil, err
+				}
+				continue
+			case DeadLetter:
+				for _, j := range byTenant[t] {
+					if err := d.Queue.DeadLetter(ctx, core.Delivery{}, j, "backpressure: tenant queue full"); err != nil {
+						return nil, err
+					}
+				}
+				byTenant[t] = nil
+			}
+			break
+		}
+		admitted = append(admitted, byTenant[t]...)
+	}
+	return admitted, nil
+}
+
+func (d *Dispatcher) observeSize(j core.Job) {
+	b, err := json.Marshal(j)
+	if err != nil {
+		return
+	}
+	d.mu.Lock()
+	if d.jobBytes == 0 {
+		d.jobBytes = float64(len(b))
+	} else {
+		d.jobBytes = 0.9*d.jobBytes + 0.1*float64(len(b))
+	}
+	d.mu.Unlock()
+}
+
+// retryPause is the dispatcher's own backoff: full jitter up to 5 s, so a
+// dispatcher notices a recovered queue within seconds.
+func retryPause(failures int) time.Duration {
+	limit := Backoff{Base: 50 * time.Millisecond, Cap: 5 * time.Second}.Ceiling(failures - 1)
+	return limit/2 + time.Duration(rand.Int64N(int64(limit/2)+1))
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,300 @@
+package observe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fraise-dev/fraise/core"
+)
+
+// MaxRetryAfter bounds how long a target's Retry-After may hold a job.
+const MaxRetryAfter = time.Hour
+
+// Worker runs jobs from the queue: several workers, in one process or
+// many, share a queue (each job goes to one of them; a job whose worker
+// died is reclaimed by another).
+type Worker struct {
+	Queue     core.JobQueue
+	Notifiers map[string]core.Notifier // by action kind
+	// Limiter applies per-action rate limits; nil allows everything.
+	Limiter  core.ActionLimiter
+	Breakers *Breakers
+	Backoff  Backoff
+	// MaxAttempts runs before a transiently failing job is dead-lettered.
+	MaxAttempts int
+	// Concurrency is how many jobs run at once (16 when zero);
+	// PerTenant how many of them one tenant may hold (Concurrency/4, at
+	// least 1, when zero), so one tenant's slow target cannot take every
+	// slot.
+	Concurrency int
+	PerTenant   int
+	// Timeouts bound one delivery, by action kind (10 s when missing).
+	Timeouts map[string]time.Duration
+	// Consumer names this worker to the queue; unique per worker.
+	Consumer string
+	// Block is how long a fetch waits for jobs (1 s when zero).
+	Block  time.Duration
+	Logger *slog.Logger
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+
+	mu       sync.Mutex
+	inflight map[string]int
+	freed    chan struct{} // a job finished
+	stats    Stats
+}
+
+// Stats counts a worker's outcomes.
+type Stats struct {
+	Delivered, Retried, DeadLettered, Deferred atomic.Int64
+}
+
+// Stats returns the worker's counters.
+func (w *Worker) Stats() *Stats { return &w.stats }
+
+func (w *Worker) defaults() {
+	if w.Concurrency <= 0 {
+		w.Concurrency = 16
+	}
+	if w.PerTenant <= 0 {
+		w.PerTenant = max(1, w.Concurrency/4)
+	}
+	if w.MaxAttempts <= 0 {
+		w.MaxAttempts = 10
+	}
+	if w.Block <= 0 {
+		w.Block = time.Second
+	}
+	if w.Logger == nil {
+		w.Logger = slog.New(slog.DiscardHandler)
+	}
+	if w.Now == nil {
+		w.Now = time.Now
+	}
+	if w.Breakers == nil {
+		w.Breakers = NewBreakers(nil, w.Now)
+	}
+	if w.Consumer == "" {
+		w.Consumer = "worker"
+	}
+}
+
+// Run fetches and runs jobs until ctx ends, then waits for the running
+// ones; it returns ctx's error. A job cut short by ctx is neither
+// acknowledged nor retried: it stays pending and another worker reclaims it.
+func (w *Worker) Run(ctx context.Context) error {
+	w.defaults()
+	w.mu.Lock()
+	w.inflight = map[string]int{}
+	w.freed = make(chan struct{}, 1)
+	w.mu.Unlock()
+	log := w.Logger.With("component", "observer-worker", "consumer", w.Consumer)
+	slots := make(chan struct{}, w.Concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	failures := 0
+	for ctx.Err() == nil {
+		// Wait for a free slot.
+		select {
+		case slots <- struct{}{}:
+			<-slots
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		// Fetch in batches: one round trip per freed slot would bound
+		// throughput by the queue's latency. Wait briefly for a quarter of
+		// the slots to free up when most are busy.
+		free := w.Concurrency - len(slots)
+		if free < w.Concurrency/4 {
+			t := time.NewTimer(2 * time.Millisecond)
+		gather:
+			for w.Concurrency-len(slots) < w.Concurrency/4 {
+				select {
+				case <-w.freed:
+				case <-t.C:
+					break gather
+				case <-ctx.Done():
+					break gather
+				}
+			}
+			t.Stop()
+			free = w.Concurrency - len(slots)
+		}
+		ds, err := w.Queue.Fetch(ctx, w.Consumer, free, w.room, w.Block)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			failures++
+			log.Warn("fetching observer jobs", "err", err, "failures", failures)
+			if err := sleep(ctx, retryPause(failures)); err != nil {
+				break
+			}
+			continue
+		}
+		failures = 0
+		if len(ds) == 0 {
+			// Every tenant with jobs may be at its share: wait for a job
+			// to finish (or a little, for retries coming due).
+			if w.totalInflight() > 0 {
+				t := time.NewTimer(50 * time.Millisecond)
+				select {
+				case <-w.freed:
+				case <-t.C:
+				case <-ctx.Done():
+				}
+				t.Stop()
+			}
+			continue
+		}
+		for _, d := range ds {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			w.track(d.Job.Tenant, 1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				defer w.track(d.Job.Tenant, -1)
+				w.process(ctx, log, d)
+			}()
+		}
+	}
+	return ctx.Err()
+}
+
+func (w *Worker) room(tenant string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return max(0, w.PerTenant-w.inflight[tenant])
+}
+
+func (w *Worker) track(tenant string, n int) {
+	w.mu.Lock()
+	w.inflight[tenant] += n
+	if w.inflight[tenant] == 0 {
+		delete(w.inflight, tenant)
+	}
+	w.mu.Unlock()
+	if n < 0 {
+		select {
+		case w.freed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (w *Worker) totalInflight() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, v := range w.inflight {
+		n += v
+	}
+	return n
+}
+
+// Process runs one delivery to its outcome: acknowledged, retried later,
+// or dead-lettered. It is Run's step, exported for tests and tools.
+func (w *Worker) Process(ctx context.Context, d core.Delivery) {
+	w.defaults()
+	w.process(ctx, w.Logger, d)
+}
+
+func (w *Worker) process(ctx context.Context, log *slog.Logger, d core.Delivery) {
+	job := d.Job
+	log = log.With("tenant", job.Tenant, "job", job.ID, "kind", job.Action.Kind, "attempt", job.Attempt+1)
+	// Outcomes are recorded even as ctx ends, so a finished job is not run
+	// again; a job cut short (ctx ended mid-delivery) is left pending.
+	rctx := context.WithoutCancel(ctx)
+	defer_ := func(wait time.Duration, why string) {
+		w.stats.Deferred.Add(1)
+		if err := w.Queue.Retry(rctx, d, job, w.Now().Add(wait)); err != nil {
+			log.Warn("deferring an observer job", "err", err, "why", why)
+		}
+	}
+	notifier, ok := w.Notifiers[job.Action.Kind]
+	if !ok {
+		w.deadLetter(rctx, log, d, job, "no notifier for action kind "+job.Action.Kind)
+		return
+	}
+	if w.Limiter != nil {
+		allowed, wait, err := w.Limiter.Allow(ctx, job.Tenant, job.Action.Kind)
+		if err != nil {
+			log.Debug("action rate limiter unavailable; allowing", "err", err)
+		} else if !allowed {
+			defer_(max(wait, 100*time.Millisecond), "rate limited")
+			return
+		}
+	}
+	br := w.Breakers.Get(job.Tenant, job.Action.Kind, target(job.Action))
+	if ok, wait := br.Allow(); !ok {
+		defer_(max(wait, 10*time.Millisecond), "circuit open")
+		return
+	}
+	msg, err := BuildMessage(job)
+	if err != nil {
+		br.Release() // the target was never called
+		w.deadLetter(rctx, log, d, job, "render: "+core.ErrorMessage(err))
+		return
+	}
+	timeout := w.Timeouts[job.Action.Kind]
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	nctx, cancel := context.WithTimeout(ctx, timeout)
+	err = notifier.Notify(nctx, msg)
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		return // stopped mid-delivery: another worker reclaims the job
+	}
+	job.Attempt++
+	if err == nil {
+		br.Success()
+		w.stats.Delivered.Add(1)
+		if log.Enabled(ctx, slog.LevelDebug) {
+			log.Debug("observer job delivered", "since_enqueue", w.Now().Sub(job.EnqueuedAt))
+		}
+		if err := w.Queue.Ack(rctx, d); err != nil {
+			log.Warn("acknowledging an observer job", "err", err)
+		}
+		return
+	}
+	job.LastError = err.Error()
+	var de *core.DeliveryError
+	if errors.As(err, &de) && de.Permanent {
+		br.Success() // it answered: the target is up, the request is wrong
+		w.deadLetter(rctx, log, d, job, err.Error())
+		return
+	}
+	br.Failure()
+	if job.Attempt >= w.MaxAttempts {
+		w.deadLetter(rctx, log, d, job, fmt.Sprintf("gave up after %d attempts: %v", job.Attempt, err))
+		return
+	}
+	delay := w.Backoff.Delay(job.Attempt - 1)
+	if de != nil && de.RetryAfter > 0 {
+		delay = min(de.RetryAfter, MaxRetryAfter)
+	}
+	w.stats.Retried.Add(1)
+	log.Debug("observer job failed; retrying", "err", err, "delay", delay)
+	if err := w.Queue.Retry(rctx, d, job, w.Now().Add(delay)); err != nil {
+		log.Warn("scheduling an observer retry", "err", err)
+	}
+}
+
+func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, d core.Delivery, job core.Job, reason string) {
+	w.stats.DeadLettered.Add(1)
+	log.Warn("observer job dead-lettered", "reason", reason)
+	if err := w.Queue.DeadLetter(ctx, d, job, reason); err != nil {
+		log.Warn("dead-lettering an observer job", "err", err)
+	}
+}
