@@ -45,6 +45,9 @@ type kustomization struct {
 		NewName string `json:"newName"`
 		NewTag  string `json:"newTag"`
 	} `json:"images"`
+	GeneratorOptions struct {
+		Labels map[string]string `json:"labels"`
+	} `json:"generatorOptions"`
 	ConfigMapGenerator []generator `json:"configMapGenerator"`
 	SecretGenerator    []generator `json:"secretGenerator"`
 }
@@ -285,7 +288,19 @@ func TestK8sKustomizationResources(t *testing.T) {
 		}
 	}
 	if m.jobs["migrate"] == nil {
-		t.Error("missing the migrate Job")
+		t.Fatal("missing the migrate Job")
+	}
+	// The upgrade's first step applies what the Job needs by label: the
+	// generated objects, the service account and the Job itself.
+	if k.GeneratorOptions.Labels["app.kubernetes.io/component"] != "shared" {
+		t.Error("generated objects must carry app.kubernetes.io/component: shared")
+	}
+	sa := m.jobs["migrate"].Spec.Template.Spec.ServiceAccountName
+	if a := m.accounts[sa]; a == nil || a.Labels["app.kubernetes.io/component"] != "shared" {
+		t.Errorf("the Job's service account %q must carry app.kubernetes.io/component: shared", sa)
+	}
+	if m.jobs["migrate"].Labels["app.kubernetes.io/component"] != "migrate" {
+		t.Error("the Job must carry app.kubernetes.io/component: migrate")
 	}
 }
 
