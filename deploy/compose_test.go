@@ -115,6 +115,19 @@ func TestComposeServices(t *testing.T) {
 			if host, ok := composeMount(s, "/etc/envoy/bootstrap-xds.yaml"); !ok || filepath.Clean(filepath.Join(composeDir, host)) != filepath.Join("envoy", "bootstrap-xds.yaml") {
 				t.Errorf("%s: must mount deploy/envoy/bootstrap-xds.yaml at /etc/envoy/bootstrap-xds.yaml", name)
 			}
+			boot, err := os.ReadFile(filepath.Join("envoy", "bootstrap-xds.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkBootstrap(t, boot, shared)
+			for key, p := range reads("envoy", shared) {
+				if !slices.ContainsFunc(s.Volumes, func(v string) bool {
+					parts := strings.Split(v, ":")
+					return len(parts) >= 2 && strings.HasPrefix(p, strings.TrimSuffix(parts[1], "/")+"/")
+				}) {
+					t.Errorf("%s: %s = %s is under no volume", name, key, p)
+				}
+			}
 			args := strings.Join(append(slices.Clone(s.Entrypoint), s.Command...), " ")
 			if !strings.Contains(args, "-c /etc/envoy/bootstrap-xds.yaml") {
 				t.Errorf("%s runs %q, not the xDS bootstrap", name, args)

@@ -991,6 +991,28 @@ func TestK8sEnvoyBootstrap(t *testing.T) {
 	if !bytes.Equal(copied, generated) {
 		t.Fatalf("deploy/k8s/%s differs from deploy/envoy/bootstrap-xds.yaml: cp deploy/envoy/bootstrap-xds.yaml deploy/k8s/%s", src, src)
 	}
+	cfg := mustLoadConfig(t, filepath.Join(k8sDir, "fraise.toml"), func(string) string { return "" })
+	checkBootstrap(t, copied, cfg)
+	_, listen := portOf(t, "gateway.listen_addr", cfg.Gateway.ListenAddr)
+	if _, ok := findPort(m.deployments["envoy"].Spec.Template.Spec.Containers, intstr.FromInt32(listen)); !ok {
+		t.Errorf("gateway.listen_addr port %d is no port of the envoy container", listen)
+	}
+	var args string
+	for _, c := range m.deployments["envoy"].Spec.Template.Spec.Containers {
+		args = strings.Join(append(slices.Clone(c.Command), c.Args...), " ")
+		for _, vm := range c.VolumeMounts {
+			if strings.Contains(args, "-c "+vm.MountPath+"/bootstrap-xds.yaml") {
+				return
+			}
+		}
+	}
+	t.Errorf("envoy runs %q, which does not load the mounted bootstrap", args)
+}
+
+// checkBootstrap checks an xDS bootstrap names the node xds serves and
+// points its xds cluster at xds.grpc_addr.
+func checkBootstrap(t *testing.T, bootstrap []byte, cfg config.Config) {
+	t.Helper()
 	var boot struct {
 		Node struct {
 			ID string `json:"id"`
@@ -1015,10 +1037,9 @@ func TestK8sEnvoyBootstrap(t *testing.T) {
 			} `json:"clusters"`
 		} `json:"staticResources"`
 	}
-	if err := yaml.Unmarshal(copied, &boot); err != nil {
+	if err := yaml.Unmarshal(bootstrap, &boot); err != nil {
 		t.Fatal(err)
 	}
-	cfg := mustLoadConfig(t, filepath.Join(k8sDir, "fraise.toml"), func(string) string { return "" })
 	if boot.Node.ID != cfg.XDS.NodeID {
 		t.Errorf("bootstrap node id %q, xds.node_id %q: xds would serve Envoy nothing", boot.Node.ID, cfg.XDS.NodeID)
 	}
@@ -1035,18 +1056,4 @@ func TestK8sEnvoyBootstrap(t *testing.T) {
 	if !found {
 		t.Errorf("the bootstrap's xds cluster does not point at xds.grpc_addr %s", cfg.XDS.GRPCAddr)
 	}
-	_, listen := portOf(t, "gateway.listen_addr", cfg.Gateway.ListenAddr)
-	if _, ok := findPort(m.deployments["envoy"].Spec.Template.Spec.Containers, intstr.FromInt32(listen)); !ok {
-		t.Errorf("gateway.listen_addr port %d is no port of the envoy container", listen)
-	}
-	var args string
-	for _, c := range m.deployments["envoy"].Spec.Template.Spec.Containers {
-		args = strings.Join(append(slices.Clone(c.Command), c.Args...), " ")
-		for _, vm := range c.VolumeMounts {
-			if strings.Contains(args, "-c "+vm.MountPath+"/bootstrap-xds.yaml") {
-				return
-			}
-		}
-	}
-	t.Errorf("envoy runs %q, which does not load the mounted bootstrap", args)
 }
