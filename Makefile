@@ -61,9 +61,11 @@ bench: build
 	@status=0; $(GO) test -p 1 -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./... | tee bin/bench.txt || status=$$?; \
 	deploy/dev/benchtable.sh bin/bench.txt; exit $$status
 
-## generate: regenerate checked-in generated files (deploy/envoy's static and xDS Envoy bootstraps).
+## generate: regenerate checked-in generated files (deploy/envoy's static and xDS Envoy bootstraps, and the Kubernetes copy).
 generate: build
 	$(BIN) envoy bootstrap --config deploy/envoy/fraise.toml --dir deploy/envoy
+	# kustomize loads files only from inside its base: keep its copy in step.
+	cp deploy/envoy/bootstrap-xds.yaml deploy/k8s/envoy-bootstrap.yaml
 
 clean:
 	rm -rf bin
