@@ -53,7 +53,7 @@ func Admit(next http.Handler, o AdmissionOptions) http.Handler {
 // neither use nor exhaust another tenant's share.
 func TenantFromAssertion(v *assertion.Verifier) func(r *http.Request) string {
 	return func(r *http.Request) string {
-		p, _, err := v.Verify(r.Header.Get(assertion.Header))
+		p, err := verifyRequest(r, v) // once per request under VerifyAssertion
 		if err != nil {
 			return ""
 		}
