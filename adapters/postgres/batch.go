@@ -22,23 +22,23 @@ func (db *DB) QueryJSONBatch(ctx context.Context, tenant string, stmts []core.St
 	if !isUUID(tenant) {
 		return nil, &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
 	}
-	b := &pgx.Batch{}
-	// Read-only: a read request cannot write, whatever a view calls.
-	b.Queue("select set_config('fraise.tenant', $1, true), set_config('transaction_read_only', 'on', true)", tenant)
-	setup := 1
+	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(stmts)+1)}
+	// Read-only: a read request cannot write, whatever a view calls. The
+	// settings go in one statement: each statement of the pipeline costs
+	// a bind, an execute and their replies on both sides.
 	if db.timeout > 0 {
-		b.Queue("select set_config('statement_timeout', $1, true)", strconv.FormatInt(db.timeout.Milliseconds(), 10))
-		setup++
+		b.Queue("select set_config('fraise.tenant', $1, true), set_config('transaction_read_only', 'on', true), set_config('statement_timeout', $2, true)",
+			tenant, strconv.FormatInt(db.timeout.Milliseconds(), 10))
+	} else {
+		b.Queue("select set_config('fraise.tenant', $1, true), set_config('transaction_read_only', 'on', true)", tenant)
 	}
 	for _, s := range stmts {
 		b.Queue(s.SQL, s.Args...)
 	}
 	br := db.pool.SendBatch(ctx, b)
 	defer br.Close()
-	for i := 0; i < setup; i++ {
-		if _, err := br.Exec(); err != nil {
-			return nil, mapError(op, err)
-		}
+	if _, err := br.Exec(); err != nil {
+		return nil, mapError(op, err)
 	}
 	out := make([][]byte, len(stmts))
 	for i := range stmts {
