@@ -80,6 +80,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	}
 	db, err := postgres.Open(ctx, dbURL, postgres.Options{
 		MaxConns: int32(cfg.Database.MaxConns), StatementTimeout: cfg.Database.StatementTimeout.Duration, Logger: log,
+		GenericPlans: cfg.Database.GenericPlans,
 	})
 	if err != nil {
 		ln.Close()
