@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -85,6 +86,12 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 	gs := grpc.NewServer(
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
 		grpc.MaxRecvMsgSize(4<<20),
+		// Checks run on long-lived workers: a goroutine per call starts
+		// with a small stack and grew it through the policy's deep
+		// evaluation on every call (runtime.copystack was a tenth of the
+		// gateway stack's CPU); a worker keeps its grown stack. Calls
+		// beyond the workers still get goroutines of their own.
+		grpc.NumStreamWorkers(uint32(max(32, 8*runtime.GOMAXPROCS(0)))),
 	)
 	srv.Register(gs)
 
