@@ -223,10 +223,15 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 				msg: "mutations must use POST", allow: http.MethodPost})
 			return
 		}
+		if b, ok := resp.Body(); ok {
+			// The common answer, data alone, is written as the engine
+			// assembled it around what PostgreSQL built: encoding/json
+			// would only re-scan (compact and validate) it, and a copy
+			// into an envelope would allocate it again.
+			writeBody(w, http.StatusOK, media, b)
+			return
+		}
 		if len(resp.Errors) == 0 && len(resp.Data) > 0 {
-			// The common answer, data alone, is written as it came from
-			// PostgreSQL: encoding/json would only re-scan (compact and
-			// validate) JSON the database built.
 			writeBody(w, http.StatusOK, media, append(append(append(make([]byte, 0, len(resp.Data)+9), `{"data":`...), resp.Data...), '}'))
 			return
 		}
