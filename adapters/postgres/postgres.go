@@ -92,14 +92,15 @@ func (db *DB) InTenant(ctx context.Context, tenant string, fn func(ctx context.C
 	}()
 	// Transaction-local (is_local = true): the setting cannot leak to the
 	// next request that borrows this pooled connection.
-	if _, err := tx.Exec(ctx, "select set_config('fraise.tenant', $1, true)", tenant); err != nil {
-		return mapError(op, err)
-	}
+	// The tenant and the timeout in one statement: one round trip less.
 	if db.timeout > 0 {
 		ms := strconv.FormatInt(db.timeout.Milliseconds(), 10)
-		if _, err := tx.Exec(ctx, "select set_config('statement_timeout', $1, true)", ms); err != nil {
-			return mapError(op, err)
-		}
+		_, err = tx.Exec(ctx, "select set_config('fraise.tenant', $1, true), set_config('statement_timeout', $2, true)", tenant, ms)
+	} else {
+		_, err = tx.Exec(ctx, "select set_config('fraise.tenant', $1, true)", tenant)
+	}
+	if err != nil {
+		return mapError(op, err)
 	}
 	if err := fn(ctx, querier{tx}); err != nil {
 		return err
