@@ -87,7 +87,7 @@ func (t *timedWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 // neither use nor exhaust another tenant's share.
 func TenantFromAssertion(v *assertion.Verifier) func(r *http.Request) string {
 	return func(r *http.Request) string {
-		p, _, err := v.Verify(r.Header.Get(assertion.Header))
+		p, err := verifyRequest(r, v) // once per request under VerifyAssertion
 		if err != nil {
 			return ""
 		}

@@ -10,10 +10,13 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/admission"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
 )
@@ -349,5 +352,85 @@ func TestAdmin(t *testing.T) {
 	}
 	if got := get("/metrics"); got != 200 {
 		t.Fatalf("metrics: got %d, want 200", got)
+	}
+}
+
+// TestVerifyAssertionOnce shows a request behind VerifyAssertion verified
+// once although admission and the handler both need its identity, and
+// a request whose assertion is bad, or swapped after the outer layer
+// verified it, still refused.
+func TestVerifyAssertionOnce(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid := assertion.KeyID(pub)
+	signer, err := assertion.NewSigner(priv, kid, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := signer.Sign(core.Principal{Subject: "alice", Tenant: tenant}, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Verify reads the clock once per token whose signature holds: the
+	// count of successful verifications. A swapped token is refused, so it
+	// was verified anew rather than taken from the outer layer.
+	var verifications atomic.Int64
+	v := assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, func() time.Time {
+		verifications.Add(1)
+		return time.Now()
+	})
+	api := httpapi.NewHandler(httpapi.Options{Verifier: v, Engine: echoEngine{}})
+	var tenants []string
+	ctrl := admission.New(admission.Options{MaxConcurrent: 4, MaxPerTenant: 4})
+	admitTenant := httpapi.TenantFromAssertion(v)
+	swap := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("X-Swap") != "" {
+				r.Header.Set(assertion.Header, tok[:len(tok)-4]+"AAAA")
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	h := httpapi.VerifyAssertion(swap(httpapi.Admit(api, httpapi.AdmissionOptions{Controller: ctrl,
+		Tenant: func(r *http.Request) string { t := admitTenant(r); tenants = append(tenants, t); return t }})), v)
+	tests := []struct {
+		name       string
+		token      string
+		swap       bool
+		wantStatus int
+		wantTenant string
+		wantVerify int64
+	}{
+		{name: "valid", token: tok, wantStatus: 200, wantTenant: tenant, wantVerify: 1},
+		{name: "bad signature", token: tok[:len(tok)-4] + "AAAA", wantStatus: 401, wantTenant: "", wantVerify: 0},
+		{name: "swapped inside", token: tok, swap: true, wantStatus: 401, wantTenant: "", wantVerify: 1},
+		{name: "missing", token: "", wantStatus: 401, wantTenant: "", wantVerify: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			verifications.Store(0)
+			tenants = nil
+			req := httptest.NewRequest("POST", "/graphql", strings.NewReader(okQ))
+			req.Header.Set("Content-Type", "application/json")
+			if tt.token != "" {
+				req.Header.Set(assertion.Header, tt.token)
+			}
+			if tt.swap {
+				req.Header.Set("X-Swap", "1")
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("got %d %s, want %d", rec.Code, rec.Body, tt.wantStatus)
+			}
+			if len(tenants) != 1 || tenants[0] != tt.wantTenant {
+				t.Errorf("admission counted tenants %q, want [%q]", tenants, tt.wantTenant)
+			}
+			if got := verifications.Load(); got != tt.wantVerify {
+				t.Errorf("got %d verifications, want %d", got, tt.wantVerify)
+			}
+		})
 	}
 }

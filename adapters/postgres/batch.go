@@ -22,23 +22,22 @@ func (db *DB) QueryJSONBatch(ctx context.Context, tenant string, stmts []core.St
 	if !isUUID(tenant) {
 		return nil, &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
 	}
-	b := &pgx.Batch{}
-	// Read-only: a read request cannot write, whatever a view calls.
-	b.Queue("select set_config('fraise.tenant', $1, true), set_config('transaction_read_only', 'on', true)", tenant)
-	setup := 1
+	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(stmts)+1)}
+	// Read-only: a read request cannot write, whatever a view calls. The
+	// settings go in one statement: each statement of the pipeline costs
+	// a bind, an execute and their replies on both sides.
+	args := []any{tenant}
 	if db.timeout > 0 {
-		b.Queue("select set_config('statement_timeout', $1, true)", strconv.FormatInt(db.timeout.Milliseconds(), 10))
-		setup++
+		args = append(args, strconv.FormatInt(db.timeout.Milliseconds(), 10))
 	}
+	b.Queue(db.readSetup, args...)
 	for _, s := range stmts {
 		b.Queue(s.SQL, s.Args...)
 	}
 	br := db.pool.SendBatch(ctx, b)
 	defer br.Close()
-	for i := 0; i < setup; i++ {
-		if _, err := br.Exec(); err != nil {
-			return nil, mapError(op, err)
-		}
+	if _, err := br.Exec(); err != nil {
+		return nil, mapError(op, err)
 	}
 	out := make([][]byte, len(stmts))
 	for i := range stmts {
@@ -55,4 +54,17 @@ func (db *DB) QueryJSONBatch(ctx context.Context, tenant string, stmts []core.St
 		return nil, mapError(op, err)
 	}
 	return out, nil
+}
+
+// readSetup is the statement that opens a read: the tenant, read-only, and
+// the statement timeout and plan cache mode when configured.
+func readSetup(timeout bool, generic bool) string {
+	s := "select set_config('fraise.tenant', $1, true), set_config('transaction_read_only', 'on', true)"
+	if timeout {
+		s += ", set_config('statement_timeout', $2, true)"
+	}
+	if generic {
+		s += ", set_config('plan_cache_mode', 'force_generic_plan', true)"
+	}
+	return s
 }

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/core"
@@ -61,4 +62,46 @@ func TestQueryJSONBatch(t *testing.T) {
 			t.Fatalf("got %v, want %s", err, core.CodeInvalid)
 		}
 	})
+}
+
+// TestQueryJSONBatchSettings shows each read's settings in force for its
+// statements and gone after it, with and without the options that add
+// them.
+func TestQueryJSONBatchSettings(t *testing.T) {
+	f := mustDemo(t)
+	ctx := context.Background()
+	show := core.Statement{SQL: "select jsonb_build_array(current_setting('statement_timeout'), current_setting('plan_cache_mode'))"}
+	tests := []struct {
+		name  string
+		opts  postgres.Options
+		in    string // the settings during the read
+		after string // and in the next transaction on the same connection
+	}{
+		{name: "defaults", opts: postgres.Options{MaxConns: 1}, in: `["0", "auto"]`, after: `["0", "auto"]`},
+		{name: "timeout and generic plans", opts: postgres.Options{MaxConns: 1, StatementTimeout: 1500 * time.Millisecond, GenericPlans: true},
+			in: `["1500ms", "force_generic_plan"]`, after: `["1500ms", "auto"]`},
+		{name: "generic plans alone", opts: postgres.Options{MaxConns: 1, GenericPlans: true}, in: `["0", "force_generic_plan"]`, after: `["0", "auto"]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := mustOpen(t, f, tt.opts)
+			got, err := d.QueryJSONBatch(ctx, demo.TenantAcme, []core.Statement{show})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got[0]) != tt.in {
+				t.Errorf("during the read: got %s, want %s", got[0], tt.in)
+			}
+			var after []byte
+			// InTenant sets the statement timeout too, but never the plan
+			// cache mode: a leak from the batch would show.
+			err = d.InTenant(ctx, demo.TenantAcme, func(ctx context.Context, q core.Querier) error {
+				after, err = q.QueryJSON(ctx, show.SQL)
+				return err
+			})
+			if err != nil || string(after) != tt.after {
+				t.Errorf("after the read: got %s, %v, want %s", after, err, tt.after)
+			}
+		})
+	}
 }

@@ -3,6 +3,7 @@ package assertion_test
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"slices"
 	"strings"
@@ -78,6 +79,17 @@ func TestRefusals(t *testing.T) {
 	}
 	noTenant := alice
 	noTenant.Tenant = ""
+	// craft signs a header of its own over valid's payload with the right
+	// key: only the header's content can make it fail.
+	craft := func(header string) string {
+		h := base64.RawURLEncoding.EncodeToString([]byte(header)) + valid[dot:strings.LastIndexByte(valid, '.')]
+		return h + "." + base64.RawURLEncoding.EncodeToString(ed25519.Sign(priv, []byte(h)))
+	}
+	kid := assertion.KeyID(pub)
+	if _, _, err := assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, func() time.Time { return now }).Verify(
+		craft(`{"alg":"EdDSA","kid":"` + kid + `"}`)); err != nil {
+		t.Fatalf("a crafted token with a plain header: %v, want it valid (the cases below differ only in their header)", err)
+	}
 	tests := []struct {
 		name  string
 		token string
@@ -92,6 +104,14 @@ func TestRefusals(t *testing.T) {
 		{"no tenant", tok(good, noTenant), nil},
 		{"right kid, wrong key", valid, map[string]ed25519.PublicKey{assertion.KeyID(pub): otherPub}},
 		{"oversized", strings.Repeat("a", 17<<10), nil},
+		{"alg none", craft(`{"alg":"none","kid":"` + kid + `"}`), nil},
+		{"alg HS256", craft(`{"alg":"HS256","kid":"` + kid + `"}`), nil},
+		{"crit header", craft(`{"alg":"EdDSA","kid":"` + kid + `","crit":["exp"],"exp":1}`), nil},
+		{"unencoded payload", craft(`{"alg":"EdDSA","kid":"` + kid + `","b64":false,"crit":["b64"]}`), nil},
+		{"header not JSON", craft(`alg=EdDSA`), nil},
+		{"four parts", valid + ".AAAA", nil},
+		{"no signature", valid[:strings.LastIndexByte(valid, '.')+1], nil},
+		{"short signature", valid[:len(valid)-4], nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

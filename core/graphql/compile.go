@@ -360,11 +360,17 @@ func (c *compiler) object(set ast.SelectionSet, typ, base string) (string, error
 			}
 			expr = fmt.Sprintf("case when jsonb_typeof(%[1]s) = 'array' then (select coalesce(json_agg(%[2]s order by %[3]s.ord), '[]'::json) from jsonb_array_elements(%[1]s) with ordinality %[3]s(value, ord)%[4]s) end",
 				path, inner, e, slice)
+		case fi.mask != "" && !c.p.HasScope(fi.maskScope):
+			expr = maskExpr(fi.mask, path)
+		case ft.Elem == nil && (ft.Name() == "String" || ft.Name() == "ID"):
+			// A String or ID is text: ->> hands json_build_object the text
+			// to quote, where -> would have it re-serialize a jsonb value
+			// (a tenth of the backend's CPU on the benchmark's read). A
+			// number stored under such a field comes out as its text, as
+			// GraphQL's result coercion of String and ID says it should.
+			expr = fi.textPath(base)
 		default:
 			expr = path
-			if fi.mask != "" && !c.p.HasScope(fi.maskScope) {
-				expr = maskExpr(fi.mask, path)
-			}
 		}
 		parts = append(parts, key, expr)
 	}

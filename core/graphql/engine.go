@@ -91,6 +91,20 @@ type Error struct {
 type Response struct {
 	Data   json.RawMessage `json:"data,omitempty"`
 	Errors []*Error        `json:"errors,omitempty"`
+	// body is the whole response, {"data":...}, when the engine built it
+	// in one piece; Data is then a slice of it.
+	body []byte
+}
+
+// Body returns the whole response as JSON, {"data":...}, when the engine
+// built one with data and without errors, so that a transport can write it
+// without copying the data again; ok is false otherwise. It reflects Data
+// as the engine set it.
+func (r *Response) Body() (body []byte, ok bool) {
+	if r.body == nil || len(r.Errors) > 0 {
+		return nil, false
+	}
+	return r.body, true
 }
 
 // The values of extensions.code for errors that are GraphQL's own;
@@ -350,19 +364,31 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 			}
 		}
 	}
-	buf := make([]byte, 0, 256)
-	buf = append(buf, '{')
+	// One allocation of the exact size holds the whole response, the data
+	// inside it: the data is the bulk of a read's allocations, built by
+	// PostgreSQL, and is copied here once.
+	const open = `{"data":`
+	keys := make([][]byte, len(stmts))
+	n := len(open) + 3 // {, } and the closing }
 	for i, st := range stmts {
+		keys[i], _ = json.Marshal(st.field.Alias)
+		n += len(keys[i]) + 2 + len(results[i]) // key, :, value and , (or })
+	}
+	buf := make([]byte, 0, n)
+	buf = append(buf, open...)
+	buf = append(buf, '{')
+	for i := range stmts {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		k, _ := json.Marshal(st.field.Alias)
-		buf = append(buf, k...)
+		buf = append(buf, keys[i]...)
 		buf = append(buf, ':')
 		buf = append(buf, results[i]...)
 	}
 	buf = append(buf, '}')
-	return &Response{Data: buf, Errors: fieldErrs}
+	data := buf[len(open):len(buf):len(buf)]
+	buf = append(buf, '}')
+	return &Response{Data: data, Errors: fieldErrs, body: buf}
 }
 
 // runBatch runs a query's statements in one round trip, filling results.

@@ -151,7 +151,8 @@ func TestCompiledSQL(t *testing.T) {
 	t.Run("only the requested paths are projected", func(t *testing.T) {
 		e.Execute(ctx, graphql.Request{Query: `{ posts { title author { name } } }`})
 		sql := db.take()[0].sql
-		for _, want := range []string{"t.data->'title'", "t.data->'author'->'name'"} {
+		// Strings and IDs as text (->>), objects as jsonb (->).
+		for _, want := range []string{"t.data->>'title'", "jsonb_typeof(t.data->'author') = 'object'", "t.data->'author'->>'name'"} {
 			if !strings.Contains(sql, want) {
 				t.Fatalf("got %s, want it to contain %s", sql, want)
 			}
@@ -242,5 +243,37 @@ func TestParseTrustedDocuments(t *testing.T) {
 		if _, err := graphql.ParseTrustedDocuments([]byte(bad)); err == nil {
 			t.Fatalf("got no error for %s", bad)
 		}
+	}
+}
+
+// TestResponseBody shows the whole response the engine assembles in one
+// piece for a transport to write: data alone, the data a slice of it; no
+// body when there are errors.
+func TestResponseBody(t *testing.T) {
+	e, _ := mustRecordingEngine(t, graphql.Options{})
+	ctx := as(demo.TenantAcme)
+	tests := []struct {
+		name     string
+		query    string
+		wantBody string // "" for none
+		wantData string
+	}{
+		{name: "data", query: `{ a: __typename b: __typename }`, wantBody: `{"data":{"a":"Query","b":"Query"}}`, wantData: `{"a":"Query","b":"Query"}`},
+		{name: "request error", query: `{ nosuchfield }`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.Execute(ctx, graphql.Request{Query: tt.query})
+			body, ok := r.Body()
+			if ok != (tt.wantBody != "") || string(body) != tt.wantBody {
+				t.Fatalf("got body %q, %v, want %q", body, ok, tt.wantBody)
+			}
+			if string(r.Data) != tt.wantData {
+				t.Fatalf("got data %q, want %q", r.Data, tt.wantData)
+			}
+			if ok && cap(r.Data) != len(r.Data) {
+				t.Fatalf("data has capacity %d past its length %d: an append to it would overwrite the body", cap(r.Data), len(r.Data))
+			}
+		})
 	}
 }

@@ -101,6 +101,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	}
 	db, err := postgres.Open(ctx, dbURL, postgres.Options{
 		MaxConns: int32(cfg.Database.MaxConns), StatementTimeout: cfg.Database.StatementTimeout.Duration, Logger: log,
+		GenericPlans: cfg.Database.GenericPlans,
 	})
 	if err != nil {
 		ln.Close()
@@ -136,7 +137,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), MaxBatch: cfg.Core.MaxBatch, Logger: log, Metrics: metrics,
 	})
 	srv := &http.Server{
-		Handler:           otelhttp.NewHandler(admitted(api, cfg.Admission, verifier, metrics), "core"),
+		Handler:           otelhttp.NewHandler(httpapi.VerifyAssertion(admitted(api, cfg.Admission, verifier, metrics), verifier), "core"),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -142,6 +142,9 @@ type Database struct {
 	AppRole          string   `toml:"app_role"`
 	MaxConns         int      `toml:"max_conns"`
 	StatementTimeout Duration `toml:"statement_timeout"`
+	// GenericPlans makes reads use PostgreSQL's generic plans of their
+	// prepared statements rather than planning every execution anew.
+	GenericPlans bool `toml:"generic_plans"`
 }
 
 // Redis configures the Redis used by the rate limiter and observers.
@@ -412,6 +415,7 @@ func Default() Config {
 			AppRole:          "fraise_app",
 			MaxConns:         20,
 			StatementTimeout: Duration{5 * time.Second},
+			GenericPlans:     true,
 		},
 		Redis: Redis{Addr: "127.0.0.1:56379"},
 		Core: Core{
