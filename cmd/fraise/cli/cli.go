@@ -37,7 +37,7 @@ var commands map[string]command
 
 func init() {
 	commands = map[string]command{
-		"serve":     {"run the core: GraphQL over HTTP", runServe},
+		"serve":     {"run the core: GraphQL over HTTP, Arrow Flight and, when enabled, observers", runServe},
 		"authz":     {"run extauthz: Envoy's external authorization service", runAuthz},
 		"ratelimit": {"run the global rate limiter (envoyproxy/ratelimit)", runRateLimit},
 		"gateway":   {"run the development gateway, executing the generated Envoy configuration", runGateway},
@@ -47,7 +47,7 @@ func init() {
 		"token":     {"mint a development JWT that extauthz trusts in dev mode", runToken},
 		"policy":    {"policy test | policy check: run the Rego tests, compile strictly", runPolicy},
 		"apikey":    {"apikey create | list | revoke: manage API keys (the secret is shown once)", runAPIKey},
-		"envoy":     {"envoy bootstrap: write the static Envoy configuration", runEnvoy},
+		"envoy":     {"envoy bootstrap: write the static and the xDS Envoy bootstraps", runEnvoy},
 		"xds":       {"serve the Envoy configuration over xDS (ADS), following fraise.toml", runXDS},
 	}
 }
