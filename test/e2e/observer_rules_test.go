@@ -76,7 +76,9 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 		if status != http.StatusOK || len(g.Errors) > 0 {
 			t.Fatalf("%s: status %d errors %+v", tc.name, status, g.Errors)
 		}
-		var data struct{ ObserverRules []struct{ ID, Name, Condition string } }
+		var data struct {
+			ObserverRules []struct{ ID, Name, Condition string }
+		}
 		if err := json.Unmarshal(g.Data, &data); err != nil {
 			t.Fatal(err)
 		}

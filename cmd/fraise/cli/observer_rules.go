@@ -54,7 +54,7 @@ type ObserverTestMessage { kind: String! url: String to: [String!] subject: Stri
 "Whether a rule matches a sample event, and what its actions would send."
 type ObserverRuleTest { matched: Boolean! messages: [ObserverTestMessage!]! }
 
-input ObserverActionInput { kind: String! url: String secret: String to: [String!] subject: String template: String password: String }
+input ObserverActionInput { kind: String! url: String secret: String to: [String!] subject: String template: String }
 
 "A new rule. The condition is CEL over the event (op, table, key, before, after, changed); empty matches every event."
 input ObserverRuleInput {
