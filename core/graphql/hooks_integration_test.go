@@ -89,6 +89,13 @@ func TestHooks(t *testing.T) {
 			t.Fatalf("got %s %+v", r.Data, r.Errors)
 		}
 	})
+	t.Run("introspection hides @resolver", func(t *testing.T) {
+		ie := graphql.NewEngine(s, d.db, graphql.Options{Hooks: hooks, Introspection: true})
+		r := ie.Execute(ctx, graphql.Request{Query: `{ __schema { directives { name } } }`})
+		if len(r.Errors) > 0 || !strings.Contains(string(r.Data), `"skip"`) || strings.Contains(string(r.Data), "resolver") {
+			t.Fatalf("got %s %+v", r.Data, r.Errors)
+		}
+	})
 	t.Run("a resolver field without a registered resolver", func(t *testing.T) {
 		bare := graphql.NewEngine(s, d.db, graphql.Options{})
 		r := bare.Execute(ctx, graphql.Request{Query: `{ echo(say: "hi") { said } }`})
