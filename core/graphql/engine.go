@@ -58,6 +58,8 @@ type Options struct {
 	// engine's memory, shared with other replicas and extauthz (see
 	// persistedDocument); APQCacheSize then does not apply.
 	Persisted core.PersistedDocuments
+	// Hooks run Go code for particular root fields (see Hook).
+	Hooks Hooks
 }
 
 // Request is a GraphQL request as GraphQL over HTTP carries it.
@@ -237,12 +239,17 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 				return requestError(CodeBadRequest, err.Error(), loc(f.Position))
 			}
 			st.constant = v
+		case e.schema.resolved[f.Name] && op.Operation == ast.Query:
+			st.sql, st.hook, err = c.compileResolved(f, e.opts.Hooks)
 		case op.Operation == ast.Mutation:
 			if st.sql, err = c.compileMutation(f); err == nil {
 				st.mutation = e.schema.functions[f.Name]
 			}
 		default:
 			st.sql, st.constant, err = c.compileQuery(f)
+		}
+		if err == nil && st.hook == nil && st.sql != "" {
+			st.hook = c.checkHook(f, e.opts.Hooks)
 		}
 		if err != nil {
 			if core.ErrorCode(err) == core.CodeForbidden {
@@ -288,6 +295,7 @@ type stmt struct {
 	args     []any
 	constant json.RawMessage
 	mutation string // the function a mutation calls, for the audit row
+	hook     *hookRun
 }
 
 // errResultTooLarge aborts a transaction whose result passed the limit.
@@ -305,7 +313,7 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 			needDB = true
 		}
 	}
-	if b, ok := e.db.(core.TenantBatcher); ok && needDB && kind == ast.Query {
+	if b, ok := e.db.(core.TenantBatcher); ok && needDB && kind == ast.Query && !hooked(stmts) {
 		if err := e.runBatch(ctx, b, p, stmts, results); err != nil {
 			return &Response{Data: json.RawMessage("null"), Errors: []*Error{{
 				Message: core.ErrorMessage(err), Extensions: map[string]any{"code": extensionCode(err)},
@@ -331,6 +339,9 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 			for i, st := range stmts {
 				if st.sql == "" {
 					continue
+				}
+				if err := st.hook.before(ctx, q, p, st.args); err != nil {
+					return err
 				}
 				v, err := q.QueryJSON(ctx, st.sql, st.args...)
 				if err != nil {

@@ -11,7 +11,7 @@ import (
 
 // hiddenDirectives are Fraise's schema directives: they name database
 // objects and scopes, which introspection does not tell clients.
-var hiddenDirectives = map[string]bool{"view": true, "field": true, "function": true, "auth": true, "mask": true}
+var hiddenDirectives = map[string]bool{"view": true, "field": true, "function": true, "auth": true, "mask": true, "resolver": true}
 
 // introspect answers a __schema or __type root field from the schema, in
 // the engine: introspection never reaches the database.

@@ -28,6 +28,8 @@ directive @view(name: String!) on OBJECT
 directive @field(path: String!) on FIELD_DEFINITION
 "Binds a mutation field to the PostgreSQL function it calls; default fn_<snake_case of the field name>."
 directive @function(name: String!) on FIELD_DEFINITION
+"Marks a root query field whose value Go code computes (graphql.Options.Hooks), bound to no view."
+directive @resolver on FIELD_DEFINITION
 "Only principals granted scope may read the field, or any field of the type."
 directive @auth(scope: String!) on OBJECT | FIELD_DEFINITION
 "Masks the field's value unless the principal holds scope (default unmask:<Type>.<field>)."
@@ -65,6 +67,8 @@ type Schema struct {
 	// results are the object types mutation fields return, read from the
 	// function's mutation result rather than a view.
 	results map[string]bool
+	// resolved are the root query fields declared @resolver.
+	resolved map[string]bool
 }
 
 // fieldInfo is what the compiler needs of one field of an object type.
@@ -132,7 +136,7 @@ func ParseSchema(sdl string) (*Schema, error) {
 		return nil, fmt.Errorf("schema: generated filters: %w", err)
 	}
 	out := &Schema{ast: s, views: map[string]string{}, functions: map[string]string{},
-		fields: map[string]map[string]*fieldInfo{}, connections: map[string]string{}, results: map[string]bool{}}
+		fields: map[string]map[string]*fieldInfo{}, connections: map[string]string{}, results: map[string]bool{}, resolved: map[string]bool{}}
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("schema: "+format, args...)) }
 	if s.Subscription != nil {
@@ -142,6 +146,9 @@ func ParseSchema(sdl string) (*Schema, error) {
 		for _, f := range s.Mutation.Fields {
 			if strings.HasPrefix(f.Name, "__") {
 				continue
+			}
+			if f.Directives.ForName("resolver") != nil {
+				fail("field %s.%s: @resolver applies to query fields; a mutation calls a function (check it in Go with a Hook)", s.Mutation.Name, f.Name)
 			}
 			fn := "fn_" + snake(f.Name)
 			if d := f.Directives.ForName("function"); d != nil {
@@ -171,6 +178,10 @@ func ParseSchema(sdl string) (*Schema, error) {
 	}
 	for _, f := range s.Query.Fields {
 		if strings.HasPrefix(f.Name, "__") {
+			continue
+		}
+		if f.Directives.ForName("resolver") != nil {
+			out.resolved[f.Name] = true
 			continue
 		}
 		if err := out.bindRoot(f); err != nil {

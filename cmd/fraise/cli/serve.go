@@ -20,6 +20,7 @@ import (
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/core/observe"
 	"github.com/fraise-dev/fraise/deploy/demo"
 )
 
@@ -89,6 +90,11 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		}
 		sdl = string(b)
 	}
+	var hooks graphql.Hooks
+	if cfg.Observers.Enabled {
+		// Rule management is part of every schema observers serve.
+		sdl, hooks = withObserverRules(sdl), observerRuleHooks(observe.NewCompiler())
+	}
 	schema, err := graphql.ParseSchema(sdl)
 	if err != nil {
 		ln.Close()
@@ -129,7 +135,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		Introspection: cfg.Core.Introspection,
 		MaxAliases:    cfg.Core.MaxAliases, MaxRootFields: cfg.Core.MaxRootFields, MaxCost: cfg.Core.MaxCost,
 		MaxResultBytes: cfg.Core.MaxResultBytes, StatementTimeout: cfg.Core.StatementTimeout.Duration,
-		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted,
+		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks,
 	})
 	metrics := httpapi.NewMetrics()
 	health := &httpapi.Health{Ready: db.Ping}

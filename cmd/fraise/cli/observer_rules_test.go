@@ -1,0 +1,326 @@
+package cli
+
+// Rule management through the GraphQL engine, as `fraise serve` wires it
+// with [observers] enabled: the demo schema with the rules fragment merged
+// in, the Go hooks, and the harness's PostgreSQL with every migration.
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/core/observe"
+	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/test/harness"
+)
+
+type rulesEnv struct {
+	engine   *graphql.Engine
+	adminURL string
+}
+
+func mustRulesEngine(tb testing.TB) rulesEnv {
+	tb.Helper()
+	harness.SkipShort(tb)
+	ctx := context.Background()
+	pg, name := harness.NewDatabase(tb)
+	if err := postgres.Migrate(ctx, pg.AdminURL(name), postgres.MigrateOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	if err := demo.Apply(ctx, pg.AdminURL(name), "fraise_app"); err != nil {
+		tb.Fatal(err)
+	}
+	db, err := postgres.Open(ctx, pg.URL("fraise_app", name), postgres.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(db.Close)
+	s, err := graphql.ParseSchema(withObserverRules(demo.SDL))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The wrappers of migration 0009 must satisfy the engine's contract.
+	if err := s.Check(ctx, db); err != nil {
+		tb.Fatal(err)
+	}
+	e := graphql.NewEngine(s, db, graphql.Options{Hooks: observerRuleHooks(observe.NewCompiler())})
+	return rulesEnv{engine: e, adminURL: pg.AdminURL(name)}
+}
+
+// admin runs sql as the database owner and returns its rows.
+func (r rulesEnv) admin(tb testing.TB, sql string, args ...any) [][]any {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, r.adminURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, sql, args...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer rows.Close()
+	var out [][]any
+	for rows.Next() {
+		v, err := rows.Values()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// do runs query as subject of tenant and returns the response.
+func (r rulesEnv) do(tenant, query string, vars map[string]any) *graphql.Response {
+	ctx := core.WithPrincipal(context.Background(), core.Principal{Subject: "rules-tester", Tenant: tenant})
+	return r.engine.Execute(ctx, graphql.Request{Query: query, Variables: vars})
+}
+
+// mustOK runs query, fails on any error, and decodes the data.
+func (r rulesEnv) mustOK(tb testing.TB, tenant, query string, vars map[string]any) map[string]any {
+	tb.Helper()
+	resp := r.do(tenant, query, vars)
+	if len(resp.Errors) > 0 {
+		tb.Fatalf("%s: errors %+v", query, resp.Errors[0])
+	}
+	var data map[string]any
+	if err := json.Unmarshal(resp.Data, &data); err != nil {
+		tb.Fatal(err)
+	}
+	return data
+}
+
+func mustErrCode(tb testing.TB, resp *graphql.Response, code string) {
+	tb.Helper()
+	if len(resp.Errors) == 0 {
+		tb.Fatalf("want error %s, got data %s", code, resp.Data)
+	}
+	if got := resp.Errors[0].Extensions["code"]; got != code {
+		tb.Fatalf("want error %s, got %v: %s", code, got, resp.Errors[0].Message)
+	}
+}
+
+const (
+	createRule = `mutation($in: ObserverRuleInput!) { createObserverRule(input: $in) {
+		succeeded status errorClass message rule { id name table operations condition enabled version actions { kind url } } } }`
+	listRules = `{ observerRules(orderBy: [{name: ASC}]) { id name condition enabled } }`
+)
+
+func bigOrders(name, cond string) map[string]any {
+	return map[string]any{"name": name, "table": "public.orders", "operations": []any{"INSERT", "UPDATE"},
+		"condition": cond, "actions": []any{map[string]any{"kind": "webhook", "url": "https://hooks.example.com/x", "secret": "s3cret"}}}
+}
+
+func TestObserverRulesThroughGraphQL(t *testing.T) {
+	r := mustRulesEngine(t)
+	const a, b = obsTenantA, obsTenantB
+
+	// Create, then read back by list and by id.
+	d := r.mustOK(t, a, createRule, map[string]any{"in": bigOrders("big", "after.total > 1000")})
+	res := d["createObserverRule"].(map[string]any)
+	if res["succeeded"] != true || res["status"] != "created" {
+		t.Fatalf("create: %v", res)
+	}
+	rule := res["rule"].(map[string]any)
+	id := rule["id"].(string)
+	if rule["condition"] != "after.total > 1000" || rule["enabled"] != true || rule["version"] != float64(1) {
+		t.Fatalf("created rule: %v", rule)
+	}
+	d = r.mustOK(t, a, listRules, nil)
+	if got := d["observerRules"].([]any); len(got) != 1 || got[0].(map[string]any)["id"] != id {
+		t.Fatalf("list: %v", got)
+	}
+	d = r.mustOK(t, a, `query($id: ID!) { observerRule(id: $id) { name actions { kind url } } }`, map[string]any{"id": id})
+	if got := plainJSON(d["observerRule"]); got != `{"actions":[{"kind":"webhook","url":"https://hooks.example.com/x"}],"name":"big"}` {
+		t.Fatalf("by id: %s", got)
+	}
+	// The where argument of the engine filters rules like any view.
+	d = r.mustOK(t, a, `{ observerRules(where: {name: {eq: "nope"}}) { id } }`, nil)
+	if got := d["observerRules"].([]any); len(got) != 0 {
+		t.Fatalf("where: %v", got)
+	}
+
+	// Tenant B sees none of A's rules, and cannot change them.
+	d = r.mustOK(t, b, listRules, nil)
+	if got := d["observerRules"].([]any); len(got) != 0 {
+		t.Fatalf("tenant B lists A's rules: %v", got)
+	}
+	d = r.mustOK(t, b, `mutation($id: ID!) { disableObserverRule(id: $id) { succeeded errorClass } }`, map[string]any{"id": id})
+	if got := d["disableObserverRule"].(map[string]any); got["succeeded"] != false || got["errorClass"] != "not_found" {
+		t.Fatalf("tenant B disabled A's rule: %v", got)
+	}
+
+	// Update: the patch keeps what it does not name.
+	d = r.mustOK(t, a, `mutation($id: ID!, $p: ObserverRulePatch!) { updateObserverRule(id: $id, input: $p) {
+		succeeded status rule { name condition version operations } } }`,
+		map[string]any{"id": id, "p": map[string]any{"condition": "after.total > 5000"}})
+	if got := plainJSON(d["updateObserverRule"]); got != `{"rule":{"condition":"after.total > 5000","name":"big","operations":["INSERT","UPDATE"],"version":2},"status":"updated","succeeded":true}` {
+		t.Fatalf("update: %s", got)
+	}
+
+	// Disable and enable.
+	for _, step := range []struct {
+		name, field string
+		enabled     bool
+	}{{"disable", "disableObserverRule", false}, {"enable", "enableObserverRule", true}} {
+		d = r.mustOK(t, a, `mutation($id: ID!) { `+step.field+`(id: $id) { succeeded status rule { enabled } } }`, map[string]any{"id": id})
+		got := d[step.field].(map[string]any)
+		if got["succeeded"] != true || got["rule"].(map[string]any)["enabled"] != step.enabled {
+			t.Fatalf("%s: %v", step.name, got)
+		}
+		if rows := r.admin(t, `select enabled from fraise.observer_rules where id = $1`, id); rows[0][0] != step.enabled {
+			t.Fatalf("%s: stored enabled %v", step.name, rows[0][0])
+		}
+	}
+
+	// A bad condition or action is refused in Go before anything is stored.
+	for _, tc := range []struct {
+		name, query string
+		vars        map[string]any
+		want        string
+	}{
+		{"create with a bad condition", createRule, map[string]any{"in": bigOrders("bad", "after.total >")}, "condition"},
+		{"create with a non-boolean condition", createRule, map[string]any{"in": bigOrders("bad", "after.total + 1")}, "bool"},
+		{"create with a bad url", createRule, map[string]any{"in": map[string]any{"name": "bad", "table": "public.orders",
+			"actions": []any{map[string]any{"kind": "webhook", "url": "ftp://x"}}}}, "url"},
+		{"create with a bad template", createRule, map[string]any{"in": map[string]any{"name": "bad", "table": "public.orders",
+			"actions": []any{map[string]any{"kind": "slack", "url": "https://x.example", "template": "{{ .after.total "}}}}, "template"},
+		{"update to a bad condition", `mutation($id: ID!) { updateObserverRule(id: $id, input: {condition: "after.total > > 1"}) { succeeded } }`,
+			map[string]any{"id": id}, "condition"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := r.do(a, tc.query, tc.vars)
+			mustErrCode(t, resp, "INVALID")
+			if !strings.Contains(strings.ToLower(resp.Errors[0].Message), tc.want) {
+				t.Fatalf("message %q does not mention %s", resp.Errors[0].Message, tc.want)
+			}
+		})
+	}
+	if rows := r.admin(t, `select count(*), max(condition) from fraise.observer_rules`); rows[0][0] != int64(1) || rows[0][1] != "after.total > 5000" {
+		t.Fatalf("refused rules changed the table: %v", rows)
+	}
+
+	// Test against sample events: by id, and an unsaved rule.
+	testQ := `query($id: ID, $rule: ObserverRuleInput, $ev: ObserverEventInput!) {
+		testObserverRule(id: $id, rule: $rule, event: $ev) { matched messages { kind url body } } }`
+	for _, tc := range []struct {
+		name    string
+		vars    map[string]any
+		matched bool
+	}{
+		{"stored rule, matching", map[string]any{"id": id, "ev": map[string]any{"op": "INSERT", "after": map[string]any{"total": 6000}}}, true},
+		{"stored rule, below the threshold", map[string]any{"id": id, "ev": map[string]any{"op": "INSERT", "after": map[string]any{"total": 10}}}, false},
+		{"stored rule, operation not watched", map[string]any{"id": id, "ev": map[string]any{"op": "DELETE", "before": map[string]any{"total": 6000}}}, false},
+		{"unsaved rule, matching", map[string]any{"rule": bigOrders("x", "after.note == 'vip'"), "ev": map[string]any{"op": "UPDATE",
+			"before": map[string]any{"note": ""}, "after": map[string]any{"note": "vip"}, "changed": []any{"note"}}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := r.mustOK(t, a, testQ, tc.vars)
+			got := d["testObserverRule"].(map[string]any)
+			msgs := got["messages"].([]any)
+			if got["matched"] != tc.matched || (len(msgs) == 1) != tc.matched {
+				t.Fatalf("got %v, want matched %v", got, tc.matched)
+			}
+			if tc.matched {
+				m := msgs[0].(map[string]any)
+				if m["kind"] != "webhook" || m["url"] != "https://hooks.example.com/x" || !strings.Contains(m["body"].(string), `"total"`) && !strings.Contains(m["body"].(string), "vip") {
+					t.Fatalf("message %v", m)
+				}
+			}
+		})
+	}
+	mustErrCode(t, r.do(a, testQ, map[string]any{"ev": map[string]any{"op": "INSERT"}}), "INVALID")
+	mustErrCode(t, r.do(b, testQ, map[string]any{"id": id, "ev": map[string]any{"op": "INSERT"}}), "NOT_FOUND")
+
+	// Past the tier's quota: QUOTA_EXCEEDED, nothing stored.
+	r.admin(t, `update fraise.tier_quotas set max_count = 2 where tier = 'default' and resource = 'observer_rules'`)
+	r.mustOK(t, a, createRule, map[string]any{"in": bigOrders("second", "")})
+	mustErrCode(t, r.do(a, createRule, map[string]any{"in": bigOrders("third", "")}), "QUOTA_EXCEEDED")
+	if rows := r.admin(t, `select count(*) from fraise.observer_rules where tenant_id = $1`, a); rows[0][0] != int64(2) {
+		t.Fatalf("rules past the quota: %v", rows[0][0])
+	}
+
+	// Delete returns the rule as it was.
+	d = r.mustOK(t, a, `mutation($id: ID!) { deleteObserverRule(id: $id) { succeeded status rule { name } } }`, map[string]any{"id": id})
+	if got := plainJSON(d["deleteObserverRule"]); got != `{"rule":{"name":"big"},"status":"deleted","succeeded":true}` {
+		t.Fatalf("delete: %s", got)
+	}
+	d = r.mustOK(t, a, listRules, nil)
+	if got := d["observerRules"].([]any); len(got) != 1 || got[0].(map[string]any)["name"] != "second" {
+		t.Fatalf("after delete: %v", got)
+	}
+
+	// Every mutation left an audit row: tenant, subject, operation,
+	// resource and outcome, the refused ones included.
+	rows := r.admin(t, `select tenant_id::text, subject, operation, coalesce(resource_id, ''), outcome
+		from fraise.audit_log order by id`)
+	var got []string
+	for _, row := range rows {
+		res := row[3].(string)
+		if res == id {
+			res = "ID"
+		} else if res != "" {
+			res = "other"
+		}
+		got = append(got, strings.Join([]string{row[0].(string)[34:], row[1].(string), row[2].(string), res, row[4].(string)}, " "))
+	}
+	want := []string{
+		"aa rules-tester createObserverRule ID created",
+		"bb rules-tester disableObserverRule  not_found",
+		"aa rules-tester updateObserverRule ID updated",
+		"aa rules-tester disableObserverRule ID disabled",
+		"aa rules-tester enableObserverRule ID enabled",
+		"aa rules-tester createObserverRule  error:INVALID",
+		"aa rules-tester createObserverRule  error:INVALID",
+		"aa rules-tester createObserverRule  error:INVALID",
+		"aa rules-tester createObserverRule  error:INVALID",
+		"aa rules-tester updateObserverRule  error:INVALID",
+		"aa rules-tester createObserverRule other created",
+		"aa rules-tester createObserverRule  error:QUOTA_EXCEEDED",
+		"aa rules-tester deleteObserverRule ID deleted",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("audit rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestWithObserverRulesMergesIntoAnySchema(t *testing.T) {
+	for _, tc := range []struct{ name, sdl string }{
+		{"schema without mutations", `type Thing { id: ID! } type Query { things: [Thing!]! }`},
+		{"schema with mutations", `type Thing { id: ID! } type Query { things: [Thing!]! }
+			type ThingResult { succeeded: Boolean! } type Mutation { touchThing(id: ID!): ThingResult! }`},
+		{"renamed mutation root", `schema { query: Query mutation: Writes } type Thing { id: ID! } type Query { things: [Thing!]! }
+			type ThingResult { succeeded: Boolean! } type Writes { touchThing(id: ID!): ThingResult! }`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := graphql.ParseSchema(withObserverRules(tc.sdl))
+			if err != nil {
+				t.Fatal(err)
+			}
+			views := s.Views()
+			if views["ObserverRule"] != "v_observer_rule" || views["Thing"] != "v_thing" {
+				t.Fatalf("views %v", views)
+			}
+		})
+	}
+}
+
+// plainJSON is v as JSON without HTML escaping, to compare with literals.
+func plainJSON(v any) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	return strings.TrimSpace(b.String())
+}

@@ -1,0 +1,105 @@
+package e2e_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/fraise-dev/fraise/deploy/demo"
+)
+
+// TestObserverRulesThroughTheGateway manages observer rules over GraphQL
+// through Envoy, extauthz's RBAC policy and the core, with [observers]
+// enabled: viewers read, operators create and update but never delete,
+// admins delete, and one tenant never sees another's rules.
+func TestObserverRulesThroughTheGateway(t *testing.T) {
+	s := mustStackWith(t, stackOptions{toml: "\n[observers]\nenabled = true\n"})
+	admin := s.token(t, demo.TenantAcme, "alice", "admin")
+	operator := s.token(t, demo.TenantAcme, "olga", "operator")
+	viewer := s.token(t, demo.TenantAcme, "victor", "viewer")
+	globex := s.token(t, demo.TenantGlobex, "gina", "admin")
+	s.mustServe(t, admin)
+
+	const create = `mutation($in: ObserverRuleInput!) { createObserverRule(input: $in) { succeeded status rule { id name } } }`
+	rule := func(name string) map[string]any {
+		return map[string]any{"query": create, "variables": map[string]any{"in": map[string]any{
+			"name": name, "table": "public.posts", "operations": []any{"INSERT"}, "condition": "after.published == true",
+			"actions": []any{map[string]any{"kind": "webhook", "url": "https://hooks.example.com/posts"}},
+		}}}
+	}
+	mustRuleID := func(status int, g gqlResponse, field string) string {
+		t.Helper()
+		if status != http.StatusOK || len(g.Errors) > 0 {
+			t.Fatalf("%s: status %d errors %+v", field, status, g.Errors)
+		}
+		var data map[string]struct {
+			Succeeded bool
+			Rule      struct{ ID string }
+		}
+		if err := json.Unmarshal(g.Data, &data); err != nil {
+			t.Fatal(err)
+		}
+		if !data[field].Succeeded || data[field].Rule.ID == "" {
+			t.Fatalf("%s: %s", field, g.Data)
+		}
+		return data[field].Rule.ID
+	}
+
+	// A viewer may not run mutations at all.
+	status, g := s.gqlPost(t, viewer, rule("by-viewer"))
+	wantCode(t, status, g, http.StatusForbidden, "FORBIDDEN")
+
+	// An operator creates and updates.
+	status, g = s.gqlPost(t, operator, rule("published-posts"))
+	id := mustRuleID(status, g, "createObserverRule")
+	status, g = s.gqlPost(t, operator, map[string]any{
+		"query":     `mutation($id: ID!) { updateObserverRule(id: $id, input: {condition: "after.published"}) { succeeded status rule { id } } }`,
+		"variables": map[string]any{"id": id},
+	})
+	mustRuleID(status, g, "updateObserverRule")
+
+	// A bad condition is refused by the core with INVALID.
+	bad := rule("bad")
+	bad["variables"].(map[string]any)["in"].(map[string]any)["condition"] = "after.published =="
+	status, g = s.gqlPost(t, operator, bad)
+	if status != http.StatusOK || len(g.Errors) == 0 || g.Errors[0].Extensions["code"] != "INVALID" {
+		t.Fatalf("bad condition: status %d errors %+v", status, g.Errors)
+	}
+
+	// The viewer reads the rules; the other tenant sees none of them.
+	const list = `{ observerRules { id name condition } }`
+	for _, tc := range []struct {
+		name, token string
+		want        int
+	}{{"viewer of the tenant", viewer, 1}, {"admin of another tenant", globex, 0}} {
+		status, g := s.gqlPost(t, tc.token, map[string]any{"query": list})
+		if status != http.StatusOK || len(g.Errors) > 0 {
+			t.Fatalf("%s: status %d errors %+v", tc.name, status, g.Errors)
+		}
+		var data struct {
+			ObserverRules []struct{ ID, Name, Condition string }
+		}
+		if err := json.Unmarshal(g.Data, &data); err != nil {
+			t.Fatal(err)
+		}
+		if len(data.ObserverRules) != tc.want || tc.want == 1 && data.ObserverRules[0].Condition != "after.published" {
+			t.Fatalf("%s: got %+v, want %d rules", tc.name, data.ObserverRules, tc.want)
+		}
+	}
+
+	// Deleting: the operator is refused by the policy, the admin is not.
+	del := map[string]any{"query": `mutation($id: ID!) { deleteObserverRule(id: $id) { succeeded status rule { id } } }`,
+		"variables": map[string]any{"id": id}}
+	status, g = s.gqlPost(t, operator, del)
+	wantCode(t, status, g, http.StatusForbidden, "FORBIDDEN")
+	status, g = s.gqlPost(t, globex, del)
+	var other struct{ DeleteObserverRule map[string]any }
+	_ = json.Unmarshal(g.Data, &other)
+	if status != http.StatusOK || len(g.Errors) > 0 || other.DeleteObserverRule["status"] != "not_found" || other.DeleteObserverRule["rule"] != nil {
+		t.Fatalf("another tenant's delete: status %d data %s errors %+v", status, g.Data, g.Errors)
+	}
+	status, g = s.gqlPost(t, admin, del)
+	if got := mustRuleID(status, g, "deleteObserverRule"); got != id {
+		t.Fatalf("deleted %s, want %s", got, id)
+	}
+}
