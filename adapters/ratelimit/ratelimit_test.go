@@ -222,6 +222,9 @@ func TestEachLimitKind(t *testing.T) {
 }
 
 func TestShadowLimitCountsWithoutRefusing(t *testing.T) {
+	if raceDetector {
+		t.Skip("envoyproxy/ratelimit races with itself on a limits reload (race_on_test.go); tested without -race")
+	}
 	rd := harness.StartRedis(t)
 	o := tiers()
 	d := o.Tiers["default"]
@@ -251,6 +254,9 @@ func TestShadowLimitCountsWithoutRefusing(t *testing.T) {
 }
 
 func TestTierChangesTakeEffect(t *testing.T) {
+	if raceDetector {
+		t.Skip("envoyproxy/ratelimit races with itself on a limits reload (race_on_test.go); tested without -race")
+	}
 	rd := harness.StartRedis(t)
 	o := tiers()
 	c, svc := mustService(t, rd.Addr, o)
