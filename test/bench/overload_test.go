@@ -319,7 +319,7 @@ max_conns = 20
 `, certs.CACert, certs.ServerCert, certs.ServerKey, certs.ClientCert, certs.ClientKey,
 		pg.URL("fraise_app", db), pg.AdminURL(db))
 	coreSection := func(addr, admin string) string {
-		return fmt.Sprintf("[core]\nhttp_addr = %q\nadmin_addr = %q\ntls = false\nschema = %q\nassertion_keys = [%q]\n",
+		return fmt.Sprintf("[core]\nhttp_addr = %q\nadmin_addr = %q\ntls = false\nschema = %q\nassertion_keys = [%q]\nflight_addr = \"127.0.0.1:0\"\n",
 			addr, admin, sdlPath, "file://"+filepath.Join(keys, "assertion.pub"))
 	}
 	cfg := mustWrite(tb, filepath.Join(dir, "core.toml"), base+coreSection(addr, admin)+overloadAdmission)

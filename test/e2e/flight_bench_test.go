@@ -98,6 +98,9 @@ func BenchmarkExport(b *testing.B) {
 		toml: benchTOML, setupSQL: benchSetupSQL(rows), perTenant: 100000,
 		env: map[string]string{
 			"FRAISE_CORE_SCHEMA": sdl, "FRAISE_CORE_MAX_LIMIT": fmt.Sprint(rows),
+			// The JSON leg answers every row in one response: lift the cost
+			// and result-size limits that protect the API from such queries.
+			"FRAISE_CORE_MAX_COST": fmt.Sprint(100 * rows), "FRAISE_CORE_MAX_RESULT_BYTES": fmt.Sprint(1 << 30),
 			"FRAISE_DATABASE_STATEMENT_TIMEOUT": "5m",
 			"FRAISE_GATEWAY_AUTHZ_TIMEOUT":      slowMachineEnv["FRAISE_GATEWAY_AUTHZ_TIMEOUT"],
 		},
@@ -145,6 +148,16 @@ func BenchmarkExport(b *testing.B) {
 		b.ReportMetric(f/g, "flight/graphql-x")
 		b.ReportMetric(100*f/c, "flight/copy-%")
 		b.ReportMetric(0, "ns/op")
+		verdict := func(ok bool) string {
+			if ok {
+				return "met"
+			}
+			return "MISSED"
+		}
+		// COPY is the ceiling Flight reads against, so Flight/GraphQL can
+		// reach 30x only while GraphQL JSON stays under a thirtieth of it.
+		b.Logf("flight %.0f rows/s, graphql %.0f, copy %.0f: %.1fx GraphQL (target 30x: %s; at most %.1fx while GraphQL runs at %.0f%% of COPY), %.0f%% of COPY (target 70%%: %s)",
+			f, g, c, f/g, verdict(f/g >= 30), c/g, 100*g/c, 100*f/c, verdict(f/c >= 0.7))
 	})
 
 	b.Run("flight_doget_gateway", func(b *testing.B) {
@@ -218,7 +231,9 @@ func BenchmarkExport(b *testing.B) {
 			}
 			head := make([]byte, 24)
 			k, _ := io.ReadFull(resp.Body, head)
-			objects := &keyCounter{key: []byte(`"label":`)}
+			// The key alone: PostgreSQL writes json objects as "k" : v.
+			// Values are label-<n>, so the quoted key cannot match one.
+			objects := &keyCounter{key: []byte(`"label"`)}
 			rest, err := io.Copy(objects, resp.Body)
 			resp.Body.Close()
 			if err != nil || resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(head[:k]), `{"data":{"benchRows":[{`) {

@@ -1,12 +1,10 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
 	"os"
-	"time"
 
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
@@ -40,40 +38,17 @@ func runRateLimit(ctx context.Context, env Env, args []string) error {
 	if *cfgPath != "" {
 		// Tier and action limits changed in fraise.toml reach the running
 		// service: it reloads the regenerated file, keeping its counters.
-		go watchLimits(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, svc)
+		go watchConfig(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, func(c config.Config) {
+			if err := svc.Reload(ratelimit.Options{Tiers: rateLimitTiers(c.RateLimit), Actions: rateLimitActions(c.RateLimit)}); err != nil {
+				log.Error("rate limits not reloaded; the previous ones stay", "err", err)
+				return
+			}
+			log.Info("rate limits reloaded", "path", *cfgPath)
+		})
 	}
 	rearmSignals(ctx, cancel)
 	<-ctx.Done()
 	return nil
-}
-
-// watchLimits polls the file at path and, whenever its contents differ from
-// last and still load, hands the service the new tiers and actions.
-func watchLimits(ctx context.Context, path string, last []byte, every time.Duration, env Env, log *slog.Logger, svc *ratelimit.Service) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		cur, err := os.ReadFile(path)
-		if err != nil || bytes.Equal(cur, last) {
-			continue
-		}
-		last = cur
-		c, err := config.Load(path, env.Getenv)
-		if err != nil {
-			log.Error("configuration change ignored", "path", path, "err", err)
-			continue
-		}
-		if err := svc.Reload(ratelimit.Options{Tiers: rateLimitTiers(c.RateLimit), Actions: rateLimitActions(c.RateLimit)}); err != nil {
-			log.Error("rate limits not reloaded; the previous ones stay", "err", err)
-			continue
-		}
-		log.Info("rate limits reloaded", "path", path)
-	}
 }
 
 // startRateLimit starts envoyproxy/ratelimit with limits generated from the

@@ -46,7 +46,8 @@ func runXDS(ctx context.Context, env Env, args []string) error {
 		gs.GracefulStop()
 	}()
 	if *cfgPath != "" {
-		go watchConfig(ctx, *cfgPath, cfg.XDS.PollInterval.Duration, env, log, func(c config.Config) {
+		last, _ := os.ReadFile(*cfgPath)
+		go watchConfig(ctx, *cfgPath, last, cfg.XDS.PollInterval.Duration, env, log, func(c config.Config) {
 			if err := publish(ctx, srv, c); err != nil {
 				log.Error("configuration change not published; the previous snapshot keeps serving", "err", err)
 			}
@@ -72,10 +73,10 @@ func publish(ctx context.Context, srv *xds.Server, cfg config.Config) error {
 }
 
 // watchConfig calls changed with the new configuration whenever the file's
-// contents change and still load. Polling the contents rather than watching
-// inotify events copes with editors and ConfigMaps that replace the file.
-func watchConfig(ctx context.Context, path string, every time.Duration, env Env, log *slog.Logger, changed func(config.Config)) {
-	last, _ := os.ReadFile(path)
+// contents differ from last (what the running configuration was loaded
+// from) and still load. Polling the contents rather than watching inotify
+// events copes with editors and ConfigMaps that replace the file.
+func watchConfig(ctx context.Context, path string, last []byte, every time.Duration, env Env, log *slog.Logger, changed func(config.Config)) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
