@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -109,7 +108,7 @@ func mustLoadClients(b *testing.B, target string, n int) []authv3.AuthorizationC
 // saturation, on a 2-core machine.
 func BenchmarkCheckLoad(b *testing.B) {
 	// As `fraise authz` runs (cmd/fraise/cli/authz.go).
-	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	defer extauthz.TuneGC(extauthz.DefaultGCHeapFloor, 400)()
 	for _, mode := range []struct {
 		name string
 		ttl  time.Duration
