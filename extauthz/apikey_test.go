@@ -2,6 +2,7 @@ package extauthz_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -15,7 +16,16 @@ import (
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
-func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
+func TestMain(m *testing.M) {
+	if os.Getenv(loadGenEnv) != "" { // started by BenchmarkCheckLoad
+		if err := runLoadGenerator(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(harness.Main(m))
+}
 
 // TestCheckAPIKeys runs API keys through Check against the harness's
 // PostgreSQL, with decisions going to the audit table.
