@@ -148,24 +148,7 @@ type measurement struct {
 // spent per request.
 func measure(b *testing.B, t bench.Target, verify func([]byte) error, pid int, db string) measurement {
 	b.Helper()
-	req, err := t.NewRequest()
-	if err != nil {
-		b.Fatal(err)
-	}
-	resp, err := t.Client.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		err = fmt.Errorf("status %d", resp.StatusCode)
-	} else {
-		err = verify(body)
-	}
-	if err != nil {
-		b.Fatalf("cannot measure: the server does not answer the benchmark's operation correctly: %v\nbody: %.800s", err, body)
-	}
+	mustAnswer(b, t, verify)
 	b.ResetTimer()
 	cpu := startCPU(pid, db)
 	res, err := bench.Run(context.Background(), load(), t)

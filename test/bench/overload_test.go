@@ -383,7 +383,7 @@ func mustAnswer(tb testing.TB, t bench.Target, verify func([]byte) error) {
 		err = verify(body)
 	}
 	if err != nil {
-		tb.Fatalf("the core does not answer the benchmark's read correctly: %v\nbody: %.800s", err, body)
+		tb.Fatalf("cannot measure: the server does not answer the benchmark's operation correctly: %v\nbody: %.800s", err, body)
 	}
 }
 
