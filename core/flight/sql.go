@@ -84,45 +84,19 @@ func lex(s string) ([]token, error) {
 		case c == '/' && i+1 < len(s) && s[i+1] == '*':
 			return bad("comments are not accepted")
 		case c == '\'':
-			var sb strings.Builder
-			i++
-			for {
-				if i >= len(s) {
-					return bad("unterminated string")
-				}
-				if s[i] == '\'' {
-					if i+1 < len(s) && s[i+1] == '\'' {
-						sb.WriteByte('\'')
-						i += 2
-						continue
-					}
-					i++
-					break
-				}
-				sb.WriteByte(s[i])
-				i++
+			text, next, ok := scanQuoted(s, i, '\'')
+			if !ok {
+				return bad("unterminated string")
 			}
-			toks = append(toks, token{kind: tokString, text: sb.String()})
+			toks = append(toks, token{kind: tokString, text: text})
+			i = next
 		case c == '"':
-			var sb strings.Builder
-			i++
-			for {
-				if i >= len(s) {
-					return bad("unterminated quoted identifier")
-				}
-				if s[i] == '"' {
-					if i+1 < len(s) && s[i+1] == '"' {
-						sb.WriteByte('"')
-						i += 2
-						continue
-					}
-					i++
-					break
-				}
-				sb.WriteByte(s[i])
-				i++
+			text, next, ok := scanQuoted(s, i, '"')
+			if !ok {
+				return bad("unterminated quoted identifier")
 			}
-			toks = append(toks, token{kind: tokIdent, text: sb.String()})
+			toks = append(toks, token{kind: tokIdent, text: text})
+			i = next
 		case c >= '0' && c <= '9' || c == '.' && i+1 < len(s) && s[i+1] >= '0' && s[i+1] <= '9':
 			j := i
 			for j < len(s) && (s[j] >= '0' && s[j] <= '9' || s[j] == '.' || s[j] == 'e' || s[j] == 'E' ||
@@ -455,4 +429,25 @@ func (p *parser) literal() (string, error) {
 		return "", p.fail("compare with NULL using IS NULL")
 	}
 	return "", p.fail("values must be literals")
+}
+
+// scanQuoted reads the quoted text that starts at s[i] (the quote q),
+// where a doubled quote stands for itself, as SQL writes both string
+// literals and quoted identifiers. It returns the text, the index after
+// the closing quote, and false when the quote is never closed.
+func scanQuoted(s string, i int, q byte) (string, int, bool) {
+	var sb strings.Builder
+	for i++; i < len(s); i++ {
+		if s[i] != q {
+			sb.WriteByte(s[i])
+			continue
+		}
+		if i+1 < len(s) && s[i+1] == q {
+			sb.WriteByte(q)
+			i++
+			continue
+		}
+		return sb.String(), i + 1, true
+	}
+	return "", i, false
 }
