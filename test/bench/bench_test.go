@@ -434,17 +434,7 @@ authz_timeout = "2s"
 	authorID := mustSchema(tb, pg.AdminURL(db))
 
 	e := &env{coreURL: "http://" + directAddr + "/graphql", authorID: authorID, db: db}
-	keyPEM, err := os.ReadFile(filepath.Join(keys, "assertion.key"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	key, err := assertion.ParsePrivateKeyPEM(keyPEM)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if e.signer, err = assertion.NewSigner(key, assertion.KeyID(key.Public().(ed25519.PublicKey)), nil); err != nil {
-		tb.Fatal(err)
-	}
+	e.signer = mustSigner(tb, keys)
 	conns := load().Concurrency
 	e.direct = bench.NewClient(conns, nil)
 
@@ -695,4 +685,23 @@ func mustNodeModules(tb testing.TB, dir string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("npm ci in %s: %v\n%s", dir, err, out)
 	}
+}
+
+// mustSigner signs assertions with the extauthz key `fraise certs` wrote
+// under keys, as extauthz does for every request it allows.
+func mustSigner(tb testing.TB, keys string) *assertion.Signer {
+	tb.Helper()
+	pem, err := os.ReadFile(filepath.Join(keys, "assertion.key"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	key, err := assertion.ParsePrivateKeyPEM(pem)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := assertion.NewSigner(key, assertion.KeyID(key.Public().(ed25519.PublicKey)), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
 }

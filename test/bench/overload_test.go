@@ -3,7 +3,6 @@ package bench_test
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/adapters/devcerts"
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/test/bench"
 	"github.com/fraise-dev/fraise/test/harness"
 )
@@ -335,17 +333,7 @@ max_queue_per_tenant = 0
 	authorID := mustSchema(tb, pg.AdminURL(db))
 
 	e := &env{coreURL: "http://" + addr + "/graphql", authorID: authorID, db: db}
-	keyPEM, err := os.ReadFile(filepath.Join(keys, "assertion.key"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	key, err := assertion.ParsePrivateKeyPEM(keyPEM)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if e.signer, err = assertion.NewSigner(key, assertion.KeyID(key.Public().(ed25519.PublicKey)), nil); err != nil {
-		tb.Fatal(err)
-	}
+	e.signer = mustSigner(tb, keys)
 	// Enough connections for the open loop's requests in flight: with
 	// fewer, requests would queue in the client, not in the server.
 	e.direct = bench.NewClient(overloadInFlight, nil)
