@@ -102,7 +102,45 @@ type Options struct {
 	// Decisions, when set, receives every decision for the audit log,
 	// in batches, off the request path.
 	Decisions core.DecisionLog
+	// Observe, when set, receives every Check's outcome, for metrics; it
+	// runs on the request path and must not block.
+	Observe func(Outcome)
+	// ObserveReload, when set, learns of every attempt to load a new
+	// policy revision: err is nil when it was loaded, and otherwise why it
+	// was not (the previous policy keeps serving). Reloads of the revision
+	// being served are not attempts.
+	ObserveReload func(revision string, err error)
 }
+
+// Outcome is what one Check decided, as Options.Observe receives it: the
+// dimensions an operator counts and alerts on, and nothing that names a
+// caller (subjects and tenants are unbounded; the decision log has them).
+type Outcome struct {
+	// Result is OutcomeAllow, OutcomeDeny, or OutcomeError when the check
+	// could not be decided and Envoy fails closed.
+	Result string
+	// Status is the HTTP status the client is answered with: 200 when
+	// allowed, the denial's status, and 500 for an error.
+	Status int
+	// Kind is how the principal authenticated; empty when it did not.
+	Kind core.PrincipalKind
+	// Op is the rate-limit class (read, write, flight); empty when the
+	// request was refused before it was classified.
+	Op string
+	// Cached says the policy's decision came from the decision cache.
+	Cached bool
+	// DryRun says a denial was logged and the request allowed anyway.
+	DryRun bool
+	// Latency is the time Check took.
+	Latency time.Duration
+}
+
+// The results an Outcome reports.
+const (
+	OutcomeAllow = "allow"
+	OutcomeDeny  = "deny"
+	OutcomeError = "error"
+)
 
 // APIKeyVerifier authenticates API keys; *apikey.Authenticator is one.
 type APIKeyVerifier interface {
@@ -225,18 +263,18 @@ func (s *Server) ReloadPolicy(ctx context.Context, fsys fs.FS) error {
 	defer s.reloadMu.Unlock()
 	src, err := policy.Load(fsys)
 	if err != nil {
-		return err
+		return s.reloaded("", err)
 	}
 	if cur := s.policy.Load(); cur != nil && cur.Revision() == src.Revision {
 		return nil
 	}
 	rep, err := src.Test(ctx)
 	if err != nil {
-		return fmt.Errorf("policy %s not loaded: %w", src.Revision, err)
+		return s.reloaded(src.Revision, fmt.Errorf("policy %s not loaded: %w", src.Revision, err))
 	}
 	p, err := policy.Prepare(ctx, src)
 	if err != nil {
-		return fmt.Errorf("policy %s not loaded: %w", src.Revision, err)
+		return s.reloaded(src.Revision, fmt.Errorf("policy %s not loaded: %w", src.Revision, err))
 	}
 	var cache *decisionCache
 	cacheable, why := p.Cacheable()
@@ -257,7 +295,16 @@ func (s *Server) ReloadPolicy(ctx context.Context, fsys fs.FS) error {
 		attrs = append(attrs, slog.String("previous_revision", prev.Revision()))
 	}
 	s.log.LogAttrs(ctx, slog.LevelInfo, "policy loaded", attrs...)
-	return nil
+	return s.reloaded(p.Revision(), nil)
+}
+
+// reloaded reports a reload attempt's result to Options.ObserveReload and
+// returns err.
+func (s *Server) reloaded(revision string, err error) error {
+	if s.o.ObserveReload != nil {
+		s.o.ObserveReload(revision, err)
+	}
+	return err
 }
 
 // Check implements authv3.AuthorizationServer.
@@ -272,7 +319,25 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	d.latency = time.Since(start)
 	s.logDecision(context.WithoutCancel(ctx), d, err)
+	if s.o.Observe != nil {
+		s.o.Observe(outcomeOf(d, err))
+	}
 	return resp, err
+}
+
+// outcomeOf is the Outcome of decision d, which ended in err.
+func outcomeOf(d *decision, err error) Outcome {
+	o := Outcome{Result: OutcomeAllow, Status: http.StatusOK, Op: d.op, Cached: d.cached, DryRun: d.dryRun, Latency: d.latency}
+	if d.authenticated {
+		o.Kind = d.principal.Kind
+	}
+	switch {
+	case err != nil:
+		o.Result, o.Status = OutcomeError, http.StatusInternalServerError
+	case !d.allow && !d.dryRun:
+		o.Result, o.Status = OutcomeDeny, d.status
+	}
+	return o
 }
 
 // check decides on one request, recording what it learns in d.

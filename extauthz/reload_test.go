@@ -62,7 +62,16 @@ const viewerMayMutateTest = "package fraise.authz_test\n\nimport data.fraise.aut
 func TestWatchPolicyDir(t *testing.T) {
 	dir := t.TempDir()
 	mustWriteDir(t, dir, rbacWith(t, nil))
-	f := mustFixture(t, func(o *extauthz.Options) { o.PolicyFS = os.DirFS(dir) })
+	var mu sync.Mutex
+	var reloads []string // "loaded <rev>" or "rejected <rev>", as metrics see them
+	f := mustFixture(t, func(o *extauthz.Options) {
+		o.PolicyFS = os.DirFS(dir)
+		o.ObserveReload = func(rev string, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			reloads = append(reloads, map[bool]string{true: "loaded ", false: "rejected "}[err == nil]+rev)
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { f.srv.WatchPolicyDir(ctx, dir, 10*time.Millisecond) })
@@ -87,6 +96,12 @@ func TestWatchPolicyDir(t *testing.T) {
 	waitFor(t, "the new policy", func() bool { return f.srv.PolicyRevision() != before })
 	if resp := mustCheck(t, f.client, viewerMutation(t, f)); resp.GetOkResponse() == nil {
 		t.Fatalf("got %v, want the new policy to allow", resp)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reloads) != 3 || reloads[0] != "loaded "+before || !strings.HasPrefix(reloads[1], "rejected ") ||
+		reloads[1] == "rejected "+before || reloads[2] != "loaded "+f.srv.PolicyRevision() {
+		t.Errorf("reloads observed: %q, want the first load, one rejection of a new revision, then the new revision loaded", reloads)
 	}
 }
 

@@ -43,6 +43,7 @@ type stack struct {
 		CoreHTTP   string `json:"core_http"`
 		CoreAdmin  string `json:"core_admin"`
 		CoreFlight string `json:"core_flight"`
+		AuthzAdmin string `json:"authz_admin"`
 	}
 	client   *http.Client // presents the development client certificate
 	noCert   *http.Client // presents none
@@ -109,7 +110,7 @@ flight_addr = "127.0.0.1:0"
 assertion_keys = [%q]
 [authz]
 grpc_addr = "127.0.0.1:0"
-admin_addr = ""
+admin_addr = "127.0.0.1:0"
 assertion_key = %q
 [[authz.issuers]]
 issuer = %q
@@ -391,4 +392,35 @@ func TestWalkingSkeleton(t *testing.T) {
 			t.Fatalf("tenant B: got users %v, want %v", got, want)
 		}
 	})
+
+	t.Run("extauthz's metrics count the gateway's checks", func(t *testing.T) {
+		if s.addrs.AuthzAdmin == "" {
+			t.Fatal("fraise dev did not report extauthz's admin address")
+		}
+		resp, err := http.Get("http://" + s.addrs.AuthzAdmin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		// The subtests above sent tokens that were accepted for reads and
+		// requests refused for want of one: both were counted.
+		allowed := metricValue(string(b), `fraise_authz_checks_total{kind="jwt",op="read",result="allow",status="200"}`)
+		refused := metricValue(string(b), `fraise_authz_checks_total{kind="none",op="",result="deny",status="401"}`)
+		if allowed < 3 || refused < 2 {
+			t.Fatalf("got %v allowed reads and %v refusals without a credential, want at least 3 and 2:\n%s", allowed, refused, b)
+		}
+	})
+}
+
+// metricValue returns the value of the series named exactly (with its
+// labels) in a Prometheus text exposition, 0 when absent.
+func metricValue(exposition, series string) float64 {
+	for _, l := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
 }

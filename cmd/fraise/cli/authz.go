@@ -75,7 +75,7 @@ func policyFS(dir string) fs.FS {
 }
 
 // serveAuthz runs extauthz's gRPC service on ln, and its admin port
-// (health, the assertion JWKS) on adminLn, until ctx ends.
+// (health, metrics, the assertion JWKS) on adminLn, until ctx ends.
 func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln, adminLn net.Listener) error {
 	log = log.With("component", "extauthz")
 	a := cfg.Authz
@@ -111,6 +111,8 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		Signer: signer, Logger: log, DryRun: a.DryRun, DefaultTier: a.DefaultTier, KeyRefresh: a.KeyRefresh.Duration,
 		DecisionCacheTTL: a.DecisionCacheTTL.Duration,
 	}
+	metrics := newAuthzMetrics()
+	o.Observe, o.ObserveReload = metrics.observe, metrics.observeReload
 	if a.BundleURL != "" {
 		// The embedded policy serves until the first bundle loads; it
 		// denies anything its RBAC does not allow, so this fails safe.
@@ -188,7 +190,7 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 	if adminLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle(extauthz.JWKSPath, srv.JWKSHandler())
-		mux.Handle("/", httpapi.NewAdminHandler(health, nil))
+		mux.Handle("/", httpapi.NewAdminHandler(health, metrics.handler()))
 		admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		logServing(log, "extauthz", "admin", adminLn)
 		g.Go(func() error { return serveHTTP(gctx, admin, adminLn, 5*time.Second) })

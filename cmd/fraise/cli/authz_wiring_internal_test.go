@@ -135,6 +135,33 @@ func TestServeAuthzWiring(t *testing.T) {
 		t.Fatalf("assertion: got %+v, %v, want apikey:%s", p, err, k.ID)
 	}
 
+	// A refused request too, then the admin port's metrics count both.
+	if resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "req-2", Method: "POST", Path: "/graphql", Host: "fraise.test", Headers: map[string]string{"content-type": "application/json"},
+		}},
+	}}); err != nil || resp.GetDeniedResponse() == nil {
+		t.Fatalf("check without a credential: got %v, %v, want denied", resp, err)
+	}
+	r, err = http.Get("http://" + adminLn.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(r.Body)
+	r.Body.Close()
+	for _, want := range []string{
+		`fraise_authz_checks_total{kind="apikey",op="read",result="allow",status="200"} 1`,
+		`fraise_authz_checks_total{kind="none",op="",result="deny",status="401"} 1`,
+		`fraise_authz_check_duration_seconds_count{result="allow"} 1`,
+		`fraise_authz_policy_reloads_total{result="loaded"} 1`,
+		`fraise_authz_policy_info{revision="`,
+		"go_goroutines ",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
 	cancel()
 	select {
 	case err := <-done:

@@ -22,6 +22,9 @@ type devAddrs struct {
 	// CoreFlight is the core's Arrow Flight port ("" when disabled).
 	CoreFlight string `json:"core_flight"`
 	Authz      string `json:"authz"`
+	// AuthzAdmin is extauthz's admin port: health, metrics, the assertion
+	// JWKS ("" when disabled).
+	AuthzAdmin string `json:"authz_admin"`
 	RateLimit  string `json:"ratelimit"`
 }
 
@@ -88,6 +91,13 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		closeAll()
 		return err
 	}
+	var authzAdminLn net.Listener
+	if cfg.Authz.AdminAddr != "" {
+		if authzAdminLn, err = bind("authz.admin_addr", cfg.Authz.AdminAddr); err != nil {
+			closeAll()
+			return err
+		}
+	}
 	gwLn, err := bind("gateway.listen_addr", cfg.Gateway.ListenAddr)
 	if err != nil {
 		closeAll()
@@ -115,7 +125,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	rearmSignals(ctx, cancel)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveAuthz(gctx, cfg, env, log, authzLn, nil) })
+	g.Go(func() error { return serveAuthz(gctx, cfg, env, log, authzLn, authzAdminLn) })
 	g.Go(func() error { return serveCore(gctx, cfg, env, log, coreLn, coreAdminLn, coreFlightLn) })
 	if envoyBin := lookEnvoy(cfg.Gateway.Envoy); envoyBin != "" {
 		// A real Envoy runs the same generated configuration; it binds the
@@ -132,6 +142,9 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	}
 	if coreAdminLn != nil {
 		addrs.CoreAdmin = coreAdminLn.Addr().String()
+	}
+	if authzAdminLn != nil {
+		addrs.AuthzAdmin = authzAdminLn.Addr().String()
 	}
 	g.Go(func() error {
 		// The listeners already accept connections (they were bound above),
