@@ -41,7 +41,15 @@ const (
 	TracerOpenTelemetry         = "envoy.tracers.opentelemetry"
 	RateLimitedBody             = `{"errors":[{"message":"rate limit exceeded","extensions":{"code":"RATE_LIMITED"}}]}`
 	NotFoundBody                = `{"errors":[{"message":"no such route","extensions":{"code":"NOT_FOUND"}}]}`
+	TooLargeBody                = `{"errors":[{"message":"request body too large","extensions":{"code":"TOO_LARGE"}}]}`
+	UnavailableBody             = `{"errors":[{"message":"service unavailable, retry later","extensions":{"code":"UNAVAILABLE"}}]}`
+	TimeoutBody                 = `{"errors":[{"message":"upstream timed out","extensions":{"code":"TIMEOUT"}}]}`
 )
+
+// UnavailableRetryAfter is the Retry-After, in seconds, of the ingress's
+// own 502 and 503 answers: the core's admission answers its 503s with the
+// same default (admission.retry_after).
+const UnavailableRetryAfter = "1"
 
 // The identity headers extauthz sets (and the early header mutation removes
 // from what clients send), from which the rate-limit descriptors are built.
@@ -116,10 +124,12 @@ func envoyGrpc(cluster string, timeout time.Duration) *corev3.GrpcService {
 // identity headers extauthz set.
 func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 	authz := &extauthzv3.ExtAuthz{
-		Services:               &extauthzv3.ExtAuthz_GrpcService{GrpcService: envoyGrpc(ClusterAuthz, o.AuthzTimeout)},
-		TransportApiVersion:    corev3.ApiVersion_V3,
-		FailureModeAllow:       false, // fail closed: no decision, no request
-		StatusOnError:          &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden},
+		Services:            &extauthzv3.ExtAuthz_GrpcService{GrpcService: envoyGrpc(ClusterAuthz, o.AuthzTimeout)},
+		TransportApiVersion: corev3.ApiVersion_V3,
+		FailureModeAllow:    false, // fail closed: no decision, no request
+		// Fail closed with 503, not Envoy's default 403: a check that got
+		// no answer is no verdict on the caller, who may retry.
+		StatusOnError:          &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
 		IncludePeerCertificate: true,
 		WithRequestBody: &extauthzv3.BufferSettings{
 			MaxRequestBytes:     o.MaxRequestBytes,
@@ -130,7 +140,7 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 		Domain:                         o.RateLimitDomain,
 		Timeout:                        durationpb.New(o.RateLimitTimeout),
 		FailureModeDeny:                o.RateLimitFailureModeDeny,
-		StatusOnError:                  &typev3.HttpStatus{Code: typev3.StatusCode_InternalServerError},
+		StatusOnError:                  &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
 		RateLimitedAsResourceExhausted: true,
 		// X-RateLimit-Limit, -Remaining and -Reset from the descriptor
 		// statuses, on every answer, refused or not.
@@ -208,18 +218,7 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 		AccessLog: []*accesslogv3.AccessLog{{
 			Name: "envoy.access_loggers.stdout", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(accessLog)},
 		}},
-		LocalReplyConfig: &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{{
-			Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{
-				StatusCodeFilter: &accesslogv3.StatusCodeFilter{Comparison: &accesslogv3.ComparisonFilter{
-					Op: accesslogv3.ComparisonFilter_EQ, Value: &corev3.RuntimeUInt32{DefaultValue: 429, RuntimeKey: "fraise.rate_limited_status"},
-				}},
-			}},
-			Body: inline(RateLimitedBody),
-			BodyFormatOverride: &corev3.SubstitutionFormatString{
-				Format:      &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: inline("%LOCAL_REPLY_BODY%")},
-				ContentType: "application/json",
-			},
-		}}},
+		LocalReplyConfig: localReplyConfig(),
 	}
 	if o.OTLPEndpoint != "" {
 		hcm.Tracing = &hcmv3.HttpConnectionManager_Tracing{
@@ -230,6 +229,61 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 		}
 	}
 	return hcm, nil
+}
+
+// FlagExtAuthz is the response flag Envoy sets on ext_authz's local
+// replies, its denials and its errors (status_on_error) alike.
+const FlagExtAuthz = "UAEX"
+
+// localReplyConfig makes the ingress's own answers (Envoy's local
+// replies: its body limit, the rate limiter's refusal, an authz or rate
+// limit service that did not answer, a core it could not reach or that
+// timed out) GraphQL-shaped JSON like every other refusal. Mappers apply
+// to local replies only, so the core's own 503s keep their bodies, and
+// the first that matches applies. ext_authz's denials are local replies
+// too: extauthz already shaped them, with the reason a mapper's body
+// would replace, so after the one ext_authz reply extauthz did not write
+// (503, the check failed) a mapper matches the rest to keep them as they
+// are.
+func localReplyConfig() *hcmv3.LocalReplyConfig {
+	retryAfter := []*corev3.HeaderValueOption{{
+		Header:       &corev3.HeaderValue{Key: "retry-after", Value: UnavailableRetryAfter},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}}
+	status := func(code uint32, key string) *accesslogv3.AccessLogFilter {
+		return &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{
+			StatusCodeFilter: &accesslogv3.StatusCodeFilter{Comparison: &accesslogv3.ComparisonFilter{
+				Op: accesslogv3.ComparisonFilter_EQ, Value: &corev3.RuntimeUInt32{DefaultValue: code, RuntimeKey: key},
+			}},
+		}}
+	}
+	extAuthz := &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ResponseFlagFilter{
+		ResponseFlagFilter: &accesslogv3.ResponseFlagFilter{Flags: []string{FlagExtAuthz}},
+	}}
+	json := func(body string, headers []*corev3.HeaderValueOption) (*corev3.DataSource, []*corev3.HeaderValueOption, *corev3.SubstitutionFormatString) {
+		return inline(body), headers, &corev3.SubstitutionFormatString{
+			Format:      &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: inline("%LOCAL_REPLY_BODY%")},
+			ContentType: "application/json",
+		}
+	}
+	mapper := func(f *accesslogv3.AccessLogFilter, body string, headers []*corev3.HeaderValueOption) *hcmv3.ResponseMapper {
+		m := &hcmv3.ResponseMapper{Filter: f}
+		if body != "" {
+			m.Body, m.HeadersToAdd, m.BodyFormatOverride = json(body, headers)
+		}
+		return m
+	}
+	return &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{
+		mapper(&accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_AndFilter{AndFilter: &accesslogv3.AndFilter{
+			Filters: []*accesslogv3.AccessLogFilter{extAuthz, status(503, "fraise.authz_error_status")},
+		}}}, UnavailableBody, retryAfter),
+		mapper(extAuthz, "", nil), // extauthz's own answer, as it wrote it
+		mapper(status(413, "fraise.too_large_status"), TooLargeBody, nil),
+		mapper(status(429, "fraise.rate_limited_status"), RateLimitedBody, nil),
+		mapper(status(502, "fraise.bad_gateway_status"), UnavailableBody, retryAfter),
+		mapper(status(503, "fraise.unavailable_status"), UnavailableBody, retryAfter),
+		mapper(status(504, "fraise.gateway_timeout_status"), TimeoutBody, nil),
+	}}
 }
 
 // rateLimits are the route actions for RateLimitDescriptors: values come

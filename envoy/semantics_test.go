@@ -1,6 +1,7 @@
 package envoy_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -128,8 +129,8 @@ func TestExtAuthzFailsClosed(t *testing.T) {
 	if ea.GetFailureModeAllow() {
 		t.Error("failure_mode_allow is true: an unreachable extauthz would let requests through")
 	}
-	if ea.GetStatusOnError().GetCode() != 403 {
-		t.Errorf("got status_on_error %v, want 403", ea.GetStatusOnError())
+	if ea.GetStatusOnError().GetCode() != 503 {
+		t.Errorf("got status_on_error %v, want 503: no answer is no verdict on the caller", ea.GetStatusOnError())
 	}
 	gs := ea.GetGrpcService()
 	if gs.GetEnvoyGrpc().GetClusterName() != envoy.ClusterAuthz || gs.GetTimeout().AsDuration() != 300*time.Millisecond {
@@ -354,5 +355,57 @@ func TestJSONAccessLog(t *testing.T) {
 		if fields[k].GetStringValue() == "" {
 			t.Errorf("JSON access log has no %s", k)
 		}
+	}
+}
+
+// TestLocalRepliesAreGraphQLShaped checks the local reply mappers: every
+// body the ingress writes itself is a GraphQL error with a code; an
+// ext_authz failure (503) is mapped before extauthz's own denials are let
+// through unchanged, so neither a policy's reason is lost nor a failed
+// check left with an empty body; and 502/503 carry Retry-After.
+func TestLocalRepliesAreGraphQLShaped(t *testing.T) {
+	mappers := hcmOf(t, mustBuild(t, opts())).GetLocalReplyConfig().GetMappers()
+	if len(mappers) < 3 {
+		t.Fatalf("got %d mappers", len(mappers))
+	}
+	first := mappers[0].GetFilter().GetAndFilter().GetFilters()
+	if len(first) != 2 || !slices.Equal(first[0].GetResponseFlagFilter().GetFlags(), []string{envoy.FlagExtAuthz}) ||
+		first[1].GetStatusCodeFilter().GetComparison().GetValue().GetDefaultValue() != 503 ||
+		mappers[0].GetBody().GetInlineString() != envoy.UnavailableBody {
+		t.Errorf("mapper 0 is %v, want ext_authz's 503 mapped to UNAVAILABLE", mappers[0])
+	}
+	if !slices.Equal(mappers[1].GetFilter().GetResponseFlagFilter().GetFlags(), []string{envoy.FlagExtAuthz}) ||
+		mappers[1].GetBody() != nil || mappers[1].GetStatusCode() != nil || mappers[1].GetBodyFormatOverride() != nil {
+		t.Errorf("mapper 1 is %v, want ext_authz's other replies matched and left alone", mappers[1])
+	}
+	want := map[uint32]string{413: "TOO_LARGE", 429: "RATE_LIMITED", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "TIMEOUT"}
+	for _, m := range mappers[2:] {
+		status := m.GetFilter().GetStatusCodeFilter().GetComparison().GetValue().GetDefaultValue()
+		code, ok := want[status]
+		if !ok {
+			t.Errorf("unexpected mapper for status %d", status)
+			continue
+		}
+		delete(want, status)
+		var body struct {
+			Errors []struct {
+				Message    string
+				Extensions struct{ Code string }
+			}
+		}
+		if err := json.Unmarshal([]byte(m.GetBody().GetInlineString()), &body); err != nil || len(body.Errors) != 1 ||
+			body.Errors[0].Message == "" || body.Errors[0].Extensions.Code != code {
+			t.Errorf("status %d: body %q (%v), want one GraphQL error with code %s", status, m.GetBody().GetInlineString(), err, code)
+		}
+		if ct := m.GetBodyFormatOverride().GetContentType(); ct != "application/json" {
+			t.Errorf("status %d: content type %q", status, ct)
+		}
+		hasRetry := len(m.GetHeadersToAdd()) == 1 && m.GetHeadersToAdd()[0].GetHeader().GetKey() == "retry-after"
+		if (status == 502 || status == 503) != hasRetry {
+			t.Errorf("status %d: headers %v, want Retry-After exactly on 502 and 503", status, m.GetHeadersToAdd())
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("no mapper for %v", want)
 	}
 }

@@ -8,10 +8,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -104,10 +106,48 @@ type clusterPlan struct {
 	tls  *tls.Config
 }
 
+// localReply is one local reply mapper: it matches a status (0: any) and
+// a response flag (nil: any), and replaces the body when hasBody.
 type localReply struct {
 	status      int
+	flags       []string
 	body        string
+	hasBody     bool
 	contentType string
+	headers     []*corev3.HeaderValueOption
+}
+
+// compileFilter reads the mapper filters Fraise's configuration uses: an
+// equal status code, response flags, and the conjunction of those.
+func (lr *localReply) compileFilter(f *accesslogv3.AccessLogFilter) error {
+	switch {
+	case f.GetStatusCodeFilter() != nil:
+		c := f.GetStatusCodeFilter().GetComparison()
+		if c.GetOp() != accesslogv3.ComparisonFilter_EQ || lr.status != 0 {
+			return errors.New("gateway: local reply mappers match one status, for equality")
+		}
+		lr.status = int(c.GetValue().GetDefaultValue())
+	case f.GetResponseFlagFilter() != nil:
+		if len(f.GetResponseFlagFilter().GetFlags()) == 0 || lr.flags != nil {
+			return errors.New("gateway: local reply mappers match one list of response flags, not every flag")
+		}
+		lr.flags = f.GetResponseFlagFilter().GetFlags()
+	case f.GetAndFilter() != nil:
+		for _, sub := range f.GetAndFilter().GetFilters() {
+			if err := lr.compileFilter(sub); err != nil {
+				return err
+			}
+		}
+	default:
+		return errors.New("gateway: only status-code and response-flag local reply mappers are supported")
+	}
+	return nil
+}
+
+// matches reports whether a local reply of status, carrying response
+// flag ("" for none), is this mapper's.
+func (lr *localReply) matches(status int, flag string) bool {
+	return (lr.status == 0 || lr.status == status) && (lr.flags == nil || (flag != "" && slices.Contains(lr.flags, flag)))
 }
 
 func unpack[T proto.Message](a *anypb.Any, m T) (T, error) {
@@ -252,14 +292,14 @@ func compile(res *envoy.Resources) (*plan, error) {
 		}
 	}
 	for _, m := range hcm.GetLocalReplyConfig().GetMappers() {
-		sc := m.GetFilter().GetStatusCodeFilter().GetComparison()
-		if sc == nil {
-			return nil, errors.New("gateway: only status-code local reply mappers are supported")
+		lr := localReply{contentType: m.GetBodyFormatOverride().GetContentType(), headers: m.GetHeadersToAdd()}
+		if m.GetBody() != nil {
+			lr.body, lr.hasBody = m.GetBody().GetInlineString(), true
 		}
-		p.localReplies = append(p.localReplies, localReply{
-			status: int(sc.GetValue().GetDefaultValue()), body: m.GetBody().GetInlineString(),
-			contentType: m.GetBodyFormatOverride().GetContentType(),
-		})
+		if err := lr.compileFilter(m.GetFilter()); err != nil {
+			return nil, err
+		}
+		p.localReplies = append(p.localReplies, lr)
 	}
 	var rc *routev3.RouteConfiguration
 	if rds := hcm.GetRds(); rds != nil {

@@ -23,9 +23,9 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/protobuf/types/known/timestamppb"
-)
 
-const tooLargeBody = `{"errors":[{"message":"request body too large","extensions":{"code":"TOO_LARGE"}}]}`
+	"github.com/fraise-dev/fraise/envoy"
+)
 
 // checkAuthz asks extauthz about r, filling the CheckRequest as Envoy fills
 // it, and applies the answer. It returns false when it has replied.
@@ -37,12 +37,12 @@ func (g *Gateway) checkAuthz(w http.ResponseWriter, r *http.Request, rt *route, 
 	if buffered {
 		b, complete, err := readBody(r, a.maxBody)
 		if err != nil {
-			g.localReply(w, isGRPC, http.StatusBadRequest, "", nil, false)
+			g.localReply(w, isGRPC, http.StatusBadRequest, "", nil, false, "")
 			return http.StatusBadRequest, false
 		}
 		if !complete && !a.partialBody {
 			// Envoy's buffer limit answers 413 before ext_authz is asked.
-			g.localReply(w, isGRPC, http.StatusRequestEntityTooLarge, tooLargeBody, nil, false)
+			g.localReply(w, isGRPC, http.StatusRequestEntityTooLarge, "Payload Too Large", nil, false, "")
 			return http.StatusRequestEntityTooLarge, false
 		}
 		body, partial = b, !complete
@@ -71,7 +71,7 @@ func (g *Gateway) checkAuthz(w http.ResponseWriter, r *http.Request, rt *route, 
 			return 0, true
 		}
 		g.log.Warn("ext_authz failed; refusing (fail closed)", "request_id", r.Header.Get("x-request-id"), "err", err)
-		g.localReply(w, isGRPC, a.statusOnError, "", nil, false)
+		g.localReply(w, isGRPC, a.statusOnError, "", nil, false, envoy.FlagExtAuthz)
 		return a.statusOnError, false
 	}
 	if resp.GetStatus().GetCode() != int32(code.Code_OK) {
@@ -110,23 +110,15 @@ func (g *Gateway) checkAuthz(w http.ResponseWriter, r *http.Request, rt *route, 
 
 // replyDenied sends a denial as Envoy sends it: the status, headers and body
 // extauthz chose, unchanged (for gRPC, as a trailers-only reply).
+// replyDenied answers with ext_authz's denial (or error response): a local
+// reply, as in Envoy, so the local reply mappers see it, with the flag
+// Envoy sets on it.
 func (g *Gateway) replyDenied(w http.ResponseWriter, isGRPC bool, status int, headers []*corev3.HeaderValueOption, body string) int {
 	h := http.Header{}
 	for _, hv := range headers {
 		applyHeader(h, hv)
 	}
-	if isGRPC {
-		g.localReply(w, true, status, body, h, false)
-		return status
-	}
-	for k, vs := range h {
-		w.Header()[k] = vs
-	}
-	if body != "" && w.Header().Get("content-type") == "" {
-		w.Header().Set("content-type", "text/plain")
-	}
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(body))
+	g.localReply(w, isGRPC, status, body, h, false, envoy.FlagExtAuthz)
 	return status
 }
 
@@ -326,7 +318,7 @@ func (g *Gateway) checkRateLimit(w http.ResponseWriter, r *http.Request, rt *rou
 			return 0, true
 		}
 		g.log.Warn("rate limiter unreachable; refusing (failure_mode_deny=true)", "err", err)
-		g.localReply(w, isGRPC, p.statusOnError, "", nil, false)
+		g.localReply(w, isGRPC, p.statusOnError, "", nil, false, "")
 		return p.statusOnError, false
 	}
 	h := http.Header{}
@@ -338,7 +330,7 @@ func (g *Gateway) checkRateLimit(w http.ResponseWriter, r *http.Request, rt *rou
 	}
 	if resp.GetOverallCode() == rlsv3.RateLimitResponse_OVER_LIMIT {
 		h.Set("x-envoy-ratelimited", "true")
-		g.localReply(w, isGRPC, http.StatusTooManyRequests, "", h, p.asResourceExhausted)
+		g.localReply(w, isGRPC, http.StatusTooManyRequests, "", h, p.asResourceExhausted, "")
 		return http.StatusTooManyRequests, false
 	}
 	for _, hv := range resp.GetRequestHeadersToAdd() {
@@ -460,8 +452,8 @@ func newProxy(c *clusterPlan, log *slog.Logger, fail func(http.ResponseWriter, *
 func (g *Gateway) upstreamFailed(w http.ResponseWriter, r *http.Request, err error) {
 	isGRPC := strings.HasPrefix(r.Header.Get("content-type"), "application/grpc")
 	if errors.Is(err, context.DeadlineExceeded) {
-		g.localReply(w, isGRPC, http.StatusGatewayTimeout, "upstream request timeout", nil, false)
+		g.localReply(w, isGRPC, http.StatusGatewayTimeout, "upstream request timeout", nil, false, "")
 		return
 	}
-	g.localReply(w, isGRPC, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", nil, false)
+	g.localReply(w, isGRPC, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", nil, false, "")
 }

@@ -188,12 +188,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	isGRPC := strings.HasPrefix(r.Header.Get("content-type"), "application/grpc")
 	if n := headerCount(r); n > g.p.maxHeaders {
-		g.localReply(w, isGRPC, http.StatusRequestHeaderFieldsTooLarge, "", nil, false)
+		g.localReply(w, isGRPC, http.StatusRequestHeaderFieldsTooLarge, "", nil, false, "")
 		g.logRequest(r, http.StatusRequestHeaderFieldsTooLarge, start)
 		return
 	}
 	if !g.normalizePath(r) {
-		g.localReply(w, isGRPC, http.StatusBadRequest, "", nil, false)
+		g.localReply(w, isGRPC, http.StatusBadRequest, "", nil, false, "")
 		g.logRequest(r, http.StatusBadRequest, start)
 		return
 	}
@@ -214,7 +214,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	rt := g.match(r.URL.Path, isGRPC)
 	if rt == nil {
-		g.localReply(w, isGRPC, http.StatusNotFound, "", nil, false)
+		g.localReply(w, isGRPC, http.StatusNotFound, "", nil, false, "")
 		g.logRequest(r, http.StatusNotFound, start)
 		return
 	}
@@ -237,7 +237,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for k, vs := range respHeaders {
 			w.Header()[k] = vs
 		}
-		g.localReply(w, isGRPC, rt.direct.status, rt.direct.body, nil, false)
+		g.localReply(w, isGRPC, rt.direct.status, rt.direct.body, nil, false, "")
 		g.logRequest(r, rt.direct.status, start)
 		return
 	}
@@ -365,7 +365,10 @@ func (g *Gateway) match(path string, isGRPC bool) *route {
 // localReply answers from the gateway itself. As Envoy does, a gRPC client
 // gets a trailers-only response whose grpc-status maps the HTTP status, and
 // an HTTP client gets the local reply mapper's body for the status.
-func (g *Gateway) localReply(w http.ResponseWriter, isGRPC bool, status int, body string, headers http.Header, resourceExhausted bool) {
+//
+// flag is the response flag Envoy would set on the reply, which mappers
+// may match: envoy.FlagExtAuthz for ext_authz's denials and errors, "" otherwise.
+func (g *Gateway) localReply(w http.ResponseWriter, isGRPC bool, status int, body string, headers http.Header, resourceExhausted bool, flag string) {
 	for k, vs := range headers {
 		for _, v := range vs {
 			w.Header().Add(k, v)
@@ -373,11 +376,17 @@ func (g *Gateway) localReply(w http.ResponseWriter, isGRPC bool, status int, bod
 	}
 	contentType := "text/plain"
 	for _, lr := range g.p.localReplies {
-		if lr.status == status {
-			body = lr.body
+		if lr.matches(status, flag) {
+			if lr.hasBody {
+				body = lr.body
+			}
 			if lr.contentType != "" {
 				contentType = lr.contentType
 			}
+			for _, hv := range lr.headers {
+				applyHeader(w.Header(), hv)
+			}
+			break // Envoy applies the first mapper that matches
 		}
 	}
 	if isGRPC {

@@ -502,9 +502,10 @@ func deprecatedAppend(k, v string) *corev3.HeaderValueOption {
 
 func TestBodyOverTheAuthzBufferIs413(t *testing.T) {
 	f := mustGateway(t, nil)
-	resp, _ := f.post(t, `{"query":"`+strings.Repeat("x", 2048)+`"}`, nil)
-	if resp.StatusCode != http.StatusRequestEntityTooLarge {
-		t.Fatalf("got %d, want 413", resp.StatusCode)
+	resp, body := f.post(t, `{"query":"`+strings.Repeat("x", 2048)+`"}`, nil)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || body != envoy.TooLargeBody ||
+		!strings.HasPrefix(resp.Header.Get("content-type"), "application/json") {
+		t.Fatalf("got %d %q (%s), want 413 with the local reply's JSON", resp.StatusCode, body, resp.Header.Get("content-type"))
 	}
 	if f.authz.lastRequest() != nil {
 		t.Fatal("extauthz was asked about a body over the limit")
@@ -525,6 +526,23 @@ func denyWith(code codes.Code, status typev3.StatusCode) func(*authv3.CheckReque
 				Body: `{"errors":[{"message":"no tea","extensions":{"code":"FORBIDDEN"}}]}`,
 			}},
 		}
+	}
+}
+
+// TestDenialsKeepExtauthzsBody checks the mapper that lets ext_authz's
+// denials through: statuses the ingress maps for its own replies (413,
+// 429) keep extauthz's body and headers when extauthz chose them.
+func TestDenialsKeepExtauthzsBody(t *testing.T) {
+	for _, st := range []typev3.StatusCode{typev3.StatusCode_PayloadTooLarge, typev3.StatusCode_TooManyRequests, typev3.StatusCode_Forbidden} {
+		t.Run(st.String(), func(t *testing.T) {
+			f := mustGateway(t, nil)
+			f.authz.setAnswer(denyWith(codes.PermissionDenied, st))
+			resp, body := f.post(t, `{"query":"{ a }"}`, nil)
+			if resp.StatusCode != int(st) || body != `{"errors":[{"message":"no tea","extensions":{"code":"FORBIDDEN"}}]}` ||
+				resp.Header.Get("content-type") != "application/problem+json" {
+				t.Fatalf("got %d %q (%s), want extauthz's %d denial unchanged", resp.StatusCode, body, resp.Header.Get("content-type"), st)
+			}
+		})
 	}
 }
 
@@ -564,22 +582,22 @@ func TestAuthzErrorResponseFailsClosed(t *testing.T) {
 		}
 	})
 	resp, body := f.post(t, `{"query":"{ a }"}`, nil)
-	if resp.StatusCode != http.StatusForbidden || body != "policy engine down" {
-		t.Fatalf("got %d %q, want status_on_error 403 with the error's body", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusServiceUnavailable || body != envoy.UnavailableBody || resp.Header.Get("Retry-After") != envoy.UnavailableRetryAfter {
+		t.Fatalf("got %d %q %v, want status_on_error 503 mapped to UNAVAILABLE with Retry-After", resp.StatusCode, body, resp.Header)
 	}
 }
 
 func TestAuthzUnreachableFailsClosed(t *testing.T) {
 	f := mustGateway(t, func(o *envoy.Options) { o.AuthzAddr = deadAddr(t) })
-	resp, _ := f.post(t, `{"query":"{ a }"}`, nil)
-	if resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("got %d, want 403 (fail closed)", resp.StatusCode)
+	resp, body := f.post(t, `{"query":"{ a }"}`, nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || body != envoy.UnavailableBody || resp.Header.Get("Retry-After") != envoy.UnavailableRetryAfter {
+		t.Fatalf("got %d %q %v, want 503 UNAVAILABLE with Retry-After (fail closed)", resp.StatusCode, body, resp.Header)
 	}
 	if h, _ := f.seen.get(); h != nil {
 		t.Fatal("a request reached the upstream without a decision")
 	}
-	if _, err := f.doGet(t, "row"); grpcstatus.Code(err) != codes.PermissionDenied {
-		t.Fatalf("gRPC: got %v, want PERMISSION_DENIED (fail closed)", err)
+	if _, err := f.doGet(t, "row"); grpcstatus.Code(err) != codes.Unavailable {
+		t.Fatalf("gRPC: got %v, want UNAVAILABLE (fail closed)", err)
 	}
 }
 
@@ -607,7 +625,7 @@ func TestRateLimiterUnreachable(t *testing.T) {
 		wantGRPC codes.Code
 	}{
 		{"fail open passes", false, 200, codes.OK},
-		{"fail closed refuses", true, 500, codes.Unknown},
+		{"fail closed refuses", true, 503, codes.Unavailable},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := mustGateway(t, func(o *envoy.Options) { o.RateLimitAddr = deadAddr(t); o.RateLimitFailureModeDeny = tt.deny })
@@ -625,8 +643,8 @@ func TestRateLimiterUnreachable(t *testing.T) {
 func TestUpstreamDown(t *testing.T) {
 	f := mustGateway(t, func(o *envoy.Options) { o.CoreHTTPAddr, o.CoreFlightAddr = deadAddr(t), deadAddr(t) })
 	resp, body := f.post(t, `{"query":"{ a }"}`, nil)
-	if resp.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(body, "upstream connect error") {
-		t.Fatalf("got %d %q, want Envoy's 503", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusServiceUnavailable || body != envoy.UnavailableBody || resp.Header.Get("Retry-After") != envoy.UnavailableRetryAfter {
+		t.Fatalf("got %d %q %v, want Envoy's 503 mapped to UNAVAILABLE with Retry-After", resp.StatusCode, body, resp.Header)
 	}
 	if _, err := f.doGet(t, "row"); grpcstatus.Code(err) != codes.Unavailable {
 		t.Fatalf("gRPC: got %v, want UNAVAILABLE", err)

@@ -124,7 +124,7 @@ admin_addr = "127.0.0.1:0"
 	for _, tt := range []struct {
 		path string
 		want int
-	}{{"/graphql", http.StatusForbidden}, {"/metrics", http.StatusNotFound}} {
+	}{{"/graphql", http.StatusServiceUnavailable}, {"/metrics", http.StatusNotFound}} { // no extauthz runs: fail closed, 503
 		resp, err := client.Post(base+tt.path, "application/json", strings.NewReader(`{"query":"{ a }"}`))
 		if err != nil {
 			t.Fatal(err)
