@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vektah/gqlparser/v2/ast"
@@ -116,28 +117,39 @@ func NewHandler(o Options) http.Handler {
 type handler struct{ o Options }
 
 // VerifyAssertion wraps next so that a request's identity assertion is
-// verified once, however many layers need the identity: admission control
-// (TenantFromAssertion) counts the request against its tenant before the
-// GraphQL handler runs it, and an Ed25519 verification is the largest CPU
-// cost of a cheap read. The outcome travels in the request's context, tied
-// to the verifier and the exact header value, so a layer that swaps either
-// gets its own verification.
+// verified at most once, however many layers need the identity: admission
+// control (TenantFromAssertion) counts the request against its tenant
+// before the GraphQL handler runs it, and an Ed25519 verification is the
+// largest CPU cost of a cheap read. Verification waits for the first layer
+// that asks: a request that admission refuses because the core is full is
+// never verified, which keeps refusing far cheaper than serving when an
+// overload makes most requests refusals. The outcome travels in the
+// request's context, tied to the verifier and the exact header value, so a
+// layer that swaps either gets its own verification.
 func VerifyAssertion(next http.Handler, v *assertion.Verifier) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok := r.Header.Get(assertion.Header)
-		p, _, err := v.Verify(tok)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), verifiedKey{}, &verified{v: v, token: tok, p: p, err: err})))
+		c := &verified{v: v, token: r.Header.Get(assertion.Header)}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), verifiedKey{}, c)))
 	})
 }
 
 type verifiedKey struct{}
 
-// verified is VerifyAssertion's outcome for one request.
+// verified is VerifyAssertion's outcome for one request, computed on first
+// use.
 type verified struct {
 	v     *assertion.Verifier
 	token string
+	once  sync.Once
 	p     core.Principal
 	err   error
+}
+
+// principal verifies the assertion the first time it is called and returns
+// the outcome every time.
+func (c *verified) principal() (core.Principal, error) {
+	c.once.Do(func() { c.p, _, c.err = c.v.Verify(c.token) })
+	return c.p, c.err
 }
 
 // verifyRequest returns the principal of r's identity assertion: the
@@ -146,7 +158,7 @@ type verified struct {
 func verifyRequest(r *http.Request, v *assertion.Verifier) (core.Principal, error) {
 	tok := r.Header.Get(assertion.Header)
 	if c, ok := r.Context().Value(verifiedKey{}).(*verified); ok && c.v == v && c.token == tok {
-		return c.p, c.err
+		return c.principal()
 	}
 	p, _, err := v.Verify(tok)
 	return p, err

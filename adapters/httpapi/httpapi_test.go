@@ -405,7 +405,9 @@ func TestVerifyAssertionOnce(t *testing.T) {
 	}{
 		{name: "valid", token: tok, wantStatus: 200, wantTenant: tenant, wantVerify: 1},
 		{name: "bad signature", token: tok[:len(tok)-4] + "AAAA", wantStatus: 401, wantTenant: "", wantVerify: 0},
-		{name: "swapped inside", token: tok, swap: true, wantStatus: 401, wantTenant: "", wantVerify: 1},
+		// Verification waits for the first layer that asks, by which
+		// time the token was swapped: only the bad one is verified.
+		{name: "swapped inside", token: tok, swap: true, wantStatus: 401, wantTenant: "", wantVerify: 0},
 		{name: "missing", token: "", wantStatus: 401, wantTenant: "", wantVerify: 0},
 	}
 	for _, tt := range tests {
@@ -433,4 +435,30 @@ func TestVerifyAssertionOnce(t *testing.T) {
 			}
 		})
 	}
+
+	// A core running all it may, with no queue, refuses before anything
+	// asks for the identity: the signature is never checked.
+	t.Run("refused by a full core", func(t *testing.T) {
+		full := admission.New(admission.Options{MaxConcurrent: 1})
+		release, err := full.Admit(context.Background(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		asked := false
+		h := httpapi.VerifyAssertion(httpapi.Admit(api, httpapi.AdmissionOptions{Controller: full,
+			Tenant: func(r *http.Request) string { asked = true; return admitTenant(r) }}), v)
+		verifications.Store(0)
+		req := httptest.NewRequest("POST", "/graphql", strings.NewReader(okQ))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(assertion.Header, tok)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+			t.Fatalf("got %d %v, want 503 with Retry-After", rec.Code, rec.Header())
+		}
+		if asked || verifications.Load() != 0 {
+			t.Errorf("tenant asked: %v, verifications: %d; want neither for a refusal by a full core", asked, verifications.Load())
+		}
+	})
 }
