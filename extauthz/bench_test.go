@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/fraise-dev/fraise/cmd/fraise/gctune"
 	"github.com/fraise-dev/fraise/extauthz"
 )
 
@@ -115,7 +116,7 @@ func mustLoadClients(b *testing.B, target string, n int) []authv3.AuthorizationC
 // saturation, on a 2-core machine.
 func BenchmarkCheckLoad(b *testing.B) {
 	// As `fraise authz` runs (cmd/fraise/cli/authz.go).
-	defer extauthz.TuneGC(extauthz.DefaultGCHeapFloor, 400)()
+	defer gctune.Tune(gctune.DefaultHeapFloor, 400)()
 	for _, mode := range []struct {
 		name string
 		ttl  time.Duration

@@ -19,6 +19,7 @@ import (
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/cmd/fraise/gctune"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/extauthz"
 	"github.com/fraise-dev/fraise/extauthz/apikey"
@@ -58,7 +59,7 @@ func runAuthz(ctx context.Context, env Env, args []string) error {
 		// heap goal of at least 64 MiB: about one collection a second at
 		// 5,000 checks/s instead of five. GOGC in the environment wins;
 		// GOMEMLIMIT still caps the heap.
-		defer extauthz.TuneGC(extauthz.DefaultGCHeapFloor, authzGCPercent)()
+		defer gctune.Tune(gctune.DefaultHeapFloor, authzGCPercent)()
 	}
 	return serveAuthz(ctx, cfg, env, log, ln, adminLn)
 }
@@ -158,10 +159,11 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		return err
 	}
 	defer srv.Close()
-	gs := srv.NewGRPCServer(extauthz.GRPCOptions{
-		MaxRecvMsgBytes: a.MaxRecvMsgBytes, Reflection: a.Reflection,
-		ServerOptions: []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler())},
-	})
+	var grpcOpts []grpc.ServerOption
+	if tracing(cfg.Telemetry) {
+		grpcOpts = append(grpcOpts, grpc.StatsHandler(otelgrpc.NewServerHandler()))
+	}
+	gs := srv.NewGRPCServer(extauthz.GRPCOptions{MaxRecvMsgBytes: a.MaxRecvMsgBytes, Reflection: a.Reflection, ServerOptions: grpcOpts})
 
 	g, gctx := errgroup.WithContext(ctx)
 	health := &httpapi.Health{}

@@ -55,7 +55,10 @@ func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.
 		Logger: log.With("component", "flight"), Version: buildVersion(), Metrics: reg,
 	})
 	// Traces continue the gateway's, as the HTTP port's do.
-	opts := append(svc.ServerOptions(), grpc.StatsHandler(otelgrpc.NewServerHandler()))
+	opts := svc.ServerOptions()
+	if tracing(cfg.Telemetry) {
+		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler()))
+	}
 	if cfg.Core.TLS {
 		tc, err := mtlsServerConfig(cfg.TLS)
 		if err != nil {

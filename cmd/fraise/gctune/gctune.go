@@ -1,4 +1,9 @@
-package extauthz
+// Package gctune keeps a floor under the garbage collector's heap goal, for
+// the processes whose live heap is small while they allocate quickly
+// (extauthz, the core): GOGC alone sets the goal in proportion to the live
+// heap, so such a process collects many times a second, and the requests
+// in flight during each collection's mark phase make its latency tail.
+package gctune
 
 import (
 	"runtime"
@@ -7,16 +12,15 @@ import (
 	"sync"
 )
 
-// DefaultGCHeapFloor is the heap goal TuneGC keeps at least: extauthz's
-// live heap is a few MiB while each check allocates about 14 KiB, so a
-// goal proportional to the live heap alone (GOGC=400: ~25 MiB) collects
-// five or more times a second at 5,000 checks/s, and the checks in flight
-// during each collection's mark phase make the latency tail. 64 MiB
-// brings that to about once a second for a resident set that is small
-// for a sidecar.
-const DefaultGCHeapFloor = 64 << 20
+// DefaultHeapFloor is the heap goal Tune keeps at least: extauthz's live
+// heap is a few MiB while each check allocates about 14 KiB, so a goal
+// proportional to the live heap alone (GOGC=400: ~25 MiB) collects five or
+// more times a second at 5,000 checks/s, and the checks in flight during
+// each collection's mark phase make the latency tail. 64 MiB brings that
+// to about once a second for a resident set that is small for a sidecar.
+const DefaultHeapFloor = 64 << 20
 
-// TuneGC sets the garbage collector's percentage after every collection
+// Tune sets the garbage collector's percentage after every collection
 // so that the next heap goal is at least floor bytes and never less than
 // minPercent of headroom over the live heap: a heap floor, as GOGC alone
 // cannot express, without GOGC=off's risk of collecting continually once
@@ -24,7 +28,7 @@ const DefaultGCHeapFloor = 64 << 20
 // still caps the heap as usual). It runs until stop, which restores the
 // percentage it found; one tuner runs at a time, so a second call
 // replaces the first's floor and percentage.
-func TuneGC(floor uint64, minPercent int) (stop func()) {
+func Tune(floor uint64, minPercent int) (stop func()) {
 	t := &gcTuner
 	t.mu.Lock()
 	t.floor, t.minPercent = floor, minPercent
@@ -54,7 +58,7 @@ var gcTuner gcTunerState
 type gcTunerState struct {
 	mu         sync.Mutex
 	running    bool
-	gen        uint64 // bumped by each TuneGC: only the latest one's stop stops
+	gen        uint64 // bumped by each Tune: only the latest one's stop stops
 	chain      uint64 // bumped by each start: an older finalizer chain ends
 	floor      uint64
 	minPercent int

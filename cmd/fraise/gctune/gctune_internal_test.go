@@ -1,4 +1,4 @@
-package extauthz
+package gctune
 
 import (
 	"runtime"
@@ -30,10 +30,10 @@ func TestGCPercentFor(t *testing.T) {
 	}
 }
 
-func TestTuneGCSetsAndRestores(t *testing.T) {
+func TestTuneSetsAndRestores(t *testing.T) {
 	before := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(before)
-	stop := TuneGC(1<<40, 300) // a floor no test heap reaches
+	stop := Tune(1<<40, 300) // a floor no test heap reaches
 	runtime.GC()
 	runtime.GC() // the finalizer of the first runs after it; the second sees its effect
 	if got := debug.SetGCPercent(-1); got <= 300 {
