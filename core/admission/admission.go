@@ -40,8 +40,11 @@ const (
 	ReasonTenantQueueFull Reason = "tenant_queue_full"
 	ReasonTimeout         Reason = "queue_timeout"
 	ReasonTenantTimeout   Reason = "tenant_queue_timeout"
-	ReasonMemory          Reason = "memory"
-	ReasonCanceled        Reason = "canceled"
+	// ReasonOverloaded: the core is congested (see Options.Congestion) and
+	// had no free slot, so the request was refused rather than queued.
+	ReasonOverloaded Reason = "overloaded"
+	ReasonMemory     Reason = "memory"
+	ReasonCanceled   Reason = "canceled"
 )
 
 // Decision is one admission decision, reported to Options.Observe (the
@@ -67,21 +70,30 @@ type Options struct {
 	MaxQueuePerTenant int
 	// QueueTimeout bounds how long a request waits before it is refused.
 	QueueTimeout time.Duration
-	// Congestion tells a burst from overload: a queue that has not been
-	// empty for this long is a standing queue, which waiting cannot drain
-	// (default QueueTimeout). While it stands, a released slot goes to the
-	// newest waiter (last in, first out), so those admitted are those that
-	// waited least, and waiters older than CongestedWait are refused: the
-	// queue stops adding its depth to every admitted request's latency.
-	// A burst that drains within Congestion is served first come, first
-	// served, each waiter bounded by QueueTimeout alone. Zero, with no
-	// QueueTimeout, keeps the queue first in, first out always.
+	// Congestion tells a burst from overload (default QueueTimeout). The
+	// core is congested once requests have found it full (every slot
+	// running) for this long with no pause as long, or once its queue has
+	// not been empty for this long; it stays congested until a whole
+	// Congestion passes with no request finding it full. A burst that
+	// ends sooner is queued and served first come, first served, each
+	// waiter bounded by QueueTimeout alone. Overload is what waiting
+	// cannot drain: while congested, a request that finds no free slot is
+	// refused at once (ReasonOverloaded), unless CongestedWait lets it
+	// wait, and a released slot goes to the newest waiter (last in, first
+	// out), so those admitted are those that waited least. Zero, with no
+	// QueueTimeout, never deems the core congested.
 	Congestion time.Duration
-	// CongestedWait bounds a request's wait while the queue stands. The
-	// default adapts: the smaller of DefaultCongestedWait and the time a
-	// request has recently taken to run (a moving average), so that a
-	// standing queue never makes a request wait longer than serving one
-	// takes; and never more than QueueTimeout.
+	// CongestedWait is how long a request may wait while the core is
+	// congested. Zero (the default) lets none: waiting only serves bursts,
+	// and an admitted request's latency under overload is its run time
+	// alone, which is what keeps it near the unloaded latency; the cost is
+	// a slot left idle between one request's end and the next arrival,
+	// small unless the core runs very few requests at once. A positive
+	// bound trades latency for that throughput: waiters join the queue
+	// while congested, and those that waited longer are refused at the
+	// next decision (adaptive LIFO with a CoDel-style bound, as in
+	// Facebook's "Fail at scale", ACM Queue 13(8), 2015; DefaultCongestedWait
+	// is CoDel's target). Never more than QueueTimeout.
 	CongestedWait time.Duration
 	// Now reads the clock congestion is timed by (default time.Now); tests
 	// inject it.
@@ -102,11 +114,12 @@ type Options struct {
 	Observe func(Decision)
 }
 
-// DefaultCongestedWait is the wait a standing queue allows by default:
-// CoDel's target delay, which is also what Facebook's request queues use
-// (“Fail at scale”, ACM Queue 13(8), 2015). Under overload the queue only
-// needs to hold enough requests to fill each slot as it frees; a waiter
-// older than this would make its request slow, not the core faster.
+// DefaultCongestedWait is a CongestedWait for a core that would rather
+// keep its slots busy under overload than keep latency down: CoDel's
+// target delay, which is also what Facebook's request queues use. Under
+// overload the queue only needs to hold enough requests to fill each slot
+// as it frees; a waiter older than this would make its request slow, not
+// the core faster.
 const DefaultCongestedWait = 5 * time.Millisecond
 
 // Refusal is the cause of an error Admit returns: why, and when to retry.
@@ -137,23 +150,20 @@ type Controller struct {
 	byTenant map[string]int // running requests per tenant
 	waiting  map[string]int // queued requests per tenant
 	queue    []*waiter
-	// adaptive: the standing queue's wait bound follows runTime.
-	adaptive bool
-	// runTime is the moving average of the time requests run, from
-	// admission to release (zero until one has been released).
-	runTime time.Duration
 	// lastEmpty is the last moment the queue was empty (set as a waiter
 	// joins an empty queue; read only while it is not empty).
 	lastEmpty time.Time
+	// blockedSince is when requests began to find the core full, with no
+	// pause of Congestion since; lastBlocked is when one last did.
+	blockedSince, lastBlocked time.Time
 }
 
 type waiter struct {
 	tenant  string
 	since   time.Time // when it joined the queue
 	ready   chan struct{}
-	granted bool      // set under mu, before ready closes, when given a slot
-	grantAt time.Time // when it was given the slot
-	shed    bool      // set under mu, before ready closes, when refused for waiting too long in a standing queue
+	granted bool // set under mu, before ready closes, when given a slot
+	shed    bool // set under mu, before ready closes, when refused for waiting too long while congested
 }
 
 // New returns a Controller for o.
@@ -167,9 +177,8 @@ func New(o Options) *Controller {
 	if o.Congestion <= 0 {
 		o.Congestion = o.QueueTimeout
 	}
-	adaptive := o.CongestedWait <= 0
-	if adaptive {
-		o.CongestedWait = DefaultCongestedWait
+	if o.CongestedWait < 0 {
+		o.CongestedWait = 0
 	}
 	if o.QueueTimeout > 0 && o.QueueTimeout < o.CongestedWait {
 		o.CongestedWait = o.QueueTimeout
@@ -185,7 +194,7 @@ func New(o Options) *Controller {
 			o.MemoryLimit = uint64(l)
 		}
 	}
-	c := &Controller{o: o, adaptive: adaptive, byTenant: map[string]int{}, waiting: map[string]int{}}
+	c := &Controller{o: o, byTenant: map[string]int{}, waiting: map[string]int{}}
 	if o.MemoryLimit > 0 {
 		c.threshold = uint64(float64(o.MemoryLimit) * o.MemoryThreshold)
 	}
@@ -217,18 +226,29 @@ func (c *Controller) Stats() Stats {
 
 // AdmitFunc is Admit for a request whose tenant is costly to learn (a
 // signature to verify): when the core as a whole is full, running all it
-// may and its queue at its bound, the request is refused (503, queue_full)
-// without calling tenant, since no tenant could be admitted; refusing is
-// then cheap, which is what keeps an overloaded core serving those it
-// admits. Otherwise it calls tenant and is Admit.
+// may and its queue at its bound (503, queue_full) or congested with no
+// wait allowed (503, overloaded), the request is refused without calling
+// tenant, since no tenant could be admitted; refusing is then cheap,
+// which is what keeps an overloaded core serving those it admits.
+// Otherwise it calls tenant and is Admit.
 func (c *Controller) AdmitFunc(ctx context.Context, tenant func() string) (release func(), err error) {
 	if c.o.MaxConcurrent > 0 {
 		c.mu.Lock()
-		c.shedStale(c.o.Now())
-		full := c.running >= c.o.MaxConcurrent && len(c.queue) >= c.o.MaxQueue
+		now := c.o.Now()
+		reason := Reason("")
+		if c.running >= c.o.MaxConcurrent {
+			c.blocked(now)
+			c.shedStale(now)
+			switch {
+			case c.failFast(now):
+				reason = ReasonOverloaded
+			case len(c.queue) >= c.o.MaxQueue:
+				reason = ReasonQueueFull
+			}
+		}
 		c.mu.Unlock()
-		if full {
-			return nil, c.refuse("", ReasonQueueFull, 0)
+		if reason != "" {
+			return nil, c.refuse("", reason, 0)
 		}
 	}
 	return c.Admit(ctx, tenant())
@@ -249,11 +269,22 @@ func (c *Controller) Admit(ctx context.Context, tenant string) (release func(), 
 		c.take(tenant)
 		c.mu.Unlock()
 		c.observe(Decision{Result: Admitted, Tenant: tenant})
-		return c.releaser(tenant, c.o.Now()), nil
+		return c.releaser(tenant), nil
 	}
 	now := c.o.Now()
-	c.shedStale(now)
 	tenantBound := c.tenantBound(tenant)
+	if c.o.MaxConcurrent > 0 && c.running >= c.o.MaxConcurrent {
+		c.blocked(now) // no free slot for anyone
+	}
+	c.shedStale(now)
+	if c.failFast(now) {
+		coreFull := c.o.MaxConcurrent > 0 && c.running >= c.o.MaxConcurrent
+		c.mu.Unlock()
+		if tenantBound && !coreFull {
+			return nil, c.refuse(tenant, ReasonTenantQueueFull, 0)
+		}
+		return nil, c.refuse(tenant, ReasonOverloaded, 0)
+	}
 	if len(c.queue) >= c.o.MaxQueue {
 		c.mu.Unlock()
 		if tenantBound {
@@ -293,7 +324,7 @@ func (c *Controller) Admit(ctx context.Context, tenant string) (release func(), 
 		// waste it.
 		c.mu.Unlock()
 		c.observe(Decision{Result: Waited, Tenant: tenant, Wait: time.Since(start)})
-		return c.releaser(tenant, w.grantAt), nil
+		return c.releaser(tenant), nil
 	}
 	if w.shed {
 		reason = ReasonTimeout // shedStale dequeued it
@@ -337,25 +368,46 @@ func (c *Controller) dequeue(w *waiter) {
 	}
 }
 
-// congested reports whether the queue has stood, never empty, for the
-// Congestion interval. Called with mu held.
-func (c *Controller) congested(now time.Time) bool {
-	return len(c.queue) > 0 && c.o.Congestion > 0 && now.Sub(c.lastEmpty) >= c.o.Congestion
+// blocked records that a request found no free slot at now. Called with
+// mu held.
+func (c *Controller) blocked(now time.Time) {
+	if c.blockedSince.IsZero() || now.Sub(c.lastBlocked) >= c.o.Congestion {
+		c.blockedSince = now
+	}
+	c.lastBlocked = now
 }
 
-// shedStale refuses, while the queue stands, the waiters that have waited
-// longer than CongestedWait (by default no longer than the recent run
-// time): under overload they would only be admitted late, or time out
-// later still, while they keep fresher requests out of a full queue.
+// congested reports whether the core is overloaded rather than in a
+// burst: requests have found it full for the Congestion interval without
+// a pause as long, or its queue has stood, never empty, that long.
 // Called with mu held.
+func (c *Controller) congested(now time.Time) bool {
+	if c.o.Congestion <= 0 {
+		return false
+	}
+	full := !c.blockedSince.IsZero() && now.Sub(c.lastBlocked) < c.o.Congestion && now.Sub(c.blockedSince) >= c.o.Congestion
+	standing := len(c.queue) > 0 && now.Sub(c.lastEmpty) >= c.o.Congestion
+	return full || standing
+}
+
+// failFast reports whether a request that finds no free slot now is to be
+// refused at once rather than queued: the core is congested and no wait
+// is allowed. Called with mu held.
+func (c *Controller) failFast(now time.Time) bool {
+	return c.o.CongestedWait <= 0 && c.congested(now)
+}
+
+// shedStale refuses, while the core is congested, the waiters that have
+// waited longer than CongestedWait: under overload they would only be
+// admitted late, or time out later still, while they keep fresher
+// requests out of a full queue. With no CongestedWait the queue takes no
+// new waiters while congested, and the ones it holds are served. Called
+// with mu held.
 func (c *Controller) shedStale(now time.Time) {
 	if c.o.CongestedWait <= 0 || !c.congested(now) {
 		return
 	}
 	bound := c.o.CongestedWait
-	if c.adaptive && c.runTime > 0 && c.runTime < bound {
-		bound = c.runTime
-	}
 	// The queue is in arrival order: the stale waiters are at its head.
 	for len(c.queue) > 0 && now.Sub(c.queue[0].since) > bound {
 		w := c.queue[0]
@@ -365,26 +417,17 @@ func (c *Controller) shedStale(now time.Time) {
 	}
 }
 
-// releaser returns the function that gives the slot of the request
-// admitted at the given time back, to the first waiter that fits (first
-// come, first served among those whose tenant is not at its bound; newest
-// first while the queue stands), and counts the request's run time.
+// releaser returns the function that gives the slot of the request back,
+// to the first waiter that fits (first come, first served among those
+// whose tenant is not at its bound; newest first while congested).
 // Calling it more than once is harmless.
-func (c *Controller) releaser(tenant string, admitted time.Time) func() {
+func (c *Controller) releaser(tenant string) func() {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			now := c.o.Now()
-			// An average over about the last eight requests: recent enough
-			// to follow a change of load, steady enough to ignore one slow
-			// request.
-			if d := now.Sub(admitted); c.runTime == 0 {
-				c.runTime = max(d, 1)
-			} else {
-				c.runTime += (d - c.runTime) / 8
-			}
 			c.running--
 			if tenant != "" {
 				if c.byTenant[tenant]--; c.byTenant[tenant] <= 0 {
@@ -392,7 +435,7 @@ func (c *Controller) releaser(tenant string, admitted time.Time) func() {
 				}
 			}
 			c.shedStale(now)
-			// A standing queue serves its newest waiter first; a burst, its
+			// A congested core serves its newest waiter first; a burst, its
 			// oldest.
 			lifo := c.congested(now)
 			for n := len(c.queue); n > 0 && len(c.queue) > 0; n-- {
@@ -402,7 +445,7 @@ func (c *Controller) releaser(tenant string, admitted time.Time) func() {
 				}
 				c.dequeue(w)
 				c.take(w.tenant)
-				w.granted, w.grantAt = true, now
+				w.granted = true
 				close(w.ready)
 				if c.o.MaxConcurrent > 0 && c.running >= c.o.MaxConcurrent {
 					break

@@ -171,57 +171,69 @@ func TestAdmitFuncRefusesAFullCoreWithoutTheTenant(t *testing.T) {
 	o.release()
 }
 
-func TestStandingQueueWaitFollowsRunTime(t *testing.T) {
-	tests := []struct {
-		name          string
-		congestedWait time.Duration
-		// wantShed: the 3 ms old waiter is refused for the newcomer (the
-		// requests run for 2 ms, so a 3 ms wait is longer than serving one
-		// takes); otherwise it stays and the newcomer finds the queue full.
-		wantShed bool
-	}{
-		{name: "by default the bound is the recent run time", wantShed: true},
-		{name: "a configured bound is kept", congestedWait: 5 * time.Millisecond},
+// TestCongestedCoreRefusesAtOnce shows the default under overload: a
+// burst queues, but once requests have found the core full for the
+// Congestion interval, one that finds no free slot is refused at once
+// (overloaded, 503) however much room the queue has, without its tenant
+// being asked; the waiters already queued are still served, newest first;
+// and once a whole interval passes with no request finding the core
+// full, requests queue again.
+func TestCongestedCoreRefusesAtOnce(t *testing.T) {
+	clk := &clock{now: time.Unix(1000, 0)}
+	rec := &recorder{}
+	c := admission.New(admission.Options{
+		MaxConcurrent: 1, MaxQueue: 4, QueueTimeout: 10 * time.Second, RetryAfter: 2 * time.Second,
+		Congestion: time.Second, Now: clk.Now, Observe: rec.observe,
+	})
+	release := mustAdmit(t, c, "t")
+	out := make(chan outcome, 4)
+	// A burst: the core has been full for less than the interval.
+	mustQueue(t, c, 1, 1, out)
+	clk.advance(600 * time.Millisecond)
+	mustQueue(t, c, 2, 2, out)
+	// Full, without a pause, for longer than the interval: overload.
+	clk.advance(600 * time.Millisecond)
+	start := time.Now()
+	_, err := c.Admit(context.Background(), "t")
+	wantRefusal(t, err, core.CodeUnavailable, admission.ReasonOverloaded)
+	asked := false
+	_, err = c.AdmitFunc(context.Background(), func() string { asked = true; return "t" })
+	wantRefusal(t, err, core.CodeUnavailable, admission.ReasonOverloaded)
+	if asked {
+		t.Error("the tenant was asked for a request a congested core refuses anyway")
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			clk := &clock{now: time.Unix(1000, 0)}
-			c := admission.New(admission.Options{
-				MaxConcurrent: 1, MaxQueue: 2, QueueTimeout: 10 * time.Second, RetryAfter: 2 * time.Second,
-				Congestion: time.Millisecond, CongestedWait: tt.congestedWait, Now: clk.Now,
-			})
-			// Requests that run for 2 ms.
-			for i := 0; i < 3; i++ {
-				release := mustAdmit(t, c, "")
-				clk.advance(2 * time.Millisecond)
-				release()
-			}
-			release := mustAdmit(t, c, "")
-			out := make(chan outcome, 3)
-			mustQueue(t, c, 1, 1, out)
-			clk.advance(time.Millisecond)
-			mustQueue(t, c, 2, 2, out)
-			clk.advance(2 * time.Millisecond)
-
-			// The queue has stood 3 ms (over Congestion); waiter 1 waited
-			// 3 ms, waiter 2 2 ms.
-			if tt.wantShed {
-				mustQueue(t, c, 3, 2, out)
-				o := <-out
-				if o.id != 1 {
-					t.Fatalf("got waiter %d refused, want waiter 1", o.id)
-				}
-				wantRefusal(t, o.err, core.CodeUnavailable, admission.ReasonTimeout)
-			} else {
-				_, err := c.Admit(context.Background(), "")
-				wantRefusal(t, err, core.CodeUnavailable, admission.ReasonQueueFull)
-			}
-			release()
-			o := <-out
-			if o.err != nil {
-				t.Fatal(o.err)
-			}
-			o.release()
-		})
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("refused after %v, want at once", d)
+	}
+	if s := c.Stats(); s.Queued != 2 {
+		t.Fatalf("got %d queued, want the burst's 2 still waiting", s.Queued)
+	}
+	if n := rec.count(admission.Refused, admission.ReasonOverloaded); n != 2 {
+		t.Errorf("counted %d overloaded refusals, want 2", n)
+	}
+	// The queued waiters are served, newest first.
+	for _, want := range []int{2, 1} {
+		release()
+		o := <-out
+		if o.err != nil || o.id != want {
+			t.Fatalf("got waiter %d (%v), want waiter %d admitted", o.id, o.err, want)
+		}
+		release = o.release
+	}
+	// Still full, and no pause yet: refused.
+	clk.advance(900 * time.Millisecond)
+	_, err = c.Admit(context.Background(), "t")
+	wantRefusal(t, err, core.CodeUnavailable, admission.ReasonOverloaded)
+	// A whole interval with no request finding it full: a burst again.
+	clk.advance(1100 * time.Millisecond)
+	mustQueue(t, c, 3, 1, out)
+	release()
+	if o := <-out; o.err != nil || o.id != 3 {
+		t.Fatalf("got waiter %d (%v), want waiter 3 admitted after the overload passed", o.id, o.err)
+	} else {
+		o.release()
+	}
+	if s := c.Stats(); s.Running != 0 || s.Queued != 0 {
+		t.Fatalf("got %+v, want nothing running or queued", s)
 	}
 }

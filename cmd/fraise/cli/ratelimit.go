@@ -98,6 +98,7 @@ func admitted(next http.Handler, cfg config.Admission, verifier *assertion.Verif
 	ctrl := admission.New(admission.Options{
 		MaxConcurrent: cfg.MaxConcurrent, MaxPerTenant: cfg.MaxConcurrentPerTenant,
 		MaxQueue: cfg.MaxQueue, MaxQueuePerTenant: cfg.MaxQueuePerTenant, QueueTimeout: cfg.QueueTimeout.Duration,
+		Congestion: cfg.Congestion.Duration, CongestedWait: cfg.CongestedWait.Duration,
 		MemoryLimit: cfg.MemoryLimitBytes, MemoryThreshold: cfg.MemoryThreshold,
 		RetryAfter: cfg.RetryAfter.Duration, Observe: am.Observe,
 	})

@@ -292,6 +292,13 @@ type Admission struct {
 	MaxQueue               int      `toml:"max_queue"`
 	MaxQueuePerTenant      int      `toml:"max_queue_per_tenant"`
 	QueueTimeout           Duration `toml:"queue_timeout"`
+	// Congestion is how long the core must be found full (or its queue
+	// stand) before it counts as overloaded rather than in a burst;
+	// zero means QueueTimeout.
+	Congestion Duration `toml:"congestion"`
+	// CongestedWait is how long a request may wait while the core is
+	// overloaded; zero refuses at once (see admission.Options).
+	CongestedWait Duration `toml:"congested_wait"`
 	// MemoryLimitBytes is the heap budget; zero uses GOMEMLIMIT when set.
 	MemoryLimitBytes uint64 `toml:"memory_limit_bytes"`
 	// MemoryThreshold is the share of the budget above which requests are
@@ -778,8 +785,17 @@ func (c Config) Validate() error {
 			bad(n.key, "must not be negative (0 is unbounded)")
 		}
 	}
-	if c.Admission.QueueTimeout.Duration < 0 {
-		bad("admission.queue_timeout", "must not be negative")
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"admission.queue_timeout", c.Admission.QueueTimeout.Duration},
+		{"admission.congestion", c.Admission.Congestion.Duration},
+		{"admission.congested_wait", c.Admission.CongestedWait.Duration},
+	} {
+		if d.v < 0 {
+			bad(d.key, "must not be negative")
+		}
 	}
 	if c.Admission.MemoryThreshold <= 0 || c.Admission.MemoryThreshold > 1 {
 		bad("admission.memory_threshold", "want a share above 0 and at most 1, got %v", c.Admission.MemoryThreshold)
