@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -101,9 +103,7 @@ func Open(ctx context.Context, a Arrivals, t Target) (OpenResult, error) {
 	start := time.Now()
 	for i := 0; i < n && ctx.Err() == nil; i++ {
 		at := start.Add(time.Duration(i) * interval)
-		if d := time.Until(at); d > 0 {
-			time.Sleep(d)
-		}
+		sleepUntil(at)
 		select {
 		case slots <- struct{}{}:
 		default:
@@ -160,6 +160,10 @@ func Open(ctx context.Context, a Arrivals, t Target) (OpenResult, error) {
 			late = append(late, t0.Sub(at))
 			mu.Unlock()
 		}()
+		// Let the request's goroutine start before the pacer sleeps: in
+		// nanosleep the pacer's thread keeps its P, and a goroutine queued
+		// on that P would wait for another to steal it.
+		runtime.Gosched()
 	}
 	res.Elapsed = time.Since(start)
 	wg.Wait()
@@ -174,4 +178,17 @@ func Open(ctx context.Context, a Arrivals, t Target) (OpenResult, error) {
 func readAll(resp *http.Response) ([]byte, error) {
 	defer resp.Body.Close()
 	return io.ReadAll(resp.Body)
+}
+
+// sleepUntil returns at t, or at once when t has passed. It sleeps with
+// nanosleep(2), which wakes within the kernel's timer slack (50 µs): Go's
+// timers wake within the runtime poller's granularity, about a
+// millisecond on an idle process, so a pacer on time.Sleep sends its
+// arrivals in clumps of several a millisecond, a burstier load than the
+// rate says.
+func sleepUntil(t time.Time) {
+	if d := time.Until(t); d > 0 {
+		ts := syscall.NsecToTimespec(d.Nanoseconds())
+		_ = syscall.Nanosleep(&ts, nil) // EINTR: a little early
+	}
 }
