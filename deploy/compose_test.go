@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -160,6 +161,14 @@ func TestComposeServices(t *testing.T) {
 			if err != nil || err2 != nil || gomem >= lim || gomem < lim*7/10 {
 				t.Errorf("%s: GOMEMLIMIT %q must be 70-99%% of mem_limit %q", name, s.Environment["GOMEMLIMIT"], s.MemLimit)
 			}
+		}
+		// Docker's SIGKILL must not cut the drain short.
+		drain := map[string]time.Duration{
+			"serve": cfg.Core.DrainDelay.Duration + cfg.Core.ShutdownTimeout.Duration,
+			"authz": cfg.Authz.DrainDelay.Duration + cfg.Authz.ShutdownTimeout.Duration,
+		}[cmd]
+		if grace, err := time.ParseDuration(s.StopGracePeriod); drain > 0 && (err != nil || grace <= drain) {
+			t.Errorf("%s: stop_grace_period %q must exceed the drain delay plus the shutdown timeout (%s)", name, s.StopGracePeriod, drain)
 		}
 		// Each process binds its own service name or all interfaces.
 		for key, addr := range listens(cmd, cfg) {

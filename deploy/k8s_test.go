@@ -829,7 +829,7 @@ func TestK8sGraceCoversDrain(t *testing.T) {
 				preStop = c.Lifecycle.PreStop.Sleep.Seconds
 			}
 			drain := map[string]float64{
-				"serve": cfg.Core.ShutdownTimeout.Seconds(),
+				"serve": cfg.Core.DrainDelay.Seconds() + cfg.Core.ShutdownTimeout.Seconds(),
 				"authz": cfg.Authz.DrainDelay.Seconds() + cfg.Authz.ShutdownTimeout.Seconds(),
 			}[subcommand(c)]
 			need = max(need, float64(preStop)+drain)

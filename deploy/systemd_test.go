@@ -152,7 +152,7 @@ func TestSystemdProcessUnit(t *testing.T) {
 	stop, _ := u.get("Service", "TimeoutStopSec")
 	secs, err := strconv.Atoi(stop)
 	d := config.Default()
-	drain := max(d.Core.ShutdownTimeout.Duration, d.Authz.DrainDelay.Duration+d.Authz.ShutdownTimeout.Duration)
+	drain := max(d.Core.DrainDelay.Duration+d.Core.ShutdownTimeout.Duration, d.Authz.DrainDelay.Duration+d.Authz.ShutdownTimeout.Duration)
 	if err != nil || time.Duration(secs)*time.Second <= drain {
 		t.Errorf("TimeoutStopSec=%s must exceed the longest default drain %s", stop, drain)
 	}

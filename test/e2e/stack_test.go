@@ -45,7 +45,8 @@ type stack struct {
 		CoreFlight string `json:"core_flight"`
 		AuthzAdmin string `json:"authz_admin"`
 	}
-	client   *http.Client // presents the development client certificate
+	stop     context.CancelFunc // tells fraise dev to stop, as SIGTERM does
+	client   *http.Client       // presents the development client certificate
 	noCert   *http.Client // presents none
 	getenv   func(string) string
 	redisHdl *harness.Redis
@@ -159,7 +160,7 @@ authz_timeout = "5s"
 			tb.Errorf("fraise dev did not stop within 30s of cancellation")
 		}
 	})
-	s := &stack{dir: dir, cfgPath: cfgPath, getenv: getenv, redisHdl: rd, adminURL: pg.AdminURL(db)}
+	s := &stack{dir: dir, cfgPath: cfgPath, getenv: getenv, redisHdl: rd, adminURL: pg.AdminURL(db), stop: cancel}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		b, err := os.ReadFile(ready)

@@ -201,6 +201,12 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	g.Go(func() error {
 		<-gctx.Done()
 		health.Drain()
+		if d := cfg.Core.DrainDelay.Duration; d > 0 {
+			// Not ready, still serving: what reaches the listeners while
+			// load balancers catch up is answered, not refused.
+			log.Info("draining: not ready, serving for the drain delay", "drain_delay", d)
+			time.Sleep(d)
+		}
 		drained()
 		return nil
 	})

@@ -174,6 +174,11 @@ type Core struct {
 	MaxLimit        int      `toml:"max_limit"`
 	Introspection   bool     `toml:"introspection"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// DrainDelay is how long the core, told to stop, reports not-ready on
+	// /readyz while it still serves, before it closes its listeners and
+	// drains: the time a load balancer needs to notice (where nothing
+	// like a Kubernetes preStop hook waits for it).
+	DrainDelay Duration `toml:"drain_delay"`
 	// GraphQL limits beyond depth, each answered with its own
 	// extensions.code (docs/schema.md).
 	MaxAliases     int `toml:"max_aliases"`

@@ -1,0 +1,64 @@
+package e2e_test
+
+import (
+	"net"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/deploy/demo"
+)
+
+// TestCoreDrainDelay stops the stack with core.drain_delay set and checks
+// the order a load balancer needs: /readyz fails at once, the core still
+// answers GraphQL while the delay runs, and only then stops listening.
+func TestCoreDrainDelay(t *testing.T) {
+	const delay = 3 * time.Second
+	s := mustStackWith(t, stackOptions{env: map[string]string{"FRAISE_CORE_DRAIN_DELAY": delay.String()}})
+	readyz := func() int {
+		resp, err := http.Get("http://" + s.addrs.CoreAdmin + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := readyz(); got != http.StatusOK {
+		t.Fatalf("/readyz before stopping: got %d, want 200", got)
+	}
+	tok := s.assertion(t, demo.TenantAcme, "alice", "viewer")
+
+	stopped := time.Now()
+	s.stop()
+	deadline := stopped.Add(delay / 2)
+	for readyz() != http.StatusServiceUnavailable {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still ready %s after the stop", time.Since(stopped))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	status, _, g := post(t, s.client, s.addrs.CoreHTTP, "{ users { id name } }", map[string]string{assertion.Header: tok})
+	if since := time.Since(stopped); since >= delay {
+		t.Fatalf("the drain check took %s, longer than the delay: rerun on a quieter machine", since)
+	}
+	if status != http.StatusOK || !slices.Equal(userNames(t, g), []string{"Alice", "Bob"}) {
+		t.Fatalf("during the drain delay: got %d %+v, want Acme's users served", status, g)
+	}
+	// After the delay the listener closes.
+	for {
+		c, err := net.DialTimeout("tcp", s.addrs.CoreHTTP, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Since(stopped) > delay+10*time.Second {
+			t.Fatalf("the core still listens %s after the stop", time.Since(stopped))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if since := time.Since(stopped); since < delay {
+		t.Fatalf("the core stopped listening %s after the stop, before its %s drain delay", since, delay)
+	}
+}
