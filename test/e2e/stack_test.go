@@ -47,7 +47,7 @@ type stack struct {
 	}
 	stop     context.CancelFunc // tells fraise dev to stop, as SIGTERM does
 	client   *http.Client       // presents the development client certificate
-	noCert   *http.Client // presents none
+	noCert   *http.Client       // presents none
 	getenv   func(string) string
 	redisHdl *harness.Redis
 	adminURL string // the test database as its owner
