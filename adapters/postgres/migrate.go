@@ -2,8 +2,14 @@ package postgres
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha256"
 	"embed"
+	"encoding/base64"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"sort"
@@ -21,7 +27,10 @@ type MigrateOptions struct {
 	// created LOGIN NOSUPERUSER NOBYPASSRLS: superusers and table owners
 	// bypass row-level security, which is why the core never connects as
 	// the role that runs migrations.
-	AppRole     string
+	AppRole string
+	// AppPassword, when set, becomes the role's password, sent as a
+	// SCRAM-SHA-256 verifier computed here, so the password itself never
+	// reaches the server's statement log.
 	AppPassword string
 	Logger      *slog.Logger
 }
@@ -111,12 +120,62 @@ func ensureRole(ctx context.Context, conn *pgx.Conn, role, password string) erro
 		return fmt.Errorf("migrate: alter role %s: %w", role, err)
 	}
 	if password != "" {
+		secret := password
+		if isASCII(password) {
+			// PostgreSQL normalises a non-ASCII password (SASLprep) before
+			// deriving its verifier; an ASCII one is its own normal form.
+			v, err := scramVerifier(password, rand.Reader)
+			if err != nil {
+				return fmt.Errorf("migrate: set password of %s: %w", role, err)
+			}
+			secret = v
+		}
 		// ALTER ROLE takes no parameters; quote the literal safely instead.
-		if _, err := conn.Exec(ctx, "ALTER ROLE "+id+" PASSWORD "+quoteLiteral(password)); err != nil {
+		if _, err := conn.Exec(ctx, "ALTER ROLE "+id+" PASSWORD "+quoteLiteral(secret)); err != nil {
 			return fmt.Errorf("migrate: set password of %s: %w", role, err)
 		}
 	}
 	return nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// scramIterations is PostgreSQL's own default (scram_iterations).
+const scramIterations = 4096
+
+// scramVerifier returns password's SCRAM-SHA-256 verifier in the form
+// PostgreSQL stores and accepts in place of a password (RFC 5802, RFC
+// 7677): SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>.
+// What the server learns is what it would have stored anyway.
+func scramVerifier(password string, random io.Reader) (string, error) {
+	salt := make([]byte, 16)
+	if _, err := io.ReadFull(random, salt); err != nil {
+		return "", err
+	}
+	return scramVerifierSalted(password, salt)
+}
+
+// scramVerifierSalted is scramVerifier with the salt given.
+func scramVerifierSalted(password string, salt []byte) (string, error) {
+	salted, err := pbkdf2.Key(sha256.New, password, salt, scramIterations, sha256.Size)
+	if err != nil {
+		return "", err
+	}
+	mac := func(key []byte, msg string) []byte {
+		h := hmac.New(sha256.New, key)
+		h.Write([]byte(msg))
+		return h.Sum(nil)
+	}
+	stored := sha256.Sum256(mac(salted, "Client Key"))
+	b64 := base64.StdEncoding.EncodeToString
+	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", scramIterations, b64(salt), b64(stored[:]), b64(mac(salted, "Server Key"))), nil
 }
 
 func quoteLiteral(s string) string {

@@ -35,7 +35,12 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 	}
-	if err := postgres.Migrate(ctx, adminURL, postgres.MigrateOptions{AppRole: cfg.Database.AppRole, Logger: log}); err != nil {
+	password, err := appPassword(cfg.Database, env.Getenv)
+	if err != nil {
+		// The schema is migrate's business; the password a convenience.
+		log.Warn("database.url unreadable: the app role's password is left as it is", "err", err)
+	}
+	if err := postgres.Migrate(ctx, adminURL, postgres.MigrateOptions{AppRole: cfg.Database.AppRole, AppPassword: password, Logger: log}); err != nil {
 		return err
 	}
 	// Trusted documents go to the database too, so extauthz can resolve a
@@ -58,6 +63,28 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 	}
 	fmt.Fprintln(env.Stdout, "applied migrations")
 	return nil
+}
+
+// appPassword returns the password database.url gives the app role, so
+// that `fraise migrate` can set it and the role and the URL the core and
+// extauthz connect with never disagree; "" when the URL names another
+// user or no password (trust or certificate authentication), or is not a
+// postgres:// URL. Only the URL is read: libpq's environment variables
+// (PGPASSWORD) are the migrating user's, not the app role's.
+func appPassword(db config.Database, getenv func(string) string) (string, error) {
+	if db.URL == "" {
+		return "", nil
+	}
+	raw, err := config.Resolve(db.URL, getenv)
+	if err != nil {
+		return "", err
+	}
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.User == nil || u.User.Username() != db.AppRole {
+		return "", nil
+	}
+	password, _ := u.User.Password()
+	return password, nil
 }
 
 // ensureDatabase creates the database named in adminURL, connecting to the
