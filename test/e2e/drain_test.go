@@ -28,6 +28,12 @@ func TestCoreDrainDelay(t *testing.T) {
 	if got := readyz(); got != http.StatusOK {
 		t.Fatalf("/readyz before stopping: got %d, want 200", got)
 	}
+	// The whole stack serves (extauthz has loaded its policy) before it
+	// is told to stop.
+	if status, _, _ := post(t, s.client, s.addrs.Gateway, "{ users { id } }",
+		map[string]string{"Authorization": "Bearer " + s.token(t, demo.TenantAcme, "alice", "viewer")}); status != http.StatusOK {
+		t.Fatalf("through the gateway before stopping: got %d, want 200", status)
+	}
 	tok := s.assertion(t, demo.TenantAcme, "alice", "viewer")
 
 	stopped := time.Now()

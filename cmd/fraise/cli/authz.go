@@ -156,6 +156,11 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 	srv, err := extauthz.New(ctx, o)
 	if err != nil {
 		closeAll()
+		if ctx.Err() != nil {
+			// Told to stop while still loading its policy (its tests
+			// run first): a stop, not a failure.
+			return nil
+		}
 		return err
 	}
 	defer srv.Close()

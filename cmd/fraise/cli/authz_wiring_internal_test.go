@@ -188,3 +188,36 @@ func TestServeAuthzWiring(t *testing.T) {
 		t.Fatalf("last use: got %v, %v, want it written on shutdown", used, err)
 	}
 }
+
+// TestServeAuthzStoppedWhileStarting stops extauthz before it has loaded
+// its policy (whose tests run first): a stop, not a failure, and its
+// ports are closed.
+func TestServeAuthzStoppedWhileStarting(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "assertion.key")
+	pem, err := assertion.MarshalPrivateKeyPEM(mustEdKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	is := tokentest.NewIssuer(t, "https://idp.test/", "fraise", time.Now())
+	cfg := config.Default()
+	cfg.Authz.AssertionKey = "file://" + keyFile
+	cfg.Authz.Issuers = []config.Issuer{{Issuer: is.Issuer, Audiences: []string{is.Audience}, JWKSFile: is.JWKSFile, Algorithms: []string{"ES256"}}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	env := Env{Getenv: func(string) string { return "" }, Stdout: io.Discard, Stderr: io.Discard}
+	if err := serveAuthz(ctx, cfg, env, slog.New(slog.NewTextHandler(io.Discard, nil)), ln, nil); err != nil {
+		t.Fatalf("stopped while starting: got %v, want a clean stop", err)
+	}
+	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		c.Close()
+		t.Fatal("the gRPC port still accepts connections")
+	}
+}
