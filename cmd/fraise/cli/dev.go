@@ -211,6 +211,9 @@ curl -sS --cacert %s --cert %s --key %s \
 
 Other tokens: bin/fraise token --tenant %s --subject bob --roles viewer
 `, a.Gateway, a.CoreHTTP, a.Authz, a.RateLimit, ca, cert, key, tok, a.Gateway, demo.TenantGlobex)
+	if a.CoreAdmin != "" || a.AuthzAdmin != "" {
+		fmt.Fprintf(env.Stdout, "Health and Prometheus metrics: core http://%s/metrics, extauthz http://%s/metrics\n", a.CoreAdmin, a.AuthzAdmin)
+	}
 	if a.CoreFlight != "" {
 		fmt.Fprintf(env.Stdout, `Arrow Flight and Flight SQL: grpc+tls://%s (core port %s), with an analyst's token
 (bin/fraise token --tenant %s --subject alice --roles analyst); see docs/flight.md.
