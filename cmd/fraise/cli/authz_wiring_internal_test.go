@@ -38,15 +38,7 @@ func TestServeAuthzWiring(t *testing.T) {
 	if err := postgres.Migrate(ctx, pg.AdminURL("postgres"), postgres.MigrateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "assertion.key")
-	pem, err := assertion.MarshalPrivateKeyPEM(mustEdKey(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := mustAssertionKeyFile(t)
 	is := tokentest.NewIssuer(t, "https://idp.test/", "fraise", time.Now())
 
 	const tenant = "11111111-1111-4111-8111-111111111111"
@@ -193,15 +185,7 @@ func TestServeAuthzWiring(t *testing.T) {
 // its policy (whose tests run first): a stop, not a failure, and its
 // ports are closed.
 func TestServeAuthzStoppedWhileStarting(t *testing.T) {
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "assertion.key")
-	pem, err := assertion.MarshalPrivateKeyPEM(mustEdKey(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := mustAssertionKeyFile(t)
 	is := tokentest.NewIssuer(t, "https://idp.test/", "fraise", time.Now())
 	cfg := config.Default()
 	cfg.Authz.AssertionKey = "file://" + keyFile
@@ -220,4 +204,19 @@ func TestServeAuthzStoppedWhileStarting(t *testing.T) {
 		c.Close()
 		t.Fatal("the gRPC port still accepts connections")
 	}
+}
+
+// mustAssertionKeyFile writes a new Ed25519 assertion key as PEM and
+// returns its path.
+func mustAssertionKeyFile(t *testing.T) string {
+	t.Helper()
+	keyFile := filepath.Join(t.TempDir(), "assertion.key")
+	pem, err := assertion.MarshalPrivateKeyPEM(mustEdKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return keyFile
 }
