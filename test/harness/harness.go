@@ -23,11 +23,17 @@ import (
 var (
 	sharedMu    sync.Mutex
 	sharedStops []func()
+	// inMain is set while Main runs the tests: shared servers are stopped
+	// only by Main, so without it they outlive the test binary.
+	inMain bool
 )
 
 // Main runs m and then stops every shared server started by SharedPostgres
 // or SharedRedis. Use it as `func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }`.
 func Main(m *testing.M) int {
+	sharedMu.Lock()
+	inMain = true
+	sharedMu.Unlock()
 	code := m.Run()
 	sharedMu.Lock()
 	defer sharedMu.Unlock()

@@ -58,6 +58,13 @@ var (
 func SharedPostgres(tb testing.TB) *Postgres {
 	tb.Helper()
 	SkipShort(tb)
+	sharedMu.Lock()
+	ok := inMain
+	sharedMu.Unlock()
+	if !ok {
+		tb.Fatal("harness: a shared PostgreSQL needs `func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }`, " +
+			"which stops it: without it every run of this package's tests leaves a server behind")
+	}
 	sharedPGOnce.Do(func() {
 		l := FreePort(tb)
 		sharedPG, sharedPGErr = startPostgres(l)
