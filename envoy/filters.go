@@ -260,16 +260,15 @@ func localReplyConfig() *hcmv3.LocalReplyConfig {
 	extAuthz := &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ResponseFlagFilter{
 		ResponseFlagFilter: &accesslogv3.ResponseFlagFilter{Flags: []string{FlagExtAuthz}},
 	}}
-	json := func(body string, headers []*corev3.HeaderValueOption) (*corev3.DataSource, []*corev3.HeaderValueOption, *corev3.SubstitutionFormatString) {
-		return inline(body), headers, &corev3.SubstitutionFormatString{
-			Format:      &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: inline("%LOCAL_REPLY_BODY%")},
-			ContentType: "application/json",
-		}
-	}
+	// A mapper with no body leaves the reply as it is.
 	mapper := func(f *accesslogv3.AccessLogFilter, body string, headers []*corev3.HeaderValueOption) *hcmv3.ResponseMapper {
 		m := &hcmv3.ResponseMapper{Filter: f}
 		if body != "" {
-			m.Body, m.HeadersToAdd, m.BodyFormatOverride = json(body, headers)
+			m.Body, m.HeadersToAdd = inline(body), headers
+			m.BodyFormatOverride = &corev3.SubstitutionFormatString{
+				Format:      &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: inline("%LOCAL_REPLY_BODY%")},
+				ContentType: "application/json",
+			}
 		}
 		return m
 	}
