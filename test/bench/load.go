@@ -43,7 +43,11 @@ type Result struct {
 	Failures int           // transport errors and answers Check refused
 	FirstErr error         // the first failure, for the report
 	Elapsed  time.Duration // the recorded part of the run
+	// P50 and P99 time requests from their sending to their answer's
+	// arrival (WithArrival; when the transport cannot tell, to its read).
 	P50, P99 time.Duration
+	// ReadP50 and ReadP99 time them to the end of the answer's read.
+	ReadP50, ReadP99 time.Duration
 }
 
 // RPS is the accepted requests per second.
@@ -79,6 +83,7 @@ func Run(ctx context.Context, l Load, t Target) (Result, error) {
 
 	type worker struct {
 		lat      []time.Duration
+		read     []time.Duration
 		failures int
 		err      error
 	}
@@ -98,8 +103,7 @@ func Run(ctx context.Context, l Load, t Target) (Result, error) {
 					return
 				}
 				t0 := time.Now()
-				status, body, err := do(t.Client, req.WithContext(ctx))
-				t1 := time.Now()
+				status, body, arrived, read, err := do(t.Client, req.WithContext(ctx))
 				if ctx.Err() != nil {
 					return // cut off by the deadline: neither a success nor a failure
 				}
@@ -117,17 +121,19 @@ func Run(ctx context.Context, l Load, t Target) (Result, error) {
 					w.err = firstErr(w.err, err)
 					continue
 				}
-				w.lat = append(w.lat, t1.Sub(t0))
+				w.lat = append(w.lat, arrived.Sub(t0))
+				w.read = append(w.read, read.Sub(t0))
 			}
 		}()
 	}
 	wg.Wait()
 	end := time.Now()
 
-	var all []time.Duration
+	var all, read []time.Duration
 	res := Result{Elapsed: end.Sub(recordFrom)}
 	for _, w := range workers {
 		all = append(all, w.lat...)
+		read = append(read, w.read...)
 		res.Failures += w.failures
 		res.FirstErr = firstErr(res.FirstErr, w.err)
 	}
@@ -135,6 +141,8 @@ func Run(ctx context.Context, l Load, t Target) (Result, error) {
 	slices.Sort(all)
 	res.P50 = Percentile(all, 50)
 	res.P99 = Percentile(all, 99)
+	slices.Sort(read)
+	res.ReadP50, res.ReadP99 = Percentile(read, 50), Percentile(read, 99)
 	return res, nil
 }
 
@@ -146,16 +154,24 @@ func firstErr(a, b error) error {
 	return b
 }
 
-func do(c *http.Client, req *http.Request) (int, []byte, error) {
-	resp, err := c.Do(req)
+// do sends req and reads its answer whole: read is when the read ended,
+// arrived when the answer arrived (WithArrival) or else read.
+func do(c *http.Client, req *http.Request) (status int, body []byte, arrived, read time.Time, err error) {
+	var at time.Time
+	resp, err := c.Do(req.WithContext(WithArrival(req.Context(), &at)))
 	if err != nil {
-		return 0, nil, err
+		now := time.Now()
+		return 0, nil, now, now, err
 	}
 	defer resp.Body.Close()
 	// Reading the whole body keeps the connection reusable (keep-alive)
 	// and counts the transfer in the latency.
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, body, err
+	body, err = io.ReadAll(resp.Body)
+	read, arrived = time.Now(), at
+	if arrived.IsZero() {
+		arrived = read
+	}
+	return resp.StatusCode, body, arrived, read, err
 }
 
 // Percentile returns the nearest-rank p-th percentile of sorted latencies,

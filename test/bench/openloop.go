@@ -32,7 +32,9 @@ type Arrivals struct {
 type OpenResult struct {
 	Offered int // arrivals scheduled
 	Dropped int // arrivals the generator did not send (MaxInFlight)
-	// Admitted is the 200 answers Check accepted; P50 and P99 are theirs.
+	// Admitted is the 200 answers Check accepted; P50 and P99 are theirs,
+	// from sending a request to its answer's arrival (WithArrival; when the
+	// transport cannot tell, to its read).
 	Admitted int
 	// Refused is the 429 and 503 answers; RefusedNoRetryAfter those of them
 	// without a Retry-After header.
@@ -41,6 +43,10 @@ type OpenResult struct {
 	FirstErr                     error // the first failure, for the report
 	Elapsed                      time.Duration
 	P50, P99                     time.Duration
+	// ReadP50 and ReadP99 time the same answers to the end of their read
+	// by the generator: P50 and P99 plus whatever the generator's
+	// goroutines waited for a CPU once the answers had arrived.
+	ReadP50, ReadP99 time.Duration
 	// Late is the p99 of how late the generator sent a request after its
 	// scheduled arrival: a generator starved of CPU offers less than Rate.
 	Late time.Duration
@@ -70,8 +76,8 @@ func perSecond(n int, d time.Duration) float64 {
 
 // Open issues requests at a.Rate for a.Duration (or until ctx ends) and
 // returns once every issued request is answered. Latency is timed from the
-// moment a request is sent to the end of its body. It refuses any request
-// whose host is not a loopback address.
+// moment a request is sent to the arrival of the end of its answer
+// (WithArrival). It refuses any request whose host is not a loopback address.
 func Open(ctx context.Context, a Arrivals, t Target) (OpenResult, error) {
 	if a.Rate <= 0 || a.Duration <= 0 || a.MaxInFlight < 1 {
 		return OpenResult{}, fmt.Errorf("bench: want rate > 0, duration > 0 and max in flight >= 1, got %v, %s and %d",
@@ -89,6 +95,7 @@ func Open(ctx context.Context, a Arrivals, t Target) (OpenResult, error) {
 		mu       sync.Mutex
 		res      = OpenResult{Offered: n}
 		admitted = make([]time.Duration, 0, n)
+		reads    = make([]time.Duration, 0, n)
 		late     = make([]time.Duration, 0, n)
 		wg       sync.WaitGroup
 		slots    = make(chan struct{}, a.MaxInFlight)
@@ -122,8 +129,9 @@ func Open(ctx context.Context, a Arrivals, t Target) (OpenResult, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
+			var got time.Time
 			t0 := time.Now()
-			resp, err := t.Client.Do(req.WithContext(ctx))
+			resp, err := t.Client.Do(req.WithContext(WithArrival(ctx, &got)))
 			var body []byte
 			var retryAfter string
 			status := 0
@@ -131,7 +139,11 @@ func Open(ctx context.Context, a Arrivals, t Target) (OpenResult, error) {
 				status, retryAfter = resp.StatusCode, resp.Header.Get("Retry-After")
 				body, err = readAll(resp)
 			}
-			lat := time.Since(t0)
+			read := time.Since(t0)
+			lat := read
+			if err == nil && !got.IsZero() {
+				lat = got.Sub(t0)
+			}
 			switch {
 			case err != nil:
 				fail(err)
@@ -157,6 +169,7 @@ func Open(ctx context.Context, a Arrivals, t Target) (OpenResult, error) {
 			}
 			mu.Lock()
 			admitted = append(admitted, lat)
+			reads = append(reads, read)
 			late = append(late, t0.Sub(at))
 			mu.Unlock()
 		}()
@@ -168,9 +181,11 @@ func Open(ctx context.Context, a Arrivals, t Target) (OpenResult, error) {
 	res.Elapsed = time.Since(start)
 	wg.Wait()
 	slices.Sort(admitted)
+	slices.Sort(reads)
 	slices.Sort(late)
 	res.Admitted = len(admitted)
 	res.P50, res.P99 = Percentile(admitted, 50), Percentile(admitted, 99)
+	res.ReadP50, res.ReadP99 = Percentile(reads, 50), Percentile(reads, 99)
 	res.Late = Percentile(late, 99)
 	return res, nil
 }

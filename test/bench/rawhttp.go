@@ -44,9 +44,25 @@ type LeanTransport struct {
 }
 
 type leanConn struct {
-	c net.Conn
-	r *bufio.Reader
-	w *bufio.Writer
+	c   net.Conn
+	r   *bufio.Reader
+	w   *bufio.Writer
+	arr *arrivalReader // nil: no arrival timestamps
+}
+
+type arrivalKey struct{}
+
+// WithArrival returns ctx under which a LeanTransport request records in
+// *at when the last bytes of its answer reached the generator's socket, as
+// the kernel timestamped them on receipt (Linux only; *at stays zero when
+// it cannot tell). A load generator sharing the machine's cores with the
+// server it loads is itself delayed under load: a goroutine whose answer
+// has arrived waits for a CPU before it can read the clock, and that wait,
+// the generator's and not the server's, is in every latency timed after
+// the read. Timed on arrival, an answer's latency is what a client on
+// another machine would see on the wire.
+func WithArrival(ctx context.Context, at *time.Time) context.Context {
+	return context.WithValue(ctx, arrivalKey{}, at)
 }
 
 // NewLeanClient returns a client on a LeanTransport of at most conns
@@ -173,7 +189,13 @@ func (t *LeanTransport) dial(req *http.Request, host string) (*leanConn, bool, e
 		t.mu.Unlock()
 		return nil, false, err
 	}
-	return &leanConn{c: nc, r: bufio.NewReaderSize(nc, 16<<10), w: bufio.NewWriterSize(nc, 4<<10)}, false, nil
+	lc := &leanConn{c: nc, w: bufio.NewWriterSize(nc, 4<<10), arr: newArrivalReader(nc)}
+	var rd io.Reader = nc
+	if lc.arr != nil {
+		rd = lc.arr
+	}
+	lc.r = bufio.NewReaderSize(rd, 16<<10)
+	return lc, false, nil
 }
 
 func (t *LeanTransport) put(host string, c *leanConn) {
@@ -234,10 +256,17 @@ func (c *leanConn) roundTrip(req *http.Request, body []byte) (*http.Response, bo
 	}
 	w.WriteString("\r\n")
 	w.Write(body)
+	if c.arr != nil {
+		c.arr.last = time.Time{}
+	}
 	if err := w.Flush(); err != nil {
 		return nil, false, err
 	}
-	return readResponse(c.r, req.Method == http.MethodHead)
+	resp, keep, err := readResponse(c.r, req.Method == http.MethodHead)
+	if at, ok := req.Context().Value(arrivalKey{}).(*time.Time); ok && err == nil && c.arr != nil {
+		*at = c.arr.last
+	}
+	return resp, keep, err
 }
 
 // staleConn reports whether err is what a request on a connection the

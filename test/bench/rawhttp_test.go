@@ -1,6 +1,7 @@
 package bench_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -132,4 +133,70 @@ func TestLeanTransport(t *testing.T) {
 			t.Fatal("want an error for https")
 		}
 	})
+}
+
+// TestArrived shows that an answer is timed at its arrival on the socket,
+// not at its read: a server that sends an answer early (before the request
+// it answers) has it timed when it came, however long the client took to
+// ask and read it.
+func TestArrived(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	sent := make(chan time.Time, 3)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		r := bufio.NewReader(c)
+		readRequest := func() {
+			if req, err := http.ReadRequest(r); err == nil {
+				_, _ = io.Copy(io.Discard, req.Body)
+			}
+		}
+		for range 2 {
+			readRequest()
+			sent <- time.Now()
+			_, _ = io.WriteString(c, answer)
+		}
+		time.Sleep(50 * time.Millisecond)
+		sent <- time.Now()
+		_, _ = io.WriteString(c, answer) // before the third request
+		readRequest()
+		readRequest() // until the client leaves
+	}()
+	client := bench.NewLeanClient(1)
+	get := func() (at, t0 time.Time) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(bench.WithArrival(context.Background(), &at), http.MethodGet, "http://"+ln.Addr().String()+"/", nil)
+		t0 = time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return at, t0
+	}
+
+	// The kernel turns receive timestamps on a moment after the first
+	// socket asks for them: the first answer may come unstamped.
+	get()
+	<-sent
+	time.Sleep(20 * time.Millisecond)
+	at, t0 := get()
+	second := <-sent
+	if at.Before(t0) || at.Before(second) || at.After(time.Now()) {
+		t.Fatalf("second answer: arrived %v, want between its sending %v and now", at, second)
+	}
+	time.Sleep(300 * time.Millisecond)
+	at, t0 = get()
+	third := <-sent
+	if at.Before(third) || t0.Sub(at) < 200*time.Millisecond {
+		t.Fatalf("third answer: arrived %v, want at its sending %v, some 250 ms before it was asked for at %v", at, third, t0)
+	}
 }
