@@ -301,3 +301,26 @@ func TestComposeDecodeRejectsTypos(t *testing.T) {
 		t.Fatalf("UnmarshalStrict = %v, want an unknown field error", err)
 	}
 }
+
+// TestEnvoyConfigMatchesCompose: deploy/envoy/fraise.toml, from which the
+// checked-in bootstraps are generated, says it uses deploy/compose's
+// addresses; every upstream Envoy reaches must be the one compose serves,
+// or `envoy -c deploy/envoy/envoy.yaml` sends that traffic elsewhere (its
+// Flight cluster once went to Envoy's own loopback).
+func TestEnvoyConfigMatchesCompose(t *testing.T) {
+	none := func(string) string { return "" }
+	ev := mustLoadConfig(t, filepath.Join("envoy", "fraise.toml"), none)
+	co := mustLoadConfig(t, filepath.Join(composeDir, "fraise.toml"), none)
+	for _, c := range []struct{ what, envoy, compose string }{
+		{"core.http_addr", ev.Core.HTTPAddr, co.Core.HTTPAddr},
+		{"core.flight_addr", ev.Core.FlightAddr, co.Core.FlightAddr},
+		{"authz.grpc_addr", ev.Authz.GRPCAddr, co.Authz.GRPCAddr},
+		{"ratelimit.grpc_addr", ev.RateLimit.GRPCAddr, co.RateLimit.GRPCAddr},
+		{"tls.server_name", ev.TLS.ServerName, co.TLS.ServerName},
+		{"core.tls", strconv.FormatBool(ev.Core.TLS), strconv.FormatBool(co.Core.TLS)},
+	} {
+		if c.envoy != c.compose {
+			t.Errorf("%s: deploy/envoy/fraise.toml has %q, deploy/compose/fraise.toml %q", c.what, c.envoy, c.compose)
+		}
+	}
+}
