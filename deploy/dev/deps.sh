@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make run` and `make test` need and a fresh machine may lack:
-# PostgreSQL's server programs and redis-server, from Debian's packages.
+# PostgreSQL's server programs, redis-server, and Node.js with npm (the
+# GraphQL-over-HTTP audits run npm's graphql-http), from Debian's packages.
 set -euo pipefail
 
 have_pg() {
@@ -11,6 +12,8 @@ have_pg() {
 pkgs=()
 have_pg || pkgs+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 command -v go >/dev/null 2>&1 || { echo "deps: Go 1.26 is required (https://go.dev/dl)" >&2; exit 1; }
 
 if ((${#pkgs[@]})); then

@@ -668,7 +668,7 @@ func mustNodeModules(tb testing.TB, dir string) {
 	tb.Helper()
 	for _, bin := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			tb.Fatalf("%s is not on PATH: the comparison with PostGraphile needs Node.js 20 and npm", bin)
+			tb.Fatalf("%s is not on PATH: the comparison with PostGraphile needs Node.js and npm (make deps installs them)", bin)
 		}
 	}
 	lock, err := os.Stat(filepath.Join(dir, "package-lock.json"))

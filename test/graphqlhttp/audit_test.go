@@ -112,7 +112,7 @@ func mustNodeModules(tb testing.TB) {
 	tb.Helper()
 	for _, bin := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			tb.Fatalf("%s is not on PATH: the GraphQL-over-HTTP audits need Node.js 20 and npm (make deps)", bin)
+			tb.Fatalf("%s is not on PATH: the GraphQL-over-HTTP audits need Node.js (12 or later) and npm (make deps installs them)", bin)
 		}
 	}
 	lock, err := os.Stat("package-lock.json")
