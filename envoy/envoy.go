@@ -34,10 +34,18 @@ const (
 	ClusterOTel       = "opentelemetry"
 	// GraphQLPath is matched exactly: the core serves nothing else, and
 	// a prefix would route /graphql/../readyz-like paths to it.
-	GraphQLPath          = "/graphql"
-	FlightPrefix         = "/arrow.flight.protocol.FlightService/"
-	IdentityHeaderPrefix = "x-fraise-"
+	GraphQLPath  = "/graphql"
+	FlightPrefix = "/arrow.flight.protocol.FlightService/"
+	// FlightDescriptorMaxBytes bounds the request message extauthz is
+	// shown on the FlightDescribedMethods routes.
+	FlightDescriptorMaxBytes = 64 << 10
+	IdentityHeaderPrefix     = "x-fraise-"
 )
+
+// FlightDescribedMethods are the Flight calls whose one request message is
+// the FlightDescriptor naming a dataset: ext_authz is shown that message,
+// so a policy can restrict roles to datasets.
+var FlightDescribedMethods = []string{"GetFlightInfo", "GetSchema", "PollFlightInfo"}
 
 // Options are the addresses, files and policies the configuration needs.
 type Options struct {

@@ -317,6 +317,36 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 		}},
 	}}
 	if o.CoreFlightAddr != "" {
+		// The calls whose one request message is a FlightDescriptor are
+		// unary: buffering that message ends with the call's end of
+		// stream, and shows extauthz the dataset a policy may restrict.
+		// Packed as bytes: a protobuf is not text.
+		for _, m := range FlightDescribedMethods {
+			routes = append(routes, &routev3.Route{
+				Name: "flight_" + m,
+				Match: &routev3.RouteMatch{
+					PathSpecifier: &routev3.RouteMatch_Path{Path: FlightPrefix + m},
+					Grpc:          &routev3.RouteMatch_GrpcRouteMatchOptions{},
+				},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterCoreFlight},
+					Timeout:          durationpb.New(30 * time.Second),
+					RateLimits:       rateLimits(),
+				}},
+				TypedPerFilterConfig: map[string]*anypb.Any{
+					FilterExtAuthz: mustAny(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
+						CheckSettings: &extauthzv3.CheckSettings{WithRequestBody: &extauthzv3.BufferSettings{
+							MaxRequestBytes: FlightDescriptorMaxBytes,
+							// A longer descriptor is checked on what
+							// arrived: unread, its dataset is "", which
+							// only an every-dataset role may call.
+							AllowPartialMessage: true,
+							PackAsBytes:         true,
+						}},
+					}}),
+				},
+			})
+		}
 		routes = append(routes, &routev3.Route{
 			Name: "flight",
 			Match: &routev3.RouteMatch{
@@ -328,8 +358,10 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 				Timeout:          durationpb.New(0), // streams last as long as the export
 				RateLimits:       rateLimits(),
 			}},
-			// Flight streams are large and binary: ext_authz decides on the
-			// call's metadata alone.
+			// The other Flight calls stream (DoGet's answer, DoPut's and
+			// DoExchange's requests, Handshake both ways): buffering would
+			// hold them until the end of a stream that waits on the answer.
+			// ext_authz decides on the call's metadata alone.
 			TypedPerFilterConfig: map[string]*anypb.Any{
 				FilterExtAuthz: mustAny(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
 					CheckSettings: &extauthzv3.CheckSettings{DisableRequestBodyBuffering: true},

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -142,7 +143,11 @@ func TestExtAuthzFailsClosed(t *testing.T) {
 	clusterOf(t, res, envoy.ClusterAuthz)
 }
 
-func TestRequestBodyOnGraphQLRouteOnly(t *testing.T) {
+// TestRequestBodyWhereExtauthzReadsIt: ext_authz is shown the GraphQL
+// request (the filter's settings) and the one message of the Flight calls
+// that name a dataset (per route, packed as bytes, partial allowed), and no
+// other body: the other Flight calls stream.
+func TestRequestBodyWhereExtauthzReadsIt(t *testing.T) {
 	o := opts()
 	o.MaxRequestBytes = 4096
 	res := mustBuild(t, o)
@@ -151,14 +156,25 @@ func TestRequestBodyOnGraphQLRouteOnly(t *testing.T) {
 	if wb.GetMaxRequestBytes() != 4096 || wb.GetAllowPartialMessage() {
 		t.Fatalf("got body buffering %v, want 4096 bytes, no partial messages", wb)
 	}
+	described := map[string]bool{}
+	for _, m := range envoy.FlightDescribedMethods {
+		described["flight_"+m] = true
+	}
 	for name, r := range routesOf(res) {
 		var per *extauthzv3.ExtAuthzPerRoute
 		if a, ok := r.GetTypedPerFilterConfig()[envoy.FilterExtAuthz]; ok {
 			per = unpack(t, a, &extauthzv3.ExtAuthzPerRoute{})
 		}
 		bodySent := !per.GetDisabled() && !per.GetCheckSettings().GetDisableRequestBodyBuffering()
-		if want := name == "graphql"; bodySent != want {
+		if want := name == "graphql" || described[name]; bodySent != want {
 			t.Errorf("route %s: body sent to extauthz %v, want %v", name, bodySent, want)
+		}
+		if !described[name] {
+			continue
+		}
+		rb := per.GetCheckSettings().GetWithRequestBody()
+		if rb.GetMaxRequestBytes() != envoy.FlightDescriptorMaxBytes || !rb.GetAllowPartialMessage() || !rb.GetPackAsBytes() {
+			t.Errorf("route %s: body settings %v, want %d bytes, partial, packed as bytes", name, rb, envoy.FlightDescriptorMaxBytes)
 		}
 	}
 }
@@ -305,25 +321,36 @@ func TestClustersAreGuarded(t *testing.T) {
 func TestOnlyAPIRoutesAreExposed(t *testing.T) {
 	res := mustBuild(t, opts())
 	rs := res.Routes[0].GetVirtualHosts()[0].GetRoutes()
-	if len(rs) != 3 {
-		t.Fatalf("got %d routes, want graphql, flight, not_found", len(rs))
+	nf := len(envoy.FlightDescribedMethods)
+	if len(rs) != 3+nf {
+		t.Fatalf("got %d routes, want graphql, %d Flight methods, flight, not_found", len(rs), nf)
 	}
 	if rs[0].GetMatch().GetPath() != "/graphql" || rs[0].GetRoute().GetCluster() != envoy.ClusterCoreHTTP {
 		t.Errorf("route 0: got %v, want exactly /graphql to core_http", rs[0].GetMatch())
 	}
-	if rs[1].GetMatch().GetPrefix() != envoy.FlightPrefix || rs[1].GetMatch().GetGrpc() == nil || rs[1].GetRoute().GetCluster() != envoy.ClusterCoreFlight {
-		t.Errorf("route 1: got %v, want gRPC Flight to core_flight", rs[1].GetMatch())
+	// The exact Flight methods come before the Flight prefix, which would
+	// otherwise take them.
+	for i, m := range envoy.FlightDescribedMethods {
+		r := rs[1+i]
+		if r.GetMatch().GetPath() != envoy.FlightPrefix+m || r.GetMatch().GetGrpc() == nil || r.GetRoute().GetCluster() != envoy.ClusterCoreFlight {
+			t.Errorf("route %d: got %v, want gRPC %s to core_flight", 1+i, r.GetMatch(), m)
+		}
 	}
-	if rs[2].GetMatch().GetPrefix() != "/" || rs[2].GetDirectResponse().GetStatus() != 404 {
-		t.Errorf("route 2: got %v, want everything else answered 404", rs[2])
+	if r := rs[1+nf]; r.GetMatch().GetPrefix() != envoy.FlightPrefix || r.GetMatch().GetGrpc() == nil || r.GetRoute().GetCluster() != envoy.ClusterCoreFlight {
+		t.Errorf("route %d: got %v, want gRPC Flight to core_flight", 1+nf, r.GetMatch())
+	}
+	if r := rs[2+nf]; r.GetMatch().GetPrefix() != "/" || r.GetDirectResponse().GetStatus() != 404 {
+		t.Errorf("route %d: got %v, want everything else answered 404", 2+nf, r)
 	}
 	if h2 := clusterOf(t, res, envoy.ClusterCoreFlight).GetTypedExtensionProtocolOptions(); h2 == nil {
 		t.Error("core_flight is not HTTP/2")
 	}
 	o := opts()
 	o.CoreFlightAddr = ""
-	if _, ok := routesOf(mustBuild(t, o))["flight"]; ok {
-		t.Error("a Flight route without a Flight address")
+	for name := range routesOf(mustBuild(t, o)) {
+		if strings.HasPrefix(name, "flight") {
+			t.Errorf("Flight route %s without a Flight address", name)
+		}
 	}
 }
 

@@ -79,7 +79,7 @@ permits(role) if {
 permits(role) if {
 	is_flight
 	matches_any(role.flight.methods, input.flight.method)
-	dataset_allowed(role.flight, input.flight.dataset)
+	dataset_allowed(role.flight, input.flight.method, input.flight.dataset)
 }
 
 # A request that is neither GraphQL nor Flight needs other_requests.
@@ -96,15 +96,21 @@ root_field_allowed(g, f) if {
 }
 
 # A role allowed every dataset ("*") may call methods whose dataset
-# extauthz cannot read (DoGet's ticket is opaque). A role restricted to
-# named datasets needs a dataset that matches, so it cannot reach a dataset
-# by hiding which one it is.
-dataset_allowed(f, _) if "*" in object.get(f, "datasets", [])
+# extauthz cannot read. A role restricted to named datasets needs a dataset
+# that matches, so it cannot reach a dataset by hiding which one it is (a
+# command descriptor, a descriptor too long to read).
+dataset_allowed(f, _, _) if "*" in object.get(f, "datasets", [])
 
-dataset_allowed(f, ds) if {
+dataset_allowed(f, _, ds) if {
 	ds != ""
 	matches_any(object.get(f, "datasets", []), ds)
 }
+
+# DoGet redeems a ticket, opaque to extauthz: the core signed it for this
+# caller alone, and issued it only for a GetFlightInfo or PollFlightInfo
+# this policy allowed, dataset and all. A role restricted to named datasets
+# may redeem its tickets (while they live: flight.ticket_ttl).
+dataset_allowed(f, "DoGet", "") if count(object.get(f, "datasets", [])) > 0
 
 # matches_any reports whether a glob pattern (*, ?, [a-z], {a,b}) matches s.
 # Delimiters are null so that * matches across dots in dataset names.

@@ -223,6 +223,36 @@ test_custom_role_from_data if {
 	d5.allow == false
 }
 
+test_dataset_role_redeems_its_tickets if {
+	roles := {"reporter": {
+		"graphql": {"operations": []},
+		"flight": {"methods": ["GetFlightInfo", "DoGet"], "datasets": ["reports.*"]},
+		"other_requests": false,
+	}}
+
+	# The ticket came from a GetFlightInfo the dataset rule allowed.
+	d1 := authz.decision with input as flight(["reporter"], "DoGet", "") with data.roles as roles
+	d1.allow == true
+
+	# Only DoGet: other calls without a readable dataset stay refused.
+	d2 := authz.decision with input as flight(["reporter"], "GetSchema", "") with data.roles as roles
+	d2.allow == false
+	roles2 := {"reporter": {
+		"graphql": {"operations": []},
+		"flight": {"methods": ["*"], "datasets": ["reports.*"]},
+		"other_requests": false,
+	}}
+	d3 := authz.decision with input as flight(["reporter"], "ListFlights", "") with data.roles as roles2
+	d3.allow == false
+	d4 := authz.decision with input as flight(["reporter"], "DoPut", "") with data.roles as roles2
+	d4.allow == false
+
+	# A role with no dataset at all redeems nothing.
+	roles3 := {"none": {"graphql": {"operations": []}, "flight": {"methods": ["DoGet"], "datasets": []}, "other_requests": false}}
+	d5 := authz.decision with input as flight(["none"], "DoGet", "") with data.roles as roles3
+	d5.allow == false
+}
+
 test_deny_reason_names_the_request if {
 	d := authz.decision with input as graphql(["viewer"], "mutation", ["createUser"])
 	d.reason == `roles ["viewer"] do not permit mutation "Op" root fields ["createUser"]`

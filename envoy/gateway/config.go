@@ -63,10 +63,24 @@ type authzPlan struct {
 	timeout       time.Duration
 	failureAllow  bool
 	statusOnError int
-	maxBody       uint32
-	withBody      bool
-	partialBody   bool
+	body          *bodyPlan // the filter's with_request_body; nil: none
 	peerCert      bool
+}
+
+// bodyPlan is an ext_authz with_request_body: how much of the request the
+// check is shown, whether a longer one is shown in part (else 413), and
+// whether it goes as bytes (raw_body) rather than text (body).
+type bodyPlan struct {
+	max     uint32
+	partial bool
+	raw     bool
+}
+
+func compileBody(b *extauthzv3.BufferSettings) *bodyPlan {
+	if b == nil {
+		return nil
+	}
+	return &bodyPlan{max: b.GetMaxRequestBytes(), partial: b.GetAllowPartialMessage(), raw: b.GetPackAsBytes()}
 }
 
 type rateLimitPlan struct {
@@ -89,6 +103,7 @@ type route struct {
 	direct      *directResponse
 	rateLimits  [][]headerAction // each: one descriptor's entries
 	noAuthzBody bool
+	authzBody   *bodyPlan // the route's with_request_body, over the filter's
 	noAuthz     bool
 }
 
@@ -266,9 +281,7 @@ func compile(res *envoy.Resources) (*plan, error) {
 			if c := ea.GetStatusOnError().GetCode(); c != 0 {
 				p.authz.statusOnError = int(c)
 			}
-			if wb := ea.GetWithRequestBody(); wb != nil {
-				p.authz.withBody, p.authz.maxBody, p.authz.partialBody = true, wb.GetMaxRequestBytes(), wb.GetAllowPartialMessage()
-			}
+			p.authz.body = compileBody(ea.GetWithRequestBody())
 		case envoy.FilterRateLimit:
 			rl, err := unpack(f.GetTypedConfig(), &ratelimitv3.RateLimit{})
 			if err != nil {
@@ -347,6 +360,7 @@ func compileRoute(r *routev3.Route) (route, error) {
 		}
 		rt.noAuthz = per.GetDisabled()
 		rt.noAuthzBody = per.GetCheckSettings().GetDisableRequestBodyBuffering()
+		rt.authzBody = compileBody(per.GetCheckSettings().GetWithRequestBody())
 	}
 	if dr := r.GetDirectResponse(); dr != nil {
 		rt.direct = &directResponse{status: int(dr.GetStatus()), body: dr.GetBody().GetInlineString()}

@@ -32,15 +32,21 @@ import (
 func (g *Gateway) checkAuthz(w http.ResponseWriter, r *http.Request, rt *route, isGRPC bool, respHeaders http.Header) (int, bool) {
 	a := g.p.authz
 	var body []byte
-	buffered := a.withBody && !rt.noAuthzBody
+	// A route's with_request_body overrides the filter's, as in Envoy;
+	// disable_request_body_buffering turns either off.
+	bp := a.body
+	if rt.authzBody != nil {
+		bp = rt.authzBody
+	}
+	buffered := bp != nil && !rt.noAuthzBody
 	partial := false
 	if buffered {
-		b, complete, err := readBody(r, a.maxBody)
+		b, complete, err := readBody(r, bp.max)
 		if err != nil {
 			g.localReply(w, isGRPC, http.StatusBadRequest, "", nil, false, "")
 			return http.StatusBadRequest, false
 		}
-		if !complete && !a.partialBody {
+		if !complete && !bp.partial {
 			// Envoy's buffer limit answers 413 before ext_authz is asked.
 			g.localReply(w, isGRPC, http.StatusRequestEntityTooLarge, "Payload Too Large", nil, false, "")
 			return http.StatusRequestEntityTooLarge, false
@@ -48,7 +54,7 @@ func (g *Gateway) checkAuthz(w http.ResponseWriter, r *http.Request, rt *route, 
 		body, partial = b, !complete
 	}
 	// Envoy adds x-envoy-auth-partial-body only when body data arrived.
-	req := g.checkRequest(r, body, buffered && body != nil, partial)
+	req := g.checkRequest(r, body, buffered && body != nil, partial, buffered && bp.raw)
 	ctx, cancel := context.WithTimeout(r.Context(), a.timeout)
 	defer cancel()
 	resp, err := g.authz.Check(ctx, req)
@@ -165,7 +171,7 @@ func applyHeader(h http.Header, hv *corev3.HeaderValueOption) {
 }
 
 // checkRequest builds the CheckRequest Envoy's ext_authz filter sends for r.
-func (g *Gateway) checkRequest(r *http.Request, body []byte, buffered, partial bool) *authv3.CheckRequest {
+func (g *Gateway) checkRequest(r *http.Request, body []byte, buffered, partial, raw bool) *authv3.CheckRequest {
 	headers := make(map[string]string, len(r.Header)+5)
 	for k, vs := range r.Header {
 		// Envoy merges repeated headers with a comma.
@@ -206,9 +212,13 @@ func (g *Gateway) checkRequest(r *http.Request, body []byte, buffered, partial b
 				Path: path, Host: r.Host, Scheme: scheme, Protocol: protocolString(r),
 				// Bytes received when the check starts: the buffered body.
 				Size: int64(len(body)),
-				Body: sanitizeUTF8(string(body)),
 			},
 		},
+	}
+	if raw {
+		attrs.Request.Http.RawBody = body
+	} else {
+		attrs.Request.Http.Body = sanitizeUTF8(string(body))
 	}
 	if sni != "" {
 		attrs.TlsSession = &authv3.AttributeContext_TLSSession{Sni: sni}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"io"
 	"math"
@@ -750,4 +751,111 @@ func TestFlightIsRateLimited(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}
+}
+
+// TestFlightDatasetRoleThroughGateway: a role the policy restricts to named
+// datasets exports them through the gateway (extauthz is shown the
+// GetFlightInfo descriptor, and DoGet redeems the ticket it led to), and
+// reaches no other dataset, named or hidden in a command.
+func TestFlightDatasetRoleThroughGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("whole-stack test")
+	}
+	dir := mustPolicyWithRole(t, "reporter", map[string]any{
+		"description":    "Flight exports of types.all only.",
+		"graphql":        map[string]any{"operations": []string{}},
+		"flight":         map[string]any{"methods": []string{"GetFlightInfo", "GetSchema", "DoGet"}, "datasets": []string{"types.all"}},
+		"other_requests": false,
+	})
+	env := map[string]string{"FRAISE_AUTHZ_POLICY_DIR": dir}
+	for k, v := range slowMachineEnv {
+		env[k] = v
+	}
+	s := mustStackWith(t, stackOptions{toml: flightTypesTOML, setupSQL: flightTypesSQL, perTenant: 10000, env: env})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := s.mustFlightClient(t, s.addrs.Gateway)
+	rep := bearer(ctx, s.token(t, demo.TenantAcme, "rita", "reporter"))
+	path := func(p ...string) *flight.FlightDescriptor {
+		return &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: p}
+	}
+
+	info, err := c.GetFlightInfo(rep, path("types", "all"))
+	if err != nil {
+		t.Fatalf("GetFlightInfo of a dataset the role names: %v", err)
+	}
+	recs, err := readTicket(rep, t, c, info.Endpoint[0].Ticket)
+	if err != nil {
+		t.Fatalf("DoGet of its ticket: %v", err)
+	}
+	var rows int64
+	for _, r := range recs {
+		rows += r.NumRows()
+	}
+	if rows == 0 {
+		t.Error("the export has no rows")
+	}
+	if _, err := c.GetSchema(rep, path("types", "all")); err != nil {
+		t.Errorf("GetSchema of a dataset the role names: %v", err)
+	}
+
+	for _, tt := range []struct {
+		name string
+		call func() error
+	}{
+		{"another dataset", func() error { _, err := c.GetFlightInfo(rep, path("types", "admins")); return err }},
+		{"a dataset hidden in a command", func() error {
+			_, err := c.GetFlightInfo(rep, &flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: []byte(`{"dataset":"types.all"}`)})
+			return err
+		}},
+		{"a method the role lacks", func() error {
+			st, err := c.ListFlights(rep, &flight.Criteria{})
+			if err == nil {
+				_, err = st.Recv()
+			}
+			return err
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); status.Code(err) != codes.PermissionDenied {
+				t.Errorf("got %v, want PermissionDenied", err)
+			}
+		})
+	}
+}
+
+// mustPolicyWithRole writes the built-in policies with one role added to
+// their roles data, and returns the directory (authz.policy_dir).
+func mustPolicyWithRole(tb testing.TB, name string, role map[string]any) string {
+	tb.Helper()
+	src := filepath.Join("..", "..", "policies")
+	dir := tb.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	for _, f := range []string{"authz.rego", "authz_test.rego"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(src, "data", "roles.json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	roles := map[string]any{}
+	if err := json.Unmarshal(b, &roles); err != nil {
+		tb.Fatal(err)
+	}
+	roles[name] = role
+	if b, err = json.Marshal(roles); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "data", "roles.json"), b, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
 }
