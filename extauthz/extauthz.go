@@ -388,6 +388,12 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 	} else {
 		var err error
 		if id, err = s.tokens.Verify(ctx, raw); err != nil {
+			if errors.Is(err, token.ErrKeysUnavailable) {
+				// No verdict: the caller retries, keeping its token.
+				d.reason = err.Error()
+				d.evalFailed = true
+				return nil, status.Error(codes.Unavailable, "extauthz: identity provider's keys unavailable")
+			}
 			return d.deny(http.StatusUnauthorized, err.Error(), ""), nil
 		}
 	}

@@ -822,3 +822,21 @@ func TestCheckRawHeaderMap(t *testing.T) {
 		t.Fatalf("got status %d, want two Authorization headers refused with 401", d.status)
 	}
 }
+
+// TestCheckIdentityProviderDown: a token whose key extauthz does not hold,
+// while the issuer's key set cannot be fetched, gets no verdict: the check
+// fails (UNAVAILABLE: the gateway answers 503 with Retry-After), rather
+// than a 401 that tells the client its credential is bad and to drop it.
+func TestCheckIdentityProviderDown(t *testing.T) {
+	p := tokentest.NewProvider(t, audience)
+	tok := p.Sign(t, now, map[string]any{"sub": "alice", "tenant": tenantA, "roles": []string{"admin"}})
+	p.Server.Close()
+	f := mustFixture(t, func(o *extauthz.Options) { o.Issuers = []extauthz.Issuer{p.Config()} })
+	_, err := f.client.Check(context.Background(), graphqlRequest("Bearer "+tok, "query { users { id } }"))
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("got %v, want UNAVAILABLE", err)
+	}
+	if !strings.Contains(f.logs.String(), "key set unavailable") {
+		t.Errorf("the decision log does not say why: %s", f.logs.String())
+	}
+}

@@ -92,19 +92,26 @@ func (ks *keySet) key(ctx context.Context, kid string, alg jose.SignatureAlgorit
 		lastErr := ks.lastErr
 		ks.mu.Unlock()
 		if lastErr != nil {
-			return nil, fmt.Errorf("%w %q (key set refreshed less than %v ago, and that failed: %v)", errUnknownKey, kid, ks.minInterval, lastErr)
+			return nil, fmt.Errorf("%w: key id %q not held, and the key set's refresh less than %v ago failed: %v", ErrKeysUnavailable, kid, ks.minInterval, lastErr)
 		}
 		return nil, fmt.Errorf("%w %q (key set refreshed less than %v ago)", errUnknownKey, kid, ks.minInterval)
 	}
 	err := ks.refreshLocked(ctx)
 	ks.mu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("%w %q: refresh: %v", errUnknownKey, kid, err)
+		return nil, fmt.Errorf("%w: key id %q not held: refresh: %v", ErrKeysUnavailable, kid, err)
 	}
 	return pick(ks.keys.Load(), kid, alg)
 }
 
 var errUnknownKey = errors.New("unknown key id")
+
+// ErrKeysUnavailable is a token naming a key this process does not hold
+// while the issuer's key set cannot be fetched to look for it: no verdict
+// on the token, which may be signed with a key the identity provider has
+// just rotated to. extauthz answers it as an outage (503, retry), not as a
+// bad credential (401, which tells clients to drop their token).
+var ErrKeysUnavailable = errors.New("issuer's key set unavailable")
 
 func pick(set *loadedKeys, kid string, alg jose.SignatureAlgorithm) (any, error) {
 	if set == nil {

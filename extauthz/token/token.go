@@ -316,7 +316,9 @@ func invalid(format string, args ...any) error {
 
 // Verify authenticates raw, a compact JWS without the "Bearer " prefix.
 // Any refusal wraps ErrInvalid and carries core.CodeUnauthenticated; its
-// text says precisely why, for logs only.
+// text says precisely why, for logs only. A token whose key cannot be
+// looked up because the issuer's key set is unreachable is no refusal: the
+// error wraps ErrKeysUnavailable and carries core.CodeUnavailable.
 func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	if raw == "" {
 		return Identity{}, invalid("empty token")
@@ -385,6 +387,9 @@ func (v *Verifier) verify(ctx context.Context, raw string) (Identity, error) {
 			return Identity{}, invalid("issuer %q has no public keys", is.cfg.Issuer)
 		}
 		if key, err = is.keys.key(ctx, hdr.KeyID, alg); err != nil {
+			if errors.Is(err, ErrKeysUnavailable) {
+				return Identity{}, &core.Error{Op: "token.Verify", Code: core.CodeUnavailable, Err: fmt.Errorf("issuer %q: %w", is.cfg.Issuer, err)}
+			}
 			return Identity{}, invalid("issuer %q: %v", is.cfg.Issuer, err)
 		}
 	}
