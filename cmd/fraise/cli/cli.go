@@ -112,8 +112,10 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 }
 
 // readFileRef reads a file named directly or as a file:// / env:// reference.
+// Other references (vault://) get config.Resolve's explanation rather than
+// a "no such file" for a path that was never one.
 func readFileRef(ref string, getenv func(string) string) ([]byte, error) {
-	if strings.HasPrefix(ref, "env://") {
+	if strings.HasPrefix(ref, "env://") || strings.HasPrefix(ref, "vault://") {
 		v, err := config.Resolve(ref, getenv)
 		return []byte(v), err
 	}

@@ -548,9 +548,10 @@ func Load(path string, getenv func(string) string) (Config, error) {
 	return cfg, cfg.Validate()
 }
 
-// applyEnv overrides every scalar key from FRAISE_<SECTION>_<KEY>, e.g.
-// FRAISE_DATABASE_URL or FRAISE_RATELIMIT_PER_TENANT_REQUESTS. Lists take
-// comma-separated values; lists of tables have no override.
+// applyEnv overrides every scalar key of the configuration's structs from
+// FRAISE_<SECTION>_<KEY>, e.g. FRAISE_DATABASE_URL or
+// FRAISE_ADMISSION_MAX_CONCURRENT. Lists take comma-separated values;
+// named tables (maps) and lists of tables have no override.
 func applyEnv(v reflect.Value, prefix string, getenv func(string) string) error {
 	var errs []error
 	t := v.Type()
