@@ -78,9 +78,8 @@ func New(o Options) *Notifier {
 			if err != nil {
 				return err
 			}
-			if ip = ip.Unmap(); ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() ||
-				ip.IsLinkLocalMulticast() || ip.IsMulticast() {
-				return fmt.Errorf("webhook: refusing internal address %s", ip)
+			if Internal(ip) {
+				return fmt.Errorf("%w %s", ErrInternalAddress, ip)
 			}
 			return nil
 		}
@@ -142,7 +141,9 @@ func (n *Notifier) Notify(ctx context.Context, m core.Message) error {
 	}
 	resp, err := n.client.Do(req)
 	if err != nil {
-		return &core.DeliveryError{Err: err}
+		// An internal target stays internal: retrying it only trips the
+		// tenant's breaker.
+		return &core.DeliveryError{Permanent: errors.Is(err, ErrInternalAddress), Err: err}
 	}
 	defer resp.Body.Close()
 	// Read a little of the body: it says why, and draining lets the
@@ -179,4 +180,57 @@ func retryAfter(v string, now time.Time) time.Duration {
 		return t.Sub(now)
 	}
 	return 0
+}
+
+// ErrInternalAddress is a webhook target that resolved to an address that
+// is not on the public internet.
+var ErrInternalAddress = errors.New("webhook: refusing internal address")
+
+// nonPublic are the special-purpose ranges of the IANA registries (RFC 6890
+// and its updates) a webhook may not reach: private and shared networks
+// (100.64.0.0/10 is carrier-grade NAT, and a cloud's metadata service on
+// some), loopback, link-local, documentation, benchmarking, reserved,
+// multicast, and the IPv6 transition prefixes that hide an IPv4 address
+// Internal cannot check (Teredo obfuscates it; local-use NAT64 is
+// site-defined).
+var nonPublic = func() []netip.Prefix {
+	var ps []netip.Prefix
+	for _, s := range []string{
+		"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+		"192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+		"198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+		"::/127", "64:ff9b:1::/48", "100::/64", "2001::/32", "2001:2::/48", "2001:10::/28", "2001:20::/28",
+		"2001:db8::/32", "3fff::/20", "5f00::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+	} {
+		ps = append(ps, netip.MustParsePrefix(s))
+	}
+	return ps
+}()
+
+var (
+	nat64     = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour = netip.MustParsePrefix("2002::/16")
+)
+
+// Internal reports whether a webhook must not reach ip: an address in a
+// special-purpose range, or an IPv6 address that embeds one (IPv4-mapped,
+// NAT64's 64:ff9b::/96, 6to4's 2002::/16), since a translator or relay
+// would deliver to the embedded IPv4 address.
+func Internal(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if ip.Is6() {
+		b := ip.As16()
+		switch {
+		case nat64.Contains(ip):
+			return Internal(netip.AddrFrom4([4]byte(b[12:16])))
+		case sixToFour.Contains(ip):
+			return Internal(netip.AddrFrom4([4]byte(b[2:6])))
+		}
+	}
+	for _, p := range nonPublic {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }

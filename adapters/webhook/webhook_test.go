@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -85,8 +86,38 @@ func TestRefusesInternalTargets(t *testing.T) {
 	defer srv.Close()
 	n := webhook.New(webhook.Options{})
 	err := n.Notify(context.Background(), core.Message{URL: srv.URL, Body: []byte("{}")})
-	if err == nil || !strings.Contains(err.Error(), "internal address") {
-		t.Fatalf("got %v, want a refusal", err)
+	var de *core.DeliveryError
+	if !errors.As(err, &de) || !de.Permanent || !strings.Contains(err.Error(), "internal address") {
+		t.Fatalf("got %v, want a permanent refusal (retrying an internal target only trips the breaker)", err)
+	}
+}
+
+// TestInternal holds the address filter to the special-purpose ranges,
+// the IPv6 forms that embed an IPv4 address included.
+func TestInternal(t *testing.T) {
+	for _, tt := range []struct {
+		ip       string
+		internal bool
+	}{
+		{"127.0.0.1", true}, {"10.1.2.3", true}, {"172.31.0.1", true}, {"192.168.1.1", true},
+		{"169.254.169.254", true}, // cloud metadata
+		{"100.100.100.200", true}, // carrier-grade NAT: a cloud's metadata service
+		{"0.0.0.0", true}, {"0.1.2.3", true}, {"198.18.0.1", true}, {"240.0.0.1", true},
+		{"255.255.255.255", true}, {"224.0.0.1", true}, {"192.0.2.1", true},
+		{"::1", true}, {"::", true}, {"fe80::1", true}, {"fc00::1", true}, {"fd12::1", true}, {"ff02::1", true},
+		{"::ffff:10.0.0.5", true},     // IPv4-mapped
+		{"64:ff9b::a00:5", true},      // NAT64 to 10.0.0.5
+		{"64:ff9b::808:808", false},   // NAT64 to 8.8.8.8
+		{"2002:a00:5::1", true},       // 6to4 of 10.0.0.5
+		{"2002:808:808::1", false},    // 6to4 of 8.8.8.8
+		{"2001:0:4136:e378::1", true}, // Teredo: the IPv4 address is obfuscated
+		{"64:ff9b:1::a00:5", true},    // local-use NAT64
+		{"2001:db8::1", true},
+		{"8.8.8.8", false}, {"1.1.1.1", false}, {"2606:4700:4700::1111", false}, {"100.128.0.1", false},
+	} {
+		if got := webhook.Internal(netip.MustParseAddr(tt.ip)); got != tt.internal {
+			t.Errorf("Internal(%s) = %v, want %v", tt.ip, got, tt.internal)
+		}
 	}
 }
 
