@@ -146,7 +146,11 @@ func (n *Notifier) send(ctx context.Context, from string, to []*mail.Address, ms
 	if err := w.Close(); err != nil {
 		return err
 	}
-	return c.Quit()
+	// The server has accepted the message: a QUIT that fails now (the
+	// connection dropped, the deadline passed) must not make the job
+	// retry and mail the recipients twice.
+	_ = c.Quit()
+	return nil
 }
 
 // compose builds the message. Header values are encoded (RFC 2047) and have

@@ -1,9 +1,12 @@
 package smtp_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"net"
 	"strings"
 	"testing"
 
@@ -70,5 +73,71 @@ func TestErrors(t *testing.T) {
 				t.Fatalf("got %v, want a DeliveryError with permanent=%v", err, tt.permanent)
 			}
 		})
+	}
+}
+
+// TestAcceptedMessageIsDeliveredWhateverQUITDoes: a server that accepted
+// the message (250 after DATA) and then drops the connection instead of
+// answering QUIT has the message: Notify succeeds, so the job is not run
+// again and the recipients are not mailed twice.
+func TestAcceptedMessageIsDeliveredWhateverQUITDoes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan int, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				say := func(s string) { _, _ = io.WriteString(c, s+"\r\n") }
+				say("220 test ESMTP")
+				n := 0
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					switch cmd := strings.ToUpper(strings.TrimSpace(line)); {
+					case strings.HasPrefix(cmd, "EHLO"), strings.HasPrefix(cmd, "HELO"):
+						say("250 test")
+					case strings.HasPrefix(cmd, "MAIL"), strings.HasPrefix(cmd, "RCPT"):
+						say("250 ok")
+					case cmd == "DATA":
+						say("354 go on")
+						for {
+							l, err := r.ReadString('\n')
+							if err != nil {
+								return
+							}
+							if l == ".\r\n" {
+								break
+							}
+						}
+						n++
+						accepted <- n
+						say("250 queued")
+					case cmd == "QUIT":
+						return // the connection drops: no 221
+					default:
+						say("502 not here")
+					}
+				}
+			}()
+		}
+	}()
+	n := smtp.New(smtp.Options{Addr: ln.Addr().String(), From: "observers@fraise.test", InsecureNoTLS: true})
+	err = n.Notify(context.Background(), core.Message{To: []string{"a@acme.test"}, Subject: "s", Body: []byte("b")})
+	if err != nil {
+		t.Fatalf("got %v after the server accepted the message, want nil", err)
+	}
+	if got := len(accepted); got != 1 {
+		t.Fatalf("the server accepted %d messages, want 1", got)
 	}
 }

@@ -126,6 +126,12 @@ func (w *Worker) Run(ctx context.Context) error {
 			free = w.Concurrency - len(slots)
 		}
 		ds, err := w.Queue.Fetch(ctx, w.Consumer, free, w.room, w.Block)
+		if err != nil && len(ds) > 0 && ctx.Err() == nil {
+			// Some tenants' jobs were delivered to this consumer before
+			// the error: run them now rather than leave them pending until
+			// they are reclaimed as a stopped consumer's.
+			w.start(ctx, log, ds, slots, &wg)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -152,23 +158,32 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		for _, d := range ds {
-			select {
-			case slots <- struct{}{}:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			w.track(d.Job.Tenant, 1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-slots }()
-				defer w.track(d.Job.Tenant, -1)
-				w.process(ctx, log, d)
-			}()
+		if !w.start(ctx, log, ds, slots, &wg) {
+			return ctx.Err()
 		}
 	}
 	return ctx.Err()
+}
+
+// start runs each delivery on a goroutine of its own once a slot is free;
+// false when ctx ended first.
+func (w *Worker) start(ctx context.Context, log *slog.Logger, ds []core.Delivery, slots chan struct{}, wg *sync.WaitGroup) bool {
+	for _, d := range ds {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return false
+		}
+		w.track(d.Job.Tenant, 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			defer w.track(d.Job.Tenant, -1)
+			w.process(ctx, log, d)
+		}()
+	}
+	return true
 }
 
 func (w *Worker) room(tenant string) int {
