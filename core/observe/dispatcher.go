@@ -27,6 +27,10 @@ type Dispatcher struct {
 	Batch        int
 	Backpressure Backpressure
 	Compiler     *Compiler
+	// RulesRefresh is how often the rules are reloaded whether or not the
+	// store says they changed (1 min when zero): a notification lost with
+	// its connection must not leave stale rules matching for ever.
+	RulesRefresh time.Duration
 	Logger       *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
@@ -91,6 +95,9 @@ func (d *Dispatcher) defaults() {
 	if d.Compiler == nil {
 		d.Compiler = NewCompiler()
 	}
+	if d.RulesRefresh <= 0 {
+		d.RulesRefresh = time.Minute
+	}
 }
 
 // LoadRules replaces the rule set with the store's enabled rules.
@@ -109,26 +116,49 @@ func (d *Dispatcher) LoadRules(ctx context.Context) error {
 	return nil
 }
 
+// keepRules reloads the rules when the store says they changed, every
+// RulesRefresh, and a second after a reload failed, until ctx ends.
+func (d *Dispatcher) keepRules(ctx context.Context, log *slog.Logger, changed <-chan struct{}) {
+	tick := time.NewTicker(d.RulesRefresh)
+	defer tick.Stop()
+	var retry <-chan time.Time
+	for {
+		select {
+		case _, ok := <-changed:
+			if !ok {
+				return
+			}
+		case <-tick.C:
+		case <-retry:
+		case <-ctx.Done():
+			return
+		}
+		retry = nil
+		if err := d.LoadRules(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("reloading observer rules", "err", err)
+			retry = time.After(time.Second)
+		}
+	}
+}
+
 // Run dispatches until ctx ends; it returns ctx's error.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	d.defaults()
 	log := d.Logger.With("component", "observer-dispatcher", "cursor", d.Name)
 	changed := d.Rules.Changed(ctx)
-	for d.rules.Load() == nil {
-		if err := d.LoadRules(ctx); err != nil {
-			log.Warn("loading observer rules", "err", err)
-			if err := sleep(ctx, time.Second); err != nil {
-				return err
-			}
+	// Loaded at every start, even when an earlier Run left rules: while
+	// another process led, they may have changed without this one hearing.
+	for {
+		err := d.LoadRules(ctx)
+		if err == nil {
+			break
+		}
+		log.Warn("loading observer rules", "err", err)
+		if err := sleep(ctx, time.Second); err != nil {
+			return err
 		}
 	}
-	go func() {
-		for range changed {
-			if err := d.LoadRules(ctx); err != nil && ctx.Err() == nil {
-				log.Warn("reloading observer rules", "err", err)
-			}
-		}
-	}()
+	go d.keepRules(ctx, log, changed)
 	var pos core.Position
 	for {
 		p, err := d.Events.Cursor(ctx, d.Name)

@@ -1,0 +1,183 @@
+package observe_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/observe"
+)
+
+// memLog is an outbox in memory.
+type memLog struct {
+	mu     sync.Mutex
+	events []core.ChangeEvent
+	cursor core.Position
+}
+
+func (l *memLog) add(id int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, core.ChangeEvent{Pos: core.Position{XID: 1, ID: id}, Tenant: "t1", Table: "public.orders",
+		Op: core.OpInsert, Key: json.RawMessage(`{"id":1}`), Before: json.RawMessage("null"), After: json.RawMessage(`{"id":1}`)})
+}
+
+func (l *memLog) Read(_ context.Context, after core.Position, limit int) ([]core.ChangeEvent, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []core.ChangeEvent
+	for _, e := range l.events {
+		if after.Less(e.Pos) && len(out) < limit {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func (l *memLog) Cursor(context.Context, string) (core.Position, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cursor, nil
+}
+
+func (l *memLog) Advance(_ context.Context, _ string, p core.Position) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cursor.Less(p) {
+		l.cursor = p
+	}
+	return nil
+}
+
+func (l *memLog) Wait(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(min(d, 10*time.Millisecond)):
+		return nil
+	}
+}
+
+// waitCursor waits until the dispatcher has passed event id.
+func (l *memLog) waitCursor(tb testing.TB, id int64) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l.mu.Lock()
+		c := l.cursor
+		l.mu.Unlock()
+		if c.ID >= id {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("the dispatcher did not pass event %d (cursor %+v)", id, c)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// silentRules is a rule store whose changes nobody is told of: as when the
+// process was not leading, or its notification connection was lost.
+type silentRules struct {
+	mu    sync.Mutex
+	rules []core.Rule
+}
+
+func (s *silentRules) set(rs ...core.Rule) {
+	s.mu.Lock()
+	s.rules = rs
+	s.mu.Unlock()
+}
+
+func (s *silentRules) EnabledRules(context.Context) ([]core.Rule, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]core.Rule(nil), s.rules...), nil
+}
+
+func (s *silentRules) Changed(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{})
+	context.AfterFunc(ctx, func() { close(ch) })
+	return ch
+}
+
+// jobSink is a queue that keeps what is enqueued.
+type jobSink struct {
+	partialQueue
+	mu   sync.Mutex
+	jobs []core.Job
+}
+
+func (q *jobSink) Enqueue(_ context.Context, jobs []core.Job) error {
+	q.mu.Lock()
+	q.jobs = append(q.jobs, jobs...)
+	q.mu.Unlock()
+	return nil
+}
+
+func (q *jobSink) count() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.jobs)
+}
+
+var ordersRule = core.Rule{ID: "r1", Tenant: "t1", Name: "orders", Table: "public.orders", Enabled: true,
+	Actions: []core.Action{{Kind: core.ActionWebhook, URL: "http://hooks.example/orders"}}}
+
+// TestDispatcherReloadsRulesWhenItLeadsAgain: a dispatcher that stopped
+// leading and leads again matches the rules as they are now, not as they
+// were when it stopped.
+func TestDispatcherReloadsRulesWhenItLeadsAgain(t *testing.T) {
+	log, rules, q := &memLog{}, &silentRules{}, &jobSink{}
+	rules.set(ordersRule)
+	d := &observe.Dispatcher{Events: log, Rules: rules, Queue: q, RulesRefresh: time.Hour}
+	run := func(event int64) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- d.Run(ctx) }()
+		log.waitCursor(t, event)
+		cancel()
+		<-done
+	}
+	log.add(1)
+	run(1)
+	if n := q.count(); n != 1 {
+		t.Fatalf("got %d jobs for the first event, want 1", n)
+	}
+	rules.set() // the rule is disabled while another process leads
+	log.add(2)
+	run(2)
+	if n := q.count(); n != 1 {
+		t.Fatalf("got %d jobs, want still 1: the disabled rule matched the second event", n)
+	}
+}
+
+// TestDispatcherRefreshesRulesUnasked: rules changed without a
+// notification reach a running dispatcher within RulesRefresh.
+func TestDispatcherRefreshesRulesUnasked(t *testing.T) {
+	log, rules, q := &memLog{}, &silentRules{}, &jobSink{}
+	d := &observe.Dispatcher{Events: log, Rules: rules, Queue: q, RulesRefresh: 20 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	// Running, with no rule: the first event matches nothing.
+	log.add(1)
+	log.waitCursor(t, 1)
+	rules.set(ordersRule)
+	deadline := time.Now().Add(10 * time.Second)
+	for id := int64(2); q.count() == 0; id++ {
+		if time.Now().After(deadline) {
+			t.Fatal("a rule added without a notification never matched")
+		}
+		log.add(id)
+		log.waitCursor(t, id)
+		time.Sleep(10 * time.Millisecond)
+	}
+}
