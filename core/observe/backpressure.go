@@ -41,6 +41,23 @@ type Backpressure struct {
 	ThresholdPercent int
 	// MaxDelay is adaptive's longest pause between batches below the bound.
 	MaxDelay time.Duration
+	// MaxPause bounds how long adaptive holds the dispatcher, every
+	// tenant's events with it, for one tenant whose queue stays full (1 min
+	// when zero; negative: no bound): past it that tenant's jobs are
+	// dead-lettered (replayable) as fail-fast does, so a tenant whose
+	// target is down cannot stop the others.
+	MaxPause time.Duration
+}
+
+// maxPause returns MaxPause with its default; 0 means no bound.
+func (b Backpressure) maxPause() time.Duration {
+	switch {
+	case b.MaxPause < 0:
+		return 0
+	case b.MaxPause == 0:
+		return time.Minute
+	}
+	return b.MaxPause
 }
 
 // Verdict is what to do with a tenant's jobs now.

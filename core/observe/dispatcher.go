@@ -3,6 +3,7 @@ package observe
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -287,6 +288,7 @@ func (d *Dispatcher) applyBackpressure(ctx context.Context, jobs []core.Job) ([]
 	}
 	var admitted []core.Job
 	for _, t := range order {
+		var pausedSince time.Time
 		for {
 			n, err := d.backlog(ctx, t)
 			if err != nil {
@@ -299,6 +301,18 @@ func (d *Dispatcher) applyBackpressure(ctx context.Context, jobs []core.Job) ([]
 					return nil, err
 				}
 			case Pause:
+				if pausedSince.IsZero() {
+					pausedSince = d.Now()
+				}
+				if limit := d.Backpressure.maxPause(); limit > 0 && d.Now().Sub(pausedSince) >= limit {
+					d.Logger.Warn("observer backpressure: tenant queue full too long, dead-lettering its jobs",
+						"tenant", t, "backlog", n, "paused", d.Now().Sub(pausedSince))
+					if err := d.deadLetterAll(ctx, byTenant[t], fmt.Sprintf("backpressure: tenant queue full for %s", limit)); err != nil {
+						return nil, err
+					}
+					byTenant[t] = nil
+					break
+				}
 				d.mu.Lock()
 				delete(d.backlogs, t) // ask again after the pause
 				d.mu.Unlock()
@@ -308,10 +322,8 @@ func (d *Dispatcher) applyBackpressure(ctx context.Context, jobs []core.Job) ([]
 				}
 				continue
 			case DeadLetter:
-				for _, j := range byTenant[t] {
-					if err := d.Queue.DeadLetter(ctx, core.Delivery{}, j, "backpressure: tenant queue full"); err != nil {
-						return nil, err
-					}
+				if err := d.deadLetterAll(ctx, byTenant[t], "backpressure: tenant queue full"); err != nil {
+					return nil, err
 				}
 				byTenant[t] = nil
 			}
@@ -320,6 +332,15 @@ func (d *Dispatcher) applyBackpressure(ctx context.Context, jobs []core.Job) ([]
 		admitted = append(admitted, byTenant[t]...)
 	}
 	return admitted, nil
+}
+
+func (d *Dispatcher) deadLetterAll(ctx context.Context, jobs []core.Job, reason string) error {
+	for _, j := range jobs {
+		if err := d.Queue.DeadLetter(ctx, core.Delivery{}, j, reason); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (d *Dispatcher) observeSize(j core.Job) {

@@ -181,3 +181,55 @@ func TestDispatcherRefreshesRulesUnasked(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// fullTenant is a queue on which tenant t1's backlog never drains.
+type fullTenant struct {
+	jobSink
+	dead []core.Job
+}
+
+func (q *fullTenant) Backlog(_ context.Context, tenant string) (int64, error) {
+	if tenant == "t1" {
+		return 1 << 40, nil
+	}
+	return 0, nil
+}
+
+func (q *fullTenant) DeadLetter(_ context.Context, _ core.Delivery, j core.Job, _ string) error {
+	q.mu.Lock()
+	q.dead = append(q.dead, j)
+	q.mu.Unlock()
+	return nil
+}
+
+// TestAdaptiveBackpressureHoldsOneTenantOnlySoLong: adaptive pauses the
+// dispatcher for a tenant whose queue is full, but not past MaxPause:
+// then that tenant's jobs are dead-lettered (replayable) and the other
+// tenants' events flow again.
+func TestAdaptiveBackpressureHoldsOneTenantOnlySoLong(t *testing.T) {
+	log, rules, q := &memLog{}, &silentRules{}, &fullTenant{}
+	r2 := ordersRule
+	r2.ID, r2.Tenant = "r2", "t2"
+	rules.set(ordersRule, r2)
+	d := &observe.Dispatcher{Events: log, Rules: rules, Queue: q, RulesRefresh: time.Hour,
+		Backpressure: observe.Backpressure{Policy: observe.PolicyAdaptive, MaxBytes: 1, MaxDelay: 5 * time.Millisecond, MaxPause: 50 * time.Millisecond}}
+	log.add(1) // t1's
+	log.mu.Lock()
+	log.events = append(log.events, core.ChangeEvent{Pos: core.Position{XID: 1, ID: 2}, Tenant: "t2", Table: "public.orders",
+		Op: core.OpInsert, Key: json.RawMessage(`{"id":2}`), Before: json.RawMessage("null"), After: json.RawMessage(`{"id":2}`)})
+	log.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	log.waitCursor(t, 2)
+	cancel()
+	<-done
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.dead) != 1 || q.dead[0].Tenant != "t1" {
+		t.Errorf("dead-lettered %v, want t1's one job", q.dead)
+	}
+	if len(q.jobs) != 1 || q.jobs[0].Tenant != "t2" {
+		t.Errorf("enqueued %v, want t2's one job", q.jobs)
+	}
+}

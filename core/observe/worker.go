@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,11 @@ type Worker struct {
 	// slot.
 	Concurrency int
 	PerTenant   int
+	// MaxAge bounds how long a job may keep being deferred, by an open
+	// breaker or a rate limit, which use no attempt (24 h when zero;
+	// negative: no bound): past it the job is dead-lettered, so a target
+	// that stays down does not grow its tenant's queue for ever.
+	MaxAge time.Duration
 	// Timeouts bound one delivery, by action kind (10 s when missing).
 	Timeouts map[string]time.Duration
 	// Consumer names this worker to the queue; unique per worker.
@@ -81,6 +87,9 @@ func (w *Worker) defaults() {
 	}
 	if w.Consumer == "" {
 		w.Consumer = "worker"
+	}
+	if w.MaxAge == 0 {
+		w.MaxAge = 24 * time.Hour
 	}
 }
 
@@ -231,7 +240,14 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, d core.Delivery)
 	// again; a job cut short (ctx ended mid-delivery) is left pending.
 	rctx := context.WithoutCancel(ctx)
 	defer_ := func(wait time.Duration, why string) {
+		if age := w.Now().Sub(job.EnqueuedAt); w.MaxAge > 0 && !job.EnqueuedAt.IsZero() && age > w.MaxAge {
+			w.deadLetter(rctx, log, d, job, fmt.Sprintf("%s, %s after it was enqueued (observers.max_job_age %s)", why, age.Round(time.Second), w.MaxAge))
+			return
+		}
 		w.stats.Deferred.Add(1)
+		// Spread: jobs deferred together (a breaker opening on a whole
+		// backlog) would otherwise all come back at the same instant.
+		wait += rand.N(wait/2 + 1)
 		if err := w.Queue.Retry(rctx, d, job, w.Now().Add(wait)); err != nil {
 			log.Warn("deferring an observer job", "err", err, "why", why)
 		}

@@ -3,6 +3,7 @@ package observe_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -67,5 +68,76 @@ func TestWorkerRunsDeliveriesFetchedWithAnError(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the delivery fetched with an error was never run")
+	}
+}
+
+// recQueue records what became of each delivery.
+type recQueue struct {
+	partialQueue
+	mu       sync.Mutex
+	retries  []time.Time
+	dead     []string
+	deadJobs []core.Job
+}
+
+func (q *recQueue) Retry(_ context.Context, _ core.Delivery, _ core.Job, at time.Time) error {
+	q.mu.Lock()
+	q.retries = append(q.retries, at)
+	q.mu.Unlock()
+	return nil
+}
+
+func (q *recQueue) DeadLetter(_ context.Context, _ core.Delivery, j core.Job, reason string) error {
+	q.mu.Lock()
+	q.dead = append(q.dead, reason)
+	q.deadJobs = append(q.deadJobs, j)
+	q.mu.Unlock()
+	return nil
+}
+
+// refuseAll is a rate limiter over its limit for a second.
+type refuseAll struct{}
+
+func (refuseAll) Allow(context.Context, string, string) (bool, time.Duration, error) {
+	return false, time.Second, nil
+}
+
+// TestWorkerDeferrals: a deferred job (rate limited here; an open breaker
+// takes the same path) comes back at a spread of times, not all at once,
+// and one deferred past MaxAge is dead-lettered instead of growing its
+// tenant's queue for ever.
+func TestWorkerDeferrals(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	q := &recQueue{}
+	w := &observe.Worker{Queue: q, Limiter: refuseAll{}, MaxAge: time.Hour, Now: func() time.Time { return now },
+		Notifiers: map[string]core.Notifier{core.ActionWebhook: nil}}
+	job := func(age time.Duration) core.Delivery {
+		return core.Delivery{Job: core.Job{ID: "j", Tenant: "t", EnqueuedAt: now.Add(-age),
+			Action: core.Action{Kind: core.ActionWebhook, URL: "http://hooks.example/x"}}}
+	}
+	for range 200 {
+		w.Process(context.Background(), job(time.Minute))
+	}
+	lo, hi := q.retries[0], q.retries[0]
+	for _, at := range q.retries {
+		if at.Before(now.Add(time.Second)) || at.After(now.Add(1500*time.Millisecond)) {
+			t.Fatalf("deferred to %v, want between 1 s and 1.5 s from now", at.Sub(now))
+		}
+		if at.Before(lo) {
+			lo = at
+		}
+		if at.After(hi) {
+			hi = at
+		}
+	}
+	if hi.Sub(lo) < 100*time.Millisecond {
+		t.Errorf("200 deferrals spread over %v, want them spread out", hi.Sub(lo))
+	}
+	if len(q.dead) != 0 {
+		t.Fatalf("young jobs dead-lettered: %v", q.dead)
+	}
+	w.Process(context.Background(), job(2*time.Hour))
+	if len(q.dead) != 1 || !strings.Contains(q.dead[0], "max_job_age") {
+		t.Fatalf("a job deferred two hours after it was enqueued: dead letters %v, want one naming max_job_age", q.dead)
 	}
 }
