@@ -25,10 +25,10 @@ func NewMetrics() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fraise_http_requests_total", Help: "GraphQL HTTP requests by method and status.",
+			Name: "fraise_http_requests_total", Help: "GraphQL HTTP requests by method (GET, POST, other) and status.",
 		}, []string{"method", "status"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "fraise_http_request_duration_seconds", Help: "GraphQL HTTP request latency.",
+			Name: "fraise_http_request_duration_seconds", Help: "GraphQL HTTP request latency by method (GET, POST, other).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"method"}),
 	}
@@ -40,8 +40,21 @@ func (m *Metrics) observe(method string, status int, d time.Duration) {
 	if m == nil {
 		return
 	}
+	method = methodLabel(method)
 	m.requests.WithLabelValues(method, strconv.Itoa(status)).Inc()
 	m.duration.WithLabelValues(method).Observe(d.Seconds())
+}
+
+// methodLabel names a request's method for the metrics: the methods the
+// GraphQL endpoint serves by name, every other one as "other". A client
+// chooses the method, and each distinct label value is a series the core
+// and Prometheus keep for good, so the values must not be the client's.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodPost:
+		return method
+	}
+	return "other"
 }
 
 // Health tracks whether a process should receive traffic. On SIGTERM a

@@ -35,8 +35,8 @@ func Admit(next http.Handler, o AdmissionOptions) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		// The tenant costs a signature check: when the core is full, the
-		// controller refuses without asking for it.
+		// The tenant costs a signature check: when the core is full or
+		// short of memory, the controller refuses without asking for it.
 		release, err := o.Controller.AdmitFunc(r.Context(), func() string {
 			if o.Tenant == nil {
 				return ""

@@ -247,7 +247,13 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 			writeBody(w, http.StatusOK, media, append(append(append(make([]byte, 0, len(resp.Data)+9), `{"data":`...), resp.Data...), '}'))
 			return
 		}
-		writeJSON(w, statusFor(media, resp), media, resp)
+		status := statusFor(media, resp)
+		if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+			// As every other 503 and 429 of the project's, so clients back
+			// off alike whichever component refused.
+			w.Header().Set("Retry-After", retryAfter)
+		}
+		writeJSON(w, status, media, resp)
 		return
 	}
 	out := make([]*graphql.Response, len(reqs))
@@ -259,18 +265,37 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, media, out)
 }
 
+// retryAfter is the Retry-After, in seconds, of a 503 or 429 the engine's
+// answer earns: admission.retry_after's default, and what the gateway
+// sends when extauthz does not answer.
+const retryAfter = "1"
+
+// engineCodes are the engine's own names for core codes that can come
+// without data (from the persisted-document store): a statement timeout
+// is the server's failure, not the client's, whatever it is called.
+// RESULT_TOO_LARGE is left out: it only comes with data (null).
+var engineCodes = map[string]core.Code{
+	graphql.CodeStatementTimeout: core.CodeTimeout,
+}
+
 // statusFor is the status the specification prescribes for an executed
 // request. With application/json every well-formed request gets 200. With
-// application/graphql-response+json a response without data (a request
-// error: parse, validation, variable coercion, a refused operation) is a
-// 4xx (400 unless its code names a more specific status); a response with
-// data, even null, is 200.
+// application/graphql-response+json a response without data is an error
+// status: 400 for a request error (parse, validation, variable coercion),
+// or the status of its first error's code when that code names one, as a
+// refused operation's or a failed persisted-document lookup's does (504
+// for a statement timeout, 503 for an unavailable database); a response
+// with data, even null, is 200.
 func statusFor(media string, resp *graphql.Response) int {
 	if media != MediaGraphQLResponse || resp.Data != nil || len(resp.Errors) == 0 {
 		return http.StatusOK
 	}
 	if c, ok := resp.Errors[0].Extensions["code"].(string); ok && c != string(core.CodeInvalid) {
-		if s, ok := statusOf[core.Code(c)]; ok {
+		code, ok := engineCodes[c]
+		if !ok {
+			code = core.Code(c)
+		}
+		if s, ok := statusOf[code]; ok {
 			return s
 		}
 	}

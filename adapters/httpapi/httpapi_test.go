@@ -25,7 +25,7 @@ const tenant = "11111111-1111-4111-8111-111111111111"
 
 // echoEngine answers with what the handler passed it (the principal's tenant
 // and the request), so the tests see it; words in the query pick the
-// engine's failure modes. The engine itself is tested against PostgreSQL.
+// engine's failure modes, and "fail CODE" a request error with that code. The engine itself is tested against PostgreSQL.
 type echoEngine struct{}
 
 func (echoEngine) Execute(ctx context.Context, req graphql.Request) *graphql.Response {
@@ -33,6 +33,8 @@ func (echoEngine) Execute(ctx context.Context, req graphql.Request) *graphql.Res
 		return &graphql.Response{Errors: []*graphql.Error{{Message: "refused", Extensions: map[string]any{"code": code}}}}
 	}
 	switch {
+	case strings.HasPrefix(req.Query, "fail "):
+		return fail(strings.TrimPrefix(req.Query, "fail "))
 	case strings.Contains(req.Query, "syntax error"):
 		return fail(graphql.CodeParseFailed)
 	case strings.Contains(req.Query, "unknownField"):
@@ -57,6 +59,12 @@ func (echoEngine) Execute(ctx context.Context, req graphql.Request) *graphql.Res
 // an assertion signed with it for the tenant.
 func mustHandler(tb testing.TB, maxBatch int) (http.Handler, string) {
 	tb.Helper()
+	return mustHandlerMetrics(tb, maxBatch, httpapi.NewMetrics())
+}
+
+// mustHandlerMetrics is mustHandler recording into m.
+func mustHandlerMetrics(tb testing.TB, maxBatch int, m *httpapi.Metrics) (http.Handler, string) {
+	tb.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		tb.Fatal(err)
@@ -72,7 +80,7 @@ func mustHandler(tb testing.TB, maxBatch int) (http.Handler, string) {
 	}
 	h := httpapi.NewHandler(httpapi.Options{
 		Verifier: assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, nil),
-		Engine:   echoEngine{}, MaxBodyBytes: 1024, MaxBatch: maxBatch, Metrics: httpapi.NewMetrics(),
+		Engine:   echoEngine{}, MaxBodyBytes: 1024, MaxBatch: maxBatch, Metrics: m,
 	})
 	return h, tok
 }
@@ -206,6 +214,45 @@ func TestGraphQLOverHTTP(t *testing.T) {
 	}
 	h, tok := mustHandler(t, 0)
 	runHTTPCases(t, h, tok, tests)
+}
+
+// TestRequestErrorStatus shows the status and Retry-After of a response
+// without data under application/graphql-response+json: the server's
+// failures (a persisted-document lookup that timed out or found the
+// database unavailable) are 5xx, not the client's 400, and a 503 or 429
+// says when to retry, as every other of the project's does.
+func TestRequestErrorStatus(t *testing.T) {
+	h, tok := mustHandler(t, 0)
+	tests := []struct {
+		code       string
+		accept     string
+		wantStatus int
+		wantRetry  string
+	}{
+		{code: graphql.CodeStatementTimeout, accept: grAc, wantStatus: 504},
+		{code: string(core.CodeTimeout), accept: grAc, wantStatus: 504},
+		{code: string(core.CodeUnavailable), accept: grAc, wantStatus: 503, wantRetry: "1"},
+		{code: string(core.CodeRateLimited), accept: grAc, wantStatus: 429, wantRetry: "1"},
+		{code: string(core.CodeInternal), accept: grAc, wantStatus: 500},
+		{code: graphql.CodePersistedNotFound, accept: grAc, wantStatus: 400},
+		{code: graphql.CodeStatementTimeout, accept: js, wantStatus: 200},
+		{code: string(core.CodeUnavailable), accept: js, wantStatus: 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.code+" "+tt.accept, func(t *testing.T) {
+			rec := serve(h, tok, httpCase{method: "POST", body: `{"query":"fail ` + tt.code + `"}`,
+				headers: map[string]string{"Accept": tt.accept}})
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("got status %d, want %d: %s", rec.Code, tt.wantStatus, rec.Body)
+			}
+			if got := rec.Header().Get("Retry-After"); got != tt.wantRetry {
+				t.Errorf("got Retry-After %q, want %q", got, tt.wantRetry)
+			}
+			if !strings.Contains(rec.Body.String(), `"code":"`+tt.code+`"`) {
+				t.Errorf("got body %s, want the engine's error with code %s", rec.Body, tt.code)
+			}
+		})
+	}
 }
 
 func TestBatch(t *testing.T) {
@@ -352,6 +399,52 @@ func TestAdmin(t *testing.T) {
 	}
 	if got := get("/metrics"); got != 200 {
 		t.Fatalf("metrics: got %d, want 200", got)
+	}
+}
+
+// TestMethodLabelIsBounded shows the request metrics keeping a handful of
+// series however many methods clients invent: each distinct label value
+// would otherwise be a series kept for the life of the process.
+func TestMethodLabelIsBounded(t *testing.T) {
+	m := httpapi.NewMetrics()
+	h, tok := mustHandlerMetrics(t, 0, m)
+	methods := []string{"GET", "POST", "HEAD", "OPTIONS", "PUT"}
+	for i := range 100 {
+		methods = append(methods, "M"+strconv.Itoa(i))
+	}
+	for _, method := range methods {
+		serve(h, tok, httpCase{method: method, target: get("query", "{ a }"), body: okQ})
+	}
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]map[string]bool{} // metric name -> method label values
+	for _, f := range families {
+		if !strings.HasPrefix(f.GetName(), "fraise_http_request") {
+			continue
+		}
+		seen[f.GetName()] = map[string]bool{}
+		for _, metric := range f.GetMetric() {
+			for _, l := range metric.GetLabel() {
+				if l.GetName() == "method" {
+					seen[f.GetName()][l.GetValue()] = true
+				}
+			}
+		}
+	}
+	want := map[string]bool{"GET": true, "POST": true, "other": true}
+	for _, name := range []string{"fraise_http_requests_total", "fraise_http_request_duration_seconds"} {
+		got := seen[name]
+		if len(got) != len(want) {
+			t.Errorf("%s: got method labels %v, want exactly %v", name, got, want)
+			continue
+		}
+		for v := range want {
+			if !got[v] {
+				t.Errorf("%s: got method labels %v, want exactly %v", name, got, want)
+			}
+		}
 	}
 }
 

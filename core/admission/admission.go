@@ -56,7 +56,9 @@ type Decision struct {
 	Wait   time.Duration // time spent in the queue
 }
 
-// Options configures a Controller. Zero values disable the bound they set.
+// Options configures a Controller. Each field says what its zero means:
+// most zeros disable the bound they set, but a zero MaxQueue is no queue
+// at all.
 type Options struct {
 	// MaxConcurrent bounds the requests running at once across tenants.
 	MaxConcurrent int
@@ -66,9 +68,11 @@ type Options struct {
 	// when no slot is free.
 	MaxQueue int
 	// MaxQueuePerTenant bounds one tenant's waiting requests, so that one
-	// tenant's burst cannot fill the whole queue.
+	// tenant's burst cannot fill the whole queue; zero leaves them bounded
+	// by MaxQueue alone.
 	MaxQueuePerTenant int
-	// QueueTimeout bounds how long a request waits before it is refused.
+	// QueueTimeout bounds how long a request waits before it is refused;
+	// zero lets it wait until a slot frees or its context ends.
 	QueueTimeout time.Duration
 	// Congestion tells a burst from overload (default QueueTimeout). The
 	// core is congested once requests have found it full (every slot
@@ -227,10 +231,12 @@ func (c *Controller) Stats() Stats {
 // AdmitFunc is Admit for a request whose tenant is costly to learn (a
 // signature to verify): when the core as a whole is full, running all it
 // may and its queue at its bound (503, queue_full) or congested with no
-// wait allowed (503, overloaded), the request is refused without calling
+// wait allowed (503, overloaded), or when its heap is above the memory
+// threshold (503, memory), the request is refused without calling
 // tenant, since no tenant could be admitted; refusing is then cheap,
-// which is what keeps an overloaded core serving those it admits.
-// Otherwise it calls tenant and is Admit.
+// which is what keeps an overloaded core serving those it admits. Such a
+// refusal's Decision has no Tenant. Otherwise it calls tenant and is
+// Admit.
 func (c *Controller) AdmitFunc(ctx context.Context, tenant func() string) (release func(), err error) {
 	if c.o.MaxConcurrent > 0 {
 		c.mu.Lock()
@@ -251,7 +257,10 @@ func (c *Controller) AdmitFunc(ctx context.Context, tenant func() string) (relea
 			return nil, c.refuse("", reason, 0)
 		}
 	}
-	return c.Admit(ctx, tenant())
+	if c.overMemory() {
+		return nil, c.refuse("", ReasonMemory, 0)
+	}
+	return c.admit(ctx, tenant())
 }
 
 // Admit returns once the request of tenant ("" for a request with no
@@ -261,9 +270,21 @@ func (c *Controller) AdmitFunc(ctx context.Context, tenant func() string) (relea
 // own share, CodeUnavailable when the core is overloaded (queue full,
 // queue timeout, memory pressure) or ctx ended while waiting.
 func (c *Controller) Admit(ctx context.Context, tenant string) (release func(), err error) {
-	if c.threshold > 0 && c.o.HeapInUse() > c.threshold {
+	if c.overMemory() {
 		return nil, c.refuse(tenant, ReasonMemory, 0)
 	}
+	return c.admit(ctx, tenant)
+}
+
+// overMemory reports whether the heap is above the threshold requests are
+// refused at.
+func (c *Controller) overMemory() bool {
+	return c.threshold > 0 && c.o.HeapInUse() > c.threshold
+}
+
+// admit is Admit after its memory check, which AdmitFunc makes before it
+// learns the tenant.
+func (c *Controller) admit(ctx context.Context, tenant string) (release func(), err error) {
 	c.mu.Lock()
 	if c.canRun(tenant) {
 		c.take(tenant)

@@ -223,6 +223,40 @@ func TestRefusedUnderMemoryPressure(t *testing.T) {
 	}
 }
 
+// TestAdmitFuncRefusesUnderMemoryPressureWithoutTheTenant shows a memory
+// refusal as cheap as a full core's: the tenant, a signature check, is
+// not asked for, and the refusal is counted as Admit's would be.
+func TestAdmitFuncRefusesUnderMemoryPressureWithoutTheTenant(t *testing.T) {
+	var heap atomic.Uint64
+	rec := &recorder{}
+	c := admission.New(admission.Options{
+		MaxConcurrent: 4, MaxQueue: 4, MemoryLimit: 1000, MemoryThreshold: 0.8, HeapInUse: heap.Load,
+		RetryAfter: 2 * time.Second, Observe: rec.observe,
+	})
+	asked := 0
+	tenant := func() string { asked++; return "a" }
+
+	heap.Store(900)
+	_, err := c.AdmitFunc(context.Background(), tenant)
+	wantRefusal(t, err, core.CodeUnavailable, admission.ReasonMemory)
+	if asked != 0 {
+		t.Errorf("tenant asked %d times for a request refused for memory, want never", asked)
+	}
+	if n := rec.count(admission.Refused, admission.ReasonMemory); n != 1 {
+		t.Errorf("got %d memory refusals counted, want 1", n)
+	}
+
+	heap.Store(100)
+	release, err := c.AdmitFunc(context.Background(), tenant)
+	if err != nil {
+		t.Fatalf("got %v once the pressure is gone, want admitted", err)
+	}
+	release()
+	if asked != 1 {
+		t.Errorf("tenant asked %d times for an admitted request, want once", asked)
+	}
+}
+
 func TestCanceledWhileWaiting(t *testing.T) {
 	c := admission.New(admission.Options{MaxConcurrent: 1, MaxQueue: 1, QueueTimeout: time.Minute, RetryAfter: 2 * time.Second})
 	defer mustAdmit(t, c, "a")()

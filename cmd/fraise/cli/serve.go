@@ -176,11 +176,8 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	if tracing(cfg.Telemetry) {
 		handler = otelhttp.NewHandler(handler, "core")
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(handler, coreHTTPTimeouts)
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	if cfg.Core.TLS {
 		if srv.TLSConfig, err = mtlsServerConfig(cfg.TLS); err != nil {
 			ln.Close()
@@ -230,11 +227,53 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		g.Go(func() error { return serveGRPC(drainCtx, flightSrv, flightLn, grace) })
 	}
 	if adminLn != nil {
-		admin := &http.Server{Handler: httpapi.NewAdminHandler(health, metrics.Handler()), ReadHeaderTimeout: 5 * time.Second}
+		admin := newHTTPServer(httpapi.NewAdminHandler(health, metrics.Handler()), adminHTTPTimeouts)
 		logServing(log, "core", "admin", adminLn)
 		g.Go(func() error { return serveHTTP(drainCtx, admin, adminLn, grace) })
 	}
 	return g.Wait()
+}
+
+// serverTimeouts bound how long a client may hold a connection of the
+// core's HTTP servers without finishing a request: with only a header
+// timeout, a client that sends a Content-Length and then stalls its body,
+// or an idle keep-alive connection, would hold a goroutine and a
+// descriptor for good.
+//
+// There is no write timeout. net/http starts it when a request's headers
+// are read, so it would bound the handler as well as the answer; a
+// handler may legitimately run for as long as core.statement_timeout (or
+// database.statement_timeout, where 0 is none) allows, and a write
+// timeout that fired would not stop it, only turn its answer, even the
+// STATEMENT_TIMEOUT error that ends it, into a reset connection.
+type serverTimeouts struct {
+	// header bounds reading a request's headers.
+	header time.Duration
+	// read bounds reading a whole request, headers and body, from its
+	// first byte. net/http lifts it once the handler has read the body to
+	// its end (or at once for a request without a body), so it never cuts
+	// a running handler; an admission queue wait, which comes before the
+	// body is read, counts against it.
+	read time.Duration
+	// idle bounds a keep-alive connection's wait for its next request.
+	idle time.Duration
+}
+
+var (
+	// coreHTTPTimeouts give a request a minute to arrive, enough for the
+	// default core.max_body_bytes (1 MiB) at 17 KiB/s, and keep a
+	// connection idle for two minutes, long enough for a client's pool
+	// between bursts.
+	coreHTTPTimeouts = serverTimeouts{header: 10 * time.Second, read: time.Minute, idle: 2 * time.Minute}
+	// adminHTTPTimeouts are the same but for a shorter header timeout:
+	// probes and scrapes are small requests from close by.
+	adminHTTPTimeouts = serverTimeouts{header: 5 * time.Second, read: time.Minute, idle: 2 * time.Minute}
+)
+
+// newHTTPServer returns the server for one of the core's HTTP listeners,
+// with the timeouts t.
+func newHTTPServer(h http.Handler, t serverTimeouts) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: t.header, ReadTimeout: t.read, IdleTimeout: t.idle}
 }
 
 // loadVerifier trusts the given extauthz public keys, each named by its

@@ -289,14 +289,25 @@ type Tier struct {
 }
 
 // Admission configures the core's admission control: concurrency bounds,
-// a bounded wait queue, and refusal under memory pressure. Zero bounds
-// are unbounded.
+// a bounded wait queue, and refusal under memory pressure. A zero means
+// what it means to admission.Options, which is not "unbounded" for every
+// key: a queue of zero is no queue.
 type Admission struct {
-	MaxConcurrent          int      `toml:"max_concurrent"`
-	MaxConcurrentPerTenant int      `toml:"max_concurrent_per_tenant"`
-	MaxQueue               int      `toml:"max_queue"`
-	MaxQueuePerTenant      int      `toml:"max_queue_per_tenant"`
-	QueueTimeout           Duration `toml:"queue_timeout"`
+	// MaxConcurrent bounds the requests running at once; zero is
+	// unbounded.
+	MaxConcurrent int `toml:"max_concurrent"`
+	// MaxConcurrentPerTenant bounds one tenant's running requests; zero
+	// is unbounded.
+	MaxConcurrentPerTenant int `toml:"max_concurrent_per_tenant"`
+	// MaxQueue bounds the requests waiting for a slot; zero queues none:
+	// a request that finds no slot is refused at once.
+	MaxQueue int `toml:"max_queue"`
+	// MaxQueuePerTenant bounds one tenant's waiting requests; zero leaves
+	// them bounded by MaxQueue alone.
+	MaxQueuePerTenant int `toml:"max_queue_per_tenant"`
+	// QueueTimeout bounds a queued request's wait; zero waits until a
+	// slot frees or the client goes away.
+	QueueTimeout Duration `toml:"queue_timeout"`
 	// Congestion is how long the core must be found full (or its queue
 	// stand) before it counts as overloaded rather than in a burst;
 	// zero means QueueTimeout.
@@ -779,16 +790,17 @@ func (c Config) Validate() error {
 		bad("ratelimit.local_cache_bytes", "must not be negative")
 	}
 	for _, n := range []struct {
-		key string
-		v   int
+		key  string
+		v    int
+		zero string // what 0 means, which differs between the keys
 	}{
-		{"admission.max_concurrent", c.Admission.MaxConcurrent},
-		{"admission.max_concurrent_per_tenant", c.Admission.MaxConcurrentPerTenant},
-		{"admission.max_queue", c.Admission.MaxQueue},
-		{"admission.max_queue_per_tenant", c.Admission.MaxQueuePerTenant},
+		{"admission.max_concurrent", c.Admission.MaxConcurrent, "0 is unbounded"},
+		{"admission.max_concurrent_per_tenant", c.Admission.MaxConcurrentPerTenant, "0 is unbounded"},
+		{"admission.max_queue", c.Admission.MaxQueue, "0 queues none"},
+		{"admission.max_queue_per_tenant", c.Admission.MaxQueuePerTenant, "0 is bounded by admission.max_queue alone"},
 	} {
 		if n.v < 0 {
-			bad(n.key, "must not be negative (0 is unbounded)")
+			bad(n.key, "must not be negative (%s)", n.zero)
 		}
 	}
 	for _, d := range []struct {

@@ -115,6 +115,19 @@ func TestLoad(t *testing.T) {
 			wantErr: []string{"FRAISE_DATABASE_MAX_CONNS"},
 		},
 		{
+			// 0 does not mean the same for every bound: what it means is
+			// in the error, as the controller does it (TestAdmissionZeroes
+			// in cmd/fraise/cli checks that).
+			name: "a negative admission bound names what 0 means for it",
+			file: "[admission]\nmax_concurrent = -1\nmax_concurrent_per_tenant = -1\nmax_queue = -1\nmax_queue_per_tenant = -1\n",
+			wantErr: []string{
+				"admission.max_concurrent: must not be negative (0 is unbounded)",
+				"admission.max_concurrent_per_tenant: must not be negative (0 is unbounded)",
+				"admission.max_queue: must not be negative (0 queues none)",
+				"admission.max_queue_per_tenant: must not be negative (0 is bounded by admission.max_queue alone)",
+			},
+		},
+		{
 			name:    "a negative batch limit is refused",
 			file:    "[core]\nmax_batch = -1\n",
 			wantErr: []string{"core.max_batch"},
