@@ -100,7 +100,7 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 	o.dispatcher = &observe.Dispatcher{
 		Events: o.events, Rules: o.events, Queue: o.queue, Name: oc.Cursor, Batch: oc.BatchSize,
 		Backpressure: observe.Backpressure{Policy: policy, MaxBytes: int64(oc.MaxQueueMemoryMB) << 20,
-			ThresholdPercent: oc.MemoryThresholdPercent},
+			ThresholdPercent: oc.MemoryThresholdPercent, MaxPause: oc.BackpressureMaxPause.Duration},
 		Logger: log,
 	}
 	if consumer == "" {
@@ -113,7 +113,7 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 			core.ActionWebhook: breaker(oc.Webhook), core.ActionSlack: breaker(oc.Slack), core.ActionEmail: breaker(oc.Email),
 		}, nil),
 		Backoff:     observe.Backoff{Base: oc.BackoffBase.Duration, Cap: oc.BackoffCap.Duration},
-		MaxAttempts: oc.MaxAttempts, Concurrency: oc.Workers, PerTenant: oc.PerTenant,
+		MaxAttempts: oc.MaxAttempts, MaxAge: oc.MaxJobAge.Duration, Concurrency: oc.Workers, PerTenant: oc.PerTenant,
 		Timeouts: map[string]time.Duration{core.ActionWebhook: oc.Webhook.Timeout.Duration,
 			core.ActionSlack: oc.Slack.Timeout.Duration, core.ActionEmail: oc.Email.Timeout.Duration},
 		Consumer: consumer, Logger: log,

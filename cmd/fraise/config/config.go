@@ -378,6 +378,14 @@ type Observers struct {
 	// ReclaimIdle is how long a job may sit with a silent worker before
 	// another takes it; it must exceed every action timeout.
 	ReclaimIdle Duration `toml:"reclaim_idle"`
+	// MaxJobAge is how long after it was enqueued a job may still be
+	// deferred by an open breaker or a rate limit (which use no attempt)
+	// before it is dead-lettered.
+	MaxJobAge Duration `toml:"max_job_age"`
+	// BackpressureMaxPause bounds how long adaptive backpressure holds the
+	// dispatcher for one tenant whose queue stays full before
+	// dead-lettering that tenant's jobs.
+	BackpressureMaxPause Duration `toml:"backpressure_max_pause"`
 	// Backpressure is fail-fast, queue-all or adaptive; MaxQueueMemoryMB
 	// bounds each tenant's queued jobs; adaptive slows down past
 	// MemoryThresholdPercent of it.
@@ -500,6 +508,7 @@ func Default() Config {
 		Observers: Observers{
 			Cursor: "default", BatchSize: 500, Workers: 256, PerTenant: 64, MaxAttempts: 10,
 			BackoffBase: Duration{time.Second}, BackoffCap: Duration{5 * time.Minute}, ReclaimIdle: Duration{time.Minute},
+			MaxJobAge: Duration{24 * time.Hour}, BackpressureMaxPause: Duration{time.Minute},
 			Backpressure: "adaptive", MaxQueueMemoryMB: 500, MemoryThresholdPercent: 80,
 			Webhook: ObserverAction{Timeout: Duration{10 * time.Second}, FailureThreshold: 5, FailureWindow: Duration{time.Minute},
 				OpenTimeout: Duration{30 * time.Second}, SuccessThreshold: 1},
@@ -911,6 +920,11 @@ func (o Observers) validate() []error {
 		"max_attempts": o.MaxAttempts, "max_queue_memory_mb": o.MaxQueueMemoryMB} {
 		if v < 1 {
 			bad(key, "want at least 1, got %d", v)
+		}
+	}
+	for key, v := range map[string]time.Duration{"max_job_age": o.MaxJobAge.Duration, "backpressure_max_pause": o.BackpressureMaxPause.Duration} {
+		if v <= 0 {
+			bad(key, "want a positive duration, got %s", v)
 		}
 	}
 	if o.PerTenant > o.Workers {
