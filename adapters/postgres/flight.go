@@ -80,20 +80,30 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 		return mapError(op, err)
 	}
 	args := append([]any{pgx.QueryResultFormats{pgx.BinaryFormatCode}}, st.Args...)
-	rows, err := tx.Query(ctx, st.SQL, args...)
+	qctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rows, err := tx.Query(qctx, st.SQL, args...)
 	if err != nil {
 		return mapError(op, err)
 	}
-	defer rows.Close()
+	// Closing rows left unread would read the rest of the result, however
+	// long, only to discard it. Cancelling first makes pgx abandon the
+	// query instead: it sends PostgreSQL a cancel request and closes the
+	// connection, so the rollback fails and the pool drops the connection
+	// rather than reusing it. After the last row, cancelling does nothing.
+	defer func() {
+		cancel()
+		rows.Close()
+	}()
 	fds := rows.FieldDescriptions()
 	if len(fds) != len(st.Columns) {
 		return &core.Error{Op: op, Code: core.CodeInternal, Message: "dataset does not match its view",
 			Err: errorf("view returned %d columns, want %d", len(fds), len(st.Columns))}
 	}
 	for i, fd := range fds {
-		if want := st.Columns[i].Type.OID(); fd.DataTypeOID != want {
+		if typ := st.Columns[i].Type; !typ.AcceptsOID(fd.DataTypeOID) {
 			return &core.Error{Op: op, Code: core.CodeInternal, Message: "dataset does not match its view",
-				Err: errorf("column %s has type oid %d, declared %s (oid %d)", st.Columns[i].Name, fd.DataTypeOID, st.Columns[i].Type, want)}
+				Err: errorf("column %s has type oid %d, declared %s (oid %d)", st.Columns[i].Name, fd.DataTypeOID, typ, typ.OID())}
 		}
 	}
 	rb := array.NewRecordBuilder(e.mem, schema)

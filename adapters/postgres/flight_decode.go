@@ -32,14 +32,14 @@ const (
 func newAppender(t flight.Type, b array.Builder) appender {
 	if t.Array {
 		lb := b.(*array.ListBuilder)
-		elem := newAppender(t.Scalar(), lb.ValueBuilder())
-		oid := t.ElemOID()
+		et := t.Scalar()
+		elem := newAppender(et, lb.ValueBuilder())
 		return func(v []byte) error {
 			if v == nil {
 				lb.AppendNull()
 				return nil
 			}
-			return appendArray(lb, elem, oid, v)
+			return appendArray(lb, elem, et, v)
 		}
 	}
 	switch t.Kind {
@@ -219,13 +219,13 @@ func newAppender(t flight.Type, b array.Builder) appender {
 // appendArray decodes a one-dimensional array: ndim, has-null flag,
 // element oid, then per dimension its size and lower bound, then each
 // element as a length (-1 for NULL) and its bytes.
-func appendArray(lb *array.ListBuilder, elem appender, oid uint32, v []byte) error {
+func appendArray(lb *array.ListBuilder, elem appender, et flight.Type, v []byte) error {
 	if len(v) < 12 {
 		return errLength
 	}
 	ndim := int32(binary.BigEndian.Uint32(v))
-	if got := binary.BigEndian.Uint32(v[8:]); got != oid {
-		return fmt.Errorf("array of oid %d, want %d", got, oid)
+	if got := binary.BigEndian.Uint32(v[8:]); !et.AcceptsOID(got) {
+		return fmt.Errorf("array of oid %d, want %d", got, et.OID())
 	}
 	lb.Append(true)
 	if ndim == 0 {

@@ -1,6 +1,7 @@
 package flight_test
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,10 @@ func FuzzParseCommand(f *testing.F) {
 	f.Add(`{"dataset":"sales.orders","where":{"not":{"doc":{"isNull":true}}},"order":[{"column":"id","desc":true}]}`)
 	c := mustCatalog(f)
 	d, _ := c.Lookup(analyst, "sales.orders")
+	tk, err := flight.NewTickets([]byte(strings.Repeat("k", 32)), time.Minute, nil, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, cmd string) {
 		q, err := flight.ParseCommand([]byte(cmd))
 		if err != nil {
@@ -36,8 +41,26 @@ func FuzzParseCommand(f *testing.F) {
 			}
 			return
 		}
-		if st, err := flight.Compile(d, q); err == nil {
-			checkCompiled(t, st, cmd)
+		st, err := flight.Compile(d, q)
+		if err != nil {
+			return
+		}
+		checkCompiled(t, st, cmd)
+		// DoGet compiles the ticket's copy of the query: it must be the same.
+		ticket, _, err := tk.Issue(analyst, flight.KindTicket, q, 0)
+		if err != nil {
+			if core.ErrorCode(err) != core.CodeInvalid {
+				t.Fatalf("Issue for %q: %v", cmd, err)
+			}
+			return
+		}
+		back, err := tk.Verify(analyst, flight.KindTicket, ticket)
+		if err != nil {
+			t.Fatalf("Verify of an issued ticket for %q: %v", cmd, err)
+		}
+		got, err := flight.Compile(d, back)
+		if err != nil || got.SQL != st.SQL || !reflect.DeepEqual(got.Args, st.Args) {
+			t.Fatalf("%q through its ticket: got %q %v (%v), want %q %v", cmd, got.SQL, got.Args, err, st.SQL, st.Args)
 		}
 	})
 }

@@ -3,6 +3,7 @@ package flight
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -76,8 +77,9 @@ const (
 //
 // where has the shape of GraphQL's where input: an object whose keys are
 // columns (mapping operators to values) or and/or (lists of such objects)
-// or not (one object), all keys of one object combined with AND. Errors
-// are *core.Error with CodeInvalid.
+// or not (one object), all keys of one object combined with AND. Empty
+// objects and lists, and objects with a key twice, are refused. Errors
+// are *core.Error with CodeInvalid (CodeTooLarge for an oversized command).
 func ParseCommand(b []byte) (Query, error) {
 	var raw struct {
 		Dataset string          `json:"dataset"`
@@ -96,6 +98,9 @@ func ParseCommand(b []byte) (Query, error) {
 	}
 	if dec.More() {
 		return Query{}, core.Errorf(core.CodeInvalid, "command has trailing data")
+	}
+	if err := duplicateKeys(json.NewDecoder(bytes.NewReader(b)), nil, true); err != nil {
+		return Query{}, err
 	}
 	q := Query{Dataset: raw.Dataset, Columns: raw.Columns, Order: raw.Order, Limit: raw.Limit}
 	if q.Dataset == "" {
@@ -126,6 +131,12 @@ func parseWhere(v any, depth int, nodes *int) (*Expr, error) {
 	if !ok {
 		return nil, core.Errorf(core.CodeInvalid, "where: want an object, got %s", jsonKind(v))
 	}
+	// Empty and/or lists do not survive a ticket (Expr's fields are
+	// omitempty), so they would pass GetFlightInfo and fail DoGet; an empty
+	// object filters on nothing either. Both are refused here, saying where.
+	if len(obj) == 0 {
+		return nil, core.Errorf(core.CodeInvalid, "where: empty object (want a column, \"and\", \"or\" or \"not\"; leave where out to read every row)")
+	}
 	keys := make([]string, 0, len(obj))
 	for k := range obj {
 		keys = append(keys, k)
@@ -143,6 +154,9 @@ func parseWhere(v any, depth int, nodes *int) (*Expr, error) {
 			list, ok := val.([]any)
 			if !ok {
 				return nil, core.Errorf(core.CodeInvalid, "where.%s: want a list of objects", k)
+			}
+			if len(list) == 0 {
+				return nil, core.Errorf(core.CodeInvalid, "where.%s: empty list (want at least one object)", k)
 			}
 			sub := make([]*Expr, 0, len(list))
 			for _, item := range list {
@@ -186,6 +200,77 @@ func parseWhere(v any, depth int, nodes *int) (*Expr, error) {
 		return terms[0], nil
 	}
 	return &Expr{And: terms}, nil
+}
+
+// keyPath is where a value sits in a command, rendered only for an error.
+type keyPath struct {
+	up  *keyPath
+	key string
+	idx int // the index in a list; -1 for an object's key
+}
+
+func (p *keyPath) String() string {
+	if p == nil {
+		return "command"
+	}
+	var segs []string
+	for ; p != nil; p = p.up {
+		if p.idx < 0 {
+			segs = append(segs, "."+p.key)
+		} else {
+			segs = append(segs, "["+strconv.Itoa(p.idx)+"]")
+		}
+	}
+	slices.Reverse(segs)
+	return strings.TrimPrefix(strings.Join(segs, ""), ".")
+}
+
+// duplicateKeys reads one JSON value from dec and refuses an object that
+// has a key twice: decoding keeps only the last, which would drop a filter
+// without a word. Objects decoded into structs (the command, its order
+// terms) are compared as encoding/json matches their fields, ignoring
+// case (fold); from where down, keys are columns and operators, compared
+// exactly. The value has been decoded already, so it is valid JSON nested
+// no deeper than encoding/json allows.
+func duplicateKeys(dec *json.Decoder, at *keyPath, fold bool) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return core.Errorf(core.CodeInvalid, "command is not JSON: %v", err)
+	}
+	switch tok {
+	case json.Delim('{'):
+		seen := make(map[string]bool)
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				return core.Errorf(core.CodeInvalid, "command is not JSON: %v", err)
+			}
+			k, _ := tok.(string)
+			norm := k
+			if fold { // upper then lower, so "ſ" and "K" (Kelvin) match "s" and "k" as in encoding/json
+				norm = strings.ToLower(strings.ToUpper(k))
+			}
+			if seen[norm] {
+				return core.Errorf(core.CodeInvalid, "%s: key %q appears twice", at, k)
+			}
+			seen[norm] = true
+			if err := duplicateKeys(dec, &keyPath{up: at, key: k, idx: -1}, fold && !strings.EqualFold(k, "where")); err != nil {
+				return err
+			}
+		}
+	case json.Delim('['):
+		for i := 0; dec.More(); i++ {
+			if err := duplicateKeys(dec, &keyPath{up: at, idx: i}, fold); err != nil {
+				return err
+			}
+		}
+	default:
+		return nil
+	}
+	if _, err := dec.Token(); err != nil { // the closing delimiter
+		return core.Errorf(core.CodeInvalid, "command is not JSON: %v", err)
+	}
+	return nil
 }
 
 func comparison(col string, op Op, v any) (*Expr, error) {

@@ -25,7 +25,7 @@ const (
 // ticketPrefix names the format, so a future format can coexist.
 const ticketPrefix = "fr1."
 
-// MaxTicketBytes bounds what Verify reads.
+// MaxTicketBytes bounds what Verify reads, and so what Issue signs.
 const MaxTicketBytes = 64 << 10
 
 // ErrTicket is the cause of every refused ticket; the reason is wrapped for
@@ -70,7 +70,8 @@ func NewTickets(key []byte, ttl time.Duration, now func() time.Time, random io.R
 }
 
 // Issue returns a ticket of kind for q, bound to p's tenant and subject,
-// valid for ttl (the Tickets' lifetime when ttl is 0), and its expiry.
+// valid for ttl (the Tickets' lifetime when ttl is 0), and its expiry. A
+// query whose ticket would exceed MaxTicketBytes is CodeInvalid.
 func (t *Tickets) Issue(p core.Principal, kind string, q Query, ttl time.Duration) ([]byte, time.Time, error) {
 	if ttl <= 0 {
 		ttl = t.ttl
@@ -89,7 +90,14 @@ func (t *Tickets) Issue(p core.Principal, kind string, q Query, ttl time.Duratio
 		return nil, time.Time{}, core.E("flight.Issue", core.CodeInternal, err)
 	}
 	body := ticketPrefix + base64.RawURLEncoding.EncodeToString(payload)
-	return []byte(body + "." + base64.RawURLEncoding.EncodeToString(t.mac(body))), exp, nil
+	ticket := []byte(body + "." + base64.RawURLEncoding.EncodeToString(t.mac(body)))
+	// Verify refuses longer tickets: issuing one would answer GetFlightInfo
+	// with a ticket DoGet can never redeem.
+	if len(ticket) > MaxTicketBytes {
+		return nil, time.Time{}, &core.Error{Op: "flight.Issue", Code: core.CodeInvalid,
+			Message: fmt.Sprintf("query too large for a ticket (%d bytes, at most %d): send fewer filter values", len(ticket), MaxTicketBytes)}
+	}
+	return ticket, exp, nil
 }
 
 func (t *Tickets) mac(body string) []byte {

@@ -146,6 +146,37 @@ func (t Type) OID() uint32 {
 // ElemOID returns the OID of the element (the type itself for a scalar).
 func (t Type) ElemOID() uint32 { return kindOID[t.Kind][0] }
 
+// textAlikes are the types besides text whose binary format is text's (the
+// characters, in the client encoding, unpadded), and their arrays. bpchar
+// (char(n)) is not one: it sends its blank padding, which its cast to text
+// (and so every filter) drops, so a view must cast it to text or varchar.
+var textAlikes = [][2]uint32{
+	{1043, 1015}, // varchar, which the configuration may declare
+	{19, 1003},   // name
+}
+
+// AcceptsOID reports whether a result column whose type has this OID can be
+// read as t: its own OID or, for text, the OID of a type sending the same
+// bytes, such as varchar.
+func (t Type) AcceptsOID(oid uint32) bool {
+	if oid == t.OID() {
+		return true
+	}
+	if t.Kind != KindText {
+		return false
+	}
+	i := 0
+	if t.Array {
+		i = 1
+	}
+	for _, o := range textAlikes {
+		if oid == o[i] {
+			return true
+		}
+	}
+	return false
+}
+
 // Scalar returns the element type of an array type.
 func (t Type) Scalar() Type { t.Array = false; return t }
 
