@@ -287,10 +287,8 @@ func cluster(o Options, spec clusterSpec) (*clusterv3.Cluster, error) {
 			BaseEjectionTime: durationpb.New(30 * time.Second),
 		},
 	}
-	if spec.h2 {
-		c.TypedExtensionProtocolOptions = map[string]*anyMsg{
-			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(http2Options()),
-		}
+	c.TypedExtensionProtocolOptions = map[string]*anyMsg{
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(upstreamHTTPOptions(spec.h2)),
 	}
 	if spec.tls {
 		c.TransportSocket = upstreamTLS(o)

@@ -424,10 +424,23 @@ func upstreamTLS(o Options) *corev3.TransportSocket {
 	})
 }
 
-func http2Options() *httpv3.HttpProtocolOptions {
-	return &httpv3.HttpProtocolOptions{UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
-		ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-		},
-	}}
+// UpstreamIdleTimeout closes Envoy's idle upstream connections before the
+// servers behind them do (the core's close theirs after two minutes idle):
+// a request Envoy sent on a connection the core was closing that instant
+// would fail.
+const UpstreamIdleTimeout = time.Minute
+
+// upstreamHTTPOptions is a cluster's protocol, HTTP/2 or HTTP/1.1, said
+// explicitly, and its idle timeout.
+func upstreamHTTPOptions(h2 bool) *httpv3.HttpProtocolOptions {
+	explicit := &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+		ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
+	}
+	if h2 {
+		explicit.ProtocolConfig = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}
+	}
+	return &httpv3.HttpProtocolOptions{
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(UpstreamIdleTimeout)},
+		UpstreamProtocolOptions:   &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: explicit},
+	}
 }

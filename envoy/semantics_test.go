@@ -19,6 +19,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -342,8 +343,21 @@ func TestOnlyAPIRoutesAreExposed(t *testing.T) {
 	if r := rs[2+nf]; r.GetMatch().GetPrefix() != "/" || r.GetDirectResponse().GetStatus() != 404 {
 		t.Errorf("route %d: got %v, want everything else answered 404", 2+nf, r)
 	}
-	if h2 := clusterOf(t, res, envoy.ClusterCoreFlight).GetTypedExtensionProtocolOptions(); h2 == nil {
-		t.Error("core_flight is not HTTP/2")
+	for name, wantH2 := range map[string]bool{envoy.ClusterCoreFlight: true, envoy.ClusterCoreHTTP: false, envoy.ClusterAuthz: true, envoy.ClusterRateLimit: true} {
+		a := clusterOf(t, res, name).GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+		if a == nil {
+			t.Errorf("cluster %s has no HTTP protocol options", name)
+			continue
+		}
+		po := unpack(t, a, &httpv3.HttpProtocolOptions{})
+		if h2 := po.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil; h2 != wantH2 {
+			t.Errorf("cluster %s: HTTP/2 %v, want %v", name, h2, wantH2)
+		}
+		// The core closes idle connections after two minutes: Envoy must
+		// let go of them first.
+		if idle := po.GetCommonHttpProtocolOptions().GetIdleTimeout().AsDuration(); idle <= 0 || idle >= 2*time.Minute {
+			t.Errorf("cluster %s: upstream idle timeout %v, want under the core's 2m", name, idle)
+		}
 	}
 	o := opts()
 	o.CoreFlightAddr = ""

@@ -23,6 +23,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -118,6 +119,7 @@ type clusterPlan struct {
 	name string
 	addr string
 	h2   bool
+	idle time.Duration // the protocol options' idle_timeout; 0: the transport's default
 	tls  *tls.Config
 }
 
@@ -392,7 +394,14 @@ func compileCluster(c *clusterv3.Cluster) (*clusterPlan, error) {
 	}
 	sa := eps[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
 	cp := &clusterPlan{name: c.GetName(), addr: net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))}
-	_, cp.h2 = c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+	if a, ok := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; ok {
+		po, err := unpack(a, &httpv3.HttpProtocolOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("gateway: cluster %s protocol options: %w", c.GetName(), err)
+		}
+		cp.h2 = po.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil
+		cp.idle = po.GetCommonHttpProtocolOptions().GetIdleTimeout().AsDuration()
+	}
 	if ts := c.GetTransportSocket(); ts != nil {
 		utc, err := unpack(ts.GetTypedConfig(), &tlsv3.UpstreamTlsContext{})
 		if err != nil {

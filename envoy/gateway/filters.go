@@ -427,8 +427,12 @@ func newProxy(c *clusterPlan, log *slog.Logger, fail func(http.ResponseWriter, *
 		scheme = "https"
 	}
 	target := &url.URL{Scheme: scheme, Host: c.addr}
+	idle := 90 * time.Second
+	if c.idle > 0 {
+		idle = c.idle
+	}
 	transport := &http.Transport{
-		TLSClientConfig: c.tls, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
+		TLSClientConfig: c.tls, MaxIdleConnsPerHost: 256, IdleConnTimeout: idle,
 	}
 	if c.h2 {
 		// HTTP/2 only, as the cluster's explicit protocol options say: gRPC
