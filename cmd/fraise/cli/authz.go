@@ -198,7 +198,7 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		mux := http.NewServeMux()
 		mux.Handle(extauthz.JWKSPath, srv.JWKSHandler())
 		mux.Handle("/", httpapi.NewAdminHandler(health, metrics.handler()))
-		admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		admin := newHTTPServer(mux, adminHTTPTimeouts)
 		logServing(log, "extauthz", "admin", adminLn)
 		g.Go(func() error { return serveHTTP(gctx, admin, adminLn, 5*time.Second) })
 	}

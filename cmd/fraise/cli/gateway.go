@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -49,7 +48,7 @@ func runGateway(ctx context.Context, env Env, args []string) error {
 		}
 		ready["admin"] = adminLn.Addr().String()
 		health := &httpapi.Health{}
-		admin := &http.Server{Handler: httpapi.NewAdminHandler(health, nil), ReadHeaderTimeout: 5 * time.Second}
+		admin := newHTTPServer(httpapi.NewAdminHandler(health, nil), adminHTTPTimeouts)
 		logServing(log, "gateway", "admin", adminLn)
 		g.Go(func() error {
 			<-gctx.Done()
