@@ -154,8 +154,8 @@ type Controller struct {
 	byTenant map[string]int // running requests per tenant
 	waiting  map[string]int // queued requests per tenant
 	queue    []*waiter
-	// lastEmpty is the last moment the queue was empty (set as a waiter
-	// joins an empty queue; read only while it is not empty).
+	// lastEmpty is the last moment no waiter waited for the core alone
+	// (coreBlocked): how long the queue has stood counts from it.
 	lastEmpty time.Time
 	// blockedSince is when requests began to find the core full, with no
 	// pause of Congestion since; lastBlocked is when one last did.
@@ -318,7 +318,7 @@ func (c *Controller) admit(ctx context.Context, tenant string) (release func(), 
 		return nil, c.refuse(tenant, ReasonTenantQueueFull, 0)
 	}
 	w := &waiter{tenant: tenant, since: now, ready: make(chan struct{})}
-	if len(c.queue) == 0 {
+	if !c.coreBlocked() {
 		c.lastEmpty = now
 	}
 	c.queue = append(c.queue, w)
@@ -387,6 +387,23 @@ func (c *Controller) dequeue(w *waiter) {
 	if c.waiting[w.tenant]--; c.waiting[w.tenant] <= 0 {
 		delete(c.waiting, w.tenant)
 	}
+	if !c.coreBlocked() {
+		c.lastEmpty = c.o.Now()
+	}
+}
+
+// coreBlocked reports whether some waiter waits for the core alone, its
+// tenant being under its own bound. A waiter whose tenant is at its bound
+// waits for its tenant: a tenant over its share is no sign that the core
+// is overloaded, and must not make every other tenant's requests refused
+// as if it were. Called with mu held.
+func (c *Controller) coreBlocked() bool {
+	for _, w := range c.queue {
+		if !c.tenantBound(w.tenant) {
+			return true
+		}
+	}
+	return false
 }
 
 // blocked records that a request found no free slot at now. Called with
@@ -407,7 +424,7 @@ func (c *Controller) congested(now time.Time) bool {
 		return false
 	}
 	full := !c.blockedSince.IsZero() && now.Sub(c.lastBlocked) < c.o.Congestion && now.Sub(c.blockedSince) >= c.o.Congestion
-	standing := len(c.queue) > 0 && now.Sub(c.lastEmpty) >= c.o.Congestion
+	standing := c.coreBlocked() && now.Sub(c.lastEmpty) >= c.o.Congestion
 	return full || standing
 }
 
@@ -451,6 +468,11 @@ func (c *Controller) releaser(tenant string) func() {
 			now := c.o.Now()
 			c.running--
 			if tenant != "" {
+				// Its waiters, if it was at its bound, now wait for the
+				// core: their standing starts here, not when they queued.
+				if !c.coreBlocked() {
+					c.lastEmpty = now
+				}
 				if c.byTenant[tenant]--; c.byTenant[tenant] <= 0 {
 					delete(c.byTenant, tenant)
 				}

@@ -237,3 +237,43 @@ func TestCongestedCoreRefusesAtOnce(t *testing.T) {
 		t.Fatalf("got %+v, want nothing running or queued", s)
 	}
 }
+
+// TestTenantOverItsShareDoesNotCongestTheCore: a tenant whose request waits
+// only because the tenant is at its own bound says nothing of the core's
+// load. However long it waits, another tenant that finds the core full
+// for a moment queues (a burst), rather than being refused as if the core
+// were overloaded.
+func TestTenantOverItsShareDoesNotCongestTheCore(t *testing.T) {
+	clk := &clock{now: time.Unix(1000, 0)}
+	c := admission.New(admission.Options{
+		MaxConcurrent: 2, MaxPerTenant: 1, MaxQueue: 10, QueueTimeout: time.Minute, RetryAfter: 2 * time.Second,
+		Congestion: time.Second, Now: clk.Now,
+	})
+	releaseA := mustAdmit(t, c, "a")
+	aOut := make(chan outcome, 1)
+	go func() {
+		release, err := c.Admit(context.Background(), "a") // waits for tenant a, not for the core
+		aOut <- outcome{id: 1, release: release, err: err}
+	}()
+	waitQueued(t, c, 1)
+	clk.advance(5 * time.Second)
+	releaseB := mustAdmit(t, c, "b") // the core's last slot
+	cOut := make(chan outcome, 1)
+	go func() {
+		release, err := c.Admit(context.Background(), "c")
+		cOut <- outcome{id: 2, release: release, err: err}
+	}()
+	waitQueued(t, c, 2)
+	releaseB()
+	if o := <-cOut; o.err != nil {
+		t.Fatalf("tenant c: got %v, want it queued and then admitted (tenant a's own wait is no overload)", o.err)
+	} else {
+		o.release()
+	}
+	releaseA()
+	if o := <-aOut; o.err != nil {
+		t.Fatalf("tenant a's waiter: %v", o.err)
+	} else {
+		o.release()
+	}
+}
