@@ -235,10 +235,22 @@ func (l *EventLog) Lead(ctx context.Context, name string, fn func(ctx context.Co
 			}
 			continue
 		}
-		conn := pc.Hijack()
 		var ok bool
-		err = conn.QueryRow(ctx, "select pg_try_advisory_lock(hashtext('fraise.observer.' || $1))", name).Scan(&ok)
-		if err == nil && ok {
+		err = pc.QueryRow(ctx, "select pg_try_advisory_lock(hashtext('fraise.observer.' || $1))", name).Scan(&ok)
+		switch {
+		case err != nil:
+			// Whether the lock was taken before the error is unknown:
+			// closing the session is what surely releases it.
+			c := pc.Hijack()
+			c.Close(context.WithoutCancel(ctx))
+		case !ok:
+			// Not leading, and the session holds no lock: its connection
+			// goes back to the pool rather than being closed, or a standby
+			// would open a connection four times a second for as long as
+			// it waits.
+			pc.Release()
+		default:
+			conn := pc.Hijack()
 			// The lock lives as long as the session: closing the
 			// connection, or losing it, releases it.
 			lctx, cancel := context.WithCancel(ctx)
@@ -250,7 +262,6 @@ func (l *EventLog) Lead(ctx context.Context, name string, fn func(ctx context.Co
 			conn.Close(context.WithoutCancel(ctx))
 			return err
 		}
-		conn.Close(context.WithoutCancel(ctx))
 		if err != nil && ctx.Err() == nil {
 			l.log.Warn("observer dispatcher lock", "op", op, "err", err)
 		}

@@ -207,3 +207,66 @@ func TestCaptureStatements(t *testing.T) {
 		t.Fatal("observing a table without tenant_id: got no error")
 	}
 }
+
+// TestLeadStandbyReusesItsConnection: one dispatcher leads, another waits
+// its turn; the one waiting asks for the lock over pooled connections
+// instead of opening a connection per try, and takes over once the
+// leader stops.
+func TestLeadStandbyReusesItsConnection(t *testing.T) {
+	admin, l, d := mustObserved(t)
+	ctx := context.Background()
+	l2 := postgres.NewEventLog(d, nil)
+	t.Cleanup(l2.Close)
+	leading := make(chan struct{})
+	stop := make(chan struct{})
+	leaderDone := make(chan error, 1)
+	go func() {
+		leaderDone <- l.Lead(ctx, "lead-test", func(ctx context.Context) error {
+			close(leading)
+			select {
+			case <-stop:
+			case <-ctx.Done():
+			}
+			return nil
+		})
+	}()
+	<-leading
+	sessions := func() int64 {
+		var n int64
+		if err := admin.QueryRow(ctx, "select sessions from pg_stat_database where datname = current_database()").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := sessions()
+	standbyCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	took := make(chan struct{})
+	standbyDone := make(chan error, 1)
+	go func() {
+		standbyDone <- l2.Lead(standbyCtx, "lead-test", func(context.Context) error { close(took); return nil })
+	}()
+	time.Sleep(1500 * time.Millisecond) // some six tries
+	// pg_stat_database counts a session as it ends: the statistics
+	// collector may lag, so allow a couple.
+	if opened := sessions() - before; opened > 2 {
+		t.Errorf("the standby opened %d sessions while it waited, want it to reuse pooled connections", opened)
+	}
+	select {
+	case <-took:
+		t.Fatal("the standby led while the leader held the lock")
+	default:
+	}
+	close(stop)
+	if err := <-leaderDone; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-took:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the standby did not take over once the leader stopped")
+	}
+	if err := <-standbyDone; err != nil {
+		t.Fatal(err)
+	}
+}
