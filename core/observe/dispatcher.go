@@ -259,21 +259,36 @@ func (d *Dispatcher) enqueue(ctx context.Context, jobs []core.Job) error {
 	if len(jobs) == 0 {
 		return nil
 	}
+	var refused []refusedJob
 	if d.Backpressure.Policy != PolicyQueueAll && d.Backpressure.Policy != "" && d.Backpressure.MaxBytes > 0 {
-		admitted, err := d.applyBackpressure(ctx, jobs)
+		admitted, r, err := d.applyBackpressure(ctx, jobs)
 		if err != nil {
 			return err
 		}
-		jobs = admitted
+		jobs, refused = admitted, r
 	}
 	if err := d.Queue.Enqueue(ctx, jobs); err != nil {
 		return err
 	}
 	d.delivered.Add(int64(len(jobs)))
+	// Dead-lettered only once the batch's admitted jobs are in: a batch
+	// that fails is read and decided again, and would park its refused
+	// jobs twice.
+	for _, r := range refused {
+		if err := d.Queue.DeadLetter(ctx, core.Delivery{}, r.job, r.reason); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-func (d *Dispatcher) applyBackpressure(ctx context.Context, jobs []core.Job) ([]core.Job, error) {
+// refusedJob is a job backpressure sends to the dead-letter stream.
+type refusedJob struct {
+	job    core.Job
+	reason string
+}
+
+func (d *Dispatcher) applyBackpressure(ctx context.Context, jobs []core.Job) (admitted []core.Job, refused []refusedJob, err error) {
 	d.observeSize(jobs[0])
 	d.mu.Lock()
 	size := d.jobBytes
@@ -286,19 +301,23 @@ func (d *Dispatcher) applyBackpressure(ctx context.Context, jobs []core.Job) ([]
 		}
 		byTenant[j.Tenant] = append(byTenant[j.Tenant], j)
 	}
-	var admitted []core.Job
+	refuse := func(js []core.Job, reason string) {
+		for _, j := range js {
+			refused = append(refused, refusedJob{j, reason})
+		}
+	}
 	for _, t := range order {
 		var pausedSince time.Time
 		for {
 			n, err := d.backlog(ctx, t)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			verdict, delay := d.Backpressure.Decide(int64(float64(n) * size))
 			switch verdict {
 			case Slow:
 				if err := sleep(ctx, delay); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 			case Pause:
 				if pausedSince.IsZero() {
@@ -307,9 +326,7 @@ func (d *Dispatcher) applyBackpressure(ctx context.Context, jobs []core.Job) ([]
 				if limit := d.Backpressure.maxPause(); limit > 0 && d.Now().Sub(pausedSince) >= limit {
 					d.Logger.Warn("observer backpressure: tenant queue full too long, dead-lettering its jobs",
 						"tenant", t, "backlog", n, "paused", d.Now().Sub(pausedSince))
-					if err := d.deadLetterAll(ctx, byTenant[t], fmt.Sprintf("backpressure: tenant queue full for %s", limit)); err != nil {
-						return nil, err
-					}
+					refuse(byTenant[t], fmt.Sprintf("backpressure: tenant queue full for %s", limit))
 					byTenant[t] = nil
 					break
 				}
@@ -318,29 +335,18 @@ func (d *Dispatcher) applyBackpressure(ctx context.Context, jobs []core.Job) ([]
 				d.mu.Unlock()
 				d.Logger.Warn("observer backpressure: tenant queue full, pausing", "tenant", t, "backlog", n)
 				if err := sleep(ctx, delay); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				continue
 			case DeadLetter:
-				if err := d.deadLetterAll(ctx, byTenant[t], "backpressure: tenant queue full"); err != nil {
-					return nil, err
-				}
+				refuse(byTenant[t], "backpressure: tenant queue full")
 				byTenant[t] = nil
 			}
 			break
 		}
 		admitted = append(admitted, byTenant[t]...)
 	}
-	return admitted, nil
-}
-
-func (d *Dispatcher) deadLetterAll(ctx context.Context, jobs []core.Job, reason string) error {
-	for _, j := range jobs {
-		if err := d.Queue.DeadLetter(ctx, core.Delivery{}, j, reason); err != nil {
-			return err
-		}
-	}
-	return nil
+	return admitted, refused, nil
 }
 
 func (d *Dispatcher) observeSize(j core.Job) {

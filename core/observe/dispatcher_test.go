@@ -233,3 +233,47 @@ func TestAdaptiveBackpressureHoldsOneTenantOnlySoLong(t *testing.T) {
 		t.Errorf("enqueued %v, want t2's one job", q.jobs)
 	}
 }
+
+// flakyFull is fullTenant whose first Enqueue fails.
+type flakyFull struct {
+	fullTenant
+	failed bool
+}
+
+func (q *flakyFull) Enqueue(ctx context.Context, jobs []core.Job) error {
+	q.mu.Lock()
+	first := !q.failed
+	q.failed = true
+	q.mu.Unlock()
+	if first {
+		return core.Errorf(core.CodeUnavailable, "redis: i/o timeout")
+	}
+	return q.fullTenant.Enqueue(ctx, jobs)
+}
+
+// TestFailFastDeadLettersOnce: a batch whose enqueue fails is read and
+// decided again; the jobs backpressure refused are dead-lettered once.
+func TestFailFastDeadLettersOnce(t *testing.T) {
+	log, rules, q := &memLog{}, &silentRules{}, &flakyFull{}
+	r2 := ordersRule
+	r2.ID, r2.Tenant = "r2", "t2"
+	rules.set(ordersRule, r2)
+	d := &observe.Dispatcher{Events: log, Rules: rules, Queue: q, RulesRefresh: time.Hour,
+		Backpressure: observe.Backpressure{Policy: observe.PolicyFailFast, MaxBytes: 1}}
+	log.add(1) // t1's, whose queue is full
+	log.mu.Lock()
+	log.events = append(log.events, core.ChangeEvent{Pos: core.Position{XID: 1, ID: 2}, Tenant: "t2", Table: "public.orders",
+		Op: core.OpInsert, Key: json.RawMessage(`{"id":2}`), Before: json.RawMessage("null"), After: json.RawMessage(`{"id":2}`)})
+	log.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	log.waitCursor(t, 2)
+	cancel()
+	<-done
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.dead) != 1 || len(q.jobs) != 1 {
+		t.Errorf("dead-lettered %d and enqueued %d jobs, want 1 and 1 (the failed batch's refusal parked once)", len(q.dead), len(q.jobs))
+	}
+}
