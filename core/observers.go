@@ -131,7 +131,9 @@ type RuleStore interface {
 type JobQueue interface {
 	// Enqueue adds jobs to their tenants' queues. Failures are *Error with
 	// CodeUnavailable when the queue cannot be reached: nothing of a
-	// failed call may be assumed enqueued, and enqueuing again is safe.
+	// failed call may be assumed enqueued, and enqueuing again is safe:
+	// jobs of events at or before the last outbox position a tenant's
+	// queue took are not added twice.
 	Enqueue(ctx context.Context, jobs []Job) error
 	// Fetch returns up to max jobs for this consumer, at most room(t) of
 	// tenant t (none when 0), waiting at most block when there are none;

@@ -36,6 +36,41 @@ func jobsKey(tenant string) string    { return "fraise:{" + tenant + "}:observer
 func delayedKey(tenant string) string { return "fraise:{" + tenant + "}:observer:delayed" }
 func dlqKey(tenant string) string     { return "fraise:{" + tenant + "}:observer:dlq" }
 
+// enqueuedKey holds the outbox position of the last event whose jobs were
+// added to the tenant's stream.
+func enqueuedKey(tenant string) string { return "fraise:{" + tenant + "}:observer:enqueued" }
+
+// enqueueScript adds one tenant's jobs of a batch to its stream, except
+// those of events at or before the last position it added: the batch, or
+// go-redis's resend of the pipeline after a timeout, may come again after
+// an attempt whose answer was lost, and a job added twice is an email or a
+// Slack message sent twice. ARGV is position, job, position, job, ...;
+// a job with position "" (not from the outbox) is always added. Positions
+// are fixed-width decimal, so they compare as strings.
+var enqueueScript = goredis.NewScript(`
+local last = redis.call('GET', KEYS[2])
+local top = last
+local added = 0
+for i = 1, #ARGV, 2 do
+  local pos = ARGV[i]
+  if pos == '' or not last or pos > last then
+    redis.call('XADD', KEYS[1], '*', 'job', ARGV[i + 1])
+    added = added + 1
+    if pos ~= '' and (not top or pos > top) then top = pos end
+  end
+end
+if top and top ~= last then redis.call('SET', KEYS[2], top) end
+return added
+`)
+
+// positionArg is the script's form of an outbox position; "" for none.
+func positionArg(p core.Position) string {
+	if p == (core.Position{}) {
+		return ""
+	}
+	return fmt.Sprintf("%020d:%020d", p.XID, p.ID)
+}
+
 // Options configures a Queue.
 type Options struct {
 	Addr, Password string
@@ -134,19 +169,23 @@ func (q *Queue) Enqueue(ctx context.Context, jobs []core.Job) error {
 	if len(jobs) == 0 {
 		return nil
 	}
-	seen := map[string]bool{}
-	pipe := q.c.Pipeline()
+	var order []string
+	args := map[string][]any{}
 	for _, j := range jobs {
-		if !seen[j.Tenant] {
-			seen[j.Tenant] = true
-			pipe.SAdd(ctx, tenantsKey, j.Tenant)
-			pipe.XGroupCreateMkStream(ctx, jobsKey(j.Tenant), Group, "0")
+		if _, ok := args[j.Tenant]; !ok {
+			order = append(order, j.Tenant)
 		}
 		b, err := json.Marshal(j)
 		if err != nil {
 			return &core.Error{Op: op, Code: core.CodeInternal, Err: err}
 		}
-		pipe.XAdd(ctx, &goredis.XAddArgs{Stream: jobsKey(j.Tenant), Values: []any{"job", b}})
+		args[j.Tenant] = append(args[j.Tenant], positionArg(j.Event.Pos), string(b))
+	}
+	pipe := q.c.Pipeline()
+	for _, t := range order {
+		pipe.SAdd(ctx, tenantsKey, t)
+		pipe.XGroupCreateMkStream(ctx, jobsKey(t), Group, "0")
+		enqueueScript.Eval(ctx, pipe, []string{jobsKey(t), enqueuedKey(t)}, args[t]...)
 	}
 	cmds, err := pipe.Exec(ctx)
 	if err != nil {

@@ -152,3 +152,39 @@ func TestUnavailable(t *testing.T) {
 		t.Fatalf("got %v, want UNAVAILABLE", err)
 	}
 }
+
+// TestEnqueueIsIdempotent: a batch enqueued again (the dispatcher retries
+// a batch whose answer it lost; go-redis resends a pipeline after a read
+// timeout) adds nothing twice, and later events' jobs are still added.
+func TestEnqueueIsIdempotent(t *testing.T) {
+	q := mustQueue(t, time.Minute)
+	ctx := context.Background()
+	at := func(tenant, id string, xid uint64, n int64) core.Job {
+		j := job(tenant, id)
+		j.Event.Pos = core.Position{XID: xid, ID: n}
+		return j
+	}
+	batch := []core.Job{at("a", "1", 7, 1), at("a", "2", 7, 1), at("a", "3", 7, 2), at("b", "4", 7, 3)}
+	for range 3 {
+		if err := q.Enqueue(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The next batch overlaps the last (a cursor that had not moved yet).
+	if err := q.Enqueue(ctx, []core.Job{at("a", "3", 7, 2), at("a", "5", 8, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	// Jobs not from the outbox (no position) are always added.
+	if err := q.Enqueue(ctx, []core.Job{job("a", "6")}); err != nil {
+		t.Fatal(err)
+	}
+	for tenant, want := range map[string]int64{"a": 5, "b": 1} {
+		n, err := q.Backlog(ctx, tenant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != want {
+			t.Errorf("tenant %s: %d jobs queued, want %d", tenant, n, want)
+		}
+	}
+}
