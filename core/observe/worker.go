@@ -34,6 +34,9 @@ type Worker struct {
 	// slot.
 	Concurrency int
 	PerTenant   int
+	// Drain is how long running jobs may go on once Run's context ends
+	// (0: they are cut short at once and left to be reclaimed).
+	Drain time.Duration
 	// MaxAge bounds how long a job may keep being deferred, by an open
 	// breaker or a rate limit, which use no attempt (24 h when zero;
 	// negative: no bound): past it the job is dead-lettered, so a target
@@ -93,9 +96,10 @@ func (w *Worker) defaults() {
 	}
 }
 
-// Run fetches and runs jobs until ctx ends, then waits for the running
-// ones; it returns ctx's error. A job cut short by ctx is neither
-// acknowledged nor retried: it stays pending and another worker reclaims it.
+// Run fetches and runs jobs until ctx ends, then lets the running ones
+// finish for up to Drain and waits for them; it returns ctx's error. A job
+// cut short (Drain passed) is neither acknowledged nor retried: it stays
+// pending and another worker reclaims it.
 func (w *Worker) Run(ctx context.Context) error {
 	w.defaults()
 	w.mu.Lock()
@@ -104,6 +108,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Unlock()
 	log := w.Logger.With("component", "observer-worker", "consumer", w.Consumer)
 	slots := make(chan struct{}, w.Concurrency)
+	// Running jobs outlive ctx by Drain: a delivery aborted mid-request
+	// is reclaimed a minute later and reaches its receiver twice.
+	jobs, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopJobs()
+	stopDrain := context.AfterFunc(ctx, func() {
+		if w.Drain <= 0 {
+			stopJobs()
+			return
+		}
+		time.AfterFunc(w.Drain, stopJobs)
+	})
+	defer stopDrain()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	failures := 0
@@ -139,7 +155,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			// Some tenants' jobs were delivered to this consumer before
 			// the error: run them now rather than leave them pending until
 			// they are reclaimed as a stopped consumer's.
-			w.start(ctx, log, ds, slots, &wg)
+			w.start(ctx, jobs, log, ds, slots, &wg)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -167,16 +183,16 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if !w.start(ctx, log, ds, slots, &wg) {
+		if !w.start(ctx, jobs, log, ds, slots, &wg) {
 			return ctx.Err()
 		}
 	}
 	return ctx.Err()
 }
 
-// start runs each delivery on a goroutine of its own once a slot is free;
-// false when ctx ended first.
-func (w *Worker) start(ctx context.Context, log *slog.Logger, ds []core.Delivery, slots chan struct{}, wg *sync.WaitGroup) bool {
+// start runs each delivery on a goroutine of its own, under jobs, once a
+// slot is free; false when ctx ended first.
+func (w *Worker) start(ctx, jobs context.Context, log *slog.Logger, ds []core.Delivery, slots chan struct{}, wg *sync.WaitGroup) bool {
 	for _, d := range ds {
 		select {
 		case slots <- struct{}{}:
@@ -189,7 +205,7 @@ func (w *Worker) start(ctx context.Context, log *slog.Logger, ds []core.Delivery
 			defer wg.Done()
 			defer func() { <-slots }()
 			defer w.track(d.Job.Tenant, -1)
-			w.process(ctx, log, d)
+			w.process(jobs, log, d)
 		}()
 	}
 	return true

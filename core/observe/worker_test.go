@@ -141,3 +141,68 @@ func TestWorkerDeferrals(t *testing.T) {
 		t.Fatalf("a job deferred two hours after it was enqueued: dead letters %v, want one naming max_job_age", q.dead)
 	}
 }
+
+// oneJob hands out one delivery, then none.
+type oneJob struct {
+	partialQueue
+	handed bool
+}
+
+func (q *oneJob) Fetch(ctx context.Context, _ string, _ int, _ func(string) int, _ time.Duration) ([]core.Delivery, error) {
+	q.mu.Lock()
+	first := !q.handed
+	q.handed = true
+	q.mu.Unlock()
+	if first {
+		return []core.Delivery{{Receipt: "r1", Job: core.Job{ID: "j1", Tenant: "t",
+			Action: core.Action{Kind: core.ActionWebhook, URL: "http://hooks.example/x"}}}}, nil
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Millisecond):
+	}
+	return nil, nil
+}
+
+// slowNotifier answers after a while, or gives up when its context ends.
+type slowNotifier struct{ started chan struct{} }
+
+func (n slowNotifier) Notify(ctx context.Context, _ core.Message) error {
+	close(n.started)
+	select {
+	case <-time.After(300 * time.Millisecond):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestWorkerDrainsOnShutdown: a delivery under way when the worker is told
+// to stop finishes (and is acknowledged) within Drain, rather than being
+// cut off, reclaimed a minute later and sent to its receiver twice.
+func TestWorkerDrainsOnShutdown(t *testing.T) {
+	for _, tt := range []struct {
+		drain time.Duration
+		acked bool
+	}{{5 * time.Second, true}, {0, false}} {
+		q := &oneJob{partialQueue: partialQueue{done: make(chan string, 1)}}
+		n := slowNotifier{started: make(chan struct{})}
+		w := &observe.Worker{Queue: q, Notifiers: map[string]core.Notifier{core.ActionWebhook: n}, Drain: tt.drain, Block: 10 * time.Millisecond}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		<-n.started
+		cancel()
+		<-done // Run waits for its running jobs
+		select {
+		case r := <-q.done:
+			if !tt.acked {
+				t.Errorf("drain %v: %s completed, want it cut short and left pending", tt.drain, r)
+			}
+		default:
+			if tt.acked {
+				t.Errorf("drain %v: the delivery under way was cut short", tt.drain)
+			}
+		}
+	}
+}

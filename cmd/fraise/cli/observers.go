@@ -116,6 +116,9 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 		MaxAttempts: oc.MaxAttempts, MaxAge: oc.MaxJobAge.Duration, Concurrency: oc.Workers, PerTenant: oc.PerTenant,
 		Timeouts: map[string]time.Duration{core.ActionWebhook: oc.Webhook.Timeout.Duration,
 			core.ActionSlack: oc.Slack.Timeout.Duration, core.ActionEmail: oc.Email.Timeout.Duration},
+		// Deliveries under way when the process is told to stop finish
+		// within the core's shutdown timeout, as its requests do.
+		Drain:    cfg.Core.ShutdownTimeout.Duration,
 		Consumer: consumer, Logger: log,
 	}
 	return o, nil
