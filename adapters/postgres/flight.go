@@ -115,6 +115,19 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 	// Reserve room for as many rows as the last batch held, so builders do
 	// not grow by doubling and copying through every batch.
 	rb.Reserve(min(lim.Rows, 1024))
+	// A batch's size is counted in Arrow bytes, which lim.Bytes bounds (it
+	// keeps batches under gRPC's message limit), not in PostgreSQL's: a
+	// fixed-width column costs its width in every row, NULL (no bytes on
+	// the wire) included, and a variable-width one a 4-byte offset besides
+	// its value (whose wire form is about its Arrow size, or more); each
+	// also a byte for its validity bit and the buffers' padding, which
+	// overcounts a little, on the safe side.
+	fixed := make([]int, len(st.Columns))
+	for i, f := range schema.Fields() {
+		if fw, ok := f.Type.(arrow.FixedWidthDataType); ok {
+			fixed[i] = max(1, fw.BitWidth()/8)
+		}
+	}
 	n, size := 0, 0
 	flush := func() error {
 		rec := rb.NewRecordBatch()
@@ -130,7 +143,11 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 				return &core.Error{Op: op, Code: core.CodeInvalid,
 					Message: "column " + st.Columns[i].Name + ": " + err.Error(), Err: err}
 			}
-			size += len(v)
+			if fixed[i] > 0 {
+				size += fixed[i] + 1
+			} else {
+				size += 4 + len(v) + 1
+			}
 		}
 		n++
 		if n >= lim.Rows || size >= lim.Bytes {

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,13 @@ SELECT i, n, n::text AS t FROM (
 CREATE VIEW public.v_bad AS SELECT 'NaN'::numeric AS n, 'infinity'::date AS d, '{{1,2},{3,4}}'::int4[] AS a,
     1.234::numeric AS unscaled, 1::int8 AS wide;
 CREATE VIEW public.v_rows AS SELECT g::int8 AS id, repeat('x', 100) AS pad FROM generate_series(1, 2500) g;
+-- Ten NULL int8 columns and sixteen empty texts: nearly nothing on the
+-- wire, 80 and 64 bytes a row in Arrow.
+CREATE VIEW public.v_sparse AS SELECT g::int8 AS id, NULL::int8 AS n1, NULL::int8 AS n2, NULL::int8 AS n3,
+    NULL::int8 AS n4, NULL::int8 AS n5, NULL::int8 AS n6, NULL::int8 AS n7, NULL::int8 AS n8, NULL::int8 AS n9,
+    NULL::int8 AS n10, '' AS t1, '' AS t2, '' AS t3, '' AS t4, '' AS t5, '' AS t6, '' AS t7, '' AS t8,
+    '' AS t9, '' AS t10, '' AS t11, '' AS t12, '' AS t13, '' AS t14, '' AS t15, '' AS t16
+    FROM generate_series(1, 200000) g;
 -- A value Arrow cannot hold in the first of twenty million rows (20 GB),
 -- streamed: a set-returning function in the select list, unlike one in
 -- FROM, is not materialized before the first row is sent.
@@ -37,7 +45,7 @@ CREATE TABLE public.t_chars (id int8 PRIMARY KEY, name varchar(20), tags varchar
 INSERT INTO public.t_chars VALUES (1, 'Zoë', '{a,NULL,"b c"}', 'ab'), (2, '', '{}', NULL), (3, NULL, NULL, 'abcd');
 CREATE VIEW public.v_chars AS SELECT id, name, tags, code, name::text AS name_text, tags::text[] AS tags_text,
     'pg_class'::name AS rel, ARRAY['a'::name] AS rels FROM public.t_chars;
-GRANT SELECT ON public.v_nums, public.v_bad, public.v_rows, public.v_slow, public.v_chars TO fraise_app;
+GRANT SELECT ON public.v_nums, public.v_bad, public.v_rows, public.v_sparse, public.v_slow, public.v_chars TO fraise_app;
 `
 
 func mustExporter(tb testing.TB) (*postgres.Exporter, fixture) {
@@ -151,7 +159,9 @@ func TestExportBatchLimits(t *testing.T) {
 		want []int64
 	}{
 		{"by rows", flight.BatchLimits{Rows: 1000, Bytes: 1 << 30}, []int64{1000, 1000, 500}},
-		{"by bytes", flight.BatchLimits{Rows: 1 << 20, Bytes: 108 * 1200}, []int64{1200, 1200, 100}},
+		// 8 bytes of int8 and 4 of offset plus 100 of text a row, in
+		// Arrow, and a byte a column for validity and padding.
+		{"by bytes", flight.BatchLimits{Rows: 1 << 20, Bytes: 114 * 1200}, []int64{1200, 1200, 100}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -168,6 +178,37 @@ func TestExportBatchLimits(t *testing.T) {
 			}
 		})
 	}
+	t.Run("bytes are Arrow's, NULLs and offsets included", func(t *testing.T) {
+		cols := []string{"id int8"}
+		for i := 1; i <= 10; i++ {
+			cols = append(cols, fmt.Sprintf("n%d int8", i))
+		}
+		for i := 1; i <= 16; i++ {
+			cols = append(cols, fmt.Sprintf("t%d text", i))
+		}
+		sparse := mustStatement(t, "public.v_sparse", cols...)
+		lim := flight.BatchLimits{Rows: 65536, Bytes: 3 << 20}
+		var rows int64
+		err := e.Export(context.Background(), demo.TenantAcme, sparse, lim, func(rec arrow.RecordBatch) error {
+			rows += rec.NumRows()
+			// The values' buffers, without the builders' spare capacity.
+			var size int
+			for _, col := range rec.Columns() {
+				for _, b := range col.Data().Buffers() {
+					if b != nil {
+						size += b.Len()
+					}
+				}
+			}
+			if size > lim.Bytes {
+				t.Errorf("a batch of %d rows holds %d Arrow bytes, over the %d limit", rec.NumRows(), size, lim.Bytes)
+			}
+			return nil
+		})
+		if err != nil || rows != 200000 {
+			t.Fatalf("exported %d rows, %v; want 200000", rows, err)
+		}
+	})
 	t.Run("emit's error stops the export", func(t *testing.T) {
 		calls := 0
 		stop := core.Errorf(core.CodeUnavailable, "client gone")
