@@ -2,7 +2,9 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -19,10 +21,14 @@ import (
 // rows read in the binary protocol and decoded straight into Arrow
 // builders, never through JSON or pgx's per-value scanning.
 type Exporter struct {
-	db      *DB
-	mem     memory.Allocator
-	timeout time.Duration
-	slots   chan struct{} // one per export that may run at once
+	db        *DB
+	mem       memory.Allocator
+	timeout   time.Duration
+	slots     chan struct{} // one per export that may run at once
+	perTenant int
+
+	mu      sync.Mutex
+	running map[string]int // exports running or waiting for a slot, per tenant
 }
 
 var _ flight.Source = (*Exporter)(nil)
@@ -38,6 +44,11 @@ type ExportOptions struct {
 	// pooled connection for its whole length, so exports cannot take every
 	// connection GraphQL needs; more wait their turn. 0 means 4.
 	MaxConcurrent int
+	// MaxPerTenant bounds one tenant's exports, running or waiting, so
+	// that one tenant (a client that opens exports and reads them slowly,
+	// or not at all, holds their slots) cannot take every slot; more are
+	// refused with RATE_LIMITED. 0 means half of MaxConcurrent, at least 1.
+	MaxPerTenant int
 }
 
 // NewExporter returns an Exporter reading through db's pool.
@@ -48,7 +59,30 @@ func NewExporter(db *DB, o ExportOptions) *Exporter {
 	if o.MaxConcurrent <= 0 {
 		o.MaxConcurrent = 4
 	}
-	return &Exporter{db: db, mem: o.Allocator, timeout: o.StatementTimeout, slots: make(chan struct{}, o.MaxConcurrent)}
+	if o.MaxPerTenant <= 0 {
+		o.MaxPerTenant = max(1, o.MaxConcurrent/2)
+	}
+	return &Exporter{db: db, mem: o.Allocator, timeout: o.StatementTimeout, slots: make(chan struct{}, o.MaxConcurrent),
+		perTenant: o.MaxPerTenant, running: map[string]int{}}
+}
+
+// enter counts an export of tenant, false when it already has its share.
+func (e *Exporter) enter(tenant string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.running[tenant] >= e.perTenant {
+		return false
+	}
+	e.running[tenant]++
+	return true
+}
+
+func (e *Exporter) leave(tenant string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.running[tenant]--; e.running[tenant] <= 0 {
+		delete(e.running, tenant)
+	}
 }
 
 // Export implements flight.Source.
@@ -61,6 +95,11 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 	if err != nil {
 		return err
 	}
+	if !e.enter(tenant) {
+		return &core.Error{Op: op, Code: core.CodeRateLimited,
+			Message: fmt.Sprintf("this tenant already runs %d exports (flight.max_exports_per_tenant): retry when one ends", e.perTenant)}
+	}
+	defer e.leave(tenant)
 	select {
 	case e.slots <- struct{}{}:
 		defer func() { <-e.slots }()

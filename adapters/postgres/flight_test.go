@@ -238,7 +238,7 @@ func TestExportsWaitForASlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.Close(ctx)
-	e := postgres.NewExporter(mustOpen(t, f, postgres.Options{}), postgres.ExportOptions{MaxConcurrent: 1})
+	e := postgres.NewExporter(mustOpen(t, f, postgres.Options{}), postgres.ExportOptions{MaxConcurrent: 1, MaxPerTenant: 2})
 	st := mustStatement(t, "public.v_rows", "id int8", "pad text")
 	lim := flight.BatchLimits{Rows: 10, Bytes: 1 << 20}
 	holding, release := make(chan struct{}), make(chan struct{})
@@ -366,5 +366,55 @@ func TestFlightExportErrorAbandonsTheQuery(t *testing.T) {
 		if err != nil || n != 2500 {
 			t.Fatalf("export %d after the failed one: got %d rows, %v", i+1, n, err)
 		}
+	}
+}
+
+// TestFlightExportsPerTenant: a tenant that already runs its share of
+// exports (a client that opens them and reads slowly holds their slots) is
+// refused another at once, and another tenant's export still runs.
+func TestFlightExportsPerTenant(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	f := mustDemo(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, f.pg.AdminURL(f.db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, exportViews); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	e := postgres.NewExporter(mustOpen(t, f, postgres.Options{}), postgres.ExportOptions{MaxConcurrent: 2})
+	st := mustStatement(t, "public.v_rows", "id int8", "pad text")
+	lim := flight.BatchLimits{Rows: 10, Bytes: 1 << 20}
+	holding, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		once := false
+		first <- e.Export(ctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error {
+			if !once {
+				once = true
+				close(holding)
+				<-release // a client that does not read
+			}
+			return nil
+		})
+	}()
+	<-holding
+	err = e.Export(ctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error { return nil })
+	if core.ErrorCode(err) != core.CodeRateLimited || !strings.Contains(core.ErrorMessage(err), "max_exports_per_tenant") {
+		t.Errorf("acme's second export: got %v, want RATE_LIMITED naming flight.max_exports_per_tenant", err)
+	}
+	if err := e.Export(ctx, demo.TenantGlobex, st, lim, func(arrow.RecordBatch) error { return nil }); err != nil {
+		t.Errorf("globex's export while acme holds its share: %v", err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Export(ctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error { return nil }); err != nil {
+		t.Errorf("acme's export once its first ended: %v", err)
 	}
 }

@@ -50,6 +50,7 @@ func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.
 		Verifier: verifier, Catalog: catalog, Tickets: tickets,
 		Source: postgres.NewExporter(db, postgres.ExportOptions{
 			StatementTimeout: cfg.Flight.StatementTimeout.Duration, MaxConcurrent: cfg.Flight.MaxExports,
+			MaxPerTenant: cfg.Flight.MaxExportsPerTenant,
 		}),
 		Batch:  flight.BatchLimits{Rows: cfg.Flight.BatchRows, Bytes: cfg.Flight.BatchBytes},
 		Logger: log.With("component", "flight"), Version: buildVersion(), Metrics: reg,

@@ -73,8 +73,12 @@ type Flight struct {
 	StatementTimeout Duration `toml:"statement_timeout"`
 	// MaxExports bounds the exports running at once, each holding one of
 	// database.max_conns for its whole length; more wait their turn.
-	MaxExports int       `toml:"max_exports"`
-	Datasets   []Dataset `toml:"datasets"`
+	MaxExports int `toml:"max_exports"`
+	// MaxExportsPerTenant bounds one tenant's exports, running or waiting,
+	// so that a tenant whose clients read slowly cannot hold every slot;
+	// more are refused (RESOURCE_EXHAUSTED).
+	MaxExportsPerTenant int       `toml:"max_exports_per_tenant"`
+	Datasets            []Dataset `toml:"datasets"`
 }
 
 // Dataset declares a view exportable over Flight.
@@ -503,7 +507,7 @@ func Default() Config {
 		XDS: XDS{GRPCAddr: "127.0.0.1:18000", NodeID: "fraise-ingress", PollInterval: Duration{time.Second}},
 		Flight: Flight{
 			TicketTTL: Duration{5 * time.Minute}, BatchRows: 65536, BatchBytes: 3 << 20,
-			StatementTimeout: Duration{30 * time.Minute}, MaxExports: 4,
+			StatementTimeout: Duration{30 * time.Minute}, MaxExports: 4, MaxExportsPerTenant: 2,
 		},
 		Observers: Observers{
 			Cursor: "default", BatchSize: 500, Workers: 256, PerTenant: 64, MaxAttempts: 10,
@@ -851,6 +855,9 @@ func (c Config) Validate() error {
 	c.Flight.validate(bad)
 	if c.Flight.MaxExports < 1 || c.Flight.MaxExports >= c.Database.MaxConns {
 		bad("flight.max_exports", "want 1 to database.max_conns - 1 (%d), got %d", c.Database.MaxConns-1, c.Flight.MaxExports)
+	}
+	if c.Flight.MaxExportsPerTenant < 1 || c.Flight.MaxExportsPerTenant > c.Flight.MaxExports {
+		bad("flight.max_exports_per_tenant", "want 1 to flight.max_exports (%d), got %d", c.Flight.MaxExports, c.Flight.MaxExportsPerTenant)
 	}
 	errs = append(errs, c.Observers.validate()...)
 	return errors.Join(errs...)
