@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"bytes"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -19,6 +21,13 @@ type AdmissionOptions struct {
 	// Tenant names the tenant a request counts against, "" for none (the
 	// global bounds still apply). TenantFromAssertion is the production one.
 	Tenant func(r *http.Request) string
+	// MaxBodyBytes, when set, has a request's body (up to that many bytes
+	// and one more) read before it may wait in the queue: net/http notices
+	// a client that went away only once the body has been read, so a POST
+	// whose client left would otherwise keep its place, and maybe get a
+	// slot, for its whole queue timeout. Requests refused at once are not
+	// read. Options.MaxBodyBytes of the handler behind is the value.
+	MaxBodyBytes int64
 }
 
 // Admit wraps next with admission control: a request runs when the
@@ -38,6 +47,10 @@ func Admit(next http.Handler, o AdmissionOptions) http.Handler {
 		// The tenant costs a signature check: when the core is full or
 		// short of memory, the controller refuses without asking for it.
 		release, err := o.Controller.AdmitFunc(r.Context(), func() string {
+			// Called only for a request that runs or waits.
+			if o.MaxBodyBytes > 0 && r.Body != nil && r.Body != http.NoBody {
+				primeBody(r, o.MaxBodyBytes)
+			}
 			if o.Tenant == nil {
 				return ""
 			}
@@ -54,6 +67,27 @@ func Admit(next http.Handler, o AdmissionOptions) http.Handler {
 		next.ServeHTTP(&timedWriter{ResponseWriter: w, start: start}, r)
 	})
 }
+
+// primeBody reads r's body, up to limit bytes and one more, and puts what
+// it read back in front of the rest: reading it to its end starts
+// net/http's watch for the client's going away (r's context then ends),
+// and the handler reads the same bytes, and errors, as it would have.
+func primeBody(r *http.Request, limit int64) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	rest := io.Reader(r.Body)
+	if err != nil {
+		rest = errReader{err}
+	}
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(b), rest), r.Body}
+}
+
+// errReader fails every read with err.
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // timedWriter adds the Server-Timing header as the response header goes.
 type timedWriter struct {

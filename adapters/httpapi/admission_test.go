@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -68,8 +70,9 @@ func mustAdmission(tb testing.TB, o admission.Options) *admitted {
 		return tok
 	}
 	a.srv = httptest.NewServer(httpapi.Admit(a.gate, httpapi.AdmissionOptions{
-		Controller: a.ctrl,
-		Tenant:     httpapi.TenantFromAssertion(assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, nil)),
+		Controller:   a.ctrl,
+		Tenant:       httpapi.TenantFromAssertion(assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, nil)),
+		MaxBodyBytes: 1 << 20,
 	}))
 	tb.Cleanup(func() {
 		select {
@@ -297,4 +300,30 @@ func TestAdmitTimesTheCore(t *testing.T) {
 		t.Errorf("refusal carries Server-Timing %q, want none", got)
 	}
 	wantRefused(t, resp, http.StatusServiceUnavailable, "UNAVAILABLE")
+}
+
+// TestQueuedRequestLeavesWhenItsClientDoes: a POST waiting in the queue
+// whose client goes away leaves the queue then, as a GET does, rather than
+// keeping its place (and maybe taking a slot) for its whole queue timeout.
+func TestQueuedRequestLeavesWhenItsClientDoes(t *testing.T) {
+	for _, method := range []string{"GET", "POST"} {
+		t.Run(method, func(t *testing.T) {
+			a := mustAdmission(t, admission.Options{MaxConcurrent: 1, MaxQueue: 5, QueueTimeout: time.Minute, RetryAfter: 2 * time.Second})
+			go func() { r := a.do(t, ""); r.Body.Close() }() // holds the slot
+			waitFor(t, "the slot taken", func() bool { return a.gate.running.Load() == 1 })
+			conn, err := net.Dial("tcp", strings.TrimPrefix(a.srv.URL, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := `{"query":"{ a }"}`
+			if method == "GET" {
+				fmt.Fprintf(conn, "GET /graphql?query=x HTTP/1.1\r\nHost: x\r\n\r\n")
+			} else {
+				fmt.Fprintf(conn, "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+			}
+			waitFor(t, "the request queued", func() bool { return a.ctrl.Stats().Queued == 1 })
+			conn.Close()
+			waitFor(t, "the waiter gone with its client", func() bool { return a.ctrl.Stats().Queued == 0 })
+		})
+	}
 }

@@ -93,7 +93,7 @@ func rateLimitActions(c config.RateLimit) map[string]ratelimit.Limit {
 
 // admitted wraps the core's handler with admission control configured by
 // cfg, counting its decisions in the core's metrics.
-func admitted(next http.Handler, cfg config.Admission, verifier *assertion.Verifier, metrics *httpapi.Metrics) http.Handler {
+func admitted(next http.Handler, cfg config.Admission, maxBody int64, verifier *assertion.Verifier, metrics *httpapi.Metrics) http.Handler {
 	am := httpapi.NewAdmissionMetrics(metrics.Registry)
 	ctrl := admission.New(admission.Options{
 		MaxConcurrent: cfg.MaxConcurrent, MaxPerTenant: cfg.MaxConcurrentPerTenant,
@@ -102,5 +102,5 @@ func admitted(next http.Handler, cfg config.Admission, verifier *assertion.Verif
 		MemoryLimit: cfg.MemoryLimitBytes, MemoryThreshold: cfg.MemoryThreshold,
 		RetryAfter: cfg.RetryAfter.Duration, Observe: am.Observe,
 	})
-	return httpapi.Admit(next, httpapi.AdmissionOptions{Controller: ctrl, Tenant: httpapi.TenantFromAssertion(verifier)})
+	return httpapi.Admit(next, httpapi.AdmissionOptions{Controller: ctrl, Tenant: httpapi.TenantFromAssertion(verifier), MaxBodyBytes: maxBody})
 }

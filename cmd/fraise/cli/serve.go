@@ -172,7 +172,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	api := httpapi.NewHandler(httpapi.Options{
 		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), MaxBatch: cfg.Core.MaxBatch, Logger: log, Metrics: metrics,
 	})
-	handler := httpapi.VerifyAssertion(admitted(api, cfg.Admission, verifier, metrics), verifier)
+	handler := httpapi.VerifyAssertion(admitted(api, cfg.Admission, int64(cfg.Core.MaxBodyBytes), verifier, metrics), verifier)
 	if tracing(cfg.Telemetry) {
 		handler = otelhttp.NewHandler(handler, "core")
 	}

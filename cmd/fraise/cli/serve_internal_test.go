@@ -119,7 +119,7 @@ func TestAdmissionZeroes(t *testing.T) {
 				entered <- struct{}{}
 				<-release
 			})
-			h := httpapi.VerifyAssertion(admitted(gate, cfg, verifier, httpapi.NewMetrics()), verifier)
+			h := httpapi.VerifyAssertion(admitted(gate, cfg, 1<<20, verifier, httpapi.NewMetrics()), verifier)
 			var held sync.WaitGroup
 			for i, tenant := range tc.reqs {
 				done := make(chan int, 1)
