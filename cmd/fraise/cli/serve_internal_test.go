@@ -214,7 +214,7 @@ func TestHTTPServerTimeouts(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		_ = conn.SetReadDeadline(start.Add(10 * read))
+		_ = conn.SetReadDeadline(start.Add(50 * read)) // generous: a busy CI machine fires timers late
 		got, err := io.ReadAll(conn)
 		if err != nil {
 			t.Fatalf("connection still open after %v: %v (read %q)", time.Since(start), err, got)
