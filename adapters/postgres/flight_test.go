@@ -50,6 +50,12 @@ GRANT SELECT ON public.v_nums, public.v_bad, public.v_rows, public.v_sparse, pub
 
 func mustExporter(tb testing.TB) (*postgres.Exporter, fixture) {
 	tb.Helper()
+	return mustExporterWith(tb, postgres.ExportOptions{})
+}
+
+// mustExporterWith is mustExporter with export options o.
+func mustExporterWith(tb testing.TB, o postgres.ExportOptions) (*postgres.Exporter, fixture) {
+	tb.Helper()
 	f := mustDemo(tb)
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, f.pg.AdminURL(f.db))
@@ -60,7 +66,28 @@ func mustExporter(tb testing.TB) (*postgres.Exporter, fixture) {
 	if _, err := conn.Exec(ctx, exportViews); err != nil {
 		tb.Fatal(err)
 	}
-	return postgres.NewExporter(mustOpen(tb, f, postgres.Options{}), postgres.ExportOptions{}), f
+	return postgres.NewExporter(mustOpen(tb, f, postgres.Options{}), o), f
+}
+
+// holdExport starts an export of tenant whose client stops reading after
+// the first batch, holding its slot until release is called; done
+// receives the export's end.
+func holdExport(e *postgres.Exporter, tenant string, st flight.Statement, lim flight.BatchLimits) (release func(), done <-chan error) {
+	holding, stop := make(chan struct{}), make(chan struct{})
+	end := make(chan error, 1)
+	go func() {
+		once := false
+		end <- e.Export(context.Background(), tenant, st, lim, func(arrow.RecordBatch) error {
+			if !once {
+				once = true
+				close(holding)
+				<-stop
+			}
+			return nil
+		})
+	}()
+	<-holding
+	return func() { close(stop) }, end
 }
 
 func mustStatement(tb testing.TB, view string, cols ...string) flight.Statement {
@@ -228,40 +255,18 @@ func TestExportsWaitForASlot(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
-	f := mustDemo(t)
+	e, _ := mustExporterWith(t, postgres.ExportOptions{MaxConcurrent: 1, MaxPerTenant: 2})
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, f.pg.AdminURL(f.db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, exportViews); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close(ctx)
-	e := postgres.NewExporter(mustOpen(t, f, postgres.Options{}), postgres.ExportOptions{MaxConcurrent: 1, MaxPerTenant: 2})
 	st := mustStatement(t, "public.v_rows", "id int8", "pad text")
 	lim := flight.BatchLimits{Rows: 10, Bytes: 1 << 20}
-	holding, release := make(chan struct{}), make(chan struct{})
-	first := make(chan error, 1)
-	go func() {
-		once := false
-		first <- e.Export(ctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error {
-			if !once {
-				once = true
-				close(holding)
-				<-release
-			}
-			return nil
-		})
-	}()
-	<-holding
+	release, first := holdExport(e, demo.TenantAcme, st, lim)
 	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
-	err = e.Export(wctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error { return nil })
+	err := e.Export(wctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error { return nil })
 	if core.ErrorCode(err) != core.CodeTimeout {
 		t.Errorf("second export while the slot is held: got %v, want TIMEOUT", err)
 	}
-	close(release)
+	release()
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
@@ -376,41 +381,19 @@ func TestFlightExportsPerTenant(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
-	f := mustDemo(t)
+	e, _ := mustExporterWith(t, postgres.ExportOptions{MaxConcurrent: 2})
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, f.pg.AdminURL(f.db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, exportViews); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close(ctx)
-	e := postgres.NewExporter(mustOpen(t, f, postgres.Options{}), postgres.ExportOptions{MaxConcurrent: 2})
 	st := mustStatement(t, "public.v_rows", "id int8", "pad text")
 	lim := flight.BatchLimits{Rows: 10, Bytes: 1 << 20}
-	holding, release := make(chan struct{}), make(chan struct{})
-	first := make(chan error, 1)
-	go func() {
-		once := false
-		first <- e.Export(ctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error {
-			if !once {
-				once = true
-				close(holding)
-				<-release // a client that does not read
-			}
-			return nil
-		})
-	}()
-	<-holding
-	err = e.Export(ctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error { return nil })
+	release, first := holdExport(e, demo.TenantAcme, st, lim) // a client that does not read
+	err := e.Export(ctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error { return nil })
 	if core.ErrorCode(err) != core.CodeRateLimited || !strings.Contains(core.ErrorMessage(err), "max_exports_per_tenant") {
 		t.Errorf("acme's second export: got %v, want RATE_LIMITED naming flight.max_exports_per_tenant", err)
 	}
 	if err := e.Export(ctx, demo.TenantGlobex, st, lim, func(arrow.RecordBatch) error { return nil }); err != nil {
 		t.Errorf("globex's export while acme holds its share: %v", err)
 	}
-	close(release)
+	release()
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}

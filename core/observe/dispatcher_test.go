@@ -18,10 +18,13 @@ type memLog struct {
 	cursor core.Position
 }
 
-func (l *memLog) add(id int64) {
+func (l *memLog) add(id int64) { l.addFor("t1", id) }
+
+// addFor appends an insert into tenant's public.orders at position id.
+func (l *memLog) addFor(tenant string, id int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.events = append(l.events, core.ChangeEvent{Pos: core.Position{XID: 1, ID: id}, Tenant: "t1", Table: "public.orders",
+	l.events = append(l.events, core.ChangeEvent{Pos: core.Position{XID: 1, ID: id}, Tenant: tenant, Table: "public.orders",
 		Op: core.OpInsert, Key: json.RawMessage(`{"id":1}`), Before: json.RawMessage("null"), After: json.RawMessage(`{"id":1}`)})
 }
 
@@ -124,6 +127,17 @@ func (q *jobSink) count() int {
 	return len(q.jobs)
 }
 
+// runPast runs d until it has passed event id, then stops it.
+func runPast(tb testing.TB, d *observe.Dispatcher, log *memLog, id int64) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	log.waitCursor(tb, id)
+	cancel()
+	<-done
+}
+
 var ordersRule = core.Rule{ID: "r1", Tenant: "t1", Name: "orders", Table: "public.orders", Enabled: true,
 	Actions: []core.Action{{Kind: core.ActionWebhook, URL: "http://hooks.example/orders"}}}
 
@@ -134,14 +148,7 @@ func TestDispatcherReloadsRulesWhenItLeadsAgain(t *testing.T) {
 	log, rules, q := &memLog{}, &silentRules{}, &jobSink{}
 	rules.set(ordersRule)
 	d := &observe.Dispatcher{Events: log, Rules: rules, Queue: q, RulesRefresh: time.Hour}
-	run := func(event int64) {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- d.Run(ctx) }()
-		log.waitCursor(t, event)
-		cancel()
-		<-done
-	}
+	run := func(event int64) { runPast(t, d, log, event) }
 	log.add(1)
 	run(1)
 	if n := q.count(); n != 1 {
@@ -214,16 +221,8 @@ func TestAdaptiveBackpressureHoldsOneTenantOnlySoLong(t *testing.T) {
 	d := &observe.Dispatcher{Events: log, Rules: rules, Queue: q, RulesRefresh: time.Hour,
 		Backpressure: observe.Backpressure{Policy: observe.PolicyAdaptive, MaxBytes: 1, MaxDelay: 5 * time.Millisecond, MaxPause: 50 * time.Millisecond}}
 	log.add(1) // t1's
-	log.mu.Lock()
-	log.events = append(log.events, core.ChangeEvent{Pos: core.Position{XID: 1, ID: 2}, Tenant: "t2", Table: "public.orders",
-		Op: core.OpInsert, Key: json.RawMessage(`{"id":2}`), Before: json.RawMessage("null"), After: json.RawMessage(`{"id":2}`)})
-	log.mu.Unlock()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	log.waitCursor(t, 2)
-	cancel()
-	<-done
+	log.addFor("t2", 2)
+	runPast(t, d, log, 2)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.dead) != 1 || q.dead[0].Tenant != "t1" {
@@ -261,16 +260,8 @@ func TestFailFastDeadLettersOnce(t *testing.T) {
 	d := &observe.Dispatcher{Events: log, Rules: rules, Queue: q, RulesRefresh: time.Hour,
 		Backpressure: observe.Backpressure{Policy: observe.PolicyFailFast, MaxBytes: 1}}
 	log.add(1) // t1's, whose queue is full
-	log.mu.Lock()
-	log.events = append(log.events, core.ChangeEvent{Pos: core.Position{XID: 1, ID: 2}, Tenant: "t2", Table: "public.orders",
-		Op: core.OpInsert, Key: json.RawMessage(`{"id":2}`), Before: json.RawMessage("null"), After: json.RawMessage(`{"id":2}`)})
-	log.mu.Unlock()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	log.waitCursor(t, 2)
-	cancel()
-	<-done
+	log.addFor("t2", 2)
+	runPast(t, d, log, 2)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.dead) != 1 || len(q.jobs) != 1 {
