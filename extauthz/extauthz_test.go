@@ -35,6 +35,7 @@ import (
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/extauthz"
 	"github.com/fraise-dev/fraise/extauthz/operation"
 	"github.com/fraise-dev/fraise/extauthz/token"
@@ -103,15 +104,7 @@ type fixture struct {
 func mustFixture(tb testing.TB, mods ...func(*extauthz.Options)) *fixture {
 	tb.Helper()
 	is := tokentest.NewIssuer(tb, issuerName, audience, now)
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	kid := assertion.KeyID(pub)
-	signer, err := assertion.NewSigner(priv, kid, clock)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	signer, keys := assertiontest.New(tb, clock)
 	logs := &syncBuffer{}
 	o := extauthz.Options{
 		Issuers: []extauthz.Issuer{is.Config()},
@@ -127,7 +120,7 @@ func mustFixture(tb testing.TB, mods ...func(*extauthz.Options)) *fixture {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(srv.Close)
-	f := &fixture{is: is, srv: srv, logs: logs, verifier: assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, clock)}
+	f := &fixture{is: is, srv: srv, logs: logs, verifier: assertion.NewVerifier(keys, clock)}
 	f.conn, f.client = mustServe(tb, srv)
 	return f
 }

@@ -2,8 +2,6 @@ package httpapi_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +21,7 @@ import (
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/admission"
 	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 )
 
 // gate is a handler that holds every request until opened, so tests decide
@@ -49,15 +48,7 @@ type admitted struct {
 
 func mustAdmission(tb testing.TB, o admission.Options) *admitted {
 	tb.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	kid := assertion.KeyID(pub)
-	signer, err := assertion.NewSigner(priv, kid, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	signer, keys := assertiontest.New(tb, nil)
 	a := &admitted{gate: &gate{open: make(chan struct{})}, reg: prometheus.NewRegistry()}
 	a.metrics = httpapi.NewAdmissionMetrics(a.reg)
 	o.Observe = a.metrics.Observe
@@ -71,7 +62,7 @@ func mustAdmission(tb testing.TB, o admission.Options) *admitted {
 	}
 	a.srv = httptest.NewServer(httpapi.Admit(a.gate, httpapi.AdmissionOptions{
 		Controller:   a.ctrl,
-		Tenant:       httpapi.TenantFromAssertion(assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, nil)),
+		Tenant:       httpapi.TenantFromAssertion(assertion.NewVerifier(keys, nil)),
 		MaxBodyBytes: 1 << 20,
 	}))
 	tb.Cleanup(func() {

@@ -2,8 +2,6 @@ package httpapi_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +16,7 @@ import (
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/admission"
 	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/core/graphql"
 )
 
@@ -65,21 +64,13 @@ func mustHandler(tb testing.TB, maxBatch int) (http.Handler, string) {
 // mustHandlerMetrics is mustHandler recording into m.
 func mustHandlerMetrics(tb testing.TB, maxBatch int, m *httpapi.Metrics) (http.Handler, string) {
 	tb.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	kid := assertion.KeyID(pub)
-	signer, err := assertion.NewSigner(priv, kid, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	signer, keys := assertiontest.New(tb, nil)
 	tok, err := signer.Sign(core.Principal{Subject: "alice", Tenant: tenant}, "r1")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	h := httpapi.NewHandler(httpapi.Options{
-		Verifier: assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, nil),
+		Verifier: assertion.NewVerifier(keys, nil),
 		Engine:   echoEngine{}, MaxBodyBytes: 1024, MaxBatch: maxBatch, Metrics: m,
 	})
 	return h, tok
@@ -453,15 +444,7 @@ func TestMethodLabelIsBounded(t *testing.T) {
 // a request whose assertion is bad, or swapped after the outer layer
 // verified it, still refused.
 func TestVerifyAssertionOnce(t *testing.T) {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kid := assertion.KeyID(pub)
-	signer, err := assertion.NewSigner(priv, kid, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer, keys := assertiontest.New(t, nil)
 	tok, err := signer.Sign(core.Principal{Subject: "alice", Tenant: tenant}, "r1")
 	if err != nil {
 		t.Fatal(err)
@@ -470,7 +453,7 @@ func TestVerifyAssertionOnce(t *testing.T) {
 	// count of successful verifications. A swapped token is refused, so it
 	// was verified anew rather than taken from the outer layer.
 	var verifications atomic.Int64
-	v := assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, func() time.Time {
+	v := assertion.NewVerifier(keys, func() time.Time {
 		verifications.Add(1)
 		return time.Now()
 	})

@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +15,7 @@ import (
 	"github.com/fraise-dev/fraise/cmd/fraise/gctune"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 )
 
 // TestCoreHeapFloor checks the core's heap goal floor stays at half the
@@ -70,22 +69,16 @@ func TestAppPassword(t *testing.T) {
 // serve builds from the configuration: unbounded for the concurrency
 // bounds and the per-tenant queue, no queue at all for max_queue.
 func TestAdmissionZeroes(t *testing.T) {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kid := assertion.KeyID(pub)
-	signer, err := assertion.NewSigner(priv, kid, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifier := assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, nil)
+	signer, keys := assertiontest.New(t, nil)
+	verifier := assertion.NewVerifier(keys, nil)
 	const a, b = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
 	tokens := map[string]string{}
 	for _, tenant := range []string{a, b} {
-		if tokens[tenant], err = signer.Sign(core.Principal{Subject: "s", Tenant: tenant}, "r"); err != nil {
+		tok, err := signer.Sign(core.Principal{Subject: "s", Tenant: tenant}, "r")
+		if err != nil {
 			t.Fatal(err)
 		}
+		tokens[tenant] = tok
 	}
 	const (
 		runs  = 0 // admitted and running
