@@ -143,9 +143,6 @@ func (t Type) OID() uint32 {
 	return o[0]
 }
 
-// ElemOID returns the OID of the element (the type itself for a scalar).
-func (t Type) ElemOID() uint32 { return kindOID[t.Kind][0] }
-
 // textAlikes are the types besides text whose binary format is text's (the
 // characters, in the client encoding, unpadded), and their arrays. bpchar
 // (char(n)) is not one: it sends its blank padding, which its cast to text
