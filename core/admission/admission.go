@@ -398,8 +398,9 @@ func (c *Controller) dequeue(w *waiter) {
 // is overloaded, and must not make every other tenant's requests refused
 // as if it were. Called with mu held.
 func (c *Controller) coreBlocked() bool {
-	for _, w := range c.queue {
-		if !c.tenantBound(w.tenant) {
+	// By tenant, not by waiter: a long queue is mostly a few tenants.
+	for t, n := range c.waiting {
+		if n > 0 && !c.tenantBound(t) {
 			return true
 		}
 	}
@@ -424,7 +425,7 @@ func (c *Controller) congested(now time.Time) bool {
 		return false
 	}
 	full := !c.blockedSince.IsZero() && now.Sub(c.lastBlocked) < c.o.Congestion && now.Sub(c.blockedSince) >= c.o.Congestion
-	standing := c.coreBlocked() && now.Sub(c.lastEmpty) >= c.o.Congestion
+	standing := now.Sub(c.lastEmpty) >= c.o.Congestion && c.coreBlocked()
 	return full || standing
 }
 
