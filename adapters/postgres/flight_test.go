@@ -69,6 +69,9 @@ func mustExporterWith(tb testing.TB, o postgres.ExportOptions) (*postgres.Export
 	return postgres.NewExporter(mustOpen(tb, f, postgres.Options{}), o), f
 }
 
+// discard is an export's client that reads every batch and keeps none.
+func discard(arrow.RecordBatch) error { return nil }
+
 // holdExport starts an export of tenant whose client stops reading after
 // the first batch, holding its slot until release is called; done
 // receives the export's end.
@@ -166,7 +169,7 @@ func TestExportRefusesWhatArrowCannotHold(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st := mustStatement(t, "public.v_bad", tt.col)
-			err := e.Export(context.Background(), demo.TenantAcme, st, wide, func(arrow.RecordBatch) error { return nil })
+			err := e.Export(context.Background(), demo.TenantAcme, st, wide, discard)
 			if core.ErrorCode(err) != tt.code || !strings.Contains(err.Error(), tt.msg) {
 				t.Errorf("got %v, want %s mentioning %q", err, tt.code, tt.msg)
 			}
@@ -262,7 +265,7 @@ func TestExportsWaitForASlot(t *testing.T) {
 	release, first := holdExport(e, demo.TenantAcme, st, lim)
 	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
-	err := e.Export(wctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error { return nil })
+	err := e.Export(wctx, demo.TenantAcme, st, lim, discard)
 	if core.ErrorCode(err) != core.CodeTimeout {
 		t.Errorf("second export while the slot is held: got %v, want TIMEOUT", err)
 	}
@@ -270,7 +273,7 @@ func TestExportsWaitForASlot(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Export(ctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error { return nil }); err != nil {
+	if err := e.Export(ctx, demo.TenantAcme, st, lim, discard); err != nil {
 		t.Errorf("export after the slot freed: %v", err)
 	}
 }
@@ -310,7 +313,7 @@ func TestFlightExportOfTextAlikes(t *testing.T) {
 	// char(n) sends its blank padding, which its cast to text, and so
 	// every filter, drops: it does not pass for text.
 	st = mustStatement(t, "public.v_chars", "code text")
-	err = e.Export(context.Background(), demo.TenantAcme, st, wide, func(arrow.RecordBatch) error { return nil })
+	err = e.Export(context.Background(), demo.TenantAcme, st, wide, discard)
 	if core.ErrorCode(err) != core.CodeInternal || !strings.Contains(err.Error(), "does not match") {
 		t.Errorf("char(4) declared text: got %v, want INTERNAL, does not match", err)
 	}
@@ -332,7 +335,7 @@ func TestFlightExportErrorAbandonsTheQuery(t *testing.T) {
 	tctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	start := time.Now()
-	err := e.Export(tctx, demo.TenantAcme, st, wide, func(arrow.RecordBatch) error { return nil })
+	err := e.Export(tctx, demo.TenantAcme, st, wide, discard)
 	took := time.Since(start)
 	if core.ErrorCode(err) != core.CodeInvalid || !strings.Contains(err.Error(), "NaN") {
 		t.Fatalf("got %v, want INVALID mentioning NaN", err)
@@ -386,18 +389,18 @@ func TestFlightExportsPerTenant(t *testing.T) {
 	st := mustStatement(t, "public.v_rows", "id int8", "pad text")
 	lim := flight.BatchLimits{Rows: 10, Bytes: 1 << 20}
 	release, first := holdExport(e, demo.TenantAcme, st, lim) // a client that does not read
-	err := e.Export(ctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error { return nil })
+	err := e.Export(ctx, demo.TenantAcme, st, lim, discard)
 	if core.ErrorCode(err) != core.CodeRateLimited || !strings.Contains(core.ErrorMessage(err), "max_exports_per_tenant") {
 		t.Errorf("acme's second export: got %v, want RATE_LIMITED naming flight.max_exports_per_tenant", err)
 	}
-	if err := e.Export(ctx, demo.TenantGlobex, st, lim, func(arrow.RecordBatch) error { return nil }); err != nil {
+	if err := e.Export(ctx, demo.TenantGlobex, st, lim, discard); err != nil {
 		t.Errorf("globex's export while acme holds its share: %v", err)
 	}
 	release()
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Export(ctx, demo.TenantAcme, st, lim, func(arrow.RecordBatch) error { return nil }); err != nil {
+	if err := e.Export(ctx, demo.TenantAcme, st, lim, discard); err != nil {
 		t.Errorf("acme's export once its first ended: %v", err)
 	}
 }

@@ -209,20 +209,28 @@ func (q *fullTenant) DeadLetter(_ context.Context, _ core.Delivery, j core.Job, 
 	return nil
 }
 
+// runTwoTenants dispatches, under backpressure bp, one event of tenant t1
+// (whose queue q says is full) and then one of t2, each matching a rule
+// of its tenant, and stops once both are passed.
+func runTwoTenants(tb testing.TB, q core.JobQueue, bp observe.Backpressure) {
+	tb.Helper()
+	log, rules := &memLog{}, &silentRules{}
+	r2 := ordersRule
+	r2.ID, r2.Tenant = "r2", "t2"
+	rules.set(ordersRule, r2)
+	d := &observe.Dispatcher{Events: log, Rules: rules, Queue: q, RulesRefresh: time.Hour, Backpressure: bp}
+	log.add(1)
+	log.addFor("t2", 2)
+	runPast(tb, d, log, 2)
+}
+
 // TestAdaptiveBackpressureHoldsOneTenantOnlySoLong: adaptive pauses the
 // dispatcher for a tenant whose queue is full, but not past MaxPause:
 // then that tenant's jobs are dead-lettered (replayable) and the other
 // tenants' events flow again.
 func TestAdaptiveBackpressureHoldsOneTenantOnlySoLong(t *testing.T) {
-	log, rules, q := &memLog{}, &silentRules{}, &fullTenant{}
-	r2 := ordersRule
-	r2.ID, r2.Tenant = "r2", "t2"
-	rules.set(ordersRule, r2)
-	d := &observe.Dispatcher{Events: log, Rules: rules, Queue: q, RulesRefresh: time.Hour,
-		Backpressure: observe.Backpressure{Policy: observe.PolicyAdaptive, MaxBytes: 1, MaxDelay: 5 * time.Millisecond, MaxPause: 50 * time.Millisecond}}
-	log.add(1) // t1's
-	log.addFor("t2", 2)
-	runPast(t, d, log, 2)
+	q := &fullTenant{}
+	runTwoTenants(t, q, observe.Backpressure{Policy: observe.PolicyAdaptive, MaxBytes: 1, MaxDelay: 5 * time.Millisecond, MaxPause: 50 * time.Millisecond})
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.dead) != 1 || q.dead[0].Tenant != "t1" {
@@ -253,15 +261,8 @@ func (q *flakyFull) Enqueue(ctx context.Context, jobs []core.Job) error {
 // TestFailFastDeadLettersOnce: a batch whose enqueue fails is read and
 // decided again; the jobs backpressure refused are dead-lettered once.
 func TestFailFastDeadLettersOnce(t *testing.T) {
-	log, rules, q := &memLog{}, &silentRules{}, &flakyFull{}
-	r2 := ordersRule
-	r2.ID, r2.Tenant = "r2", "t2"
-	rules.set(ordersRule, r2)
-	d := &observe.Dispatcher{Events: log, Rules: rules, Queue: q, RulesRefresh: time.Hour,
-		Backpressure: observe.Backpressure{Policy: observe.PolicyFailFast, MaxBytes: 1}}
-	log.add(1) // t1's, whose queue is full
-	log.addFor("t2", 2)
-	runPast(t, d, log, 2)
+	q := &flakyFull{}
+	runTwoTenants(t, q, observe.Backpressure{Policy: observe.PolicyFailFast, MaxBytes: 1})
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.dead) != 1 || len(q.jobs) != 1 {
