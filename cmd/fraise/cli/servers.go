@@ -75,6 +75,48 @@ func mtlsServerConfig(t config.TLS) (*tls.Config, error) {
 	}, nil
 }
 
+// pinnedMTLSServerConfig is mtlsServerConfig that also requires the client
+// certificate to carry one of sans as a DNS or URI SAN: the core's
+// listeners and the sidecars accept the gateway (and, for the rate
+// limiter, the core) but no end user's certificate from the same CA.
+func pinnedMTLSServerConfig(t config.TLS, sans ...string) (*tls.Config, error) {
+	c, err := mtlsServerConfig(t)
+	if err != nil {
+		return nil, err
+	}
+	c.VerifyConnection = requireSAN(sans)
+	return c, nil
+}
+
+// requireSAN returns a tls.Config.VerifyConnection that accepts a verified
+// client certificate only when it names one of sans. It runs after the
+// chain is verified, on resumed sessions too.
+func requireSAN(sans []string) func(tls.ConnectionState) error {
+	want := make(map[string]bool, len(sans))
+	for _, s := range sans {
+		if s != "" {
+			want[s] = true
+		}
+	}
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("tls: no client certificate")
+		}
+		leaf := cs.PeerCertificates[0]
+		for _, n := range leaf.DNSNames {
+			if want[n] {
+				return nil
+			}
+		}
+		for _, u := range leaf.URIs {
+			if want[u.String()] {
+				return nil
+			}
+		}
+		return fmt.Errorf("tls: client certificate %q is not the gateway's", leaf.Subject.CommonName)
+	}
+}
+
 func loadCAPool(caFile string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(caFile)
 	if err != nil {

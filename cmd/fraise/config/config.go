@@ -124,16 +124,34 @@ type Telemetry struct {
 	SampleRatio  float64 `toml:"sample_ratio"`
 }
 
-// TLS names the PEM files for mTLS between the gateway, its clients and the
-// core. `fraise certs` writes development ones under .dev/certs.
+// TLS names the PEM files for mTLS on every hop: clients to the gateway
+// (Envoy), and Envoy to the core, extauthz, the rate limiter and the xDS
+// server. `fraise certs` writes development ones under .dev/certs.
 type TLS struct {
 	CA         string `toml:"ca"`
 	ServerCert string `toml:"server_cert"`
 	ServerKey  string `toml:"server_key"`
+	// ClientCert is an end user's client certificate: the sample requests
+	// `fraise dev` prints present it to the gateway.
 	ClientCert string `toml:"client_cert"`
 	ClientKey  string `toml:"client_key"`
-	// ServerName is the name the gateway expects on the core's certificate.
+	// ServerName is the name the gateway expects on the certificates of
+	// the core and the sidecars.
 	ServerName string `toml:"server_name"`
+	// GatewayCert is the client certificate Envoy presents to every
+	// upstream. The core's listeners, extauthz, the rate limiter and the
+	// xDS server accept only a certificate with GatewaySAN (a DNS or URI
+	// SAN), so an end user's certificate from the same CA opens none of
+	// them.
+	GatewayCert string `toml:"gateway_cert"`
+	GatewayKey  string `toml:"gateway_key"`
+	GatewaySAN  string `toml:"gateway_san"`
+	// CoreClientCert is the core's client certificate towards the rate
+	// limiter (observer action limits), which accepts CoreClientSAN
+	// besides GatewaySAN.
+	CoreClientCert string `toml:"core_client_cert"`
+	CoreClientKey  string `toml:"core_client_key"`
+	CoreClientSAN  string `toml:"core_client_san"`
 }
 
 // Database configures PostgreSQL.
@@ -443,6 +461,9 @@ func Default() Config {
 		TLS: TLS{
 			CA: ".dev/certs/ca.pem", ServerCert: ".dev/certs/server.pem", ServerKey: ".dev/certs/server-key.pem",
 			ClientCert: ".dev/certs/client.pem", ClientKey: ".dev/certs/client-key.pem", ServerName: "localhost",
+			GatewayCert: ".dev/certs/gateway.pem", GatewayKey: ".dev/certs/gateway-key.pem", GatewaySAN: "gateway.fraise.internal",
+			CoreClientCert: ".dev/certs/core-client.pem", CoreClientKey: ".dev/certs/core-client-key.pem",
+			CoreClientSAN: "core.fraise.internal",
 		},
 		Database: Database{
 			URL:              "postgres://fraise_app@127.0.0.1:55432/fraise?sslmode=disable",
