@@ -181,7 +181,7 @@ func (r *Resources) XDSBootstrap() (*bootstrapv3.Bootstrap, error) {
 	if o.XDSAddr == "" {
 		return nil, errors.New("envoy: XDSAddr is required for the xDS bootstrap")
 	}
-	xc, err := cluster(o, clusterSpec{name: ClusterXDS, addr: o.XDSAddr, h2: true, health: grpcHealth})
+	xc, err := cluster(o, clusterSpec{name: ClusterXDS, addr: o.XDSAddr, h2: true, tls: true, health: grpcHealth})
 	if err != nil {
 		return nil, err
 	}

@@ -58,7 +58,11 @@ type Options struct {
 	// Downstream mTLS: the server certificate and the CA client
 	// certificates must chain to.
 	CACert, ServerCert, ServerKey string
-	// Upstream mTLS towards the core.
+	// Upstream mTLS towards the core, extauthz, the rate limiter and the
+	// xDS server: Envoy presents UpstreamCert (the gateway's certificate,
+	// which they pin) and verifies theirs against UpstreamCA and
+	// UpstreamServerName, which every internal server's certificate
+	// carries.
 	UpstreamCA, UpstreamCert, UpstreamKey string
 	UpstreamServerName                    string
 	AuthzTimeout                          time.Duration
@@ -202,7 +206,7 @@ func Build(o Options) (*Resources, error) {
 	// cluster's transport socket, so for the core a full mTLS handshake).
 	clusters := []clusterSpec{
 		{name: ClusterCoreHTTP, addr: o.CoreHTTPAddr, tls: true, health: tcpHealth},
-		{name: ClusterAuthz, addr: o.AuthzAddr, h2: true, health: tcpHealth},
+		{name: ClusterAuthz, addr: o.AuthzAddr, h2: true, tls: true, health: tcpHealth},
 		{name: ClusterRateLimit, addr: o.RateLimitAddr, h2: true, health: grpcHealth},
 	}
 	if o.CoreFlightAddr != "" {

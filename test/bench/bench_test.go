@@ -393,6 +393,10 @@ server_cert = %q
 server_key = %q
 client_cert = %q
 client_key = %q
+gateway_cert = %q
+gateway_key = %q
+core_client_cert = %q
+core_client_key = %q
 [database]
 url = %q
 admin_url = %q
@@ -416,9 +420,10 @@ debug_addr = "127.0.0.1:0"
 tenant = { requests = 1000000000, unit = "second" }
 [gateway]
 listen_addr = "127.0.0.1:0"
-envoy = ""
+admin_addr = "127.0.0.1:0"
 authz_timeout = "2s"
 `, certs.CACert, certs.ServerCert, certs.ServerKey, certs.ClientCert, certs.ClientKey,
+		certs.GatewayCert, certs.GatewayKey, certs.CoreClientCert, certs.CoreClientKey,
 		pg.URL("fraise_app", db), pg.AdminURL(db), maxConns, rd.Addr,
 		"file://"+filepath.Join(keys, "assertion.key"),
 		config.DevIssuer, config.DevAudience, filepath.Join(keys, "dev-issuer.jwks"))

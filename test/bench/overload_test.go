@@ -331,11 +331,16 @@ server_cert = %q
 server_key = %q
 client_cert = %q
 client_key = %q
+gateway_cert = %q
+gateway_key = %q
+core_client_cert = %q
+core_client_key = %q
 [database]
 url = %q
 admin_url = %q
 max_conns = 20
 `, certs.CACert, certs.ServerCert, certs.ServerKey, certs.ClientCert, certs.ClientKey,
+		certs.GatewayCert, certs.GatewayKey, certs.CoreClientCert, certs.CoreClientKey,
 		pg.URL("fraise_app", db), pg.AdminURL(db))
 	coreSection := func(addr, admin string) string {
 		return fmt.Sprintf("[core]\nhttp_addr = %q\nadmin_addr = %q\ntls = false\nschema = %q\nassertion_keys = [%q]\nflight_addr = \"127.0.0.1:0\"\n",

@@ -221,7 +221,7 @@ func BenchmarkExport(b *testing.B) {
 	// shorter than a million-row JSON response takes, and skipping the
 	// hop only flatters JSON in the comparison.
 	b.Run("graphql_json_core", func(b *testing.B) {
-		client := &http.Client{Transport: s.client.Transport, Timeout: 10 * time.Minute}
+		client := &http.Client{Transport: s.asGW.Transport, Timeout: 10 * time.Minute}
 		assertionTok := s.assertion(b, demo.TenantAcme, "alice", "analyst")
 		body := fmt.Sprintf(`{"query":"{ benchRows(limit: %d) { id i4 i2 f8 num flag label uid day ts } }"}`, rows)
 		// The same warm-up and rounds as the other ways: with fewer, JSON

@@ -115,8 +115,10 @@ func mustExec(tb testing.TB, url, sql string) {
 }
 
 // tlsConfig returns the client side of mTLS with the development client
-// certificate (certs nil: none).
-func (s *stack) tlsConfig(tb testing.TB, withCert bool) *tls.Config {
+// certificate (withCert false: none). Towards the core's own ports it
+// presents the gateway's certificate instead, as Envoy does: the core
+// accepts no other.
+func (s *stack) tlsConfig(tb testing.TB, withCert bool, addr ...string) *tls.Config {
 	tb.Helper()
 	files := devcerts.FilesIn(filepath.Join(s.dir, "certs"))
 	caPEM, err := os.ReadFile(files.CACert)
@@ -127,7 +129,11 @@ func (s *stack) tlsConfig(tb testing.TB, withCert bool) *tls.Config {
 	pool.AppendCertsFromPEM(caPEM)
 	c := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, ServerName: "localhost"}
 	if withCert {
-		cert, err := tls.LoadX509KeyPair(files.ClientCert, files.ClientKey)
+		certFile, keyFile := files.ClientCert, files.ClientKey
+		if len(addr) > 0 && (addr[0] == s.addrs.CoreFlight || addr[0] == s.addrs.CoreHTTP) {
+			certFile, keyFile = files.GatewayCert, files.GatewayKey
+		}
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -136,11 +142,10 @@ func (s *stack) tlsConfig(tb testing.TB, withCert bool) *tls.Config {
 	return c
 }
 
-// mustFlightClient dials addr over mTLS.
 func (s *stack) mustFlightClient(tb testing.TB, addr string) flight.Client {
 	tb.Helper()
 	c, err := flight.NewClientWithMiddleware(addr, nil, nil,
-		grpc.WithTransportCredentials(credentials.NewTLS(s.tlsConfig(tb, true))),
+		grpc.WithTransportCredentials(credentials.NewTLS(s.tlsConfig(tb, true, addr))),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
 		// Windows wide enough for bulk transfer whatever the round trip:
 		// gRPC's 64 KiB default throttles a stream to window/RTT.

@@ -48,6 +48,7 @@ type stack struct {
 	stop     context.CancelFunc // tells fraise dev to stop, as SIGTERM does
 	client   *http.Client       // presents the development client certificate
 	noCert   *http.Client       // presents none
+	asGW     *http.Client       // presents the gateway's certificate, as Envoy does to the core
 	getenv   func(string) string
 	redisHdl *harness.Redis
 	adminURL string // the test database as its owner
@@ -99,6 +100,10 @@ server_cert = %q
 server_key = %q
 client_cert = %q
 client_key = %q
+gateway_cert = %q
+gateway_key = %q
+core_client_cert = %q
+core_client_key = %q
 [database]
 url = %q
 admin_url = %q
@@ -126,10 +131,14 @@ debug_addr = "127.0.0.1:0"
 tenant = { requests = %d, unit = "minute" }
 [gateway]
 listen_addr = "127.0.0.1:0"
+admin_addr = "127.0.0.1:0"
+# Many stacks share two cores: one Envoy worker thread each.
+concurrency = 1
 # CI runs every package at once on two cores: a check must not fail
 # closed on a deadline only a loaded machine misses.
 authz_timeout = "5s"
 `, certs.CACert, certs.ServerCert, certs.ServerKey, certs.ClientCert, certs.ClientKey,
+		certs.GatewayCert, certs.GatewayKey, certs.CoreClientCert, certs.CoreClientKey,
 		pg.URL("fraise_app", db), pg.AdminURL(db), rd.Addr,
 		"file://"+filepath.Join(keys, "assertion.pub"), "file://"+filepath.Join(keys, "assertion.key"),
 		config.DevIssuer, config.DevAudience, filepath.Join(keys, "dev-issuer.jwks"), o.perTenant) + o.toml
@@ -197,8 +206,13 @@ authz_timeout = "5s"
 			ForceAttemptHTTP2: true,
 		}}
 	}
+	gw, err := tls.LoadX509KeyPair(certs.GatewayCert, certs.GatewayKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	s.client = mk([]tls.Certificate{cert})
 	s.noCert = mk(nil)
+	s.asGW = mk([]tls.Certificate{gw})
 	return s
 }
 
@@ -346,6 +360,15 @@ func TestWalkingSkeleton(t *testing.T) {
 		}
 	})
 
+	t.Run("the core refuses an end user's certificate", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodPost, "https://"+s.addrs.CoreHTTP+"/graphql", strings.NewReader(`{"query":"{ users { id } }"}`))
+		resp, err := s.client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("got status %d, want the TLS handshake refused: only the gateway's certificate opens the core", resp.StatusCode)
+		}
+	})
+
 	t.Run("the core refuses requests without a valid assertion", func(t *testing.T) {
 		for _, hdrs := range []map[string]string{
 			nil,
@@ -353,7 +376,7 @@ func TestWalkingSkeleton(t *testing.T) {
 			{"x-fraise-assertion": "eyJhbGciOiJFZERTQSJ9.e30.AAAA"},
 			{"Authorization": "Bearer " + acme},
 		} {
-			status, _, g := post(t, s.client, s.addrs.CoreHTTP, q, hdrs)
+			status, _, g := post(t, s.asGW, s.addrs.CoreHTTP, q, hdrs)
 			if status != http.StatusUnauthorized || len(g.Errors) == 0 || g.Errors[0].Extensions["code"] != "UNAUTHENTICATED" {
 				t.Fatalf("headers %v: got status %d errors %+v, want 401 UNAUTHENTICATED", hdrs, status, g.Errors)
 			}

@@ -178,6 +178,8 @@ admin_url = %q
 [core]
 http_addr = %q
 admin_addr = ""
+# No Flight: its default port is make run's (8815).
+flight_addr = ""
 tls = false
 introspection = true
 assertion_keys = [%q]

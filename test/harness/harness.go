@@ -30,10 +30,20 @@ var (
 
 // Main runs m and then stops every shared server started by SharedPostgres
 // or SharedRedis. Use it as `func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }`.
+//
+// In CI (CI set) and when FRAISE_HOLD_DEV_PORTS is set, Main first holds
+// the ports `make run` uses (DevPorts), so a test that binds one fails
+// there as it would beside a running stack. Elsewhere it does not, so that
+// `make run` can start while tests run.
 func Main(m *testing.M) int {
 	sharedMu.Lock()
 	inMain = true
 	sharedMu.Unlock()
+	if os.Getenv("CI") != "" || os.Getenv("FRAISE_HOLD_DEV_PORTS") != "" {
+		for _, l := range holdDevPorts() {
+			defer l.Close()
+		}
+	}
 	code := m.Run()
 	sharedMu.Lock()
 	defer sharedMu.Unlock()
@@ -136,4 +146,22 @@ func dialOK(addr string) error {
 
 func ctxTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
+}
+
+// DevPorts are the loopback ports `make run` listens on: every default
+// address of fraise.toml, and the development PostgreSQL and Redis. No test
+// may bind one of them, so that `make test` passes while `make run` is up.
+var DevPorts = []int{8443, 9901, 8080, 9080, 8815, 9191, 9192, 8081, 8082, 6070, 18000, 55432, 56379}
+
+// holdDevPorts binds each of DevPorts that is free for as long as the test
+// binary runs, so a test that binds one fails at once, as it would beside a
+// running `make run`. It returns the listeners to close.
+func holdDevPorts() []net.Listener {
+	var held []net.Listener
+	for _, p := range DevPorts {
+		if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p))); err == nil {
+			held = append(held, l)
+		}
+	}
+	return held
 }

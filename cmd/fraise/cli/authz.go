@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/postgres"
@@ -164,7 +165,14 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		return err
 	}
 	defer srv.Close()
-	var grpcOpts []grpc.ServerOption
+	// Envoy alone asks for decisions: plaintext and any certificate but the
+	// gateway's are refused at the handshake.
+	tc, err := pinnedMTLSServerConfig(cfg.TLS, cfg.TLS.GatewaySAN)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	grpcOpts := []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}
 	if tracing(cfg.Telemetry) {
 		grpcOpts = append(grpcOpts, grpc.StatsHandler(otelgrpc.NewServerHandler()))
 	}

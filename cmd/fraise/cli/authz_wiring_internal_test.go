@@ -15,7 +15,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
@@ -56,6 +56,7 @@ func TestServeAuthzWiring(t *testing.T) {
 	}
 
 	cfg := config.Default()
+	cfg.TLS = testTLS(t)
 	cfg.Authz.AssertionKey = "file://" + keyFile
 	cfg.Authz.Issuers = []config.Issuer{{Issuer: is.Issuer, Audiences: []string{is.Audience}, JWKSFile: is.JWKSFile, Algorithms: []string{"ES256"}}}
 	cfg.Authz.DatabaseURL = "env://AUTHZ_DB"
@@ -85,7 +86,7 @@ func TestServeAuthzWiring(t *testing.T) {
 	}()
 	t.Cleanup(cancel)
 
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(clientTLS(t, cfg.TLS, cfg.TLS.GatewayCert, cfg.TLS.GatewayKey))))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,6 @@ func init() {
 		"serve":     {"run the core: GraphQL over HTTP, Arrow Flight and, when enabled, observers", runServe},
 		"authz":     {"run extauthz: Envoy's external authorization service", runAuthz},
 		"ratelimit": {"run the global rate limiter (envoyproxy/ratelimit)", runRateLimit},
-		"gateway":   {"run the development gateway, executing the generated Envoy configuration", runGateway},
 		"dev":       {"run the whole stack in one process for development", runDev},
 		"migrate":   {"apply database migrations (--demo adds the demo schema and data)", runMigrate},
 		"certs":     {"write a development CA, certificates and signing keys under .dev/", runCerts},

@@ -2,21 +2,30 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/envoy"
 )
 
 // devAddrs are the addresses `fraise dev` actually listens on, written to
-// --ready-file once every component accepts connections, so callers (the
-// end-to-end tests) can run it on :0 ports.
+// --ready-file once Envoy reports ready, so callers (the end-to-end tests)
+// can run it on :0 ports.
 type devAddrs struct {
-	Gateway   string `json:"gateway"`
+	// Gateway is Envoy's ingress listener, the stack's one public port.
+	Gateway string `json:"gateway"`
+	// EnvoyAdmin is Envoy's admin interface: /ready, /stats/prometheus.
+	EnvoyAdmin string `json:"envoy_admin"`
+	// EnvoyPid is the Envoy process `fraise dev` supervises.
+	EnvoyPid  int    `json:"envoy_pid"`
 	CoreHTTP  string `json:"core_http"`
 	CoreAdmin string `json:"core_admin"`
 	// CoreFlight is the core's Arrow Flight port ("" when disabled).
@@ -26,13 +35,16 @@ type devAddrs struct {
 	// JWKS ("" when disabled).
 	AuthzAdmin string `json:"authz_admin"`
 	RateLimit  string `json:"ratelimit"`
+	// XDS is the xDS server Envoy follows with --xds ("" otherwise).
+	XDS string `json:"xds,omitempty"`
 }
 
 func runDev(ctx context.Context, env Env, args []string) error {
 	fs, cfgPath := flags("dev", env)
 	readyFile := fs.String("ready-file", "", "write the listening addresses here as JSON once ready")
-	dir := fs.String("dir", ".dev", "directory of the development keys, for the sample token")
+	dir := fs.String("dir", ".dev", "directory of the development keys (for the sample token) and of Envoy's bootstrap")
 	quiet := fs.Bool("quiet", false, "do not print the sample request")
+	useXDS := fs.Bool("xds", false, "run Envoy on the xDS bootstrap, following an in-process `fraise xds` (which follows --config), instead of the static bootstrap")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -46,6 +58,10 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		// takes API keys) without another setting.
 		cfg.Authz.DatabaseURL = cfg.Database.URL
 	}
+	// Find Envoy before starting anything: without it there is no stack.
+	if _, err := findEnvoy(cfg.Gateway.Envoy); err != nil {
+		return err
+	}
 	stopTracing, err := startTracing(ctx, cfg.Telemetry, "fraise-dev")
 	if err != nil {
 		return err
@@ -53,59 +69,50 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	defer stopTracing(ctx)
 
 	// Bind every listener first: with :0 addresses the real ports are known
-	// only now, and the Envoy configuration must name them.
+	// only now, and the Envoy configuration must name them. Envoy binds its
+	// own ingress and admin ports (:0 too) and reports them.
 	var lns []net.Listener
 	closeAll := func() {
 		for _, l := range lns {
 			l.Close()
 		}
 	}
-	bind := func(key, addr string) (net.Listener, error) {
-		l, err := listen(key, addr)
-		if err == nil {
-			lns = append(lns, l)
+	bind := func(key string, addr *string) (net.Listener, error) {
+		if *addr == "" {
+			return nil, nil
 		}
-		return l, err
+		l, err := listen(key, *addr)
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, l)
+		*addr = l.Addr().String()
+		return l, nil
 	}
-	coreLn, err := bind("core.http_addr", cfg.Core.HTTPAddr)
-	if err != nil {
-		return err
-	}
-	var coreAdminLn net.Listener
-	if cfg.Core.AdminAddr != "" {
-		if coreAdminLn, err = bind("core.admin_addr", cfg.Core.AdminAddr); err != nil {
+	coreAdminAddr, authzAdminAddr := cfg.Core.AdminAddr, cfg.Authz.AdminAddr
+	var coreLn, coreAdminLn, coreFlightLn, authzLn, authzAdminLn, xdsLn net.Listener
+	for _, b := range []struct {
+		key  string
+		addr *string
+		ln   *net.Listener
+	}{
+		{"core.http_addr", &cfg.Core.HTTPAddr, &coreLn},
+		{"core.admin_addr", &coreAdminAddr, &coreAdminLn},
+		{"core.flight_addr", &cfg.Core.FlightAddr, &coreFlightLn},
+		{"authz.grpc_addr", &cfg.Authz.GRPCAddr, &authzLn},
+		{"authz.admin_addr", &authzAdminAddr, &authzAdminLn},
+	} {
+		if *b.ln, err = bind(b.key, b.addr); err != nil {
 			closeAll()
 			return err
 		}
 	}
-	var coreFlightLn net.Listener
-	if cfg.Core.FlightAddr != "" {
-		if coreFlightLn, err = bind("core.flight_addr", cfg.Core.FlightAddr); err != nil {
-			closeAll()
-			return err
-		}
-		cfg.Core.FlightAddr = coreFlightLn.Addr().String()
-	}
-	authzLn, err := bind("authz.grpc_addr", cfg.Authz.GRPCAddr)
-	if err != nil {
-		closeAll()
-		return err
-	}
-	var authzAdminLn net.Listener
-	if cfg.Authz.AdminAddr != "" {
-		if authzAdminLn, err = bind("authz.admin_addr", cfg.Authz.AdminAddr); err != nil {
+	if *useXDS {
+		if xdsLn, err = bind("xds.grpc_addr", &cfg.XDS.GRPCAddr); err != nil {
 			closeAll()
 			return err
 		}
 	}
-	gwLn, err := bind("gateway.listen_addr", cfg.Gateway.ListenAddr)
-	if err != nil {
-		closeAll()
-		return err
-	}
-	cfg.Core.HTTPAddr = coreLn.Addr().String()
-	cfg.Authz.GRPCAddr = authzLn.Addr().String()
-	cfg.Gateway.ListenAddr = gwLn.Addr().String()
 	// envoyproxy/ratelimit cannot listen on :0; give it concrete free ports.
 	for _, a := range []*string{&cfg.RateLimit.GRPCAddr, &cfg.RateLimit.HTTPAddr, &cfg.RateLimit.DebugAddr} {
 		if *a, err = concretePort(*a); err != nil {
@@ -127,48 +134,74 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveAuthz(gctx, cfg, env, log, authzLn, authzAdminLn) })
 	g.Go(func() error { return serveCore(gctx, cfg, env, log, coreLn, coreAdminLn, coreFlightLn) })
-	if envoyBin := lookEnvoy(cfg.Gateway.Envoy); envoyBin != "" {
-		// A real Envoy runs the same generated configuration; it binds the
-		// ingress port itself.
-		gwLn.Close()
-		g.Go(func() error { return runEnvoyProcess(gctx, cfg, envoyBin, *dir, env) })
-	} else {
-		g.Go(func() error { return serveGateway(gctx, cfg, log, gwLn) })
+
+	res, err := envoy.Build(envoyOptions(cfg))
+	if err != nil {
+		cancel()
+		closeAll()
+		return errors.Join(err, g.Wait())
+	}
+	bootstrap := res.Bootstrap
+	if *useXDS {
+		xlog := log.With("component", "xds")
+		srv, err := newXDSServer(gctx, cfg, xlog)
+		if err != nil {
+			cancel()
+			xdsLn.Close()
+			return errors.Join(err, g.Wait())
+		}
+		// The ports bound above (:0 made concrete) stay as they are when
+		// fraise.toml changes.
+		keep := func(c *config.Config) {
+			c.Gateway.ListenAddr = cfg.Gateway.ListenAddr
+			c.Core.HTTPAddr, c.Core.FlightAddr = cfg.Core.HTTPAddr, cfg.Core.FlightAddr
+			c.Authz.GRPCAddr, c.RateLimit.GRPCAddr, c.XDS.GRPCAddr = cfg.Authz.GRPCAddr, cfg.RateLimit.GRPCAddr, cfg.XDS.GRPCAddr
+		}
+		g.Go(func() error { return serveXDS(gctx, srv, cfg, *cfgPath, xdsLn, env, xlog, keep) })
+		bootstrap = res.XDSBootstrap
+	}
+	b, err := bootstrap()
+	if err != nil {
+		cancel()
+		return errors.Join(err, g.Wait())
+	}
+	proxy, err := startEnvoy(gctx, cfg, b, filepath.Join(*dir, "envoy"), env)
+	if err != nil {
+		cancel()
+		return errors.Join(fmt.Errorf("envoy: %w", err), g.Wait())
+	}
+	g.Go(func() error { return superviseEnvoy(gctx, proxy, log) })
+	gateway, err := proxy.ListenerAddr(gctx, envoy.ListenerName)
+	if err != nil {
+		cancel()
+		return errors.Join(err, g.Wait())
 	}
 
 	addrs := devAddrs{
-		Gateway: cfg.Gateway.ListenAddr, CoreHTTP: cfg.Core.HTTPAddr, Authz: cfg.Authz.GRPCAddr,
-		RateLimit: cfg.RateLimit.GRPCAddr, CoreFlight: cfg.Core.FlightAddr,
+		Gateway: gateway, EnvoyAdmin: proxy.AdminAddr(), EnvoyPid: proxy.Pid(),
+		CoreHTTP: cfg.Core.HTTPAddr, Authz: cfg.Authz.GRPCAddr, RateLimit: cfg.RateLimit.GRPCAddr,
+		CoreFlight: cfg.Core.FlightAddr, CoreAdmin: coreAdminAddr, AuthzAdmin: authzAdminAddr,
 	}
-	if coreAdminLn != nil {
-		addrs.CoreAdmin = coreAdminLn.Addr().String()
+	if *useXDS {
+		addrs.XDS = cfg.XDS.GRPCAddr
 	}
-	if authzAdminLn != nil {
-		addrs.AuthzAdmin = authzAdminLn.Addr().String()
+	if *readyFile != "" {
+		if err := writeJSONFile(*readyFile, addrs); err != nil {
+			cancel()
+			return errors.Join(err, g.Wait())
+		}
 	}
-	g.Go(func() error {
-		// The listeners already accept connections (they were bound above),
-		// so the stack is ready as soon as the servers run.
-		select {
-		case <-gctx.Done():
-			return nil
-		case <-time.After(100 * time.Millisecond):
-		}
-		if *readyFile != "" {
-			if err := writeJSONFile(*readyFile, addrs); err != nil {
-				return err
-			}
-		}
-		if !*quiet {
-			printWelcome(env, cfg.TLS.CA, cfg.TLS.ClientCert, cfg.TLS.ClientKey, addrs, *dir)
-		}
-		return nil
-	})
+	if !*quiet {
+		printWelcome(env, cfg.TLS.CA, cfg.TLS.ClientCert, cfg.TLS.ClientKey, addrs, *dir)
+	}
 	return g.Wait()
 }
 
 // concretePort replaces a :0 port with one that is free now.
 func concretePort(addr string) (string, error) {
+	if addr == "" {
+		return "", nil
+	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "", err
@@ -194,10 +227,15 @@ func printWelcome(env Env, ca, cert, key string, a devAddrs, dir string) {
 		fmt.Fprintf(env.Stdout, "fraise dev: ready on https://%s (no sample token: %v)\n", a.Gateway, err)
 		return
 	}
+	mode := "static bootstrap"
+	if a.XDS != "" {
+		mode = "xDS from " + a.XDS
+	}
 	fmt.Fprintf(env.Stdout, `
 Fraise is running (Ctrl-C stops it).
-  gateway (mTLS)   https://%s/graphql
-  core             %s   (refuses requests without extauthz's assertion)
+  ingress (Envoy %s, pid %d, mTLS)  https://%s/graphql   (%s)
+  Envoy admin      http://%s/ready, /stats/prometheus
+  core             %s   (accepts only the gateway's certificate and extauthz's assertion)
   extauthz (gRPC)  %s
   ratelimit (gRPC) %s
 
@@ -210,7 +248,8 @@ curl -sS --cacert %s --cert %s --key %s \
   https://%s/graphql
 
 Other tokens: bin/fraise token --tenant %s --subject bob --roles viewer
-`, a.Gateway, a.CoreHTTP, a.Authz, a.RateLimit, ca, cert, key, tok, a.Gateway, demo.TenantGlobex)
+`, envoy.Version, a.EnvoyPid, a.Gateway, mode, a.EnvoyAdmin, a.CoreHTTP, a.Authz, a.RateLimit,
+		ca, cert, key, tok, a.Gateway, demo.TenantGlobex)
 	if a.CoreAdmin != "" || a.AuthzAdmin != "" {
 		fmt.Fprintf(env.Stdout, "Health and Prometheus metrics: core http://%s/metrics, extauthz http://%s/metrics\n", a.CoreAdmin, a.AuthzAdmin)
 	}

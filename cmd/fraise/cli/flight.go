@@ -61,7 +61,7 @@ func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.
 		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler()))
 	}
 	if cfg.Core.TLS {
-		tc, err := mtlsServerConfig(cfg.TLS)
+		tc, err := pinnedMTLSServerConfig(cfg.TLS, cfg.TLS.GatewaySAN)
 		if err != nil {
 			return nil, err
 		}

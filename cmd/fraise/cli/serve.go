@@ -179,7 +179,9 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	srv := newHTTPServer(handler, coreHTTPTimeouts)
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	if cfg.Core.TLS {
-		if srv.TLSConfig, err = mtlsServerConfig(cfg.TLS); err != nil {
+		// Only the gateway reaches the core: an end user's certificate from
+		// the same CA is refused at the handshake.
+		if srv.TLSConfig, err = pinnedMTLSServerConfig(cfg.TLS, cfg.TLS.GatewaySAN); err != nil {
 			ln.Close()
 			return err
 		}

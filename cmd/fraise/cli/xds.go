@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -32,26 +35,10 @@ func runXDS(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := xds.New(ctx, cfg.XDS.NodeID, log)
-	if err := publish(ctx, srv, cfg); err != nil {
+	srv, err := newXDSServer(ctx, cfg, log)
+	if err != nil {
 		ln.Close()
 		return err
-	}
-	gs := grpc.NewServer()
-	srv.Register(gs)
-	// The xDS bootstrap health-checks its xds cluster with grpc.health.v1.
-	healthpb.RegisterHealthServer(gs, health.NewServer())
-	go func() {
-		<-ctx.Done()
-		gs.GracefulStop()
-	}()
-	if *cfgPath != "" {
-		last, _ := os.ReadFile(*cfgPath)
-		go watchConfig(ctx, *cfgPath, last, cfg.XDS.PollInterval.Duration, env, log, func(c config.Config) {
-			if err := publish(ctx, srv, c); err != nil {
-				log.Error("configuration change not published; the previous snapshot keeps serving", "err", err)
-			}
-		})
 	}
 	if *readyFile != "" {
 		if err := writeJSONFile(*readyFile, map[string]string{"xds": ln.Addr().String()}); err != nil {
@@ -59,8 +46,54 @@ func runXDS(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 	}
+	return serveXDS(ctx, srv, cfg, *cfgPath, ln, env, log, nil)
+}
+
+// newXDSServer returns an xDS server holding the snapshot of cfg.
+func newXDSServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*xds.Server, error) {
+	srv := xds.New(ctx, cfg.XDS.NodeID, log)
+	if err := publish(ctx, srv, cfg); err != nil {
+		return nil, err
+	}
+	return srv, nil
+}
+
+// serveXDS serves srv on ln over mTLS, accepting only the gateway's
+// certificate, until ctx ends, publishing a new snapshot whenever the file
+// at cfgPath changes. keep, when set, amends each reloaded configuration
+// first (`fraise dev` keeps the ports it bound).
+func serveXDS(ctx context.Context, srv *xds.Server, cfg config.Config, cfgPath string, ln net.Listener, env Env, log *slog.Logger, keep func(*config.Config)) error {
+	tc, err := pinnedMTLSServerConfig(cfg.TLS, cfg.TLS.GatewaySAN)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(tc)))
+	srv.Register(gs)
+	// The xDS bootstrap health-checks its xds cluster with grpc.health.v1.
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	go func() {
+		<-ctx.Done()
+		gs.GracefulStop()
+	}()
+	if cfgPath != "" {
+		last, _ := os.ReadFile(cfgPath)
+		go watchConfig(ctx, cfgPath, last, cfg.XDS.PollInterval.Duration, env, log, func(c config.Config) {
+			if keep != nil {
+				keep(&c)
+			}
+			if err := publish(ctx, srv, c); err != nil {
+				log.Error("configuration change not published; the previous snapshot keeps serving", "err", err)
+				return
+			}
+			log.Info("configuration change published", "path", cfgPath)
+		})
+	}
 	logServing(log, "xds", "ads", ln)
-	return gs.Serve(ln)
+	if err := gs.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
 }
 
 func publish(ctx context.Context, srv *xds.Server, cfg config.Config) error {

@@ -2,6 +2,8 @@ package cli_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,13 +19,20 @@ import (
 	client "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/cmd/fraise/cli"
 )
 
 const xdsConfig = `
+[tls]
+ca = %q
+server_cert = %q
+server_key = %q
+gateway_cert = %q
+gateway_key = %q
 [core]
 http_addr = "10.0.0.1:%d"
 [xds]
@@ -36,8 +45,15 @@ poll_interval = "50ms"
 // expects the next snapshot to carry the change.
 func TestXDSFollowsConfig(t *testing.T) {
 	dir := t.TempDir()
+	certs, err := devcerts.Generate(filepath.Join(dir, "certs"), devcerts.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	xdsTOML := func(port int) []byte {
+		return []byte(fmt.Sprintf(xdsConfig, certs.CACert, certs.ServerCert, certs.ServerKey, certs.GatewayCert, certs.GatewayKey, port))
+	}
 	cfgPath := filepath.Join(dir, "fraise.toml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(xdsConfig, 8080)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, xdsTOML(8080), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ready := filepath.Join(dir, "ready.json")
@@ -66,7 +82,18 @@ func TestXDSFollowsConfig(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	conn, err := grpc.NewClient(addrs.XDS, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	gw, err := tls.LoadX509KeyPair(certs.GatewayCert, certs.GatewayKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(certs.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	creds := credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{gw}})
+	conn, err := grpc.NewClient(addrs.XDS, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +181,7 @@ func TestXDSFollowsConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(xdsConfig, 9090)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, xdsTOML(9090), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	next := fetch(clusters)

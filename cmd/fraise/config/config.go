@@ -365,8 +365,8 @@ type RateLimit struct {
 	LocalCacheBytes int      `toml:"local_cache_bytes"`
 }
 
-// Gateway configures `fraise gateway` and the Envoy configuration generated
-// for production.
+// Gateway configures the ingress: the Envoy configuration `fraise envoy
+// bootstrap` and `fraise xds` generate, and the Envoy `fraise dev` runs.
 type Gateway struct {
 	ListenAddr      string   `toml:"listen_addr"`
 	AdminAddr       string   `toml:"admin_addr"`
@@ -375,9 +375,16 @@ type Gateway struct {
 	// MaxConnections bounds the ingress's open client connections; those
 	// over it are closed at once.
 	MaxConnections uint64 `toml:"max_connections"`
-	// Envoy is the Envoy binary `fraise dev` prefers over the development
-	// gateway when it is on PATH ("envoy"); empty never uses Envoy.
+	// Envoy is the Envoy binary `fraise dev` runs: a path or a name on
+	// PATH. Empty looks for envoy on PATH, then for the one `make deps`
+	// installs under .tools/; either way it must be Envoy 1.40.0.
 	Envoy string `toml:"envoy"`
+	// Concurrency is the worker threads of the Envoy `fraise dev` runs (0:
+	// one per core, at most two).
+	Concurrency int `toml:"concurrency"`
+	// LogLevel is that Envoy's log level (trace, debug, info, warn,
+	// error, critical, off).
+	LogLevel string `toml:"log_level"`
 }
 
 // Observers configures the observer dispatcher and workers that `fraise
@@ -523,7 +530,7 @@ func Default() Config {
 		Gateway: Gateway{
 			ListenAddr: "127.0.0.1:8443", AdminAddr: "127.0.0.1:9901",
 			AuthzTimeout: Duration{250 * time.Millisecond}, MaxRequestBytes: 64 << 10, MaxConnections: 10000,
-			Envoy: "envoy",
+			LogLevel: "warn",
 		},
 		XDS: XDS{GRPCAddr: "127.0.0.1:18000", NodeID: "fraise-ingress", PollInterval: Duration{time.Second}},
 		Flight: Flight{
@@ -862,6 +869,14 @@ func (c Config) Validate() error {
 	}
 	if c.Gateway.MaxRequestBytes == 0 || c.Gateway.MaxRequestBytes > 64<<20 {
 		bad("gateway.max_request_bytes", "want 1 to 67108864, got %d", c.Gateway.MaxRequestBytes)
+	}
+	if c.Gateway.Concurrency < 0 {
+		bad("gateway.concurrency", "want 0 (one per core, at most two) or more, got %d", c.Gateway.Concurrency)
+	}
+	switch c.Gateway.LogLevel {
+	case "trace", "debug", "info", "warn", "error", "critical", "off":
+	default:
+		bad("gateway.log_level", "want trace, debug, info, warn, error, critical or off, got %q", c.Gateway.LogLevel)
 	}
 	if c.Gateway.MaxConnections == 0 {
 		bad("gateway.max_connections", "want at least 1")
