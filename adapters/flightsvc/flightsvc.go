@@ -216,13 +216,14 @@ func principal(ctx context.Context) (core.Principal, error) {
 }
 
 // prepare resolves q for p: the dataset must be exportable to p and the
-// query must compile against it.
+// query must compile against it, with the field protection p's scopes
+// call for.
 func (s *Server) prepare(p core.Principal, q flight.Query) (*flight.Dataset, flight.Statement, error) {
 	d, err := s.o.Catalog.Lookup(p, q.Dataset)
 	if err != nil {
 		return nil, flight.Statement{}, err
 	}
-	st, err := flight.Compile(d, q)
+	st, err := flight.Compile(d, q, p)
 	if err != nil {
 		return nil, flight.Statement{}, err
 	}

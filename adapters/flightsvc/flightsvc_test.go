@@ -85,7 +85,7 @@ func mustServer(tb testing.TB) *fixture {
 		tb.Fatal(err)
 	}
 	cat, err := flight.NewCatalog([]flight.Dataset{{Name: "ids", View: "v_ids",
-		Columns: []flight.Column{{Name: "id", Type: flight.Type{Kind: flight.KindInt8}}}}})
+		Columns: []flight.Column{{Name: "id", Type: flight.Type{Kind: flight.KindInt8}}}}}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -104,7 +104,7 @@ func mustStatement(tb testing.TB, view string, cols ...string) flight.Statement 
 		}
 		d.Columns = append(d.Columns, flight.Column{Name: name, Type: t})
 	}
-	cat, err := flight.NewCatalog([]flight.Dataset{d})
+	cat, err := flight.NewCatalog([]flight.Dataset{d}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func mustStatement(tb testing.TB, view string, cols ...string) flight.Statement 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	st, err := flight.Compile(ds, flight.Query{Dataset: "d"})
+	st, err := flight.Compile(ds, flight.Query{Dataset: "d"}, core.Principal{})
 	if err != nil {
 		tb.Fatal(err)
 	}

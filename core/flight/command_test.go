@@ -152,7 +152,7 @@ func TestCommandSurvivesItsTicket(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, err := flight.Compile(d, q)
+			want, err := flight.Compile(d, q, analyst)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -164,7 +164,7 @@ func TestCommandSurvivesItsTicket(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := flight.Compile(d, back)
+			got, err := flight.Compile(d, back, analyst)
 			if err != nil {
 				t.Fatalf("the ticket's query does not compile: %v", err)
 			}

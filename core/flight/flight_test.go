@@ -34,7 +34,7 @@ func mustCatalog(tb testing.TB) *flight.Catalog {
 		{Name: "sales.orders", View: "public.v_orders", Columns: cols("id int8", "amount numeric(12,2)", "region text",
 			"placed_at timestamptz", "tags text[]", "doc jsonb", "ok bool")},
 		{Name: "hr.salaries", View: "v_salaries", Roles: []string{"admin"}, Columns: cols("id int8", "salary numeric(10,0)")},
-	})
+	}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestCatalogRefusesBadDeclarations(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := flight.NewCatalog([]flight.Dataset{tt.ds}); err == nil {
+			if _, err := flight.NewCatalog([]flight.Dataset{tt.ds}, nil); err == nil {
 				t.Error("got no error")
 			}
 		})
@@ -136,7 +136,7 @@ func TestCompileCommand(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st, err := flight.Compile(d, q)
+			st, err := flight.Compile(d, q, analyst)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -203,7 +203,7 @@ func TestCompileRefusals(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			q, err := flight.ParseCommand([]byte(tt.cmd))
 			if err == nil {
-				_, err = flight.Compile(d, q)
+				_, err = flight.Compile(d, q, analyst)
 			}
 			if code := core.ErrorCode(err); code != core.CodeInvalid {
 				t.Errorf("got %v (%s), want INVALID", err, code)
@@ -236,8 +236,8 @@ func TestParseSQL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			g, err1 := flight.Compile(d, got)
-			w, err2 := flight.Compile(d, want)
+			g, err1 := flight.Compile(d, got, analyst)
+			w, err2 := flight.Compile(d, want, analyst)
 			if err1 != nil || err2 != nil {
 				t.Fatal(err1, err2)
 			}

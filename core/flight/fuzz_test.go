@@ -41,7 +41,7 @@ func FuzzParseCommand(f *testing.F) {
 			}
 			return
 		}
-		st, err := flight.Compile(d, q)
+		st, err := flight.Compile(d, q, analyst)
 		if err != nil {
 			return
 		}
@@ -58,7 +58,7 @@ func FuzzParseCommand(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Verify of an issued ticket for %q: %v", cmd, err)
 		}
-		got, err := flight.Compile(d, back)
+		got, err := flight.Compile(d, back, analyst)
 		if err != nil || got.SQL != st.SQL || !reflect.DeepEqual(got.Args, st.Args) {
 			t.Fatalf("%q through its ticket: got %q %v (%v), want %q %v", cmd, got.SQL, got.Args, err, st.SQL, st.Args)
 		}
@@ -79,7 +79,7 @@ func FuzzParseSQL(f *testing.F) {
 			}
 			return
 		}
-		if st, err := flight.Compile(d, q); err == nil {
+		if st, err := flight.Compile(d, q, analyst); err == nil {
 			checkCompiled(t, st, sql)
 		}
 	})

@@ -3,6 +3,7 @@ package flight
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"sort"
 	"strconv"
@@ -346,22 +347,29 @@ type Statement struct {
 	Columns []Column
 }
 
-// Compile checks q against d and builds its statement. Names come from the
-// catalog only (quoted), values only as parameters: a request can change
-// neither the statement's shape nor the view it reads.
-func Compile(d *Dataset, q Query) (Statement, error) {
+// Compile checks q against d and builds its statement for p. Names come
+// from the catalog only (quoted), values only as parameters: a request can
+// change neither the statement's shape nor the view it reads.
+//
+// Field protection is applied in the statement, so that what p may not see
+// never leaves PostgreSQL: a column p may not read (an @auth scope it does
+// not hold) is NULL, one masked for p is masked; both keep their place and
+// type, so the schema of an export is the same for every caller. Filtering
+// or ordering by either is refused with CodeForbidden: a filter reveals a
+// value one guess at a time.
+func Compile(d *Dataset, q Query, p core.Principal) (Statement, error) {
 	cols, err := d.columns(q.Columns)
 	if err != nil {
 		return Statement{}, err
 	}
-	c := &compiler{d: d}
+	c := &compiler{d: d, p: p}
 	var sb strings.Builder
 	sb.WriteString("select ")
 	for i, col := range cols {
 		if i > 0 {
 			sb.WriteString(", ")
 		}
-		sb.WriteString(quoteIdent(col.Name))
+		sb.WriteString(col.selected(p))
 	}
 	sb.WriteString(" from ")
 	sb.WriteString(quoteView(d.View))
@@ -378,6 +386,9 @@ func Compile(d *Dataset, q Query) (Statement, error) {
 		if !ok {
 			return Statement{}, core.Errorf(core.CodeInvalid, "order: dataset %s has no column %q", d.Name, o.Column)
 		}
+		if err := c.filterable(col); err != nil {
+			return Statement{}, err
+		}
 		if !col.Type.comparable() {
 			return Statement{}, core.Errorf(core.CodeInvalid, "order: column %q of type %s cannot be ordered", col.Name, col.Type)
 		}
@@ -386,7 +397,7 @@ func Compile(d *Dataset, q Query) (Statement, error) {
 		} else {
 			sb.WriteString(", ")
 		}
-		sb.WriteString(quoteIdent(col.Name))
+		sb.WriteString(col.source())
 		if o.Desc {
 			sb.WriteString(" desc")
 		}
@@ -401,9 +412,101 @@ func Compile(d *Dataset, q Query) (Statement, error) {
 	return Statement{SQL: sb.String(), Args: c.args, Columns: cols}, nil
 }
 
+// source is the SQL expression of the column's value as stored: the view's
+// column, or its field in the view's data column cast to the declared type
+// (numeric without its typmod, so that the decoder refuses a value the
+// declared scale would round, as for a view's column).
+func (col Column) source() string {
+	if col.path == nil {
+		return quoteIdent(col.Name)
+	}
+	j := jsonPath(col.path, false)
+	switch {
+	case col.Type.Kind == KindJSONB:
+		return j
+	case col.Type.Array:
+		return "(case when jsonb_typeof(" + j + ") = 'array' then array(select e.v::" + castType(col.Type.Scalar()) +
+			" from jsonb_array_elements_text(" + j + ") with ordinality e(v, i) order by e.i) end)"
+	}
+	return "(" + jsonPath(col.path, true) + ")::" + castType(col.Type)
+}
+
+// selected is the column in the select list as p may see it.
+func (col Column) selected(p core.Principal) string {
+	var e string
+	switch pr := col.Protection; {
+	case !pr.Readable(p):
+		e = "null::" + col.Type.String()
+	case !pr.Clear(p):
+		e = col.masked()
+	case col.path == nil:
+		return quoteIdent(col.Name)
+	default:
+		e = col.source()
+	}
+	return e + " as " + quoteIdent(col.Name)
+}
+
+// masked hides the column's text value as GraphQL's @mask does: EMAIL keeps
+// the first character and the domain (a***@acme.test), PII the first
+// character (A***), SECRET nothing (***). A field's value that is not a
+// JSON string (a number, a boolean) is *** whatever the kind.
+func (col Column) masked() string {
+	x := col.source()
+	var m string
+	switch col.Protection.Mask {
+	case core.MaskEmail:
+		m = "regexp_replace(" + x + `, '^(.)[^@]*', '\1***')`
+	case core.MaskPII:
+		m = "(left(" + x + ", 1) || '***')"
+	default:
+		m = "'***'"
+	}
+	if col.path == nil {
+		return "(case when " + x + " is not null then " + m + " end)"
+	}
+	return "(case when jsonb_typeof(" + jsonPath(col.path, false) + ") = 'string' then " + m +
+		" when " + x + " is not null then '***' end)"
+}
+
+// jsonPath is the value at keys in the data column: jsonb, or text when
+// text is set (->> for the last key). Keys are checked by NewCatalog.
+func jsonPath(keys []string, text bool) string {
+	var b strings.Builder
+	b.WriteString(`"data"`)
+	for i, k := range keys {
+		if text && i == len(keys)-1 {
+			b.WriteString("->>'" + k + "'")
+		} else {
+			b.WriteString("->'" + k + "'")
+		}
+	}
+	return b.String()
+}
+
+// castType is the type a field's text is cast to.
+func castType(t Type) string {
+	if t.Kind == KindNumeric {
+		return "numeric"
+	}
+	return t.String()
+}
+
 type compiler struct {
 	d    *Dataset
+	p    core.Principal
 	args []any
+}
+
+// filterable refuses a filter or an order on a column p does not read in
+// the clear, as GraphQL refuses one on a field p may not read or sees
+// masked.
+func (c *compiler) filterable(col Column) error {
+	if col.Protection.Clear(c.p) {
+		return nil
+	}
+	return &core.Error{Code: core.CodeForbidden, Op: "flight.Compile",
+		Message: fmt.Sprintf("not allowed to filter or order by column %s of dataset %s", col.Name, c.d.Name)}
 }
 
 func (c *compiler) param(v any) string {
@@ -445,7 +548,10 @@ func (c *compiler) expr(e *Expr, depth int) (string, error) {
 	if !ok {
 		return "", core.Errorf(core.CodeInvalid, "where: dataset %s has no column %q", c.d.Name, e.Column)
 	}
-	id := quoteIdent(col.Name)
+	if err := c.filterable(col); err != nil {
+		return "", err
+	}
+	id := col.source()
 	typ := col.Type.String()
 	if col.Type.Kind == KindNumeric {
 		typ = "numeric" // the column's typmod would round a filter value, not compare it

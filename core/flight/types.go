@@ -1,11 +1,13 @@
 // Package flight is the core of Fraise's Arrow Flight exports: the datasets
-// (views declared exportable, with typed columns), the mapping of their
-// PostgreSQL types to Arrow types, the query a client describes (columns,
-// filters, order, limit) compiled to parameterized SQL, the conservative
-// reader of Flight SQL statements, and the signed, tenant-bound, expiring
-// tickets that carry a query from GetFlightInfo to DoGet. It knows nothing
-// of gRPC or pgx: adapters/flightsvc serves it and adapters/postgres reads
-// the rows.
+// (views, or GraphQL types' fields, declared exportable, with typed columns
+// carrying the field protection of GraphQL's @auth and @mask), the mapping
+// of their PostgreSQL types to Arrow types, the query a client describes
+// (columns, filters, order, limit) compiled to parameterized SQL that
+// applies that protection for the caller, the conservative reader of
+// Flight SQL statements, and the signed, tenant-bound, expiring tickets
+// that carry a query from GetFlightInfo to DoGet. It knows nothing of gRPC
+// or pgx: adapters/flightsvc serves it and adapters/postgres reads the
+// rows.
 package flight
 
 import (

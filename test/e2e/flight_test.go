@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -88,6 +89,11 @@ name = "types.admins"
 view = "public.v_flight_types"
 roles = ["admin"]
 columns = [{ name = "id", type = "int8" }]
+# The demo's GraphQL type User: its fields, with their @auth and @mask.
+[[flight.datasets]]
+name = "people.users"
+graphql_type = "User"
+columns = [{ name = "id", type = "uuid" }, { name = "name", type = "text" }, { name = "email", type = "text" }]
 `
 
 // slowMachineEnv gives extauthz time on a machine shared with others: the
@@ -393,11 +399,11 @@ func TestFlightThroughGateway(t *testing.T) {
 			}
 			return out
 		}
-		if got := names(acme); !slices.Equal(got, []string{"types.all"}) {
-			t.Errorf("analyst: got %v, want [types.all]", got)
+		if got := names(acme); !slices.Equal(got, []string{"people.users", "types.all"}) {
+			t.Errorf("analyst: got %v, want [people.users types.all]", got)
 		}
-		if got := names(acmeAdmin); !slices.Equal(got, []string{"types.admins", "types.all"}) {
-			t.Errorf("admin: got %v, want [types.admins types.all]", got)
+		if got := names(acmeAdmin); !slices.Equal(got, []string{"people.users", "types.admins", "types.all"}) {
+			t.Errorf("admin: got %v, want [people.users types.admins types.all]", got)
 		}
 	})
 
@@ -531,6 +537,47 @@ func TestFlightThroughGateway(t *testing.T) {
 
 	t.Run("ADBC Flight SQL driver", func(t *testing.T) {
 		testADBC(t, s)
+	})
+
+	t.Run("field protection as GraphQL's", func(t *testing.T) {
+		for _, scopes := range []string{"", "read:User.email"} {
+			t.Run("scopes "+scopes, func(t *testing.T) {
+				tok := s.tokenWithScopes(t, demo.TenantAcme, "ann", "analyst", scopes)
+				_, _, g := post(t, s.client, s.addrs.Gateway, "{ users { id email } }", map[string]string{"Authorization": "Bearer " + tok})
+				var data struct{ Users []struct{ ID, Email string } }
+				if err := json.Unmarshal(g.Data, &data); err != nil || len(data.Users) != 2 {
+					t.Fatalf("GraphQL: got %s %v, want Acme's two users", g.Data, g.Errors)
+				}
+				ctx := bearer(ctx, tok)
+				info, err := c.GetFlightInfo(ctx, &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"people", "users"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				recs, err := readTicket(ctx, t, c, info.Endpoint[0].Ticket)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := map[string]string{}
+				for _, rec := range recs {
+					ids, emails := rec.Column(0).(*array.FixedSizeBinary), rec.Column(2).(*array.String)
+					for r := 0; r < int(rec.NumRows()); r++ {
+						b := ids.Value(r)
+						got[fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])] = emails.Value(r)
+					}
+				}
+				if len(got) != len(data.Users) {
+					t.Fatalf("got %d users from Flight, want GraphQL's %d", len(got), len(data.Users))
+				}
+				for _, u := range data.Users {
+					if masked := strings.Contains(u.Email, "***"); masked != (scopes == "") {
+						t.Errorf("user %s: GraphQL gave %q, want it masked only without read:User.email", u.ID, u.Email)
+					}
+					if got[u.ID] != u.Email {
+						t.Errorf("user %s: got %q from Flight, want GraphQL's %q", u.ID, got[u.ID], u.Email)
+					}
+				}
+			})
+		}
 	})
 }
 

@@ -238,6 +238,12 @@ func (s *stack) token(tb testing.TB, tenant, subject, roles string) string {
 	return strings.TrimSpace(mustRun(tb, s.getenv, "token", "--dir", s.dir, "--tenant", tenant, "--subject", subject, "--roles", roles))
 }
 
+// tokenWithScopes is token with scopes, comma-separated ("" for none).
+func (s *stack) tokenWithScopes(tb testing.TB, tenant, subject, roles, scopes string) string {
+	tb.Helper()
+	return strings.TrimSpace(mustRun(tb, s.getenv, "token", "--dir", s.dir, "--tenant", tenant, "--subject", subject, "--roles", roles, "--scopes", scopes))
+}
+
 type gqlResponse struct {
 	Data   json.RawMessage `json:"data"`
 	Errors []struct {

@@ -19,16 +19,19 @@ import (
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/flight"
+	"github.com/fraise-dev/fraise/core/graphql"
 )
 
 // newFlightServer wires the Flight service: the catalog of exportable
-// datasets from fraise.toml, the ticket key, and PostgreSQL as the source.
-func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, verifier *assertion.Verifier, reg prometheus.Registerer) (*grpc.Server, error) {
+// datasets from fraise.toml, bound to the GraphQL schema (a dataset over a
+// GraphQL type exports its fields with their @auth and @mask), the ticket
+// key, and PostgreSQL as the source.
+func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, schema *graphql.Schema, verifier *assertion.Verifier, reg prometheus.Registerer) (*grpc.Server, error) {
 	ds, err := cfg.Flight.FlightDatasets()
 	if err != nil {
 		return nil, err
 	}
-	catalog, err := flight.NewCatalog(ds)
+	catalog, err := flight.NewCatalog(ds, schema)
 	if err != nil {
 		return nil, fmt.Errorf("flight.datasets: %w", err)
 	}

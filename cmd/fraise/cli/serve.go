@@ -188,7 +188,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	}
 	var flightSrv *grpc.Server
 	if flightLn != nil {
-		if flightSrv, err = newFlightServer(cfg, env, log, db, verifier, metrics.Registry); err != nil {
+		if flightSrv, err = newFlightServer(cfg, env, log, db, schema, verifier, metrics.Registry); err != nil {
 			ln.Close()
 			return err
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/flight"
 )
 
@@ -81,7 +82,8 @@ type Flight struct {
 	Datasets            []Dataset `toml:"datasets"`
 }
 
-// Dataset declares a view exportable over Flight.
+// Dataset declares a view, or a GraphQL type's view, exportable over
+// Flight.
 type Dataset struct {
 	// Name is what clients ask for: a Flight path joined with ".", and the
 	// table name in Flight SQL ("sales.orders").
@@ -89,16 +91,30 @@ type Dataset struct {
 	// View is the view read, "[schema.]name"; it should be security_invoker
 	// so row-level security applies.
 	View string `toml:"view"`
+	// GraphQLType, instead of View, exports fields of a GraphQL object type
+	// read from its view, each with its @auth and @mask.
+	GraphQLType string `toml:"graphql_type"`
 	// Roles that may export it; empty leaves the decision to the policy.
 	Roles   []string        `toml:"roles"`
 	Columns []DatasetColumn `toml:"columns"`
 }
 
 // DatasetColumn is one exported column and its PostgreSQL type, e.g.
-// "int8", "numeric(12,2)", "timestamptz", "text[]".
+// "int8", "numeric(12,2)", "timestamptz", "text[]", with the field
+// protection it carries (docs/flight.md).
 type DatasetColumn struct {
 	Name string `toml:"name"`
 	Type string `toml:"type"`
+	// Field is the field of the dataset's GraphQL type the column reads
+	// ("email", "author.email"); default the column's name in camelCase.
+	Field string `toml:"field"`
+	// Auth is a scope a principal needs to read the column's values, which
+	// are NULL for others, as GraphQL's @auth(scope:).
+	Auth string `toml:"auth"`
+	// Mask (EMAIL, PII or SECRET) masks the values for principals without
+	// MaskScope (default unmask:<dataset>.<column>), as GraphQL's @mask.
+	Mask      string `toml:"mask"`
+	MaskScope string `toml:"mask_scope"`
 }
 
 // XDS configures `fraise xds`, the control plane that serves the Envoy
@@ -915,38 +931,53 @@ func (f Flight) validate(bad func(key, format string, args ...any)) {
 	if f.StatementTimeout.Duration < 0 {
 		bad("flight.statement_timeout", "must not be negative")
 	}
-	var ds []flight.Dataset
-	for i, d := range f.Datasets {
-		key := fmt.Sprintf("flight.datasets[%d]", i)
-		fd := flight.Dataset{Name: d.Name, View: d.View, Roles: d.Roles}
-		for j, c := range d.Columns {
-			t, err := flight.ParseType(c.Type)
-			if err != nil {
-				bad(fmt.Sprintf("%s.columns[%d].type", key, j), "%v", err)
-			}
-			fd.Columns = append(fd.Columns, flight.Column{Name: c.Name, Type: t})
-		}
-		ds = append(ds, fd)
+	ds, typeErrs := f.datasets()
+	for _, e := range typeErrs {
+		bad(e.key, "%v", e.err)
 	}
-	if _, err := flight.NewCatalog(ds); err != nil {
+	// Binding datasets over GraphQL types needs the schema, which the
+	// core reads at start (flight.NewCatalog); the rest is checked here.
+	if err := flight.Check(ds); err != nil {
 		bad("flight.datasets", "%v", err)
 	}
 }
 
-// FlightDatasets returns the declared datasets in the core's terms; call
-// it on a validated configuration.
-func (f Flight) FlightDatasets() ([]flight.Dataset, error) {
+type keyError struct {
+	key string
+	err error
+}
+
+// datasets returns the declared datasets in the core's terms, and the
+// columns whose types do not parse.
+func (f Flight) datasets() ([]flight.Dataset, []keyError) {
 	var ds []flight.Dataset
-	for _, d := range f.Datasets {
-		fd := flight.Dataset{Name: d.Name, View: d.View, Roles: d.Roles}
-		for _, c := range d.Columns {
+	var errs []keyError
+	for i, d := range f.Datasets {
+		fd := flight.Dataset{Name: d.Name, View: d.View, Type: d.GraphQLType, Roles: d.Roles}
+		for j, c := range d.Columns {
 			t, err := flight.ParseType(c.Type)
 			if err != nil {
-				return nil, fmt.Errorf("flight.datasets %s.%s: %w", d.Name, c.Name, err)
+				errs = append(errs, keyError{fmt.Sprintf("flight.datasets[%d].columns[%d].type", i, j), err})
 			}
-			fd.Columns = append(fd.Columns, flight.Column{Name: c.Name, Type: t})
+			col := flight.Column{Name: c.Name, Type: t, Field: c.Field, Protection: core.Protection{
+				Mask: core.MaskKind(c.Mask), MaskScope: c.MaskScope}}
+			if c.Auth != "" {
+				col.Protection.Auth = []string{c.Auth}
+			}
+			fd.Columns = append(fd.Columns, col)
 		}
 		ds = append(ds, fd)
+	}
+	return ds, errs
+}
+
+// FlightDatasets returns the declared datasets in the core's terms, for
+// flight.NewCatalog with the GraphQL schema; call it on a validated
+// configuration.
+func (f Flight) FlightDatasets() ([]flight.Dataset, error) {
+	ds, errs := f.datasets()
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%s: %w", errs[0].key, errs[0].err)
 	}
 	return ds, nil
 }

@@ -3,11 +3,13 @@ package config_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/core"
 )
 
 func mustFile(tb testing.TB, content string) string {
@@ -212,6 +214,50 @@ func TestResolve(t *testing.T) {
 				t.Fatalf("got %q, %v; want %q, error %v", got, err, tt.want, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestFlightDatasetProtection: a dataset over a GraphQL type and columns'
+// own protection load into the core's terms; mistakes are reported with
+// the rest. Binding to the schema is the core's, at start.
+func TestFlightDatasetProtection(t *testing.T) {
+	c, err := config.Load(mustFile(t, `
+[[flight.datasets]]
+name = "people.users"
+graphql_type = "User"
+columns = [
+  { name = "id", type = "uuid" },
+  { name = "boss_email", type = "text", field = "boss.email", auth = "read:boss" },
+]
+[[flight.datasets]]
+name = "people.flat"
+view = "v_user_flat"
+columns = [{ name = "email", type = "text", mask = "EMAIL", mask_scope = "read:User.email" }]
+`), envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := c.Flight.FlightDatasets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	boss, email := ds[0].Columns[1], ds[1].Columns[0]
+	if ds[0].Type != "User" || boss.Field != "boss.email" || !slices.Equal(boss.Protection.Auth, []string{"read:boss"}) ||
+		email.Protection.Mask != core.MaskEmail || email.Protection.MaskScope != "read:User.email" {
+		t.Errorf("got %+v, want User's dataset with boss.email under read:boss, and the flat email masked", ds)
+	}
+
+	_, err = config.Load(mustFile(t, `
+[[flight.datasets]]
+name = "people.users"
+graphql_type = "User"
+view = "public.v_user"
+columns = [{ name = "id", type = "uuid", mask = "EMAIL" }, { name = "e", type = "text", mask = "email" }]
+`), envOf(nil))
+	for _, want := range []string{"leave view out", "a masked column is text", `mask "email" is none of EMAIL, PII, SECRET`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want an error saying %q", err, want)
+		}
 	}
 }
 
