@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every Go fuzz target (func FuzzX in a _test.go file) for a short,
+# fixed time: `make test` calls it with FUZZTIME=3s so fuzzing stays inside
+# the suite's time budget; `make fuzz` runs longer (FUZZTIME=60s) and with
+# --grow copies the new interesting inputs go test found from its cache
+# into the target's testdata/fuzz/FuzzX/, for the developer to commit.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+fuzztime=${FUZZTIME:-3s}
+grow=false
+[ "${1:-}" = "--grow" ] && grow=true
+go=${GO:-go}
+cache=$($go env GOCACHE)/fuzz
+mod=$($go list -m)
+
+n=0
+while IFS=: read -r file name; do
+  dir=$(dirname "$file")
+  pkg="$mod/${dir#./}"
+  echo "fuzz: $name in ./${dir#./} for $fuzztime"
+  $go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "./${dir#./}" >/dev/null || {
+    echo "fuzz: $name failed; the failing input is in ${dir#./}/testdata/fuzz/$name" >&2
+    $go test -run "^${name}\$" "./${dir#./}" || true
+    exit 1
+  }
+  n=$((n + 1))
+  if $grow && [ -d "$cache/$pkg/$name" ]; then
+    mkdir -p "$dir/testdata/fuzz/$name"
+    for f in "$cache/$pkg/$name"/*; do
+      [ -f "$f" ] || continue
+      cmp -s "$f" "$dir/testdata/fuzz/$name/$(basename "$f")" 2>/dev/null || cp "$f" "$dir/testdata/fuzz/$name/"
+    done
+  fi
+done < <(grep -rHoE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]+' . | grep -v '/node_modules/' | sed 's/:func /:/' | sort)
+echo "fuzz: $n targets, $fuzztime each"
