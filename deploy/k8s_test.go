@@ -671,6 +671,8 @@ func reads(cmd string, c config.Config) map[string]string {
 		}
 	case "ratelimit":
 		r["redis.password"] = c.Redis.Password
+		// Its gRPC port is mutual TLS only.
+		r["tls.ca"], r["tls.server_cert"], r["tls.server_key"] = c.TLS.CA, c.TLS.ServerCert, c.TLS.ServerKey
 	case "migrate":
 		// database.url: migrate sets the app role's password from it.
 		r["database.admin_url"], r["database.url"], r["core.trusted_documents"] = c.Database.AdminURL, c.Database.URL, c.Core.TrustedDocuments
