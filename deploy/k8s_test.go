@@ -622,8 +622,19 @@ type fakeTB struct {
 func (f *fakeTB) Errorf(string, ...any) { f.failed = true }
 func (f *fakeTB) Helper()               {}
 
-// listens returns the addresses the process listens on, by config key.
+// listens returns the addresses the process listens on, by config key; an
+// empty address is a port that is off.
 func listens(cmd string, c config.Config) map[string]string {
+	m := listensOrOff(cmd, c)
+	for k, v := range m {
+		if v == "" {
+			delete(m, k)
+		}
+	}
+	return m
+}
+
+func listensOrOff(cmd string, c config.Config) map[string]string {
 	switch cmd {
 	case "serve":
 		return map[string]string{"core.http_addr": c.Core.HTTPAddr, "core.flight_addr": c.Core.FlightAddr, "core.admin_addr": c.Core.AdminAddr}
@@ -660,6 +671,8 @@ func reads(cmd string, c config.Config) map[string]string {
 		}
 	case "ratelimit":
 		r["redis.password"] = c.Redis.Password
+		// Its gRPC port is mutual TLS only.
+		r["tls.ca"], r["tls.server_cert"], r["tls.server_key"] = c.TLS.CA, c.TLS.ServerCert, c.TLS.ServerKey
 	case "migrate":
 		// database.url: migrate sets the app role's password from it.
 		r["database.admin_url"], r["database.url"], r["core.trusted_documents"] = c.Database.AdminURL, c.Database.URL, c.Core.TrustedDocuments

@@ -2,12 +2,12 @@ package ratelimit
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/fraise-dev/fraise/core"
 )
@@ -25,16 +25,41 @@ type ActionLimiter struct {
 
 var _ core.ActionLimiter = (*ActionLimiter)(nil)
 
-// NewActionLimiter connects (lazily) to the service at addr.
-func NewActionLimiter(addr, domain string, timeout time.Duration) (*ActionLimiter, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// ActionLimiterOptions configures an ActionLimiter.
+type ActionLimiterOptions struct {
+	// Addr is the service's gRPC address; Domain its rate-limit domain.
+	Addr, Domain string
+	// Timeout bounds each decision (100ms when zero): past it the action
+	// goes ahead (fail open).
+	Timeout time.Duration
+	// TLS is the worker's mutual TLS towards the service: the core's
+	// client certificate.
+	TLS    ClientTLS
+	Logger *slog.Logger
+}
+
+// NewActionLimiter connects (lazily) to the service over mutual TLS: the
+// CA and the certificate's files must be readable now; the certificate is
+// read again whenever its files change, so a renewed one is presented from
+// the next connection on.
+func NewActionLimiter(o ActionLimiterOptions) (*ActionLimiter, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	creds, err := clientCredentials(o.TLS, log)
 	if err != nil {
 		return nil, err
 	}
+	conn, err := grpc.NewClient(o.Addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return nil, err
+	}
+	timeout := o.Timeout
 	if timeout <= 0 {
 		timeout = 100 * time.Millisecond
 	}
-	return &ActionLimiter{conn: conn, client: rlsv3.NewRateLimitServiceClient(conn), domain: domain, timeout: timeout}, nil
+	return &ActionLimiter{conn: conn, client: rlsv3.NewRateLimitServiceClient(conn), domain: o.Domain, timeout: timeout}, nil
 }
 
 // Close closes the connection.

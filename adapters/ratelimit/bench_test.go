@@ -12,8 +12,7 @@ import (
 
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
 	"github.com/fraise-dev/fraise/test/harness"
@@ -52,20 +51,13 @@ func BenchmarkShouldRateLimitBurst(b *testing.B) {
 		},
 		LocalCacheBytes: 1 << 20,
 	}
-	o.GRPCAddr, o.HTTPAddr, o.DebugAddr, o.RedisAddr = addr(b), addr(b), addr(b), rd.Addr
-	svc, err := ratelimit.Start(context.Background(), o)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer svc.Close()
+	certs := mustCerts(b)
+	svc := mustStart(b, rd.Addr, certs, o)
+	// Envoy's connections: mutual TLS with the gateway's certificate.
+	gw := credentials.NewTLS(clientTLS(b, certs.GatewayCert, certs.GatewayKey, certs.CACert))
 	var clients []rlsv3.RateLimitServiceClient
 	for i := 0; i < 4; i++ {
-		conn, err := grpc.NewClient(o.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer conn.Close()
-		clients = append(clients, rlsv3.NewRateLimitServiceClient(conn))
+		clients = append(clients, rlsv3.NewRateLimitServiceClient(mustConn(b, svc.GRPCAddr(), gw)))
 	}
 	under := &rlsv3.RateLimitRequest{Domain: "fraise", HitsAddend: 1, Descriptors: []*commonrl.RateLimitDescriptor{desc("tier", "default", "tenant", "under")}}
 	over := &rlsv3.RateLimitRequest{Domain: "fraise", HitsAddend: 1, Descriptors: []*commonrl.RateLimitDescriptor{desc("tier", "enterprise", "tenant", "over")}}

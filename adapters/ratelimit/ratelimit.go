@@ -6,27 +6,37 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"expvar"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
+	"math/rand"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/envoyproxy/ratelimit/src/service_cmd/runner"
+	"github.com/coocood/freecache"
+	pb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/envoyproxy/ratelimit/src/metrics"
+	rlredis "github.com/envoyproxy/ratelimit/src/redis"
+	"github.com/envoyproxy/ratelimit/src/server"
+	rlservice "github.com/envoyproxy/ratelimit/src/service"
 	"github.com/envoyproxy/ratelimit/src/settings"
+	rlstats "github.com/envoyproxy/ratelimit/src/stats"
+	"github.com/envoyproxy/ratelimit/src/utils"
+	gostats "github.com/lyft/gostats"
 	logger "github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"gopkg.in/yaml.v2"
 )
 
@@ -67,8 +77,21 @@ const (
 
 // Options configures the service.
 type Options struct {
-	GRPCAddr, HTTPAddr, DebugAddr string
-	RedisAddr, RedisPassword      string
+	// GRPCAddr is where the gRPC port (ShouldRateLimit and grpc.health.v1)
+	// listens; port 0 picks a free one (Service.GRPCAddr says which).
+	// Ignored when Listener is set.
+	GRPCAddr string
+	// Listener, when set, is the gRPC port, already bound by the caller;
+	// the service closes it.
+	Listener net.Listener
+	// TLS is the gRPC port's mutual TLS; it is required: the port serves
+	// nothing in plaintext.
+	TLS ServerTLS
+	// HTTPAddr (POST /json, GET /healthcheck) and DebugAddr (pprof,
+	// /stats, /rlconfig) are operator tools without authentication, off
+	// when empty; Start refuses any but a loopback address for them.
+	HTTPAddr, DebugAddr      string
+	RedisAddr, RedisPassword string
 	// RuntimeDir receives the generated configuration (a temporary
 	// directory, removed by Close, when empty).
 	RuntimeDir string
@@ -84,6 +107,12 @@ type Options struct {
 	LocalCacheBytes int
 	Logger          *slog.Logger
 }
+
+// HealthService is the grpc.health.v1 service name whose status follows
+// the service's health: NOT_SERVING from SIGTERM or Close on. Envoy's
+// health check should name it; the empty name stays SERVING until Close.
+// (envoyproxy/ratelimit's server.NewServer hard-codes it.)
+const HealthService = "ratelimit"
 
 // Headers the service adds to its answers; Envoy copies them onto the
 // response, so a refused client learns when to come back.
@@ -206,40 +235,87 @@ func ConfigYAML(o Options) ([]byte, error) {
 	return yaml.Marshal(root)
 }
 
-// Service is a running rate-limit service.
+// Service is a running rate-limit service: envoyproxy/ratelimit's own
+// server, Redis limiter and service, assembled as its runner assembles
+// them, but serving on listeners Fraise owns. The runner always binds the
+// HTTP and debug ports, serves gRPC in plaintext unless its own TLS
+// settings (one client SAN, exiting the process on a bad file) are used,
+// and exits the process on a signal or a port it cannot bind.
 type Service struct {
-	runner  *runner.Runner
-	done    chan struct{}
-	tempDir string
-	dir     string
-	domain  string
-	once    sync.Once
-	mu      sync.Mutex // serialises Reload
+	srv       server.Server
+	service   rlservice.RateLimitServiceServer
+	limiter   io.Closer
+	grpcLn    net.Listener
+	operators []*http.Server // the HTTP and debug ports that are on
+	httpAddr  string
+	debugAddr string
+	tempDir   string
+	dir       string
+	domain    string
+	log       *slog.Logger
+	once      sync.Once
+	mu        sync.Mutex // serialises Reload
 }
 
 // runMu serialises starts: the service configures logrus, a process-wide
-// logger, and installs signal handlers that Start must then remove.
+// logger, and reads a few settings from the process environment.
 var runMu sync.Mutex
 
-// Start starts the service and returns once its gRPC health service answers
-// SERVING. The service installs handlers for SIGINT, SIGTERM and SIGHUP that
-// exit the process; Start removes them, so a caller that handles signals
-// must install its handlers after Start returns.
-func Start(ctx context.Context, o Options) (*Service, error) {
+// closeGrace bounds how long Close lets calls under way finish.
+const closeGrace = 10 * time.Second
+
+// Start starts the service and returns once it serves: its gRPC port
+// (ShouldRateLimit and grpc.health.v1, mutual TLS only) and the operator
+// ports o turns on. It installs no signal handler that exits the process
+// (envoyproxy/ratelimit's health service marks itself NOT_SERVING on
+// SIGTERM, so Envoy moves away while Fraise drains). A Listener in o is
+// closed when Start fails.
+func Start(ctx context.Context, o Options) (_ *Service, err error) {
+	s := &Service{domain: o.Domain, grpcLn: o.Listener, log: o.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	yml, err := ConfigYAML(o)
 	if err != nil {
 		return nil, err
 	}
-	for _, a := range []struct{ key, addr string }{{"grpc", o.GRPCAddr}, {"http", o.HTTPAddr}, {"debug", o.DebugAddr}} {
-		// The service calls logrus.Fatal (exiting the process) when it cannot
-		// listen: find out first and return an error instead.
-		l, err := net.Listen("tcp", a.addr)
-		if err != nil {
+	for _, a := range []struct{ key, addr string }{{"http", o.HTTPAddr}, {"debug", o.DebugAddr}} {
+		if err := operatorAddr(a.addr); err != nil {
 			return nil, fmt.Errorf("ratelimit %s address: %w", a.key, err)
 		}
-		l.Close()
 	}
-	s := &Service{done: make(chan struct{}), domain: o.Domain}
+	creds, err := newServerCreds(o.TLS, s.log)
+	if err != nil {
+		return nil, err
+	}
+	var lc net.ListenConfig
+	if s.grpcLn == nil {
+		if s.grpcLn, err = lc.Listen(ctx, "tcp", o.GRPCAddr); err != nil {
+			return nil, fmt.Errorf("ratelimit grpc address: %w", err)
+		}
+	}
+	var httpLn, debugLn net.Listener
+	if o.HTTPAddr != "" {
+		if httpLn, err = lc.Listen(ctx, "tcp", o.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("ratelimit http address: %w", err)
+		}
+		defer closeUnserved(httpLn, &err)
+	}
+	if o.DebugAddr != "" {
+		if debugLn, err = lc.Listen(ctx, "tcp", o.DebugAddr); err != nil {
+			return nil, fmt.Errorf("ratelimit debug address: %w", err)
+		}
+		defer closeUnserved(debugLn, &err)
+	}
+
 	dir := o.RuntimeDir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "fraise-ratelimit-"); err != nil {
@@ -258,12 +334,43 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.assemble(st); err != nil {
+		return nil, err
+	}
+
+	go func() {
+		// The listener is TLS itself: the server sees only connections
+		// that completed the mutual TLS handshake (see serverCreds).
+		err := s.srv.GrpcServer().Serve(tls.NewListener(s.grpcLn, creds.config()))
+		if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.log.Error("rate limiter gRPC port stopped", "err", err)
+		}
+	}()
+	if httpLn != nil {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/json", server.NewJsonHandler(s.service))
+		mux.Handle("/healthcheck", s.srv.HealthChecker())
+		s.httpAddr = s.serveOperator(httpLn, mux)
+	}
+	if debugLn != nil {
+		s.debugAddr = s.serveOperator(debugLn, debugMux(s.service))
+	}
+	s.log.Info("rate limiter serving", "grpc", s.GRPCAddr(), "http", s.httpAddr, "debug", s.debugAddr,
+		"domain", o.Domain, "tiers", len(o.Tiers), "actions", len(o.Actions))
+	return s, nil
+}
+
+// assemble builds the service from envoyproxy/ratelimit's exported pieces,
+// as runner.Run does with stats disabled. The pieces panic (a Redis they
+// cannot reach, a runtime directory they cannot watch), which in the
+// runner's goroutine would end the process: here it is Start's error.
+func (s *Service) assemble(st settings.Settings) (err error) {
 	runMu.Lock()
 	defer runMu.Unlock()
 	// The service re-reads a few settings from the process environment each
 	// time it loads its configuration (settings.NewSettings in
-	// service.reloadConfig), ignoring the Settings it was given: the
-	// response headers are only enabled that way. Set exactly those.
+	// service.SetConfig), ignoring the Settings it was given: the response
+	// headers are only enabled that way. Set exactly those.
 	for k, v := range map[string]string{
 		"LIMIT_RESPONSE_HEADERS_ENABLED": "true",
 		"LIMIT_LIMIT_HEADER":             HeaderLimit,
@@ -271,28 +378,111 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 		"LIMIT_RESET_HEADER":             HeaderReset,
 	} {
 		if err := os.Setenv(k, v); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	logger.SetLevel(logger.ErrorLevel)
-	r := runner.NewRunner(st)
-	s.runner = &r
-	go func() {
-		defer close(s.done)
-		r.Run()
+	step := "server"
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("ratelimit: %s: %v", step, r)
+		}
 	}()
-	if err := waitServing(ctx, o.GRPCAddr, s.done); err != nil {
-		s.Close()
-		return nil, err
+	store := gostats.NewStore(gostats.NewNullSink(), false)
+	stats := rlstats.NewStatManager(store, st)
+	var localCache *freecache.Cache
+	if st.LocalCacheSizeInBytes != 0 {
+		localCache = freecache.NewCache(st.LocalCacheSizeInBytes)
 	}
-	// Run has installed its exit-on-signal handler by the time it serves.
-	signal.Reset(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	if o.Logger != nil {
-		o.Logger.Info("rate limiter serving", "grpc", o.GRPCAddr, "domain", o.Domain,
-			"tiers", len(o.Tiers), "actions", len(o.Actions))
-	}
-	return s, nil
+	reporter := metrics.NewServerReporter(store.ScopeWithTags("ratelimit_server", st.ExtraTags))
+	s.srv = server.NewServer(st, "ratelimit", stats, localCache, settings.GrpcUnaryInterceptor(reporter.UnaryServerInterceptor()))
+	step = "redis at " + st.RedisUrl
+	cache, closer := rlredis.NewRateLimiterCacheImplFromSettings(st, localCache, s.srv, utils.NewTimeSourceImpl(),
+		rand.New(utils.NewLockedSource(time.Now().Unix())), st.ExpirationJitterMaxSeconds, stats)
+	s.limiter = closer
+	// NewService waits for the first configuration from the runtime
+	// directory, written above.
+	step = "limits"
+	s.service = rlservice.NewService(cache, s.srv.Provider(), stats, s.srv.HealthChecker(), utils.NewTimeSourceImpl(),
+		st.GlobalShadowMode, st.ForceStartWithoutInitialConfig, st.HealthyWithAtLeastOneConfigLoaded)
+	pb.RegisterRateLimitServiceServer(s.srv.GrpcServer(), s.service)
+	return nil
 }
+
+// closeUnserved closes ln when Start fails before serving it.
+func closeUnserved(ln net.Listener, err *error) {
+	if *err != nil {
+		ln.Close()
+	}
+}
+
+// serveOperator serves h on ln, an operator port, until Close, and returns
+// its address.
+func (s *Service) serveOperator(ln net.Listener, h http.Handler) string {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.operators = append(s.operators, srv)
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("rate limiter operator port stopped", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// operatorAddr returns an error unless addr is empty (the port is off) or
+// a loopback address: the HTTP and debug ports authenticate nobody.
+func operatorAddr(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%q is not a loopback address: the port is an unauthenticated operator tool", addr)
+}
+
+// debugMux serves what envoyproxy/ratelimit's debug port serves: pprof,
+// expvar's /stats, the loaded limits at /rlconfig and an index at /.
+func debugMux(svc rlservice.RateLimitServiceServer) http.Handler {
+	mux := http.NewServeMux()
+	help := map[string]string{}
+	add := func(path, what string, h http.HandlerFunc) {
+		mux.HandleFunc(path, h)
+		help[path] = what
+	}
+	add("/debug/pprof/", "root of various pprof endpoints. hit for help.", pprof.Index)
+	add("/debug/pprof/profile", "CPU profiling endpoint", pprof.Profile)
+	add("/debug/pprof/trace", "trace endpoint", pprof.Trace)
+	add("/stats", "print out stats", func(w http.ResponseWriter, _ *http.Request) {
+		expvar.Do(func(kv expvar.KeyValue) { fmt.Fprintf(w, "%s: %s\n", kv.Key, kv.Value) })
+	})
+	add("/rlconfig", "print out the currently loaded configuration for debugging", func(w http.ResponseWriter, _ *http.Request) {
+		if current, _, _ := svc.GetCurrentConfig(); current != nil {
+			io.WriteString(w, current.Dump())
+		}
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		for _, path := range slices.Sorted(maps.Keys(help)) {
+			fmt.Fprintf(w, "%s: %s\n", path, help[path])
+		}
+	})
+	return mux
+}
+
+// GRPCAddr returns the address the gRPC port listens on.
+func (s *Service) GRPCAddr() string { return s.grpcLn.Addr().String() }
+
+// HTTPAddr returns the address the HTTP port listens on, "" when it is
+// off.
+func (s *Service) HTTPAddr() string { return s.httpAddr }
+
+// DebugAddr returns the address the debug port listens on, "" when it is
+// off.
+func (s *Service) DebugAddr() string { return s.debugAddr }
 
 // write replaces the configuration file atomically: the service watches
 // its runtime directory and must never read a half-written file. The
@@ -317,9 +507,10 @@ func (s *Service) write(yml []byte) error {
 }
 
 // Reload regenerates the configuration from o's Tiers and Actions (the
-// addresses and Redis of the running service stay) and replaces the file
-// the service watches. The service reloads it within moments, without a
-// restart and without resetting counters; an invalid o changes nothing.
+// addresses, TLS and Redis of the running service stay) and replaces the
+// file the service watches. The service reloads it within moments,
+// without a restart and without resetting counters; an invalid o changes
+// nothing.
 func (s *Service) Reload(o Options) error {
 	o.Domain = s.domain
 	yml, err := ConfigYAML(o)
@@ -331,44 +522,41 @@ func (s *Service) Reload(o Options) error {
 	return s.write(yml)
 }
 
-func waitServing(ctx context.Context, addr string, done <-chan struct{}) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	hc := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return nil
-		}
-		select {
-		case <-done:
-			return errors.New("ratelimit: the service stopped while starting")
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("ratelimit: not serving on %s after 20s: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// Close stops the service. It is safe to call more than once.
+// Close stops the service: it reports NOT_SERVING, closes the operator
+// ports, lets calls under way finish (for up to ten seconds) and closes
+// its Redis connections. It is safe to call more than once.
 func (s *Service) Close() error {
 	s.once.Do(func() {
-		if s.runner != nil {
-			s.runner.Stop()
+		if s.srv != nil {
+			// Not ready first, for every service name health is asked
+			// for: Envoy stops sending before the port closes.
+			_ = s.srv.HealthChecker().Fail(server.SigtermComponentName)
+			s.srv.HealthChecker().Server().Shutdown()
+		}
+		for _, srv := range s.operators {
+			srv.Close()
+		}
+		if s.srv != nil {
+			g := s.srv.GrpcServer()
+			stopped := make(chan struct{})
+			go func() {
+				defer close(stopped)
+				g.GracefulStop()
+			}()
 			select {
-			case <-s.done:
-			case <-time.After(10 * time.Second):
+			case <-stopped:
+			case <-time.After(closeGrace):
+				g.Stop()
+				<-stopped
 			}
+			s.srv.Provider().Stop()
+		}
+		if s.grpcLn != nil {
+			// Serving closed it; a Start that failed before serving did not.
+			s.grpcLn.Close()
+		}
+		if s.limiter != nil {
+			s.limiter.Close()
 		}
 		if s.tempDir != "" {
 			os.RemoveAll(s.tempDir)
@@ -379,30 +567,12 @@ func (s *Service) Close() error {
 
 // newSettings builds the service's settings from their documented defaults
 // (the struct's `default` tags) without reading the environment, which
-// settings.NewSettings would do, and sets what Fraise decides.
+// settings.NewSettings would do, and sets what Fraise decides. The
+// settings' addresses stay unused: Fraise binds the ports.
 func newSettings(o Options, runtimeDir string) (settings.Settings, error) {
 	var s settings.Settings
 	if err := applyDefaults(reflect.ValueOf(&s).Elem()); err != nil {
 		return s, err
-	}
-	split := func(addr string) (string, int, error) {
-		h, p, err := net.SplitHostPort(addr)
-		if err != nil {
-			return "", 0, err
-		}
-		n, err := strconv.Atoi(p)
-		return h, n, err
-	}
-	var err error
-	var errs []error
-	s.GrpcHost, s.GrpcPort, err = split(o.GRPCAddr)
-	errs = append(errs, err)
-	s.Host, s.Port, err = split(o.HTTPAddr)
-	errs = append(errs, err)
-	s.DebugHost, s.DebugPort, err = split(o.DebugAddr)
-	errs = append(errs, err)
-	if err := errors.Join(errs...); err != nil {
-		return s, fmt.Errorf("ratelimit: %w", err)
 	}
 	s.UseStatsd = false
 	s.DisableStats = true

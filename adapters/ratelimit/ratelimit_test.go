@@ -2,7 +2,9 @@ package ratelimit_test
 
 import (
 	"context"
-	"net"
+	"crypto/tls"
+	"crypto/x509"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,30 +13,85 @@ import (
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
-func addr(tb testing.TB) string {
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(harness.FreePort(tb)))
+// mustCerts writes a development CA and its certificates (server, end
+// user, gateway, core client) for one test.
+func mustCerts(tb testing.TB) devcerts.Files {
+	tb.Helper()
+	f, err := devcerts.Generate(tb.TempDir(), devcerts.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return f
 }
 
-func mustService(tb testing.TB, redis string, o ratelimit.Options) (rlsv3.RateLimitServiceClient, *ratelimit.Service) {
+// serverTLS is the service's mutual TLS as Fraise configures it: the
+// gateway and the core may call it.
+func serverTLS(f devcerts.Files) ratelimit.ServerTLS {
+	return ratelimit.ServerTLS{CA: f.CACert, Cert: f.ServerCert, Key: f.ServerKey,
+		ClientSANs: []string{devcerts.GatewayName, devcerts.CoreClientName}}
+}
+
+// mustStart starts the service on a free loopback port with o's limits,
+// Redis at redis and certs' TLS.
+func mustStart(tb testing.TB, redis string, certs devcerts.Files, o ratelimit.Options) *ratelimit.Service {
 	tb.Helper()
-	o.GRPCAddr, o.HTTPAddr, o.DebugAddr, o.RedisAddr = addr(tb), addr(tb), addr(tb), redis
+	o.GRPCAddr, o.RedisAddr, o.TLS = "127.0.0.1:0", redis, serverTLS(certs)
 	s, err := ratelimit.Start(context.Background(), o)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { s.Close() })
-	conn, err := grpc.NewClient(o.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return s
+}
+
+// clientTLS returns a client's TLS configuration trusting the CAs in
+// caFiles for the name localhost, presenting cert (none when empty).
+func clientTLS(tb testing.TB, cert, key string, caFiles ...string) *tls.Config {
+	tb.Helper()
+	pool := x509.NewCertPool()
+	for _, f := range caFiles {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		pool.AppendCertsFromPEM(pem)
+	}
+	c := &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
+	if cert != "" {
+		kp, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		c.Certificates = []tls.Certificate{kp}
+	}
+	return c
+}
+
+func mustConn(tb testing.TB, addr string, creds credentials.TransportCredentials) *grpc.ClientConn {
+	tb.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return rlsv3.NewRateLimitServiceClient(conn), s
+	return conn
+}
+
+// mustService starts the service and returns a client presenting the
+// gateway's certificate, as Envoy does.
+func mustService(tb testing.TB, redis string, o ratelimit.Options) (rlsv3.RateLimitServiceClient, *ratelimit.Service) {
+	tb.Helper()
+	certs := mustCerts(tb)
+	s := mustStart(tb, redis, certs, o)
+	gw := credentials.NewTLS(clientTLS(tb, certs.GatewayCert, certs.GatewayKey, certs.CACert))
+	return rlsv3.NewRateLimitServiceClient(mustConn(tb, s.GRPCAddr(), gw)), s
 }
 
 // desc builds one descriptor from key, value pairs.

@@ -85,10 +85,10 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 	}
 	var limiter core.ActionLimiter
 	if oc.RateLimits {
-		l, err := ratelimit.NewActionLimiter(cfg.RateLimit.GRPCAddr, cfg.RateLimit.Domain, cfg.RateLimit.Timeout.Duration)
+		l, err := ratelimit.NewActionLimiter(rateLimitClient(cfg, log))
 		if err != nil {
 			o.Close()
-			return nil, fmt.Errorf("observers.rate_limits: %w", err)
+			return nil, fmt.Errorf("observers.rate_limits (tls.ca, tls.core_client_cert, tls.core_client_key): %w", err)
 		}
 		limiter = l
 		o.closers = append(o.closers, func() { l.Close() })

@@ -2,7 +2,10 @@ package cli
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 
@@ -46,25 +49,55 @@ func runRateLimit(ctx context.Context, env Env, args []string) error {
 			log.Info("rate limits reloaded", "path", *cfgPath)
 		})
 	}
-	rearmSignals(ctx, cancel)
 	<-ctx.Done()
 	return nil
 }
 
 // startRateLimit starts envoyproxy/ratelimit with limits generated from the
-// configuration.
+// configuration, its gRPC port on ratelimit.grpc_addr.
 func startRateLimit(ctx context.Context, cfg config.Config, env Env, log *slog.Logger) (*ratelimit.Service, error) {
+	return startRateLimitOn(ctx, cfg, env, log, nil)
+}
+
+// startRateLimitOn is startRateLimit serving its gRPC port on ln, already
+// bound (`fraise dev` binds every port first); nil listens on
+// ratelimit.grpc_addr. The port serves mutual TLS only: the server
+// certificate tls.server_cert, client certificates from tls.ca naming
+// tls.gateway_san (Envoy) or tls.core_client_san (the observers' workers).
+func startRateLimitOn(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln net.Listener) (*ratelimit.Service, error) {
 	pw, err := config.Resolve(cfg.Redis.Password, env.Getenv)
 	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
 		return nil, err
 	}
-	return ratelimit.Start(ctx, ratelimit.Options{
-		GRPCAddr: cfg.RateLimit.GRPCAddr, HTTPAddr: cfg.RateLimit.HTTPAddr, DebugAddr: cfg.RateLimit.DebugAddr,
+	svc, err := ratelimit.Start(ctx, ratelimit.Options{
+		GRPCAddr: cfg.RateLimit.GRPCAddr, Listener: ln,
+		TLS: ratelimit.ServerTLS{CA: cfg.TLS.CA, Cert: cfg.TLS.ServerCert, Key: cfg.TLS.ServerKey,
+			ClientSANs: []string{cfg.TLS.GatewaySAN, cfg.TLS.CoreClientSAN}},
+		HTTPAddr: cfg.RateLimit.HTTPAddr, DebugAddr: cfg.RateLimit.DebugAddr,
 		RedisAddr: cfg.Redis.Addr, RedisPassword: pw, Domain: cfg.RateLimit.Domain,
 		Tiers: rateLimitTiers(cfg.RateLimit), Actions: rateLimitActions(cfg.RateLimit),
 		LocalCacheBytes: cfg.RateLimit.LocalCacheBytes,
 		Logger:          log.With("component", "ratelimit"),
 	})
+	if errors.Is(err, ratelimit.ErrTLS) {
+		return nil, fmt.Errorf("tls.ca, tls.server_cert, tls.server_key: %w (run `fraise certs`)", err)
+	}
+	return svc, err
+}
+
+// rateLimitClient is how the observers' workers reach the rate limiter:
+// mutual TLS with the core's client certificate, verifying the limiter's
+// against tls.ca for tls.server_name.
+func rateLimitClient(cfg config.Config, log *slog.Logger) ratelimit.ActionLimiterOptions {
+	return ratelimit.ActionLimiterOptions{
+		Addr: cfg.RateLimit.GRPCAddr, Domain: cfg.RateLimit.Domain, Timeout: cfg.RateLimit.Timeout.Duration,
+		TLS: ratelimit.ClientTLS{CA: cfg.TLS.CA, Cert: cfg.TLS.CoreClientCert, Key: cfg.TLS.CoreClientKey,
+			ServerName: cfg.TLS.ServerName},
+		Logger: log.With("component", "ratelimit-client"),
+	}
 }
 
 func rateLimit(l config.Limit) ratelimit.Limit {

@@ -2,6 +2,8 @@ package cli_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -14,19 +16,22 @@ import (
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/cmd/fraise/cli"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
 const rateLimitConfig = `
+[tls]
+ca = %q
+server_cert = %q
+server_key = %q
 [redis]
 addr = %q
 [ratelimit]
 grpc_addr = %q
-http_addr = %q
-debug_addr = %q
 [ratelimit.tiers.default]
 tenant = { requests = %d, unit = "hour" }
 [xds]
@@ -40,13 +45,17 @@ func TestRateLimitFollowsConfig(t *testing.T) {
 		t.Skip("envoyproxy/ratelimit races with itself on a limits reload (race_on_test.go); tested without -race")
 	}
 	rd := harness.StartRedis(t)
-	port := func() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(harness.FreePort(t))) }
-	grpcAddr, httpAddr, debugAddr := port(), port(), port()
+	grpcAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(harness.FreePort(t)))
 	dir := t.TempDir()
+	certs, err := devcerts.Generate(filepath.Join(dir, "certs"), devcerts.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfgPath := filepath.Join(dir, "fraise.toml")
 	write := func(limit int) {
 		t.Helper()
-		if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(rateLimitConfig, rd.Addr, grpcAddr, httpAddr, debugAddr, limit)), 0o600); err != nil {
+		cfg := fmt.Sprintf(rateLimitConfig, certs.CACert, certs.ServerCert, certs.ServerKey, rd.Addr, grpcAddr, limit)
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -62,7 +71,8 @@ func TestRateLimitFollowsConfig(t *testing.T) {
 			t.Errorf("fraise ratelimit: %v", err)
 		}
 	})
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// As Envoy: mutual TLS with the gateway's certificate.
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(gatewayTLS(t, certs))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,4 +114,21 @@ func TestRateLimitFollowsConfig(t *testing.T) {
 	waitAllowed(1)
 	write(2)
 	waitAllowed(2)
+}
+
+// gatewayTLS is Envoy's TLS towards the sidecars: the gateway's client
+// certificate, the server verified against the CA for localhost.
+func gatewayTLS(tb testing.TB, certs devcerts.Files) *tls.Config {
+	tb.Helper()
+	pem, err := os.ReadFile(certs.CACert)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	kp, err := tls.LoadX509KeyPair(certs.GatewayCert, certs.GatewayKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}
 }

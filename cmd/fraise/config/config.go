@@ -364,7 +364,13 @@ type Admission struct {
 // RateLimit configures `fraise ratelimit` (envoyproxy/ratelimit) and how
 // the gateway consults it.
 type RateLimit struct {
-	GRPCAddr  string `toml:"grpc_addr"`
+	// GRPCAddr serves ShouldRateLimit and grpc.health.v1 over mutual TLS
+	// only: tls.server_cert, client certificates from tls.ca naming
+	// tls.gateway_san or tls.core_client_san.
+	GRPCAddr string `toml:"grpc_addr"`
+	// HTTPAddr (POST /json, GET /healthcheck) and DebugAddr (pprof,
+	// /stats, /rlconfig) are operator tools without authentication: empty
+	// (the default) serves neither, and when set they must be loopback.
 	HTTPAddr  string `toml:"http_addr"`
 	DebugAddr string `toml:"debug_addr"`
 	Domain    string `toml:"domain"`
@@ -519,8 +525,8 @@ func Default() Config {
 			}},
 		},
 		RateLimit: RateLimit{
-			GRPCAddr: "127.0.0.1:8081", HTTPAddr: "127.0.0.1:8082", DebugAddr: "127.0.0.1:6070",
-			Domain: "fraise",
+			GRPCAddr: "127.0.0.1:8081",
+			Domain:   "fraise",
 			Tiers: map[string]Tier{
 				"default": {
 					Tenant: Limit{Requests: 100, Unit: "second"}, Read: Limit{Requests: 100, Unit: "second"},
@@ -819,8 +825,20 @@ func (c Config) Validate() error {
 		bad("authz.max_recv_msg_bytes", "want at least 65536, got %d", c.Authz.MaxRecvMsgBytes)
 	}
 	addr("ratelimit.grpc_addr", c.RateLimit.GRPCAddr, false)
-	addr("ratelimit.http_addr", c.RateLimit.HTTPAddr, false)
-	addr("ratelimit.debug_addr", c.RateLimit.DebugAddr, false)
+	for _, a := range []struct{ key, v string }{
+		{"ratelimit.http_addr", c.RateLimit.HTTPAddr}, {"ratelimit.debug_addr", c.RateLimit.DebugAddr},
+	} {
+		// Anyone who reaches these ports spends any tenant's limits or
+		// profiles the process: operator tools, on loopback only.
+		if a.v == "" {
+			continue
+		}
+		if host, _, err := net.SplitHostPort(a.v); err != nil {
+			bad(a.key, "want host:port, got %q", a.v)
+		} else if !isLoopback(host) {
+			bad(a.key, "want a loopback address (127.0.0.1, [::1] or localhost) or empty (off), got %q", a.v)
+		}
+	}
 	if c.RateLimit.Domain == "" {
 		bad("ratelimit.domain", "required")
 	}
@@ -1035,4 +1053,14 @@ func (o Observers) validate() []error {
 		}
 	}
 	return errs
+}
+
+// isLoopback reports whether host is a loopback IP address or localhost;
+// an empty host (every interface) is not.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
