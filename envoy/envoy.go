@@ -207,7 +207,7 @@ func Build(o Options) (*Resources, error) {
 	clusters := []clusterSpec{
 		{name: ClusterCoreHTTP, addr: o.CoreHTTPAddr, tls: true, health: tcpHealth},
 		{name: ClusterAuthz, addr: o.AuthzAddr, h2: true, tls: true, health: tcpHealth},
-		{name: ClusterRateLimit, addr: o.RateLimitAddr, h2: true, health: grpcHealth},
+		{name: ClusterRateLimit, addr: o.RateLimitAddr, h2: true, tls: true, health: grpcHealth, healthService: RateLimitHealthService},
 	}
 	if o.CoreFlightAddr != "" {
 		clusters = append(clusters, clusterSpec{name: ClusterCoreFlight, addr: o.CoreFlightAddr, h2: true, tls: true, health: tcpHealth})
@@ -236,7 +236,15 @@ type clusterSpec struct {
 	name, addr string
 	h2, tls    bool
 	health     healthKind
+	// healthService is the grpc.health.v1 service name asked ("" for the
+	// server as a whole).
+	healthService string
 }
+
+// RateLimitHealthService is the grpc.health.v1 service Envoy asks the rate
+// limiter about: it turns NOT_SERVING when the limiter starts to stop, while
+// the server as a whole still answers.
+const RateLimitHealthService = "ratelimit"
 
 func socketAddress(hostport string) (*corev3.Address, error) {
 	host, port, err := net.SplitHostPort(hostport)
@@ -270,7 +278,7 @@ func cluster(o Options, spec clusterSpec) (*clusterv3.Cluster, error) {
 	}
 	switch spec.health {
 	case grpcHealth:
-		hc.HealthChecker = &corev3.HealthCheck_GrpcHealthCheck_{GrpcHealthCheck: &corev3.HealthCheck_GrpcHealthCheck{}}
+		hc.HealthChecker = &corev3.HealthCheck_GrpcHealthCheck_{GrpcHealthCheck: &corev3.HealthCheck_GrpcHealthCheck{ServiceName: spec.healthService}}
 	default:
 		hc.HealthChecker = &corev3.HealthCheck_TcpHealthCheck_{TcpHealthCheck: &corev3.HealthCheck_TcpHealthCheck{}}
 	}

@@ -1,5 +1,5 @@
 // Command fraise is Fraise's one binary: the core, extauthz, the rate
-// limiter, the xDS server, the development gateway and the tools around
+// limiter, the xDS server, `fraise dev` (all of them behind Envoy) and the tools around
 // them, as subcommands. `fraise help` lists them.
 package main
 

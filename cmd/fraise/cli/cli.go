@@ -12,10 +12,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"sort"
 	"strings"
-	"syscall"
 
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 )
@@ -119,20 +117,4 @@ func readFileRef(ref string, getenv func(string) string) ([]byte, error) {
 		return []byte(v), err
 	}
 	return os.ReadFile(strings.TrimPrefix(ref, "file://"))
-}
-
-// rearmSignals makes SIGINT and SIGTERM cancel again after the embedded
-// rate limiter reset their handlers (it installs its own, which exit the
-// process, and the adapter removes them).
-func rearmSignals(ctx context.Context, cancel context.CancelFunc) {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		defer signal.Stop(ch)
-		select {
-		case <-ch:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 }

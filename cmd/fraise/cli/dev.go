@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -70,7 +69,9 @@ func runDev(ctx context.Context, env Env, args []string) error {
 
 	// Bind every listener first: with :0 addresses the real ports are known
 	// only now, and the Envoy configuration must name them. Envoy binds its
-	// own ingress and admin ports (:0 too) and reports them.
+	// own ingress and admin ports (:0 too) and reports them. The rate
+	// limiter's HTTP and debug ports are operator tools, bound by it only
+	// when configured.
 	var lns []net.Listener
 	closeAll := func() {
 		for _, l := range lns {
@@ -113,23 +114,22 @@ func runDev(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 	}
-	// envoyproxy/ratelimit cannot listen on :0; give it concrete free ports.
-	for _, a := range []*string{&cfg.RateLimit.GRPCAddr, &cfg.RateLimit.HTTPAddr, &cfg.RateLimit.DebugAddr} {
-		if *a, err = concretePort(*a); err != nil {
-			closeAll()
-			return err
-		}
+	// The rate limiter's gRPC port is bound here too: the observers dial it
+	// and the Envoy configuration names it.
+	rlLn, err := bind("ratelimit.grpc_addr", &cfg.RateLimit.GRPCAddr)
+	if err != nil {
+		closeAll()
+		return err
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rl, err := startRateLimit(ctx, cfg, env, log)
+	rl, err := startRateLimitOn(ctx, cfg, env, log, rlLn)
 	if err != nil {
 		closeAll()
 		return err
 	}
 	defer rl.Close()
-	rearmSignals(ctx, cancel)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveAuthz(gctx, cfg, env, log, authzLn, authzAdminLn) })
@@ -195,26 +195,6 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		printWelcome(env, cfg.TLS.CA, cfg.TLS.ClientCert, cfg.TLS.ClientKey, addrs, *dir)
 	}
 	return g.Wait()
-}
-
-// concretePort replaces a :0 port with one that is free now.
-func concretePort(addr string) (string, error) {
-	if addr == "" {
-		return "", nil
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", err
-	}
-	if port != "0" {
-		return addr, nil
-	}
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return net.JoinHostPort(host, strconv.Itoa(l.Addr().(*net.TCPAddr).Port)), nil
 }
 
 // printWelcome prints the ready-to-paste request `make run` promises, with a
