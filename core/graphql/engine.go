@@ -178,11 +178,24 @@ func requestError(code, msg string, locs ...Location) *Response {
 	return &Response{Errors: []*Error{{Message: msg, Locations: locs, Extensions: map[string]any{"code": code}}}}
 }
 
+// cancelled answers a request whose context ended while the engine worked
+// on it: the client went away (UNAVAILABLE) or its deadline passed
+// (TIMEOUT), and nothing more is done for it.
+func cancelled(err error) *Response {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return requestError(string(core.CodeTimeout), "the request's deadline passed")
+	}
+	return requestError(string(core.CodeUnavailable), "request cancelled")
+}
+
 // Execute runs req as the principal in ctx. It never returns nil.
 func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 	p, ok := core.PrincipalFrom(ctx)
 	if !ok {
 		return requestError(string(core.CodeUnauthenticated), "authentication required")
+	}
+	if err := ctx.Err(); err != nil {
+		return cancelled(err)
 	}
 	query, resp := e.resolveDocument(ctx, p.Tenant, req)
 	if resp != nil {
@@ -191,6 +204,9 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 	pl, resp := e.plan(query, req.OperationName)
 	if resp != nil {
 		return resp
+	}
+	if err := ctx.Err(); err != nil {
+		return cancelled(err)
 	}
 	op := pl.op
 	vars, err := validator.VariableValues(e.schema.ast, op, req.Variables)
@@ -214,7 +230,7 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 		return requestError(CodeBadRequest, "subscriptions are not supported")
 	}
 	roots := collectFields(op.SelectionSet, vars, root.Name, e.schema)
-	if r := e.checkLimits(op, roots, vars); r != nil {
+	if r := e.checkLimits(ctx, op, roots, vars); r != nil {
 		return r
 	}
 	c := &compiler{s: e.schema, vars: vars, p: p, opts: &e.opts}
@@ -234,19 +250,27 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 			if !e.opts.Introspection {
 				return requestError(CodeIntrospection, "introspection is disabled", loc(f.Position))
 			}
-			v, err := introspect(e.schema, f, vars)
+			v, err := introspect(ctx, e.schema, f, vars)
+			if cerr := ctx.Err(); cerr != nil {
+				return cancelled(cerr)
+			}
 			if err != nil {
 				return requestError(CodeBadRequest, err.Error(), loc(f.Position))
 			}
 			st.constant = v
 		case e.schema.resolved[f.Name] && op.Operation == ast.Query:
-			st.sql, st.hook, err = c.compileResolved(f, e.opts.Hooks)
+			st.sql, st.hook, err = c.compileResolved(ctx, f, e.opts.Hooks)
 		case op.Operation == ast.Mutation:
-			if st.sql, err = c.compileMutation(f); err == nil {
+			if st.sql, err = c.compileMutation(ctx, f); err == nil {
 				st.mutation = e.schema.functions[f.Name]
 			}
 		default:
-			st.sql, st.constant, err = c.compileQuery(f)
+			st.sql, st.constant, err = c.compileQuery(ctx, f)
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			// The client went away or ran out of time while this field
+			// compiled: its error says nothing about the field.
+			return cancelled(cerr)
 		}
 		if err == nil && st.hook == nil && st.sql != "" {
 			st.hook = c.checkHook(f, e.opts.Hooks)
@@ -599,8 +623,8 @@ func (e *Engine) plan(query, opName string) (*plan, *Response) {
 }
 
 // checkLimits enforces depth, alias, root field and cost limits before
-// anything runs.
-func (e *Engine) checkLimits(op *ast.OperationDefinition, roots []*ast.Field, vars map[string]any) *Response {
+// anything runs. It stops once ctx is done.
+func (e *Engine) checkLimits(ctx context.Context, op *ast.OperationDefinition, roots []*ast.Field, vars map[string]any) *Response {
 	if len(roots) > e.opts.MaxRootFields {
 		return requestError(CodeRootFieldLimit, "the operation has "+strconv.Itoa(len(roots))+" root fields, more than the limit of "+strconv.Itoa(e.opts.MaxRootFields))
 	}
@@ -612,14 +636,22 @@ func (e *Engine) checkLimits(op *ast.OperationDefinition, roots []*ast.Field, va
 			continue
 		}
 		data = append(data, f)
-		if depth(f.SelectionSet, vars, e.schema, 1) > e.opts.MaxDepth { // the root field is level 1
+		d, err := depth(ctx, f.SelectionSet, vars, e.schema, 1) // the root field is level 1
+		if err != nil {
+			return cancelled(err)
+		}
+		if d > e.opts.MaxDepth {
 			return requestError(CodeDepthLimit, "the query is nested deeper than the limit of "+strconv.Itoa(e.opts.MaxDepth), loc(f.Position))
 		}
 	}
 	if n := aliases(op.SelectionSet, map[string]bool{}); n > e.opts.MaxAliases {
 		return requestError(CodeAliasLimit, "the operation has "+strconv.Itoa(n)+" aliases, more than the limit of "+strconv.Itoa(e.opts.MaxAliases))
 	}
-	if c := e.cost(data, vars, 1, true); c > e.opts.MaxCost {
+	c, err := e.cost(ctx, data, vars, 1, true)
+	if err != nil {
+		return cancelled(err)
+	}
+	if c > e.opts.MaxCost {
 		return requestError(CodeCostLimit, "the operation's estimated cost "+strconv.Itoa(c)+" is above the limit of "+strconv.Itoa(e.opts.MaxCost))
 	}
 	return nil
@@ -628,7 +660,11 @@ func (e *Engine) checkLimits(op *ast.OperationDefinition, roots []*ast.Field, va
 // cost estimates an operation's work: one per field, times the sizes of
 // the lists it is in (a root list's limit, first or last, else the default; a
 // list inside a row, NestedListSize). Saturates instead of overflowing.
-func (e *Engine) cost(fields []*ast.Field, vars map[string]any, mult int, root bool) int {
+// It returns ctx's error once ctx is done.
+func (e *Engine) cost(ctx context.Context, fields []*ast.Field, vars map[string]any, mult int, root bool) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	total := 0
 	for _, f := range fields {
 		total = satAdd(total, mult)
@@ -659,9 +695,13 @@ func (e *Engine) cost(fields []*ast.Field, vars map[string]any, mult int, root b
 			}
 			m = satMul(m, n)
 		}
-		total = satAdd(total, e.cost(collectFields(f.SelectionSet, vars, "", e.schema), vars, m, false))
+		c, err := e.cost(ctx, collectFields(f.SelectionSet, vars, "", e.schema), vars, m, false)
+		if err != nil {
+			return 0, err
+		}
+		total = satAdd(total, c)
 	}
-	return total
+	return total, nil
 }
 
 func satAdd(a, b int) int {
@@ -715,20 +755,28 @@ func pickOperation(doc *ast.QueryDocument, name string) (*ast.OperationDefinitio
 }
 
 // depth returns how deep fields nest below a field at level d: a leaf
-// field under a root field is at level 2.
-func depth(set ast.SelectionSet, vars map[string]any, s *Schema, d int) int {
+// field under a root field is at level 2. It returns ctx's error once ctx
+// is done.
+func depth(ctx context.Context, set ast.SelectionSet, vars map[string]any, s *Schema, d int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	max := d
 	for _, f := range collectFields(set, vars, "", s) {
 		if d+1 > max {
 			max = d + 1
 		}
 		if len(f.SelectionSet) > 0 {
-			if n := depth(f.SelectionSet, vars, s, d+1); n > max {
+			n, err := depth(ctx, f.SelectionSet, vars, s, d+1)
+			if err != nil {
+				return 0, err
+			}
+			if n > max {
 				max = n
 			}
 		}
 	}
-	return max
+	return max, nil
 }
 
 func convert(ge *gqlerror.Error, code string) *Error {
