@@ -1,6 +1,7 @@
 package graphql
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -54,19 +55,19 @@ func invalid(format string, args ...any) error {
 
 // compileQuery builds the statement of one root query field; a nil SQL
 // with a non-nil constant answers the field without the database.
-func (c *compiler) compileQuery(f *ast.Field) (sql string, constant json.RawMessage, err error) {
+func (c *compiler) compileQuery(ctx context.Context, f *ast.Field) (sql string, constant json.RawMessage, err error) {
 	t := f.Definition.Type
 	if node, ok := c.s.connections[t.Name()]; ok && t.Elem == nil {
-		sql, err := c.connection(f, node)
+		sql, err := c.connection(ctx, f, node)
 		return sql, nil, err
 	}
 	if t.Elem != nil {
-		sql, err := c.list(f, t.Elem.Name())
+		sql, err := c.list(ctx, f, t.Elem.Name())
 		return sql, nil, err
 	}
 	typ := t.Name()
 	id, _ := f.ArgumentMap(c.vars)["id"].(string)
-	obj, err := c.object(f.SelectionSet, typ, "t.data")
+	obj, err := c.object(ctx, f.SelectionSet, typ, "t.data")
 	if err != nil {
 		return "", nil, err
 	}
@@ -80,7 +81,7 @@ func (c *compiler) compileQuery(f *ast.Field) (sql string, constant json.RawMess
 
 // list compiles a root list field: filter, order and page in a subquery,
 // the JSON array built by the aggregate in the same order.
-func (c *compiler) list(f *ast.Field, typ string) (string, error) {
+func (c *compiler) list(ctx context.Context, f *ast.Field, typ string) (string, error) {
 	args := f.ArgumentMap(c.vars)
 	where, order, _, err := c.filterAndOrder(typ, args)
 	if err != nil {
@@ -94,7 +95,7 @@ func (c *compiler) list(f *ast.Field, typ string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	obj, err := c.object(f.SelectionSet, typ, "t.data")
+	obj, err := c.object(ctx, f.SelectionSet, typ, "t.data")
 	if err != nil {
 		return "", err
 	}
@@ -106,7 +107,7 @@ func (c *compiler) list(f *ast.Field, typ string) (string, error) {
 // holds the sort key values of its row (and a fingerprint of the order),
 // and after selects the rows that sort after it, so pages stay exact when
 // rows are inserted or deleted between requests.
-func (c *compiler) connection(f *ast.Field, typ string) (string, error) {
+func (c *compiler) connection(ctx context.Context, f *ast.Field, typ string) (string, error) {
 	args := f.ArgumentMap(c.vars)
 	where, order, keys, err := c.filterAndOrder(typ, args)
 	if err != nil {
@@ -202,7 +203,7 @@ func (c *compiler) connection(f *ast.Field, typ string) (string, error) {
 				case "cursor":
 					ed = append(ed, k, "to_json(r.c)")
 				case "node":
-					obj, err := c.object(e.SelectionSet, typ, "r.data")
+					obj, err := c.object(ctx, e.SelectionSet, typ, "r.data")
 					if err != nil {
 						return "", err
 					}
@@ -274,7 +275,7 @@ func (c *compiler) after(cursor, fp string, keys []sortKey) (string, error) {
 // arguments as one jsonb value (the value of a single input argument, or
 // the object of all arguments), its result row projected through the
 // selection, and its audit row.
-func (c *compiler) compileMutation(f *ast.Field) (string, error) {
+func (c *compiler) compileMutation(ctx context.Context, f *ast.Field) (string, error) {
 	fn := c.s.functions[f.Name]
 	args := f.ArgumentMap(c.vars)
 	var input any = args
@@ -292,17 +293,17 @@ func (c *compiler) compileMutation(f *ast.Field) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		ps, err := c.object(f.SelectionSet, succ, "r.j")
+		ps, err := c.object(ctx, f.SelectionSet, succ, "r.j")
 		if err != nil {
 			return "", err
 		}
-		pe, err := c.object(f.SelectionSet, fail, "r.j")
+		pe, err := c.object(ctx, f.SelectionSet, fail, "r.j")
 		if err != nil {
 			return "", err
 		}
 		proj = fmt.Sprintf("case when (r.j->>'succeeded')::boolean then %s else %s end", ps, pe)
 	} else {
-		if proj, err = c.object(f.SelectionSet, rt.Name, "r.j"); err != nil {
+		if proj, err = c.object(ctx, f.SelectionSet, rt.Name, "r.j"); err != nil {
 			return "", err
 		}
 	}
@@ -319,7 +320,10 @@ func (c *compiler) compileMutation(f *ast.Field) (string, error) {
 // object returns a json_build_object expression projecting only the
 // selected JSON paths of base, an expression of type jsonb holding an
 // object of type typ.
-func (c *compiler) object(set ast.SelectionSet, typ, base string) (string, error) {
+func (c *compiler) object(ctx context.Context, set ast.SelectionSet, typ, base string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
 	var parts []string
 	for _, f := range collectFields(set, c.vars, typ, c.s) {
 		key := c.param(f.Alias) + "::text"
@@ -340,7 +344,7 @@ func (c *compiler) object(set ast.SelectionSet, typ, base string) (string, error
 		var expr string
 		switch {
 		case named != nil && named.Kind != ast.Scalar && named.Kind != ast.Enum && ft.Elem == nil:
-			inner, err := c.composite(f.SelectionSet, named, path)
+			inner, err := c.composite(ctx, f.SelectionSet, named, path)
 			if err != nil {
 				return "", err
 			}
@@ -350,7 +354,7 @@ func (c *compiler) object(set ast.SelectionSet, typ, base string) (string, error
 				return "", invalid("field %s.%s: lists of lists of objects are not supported", typ, f.Name)
 			}
 			e := c.alias()
-			inner, err := c.composite(f.SelectionSet, named, e+".value")
+			inner, err := c.composite(ctx, f.SelectionSet, named, e+".value")
 			if err != nil {
 				return "", err
 			}
@@ -404,13 +408,13 @@ func (c *compiler) slice(f *ast.Field, e string) (string, error) {
 // names each element's concrete type in its JSON as "__typename", and the
 // selection is compiled once per possible type. An unknown __typename
 // yields null.
-func (c *compiler) composite(set ast.SelectionSet, def *ast.Definition, path string) (string, error) {
+func (c *compiler) composite(ctx context.Context, set ast.SelectionSet, def *ast.Definition, path string) (string, error) {
 	if def.Kind == ast.Object {
-		return c.object(set, def.Name, path)
+		return c.object(ctx, set, def.Name, path)
 	}
 	var whens []string
 	for _, pt := range c.s.ast.GetPossibleTypes(def) {
-		inner, err := c.object(set, pt.Name, path)
+		inner, err := c.object(ctx, set, pt.Name, path)
 		if err != nil {
 			return "", err
 		}
@@ -900,9 +904,18 @@ func toText(v any) (string, error) {
 // fragments whose type condition applies expanded, @skip and @include
 // applied, fields of one response key merged in order. typ "" takes every
 // fragment (for limits, which count the worst case).
+//
+// As the specification's CollectFields does, each fragment is expanded at
+// most once per call, however often it is spread: expanding it again could
+// only yield fields already collected, and a document of fragments that
+// each spread the previous one twice would otherwise cost 2^n. Merging
+// appends to a copy the call owns, so many fields of one response key cost
+// their total size, not its square.
 func collectFields(set ast.SelectionSet, vars map[string]any, typ string, s *Schema) []*ast.Field {
 	var out []*ast.Field
 	index := map[string]int{}
+	owned := map[int]bool{}      // fields of out that are this call's merged copies
+	visited := map[string]bool{} // fragments expanded (or skipped by type) already
 	var walk func(ast.SelectionSet)
 	walk = func(set ast.SelectionSet) {
 		for _, sel := range set {
@@ -912,9 +925,13 @@ func collectFields(set ast.SelectionSet, vars map[string]any, typ string, s *Sch
 					continue
 				}
 				if i, ok := index[x.Alias]; ok {
-					merged := *out[i]
-					merged.SelectionSet = append(append(ast.SelectionSet{}, merged.SelectionSet...), x.SelectionSet...)
-					out[i] = &merged
+					if !owned[i] {
+						merged := *out[i]
+						merged.SelectionSet = append(ast.SelectionSet(nil), merged.SelectionSet...)
+						out[i] = &merged
+						owned[i] = true
+					}
+					out[i].SelectionSet = append(out[i].SelectionSet, x.SelectionSet...)
 					continue
 				}
 				index[x.Alias] = len(out)
@@ -924,7 +941,11 @@ func collectFields(set ast.SelectionSet, vars map[string]any, typ string, s *Sch
 					walk(x.SelectionSet)
 				}
 			case *ast.FragmentSpread:
-				if included(x.Directives, vars) && x.Definition != nil && applies(s, x.Definition.TypeCondition, typ) {
+				if visited[x.Name] || !included(x.Directives, vars) {
+					continue
+				}
+				visited[x.Name] = true
+				if x.Definition != nil && applies(s, x.Definition.TypeCondition, typ) {
 					walk(x.Definition.SelectionSet)
 				}
 			}

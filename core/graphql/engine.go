@@ -35,6 +35,14 @@ type Options struct {
 	// NestedListSize is the size assumed for lists inside a row's JSON in
 	// the cost estimate (0: 10).
 	NestedListSize int
+	// MaxSelections bounds the work of checking a document, counted in
+	// selections (fields, fragment spreads, inline fragments): those of
+	// every operation and every fragment definition, each fragment expanded
+	// where it is spread and repeated fields counted, plus the pairs that
+	// validation compares when it merges fields of one response name (0:
+	// 5000). It is checked before validation, whose cost grows with the
+	// square of repeated fields.
+	MaxSelections int
 	// MaxResultBytes bounds the response data (0: 8 MiB).
 	MaxResultBytes int
 	// StatementTimeout bounds each statement (SET LOCAL statement_timeout);
@@ -120,6 +128,7 @@ const (
 	CodeAliasLimit           = "ALIAS_LIMIT_EXCEEDED"
 	CodeRootFieldLimit       = "ROOT_FIELD_LIMIT_EXCEEDED"
 	CodeCostLimit            = "COST_LIMIT_EXCEEDED"
+	CodeSelectionLimit       = "SELECTION_LIMIT_EXCEEDED"
 	CodeResultTooLarge       = "RESULT_TOO_LARGE"
 	CodeStatementTimeout     = "STATEMENT_TIMEOUT"
 	CodePersistedNotFound    = "PERSISTED_QUERY_NOT_FOUND"
@@ -137,6 +146,10 @@ type Engine struct {
 
 	mu    sync.Mutex
 	plans map[planKey]*plan
+	// valid holds the token hashes (see scan) of the documents validation
+	// passed: a document that differs from one of them only in comments or
+	// formatting is parsed again, for its positions, but not validated.
+	valid map[[32]byte]bool
 	apq   map[string]string // sha256 hex -> registered query
 }
 
@@ -149,10 +162,12 @@ type planKey struct {
 // plan is the validated operation of a document, cached so a repeated
 // request skips parsing, validation and operation lookup.
 type plan struct {
-	op *ast.OperationDefinition
+	doc *ast.QueryDocument
+	op  *ast.OperationDefinition
 }
 
-// maxPlans bounds the plan cache; past it, an arbitrary entry goes.
+// maxPlans bounds the plan cache and the valid documents' hashes; past it,
+// an arbitrary entry goes.
 const maxPlans = 2048
 
 // NewEngine returns an Engine reading through db.
@@ -167,15 +182,26 @@ func NewEngine(s *Schema, db core.TenantDB, o Options) *Engine {
 	def(&o.MaxRootFields, 10)
 	def(&o.MaxCost, 50000)
 	def(&o.NestedListSize, 10)
+	def(&o.MaxSelections, 5000)
 	def(&o.MaxResultBytes, 8<<20)
 	def(&o.DefaultLimit, 100)
 	def(&o.MaxLimit, 1000)
 	def(&o.APQCacheSize, 2000)
-	return &Engine{schema: s, db: db, opts: o, plans: map[planKey]*plan{}, apq: map[string]string{}}
+	return &Engine{schema: s, db: db, opts: o, plans: map[planKey]*plan{}, valid: map[[32]byte]bool{}, apq: map[string]string{}}
 }
 
 func requestError(code, msg string, locs ...Location) *Response {
 	return &Response{Errors: []*Error{{Message: msg, Locations: locs, Extensions: map[string]any{"code": code}}}}
+}
+
+// cancelled answers a request whose context ended while the engine worked
+// on it: the client went away (UNAVAILABLE) or its deadline passed
+// (TIMEOUT), and nothing more is done for it.
+func cancelled(err error) *Response {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return requestError(string(core.CodeTimeout), "the request's deadline passed")
+	}
+	return requestError(string(core.CodeUnavailable), "request cancelled")
 }
 
 // Execute runs req as the principal in ctx. It never returns nil.
@@ -184,13 +210,19 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 	if !ok {
 		return requestError(string(core.CodeUnauthenticated), "authentication required")
 	}
+	if err := ctx.Err(); err != nil {
+		return cancelled(err)
+	}
 	query, resp := e.resolveDocument(ctx, p.Tenant, req)
 	if resp != nil {
 		return resp
 	}
-	pl, resp := e.plan(query, req.OperationName)
+	pl, resp := e.plan(ctx, query, req.OperationName, req.Variables)
 	if resp != nil {
 		return resp
+	}
+	if err := ctx.Err(); err != nil {
+		return cancelled(err)
 	}
 	op := pl.op
 	vars, err := validator.VariableValues(e.schema.ast, op, req.Variables)
@@ -214,9 +246,6 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 		return requestError(CodeBadRequest, "subscriptions are not supported")
 	}
 	roots := collectFields(op.SelectionSet, vars, root.Name, e.schema)
-	if r := e.checkLimits(op, roots, vars); r != nil {
-		return r
-	}
 	c := &compiler{s: e.schema, vars: vars, p: p, opts: &e.opts}
 	stmts := make([]stmt, 0, len(roots))
 	var fieldErrs []*Error
@@ -234,19 +263,27 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 			if !e.opts.Introspection {
 				return requestError(CodeIntrospection, "introspection is disabled", loc(f.Position))
 			}
-			v, err := introspect(e.schema, f, vars)
+			v, err := introspect(ctx, e.schema, f, vars)
+			if cerr := ctx.Err(); cerr != nil {
+				return cancelled(cerr)
+			}
 			if err != nil {
 				return requestError(CodeBadRequest, err.Error(), loc(f.Position))
 			}
 			st.constant = v
 		case e.schema.resolved[f.Name] && op.Operation == ast.Query:
-			st.sql, st.hook, err = c.compileResolved(f, e.opts.Hooks)
+			st.sql, st.hook, err = c.compileResolved(ctx, f, e.opts.Hooks)
 		case op.Operation == ast.Mutation:
-			if st.sql, err = c.compileMutation(f); err == nil {
+			if st.sql, err = c.compileMutation(ctx, f); err == nil {
 				st.mutation = e.schema.functions[f.Name]
 			}
 		default:
-			st.sql, st.constant, err = c.compileQuery(f)
+			st.sql, st.constant, err = c.compileQuery(ctx, f)
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			// The client went away or ran out of time while this field
+			// compiled: its error says nothing about the field.
+			return cancelled(cerr)
 		}
 		if err == nil && st.hook == nil && st.sql != "" {
 			st.hook = c.checkHook(f, e.opts.Hooks)
@@ -557,14 +594,21 @@ func (e *Engine) resolveDocument(ctx context.Context, tenant string, req Request
 }
 
 // plan returns the validated operation of query, from the cache when seen
-// before.
-func (e *Engine) plan(query, opName string) (*plan, *Response) {
+// before, once the limits allow it for these variables (see checkLimits).
+func (e *Engine) plan(ctx context.Context, query, opName string, vars map[string]any) (*plan, *Response) {
 	key := planKey{sha256.Sum256([]byte(query)), opName}
 	e.mu.Lock()
 	pl, ok := e.plans[key]
 	e.mu.Unlock()
 	if ok {
+		if r := e.checkLimits(ctx, pl.doc, pl.op, vars, false); r != nil {
+			return nil, r
+		}
 		return pl, nil
+	}
+	tokens, resp := e.scan(ctx, query, opName)
+	if resp != nil {
+		return nil, resp
 	}
 	doc, err := parser.ParseQuery(&ast.Source{Name: "request", Input: query})
 	if err != nil {
@@ -574,18 +618,37 @@ func (e *Engine) plan(query, opName string) (*plan, *Response) {
 		}
 		return nil, requestError(CodeParseFailed, err.Error())
 	}
-	if errs := validator.ValidateWithRules(e.schema.ast, doc, nil); len(errs) > 0 {
+	e.mu.Lock()
+	valid := e.valid[tokens]
+	e.mu.Unlock()
+	// The operation is picked before validation, for the limits, and its
+	// error reported after, as before: a document that is not valid says so
+	// first.
+	op, pickErr := pickOperation(doc, opName)
+	if r := e.checkLimits(ctx, doc, op, vars, !valid); r != nil {
+		return nil, r
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, cancelled(err)
+	}
+	if valid {
+		// The same tokens passed validation before: only its walk, which
+		// binds fields and values to the schema, is needed.
+		validator.Walk(e.schema.ast, doc, &validator.Events{})
+	} else if errs := validator.ValidateWithRules(e.schema.ast, doc, nil); len(errs) > 0 {
+		// Validation takes no context, and costs up to the square of what
+		// it is given; checkLimits has bounded that by MaxSelections, so it
+		// ends soon whether or not the client is still there.
 		r := &Response{}
 		for _, ge := range errs {
 			r.Errors = append(r.Errors, convert(ge, CodeValidationFailed))
 		}
 		return nil, r
 	}
-	op, resp := pickOperation(doc, opName)
-	if resp != nil {
-		return nil, resp
+	if pickErr != nil {
+		return nil, pickErr
 	}
-	pl = &plan{op: op}
+	pl = &plan{doc: doc, op: op}
 	e.mu.Lock()
 	if len(e.plans) >= maxPlans {
 		for k := range e.plans {
@@ -594,74 +657,17 @@ func (e *Engine) plan(query, opName string) (*plan, *Response) {
 		}
 	}
 	e.plans[key] = pl
+	if !valid {
+		if len(e.valid) >= maxPlans {
+			for k := range e.valid {
+				delete(e.valid, k)
+				break
+			}
+		}
+		e.valid[tokens] = true
+	}
 	e.mu.Unlock()
 	return pl, nil
-}
-
-// checkLimits enforces depth, alias, root field and cost limits before
-// anything runs.
-func (e *Engine) checkLimits(op *ast.OperationDefinition, roots []*ast.Field, vars map[string]any) *Response {
-	if len(roots) > e.opts.MaxRootFields {
-		return requestError(CodeRootFieldLimit, "the operation has "+strconv.Itoa(len(roots))+" root fields, more than the limit of "+strconv.Itoa(e.opts.MaxRootFields))
-	}
-	var data []*ast.Field
-	for _, f := range roots {
-		// Introspection is bounded by the schema, and its standard query
-		// nests deeper than any data query should.
-		if f.Name == "__schema" || f.Name == "__type" {
-			continue
-		}
-		data = append(data, f)
-		if depth(f.SelectionSet, vars, e.schema, 1) > e.opts.MaxDepth { // the root field is level 1
-			return requestError(CodeDepthLimit, "the query is nested deeper than the limit of "+strconv.Itoa(e.opts.MaxDepth), loc(f.Position))
-		}
-	}
-	if n := aliases(op.SelectionSet, map[string]bool{}); n > e.opts.MaxAliases {
-		return requestError(CodeAliasLimit, "the operation has "+strconv.Itoa(n)+" aliases, more than the limit of "+strconv.Itoa(e.opts.MaxAliases))
-	}
-	if c := e.cost(data, vars, 1, true); c > e.opts.MaxCost {
-		return requestError(CodeCostLimit, "the operation's estimated cost "+strconv.Itoa(c)+" is above the limit of "+strconv.Itoa(e.opts.MaxCost))
-	}
-	return nil
-}
-
-// cost estimates an operation's work: one per field, times the sizes of
-// the lists it is in (a root list's limit, first or last, else the default; a
-// list inside a row, NestedListSize). Saturates instead of overflowing.
-func (e *Engine) cost(fields []*ast.Field, vars map[string]any, mult int, root bool) int {
-	total := 0
-	for _, f := range fields {
-		total = satAdd(total, mult)
-		if len(f.SelectionSet) == 0 || f.Definition == nil {
-			continue
-		}
-		m := mult
-		t := f.Definition.Type
-		_, isConn := e.schema.connections[t.Name()]
-		switch {
-		case root && (t.Elem != nil || isConn):
-			args := f.ArgumentMap(vars)
-			n := int64(e.opts.DefaultLimit)
-			for _, a := range []string{"limit", "first", "last"} {
-				if v, ok := args[a]; ok && v != nil {
-					if x, err := toInt(v); err == nil && x >= 0 {
-						n = min(x, int64(e.opts.MaxLimit))
-					}
-				}
-			}
-			m = satMul(m, int(n))
-		case t.Elem != nil && f.Name != "edges":
-			n := e.opts.NestedListSize
-			if v, ok := f.ArgumentMap(vars)["limit"]; ok && v != nil {
-				if x, err := toInt(v); err == nil && x >= 0 && x < int64(n) {
-					n = int(x)
-				}
-			}
-			m = satMul(m, n)
-		}
-		total = satAdd(total, e.cost(collectFields(f.SelectionSet, vars, "", e.schema), vars, m, false))
-	}
-	return total
 }
 
 func satAdd(a, b int) int {
@@ -678,29 +684,6 @@ func satMul(a, b int) int {
 	return a * b
 }
 
-// aliases counts the fields whose response key differs from their name,
-// fragments included once each.
-func aliases(set ast.SelectionSet, seen map[string]bool) int {
-	n := 0
-	for _, sel := range set {
-		switch x := sel.(type) {
-		case *ast.Field:
-			if x.Alias != "" && x.Alias != x.Name {
-				n++
-			}
-			n += aliases(x.SelectionSet, seen)
-		case *ast.InlineFragment:
-			n += aliases(x.SelectionSet, seen)
-		case *ast.FragmentSpread:
-			if x.Definition != nil && !seen[x.Name] {
-				seen[x.Name] = true
-				n += aliases(x.Definition.SelectionSet, seen)
-			}
-		}
-	}
-	return n
-}
-
 func pickOperation(doc *ast.QueryDocument, name string) (*ast.OperationDefinition, *Response) {
 	if name == "" {
 		if len(doc.Operations) != 1 {
@@ -712,23 +695,6 @@ func pickOperation(doc *ast.QueryDocument, name string) (*ast.OperationDefinitio
 		return op, nil
 	}
 	return nil, requestError(CodeBadRequest, "no operation named "+name)
-}
-
-// depth returns how deep fields nest below a field at level d: a leaf
-// field under a root field is at level 2.
-func depth(set ast.SelectionSet, vars map[string]any, s *Schema, d int) int {
-	max := d
-	for _, f := range collectFields(set, vars, "", s) {
-		if d+1 > max {
-			max = d + 1
-		}
-		if len(f.SelectionSet) > 0 {
-			if n := depth(f.SelectionSet, vars, s, d+1); n > max {
-				max = n
-			}
-		}
-	}
-	return max
 }
 
 func convert(ge *gqlerror.Error, code string) *Error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -88,5 +89,35 @@ func BenchmarkEngineOverhead(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		e.Execute(ctx, req)
 		db.take()
+	}
+}
+
+// BenchmarkRefusal measures the core's time to refuse each attack document
+// of security #13 (defects 2 and 8), through the engine with a database
+// that is never reached: it must stay in single milliseconds, well under
+// the 50 ms the whole-stack attack suite allows.
+func BenchmarkRefusal(b *testing.B) {
+	e, db := mustRecordingEngine(b, graphql.Options{})
+	ctx := as(demo.TenantAcme)
+	for _, bb := range []struct {
+		name, query, code string
+	}{
+		{"fragment-bomb-30", fragmentBomb(30), graphql.CodeSelectionLimit},
+		{"alias-20000", "{ users {" + strings.Repeat(" a:id", 20000) + " } }", graphql.CodeAliasLimit},
+		{"field-20000", "{ users {" + strings.Repeat(" id", 20000) + " } }", graphql.CodeSelectionLimit},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			req := graphql.Request{Query: bb.query}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(bb.query)))
+			for b.Loop() {
+				if r := e.Execute(ctx, req); len(r.Errors) == 0 || r.Errors[0].Extensions["code"] != bb.code {
+					b.Fatalf("got %+v, want %s", r.Errors, bb.code)
+				}
+			}
+			if n := len(db.take()); n != 0 {
+				b.Fatalf("got %d statements, want none", n)
+			}
+		})
 	}
 }

@@ -51,7 +51,7 @@ func (c *compiler) checkHook(f *ast.Field, hooks Hooks) *hookRun {
 // compileResolved builds the statement of a root field declared @resolver:
 // the value its Resolve hook computes, passed as a parameter and projected
 // through the selection.
-func (c *compiler) compileResolved(f *ast.Field, hooks Hooks) (string, *hookRun, error) {
+func (c *compiler) compileResolved(ctx context.Context, f *ast.Field, hooks Hooks) (string, *hookRun, error) {
 	h, ok := hooks[f.Name]
 	if !ok || h.Resolve == nil {
 		return "", nil, &core.Error{Code: core.CodeInternal, Op: "graphql.resolve",
@@ -66,14 +66,14 @@ func (c *compiler) compileResolved(f *ast.Field, hooks Hooks) (string, *hookRun,
 	case named == nil || named.Kind == ast.Scalar || named.Kind == ast.Enum:
 		expr = "r.j"
 	case t.Elem == nil:
-		inner, err := c.composite(f.SelectionSet, named, "r.j")
+		inner, err := c.composite(ctx, f.SelectionSet, named, "r.j")
 		if err != nil {
 			return "", nil, err
 		}
 		expr = fmt.Sprintf("case when jsonb_typeof(r.j) = 'object' then %s end", inner)
 	case t.Elem.Elem == nil:
 		e := c.alias()
-		inner, err := c.composite(f.SelectionSet, named, e+".value")
+		inner, err := c.composite(ctx, f.SelectionSet, named, e+".value")
 		if err != nil {
 			return "", nil, err
 		}

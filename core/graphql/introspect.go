@@ -2,6 +2,7 @@ package graphql
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"sort"
 	"strings"
@@ -14,18 +15,22 @@ import (
 var hiddenDirectives = map[string]bool{"view": true, "field": true, "function": true, "auth": true, "mask": true, "resolver": true}
 
 // introspect answers a __schema or __type root field from the schema, in
-// the engine: introspection never reaches the database.
-func introspect(s *Schema, f *ast.Field, vars map[string]any) (json.RawMessage, error) {
+// the engine: introspection never reaches the database. It stops with
+// ctx's error once ctx is done.
+func introspect(ctx context.Context, s *Schema, f *ast.Field, vars map[string]any) (json.RawMessage, error) {
 	in := &introspector{s: s, vars: vars}
 	var v any
 	switch f.Name {
 	case "__schema":
-		v = in.resolve(f.SelectionSet, "__Schema", schemaNode{})
+		v = in.resolve(ctx, f.SelectionSet, "__Schema", schemaNode{})
 	case "__type":
 		name, _ := f.ArgumentMap(vars)["name"].(string)
 		if def := in.named(name); def != nil {
-			v = in.resolve(f.SelectionSet, "__Type", typeNode{def: def})
+			v = in.resolve(ctx, f.SelectionSet, "__Type", typeNode{def: def})
 		}
+	}
+	if in.err != nil {
+		return nil, in.err
 	}
 	return json.Marshal(v)
 }
@@ -33,6 +38,7 @@ func introspect(s *Schema, f *ast.Field, vars map[string]any) (json.RawMessage, 
 type introspector struct {
 	s    *Schema
 	vars map[string]any
+	err  error // the context's error, once it ended: resolving stops
 }
 
 // Nodes of the introspection graph.
@@ -93,7 +99,13 @@ func (in *introspector) typeOf(t *ast.Type) any {
 	return nil
 }
 
-func (in *introspector) resolve(set ast.SelectionSet, typ string, node any) any {
+func (in *introspector) resolve(ctx context.Context, set ast.SelectionSet, typ string, node any) any {
+	if in.err != nil {
+		return nil
+	}
+	if in.err = ctx.Err(); in.err != nil {
+		return nil
+	}
 	var out ordered
 	for _, f := range collectFields(set, in.vars, typ, in.s) {
 		var v any
@@ -102,32 +114,32 @@ func (in *introspector) resolve(set ast.SelectionSet, typ string, node any) any 
 		} else {
 			v = in.value(node, f)
 		}
-		out = append(out, orderedKV{f.Alias, in.wrap(v, f)})
+		out = append(out, orderedKV{f.Alias, in.wrap(ctx, v, f)})
 	}
 	return out
 }
 
 // wrap resolves nodes (and lists of them) through the field's selection.
-func (in *introspector) wrap(v any, f *ast.Field) any {
+func (in *introspector) wrap(ctx context.Context, v any, f *ast.Field) any {
 	switch x := v.(type) {
 	case []any:
 		out := make([]any, len(x))
 		for i, e := range x {
-			out[i] = in.wrap(e, f)
+			out[i] = in.wrap(ctx, e, f)
 		}
 		return out
 	case schemaNode:
-		return in.resolve(f.SelectionSet, "__Schema", x)
+		return in.resolve(ctx, f.SelectionSet, "__Schema", x)
 	case typeNode, wrapNode:
-		return in.resolve(f.SelectionSet, "__Type", x)
+		return in.resolve(ctx, f.SelectionSet, "__Type", x)
 	case fieldNode:
-		return in.resolve(f.SelectionSet, "__Field", x)
+		return in.resolve(ctx, f.SelectionSet, "__Field", x)
 	case inputNode:
-		return in.resolve(f.SelectionSet, "__InputValue", x)
+		return in.resolve(ctx, f.SelectionSet, "__InputValue", x)
 	case enumNode:
-		return in.resolve(f.SelectionSet, "__EnumValue", x)
+		return in.resolve(ctx, f.SelectionSet, "__EnumValue", x)
 	case directiveNode:
-		return in.resolve(f.SelectionSet, "__Directive", x)
+		return in.resolve(ctx, f.SelectionSet, "__Directive", x)
 	}
 	return v
 }

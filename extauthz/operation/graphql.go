@@ -163,6 +163,15 @@ func Parse(document, operationName string) (GraphQL, error) {
 	}
 	fields := make([]string, 0, len(op.SelectionSet))
 	seen := make(map[string]bool, len(op.SelectionSet))
+	// frags indexes the fragments by name, the first of each name as
+	// Fragments.ForName finds it: looking each up among all of them made a
+	// document of many fragments cost the square of their number.
+	frags := make(map[string]*ast.FragmentDefinition, len(doc.Fragments))
+	for _, f := range doc.Fragments {
+		if _, ok := frags[f.Name]; !ok {
+			frags[f.Name] = f
+		}
+	}
 	// state marks fragments being expanded (1) and expanded (2). Expanding
 	// a fragment once is enough, since only the set of names matters; that
 	// keeps a document of fragments that each spread the next one twice
@@ -188,7 +197,7 @@ func Parse(document, operationName string) (GraphQL, error) {
 				case 2:
 					continue
 				}
-				def := doc.Fragments.ForName(s.Name)
+				def := frags[s.Name]
 				if def == nil {
 					return fmt.Errorf("%w: unknown fragment %q", ErrInvalid, s.Name)
 				}

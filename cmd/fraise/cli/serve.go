@@ -164,7 +164,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		MaxDepth: cfg.Core.MaxDepth, DefaultLimit: cfg.Core.DefaultLimit, MaxLimit: cfg.Core.MaxLimit,
 		Introspection: cfg.Core.Introspection,
 		MaxAliases:    cfg.Core.MaxAliases, MaxRootFields: cfg.Core.MaxRootFields, MaxCost: cfg.Core.MaxCost,
-		MaxResultBytes: cfg.Core.MaxResultBytes, StatementTimeout: cfg.Core.StatementTimeout.Duration,
+		MaxResultBytes: cfg.Core.MaxResultBytes, StatementTimeout: cfg.Core.StatementTimeout.Duration, MaxSelections: cfg.Core.MaxSelections,
 		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks,
 	})
 	metrics := httpapi.NewMetrics()

@@ -223,6 +223,10 @@ type Core struct {
 	MaxRootFields  int `toml:"max_root_fields"`
 	MaxCost        int `toml:"max_cost"`
 	MaxResultBytes int `toml:"max_result_bytes"`
+	// MaxSelections bounds the selections checking a document visits,
+	// fragments expanded and repeated fields counted, before validation
+	// (graphql.Options.MaxSelections).
+	MaxSelections int `toml:"max_selections"`
 	// StatementTimeout is SET LOCAL statement_timeout in every GraphQL
 	// transaction (0 keeps database.statement_timeout).
 	StatementTimeout Duration `toml:"statement_timeout"`
@@ -508,7 +512,7 @@ func Default() Config {
 			AssertionKeys: []string{"file://.dev/keys/assertion.pub"},
 			MaxBodyBytes:  1 << 20, MaxDepth: 10, DefaultLimit: 100, MaxLimit: 1000,
 			Introspection: true, ShutdownTimeout: Duration{10 * time.Second},
-			MaxAliases: 30, MaxRootFields: 10, MaxCost: 50000, MaxResultBytes: 8 << 20,
+			MaxAliases: 30, MaxRootFields: 10, MaxCost: 50000, MaxResultBytes: 8 << 20, MaxSelections: 5000,
 			APQ: true,
 		},
 		Authz: Authz{
@@ -755,7 +759,8 @@ func (c Config) Validate() error {
 		bad("core.max_body_bytes", "want at least 1, got %d", c.Core.MaxBodyBytes)
 	}
 	for key, v := range map[string]int{"core.max_depth": c.Core.MaxDepth, "core.max_aliases": c.Core.MaxAliases,
-		"core.max_root_fields": c.Core.MaxRootFields, "core.max_cost": c.Core.MaxCost, "core.max_result_bytes": c.Core.MaxResultBytes} {
+		"core.max_root_fields": c.Core.MaxRootFields, "core.max_cost": c.Core.MaxCost, "core.max_result_bytes": c.Core.MaxResultBytes,
+		"core.max_selections": c.Core.MaxSelections} {
 		if v < 1 {
 			bad(key, "want at least 1, got %d", v)
 		}

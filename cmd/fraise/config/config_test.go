@@ -108,8 +108,8 @@ func TestLoad(t *testing.T) {
 		},
 		{
 			name:    "GraphQL limits must be positive",
-			file:    "[core]\nmax_cost = 0\nmax_aliases = -1\nstatement_timeout = \"-1s\"\n",
-			wantErr: []string{"core.max_cost", "core.max_aliases", "core.statement_timeout"},
+			file:    "[core]\nmax_cost = 0\nmax_aliases = -1\nstatement_timeout = \"-1s\"\nmax_selections = 0\n",
+			wantErr: []string{"core.max_cost", "core.max_aliases", "core.statement_timeout", "core.max_selections"},
 		},
 		{
 			name:    "bad environment values name the variable",
