@@ -11,7 +11,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,7 +18,6 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +29,7 @@ import (
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/core/graphql/request"
 )
 
 // Executor runs GraphQL requests; *graphql.Engine is the production one.
@@ -306,33 +305,34 @@ func statusFor(media string, resp *graphql.Response) int {
 // (the specification requires 405): the document is parsed here to find out
 // which operation would run.
 func (h *handler) fromQuery(raw string) (graphql.Request, *refusal) {
+	p, err := request.DecodeQuery(raw)
+	if err != nil {
+		return graphql.Request{}, decodeRefusal(err)
+	}
 	// ReadOnly also covers a mutation sent as a persisted-query hash alone,
 	// which cannot be seen here without the stored document.
-	req := graphql.Request{ReadOnly: true}
-	q, err := url.ParseQuery(raw)
-	if err != nil {
-		return req, badRequest("the query string is not URL-encoded")
-	}
-	req.Query = q.Get("query")
-	req.OperationName = q.Get("operationName")
-	if v := q.Get("variables"); v != "" {
-		if err := json.Unmarshal([]byte(v), &req.Variables); err != nil {
-			return req, badRequest("variables must be a JSON object")
-		}
-	}
-	if v := q.Get("extensions"); v != "" {
-		if err := json.Unmarshal([]byte(v), &req.Extensions); err != nil {
-			return req, badRequest("extensions must be a JSON object")
-		}
-	}
-	if ref := checkRequest(req); ref != nil {
-		return req, ref
-	}
+	req := engineRequest(p)
+	req.ReadOnly = true
 	if isMutation(req.Query, req.OperationName) {
 		return req, &refusal{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed,
 			msg: "mutations must use POST", allow: http.MethodPost}
 	}
 	return req, nil
+}
+
+// engineRequest is the engine's request for p.
+func engineRequest(p request.Params) graphql.Request {
+	return graphql.Request{Query: p.Query, OperationName: p.OperationName, Variables: p.Variables, Extensions: p.Extensions}
+}
+
+// decodeRefusal is the 400 for a request the shared decoder refused, with
+// its message, which names the problem in the client's terms.
+func decodeRefusal(err error) *refusal {
+	var re *request.Error
+	if errors.As(err, &re) {
+		return badRequest(re.Message)
+	}
+	return badRequest("the request is not a GraphQL request")
 }
 
 // isMutation reports whether the operation query and name select is a
@@ -357,7 +357,8 @@ func isMutation(query, name string) bool {
 }
 
 // fromBody reads a POST body: one request object or, when batching is on,
-// an array of them.
+// an array of them. Both are read by the decoder extauthz reads them with
+// (core/graphql/request), so the core runs what extauthz decided on.
 func (h *handler) fromBody(w http.ResponseWriter, r *http.Request) ([]graphql.Request, bool, *refusal) {
 	if ref := checkContentType(r.Header.Get("Content-Type")); ref != nil {
 		return nil, false, ref
@@ -371,39 +372,26 @@ func (h *handler) fromBody(w http.ResponseWriter, r *http.Request) ([]graphql.Re
 		}
 		return nil, false, badRequest("could not read the request body")
 	}
-	body = bytes.TrimLeft(body, " \t\r\n")
-	if len(body) == 0 {
-		return nil, false, badRequest("the request body is empty")
-	}
-	if body[0] != '[' {
-		req, ref := decodeRequest(body)
-		if ref != nil {
-			return nil, false, ref
-		}
-		return []graphql.Request{req}, false, nil
-	}
-	if h.o.MaxBatch <= 0 {
+	p, err := request.DecodeBody(body)
+	switch {
+	case err == nil:
+		return []graphql.Request{engineRequest(p)}, false, nil
+	case !errors.Is(err, request.ErrBatch):
+		return nil, false, decodeRefusal(err)
+	case h.o.MaxBatch <= 0:
 		return nil, false, &refusal{status: http.StatusBadRequest, code: CodeBatchDisabled, msg: "batched requests are disabled on this server"}
 	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(body, &items); err != nil {
-		return nil, false, badRequest("the request body is not valid JSON")
-	}
-	if len(items) == 0 {
-		return nil, false, badRequest("the batch is empty")
-	}
-	if len(items) > h.o.MaxBatch {
+	ps, err := request.DecodeBatch(body, h.o.MaxBatch)
+	if errors.Is(err, request.ErrBatchLimit) {
 		return nil, false, &refusal{status: http.StatusBadRequest, code: CodeBatchLimit,
 			msg: "a batch may hold at most " + strconv.Itoa(h.o.MaxBatch) + " operations"}
 	}
-	reqs := make([]graphql.Request, len(items))
-	for i, item := range items {
-		req, ref := decodeRequest(item)
-		if ref != nil {
-			ref.msg = "batch entry " + strconv.Itoa(i) + ": " + ref.msg
-			return nil, false, ref
-		}
-		reqs[i] = req
+	if err != nil {
+		return nil, false, decodeRefusal(err)
+	}
+	reqs := make([]graphql.Request, len(ps))
+	for i, p := range ps {
+		reqs[i] = engineRequest(p)
 	}
 	return reqs, true, nil
 }
@@ -424,43 +412,6 @@ func checkContentType(ct string) *refusal {
 		return unsupported
 	}
 	return nil
-}
-
-// decodeRequest decodes one request object, naming the parameter of the
-// wrong type.
-func decodeRequest(b []byte) (graphql.Request, *refusal) {
-	var req graphql.Request
-	if err := json.Unmarshal(b, &req); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			switch te.Field {
-			case "":
-				return req, badRequest("the request body must be a JSON object")
-			case "query", "operationName":
-				return req, badRequest(te.Field + " must be a string")
-			case "variables", "extensions":
-				return req, badRequest(te.Field + " must be a JSON object")
-			}
-			return req, badRequest(te.Field + " has the wrong type")
-		}
-		return req, badRequest("the request body is not valid JSON")
-	}
-	if ref := checkRequest(req); ref != nil {
-		return req, ref
-	}
-	return req, nil
-}
-
-// checkRequest refuses a request without a document, unless it names a
-// persisted one (automatic persisted queries send only its hash).
-func checkRequest(req graphql.Request) *refusal {
-	if req.Query != "" {
-		return nil
-	}
-	if _, ok := req.Extensions["persistedQuery"]; ok {
-		return nil
-	}
-	return badRequest("the query parameter is missing")
 }
 
 // negotiate picks the response media type from the Accept header. No header

@@ -91,6 +91,12 @@ type httpCase struct {
 	wantData   string // a substring of data, checked when set
 }
 
+// Two well-formed persisted-query hashes.
+var (
+	hashA = core.DocumentHash("{ a }")
+	hashB = core.DocumentHash("{ b }")
+)
+
 const (
 	gr   = httpapi.MediaGraphQLResponse
 	js   = httpapi.MediaJSON
@@ -138,7 +144,30 @@ func TestGraphQLOverHTTP(t *testing.T) {
 			wantStatus: 200, wantData: `"variables":{"n":3}`},
 		{name: "unknown keys ignored", method: "POST", body: `{"query":"{ a }","foo":1}`, wantStatus: 200},
 		{name: "persisted query hash without a document", method: "POST",
-			body: `{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"abc"}}}`, wantStatus: 200, wantData: "sha256Hash"},
+			body: `{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"` + hashA + `"}}}`, wantStatus: 200, wantData: "sha256Hash"},
+		{name: "persisted query hash not hex", method: "POST",
+			body: `{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"abc"}}}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "persisted query version 2", method: "POST",
+			body: `{"extensions":{"persistedQuery":{"version":2,"sha256Hash":"` + hashA + `"}}}`, wantStatus: 400, wantCode: "INVALID"},
+
+		// Keys read one way by one JSON reader and another way by another
+		// are refused (security #13, defect 1).
+		{name: "sha256Hash and its case twin", method: "POST",
+			body: `{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"` + hashA + `","Sha256Hash":"` + hashB + `"}}}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "sha256Hash twice", method: "POST",
+			body: `{"extensions":{"persistedQuery":{"sha256Hash":"` + hashA + `","sha256Hash":"` + hashB + `"}}}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "persistedQuery's case twin", method: "POST",
+			body: `{"query":"{ a }","extensions":{"PersistedQuery":{"sha256Hash":"` + hashA + `"}}}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "query's case twin", method: "POST", body: `{"query":"{ a }","Query":"{ b }"}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "a case twin alone", method: "POST", body: `{"QUERY":"{ a }"}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "query twice", method: "POST", body: `{"query":"{ a }","query":"{ b }"}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "a variable twice", method: "POST", body: `{"query":"{ a }","variables":{"n":1,"n":2}}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "a key twice deep in an unknown key", method: "POST", body: `{"query":"{ a }","x":[{"y":{"z":1,"z":1}}]}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "variables differing in case are two variables", method: "POST", body: `{"query":"{ a }","variables":{"n":1,"N":2}}`,
+			wantStatus: 200, wantData: `"N":2`},
+		{name: "GET parameter twice", method: "GET", target: "/graphql?query=%7B+a+%7D&query=%7B+b+%7D", wantStatus: 400, wantCode: "INVALID"},
+		{name: "GET parameter's case twin", method: "GET", target: "/graphql?query=%7B+a+%7D&Query=%7B+b+%7D", wantStatus: 400, wantCode: "INVALID"},
+		{name: "GET extensions with a key twice", method: "GET", target: get("query", "{ a }", "extensions", `{"k":1,"k":2}`), wantStatus: 400, wantCode: "INVALID"},
 		{name: "missing query", method: "POST", body: `{}`, wantStatus: 400, wantCode: "INVALID"},
 		{name: "misspelt query", method: "POST", body: `{"qeury":"{ a }"}`, wantStatus: 400, wantCode: "INVALID"},
 		{name: "query an object", method: "POST", body: `{"query":{"obj":"ect"}}`, wantStatus: 400, wantCode: "INVALID"},
