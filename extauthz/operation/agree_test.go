@@ -1,6 +1,7 @@
 package operation_test
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/core/graphql/request"
 	"github.com/fraise-dev/fraise/deploy/demo"
 	"github.com/fraise-dev/fraise/extauthz/operation"
 )
@@ -181,3 +183,92 @@ func TestCoreRunsWhatExtauthzDecided(t *testing.T) {
 		})
 	}
 }
+
+// recordingExecutor is the core's engine seen from its HTTP edge: it
+// records the request the edge hands it.
+type recordingExecutor struct {
+	mu   sync.Mutex
+	last *graphql.Request
+}
+
+func (e *recordingExecutor) Execute(_ context.Context, req graphql.Request) *graphql.Response {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.last = &req
+	return &graphql.Response{Data: []byte(`{}`)}
+}
+
+func (e *recordingExecutor) take() *graphql.Request {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r := e.last
+	e.last = nil
+	return r
+}
+
+// view is what one side makes of a request: the document it names (text or
+// persisted hash) and the operation name.
+type view struct {
+	query, hash, operationName string
+}
+
+// FuzzRequestViews decodes random GraphQL-over-HTTP requests through both
+// sides' views: extauthz's (ParseRequest: the document, persisted hash and
+// operation name the policy decides on) and the core's (its HTTP edge, and
+// the persisted hash its engine reads from the request it is handed). It
+// fails when the core runs a request extauthz refuses, refuses one at the
+// decoding extauthz accepts, or runs another document or operation than
+// extauthz's. Seeds are in testdata/fuzz/FuzzRequestViews.
+func FuzzRequestViews(f *testing.F) {
+	h := core.DocumentHash("{ a }")
+	f.Add(true, "", []byte(`{"query":"{ a }","operationName":"A","variables":{"n":1}}`))
+	f.Add(true, "", []byte(`{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"`+h+`","Sha256Hash":"`+h+`"}}}`))
+	f.Add(false, "query=%7B+a+%7D&operationName=A", []byte(nil))
+	signer, keys := assertiontest.New(f, nil)
+	exec := &recordingExecutor{}
+	edge := httpapi.NewHandler(httpapi.Options{Verifier: assertion.NewVerifier(keys, nil), Engine: exec, MaxBodyBytes: 1 << 20})
+	f.Fuzz(func(t *testing.T, post bool, rawQuery string, body []byte) {
+		method, target := http.MethodGet, "/graphql?"+rawQuery
+		if post {
+			method, target = http.MethodPost, "/graphql"
+		}
+		if strings.ContainsFunc(rawQuery, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '#' }) {
+			return // not a request target an HTTP server receives
+		}
+		// extauthz's view.
+		var ext *view
+		if r, err := operation.ParseRequest(method, rawQuery, body); err == nil {
+			ext = &view{query: r.Query, hash: r.PersistedHash, operationName: r.OperationName}
+		}
+		// The core's view.
+		tok, err := signer.Sign(corePrincipal, "r1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequest(method, target, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(assertion.Header, tok)
+		rec := httptest.NewRecorder()
+		edge.ServeHTTP(rec, req)
+		var got *view
+		if r := exec.take(); r != nil {
+			hash, err := request.PersistedHash(r.Extensions)
+			if err != nil {
+				t.Fatalf("the core ran a request whose persisted hash its engine cannot read: %v", err)
+			}
+			got = &view{query: r.Query, hash: hash, operationName: r.OperationName}
+		}
+		switch {
+		case ext == nil && got != nil:
+			t.Fatalf("extauthz refuses the request; the core ran %+v", *got)
+		case ext == nil && rec.Code != http.StatusBadRequest:
+			t.Fatalf("extauthz refuses the request as unreadable; got core status %d, want 400: %s", rec.Code, rec.Body)
+		case ext != nil && got == nil && !(method == http.MethodGet && rec.Code == http.StatusMethodNotAllowed):
+			t.Fatalf("extauthz decides on %+v; the core refused it with %d: %s", *ext, rec.Code, rec.Body)
+		case ext != nil && got != nil && *got != *ext:
+			t.Fatalf("extauthz decides on %+v; the core ran %+v", *ext, *got)
+		}
+	})
+}
+
+var corePrincipal = core.Principal{Subject: "bob", Tenant: demo.TenantAcme, Roles: []string{"viewer"}}
