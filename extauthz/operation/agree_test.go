@@ -80,7 +80,7 @@ func mustCoreUnderTest(tb testing.TB) *coreUnderTest {
 	// queries do: the hash with the document.
 	for _, doc := range []string{agreeQuery, agreeMutation} {
 		h := core.DocumentHash(doc)
-		if st := c.post(tb, `{"query":`+quote(doc)+`,"extensions":{"persistedQuery":{"version":1,"sha256Hash":"`+h+`"}}}`); st != http.StatusOK {
+		if st := c.post(tb, `{"query":`+quote(doc)+`,"extensions":{"persistedQuery":{"version":1,"sha256Hash":"`+h+`"}}}`, request.OperationHash(h, "")); st != http.StatusOK {
 			tb.Fatalf("registering %s: got status %d, want 200", doc, st)
 		}
 		c.docs[h] = doc
@@ -89,14 +89,13 @@ func mustCoreUnderTest(tb testing.TB) *coreUnderTest {
 	return c
 }
 
-// post sends body to the core as extauthz would pass it and returns the
+// post sends body to the core with an assertion bound to the operation
+// named by operationHash, as extauthz would pass it, and returns the
 // status.
-func (c *coreUnderTest) post(tb testing.TB, body string) int {
+func (c *coreUnderTest) post(tb testing.TB, body, operationHash string) int {
 	tb.Helper()
-	tok, err := c.signer.Sign(core.Principal{Subject: "bob", Tenant: demo.TenantAcme, Roles: []string{"viewer"}}, "r1")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	tok := assertiontest.Sign(tb, c.signer, corePrincipal,
+		assertion.Binding{Audience: assertion.AudienceGraphQL, Method: http.MethodPost, Path: "/graphql", Operation: operationHash})
 	req := httptest.NewRequest(http.MethodPost, "/graphql", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(assertion.Header, tok)
@@ -159,17 +158,20 @@ func TestCoreRunsWhatExtauthzDecided(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			doc, name, decided := c.decide(tt.body)
-			var want string
+			var want, decision string
 			if decided {
 				// What the core runs for the operation extauthz decided on,
 				// sent as plain text.
+				decision = request.OperationHash(core.DocumentHash(doc), name)
 				body := `{"query":` + quote(doc) + `,"operationName":` + quote(name) + `}`
-				if st := c.post(t, body); st != http.StatusOK {
+				if st := c.post(t, body, decision); st != http.StatusOK {
 					t.Fatalf("the decided operation alone: got status %d, want 200", st)
 				}
 				want = c.db.take()
 			}
-			st := c.post(t, tt.body)
+			// The request itself, with the assertion extauthz issues for its
+			// decision.
+			st := c.post(t, tt.body, decision)
 			got := c.db.take()
 			if got != "" && got != want {
 				if !decided {
@@ -240,11 +242,18 @@ func FuzzRequestViews(f *testing.F) {
 		if r, err := operation.ParseRequest(method, rawQuery, body); err == nil {
 			ext = &view{query: r.Query, hash: r.PersistedHash, operationName: r.OperationName}
 		}
-		// The core's view.
-		tok, err := signer.Sign(corePrincipal, "r1")
-		if err != nil {
-			t.Fatal(err)
+		// The core's view, of the request sent with the assertion extauthz
+		// issues for its decision (bound to no operation when it refuses:
+		// the core must then refuse while decoding, before it compares).
+		b := assertion.Binding{Audience: assertion.AudienceGraphQL, Method: method, Path: "/graphql"}
+		if ext != nil {
+			doc := ext.hash
+			if doc == "" {
+				doc = core.DocumentHash(ext.query)
+			}
+			b.Operation = request.OperationHash(doc, ext.operationName)
 		}
+		tok := assertiontest.Sign(t, signer, corePrincipal, b)
 		req := httptest.NewRequest(method, target, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set(assertion.Header, tok)
