@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/extauthz"
 	"github.com/fraise-dev/fraise/extauthz/apikey"
 	"github.com/fraise-dev/fraise/test/harness"
@@ -99,9 +100,9 @@ func TestCheckAPIKeys(t *testing.T) {
 		if h[extauthz.HeaderSubject] != "apikey:"+goodID || h[extauthz.HeaderTenant] != tenantA {
 			t.Fatalf("got subject %q tenant %q, want apikey:%s and %s", h[extauthz.HeaderSubject], h[extauthz.HeaderTenant], goodID, tenantA)
 		}
-		p, _, err := f.verifier.Verify(h["x-fraise-assertion"])
-		if err != nil || p.Subject != "apikey:"+goodID || p.Kind != "apikey" {
-			t.Fatalf("got assertion %+v, %v, want the API key principal", p, err)
+		a, err := f.verifier.Verify(h["x-fraise-assertion"], assertion.AudienceGraphQL)
+		if err != nil || a.Principal.Subject != "apikey:"+goodID || a.Principal.Kind != "apikey" {
+			t.Fatalf("got assertion %+v, %v, want the API key principal", a, err)
 		}
 		if d := mustDenial(t, mustCheck(t, f.client, graphqlRequest("Bearer "+good, "mutation { createUser { id } }"))); d.status != 403 {
 			t.Fatalf("got %d for a viewer key's mutation, want 403", d.status)

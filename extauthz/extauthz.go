@@ -40,6 +40,7 @@ import (
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/core/graphql/request"
 	"github.com/fraise-dev/fraise/extauthz/apikey"
 	"github.com/fraise-dev/fraise/extauthz/operation"
 	"github.com/fraise-dev/fraise/extauthz/policy"
@@ -404,22 +405,31 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 	if len(body) == 0 && h.GetBody() != "" {
 		body = []byte(h.GetBody())
 	}
+	// The assertion names the request and what the policy decides on, so
+	// that the core runs this request and no other with it.
+	d.binding = assertion.Binding{Audience: assertion.AudienceGraphQL, Method: d.method, Path: path}
 	switch {
 	case path == s.o.GraphQLPath:
-		gql, resp, err := s.graphql(ctx, d, rawQuery, body)
+		gql, opHash, resp, err := s.graphql(ctx, d, rawQuery, body)
 		if resp != nil || err != nil {
 			return resp, err
 		}
 		in.graphql = &gql
 		d.op = opClass(gql.Operation)
 		d.opName, d.rootFields, d.opType = gql.Name, gql.RootFields, gql.Operation
+		d.binding.Operation = opHash
 	default:
 		if f, ok := operation.ParseFlight(path, body); ok {
 			in.flight = &f
 			d.op, d.opType, d.opName = "flight", "flight", f.Method
 			d.dataset = f.Dataset
+			d.binding.Audience = assertion.AudienceFlight
+			d.binding.Body = operation.FlightBodyHash(f.Method, body)
 		} else {
 			d.op = methodClass(d.method)
+			if len(body) > 0 {
+				d.binding.Body = core.DocumentHash(string(body))
+			}
 		}
 	}
 
@@ -468,13 +478,15 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 	return s.allow(d)
 }
 
-// graphql reads the GraphQL operation of the request. A request it cannot
-// read is denied with 400: the core would refuse it too, and the policy
-// cannot decide without the operation.
-func (s *Server) graphql(ctx context.Context, d *decision, rawQuery string, body []byte) (operation.GraphQL, *authv3.CheckResponse, error) {
+// graphql reads the GraphQL operation of the request, and names it as the
+// assertion does: request.OperationHash of the document it decided on
+// (the persisted hash resolved) and the operation name. A request it
+// cannot read is denied with 400: the core would refuse it too, and the
+// policy cannot decide without the operation.
+func (s *Server) graphql(ctx context.Context, d *decision, rawQuery string, body []byte) (operation.GraphQL, string, *authv3.CheckResponse, error) {
 	r, err := operation.ParseRequest(d.method, rawQuery, body)
 	if err != nil {
-		return operation.GraphQL{}, d.deny(http.StatusBadRequest, err.Error(), clientMessage(err)), nil
+		return operation.GraphQL{}, "", d.deny(http.StatusBadRequest, err.Error(), clientMessage(err)), nil
 	}
 	doc := r.Query
 	if doc == "" {
@@ -485,19 +497,19 @@ func (s *Server) graphql(ctx context.Context, d *decision, rawQuery string, body
 			if err != nil {
 				d.reason = "persisted operations: " + err.Error()
 				d.evalFailed = true
-				return operation.GraphQL{}, nil, status.Error(codes.Unavailable, "extauthz: persisted operations unavailable")
+				return operation.GraphQL{}, "", nil, status.Error(codes.Unavailable, "extauthz: persisted operations unavailable")
 			}
 		}
 		if !found {
-			return operation.GraphQL{}, d.denyCode(http.StatusBadRequest, "persisted operation "+r.PersistedHash+" not found",
+			return operation.GraphQL{}, "", d.denyCode(http.StatusBadRequest, "persisted operation "+r.PersistedHash+" not found",
 				"PersistedQueryNotFound", codePersistedQueryNotFound), nil
 		}
 	}
 	gql, err := operation.Parse(doc, r.OperationName)
 	if err != nil {
-		return operation.GraphQL{}, d.deny(http.StatusBadRequest, err.Error(), clientMessage(err)), nil
+		return operation.GraphQL{}, "", d.deny(http.StatusBadRequest, err.Error(), clientMessage(err)), nil
 	}
-	return gql, nil, nil
+	return gql, request.OperationHash(core.DocumentHash(doc), r.OperationName), nil, nil
 }
 
 // clientMessage is the part of a parse error a client may see: its syntax
@@ -523,7 +535,7 @@ func (s *Server) allow(d *decision) (*authv3.CheckResponse, error) {
 	if rid == "" {
 		rid = d.id
 	}
-	a, err := s.o.Signer.Sign(d.principal, rid)
+	a, err := s.o.Signer.Sign(d.principal, rid, d.binding)
 	if err != nil {
 		d.reason = err.Error()
 		d.evalFailed = true

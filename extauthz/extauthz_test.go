@@ -368,9 +368,14 @@ func TestCheckAllows(t *testing.T) {
 			t.Errorf("header %s: got %q, want %q", k, h[k], v)
 		}
 	}
-	p, jti, err := f.verifier.Verify(h[assertion.Header])
+	a, err := f.verifier.Verify(h[assertion.Header], assertion.AudienceGraphQL)
 	if err != nil {
 		t.Fatalf("assertion: got error %v, want it to verify", err)
+	}
+	p, jti := a.Principal, a.ID
+	hr := req.GetAttributes().GetRequest().GetHttp()
+	if want := assertiontest.GraphQL(hr.GetMethod(), hr.GetPath(), []byte(hr.GetBody())); a.Binding != want {
+		t.Errorf("assertion: got binding %+v, want the request's %+v", a.Binding, want)
 	}
 	if p.Tenant != tenantA || p.Subject != "alice" || !slices.Equal(p.Roles, []string{"viewer", "analyst"}) ||
 		!slices.Equal(p.Scopes, []string{"read:User.email", "read:User"}) || p.Kind != core.KindJWT || p.Tier != "gold" {
@@ -727,7 +732,7 @@ func TestDryRun(t *testing.T) {
 	if ok == nil {
 		t.Fatalf("got %v, want dry run to allow", resp)
 	}
-	if _, _, err := f.verifier.Verify(headerMap(ok.GetHeaders())[assertion.Header]); err != nil {
+	if _, err := f.verifier.Verify(headerMap(ok.GetHeaders())[assertion.Header], assertion.AudienceGraphQL); err != nil {
 		t.Errorf("got assertion error %v, want a valid assertion", err)
 	}
 	anon := mustCheck(t, f.client, graphqlRequest("", "{ a }")).GetOkResponse()

@@ -172,7 +172,7 @@ func TestJWKSHandler(t *testing.T) {
 	// The core, fed this JWKS, accepts assertions from after the rotation.
 	resp := mustCheck(t, f.client, graphqlRequest("Bearer "+f.token(t, "viewer"), "{ users { id } }"))
 	a := headerMap(resp.GetOkResponse().GetHeaders())[assertion.Header]
-	if _, _, err := assertion.NewVerifier(keys, clock).Verify(a); err != nil {
+	if _, err := assertion.NewVerifier(keys, clock).Verify(a, assertion.AudienceGraphQL); err != nil {
 		t.Fatalf("got %v, want the rotated key's assertion accepted", err)
 	}
 	r, _ := srv.Client().Post(srv.URL+extauthz.JWKSPath, "text/plain", nil)

@@ -52,6 +52,10 @@ type decision struct {
 	rootFields         []string
 	dataset            string
 
+	// binding is what the assertion names: the listener, the request and
+	// the hash of what the policy decided on.
+	binding assertion.Binding
+
 	allow      bool
 	status     int
 	reason     string

@@ -8,6 +8,8 @@ package flightsvc
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"strings"
@@ -128,8 +130,14 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 }
 
 // authenticate returns ctx with the principal of the call's assertion and
-// its request id, or an Unauthenticated status.
-func (s *Server) authenticate(ctx context.Context, method string) (context.Context, error) {
+// its request id, or the status that refuses the call. The assertion must
+// be for the Flight listener, issued for this call (method POST, path the
+// gRPC method, and body the hash of its request descriptor, "" for a
+// stream: see descriptorHash), and not spent before: it is spent here.
+// Refusals: UNAUTHENTICATED for a missing, invalid, foreign (another
+// listener's) or spent assertion; PERMISSION_DENIED for one issued for
+// another call; UNAVAILABLE when the replay cache is full.
+func (s *Server) authenticate(ctx context.Context, method, body string) (context.Context, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	if ids := md.Get("x-request-id"); len(ids) > 0 {
 		ctx = core.WithRequestID(ctx, ids[0])
@@ -138,13 +146,47 @@ func (s *Server) authenticate(ctx context.Context, method string) (context.Conte
 	if v := md.Get(assertion.Header); len(v) == 1 {
 		tok = v[0]
 	}
-	p, _, err := s.o.Verifier.Verify(tok)
-	if err != nil {
-		s.log.LogAttrs(ctx, slog.LevelWarn, "refused Flight call without a valid assertion",
+	refuse := func(c codes.Code, msg string, err error) (context.Context, error) {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "refused Flight call: "+msg,
 			slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("method", method), slog.String("err", err.Error()))
-		return nil, status.Error(codes.Unauthenticated, "authentication required")
+		return nil, status.Error(c, msg)
 	}
-	return core.WithPrincipal(ctx, p), nil
+	a, err := s.o.Verifier.Verify(tok, assertion.AudienceFlight)
+	if err == nil {
+		err = s.o.Verifier.Spend(a)
+	}
+	switch {
+	case errors.Is(err, assertion.ErrReplayCacheFull):
+		return refuse(codes.Unavailable, "service unavailable", err)
+	case err != nil:
+		return refuse(codes.Unauthenticated, "authentication required", err)
+	}
+	// gRPC is always POST; the assertion names it as Envoy saw it.
+	if err := a.Check("POST", method, "", body); err != nil {
+		return refuse(codes.PermissionDenied, "the identity assertion was issued for another call", err)
+	}
+	return core.WithPrincipal(ctx, a.Principal), nil
+}
+
+// descriptorHash is the body hash the assertion binds for a unary call's
+// request: for a FlightDescriptor (GetFlightInfo, GetSchema,
+// PollFlightInfo, whose body Envoy shows extauthz), the hex SHA-256 of its
+// protobuf encoding, which is the bytes the client sent whenever it
+// encodes canonically (fields in number order, as every protobuf library
+// writes them); "" for any other request. A descriptor sent otherwise
+// hashes differently and the call is refused: the core cannot run a
+// descriptor other than the one extauthz decided on.
+func descriptorHash(req any) (string, error) {
+	d, ok := req.(*aflight.FlightDescriptor)
+	if !ok {
+		return "", nil
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(d)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
 }
 
 func isHealth(method string) bool { return strings.HasPrefix(method, "/grpc.health.v1.Health/") }
@@ -154,7 +196,13 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 		return h(ctx, req)
 	}
 	start := time.Now()
-	ctx, err := s.authenticate(ctx, info.FullMethod)
+	body, err := descriptorHash(req)
+	if err != nil {
+		err = status.Error(codes.InvalidArgument, "malformed request")
+		s.met.observe(info.FullMethod, err, time.Since(start))
+		return nil, err
+	}
+	ctx, err = s.authenticate(ctx, info.FullMethod, body)
 	if err != nil {
 		s.met.observe(info.FullMethod, err, time.Since(start))
 		return nil, err
@@ -169,7 +217,9 @@ func (s *Server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerIn
 		return h(srv, ss)
 	}
 	start := time.Now()
-	ctx, err := s.authenticate(ss.Context(), info.FullMethod)
+	// A stream's messages are not buffered for extauthz: its assertion
+	// binds the method and path alone.
+	ctx, err := s.authenticate(ss.Context(), info.FullMethod, "")
 	if err == nil {
 		err = h(srv, &ctxStream{ServerStream: ss, ctx: ctx})
 	}

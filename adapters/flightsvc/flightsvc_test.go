@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net"
 	"runtime"
@@ -24,10 +26,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fraise-dev/fraise/adapters/flightsvc"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/core/flight"
 )
 
@@ -108,7 +112,9 @@ func mustServer(tb testing.TB) *fixture {
 	}
 	go func() { _ = g.Serve(ln) }()
 	tb.Cleanup(g.Stop)
-	c, err := aflight.NewClientWithMiddleware(ln.Addr().String(), nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	f := &fixture{reg: reg, signer: signer, src: src}
+	c, err := aflight.NewClientWithMiddleware(ln.Addr().String(), nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithChainUnaryInterceptor(f.signUnary), grpc.WithChainStreamInterceptor(f.signStream))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -118,16 +124,48 @@ func mustServer(tb testing.TB) *fixture {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return &fixture{reg: reg, client: c, conn: conn, signer: signer, src: src}
+	f.client, f.conn = c, conn
+	return f
 }
 
+type principalKey struct{}
+
+// as makes the calls made with ctx carry, each, the assertion extauthz
+// issues p for that call.
 func (f *fixture) as(tb testing.TB, ctx context.Context, p core.Principal) context.Context {
 	tb.Helper()
-	tok, err := f.signer.Sign(p, "req-1")
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// extauthz binds a call as Envoy shows it the call: a unary call's one
+// request message (its body, as the client encoded it), a stream's none.
+func (f *fixture) assertionFor(ctx context.Context, method string, req any) context.Context {
+	p, ok := ctx.Value(principalKey{}).(core.Principal)
+	if !ok {
+		return ctx
+	}
+	b := assertion.Binding{Audience: assertion.AudienceFlight, Method: "POST", Path: method}
+	if m, ok := req.(proto.Message); ok {
+		raw, err := proto.Marshal(m)
+		if err != nil {
+			panic(err)
+		}
+		sum := sha256.Sum256(raw)
+		b.Body = hex.EncodeToString(sum[:])
+	}
+	tok, err := f.signer.Sign(p, assertiontest.RequestID(), b)
 	if err != nil {
-		tb.Fatal(err)
+		panic(err)
 	}
 	return metadata.AppendToOutgoingContext(ctx, assertion.Header, tok)
+}
+
+func (f *fixture) signUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(f.assertionFor(ctx, method, req), method, req, reply, cc, opts...)
+}
+
+func (f *fixture) signStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(f.assertionFor(ctx, method, nil), desc, cc, method, opts...)
 }
 
 var alice = core.Principal{Subject: "alice", Tenant: tenant, Roles: []string{"analyst"}}
@@ -301,4 +339,85 @@ func counter(tb testing.TB, reg *prometheus.Registry, name, labels string) float
 		}
 	}
 	return 0
+}
+
+// TestAssertionBindsTheCall shows the Flight listener running a call only
+// with the assertion extauthz issued for it, once (security #13, defect 4).
+func TestAssertionBindsTheCall(t *testing.T) {
+	f := mustServer(t)
+	ids := &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: []string{"ids"}}
+	other := &aflight.FlightDescriptor{Type: aflight.DescriptorCMD, Cmd: []byte(`{"dataset":"ids","limit":1}`)}
+	hash := func(d *aflight.FlightDescriptor) string {
+		raw, err := proto.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(raw)
+		return hex.EncodeToString(sum[:])
+	}
+	getFlightInfo := "/arrow.flight.protocol.FlightService/GetFlightInfo"
+	with := func(b assertion.Binding) (context.Context, string) {
+		tok := assertiontest.Sign(t, f.signer, alice, b)
+		return metadata.AppendToOutgoingContext(context.Background(), assertion.Header, tok), tok
+	}
+	flightB := func(path, body string) assertion.Binding {
+		return assertion.Binding{Audience: assertion.AudienceFlight, Method: "POST", Path: path, Body: body}
+	}
+	tests := []struct {
+		name string
+		b    assertion.Binding
+		desc *aflight.FlightDescriptor
+		want codes.Code
+	}{
+		{name: "the call it was issued for", b: flightB(getFlightInfo, hash(ids)), desc: ids, want: codes.OK},
+		{name: "another descriptor", b: flightB(getFlightInfo, hash(ids)), desc: other, want: codes.PermissionDenied},
+		{name: "no descriptor named", b: flightB(getFlightInfo, ""), desc: ids, want: codes.PermissionDenied},
+		{name: "another method", b: flightB("/arrow.flight.protocol.FlightService/GetSchema", hash(ids)), desc: ids, want: codes.PermissionDenied},
+		{name: "another gRPC method name", b: assertion.Binding{Audience: assertion.AudienceFlight, Method: "GET", Path: getFlightInfo, Body: hash(ids)},
+			desc: ids, want: codes.PermissionDenied},
+		{name: "a GraphQL assertion", b: assertion.Binding{Audience: assertion.AudienceGraphQL, Method: "POST", Path: getFlightInfo, Body: hash(ids)},
+			desc: ids, want: codes.Unauthenticated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, _ := with(tt.b)
+			if _, err := f.client.GetFlightInfo(ctx, tt.desc); status.Code(err) != tt.want {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+	t.Run("the same assertion twice", func(t *testing.T) {
+		ctx, _ := with(flightB(getFlightInfo, hash(ids)))
+		if _, err := f.client.GetFlightInfo(ctx, ids); err != nil {
+			t.Fatalf("first: got %v, want OK", err)
+		}
+		if _, err := f.client.GetFlightInfo(ctx, ids); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("replayed: got %v, want Unauthenticated", err)
+		}
+	})
+	t.Run("a stream is bound by method and path", func(t *testing.T) {
+		info, err := f.client.GetFlightInfo(f.as(t, context.Background(), alice), other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doGet := "/arrow.flight.protocol.FlightService/DoGet"
+		for _, tc := range []struct {
+			name string
+			b    assertion.Binding
+			want codes.Code
+		}{
+			{name: "issued for it", b: flightB(doGet, ""), want: codes.OK},
+			{name: "issued for another method", b: flightB("/arrow.flight.protocol.FlightService/DoPut", ""), want: codes.PermissionDenied},
+			{name: "naming a body a stream cannot have been shown with", b: flightB(doGet, hash(ids)), want: codes.PermissionDenied},
+		} {
+			ctx, _ := with(tc.b)
+			s, err := f.client.DoGet(ctx, info.Endpoint[0].Ticket)
+			if err == nil {
+				_, err = s.Recv()
+			}
+			if status.Code(err) != tc.want {
+				t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+			}
+		}
+	})
 }

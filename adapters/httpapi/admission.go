@@ -121,11 +121,11 @@ func (t *timedWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 // neither use nor exhaust another tenant's share.
 func TenantFromAssertion(v *assertion.Verifier) func(r *http.Request) string {
 	return func(r *http.Request) string {
-		p, err := verifyRequest(r, v) // once per request under VerifyAssertion
+		a, err := verifyRequest(r, v) // once per request under VerifyAssertion
 		if err != nil {
 			return ""
 		}
-		return p.Tenant
+		return a.Principal.Tenant
 	}
 }
 

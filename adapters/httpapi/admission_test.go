@@ -54,11 +54,8 @@ func mustAdmission(tb testing.TB, o admission.Options) *admitted {
 	o.Observe = a.metrics.Observe
 	a.ctrl = admission.New(o)
 	a.sign = func(tenant string) string {
-		tok, err := signer.Sign(core.Principal{Subject: "u", Tenant: tenant}, "r")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return tok
+		return assertiontest.Sign(tb, signer, core.Principal{Subject: "u", Tenant: tenant},
+			assertiontest.GraphQL("POST", "/graphql", []byte(`{"query":"{ a }"}`)))
 	}
 	a.srv = httptest.NewServer(httpapi.Admit(a.gate, httpapi.AdmissionOptions{
 		Controller:   a.ctrl,

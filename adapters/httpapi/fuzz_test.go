@@ -27,14 +27,16 @@ func FuzzHandler(f *testing.F) {
 		f.Add(s.method, s.query, s.body, s.accept, s.ctype)
 	}
 	h, tok := mustHandler(f, 2)
-	allowed := map[int]bool{200: true, 400: true, 401: true, 405: true, 406: true, 413: true, 415: true, 429: true, 503: true}
+	allowed := map[int]bool{200: true, 400: true, 401: true, 403: true, 405: true, 406: true, 413: true, 415: true, 429: true, 503: true}
 	f.Fuzz(func(t *testing.T, method, query, body, accept, ctype string) {
 		if method != "GET" && method != "POST" {
 			method = "PUT" // NewRequest refuses invalid method tokens; any other is one case
 		}
 		req := httptest.NewRequest(method, "/graphql", strings.NewReader(body))
 		req.URL.RawQuery = query
-		req.Header.Set(assertion.Header, tok)
+		// The assertion extauthz would issue for this request; the
+		// handler's own reading must match it.
+		req.Header.Set(assertion.Header, assertionFor(tok, httpCase{method: method, target: "/graphql?" + query, body: body}))
 		if accept != "" {
 			req.Header.Set("Accept", accept)
 		}

@@ -11,7 +11,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,7 +18,6 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +29,7 @@ import (
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/core/graphql/request"
 )
 
 // Executor runs GraphQL requests; *graphql.Engine is the production one.
@@ -141,27 +140,37 @@ type verified struct {
 	v     *assertion.Verifier
 	token string
 	once  sync.Once
-	p     core.Principal
+	a     assertion.Assertion
 	err   error
 }
 
-// principal verifies the assertion the first time it is called and returns
-// the outcome every time.
-func (c *verified) principal() (core.Principal, error) {
-	c.once.Do(func() { c.p, _, c.err = c.v.Verify(c.token) })
-	return c.p, c.err
+// assertion verifies the assertion the first time it is called and
+// returns the outcome every time.
+func (c *verified) assertion() (assertion.Assertion, error) {
+	c.once.Do(func() { c.a, c.err = c.v.Verify(c.token, assertion.AudienceGraphQL) })
+	return c.a, c.err
 }
 
-// verifyRequest returns the principal of r's identity assertion: the
-// outcome VerifyAssertion recorded for this verifier and this header value,
-// or else a verification of its own.
-func verifyRequest(r *http.Request, v *assertion.Verifier) (core.Principal, error) {
+// verifyRequest returns r's identity assertion, verified for the GraphQL
+// listener: the outcome VerifyAssertion recorded for this verifier and this
+// header value, or else a verification of its own. It does not spend the
+// assertion: the handler does, once, whichever layers looked at it first.
+func verifyRequest(r *http.Request, v *assertion.Verifier) (assertion.Assertion, error) {
 	tok := r.Header.Get(assertion.Header)
 	if c, ok := r.Context().Value(verifiedKey{}).(*verified); ok && c.v == v && c.token == tok {
-		return c.principal()
+		return c.assertion()
 	}
-	p, _, err := v.Verify(tok)
-	return p, err
+	return v.Verify(tok, assertion.AudienceGraphQL)
+}
+
+// requestPath is r's path as the client sent it and extauthz saw it (the
+// request target up to its query string), which the assertion names.
+func requestPath(r *http.Request) string {
+	if r.RequestURI != "" {
+		p, _, _ := strings.Cut(r.RequestURI, "?")
+		return p
+	}
+	return r.URL.EscapedPath()
 }
 
 // refusal is a request the edge answers itself, with a GraphQL-shaped body.
@@ -186,7 +195,19 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 	if id := r.Header.Get("x-request-id"); id != "" {
 		ctx = core.WithRequestID(ctx, id)
 	}
-	p, err := verifyRequest(r, h.o.Verifier)
+	a, err := verifyRequest(r, h.o.Verifier)
+	if err == nil {
+		// Spent before anything else is looked at: an assertion presented
+		// with a request it was not issued for is used up all the same.
+		err = h.o.Verifier.Spend(a)
+	}
+	if errors.Is(err, assertion.ErrReplayCacheFull) {
+		h.o.Logger.LogAttrs(ctx, slog.LevelError, "refused request: the assertion replay cache is full",
+			slog.String("request_id", core.RequestIDFrom(ctx)))
+		w.Header().Set("Retry-After", retryAfter)
+		writeError(w, MediaJSON, &refusal{status: http.StatusServiceUnavailable, code: string(core.CodeUnavailable), msg: "service unavailable"})
+		return
+	}
 	if err != nil {
 		h.o.Logger.LogAttrs(ctx, slog.LevelWarn, "refused request without a valid assertion",
 			slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("err", err.Error()))
@@ -194,7 +215,7 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 		writeError(w, MediaJSON, &refusal{status: http.StatusUnauthorized, code: string(core.CodeUnauthenticated), msg: "authentication required"})
 		return
 	}
-	ctx = core.WithPrincipal(ctx, p)
+	ctx = core.WithPrincipal(ctx, a.Principal)
 
 	media, ok := negotiate(r.Header.Values("Accept"))
 	if !ok {
@@ -204,18 +225,19 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var reqs []graphql.Request
+	var ops []string // the operation hash of each request
 	batch := false
 	switch r.Method {
 	case http.MethodGet:
-		req, ref := h.fromQuery(r.URL.RawQuery)
+		req, op, ref := h.fromQuery(r.URL.RawQuery)
 		if ref != nil {
 			writeError(w, media, ref)
 			return
 		}
-		reqs = []graphql.Request{req}
+		reqs, ops = []graphql.Request{req}, []string{op}
 	case http.MethodPost:
 		var ref *refusal
-		reqs, batch, ref = h.fromBody(w, r)
+		reqs, ops, batch, ref = h.fromBody(w, r)
 		if ref != nil {
 			writeError(w, media, ref)
 			return
@@ -224,6 +246,18 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 		writeError(w, media, &refusal{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed,
 			msg: "use GET (queries) or POST", allow: "GET, POST"})
 		return
+	}
+	// The assertion names the request extauthz decided on: its method, path
+	// and operation (the document, persisted hash resolved, and operation
+	// name). Every request of a batch must be that operation.
+	for _, op := range ops {
+		if err := a.Check(r.Method, requestPath(r), op, ""); err != nil {
+			h.o.Logger.LogAttrs(ctx, slog.LevelWarn, "refused request its assertion was not issued for",
+				slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("err", err.Error()))
+			writeError(w, media, &refusal{status: http.StatusForbidden, code: string(core.CodeForbidden),
+				msg: "the identity assertion was issued for another request"})
+			return
+		}
 	}
 
 	if !batch {
@@ -305,34 +339,43 @@ func statusFor(media string, resp *graphql.Response) int {
 // fromQuery reads a GET request's parameters. GET never runs a mutation
 // (the specification requires 405): the document is parsed here to find out
 // which operation would run.
-func (h *handler) fromQuery(raw string) (graphql.Request, *refusal) {
+func (h *handler) fromQuery(raw string) (graphql.Request, string, *refusal) {
+	p, err := request.DecodeQuery(raw)
+	if err != nil {
+		return graphql.Request{}, "", decodeRefusal(err)
+	}
 	// ReadOnly also covers a mutation sent as a persisted-query hash alone,
 	// which cannot be seen here without the stored document.
-	req := graphql.Request{ReadOnly: true}
-	q, err := url.ParseQuery(raw)
-	if err != nil {
-		return req, badRequest("the query string is not URL-encoded")
-	}
-	req.Query = q.Get("query")
-	req.OperationName = q.Get("operationName")
-	if v := q.Get("variables"); v != "" {
-		if err := json.Unmarshal([]byte(v), &req.Variables); err != nil {
-			return req, badRequest("variables must be a JSON object")
-		}
-	}
-	if v := q.Get("extensions"); v != "" {
-		if err := json.Unmarshal([]byte(v), &req.Extensions); err != nil {
-			return req, badRequest("extensions must be a JSON object")
-		}
-	}
-	if ref := checkRequest(req); ref != nil {
-		return req, ref
-	}
+	req := engineRequest(p)
+	req.ReadOnly = true
 	if isMutation(req.Query, req.OperationName) {
-		return req, &refusal{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed,
+		return req, "", &refusal{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed,
 			msg: "mutations must use POST", allow: http.MethodPost}
 	}
-	return req, nil
+	return req, operationHash(p), nil
+}
+
+// engineRequest is the engine's request for p.
+func engineRequest(p request.Params) graphql.Request {
+	return graphql.Request{Query: p.Query, OperationName: p.OperationName, Variables: p.Variables, Extensions: p.Extensions}
+}
+
+// operationHash names the operation p runs as extauthz named the one it
+// decided on. The engine runs, for a persisted hash, only the document
+// whose SHA-256 that hash is (and refuses a query sent with another hash),
+// so the document hash of p is the hash of the document that runs.
+func operationHash(p request.Params) string {
+	return request.OperationHash(p.DocumentHash(), p.OperationName)
+}
+
+// decodeRefusal is the 400 for a request the shared decoder refused, with
+// its message, which names the problem in the client's terms.
+func decodeRefusal(err error) *refusal {
+	var re *request.Error
+	if errors.As(err, &re) {
+		return badRequest(re.Message)
+	}
+	return badRequest("the request is not a GraphQL request")
 }
 
 // isMutation reports whether the operation query and name select is a
@@ -357,55 +400,44 @@ func isMutation(query, name string) bool {
 }
 
 // fromBody reads a POST body: one request object or, when batching is on,
-// an array of them.
-func (h *handler) fromBody(w http.ResponseWriter, r *http.Request) ([]graphql.Request, bool, *refusal) {
+// an array of them, and the operation hash of each. Both are read by the
+// decoder extauthz reads them with (core/graphql/request), so the core
+// runs what extauthz decided on.
+func (h *handler) fromBody(w http.ResponseWriter, r *http.Request) ([]graphql.Request, []string, bool, *refusal) {
 	if ref := checkContentType(r.Header.Get("Content-Type")); ref != nil {
-		return nil, false, ref
+		return nil, nil, false, ref
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, false, &refusal{status: http.StatusRequestEntityTooLarge, code: string(core.CodeTooLarge),
+			return nil, nil, false, &refusal{status: http.StatusRequestEntityTooLarge, code: string(core.CodeTooLarge),
 				msg: "request body is larger than " + strconv.FormatInt(h.o.MaxBodyBytes, 10) + " bytes"}
 		}
-		return nil, false, badRequest("could not read the request body")
+		return nil, nil, false, badRequest("could not read the request body")
 	}
-	body = bytes.TrimLeft(body, " \t\r\n")
-	if len(body) == 0 {
-		return nil, false, badRequest("the request body is empty")
+	p, err := request.DecodeBody(body)
+	switch {
+	case err == nil:
+		return []graphql.Request{engineRequest(p)}, []string{operationHash(p)}, false, nil
+	case !errors.Is(err, request.ErrBatch):
+		return nil, nil, false, decodeRefusal(err)
+	case h.o.MaxBatch <= 0:
+		return nil, nil, false, &refusal{status: http.StatusBadRequest, code: CodeBatchDisabled, msg: "batched requests are disabled on this server"}
 	}
-	if body[0] != '[' {
-		req, ref := decodeRequest(body)
-		if ref != nil {
-			return nil, false, ref
-		}
-		return []graphql.Request{req}, false, nil
-	}
-	if h.o.MaxBatch <= 0 {
-		return nil, false, &refusal{status: http.StatusBadRequest, code: CodeBatchDisabled, msg: "batched requests are disabled on this server"}
-	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(body, &items); err != nil {
-		return nil, false, badRequest("the request body is not valid JSON")
-	}
-	if len(items) == 0 {
-		return nil, false, badRequest("the batch is empty")
-	}
-	if len(items) > h.o.MaxBatch {
-		return nil, false, &refusal{status: http.StatusBadRequest, code: CodeBatchLimit,
+	ps, err := request.DecodeBatch(body, h.o.MaxBatch)
+	if errors.Is(err, request.ErrBatchLimit) {
+		return nil, nil, false, &refusal{status: http.StatusBadRequest, code: CodeBatchLimit,
 			msg: "a batch may hold at most " + strconv.Itoa(h.o.MaxBatch) + " operations"}
 	}
-	reqs := make([]graphql.Request, len(items))
-	for i, item := range items {
-		req, ref := decodeRequest(item)
-		if ref != nil {
-			ref.msg = "batch entry " + strconv.Itoa(i) + ": " + ref.msg
-			return nil, false, ref
-		}
-		reqs[i] = req
+	if err != nil {
+		return nil, nil, false, decodeRefusal(err)
 	}
-	return reqs, true, nil
+	reqs, ops := make([]graphql.Request, len(ps)), make([]string, len(ps))
+	for i, p := range ps {
+		reqs[i], ops[i] = engineRequest(p), operationHash(p)
+	}
+	return reqs, ops, true, nil
 }
 
 // checkContentType accepts application/json in UTF-8, the one encoding the
@@ -424,43 +456,6 @@ func checkContentType(ct string) *refusal {
 		return unsupported
 	}
 	return nil
-}
-
-// decodeRequest decodes one request object, naming the parameter of the
-// wrong type.
-func decodeRequest(b []byte) (graphql.Request, *refusal) {
-	var req graphql.Request
-	if err := json.Unmarshal(b, &req); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			switch te.Field {
-			case "":
-				return req, badRequest("the request body must be a JSON object")
-			case "query", "operationName":
-				return req, badRequest(te.Field + " must be a string")
-			case "variables", "extensions":
-				return req, badRequest(te.Field + " must be a JSON object")
-			}
-			return req, badRequest(te.Field + " has the wrong type")
-		}
-		return req, badRequest("the request body is not valid JSON")
-	}
-	if ref := checkRequest(req); ref != nil {
-		return req, ref
-	}
-	return req, nil
-}
-
-// checkRequest refuses a request without a document, unless it names a
-// persisted one (automatic persisted queries send only its hash).
-func checkRequest(req graphql.Request) *refusal {
-	if req.Query != "" {
-		return nil
-	}
-	if _, ok := req.Extensions["persistedQuery"]; ok {
-		return nil
-	}
-	return badRequest("the query parameter is missing")
 }
 
 // negotiate picks the response media type from the Accept header. No header

@@ -18,6 +18,7 @@ import (
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/core/graphql/request"
 )
 
 const tenant = "11111111-1111-4111-8111-111111111111"
@@ -55,25 +56,37 @@ func (echoEngine) Execute(ctx context.Context, req graphql.Request) *graphql.Res
 }
 
 // mustHandler returns a handler verifying assertions with a fresh key, and
-// an assertion signed with it for the tenant.
-func mustHandler(tb testing.TB, maxBatch int) (http.Handler, string) {
+// the signer of that key: serve signs each request's assertion with it, as
+// extauthz does, bound to that request.
+func mustHandler(tb testing.TB, maxBatch int) (http.Handler, *assertion.Signer) {
 	tb.Helper()
 	return mustHandlerMetrics(tb, maxBatch, httpapi.NewMetrics())
 }
 
 // mustHandlerMetrics is mustHandler recording into m.
-func mustHandlerMetrics(tb testing.TB, maxBatch int, m *httpapi.Metrics) (http.Handler, string) {
+func mustHandlerMetrics(tb testing.TB, maxBatch int, m *httpapi.Metrics) (http.Handler, *assertion.Signer) {
 	tb.Helper()
 	signer, keys := assertiontest.New(tb, nil)
-	tok, err := signer.Sign(core.Principal{Subject: "alice", Tenant: tenant}, "r1")
-	if err != nil {
-		tb.Fatal(err)
-	}
 	h := httpapi.NewHandler(httpapi.Options{
 		Verifier: assertion.NewVerifier(keys, nil),
 		Engine:   echoEngine{}, MaxBodyBytes: 1024, MaxBatch: maxBatch, Metrics: m,
 	})
-	return h, tok
+	return h, signer
+}
+
+var alice = core.Principal{Subject: "alice", Tenant: tenant}
+
+// assertionFor is the assertion extauthz issues for tt's request.
+func assertionFor(s *assertion.Signer, tt httpCase) string {
+	target := tt.target
+	if target == "" {
+		target = "/graphql"
+	}
+	tok, err := s.Sign(alice, assertiontest.RequestID(), assertiontest.GraphQL(tt.method, target, []byte(tt.body)))
+	if err != nil {
+		panic(err)
+	}
+	return tok
 }
 
 type httpCase struct {
@@ -90,6 +103,12 @@ type httpCase struct {
 	wantAllow  string
 	wantData   string // a substring of data, checked when set
 }
+
+// Two well-formed persisted-query hashes.
+var (
+	hashA = core.DocumentHash("{ a }")
+	hashB = core.DocumentHash("{ b }")
+)
 
 const (
 	gr   = httpapi.MediaGraphQLResponse
@@ -138,7 +157,30 @@ func TestGraphQLOverHTTP(t *testing.T) {
 			wantStatus: 200, wantData: `"variables":{"n":3}`},
 		{name: "unknown keys ignored", method: "POST", body: `{"query":"{ a }","foo":1}`, wantStatus: 200},
 		{name: "persisted query hash without a document", method: "POST",
-			body: `{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"abc"}}}`, wantStatus: 200, wantData: "sha256Hash"},
+			body: `{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"` + hashA + `"}}}`, wantStatus: 200, wantData: "sha256Hash"},
+		{name: "persisted query hash not hex", method: "POST",
+			body: `{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"abc"}}}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "persisted query version 2", method: "POST",
+			body: `{"extensions":{"persistedQuery":{"version":2,"sha256Hash":"` + hashA + `"}}}`, wantStatus: 400, wantCode: "INVALID"},
+
+		// Keys read one way by one JSON reader and another way by another
+		// are refused (security #13, defect 1).
+		{name: "sha256Hash and its case twin", method: "POST",
+			body: `{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"` + hashA + `","Sha256Hash":"` + hashB + `"}}}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "sha256Hash twice", method: "POST",
+			body: `{"extensions":{"persistedQuery":{"sha256Hash":"` + hashA + `","sha256Hash":"` + hashB + `"}}}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "persistedQuery's case twin", method: "POST",
+			body: `{"query":"{ a }","extensions":{"PersistedQuery":{"sha256Hash":"` + hashA + `"}}}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "query's case twin", method: "POST", body: `{"query":"{ a }","Query":"{ b }"}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "a case twin alone", method: "POST", body: `{"QUERY":"{ a }"}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "query twice", method: "POST", body: `{"query":"{ a }","query":"{ b }"}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "a variable twice", method: "POST", body: `{"query":"{ a }","variables":{"n":1,"n":2}}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "a key twice deep in an unknown key", method: "POST", body: `{"query":"{ a }","x":[{"y":{"z":1,"z":1}}]}`, wantStatus: 400, wantCode: "INVALID"},
+		{name: "variables differing in case are two variables", method: "POST", body: `{"query":"{ a }","variables":{"n":1,"N":2}}`,
+			wantStatus: 200, wantData: `"N":2`},
+		{name: "GET parameter twice", method: "GET", target: "/graphql?query=%7B+a+%7D&query=%7B+b+%7D", wantStatus: 400, wantCode: "INVALID"},
+		{name: "GET parameter's case twin", method: "GET", target: "/graphql?query=%7B+a+%7D&Query=%7B+b+%7D", wantStatus: 400, wantCode: "INVALID"},
+		{name: "GET extensions with a key twice", method: "GET", target: get("query", "{ a }", "extensions", `{"k":1,"k":2}`), wantStatus: 400, wantCode: "INVALID"},
 		{name: "missing query", method: "POST", body: `{}`, wantStatus: 400, wantCode: "INVALID"},
 		{name: "misspelt query", method: "POST", body: `{"qeury":"{ a }"}`, wantStatus: 400, wantCode: "INVALID"},
 		{name: "query an object", method: "POST", body: `{"query":{"obj":"ect"}}`, wantStatus: 400, wantCode: "INVALID"},
@@ -248,7 +290,11 @@ func TestRequestErrorStatus(t *testing.T) {
 
 func TestBatch(t *testing.T) {
 	tests := []httpCase{
-		{name: "batch within the limit", method: "POST", body: `[{"query":"{ a }"},{"query":"{ b }"}]`, wantStatus: 200},
+		// The assertion names one operation: a batch runs when every
+		// entry is that operation (extauthz refuses batches, so only a
+		// core spoken to directly sees one).
+		{name: "batch within the limit", method: "POST", body: `[{"query":"{ a }"},{"query":"{ a }","variables":{"x":1}}]`, wantStatus: 200},
+		{name: "batch of two operations", method: "POST", body: `[{"query":"{ a }"},{"query":"{ b }"}]`, wantStatus: 403, wantCode: "FORBIDDEN"},
 		{name: "batch over the limit", method: "POST", body: `[{"query":"{ a }"},{"query":"{ b }"},{"query":"{ c }"}]`,
 			wantStatus: 400, wantCode: "BATCH_LIMIT_EXCEEDED"},
 		{name: "empty batch", method: "POST", body: `[]`, wantStatus: 400, wantCode: "INVALID"},
@@ -259,7 +305,7 @@ func TestBatch(t *testing.T) {
 	h, tok := mustHandler(t, 2)
 	runHTTPCases(t, h, tok, tests)
 
-	rec := serve(h, tok, httpCase{method: "POST", body: `[{"query":"{ a }"},{"query":"syntax error"}]`, headers: map[string]string{"Accept": grAc}})
+	rec := serve(h, tok, httpCase{method: "POST", body: `[{"query":"{ a }"},{"query":"{ a }","variables":{"x":1}}]`, headers: map[string]string{"Accept": grAc}})
 	var out []struct {
 		Data   json.RawMessage `json:"data"`
 		Errors []struct {
@@ -272,22 +318,24 @@ func TestBatch(t *testing.T) {
 	if rec.Code != 200 || len(out) != 2 {
 		t.Fatalf("got status %d and %d responses, want 200 and 2: %s", rec.Code, len(out), rec.Body)
 	}
-	if !strings.Contains(string(out[0].Data), `{ a }`) || len(out[0].Errors) != 0 {
-		t.Errorf("got first response %s %v, want the first operation's data", out[0].Data, out[0].Errors)
+	if !strings.Contains(string(out[0].Data), `"variables":null`) || len(out[0].Errors) != 0 {
+		t.Errorf("got first response %s %v, want the first request's data", out[0].Data, out[0].Errors)
 	}
-	if out[1].Data != nil || len(out[1].Errors) != 1 || out[1].Errors[0].Extensions["code"] != graphql.CodeParseFailed {
-		t.Errorf("got second response %s %v, want the parse error alone", out[1].Data, out[1].Errors)
+	if !strings.Contains(string(out[1].Data), `"variables":{"x":1}`) || len(out[1].Errors) != 0 {
+		t.Errorf("got second response %s %v, want the second request's data", out[1].Data, out[1].Errors)
 	}
 }
 
-func serve(h http.Handler, tok string, tt httpCase) *httptest.ResponseRecorder {
+// serve sends tt's request to h with the assertion s signs for it (unless
+// tt's headers set another).
+func serve(h http.Handler, s *assertion.Signer, tt httpCase) *httptest.ResponseRecorder {
 	target := tt.target
 	if target == "" {
 		target = "/graphql"
 	}
 	req := httptest.NewRequest(tt.method, target, strings.NewReader(tt.body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(assertion.Header, tok)
+	req.Header.Set(assertion.Header, assertionFor(s, tt))
 	for k, v := range tt.headers {
 		if v == "" {
 			req.Header.Del(k)
@@ -300,7 +348,7 @@ func serve(h http.Handler, tok string, tt httpCase) *httptest.ResponseRecorder {
 	return rec
 }
 
-func runHTTPCases(t *testing.T, h http.Handler, tok string, tests []httpCase) {
+func runHTTPCases(t *testing.T, h http.Handler, tok *assertion.Signer, tests []httpCase) {
 	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -445,18 +493,22 @@ func TestMethodLabelIsBounded(t *testing.T) {
 // verified it, still refused.
 func TestVerifyAssertionOnce(t *testing.T) {
 	signer, keys := assertiontest.New(t, nil)
-	tok, err := signer.Sign(core.Principal{Subject: "alice", Tenant: tenant}, "r1")
-	if err != nil {
-		t.Fatal(err)
+	// Each subtest presents a fresh assertion: a spent one is refused.
+	var tok string
+	fresh := func() string {
+		tok = assertionFor(signer, httpCase{method: "POST", body: okQ})
+		return tok
 	}
 	// Verify reads the clock once per token whose signature holds: the
 	// count of successful verifications. A swapped token is refused, so it
-	// was verified anew rather than taken from the outer layer.
+	// was verified anew rather than taken from the outer layer. The replay
+	// cache keeps a clock of its own, out of the count.
 	var verifications atomic.Int64
 	v := assertion.NewVerifier(keys, func() time.Time {
 		verifications.Add(1)
 		return time.Now()
 	})
+	v.SetReplayCache(assertion.NewReplayCache(100, nil))
 	api := httpapi.NewHandler(httpapi.Options{Verifier: v, Engine: echoEngine{}})
 	var tenants []string
 	ctrl := admission.New(admission.Options{MaxConcurrent: 4, MaxPerTenant: 4})
@@ -473,18 +525,18 @@ func TestVerifyAssertionOnce(t *testing.T) {
 		Tenant: func(r *http.Request) string { t := admitTenant(r); tenants = append(tenants, t); return t }})), v)
 	tests := []struct {
 		name       string
-		token      string
+		token      func() string
 		swap       bool
 		wantStatus int
 		wantTenant string
 		wantVerify int64
 	}{
-		{name: "valid", token: tok, wantStatus: 200, wantTenant: tenant, wantVerify: 1},
-		{name: "bad signature", token: tok[:len(tok)-4] + "AAAA", wantStatus: 401, wantTenant: "", wantVerify: 0},
+		{name: "valid", token: fresh, wantStatus: 200, wantTenant: tenant, wantVerify: 1},
+		{name: "bad signature", token: func() string { t := fresh(); return t[:len(t)-4] + "AAAA" }, wantStatus: 401, wantTenant: "", wantVerify: 0},
 		// Verification waits for the first layer that asks, by which
 		// time the token was swapped: only the bad one is verified.
-		{name: "swapped inside", token: tok, swap: true, wantStatus: 401, wantTenant: "", wantVerify: 0},
-		{name: "missing", token: "", wantStatus: 401, wantTenant: "", wantVerify: 0},
+		{name: "swapped inside", token: fresh, swap: true, wantStatus: 401, wantTenant: "", wantVerify: 0},
+		{name: "missing", token: func() string { return "" }, wantStatus: 401, wantTenant: "", wantVerify: 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -492,8 +544,8 @@ func TestVerifyAssertionOnce(t *testing.T) {
 			tenants = nil
 			req := httptest.NewRequest("POST", "/graphql", strings.NewReader(okQ))
 			req.Header.Set("Content-Type", "application/json")
-			if tt.token != "" {
-				req.Header.Set(assertion.Header, tt.token)
+			if tok := tt.token(); tok != "" {
+				req.Header.Set(assertion.Header, tok)
 			}
 			if tt.swap {
 				req.Header.Set("X-Swap", "1")
@@ -535,6 +587,104 @@ func TestVerifyAssertionOnce(t *testing.T) {
 		}
 		if asked || verifications.Load() != 0 {
 			t.Errorf("tenant asked: %v, verifications: %d; want neither for a refusal by a full core", asked, verifications.Load())
+		}
+	})
+}
+
+// TestAssertionBindsTheRequest shows the core running a request only with
+// the assertion extauthz issued for it, once (security #13, defect 4).
+func TestAssertionBindsTheRequest(t *testing.T) {
+	signer, keys := assertiontest.New(t, nil)
+	v := assertion.NewVerifier(keys, nil)
+	h := httpapi.NewHandler(httpapi.Options{Verifier: v, Engine: echoEngine{}})
+	const (
+		query    = `{ users { id } }`
+		mutation = `mutation { deletePost(id: 1) { id } }`
+	)
+	queryBody := `{"query":"` + query + `"}`
+	send := func(method, target, body, tok string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, target, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(assertion.Header, tok)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	// decided is the assertion extauthz issues a viewer for the query,
+	// after resolving its document.
+	decided := func(method, path string, doc string) string {
+		return assertiontest.Sign(t, signer, alice, assertion.Binding{Audience: assertion.AudienceGraphQL, Method: method, Path: path,
+			Operation: request.OperationHash(core.DocumentHash(doc), "")})
+	}
+	byHash := func(doc string) string {
+		return `{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"` + core.DocumentHash(doc) + `"}}}`
+	}
+	tests := []struct {
+		name       string
+		method     string
+		target     string
+		body       string
+		tok        string
+		wantStatus int
+		wantCode   string
+	}{
+		{name: "the request it was issued for", method: "POST", target: "/graphql", body: queryBody, tok: decided("POST", "/graphql", query), wantStatus: 200},
+		{name: "the query by its hash, decided on its document", method: "POST", target: "/graphql", body: byHash(query), tok: decided("POST", "/graphql", query), wantStatus: 200},
+		{name: "GET", method: "GET", target: "/graphql?query=" + url.QueryEscape(query), tok: decided("GET", "/graphql", query), wantStatus: 200},
+		{name: "a query's assertion with a mutation body", method: "POST", target: "/graphql", body: `{"query":"` + mutation + `"}`,
+			tok: decided("POST", "/graphql", query), wantStatus: 403, wantCode: "FORBIDDEN"},
+		{name: "a query's assertion with a mutation's hash", method: "POST", target: "/graphql", body: byHash(mutation),
+			tok: decided("POST", "/graphql", query), wantStatus: 403, wantCode: "FORBIDDEN"},
+		{name: "a query's assertion with another operation name", method: "POST", target: "/graphql", body: `{"query":"` + query + `","operationName":"Q"}`,
+			tok: decided("POST", "/graphql", query), wantStatus: 403, wantCode: "FORBIDDEN"},
+		{name: "another method", method: "POST", target: "/graphql", body: queryBody, tok: decided("GET", "/graphql", query), wantStatus: 403, wantCode: "FORBIDDEN"},
+		{name: "another path", method: "POST", target: "/graphql", body: queryBody, tok: decided("POST", "/graphql/x", query), wantStatus: 403, wantCode: "FORBIDDEN"},
+		{name: "an assertion for the Flight listener", method: "POST", target: "/graphql", body: queryBody,
+			tok: assertiontest.Sign(t, signer, alice, assertion.Binding{Audience: assertion.AudienceFlight, Method: "POST", Path: "/graphql",
+				Operation: request.OperationHash(core.DocumentHash(query), "")}), wantStatus: 401, wantCode: "UNAUTHENTICATED"},
+		{name: "an assertion binding a body, not an operation", method: "POST", target: "/graphql", body: queryBody,
+			tok: assertiontest.Sign(t, signer, alice, assertion.Binding{Audience: assertion.AudienceGraphQL, Method: "POST", Path: "/graphql",
+				Body: core.DocumentHash(queryBody)}), wantStatus: 403, wantCode: "FORBIDDEN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := send(tt.method, tt.target, tt.body, tt.tok)
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("got %d %s, want %d", rec.Code, rec.Body, tt.wantStatus)
+			}
+			if tt.wantCode != "" && !strings.Contains(rec.Body.String(), `"code":"`+tt.wantCode+`"`) {
+				t.Fatalf("got body %s, want extensions.code %s", rec.Body, tt.wantCode)
+			}
+		})
+	}
+
+	t.Run("the same assertion twice", func(t *testing.T) {
+		tok := decided("POST", "/graphql", query)
+		if rec := send("POST", "/graphql", queryBody, tok); rec.Code != 200 {
+			t.Fatalf("first: got %d %s, want 200", rec.Code, rec.Body)
+		}
+		rec := send("POST", "/graphql", queryBody, tok)
+		if rec.Code != 401 || !strings.Contains(rec.Body.String(), `"UNAUTHENTICATED"`) {
+			t.Fatalf("replayed: got %d %s, want 401 UNAUTHENTICATED", rec.Code, rec.Body)
+		}
+	})
+	t.Run("an assertion refused for its body is spent", func(t *testing.T) {
+		tok := decided("POST", "/graphql", query)
+		if rec := send("POST", "/graphql", `{"query":"`+mutation+`"}`, tok); rec.Code != 403 {
+			t.Fatalf("mismatch: got %d %s, want 403", rec.Code, rec.Body)
+		}
+		if rec := send("POST", "/graphql", queryBody, tok); rec.Code != 401 {
+			t.Fatalf("then with its own body: got %d %s, want 401", rec.Code, rec.Body)
+		}
+	})
+	t.Run("a full replay cache refuses with 503", func(t *testing.T) {
+		v.SetReplayCache(assertion.NewReplayCache(1, nil))
+		if rec := send("POST", "/graphql", queryBody, decided("POST", "/graphql", query)); rec.Code != 200 {
+			t.Fatalf("first: got %d %s, want 200", rec.Code, rec.Body)
+		}
+		rec := send("POST", "/graphql", queryBody, decided("POST", "/graphql", query))
+		if rec.Code != 503 || rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), `"UNAVAILABLE"`) {
+			t.Fatalf("got %d %v %s, want 503 UNAVAILABLE with Retry-After", rec.Code, rec.Header(), rec.Body)
 		}
 	})
 }

@@ -2,6 +2,16 @@
 // compact JWS (EdDSA) that extauthz adds to every request it allows and from
 // which alone the core derives who a request runs as. Keeping both halves in
 // one package keeps the claim set one definition.
+//
+// An assertion names what extauthz decided, not only who asked (security
+// #13, defect 4): the core listener it is for (its audience: AudienceGraphQL
+// or AudienceFlight, never both), the request's method and path, and the
+// hash of what the policy decided on: for GraphQL the operation
+// (request.OperationHash of the document, after resolving a persisted hash,
+// and the operation name), for other requests the body extauthz saw (a
+// Flight descriptor). The core checks each against the request it is about
+// to run (see Binding) and spends the assertion's id (jti, the request id)
+// in a ReplayCache, so that an assertion runs one request, once.
 package assertion
 
 import (
@@ -25,8 +35,13 @@ import (
 // Header is the request header that carries the assertion.
 const Header = "x-fraise-assertion"
 
-// Audience is the aud claim every assertion carries; the core accepts no other.
-const Audience = "fraise-core"
+// The audiences, one per core listener: an assertion is for one of them,
+// and a listener accepts no other, so an assertion issued for a GraphQL
+// request cannot be presented to the Flight port, nor the reverse.
+const (
+	AudienceGraphQL = "fraise-core-graphql"
+	AudienceFlight  = "fraise-core-flight"
+)
 
 // Issuer is the iss claim of every assertion.
 const Issuer = "fraise-extauthz"
@@ -39,9 +54,69 @@ const DefaultTTL = 60 * time.Second
 // Leeway tolerates clock skew between extauthz and the core.
 const Leeway = 5 * time.Second
 
+// MaxLifetime is the longest an assertion is accepted after the moment it
+// is verified: an expiry further ahead is refused, so that a ReplayCache
+// needs to remember an id for no longer than MaxLifetime plus Leeway.
+const MaxLifetime = DefaultTTL + Leeway
+
 // ErrInvalid is returned for any assertion that does not verify; the reason
 // is wrapped for logs, never shown to clients.
 var ErrInvalid = errors.New("invalid identity assertion")
+
+// ErrMismatch is returned by Binding.Check for an assertion issued for
+// another request than the one presenting it.
+var ErrMismatch = errors.New("identity assertion issued for another request")
+
+// Binding is what an assertion was issued for: the listener, the request,
+// and what extauthz's policy decided on. Hashes are lower-case hex SHA-256.
+type Binding struct {
+	// Audience is AudienceGraphQL or AudienceFlight.
+	Audience string `json:"-"`
+	// Method and Path are the request's, the path without its query
+	// string (a gRPC call's method is POST, its path /package.Service/Method).
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	// Operation is, for a GraphQL request, request.OperationHash of the
+	// document and operation name the policy decided on; "" otherwise.
+	Operation string `json:"op_sha256,omitempty"`
+	// Body is, for any other request whose body extauthz read whole and
+	// decided on (a Flight descriptor), the SHA-256 of that body; "" when
+	// extauthz decided without one (a streaming Flight call, whose body
+	// Envoy does not buffer).
+	Body string `json:"body_sha256,omitempty"`
+}
+
+// Check compares the binding with the request that presents it: its
+// method and path, and the hashes the listener computed of what it is about
+// to run (operation for GraphQL, body for a request with a body; "" when
+// the listener has none). A difference is ErrMismatch, with the field that
+// differs for logs.
+func (b Binding) Check(method, path, operation, body string) error {
+	switch {
+	case b.Method != method:
+		return fmt.Errorf("%w: method %q, issued for %q", ErrMismatch, method, b.Method)
+	case b.Path != path:
+		return fmt.Errorf("%w: path %q, issued for %q", ErrMismatch, path, b.Path)
+	case b.Operation != operation:
+		return fmt.Errorf("%w: operation hash %q, issued for %q", ErrMismatch, operation, b.Operation)
+	case b.Body != body:
+		return fmt.Errorf("%w: body hash %q, issued for %q", ErrMismatch, body, b.Body)
+	}
+	return nil
+}
+
+// Assertion is a verified assertion.
+type Assertion struct {
+	// Principal is who the request runs as.
+	Principal core.Principal
+	// ID is the jti, the request id extauthz issued it for: single use.
+	ID string
+	// Binding is what it was issued for; the caller checks it against the
+	// request (Binding.Check).
+	Binding
+	// Expiry is its exp; past it (and Leeway) it no longer verifies.
+	Expiry time.Time
+}
 
 type claims struct {
 	jwt.Claims
@@ -50,6 +125,7 @@ type claims struct {
 	Scopes []string           `json:"scopes,omitempty"`
 	Kind   core.PrincipalKind `json:"kind,omitempty"`
 	Tier   string             `json:"tier,omitempty"`
+	Binding
 }
 
 // Signer signs assertions with an Ed25519 key identified by a key id. Its
@@ -127,20 +203,29 @@ func (s *Signer) PublicKeys() map[string]ed25519.PublicKey {
 // JWKS returns PublicKeys as a JSON Web Key Set.
 func (s *Signer) JWKS() ([]byte, error) { return MarshalJWKS(s.PublicKeys()) }
 
-// Sign returns the compact assertion for p; requestID becomes its jti so an
-// assertion can be traced to the one request it was issued for.
-func (s *Signer) Sign(p core.Principal, requestID string) (string, error) {
+// Sign returns the compact assertion for p issued for the request b
+// describes; requestID becomes its jti, so an assertion can be traced to
+// the one request it was issued for, and is spent by it. b must name an
+// audience, a method and a path.
+func (s *Signer) Sign(p core.Principal, requestID string, b Binding) (string, error) {
+	if b.Audience != AudienceGraphQL && b.Audience != AudienceFlight {
+		return "", fmt.Errorf("sign assertion: audience %q, want %s or %s", b.Audience, AudienceGraphQL, AudienceFlight)
+	}
+	if requestID == "" || b.Method == "" || b.Path == "" {
+		return "", errors.New("sign assertion: a request id, a method and a path are required")
+	}
 	now := s.now()
 	c := claims{
 		Claims: jwt.Claims{
 			Issuer:   Issuer,
 			Subject:  p.Subject,
-			Audience: jwt.Audience{Audience},
+			Audience: jwt.Audience{b.Audience},
 			IssuedAt: jwt.NewNumericDate(now),
 			Expiry:   jwt.NewNumericDate(now.Add(s.ttl)),
 			ID:       requestID,
 		},
 		Tenant: p.Tenant, Roles: p.Roles, Scopes: p.Scopes, Kind: p.Kind, Tier: p.Tier,
+		Binding: b,
 	}
 	// The compact JWS (RFC 7515 §7.1) is built here rather than through
 	// go-jose's builder, which marshals the claims twice and normalises
@@ -164,11 +249,13 @@ func (s *Signer) Sign(p core.Principal, requestID string) (string, error) {
 
 // Verifier checks assertions against a set of public keys by key id. The set
 // can be replaced at run time, which is how the current and previous keys are
-// both accepted during a rotation.
+// both accepted during a rotation. It spends assertion ids in its
+// ReplayCache (Spend).
 type Verifier struct {
-	mu   sync.RWMutex
-	keys map[string]ed25519.PublicKey
-	now  func() time.Time
+	mu     sync.RWMutex
+	keys   map[string]ed25519.PublicKey
+	now    func() time.Time
+	replay atomic.Pointer[ReplayCache]
 
 	refreshMu   sync.Mutex
 	refresh     func() (map[string]ed25519.PublicKey, error)
@@ -176,15 +263,29 @@ type Verifier struct {
 	lastRefresh time.Time // guarded by refreshMu
 }
 
-// NewVerifier returns a Verifier trusting keys (key id to public key). now
-// may be nil.
+// NewVerifier returns a Verifier trusting keys (key id to public key), with
+// a ReplayCache sized for DefaultReplayRate (SetReplayCache replaces it).
+// now may be nil.
 func NewVerifier(keys map[string]ed25519.PublicKey, now func() time.Time) *Verifier {
 	if now == nil {
 		now = time.Now
 	}
 	v := &Verifier{now: now}
 	v.SetKeys(keys)
+	v.SetReplayCache(NewReplayCache(ReplayCapacity(DefaultReplayRate), now))
 	return v
+}
+
+// SetReplayCache makes c the cache Spend records ids in. Listeners that
+// share a Verifier share its cache.
+func (v *Verifier) SetReplayCache(c *ReplayCache) { v.replay.Store(c) }
+
+// Spend records a's id as used until it can no longer verify. It returns
+// ErrReplayed when the id was spent already (the assertion is being
+// replayed), or ErrReplayCacheFull when the cache holds as many live ids as
+// it may: the caller refuses the request in both cases.
+func (v *Verifier) Spend(a Assertion) error {
+	return v.replay.Load().Spend(a.ID, a.Expiry.Add(Leeway))
 }
 
 // SetKeys replaces the trusted keys.
@@ -235,43 +336,59 @@ func (v *Verifier) refreshFor(kid string) (ed25519.PublicKey, bool) {
 	return v.key(kid)
 }
 
-// Verify checks token's signature, audience, issuer and lifetime and returns
-// the principal it asserts and its request id. Any failure wraps ErrInvalid.
-func (v *Verifier) Verify(token string) (core.Principal, string, error) {
+// Verify checks token's signature, issuer, lifetime and that it is for
+// audience (AudienceGraphQL or AudienceFlight), and returns what it
+// asserts. It neither checks the binding against the request (the caller
+// does, with Binding.Check, once it knows what it will run) nor spends the
+// id (Spend). Any failure wraps ErrInvalid.
+func (v *Verifier) Verify(token, audience string) (Assertion, error) {
 	if token == "" {
-		return core.Principal{}, "", fmt.Errorf("%w: missing", ErrInvalid)
+		return Assertion{}, fmt.Errorf("%w: missing", ErrInvalid)
 	}
 	if len(token) > 16<<10 {
-		return core.Principal{}, "", fmt.Errorf("%w: too long", ErrInvalid)
+		return Assertion{}, fmt.Errorf("%w: too long", ErrInvalid)
 	}
 	kid, signed, payload, sig, err := splitCompact(token)
 	if err != nil {
-		return core.Principal{}, "", fmt.Errorf("%w: %v", ErrInvalid, err)
+		return Assertion{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	key, ok := v.key(kid)
 	if !ok {
 		key, ok = v.refreshFor(kid)
 	}
 	if !ok {
-		return core.Principal{}, "", fmt.Errorf("%w: unknown key id %q", ErrInvalid, kid)
+		return Assertion{}, fmt.Errorf("%w: unknown key id %q", ErrInvalid, kid)
 	}
 	if len(key) != ed25519.PublicKeySize || !ed25519.Verify(key, []byte(signed), sig) {
-		return core.Principal{}, "", fmt.Errorf("%w: bad signature", ErrInvalid)
+		return Assertion{}, fmt.Errorf("%w: bad signature", ErrInvalid)
 	}
 	var c claims
 	if err := josejson.Unmarshal(payload, &c); err != nil {
-		return core.Principal{}, "", fmt.Errorf("%w: %v", ErrInvalid, err)
+		return Assertion{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	exp := jwt.Expected{Issuer: Issuer, AnyAudience: jwt.Audience{Audience}, Time: v.now()}
+	now := v.now()
+	exp := jwt.Expected{Issuer: Issuer, AnyAudience: jwt.Audience{audience}, Time: now}
 	if err := c.Claims.ValidateWithLeeway(exp, Leeway); err != nil {
-		return core.Principal{}, "", fmt.Errorf("%w: %v", ErrInvalid, err)
+		return Assertion{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if c.Expiry == nil || c.Subject == "" || c.Tenant == "" {
-		return core.Principal{}, "", fmt.Errorf("%w: missing exp, sub or tenant", ErrInvalid)
+	if len(c.Claims.Audience) != 1 {
+		return Assertion{}, fmt.Errorf("%w: %d audiences, want one", ErrInvalid, len(c.Claims.Audience))
 	}
-	return core.Principal{
-		Subject: c.Subject, Tenant: c.Tenant, Roles: c.Roles, Scopes: c.Scopes, Kind: c.Kind, Tier: c.Tier,
-	}, c.ID, nil
+	if c.Expiry == nil || c.Subject == "" || c.Tenant == "" || c.ID == "" || c.Method == "" || c.Path == "" {
+		return Assertion{}, fmt.Errorf("%w: missing exp, sub, tenant, jti, method or path", ErrInvalid)
+	}
+	expiry := c.Expiry.Time()
+	if expiry.After(now.Add(MaxLifetime)) {
+		// Longer than any assertion extauthz signs, and longer than the
+		// replay cache remembers.
+		return Assertion{}, fmt.Errorf("%w: expires more than %s ahead", ErrInvalid, MaxLifetime)
+	}
+	b := c.Binding
+	b.Audience = audience
+	return Assertion{
+		Principal: core.Principal{Subject: c.Subject, Tenant: c.Tenant, Roles: c.Roles, Scopes: c.Scopes, Kind: c.Kind, Tier: c.Tier},
+		ID:        c.ID, Binding: b, Expiry: expiry,
+	}, nil
 }
 
 // splitCompact parses a compact JWS as the assertion's verification needs

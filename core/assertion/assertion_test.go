@@ -34,24 +34,103 @@ func mustSigner(tb testing.TB, priv ed25519.PrivateKey, now func() time.Time) *a
 
 var alice = core.Principal{Subject: "alice", Tenant: "11111111-1111-4111-8111-111111111111", Roles: []string{"viewer"}, Scopes: []string{"read:User.email"}, Kind: core.KindJWT, Tier: "default"}
 
+// gql is a GraphQL request's binding, as extauthz signs one.
+var gql = assertion.Binding{Audience: assertion.AudienceGraphQL, Method: "POST", Path: "/graphql",
+	Operation: strings.Repeat("ab", 32)}
+
 func TestRoundTrip(t *testing.T) {
 	pub, priv := mustKey(t)
 	s := mustSigner(t, priv, nil)
-	tok, err := s.Sign(alice, "req-1")
+	flight := assertion.Binding{Audience: assertion.AudienceFlight, Method: "POST",
+		Path: "/arrow.flight.protocol.FlightService/GetFlightInfo", Body: strings.Repeat("cd", 32)}
+	for _, b := range []assertion.Binding{gql, flight} {
+		tok, err := s.Sign(alice, "req-1", b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := assertion.NewVerifier(map[string]ed25519.PublicKey{assertion.KeyID(pub): pub}, nil)
+		a, err := v.Verify(tok, b.Audience)
+		if err != nil {
+			t.Fatalf("verify: %v", err)
+		}
+		if a.ID != "req-1" {
+			t.Errorf("got request id %q, want req-1", a.ID)
+		}
+		if a.Binding != b {
+			t.Errorf("got binding %+v, want %+v", a.Binding, b)
+		}
+		if d := time.Until(a.Expiry); d <= 0 || d > assertion.DefaultTTL {
+			t.Errorf("got expiry in %s, want within %s", d, assertion.DefaultTTL)
+		}
+		got := a.Principal
+		if got.Subject != alice.Subject || got.Tenant != alice.Tenant || !slices.Equal(got.Roles, alice.Roles) ||
+			!slices.Equal(got.Scopes, alice.Scopes) || got.Kind != alice.Kind || got.Tier != alice.Tier {
+			t.Errorf("got %+v, want %+v", got, alice)
+		}
+	}
+}
+
+// TestAudiencePerListener shows an assertion accepted only by the listener
+// it names: HTTP and Flight no longer share one audience (security #13,
+// defect 4).
+func TestAudiencePerListener(t *testing.T) {
+	pub, priv := mustKey(t)
+	v := assertion.NewVerifier(map[string]ed25519.PublicKey{assertion.KeyID(pub): pub}, nil)
+	tok, err := mustSigner(t, priv, nil).Sign(alice, "r", gql)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := assertion.NewVerifier(map[string]ed25519.PublicKey{assertion.KeyID(pub): pub}, nil)
-	got, id, err := v.Verify(tok)
-	if err != nil {
-		t.Fatalf("verify: %v", err)
+	if _, err := v.Verify(tok, assertion.AudienceFlight); !errors.Is(err, assertion.ErrInvalid) {
+		t.Fatalf("a GraphQL assertion presented to Flight: got %v, want ErrInvalid", err)
 	}
-	if id != "req-1" {
-		t.Errorf("got request id %q, want req-1", id)
+	if _, err := v.Verify(tok, "fraise-core"); !errors.Is(err, assertion.ErrInvalid) {
+		t.Fatalf("the old shared audience: got %v, want ErrInvalid", err)
 	}
-	if got.Subject != alice.Subject || got.Tenant != alice.Tenant || !slices.Equal(got.Roles, alice.Roles) ||
-		!slices.Equal(got.Scopes, alice.Scopes) || got.Kind != alice.Kind || got.Tier != alice.Tier {
-		t.Errorf("got %+v, want %+v", got, alice)
+}
+
+func TestSignRefusesAnUnboundAssertion(t *testing.T) {
+	_, priv := mustKey(t)
+	s := mustSigner(t, priv, nil)
+	tests := []struct {
+		name string
+		id   string
+		b    assertion.Binding
+	}{
+		{name: "no audience", id: "r", b: assertion.Binding{Method: "POST", Path: "/graphql"}},
+		{name: "the old shared audience", id: "r", b: assertion.Binding{Audience: "fraise-core", Method: "POST", Path: "/graphql"}},
+		{name: "no method", id: "r", b: assertion.Binding{Audience: assertion.AudienceGraphQL, Path: "/graphql"}},
+		{name: "no path", id: "r", b: assertion.Binding{Audience: assertion.AudienceGraphQL, Method: "POST"}},
+		{name: "no request id", b: gql},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tok, err := s.Sign(alice, tt.id, tt.b); err == nil {
+				t.Fatalf("got %s, want an error", tok)
+			}
+		})
+	}
+}
+
+func TestBindingCheck(t *testing.T) {
+	tests := []struct {
+		name                          string
+		method, path, operation, body string
+		wantErr                       bool
+	}{
+		{name: "the request it was issued for", method: "POST", path: "/graphql", operation: gql.Operation},
+		{name: "another method", method: "GET", path: "/graphql", operation: gql.Operation, wantErr: true},
+		{name: "another path", method: "POST", path: "/graphql/", operation: gql.Operation, wantErr: true},
+		{name: "another operation", method: "POST", path: "/graphql", operation: strings.Repeat("ef", 32), wantErr: true},
+		{name: "no operation", method: "POST", path: "/graphql", wantErr: true},
+		{name: "a body it did not see", method: "POST", path: "/graphql", operation: gql.Operation, body: strings.Repeat("01", 32), wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := gql.Check(tt.method, tt.path, tt.operation, tt.body)
+			if tt.wantErr != errors.Is(err, assertion.ErrMismatch) || !tt.wantErr && err != nil {
+				t.Fatalf("got %v, want ErrMismatch: %v", err, tt.wantErr)
+			}
+		})
 	}
 }
 
@@ -62,7 +141,7 @@ func TestRefusals(t *testing.T) {
 	good := mustSigner(t, priv, nil)
 	tok := func(s *assertion.Signer, p core.Principal) string {
 		t.Helper()
-		x, err := s.Sign(p, "r")
+		x, err := s.Sign(p, "r", gql)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,8 +165,8 @@ func TestRefusals(t *testing.T) {
 		return h + "." + base64.RawURLEncoding.EncodeToString(ed25519.Sign(priv, []byte(h)))
 	}
 	kid := assertion.KeyID(pub)
-	if _, _, err := assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, func() time.Time { return now }).Verify(
-		craft(`{"alg":"EdDSA","kid":"` + kid + `"}`)); err != nil {
+	if _, err := assertion.NewVerifier(map[string]ed25519.PublicKey{kid: pub}, func() time.Time { return now }).Verify(
+		craft(`{"alg":"EdDSA","kid":"`+kid+`"}`), assertion.AudienceGraphQL); err != nil {
 		t.Fatalf("a crafted token with a plain header: %v, want it valid (the cases below differ only in their header)", err)
 	}
 	tests := []struct {
@@ -120,7 +199,7 @@ func TestRefusals(t *testing.T) {
 				keys = map[string]ed25519.PublicKey{assertion.KeyID(pub): pub}
 			}
 			v := assertion.NewVerifier(keys, func() time.Time { return now })
-			if _, _, err := v.Verify(tt.token); !errors.Is(err, assertion.ErrInvalid) {
+			if _, err := v.Verify(tt.token, assertion.AudienceGraphQL); !errors.Is(err, assertion.ErrInvalid) {
 				t.Fatalf("got %v, want ErrInvalid", err)
 			}
 		})
@@ -134,17 +213,17 @@ func TestRotationAcceptsCurrentAndPrevious(t *testing.T) {
 		assertion.KeyID(oldPub): oldPub, assertion.KeyID(newPub): newPub,
 	}, nil)
 	for _, priv := range []ed25519.PrivateKey{oldPriv, newPriv} {
-		tok, err := mustSigner(t, priv, nil).Sign(alice, "r")
+		tok, err := mustSigner(t, priv, nil).Sign(alice, "r", gql)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := v.Verify(tok); err != nil {
+		if _, err := v.Verify(tok, assertion.AudienceGraphQL); err != nil {
 			t.Fatalf("got %v, want both keys accepted", err)
 		}
 	}
 	v.SetKeys(map[string]ed25519.PublicKey{assertion.KeyID(newPub): newPub})
-	tok, _ := mustSigner(t, oldPriv, nil).Sign(alice, "r")
-	if _, _, err := v.Verify(tok); err == nil {
+	tok, _ := mustSigner(t, oldPriv, nil).Sign(alice, "r", gql)
+	if _, err := v.Verify(tok, assertion.AudienceGraphQL); err == nil {
 		t.Fatal("retired key still accepted")
 	}
 }

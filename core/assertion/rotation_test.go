@@ -22,7 +22,7 @@ func TestRotation(t *testing.T) {
 	s := mustSigner(t, k1, nil)
 	sign := func() string {
 		t.Helper()
-		tok, err := s.Sign(alice, "r")
+		tok, err := s.Sign(alice, "r", gql)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +55,7 @@ func TestRotation(t *testing.T) {
 	v.SetKeys(fromJWKS())
 	signedBy2 := sign()
 	for name, tok := range map[string]string{"previous key": signedBy1, "current key": signedBy2} {
-		if _, _, err := v.Verify(tok); err != nil {
+		if _, err := v.Verify(tok, assertion.AudienceGraphQL); err != nil {
 			t.Errorf("%s: got %v, want accepted", name, err)
 		}
 	}
@@ -64,13 +64,13 @@ func TestRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.SetKeys(fromJWKS())
-	if _, _, err := v.Verify(signedBy1); !errors.Is(err, assertion.ErrInvalid) || !strings.Contains(err.Error(), "unknown key id") {
+	if _, err := v.Verify(signedBy1, assertion.AudienceGraphQL); !errors.Is(err, assertion.ErrInvalid) || !strings.Contains(err.Error(), "unknown key id") {
 		t.Errorf("key before the previous: got %v, want refused", err)
 	}
-	if _, _, err := v.Verify(signedBy2); err != nil {
+	if _, err := v.Verify(signedBy2, assertion.AudienceGraphQL); err != nil {
 		t.Errorf("previous key: got %v, want accepted", err)
 	}
-	if _, _, err := v.Verify(sign()); err != nil {
+	if _, err := v.Verify(sign(), assertion.AudienceGraphQL); err != nil {
 		t.Errorf("current key: got %v, want accepted", err)
 	}
 }
@@ -96,20 +96,20 @@ func TestVerifierRefreshOnUnknownKey(t *testing.T) {
 	if err := s.Rotate(k2, assertion.KeyID(k2.Public().(ed25519.PublicKey))); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := s.Sign(alice, "r")
+	tok, err := s.Sign(alice, "r", gql)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
-		if _, _, err := v.Verify(tok); err != nil {
+		if _, err := v.Verify(tok, assertion.AudienceGraphQL); err != nil {
 			t.Fatalf("got %v, want the new key fetched and accepted", err)
 		}
 	}
 	_, stranger := mustKey(t)
 	bogus := mustSigner(t, stranger, clock)
 	for range 5 {
-		tok, _ := bogus.Sign(alice, "r")
-		if _, _, err := v.Verify(tok); err == nil {
+		tok, _ := bogus.Sign(alice, "r", gql)
+		if _, err := v.Verify(tok, assertion.AudienceGraphQL); err == nil {
 			t.Fatal("got a stranger's assertion accepted, want refused")
 		}
 	}

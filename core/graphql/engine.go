@@ -18,6 +18,7 @@ import (
 	"github.com/vektah/gqlparser/v2/validator"
 
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/graphql/request"
 )
 
 // Options are the execution limits and modes. Zero values take the
@@ -530,18 +531,11 @@ func ParseTrustedDocuments(manifest []byte) (map[string]string, error) {
 // resolveDocument returns the query text to run: the request's, or the one
 // a persisted query hash names, as APQ and the trusted-documents mode say.
 func (e *Engine) resolveDocument(ctx context.Context, tenant string, req Request) (string, *Response) {
-	var hash string
-	if pq, ok := req.Extensions["persistedQuery"].(map[string]any); ok {
-		if v, ok := pq["version"]; ok {
-			if n, err := toInt(v); err != nil || n != 1 {
-				return "", requestError(CodeBadRequest, "unsupported persistedQuery version")
-			}
-		}
-		h, _ := pq["sha256Hash"].(string)
-		hash = strings.ToLower(h)
-		if len(hash) != 64 {
-			return "", requestError(CodeBadRequest, "persistedQuery.sha256Hash must be a hex SHA-256")
-		}
+	// The hash is read as extauthz read it when it decided on the request:
+	// through the one decoder both use.
+	hash, err := request.PersistedHash(req.Extensions)
+	if err != nil {
+		return "", requestError(CodeBadRequest, err.Error())
 	}
 	if e.opts.Trusted != nil {
 		if hash == "" && req.Query != "" {

@@ -1,7 +1,9 @@
 package operation
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"strings"
 	"unicode/utf8"
 
@@ -46,6 +48,29 @@ func ParseFlight(path string, body []byte) (Flight, bool) {
 		}
 	}
 	return f, true
+}
+
+// FlightBodyHash is the body hash the identity assertion binds for a call
+// of the Flight method: for the methods whose one request message is a
+// FlightDescriptor (GetFlightInfo, GetSchema, PollFlightInfo, whose body
+// Envoy buffers), the lower-case hex SHA-256 of that message when body
+// holds it whole and uncompressed, and otherwise of the bytes body holds,
+// which hash to no descriptor the core can receive: a call extauthz could
+// not read is one the core refuses. For every other method (they stream,
+// and Envoy buffers none of their body) it is "": the assertion then binds
+// the method and path alone.
+func FlightBodyHash(method string, body []byte) string {
+	switch method {
+	case "GetFlightInfo", "GetSchema", "PollFlightInfo":
+	default:
+		return ""
+	}
+	msg, ok := firstMessage(body)
+	if !ok || len(msg) != len(body)-5 {
+		msg = body
+	}
+	sum := sha256.Sum256(msg)
+	return hex.EncodeToString(sum[:])
 }
 
 // firstMessage returns the first length-prefixed gRPC message of body, if

@@ -6,15 +6,13 @@
 package operation
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/parser"
+
+	"github.com/fraise-dev/fraise/core/graphql/request"
 )
 
 // MaxDocumentBytes bounds the GraphQL document extauthz parses. Envoy caps
@@ -53,98 +51,38 @@ type GraphQL struct {
 	RootFields []string `json:"root_fields"`
 }
 
-// body is the JSON body of a GraphQL POST. Variables are not read: the
-// policy decides on the document, and the core validates variables.
-type body struct {
-	Query         *string         `json:"query"`
-	OperationName *string         `json:"operationName"`
-	Extensions    json.RawMessage `json:"extensions"`
-}
-
-type extensions struct {
-	PersistedQuery *struct {
-		Version    int    `json:"version"`
-		SHA256Hash string `json:"sha256Hash"`
-	} `json:"persistedQuery"`
-}
-
 // ParseRequest reads the GraphQL request parameters from a POST body (JSON)
 // or, for GET, from the URL query string rawQuery, as GraphQL over HTTP
-// defines them. It does not parse the document itself: see Parse.
+// defines them. It reads them with the decoder the core reads them with
+// (core/graphql/request), so that the policy decides on the operation the
+// core runs. It does not parse the document itself: see Parse.
 func ParseRequest(method, rawQuery string, data []byte) (Request, error) {
+	var p request.Params
+	var err error
 	switch method {
 	case "GET", "HEAD":
-		q, err := url.ParseQuery(rawQuery)
-		if err != nil {
-			return Request{}, fmt.Errorf("%w: malformed query string", ErrInvalid)
-		}
-		r := Request{Query: q.Get("query"), OperationName: q.Get("operationName")}
-		if ext := q.Get("extensions"); ext != "" {
-			h, err := persistedHash([]byte(ext))
-			if err != nil {
-				return Request{}, err
-			}
-			r.PersistedHash = h
-		}
-		return r, checkRequest(r)
+		p, err = request.DecodeQuery(rawQuery)
 	case "POST":
-		data = bytes.TrimSpace(data)
-		if len(data) == 0 {
-			return Request{}, fmt.Errorf("%w: empty body", ErrInvalid)
-		}
-		if data[0] != '{' {
-			// Batched (array) requests are not part of GraphQL over HTTP and
-			// the core refuses them; refusing here keeps one operation per
-			// decision.
-			return Request{}, fmt.Errorf("%w: body must be one JSON object", ErrInvalid)
-		}
-		var b body
-		if err := json.Unmarshal(data, &b); err != nil {
-			return Request{}, fmt.Errorf("%w: body is not a GraphQL request in JSON", ErrInvalid)
-		}
-		var r Request
-		if b.Query != nil {
-			r.Query = *b.Query
-		}
-		if b.OperationName != nil {
-			r.OperationName = *b.OperationName
-		}
-		if len(b.Extensions) > 0 && string(b.Extensions) != "null" {
-			h, err := persistedHash(b.Extensions)
-			if err != nil {
-				return Request{}, err
-			}
-			r.PersistedHash = h
-		}
-		return r, checkRequest(r)
+		p, err = request.DecodeBody(data)
 	default:
 		return Request{}, fmt.Errorf("%w: method %s", ErrInvalid, method)
 	}
-}
-
-func persistedHash(raw []byte) (string, error) {
-	var ext extensions
-	if err := json.Unmarshal(raw, &ext); err != nil {
-		return "", fmt.Errorf("%w: extensions is not a JSON object", ErrInvalid)
+	if errors.Is(err, request.ErrBatch) {
+		// Batched (array) requests are not part of GraphQL over HTTP;
+		// refusing them here keeps one operation per decision.
+		return Request{}, fmt.Errorf("%w: body must be one JSON object", ErrInvalid)
 	}
-	if ext.PersistedQuery == nil {
-		return "", nil
+	var re *request.Error
+	if errors.As(err, &re) {
+		return Request{}, fmt.Errorf("%w: %s", ErrInvalid, re.Message)
 	}
-	h := ext.PersistedQuery.SHA256Hash
-	if len(h) != 64 || strings.Trim(strings.ToLower(h), "0123456789abcdef") != "" {
-		return "", fmt.Errorf("%w: persistedQuery.sha256Hash must be 64 hex digits", ErrInvalid)
+	if err != nil {
+		return Request{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	return strings.ToLower(h), nil
-}
-
-func checkRequest(r Request) error {
-	if r.Query == "" && r.PersistedHash == "" {
-		return fmt.Errorf("%w: missing query", ErrInvalid)
+	if len(p.Query) > MaxDocumentBytes {
+		return Request{}, fmt.Errorf("%w: query longer than %d bytes", ErrInvalid, MaxDocumentBytes)
 	}
-	if len(r.Query) > MaxDocumentBytes {
-		return fmt.Errorf("%w: query longer than %d bytes", ErrInvalid, MaxDocumentBytes)
-	}
-	return nil
+	return Request{Query: p.Query, OperationName: p.OperationName, PersistedHash: p.PersistedHash}, nil
 }
 
 // Parse parses document and returns the operation a request runs: the one

@@ -112,6 +112,12 @@ func TestParseRequest(t *testing.T) {
 		{name: "GET without query", method: "GET", query: "", wantErr: true},
 		{name: "GET bad escape", method: "GET", query: "query=%zz", wantErr: true},
 		{name: "PUT", method: "PUT", body: `{"query":"{ a }"}`, wantErr: true},
+		// Read as the core reads it, with one decoder that resolves no
+		// ambiguity (security #13, defect 1).
+		{name: "sha256Hash and its case twin", method: "POST", body: `{"extensions":{"persistedQuery":{"sha256Hash":"` + hash + `","Sha256Hash":"` + strings.Repeat("cd", 32) + `"}}}`, wantErr: true},
+		{name: "sha256Hash twice", method: "POST", body: `{"extensions":{"persistedQuery":{"sha256Hash":"` + hash + `","sha256Hash":"` + strings.Repeat("cd", 32) + `"}}}`, wantErr: true},
+		{name: "query nulled by its case twin", method: "POST", body: `{"query":"mutation { a }","QUERY":null,"extensions":{"persistedQuery":{"sha256Hash":"` + hash + `"}}}`, wantErr: true},
+		{name: "GET query twice", method: "GET", query: "query=a&query=b", wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

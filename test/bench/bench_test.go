@@ -29,6 +29,7 @@ import (
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/test/bench"
 	"github.com/fraise-dev/fraise/test/harness"
 )
@@ -185,9 +186,6 @@ func measure(b *testing.B, t bench.Target, verify func([]byte) error, pid int, d
 type env struct {
 	coreURL    string
 	signer     *assertion.Signer
-	tokenMu    sync.Mutex
-	assertion  string
-	signedAt   time.Time
 	gatewayURL string
 	gateway    *http.Client
 	jwt        string
@@ -200,20 +198,16 @@ type env struct {
 	direct     *http.Client
 }
 
-// currentAssertion signs an identity assertion as extauthz would and reuses
-// it for 20 s (it is valid for 60): signing on every request would spend the
-// load generator's CPU, which the server under test shares.
-func (e *env) currentAssertion() string {
-	e.tokenMu.Lock()
-	defer e.tokenMu.Unlock()
-	if time.Since(e.signedAt) > 20*time.Second {
-		tok, err := e.signer.Sign(core.Principal{Subject: "bench", Tenant: tenant, Roles: []string{"admin"}}, "bench")
-		if err != nil {
-			panic(err)
-		}
-		e.assertion, e.signedAt = tok, time.Now()
+// assertionFor signs an identity assertion for one request, bound to b, as
+// extauthz would: the core accepts each assertion once, so every request
+// carries a fresh one (an Ed25519 signature of the load generator's, as
+// extauthz spends one per request in the real stack).
+func (e *env) assertionFor(b assertion.Binding) string {
+	tok, err := e.signer.Sign(core.Principal{Subject: "bench", Tenant: tenant, Roles: []string{"admin"}}, assertiontest.RequestID(), b)
+	if err != nil {
+		panic(err)
 	}
-	return e.assertion
+	return tok
 }
 
 // target returns the load target of op on server and the full check of one
@@ -239,7 +233,8 @@ func (e *env) target(tb testing.TB, op, server string) (bench.Target, func([]byt
 		tb.Fatal(err)
 	}
 	client, url := e.direct, e.coreURL
-	header := func(h http.Header) { h.Set(assertion.Header, e.currentAssertion()) }
+	binding := assertiontest.GraphQL(http.MethodPost, "/graphql", body)
+	header := func(h http.Header) { h.Set(assertion.Header, e.assertionFor(binding)) }
 	switch server {
 	case "gateway":
 		client, url = e.gateway, e.gatewayURL

@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"encoding/json"
 	"net"
 	"net/http"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/deploy/demo"
 )
 
@@ -34,7 +36,8 @@ func TestCoreDrainDelay(t *testing.T) {
 		map[string]string{"Authorization": "Bearer " + s.token(t, demo.TenantAcme, "alice", "viewer")}); status != http.StatusOK {
 		t.Fatalf("through the gateway before stopping: got %d, want 200", status)
 	}
-	tok := s.assertion(t, demo.TenantAcme, "alice", "viewer")
+	body, _ := json.Marshal(map[string]any{"query": "{ users { id name } }"}) // as post sends it
+	tok := s.assertion(t, demo.TenantAcme, "alice", "viewer", assertiontest.GraphQL(http.MethodPost, "/graphql", body))
 
 	stopped := time.Now()
 	s.stop()

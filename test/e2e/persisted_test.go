@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -188,4 +189,55 @@ func TestTrustedDocumentsThroughTheGateway(t *testing.T) {
 		status, g = s.gqlPost(t, admin, apq(other, true, nil))
 		wantCode(t, status, g, http.StatusBadRequest, "PERSISTED_QUERY_NOT_FOUND")
 	})
+}
+
+// TestPersistedHashCaseTwinThroughTheGateway is security #13, defect 1: a
+// viewer's body naming a registered mutation's hash as sha256Hash and a
+// registered query's as Sha256Hash was decided by extauthz (encoding/json,
+// case-insensitive, last match) as the query and run by the core (a map,
+// exact name) as the mutation. Both now read the body with one decoder,
+// which refuses it.
+func TestPersistedHashCaseTwinThroughTheGateway(t *testing.T) {
+	s := mustStack(t)
+	const q = "{ users { id name } }"
+	admin := s.token(t, demo.TenantAcme, "alice", "admin")
+	viewer := s.token(t, demo.TenantAcme, "bob", "viewer")
+	s.mustServe(t, admin)
+	in := map[string]any{"in": map[string]any{"title": "Twin", "authorId": "a0000000-0000-4000-8000-00000000000a"}}
+	for _, r := range []map[string]any{apq(q, false, nil), apq(createPostDoc, false, in)} {
+		if status, g := s.gqlPost(t, admin, r); status != http.StatusOK || len(g.Errors) > 0 {
+			t.Fatalf("registering: got status %d errors %+v", status, g.Errors)
+		}
+	}
+	vars, _ := json.Marshal(in)
+	body := `{"variables":` + string(vars) + `,"extensions":{"persistedQuery":{"version":1,"sha256Hash":"` +
+		core.DocumentHash(createPostDoc) + `","Sha256Hash":"` + core.DocumentHash(q) + `"}}}`
+	status, g := s.gqlPostRaw(t, viewer, body)
+	if bytes.Contains(g.Data, []byte("CreatePost")) {
+		t.Fatalf("a viewer ran the mutation: got status %d data %s", status, g.Data)
+	}
+	wantCode(t, status, g, http.StatusBadRequest, "INVALID")
+}
+
+// gqlPostRaw is gqlPost of a body given as JSON text, for bodies a Go map
+// cannot write (a key twice, keys in a chosen order).
+func (s *stack) gqlPostRaw(tb testing.TB, token, body string) (int, gqlResponse) {
+	tb.Helper()
+	req, err := http.NewRequest(http.MethodPost, "https://"+s.addrs.Gateway+"/graphql", strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		tb.Fatalf("POST: %v", err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var g gqlResponse
+	if err := json.Unmarshal(raw, &g); err != nil {
+		tb.Fatalf("status %d: body is not GraphQL-shaped JSON: %q", resp.StatusCode, raw)
+	}
+	return resp.StatusCode, g
 }

@@ -2,14 +2,16 @@
 // conformance suite) against a Fraise core and prints one JSON array of
 // results on stdout. audit_test.go starts the core and reads the results.
 //
-// The core refuses any request without a valid identity assertion, so every
-// request the audits make goes through a fetch that adds a freshly signed one
-// (EdDSA compact JWS, as extauthz signs it). Environment:
+// The core refuses any request without a valid identity assertion issued
+// for it, so every request the audits make goes through a fetch that adds a
+// freshly signed one (EdDSA compact JWS), bound to the request as extauthz
+// binds it: method, path and the operation's hash (see operationHash).
+// Environment:
 //   FRAISE_AUDIT_URL     the core's /graphql URL
 //   FRAISE_AUDIT_KEY     the Ed25519 private key, PKCS#8 PEM
 //   FRAISE_AUDIT_KID     its key id, as the core's verifier names it
 //   FRAISE_AUDIT_TENANT  the tenant the assertion names
-import { createPrivateKey, randomUUID, sign } from 'node:crypto';
+import { createHash, createPrivateKey, randomUUID, sign } from 'node:crypto';
 import { serverAudits } from 'graphql-http';
 
 const env = (name) => {
@@ -24,18 +26,46 @@ const tenant = env('FRAISE_AUDIT_TENANT');
 
 const b64 = (s) => Buffer.from(s).toString('base64url');
 
-function assertion() {
+const sha256 = (s) => createHash('sha256').update(s, 'utf8').digest('hex');
+
+// operationHash names the operation a request runs as the core names it
+// (core/graphql/request.OperationHash): the SHA-256 of the document's hash
+// (the persisted hash, or the SHA-256 of the query), a newline and the
+// operation name. A request this reading cannot name gets none: the core
+// refuses it while decoding, before it compares.
+function operationHash(method, url, body) {
+  try {
+    let query, operationName, extensions;
+    if (method === 'GET') {
+      const p = new URL(url).searchParams;
+      query = p.get('query');
+      operationName = p.get('operationName');
+      extensions = p.get('extensions') ? JSON.parse(p.get('extensions')) : null;
+    } else {
+      ({ query, operationName, extensions } = JSON.parse(body));
+    }
+    const persisted = extensions?.persistedQuery?.sha256Hash;
+    const doc = typeof persisted === 'string' ? persisted.toLowerCase() : sha256(query ?? '');
+    return sha256(doc + '\n' + (operationName ?? ''));
+  } catch {
+    return undefined;
+  }
+}
+
+function assertion(method, url, body) {
   const now = Math.floor(Date.now() / 1000);
   const input = b64(JSON.stringify({ alg: 'EdDSA', kid, typ: 'JWT' })) + '.' + b64(JSON.stringify({
-    iss: 'fraise-extauthz', sub: 'graphql-http-audit', aud: ['fraise-core'],
+    iss: 'fraise-extauthz', sub: 'graphql-http-audit', aud: ['fraise-core-graphql'],
     iat: now, exp: now + 60, jti: randomUUID(), tenant, roles: ['viewer'],
+    method, path: new URL(url).pathname, op_sha256: operationHash(method, url, body),
   }));
   return input + '.' + sign(null, Buffer.from(input), key).toString('base64url');
 }
 
 const fetchFn = (input, init = {}) => {
+  const method = (init.method ?? 'GET').toUpperCase();
   const headers = new Headers(init.headers);
-  headers.set('x-fraise-assertion', assertion());
+  headers.set('x-fraise-assertion', assertion(method, String(input), typeof init.body === 'string' ? init.body : ''));
   return fetch(input, { ...init, headers });
 };
 

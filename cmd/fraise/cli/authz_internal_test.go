@@ -65,11 +65,12 @@ func TestAssertionKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := core.Principal{Subject: "alice", Tenant: "11111111-1111-4111-8111-111111111111", Kind: core.KindJWT}
-	before, err := signer.Sign(p, "r1")
+	b := assertion.Binding{Audience: assertion.AudienceGraphQL, Method: "POST", Path: "/graphql"}
+	before, err := signer.Sign(p, "r1", b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := v.Verify(before); err != nil {
+	if _, err := v.Verify(before, assertion.AudienceGraphQL); err != nil {
 		t.Fatalf("before rotation: got %v, want accepted", err)
 	}
 
@@ -83,13 +84,13 @@ func TestAssertionKeyRotation(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	after, err := signer.Sign(p, "r2")
+	after, err := signer.Sign(p, "r2", b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := fetches.Load()
 	for name, tok := range map[string]string{"new key": after, "previous key": before} {
-		if _, _, err := v.Verify(tok); err != nil {
+		if _, err := v.Verify(tok, assertion.AudienceGraphQL); err != nil {
 			t.Errorf("%s: got %v, want accepted", name, err)
 		}
 	}

@@ -123,9 +123,9 @@ func TestServeAuthzWiring(t *testing.T) {
 	if err != nil {
 		t.Fatalf("admin JWKS: %v (%s)", err, b)
 	}
-	p, _, err := assertion.NewVerifier(keys, nil).Verify(signed)
-	if err != nil || p.Subject != "apikey:"+k.ID {
-		t.Fatalf("assertion: got %+v, %v, want apikey:%s", p, err, k.ID)
+	a, err := assertion.NewVerifier(keys, nil).Verify(signed, assertion.AudienceGraphQL)
+	if err != nil || a.Principal.Subject != "apikey:"+k.ID {
+		t.Fatalf("assertion: got %+v, %v, want apikey:%s", a, err, k.ID)
 	}
 
 	// A refused request too, then the admin port's metrics count both.

@@ -105,6 +105,9 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		ln.Close()
 		return err
 	}
+	// One replay cache for both listeners, sized for the rate the core is
+	// expected to take: an assertion id is spent once, whichever listener.
+	verifier.SetReplayCache(assertion.NewReplayCache(assertion.ReplayCapacity(cfg.Core.AssertionReplayRate), nil))
 	if cfg.Core.AssertionJWKSURL != "" {
 		if err := followAssertionKeys(ctx, verifier, cfg.Core.AssertionJWKSURL, nil, time.Minute, log); err != nil {
 			ln.Close()

@@ -241,6 +241,13 @@ type Core struct {
 	// on start, every minute and on an unknown key id, instead of
 	// assertion_keys.
 	AssertionJWKSURL string `toml:"assertion_jwks_url"`
+
+	// AssertionReplayRate is the rate of identity assertions, per second,
+	// the core's replay cache is sized for: it remembers each spent
+	// assertion id for the assertion's lifetime (about 70 s), so it holds
+	// rate × 70 ids, about 52 bytes each, and refuses requests (503) once
+	// full rather than forget one (docs/authentication.md).
+	AssertionReplayRate int `toml:"assertion_replay_rate"`
 }
 
 // Issuer is one trusted JWT issuer.
@@ -513,7 +520,7 @@ func Default() Config {
 			MaxBodyBytes:  1 << 20, MaxDepth: 10, DefaultLimit: 100, MaxLimit: 1000,
 			Introspection: true, ShutdownTimeout: Duration{10 * time.Second},
 			MaxAliases: 30, MaxRootFields: 10, MaxCost: 50000, MaxResultBytes: 8 << 20, MaxSelections: 5000,
-			APQ: true,
+			APQ: true, AssertionReplayRate: 10_000,
 		},
 		Authz: Authz{
 			GRPCAddr: "127.0.0.1:9191", AdminAddr: "127.0.0.1:9192",
@@ -751,6 +758,9 @@ func (c Config) Validate() error {
 	addr("core.flight_addr", c.Core.FlightAddr, true)
 	if len(c.Core.AssertionKeys) == 0 {
 		bad("core.assertion_keys", "at least one extauthz public key is required")
+	}
+	if c.Core.AssertionReplayRate < 1 {
+		bad("core.assertion_replay_rate", "want 1 or more assertions per second, got %d", c.Core.AssertionReplayRate)
 	}
 	if c.Core.MaxBatch < 0 {
 		bad("core.max_batch", "want 0 (batching off) or more, got %d", c.Core.MaxBatch)

@@ -32,7 +32,7 @@ function tenantOf(token) {
     const c = JSON.parse(Buffer.from(parts[1], 'base64url'));
     const now = Math.floor(Date.now() / 1000);
     const aud = Array.isArray(c.aud) ? c.aud : [c.aud];
-    if (c.iss !== 'fraise-extauthz' || !aud.includes('fraise-core')) return null;
+    if (c.iss !== 'fraise-extauthz' || !aud.includes('fraise-core-graphql')) return null;
     if (typeof c.exp !== 'number' || c.exp + LEEWAY < now) return null;
     if (typeof c.tenant !== 'string' || !c.sub) return null;
     return c.tenant;
