@@ -98,6 +98,7 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 			Discovery: is.Discovery, Algorithms: is.Algorithms, TenantClaim: is.TenantClaim, RolesClaim: is.RolesClaim,
 			ScopesClaim: is.ScopesClaim, TierClaim: is.TierClaim,
 		}
+		issuers[i].Tenant, issuers[i].Tenants = is.TenantBinding()
 		if is.HMACSecret != "" {
 			secret, err := config.Resolve(is.HMACSecret, env.Getenv)
 			if err != nil {

@@ -57,7 +57,9 @@ func TestServeAuthzWiring(t *testing.T) {
 
 	cfg := config.Default()
 	cfg.Authz.AssertionKey = "file://" + keyFile
-	cfg.Authz.Issuers = []config.Issuer{{Issuer: is.Issuer, Audiences: []string{is.Audience}, JWKSFile: is.JWKSFile, Algorithms: []string{"ES256"}}}
+	// The issuer is one realm bound to its tenant (security #13, defect 3).
+	cfg.Authz.Issuers = []config.Issuer{{Issuer: is.Issuer, Audiences: []string{is.Audience}, JWKSFile: is.JWKSFile, Algorithms: []string{"ES256"},
+		Tenant: tenant}}
 	cfg.Authz.DatabaseURL = "env://AUTHZ_DB"
 	cfg.Authz.Audit = true
 	getenv := func(k string) string {
@@ -152,6 +154,18 @@ func TestServeAuthzWiring(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+
+	// A token of the bound realm naming another tenant is refused.
+	other := is.Sign(t, is.Claims("mallory", "22222222-2222-4222-8222-222222222222", "admin"))
+	if resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "req-3", Method: "POST", Path: "/graphql", Host: "fraise.test",
+			Headers: map[string]string{"authorization": "Bearer " + other, "content-type": "application/json"},
+			Body:    `{"query":"{ users { id } }"}`,
+		}},
+	}}); err != nil || resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
+		t.Fatalf("token naming a tenant outside its issuer's: got %v, %v, want denied with 401", resp, err)
 	}
 
 	cancel()

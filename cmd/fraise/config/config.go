@@ -223,7 +223,20 @@ type Issuer struct {
 	// HMACSecret is the HS256/384/512 shared secret, a reference
 	// (env://, file://, vault://), at least 32 bytes.
 	HMACSecret string `toml:"hmac_secret"`
+
+	// Tenant binds the issuer to one tenant (one Keycloak realm per
+	// tenant): its tokens are for that tenant whatever their tenant
+	// claim, and one naming another tenant is refused.
+	Tenant string `toml:"tenant"`
+	// Tenants binds the issuer to a set of tenants its tokens' tenant
+	// claim must name one of; ["*"] is every tenant (one shared realm).
+	// With several issuers, each must set Tenant or Tenants.
+	Tenants []string `toml:"tenants"`
 }
+
+// AnyTenant in an issuer's tenants declares it trusted to name every
+// tenant.
+const AnyTenant = "*"
 
 // Authz configures `fraise authz` (extauthz).
 type Authz struct {
@@ -755,6 +768,7 @@ func (c Config) Validate() error {
 		if sources > 1 || (asymmetric && sources == 0) {
 			bad(key, "set exactly one of jwks_file, jwks_url and discovery")
 		}
+		is.validateTenants(key, len(c.Authz.Issuers), bad)
 	}
 	if c.Authz.BundleURL != "" && c.Authz.PolicyDir != "" {
 		bad("authz.bundle_url", "set either bundle_url or policy_dir, not both")
@@ -861,6 +875,35 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.Observers.validate()...)
 	return errors.Join(errs...)
+}
+
+// validateTenants checks the issuer's tenant binding. One issuer may go
+// unbound (it speaks for every tenant, as one shared realm does); among
+// several, an unbound one could name any other issuer's tenant, so each
+// must say which tenants it speaks for, ["*"] included.
+func (is Issuer) validateTenants(key string, issuers int, bad func(key, format string, args ...any)) {
+	switch {
+	case is.Tenant != "" && len(is.Tenants) > 0:
+		bad(key, "set tenant or tenants, not both")
+	case is.Tenant == AnyTenant:
+		bad(key+".tenant", "want one tenant id; for every tenant write tenants = [\"*\"]")
+	case slices.Contains(is.Tenants, AnyTenant) && len(is.Tenants) > 1:
+		bad(key+".tenants", "\"*\" (every tenant) stands alone, got %q", is.Tenants)
+	case slices.Contains(is.Tenants, ""):
+		bad(key+".tenants", "holds an empty tenant id")
+	case is.Tenant == "" && len(is.Tenants) == 0 && issuers > 1:
+		bad(key, "with several issuers each must be bound to the tenants it speaks for: "+
+			"set tenant = \"<id>\" (one realm per tenant), tenants = [\"<id>\", ...], or tenants = [\"*\"] for an issuer every tenant trusts")
+	}
+}
+
+// TenantBinding returns the issuer's tenant binding as token.Issuer takes
+// it: the fixed tenant, or the set, nil for every tenant.
+func (is Issuer) TenantBinding() (tenant string, tenants []string) {
+	if len(is.Tenants) == 1 && is.Tenants[0] == AnyTenant {
+		return is.Tenant, nil
+	}
+	return is.Tenant, is.Tenants
 }
 
 func (f Flight) validate(bad func(key, format string, args ...any)) {

@@ -153,6 +153,42 @@ func TestLoad(t *testing.T) {
 			wantErr: []string{"authz.issuers[0]", "exactly one", "authz.audit"},
 		},
 		{
+			name: "each of several issuers is bound to its tenants",
+			file: realm("acme", `tenant = "`+acmeID+`"`) + realm("globex", "") + realm("partners", `tenant = "`+acmeID+`"`+"\ntenants = [\""+acmeID+`"]`) +
+				realm("all", `tenants = ["*", "`+acmeID+`"]`) + realm("blank", `tenants = [""]`) + realm("star", `tenant = "*"`),
+			wantErr: []string{
+				"authz.issuers[1]: with several issuers each must be bound",
+				"authz.issuers[2]: set tenant or tenants, not both",
+				`authz.issuers[3].tenants: "*" (every tenant) stands alone`,
+				"authz.issuers[4].tenants: holds an empty tenant id",
+				"authz.issuers[5].tenant: want one tenant id",
+			},
+		},
+		{
+			name: "one realm per tenant and one shared realm",
+			file: realm("acme", `tenant = "`+acmeID+`"`) + realm("shared", `tenants = ["*"]`) + realm("partners", `tenants = ["`+acmeID+`", "`+globexID+`"]`),
+			check: func(t *testing.T, c config.Config) {
+				for i, want := range []struct {
+					tenant  string
+					tenants []string
+				}{{acmeID, nil}, {"", nil}, {"", []string{acmeID, globexID}}} {
+					tenant, tenants := c.Authz.Issuers[i].TenantBinding()
+					if tenant != want.tenant || strings.Join(tenants, ",") != strings.Join(want.tenants, ",") {
+						t.Errorf("issuer %d: got binding %q %q, want %q %q", i, tenant, tenants, want.tenant, want.tenants)
+					}
+				}
+			},
+		},
+		{
+			name: "one issuer may go unbound",
+			file: realm("shared", ""),
+			check: func(t *testing.T, c config.Config) {
+				if tenant, tenants := c.Authz.Issuers[0].TenantBinding(); tenant != "" || tenants != nil {
+					t.Errorf("got binding %q %q, want none", tenant, tenants)
+				}
+			},
+		},
+		{
 			name: "issuers from the file replace the default",
 			file: "[[authz.issuers]]\nissuer = \"https://idp\"\njwks_url = \"https://idp/jwks\"\nalgorithms = [\"RS256\"]\n",
 			check: func(t *testing.T, c config.Config) {
@@ -186,6 +222,18 @@ func TestLoad(t *testing.T) {
 			tt.check(t, c)
 		})
 	}
+}
+
+const (
+	acmeID   = "0b7c2a40-6f1e-4d4b-9a57-3f0d6e3c8a11"
+	globexID = "5d1e8f22-3c4b-4a1d-8e9f-7a6b5c4d3e2f"
+)
+
+// realm is an [[authz.issuers]] table for Keycloak realm name, with extra
+// lines.
+func realm(name, extra string) string {
+	return "[[authz.issuers]]\nissuer = \"https://sso.example.test/realms/" + name + "\"\naudiences = [\"fraise\"]\n" +
+		"discovery = true\nalgorithms = [\"RS256\"]\n" + extra + "\n"
 }
 
 func TestResolve(t *testing.T) {
