@@ -352,7 +352,7 @@ func checkTenants(cfg Issuer) error {
 		}
 	}
 	if slices.Contains(cfg.Tenants, "") {
-		return errors.New("Tenants holds an empty tenant")
+		return errors.New("an empty tenant among Tenants")
 	}
 	return nil
 }
