@@ -79,11 +79,19 @@ func TestServeAuthzWiring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The JWKS port the core follows, over TLS with the internal CA's
+	// certificate (security #13, defect 5).
+	ca := mustCA(t)
+	cfg.TLS.CA, cfg.TLS.ServerCert, cfg.TLS.ServerKey = ca.CACert, ca.ServerCert, ca.ServerKey
+	jwksLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	env := Env{Getenv: getenv, Stdout: io.Discard, Stderr: io.Discard}
 	go func() {
-		done <- serveAuthz(runCtx, cfg, env, slog.New(slog.NewTextHandler(io.Discard, nil)), ln, adminLn)
+		done <- serveAuthz(runCtx, cfg, env, slog.New(slog.NewTextHandler(io.Discard, nil)), ln, adminLn, jwksLn)
 	}()
 	t.Cleanup(cancel)
 
@@ -127,6 +135,19 @@ func TestServeAuthzWiring(t *testing.T) {
 	p, _, err := assertion.NewVerifier(keys, nil).Verify(signed)
 	if err != nil || p.Subject != "apikey:"+k.ID {
 		t.Fatalf("assertion: got %+v, %v, want apikey:%s", p, err, k.ID)
+	}
+	// A core following the JWKS port with its client (tls.ca) verifies it.
+	client, err := assertionKeyClient(ca.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core := assertion.NewVerifier(nil, nil)
+	if err := followAssertionKeys(runCtx, core, "https://"+jwksLn.Addr().String()+extauthz.JWKSPath, client, time.Hour,
+		slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatalf("following the JWKS port: %v", err)
+	}
+	if p, _, err := core.Verify(signed); err != nil || p.Subject != "apikey:"+k.ID {
+		t.Fatalf("assertion through the JWKS port: got %+v, %v, want apikey:%s", p, err, k.ID)
 	}
 
 	// A refused request too, then the admin port's metrics count both.
@@ -211,7 +232,7 @@ func TestServeAuthzStoppedWhileStarting(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	env := Env{Getenv: func(string) string { return "" }, Stdout: io.Discard, Stderr: io.Discard}
-	if err := serveAuthz(ctx, cfg, env, slog.New(slog.NewTextHandler(io.Discard, nil)), ln, nil); err != nil {
+	if err := serveAuthz(ctx, cfg, env, slog.New(slog.NewTextHandler(io.Discard, nil)), ln, nil, nil); err != nil {
 		t.Fatalf("stopped while starting: got %v, want a clean stop", err)
 	}
 	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {

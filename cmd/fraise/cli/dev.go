@@ -125,7 +125,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	rearmSignals(ctx, cancel)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveAuthz(gctx, cfg, env, log, authzLn, authzAdminLn) })
+	g.Go(func() error { return serveAuthz(gctx, cfg, env, log, authzLn, authzAdminLn, nil) })
 	g.Go(func() error { return serveCore(gctx, cfg, env, log, coreLn, coreAdminLn, coreFlightLn) })
 	if envoyBin := lookEnvoy(cfg.Gateway.Envoy); envoyBin != "" {
 		// A real Envoy runs the same generated configuration; it binds the

@@ -106,7 +106,12 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		return err
 	}
 	if cfg.Core.AssertionJWKSURL != "" {
-		if err := followAssertionKeys(ctx, verifier, cfg.Core.AssertionJWKSURL, nil, time.Minute, log); err != nil {
+		client, err := assertionKeyClient(cfg.TLS.CA)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		if err := followAssertionKeys(ctx, verifier, cfg.Core.AssertionJWKSURL, client, time.Minute, log); err != nil {
 			ln.Close()
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -198,10 +199,11 @@ type Core struct {
 	// when set, only those documents run.
 	TrustedDocuments string `toml:"trusted_documents"`
 
-	// AssertionJWKSURL is extauthz's JWKS (its admin port's
+	// AssertionJWKSURL is extauthz's JWKS over https (authz.jwks_addr's
 	// /.well-known/jwks.json); when set, the core fetches the keys there,
-	// on start, every minute and on an unknown key id, instead of
-	// assertion_keys.
+	// on start, every minute and on an unknown key id, and trusts them
+	// besides assertion_keys (which stay trusted). It is fetched with
+	// tls.ca as the only root, directly (no proxy) and without redirects.
 	AssertionJWKSURL string `toml:"assertion_jwks_url"`
 }
 
@@ -274,6 +276,9 @@ type Authz struct {
 	APIKeyLookups int `toml:"api_key_lookups_per_second"`
 	// Audit writes every decision to fraise.authz_decisions as well.
 	Audit bool `toml:"audit"`
+	// JWKSAddr serves the assertion JWKS alone over TLS (tls.server_cert),
+	// for cores that follow it (core.assertion_jwks_url); empty: none.
+	JWKSAddr string `toml:"jwks_addr"`
 	// Reflection serves gRPC reflection (development only).
 	Reflection      bool     `toml:"reflection"`
 	MaxRecvMsgBytes int      `toml:"max_recv_msg_bytes"`
@@ -711,6 +716,14 @@ func (c Config) Validate() error {
 	if len(c.Core.AssertionKeys) == 0 {
 		bad("core.assertion_keys", "at least one extauthz public key is required")
 	}
+	if u := c.Core.AssertionJWKSURL; u != "" {
+		if p, err := url.Parse(u); err != nil || p.Scheme != "https" || p.Host == "" || p.User != nil {
+			bad("core.assertion_jwks_url", "want an https:// URL without credentials (extauthz's authz.jwks_addr, verified against tls.ca), got %q", u)
+		}
+		if c.TLS.CA == "" {
+			bad("tls.ca", "required with core.assertion_jwks_url: it is the only root the keys' server is verified against")
+		}
+	}
 	if c.Core.MaxBatch < 0 {
 		bad("core.max_batch", "want 0 (batching off) or more, got %d", c.Core.MaxBatch)
 	}
@@ -731,6 +744,7 @@ func (c Config) Validate() error {
 	}
 	addr("authz.grpc_addr", c.Authz.GRPCAddr, false)
 	addr("authz.admin_addr", c.Authz.AdminAddr, true)
+	addr("authz.jwks_addr", c.Authz.JWKSAddr, true)
 	if c.Authz.AssertionKey == "" {
 		bad("authz.assertion_key", "required")
 	} else if !IsReference(c.Authz.AssertionKey) {

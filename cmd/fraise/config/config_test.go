@@ -153,6 +153,20 @@ func TestLoad(t *testing.T) {
 			wantErr: []string{"authz.issuers[0]", "exactly one", "authz.audit"},
 		},
 		{
+			name:    "the assertion keys' URL is https and needs the CA",
+			file:    "[core]\nassertion_jwks_url = \"http://authz:9192/.well-known/jwks.json\"\n[tls]\nca = \"\"\n[authz]\njwks_addr = \"nope\"\n",
+			wantErr: []string{"core.assertion_jwks_url: want an https:// URL", "tls.ca: required with core.assertion_jwks_url", "authz.jwks_addr"},
+		},
+		{
+			name: "an https assertion keys' URL",
+			file: "[core]\nassertion_jwks_url = \"https://authz:9193/.well-known/jwks.json\"\n[authz]\njwks_addr = \"0.0.0.0:9193\"\n",
+			check: func(t *testing.T, c config.Config) {
+				if c.Core.AssertionJWKSURL != "https://authz:9193/.well-known/jwks.json" || c.Authz.JWKSAddr != "0.0.0.0:9193" {
+					t.Errorf("got %q %q, want the file's", c.Core.AssertionJWKSURL, c.Authz.JWKSAddr)
+				}
+			},
+		},
+		{
 			name: "each of several issuers is bound to its tenants",
 			file: realm("acme", `tenant = "`+acmeID+`"`) + realm("globex", "") + realm("partners", `tenant = "`+acmeID+`"`+"\ntenants = [\""+acmeID+`"]`) +
 				realm("all", `tenants = ["*", "`+acmeID+`"]`) + realm("blank", `tenants = [""]`) + realm("star", `tenant = "*"`),
