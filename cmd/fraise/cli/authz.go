@@ -171,6 +171,7 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		}()
 		keys := apikey.NewAuthenticator(postgres.NewAPIKeys(db), apikey.Options{
 			CacheTTL: a.APIKeyCacheTTL.Duration, MaxLookupsPerSecond: a.APIKeyLookups, DefaultTier: a.DefaultTier, Logger: log,
+			MaxUnknownLookupsPerSecond: a.APIKeyUnknownLookups, MaxClientLookupsPerSecond: a.APIKeyClientLookups,
 		})
 		defer keys.Close()
 		o.APIKeys = keys

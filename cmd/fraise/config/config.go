@@ -271,9 +271,19 @@ type Authz struct {
 	// APIKeyCacheTTL is how long a looked-up API key is trusted, and so
 	// the longest a revoked key keeps working.
 	APIKeyCacheTTL Duration `toml:"api_key_cache_ttl"`
-	// APIKeyLookups bounds database lookups of uncached keys per second;
-	// beyond it such keys get 429.
+	// APIKeyLookups bounds database lookups of keys per second; beyond
+	// it keys that must be looked up get 429.
 	APIKeyLookups int `toml:"api_key_lookups_per_second"`
+	// APIKeyUnknownLookups bounds, within APIKeyLookups, lookups of ids
+	// not known to be keys, so that made-up keys never take the room
+	// known keys are read again in; it must be below APIKeyLookups. 0
+	// means a fifth of APIKeyLookups.
+	APIKeyUnknownLookups int `toml:"api_key_unknown_lookups_per_second"`
+	// APIKeyClientLookups bounds one client's (client certificate and
+	// peer address) lookups of ids not known to be keys, before
+	// APIKeyUnknownLookups; at most APIKeyUnknownLookups. 0 means a
+	// twentieth of APIKeyLookups.
+	APIKeyClientLookups int `toml:"api_key_client_lookups_per_second"`
 	// Audit writes every decision to fraise.authz_decisions as well.
 	Audit bool `toml:"audit"`
 	// JWKSAddr serves the assertion JWKS alone over TLS (tls.server_cert),
@@ -796,8 +806,19 @@ func (c Config) Validate() error {
 	if c.Authz.APIKeyCacheTTL.Duration <= 0 || c.Authz.KeyRefresh.Duration <= 0 {
 		bad("authz.api_key_cache_ttl", "api_key_cache_ttl and key_refresh must be positive")
 	}
-	if c.Authz.APIKeyLookups < 1 {
-		bad("authz.api_key_lookups_per_second", "want at least 1, got %d", c.Authz.APIKeyLookups)
+	if c.Authz.APIKeyLookups < 2 {
+		bad("authz.api_key_lookups_per_second", "want at least 2 (room for known keys beside unknown ids), got %d", c.Authz.APIKeyLookups)
+	}
+	unknown := c.Authz.APIKeyUnknownLookups
+	if unknown == 0 {
+		unknown = max(1, c.Authz.APIKeyLookups/5)
+	}
+	if n := c.Authz.APIKeyUnknownLookups; n < 0 || n > 0 && n >= c.Authz.APIKeyLookups {
+		bad("authz.api_key_unknown_lookups_per_second", "want 1 to authz.api_key_lookups_per_second - 1 (%d), so known keys always find room, or 0 for a fifth of it; got %d",
+			c.Authz.APIKeyLookups-1, n)
+	}
+	if n := c.Authz.APIKeyClientLookups; n < 0 || n > unknown {
+		bad("authz.api_key_client_lookups_per_second", "want 1 to the unknown ids' lookups per second (%d), or 0 for a twentieth of authz.api_key_lookups_per_second; got %d", unknown, n)
 	}
 	if c.Authz.MaxRecvMsgBytes < 64<<10 {
 		bad("authz.max_recv_msg_bytes", "want at least 65536, got %d", c.Authz.MaxRecvMsgBytes)

@@ -153,6 +153,37 @@ func TestLoad(t *testing.T) {
 			wantErr: []string{"authz.issuers[0]", "exactly one", "authz.audit"},
 		},
 		{
+			name: "API key lookup limits nest: client within unknown ids within all",
+			file: "[authz]\napi_key_lookups_per_second = 50\napi_key_unknown_lookups_per_second = 50\napi_key_client_lookups_per_second = 60\n",
+			wantErr: []string{
+				"authz.api_key_unknown_lookups_per_second: want 1 to authz.api_key_lookups_per_second - 1 (49)",
+				"authz.api_key_client_lookups_per_second: want 1 to the unknown ids' lookups per second (50)",
+			},
+		},
+		{
+			name:    "a client's allowance within the derived unknown ids' allowance",
+			file:    "[authz]\napi_key_lookups_per_second = 10\napi_key_client_lookups_per_second = 3\n",
+			wantErr: []string{"authz.api_key_client_lookups_per_second: want 1 to the unknown ids' lookups per second (2)"},
+		},
+		{
+			name: "a lower global allowance alone derives the others",
+			file: "[authz]\napi_key_lookups_per_second = 10\n",
+			check: func(t *testing.T, c config.Config) {
+				if c.Authz.APIKeyLookups != 10 || c.Authz.APIKeyUnknownLookups != 0 || c.Authz.APIKeyClientLookups != 0 {
+					t.Errorf("got %d %d %d, want 10 0 0", c.Authz.APIKeyLookups, c.Authz.APIKeyUnknownLookups, c.Authz.APIKeyClientLookups)
+				}
+			},
+		},
+		{
+			name: "API key lookup limits from the environment",
+			env:  map[string]string{"FRAISE_AUTHZ_API_KEY_UNKNOWN_LOOKUPS_PER_SECOND": "10", "FRAISE_AUTHZ_API_KEY_CLIENT_LOOKUPS_PER_SECOND": "2"},
+			check: func(t *testing.T, c config.Config) {
+				if c.Authz.APIKeyLookups != 100 || c.Authz.APIKeyUnknownLookups != 10 || c.Authz.APIKeyClientLookups != 2 {
+					t.Errorf("got %d %d %d, want 100 10 2", c.Authz.APIKeyLookups, c.Authz.APIKeyUnknownLookups, c.Authz.APIKeyClientLookups)
+				}
+			},
+		},
+		{
 			name:    "the assertion keys' URL is https and needs the CA",
 			file:    "[core]\nassertion_jwks_url = \"http://authz:9192/.well-known/jwks.json\"\n[tls]\nca = \"\"\n[authz]\njwks_addr = \"nope\"\n",
 			wantErr: []string{"core.assertion_jwks_url: want an https:// URL", "tls.ca: required with core.assertion_jwks_url", "authz.jwks_addr"},
