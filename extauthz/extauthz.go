@@ -145,8 +145,9 @@ const (
 
 // APIKeyVerifier authenticates API keys; *apikey.Authenticator is one.
 type APIKeyVerifier interface {
-	// Verify returns the principal raw grants. A refused key is an error
-	// with core.CodeUnauthenticated, one not checked because of too many
+	// Verify returns the principal raw grants; ctx names the check's
+	// client (apikey.WithClient), by which lookups are limited. A refused
+	// key is an error with core.CodeUnauthenticated, one not checked because of too many
 	// lookups has core.CodeRateLimited (429); any other error means the
 	// key could not be checked, and extauthz fails closed.
 	Verify(ctx context.Context, raw string) (core.Principal, error)
@@ -313,7 +314,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := time.Now()
 	pol := s.policy.Load()
 	d := &decision{id: newDecisionID(), revision: pol.Revision()}
-	resp, err := s.check(ctx, pol, req.GetAttributes().GetRequest().GetHttp(), d)
+	resp, err := s.check(withSource(ctx, req.GetAttributes().GetSource()), pol, req.GetAttributes().GetRequest().GetHttp(), d)
 	if err == nil && s.o.DryRun && !d.allow {
 		resp, err = s.allow(d)
 		d.dryRun = true
@@ -373,7 +374,7 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 		if s.o.APIKeys == nil {
 			return d.deny(http.StatusUnauthorized, "API key presented but API keys are not enabled", ""), nil
 		}
-		p, err := s.o.APIKeys.Verify(ctx, raw)
+		p, err := s.o.APIKeys.Verify(apikey.WithClient(ctx, clientOf(source(ctx))), raw)
 		if err != nil {
 			if core.ErrorCode(err) == core.CodeRateLimited {
 				return d.deny(http.StatusTooManyRequests, err.Error(), ""), nil

@@ -120,3 +120,16 @@ func ParseJWKS(data []byte) (map[string]ed25519.PublicKey, error) {
 	}
 	return out, nil
 }
+
+// Keys returns a copy of the keys v trusts now, by key id: what a core
+// that goes on to fetch extauthz's published keys keeps trusting
+// whatever it fetches (the configured trust anchors).
+func (v *Verifier) Keys() map[string]ed25519.PublicKey {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make(map[string]ed25519.PublicKey, len(v.keys))
+	for kid, pub := range v.keys {
+		out[kid] = pub
+	}
+	return out
+}

@@ -7,7 +7,11 @@
 //
 // The Authenticator caches records for a short, documented time (CacheTTL,
 // 30 s by default), so a revocation takes effect within that time, and
-// writes last-use times in batches rather than once per request.
+// writes last-use times in batches rather than once per request. A key
+// known to exist keeps being served from the cache while its record is
+// read again in the background; lookups of ids not known to exist are
+// limited per client, then together, so made-up keys cannot turn real
+// clients away.
 package apikey
 
 import (
@@ -142,10 +146,30 @@ type Options struct {
 	FlushInterval time.Duration
 	// MaxCached bounds the cache; 0 means 10,000 records.
 	MaxCached int
-	// MaxLookupsPerSecond bounds store lookups of keys not in the cache
-	// (a burst of as many is allowed); beyond it a key is refused with
+	// MaxLookupsPerSecond bounds all store lookups (a burst of as many
+	// is allowed); beyond it a key that must be looked up is refused with
 	// core.CodeRateLimited. 0 means 100.
 	MaxLookupsPerSecond int
+	// MaxUnknownLookupsPerSecond bounds lookups of ids not known to be
+	// keys (never seen, or last seen not to exist), within
+	// MaxLookupsPerSecond; it is kept below it so that refreshes of known
+	// keys always find room. 0 means a fifth of MaxLookupsPerSecond (at
+	// least 1); it is capped at MaxLookupsPerSecond.
+	MaxUnknownLookupsPerSecond int
+	// MaxClientLookupsPerSecond bounds one client's lookups of ids not
+	// known to be keys (the client is what WithClient put in the context),
+	// before MaxUnknownLookupsPerSecond: one client sending made-up keys
+	// exhausts its own allowance, not everyone's. 0 means a twentieth of
+	// MaxLookupsPerSecond (at least 1); it is capped at
+	// MaxUnknownLookupsPerSecond.
+	MaxClientLookupsPerSecond int
+	// MaxClients bounds the clients whose lookups are counted apart; 0
+	// means 10,000.
+	MaxClients int
+	// Refreshed, when set, is called after each background refresh of a
+	// cached key with the key id and the store's error, for metrics (and
+	// for tests, which wait on it).
+	Refreshed func(id string, err error)
 	// DefaultTier is the tier of key principals.
 	DefaultTier string
 	// Now is the clock; nil means time.Now.
@@ -154,7 +178,8 @@ type Options struct {
 }
 
 // Authenticator checks API keys against a store. It is safe for
-// concurrent use; Close stops its last-use writer after a final flush.
+// concurrent use; Close stops its last-use writer and background refreshes
+// after a final flush.
 type Authenticator struct {
 	store core.APIKeyStore
 	o     Options
@@ -163,18 +188,46 @@ type Authenticator struct {
 	cache    map[string]cached
 	used     map[string]time.Time // pending last-use times
 	inflight map[string]*flight
-	tokens   float64   // lookups the bucket allows now
-	refilled time.Time // when tokens was last topped up
+	all      bucket             // every store lookup
+	unknown  bucket             // lookups of ids not known to be keys
+	clients  map[string]*bucket // the same, per client
+	closed   bool
 
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
+	refreshes sync.WaitGroup // background refreshes running
+	stop      chan struct{}
+	done      chan struct{}
+	once      sync.Once
 }
 
 type cached struct {
 	key     core.APIKey
 	found   bool
 	fetched time.Time
+}
+
+// bucket is a token bucket of rate lookups a second holding at most rate,
+// on the Authenticator's clock.
+type bucket struct {
+	rate   float64
+	tokens float64
+	at     time.Time // when tokens was last topped up; zero: full
+}
+
+// refill tops the bucket up to now.
+func (b *bucket) refill(now time.Time) {
+	if b.at.IsZero() {
+		b.tokens = b.rate
+	} else if now.After(b.at) {
+		b.tokens = min(b.rate, b.tokens+now.Sub(b.at).Seconds()*b.rate)
+	}
+	b.at = now
+}
+
+// idle reports whether the bucket is full again at now, so forgetting it
+// changes nothing.
+func (b *bucket) idle(now time.Time) bool {
+	b.refill(now)
+	return b.tokens >= b.rate
 }
 
 // NewAuthenticator returns an Authenticator over store and starts its
@@ -189,8 +242,19 @@ func NewAuthenticator(store core.APIKeyStore, o Options) *Authenticator {
 	if o.MaxCached == 0 {
 		o.MaxCached = 10000
 	}
-	if o.MaxLookupsPerSecond == 0 {
+	if o.MaxLookupsPerSecond <= 0 {
 		o.MaxLookupsPerSecond = 100
+	}
+	if o.MaxUnknownLookupsPerSecond <= 0 {
+		o.MaxUnknownLookupsPerSecond = max(1, o.MaxLookupsPerSecond/5)
+	}
+	o.MaxUnknownLookupsPerSecond = min(o.MaxUnknownLookupsPerSecond, o.MaxLookupsPerSecond)
+	if o.MaxClientLookupsPerSecond <= 0 {
+		o.MaxClientLookupsPerSecond = max(1, o.MaxLookupsPerSecond/20)
+	}
+	o.MaxClientLookupsPerSecond = min(o.MaxClientLookupsPerSecond, o.MaxUnknownLookupsPerSecond)
+	if o.MaxClients <= 0 {
+		o.MaxClients = 10000
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -200,15 +264,32 @@ func NewAuthenticator(store core.APIKeyStore, o Options) *Authenticator {
 	}
 	a := &Authenticator{store: store, o: o, stop: make(chan struct{}), done: make(chan struct{})}
 	a.cache, a.used, a.inflight = make(map[string]cached), make(map[string]time.Time), make(map[string]*flight)
+	a.all.rate, a.unknown.rate = float64(o.MaxLookupsPerSecond), float64(o.MaxUnknownLookupsPerSecond)
+	a.clients = make(map[string]*bucket)
 	go a.flushLoop()
 	return a
+}
+
+type clientKey struct{}
+
+// WithClient returns ctx carrying client, the identity of the connection
+// a key arrives on (its client certificate and peer address), by which
+// Verify limits the store lookups one client can cause.
+func WithClient(ctx context.Context, client string) context.Context {
+	return context.WithValue(ctx, clientKey{}, client)
+}
+
+func clientOf(ctx context.Context) string {
+	c, _ := ctx.Value(clientKey{}).(string)
+	return c
 }
 
 // Verify authenticates raw and returns the principal it grants: subject
 // "apikey:<id>", the key's tenant, roles and scopes. A refusal wraps
 // ErrInvalid with CodeUnauthenticated; a store failure is an *Error with
 // CodeUnavailable, so that extauthz fails closed with an error rather than
-// calling a valid key invalid; too many lookups of uncached keys are an
+// calling a valid key invalid; a key that had to be looked up while its
+// client, the unknown ids or all lookups were over their limits is an
 // *Error with CodeRateLimited.
 func (a *Authenticator) Verify(ctx context.Context, raw string) (core.Principal, error) {
 	const op = "apikey.Verify"
@@ -255,42 +336,67 @@ func refuse(format string, args ...any) error {
 // lookup returns the record for id from the cache or the store. Unknown
 // ids are cached too, so that guessing ids costs the store nothing more
 // than guessing the same id again.
+//
+// A key known to exist is served from the cache for up to CacheTTL after
+// its record was read; for another CacheTTL it is still served, while the
+// record is read again in the background, so a client using a real key is
+// never made to wait for, or be refused by, a lookup of it. Beyond that
+// (the store stayed unreachable), it is looked up like any id. Revocation
+// takes effect once the background read has seen it: within CacheTTL of
+// the revocation when the store is reachable.
 func (a *Authenticator) lookup(ctx context.Context, id string) (core.APIKey, bool, error) {
+	const op = "apikey.Verify"
 	now := a.o.Now()
 	a.mu.Lock()
 	c, ok := a.cache[id]
-	a.mu.Unlock()
-	if ok && now.Sub(c.fetched) < a.o.CacheTTL {
-		return c.key, c.found, nil
+	if ok {
+		age := now.Sub(c.fetched)
+		if age < a.o.CacheTTL {
+			a.mu.Unlock()
+			return c.key, c.found, nil
+		}
+		if c.found && age < 2*a.o.CacheTTL {
+			a.refreshLocked(id, now)
+			a.mu.Unlock()
+			return c.key, true, nil
+		}
 	}
 	// Concurrent requests for the same id share one store lookup.
-	a.mu.Lock()
 	if f, ok := a.inflight[id]; ok {
 		a.mu.Unlock()
 		select {
 		case <-f.done:
 			return f.key, f.found, f.err
 		case <-ctx.Done():
-			return core.APIKey{}, false, &core.Error{Op: "apikey.Verify", Code: core.CodeUnavailable, Err: ctx.Err()}
+			return core.APIKey{}, false, &core.Error{Op: op, Code: core.CodeUnavailable, Err: ctx.Err()}
 		}
 	}
 	// Lookups that miss the cache are rate-limited: keys with made-up ids
 	// would otherwise turn a flood of requests into a flood of queries.
-	if !a.takeToken(now) {
+	if err := a.takeLocked(now, id, clientOf(ctx), ok && c.found); err != nil {
 		a.mu.Unlock()
-		return core.APIKey{}, false, &core.Error{Op: "apikey.Verify", Code: core.CodeRateLimited,
-			Err: fmt.Errorf("%w: key %s not looked up: more than %d lookups/s", ErrInvalid, id, a.o.MaxLookupsPerSecond)}
+		return core.APIKey{}, false, &core.Error{Op: op, Code: core.CodeRateLimited, Err: err}
 	}
 	f := &flight{done: make(chan struct{})}
 	a.inflight[id] = f
 	a.mu.Unlock()
+	k, found, err := a.fetch(ctx, id, f, now)
+	if err != nil {
+		return core.APIKey{}, false, err
+	}
+	return k, found, nil
+}
+
+// fetch reads id from the store for flight f started at now, caches what
+// it learns and releases f's waiters. A store failure leaves the cache as
+// it was.
+func (a *Authenticator) fetch(ctx context.Context, id string, f *flight, now time.Time) (core.APIKey, bool, error) {
 	defer func() {
 		a.mu.Lock()
 		delete(a.inflight, id)
 		a.mu.Unlock()
 		close(f.done)
 	}()
-
 	k, err := a.store.Get(ctx, id)
 	found := err == nil
 	if err != nil && core.ErrorCode(err) != core.CodeNotFound {
@@ -299,19 +405,62 @@ func (a *Authenticator) lookup(ctx context.Context, id string) (core.APIKey, boo
 	}
 	f.key, f.found = k, found
 	a.mu.Lock()
-	if len(a.cache) >= a.o.MaxCached {
-		for k, c := range a.cache {
-			if now.Sub(c.fetched) >= a.o.CacheTTL {
+	a.storeLocked(id, cached{key: k, found: found, fetched: now}, now)
+	a.mu.Unlock()
+	return k, found, nil
+}
+
+// storeLocked caches c for id; a.mu is held. A full cache first forgets
+// what it would no longer serve, then ids that are not keys, and only then
+// everything.
+func (a *Authenticator) storeLocked(id string, c cached, now time.Time) {
+	if _, ok := a.cache[id]; !ok && len(a.cache) >= a.o.MaxCached {
+		for k, e := range a.cache {
+			if age := now.Sub(e.fetched); age >= 2*a.o.CacheTTL || !e.found && age >= a.o.CacheTTL {
 				delete(a.cache, k)
+			}
+		}
+		if len(a.cache) >= a.o.MaxCached {
+			for k, e := range a.cache {
+				if !e.found {
+					delete(a.cache, k)
+				}
 			}
 		}
 		if len(a.cache) >= a.o.MaxCached {
 			clear(a.cache)
 		}
 	}
-	a.cache[id] = cached{key: k, found: found, fetched: now}
-	a.mu.Unlock()
-	return k, found, nil
+	a.cache[id] = c
+}
+
+// refreshLocked reads known key id again in the background, unless a
+// lookup of it is under way or the store lookups are over their limit (a
+// later request tries again); a.mu is held.
+func (a *Authenticator) refreshLocked(id string, now time.Time) {
+	if _, busy := a.inflight[id]; busy || a.closed {
+		return
+	}
+	if a.all.refill(now); a.all.tokens < 1 {
+		return
+	}
+	a.all.tokens--
+	f := &flight{done: make(chan struct{})}
+	a.inflight[id] = f
+	a.refreshes.Add(1)
+	go func() {
+		defer a.refreshes.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _, err := a.fetch(ctx, id, f, now)
+		if err != nil {
+			a.o.Logger.LogAttrs(ctx, slog.LevelWarn, "API key not refreshed; serving the cached record until it is",
+				slog.String("key", id), slog.String("err", err.Error()))
+		}
+		if a.o.Refreshed != nil {
+			a.o.Refreshed(id, err)
+		}
+	}()
 }
 
 // flight is one store lookup other requests for the same id wait for.
@@ -322,20 +471,48 @@ type flight struct {
 	err   error
 }
 
-// takeToken takes one lookup from the token bucket; a.mu is held.
-func (a *Authenticator) takeToken(now time.Time) bool {
-	rate := float64(a.o.MaxLookupsPerSecond)
-	if !a.refilled.IsZero() {
-		a.tokens = min(rate, a.tokens+now.Sub(a.refilled).Seconds()*rate)
-	} else {
-		a.tokens = rate
+// takeLocked takes one lookup of id for client from the buckets it must
+// pass, or none and says which refused: an id known to be a key needs
+// room among all lookups only; any other id first within its client's
+// allowance, then within the unknown ids', then among all. a.mu is held.
+func (a *Authenticator) takeLocked(now time.Time, id, client string, known bool) error {
+	buckets := []*bucket{&a.all}
+	if !known {
+		cb := a.clients[client]
+		if cb == nil {
+			if len(a.clients) >= a.o.MaxClients {
+				for c, b := range a.clients {
+					if b.idle(now) {
+						delete(a.clients, c)
+					}
+				}
+				if len(a.clients) >= a.o.MaxClients {
+					clear(a.clients)
+				}
+			}
+			cb = &bucket{rate: float64(a.o.MaxClientLookupsPerSecond)}
+			a.clients[client] = cb
+		}
+		buckets = []*bucket{cb, &a.unknown, &a.all}
 	}
-	a.refilled = now
-	if a.tokens < 1 {
-		return false
+	for _, b := range buckets {
+		if b.refill(now); b.tokens >= 1 {
+			continue
+		}
+		switch {
+		case b == &a.all:
+			return fmt.Errorf("%w: key %s not looked up: more than %d lookups/s", ErrInvalid, id, a.o.MaxLookupsPerSecond)
+		case b == &a.unknown:
+			return fmt.Errorf("%w: key %s not looked up: more than %d lookups/s of ids not known to be keys", ErrInvalid, id, a.o.MaxUnknownLookupsPerSecond)
+		default:
+			return fmt.Errorf("%w: key %s not looked up: more than %d lookups/s of ids not known to be keys from client %q",
+				ErrInvalid, id, a.o.MaxClientLookupsPerSecond, client)
+		}
 	}
-	a.tokens--
-	return true
+	for _, b := range buckets {
+		b.tokens--
+	}
+	return nil
 }
 
 func (a *Authenticator) flushLoop() {
@@ -377,11 +554,16 @@ func (a *Authenticator) Flush(ctx context.Context) {
 	}
 }
 
-// Close stops the last-use writer and flushes what is pending.
+// Close stops the last-use writer, waits for background refreshes and
+// flushes what is pending.
 func (a *Authenticator) Close() {
 	a.once.Do(func() {
+		a.mu.Lock()
+		a.closed = true
+		a.mu.Unlock()
 		close(a.stop)
 		<-a.done
+		a.refreshes.Wait()
 		a.Flush(context.Background())
 	})
 }

@@ -113,7 +113,9 @@ func TestVerify(t *testing.T) {
 	}
 	_, goodSecret, _ := apikey.Parse(goodRaw)
 	_, otherSecret, _ := apikey.Parse(revokedRaw)
-	a := apikey.NewAuthenticator(s.app, apikey.Options{Now: clk.Now, DefaultTier: "default"})
+	refreshed := make(chan error, 8)
+	a := apikey.NewAuthenticator(s.app, apikey.Options{Now: clk.Now, DefaultTier: "default",
+		Refreshed: func(_ string, err error) { refreshed <- err }})
 	t.Cleanup(a.Close)
 
 	for _, tc := range []struct {
@@ -157,7 +159,7 @@ func TestVerify(t *testing.T) {
 		}
 	})
 
-	t.Run("revocation takes effect within the cache lifetime", func(t *testing.T) {
+	t.Run("revocation takes effect once the cache lifetime's refresh reads it", func(t *testing.T) {
 		if err := s.admin.Revoke(ctx, good.ID, clk.Now()); err != nil {
 			t.Fatal(err)
 		}
@@ -165,8 +167,14 @@ func TestVerify(t *testing.T) {
 			t.Fatalf("got %v within the cache lifetime, want the cached record to serve", err)
 		}
 		clk.Add(apikey.DefaultCacheTTL)
+		if _, err := a.Verify(ctx, goodRaw); err != nil {
+			t.Fatalf("got %v at the cache lifetime, want the cached record served while it is read again", err)
+		}
+		if err := mustRefreshed(t, refreshed); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := a.Verify(ctx, goodRaw); err == nil || !strings.Contains(err.Error(), "revoked") {
-			t.Fatalf("got %v after the cache lifetime, want revoked", err)
+			t.Fatalf("got %v after the refresh, want revoked", err)
 		}
 	})
 }
@@ -218,31 +226,79 @@ func TestStore(t *testing.T) {
 	}
 }
 
-// TestLookupRateLimit bounds store lookups of uncached keys, so keys with
-// made-up ids cannot flood the database; cached keys are unaffected.
-func TestLookupRateLimit(t *testing.T) {
+// mustRefreshed waits for a background refresh Options.Refreshed reports;
+// the timeout only turns a missing refresh into a failure.
+func mustRefreshed(tb testing.TB, refreshed <-chan error) error {
+	tb.Helper()
+	select {
+	case err := <-refreshed:
+		return err
+	case <-time.After(10 * time.Second):
+		tb.Fatal("got no background refresh, want one")
+		return nil
+	}
+}
+
+// TestLookupLimits bounds store lookups of ids not known to be keys per
+// client, then together, then all lookups, on the injected clock: a
+// client over its own allowance is refused while others are looked up,
+// and the unknown ids never take the room known keys are read again in.
+func TestLookupLimits(t *testing.T) {
 	s := mustStores(t)
-	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
 	ctx := context.Background()
+	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
 	_, goodRaw := mustCreate(t, s.admin, apikey.NewKey{Tenant: tenant, CreatedBy: "alice", Roles: []string{"viewer"}}, clk.Now())
 	_, secret, _ := apikey.Parse(goodRaw)
-	a := apikey.NewAuthenticator(s.app, apikey.Options{Now: clk.Now, MaxLookupsPerSecond: 2})
+	n := 0
+	bogus := func() string { n++; return fmt.Sprintf("frs_%016x_%s", 0xbad0+n, secret) }
+	from := func(client string) context.Context { return apikey.WithClient(ctx, client) }
+	refreshed := make(chan error, 8)
+	a := apikey.NewAuthenticator(s.app, apikey.Options{Now: clk.Now, CacheTTL: time.Minute,
+		MaxLookupsPerSecond: 4, MaxUnknownLookupsPerSecond: 3, MaxClientLookupsPerSecond: 2,
+		Refreshed: func(_ string, err error) { refreshed <- err }})
 	t.Cleanup(a.Close)
-	if _, err := a.Verify(ctx, goodRaw); err != nil { // 1 of 2, now cached
+
+	steps := []struct {
+		name, client, raw string
+		want              core.Code // "" accepted
+		reason            string
+	}{
+		{name: "the real key, first seen", client: "ip:10.0.0.2", raw: goodRaw},
+		{name: "junk 1 of the junk client's 2", client: "ip:203.0.113.66", raw: bogus(), want: core.CodeUnauthenticated},
+		{name: "junk 2 of 2", client: "ip:203.0.113.66", raw: bogus(), want: core.CodeUnauthenticated},
+		{name: "junk 3: over the client's allowance", client: "ip:203.0.113.66", raw: bogus(), want: core.CodeRateLimited, reason: `client "ip:203.0.113.66"`},
+		{name: "the real key, cached", client: "ip:203.0.113.66", raw: goodRaw},
+		{name: "another client: the unknown ids' allowance is used up", client: "ip:198.51.100.7", raw: bogus(), want: core.CodeRateLimited, reason: "ids not known to be keys"},
+		{name: "a junk id already looked up costs nothing", client: "ip:198.51.100.7", raw: fmt.Sprintf("frs_%016x_%s", 0xbad0+1, secret), want: core.CodeUnauthenticated},
+	}
+	for _, st := range steps {
+		_, err := a.Verify(from(st.client), st.raw)
+		if core.ErrorCode(err) != st.want || st.reason != "" && !strings.Contains(err.Error(), st.reason) {
+			t.Fatalf("%s: got %v (%s), want %q mentioning %q", st.name, err, core.ErrorCode(err), st.want, st.reason)
+		}
+	}
+
+	// A minute later, past the cache lifetime: junk from three clients
+	// uses up the unknown ids' allowance, a fourth client is refused, and
+	// the stale real key is still served and read again in the room the
+	// unknown ids cannot take.
+	clk.Add(time.Minute)
+	for _, c := range []string{"ip:10.0.0.3", "ip:10.0.0.4", "ip:10.0.0.5"} {
+		if _, err := a.Verify(from(c), bogus()); core.ErrorCode(err) != core.CodeUnauthenticated {
+			t.Fatalf("junk from %s: got %v, want looked up", c, err)
+		}
+	}
+	if _, err := a.Verify(from("ip:10.0.0.6"), bogus()); core.ErrorCode(err) != core.CodeRateLimited || !strings.Contains(err.Error(), "more than 3 lookups/s of ids not known") {
+		t.Fatalf("fourth junk client: got %v, want refused for the unknown ids' allowance", err)
+	}
+	if _, err := a.Verify(from("ip:10.0.0.2"), goodRaw); err != nil {
+		t.Fatalf("stale real key: got %v, want served", err)
+	}
+	if err := mustRefreshed(t, refreshed); err != nil {
 		t.Fatal(err)
 	}
-	bogus := func(i int) string { return fmt.Sprintf("frs_%016x_%s", 0xbad0+i, secret) }
-	if _, err := a.Verify(ctx, bogus(1)); core.ErrorCode(err) != core.CodeUnauthenticated { // 2 of 2
-		t.Fatalf("got %v, want an unknown key", err)
-	}
-	if _, err := a.Verify(ctx, bogus(2)); core.ErrorCode(err) != core.CodeRateLimited {
-		t.Fatalf("third lookup in a second: got %v, want RATE_LIMITED", err)
-	}
-	if _, err := a.Verify(ctx, goodRaw); err != nil {
-		t.Fatalf("cached key while limited: got %v, want accepted", err)
-	}
 	clk.Add(time.Second)
-	if _, err := a.Verify(ctx, bogus(3)); core.ErrorCode(err) != core.CodeUnauthenticated {
-		t.Fatalf("a second later: got %v, want the lookup made", err)
+	if _, err := a.Verify(from("ip:203.0.113.66"), bogus()); core.ErrorCode(err) != core.CodeUnauthenticated {
+		t.Fatalf("a second later: got %v, want the junk client looked up again", err)
 	}
 }

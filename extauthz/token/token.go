@@ -77,6 +77,16 @@ type Issuer struct {
 	// fallback) and "tier". A name is looked up as is first, then as a
 	// dotted path into nested objects (e.g. "realm_access.roles").
 	TenantClaim, RolesClaim, ScopesClaim, TierClaim string
+	// Tenant binds the issuer to one tenant: every token it signs is for
+	// that tenant, whether or not it carries a tenant claim, and a token
+	// whose tenant claim names another tenant is refused. It is what an
+	// identity provider with one realm per tenant (Keycloak) needs.
+	Tenant string
+	// Tenants binds the issuer to a set of tenants: a token's tenant claim
+	// must name one of them, or the token is refused. Leave Tenant and
+	// Tenants empty only for an issuer every tenant trusts to say which
+	// tenant a user belongs to (one shared realm).
+	Tenants []string
 }
 
 // Options configures a Verifier.
@@ -154,6 +164,29 @@ type issuer struct {
 	roles  string
 	scopes string
 	tier   string
+}
+
+// bindTenant checks the tenant a token's claim names (claimed, "" when it
+// names none) against the tenants the issuer vouches for, and returns the
+// principal's tenant. An issuer is trusted to say who a user is, and which
+// of its own tenants the user acts for; never to speak for a tenant it
+// was not configured for.
+func (is *issuer) bindTenant(claimed string) (string, error) {
+	switch {
+	case is.cfg.Tenant != "":
+		if claimed != "" && claimed != is.cfg.Tenant {
+			return "", fmt.Errorf("issuer %q is bound to tenant %q: the token's tenant %q is refused", is.cfg.Issuer, is.cfg.Tenant, claimed)
+		}
+		return is.cfg.Tenant, nil
+	case len(is.cfg.Tenants) > 0:
+		if claimed == "" {
+			return "", fmt.Errorf("issuer %q is bound to %d tenants and the token names no tenant", is.cfg.Issuer, len(is.cfg.Tenants))
+		}
+		if !slices.Contains(is.cfg.Tenants, claimed) {
+			return "", fmt.Errorf("issuer %q: the token's tenant %q is not one of the issuer's tenants", is.cfg.Issuer, claimed)
+		}
+	}
+	return claimed, nil
 }
 
 var supportedAlgs = map[string]jose.SignatureAlgorithm{
@@ -255,6 +288,9 @@ func newIssuer(cfg Issuer, o Options) (*issuer, error) {
 	if len(cfg.Algorithms) == 0 {
 		return nil, errors.New("at least one algorithm is required")
 	}
+	if err := checkTenants(cfg); err != nil {
+		return nil, err
+	}
 	is := &issuer{
 		cfg:    cfg,
 		tenant: or(cfg.TenantClaim, DefaultTenantClaim),
@@ -300,6 +336,25 @@ func newIssuer(cfg Issuer, o Options) (*issuer, error) {
 	}
 	is.keys = newKeySet(load, o)
 	return is, nil
+}
+
+// checkTenants refuses a tenant binding that could not mean what it says.
+func checkTenants(cfg Issuer) error {
+	if cfg.Tenant != "" && len(cfg.Tenants) > 0 {
+		return errors.New("set Tenant or Tenants, not both")
+	}
+	for _, t := range append([]string{cfg.Tenant}, cfg.Tenants...) {
+		if t == "*" {
+			return errors.New(`tenant "*" is not a tenant: leave Tenant and Tenants empty for an issuer of every tenant`)
+		}
+		if err := checkValue("tenant", t); err != nil {
+			return fmt.Errorf("tenant %q: %w", t, err)
+		}
+	}
+	if slices.Contains(cfg.Tenants, "") {
+		return errors.New("an empty tenant among Tenants")
+	}
+	return nil
 }
 
 func or(s, def string) string {
@@ -425,6 +480,9 @@ func (is *issuer) principal(sub string, claims map[string]any, defaultTier strin
 	p := core.Principal{Subject: sub, Kind: core.KindJWT}
 	var err error
 	if p.Tenant, err = stringClaim(claims, is.tenant); err != nil {
+		return core.Principal{}, err
+	}
+	if p.Tenant, err = is.bindTenant(p.Tenant); err != nil {
 		return core.Principal{}, err
 	}
 	if p.Tier, err = stringClaim(claims, is.tier); err != nil {

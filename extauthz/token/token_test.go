@@ -264,6 +264,10 @@ func TestNewVerifierRefusesBadConfig(t *testing.T) {
 		{name: "URL not http", issuers: mod(func(c *token.Issuer) { c.JWKSFile, c.JWKSURL = "", "file:///etc/passwd" }), want: "http"},
 		{name: "missing JWKS file", issuers: mod(func(c *token.Issuer) { c.JWKSFile = filepath.Join(t.TempDir(), "nope.json") }), want: "no such file"},
 		{name: "JWKS with a private key", issuers: mod(func(c *token.Issuer) { c.JWKSFile = privateFile }), want: "not a public key"},
+		{name: "Tenant and Tenants", issuers: mod(func(c *token.Issuer) { c.Tenant, c.Tenants = tenant, []string{tenant} }), want: "not both"},
+		{name: "Tenants with a wildcard", issuers: mod(func(c *token.Issuer) { c.Tenants = []string{"*"} }), want: "not a tenant"},
+		{name: "Tenants with an empty tenant", issuers: mod(func(c *token.Issuer) { c.Tenants = []string{tenant, ""} }), want: "empty tenant among"},
+		{name: "Tenant with a control character", issuers: mod(func(c *token.Issuer) { c.Tenant = "a\nb" }), want: "control character"},
 		{name: "issuer twice", issuers: append(mod(func(*token.Issuer) {}), is.Config()), want: "twice"},
 	}
 	for _, tt := range tests {

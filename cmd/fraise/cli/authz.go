@@ -3,13 +3,19 @@ package cli
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -45,10 +51,19 @@ func runAuthz(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var adminLn net.Listener
+	var adminLn, jwksLn net.Listener
 	if cfg.Authz.AdminAddr != "" {
 		if adminLn, err = listen("authz.admin_addr", cfg.Authz.AdminAddr); err != nil {
 			ln.Close()
+			return err
+		}
+	}
+	if cfg.Authz.JWKSAddr != "" {
+		if jwksLn, err = listen("authz.jwks_addr", cfg.Authz.JWKSAddr); err != nil {
+			ln.Close()
+			if adminLn != nil {
+				adminLn.Close()
+			}
 			return err
 		}
 	}
@@ -62,7 +77,7 @@ func runAuthz(ctx context.Context, env Env, args []string) error {
 		// GOMEMLIMIT still caps the heap.
 		defer gctune.Tune(gctune.DefaultHeapFloor, authzGCPercent)()
 	}
-	return serveAuthz(ctx, cfg, env, log, ln, adminLn)
+	return serveAuthz(ctx, cfg, env, log, ln, adminLn, jwksLn)
 }
 
 // authzGCPercent is the least GOGC `fraise authz` runs with.
@@ -76,21 +91,33 @@ func policyFS(dir string) fs.FS {
 	return os.DirFS(dir)
 }
 
-// serveAuthz runs extauthz's gRPC service on ln, and its admin port
-// (health, metrics, the assertion JWKS) on adminLn, until ctx ends.
-func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln, adminLn net.Listener) error {
+// serveAuthz runs extauthz's gRPC service on ln, its admin port (health,
+// metrics, the assertion JWKS) on adminLn, and the assertion JWKS alone
+// over TLS on jwksLn (nil: none), until ctx ends.
+func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln, adminLn, jwksLn net.Listener) error {
 	log = log.With("component", "extauthz")
 	a := cfg.Authz
 	closeAll := func() {
 		ln.Close()
-		if adminLn != nil {
-			adminLn.Close()
+		for _, l := range []net.Listener{adminLn, jwksLn} {
+			if l != nil {
+				l.Close()
+			}
 		}
 	}
 	signer, err := loadSigner(a.AssertionKey, env.Getenv)
 	if err != nil {
 		closeAll()
 		return err
+	}
+	var jwksTLS *tls.Config
+	if jwksLn != nil {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.ServerCert, cfg.TLS.ServerKey)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("authz.jwks_addr: tls.server_cert/server_key: %w (run `fraise certs`)", err)
+		}
+		jwksTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	issuers := make([]extauthz.Issuer, len(a.Issuers))
 	for i, is := range a.Issuers {
@@ -99,6 +126,7 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 			Discovery: is.Discovery, Algorithms: is.Algorithms, TenantClaim: is.TenantClaim, RolesClaim: is.RolesClaim,
 			ScopesClaim: is.ScopesClaim, TierClaim: is.TierClaim,
 		}
+		issuers[i].Tenant, issuers[i].Tenants = is.TenantBinding()
 		if is.HMACSecret != "" {
 			secret, err := config.Resolve(is.HMACSecret, env.Getenv)
 			if err != nil {
@@ -144,6 +172,7 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		}()
 		keys := apikey.NewAuthenticator(postgres.NewAPIKeys(db), apikey.Options{
 			CacheTTL: a.APIKeyCacheTTL.Duration, MaxLookupsPerSecond: a.APIKeyLookups, DefaultTier: a.DefaultTier, Logger: log,
+			MaxUnknownLookupsPerSecond: a.APIKeyUnknownLookups, MaxClientLookupsPerSecond: a.APIKeyClientLookups,
 		})
 		defer keys.Close()
 		o.APIKeys = keys
@@ -210,6 +239,17 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		logServing(log, "extauthz", "admin", adminLn)
 		g.Go(func() error { return serveHTTP(gctx, admin, adminLn, 5*time.Second) })
 	}
+	if jwksLn != nil {
+		// The port the core follows (core.assertion_jwks_url): https, with
+		// a certificate of the internal CA, so that only extauthz can tell
+		// the core which keys to trust.
+		mux := http.NewServeMux()
+		mux.Handle(extauthz.JWKSPath, srv.JWKSHandler())
+		js := newHTTPServer(mux, adminHTTPTimeouts)
+		js.TLSConfig = jwksTLS
+		logServing(log, "extauthz", "jwks", jwksLn)
+		g.Go(func() error { return serveHTTP(gctx, js, jwksLn, 5*time.Second) })
+	}
 	return g.Wait()
 }
 
@@ -265,20 +305,61 @@ func reloadSigner(ctx context.Context, s *assertion.Signer, ref string, getenv f
 	}
 }
 
-// assertionKeyFetcher fetches extauthz's assertion JWKS from url, for the
-// core's assertion.Verifier (which may not import net/http).
-func assertionKeyFetcher(url string, client *http.Client) func() (map[string]ed25519.PublicKey, error) {
-	if client == nil {
-		client = &http.Client{Timeout: 5 * time.Second}
+// assertionKeyClient is the client the core fetches extauthz's assertion
+// keys with: TLS verified against the internal CA in caFile alone (never
+// the system roots), never through a proxy, never following a redirect.
+// Those keys decide who the core believes a request runs as, so only
+// extauthz, holding a certificate of the internal CA for the URL's host,
+// may answer.
+func assertionKeyClient(caFile string) (*http.Client, error) {
+	pool, err := loadCAPool(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("core.assertion_jwks_url: %w", err)
 	}
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:               nil,
+			TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+			TLSHandshakeTimeout: 5 * time.Second,
+			ForceAttemptHTTP2:   true,
+		},
+		Timeout: 5 * time.Second,
+	}, nil
+}
+
+// errRedirect refuses every redirect: the URL configured is the only one
+// the keys may come from.
+var errRedirect = errors.New("assertion JWKS: redirect refused (core.assertion_jwks_url must name the JWKS itself)")
+
+// keyFetchClient returns c as the assertion keys must be fetched with it,
+// whoever built it: no redirects, and no proxy even if c's transport was
+// given one (as Go's default transport takes HTTPS_PROXY from the
+// environment).
+func keyFetchClient(c *http.Client) (*http.Client, error) {
+	t, ok := c.Transport.(*http.Transport)
+	if !ok || t == nil {
+		return nil, fmt.Errorf("core.assertion_jwks_url: the key client's transport is %T, want an *http.Transport", c.Transport)
+	}
+	t = t.Clone()
+	t.Proxy = nil
+	return &http.Client{
+		Transport:     t,
+		Timeout:       c.Timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return errRedirect },
+	}, nil
+}
+
+// assertionKeyFetcher fetches extauthz's assertion JWKS from u with c,
+// for the core's assertion.Verifier (which may not import net/http).
+func assertionKeyFetcher(u string, c *http.Client) func() (map[string]ed25519.PublicKey, error) {
 	return func() (map[string]ed25519.PublicKey, error) {
-		resp, err := client.Get(url)
+		resp, err := c.Get(u)
 		if err != nil {
 			return nil, fmt.Errorf("assertion JWKS: %w", err)
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("assertion JWKS: GET %s: %s", url, resp.Status)
+			return nil, fmt.Errorf("assertion JWKS: GET %s: %s", u, resp.Status)
 		}
 		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		if err != nil {
@@ -288,12 +369,68 @@ func assertionKeyFetcher(url string, client *http.Client) func() (map[string]ed2
 	}
 }
 
-// followAssertionKeys makes v trust the keys extauthz publishes at url:
-// fetched now (an error if that fails, so the core does not start unable
-// to verify anything), then every interval and on an unknown key id (at
-// most every 5 s), until ctx ends. Failed fetches keep the previous keys.
-func followAssertionKeys(ctx context.Context, v *assertion.Verifier, url string, client *http.Client, interval time.Duration, log *slog.Logger) error {
-	fetch := assertionKeyFetcher(url, client)
+// checkKeyURL refuses a key URL that is not https: over plain HTTP anyone
+// on the path chooses the keys the core trusts.
+func checkKeyURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+		return fmt.Errorf("want an https:// URL without credentials, got %q", raw)
+	}
+	return nil
+}
+
+// followAssertionKeys makes v trust the keys extauthz publishes at rawURL
+// in addition to the keys v trusts now (core.assertion_keys), which stay
+// trusted whatever the URL answers: a fetch may add keys and retire keys
+// an earlier fetch added, never take away a configured one. The keys are
+// fetched now (an error if that fails, so that a wrong URL or CA shows at
+// start rather than at the next rotation), then every interval and on an
+// unknown key id (at most every 5 s), until ctx ends; failed fetches keep
+// the previous keys. Configured keys extauthz no longer publishes are
+// logged: an operator retires them from core.assertion_keys.
+func followAssertionKeys(ctx context.Context, v *assertion.Verifier, rawURL string, client *http.Client, interval time.Duration, log *slog.Logger) error {
+	if err := checkKeyURL(rawURL); err != nil {
+		return fmt.Errorf("core.assertion_jwks_url: %w", err)
+	}
+	if client == nil {
+		return errors.New("core.assertion_jwks_url: no client (assertionKeyClient builds it from tls.ca)")
+	}
+	client, err := keyFetchClient(client)
+	if err != nil {
+		return err
+	}
+	pinned := v.Keys()
+	fetchPublished := assertionKeyFetcher(rawURL, client)
+	var mu sync.Mutex
+	var warned string // the configured key ids last reported unpublished
+	fetch := func() (map[string]ed25519.PublicKey, error) {
+		published, err := fetchPublished()
+		if err != nil {
+			return nil, err
+		}
+		var unpublished []string
+		keys := make(map[string]ed25519.PublicKey, len(pinned)+len(published))
+		for kid, pub := range published {
+			keys[kid] = pub
+		}
+		for kid, pub := range pinned {
+			keys[kid] = pub
+			if _, ok := published[kid]; !ok {
+				unpublished = append(unpublished, kid)
+			}
+		}
+		slices.Sort(unpublished)
+		mu.Lock()
+		if ids := strings.Join(unpublished, ","); ids != warned {
+			warned = ids
+			if ids != "" {
+				log.Warn("configured assertion keys are no longer published by extauthz; they stay trusted until removed from core.assertion_keys",
+					"kids", ids)
+			}
+		}
+		mu.Unlock()
+		return keys, nil
+	}
 	keys, err := fetch()
 	if err != nil {
 		return fmt.Errorf("core.assertion_jwks_url: %w", err)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -50,18 +49,18 @@ func TestAssertionKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	var fetches atomic.Int64
-	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ca := mustCA(t)
+	jwks := mustTLSServer(t, ca, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fetches.Add(1)
 		b, _ := signer.JWKS()
 		_, _ = w.Write(b)
 	}))
-	t.Cleanup(jwks.Close)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	v := assertion.NewVerifier(nil, nil)
-	if err := followAssertionKeys(ctx, v, jwks.URL, jwks.Client(), time.Hour, log); err != nil {
+	if err := followAssertionKeys(ctx, v, jwks.URL, clientTrusting(t, ca, nil), time.Hour, log); err != nil {
 		t.Fatal(err)
 	}
 	p := core.Principal{Subject: "alice", Tenant: "11111111-1111-4111-8111-111111111111", Kind: core.KindJWT}

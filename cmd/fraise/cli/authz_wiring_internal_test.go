@@ -58,7 +58,9 @@ func TestServeAuthzWiring(t *testing.T) {
 	cfg := config.Default()
 	cfg.TLS = testTLS(t)
 	cfg.Authz.AssertionKey = "file://" + keyFile
-	cfg.Authz.Issuers = []config.Issuer{{Issuer: is.Issuer, Audiences: []string{is.Audience}, JWKSFile: is.JWKSFile, Algorithms: []string{"ES256"}}}
+	// The issuer is one realm bound to its tenant (security #13, defect 3).
+	cfg.Authz.Issuers = []config.Issuer{{Issuer: is.Issuer, Audiences: []string{is.Audience}, JWKSFile: is.JWKSFile, Algorithms: []string{"ES256"},
+		Tenant: tenant}}
 	cfg.Authz.DatabaseURL = "env://AUTHZ_DB"
 	cfg.Authz.Audit = true
 	getenv := func(k string) string {
@@ -78,11 +80,19 @@ func TestServeAuthzWiring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The JWKS port the core follows, over TLS with the internal CA's
+	// certificate (security #13, defect 5).
+	ca := mustCA(t)
+	cfg.TLS.CA, cfg.TLS.ServerCert, cfg.TLS.ServerKey = ca.CACert, ca.ServerCert, ca.ServerKey
+	jwksLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	env := Env{Getenv: getenv, Stdout: io.Discard, Stderr: io.Discard}
 	go func() {
-		done <- serveAuthz(runCtx, cfg, env, slog.New(slog.NewTextHandler(io.Discard, nil)), ln, adminLn)
+		done <- serveAuthz(runCtx, cfg, env, slog.New(slog.NewTextHandler(io.Discard, nil)), ln, adminLn, jwksLn)
 	}()
 	t.Cleanup(cancel)
 
@@ -127,6 +137,19 @@ func TestServeAuthzWiring(t *testing.T) {
 	if err != nil || a.Principal.Subject != "apikey:"+k.ID {
 		t.Fatalf("assertion: got %+v, %v, want apikey:%s", a, err, k.ID)
 	}
+	// A core following the JWKS port with its client (tls.ca) verifies it.
+	client, err := assertionKeyClient(ca.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core := assertion.NewVerifier(nil, nil)
+	if err := followAssertionKeys(runCtx, core, "https://"+jwksLn.Addr().String()+extauthz.JWKSPath, client, time.Hour,
+		slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatalf("following the JWKS port: %v", err)
+	}
+	if p, _, err := core.Verify(signed); err != nil || p.Subject != "apikey:"+k.ID {
+		t.Fatalf("assertion through the JWKS port: got %+v, %v, want apikey:%s", p, err, k.ID)
+	}
 
 	// A refused request too, then the admin port's metrics count both.
 	if resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
@@ -153,6 +176,18 @@ func TestServeAuthzWiring(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+
+	// A token of the bound realm naming another tenant is refused.
+	other := is.Sign(t, is.Claims("mallory", "22222222-2222-4222-8222-222222222222", "admin"))
+	if resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "req-3", Method: "POST", Path: "/graphql", Host: "fraise.test",
+			Headers: map[string]string{"authorization": "Bearer " + other, "content-type": "application/json"},
+			Body:    `{"query":"{ users { id } }"}`,
+		}},
+	}}); err != nil || resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
+		t.Fatalf("token naming a tenant outside its issuer's: got %v, %v, want denied with 401", resp, err)
 	}
 
 	cancel()
@@ -198,7 +233,7 @@ func TestServeAuthzStoppedWhileStarting(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	env := Env{Getenv: func(string) string { return "" }, Stdout: io.Discard, Stderr: io.Discard}
-	if err := serveAuthz(ctx, cfg, env, slog.New(slog.NewTextHandler(io.Discard, nil)), ln, nil); err != nil {
+	if err := serveAuthz(ctx, cfg, env, slog.New(slog.NewTextHandler(io.Discard, nil)), ln, nil, nil); err != nil {
 		t.Fatalf("stopped while starting: got %v, want a clean stop", err)
 	}
 	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {

@@ -132,7 +132,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	defer rl.Close()
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveAuthz(gctx, cfg, env, log, authzLn, authzAdminLn) })
+	g.Go(func() error { return serveAuthz(gctx, cfg, env, log, authzLn, authzAdminLn, nil) })
 	g.Go(func() error { return serveCore(gctx, cfg, env, log, coreLn, coreAdminLn, coreFlightLn) })
 
 	res, err := envoy.Build(envoyOptions(cfg))

@@ -109,7 +109,12 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	// expected to take: an assertion id is spent once, whichever listener.
 	verifier.SetReplayCache(assertion.NewReplayCache(assertion.ReplayCapacity(cfg.Core.AssertionReplayRate), nil))
 	if cfg.Core.AssertionJWKSURL != "" {
-		if err := followAssertionKeys(ctx, verifier, cfg.Core.AssertionJWKSURL, nil, time.Minute, log); err != nil {
+		client, err := assertionKeyClient(cfg.TLS.CA)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		if err := followAssertionKeys(ctx, verifier, cfg.Core.AssertionJWKSURL, client, time.Minute, log); err != nil {
 			ln.Close()
 			return err
 		}

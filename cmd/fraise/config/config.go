@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -236,10 +237,11 @@ type Core struct {
 	// when set, only those documents run.
 	TrustedDocuments string `toml:"trusted_documents"`
 
-	// AssertionJWKSURL is extauthz's JWKS (its admin port's
+	// AssertionJWKSURL is extauthz's JWKS over https (authz.jwks_addr's
 	// /.well-known/jwks.json); when set, the core fetches the keys there,
-	// on start, every minute and on an unknown key id, instead of
-	// assertion_keys.
+	// on start, every minute and on an unknown key id, and trusts them
+	// besides assertion_keys (which stay trusted). It is fetched with
+	// tls.ca as the only root, directly (no proxy) and without redirects.
 	AssertionJWKSURL string `toml:"assertion_jwks_url"`
 
 	// AssertionReplayRate is the rate of identity assertions, per second,
@@ -268,7 +270,20 @@ type Issuer struct {
 	// HMACSecret is the HS256/384/512 shared secret, a reference
 	// (env://, file://, vault://), at least 32 bytes.
 	HMACSecret string `toml:"hmac_secret"`
+
+	// Tenant binds the issuer to one tenant (one Keycloak realm per
+	// tenant): its tokens are for that tenant whatever their tenant
+	// claim, and one naming another tenant is refused.
+	Tenant string `toml:"tenant"`
+	// Tenants binds the issuer to a set of tenants its tokens' tenant
+	// claim must name one of; ["*"] is every tenant (one shared realm).
+	// With several issuers, each must set Tenant or Tenants.
+	Tenants []string `toml:"tenants"`
 }
+
+// AnyTenant in an issuer's tenants declares it trusted to name every
+// tenant.
+const AnyTenant = "*"
 
 // Authz configures `fraise authz` (extauthz).
 type Authz struct {
@@ -301,11 +316,24 @@ type Authz struct {
 	// APIKeyCacheTTL is how long a looked-up API key is trusted, and so
 	// the longest a revoked key keeps working.
 	APIKeyCacheTTL Duration `toml:"api_key_cache_ttl"`
-	// APIKeyLookups bounds database lookups of uncached keys per second;
-	// beyond it such keys get 429.
+	// APIKeyLookups bounds database lookups of keys per second; beyond
+	// it keys that must be looked up get 429.
 	APIKeyLookups int `toml:"api_key_lookups_per_second"`
+	// APIKeyUnknownLookups bounds, within APIKeyLookups, lookups of ids
+	// not known to be keys, so that made-up keys never take the room
+	// known keys are read again in; it must be below APIKeyLookups. 0
+	// means a fifth of APIKeyLookups.
+	APIKeyUnknownLookups int `toml:"api_key_unknown_lookups_per_second"`
+	// APIKeyClientLookups bounds one client's (client certificate and
+	// peer address) lookups of ids not known to be keys, before
+	// APIKeyUnknownLookups; at most APIKeyUnknownLookups. 0 means a
+	// twentieth of APIKeyLookups.
+	APIKeyClientLookups int `toml:"api_key_client_lookups_per_second"`
 	// Audit writes every decision to fraise.authz_decisions as well.
 	Audit bool `toml:"audit"`
+	// JWKSAddr serves the assertion JWKS alone over TLS (tls.server_cert),
+	// for cores that follow it (core.assertion_jwks_url); empty: none.
+	JWKSAddr string `toml:"jwks_addr"`
 	// Reflection serves gRPC reflection (development only).
 	Reflection      bool     `toml:"reflection"`
 	MaxRecvMsgBytes int      `toml:"max_recv_msg_bytes"`
@@ -762,6 +790,14 @@ func (c Config) Validate() error {
 	if c.Core.AssertionReplayRate < 1 {
 		bad("core.assertion_replay_rate", "want 1 or more assertions per second, got %d", c.Core.AssertionReplayRate)
 	}
+	if u := c.Core.AssertionJWKSURL; u != "" {
+		if p, err := url.Parse(u); err != nil || p.Scheme != "https" || p.Host == "" || p.User != nil {
+			bad("core.assertion_jwks_url", "want an https:// URL without credentials (extauthz's authz.jwks_addr, verified against tls.ca), got %q", u)
+		}
+		if c.TLS.CA == "" {
+			bad("tls.ca", "required with core.assertion_jwks_url: it is the only root the keys' server is verified against")
+		}
+	}
 	if c.Core.MaxBatch < 0 {
 		bad("core.max_batch", "want 0 (batching off) or more, got %d", c.Core.MaxBatch)
 	}
@@ -783,6 +819,7 @@ func (c Config) Validate() error {
 	}
 	addr("authz.grpc_addr", c.Authz.GRPCAddr, false)
 	addr("authz.admin_addr", c.Authz.AdminAddr, true)
+	addr("authz.jwks_addr", c.Authz.JWKSAddr, true)
 	if c.Authz.AssertionKey == "" {
 		bad("authz.assertion_key", "required")
 	} else if !IsReference(c.Authz.AssertionKey) {
@@ -820,6 +857,7 @@ func (c Config) Validate() error {
 		if sources > 1 || (asymmetric && sources == 0) {
 			bad(key, "set exactly one of jwks_file, jwks_url and discovery")
 		}
+		is.validateTenants(key, len(c.Authz.Issuers), bad)
 	}
 	if c.Authz.BundleURL != "" && c.Authz.PolicyDir != "" {
 		bad("authz.bundle_url", "set either bundle_url or policy_dir, not both")
@@ -833,8 +871,19 @@ func (c Config) Validate() error {
 	if c.Authz.APIKeyCacheTTL.Duration <= 0 || c.Authz.KeyRefresh.Duration <= 0 {
 		bad("authz.api_key_cache_ttl", "api_key_cache_ttl and key_refresh must be positive")
 	}
-	if c.Authz.APIKeyLookups < 1 {
-		bad("authz.api_key_lookups_per_second", "want at least 1, got %d", c.Authz.APIKeyLookups)
+	if c.Authz.APIKeyLookups < 2 {
+		bad("authz.api_key_lookups_per_second", "want at least 2 (room for known keys beside unknown ids), got %d", c.Authz.APIKeyLookups)
+	}
+	unknown := c.Authz.APIKeyUnknownLookups
+	if unknown == 0 {
+		unknown = max(1, c.Authz.APIKeyLookups/5)
+	}
+	if n := c.Authz.APIKeyUnknownLookups; n < 0 || n > 0 && n >= c.Authz.APIKeyLookups {
+		bad("authz.api_key_unknown_lookups_per_second", "want 1 to authz.api_key_lookups_per_second - 1 (%d), so known keys always find room, or 0 for a fifth of it; got %d",
+			c.Authz.APIKeyLookups-1, n)
+	}
+	if n := c.Authz.APIKeyClientLookups; n < 0 || n > unknown {
+		bad("authz.api_key_client_lookups_per_second", "want 1 to the unknown ids' lookups per second (%d), or 0 for a twentieth of authz.api_key_lookups_per_second; got %d", unknown, n)
 	}
 	if c.Authz.MaxRecvMsgBytes < 64<<10 {
 		bad("authz.max_recv_msg_bytes", "want at least 65536, got %d", c.Authz.MaxRecvMsgBytes)
@@ -946,6 +995,35 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.Observers.validate()...)
 	return errors.Join(errs...)
+}
+
+// validateTenants checks the issuer's tenant binding. One issuer may go
+// unbound (it speaks for every tenant, as one shared realm does); among
+// several, an unbound one could name any other issuer's tenant, so each
+// must say which tenants it speaks for, ["*"] included.
+func (is Issuer) validateTenants(key string, issuers int, bad func(key, format string, args ...any)) {
+	switch {
+	case is.Tenant != "" && len(is.Tenants) > 0:
+		bad(key, "set tenant or tenants, not both")
+	case is.Tenant == AnyTenant:
+		bad(key+".tenant", "want one tenant id; for every tenant write tenants = [\"*\"]")
+	case slices.Contains(is.Tenants, AnyTenant) && len(is.Tenants) > 1:
+		bad(key+".tenants", "\"*\" (every tenant) stands alone, got %q", is.Tenants)
+	case slices.Contains(is.Tenants, ""):
+		bad(key+".tenants", "holds an empty tenant id")
+	case is.Tenant == "" && len(is.Tenants) == 0 && issuers > 1:
+		bad(key, "with several issuers each must be bound to the tenants it speaks for: "+
+			"set tenant = \"<id>\" (one realm per tenant), tenants = [\"<id>\", ...], or tenants = [\"*\"] for an issuer every tenant trusts")
+	}
+}
+
+// TenantBinding returns the issuer's tenant binding as token.Issuer takes
+// it: the fixed tenant, or the set, nil for every tenant.
+func (is Issuer) TenantBinding() (tenant string, tenants []string) {
+	if len(is.Tenants) == 1 && is.Tenants[0] == AnyTenant {
+		return is.Tenant, nil
+	}
+	return is.Tenant, is.Tenants
 }
 
 func (f Flight) validate(bad func(key, format string, args ...any)) {

@@ -155,6 +155,87 @@ func TestLoad(t *testing.T) {
 			wantErr: []string{"authz.issuers[0]", "exactly one", "authz.audit"},
 		},
 		{
+			name: "API key lookup limits nest: client within unknown ids within all",
+			file: "[authz]\napi_key_lookups_per_second = 50\napi_key_unknown_lookups_per_second = 50\napi_key_client_lookups_per_second = 60\n",
+			wantErr: []string{
+				"authz.api_key_unknown_lookups_per_second: want 1 to authz.api_key_lookups_per_second - 1 (49)",
+				"authz.api_key_client_lookups_per_second: want 1 to the unknown ids' lookups per second (50)",
+			},
+		},
+		{
+			name:    "a client's allowance within the derived unknown ids' allowance",
+			file:    "[authz]\napi_key_lookups_per_second = 10\napi_key_client_lookups_per_second = 3\n",
+			wantErr: []string{"authz.api_key_client_lookups_per_second: want 1 to the unknown ids' lookups per second (2)"},
+		},
+		{
+			name: "a lower global allowance alone derives the others",
+			file: "[authz]\napi_key_lookups_per_second = 10\n",
+			check: func(t *testing.T, c config.Config) {
+				if c.Authz.APIKeyLookups != 10 || c.Authz.APIKeyUnknownLookups != 0 || c.Authz.APIKeyClientLookups != 0 {
+					t.Errorf("got %d %d %d, want 10 0 0", c.Authz.APIKeyLookups, c.Authz.APIKeyUnknownLookups, c.Authz.APIKeyClientLookups)
+				}
+			},
+		},
+		{
+			name: "API key lookup limits from the environment",
+			env:  map[string]string{"FRAISE_AUTHZ_API_KEY_UNKNOWN_LOOKUPS_PER_SECOND": "10", "FRAISE_AUTHZ_API_KEY_CLIENT_LOOKUPS_PER_SECOND": "2"},
+			check: func(t *testing.T, c config.Config) {
+				if c.Authz.APIKeyLookups != 100 || c.Authz.APIKeyUnknownLookups != 10 || c.Authz.APIKeyClientLookups != 2 {
+					t.Errorf("got %d %d %d, want 100 10 2", c.Authz.APIKeyLookups, c.Authz.APIKeyUnknownLookups, c.Authz.APIKeyClientLookups)
+				}
+			},
+		},
+		{
+			name:    "the assertion keys' URL is https and needs the CA",
+			file:    "[core]\nassertion_jwks_url = \"http://authz:9192/.well-known/jwks.json\"\n[tls]\nca = \"\"\n[authz]\njwks_addr = \"nope\"\n",
+			wantErr: []string{"core.assertion_jwks_url: want an https:// URL", "tls.ca: required with core.assertion_jwks_url", "authz.jwks_addr"},
+		},
+		{
+			name: "an https assertion keys' URL",
+			file: "[core]\nassertion_jwks_url = \"https://authz:9193/.well-known/jwks.json\"\n[authz]\njwks_addr = \"0.0.0.0:9193\"\n",
+			check: func(t *testing.T, c config.Config) {
+				if c.Core.AssertionJWKSURL != "https://authz:9193/.well-known/jwks.json" || c.Authz.JWKSAddr != "0.0.0.0:9193" {
+					t.Errorf("got %q %q, want the file's", c.Core.AssertionJWKSURL, c.Authz.JWKSAddr)
+				}
+			},
+		},
+		{
+			name: "each of several issuers is bound to its tenants",
+			file: realm("acme", `tenant = "`+acmeID+`"`) + realm("globex", "") + realm("partners", `tenant = "`+acmeID+`"`+"\ntenants = [\""+acmeID+`"]`) +
+				realm("all", `tenants = ["*", "`+acmeID+`"]`) + realm("blank", `tenants = [""]`) + realm("star", `tenant = "*"`),
+			wantErr: []string{
+				"authz.issuers[1]: with several issuers each must be bound",
+				"authz.issuers[2]: set tenant or tenants, not both",
+				`authz.issuers[3].tenants: "*" (every tenant) stands alone`,
+				"authz.issuers[4].tenants: holds an empty tenant id",
+				"authz.issuers[5].tenant: want one tenant id",
+			},
+		},
+		{
+			name: "one realm per tenant and one shared realm",
+			file: realm("acme", `tenant = "`+acmeID+`"`) + realm("shared", `tenants = ["*"]`) + realm("partners", `tenants = ["`+acmeID+`", "`+globexID+`"]`),
+			check: func(t *testing.T, c config.Config) {
+				for i, want := range []struct {
+					tenant  string
+					tenants []string
+				}{{acmeID, nil}, {"", nil}, {"", []string{acmeID, globexID}}} {
+					tenant, tenants := c.Authz.Issuers[i].TenantBinding()
+					if tenant != want.tenant || strings.Join(tenants, ",") != strings.Join(want.tenants, ",") {
+						t.Errorf("issuer %d: got binding %q %q, want %q %q", i, tenant, tenants, want.tenant, want.tenants)
+					}
+				}
+			},
+		},
+		{
+			name: "one issuer may go unbound",
+			file: realm("shared", ""),
+			check: func(t *testing.T, c config.Config) {
+				if tenant, tenants := c.Authz.Issuers[0].TenantBinding(); tenant != "" || tenants != nil {
+					t.Errorf("got binding %q %q, want none", tenant, tenants)
+				}
+			},
+		},
+		{
 			name: "issuers from the file replace the default",
 			file: "[[authz.issuers]]\nissuer = \"https://idp\"\njwks_url = \"https://idp/jwks\"\nalgorithms = [\"RS256\"]\n",
 			check: func(t *testing.T, c config.Config) {
@@ -188,6 +269,18 @@ func TestLoad(t *testing.T) {
 			tt.check(t, c)
 		})
 	}
+}
+
+const (
+	acmeID   = "0b7c2a40-6f1e-4d4b-9a57-3f0d6e3c8a11"
+	globexID = "5d1e8f22-3c4b-4a1d-8e9f-7a6b5c4d3e2f"
+)
+
+// realm is an [[authz.issuers]] table for Keycloak realm name, with extra
+// lines.
+func realm(name, extra string) string {
+	return "[[authz.issuers]]\nissuer = \"https://sso.example.test/realms/" + name + "\"\naudiences = [\"fraise\"]\n" +
+		"discovery = true\nalgorithms = [\"RS256\"]\n" + extra + "\n"
 }
 
 func TestResolve(t *testing.T) {
