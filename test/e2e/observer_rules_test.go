@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/fraise-dev/fraise/deploy/demo"
@@ -13,6 +14,8 @@ import (
 // enabled: viewers read, operators create and update but never delete,
 // admins delete, and one tenant never sees another's rules.
 func TestObserverRulesThroughTheGateway(t *testing.T) {
+	const slackSecret = "slackSECRETslackSECRET42"
+	const slackURL = "https://hooks.slack.com/services/T0001/B0001/" + slackSecret
 	s := mustStackWith(t, stackOptions{toml: "\n[observers]\nenabled = true\n"})
 	admin := s.token(t, demo.TenantAcme, "alice", "admin")
 	operator := s.token(t, demo.TenantAcme, "olga", "operator")
@@ -24,7 +27,8 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 	rule := func(name string) map[string]any {
 		return map[string]any{"query": create, "variables": map[string]any{"in": map[string]any{
 			"name": name, "table": "public.posts", "operations": []any{"INSERT"}, "condition": "after.published == true",
-			"actions": []any{map[string]any{"kind": "webhook", "url": "https://hooks.example.com/posts"}},
+			"actions": []any{map[string]any{"kind": "webhook", "url": "https://hooks.example.com/posts"},
+				map[string]any{"kind": "slack", "url": slackURL}},
 		}}}
 	}
 	mustRuleID := func(status int, g gqlResponse, field string) string {
@@ -84,6 +88,32 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 		}
 		if len(data.ObserverRules) != tc.want || tc.want == 1 && data.ObserverRules[0].Condition != "after.published" {
 			t.Fatalf("%s: got %+v, want %d rules", tc.name, data.ObserverRules, tc.want)
+		}
+	}
+
+	// A Slack URL is a credential: the viewer, and the operator who wrote
+	// it, read it redacted (security #13, defect 7a).
+	for _, token := range []string{viewer, operator} {
+		status, g := s.gqlPost(t, token, map[string]any{"query": `{ observerRules { actions { kind url } } }`})
+		if status != http.StatusOK || len(g.Errors) > 0 {
+			t.Fatalf("listing actions: status %d errors %+v", status, g.Errors)
+		}
+		var data struct {
+			ObserverRules []struct{ Actions []struct{ Kind, URL string } }
+		}
+		if err := json.Unmarshal(g.Data, &data); err != nil {
+			t.Fatal(err)
+		}
+		var slack []string
+		for _, r := range data.ObserverRules {
+			for _, a := range r.Actions {
+				if a.Kind == "slack" {
+					slack = append(slack, a.URL)
+				}
+			}
+		}
+		if strings.Contains(string(g.Data), slackSecret) || len(slack) != 1 || slack[0] != "https://hooks.slack.com/services/***" {
+			t.Fatalf("listing actions: got %s, want the Slack URL redacted", g.Data)
 		}
 	}
 

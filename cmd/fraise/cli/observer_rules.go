@@ -22,8 +22,23 @@ const observerRulesSDL = `
 "Any JSON value: a sample event's rows and key."
 scalar ObserverJSON
 
-"An action of an observer rule, its secret and password left out."
-type ObserverAction { kind: String! url: String to: [String!] subject: String template: String }
+"""
+An action of an observer rule as the API shows it: a secret URL (every Slack URL, a webhook URL with
+userinfo or a token) redacted, as https://hooks.slack.com/services/***, and no signing secret. Send an
+action back as shown to keep what is stored; see docs/observers.md.
+"""
+type ObserverAction {
+  kind: String!
+  "The target; redacted when secretUrl."
+  url: String
+  "The URL is a credential, stored apart and never returned."
+  secretUrl: Boolean!
+  "The webhook has a signing secret (stored apart, never returned)."
+  signed: Boolean!
+  to: [String!]
+  subject: String
+  template: String
+}
 
 "An observer rule: when a change of table matches operations and condition, run actions."
 type ObserverRule @view(name: "v_observer_rule") {
@@ -54,6 +69,10 @@ type ObserverTestMessage { kind: String! url: String to: [String!] subject: Stri
 "Whether a rule matches a sample event, and what its actions would send."
 type ObserverRuleTest { matched: Boolean! messages: [ObserverTestMessage!]! }
 
+"""
+An action of a rule being written. A url given as the redacted form the API shows, and a missing secret,
+keep what the rule stores for the action of the same kind and URL; an empty secret removes it.
+"""
 input ObserverActionInput { kind: String! url: String secret: String to: [String!] subject: String template: String }
 
 "A new rule. The condition is CEL over the event (op, table, key, before, after, changed); empty matches every event."

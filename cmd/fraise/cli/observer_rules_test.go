@@ -324,3 +324,76 @@ func plainJSON(v any) string {
 	_ = enc.Encode(v)
 	return strings.TrimSpace(b.String())
 }
+
+// TestObserverRuleSecretsThroughGraphQL: a Slack URL, a webhook URL with a
+// token and a signing secret are never returned by the rule API, and a
+// rule updated with its actions as the API shows them keeps them
+// (security #13, defect 7a).
+func TestObserverRuleSecretsThroughGraphQL(t *testing.T) {
+	r := mustRulesEngine(t)
+	const a = obsTenantA
+	const (
+		slackURL = "https://hooks.slack.com/services/T0001/B0001/slackSECRETslackSECRET42"
+		tokenURL = "https://hooks.example.com/in?api_key=keySECRET"
+	)
+	mustNoSecret := func(tb testing.TB, what string, v any) {
+		tb.Helper()
+		s := plainJSON(v)
+		for _, p := range []string{"slackSECRET", "keySECRET", "s3cret"} {
+			if strings.Contains(s, p) {
+				tb.Fatalf("%s holds the secret %q: %s", what, p, s)
+			}
+		}
+	}
+	in := map[string]any{"name": "secrets", "table": "public.orders", "operations": []any{"INSERT"},
+		"actions": []any{
+			map[string]any{"kind": "slack", "url": slackURL, "template": "{{op}}"},
+			map[string]any{"kind": "webhook", "url": tokenURL, "secret": "s3cret"},
+		}}
+	const fields = `id actions { kind url template }`
+	d := r.mustOK(t, a, `mutation($in: ObserverRuleInput!) { createObserverRule(input: $in) { succeeded rule { `+fields+` } } }`,
+		map[string]any{"in": in})
+	mustNoSecret(t, "createObserverRule", d)
+	id := d["createObserverRule"].(map[string]any)["rule"].(map[string]any)["id"].(string)
+	d = r.mustOK(t, a, `query($id: ID!) { observerRule(id: $id) { actions { kind url secretUrl signed template } } }`, map[string]any{"id": id})
+	rule := d["observerRule"].(map[string]any)
+	wantShown := `[{"kind":"slack","secretUrl":true,"signed":false,"template":"{{op}}","url":"https://hooks.slack.com/services/***"},` +
+		`{"kind":"webhook","secretUrl":true,"signed":true,"template":null,"url":"https://hooks.example.com/in/***"}]`
+	if got := plainJSON(rule["actions"]); got != wantShown {
+		t.Fatalf("created actions: got %s, want %s", got, wantShown)
+	}
+	for _, q := range []string{
+		`{ observerRules { ` + fields + ` } }`,
+		`query($id: ID!) { observerRule(id: $id) { ` + fields + ` } }`,
+		`query($id: ID!) { testObserverRule(id: $id, event: {op: "INSERT", after: {total: 1}}) { matched messages { kind url body } } }`,
+	} {
+		mustNoSecret(t, q, r.mustOK(t, a, q, map[string]any{"id": id}))
+	}
+
+	// An update sending the actions back as shown (a template changed)
+	// keeps the URLs and the signing secret the dispatcher uses.
+	shown := rule["actions"].([]any)
+	for _, x := range shown {
+		act := x.(map[string]any)
+		delete(act, "secretUrl")
+		delete(act, "signed")
+		if act["template"] == nil {
+			delete(act, "template")
+		}
+	}
+	shown[0].(map[string]any)["template"] = "changed {{op}}"
+	d = r.mustOK(t, a, `mutation($id: ID!, $p: ObserverRulePatch!) { updateObserverRule(id: $id, input: $p) { succeeded rule { `+fields+` } } }`,
+		map[string]any{"id": id, "p": map[string]any{"actions": shown}})
+	mustNoSecret(t, "updateObserverRule", d)
+	if got := d["updateObserverRule"].(map[string]any)["succeeded"]; got != true {
+		t.Fatalf("update: got %v", d)
+	}
+	rows := r.admin(t, `select actions::text from fraise.observer_rules_enabled() where id = $1`, id)
+	var acts []core.Action
+	if err := json.Unmarshal([]byte(rows[0][0].(string)), &acts); err != nil {
+		t.Fatal(err)
+	}
+	if len(acts) != 2 || acts[0].URL != slackURL || acts[0].Template != "changed {{op}}" || acts[1].URL != tokenURL || acts[1].Secret != "s3cret" {
+		t.Fatalf("the dispatcher's actions after the update: got %+v", acts)
+	}
+}
