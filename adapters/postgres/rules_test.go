@@ -3,6 +3,9 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -370,5 +373,64 @@ func TestRuleSecretsOfOlderRules(t *testing.T) {
 	acts := enabledActions(t, l, id)
 	if len(acts) != 2 || acts[0].URL != slackURL || acts[1].URL != plainURL || acts[1].Secret != "s3cret" {
 		t.Fatalf("the older rule's actions for the dispatcher: got %+v", acts)
+	}
+}
+
+// TestRedactionMatchesGo: the SQL functions that decide which action URLs
+// the rule API shows redacted (migration 0010) and the Go functions that
+// redact logs and dead letters (core) apply the same rule (security #13,
+// defect 7b): one rule, whichever side applies it.
+func TestRedactionMatchesGo(t *testing.T) {
+	admin, _, _ := mustObserved(t)
+	ctx := context.Background()
+	cases := [][2]string{}
+	for _, kind := range []string{"webhook", "slack", "email"} {
+		for _, u := range []string{
+			"https://hooks.acme.test/orders", "https://hooks.acme.test/orders?source=fraise",
+			"https://hooks.slack.com/services/T0001/B0001/XXXXXXXXXXXXXXXX", "https://hooks.slack.com",
+			"https://user:pw@hooks.acme.test/in", "https://hooks.acme.test/a@b", "https://a@b@c.test/x",
+			"https://hooks.acme.test/in?token=abc", "https://hooks.acme.test/in?X-Api-KEY=abc", "https://h.test/in?t%6Fken=1",
+			"https://hooks.acme.test/in#access_token=abc", "https://hooks.acme.test?token=abc", "https://hooks.acme.test#x",
+			"https://discord.test/api/webhooks/123/abcdefghijklmnopqrstuvwxyz0123", "https://h.test/abcdefghijklmnopqrstuvwxyz0123/x",
+			"https://h.test/abcdefghijklmnopqrstuvw", "https://h.test/abcdefghijklmnopqrstuvwx", "https://h.test//x", "https://h.test/",
+			"http://u:p@127.0.0.1:8080/x?sig=1", "hooks.acme.test/in", "", "HTTPS://H.TEST/X?PASSWORD=1", "https://h.test/é?ünïcode",
+			"https://h.test/ééééééééééééééééééééééé", "https://h.test/éééééééééééééééééééééééé", "https://h.test/a\nb?c",
+		} {
+			cases = append(cases, [2]string{kind, u})
+		}
+	}
+	// And the Go fuzz target's seed corpus.
+	files, _ := filepath.Glob("../../core/testdata/fuzz/FuzzRedactActionURL/*")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var args []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "string("); ok {
+				s, err := strconv.Unquote(strings.TrimSuffix(v, ")"))
+				if err != nil {
+					t.Fatalf("%s: %v", f, err)
+				}
+				args = append(args, s)
+			}
+		}
+		if len(args) == 2 {
+			cases = append(cases, [2]string{args[0], args[1]})
+		}
+	}
+	for _, c := range cases {
+		var secret bool
+		var red string
+		if err := admin.QueryRow(ctx, "select fraise.action_url_secret($1, $2), fraise.redact_action_url($1, $2)", c[0], c[1]).Scan(&secret, &red); err != nil {
+			t.Fatalf("%q %q: %v", c[0], c[1], err)
+		}
+		if want := core.ActionURLSecret(c[0], c[1]); secret != want {
+			t.Errorf("secret(%q, %q): SQL says %v, Go %v", c[0], c[1], secret, want)
+		}
+		if want := core.RedactActionURL(c[0], c[1]); red != want {
+			t.Errorf("redact(%q, %q): SQL gives %q, Go %q", c[0], c[1], red, want)
+		}
 	}
 }

@@ -226,7 +226,14 @@ func runObservers(ctx context.Context, env Env, args []string) error {
 		}
 		enc := json.NewEncoder(env.Stdout)
 		for _, d := range dls {
-			d.Job.Action.Secret = "" // never print secrets
+			// Never print secrets: the signing secret goes, a secret URL is
+			// shown as the rule API shows it.
+			d.Reason = core.RedactActionText(d.Reason, d.Job.Action)
+			d.Job.LastError = core.RedactActionText(d.Job.LastError, d.Job.Action)
+			if d.Job.Action.URL != "" {
+				d.Job.Action.URL = core.RedactActionURL(d.Job.Action.Kind, d.Job.Action.URL)
+			}
+			d.Job.Action.Secret = ""
 			if err := enc.Encode(d); err != nil {
 				return err
 			}

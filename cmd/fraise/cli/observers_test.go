@@ -175,7 +175,13 @@ func mustPipeline(tb testing.TB) *pipeline {
 // test ends).
 func (p *pipeline) start(tb testing.TB, consumer string) (*observers, func()) {
 	tb.Helper()
-	o, err := newObservers(p.cfg, p.env, testLogger(tb), p.db, consumer)
+	return p.startLogging(tb, consumer, testLogger(tb))
+}
+
+// startLogging is start with the pipeline's logs going to log.
+func (p *pipeline) startLogging(tb testing.TB, consumer string, log *slog.Logger) (*observers, func()) {
+	tb.Helper()
+	o, err := newObservers(p.cfg, p.env, log, p.db, consumer)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -403,6 +409,87 @@ func TestObserversRetryDeadLetterReplay(t *testing.T) {
 		t.Fatalf("dlq replay: got %q", out.String())
 	}
 	eventually(t, 5*time.Second, "the replayed job", func() bool { return gone.delivered() == 1 })
+}
+
+// TestObserversRedactSecretsInLogsAndDeadLetters: deliveries to secret URLs
+// fail in every way a target can (an answer quoting the path, a transient
+// failure until the attempts run out, no answer at all); the pipeline's
+// logs, at debug level, the dead letters' reasons and last errors, and
+// `fraise observers dlq list` name the targets redacted only (security
+// #13, defect 7b).
+func TestObserversRedactSecretsInLogsAndDeadLetters(t *testing.T) {
+	p := mustPipeline(t)
+	p.cfg.Observers.MaxAttempts = 2
+	gone, failing := mustReceiver(t), mustReceiver(t)
+	gone.handle = func(w http.ResponseWriter, r *http.Request, _ observe.WebhookPayload, _ int) bool {
+		http.Error(w, "no such hook: "+r.URL.String(), http.StatusNotFound)
+		return false
+	}
+	failing.handle = func(w http.ResponseWriter, r *http.Request, _ observe.WebhookPayload, _ int) bool {
+		http.Error(w, "down for "+r.URL.String(), http.StatusServiceUnavailable)
+		return false
+	}
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	secrets := []string{"slackSECRET", "tokSECRET", "pwSECRET"}
+	targets := []map[string]any{
+		{"kind": "slack", "url": gone.URL + "/services/T0001/B0001/slackSECRETslackSECRET42"},
+		{"kind": "webhook", "url": failing.URL + "/in?token=tokSECRET"},
+		{"kind": "webhook", "url": strings.Replace(closed.URL, "://", "://u:pwSECRET@", 1) + "/in"},
+	}
+	for i, a := range targets {
+		p.rule(t, obsTenantA, map[string]any{"name": fmt.Sprint("secret", i), "table": "public.orders", "actions": []map[string]any{a}})
+	}
+	logs := &lockedBuffer{}
+	o, _ := p.startLogging(t, "w1", slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values (1, $1, 1)", obsTenantA)
+
+	ctx := context.Background()
+	var dls []core.DeadLetter
+	eventually(t, 15*time.Second, "three dead letters", func() bool {
+		dls, _ = o.queue.DeadLetters(ctx, obsTenantA, 10)
+		return len(dls) == 3
+	})
+	var out strings.Builder
+	if err := Run(ctx, []string{"observers", "dlq", "list", "--tenant", obsTenantA}, p.env.Getenv, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]string{"logs": logs.String(), "dlq list": out.String()}
+	for _, dl := range dls {
+		seen["dead letter "+dl.ID+" reason"] = dl.Reason
+		seen["dead letter "+dl.ID+" last error"] = dl.Job.LastError
+	}
+	for what, text := range seen {
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				t.Errorf("%s holds the secret %q:\n%s", what, s, text)
+			}
+		}
+	}
+	// What was hidden was named redacted.
+	for _, want := range []string{gone.URL + "/services/***", failing.URL + "/in/***", closed.URL + "/in/***"} {
+		if !strings.Contains(seen["logs"], want) || !strings.Contains(seen["dlq list"], want) {
+			t.Errorf("the logs or the dlq list do not name %s:\n%s\n%s", want, seen["logs"], seen["dlq list"])
+		}
+	}
+}
+
+// lockedBuffer is a log destination shared by goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestObserversChaos stops Redis while events flow and kills a worker in
