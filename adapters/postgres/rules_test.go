@@ -434,3 +434,74 @@ func TestRedactionMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// TestRuleColumns: a rule stores the columns it captures, the view shows
+// them, the dispatcher gets them; a rule that names none has nil
+// (security #13, defect 7c).
+func TestRuleColumns(t *testing.T) {
+	_, l, d := mustObserved(t)
+	ctx := context.Background()
+	rule := func(name, columns string) string {
+		s := `{"name":"` + name + `","table":"public.orders","actions":[{"kind":"webhook","url":"https://a.test"}]`
+		if columns != "" {
+			s += `,"columns":` + columns
+		}
+		return s + "}"
+	}
+	named := call(t, d, tenantA, "fn_create_observer_rule($1::jsonb)", rule("named", `["total","id"]`))
+	none := call(t, d, tenantA, "fn_create_observer_rule($1::jsonb)", rule("none", ""))
+	empty := call(t, d, tenantA, "fn_create_observer_rule($1::jsonb)", rule("empty", `[]`))
+	for _, r := range []result{named, none, empty} {
+		if r.Status != "ok" {
+			t.Fatalf("create: got %+v", r)
+		}
+	}
+	var data struct{ Columns []string }
+	_ = json.Unmarshal(named.Data, &data)
+	if strings.Join(data.Columns, ",") != "id,total" {
+		t.Fatalf("view's columns: got %v, want [id total]", data.Columns)
+	}
+	columnsOf := func(tb testing.TB, id string) []string {
+		tb.Helper()
+		rules, err := l.EnabledRules(ctx)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, r := range rules {
+			if r.ID == id {
+				return r.Columns
+			}
+		}
+		tb.Fatalf("no rule %s", id)
+		return nil
+	}
+	if got := columnsOf(t, named.ID); strings.Join(got, ",") != "id,total" {
+		t.Fatalf("dispatcher's columns: got %v", got)
+	}
+	if got := columnsOf(t, none.ID); got != nil {
+		t.Fatalf("a rule naming no columns: got %#v, want nil", got)
+	}
+	if got := columnsOf(t, empty.ID); got == nil || len(got) != 0 {
+		t.Fatalf("a rule naming an empty list: got %#v, want an empty list", got)
+	}
+	tests := []struct {
+		name, patch, status, want string
+	}{
+		{"an update without columns keeps them", `{"condition":"after.total > 1"}`, "ok", "id,total"},
+		{"an update with columns replaces them", `{"columns":["note"]}`, "ok", "note"},
+		{"columns: null keeps them", `{"columns":null}`, "ok", "note"},
+		{"a column that is not a string", `{"columns":[1]}`, "invalid", "note"},
+		{"an empty name", `{"columns":[""]}`, "invalid", "note"},
+		{"not a list", `{"columns":"note"}`, "invalid", "note"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := call(t, d, tenantA, "fn_update_observer_rule($1::uuid, $2::jsonb)", named.ID, tt.patch); got.Status != tt.status {
+				t.Fatalf("got %+v, want status %s", got, tt.status)
+			}
+			if got := columnsOf(t, named.ID); strings.Join(got, ",") != tt.want {
+				t.Fatalf("columns: got %v, want %s", got, tt.want)
+			}
+		})
+	}
+}

@@ -47,6 +47,11 @@ type ObserverRule @view(name: "v_observer_rule") {
   table: String!
   operations: [String!]!
   condition: String!
+  """
+  The row's columns the rule captures: its condition, templates and actions see only these. Null for a
+  rule written before rules named their columns: it captures every column the schema does not protect.
+  """
+  columns: [String!]
   actions: [ObserverAction!]!
   enabled: Boolean!
   version: Int!
@@ -81,6 +86,11 @@ input ObserverRuleInput {
   table: String!
   operations: [String!]
   condition: String
+  """
+  The row's columns to capture (the table's column names). A column the schema protects with @mask or
+  @auth needs the scope that lifts it (FORBIDDEN otherwise).
+  """
+  columns: [String!]!
   actions: [ObserverActionInput!]!
   enabled: Boolean
 }
@@ -91,6 +101,8 @@ input ObserverRulePatch {
   table: String
   operations: [String!]
   condition: String
+  "Replaces the columns the rule captures; the rule as patched is authorized as a new one."
+  columns: [String!]
   actions: [ObserverActionInput!]
   enabled: Boolean
 }
@@ -156,32 +168,67 @@ func withObserverRules(sdl string) string {
 }
 
 // observerRuleHooks are the Go parts of rule management: conditions are
-// compiled and actions validated before a rule is stored, and
-// testObserverRule evaluates a rule against a sample event.
-func observerRuleHooks(c *observe.Compiler) graphql.Hooks {
+// compiled and actions validated before a rule is stored, the columns a
+// rule captures are authorized against what the schema protects (prot),
+// and testObserverRule evaluates a rule against a sample event.
+func observerRuleHooks(c *observe.Compiler, prot *observe.Protection) graphql.Hooks {
+	// check validates rule r and authorizes p, its author, to capture its
+	// columns: a column the schema masks or restricts needs the scope that
+	// lifts it, as reading it through GraphQL would.
+	check := func(p core.Principal, r core.Rule) error {
+		if err := observe.ValidateRule(c, r); err != nil {
+			return err
+		}
+		return prot.Authorize(p, r.Table, r.Columns)
+	}
 	return graphql.Hooks{
 		"createObserverRule": {Check: func(ctx context.Context, q core.Querier, p core.Principal, args map[string]any) error {
 			r, err := ruleFrom(nil, args["input"])
 			if err != nil {
 				return err
 			}
-			return observe.ValidateRule(c, r)
+			return check(p, r)
 		}},
 		"updateObserverRule": {Check: func(ctx context.Context, q core.Querier, p core.Principal, args map[string]any) error {
 			cur, err := storedRule(ctx, q, args["id"])
 			if err != nil || cur == nil {
 				return err // no such rule: the function reports not_found
 			}
+			// The rule as patched, whoever wrote what it keeps: the one who
+			// patches it decides where its columns go from now on.
 			r, err := ruleFrom(cur, args["input"])
 			if err != nil {
 				return err
 			}
-			return observe.ValidateRule(c, r)
+			return check(p, r)
 		}},
 		"testObserverRule": {Resolve: func(ctx context.Context, q core.Querier, p core.Principal, args map[string]any) (json.RawMessage, error) {
-			return testRule(ctx, c, q, p, args)
+			return testRule(ctx, c, prot, q, p, args)
 		}},
 	}
+}
+
+// observerProtection is what schema s protects, for observer rules: the
+// columns named like a field with @mask or @auth (or a key of its @field
+// path), and the tables named like a type, or its view, with @auth.
+func observerProtection(s *graphql.Schema) *observe.Protection {
+	p := observe.NewProtection()
+	for _, f := range s.ProtectedFields() {
+		if f.OnType {
+			g := observe.Guard{Field: f.Type, Scope: f.Scope}
+			p.GuardTable(f.Type, g)
+			if f.View != "" {
+				p.GuardTable(f.View, g)
+			}
+			continue
+		}
+		g := observe.Guard{Field: f.Type + "." + f.Field, Scope: f.Scope}
+		p.GuardColumn(f.Field, g)
+		for _, k := range f.Keys {
+			p.GuardColumn(k, g)
+		}
+	}
+	return p
 }
 
 func invalidInput(msg string) error {
@@ -232,7 +279,7 @@ func storedRule(ctx context.Context, q core.Querier, id any) (map[string]any, er
 }
 
 // testRule is testObserverRule: exactly one of id and rule names the rule.
-func testRule(ctx context.Context, c *observe.Compiler, q core.Querier, p core.Principal, args map[string]any) (json.RawMessage, error) {
+func testRule(ctx context.Context, c *observe.Compiler, prot *observe.Protection, q core.Querier, p core.Principal, args map[string]any) (json.RawMessage, error) {
 	var r core.Rule
 	var err error
 	switch id, rule := args["id"], args["rule"]; {
@@ -281,7 +328,7 @@ func testRule(ctx context.Context, c *observe.Compiler, q core.Querier, p core.P
 			}
 		}
 	}
-	matched, msgs, err := observe.TestRule(c, r, e)
+	matched, msgs, err := observe.TestRule(c, r, e, prot)
 	if err != nil {
 		return nil, err
 	}

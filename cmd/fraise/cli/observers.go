@@ -39,10 +39,10 @@ type observers struct {
 	closers    []func()
 }
 
-// newObservers wires the pipeline from the configuration on db. notifiers
-// override the configured ones by action kind (tests pass their own clock
-// or targets; nil uses the configuration).
-func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, consumer string) (*observers, error) {
+// newObservers wires the pipeline from the configuration on db. prot is
+// what the served schema protects: rules that name no columns capture none
+// of it.
+func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection) (*observers, error) {
 	oc := cfg.Observers
 	policy, err := observe.ParsePolicy(oc.Backpressure)
 	if err != nil {
@@ -98,7 +98,7 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 			OpenTimeout: a.OpenTimeout.Duration, SuccessThreshold: a.SuccessThreshold}
 	}
 	o.dispatcher = &observe.Dispatcher{
-		Events: o.events, Rules: o.events, Queue: o.queue, Name: oc.Cursor, Batch: oc.BatchSize,
+		Events: o.events, Rules: o.events, Queue: o.queue, Name: oc.Cursor, Batch: oc.BatchSize, Protection: prot,
 		Backpressure: observe.Backpressure{Policy: policy, MaxBytes: int64(oc.MaxQueueMemoryMB) << 20,
 			ThresholdPercent: oc.MemoryThresholdPercent, MaxPause: oc.BackpressureMaxPause.Duration},
 		Logger: log,
