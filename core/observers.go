@@ -73,9 +73,14 @@ type Rule struct {
 	Table      string   `json:"table"`
 	Operations []string `json:"operations"`
 	Condition  string   `json:"condition"` // CEL; empty matches every event
-	Actions    []Action `json:"actions"`
-	Enabled    bool     `json:"enabled"`
-	Version    int      `json:"version"`
+	// Columns are the row's columns (JSON keys of key, before and after)
+	// the rule captures: its condition, templates and actions see only
+	// these. nil, for rules written before rules named their columns,
+	// captures every column the schema does not protect (observe.Protection).
+	Columns []string `json:"columns"`
+	Actions []Action `json:"actions"`
+	Enabled bool     `json:"enabled"`
+	Version int      `json:"version"`
 }
 
 // Job is one action to run for one event. ID is the idempotency key: the

@@ -12,8 +12,8 @@ import (
 // tenants while the core's role sees one tenant's rows at a time.
 func (l *EventLog) EnabledRules(ctx context.Context) ([]core.Rule, error) {
 	const op = "postgres.EventLog.EnabledRules"
-	rows, err := l.db.pool.Query(ctx, `select id::text, tenant_id::text, name, table_name, operations, condition, actions, version
-		from fraise.observer_rules_enabled()`)
+	rows, err := l.db.pool.Query(ctx, `select id::text, tenant_id::text, name, table_name, operations, condition, actions, version,
+		columns from fraise.observer_rules_enabled()`)
 	if err != nil {
 		return nil, mapError(op, err)
 	}
@@ -23,9 +23,14 @@ func (l *EventLog) EnabledRules(ctx context.Context) ([]core.Rule, error) {
 		var (
 			r       core.Rule
 			actions []byte
+			columns *[]string
 		)
-		if err := rows.Scan(&r.ID, &r.Tenant, &r.Name, &r.Table, &r.Operations, &r.Condition, &actions, &r.Version); err != nil {
+		if err := rows.Scan(&r.ID, &r.Tenant, &r.Name, &r.Table, &r.Operations, &r.Condition, &actions, &r.Version, &columns); err != nil {
 			return nil, mapError(op, err)
+		}
+		if columns != nil {
+			// Named, if empty: nil means the rule names none.
+			r.Columns = append([]string{}, (*columns)...)
 		}
 		if err := json.Unmarshal(actions, &r.Actions); err != nil {
 			return nil, &core.Error{Op: op, Code: core.CodeInternal, Err: err}

@@ -520,8 +520,12 @@ func (q *Queue) Retry(ctx context.Context, d core.Delivery, job core.Job, at tim
 	return mapError("redis.Retry", err)
 }
 
-// DeadLetter implements core.JobQueue.
+// DeadLetter implements core.JobQueue. The reason and the job's last error
+// are stored redacted of the job's target (core.RedactActionText), whoever
+// wrote them: dead letters are listed and kept far longer than jobs run.
 func (q *Queue) DeadLetter(ctx context.Context, d core.Delivery, job core.Job, reason string) error {
+	reason = core.RedactActionText(reason, job.Action)
+	job.LastError = core.RedactActionText(job.LastError, job.Action)
 	b, err := json.Marshal(job)
 	if err != nil {
 		return &core.Error{Op: "redis.DeadLetter", Code: core.CodeInternal, Err: err}

@@ -188,3 +188,32 @@ func TestEnqueueIsIdempotent(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadLetterReasonsHideSecretURLs: whatever reason a dead letter is
+// given, it is stored with the job's secret URL redacted, and so is the
+// job's last error (security #13, defect 7b).
+func TestDeadLetterReasonsHideSecretURLs(t *testing.T) {
+	q := mustQueue(t, time.Minute)
+	ctx := context.Background()
+	const hook = "https://hooks.slack.com/services/T1/B1/slackSECRET"
+	j := job("a", "1")
+	j.Action = core.Action{Kind: core.ActionSlack, URL: hook}
+	j.LastError = `Post "` + hook + `": EOF`
+	if err := q.DeadLetter(ctx, core.Delivery{}, j, "gave up: "+hook+" answered 404"); err != nil {
+		t.Fatal(err)
+	}
+	dls, err := q.DeadLetters(ctx, "a", 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("got %v %v, want one dead letter", dls, err)
+	}
+	if got, want := dls[0].Reason, "gave up: https://hooks.slack.com/services/*** answered 404"; got != want {
+		t.Fatalf("reason: got %q, want %q", got, want)
+	}
+	if got, want := dls[0].Job.LastError, `Post "https://hooks.slack.com/services/***": EOF`; got != want {
+		t.Fatalf("last error: got %q, want %q", got, want)
+	}
+	// The job itself keeps its target, for a replay to reach it.
+	if dls[0].Job.Action.URL != hook {
+		t.Fatalf("job's URL: got %q, want %q", dls[0].Job.Action.URL, hook)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"syscall"
@@ -127,9 +128,10 @@ func Verify(secret, ts, sig string, body []byte, now time.Time, tolerance time.D
 // 5xx are transient (with the Retry-After the target sent); any other
 // answer is permanent; transport errors are transient.
 func (n *Notifier) Notify(ctx context.Context, m core.Message) error {
+	target := core.RedactActionURL(m.Kind, m.URL)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.URL, bytes.NewReader(m.Body))
 	if err != nil {
-		return &core.DeliveryError{Permanent: true, Err: err}
+		return &core.DeliveryError{Permanent: true, Err: redactURLError(err, target)}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", n.ua)
@@ -143,7 +145,7 @@ func (n *Notifier) Notify(ctx context.Context, m core.Message) error {
 	if err != nil {
 		// An internal target stays internal: retrying it only trips the
 		// tenant's breaker.
-		return &core.DeliveryError{Permanent: errors.Is(err, ErrInternalAddress), Err: err}
+		return &core.DeliveryError{Permanent: errors.Is(err, ErrInternalAddress), Err: redactURLError(err, target)}
 	}
 	defer resp.Body.Close()
 	// Read a little of the body: it says why, and draining lets the
@@ -153,8 +155,9 @@ func (n *Notifier) Notify(ctx context.Context, m core.Message) error {
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
 	}
-	derr := &core.DeliveryError{Status: resp.StatusCode,
-		Err: fmt.Errorf("%s answered %s: %s", m.URL, resp.Status, strings.TrimSpace(string(snippet)))}
+	// The answer may quote the URL it was sent to (a 404 page often does).
+	said := core.RedactActionText(strings.TrimSpace(string(snippet)), core.Action{Kind: m.Kind, URL: m.URL})
+	derr := &core.DeliveryError{Status: resp.StatusCode, Err: fmt.Errorf("%s answered %s: %s", target, resp.Status, said)}
 	switch {
 	case resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
 		derr.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), n.now())
@@ -162,6 +165,18 @@ func (n *Notifier) Notify(ctx context.Context, m core.Message) error {
 		derr.Permanent = true
 	}
 	return derr
+}
+
+// redactURLError returns err with the URL net/http quotes in it (a
+// *url.Error's, which only has its password stripped) replaced by target,
+// the redacted form: a Slack URL or a token in a query must not reach a
+// log line or a dead-letter reason through an error.
+func redactURLError(err error, target string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = target
+	}
+	return err
 }
 
 // retryAfter parses a Retry-After value: seconds, or an HTTP date.

@@ -132,3 +132,51 @@ func TestTransportErrorIsTransient(t *testing.T) {
 	}
 	_ = json.Valid
 }
+
+// TestErrorsHideSecretURLs: a delivery error names its target redacted,
+// whether the target answered or could not be reached, so neither a log
+// line nor a dead-letter reason made of it holds a secret URL (security
+// #13, defect 7b).
+func TestErrorsHideSecretURLs(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The answer quotes the path, as many a 404 page does.
+		http.Error(w, "no such hook: "+r.URL.Path, http.StatusNotFound)
+	}))
+	defer srv.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	n := webhook.New(webhook.Options{AllowPrivate: true})
+	for _, tc := range []struct {
+		name string
+		m    core.Message
+		hide []string
+		want string
+	}{
+		{"a Slack URL that answers 404", core.Message{Kind: core.ActionSlack, URL: srv.URL + "/services/T1/B1/slackSECRET"},
+			[]string{"slackSECRET", "T1/B1"}, srv.URL + "/services/***"},
+		{"a token in the query, unreachable", core.Message{Kind: core.ActionWebhook, URL: closed.URL + "/in?token=tokSECRET"},
+			[]string{"tokSECRET"}, closed.URL + "/in/***"},
+		{"userinfo, unreachable", core.Message{Kind: core.ActionWebhook, URL: strings.Replace(closed.URL, "://", "://u:pwSECRET@", 1) + "/in"},
+			[]string{"pwSECRET", "u:"}, closed.URL + "/in/***"},
+		{"a URL that does not parse", core.Message{Kind: core.ActionWebhook, URL: "http://h.test/%zz?token=tokSECRET"},
+			[]string{"tokSECRET"}, "http://h.test/%zz/***"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			tc.m.Body = []byte("{}")
+			err := n.Notify(ctx, tc.m)
+			if err == nil {
+				t.Fatal("got success, want an error")
+			}
+			for _, h := range tc.hide {
+				if strings.Contains(err.Error(), h) {
+					t.Fatalf("got %q, want %q hidden", err, h)
+				}
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %q, want it to name %s", err, tc.want)
+			}
+		})
+	}
+}

@@ -28,6 +28,9 @@ type Dispatcher struct {
 	Batch        int
 	Backpressure Backpressure
 	Compiler     *Compiler
+	// Protection is what the served schema protects: rules that name no
+	// columns capture none of it (nil protects nothing).
+	Protection *Protection
 	// RulesRefresh is how often the rules are reloaded whether or not the
 	// store says they changed (1 min when zero): a notification lost with
 	// its connection must not leave stale rules matching for ever.
@@ -108,7 +111,7 @@ func (d *Dispatcher) LoadRules(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	set, err := NewRuleSet(d.Compiler, rules)
+	set, err := NewRuleSet(d.Compiler, rules, d.Protection)
 	if err != nil {
 		// Keep the rules that compiled: one broken rule must not stop others.
 		d.Logger.Error("observer rules", "err", err)

@@ -232,7 +232,7 @@ func TestRuleSetIsolatesTenants(t *testing.T) {
 		{ID: "r2", Tenant: "t2", Name: "b", Table: "public.orders", Actions: []core.Action{{Kind: core.ActionWebhook, URL: "http://b"}}},
 		{ID: "r3", Tenant: "t1", Name: "c", Table: "public.orders", Operations: []string{"DELETE"}, Actions: []core.Action{{Kind: core.ActionWebhook, URL: "http://c"}}},
 	}
-	set, err := observe.NewRuleSet(c, rules)
+	set, err := observe.NewRuleSet(c, rules, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ func TestValidateAndTestRule(t *testing.T) {
 	c := observe.NewCompiler()
 	r := core.Rule{ID: "r", Tenant: "t1", Name: "big", Table: "public.orders", Condition: "after.total > 1000",
 		Actions: []core.Action{{Kind: core.ActionEmail, To: []string{"sales@acme.test"}, Subject: "Order {{key.id}}"}}}
-	ok, msgs, err := observe.TestRule(c, r, event("INSERT", "", `{"total":5000}`))
+	ok, msgs, err := observe.TestRule(c, r, event("INSERT", "", `{"total":5000}`), nil)
 	if err != nil || !ok || len(msgs) != 1 || msgs[0].Subject != "Order 1" {
 		t.Fatalf("got %v %+v %v, want a match with subject \"Order 1\"", ok, msgs, err)
 	}

@@ -30,6 +30,9 @@ func ValidateRule(c *Compiler, r core.Rule) error {
 	if _, err := c.Compile(r.Condition); err != nil {
 		return err
 	}
+	if err := validateColumns(r.Columns); err != nil {
+		return err
+	}
 	for _, o := range r.Operations {
 		if !slices.Contains([]string{core.OpInsert, core.OpUpdate, core.OpDelete}, o) {
 			return bad("unknown operation %q", o)
@@ -54,14 +57,33 @@ func ValidateRule(c *Compiler, r core.Rule) error {
 					return bad("actions[%d]: bad recipient %q", i, to)
 				}
 			}
-			if _, err := ParseTemplate(a.Subject); err != nil {
+			if err := checkTemplate(r, a.Subject); err != nil {
 				return bad("actions[%d]: subject: %s", i, core.ErrorMessage(err))
 			}
 		default:
 			return bad("actions[%d]: unknown kind %q", i, a.Kind)
 		}
-		if _, err := ParseTemplate(a.Template); err != nil {
+		if err := checkTemplate(r, a.Template); err != nil {
 			return bad("actions[%d]: template: %s", i, core.ErrorMessage(err))
+		}
+	}
+	return nil
+}
+
+// checkTemplate parses src and checks that it reads only columns rule r
+// captures: any other renders as nothing, which is never what was meant.
+func checkTemplate(r core.Rule, src string) error {
+	t, err := ParseTemplate(src)
+	if err != nil {
+		return err
+	}
+	if r.Columns == nil {
+		return nil
+	}
+	for _, c := range t.columns() {
+		if !slices.Contains(r.Columns, c) {
+			return &core.Error{Op: "observe.ValidateRule", Code: core.CodeInvalid,
+				Message: fmt.Sprintf("reads column %q, which the rule does not capture (add it to columns)", c)}
 		}
 	}
 	return nil
@@ -69,12 +91,13 @@ func ValidateRule(c *Compiler, r core.Rule) error {
 
 // TestRule reports whether rule r matches event e and, if so, the messages
 // its actions would send, without sending anything: the "test against a
-// sample event" of rule management.
-func TestRule(c *Compiler, r core.Rule, e core.ChangeEvent) (bool, []core.Message, error) {
+// sample event" of rule management. p is the schema's protection, as the
+// dispatcher applies it.
+func TestRule(c *Compiler, r core.Rule, e core.ChangeEvent, p *Protection) (bool, []core.Message, error) {
 	if err := ValidateRule(c, r); err != nil {
 		return false, nil, err
 	}
-	set, err := NewRuleSet(c, []core.Rule{r})
+	set, err := NewRuleSet(c, []core.Rule{r}, p)
 	if err != nil {
 		return false, nil, err
 	}
@@ -96,6 +119,7 @@ func TestRule(c *Compiler, r core.Rule, e core.ChangeEvent) (bool, []core.Messag
 type compiledRule struct {
 	rule core.Rule
 	cond *Condition
+	keep func(string) bool // the columns it captures; nil: all
 }
 
 // RuleSet is the compiled rules of every tenant, indexed by tenant and
@@ -106,8 +130,9 @@ type RuleSet struct {
 }
 
 // NewRuleSet compiles rules. A rule whose condition no longer compiles is
-// an error: it was validated when stored, so the environment changed.
-func NewRuleSet(c *Compiler, rules []core.Rule) (*RuleSet, error) {
+// an error: it was validated when stored, so the environment changed. p
+// decides what the rules that name no columns capture (nil: everything).
+func NewRuleSet(c *Compiler, rules []core.Rule, p *Protection) (*RuleSet, error) {
 	s := &RuleSet{byTenant: map[string]map[string][]compiledRule{}}
 	var errs []error
 	for _, r := range rules {
@@ -121,7 +146,7 @@ func NewRuleSet(c *Compiler, rules []core.Rule) (*RuleSet, error) {
 			t = map[string][]compiledRule{}
 			s.byTenant[r.Tenant] = t
 		}
-		t[r.Table] = append(t[r.Table], compiledRule{r, cond})
+		t[r.Table] = append(t[r.Table], compiledRule{r, cond, capture(r, p)})
 		s.count++
 	}
 	if len(errs) > 0 {
@@ -134,7 +159,9 @@ func NewRuleSet(c *Compiler, rules []core.Rule) (*RuleSet, error) {
 func (s *RuleSet) Len() int { return s.count }
 
 // Match returns the jobs for the tenant's rules that e satisfies. Only the
-// event's own tenant's rules are consulted.
+// event's own tenant's rules are consulted. Each rule sees only the columns
+// it captures: its condition is evaluated on them, and its jobs carry
+// them alone.
 func (s *RuleSet) Match(e core.ChangeEvent) ([]core.Job, error) {
 	rules := s.byTenant[e.Tenant][e.Table]
 	if len(rules) == 0 {
@@ -146,21 +173,34 @@ func (s *RuleSet) Match(e core.ChangeEvent) ([]core.Job, error) {
 		if len(cr.rule.Operations) > 0 && !slices.Contains(cr.rule.Operations, e.Op) {
 			continue
 		}
-		// Decode the event only for a rule with a condition, once.
-		if vars == nil && cr.cond.prg != nil {
-			var err error
-			if vars, err = EventVars(e); err != nil {
-				return nil, err
+		var rv Vars
+		if cr.cond.prg != nil {
+			// Decode the event only for a rule with a condition, once.
+			if vars == nil {
+				var err error
+				if vars, err = EventVars(e); err != nil {
+					return nil, err
+				}
+			}
+			rv = vars
+			if cr.keep != nil {
+				rv = captureVars(vars, cr.keep)
 			}
 		}
-		ok, err := cr.cond.Match(vars)
+		ok, err := cr.cond.Match(rv)
 		if err != nil || !ok {
 			continue
+		}
+		ev := e
+		if cr.keep != nil {
+			if ev, err = captureEvent(e, cr.keep); err != nil {
+				return nil, err
+			}
 		}
 		for i, a := range cr.rule.Actions {
 			jobs = append(jobs, core.Job{
 				ID: JobID(e, cr.rule.ID, i), Tenant: e.Tenant, RuleID: cr.rule.ID, RuleName: cr.rule.Name,
-				Action: a, Event: e,
+				Action: a, Event: ev,
 			})
 		}
 	}

@@ -252,6 +252,10 @@ func (w *Worker) Process(ctx context.Context, d core.Delivery) {
 func (w *Worker) process(ctx context.Context, log *slog.Logger, d core.Delivery) {
 	job := d.Job
 	log = log.With("tenant", job.Tenant, "job", job.ID, "kind", job.Action.Kind, "attempt", job.Attempt+1)
+	if job.Action.URL != "" {
+		// Named as the rule API shows it: a Slack URL is a credential.
+		log = log.With("target", core.RedactActionURL(job.Action.Kind, job.Action.URL))
+	}
 	// Outcomes are recorded even as ctx ends, so a finished job is not run
 	// again; a job cut short (ctx ended mid-delivery) is left pending.
 	rctx := context.WithoutCancel(ctx)
@@ -315,16 +319,19 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, d core.Delivery)
 		}
 		return
 	}
-	job.LastError = err.Error()
+	// Whatever the notifier said may quote the target: it is redacted
+	// before it is logged or stored with the job.
+	said := core.RedactActionText(err.Error(), job.Action)
+	job.LastError = said
 	var de *core.DeliveryError
 	if errors.As(err, &de) && de.Permanent {
 		br.Success() // it answered: the target is up, the request is wrong
-		w.deadLetter(rctx, log, d, job, err.Error())
+		w.deadLetter(rctx, log, d, job, said)
 		return
 	}
 	br.Failure()
 	if job.Attempt >= w.MaxAttempts {
-		w.deadLetter(rctx, log, d, job, fmt.Sprintf("gave up after %d attempts: %v", job.Attempt, err))
+		w.deadLetter(rctx, log, d, job, fmt.Sprintf("gave up after %d attempts: %s", job.Attempt, said))
 		return
 	}
 	delay := w.Backoff.Delay(job.Attempt - 1)
@@ -332,13 +339,16 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, d core.Delivery)
 		delay = min(de.RetryAfter, MaxRetryAfter)
 	}
 	w.stats.Retried.Add(1)
-	log.Debug("observer job failed; retrying", "err", err, "delay", delay)
+	log.Debug("observer job failed; retrying", "err", said, "delay", delay)
 	if err := w.Queue.Retry(rctx, d, job, w.Now().Add(delay)); err != nil {
 		log.Warn("scheduling an observer retry", "err", err)
 	}
 }
 
+// deadLetter moves job to the dead-letter stream with reason, which is
+// redacted of the job's target like every log line about it.
 func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, d core.Delivery, job core.Job, reason string) {
+	reason = core.RedactActionText(reason, job.Action)
 	w.stats.DeadLettered.Add(1)
 	log.Warn("observer job dead-lettered", "reason", reason)
 	if err := w.Queue.DeadLetter(ctx, d, job, reason); err != nil {

@@ -2,8 +2,13 @@ package e2e_test
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/fraise-dev/fraise/deploy/demo"
 )
@@ -13,6 +18,8 @@ import (
 // enabled: viewers read, operators create and update but never delete,
 // admins delete, and one tenant never sees another's rules.
 func TestObserverRulesThroughTheGateway(t *testing.T) {
+	const slackSecret = "slackSECRETslackSECRET42"
+	const slackURL = "https://hooks.slack.com/services/T0001/B0001/" + slackSecret
 	s := mustStackWith(t, stackOptions{toml: "\n[observers]\nenabled = true\n"})
 	admin := s.token(t, demo.TenantAcme, "alice", "admin")
 	operator := s.token(t, demo.TenantAcme, "olga", "operator")
@@ -24,7 +31,9 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 	rule := func(name string) map[string]any {
 		return map[string]any{"query": create, "variables": map[string]any{"in": map[string]any{
 			"name": name, "table": "public.posts", "operations": []any{"INSERT"}, "condition": "after.published == true",
-			"actions": []any{map[string]any{"kind": "webhook", "url": "https://hooks.example.com/posts"}},
+			"columns": []any{"id", "title", "published"},
+			"actions": []any{map[string]any{"kind": "webhook", "url": "https://hooks.example.com/posts"},
+				map[string]any{"kind": "slack", "url": slackURL}},
 		}}}
 	}
 	mustRuleID := func(status int, g gqlResponse, field string) string {
@@ -87,6 +96,32 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 		}
 	}
 
+	// A Slack URL is a credential: the viewer, and the operator who wrote
+	// it, read it redacted (security #13, defect 7a).
+	for _, token := range []string{viewer, operator} {
+		status, g := s.gqlPost(t, token, map[string]any{"query": `{ observerRules { actions { kind url } } }`})
+		if status != http.StatusOK || len(g.Errors) > 0 {
+			t.Fatalf("listing actions: status %d errors %+v", status, g.Errors)
+		}
+		var data struct {
+			ObserverRules []struct{ Actions []struct{ Kind, URL string } }
+		}
+		if err := json.Unmarshal(g.Data, &data); err != nil {
+			t.Fatal(err)
+		}
+		var slack []string
+		for _, r := range data.ObserverRules {
+			for _, a := range r.Actions {
+				if a.Kind == "slack" {
+					slack = append(slack, a.URL)
+				}
+			}
+		}
+		if strings.Contains(string(g.Data), slackSecret) || len(slack) != 1 || slack[0] != "https://hooks.slack.com/services/***" {
+			t.Fatalf("listing actions: got %s, want the Slack URL redacted", g.Data)
+		}
+	}
+
 	// Deleting: the operator is refused by the policy, the admin is not.
 	del := map[string]any{"query": `mutation($id: ID!) { deleteObserverRule(id: $id) { succeeded status rule { id } } }`,
 		"variables": map[string]any{"id": id}}
@@ -101,5 +136,99 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 	status, g = s.gqlPost(t, admin, del)
 	if got := mustRuleID(status, g, "deleteObserverRule"); got != id {
 		t.Fatalf("deleted %s, want %s", got, id)
+	}
+}
+
+// TestObserverRuleColumnsThroughTheGateway: a rule names the columns it
+// captures; naming one the schema masks needs the unmask scope in the
+// author's token, and a real webhook receives only the columns named
+// (security #13, defect 7c).
+func TestObserverRuleColumnsThroughTheGateway(t *testing.T) {
+	s := mustStackWith(t, stackOptions{
+		toml:     "\n[observers]\nenabled = true\nallow_private_targets = true\n",
+		setupSQL: "SELECT fraise.observe_table('public.posts')",
+	})
+	operator := s.token(t, demo.TenantAcme, "olga", "operator")
+	unmasker := strings.TrimSpace(mustRun(t, s.getenv, "token", "--dir", s.dir, "--tenant", demo.TenantAcme,
+		"--subject", "alice", "--roles", "admin", "--scopes", "read:User.email"))
+	s.mustServe(t, operator)
+
+	bodies := make(chan []byte, 16)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		select {
+		case bodies <- b:
+		default:
+		}
+	}))
+	t.Cleanup(hook.Close)
+
+	const create = `mutation($in: ObserverRuleInput!) { createObserverRule(input: $in) { succeeded rule { id columns } } }`
+	rule := func(name, table string, columns ...any) map[string]any {
+		return map[string]any{"query": create, "variables": map[string]any{"in": map[string]any{
+			"name": name, "table": table, "operations": []any{"INSERT"}, "columns": columns,
+			"actions": []any{map[string]any{"kind": "webhook", "url": hook.URL + "/" + name}},
+		}}}
+	}
+	for _, tc := range []struct {
+		name, token string
+		req         map[string]any
+		want        string // extensions.code; "" for created
+	}{
+		{"an operator naming a masked column", operator, rule("emails", "public.users", "id", "email"), "FORBIDDEN"},
+		{"an admin with the unmask scope", unmasker, rule("emails", "public.users", "id", "email"), ""},
+		{"an operator naming unmasked columns", operator, rule("titles", "public.posts", "id", "title"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, g := s.gqlPost(t, tc.token, tc.req)
+			if tc.want != "" {
+				if len(g.Errors) == 0 || g.Errors[0].Extensions["code"] != tc.want || !strings.Contains(g.Errors[0].Message, "read:User.email") {
+					t.Fatalf("got status %d data %s errors %+v, want %s naming read:User.email", status, g.Data, g.Errors, tc.want)
+				}
+				return
+			}
+			var data struct{ CreateObserverRule struct{ Succeeded bool } }
+			_ = json.Unmarshal(g.Data, &data)
+			if status != http.StatusOK || len(g.Errors) > 0 || !data.CreateObserverRule.Succeeded {
+				t.Fatalf("got status %d data %s errors %+v, want the rule created", status, g.Data, g.Errors)
+			}
+		})
+	}
+
+	// A post written through the gateway reaches the webhook with its id and
+	// title only.
+	status, g := s.gqlPost(t, unmasker, map[string]any{"query": `{ users { id } }`})
+	var users struct{ Users []struct{ ID string } }
+	if err := json.Unmarshal(g.Data, &users); status != http.StatusOK || err != nil || len(users.Users) == 0 {
+		t.Fatalf("users: status %d data %s", status, g.Data)
+	}
+	status, g = s.gqlPost(t, unmasker, map[string]any{"query": `mutation($in: CreatePostInput!) { createPost(input: $in) { __typename } }`,
+		"variables": map[string]any{"in": map[string]any{"title": "Columns", "body": "bodySECRET", "authorId": users.Users[0].ID}}})
+	if status != http.StatusOK || len(g.Errors) > 0 {
+		t.Fatalf("createPost: status %d errors %+v", status, g.Errors)
+	}
+	var got []byte
+	select {
+	case got = <-bodies:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the webhook received nothing within 30s")
+	}
+	var payload struct {
+		Event struct {
+			Table string
+			After map[string]any
+		}
+	}
+	if err := json.Unmarshal(got, &payload); err != nil {
+		t.Fatal(err)
+	}
+	var cols []string
+	for k := range payload.Event.After {
+		cols = append(cols, k)
+	}
+	slices.Sort(cols)
+	if payload.Event.Table != "public.posts" || strings.Join(cols, ",") != "id,title" || payload.Event.After["title"] != "Columns" ||
+		strings.Contains(string(got), "bodySECRET") {
+		t.Fatalf("webhook body: got %s, want the post's id and title only", got)
 	}
 }

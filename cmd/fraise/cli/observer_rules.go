@@ -22,8 +22,23 @@ const observerRulesSDL = `
 "Any JSON value: a sample event's rows and key."
 scalar ObserverJSON
 
-"An action of an observer rule, its secret and password left out."
-type ObserverAction { kind: String! url: String to: [String!] subject: String template: String }
+"""
+An action of an observer rule as the API shows it: a secret URL (every Slack URL, a webhook URL with
+userinfo or a token) redacted, as https://hooks.slack.com/services/***, and no signing secret. Send an
+action back as shown to keep what is stored; see docs/observers.md.
+"""
+type ObserverAction {
+  kind: String!
+  "The target; redacted when secretUrl."
+  url: String
+  "The URL is a credential, stored apart and never returned."
+  secretUrl: Boolean!
+  "The webhook has a signing secret (stored apart, never returned)."
+  signed: Boolean!
+  to: [String!]
+  subject: String
+  template: String
+}
 
 "An observer rule: when a change of table matches operations and condition, run actions."
 type ObserverRule @view(name: "v_observer_rule") {
@@ -32,6 +47,11 @@ type ObserverRule @view(name: "v_observer_rule") {
   table: String!
   operations: [String!]!
   condition: String!
+  """
+  The row's columns the rule captures: its condition, templates and actions see only these. Null for a
+  rule written before rules named their columns: it captures every column the schema does not protect.
+  """
+  columns: [String!]
   actions: [ObserverAction!]!
   enabled: Boolean!
   version: Int!
@@ -54,6 +74,10 @@ type ObserverTestMessage { kind: String! url: String to: [String!] subject: Stri
 "Whether a rule matches a sample event, and what its actions would send."
 type ObserverRuleTest { matched: Boolean! messages: [ObserverTestMessage!]! }
 
+"""
+An action of a rule being written. A url given as the redacted form the API shows, and a missing secret,
+keep what the rule stores for the action of the same kind and URL; an empty secret removes it.
+"""
 input ObserverActionInput { kind: String! url: String secret: String to: [String!] subject: String template: String }
 
 "A new rule. The condition is CEL over the event (op, table, key, before, after, changed); empty matches every event."
@@ -62,6 +86,11 @@ input ObserverRuleInput {
   table: String!
   operations: [String!]
   condition: String
+  """
+  The row's columns to capture (the table's column names). A column the schema protects with @mask or
+  @auth needs the scope that lifts it (FORBIDDEN otherwise).
+  """
+  columns: [String!]!
   actions: [ObserverActionInput!]!
   enabled: Boolean
 }
@@ -72,6 +101,8 @@ input ObserverRulePatch {
   table: String
   operations: [String!]
   condition: String
+  "Replaces the columns the rule captures; the rule as patched is authorized as a new one."
+  columns: [String!]
   actions: [ObserverActionInput!]
   enabled: Boolean
 }
@@ -137,32 +168,67 @@ func withObserverRules(sdl string) string {
 }
 
 // observerRuleHooks are the Go parts of rule management: conditions are
-// compiled and actions validated before a rule is stored, and
-// testObserverRule evaluates a rule against a sample event.
-func observerRuleHooks(c *observe.Compiler) graphql.Hooks {
+// compiled and actions validated before a rule is stored, the columns a
+// rule captures are authorized against what the schema protects (prot),
+// and testObserverRule evaluates a rule against a sample event.
+func observerRuleHooks(c *observe.Compiler, prot *observe.Protection) graphql.Hooks {
+	// check validates rule r and authorizes p, its author, to capture its
+	// columns: a column the schema masks or restricts needs the scope that
+	// lifts it, as reading it through GraphQL would.
+	check := func(p core.Principal, r core.Rule) error {
+		if err := observe.ValidateRule(c, r); err != nil {
+			return err
+		}
+		return prot.Authorize(p, r.Table, r.Columns)
+	}
 	return graphql.Hooks{
 		"createObserverRule": {Check: func(ctx context.Context, q core.Querier, p core.Principal, args map[string]any) error {
 			r, err := ruleFrom(nil, args["input"])
 			if err != nil {
 				return err
 			}
-			return observe.ValidateRule(c, r)
+			return check(p, r)
 		}},
 		"updateObserverRule": {Check: func(ctx context.Context, q core.Querier, p core.Principal, args map[string]any) error {
 			cur, err := storedRule(ctx, q, args["id"])
 			if err != nil || cur == nil {
 				return err // no such rule: the function reports not_found
 			}
+			// The rule as patched, whoever wrote what it keeps: the one who
+			// patches it decides where its columns go from now on.
 			r, err := ruleFrom(cur, args["input"])
 			if err != nil {
 				return err
 			}
-			return observe.ValidateRule(c, r)
+			return check(p, r)
 		}},
 		"testObserverRule": {Resolve: func(ctx context.Context, q core.Querier, p core.Principal, args map[string]any) (json.RawMessage, error) {
-			return testRule(ctx, c, q, p, args)
+			return testRule(ctx, c, prot, q, p, args)
 		}},
 	}
+}
+
+// observerProtection is what schema s protects, for observer rules: the
+// columns named like a field with @mask or @auth (or a key of its @field
+// path), and the tables named like a type, or its view, with @auth.
+func observerProtection(s *graphql.Schema) *observe.Protection {
+	p := observe.NewProtection()
+	for _, f := range s.ProtectedFields() {
+		if f.OnType {
+			g := observe.Guard{Field: f.Type, Scope: f.Scope}
+			p.GuardTable(f.Type, g)
+			if f.View != "" {
+				p.GuardTable(f.View, g)
+			}
+			continue
+		}
+		g := observe.Guard{Field: f.Type + "." + f.Field, Scope: f.Scope}
+		p.GuardColumn(f.Field, g)
+		for _, k := range f.Keys {
+			p.GuardColumn(k, g)
+		}
+	}
+	return p
 }
 
 func invalidInput(msg string) error {
@@ -213,7 +279,7 @@ func storedRule(ctx context.Context, q core.Querier, id any) (map[string]any, er
 }
 
 // testRule is testObserverRule: exactly one of id and rule names the rule.
-func testRule(ctx context.Context, c *observe.Compiler, q core.Querier, p core.Principal, args map[string]any) (json.RawMessage, error) {
+func testRule(ctx context.Context, c *observe.Compiler, prot *observe.Protection, q core.Querier, p core.Principal, args map[string]any) (json.RawMessage, error) {
 	var r core.Rule
 	var err error
 	switch id, rule := args["id"], args["rule"]; {
@@ -262,7 +328,7 @@ func testRule(ctx context.Context, c *observe.Compiler, q core.Querier, p core.P
 			}
 		}
 	}
-	matched, msgs, err := observe.TestRule(c, r, e)
+	matched, msgs, err := observe.TestRule(c, r, e, prot)
 	if err != nil {
 		return nil, err
 	}

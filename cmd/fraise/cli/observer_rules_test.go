@@ -7,6 +7,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -49,7 +50,7 @@ func mustRulesEngine(tb testing.TB) rulesEnv {
 	if err := s.Check(ctx, db); err != nil {
 		tb.Fatal(err)
 	}
-	e := graphql.NewEngine(s, db, graphql.Options{Hooks: observerRuleHooks(observe.NewCompiler())})
+	e := graphql.NewEngine(s, db, graphql.Options{Hooks: observerRuleHooks(observe.NewCompiler(), observerProtection(s))})
 	return rulesEnv{engine: e, adminURL: pg.AdminURL(name)}
 }
 
@@ -119,7 +120,8 @@ const (
 
 func bigOrders(name, cond string) map[string]any {
 	return map[string]any{"name": name, "table": "public.orders", "operations": []any{"INSERT", "UPDATE"},
-		"condition": cond, "actions": []any{map[string]any{"kind": "webhook", "url": "https://hooks.example.com/x", "secret": "s3cret"}}}
+		"condition": cond, "columns": []any{"id", "total", "note"},
+		"actions": []any{map[string]any{"kind": "webhook", "url": "https://hooks.example.com/x", "secret": "s3cret"}}}
 }
 
 func TestObserverRulesThroughGraphQL(t *testing.T) {
@@ -192,9 +194,9 @@ func TestObserverRulesThroughGraphQL(t *testing.T) {
 	}{
 		{"create with a bad condition", createRule, map[string]any{"in": bigOrders("bad", "after.total >")}, "condition"},
 		{"create with a non-boolean condition", createRule, map[string]any{"in": bigOrders("bad", "after.total + 1")}, "bool"},
-		{"create with a bad url", createRule, map[string]any{"in": map[string]any{"name": "bad", "table": "public.orders",
+		{"create with a bad url", createRule, map[string]any{"in": map[string]any{"name": "bad", "table": "public.orders", "columns": []any{},
 			"actions": []any{map[string]any{"kind": "webhook", "url": "ftp://x"}}}}, "url"},
-		{"create with a bad template", createRule, map[string]any{"in": map[string]any{"name": "bad", "table": "public.orders",
+		{"create with a bad template", createRule, map[string]any{"in": map[string]any{"name": "bad", "table": "public.orders", "columns": []any{},
 			"actions": []any{map[string]any{"kind": "slack", "url": "https://x.example", "template": "{{ .after.total "}}}}, "template"},
 		{"update to a bad condition", `mutation($id: ID!) { updateObserverRule(id: $id, input: {condition: "after.total > > 1"}) { succeeded } }`,
 			map[string]any{"id": id}, "condition"},
@@ -323,4 +325,186 @@ func plainJSON(v any) string {
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
 	return strings.TrimSpace(b.String())
+}
+
+// TestObserverRuleSecretsThroughGraphQL: a Slack URL, a webhook URL with a
+// token and a signing secret are never returned by the rule API, and a
+// rule updated with its actions as the API shows them keeps them
+// (security #13, defect 7a).
+func TestObserverRuleSecretsThroughGraphQL(t *testing.T) {
+	r := mustRulesEngine(t)
+	const a = obsTenantA
+	const (
+		slackURL = "https://hooks.slack.com/services/T0001/B0001/slackSECRETslackSECRET42"
+		tokenURL = "https://hooks.example.com/in?api_key=keySECRET"
+	)
+	mustNoSecret := func(tb testing.TB, what string, v any) {
+		tb.Helper()
+		s := plainJSON(v)
+		for _, p := range []string{"slackSECRET", "keySECRET", "s3cret"} {
+			if strings.Contains(s, p) {
+				tb.Fatalf("%s holds the secret %q: %s", what, p, s)
+			}
+		}
+	}
+	in := map[string]any{"name": "secrets", "table": "public.orders", "operations": []any{"INSERT"}, "columns": []any{"id"},
+		"actions": []any{
+			map[string]any{"kind": "slack", "url": slackURL, "template": "{{op}}"},
+			map[string]any{"kind": "webhook", "url": tokenURL, "secret": "s3cret"},
+		}}
+	const fields = `id actions { kind url template }`
+	d := r.mustOK(t, a, `mutation($in: ObserverRuleInput!) { createObserverRule(input: $in) { succeeded rule { `+fields+` } } }`,
+		map[string]any{"in": in})
+	mustNoSecret(t, "createObserverRule", d)
+	id := d["createObserverRule"].(map[string]any)["rule"].(map[string]any)["id"].(string)
+	d = r.mustOK(t, a, `query($id: ID!) { observerRule(id: $id) { actions { kind url secretUrl signed template } } }`, map[string]any{"id": id})
+	rule := d["observerRule"].(map[string]any)
+	wantShown := `[{"kind":"slack","secretUrl":true,"signed":false,"template":"{{op}}","url":"https://hooks.slack.com/services/***"},` +
+		`{"kind":"webhook","secretUrl":true,"signed":true,"template":null,"url":"https://hooks.example.com/in/***"}]`
+	if got := plainJSON(rule["actions"]); got != wantShown {
+		t.Fatalf("created actions: got %s, want %s", got, wantShown)
+	}
+	for _, q := range []string{
+		`{ observerRules { ` + fields + ` } }`,
+		`query($id: ID!) { observerRule(id: $id) { ` + fields + ` } }`,
+		`query($id: ID!) { testObserverRule(id: $id, event: {op: "INSERT", after: {total: 1}}) { matched messages { kind url body } } }`,
+	} {
+		mustNoSecret(t, q, r.mustOK(t, a, q, map[string]any{"id": id}))
+	}
+
+	// An update sending the actions back as shown (a template changed)
+	// keeps the URLs and the signing secret the dispatcher uses.
+	shown := rule["actions"].([]any)
+	for _, x := range shown {
+		act := x.(map[string]any)
+		delete(act, "secretUrl")
+		delete(act, "signed")
+		if act["template"] == nil {
+			delete(act, "template")
+		}
+	}
+	shown[0].(map[string]any)["template"] = "changed {{op}}"
+	d = r.mustOK(t, a, `mutation($id: ID!, $p: ObserverRulePatch!) { updateObserverRule(id: $id, input: $p) { succeeded rule { `+fields+` } } }`,
+		map[string]any{"id": id, "p": map[string]any{"actions": shown}})
+	mustNoSecret(t, "updateObserverRule", d)
+	if got := d["updateObserverRule"].(map[string]any)["succeeded"]; got != true {
+		t.Fatalf("update: got %v", d)
+	}
+	rows := r.admin(t, `select actions::text from fraise.observer_rules_enabled() where id = $1`, id)
+	var acts []core.Action
+	if err := json.Unmarshal([]byte(rows[0][0].(string)), &acts); err != nil {
+		t.Fatal(err)
+	}
+	if len(acts) != 2 || acts[0].URL != slackURL || acts[0].Template != "changed {{op}}" || acts[1].URL != tokenURL || acts[1].Secret != "s3cret" {
+		t.Fatalf("the dispatcher's actions after the update: got %+v", acts)
+	}
+}
+
+// doAs runs query as principal p.
+func (r rulesEnv) doAs(p core.Principal, query string, vars map[string]any) *graphql.Response {
+	return r.engine.Execute(core.WithPrincipal(context.Background(), p), graphql.Request{Query: query, Variables: vars})
+}
+
+// TestObserverRuleColumnsThroughGraphQL: a rule names the columns it
+// captures; naming one the schema masks (User.email) or restricts
+// (Post.internalNote) needs the scope that lifts it, when the rule is
+// created and whenever it is changed (security #13, defect 7c).
+func TestObserverRuleColumnsThroughGraphQL(t *testing.T) {
+	r := mustRulesEngine(t)
+	const a = obsTenantA
+	plain := core.Principal{Subject: "olga", Tenant: a, Roles: []string{"operator"}}
+	unmasker := core.Principal{Subject: "alice", Tenant: a, Roles: []string{"admin"}, Scopes: []string{"read:User.email"}}
+	rule := func(name, table string, columns ...any) map[string]any {
+		return map[string]any{"in": map[string]any{"name": name, "table": table, "columns": columns,
+			"actions": []any{map[string]any{"kind": "webhook", "url": "https://hooks.example.com/" + name}}}}
+	}
+	const create = `mutation($in: ObserverRuleInput!) { createObserverRule(input: $in) { succeeded rule { id columns } } }`
+	const update = `mutation($id: ID!, $p: ObserverRulePatch!) { updateObserverRule(id: $id, input: $p) { succeeded rule { columns } } }`
+	ids := map[string]string{}
+	for _, tc := range []struct {
+		name string
+		p    core.Principal
+		vars map[string]any
+		want string // extensions.code, "" for created
+		says string // in the message
+	}{
+		{"a masked column without the scope", plain, rule("emails", "public.users", "id", "email"), "FORBIDDEN", "read:User.email"},
+		{"a masked column with the scope", unmasker, rule("emails", "public.users", "id", "email"), "", ""},
+		{"a restricted column, snake_case, without the scope", unmasker, rule("notes", "public.posts", "id", "internal_note"), "FORBIDDEN", "read:Post.internalNote"},
+		{"unprotected columns", plain, rule("titles", "public.posts", "id", "title"), "", ""},
+		{"a template reading a column not captured", plain, map[string]any{"in": map[string]any{"name": "tpl", "table": "public.posts",
+			"columns": []any{"id"}, "actions": []any{map[string]any{"kind": "slack", "url": "https://hooks.example.com/s",
+				"template": "{{after.title}}"}}}}, "INVALID", "title"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := r.doAs(tc.p, create, tc.vars)
+			if tc.want != "" {
+				mustErrCode(t, resp, tc.want)
+				if !strings.Contains(resp.Errors[0].Message, tc.says) {
+					t.Fatalf("message %q does not mention %s", resp.Errors[0].Message, tc.says)
+				}
+				return
+			}
+			if len(resp.Errors) > 0 {
+				t.Fatalf("got errors %+v", resp.Errors)
+			}
+			var d struct {
+				CreateObserverRule struct {
+					Succeeded bool
+					Rule      struct {
+						ID      string
+						Columns []string
+					}
+				}
+			}
+			_ = json.Unmarshal(resp.Data, &d)
+			if !d.CreateObserverRule.Succeeded || len(d.CreateObserverRule.Rule.Columns) != 2 {
+				t.Fatalf("got %s, want the rule with its columns", resp.Data)
+			}
+			ids[tc.vars["in"].(map[string]any)["name"].(string)] = d.CreateObserverRule.Rule.ID
+		})
+	}
+
+	// Changing a rule that captures a masked column, if only its target,
+	// needs the scope: it decides where the column goes.
+	for _, tc := range []struct {
+		name, rule string
+		p          core.Principal
+		patch      map[string]any
+		want       string
+	}{
+		{"retargeting a rule that captures email, without the scope", "emails", plain,
+			map[string]any{"actions": []any{map[string]any{"kind": "webhook", "url": "https://attacker.example/x"}}}, "FORBIDDEN"},
+		{"adding a restricted column, without the scope", "titles", plain, map[string]any{"columns": []any{"id", "title", "internal_note"}}, "FORBIDDEN"},
+		{"adding a masked column, without the scope", "titles", plain, map[string]any{"columns": []any{"id", "email"}}, "FORBIDDEN"},
+		{"retargeting it with the scope", "emails", unmasker,
+			map[string]any{"actions": []any{map[string]any{"kind": "webhook", "url": "https://hooks.example.com/other"}}}, ""},
+		{"a condition of a rule of unprotected columns", "titles", plain, map[string]any{"condition": "after.title != ''"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := r.doAs(tc.p, update, map[string]any{"id": ids[tc.rule], "p": tc.patch})
+			if tc.want != "" {
+				mustErrCode(t, resp, tc.want)
+				return
+			}
+			var d struct{ UpdateObserverRule struct{ Succeeded bool } }
+			_ = json.Unmarshal(resp.Data, &d)
+			if len(resp.Errors) > 0 || !d.UpdateObserverRule.Succeeded {
+				t.Fatalf("got %s %+v, want it updated", resp.Data, resp.Errors)
+			}
+		})
+	}
+	rows := r.admin(t, `select name, array_to_string(columns, ','), actions->0->>'url' from fraise.observer_rules order by name`)
+	got := fmt.Sprint(rows)
+	if want := "[[emails email,id https://hooks.example.com/other] [titles id,title https://hooks.example.com/titles]]"; got != want {
+		t.Fatalf("stored rules: got %s, want %s", got, want)
+	}
+
+	// Testing a rule shows what it would send: its columns only.
+	d := r.mustOK(t, a, `query($ev: ObserverEventInput!, $rule: ObserverRuleInput) { testObserverRule(rule: $rule, event: $ev) {
+		matched messages { body } } }`, map[string]any{"rule": rule("t", "public.posts", "id", "title")["in"],
+		"ev": map[string]any{"op": "INSERT", "key": map[string]any{"id": 1}, "after": map[string]any{"id": 1, "title": "Hi", "internal_note": "secret note"}}})
+	if body := plainJSON(d); !strings.Contains(body, "Hi") || strings.Contains(body, "secret note") {
+		t.Fatalf("test message: got %s, want the title and not the note", body)
+	}
 }

@@ -39,10 +39,10 @@ type observers struct {
 	closers    []func()
 }
 
-// newObservers wires the pipeline from the configuration on db. notifiers
-// override the configured ones by action kind (tests pass their own clock
-// or targets; nil uses the configuration).
-func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, consumer string) (*observers, error) {
+// newObservers wires the pipeline from the configuration on db. prot is
+// what the served schema protects: rules that name no columns capture none
+// of it.
+func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection) (*observers, error) {
 	oc := cfg.Observers
 	policy, err := observe.ParsePolicy(oc.Backpressure)
 	if err != nil {
@@ -98,7 +98,7 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 			OpenTimeout: a.OpenTimeout.Duration, SuccessThreshold: a.SuccessThreshold}
 	}
 	o.dispatcher = &observe.Dispatcher{
-		Events: o.events, Rules: o.events, Queue: o.queue, Name: oc.Cursor, Batch: oc.BatchSize,
+		Events: o.events, Rules: o.events, Queue: o.queue, Name: oc.Cursor, Batch: oc.BatchSize, Protection: prot,
 		Backpressure: observe.Backpressure{Policy: policy, MaxBytes: int64(oc.MaxQueueMemoryMB) << 20,
 			ThresholdPercent: oc.MemoryThresholdPercent, MaxPause: oc.BackpressureMaxPause.Duration},
 		Logger: log,
@@ -226,7 +226,14 @@ func runObservers(ctx context.Context, env Env, args []string) error {
 		}
 		enc := json.NewEncoder(env.Stdout)
 		for _, d := range dls {
-			d.Job.Action.Secret = "" // never print secrets
+			// Never print secrets: the signing secret goes, a secret URL is
+			// shown as the rule API shows it.
+			d.Reason = core.RedactActionText(d.Reason, d.Job.Action)
+			d.Job.LastError = core.RedactActionText(d.Job.LastError, d.Job.Action)
+			if d.Job.Action.URL != "" {
+				d.Job.Action.URL = core.RedactActionURL(d.Job.Action.Kind, d.Job.Action.URL)
+			}
+			d.Job.Action.Secret = ""
 			if err := enc.Encode(d); err != nil {
 				return err
 			}

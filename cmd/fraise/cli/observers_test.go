@@ -107,12 +107,14 @@ func (rc *receiver) snapshot() (map[string]int, []time.Duration) {
 }
 
 type pipeline struct {
-	cfg   config.Config
-	db    *postgres.DB
-	admin *pgx.Conn
-	redis *harness.Redis
-	smtp  *smtptest.Server
-	env   Env
+	cfg config.Config
+	// protection is what the served schema would protect (nil: nothing).
+	protection *observe.Protection
+	db         *postgres.DB
+	admin      *pgx.Conn
+	redis      *harness.Redis
+	smtp       *smtptest.Server
+	env        Env
 }
 
 func mustPipeline(tb testing.TB) *pipeline {
@@ -175,7 +177,13 @@ func mustPipeline(tb testing.TB) *pipeline {
 // test ends).
 func (p *pipeline) start(tb testing.TB, consumer string) (*observers, func()) {
 	tb.Helper()
-	o, err := newObservers(p.cfg, p.env, testLogger(tb), p.db, consumer)
+	return p.startLogging(tb, consumer, testLogger(tb))
+}
+
+// startLogging is start with the pipeline's logs going to log.
+func (p *pipeline) startLogging(tb testing.TB, consumer string, log *slog.Logger) (*observers, func()) {
+	tb.Helper()
+	o, err := newObservers(p.cfg, p.env, log, p.db, consumer, p.protection)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -405,6 +413,153 @@ func TestObserversRetryDeadLetterReplay(t *testing.T) {
 	eventually(t, 5*time.Second, "the replayed job", func() bool { return gone.delivered() == 1 })
 }
 
+// TestObserversRedactSecretsInLogsAndDeadLetters: deliveries to secret URLs
+// fail in every way a target can (an answer quoting the path, a transient
+// failure until the attempts run out, no answer at all); the pipeline's
+// logs, at debug level, the dead letters' reasons and last errors, and
+// `fraise observers dlq list` name the targets redacted only (security
+// #13, defect 7b).
+func TestObserversRedactSecretsInLogsAndDeadLetters(t *testing.T) {
+	p := mustPipeline(t)
+	p.cfg.Observers.MaxAttempts = 2
+	gone, failing := mustReceiver(t), mustReceiver(t)
+	gone.handle = func(w http.ResponseWriter, r *http.Request, _ observe.WebhookPayload, _ int) bool {
+		http.Error(w, "no such hook: "+r.URL.String(), http.StatusNotFound)
+		return false
+	}
+	failing.handle = func(w http.ResponseWriter, r *http.Request, _ observe.WebhookPayload, _ int) bool {
+		http.Error(w, "down for "+r.URL.String(), http.StatusServiceUnavailable)
+		return false
+	}
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	secrets := []string{"slackSECRET", "tokSECRET", "pwSECRET"}
+	targets := []map[string]any{
+		{"kind": "slack", "url": gone.URL + "/services/T0001/B0001/slackSECRETslackSECRET42"},
+		{"kind": "webhook", "url": failing.URL + "/in?token=tokSECRET"},
+		{"kind": "webhook", "url": strings.Replace(closed.URL, "://", "://u:pwSECRET@", 1) + "/in"},
+	}
+	for i, a := range targets {
+		p.rule(t, obsTenantA, map[string]any{"name": fmt.Sprint("secret", i), "table": "public.orders", "actions": []map[string]any{a}})
+	}
+	logs := &lockedBuffer{}
+	o, _ := p.startLogging(t, "w1", slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values (1, $1, 1)", obsTenantA)
+
+	ctx := context.Background()
+	var dls []core.DeadLetter
+	eventually(t, 15*time.Second, "three dead letters", func() bool {
+		dls, _ = o.queue.DeadLetters(ctx, obsTenantA, 10)
+		return len(dls) == 3
+	})
+	var out strings.Builder
+	if err := Run(ctx, []string{"observers", "dlq", "list", "--tenant", obsTenantA}, p.env.Getenv, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]string{"logs": logs.String(), "dlq list": out.String()}
+	for _, dl := range dls {
+		seen["dead letter "+dl.ID+" reason"] = dl.Reason
+		seen["dead letter "+dl.ID+" last error"] = dl.Job.LastError
+	}
+	for what, text := range seen {
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				t.Errorf("%s holds the secret %q:\n%s", what, s, text)
+			}
+		}
+	}
+	// What was hidden was named redacted.
+	for _, want := range []string{gone.URL + "/services/***", failing.URL + "/in/***", closed.URL + "/in/***"} {
+		if !strings.Contains(seen["logs"], want) || !strings.Contains(seen["dlq list"], want) {
+			t.Errorf("the logs or the dlq list do not name %s:\n%s\n%s", want, seen["logs"], seen["dlq list"])
+		}
+	}
+}
+
+// TestObserversSendOnlyCapturedColumns: a webhook receives the columns its
+// rule names and nothing else of the row; a rule that names none (written
+// before rules did) receives every column but those the schema protects,
+// in its rows, its key, what changed and its Slack text (security #13,
+// defect 7c).
+func TestObserversSendOnlyCapturedColumns(t *testing.T) {
+	p := mustPipeline(t)
+	p.protection = observe.NewProtection()
+	p.protection.GuardColumn("note", observe.Guard{Field: "Order.note", Scope: "read:Order.note"})
+	named, older, slack := mustReceiver(t), mustReceiver(t), mustReceiver(t)
+	p.rule(t, obsTenantA, map[string]any{"name": "named", "table": "public.orders", "columns": []string{"id", "total"},
+		"actions": []map[string]any{{"kind": "webhook", "url": named.URL}}})
+	p.rule(t, obsTenantA, map[string]any{"name": "older", "table": "public.orders",
+		"actions": []map[string]any{{"kind": "webhook", "url": older.URL}, {"kind": "slack", "url": slack.URL,
+			"template": "{{key.id}} {{after.total}} {{after.note}}."}}})
+	p.start(t, "w1")
+	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total, note) values (1, $1, 10, 'noteSECRET')", obsTenantA)
+	p.sql(t, obsTenantA, "update orders set total = 11, note = 'noteSECRET2' where id = 1")
+	eventually(t, 10*time.Second, "the deliveries", func() bool {
+		return named.delivered() == 2 && older.delivered() == 2 && slack.delivered() == 2
+	})
+	keys := func(raw json.RawMessage) string {
+		var m map[string]any
+		_ = json.Unmarshal(raw, &m)
+		var ks []string
+		for k := range m {
+			ks = append(ks, k)
+		}
+		sort.Strings(ks)
+		return strings.Join(ks, ",")
+	}
+	for _, tc := range []struct {
+		name          string
+		rc            *receiver
+		rows, changed string
+	}{
+		{"the columns named", named, "id,total", "total"},
+		{"no columns named: all but the protected", older, "at,id,tenant_id,total", "total"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.rc.mu.Lock()
+			defer tc.rc.mu.Unlock()
+			for _, body := range tc.rc.bodies {
+				if strings.Contains(body, "noteSECRET") || strings.Contains(body, `"note"`) {
+					t.Fatalf("a body holds the note: %s", body)
+				}
+			}
+			for _, pl := range tc.rc.payloads {
+				ev := pl.Event
+				if ev.Op == core.OpUpdate && (keys(ev.Before) != tc.rows || strings.Join(ev.Changed, ",") != tc.changed) {
+					t.Fatalf("update: got before %s changed %v, want columns %s changed %s", ev.Before, ev.Changed, tc.rows, tc.changed)
+				}
+				if keys(ev.After) != tc.rows || keys(ev.Key) != "id" {
+					t.Fatalf("%s: got after %s key %s, want columns %s and the key", ev.Op, ev.After, ev.Key, tc.rows)
+				}
+			}
+		})
+	}
+	slack.mu.Lock()
+	defer slack.mu.Unlock()
+	sort.Strings(slack.bodies)
+	if got := strings.Join(slack.bodies, " "); got != `{"text":"1 10 ."} {"text":"1 11 ."}` {
+		t.Fatalf("slack: got %s, want the total without the note", got)
+	}
+}
+
+// lockedBuffer is a log destination shared by goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // TestObserversChaos stops Redis while events flow and kills a worker in
 // the middle of a job: every matching event arrives, each idempotency key
 // counted once at the receiver.
@@ -535,7 +690,7 @@ func TestObserversBackpressureFailFast(t *testing.T) {
 	rc := mustReceiver(t)
 	p.rule(t, obsTenantA, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
 		"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
-	o, err := newObservers(p.cfg, p.env, testLogger(t), p.db, "w")
+	o, err := newObservers(p.cfg, p.env, testLogger(t), p.db, "w", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

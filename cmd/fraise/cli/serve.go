@@ -128,15 +128,22 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		}
 		sdl = string(b)
 	}
-	var hooks graphql.Hooks
 	if cfg.Observers.Enabled {
 		// Rule management is part of every schema observers serve.
-		sdl, hooks = withObserverRules(sdl), observerRuleHooks(observe.NewCompiler())
+		sdl = withObserverRules(sdl)
 	}
 	schema, err := graphql.ParseSchema(sdl)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("core.schema: %w", err)
+	}
+	var hooks graphql.Hooks
+	var protection *observe.Protection
+	if cfg.Observers.Enabled {
+		// Rules capture what the schema protects only for authors who may
+		// read it.
+		protection = observerProtection(schema)
+		hooks = observerRuleHooks(observe.NewCompiler(), protection)
 	}
 	dbURL, err := config.Resolve(cfg.Database.URL, env.Getenv)
 	if err != nil {
@@ -218,7 +225,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		return nil
 	})
 	if cfg.Observers.Enabled {
-		obs, err := newObservers(cfg, env, log.With("component", "observers"), db, "")
+		obs, err := newObservers(cfg, env, log.With("component", "observers"), db, "", protection)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("observers: %w", err)
