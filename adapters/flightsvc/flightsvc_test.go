@@ -76,6 +76,7 @@ type fixture struct {
 	conn   *grpc.ClientConn
 	signer *assertion.Signer
 	src    *endless
+	callSigner
 }
 
 func mustServer(tb testing.TB) *fixture {
@@ -112,9 +113,9 @@ func mustServer(tb testing.TB) *fixture {
 	}
 	go func() { _ = g.Serve(ln) }()
 	tb.Cleanup(g.Stop)
-	f := &fixture{reg: reg, signer: signer, src: src}
-	c, err := aflight.NewClientWithMiddleware(ln.Addr().String(), nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithChainUnaryInterceptor(f.signUnary), grpc.WithChainStreamInterceptor(f.signStream))
+	f := &fixture{reg: reg, signer: signer, src: src, callSigner: callSigner{signer}}
+	c, err := aflight.NewClientWithMiddleware(ln.Addr().String(), nil, nil,
+		append(f.dialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -130,16 +131,25 @@ func mustServer(tb testing.TB) *fixture {
 
 type principalKey struct{}
 
+// callSigner stands for extauthz in these tests: each call made with a
+// context from as carries the assertion extauthz issues p for that call.
+type callSigner struct{ signer *assertion.Signer }
+
 // as makes the calls made with ctx carry, each, the assertion extauthz
 // issues p for that call.
-func (f *fixture) as(tb testing.TB, ctx context.Context, p core.Principal) context.Context {
+func (c callSigner) as(tb testing.TB, ctx context.Context, p core.Principal) context.Context {
 	tb.Helper()
 	return context.WithValue(ctx, principalKey{}, p)
 }
 
+// dialOptions sign every call of a client.
+func (c callSigner) dialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(c.signUnary), grpc.WithChainStreamInterceptor(c.signStream)}
+}
+
 // extauthz binds a call as Envoy shows it the call: a unary call's one
 // request message (its body, as the client encoded it), a stream's none.
-func (f *fixture) assertionFor(ctx context.Context, method string, req any) context.Context {
+func (c callSigner) assertionFor(ctx context.Context, method string, req any) context.Context {
 	p, ok := ctx.Value(principalKey{}).(core.Principal)
 	if !ok {
 		return ctx
@@ -153,19 +163,19 @@ func (f *fixture) assertionFor(ctx context.Context, method string, req any) cont
 		sum := sha256.Sum256(raw)
 		b.Body = hex.EncodeToString(sum[:])
 	}
-	tok, err := f.signer.Sign(p, assertiontest.RequestID(), b)
+	tok, err := c.signer.Sign(p, assertiontest.RequestID(), b)
 	if err != nil {
 		panic(err)
 	}
 	return metadata.AppendToOutgoingContext(ctx, assertion.Header, tok)
 }
 
-func (f *fixture) signUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	return invoker(f.assertionFor(ctx, method, req), method, req, reply, cc, opts...)
+func (c callSigner) signUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(c.assertionFor(ctx, method, req), method, req, reply, cc, opts...)
 }
 
-func (f *fixture) signStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	return streamer(f.assertionFor(ctx, method, nil), desc, cc, method, opts...)
+func (c callSigner) signStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(c.assertionFor(ctx, method, nil), desc, cc, method, opts...)
 }
 
 var alice = core.Principal{Subject: "alice", Tenant: tenant, Roles: []string{"analyst"}}

@@ -20,7 +20,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/fraise-dev/fraise/adapters/flightsvc"
@@ -102,7 +101,7 @@ func protectedDatasets(tb testing.TB) []flight.Dataset {
 type protectedFixture struct {
 	client aflight.Client
 	sql    *flightsql.Client
-	signer *assertion.Signer
+	calls  callSigner
 	schema *graphql.Schema
 	engine *graphql.Engine
 }
@@ -155,24 +154,22 @@ func mustProtected(tb testing.TB) *protectedFixture {
 	}
 	go func() { _ = g.Serve(ln) }()
 	tb.Cleanup(g.Stop)
-	c, err := aflight.NewClientWithMiddleware(ln.Addr().String(), nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	calls := callSigner{signer}
+	c, err := aflight.NewClientWithMiddleware(ln.Addr().String(), nil, nil,
+		append(calls.dialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { c.Close() })
-	return &protectedFixture{client: c, sql: &flightsql.Client{Client: c}, signer: signer, schema: schema,
+	return &protectedFixture{client: c, sql: &flightsql.Client{Client: c}, calls: calls, schema: schema,
 		engine: graphql.NewEngine(schema, pdb, graphql.Options{})}
 }
 
-// as returns ctx carrying an assertion of p; each call signs a new one
-// (an assertion is single use).
+// as returns a context whose calls each carry the assertion extauthz issues
+// p for that call (an assertion is single use and bound to its call).
 func (f *protectedFixture) as(tb testing.TB, p core.Principal) context.Context {
 	tb.Helper()
-	tok, err := f.signer.Sign(p, fmt.Sprintf("req-%d", time.Now().UnixNano()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return metadata.AppendToOutgoingContext(context.Background(), assertion.Header, tok)
+	return f.calls.as(tb, context.Background(), p)
 }
 
 // export is one export read whole: the schema DoGet sent and its rows,

@@ -82,7 +82,8 @@ func clientTrusting(tb testing.TB, ca devcerts.Files, proxy *url.URL) *http.Clie
 
 func mustSign(tb testing.TB, s *assertion.Signer) string {
 	tb.Helper()
-	tok, err := s.Sign(core.Principal{Subject: "alice", Tenant: "11111111-1111-4111-8111-111111111111", Kind: core.KindJWT}, "r1")
+	tok, err := s.Sign(core.Principal{Subject: "alice", Tenant: "11111111-1111-4111-8111-111111111111", Kind: core.KindJWT}, "r1",
+		assertion.Binding{Audience: assertion.AudienceGraphQL, Method: "POST", Path: "/graphql"})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func TestAssertionKeysFetch(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got error %v, want one saying %q", err, tc.want)
 			}
-			if _, _, err := v.Verify(mustSign(t, attacker)); err == nil {
+			if _, err := v.Verify(mustSign(t, attacker), assertion.AudienceGraphQL); err == nil {
 				t.Fatal("got the attacker's assertion accepted, want it refused")
 			}
 		})
@@ -170,7 +171,7 @@ func TestAssertionKeysFetch(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, s := range map[string]*assertion.Signer{"configured key": configured, "fetched key": extauthz} {
-			if _, _, err := v.Verify(mustSign(t, s)); err != nil {
+			if _, err := v.Verify(mustSign(t, s), assertion.AudienceGraphQL); err != nil {
 				t.Errorf("%s: got %v, want accepted", name, err)
 			}
 		}
@@ -219,16 +220,16 @@ func TestAssertionKeysFetch(t *testing.T) {
 		// extauthz replaced its key and dropped the old one; an assertion
 		// with the new, unknown key id makes the core fetch again.
 		current.Store(rotated)
-		if _, _, err := v.Verify(mustSign(t, rotated)); err != nil {
+		if _, err := v.Verify(mustSign(t, rotated), assertion.AudienceGraphQL); err != nil {
 			t.Fatalf("rotated key: got %v, want accepted", err)
 		}
 		if got := n.Load(); got != 2 {
 			t.Fatalf("got %d fetches, want 2", got)
 		}
-		if _, _, err := v.Verify(before); err == nil {
+		if _, err := v.Verify(before, assertion.AudienceGraphQL); err == nil {
 			t.Error("key extauthz no longer publishes: got accepted, want refused")
 		}
-		if _, _, err := v.Verify(mustSign(t, configured)); err != nil {
+		if _, err := v.Verify(mustSign(t, configured), assertion.AudienceGraphQL); err != nil {
 			t.Errorf("configured key: got %v, want still accepted", err)
 		}
 	})

@@ -147,8 +147,8 @@ func TestServeAuthzWiring(t *testing.T) {
 		slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatalf("following the JWKS port: %v", err)
 	}
-	if p, _, err := core.Verify(signed); err != nil || p.Subject != "apikey:"+k.ID {
-		t.Fatalf("assertion through the JWKS port: got %+v, %v, want apikey:%s", p, err, k.ID)
+	if a, err := core.Verify(signed, assertion.AudienceGraphQL); err != nil || a.Principal.Subject != "apikey:"+k.ID {
+		t.Fatalf("assertion through the JWKS port: got %+v, %v, want apikey:%s", a, err, k.ID)
 	}
 
 	// A refused request too, then the admin port's metrics count both.

@@ -104,7 +104,7 @@ func TestSidecarsAcceptOnlyTheGateway(t *testing.T) {
 	cfg.Authz.Issuers = []config.Issuer{{Issuer: is.Issuer, Audiences: []string{is.Audience}, JWKSFile: is.JWKSFile, Algorithms: []string{"ES256"}}}
 	authzLn := listen()
 	authzDone := make(chan error, 1)
-	go func() { authzDone <- serveAuthz(ctx, cfg, env, quiet, authzLn, nil) }()
+	go func() { authzDone <- serveAuthz(ctx, cfg, env, quiet, authzLn, nil, nil) }()
 
 	xdsLn := listen()
 	srv, err := newXDSServer(ctx, cfg, quiet)
