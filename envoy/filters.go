@@ -134,6 +134,13 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 		WithRequestBody: &extauthzv3.BufferSettings{
 			MaxRequestBytes:     o.MaxRequestBytes,
 			AllowPartialMessage: false,
+			// Bytes, as the client sent them: as text, Envoy replaces
+			// every byte that is not UTF-8 with '!', so extauthz would
+			// decide on a body other than the one the core runs, and a
+			// Flight descriptor (protobuf, not text) would hash to another
+			// value than the one the core binds. Envoy 1.40 takes
+			// pack_as_bytes from here, not from a route's override.
+			PackAsBytes: true,
 		},
 	}
 	rl := &ratelimitv3.RateLimit{

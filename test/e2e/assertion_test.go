@@ -35,10 +35,10 @@ func TestAssertionAtTheCore(t *testing.T) {
 		t.Fatalf("a query's assertion with a mutation: got %d data %s errors %+v, want 403 and no data", status, g.Data, g.Errors)
 	}
 	tok = viewerQuery()
-	if status, _, g := post(t, s.client, s.addrs.CoreHTTP, "{ users { id name } }", map[string]string{assertion.Header: tok}); status != http.StatusOK {
+	if status, _, g := post(t, s.asGW, s.addrs.CoreHTTP, "{ users { id name } }", map[string]string{assertion.Header: tok}); status != http.StatusOK {
 		t.Fatalf("the query it was issued for: got %d %+v, want 200", status, g.Errors)
 	}
-	if status, _, g := post(t, s.client, s.addrs.CoreHTTP, "{ users { id name } }", map[string]string{assertion.Header: tok}); status != http.StatusUnauthorized {
+	if status, _, g := post(t, s.asGW, s.addrs.CoreHTTP, "{ users { id name } }", map[string]string{assertion.Header: tok}); status != http.StatusUnauthorized {
 		t.Fatalf("the same assertion again: got %d %+v, want 401", status, g.Errors)
 	}
 
@@ -61,7 +61,7 @@ func (s *stack) corePost(tb testing.TB, tok string, body map[string]any) (int, g
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(assertion.Header, tok)
-	resp, err := s.client.Do(req)
+	resp, err := s.asGW.Do(req)
 	if err != nil {
 		tb.Fatal(err)
 	}
