@@ -75,6 +75,9 @@ type Options struct {
 	// MaxConnections bounds the ingress's open downstream connections
 	// (10000 when zero); connections over it are closed at once.
 	MaxConnections uint64
+	// GraphQLTimeout is the graphql route's timeout (30s when zero): Envoy
+	// answers 504 when the core has not answered within it.
+	GraphQLTimeout time.Duration
 	// AdminAddr is Envoy's admin interface (127.0.0.1:9901 when empty):
 	// loopback only, never routed.
 	AdminAddr string
@@ -112,6 +115,9 @@ type Resources struct {
 func (o *Options) defaults() {
 	if o.AuthzTimeout == 0 {
 		o.AuthzTimeout = 250 * time.Millisecond
+	}
+	if o.GraphQLTimeout == 0 {
+		o.GraphQLTimeout = 30 * time.Second
 	}
 	if o.MaxRequestBytes == 0 {
 		o.MaxRequestBytes = 64 << 10
@@ -157,6 +163,9 @@ func Build(o Options) (*Resources, error) {
 	need("UpstreamKey", o.UpstreamKey)
 	if o.TraceSamplePercent < 0 || o.TraceSamplePercent > 100 {
 		errs = append(errs, fmt.Errorf("envoy: TraceSamplePercent %v: want 0 to 100", o.TraceSamplePercent))
+	}
+	if o.GraphQLTimeout < 0 {
+		errs = append(errs, fmt.Errorf("envoy: GraphQLTimeout %v: want a positive duration", o.GraphQLTimeout))
 	}
 	if o.MaxRequestBytes > 64<<20 {
 		errs = append(errs, fmt.Errorf("envoy: MaxRequestBytes %d: more than 64 MiB buffered per request", o.MaxRequestBytes))

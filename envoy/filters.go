@@ -312,7 +312,7 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: GraphQLPath}},
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterCoreHTTP},
-			Timeout:          durationpb.New(30 * time.Second),
+			Timeout:          durationpb.New(o.GraphQLTimeout),
 			RateLimits:       rateLimits(),
 		}},
 	}}

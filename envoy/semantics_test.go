@@ -450,3 +450,27 @@ func TestLocalRepliesAreGraphQLShaped(t *testing.T) {
 		t.Errorf("no mapper for %v", want)
 	}
 }
+
+func TestGraphQLRouteTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		set  time.Duration
+		want time.Duration
+	}{
+		{name: "default", want: 30 * time.Second},
+		{name: "set", set: 12 * time.Second, want: 12 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := opts()
+			o.GraphQLTimeout = tt.set
+			if got := routesOf(mustBuild(t, o))["graphql"].GetRoute().GetTimeout().AsDuration(); got != tt.want {
+				t.Errorf("got graphql route timeout %s, want %s", got, tt.want)
+			}
+		})
+	}
+	o := opts()
+	o.GraphQLTimeout = -time.Second
+	if _, err := envoy.Build(o); err == nil || !strings.Contains(err.Error(), "GraphQLTimeout") {
+		t.Errorf("a negative timeout: got %v, want an error naming GraphQLTimeout", err)
+	}
+}
