@@ -19,6 +19,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -33,6 +34,9 @@ const (
 	ClusterRateLimit  = "ratelimit"
 	ClusterXDS        = "xds"
 	ClusterOTel       = "opentelemetry"
+	// SecretUpstream is the SDS secret holding the certificate Envoy
+	// presents to the core and the sidecars (Options.UpstreamCert).
+	SecretUpstream = "upstream_certificate"
 	// GraphQLPath is matched exactly: the core serves nothing else, and
 	// a prefix would route /graphql/../readyz-like paths to it.
 	GraphQLPath  = "/graphql"
@@ -108,6 +112,9 @@ type Resources struct {
 	Listeners []*listenerv3.Listener
 	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
+	// Secrets are served over SDS: the certificate the clusters present
+	// (SecretUpstream) is one, so that rotating it changes no cluster.
+	Secrets []*tlsv3.Secret
 
 	opts Options // for the bootstraps' node, admin and xDS cluster
 }
@@ -207,8 +214,9 @@ func Build(o Options) (*Resources, error) {
 				TransportSocket: downstreamTLS(o),
 			}},
 		}},
-		Routes: []*routev3.RouteConfiguration{routeConfig(o)},
-		opts:   o,
+		Routes:  []*routev3.RouteConfiguration{routeConfig(o)},
+		Secrets: []*tlsv3.Secret{upstreamSecret(o)},
+		opts:    o,
 	}
 	// Health checks: gRPC health where the service serves grpc.health.v1
 	// (envoyproxy/ratelimit), otherwise a connection (through the
@@ -244,6 +252,9 @@ const (
 type clusterSpec struct {
 	name, addr string
 	h2, tls    bool
+	// inlineCert names the certificate's files in the cluster itself
+	// rather than the secret SecretUpstream.
+	inlineCert bool
 	health     healthKind
 }
 
@@ -312,7 +323,7 @@ func cluster(o Options, spec clusterSpec) (*clusterv3.Cluster, error) {
 		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(upstreamHTTPOptions(spec.h2)),
 	}
 	if spec.tls {
-		c.TransportSocket = upstreamTLS(o)
+		c.TransportSocket = upstreamTLS(o, spec.inlineCert)
 	}
 	return c, nil
 }
