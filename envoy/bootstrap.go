@@ -12,6 +12,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	downstreamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -42,6 +43,9 @@ func (r *Resources) messages() []proto.Message {
 	}
 	for _, c := range r.Clusters {
 		ms = append(ms, c)
+	}
+	for _, s := range r.Secrets {
+		ms = append(ms, s)
 	}
 	return ms
 }
@@ -105,7 +109,8 @@ func eachAny(m protoreflect.Message, fn func(proto.Message) error) error {
 }
 
 // Bootstrap returns a static Envoy bootstrap holding the same resources, the
-// route configuration inlined where the listener names it for RDS.
+// route configuration inlined where the listener names it for RDS and each
+// secret's certificate where a cluster names it for SDS.
 func (r *Resources) Bootstrap() (*bootstrapv3.Bootstrap, error) {
 	routes := map[string]*routev3.RouteConfiguration{}
 	for _, rc := range r.Routes {
@@ -136,9 +141,17 @@ func (r *Resources) Bootstrap() (*bootstrapv3.Bootstrap, error) {
 		}
 		listeners = append(listeners, l)
 	}
+	secrets := map[string]*tlsv3.Secret{}
+	for _, s := range r.Secrets {
+		secrets[s.GetName()] = s
+	}
 	clusters := make([]*clusterv3.Cluster, len(r.Clusters))
 	for i, c := range r.Clusters {
-		clusters[i] = proto.Clone(c).(*clusterv3.Cluster)
+		c = proto.Clone(c).(*clusterv3.Cluster)
+		if err := inlineSecrets(c, secrets); err != nil {
+			return nil, err
+		}
+		clusters[i] = c
 	}
 	b, err := r.bootstrapBase()
 	if err != nil {
@@ -146,6 +159,33 @@ func (r *Resources) Bootstrap() (*bootstrapv3.Bootstrap, error) {
 	}
 	b.StaticResources = &bootstrapv3.Bootstrap_StaticResources{Listeners: listeners, Clusters: clusters}
 	return b, nil
+}
+
+// inlineSecrets replaces the SDS secrets c's TLS names with their
+// certificates.
+func inlineSecrets(c *clusterv3.Cluster, secrets map[string]*tlsv3.Secret) error {
+	tc := c.GetTransportSocket().GetTypedConfig()
+	var u tlsv3.UpstreamTlsContext
+	if tc == nil || !tc.MessageIs(&u) {
+		return nil
+	}
+	if err := tc.UnmarshalTo(&u); err != nil {
+		return err
+	}
+	ctc := u.GetCommonTlsContext()
+	if len(ctc.GetTlsCertificateSdsSecretConfigs()) == 0 {
+		return nil
+	}
+	for _, sds := range ctc.GetTlsCertificateSdsSecretConfigs() {
+		s, ok := secrets[sds.GetName()]
+		if !ok || s.GetTlsCertificate() == nil {
+			return fmt.Errorf("envoy: cluster %s names unknown certificate secret %q", c.GetName(), sds.GetName())
+		}
+		ctc.TlsCertificates = append(ctc.TlsCertificates, proto.Clone(s.GetTlsCertificate()).(*tlsv3.TlsCertificate))
+	}
+	ctc.TlsCertificateSdsSecretConfigs = nil
+	c.TransportSocket = tlsSocket(&u)
+	return nil
 }
 
 // bootstrapBase is what both bootstraps share: the node, the loopback-only
@@ -181,17 +221,14 @@ func (r *Resources) XDSBootstrap() (*bootstrapv3.Bootstrap, error) {
 	if o.XDSAddr == "" {
 		return nil, errors.New("envoy: XDSAddr is required for the xDS bootstrap")
 	}
-	xc, err := cluster(o, clusterSpec{name: ClusterXDS, addr: o.XDSAddr, h2: true, tls: true, health: grpcHealth})
+	// Its certificate is inline: it connects before any secret can arrive.
+	xc, err := cluster(o, clusterSpec{name: ClusterXDS, addr: o.XDSAddr, h2: true, tls: true, inlineCert: true, health: grpcHealth})
 	if err != nil {
 		return nil, err
 	}
 	b, err := r.bootstrapBase()
 	if err != nil {
 		return nil, err
-	}
-	ads := &corev3.ConfigSource{
-		ResourceApiVersion:    corev3.ApiVersion_V3,
-		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 	}
 	b.DynamicResources = &bootstrapv3.Bootstrap_DynamicResources{
 		AdsConfig: &corev3.ApiConfigSource{
@@ -203,8 +240,8 @@ func (r *Resources) XDSBootstrap() (*bootstrapv3.Bootstrap, error) {
 			}}},
 			SetNodeOnFirstMessageOnly: true,
 		},
-		LdsConfig: ads,
-		CdsConfig: ads,
+		LdsConfig: ads(),
+		CdsConfig: ads(),
 	}
 	b.StaticResources = &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{xc}}
 	return b, nil

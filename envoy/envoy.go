@@ -19,6 +19,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -33,6 +34,9 @@ const (
 	ClusterRateLimit  = "ratelimit"
 	ClusterXDS        = "xds"
 	ClusterOTel       = "opentelemetry"
+	// SecretUpstream is the SDS secret holding the certificate Envoy
+	// presents to the core and the sidecars (Options.UpstreamCert).
+	SecretUpstream = "upstream_certificate"
 	// GraphQLPath is matched exactly: the core serves nothing else, and
 	// a prefix would route /graphql/../readyz-like paths to it.
 	GraphQLPath  = "/graphql"
@@ -75,6 +79,9 @@ type Options struct {
 	// MaxConnections bounds the ingress's open downstream connections
 	// (10000 when zero); connections over it are closed at once.
 	MaxConnections uint64
+	// GraphQLTimeout is the graphql route's timeout (30s when zero): Envoy
+	// answers 504 when the core has not answered within it.
+	GraphQLTimeout time.Duration
 	// AdminAddr is Envoy's admin interface (127.0.0.1:9901 when empty):
 	// loopback only, never routed.
 	AdminAddr string
@@ -105,6 +112,9 @@ type Resources struct {
 	Listeners []*listenerv3.Listener
 	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
+	// Secrets are served over SDS: the certificate the clusters present
+	// (SecretUpstream) is one, so that rotating it changes no cluster.
+	Secrets []*tlsv3.Secret
 
 	opts Options // for the bootstraps' node, admin and xDS cluster
 }
@@ -112,6 +122,9 @@ type Resources struct {
 func (o *Options) defaults() {
 	if o.AuthzTimeout == 0 {
 		o.AuthzTimeout = 250 * time.Millisecond
+	}
+	if o.GraphQLTimeout == 0 {
+		o.GraphQLTimeout = 30 * time.Second
 	}
 	if o.MaxRequestBytes == 0 {
 		o.MaxRequestBytes = 64 << 10
@@ -158,6 +171,9 @@ func Build(o Options) (*Resources, error) {
 	if o.TraceSamplePercent < 0 || o.TraceSamplePercent > 100 {
 		errs = append(errs, fmt.Errorf("envoy: TraceSamplePercent %v: want 0 to 100", o.TraceSamplePercent))
 	}
+	if o.GraphQLTimeout < 0 {
+		errs = append(errs, fmt.Errorf("envoy: GraphQLTimeout %v: want a positive duration", o.GraphQLTimeout))
+	}
 	if o.MaxRequestBytes > 64<<20 {
 		errs = append(errs, fmt.Errorf("envoy: MaxRequestBytes %d: more than 64 MiB buffered per request", o.MaxRequestBytes))
 	}
@@ -198,8 +214,9 @@ func Build(o Options) (*Resources, error) {
 				TransportSocket: downstreamTLS(o),
 			}},
 		}},
-		Routes: []*routev3.RouteConfiguration{routeConfig(o)},
-		opts:   o,
+		Routes:  []*routev3.RouteConfiguration{routeConfig(o)},
+		Secrets: []*tlsv3.Secret{upstreamSecret(o)},
+		opts:    o,
 	}
 	// Health checks: gRPC health where the service serves grpc.health.v1
 	// (envoyproxy/ratelimit), otherwise a connection (through the
@@ -235,6 +252,9 @@ const (
 type clusterSpec struct {
 	name, addr string
 	h2, tls    bool
+	// inlineCert names the certificate's files in the cluster itself
+	// rather than the secret SecretUpstream.
+	inlineCert bool
 	health     healthKind
 	// healthService is the grpc.health.v1 service name asked ("" for the
 	// server as a whole).
@@ -311,7 +331,7 @@ func cluster(o Options, spec clusterSpec) (*clusterv3.Cluster, error) {
 		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(upstreamHTTPOptions(spec.h2)),
 	}
 	if spec.tls {
-		c.TransportSocket = upstreamTLS(o)
+		c.TransportSocket = upstreamTLS(o, spec.inlineCert)
 	}
 	return c, nil
 }

@@ -91,9 +91,12 @@ func RateLimitDescriptors() [][]DescriptorEntry {
 	}
 }
 
+// mustAny packs m deterministically (map entries in key order): the same
+// options give the same bytes, so a resource a change is not about stays
+// identical and Envoy keeps it as it is.
 func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
-	if err != nil {
+	a := new(anypb.Any)
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
 		panic(err) // only for messages of linked-in types, which always marshal
 	}
 	return a
@@ -319,7 +322,7 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: GraphQLPath}},
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterCoreHTTP},
-			Timeout:          durationpb.New(30 * time.Second),
+			Timeout:          durationpb.New(o.GraphQLTimeout),
 			RateLimits:       rateLimits(),
 		}},
 	}}
@@ -414,21 +417,50 @@ func downstreamTLS(o Options) *corev3.TransportSocket {
 	})
 }
 
-func upstreamTLS(o Options) *corev3.TransportSocket {
-	return tlsSocket(&tlsv3.UpstreamTlsContext{
-		Sni: o.UpstreamServerName,
-		CommonTlsContext: &tlsv3.CommonTlsContext{
-			TlsParams:       &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
-			TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: file(o.UpstreamCert), PrivateKey: file(o.UpstreamKey)}},
-			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: file(o.UpstreamCA),
-				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
-					SanType: tlsv3.SubjectAltNameMatcher_DNS,
-					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: o.UpstreamServerName}},
-				}},
+// upstreamCertificate is the certificate Envoy presents to every upstream.
+func upstreamCertificate(o Options) *tlsv3.TlsCertificate {
+	return &tlsv3.TlsCertificate{CertificateChain: file(o.UpstreamCert), PrivateKey: file(o.UpstreamKey)}
+}
+
+// upstreamSecret is upstreamCertificate as the SDS secret SecretUpstream.
+func upstreamSecret(o Options) *tlsv3.Secret {
+	return &tlsv3.Secret{Name: SecretUpstream, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: upstreamCertificate(o)}}
+}
+
+// upstreamTLS is the transport socket of a cluster that speaks mTLS. The
+// certificate it presents is the secret SecretUpstream, served over ADS
+// beside the clusters, unless inline (the xDS bootstrap's own cluster,
+// which must connect before any secret can arrive): rotating the
+// certificate then updates the secret in place and leaves the clusters as
+// they are. Envoy replaces a cluster whose configuration changes, and
+// resets the requests in flight on the one it replaces (ext_authz's checks
+// among them, which would fail closed with 503).
+func upstreamTLS(o Options, inline bool) *corev3.TransportSocket {
+	ctc := &tlsv3.CommonTlsContext{
+		TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			TrustedCa: file(o.UpstreamCA),
+			MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+				SanType: tlsv3.SubjectAltNameMatcher_DNS,
+				Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: o.UpstreamServerName}},
 			}},
-		},
-	})
+		}},
+	}
+	if inline {
+		ctc.TlsCertificates = []*tlsv3.TlsCertificate{upstreamCertificate(o)}
+	} else {
+		ctc.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: SecretUpstream, SdsConfig: ads()}}
+	}
+	return tlsSocket(&tlsv3.UpstreamTlsContext{Sni: o.UpstreamServerName, CommonTlsContext: ctc})
+}
+
+// ads is the config source of a resource served over the aggregated
+// discovery stream.
+func ads() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
 }
 
 // UpstreamIdleTimeout closes Envoy's idle upstream connections before the

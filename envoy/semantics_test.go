@@ -255,13 +255,37 @@ func TestRateLimitDescriptorActions(t *testing.T) {
 
 func TestUpstreamMTLS(t *testing.T) {
 	res := mustBuild(t, opts())
-	for _, name := range []string{envoy.ClusterCoreHTTP, envoy.ClusterCoreFlight} {
+	isGateway := func(certs []*tlsv3.TlsCertificate) bool {
+		return len(certs) == 1 && certs[0].GetCertificateChain().GetFilename() == "c.pem" && certs[0].GetPrivateKey().GetFilename() == "c-key.pem"
+	}
+	if len(res.Secrets) != 1 || res.Secrets[0].GetName() != envoy.SecretUpstream || !isGateway([]*tlsv3.TlsCertificate{res.Secrets[0].GetTlsCertificate()}) {
+		t.Fatalf("got secrets %v, want %s holding c.pem/c-key.pem", res.Secrets, envoy.SecretUpstream)
+	}
+	static, err := res.Bootstrap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	xdsBoot, err := res.XDSBootstrap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{envoy.ClusterCoreHTTP, envoy.ClusterCoreFlight, envoy.ClusterAuthz} {
 		c := clusterOf(t, res, name)
 		u := unpack(t, c.GetTransportSocket().GetTypedConfig(), &tlsv3.UpstreamTlsContext{})
 		ctc := u.GetCommonTlsContext()
-		certs := ctc.GetTlsCertificates()
-		if len(certs) != 1 || certs[0].GetCertificateChain().GetFilename() != "c.pem" || certs[0].GetPrivateKey().GetFilename() != "c-key.pem" {
-			t.Errorf("%s: got client certificates %v, want c.pem/c-key.pem", name, certs)
+		// Over xDS the certificate is the secret, served over ADS too.
+		sds := ctc.GetTlsCertificateSdsSecretConfigs()
+		if len(sds) != 1 || sds[0].GetName() != envoy.SecretUpstream || sds[0].GetSdsConfig().GetAds() == nil || len(ctc.GetTlsCertificates()) != 0 {
+			t.Errorf("%s: got certificates %v and secrets %v, want the secret %s over ADS", name, ctc.GetTlsCertificates(), sds, envoy.SecretUpstream)
+		}
+		// The static bootstrap holds its files instead.
+		for _, sc := range static.GetStaticResources().GetClusters() {
+			if sc.GetName() == name {
+				su := unpack(t, sc.GetTransportSocket().GetTypedConfig(), &tlsv3.UpstreamTlsContext{})
+				if got := su.GetCommonTlsContext(); !isGateway(got.GetTlsCertificates()) || len(got.GetTlsCertificateSdsSecretConfigs()) != 0 {
+					t.Errorf("%s in the static bootstrap: got certificates %v and secrets %v, want c.pem/c-key.pem inline", name, got.GetTlsCertificates(), got.GetTlsCertificateSdsSecretConfigs())
+				}
+			}
 		}
 		vc := ctc.GetValidationContext()
 		if vc.GetTrustedCa().GetFilename() != "ca.pem" {
@@ -271,6 +295,12 @@ func TestUpstreamMTLS(t *testing.T) {
 		if len(sans) != 1 || sans[0].GetMatcher().GetExact() != "localhost" || u.GetSni() != "localhost" {
 			t.Errorf("%s: got SAN matchers %v and SNI %q, want localhost", name, sans, u.GetSni())
 		}
+	}
+	// The xDS bootstrap's own cluster connects before any secret arrives.
+	xc := xdsBoot.GetStaticResources().GetClusters()[0]
+	xu := unpack(t, xc.GetTransportSocket().GetTypedConfig(), &tlsv3.UpstreamTlsContext{})
+	if !isGateway(xu.GetCommonTlsContext().GetTlsCertificates()) {
+		t.Errorf("xds cluster: got certificates %v, want c.pem/c-key.pem inline", xu.GetCommonTlsContext().GetTlsCertificates())
 	}
 }
 
@@ -448,5 +478,29 @@ func TestLocalRepliesAreGraphQLShaped(t *testing.T) {
 	}
 	if len(want) > 0 {
 		t.Errorf("no mapper for %v", want)
+	}
+}
+
+func TestGraphQLRouteTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		set  time.Duration
+		want time.Duration
+	}{
+		{name: "default", want: 30 * time.Second},
+		{name: "set", set: 12 * time.Second, want: 12 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := opts()
+			o.GraphQLTimeout = tt.set
+			if got := routesOf(mustBuild(t, o))["graphql"].GetRoute().GetTimeout().AsDuration(); got != tt.want {
+				t.Errorf("got graphql route timeout %s, want %s", got, tt.want)
+			}
+		})
+	}
+	o := opts()
+	o.GraphQLTimeout = -time.Second
+	if _, err := envoy.Build(o); err == nil || !strings.Contains(err.Error(), "GraphQLTimeout") {
+		t.Errorf("a negative timeout: got %v, want an error naming GraphQLTimeout", err)
 	}
 }

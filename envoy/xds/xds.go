@@ -1,8 +1,10 @@
-// Package xds serves the generated Envoy configuration to Envoy over the
-// aggregated discovery service (ADS), from go-control-plane's snapshot
-// cache. Publishing a new set of resources gives every connected Envoy a new
-// snapshot version; an invalid set is refused and the last good one keeps
-// serving.
+// Package xds serves the generated Envoy configuration (listeners, routes,
+// clusters and the secret holding the certificate Envoy presents upstream)
+// to Envoy over the aggregated discovery service (ADS), from
+// go-control-plane's snapshot cache. Publishing a new set of resources
+// gives every connected Envoy a new snapshot version; an invalid set is
+// refused and the last good one keeps serving. Envoy keeps each resource
+// that arrives unchanged as it is, and updates a changed secret in place.
 package xds
 
 import (
@@ -16,6 +18,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -59,6 +62,7 @@ func (s *Server) Register(g *grpc.Server) {
 	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.srv)
 	routeservice.RegisterRouteDiscoveryServiceServer(g, s.srv)
 	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.srv)
+	secretservice.RegisterSecretDiscoveryServiceServer(g, s.srv)
 }
 
 // Publish validates res and, when it is valid and consistent, makes it the
@@ -77,6 +81,9 @@ func (s *Server) Publish(ctx context.Context, res *envoy.Resources) (string, err
 	for _, c := range res.Clusters {
 		items[resource.ClusterType] = append(items[resource.ClusterType], c)
 	}
+	for _, sec := range res.Secrets {
+		items[resource.SecretType] = append(items[resource.SecretType], sec)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	version := strconv.Itoa(s.version + 1)
@@ -92,6 +99,6 @@ func (s *Server) Publish(ctx context.Context, res *envoy.Resources) (string, err
 	}
 	s.version++
 	s.log.Info("published xDS snapshot", "node", s.nodeID, "version", version,
-		"listeners", len(res.Listeners), "routes", len(res.Routes), "clusters", len(res.Clusters))
+		"listeners", len(res.Listeners), "routes", len(res.Routes), "clusters", len(res.Clusters), "secrets", len(res.Secrets))
 	return version, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	client "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
@@ -131,5 +132,54 @@ func TestInvalidResourcesKeepTheLastSnapshot(t *testing.T) {
 	r, ok = fetch(t, c)
 	if !ok || coreAddr(t, r) != "10.0.0.3:8080" {
 		t.Fatalf("after the change: got %v, want core_http at 10.0.0.3:8080 (never the refused 10.0.0.2)", r)
+	}
+}
+
+// TestRotatedCertificateIsServedAsASecret publishes the configuration,
+// then the same with a rotated gateway certificate, and expects the secret
+// Envoy fetches over ADS to name the new files.
+func TestRotatedCertificateIsServedAsASecret(t *testing.T) {
+	s, conn := mustServer(t)
+	ctx := context.Background()
+	if _, err := s.Publish(ctx, mustResources(t, "10.0.0.1:8080")); err != nil {
+		t.Fatal(err)
+	}
+	c := client.NewADSClient(ctx, &corev3.Node{Id: xds.DefaultNodeID}, resource.SecretType)
+	if err := c.InitConnect(conn); err != nil {
+		t.Fatal(err)
+	}
+	certFile := func(r *client.Response) string {
+		t.Helper()
+		if len(r.Resources) != 1 {
+			t.Fatalf("got %d secrets, want 1", len(r.Resources))
+		}
+		var sec tlsv3.Secret
+		if err := r.Resources[0].UnmarshalTo(&sec); err != nil {
+			t.Fatal(err)
+		}
+		if sec.GetName() != envoy.SecretUpstream {
+			t.Fatalf("got secret %q, want %q", sec.GetName(), envoy.SecretUpstream)
+		}
+		return sec.GetTlsCertificate().GetCertificateChain().GetFilename()
+	}
+	r, ok := fetch(t, c)
+	if !ok || certFile(r) != "c.pem" {
+		t.Fatalf("first snapshot: got %v, want the secret naming c.pem", r)
+	}
+	o := options("10.0.0.1:8080")
+	o.UpstreamCert, o.UpstreamKey = "c2.pem", "c2-key.pem"
+	rotated, err := envoy.Build(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Publish(ctx, rotated); err != nil {
+		t.Fatal(err)
+	}
+	r, ok = fetch(t, c)
+	if !ok {
+		t.Fatal("no secret update after the rotation")
+	}
+	if got := certFile(r); got != "c2.pem" {
+		t.Fatalf("after the rotation: got the secret naming %q, want c2.pem", got)
 	}
 }

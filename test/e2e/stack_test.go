@@ -44,6 +44,9 @@ type stack struct {
 		CoreAdmin  string `json:"core_admin"`
 		CoreFlight string `json:"core_flight"`
 		AuthzAdmin string `json:"authz_admin"`
+		EnvoyAdmin string `json:"envoy_admin"`
+		EnvoyPid   int    `json:"envoy_pid"`
+		XDS        string `json:"xds"`
 	}
 	stop     context.CancelFunc // tells fraise dev to stop, as SIGTERM does
 	client   *http.Client       // presents the development client certificate
@@ -51,17 +54,21 @@ type stack struct {
 	asGW     *http.Client       // presents the gateway's certificate, as Envoy does to the core
 	getenv   func(string) string
 	redisHdl *harness.Redis
-	adminURL string // the test database as its owner
+	adminURL string      // the test database as its owner
+	logs     *syncWriter // fraise dev's log (Envoy's lines prefixed "envoy: ")
 }
 
 // stackOptions varies the stack a test starts: configuration appended to
 // fraise.toml (new sections only), FRAISE_* overrides, SQL run as the
-// database owner after the migrations, and the per-tenant budget.
+// database owner after the migrations, the per-tenant budget, and whether
+// Envoy follows an in-process `fraise xds` (`fraise dev --xds`, polling
+// fraise.toml every 100ms) instead of running the static bootstrap.
 type stackOptions struct {
 	toml      string
 	env       map[string]string
 	setupSQL  string
 	perTenant int
+	xds       bool
 }
 
 func mustRun(tb testing.TB, getenv func(string) string, args ...string) string {
@@ -142,6 +149,9 @@ authz_timeout = "5s"
 		pg.URL("fraise_app", db), pg.AdminURL(db), rd.Addr,
 		"file://"+filepath.Join(keys, "assertion.pub"), "file://"+filepath.Join(keys, "assertion.key"),
 		config.DevIssuer, config.DevAudience, filepath.Join(keys, "dev-issuer.jwks"), o.perTenant) + o.toml
+	if o.xds {
+		cfg += "\n[xds]\ngrpc_addr = \"127.0.0.1:0\"\npoll_interval = \"100ms\"\n"
+	}
 	cfgPath := filepath.Join(dir, "fraise.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		tb.Fatal(err)
@@ -152,11 +162,15 @@ authz_timeout = "5s"
 	}
 
 	ready := filepath.Join(dir, "ready.json")
+	args := []string{"dev", "--config", cfgPath, "--ready-file", ready, "--dir", dir, "--quiet"}
+	if o.xds {
+		args = append(args, "--xds")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	logs := &syncWriter{w: new(bytes.Buffer)}
 	go func() {
-		done <- cli.Run(ctx, []string{"dev", "--config", cfgPath, "--ready-file", ready, "--dir", dir, "--quiet"}, getenv, io.Discard, logs)
+		done <- cli.Run(ctx, args, getenv, io.Discard, logs)
 	}()
 	tb.Cleanup(func() {
 		cancel()
@@ -169,7 +183,7 @@ authz_timeout = "5s"
 			tb.Errorf("fraise dev did not stop within 30s of cancellation")
 		}
 	})
-	s := &stack{dir: dir, cfgPath: cfgPath, getenv: getenv, redisHdl: rd, adminURL: pg.AdminURL(db), stop: cancel}
+	s := &stack{dir: dir, cfgPath: cfgPath, getenv: getenv, redisHdl: rd, adminURL: pg.AdminURL(db), stop: cancel, logs: logs}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		b, err := os.ReadFile(ready)

@@ -47,6 +47,9 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// Read before loading: a change made while the stack starts must
+	// still count as a change.
+	loaded := readConfigFile(*cfgPath)
 	cfg, log, err := loadConfig(*cfgPath, env)
 	if err != nil {
 		return err
@@ -141,6 +144,9 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		closeAll()
 		return errors.Join(err, g.Wait())
 	}
+	// One watch of fraise.toml: the rate limiter reloads its limits and,
+	// with --xds, the xDS server publishes the new Envoy configuration.
+	follow := []func(config.Config){reloadRateLimits(rl, *cfgPath, log)}
 	bootstrap := res.Bootstrap
 	if *useXDS {
 		xlog := log.With("component", "xds")
@@ -157,8 +163,16 @@ func runDev(ctx context.Context, env Env, args []string) error {
 			c.Core.HTTPAddr, c.Core.FlightAddr = cfg.Core.HTTPAddr, cfg.Core.FlightAddr
 			c.Authz.GRPCAddr, c.RateLimit.GRPCAddr, c.XDS.GRPCAddr = cfg.Authz.GRPCAddr, cfg.RateLimit.GRPCAddr, cfg.XDS.GRPCAddr
 		}
-		g.Go(func() error { return serveXDS(gctx, srv, cfg, *cfgPath, xdsLn, env, xlog, keep) })
+		follow = append(follow, publishChange(gctx, srv, *cfgPath, xlog, keep))
+		g.Go(func() error { return serveXDS(gctx, srv, cfg, xdsLn, xlog) })
 		bootstrap = res.XDSBootstrap
+	}
+	if *cfgPath != "" {
+		go watchConfig(gctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, func(c config.Config) {
+			for _, f := range follow {
+				f(c)
+			}
+		})
 	}
 	b, err := bootstrap()
 	if err != nil {

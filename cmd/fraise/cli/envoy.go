@@ -121,6 +121,7 @@ func envoyOptions(cfg config.Config) envoy.Options {
 		UpstreamKey:              cfg.TLS.GatewayKey,
 		UpstreamServerName:       cfg.TLS.ServerName,
 		AuthzTimeout:             cfg.Gateway.AuthzTimeout.Duration,
+		GraphQLTimeout:           cfg.Gateway.GraphQLTimeout.Duration,
 		MaxRequestBytes:          cfg.Gateway.MaxRequestBytes,
 		RateLimitDomain:          cfg.RateLimit.Domain,
 		RateLimitTimeout:         cfg.RateLimit.Timeout.Duration,

@@ -112,7 +112,7 @@ func TestSidecarsAcceptOnlyTheGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	xdsDone := make(chan error, 1)
-	go func() { xdsDone <- serveXDS(ctx, srv, cfg, "", xdsLn, env, quiet, nil) }()
+	go func() { xdsDone <- serveXDS(ctx, srv, cfg, xdsLn, quiet) }()
 	t.Cleanup(func() {
 		cancel()
 		for _, d := range []chan error{authzDone, xdsDone} {

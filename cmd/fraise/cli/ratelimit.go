@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
@@ -23,10 +22,7 @@ func runRateLimit(ctx context.Context, env Env, args []string) error {
 	}
 	// Read before loading: a change made while the service starts must
 	// still count as a change.
-	var loaded []byte
-	if *cfgPath != "" {
-		loaded, _ = os.ReadFile(*cfgPath)
-	}
+	loaded := readConfigFile(*cfgPath)
 	cfg, log, err := loadConfig(*cfgPath, env)
 	if err != nil {
 		return err
@@ -39,18 +35,23 @@ func runRateLimit(ctx context.Context, env Env, args []string) error {
 	}
 	defer svc.Close()
 	if *cfgPath != "" {
-		// Tier and action limits changed in fraise.toml reach the running
-		// service: it reloads the regenerated file, keeping its counters.
-		go watchConfig(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, func(c config.Config) {
-			if err := svc.Reload(ratelimit.Options{Tiers: rateLimitTiers(c.RateLimit), Actions: rateLimitActions(c.RateLimit)}); err != nil {
-				log.Error("rate limits not reloaded; the previous ones stay", "err", err)
-				return
-			}
-			log.Info("rate limits reloaded", "path", *cfgPath)
-		})
+		go watchConfig(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, reloadRateLimits(svc, *cfgPath, log))
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// reloadRateLimits returns what a change of the file at path does to svc:
+// tier and action limits changed in fraise.toml reach the running service,
+// which reloads the regenerated file keeping its counters.
+func reloadRateLimits(svc *ratelimit.Service, path string, log *slog.Logger) func(config.Config) {
+	return func(c config.Config) {
+		if err := svc.Reload(ratelimit.Options{Tiers: rateLimitTiers(c.RateLimit), Actions: rateLimitActions(c.RateLimit)}); err != nil {
+			log.Error("rate limits not reloaded; the previous ones stay", "err", err)
+			return
+		}
+		log.Info("rate limits reloaded", "path", path)
+	}
 }
 
 // startRateLimit starts envoyproxy/ratelimit with limits generated from the

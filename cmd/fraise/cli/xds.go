@@ -26,6 +26,9 @@ func runXDS(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// Read before loading: a change made while the server starts must
+	// still count as a change.
+	loaded := readConfigFile(*cfgPath)
 	cfg, log, err := loadConfig(*cfgPath, env)
 	if err != nil {
 		return err
@@ -46,7 +49,10 @@ func runXDS(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 	}
-	return serveXDS(ctx, srv, cfg, *cfgPath, ln, env, log, nil)
+	if *cfgPath != "" {
+		go watchConfig(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, publishChange(ctx, srv, *cfgPath, log, nil))
+	}
+	return serveXDS(ctx, srv, cfg, ln, log)
 }
 
 // newXDSServer returns an xDS server holding the snapshot of cfg.
@@ -59,10 +65,9 @@ func newXDSServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*xd
 }
 
 // serveXDS serves srv on ln over mTLS, accepting only the gateway's
-// certificate, until ctx ends, publishing a new snapshot whenever the file
-// at cfgPath changes. keep, when set, amends each reloaded configuration
-// first (`fraise dev` keeps the ports it bound).
-func serveXDS(ctx context.Context, srv *xds.Server, cfg config.Config, cfgPath string, ln net.Listener, env Env, log *slog.Logger, keep func(*config.Config)) error {
+// certificate, until ctx ends. A watchConfig calling publishChange
+// publishes the snapshots that follow fraise.toml.
+func serveXDS(ctx context.Context, srv *xds.Server, cfg config.Config, ln net.Listener, log *slog.Logger) error {
 	tc, err := pinnedMTLSServerConfig(cfg.TLS, cfg.TLS.GatewaySAN)
 	if err != nil {
 		ln.Close()
@@ -76,24 +81,28 @@ func serveXDS(ctx context.Context, srv *xds.Server, cfg config.Config, cfgPath s
 		<-ctx.Done()
 		gs.GracefulStop()
 	}()
-	if cfgPath != "" {
-		last, _ := os.ReadFile(cfgPath)
-		go watchConfig(ctx, cfgPath, last, cfg.XDS.PollInterval.Duration, env, log, func(c config.Config) {
-			if keep != nil {
-				keep(&c)
-			}
-			if err := publish(ctx, srv, c); err != nil {
-				log.Error("configuration change not published; the previous snapshot keeps serving", "err", err)
-				return
-			}
-			log.Info("configuration change published", "path", cfgPath)
-		})
-	}
 	logServing(log, "xds", "ads", ln)
 	if err := gs.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
 	return nil
+}
+
+// publishChange returns what a change of the file at path does to srv:
+// publish the configuration's resources as the next snapshot, or log why
+// not and keep the last. keep, when set, amends each reloaded
+// configuration first (`fraise dev` keeps the ports it bound).
+func publishChange(ctx context.Context, srv *xds.Server, path string, log *slog.Logger, keep func(*config.Config)) func(config.Config) {
+	return func(c config.Config) {
+		if keep != nil {
+			keep(&c)
+		}
+		if err := publish(ctx, srv, c); err != nil {
+			log.Error("configuration change not published; the previous snapshot keeps serving", "err", err)
+			return
+		}
+		log.Info("configuration change published", "path", path)
+	}
 }
 
 func publish(ctx context.Context, srv *xds.Server, cfg config.Config) error {
@@ -103,6 +112,16 @@ func publish(ctx context.Context, srv *xds.Server, cfg config.Config) error {
 	}
 	_, err = srv.Publish(ctx, res)
 	return err
+}
+
+// readConfigFile returns the contents of the configuration file at path
+// (nil when there is none): what watchConfig compares the file with.
+func readConfigFile(path string) []byte {
+	if path == "" {
+		return nil
+	}
+	b, _ := os.ReadFile(path)
+	return b
 }
 
 // watchConfig calls changed with the new configuration whenever the file's

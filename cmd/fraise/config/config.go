@@ -433,6 +433,9 @@ type Gateway struct {
 	AdminAddr       string   `toml:"admin_addr"`
 	AuthzTimeout    Duration `toml:"authz_timeout"`
 	MaxRequestBytes uint32   `toml:"max_request_bytes"`
+	// GraphQLTimeout is the graphql route's timeout: Envoy answers 504
+	// TIMEOUT when the core has not answered within it.
+	GraphQLTimeout Duration `toml:"graphql_timeout"`
 	// MaxConnections bounds the ingress's open client connections; those
 	// over it are closed at once.
 	MaxConnections uint64 `toml:"max_connections"`
@@ -591,7 +594,7 @@ func Default() Config {
 		Gateway: Gateway{
 			ListenAddr: "127.0.0.1:8443", AdminAddr: "127.0.0.1:9901",
 			AuthzTimeout: Duration{250 * time.Millisecond}, MaxRequestBytes: 64 << 10, MaxConnections: 10000,
-			LogLevel: "warn",
+			LogLevel: "warn", GraphQLTimeout: Duration{30 * time.Second},
 		},
 		XDS: XDS{GRPCAddr: "127.0.0.1:18000", NodeID: "fraise-ingress", PollInterval: Duration{time.Second}},
 		Flight: Flight{
@@ -964,6 +967,9 @@ func (c Config) Validate() error {
 	addr("gateway.admin_addr", c.Gateway.AdminAddr, true)
 	if c.Gateway.AuthzTimeout.Duration <= 0 {
 		bad("gateway.authz_timeout", "must be positive")
+	}
+	if c.Gateway.GraphQLTimeout.Duration <= 0 {
+		bad("gateway.graphql_timeout", "must be positive")
 	}
 	if c.Gateway.MaxRequestBytes == 0 || c.Gateway.MaxRequestBytes > 64<<20 {
 		bad("gateway.max_request_bytes", "want 1 to 67108864, got %d", c.Gateway.MaxRequestBytes)

@@ -130,6 +130,11 @@ func TestLoad(t *testing.T) {
 			},
 		},
 		{
+			name:    "the graphql route timeout must be positive",
+			file:    "[gateway]\ngraphql_timeout = \"0s\"\n",
+			wantErr: []string{"gateway.graphql_timeout"},
+		},
+		{
 			name:    "a negative batch limit is refused",
 			file:    "[core]\nmax_batch = -1\n",
 			wantErr: []string{"core.max_batch"},
