@@ -2,12 +2,17 @@
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 GO ?= go
+# The Go toolchain is go.mod's `toolchain` line (the go command fetches it
+# from the module proxy once): it carries the standard library's security
+# fixes that govulncheck holds the build to, even where the machine's Go
+# is older and set to GOTOOLCHAIN=local.
+export GOTOOLCHAIN := auto
 BIN := bin/fraise
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency the race detector checks in `make test`.
 RACE_PKGS := ./core/... ./envoy/... ./extauthz/... ./adapters/... ./cmd/...
 
-.PHONY: all run test lint unit race e2e audit bench generate build deps services stop clean
+.PHONY: all run test lint unit race e2e audit bench generate build deps services stop clean vulncheck fuzz
 
 all: build
 
@@ -31,12 +36,21 @@ services:
 stop:
 	deploy/dev/services.sh stop
 
-## test: lint, unit, integration and end-to-end tests, and the policy tests.
+## test: lint, the policy tests, every Go test (unit, integration against real
+## PostgreSQL, Redis and Envoy, end to end through Envoy, the attack suite),
+## the race detector on concurrent packages, govulncheck, every fuzz target
+## for a few seconds, and a check that no test left an Envoy running.
 test: deps lint build
+	@echo "test: policies"
 	$(BIN) policy check
 	$(BIN) policy test
-	$(GO) test -count=1 -timeout 10m ./...
+	@echo "test: every Go test"
+	$(GO) test -count=1 -timeout 15m ./...
+	@echo "test: the race detector on $(RACE_PKGS)"
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
+	@deploy/dev/vulncheck.sh
+	@FUZZTIME=3s GO=$(GO) deploy/dev/fuzz.sh
+	@deploy/dev/leftovers.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -45,6 +59,14 @@ lint:
 
 unit:
 	$(GO) test -short ./...
+
+## vulncheck: govulncheck (pinned) against a pinned vulnerability database.
+vulncheck:
+	@deploy/dev/vulncheck.sh
+
+## fuzz: every fuzz target for a minute, its new corpus entries copied into testdata/ to commit.
+fuzz:
+	@FUZZTIME=$${FUZZTIME:-60s} GO=$(GO) deploy/dev/fuzz.sh --grow
 
 e2e:
 	$(GO) test -count=1 -v ./test/...
