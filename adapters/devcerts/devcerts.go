@@ -36,7 +36,7 @@ type Files struct {
 	CoreClientCert, CoreClientKey string
 }
 
-// GatewayName is the DNS SAN of the development gateway certificate, which
+// GatewayName is the DNS SAN of the gateway's development certificate, which
 // the core, extauthz, the rate limiter and the xDS server pin
 // (tls.gateway_san).
 const GatewayName = "gateway.fraise.internal"

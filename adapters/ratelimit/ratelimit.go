@@ -1,6 +1,6 @@
 // Package ratelimit runs the real envoyproxy/ratelimit service in-process,
 // backed by Redis, with its limits generated from Fraise's configuration.
-// Envoy (or the development gateway) asks it ShouldRateLimit with domain
+// Envoy asks it ShouldRateLimit with domain
 // "fraise" and descriptors built from the identity headers.
 package ratelimit
 
