@@ -83,11 +83,12 @@ bench: build
 	@status=0; $(GO) test -p 1 -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./... | tee bin/bench.txt || status=$$?; \
 	deploy/dev/benchtable.sh bin/bench.txt; exit $$status
 
-## generate: regenerate checked-in generated files (deploy/envoy's static and xDS Envoy bootstraps, and the Kubernetes copy).
+## generate: regenerate checked-in generated files (the Envoy bootstraps of deploy/envoy, deploy/k8s and deploy/systemd).
 generate: build
 	$(BIN) envoy bootstrap --config deploy/envoy/fraise.toml --dir deploy/envoy
-	# kustomize loads files only from inside its base: keep its copy in step.
-	cp deploy/envoy/bootstrap-xds.yaml deploy/k8s/envoy-bootstrap.yaml
+	# Each deployment's Envoy names the certificate paths of its own fraise.toml.
+	$(BIN) envoy bootstrap --config deploy/k8s/fraise.toml --xds-out deploy/k8s/envoy-bootstrap.yaml
+	$(BIN) envoy bootstrap --config deploy/systemd/fraise.toml --xds-out deploy/systemd/bootstrap-xds.yaml
 
 clean:
 	rm -rf bin

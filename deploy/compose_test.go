@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -113,6 +114,7 @@ func TestComposeServices(t *testing.T) {
 		}
 		if s.Image != "fraise" {
 			seen["envoy"] = true
+			checkEnvoyImage(t, name, s.Image)
 			if host, ok := composeMount(s, "/etc/envoy/bootstrap-xds.yaml"); !ok || filepath.Clean(filepath.Join(composeDir, host)) != filepath.Join("envoy", "bootstrap-xds.yaml") {
 				t.Errorf("%s: must mount deploy/envoy/bootstrap-xds.yaml at /etc/envoy/bootstrap-xds.yaml", name)
 			}
@@ -121,12 +123,14 @@ func TestComposeServices(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkBootstrap(t, boot, shared)
+			// What the xds service serves, built from the same fraise.toml.
+			xdsEnv := func(k string) string { return f.Services["xds"].Environment[k] }
+			served := mustGenerateBootstrap(t, tomlPath, xdsEnv, "--out")
+			checkEnvoyTLS(t, "deploy/compose", boot, served, mustLoadConfig(t, tomlPath, xdsEnv))
+			checkOperatorPorts(t, name, "envoy", shared)
 			for key, p := range reads("envoy", shared) {
-				if !slices.ContainsFunc(s.Volumes, func(v string) bool {
-					parts := strings.Split(v, ":")
-					return len(parts) >= 2 && strings.HasPrefix(p, strings.TrimSuffix(parts[1], "/")+"/")
-				}) {
-					t.Errorf("%s: %s = %s is under no volume", name, key, p)
+				if err := composeHasFile(s, p); err != nil {
+					t.Errorf("%s: %s: %v", name, key, err)
 				}
 			}
 			args := strings.Join(append(slices.Clone(s.Entrypoint), s.Command...), " ")
@@ -170,6 +174,7 @@ func TestComposeServices(t *testing.T) {
 		if grace, err := time.ParseDuration(s.StopGracePeriod); drain > 0 && (err != nil || grace <= drain) {
 			t.Errorf("%s: stop_grace_period %q must exceed the drain delay plus the shutdown timeout (%s)", name, s.StopGracePeriod, drain)
 		}
+		checkOperatorPorts(t, name, cmd, cfg)
 		// Each process binds its own service name or all interfaces.
 		for key, addr := range listens(cmd, cfg) {
 			if host, _ := portOf(t, key, addr); host != name && host != "0.0.0.0" && !isLoopback(host) {
@@ -186,6 +191,10 @@ func TestComposeServices(t *testing.T) {
 			}
 			if u == nil || !slices.Contains(s.Healthcheck.Test, "wget") {
 				t.Errorf("%s: healthcheck %v is no wget of an http:// URL", name, s.Healthcheck.Test)
+			} else if !isLoopback(u.Hostname()) {
+				// A healthcheck runs in the container: its ports need not
+				// open beyond loopback for it.
+				t.Errorf("%s: healthcheck %s asks beyond the container's loopback", name, u)
 			} else {
 				var ok bool
 				for _, addr := range listens(cmd, cfg) {
@@ -198,21 +207,11 @@ func TestComposeServices(t *testing.T) {
 				}
 			}
 		}
-		// Secret files: under a mounted directory or a Compose secret the
-		// service has.
+		// Secret files and certificates: Compose secrets the service has,
+		// or under a mounted directory.
 		for key, ref := range reads(cmd, cfg) {
-			p := strings.TrimPrefix(ref, "file://")
-			if sec, ok := strings.CutPrefix(p, "/run/secrets/"); ok {
-				if !slices.Contains(s.Secrets, sec) {
-					t.Errorf("%s: %s reads secret %s, which the service does not have", name, key, sec)
-				}
-				continue
-			}
-			if !slices.ContainsFunc(s.Volumes, func(v string) bool {
-				parts := strings.Split(v, ":")
-				return len(parts) >= 2 && strings.HasPrefix(p, strings.TrimSuffix(parts[1], "/")+"/")
-			}) {
-				t.Errorf("%s: %s = %s is under no volume", name, key, p)
+			if err := composeHasFile(s, strings.TrimPrefix(ref, "file://")); err != nil {
+				t.Errorf("%s: %s: %v", name, key, err)
 			}
 		}
 	}
@@ -237,10 +236,43 @@ func TestComposeServices(t *testing.T) {
 			}
 		}
 	}
+	// The CA's key signs any certificate, the gateway's included: no
+	// service may see it, whole directories of credentials included.
+	for name, sec := range f.Secrets {
+		if filepath.Base(sec.File) == "ca-key.pem" {
+			t.Errorf("secret %s is the CA's key", name)
+		}
+	}
+	for _, name := range sortedKeys(f.Services) {
+		for _, v := range f.Services[name].Volumes {
+			if host, _, _ := strings.Cut(v, ":"); strings.HasPrefix(filepath.Clean(host), ".dev") {
+				t.Errorf("%s mounts %s: give it the files it reads as secrets instead", name, host)
+			}
+		}
+	}
 	// The core waits for migrations, as an upgrade must.
 	if f.Services["core"].DependsOn["migrate"].Condition != "service_completed_successfully" {
 		t.Error("core must depend on migrate completing successfully")
 	}
+}
+
+// composeHasFile says whether the service can read the file at p: a
+// Compose secret it has (/run/secrets/<name>), or a file under a directory
+// it mounts.
+func composeHasFile(s composeService, p string) error {
+	if sec, ok := strings.CutPrefix(p, "/run/secrets/"); ok {
+		if !slices.Contains(s.Secrets, sec) {
+			return fmt.Errorf("%s: the service does not have secret %s", p, sec)
+		}
+		return nil
+	}
+	if !slices.ContainsFunc(s.Volumes, func(v string) bool {
+		parts := strings.Split(v, ":")
+		return len(parts) >= 2 && strings.HasPrefix(p, strings.TrimSuffix(parts[1], "/")+"/")
+	}) {
+		return fmt.Errorf("%s is under no volume", p)
+	}
+	return nil
 }
 
 // parseGoMemLimit parses GOMEMLIMIT's syntax: bytes with an optional
@@ -316,7 +348,16 @@ func TestEnvoyConfigMatchesCompose(t *testing.T) {
 		{"core.flight_addr", ev.Core.FlightAddr, co.Core.FlightAddr},
 		{"authz.grpc_addr", ev.Authz.GRPCAddr, co.Authz.GRPCAddr},
 		{"ratelimit.grpc_addr", ev.RateLimit.GRPCAddr, co.RateLimit.GRPCAddr},
+		{"xds.grpc_addr", ev.XDS.GRPCAddr, co.XDS.GRPCAddr},
+		{"xds.node_id", ev.XDS.NodeID, co.XDS.NodeID},
+		{"gateway.listen_addr", ev.Gateway.ListenAddr, co.Gateway.ListenAddr},
 		{"tls.server_name", ev.TLS.ServerName, co.TLS.ServerName},
+		// The bootstraps name these files: where Envoy's service finds them.
+		{"tls.ca", ev.TLS.CA, co.TLS.CA},
+		{"tls.server_cert", ev.TLS.ServerCert, co.TLS.ServerCert},
+		{"tls.server_key", ev.TLS.ServerKey, co.TLS.ServerKey},
+		{"tls.gateway_cert", ev.TLS.GatewayCert, co.TLS.GatewayCert},
+		{"tls.gateway_key", ev.TLS.GatewayKey, co.TLS.GatewayKey},
 		{"core.tls", strconv.FormatBool(ev.Core.TLS), strconv.FormatBool(co.Core.TLS)},
 	} {
 		if c.envoy != c.compose {
