@@ -56,12 +56,15 @@ type stack struct {
 
 // stackOptions varies the stack a test starts: configuration appended to
 // fraise.toml (new sections only), FRAISE_* overrides, SQL run as the
-// database owner after the migrations, and the per-tenant budget.
+// database owner after the migrations, the per-tenant budget, and a
+// writer that also receives the stack's log (Envoy's lines, its access log
+// among them, prefixed "envoy: ").
 type stackOptions struct {
 	toml      string
 	env       map[string]string
 	setupSQL  string
 	perTenant int
+	log       io.Writer
 }
 
 func mustRun(tb testing.TB, getenv func(string) string, args ...string) string {
@@ -155,8 +158,12 @@ authz_timeout = "5s"
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	logs := &syncWriter{w: new(bytes.Buffer)}
+	var stderr io.Writer = logs
+	if o.log != nil {
+		stderr = io.MultiWriter(logs, o.log)
+	}
 	go func() {
-		done <- cli.Run(ctx, []string{"dev", "--config", cfgPath, "--ready-file", ready, "--dir", dir, "--quiet"}, getenv, io.Discard, logs)
+		done <- cli.Run(ctx, []string{"dev", "--config", cfgPath, "--ready-file", ready, "--dir", dir, "--quiet"}, getenv, io.Discard, stderr)
 	}()
 	tb.Cleanup(func() {
 		cancel()
