@@ -8,8 +8,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	ratelimitconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
-	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -23,7 +21,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -165,18 +162,7 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 			KeyMatcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: IdentityHeaderPrefix}, IgnoreCase: true},
 		}},
 	}}}
-	accessLog := &streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
-		Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"time":       structpb.NewStringValue("%START_TIME%"),
-			"request_id": structpb.NewStringValue("%REQ(X-REQUEST-ID)%"),
-			"method":     structpb.NewStringValue("%REQ(:METHOD)%"),
-			"path":       structpb.NewStringValue("%REQ(:PATH)%"),
-			"status":     structpb.NewStringValue("%RESPONSE_CODE%"),
-			"flags":      structpb.NewStringValue("%RESPONSE_FLAGS%"),
-			"duration":   structpb.NewStringValue("%DURATION%"),
-			"tenant":     structpb.NewStringValue("%REQ(X-FRAISE-TENANT)%"),
-		}}},
-	}}}
+	accessLog := accessLogConfig()
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix:        "ingress",
 		CodecType:         hcmv3.HttpConnectionManager_AUTO,
@@ -230,14 +216,7 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 		}},
 		LocalReplyConfig: localReplyConfig(),
 	}
-	if o.OTLPEndpoint != "" {
-		hcm.Tracing = &hcmv3.HttpConnectionManager_Tracing{
-			RandomSampling: &typev3.Percent{Value: o.TraceSamplePercent},
-			Provider: &tracev3.Tracing_Http{Name: TracerOpenTelemetry, ConfigType: &tracev3.Tracing_Http_TypedConfig{
-				TypedConfig: mustAny(&tracev3.OpenTelemetryConfig{GrpcService: envoyGrpc(ClusterOTel, time.Second), ServiceName: "fraise-ingress"}),
-			}},
-		}
-	}
+	observe(o, hcm)
 	return hcm, nil
 }
 

@@ -408,6 +408,9 @@ func TestTracingThroughOpenTelemetry(t *testing.T) {
 	if otel.GetGrpcService().GetEnvoyGrpc().GetClusterName() != envoy.ClusterOTel {
 		t.Errorf("spans exported through %v, want cluster %s", otel.GetGrpcService(), envoy.ClusterOTel)
 	}
+	if otel.GetServiceName() != envoy.TraceServiceName {
+		t.Errorf("got service name %q, want %q", otel.GetServiceName(), envoy.TraceServiceName)
+	}
 	o := opts()
 	o.OTLPEndpoint = ""
 	if tr := hcmOf(t, mustBuild(t, o)).GetTracing(); tr != nil {
@@ -422,10 +425,36 @@ func TestJSONAccessLog(t *testing.T) {
 	}
 	al := unpack(t, hcm.GetAccessLog()[0].GetTypedConfig(), &streamv3.StdoutAccessLog{})
 	fields := al.GetLogFormat().GetJsonFormat().GetFields()
-	for _, k := range []string{"time", "request_id", "method", "path", "status", "duration", "tenant"} {
-		if fields[k].GetStringValue() == "" {
-			t.Errorf("JSON access log has no %s", k)
+	for _, c := range []struct{ key, operator string }{
+		{"time", "%START_TIME%"},
+		{"request_id", "%REQ(X-REQUEST-ID)%"},
+		{"trace_id", "%TRACE_ID%"},
+		{"span_id", "%SPAN_ID%"},
+		{"method", "%REQ(:METHOD)%"},
+		// A GraphQL GET's query string holds its variables: tenant data.
+		{"path", "%PATH(WQ)%"},
+		{"status", "%RESPONSE_CODE%"},
+		{"flags", "%RESPONSE_FLAGS%"},
+		{"duration", "%DURATION%"},
+		{"upstream_host", "%UPSTREAM_HOST%"},
+		{"client_subject", "%DOWNSTREAM_PEER_SUBJECT%"},
+		{"tenant", "%REQ(x-fraise-tenant)%"},
+		{"subject", "%REQ(x-fraise-subject)%"},
+	} {
+		if got := fields[c.key].GetStringValue(); got != c.operator {
+			t.Errorf("access log field %s: got %q, want %q", c.key, got, c.operator)
 		}
+	}
+	if len(fields) != len(envoy.AccessLogFields) {
+		t.Errorf("got %d access log fields, want the %d of envoy.AccessLogFields", len(fields), len(envoy.AccessLogFields))
+	}
+	for _, v := range fields {
+		if strings.Contains(v.GetStringValue(), "%REQ(:PATH)%") {
+			t.Errorf("access log logs the path with its query: %q", v.GetStringValue())
+		}
+	}
+	if !hcm.GetAlwaysSetRequestIdInResponse() {
+		t.Error("the request id is not on responses: a client cannot quote it")
 	}
 }
 

@@ -60,15 +60,18 @@ type stack struct {
 
 // stackOptions varies the stack a test starts: configuration appended to
 // fraise.toml (new sections only), FRAISE_* overrides, SQL run as the
-// database owner after the migrations, the per-tenant budget, and whether
+// database owner after the migrations, the per-tenant budget, whether
 // Envoy follows an in-process `fraise xds` (`fraise dev --xds`, polling
-// fraise.toml every 100ms) instead of running the static bootstrap.
+// fraise.toml every 100ms) instead of running the static bootstrap, and a
+// writer that also receives the stack's log (Envoy's lines, its access log
+// among them, prefixed "envoy: ").
 type stackOptions struct {
 	toml      string
 	env       map[string]string
 	setupSQL  string
 	perTenant int
 	xds       bool
+	log       io.Writer
 }
 
 func mustRun(tb testing.TB, getenv func(string) string, args ...string) string {
@@ -169,8 +172,12 @@ authz_timeout = "5s"
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	logs := &syncWriter{w: new(bytes.Buffer)}
+	var stderr io.Writer = logs
+	if o.log != nil {
+		stderr = io.MultiWriter(logs, o.log)
+	}
 	go func() {
-		done <- cli.Run(ctx, args, getenv, io.Discard, logs)
+		done <- cli.Run(ctx, args, getenv, io.Discard, stderr)
 	}()
 	tb.Cleanup(func() {
 		cancel()

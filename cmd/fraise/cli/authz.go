@@ -18,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -42,11 +41,6 @@ func runAuthz(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	stopTracing, err := startTracing(ctx, cfg.Telemetry, "fraise-extauthz")
-	if err != nil {
-		return err
-	}
-	defer stopTracing(ctx)
 	ln, err := listen("authz.grpc_addr", cfg.Authz.GRPCAddr)
 	if err != nil {
 		return err
@@ -201,10 +195,14 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		closeAll()
 		return err
 	}
-	grpcOpts := []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}
-	if tracing(cfg.Telemetry) {
-		grpcOpts = append(grpcOpts, grpc.StatsHandler(otelgrpc.NewServerHandler()))
+	// Each Check continues the trace Envoy started, in extauthz's spans.
+	tp, stopTracing, err := newTracerProvider(ctx, cfg.Telemetry, serviceAuthz)
+	if err != nil {
+		closeAll()
+		return err
 	}
+	defer stopTracing(ctx)
+	grpcOpts := append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}, grpcTracing(tp)...)
 	gs := srv.NewGRPCServer(extauthz.GRPCOptions{MaxRecvMsgBytes: a.MaxRecvMsgBytes, Reflection: a.Reflection, ServerOptions: grpcOpts})
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -64,7 +64,9 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	if _, err := findEnvoy(cfg.Gateway.Envoy); err != nil {
 		return err
 	}
-	stopTracing, err := startTracing(ctx, cfg.Telemetry, "fraise-dev")
+	// extauthz and the core trace with providers of their own; the rate
+	// limiter, envoyproxy/ratelimit's server, traces through the globals.
+	stopTracing, err := startGlobalTracing(ctx, cfg.Telemetry, serviceRateLimit)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -26,7 +26,7 @@ import (
 // datasets from fraise.toml, bound to the GraphQL schema (a dataset over a
 // GraphQL type exports its fields with their @auth and @mask), the ticket
 // key, and PostgreSQL as the source.
-func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, schema *graphql.Schema, verifier *assertion.Verifier, reg prometheus.Registerer) (*grpc.Server, error) {
+func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, schema *graphql.Schema, verifier *assertion.Verifier, reg prometheus.Registerer, tp *sdktrace.TracerProvider) (*grpc.Server, error) {
 	ds, err := cfg.Flight.FlightDatasets()
 	if err != nil {
 		return nil, err
@@ -58,11 +58,9 @@ func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.
 		Batch:  flight.BatchLimits{Rows: cfg.Flight.BatchRows, Bytes: cfg.Flight.BatchBytes},
 		Logger: log.With("component", "flight"), Version: buildVersion(), Metrics: reg,
 	})
-	// Traces continue the gateway's, as the HTTP port's do.
-	opts := svc.ServerOptions()
-	if tracing(cfg.Telemetry) {
-		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler()))
-	}
+	// Calls continue the trace Envoy started, in the core's spans (tp), as
+	// the HTTP port's requests do.
+	opts := append(svc.ServerOptions(), grpcTracing(tp)...)
 	if cfg.Core.TLS {
 		tc, err := pinnedMTLSServerConfig(cfg.TLS, cfg.TLS.GatewaySAN)
 		if err != nil {

@@ -12,7 +12,6 @@ import (
 	"runtime/debug"
 	"time"
 
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
@@ -46,11 +45,6 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		// GOGC in the environment wins; GOMEMLIMIT still caps the heap.
 		defer gctune.Tune(coreHeapFloor(cfg.Admission), 100)()
 	}
-	stopTracing, err := startTracing(ctx, cfg.Telemetry, "fraise-core")
-	if err != nil {
-		return err
-	}
-	defer stopTracing(ctx)
 	ln, err := listen("core.http_addr", cfg.Core.HTTPAddr)
 	if err != nil {
 		return err
@@ -187,10 +181,14 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	api := httpapi.NewHandler(httpapi.Options{
 		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), MaxBatch: cfg.Core.MaxBatch, Logger: log, Metrics: metrics,
 	})
-	handler := httpapi.VerifyAssertion(admitted(api, cfg.Admission, int64(cfg.Core.MaxBodyBytes), verifier, metrics), verifier)
-	if tracing(cfg.Telemetry) {
-		handler = otelhttp.NewHandler(handler, "core")
+	// Requests continue the trace Envoy started, in the core's spans.
+	tp, stopTracing, err := newTracerProvider(ctx, cfg.Telemetry, serviceCore)
+	if err != nil {
+		ln.Close()
+		return err
 	}
+	defer stopTracing(ctx)
+	handler := httpTracing(httpapi.VerifyAssertion(admitted(api, cfg.Admission, int64(cfg.Core.MaxBodyBytes), verifier, metrics), verifier), tp, "core")
 	srv := newHTTPServer(handler, coreHTTPTimeouts)
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	if cfg.Core.TLS {
@@ -203,7 +201,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	}
 	var flightSrv *grpc.Server
 	if flightLn != nil {
-		if flightSrv, err = newFlightServer(cfg, env, log, db, schema, verifier, metrics.Registry); err != nil {
+		if flightSrv, err = newFlightServer(cfg, env, log, db, schema, verifier, metrics.Registry, tp); err != nil {
 			ln.Close()
 			return err
 		}
