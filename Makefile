@@ -31,11 +31,16 @@ services:
 stop:
 	deploy/dev/services.sh stop
 
-## test: lint, unit, integration and end-to-end tests, and the policy tests.
+## test: lint, unit, integration and end-to-end tests, the policy tests, and
+## the attack suite (test/security, docs/security.md), which prints one line
+## per attack and a total: go test shows a passing package's output only
+## with -v, so the suite runs apart from ./..., its lines kept and shown.
 test: deps lint build
 	$(BIN) policy check
 	$(BIN) policy test
-	$(GO) test -count=1 -timeout 10m ./...
+	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v '/test/security$$')
+	$(GO) test -count=1 -timeout 10m -v ./test/security/ > bin/security.txt || { cat bin/security.txt; exit 1; }
+	@grep -E '^(PASS|FAIL) [a-z0-9-]+: |^security: ' bin/security.txt
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
 
 lint:
