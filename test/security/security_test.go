@@ -68,8 +68,8 @@ type result struct {
 // `make test` runs this package with).
 func TestAttacks(t *testing.T) {
 	harness.SkipShort(t)
-	start := time.Now()
 	e := newEnv(t)
+	start := time.Now()
 	results := make([]result, len(attacks))
 	// Registered after the stack's cleanup, so it runs before the stack
 	// stops, once every attack (the parallel ones too) has finished.

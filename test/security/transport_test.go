@@ -168,7 +168,16 @@ var transportAttacks = []attack{
 func (e *env) handshakeRefused(t *testing.T, addr string, certs []tls.Certificate) string {
 	t.Helper()
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: e.s.CAPool(t), Certificates: certs, ServerName: "localhost", MinVersion: tls.VersionTLS12},
+		TLSClientConfig: &tls.Config{RootCAs: e.s.CAPool(t), ServerName: "localhost", MinVersion: tls.VersionTLS12,
+			// Presented whatever CAs the server names as acceptable: Go
+			// would otherwise send no certificate the server's CAs did
+			// not sign, and the attack would be one without a certificate.
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				if len(certs) == 0 {
+					return &tls.Certificate{}, nil
+				}
+				return &certs[0], nil
+			}},
 	}}
 	req, _ := http.NewRequest(http.MethodPost, "https://"+addr+"/graphql", strings.NewReader(`{"query":"{ users { id email } }"}`))
 	req.Header.Set("Content-Type", "application/json")
@@ -185,7 +194,7 @@ func (e *env) handshakeRefused(t *testing.T, addr string, certs []tls.Certificat
 // tlsReason shortens a client's TLS error for the report.
 func tlsReason(err error) string {
 	s := err.Error()
-	for _, r := range []string{"certificate required", "bad certificate", "unknown certificate authority", "handshake failure", "connection reset", "EOF"} {
+	for _, r := range []string{"certificate required", "bad certificate", "unknown certificate authority", "handshake failure", "connection reset", "broken pipe", "EOF"} {
 		if strings.Contains(s, r) {
 			return r
 		}
