@@ -72,6 +72,10 @@ type Options struct {
 	SetupSQL string
 	// PerTenant is the per-tenant budget per minute; 0 is PerTenantLimit.
 	PerTenant int
+	// XDS has Envoy follow an in-process `fraise xds` (`fraise dev
+	// --xds`, polling fraise.toml every 100 ms) instead of running the
+	// static bootstrap.
+	XDS bool
 }
 
 // Stack is a running `fraise dev`. It stops when the test that started it
@@ -211,6 +215,9 @@ authz_timeout = "5s"
 		pg.URL("fraise_app", db), pg.AdminURL(db), rd.Addr,
 		"file://"+filepath.Join(keys, "assertion.pub"), "file://"+filepath.Join(keys, "assertion.key"),
 		config.DevIssuer, config.DevAudience, filepath.Join(keys, "dev-issuer.jwks"), o.PerTenant) + o.TOML
+	if o.XDS {
+		cfg += "\n[xds]\ngrpc_addr = \"127.0.0.1:0\"\npoll_interval = \"100ms\"\n"
+	}
 	cfgPath := filepath.Join(dir, "fraise.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		tb.Fatal(err)
@@ -221,11 +228,15 @@ authz_timeout = "5s"
 	}
 
 	ready := filepath.Join(dir, "ready.json")
+	args := []string{"dev", "--config", cfgPath, "--ready-file", ready, "--dir", dir, "--quiet"}
+	if o.XDS {
+		args = append(args, "--xds")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	logs := newLogWriter()
 	go func() {
-		done <- cli.Run(ctx, []string{"dev", "--config", cfgPath, "--ready-file", ready, "--dir", dir, "--quiet"}, getenv, io.Discard, logs)
+		done <- cli.Run(ctx, args, getenv, io.Discard, logs)
 	}()
 	tb.Cleanup(func() {
 		cancel()
@@ -338,7 +349,8 @@ func (s *Stack) TokenWithScopes(tb testing.TB, tenant, subject, roles, scopes st
 	return strings.TrimSpace(s.Run(tb, "token", "--dir", s.Dir, "--tenant", tenant, "--subject", subject, "--roles", roles, "--scopes", scopes))
 }
 
-// Logs returns what the stack has logged so far (warnings and errors).
+// Logs returns what the stack has logged so far: warnings and errors, and
+// Envoy's lines prefixed "envoy: ".
 func (s *Stack) Logs() string { return s.logs.String() }
 
 // WaitLog waits until the stack's log contains substr, for at most d, and
