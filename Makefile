@@ -37,15 +37,21 @@ stop:
 	deploy/dev/services.sh stop
 
 ## test: lint, the policy tests, every Go test (unit, integration against real
-## PostgreSQL, Redis and Envoy, end to end through Envoy, the attack suite),
-## the race detector on concurrent packages, govulncheck, every fuzz target
-## for a few seconds, and a check that no test left an Envoy running.
+## PostgreSQL, Redis and Envoy, end to end through Envoy), the attack suite
+## (test/security, docs/security.md), the race detector on concurrent
+## packages, govulncheck, every fuzz target for a few seconds, and a check
+## that no test left an Envoy running. The attack suite prints one line per
+## attack and a total: go test shows a passing package's output only with
+## -v, so it runs apart from ./..., its lines kept and shown.
 test: deps lint build
 	@echo "test: policies"
 	$(BIN) policy check
 	$(BIN) policy test
-	@echo "test: every Go test"
-	$(GO) test -count=1 -timeout 15m ./...
+	@echo "test: every Go test but the attack suite"
+	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/test/security$$')
+	@echo "test: the attack suite"
+	$(GO) test -count=1 -timeout 10m -v ./test/security/ > bin/security.txt || { cat bin/security.txt; exit 1; }
+	@grep -E '^(PASS|FAIL) [a-z0-9-]+: |^security: ' bin/security.txt
 	@echo "test: the race detector on $(RACE_PKGS)"
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
 	@deploy/dev/vulncheck.sh

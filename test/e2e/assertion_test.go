@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/test/stack"
 )
 
 // TestAssertionAtTheCore presents assertions to the core's ports directly,
@@ -21,54 +21,31 @@ import (
 // issued for a viewer's query runs that query once, and neither a mutation,
 // nor the query again, nor a Flight call.
 func TestAssertionAtTheCore(t *testing.T) {
-	s := mustStack(t)
-	s.mustServe(t, s.token(t, demo.TenantAcme, "alice", "admin"))
+	s := stack.Start(t)
+	s.MustServe(t, s.Token(t, demo.TenantAcme, "alice", "admin"))
 	query, _ := json.Marshal(map[string]any{"query": "{ users { id name } }"}) // as post sends it
 	viewerQuery := func() string {
-		return s.assertion(t, demo.TenantAcme, "bob", "viewer", assertiontest.GraphQL(http.MethodPost, "/graphql", query))
+		return s.Assertion(t, demo.TenantAcme, "bob", "viewer", assertiontest.GraphQL(http.MethodPost, "/graphql", query))
 	}
 	tok := viewerQuery()
 
 	in := map[string]any{"in": map[string]any{"title": "Replayed", "authorId": "a0000000-0000-4000-8000-00000000000a"}}
-	status, g := s.corePost(t, tok, map[string]any{"query": createPostDoc, "variables": in})
+	status, g := s.CorePost(t, tok, map[string]any{"query": createPostDoc, "variables": in})
 	if status != http.StatusForbidden || len(g.Data) > 0 && string(g.Data) != "null" {
 		t.Fatalf("a query's assertion with a mutation: got %d data %s errors %+v, want 403 and no data", status, g.Data, g.Errors)
 	}
 	tok = viewerQuery()
-	if status, _, g := post(t, s.asGW, s.addrs.CoreHTTP, "{ users { id name } }", map[string]string{assertion.Header: tok}); status != http.StatusOK {
+	if status, _, g := stack.Post(t, s.AsGateway, s.Addrs.CoreHTTP, "{ users { id name } }", map[string]string{assertion.Header: tok}); status != http.StatusOK {
 		t.Fatalf("the query it was issued for: got %d %+v, want 200", status, g.Errors)
 	}
-	if status, _, g := post(t, s.asGW, s.addrs.CoreHTTP, "{ users { id name } }", map[string]string{assertion.Header: tok}); status != http.StatusUnauthorized {
+	if status, _, g := stack.Post(t, s.AsGateway, s.Addrs.CoreHTTP, "{ users { id name } }", map[string]string{assertion.Header: tok}); status != http.StatusUnauthorized {
 		t.Fatalf("the same assertion again: got %d %+v, want 401", status, g.Errors)
 	}
 
-	c := s.mustFlightClient(t, s.addrs.CoreFlight)
+	c := s.FlightClient(t, s.Addrs.CoreFlight)
 	ctx := metadata.AppendToOutgoingContext(context.Background(), assertion.Header, viewerQuery())
 	_, err := c.GetFlightInfo(ctx, &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"users"}})
 	if codeOf(err) != codes.Unauthenticated {
 		t.Fatalf("a GraphQL assertion at the Flight port: got %v, want Unauthenticated", err)
 	}
-}
-
-// corePost sends body to the core's HTTP port directly with the assertion
-// tok.
-func (s *stack) corePost(tb testing.TB, tok string, body map[string]any) (int, gqlResponse) {
-	tb.Helper()
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequest(http.MethodPost, "https://"+s.addrs.CoreHTTP+"/graphql", bytes.NewReader(b))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(assertion.Header, tok)
-	resp, err := s.asGW.Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var g gqlResponse
-	if err := json.NewDecoder(resp.Body).Decode(&g); err != nil {
-		tb.Fatalf("status %d: body is not GraphQL-shaped JSON: %v", resp.StatusCode, err)
-	}
-	return resp.StatusCode, g
 }

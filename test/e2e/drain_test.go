@@ -11,6 +11,7 @@ import (
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/test/stack"
 )
 
 // TestCoreDrainDelay stops the stack with core.drain_delay set and checks
@@ -18,9 +19,9 @@ import (
 // answers GraphQL while the delay runs, and only then stops listening.
 func TestCoreDrainDelay(t *testing.T) {
 	const delay = 3 * time.Second
-	s := mustStackWith(t, stackOptions{env: map[string]string{"FRAISE_CORE_DRAIN_DELAY": delay.String()}})
+	s := stack.StartWith(t, stack.Options{Env: map[string]string{"FRAISE_CORE_DRAIN_DELAY": delay.String()}})
 	readyz := func() int {
-		resp, err := http.Get("http://" + s.addrs.CoreAdmin + "/readyz")
+		resp, err := http.Get("http://" + s.Addrs.CoreAdmin + "/readyz")
 		if err != nil {
 			return 0
 		}
@@ -32,15 +33,15 @@ func TestCoreDrainDelay(t *testing.T) {
 	}
 	// The whole stack serves (extauthz has loaded its policy) before it
 	// is told to stop.
-	if status, _, _ := post(t, s.client, s.addrs.Gateway, "{ users { id } }",
-		map[string]string{"Authorization": "Bearer " + s.token(t, demo.TenantAcme, "alice", "viewer")}); status != http.StatusOK {
+	if status, _, _ := stack.Post(t, s.Client, s.Addrs.Gateway, "{ users { id } }",
+		map[string]string{"Authorization": "Bearer " + s.Token(t, demo.TenantAcme, "alice", "viewer")}); status != http.StatusOK {
 		t.Fatalf("through the gateway before stopping: got %d, want 200", status)
 	}
 	body, _ := json.Marshal(map[string]any{"query": "{ users { id name } }"}) // as post sends it
-	tok := s.assertion(t, demo.TenantAcme, "alice", "viewer", assertiontest.GraphQL(http.MethodPost, "/graphql", body))
+	tok := s.Assertion(t, demo.TenantAcme, "alice", "viewer", assertiontest.GraphQL(http.MethodPost, "/graphql", body))
 
 	stopped := time.Now()
-	s.stop()
+	s.Stop()
 	deadline := stopped.Add(delay / 2)
 	for readyz() != http.StatusServiceUnavailable {
 		if time.Now().After(deadline) {
@@ -48,16 +49,16 @@ func TestCoreDrainDelay(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	status, _, g := post(t, s.asGW, s.addrs.CoreHTTP, "{ users { id name } }", map[string]string{assertion.Header: tok})
+	status, _, g := stack.Post(t, s.AsGateway, s.Addrs.CoreHTTP, "{ users { id name } }", map[string]string{assertion.Header: tok})
 	if since := time.Since(stopped); since >= delay {
 		t.Fatalf("the drain check took %s, longer than the delay: rerun on a quieter machine", since)
 	}
-	if status != http.StatusOK || !slices.Equal(userNames(t, g), []string{"Alice", "Bob"}) {
+	if status != http.StatusOK || !slices.Equal(stack.UserNames(t, g), []string{"Alice", "Bob"}) {
 		t.Fatalf("during the drain delay: got %d %+v, want Acme's users served", status, g)
 	}
 	// After the delay the listener closes.
 	for {
-		c, err := net.DialTimeout("tcp", s.addrs.CoreHTTP, time.Second)
+		c, err := net.DialTimeout("tcp", s.Addrs.CoreHTTP, time.Second)
 		if err != nil {
 			break
 		}

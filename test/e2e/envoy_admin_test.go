@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/test/stack"
 )
 
 // httpGet GETs url and returns the status and body.
@@ -30,14 +31,14 @@ func TestEnvoyAdmin(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-stack test")
 	}
-	s := mustStack(t)
-	admin := s.addrs.EnvoyAdmin
+	s := stack.Start(t)
+	admin := s.Addrs.EnvoyAdmin
 	// One request allowed, one refused, so the ingress's counters moved.
-	tok := s.token(t, demo.TenantAcme, "alice", "viewer")
-	if status, _, g := post(t, s.client, s.addrs.Gateway, "{ users { id } }", map[string]string{"Authorization": "Bearer " + tok}); status != http.StatusOK {
+	tok := s.Token(t, demo.TenantAcme, "alice", "viewer")
+	if status, _, g := stack.Post(t, s.Client, s.Addrs.Gateway, "{ users { id } }", map[string]string{"Authorization": "Bearer " + tok}); status != http.StatusOK {
 		t.Fatalf("got status %d errors %+v, want 200", status, g.Errors)
 	}
-	if status, _, _ := post(t, s.client, s.addrs.Gateway, "{ users { id } }", nil); status != http.StatusUnauthorized {
+	if status, _, _ := stack.Post(t, s.Client, s.Addrs.Gateway, "{ users { id } }", nil); status != http.StatusUnauthorized {
 		t.Fatalf("got status %d without a token, want 401", status)
 	}
 
@@ -65,7 +66,7 @@ func TestEnvoyAdmin(t *testing.T) {
 			{"extauthz cluster's requests", `envoy_cluster_upstream_rq_total{envoy_cluster_name="extauthz"}`, 2},
 			{"ratelimit cluster's requests", `envoy_cluster_upstream_rq_total{envoy_cluster_name="ratelimit"}`, 1},
 		} {
-			if got := metricValue(body, c.series); got < c.min {
+			if got := stack.MetricValue(body, c.series); got < c.min {
 				t.Errorf("%s: got %s = %v, want at least %v", c.name, c.series, got, c.min)
 			}
 		}
@@ -76,7 +77,7 @@ func TestEnvoyAdmin(t *testing.T) {
 
 	t.Run("neither is reachable through the ingress", func(t *testing.T) {
 		for _, path := range []string{"/ready", "/stats/prometheus", "/stats", "/server_info"} {
-			status, body := httpGet(t, s.client, "https://"+s.addrs.Gateway+path)
+			status, body := httpGet(t, s.Client, "https://"+s.Addrs.Gateway+path)
 			if status != http.StatusNotFound || !strings.Contains(body, "NOT_FOUND") {
 				t.Errorf("GET %s through the ingress: got %d %.80q, want 404 NOT_FOUND", path, status, body)
 			}

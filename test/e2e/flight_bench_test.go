@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,10 +16,10 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/util"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/test/stack"
 )
 
 // benchColumns are the ten mixed columns every way of exporting reads.
@@ -95,9 +94,9 @@ func BenchmarkExport(b *testing.B) {
 	if err := os.WriteFile(sdl, []byte(benchSDL), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	s := mustStackWith(b, stackOptions{
-		toml: benchTOML, setupSQL: benchSetupSQL(rows), perTenant: 100000,
-		env: map[string]string{
+	s := stack.StartWith(b, stack.Options{
+		TOML: benchTOML, SetupSQL: benchSetupSQL(rows), PerTenant: 100000,
+		Env: map[string]string{
 			"FRAISE_CORE_SCHEMA": sdl, "FRAISE_CORE_MAX_LIMIT": fmt.Sprint(rows),
 			// The JSON leg answers every row in one response: lift the cost
 			// and result-size limits that protect the API from such queries.
@@ -107,7 +106,7 @@ func BenchmarkExport(b *testing.B) {
 		},
 	})
 	ctx := context.Background()
-	tok := s.token(b, demo.TenantAcme, "alice", "analyst")
+	tok := s.Token(b, demo.TenantAcme, "alice", "analyst")
 
 	// Each way runs one untimed round to warm caches (when warm is set),
 	// then rounds exports per iteration, and reports its best round: the
@@ -165,8 +164,8 @@ func BenchmarkExport(b *testing.B) {
 	})
 
 	b.Run("flight_doget_gateway", func(b *testing.B) {
-		c := s.mustFlightClient(b, s.addrs.Gateway)
-		fctx := bearer(ctx, tok)
+		c := s.FlightClient(b, s.Addrs.Gateway)
+		fctx := stack.Bearer(ctx, tok)
 		measure(b, true, 3, func() (n, size int64) {
 			info, err := c.GetFlightInfo(fctx, &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"bench"}})
 			if err != nil {
@@ -194,7 +193,7 @@ func BenchmarkExport(b *testing.B) {
 	})
 
 	b.Run("copy_binary_pgx", func(b *testing.B) {
-		conn, err := pgx.Connect(ctx, strings.Replace(s.adminURL, "postgres@", "fraise_app@", 1))
+		conn, err := pgx.Connect(ctx, strings.Replace(s.AdminURL, "postgres@", "fraise_app@", 1))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -222,16 +221,16 @@ func BenchmarkExport(b *testing.B) {
 	// shorter than a million-row JSON response takes, and skipping the
 	// hop only flatters JSON in the comparison.
 	b.Run("graphql_json_core", func(b *testing.B) {
-		client := &http.Client{Transport: s.asGW.Transport, Timeout: 10 * time.Minute}
+		client := &http.Client{Transport: s.AsGateway.Transport, Timeout: 10 * time.Minute}
 		body := fmt.Sprintf(`{"query":"{ benchRows(limit: %d) { id i4 i2 f8 num flag label uid day ts } }"}`, rows)
 		binding := assertiontest.GraphQL(http.MethodPost, "/graphql", []byte(body))
 		// The same warm-up and rounds as the other ways: with fewer, JSON
 		// would have fewer chances at an undisturbed round, and the ratios
 		// would flatter Flight on a busy machine.
 		measure(b, true, 3, func() (n, size int64) {
-			req, _ := http.NewRequest(http.MethodPost, "https://"+s.addrs.CoreHTTP+"/graphql", strings.NewReader(body))
+			req, _ := http.NewRequest(http.MethodPost, "https://"+s.Addrs.CoreHTTP+"/graphql", strings.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set(assertion.Header, s.assertion(b, demo.TenantAcme, "alice", "analyst", binding))
+			req.Header.Set(assertion.Header, s.Assertion(b, demo.TenantAcme, "alice", "analyst", binding))
 			resp, err := client.Do(req)
 			if err != nil {
 				b.Fatal(err)
@@ -249,31 +248,6 @@ func BenchmarkExport(b *testing.B) {
 			return objects.n, int64(k) + rest
 		})
 	})
-}
-
-// assertion signs an identity assertion with the stack's extauthz key, as
-// extauthz would after checking a token.
-// assertion signs, as extauthz would, the assertion of one request to the
-// core bound to b: the core accepts it once.
-func (s *stack) assertion(tb testing.TB, tenant, subject, roles string, b assertion.Binding) string {
-	tb.Helper()
-	pem, err := os.ReadFile(filepath.Join(s.dir, "keys", "assertion.key"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	key, err := assertion.ParsePrivateKeyPEM(pem)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	sg, err := assertion.NewSigner(key, assertion.KeyID(key.Public().(ed25519.PublicKey)), nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tok, err := sg.Sign(core.Principal{Tenant: tenant, Subject: subject, Roles: strings.Split(roles, ",")}, assertiontest.RequestID(), b)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return tok
 }
 
 // keyCounter counts the occurrences of key in what is written to it, so

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/test/stack"
 )
 
 // streamRows is the size of the streamed result: with a 100-byte label,
@@ -102,11 +103,11 @@ func TestFlightStreamsMillionsOfRows(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-stack test")
 	}
-	s := mustStackWith(t, stackOptions{toml: seriesTOML, setupSQL: seriesSQL, perTenant: 10000, env: slowMachineEnv})
+	s := stack.StartWith(t, stack.Options{TOML: seriesTOML, SetupSQL: seriesSQL, PerTenant: 10000, Env: slowMachineEnv})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	c := s.mustFlightClient(t, s.addrs.Gateway)
-	acme := bearer(ctx, s.token(t, demo.TenantAcme, "alice", "analyst"))
+	c := s.FlightClient(t, s.Addrs.Gateway)
+	acme := stack.Bearer(ctx, s.Token(t, demo.TenantAcme, "alice", "analyst"))
 	desc := func(limit int) *flight.FlightDescriptor {
 		cmd := `{"dataset":"series"}`
 		if limit > 0 {
@@ -187,14 +188,14 @@ func TestFlightStreamsMillionsOfRows(t *testing.T) {
 		if err := <-read; err != nil {
 			t.Fatal(err)
 		}
-		if n := activeExports(t, s.adminURL); n != 1 {
+		if n := activeExports(t, s.AdminURL); n != 1 {
 			t.Errorf("mid-stream: %d queries on the view, want 1", n)
 		}
 		ccancel() // the client goes away mid-stream
 		wg.Wait()
 		deadline := time.Now().Add(15 * time.Second)
 		for {
-			g, q := runtime.NumGoroutine(), activeExports(t, s.adminURL)
+			g, q := runtime.NumGoroutine(), activeExports(t, s.AdminURL)
 			if g <= baseG && q == 0 {
 				t.Logf("back to %d goroutines (baseline %d), no query running", g, baseG)
 				break

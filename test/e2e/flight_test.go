@@ -2,8 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,15 +21,11 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/decimal128"
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/jackc/pgx/v5"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/test/stack"
 )
 
 // flightTypesSQL creates a tenant table with one column of every mapped
@@ -102,69 +96,9 @@ columns = [{ name = "id", type = "uuid" }, { name = "name", type = "text" }, { n
 var slowMachineEnv = map[string]string{"FRAISE_GATEWAY_AUTHZ_TIMEOUT": "5s"}
 
 // mustFlightStack starts the stack with the types datasets declared.
-func mustFlightStack(tb testing.TB) *stack {
+func mustFlightStack(tb testing.TB) *stack.Stack {
 	tb.Helper()
-	return mustStackWith(tb, stackOptions{toml: flightTypesTOML, setupSQL: flightTypesSQL, perTenant: 10000, env: slowMachineEnv})
-}
-
-func mustExec(tb testing.TB, url, sql string) {
-	tb.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, sql); err != nil {
-		tb.Fatalf("setup SQL: %v", err)
-	}
-}
-
-// tlsConfig returns the client side of mTLS with the development client
-// certificate (withCert false: none). Towards the core's own ports it
-// presents the gateway's certificate instead, as Envoy does: the core
-// accepts no other.
-func (s *stack) tlsConfig(tb testing.TB, withCert bool, addr ...string) *tls.Config {
-	tb.Helper()
-	files := devcerts.FilesIn(filepath.Join(s.dir, "certs"))
-	caPEM, err := os.ReadFile(files.CACert)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	c := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, ServerName: "localhost"}
-	if withCert {
-		certFile, keyFile := files.ClientCert, files.ClientKey
-		if len(addr) > 0 && (addr[0] == s.addrs.CoreFlight || addr[0] == s.addrs.CoreHTTP) {
-			certFile, keyFile = files.GatewayCert, files.GatewayKey
-		}
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c
-}
-
-func (s *stack) mustFlightClient(tb testing.TB, addr string) flight.Client {
-	tb.Helper()
-	c, err := flight.NewClientWithMiddleware(addr, nil, nil,
-		grpc.WithTransportCredentials(credentials.NewTLS(s.tlsConfig(tb, true, addr))),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
-		// Windows wide enough for bulk transfer whatever the round trip:
-		// gRPC's 64 KiB default throttles a stream to window/RTT.
-		grpc.WithInitialWindowSize(16<<20), grpc.WithInitialConnWindowSize(32<<20))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { c.Close() })
-	return c
-}
-
-func bearer(ctx context.Context, tok string) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+	return stack.StartWith(tb, stack.Options{TOML: flightTypesTOML, SetupSQL: flightTypesSQL, PerTenant: 10000, Env: slowMachineEnv})
 }
 
 // readTicket runs DoGet and returns its batches (retained; released at
@@ -362,10 +296,10 @@ func TestFlightThroughGateway(t *testing.T) {
 	s := mustFlightStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := s.mustFlightClient(t, s.addrs.Gateway)
-	acme := bearer(ctx, s.token(t, demo.TenantAcme, "alice", "analyst"))
-	globex := bearer(ctx, s.token(t, demo.TenantGlobex, "carol", "analyst"))
-	acmeAdmin := bearer(ctx, s.token(t, demo.TenantAcme, "root", "admin"))
+	c := s.FlightClient(t, s.Addrs.Gateway)
+	acme := stack.Bearer(ctx, s.Token(t, demo.TenantAcme, "alice", "analyst"))
+	globex := stack.Bearer(ctx, s.Token(t, demo.TenantGlobex, "carol", "analyst"))
+	acmeAdmin := stack.Bearer(ctx, s.Token(t, demo.TenantAcme, "root", "admin"))
 	typesDesc := &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"types", "all"}}
 
 	t.Run("every mapped type round-trips", func(t *testing.T) {
@@ -502,7 +436,7 @@ func TestFlightThroughGateway(t *testing.T) {
 				return err
 			}, codes.Unauthenticated},
 			{"viewer may not use Flight", func() error {
-				_, err := c.GetFlightInfo(bearer(ctx, s.token(t, demo.TenantAcme, "vic", "viewer")), typesDesc)
+				_, err := c.GetFlightInfo(stack.Bearer(ctx, s.Token(t, demo.TenantAcme, "vic", "viewer")), typesDesc)
 				return err
 			}, codes.PermissionDenied},
 		}
@@ -516,7 +450,7 @@ func TestFlightThroughGateway(t *testing.T) {
 	})
 
 	t.Run("core's Flight port refuses calls without the assertion", func(t *testing.T) {
-		direct := s.mustFlightClient(t, s.addrs.CoreFlight)
+		direct := s.FlightClient(t, s.Addrs.CoreFlight)
 		_, err := direct.GetFlightInfo(acme, typesDesc)
 		if got := codeOf(err); got != codes.Unauthenticated {
 			t.Errorf("got %v (%v), want Unauthenticated", got, err)
@@ -542,13 +476,13 @@ func TestFlightThroughGateway(t *testing.T) {
 	t.Run("field protection as GraphQL's", func(t *testing.T) {
 		for _, scopes := range []string{"", "read:User.email"} {
 			t.Run("scopes "+scopes, func(t *testing.T) {
-				tok := s.tokenWithScopes(t, demo.TenantAcme, "ann", "analyst", scopes)
-				_, _, g := post(t, s.client, s.addrs.Gateway, "{ users { id email } }", map[string]string{"Authorization": "Bearer " + tok})
+				tok := s.TokenWithScopes(t, demo.TenantAcme, "ann", "analyst", scopes)
+				_, _, g := stack.Post(t, s.Client, s.Addrs.Gateway, "{ users { id email } }", map[string]string{"Authorization": "Bearer " + tok})
 				var data struct{ Users []struct{ ID, Email string } }
 				if err := json.Unmarshal(g.Data, &data); err != nil || len(data.Users) != 2 {
 					t.Fatalf("GraphQL: got %s %v, want Acme's two users", g.Data, g.Errors)
 				}
-				ctx := bearer(ctx, tok)
+				ctx := stack.Bearer(ctx, tok)
 				info, err := c.GetFlightInfo(ctx, &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"people", "users"}})
 				if err != nil {
 					t.Fatal(err)
@@ -582,9 +516,9 @@ func TestFlightThroughGateway(t *testing.T) {
 }
 
 // mustADBC opens an ADBC Flight SQL connection through the gateway.
-func mustADBC(tb testing.TB, s *stack, tenant, subject, roles string) adbc.Connection {
+func mustADBC(tb testing.TB, s *stack.Stack, tenant, subject, roles string) adbc.Connection {
 	tb.Helper()
-	files := devcerts.FilesIn(filepath.Join(s.dir, "certs"))
+	files := s.Certs
 	read := func(p string) string {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -594,12 +528,12 @@ func mustADBC(tb testing.TB, s *stack, tenant, subject, roles string) adbc.Conne
 	}
 	drv := adbcflightsql.NewDriver(memory.DefaultAllocator)
 	db, err := drv.NewDatabase(map[string]string{
-		adbc.OptionKeyURI:                       "grpc+tls://" + s.addrs.Gateway,
+		adbc.OptionKeyURI:                       "grpc+tls://" + s.Addrs.Gateway,
 		adbcflightsql.OptionSSLRootCerts:        read(files.CACert),
 		adbcflightsql.OptionMTLSCertChain:       read(files.ClientCert),
 		adbcflightsql.OptionMTLSPrivateKey:      read(files.ClientKey),
 		adbcflightsql.OptionSSLOverrideHostname: "localhost",
-		adbcflightsql.OptionAuthorizationHeader: "Bearer " + s.token(tb, tenant, subject, roles),
+		adbcflightsql.OptionAuthorizationHeader: "Bearer " + s.Token(tb, tenant, subject, roles),
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -642,7 +576,7 @@ func adbcQuery(ctx context.Context, tb testing.TB, cn adbc.Connection, sql strin
 	return out, rdr.Err()
 }
 
-func testADBC(t *testing.T, s *stack) {
+func testADBC(t *testing.T, s *stack.Stack) {
 	ctx := context.Background()
 	cn := mustADBC(t, s, demo.TenantAcme, "root", "admin")
 	for _, prepare := range []bool{false, true} {
@@ -788,11 +722,11 @@ func TestFlightIsRateLimited(t *testing.T) {
 		t.Skip("whole-stack test")
 	}
 	const budget = 3
-	s := mustStackWith(t, stackOptions{toml: flightTypesTOML, setupSQL: flightTypesSQL, perTenant: budget, env: slowMachineEnv})
+	s := stack.StartWith(t, stack.Options{TOML: flightTypesTOML, SetupSQL: flightTypesSQL, PerTenant: budget, Env: slowMachineEnv})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c := s.mustFlightClient(t, s.addrs.Gateway)
-	acme := bearer(ctx, s.token(t, demo.TenantAcme, "alice", "analyst"))
+	c := s.FlightClient(t, s.Addrs.Gateway)
+	acme := stack.Bearer(ctx, s.Token(t, demo.TenantAcme, "alice", "analyst"))
 	desc := &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"types", "all"}}
 	var got []codes.Code
 	for range budget + 2 {
@@ -823,11 +757,11 @@ func TestFlightDatasetRoleThroughGateway(t *testing.T) {
 	for k, v := range slowMachineEnv {
 		env[k] = v
 	}
-	s := mustStackWith(t, stackOptions{toml: flightTypesTOML, setupSQL: flightTypesSQL, perTenant: 10000, env: env})
+	s := stack.StartWith(t, stack.Options{TOML: flightTypesTOML, SetupSQL: flightTypesSQL, PerTenant: 10000, Env: env})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := s.mustFlightClient(t, s.addrs.Gateway)
-	rep := bearer(ctx, s.token(t, demo.TenantAcme, "rita", "reporter"))
+	c := s.FlightClient(t, s.Addrs.Gateway)
+	rep := stack.Bearer(ctx, s.Token(t, demo.TenantAcme, "rita", "reporter"))
 	path := func(p ...string) *flight.FlightDescriptor {
 		return &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: p}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/test/stack"
 )
 
 // TestObserverRulesThroughTheGateway manages observer rules over GraphQL
@@ -20,12 +21,12 @@ import (
 func TestObserverRulesThroughTheGateway(t *testing.T) {
 	const slackSecret = "slackSECRETslackSECRET42"
 	const slackURL = "https://hooks.slack.com/services/T0001/B0001/" + slackSecret
-	s := mustStackWith(t, stackOptions{toml: "\n[observers]\nenabled = true\n"})
-	admin := s.token(t, demo.TenantAcme, "alice", "admin")
-	operator := s.token(t, demo.TenantAcme, "olga", "operator")
-	viewer := s.token(t, demo.TenantAcme, "victor", "viewer")
-	globex := s.token(t, demo.TenantGlobex, "gina", "admin")
-	s.mustServe(t, admin)
+	s := stack.StartWith(t, stack.Options{TOML: "\n[observers]\nenabled = true\n"})
+	admin := s.Token(t, demo.TenantAcme, "alice", "admin")
+	operator := s.Token(t, demo.TenantAcme, "olga", "operator")
+	viewer := s.Token(t, demo.TenantAcme, "victor", "viewer")
+	globex := s.Token(t, demo.TenantGlobex, "gina", "admin")
+	s.MustServe(t, admin)
 
 	const create = `mutation($in: ObserverRuleInput!) { createObserverRule(input: $in) { succeeded status rule { id name } } }`
 	rule := func(name string) map[string]any {
@@ -36,7 +37,7 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 				map[string]any{"kind": "slack", "url": slackURL}},
 		}}}
 	}
-	mustRuleID := func(status int, g gqlResponse, field string) string {
+	mustRuleID := func(status int, g stack.Response, field string) string {
 		t.Helper()
 		if status != http.StatusOK || len(g.Errors) > 0 {
 			t.Fatalf("%s: status %d errors %+v", field, status, g.Errors)
@@ -55,13 +56,13 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 	}
 
 	// A viewer may not run mutations at all.
-	status, g := s.gqlPost(t, viewer, rule("by-viewer"))
+	status, g := s.GraphQL(t, viewer, rule("by-viewer"))
 	wantCode(t, status, g, http.StatusForbidden, "FORBIDDEN")
 
 	// An operator creates and updates.
-	status, g = s.gqlPost(t, operator, rule("published-posts"))
+	status, g = s.GraphQL(t, operator, rule("published-posts"))
 	id := mustRuleID(status, g, "createObserverRule")
-	status, g = s.gqlPost(t, operator, map[string]any{
+	status, g = s.GraphQL(t, operator, map[string]any{
 		"query":     `mutation($id: ID!) { updateObserverRule(id: $id, input: {condition: "after.published"}) { succeeded status rule { id } } }`,
 		"variables": map[string]any{"id": id},
 	})
@@ -70,7 +71,7 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 	// A bad condition is refused by the core with INVALID.
 	bad := rule("bad")
 	bad["variables"].(map[string]any)["in"].(map[string]any)["condition"] = "after.published =="
-	status, g = s.gqlPost(t, operator, bad)
+	status, g = s.GraphQL(t, operator, bad)
 	if status != http.StatusOK || len(g.Errors) == 0 || g.Errors[0].Extensions["code"] != "INVALID" {
 		t.Fatalf("bad condition: status %d errors %+v", status, g.Errors)
 	}
@@ -81,7 +82,7 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 		name, token string
 		want        int
 	}{{"viewer of the tenant", viewer, 1}, {"admin of another tenant", globex, 0}} {
-		status, g := s.gqlPost(t, tc.token, map[string]any{"query": list})
+		status, g := s.GraphQL(t, tc.token, map[string]any{"query": list})
 		if status != http.StatusOK || len(g.Errors) > 0 {
 			t.Fatalf("%s: status %d errors %+v", tc.name, status, g.Errors)
 		}
@@ -99,7 +100,7 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 	// A Slack URL is a credential: the viewer, and the operator who wrote
 	// it, read it redacted (security #13, defect 7a).
 	for _, token := range []string{viewer, operator} {
-		status, g := s.gqlPost(t, token, map[string]any{"query": `{ observerRules { actions { kind url } } }`})
+		status, g := s.GraphQL(t, token, map[string]any{"query": `{ observerRules { actions { kind url } } }`})
 		if status != http.StatusOK || len(g.Errors) > 0 {
 			t.Fatalf("listing actions: status %d errors %+v", status, g.Errors)
 		}
@@ -125,15 +126,15 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 	// Deleting: the operator is refused by the policy, the admin is not.
 	del := map[string]any{"query": `mutation($id: ID!) { deleteObserverRule(id: $id) { succeeded status rule { id } } }`,
 		"variables": map[string]any{"id": id}}
-	status, g = s.gqlPost(t, operator, del)
+	status, g = s.GraphQL(t, operator, del)
 	wantCode(t, status, g, http.StatusForbidden, "FORBIDDEN")
-	status, g = s.gqlPost(t, globex, del)
+	status, g = s.GraphQL(t, globex, del)
 	var other struct{ DeleteObserverRule map[string]any }
 	_ = json.Unmarshal(g.Data, &other)
 	if status != http.StatusOK || len(g.Errors) > 0 || other.DeleteObserverRule["status"] != "not_found" || other.DeleteObserverRule["rule"] != nil {
 		t.Fatalf("another tenant's delete: status %d data %s errors %+v", status, g.Data, g.Errors)
 	}
-	status, g = s.gqlPost(t, admin, del)
+	status, g = s.GraphQL(t, admin, del)
 	if got := mustRuleID(status, g, "deleteObserverRule"); got != id {
 		t.Fatalf("deleted %s, want %s", got, id)
 	}
@@ -144,14 +145,14 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 // author's token, and a real webhook receives only the columns named
 // (security #13, defect 7c).
 func TestObserverRuleColumnsThroughTheGateway(t *testing.T) {
-	s := mustStackWith(t, stackOptions{
-		toml:     "\n[observers]\nenabled = true\nallow_private_targets = true\n",
-		setupSQL: "SELECT fraise.observe_table('public.posts')",
+	s := stack.StartWith(t, stack.Options{
+		TOML:     "\n[observers]\nenabled = true\nallow_private_targets = true\n",
+		SetupSQL: "SELECT fraise.observe_table('public.posts')",
 	})
-	operator := s.token(t, demo.TenantAcme, "olga", "operator")
-	unmasker := strings.TrimSpace(mustRun(t, s.getenv, "token", "--dir", s.dir, "--tenant", demo.TenantAcme,
+	operator := s.Token(t, demo.TenantAcme, "olga", "operator")
+	unmasker := strings.TrimSpace(stack.Run(t, s.Getenv, "token", "--dir", s.Dir, "--tenant", demo.TenantAcme,
 		"--subject", "alice", "--roles", "admin", "--scopes", "read:User.email"))
-	s.mustServe(t, operator)
+	s.MustServe(t, operator)
 
 	bodies := make(chan []byte, 16)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -180,7 +181,7 @@ func TestObserverRuleColumnsThroughTheGateway(t *testing.T) {
 		{"an operator naming unmasked columns", operator, rule("titles", "public.posts", "id", "title"), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			status, g := s.gqlPost(t, tc.token, tc.req)
+			status, g := s.GraphQL(t, tc.token, tc.req)
 			if tc.want != "" {
 				if len(g.Errors) == 0 || g.Errors[0].Extensions["code"] != tc.want || !strings.Contains(g.Errors[0].Message, "read:User.email") {
 					t.Fatalf("got status %d data %s errors %+v, want %s naming read:User.email", status, g.Data, g.Errors, tc.want)
@@ -197,12 +198,12 @@ func TestObserverRuleColumnsThroughTheGateway(t *testing.T) {
 
 	// A post written through the gateway reaches the webhook with its id and
 	// title only.
-	status, g := s.gqlPost(t, unmasker, map[string]any{"query": `{ users { id } }`})
+	status, g := s.GraphQL(t, unmasker, map[string]any{"query": `{ users { id } }`})
 	var users struct{ Users []struct{ ID string } }
 	if err := json.Unmarshal(g.Data, &users); status != http.StatusOK || err != nil || len(users.Users) == 0 {
 		t.Fatalf("users: status %d data %s", status, g.Data)
 	}
-	status, g = s.gqlPost(t, unmasker, map[string]any{"query": `mutation($in: CreatePostInput!) { createPost(input: $in) { __typename } }`,
+	status, g = s.GraphQL(t, unmasker, map[string]any{"query": `mutation($in: CreatePostInput!) { createPost(input: $in) { __typename } }`,
 		"variables": map[string]any{"in": map[string]any{"title": "Columns", "body": "bodySECRET", "authorId": users.Users[0].ID}}})
 	if status != http.StatusOK || len(g.Errors) > 0 {
 		t.Fatalf("createPost: status %d errors %+v", status, g.Errors)

@@ -3,43 +3,17 @@ package e2e_test
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/test/stack"
 )
-
-// gqlPost sends body (a GraphQL request object) to the gateway as token
-// and returns the status and decoded response.
-func (s *stack) gqlPost(tb testing.TB, token string, body map[string]any) (int, gqlResponse) {
-	tb.Helper()
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequest(http.MethodPost, "https://"+s.addrs.Gateway+"/graphql", bytes.NewReader(b))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		tb.Fatalf("POST: %v", err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var g gqlResponse
-	if err := json.Unmarshal(raw, &g); err != nil {
-		tb.Fatalf("status %d: body is not GraphQL-shaped JSON: %q", resp.StatusCode, raw)
-	}
-	return resp.StatusCode, g
-}
 
 // apq is a request with the persisted-query extension: the hash of doc,
 // and doc itself unless hashOnly.
@@ -54,7 +28,7 @@ func apq(doc string, hashOnly bool, vars map[string]any) map[string]any {
 	return r
 }
 
-func wantCode(tb testing.TB, status int, g gqlResponse, wantStatus int, code string) {
+func wantCode(tb testing.TB, status int, g stack.Response, wantStatus int, code string) {
 	tb.Helper()
 	if status != wantStatus || len(g.Errors) == 0 || g.Errors[0].Extensions["code"] != code {
 		tb.Fatalf("got status %d errors %+v, want %d with extensions.code %s", status, g.Errors, wantStatus, code)
@@ -64,90 +38,72 @@ func wantCode(tb testing.TB, status int, g gqlResponse, wantStatus int, code str
 	}
 }
 
-func wantUsers(tb testing.TB, status int, g gqlResponse, want ...string) {
+func wantUsers(tb testing.TB, status int, g stack.Response, want ...string) {
 	tb.Helper()
 	if status != http.StatusOK || len(g.Errors) > 0 {
 		tb.Fatalf("got status %d errors %+v, want 200", status, g.Errors)
 	}
-	if got := userNames(tb, g); !slices.Equal(got, want) {
+	if got := stack.UserNames(tb, g); !slices.Equal(got, want) {
 		tb.Fatalf("got users %v, want %v", got, want)
-	}
-}
-
-// mustServe waits until the gateway serves token a query: `fraise dev`
-// reports ready once its listeners are bound, and a Check that reaches
-// extauthz before it serves outlasts the gateway's authz timeout (403).
-func (s *stack) mustServe(tb testing.TB, token string) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		status, g := s.gqlPost(tb, token, map[string]any{"query": "{ __typename }"})
-		if status == http.StatusOK {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("the stack does not serve: status %d errors %+v", status, g.Errors)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 
 const createPostDoc = `mutation($in: CreatePostInput!) { createPost(input: $in) { __typename } }`
 
 func TestAutomaticPersistedQueriesThroughTheGateway(t *testing.T) {
-	s := mustStack(t)
+	s := stack.Start(t)
 	const q = "{ users { id name } }"
-	admin := s.token(t, demo.TenantAcme, "alice", "admin")
-	viewer := s.token(t, demo.TenantAcme, "bob", "viewer")
-	globex := s.token(t, demo.TenantGlobex, "carol", "admin")
-	s.mustServe(t, admin)
+	admin := s.Token(t, demo.TenantAcme, "alice", "admin")
+	viewer := s.Token(t, demo.TenantAcme, "bob", "viewer")
+	globex := s.Token(t, demo.TenantGlobex, "carol", "admin")
+	s.MustServe(t, admin)
 
 	t.Run("a hash nobody registered is not found", func(t *testing.T) {
-		status, g := s.gqlPost(t, admin, apq(q, true, nil))
+		status, g := s.GraphQL(t, admin, apq(q, true, nil))
 		wantCode(t, status, g, http.StatusBadRequest, "PERSISTED_QUERY_NOT_FOUND")
 	})
 	t.Run("hash and query run and register", func(t *testing.T) {
-		status, g := s.gqlPost(t, admin, apq(q, false, nil))
+		status, g := s.GraphQL(t, admin, apq(q, false, nil))
 		wantUsers(t, status, g, "Alice", "Bob")
 	})
 	t.Run("the hash alone then runs through the gateway", func(t *testing.T) {
 		// extauthz resolved the hash (the policy decides on the
 		// operation) and the core ran the registered document.
-		status, g := s.gqlPost(t, viewer, apq(q, true, nil))
+		status, g := s.GraphQL(t, viewer, apq(q, true, nil))
 		wantUsers(t, status, g, "Alice", "Bob")
 	})
 
 	in := map[string]any{"in": map[string]any{"title": "Persisted", "authorId": "a0000000-0000-4000-8000-00000000000a"}}
 	t.Run("an admin registers a mutation and runs it by hash", func(t *testing.T) {
-		status, g := s.gqlPost(t, admin, apq(createPostDoc, false, in))
+		status, g := s.GraphQL(t, admin, apq(createPostDoc, false, in))
 		if status != http.StatusOK || len(g.Errors) > 0 || !bytes.Contains(g.Data, []byte("CreatePostSuccess")) {
 			t.Fatalf("register: got status %d data %s errors %+v", status, g.Data, g.Errors)
 		}
-		status, g = s.gqlPost(t, admin, apq(createPostDoc, true, in))
+		status, g = s.GraphQL(t, admin, apq(createPostDoc, true, in))
 		if status != http.StatusOK || len(g.Errors) > 0 || !bytes.Contains(g.Data, []byte("CreatePostSuccess")) {
 			t.Fatalf("by hash: got status %d data %s errors %+v", status, g.Data, g.Errors)
 		}
 	})
 	t.Run("a viewer sending the mutation's hash is refused by the policy", func(t *testing.T) {
-		status, g := s.gqlPost(t, viewer, apq(createPostDoc, true, in))
+		status, g := s.GraphQL(t, viewer, apq(createPostDoc, true, in))
 		wantCode(t, status, g, http.StatusForbidden, "FORBIDDEN")
 	})
 
 	t.Run("another tenant cannot tell the hash was registered", func(t *testing.T) {
-		status, g := s.gqlPost(t, globex, apq(q, true, nil))
+		status, g := s.GraphQL(t, globex, apq(q, true, nil))
 		wantCode(t, status, g, http.StatusBadRequest, "PERSISTED_QUERY_NOT_FOUND")
 		// The answer is the one for a hash nobody ever registered.
-		neverStatus, never := s.gqlPost(t, globex, apq("{ users { name } }", true, nil))
+		neverStatus, never := s.GraphQL(t, globex, apq("{ users { name } }", true, nil))
 		if neverStatus != status || !reflect.DeepEqual(never.Errors, g.Errors) {
 			t.Fatalf("registered elsewhere: %d %+v; never registered: %d %+v; want the same", status, g.Errors, neverStatus, never.Errors)
 		}
-		status, g = s.gqlPost(t, globex, apq(createPostDoc, true, in))
+		status, g = s.GraphQL(t, globex, apq(createPostDoc, true, in))
 		wantCode(t, status, g, http.StatusBadRequest, "PERSISTED_QUERY_NOT_FOUND")
 	})
 	t.Run("another tenant registering the same text reads its own rows", func(t *testing.T) {
-		status, g := s.gqlPost(t, globex, apq(q, false, nil))
+		status, g := s.GraphQL(t, globex, apq(q, false, nil))
 		wantUsers(t, status, g, "Carol", "Dave")
-		status, g = s.gqlPost(t, globex, apq(q, true, nil))
+		status, g = s.GraphQL(t, globex, apq(q, true, nil))
 		wantUsers(t, status, g, "Carol", "Dave")
 	})
 }
@@ -159,34 +115,34 @@ func TestTrustedDocumentsThroughTheGateway(t *testing.T) {
 	if err := os.WriteFile(path, manifest, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := mustStackWith(t, stackOptions{env: map[string]string{"FRAISE_CORE_TRUSTED_DOCUMENTS": path}})
-	admin := s.token(t, demo.TenantAcme, "alice", "admin")
-	globex := s.token(t, demo.TenantGlobex, "carol", "viewer")
-	s.mustServe(t, admin)
+	s := stack.StartWith(t, stack.Options{Env: map[string]string{"FRAISE_CORE_TRUSTED_DOCUMENTS": path}})
+	admin := s.Token(t, demo.TenantAcme, "alice", "admin")
+	globex := s.Token(t, demo.TenantGlobex, "carol", "viewer")
+	s.MustServe(t, admin)
 	const other = "{ posts { id title } }"
 
 	t.Run("a trusted document runs by hash alone for every tenant", func(t *testing.T) {
-		status, g := s.gqlPost(t, admin, apq(trusted, true, nil))
+		status, g := s.GraphQL(t, admin, apq(trusted, true, nil))
 		wantUsers(t, status, g, "Alice", "Bob")
-		status, g = s.gqlPost(t, globex, apq(trusted, true, nil))
+		status, g = s.GraphQL(t, globex, apq(trusted, true, nil))
 		wantUsers(t, status, g, "Carol", "Dave")
 	})
 	t.Run("a trusted document runs by text", func(t *testing.T) {
-		status, g := s.gqlPost(t, admin, map[string]any{"query": trusted})
+		status, g := s.GraphQL(t, admin, map[string]any{"query": trusted})
 		wantUsers(t, status, g, "Alice", "Bob")
 	})
 	t.Run("an unregistered operation is refused", func(t *testing.T) {
-		status, g := s.gqlPost(t, admin, map[string]any{"query": other})
+		status, g := s.GraphQL(t, admin, map[string]any{"query": other})
 		if len(g.Errors) == 0 || g.Errors[0].Extensions["code"] != "OPERATION_NOT_TRUSTED" || len(g.Data) > 0 && string(g.Data) != "null" {
 			t.Fatalf("got status %d data %s errors %+v, want OPERATION_NOT_TRUSTED", status, g.Data, g.Errors)
 		}
 	})
 	t.Run("an unregistered operation cannot register itself", func(t *testing.T) {
-		status, g := s.gqlPost(t, admin, apq(other, false, nil))
+		status, g := s.GraphQL(t, admin, apq(other, false, nil))
 		if len(g.Errors) == 0 || g.Errors[0].Extensions["code"] != "OPERATION_NOT_TRUSTED" {
 			t.Fatalf("got status %d errors %+v, want OPERATION_NOT_TRUSTED", status, g.Errors)
 		}
-		status, g = s.gqlPost(t, admin, apq(other, true, nil))
+		status, g = s.GraphQL(t, admin, apq(other, true, nil))
 		wantCode(t, status, g, http.StatusBadRequest, "PERSISTED_QUERY_NOT_FOUND")
 	})
 }
@@ -198,46 +154,23 @@ func TestTrustedDocumentsThroughTheGateway(t *testing.T) {
 // exact name) as the mutation. Both now read the body with one decoder,
 // which refuses it.
 func TestPersistedHashCaseTwinThroughTheGateway(t *testing.T) {
-	s := mustStack(t)
+	s := stack.Start(t)
 	const q = "{ users { id name } }"
-	admin := s.token(t, demo.TenantAcme, "alice", "admin")
-	viewer := s.token(t, demo.TenantAcme, "bob", "viewer")
-	s.mustServe(t, admin)
+	admin := s.Token(t, demo.TenantAcme, "alice", "admin")
+	viewer := s.Token(t, demo.TenantAcme, "bob", "viewer")
+	s.MustServe(t, admin)
 	in := map[string]any{"in": map[string]any{"title": "Twin", "authorId": "a0000000-0000-4000-8000-00000000000a"}}
 	for _, r := range []map[string]any{apq(q, false, nil), apq(createPostDoc, false, in)} {
-		if status, g := s.gqlPost(t, admin, r); status != http.StatusOK || len(g.Errors) > 0 {
+		if status, g := s.GraphQL(t, admin, r); status != http.StatusOK || len(g.Errors) > 0 {
 			t.Fatalf("registering: got status %d errors %+v", status, g.Errors)
 		}
 	}
 	vars, _ := json.Marshal(in)
 	body := `{"variables":` + string(vars) + `,"extensions":{"persistedQuery":{"version":1,"sha256Hash":"` +
 		core.DocumentHash(createPostDoc) + `","Sha256Hash":"` + core.DocumentHash(q) + `"}}}`
-	status, g := s.gqlPostRaw(t, viewer, body)
+	status, g := s.GraphQLRaw(t, viewer, body)
 	if bytes.Contains(g.Data, []byte("CreatePost")) {
 		t.Fatalf("a viewer ran the mutation: got status %d data %s", status, g.Data)
 	}
 	wantCode(t, status, g, http.StatusBadRequest, "INVALID")
-}
-
-// gqlPostRaw is gqlPost of a body given as JSON text, for bodies a Go map
-// cannot write (a key twice, keys in a chosen order).
-func (s *stack) gqlPostRaw(tb testing.TB, token, body string) (int, gqlResponse) {
-	tb.Helper()
-	req, err := http.NewRequest(http.MethodPost, "https://"+s.addrs.Gateway+"/graphql", strings.NewReader(body))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		tb.Fatalf("POST: %v", err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var g gqlResponse
-	if err := json.Unmarshal(raw, &g); err != nil {
-		tb.Fatalf("status %d: body is not GraphQL-shaped JSON: %q", resp.StatusCode, raw)
-	}
-	return resp.StatusCode, g
 }

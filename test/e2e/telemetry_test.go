@@ -29,6 +29,7 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/test/stack"
 )
 
 // span is one span a traceReceiver received, its ids in hex.
@@ -239,7 +240,7 @@ func TestTraceThroughTheStack(t *testing.T) {
 	}
 	rcv := mustTraceReceiver(t)
 	logs := newLogLines()
-	s := mustStackWith(t, stackOptions{toml: fmt.Sprintf(telemetryTOML, rcv.addr), log: logs})
+	s := stack.StartWith(t, stack.Options{TOML: fmt.Sprintf(telemetryTOML, rcv.addr), Log: logs})
 
 	// connected checks that the trace holds Envoy's server span, extauthz's
 	// Check and the core's server span, the latter two children of Envoy's
@@ -275,9 +276,9 @@ func TestTraceThroughTheStack(t *testing.T) {
 	}
 
 	t.Run("a GraphQL request is one trace from Envoy through extauthz to the core, and one access log line", func(t *testing.T) {
-		tok := s.token(t, demo.TenantAcme, "alice", "viewer")
+		tok := s.Token(t, demo.TenantAcme, "alice", "viewer")
 		const ua = "fraise-e2e/telemetry"
-		status, hdr, g := post(t, s.client, s.addrs.Gateway, "{ users { id name } }", map[string]string{
+		status, hdr, g := stack.Post(t, s.Client, s.Addrs.Gateway, "{ users { id name } }", map[string]string{
 			"Authorization": "Bearer " + tok, "User-Agent": ua,
 		})
 		if status != http.StatusOK || len(g.Errors) > 0 {
@@ -309,11 +310,11 @@ func TestTraceThroughTheStack(t *testing.T) {
 			{"no response flags", "flags", eq("-"), "-"},
 			{"tenant from extauthz", "tenant", eq(demo.TenantAcme), demo.TenantAcme},
 			{"subject from extauthz", "subject", eq("alice"), "alice"},
-			{"authority", "authority", eq(s.addrs.Gateway), s.addrs.Gateway},
+			{"authority", "authority", eq(s.Addrs.Gateway), s.Addrs.Gateway},
 			{"user agent", "user_agent", eq(ua), ua},
 			{"route", "route", eq("graphql"), "graphql"},
 			{"upstream cluster", "upstream", eq("core_http"), "core_http"},
-			{"upstream host", "upstream_host", eq(s.addrs.CoreHTTP), s.addrs.CoreHTTP},
+			{"upstream host", "upstream_host", eq(s.Addrs.CoreHTTP), s.Addrs.CoreHTTP},
 			{"client certificate subject", "client_subject", contains("CN=" + cert.Subject.CommonName), "CN=" + cert.Subject.CommonName},
 			{"client certificate DNS SAN", "client_dns_san", eq(strings.Join(cert.DNSNames, ",")), strings.Join(cert.DNSNames, ",")},
 			{"client address", "client", hasPrefix("127.0.0.1:"), "127.0.0.1:<port>"},
@@ -334,10 +335,10 @@ func TestTraceThroughTheStack(t *testing.T) {
 	t.Run("a Flight call is one trace from Envoy through extauthz to the core's Flight server", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		c := s.mustFlightClient(t, s.addrs.Gateway)
-		tok := s.token(t, demo.TenantAcme, "alice", "analyst")
+		c := s.FlightClient(t, s.Addrs.Gateway)
+		tok := s.Token(t, demo.TenantAcme, "alice", "analyst")
 		var md metadata.MD
-		_, err := c.GetFlightInfo(bearer(ctx, tok), &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"people", "users"}}, grpc.Header(&md))
+		_, err := c.GetFlightInfo(stack.Bearer(ctx, tok), &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"people", "users"}}, grpc.Header(&md))
 		if err != nil {
 			t.Fatalf("GetFlightInfo: %v", err)
 		}
@@ -356,7 +357,7 @@ func TestTraceThroughTheStack(t *testing.T) {
 		}
 		for key, want := range map[string]string{
 			"path": "/arrow.flight.protocol.FlightService/GetFlightInfo", "route": "flight_GetFlightInfo",
-			"upstream": "core_flight", "upstream_host": s.addrs.CoreFlight, "grpc_status": "0",
+			"upstream": "core_flight", "upstream_host": s.Addrs.CoreFlight, "grpc_status": "0",
 			"tenant": demo.TenantAcme, "subject": "alice",
 		} {
 			if got := fmt.Sprint(line[key]); got != want {
@@ -377,9 +378,9 @@ func positive(got string) bool    { n, err := strconv.ParseFloat(got, 64); retur
 func nonNegative(got string) bool { n, err := strconv.ParseFloat(got, 64); return err == nil && n >= 0 }
 func rfc3339(got string) bool     { _, err := time.Parse(time.RFC3339Nano, got); return err == nil }
 
-func mustClientCert(tb testing.TB, s *stack) *x509.Certificate {
+func mustClientCert(tb testing.TB, s *stack.Stack) *x509.Certificate {
 	tb.Helper()
-	b, err := os.ReadFile(devcerts.FilesIn(filepath.Join(s.dir, "certs")).ClientCert)
+	b, err := os.ReadFile(devcerts.FilesIn(filepath.Join(s.Dir, "certs")).ClientCert)
 	if err != nil {
 		tb.Fatal(err)
 	}

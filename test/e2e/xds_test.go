@@ -26,6 +26,7 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/test/stack"
 )
 
 // xdsTiersTOML adds the tiers of TestXDSChangesReachARunningEnvoy: the
@@ -62,26 +63,26 @@ func TestXDSChangesReachARunningEnvoy(t *testing.T) {
 	if raceDetector {
 		t.Skip("envoyproxy/ratelimit races with itself on a limits reload (race_on_test.go); tested without -race")
 	}
-	s := mustStackWith(t, stackOptions{xds: true, toml: xdsTiersTOML})
-	if s.addrs.XDS == "" || s.addrs.EnvoyAdmin == "" || s.addrs.EnvoyPid == 0 {
-		t.Fatalf("ready file: got xds %q, envoy admin %q, pid %d; want all three", s.addrs.XDS, s.addrs.EnvoyAdmin, s.addrs.EnvoyPid)
+	s := stack.StartWith(t, stack.Options{XDS: true, TOML: xdsTiersTOML})
+	if s.Addrs.XDS == "" || s.Addrs.EnvoyAdmin == "" || s.Addrs.EnvoyPid == 0 {
+		t.Fatalf("ready file: got xds %q, envoy admin %q, pid %d; want all three", s.Addrs.XDS, s.Addrs.EnvoyAdmin, s.Addrs.EnvoyPid)
 	}
-	started := s.envoyUptime(t)
+	started := envoyUptime(t, s)
 	startedAt := time.Now()
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("fraise dev's log (%d bytes), without the access log of 200s:\n%s", len(s.logs.String()), tail(s.logs.String(), 60))
+			t.Logf("fraise dev's log (%d bytes), without the access log of 200s:\n%s", len(s.Logs()), tail(s.Logs(), 60))
 		}
 	})
-	bulk := strings.TrimSpace(mustRun(t, s.getenv, "token", "--dir", s.dir, "--tenant", demo.TenantAcme, "--subject", "alice", "--roles", "viewer", "--tier", "bulk"))
-	probe := strings.TrimSpace(mustRun(t, s.getenv, "token", "--dir", s.dir, "--tenant", demo.TenantGlobex, "--subject", "carol", "--roles", "viewer", "--tier", "probe"))
+	bulk := strings.TrimSpace(s.Run(t, "token", "--dir", s.Dir, "--tenant", demo.TenantAcme, "--subject", "alice", "--roles", "viewer", "--tier", "bulk"))
+	probe := strings.TrimSpace(s.Run(t, "token", "--dir", s.Dir, "--tenant", demo.TenantGlobex, "--subject", "carol", "--roles", "viewer", "--tier", "probe"))
 
 	st := startStream(t, s, bulk)
 	st.waitAnswers(t, settleAnswers)
 
 	probeStatus := func() int {
 		t.Helper()
-		status, _, _ := post(t, s.client, s.addrs.Gateway, "{ users { id } }", map[string]string{"Authorization": "Bearer " + probe})
+		status, _, _ := stack.Post(t, s.Client, s.Addrs.Gateway, "{ users { id } }", map[string]string{"Authorization": "Bearer " + probe})
 		return status
 	}
 	for i := 0; i < 8; i++ {
@@ -93,14 +94,14 @@ func TestXDSChangesReachARunningEnvoy(t *testing.T) {
 	// 1. A new rate limit: the probe tier's limit falls to 5 a minute, and
 	// Envoy's rate-limit filter gets a longer timeout (a change to the
 	// listener itself, which Envoy updates in place).
-	before := s.envoyStats(t)
+	before := readEnvoyStats(t, s)
 	st.next(t, "rate limit")
-	s.editConfig(t, func(c string) string {
+	editConfig(t, s, func(c string) string {
 		c = strings.Replace(c, "[ratelimit.tiers.probe]\ntenant = { requests = 1000,", "[ratelimit.tiers.probe]\ntenant = { requests = 5,", 1)
 		return strings.Replace(c, "[ratelimit]\n", "[ratelimit]\ntimeout = \"150ms\"\n", 1)
 	})
 	waitFor(t, "Envoy's rate-limit filter timeout 0.150s", func() (bool, string) {
-		got := s.rateLimitTimeout(t)
+		got := rateLimitTimeout(t, s)
 		return got == "0.150s", "timeout " + got
 	})
 	waitFor(t, "the probe tier refused at its new limit", func() (bool, string) {
@@ -108,7 +109,7 @@ func TestXDSChangesReachARunningEnvoy(t *testing.T) {
 		return got == http.StatusTooManyRequests, "status " + strconv.Itoa(got)
 	})
 	st.waitAnswers(t, settleAnswers)
-	after := s.envoyStats(t)
+	after := readEnvoyStats(t, s)
 	t.Logf("rate limit: listener_modified %s -> %s, in place %s -> %s, lds version %s -> %s",
 		before["listener_manager.listener_modified"], after["listener_manager.listener_modified"],
 		before["listener_manager.listener_in_place_updated"], after["listener_manager.listener_in_place_updated"],
@@ -120,15 +121,15 @@ func TestXDSChangesReachARunningEnvoy(t *testing.T) {
 	// 2. A new route timeout.
 	before = after
 	st.next(t, "route timeout")
-	s.editConfig(t, func(c string) string {
+	editConfig(t, s, func(c string) string {
 		return strings.Replace(c, "[gateway]\n", "[gateway]\ngraphql_timeout = \"12s\"\n", 1)
 	})
 	waitFor(t, "the graphql route's timeout 12s", func() (bool, string) {
-		got := s.graphqlRouteTimeout(t)
+		got := graphqlRouteTimeout(t, s)
 		return got == "12s", "timeout " + got
 	})
 	st.waitAnswers(t, settleAnswers)
-	after = s.envoyStats(t)
+	after = readEnvoyStats(t, s)
 	t.Logf("route timeout: rds version %s -> %s", before["http.ingress.rds.ingress.version_text"], after["http.ingress.rds.ingress.version_text"])
 	for _, k := range []string{"listener_manager.listener_modified", "cluster_manager.cluster_modified"} {
 		if after[k] != before[k] {
@@ -138,11 +139,11 @@ func TestXDSChangesReachARunningEnvoy(t *testing.T) {
 
 	// 3. A rotated gateway certificate: same CA, same SAN, a new key and
 	// serial, in new files.
-	certs := devcerts.FilesIn(filepath.Join(s.dir, "certs"))
-	newCert, newKey, serial := mustReissueGatewayCert(t, certs, filepath.Join(s.dir, "certs-rotated"))
+	certs := devcerts.FilesIn(filepath.Join(s.Dir, "certs"))
+	newCert, newKey, serial := mustReissueGatewayCert(t, certs, filepath.Join(s.Dir, "certs-rotated"))
 	before = after
 	st.next(t, "certificate")
-	s.editConfig(t, func(c string) string {
+	editConfig(t, s, func(c string) string {
 		c = strings.Replace(c, strconv.Quote(certs.GatewayCert), strconv.Quote(newCert), 1)
 		return strings.Replace(c, strconv.Quote(certs.GatewayKey), strconv.Quote(newKey), 1)
 	})
@@ -150,11 +151,11 @@ func TestXDSChangesReachARunningEnvoy(t *testing.T) {
 	// Every cluster that speaks TLS presents the new certificate, but the
 	// bootstrap's own xds cluster, static, which keeps the old one.
 	waitFor(t, "Envoy presenting the new gateway certificate", func() (bool, string) {
-		got := s.envoyCertSerials(t)
+		got := envoyCertSerials(t, s)
 		return got[serial] > 0 && got[oldSerial] == 1, fmt.Sprintf("TLS contexts by serial %v, want %s in some and %s in one", got, serial, oldSerial)
 	})
 	st.waitAnswers(t, settleAnswers)
-	after = s.envoyStats(t)
+	after = readEnvoyStats(t, s)
 	t.Logf("certificate: cluster_modified %s -> %s, secret updates %s -> %s",
 		before["cluster_manager.cluster_modified"], after["cluster_manager.cluster_modified"],
 		before["sds.upstream_certificate.update_success"], after["sds.upstream_certificate.update_success"])
@@ -175,11 +176,11 @@ func TestXDSChangesReachARunningEnvoy(t *testing.T) {
 	st.next(t, "cert in place")
 	_, _, serial3 := mustReissueGatewayCert(t, certs, rotatedDir)
 	waitFor(t, "Envoy presenting the certificate renewed in place", func() (bool, string) {
-		got := s.envoyCertSerials(t)
+		got := envoyCertSerials(t, s)
 		return got[serial3] > 0 && got[serial] == 0, fmt.Sprintf("TLS contexts by serial %v, want %s in some and %s in none", got, serial3, serial)
 	})
 	st.waitAnswers(t, settleAnswers)
-	after = s.envoyStats(t)
+	after = readEnvoyStats(t, s)
 	t.Logf("certificate in place: cluster_modified %s -> %s, failed reloads %s -> %s",
 		before["cluster_manager.cluster_modified"], after["cluster_manager.cluster_modified"],
 		before["sds.upstream_certificate.key_rotation_failed"], after["sds.upstream_certificate.key_rotation_failed"])
@@ -193,13 +194,13 @@ func TestXDSChangesReachARunningEnvoy(t *testing.T) {
 
 	// The same Envoy served throughout: its pid lives, it never restarted
 	// (no hot restart, its uptime spans the whole test).
-	if err := syscall.Kill(s.addrs.EnvoyPid, 0); err != nil {
-		t.Errorf("Envoy pid %d: %v, want the same process running", s.addrs.EnvoyPid, err)
+	if err := syscall.Kill(s.Addrs.EnvoyPid, 0); err != nil {
+		t.Errorf("Envoy pid %d: %v, want the same process running", s.Addrs.EnvoyPid, err)
 	}
-	if got := s.envoyStats(t); got["server.hot_restart_epoch"] != "0" {
+	if got := readEnvoyStats(t, s); got["server.hot_restart_epoch"] != "0" {
 		t.Errorf("hot_restart_epoch: got %s, want 0", got["server.hot_restart_epoch"])
 	}
-	if up, elapsed := s.envoyUptime(t), time.Since(startedAt); up-started < elapsed-2*time.Second {
+	if up, elapsed := envoyUptime(t, s), time.Since(startedAt); up-started < elapsed-2*time.Second {
 		t.Errorf("Envoy's uptime grew %s over %s: it restarted", up-started, elapsed)
 	}
 }
@@ -222,7 +223,7 @@ type streamFailure struct {
 	err   error
 }
 
-func startStream(tb testing.TB, s *stack, token string) *stream {
+func startStream(tb testing.TB, s *stack.Stack, token string) *stream {
 	tb.Helper()
 	st := &stream{names: []string{"steady"}, stop: make(chan struct{})}
 	body, _ := json.Marshal(map[string]any{"query": "{ users { id name } }"})
@@ -232,7 +233,7 @@ func startStream(tb testing.TB, s *stack, token string) *stream {
 		// change); the other half open a new HTTP/1.1 connection for
 		// every request, so some connections are accepted while Envoy
 		// swaps its configuration.
-		c := s.newClient(tb, i%2 == 1)
+		c := newClient(tb, s, i%2 == 1)
 		st.wg.Go(func() {
 			tick := time.NewTicker(streamEvery)
 			defer tick.Stop()
@@ -245,7 +246,7 @@ func startStream(tb testing.TB, s *stack, token string) *stream {
 				p := st.phase.Load()
 				n := &st.counts[p]
 				n.sent.Add(1)
-				if err := streamRequest(c, s.addrs.Gateway, token, body); err != nil {
+				if err := streamRequest(c, s.Addrs.Gateway, token, body); err != nil {
 					n.failed.Add(1)
 					st.mu.Lock()
 					st.failures = append(st.failures, streamFailure{p, err})
@@ -278,7 +279,7 @@ func streamRequest(c *http.Client, gateway, token string, body []byte) error {
 	if err != nil {
 		return fmt.Errorf("status %d, body: %w", resp.StatusCode, err)
 	}
-	var g gqlResponse
+	var g stack.Response
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(raw, &g) != nil || len(g.Errors) > 0 || !bytes.Contains(g.Data, []byte("Alice")) {
 		return fmt.Errorf("status %d: %s", resp.StatusCode, raw)
 	}
@@ -358,9 +359,9 @@ func waitFor(tb testing.TB, what string, cond func() (bool, string)) {
 
 // editConfig rewrites fraise.toml with edit, atomically: the watcher never
 // reads half a file. It fails when edit changes nothing.
-func (s *stack) editConfig(tb testing.TB, edit func(string) string) {
+func editConfig(tb testing.TB, s *stack.Stack, edit func(string) string) {
 	tb.Helper()
-	old, err := os.ReadFile(s.cfgPath)
+	old, err := os.ReadFile(s.ConfigPath)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -368,11 +369,11 @@ func (s *stack) editConfig(tb testing.TB, edit func(string) string) {
 	if cfg == string(old) {
 		tb.Fatal("the configuration edit changed nothing")
 	}
-	tmp := s.cfgPath + ".tmp"
+	tmp := s.ConfigPath + ".tmp"
 	if err := os.WriteFile(tmp, []byte(cfg), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	if err := os.Rename(tmp, s.cfgPath); err != nil {
+	if err := os.Rename(tmp, s.ConfigPath); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -380,9 +381,9 @@ func (s *stack) editConfig(tb testing.TB, edit func(string) string) {
 // newClient returns a client of its own (its own connections) presenting
 // the development client certificate: over one HTTP/2 connection, or with
 // a new HTTP/1.1 connection per request.
-func (s *stack) newClient(tb testing.TB, connPerRequest bool) *http.Client {
+func newClient(tb testing.TB, s *stack.Stack, connPerRequest bool) *http.Client {
 	tb.Helper()
-	tr := &http.Transport{TLSClientConfig: s.tlsConfig(tb, true), ForceAttemptHTTP2: true}
+	tr := &http.Transport{TLSClientConfig: s.TLSConfig(tb, true), ForceAttemptHTTP2: true}
 	if connPerRequest {
 		tr.ForceAttemptHTTP2, tr.DisableKeepAlives = false, true
 		// A non-nil empty map turns HTTP/2 off.
@@ -394,9 +395,9 @@ func (s *stack) newClient(tb testing.TB, connPerRequest bool) *http.Client {
 }
 
 // envoyAdmin GETs path from Envoy's admin interface.
-func (s *stack) envoyAdmin(tb testing.TB, path string) []byte {
+func envoyAdmin(tb testing.TB, s *stack.Stack, path string) []byte {
 	tb.Helper()
-	resp, err := http.Get("http://" + s.addrs.EnvoyAdmin + path)
+	resp, err := http.Get("http://" + s.Addrs.EnvoyAdmin + path)
 	if err != nil {
 		tb.Fatalf("Envoy admin %s: %v", path, err)
 	}
@@ -417,11 +418,11 @@ func (m envoyStats) n(k string) int {
 
 // envoyStats returns the counters and text readouts that show how Envoy
 // took configuration updates.
-func (s *stack) envoyStats(tb testing.TB) envoyStats {
+func readEnvoyStats(tb testing.TB, s *stack.Stack) envoyStats {
 	tb.Helper()
 	filter := `^(server\.(hot_restart_epoch|uptime)|listener_manager\.(listener_modified|listener_in_place_updated|total_filter_chains_draining|total_listeners_draining|lds\.(update_success|update_rejected|version_text))|cluster_manager\.(cluster_modified|cds\.(update_success|update_rejected|version_text))|http\.ingress\.rds\.ingress\.(update_success|update_rejected|version_text)|sds\.upstream_certificate\.(update_success|key_rotation_failed))$`
 	m := envoyStats{}
-	for _, l := range strings.Split(string(s.envoyAdmin(tb, "/stats?filter="+url.QueryEscape(filter))), "\n") {
+	for _, l := range strings.Split(string(envoyAdmin(tb, s, "/stats?filter="+url.QueryEscape(filter))), "\n") {
 		if k, v, ok := strings.Cut(l, ": "); ok {
 			m[k] = strings.Trim(v, `"`)
 		}
@@ -430,12 +431,12 @@ func (s *stack) envoyStats(tb testing.TB) envoyStats {
 }
 
 // envoyUptime is Envoy's uptime in its current epoch (/server_info).
-func (s *stack) envoyUptime(tb testing.TB) time.Duration {
+func envoyUptime(tb testing.TB, s *stack.Stack) time.Duration {
 	tb.Helper()
 	var info struct {
 		Uptime string `json:"uptime_current_epoch"`
 	}
-	if err := json.Unmarshal(s.envoyAdmin(tb, "/server_info"), &info); err != nil {
+	if err := json.Unmarshal(envoyAdmin(tb, s, "/server_info"), &info); err != nil {
 		tb.Fatal(err)
 	}
 	d, err := time.ParseDuration(info.Uptime)
@@ -447,7 +448,7 @@ func (s *stack) envoyUptime(tb testing.TB) time.Duration {
 
 // graphqlRouteTimeout is the graphql route's timeout in the route
 // configuration Envoy runs.
-func (s *stack) graphqlRouteTimeout(tb testing.TB) string {
+func graphqlRouteTimeout(tb testing.TB, s *stack.Stack) string {
 	tb.Helper()
 	var dump struct {
 		Configs []struct {
@@ -463,7 +464,7 @@ func (s *stack) graphqlRouteTimeout(tb testing.TB) string {
 			} `json:"route_config"`
 		} `json:"configs"`
 	}
-	if err := json.Unmarshal(s.envoyAdmin(tb, "/config_dump?resource=dynamic_route_configs"), &dump); err != nil {
+	if err := json.Unmarshal(envoyAdmin(tb, s, "/config_dump?resource=dynamic_route_configs"), &dump); err != nil {
 		tb.Fatal(err)
 	}
 	for _, c := range dump.Configs {
@@ -480,7 +481,7 @@ func (s *stack) graphqlRouteTimeout(tb testing.TB) string {
 
 // rateLimitTimeout is the rate-limit filter's timeout in the active
 // listener Envoy runs.
-func (s *stack) rateLimitTimeout(tb testing.TB) string {
+func rateLimitTimeout(tb testing.TB, s *stack.Stack) string {
 	tb.Helper()
 	var dump struct {
 		Configs []struct {
@@ -502,7 +503,7 @@ func (s *stack) rateLimitTimeout(tb testing.TB) string {
 			} `json:"active_state"`
 		} `json:"configs"`
 	}
-	if err := json.Unmarshal(s.envoyAdmin(tb, "/config_dump?resource=dynamic_listeners"), &dump); err != nil {
+	if err := json.Unmarshal(envoyAdmin(tb, s, "/config_dump?resource=dynamic_listeners"), &dump); err != nil {
 		tb.Fatal(err)
 	}
 	for _, c := range dump.Configs {
@@ -521,7 +522,7 @@ func (s *stack) rateLimitTimeout(tb testing.TB) string {
 
 // envoyCertSerials counts the TLS contexts Envoy holds (/certs) by the
 // serial number of their certificate (lower-case hex, no leading zeros).
-func (s *stack) envoyCertSerials(tb testing.TB) map[string]int {
+func envoyCertSerials(tb testing.TB, s *stack.Stack) map[string]int {
 	tb.Helper()
 	var certs struct {
 		Certificates []struct {
@@ -531,7 +532,7 @@ func (s *stack) envoyCertSerials(tb testing.TB) map[string]int {
 			} `json:"cert_chain"`
 		} `json:"certificates"`
 	}
-	if err := json.Unmarshal(s.envoyAdmin(tb, "/certs"), &certs); err != nil {
+	if err := json.Unmarshal(envoyAdmin(tb, s, "/certs"), &certs); err != nil {
 		tb.Fatal(err)
 	}
 	serials := map[string]int{}

@@ -1,0 +1,79 @@
+package security_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fraise-dev/fraise/cmd/fraise/cli"
+	"github.com/fraise-dev/fraise/core/assertion"
+)
+
+var configAttacks = []attack{
+	{
+		name: "assertion-keys-over-http", class: classConfig,
+		does: "points the core's assertion keys at extauthz's JWKS over plain http (core.assertion_jwks_url), where whoever answers would choose whom the core believes (security #13, defect 5)",
+		want: "the core refuses to start, naming core.assertion_jwks_url",
+		run: func(t *testing.T, e *env) string {
+			err := e.serveWith(t, map[string]string{"FRAISE_CORE_ASSERTION_JWKS_URL": "http://" + e.s.Addrs.AuthzAdmin + "/.well-known/jwks.json"})
+			if err == nil || !strings.Contains(err.Error(), "core.assertion_jwks_url") {
+				t.Fatalf("got %v, want the configuration refused naming core.assertion_jwks_url", err)
+			}
+			return "refused at start: " + firstLine(err)
+		},
+	},
+	{
+		name: "assertion-keys-from-untrusted-https", class: classConfig,
+		does: "points the core's assertion keys at an https server of its own (a certificate from another CA) publishing its own key",
+		want: "the core refuses to start: the keys' server must chain to the internal CA; the attacker's key is never fetched",
+		run: func(t *testing.T, e *env) string {
+			pub, _, _ := ed25519.GenerateKey(rand.Reader)
+			jwks, err := assertion.MarshalJWKS(map[string]ed25519.PublicKey{assertion.KeyID(pub): pub})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var fetched atomic.Int32
+			srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				fetched.Add(1)
+				_, _ = w.Write(jwks)
+			}))
+			defer srv.Close()
+			err = e.serveWith(t, map[string]string{"FRAISE_CORE_ASSERTION_JWKS_URL": srv.URL + "/.well-known/jwks.json"})
+			if err == nil {
+				t.Fatal("the core started, want it refused")
+			}
+			if n := fetched.Load(); n != 0 {
+				t.Fatalf("the attacker's server answered %d requests", n)
+			}
+			return "refused at start: " + firstLine(err)
+		},
+	},
+}
+
+// serveWith runs `fraise serve` on the stack's configuration with the
+// environment env, and returns its error: nil (a failure of the attack)
+// when it is still serving after 20 s.
+func (e *env) serveWith(t *testing.T, env map[string]string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := cli.Run(ctx, []string{"serve", "--config", e.s.ConfigPath}, func(k string) string { return env[k] }, &out, &errb)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return nil
+	}
+	return err
+}
+
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
+}

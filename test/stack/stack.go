@@ -1,0 +1,406 @@
+// Package stack runs the whole Fraise stack for black-box tests: `fraise
+// dev` started through the same Run the binary runs, on free loopback
+// ports, against the harness's throwaway PostgreSQL and Redis, with real
+// Envoy as the ingress, spoken to over mTLS as a client would. test/e2e and
+// test/security share it, so that both attack and exercise the stack one
+// way.
+//
+// A test binary that uses it calls harness.Main from its TestMain, which
+// stops the shared database server when the tests end.
+package stack
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fraise-dev/fraise/adapters/devcerts"
+	"github.com/fraise-dev/fraise/cmd/fraise/cli"
+	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/test/harness"
+)
+
+// PerTenantLimit is a stack's per-tenant budget per minute unless
+// Options.PerTenant says otherwise.
+const PerTenantLimit = 30
+
+// Addrs are the addresses a running stack listens on, as `fraise dev`
+// reports them in its ready file.
+type Addrs struct {
+	// Gateway is Envoy's ingress listener: the stack's one public port.
+	Gateway string `json:"gateway"`
+	// EnvoyAdmin is Envoy's admin interface (loopback, never routed).
+	EnvoyAdmin string `json:"envoy_admin"`
+	// EnvoyPid is the Envoy process `fraise dev` supervises.
+	EnvoyPid   int    `json:"envoy_pid"`
+	CoreHTTP   string `json:"core_http"`
+	CoreAdmin  string `json:"core_admin"`
+	CoreFlight string `json:"core_flight"`
+	// Authz is extauthz's gRPC port, AuthzAdmin its admin port.
+	Authz      string `json:"authz"`
+	AuthzAdmin string `json:"authz_admin"`
+	// RateLimit is the rate limiter's gRPC port.
+	RateLimit string `json:"ratelimit"`
+	// XDS is the xDS server Envoy follows, "" on the static bootstrap.
+	XDS string `json:"xds,omitempty"`
+}
+
+// Options vary the stack a test starts. The zero value is the default
+// stack; new options are added as fields, so callers that name theirs keep
+// compiling.
+type Options struct {
+	// TOML is appended to the generated fraise.toml: new sections only
+	// (or more [[authz.issuers]]; the development issuer is bound to every
+	// tenant, so more issuers may be added with their own bindings).
+	TOML string
+	// Env holds FRAISE_* overrides, the stack's whole environment.
+	Env map[string]string
+	// SetupSQL runs as the database owner after the migrations.
+	SetupSQL string
+	// PerTenant is the per-tenant budget per minute; 0 is PerTenantLimit.
+	PerTenant int
+	// XDS has Envoy follow an in-process `fraise xds` (`fraise dev
+	// --xds`, polling fraise.toml every 100 ms) instead of running the
+	// static bootstrap.
+	XDS bool
+	// Log also receives the stack's log (Envoy's lines, its access log
+	// among them, prefixed "envoy: "), as it is written.
+	Log io.Writer
+}
+
+// Stack is a running `fraise dev`. It stops when the test that started it
+// ends.
+type Stack struct {
+	// Dir holds the stack's certificates (certs/), keys (keys/), Envoy's
+	// bootstrap and fraise.toml.
+	Dir string
+	// ConfigPath is the stack's fraise.toml.
+	ConfigPath string
+	// Addrs are the addresses it listens on.
+	Addrs Addrs
+	// Certs are the development CA's files in Dir.
+	Certs devcerts.Files
+	// Stop tells fraise dev to stop, as SIGTERM does; the test's cleanup
+	// waits for it to exit.
+	Stop context.CancelFunc
+	// Client presents the development client certificate: an end user.
+	Client *http.Client
+	// NoCert presents no certificate.
+	NoCert *http.Client
+	// AsGateway presents the gateway's certificate, as Envoy does to the
+	// core: the only one the core's ports accept.
+	AsGateway *http.Client
+	// Getenv is the stack's environment (Options.Env).
+	Getenv func(string) string
+	// Redis is the stack's Redis server.
+	Redis *harness.Redis
+	// AdminURL is the stack's database as its owner.
+	AdminURL string
+
+	logs *logWriter
+}
+
+// Run runs the fraise command line args with getenv as its environment
+// and returns its standard output, failing tb on an error.
+func Run(tb testing.TB, getenv func(string) string, args ...string) string {
+	tb.Helper()
+	var out, errb bytes.Buffer
+	if err := cli.Run(context.Background(), args, getenv, &out, &errb); err != nil {
+		tb.Fatalf("fraise %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String()
+}
+
+// Run runs the fraise command line args in s's environment.
+func (s *Stack) Run(tb testing.TB, args ...string) string {
+	tb.Helper()
+	return Run(tb, s.Getenv, args...)
+}
+
+// Exec runs sql on the database at url.
+func Exec(tb testing.TB, url, sql string) {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		tb.Fatalf("setup SQL: %v", err)
+	}
+}
+
+// Start starts the default stack, stopped when tb ends.
+func Start(tb testing.TB) *Stack {
+	tb.Helper()
+	return StartWith(tb, Options{})
+}
+
+// StartWith starts the stack o describes, stopped when tb ends, and returns
+// once `fraise dev` has written its ready file (every listener bound and
+// Envoy ready).
+func StartWith(tb testing.TB, o Options) *Stack {
+	tb.Helper()
+	pg, db := harness.NewDatabase(tb)
+	rd := harness.StartRedis(tb)
+	dir := tb.TempDir()
+	getenv := func(k string) string { return o.Env[k] }
+	if o.PerTenant == 0 {
+		o.PerTenant = PerTenantLimit
+	}
+	Run(tb, getenv, "certs", "--dir", dir)
+
+	certs := devcerts.FilesIn(filepath.Join(dir, "certs"))
+	keys := filepath.Join(dir, "keys")
+	cfg := fmt.Sprintf(`
+[log]
+level = "warn"
+[tls]
+ca = %q
+server_cert = %q
+server_key = %q
+client_cert = %q
+client_key = %q
+gateway_cert = %q
+gateway_key = %q
+core_client_cert = %q
+core_client_key = %q
+[database]
+url = %q
+admin_url = %q
+[redis]
+addr = %q
+[core]
+http_addr = "127.0.0.1:0"
+admin_addr = "127.0.0.1:0"
+flight_addr = "127.0.0.1:0"
+assertion_keys = [%q]
+[authz]
+grpc_addr = "127.0.0.1:0"
+admin_addr = "127.0.0.1:0"
+assertion_key = %q
+[[authz.issuers]]
+issuer = %q
+audiences = [%q]
+jwks_file = %q
+algorithms = ["ES256"]
+# The development issuer speaks for every tenant; a test may add issuers
+# bound to some (Options.TOML).
+tenants = ["*"]
+[ratelimit]
+grpc_addr = "127.0.0.1:0"
+[ratelimit.tiers.default]
+tenant = { requests = %d, unit = "minute" }
+[gateway]
+listen_addr = "127.0.0.1:0"
+admin_addr = "127.0.0.1:0"
+# Many stacks share two cores: one Envoy worker thread each.
+concurrency = 1
+# CI runs every package at once on two cores: a check must not fail
+# closed on a deadline only a loaded machine misses.
+authz_timeout = "5s"
+`, certs.CACert, certs.ServerCert, certs.ServerKey, certs.ClientCert, certs.ClientKey,
+		certs.GatewayCert, certs.GatewayKey, certs.CoreClientCert, certs.CoreClientKey,
+		pg.URL("fraise_app", db), pg.AdminURL(db), rd.Addr,
+		"file://"+filepath.Join(keys, "assertion.pub"), "file://"+filepath.Join(keys, "assertion.key"),
+		config.DevIssuer, config.DevAudience, filepath.Join(keys, "dev-issuer.jwks"), o.PerTenant) + o.TOML
+	if o.XDS {
+		cfg += "\n[xds]\ngrpc_addr = \"127.0.0.1:0\"\npoll_interval = \"100ms\"\n"
+	}
+	cfgPath := filepath.Join(dir, "fraise.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	Run(tb, getenv, "migrate", "--demo", "--config", cfgPath)
+	if o.SetupSQL != "" {
+		Exec(tb, pg.AdminURL(db), o.SetupSQL)
+	}
+
+	ready := filepath.Join(dir, "ready.json")
+	args := []string{"dev", "--config", cfgPath, "--ready-file", ready, "--dir", dir, "--quiet"}
+	if o.XDS {
+		args = append(args, "--xds")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	logs := newLogWriter()
+	go func() {
+		var stderr io.Writer = logs
+		if o.Log != nil {
+			stderr = io.MultiWriter(logs, o.Log)
+		}
+		done <- cli.Run(ctx, args, getenv, io.Discard, stderr)
+	}()
+	tb.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Errorf("fraise dev exited with %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			tb.Errorf("fraise dev did not stop within 30s of cancellation")
+		}
+	})
+	s := &Stack{Dir: dir, ConfigPath: cfgPath, Certs: certs, Getenv: getenv, Redis: rd, AdminURL: pg.AdminURL(db), Stop: cancel, logs: logs}
+	// fraise dev runs in this process but announces readiness only in the
+	// ready file: it is polled, and an early exit ends the wait.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, err := os.ReadFile(ready)
+		if err == nil {
+			if err := json.Unmarshal(b, &s.Addrs); err != nil {
+				tb.Fatal(err)
+			}
+			break
+		}
+		select {
+		case err := <-done:
+			tb.Fatalf("fraise dev exited before ready: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("fraise dev not ready after 60s\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	mk := func(certs []tls.Certificate) *http.Client {
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{RootCAs: s.CAPool(tb), Certificates: certs, MinVersion: tls.VersionTLS12},
+			ForceAttemptHTTP2: true,
+		}}
+	}
+	s.Client = mk([]tls.Certificate{s.loadPair(tb, certs.ClientCert, certs.ClientKey)})
+	s.NoCert = mk(nil)
+	s.AsGateway = mk([]tls.Certificate{s.loadPair(tb, certs.GatewayCert, certs.GatewayKey)})
+	return s
+}
+
+// CAPool returns the pool of the development CA, which signed every
+// certificate of the stack.
+func (s *Stack) CAPool(tb testing.TB) *x509.CertPool {
+	tb.Helper()
+	caPEM, err := os.ReadFile(s.Certs.CACert)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return pool
+}
+
+func (s *Stack) loadPair(tb testing.TB, certFile, keyFile string) tls.Certificate {
+	tb.Helper()
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cert
+}
+
+// ClientCertificate is the development client certificate: an end user's.
+func (s *Stack) ClientCertificate(tb testing.TB) tls.Certificate {
+	tb.Helper()
+	return s.loadPair(tb, s.Certs.ClientCert, s.Certs.ClientKey)
+}
+
+// GatewayCertificate is the gateway's certificate, which Envoy presents to
+// the core, extauthz and the rate limiter.
+func (s *Stack) GatewayCertificate(tb testing.TB) tls.Certificate {
+	tb.Helper()
+	return s.loadPair(tb, s.Certs.GatewayCert, s.Certs.GatewayKey)
+}
+
+// TLSConfig returns the client side of mTLS with the development client
+// certificate (withCert false: none). Towards the core's own ports it
+// presents the gateway's certificate instead, as Envoy does: the core
+// accepts no other.
+func (s *Stack) TLSConfig(tb testing.TB, withCert bool, addr ...string) *tls.Config {
+	tb.Helper()
+	c := &tls.Config{RootCAs: s.CAPool(tb), MinVersion: tls.VersionTLS12, ServerName: "localhost"}
+	if withCert {
+		if len(addr) > 0 && (addr[0] == s.Addrs.CoreFlight || addr[0] == s.Addrs.CoreHTTP) {
+			c.Certificates = []tls.Certificate{s.GatewayCertificate(tb)}
+		} else {
+			c.Certificates = []tls.Certificate{s.ClientCertificate(tb)}
+		}
+	}
+	return c
+}
+
+// Token mints a development JWT (the development issuer's) for subject of
+// tenant with roles, comma-separated.
+func (s *Stack) Token(tb testing.TB, tenant, subject, roles string) string {
+	tb.Helper()
+	return strings.TrimSpace(s.Run(tb, "token", "--dir", s.Dir, "--tenant", tenant, "--subject", subject, "--roles", roles))
+}
+
+// TokenWithScopes is Token with scopes, comma-separated ("" for none).
+func (s *Stack) TokenWithScopes(tb testing.TB, tenant, subject, roles, scopes string) string {
+	tb.Helper()
+	return strings.TrimSpace(s.Run(tb, "token", "--dir", s.Dir, "--tenant", tenant, "--subject", subject, "--roles", roles, "--scopes", scopes))
+}
+
+// Logs returns what the stack has logged so far: warnings and errors, and
+// Envoy's lines prefixed "envoy: ".
+func (s *Stack) Logs() string { return s.logs.String() }
+
+// WaitLog waits until the stack's log contains substr, for at most d, and
+// reports whether it did.
+func (s *Stack) WaitLog(substr string, d time.Duration) bool { return s.logs.wait(substr, d) }
+
+// logWriter collects the stack's log and wakes those waiting for a line.
+type logWriter struct {
+	mu      sync.Mutex
+	w       bytes.Buffer
+	changed chan struct{} // closed and replaced at each write
+}
+
+func newLogWriter() *logWriter { return &logWriter{changed: make(chan struct{})} }
+
+func (l *logWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	close(l.changed)
+	l.changed = make(chan struct{})
+	return l.w.Write(p)
+}
+
+func (l *logWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
+}
+
+func (l *logWriter) wait(substr string, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		l.mu.Lock()
+		found, changed := strings.Contains(l.w.String(), substr), l.changed
+		l.mu.Unlock()
+		if found {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return false
+		}
+	}
+}
