@@ -83,6 +83,17 @@ type Options struct {
 	OTLPEndpoint string
 	// TraceSamplePercent is the share of requests traced, 0 to 100.
 	TraceSamplePercent float64
+	// The ingress's timeouts, each its default when zero:
+	// RouteTimeout bounds a GraphQL request and the unary Flight calls
+	// (30 s; the other Flight calls stream exports and have none),
+	// StreamIdleTimeout a request or response that moves no bytes (5
+	// min), IdleTimeout a client connection with no request (5 min) and
+	// RequestHeadersTimeout the time a client takes to send its headers
+	// (10 s).
+	RouteTimeout          time.Duration
+	StreamIdleTimeout     time.Duration
+	IdleTimeout           time.Duration
+	RequestHeadersTimeout time.Duration
 	// XDSAddr and NodeID are where the xDS bootstrap finds `fraise xds`
 	// and the node id Envoy announces (DefaultNodeID when empty).
 	XDSAddr string
@@ -130,6 +141,18 @@ func (o *Options) defaults() {
 	}
 	if o.AdminAddr == "" {
 		o.AdminAddr = "127.0.0.1:9901"
+	}
+	if o.RouteTimeout == 0 {
+		o.RouteTimeout = 30 * time.Second
+	}
+	if o.StreamIdleTimeout == 0 {
+		o.StreamIdleTimeout = 5 * time.Minute
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 5 * time.Minute
+	}
+	if o.RequestHeadersTimeout == 0 {
+		o.RequestHeadersTimeout = 10 * time.Second
 	}
 	if o.NodeID == "" {
 		o.NodeID = DefaultNodeID

@@ -185,13 +185,13 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 		// The limits bound what one client can make Envoy hold.
 		MaxRequestHeadersKb: wrapperspb.UInt32(MaxRequestHeadersKB),
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
-			IdleTimeout:                  durationpb.New(5 * time.Minute),
+			IdleTimeout:                  durationpb.New(o.IdleTimeout),
 			MaxHeadersCount:              wrapperspb.UInt32(MaxHeadersCount),
 			HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST,
 		},
 		Http2ProtocolOptions:  &corev3.Http2ProtocolOptions{MaxConcurrentStreams: wrapperspb.UInt32(MaxConcurrentStreams)},
-		RequestHeadersTimeout: durationpb.New(10 * time.Second),
-		StreamIdleTimeout:     durationpb.New(5 * time.Minute),
+		RequestHeadersTimeout: durationpb.New(o.RequestHeadersTimeout),
+		StreamIdleTimeout:     durationpb.New(o.StreamIdleTimeout),
 		// Routes match on the normalised path: /a/../graphql is /graphql,
 		// //graphql is /graphql, and an escaped slash is refused rather than
 		// guessed at.
@@ -312,7 +312,7 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: GraphQLPath}},
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterCoreHTTP},
-			Timeout:          durationpb.New(30 * time.Second),
+			Timeout:          durationpb.New(o.RouteTimeout),
 			RateLimits:       rateLimits(),
 		}},
 	}}
@@ -330,7 +330,7 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 				},
 				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterCoreFlight},
-					Timeout:          durationpb.New(30 * time.Second),
+					Timeout:          durationpb.New(o.RouteTimeout),
 					RateLimits:       rateLimits(),
 				}},
 				TypedPerFilterConfig: map[string]*anypb.Any{
