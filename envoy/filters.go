@@ -260,15 +260,19 @@ func localReplyConfig() *hcmv3.LocalReplyConfig {
 	extAuthz := &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ResponseFlagFilter{
 		ResponseFlagFilter: &accesslogv3.ResponseFlagFilter{Flags: []string{FlagExtAuthz}},
 	}}
+	// asJSON writes the reply's body as it is, saying it is JSON: Envoy
+	// labels every local reply's body text/plain otherwise.
+	asJSON := func() *corev3.SubstitutionFormatString {
+		return &corev3.SubstitutionFormatString{
+			Format:      &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: inline("%LOCAL_REPLY_BODY%")},
+			ContentType: "application/json",
+		}
+	}
 	// A mapper with no body leaves the reply as it is.
 	mapper := func(f *accesslogv3.AccessLogFilter, body string, headers []*corev3.HeaderValueOption) *hcmv3.ResponseMapper {
 		m := &hcmv3.ResponseMapper{Filter: f}
 		if body != "" {
-			m.Body, m.HeadersToAdd = inline(body), headers
-			m.BodyFormatOverride = &corev3.SubstitutionFormatString{
-				Format:      &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: inline("%LOCAL_REPLY_BODY%")},
-				ContentType: "application/json",
-			}
+			m.Body, m.HeadersToAdd, m.BodyFormatOverride = inline(body), headers, asJSON()
 		}
 		return m
 	}
@@ -277,6 +281,8 @@ func localReplyConfig() *hcmv3.LocalReplyConfig {
 			Filters: []*accesslogv3.AccessLogFilter{extAuthz, status(503, "fraise.authz_error_status")},
 		}}}, UnavailableBody, retryAfter),
 		mapper(extAuthz, "", nil), // extauthz's own answer, as it wrote it
+		// The not_found route's direct response: its body is JSON already.
+		{Filter: status(404, "fraise.not_found_status"), BodyFormatOverride: asJSON()},
 		mapper(status(413, "fraise.too_large_status"), TooLargeBody, nil),
 		mapper(status(429, "fraise.rate_limited_status"), RateLimitedBody, nil),
 		mapper(status(502, "fraise.bad_gateway_status"), UnavailableBody, retryAfter),

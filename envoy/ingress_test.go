@@ -713,6 +713,12 @@ func testLocalReplies(t *testing.T, s *stack) {
 		code    string
 		headers map[string]string
 	}{
+		{"no such route", func(t *testing.T, id string) reply {
+			return s.do(t, s.h2, id, http.MethodGet, "/nowhere", "")
+		}, 404, "NOT_FOUND", nil},
+		{"no such route over HTTP/1.1", func(t *testing.T, id string) reply {
+			return s.do(t, s.h1, id, http.MethodGet, "/nowhere", "")
+		}, 404, "NOT_FOUND", nil},
 		{"body too large", func(t *testing.T, id string) reply {
 			return s.post(t, s.h1, id, `{"query":"`+strings.Repeat("y", 2*int(s.opts.MaxRequestBytes))+`"}`)
 		}, 413, "TOO_LARGE", nil},
