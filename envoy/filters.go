@@ -44,6 +44,10 @@ const (
 	TooLargeBody                = `{"errors":[{"message":"request body too large","extensions":{"code":"TOO_LARGE"}}]}`
 	UnavailableBody             = `{"errors":[{"message":"service unavailable, retry later","extensions":{"code":"UNAVAILABLE"}}]}`
 	TimeoutBody                 = `{"errors":[{"message":"upstream timed out","extensions":{"code":"TIMEOUT"}}]}`
+	RequestTimeoutBody          = `{"errors":[{"message":"request not received in time","extensions":{"code":"TIMEOUT"}}]}`
+	HeadersTooLargeBody         = `{"errors":[{"message":"request headers too large","extensions":{"code":"TOO_LARGE"}}]}`
+	BadRequestBody              = `{"errors":[{"message":"malformed request","extensions":{"code":"BAD_REQUEST"}}]}`
+	InternalBody                = `{"errors":[{"message":"internal error in the ingress","extensions":{"code":"INTERNAL"}}]}`
 )
 
 // UnavailableRetryAfter is the Retry-After, in seconds, of the ingress's
@@ -235,27 +239,32 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 // replies, its denials and its errors (status_on_error) alike.
 const FlagExtAuthz = "UAEX"
 
-// localReplyConfig makes the ingress's own answers (Envoy's local
-// replies: its body limit, the rate limiter's refusal, an authz or rate
-// limit service that did not answer, a core it could not reach or that
-// timed out) GraphQL-shaped JSON like every other refusal. Mappers apply
-// to local replies only, so the core's own 503s keep their bodies, and
-// the first that matches applies. ext_authz's denials are local replies
-// too: extauthz already shaped them, with the reason a mapper's body
-// would replace, so after the one ext_authz reply extauthz did not write
-// (503, the check failed) a mapper matches the rest to keep them as they
-// are.
+// localReplyConfig makes every answer the ingress writes itself (Envoy's
+// local replies: its body limit, the rate limiter's refusal, an authz or
+// rate limit service that did not answer, a core it could not reach or
+// that timed out, a request it refused as malformed or too slow, the
+// not_found route) GraphQL-shaped JSON labelled application/json, like
+// every other refusal. Mappers apply to local replies only, so the core's
+// own answers (admission's 503s among them) keep their bodies, and the
+// first that matches applies. ext_authz's denials are local replies too:
+// extauthz already shaped them, with the reason a mapper's body would
+// replace, so after the one ext_authz reply extauthz did not write (503,
+// the check failed) a mapper matches the rest to keep them as they are.
+// Catch-alls for the other statuses at or over 500 and 400 come last.
 func localReplyConfig() *hcmv3.LocalReplyConfig {
 	retryAfter := []*corev3.HeaderValueOption{{
 		Header:       &corev3.HeaderValue{Key: "retry-after", Value: UnavailableRetryAfter},
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}}
-	status := func(code uint32, key string) *accesslogv3.AccessLogFilter {
+	compare := func(op accesslogv3.ComparisonFilter_Op, code uint32, key string) *accesslogv3.AccessLogFilter {
 		return &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{
 			StatusCodeFilter: &accesslogv3.StatusCodeFilter{Comparison: &accesslogv3.ComparisonFilter{
-				Op: accesslogv3.ComparisonFilter_EQ, Value: &corev3.RuntimeUInt32{DefaultValue: code, RuntimeKey: key},
+				Op: op, Value: &corev3.RuntimeUInt32{DefaultValue: code, RuntimeKey: key},
 			}},
 		}}
+	}
+	status := func(code uint32, key string) *accesslogv3.AccessLogFilter {
+		return compare(accesslogv3.ComparisonFilter_EQ, code, key)
 	}
 	extAuthz := &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ResponseFlagFilter{
 		ResponseFlagFilter: &accesslogv3.ResponseFlagFilter{Flags: []string{FlagExtAuthz}},
@@ -283,11 +292,20 @@ func localReplyConfig() *hcmv3.LocalReplyConfig {
 		mapper(extAuthz, "", nil), // extauthz's own answer, as it wrote it
 		// The not_found route's direct response: its body is JSON already.
 		{Filter: status(404, "fraise.not_found_status"), BodyFormatOverride: asJSON()},
+		// A client too slow to send its headers (request_headers_timeout)
+		// or its body (stream_idle_timeout).
+		mapper(status(408, "fraise.request_timeout_status"), RequestTimeoutBody, nil),
 		mapper(status(413, "fraise.too_large_status"), TooLargeBody, nil),
 		mapper(status(429, "fraise.rate_limited_status"), RateLimitedBody, nil),
+		mapper(status(431, "fraise.headers_too_large_status"), HeadersTooLargeBody, nil),
 		mapper(status(502, "fraise.bad_gateway_status"), UnavailableBody, retryAfter),
 		mapper(status(503, "fraise.unavailable_status"), UnavailableBody, retryAfter),
 		mapper(status(504, "fraise.gateway_timeout_status"), TimeoutBody, nil),
+		// Whatever else Envoy refuses itself: 400 (an escaped slash in the
+		// path, a header with underscores, a malformed request), 426 (HTTP/1.0)
+		// and any error of its own.
+		mapper(compare(accesslogv3.ComparisonFilter_GE, 500, "fraise.internal_status"), InternalBody, nil),
+		mapper(compare(accesslogv3.ComparisonFilter_GE, 400, "fraise.bad_request_status"), BadRequestBody, nil),
 	}}
 }
 

@@ -732,6 +732,19 @@ func testLocalReplies(t *testing.T, s *stack) {
 			})
 			return s.post(t, s.h1, id, query)
 		}, 503, "UNAVAILABLE", map[string]string{"retry-after": envoy.UnavailableRetryAfter}},
+		{"escaped slash", func(t *testing.T, id string) reply {
+			return s.raw(t, s.rawRequest(id, "GET", "/graphql%2F..%2Fadmin", ""))
+		}, 400, "BAD_REQUEST", nil},
+		{"HTTP/1.0", func(t *testing.T, id string) reply {
+			return s.raw(t, strings.Replace(s.rawRequest(id, "POST", "/graphql", query), "HTTP/1.1", "HTTP/1.0", 1))
+		}, 426, "BAD_REQUEST", nil},
+		{"too many headers", func(t *testing.T, id string) reply {
+			var hs []string
+			for i := range envoy.MaxHeadersCount + 1 {
+				hs = append(hs, fmt.Sprintf("x-h-%d: v", i))
+			}
+			return s.raw(t, s.rawRequest(id, "POST", "/graphql", query, hs...))
+		}, 431, "TOO_LARGE", nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -820,8 +833,8 @@ func testPaths(t *testing.T, s *stack) {
 			if asked := len(s.authz.requests(id)) > 0; asked != tt.authz {
 				t.Errorf("extauthz asked: %v, want %v", asked, tt.authz)
 			}
-			if tt.status == 404 && r.Body != envoy.NotFoundBody {
-				t.Errorf("got body %q, want the not-found JSON", r.Body)
+			if tt.status == 404 && r.Body != envoy.NotFoundBody || tt.status == 400 && r.Body != envoy.BadRequestBody {
+				t.Errorf("got body %q, want the ingress's JSON for %d", r.Body, tt.status)
 			}
 		})
 	}
@@ -1172,6 +1185,32 @@ func TestIngressTimeouts(t *testing.T) {
 			t.Fatal("a request reached the core without a decision")
 		}
 	})
+	t.Run("stalled request body: stream idle timeout", func(t *testing.T) {
+		t.Parallel()
+		id := s.newCase()
+		conn, err := tls.Dial("tcp", s.envoy.Addr, alpn(s.clientTLS, "http/1.1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST /graphql HTTP/1.1\r\nHost: x\r\n%s: %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"query\"", caseHeader, id)
+		start := time.Now()
+		got, _ := readUntilClosed(conn, 20*time.Second)
+		resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(string(got))), nil)
+		if err != nil {
+			t.Fatalf("got %q, want a response: %v", got, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 408 || errorCode(string(body)) != "TIMEOUT" || resp.Header.Get("content-type") != "application/json" {
+			t.Fatalf("got %d %q (%s), want 408 with the TIMEOUT JSON", resp.StatusCode, body, resp.Header.Get("content-type"))
+		}
+		if d := time.Since(start); d < streamIdle {
+			t.Fatalf("answered after %v, before the stream idle timeout %v", d, streamIdle)
+		}
+		if len(s.authz.requests(id))+len(s.core.requests(id)) != 0 {
+			t.Fatal("an incomplete request reached extauthz or the core")
+		}
+	})
 	t.Run("idle HTTP/1.1 connection closed", func(t *testing.T) {
 		t.Parallel()
 		id := s.newCase()
@@ -1220,7 +1259,9 @@ func TestIngressTimeouts(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		io.WriteString(conn, "POST /graphql HTTP/1.1\r\nHost: x\r\n")
+		if _, err := io.WriteString(conn, "POST /graphql HTTP/1.1\r\nHost: x\r\n"); err != nil {
+			t.Fatal(err)
+		}
 		start := time.Now()
 		got, err := readUntilClosed(conn, 20*time.Second)
 		if err != io.EOF {
@@ -1229,6 +1270,13 @@ func TestIngressTimeouts(t *testing.T) {
 		if d := time.Since(start); d < headers/2 {
 			t.Fatalf("closed after %v, well before the request headers timeout %v", d, headers)
 		}
-		t.Logf("answer to unfinished headers: %q", got)
+		resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(string(got))), nil)
+		if err != nil {
+			t.Fatalf("got %q, want a response: %v", got, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 408 || errorCode(string(body)) != "TIMEOUT" || resp.Header.Get("content-type") != "application/json" {
+			t.Fatalf("got %d %q (%s), want 408 with the TIMEOUT JSON", resp.StatusCode, body, resp.Header.Get("content-type"))
+		}
 	})
 }

@@ -419,10 +419,18 @@ func TestLocalRepliesAreGraphQLShaped(t *testing.T) {
 		mappers[1].GetBody() != nil || mappers[1].GetStatusCode() != nil || mappers[1].GetBodyFormatOverride() != nil {
 		t.Errorf("mapper 1 is %v, want ext_authz's other replies matched and left alone", mappers[1])
 	}
-	want := map[uint32]string{413: "TOO_LARGE", 429: "RATE_LIMITED", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "TIMEOUT"}
+	// By the status filter's comparison: each status the ingress answers
+	// itself, then everything else at or over 500 and at or over 400.
+	want := map[string]string{
+		"EQ 408": "TIMEOUT", "EQ 413": "TOO_LARGE", "EQ 429": "RATE_LIMITED", "EQ 431": "TOO_LARGE",
+		"EQ 502": "UNAVAILABLE", "EQ 503": "UNAVAILABLE", "EQ 504": "TIMEOUT", "GE 500": "INTERNAL", "GE 400": "BAD_REQUEST",
+	}
+	var order []string
 	for _, m := range mappers[2:] {
-		status := m.GetFilter().GetStatusCodeFilter().GetComparison().GetValue().GetDefaultValue()
-		if status == 404 {
+		cmp := m.GetFilter().GetStatusCodeFilter().GetComparison()
+		status := fmt.Sprintf("%s %d", cmp.GetOp(), cmp.GetValue().GetDefaultValue())
+		order = append(order, status)
+		if status == "EQ 404" {
 			// The not_found route's JSON body, kept and labelled JSON.
 			if m.GetBody() != nil || m.GetBodyFormatOverride().GetContentType() != "application/json" {
 				t.Errorf("status 404: mapper %v, want the body kept as application/json", m)
@@ -431,7 +439,7 @@ func TestLocalRepliesAreGraphQLShaped(t *testing.T) {
 		}
 		code, ok := want[status]
 		if !ok {
-			t.Errorf("unexpected mapper for status %d", status)
+			t.Errorf("unexpected mapper for status %s", status)
 			continue
 		}
 		delete(want, status)
@@ -443,15 +451,19 @@ func TestLocalRepliesAreGraphQLShaped(t *testing.T) {
 		}
 		if err := json.Unmarshal([]byte(m.GetBody().GetInlineString()), &body); err != nil || len(body.Errors) != 1 ||
 			body.Errors[0].Message == "" || body.Errors[0].Extensions.Code != code {
-			t.Errorf("status %d: body %q (%v), want one GraphQL error with code %s", status, m.GetBody().GetInlineString(), err, code)
+			t.Errorf("status %s: body %q (%v), want one GraphQL error with code %s", status, m.GetBody().GetInlineString(), err, code)
 		}
 		if ct := m.GetBodyFormatOverride().GetContentType(); ct != "application/json" {
-			t.Errorf("status %d: content type %q", status, ct)
+			t.Errorf("status %s: content type %q", status, ct)
 		}
 		hasRetry := len(m.GetHeadersToAdd()) == 1 && m.GetHeadersToAdd()[0].GetHeader().GetKey() == "retry-after"
-		if (status == 502 || status == 503) != hasRetry {
-			t.Errorf("status %d: headers %v, want Retry-After exactly on 502 and 503", status, m.GetHeadersToAdd())
+		if (status == "EQ 502" || status == "EQ 503") != hasRetry {
+			t.Errorf("status %s: headers %v, want Retry-After exactly on 502 and 503", status, m.GetHeadersToAdd())
 		}
+	}
+	// The first mapper that matches applies: the catch-alls come last.
+	if n := len(order); n < 2 || order[n-2] != "GE 500" || order[n-1] != "GE 400" {
+		t.Errorf("got mappers in order %v, want the GE 500 and GE 400 catch-alls last", order)
 	}
 	if len(want) > 0 {
 		t.Errorf("no mapper for %v", want)
