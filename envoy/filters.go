@@ -138,6 +138,12 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 		WithRequestBody: &extauthzv3.BufferSettings{
 			MaxRequestBytes:     o.MaxRequestBytes,
 			AllowPartialMessage: false,
+			// Bytes, not text: a Flight descriptor is a protobuf, and as
+			// text Envoy replaces every byte that is not UTF-8 with '!'
+			// (so extauthz would read another body than the core). Set
+			// here, for every route: Envoy ignores pack_as_bytes in a
+			// route's check settings (envoyproxy/envoy#35623).
+			PackAsBytes: true,
 		},
 	}
 	rl := &ratelimitv3.RateLimit{
@@ -343,8 +349,8 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 	if o.CoreFlightAddr != "" {
 		// The calls whose one request message is a FlightDescriptor are
 		// unary: buffering that message ends with the call's end of
-		// stream, and shows extauthz the dataset a policy may restrict.
-		// Packed as bytes: a protobuf is not text.
+		// stream, and shows extauthz the dataset a policy may restrict
+		// (as bytes, the filter's pack_as_bytes).
 		for _, m := range FlightDescribedMethods {
 			routes = append(routes, &routev3.Route{
 				Name: "flight_" + m,
@@ -365,7 +371,6 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 							// arrived: unread, its dataset is "", which
 							// only an every-dataset role may call.
 							AllowPartialMessage: true,
-							PackAsBytes:         true,
 						}},
 					}}),
 				},

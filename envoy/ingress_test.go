@@ -325,8 +325,8 @@ func testCheckRequest(t *testing.T, s *stack) {
 		}
 		cr := checks[0]
 		hr := cr.GetAttributes().GetRequest().GetHttp()
-		if hr.GetMethod() != "POST" || hr.GetPath() != "/graphql" || hr.GetBody() != query || hr.GetSize() != int64(len(query)) {
-			t.Errorf("CheckRequest http = %s %s body %q size %d", hr.GetMethod(), hr.GetPath(), hr.GetBody(), hr.GetSize())
+		if hr.GetMethod() != "POST" || hr.GetPath() != "/graphql" || string(hr.GetRawBody()) != query || hr.GetSize() != int64(len(query)) {
+			t.Errorf("CheckRequest http = %s %s body %q size %d", hr.GetMethod(), hr.GetPath(), hr.GetRawBody(), hr.GetSize())
 		}
 		if hr.GetHost() != s.envoy.Addr || hr.GetScheme() != "https" || hr.GetProtocol() != "HTTP/2" {
 			t.Errorf("CheckRequest host %q scheme %q protocol %q, want %s https HTTP/2", hr.GetHost(), hr.GetScheme(), hr.GetProtocol(), s.envoy.Addr)
@@ -530,10 +530,10 @@ func grpcFrame(tb testing.TB, m proto.Message) []byte {
 	return append(out, b...)
 }
 
-// testBodyToExtAuthz: the GraphQL request's body is shown to extauthz as
-// text, whole or refused with 413; the Flight calls naming a dataset show
-// their descriptor as bytes, partial past 64 KiB; other Flight calls and
-// everything else show none.
+// testBodyToExtAuthz: the GraphQL request's body is shown to extauthz
+// whole, as the bytes sent; the Flight calls naming a dataset show their
+// descriptor, cut at 64 KiB; other Flight calls and everything else show
+// none.
 func testBodyToExtAuthz(t *testing.T, s *stack) {
 	desc := &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"sales", "orders"}}
 	big := &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"sales", strings.Repeat("x", envoy.FlightDescriptorMaxBytes+100)}}
@@ -549,16 +549,62 @@ func testBodyToExtAuthz(t *testing.T, s *stack) {
 		check  func(t *testing.T, got sent)
 		reason string
 	}{
-		{name: "GraphQL POST: text, whole", call: func(t *testing.T, id string) {
+		{name: "GraphQL POST: whole, as bytes", call: func(t *testing.T, id string) {
 			if r := s.post(t, s.h2, id, query); r.Status != 200 {
 				t.Fatalf("got %d %s", r.Status, r.Body)
 			}
-		}, want: func(*testing.T) sent { return sent{body: []byte(query), partial: "false", size: int64(len(query))} }},
+		}, want: func(*testing.T) sent { return sent{rawBody: []byte(query), partial: "false", size: int64(len(query))} }},
+		{name: "GraphQL POST, not UTF-8: the bytes sent", call: func(t *testing.T, id string) {
+			if r := s.post(t, s.h2, id, "{\"query\":\"{ a(s: \\\"\xff\xfe\\\") }\"}"); r.Status != 200 {
+				t.Fatalf("got %d %s", r.Status, r.Body)
+			}
+		}, want: func(*testing.T) sent {
+			b := "{\"query\":\"{ a(s: \\\"\xff\xfe\\\") }\"}"
+			return sent{rawBody: []byte(b), partial: "false", size: int64(len(b))}
+		}},
 		{name: "GraphQL GET: no body", call: func(t *testing.T, id string) {
 			if r := s.do(t, s.h2, id, http.MethodGet, "/graphql?query=%7Ba%7D", ""); r.Status != 200 {
 				t.Fatalf("got %d %s", r.Status, r.Body)
 			}
 		}, want: func(*testing.T) sent { return sent{} }},
+		{name: "GetFlightInfo: descriptor as bytes", call: func(t *testing.T, id string) {
+			ctx, c := s.flightCtx(t, id)
+			if _, err := c.GetFlightInfo(ctx, desc); err != nil {
+				t.Fatal(err)
+			}
+		}, want: func(t *testing.T) sent {
+			f := grpcFrame(t, desc)
+			return sent{rawBody: f, partial: "false", size: int64(len(f))}
+		}},
+		{name: "GetSchema: descriptor as bytes", call: func(t *testing.T, id string) {
+			ctx, c := s.flightCtx(t, id)
+			if _, err := c.GetSchema(ctx, desc); err != nil {
+				t.Fatal(err)
+			}
+		}, want: func(t *testing.T) sent {
+			f := grpcFrame(t, desc)
+			return sent{rawBody: f, partial: "false", size: int64(len(f))}
+		}},
+		{name: "PollFlightInfo: descriptor as bytes", call: func(t *testing.T, id string) {
+			ctx, c := s.flightCtx(t, id)
+			if _, err := c.PollFlightInfo(ctx, desc); err != nil {
+				t.Fatal(err)
+			}
+		}, want: func(t *testing.T) sent {
+			f := grpcFrame(t, desc)
+			return sent{rawBody: f, partial: "false", size: int64(len(f))}
+		}},
+		{name: "GetFlightInfo past 64 KiB: partial", call: func(t *testing.T, id string) {
+			ctx, c := s.flightCtx(t, id)
+			if _, err := c.GetFlightInfo(ctx, big); err != nil {
+				t.Fatal(err)
+			}
+		}, want: func(t *testing.T) sent {
+			// The first 64 KiB. Envoy's partial-body header says "false"
+			// when the buffer holds exactly the limit, so the frame's own
+			// length is what shows the message is cut (extauthz reads it).
+			return sent{rawBody: grpcFrame(t, big)[:envoy.FlightDescriptorMaxBytes], partial: "*", size: envoy.FlightDescriptorMaxBytes}
+		}},
 		{name: "DoGet: none", call: func(t *testing.T, id string) {
 			if _, _, err := s.doGet(t, id, "rows"); err != nil {
 				t.Fatal(err)
@@ -586,18 +632,23 @@ func testBodyToExtAuthz(t *testing.T, s *stack) {
 			hr := checks[0].GetAttributes().GetRequest().GetHttp()
 			got := sent{body: []byte(hr.GetBody()), rawBody: hr.GetRawBody(), partial: hr.GetHeaders()["x-envoy-auth-partial-body"], size: hr.GetSize()}
 			w := tt.want(t)
-			if string(got.body) != string(w.body) || string(got.rawBody) != string(w.rawBody) || got.partial != w.partial {
+			if string(got.body) != string(w.body) || string(got.rawBody) != string(w.rawBody) || w.partial != "*" && got.partial != w.partial {
 				t.Errorf("extauthz got body %.80q raw %d bytes (partial %q), want body %.80q raw %d bytes (partial %q)",
 					got.body, len(got.rawBody), got.partial, w.body, len(w.rawBody), w.partial)
 			}
 			if w.size != 0 && got.size != w.size {
 				t.Errorf("got size %d, want %d", got.size, w.size)
 			}
-			if len(w.rawBody) > 0 && w.partial == "false" {
-				// What extauthz's own parser reads of it.
+			if strings.HasPrefix(hr.GetPath(), envoy.FlightPrefix+"Get") || strings.HasPrefix(hr.GetPath(), envoy.FlightPrefix+"Poll") {
+				// What extauthz's own parser reads of it: the dataset, or
+				// nothing of a cut message.
+				want := "sales.orders"
+				if w.partial == "*" {
+					want = ""
+				}
 				f, ok := operation.ParseFlight(hr.GetPath(), got.rawBody)
-				if !ok || f.Dataset != "sales.orders" {
-					t.Errorf("extauthz's parser read %+v, %v, want dataset sales.orders", f, ok)
+				if !ok || f.Dataset != want {
+					t.Errorf("extauthz's parser read %+v, %v, want dataset %q", f, ok, want)
 				}
 			}
 			if calls := s.flight.callsOf(id); len(calls) == 1 && calls[0].Descriptor != nil && !proto.Equal(calls[0].Descriptor, desc) && !proto.Equal(calls[0].Descriptor, big) {
