@@ -1,6 +1,7 @@
 package envoy_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -96,6 +97,8 @@ func TestStaticBootstrapResolvesEveryTypedConfig(t *testing.T) {
 	for _, want := range []string{
 		"envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
 		"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+		"envoy.extensions.filters.http.body_size_limit.v3.BodySizeLimit",
+		"envoy.config.route.v3.FilterConfig",
 		"envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
 		"envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
 		"envoy.extensions.filters.http.ratelimit.v3.RateLimit",
@@ -158,12 +161,13 @@ func TestValidationOpensTypedConfigs(t *testing.T) {
 	}{
 		{"empty stat prefix", func(h *hcmv3.HttpConnectionManager) { h.StatPrefix = "" }, "StatPrefix"},
 		{"ext_authz without a cluster", func(h *hcmv3.HttpConnectionManager) {
+			i := slices.IndexFunc(h.GetHttpFilters(), func(f *hcmv3.HttpFilter) bool { return f.GetName() == envoy.FilterExtAuthz })
 			var ea extauthzv3.ExtAuthz
-			if err := h.GetHttpFilters()[0].GetTypedConfig().UnmarshalTo(&ea); err != nil {
+			if err := h.GetHttpFilters()[i].GetTypedConfig().UnmarshalTo(&ea); err != nil {
 				t.Fatal(err)
 			}
 			ea.GetGrpcService().GetEnvoyGrpc().ClusterName = ""
-			h.GetHttpFilters()[0].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &ea)}
+			h.GetHttpFilters()[i].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &ea)}
 		}, "ClusterName"},
 		{"header limit over Envoy's maximum", func(h *hcmv3.HttpConnectionManager) {
 			h.MaxRequestHeadersKb = wrapperspb.UInt32(10000)

@@ -10,6 +10,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	bodysizev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/body_size_limit/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -33,6 +34,7 @@ type anyMsg = anypb.Any
 const (
 	FilterConnectionLimit       = "envoy.filters.network.connection_limit"
 	FilterHTTPConnectionManager = "envoy.filters.network.http_connection_manager"
+	FilterBodySizeLimit         = "envoy.filters.http.body_size_limit"
 	FilterExtAuthz              = "envoy.filters.http.ext_authz"
 	FilterRateLimit             = "envoy.filters.http.ratelimit"
 	FilterRouter                = "envoy.filters.http.router"
@@ -219,6 +221,16 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 			},
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
+			// ext_authz's max_request_bytes is no limit on its own: a body
+			// that arrives with its end of stream in one piece (one HTTP/2
+			// DATA frame) is not buffered, so it is not refused; extauthz is
+			// shown its first max_request_bytes and the core gets it whole.
+			// This filter counts every body on the routes that buffer one
+			// for extauthz (GraphQL) and refuses it past the limit, 413,
+			// before ext_authz sees it.
+			{Name: FilterBodySizeLimit, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&bodysizev3.BodySizeLimit{
+				MaxRequestBytes: wrapperspb.UInt64(uint64(o.MaxRequestBytes)),
+			})}},
 			{Name: FilterExtAuthz, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(authz)}},
 			{Name: FilterRateLimit, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(rl)}},
 			// No x-envoy-upstream-service-time and friends on responses, no
@@ -364,6 +376,7 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 					RateLimits:       rateLimits(),
 				}},
 				TypedPerFilterConfig: map[string]*anypb.Any{
+					FilterBodySizeLimit: noBodyLimit(),
 					FilterExtAuthz: mustAny(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
 						CheckSettings: &extauthzv3.CheckSettings{WithRequestBody: &extauthzv3.BufferSettings{
 							MaxRequestBytes: FlightDescriptorMaxBytes,
@@ -392,6 +405,7 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 			// hold them until the end of a stream that waits on the answer.
 			// ext_authz decides on the call's metadata alone.
 			TypedPerFilterConfig: map[string]*anypb.Any{
+				FilterBodySizeLimit: noBodyLimit(), // DoPut uploads are as large as the data
 				FilterExtAuthz: mustAny(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
 					CheckSettings: &extauthzv3.CheckSettings{DisableRequestBodyBuffering: true},
 				}}),
@@ -407,7 +421,8 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 		// Unrouted paths (health, admin, metrics, anything else) are
 		// answered 404 without asking extauthz: there is nothing to protect.
 		TypedPerFilterConfig: map[string]*anypb.Any{
-			FilterExtAuthz: mustAny(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}}),
+			FilterBodySizeLimit: noBodyLimit(), // 404 whatever the body
+			FilterExtAuthz:      mustAny(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}}),
 		},
 	})
 	return &routev3.RouteConfiguration{
@@ -417,6 +432,10 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 		}},
 	}
 }
+
+// noBodyLimit turns the body size limit off on a route that does not
+// buffer the body for extauthz.
+func noBodyLimit() *anypb.Any { return mustAny(&routev3.FilterConfig{Disabled: true}) }
 
 func tlsSocket(m proto.Message) *corev3.TransportSocket {
 	return &corev3.TransportSocket{Name: TransportSocketTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(m)}}

@@ -610,6 +610,26 @@ func testBodyToExtAuthz(t *testing.T, s *stack) {
 				t.Fatal(err)
 			}
 		}, want: func(*testing.T) sent { return sent{} }},
+		{name: "DoPut far over MaxRequestBytes: none, not limited", call: func(t *testing.T, id string) {
+			ctx, c := s.flightCtx(t, id)
+			st, err := c.DoPut(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chunk := make([]byte, s.opts.MaxRequestBytes)
+			for range 10 {
+				if err := st.Send(&flight.FlightData{DataBody: chunk}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := st.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			r, err := st.Recv()
+			if err != nil || string(r.GetAppMetadata()) != fmt.Sprint(10*len(chunk)) {
+				t.Fatalf("got %v, %v, want the %d bytes sent received", r, err, 10*len(chunk))
+			}
+		}, want: func(*testing.T) sent { return sent{} }},
 		{name: "DoAction: none", call: func(t *testing.T, id string) {
 			ctx, c := s.flightCtx(t, id)
 			st, err := c.DoAction(ctx, &flight.Action{Type: "refresh", Body: []byte("secret")})
@@ -653,6 +673,67 @@ func testBodyToExtAuthz(t *testing.T, s *stack) {
 			}
 			if calls := s.flight.callsOf(id); len(calls) == 1 && calls[0].Descriptor != nil && !proto.Equal(calls[0].Descriptor, desc) && !proto.Equal(calls[0].Descriptor, big) {
 				t.Errorf("Flight upstream got descriptor %v", calls[0].Descriptor)
+			}
+		})
+	}
+	// MaxRequestBytes holds however the body arrives: in one read or
+	// many, with or without a content length. A body extauthz could only
+	// be shown part of never reaches the core.
+	limit := int(s.opts.MaxRequestBytes)
+	body := func(n int) string { return `{"query":"` + strings.Repeat("x", n-len(`{"query":""}`)) + `"}` }
+	for _, tt := range []struct {
+		name   string
+		send   func(t *testing.T, id string) reply
+		status int
+	}{
+		{"HTTP/2, at the limit", func(t *testing.T, id string) reply { return s.post(t, s.h2, id, body(limit)) }, 200},
+		{"HTTP/2, one byte over", func(t *testing.T, id string) reply { return s.post(t, s.h2, id, body(limit+1)) }, 413},
+		{"HTTP/1.1, one byte over", func(t *testing.T, id string) reply {
+			return s.raw(t, s.rawRequest(id, "POST", "/graphql", body(limit+1)))
+		}, 413},
+		{"HTTP/1.1 chunked, one byte over", func(t *testing.T, id string) reply {
+			b := body(limit + 1)
+			return s.raw(t, strings.Replace(s.rawRequest(id, "POST", "/graphql", ""), "Connection: close\r\n",
+				fmt.Sprintf("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n%x\r\n%s\r\n0\r\n", len(b), b), 1))
+		}, 413},
+		{"HTTP/2 without a length, one byte over", func(t *testing.T, id string) reply {
+			req, err := http.NewRequest(http.MethodPost, "https://"+s.envoy.Addr+"/graphql", io.NopCloser(strings.NewReader(body(limit+1))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set(caseHeader, id)
+			resp, err := s.h2.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if req.ContentLength != 0 {
+				t.Fatalf("request has length %d, want none sent", req.ContentLength)
+			}
+			return reply{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
+		}, 413},
+		{"HTTP/2, many frames over", func(t *testing.T, id string) reply { return s.post(t, s.h2, id, body(100*limit)) }, 413},
+	} {
+		t.Run("GraphQL body "+tt.name, func(t *testing.T) {
+			t.Parallel()
+			id := s.newCase()
+			r := tt.send(t, id)
+			if r.Status != tt.status {
+				t.Fatalf("got %d %.100q, want %d", r.Status, r.Body, tt.status)
+			}
+			if tt.status == 200 {
+				return
+			}
+			if r.Body != envoy.TooLargeBody || r.Header.Get("content-type") != "application/json" {
+				t.Errorf("got %q (%s), want the TOO_LARGE JSON", r.Body, r.Header.Get("content-type"))
+			}
+			if n := len(s.core.requests(id)); n != 0 {
+				t.Errorf("the core got the body over the limit (%d requests)", n)
+			}
+			for _, c := range s.authz.requests(id) {
+				t.Errorf("extauthz was shown %d bytes of a body over the limit (partial %q)", len(c.GetAttributes().GetRequest().GetHttp().GetRawBody()),
+					c.GetAttributes().GetRequest().GetHttp().GetHeaders()["x-envoy-auth-partial-body"])
 			}
 		})
 	}

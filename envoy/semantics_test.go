@@ -198,8 +198,8 @@ func TestIdentityHeadersRemovedBeforeExtAuthz(t *testing.T) {
 	for _, f := range hcm.GetHttpFilters() {
 		names = append(names, f.GetName())
 	}
-	if !slices.Equal(names, []string{envoy.FilterExtAuthz, envoy.FilterRateLimit, envoy.FilterRouter}) {
-		t.Fatalf("got HTTP filters %v, want ext_authz, ratelimit, router", names)
+	if !slices.Equal(names, []string{envoy.FilterBodySizeLimit, envoy.FilterExtAuthz, envoy.FilterRateLimit, envoy.FilterRouter}) {
+		t.Fatalf("got HTTP filters %v, want body_size_limit, ext_authz, ratelimit, router", names)
 	}
 	for name, r := range routesOf(res) {
 		for _, h := range r.GetRequestHeadersToAdd() {

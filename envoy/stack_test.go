@@ -184,6 +184,8 @@ type flightCall struct {
 //	          previous one (ack(case)), then the trailer
 //	"paced:D:N" N messages D apart, then the trailer
 //	"stall"   one message, then nothing until the call ends
+//
+// DoPut answers with the number of data body bytes it received.
 type flightServer struct {
 	flight.BaseFlightServer
 	mu    sync.Mutex
@@ -301,6 +303,21 @@ func (f *flightServer) DoGet(t *flight.Ticket, s flight.FlightService_DoGetServe
 	}
 	s.SetTrailer(metadata.Pairs("x-rows", "3"))
 	return nil
+}
+
+func (f *flightServer) DoPut(s flight.FlightService_DoPutServer) error {
+	f.record(s.Context(), "DoPut", nil)
+	n := 0
+	for {
+		d, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return s.Send(&flight.PutResult{AppMetadata: []byte(fmt.Sprint(n))})
+		}
+		if err != nil {
+			return err
+		}
+		n += len(d.GetDataBody())
+	}
 }
 
 func (f *flightServer) DoAction(a *flight.Action, s flight.FlightService_DoActionServer) error {
