@@ -184,6 +184,25 @@ func Build(o Options) (*Resources, error) {
 	if o.MaxRequestBytes > 64<<20 {
 		errs = append(errs, fmt.Errorf("envoy: MaxRequestBytes %d: more than 64 MiB buffered per request", o.MaxRequestBytes))
 	}
+	// Envoy binds IP addresses only: a host name here passes proto
+	// validation and is refused when Envoy loads the configuration.
+	for _, a := range []struct{ name, v string }{{"ListenAddr", o.ListenAddr}, {"AdminAddr", o.AdminAddr}} {
+		if host, _, err := net.SplitHostPort(a.v); err == nil && host != "" && net.ParseIP(host) == nil {
+			errs = append(errs, fmt.Errorf("envoy: %s %q: want an IP address to bind, not a host name", a.name, a.v))
+		}
+	}
+	// Envoy refuses a negative duration anywhere in its configuration.
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"AuthzTimeout", o.AuthzTimeout}, {"RateLimitTimeout", o.RateLimitTimeout}, {"RouteTimeout", o.RouteTimeout},
+		{"StreamIdleTimeout", o.StreamIdleTimeout}, {"IdleTimeout", o.IdleTimeout}, {"RequestHeadersTimeout", o.RequestHeadersTimeout},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("envoy: %s %v: must not be negative", d.name, d.v))
+		}
+	}
 	for _, a := range []struct{ name, v string }{
 		{"ListenAddr", o.ListenAddr}, {"CoreHTTPAddr", o.CoreHTTPAddr}, {"CoreFlightAddr", o.CoreFlightAddr},
 		{"AuthzAddr", o.AuthzAddr}, {"RateLimitAddr", o.RateLimitAddr}, {"AdminAddr", o.AdminAddr},

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -138,6 +139,16 @@ func TestBrokenOptionsAreCaught(t *testing.T) {
 		{"sampling over 100%", func(o *envoy.Options) { o.TraceSamplePercent = 150 }, "TraceSamplePercent"},
 		{"collector without port", func(o *envoy.Options) { o.OTLPEndpoint = "collector" }, "OTLPEndpoint"},
 		{"huge body buffer", func(o *envoy.Options) { o.MaxRequestBytes = 1 << 30 }, "MaxRequestBytes"},
+		// Envoy binds IP addresses only ("malformed IP address").
+		{"listen address a host name", func(o *envoy.Options) { o.ListenAddr = "localhost:8443" }, "ListenAddr"},
+		{"admin address a host name", func(o *envoy.Options) { o.AdminAddr = "localhost:9901" }, "AdminAddr"},
+		// Envoy refuses a negative duration anywhere in its configuration.
+		{"negative authz timeout", func(o *envoy.Options) { o.AuthzTimeout = -time.Second }, "AuthzTimeout"},
+		{"negative rate-limit timeout", func(o *envoy.Options) { o.RateLimitTimeout = -time.Second }, "RateLimitTimeout"},
+		{"negative route timeout", func(o *envoy.Options) { o.RouteTimeout = -time.Second }, "RouteTimeout"},
+		{"negative stream idle timeout", func(o *envoy.Options) { o.StreamIdleTimeout = -time.Second }, "StreamIdleTimeout"},
+		{"negative idle timeout", func(o *envoy.Options) { o.IdleTimeout = -time.Second }, "IdleTimeout"},
+		{"negative request headers timeout", func(o *envoy.Options) { o.RequestHeadersTimeout = -time.Second }, "RequestHeadersTimeout"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			o := opts()
