@@ -870,6 +870,9 @@ func testLocalReplies(t *testing.T, s *stack) {
 		{"HTTP/1.0", func(t *testing.T, id string) reply {
 			return s.raw(t, strings.Replace(s.rawRequest(id, "POST", "/graphql", query), "HTTP/1.1", "HTTP/1.0", 1))
 		}, 426, "BAD_REQUEST", nil},
+		{"headers over 60 KiB", func(t *testing.T, id string) reply {
+			return s.raw(t, s.rawRequest(id, "POST", "/graphql", query, "x-big: "+strings.Repeat("b", envoy.MaxRequestHeadersKB<<10)))
+		}, 431, "TOO_LARGE", nil},
 		{"too many headers", func(t *testing.T, id string) reply {
 			var hs []string
 			for i := range envoy.MaxHeadersCount + 1 {
@@ -1411,4 +1414,102 @@ func TestIngressTimeouts(t *testing.T) {
 			t.Fatalf("got %d %q (%s), want 408 with the TIMEOUT JSON", resp.StatusCode, body, resp.Header.Get("content-type"))
 		}
 	})
+}
+
+// TestIngressOverXDS: the same resources served over ADS by an
+// xds.Server (as `fraise xds` serves them) to Envoy on the xDS
+// bootstrap behave as the static bootstrap's: the route configuration
+// arrives by RDS over ADS, requests are checked, limited and routed.
+func TestIngressOverXDS(t *testing.T) {
+	t.Parallel()
+	s := newXDSStack(t, nil)
+	t.Run("GraphQL", func(t *testing.T) {
+		t.Parallel()
+		id := s.newCase()
+		r := s.post(t, s.h2, id, query, [2]string{"x-fraise-tenant", "forged"})
+		if r.Status != 200 || r.Header.Get("x-ratelimit-remaining") != "4" {
+			t.Fatalf("got %d %v %s, want 200 with the rate-limit headers", r.Status, r.Header, r.Body)
+		}
+		core := s.core.requests(id)
+		if len(core) != 1 || core[0].Header.Get(envoy.TenantHeader) != id || core[0].Peer.SANs[0] != devcerts.GatewayName {
+			t.Fatalf("core got %+v, want one request with the tenant extauthz set, over mTLS", core)
+		}
+	})
+	t.Run("Flight stream", func(t *testing.T) {
+		t.Parallel()
+		got, tr, err := s.doGet(t, s.newCase(), "rows")
+		if err != nil || len(got) != 3 || first(tr.Get("x-rows")) != "3" {
+			t.Fatalf("got %v trailer %v err %v, want three rows and x-rows: 3", got, tr, err)
+		}
+	})
+	t.Run("not found", func(t *testing.T) {
+		t.Parallel()
+		r := s.do(t, s.h2, s.newCase(), http.MethodGet, "/readyz", "")
+		if r.Status != 404 || r.Body != envoy.NotFoundBody || r.Header.Get("content-type") != "application/json" {
+			t.Fatalf("got %d %q %v, want the not-found JSON", r.Status, r.Body, r.Header)
+		}
+	})
+	t.Run("over the limit", func(t *testing.T) {
+		t.Parallel()
+		id := s.newCase()
+		s.scriptRLS(id, limited(true))
+		if r := s.post(t, s.h2, id, query); r.Status != 429 || r.Body != envoy.RateLimitedBody {
+			t.Fatalf("got %d %q, want 429 RATE_LIMITED", r.Status, r.Body)
+		}
+	})
+}
+
+// TestIngressConnectionLimit: past MaxConnections open client
+// connections, a new one is closed at once; once one closes, another is
+// served.
+func TestIngressConnectionLimit(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, func(o *envoy.Options) { o.MaxConnections = 1 })
+	get := func() error {
+		conn, err := tls.Dial("tcp", s.envoy.Addr, alpn(s.clientTLS, "http/1.1"))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(conn, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			return fmt.Errorf("got %d", resp.StatusCode)
+		}
+		return nil
+	}
+	first, err := tls.Dial("tcp", s.envoy.Addr, alpn(s.clientTLS, "http/1.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if _, err := io.WriteString(first, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(bufio.NewReader(first), nil); err != nil || resp.StatusCode != 404 {
+		t.Fatalf("first connection: got %v, %v, want served", resp, err)
+	}
+	if err := get(); err == nil {
+		t.Fatal("a second connection was served while the first is open, want it closed")
+	}
+	first.Close()
+	// Envoy counts the first connection out when it sees it close, an
+	// event a client cannot wait on: try until it does.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(20 * time.Second)
+	for err := get(); err != nil; err = get() {
+		select {
+		case <-deadline:
+			t.Fatalf("no connection served after the first closed: %v", err)
+		case <-tick.C:
+		}
+	}
 }

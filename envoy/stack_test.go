@@ -50,6 +50,7 @@ import (
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/envoy"
 	"github.com/fraise-dev/fraise/envoy/envoytest"
+	"github.com/fraise-dev/fraise/envoy/xds"
 )
 
 // caseHeader names the test case a request belongs to.
@@ -523,10 +524,23 @@ type stack struct {
 	nextCase  atomic.Int64
 }
 
-// newStack starts the servers and Envoy. mod may change the options the
-// servers' addresses are filled into (point a cluster at a dead address,
-// shorten a timeout); a server whose address mod replaced is not started.
+// newStack starts the servers and Envoy on the static bootstrap. mod may
+// change the options the servers' addresses are filled into (point a
+// cluster at a dead address, shorten a timeout); a server whose address
+// mod replaced is not started.
 func newStack(tb testing.TB, mod func(*envoy.Options)) *stack {
+	tb.Helper()
+	return startStack(tb, mod, false)
+}
+
+// newXDSStack is newStack with Envoy on the xDS bootstrap, taking the
+// same resources from an xds.Server over ADS, as `fraise xds` serves them.
+func newXDSStack(tb testing.TB, mod func(*envoy.Options)) *stack {
+	tb.Helper()
+	return startStack(tb, mod, true)
+}
+
+func startStack(tb testing.TB, mod func(*envoy.Options), viaXDS bool) *stack {
 	tb.Helper()
 	certs, err := devcerts.Generate(filepath.Join(tb.TempDir(), "certs"), devcerts.Options{})
 	if err != nil {
@@ -547,7 +561,7 @@ func newStack(tb testing.TB, mod func(*envoy.Options)) *stack {
 		tb.Cleanup(func() { ln.Close() })
 		return ln
 	}
-	coreLn, flightLn, authzLn, rlsLn := listen(), listen(), listen(), listen()
+	coreLn, flightLn, authzLn, rlsLn, xdsLn := listen(), listen(), listen(), listen(), listen()
 	o := envoy.Options{
 		ListenAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		CoreHTTPAddr: coreLn.Addr().String(), CoreFlightAddr: flightLn.Addr().String(),
@@ -559,6 +573,7 @@ func newStack(tb testing.TB, mod func(*envoy.Options)) *stack {
 		// open and pass a request a test expects refused. The timeouts
 		// themselves are tested on a stack of their own.
 		AuthzTimeout: 5 * time.Second, RateLimitTimeout: 5 * time.Second,
+		XDSAddr: xdsLn.Addr().String(),
 	}
 	if mod != nil {
 		mod(&o)
@@ -611,7 +626,12 @@ func newStack(tb testing.TB, mod func(*envoy.Options)) *stack {
 	serve(authzLn, o.AuthzAddr, envoy.ClusterAuthz, grpcServe(func(g *grpc.Server) { authv3.RegisterAuthorizationServer(g, s.authz) }))
 	serve(rlsLn, o.RateLimitAddr, envoy.ClusterRateLimit, grpcServe(func(g *grpc.Server) { rlsv3.RegisterRateLimitServiceServer(g, s.rls) }))
 
-	s.envoy = envoytest.Start(tb, res)
+	if viaXDS {
+		s.envoy = startOverXDS(tb, res, xdsLn, serverTLS(tb, certs))
+	} else {
+		xdsLn.Close()
+		s.envoy = envoytest.Start(tb, res)
+	}
 	if s.envoy.Addr == "" {
 		tb.Fatal("envoy has no ingress listener")
 	}
@@ -628,6 +648,51 @@ func newStack(tb testing.TB, mod func(*envoy.Options)) *stack {
 	}
 	tb.Cleanup(func() { s.grpcConn.Close() })
 	return s
+}
+
+// startOverXDS serves res from an xds.Server on ln (TLS: the xds cluster
+// presents the gateway certificate) and starts Envoy on the xDS bootstrap,
+// returning once its ingress listener, received over ADS, is bound.
+func startOverXDS(tb testing.TB, res *envoy.Resources, ln net.Listener, tc *tls.Config) *envoytest.Running {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	srv := xds.New(ctx, "", nil)
+	if _, err := srv.Publish(ctx, res); err != nil {
+		tb.Fatal(err)
+	}
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(tc)))
+	srv.Register(g)
+	healthpb.RegisterHealthServer(g, health.NewServer())
+	go func() { _ = g.Serve(ln) }()
+	tb.Cleanup(g.Stop)
+	b, err := res.XDSBootstrap()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	y, err := envoy.BootstrapYAML(b)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e := envoytest.StartYAML(tb, y)
+	// Envoy is ready once its first LDS and CDS answers are in; the
+	// listener may still be warming (waiting for its routes).
+	deadline := time.Now().Add(time.Minute)
+	for e.Addr == "" {
+		if addr, err := e.ListenerAddr(ctx, envoy.ListenerName); err == nil {
+			e.Addr = addr
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("no ingress listener from xDS within a minute\n%s", e.Output())
+		}
+		select {
+		case <-e.Done():
+			tb.Fatalf("envoy exited: %v", e.Err())
+		case <-time.After(20 * time.Millisecond): // Envoy's admin has no event to wait on
+		}
+	}
+	return e
 }
 
 func certPool(tb testing.TB, caFile string) *x509.CertPool {
