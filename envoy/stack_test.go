@@ -878,12 +878,16 @@ func (s *stack) doGet(tb testing.TB, id, ticket string, md ...string) ([]string,
 	}
 }
 
+// accessLogWithin bounds how late a request's access log line may reach
+// Envoy's stdout: envoy/process has Envoy flush its logs every second.
+const accessLogWithin = 5 * time.Second
+
 // accessLog waits for the JSON access log line of the request whose
 // x-request-id is id.
 func (s *stack) accessLog(tb testing.TB, requestID string) map[string]any {
 	tb.Helper()
 	var last string
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(accessLogWithin)
 	for time.Now().Before(deadline) {
 		for _, line := range strings.Split(s.envoy.Output(), "\n") {
 			line = strings.TrimPrefix(line, "envoy: ")
@@ -905,7 +909,7 @@ func (s *stack) accessLog(tb testing.TB, requestID string) map[string]any {
 		case <-time.After(50 * time.Millisecond): // polling Envoy's stdout, which has no event to wait on
 		}
 	}
-	tb.Fatalf("no access log line with request_id %q (last JSON line %q)", requestID, last)
+	tb.Fatalf("no access log line with request_id %q within %v (last JSON line %q)", requestID, accessLogWithin, last)
 	return nil
 }
 
