@@ -468,6 +468,10 @@ func testExtAuthzAnswers(t *testing.T, s *stack) {
 		{"deny 429 keeps extauthz's body", denyWith(typev3.StatusCode_TooManyRequests, denialBody("RATE_LIMITED")), want{
 			status: 429, code: "RATE_LIMITED", body: denialBody("RATE_LIMITED"), grpc: codes.Unavailable,
 		}},
+		// A 503 denial cannot be told from a failed check (both UAEX,
+		// 503): it is answered as one. extauthz reports its own failures
+		// as gRPC errors; a policy should not deny with 503.
+		{"deny 503 is taken for a failed check", denyWith(typev3.StatusCode_ServiceUnavailable, denialBody("UNAVAILABLE")), unavailable},
 		{"gRPC error: fail closed", func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 			return nil, grpcstatus.Error(codes.Unavailable, "policy engine down")
 		}, unavailable},
