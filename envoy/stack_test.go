@@ -627,7 +627,7 @@ func startStack(tb testing.TB, mod func(*envoy.Options), viaXDS bool) *stack {
 	serve(rlsLn, o.RateLimitAddr, envoy.ClusterRateLimit, grpcServe(func(g *grpc.Server) { rlsv3.RegisterRateLimitServiceServer(g, s.rls) }))
 
 	if viaXDS {
-		s.envoy = startOverXDS(tb, res, xdsLn, serverTLS(tb, certs))
+		s.envoy = startOverXDS(tb, res, xdsLn, certs)
 	} else {
 		xdsLn.Close()
 		s.envoy = envoytest.Start(tb, res)
@@ -650,26 +650,32 @@ func startStack(tb testing.TB, mod func(*envoy.Options), viaXDS bool) *stack {
 	return s
 }
 
-// startOverXDS serves res from an xds.Server on ln (TLS: the xds cluster
-// presents the gateway certificate) and starts Envoy on the xDS bootstrap,
+// startOverXDS serves res from an xds.Server on ln (over TLS when the
+// bootstrap's xds cluster has it) and starts Envoy on the xDS bootstrap,
 // returning once its ingress listener, received over ADS, is bound.
-func startOverXDS(tb testing.TB, res *envoy.Resources, ln net.Listener, tc *tls.Config) *envoytest.Running {
+func startOverXDS(tb testing.TB, res *envoy.Resources, ln net.Listener, certs devcerts.Files) *envoytest.Running {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
-	srv := xds.New(ctx, "", nil)
-	if _, err := srv.Publish(ctx, res); err != nil {
-		tb.Fatal(err)
-	}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(tc)))
-	srv.Register(g)
-	healthpb.RegisterHealthServer(g, health.NewServer())
-	go func() { _ = g.Serve(ln) }()
-	tb.Cleanup(g.Stop)
 	b, err := res.XDSBootstrap()
 	if err != nil {
 		tb.Fatal(err)
 	}
+	srv := xds.New(ctx, "", nil)
+	if _, err := srv.Publish(ctx, res); err != nil {
+		tb.Fatal(err)
+	}
+	var opts []grpc.ServerOption
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if c.GetName() == envoy.ClusterXDS && c.GetTransportSocket() != nil {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(serverTLS(tb, certs))))
+		}
+	}
+	g := grpc.NewServer(opts...)
+	srv.Register(g)
+	healthpb.RegisterHealthServer(g, health.NewServer())
+	go func() { _ = g.Serve(ln) }()
+	tb.Cleanup(g.Stop)
 	y, err := envoy.BootstrapYAML(b)
 	if err != nil {
 		tb.Fatal(err)
