@@ -11,11 +11,13 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -58,23 +60,47 @@ func TestIngress(t *testing.T) {
 	t.Run("admin", func(t *testing.T) { testAdmin(t, s) })
 }
 
-// handshake dials the ingress with c and reads once: TLS 1.3 reports a
-// refused client certificate on the first read, not in the handshake.
+// handshake dials the ingress with c and reads: TLS 1.3 reports a refused
+// client certificate on the first read, not in the handshake. It returns
+// the protocol negotiated, having sent an HTTP/1.1 request over one that
+// is not h2 and read its first byte back.
 func handshake(addr string, c *tls.Config) (string, error) {
 	conn, err := tls.Dial("tcp", addr, c)
 	if err != nil {
 		return "", err
 	}
 	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	proto := conn.ConnectionState().NegotiatedProtocol
-	if _, err := io.WriteString(conn, "GET /graphql HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		return proto, err
-	}
 	if proto == "h2" {
 		return proto, nil // a real request over h2 is the clients' job below
 	}
+	// Write only once the handshake is known good: writing to a connection
+	// Envoy is closing could fail before the alert is read.
+	if err := conn.Handshake(); err != nil {
+		return proto, err
+	}
+	if _, err := io.WriteString(conn, "GET /graphql HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		return proto, err
+	}
 	_, err = conn.Read(make([]byte, 1))
 	return proto, err
+}
+
+// refused dials the ingress with c and reads until Envoy's verdict on
+// the handshake arrives: its alert, or nothing if it accepted.
+func refused(addr string, c *tls.Config) error {
+	conn, err := tls.Dial("tcp", addr, c)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	// An accepted client is sent nothing until it asks: the read times out.
+	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	return nil
 }
 
 func testMTLS(t *testing.T, s *stack) {
@@ -86,15 +112,15 @@ func testMTLS(t *testing.T, s *stack) {
 		name    string
 		conf    func() *tls.Config
 		ok      bool
-		wantALP string
+		wantALP string // the protocol negotiated, or Envoy's alert when refused
 	}{
-		{"no client certificate", func() *tls.Config { return clientTLS(t, s.certs, "", "") }, false, ""},
-		{"certificate of another CA", func() *tls.Config { return clientTLS(t, s.certs, other.ClientCert, other.ClientKey) }, false, ""},
+		{"no client certificate", func() *tls.Config { return clientTLS(t, s.certs, "", "") }, false, "certificate required"},
+		{"certificate of another CA", func() *tls.Config { return clientTLS(t, s.certs, other.ClientCert, other.ClientKey) }, false, "unknown certificate authority"},
 		{"TLS 1.1", func() *tls.Config {
 			c := s.clientTLS.Clone()
 			c.MinVersion, c.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
 			return c
-		}, false, ""},
+		}, false, "protocol version not supported"},
 		{"client certificate, HTTP/1.1", func() *tls.Config {
 			c := s.clientTLS.Clone()
 			c.NextProtos = []string{"http/1.1"}
@@ -114,12 +140,15 @@ func testMTLS(t *testing.T, s *stack) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			proto, err := handshake(s.envoy.Addr, tt.conf())
-			if tt.ok && (err != nil || proto != tt.wantALP) {
-				t.Fatalf("got %v over %q, want a connection over %q", err, proto, tt.wantALP)
+			if tt.ok {
+				if proto, err := handshake(s.envoy.Addr, tt.conf()); err != nil || proto != tt.wantALP {
+					t.Fatalf("got %v over %q, want a connection over %q", err, proto, tt.wantALP)
+				}
+				return
 			}
-			if !tt.ok && err == nil {
-				t.Fatal("got a connection, want it refused")
+			// The refusal is Envoy's (a TLS alert), not the client's.
+			if err := refused(s.envoy.Addr, tt.conf()); err == nil || !strings.Contains(err.Error(), "remote error: tls: "+tt.wantALP) {
+				t.Fatalf("got %v, want Envoy to refuse the handshake: %s", err, tt.wantALP)
 			}
 		})
 	}
@@ -1262,7 +1291,9 @@ func TestIngressTimeouts(t *testing.T) {
 	)
 	s := newStack(t, func(o *envoy.Options) {
 		o.RouteTimeout, o.StreamIdleTimeout, o.IdleTimeout, o.RequestHeadersTimeout = route, streamIdle, idle, headers
-		o.AuthzTimeout = time.Second
+		// Long enough for every check on a loaded machine, short enough to
+		// wait out once (slow extauthz).
+		o.AuthzTimeout = 2 * time.Second
 	})
 	t.Run("route timeout: 504 TIMEOUT", func(t *testing.T) {
 		t.Parallel()
