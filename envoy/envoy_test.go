@@ -98,6 +98,7 @@ func TestStaticBootstrapResolvesEveryTypedConfig(t *testing.T) {
 	for _, want := range []string{
 		"envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
 		"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+		"envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
 		"envoy.extensions.filters.http.body_size_limit.v3.BodySizeLimit",
 		"envoy.config.route.v3.FilterConfig",
 		"envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",

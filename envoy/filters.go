@@ -12,6 +12,7 @@ import (
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	bodysizev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/body_size_limit/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	httpmutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	connlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
@@ -34,6 +35,7 @@ type anyMsg = anypb.Any
 const (
 	FilterConnectionLimit       = "envoy.filters.network.connection_limit"
 	FilterHTTPConnectionManager = "envoy.filters.network.http_connection_manager"
+	FilterHeaderMutation        = "envoy.filters.http.header_mutation"
 	FilterBodySizeLimit         = "envoy.filters.http.body_size_limit"
 	FilterExtAuthz              = "envoy.filters.http.ext_authz"
 	FilterRateLimit             = "envoy.filters.http.ratelimit"
@@ -221,6 +223,21 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 			},
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
+			// Request trailers are not headers: the early header mutation
+			// never sees them, and Envoy forwards them over HTTP/2. A gRPC
+			// server takes trailers from a client for a protocol error on
+			// the whole connection (grpc-go answers GOAWAY), so one client
+			// could reset every stream Envoy has open to the core's Flight
+			// port, other tenants' exports included; and x-fraise-* in them
+			// would reach it unchecked. No API takes request trailers:
+			// every one is dropped.
+			{Name: FilterHeaderMutation, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&httpmutationv3.HeaderMutation{
+				Mutations: &httpmutationv3.Mutations{RequestTrailersMutations: []*mutationv3.HeaderMutation{{
+					Action: &mutationv3.HeaderMutation_RemoveOnMatch_{RemoveOnMatch: &mutationv3.HeaderMutation_RemoveOnMatch{
+						KeyMatcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: ".*"}}},
+					}},
+				}}},
+			})}},
 			// ext_authz's max_request_bytes is no limit on its own: a body
 			// that arrives with its end of stream in one piece (one HTTP/2
 			// DATA frame) is not buffered, so it is not refused; extauthz is

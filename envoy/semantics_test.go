@@ -13,6 +13,7 @@ import (
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	httpmutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	connlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
@@ -198,8 +199,14 @@ func TestIdentityHeadersRemovedBeforeExtAuthz(t *testing.T) {
 	for _, f := range hcm.GetHttpFilters() {
 		names = append(names, f.GetName())
 	}
-	if !slices.Equal(names, []string{envoy.FilterBodySizeLimit, envoy.FilterExtAuthz, envoy.FilterRateLimit, envoy.FilterRouter}) {
-		t.Fatalf("got HTTP filters %v, want body_size_limit, ext_authz, ratelimit, router", names)
+	if !slices.Equal(names, []string{envoy.FilterHeaderMutation, envoy.FilterBodySizeLimit, envoy.FilterExtAuthz, envoy.FilterRateLimit, envoy.FilterRouter}) {
+		t.Fatalf("got HTTP filters %v, want header_mutation, body_size_limit, ext_authz, ratelimit, router", names)
+	}
+	// Request trailers, which the early mutation does not see, are all
+	// dropped.
+	tm := httpFilter(t, hcm, envoy.FilterHeaderMutation, &httpmutationv3.HeaderMutation{}).GetMutations().GetRequestTrailersMutations()
+	if len(tm) != 1 || tm[0].GetRemoveOnMatch().GetKeyMatcher().GetSafeRegex().GetRegex() != ".*" {
+		t.Fatalf("got request trailer mutations %v, want every trailer removed", tm)
 	}
 	for name, r := range routesOf(res) {
 		for _, h := range r.GetRequestHeadersToAdd() {

@@ -78,12 +78,13 @@ func peerOf(cs *tls.ConnectionState) peerInfo {
 
 // coreRequest is one request the core's HTTP port received.
 type coreRequest struct {
-	Proto  string
-	Method string
-	URI    string
-	Header http.Header
-	Body   string
-	Peer   peerInfo
+	Proto   string
+	Method  string
+	URI     string
+	Header  http.Header
+	Trailer http.Header
+	Body    string
+	Peer    peerInfo
 }
 
 // coreHTTP stands for the core's GraphQL port: HTTP/1.1, mTLS when the
@@ -107,7 +108,8 @@ func (c *coreHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get(caseHeader)
 	c.mu.Lock()
 	c.seen[id] = append(c.seen[id], coreRequest{
-		Proto: r.Proto, Method: r.Method, URI: r.RequestURI, Header: r.Header.Clone(), Body: string(body), Peer: peerOf(r.TLS),
+		Proto: r.Proto, Method: r.Method, URI: r.RequestURI, Header: r.Header.Clone(), Trailer: r.Trailer.Clone(),
+		Body: string(body), Peer: peerOf(r.TLS),
 	})
 	c.mu.Unlock()
 	w.Header().Set("content-type", "application/json")
