@@ -1073,8 +1073,13 @@ func testPaths(t *testing.T, s *stack) {
 			if got != tt.coreURI {
 				t.Errorf("core got %q, want %q", got, tt.coreURI)
 			}
-			if asked := len(s.authz.requests(id)) > 0; asked != tt.authz {
+			checks := s.authz.requests(id)
+			if asked := len(checks) > 0; asked != tt.authz {
 				t.Errorf("extauthz asked: %v, want %v", asked, tt.authz)
+			}
+			// extauthz decides on the path the core gets, normalised.
+			if len(checks) == 1 && checks[0].GetAttributes().GetRequest().GetHttp().GetPath() != tt.coreURI {
+				t.Errorf("extauthz was asked about %q, the core got %q", checks[0].GetAttributes().GetRequest().GetHttp().GetPath(), tt.coreURI)
 			}
 			if tt.status == 404 && r.Body != envoy.NotFoundBody || tt.status == 400 && r.Body != envoy.BadRequestBody {
 				t.Errorf("got body %q, want the ingress's JSON for %d", r.Body, tt.status)
@@ -1291,6 +1296,9 @@ func TestIngressWithAServiceDown(t *testing.T) {
 			o.RateLimitFailureModeDeny = true
 		}, 503, codes.Unavailable, true, false},
 		{"core unreachable", func(o *envoy.Options) { o.CoreHTTPAddr, o.CoreFlightAddr = deadAddr(t), deadAddr(t) }, 503, codes.Unavailable, true, false},
+		// Every TLS upstream's certificate names localhost: Envoy, told to
+		// expect "core", refuses them all, extauthz first.
+		{"upstream certificates not for UpstreamServerName", func(o *envoy.Options) { o.UpstreamServerName = "core" }, 503, codes.Unavailable, false, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
