@@ -90,11 +90,27 @@ type Options struct {
 	OTLPEndpoint string
 	// TraceSamplePercent is the share of requests traced, 0 to 100.
 	TraceSamplePercent float64
+	// The ingress's timeouts, each its default when zero:
+	// RouteTimeout bounds the unary Flight calls (30 s; GraphQLTimeout
+	// bounds a GraphQL request, and the other Flight calls stream exports
+	// and have none),
+	// StreamIdleTimeout a request or response that moves no bytes (5
+	// min), IdleTimeout a client connection with no request (5 min) and
+	// RequestHeadersTimeout the time a client takes to send its headers
+	// (10 s).
+	RouteTimeout          time.Duration
+	StreamIdleTimeout     time.Duration
+	IdleTimeout           time.Duration
+	RequestHeadersTimeout time.Duration
 	// XDSAddr and NodeID are where the xDS bootstrap finds `fraise xds`
 	// and the node id Envoy announces (DefaultNodeID when empty).
 	XDSAddr string
 	NodeID  string
 }
+
+// TLSHandshakeTimeout bounds the TLS handshake of a client connection to
+// the ingress.
+const TLSHandshakeTimeout = 10 * time.Second
 
 // Version is the Envoy release the configuration is built for: the version
 // of go.mod's github.com/envoyproxy/go-control-plane/envoy, whose protos
@@ -144,6 +160,18 @@ func (o *Options) defaults() {
 	if o.AdminAddr == "" {
 		o.AdminAddr = "127.0.0.1:9901"
 	}
+	if o.RouteTimeout == 0 {
+		o.RouteTimeout = 30 * time.Second
+	}
+	if o.StreamIdleTimeout == 0 {
+		o.StreamIdleTimeout = 5 * time.Minute
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 5 * time.Minute
+	}
+	if o.RequestHeadersTimeout == 0 {
+		o.RequestHeadersTimeout = 10 * time.Second
+	}
 	if o.NodeID == "" {
 		o.NodeID = DefaultNodeID
 	}
@@ -176,6 +204,25 @@ func Build(o Options) (*Resources, error) {
 	}
 	if o.MaxRequestBytes > 64<<20 {
 		errs = append(errs, fmt.Errorf("envoy: MaxRequestBytes %d: more than 64 MiB buffered per request", o.MaxRequestBytes))
+	}
+	// Envoy binds IP addresses only: a host name here passes proto
+	// validation and is refused when Envoy loads the configuration.
+	for _, a := range []struct{ name, v string }{{"ListenAddr", o.ListenAddr}, {"AdminAddr", o.AdminAddr}} {
+		if host, _, err := net.SplitHostPort(a.v); err == nil && host != "" && net.ParseIP(host) == nil {
+			errs = append(errs, fmt.Errorf("envoy: %s %q: want an IP address to bind, not a host name", a.name, a.v))
+		}
+	}
+	// Envoy refuses a negative duration anywhere in its configuration.
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"AuthzTimeout", o.AuthzTimeout}, {"RateLimitTimeout", o.RateLimitTimeout}, {"RouteTimeout", o.RouteTimeout},
+		{"StreamIdleTimeout", o.StreamIdleTimeout}, {"IdleTimeout", o.IdleTimeout}, {"RequestHeadersTimeout", o.RequestHeadersTimeout},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("envoy: %s %v: must not be negative", d.name, d.v))
+		}
 	}
 	for _, a := range []struct{ name, v string }{
 		{"ListenAddr", o.ListenAddr}, {"CoreHTTPAddr", o.CoreHTTPAddr}, {"CoreFlightAddr", o.CoreFlightAddr},
@@ -212,6 +259,11 @@ func Build(o Options) (*Resources, error) {
 					{Name: FilterHTTPConnectionManager, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}},
 				},
 				TransportSocket: downstreamTLS(o),
+				// A connection that never finishes its TLS handshake is
+				// closed after TLSHandshakeTimeout: without a bound, idle
+				// sockets that never start TLS would hold connection slots
+				// (gateway.max_connections) for good.
+				TransportSocketConnectTimeout: durationpb.New(TLSHandshakeTimeout),
 			}},
 		}},
 		Routes:  []*routev3.RouteConfiguration{routeConfig(o)},

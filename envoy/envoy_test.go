@@ -1,8 +1,10 @@
 package envoy_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -96,6 +98,9 @@ func TestStaticBootstrapResolvesEveryTypedConfig(t *testing.T) {
 	for _, want := range []string{
 		"envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
 		"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+		"envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+		"envoy.extensions.filters.http.body_size_limit.v3.BodySizeLimit",
+		"envoy.config.route.v3.FilterConfig",
 		"envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
 		"envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
 		"envoy.extensions.filters.http.ratelimit.v3.RateLimit",
@@ -135,6 +140,16 @@ func TestBrokenOptionsAreCaught(t *testing.T) {
 		{"sampling over 100%", func(o *envoy.Options) { o.TraceSamplePercent = 150 }, "TraceSamplePercent"},
 		{"collector without port", func(o *envoy.Options) { o.OTLPEndpoint = "collector" }, "OTLPEndpoint"},
 		{"huge body buffer", func(o *envoy.Options) { o.MaxRequestBytes = 1 << 30 }, "MaxRequestBytes"},
+		// Envoy binds IP addresses only ("malformed IP address").
+		{"listen address a host name", func(o *envoy.Options) { o.ListenAddr = "localhost:8443" }, "ListenAddr"},
+		{"admin address a host name", func(o *envoy.Options) { o.AdminAddr = "localhost:9901" }, "AdminAddr"},
+		// Envoy refuses a negative duration anywhere in its configuration.
+		{"negative authz timeout", func(o *envoy.Options) { o.AuthzTimeout = -time.Second }, "AuthzTimeout"},
+		{"negative rate-limit timeout", func(o *envoy.Options) { o.RateLimitTimeout = -time.Second }, "RateLimitTimeout"},
+		{"negative route timeout", func(o *envoy.Options) { o.RouteTimeout = -time.Second }, "RouteTimeout"},
+		{"negative stream idle timeout", func(o *envoy.Options) { o.StreamIdleTimeout = -time.Second }, "StreamIdleTimeout"},
+		{"negative idle timeout", func(o *envoy.Options) { o.IdleTimeout = -time.Second }, "IdleTimeout"},
+		{"negative request headers timeout", func(o *envoy.Options) { o.RequestHeadersTimeout = -time.Second }, "RequestHeadersTimeout"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			o := opts()
@@ -158,12 +173,13 @@ func TestValidationOpensTypedConfigs(t *testing.T) {
 	}{
 		{"empty stat prefix", func(h *hcmv3.HttpConnectionManager) { h.StatPrefix = "" }, "StatPrefix"},
 		{"ext_authz without a cluster", func(h *hcmv3.HttpConnectionManager) {
+			i := slices.IndexFunc(h.GetHttpFilters(), func(f *hcmv3.HttpFilter) bool { return f.GetName() == envoy.FilterExtAuthz })
 			var ea extauthzv3.ExtAuthz
-			if err := h.GetHttpFilters()[0].GetTypedConfig().UnmarshalTo(&ea); err != nil {
+			if err := h.GetHttpFilters()[i].GetTypedConfig().UnmarshalTo(&ea); err != nil {
 				t.Fatal(err)
 			}
 			ea.GetGrpcService().GetEnvoyGrpc().ClusterName = ""
-			h.GetHttpFilters()[0].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &ea)}
+			h.GetHttpFilters()[i].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &ea)}
 		}, "ClusterName"},
 		{"header limit over Envoy's maximum", func(h *hcmv3.HttpConnectionManager) {
 			h.MaxRequestHeadersKb = wrapperspb.UInt32(10000)

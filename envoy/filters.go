@@ -8,7 +8,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	ratelimitconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	bodysizev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/body_size_limit/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	httpmutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	connlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
@@ -30,6 +32,8 @@ type anyMsg = anypb.Any
 const (
 	FilterConnectionLimit       = "envoy.filters.network.connection_limit"
 	FilterHTTPConnectionManager = "envoy.filters.network.http_connection_manager"
+	FilterHeaderMutation        = "envoy.filters.http.header_mutation"
+	FilterBodySizeLimit         = "envoy.filters.http.body_size_limit"
 	FilterExtAuthz              = "envoy.filters.http.ext_authz"
 	FilterRateLimit             = "envoy.filters.http.ratelimit"
 	FilterRouter                = "envoy.filters.http.router"
@@ -41,6 +45,10 @@ const (
 	TooLargeBody                = `{"errors":[{"message":"request body too large","extensions":{"code":"TOO_LARGE"}}]}`
 	UnavailableBody             = `{"errors":[{"message":"service unavailable, retry later","extensions":{"code":"UNAVAILABLE"}}]}`
 	TimeoutBody                 = `{"errors":[{"message":"upstream timed out","extensions":{"code":"TIMEOUT"}}]}`
+	RequestTimeoutBody          = `{"errors":[{"message":"request not received in time","extensions":{"code":"TIMEOUT"}}]}`
+	HeadersTooLargeBody         = `{"errors":[{"message":"request headers too large","extensions":{"code":"TOO_LARGE"}}]}`
+	BadRequestBody              = `{"errors":[{"message":"malformed request","extensions":{"code":"BAD_REQUEST"}}]}`
+	InternalBody                = `{"errors":[{"message":"internal error in the ingress","extensions":{"code":"INTERNAL"}}]}`
 )
 
 // UnavailableRetryAfter is the Retry-After, in seconds, of the ingress's
@@ -181,13 +189,13 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 		// The limits bound what one client can make Envoy hold.
 		MaxRequestHeadersKb: wrapperspb.UInt32(MaxRequestHeadersKB),
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
-			IdleTimeout:                  durationpb.New(5 * time.Minute),
+			IdleTimeout:                  durationpb.New(o.IdleTimeout),
 			MaxHeadersCount:              wrapperspb.UInt32(MaxHeadersCount),
 			HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST,
 		},
 		Http2ProtocolOptions:  &corev3.Http2ProtocolOptions{MaxConcurrentStreams: wrapperspb.UInt32(MaxConcurrentStreams)},
-		RequestHeadersTimeout: durationpb.New(10 * time.Second),
-		StreamIdleTimeout:     durationpb.New(5 * time.Minute),
+		RequestHeadersTimeout: durationpb.New(o.RequestHeadersTimeout),
+		StreamIdleTimeout:     durationpb.New(o.StreamIdleTimeout),
 		// Routes match on the normalised path: /a/../graphql is /graphql,
 		// //graphql is /graphql, and an escaped slash is refused rather than
 		// guessed at.
@@ -205,6 +213,31 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 			},
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
+			// Request trailers are not headers: the early header mutation
+			// never sees them, and Envoy forwards them over HTTP/2. A gRPC
+			// server takes trailers from a client for a protocol error on
+			// the whole connection (grpc-go answers GOAWAY), so one client
+			// could reset every stream Envoy has open to the core's Flight
+			// port, other tenants' exports included; and x-fraise-* in them
+			// would reach it unchecked. No API takes request trailers:
+			// every one is dropped.
+			{Name: FilterHeaderMutation, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&httpmutationv3.HeaderMutation{
+				Mutations: &httpmutationv3.Mutations{RequestTrailersMutations: []*mutationv3.HeaderMutation{{
+					Action: &mutationv3.HeaderMutation_RemoveOnMatch_{RemoveOnMatch: &mutationv3.HeaderMutation_RemoveOnMatch{
+						KeyMatcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: ".*"}}},
+					}},
+				}}},
+			})}},
+			// ext_authz's max_request_bytes is no limit on its own: a body
+			// that arrives with its end of stream in one piece (one HTTP/2
+			// DATA frame) is not buffered, so it is not refused; extauthz is
+			// shown its first max_request_bytes and the core gets it whole.
+			// This filter counts every body on the routes that buffer one
+			// for extauthz (GraphQL) and refuses it past the limit, 413,
+			// before ext_authz sees it.
+			{Name: FilterBodySizeLimit, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&bodysizev3.BodySizeLimit{
+				MaxRequestBytes: wrapperspb.UInt64(uint64(o.MaxRequestBytes)),
+			})}},
 			{Name: FilterExtAuthz, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(authz)}},
 			{Name: FilterRateLimit, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(rl)}},
 			// No x-envoy-upstream-service-time and friends on responses, no
@@ -224,40 +257,49 @@ func httpConnectionManager(o Options) (*hcmv3.HttpConnectionManager, error) {
 // replies, its denials and its errors (status_on_error) alike.
 const FlagExtAuthz = "UAEX"
 
-// localReplyConfig makes the ingress's own answers (Envoy's local
-// replies: its body limit, the rate limiter's refusal, an authz or rate
-// limit service that did not answer, a core it could not reach or that
-// timed out) GraphQL-shaped JSON like every other refusal. Mappers apply
-// to local replies only, so the core's own 503s keep their bodies, and
-// the first that matches applies. ext_authz's denials are local replies
-// too: extauthz already shaped them, with the reason a mapper's body
-// would replace, so after the one ext_authz reply extauthz did not write
-// (503, the check failed) a mapper matches the rest to keep them as they
-// are.
+// localReplyConfig makes every answer the ingress writes itself (Envoy's
+// local replies: its body limit, the rate limiter's refusal, an authz or
+// rate limit service that did not answer, a core it could not reach or
+// that timed out, a request it refused as malformed or too slow, the
+// not_found route) GraphQL-shaped JSON labelled application/json, like
+// every other refusal. Mappers apply to local replies only, so the core's
+// own answers (admission's 503s among them) keep their bodies, and the
+// first that matches applies. ext_authz's denials are local replies too:
+// extauthz already shaped them, with the reason a mapper's body would
+// replace, so after the one ext_authz reply extauthz did not write (503,
+// the check failed) a mapper matches the rest to keep them as they are.
+// Catch-alls for the other statuses at or over 500 and 400 come last.
 func localReplyConfig() *hcmv3.LocalReplyConfig {
 	retryAfter := []*corev3.HeaderValueOption{{
 		Header:       &corev3.HeaderValue{Key: "retry-after", Value: UnavailableRetryAfter},
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}}
-	status := func(code uint32, key string) *accesslogv3.AccessLogFilter {
+	compare := func(op accesslogv3.ComparisonFilter_Op, code uint32, key string) *accesslogv3.AccessLogFilter {
 		return &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{
 			StatusCodeFilter: &accesslogv3.StatusCodeFilter{Comparison: &accesslogv3.ComparisonFilter{
-				Op: accesslogv3.ComparisonFilter_EQ, Value: &corev3.RuntimeUInt32{DefaultValue: code, RuntimeKey: key},
+				Op: op, Value: &corev3.RuntimeUInt32{DefaultValue: code, RuntimeKey: key},
 			}},
 		}}
+	}
+	status := func(code uint32, key string) *accesslogv3.AccessLogFilter {
+		return compare(accesslogv3.ComparisonFilter_EQ, code, key)
 	}
 	extAuthz := &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ResponseFlagFilter{
 		ResponseFlagFilter: &accesslogv3.ResponseFlagFilter{Flags: []string{FlagExtAuthz}},
 	}}
+	// asJSON writes the reply's body as it is, saying it is JSON: Envoy
+	// labels every local reply's body text/plain otherwise.
+	asJSON := func() *corev3.SubstitutionFormatString {
+		return &corev3.SubstitutionFormatString{
+			Format:      &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: inline("%LOCAL_REPLY_BODY%")},
+			ContentType: "application/json",
+		}
+	}
 	// A mapper with no body leaves the reply as it is.
 	mapper := func(f *accesslogv3.AccessLogFilter, body string, headers []*corev3.HeaderValueOption) *hcmv3.ResponseMapper {
 		m := &hcmv3.ResponseMapper{Filter: f}
 		if body != "" {
-			m.Body, m.HeadersToAdd = inline(body), headers
-			m.BodyFormatOverride = &corev3.SubstitutionFormatString{
-				Format:      &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: inline("%LOCAL_REPLY_BODY%")},
-				ContentType: "application/json",
-			}
+			m.Body, m.HeadersToAdd, m.BodyFormatOverride = inline(body), headers, asJSON()
 		}
 		return m
 	}
@@ -266,11 +308,22 @@ func localReplyConfig() *hcmv3.LocalReplyConfig {
 			Filters: []*accesslogv3.AccessLogFilter{extAuthz, status(503, "fraise.authz_error_status")},
 		}}}, UnavailableBody, retryAfter),
 		mapper(extAuthz, "", nil), // extauthz's own answer, as it wrote it
+		// The not_found route's direct response: its body is JSON already.
+		{Filter: status(404, "fraise.not_found_status"), BodyFormatOverride: asJSON()},
+		// A client too slow to send its headers (request_headers_timeout)
+		// or its body (stream_idle_timeout).
+		mapper(status(408, "fraise.request_timeout_status"), RequestTimeoutBody, nil),
 		mapper(status(413, "fraise.too_large_status"), TooLargeBody, nil),
 		mapper(status(429, "fraise.rate_limited_status"), RateLimitedBody, nil),
+		mapper(status(431, "fraise.headers_too_large_status"), HeadersTooLargeBody, nil),
 		mapper(status(502, "fraise.bad_gateway_status"), UnavailableBody, retryAfter),
 		mapper(status(503, "fraise.unavailable_status"), UnavailableBody, retryAfter),
 		mapper(status(504, "fraise.gateway_timeout_status"), TimeoutBody, nil),
+		// Whatever else Envoy refuses itself: 400 (an escaped slash in the
+		// path, a header with underscores, a malformed request), 426 (HTTP/1.0)
+		// and any error of its own.
+		mapper(compare(accesslogv3.ComparisonFilter_GE, 500, "fraise.internal_status"), InternalBody, nil),
+		mapper(compare(accesslogv3.ComparisonFilter_GE, 400, "fraise.bad_request_status"), BadRequestBody, nil),
 	}}
 }
 
@@ -308,8 +361,8 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 	if o.CoreFlightAddr != "" {
 		// The calls whose one request message is a FlightDescriptor are
 		// unary: buffering that message ends with the call's end of
-		// stream, and shows extauthz the dataset a policy may restrict.
-		// Packed as bytes: a protobuf is not text.
+		// stream, and shows extauthz the dataset a policy may restrict
+		// (as bytes, the filter's pack_as_bytes).
 		for _, m := range FlightDescribedMethods {
 			routes = append(routes, &routev3.Route{
 				Name: "flight_" + m,
@@ -319,10 +372,11 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 				},
 				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterCoreFlight},
-					Timeout:          durationpb.New(30 * time.Second),
+					Timeout:          durationpb.New(o.RouteTimeout),
 					RateLimits:       rateLimits(),
 				}},
 				TypedPerFilterConfig: map[string]*anypb.Any{
+					FilterBodySizeLimit: noBodyLimit(),
 					FilterExtAuthz: mustAny(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
 						CheckSettings: &extauthzv3.CheckSettings{WithRequestBody: &extauthzv3.BufferSettings{
 							MaxRequestBytes: FlightDescriptorMaxBytes,
@@ -330,7 +384,6 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 							// arrived: unread, its dataset is "", which
 							// only an every-dataset role may call.
 							AllowPartialMessage: true,
-							PackAsBytes:         true,
 						}},
 					}}),
 				},
@@ -352,6 +405,7 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 			// hold them until the end of a stream that waits on the answer.
 			// ext_authz decides on the call's metadata alone.
 			TypedPerFilterConfig: map[string]*anypb.Any{
+				FilterBodySizeLimit: noBodyLimit(), // DoPut uploads are as large as the data
 				FilterExtAuthz: mustAny(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
 					CheckSettings: &extauthzv3.CheckSettings{DisableRequestBodyBuffering: true},
 				}}),
@@ -367,7 +421,8 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 		// Unrouted paths (health, admin, metrics, anything else) are
 		// answered 404 without asking extauthz: there is nothing to protect.
 		TypedPerFilterConfig: map[string]*anypb.Any{
-			FilterExtAuthz: mustAny(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}}),
+			FilterBodySizeLimit: noBodyLimit(), // 404 whatever the body
+			FilterExtAuthz:      mustAny(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}}),
 		},
 	})
 	return &routev3.RouteConfiguration{
@@ -377,6 +432,10 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 		}},
 	}
 }
+
+// noBodyLimit turns the body size limit off on a route that does not
+// buffer the body for extauthz.
+func noBodyLimit() *anypb.Any { return mustAny(&routev3.FilterConfig{Disabled: true}) }
 
 func tlsSocket(m proto.Message) *corev3.TransportSocket {
 	return &corev3.TransportSocket{Name: TransportSocketTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(m)}}

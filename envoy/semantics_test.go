@@ -13,6 +13,7 @@ import (
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	httpmutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	connlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
@@ -146,16 +147,17 @@ func TestExtAuthzFailsClosed(t *testing.T) {
 
 // TestRequestBodyWhereExtauthzReadsIt: ext_authz is shown the GraphQL
 // request (the filter's settings) and the one message of the Flight calls
-// that name a dataset (per route, packed as bytes, partial allowed), and no
-// other body: the other Flight calls stream.
+// that name a dataset (per route, partial allowed), all packed as bytes
+// (only the filter's pack_as_bytes counts), and no other body: the other
+// Flight calls stream.
 func TestRequestBodyWhereExtauthzReadsIt(t *testing.T) {
 	o := opts()
 	o.MaxRequestBytes = 4096
 	res := mustBuild(t, o)
 	ea := httpFilter(t, hcmOf(t, res), envoy.FilterExtAuthz, &extauthzv3.ExtAuthz{})
 	wb := ea.GetWithRequestBody()
-	if wb.GetMaxRequestBytes() != 4096 || wb.GetAllowPartialMessage() {
-		t.Fatalf("got body buffering %v, want 4096 bytes, no partial messages", wb)
+	if wb.GetMaxRequestBytes() != 4096 || wb.GetAllowPartialMessage() || !wb.GetPackAsBytes() {
+		t.Fatalf("got body buffering %v, want 4096 bytes, no partial messages, packed as bytes", wb)
 	}
 	described := map[string]bool{}
 	for _, m := range envoy.FlightDescribedMethods {
@@ -174,8 +176,8 @@ func TestRequestBodyWhereExtauthzReadsIt(t *testing.T) {
 			continue
 		}
 		rb := per.GetCheckSettings().GetWithRequestBody()
-		if rb.GetMaxRequestBytes() != envoy.FlightDescriptorMaxBytes || !rb.GetAllowPartialMessage() || !rb.GetPackAsBytes() {
-			t.Errorf("route %s: body settings %v, want %d bytes, partial, packed as bytes", name, rb, envoy.FlightDescriptorMaxBytes)
+		if rb.GetMaxRequestBytes() != envoy.FlightDescriptorMaxBytes || !rb.GetAllowPartialMessage() {
+			t.Errorf("route %s: body settings %v, want %d bytes, partial", name, rb, envoy.FlightDescriptorMaxBytes)
 		}
 	}
 }
@@ -197,8 +199,14 @@ func TestIdentityHeadersRemovedBeforeExtAuthz(t *testing.T) {
 	for _, f := range hcm.GetHttpFilters() {
 		names = append(names, f.GetName())
 	}
-	if !slices.Equal(names, []string{envoy.FilterExtAuthz, envoy.FilterRateLimit, envoy.FilterRouter}) {
-		t.Fatalf("got HTTP filters %v, want ext_authz, ratelimit, router", names)
+	if !slices.Equal(names, []string{envoy.FilterHeaderMutation, envoy.FilterBodySizeLimit, envoy.FilterExtAuthz, envoy.FilterRateLimit, envoy.FilterRouter}) {
+		t.Fatalf("got HTTP filters %v, want header_mutation, body_size_limit, ext_authz, ratelimit, router", names)
+	}
+	// Request trailers, which the early mutation does not see, are all
+	// dropped.
+	tm := httpFilter(t, hcm, envoy.FilterHeaderMutation, &httpmutationv3.HeaderMutation{}).GetMutations().GetRequestTrailersMutations()
+	if len(tm) != 1 || tm[0].GetRemoveOnMatch().GetKeyMatcher().GetSafeRegex().GetRegex() != ".*" {
+		t.Fatalf("got request trailer mutations %v, want every trailer removed", tm)
 	}
 	for name, r := range routesOf(res) {
 		for _, h := range r.GetRequestHeadersToAdd() {
@@ -478,12 +486,27 @@ func TestLocalRepliesAreGraphQLShaped(t *testing.T) {
 		mappers[1].GetBody() != nil || mappers[1].GetStatusCode() != nil || mappers[1].GetBodyFormatOverride() != nil {
 		t.Errorf("mapper 1 is %v, want ext_authz's other replies matched and left alone", mappers[1])
 	}
-	want := map[uint32]string{413: "TOO_LARGE", 429: "RATE_LIMITED", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "TIMEOUT"}
+	// By the status filter's comparison: each status the ingress answers
+	// itself, then everything else at or over 500 and at or over 400.
+	want := map[string]string{
+		"EQ 408": "TIMEOUT", "EQ 413": "TOO_LARGE", "EQ 429": "RATE_LIMITED", "EQ 431": "TOO_LARGE",
+		"EQ 502": "UNAVAILABLE", "EQ 503": "UNAVAILABLE", "EQ 504": "TIMEOUT", "GE 500": "INTERNAL", "GE 400": "BAD_REQUEST",
+	}
+	var order []string
 	for _, m := range mappers[2:] {
-		status := m.GetFilter().GetStatusCodeFilter().GetComparison().GetValue().GetDefaultValue()
+		cmp := m.GetFilter().GetStatusCodeFilter().GetComparison()
+		status := fmt.Sprintf("%s %d", cmp.GetOp(), cmp.GetValue().GetDefaultValue())
+		order = append(order, status)
+		if status == "EQ 404" {
+			// The not_found route's JSON body, kept and labelled JSON.
+			if m.GetBody() != nil || m.GetBodyFormatOverride().GetContentType() != "application/json" {
+				t.Errorf("status 404: mapper %v, want the body kept as application/json", m)
+			}
+			continue
+		}
 		code, ok := want[status]
 		if !ok {
-			t.Errorf("unexpected mapper for status %d", status)
+			t.Errorf("unexpected mapper for status %s", status)
 			continue
 		}
 		delete(want, status)
@@ -495,15 +518,19 @@ func TestLocalRepliesAreGraphQLShaped(t *testing.T) {
 		}
 		if err := json.Unmarshal([]byte(m.GetBody().GetInlineString()), &body); err != nil || len(body.Errors) != 1 ||
 			body.Errors[0].Message == "" || body.Errors[0].Extensions.Code != code {
-			t.Errorf("status %d: body %q (%v), want one GraphQL error with code %s", status, m.GetBody().GetInlineString(), err, code)
+			t.Errorf("status %s: body %q (%v), want one GraphQL error with code %s", status, m.GetBody().GetInlineString(), err, code)
 		}
 		if ct := m.GetBodyFormatOverride().GetContentType(); ct != "application/json" {
-			t.Errorf("status %d: content type %q", status, ct)
+			t.Errorf("status %s: content type %q", status, ct)
 		}
 		hasRetry := len(m.GetHeadersToAdd()) == 1 && m.GetHeadersToAdd()[0].GetHeader().GetKey() == "retry-after"
-		if (status == 502 || status == 503) != hasRetry {
-			t.Errorf("status %d: headers %v, want Retry-After exactly on 502 and 503", status, m.GetHeadersToAdd())
+		if (status == "EQ 502" || status == "EQ 503") != hasRetry {
+			t.Errorf("status %s: headers %v, want Retry-After exactly on 502 and 503", status, m.GetHeadersToAdd())
 		}
+	}
+	// The first mapper that matches applies: the catch-alls come last.
+	if n := len(order); n < 2 || order[n-2] != "GE 500" || order[n-1] != "GE 400" {
+		t.Errorf("got mappers in order %v, want the GE 500 and GE 400 catch-alls last", order)
 	}
 	if len(want) > 0 {
 		t.Errorf("no mapper for %v", want)

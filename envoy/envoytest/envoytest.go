@@ -73,7 +73,7 @@ func StartYAML(tb testing.TB, y []byte) *Running {
 	defer cancel()
 	e, err := process.Start(ctx, process.Options{
 		Bin: Bin(tb), Bootstrap: y, Dir: tb.TempDir(), Concurrency: 1,
-		LogLevel: "warn", Log: log, Prefix: "envoy: ",
+		LogLevel: logLevel(), Log: log, Prefix: "envoy: ",
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -89,6 +89,15 @@ func StartYAML(tb testing.TB, y []byte) *Running {
 		r.Addr = addr
 	}
 	return r
+}
+
+// logLevel is Envoy's log level in tests: warn, or FRAISE_ENVOY_LOG_LEVEL
+// (debug, trace) to see why a test fails.
+func logLevel() string {
+	if l := os.Getenv("FRAISE_ENVOY_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "warn"
 }
 
 // Output is everything Envoy wrote so far: its log and its access log.

@@ -143,8 +143,8 @@ type Options struct {
 	// LogLevel is Envoy's log level ("warn" when empty).
 	LogLevel string
 	// Log receives Envoy's output, stderr (its log) and stdout (the access
-	// log), a line at a time, each line prefixed with Prefix. Nil discards
-	// it.
+	// log, flushed every second), a line at a time, each line prefixed
+	// with Prefix. Nil discards it.
 	Log    io.Writer
 	Prefix string
 	// ReadyTimeout bounds the wait for /ready (a minute when zero).
@@ -194,6 +194,9 @@ func Start(ctx context.Context, o Options) (*Envoy, error) {
 		"--log-level", o.LogLevel,
 		// Envoy's own log lines start with its level and component.
 		"--log-format", "[%Y-%m-%d %T.%e][%l][%n] %v",
+		// The access log reaches stdout within a second of the request,
+		// not Envoy's default ten.
+		"--file-flush-interval-msec", "1000",
 	)
 	setPdeathsig(cmd)
 	w := o.Log
