@@ -11,11 +11,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/BurntSushi/toml"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -113,13 +113,19 @@ func TestEnvoyValidatesGeneratedBootstraps(t *testing.T) {
 	}
 }
 
-// checkedInBootstraps are the generated files deployments run: the
+// checkedInBootstraps are the generated files deployments run, by path
+// from the repository's root, each with the fraise.toml it is generated
+// from (whose [tls] section names the certificate files it reads): the
 // static and xDS bootstraps of deploy/envoy, the one Compose mounts (the
-// xDS one, today) and the Kubernetes copy, by path from the repository's
-// root.
-func checkedInBootstraps(tb testing.TB, root string) []string {
+// xDS one, today), and the Kubernetes and systemd ones.
+func checkedInBootstraps(tb testing.TB, root string) map[string]string {
 	tb.Helper()
-	files := []string{"deploy/envoy/envoy.yaml", "deploy/envoy/bootstrap-xds.yaml", "deploy/k8s/envoy-bootstrap.yaml"}
+	files := map[string]string{
+		"deploy/envoy/envoy.yaml":           "deploy/envoy/fraise.toml",
+		"deploy/envoy/bootstrap-xds.yaml":   "deploy/envoy/fraise.toml",
+		"deploy/k8s/envoy-bootstrap.yaml":   "deploy/k8s/fraise.toml",
+		"deploy/systemd/bootstrap-xds.yaml": "deploy/systemd/fraise.toml",
+	}
 	// Compose mounts its bootstrap into the Envoy container from the host.
 	compose, err := os.ReadFile(filepath.Join(root, "deploy/compose/compose.yaml"))
 	if err != nil {
@@ -133,20 +139,45 @@ func checkedInBootstraps(tb testing.TB, root string) []string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if rel = filepath.ToSlash(rel); !slices.Contains(files, rel) {
-		files = append(files, rel)
+	if rel = filepath.ToSlash(rel); files[rel] == "" {
+		tb.Fatalf("Compose mounts %s, which no fraise.toml here generates", rel)
 	}
 	return files
 }
 
 var filenameLine = regexp.MustCompile(`^(\s*filename: )(\S+)$`)
 
-// withCertsIn rewrites every certificate file y names to the file of the
-// same name in certs (a deployment's paths do not exist on this machine)
-// and checks that the rewrite changed those paths and nothing else.
-func withCertsIn(tb testing.TB, y []byte, certs devcerts.Files) []byte {
+// certFiles maps each certificate path the [tls] section of the
+// fraise.toml at tomlPath names to the development file of the same role
+// in certs: a deployment's paths do not exist on this machine.
+func certFiles(tb testing.TB, tomlPath string, certs devcerts.Files) map[string]string {
 	tb.Helper()
-	dir := filepath.Dir(certs.CACert)
+	var cfg struct {
+		TLS map[string]any `toml:"tls"`
+	}
+	if _, err := toml.DecodeFile(tomlPath, &cfg); err != nil {
+		tb.Fatal(err)
+	}
+	roles := map[string]string{
+		"ca": certs.CACert, "server_cert": certs.ServerCert, "server_key": certs.ServerKey,
+		"client_cert": certs.ClientCert, "client_key": certs.ClientKey,
+		"gateway_cert": certs.GatewayCert, "gateway_key": certs.GatewayKey,
+		"core_client_cert": certs.CoreClientCert, "core_client_key": certs.CoreClientKey,
+	}
+	m := map[string]string{}
+	for key, file := range roles {
+		if p, ok := cfg.TLS[key].(string); ok && p != "" {
+			m[p] = file
+		}
+	}
+	return m
+}
+
+// withCertsIn rewrites every certificate file y names to the development
+// file of the same role (files, from certFiles) and checks that the
+// rewrite changed those paths and nothing else.
+func withCertsIn(tb testing.TB, y []byte, files map[string]string) []byte {
+	tb.Helper()
 	lines := strings.Split(string(y), "\n")
 	out := make([]string, len(lines))
 	rewritten := 0
@@ -156,9 +187,9 @@ func withCertsIn(tb testing.TB, y []byte, certs devcerts.Files) []byte {
 		if m == nil {
 			continue
 		}
-		p := filepath.Join(dir, filepath.Base(m[2]))
-		if _, err := os.Stat(p); err != nil {
-			tb.Fatalf("line %d names %s, which devcerts does not write", i+1, m[2])
+		p, ok := files[m[2]]
+		if !ok {
+			tb.Fatalf("line %d names %s, which the deployment's [tls] section does not", i+1, m[2])
 		}
 		out[i] = m[1] + p
 		rewritten++
@@ -166,7 +197,6 @@ func withCertsIn(tb testing.TB, y []byte, certs devcerts.Files) []byte {
 	if rewritten == 0 {
 		tb.Fatal("no certificate path to rewrite")
 	}
-	got := []byte(strings.Join(out, "\n"))
 	// Only paths changed: the same lines, each either equal or a filename
 	// line whose value alone differs.
 	for i := range lines {
@@ -174,11 +204,11 @@ func withCertsIn(tb testing.TB, y []byte, certs devcerts.Files) []byte {
 			continue
 		}
 		a, b := filenameLine.FindStringSubmatch(lines[i]), filenameLine.FindStringSubmatch(out[i])
-		if a == nil || b == nil || a[1] != b[1] || filepath.Base(a[2]) != filepath.Base(b[2]) {
+		if a == nil || b == nil || a[1] != b[1] {
 			tb.Fatalf("line %d: rewriting paths changed %q to %q", i+1, lines[i], out[i])
 		}
 	}
-	return got
+	return []byte(strings.Join(out, "\n"))
 }
 
 func TestEnvoyValidatesCheckedInBootstraps(t *testing.T) {
@@ -189,7 +219,7 @@ func TestEnvoyValidatesCheckedInBootstraps(t *testing.T) {
 	}
 	root := process.RepoRoot(wd)
 	_, certs := validOptions(t)
-	for _, f := range checkedInBootstraps(t, root) {
+	for f, tomlPath := range checkedInBootstraps(t, root) {
 		t.Run(f, func(t *testing.T) {
 			t.Parallel()
 			y, err := os.ReadFile(filepath.Join(root, f))
@@ -203,7 +233,7 @@ func TestEnvoyValidatesCheckedInBootstraps(t *testing.T) {
 			if err := envoy.ValidateDeep(b); err != nil {
 				t.Fatalf("proto validation refuses %s: %v", f, err)
 			}
-			if err := envoyValidate(t, withCertsIn(t, y, certs)); err != nil {
+			if err := envoyValidate(t, withCertsIn(t, y, certFiles(t, filepath.Join(root, tomlPath), certs))); err != nil {
 				t.Fatalf("%s: %v", f, err)
 			}
 		})
