@@ -15,16 +15,16 @@ import (
 
 // overheadRate is the fixed rate BenchmarkEnvoyOverhead offers each route,
 // in requests per second. It must sit well below the ingress's saturation
-// on the two shared cores, so that what is measured is the latency Envoy,
-// extauthz and the rate limiter add to a request, not the queueing of a
-// saturated machine. The ingress's read costs some 1 to 2 ms of CPU per
-// request over all its processes (Envoy, `fraise dev`, Redis and
-// PostgreSQL's backends), so 100 a second keeps the stack to a tenth of
-// the two cores, where the closed-loop read through the ingress
-// (BenchmarkVsPostGraphile/read/ingress) saturates at several hundred a
-// second even on the busy development machine. The benchmark reports the
-// share of the machine's CPU the stack used (ingress-load-%).
-// FRAISE_BENCH_RATE overrides it.
+// on two cores, so that what is measured is the latency Envoy, extauthz
+// and the rate limiter add to a request, not the queueing of a saturated
+// machine; and fixed, so that runs compare. On the busy development
+// machine the read through the ingress cost 3 to 6 ms of CPU per request
+// over all its processes (Envoy, `fraise dev`, Redis) and PostgreSQL's
+// backends, so 100 a second used under a third of the two cores, while the
+// closed-loop read through the ingress (BenchmarkVsPostGraphile/read/
+// ingress) saturated at about 220 to 480 a second; a quiet machine leaves
+// a wider margin. Each run reports the share of the machine's CPU the stack
+// used (ingress-load-%). FRAISE_BENCH_RATE overrides it.
 const overheadRate = 100
 
 // overheadInFlight bounds the open loop's requests in flight (and so its
