@@ -81,11 +81,13 @@ e2e:
 audit:
 	$(GO) test -count=1 -v -run TestServerAudits ./test/graphqlhttp/
 
-## bench: Go benchmarks and load runs, printed as a table.
+## bench: Go benchmarks and load runs, printed as a table, then the ingress's
+## figures against its targets beside PostGraphile v4's from the same run.
 ## The table prints even when a benchmark fails (test/bench fails clearly when
 ## the engine cannot run an operation); make still exits non-zero then.
+## deps: test/bench runs real Envoy (`fraise dev`) and PostGraphile on Node.js.
 ## -p 1: one package at a time, so no load run competes with another for the cores.
-bench: build
+bench: deps build
 	@status=0; $(GO) test -p 1 -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./... | tee bin/bench.txt || status=$$?; \
 	deploy/dev/benchtable.sh bin/bench.txt; exit $$status
 

@@ -17,8 +17,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,49 +87,78 @@ func load() bench.Load {
 }
 
 // BenchmarkVsPostGraphile measures the read and the write through the core
-// directly, through the gateway and on PostGraphile. The PostGraphile rows
-// also report the ratios the targets are stated in, the core's figure over
-// PostGraphile's: fraise-x for throughput (targets: at least 3 for the
-// read, 1 for the write) and fraise-p99-ratio for p99 (target for the read:
-// at most 1); and fraise-cpu-x, PostGraphile's CPU time per request (server
-// and database) over the core's, the throughput ratio a machine with no
-// other load would show once CPU-bound (each server runs as a process of
-// its own; the load generator's CPU is counted for neither).
+// directly, through the full ingress (Envoy, extauthz, the rate limiter)
+// and on PostGraphile. The PostGraphile rows also report the ratios the
+// targets are stated in: fraise-x, the core's throughput over
+// PostGraphile's (targets: at least 3 for the read, 1 for the write), and
+// fraise-p99-ratio, the core's p99 over PostGraphile's (target for the
+// read: at most 1); ingress/postgraphile, the ingress's throughput over
+// PostGraphile's (target for the read: at least 2); and fraise-cpu-x and
+// ingress-cpu-x, PostGraphile's CPU time per request (server and database)
+// over the core's and over the ingress's (every process of the path:
+// `fraise dev`, Envoy, Redis), the throughput ratios a machine with no
+// other load would show once CPU-bound (the load generator's CPU is
+// counted for no one).
 func BenchmarkVsPostGraphile(b *testing.B) {
 	e := mustEnv(b)
 	for _, op := range []string{"read", "create-post"} {
 		b.Run(op, func(b *testing.B) {
-			var core measurement
-			for _, server := range []string{"core", "gateway", "postgraphile"} {
+			got := map[string]measurement{}
+			for _, server := range []string{"core", "ingress", "postgraphile"} {
 				b.Run(server, func(b *testing.B) {
-					t, verify := e.target(b, op, server)
-					pid := map[string]int{"core": e.corePID, "gateway": e.gatewayPID, "postgraphile": e.nodePID}[server]
-					res := measure(b, t, verify, pid, e.db)
-					switch {
-					case server == "core":
-						core = res
-					case server == "postgraphile" && core.Requests > 0 && res.Requests > 0:
-						x, p99 := core.RPS()/res.RPS(), core.P99.Seconds()/res.P99.Seconds()
-						b.ReportMetric(x, "fraise-x")
-						b.ReportMetric(p99, "fraise-p99-ratio")
-						cpuX := 0.0
-						if c := core.serverCPU + core.pgCPU; c > 0 {
-							cpuX = float64(res.serverCPU+res.pgCPU) / float64(c)
-							b.ReportMetric(cpuX, "fraise-cpu-x")
-						}
-						verdict := met(x >= 1)
-						if op == "read" {
-							verdict = met(x >= 3 && p99 <= 1)
-						}
-						b.Logf("%s: core %.0f req/s, p99 %s, CPU %s + %s in PostgreSQL per request; "+
-							"PostGraphile %.0f req/s, p99 %s, CPU %s + %s in PostgreSQL per request: "+
-							"%.2fx the throughput, %.2f the p99, %.2fx less CPU: target %s",
-							op, core.RPS(), core.P99, core.serverCPU, core.pgCPU, res.RPS(), res.P99, res.serverCPU, res.pgCPU,
-							x, p99, cpuX, verdict)
+					got[server] = measure(b, e.target(b, op, server), e.db)
+					if server == "postgraphile" {
+						reportVsPostGraphile(b, op, got)
 					}
 				})
 			}
 		})
+	}
+}
+
+// reportVsPostGraphile reports, on PostGraphile's row, the core's and the
+// ingress's figures over PostGraphile's, and whether the targets are met.
+func reportVsPostGraphile(b *testing.B, op string, got map[string]measurement) {
+	pg, core, ingress := got["postgraphile"], got["core"], got["ingress"]
+	if pg.Requests == 0 {
+		return
+	}
+	cpuX := func(m measurement) float64 {
+		if c := m.serverCPU + m.pgCPU; c > 0 && pg.serverCPU+pg.pgCPU > 0 {
+			return float64(pg.serverCPU+pg.pgCPU) / float64(c)
+		}
+		return 0
+	}
+	if core.Requests > 0 {
+		x, p99 := core.RPS()/pg.RPS(), core.P99.Seconds()/pg.P99.Seconds()
+		b.ReportMetric(x, "fraise-x")
+		b.ReportMetric(p99, "fraise-p99-ratio")
+		if c := cpuX(core); c > 0 {
+			b.ReportMetric(c, "fraise-cpu-x")
+		}
+		verdict := met(x >= 1)
+		if op == "read" {
+			verdict = met(x >= 3 && p99 <= 1)
+		}
+		b.Logf("%s: core %.0f req/s, p99 %s, CPU %s + %s in PostgreSQL per request; "+
+			"PostGraphile %.0f req/s, p99 %s, CPU %s + %s in PostgreSQL per request: "+
+			"%.2fx the throughput, %.2f the p99, %.2fx less CPU: target %s",
+			op, core.RPS(), core.P99, core.serverCPU, core.pgCPU, pg.RPS(), pg.P99, pg.serverCPU, pg.pgCPU,
+			x, p99, cpuX(core), verdict)
+	}
+	if ingress.Requests > 0 {
+		x := ingress.RPS() / pg.RPS()
+		b.ReportMetric(x, "ingress/postgraphile")
+		if c := cpuX(ingress); c > 0 {
+			b.ReportMetric(c, "ingress-cpu-x")
+		}
+		verdict := "no target for this operation"
+		if op == "read" {
+			verdict = "target at least 2x: " + met(x >= 2)
+		}
+		b.Logf("%s through the ingress (Envoy, extauthz, rate limiter, core): %.0f req/s, p99 %s, CPU %s (Envoy %s) + %s in PostgreSQL per request: "+
+			"%.2fx PostGraphile's throughput (%s), %.2fx less CPU",
+			op, ingress.RPS(), ingress.P99, ingress.serverCPU, ingress.cpu["envoy"], ingress.pgCPU, x, verdict, cpuX(ingress))
 	}
 }
 
@@ -138,32 +169,52 @@ func met(ok bool) string {
 	return "MISSED"
 }
 
+// presignRate bounds the requests per second a closed-loop run may send
+// with assertions signed ahead: 4,000 a second per core, more than the
+// core's read can serve per core (some 360 µs of CPU each, server and
+// database). A faster run signs the rest as it goes and says so.
+var presignRate = 4000 * runtime.NumCPU()
+
 // measurement is one load run and the CPU it cost, per accepted request.
 type measurement struct {
 	bench.Result
 	serverCPU, pgCPU time.Duration // per request; zero when unknown
+	// cpu is each process's share of serverCPU, by its name in the target.
+	cpu map[string]time.Duration
 }
 
 // measure checks one answer in full, then runs the load and reports it,
-// with the CPU time the server process (pid) and the database's backends
+// with the CPU time the target's processes and the database's backends
 // spent per request.
-func measure(b *testing.B, t bench.Target, verify func([]byte) error, pid int, db string) measurement {
+func measure(b *testing.B, t *target, db string) measurement {
 	b.Helper()
-	mustAnswer(b, t, verify)
+	l := load()
+	t.presign(1)
+	mustAnswer(b, t.Target, t.verify)
+	warm(b, t, l)
+	// Signed before the clock starts: see assertionPool.
+	t.presign(int(float64(presignRate) * (l.Warmup + l.Duration).Seconds()))
 	b.ResetTimer()
-	cpu := startCPU(pid, db)
-	res, err := bench.Run(context.Background(), load(), t)
-	server, pg, cpuOK := cpu.stop()
+	cpu := startCPU(db, t.pids()...)
+	res, err := bench.Run(context.Background(), l, t.Target)
+	procs, pg, cpuOK := cpu.stop()
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
 	}
-	m := measurement{Result: res}
+	m := measurement{Result: res, cpu: map[string]time.Duration{}}
 	if cpuOK && res.Requests > 0 {
 		// The warm-up's requests are not recorded but cost CPU too: divide
 		// by every request the run answered, estimated from its rate.
-		n := res.RPS() * (load().Warmup + res.Elapsed).Seconds()
-		m.serverCPU = time.Duration(float64(server) / n)
+		n := res.RPS() * (l.Warmup + res.Elapsed).Seconds()
+		for i, p := range t.procs {
+			d := time.Duration(float64(procs[i]) / n)
+			m.cpu[p.name] = d
+			m.serverCPU += d
+			if i > 0 { // the first is the server; the others are named
+				b.ReportMetric(float64(d.Microseconds()), p.name+"-cpu-us/req")
+			}
+		}
 		m.pgCPU = time.Duration(float64(pg) / n)
 		b.ReportMetric(float64(m.serverCPU.Microseconds()), "server-cpu-us/req")
 		b.ReportMetric(float64(m.pgCPU.Microseconds()), "pg-cpu-us/req")
@@ -175,24 +226,70 @@ func measure(b *testing.B, t bench.Target, verify func([]byte) error, pid int, d
 	if res.Requests > 0 {
 		b.ReportMetric(float64(res.Elapsed.Nanoseconds())/float64(res.Requests), "ns/op")
 	}
+	if live := t.liveSigned(); live > 0 {
+		b.ReportMetric(float64(live), "live-signed")
+		b.Logf("the load generator signed %d assertions during the run (more requests than %d/s were signed ahead for): its CPU competed with the server's", live, presignRate)
+	}
 	if res.Failures > 0 {
 		b.Errorf("%d requests failed; the first: %v", res.Failures, res.FirstErr)
 	}
 	return m
 }
 
+// warmRequests is how many answers warm a server up before it is
+// measured, and warmMax how long that may take at most. A fixed number of
+// requests, not a time: PostGraphile runs on Node's JIT, which compiles
+// its hot paths only after enough calls (on the shared machine its CPU
+// per request fell threefold over its first 3,000 answers); a warm-up
+// measured in time would measure it colder the slower the machine.
+func warmRequests() (n int, most time.Duration) {
+	if os.Getenv("CI") != "" {
+		return 1000, 10 * time.Second
+	}
+	return 3000, 30 * time.Second
+}
+
+// warm sends t's requests with l's concurrency until warmRequests are
+// answered or its time is up, unmeasured.
+func warm(b *testing.B, t *target, l bench.Load) {
+	b.Helper()
+	n, most := warmRequests()
+	t.presign(n)
+	deadline := time.Now().Add(most)
+	for done := 0; done < n && time.Now().Before(deadline); {
+		res, err := bench.Run(context.Background(), bench.Load{Duration: 500 * time.Millisecond, Concurrency: l.Concurrency}, t.Target)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Failures > 0 {
+			b.Fatalf("warm-up: %d requests failed; the first: %v", res.Failures, res.FirstErr)
+		}
+		done += res.Requests
+	}
+}
+
 // env is the running benchmark setup: one database, the core served
-// directly, the whole stack (`fraise dev`) and PostGraphile.
+// directly (`fraise serve`, plain HTTP), the whole stack (`fraise dev`:
+// Envoy, extauthz, the rate limiter and a core behind them, on mTLS) and
+// PostGraphile.
 type env struct {
-	coreURL    string
-	signer     *assertion.Signer
-	gatewayURL string
-	gateway    *http.Client
+	coreURL string
+	signer  *assertion.Signer
+	// ingressURL is Envoy's listener; ingress a client of it with the
+	// end user's certificate, carrying jwt.
+	ingressURL string
+	ingress    *http.Client
 	jwt        string
+	// devCoreURL is the core behind Envoy, reached directly; devCore a
+	// client of it with the gateway's certificate, as Envoy connects.
+	devCoreURL string
+	devCore    *http.Client
 	pgURL      string
 	nodePID    int
 	corePID    int
-	gatewayPID int
+	devPID     int // `fraise dev`: the core behind Envoy, extauthz, the rate limiter
+	envoyPID   int
+	redisPID   int // the rate limiter's
 	db         string
 	authorID   string
 	direct     *http.Client
@@ -200,8 +297,7 @@ type env struct {
 
 // assertionFor signs an identity assertion for one request, bound to b, as
 // extauthz would: the core accepts each assertion once, so every request
-// carries a fresh one (an Ed25519 signature of the load generator's, as
-// extauthz spends one per request in the real stack).
+// carries a fresh one.
 func (e *env) assertionFor(b assertion.Binding) string {
 	tok, err := e.signer.Sign(core.Principal{Subject: "bench", Tenant: tenant, Roles: []string{"admin"}}, assertiontest.RequestID(), b)
 	if err != nil {
@@ -210,9 +306,99 @@ func (e *env) assertionFor(b assertion.Binding) string {
 	return tok
 }
 
-// target returns the load target of op on server and the full check of one
-// answer.
-func (e *env) target(tb testing.TB, op, server string) (bench.Target, func([]byte) error) {
+// proc is a process a target's requests cost CPU in.
+type proc struct {
+	name string
+	pid  int
+}
+
+// target is one operation on one server: what the load generator sends,
+// the full check of one answer, the processes that serve it, and the
+// identity assertions signed ahead for it (none for the ingress, where the
+// client sends a JWT and extauthz signs them).
+type target struct {
+	bench.Target
+	verify     func([]byte) error
+	procs      []proc // the server first
+	assertions *assertionPool
+}
+
+func (t *target) pids() []int {
+	out := make([]int, len(t.procs))
+	for i, p := range t.procs {
+		out[i] = p.pid
+	}
+	return out
+}
+
+// presign signs the assertions of the target's next n requests.
+func (t *target) presign(n int) {
+	if t.assertions != nil {
+		t.assertions.fill(n)
+	}
+}
+
+// liveSigned is how many requests since the last presign went beyond it.
+func (t *target) liveSigned() int64 {
+	if t.assertions == nil {
+		return 0
+	}
+	return t.assertions.live.Load()
+}
+
+// assertionPool holds identity assertions signed before a run for the
+// requests sent to a server directly (the core, PostGraphile). The core
+// accepts each assertion once, so every request carries a fresh one, as
+// extauthz signs one per request in the real stack; signing it (an
+// Ed25519 signature) while the load runs would take CPU from the server
+// measured on this shared machine, and time from its side of a latency
+// comparison, where the ingress's requests carry a JWT minted once.
+// Requests beyond those signed ahead are signed as they go and counted in
+// live.
+type assertionPool struct {
+	sign func() string
+	toks []string
+	next atomic.Int64
+	live atomic.Int64
+}
+
+// fill replaces the pool's assertions with n fresh ones, signed on every
+// core. They expire a minute after (assertion.DefaultTTL): fill just
+// before the run that spends them.
+func (p *assertionPool) fill(n int) {
+	p.toks = make([]string, n)
+	workers := runtime.GOMAXPROCS(0)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				p.toks[i] = p.sign()
+			}
+		})
+	}
+	wg.Wait()
+	p.next.Store(0)
+	p.live.Store(0)
+}
+
+// take returns an assertion no request has carried.
+func (p *assertionPool) take() string {
+	if i := p.next.Add(1) - 1; i < int64(len(p.toks)) {
+		tok := p.toks[i]
+		p.toks[i] = "" // spent: let it go
+		return tok
+	}
+	p.live.Add(1)
+	return p.sign()
+}
+
+// target returns op on server: "core" (`fraise serve`, plain HTTP, with an
+// identity assertion), "core-mtls" (the core behind Envoy, reached
+// directly over mTLS with the gateway's certificate, with an identity
+// assertion), "ingress" (Envoy, extauthz, the rate limiter, then that
+// core, with a JWT) or "postgraphile" (plain HTTP, with an identity
+// assertion it verifies as the core does).
+func (e *env) target(tb testing.TB, op, server string) *target {
 	tb.Helper()
 	var query string
 	var vars map[string]any
@@ -232,17 +418,30 @@ func (e *env) target(tb testing.TB, op, server string) (bench.Target, func([]byt
 	if err != nil {
 		tb.Fatal(err)
 	}
-	client, url := e.direct, e.coreURL
 	binding := assertiontest.GraphQL(http.MethodPost, "/graphql", body)
-	header := func(h http.Header) { h.Set(assertion.Header, e.assertionFor(binding)) }
+	t := &target{verify: verify, assertions: &assertionPool{sign: func() string { return e.assertionFor(binding) }}}
+	client, url := e.direct, e.coreURL
+	t.procs = []proc{{"fraise", e.corePID}}
 	switch server {
-	case "gateway":
-		client, url = e.gateway, e.gatewayURL
-		header = func(h http.Header) { h.Set("Authorization", "Bearer "+e.jwt) }
+	case "core":
+	case "core-mtls":
+		client, url = e.devCore, e.devCoreURL
+		t.procs = []proc{{"fraise", e.devPID}}
+	case "ingress":
+		client, url = e.ingress, e.ingressURL
+		t.procs = []proc{{"fraise", e.devPID}, {"envoy", e.envoyPID}, {"redis", e.redisPID}}
+		t.assertions = nil
 	case "postgraphile":
 		url = e.pgURL // verifies the same assertion (postgraphile/server.cjs)
+		t.procs = []proc{{"node", e.nodePID}}
+	default:
+		tb.Fatalf("no server %q", server)
 	}
-	return bench.Target{
+	header := func(h http.Header) { h.Set("Authorization", "Bearer "+e.jwt) }
+	if t.assertions != nil {
+		header = func(h http.Header) { h.Set(assertion.Header, t.assertions.take()) }
+	}
+	t.Target = bench.Target{
 		Client: client,
 		NewRequest: func() (*http.Request, error) {
 			req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
@@ -260,7 +459,8 @@ func (e *env) target(tb testing.TB, op, server string) (bench.Target, func([]byt
 			}
 			return nil
 		},
-	}, verify
+	}
+	return t
 }
 
 type gqlAnswer struct {
@@ -433,10 +633,11 @@ authz_timeout = "2s"
 	mustRun(tb, "migrate", "--config", directCfg)
 	authorID := mustSchema(tb, pg.AdminURL(db))
 
-	e := &env{coreURL: "http://" + directAddr + "/graphql", authorID: authorID, db: db}
+	e := &env{coreURL: "http://" + directAddr + "/graphql", authorID: authorID, db: db, redisPID: rd.Pid()}
 	e.signer = mustSigner(tb, keys)
-	conns := load().Concurrency
-	e.direct = bench.NewClient(conns, nil)
+	// One lean client per route (test/bench/rawhttp.go), so the load
+	// generator's own CPU per request is small and the same on every side.
+	e.direct = bench.NewLeanClient(clientConns)
 
 	// The servers run as processes of their own, as in production, so the
 	// CPU each spends is its own and not the load generator's.
@@ -445,9 +646,11 @@ authz_timeout = "2s"
 	mustListen(tb, directAddr)
 
 	ready := filepath.Join(dir, "ready.json")
-	e.gatewayPID = startFraise(tb, bin, "dev", "--config", devCfg, "--ready-file", ready, "--dir", dir, "--quiet")
+	e.devPID = startFraise(tb, bin, "dev", "--config", devCfg, "--ready-file", ready, "--dir", dir, "--quiet")
 	var addrs struct {
-		Gateway string `json:"gateway"`
+		Gateway  string `json:"gateway"`
+		CoreHTTP string `json:"core_http"`
+		EnvoyPid int    `json:"envoy_pid"`
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -459,38 +662,68 @@ authz_timeout = "2s"
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	e.gatewayURL = "https://" + addrs.Gateway + "/graphql"
+	if addrs.EnvoyPid <= 0 || addrs.CoreHTTP == "" {
+		tb.Fatalf("fraise dev's ready file names no Envoy pid or core address: %+v", addrs)
+	}
+	// Envoy is a process of its own, supervised by fraise dev: its CPU is
+	// counted beside fraise dev's.
+	e.envoyPID = addrs.EnvoyPid
+	e.ingressURL = "https://" + addrs.Gateway + "/graphql"
+	e.devCoreURL = "https://" + addrs.CoreHTTP + "/graphql"
 	e.jwt = strings.TrimSpace(mustRun(tb, "token", "--dir", dir, "--tenant", tenant, "--subject", "bench", "--roles", "admin"))
-	caPEM, err := os.ReadFile(certs.CACert)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	cert, err := tls.LoadX509KeyPair(certs.ClientCert, certs.ClientKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	e.gateway = bench.NewClient(conns, &http.Transport{TLSClientConfig: &tls.Config{
-		RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
-	}})
+	// The end user's certificate opens Envoy; the gateway's, which Envoy
+	// presents upstream, opens the core.
+	e.ingress = mustTLSClient(tb, certs.CACert, certs.ClientCert, certs.ClientKey)
+	e.devCore = mustTLSClient(tb, certs.CACert, certs.GatewayCert, certs.GatewayKey)
 
 	addr, pid := startPostGraphile(tb, pg.URL("fraise_app", db), maxConns, filepath.Join(keys, "assertion.pub"))
 	e.pgURL, e.nodePID = "http://"+addr+"/graphql", pid
-	// Both servers must pay for verifying who asks: PostGraphile refuses
+	// Every server must pay for verifying who asks: PostGraphile refuses
 	// a request without the assertion, as the core does.
-	for url, name := range map[string]string{e.pgURL: "PostGraphile", e.coreURL: "the core"} {
-		resp, err := e.direct.Post(url, "application/json", strings.NewReader(`{"query":"{ __typename }"}`))
+	for _, s := range []struct {
+		name, url string
+		client    *http.Client
+	}{
+		{"PostGraphile", e.pgURL, e.direct},
+		{"the core", e.coreURL, e.direct},
+		{"the core behind Envoy", e.devCoreURL, e.devCore},
+	} {
+		resp, err := s.client.Post(s.url, "application/json", strings.NewReader(`{"query":"{ __typename }"}`))
 		if err != nil {
 			tb.Fatal(err)
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusUnauthorized {
-			tb.Fatalf("%s answered %d without an identity assertion, want 401", name, resp.StatusCode)
+			tb.Fatalf("%s answered %d without an identity assertion, want 401", s.name, resp.StatusCode)
 		}
 	}
 	return e
+}
+
+// clientConns bounds each client's connections: the closed loop's workers
+// and the open loop's requests in flight.
+const clientConns = 64
+
+// mustTLSClient returns a lean https client that trusts the CA in caFile
+// and presents the certificate in certFile.
+func mustTLSClient(tb testing.TB, caFile, certFile, keyFile string) *http.Client {
+	tb.Helper()
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		tb.Fatalf("no certificate in %s", caFile)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &bench.LeanTransport{MaxConns: clientConns, TLS: &tls.Config{
+		RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+	}}}
 }
 
 func mustWrite(tb testing.TB, path, content string) string {

@@ -70,32 +70,41 @@ func backendCPU(db string) map[int]time.Duration {
 	return out
 }
 
-// cpuMeter measures the CPU a server process and the database's backends
-// spend between start and stop.
+// cpuMeter measures the CPU the processes serving a path (a server, or
+// `fraise dev`, Envoy and Redis) and the database's backends spend between
+// start and stop.
 type cpuMeter struct {
-	serverPID int
-	db        string
-	server    time.Duration
-	backends  map[int]time.Duration
-	ok        bool
+	pids     []int
+	db       string
+	start    []time.Duration
+	backends map[int]time.Duration
+	ok       bool
 }
 
-func startCPU(serverPID int, db string) *cpuMeter {
-	m := &cpuMeter{serverPID: serverPID, db: db}
-	m.server, m.ok = procCPU(serverPID)
+func startCPU(db string, pids ...int) *cpuMeter {
+	m := &cpuMeter{pids: pids, db: db, start: make([]time.Duration, len(pids)), ok: true}
+	for i, pid := range pids {
+		var ok bool
+		m.start[i], ok = procCPU(pid)
+		m.ok = m.ok && ok
+	}
 	m.backends = backendCPU(db)
 	return m
 }
 
-// stop returns the server's and the backends' CPU time since start; ok is
-// false when /proc cannot tell.
-func (m *cpuMeter) stop() (server, pg time.Duration, ok bool) {
-	s, ok := procCPU(m.serverPID)
-	if !ok || !m.ok {
-		return 0, 0, false
+// stop returns each process's CPU time since start, in the order of the
+// pids, and the backends'; ok is false when /proc cannot tell for one.
+func (m *cpuMeter) stop() (procs []time.Duration, pg time.Duration, ok bool) {
+	procs = make([]time.Duration, len(m.pids))
+	for i, pid := range m.pids {
+		d, ok := procCPU(pid)
+		if !ok || !m.ok {
+			return nil, 0, false
+		}
+		procs[i] = d - m.start[i]
 	}
 	for pid, d := range backendCPU(m.db) {
 		pg += d - m.backends[pid] // a backend started since counts from zero
 	}
-	return s - m.server, pg, true
+	return procs, pg, true
 }

@@ -1,9 +1,11 @@
 // Package bench measures Fraise side by side with PostGraphile v4 on the
 // same PostgreSQL, on the same machine: through the core directly, through
-// the gateway (extauthz, rate limiter, mTLS) and PostGraphile, a nested read
-// and a mutation each. This file is its load generator: bounded in time,
-// loopback only, a fixed number of concurrent workers on keep-alive
-// connections, percentiles from every recorded latency.
+// the full ingress (Envoy, extauthz, the rate limiter, mTLS on every hop)
+// and PostGraphile, a nested read and a mutation each; the latency Envoy
+// adds; and the core under overload. This file is its closed-loop load
+// generator: bounded in time, loopback only, a fixed number of concurrent
+// workers on keep-alive connections, percentiles from every recorded
+// latency.
 package bench
 
 import (

@@ -50,6 +50,9 @@ type OpenResult struct {
 	// Late is the p99 of how late the generator sent a request after its
 	// scheduled arrival: a generator starved of CPU offers less than Rate.
 	Late time.Duration
+	// Latencies are the admitted answers' latencies, as P50 and P99 time
+	// them, sorted: for percentiles over several runs.
+	Latencies []time.Duration
 }
 
 // OfferedRPS is the arrivals per second the run scheduled.
@@ -185,6 +188,7 @@ func Open(ctx context.Context, a Arrivals, t Target) (OpenResult, error) {
 	slices.Sort(late)
 	res.Admitted = len(admitted)
 	res.P50, res.P99 = Percentile(admitted, 50), Percentile(admitted, 99)
+	res.Latencies = admitted
 	res.ReadP50, res.ReadP99 = Percentile(reads, 50), Percentile(reads, 99)
 	res.Late = Percentile(late, 99)
 	return res, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,6 +56,11 @@ func TestOpen(t *testing.T) {
 	}
 	if res.FirstErr == nil || res.P50 < 2*time.Millisecond || res.P99 < res.P50 {
 		t.Fatalf("got first error %v, p50 %v, p99 %v; want an error and admitted latencies of 2ms or more", res.FirstErr, res.P50, res.P99)
+	}
+	if len(res.Latencies) != res.Admitted || !slices.IsSorted(res.Latencies) ||
+		res.Latencies[0] < 2*time.Millisecond || bench.Percentile(res.Latencies, 99) != res.P99 {
+		t.Fatalf("got %d latencies (sorted %t), want the %d admitted ones, sorted, whose p99 is %v",
+			len(res.Latencies), slices.IsSorted(res.Latencies), res.Admitted, res.P99)
 	}
 	if got := res.RefusedShare(); got != 0.5 {
 		t.Errorf("refused share %v, want 0.5", got)

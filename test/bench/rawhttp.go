@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -27,15 +28,22 @@ import (
 // way, header maps): at twice a server's saturation that is a third of a
 // two-core machine, taken from the server exactly when it is busiest, and
 // what an overload benchmark then measures is its own generator. It
-// speaks only what a benchmark needs: http:// URLs, request bodies of known
-// length, answers with Content-Length or chunked bodies; no redirects, no
-// compression, no TLS, no proxies, no 1xx answers.
+// speaks only what a benchmark needs: http:// URLs (and https:// with
+// TLS set), request bodies of known length, answers with Content-Length or
+// chunked bodies; no redirects, no compression, no proxies, no 1xx
+// answers.
 type LeanTransport struct {
 	// MaxConns bounds the connections open at once (per transport, all
 	// hosts); a request that finds them all busy waits for one.
 	MaxConns int
-	// DialTimeout bounds a connection's dial (default 5 s).
+	// DialTimeout bounds a connection's dial and TLS handshake (default 5 s).
 	DialTimeout time.Duration
+	// TLS, when set, lets the transport speak https:// URLs with it (a
+	// client certificate for mutual TLS goes in its Certificates; an empty
+	// ServerName is the URL's host). The arrival of an answer (WithArrival)
+	// is still the kernel's timestamp of its last bytes on the TCP socket,
+	// before they are decrypted.
+	TLS *tls.Config
 
 	mu    sync.Mutex
 	idle  map[string][]*leanConn
@@ -73,9 +81,13 @@ func NewLeanClient(conns int) *http.Client {
 
 // RoundTrip sends req and returns its answer, read whole.
 func (t *LeanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "http" {
+	port := "80"
+	switch {
+	case req.URL.Scheme == "https" && t.TLS != nil:
+		port = "443"
+	case req.URL.Scheme != "http":
 		closeBody(req)
-		return nil, fmt.Errorf("bench: LeanTransport speaks http only, not %q", req.URL.Scheme)
+		return nil, fmt.Errorf("bench: LeanTransport speaks http (and https with TLS set), not %q", req.URL.Scheme)
 	}
 	body, err := requestBody(req)
 	if err != nil {
@@ -83,8 +95,11 @@ func (t *LeanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	host := req.URL.Host
 	if req.URL.Port() == "" {
-		host = net.JoinHostPort(req.URL.Hostname(), "80")
+		host = net.JoinHostPort(req.URL.Hostname(), port)
 	}
+	// Idle connections are kept by scheme and host: a plain-text one must
+	// never carry an https request.
+	host = req.URL.Scheme + "://" + host
 	c, reused, err := t.get(req, host)
 	if err != nil {
 		return nil, err
@@ -173,15 +188,13 @@ func (t *LeanTransport) get(req *http.Request, host string) (*leanConn, bool, er
 	}
 }
 
-func (t *LeanTransport) dial(req *http.Request, host string) (*leanConn, bool, error) {
+// dial opens a connection to key (scheme://host:port), with the TLS
+// handshake done for https.
+func (t *LeanTransport) dial(req *http.Request, key string) (*leanConn, bool, error) {
 	t.mu.Lock()
 	t.open++
 	t.mu.Unlock()
-	d := net.Dialer{Timeout: t.DialTimeout}
-	if d.Timeout == 0 {
-		d.Timeout = 5 * time.Second
-	}
-	nc, err := d.DialContext(req.Context(), "tcp", host)
+	lc, err := t.connect(req.Context(), key)
 	if err != nil {
 		t.mu.Lock()
 		t.open--
@@ -189,14 +202,55 @@ func (t *LeanTransport) dial(req *http.Request, host string) (*leanConn, bool, e
 		t.mu.Unlock()
 		return nil, false, err
 	}
-	lc := &leanConn{c: nc, w: bufio.NewWriterSize(nc, 4<<10), arr: newArrivalReader(nc)}
+	return lc, false, nil
+}
+
+func (t *LeanTransport) connect(ctx context.Context, key string) (*leanConn, error) {
+	timeout := cmp.Or(t.DialTimeout, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	scheme, host, _ := strings.Cut(key, "://")
+	d := net.Dialer{}
+	nc, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return nil, err
+	}
+	lc := &leanConn{c: nc, arr: newArrivalReader(nc)}
 	var rd io.Reader = nc
 	if lc.arr != nil {
 		rd = lc.arr
 	}
+	if scheme == "https" {
+		// TLS reads the socket through the arrival reader, so the
+		// timestamps are the ciphertext's, as it reached this machine.
+		var raw net.Conn = nc
+		if lc.arr != nil {
+			raw = arrivalConn{Conn: nc, r: lc.arr}
+		}
+		cfg := t.TLS.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(host)
+		}
+		tc := tls.Client(raw, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		lc.c, rd = tc, tc
+	}
+	lc.w = bufio.NewWriterSize(lc.c, 4<<10)
 	lc.r = bufio.NewReaderSize(rd, 16<<10)
-	return lc, false, nil
+	return lc, nil
 }
+
+// arrivalConn is a TCP connection read through its arrival reader, for
+// TLS to decrypt.
+type arrivalConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c arrivalConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func (t *LeanTransport) put(host string, c *leanConn) {
 	t.mu.Lock()

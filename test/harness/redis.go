@@ -81,6 +81,17 @@ func (r *Redis) Start() error {
 	return nil
 }
 
+// Pid is the running redis-server's process id, 0 while it is stopped:
+// benchmarks count its CPU as part of the stack they measure.
+func (r *Redis) Pid() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
+
 // Stop kills the server; its data is gone, as after a real crash of a Redis
 // that keeps nothing on disk.
 func (r *Redis) Stop() {
