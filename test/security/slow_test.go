@@ -97,10 +97,17 @@ var slowAttacks = []attack{
 		want: "Envoy holds them (buffering the body for extauthz, up to stream_idle_timeout): extauthz and the core see none; a concurrent request is served",
 		run: func(t *testing.T, e *env) string {
 			tok := e.token(t, acme, "victor", "viewer")
-			return e.stalled(t, func() func() {
+			return e.stalled(t, func() (func(), func() bool) {
 				conn := e.dialH1(t)
 				fmt.Fprintf(conn, "POST /graphql HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"query\":\"{ users {", tok)
-				return func() { conn.Close() }
+				// Held: Envoy has answered nothing on the connection.
+				pending := func() bool {
+					_ = conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+					_, err := conn.Read(make([]byte, 1))
+					ne, ok := err.(net.Error)
+					return ok && ne.Timeout()
+				}
+				return func() { conn.Close() }, pending
 			})
 		},
 	},
@@ -110,7 +117,7 @@ var slowAttacks = []attack{
 		want: "Envoy holds them: extauthz and the core see none; a concurrent request is served",
 		run: func(t *testing.T, e *env) string {
 			tok := e.token(t, acme, "victor", "viewer")
-			return e.stalled(t, func() func() {
+			return e.stalled(t, func() (func(), func() bool) {
 				pr, pw := io.Pipe()
 				ctx, cancel := context.WithCancel(context.Background())
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+e.s.Addrs.Gateway+"/graphql", pr)
@@ -124,31 +131,45 @@ var slowAttacks = []attack{
 					}
 				}()
 				go func() { _, _ = io.WriteString(pw, `{"query":"{ users {`) }()
+				// Held: the client has had no answer.
+				pending := func() bool {
+					select {
+					case <-done:
+						return false
+					default:
+						return true
+					}
+				}
 				return func() {
 					cancel()
 					pw.CloseWithError(io.ErrUnexpectedEOF)
 					<-done
-				}
+				}, pending
 			})
 		},
 	},
 }
 
-// stalled opens stalledClients requests with open, waits until Envoy
-// holds them all, and checks that neither extauthz nor the core saw one
-// and that a concurrent request is served; then it closes them.
-func (e *env) stalled(t *testing.T, open func() (close func())) string {
+// stalled opens stalledClients requests with open, waits until Envoy has
+// received them all (its request counter: its active gauge also counts
+// what other attacks still hold or are closing), checks that each is still
+// held (pending: no answer yet), that neither extauthz nor the core saw
+// one and that a concurrent request is served; then it closes them.
+func (e *env) stalled(t *testing.T, open func() (close func(), pending func() bool)) string {
 	t.Helper()
-	active := e.envoyStat(t, "http.ingress.downstream_rq_active")
+	total := e.envoyStat(t, "http.ingress.downstream_rq_total")
 	before := e.counts(t)
+	var held []func() bool
 	for range stalledClients {
-		t.Cleanup(open())
+		closeFn, pending := open()
+		t.Cleanup(closeFn)
+		held = append(held, pending)
 	}
-	// Envoy announces no event: its gauge is polled.
+	// Envoy announces no event: its counter is polled.
 	deadline := time.Now().Add(15 * time.Second)
-	for e.envoyStat(t, "http.ingress.downstream_rq_active") < active+stalledClients {
+	for e.envoyStat(t, "http.ingress.downstream_rq_total") < total+stalledClients {
 		if time.Now().After(deadline) {
-			t.Fatalf("Envoy holds %d requests after 15 s, want %d more than %d", e.envoyStat(t, "http.ingress.downstream_rq_active"), stalledClients, active)
+			t.Fatalf("Envoy received %d requests after 15 s, want %d more than %d", e.envoyStat(t, "http.ingress.downstream_rq_total"), stalledClients, total)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -157,6 +178,11 @@ func (e *env) stalled(t *testing.T, open func() (close func())) string {
 	}
 	status, g := e.query(t, e.token(t, acme, "victor", "viewer"), usersQuery)
 	wantAcmeMasked(t, status, g)
+	for i, pending := range held {
+		if !pending() {
+			t.Fatalf("stalled request %d was answered: Envoy should hold it until its body ends or stream_idle_timeout", i)
+		}
+	}
 	return fmt.Sprintf("%d stalled bodies held by Envoy, none reached extauthz or the core; a concurrent request served 200", stalledClients)
 }
 
