@@ -34,6 +34,7 @@ import (
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/test/bench"
 	"github.com/fraise-dev/fraise/test/harness"
+	"github.com/fraise-dev/fraise/test/stack"
 )
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
@@ -582,17 +583,7 @@ func mustEnv(tb testing.TB) *env {
 	base := fmt.Sprintf(`
 [log]
 level = "error"
-[tls]
-ca = %q
-server_cert = %q
-server_key = %q
-client_cert = %q
-client_key = %q
-gateway_cert = %q
-gateway_key = %q
-core_client_cert = %q
-core_client_key = %q
-[database]
+%s[database]
 url = %q
 admin_url = %q
 max_conns = %d
@@ -617,9 +608,7 @@ tenant = { requests = 1000000000, unit = "second" }
 listen_addr = "127.0.0.1:0"
 admin_addr = "127.0.0.1:0"
 authz_timeout = "2s"
-`, certs.CACert, certs.ServerCert, certs.ServerKey, certs.ClientCert, certs.ClientKey,
-		certs.GatewayCert, certs.GatewayKey, certs.CoreClientCert, certs.CoreClientKey,
-		pg.URL("fraise_app", db), pg.AdminURL(db), maxConns, rd.Addr,
+`, stack.TLSTOML(certs), pg.URL("fraise_app", db), pg.AdminURL(db), maxConns, rd.Addr,
 		"file://"+filepath.Join(keys, "assertion.key"),
 		config.DevIssuer, config.DevAudience, filepath.Join(keys, "dev-issuer.jwks"))
 	coreSection := func(addr string, tlsOn bool) string {

@@ -19,6 +19,7 @@ import (
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/test/bench"
 	"github.com/fraise-dev/fraise/test/harness"
+	"github.com/fraise-dev/fraise/test/stack"
 )
 
 // The overloaded core's configuration. The read is CPU-bound (the core,
@@ -328,23 +329,11 @@ func mustOverloadCore(tb testing.TB) *overloadEnv {
 	base := fmt.Sprintf(`
 [log]
 level = "error"
-[tls]
-ca = %q
-server_cert = %q
-server_key = %q
-client_cert = %q
-client_key = %q
-gateway_cert = %q
-gateway_key = %q
-core_client_cert = %q
-core_client_key = %q
-[database]
+%s[database]
 url = %q
 admin_url = %q
 max_conns = 20
-`, certs.CACert, certs.ServerCert, certs.ServerKey, certs.ClientCert, certs.ClientKey,
-		certs.GatewayCert, certs.GatewayKey, certs.CoreClientCert, certs.CoreClientKey,
-		pg.URL("fraise_app", db), pg.AdminURL(db))
+`, stack.TLSTOML(certs), pg.URL("fraise_app", db), pg.AdminURL(db))
 	coreSection := func(addr, admin string) string {
 		return fmt.Sprintf("[core]\nhttp_addr = %q\nadmin_addr = %q\ntls = false\nschema = %q\nassertion_keys = [%q]\nflight_addr = \"127.0.0.1:0\"\n",
 			addr, admin, sdlPath, "file://"+filepath.Join(keys, "assertion.pub"))

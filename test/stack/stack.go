@@ -144,6 +144,23 @@ func Exec(tb testing.TB, url, sql string) {
 	}
 }
 
+// TLSTOML is the [tls] section of a fraise.toml naming the development
+// certificates in certs: every stack and benchmark environment uses it.
+func TLSTOML(certs devcerts.Files) string {
+	return fmt.Sprintf(`[tls]
+ca = %q
+server_cert = %q
+server_key = %q
+client_cert = %q
+client_key = %q
+gateway_cert = %q
+gateway_key = %q
+core_client_cert = %q
+core_client_key = %q
+`, certs.CACert, certs.ServerCert, certs.ServerKey, certs.ClientCert, certs.ClientKey,
+		certs.GatewayCert, certs.GatewayKey, certs.CoreClientCert, certs.CoreClientKey)
+}
+
 // Start starts the default stack, stopped when tb ends.
 func Start(tb testing.TB) *Stack {
 	tb.Helper()
@@ -169,17 +186,7 @@ func StartWith(tb testing.TB, o Options) *Stack {
 	cfg := fmt.Sprintf(`
 [log]
 level = "warn"
-[tls]
-ca = %q
-server_cert = %q
-server_key = %q
-client_cert = %q
-client_key = %q
-gateway_cert = %q
-gateway_key = %q
-core_client_cert = %q
-core_client_key = %q
-[database]
+%s[database]
 url = %q
 admin_url = %q
 [redis]
@@ -213,9 +220,7 @@ concurrency = 1
 # CI runs every package at once on two cores: a check must not fail
 # closed on a deadline only a loaded machine misses.
 authz_timeout = "5s"
-`, certs.CACert, certs.ServerCert, certs.ServerKey, certs.ClientCert, certs.ClientKey,
-		certs.GatewayCert, certs.GatewayKey, certs.CoreClientCert, certs.CoreClientKey,
-		pg.URL("fraise_app", db), pg.AdminURL(db), rd.Addr,
+`, TLSTOML(certs), pg.URL("fraise_app", db), pg.AdminURL(db), rd.Addr,
 		"file://"+filepath.Join(keys, "assertion.pub"), "file://"+filepath.Join(keys, "assertion.key"),
 		config.DevIssuer, config.DevAudience, filepath.Join(keys, "dev-issuer.jwks"), o.PerTenant) + o.TOML
 	if o.XDS {
