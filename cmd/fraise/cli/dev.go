@@ -243,7 +243,7 @@ curl -sS --cacert %s --cert %s --key %s \
   -d '{"query":"{ users { id name } }"}' \
   https://%s/graphql
 
-Other tokens: bin/fraise token --tenant %s --subject bob --roles viewer
+Other tokens: bin/fraise token --tenant %s --subject carol --roles viewer
 `, envoy.Version, a.EnvoyPid, a.Gateway, mode, a.EnvoyAdmin, a.CoreHTTP, a.Authz, a.RateLimit,
 		ca, cert, key, tok, a.Gateway, demo.TenantGlobex)
 	if a.CoreAdmin != "" || a.AuthzAdmin != "" {
