@@ -30,7 +30,7 @@ run: deps build
 	$(BIN) certs
 	deploy/dev/services.sh start
 	$(BIN) migrate --create-db --demo
-	$(BIN) dev
+	$(BIN) dev --demo
 
 services:
 	deploy/dev/services.sh start

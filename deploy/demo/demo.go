@@ -21,6 +21,11 @@ var (
 	SDL string
 )
 
+// observe has observers capture the posts' changes (into
+// fraise.observer_outbox), so that `fraise dev --demo`'s rule has events
+// to match. It runs after the seed: the demo's own posts are no events.
+const observe = "SELECT fraise.observe_table('public.posts')"
+
 // The demo tenants' ids.
 const (
 	TenantAcme   = "11111111-1111-4111-8111-111111111111"
@@ -40,7 +45,7 @@ func Apply(ctx context.Context, adminURL, appRole string) error {
 	grants := "GRANT SELECT ON public.users, public.posts, public.v_user, public.v_post, public.tv_post TO " + role +
 		"; GRANT INSERT ON public.posts TO " + role + "; GRANT EXECUTE ON FUNCTION public.fn_create_post(jsonb) TO " + role
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		for _, s := range []string{SQL, Seed, grants} {
+		for _, s := range []string{SQL, Seed, observe, grants} {
 			if _, err := tx.Exec(ctx, s); err != nil {
 				return fmt.Errorf("demo: %w", err)
 			}

@@ -56,6 +56,8 @@ type Addrs struct {
 	RateLimit string `json:"ratelimit"`
 	// XDS is the xDS server Envoy follows, "" on the static bootstrap.
 	XDS string `json:"xds,omitempty"`
+	// DemoReceiver is the demo's webhook receiver, "" without Options.Demo.
+	DemoReceiver string `json:"demo_receiver,omitempty"`
 }
 
 // Options vary the stack a test starts. The zero value is the default
@@ -76,6 +78,13 @@ type Options struct {
 	// --xds`, polling fraise.toml every 100 ms) instead of running the
 	// static bootstrap.
 	XDS bool
+	// Demo runs `fraise dev --demo` (the demo's Flight datasets, observers,
+	// its rule and webhook receiver on a free port) and has it print its
+	// banner to Stdout.
+	Demo bool
+	// Stdout receives what `fraise dev` prints (with Demo: the banner and
+	// the receiver's deliveries); nil discards it.
+	Stdout io.Writer
 	// Log also receives the stack's log (Envoy's lines, its access log
 	// among them, prefixed "envoy: "), as it is written.
 	Log io.Writer
@@ -236,7 +245,12 @@ authz_timeout = "5s"
 	}
 
 	ready := filepath.Join(dir, "ready.json")
-	args := []string{"dev", "--config", cfgPath, "--ready-file", ready, "--dir", dir, "--quiet"}
+	args := []string{"dev", "--config", cfgPath, "--ready-file", ready, "--dir", dir}
+	if o.Demo {
+		args = append(args, "--demo", "--demo-receiver", "127.0.0.1:0")
+	} else {
+		args = append(args, "--quiet")
+	}
 	if o.XDS {
 		args = append(args, "--xds")
 	}
@@ -248,7 +262,11 @@ authz_timeout = "5s"
 		if o.Log != nil {
 			stderr = io.MultiWriter(logs, o.Log)
 		}
-		done <- cli.Run(ctx, args, getenv, io.Discard, stderr)
+		stdout := io.Discard
+		if o.Stdout != nil {
+			stdout = o.Stdout
+		}
+		done <- cli.Run(ctx, args, getenv, stdout, stderr)
 	}()
 	tb.Cleanup(func() {
 		cancel()

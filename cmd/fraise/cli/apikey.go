@@ -29,7 +29,10 @@ func runAPIKey(ctx context.Context, env Env, args []string) error {
 	}
 	sub := args[0]
 	fs, cfgPath := flags("apikey "+sub, env)
-	tenant := fs.String("tenant", "", "tenant id (UUID)")
+	tenant := new(string)
+	if sub != "revoke" {
+		tenant = fs.String("tenant", "", "tenant id (UUID)")
+	}
 	var roles, scopes, name, createdBy *string
 	var ttl *time.Duration
 	if sub == "create" {

@@ -35,7 +35,7 @@ func keyFilesIn(dir string) devKeyFiles {
 }
 
 func runCerts(ctx context.Context, env Env, args []string) error {
-	fs, _ := flags("certs", env)
+	fs := newFlagSet("certs", env)
 	dir := fs.String("dir", ".dev", "directory for certs/ and keys/")
 	force := fs.Bool("force", false, "replace existing files")
 	hosts := fs.String("hosts", "", "extra comma-separated server certificate names")

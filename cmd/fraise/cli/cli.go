@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sort"
 	"strings"
 
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
@@ -56,6 +55,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		usage(stdout)
 		return nil
 	}
+	if path, asked, ok := groupRequest(args); ok {
+		if asked {
+			subcommandUsage(env.Stdout, path)
+			return nil
+		}
+		subcommandUsage(env.Stderr, path)
+		return fmt.Errorf("usage: fraise %s <%s> [flags]: name a subcommand", path, strings.Join(subcommands(path), "|"))
+	}
 	c, ok := commands[args[0]]
 	if !ok {
 		usage(stderr)
@@ -68,23 +75,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return err
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: fraise <command> [flags]\n\ncommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
-	}
-	fmt.Fprintln(w, "\nEvery command takes --config fraise.toml (or FRAISE_CONFIG); FRAISE_* variables override keys.")
-}
-
 // flags returns a FlagSet for a subcommand with the common --config flag.
 func flags(name string, env Env) (*flag.FlagSet, *string) {
-	fs := flag.NewFlagSet("fraise "+name, flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := newFlagSet(name, env)
 	cfg := fs.String("config", env.Getenv("FRAISE_CONFIG"), "configuration file (TOML)")
 	return fs, cfg
 }

@@ -16,7 +16,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
-	"github.com/fraise-dev/fraise/deploy/demo"
 	"github.com/fraise-dev/fraise/envoy"
 )
 
@@ -41,6 +40,8 @@ type devAddrs struct {
 	RateLimit  string `json:"ratelimit"`
 	// XDS is the xDS server Envoy follows with --xds ("" otherwise).
 	XDS string `json:"xds,omitempty"`
+	// DemoReceiver is the webhook receiver of --demo ("" otherwise).
+	DemoReceiver string `json:"demo_receiver,omitempty"`
 }
 
 func runDev(ctx context.Context, env Env, args []string) error {
@@ -48,6 +49,8 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	readyFile := fs.String("ready-file", "", "write the listening addresses here as JSON once ready")
 	dir := fs.String("dir", ".dev", "directory of the development keys (for the sample token) and of Envoy's bootstrap")
 	quiet := fs.Bool("quiet", false, "do not print the sample request")
+	withDemo := fs.Bool("demo", false, "serve the demo: its Flight datasets (unless fraise.toml declares some), observers and a rule that sends each new Acme post to a local webhook receiver, whose deliveries are printed")
+	receiverAddr := fs.String("demo-receiver", "127.0.0.1:8090", "the demo's webhook receiver address (with --demo)")
 	useXDS := fs.Bool("xds", false, "run Envoy on the xDS bootstrap, following an in-process `fraise xds` (which follows --config), instead of the static bootstrap")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -58,6 +61,9 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	cfg, log, err := loadConfig(*cfgPath, env)
 	if err != nil {
 		return err
+	}
+	if *withDemo {
+		applyDemo(&cfg)
 	}
 	if cfg.Authz.DatabaseURL == "" {
 		// One database for the whole development stack: extauthz then
@@ -124,6 +130,22 @@ func runDev(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 	}
+	var receiverLn net.Listener
+	if *withDemo {
+		if receiverLn, err = bind("--demo-receiver", receiverAddr); err != nil {
+			closeAll()
+			return err
+		}
+		// The rule names the receiver's real port, :0 made concrete.
+		dbURL, err := config.Resolve(cfg.Database.URL, env.Getenv)
+		if err == nil {
+			err = ensureDemoRule(ctx, dbURL, "http://"+*receiverAddr+"/observer")
+		}
+		if err != nil {
+			closeAll()
+			return err
+		}
+	}
 	// The rate limiter's gRPC port is bound here too: the observers dial it
 	// and the Envoy configuration names it.
 	rlLn, err := bind("ratelimit.grpc_addr", &cfg.RateLimit.GRPCAddr)
@@ -144,6 +166,11 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveAuthz(gctx, cfg, env, log, authzLn, authzAdminLn, nil) })
 	g.Go(func() error { return serveCore(gctx, cfg, env, log, coreLn, coreAdminLn, coreFlightLn) })
+	if receiverLn != nil {
+		rlog := log.With("component", "demo-receiver")
+		logServing(rlog, "demo-receiver", "webhook deliveries", receiverLn)
+		g.Go(func() error { return serveDemoReceiver(gctx, receiverLn, env.Stdout, rlog) })
+	}
 
 	res, err := envoy.Build(envoyOptions(cfg))
 	if err != nil {
@@ -213,6 +240,9 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	if *useXDS {
 		addrs.XDS = cfg.XDS.GRPCAddr
 	}
+	if *withDemo {
+		addrs.DemoReceiver = *receiverAddr
+	}
 	if *readyFile != "" {
 		if err := writeJSONFile(*readyFile, addrs); err != nil {
 			cancel()
@@ -220,7 +250,8 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	if !*quiet {
-		printWelcome(env, cfg.TLS.CA, cfg.TLS.ClientCert, cfg.TLS.ClientKey, addrs, *dir)
+		printWelcome(env, welcome{CA: cfg.TLS.CA, Cert: cfg.TLS.ClientCert, Key: cfg.TLS.ClientKey,
+			Addrs: addrs, Dir: *dir, Config: *cfgPath, Demo: *withDemo})
 	}
 	return g.Wait()
 }
@@ -296,47 +327,4 @@ func gatewayClientTLS(t config.TLS) (*tls.Config, error) {
 		return nil, err
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: t.ServerName, MinVersion: tls.VersionTLS12}, nil
-}
-
-// printWelcome prints the ready-to-paste request `make run` promises, with a
-// development token for Alice of the Acme tenant.
-func printWelcome(env Env, ca, cert, key string, a devAddrs, dir string) {
-	tok, err := mintDevToken(dir, tokenRequest{
-		Tenant: demo.TenantAcme, Subject: "alice", Roles: []string{"viewer"}, TTL: 24 * time.Hour,
-	})
-	if err != nil {
-		fmt.Fprintf(env.Stdout, "fraise dev: ready on https://%s (no sample token: %v)\n", a.Gateway, err)
-		return
-	}
-	mode := "static bootstrap"
-	if a.XDS != "" {
-		mode = "xDS from " + a.XDS
-	}
-	fmt.Fprintf(env.Stdout, `
-Fraise is running (Ctrl-C stops it).
-  ingress (Envoy %s, pid %d, mTLS)  https://%s/graphql   (%s)
-  Envoy admin      http://%s/ready, /stats/prometheus
-  core             %s   (accepts only the gateway's certificate and extauthz's assertion)
-  extauthz (gRPC)  %s
-  ratelimit (gRPC) %s
-
-Paste this to read the Acme tenant's users as Alice (a viewer):
-
-curl -sS --cacert %s --cert %s --key %s \
-  -H 'Authorization: Bearer %s' \
-  -H 'Content-Type: application/json' \
-  -d '{"query":"{ users { id name } }"}' \
-  https://%s/graphql
-
-Other tokens: bin/fraise token --tenant %s --subject carol --roles viewer
-`, envoy.Version, a.EnvoyPid, a.Gateway, mode, a.EnvoyAdmin, a.CoreHTTP, a.Authz, a.RateLimit,
-		ca, cert, key, tok, a.Gateway, demo.TenantGlobex)
-	if a.CoreAdmin != "" || a.AuthzAdmin != "" {
-		fmt.Fprintf(env.Stdout, "Health and Prometheus metrics: core http://%s/metrics, extauthz http://%s/metrics\n", a.CoreAdmin, a.AuthzAdmin)
-	}
-	if a.CoreFlight != "" {
-		fmt.Fprintf(env.Stdout, `Arrow Flight and Flight SQL: grpc+tls://%s (core port %s), with an analyst's token
-(bin/fraise token --tenant %s --subject alice --roles analyst); see docs/flight.md.
-`, a.Gateway, a.CoreFlight, demo.TenantAcme)
-	}
 }

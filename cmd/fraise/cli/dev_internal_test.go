@@ -17,7 +17,7 @@ func TestWelcomeTokensNameTheirTenantsUsers(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	printWelcome(Env{Stdout: &out}, "ca.pem", "client.pem", "client-key.pem", devAddrs{Gateway: "127.0.0.1:8443"}, dir)
+	printWelcome(Env{Stdout: &out}, welcome{CA: "ca.pem", Cert: "client.pem", Key: "client-key.pem", Addrs: devAddrs{Gateway: "127.0.0.1:8443"}, Dir: dir})
 	users := map[string][]string{
 		demo.TenantAcme:   {"alice", "bob"},
 		demo.TenantGlobex: {"carol", "dave"},

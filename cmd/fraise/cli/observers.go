@@ -199,10 +199,15 @@ func runObservers(ctx context.Context, env Env, args []string) error {
 	}
 	fs, cfgPath := flags("observers dlq "+args[1], env)
 	tenant := fs.String("tenant", "", "tenant id (required)")
-	limit := fs.Int("limit", 100, "list at most this many")
-	all := fs.Bool("all", false, "replay every dead letter of the tenant")
+	// Each subcommand shows and reads its own flags only.
+	limit, all := new(int), new(bool)
 	var ids multiFlag
-	fs.Var(&ids, "id", "dead letter entry id to replay (repeatable)")
+	if args[1] == "list" {
+		limit = fs.Int("limit", 100, "list at most this many")
+	} else {
+		all = fs.Bool("all", false, "replay every dead letter of the tenant")
+		fs.Var(&ids, "id", "dead letter entry id to replay (repeatable)")
+	}
 	if err := fs.Parse(args[2:]); err != nil {
 		return err
 	}

@@ -16,9 +16,12 @@ func runPolicy(ctx context.Context, env Env, args []string) error {
 		return errors.New("usage: fraise policy test|check [--dir policies] [-v]")
 	}
 	sub := args[0]
-	fs, _ := flags("policy "+sub, env)
+	fs := newFlagSet("policy "+sub, env)
 	dir := fs.String("dir", "", "policy directory (default: the policies built into this binary)")
-	verbose := fs.Bool("v", false, "list every test, passed or not")
+	verbose := new(bool)
+	if sub == "test" {
+		verbose = fs.Bool("v", false, "list every test, passed or not")
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}

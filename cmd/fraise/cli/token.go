@@ -32,7 +32,7 @@ type tokenRequest struct {
 }
 
 func runToken(ctx context.Context, env Env, args []string) error {
-	fs, _ := flags("token", env)
+	fs := newFlagSet("token", env)
 	dir := fs.String("dir", ".dev", "directory holding keys/dev-issuer.key")
 	tenant := fs.String("tenant", "", "tenant id (UUID)")
 	subject := fs.String("subject", "", "subject (user id)")

@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/deploy/demo"
+)
+
+// demoDatasets are the Flight datasets `fraise dev --demo` serves when
+// fraise.toml declares none: the demo's GraphQL types, so each column
+// carries its field's @mask and @auth (a User's email is masked for a
+// token without read:User.email, a Post's internal note is NULL without
+// read:Post.internalNote).
+func demoDatasets() []config.Dataset {
+	return []config.Dataset{
+		{Name: "people.users", GraphQLType: "User", Columns: []config.DatasetColumn{
+			{Name: "id", Type: "uuid"}, {Name: "name", Type: "text"}, {Name: "email", Type: "text"},
+			{Name: "created_at", Type: "timestamptz"},
+		}},
+		{Name: "blog.posts", GraphQLType: "Post", Columns: []config.DatasetColumn{
+			{Name: "id", Type: "uuid"}, {Name: "title", Type: "text"}, {Name: "published_at", Type: "timestamptz"},
+			{Name: "tags", Type: "text[]"}, {Name: "minutes", Type: "int4"},
+			{Name: "author_email", Type: "text", Field: "author.email"}, {Name: "internal_note", Type: "text"},
+		}},
+	}
+}
+
+// demoRuleName names the observer rule `fraise dev --demo` keeps pointed
+// at its receiver.
+const demoRuleName = "demo: new posts"
+
+// applyDemo turns cfg into the demo's: the demo datasets (unless
+// fraise.toml declares datasets or another schema) and observers, whose
+// webhooks may reach the loopback receiver.
+func applyDemo(cfg *config.Config) {
+	if len(cfg.Flight.Datasets) == 0 && cfg.Core.Schema == "" {
+		cfg.Flight.Datasets = demoDatasets()
+	}
+	cfg.Observers.Enabled = true
+	cfg.Observers.AllowPrivateTargets = true
+}
+
+// ensureDemoRule creates, or points at url, the Acme tenant's rule that
+// sends every new post to the demo receiver. It runs as the core's role,
+// in the tenant, as a rule written through GraphQL would.
+func ensureDemoRule(ctx context.Context, dbURL, url string) error {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return fmt.Errorf("demo rule: database.url: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rule, _ := json.Marshal(map[string]any{
+		"name": demoRuleName, "table": "public.posts", "operations": []string{"INSERT"},
+		"columns": []string{"id", "title", "author_id"},
+		"actions": []map[string]any{{"kind": "webhook", "url": url}},
+	})
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT set_config('fraise.tenant', $1, true)", demo.TenantAcme); err != nil {
+			return err
+		}
+		var id *string
+		err := tx.QueryRow(ctx, "SELECT id::text FROM public.v_observer_rule WHERE data->>'name' = $1", demoRuleName).Scan(&id)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("demo rule: %w (run `fraise migrate --demo`)", err)
+		}
+		var status, msg *string
+		if id != nil {
+			err = tx.QueryRow(ctx, "SELECT status, message FROM fn_update_observer_rule($1::uuid, $2::jsonb)", *id, string(rule)).Scan(&status, &msg)
+		} else {
+			err = tx.QueryRow(ctx, "SELECT status, message FROM fn_create_observer_rule($1::jsonb)", string(rule)).Scan(&status, &msg)
+		}
+		if err != nil {
+			return fmt.Errorf("demo rule: %w (run `fraise migrate --demo`)", err)
+		}
+		if status == nil || *status != "ok" {
+			return fmt.Errorf("demo rule: %v: %v", deref(status), deref(msg))
+		}
+		return nil
+	})
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// demoReceiver is the webhook receiver `fraise dev --demo` runs for the
+// demo rule: it prints each delivery, so that an insert shows the whole
+// observer pipeline at work.
+type demoReceiver struct {
+	mu  sync.Mutex
+	out io.Writer
+	log *slog.Logger
+}
+
+// delivery is the part of a webhook delivery (docs/observers.md) the
+// receiver prints.
+type delivery struct {
+	ID   string `json:"id"`
+	Rule struct {
+		Name string `json:"name"`
+	} `json:"rule"`
+	Event struct {
+		Table  string          `json:"table"`
+		Op     string          `json:"op"`
+		Tenant string          `json:"tenant"`
+		After  json.RawMessage `json:"after"`
+	} `json:"event"`
+}
+
+func (d *demoReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, `{"error":"POST a delivery"}`, http.StatusMethodNotAllowed)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		http.Error(w, `{"error":"unreadable body"}`, http.StatusBadRequest)
+		return
+	}
+	var dl delivery
+	if err := json.Unmarshal(body, &dl); err != nil {
+		http.Error(w, `{"error":"not a delivery"}`, http.StatusBadRequest)
+		return
+	}
+	after := new(bytes.Buffer)
+	if json.Compact(after, dl.Event.After) != nil {
+		after.Reset()
+	}
+	d.mu.Lock()
+	fmt.Fprintf(d.out, "observer delivery: rule %q, %s on %s of tenant %s: %s\n", dl.Rule.Name, dl.Event.Op, dl.Event.Table, dl.Event.Tenant, after)
+	d.mu.Unlock()
+	d.log.Info("observer delivery received", "rule", dl.Rule.Name, "op", dl.Event.Op, "table", dl.Event.Table,
+		"idempotency_key", r.Header.Get("Idempotency-Key"))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// serveDemoReceiver serves the receiver on ln until ctx ends.
+func serveDemoReceiver(ctx context.Context, ln net.Listener, out io.Writer, log *slog.Logger) error {
+	srv := newHTTPServer(&demoReceiver{out: out, log: log}, adminHTTPTimeouts)
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	return serveHTTP(ctx, srv, ln, 5*time.Second)
+}
