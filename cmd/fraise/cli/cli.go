@@ -66,7 +66,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	c, ok := commands[args[0]]
 	if !ok {
 		usage(stderr)
-		return fmt.Errorf("unknown command %q", args[0])
+		return fmt.Errorf("unknown command %q: `fraise --help` lists the commands", args[0])
 	}
 	err := c.run(ctx, env, args[1:])
 	if errors.Is(err, flag.ErrHelp) {

@@ -44,7 +44,7 @@ func newFlightFlags(name string, env Env) (*flag.FlagSet, flightClientFlags) {
 	return fs, flightClientFlags{
 		cfgPath:    cfg,
 		addr:       fs.String("addr", "", "the ingress (Envoy) address, host:port (default gateway.listen_addr)"),
-		token:      fs.String("token", env.Getenv("FRAISE_TOKEN"), "bearer token (default $FRAISE_TOKEN); `fraise token --roles analyst` mints one"),
+		token:      fs.String("token", env.Getenv("FRAISE_TOKEN"), "bearer token (default $FRAISE_TOKEN); fraise token --roles analyst mints one"),
 		ca:         fs.String("ca", "", "CA certificate file (default tls.ca)"),
 		cert:       fs.String("cert", "", "client certificate file (default tls.client_cert)"),
 		key:        fs.String("key", "", "client key file (default tls.client_key)"),

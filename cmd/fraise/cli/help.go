@@ -15,7 +15,7 @@ type help struct {
 	Usage string
 	// Summary is the one-line description.
 	Summary string
-	// Examples are command lines to paste, each after "fraise ".
+	// Examples are command lines to paste.
 	Examples []string
 }
 
@@ -29,57 +29,57 @@ type audience struct {
 // `fraise --help` shows them. A command named in none is shown under
 // "more".
 var audiences = []audience{
-	{"developers", []string{"dev", "token", "flight", "certs", "migrate", "completion"}},
-	{"operators", []string{"serve", "authz", "ratelimit", "xds", "envoy", "observers", "migrate"}},
-	{"security teams", []string{"policy", "apikey", "certs", "token"}},
+	{"developers", []string{"dev", "token", "flight", "certs", "completion"}},
+	{"operators", []string{"serve", "authz", "ratelimit", "xds", "envoy", "migrate", "observers"}},
+	{"security teams", []string{"policy", "apikey"}},
 }
 
 // helps is every command's and subcommand's help, by its path ("token",
 // "observers dlq list"). TestEveryCommandExplainsItself walks them.
 var helps = map[string]help{
 	"serve": {"serve [--config fraise.toml]", "run the core: GraphQL over HTTP, Arrow Flight and, when enabled, observers",
-		[]string{"serve --config /etc/fraise/fraise.toml", "FRAISE_CORE_HTTP_ADDR=0.0.0.0:8080 fraise serve"}},
+		[]string{"fraise serve --config /etc/fraise/fraise.toml", "FRAISE_CORE_HTTP_ADDR=0.0.0.0:8080 fraise serve"}},
 	"authz": {"authz [--config fraise.toml]", "run extauthz: Envoy's external authorization service (JWT, API keys, OPA policy)",
-		[]string{"authz --config /etc/fraise/fraise.toml"}},
+		[]string{"fraise authz --config /etc/fraise/fraise.toml"}},
 	"ratelimit": {"ratelimit [--config fraise.toml]", "run the global rate limiter (envoyproxy/ratelimit) on ratelimit.grpc_addr",
-		[]string{"ratelimit --config /etc/fraise/fraise.toml"}},
+		[]string{"fraise ratelimit --config /etc/fraise/fraise.toml"}},
 	"dev": {"dev [--demo] [--config fraise.toml] [flags]", "run the whole stack (core, extauthz, rate limiter, Envoy) in one process for development",
-		[]string{"dev --demo", "dev --xds --config fraise.toml"}},
+		[]string{"fraise dev --demo", "fraise dev --xds --config fraise.toml"}},
 	"migrate": {"migrate [--create-db] [--demo] [--config fraise.toml]", "apply the database migrations (--demo adds the demo schema and data)",
-		[]string{"migrate --create-db --demo", "migrate --config /etc/fraise/fraise.toml"}},
+		[]string{"fraise migrate --create-db --demo", "fraise migrate --config /etc/fraise/fraise.toml"}},
 	"certs": {"certs [--dir .dev] [--force] [--hosts names]", "write a development CA, certificates and signing keys under .dev/",
-		[]string{"certs", "certs --force --hosts fraise.local"}},
+		[]string{"fraise certs", "fraise certs --force --hosts fraise.local"}},
 	"token": {"token --tenant ID --subject NAME [flags]", "mint a development JWT that the default configuration's extauthz trusts",
-		[]string{"token --tenant 11111111-1111-4111-8111-111111111111 --subject alice --roles viewer",
-			"token --tenant 22222222-2222-4222-8222-222222222222 --subject carol --roles analyst --scopes read:User.email --ttl 24h"}},
+		[]string{"fraise token --tenant 11111111-1111-4111-8111-111111111111 --subject alice --roles viewer",
+			"fraise token --tenant 22222222-2222-4222-8222-222222222222 --subject carol --roles analyst --scopes read:User.email --ttl 24h"}},
 	"policy test": {"policy test [--dir policies] [-v]", "run the Rego policies' tests with OPA's test runner",
-		[]string{"policy test", "policy test --dir policies -v"}},
+		[]string{"fraise policy test", "fraise policy test --dir policies -v"}},
 	"policy check": {"policy check [--dir policies]", "compile the Rego policies in strict mode",
-		[]string{"policy check --dir policies"}},
+		[]string{"fraise policy check --dir policies"}},
 	"apikey create": {"apikey create --tenant ID --roles ROLES [flags]", "create an API key; its secret is printed once, only its hash is stored",
-		[]string{"apikey create --tenant 11111111-1111-4111-8111-111111111111 --roles analyst --name reports --ttl 720h"}},
+		[]string{"fraise apikey create --tenant 11111111-1111-4111-8111-111111111111 --roles analyst --name reports --ttl 720h"}},
 	"apikey list": {"apikey list [--tenant ID]", "list API keys (never their secrets)",
-		[]string{"apikey list", "apikey list --tenant 11111111-1111-4111-8111-111111111111"}},
-	"apikey revoke": {"apikey revoke ID", "revoke an API key; extauthz stops taking it within authz.api_key_cache_ttl",
-		[]string{"apikey revoke 3f6c1a2e-0000-4000-8000-000000000001"}},
+		[]string{"fraise apikey list", "fraise apikey list --tenant 11111111-1111-4111-8111-111111111111"}},
+	"apikey revoke": {"apikey revoke [--config fraise.toml] ID", "revoke an API key; extauthz stops taking it within authz.api_key_cache_ttl",
+		[]string{"fraise apikey revoke 3f6c1a2e-0000-4000-8000-000000000001"}},
 	"envoy bootstrap": {"envoy bootstrap (--dir DIR | [--out FILE] [--xds-out FILE])", "write the static and the xDS Envoy bootstraps from fraise.toml",
-		[]string{"envoy bootstrap --dir /etc/envoy", "envoy bootstrap --out - > envoy.yaml"}},
+		[]string{"fraise envoy bootstrap --dir /etc/envoy", "fraise envoy bootstrap --out - > envoy.yaml"}},
 	"xds": {"xds [--config fraise.toml] [--ready-file FILE]", "serve the Envoy configuration over xDS (ADS), following fraise.toml's changes",
-		[]string{"xds --config /etc/fraise/fraise.toml"}},
+		[]string{"fraise xds --config /etc/fraise/fraise.toml"}},
 	"observers dlq list": {"observers dlq list --tenant ID [--limit N]", "print a tenant's dead-lettered observer jobs, one JSON object a line, secrets redacted",
-		[]string{"observers dlq list --tenant 11111111-1111-4111-8111-111111111111 --limit 10"}},
+		[]string{"fraise observers dlq list --tenant 11111111-1111-4111-8111-111111111111 --limit 10"}},
 	"observers dlq replay": {"observers dlq replay --tenant ID (--id ENTRY... | --all)", "put dead-lettered observer jobs back on the tenant's queue, attempts reset",
-		[]string{"observers dlq replay --tenant 11111111-1111-4111-8111-111111111111 --id 1733551200000-0",
-			"observers dlq replay --tenant 11111111-1111-4111-8111-111111111111 --all"}},
+		[]string{"fraise observers dlq replay --tenant 11111111-1111-4111-8111-111111111111 --id 1733551200000-0",
+			"fraise observers dlq replay --tenant 11111111-1111-4111-8111-111111111111 --all"}},
 	"flight list": {"flight list --token TOKEN [flags]", "list the Flight datasets the token may export, with their columns",
-		[]string{`flight list --token "$(bin/fraise token --tenant 11111111-1111-4111-8111-111111111111 --subject alice --roles analyst)"`}},
+		[]string{`fraise flight list --token "$(fraise token --tenant 11111111-1111-4111-8111-111111111111 --subject alice --roles analyst)"`}},
 	"flight get": {"flight get --token TOKEN [flags] DATASET", "export a dataset over Arrow Flight to Arrow IPC, Parquet or CSV",
-		[]string{`flight get --token "$TOKEN" --format csv people.users`,
-			`flight get --token "$TOKEN" --columns id,title,minutes --where '{"minutes": {"gte": 5}}' --output posts.parquet blog.posts`}},
+		[]string{`fraise flight get --token "$TOKEN" --format csv people.users`,
+			`fraise flight get --token "$TOKEN" --columns id,title,minutes --where '{"minutes": {"gte": 5}}' --output posts.parquet blog.posts`}},
 	"flight sql": {"flight sql --token TOKEN [flags] STATEMENT", "run a Flight SQL SELECT and export its result to Arrow IPC, Parquet or CSV",
-		[]string{`flight sql --token "$TOKEN" --format csv "SELECT id, title FROM blog.posts WHERE minutes >= 5 ORDER BY id"`}},
+		[]string{`fraise flight sql --token "$TOKEN" --format csv "SELECT id, title FROM blog.posts WHERE minutes >= 5 ORDER BY id"`}},
 	"completion": {"completion bash|zsh", "print a shell completion script for bash or zsh",
-		[]string{"completion bash > /etc/bash_completion.d/fraise", `source <(fraise completion zsh)`}},
+		[]string{"fraise completion bash > /etc/bash_completion.d/fraise", `source <(fraise completion zsh)`}},
 }
 
 // newFlagSet returns a subcommand's FlagSet, whose --help prints the
@@ -101,7 +101,7 @@ func printHelp(w io.Writer, name string, fs *flag.FlagSet) {
 		if len(h.Examples) > 0 {
 			fmt.Fprintln(w, "\nexamples:")
 			for _, e := range h.Examples {
-				fmt.Fprintf(w, "  fraise %s\n", e)
+				fmt.Fprintf(w, "  %s\n", e)
 			}
 		}
 	}

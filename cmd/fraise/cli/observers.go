@@ -212,7 +212,7 @@ func runObservers(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	if *tenant == "" {
-		return errors.New("observers dlq: --tenant is required")
+		return errors.New("observers dlq: --tenant is required: the tenant's id (UUID) whose dead letters to read")
 	}
 	cfg, _, err := loadConfig(*cfgPath, env)
 	if err != nil {

@@ -44,7 +44,7 @@ func runToken(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	if *tenant == "" || *subject == "" {
-		return errors.New("token: --tenant and --subject are required")
+		return errors.New("token: --tenant and --subject are required, e.g. fraise token --tenant 11111111-1111-4111-8111-111111111111 --subject alice")
 	}
 	tok, err := mintDevToken(*dir, tokenRequest{
 		Tenant: *tenant, Subject: *subject, Roles: splitList(*roles), Scopes: splitList(*scopes), Tier: *tier, TTL: *ttl,
