@@ -100,3 +100,40 @@ func jsonKeys(t *testing.T, obj string) []string {
 	}
 	return keys
 }
+
+// TestStartAndStopLines: `fraise dev` logs a start line with its address
+// for each component, and, when stopped, a stop line for each saying what
+// it drained.
+func TestStartAndStopLines(t *testing.T) {
+	s := stack.StartWith(t, stack.Options{Env: map[string]string{"FRAISE_LOG_LEVEL": "info"}})
+	for _, c := range []struct{ component, addr string }{
+		{"core", s.Addrs.CoreHTTP}, {"core", s.Addrs.CoreFlight}, {"core", s.Addrs.CoreAdmin},
+		{"extauthz", s.Addrs.Authz}, {"extauthz", s.Addrs.AuthzAdmin},
+		{"ratelimit", s.Addrs.RateLimit}, {"envoy", s.Addrs.Gateway},
+	} {
+		if want := "msg=listening component=" + c.component; !hasLine(s.Logs(), want, "addr="+c.addr) {
+			t.Errorf("no line with %q and addr=%s in\n%s", want, c.addr, s.Logs())
+		}
+	}
+	s.Stop()
+	for _, component := range []string{"core", "extauthz", "ratelimit", "envoy"} {
+		want := "msg=stopped component=" + component + " drained="
+		if !s.WaitLog(want, 30*time.Second) {
+			t.Errorf("no line with %q in\n%s", want, s.Logs())
+		}
+	}
+}
+
+// hasLine reports whether a line of logs holds every one of parts.
+func hasLine(logs string, parts ...string) bool {
+	for _, line := range strings.Split(logs, "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}

@@ -33,7 +33,7 @@ import (
 )
 
 func runAuthz(ctx context.Context, env Env, args []string) error {
-	fs, cfgPath := flags("authz", env)
+	fs, cfgPath := serverFlags("authz", env)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -206,6 +206,8 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 	gs := srv.NewGRPCServer(extauthz.GRPCOptions{MaxRecvMsgBytes: a.MaxRecvMsgBytes, Reflection: a.Reflection, ServerOptions: grpcOpts})
 
 	g, gctx := errgroup.WithContext(ctx)
+	took := stopClock(gctx)
+	drained := []string{"authorization checks"}
 	health := &httpapi.Health{}
 	logServing(log, "extauthz", "grpc", ln)
 	g.Go(func() error {
@@ -236,6 +238,7 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		admin := newHTTPServer(mux, adminHTTPTimeouts)
 		logServing(log, "extauthz", "admin", adminLn)
 		g.Go(func() error { return serveHTTP(gctx, admin, adminLn, 5*time.Second) })
+		drained = append(drained, "admin requests")
 	}
 	if jwksLn != nil {
 		// The port the core follows (core.assertion_jwks_url): https, with
@@ -247,8 +250,11 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		js.TLSConfig = jwksTLS
 		logServing(log, "extauthz", "jwks", jwksLn)
 		g.Go(func() error { return serveHTTP(gctx, js, jwksLn, 5*time.Second) })
+		drained = append(drained, "jwks requests")
 	}
-	return g.Wait()
+	err = g.Wait()
+	logStopped(log, "extauthz", drained, took(), err)
+	return err
 }
 
 // loadSigner reads extauthz's Ed25519 assertion key from its reference.

@@ -23,6 +23,9 @@ type Env struct {
 	Getenv func(string) string
 	Stdout io.Writer
 	Stderr io.Writer
+	// flagEnv holds FRAISE_* values set by flags (--log-format), which
+	// Getenv answers first: a flag is an override like the environment's.
+	flagEnv map[string]string
 }
 
 type command struct {
@@ -50,7 +53,13 @@ func init() {
 
 // Run runs the fraise command line args (without the program name).
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	env := Env{Getenv: getenv, Stdout: stdout, Stderr: stderr}
+	flagEnv := map[string]string{}
+	env := Env{Stdout: stdout, Stderr: stderr, flagEnv: flagEnv, Getenv: func(k string) string {
+		if v, ok := flagEnv[k]; ok {
+			return v
+		}
+		return getenv(k)
+	}}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout)
 		return nil
@@ -79,6 +88,23 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 func flags(name string, env Env) (*flag.FlagSet, *string) {
 	fs := newFlagSet(name, env)
 	cfg := fs.String("config", env.Getenv("FRAISE_CONFIG"), "configuration file (TOML)")
+	return fs, cfg
+}
+
+// serverFlags returns the FlagSet of a command that runs servers and logs
+// as it goes: --config and --log-format.
+func serverFlags(name string, env Env) (*flag.FlagSet, *string) {
+	fs, cfg := flags(name, env)
+	fs.Func("log-format", "log lines as text (logfmt) or json (default log.format, text)", func(v string) error {
+		if v != "text" && v != "json" {
+			return fmt.Errorf("want text or json, got %q", v)
+		}
+		if env.flagEnv == nil {
+			return errors.New("not available here")
+		}
+		env.flagEnv["FRAISE_LOG_FORMAT"] = v
+		return nil
+	})
 	return fs, cfg
 }
 

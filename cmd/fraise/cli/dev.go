@@ -45,7 +45,7 @@ type devAddrs struct {
 }
 
 func runDev(ctx context.Context, env Env, args []string) error {
-	fs, cfgPath := flags("dev", env)
+	fs, cfgPath := serverFlags("dev", env)
 	readyFile := fs.String("ready-file", "", "write the listening addresses here as JSON once ready")
 	dir := fs.String("dir", ".dev", "directory of the development keys (for the sample token) and of Envoy's bootstrap")
 	quiet := fs.Bool("quiet", false, "do not print the sample request")
@@ -161,7 +161,12 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		closeAll()
 		return err
 	}
-	defer rl.Close()
+	logServing(log, "ratelimit", "grpc", rlLn)
+	rlTook := stopClock(ctx)
+	defer func() {
+		rl.Close()
+		logStopped(log, "ratelimit", []string{"rate-limit checks"}, rlTook(), nil)
+	}()
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveAuthz(gctx, cfg, env, log, authzLn, authzAdminLn, nil) })
@@ -224,6 +229,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		cancel()
 		return errors.Join(err, g.Wait())
 	}
+	log.Info("listening", "component", "envoy", "serves", "ingress", "addr", gateway, "admin_addr", proxy.AdminAddr(), "pid", proxy.Pid())
 	// Envoy's /ready says its listeners and clusters are set, not that
 	// extauthz has loaded and tested its policy or that the core reaches
 	// its database: the request the banner prints must work when pasted.

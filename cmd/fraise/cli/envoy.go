@@ -174,7 +174,9 @@ func startEnvoy(ctx context.Context, cfg config.Config, bootstrap *bootstrapv3.B
 func superviseEnvoy(ctx context.Context, e *process.Envoy, log *slog.Logger) error {
 	select {
 	case <-ctx.Done():
+		start := time.Now()
 		e.Stop(10 * time.Second)
+		logStopped(log, "envoy", []string{"ingress connections"}, time.Since(start).Round(time.Millisecond), nil)
 		return nil
 	case <-e.Done():
 		log.Error("envoy exited; stopping the stack", "err", e.Err())

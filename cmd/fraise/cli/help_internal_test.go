@@ -146,7 +146,7 @@ func TestFlagsAreRead(t *testing.T) {
 					t.Errorf("%s: %s's result is unused: --help shows a flag the command never reads", fset.Position(n.Pos()), what)
 				}
 			case *ast.CallExpr:
-				if id, ok := n.Fun.(*ast.Ident); ok && (id.Name == "flags" || id.Name == "newFlagSet" || id.Name == "newFlightFlags") && len(n.Args) > 0 {
+				if id, ok := n.Fun.(*ast.Ident); ok && (id.Name == "flags" || id.Name == "serverFlags" || id.Name == "newFlagSet" || id.Name == "newFlightFlags") && len(n.Args) > 0 {
 					if lit, ok := n.Args[0].(*ast.BasicLit); ok {
 						if _, ok := helps[strings.Trim(lit.Value, `"`)]; !ok {
 							t.Errorf("%s: no help entry for %s", fset.Position(n.Pos()), lit.Value)

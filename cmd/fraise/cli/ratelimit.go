@@ -16,7 +16,7 @@ import (
 )
 
 func runRateLimit(ctx context.Context, env Env, args []string) error {
-	fs, cfgPath := flags("ratelimit", env)
+	fs, cfgPath := serverFlags("ratelimit", env)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

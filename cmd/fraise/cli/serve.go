@@ -27,7 +27,7 @@ import (
 )
 
 func runServe(ctx context.Context, env Env, args []string) error {
-	fs, cfgPath := flags("serve", env)
+	fs, cfgPath := serverFlags("serve", env)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -207,6 +207,8 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	took := stopClock(gctx)
+	stopped := []string{"graphql requests"}
 	grace := cfg.Core.ShutdownTimeout.Duration
 	drainCtx, drained := context.WithCancel(context.WithoutCancel(gctx))
 	defer drained()
@@ -234,19 +236,24 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 			return fmt.Errorf("observers: metrics: %w", err)
 		}
 		g.Go(func() error { return obs.Run(gctx) })
+		stopped = append(stopped, "observer deliveries")
 	}
 	logServing(log, "core", "graphql", ln)
 	g.Go(func() error { return serveHTTP(drainCtx, srv, ln, grace) })
 	if flightLn != nil {
 		logServing(log, "core", "flight", flightLn)
 		g.Go(func() error { return serveGRPC(drainCtx, flightSrv, flightLn, grace) })
+		stopped = append(stopped, "flight calls")
 	}
 	if adminLn != nil {
 		admin := newHTTPServer(httpapi.NewAdminHandler(health, metrics.Handler()), adminHTTPTimeouts)
 		logServing(log, "core", "admin", adminLn)
 		g.Go(func() error { return serveHTTP(drainCtx, admin, adminLn, grace) })
+		stopped = append(stopped, "admin requests")
 	}
-	return g.Wait()
+	err = g.Wait()
+	logStopped(log, "core", stopped, took(), err)
+	return err
 }
 
 // serverTimeouts bound how long a client may hold a connection of the

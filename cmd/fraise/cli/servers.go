@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
@@ -132,4 +134,36 @@ func loadCAPool(caFile string) (*x509.CertPool, error) {
 // logServing logs where a component listens, the line operators grep for.
 func logServing(log *slog.Logger, component, what string, ln net.Listener) {
 	log.Info("listening", "component", component, "serves", what, "addr", ln.Addr().String())
+}
+
+// stopClock returns how long it has been since ctx ended (zero before):
+// a stop line's "took", the time the component spent draining.
+func stopClock(ctx context.Context) func() time.Duration {
+	var mu sync.Mutex
+	var at time.Time
+	go func() {
+		<-ctx.Done()
+		mu.Lock()
+		at = time.Now()
+		mu.Unlock()
+	}()
+	return func() time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		if at.IsZero() {
+			return 0
+		}
+		return time.Since(at).Round(time.Millisecond)
+	}
+}
+
+// logStopped logs that a component stopped, after draining what drained
+// names (its listeners' requests in flight, deliveries under way), the
+// line that tells an operator a stop was clean.
+func logStopped(log *slog.Logger, component string, drained []string, took time.Duration, err error) {
+	if err != nil {
+		log.Error("stopped", "component", component, "drained", strings.Join(drained, ", "), "took", took, "err", err)
+		return
+	}
+	log.Info("stopped", "component", component, "drained", strings.Join(drained, ", "), "took", took)
 }

@@ -21,7 +21,7 @@ import (
 )
 
 func runXDS(ctx context.Context, env Env, args []string) error {
-	fs, cfgPath := flags("xds", env)
+	fs, cfgPath := serverFlags("xds", env)
 	readyFile := fs.String("ready-file", "", "write the listening address here as JSON once serving")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -81,10 +81,13 @@ func serveXDS(ctx context.Context, srv *xds.Server, cfg config.Config, ln net.Li
 		<-ctx.Done()
 		gs.GracefulStop()
 	}()
+	took := stopClock(ctx)
 	logServing(log, "xds", "ads", ln)
 	if err := gs.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		logStopped(log, "xds", []string{"ads streams"}, took(), err)
 		return err
 	}
+	logStopped(log, "xds", []string{"ads streams"}, took(), nil)
 	return nil
 }
 
