@@ -63,7 +63,7 @@ func runAPIKey(ctx context.Context, env Env, args []string) error {
 	switch sub {
 	case "create":
 		if *tenant == "" || *roles == "" {
-			return errors.New("apikey create: --tenant and --roles are required")
+			return errors.New("apikey create: --tenant and --roles are required, e.g. fraise apikey create --tenant 11111111-1111-4111-8111-111111111111 --roles analyst")
 		}
 		who := *createdBy
 		if who == "" {
@@ -109,7 +109,7 @@ func runAPIKey(ctx context.Context, env Env, args []string) error {
 		return tw.Flush()
 	case "revoke":
 		if fs.NArg() != 1 {
-			return errors.New("apikey revoke: want one key id")
+			return errors.New("apikey revoke: want one key id after the flags (`fraise apikey list` shows them)")
 		}
 		id := fs.Arg(0)
 		if i, _, err := apikey.Parse(id); err == nil {

@@ -229,3 +229,27 @@ func TestBashCompletion(t *testing.T) {
 		})
 	}
 }
+
+// TestZshCompletion: the zsh script holds the same tree as the bash one
+// (zsh is not installed here to run it): every command path and its
+// flags, and registers itself with compdef.
+func TestZshCompletion(t *testing.T) {
+	var script bytes.Buffer
+	if err := Run(context.Background(), []string{"completion", "zsh"}, func(string) string { return "" }, &script, &script); err != nil {
+		t.Fatal(err)
+	}
+	got := script.String()
+	if !strings.HasPrefix(got, "#compdef fraise\n") || !strings.Contains(got, "\ncompdef _fraise fraise\n") {
+		t.Errorf("got\n%s\nwant a #compdef header and a compdef registration", got)
+	}
+	for path, words := range completionTree(context.Background(), func(string) string { return "" }) {
+		if want := "  " + shQuote(path) + " " + shQuote(strings.Join(words, " ")) + "\n"; !strings.Contains(got, want) {
+			t.Errorf("got\n%s\nwant the line %q", got, want)
+		}
+	}
+	if zsh, err := exec.LookPath("zsh"); err == nil {
+		if out, err := exec.Command(zsh, "-n", "-c", got).CombinedOutput(); err != nil {
+			t.Errorf("zsh -n: %v\n%s", err, out)
+		}
+	}
+}

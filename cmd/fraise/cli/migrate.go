@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -30,7 +31,14 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("database.admin_url: %w", err)
 	}
+	// Each step says what it does: on a fresh database the demo takes a
+	// few seconds, and a silent command looks hung.
+	start := time.Now()
+	step := func(what string) {
+		fmt.Fprintf(env.Stderr, "fraise migrate: %s (%s)\n", what, time.Since(start).Round(time.Millisecond))
+	}
 	if *createDB {
+		step("creating the database unless it exists")
 		if err := ensureDatabase(ctx, adminURL); err != nil {
 			return err
 		}
@@ -40,6 +48,7 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 		// The schema is migrate's business; the password a convenience.
 		log.Warn("database.url unreadable: the app role's password is left as it is", "err", err)
 	}
+	step("applying the migrations")
 	if err := postgres.Migrate(ctx, adminURL, postgres.MigrateOptions{AppRole: cfg.Database.AppRole, AppPassword: password, Logger: log}); err != nil {
 		return err
 	}
@@ -55,13 +64,14 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	if *withDemo {
+		step("applying the demo schema and data")
 		if err := demo.Apply(ctx, adminURL, cfg.Database.AppRole); err != nil {
 			return err
 		}
-		fmt.Fprintln(env.Stdout, "applied migrations and the demo schema and data")
+		fmt.Fprintf(env.Stdout, "applied migrations and the demo schema and data in %s\n", time.Since(start).Round(time.Millisecond))
 		return nil
 	}
-	fmt.Fprintln(env.Stdout, "applied migrations")
+	fmt.Fprintf(env.Stdout, "applied migrations in %s\n", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -101,7 +111,7 @@ func ensureDatabase(ctx context.Context, adminURL string) error {
 	u.Path = "/postgres"
 	conn, err := pgx.Connect(ctx, u.String())
 	if err != nil {
-		return fmt.Errorf("database.admin_url: %w", err)
+		return fmt.Errorf("database.admin_url: %w (is PostgreSQL running? `make services` starts the development one)", err)
 	}
 	defer conn.Close(ctx)
 	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
