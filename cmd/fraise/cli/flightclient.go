@@ -172,13 +172,14 @@ func runFlightGet(ctx context.Context, env Env, args []string) error {
 	columns := fs.String("columns", "", "comma-separated columns to export (default all)")
 	where := fs.String("where", "", `a filter as JSON, GraphQL's where shape: '{"minutes": {"gte": 5}}'`)
 	limit := fs.Int("limit", 0, "export at most this many rows (0: all)")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return errors.New("flight get: name one dataset, after the flags (`fraise flight list` lists them): fraise flight get [flags] DATASET")
+	if len(pos) != 1 {
+		return errors.New("flight get: name one dataset (`fraise flight list` lists them): fraise flight get [flags] DATASET")
 	}
-	dataset := fs.Arg(0)
+	dataset := pos[0]
 	desc := &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: strings.Split(dataset, ".")}
 	if *columns != "" || *where != "" || *limit != 0 {
 		// A query is a CMD descriptor: the JSON docs/flight.md describes.
@@ -222,11 +223,12 @@ func runFlightGet(ctx context.Context, env Env, args []string) error {
 func runFlightSQL(ctx context.Context, env Env, args []string) error {
 	fs, ff := newFlightFlags("flight sql", env)
 	ef := newExportFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return errors.New(`flight sql: give one statement, quoted, after the flags: fraise flight sql [flags] "SELECT id, title FROM blog.posts"`)
+	if len(pos) != 1 {
+		return errors.New(`flight sql: give one statement, quoted: fraise flight sql [flags] "SELECT id, title FROM blog.posts"`)
 	}
 	w, format, done, err := ef.open(env)
 	if err != nil {
@@ -238,12 +240,29 @@ func runFlightSQL(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer c.Close()
-	info, err := c.Execute(ctx, fs.Arg(0))
+	info, err := c.Execute(ctx, pos[0])
 	if err != nil {
 		done()
 		return flightError("flight sql", err)
 	}
 	return finishExport(ctx, env, c, info, w, format, *ef.output, done)
+}
+
+// parseInterspersed parses args with fs, flags before or after the
+// positional arguments (`get people.users --format csv` as well as `get
+// --format csv people.users`), and returns the positional ones.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
 }
 
 // open opens the output and settles the format: --format, else the
