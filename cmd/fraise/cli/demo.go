@@ -86,7 +86,7 @@ func ensureDemoRule(ctx context.Context, dbURL, url string) error {
 			return fmt.Errorf("demo rule: %w (run `fraise migrate --demo`)", err)
 		}
 		if status == nil || *status != "ok" {
-			return fmt.Errorf("demo rule: %v: %v", deref(status), deref(msg))
+			return fmt.Errorf("demo rule: %v: %v (--demo needs the demo schema: run `fraise migrate --demo` first)", deref(status), deref(msg))
 		}
 		return nil
 	})
