@@ -22,6 +22,14 @@ type Query struct {
 	Order   []Order  `json:"order,omitempty"`
 	// Limit is the most rows returned; nil means all.
 	Limit *int64 `json:"limit,omitempty"`
+	// Params counts the parameters (a Flight SQL statement's ?) that wait
+	// for values: Bind gives them, and Compile refuses a query with any
+	// left. A JSON command has none.
+	Params int `json:"params,omitempty"`
+	// Bound counts the parameters Bind gave values: they may be bound
+	// again (a client executes a prepared statement once per set of
+	// values, each time with the handle of the last binding).
+	Bound int `json:"bound,omitempty"`
 }
 
 // Order is one ORDER BY term.
@@ -60,6 +68,9 @@ type Expr struct {
 	Values []string `json:"values,omitempty"`
 	// IsNull is the operand of OpIsNull.
 	IsNull bool `json:"isNull,omitempty"`
+	// Slots, when set, has one entry per value: 0 for a literal, n for the
+	// query's parameter n, whose value Bind writes into Values.
+	Slots []int `json:"slots,omitempty"`
 }
 
 // Limits on a filter, so a hostile command cannot make compiling costly.
@@ -358,6 +369,9 @@ type Statement struct {
 // or ordering by either is refused with CodeForbidden: a filter reveals a
 // value one guess at a time.
 func Compile(d *Dataset, q Query, p core.Principal) (Statement, error) {
+	if q.Params > 0 {
+		return Statement{}, core.Errorf(core.CodeInvalid, "the statement has %d parameters with no values: bind them before executing it", q.Params)
+	}
 	cols, err := d.columns(q.Columns)
 	if err != nil {
 		return Statement{}, err
