@@ -37,23 +37,8 @@ func newSQLServer(s *Server) *sqlServer {
 	if version == "" {
 		version = "dev"
 	}
-	for id, v := range map[flightsql.SqlInfo]any{
-		flightsql.SqlInfoFlightSqlServerName:          "Fraise",
-		flightsql.SqlInfoFlightSqlServerVersion:       version,
-		flightsql.SqlInfoFlightSqlServerArrowVersion:  "18",
-		flightsql.SqlInfoFlightSqlServerReadOnly:      true,
-		flightsql.SqlInfoFlightSqlServerSql:           true,
-		flightsql.SqlInfoFlightSqlServerSubstrait:     false,
-		flightsql.SqlInfoFlightSqlServerTransaction:   int32(0), // SQL_SUPPORTED_TRANSACTION_NONE
-		flightsql.SqlInfoFlightSqlServerCancel:        false,
-		flightsql.SqlInfoFlightSqlServerBulkIngestion: false,
-		flightsql.SqlInfoDDLCatalog:                   false,
-		flightsql.SqlInfoDDLSchema:                    false,
-		flightsql.SqlInfoDDLTable:                     false,
-		flightsql.SqlInfoIdentifierCase:               int32(2), // lower case
-		flightsql.SqlInfoQuotedIdentifierCase:         int32(3), // case sensitive
-	} {
-		_ = q.RegisterSqlInfo(id, v)
+	for id, v := range sqlInfo(version) {
+		_ = q.RegisterSqlInfo(id, v) // every value has a type Flight SQL has: TestSqlInfoAnswersEveryID
 	}
 	return q
 }
