@@ -83,7 +83,7 @@ func (q *sqlServer) GetFlightInfoStatement(ctx context.Context, cmd flightsql.St
 	if err != nil {
 		return nil, q.fail(ctx, "GetFlightInfoStatement", err)
 	}
-	info, err := q.s.issue(ctx, desc, fq, flightsql.CreateStatementQueryTicket)
+	info, err := q.s.issue(ctx, desc, fq, flightsql.CreateStatementQueryTicket, true)
 	return info, q.fail(ctx, "GetFlightInfoStatement", err)
 }
 
@@ -159,7 +159,7 @@ func (q *sqlServer) GetFlightInfoPreparedStatement(ctx context.Context, cmd flig
 	if err != nil {
 		return nil, q.fail(ctx, "GetFlightInfoPreparedStatement", err)
 	}
-	info, err := q.s.issue(ctx, desc, fq, flightsql.CreateStatementQueryTicket)
+	info, err := q.s.issue(ctx, desc, fq, flightsql.CreateStatementQueryTicket, true)
 	return info, q.fail(ctx, "GetFlightInfoPreparedStatement", err)
 }
 

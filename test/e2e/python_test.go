@@ -39,14 +39,21 @@ func pythonEnv(t *testing.T, s *stack.Stack) map[string]string {
 func runPython(t *testing.T, s *stack.Stack, script string, want int) pythonSummary {
 	t.Helper()
 	var sum pythonSummary
-	pyenv.RunJSON(t, 3*time.Minute, "python/"+script, pythonEnv(t, s), &sum)
+	runPythonEnv(t, script, pythonEnv(t, s), &sum, want)
+	return sum
+}
+
+// runPythonEnv runs script with env into sum and fails t with every
+// assertion the script saw fail, or when fewer than want passed.
+func runPythonEnv(t *testing.T, script string, env map[string]string, sum *pythonSummary, want int) {
+	t.Helper()
+	pyenv.RunJSON(t, 3*time.Minute, "python/"+script, env, sum)
 	for _, f := range sum.Failures {
 		t.Error(f)
 	}
 	if len(sum.Passed) < want {
 		t.Errorf("%s: got %d checks passed, want at least %d:\n%s", script, len(sum.Passed), want, strings.Join(sum.Passed, "\n"))
 	}
-	return sum
 }
 
 // TestPythonClients drives Fraise's Flight and Flight SQL through the
