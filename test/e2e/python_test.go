@@ -20,7 +20,7 @@ type pythonSummary struct {
 
 // pythonEnv is the environment a script of test/e2e/python reads
 // (fraiseenv.py): the ingress, the mTLS files and tokens of two tenants.
-func pythonEnv(t *testing.T, s *stack.Stack) map[string]string {
+func pythonEnv(t testing.TB, s *stack.Stack) map[string]string {
 	t.Helper()
 	return map[string]string{
 		"FRAISE_FLIGHT_URI":       "grpc+tls://" + s.Addrs.Gateway,
