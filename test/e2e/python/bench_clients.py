@@ -15,7 +15,7 @@ holds), once untimed to warm caches, then BENCH_ROUNDS times. For each
 round it prints the rows, the table's Arrow bytes, the seconds, and the CPU
 seconds spent by this process (all its threads), by the processes named
 in BENCH_FRAISE_PIDS (Fraise: fraise dev and Envoy) and by the PostgreSQL
-backends of database BENCH_PG_DB, read from /proc as test/bench does.
+backends of database BENCH_PG_DB, read from /proc.
 Prints one JSON object: {"rounds": [...]}.
 """
 import json
@@ -47,9 +47,12 @@ def proc_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / HZ
 
 
-def backends():
-    """CPU seconds of each PostgreSQL backend serving PG_DB, by pid."""
-    out = {}
+def pg_cpu():
+    """CPU seconds of PostgreSQL serving PG_DB: its backends alive now,
+    plus what the postmaster has reaped of its exited children (cutime and
+    cstime), so a backend that ends within a round (ConnectorX opens one
+    per read) is counted whole."""
+    total, parents = 0.0, set()
     needle = (" " + PG_DB + " ").encode()
     for e in os.listdir("/proc"):
         if not e.isdigit():
@@ -57,11 +60,22 @@ def backends():
         try:
             with open(f"/proc/{e}/cmdline", "rb") as f:
                 cmd = f.read()
+            with open(f"/proc/{e}/stat", "rb") as f:
+                stat = f.read()
         except OSError:
             continue
         if cmd.startswith(b"postgres: ") and needle in cmd:
-            out[int(e)] = proc_cpu(int(e))
-    return out
+            total += proc_cpu(int(e))
+            parents.add(int(stat[stat.rindex(b")") + 2:].split()[1]))
+    for pid in parents:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                b = f.read()
+        except OSError:
+            continue
+        fields = b[b.rindex(b")") + 2:].split()
+        total += (int(fields[13]) + int(fields[14])) / HZ
+    return total
 
 
 def doget(parallel):
@@ -108,13 +122,13 @@ read()  # warm
 rounds = []
 for _ in range(ROUNDS):
     fraise0 = sum(proc_cpu(p) for p in FRAISE_PIDS)
-    pg0 = backends()
+    pg0 = pg_cpu()
     cpu0, t0 = time.process_time(), time.perf_counter()
     table, endpoints = read()
     sec = time.perf_counter() - t0
     client = time.process_time() - cpu0
     fraise = sum(proc_cpu(p) for p in FRAISE_PIDS) - fraise0
-    pg = sum(c - pg0.get(pid, 0.0) for pid, c in backends().items())
+    pg = pg_cpu() - pg0
     if table.num_rows != ROWS:
         sys.exit(f"{WAY}: got {table.num_rows} rows, want {ROWS}")
     rounds.append({"rows": table.num_rows, "bytes": table.nbytes, "sec": sec, "client_cpu": client,
