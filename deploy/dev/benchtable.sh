@@ -43,9 +43,9 @@ function flight() {
   exportRow("connectorx_direct", "ConnectorX, direct")
   exportRow("copy_binary_raw", "raw COPY (FORMAT binary), pgx, discarded")
   if (!hx("targets", "doget/adbc-%")) return
-  printf "%-52s %10s  %s\n", "one endpoint / ADBC PostgreSQL direct (rate)", sprintf("%.0f%%", xv("targets", "doget/adbc-%")), \
+  printf "%-52s %10s  %s\n", "one endpoint / ADBC PostgreSQL direct (rate)", sprintf("%.1f%%", xv("targets", "doget/adbc-%")), \
     "at least 90%: " met(xv("targets", "doget/adbc-%") + 0 >= 90)
-  printf "%-52s %10s  %s\n", "one endpoint / raw COPY (rate)", sprintf("%.0f%%", xv("targets", "doget/copy-%")), \
+  printf "%-52s %10s  %s\n", "one endpoint / raw COPY (rate)", sprintf("%.1f%%", xv("targets", "doget/copy-%")), \
     "at least 80%: " met(xv("targets", "doget/copy-%") + 0 >= 80)
   printf "%-52s %10s  %s\n", "Fraise CPU / ADBC PostgreSQL client CPU (per row)", sprintf("%.2fx", xv("targets", "fraise-cpu/adbc-cpu-x")), \
     "at most 1.5x: " met(xv("targets", "fraise-cpu/adbc-cpu-x") + 0 <= 1.5)
