@@ -7,15 +7,15 @@ table per run, as an analyst would read it, timed round by round.
   BENCH_WAY=connectorx       ConnectorX, straight from PostgreSQL
 
 test/e2e.BenchmarkExport runs it (make bench) with the rest of the
-environment: BENCH_ROWS, BENCH_QUERY, BENCH_PG_URL, BENCH_PG_DB,
-BENCH_PG_POSTMASTER, BENCH_FRAISE_PIDS and fraiseenv.py's.
+environment: BENCH_ROWS, BENCH_QUERY, BENCH_PG_URL, BENCH_PG_POSTMASTER,
+BENCH_FRAISE_PIDS and fraiseenv.py's.
 
 Each way reads the whole result into an Arrow table (what a notebook
 holds), once untimed to warm caches, then BENCH_ROUNDS times. For each
 round it prints the rows, the table's Arrow bytes, the seconds, and the CPU
 seconds spent by this process (all its threads), by the processes named
 in BENCH_FRAISE_PIDS (Fraise: fraise dev and Envoy) and by the PostgreSQL
-backends of database BENCH_PG_DB, read from /proc.
+server (BENCH_PG_POSTMASTER and its children), read from /proc.
 Prints one JSON object: {"rounds": [...]}.
 """
 import json
@@ -31,7 +31,6 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 ROWS = int(os.environ["BENCH_ROWS"])
 QUERY = os.environ["BENCH_QUERY"]
 PG_URL = os.environ["BENCH_PG_URL"]
-PG_DB = os.environ["BENCH_PG_DB"]
 POSTMASTER = int(os.environ["BENCH_PG_POSTMASTER"])
 FRAISE_PIDS = [int(p) for p in os.environ.get("BENCH_FRAISE_PIDS", "").split(",") if p]
 HZ = os.sysconf("SC_CLK_TCK")
@@ -49,43 +48,27 @@ def proc_cpu(pid):
 
 
 def pg_cpu():
-    """CPU seconds of PostgreSQL serving PG_DB, and the pids of its
-    backends: those alive now, plus what the postmaster has reaped of its
-    exited children (cutime and cstime), so a backend that ends within a
-    round (ConnectorX opens one per read) is counted whole."""
-    total, pids = 0.0, set()
-    needle = (" " + PG_DB + " ").encode()
+    """CPU seconds of the PostgreSQL server: its postmaster, every child
+    of it (backends and workers; a backend that has exited but is not yet
+    reaped still shows its times), and what the postmaster has reaped of
+    its exited children (cutime, cstime). So a backend that ends within a
+    round, as ConnectorX's does (it connects for each read), is counted
+    whole, and none twice."""
+    total = 0.0
     for e in os.listdir("/proc"):
         if not e.isdigit():
             continue
         try:
-            with open(f"/proc/{e}/cmdline", "rb") as f:
-                cmd = f.read()
+            with open(f"/proc/{e}/stat", "rb") as f:
+                b = f.read()
         except OSError:
             continue
-        if cmd.startswith(b"postgres: ") and needle in cmd:
-            total += proc_cpu(int(e))
-            pids.add(int(e))
-    try:
-        with open(f"/proc/{POSTMASTER}/stat", "rb") as f:
-            b = f.read()
         fields = b[b.rindex(b")") + 2:].split()
-        total += (int(fields[13]) + int(fields[14])) / HZ
-    except OSError:
-        pass
-    return total, pids
-
-
-def pg_cpu_after(before):
-    """pg_cpu once the backends a round opened have ended and been reaped
-    (a client's closed connection ends its backend a moment later), for
-    at most two seconds."""
-    deadline = time.monotonic() + 2
-    while True:
-        total, pids = pg_cpu()
-        if pids <= before or time.monotonic() > deadline:
-            return total
-        time.sleep(0.01)
+        if int(e) == POSTMASTER:
+            total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / HZ
+        elif int(fields[1]) == POSTMASTER:
+            total += (int(fields[11]) + int(fields[12])) / HZ
+    return total
 
 
 def doget(parallel):
@@ -132,13 +115,13 @@ read()  # warm
 rounds = []
 for _ in range(ROUNDS):
     fraise0 = sum(proc_cpu(p) for p in FRAISE_PIDS)
-    pg0, pids0 = pg_cpu()
+    pg0 = pg_cpu()
     cpu0, t0 = time.process_time(), time.perf_counter()
     table, endpoints = read()
     sec = time.perf_counter() - t0
     client = time.process_time() - cpu0
     fraise = sum(proc_cpu(p) for p in FRAISE_PIDS) - fraise0
-    pg = pg_cpu_after(pids0) - pg0
+    pg = pg_cpu() - pg0
     if table.num_rows != ROWS:
         sys.exit(f"{WAY}: got {table.num_rows} rows, want {ROWS}")
     rounds.append({"rows": table.num_rows, "bytes": table.nbytes, "sec": sec, "client_cpu": client,
