@@ -11,7 +11,8 @@ environment: BENCH_ROWS, BENCH_QUERY, BENCH_PG_URL, BENCH_PG_POSTMASTER,
 BENCH_FRAISE_PIDS and fraiseenv.py's.
 
 Each way reads the whole result into an Arrow table (what a notebook
-holds), once untimed to warm caches, then BENCH_ROUNDS times. For each
+holds), once untimed to warm caches (unless BENCH_WARM=0), then
+BENCH_ROUNDS times (default 3). For each
 round it prints the rows, the table's Arrow bytes, the seconds, and the CPU
 seconds spent by this process (all its threads), by the processes named
 in BENCH_FRAISE_PIDS (Fraise: fraise dev and Envoy) and by the PostgreSQL
@@ -111,7 +112,8 @@ def connectorx():
 
 read = {"doget": lambda: doget(False), "doget_parallel": lambda: doget(True),
         "adbc_postgresql": adbc_postgresql, "connectorx": connectorx}[WAY]()
-read()  # warm
+if os.environ.get("BENCH_WARM", "1") == "1":
+    read()  # warm
 rounds = []
 for _ in range(ROUNDS):
     fraise0 = sum(proc_cpu(p) for p in FRAISE_PIDS)
