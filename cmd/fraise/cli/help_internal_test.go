@@ -253,3 +253,39 @@ func TestZshCompletion(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorsNameTheFlagAndTheFix: a command line that cannot run is
+// refused with the flag or key at fault and what to do.
+func TestErrorsNameTheFlagAndTheFix(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"unknown command", []string{"tokn"}, []string{`"tokn"`, "fraise --help"}},
+		{"group without subcommand", []string{"observers", "dlq"}, []string{"list|replay"}},
+		{"token without tenant", []string{"token", "--subject", "alice"}, []string{"--tenant", "e.g. fraise token --tenant"}},
+		{"flight without token", []string{"flight", "list", "--config", "/nonexistent.toml"}, []string{"config"}},
+		{"flight get without token", []string{"flight", "get", "people.users"}, []string{"--token", "fraise token"}},
+		{"flight get bad where", []string{"flight", "get", "--where", "{", "people.users"}, []string{"--where", "not JSON"}},
+		{"flight get no dataset", []string{"flight", "get"}, []string{"fraise flight list"}},
+		{"flight bad format", []string{"flight", "get", "--format", "xlsx", "people.users"}, []string{"--format", "arrow, parquet or csv"}},
+		{"completion without shell", []string{"completion"}, []string{"bash or zsh"}},
+		{"dlq without tenant", []string{"observers", "dlq", "list"}, []string{"--tenant"}},
+		{"apikey revoke without id", []string{"apikey", "revoke", "--config", "/nonexistent.toml"}, []string{"config"}},
+		{"log format", []string{"xds", "--log-format", "yaml"}, []string{"log-format", "text or json"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := Run(context.Background(), tt.args, func(string) string { return "" }, &out, &out)
+			if err == nil {
+				t.Fatalf("got no error, want one naming %v", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) && !strings.Contains(out.String(), w) {
+					t.Errorf("got %q, want %q in it", err, w)
+				}
+			}
+		})
+	}
+}
