@@ -25,7 +25,8 @@ deps:
 build:
 	@deploy/dev/progress.sh "build: go build -o $(BIN) ./cmd/fraise" $(GO) build -o $(BIN) ./cmd/fraise
 
-## run: the whole stack on embedded defaults, with demo data, then a ready-to-paste request.
+## run: the whole stack on embedded defaults, with demo data (GraphQL, Flight datasets, an observer
+## rule and its receiver), then a command to paste for each.
 run: deps build
 	$(BIN) certs
 	deploy/dev/services.sh start
