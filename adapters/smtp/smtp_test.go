@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/fraise-dev/fraise/adapters/smtp"
@@ -139,5 +140,41 @@ func TestAcceptedMessageIsDeliveredWhateverQUITDoes(t *testing.T) {
 	}
 	if got := len(accepted); got != 1 {
 		t.Fatalf("the server accepted %d messages, want 1", got)
+	}
+}
+
+// TestLoginRotation rotates the login Fraise sends with, the new one
+// reaching Fraise before the mail server knows it: sends fall back to the
+// previous login until the server accepts the new one, and none fails.
+func TestLoginRotation(t *testing.T) {
+	srv := smtptest.Start(t)
+	var mu sync.Mutex
+	cur, prev := smtp.Login{Username: srv.Username, Password: srv.Password}, smtp.Login{}
+	n := smtp.New(smtp.Options{Addr: srv.Addr, From: "observers@fraise.test", TLS: &tls.Config{RootCAs: srv.Roots},
+		Credentials: func() (smtp.Login, smtp.Login) { mu.Lock(); defer mu.Unlock(); return cur, prev }})
+	send := func(step string) {
+		t.Helper()
+		if err := n.Notify(context.Background(), core.Message{Kind: core.ActionEmail, To: []string{"sales@acme.test"}, Subject: step, Body: []byte(step)}); err != nil {
+			t.Fatalf("%s: got %v, want sent", step, err)
+		}
+	}
+	send("the first login")
+	next := smtp.Login{Username: "fraise-2", Password: "n3w"}
+	mu.Lock()
+	cur, prev = next, cur
+	mu.Unlock()
+	send("the new login, unknown to the server")
+	if srv.Refused() != 1 {
+		t.Errorf("refused logins: got %d, want the new one refused once", srv.Refused())
+	}
+	srv.Accept(next.Username, next.Password)
+	srv.Revoke(prev.Username, prev.Password)
+	send("the new login, known to the server")
+	msgs := srv.Messages()
+	if got := msgs[len(msgs)-1].User; got != next.Username {
+		t.Errorf("last message sent as %q, want %q", got, next.Username)
+	}
+	if got := msgs[1].User; got != srv.Username {
+		t.Errorf("the message sent during the change was sent as %q, want the previous login %q", got, srv.Username)
 	}
 }
