@@ -47,8 +47,8 @@ type Options struct {
 	// verify-full.
 	TLS func() *tls.Config
 	// Password, when set, returns the password of each new connection,
-	// overriding the URL's, and, during a rotation, the one it replaced
-	// ("" when none). The database and the file holding the password are
+	// overriding the URL's (unless it returns ""), and, during a rotation,
+	// the one it replaced ("" when none). The database and the file holding the password are
 	// never changed at the same instant: while a previous password is
 	// given, a new connection the server refuses with the current one
 	// (invalid_password) is made with the previous one instead, until
@@ -133,6 +133,9 @@ func (db *DB) beforeConnect(ctx context.Context, cc *pgx.ConnConfig, o Options) 
 		return nil
 	}
 	cur, prev := o.Password()
+	if cur == "" {
+		return nil
+	}
 	cc.Password = cur
 	if prev == "" || prev == cur {
 		return nil

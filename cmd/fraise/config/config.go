@@ -92,7 +92,9 @@ type DataTLS struct {
 }
 
 // Enabled reports whether TLS is configured.
-func (t DataTLS) Enabled() bool { return t.CA != "" || t.Cert != "" || t.Key != "" || t.ServerName != "" }
+func (t DataTLS) Enabled() bool {
+	return t.CA != "" || t.Cert != "" || t.Key != "" || t.ServerName != ""
+}
 
 func (t DataTLS) validate(key string, bad func(key, format string, args ...any)) {
 	if !t.Enabled() {
