@@ -106,7 +106,7 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 	case <-ctx.Done():
 		return mapError(op, ctx.Err())
 	}
-	tx, err := e.db.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	tx, err := e.db.begin(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return mapError(op, err)
 	}

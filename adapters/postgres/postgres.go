@@ -72,6 +72,10 @@ type DB struct {
 	// accepted is the last current password (Options.Password) a
 	// connection was made with: no need to try it again.
 	accepted atomic.Pointer[string]
+	// rotating reports whether a password rotation is under way
+	// (Options.Password gives a previous password besides the current
+	// one); nil without Options.Password.
+	rotating func() bool
 }
 
 var _ core.TenantDB = (*DB)(nil)
@@ -108,6 +112,9 @@ func Open(ctx context.Context, url string, o Options) (*DB, error) {
 		// when the URL sets no sslmode) are never tried.
 		cfg.ConnConfig.TLSConfig = o.TLS()
 		cfg.ConnConfig.Fallbacks = tlsOnly(cfg.ConnConfig.Fallbacks, o.TLS)
+	}
+	if o.Password != nil {
+		db.rotating = func() bool { cur, prev := o.Password(); return prev != "" && prev != cur }
 	}
 	if o.TLS != nil || o.Password != nil {
 		cfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
@@ -158,6 +165,21 @@ func (db *DB) beforeConnect(ctx context.Context, cc *pgx.ConnConfig, o Options) 
 	}
 	// Any other failure is the real connection's to report.
 	return nil
+}
+
+// begin begins a transaction. While a password rotation is under way, a
+// new connection refused for its password is made once more: the server
+// may have taken the new password (ALTER ROLE) between beforeConnect's
+// probe, which found it unknown, and the connection then made with the
+// previous one; the next probe finds the new one accepted.
+func (db *DB) begin(ctx context.Context, o pgx.TxOptions) (pgx.Tx, error) {
+	tx, err := db.pool.BeginTx(ctx, o)
+	var pgErr *pgconn.PgError
+	if err != nil && db.rotating != nil && db.rotating() && errors.As(err, &pgErr) && pgErr.Code == sqlStateInvalidPassword {
+		db.log.Info("database password changed while connecting; connecting again")
+		tx, err = db.pool.BeginTx(ctx, o)
+	}
+	return tx, err
 }
 
 // forHost returns tc verifying host unless it names a server itself.
@@ -222,7 +244,7 @@ func (db *DB) InTenant(ctx context.Context, tenant string, fn func(ctx context.C
 	if !isUUID(tenant) {
 		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
 	}
-	tx, err := db.pool.Begin(ctx)
+	tx, err := db.begin(ctx, pgx.TxOptions{})
 	if err != nil {
 		return mapError(op, err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
@@ -148,3 +151,77 @@ func TestPasswordRotation(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestPasswordChangedWhileConnecting: the server takes the new password
+// (ALTER ROLE) just after a new connection's probe found it unknown, so
+// the connection made with the previous password is refused. A request
+// must not fail for it: the transaction is begun again, on a connection
+// made with the new password.
+func TestPasswordChangedWhileConnecting(t *testing.T) {
+	pg := harness.StartPostgresWith(t, harness.PostgresOptions{TLS: true, Password: true})
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, pg.AdminURL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE ROLE app LOGIN PASSWORD 'one'"); err != nil {
+		t.Fatal(err)
+	}
+	// Between Fraise and the server, a proxy that changes the password
+	// before it forwards the third connection: the first is the pool's
+	// with "one", the second the probe of "two" (refused), the third the
+	// connection made with "one" again.
+	proxy := startProxy(t, pg.Host+":"+itoa(pg.Port), func(n int) {
+		if n == 3 {
+			if _, err := admin.Exec(ctx, "ALTER ROLE app PASSWORD 'two'"); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	pw := &rotatingPassword{cur: "one"}
+	db, err := postgres.Open(ctx, "postgres://app@"+proxy+"/postgres", postgres.Options{TLS: clientTLS(t, pg.TLS, "app"), Password: pw.get, MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	inTenant := func(step string) {
+		t.Helper()
+		err := db.InTenant(ctx, "11111111-1111-4111-8111-111111111111", func(context.Context, core.Querier) error { return nil })
+		if err != nil {
+			t.Fatalf("%s: got %v, want the transaction run", step, err)
+		}
+	}
+	inTenant("the first password")
+	pw.set("two")
+	postgres.ResetPool(db)
+	inTenant("the password changed on the server while connecting")
+}
+
+// startProxy forwards each TCP connection to addr, calling before(n) for
+// the nth before it connects to addr. It returns its host:port.
+func startProxy(tb testing.TB, addr string, before func(n int)) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for n := 1; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			before(n)
+			s, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { _, _ = io.Copy(s, c); s.Close() }()
+			go func() { _, _ = io.Copy(c, s); c.Close() }()
+		}
+	}()
+	return ln.Addr().String()
+}
