@@ -174,12 +174,22 @@ func (db *DB) beforeConnect(ctx context.Context, cc *pgx.ConnConfig, o Options) 
 // previous one; the next probe finds the new one accepted.
 func (db *DB) begin(ctx context.Context, o pgx.TxOptions) (pgx.Tx, error) {
 	tx, err := db.pool.BeginTx(ctx, o)
-	var pgErr *pgconn.PgError
-	if err != nil && db.rotating != nil && db.rotating() && errors.As(err, &pgErr) && pgErr.Code == sqlStateInvalidPassword {
-		db.log.Info("database password changed while connecting; connecting again")
+	if db.passwordChanged(err) {
 		tx, err = db.pool.BeginTx(ctx, o)
 	}
 	return tx, err
+}
+
+// passwordChanged reports whether err is a new connection refused for its
+// password while a rotation is under way: nothing was sent, and the
+// request may be sent again on a connection of the next probe's password.
+func (db *DB) passwordChanged(err error) bool {
+	var pgErr *pgconn.PgError
+	if err == nil || db.rotating == nil || !db.rotating() || !errors.As(err, &pgErr) || pgErr.Code != sqlStateInvalidPassword {
+		return false
+	}
+	db.log.Info("database password changed while connecting; connecting again")
+	return true
 }
 
 // forHost returns tc verifying host unless it names a server itself.

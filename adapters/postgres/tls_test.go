@@ -155,8 +155,9 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // TestPasswordChangedWhileConnecting: the server takes the new password
 // (ALTER ROLE) just after a new connection's probe found it unknown, so
 // the connection made with the previous password is refused. A request
-// must not fail for it: the transaction is begun again, on a connection
-// made with the new password.
+// must not fail for it: it is sent again, on a connection made with the
+// new password. Both ways a request reaches the database are shown: a
+// transaction (writes, Flight) and a pipelined read.
 func TestPasswordChangedWhileConnecting(t *testing.T) {
 	pg := harness.StartPostgresWith(t, harness.PostgresOptions{TLS: true, Password: true})
 	ctx := context.Background()
@@ -165,37 +166,52 @@ func TestPasswordChangedWhileConnecting(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE ROLE app LOGIN PASSWORD 'one'"); err != nil {
-		t.Fatal(err)
-	}
-	// Between Fraise and the server, a proxy that changes the password
-	// before it forwards the third connection: the first is the pool's
-	// with "one", the second the probe of "two" (refused), the third the
-	// connection made with "one" again.
-	proxy := startProxy(t, pg.Host+":"+itoa(pg.Port), func(n int) {
-		if n == 3 {
-			if _, err := admin.Exec(ctx, "ALTER ROLE app PASSWORD 'two'"); err != nil {
-				t.Error(err)
+	const tenant = "11111111-1111-4111-8111-111111111111"
+	for i, tc := range []struct {
+		name string
+		run  func(db *postgres.DB) error
+	}{
+		{"a transaction", func(db *postgres.DB) error {
+			return db.InTenant(ctx, tenant, func(context.Context, core.Querier) error { return nil })
+		}},
+		{"a pipelined read", func(db *postgres.DB) error {
+			_, err := db.QueryJSONBatch(ctx, tenant, []core.Statement{{SQL: "select '1'::jsonb"}})
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			role := "app" + itoa(i)
+			if _, err := admin.Exec(ctx, "CREATE ROLE "+role+" LOGIN PASSWORD 'one'"); err != nil {
+				t.Fatal(err)
 			}
-		}
-	})
-	pw := &rotatingPassword{cur: "one"}
-	db, err := postgres.Open(ctx, "postgres://app@"+proxy+"/postgres", postgres.Options{TLS: clientTLS(t, pg.TLS, "app"), Password: pw.get, MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
+			// Between Fraise and the server, a proxy that changes the
+			// password before it forwards the third connection: the
+			// first is the pool's with "one", the second the probe of
+			// "two" (refused), the third the connection made with "one"
+			// again.
+			proxy := startProxy(t, pg.Host+":"+itoa(pg.Port), func(n int) {
+				if n == 3 {
+					if _, err := admin.Exec(ctx, "ALTER ROLE "+role+" PASSWORD 'two'"); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+			pw := &rotatingPassword{cur: "one"}
+			db, err := postgres.Open(ctx, "postgres://"+role+"@"+proxy+"/postgres", postgres.Options{TLS: clientTLS(t, pg.TLS, role), Password: pw.get, MaxConns: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if err := tc.run(db); err != nil {
+				t.Fatalf("the first password: got %v, want served", err)
+			}
+			pw.set("two")
+			postgres.ResetPool(db)
+			if err := tc.run(db); err != nil {
+				t.Fatalf("the password changed on the server while connecting: got %v, want served", err)
+			}
+		})
 	}
-	defer db.Close()
-	inTenant := func(step string) {
-		t.Helper()
-		err := db.InTenant(ctx, "11111111-1111-4111-8111-111111111111", func(context.Context, core.Querier) error { return nil })
-		if err != nil {
-			t.Fatalf("%s: got %v, want the transaction run", step, err)
-		}
-	}
-	inTenant("the first password")
-	pw.set("two")
-	postgres.ResetPool(db)
-	inTenant("the password changed on the server while connecting")
 }
 
 // startProxy forwards each TCP connection to addr, calling before(n) for
