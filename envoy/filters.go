@@ -445,8 +445,10 @@ func downstreamTLS(o Options) *corev3.TransportSocket {
 	return tlsSocket(&tlsv3.DownstreamTlsContext{
 		RequireClientCertificate: wrapperspb.Bool(true),
 		CommonTlsContext: &tlsv3.CommonTlsContext{
-			TlsParams:       &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
-			TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: file(o.ServerCert), PrivateKey: file(o.ServerKey)}},
+			TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+			// The secret SecretListener, over ADS: Envoy watches the files
+			// an SDS secret names, and not those of a static one.
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: SecretListener, SdsConfig: ads()}},
 			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 				TrustedCa: file(o.CACert),
 			}},
@@ -463,6 +465,14 @@ func upstreamCertificate(o Options) *tlsv3.TlsCertificate {
 // upstreamSecret is upstreamCertificate as the SDS secret SecretUpstream.
 func upstreamSecret(o Options) *tlsv3.Secret {
 	return &tlsv3.Secret{Name: SecretUpstream, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: upstreamCertificate(o)}}
+}
+
+// listenerSecret is the listener's certificate as the SDS secret
+// SecretListener.
+func listenerSecret(o Options) *tlsv3.Secret {
+	return &tlsv3.Secret{Name: SecretListener, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+		CertificateChain: file(o.ServerCert), PrivateKey: file(o.ServerKey),
+	}}}
 }
 
 // upstreamTLS is the transport socket of a cluster that speaks mTLS. The
