@@ -33,7 +33,9 @@ type Options struct {
 	// Username and Password, and during a rotation the login it replaced
 	// (zero when none): a send the server refuses with the current login
 	// (535) is made again, on a new connection, with the previous one. So
-	// a new login can reach Fraise before the mail server knows it.
+	// a new login can reach Fraise before the mail server knows it. A send
+	// still refused is made once more with the login Credentials returns
+	// then, if it changed during the send.
 	Credentials func() (current, previous Login)
 	// TLS configures STARTTLS (its ServerName defaults to Addr's host).
 	TLS *tls.Config
@@ -88,15 +90,28 @@ func (n *Notifier) Notify(ctx context.Context, m core.Message) error {
 		cur, prev = n.o.Credentials()
 	}
 	err = n.send(ctx, from.Address, to, msg, cur)
-	var te *textproto.Error
-	if errors.As(err, &te) && te.Code == 535 && prev.Username != "" && prev != cur {
+	if refused(err) && prev.Username != "" && prev != cur {
 		// The server does not know the new login yet.
 		err = n.send(ctx, from.Address, to, msg, prev)
+	}
+	if refused(err) && n.o.Credentials != nil {
+		// The login may have been rotated, and the server switched to
+		// the new one, while this send was on its way: the login current
+		// now gets one try.
+		if now, _ := n.o.Credentials(); now != cur && now != prev {
+			err = n.send(ctx, from.Address, to, msg, now)
+		}
 	}
 	if err != nil {
 		return classify(err)
 	}
 	return nil
+}
+
+// refused reports whether err is the server refusing the login (535).
+func refused(err error) bool {
+	var te *textproto.Error
+	return errors.As(err, &te) && te.Code == 535
 }
 
 func (n *Notifier) send(ctx context.Context, from string, to []*mail.Address, msg []byte, login Login) error {

@@ -178,3 +178,34 @@ func TestLoginRotation(t *testing.T) {
 		t.Errorf("the message sent during the change was sent as %q, want the previous login %q", got, srv.Username)
 	}
 }
+
+// TestLoginRotatedDuringASend: a send reads the login, the rotation
+// reaches the files and the mail server switches to the new login before
+// the send authenticates. Refused, the send is made again with the login
+// current then, rather than dead-lettered.
+func TestLoginRotatedDuringASend(t *testing.T) {
+	srv := smtptest.Start(t)
+	old := smtp.Login{Username: srv.Username, Password: srv.Password}
+	next := smtp.Login{Username: "fraise-2", Password: "n3w"}
+	srv.Accept(next.Username, next.Password)
+	srv.Revoke(old.Username, old.Password)
+	var mu sync.Mutex
+	calls := 0
+	n := smtp.New(smtp.Options{Addr: srv.Addr, From: "observers@fraise.test", TLS: &tls.Config{RootCAs: srv.Roots},
+		Credentials: func() (smtp.Login, smtp.Login) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			if calls == 1 {
+				return old, smtp.Login{} // read before the rotation
+			}
+			return next, old
+		}})
+	if err := n.Notify(context.Background(), core.Message{Kind: core.ActionEmail, To: []string{"sales@acme.test"}, Subject: "s", Body: []byte("b")}); err != nil {
+		t.Fatalf("got %v, want sent with the login current after the refusal", err)
+	}
+	msgs := srv.Messages()
+	if len(msgs) != 1 || msgs[0].User != next.Username {
+		t.Fatalf("got %d messages (%+v), want one sent as %q", len(msgs), msgs, next.Username)
+	}
+}
