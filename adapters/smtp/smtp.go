@@ -35,7 +35,7 @@ type Options struct {
 	// (535) is made again, on a new connection, with the previous one. So
 	// a new login can reach Fraise before the mail server knows it. A send
 	// still refused is made once more with the login Credentials returns
-	// then, if it changed during the send.
+	// then, unless it is the one last refused.
 	Credentials func() (current, previous Login)
 	// TLS configures STARTTLS (its ServerName defaults to Addr's host).
 	TLS *tls.Config
@@ -89,16 +89,18 @@ func (n *Notifier) Notify(ctx context.Context, m core.Message) error {
 	if n.o.Credentials != nil {
 		cur, prev = n.o.Credentials()
 	}
+	tried := cur
 	err = n.send(ctx, from.Address, to, msg, cur)
 	if refused(err) && prev.Username != "" && prev != cur {
 		// The server does not know the new login yet.
+		tried = prev
 		err = n.send(ctx, from.Address, to, msg, prev)
 	}
 	if refused(err) && n.o.Credentials != nil {
-		// The login may have been rotated, and the server switched to
-		// the new one, while this send was on its way: the login current
-		// now gets one try.
-		if now, _ := n.o.Credentials(); now != cur && now != prev {
+		// The login was rotated, or the server switched to the new one,
+		// while this send was on its way (its fallback to the previous
+		// login came too late): the login current now gets one more try.
+		if now, _ := n.o.Credentials(); now != tried {
 			err = n.send(ctx, from.Address, to, msg, now)
 		}
 	}

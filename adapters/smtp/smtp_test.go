@@ -179,33 +179,56 @@ func TestLoginRotation(t *testing.T) {
 	}
 }
 
-// TestLoginRotatedDuringASend: a send reads the login, the rotation
-// reaches the files and the mail server switches to the new login before
-// the send authenticates. Refused, the send is made again with the login
-// current then, rather than dead-lettered.
+// TestLoginRotatedDuringASend: the login or the mail server's logins
+// change while a send is on its way, so that every login the send read is
+// refused by the time it authenticates. The send is made once more with
+// the login current then, rather than dead-lettered.
 func TestLoginRotatedDuringASend(t *testing.T) {
-	srv := smtptest.Start(t)
-	old := smtp.Login{Username: srv.Username, Password: srv.Password}
+	old := smtp.Login{Username: "fraise", Password: "s3cret"} // smtptest's first login
 	next := smtp.Login{Username: "fraise-2", Password: "n3w"}
-	srv.Accept(next.Username, next.Password)
-	srv.Revoke(old.Username, old.Password)
-	var mu sync.Mutex
-	calls := 0
-	n := smtp.New(smtp.Options{Addr: srv.Addr, From: "observers@fraise.test", TLS: &tls.Config{RootCAs: srv.Roots},
-		Credentials: func() (smtp.Login, smtp.Login) {
-			mu.Lock()
-			defer mu.Unlock()
-			calls++
-			if calls == 1 {
-				return old, smtp.Login{} // read before the rotation
+	for _, tc := range []struct {
+		name string
+		// first is what the send reads; later what Credentials returns
+		// after.
+		first, later [2]smtp.Login
+		// switchFirst switches the server to next before the send;
+		// otherwise it switches when it first refuses a login (after
+		// the new one was tried, before the fallback to the old one).
+		switchFirst bool
+	}{
+		{"the login read before the rotation reached the files, the server switched since",
+			[2]smtp.Login{old, {}}, [2]smtp.Login{next, old}, true},
+		{"the server switched between the new login's refusal and the fallback to the old one",
+			[2]smtp.Login{next, old}, [2]smtp.Login{next, old}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := smtptest.Start(t)
+			switchLogins := func() { srv.Accept(next.Username, next.Password); srv.Revoke(old.Username, old.Password) }
+			if tc.switchFirst {
+				switchLogins()
+			} else {
+				var once sync.Once
+				srv.OnRefused(func() { once.Do(switchLogins) })
 			}
-			return next, old
-		}})
-	if err := n.Notify(context.Background(), core.Message{Kind: core.ActionEmail, To: []string{"sales@acme.test"}, Subject: "s", Body: []byte("b")}); err != nil {
-		t.Fatalf("got %v, want sent with the login current after the refusal", err)
-	}
-	msgs := srv.Messages()
-	if len(msgs) != 1 || msgs[0].User != next.Username {
-		t.Fatalf("got %d messages (%+v), want one sent as %q", len(msgs), msgs, next.Username)
+			var mu sync.Mutex
+			calls := 0
+			n := smtp.New(smtp.Options{Addr: srv.Addr, From: "observers@fraise.test", TLS: &tls.Config{RootCAs: srv.Roots},
+				Credentials: func() (smtp.Login, smtp.Login) {
+					mu.Lock()
+					defer mu.Unlock()
+					calls++
+					if calls == 1 {
+						return tc.first[0], tc.first[1]
+					}
+					return tc.later[0], tc.later[1]
+				}})
+			if err := n.Notify(context.Background(), core.Message{Kind: core.ActionEmail, To: []string{"sales@acme.test"}, Subject: "s", Body: []byte("b")}); err != nil {
+				t.Fatalf("got %v, want sent with the login current after the refusals", err)
+			}
+			msgs := srv.Messages()
+			if len(msgs) != 1 || msgs[0].User != next.Username {
+				t.Fatalf("got %d messages (%+v), want one sent as %q", len(msgs), msgs, next.Username)
+			}
+		})
 	}
 }

@@ -54,6 +54,8 @@ type Server struct {
 	logins map[[2]string]bool
 	// refused counts AUTH attempts refused.
 	refused int
+	// onRefused is called after each refusal.
+	onRefused func()
 }
 
 // Start starts a server on 127.0.0.1:0, stopped when tb ends.
@@ -99,6 +101,14 @@ func (s *Server) Revoke(username, password string) {
 	s.mu.Unlock()
 }
 
+// OnRefused calls f after each AUTH attempt the server refuses, before
+// the refusal is answered: a test switches logins at that moment.
+func (s *Server) OnRefused(f func()) {
+	s.mu.Lock()
+	s.onRefused = f
+	s.mu.Unlock()
+}
+
 // Refused is how many AUTH attempts the server refused.
 func (s *Server) Refused() int {
 	s.mu.Lock()
@@ -136,7 +146,11 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		if !ok {
 			s.s.refused++
 		}
+		hook := s.s.onRefused
 		s.s.mu.Unlock()
+		if !ok && hook != nil {
+			hook()
+		}
 		if !ok {
 			return &gosmtp.SMTPError{Code: 535, EnhancedCode: gosmtp.EnhancedCode{5, 7, 8}, Message: "bad credentials"}
 		}
