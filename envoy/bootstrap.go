@@ -216,7 +216,10 @@ func inlineCertificates(ctc *tlsv3.CommonTlsContext, secrets map[string]*tlsv3.S
 		if !ok || s.GetTlsCertificate() == nil {
 			return fmt.Errorf("names unknown certificate secret %q", sds.GetName())
 		}
-		ctc.TlsCertificates = append(ctc.TlsCertificates, proto.Clone(s.GetTlsCertificate()).(*tlsv3.TlsCertificate))
+		c := proto.Clone(s.GetTlsCertificate()).(*tlsv3.TlsCertificate)
+		// A static certificate is read once: nothing to watch.
+		c.WatchedDirectory = nil
+		ctc.TlsCertificates = append(ctc.TlsCertificates, c)
 	}
 	ctc.TlsCertificateSdsSecretConfigs = nil
 	return nil

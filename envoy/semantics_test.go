@@ -601,3 +601,34 @@ func TestGraphQLRouteTimeout(t *testing.T) {
 		t.Errorf("a negative timeout: got %v, want an error naming GraphQLTimeout", err)
 	}
 }
+
+// TestSecretsWatchTheirDirectory: a secret whose certificate and key sit
+// in one directory (a mounted Kubernetes Secret) names it as its
+// watched_directory: Kubernetes renews the files by swapping the
+// directory's ..data link, which moves neither file, and Envoy reloads on
+// any move in a watched directory. The static bootstrap, whose
+// certificates Envoy reads once, names none.
+func TestSecretsWatchTheirDirectory(t *testing.T) {
+	o := opts()
+	o.ServerCert, o.ServerKey = "/etc/fraise/tls/server/tls.crt", "/etc/fraise/tls/server/tls.key"
+	o.UpstreamCert, o.UpstreamKey = "/etc/fraise/tls/gateway/tls.crt", "/etc/fraise/tls/gateway/tls.key"
+	res := mustBuild(t, o)
+	for name, dir := range map[string]string{envoy.SecretListener: "/etc/fraise/tls/server", envoy.SecretUpstream: "/etc/fraise/tls/gateway"} {
+		if got := secretOf(t, res, name).GetTlsCertificate().GetWatchedDirectory().GetPath(); got != dir {
+			t.Errorf("%s: got watched directory %q, want %q", name, got, dir)
+		}
+	}
+	// Relative names, or a certificate and key in two directories: the
+	// files' own directories are watched, as Envoy does by default.
+	if got := secretOf(t, mustBuild(t, opts()), envoy.SecretListener).GetTlsCertificate().GetWatchedDirectory(); got != nil {
+		t.Errorf("relative names: got watched directory %v, want none", got)
+	}
+	static, err := res.Bootstrap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := unpack(t, static.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetTransportSocket().GetTypedConfig(), &tlsv3.DownstreamTlsContext{})
+	if got := d.GetCommonTlsContext().GetTlsCertificates()[0].GetWatchedDirectory(); got != nil {
+		t.Errorf("static bootstrap: got watched directory %v, want none", got)
+	}
+}
