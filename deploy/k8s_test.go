@@ -1332,6 +1332,11 @@ func TestK8sCertManagerExample(t *testing.T) {
 		{"envoy", "tls.gateway_cert", cfg.TLS.GatewayCert, cfg.TLS.GatewaySAN, "client auth"},
 		{"core", "tls.core_client_cert", cfg.TLS.CoreClientCert, cfg.TLS.CoreClientSAN, "client auth"},
 		{"envoy", "tls.server_cert", cfg.TLS.ServerCert, "", "server auth"},
+		// The client certificates towards PostgreSQL and Redis.
+		{"core", "database.tls.cert", cfg.Database.TLS.Cert, "", "client auth"},
+		{"authz", "database.tls.cert", cfg.Database.TLS.Cert, "", "client auth"},
+		{"core", "redis.tls.cert", cfg.Redis.TLS.Cert, "", "client auth"},
+		{"ratelimit", "redis.tls.cert", cfg.Redis.TLS.Cert, "", "client auth"},
 	} {
 		ps := m.deployments[want.deployment].Spec.Template.Spec
 		secret := secretAt(ps, ps.Containers[0], want.path)
