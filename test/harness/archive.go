@@ -343,3 +343,43 @@ func (p *Postgres) WaitArchived(tb testing.TB, seg string, d time.Duration) {
 		}
 	}
 }
+
+// StartArchivingPostgres starts a dedicated server that archives every
+// completed WAL segment into archive/wal (archive is a new directory the
+// server's OS user owns), with 1 MB segments and no archive_timeout: a
+// test switches segments itself (SwitchWAL). settings are appended.
+func StartArchivingPostgres(tb testing.TB, settings ...string) (p *Postgres, archive string) {
+	tb.Helper()
+	archive = PostgresDir(tb)
+	wal := filepath.Join(archive, "wal")
+	if err := os.Mkdir(wal, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := ChownToPostgres(wal); err != nil {
+		tb.Fatal(err)
+	}
+	p = StartPostgresWith(tb, PostgresConfig{WALSegmentMB: 1, Settings: append([]string{
+		"archive_mode = on", "archive_timeout = 0",
+		"archive_command = 'test ! -f " + wal + "/%f && cp %p " + wal + "/%f'",
+	}, settings...)})
+	return p, archive
+}
+
+// BaseBackup takes a plain-format base backup of p into archive/base/<UTC
+// stamp>, as deploy/backup/base-backup.sh names them, and returns its
+// directory. Its WAL is in the archive (pg_basebackup -X none waits for it).
+func (p *Postgres) BaseBackup(tb testing.TB, archive string) string {
+	tb.Helper()
+	dir := filepath.Join(archive, "base", time.Now().UTC().Format("20060102T150405.000Z"))
+	ctx, cancel := ctxTimeout(2 * time.Minute)
+	defer cancel()
+	cmd, err := PostgresCommand(ctx, "pg_basebackup", "-D", dir, "-Fp", "-X", "none", "-c", "fast",
+		"-h", p.Host, "-p", strconv.Itoa(p.Port), "-U", "postgres")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("pg_basebackup: %v\n%s", err, out)
+	}
+	return dir
+}

@@ -57,6 +57,7 @@ type Config struct {
 	XDS       XDS       `toml:"xds"`
 	Flight    Flight    `toml:"flight"`
 	Observers Observers `toml:"observers"`
+	Backup    Backup    `toml:"backup"`
 }
 
 // Flight configures the core's Arrow Flight exports (docs/flight.md).
@@ -614,6 +615,7 @@ func Default() Config {
 				OpenTimeout: Duration{time.Minute}, SuccessThreshold: 1},
 			SMTP: SMTP{From: "fraise@localhost"},
 		},
+		Backup: defaultBackup(),
 	}
 }
 
@@ -1000,6 +1002,7 @@ func (c Config) Validate() error {
 		bad("flight.max_exports_per_tenant", "want 1 to flight.max_exports (%d), got %d", c.Flight.MaxExports, c.Flight.MaxExportsPerTenant)
 	}
 	errs = append(errs, c.Observers.validate()...)
+	c.Backup.validate(bad)
 	return errors.Join(errs...)
 }
 
