@@ -383,3 +383,50 @@ func (p *Postgres) BaseBackup(tb testing.TB, archive string) string {
 	}
 	return dir
 }
+
+// RestoreFromArchive restores the newest base backup in archive/base into a
+// new data directory, replays archive/wal up to target (a time PostgreSQL
+// reads; "" replays it all), starts the server and returns it once promoted
+// to a new timeline, as deploy/backup/restore.sh and a start do. settings
+// are appended to its configuration (the backup's own, archiving included,
+// is kept unless they say otherwise).
+func RestoreFromArchive(tb testing.TB, archive, target string, settings ...string) *Postgres {
+	tb.Helper()
+	backups, err := filepath.Glob(filepath.Join(archive, "base", "2*"))
+	if err != nil || len(backups) == 0 {
+		tb.Fatalf("no base backup in %s/base (%v)", archive, err)
+	}
+	data := filepath.Join(PostgresDir(tb), "data")
+	ctx, cancel := ctxTimeout(2 * time.Minute)
+	defer cancel()
+	cmd, err := PostgresCommand(ctx, "/bin/cp", "-a", backups[len(backups)-1], data)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("copying the base backup: %v\n%s", err, out)
+	}
+	conf := []string{"restore_command = 'cp " + filepath.Join(archive, "wal") + "/%f %p'",
+		"recovery_target_timeline = 'latest'", "recovery_target_action = 'promote'"}
+	if target != "" {
+		conf = append(conf, "recovery_target_time = '"+target+"'")
+	}
+	f, err := os.OpenFile(filepath.Join(data, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	_, err = f.WriteString(strings.Join(conf, "\n") + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(data, "recovery.signal"), nil, 0o600)
+	}
+	if err == nil {
+		err = ChownToPostgres(data)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return StartPostgresFrom(tb, data, settings...)
+}
