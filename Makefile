@@ -12,7 +12,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency the race detector checks in `make test`.
 RACE_PKGS := ./core/... ./envoy/... ./extauthz/... ./adapters/... ./cmd/...
 
-.PHONY: all run test lint unit race e2e audit bench generate build deps services stop clean vulncheck fuzz
+.PHONY: all run test lint unit race e2e audit bench generate build deps services stop clean vulncheck fuzz drill
 
 all: build
 
@@ -59,6 +59,16 @@ test: deps lint build
 	@deploy/dev/vulncheck.sh
 	@FUZZTIME=3s GO=$(GO) deploy/dev/fuzz.sh
 	@deploy/dev/leftovers.sh
+
+## drill: the restore drill (test/drill, docs/operations.md) with a minute of
+## traffic: the whole stack on an archiving primary, the primary destroyed,
+## the archive restored into a new cluster, the stack started on it; prints
+## the RPO and RTO and checks the observers' promises. `make test` runs it
+## with five seconds of traffic.
+drill: deps
+	@mkdir -p bin
+	$(GO) test -count=1 -timeout 15m -v -run TestRestoreDrill ./test/drill/ -args -drill.traffic=60s > bin/drill.txt || { cat bin/drill.txt; exit 1; }
+	@grep -E '^drill: ' bin/drill.txt
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

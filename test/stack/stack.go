@@ -79,6 +79,16 @@ type Options struct {
 	// Log also receives the stack's log (Envoy's lines, its access log
 	// among them, prefixed "envoy: "), as it is written.
 	Log io.Writer
+	// Postgres and Database, when Postgres is set, are the server and
+	// database the stack runs on instead of a new database of its own: a
+	// restore drill's archiving primary, then the server restored from its
+	// archive. The stack migrates it as on a fresh one.
+	Postgres *harness.Postgres
+	Database string
+	// Redis, when set, is the stack's Redis instead of a new server: the
+	// stack started on a restored database takes over the queue its
+	// predecessor left.
+	Redis *harness.Redis
 }
 
 // Stack is a running `fraise dev`. It stops when the test that started it
@@ -172,8 +182,14 @@ func Start(tb testing.TB) *Stack {
 // Envoy ready).
 func StartWith(tb testing.TB, o Options) *Stack {
 	tb.Helper()
-	pg, db := harness.NewDatabase(tb)
-	rd := harness.StartRedis(tb)
+	pg, db := o.Postgres, o.Database
+	if pg == nil {
+		pg, db = harness.NewDatabase(tb)
+	}
+	rd := o.Redis
+	if rd == nil {
+		rd = harness.StartRedis(tb)
+	}
 	dir := tb.TempDir()
 	getenv := func(k string) string { return o.Env[k] }
 	if o.PerTenant == 0 {
