@@ -64,7 +64,7 @@ test: deps lint build
 ## traffic: the whole stack on an archiving primary, the primary destroyed,
 ## the archive restored into a new cluster, the stack started on it; prints
 ## the RPO and RTO and checks the observers' promises. `make test` runs it
-## with five seconds of traffic.
+## with six seconds of traffic.
 drill: deps
 	@mkdir -p bin
 	$(GO) test -count=1 -timeout 15m -v -run TestRestoreDrill ./test/drill/ -args -drill.traffic=60s > bin/drill.txt || { cat bin/drill.txt; exit 1; }

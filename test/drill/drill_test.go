@@ -36,7 +36,7 @@ import (
 	"github.com/fraise-dev/fraise/test/stack"
 )
 
-var trafficFor = flag.Duration("drill.traffic", 5*time.Second,
+var trafficFor = flag.Duration("drill.traffic", 6*time.Second,
 	"how long the drill writes before it destroys the primary (make drill: 60s)")
 
 // rpoTarget is the recovery point objective deploy/backup/postgresql.conf's
@@ -47,13 +47,16 @@ const rpoTarget = 5 * time.Second
 const aliceID = "a0000000-0000-4000-8000-00000000000a"
 
 // drillTOML enables observers with webhooks to the loopback receiver, and
-// retries soon enough for a test.
+// retries soon enough for a test: the receiver's outage opens the breaker,
+// which tries again after a second rather than the default 30.
 const drillTOML = `
 [observers]
 enabled = true
 allow_private_targets = true
 backoff_base = "50ms"
 backoff_cap = "500ms"
+[observers.webhook]
+open_timeout = "1s"
 `
 
 // receiver is the webhook target: it records each attempt and each
@@ -417,6 +420,12 @@ func TestRestoreDrill(t *testing.T) {
 		}
 	}
 	lostJobs, _ := q.XLen(ctx, tk("lost")).Result()
+	// The tenant's enqueue marker (the last outbox position it took) is of
+	// the new generation: it names a position the restored outbox has.
+	marker, err := q.Get(ctx, tk("enqueued")).Result()
+	if wantPrefix := fmt.Sprintf("g%010d:", gen.Generation); err != nil || !strings.HasPrefix(marker, wantPrefix) {
+		t.Errorf("enqueue marker: got %q (%v), want a position of generation %d (%s...)", marker, err, gen.Generation, wantPrefix)
+	}
 	phase("queue drained")
 	pending := queryStrings(t, admURL, "select pending::text from fraise.observer_position('default')")
 
@@ -441,9 +450,9 @@ func TestRestoreDrill(t *testing.T) {
 		}
 		deliveredLost += n
 		for _, at := range rc.attempts[w.id] {
-			if at.After(decided) {
+			if at.After(restoredDB) {
 				attemptedLost++
-				t.Errorf("post %s, lost by the restore, was attempted at %s, after the restore began", w.id, at.Format(time.RFC3339Nano))
+				t.Errorf("post %s, lost by the restore, was attempted at %s, after the restored database was up", w.id, at.Format(time.RFC3339Nano))
 				break
 			}
 		}
