@@ -3,7 +3,11 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -203,5 +207,76 @@ func TestObserversAfterPointInTimeRestore(t *testing.T) {
 	}
 	if n, err := q.XLen(context.Background(), "fraise:{"+obsTenantA+"}:observer:lost").Result(); err != nil || n != b2Last-b2First+1 {
 		t.Fatalf("got %d jobs recorded as lost (%v), want B2's %d", n, err, b2Last-b2First+1)
+	}
+}
+
+// TestObserversReconcileCommand runs `fraise observers reconcile` as the
+// runbook does (docs/operations.md, Restore, step 5): --check exits 0 on a
+// database that is the incarnation its outbox generation was started on,
+// and non-zero once it is not (here the generation is made to name another
+// timeline, as a restore or a promotion makes it); reconcile then starts a
+// new generation, and --check passes again.
+func TestObserversReconcileCommand(t *testing.T) {
+	p := mustPipeline(t)
+	ctx := context.Background()
+	// The core's role, as a core and the runbook use it: the generations'
+	// functions are granted to it.
+	c := p.admin.Config()
+	dbURL := fmt.Sprintf("postgres://fraise_app@%s:%d/%s?sslmode=disable", c.Host, c.Port, c.Database)
+	getenv := func(k string) string {
+		switch k {
+		case "FRAISE_DATABASE_URL":
+			return dbURL
+		case "FRAISE_REDIS_ADDR":
+			return p.redis.Addr
+		}
+		return ""
+	}
+	run := func(args ...string) (map[string]any, error) {
+		t.Helper()
+		var out strings.Builder
+		err := Run(ctx, append([]string{"observers", "reconcile"}, args...), getenv, &out, io.Discard)
+		var got map[string]any
+		if out.Len() > 0 {
+			if jerr := json.Unmarshal([]byte(out.String()), &got); jerr != nil {
+				t.Fatalf("observers reconcile %v: output %q is not JSON: %v", args, out.String(), jerr)
+			}
+		}
+		return got, err
+	}
+	for _, tc := range []struct {
+		name    string
+		setup   string
+		args    []string
+		wantErr error
+		want    map[string]any
+	}{
+		{name: "the database it started on", args: []string{"--check"},
+			want: map[string]any{"generation": 0.0, "current": true, "reconciled": true}},
+		{name: "a new incarnation, checked", setup: "update fraise.observer_generations set timeline = timeline + 1000",
+			args: []string{"--check"}, wantErr: errNeedsReconcile,
+			want: map[string]any{"generation": 0.0, "current": false}},
+		{name: "a new incarnation, reconciled",
+			want: map[string]any{"needed": true, "generation": 1.0, "previous": 0.0, "lost": 0.0}},
+		{name: "reconciled, checked", args: []string{"--check"},
+			want: map[string]any{"generation": 1.0, "previous": 0.0, "current": true, "reconciled": true}},
+		{name: "reconciled, again", want: map[string]any{"needed": false, "generation": 1.0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.setup != "" {
+				if _, err := p.admin.Exec(ctx, tc.setup); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := run(tc.args...)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("got error %v, want %v", err, tc.wantErr)
+			}
+			for k, v := range tc.want {
+				if got[k] != v {
+					t.Errorf("%s: got %v, want %v (all: %v)", k, got[k], v, got)
+				}
+			}
+		})
 	}
 }
