@@ -104,10 +104,13 @@ func mustReceiver(tb testing.TB) *receiver {
 	return rc
 }
 
-// write is one acknowledged createPost: its post and when the answer came.
+// write is one acknowledged createPost: its post, when its transaction
+// began (the post's publishedAt, now() in fn_create_post: the commit
+// follows within the request) and when the answer came.
 type write struct {
-	id  string
-	ack time.Time
+	id    string
+	began time.Time
+	ack   time.Time
 }
 
 // traffic is what a writer did: the writes acknowledged, and the first
@@ -130,10 +133,10 @@ func writer(s *stack.Stack, token, prefix string, stop <-chan struct{}) traffic 
 		default:
 		}
 		body, _ := json.Marshal(map[string]any{
-			"query":     `mutation($in: CreatePostInput!) { createPost(input: $in) { ... on CreatePostSuccess { post { id } } } }`,
+			"query":     `mutation($in: CreatePostInput!) { createPost(input: $in) { ... on CreatePostSuccess { post { id publishedAt } } } }`,
 			"variables": map[string]any{"in": map[string]any{"title": prefix + strconv.Itoa(n), "authorId": aliceID}},
 		})
-		id, err := createPost(s, token, body)
+		id, began, err := createPost(s, token, body)
 		if err != nil {
 			out.failed++
 			if out.first == nil {
@@ -141,36 +144,40 @@ func writer(s *stack.Stack, token, prefix string, stop <-chan struct{}) traffic 
 			}
 			continue
 		}
-		out.acked = append(out.acked, write{id: id, ack: time.Now()})
+		out.acked = append(out.acked, write{id: id, began: began, ack: time.Now()})
 	}
 }
 
-func createPost(s *stack.Stack, token string, body []byte) (string, error) {
+func createPost(s *stack.Stack, token string, body []byte) (string, time.Time, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+s.Addrs.Gateway+"/graphql", strings.NewReader(string(body)))
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := s.Client.Do(req)
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	var g struct {
 		Data struct {
 			CreatePost struct {
-				Post struct{ ID string }
+				Post struct{ ID, PublishedAt string }
 			}
 		}
 	}
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(raw, &g) != nil || g.Data.CreatePost.Post.ID == "" {
-		return "", fmt.Errorf("status %d: %s", resp.StatusCode, raw)
+		return "", time.Time{}, fmt.Errorf("status %d: %s", resp.StatusCode, raw)
 	}
-	return g.Data.CreatePost.Post.ID, nil
+	began, err := time.Parse(time.RFC3339Nano, g.Data.CreatePost.Post.PublishedAt)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("publishedAt: %w", err)
+	}
+	return g.Data.CreatePost.Post.ID, began, nil
 }
 
 // backupScript runs one of deploy/backup's scripts as the server's OS user,
@@ -318,16 +325,22 @@ func TestRestoreDrill(t *testing.T) {
 	rto := time.Since(decided)
 	phase("restored stack answers")
 
-	// RPO: the acknowledged writes the restore lost.
+	// RPO: the acknowledged writes the restore lost, and the span of time
+	// whose commits they were: from the first lost write's transaction to
+	// the loss (0 when none was lost). The newest surviving write bounds
+	// it from above; both are printed.
 	admURL := rpg.AdminURL("postgres")
 	survived := map[string]bool{}
 	for _, id := range queryStrings(t, admURL, "select id::text from public.posts where title like 'drill-before-%'") {
 		survived[id] = true
 	}
-	var lastSurvived time.Time
+	var lastSurvived, firstLost time.Time
 	lost := 0
 	for i, w := range before {
 		if !survived[w.id] {
+			if lost == 0 {
+				firstLost = w.began
+			}
 			lost++
 			continue
 		}
@@ -340,9 +353,9 @@ func TestRestoreDrill(t *testing.T) {
 		t.Fatalf("got %d acknowledged writes, %d of them lost (%d failed, the first: %v): the drill restored nothing it wrote",
 			len(before), lost, tr.failed, tr.first)
 	}
-	rpo := destroyed.Sub(lastSurvived)
-	if lost == 0 {
-		rpo = 0
+	var rpo time.Duration
+	if lost > 0 {
+		rpo = destroyed.Sub(firstLost)
 	}
 
 	// Traffic on the restored stack.
@@ -467,7 +480,8 @@ func TestRestoreDrill(t *testing.T) {
 	t.Logf("phases, since the test began: %s", strings.Join(phases, ", "))
 	fmt.Printf("drill: %s of traffic, %d writes acknowledged before the loss, %d after the restore\n",
 		*trafficFor, len(before), len(after))
-	fmt.Printf("drill: RPO %.2fs (%d acknowledged writes lost; target %s, archive_timeout 4s)\n", rpo.Seconds(), lost, rpoTarget)
+	fmt.Printf("drill: RPO %.2fs (%d acknowledged writes lost, from the first one's transaction to the loss; the newest surviving write was answered %.2fs before it; target %s, archive_timeout 4s)\n",
+		rpo.Seconds(), lost, destroyed.Sub(lastSurvived).Seconds(), rpoTarget)
 	fmt.Printf("drill: RTO %.2fs (decision to first answered request: restore.sh %.2fs, PostgreSQL's replay and promotion %.2fs, the stack's start %.2fs)\n",
 		rto.Seconds(), prepared.Sub(decided).Seconds(), restoredDB.Sub(prepared).Seconds(), rto.Seconds()-restoredDB.Sub(decided).Seconds())
 	fmt.Printf("drill: observers: %d events delivered once each; %d jobs of lost changes set aside (%d of those changes delivered before the loss); outbox generation %d, %s pending\n",
