@@ -442,6 +442,44 @@ func TestRestoreDrill(t *testing.T) {
 	phase("queue drained")
 	pending := queryStrings(t, admURL, "select pending::text from fraise.observer_position('default')")
 
+	// The same archive restored to a point in time before the loss, as
+	// after damage (a bad migration, a mistaken delete): restore.sh sets
+	// recovery_target_time, and recovery stops between two writes. The
+	// writer is sequential, so write k committed before it answered and
+	// write k+1 began after that: a target between the two keeps writes
+	// 0..k and no later one.
+	kept := len(before) - lost
+	k := kept / 2
+	if k+1 >= kept {
+		t.Fatalf("got %d surviving writes, too few to restore between two of them", kept)
+	}
+	target := before[k].ack
+	if next := before[k+1].began; next.After(target) {
+		target = target.Add(next.Sub(target) / 2)
+	}
+	pitData := filepath.Join(harness.PostgresDir(t), "data")
+	pitOut := backupScript(t, nil, "restore.sh", "--archive", archive, "--pgdata", pitData,
+		"--target-time", target.UTC().Format("2006-01-02 15:04:05.000000Z07:00"))
+	if strings.Contains(pitOut, "replaying the whole archive") {
+		t.Fatalf("restore.sh to %s replays the whole archive, want it to stop there:\n%s", target, pitOut)
+	}
+	pitStarted := time.Now()
+	ppg := harness.StartPostgresFrom(t, pitData, "archive_mode = off")
+	pitRestored := time.Since(pitStarted)
+	pit := map[string]bool{}
+	for _, id := range queryStrings(t, ppg.AdminURL("postgres"), "select id::text from public.posts where title like 'drill-before-%'") {
+		pit[id] = true
+	}
+	for i, w := range before[:kept] {
+		if pit[w.id] != (i <= k) {
+			t.Errorf("restored to %s: write %d (answered %s) kept %v, want %v", target.Format(time.RFC3339Nano), i,
+				w.ack.Format(time.RFC3339Nano), pit[w.id], i <= k)
+		}
+	}
+	if len(pit) != k+1 {
+		t.Errorf("restored to %s: got %d writes, want %d", target.Format(time.RFC3339Nano), len(pit), k+1)
+	}
+	phase("point-in-time restore checked")
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	for ik, n := range rc.keys {
@@ -477,6 +515,7 @@ func TestRestoreDrill(t *testing.T) {
 	}
 
 	t.Logf("restore.sh:\n%s", out)
+	t.Logf("restore.sh to a point in time:\n%s", pitOut)
 	t.Logf("phases, since the test began: %s", strings.Join(phases, ", "))
 	fmt.Printf("drill: %s of traffic, %d writes acknowledged before the loss, %d after the restore\n",
 		*trafficFor, len(before), len(after))
@@ -484,6 +523,8 @@ func TestRestoreDrill(t *testing.T) {
 		rpo.Seconds(), lost, destroyed.Sub(lastSurvived).Seconds(), rpoTarget)
 	fmt.Printf("drill: RTO %.2fs (decision to first answered request: restore.sh %.2fs, PostgreSQL's replay and promotion %.2fs, the stack's start %.2fs)\n",
 		rto.Seconds(), prepared.Sub(decided).Seconds(), restoredDB.Sub(prepared).Seconds(), rto.Seconds()-restoredDB.Sub(decided).Seconds())
+	fmt.Printf("drill: point-in-time restore (recovery_target_time) to between write %d and %d of %d: %d kept, replayed and promoted in %.2fs\n",
+		k, k+1, kept, len(pit), pitRestored.Seconds())
 	fmt.Printf("drill: observers: %d events delivered once each; %d jobs of lost changes set aside (%d of those changes delivered before the loss); outbox generation %d, %s pending\n",
 		len(want), lostJobs, deliveredLost, gen.Generation, pending[0])
 	if rpo > rpoTarget {
