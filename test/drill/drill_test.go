@@ -6,7 +6,7 @@
 // `make test` runs the short drill (a few seconds of traffic); `make drill`
 // runs the long one:
 //
-//	go test -count=1 -v -run TestRestoreDrill ./test/drill/ -args -drill.traffic=60s
+//	go test -count=1 -v -run TestRestoreDrill ./test/drill/ -args -drill.traffic=60s -drill.rpo-max=5s
 package drill_test
 
 import (
@@ -42,6 +42,12 @@ var trafficFor = flag.Duration("drill.traffic", 6*time.Second,
 // rpoTarget is the recovery point objective deploy/backup/postgresql.conf's
 // archive_timeout (4 s) is set for.
 const rpoTarget = 5 * time.Second
+
+// rpoMax fails the drill above it. make drill holds the drill to the
+// target; make test, whose short drill shares two cores with every other
+// package's tests, only to archiving working at all (twice the target): a
+// time objective belongs to the drill, not to the unit tests.
+var rpoMax = flag.Duration("drill.rpo-max", 2*rpoTarget, "the drill fails with an RPO above this (make drill: 5s)")
 
 // aliceID is the demo's author of Acme posts.
 const aliceID = "a0000000-0000-4000-8000-00000000000a"
@@ -527,7 +533,7 @@ func TestRestoreDrill(t *testing.T) {
 		k, k+1, kept, len(pit), pitRestored.Seconds())
 	fmt.Printf("drill: observers: %d events delivered once each; %d jobs of lost changes set aside (%d of those changes delivered before the loss); outbox generation %d, %s pending\n",
 		len(want), lostJobs, deliveredLost, gen.Generation, pending[0])
-	if rpo > rpoTarget {
-		t.Errorf("RPO %s, want at most %s", rpo, rpoTarget)
+	if rpo > *rpoMax {
+		t.Errorf("RPO %s, want at most %s (target %s)", rpo, *rpoMax, rpoTarget)
 	}
 }
