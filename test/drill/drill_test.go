@@ -6,7 +6,7 @@
 // `make test` runs the short drill (a few seconds of traffic); `make drill`
 // runs the long one:
 //
-//	go test -count=1 -v -run TestRestoreDrill ./test/drill/ -args -drill.traffic=60s -drill.rpo-max=5s
+//	go test -count=1 -v -run TestRestoreDrill ./test/drill/ -args -drill.rows=20000 -drill.traffic=60s -drill.rpo-max=5s
 package drill_test
 
 import (
@@ -35,6 +35,8 @@ import (
 	"github.com/fraise-dev/fraise/test/harness"
 	"github.com/fraise-dev/fraise/test/stack"
 )
+
+var loadRows = flag.Int("drill.rows", 1_000, "posts loaded before the base backup (make drill: 20000)")
 
 var trafficFor = flag.Duration("drill.traffic", 6*time.Second,
 	"how long the drill writes before it destroys the primary (make drill: 60s)")
@@ -278,6 +280,12 @@ func TestRestoreDrill(t *testing.T) {
 	admin := s1.Token(t, demo.TenantAcme, "alice", "admin")
 	s1.MustServe(t, admin)
 	phase("stack started")
+	// The data: posts loaded before the base backup (and before the rule:
+	// they are no event anyone observes), which the restore must bring back.
+	stack.Exec(t, pg.AdminURL("postgres"), fmt.Sprintf(`INSERT INTO public.posts (tenant_id, author_id, title, body, published_at)
+		SELECT '%s', '%s', 'drill-load-' || g, repeat('lorem ipsum ', 20), now() FROM generate_series(1, %d) g`,
+		demo.TenantAcme, aliceID, *loadRows))
+	phase("data loaded")
 	status, g := s1.GraphQL(t, admin, map[string]any{
 		"query": `mutation($in: ObserverRuleInput!) { createObserverRule(input: $in) { succeeded } }`,
 		"variables": map[string]any{"in": map[string]any{"name": "drill", "table": "public.posts", "operations": []any{"INSERT"}, "columns": []any{"id", "title"},
@@ -336,6 +344,9 @@ func TestRestoreDrill(t *testing.T) {
 	// the loss (0 when none was lost). The newest surviving write bounds
 	// it from above; both are printed.
 	admURL := rpg.AdminURL("postgres")
+	if got := queryStrings(t, admURL, "select count(*)::text from public.posts where title like 'drill-load-%'"); got[0] != strconv.Itoa(*loadRows) {
+		t.Fatalf("got %s loaded posts restored, want %d", got[0], *loadRows)
+	}
 	survived := map[string]bool{}
 	for _, id := range queryStrings(t, admURL, "select id::text from public.posts where title like 'drill-before-%'") {
 		survived[id] = true
@@ -523,8 +534,8 @@ func TestRestoreDrill(t *testing.T) {
 	t.Logf("restore.sh:\n%s", out)
 	t.Logf("restore.sh to a point in time:\n%s", pitOut)
 	t.Logf("phases, since the test began: %s", strings.Join(phases, ", "))
-	fmt.Printf("drill: %s of traffic, %d writes acknowledged before the loss, %d after the restore\n",
-		*trafficFor, len(before), len(after))
+	fmt.Printf("drill: %d posts loaded, then %s of traffic: %d writes acknowledged before the loss, %d after the restore\n",
+		*loadRows, *trafficFor, len(before), len(after))
 	fmt.Printf("drill: RPO %.2fs (%d acknowledged writes lost, from the first one's transaction to the loss; the newest surviving write was answered %.2fs before it; target %s, archive_timeout 4s)\n",
 		rpo.Seconds(), lost, destroyed.Sub(lastSurvived).Seconds(), rpoTarget)
 	fmt.Printf("drill: RTO %.2fs (decision to first answered request: restore.sh %.2fs, PostgreSQL's replay and promotion %.2fs, the stack's start %.2fs)\n",
