@@ -47,7 +47,7 @@ func enqueuedKey(tenant string) string { return "fraise:{" + tenant + "}:observe
 // an attempt whose answer was lost, and a job added twice is an email or a
 // Slack message sent twice. ARGV is position, job, position, job, ...;
 // a job with position "" (not from the outbox) is always added. Positions
-// are fixed-width decimal, so they compare as strings.
+// are fixed-width decimal, so they compare as strings (positionArg).
 var enqueueScript = goredis.NewScript(`
 local last = redis.call('GET', KEYS[2])
 local top = last
@@ -65,11 +65,30 @@ return added
 `)
 
 // positionArg is the script's form of an outbox position; "" for none.
+// Generation 0's form is the one markers had before generations; a later
+// generation's starts with "g", which sorts after every digit, so it comes
+// after every position of generation 0, and generations compare by their
+// fixed-width number.
 func positionArg(p core.Position) string {
 	if p == (core.Position{}) {
 		return ""
 	}
-	return fmt.Sprintf("%020d:%020d", p.XID, p.ID)
+	if p.Generation == 0 {
+		return fmt.Sprintf("%020d:%020d", p.XID, p.ID)
+	}
+	return fmt.Sprintf("g%010d:%020d:%020d", p.Generation, p.XID, p.ID)
+}
+
+// generationOfArg is the generation of a position in positionArg's form.
+func generationOfArg(s string) int {
+	if !strings.HasPrefix(s, "g") || len(s) < 11 {
+		return 0
+	}
+	g, err := strconv.Atoi(s[1:11])
+	if err != nil {
+		return 0
+	}
+	return g
 }
 
 // Options configures a Queue.

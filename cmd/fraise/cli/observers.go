@@ -27,7 +27,7 @@ import (
 )
 
 func init() {
-	commands["observers"] = command{"observers dlq list|replay: inspect and replay dead-lettered observer jobs", runObservers}
+	commands["observers"] = command{"observers dlq list|replay | reconcile: dead-lettered jobs; the queue after a database restore", runObservers}
 }
 
 // observers is the observer pipeline of one process: the dispatcher (which
@@ -37,6 +37,7 @@ type observers struct {
 	queue      *redis.Queue
 	dispatcher *observe.Dispatcher
 	worker     *observe.Worker
+	reconciler *observe.Reconciler
 	closers    []func()
 }
 
@@ -108,8 +109,10 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 		return observe.BreakerSettings{FailureThreshold: a.FailureThreshold, Window: a.FailureWindow.Duration,
 			OpenTimeout: a.OpenTimeout.Duration, SuccessThreshold: a.SuccessThreshold}
 	}
+	o.reconciler = &observe.Reconciler{History: o.events, Queue: o.queue, Logger: log}
 	o.dispatcher = &observe.Dispatcher{
 		Events: o.events, Rules: o.events, Queue: o.queue, Name: oc.Cursor, Batch: oc.BatchSize, Protection: prot,
+		Reconciler: o.reconciler,
 		Backpressure: observe.Backpressure{Policy: policy, MaxBytes: int64(oc.MaxQueueMemoryMB) << 20,
 			ThresholdPercent: oc.MemoryThresholdPercent, MaxPause: oc.BackpressureMaxPause.Duration},
 		Logger: log,
@@ -172,8 +175,28 @@ func smtpLogin(user, pw *secretfile.Value[string]) func() (smtp.Login, smtp.Logi
 }
 
 // Run runs the dispatcher (when it wins the cursor's lock) and the workers
-// until ctx ends.
+// until ctx ends. Neither starts before the queue is known to be reconciled
+// with the database (observe.Reconciler): after a restore, Redis may hold
+// jobs of changes the database lost, which no worker may run. Until the
+// database answers that question, this process delivers nothing.
 func (o *observers) Run(ctx context.Context) error {
+	for failures := 0; ; failures++ {
+		_, err := o.reconciler.Reconcile(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if failures == 0 {
+			o.dispatcher.Logger.Warn("observers wait: reconciling the job queue with the outbox", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		for gctx.Err() == nil {
@@ -238,11 +261,15 @@ func (o *observers) Close() {
 	}
 }
 
-// runObservers is `fraise observers dlq list|replay`.
+// runObservers is `fraise observers dlq list|replay` and `fraise observers
+// reconcile`.
 func runObservers(ctx context.Context, env Env, args []string) error {
+	if len(args) >= 1 && args[0] == "reconcile" {
+		return runReconcile(ctx, env, args[1:])
+	}
 	if len(args) < 2 || args[0] != "dlq" || (args[1] != "list" && args[1] != "replay") {
-		fmt.Fprintln(env.Stderr, "usage: fraise observers dlq list --tenant ID [--limit N]\n       fraise observers dlq replay --tenant ID [--id ENTRY]... | --all")
-		return errors.New("observers: want dlq list or dlq replay")
+		fmt.Fprintln(env.Stderr, "usage: fraise observers dlq list --tenant ID [--limit N]\n       fraise observers dlq replay --tenant ID [--id ENTRY]... | --all\n       fraise observers reconcile [--check]")
+		return errors.New("observers: want dlq list, dlq replay or reconcile")
 	}
 	fs, cfgPath := flags("observers dlq "+args[1], env)
 	tenant := fs.String("tenant", "", "tenant id (required)")
@@ -302,3 +329,58 @@ type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// errNeedsReconcile is `observers reconcile --check`'s error when the queue
+// is not reconciled with the database: the command exits non-zero.
+var errNeedsReconcile = errors.New("observers reconcile: the job queue needs reconciling with the database (run without --check, or start a core)")
+
+// runReconcile is `fraise observers reconcile [--check]`: what every core
+// does on start, for the runbook to run (or only look, with --check) before
+// any core is back after a restore.
+func runReconcile(ctx context.Context, env Env, args []string) error {
+	fs, cfgPath := flags("observers reconcile", env)
+	check := fs.Bool("check", false, "only report whether the queue needs reconciling (exit status 1 when it does)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, log, err := loadConfig(*cfgPath, env)
+	if err != nil {
+		return err
+	}
+	// One command: the secrets are read once, not watched. The database
+	// and Redis are reached as a core reaches them, TLS and all.
+	sec := newSecrets(env.Getenv, nil)
+	db, err := openDatabase(ctx, cfg, sec, "database.url", cfg.Database.URL, postgres.Options{MaxConns: 2, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	events := postgres.NewEventLog(db, log)
+	defer events.Close()
+	q, err := newQueue(cfg, sec, redis.Options{})
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	r := &observe.Reconciler{History: events, Queue: q, Logger: log}
+	enc := json.NewEncoder(env.Stdout)
+	if *check {
+		g, err := r.Check(ctx)
+		if err != nil {
+			return err
+		}
+		if err := enc.Encode(map[string]any{"generation": g.Number, "previous": g.Previous, "current": g.Current,
+			"reconciled": g.Reconciled, "system_identifier": g.SystemID, "timeline": g.Timeline}); err != nil {
+			return err
+		}
+		if !g.Current || !g.Reconciled {
+			return errNeedsReconcile
+		}
+		return nil
+	}
+	rec, err := r.Reconcile(ctx)
+	if err != nil {
+		return err
+	}
+	return enc.Encode(rec)
+}

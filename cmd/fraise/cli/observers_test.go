@@ -120,8 +120,14 @@ type pipeline struct {
 func mustPipeline(tb testing.TB) *pipeline {
 	tb.Helper()
 	harness.SkipShort(tb)
-	ctx := context.Background()
 	pg, name := harness.NewDatabase(tb)
+	return mustPipelineOn(tb, pg, name)
+}
+
+// mustPipelineOn is mustPipeline on database name of server pg.
+func mustPipelineOn(tb testing.TB, pg *harness.Postgres, name string) *pipeline {
+	tb.Helper()
+	ctx := context.Background()
 	if err := postgres.Migrate(ctx, pg.AdminURL(name), postgres.MigrateOptions{}); err != nil {
 		tb.Fatal(err)
 	}

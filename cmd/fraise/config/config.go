@@ -58,6 +58,7 @@ type Config struct {
 	Flight    Flight    `toml:"flight"`
 	Observers Observers `toml:"observers"`
 	Secrets   Secrets   `toml:"secrets"`
+	Backup    Backup    `toml:"backup"`
 }
 
 // Secrets configures how the secrets and certificates Fraise reads from
@@ -706,6 +707,7 @@ func Default() Config {
 			SMTP: SMTP{From: "fraise@localhost"},
 		},
 		Secrets: Secrets{ReloadInterval: Duration{time.Second}},
+		Backup:  defaultBackup(),
 	}
 }
 
@@ -1107,6 +1109,7 @@ func (c Config) Validate() error {
 		bad("flight.max_exports_per_tenant", "want 1 to flight.max_exports (%d), got %d", c.Flight.MaxExports, c.Flight.MaxExportsPerTenant)
 	}
 	errs = append(errs, c.Observers.validate()...)
+	c.Backup.validate(bad)
 	return errors.Join(errs...)
 }
 
