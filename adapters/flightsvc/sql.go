@@ -2,6 +2,8 @@ package flightsvc
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -75,6 +77,14 @@ func (q *sqlServer) lookupSQL(ctx context.Context, sql string) (core.Principal, 
 		bound, _ = flight.Bind(fq, make([]string, fq.Params))
 	}
 	_, st, err := q.s.prepare(p, bound)
+	if errors.Is(err, flight.ErrNotExportable) {
+		// A statement is the client's argument: naming a relation outside
+		// the exportable datasets is a bad statement, told the same way
+		// whether or not the relation exists, so the answer reveals nothing.
+		err = &core.Error{Code: core.CodeInvalid, Op: "flight.sql",
+			Message: fmt.Sprintf("a statement may read only an exportable dataset, and %q is not one (GetTables lists them)", fq.Dataset),
+			Err:     err}
+	}
 	return p, fq, st, err
 }
 

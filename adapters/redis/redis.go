@@ -13,6 +13,7 @@ package redis
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,7 +47,7 @@ func enqueuedKey(tenant string) string { return "fraise:{" + tenant + "}:observe
 // an attempt whose answer was lost, and a job added twice is an email or a
 // Slack message sent twice. ARGV is position, job, position, job, ...;
 // a job with position "" (not from the outbox) is always added. Positions
-// are fixed-width decimal, so they compare as strings.
+// are fixed-width decimal, so they compare as strings (positionArg).
 var enqueueScript = goredis.NewScript(`
 local last = redis.call('GET', KEYS[2])
 local top = last
@@ -64,11 +65,30 @@ return added
 `)
 
 // positionArg is the script's form of an outbox position; "" for none.
+// Generation 0's form is the one markers had before generations; a later
+// generation's starts with "g", which sorts after every digit, so it comes
+// after every position of generation 0, and generations compare by their
+// fixed-width number.
 func positionArg(p core.Position) string {
 	if p == (core.Position{}) {
 		return ""
 	}
-	return fmt.Sprintf("%020d:%020d", p.XID, p.ID)
+	if p.Generation == 0 {
+		return fmt.Sprintf("%020d:%020d", p.XID, p.ID)
+	}
+	return fmt.Sprintf("g%010d:%020d:%020d", p.Generation, p.XID, p.ID)
+}
+
+// generationOfArg is the generation of a position in positionArg's form.
+func generationOfArg(s string) int {
+	if !strings.HasPrefix(s, "g") || len(s) < 11 {
+		return 0
+	}
+	g, err := strconv.Atoi(s[1:11])
+	if err != nil {
+		return 0
+	}
+	return g
 }
 
 // Options configures a Queue.
@@ -84,6 +104,21 @@ type Options struct {
 	// PoolSize is the most connections (64 when zero); give each worker
 	// slot one, or acknowledgements queue for connections.
 	PoolSize int
+
+	// TLS, when set, returns the TLS configuration of each new connection
+	// (rediss), asked anew each time so that renewed certificates and CAs
+	// reach the next connection: connections are then TLS only, the
+	// server verified against the configuration's roots for its
+	// ServerName, or else the host of Addr.
+	TLS func() *tls.Config
+	// PasswordSource, when set, returns the password of each new
+	// connection, overriding Password: a rotated password reaches the
+	// next connection while those open stay authenticated.
+	PasswordSource func() string
+	// ConnMaxLifetime closes a connection once it has been open this long,
+	// when it is next taken from the pool (0: never). It bounds how long
+	// connections made with a rotated credential live on.
+	ConnMaxLifetime time.Duration
 }
 
 // Queue is the Redis Streams job queue.
@@ -122,14 +157,40 @@ func New(o Options) *Queue {
 	if o.PoolSize <= 0 {
 		o.PoolSize = 64
 	}
-	c := goredis.NewClient(&goredis.Options{
+	opts := &goredis.Options{
 		Addr: o.Addr, Password: o.Password, DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout,
-		WriteTimeout: o.ReadTimeout, MaxRetries: 1, PoolSize: o.PoolSize,
-	})
+		WriteTimeout: o.ReadTimeout, MaxRetries: 1, PoolSize: o.PoolSize, ConnMaxLifetime: o.ConnMaxLifetime,
+	}
+	if o.TLS != nil {
+		opts.Dialer = tlsDialer(o.TLS, o.DialTimeout)
+	}
+	if o.PasswordSource != nil {
+		opts.CredentialsProvider = func() (string, string) { return "", o.PasswordSource() }
+	}
+	c := goredis.NewClient(opts)
 	q := &Queue{c: c, reclaimIdle: o.ReclaimIdle, reclaimedAt: map[string]time.Time{},
 		acks: make(chan ackReq, 1024), stop: make(chan struct{}), ackDone: make(chan struct{})}
 	go q.ackLoop()
 	return q
+}
+
+// tlsDialer dials a TLS connection with the configuration newTLS returns
+// for it, the server verified for the address's host unless the
+// configuration names another: what go-redis's own TLSConfig does, but
+// with the configuration current at each dial.
+func tlsDialer(newTLS func() *tls.Config, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		cfg := newTLS()
+		if cfg.ServerName == "" {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			cfg.ServerName = host
+		}
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout, KeepAlive: 5 * time.Minute}, Config: cfg}
+		return d.DialContext(ctx, network, addr)
+	}
 }
 
 // Close stops acknowledging and closes the connections.

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
+	osexec "os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,7 +25,7 @@ import (
 // rule (curl), whose delivery the demo receiver then prints. Then the rest
 // of the Flight CLI: list, and a Flight SQL export to Parquet.
 func TestDemoBannerCommandsWork(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
+	if _, err := osexec.LookPath("curl"); err != nil {
 		t.Fatalf("the banner's commands need curl: %v", err)
 	}
 	out := &syncBuffer{changed: make(chan struct{})}
@@ -42,7 +42,7 @@ func TestDemoBannerCommandsWork(t *testing.T) {
 		if !strings.HasPrefix(cmd, "curl ") {
 			t.Fatalf("got %q, want a curl command", cmd)
 		}
-		b, err := exec.Command("bash", "-c", cmd).CombinedOutput()
+		b, err := osexec.Command("bash", "-c", cmd).CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", cmd, err, b)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
 	"github.com/fraise-dev/fraise/adapters/redis"
+	"github.com/fraise-dev/fraise/adapters/secretfile"
 	"github.com/fraise-dev/fraise/adapters/smtp"
 	"github.com/fraise-dev/fraise/adapters/webhook"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
@@ -26,7 +27,7 @@ import (
 )
 
 func init() {
-	commands["observers"] = command{"observers dlq list|replay: inspect and replay dead-lettered observer jobs", runObservers}
+	commands["observers"] = command{"observers dlq list|replay | reconcile: dead-lettered jobs; the queue after a database restore", runObservers}
 }
 
 // observers is the observer pipeline of one process: the dispatcher (which
@@ -36,40 +37,46 @@ type observers struct {
 	queue      *redis.Queue
 	dispatcher *observe.Dispatcher
 	worker     *observe.Worker
+	reconciler *observe.Reconciler
 	closers    []func()
 }
 
 // newObservers wires the pipeline from the configuration on db. prot is
 // what the served schema protects: rules that name no columns capture none
-// of it.
-func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection) (*observers, error) {
+// of it. Its secrets (Redis's password and TLS files, the SMTP login, the
+// certificate towards the rate limiter) are read through sec, whose
+// watcher the caller runs: new connections use what the files hold then.
+func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection) (*observers, error) {
 	oc := cfg.Observers
 	policy, err := observe.ParsePolicy(oc.Backpressure)
 	if err != nil {
 		return nil, err
 	}
-	pw, err := config.Resolve(cfg.Redis.Password, env.Getenv)
+	q, err := newQueue(cfg, sec, redis.Options{ReclaimIdle: oc.ReclaimIdle.Duration, PoolSize: oc.Workers + 16})
 	if err != nil {
-		return nil, fmt.Errorf("redis.password: %w", err)
+		return nil, err
 	}
-	o := &observers{}
+	o := &observers{queue: q}
+	o.closers = append(o.closers, func() { o.queue.Close() })
 	o.events = postgres.NewEventLog(db, log)
 	o.closers = append(o.closers, o.events.Close)
-	o.queue = redis.New(redis.Options{Addr: cfg.Redis.Addr, Password: pw, ReclaimIdle: oc.ReclaimIdle.Duration,
-		PoolSize: oc.Workers + 16})
-	o.closers = append(o.closers, func() { o.queue.Close() })
 	notifiers := map[string]core.Notifier{}
 	wh := webhook.New(webhook.Options{AllowPrivate: oc.AllowPrivateTargets, MaxIdlePerHost: oc.Workers})
 	notifiers[core.ActionWebhook], notifiers[core.ActionSlack] = wh, wh
 	if oc.SMTP.Addr != "" {
-		smtpPW, err := config.Resolve(oc.SMTP.Password, env.Getenv)
+		user, err := sec.text("observers.smtp.username", oc.SMTP.Username)
 		if err != nil {
 			o.Close()
-			return nil, fmt.Errorf("observers.smtp.password: %w", err)
+			return nil, err
+		}
+		smtpPW, err := sec.text("observers.smtp.password", oc.SMTP.Password)
+		if err != nil {
+			o.Close()
+			return nil, err
 		}
 		tlsCfg := &tls.Config{}
 		if oc.SMTP.CA != "" {
-			pem, err := readFileRef(oc.SMTP.CA, env.Getenv)
+			pem, err := readFileRef(oc.SMTP.CA, sec.getenv)
 			if err != nil {
 				o.Close()
 				return nil, fmt.Errorf("observers.smtp.ca: %w", err)
@@ -80,12 +87,17 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 				return nil, errors.New("observers.smtp.ca: no certificate in it")
 			}
 		}
-		notifiers[core.ActionEmail] = smtp.New(smtp.Options{Addr: oc.SMTP.Addr, From: oc.SMTP.From, Username: oc.SMTP.Username,
-			Password: smtpPW, TLS: tlsCfg, InsecureNoTLS: oc.SMTP.InsecureNoTLS})
+		notifiers[core.ActionEmail] = smtp.New(smtp.Options{Addr: oc.SMTP.Addr, From: oc.SMTP.From,
+			Credentials: smtpLogin(user, smtpPW), TLS: tlsCfg, InsecureNoTLS: oc.SMTP.InsecureNoTLS})
 	}
 	var limiter core.ActionLimiter
 	if oc.RateLimits {
-		l, err := ratelimit.NewActionLimiter(rateLimitClient(cfg, log))
+		lo, err := rateLimitClient(cfg, sec, log)
+		if err != nil {
+			o.Close()
+			return nil, fmt.Errorf("observers.rate_limits: %w", err)
+		}
+		l, err := ratelimit.NewActionLimiter(lo)
 		if err != nil {
 			o.Close()
 			return nil, fmt.Errorf("observers.rate_limits (tls.ca, tls.core_client_cert, tls.core_client_key): %w", err)
@@ -97,8 +109,10 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 		return observe.BreakerSettings{FailureThreshold: a.FailureThreshold, Window: a.FailureWindow.Duration,
 			OpenTimeout: a.OpenTimeout.Duration, SuccessThreshold: a.SuccessThreshold}
 	}
+	o.reconciler = &observe.Reconciler{History: o.events, Queue: o.queue, Logger: log}
 	o.dispatcher = &observe.Dispatcher{
 		Events: o.events, Rules: o.events, Queue: o.queue, Name: oc.Cursor, Batch: oc.BatchSize, Protection: prot,
+		Reconciler: o.reconciler,
 		Backpressure: observe.Backpressure{Policy: policy, MaxBytes: int64(oc.MaxQueueMemoryMB) << 20,
 			ThresholdPercent: oc.MemoryThresholdPercent, MaxPause: oc.BackpressureMaxPause.Duration},
 		Logger: log,
@@ -124,9 +138,65 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 	return o, nil
 }
 
+// newQueue is the observers' Redis queue with o's settings, reaching Redis
+// as redis.* configures it: its address, its TLS and password read through
+// sec, and the connections' lifetime.
+func newQueue(cfg config.Config, sec *secrets, o redis.Options) (*redis.Queue, error) {
+	addr, useTLS := cfg.Redis.Endpoint()
+	tc, err := sec.dataTLS("redis.tls", cfg.Redis.TLS, useTLS)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := sec.text("redis.password", cfg.Redis.Password)
+	if err != nil {
+		return nil, err
+	}
+	o.Addr, o.TLS, o.PasswordSource, o.ConnMaxLifetime = addr, tc, pw.Get, cfg.Redis.MaxConnLifetime.Duration
+	return redis.New(o), nil
+}
+
+// smtpLogin is the SMTP login from the values of observers.smtp.username
+// and password, with the previous login while they change.
+func smtpLogin(user, pw *secretfile.Value[string]) func() (smtp.Login, smtp.Login) {
+	return func() (smtp.Login, smtp.Login) {
+		cur := smtp.Login{Username: user.Get(), Password: pw.Get()}
+		prev := cur
+		if u, ok := user.Previous(); ok {
+			prev.Username = u
+		}
+		if p, ok := pw.Previous(); ok {
+			prev.Password = p
+		}
+		if prev == cur {
+			return cur, smtp.Login{}
+		}
+		return cur, prev
+	}
+}
+
 // Run runs the dispatcher (when it wins the cursor's lock) and the workers
-// until ctx ends.
+// until ctx ends. Neither starts before the queue is known to be reconciled
+// with the database (observe.Reconciler): after a restore, Redis may hold
+// jobs of changes the database lost, which no worker may run. Until the
+// database answers that question, this process delivers nothing.
 func (o *observers) Run(ctx context.Context) error {
+	for failures := 0; ; failures++ {
+		_, err := o.reconciler.Reconcile(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if failures == 0 {
+			o.dispatcher.Logger.Warn("observers wait: reconciling the job queue with the outbox", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		for gctx.Err() == nil {
@@ -191,11 +261,15 @@ func (o *observers) Close() {
 	}
 }
 
-// runObservers is `fraise observers dlq list|replay`.
+// runObservers is `fraise observers dlq list|replay` and `fraise observers
+// reconcile`.
 func runObservers(ctx context.Context, env Env, args []string) error {
+	if len(args) >= 1 && args[0] == "reconcile" {
+		return runReconcile(ctx, env, args[1:])
+	}
 	if len(args) < 2 || args[0] != "dlq" || (args[1] != "list" && args[1] != "replay") {
-		fmt.Fprintln(env.Stderr, "usage: fraise observers dlq list --tenant ID [--limit N]\n       fraise observers dlq replay --tenant ID [--id ENTRY]... | --all")
-		return errors.New("observers: want dlq list or dlq replay")
+		fmt.Fprintln(env.Stderr, "usage: fraise observers dlq list --tenant ID [--limit N]\n       fraise observers dlq replay --tenant ID [--id ENTRY]... | --all\n       fraise observers reconcile [--check]")
+		return errors.New("observers: want dlq list, dlq replay or reconcile")
 	}
 	fs, cfgPath := flags("observers dlq "+args[1], env)
 	tenant := fs.String("tenant", "", "tenant id (required)")
@@ -218,11 +292,11 @@ func runObservers(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	pw, err := config.Resolve(cfg.Redis.Password, env.Getenv)
+	// One command: the secrets are read once, not watched.
+	q, err := newQueue(cfg, newSecrets(env.Getenv, nil), redis.Options{})
 	if err != nil {
 		return err
 	}
-	q := redis.New(redis.Options{Addr: cfg.Redis.Addr, Password: pw})
 	defer q.Close()
 	if args[1] == "list" {
 		dls, err := q.DeadLetters(ctx, *tenant, *limit)
@@ -260,3 +334,58 @@ type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// errNeedsReconcile is `observers reconcile --check`'s error when the queue
+// is not reconciled with the database: the command exits non-zero.
+var errNeedsReconcile = errors.New("observers reconcile: the job queue needs reconciling with the database (run without --check, or start a core)")
+
+// runReconcile is `fraise observers reconcile [--check]`: what every core
+// does on start, for the runbook to run (or only look, with --check) before
+// any core is back after a restore.
+func runReconcile(ctx context.Context, env Env, args []string) error {
+	fs, cfgPath := flags("observers reconcile", env)
+	check := fs.Bool("check", false, "only report whether the queue needs reconciling (exit status 1 when it does)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, log, err := loadConfig(*cfgPath, env)
+	if err != nil {
+		return err
+	}
+	// One command: the secrets are read once, not watched. The database
+	// and Redis are reached as a core reaches them, TLS and all.
+	sec := newSecrets(env.Getenv, nil)
+	db, err := openDatabase(ctx, cfg, sec, "database.url", cfg.Database.URL, postgres.Options{MaxConns: 2, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	events := postgres.NewEventLog(db, log)
+	defer events.Close()
+	q, err := newQueue(cfg, sec, redis.Options{})
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	r := &observe.Reconciler{History: events, Queue: q, Logger: log}
+	enc := json.NewEncoder(env.Stdout)
+	if *check {
+		g, err := r.Check(ctx)
+		if err != nil {
+			return err
+		}
+		if err := enc.Encode(map[string]any{"generation": g.Number, "previous": g.Previous, "current": g.Current,
+			"reconciled": g.Reconciled, "system_identifier": g.SystemID, "timeline": g.Timeline}); err != nil {
+			return err
+		}
+		if !g.Current || !g.Reconciled {
+			return errNeedsReconcile
+		}
+		return nil
+	}
+	rec, err := r.Reconcile(ctx)
+	if err != nil {
+		return err
+	}
+	return enc.Encode(rec)
+}

@@ -137,7 +137,7 @@ c.eq("no token", status_of(run(nobody, "SELECT id FROM types.all")), AdbcStatusC
 c.eq("a join", status_of(run(conn, "SELECT * FROM types.all a JOIN people.users u ON a.id = u.id")),
      AdbcStatusCode.INVALID_ARGUMENT)
 c.eq("a function", status_of(run(conn, "SELECT pg_read_file('/etc/passwd')")), AdbcStatusCode.INVALID_ARGUMENT)
-c.eq("an undeclared view", status_of(run(conn, "SELECT * FROM public.v_secret")), AdbcStatusCode.NOT_FOUND)
+c.eq("an undeclared view", status_of(run(conn, "SELECT * FROM public.v_secret")), AdbcStatusCode.INVALID_ARGUMENT)
 c.eq("a write", status_of(run(conn, "DELETE FROM types.all")), AdbcStatusCode.UNAUTHORIZED)
 
 # What a BI tool asks on connect, sent as the JDBC and ODBC drivers send it.
