@@ -30,7 +30,7 @@ type audience struct {
 // "more".
 var audiences = []audience{
 	{"developers", []string{"dev", "token", "flight", "certs", "completion"}},
-	{"operators", []string{"serve", "authz", "ratelimit", "xds", "envoy", "migrate", "observers"}},
+	{"operators", []string{"serve", "authz", "ratelimit", "xds", "envoy", "migrate", "observers", "backup"}},
 	{"security teams", []string{"policy", "apikey"}},
 }
 
@@ -78,6 +78,10 @@ var helps = map[string]help{
 			`fraise flight get --token "$TOKEN" --columns id,title,minutes --where '{"minutes": {"gte": 5}}' --output posts.parquet blog.posts`}},
 	"flight sql": {"flight sql --token TOKEN [flags] STATEMENT", "run a Flight SQL SELECT and export its result to Arrow IPC, Parquet or CSV",
 		[]string{`fraise flight sql --token "$TOKEN" --format csv "SELECT id, title FROM blog.posts WHERE minutes >= 5 ORDER BY id"`}},
+	"observers reconcile": {"observers reconcile [--check] [--config fraise.toml]", "reconcile the observer job queue with the database after a restore (every core does it at start)",
+		[]string{"fraise observers reconcile --check", "fraise observers reconcile --config /etc/fraise/fraise.toml"}},
+	"backup check": {"backup check [--archive DIR] [--json] [--textfile PATH]", "check the PostgreSQL archive's health: archiver, pending WAL, base backups, gaps",
+		[]string{"fraise backup check --archive /var/lib/fraise/archive", "fraise backup check --json --textfile /var/lib/node_exporter/fraise_backup.prom"}},
 	"completion": {"completion bash|zsh", "print a shell completion script for bash or zsh",
 		[]string{"fraise completion bash > /etc/bash_completion.d/fraise", `source <(fraise completion zsh)`}},
 }
