@@ -7,6 +7,9 @@ import (
 
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/fraise-dev/fraise/core"
@@ -36,6 +39,10 @@ type ActionLimiterOptions struct {
 	// client certificate.
 	TLS    ClientTLS
 	Logger *slog.Logger
+	// TracerProvider, when set, makes a client span of each decision
+	// asked within a span (a traced observer job's) and sends its trace
+	// context, which the service's server span continues.
+	TracerProvider trace.TracerProvider
 }
 
 // NewActionLimiter connects (lazily) to the service over mutual TLS: the
@@ -51,7 +58,12 @@ func NewActionLimiter(o ActionLimiterOptions) (*ActionLimiter, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(o.Addr, grpc.WithTransportCredentials(creds))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if o.TracerProvider != nil {
+		opts = append(opts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(o.TracerProvider),
+			otelgrpc.WithPropagators(propagation.TraceContext{}))))
+	}
+	conn, err := grpc.NewClient(o.Addr, opts...)
 	if err != nil {
 		return nil, err
 	}

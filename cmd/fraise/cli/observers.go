@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
@@ -41,8 +42,9 @@ type observers struct {
 
 // newObservers wires the pipeline from the configuration on db. prot is
 // what the served schema protects: rules that name no columns capture none
-// of it.
-func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection) (*observers, error) {
+// of it. With tp (nil: no tracing), each job continues the trace of the
+// request that caused it, through Redis, the rate limiter and its delivery.
+func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection, tp *sdktrace.TracerProvider) (*observers, error) {
 	oc := cfg.Observers
 	policy, err := observe.ParsePolicy(oc.Backpressure)
 	if err != nil {
@@ -56,10 +58,10 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 	o.events = postgres.NewEventLog(db, log)
 	o.closers = append(o.closers, o.events.Close)
 	o.queue = redis.New(redis.Options{Addr: cfg.Redis.Addr, Password: pw, ReclaimIdle: oc.ReclaimIdle.Duration,
-		PoolSize: oc.Workers + 16})
+		PoolSize: oc.Workers + 16, TracerProvider: tracerProvider(tp)})
 	o.closers = append(o.closers, func() { o.queue.Close() })
 	notifiers := map[string]core.Notifier{}
-	wh := webhook.New(webhook.Options{AllowPrivate: oc.AllowPrivateTargets, MaxIdlePerHost: oc.Workers})
+	wh := webhook.New(webhook.Options{AllowPrivate: oc.AllowPrivateTargets, MaxIdlePerHost: oc.Workers, TracerProvider: tracerProvider(tp)})
 	notifiers[core.ActionWebhook], notifiers[core.ActionSlack] = wh, wh
 	if oc.SMTP.Addr != "" {
 		smtpPW, err := config.Resolve(oc.SMTP.Password, env.Getenv)
@@ -81,11 +83,13 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 			}
 		}
 		notifiers[core.ActionEmail] = smtp.New(smtp.Options{Addr: oc.SMTP.Addr, From: oc.SMTP.From, Username: oc.SMTP.Username,
-			Password: smtpPW, TLS: tlsCfg, InsecureNoTLS: oc.SMTP.InsecureNoTLS})
+			Password: smtpPW, TLS: tlsCfg, InsecureNoTLS: oc.SMTP.InsecureNoTLS, TracerProvider: tracerProvider(tp)})
 	}
 	var limiter core.ActionLimiter
 	if oc.RateLimits {
-		l, err := ratelimit.NewActionLimiter(rateLimitClient(cfg, log))
+		lo := rateLimitClient(cfg, log)
+		lo.TracerProvider = tracerProvider(tp)
+		l, err := ratelimit.NewActionLimiter(lo)
 		if err != nil {
 			o.Close()
 			return nil, fmt.Errorf("observers.rate_limits (tls.ca, tls.core_client_cert, tls.core_client_key): %w", err)
@@ -119,7 +123,7 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 		// Deliveries under way when the process is told to stop finish
 		// within the core's shutdown timeout, as its requests do.
 		Drain:    cfg.Core.ShutdownTimeout.Duration,
-		Consumer: consumer, Logger: log,
+		Consumer: consumer, Logger: log, Trace: jobTracing(tp),
 	}
 	return o, nil
 }
