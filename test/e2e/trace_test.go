@@ -66,6 +66,8 @@ func TestOneTraceFromMutationToWebhook(t *testing.T) {
 			SELECT set_config('fraise.tenant', '%s', false);
 			SELECT fraise.graphql_create_observer_rule('%s'::jsonb);`, demo.TenantAcme, rule),
 		Log: logs,
+		// Decisions are logged at info.
+		Env: map[string]string{"FRAISE_LOG_LEVEL": "info"},
 	})
 	admin := s.Token(t, demo.TenantAcme, "alice", "admin")
 	s.MustServe(t, admin)
@@ -200,6 +202,20 @@ func TestOneTraceFromMutationToWebhook(t *testing.T) {
 		if !descends(c.child, c.ancestor) {
 			t.Errorf("%s: got %s (%s) not under %s (%s):\n%s", c.name, c.childN, c.child, c.ancestorN, c.ancestor, spanList(spans))
 		}
+	}
+	// extauthz's decision log line names the trace and its Check span.
+	check := find(hops[1])
+	logs.mu.Lock()
+	text := logs.buf.String()
+	logs.mu.Unlock()
+	var decision string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, `msg="authz decision"`) && strings.Contains(l, " request_id="+hdr.Get("X-Request-Id")+" ") {
+			decision = l
+		}
+	}
+	if !strings.Contains(decision, " trace_id="+traceID) || !strings.Contains(decision, " span_id="+check.spanID) {
+		t.Errorf("got decision log line %q, want trace_id=%s span_id=%s (the Check's span)", decision, traceID, check.spanID)
 	}
 	if webhookParent != post.spanID {
 		t.Errorf("got parent %s in the webhook's traceparent, want the webhook request's span %s", webhookParent, post.spanID)
