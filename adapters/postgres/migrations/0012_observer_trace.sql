@@ -1,5 +1,5 @@
 -- Observer jobs continue the trace of the request whose transaction
--- committed their event (docs/observability.md). The core records the
+-- committed their event (docs/tracing.md). The core records the
 -- request's W3C traceparent in the transaction-local setting
 -- fraise.traceparent (postgres.DB.InTenant); the outbox column's default
 -- reads it, so the capture triggers, which name their columns, store it
