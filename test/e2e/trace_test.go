@@ -230,3 +230,35 @@ func TestOneTraceFromMutationToWebhook(t *testing.T) {
 		t.Errorf("got no rate limiter server span under the worker's run, want its decision on the webhook:\n%s", spanList(spans))
 	}
 }
+
+// TestCallersTraceIsContinued: a request that arrives with a W3C
+// traceparent is traced in that trace, Envoy's server span the caller's
+// span's child: what `fraise dev`'s sample request relies on to print the
+// link to its trace before it is sent.
+func TestCallersTraceIsContinued(t *testing.T) {
+	if testing.Short() {
+		t.Skip("whole-stack test")
+	}
+	rcv := mustTraceReceiver(t)
+	logs := newLogLines()
+	s := stack.StartWith(t, stack.Options{TOML: fmt.Sprintf(telemetryTOML, rcv.addr), Log: logs})
+	tok := s.Token(t, demo.TenantAcme, "alice", "viewer")
+	const traceID, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	status, hdr, g := stack.Post(t, s.Client, s.Addrs.Gateway, "{ users { id } }", map[string]string{
+		"Authorization": "Bearer " + tok, "traceparent": "00-" + traceID + "-" + parent + "-01",
+	})
+	if status != http.StatusOK || len(g.Errors) > 0 {
+		t.Fatalf("got status %d errors %+v, want 200", status, g.Errors)
+	}
+	if got := logs.accessLog(t, hdr.Get("X-Request-Id"))["trace_id"]; got != traceID {
+		t.Errorf("got trace_id %v in the access log, want the caller's %s", got, traceID)
+	}
+	spans := rcv.waitTrace(t, traceID, func(spans []span) bool {
+		_, ok1 := findSpan(spans, serviceIngress, tracepb.Span_SPAN_KIND_SERVER, "")
+		_, ok2 := findSpan(spans, serviceCore, tracepb.Span_SPAN_KIND_SERVER, "")
+		return ok1 && ok2
+	})
+	if srv, _ := findSpan(spans, serviceIngress, tracepb.Span_SPAN_KIND_SERVER, ""); srv.parentID != parent {
+		t.Errorf("got Envoy's server span's parent %q, want the caller's span %s", srv.parentID, parent)
+	}
+}
