@@ -8,8 +8,9 @@
 # Jaeger is pinned in deploy/dev/jaeger/go.mod, a module of its own: its
 # go.mod has a replace directive, which `go run pkg@version` refuses, and
 # its dependencies stay out of Fraise's go.mod. It is built with the go
-# command from the module proxy (no Docker) into .dev/bin/jaeger, once; the
-# first build takes several minutes on two cores.
+# command from the module proxy (no Docker) into .dev/bin/jaeger; the first
+# build compiles all of Jaeger (half an hour on a busy two-core machine),
+# later ones come from the build cache in seconds.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -29,7 +30,7 @@ start() {
   fi
   # Rebuilt when the pin moves; otherwise the build cache answers at once.
   (cd "$root/deploy/dev/jaeger" &&
-    "$root/deploy/dev/progress.sh" "jaeger: go build (the first time: several minutes)" \
+    "$root/deploy/dev/progress.sh" "jaeger: go build (the first time: up to half an hour)" \
       go build -o "$bin" github.com/jaegertracing/jaeger/cmd/jaeger)
   JAEGER_LISTEN_HOST=127.0.0.1 nohup "$bin" >"$log" 2>&1 &
   echo $! >"$pidfile"
