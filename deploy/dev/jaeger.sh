@@ -45,7 +45,13 @@ start() {
 
 stop() {
   if [ -f "$pidfile" ]; then
-    kill "$(cat "$pidfile")" 2>/dev/null || true
+    pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null || true
+    # It drains its pipelines first: a few seconds.
+    for _ in $(seq 150); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
     rm -f "$pidfile"
   fi
   echo "jaeger: stopped"
