@@ -27,17 +27,26 @@ build:
 
 ## run: the whole stack on embedded defaults, with demo data (GraphQL, Flight datasets, an observer
 ## rule and its receiver), then a command to paste for each.
+## `make run TRACING=jaeger` also starts Jaeger (deploy/dev/jaeger.sh), sends it every
+## span, and prints the link to the sample request's trace (docs/tracing.md).
+TRACING ?=
+ifeq ($(TRACING),jaeger)
+RUN_ENV := FRAISE_TELEMETRY_OTLP_ENDPOINT=127.0.0.1:4317 FRAISE_TELEMETRY_SAMPLE_RATIO=1 \
+	FRAISE_TELEMETRY_TRACE_URL='http://127.0.0.1:16686/trace/{trace_id}'
+endif
 run: deps build
 	$(BIN) certs
 	deploy/dev/services.sh start
+	$(if $(filter jaeger,$(TRACING)),deploy/dev/jaeger.sh start)
 	$(BIN) migrate --create-db --demo
-	$(BIN) dev --demo
+	$(RUN_ENV) $(BIN) dev --demo
 
 services:
 	deploy/dev/services.sh start
 
 stop:
 	deploy/dev/services.sh stop
+	deploy/dev/jaeger.sh stop
 
 ## test: lint, the policy tests, every Go test (unit, integration against real
 ## PostgreSQL, Redis and Envoy, end to end through Envoy), the attack suite

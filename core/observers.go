@@ -60,6 +60,10 @@ type ChangeEvent struct {
 	// inserts and deletes).
 	Changed []string  `json:"changed"`
 	TxTime  time.Time `json:"tx_time"`
+	// TraceParent is the W3C traceparent of the request whose transaction
+	// made the change ("" when it was not traced). It is not part of the
+	// event receivers see: the jobs the event causes carry it.
+	TraceParent string `json:"-"`
 }
 
 // Action kinds.
@@ -113,6 +117,10 @@ type Job struct {
 	Attempt    int       `json:"attempt"`
 	EnqueuedAt time.Time `json:"enqueued_at"`
 	LastError  string    `json:"last_error,omitempty"`
+	// TraceParent is the W3C traceparent of the request that committed
+	// the event ("" when it was not traced): each run of the job continues
+	// that trace, and so does the request a webhook target receives.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // Delivery is a job a queue handed to a worker; Receipt identifies it to

@@ -18,12 +18,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fraise-dev/fraise/core"
 )
@@ -104,6 +106,10 @@ type Options struct {
 	// PoolSize is the most connections (64 when zero); give each worker
 	// slot one, or acknowledgements queue for connections.
 	PoolSize int
+	// TracerProvider, when set, makes a client span of each command run
+	// within a span and a producer span of each traced job enqueued
+	// (SpanSend), which the job then carries to its worker.
+	TracerProvider trace.TracerProvider
 
 	// TLS, when set, returns the TLS configuration of each new connection
 	// (rediss), asked anew each time so that renewed certificates and CAs
@@ -125,6 +131,7 @@ type Options struct {
 type Queue struct {
 	c           *goredis.Client
 	reclaimIdle time.Duration
+	tracer      *tracer // nil: no tracing
 
 	acks    chan ackReq
 	stop    chan struct{}
@@ -170,6 +177,10 @@ func New(o Options) *Queue {
 	c := goredis.NewClient(opts)
 	q := &Queue{c: c, reclaimIdle: o.ReclaimIdle, reclaimedAt: map[string]time.Time{},
 		acks: make(chan ackReq, 1024), stop: make(chan struct{}), ackDone: make(chan struct{})}
+	if o.TracerProvider != nil {
+		q.tracer = newTracer(o.TracerProvider, o.Addr)
+		c.AddHook(q.tracer)
+	}
 	go q.ackLoop()
 	return q
 }
@@ -225,10 +236,17 @@ func isBusyGroup(err error) bool { return err != nil && strings.HasPrefix(err.Er
 func isNoGroup(err error) bool   { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
 
 // Enqueue implements core.JobQueue: one pipeline for the whole batch.
-func (q *Queue) Enqueue(ctx context.Context, jobs []core.Job) error {
+func (q *Queue) Enqueue(ctx context.Context, jobs []core.Job) (err error) {
 	const op = "redis.Enqueue"
 	if len(jobs) == 0 {
 		return nil
+	}
+	if q.tracer != nil {
+		// The caller's jobs keep the request's trace context: a batch that
+		// fails is enqueued again, in new send spans.
+		jobs = slices.Clone(jobs)
+		end := q.tracer.send(jobs)
+		defer func() { end(err) }()
 	}
 	var order []string
 	args := map[string][]any{}
@@ -499,7 +517,12 @@ type ackReq struct {
 // Ack implements core.JobQueue. Concurrent acknowledgements travel together
 // in one transaction: one round trip per job would bound a worker pool's
 // throughput by Redis's latency.
-func (q *Queue) Ack(ctx context.Context, d core.Delivery) error {
+func (q *Queue) Ack(ctx context.Context, d core.Delivery) (err error) {
+	if q.tracer != nil {
+		var span trace.Span
+		ctx, span = q.tracer.start(ctx, SpanAck)
+		defer func() { endSpan(span, err) }()
+	}
 	r := ackReq{tenant: d.Job.Tenant, id: d.Receipt, done: make(chan error, 1)}
 	select {
 	case q.acks <- r:

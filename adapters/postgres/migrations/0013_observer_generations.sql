@@ -52,11 +52,11 @@ ALTER TABLE fraise.observer_cursors ADD COLUMN generation int NOT NULL DEFAULT 0
 -- generation's rows first (all of them committed or rolled back, since a
 -- generation starts only once no transaction writes to the outbox), then
 -- the current generation's, only of transactions older than every running
--- one, as before.
+-- one, as before; each with its trace context (0012).
 DROP FUNCTION fraise.observer_read(xid8, bigint, int);
 CREATE FUNCTION fraise.observer_read(after_gen int, after_xid xid8, after_id bigint, lim int)
 RETURNS TABLE (generation int, xid xid8, id bigint, tenant_id uuid, table_name text, op text, key jsonb,
-               before jsonb, after jsonb, changed text[], tx_time timestamptz)
+               before jsonb, after jsonb, changed text[], tx_time timestamptz, traceparent text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     g      record;
@@ -72,7 +72,7 @@ BEGIN
         END IF;
         IF g.next_id IS NULL THEN
             RETURN QUERY
-            SELECT g.generation, o.xid, o.id, o.tenant_id, o.table_name, o.op, o.key, o.before, o.after, o.changed, o.tx_time
+            SELECT g.generation, o.xid, o.id, o.tenant_id, o.table_name, o.op, o.key, o.before, o.after, o.changed, o.tx_time, o.traceparent
             FROM fraise.observer_outbox o
             WHERE (o.xid, o.id) > (from_x, from_i) AND o.id >= g.first_id
               AND o.xid < pg_snapshot_xmin(pg_current_snapshot())
@@ -80,7 +80,7 @@ BEGIN
             LIMIT lim;
         ELSE
             RETURN QUERY
-            SELECT g.generation, o.xid, o.id, o.tenant_id, o.table_name, o.op, o.key, o.before, o.after, o.changed, o.tx_time
+            SELECT g.generation, o.xid, o.id, o.tenant_id, o.table_name, o.op, o.key, o.before, o.after, o.changed, o.tx_time, o.traceparent
             FROM fraise.observer_outbox o
             WHERE (o.xid, o.id) > (from_x, from_i) AND o.id >= g.first_id AND o.id < g.next_id
             ORDER BY o.xid, o.id

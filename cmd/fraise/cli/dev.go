@@ -256,8 +256,12 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	if !*quiet {
+		traceURL := ""
+		if cfg.Telemetry.OTLPEndpoint != "" {
+			traceURL = cfg.Telemetry.TraceURL
+		}
 		printWelcome(env, welcome{CA: cfg.TLS.CA, Cert: cfg.TLS.ClientCert, Key: cfg.TLS.ClientKey,
-			Addrs: addrs, Dir: *dir, Config: *cfgPath, Demo: *withDemo})
+			Addrs: addrs, Dir: *dir, Config: *cfgPath, Demo: *withDemo, TraceURL: traceURL})
 	}
 	return g.Wait()
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
@@ -46,13 +47,16 @@ type observers struct {
 // of it. Its secrets (Redis's password and TLS files, the SMTP login, the
 // certificate towards the rate limiter) are read through sec, whose
 // watcher the caller runs: new connections use what the files hold then.
-func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection) (*observers, error) {
+// With tp (nil: no tracing), each job continues the trace of the request
+// that caused it, through Redis, the rate limiter and its delivery.
+func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection, tp *sdktrace.TracerProvider) (*observers, error) {
 	oc := cfg.Observers
 	policy, err := observe.ParsePolicy(oc.Backpressure)
 	if err != nil {
 		return nil, err
 	}
-	q, err := newQueue(cfg, sec, redis.Options{ReclaimIdle: oc.ReclaimIdle.Duration, PoolSize: oc.Workers + 16})
+	q, err := newQueue(cfg, sec, redis.Options{ReclaimIdle: oc.ReclaimIdle.Duration, PoolSize: oc.Workers + 16,
+		TracerProvider: tracerProvider(tp)})
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +65,7 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 	o.events = postgres.NewEventLog(db, log)
 	o.closers = append(o.closers, o.events.Close)
 	notifiers := map[string]core.Notifier{}
-	wh := webhook.New(webhook.Options{AllowPrivate: oc.AllowPrivateTargets, MaxIdlePerHost: oc.Workers})
+	wh := webhook.New(webhook.Options{AllowPrivate: oc.AllowPrivateTargets, MaxIdlePerHost: oc.Workers, TracerProvider: tracerProvider(tp)})
 	notifiers[core.ActionWebhook], notifiers[core.ActionSlack] = wh, wh
 	if oc.SMTP.Addr != "" {
 		user, err := sec.text("observers.smtp.username", oc.SMTP.Username)
@@ -88,7 +92,8 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 			}
 		}
 		notifiers[core.ActionEmail] = smtp.New(smtp.Options{Addr: oc.SMTP.Addr, From: oc.SMTP.From,
-			Credentials: smtpLogin(user, smtpPW), TLS: tlsCfg, InsecureNoTLS: oc.SMTP.InsecureNoTLS})
+			Credentials: smtpLogin(user, smtpPW), TLS: tlsCfg, InsecureNoTLS: oc.SMTP.InsecureNoTLS,
+			TracerProvider: tracerProvider(tp)})
 	}
 	var limiter core.ActionLimiter
 	if oc.RateLimits {
@@ -97,6 +102,7 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 			o.Close()
 			return nil, fmt.Errorf("observers.rate_limits: %w", err)
 		}
+		lo.TracerProvider = tracerProvider(tp)
 		l, err := ratelimit.NewActionLimiter(lo)
 		if err != nil {
 			o.Close()
@@ -133,7 +139,7 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 		// Deliveries under way when the process is told to stop finish
 		// within the core's shutdown timeout, as its requests do.
 		Drain:    cfg.Core.ShutdownTimeout.Duration,
-		Consumer: consumer, Logger: log,
+		Consumer: consumer, Logger: log, Trace: jobTracing(tp),
 	}
 	return o, nil
 }

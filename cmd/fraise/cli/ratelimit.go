@@ -25,6 +25,12 @@ func runRateLimit(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// envoyproxy/ratelimit's server traces through OpenTelemetry's globals.
+	stopTracing, err := startGlobalTracing(ctx, cfg.Telemetry, serviceRateLimit)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(ctx)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	svc, err := startRateLimit(ctx, cfg, env, log)

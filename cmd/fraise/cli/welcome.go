@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fraise-dev/fraise/deploy/demo"
@@ -21,6 +24,10 @@ type welcome struct {
 	// Demo prints one command for each capability: GraphQL, a Flight
 	// export and an insert that fires the demo's observer rule.
 	Demo bool
+	// TraceURL (telemetry.trace_url, when tracing) has the GraphQL request
+	// carry a traceparent of a trace id chosen here, which Envoy
+	// continues, and the link to that trace printed beside it.
+	TraceURL string
 }
 
 // demoPostTitle is the title of the post the banner's insert creates.
@@ -59,16 +66,24 @@ Fraise is running (Ctrl-C stops it).
 	if a.DemoReceiver != "" {
 		fmt.Fprintf(env.Stdout, "  demo receiver    http://%s/observer (prints each observer delivery here)\n", a.DemoReceiver)
 	}
-	curl := func(tok, body string) string {
+	var traceHeader, traceLink string
+	if w.TraceURL != "" {
+		var ids [24]byte
+		_, _ = rand.Read(ids[:])
+		tid, sid := hex.EncodeToString(ids[:16]), hex.EncodeToString(ids[16:])
+		traceHeader = "  -H 'traceparent: 00-" + tid + "-" + sid + "-01' \\\n"
+		traceLink = "\nIts trace, a few seconds after you send it: " + strings.ReplaceAll(w.TraceURL, "{trace_id}", tid) + "\n"
+	}
+	curl := func(tok, header, body string) string {
 		return fmt.Sprintf(`curl -sS --cacert %s --cert %s --key %s \
   -H 'Authorization: Bearer %s' \
   -H 'Content-Type: application/json' \
-  -d '%s' \
-  https://%s/graphql`, w.CA, w.Cert, w.Key, tok, body, a.Gateway)
+%s  -d '%s' \
+  https://%s/graphql`, w.CA, w.Cert, w.Key, tok, header, body, a.Gateway)
 	}
 	users := `{"query":"{ users { id name email } }"}`
 	if !w.Demo {
-		fmt.Fprintf(env.Stdout, "\nPaste this to read the Acme tenant's users as Alice (a viewer):\n\n%s\n", curl(viewer, users))
+		fmt.Fprintf(env.Stdout, "\nPaste this to read the Acme tenant's users as Alice (a viewer):\n\n%s\n%s", curl(viewer, traceHeader, users), traceLink)
 		fmt.Fprintf(env.Stdout, "\nOther tokens: bin/fraise token --tenant %s --subject carol --roles viewer\n", demo.TenantGlobex)
 		return
 	}
@@ -88,7 +103,7 @@ Paste these (the tokens are Alice's, of the Acme tenant, for a day).
 1. GraphQL: the tenant's users, as a viewer (emails masked without the read:User.email scope):
 
 %s
-
+%s
 2. Arrow Flight: export the same users as CSV with the CLI, as an analyst (masked alike;
    --format parquet or arrow, --output FILE; bin/fraise flight list shows every dataset):
 
@@ -100,7 +115,7 @@ bin/fraise flight get%s --addr %s --token '%s' --format csv people.users
 %s
 
 Other tokens: bin/fraise token --tenant %s --subject carol --roles viewer
-`, curl(viewer, users), config, a.Gateway, analyst, demoRuleName, curl(operator, insert), demo.TenantGlobex)
+`, curl(viewer, traceHeader, users), traceLink, config, a.Gateway, analyst, demoRuleName, curl(operator, "", insert), demo.TenantGlobex)
 			return
 		}
 	}
