@@ -611,8 +611,8 @@ func testADBC(t *testing.T, s *stack.Stack) {
 			status adbc.Status
 			msg    string
 		}{
-			{"SELECT * FROM v_secret", adbc.StatusNotFound, "not exportable"},
-			{"SELECT * FROM public.v_secret", adbc.StatusNotFound, "not exportable"},
+			{"SELECT * FROM v_secret", adbc.StatusInvalidArgument, "only an exportable dataset"},
+			{"SELECT * FROM public.v_secret", adbc.StatusInvalidArgument, "only an exportable dataset"},
 			{"DELETE FROM types.all", adbc.StatusUnauthorized, "read-only"},
 			{"SELECT * FROM types.all; DROP TABLE flight_types", adbc.StatusUnauthorized, "read-only"},
 			{"SELECT count(*) FROM types.all", adbc.StatusInvalidArgument, "only SELECT of columns"},
