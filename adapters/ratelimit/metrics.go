@@ -46,7 +46,7 @@ var (
 			"envoyproxy/ratelimit's "+stat+" count per configured descriptor path (ratelimit.service.rate_limit.DOMAIN.PATH."+stat+").",
 			[]string{"domain", "descriptor"}, nil)
 	}
-	rateLimitStats = map[string]*prometheus.Desc{}
+	rateLimitStats     = map[string]*prometheus.Desc{}
 	descDomainNotFound = prometheus.NewDesc("ratelimit_service_rate_limit_domain_not_found_total",
 		"Requests naming a domain no configuration has.", []string{"domain"}, nil)
 	descCallErrors = prometheus.NewDesc("ratelimit_service_should_rate_limit_errors_total",
