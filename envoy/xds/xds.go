@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"time"
 
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -34,10 +35,11 @@ const DefaultNodeID = envoy.DefaultNodeID
 
 // Server is an xDS management server holding one snapshot per node id.
 type Server struct {
-	cache  cachev3.SnapshotCache
-	srv    serverv3.Server
-	nodeID string
-	log    *slog.Logger
+	cache   cachev3.SnapshotCache
+	srv     serverv3.Server
+	nodeID  string
+	log     *slog.Logger
+	metrics *metrics
 
 	mu      sync.Mutex
 	version int
@@ -53,7 +55,8 @@ func New(ctx context.Context, nodeID string, log *slog.Logger) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
-	return &Server{cache: c, srv: serverv3.NewServer(ctx, c, nil), nodeID: nodeID, log: log}
+	m := newMetrics()
+	return &Server{cache: c, srv: serverv3.NewServer(ctx, c, m.callbacks()), nodeID: nodeID, log: log, metrics: m}
 }
 
 // Register adds the aggregated and the per-type discovery services to g.
@@ -67,7 +70,8 @@ func (s *Server) Register(g *grpc.Server) {
 
 // Publish validates res and, when it is valid and consistent, makes it the
 // next snapshot version. It returns the version published.
-func (s *Server) Publish(ctx context.Context, res *envoy.Resources) (string, error) {
+func (s *Server) Publish(ctx context.Context, res *envoy.Resources) (version string, err error) {
+	defer func() { s.metrics.publish(err, time.Now()) }()
 	if err := res.Validate(); err != nil {
 		return "", fmt.Errorf("xds: refusing invalid resources: %w", err)
 	}
@@ -86,7 +90,7 @@ func (s *Server) Publish(ctx context.Context, res *envoy.Resources) (string, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	version := strconv.Itoa(s.version + 1)
+	version = strconv.Itoa(s.version + 1)
 	snap, err := cachev3.NewSnapshot(version, items)
 	if err != nil {
 		return "", fmt.Errorf("xds: %w", err)
