@@ -46,9 +46,7 @@ var (
 			"envoyproxy/ratelimit's "+stat+" count per configured descriptor path (ratelimit.service.rate_limit.DOMAIN.PATH."+stat+").",
 			[]string{"domain", "descriptor"}, nil)
 	}
-	rateLimitStats     = map[string]*prometheus.Desc{}
-	descDomainNotFound = prometheus.NewDesc("ratelimit_service_rate_limit_domain_not_found_total",
-		"Requests naming a domain no configuration has.", []string{"domain"}, nil)
+	rateLimitStats = map[string]*prometheus.Desc{}
 	descCallErrors = prometheus.NewDesc("ratelimit_service_should_rate_limit_errors_total",
 		"ShouldRateLimit calls that failed, by type: redis_error (the limiter's Redis failed), service_error.",
 		[]string{"type"}, nil)
@@ -69,9 +67,13 @@ var (
 // rateLimitStatNames are the per-descriptor counters the library keeps.
 var rateLimitStatNames = []string{"total_hits", "over_limit", "near_limit", "over_limit_with_local_cache", "within_limit", "shadow_mode"}
 
+// rateLimitStatOf is rateLimitStats the other way round.
+var rateLimitStatOf = map[*prometheus.Desc]string{}
+
 func init() {
 	for _, s := range rateLimitStatNames {
 		rateLimitStats[s] = descRateLimit(s)
+		rateLimitStatOf[rateLimitStats[s]] = s
 	}
 }
 
@@ -84,6 +86,18 @@ func newStatsBridge() *statsBridge {
 			// The library rounds down to whole milliseconds: 0 is "under one".
 			Buckets: []float64{.001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"grpc_method"}),
+	}
+	// Series whose labels are known in advance start at zero, so that an
+	// alert's rate() sees the first error.
+	for _, z := range []struct {
+		desc   *prometheus.Desc
+		labels []string
+	}{
+		{descConfigLoads, []string{"success"}}, {descConfigLoads, []string{"error"}},
+		{descCallErrors, []string{"redis_error"}}, {descCallErrors, []string{"service_error"}},
+		{descGlobalShadow, nil}, {descRedisTotal, nil}, {descRedisClosed, nil},
+	} {
+		sink.add(z.desc, prometheus.CounterValue, z.labels, 0, true)
 	}
 	return &statsBridge{store: gostats.NewStore(sink, false), sink: sink}
 }
@@ -111,6 +125,13 @@ func (s *statsSink) FlushCounter(name string, value uint64) {
 	desc, labels, ok := mapCounter(name)
 	if !ok {
 		return
+	}
+	if _, perDescriptor := rateLimitStatOf[desc]; perDescriptor {
+		// A descriptor's first stat brings its others, at zero: the
+		// over-limit count exists before the first refusal.
+		for _, d := range rateLimitStats {
+			s.add(d, prometheus.CounterValue, labels, 0, true)
+		}
 	}
 	s.add(desc, prometheus.CounterValue, labels, float64(value), true)
 }
@@ -177,14 +198,12 @@ func mapCounter(name string) (*prometheus.Desc, []string, bool) {
 	if !ok {
 		return nil, nil, false
 	}
-	// DOMAIN.PATH.STAT, or DOMAIN.domain_not_found; the domain has no dot
-	// (Fraise's is "fraise").
+	// DOMAIN.PATH.STAT; the domain has no dot (Fraise's is "fraise").
+	// DOMAIN.domain_not_found is not exported: its domain is the
+	// request's, and Fraise's callers only name the configured one.
 	domain, path, ok := strings.Cut(rest, ".")
 	if !ok {
 		return nil, nil, false
-	}
-	if path == "domain_not_found" {
-		return descDomainNotFound, []string{domain}, true
 	}
 	i := strings.LastIndexByte(path, '.')
 	if i < 0 {

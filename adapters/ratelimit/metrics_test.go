@@ -35,6 +35,9 @@ func TestMetrics(t *testing.T) {
 		{"requests", "ratelimit_server_requests_total", map[string]string{"grpc_method": "ShouldRateLimit"}, 3},
 		{"config loaded", "ratelimit_service_config_loads_total", map[string]string{"result": "success"}, 1},
 		{"response time", "ratelimit_server_response_time_seconds", map[string]string{"grpc_method": "ShouldRateLimit"}, 3},
+		{"shadow mode, at zero", "ratelimit_service_rate_limit_shadow_mode_total", map[string]string{"domain": "fraise", "descriptor": "tier.tenant.op_write"}, 0},
+		{"redis errors, at zero", "ratelimit_service_should_rate_limit_errors_total", map[string]string{"type": "redis_error"}, 0},
+		{"config errors, at zero", "ratelimit_service_config_loads_total", map[string]string{"result": "error"}, 0},
 	}
 	mfs, err := reg.Gather()
 	if err != nil {

@@ -23,7 +23,7 @@ type metrics struct {
 }
 
 func newMetrics() *metrics {
-	return &metrics{
+	m := &metrics{
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fraise_xds_snapshots_total",
 			Help: "Snapshots offered to Publish, by result (published; refused: invalid or inconsistent, the last good one keeps serving).",
@@ -45,6 +45,16 @@ func newMetrics() *metrics {
 			Help: "Discovery requests that refused the last response (NACK), by resource type.",
 		}, []string{"type"}),
 	}
+	// Every series starts at zero, so that an alert's increase() sees the
+	// first NACK or refusal.
+	for _, r := range []string{"published", "refused"} {
+		m.published.WithLabelValues(r)
+	}
+	for _, t := range []string{"listener", "route", "cluster", "secret", "other"} {
+		m.requests.WithLabelValues(t)
+		m.nacks.WithLabelValues(t)
+	}
+	return m
 }
 
 // Collectors returns the server's metrics, for the caller's registry

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
@@ -27,13 +29,30 @@ func runRateLimit(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	var adminLn net.Listener
+	if cfg.RateLimit.AdminAddr != "" {
+		if adminLn, err = listen("ratelimit.admin_addr", cfg.RateLimit.AdminAddr); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	svc, err := startRateLimit(ctx, cfg, env, log)
+	reg := newProcessRegistry()
+	svc, err := startRateLimitOn(ctx, cfg, env, log, nil, reg)
 	if err != nil {
+		if adminLn != nil {
+			adminLn.Close()
+		}
 		return err
 	}
 	defer svc.Close()
+	if adminLn != nil {
+		go func() {
+			if err := serveAdmin(ctx, "ratelimit", adminLn, reg, log); err != nil {
+				log.Error("rate limiter admin port stopped", "err", err)
+			}
+		}()
+	}
 	if *cfgPath != "" {
 		go watchConfig(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, reloadRateLimits(svc, *cfgPath, log))
 	}
@@ -57,7 +76,7 @@ func reloadRateLimits(svc *ratelimit.Service, path string, log *slog.Logger) fun
 // startRateLimit starts envoyproxy/ratelimit with limits generated from the
 // configuration, its gRPC port on ratelimit.grpc_addr.
 func startRateLimit(ctx context.Context, cfg config.Config, env Env, log *slog.Logger) (*ratelimit.Service, error) {
-	return startRateLimitOn(ctx, cfg, env, log, nil)
+	return startRateLimitOn(ctx, cfg, env, log, nil, nil)
 }
 
 // startRateLimitOn is startRateLimit serving its gRPC port on ln, already
@@ -65,7 +84,8 @@ func startRateLimit(ctx context.Context, cfg config.Config, env Env, log *slog.L
 // ratelimit.grpc_addr. The port serves mutual TLS only: the server
 // certificate tls.server_cert, client certificates from tls.ca naming
 // tls.gateway_san (Envoy) or tls.core_client_san (the observers' workers).
-func startRateLimitOn(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln net.Listener) (*ratelimit.Service, error) {
+// reg, when set, receives the service's own stats.
+func startRateLimitOn(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln net.Listener, reg prometheus.Registerer) (*ratelimit.Service, error) {
 	pw, err := config.Resolve(cfg.Redis.Password, env.Getenv)
 	if err != nil {
 		if ln != nil {
@@ -82,6 +102,7 @@ func startRateLimitOn(ctx context.Context, cfg config.Config, env Env, log *slog
 		Tiers: rateLimitTiers(cfg.RateLimit), Actions: rateLimitActions(cfg.RateLimit),
 		LocalCacheBytes: cfg.RateLimit.LocalCacheBytes,
 		Logger:          log.With("component", "ratelimit"),
+		Metrics:         reg,
 	})
 	if errors.Is(err, ratelimit.ErrTLS) {
 		return nil, fmt.Errorf("tls.ca, tls.server_cert, tls.server_key: %w (run `fraise certs`)", err)

@@ -177,6 +177,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks,
 	})
 	metrics := httpapi.NewMetrics()
+	metrics.Registry.MustRegister(upGauge("fraise_postgres_up", "1 when the core's database answers a ping within a second, at scrape time.", db.Ping))
 	health := &httpapi.Health{Ready: db.Ping}
 	api := httpapi.NewHandler(httpapi.Options{
 		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), MaxBatch: cfg.Core.MaxBatch, Logger: log, Metrics: metrics,

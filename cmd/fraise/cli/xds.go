@@ -43,6 +43,20 @@ func runXDS(ctx context.Context, env Env, args []string) error {
 		ln.Close()
 		return err
 	}
+	if cfg.XDS.AdminAddr != "" {
+		adminLn, err := listen("xds.admin_addr", cfg.XDS.AdminAddr)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		reg := newProcessRegistry()
+		reg.MustRegister(srv.Collectors()...)
+		go func() {
+			if err := serveAdmin(ctx, "xds", adminLn, reg, log); err != nil {
+				log.Error("xds admin port stopped", "err", err)
+			}
+		}()
+	}
 	if *readyFile != "" {
 		if err := writeJSONFile(*readyFile, map[string]string{"xds": ln.Addr().String()}); err != nil {
 			ln.Close()
