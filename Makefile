@@ -91,10 +91,13 @@ audit:
 	$(GO) test -count=1 -v -run TestServerAudits ./test/graphqlhttp/
 
 ## bench: Go benchmarks and load runs, printed as a table, then the ingress's
-## figures against its targets beside PostGraphile v4's from the same run.
+## figures against its targets beside PostGraphile v4's from the same run,
+## and Flight's export (test/e2e BenchmarkExport) beside the ADBC PostgreSQL
+## driver, ConnectorX and raw COPY against its targets (docs/flight.md).
 ## The table prints even when a benchmark fails (test/bench fails clearly when
 ## the engine cannot run an operation); make still exits non-zero then.
-## deps: test/bench runs real Envoy (`fraise dev`) and PostGraphile on Node.js.
+## deps: test/bench runs real Envoy (`fraise dev`) and PostGraphile on Node.js;
+## test/e2e's Flight benchmark the Python clients of .tools/python.
 ## -p 1: one package at a time, so no load run competes with another for the cores.
 bench: deps build
 	@status=0; $(GO) test -p 1 -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./... | tee bin/bench.txt || status=$$?; \

@@ -178,6 +178,15 @@ test_analyst_may_query_and_export if {
 	allowed(flight(["analyst"], "DoGet", ""))
 }
 
+# Flight SQL clients prepare every statement (the Python DB-API's
+# cursor.execute does, parameters or not): DoAction creates and closes
+# prepared statements, each checked by the core like a statement.
+test_analyst_and_operator_may_prepare_statements if {
+	allowed(flight(["analyst"], "DoAction", ""))
+	allowed(flight(["operator"], "DoAction", ""))
+	denied_with(flight(["viewer"], "DoAction", ""), 403)
+}
+
 test_analyst_may_not_read_api_keys_or_the_audit_log if {
 	denied_with(graphql(["analyst"], "query", ["apiKeys"]), 403)
 	denied_with(graphql(["analyst"], "query", ["users", "auditLog"]), 403)

@@ -280,38 +280,96 @@ func (s *Server) prepare(p core.Principal, q flight.Query) (*flight.Dataset, fli
 	return d, st, nil
 }
 
-// flightInfo describes an export of q answered with ticket.
-func (s *Server) flightInfo(desc *aflight.FlightDescriptor, st flight.Statement, ticket []byte) *aflight.FlightInfo {
+// flightInfo describes an export of st answered with tickets, one
+// endpoint each; ordered says whether reading the endpoints one after
+// another gives the rows in the query's order.
+func (s *Server) flightInfo(desc *aflight.FlightDescriptor, st flight.Statement, tickets [][]byte, ordered bool) *aflight.FlightInfo {
 	schema, _ := flight.StatementSchema(st)
+	eps := make([]*aflight.FlightEndpoint, len(tickets))
+	for i, t := range tickets {
+		eps[i] = &aflight.FlightEndpoint{Ticket: &aflight.Ticket{Ticket: t}}
+	}
 	return &aflight.FlightInfo{
 		Schema:           aflight.SerializeSchema(schema, s.mem),
 		FlightDescriptor: desc,
-		Endpoint:         []*aflight.FlightEndpoint{{Ticket: &aflight.Ticket{Ticket: ticket}}},
+		Endpoint:         eps,
 		TotalRecords:     -1,
 		TotalBytes:       -1,
+		Ordered:          ordered,
 	}
 }
 
-// issue answers GetFlightInfo for q: the schema and a ticket for DoGet.
-func (s *Server) issue(ctx context.Context, desc *aflight.FlightDescriptor, q flight.Query, wrap func([]byte) ([]byte, error)) (*aflight.FlightInfo, error) {
+// issue answers GetFlightInfo for q: the schema and tickets for DoGet. With
+// parallel, a query over a dataset declared with endpoints is split into
+// parts over one snapshot (split), one ticket each.
+func (s *Server) issue(ctx context.Context, desc *aflight.FlightDescriptor, q flight.Query, wrap func([]byte) ([]byte, error), parallel bool) (*aflight.FlightInfo, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return nil, err
 	}
-	_, st, err := s.prepare(p, q)
+	d, st, err := s.prepare(p, q)
 	if err != nil {
 		return nil, err
 	}
-	t, _, err := s.o.Tickets.Issue(p, flight.KindTicket, q, 0)
-	if err != nil {
-		return nil, err
-	}
-	if wrap != nil {
-		if t, err = wrap(t); err != nil {
-			return nil, core.E("flightsvc.issue", core.CodeInternal, err)
+	queries := []flight.Query{q}
+	var snapshot string
+	if parallel {
+		if parts, id, err := s.split(ctx, p, d, q); err != nil {
+			return nil, err
+		} else if parts != nil {
+			queries, snapshot = parts, id
 		}
 	}
-	return s.flightInfo(desc, st, t), nil
+	tickets := make([][]byte, len(queries))
+	for i, pq := range queries {
+		t, _, err := s.o.Tickets.Issue(p, flight.KindTicket, pq, 0)
+		if err == nil && wrap != nil {
+			if t, err = wrap(t); err != nil {
+				err = core.E("flightsvc.issue", core.CodeInternal, err)
+			}
+		}
+		if err != nil {
+			if snapshot != "" {
+				s.o.Source.(flight.Partitioner).Release(snapshot)
+			}
+			return nil, err
+		}
+		tickets[i] = t
+	}
+	return s.flightInfo(desc, st, tickets, len(q.Order) > 0), nil
+}
+
+// split returns the parts of q, one per endpoint, over a snapshot it opens
+// (and its id), or nil when q is read as one stream: the dataset has one
+// endpoint, q cannot be split (flight.SplitKey), the source cannot, or the
+// rows are too few. The parts are at most the dataset's endpoints and the
+// tenant's bound on exports, so that reading every endpoint at once fits
+// in the tenant's share.
+func (s *Server) split(ctx context.Context, p core.Principal, d *flight.Dataset, q flight.Query) ([]flight.Query, string, error) {
+	src, ok := s.o.Source.(flight.Partitioner)
+	if !ok {
+		return nil, "", nil
+	}
+	key, ok := flight.SplitKey(d, q, p)
+	if !ok {
+		return nil, "", nil
+	}
+	kq := q
+	kq.Columns, kq.Order = []string{key.Name}, nil
+	_, keys, err := s.prepare(p, kq)
+	if err != nil {
+		return nil, "", err
+	}
+	snap, bound, err := src.Snapshot(ctx, p.Tenant, keys, s.o.Tickets.TTL())
+	if err != nil {
+		return nil, "", err
+	}
+	parts := flight.Split(q, key, snap, min(d.Endpoints, bound))
+	if parts == nil {
+		src.Release(snap.ID)
+		return nil, "", nil
+	}
+	return parts, snap.ID, nil
 }
 
 // export runs the query of a verified ticket and streams it to w.
@@ -419,7 +477,8 @@ func (v *service) ListFlights(_ *aflight.Criteria, stream aflight.FlightService_
 	}
 	for _, d := range v.s.o.Catalog.List(p) {
 		desc := &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: d.Path()}
-		info, err := v.s.issue(ctx, desc, flight.Query{Dataset: d.Name}, nil)
+		// A listing opens no snapshot: its tickets read each dataset whole.
+		info, err := v.s.issue(ctx, desc, flight.Query{Dataset: d.Name}, nil, false)
 		if err != nil {
 			return v.s.toStatus(ctx, "ListFlights", err)
 		}
@@ -438,7 +497,7 @@ func (v *service) GetFlightInfo(ctx context.Context, desc *aflight.FlightDescrip
 	if err != nil {
 		return nil, v.s.toStatus(ctx, "GetFlightInfo", err)
 	}
-	info, err := v.s.issue(ctx, desc, q, nil)
+	info, err := v.s.issue(ctx, desc, q, nil, true)
 	return info, v.s.toStatus(ctx, "GetFlightInfo", err)
 }
 
@@ -450,7 +509,7 @@ func (v *service) PollFlightInfo(ctx context.Context, desc *aflight.FlightDescri
 	if err != nil {
 		return nil, v.s.toStatus(ctx, "PollFlightInfo", err)
 	}
-	info, err := v.s.issue(ctx, desc, q, nil)
+	info, err := v.s.issue(ctx, desc, q, nil, true)
 	if err != nil {
 		return nil, v.s.toStatus(ctx, "PollFlightInfo", err)
 	}

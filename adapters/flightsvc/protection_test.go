@@ -517,7 +517,9 @@ func TestFlightSQLAppliesFieldProtection(t *testing.T) {
 		{"order by an @auth column", execute, analyst, "SELECT id FROM blog.posts ORDER BY internal_note", codes.PermissionDenied, "", nil},
 		{"filter by a masked column with the scope", execute, reader, "SELECT id, email FROM people.users WHERE email = 'alice@acme.test'", codes.OK, "email",
 			map[string]any{aliceID: "alice@acme.test"}},
-		{"the view itself", execute, analyst, "SELECT data FROM public.v_user", codes.NotFound, "", nil},
+		{"the view itself", execute, analyst, "SELECT data FROM public.v_user", codes.InvalidArgument, "", nil},
+		{"an undeclared relation", execute, analyst, "SELECT id FROM public.v_secret", codes.InvalidArgument, "", nil},
+		{"prepared: an undeclared relation", prepared, analyst, "SELECT id FROM public.v_secret", codes.InvalidArgument, "", nil},
 		{"the view's data column", execute, analyst, "SELECT data FROM people.users", codes.InvalidArgument, "", nil},
 	}
 	for _, tt := range tests {

@@ -2,6 +2,8 @@ package flightsvc
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -37,23 +39,8 @@ func newSQLServer(s *Server) *sqlServer {
 	if version == "" {
 		version = "dev"
 	}
-	for id, v := range map[flightsql.SqlInfo]any{
-		flightsql.SqlInfoFlightSqlServerName:          "Fraise",
-		flightsql.SqlInfoFlightSqlServerVersion:       version,
-		flightsql.SqlInfoFlightSqlServerArrowVersion:  "18",
-		flightsql.SqlInfoFlightSqlServerReadOnly:      true,
-		flightsql.SqlInfoFlightSqlServerSql:           true,
-		flightsql.SqlInfoFlightSqlServerSubstrait:     false,
-		flightsql.SqlInfoFlightSqlServerTransaction:   int32(0), // SQL_SUPPORTED_TRANSACTION_NONE
-		flightsql.SqlInfoFlightSqlServerCancel:        false,
-		flightsql.SqlInfoFlightSqlServerBulkIngestion: false,
-		flightsql.SqlInfoDDLCatalog:                   false,
-		flightsql.SqlInfoDDLSchema:                    false,
-		flightsql.SqlInfoDDLTable:                     false,
-		flightsql.SqlInfoIdentifierCase:               int32(2), // lower case
-		flightsql.SqlInfoQuotedIdentifierCase:         int32(3), // case sensitive
-	} {
-		_ = q.RegisterSqlInfo(id, v)
+	for id, v := range sqlInfo(version) {
+		_ = q.RegisterSqlInfo(id, v) // every value has a type Flight SQL has: TestSqlInfoAnswersEveryID
 	}
 	return q
 }
@@ -83,7 +70,21 @@ func (q *sqlServer) lookupSQL(ctx context.Context, sql string) (core.Principal, 
 			fq.Dataset = rest
 		}
 	}
-	_, st, err := q.s.prepare(p, fq)
+	// A statement with parameters is checked (dataset, columns, field
+	// protection) as it will run once bound; it runs only once it is.
+	bound := fq
+	if fq.Params > 0 {
+		bound, _ = flight.Bind(fq, make([]string, fq.Params))
+	}
+	_, st, err := q.s.prepare(p, bound)
+	if errors.Is(err, flight.ErrNotExportable) {
+		// A statement is the client's argument: naming a relation outside
+		// the exportable datasets is a bad statement, told the same way
+		// whether or not the relation exists, so the answer reveals nothing.
+		err = &core.Error{Code: core.CodeInvalid, Op: "flight.sql",
+			Message: fmt.Sprintf("a statement may read only an exportable dataset, and %q is not one (GetTables lists them)", fq.Dataset),
+			Err:     err}
+	}
 	return p, fq, st, err
 }
 
@@ -92,7 +93,7 @@ func (q *sqlServer) GetFlightInfoStatement(ctx context.Context, cmd flightsql.St
 	if err != nil {
 		return nil, q.fail(ctx, "GetFlightInfoStatement", err)
 	}
-	info, err := q.s.issue(ctx, desc, fq, flightsql.CreateStatementQueryTicket)
+	info, err := q.s.issue(ctx, desc, fq, flightsql.CreateStatementQueryTicket, true)
 	return info, q.fail(ctx, "GetFlightInfoStatement", err)
 }
 
@@ -123,7 +124,26 @@ func (q *sqlServer) CreatePreparedStatement(ctx context.Context, req flightsql.A
 	}
 	schema, _ := flight.StatementSchema(st)
 	isUpdate := false
-	return flightsql.ActionCreatePreparedStatementResult{Handle: h, DatasetSchema: schema, IsUpdate: &isUpdate}, nil
+	return flightsql.ActionCreatePreparedStatementResult{Handle: h, DatasetSchema: schema,
+		ParameterSchema: q.paramSchema(p, fq), IsUpdate: &isUpdate}, nil
+}
+
+// paramSchema is the schema of fq's parameters: each has the type of the
+// column it compares with (utf8 where unknown), named after it.
+func (q *sqlServer) paramSchema(p core.Principal, fq flight.Query) *arrow.Schema {
+	d, _ := q.s.o.Catalog.Lookup(p, fq.Dataset)
+	cols := flight.ParamColumns(fq)
+	fields := make([]arrow.Field, len(cols))
+	for i, name := range cols {
+		fields[i] = arrow.Field{Name: name, Type: arrow.BinaryTypes.String, Nullable: true}
+		if d == nil {
+			continue
+		}
+		if col, ok := d.Column(name); ok {
+			fields[i].Type = col.Type.Scalar().ArrowType()
+		}
+	}
+	return arrow.NewSchema(fields, nil)
 }
 
 func (q *sqlServer) ClosePreparedStatement(context.Context, flightsql.ActionClosePreparedStatementRequest) error {
@@ -149,7 +169,7 @@ func (q *sqlServer) GetFlightInfoPreparedStatement(ctx context.Context, cmd flig
 	if err != nil {
 		return nil, q.fail(ctx, "GetFlightInfoPreparedStatement", err)
 	}
-	info, err := q.s.issue(ctx, desc, fq, flightsql.CreateStatementQueryTicket)
+	info, err := q.s.issue(ctx, desc, fq, flightsql.CreateStatementQueryTicket, true)
 	return info, q.fail(ctx, "GetFlightInfoPreparedStatement", err)
 }
 
@@ -176,9 +196,59 @@ func (q *sqlServer) DoPutCommandStatementIngest(ctx context.Context, _ flightsql
 	return 0, q.fail(ctx, "DoPutCommandStatementIngest", errReadOnly)
 }
 
-func (q *sqlServer) DoPutPreparedStatementQuery(ctx context.Context, _ flightsql.PreparedStatementQuery, _ aflight.MessageReader, _ aflight.MetadataWriter) ([]byte, error) {
-	return nil, q.fail(ctx, "DoPutPreparedStatementQuery",
-		core.Errorf(core.CodeInvalid, "prepared statements take no parameters: write the values into the statement"))
+// DoPutPreparedStatementQuery binds a prepared statement's parameters:
+// one row of values, in the order of the statement's ?. Handles are
+// stateless, so the answer is a new handle carrying the bound query
+// (Flight SQL's DoPutPreparedStatementResult), which the client executes
+// in place of the one it prepared; that one stays unbound, to be bound
+// again. Values become text PostgreSQL casts to each column's type, never
+// SQL.
+func (q *sqlServer) DoPutPreparedStatementQuery(ctx context.Context, cmd flightsql.PreparedStatementQuery, rdr aflight.MessageReader, _ aflight.MetadataWriter) ([]byte, error) {
+	const op = "DoPutPreparedStatementQuery"
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, q.fail(ctx, op, err)
+	}
+	fq, err := q.s.o.Tickets.Verify(p, flight.KindPrepared, cmd.GetPreparedStatementHandle())
+	if err != nil {
+		return nil, q.fail(ctx, op, err)
+	}
+	var vals []string
+	rows := 0
+	for rdr.Next() {
+		rec := rdr.RecordBatch()
+		if rec.NumRows() == 0 {
+			continue
+		}
+		if rows += int(rec.NumRows()); rows > 1 {
+			return nil, q.fail(ctx, op, core.Errorf(core.CodeInvalid, "bind one row of parameters at a time, got %d", rows))
+		}
+		for i, col := range rec.Columns() {
+			v, err := flight.ParamText(col, 0, i+1)
+			if err != nil {
+				return nil, q.fail(ctx, op, err)
+			}
+			vals = append(vals, v)
+		}
+	}
+	if err := rdr.Err(); err != nil {
+		return nil, q.fail(ctx, op, core.E(op, core.CodeInvalid, err))
+	}
+	if rows == 0 && fq.Params+fq.Bound == 0 {
+		return cmd.GetPreparedStatementHandle(), nil
+	}
+	bound, err := flight.Bind(fq, vals)
+	if err != nil {
+		return nil, q.fail(ctx, op, err)
+	}
+	if _, _, err := q.s.prepare(p, bound); err != nil {
+		return nil, q.fail(ctx, op, err)
+	}
+	h, _, err := q.s.o.Tickets.Issue(p, flight.KindPrepared, bound, PreparedTTL)
+	if err != nil {
+		return nil, q.fail(ctx, op, err)
+	}
+	return h, nil
 }
 
 // cmdInfo answers a metadata command's GetFlightInfo: its ticket is the

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/flight"
@@ -29,9 +31,25 @@ type Exporter struct {
 
 	mu      sync.Mutex
 	running map[string]int // exports running or waiting for a slot, per tenant
+	// Snapshots open for exports read in parallel, by id, and how many
+	// each tenant holds.
+	snapshots map[string]*snapshot
+	held      map[string]int
 }
 
-var _ flight.Source = (*Exporter)(nil)
+// snapshot is a transaction that exported its snapshot for an export's
+// parts to import, held open until they all have.
+type snapshot struct {
+	tx       pgx.Tx
+	tenant   string
+	imported map[int]bool
+	timer    *time.Timer
+}
+
+var (
+	_ flight.Source      = (*Exporter)(nil)
+	_ flight.Partitioner = (*Exporter)(nil)
+)
 
 // ExportOptions tunes an Exporter.
 type ExportOptions struct {
@@ -63,7 +81,7 @@ func NewExporter(db *DB, o ExportOptions) *Exporter {
 		o.MaxPerTenant = max(1, o.MaxConcurrent/2)
 	}
 	return &Exporter{db: db, mem: o.Allocator, timeout: o.StatementTimeout, slots: make(chan struct{}, o.MaxConcurrent),
-		perTenant: o.MaxPerTenant, running: map[string]int{}}
+		perTenant: o.MaxPerTenant, running: map[string]int{}, snapshots: map[string]*snapshot{}, held: map[string]int{}}
 }
 
 // enter counts an export of tenant, false when it already has its share.
@@ -106,12 +124,35 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 	case <-ctx.Done():
 		return mapError(op, ctx.Err())
 	}
-	tx, err := e.db.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	txo := pgx.TxOptions{AccessMode: pgx.ReadOnly}
+	if st.Snapshot != "" {
+		if !flight.ValidSnapshot(st.Snapshot) {
+			return &core.Error{Op: op, Code: core.CodeInvalid, Message: "malformed export part"}
+		}
+		// Only a repeatable-read transaction can import a snapshot.
+		txo.IsoLevel = pgx.RepeatableRead
+	}
+	tx, err := e.db.pool.BeginTx(ctx, txo)
 	if err != nil {
 		return mapError(op, err)
 	}
 	// Nothing to commit: the transaction only reads.
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if st.Snapshot != "" {
+		// A part of an export read in parallel reads the snapshot the
+		// export took (Snapshot): SET TRANSACTION SNAPSHOT must come
+		// first, and takes no parameter (the id is checked above, and
+		// came in a signed ticket).
+		if _, err := tx.Exec(ctx, "set transaction snapshot '"+st.Snapshot+"'"); err != nil {
+			var pg *pgconn.PgError
+			if errors.As(err, &pg) && pg.Code == "22023" { // invalid_parameter_value: no such snapshot
+				return &core.Error{Op: op, Code: core.CodeNotFound, Err: err,
+					Message: "this export's snapshot has ended (its parts have all begun, or its tickets expired): ask for the flight again"}
+			}
+			return mapError(op, err)
+		}
+		e.imported(st.Snapshot, st.Part, st.Parts)
+	}
 	// Transaction-local settings: the tenant for row-level security, UTC so
 	// filter values without an offset mean UTC, and the export's timeout.
 	if _, err := tx.Exec(ctx, "select set_config('fraise.tenant', $1, true), set_config('TimeZone', 'UTC', true), set_config('statement_timeout', $2, true)",
@@ -202,4 +243,126 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 		return flush()
 	}
 	return nil
+}
+
+// Snapshot implements flight.Partitioner: a read-only repeatable-read
+// transaction, scoped to tenant like an export's, exports its snapshot
+// (pg_export_snapshot) and reads the range of keys in it, then stays open,
+// idle, until the parts have imported the snapshot, Release, or ttl. A
+// tenant holds at most as many such transactions as it may run exports,
+// and all tenants together as many as may run at once, each a pooled
+// connection: flight.max_exports below database.max_conns leaves room.
+func (e *Exporter) Snapshot(ctx context.Context, tenant string, keys flight.Statement, ttl time.Duration) (flight.Snapshot, int, error) {
+	const op = "postgres.Snapshot"
+	if !isUUID(tenant) {
+		return flight.Snapshot{}, 0, &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+	}
+	if len(keys.Columns) != 1 {
+		return flight.Snapshot{}, 0, &core.Error{Op: op, Code: core.CodeInternal, Err: errorf("keys statement has %d columns", len(keys.Columns))}
+	}
+	e.mu.Lock()
+	if e.held[tenant] >= e.perTenant || len(e.snapshots) >= cap(e.slots) {
+		e.mu.Unlock()
+		return flight.Snapshot{}, 0, &core.Error{Op: op, Code: core.CodeRateLimited,
+			Message: fmt.Sprintf("this tenant already holds %d snapshots for parallel exports (flight.max_exports_per_tenant): read their parts, or retry when their tickets expire", e.perTenant)}
+	}
+	e.held[tenant]++
+	e.mu.Unlock()
+	kept := false
+	defer func() {
+		if !kept {
+			e.mu.Lock()
+			e.unhold(tenant)
+			e.mu.Unlock()
+		}
+	}()
+	tx, err := e.db.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		return flight.Snapshot{}, 0, mapError(op, err)
+	}
+	fail := func(err error) (flight.Snapshot, int, error) {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return flight.Snapshot{}, 0, mapError(op, err)
+	}
+	if _, err := tx.Exec(ctx, "select set_config('fraise.tenant', $1, true), set_config('TimeZone', 'UTC', true), set_config('statement_timeout', $2, true)",
+		tenant, strconv.FormatInt(e.timeout.Milliseconds(), 10)); err != nil {
+		return fail(err)
+	}
+	var s flight.Snapshot
+	if err := tx.QueryRow(ctx, "select pg_export_snapshot()").Scan(&s.ID); err != nil {
+		return fail(err)
+	}
+	var lo, hi *string
+	if err := tx.QueryRow(ctx, "select min(k)::text, max(k)::text from ("+keys.SQL+") s(k)", keys.Args...).Scan(&lo, &hi); err != nil {
+		return fail(err)
+	}
+	if lo != nil && hi != nil {
+		s.Min, s.Max = *lo, *hi
+	}
+	if !flight.ValidSnapshot(s.ID) {
+		return fail(errorf("pg_export_snapshot returned %q", s.ID))
+	}
+	h := &snapshot{tx: tx, tenant: tenant, imported: map[int]bool{}}
+	e.mu.Lock()
+	e.snapshots[s.ID] = h
+	h.timer = time.AfterFunc(ttl, func() { e.Release(s.ID) })
+	e.mu.Unlock()
+	kept = true
+	return s, e.perTenant, nil
+}
+
+// Close ends every snapshot still held for parallel exports, whose
+// connections the pool would otherwise wait for as it closes (until the
+// tickets expire). Call it before closing the DB; parts not yet begun
+// then find their snapshot ended.
+func (e *Exporter) Close() {
+	e.mu.Lock()
+	ids := make([]string, 0, len(e.snapshots))
+	for id := range e.snapshots {
+		ids = append(ids, id)
+	}
+	e.mu.Unlock()
+	for _, id := range ids {
+		e.Release(id)
+	}
+}
+
+// Release implements flight.Partitioner.
+func (e *Exporter) Release(id string) {
+	e.mu.Lock()
+	h, ok := e.snapshots[id]
+	if ok {
+		delete(e.snapshots, id)
+		e.unhold(h.tenant)
+		h.timer.Stop()
+	}
+	e.mu.Unlock()
+	if ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = h.tx.Rollback(ctx)
+	}
+}
+
+// imported notes that part of parts has imported snapshot id, and ends
+// the snapshot once every part has.
+func (e *Exporter) imported(id string, part, parts int) {
+	e.mu.Lock()
+	h, ok := e.snapshots[id]
+	done := false
+	if ok {
+		h.imported[part] = true
+		done = len(h.imported) >= parts
+	}
+	e.mu.Unlock()
+	if done {
+		e.Release(id)
+	}
+}
+
+// unhold counts one snapshot of tenant fewer; e.mu is held.
+func (e *Exporter) unhold(tenant string) {
+	if e.held[tenant]--; e.held[tenant] <= 0 {
+		delete(e.held, tenant)
+	}
 }

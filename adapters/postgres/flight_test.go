@@ -66,7 +66,11 @@ func mustExporterWith(tb testing.TB, o postgres.ExportOptions) (*postgres.Export
 	if _, err := conn.Exec(ctx, exportViews); err != nil {
 		tb.Fatal(err)
 	}
-	return postgres.NewExporter(mustOpen(tb, f, postgres.Options{}), o), f
+	e := postgres.NewExporter(mustOpen(tb, f, postgres.Options{}), o)
+	// Before the pool closes (cleanups run last first): held snapshots
+	// hold connections.
+	tb.Cleanup(e.Close)
+	return e, f
 }
 
 // discard is an export's client that reads every batch and keeps none.

@@ -53,6 +53,14 @@ type Dataset struct {
 	// Roles that may export the dataset; empty means any principal the
 	// policy let through.
 	Roles []string
+	// Endpoints, above 1, lets GetFlightInfo answer with up to that many
+	// endpoints, each a disjoint range of PartitionKey read on its own
+	// connection, all in one snapshot, for clients that read endpoints in
+	// parallel. 0 and 1 mean one endpoint.
+	Endpoints int
+	// PartitionKey is the column whose ranges the endpoints read: an
+	// int2, int4, int8 or uuid column; default "id".
+	PartitionKey string
 }
 
 // Path returns the dataset's name as a Flight descriptor path.
@@ -222,6 +230,21 @@ func check(ds []Dataset) ([]Dataset, []error) {
 			if err := checkProtection(col.Protection, col.Type); err != nil {
 				bad("column %q: %v", col.Name, err)
 			}
+		}
+		switch {
+		case d.Endpoints < 0:
+			bad("endpoints must not be negative")
+		case d.Endpoints > maxEndpoints:
+			bad("endpoints: at most %d", maxEndpoints)
+		case d.Endpoints > 1:
+			if d.PartitionKey == "" {
+				d.PartitionKey = "id"
+			}
+			if col, ok := d.Column(d.PartitionKey); !ok || !partitionable(col.Type) {
+				bad("endpoints: partition_key %q must name an int2, int4, int8 or uuid column", d.PartitionKey)
+			}
+		case d.PartitionKey != "":
+			bad("partition_key is for a dataset with endpoints above 1")
 		}
 		d.Columns = slices.Clone(d.Columns)
 		for i := range d.Columns {

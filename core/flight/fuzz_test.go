@@ -79,6 +79,16 @@ func FuzzParseSQL(f *testing.F) {
 			}
 			return
 		}
+		if q.Params > 0 {
+			// Parameters compile once bound, to any values.
+			vals := make([]string, q.Params)
+			for i := range vals {
+				vals[i] = "1"
+			}
+			if q, err = flight.Bind(q, vals); err != nil {
+				t.Fatalf("bind %q: %v", sql, err)
+			}
+		}
 		if st, err := flight.Compile(d, q, analyst); err == nil {
 			checkCompiled(t, st, sql)
 		}

@@ -22,6 +22,17 @@ type Query struct {
 	Order   []Order  `json:"order,omitempty"`
 	// Limit is the most rows returned; nil means all.
 	Limit *int64 `json:"limit,omitempty"`
+	// Params counts the parameters (a Flight SQL statement's ?) that wait
+	// for values: Bind gives them, and Compile refuses a query with any
+	// left. A JSON command has none.
+	Params int `json:"params,omitempty"`
+	// Bound counts the parameters Bind gave values: they may be bound
+	// again (a client executes a prepared statement once per set of
+	// values, each time with the handle of the last binding).
+	Bound int `json:"bound,omitempty"`
+	// Part, set by Split in an endpoint's ticket, restricts the query to
+	// one range of an export read in parallel. A JSON command has none.
+	Part *Part `json:"part,omitempty"`
 }
 
 // Order is one ORDER BY term.
@@ -60,6 +71,9 @@ type Expr struct {
 	Values []string `json:"values,omitempty"`
 	// IsNull is the operand of OpIsNull.
 	IsNull bool `json:"isNull,omitempty"`
+	// Slots, when set, has one entry per value: 0 for a literal, n for the
+	// query's parameter n, whose value Bind writes into Values.
+	Slots []int `json:"slots,omitempty"`
 }
 
 // Limits on a filter, so a hostile command cannot make compiling costly.
@@ -345,6 +359,11 @@ type Statement struct {
 	SQL     string
 	Args    []any
 	Columns []Column
+	// Snapshot, for a part of an export read in parallel, is the snapshot
+	// its transaction imports (Part.Snapshot); Part its number, Parts
+	// how many there are.
+	Snapshot    string
+	Part, Parts int
 }
 
 // Compile checks q against d and builds its statement for p. Names come
@@ -358,6 +377,9 @@ type Statement struct {
 // or ordering by either is refused with CodeForbidden: a filter reveals a
 // value one guess at a time.
 func Compile(d *Dataset, q Query, p core.Principal) (Statement, error) {
+	if q.Params > 0 {
+		return Statement{}, core.Errorf(core.CodeInvalid, "the statement has %d parameters with no values: bind them before executing it", q.Params)
+	}
 	cols, err := d.columns(q.Columns)
 	if err != nil {
 		return Statement{}, err
@@ -373,13 +395,26 @@ func Compile(d *Dataset, q Query, p core.Principal) (Statement, error) {
 	}
 	sb.WriteString(" from ")
 	sb.WriteString(quoteView(d.View))
+	var conds []string
 	if q.Where != nil {
 		w, err := c.expr(q.Where, 0)
 		if err != nil {
 			return Statement{}, err
 		}
+		conds = append(conds, w)
+	}
+	var snapshot string
+	if pt := q.Part; pt != nil {
+		r, err := c.part(pt)
+		if err != nil {
+			return Statement{}, err
+		}
+		conds = append(conds, r)
+		snapshot = pt.Snapshot
+	}
+	if len(conds) > 0 {
 		sb.WriteString(" where ")
-		sb.WriteString(w)
+		sb.WriteString(strings.Join(conds, " and "))
 	}
 	for i, o := range q.Order {
 		col, ok := d.Column(o.Column)
@@ -409,7 +444,37 @@ func Compile(d *Dataset, q Query, p core.Principal) (Statement, error) {
 		sb.WriteString(" limit ")
 		sb.WriteString(c.param(*q.Limit))
 	}
-	return Statement{SQL: sb.String(), Args: c.args, Columns: cols}, nil
+	st := Statement{SQL: sb.String(), Args: c.args, Columns: cols, Snapshot: snapshot}
+	if q.Part != nil {
+		st.Part, st.Parts = q.Part.Index, q.Part.Count
+	}
+	return st, nil
+}
+
+// part is the condition of one range of a split export: the key at least
+// Lo and below Hi, NULL keys in the first range, so that the ranges
+// together hold every row once.
+func (c *compiler) part(pt *Part) (string, error) {
+	col, ok := c.d.Column(pt.Key)
+	if !ok || !partitionable(col.Type) || !ValidSnapshot(pt.Snapshot) || pt.Count < 2 || pt.Index < 0 || pt.Index >= pt.Count {
+		return "", core.Errorf(core.CodeInvalid, "malformed export part")
+	}
+	id, typ := col.source(), col.Type.String()
+	var conds []string
+	if pt.Lo != nil {
+		conds = append(conds, id+" >= "+c.param(*pt.Lo)+"::text::"+typ)
+	}
+	if pt.Hi != nil {
+		below := id + " < " + c.param(*pt.Hi) + "::text::" + typ
+		if pt.Lo == nil {
+			below = "(" + below + " or " + id + " is null)"
+		}
+		conds = append(conds, below)
+	}
+	if len(conds) == 0 {
+		return "", core.Errorf(core.CodeInvalid, "malformed export part")
+	}
+	return strings.Join(conds, " and "), nil
 }
 
 // source is the SQL expression of the column's value as stored: the view's

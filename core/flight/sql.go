@@ -28,9 +28,11 @@ var errWrite = core.Errorf(core.CodeForbidden, "write statements are refused: Fl
 // ParseSQL reads a Flight SQL statement conservatively: a SELECT of
 // columns (or *) from one table (a dataset name), with an optional WHERE of
 // comparisons (=, <>, !=, <, <=, >, >=, [NOT] LIKE, [NOT] ILIKE, [NOT] IN
-// (...), IS [NOT] NULL) of a column with a literal combined with AND, OR,
-// NOT and parentheses, an optional ORDER BY of columns and an optional
-// LIMIT. Anything else is refused: writes with CodeForbidden, the rest
+// (...), IS [NOT] NULL) of a column with a literal or a parameter (?)
+// combined with AND, OR, NOT and parentheses, an optional ORDER BY of
+// columns and an optional LIMIT. Parameters are numbered from 1 in the
+// order they are written; the query keeps them unbound (Query.Params)
+// until Bind gives them values. Anything else is refused: writes with CodeForbidden, the rest
 // with CodeInvalid. The result names its dataset; the catalog decides
 // whether it may be exported.
 func ParseSQL(sql string) (Query, error) {
@@ -116,7 +118,7 @@ func lex(s string) ([]token, error) {
 			toks = append(toks, token{kind: tokWord, text: s[i:j], low: strings.ToLower(s[i:j])})
 			i = j
 		default:
-			for _, sym := range []string{"<>", "!=", "<=", ">=", "=", "<", ">", "(", ")", ",", ".", "*", ";", "-"} {
+			for _, sym := range []string{"<>", "!=", "<=", ">=", "=", "<", ">", "(", ")", ",", ".", "*", ";", "-", "?"} {
 				if strings.HasPrefix(s[i:], sym) {
 					toks = append(toks, token{kind: tokSym, text: sym})
 					i += len(sym)
@@ -131,9 +133,10 @@ func lex(s string) ([]token, error) {
 }
 
 type parser struct {
-	toks  []token
-	pos   int
-	nodes int
+	toks   []token
+	pos    int
+	nodes  int
+	params int // the ? read so far
 }
 
 func (p *parser) peek() token { return p.toks[p.pos] }
@@ -259,6 +262,7 @@ func (p *parser) query() (Query, error) {
 		}
 		q.Limit = &n
 	}
+	q.Params = p.params
 	p.sym(";")
 	if t := p.peek(); t.kind != tokEOF {
 		if t.kind == tokWord && writeKeywords[t.low] {
@@ -363,11 +367,9 @@ func (p *parser) comparison() (*Expr, error) {
 			e.Op = OpNin
 		}
 		for {
-			v, err := p.literal()
-			if err != nil {
+			if err := p.value(e); err != nil {
 				return nil, err
 			}
-			e.Values = append(e.Values, v)
 			if len(e.Values) > maxInList {
 				return nil, p.fail("IN list too long")
 			}
@@ -384,11 +386,10 @@ func (p *parser) comparison() (*Expr, error) {
 		if p.toks[p.pos-1].low == "ilike" {
 			op = OpIlike
 		}
-		v, err := p.literal()
-		if err != nil {
+		e := &Expr{Column: col, Op: op}
+		if err := p.value(e); err != nil {
 			return nil, err
 		}
-		e := &Expr{Column: col, Op: op, Values: []string{v}}
 		if negate {
 			return &Expr{Not: e}, nil
 		}
@@ -402,11 +403,35 @@ func (p *parser) comparison() (*Expr, error) {
 	if t.kind != tokSym || !ok {
 		return nil, p.fail("unsupported operator " + strconv.Quote(t.text))
 	}
-	v, err := p.literal()
-	if err != nil {
+	e := &Expr{Column: col, Op: op}
+	if err := p.value(e); err != nil {
 		return nil, err
 	}
-	return &Expr{Column: col, Op: op, Values: []string{v}}, nil
+	return e, nil
+}
+
+// value reads a literal or a parameter into e's values. A parameter is an
+// empty value whose slot (Expr.Slots, kept only for expressions that have
+// one) is its number.
+func (p *parser) value(e *Expr) error {
+	if p.sym("?") {
+		p.params++
+		for len(e.Slots) < len(e.Values) {
+			e.Slots = append(e.Slots, 0)
+		}
+		e.Values = append(e.Values, "")
+		e.Slots = append(e.Slots, p.params)
+		return nil
+	}
+	v, err := p.literal()
+	if err != nil {
+		return err
+	}
+	e.Values = append(e.Values, v)
+	if len(e.Slots) > 0 {
+		e.Slots = append(e.Slots, 0)
+	}
+	return nil
 }
 
 // literal reads a string, a (possibly negative) number or a boolean.

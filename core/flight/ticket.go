@@ -100,6 +100,9 @@ func (t *Tickets) Issue(p core.Principal, kind string, q Query, ttl time.Duratio
 	return ticket, exp, nil
 }
 
+// TTL is how long the tickets Issue signs last by default.
+func (t *Tickets) TTL() time.Duration { return t.ttl }
+
 func (t *Tickets) mac(body string) []byte {
 	m := hmac.New(sha256.New, t.key)
 	m.Write([]byte(body))

@@ -4,7 +4,9 @@
 # figures against its targets, side by side with the peers measured in the
 # same run: Envoy's added latency (test/bench BenchmarkEnvoyOverhead) and the
 # read's throughput through the full ingress beside PostGraphile v4 direct
-# (BenchmarkVsPostGraphile/read).
+# (BenchmarkVsPostGraphile/read); then Flight's export beside the tools an
+# analyst would read PostgreSQL with instead (test/e2e BenchmarkExport),
+# against its targets.
 set -euo pipefail
 file=${1:?usage: benchtable.sh bench-output.txt}
 awk '
@@ -21,9 +23,37 @@ awk '
 function has(b, u) { return (("test/bench " b " " u) in m) }
 function v(b, u) { return has(b, u) ? m["test/bench " b " " u] : "" }
 function met(ok) { return ok ? "met" : "MISSED" }
+function hx(b, u) { return (("test/e2e BenchmarkExport/" b " " u) in m) }
+function xv(b, u) { return hx(b, u) ? m["test/e2e BenchmarkExport/" b " " u] : "" }
+function cpu(b, u) { return hx(b, u) ? sprintf("%.2f", xv(b, u)) : "-" }
+function exportRow(b, label) {
+  if (!hx(b, "rows/s")) return
+  printf "%-52s %10.0f %8.1f %8s %8s %8s\n", label, xv(b, "rows/s"), xv(b, "MB/s"), \
+    cpu(b, "client-cpu-s/Mrow"), (xv(b, "fraise-cpu-s/Mrow") + 0 > 0 ? cpu(b, "fraise-cpu-s/Mrow") : "-"), cpu(b, "pg-cpu-s/Mrow")
+}
+function flight() {
+  if (!hx("copy_binary_raw", "rows/s")) return
+  print ""
+  print "Flight export of one table (1,000,000 rows x 10 mixed columns; 100,000 with CI set) into Arrow, beside what analysts would use instead, best of 3 rounds:"
+  printf "%-52s %10s %8s %8s %8s %8s\n", "", "rows/s", "MB/s", "client", "Fraise", "Postgres"
+  printf "%-52s %10s %8s %26s\n", "", "", "", "(CPU s per million rows)"
+  exportRow("pyarrow_doget_ingress", "pyarrow do_get through the ingress, one endpoint")
+  exportRow("pyarrow_doget_ingress_parallel", "pyarrow do_get through the ingress, " (xv("pyarrow_doget_ingress_parallel", "endpoints") + 0) " endpoints")
+  exportRow("adbc_postgresql_direct", "ADBC PostgreSQL driver (Python), direct")
+  exportRow("connectorx_direct", "ConnectorX, direct")
+  exportRow("copy_binary_raw", "raw COPY (FORMAT binary), pgx, discarded")
+  if (!hx("targets", "doget/adbc-%")) return
+  printf "%-52s %10s  %s\n", "one endpoint / ADBC PostgreSQL direct (rate)", sprintf("%.1f%%", xv("targets", "doget/adbc-%")), \
+    "at least 90%: " met(xv("targets", "doget/adbc-%") + 0 >= 90)
+  printf "%-52s %10s  %s\n", "one endpoint / raw COPY (rate)", sprintf("%.1f%%", xv("targets", "doget/copy-%")), \
+    "at least 80%: " met(xv("targets", "doget/copy-%") + 0 >= 80)
+  printf "%-52s %10s  %s\n", "Fraise CPU / ADBC PostgreSQL client CPU (per row)", sprintf("%.2fx", xv("targets", "fraise-cpu/adbc-cpu-x")), \
+    "at most 1.5x: " met(xv("targets", "fraise-cpu/adbc-cpu-x") + 0 <= 1.5)
+}
 END {
   printf "%-28s %-46s %12s  %s\n", "package", "benchmark", "iterations", "metrics"
   for (i = 1; i <= n; i++) print rows[i]
+  flight()
 
   oh = "BenchmarkEnvoyOverhead"; rd = "BenchmarkVsPostGraphile/read/"
   if (!has(oh, "added-p50-ms") && !has(rd "postgraphile", "req/s")) exit

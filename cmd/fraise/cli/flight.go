@@ -25,36 +25,47 @@ import (
 // newFlightServer wires the Flight service: the catalog of exportable
 // datasets from fraise.toml, bound to the GraphQL schema (a dataset over a
 // GraphQL type exports its fields with their @auth and @mask), the ticket
-// key, and PostgreSQL as the source.
-func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, schema *graphql.Schema, verifier *assertion.Verifier, reg prometheus.Registerer, tp *sdktrace.TracerProvider) (*grpc.Server, error) {
+// key, and PostgreSQL as the source. Call the returned close, before
+// closing db, once the server has stopped: it ends the snapshots held for
+// parallel exports.
+func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, schema *graphql.Schema, verifier *assertion.Verifier, reg prometheus.Registerer, tp *sdktrace.TracerProvider) (*grpc.Server, func(), error) {
+	g, exp, err := flightServer(cfg, env, log, db, schema, verifier, reg, tp)
+	if err != nil {
+		return nil, nil, err
+	}
+	return g, exp.Close, nil
+}
+
+func flightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, schema *graphql.Schema, verifier *assertion.Verifier, reg prometheus.Registerer, tp *sdktrace.TracerProvider) (*grpc.Server, *postgres.Exporter, error) {
 	ds, err := cfg.Flight.FlightDatasets()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	catalog, err := flight.NewCatalog(ds, schema)
 	if err != nil {
-		return nil, fmt.Errorf("flight.datasets: %w", err)
+		return nil, nil, fmt.Errorf("flight.datasets: %w", err)
 	}
 	key := make([]byte, 32)
 	if cfg.Flight.TicketKey != "" {
 		v, err := config.Resolve(cfg.Flight.TicketKey, env.Getenv)
 		if err != nil {
-			return nil, fmt.Errorf("flight.ticket_key: %w", err)
+			return nil, nil, fmt.Errorf("flight.ticket_key: %w", err)
 		}
 		key = []byte(v)
 	} else if _, err := rand.Read(key); err != nil {
-		return nil, fmt.Errorf("flight.ticket_key: %w", err)
+		return nil, nil, fmt.Errorf("flight.ticket_key: %w", err)
 	}
 	tickets, err := flight.NewTickets(key, cfg.Flight.TicketTTL.Duration, nil, nil)
 	if err != nil {
-		return nil, fmt.Errorf("flight.ticket_key: %w", err)
+		return nil, nil, fmt.Errorf("flight.ticket_key: %w", err)
 	}
+	exp := postgres.NewExporter(db, postgres.ExportOptions{
+		StatementTimeout: cfg.Flight.StatementTimeout.Duration, MaxConcurrent: cfg.Flight.MaxExports,
+		MaxPerTenant: cfg.Flight.MaxExportsPerTenant,
+	})
 	svc := flightsvc.New(flightsvc.Options{
 		Verifier: verifier, Catalog: catalog, Tickets: tickets,
-		Source: postgres.NewExporter(db, postgres.ExportOptions{
-			StatementTimeout: cfg.Flight.StatementTimeout.Duration, MaxConcurrent: cfg.Flight.MaxExports,
-			MaxPerTenant: cfg.Flight.MaxExportsPerTenant,
-		}),
+		Source: exp,
 		Batch:  flight.BatchLimits{Rows: cfg.Flight.BatchRows, Bytes: cfg.Flight.BatchBytes},
 		Logger: log.With("component", "flight"), Version: buildVersion(), Metrics: reg,
 	})
@@ -64,13 +75,13 @@ func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.
 	if cfg.Core.TLS {
 		tc, err := pinnedMTLSServerConfig(cfg.TLS, cfg.TLS.GatewaySAN)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	g := grpc.NewServer(opts...)
 	svc.Register(g)
-	return g, nil
+	return g, exp, nil
 }
 
 // serveGRPC serves g on ln until ctx ends, then stops gracefully within

@@ -202,10 +202,12 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	}
 	var flightSrv *grpc.Server
 	if flightLn != nil {
-		if flightSrv, err = newFlightServer(cfg, env, log, db, schema, verifier, metrics.Registry, tp); err != nil {
+		var closeFlight func()
+		if flightSrv, closeFlight, err = newFlightServer(cfg, env, log, db, schema, verifier, metrics.Registry, tp); err != nil {
 			ln.Close()
 			return err
 		}
+		defer closeFlight() // before db.Close, deferred earlier
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	grace := cfg.Core.ShutdownTimeout.Duration

@@ -98,6 +98,13 @@ type Dataset struct {
 	// Roles that may export it; empty leaves the decision to the policy.
 	Roles   []string        `toml:"roles"`
 	Columns []DatasetColumn `toml:"columns"`
+	// Endpoints, above 1, splits an export into up to that many endpoints
+	// (at most flight.max_exports_per_tenant), disjoint ranges of
+	// PartitionKey read in parallel in one snapshot (docs/flight.md).
+	Endpoints int `toml:"endpoints"`
+	// PartitionKey is the int2, int4, int8 or uuid column the endpoints
+	// split; default "id".
+	PartitionKey string `toml:"partition_key"`
 }
 
 // DatasetColumn is one exported column and its PostgreSQL type, e.g.
@@ -1078,7 +1085,8 @@ func (f Flight) datasets() ([]flight.Dataset, []keyError) {
 	var ds []flight.Dataset
 	var errs []keyError
 	for i, d := range f.Datasets {
-		fd := flight.Dataset{Name: d.Name, View: d.View, Type: d.GraphQLType, Roles: d.Roles}
+		fd := flight.Dataset{Name: d.Name, View: d.View, Type: d.GraphQLType, Roles: d.Roles,
+			Endpoints: d.Endpoints, PartitionKey: d.PartitionKey}
 		for j, c := range d.Columns {
 			t, err := flight.ParseType(c.Type)
 			if err != nil {
