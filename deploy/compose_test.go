@@ -220,10 +220,11 @@ func TestComposeServices(t *testing.T) {
 			t.Errorf("no service runs %s", want)
 		}
 	}
+	redisAddr, _ := shared.Redis.Endpoint()
 	for _, dep := range []struct{ key, addr string }{
 		{"core.http_addr", shared.Core.HTTPAddr}, {"core.flight_addr", shared.Core.FlightAddr},
 		{"authz.grpc_addr", shared.Authz.GRPCAddr}, {"ratelimit.grpc_addr", shared.RateLimit.GRPCAddr},
-		{"xds.grpc_addr", shared.XDS.GRPCAddr}, {"redis.addr", shared.Redis.Addr},
+		{"xds.grpc_addr", shared.XDS.GRPCAddr}, {"redis.addr", redisAddr},
 	} {
 		if host, _ := portOf(t, dep.key, dep.addr); f.Services[host].Image == "" {
 			t.Errorf("%s = %q: no service %q", dep.key, dep.addr, host)
@@ -253,6 +254,44 @@ func TestComposeServices(t *testing.T) {
 	// The core waits for migrations, as an upgrade must.
 	if f.Services["core"].DependsOn["migrate"].Condition != "service_completed_successfully" {
 		t.Error("core must depend on migrate completing successfully")
+	}
+}
+
+// TestComposeDataStoresTLSOnly: the PostgreSQL and Redis of deploy/compose
+// accept no plaintext connection, and verify clients against the CA whose
+// certificates Fraise presents to them ([database.tls], [redis.tls]).
+func TestComposeDataStoresTLSOnly(t *testing.T) {
+	f := mustLoadCompose(t)
+	cfg := mustLoadConfig(t, filepath.Join(composeDir, "fraise.toml"), func(string) string { return "" })
+	args := func(name string) string { return " " + strings.Join(f.Services[name].Command, " ") + " " }
+	pg := args("postgres")
+	for _, want := range []string{" ssl=on ", " ssl_cert_file=/run/secrets/", " ssl_key_file=/run/secrets/", " ssl_ca_file=" + cfg.Database.TLS.CA + " "} {
+		if !strings.Contains(pg, want) {
+			t.Errorf("postgres runs %q, want %q in it", pg, want)
+		}
+	}
+	hba, err := os.ReadFile(filepath.Join(composeDir, "initdb", "20-tls-only.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"hostssl all all all scram-sha-256 clientcert=verify-ca", "host    all all all reject"} {
+		if !strings.Contains(string(hba), want) {
+			t.Errorf("initdb/20-tls-only.sh: want the pg_hba.conf line %q", want)
+		}
+	}
+	_, port := portOf(t, "redis.addr", func() string { a, _ := cfg.Redis.Endpoint(); return a }())
+	rd := args("redis")
+	for _, want := range []string{" --port 0 ", fmt.Sprintf(" --tls-port %d ", port), " --tls-auth-clients yes ", " --tls-ca-cert-file " + cfg.Redis.TLS.CA + " "} {
+		if !strings.Contains(rd, want) {
+			t.Errorf("redis runs %q, want %q in it", rd, want)
+		}
+	}
+	for _, name := range []string{"postgres", "redis"} {
+		for _, p := range strings.Fields(args(name)) {
+			if sec, ok := strings.CutPrefix(p, "/run/secrets/"); ok && !slices.Contains(f.Services[name].Secrets, sec) {
+				t.Errorf("%s reads %s, a secret it does not have", name, p)
+			}
+		}
 	}
 }
 

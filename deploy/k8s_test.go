@@ -715,9 +715,15 @@ func reads(cmd string, c config.Config) map[string]string {
 	serverTLS := func() {
 		r["tls.ca"], r["tls.server_cert"], r["tls.server_key"] = c.TLS.CA, c.TLS.ServerCert, c.TLS.ServerKey
 	}
+	// TLS towards PostgreSQL and Redis: the servers' CA and the client
+	// certificate.
+	dataTLS := func(key string, t config.DataTLS) {
+		r[key+".ca"], r[key+".cert"], r[key+".key"] = t.CA, t.Cert, t.Key
+	}
 	switch cmd {
 	case "serve":
 		r["database.url"] = c.Database.URL
+		dataTLS("database.tls", c.Database.TLS)
 		r["flight.ticket_key"] = c.Flight.TicketKey
 		for i, k := range c.Core.AssertionKeys {
 			r[fmt.Sprintf("core.assertion_keys[%d]", i)] = k
@@ -732,6 +738,7 @@ func reads(cmd string, c config.Config) map[string]string {
 		}
 		if c.Observers.Enabled {
 			r["redis.password"] = c.Redis.Password
+			dataTLS("redis.tls", c.Redis.TLS)
 			if c.Observers.RateLimits {
 				// The workers' client certificate towards the rate limiter.
 				r["tls.ca"], r["tls.core_client_cert"], r["tls.core_client_key"] = c.TLS.CA, c.TLS.CoreClientCert, c.TLS.CoreClientKey
@@ -743,6 +750,9 @@ func reads(cmd string, c config.Config) map[string]string {
 		r["core.schema"], r["core.trusted_documents"] = c.Core.Schema, c.Core.TrustedDocuments
 	case "authz":
 		r["authz.assertion_key"], r["authz.database_url"] = c.Authz.AssertionKey, c.Authz.DatabaseURL
+		if c.Authz.DatabaseURL != "" {
+			dataTLS("database.tls", c.Database.TLS)
+		}
 		for i, is := range c.Authz.Issuers {
 			r[fmt.Sprintf("authz.issuers[%d].jwks_file", i)] = is.JWKSFile
 			r[fmt.Sprintf("authz.issuers[%d].hmac_secret", i)] = is.HMACSecret
@@ -752,6 +762,7 @@ func reads(cmd string, c config.Config) map[string]string {
 		serverTLS()
 	case "ratelimit":
 		r["redis.password"] = c.Redis.Password
+		dataTLS("redis.tls", c.Redis.TLS)
 		// Its gRPC port is mutual TLS only (the gateway's and the core's
 		// client certificates).
 		serverTLS()
@@ -761,6 +772,9 @@ func reads(cmd string, c config.Config) map[string]string {
 	case "migrate":
 		// database.url: migrate sets the app role's password from it.
 		r["database.admin_url"], r["database.url"], r["core.trusted_documents"] = c.Database.AdminURL, c.Database.URL, c.Core.TrustedDocuments
+		// database.admin_url gets [database.tls] unless it sets sslmode
+		// itself, which a reference hides: assume it does not.
+		dataTLS("database.tls", c.Database.TLS)
 	case "envoy":
 		// The listener's certificate and the CA of its clients, and the
 		// gateway certificate it presents to every upstream.
@@ -1318,6 +1332,11 @@ func TestK8sCertManagerExample(t *testing.T) {
 		{"envoy", "tls.gateway_cert", cfg.TLS.GatewayCert, cfg.TLS.GatewaySAN, "client auth"},
 		{"core", "tls.core_client_cert", cfg.TLS.CoreClientCert, cfg.TLS.CoreClientSAN, "client auth"},
 		{"envoy", "tls.server_cert", cfg.TLS.ServerCert, "", "server auth"},
+		// The client certificates towards PostgreSQL and Redis.
+		{"core", "database.tls.cert", cfg.Database.TLS.Cert, "", "client auth"},
+		{"authz", "database.tls.cert", cfg.Database.TLS.Cert, "", "client auth"},
+		{"core", "redis.tls.cert", cfg.Redis.TLS.Cert, "", "client auth"},
+		{"ratelimit", "redis.tls.cert", cfg.Redis.TLS.Cert, "", "client auth"},
 	} {
 		ps := m.deployments[want.deployment].Spec.Template.Spec
 		secret := secretAt(ps, ps.Containers[0], want.path)

@@ -395,3 +395,28 @@ func mustReadCert(tb testing.TB, file string) *x509.Certificate {
 	}
 	return c
 }
+
+// TestDeploymentsUseDataTLS: every deployment speaks TLS to PostgreSQL
+// and Redis, verifying each against a CA it names and presenting a client
+// certificate (the deployments' tests check each process has the files).
+func TestDeploymentsUseDataTLS(t *testing.T) {
+	for _, file := range []string{
+		filepath.Join(k8sDir, "fraise.toml"), filepath.Join(composeDir, "fraise.toml"), filepath.Join(systemdDir, "fraise.toml"),
+	} {
+		t.Run(file, func(t *testing.T) {
+			c := mustLoadConfig(t, file, func(string) string { return "" })
+			for _, d := range []struct {
+				key string
+				tls config.DataTLS
+				on  bool
+			}{
+				{"database.tls", c.Database.TLS, c.Database.TLS.Enabled()},
+				{"redis.tls", c.Redis.TLS, func() bool { _, on := c.Redis.Endpoint(); return on }()},
+			} {
+				if !d.on || d.tls.CA == "" || d.tls.Cert == "" || d.tls.Key == "" {
+					t.Errorf("%s: got %+v (TLS %v), want TLS with a CA and a client certificate", d.key, d.tls, d.on)
+				}
+			}
+		})
+	}
+}

@@ -110,16 +110,23 @@ func eachAny(m protoreflect.Message, fn func(proto.Message) error) error {
 
 // Bootstrap returns a static Envoy bootstrap holding the same resources, the
 // route configuration inlined where the listener names it for RDS and each
-// secret's certificate where a cluster names it for SDS.
+// secret's certificate where a cluster or the listener names it for SDS.
 func (r *Resources) Bootstrap() (*bootstrapv3.Bootstrap, error) {
 	routes := map[string]*routev3.RouteConfiguration{}
 	for _, rc := range r.Routes {
 		routes[rc.GetName()] = rc
 	}
+	secrets := map[string]*tlsv3.Secret{}
+	for _, s := range r.Secrets {
+		secrets[s.GetName()] = s
+	}
 	var listeners []*listenerv3.Listener
 	for _, l := range r.Listeners {
 		l = proto.Clone(l).(*listenerv3.Listener)
 		for _, fc := range l.GetFilterChains() {
+			if err := inlineDownstreamSecrets(fc, secrets); err != nil {
+				return nil, fmt.Errorf("envoy: listener %s: %w", l.GetName(), err)
+			}
 			for _, f := range fc.GetFilters() {
 				tc := f.GetTypedConfig()
 				var hcm hcmv3.HttpConnectionManager
@@ -140,10 +147,6 @@ func (r *Resources) Bootstrap() (*bootstrapv3.Bootstrap, error) {
 			}
 		}
 		listeners = append(listeners, l)
-	}
-	secrets := map[string]*tlsv3.Secret{}
-	for _, s := range r.Secrets {
-		secrets[s.GetName()] = s
 	}
 	clusters := make([]*clusterv3.Cluster, len(r.Clusters))
 	for i, c := range r.Clusters {
@@ -176,15 +179,49 @@ func inlineSecrets(c *clusterv3.Cluster, secrets map[string]*tlsv3.Secret) error
 	if len(ctc.GetTlsCertificateSdsSecretConfigs()) == 0 {
 		return nil
 	}
+	if err := inlineCertificates(ctc, secrets); err != nil {
+		return fmt.Errorf("envoy: cluster %s: %w", c.GetName(), err)
+	}
+	c.TransportSocket = tlsSocket(&u)
+	return nil
+}
+
+// inlineDownstreamSecrets replaces the SDS secrets fc's TLS names with
+// their certificates.
+func inlineDownstreamSecrets(fc *listenerv3.FilterChain, secrets map[string]*tlsv3.Secret) error {
+	tc := fc.GetTransportSocket().GetTypedConfig()
+	var d tlsv3.DownstreamTlsContext
+	if tc == nil || !tc.MessageIs(&d) {
+		return nil
+	}
+	if err := tc.UnmarshalTo(&d); err != nil {
+		return err
+	}
+	ctc := d.GetCommonTlsContext()
+	if len(ctc.GetTlsCertificateSdsSecretConfigs()) == 0 {
+		return nil
+	}
+	if err := inlineCertificates(ctc, secrets); err != nil {
+		return err
+	}
+	fc.TransportSocket.ConfigType = tlsSocket(&d).ConfigType
+	return nil
+}
+
+// inlineCertificates puts the certificates of the SDS secrets ctc names in
+// ctc itself.
+func inlineCertificates(ctc *tlsv3.CommonTlsContext, secrets map[string]*tlsv3.Secret) error {
 	for _, sds := range ctc.GetTlsCertificateSdsSecretConfigs() {
 		s, ok := secrets[sds.GetName()]
 		if !ok || s.GetTlsCertificate() == nil {
-			return fmt.Errorf("envoy: cluster %s names unknown certificate secret %q", c.GetName(), sds.GetName())
+			return fmt.Errorf("names unknown certificate secret %q", sds.GetName())
 		}
-		ctc.TlsCertificates = append(ctc.TlsCertificates, proto.Clone(s.GetTlsCertificate()).(*tlsv3.TlsCertificate))
+		c := proto.Clone(s.GetTlsCertificate()).(*tlsv3.TlsCertificate)
+		// A static certificate is read once: nothing to watch.
+		c.WatchedDirectory = nil
+		ctc.TlsCertificates = append(ctc.TlsCertificates, c)
 	}
 	ctc.TlsCertificateSdsSecretConfigs = nil
-	c.TransportSocket = tlsSocket(&u)
 	return nil
 }
 

@@ -37,6 +37,11 @@ const (
 	// SecretUpstream is the SDS secret holding the certificate Envoy
 	// presents to the core and the sidecars (Options.UpstreamCert).
 	SecretUpstream = "upstream_certificate"
+	// SecretListener is the SDS secret holding the certificate Envoy's
+	// listener presents (Options.ServerCert): served over ADS, it names
+	// files Envoy follows, so a renewed certificate is presented from the
+	// next handshake without a restart (a static certificate is read once).
+	SecretListener = "listener_certificate"
 	// GraphQLPath is matched exactly: the core serves nothing else, and
 	// a prefix would route /graphql/../readyz-like paths to it.
 	GraphQLPath  = "/graphql"
@@ -129,7 +134,8 @@ type Resources struct {
 	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
 	// Secrets are served over SDS: the certificate the clusters present
-	// (SecretUpstream) is one, so that rotating it changes no cluster.
+	// (SecretUpstream), so that rotating it changes no cluster, and the
+	// listener's (SecretListener), so that Envoy follows its files.
 	Secrets []*tlsv3.Secret
 
 	opts Options // for the bootstraps' node, admin and xDS cluster
@@ -267,7 +273,7 @@ func Build(o Options) (*Resources, error) {
 			}},
 		}},
 		Routes:  []*routev3.RouteConfiguration{routeConfig(o)},
-		Secrets: []*tlsv3.Secret{upstreamSecret(o)},
+		Secrets: []*tlsv3.Secret{upstreamSecret(o), listenerSecret(o)},
 		opts:    o,
 	}
 	// Health checks: gRPC health where the service serves grpc.health.v1

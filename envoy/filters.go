@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"path/filepath"
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -445,8 +446,10 @@ func downstreamTLS(o Options) *corev3.TransportSocket {
 	return tlsSocket(&tlsv3.DownstreamTlsContext{
 		RequireClientCertificate: wrapperspb.Bool(true),
 		CommonTlsContext: &tlsv3.CommonTlsContext{
-			TlsParams:       &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
-			TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: file(o.ServerCert), PrivateKey: file(o.ServerKey)}},
+			TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+			// The secret SecretListener, over ADS: Envoy watches the files
+			// an SDS secret names, and not those of a static one.
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: SecretListener, SdsConfig: ads()}},
 			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 				TrustedCa: file(o.CACert),
 			}},
@@ -462,7 +465,30 @@ func upstreamCertificate(o Options) *tlsv3.TlsCertificate {
 
 // upstreamSecret is upstreamCertificate as the SDS secret SecretUpstream.
 func upstreamSecret(o Options) *tlsv3.Secret {
-	return &tlsv3.Secret{Name: SecretUpstream, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: upstreamCertificate(o)}}
+	return &tlsv3.Secret{Name: SecretUpstream, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: watched(upstreamCertificate(o))}}
+}
+
+// watched returns c watching the directory its certificate and key share,
+// when they share one named absolutely: Envoy reloads a served secret's
+// files on a move of the files themselves, or, with watched_directory, on
+// any move in that directory, which is how Kubernetes renews a mounted
+// Secret (its ..data link swapped, the files left in place). Otherwise
+// Envoy's default (the files' own directories, the files' own moves)
+// stays.
+func watched(c *tlsv3.TlsCertificate) *tlsv3.TlsCertificate {
+	cert, key := c.GetCertificateChain().GetFilename(), c.GetPrivateKey().GetFilename()
+	if dir := filepath.Dir(cert); filepath.IsAbs(cert) && dir == filepath.Dir(key) {
+		c.WatchedDirectory = &corev3.WatchedDirectory{Path: dir}
+	}
+	return c
+}
+
+// listenerSecret is the listener's certificate as the SDS secret
+// SecretListener.
+func listenerSecret(o Options) *tlsv3.Secret {
+	return &tlsv3.Secret{Name: SecretListener, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: watched(&tlsv3.TlsCertificate{
+		CertificateChain: file(o.ServerCert), PrivateKey: file(o.ServerKey),
+	})}}
 }
 
 // upstreamTLS is the transport socket of a cluster that speaks mTLS. The

@@ -79,6 +79,47 @@ func clusterOf(tb testing.TB, res *envoy.Resources, name string) *clusterv3.Clus
 	return nil
 }
 
+func secretOf(tb testing.TB, res *envoy.Resources, name string) *tlsv3.Secret {
+	tb.Helper()
+	for _, s := range res.Secrets {
+		if s.GetName() == name {
+			return s
+		}
+	}
+	tb.Fatalf("no secret %s among %v", name, res.Secrets)
+	return nil
+}
+
+// TestListenerCertificateIsASecret: over xDS the listener presents the
+// secret SecretListener, served over ADS, whose files Envoy follows (a
+// renewed certificate needs no restart); the static bootstrap holds the
+// files themselves.
+func TestListenerCertificateIsASecret(t *testing.T) {
+	res := mustBuild(t, opts())
+	isServer := func(certs []*tlsv3.TlsCertificate) bool {
+		return len(certs) == 1 && certs[0].GetCertificateChain().GetFilename() == "s.pem" && certs[0].GetPrivateKey().GetFilename() == "s-key.pem"
+	}
+	if s := secretOf(t, res, envoy.SecretListener); !isServer([]*tlsv3.TlsCertificate{s.GetTlsCertificate()}) {
+		t.Fatalf("got secret %v, want %s holding s.pem/s-key.pem", s, envoy.SecretListener)
+	}
+	d := unpack(t, res.Listeners[0].GetFilterChains()[0].GetTransportSocket().GetTypedConfig(), &tlsv3.DownstreamTlsContext{})
+	ctc := d.GetCommonTlsContext()
+	if sds := ctc.GetTlsCertificateSdsSecretConfigs(); len(sds) != 1 || sds[0].GetName() != envoy.SecretListener || sds[0].GetSdsConfig().GetAds() == nil || len(ctc.GetTlsCertificates()) != 0 {
+		t.Errorf("got certificates %v and secrets %v, want the secret %s over ADS", ctc.GetTlsCertificates(), sds, envoy.SecretListener)
+	}
+	static, err := res.Bootstrap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd := unpack(t, static.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetTransportSocket().GetTypedConfig(), &tlsv3.DownstreamTlsContext{})
+	if got := sd.GetCommonTlsContext(); !isServer(got.GetTlsCertificates()) || len(got.GetTlsCertificateSdsSecretConfigs()) != 0 {
+		t.Errorf("the static bootstrap: got certificates %v and secrets %v, want s.pem/s-key.pem inline", got.GetTlsCertificates(), got.GetTlsCertificateSdsSecretConfigs())
+	}
+	if !sd.GetRequireClientCertificate().GetValue() {
+		t.Error("the static bootstrap: client certificate not required")
+	}
+}
+
 func TestListenerRequiresClientCertificates(t *testing.T) {
 	res := mustBuild(t, opts())
 	fc := res.Listeners[0].GetFilterChains()[0]
@@ -266,8 +307,8 @@ func TestUpstreamMTLS(t *testing.T) {
 	isGateway := func(certs []*tlsv3.TlsCertificate) bool {
 		return len(certs) == 1 && certs[0].GetCertificateChain().GetFilename() == "c.pem" && certs[0].GetPrivateKey().GetFilename() == "c-key.pem"
 	}
-	if len(res.Secrets) != 1 || res.Secrets[0].GetName() != envoy.SecretUpstream || !isGateway([]*tlsv3.TlsCertificate{res.Secrets[0].GetTlsCertificate()}) {
-		t.Fatalf("got secrets %v, want %s holding c.pem/c-key.pem", res.Secrets, envoy.SecretUpstream)
+	if s := secretOf(t, res, envoy.SecretUpstream); !isGateway([]*tlsv3.TlsCertificate{s.GetTlsCertificate()}) {
+		t.Fatalf("got secret %v, want %s holding c.pem/c-key.pem", s, envoy.SecretUpstream)
 	}
 	static, err := res.Bootstrap()
 	if err != nil {
@@ -558,5 +599,36 @@ func TestGraphQLRouteTimeout(t *testing.T) {
 	o.GraphQLTimeout = -time.Second
 	if _, err := envoy.Build(o); err == nil || !strings.Contains(err.Error(), "GraphQLTimeout") {
 		t.Errorf("a negative timeout: got %v, want an error naming GraphQLTimeout", err)
+	}
+}
+
+// TestSecretsWatchTheirDirectory: a secret whose certificate and key sit
+// in one directory (a mounted Kubernetes Secret) names it as its
+// watched_directory: Kubernetes renews the files by swapping the
+// directory's ..data link, which moves neither file, and Envoy reloads on
+// any move in a watched directory. The static bootstrap, whose
+// certificates Envoy reads once, names none.
+func TestSecretsWatchTheirDirectory(t *testing.T) {
+	o := opts()
+	o.ServerCert, o.ServerKey = "/etc/fraise/tls/server/tls.crt", "/etc/fraise/tls/server/tls.key"
+	o.UpstreamCert, o.UpstreamKey = "/etc/fraise/tls/gateway/tls.crt", "/etc/fraise/tls/gateway/tls.key"
+	res := mustBuild(t, o)
+	for name, dir := range map[string]string{envoy.SecretListener: "/etc/fraise/tls/server", envoy.SecretUpstream: "/etc/fraise/tls/gateway"} {
+		if got := secretOf(t, res, name).GetTlsCertificate().GetWatchedDirectory().GetPath(); got != dir {
+			t.Errorf("%s: got watched directory %q, want %q", name, got, dir)
+		}
+	}
+	// Relative names, or a certificate and key in two directories: the
+	// files' own directories are watched, as Envoy does by default.
+	if got := secretOf(t, mustBuild(t, opts()), envoy.SecretListener).GetTlsCertificate().GetWatchedDirectory(); got != nil {
+		t.Errorf("relative names: got watched directory %v, want none", got)
+	}
+	static, err := res.Bootstrap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := unpack(t, static.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetTransportSocket().GetTypedConfig(), &tlsv3.DownstreamTlsContext{})
+	if got := d.GetCommonTlsContext().GetTlsCertificates()[0].GetWatchedDirectory(); got != nil {
+		t.Errorf("static bootstrap: got watched directory %v, want none", got)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -93,87 +94,178 @@ func Generate(dir string, opts Options) (Files, error) {
 		return Files{}, fmt.Errorf("devcerts: %w", err)
 	}
 	f := FilesIn(dir)
-	now := time.Now()
-
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := NewCA(f.CACert, f.CAKey, "Fraise development CA", opts.Validity)
 	if err != nil {
 		return Files{}, err
 	}
-	caTmpl := &x509.Certificate{
+	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, opts.Hosts...)
+	for _, l := range []struct {
+		cert, key string
+		leaf      Leaf
+	}{
+		{f.ServerCert, f.ServerKey, Leaf{Name: "localhost", Hosts: hosts, Server: true, Validity: opts.Validity}},
+		{f.ClientCert, f.ClientKey, Leaf{Name: opts.ClientName, Client: true, Validity: opts.Validity}},
+		{f.GatewayCert, f.GatewayKey, Leaf{Name: GatewayName, Client: true, Validity: opts.Validity}},
+		{f.CoreClientCert, f.CoreClientKey, Leaf{Name: CoreClientName, Client: true, Validity: opts.Validity}},
+	} {
+		if _, err := ca.Issue(l.cert, l.key, l.leaf); err != nil {
+			return Files{}, err
+		}
+	}
+	return f, nil
+}
+
+// CA is a certificate authority whose key is at hand: it issues the
+// certificates of a development stack, of the tests' throwaway servers,
+// and the renewed certificates of rotation tests.
+type CA struct {
+	// CertFile is the CA's certificate (PEM): what the other side trusts.
+	CertFile string
+	cert     *x509.Certificate
+	key      *ecdsa.PrivateKey
+}
+
+// Leaf describes a certificate a CA issues.
+type Leaf struct {
+	// Name is the subject's common name. PostgreSQL's cert authentication
+	// takes it as the user name; a client certificate also carries it as a
+	// DNS SAN, which Envoy reports as the peer principal and which the
+	// internal servers pin (tls.gateway_san, tls.core_client_san).
+	Name string
+	// Hosts are a server certificate's DNS names and IP addresses.
+	Hosts []string
+	// Server and Client are the extended key usages.
+	Server, Client bool
+	// Validity defaults to 30 days; NotBefore is an hour ago.
+	Validity time.Duration
+}
+
+// NewCA creates a CA named name, valid for validity (30 days when zero),
+// and writes its certificate to certFile and its key to keyFile (0600).
+func NewCA(certFile, keyFile, name string, validity time.Duration) (*CA, error) {
+	if validity == 0 {
+		validity = 30 * 24 * time.Hour
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "Fraise development CA", Organization: []string{"Fraise dev"}},
+		Subject:               pkix.Name{CommonName: name, Organization: []string{"Fraise dev"}},
 		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(opts.Validity),
+		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return Files{}, err
+		return nil, err
 	}
-	ca, err := x509.ParseCertificate(caDER)
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return Files{}, err
+		return nil, err
 	}
+	if err := errors.Join(writeKey(keyFile, key), writeCert(certFile, der)); err != nil {
+		return nil, fmt.Errorf("devcerts: %w", err)
+	}
+	return &CA{CertFile: certFile, cert: cert, key: key}, nil
+}
 
-	leaf := func(cn string, usage x509.ExtKeyUsage, hosts []string) ([]byte, *ecdsa.PrivateKey, error) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// LoadCA reads a CA that NewCA (or Generate) wrote.
+func LoadCA(certFile, keyFile string) (*CA, error) {
+	readPEM := func(path string) ([]byte, error) {
+		b, err := os.ReadFile(path)
 		if err != nil {
-			return nil, nil, err
+			return nil, fmt.Errorf("devcerts: %w", err)
 		}
-		t := &x509.Certificate{
-			SerialNumber: serial(),
-			Subject:      pkix.Name{CommonName: cn, Organization: []string{"Fraise dev"}},
-			NotBefore:    now.Add(-time.Hour),
-			NotAfter:     now.Add(opts.Validity),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			return nil, fmt.Errorf("devcerts: %s: no PEM block", path)
 		}
-		for _, h := range hosts {
-			if ip := net.ParseIP(h); ip != nil {
-				t.IPAddresses = append(t.IPAddresses, ip)
-			} else {
-				t.DNSNames = append(t.DNSNames, h)
-			}
+		return blk.Bytes, nil
+	}
+	cb, err := readPEM(certFile)
+	if err != nil {
+		return nil, err
+	}
+	kb, err := readPEM(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(cb)
+	if err != nil {
+		return nil, fmt.Errorf("devcerts: %s: %w", certFile, err)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(kb)
+	if err != nil {
+		return nil, fmt.Errorf("devcerts: %s: %w", keyFile, err)
+	}
+	key, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("devcerts: %s: want an ECDSA key, got %T", keyFile, k)
+	}
+	return &CA{CertFile: certFile, cert: cert, key: key}, nil
+}
+
+// Issue writes a new key to keyFile (0600) and a certificate for it
+// signed by the CA to certFile, and returns the certificate. Each file is
+// replaced atomically (written aside, then renamed), the key first: a
+// process re-reading them sees the old pair, then for a moment a key that
+// does not match its certificate (which it must refuse, keeping the old
+// pair), then the new pair, and never half a file.
+func (ca *CA) Issue(certFile, keyFile string, l Leaf) (*x509.Certificate, error) {
+	if l.Validity == 0 {
+		l.Validity = 30 * 24 * time.Hour
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	t := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: l.Name, Organization: []string{"Fraise dev"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(l.Validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	if l.Server {
+		t.ExtKeyUsage = append(t.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+	}
+	if l.Client {
+		t.ExtKeyUsage = append(t.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+	}
+	for _, h := range l.Hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			t.IPAddresses = append(t.IPAddresses, ip)
+		} else {
+			t.DNSNames = append(t.DNSNames, h)
 		}
-		if usage == x509.ExtKeyUsageClientAuth {
-			// Envoy reports a client certificate's first SAN as the peer
-			// principal, so the client's name is also its DNS SAN.
-			t.DNSNames = append(t.DNSNames, cn)
-		}
-		der, err := x509.CreateCertificate(rand.Reader, t, ca, &key.PublicKey, caKey)
-		return der, key, err
 	}
-	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, opts.Hosts...)
-	srvDER, srvKey, err := leaf("localhost", x509.ExtKeyUsageServerAuth, hosts)
+	if l.Client && l.Name != "" && !slices.Contains(t.DNSNames, l.Name) {
+		// Envoy reports a client certificate's first SAN as the peer
+		// principal, so the client's name is also its DNS SAN.
+		t.DNSNames = append(t.DNSNames, l.Name)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, t, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
-		return Files{}, err
+		return nil, err
 	}
-	cliDER, cliKey, err := leaf(opts.ClientName, x509.ExtKeyUsageClientAuth, nil)
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return Files{}, err
+		return nil, err
 	}
-	gwDER, gwKey, err := leaf(GatewayName, x509.ExtKeyUsageClientAuth, nil)
-	if err != nil {
-		return Files{}, err
+	if err := writeKey(keyFile, key); err != nil {
+		return nil, fmt.Errorf("devcerts: %w", err)
 	}
-	coreDER, coreKey, err := leaf(CoreClientName, x509.ExtKeyUsageClientAuth, nil)
-	if err != nil {
-		return Files{}, err
+	if err := writeCert(certFile, der); err != nil {
+		return nil, fmt.Errorf("devcerts: %w", err)
 	}
-	err = errors.Join(
-		writeCert(f.CACert, caDER), writeKey(f.CAKey, caKey),
-		writeCert(f.ServerCert, srvDER), writeKey(f.ServerKey, srvKey),
-		writeCert(f.ClientCert, cliDER), writeKey(f.ClientKey, cliKey),
-		writeCert(f.GatewayCert, gwDER), writeKey(f.GatewayKey, gwKey),
-		writeCert(f.CoreClientCert, coreDER), writeKey(f.CoreClientKey, coreKey),
-	)
-	if err != nil {
-		return Files{}, fmt.Errorf("devcerts: %w", err)
-	}
-	return f, nil
+	return cert, nil
 }
 
 func serial() *big.Int {
@@ -185,7 +277,7 @@ func serial() *big.Int {
 }
 
 func writeCert(path string, der []byte) error {
-	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	return writeFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
 func writeKey(path string, key *ecdsa.PrivateKey) error {
@@ -193,5 +285,27 @@ func writeKey(path string, key *ecdsa.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	return writeFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+}
+
+// writeFile replaces path with data atomically: written to a file beside
+// it, then renamed over it.
+func writeFile(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }

@@ -35,8 +35,15 @@ func (db *DB) QueryJSONBatch(ctx context.Context, tenant string, stmts []core.St
 		b.Queue(s.SQL, s.Args...)
 	}
 	br := db.pool.SendBatch(ctx, b)
+	_, err := br.Exec()
+	if db.passwordChanged(err) {
+		// Refused at connect: nothing ran (see begin).
+		br.Close()
+		br = db.pool.SendBatch(ctx, b)
+		_, err = br.Exec()
+	}
 	defer br.Close()
-	if _, err := br.Exec(); err != nil {
+	if err != nil {
 		return nil, mapError(op, err)
 	}
 	out := make([][]byte, len(stmts))

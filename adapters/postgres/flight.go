@@ -132,7 +132,7 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 		// Only a repeatable-read transaction can import a snapshot.
 		txo.IsoLevel = pgx.RepeatableRead
 	}
-	tx, err := e.db.pool.BeginTx(ctx, txo)
+	tx, err := e.db.begin(ctx, txo)
 	if err != nil {
 		return mapError(op, err)
 	}

@@ -6,10 +6,14 @@ package postgres
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	neturl "net/url"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,6 +36,30 @@ type Options struct {
 	// on the benchmark's read, for the same plan.
 	GenericPlans bool
 	Logger       *slog.Logger
+
+	// TLS, when set, returns the TLS configuration of each new
+	// connection, asked anew each time so that renewed certificates and
+	// CAs reach the next connection: connections are then TLS only, the
+	// server verified in full (its certificate against the
+	// configuration's roots, its name against the configuration's
+	// ServerName or else the URL's host, as sslmode=verify-full), with
+	// no fallback to plaintext. The URL may set sslmode only to
+	// verify-full.
+	TLS func() *tls.Config
+	// Password, when set, returns the password of each new connection,
+	// overriding the URL's (unless it returns ""), and, during a rotation,
+	// the one it replaced ("" when none). The database and the file holding the password are
+	// never changed at the same instant: while a previous password is
+	// given, a new connection the server refuses with the current one
+	// (invalid_password) is made with the previous one instead, until
+	// the server accepts the current one. So the new password can be
+	// written first and ALTER ROLE run after, without a failed request.
+	Password func() (current, previous string)
+	// MaxConnLifetime closes a connection once it has been open this long
+	// (with up to a tenth more, so they do not all close at once), when
+	// it is next idle; pgx's default (an hour) when zero. It bounds how
+	// long connections made with a rotated credential live on.
+	MaxConnLifetime time.Duration
 }
 
 // DB is a pool of connections as the core's application role.
@@ -41,12 +69,29 @@ type DB struct {
 	// readSetup is QueryJSONBatch's first statement.
 	readSetup string
 	log       *slog.Logger
+	// accepted is the last current password (Options.Password) a
+	// connection was made with: no need to try it again.
+	accepted atomic.Pointer[string]
+	// rotating reports whether a password rotation is under way
+	// (Options.Password gives a previous password besides the current
+	// one); nil without Options.Password.
+	rotating func() bool
 }
 
 var _ core.TenantDB = (*DB)(nil)
 
+// ErrSSLMode is returned by Open for a URL whose sslmode is weaker than
+// verify-full while Options.TLS is set: the URL would ask for less than
+// the TLS configuration promises.
+var ErrSSLMode = errors.New("postgres: with TLS configured, the URL's sslmode may only be verify-full (or left out)")
+
 // Open connects to url (it does not wait for the database: Ping does).
 func Open(ctx context.Context, url string, o Options) (*DB, error) {
+	if o.TLS != nil {
+		if m := sslMode(url); m != "" && m != "verify-full" {
+			return nil, fmt.Errorf("%w, got sslmode=%s", ErrSSLMode, m)
+		}
+	}
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -54,14 +99,142 @@ func Open(ctx context.Context, url string, o Options) (*DB, error) {
 	if o.MaxConns > 0 {
 		cfg.MaxConns = o.MaxConns
 	}
+	if o.MaxConnLifetime > 0 {
+		cfg.MaxConnLifetime = o.MaxConnLifetime
+		cfg.MaxConnLifetimeJitter = o.MaxConnLifetime / 10
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	db := &DB{timeout: o.StatementTimeout, readSetup: readSetup(o.StatementTimeout > 0, o.GenericPlans), log: o.Logger}
+	if o.TLS != nil {
+		// TLS only: sslmode=prefer's plaintext fallbacks (the default
+		// when the URL sets no sslmode) are never tried.
+		cfg.ConnConfig.TLSConfig = o.TLS()
+		cfg.ConnConfig.Fallbacks = tlsOnly(cfg.ConnConfig.Fallbacks, o.TLS)
+	}
+	if o.Password != nil {
+		db.rotating = func() bool { cur, prev := o.Password(); return prev != "" && prev != cur }
+	}
+	if o.TLS != nil || o.Password != nil {
+		cfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
+			return db.beforeConnect(ctx, cc, o)
+		}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	return &DB{pool: pool, timeout: o.StatementTimeout, readSetup: readSetup(o.StatementTimeout > 0, o.GenericPlans), log: o.Logger}, nil
+	db.pool = pool
+	return db, nil
+}
+
+// beforeConnect sets a new connection's TLS configuration and password
+// from o's current ones.
+func (db *DB) beforeConnect(ctx context.Context, cc *pgx.ConnConfig, o Options) error {
+	if o.TLS != nil {
+		cc.TLSConfig = forHost(o.TLS(), cc.Host)
+		cc.Fallbacks = tlsOnly(cc.Fallbacks, o.TLS)
+	}
+	if o.Password == nil {
+		return nil
+	}
+	cur, prev := o.Password()
+	if cur == "" {
+		return nil
+	}
+	cc.Password = cur
+	if prev == "" || prev == cur {
+		return nil
+	}
+	if p := db.accepted.Load(); p != nil && *p == cur {
+		return nil
+	}
+	// A rotation is under way and the current password has not yet been
+	// seen accepted: try it, and fall back to the previous one if the
+	// server does not know it yet.
+	probe, err := pgconn.ConnectConfig(ctx, cc.Config.Copy())
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		_ = probe.Close(ctx)
+		db.accepted.Store(&cur)
+	case errors.As(err, &pgErr) && pgErr.Code == sqlStateInvalidPassword:
+		db.log.Info("database password not accepted yet; connecting with the previous one until it is")
+		cc.Password = prev
+	}
+	// Any other failure is the real connection's to report.
+	return nil
+}
+
+// begin begins a transaction. While a password rotation is under way, a
+// new connection refused for its password is made once more: the server
+// may have taken the new password (ALTER ROLE) between beforeConnect's
+// probe, which found it unknown, and the connection then made with the
+// previous one; the next probe finds the new one accepted.
+func (db *DB) begin(ctx context.Context, o pgx.TxOptions) (pgx.Tx, error) {
+	tx, err := db.pool.BeginTx(ctx, o)
+	if db.passwordChanged(err) {
+		tx, err = db.pool.BeginTx(ctx, o)
+	}
+	return tx, err
+}
+
+// passwordChanged reports whether err is a new connection refused for its
+// password while a rotation is under way: nothing was sent, and the
+// request may be sent again on a connection of the next probe's password.
+func (db *DB) passwordChanged(err error) bool {
+	var pgErr *pgconn.PgError
+	if err == nil || db.rotating == nil || !db.rotating() || !errors.As(err, &pgErr) || pgErr.Code != sqlStateInvalidPassword {
+		return false
+	}
+	db.log.Info("database password changed while connecting; connecting again")
+	return true
+}
+
+// forHost returns tc verifying host unless it names a server itself.
+func forHost(tc *tls.Config, host string) *tls.Config {
+	if tc.ServerName == "" {
+		tc.ServerName = host
+	}
+	return tc
+}
+
+// tlsOnly returns the fallbacks (other hosts of a multi-host URL, and
+// sslmode's plaintext attempts) that use TLS, each with a configuration
+// of newTLS for its host.
+func tlsOnly(fbs []*pgconn.FallbackConfig, newTLS func() *tls.Config) []*pgconn.FallbackConfig {
+	var out []*pgconn.FallbackConfig
+	for _, fb := range fbs {
+		if fb.TLSConfig == nil {
+			continue
+		}
+		out = append(out, &pgconn.FallbackConfig{Host: fb.Host, Port: fb.Port, TLSConfig: forHost(newTLS(), fb.Host)})
+	}
+	return out
+}
+
+// sqlStateInvalidPassword is invalid_password: the server refused the
+// password.
+const sqlStateInvalidPassword = "28P01"
+
+// sslMode returns the sslmode a connection string sets, "" when none: the
+// query parameter of a postgres:// URL, or the keyword of a key=value
+// string.
+func sslMode(conn string) string {
+	if strings.HasPrefix(conn, "postgres://") || strings.HasPrefix(conn, "postgresql://") {
+		u, err := neturl.Parse(conn)
+		if err != nil {
+			return ""
+		}
+		return u.Query().Get("sslmode")
+	}
+	for _, f := range strings.Fields(conn) {
+		if v, ok := strings.CutPrefix(f, "sslmode="); ok {
+			return strings.Trim(v, "'")
+		}
+	}
+	return ""
 }
 
 // Close closes the pool.
@@ -81,7 +254,7 @@ func (db *DB) InTenant(ctx context.Context, tenant string, fn func(ctx context.C
 	if !isUUID(tenant) {
 		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
 	}
-	tx, err := db.pool.Begin(ctx)
+	tx, err := db.begin(ctx, pgx.TxOptions{})
 	if err != nil {
 		return mapError(op, err)
 	}

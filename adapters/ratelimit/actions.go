@@ -2,6 +2,8 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -32,26 +34,20 @@ type ActionLimiterOptions struct {
 	// Timeout bounds each decision (100ms when zero): past it the action
 	// goes ahead (fail open).
 	Timeout time.Duration
-	// TLS is the worker's mutual TLS towards the service: the core's
-	// client certificate.
-	TLS    ClientTLS
+	// TLS returns the worker's mutual TLS towards the service (the
+	// core's client certificate, the CA that signed the service's) for
+	// each new connection: a renewed certificate is presented from the
+	// next connection on. Required.
+	TLS    func() *tls.Config
 	Logger *slog.Logger
 }
 
-// NewActionLimiter connects (lazily) to the service over mutual TLS: the
-// CA and the certificate's files must be readable now; the certificate is
-// read again whenever its files change, so a renewed one is presented from
-// the next connection on.
+// NewActionLimiter connects (lazily) to the service over mutual TLS.
 func NewActionLimiter(o ActionLimiterOptions) (*ActionLimiter, error) {
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if o.TLS == nil {
+		return nil, fmt.Errorf("%w: the action limiter needs a client certificate", ErrTLS)
 	}
-	creds, err := clientCredentials(o.TLS, log)
-	if err != nil {
-		return nil, err
-	}
-	conn, err := grpc.NewClient(o.Addr, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(o.Addr, grpc.WithTransportCredentials(clientCreds{o.TLS}))
 	if err != nil {
 		return nil, err
 	}

@@ -56,12 +56,6 @@ var (
 		"Requests over a limit that global shadow mode let through.", nil, nil)
 	descServerRequests = prometheus.NewDesc("ratelimit_server_requests_total",
 		"gRPC requests to the rate limiter, by method.", []string{"grpc_method"}, nil)
-	descRedisActive = prometheus.NewDesc("ratelimit_redis_pool_connections_active",
-		"Connections open to the limiter's Redis.", nil, nil)
-	descRedisTotal = prometheus.NewDesc("ratelimit_redis_pool_connections_total",
-		"Connections opened to the limiter's Redis.", nil, nil)
-	descRedisClosed = prometheus.NewDesc("ratelimit_redis_pool_connections_closed_total",
-		"Connections to the limiter's Redis it closed itself.", nil, nil)
 )
 
 // rateLimitStatNames are the per-descriptor counters the library keeps.
@@ -95,7 +89,7 @@ func newStatsBridge() *statsBridge {
 	}{
 		{descConfigLoads, []string{"success"}}, {descConfigLoads, []string{"error"}},
 		{descCallErrors, []string{"redis_error"}}, {descCallErrors, []string{"service_error"}},
-		{descGlobalShadow, nil}, {descRedisTotal, nil}, {descRedisClosed, nil},
+		{descGlobalShadow, nil},
 	} {
 		sink.add(z.desc, prometheus.CounterValue, z.labels, 0, true)
 	}
@@ -136,12 +130,10 @@ func (s *statsSink) FlushCounter(name string, value uint64) {
 	s.add(desc, prometheus.CounterValue, labels, float64(value), true)
 }
 
-// FlushGauge implements gostats.Sink.
-func (s *statsSink) FlushGauge(name string, value uint64) {
-	if name == "ratelimit.redis_pool.cx_active" {
-		s.add(descRedisActive, prometheus.GaugeValue, nil, float64(value), false)
-	}
-}
+// FlushGauge implements gostats.Sink. The library's gauges (its Go
+// runtime's, its local cache's) are not exported: the process collector
+// covers the first, and the second counts since start in gauges.
+func (s *statsSink) FlushGauge(string, uint64) {}
 
 // FlushTimer implements gostats.Sink: the server's response time, in
 // milliseconds.
@@ -183,10 +175,6 @@ func mapCounter(name string) (*prometheus.Desc, []string, bool) {
 		return descCallErrors, []string{"redis_error"}, true
 	case "ratelimit.service.call.should_rate_limit.service_error":
 		return descCallErrors, []string{"service_error"}, true
-	case "ratelimit.redis_pool.cx_total":
-		return descRedisTotal, nil, true
-	case "ratelimit.redis_pool.cx_local_close":
-		return descRedisClosed, nil, true
 	}
 	if rest, ok := strings.CutPrefix(name, "ratelimit_server."); ok {
 		if method, ok := strings.CutSuffix(rest, ".total_requests"); ok {

@@ -85,14 +85,26 @@ type Options struct {
 	// Listener, when set, is the gRPC port, already bound by the caller;
 	// the service closes it.
 	Listener net.Listener
-	// TLS is the gRPC port's mutual TLS; it is required: the port serves
-	// nothing in plaintext.
-	TLS ServerTLS
+	// TLS is the gRPC port's mutual TLS, required: the port serves
+	// nothing in plaintext. It must require client certificates and pin
+	// the accepted clients' names (the gateway's, the core's):
+	// secretfile.ServerTLS builds such a configuration, which takes a
+	// renewed certificate from the next handshake on.
+	TLS *tls.Config
 	// HTTPAddr (POST /json, GET /healthcheck) and DebugAddr (pprof,
 	// /stats, /rlconfig) are operator tools without authentication, off
 	// when empty; Start refuses any but a loopback address for them.
 	HTTPAddr, DebugAddr      string
 	RedisAddr, RedisPassword string
+	// RedisTLS, when set, returns the TLS configuration of each new
+	// connection to Redis: TLS only, the server verified against its
+	// roots for its ServerName, or else RedisAddr's host.
+	RedisTLS func() *tls.Config
+	// RedisPasswordSource, when set, returns the password of each new
+	// connection to Redis, overriding RedisPassword. After either source
+	// changes, Service.ReconnectRedis moves the limiter to connections
+	// made with what they return now.
+	RedisPasswordSource func() string
 	// RuntimeDir receives the generated configuration (a temporary
 	// directory, removed by Close, when empty).
 	RuntimeDir string
@@ -249,6 +261,7 @@ type Service struct {
 	srv       server.Server
 	service   rlservice.RateLimitServiceServer
 	limiter   io.Closer
+	redis     *redisClient
 	grpcLn    net.Listener
 	operators []*http.Server // the HTTP and debug ports that are on
 	httpAddr  string
@@ -296,10 +309,10 @@ func Start(ctx context.Context, o Options) (_ *Service, err error) {
 			return nil, fmt.Errorf("ratelimit %s address: %w", a.key, err)
 		}
 	}
-	creds, err := newServerCreds(o.TLS, s.log)
-	if err != nil {
-		return nil, err
+	if o.TLS == nil {
+		return nil, fmt.Errorf("%w: the gRPC port serves mutual TLS only, and no TLS configuration was given", ErrTLS)
 	}
+	serverTLS := serverConfig(o.TLS)
 	var lc net.ListenConfig
 	if s.grpcLn == nil {
 		if s.grpcLn, err = lc.Listen(ctx, "tcp", o.GRPCAddr); err != nil {
@@ -338,6 +351,14 @@ func Start(ctx context.Context, o Options) (_ *Service, err error) {
 	if err != nil {
 		return nil, err
 	}
+	pass := o.RedisPasswordSource
+	if pass == nil {
+		pass = func() string { return o.RedisPassword }
+	}
+	if s.redis, err = newRedisClient(ctx, o.RedisAddr, st.RedisPoolSize, st.RedisTimeout, o.RedisTLS, pass, s.log); err != nil {
+		return nil, fmt.Errorf("ratelimit: %w", err)
+	}
+	s.limiter = s.redis
 	store := gostats.NewStore(gostats.NewNullSink(), false)
 	if o.Metrics != nil {
 		b := newStatsBridge()
@@ -353,7 +374,7 @@ func Start(ctx context.Context, o Options) (_ *Service, err error) {
 	go func() {
 		// The listener is TLS itself: the server sees only connections
 		// that completed the mutual TLS handshake (see serverCreds).
-		err := s.srv.GrpcServer().Serve(tls.NewListener(s.grpcLn, creds.config()))
+		err := s.srv.GrpcServer().Serve(tls.NewListener(s.grpcLn, serverTLS))
 		if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			s.log.Error("rate limiter gRPC port stopped", "err", err)
 		}
@@ -407,10 +428,11 @@ func (s *Service) assemble(st settings.Settings, store gostats.Store) (err error
 	}
 	reporter := metrics.NewServerReporter(store.ScopeWithTags("ratelimit_server", st.ExtraTags))
 	s.srv = server.NewServer(st, "ratelimit", stats, localCache, settings.GrpcUnaryInterceptor(reporter.UnaryServerInterceptor()))
-	step = "redis at " + st.RedisUrl
-	cache, closer := rlredis.NewRateLimiterCacheImplFromSettings(st, localCache, s.srv, utils.NewTimeSourceImpl(),
-		rand.New(utils.NewLockedSource(time.Now().Unix())), st.ExpirationJitterMaxSeconds, stats)
-	s.limiter = closer
+	// The cache as rlredis.NewRateLimiterCacheImplFromSettings builds it,
+	// but on Fraise's own Redis client (redisClient).
+	cache := rlredis.NewFixedRateLimitCacheImpl(s.redis, nil, utils.NewTimeSourceImpl(),
+		rand.New(utils.NewLockedSource(time.Now().Unix())), st.ExpirationJitterMaxSeconds, localCache,
+		st.NearLimitRatio, st.CacheKeyPrefix, stats, st.StopCacheKeyIncrementWhenOverlimit)
 	// NewService waits for the first configuration from the runtime
 	// directory, written above.
 	step = "limits"
@@ -535,6 +557,15 @@ func (s *Service) Reload(o Options) error {
 
 // Close stops the service: it reports NOT_SERVING, closes the operator
 // ports, lets calls under way finish (for up to ten seconds) and closes
+// ReconnectRedis moves the limiter to new connections to Redis, made with
+// the TLS configuration and password Options.RedisTLS and
+// Options.RedisPasswordSource return now; the connections open finish the
+// commands they run and close. Call it when either changed. When Redis
+// does not accept the new connections yet, the open ones keep serving, the
+// error is returned, and the move is retried every second until it
+// succeeds or ReconnectRedis is called again.
+func (s *Service) ReconnectRedis() error { return s.redis.Reconnect() }
+
 // its Redis connections. It is safe to call more than once.
 func (s *Service) Close() error {
 	s.once.Do(func() {

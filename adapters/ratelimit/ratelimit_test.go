@@ -17,6 +17,7 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
+	"github.com/fraise-dev/fraise/adapters/secretfile"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
@@ -31,18 +32,31 @@ func mustCerts(tb testing.TB) devcerts.Files {
 	return f
 }
 
-// serverTLS is the service's mutual TLS as Fraise configures it: the
-// gateway and the core may call it.
-func serverTLS(f devcerts.Files) ratelimit.ServerTLS {
-	return ratelimit.ServerTLS{CA: f.CACert, Cert: f.ServerCert, Key: f.ServerKey,
-		ClientSANs: []string{devcerts.GatewayName, devcerts.CoreClientName}}
+// serverTLS is the service's mutual TLS as Fraise configures it, from the
+// files of f, and the watcher that reads them again: the gateway and the
+// core may call it.
+func serverTLS(tb testing.TB, f devcerts.Files) (*tls.Config, *secretfile.Watcher) {
+	tb.Helper()
+	w := secretfile.NewWatcher(nil)
+	cert, err := w.KeyPair("tls.server_cert", f.ServerCert, f.ServerKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cas, err := w.CertPool("tls.ca", f.CACert)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return secretfile.ServerTLS{Cert: cert, ClientCAs: cas, ClientSANs: []string{devcerts.GatewayName, devcerts.CoreClientName}}.Config(), w
 }
 
 // mustStart starts the service on a free loopback port with o's limits,
 // Redis at redis and certs' TLS.
 func mustStart(tb testing.TB, redis string, certs devcerts.Files, o ratelimit.Options) *ratelimit.Service {
 	tb.Helper()
-	o.GRPCAddr, o.RedisAddr, o.TLS = "127.0.0.1:0", redis, serverTLS(certs)
+	o.GRPCAddr, o.RedisAddr = "127.0.0.1:0", redis
+	if o.TLS == nil {
+		o.TLS, _ = serverTLS(tb, certs)
+	}
 	s, err := ratelimit.Start(context.Background(), o)
 	if err != nil {
 		tb.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
+	"github.com/fraise-dev/fraise/adapters/secretfile"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
@@ -118,12 +119,15 @@ func replace(tb testing.TB, path string, content []byte) {
 }
 
 // TestServerCertificateReload renews the service's certificate on disk and
-// expects the next connection to get the new one, without a restart; a
-// broken file keeps the last good certificate.
+// expects the next connection, once the files were checked, to get the new
+// one, without a restart; a broken file keeps the last good certificate.
 func TestServerCertificateReload(t *testing.T) {
 	rd := harness.StartRedis(t)
 	certs, next := mustCerts(t), mustCerts(t)
-	s := mustStart(t, rd.Addr, certs, tiers())
+	o := tiers()
+	var w *secretfile.Watcher
+	o.TLS, w = serverTLS(t, certs)
+	s := mustStart(t, rd.Addr, certs, o)
 	served := func() string {
 		return servedSerial(t, s.GRPCAddr(), certs.GatewayCert, certs.GatewayKey, certs.CACert, next.CACert)
 	}
@@ -137,11 +141,13 @@ func TestServerCertificateReload(t *testing.T) {
 		}
 		replace(t, f.to, b)
 	}
+	w.Check()
 	want := fileSerial(t, next.ServerCert)
 	if got := served(); got != want {
 		t.Fatalf("after renewal: got serial %s, want the new certificate's %s", got, want)
 	}
 	replace(t, certs.ServerCert, []byte("not a certificate"))
+	w.Check()
 	if got := served(); got != want {
 		t.Fatalf("after a broken renewal: got serial %s, want the last good certificate's %s", got, want)
 	}
@@ -265,7 +271,8 @@ func TestOperatorPorts(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			o := tiers()
-			o.GRPCAddr, o.RedisAddr, o.TLS = "127.0.0.1:0", rd.Addr, serverTLS(certs)
+			o.GRPCAddr, o.RedisAddr = "127.0.0.1:0", rd.Addr
+			o.TLS, _ = serverTLS(t, certs)
 			o.HTTPAddr, o.DebugAddr = tt.http, tt.debug
 			s, err := ratelimit.Start(context.Background(), o)
 			if err == nil {
@@ -296,15 +303,14 @@ func TestStartErrors(t *testing.T) {
 		edit    func(*ratelimit.Options)
 		wantErr string
 	}{
-		{"no TLS", func(o *ratelimit.Options) { o.TLS = ratelimit.ServerTLS{} }, "TLS"},
-		{"no client names", func(o *ratelimit.Options) { o.TLS.ClientSANs = nil }, "client"},
-		{"missing certificate", func(o *ratelimit.Options) { o.TLS.Cert = certs.ServerCert + ".missing" }, "no such file"},
+		{"no TLS", func(o *ratelimit.Options) { o.TLS = nil }, "TLS"},
 		{"Redis unreachable", func(o *ratelimit.Options) { o.RedisAddr = deadRedis }, "redis"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := tiers()
-			o.GRPCAddr, o.RedisAddr, o.TLS = "127.0.0.1:0", rd.Addr, serverTLS(certs)
+			o.GRPCAddr, o.RedisAddr = "127.0.0.1:0", rd.Addr
+			o.TLS, _ = serverTLS(t, certs)
 			tt.edit(&o)
 			s, err := ratelimit.Start(context.Background(), o)
 			if err == nil {
@@ -328,7 +334,8 @@ func TestListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := tiers()
-	o.Listener, o.RedisAddr, o.TLS = ln, rd.Addr, serverTLS(certs)
+	o.Listener, o.RedisAddr = ln, rd.Addr
+	o.TLS, _ = serverTLS(t, certs)
 	s, err := ratelimit.Start(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ package redis
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,6 +85,21 @@ type Options struct {
 	// PoolSize is the most connections (64 when zero); give each worker
 	// slot one, or acknowledgements queue for connections.
 	PoolSize int
+
+	// TLS, when set, returns the TLS configuration of each new connection
+	// (rediss), asked anew each time so that renewed certificates and CAs
+	// reach the next connection: connections are then TLS only, the
+	// server verified against the configuration's roots for its
+	// ServerName, or else the host of Addr.
+	TLS func() *tls.Config
+	// PasswordSource, when set, returns the password of each new
+	// connection, overriding Password: a rotated password reaches the
+	// next connection while those open stay authenticated.
+	PasswordSource func() string
+	// ConnMaxLifetime closes a connection once it has been open this long,
+	// when it is next taken from the pool (0: never). It bounds how long
+	// connections made with a rotated credential live on.
+	ConnMaxLifetime time.Duration
 }
 
 // Queue is the Redis Streams job queue.
@@ -122,14 +138,40 @@ func New(o Options) *Queue {
 	if o.PoolSize <= 0 {
 		o.PoolSize = 64
 	}
-	c := goredis.NewClient(&goredis.Options{
+	opts := &goredis.Options{
 		Addr: o.Addr, Password: o.Password, DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout,
-		WriteTimeout: o.ReadTimeout, MaxRetries: 1, PoolSize: o.PoolSize,
-	})
+		WriteTimeout: o.ReadTimeout, MaxRetries: 1, PoolSize: o.PoolSize, ConnMaxLifetime: o.ConnMaxLifetime,
+	}
+	if o.TLS != nil {
+		opts.Dialer = tlsDialer(o.TLS, o.DialTimeout)
+	}
+	if o.PasswordSource != nil {
+		opts.CredentialsProvider = func() (string, string) { return "", o.PasswordSource() }
+	}
+	c := goredis.NewClient(opts)
 	q := &Queue{c: c, reclaimIdle: o.ReclaimIdle, reclaimedAt: map[string]time.Time{},
 		acks: make(chan ackReq, 1024), stop: make(chan struct{}), ackDone: make(chan struct{})}
 	go q.ackLoop()
 	return q
+}
+
+// tlsDialer dials a TLS connection with the configuration newTLS returns
+// for it, the server verified for the address's host unless the
+// configuration names another: what go-redis's own TLSConfig does, but
+// with the configuration current at each dial.
+func tlsDialer(newTLS func() *tls.Config, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		cfg := newTLS()
+		if cfg.ServerName == "" {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			cfg.ServerName = host
+		}
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout, KeepAlive: 5 * time.Minute}, Config: cfg}
+		return d.DialContext(ctx, network, addr)
+	}
 }
 
 // Close stops acknowledging and closes the connections.

@@ -29,6 +29,14 @@ type Options struct {
 	// Username and Password authenticate (PLAIN, only over TLS); empty
 	// Username sends without authenticating.
 	Username, Password string
+	// Credentials, when set, returns the login of each send, overriding
+	// Username and Password, and during a rotation the login it replaced
+	// (zero when none): a send the server refuses with the current login
+	// (535) is made again, on a new connection, with the previous one. So
+	// a new login can reach Fraise before the mail server knows it. A send
+	// still refused is made once more with the login Credentials returns
+	// then, unless it is the one last refused.
+	Credentials func() (current, previous Login)
 	// TLS configures STARTTLS (its ServerName defaults to Addr's host).
 	TLS *tls.Config
 	// InsecureNoTLS allows a server without STARTTLS (tests, local relays);
@@ -38,6 +46,9 @@ type Options struct {
 	LocalName string
 	Now       func() time.Time
 }
+
+// Login is a username and password to authenticate with.
+type Login struct{ Username, Password string }
 
 // Notifier sends emails.
 type Notifier struct{ o Options }
@@ -74,13 +85,38 @@ func (n *Notifier) Notify(ctx context.Context, m core.Message) error {
 		return &core.DeliveryError{Permanent: true, Err: errors.New("smtp: no recipients")}
 	}
 	msg := n.compose(from, to, m)
-	if err := n.send(ctx, from.Address, to, msg); err != nil {
+	cur, prev := Login{n.o.Username, n.o.Password}, Login{}
+	if n.o.Credentials != nil {
+		cur, prev = n.o.Credentials()
+	}
+	tried := cur
+	err = n.send(ctx, from.Address, to, msg, cur)
+	if refused(err) && prev.Username != "" && prev != cur {
+		// The server does not know the new login yet.
+		tried = prev
+		err = n.send(ctx, from.Address, to, msg, prev)
+	}
+	if refused(err) && n.o.Credentials != nil {
+		// The login was rotated, or the server switched to the new one,
+		// while this send was on its way (its fallback to the previous
+		// login came too late): the login current now gets one more try.
+		if now, _ := n.o.Credentials(); now != tried {
+			err = n.send(ctx, from.Address, to, msg, now)
+		}
+	}
+	if err != nil {
 		return classify(err)
 	}
 	return nil
 }
 
-func (n *Notifier) send(ctx context.Context, from string, to []*mail.Address, msg []byte) error {
+// refused reports whether err is the server refusing the login (535).
+func refused(err error) bool {
+	var te *textproto.Error
+	return errors.As(err, &te) && te.Code == 535
+}
+
+func (n *Notifier) send(ctx context.Context, from string, to []*mail.Address, msg []byte, login Login) error {
 	host, _, err := net.SplitHostPort(n.o.Addr)
 	if err != nil {
 		return &core.DeliveryError{Permanent: true, Err: err}
@@ -121,10 +157,10 @@ func (n *Notifier) send(ctx context.Context, from string, to []*mail.Address, ms
 	} else if !n.o.InsecureNoTLS {
 		return &core.DeliveryError{Err: errors.New("smtp: server does not offer STARTTLS")}
 	}
-	if n.o.Username != "" {
+	if login.Username != "" {
 		// smtp.PlainAuth refuses to send credentials over a connection
 		// that is not TLS (except to localhost).
-		if err := c.Auth(smtp.PlainAuth("", n.o.Username, n.o.Password, host)); err != nil {
+		if err := c.Auth(smtp.PlainAuth("", login.Username, login.Password, host)); err != nil {
 			return err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/fraise-dev/fraise/adapters/smtp"
@@ -139,5 +140,95 @@ func TestAcceptedMessageIsDeliveredWhateverQUITDoes(t *testing.T) {
 	}
 	if got := len(accepted); got != 1 {
 		t.Fatalf("the server accepted %d messages, want 1", got)
+	}
+}
+
+// TestLoginRotation rotates the login Fraise sends with, the new one
+// reaching Fraise before the mail server knows it: sends fall back to the
+// previous login until the server accepts the new one, and none fails.
+func TestLoginRotation(t *testing.T) {
+	srv := smtptest.Start(t)
+	var mu sync.Mutex
+	cur, prev := smtp.Login{Username: srv.Username, Password: srv.Password}, smtp.Login{}
+	n := smtp.New(smtp.Options{Addr: srv.Addr, From: "observers@fraise.test", TLS: &tls.Config{RootCAs: srv.Roots},
+		Credentials: func() (smtp.Login, smtp.Login) { mu.Lock(); defer mu.Unlock(); return cur, prev }})
+	send := func(step string) {
+		t.Helper()
+		if err := n.Notify(context.Background(), core.Message{Kind: core.ActionEmail, To: []string{"sales@acme.test"}, Subject: step, Body: []byte(step)}); err != nil {
+			t.Fatalf("%s: got %v, want sent", step, err)
+		}
+	}
+	send("the first login")
+	next := smtp.Login{Username: "fraise-2", Password: "n3w"}
+	mu.Lock()
+	cur, prev = next, cur
+	mu.Unlock()
+	send("the new login, unknown to the server")
+	if srv.Refused() != 1 {
+		t.Errorf("refused logins: got %d, want the new one refused once", srv.Refused())
+	}
+	srv.Accept(next.Username, next.Password)
+	srv.Revoke(prev.Username, prev.Password)
+	send("the new login, known to the server")
+	msgs := srv.Messages()
+	if got := msgs[len(msgs)-1].User; got != next.Username {
+		t.Errorf("last message sent as %q, want %q", got, next.Username)
+	}
+	if got := msgs[1].User; got != srv.Username {
+		t.Errorf("the message sent during the change was sent as %q, want the previous login %q", got, srv.Username)
+	}
+}
+
+// TestLoginRotatedDuringASend: the login or the mail server's logins
+// change while a send is on its way, so that every login the send read is
+// refused by the time it authenticates. The send is made once more with
+// the login current then, rather than dead-lettered.
+func TestLoginRotatedDuringASend(t *testing.T) {
+	old := smtp.Login{Username: "fraise", Password: "s3cret"} // smtptest's first login
+	next := smtp.Login{Username: "fraise-2", Password: "n3w"}
+	for _, tc := range []struct {
+		name string
+		// first is what the send reads; later what Credentials returns
+		// after.
+		first, later [2]smtp.Login
+		// switchFirst switches the server to next before the send;
+		// otherwise it switches when it first refuses a login (after
+		// the new one was tried, before the fallback to the old one).
+		switchFirst bool
+	}{
+		{"the login read before the rotation reached the files, the server switched since",
+			[2]smtp.Login{old, {}}, [2]smtp.Login{next, old}, true},
+		{"the server switched between the new login's refusal and the fallback to the old one",
+			[2]smtp.Login{next, old}, [2]smtp.Login{next, old}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := smtptest.Start(t)
+			switchLogins := func() { srv.Accept(next.Username, next.Password); srv.Revoke(old.Username, old.Password) }
+			if tc.switchFirst {
+				switchLogins()
+			} else {
+				var once sync.Once
+				srv.OnRefused(func() { once.Do(switchLogins) })
+			}
+			var mu sync.Mutex
+			calls := 0
+			n := smtp.New(smtp.Options{Addr: srv.Addr, From: "observers@fraise.test", TLS: &tls.Config{RootCAs: srv.Roots},
+				Credentials: func() (smtp.Login, smtp.Login) {
+					mu.Lock()
+					defer mu.Unlock()
+					calls++
+					if calls == 1 {
+						return tc.first[0], tc.first[1]
+					}
+					return tc.later[0], tc.later[1]
+				}})
+			if err := n.Notify(context.Background(), core.Message{Kind: core.ActionEmail, To: []string{"sales@acme.test"}, Subject: "s", Body: []byte("b")}); err != nil {
+				t.Fatalf("got %v, want sent with the login current after the refusals", err)
+			}
+			msgs := srv.Messages()
+			if len(msgs) != 1 || msgs[0].User != next.Username {
+				t.Fatalf("got %d messages (%+v), want one sent as %q", len(msgs), msgs, next.Username)
+			}
+		})
 	}
 }

@@ -349,3 +349,61 @@ func TestTickets(t *testing.T) {
 		t.Error("NewTickets with a short key: got no error")
 	}
 }
+
+// TestTicketKeyRotation rotates the signing key: tickets signed before
+// still verify, new ones are signed with the new key, and a second
+// rotation retires the first key.
+func TestTicketKeyRotation(t *testing.T) {
+	now := time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	first, second, third := strings.Repeat("1", 32), strings.Repeat("2", 32), strings.Repeat("3", 32)
+	tk := mustTickets(t, first, clock)
+	q := flight.Query{Dataset: "sales.orders", Columns: []string{"id"}}
+	issue := func() []byte {
+		t.Helper()
+		b, _, err := tk.Issue(analyst, flight.KindTicket, q, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	before := issue()
+	if err := tk.Rotate([]byte(second)); err != nil {
+		t.Fatal(err)
+	}
+	after := issue()
+	for _, tc := range []struct {
+		name   string
+		ticket []byte
+		tk     *flight.Tickets
+		ok     bool
+	}{
+		{"signed before the rotation", before, tk, true},
+		{"signed after the rotation", after, tk, true},
+		{"signed after, checked with the new key alone", after, mustTickets(t, second, clock), true},
+		{"signed after, checked with the old key alone", after, mustTickets(t, first, clock), false},
+	} {
+		_, err := tc.tk.Verify(analyst, flight.KindTicket, tc.ticket)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: got %v, want accepted %v", tc.name, err, tc.ok)
+		}
+	}
+	if err := tk.Rotate([]byte(second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tk.Verify(analyst, flight.KindTicket, before); err != nil {
+		t.Errorf("rotating to the current key again: got %v for a ticket of the previous key, want it kept", err)
+	}
+	if err := tk.Rotate([]byte(third)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tk.Verify(analyst, flight.KindTicket, before); core.ErrorCode(err) != core.CodeUnauthenticated {
+		t.Errorf("a ticket of the key two rotations back: got %v, want UNAUTHENTICATED", err)
+	}
+	if _, err := tk.Verify(analyst, flight.KindTicket, after); err != nil {
+		t.Errorf("a ticket of the previous key: got %v, want accepted", err)
+	}
+	if err := tk.Rotate([]byte("short")); err == nil {
+		t.Error("Rotate to a short key: got no error")
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fraise-dev/fraise/core"
@@ -45,11 +46,15 @@ type ticketClaims struct {
 // query to the tenant and subject it was issued to and to an expiry: it is
 // a bearer capability for one export, useless to anyone else or later.
 type Tickets struct {
-	key  []byte
+	keys atomic.Pointer[ticketKeys]
 	ttl  time.Duration
 	now  func() time.Time
 	rand io.Reader
 }
+
+// ticketKeys are the key tickets are signed with and the one it replaced,
+// which still verifies the tickets it signed.
+type ticketKeys struct{ cur, prev []byte }
 
 // NewTickets returns Tickets signing with key (at least 32 bytes) whose
 // tickets last ttl. now and random may be nil (the clock and crypto/rand).
@@ -66,7 +71,25 @@ func NewTickets(key []byte, ttl time.Duration, now func() time.Time, random io.R
 	if random == nil {
 		random = rand.Reader
 	}
-	return &Tickets{key: append([]byte(nil), key...), ttl: ttl, now: now, rand: random}, nil
+	t := &Tickets{ttl: ttl, now: now, rand: random}
+	t.keys.Store(&ticketKeys{cur: append([]byte(nil), key...)})
+	return t, nil
+}
+
+// Rotate makes key (at least 32 bytes) the signing key. The key it
+// replaces keeps verifying the tickets it signed until the next Rotate,
+// so a ticket issued just before a rotation is still redeemed after it.
+// Rotating to the current key changes nothing.
+func (t *Tickets) Rotate(key []byte) error {
+	if len(key) < 32 {
+		return fmt.Errorf("flight: ticket key must be at least 32 bytes, got %d", len(key))
+	}
+	old := t.keys.Load()
+	if hmac.Equal(old.cur, key) {
+		return nil
+	}
+	t.keys.Store(&ticketKeys{cur: append([]byte(nil), key...), prev: old.cur})
+	return nil
 }
 
 // Issue returns a ticket of kind for q, bound to p's tenant and subject,
@@ -90,7 +113,7 @@ func (t *Tickets) Issue(p core.Principal, kind string, q Query, ttl time.Duratio
 		return nil, time.Time{}, core.E("flight.Issue", core.CodeInternal, err)
 	}
 	body := ticketPrefix + base64.RawURLEncoding.EncodeToString(payload)
-	ticket := []byte(body + "." + base64.RawURLEncoding.EncodeToString(t.mac(body)))
+	ticket := []byte(body + "." + base64.RawURLEncoding.EncodeToString(mac(t.keys.Load().cur, body)))
 	// Verify refuses longer tickets: issuing one would answer GetFlightInfo
 	// with a ticket DoGet can never redeem.
 	if len(ticket) > MaxTicketBytes {
@@ -103,8 +126,8 @@ func (t *Tickets) Issue(p core.Principal, kind string, q Query, ttl time.Duratio
 // TTL is how long the tickets Issue signs last by default.
 func (t *Tickets) TTL() time.Duration { return t.ttl }
 
-func (t *Tickets) mac(body string) []byte {
-	m := hmac.New(sha256.New, t.key)
+func mac(key []byte, body string) []byte {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(body))
 	return m.Sum(nil)
 }
@@ -134,8 +157,9 @@ func (t *Tickets) Verify(p core.Principal, kind string, b []byte) (Query, error)
 		return bad(core.CodeUnauthenticated, "invalid ticket", "malformed")
 	}
 	body := ticketPrefix + payload
-	mac, err := base64.RawURLEncoding.Strict().DecodeString(sig)
-	if err != nil || !hmac.Equal(mac, t.mac(body)) {
+	got, err := base64.RawURLEncoding.Strict().DecodeString(sig)
+	keys := t.keys.Load()
+	if err != nil || !hmac.Equal(got, mac(keys.cur, body)) && (keys.prev == nil || !hmac.Equal(got, mac(keys.prev, body))) {
 		return bad(core.CodeUnauthenticated, "invalid ticket", "bad signature")
 	}
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(payload)

@@ -1,5 +1,5 @@
 // Package xds serves the generated Envoy configuration (listeners, routes,
-// clusters and the secret holding the certificate Envoy presents upstream)
+// clusters and the secrets holding the certificates Envoy presents)
 // to Envoy over the aggregated discovery service (ADS), from
 // go-control-plane's snapshot cache. Publishing a new set of resources
 // gives every connected Envoy a new snapshot version; an invalid set is
@@ -35,7 +35,12 @@ const DefaultNodeID = envoy.DefaultNodeID
 
 // Server is an xDS management server holding one snapshot per node id.
 type Server struct {
-	cache   cachev3.SnapshotCache
+	cache cachev3.SnapshotCache
+	// secrets holds the secrets, answering each request for them by name
+	// (cache, in ADS mode, answers a request only when it names every
+	// resource of its type: Envoy's clusters ask for their secret before
+	// its listener asks for its own, and would wait 15 s for it).
+	secrets cachev3.SnapshotCache
 	srv     serverv3.Server
 	nodeID  string
 	log     *slog.Logger
@@ -55,8 +60,22 @@ func New(ctx context.Context, nodeID string, log *slog.Logger) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
+	sc := cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil)
+	mux := &cachev3.MuxCache{
+		Classify:      func(r *cachev3.Request) string { return cacheFor(r.GetTypeUrl()) },
+		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return cacheFor(r.GetTypeUrl()) },
+		Caches:        map[string]cachev3.Cache{"ads": c, "secrets": sc},
+	}
 	m := newMetrics()
-	return &Server{cache: c, srv: serverv3.NewServer(ctx, c, m.callbacks()), nodeID: nodeID, log: log, metrics: m}
+	return &Server{cache: c, secrets: sc, srv: serverv3.NewServer(ctx, mux, m.callbacks()), nodeID: nodeID, log: log, metrics: m}
+}
+
+// cacheFor names the cache of New's MuxCache that answers for typeURL.
+func cacheFor(typeURL string) string {
+	if typeURL == resource.SecretType {
+		return "secrets"
+	}
+	return "ads"
 }
 
 // Register adds the aggregated and the per-type discovery services to g.
@@ -85,8 +104,9 @@ func (s *Server) Publish(ctx context.Context, res *envoy.Resources) (version str
 	for _, c := range res.Clusters {
 		items[resource.ClusterType] = append(items[resource.ClusterType], c)
 	}
+	secrets := map[resource.Type][]types.Resource{resource.SecretType: nil}
 	for _, sec := range res.Secrets {
-		items[resource.SecretType] = append(items[resource.SecretType], sec)
+		secrets[resource.SecretType] = append(secrets[resource.SecretType], sec)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -97,6 +117,15 @@ func (s *Server) Publish(ctx context.Context, res *envoy.Resources) (version str
 	}
 	if err := snap.Consistent(); err != nil {
 		return "", fmt.Errorf("xds: inconsistent snapshot: %w", err)
+	}
+	secSnap, err := cachev3.NewSnapshot(version, secrets)
+	if err != nil {
+		return "", fmt.Errorf("xds: %w", err)
+	}
+	// The secrets first: a cluster or listener of the new version naming
+	// a secret finds it served.
+	if err := s.secrets.SetSnapshot(ctx, s.nodeID, secSnap); err != nil {
+		return "", fmt.Errorf("xds: %w", err)
 	}
 	if err := s.cache.SetSnapshot(ctx, s.nodeID, snap); err != nil {
 		return "", fmt.Errorf("xds: %w", err)

@@ -3,6 +3,7 @@ package xds_test
 import (
 	"context"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	client "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
@@ -148,19 +150,23 @@ func TestRotatedCertificateIsServedAsASecret(t *testing.T) {
 	if err := c.InitConnect(conn); err != nil {
 		t.Fatal(err)
 	}
+	// The secret SecretUpstream's file (the listener's SecretListener is
+	// served beside it).
 	certFile := func(r *client.Response) string {
 		t.Helper()
-		if len(r.Resources) != 1 {
-			t.Fatalf("got %d secrets, want 1", len(r.Resources))
+		var names []string
+		for _, a := range r.Resources {
+			var sec tlsv3.Secret
+			if err := a.UnmarshalTo(&sec); err != nil {
+				t.Fatal(err)
+			}
+			if sec.GetName() == envoy.SecretUpstream {
+				return sec.GetTlsCertificate().GetCertificateChain().GetFilename()
+			}
+			names = append(names, sec.GetName())
 		}
-		var sec tlsv3.Secret
-		if err := r.Resources[0].UnmarshalTo(&sec); err != nil {
-			t.Fatal(err)
-		}
-		if sec.GetName() != envoy.SecretUpstream {
-			t.Fatalf("got secret %q, want %q", sec.GetName(), envoy.SecretUpstream)
-		}
-		return sec.GetTlsCertificate().GetCertificateChain().GetFilename()
+		t.Fatalf("got secrets %v, want %q among them", names, envoy.SecretUpstream)
+		return ""
 	}
 	r, ok := fetch(t, c)
 	if !ok || certFile(r) != "c.pem" {
@@ -181,5 +187,64 @@ func TestRotatedCertificateIsServedAsASecret(t *testing.T) {
 	}
 	if got := certFile(r); got != "c2.pem" {
 		t.Fatalf("after the rotation: got the secret naming %q, want c2.pem", got)
+	}
+}
+
+// TestSecretsAnsweredByName: Envoy asks for the secrets by name, first
+// those its clusters name (the gateway's certificate) and, once its
+// clusters are warm, the listener's too. Each request is answered at
+// once: a secret held back until Envoy names every secret of the snapshot
+// would stall Envoy's start for its initial fetch timeout (15 s), its
+// clusters waiting on a secret its listener, not yet asked for, names.
+func TestSecretsAnsweredByName(t *testing.T) {
+	s, conn := mustServer(t)
+	ctx := context.Background()
+	if _, err := s.Publish(ctx, mustResources(t, "10.0.0.1:8080")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := func(step string) *discoveryv3.DiscoveryResponse {
+		t.Helper()
+		ch := make(chan *discoveryv3.DiscoveryResponse, 1)
+		go func() { r, _ := st.Recv(); ch <- r }()
+		select {
+		case r := <-ch:
+			return r
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no answer", step)
+			return nil
+		}
+	}
+	names := func(r *discoveryv3.DiscoveryResponse) []string {
+		var got []string
+		for _, a := range r.GetResources() {
+			var sec tlsv3.Secret
+			if err := a.UnmarshalTo(&sec); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, sec.GetName())
+		}
+		slices.Sort(got)
+		return got
+	}
+	req := &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: xds.DefaultNodeID}, TypeUrl: resource.SecretType, ResourceNames: []string{envoy.SecretUpstream}}
+	if err := st.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	r := recv("the clusters' secret")
+	if got := names(r); !slices.Equal(got, []string{envoy.SecretUpstream}) {
+		t.Fatalf("the clusters' secret: got %v, want [%s]", got, envoy.SecretUpstream)
+	}
+	req = &discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce(),
+		ResourceNames: []string{envoy.SecretUpstream, envoy.SecretListener}}
+	if err := st.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{envoy.SecretListener, envoy.SecretUpstream}
+	if got := names(recv("the listener's secret besides")); !slices.Equal(got, want) {
+		t.Fatalf("the listener's secret besides: got %v, want %v", got, want)
 	}
 }

@@ -208,8 +208,10 @@ func TestXDSChangesReachARunningEnvoy(t *testing.T) {
 // stream is a steady stream of GraphQL requests through Envoy, its answers
 // counted by phase.
 type stream struct {
+	// title heads the printed counts.
+	title  string
 	phase  atomic.Int32
-	counts [8]struct{ sent, ok, failed atomic.Int64 }
+	counts [16]struct{ sent, ok, failed atomic.Int64 }
 	stop   chan struct{}
 	wg     sync.WaitGroup
 	names  []string // by phase; only the test's goroutine touches it
@@ -225,7 +227,7 @@ type streamFailure struct {
 
 func startStream(tb testing.TB, s *stack.Stack, token string) *stream {
 	tb.Helper()
-	st := &stream{names: []string{"steady"}, stop: make(chan struct{})}
+	st := &stream{title: "xDS changes under a steady stream", names: []string{"steady"}, stop: make(chan struct{})}
 	body, _ := json.Marshal(map[string]any{"query": "{ users { id name } }"})
 	for i := 0; i < streamClients; i++ {
 		// Half the clients keep one HTTP/2 connection (it stays on the
@@ -321,15 +323,15 @@ func (st *stream) finish(tb testing.TB) {
 	tb.Helper()
 	st.halt()
 	var b strings.Builder
-	fmt.Fprintf(&b, "xDS changes under a steady stream (%d clients, a request every %s each; half on one HTTP/2 connection, half on a new HTTP/1.1 connection per request):\n", streamClients, streamEvery)
-	fmt.Fprintf(&b, "  %-14s %6s %6s %6s\n", "phase", "sent", "ok", "failed")
+	fmt.Fprintf(&b, "%s (%d clients, a request every %s each; half on one HTTP/2 connection, half on a new HTTP/1.1 connection per request):\n", st.title, streamClients, streamEvery)
+	fmt.Fprintf(&b, "  %-18s %6s %6s %6s\n", "phase", "sent", "ok", "failed")
 	var sent, ok, failed int64
 	for i, name := range st.names {
 		c := &st.counts[i]
-		fmt.Fprintf(&b, "  %-14s %6d %6d %6d\n", name, c.sent.Load(), c.ok.Load(), c.failed.Load())
+		fmt.Fprintf(&b, "  %-18s %6d %6d %6d\n", name, c.sent.Load(), c.ok.Load(), c.failed.Load())
 		sent, ok, failed = sent+c.sent.Load(), ok+c.ok.Load(), failed+c.failed.Load()
 	}
-	fmt.Fprintf(&b, "  %-14s %6d %6d %6d\n", "total", sent, ok, failed)
+	fmt.Fprintf(&b, "  %-18s %6d %6d %6d\n", "total", sent, ok, failed)
 	tb.Log(b.String())
 	fmt.Print(b.String())
 	if failed > 0 {

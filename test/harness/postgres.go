@@ -2,6 +2,8 @@ package harness
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,21 +16,70 @@ import (
 )
 
 // Postgres is a running throwaway PostgreSQL server. Its superuser is
-// "postgres" with trust authentication on loopback.
+// "postgres", with trust authentication on loopback unless
+// PostgresOptions say otherwise.
 type Postgres struct {
 	Host string
 	Port int
+	// TLS is the server's TLS when it was started TLS-only
+	// (PostgresOptions.TLS), nil otherwise.
+	TLS  *ServerTLS
+	opts PostgresOptions
 	dir  string
 	stop func()
 }
 
-// URL returns a connection URL for database db as user.
-func (p *Postgres) URL(user, db string) string {
-	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", user, p.Host, p.Port, db)
+// SuperuserPassword is the superuser's password on a server started with
+// PostgresOptions.Password.
+const SuperuserPassword = "postgres-superuser"
+
+// PostgresOptions vary a dedicated server (StartPostgresWith).
+type PostgresOptions struct {
+	// TLS makes the server TLS-only: ssl = on with a certificate of a CA
+	// of its own, and pg_hba.conf holding hostssl lines alone, so a
+	// connection without TLS is refused; a client must present a
+	// certificate of that CA whose common name is the user it connects
+	// as (cert authentication, or clientcert=verify-full with Password).
+	TLS bool
+	// Password requires SCRAM passwords (the superuser's is
+	// SuperuserPassword), besides the client certificate under TLS.
+	Password bool
+}
+
+// URL returns a connection URL for database db as user, without a
+// password; on a TLS-only server it verifies the server in full
+// (sslmode=verify-full against the server's CA) and presents a client
+// certificate for user.
+func (p *Postgres) URL(user, db string) string { return p.URLWithPassword(user, "", db) }
+
+// URLWithPassword is URL with a password ("" for none).
+func (p *Postgres) URLWithPassword(user, password, db string) string {
+	u := &url.URL{Scheme: "postgres", Host: net.JoinHostPort(p.Host, strconv.Itoa(p.Port)), Path: "/" + db}
+	u.User = url.User(user)
+	if password != "" {
+		u.User = url.UserPassword(user, password)
+	}
+	q := url.Values{"sslmode": {"disable"}}
+	if p.TLS != nil {
+		cert, key, err := p.TLS.clientCert(user)
+		if err != nil {
+			// URL has no test to fail: issuing a certificate fails only
+			// when the disk does.
+			panic(err)
+		}
+		q = url.Values{"sslmode": {"verify-full"}, "sslrootcert": {p.TLS.CA}, "sslcert": {cert}, "sslkey": {key}}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // AdminURL returns the superuser's URL for database db.
-func (p *Postgres) AdminURL(db string) string { return p.URL("postgres", db) }
+func (p *Postgres) AdminURL(db string) string {
+	if p.opts.Password {
+		return p.URLWithPassword("postgres", SuperuserPassword, db)
+	}
+	return p.URL("postgres", db)
+}
 
 // Stop stops the server and removes its files. It is idempotent.
 func (p *Postgres) Stop() { p.stop() }
@@ -36,8 +87,15 @@ func (p *Postgres) Stop() { p.stop() }
 // StartPostgres starts a dedicated PostgreSQL server, stopped when tb ends.
 func StartPostgres(tb testing.TB) *Postgres {
 	tb.Helper()
+	return StartPostgresWith(tb, PostgresOptions{})
+}
+
+// StartPostgresWith starts a dedicated PostgreSQL server as o describes,
+// stopped when tb ends.
+func StartPostgresWith(tb testing.TB, o PostgresOptions) *Postgres {
+	tb.Helper()
 	SkipShort(tb)
-	p, err := startPostgres(FreePort(tb))
+	p, err := startPostgres(FreePort(tb), o)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -67,7 +125,7 @@ func SharedPostgres(tb testing.TB) *Postgres {
 	}
 	sharedPGOnce.Do(func() {
 		l := FreePort(tb)
-		sharedPG, sharedPGErr = startPostgres(l)
+		sharedPG, sharedPGErr = startPostgres(l, PostgresOptions{})
 		if sharedPGErr == nil {
 			onExit(sharedPG.Stop)
 		}
@@ -83,6 +141,13 @@ func SharedPostgres(tb testing.TB) *Postgres {
 func NewDatabase(tb testing.TB) (*Postgres, string) {
 	tb.Helper()
 	p := SharedPostgres(tb)
+	return p, p.NewDatabase(tb)
+}
+
+// NewDatabase creates an empty database on p and returns its name; it is
+// dropped when tb ends.
+func (p *Postgres) NewDatabase(tb testing.TB) string {
+	tb.Helper()
 	name := fmt.Sprintf("t%d_%d", os.Getpid(), dbSeq.Add(1))
 	ctx, cancel := ctxTimeout(30 * time.Second)
 	defer cancel()
@@ -104,10 +169,10 @@ func NewDatabase(tb testing.TB) (*Postgres, string) {
 		defer c.Close(ctx)
 		_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
 	})
-	return p, name
+	return name
 }
 
-func startPostgres(port int) (*Postgres, error) {
+func startPostgres(port int, o PostgresOptions) (*Postgres, error) {
 	initdb, err := findBin("initdb")
 	if err != nil {
 		return nil, err
@@ -131,19 +196,47 @@ func startPostgres(port int) (*Postgres, error) {
 		}
 	}
 	data := filepath.Join(dir, "data")
-	if err := run(cred, initdb, "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions"); err != nil {
+	initArgs := []string{"-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions"}
+	if o.Password {
+		pw := filepath.Join(dir, "pwfile")
+		if err := os.WriteFile(pw, []byte(SuperuserPassword+"\n"), 0o644); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		initArgs = append(initArgs, "--pwfile", pw)
+	}
+	if err := run(cred, initdb, initArgs...); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
 	opts := "-c listen_addresses=127.0.0.1 -p " + strconv.Itoa(port) + " -k " + dir +
 		" -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+	p := &Postgres{Host: "127.0.0.1", Port: port, dir: dir, opts: o}
+	if o.TLS || o.Password {
+		if o.TLS {
+			if p.TLS, err = newServerTLS(filepath.Join(dir, "tls"), "postgres", uid, gid); err != nil {
+				os.RemoveAll(dir)
+				return nil, err
+			}
+			opts += " -c ssl=on -c ssl_cert_file=" + p.TLS.Cert + " -c ssl_key_file=" + p.TLS.Key + " -c ssl_ca_file=" + p.TLS.CA
+		}
+		if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(hbaConf(o)), 0o600); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		if cred != nil {
+			if err := os.Chown(filepath.Join(data, "pg_hba.conf"), uid, gid); err != nil {
+				os.RemoveAll(dir)
+				return nil, err
+			}
+		}
+	}
 	if err := run(cred, pgctl, "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start"); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("%w\n%s", err, log)
 	}
 	var once sync.Once
-	p := &Postgres{Host: "127.0.0.1", Port: port, dir: dir}
 	p.stop = func() {
 		once.Do(func() {
 			_ = run(cred, pgctl, "-D", data, "-m", "immediate", "-w", "stop")
@@ -151,4 +244,19 @@ func startPostgres(port int) (*Postgres, error) {
 		})
 	}
 	return p, nil
+}
+
+// hbaConf is the pg_hba.conf of a server started with o: the Unix socket
+// trusted (pg_ctl's own checks), TCP as o says and nothing else.
+func hbaConf(o PostgresOptions) string {
+	var tcp string
+	switch {
+	case o.TLS && o.Password:
+		tcp = "hostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-full"
+	case o.TLS:
+		tcp = "hostssl all all 127.0.0.1/32 cert"
+	default:
+		tcp = "host all all 127.0.0.1/32 scram-sha-256"
+	}
+	return "local all all trust\n" + tcp + "\n"
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -14,23 +15,44 @@ import (
 // Redis is a running throwaway redis-server that keeps nothing on disk.
 type Redis struct {
 	Addr string
+	// TLS is the server's TLS when it was started TLS-only
+	// (RedisOptions.TLS), nil otherwise.
+	TLS  *ServerTLS
 	port int
 	dir  string
+	opts RedisOptions
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	persist bool
+	mu  sync.Mutex
+	cmd *exec.Cmd
+}
+
+// RedisOptions vary a redis-server (StartRedisWith).
+type RedisOptions struct {
+	// Persist writes every command to the append-only file before
+	// answering (appendfsync always), so Stop and Start lose nothing it
+	// acknowledged: a production Redis for observers.
+	Persist bool
+	// TLS makes the server TLS-only (--port 0, --tls-port): a certificate
+	// of a CA of its own, and clients must present a certificate of that
+	// CA (tls-auth-clients yes).
+	TLS bool
+	// Password is the default user's password (requirepass); "" for none.
+	Password string
 }
 
 // StartRedis starts a dedicated redis-server, stopped when tb ends.
-func StartRedis(tb testing.TB) *Redis { return startRedis(tb, false) }
+func StartRedis(tb testing.TB) *Redis { return StartRedisWith(tb, RedisOptions{}) }
 
 // StartPersistentRedis starts a redis-server that writes every command to
 // its append-only file before answering (appendfsync always), so Stop and
 // Start lose nothing it acknowledged: a production Redis for observers.
-func StartPersistentRedis(tb testing.TB) *Redis { return startRedis(tb, true) }
+func StartPersistentRedis(tb testing.TB) *Redis {
+	return StartRedisWith(tb, RedisOptions{Persist: true})
+}
 
-func startRedis(tb testing.TB, persist bool) *Redis {
+// StartRedisWith starts a dedicated redis-server as o describes, stopped
+// when tb ends.
+func StartRedisWith(tb testing.TB, o RedisOptions) *Redis {
 	tb.Helper()
 	SkipShort(tb)
 	dir, err := os.MkdirTemp("", "fraise-redis-")
@@ -38,7 +60,13 @@ func startRedis(tb testing.TB, persist bool) *Redis {
 		tb.Fatal(err)
 	}
 	port := FreePort(tb)
-	r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), port: port, dir: dir, persist: persist}
+	r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), port: port, dir: dir, opts: o}
+	if o.TLS {
+		if r.TLS, err = newServerTLS(filepath.Join(dir, "tls"), "redis", -1, -1); err != nil {
+			os.RemoveAll(dir)
+			tb.Fatal(err)
+		}
+	}
 	if err := r.Start(); err != nil {
 		os.RemoveAll(dir)
 		tb.Fatal(err)
@@ -62,12 +90,21 @@ func (r *Redis) Start() error {
 	if err != nil {
 		return err
 	}
-	aof := []string{"--appendonly", "no"}
-	if r.persist {
-		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	args := []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--dir", r.dir, "--daemonize", "no", "--loglevel", "warning", "--appendonly", "no"}
+	if r.opts.Persist {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
 	}
-	cmd := exec.Command(bin, append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--dir", r.dir, "--daemonize", "no", "--loglevel", "warning"}, aof...)...)
+	if r.TLS != nil {
+		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(r.port),
+			"--tls-cert-file", r.TLS.Cert, "--tls-key-file", r.TLS.Key, "--tls-ca-cert-file", r.TLS.CA,
+			"--tls-auth-clients", "yes")
+	}
+	if r.opts.Password != "" {
+		args = append(args, "--requirepass", r.opts.Password)
+	}
+	// The last of a repeated option wins.
+	cmd := exec.Command(bin, args...)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis-server: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -84,7 +85,38 @@ type Options struct {
 	// Log also receives the stack's log (Envoy's lines, its access log
 	// among them, prefixed "envoy: "), as it is written.
 	Log io.Writer
+	// DataTLS runs the stack on a PostgreSQL and a Redis of its own, each
+	// TLS-only with a CA of its own, wanting a client certificate and a
+	// password: [database.tls] and [redis.tls] name the files, and
+	// database.url and redis.password are file:// references
+	// (Stack.Data names them all).
+	DataTLS bool
+	// AssertionKeys are more public keys the core trusts besides the
+	// development key (core.assertion_keys), as references: a rotation
+	// adds the next key there before extauthz signs with it.
+	AssertionKeys []string
 }
+
+// DataFiles name the files of the data hops' credentials of a stack
+// started with Options.DataTLS, which a test rotates.
+type DataFiles struct {
+	// DatabaseURL holds the app role's URL and password
+	// (database.url = "file://...").
+	DatabaseURL string
+	// DatabaseCert and DatabaseKey are the app role's client certificate.
+	DatabaseCert, DatabaseKey string
+	// RedisPassword holds Redis's password (redis.password).
+	RedisPassword string
+	// RedisCert and RedisKey are the client certificate towards Redis.
+	RedisCert, RedisKey string
+}
+
+// DatabasePassword and RedisPassword are a DataTLS stack's passwords at
+// start.
+const (
+	DatabasePassword = "app-password-1"
+	RedisPassword    = "redis-password-1"
+)
 
 // Stack is a running `fraise dev`. It stops when the test that started it
 // ends.
@@ -112,8 +144,13 @@ type Stack struct {
 	Getenv func(string) string
 	// Redis is the stack's Redis server.
 	Redis *harness.Redis
+	// Postgres is the stack's PostgreSQL server and Database its database.
+	Postgres *harness.Postgres
+	Database string
 	// AdminURL is the stack's database as its owner.
 	AdminURL string
+	// Data names the data hops' credential files (Options.DataTLS).
+	Data DataFiles
 
 	logs *logWriter
 }
@@ -177,9 +214,27 @@ func Start(tb testing.TB) *Stack {
 // Envoy ready).
 func StartWith(tb testing.TB, o Options) *Stack {
 	tb.Helper()
-	pg, db := harness.NewDatabase(tb)
-	rd := harness.StartRedis(tb)
 	dir := tb.TempDir()
+	var (
+		pg        *harness.Postgres
+		db        string
+		rd        *harness.Redis
+		data      DataFiles
+		dataTOML  string
+		dbURL     string
+		redisAddr string
+	)
+	if o.DataTLS {
+		pg = harness.StartPostgresWith(tb, harness.PostgresOptions{TLS: true, Password: true})
+		db = pg.NewDatabase(tb)
+		rd = harness.StartRedisWith(tb, harness.RedisOptions{TLS: true, Password: RedisPassword})
+		data, dataTOML = dataFiles(tb, dir, pg, db, rd)
+		dbURL, redisAddr = "file://"+data.DatabaseURL, "rediss://"+rd.Addr
+	} else {
+		pg, db = harness.NewDatabase(tb)
+		rd = harness.StartRedis(tb)
+		dbURL, redisAddr = pg.URL("fraise_app", db), rd.Addr
+	}
 	getenv := func(k string) string { return o.Env[k] }
 	if o.PerTenant == 0 {
 		o.PerTenant = PerTenantLimit
@@ -196,11 +251,11 @@ url = %q
 admin_url = %q
 [redis]
 addr = %q
-[core]
+%s[core]
 http_addr = "127.0.0.1:0"
 admin_addr = "127.0.0.1:0"
 flight_addr = "127.0.0.1:0"
-assertion_keys = [%q]
+assertion_keys = [%s]
 [authz]
 grpc_addr = "127.0.0.1:0"
 admin_addr = "127.0.0.1:0"
@@ -226,8 +281,9 @@ concurrency = 1
 # CI runs every package at once on two cores: a check must not fail
 # closed on a deadline only a loaded machine misses.
 authz_timeout = "5s"
-`, TLSTOML(certs), pg.URL("fraise_app", db), pg.AdminURL(db), rd.Addr,
-		"file://"+filepath.Join(keys, "assertion.pub"), "file://"+filepath.Join(keys, "assertion.key"),
+`, TLSTOML(certs), dbURL, pg.AdminURL(db), redisAddr, dataTOML,
+		strings.Join(append([]string{strconv.Quote("file://" + filepath.Join(keys, "assertion.pub"))}, quoted(o.AssertionKeys)...), ", "),
+		"file://"+filepath.Join(keys, "assertion.key"),
 		config.DevIssuer, config.DevAudience, filepath.Join(keys, "dev-issuer.jwks"), o.PerTenant) + o.TOML
 	if o.XDS {
 		cfg += "\n[xds]\ngrpc_addr = \"127.0.0.1:0\"\nadmin_addr = \"127.0.0.1:0\"\npoll_interval = \"100ms\"\n"
@@ -267,7 +323,8 @@ authz_timeout = "5s"
 			tb.Errorf("fraise dev did not stop within 30s of cancellation")
 		}
 	})
-	s := &Stack{Dir: dir, ConfigPath: cfgPath, Certs: certs, Getenv: getenv, Redis: rd, AdminURL: pg.AdminURL(db), Stop: cancel, logs: logs}
+	s := &Stack{Dir: dir, ConfigPath: cfgPath, Certs: certs, Getenv: getenv, Redis: rd, Postgres: pg, Database: db,
+		AdminURL: pg.AdminURL(db), Data: data, Stop: cancel, logs: logs}
 	// fraise dev runs in this process but announces readiness only in the
 	// ready file: it is polled, and an early exit ends the wait.
 	deadline := time.Now().Add(60 * time.Second)
@@ -300,6 +357,51 @@ authz_timeout = "5s"
 	s.NoCert = mk(nil)
 	s.AsGateway = mk([]tls.Certificate{s.loadPair(tb, certs.GatewayCert, certs.GatewayKey)})
 	return s
+}
+
+func quoted(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strconv.Quote(s)
+	}
+	return out
+}
+
+// dataFiles writes the credentials of the stack's TLS-only PostgreSQL and
+// Redis under dir: the app role's URL with its password, client
+// certificates of each server's CA, Redis's password. It returns them and
+// the configuration naming them (redis.password, [database.tls],
+// [redis.tls]).
+func dataFiles(tb testing.TB, dir string, pg *harness.Postgres, db string, rd *harness.Redis) (DataFiles, string) {
+	tb.Helper()
+	d := filepath.Join(dir, "data")
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	j := func(n string) string { return filepath.Join(d, n) }
+	f := DataFiles{
+		DatabaseURL: j("database-url"), DatabaseCert: j("database.pem"), DatabaseKey: j("database-key.pem"),
+		RedisPassword: j("redis-password"), RedisCert: j("redis.pem"), RedisKey: j("redis-key.pem"),
+	}
+	pg.TLS.IssueClient(tb, "fraise_app", f.DatabaseCert, f.DatabaseKey)
+	rd.TLS.IssueClient(tb, "fraise", f.RedisCert, f.RedisKey)
+	// No sslmode: [database.tls] makes the connection verify-full.
+	url := fmt.Sprintf("postgres://fraise_app:%s@%s:%d/%s", DatabasePassword, pg.Host, pg.Port, db)
+	for path, content := range map[string]string{f.DatabaseURL: url + "\n", f.RedisPassword: RedisPassword + "\n"} {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return f, fmt.Sprintf(`password = %q
+[redis.tls]
+ca = %q
+cert = %q
+key = %q
+[database.tls]
+ca = %q
+cert = %q
+key = %q
+`, "file://"+f.RedisPassword, rd.TLS.CA, f.RedisCert, f.RedisKey, pg.TLS.CA, f.DatabaseCert, f.DatabaseKey)
 }
 
 // CAPool returns the pool of the development CA, which signed every

@@ -49,6 +49,13 @@ type Server struct {
 	msgs []Message
 	// Reject, when set, refuses RCPT for that address with a 550.
 	reject map[string]bool
+	// logins are the accepted usernames and passwords: Username and
+	// Password, and those Accept added.
+	logins map[[2]string]bool
+	// refused counts AUTH attempts refused.
+	refused int
+	// onRefused is called after each refusal.
+	onRefused func()
 }
 
 // Start starts a server on 127.0.0.1:0, stopped when tb ends.
@@ -56,7 +63,8 @@ func Start(tb testing.TB) *Server {
 	tb.Helper()
 	cert, roots := selfSigned(tb)
 	s := &Server{Username: "fraise", Password: "s3cret", Roots: roots, reject: map[string]bool{},
-		CAPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})}
+		logins: map[[2]string]bool{{"fraise", "s3cret"}: true},
+		CAPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})}
 	srv := gosmtp.NewServer(backend{s})
 	srv.Domain = "localhost"
 	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
@@ -76,6 +84,36 @@ func (s *Server) Reject(addr string) {
 	s.mu.Lock()
 	s.reject[addr] = true
 	s.mu.Unlock()
+}
+
+// Accept makes the server accept username and password too, as a mail
+// provider does while a login is rotated.
+func (s *Server) Accept(username, password string) {
+	s.mu.Lock()
+	s.logins[[2]string{username, password}] = true
+	s.mu.Unlock()
+}
+
+// Revoke makes the server refuse username and password.
+func (s *Server) Revoke(username, password string) {
+	s.mu.Lock()
+	delete(s.logins, [2]string{username, password})
+	s.mu.Unlock()
+}
+
+// OnRefused calls f after each AUTH attempt the server refuses, before
+// the refusal is answered: a test switches logins at that moment.
+func (s *Server) OnRefused(f func()) {
+	s.mu.Lock()
+	s.onRefused = f
+	s.mu.Unlock()
+}
+
+// Refused is how many AUTH attempts the server refused.
+func (s *Server) Refused() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
 }
 
 // Messages returns the accepted messages.
@@ -103,7 +141,17 @@ func (s *session) AuthMechanisms() []string { return []string{sasl.Plain} }
 
 func (s *session) Auth(mech string) (sasl.Server, error) {
 	return sasl.NewPlainServer(func(identity, username, password string) error {
-		if username != s.s.Username || password != s.s.Password {
+		s.s.mu.Lock()
+		ok := s.s.logins[[2]string{username, password}]
+		if !ok {
+			s.s.refused++
+		}
+		hook := s.s.onRefused
+		s.s.mu.Unlock()
+		if !ok && hook != nil {
+			hook()
+		}
+		if !ok {
 			return &gosmtp.SMTPError{Code: 535, EnhancedCode: gosmtp.EnhancedCode{5, 7, 8}, Message: "bad credentials"}
 		}
 		s.user = username

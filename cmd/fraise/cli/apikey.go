@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
-	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/extauthz/apikey"
 )
 
@@ -46,9 +45,9 @@ func runAPIKey(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	url, err := config.Resolve(cfg.Database.AdminURL, env.Getenv)
+	url, err := resolveAdminURL(cfg.Database, env.Getenv)
 	if err != nil {
-		return fmt.Errorf("database.admin_url: %w", err)
+		return err
 	}
 	db, err := postgres.Open(ctx, url, postgres.Options{MaxConns: 1})
 	if err != nil {

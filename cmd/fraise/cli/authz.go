@@ -104,14 +104,15 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		closeAll()
 		return err
 	}
+	// Its certificates and its database's password and TLS files are
+	// re-read every secrets.reload_interval.
+	sec := newSecrets(env.Getenv, log)
 	var jwksTLS *tls.Config
 	if jwksLn != nil {
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.ServerCert, cfg.TLS.ServerKey)
-		if err != nil {
+		if jwksTLS, err = sec.plainServerTLS(cfg.TLS); err != nil {
 			closeAll()
-			return fmt.Errorf("authz.jwks_addr: tls.server_cert/server_key: %w (run `fraise certs`)", err)
+			return fmt.Errorf("authz.jwks_addr: %w", err)
 		}
-		jwksTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	issuers := make([]extauthz.Issuer, len(a.Issuers))
 	for i, is := range a.Issuers {
@@ -137,21 +138,21 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 	}
 	metrics := newAuthzMetrics()
 	o.Observe, o.ObserveReload = metrics.observe, metrics.observeReload
+	if err := metrics.reg.Register(sec.w); err != nil {
+		closeAll()
+		return err
+	}
 	if a.BundleURL != "" {
 		// The embedded policy serves until the first bundle loads; it
 		// denies anything its RBAC does not allow, so this fails safe.
 		o.PolicyFS = policies.FS
 	}
 	if a.DatabaseURL != "" {
-		url, err := config.Resolve(a.DatabaseURL, env.Getenv)
+		db, err := openDatabase(ctx, cfg, sec, "authz.database_url", a.DatabaseURL,
+			postgres.Options{MaxConns: 4, StatementTimeout: 2 * time.Second, Logger: log})
 		if err != nil {
 			closeAll()
-			return fmt.Errorf("authz.database_url: %w", err)
-		}
-		db, err := postgres.Open(ctx, url, postgres.Options{MaxConns: 4, StatementTimeout: 2 * time.Second, Logger: log})
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("authz.database_url: %w", err)
+			return err
 		}
 		defer db.Close()
 		// Open the first connection in the background: a Check that had to
@@ -190,7 +191,7 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 	defer srv.Close()
 	// Envoy alone asks for decisions: plaintext and any certificate but the
 	// gateway's are refused at the handshake.
-	tc, err := pinnedMTLSServerConfig(cfg.TLS, cfg.TLS.GatewaySAN)
+	tc, err := sec.serverTLS(cfg.TLS, false, cfg.TLS.GatewaySAN)
 	if err != nil {
 		closeAll()
 		return err
@@ -206,6 +207,7 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 	gs := srv.NewGRPCServer(extauthz.GRPCOptions{MaxRecvMsgBytes: a.MaxRecvMsgBytes, Reflection: a.Reflection, ServerOptions: grpcOpts})
 
 	g, gctx := errgroup.WithContext(ctx)
+	sec.run(gctx, cfg)
 	health := &httpapi.Health{}
 	logServing(log, "extauthz", "grpc", ln)
 	g.Go(func() error {
@@ -387,6 +389,14 @@ func checkKeyURL(raw string) error {
 // the previous keys. Configured keys extauthz no longer publishes are
 // logged: an operator retires them from core.assertion_keys.
 func followAssertionKeys(ctx context.Context, v *assertion.Verifier, rawURL string, client *http.Client, interval time.Duration, log *slog.Logger) error {
+	pinned := v.Keys()
+	return followAssertionKeysOf(ctx, v, func() map[string]ed25519.PublicKey { return pinned }, rawURL, client, interval, log)
+}
+
+// followAssertionKeysOf is followAssertionKeys with the configured keys
+// given by configured at each fetch, rather than those v trusts at start:
+// the core re-reads core.assertion_keys as their files change.
+func followAssertionKeysOf(ctx context.Context, v *assertion.Verifier, configured func() map[string]ed25519.PublicKey, rawURL string, client *http.Client, interval time.Duration, log *slog.Logger) error {
 	if err := checkKeyURL(rawURL); err != nil {
 		return fmt.Errorf("core.assertion_jwks_url: %w", err)
 	}
@@ -397,7 +407,6 @@ func followAssertionKeys(ctx context.Context, v *assertion.Verifier, rawURL stri
 	if err != nil {
 		return err
 	}
-	pinned := v.Keys()
 	fetchPublished := assertionKeyFetcher(rawURL, client)
 	var mu sync.Mutex
 	var warned string // the configured key ids last reported unpublished
@@ -407,6 +416,7 @@ func followAssertionKeys(ctx context.Context, v *assertion.Verifier, rawURL stri
 			return nil, err
 		}
 		var unpublished []string
+		pinned := configured()
 		keys := make(map[string]ed25519.PublicKey, len(pinned)+len(published))
 		for kid, pub := range published {
 			keys[kid] = pub

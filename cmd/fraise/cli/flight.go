@@ -16,6 +16,7 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/flightsvc"
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/secretfile"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/flight"
@@ -25,18 +26,20 @@ import (
 // newFlightServer wires the Flight service: the catalog of exportable
 // datasets from fraise.toml, bound to the GraphQL schema (a dataset over a
 // GraphQL type exports its fields with their @auth and @mask), the ticket
-// key, and PostgreSQL as the source. Call the returned close, before
-// closing db, once the server has stopped: it ends the snapshots held for
-// parallel exports.
-func newFlightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, schema *graphql.Schema, verifier *assertion.Verifier, reg prometheus.Registerer, tp *sdktrace.TracerProvider) (*grpc.Server, func(), error) {
-	g, exp, err := flightServer(cfg, env, log, db, schema, verifier, reg, tp)
+// key, and PostgreSQL as the source. The ticket key and the port's
+// certificates are read through sec: a new ticket key in its file signs
+// the next ticket, the previous one still redeeming those it signed. Call
+// the returned close, before closing db, once the server has stopped: it
+// ends the snapshots held for parallel exports.
+func newFlightServer(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, schema *graphql.Schema, verifier *assertion.Verifier, reg prometheus.Registerer, tp *sdktrace.TracerProvider) (*grpc.Server, func(), error) {
+	g, exp, err := flightServer(cfg, sec, log, db, schema, verifier, reg, tp)
 	if err != nil {
 		return nil, nil, err
 	}
 	return g, exp.Close, nil
 }
 
-func flightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, schema *graphql.Schema, verifier *assertion.Verifier, reg prometheus.Registerer, tp *sdktrace.TracerProvider) (*grpc.Server, *postgres.Exporter, error) {
+func flightServer(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, schema *graphql.Schema, verifier *assertion.Verifier, reg prometheus.Registerer, tp *sdktrace.TracerProvider) (*grpc.Server, *postgres.Exporter, error) {
 	ds, err := cfg.Flight.FlightDatasets()
 	if err != nil {
 		return nil, nil, err
@@ -46,18 +49,28 @@ func flightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 		return nil, nil, fmt.Errorf("flight.datasets: %w", err)
 	}
 	key := make([]byte, 32)
+	var keyRef *secretfile.Value[string]
 	if cfg.Flight.TicketKey != "" {
-		v, err := config.Resolve(cfg.Flight.TicketKey, env.Getenv)
+		v, err := sec.text("flight.ticket_key", cfg.Flight.TicketKey)
 		if err != nil {
-			return nil, nil, fmt.Errorf("flight.ticket_key: %w", err)
+			return nil, nil, err
 		}
-		key = []byte(v)
+		keyRef, key = v, []byte(v.Get())
 	} else if _, err := rand.Read(key); err != nil {
 		return nil, nil, fmt.Errorf("flight.ticket_key: %w", err)
 	}
 	tickets, err := flight.NewTickets(key, cfg.Flight.TicketTTL.Duration, nil, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("flight.ticket_key: %w", err)
+	}
+	if keyRef != nil {
+		keyRef.OnChange(func(k string) {
+			if err := tickets.Rotate([]byte(k)); err != nil {
+				log.Error("flight.ticket_key changed but not rotated; tickets keep being signed with the previous key", "err", err)
+				return
+			}
+			log.Info("flight ticket key rotated")
+		})
 	}
 	exp := postgres.NewExporter(db, postgres.ExportOptions{
 		StatementTimeout: cfg.Flight.StatementTimeout.Duration, MaxConcurrent: cfg.Flight.MaxExports,
@@ -73,7 +86,7 @@ func flightServer(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 	// the HTTP port's requests do.
 	opts := append(svc.ServerOptions(), grpcTracing(tp)...)
 	if cfg.Core.TLS {
-		tc, err := pinnedMTLSServerConfig(cfg.TLS, cfg.TLS.GatewaySAN)
+		tc, err := sec.serverTLS(cfg.TLS, false, cfg.TLS.GatewaySAN)
 		if err != nil {
 			return nil, nil, err
 		}

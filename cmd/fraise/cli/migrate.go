@@ -26,9 +26,9 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	adminURL, err := config.Resolve(cfg.Database.AdminURL, env.Getenv)
+	adminURL, err := resolveAdminURL(cfg.Database, env.Getenv)
 	if err != nil {
-		return fmt.Errorf("database.admin_url: %w", err)
+		return err
 	}
 	if *createDB {
 		if err := ensureDatabase(ctx, adminURL); err != nil {
@@ -63,6 +63,49 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 	}
 	fmt.Fprintln(env.Stdout, "applied migrations")
 	return nil
+}
+
+// resolveAdminURL returns the URL database.admin_url stands for, with
+// [database.tls] applied as libpq's parameters (sslmode=verify-full,
+// sslrootcert, sslcert, sslkey) unless the URL sets sslmode itself: the
+// schema owner may need a client certificate of its own (with PostgreSQL's
+// cert authentication the certificate names the user). One-shot commands
+// read the files once.
+func resolveAdminURL(db config.Database, getenv func(string) string) (string, error) {
+	raw, err := config.Resolve(db.AdminURL, getenv)
+	if err != nil {
+		return "", fmt.Errorf("database.admin_url: %w", err)
+	}
+	raw = strings.TrimSpace(raw)
+	if !db.TLS.Enabled() {
+		return raw, nil
+	}
+	params := [][2]string{{"sslmode", "verify-full"}, {"sslrootcert", db.TLS.CA}}
+	if db.TLS.Cert != "" {
+		params = append(params, [2]string{"sslcert", db.TLS.Cert}, [2]string{"sslkey", db.TLS.Key})
+	}
+	if strings.HasPrefix(raw, "postgres://") || strings.HasPrefix(raw, "postgresql://") {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return "", fmt.Errorf("database.admin_url: %w", err)
+		}
+		q := u.Query()
+		if q.Has("sslmode") {
+			return raw, nil
+		}
+		for _, p := range params {
+			q.Set(p[0], p[1])
+		}
+		u.RawQuery = q.Encode()
+		return u.String(), nil
+	}
+	if strings.Contains(raw, "sslmode=") {
+		return raw, nil
+	}
+	for _, p := range params {
+		raw += " " + p[0] + "='" + strings.ReplaceAll(p[1], "'", `\'`) + "'"
+	}
+	return raw, nil
 }
 
 // appPassword returns the password database.url gives the app role, so

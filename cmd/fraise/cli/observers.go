@@ -18,6 +18,7 @@ import (
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
 	"github.com/fraise-dev/fraise/adapters/redis"
+	"github.com/fraise-dev/fraise/adapters/secretfile"
 	"github.com/fraise-dev/fraise/adapters/smtp"
 	"github.com/fraise-dev/fraise/adapters/webhook"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
@@ -41,35 +42,40 @@ type observers struct {
 
 // newObservers wires the pipeline from the configuration on db. prot is
 // what the served schema protects: rules that name no columns capture none
-// of it.
-func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection) (*observers, error) {
+// of it. Its secrets (Redis's password and TLS files, the SMTP login, the
+// certificate towards the rate limiter) are read through sec, whose
+// watcher the caller runs: new connections use what the files hold then.
+func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection) (*observers, error) {
 	oc := cfg.Observers
 	policy, err := observe.ParsePolicy(oc.Backpressure)
 	if err != nil {
 		return nil, err
 	}
-	pw, err := config.Resolve(cfg.Redis.Password, env.Getenv)
+	q, err := newQueue(cfg, sec, redis.Options{ReclaimIdle: oc.ReclaimIdle.Duration, PoolSize: oc.Workers + 16})
 	if err != nil {
-		return nil, fmt.Errorf("redis.password: %w", err)
+		return nil, err
 	}
-	o := &observers{}
+	o := &observers{queue: q}
+	o.closers = append(o.closers, func() { o.queue.Close() })
 	o.events = postgres.NewEventLog(db, log)
 	o.closers = append(o.closers, o.events.Close)
-	o.queue = redis.New(redis.Options{Addr: cfg.Redis.Addr, Password: pw, ReclaimIdle: oc.ReclaimIdle.Duration,
-		PoolSize: oc.Workers + 16})
-	o.closers = append(o.closers, func() { o.queue.Close() })
 	notifiers := map[string]core.Notifier{}
 	wh := webhook.New(webhook.Options{AllowPrivate: oc.AllowPrivateTargets, MaxIdlePerHost: oc.Workers})
 	notifiers[core.ActionWebhook], notifiers[core.ActionSlack] = wh, wh
 	if oc.SMTP.Addr != "" {
-		smtpPW, err := config.Resolve(oc.SMTP.Password, env.Getenv)
+		user, err := sec.text("observers.smtp.username", oc.SMTP.Username)
 		if err != nil {
 			o.Close()
-			return nil, fmt.Errorf("observers.smtp.password: %w", err)
+			return nil, err
+		}
+		smtpPW, err := sec.text("observers.smtp.password", oc.SMTP.Password)
+		if err != nil {
+			o.Close()
+			return nil, err
 		}
 		tlsCfg := &tls.Config{}
 		if oc.SMTP.CA != "" {
-			pem, err := readFileRef(oc.SMTP.CA, env.Getenv)
+			pem, err := readFileRef(oc.SMTP.CA, sec.getenv)
 			if err != nil {
 				o.Close()
 				return nil, fmt.Errorf("observers.smtp.ca: %w", err)
@@ -80,12 +86,17 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 				return nil, errors.New("observers.smtp.ca: no certificate in it")
 			}
 		}
-		notifiers[core.ActionEmail] = smtp.New(smtp.Options{Addr: oc.SMTP.Addr, From: oc.SMTP.From, Username: oc.SMTP.Username,
-			Password: smtpPW, TLS: tlsCfg, InsecureNoTLS: oc.SMTP.InsecureNoTLS})
+		notifiers[core.ActionEmail] = smtp.New(smtp.Options{Addr: oc.SMTP.Addr, From: oc.SMTP.From,
+			Credentials: smtpLogin(user, smtpPW), TLS: tlsCfg, InsecureNoTLS: oc.SMTP.InsecureNoTLS})
 	}
 	var limiter core.ActionLimiter
 	if oc.RateLimits {
-		l, err := ratelimit.NewActionLimiter(rateLimitClient(cfg, log))
+		lo, err := rateLimitClient(cfg, sec, log)
+		if err != nil {
+			o.Close()
+			return nil, fmt.Errorf("observers.rate_limits: %w", err)
+		}
+		l, err := ratelimit.NewActionLimiter(lo)
 		if err != nil {
 			o.Close()
 			return nil, fmt.Errorf("observers.rate_limits (tls.ca, tls.core_client_cert, tls.core_client_key): %w", err)
@@ -122,6 +133,42 @@ func newObservers(cfg config.Config, env Env, log *slog.Logger, db *postgres.DB,
 		Consumer: consumer, Logger: log,
 	}
 	return o, nil
+}
+
+// newQueue is the observers' Redis queue with o's settings, reaching Redis
+// as redis.* configures it: its address, its TLS and password read through
+// sec, and the connections' lifetime.
+func newQueue(cfg config.Config, sec *secrets, o redis.Options) (*redis.Queue, error) {
+	addr, useTLS := cfg.Redis.Endpoint()
+	tc, err := sec.dataTLS("redis.tls", cfg.Redis.TLS, useTLS)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := sec.text("redis.password", cfg.Redis.Password)
+	if err != nil {
+		return nil, err
+	}
+	o.Addr, o.TLS, o.PasswordSource, o.ConnMaxLifetime = addr, tc, pw.Get, cfg.Redis.MaxConnLifetime.Duration
+	return redis.New(o), nil
+}
+
+// smtpLogin is the SMTP login from the values of observers.smtp.username
+// and password, with the previous login while they change.
+func smtpLogin(user, pw *secretfile.Value[string]) func() (smtp.Login, smtp.Login) {
+	return func() (smtp.Login, smtp.Login) {
+		cur := smtp.Login{Username: user.Get(), Password: pw.Get()}
+		prev := cur
+		if u, ok := user.Previous(); ok {
+			prev.Username = u
+		}
+		if p, ok := pw.Previous(); ok {
+			prev.Password = p
+		}
+		if prev == cur {
+			return cur, smtp.Login{}
+		}
+		return cur, prev
+	}
 }
 
 // Run runs the dispatcher (when it wins the cursor's lock) and the workers
@@ -229,11 +276,11 @@ func runObservers(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	pw, err := config.Resolve(cfg.Redis.Password, env.Getenv)
+	// One command: the secrets are read once, not watched.
+	q, err := newQueue(cfg, newSecrets(env.Getenv, nil), redis.Options{})
 	if err != nil {
 		return err
 	}
-	q := redis.New(redis.Options{Addr: cfg.Redis.Addr, Password: pw})
 	defer q.Close()
 	if args[1] == "list" {
 		dls, err := q.DeadLetters(ctx, *tenant, *limit)

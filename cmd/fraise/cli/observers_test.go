@@ -183,7 +183,7 @@ func (p *pipeline) start(tb testing.TB, consumer string) (*observers, func()) {
 // startLogging is start with the pipeline's logs going to log.
 func (p *pipeline) startLogging(tb testing.TB, consumer string, log *slog.Logger) (*observers, func()) {
 	tb.Helper()
-	o, err := newObservers(p.cfg, p.env, log, p.db, consumer, p.protection)
+	o, err := newObservers(p.cfg, newSecrets(p.env.Getenv, log), log, p.db, consumer, p.protection)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -690,7 +690,7 @@ func TestObserversBackpressureFailFast(t *testing.T) {
 	rc := mustReceiver(t)
 	p.rule(t, obsTenantA, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
 		"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
-	o, err := newObservers(p.cfg, p.env, testLogger(t), p.db, "w", nil)
+	o, err := newObservers(p.cfg, newSecrets(p.env.Getenv, nil), testLogger(t), p.db, "w", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -84,42 +82,71 @@ func startRateLimit(ctx context.Context, cfg config.Config, env Env, log *slog.L
 // ratelimit.grpc_addr. The port serves mutual TLS only: the server
 // certificate tls.server_cert, client certificates from tls.ca naming
 // tls.gateway_san (Envoy) or tls.core_client_san (the observers' workers).
+//
+// Its certificates, its Redis's TLS files and password (a file://
+// reference) are re-read every secrets.reload_interval: a renewed server
+// certificate is served from the next handshake, and a changed Redis
+// password or certificate moves the limiter to new Redis connections made
+// with it (ratelimit.Service.ReconnectRedis).
+//
 // reg, when set, receives the service's own stats.
 func startRateLimitOn(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln net.Listener, reg prometheus.Registerer) (*ratelimit.Service, error) {
-	pw, err := config.Resolve(cfg.Redis.Password, env.Getenv)
-	if err != nil {
+	log = log.With("component", "ratelimit")
+	sec := newSecrets(env.Getenv, log)
+	fail := func(err error) (*ratelimit.Service, error) {
 		if ln != nil {
 			ln.Close()
 		}
 		return nil, err
 	}
+	tc, err := sec.serverTLS(cfg.TLS, false, cfg.TLS.GatewaySAN, cfg.TLS.CoreClientSAN)
+	if err != nil {
+		return fail(err)
+	}
+	redisAddr, useTLS := cfg.Redis.Endpoint()
+	redisTLS, err := sec.dataTLS("redis.tls", cfg.Redis.TLS, useTLS)
+	if err != nil {
+		return fail(err)
+	}
+	pw, err := sec.text("redis.password", cfg.Redis.Password)
+	if err != nil {
+		return fail(err)
+	}
 	svc, err := ratelimit.Start(ctx, ratelimit.Options{
-		GRPCAddr: cfg.RateLimit.GRPCAddr, Listener: ln,
-		TLS: ratelimit.ServerTLS{CA: cfg.TLS.CA, Cert: cfg.TLS.ServerCert, Key: cfg.TLS.ServerKey,
-			ClientSANs: []string{cfg.TLS.GatewaySAN, cfg.TLS.CoreClientSAN}},
+		GRPCAddr: cfg.RateLimit.GRPCAddr, Listener: ln, TLS: tc,
 		HTTPAddr: cfg.RateLimit.HTTPAddr, DebugAddr: cfg.RateLimit.DebugAddr,
-		RedisAddr: cfg.Redis.Addr, RedisPassword: pw, Domain: cfg.RateLimit.Domain,
+		RedisAddr: redisAddr, RedisTLS: redisTLS, RedisPasswordSource: pw.Get, Domain: cfg.RateLimit.Domain,
 		Tiers: rateLimitTiers(cfg.RateLimit), Actions: rateLimitActions(cfg.RateLimit),
 		LocalCacheBytes: cfg.RateLimit.LocalCacheBytes,
-		Logger:          log.With("component", "ratelimit"),
+		Logger:          log,
 		Metrics:         reg,
 	})
-	if errors.Is(err, ratelimit.ErrTLS) {
-		return nil, fmt.Errorf("tls.ca, tls.server_cert, tls.server_key: %w (run `fraise certs`)", err)
+	if err != nil {
+		return nil, err
 	}
-	return svc, err
+	sec.onChange(func() {
+		if err := svc.ReconnectRedis(); err != nil {
+			log.Warn("redis credentials changed but not accepted yet; the open connections keep serving and the move is retried every second", "err", err)
+			return
+		}
+		log.Info("moved to new redis connections with the changed credentials")
+	}, "redis.")
+	sec.run(ctx, cfg)
+	return svc, nil
 }
 
 // rateLimitClient is how the observers' workers reach the rate limiter:
 // mutual TLS with the core's client certificate, verifying the limiter's
-// against tls.ca for tls.server_name.
-func rateLimitClient(cfg config.Config, log *slog.Logger) ratelimit.ActionLimiterOptions {
+// against tls.ca for tls.server_name, both re-read through sec.
+func rateLimitClient(cfg config.Config, sec *secrets, log *slog.Logger) (ratelimit.ActionLimiterOptions, error) {
+	tc, err := sec.rateLimitClientTLS(cfg.TLS)
+	if err != nil {
+		return ratelimit.ActionLimiterOptions{}, err
+	}
 	return ratelimit.ActionLimiterOptions{
 		Addr: cfg.RateLimit.GRPCAddr, Domain: cfg.RateLimit.Domain, Timeout: cfg.RateLimit.Timeout.Duration,
-		TLS: ratelimit.ClientTLS{CA: cfg.TLS.CA, Cert: cfg.TLS.CoreClientCert, Key: cfg.TLS.CoreClientKey,
-			ServerName: cfg.TLS.ServerName},
-		Logger: log.With("component", "ratelimit-client"),
-	}
+		TLS: tc, Logger: log.With("component", "ratelimit-client"),
+	}, nil
 }
 
 func rateLimit(l config.Limit) ratelimit.Limit {

@@ -5,11 +5,14 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/http"
 	"os"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/secretfile"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/cmd/fraise/gctune"
 	"github.com/fraise-dev/fraise/core"
@@ -94,21 +98,38 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		// Every early return below closes ln; the Flight port goes with it.
 		defer flightLn.Close()
 	}
-	verifier, err := loadVerifier(cfg.Core.AssertionKeys, env.Getenv)
+	// The core's certificates, keys and passwords are re-read every
+	// secrets.reload_interval (sec.run below).
+	sec := newSecrets(env.Getenv, log)
+	configured, err := assertionKeys(sec, cfg.Core.AssertionKeys)
 	if err != nil {
 		ln.Close()
 		return err
 	}
+	verifier := assertion.NewVerifier(configured.keys(), nil)
 	// One replay cache for both listeners, sized for the rate the core is
 	// expected to take: an assertion id is spent once, whichever listener.
 	verifier.SetReplayCache(assertion.NewReplayCache(assertion.ReplayCapacity(cfg.Core.AssertionReplayRate), nil))
-	if cfg.Core.AssertionJWKSURL != "" {
+	following := cfg.Core.AssertionJWKSURL != ""
+	configured.onChange(func() {
+		if following {
+			// Add the new keys now; the next fetch drops those no longer
+			// configured or published.
+			keys := verifier.Keys()
+			maps.Copy(keys, configured.keys())
+			verifier.SetKeys(keys)
+		} else {
+			verifier.SetKeys(configured.keys())
+		}
+		log.Info("assertion keys reloaded", "kids", strings.Join(slices.Sorted(maps.Keys(configured.keys())), ","))
+	})
+	if following {
 		client, err := assertionKeyClient(cfg.TLS.CA)
 		if err != nil {
 			ln.Close()
 			return err
 		}
-		if err := followAssertionKeys(ctx, verifier, cfg.Core.AssertionJWKSURL, client, time.Minute, log); err != nil {
+		if err := followAssertionKeysOf(ctx, verifier, configured.keys, cfg.Core.AssertionJWKSURL, client, time.Minute, log); err != nil {
 			ln.Close()
 			return err
 		}
@@ -139,18 +160,13 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		protection = observerProtection(schema)
 		hooks = observerRuleHooks(observe.NewCompiler(), protection)
 	}
-	dbURL, err := config.Resolve(cfg.Database.URL, env.Getenv)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("database.url: %w", err)
-	}
-	db, err := postgres.Open(ctx, dbURL, postgres.Options{
+	db, err := openDatabase(ctx, cfg, sec, "database.url", cfg.Database.URL, postgres.Options{
 		MaxConns: int32(cfg.Database.MaxConns), StatementTimeout: cfg.Database.StatementTimeout.Duration, Logger: log,
 		GenericPlans: cfg.Database.GenericPlans,
 	})
 	if err != nil {
 		ln.Close()
-		return fmt.Errorf("database.url: %w", err)
+		return err
 	}
 	defer db.Close()
 	if err := schema.Check(ctx, db); err != nil {
@@ -178,6 +194,10 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	})
 	metrics := httpapi.NewMetrics()
 	metrics.Registry.MustRegister(upGauge("fraise_postgres_up", "1 when the core's database answers a ping within a second, at scrape time.", db.Ping))
+	if err := metrics.Registry.Register(sec.w); err != nil {
+		ln.Close()
+		return err
+	}
 	health := &httpapi.Health{Ready: db.Ping}
 	api := httpapi.NewHandler(httpapi.Options{
 		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), MaxBatch: cfg.Core.MaxBatch, Logger: log, Metrics: metrics,
@@ -195,7 +215,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	if cfg.Core.TLS {
 		// Only the gateway reaches the core: an end user's certificate from
 		// the same CA is refused at the handshake.
-		if srv.TLSConfig, err = pinnedMTLSServerConfig(cfg.TLS, cfg.TLS.GatewaySAN); err != nil {
+		if srv.TLSConfig, err = sec.serverTLS(cfg.TLS, true, cfg.TLS.GatewaySAN); err != nil {
 			ln.Close()
 			return err
 		}
@@ -203,13 +223,14 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	var flightSrv *grpc.Server
 	if flightLn != nil {
 		var closeFlight func()
-		if flightSrv, closeFlight, err = newFlightServer(cfg, env, log, db, schema, verifier, metrics.Registry, tp); err != nil {
+		if flightSrv, closeFlight, err = newFlightServer(cfg, sec, log, db, schema, verifier, metrics.Registry, tp); err != nil {
 			ln.Close()
 			return err
 		}
 		defer closeFlight() // before db.Close, deferred earlier
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	sec.run(gctx, cfg)
 	grace := cfg.Core.ShutdownTimeout.Duration
 	drainCtx, drained := context.WithCancel(context.WithoutCancel(gctx))
 	defer drained()
@@ -226,7 +247,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		return nil
 	})
 	if cfg.Observers.Enabled {
-		obs, err := newObservers(cfg, env, log.With("component", "observers"), db, "", protection)
+		obs, err := newObservers(cfg, sec, log.With("component", "observers"), db, "", protection)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("observers: %w", err)
@@ -294,22 +315,62 @@ func newHTTPServer(h http.Handler, t serverTimeouts) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: t.header, ReadTimeout: t.read, IdleTimeout: t.idle}
 }
 
-// loadVerifier trusts the given extauthz public keys, each named by its
-// thumbprint, as the signer names them.
-func loadVerifier(refs []string, getenv func(string) string) (*assertion.Verifier, error) {
-	keys := make(map[string]ed25519.PublicKey, len(refs))
-	for i, ref := range refs {
-		data, err := readFileRef(ref, getenv)
-		if err != nil {
-			return nil, fmt.Errorf("core.assertion_keys[%d]: %w (run `fraise certs`)", i, err)
-		}
-		pub, err := assertion.ParsePublicKeyPEM(data)
-		if err != nil {
-			return nil, fmt.Errorf("core.assertion_keys[%d]: %w", i, err)
-		}
-		keys[assertion.KeyID(pub)] = pub
+// configuredKeys are the assertion keys of core.assertion_keys, each
+// re-read as its file changes (a file:// reference or a path; an env://
+// reference is read at start only). A file that does not hold a key keeps
+// the key it held.
+type configuredKeys []*secretfile.Value[ed25519.PublicKey]
+
+// assertionKeys reads refs (core.assertion_keys) through sec.
+func assertionKeys(sec *secrets, refs []string) (configuredKeys, error) {
+	parse := func(b [][]byte) (ed25519.PublicKey, time.Time, error) {
+		pub, err := assertion.ParsePublicKeyPEM(b[0])
+		return pub, time.Time{}, err
 	}
-	return assertion.NewVerifier(keys, nil), nil
+	var ks configuredKeys
+	for i, ref := range refs {
+		name := fmt.Sprintf("core.assertion_keys[%d]", i)
+		if strings.HasPrefix(ref, "env://") || strings.HasPrefix(ref, "vault://") {
+			data, err := readFileRef(ref, sec.getenv)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			pub, _, err := parse([][]byte{data})
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			ks = append(ks, secretfile.Fixed(name, pub))
+			continue
+		}
+		path, _ := config.FilePath(ref)
+		if path == "" {
+			path = ref
+		}
+		v, err := secretfile.Watch(sec.w, name, []string{path}, parse)
+		if err != nil {
+			return nil, fmt.Errorf("%w (run `fraise certs`)", err)
+		}
+		ks = append(ks, v)
+	}
+	return ks, nil
+}
+
+// keys are the keys as the files hold them now, each named by its
+// thumbprint, as the signer names them.
+func (ks configuredKeys) keys() map[string]ed25519.PublicKey {
+	m := make(map[string]ed25519.PublicKey, len(ks))
+	for _, v := range ks {
+		pub := v.Get()
+		m[assertion.KeyID(pub)] = pub
+	}
+	return m
+}
+
+// onChange calls f after any of the keys changed.
+func (ks configuredKeys) onChange(f func()) {
+	for _, v := range ks {
+		v.OnChange(func(ed25519.PublicKey) { f() })
+	}
 }
 
 // loadTrustedDocuments reads core.trusted_documents, whose hashes are

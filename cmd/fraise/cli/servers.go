@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -11,8 +10,6 @@ import (
 	"net/http"
 	"os"
 	"time"
-
-	"github.com/fraise-dev/fraise/cmd/fraise/config"
 )
 
 // serveHTTP serves srv on ln until ctx ends, then shuts it down gracefully
@@ -56,67 +53,7 @@ func listen(key, addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// mtlsServerConfig returns a TLS config that requires a client certificate
-// signed by the CA in caFile.
-func mtlsServerConfig(t config.TLS) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(t.ServerCert, t.ServerKey)
-	if err != nil {
-		return nil, fmt.Errorf("tls.server_cert/server_key: %w (run `fraise certs`)", err)
-	}
-	pool, err := loadCAPool(t.CA)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    pool,
-		MinVersion:   tls.VersionTLS12,
-	}, nil
-}
-
-// pinnedMTLSServerConfig is mtlsServerConfig that also requires the client
-// certificate to carry one of sans as a DNS or URI SAN: the core's
-// listeners and the sidecars accept the gateway (and, for the rate
-// limiter, the core) but no end user's certificate from the same CA.
-func pinnedMTLSServerConfig(t config.TLS, sans ...string) (*tls.Config, error) {
-	c, err := mtlsServerConfig(t)
-	if err != nil {
-		return nil, err
-	}
-	c.VerifyConnection = requireSAN(sans)
-	return c, nil
-}
-
-// requireSAN returns a tls.Config.VerifyConnection that accepts a verified
-// client certificate only when it names one of sans. It runs after the
-// chain is verified, on resumed sessions too.
-func requireSAN(sans []string) func(tls.ConnectionState) error {
-	want := make(map[string]bool, len(sans))
-	for _, s := range sans {
-		if s != "" {
-			want[s] = true
-		}
-	}
-	return func(cs tls.ConnectionState) error {
-		if len(cs.PeerCertificates) == 0 {
-			return errors.New("tls: no client certificate")
-		}
-		leaf := cs.PeerCertificates[0]
-		for _, n := range leaf.DNSNames {
-			if want[n] {
-				return nil
-			}
-		}
-		for _, u := range leaf.URIs {
-			if want[u.String()] {
-				return nil
-			}
-		}
-		return fmt.Errorf("tls: client certificate %q is not the gateway's", leaf.Subject.CommonName)
-	}
-}
-
+// loadCAPool reads the CA bundle caFile (tls.ca) once.
 func loadCAPool(caFile string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(caFile)
 	if err != nil {

@@ -79,14 +79,18 @@ func newXDSServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*xd
 }
 
 // serveXDS serves srv on ln over mTLS, accepting only the gateway's
-// certificate, until ctx ends. A watchConfig calling publishChange
+// certificate, until ctx ends; the server certificate and CA are re-read
+// every secrets.reload_interval. A watchConfig calling publishChange
 // publishes the snapshots that follow fraise.toml.
 func serveXDS(ctx context.Context, srv *xds.Server, cfg config.Config, ln net.Listener, log *slog.Logger) error {
-	tc, err := pinnedMTLSServerConfig(cfg.TLS, cfg.TLS.GatewaySAN)
+	// Only TLS files here: no reference to read from the environment.
+	sec := newSecrets(func(string) string { return "" }, log)
+	tc, err := sec.serverTLS(cfg.TLS, false, cfg.TLS.GatewaySAN)
 	if err != nil {
 		ln.Close()
 		return err
 	}
+	sec.run(ctx, cfg)
 	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(tc)))
 	srv.Register(gs)
 	// The xDS bootstrap health-checks its xds cluster with grpc.health.v1.

@@ -57,6 +57,55 @@ type Config struct {
 	XDS       XDS       `toml:"xds"`
 	Flight    Flight    `toml:"flight"`
 	Observers Observers `toml:"observers"`
+	Secrets   Secrets   `toml:"secrets"`
+}
+
+// Secrets configures how the secrets and certificates Fraise reads from
+// files follow the files: every TLS certificate, key and CA of [tls],
+// [database.tls] and [redis.tls], and every secret given as a file://
+// reference (database.url and authz.database_url, for their passwords;
+// redis.password; core.assertion_keys; flight.ticket_key;
+// observers.smtp.password).
+type Secrets struct {
+	// ReloadInterval is how often each process reads those files again. A
+	// file that changed is in use from the next connection (or ticket,
+	// or assertion) on; connections already open keep what they were
+	// opened with until they close (database.max_conn_lifetime,
+	// redis.max_conn_lifetime).
+	ReloadInterval Duration `toml:"reload_interval"`
+}
+
+// DataTLS is Fraise's TLS towards a data store (PostgreSQL, Redis): the
+// server verified in full, and a client certificate. Setting CA turns it
+// on; then nothing is sent in plaintext.
+type DataTLS struct {
+	// CA is the PEM bundle of the CAs that may sign the server's
+	// certificate: they alone, never the system's roots.
+	CA string `toml:"ca"`
+	// Cert and Key are the client certificate and key (PEM) presented to
+	// the server; both or neither.
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+	// ServerName is the name the server's certificate must carry; empty
+	// uses the host Fraise connects to.
+	ServerName string `toml:"server_name"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t DataTLS) Enabled() bool {
+	return t.CA != "" || t.Cert != "" || t.Key != "" || t.ServerName != ""
+}
+
+func (t DataTLS) validate(key string, bad func(key, format string, args ...any)) {
+	if !t.Enabled() {
+		return
+	}
+	if t.CA == "" {
+		bad(key+".ca", "required with %s: it is the only root the server is verified against", key)
+	}
+	if (t.Cert == "") != (t.Key == "") {
+		bad(key+".cert", "set cert and key together, or neither")
+	}
 }
 
 // Flight configures the core's Arrow Flight exports (docs/flight.md).
@@ -194,12 +243,46 @@ type Database struct {
 	// GenericPlans makes reads use PostgreSQL's generic plans of their
 	// prepared statements rather than planning every execution anew.
 	GenericPlans bool `toml:"generic_plans"`
+	// TLS makes the app role's connections (database.url and
+	// authz.database_url) TLS only: sslmode=verify-full against TLS.CA,
+	// with the client certificate TLS.Cert, both re-read as they change.
+	// database.admin_url (`fraise migrate`, `fraise apikey`) uses it too
+	// unless the URL sets sslmode itself (with libpq's sslrootcert,
+	// sslcert and sslkey parameters: the schema owner's certificate).
+	TLS DataTLS `toml:"tls"`
+	// MaxConnLifetime closes a connection once it has been open this long
+	// (when next idle): the longest a connection made with a rotated
+	// password or certificate lives on.
+	MaxConnLifetime Duration `toml:"max_conn_lifetime"`
 }
 
 // Redis configures the Redis used by the rate limiter and observers.
 type Redis struct {
-	Addr     string `toml:"addr"`
+	// Addr is host:port, or rediss://host:port for TLS (which [redis.tls]
+	// also turns on).
+	Addr string `toml:"addr"`
+	// Password may be a secret reference; a file:// one is re-read as it
+	// changes, and new connections authenticate with what it holds.
 	Password string `toml:"password"`
+	// TLS makes every connection to Redis TLS only, the server verified
+	// against TLS.CA (the system's roots for rediss:// without it).
+	TLS DataTLS `toml:"tls"`
+	// MaxConnLifetime closes an observer connection once it has been
+	// open this long (when next idle); the rate limiter moves to new
+	// connections as soon as the password or certificate changes.
+	MaxConnLifetime Duration `toml:"max_conn_lifetime"`
+}
+
+// Endpoint returns the host:port of Addr and whether connections use TLS
+// (rediss://, or [redis.tls] set).
+func (r Redis) Endpoint() (addr string, useTLS bool) {
+	switch {
+	case strings.HasPrefix(r.Addr, "rediss://"):
+		return strings.TrimPrefix(r.Addr, "rediss://"), true
+	case strings.HasPrefix(r.Addr, "redis://"):
+		return strings.TrimPrefix(r.Addr, "redis://"), r.TLS.Enabled()
+	}
+	return r.Addr, r.TLS.Enabled()
 }
 
 // Core configures `fraise serve`.
@@ -556,8 +639,9 @@ func Default() Config {
 			MaxConns:         20,
 			StatementTimeout: Duration{5 * time.Second},
 			GenericPlans:     true,
+			MaxConnLifetime:  Duration{30 * time.Minute},
 		},
-		Redis: Redis{Addr: "127.0.0.1:56379"},
+		Redis: Redis{Addr: "127.0.0.1:56379", MaxConnLifetime: Duration{30 * time.Minute}},
 		Core: Core{
 			HTTPAddr: "127.0.0.1:8080", AdminAddr: "127.0.0.1:9080", FlightAddr: "127.0.0.1:8815", TLS: true,
 			AssertionKeys: []string{"file://.dev/keys/assertion.pub"},
@@ -627,6 +711,7 @@ func Default() Config {
 				OpenTimeout: Duration{time.Minute}, SuccessThreshold: 1},
 			SMTP: SMTP{From: "fraise@localhost"},
 		},
+		Secrets: Secrets{ReloadInterval: Duration{time.Second}},
 	}
 }
 
@@ -796,7 +881,22 @@ func (c Config) Validate() error {
 	if c.Database.StatementTimeout.Duration < 0 {
 		bad("database.statement_timeout", "must not be negative")
 	}
-	addr("redis.addr", c.Redis.Addr, false)
+	if c.Database.MaxConnLifetime.Duration <= 0 {
+		bad("database.max_conn_lifetime", "must be positive")
+	}
+	c.Database.TLS.validate("database.tls", bad)
+	redisAddr, _ := c.Redis.Endpoint()
+	addr("redis.addr", redisAddr, false)
+	if strings.HasPrefix(c.Redis.Addr, "redis://") && c.Redis.TLS.Enabled() {
+		bad("redis.addr", "redis:// is plaintext, but [redis.tls] is set: write rediss:// or host:port")
+	}
+	c.Redis.TLS.validate("redis.tls", bad)
+	if c.Redis.MaxConnLifetime.Duration <= 0 {
+		bad("redis.max_conn_lifetime", "must be positive")
+	}
+	if c.Secrets.ReloadInterval.Duration <= 0 {
+		bad("secrets.reload_interval", "must be positive")
+	}
 	addr("core.http_addr", c.Core.HTTPAddr, false)
 	addr("core.admin_addr", c.Core.AdminAddr, true)
 	addr("core.flight_addr", c.Core.FlightAddr, true)

@@ -16,6 +16,11 @@ func IsReference(v string) bool {
 	return false
 }
 
+// FilePath returns the path a file:// reference names (file:///abs or
+// file://relative), and whether v is one: the references Fraise re-reads
+// as they change.
+func FilePath(v string) (string, bool) { return strings.CutPrefix(v, "file://") }
+
 // Resolve returns the value a configuration string stands for: the contents
 // of file:///path (or file://relative/path), the variable of env://NAME, or
 // v itself when it is not a reference. vault:// references need a Vault
@@ -23,7 +28,8 @@ func IsReference(v string) bool {
 func Resolve(v string, getenv func(string) string) (string, error) {
 	switch {
 	case strings.HasPrefix(v, "file://"):
-		b, err := os.ReadFile(strings.TrimPrefix(v, "file://"))
+		path, _ := FilePath(v)
+		b, err := os.ReadFile(path)
 		if err != nil {
 			return "", fmt.Errorf("secret %s: %w", v, err)
 		}
