@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -187,12 +188,14 @@ func runDev(ctx context.Context, env Env, args []string) error {
 			c.Authz.GRPCAddr, c.RateLimit.GRPCAddr, c.XDS.GRPCAddr = cfg.Authz.GRPCAddr, cfg.RateLimit.GRPCAddr, cfg.XDS.GRPCAddr
 		}
 		follow = append(follow, publishChange(gctx, srv, *cfgPath, xlog, keep))
-		g.Go(func() error { return serveXDS(gctx, srv, cfg, xdsLn, xlog) })
+		var xdsReg prometheus.Registerer
 		if xdsAdminLn != nil {
 			reg := newProcessRegistry()
 			reg.MustRegister(srv.Collectors()...)
+			xdsReg = reg
 			g.Go(func() error { return serveAdmin(gctx, "xds", xdsAdminLn, reg, xlog) })
 		}
+		g.Go(func() error { return serveXDS(gctx, srv, cfg, xdsLn, xlog, xdsReg) })
 		bootstrap = res.XDSBootstrap
 	}
 	if *cfgPath != "" {

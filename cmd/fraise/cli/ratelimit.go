@@ -93,6 +93,15 @@ func startRateLimit(ctx context.Context, cfg config.Config, env Env, log *slog.L
 func startRateLimitOn(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln net.Listener, reg prometheus.Registerer) (*ratelimit.Service, error) {
 	log = log.With("component", "ratelimit")
 	sec := newSecrets(env.Getenv, log)
+	if reg != nil {
+		// Its certificates' expiry and its secrets' reloads.
+		if err := reg.Register(sec.w); err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			return nil, err
+		}
+	}
 	fail := func(err error) (*ratelimit.Service, error) {
 		if ln != nil {
 			ln.Close()
