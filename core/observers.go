@@ -14,20 +14,36 @@ const (
 	OpDelete = "DELETE"
 )
 
-// Position is a place in the outbox: events are ordered by the writing
-// transaction's id, then by their sequence within it.
+// Position is a place in the outbox: events are ordered by generation, then
+// by the writing transaction's id, then by their sequence within it.
 type Position struct {
-	XID uint64 `json:"xid"`
-	ID  int64  `json:"id"`
+	// Generation counts the database's incarnations the outbox has seen:
+	// a restore to an earlier point, or a failover that lost transactions,
+	// starts a new one (Reconciler in core/observe), whose events come
+	// after every earlier one's although the database hands out the lost
+	// transactions' ids and sequence numbers again. 0 until then.
+	Generation int    `json:"gen,omitempty"`
+	XID        uint64 `json:"xid"`
+	ID         int64  `json:"id"`
 }
 
 // Less reports whether p comes before q.
 func (p Position) Less(q Position) bool {
+	if p.Generation != q.Generation {
+		return p.Generation < q.Generation
+	}
 	return p.XID < q.XID || p.XID == q.XID && p.ID < q.ID
 }
 
-// String returns "xid-id", the stable name of the event at p.
-func (p Position) String() string { return fmt.Sprintf("%d-%d", p.XID, p.ID) }
+// String returns the stable name of the event at p: "xid-id" in
+// generation 0 (as before generations existed, so jobs queued then keep
+// their idempotency keys), "generation:xid-id" after.
+func (p Position) String() string {
+	if p.Generation == 0 {
+		return fmt.Sprintf("%d-%d", p.XID, p.ID)
+	}
+	return fmt.Sprintf("%d:%d-%d", p.Generation, p.XID, p.ID)
+}
 
 // ChangeEvent is one committed change of one row of an observed table.
 type ChangeEvent struct {
@@ -44,6 +60,10 @@ type ChangeEvent struct {
 	// inserts and deletes).
 	Changed []string  `json:"changed"`
 	TxTime  time.Time `json:"tx_time"`
+	// TraceParent is the W3C traceparent of the request whose transaction
+	// made the change ("" when it was not traced). It is not part of the
+	// event receivers see: the jobs the event causes carry it.
+	TraceParent string `json:"-"`
 }
 
 // Action kinds.
@@ -97,6 +117,10 @@ type Job struct {
 	Attempt    int       `json:"attempt"`
 	EnqueuedAt time.Time `json:"enqueued_at"`
 	LastError  string    `json:"last_error,omitempty"`
+	// TraceParent is the W3C traceparent of the request that committed
+	// the event ("" when it was not traced): each run of the job continues
+	// that trace, and so does the request a webhook target receives.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // Delivery is a job a queue handed to a worker; Receipt identifies it to
@@ -121,6 +145,54 @@ type EventLog interface {
 	// Wait blocks until new events may be available, d passes or ctx ends;
 	// it returns ctx's error only.
 	Wait(ctx context.Context, d time.Duration) error
+}
+
+// Generation describes the outbox's current generation (Position).
+type Generation struct {
+	// Number is the current generation; Previous the one before it (-1
+	// when there is none).
+	Number, Previous int
+	// Current reports whether the database is still the incarnation the
+	// generation was started on: false after a restore or a failover.
+	Current bool
+	// Reconciled reports whether the queue was reconciled with it.
+	Reconciled bool
+	// SystemID and Timeline identify the database's incarnation now.
+	SystemID string
+	Timeline int
+}
+
+// OutboxHistory is what reconciling the observers' queue with a restored
+// database needs of the outbox.
+type OutboxHistory interface {
+	// Generation returns the outbox's current generation. Failures are
+	// *Error with CodeUnavailable when the database cannot be reached.
+	Generation(ctx context.Context) (Generation, error)
+	// StartGeneration starts a new generation numbered above the current
+	// one and above atLeast, unless the current one was started on the
+	// database's present incarnation, and returns the current generation
+	// either way. Events of the new generation come after every earlier
+	// event, whatever transaction ids and sequence numbers they reuse.
+	StartGeneration(ctx context.Context, atLeast int) (Generation, error)
+	// Survived reports, for each event, whether its change is part of the
+	// database's history (false for a change a restore lost).
+	Survived(ctx context.Context, events []ChangeEvent) ([]bool, error)
+	// Reconciled records generation n reconciled with the queue.
+	Reconciled(ctx context.Context, n int) error
+}
+
+// QueueHistory is what reconciling the observers' queue with a restored
+// database needs of the queue.
+type QueueHistory interface {
+	// MaxGeneration returns the highest outbox generation of an event
+	// whose jobs the queue took.
+	MaxGeneration(ctx context.Context) (int, error)
+	// Sweep offers every job the queue holds (waiting, running, due later
+	// or dead-lettered) to keep, in batches, and moves each one keep
+	// refuses out of reach of the workers and of replay, recording it with
+	// reason. It returns how many jobs it kept and how many it moved; it
+	// may be run again after a failure.
+	Sweep(ctx context.Context, keep func(ctx context.Context, jobs []Job) ([]bool, error), reason string) (kept, moved int, err error)
 }
 
 // RuleStore reads the rules dispatchers match events against.

@@ -136,8 +136,8 @@ func (l *EventLog) Wait(ctx context.Context, d time.Duration) error {
 // Read implements core.EventLog.
 func (l *EventLog) Read(ctx context.Context, after core.Position, limit int) ([]core.ChangeEvent, error) {
 	const op = "postgres.EventLog.Read"
-	rows, err := l.db.pool.Query(ctx, `select xid::text, id, tenant_id::text, table_name, op, key, before, after, changed, tx_time
-		from fraise.observer_read($1::text::xid8, $2, $3)`, strconv.FormatUint(after.XID, 10), after.ID, limit)
+	rows, err := l.db.pool.Query(ctx, `select generation, xid::text, id, tenant_id::text, table_name, op, key, before, after, changed, tx_time,
+		coalesce(traceparent, '') from fraise.observer_read($1, $2::text::xid8, $3, $4)`, after.Generation, strconv.FormatUint(after.XID, 10), after.ID, limit)
 	if err != nil {
 		return nil, mapError(op, err)
 	}
@@ -152,7 +152,7 @@ func (l *EventLog) Read(ctx context.Context, after core.Position, limit int) ([]
 			txTime     time.Time
 			table, opn string
 		)
-		if err := rows.Scan(&xid, &e.Pos.ID, &e.Tenant, &table, &opn, &key, &b, &a, &changed, &txTime); err != nil {
+		if err := rows.Scan(&e.Pos.Generation, &xid, &e.Pos.ID, &e.Tenant, &table, &opn, &key, &b, &a, &changed, &txTime, &e.TraceParent); err != nil {
 			return nil, mapError(op, err)
 		}
 		if e.Pos.XID, err = strconv.ParseUint(xid, 10, 64); err != nil {
@@ -184,7 +184,8 @@ func (l *EventLog) Cursor(ctx context.Context, name string) (core.Position, erro
 		xid string
 		n   int64
 	)
-	err := l.db.pool.QueryRow(ctx, "select xid::text, id, pending from fraise.observer_position($1)", name).Scan(&xid, &p.ID, &n)
+	err := l.db.pool.QueryRow(ctx, "select generation, xid::text, id, pending from fraise.observer_position($1)", name).
+		Scan(&p.Generation, &xid, &p.ID, &n)
 	if err != nil {
 		return p, mapError("postgres.EventLog.Cursor", err)
 	}
@@ -225,8 +226,8 @@ func (l *EventLog) Advance(ctx context.Context, name string, pos core.Position) 
 		l.prunedAt = time.Now()
 	}
 	l.mu.Unlock()
-	_, err := l.db.pool.Exec(ctx, "select fraise.observer_advance($1, $2::text::xid8, $3, $4)",
-		name, strconv.FormatUint(pos.XID, 10), pos.ID, prune)
+	_, err := l.db.pool.Exec(ctx, "select fraise.observer_advance($1, $2, $3::text::xid8, $4, $5)",
+		name, pos.Generation, strconv.FormatUint(pos.XID, 10), pos.ID, prune)
 	if err != nil {
 		return mapError("postgres.EventLog.Advance", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fraise-dev/fraise/core"
 )
@@ -36,6 +37,11 @@ type Options struct {
 	// on the benchmark's read, for the same plan.
 	GenericPlans bool
 	Logger       *slog.Logger
+	// TracerProvider, when set, makes a client span of each statement run
+	// within a span (none for statements outside any trace), and has each
+	// writing transaction record its trace context for the observer jobs
+	// its changes cause.
+	TracerProvider trace.TracerProvider
 
 	// TLS, when set, returns the TLS configuration of each new
 	// connection, asked anew each time so that renewed certificates and
@@ -105,6 +111,9 @@ func Open(ctx context.Context, url string, o Options) (*DB, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.TracerProvider != nil {
+		cfg.ConnConfig.Tracer = newTracer(o.TracerProvider, cfg.ConnConfig)
 	}
 	db := &DB{timeout: o.StatementTimeout, readSetup: readSetup(o.StatementTimeout > 0, o.GenericPlans), log: o.Logger}
 	if o.TLS != nil {
@@ -254,6 +263,10 @@ func (db *DB) InTenant(ctx context.Context, tenant string, fn func(ctx context.C
 	if !isUUID(tenant) {
 		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
 	}
+	// The trace context of the request, recorded with the transaction's
+	// outbox events (migration 0012): the observer jobs they cause continue
+	// the trace.
+	tp := traceparent(ctx)
 	tx, err := db.begin(ctx, pgx.TxOptions{})
 	if err != nil {
 		return mapError(op, err)
@@ -265,13 +278,8 @@ func (db *DB) InTenant(ctx context.Context, tenant string, fn func(ctx context.C
 	}()
 	// Transaction-local (is_local = true): the setting cannot leak to the
 	// next request that borrows this pooled connection.
-	// The tenant and the timeout in one statement: one round trip less.
-	if db.timeout > 0 {
-		ms := strconv.FormatInt(db.timeout.Milliseconds(), 10)
-		_, err = tx.Exec(ctx, "select set_config('fraise.tenant', $1, true), set_config('statement_timeout', $2, true)", tenant, ms)
-	} else {
-		_, err = tx.Exec(ctx, "select set_config('fraise.tenant', $1, true)", tenant)
-	}
+	// The settings in one statement: one round trip less.
+	_, err = tx.Exec(ctx, txSetup(db.timeout > 0, tp != ""), txArgs(tenant, db.timeout, tp)...)
 	if err != nil {
 		return mapError(op, err)
 	}
@@ -282,6 +290,33 @@ func (db *DB) InTenant(ctx context.Context, tenant string, fn func(ctx context.C
 		return mapError(op, err)
 	}
 	return nil
+}
+
+// txSetup is InTenant's first statement: the tenant, and the statement
+// timeout and trace context when there are.
+func txSetup(timeout, traced bool) string {
+	s := "select set_config('fraise.tenant', $1, true)"
+	n := 1
+	if timeout {
+		n++
+		s += ", set_config('statement_timeout', $" + strconv.Itoa(n) + ", true)"
+	}
+	if traced {
+		n++
+		s += ", set_config('fraise.traceparent', $" + strconv.Itoa(n) + ", true)"
+	}
+	return s
+}
+
+func txArgs(tenant string, timeout time.Duration, traceparent string) []any {
+	args := []any{tenant}
+	if timeout > 0 {
+		args = append(args, strconv.FormatInt(timeout.Milliseconds(), 10))
+	}
+	if traceparent != "" {
+		args = append(args, traceparent)
+	}
+	return args
 }
 
 type querier struct{ tx pgx.Tx }

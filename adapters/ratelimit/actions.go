@@ -9,6 +9,9 @@ import (
 
 	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/fraise-dev/fraise/core"
@@ -40,6 +43,10 @@ type ActionLimiterOptions struct {
 	// next connection on. Required.
 	TLS    func() *tls.Config
 	Logger *slog.Logger
+	// TracerProvider, when set, makes a client span of each decision
+	// asked within a span (a traced observer job's) and sends its trace
+	// context, which the service's server span continues.
+	TracerProvider trace.TracerProvider
 }
 
 // NewActionLimiter connects (lazily) to the service over mutual TLS.
@@ -47,7 +54,12 @@ func NewActionLimiter(o ActionLimiterOptions) (*ActionLimiter, error) {
 	if o.TLS == nil {
 		return nil, fmt.Errorf("%w: the action limiter needs a client certificate", ErrTLS)
 	}
-	conn, err := grpc.NewClient(o.Addr, grpc.WithTransportCredentials(clientCreds{o.TLS}))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(clientCreds{o.TLS})}
+	if o.TracerProvider != nil {
+		opts = append(opts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(o.TracerProvider),
+			otelgrpc.WithPropagators(propagation.TraceContext{}))))
+	}
+	conn, err := grpc.NewClient(o.Addr, opts...)
 	if err != nil {
 		return nil, err
 	}

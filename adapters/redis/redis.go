@@ -18,12 +18,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fraise-dev/fraise/core"
 )
@@ -47,7 +49,7 @@ func enqueuedKey(tenant string) string { return "fraise:{" + tenant + "}:observe
 // an attempt whose answer was lost, and a job added twice is an email or a
 // Slack message sent twice. ARGV is position, job, position, job, ...;
 // a job with position "" (not from the outbox) is always added. Positions
-// are fixed-width decimal, so they compare as strings.
+// are fixed-width decimal, so they compare as strings (positionArg).
 var enqueueScript = goredis.NewScript(`
 local last = redis.call('GET', KEYS[2])
 local top = last
@@ -65,11 +67,30 @@ return added
 `)
 
 // positionArg is the script's form of an outbox position; "" for none.
+// Generation 0's form is the one markers had before generations; a later
+// generation's starts with "g", which sorts after every digit, so it comes
+// after every position of generation 0, and generations compare by their
+// fixed-width number.
 func positionArg(p core.Position) string {
 	if p == (core.Position{}) {
 		return ""
 	}
-	return fmt.Sprintf("%020d:%020d", p.XID, p.ID)
+	if p.Generation == 0 {
+		return fmt.Sprintf("%020d:%020d", p.XID, p.ID)
+	}
+	return fmt.Sprintf("g%010d:%020d:%020d", p.Generation, p.XID, p.ID)
+}
+
+// generationOfArg is the generation of a position in positionArg's form.
+func generationOfArg(s string) int {
+	if !strings.HasPrefix(s, "g") || len(s) < 11 {
+		return 0
+	}
+	g, err := strconv.Atoi(s[1:11])
+	if err != nil {
+		return 0
+	}
+	return g
 }
 
 // Options configures a Queue.
@@ -85,6 +106,10 @@ type Options struct {
 	// PoolSize is the most connections (64 when zero); give each worker
 	// slot one, or acknowledgements queue for connections.
 	PoolSize int
+	// TracerProvider, when set, makes a client span of each command run
+	// within a span and a producer span of each traced job enqueued
+	// (SpanSend), which the job then carries to its worker.
+	TracerProvider trace.TracerProvider
 
 	// TLS, when set, returns the TLS configuration of each new connection
 	// (rediss), asked anew each time so that renewed certificates and CAs
@@ -106,6 +131,7 @@ type Options struct {
 type Queue struct {
 	c           *goredis.Client
 	reclaimIdle time.Duration
+	tracer      *tracer // nil: no tracing
 
 	acks    chan ackReq
 	stop    chan struct{}
@@ -151,6 +177,10 @@ func New(o Options) *Queue {
 	c := goredis.NewClient(opts)
 	q := &Queue{c: c, reclaimIdle: o.ReclaimIdle, reclaimedAt: map[string]time.Time{},
 		acks: make(chan ackReq, 1024), stop: make(chan struct{}), ackDone: make(chan struct{})}
+	if o.TracerProvider != nil {
+		q.tracer = newTracer(o.TracerProvider, o.Addr)
+		c.AddHook(q.tracer)
+	}
 	go q.ackLoop()
 	return q
 }
@@ -206,10 +236,17 @@ func isBusyGroup(err error) bool { return err != nil && strings.HasPrefix(err.Er
 func isNoGroup(err error) bool   { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
 
 // Enqueue implements core.JobQueue: one pipeline for the whole batch.
-func (q *Queue) Enqueue(ctx context.Context, jobs []core.Job) error {
+func (q *Queue) Enqueue(ctx context.Context, jobs []core.Job) (err error) {
 	const op = "redis.Enqueue"
 	if len(jobs) == 0 {
 		return nil
+	}
+	if q.tracer != nil {
+		// The caller's jobs keep the request's trace context: a batch that
+		// fails is enqueued again, in new send spans.
+		jobs = slices.Clone(jobs)
+		end := q.tracer.send(jobs)
+		defer func() { end(err) }()
 	}
 	var order []string
 	args := map[string][]any{}
@@ -480,7 +517,12 @@ type ackReq struct {
 // Ack implements core.JobQueue. Concurrent acknowledgements travel together
 // in one transaction: one round trip per job would bound a worker pool's
 // throughput by Redis's latency.
-func (q *Queue) Ack(ctx context.Context, d core.Delivery) error {
+func (q *Queue) Ack(ctx context.Context, d core.Delivery) (err error) {
+	if q.tracer != nil {
+		var span trace.Span
+		ctx, span = q.tracer.start(ctx, SpanAck)
+		defer func() { endSpan(span, err) }()
+	}
 	r := ackReq{tenant: d.Job.Tenant, id: d.Receipt, done: make(chan error, 1)}
 	select {
 	case q.acks <- r:

@@ -18,6 +18,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/fraise-dev/fraise/core"
 )
 
@@ -45,13 +49,22 @@ type Options struct {
 	// LocalName is the name sent in EHLO ("localhost" when empty).
 	LocalName string
 	Now       func() time.Time
+	// TracerProvider, when set, makes a client span of each email sent
+	// within a span (SpanSend), its child.
+	TracerProvider trace.TracerProvider
 }
+
+// SpanSend names the client span of one email's submission.
+const SpanSend = "smtp send"
 
 // Login is a username and password to authenticate with.
 type Login struct{ Username, Password string }
 
 // Notifier sends emails.
-type Notifier struct{ o Options }
+type Notifier struct {
+	o      Options
+	tracer trace.Tracer // nil: no spans
+}
 
 var _ core.Notifier = (*Notifier)(nil)
 
@@ -63,12 +76,16 @@ func New(o Options) *Notifier {
 	if o.LocalName == "" {
 		o.LocalName = "localhost"
 	}
-	return &Notifier{o: o}
+	n := &Notifier{o: o}
+	if o.TracerProvider != nil {
+		n.tracer = o.TracerProvider.Tracer("github.com/fraise-dev/fraise/adapters/smtp")
+	}
+	return n
 }
 
 // Notify implements core.Notifier: 5xx replies are permanent, 4xx replies
 // and connection failures transient.
-func (n *Notifier) Notify(ctx context.Context, m core.Message) error {
+func (n *Notifier) Notify(ctx context.Context, m core.Message) (err error) {
 	from, err := mail.ParseAddress(n.o.From)
 	if err != nil {
 		return &core.DeliveryError{Permanent: true, Err: fmt.Errorf("smtp: from: %w", err)}
@@ -85,6 +102,22 @@ func (n *Notifier) Notify(ctx context.Context, m core.Message) error {
 		return &core.DeliveryError{Permanent: true, Err: errors.New("smtp: no recipients")}
 	}
 	msg := n.compose(from, to, m)
+	if n.tracer != nil && trace.SpanContextFromContext(ctx).IsValid() {
+		// One span for the submission, its retries with another login
+		// included. The recipients are personal data: the span counts them.
+		host, port, _ := net.SplitHostPort(n.o.Addr)
+		var span trace.Span
+		ctx, span = n.tracer.Start(ctx, SpanSend, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+			attribute.String("server.address", host), attribute.String("server.port", port),
+			attribute.Int("fraise.email.recipients", len(to))))
+		defer func() {
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
+		}()
+	}
 	cur, prev := Login{n.o.Username, n.o.Password}, Login{}
 	if n.o.Credentials != nil {
 		cur, prev = n.o.Credentials()

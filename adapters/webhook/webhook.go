@@ -22,6 +22,9 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/fraise-dev/fraise/core"
 )
 
@@ -44,6 +47,12 @@ type Options struct {
 	// Now is the clock for signatures (time.Now when nil).
 	Now       func() time.Time
 	UserAgent string
+	// TracerProvider, when set, makes a client span of each delivery (its
+	// name the method, POST), a child of the span in Notify's context.
+	// Whether or not it is set, a delivery made within a span carries the
+	// W3C traceparent (and tracestate) of it, so a target that traces
+	// continues the trace.
+	TracerProvider trace.TracerProvider
 }
 
 // Notifier posts messages to their URL.
@@ -51,6 +60,7 @@ type Notifier struct {
 	client *http.Client
 	now    func() time.Time
 	ua     string
+	tracer trace.Tracer // nil: no spans
 }
 
 var _ core.Notifier = (*Notifier)(nil)
@@ -89,13 +99,17 @@ func New(o Options) *Notifier {
 		Proxy: nil, DialContext: dialer.DialContext, MaxIdleConns: 1024, MaxIdleConnsPerHost: o.MaxIdlePerHost,
 		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 5 * time.Second, ForceAttemptHTTP2: true,
 	}
-	return &Notifier{
+	n := &Notifier{
 		client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
 			// A redirect could lead anywhere, internal addresses included.
 			return http.ErrUseLastResponse
 		}},
 		now: o.Now, ua: o.UserAgent,
 	}
+	if o.TracerProvider != nil {
+		n.tracer = o.TracerProvider.Tracer("github.com/fraise-dev/fraise/adapters/webhook")
+	}
+	return n
 }
 
 // Sign returns the signature header value of body sent at timestamp ts.
@@ -127,8 +141,14 @@ func Verify(secret, ts, sig string, body []byte, now time.Time, tolerance time.D
 // Notify implements core.Notifier. A 2xx answer is success; 408, 429 and
 // 5xx are transient (with the Retry-After the target sent); any other
 // answer is permanent; transport errors are transient.
-func (n *Notifier) Notify(ctx context.Context, m core.Message) error {
+func (n *Notifier) Notify(ctx context.Context, m core.Message) (err error) {
 	target := core.RedactActionURL(m.Kind, m.URL)
+	var status int
+	if n.tracer != nil && trace.SpanContextFromContext(ctx).IsValid() {
+		var span trace.Span
+		ctx, span = n.startSpan(ctx, m, target)
+		defer func() { endSpan(span, status, err) }()
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.URL, bytes.NewReader(m.Body))
 	if err != nil {
 		return &core.DeliveryError{Permanent: true, Err: redactURLError(err, target)}
@@ -141,6 +161,8 @@ func (n *Notifier) Notify(ctx context.Context, m core.Message) error {
 		req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
 		req.Header.Set(HeaderSignature, Sign(m.Secret, ts, m.Body))
 	}
+	// Outside the signature: the trace context says nothing about the event.
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := n.client.Do(req)
 	if err != nil {
 		// An internal target stays internal: retrying it only trips the
@@ -148,6 +170,7 @@ func (n *Notifier) Notify(ctx context.Context, m core.Message) error {
 		return &core.DeliveryError{Permanent: errors.Is(err, ErrInternalAddress), Err: redactURLError(err, target)}
 	}
 	defer resp.Body.Close()
+	status = resp.StatusCode
 	// Read a little of the body: it says why, and draining lets the
 	// connection be reused.
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))

@@ -38,6 +38,11 @@ type Dispatcher struct {
 	Logger       *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Reconciler, when set, is run each time the dispatcher starts to
+	// lead, before it reads the cursor: a database restored or failed over
+	// under a running system is reconciled with the queue before its first
+	// event is dispatched (nil: never).
+	Reconciler *Reconciler
 
 	rules     atomic.Pointer[RuleSet]
 	degraded  atomic.Bool
@@ -163,6 +168,16 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 	}
 	go d.keepRules(ctx, log, changed)
+	for d.Reconciler != nil {
+		_, err := d.Reconciler.Reconcile(ctx)
+		if err == nil {
+			break
+		}
+		log.Warn("reconciling the observer queue with the outbox", "err", err)
+		if err := sleep(ctx, time.Second); err != nil {
+			return err
+		}
+	}
 	var pos core.Position
 	for {
 		p, err := d.Events.Cursor(ctx, d.Name)

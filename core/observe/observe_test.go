@@ -261,3 +261,39 @@ func TestValidateAndTestRule(t *testing.T) {
 		t.Fatalf("got %v, want INVALID", err)
 	}
 }
+
+// TestJobsCarryTheirEventsTrace: every job of an event carries the trace
+// context its change was committed in, and the webhook payload, which
+// receivers see, does not.
+func TestJobsCarryTheirEventsTrace(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	c := observe.NewCompiler()
+	rules := []core.Rule{{ID: "r1", Tenant: "t1", Name: "a", Table: "public.orders", Actions: []core.Action{
+		{Kind: core.ActionWebhook, URL: "http://a"}, {Kind: core.ActionSlack, URL: "http://b"},
+	}}}
+	set, err := observe.NewRuleSet(c, rules, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := event("INSERT", "", `{"total":1}`)
+	e.TraceParent = tp
+	jobs, err := set.Match(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != 2 {
+		t.Fatalf("got %d jobs, want 2", len(jobs))
+	}
+	for _, j := range jobs {
+		if j.TraceParent != tp {
+			t.Errorf("job %s: got traceparent %q, want %q", j.Action.Kind, j.TraceParent, tp)
+		}
+	}
+	m, err := observe.BuildMessage(jobs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(m.Body), "4bf92f3577b34da6a3ce929d0e0e4736") {
+		t.Errorf("got webhook body %s, want no trace context in it", m.Body)
+	}
+}

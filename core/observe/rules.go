@@ -200,7 +200,7 @@ func (s *RuleSet) Match(e core.ChangeEvent) ([]core.Job, error) {
 		for i, a := range cr.rule.Actions {
 			jobs = append(jobs, core.Job{
 				ID: JobID(e, cr.rule.ID, i), Tenant: e.Tenant, RuleID: cr.rule.ID, RuleName: cr.rule.Name,
-				Action: a, Event: ev,
+				Action: a, Event: ev, TraceParent: e.TraceParent,
 			})
 		}
 	}

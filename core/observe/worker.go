@@ -47,7 +47,15 @@ type Worker struct {
 	// Consumer names this worker to the queue; unique per worker.
 	Consumer string
 	// Block is how long a fetch waits for jobs (1 s when zero).
-	Block  time.Duration
+	Block time.Duration
+	// Trace, when set, runs each delivery within a span that continues the
+	// trace its job carries (core.Job.TraceParent): the limiter's, the
+	// notifier's and the queue's calls for the job join the trace of the
+	// request that committed its event, and so do its log lines. It
+	// returns the context carrying the span and the function that ends it
+	// with the run's outcome (one of the Outcome constants) and, when the
+	// run failed, why.
+	Trace  func(ctx context.Context, job core.Job) (context.Context, func(outcome string, err error))
 	Logger *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
@@ -57,6 +65,18 @@ type Worker struct {
 	freed    chan struct{} // a job finished
 	stats    Stats
 }
+
+// The outcomes of one run of a job, as Worker.Trace's end function
+// receives them.
+const (
+	OutcomeDelivered    = "delivered"
+	OutcomeRetried      = "retried"
+	OutcomeDeferred     = "deferred"
+	OutcomeDeadLettered = "dead_lettered"
+	// OutcomeStopped is a run cut short by the worker stopping: the job
+	// stays pending and another worker reclaims it.
+	OutcomeStopped = "stopped"
+)
 
 // Stats counts a worker's outcomes.
 type Stats struct {
@@ -250,6 +270,17 @@ func (w *Worker) Process(ctx context.Context, d core.Delivery) {
 }
 
 func (w *Worker) process(ctx context.Context, log *slog.Logger, d core.Delivery) {
+	if w.Trace == nil {
+		w.run(ctx, log, d)
+		return
+	}
+	ctx, end := w.Trace(ctx, d.Job)
+	end(w.run(ctx, log, d))
+}
+
+// run is process without the span: it returns the outcome and, for a run
+// that failed, why.
+func (w *Worker) run(ctx context.Context, log *slog.Logger, d core.Delivery) (string, error) {
 	job := d.Job
 	log = log.With("tenant", job.Tenant, "job", job.ID, "kind", job.Action.Kind, "attempt", job.Attempt+1)
 	if job.Action.URL != "" {
@@ -259,43 +290,39 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, d core.Delivery)
 	// Outcomes are recorded even as ctx ends, so a finished job is not run
 	// again; a job cut short (ctx ended mid-delivery) is left pending.
 	rctx := context.WithoutCancel(ctx)
-	defer_ := func(wait time.Duration, why string) {
+	defer_ := func(wait time.Duration, why string) (string, error) {
 		if age := w.Now().Sub(job.EnqueuedAt); w.MaxAge > 0 && !job.EnqueuedAt.IsZero() && age > w.MaxAge {
-			w.deadLetter(rctx, log, d, job, fmt.Sprintf("%s, %s after it was enqueued (observers.max_job_age %s)", why, age.Round(time.Second), w.MaxAge))
-			return
+			return w.deadLetter(rctx, log, d, job, fmt.Sprintf("%s, %s after it was enqueued (observers.max_job_age %s)", why, age.Round(time.Second), w.MaxAge))
 		}
 		w.stats.Deferred.Add(1)
 		// Spread: jobs deferred together (a breaker opening on a whole
 		// backlog) would otherwise all come back at the same instant.
 		wait += rand.N(wait/2 + 1)
 		if err := w.Queue.Retry(rctx, d, job, w.Now().Add(wait)); err != nil {
-			log.Warn("deferring an observer job", "err", err, "why", why)
+			log.WarnContext(rctx, "deferring an observer job", "err", err, "why", why)
 		}
+		return OutcomeDeferred, errors.New(why)
 	}
 	notifier, ok := w.Notifiers[job.Action.Kind]
 	if !ok {
-		w.deadLetter(rctx, log, d, job, "no notifier for action kind "+job.Action.Kind)
-		return
+		return w.deadLetter(rctx, log, d, job, "no notifier for action kind "+job.Action.Kind)
 	}
 	if w.Limiter != nil {
 		allowed, wait, err := w.Limiter.Allow(ctx, job.Tenant, job.Action.Kind)
 		if err != nil {
-			log.Debug("action rate limiter unavailable; allowing", "err", err)
+			log.DebugContext(ctx, "action rate limiter unavailable; allowing", "err", err)
 		} else if !allowed {
-			defer_(max(wait, 100*time.Millisecond), "rate limited")
-			return
+			return defer_(max(wait, 100*time.Millisecond), "rate limited")
 		}
 	}
 	br := w.Breakers.Get(job.Tenant, job.Action.Kind, target(job.Action))
 	if ok, wait := br.Allow(); !ok {
-		defer_(max(wait, 10*time.Millisecond), "circuit open")
-		return
+		return defer_(max(wait, 10*time.Millisecond), "circuit open")
 	}
 	msg, err := BuildMessage(job)
 	if err != nil {
 		br.Release() // the target was never called
-		w.deadLetter(rctx, log, d, job, "render: "+core.ErrorMessage(err))
-		return
+		return w.deadLetter(rctx, log, d, job, "render: "+core.ErrorMessage(err))
 	}
 	timeout := w.Timeouts[job.Action.Kind]
 	if timeout <= 0 {
@@ -305,19 +332,19 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, d core.Delivery)
 	err = notifier.Notify(nctx, msg)
 	cancel()
 	if err != nil && ctx.Err() != nil {
-		return // stopped mid-delivery: another worker reclaims the job
+		return OutcomeStopped, err // stopped mid-delivery: another worker reclaims the job
 	}
 	job.Attempt++
 	if err == nil {
 		br.Success()
 		w.stats.Delivered.Add(1)
 		if log.Enabled(ctx, slog.LevelDebug) {
-			log.Debug("observer job delivered", "since_enqueue", w.Now().Sub(job.EnqueuedAt))
+			log.DebugContext(ctx, "observer job delivered", "since_enqueue", w.Now().Sub(job.EnqueuedAt))
 		}
 		if err := w.Queue.Ack(rctx, d); err != nil {
-			log.Warn("acknowledging an observer job", "err", err)
+			log.WarnContext(rctx, "acknowledging an observer job", "err", err)
 		}
-		return
+		return OutcomeDelivered, nil
 	}
 	// Whatever the notifier said may quote the target: it is redacted
 	// before it is logged or stored with the job.
@@ -326,32 +353,33 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, d core.Delivery)
 	var de *core.DeliveryError
 	if errors.As(err, &de) && de.Permanent {
 		br.Success() // it answered: the target is up, the request is wrong
-		w.deadLetter(rctx, log, d, job, said)
-		return
+		return w.deadLetter(rctx, log, d, job, said)
 	}
 	br.Failure()
 	if job.Attempt >= w.MaxAttempts {
-		w.deadLetter(rctx, log, d, job, fmt.Sprintf("gave up after %d attempts: %s", job.Attempt, said))
-		return
+		return w.deadLetter(rctx, log, d, job, fmt.Sprintf("gave up after %d attempts: %s", job.Attempt, said))
 	}
 	delay := w.Backoff.Delay(job.Attempt - 1)
 	if de != nil && de.RetryAfter > 0 {
 		delay = min(de.RetryAfter, MaxRetryAfter)
 	}
 	w.stats.Retried.Add(1)
-	log.Debug("observer job failed; retrying", "err", said, "delay", delay)
+	log.DebugContext(rctx, "observer job failed; retrying", "err", said, "delay", delay)
 	if err := w.Queue.Retry(rctx, d, job, w.Now().Add(delay)); err != nil {
-		log.Warn("scheduling an observer retry", "err", err)
+		log.WarnContext(rctx, "scheduling an observer retry", "err", err)
 	}
+	return OutcomeRetried, errors.New(said)
 }
 
 // deadLetter moves job to the dead-letter stream with reason, which is
 // redacted of the job's target like every log line about it.
-func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, d core.Delivery, job core.Job, reason string) {
+// It returns OutcomeDeadLettered and the reason, for the job's span.
+func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, d core.Delivery, job core.Job, reason string) (string, error) {
 	reason = core.RedactActionText(reason, job.Action)
 	w.stats.DeadLettered.Add(1)
-	log.Warn("observer job dead-lettered", "reason", reason)
+	log.WarnContext(ctx, "observer job dead-lettered", "reason", reason)
 	if err := w.Queue.DeadLetter(ctx, d, job, reason); err != nil {
-		log.Warn("dead-lettering an observer job", "err", err)
+		log.WarnContext(ctx, "dead-lettering an observer job", "err", err)
 	}
+	return OutcomeDeadLettered, errors.New(reason)
 }

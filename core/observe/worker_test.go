@@ -206,3 +206,65 @@ func TestWorkerDrainsOnShutdown(t *testing.T) {
 		}
 	}
 }
+
+// ctxKey marks the context Worker.Trace returns.
+type ctxKey struct{}
+
+// spanNotifier records whether the context it is called with is the one
+// Worker.Trace returned, and answers with err.
+type spanNotifier struct {
+	err  error
+	seen *[]any
+}
+
+func (n spanNotifier) Notify(ctx context.Context, _ core.Message) error {
+	*n.seen = append(*n.seen, ctx.Value(ctxKey{}))
+	return n.err
+}
+
+// TestWorkerRunsEachJobInItsSpan: each run of a job starts one span from
+// the job's trace context, the notifier and the queue are called within
+// it, and it ends with the run's outcome.
+func TestWorkerRunsEachJobInItsSpan(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for _, tc := range []struct {
+		name        string
+		notify      error
+		kind        string
+		wantOutcome string
+		wantErr     bool
+	}{
+		{"delivered", nil, core.ActionWebhook, observe.OutcomeDelivered, false},
+		{"retried", errors.New("503"), core.ActionWebhook, observe.OutcomeRetried, true},
+		{"dead-lettered, permanent", &core.DeliveryError{Permanent: true, Err: errors.New("404")}, core.ActionWebhook, observe.OutcomeDeadLettered, true},
+		{"dead-lettered, no notifier", nil, "carrier-pigeon", observe.OutcomeDeadLettered, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var seen []any
+			var started []string
+			var ended []string
+			var endErr error
+			// Room for the one acknowledgement a delivered run sends.
+			q := &recQueue{partialQueue: partialQueue{done: make(chan string, 1)}}
+			w := &observe.Worker{Queue: q, MaxAttempts: 3,
+				Notifiers: map[string]core.Notifier{core.ActionWebhook: spanNotifier{tc.notify, &seen}},
+				Trace: func(ctx context.Context, j core.Job) (context.Context, func(string, error)) {
+					started = append(started, j.TraceParent)
+					return context.WithValue(ctx, ctxKey{}, "span"), func(o string, err error) { ended, endErr = append(ended, o), err }
+				}}
+			w.Process(context.Background(), core.Delivery{Receipt: "r1", Job: core.Job{ID: "j", Tenant: "t", TraceParent: tp,
+				EnqueuedAt: time.Now(), Action: core.Action{Kind: tc.kind, URL: "http://hooks.example/x"}}})
+			if len(started) != 1 || started[0] != tp {
+				t.Fatalf("got spans started from %q, want one from %q", started, tp)
+			}
+			if len(ended) != 1 || ended[0] != tc.wantOutcome || (endErr != nil) != tc.wantErr {
+				t.Fatalf("got spans ended %q with %v, want one %q (error %v)", ended, endErr, tc.wantOutcome, tc.wantErr)
+			}
+			for _, v := range seen {
+				if v != "span" {
+					t.Fatalf("the notifier ran outside the job's span")
+				}
+			}
+		})
+	}
+}

@@ -37,6 +37,7 @@ type span struct {
 	service, name             string
 	kind                      tracepb.Span_SpanKind
 	traceID, spanID, parentID string
+	attrs                     map[string]string // the string attributes
 }
 
 func (s span) String() string {
@@ -75,7 +76,13 @@ func (r *traceReceiver) Export(_ context.Context, req *collectortracepb.ExportTr
 		service := stringAttr(rs.GetResource().GetAttributes(), "service.name")
 		for _, ss := range rs.GetScopeSpans() {
 			for _, sp := range ss.GetSpans() {
-				got = append(got, span{
+				attrs := map[string]string{}
+				for _, kv := range sp.GetAttributes() {
+					if v, ok := kv.GetValue().GetValue().(*commonpb.AnyValue_StringValue); ok {
+						attrs[kv.GetKey()] = v.StringValue
+					}
+				}
+				got = append(got, span{attrs: attrs,
 					service: service, name: sp.GetName(), kind: sp.GetKind(),
 					traceID: hex.EncodeToString(sp.GetTraceId()), spanID: hex.EncodeToString(sp.GetSpanId()),
 					parentID: hex.EncodeToString(sp.GetParentSpanId()),

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -44,6 +45,17 @@ type PostgresOptions struct {
 	// Password requires SCRAM passwords (the superuser's is
 	// SuperuserPassword), besides the client certificate under TLS.
 	Password bool
+	// Settings are postgresql.conf lines appended to the generated file:
+	// `archive_mode = on`, `archive_timeout = 4`, ... (the backup and
+	// restore tests need WAL archiving, which other tests have no use for).
+	Settings []string
+	// WALSegmentMB is initdb's --wal-segsize (16 when zero). A test that
+	// switches segments every second or two keeps its archive small with 1.
+	WALSegmentMB int
+	// Durable keeps fsync and full_page_writes on (the harness turns them
+	// off for speed): a test that destroys and restores a server wants the
+	// WAL it archives to be the WAL a production server writes.
+	Durable bool
 }
 
 // URL returns a connection URL for database db as user, without a
@@ -205,12 +217,23 @@ func startPostgres(port int, o PostgresOptions) (*Postgres, error) {
 		}
 		initArgs = append(initArgs, "--pwfile", pw)
 	}
+	if o.WALSegmentMB > 0 {
+		initArgs = append(initArgs, "--wal-segsize="+strconv.Itoa(o.WALSegmentMB))
+	}
 	if err := run(cred, initdb, initArgs...); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	opts := "-c listen_addresses=127.0.0.1 -p " + strconv.Itoa(port) + " -k " + dir +
-		" -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+	opts := "-c listen_addresses=127.0.0.1 -p " + strconv.Itoa(port) + " -k " + dir + " -c max_connections=200"
+	if !o.Durable {
+		opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+	}
+	if len(o.Settings) > 0 {
+		if err := appendConf(filepath.Join(data, "postgresql.conf"), o.Settings); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
 	p := &Postgres{Host: "127.0.0.1", Port: port, dir: dir, opts: o}
 	if o.TLS || o.Password {
 		if o.TLS {
@@ -244,6 +267,19 @@ func startPostgres(port int, o PostgresOptions) (*Postgres, error) {
 		})
 	}
 	return p, nil
+}
+
+// appendConf appends lines to the postgresql.conf at path.
+func appendConf(path string, lines []string) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString("\n# test/harness\n" + strings.Join(lines, "\n") + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // hbaConf is the pg_hba.conf of a server started with o: the Unix socket

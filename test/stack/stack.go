@@ -95,6 +95,16 @@ type Options struct {
 	// development key (core.assertion_keys), as references: a rotation
 	// adds the next key there before extauthz signs with it.
 	AssertionKeys []string
+	// Postgres and Database, when Postgres is set, are the server and
+	// database the stack runs on instead of a new database of its own: a
+	// restore drill's archiving primary, then the server restored from its
+	// archive. The stack migrates it as on a fresh one.
+	Postgres *harness.Postgres
+	Database string
+	// Redis, when set, is the stack's Redis instead of a new server: the
+	// stack started on a restored database takes over the queue its
+	// predecessor left.
+	Redis *harness.Redis
 }
 
 // DataFiles name the files of the data hops' credentials of a stack
@@ -224,15 +234,21 @@ func StartWith(tb testing.TB, o Options) *Stack {
 		dbURL     string
 		redisAddr string
 	)
-	if o.DataTLS {
+	switch {
+	case o.DataTLS:
 		pg = harness.StartPostgresWith(tb, harness.PostgresOptions{TLS: true, Password: true})
 		db = pg.NewDatabase(tb)
 		rd = harness.StartRedisWith(tb, harness.RedisOptions{TLS: true, Password: RedisPassword})
 		data, dataTOML = dataFiles(tb, dir, pg, db, rd)
 		dbURL, redisAddr = "file://"+data.DatabaseURL, "rediss://"+rd.Addr
-	} else {
-		pg, db = harness.NewDatabase(tb)
-		rd = harness.StartRedis(tb)
+	default:
+		pg, db, rd = o.Postgres, o.Database, o.Redis
+		if pg == nil {
+			pg, db = harness.NewDatabase(tb)
+		}
+		if rd == nil {
+			rd = harness.StartRedis(tb)
+		}
 		dbURL, redisAddr = pg.URL("fraise_app", db), rd.Addr
 	}
 	getenv := func(k string) string { return o.Env[k] }

@@ -2,12 +2,15 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -245,7 +248,11 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	if !*quiet {
-		printWelcome(env, cfg.TLS.CA, cfg.TLS.ClientCert, cfg.TLS.ClientKey, addrs, *dir)
+		traceURL := ""
+		if cfg.Telemetry.OTLPEndpoint != "" {
+			traceURL = cfg.Telemetry.TraceURL
+		}
+		printWelcome(env, cfg.TLS.CA, cfg.TLS.ClientCert, cfg.TLS.ClientKey, addrs, *dir, traceURL)
 	}
 	return g.Wait()
 }
@@ -324,14 +331,25 @@ func gatewayClientTLS(t config.TLS) (*tls.Config, error) {
 }
 
 // printWelcome prints the ready-to-paste request `make run` promises, with a
-// development token for Alice of the Acme tenant.
-func printWelcome(env Env, ca, cert, key string, a devAddrs, dir string) {
+// development token for Alice of the Acme tenant. With traceURL
+// (telemetry.trace_url, when tracing) the request carries a traceparent of
+// a trace id chosen here, which Envoy continues, and the link to that
+// trace is printed beside it.
+func printWelcome(env Env, ca, cert, key string, a devAddrs, dir, traceURL string) {
 	tok, err := mintDevToken(dir, tokenRequest{
 		Tenant: demo.TenantAcme, Subject: "alice", Roles: []string{"viewer"}, TTL: 24 * time.Hour,
 	})
 	if err != nil {
 		fmt.Fprintf(env.Stdout, "fraise dev: ready on https://%s (no sample token: %v)\n", a.Gateway, err)
 		return
+	}
+	var traceHeader, traceLink string
+	if traceURL != "" {
+		var ids [24]byte
+		_, _ = rand.Read(ids[:])
+		tid, sid := hex.EncodeToString(ids[:16]), hex.EncodeToString(ids[16:])
+		traceHeader = "  -H 'traceparent: 00-" + tid + "-" + sid + "-01' \\\n"
+		traceLink = "\nIts trace, a few seconds after you send it: " + strings.ReplaceAll(traceURL, "{trace_id}", tid) + "\n"
 	}
 	mode := "static bootstrap"
 	if a.XDS != "" {
@@ -350,12 +368,12 @@ Paste this to read the Acme tenant's users as Alice (a viewer):
 curl -sS --cacert %s --cert %s --key %s \
   -H 'Authorization: Bearer %s' \
   -H 'Content-Type: application/json' \
-  -d '{"query":"{ users { id name } }"}' \
+%s  -d '{"query":"{ users { id name } }"}' \
   https://%s/graphql
-
+%s
 Other tokens: bin/fraise token --tenant %s --subject carol --roles viewer
 `, envoy.Version, a.EnvoyPid, a.Gateway, mode, a.EnvoyAdmin, a.CoreHTTP, a.Authz, a.RateLimit,
-		ca, cert, key, tok, a.Gateway, demo.TenantGlobex)
+		ca, cert, key, tok, traceHeader, a.Gateway, traceLink, demo.TenantGlobex)
 	if a.CoreAdmin != "" || a.AuthzAdmin != "" {
 		fmt.Fprintf(env.Stdout, "Health and Prometheus metrics: core http://%s/metrics, extauthz http://%s/metrics\n", a.CoreAdmin, a.AuthzAdmin)
 	}

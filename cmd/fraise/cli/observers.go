@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
@@ -27,7 +28,7 @@ import (
 )
 
 func init() {
-	commands["observers"] = command{"observers dlq list|replay: inspect and replay dead-lettered observer jobs", runObservers}
+	commands["observers"] = command{"observers dlq list|replay | reconcile: dead-lettered jobs; the queue after a database restore", runObservers}
 }
 
 // observers is the observer pipeline of one process: the dispatcher (which
@@ -37,6 +38,7 @@ type observers struct {
 	queue      *redis.Queue
 	dispatcher *observe.Dispatcher
 	worker     *observe.Worker
+	reconciler *observe.Reconciler
 	closers    []func()
 }
 
@@ -45,13 +47,16 @@ type observers struct {
 // of it. Its secrets (Redis's password and TLS files, the SMTP login, the
 // certificate towards the rate limiter) are read through sec, whose
 // watcher the caller runs: new connections use what the files hold then.
-func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection) (*observers, error) {
+// With tp (nil: no tracing), each job continues the trace of the request
+// that caused it, through Redis, the rate limiter and its delivery.
+func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection, tp *sdktrace.TracerProvider) (*observers, error) {
 	oc := cfg.Observers
 	policy, err := observe.ParsePolicy(oc.Backpressure)
 	if err != nil {
 		return nil, err
 	}
-	q, err := newQueue(cfg, sec, redis.Options{ReclaimIdle: oc.ReclaimIdle.Duration, PoolSize: oc.Workers + 16})
+	q, err := newQueue(cfg, sec, redis.Options{ReclaimIdle: oc.ReclaimIdle.Duration, PoolSize: oc.Workers + 16,
+		TracerProvider: tracerProvider(tp)})
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +65,7 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 	o.events = postgres.NewEventLog(db, log)
 	o.closers = append(o.closers, o.events.Close)
 	notifiers := map[string]core.Notifier{}
-	wh := webhook.New(webhook.Options{AllowPrivate: oc.AllowPrivateTargets, MaxIdlePerHost: oc.Workers})
+	wh := webhook.New(webhook.Options{AllowPrivate: oc.AllowPrivateTargets, MaxIdlePerHost: oc.Workers, TracerProvider: tracerProvider(tp)})
 	notifiers[core.ActionWebhook], notifiers[core.ActionSlack] = wh, wh
 	if oc.SMTP.Addr != "" {
 		user, err := sec.text("observers.smtp.username", oc.SMTP.Username)
@@ -87,7 +92,8 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 			}
 		}
 		notifiers[core.ActionEmail] = smtp.New(smtp.Options{Addr: oc.SMTP.Addr, From: oc.SMTP.From,
-			Credentials: smtpLogin(user, smtpPW), TLS: tlsCfg, InsecureNoTLS: oc.SMTP.InsecureNoTLS})
+			Credentials: smtpLogin(user, smtpPW), TLS: tlsCfg, InsecureNoTLS: oc.SMTP.InsecureNoTLS,
+			TracerProvider: tracerProvider(tp)})
 	}
 	var limiter core.ActionLimiter
 	if oc.RateLimits {
@@ -96,6 +102,7 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 			o.Close()
 			return nil, fmt.Errorf("observers.rate_limits: %w", err)
 		}
+		lo.TracerProvider = tracerProvider(tp)
 		l, err := ratelimit.NewActionLimiter(lo)
 		if err != nil {
 			o.Close()
@@ -108,8 +115,10 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 		return observe.BreakerSettings{FailureThreshold: a.FailureThreshold, Window: a.FailureWindow.Duration,
 			OpenTimeout: a.OpenTimeout.Duration, SuccessThreshold: a.SuccessThreshold}
 	}
+	o.reconciler = &observe.Reconciler{History: o.events, Queue: o.queue, Logger: log}
 	o.dispatcher = &observe.Dispatcher{
 		Events: o.events, Rules: o.events, Queue: o.queue, Name: oc.Cursor, Batch: oc.BatchSize, Protection: prot,
+		Reconciler: o.reconciler,
 		Backpressure: observe.Backpressure{Policy: policy, MaxBytes: int64(oc.MaxQueueMemoryMB) << 20,
 			ThresholdPercent: oc.MemoryThresholdPercent, MaxPause: oc.BackpressureMaxPause.Duration},
 		Logger: log,
@@ -130,7 +139,7 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 		// Deliveries under way when the process is told to stop finish
 		// within the core's shutdown timeout, as its requests do.
 		Drain:    cfg.Core.ShutdownTimeout.Duration,
-		Consumer: consumer, Logger: log,
+		Consumer: consumer, Logger: log, Trace: jobTracing(tp),
 	}
 	return o, nil
 }
@@ -172,8 +181,28 @@ func smtpLogin(user, pw *secretfile.Value[string]) func() (smtp.Login, smtp.Logi
 }
 
 // Run runs the dispatcher (when it wins the cursor's lock) and the workers
-// until ctx ends.
+// until ctx ends. Neither starts before the queue is known to be reconciled
+// with the database (observe.Reconciler): after a restore, Redis may hold
+// jobs of changes the database lost, which no worker may run. Until the
+// database answers that question, this process delivers nothing.
 func (o *observers) Run(ctx context.Context) error {
+	for failures := 0; ; failures++ {
+		_, err := o.reconciler.Reconcile(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if failures == 0 {
+			o.dispatcher.Logger.Warn("observers wait: reconciling the job queue with the outbox", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		for gctx.Err() == nil {
@@ -254,11 +283,15 @@ func (o *observers) Close() {
 	}
 }
 
-// runObservers is `fraise observers dlq list|replay`.
+// runObservers is `fraise observers dlq list|replay` and `fraise observers
+// reconcile`.
 func runObservers(ctx context.Context, env Env, args []string) error {
+	if len(args) >= 1 && args[0] == "reconcile" {
+		return runReconcile(ctx, env, args[1:])
+	}
 	if len(args) < 2 || args[0] != "dlq" || (args[1] != "list" && args[1] != "replay") {
-		fmt.Fprintln(env.Stderr, "usage: fraise observers dlq list --tenant ID [--limit N]\n       fraise observers dlq replay --tenant ID [--id ENTRY]... | --all")
-		return errors.New("observers: want dlq list or dlq replay")
+		fmt.Fprintln(env.Stderr, "usage: fraise observers dlq list --tenant ID [--limit N]\n       fraise observers dlq replay --tenant ID [--id ENTRY]... | --all\n       fraise observers reconcile [--check]")
+		return errors.New("observers: want dlq list, dlq replay or reconcile")
 	}
 	fs, cfgPath := flags("observers dlq "+args[1], env)
 	tenant := fs.String("tenant", "", "tenant id (required)")
@@ -318,3 +351,58 @@ type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// errNeedsReconcile is `observers reconcile --check`'s error when the queue
+// is not reconciled with the database: the command exits non-zero.
+var errNeedsReconcile = errors.New("observers reconcile: the job queue needs reconciling with the database (run without --check, or start a core)")
+
+// runReconcile is `fraise observers reconcile [--check]`: what every core
+// does on start, for the runbook to run (or only look, with --check) before
+// any core is back after a restore.
+func runReconcile(ctx context.Context, env Env, args []string) error {
+	fs, cfgPath := flags("observers reconcile", env)
+	check := fs.Bool("check", false, "only report whether the queue needs reconciling (exit status 1 when it does)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, log, err := loadConfig(*cfgPath, env)
+	if err != nil {
+		return err
+	}
+	// One command: the secrets are read once, not watched. The database
+	// and Redis are reached as a core reaches them, TLS and all.
+	sec := newSecrets(env.Getenv, nil)
+	db, err := openDatabase(ctx, cfg, sec, "database.url", cfg.Database.URL, postgres.Options{MaxConns: 2, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	events := postgres.NewEventLog(db, log)
+	defer events.Close()
+	q, err := newQueue(cfg, sec, redis.Options{})
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	r := &observe.Reconciler{History: events, Queue: q, Logger: log}
+	enc := json.NewEncoder(env.Stdout)
+	if *check {
+		g, err := r.Check(ctx)
+		if err != nil {
+			return err
+		}
+		if err := enc.Encode(map[string]any{"generation": g.Number, "previous": g.Previous, "current": g.Current,
+			"reconciled": g.Reconciled, "system_identifier": g.SystemID, "timeline": g.Timeline}); err != nil {
+			return err
+		}
+		if !g.Current || !g.Reconciled {
+			return errNeedsReconcile
+		}
+		return nil
+	}
+	rec, err := r.Reconcile(ctx)
+	if err != nil {
+		return err
+	}
+	return enc.Encode(rec)
+}

@@ -120,8 +120,14 @@ type pipeline struct {
 func mustPipeline(tb testing.TB) *pipeline {
 	tb.Helper()
 	harness.SkipShort(tb)
-	ctx := context.Background()
 	pg, name := harness.NewDatabase(tb)
+	return mustPipelineOn(tb, pg, name)
+}
+
+// mustPipelineOn is mustPipeline on database name of server pg.
+func mustPipelineOn(tb testing.TB, pg *harness.Postgres, name string) *pipeline {
+	tb.Helper()
+	ctx := context.Background()
 	if err := postgres.Migrate(ctx, pg.AdminURL(name), postgres.MigrateOptions{}); err != nil {
 		tb.Fatal(err)
 	}
@@ -183,7 +189,7 @@ func (p *pipeline) start(tb testing.TB, consumer string) (*observers, func()) {
 // startLogging is start with the pipeline's logs going to log.
 func (p *pipeline) startLogging(tb testing.TB, consumer string, log *slog.Logger) (*observers, func()) {
 	tb.Helper()
-	o, err := newObservers(p.cfg, newSecrets(p.env.Getenv, log), log, p.db, consumer, p.protection)
+	o, err := newObservers(p.cfg, newSecrets(p.env.Getenv, log), log, p.db, consumer, p.protection, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -690,7 +696,7 @@ func TestObserversBackpressureFailFast(t *testing.T) {
 	rc := mustReceiver(t)
 	p.rule(t, obsTenantA, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
 		"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
-	o, err := newObservers(p.cfg, newSecrets(p.env.Getenv, nil), testLogger(t), p.db, "w", nil)
+	o, err := newObservers(p.cfg, newSecrets(p.env.Getenv, nil), testLogger(t), p.db, "w", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,12 @@ func runRateLimit(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// envoyproxy/ratelimit's server traces through OpenTelemetry's globals.
+	stopTracing, err := startGlobalTracing(ctx, cfg.Telemetry, serviceRateLimit)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(ctx)
 	var adminLn net.Listener
 	if cfg.RateLimit.AdminAddr != "" {
 		if adminLn, err = listen("ratelimit.admin_addr", cfg.RateLimit.AdminAddr); err != nil {

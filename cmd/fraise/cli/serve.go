@@ -160,9 +160,17 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		protection = observerProtection(schema)
 		hooks = observerRuleHooks(observe.NewCompiler(), protection)
 	}
+	// Requests continue the trace Envoy started, in the core's spans; so
+	// do their statements and the observer jobs their writes cause.
+	tp, stopTracing, err := newTracerProvider(ctx, cfg.Telemetry, serviceCore)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer stopTracing(ctx)
 	db, err := openDatabase(ctx, cfg, sec, "database.url", cfg.Database.URL, postgres.Options{
 		MaxConns: int32(cfg.Database.MaxConns), StatementTimeout: cfg.Database.StatementTimeout.Duration, Logger: log,
-		GenericPlans: cfg.Database.GenericPlans,
+		GenericPlans: cfg.Database.GenericPlans, TracerProvider: tracerProvider(tp),
 	})
 	if err != nil {
 		ln.Close()
@@ -202,13 +210,6 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	api := httpapi.NewHandler(httpapi.Options{
 		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), MaxBatch: cfg.Core.MaxBatch, Logger: log, Metrics: metrics,
 	})
-	// Requests continue the trace Envoy started, in the core's spans.
-	tp, stopTracing, err := newTracerProvider(ctx, cfg.Telemetry, serviceCore)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	defer stopTracing(ctx)
 	handler := httpTracing(httpapi.VerifyAssertion(admitted(api, cfg.Admission, int64(cfg.Core.MaxBodyBytes), verifier, metrics), verifier), tp, "core")
 	srv := newHTTPServer(handler, coreHTTPTimeouts)
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
@@ -247,7 +248,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		return nil
 	})
 	if cfg.Observers.Enabled {
-		obs, err := newObservers(cfg, sec, log.With("component", "observers"), db, "", protection)
+		obs, err := newObservers(cfg, sec, log.With("component", "observers"), db, "", protection, tp)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("observers: %w", err)

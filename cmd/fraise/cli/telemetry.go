@@ -8,14 +8,19 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/observe"
 )
 
 // The service.name of each component's spans. The trace starts at Envoy
@@ -93,4 +98,54 @@ func startGlobalTracing(ctx context.Context, c config.Telemetry, service string)
 	}
 	otel.SetTracerProvider(tp)
 	return stop, nil
+}
+
+// tracerProvider is tp as the adapters take it: a nil interface, not one
+// holding a nil pointer, when there is no tracing.
+func tracerProvider(tp *sdktrace.TracerProvider) trace.TracerProvider {
+	if tp == nil {
+		return nil
+	}
+	return tp
+}
+
+// spanJob names the span of one run of an observer job (docs/tracing.md).
+const spanJob = "process observer.jobs"
+
+// jobTracing returns the observers' Worker.Trace: each run of a job that
+// carries a trace context is a consumer span continuing it (the child of
+// the span that added the job to its stream), within which the rate
+// limiter is asked, the target called and the outcome recorded. A job
+// without one (written outside any request) runs untraced. nil when tp is.
+func jobTracing(tp *sdktrace.TracerProvider) func(context.Context, core.Job) (context.Context, func(string, error)) {
+	if tp == nil {
+		return nil
+	}
+	tr := tp.Tracer("github.com/fraise-dev/fraise/core/observe")
+	return func(ctx context.Context, job core.Job) (context.Context, func(string, error)) {
+		if job.TraceParent == "" {
+			return ctx, func(string, error) {}
+		}
+		parent := propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": job.TraceParent})
+		if !trace.SpanContextFromContext(parent).IsValid() {
+			return ctx, func(string, error) {}
+		}
+		ctx, span := tr.Start(parent, spanJob, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+			semconv.MessagingSystemKey.String("redis"), semconv.MessagingOperationTypeDeliver,
+			semconv.MessagingMessageID(job.ID),
+			attribute.String("fraise.tenant", job.Tenant), attribute.String("fraise.observer.rule", job.RuleID),
+			attribute.String("fraise.action.kind", job.Action.Kind), attribute.Int("fraise.job.attempt", job.Attempt+1),
+		))
+		return ctx, func(outcome string, err error) {
+			span.SetAttributes(attribute.String("fraise.job.outcome", outcome))
+			// A deferred run (rate limited, circuit open) or one cut short
+			// by a stop is not a failure of the job: it runs again.
+			if err != nil && (outcome == observe.OutcomeRetried || outcome == observe.OutcomeDeadLettered) {
+				span.SetStatus(codes.Error, err.Error())
+			} else if err != nil {
+				span.SetAttributes(attribute.String("fraise.job.reason", err.Error()))
+			}
+			span.End()
+		}
+	}
 }

@@ -58,6 +58,7 @@ type Config struct {
 	Flight    Flight    `toml:"flight"`
 	Observers Observers `toml:"observers"`
 	Secrets   Secrets   `toml:"secrets"`
+	Backup    Backup    `toml:"backup"`
 }
 
 // Secrets configures how the secrets and certificates Fraise reads from
@@ -198,6 +199,10 @@ type Telemetry struct {
 	// traces in-process, still propagating W3C trace context.
 	OTLPEndpoint string  `toml:"otlp_endpoint"`
 	SampleRatio  float64 `toml:"sample_ratio"`
+	// TraceURL is where a trace is shown, "{trace_id}" standing for its
+	// id (e.g. Jaeger's http://127.0.0.1:16686/trace/{trace_id}): `fraise
+	// dev` prints the link to its sample request's trace. Empty: none.
+	TraceURL string `toml:"trace_url"`
 }
 
 // TLS names the PEM files for mTLS on every hop: clients to the gateway
@@ -712,6 +717,7 @@ func Default() Config {
 			SMTP: SMTP{From: "fraise@localhost"},
 		},
 		Secrets: Secrets{ReloadInterval: Duration{time.Second}},
+		Backup:  defaultBackup(),
 	}
 }
 
@@ -872,6 +878,9 @@ func (c Config) Validate() error {
 		bad("telemetry.sample_ratio", "want 0 to 1, got %v", c.Telemetry.SampleRatio)
 	}
 	addr("telemetry.otlp_endpoint", c.Telemetry.OTLPEndpoint, true)
+	if u := c.Telemetry.TraceURL; u != "" && !strings.Contains(u, "{trace_id}") {
+		bad("telemetry.trace_url", "want a URL with {trace_id} in it, got %q", u)
+	}
 	if c.Database.URL == "" {
 		bad("database.url", "required")
 	}
@@ -1115,6 +1124,7 @@ func (c Config) Validate() error {
 		bad("flight.max_exports_per_tenant", "want 1 to flight.max_exports (%d), got %d", c.Flight.MaxExports, c.Flight.MaxExportsPerTenant)
 	}
 	errs = append(errs, c.Observers.validate()...)
+	c.Backup.validate(bad)
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,335 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/core/observe"
+	"github.com/fraise-dev/fraise/test/harness"
+)
+
+// reopen points the pipeline at database name of server pg (a restored
+// one), keeping its Redis and configuration.
+func (p *pipeline) reopen(tb testing.TB, pg *harness.Postgres, name string) {
+	tb.Helper()
+	db, err := postgres.Open(context.Background(), pg.URL("fraise_app", name), postgres.Options{MaxConns: 30})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(db.Close)
+	p.db = db
+}
+
+// TestObserversAfterPointInTimeRestore restores the database under a
+// running observer pipeline to a point in time, its Redis and its webhook
+// receiver going on from later, and checks the promises observers make
+// across a restore (docs/operations.md, Restore): an event whose change
+// survived is delivered exactly once, whether it had been delivered before
+// the restore or was still queued; no job of a change the restore lost is
+// delivered after it; and changes made after the restore are delivered,
+// each once, under idempotency keys no earlier event had. Before the
+// outbox had generations, the events written after the restore took the
+// positions (transaction ids and sequence numbers) of the lost ones: the
+// queue's enqueue marker skipped them as already enqueued, and a receiver
+// deduplicating on the key would have dropped them anyway.
+func TestObserversAfterPointInTimeRestore(t *testing.T) {
+	harness.SkipShort(t)
+	pg, archive := harness.StartArchivingPostgres(t)
+	p := mustPipelineOn(t, pg, "postgres")
+	p.cfg.Observers.Webhook.FailureThreshold = 1_000_000 // failures here are the test's: no breaker
+
+	// Which order ids the receiver refuses (503, retry in a second):
+	// A2's until the restore, B2's always. After the restore it takes
+	// everything, so a job of a lost change that is still queued would
+	// show as a delivery.
+	var restored atomic.Bool
+	var restoredAt time.Time
+	const (
+		a2First, a2Last = 21, 30
+		b2First, b2Last = 100, 349
+	)
+	var mu sync.Mutex
+	keyOf := map[int]string{} // order id → idempotency key
+	rc := mustReceiver(t)
+	rc.handle = func(w http.ResponseWriter, r *http.Request, pl observe.WebhookPayload, n int) bool {
+		var key struct{ ID int }
+		_ = json.Unmarshal(pl.Event.Key, &key)
+		mu.Lock()
+		keyOf[key.ID] = r.Header.Get("Idempotency-Key")
+		mu.Unlock()
+		if !restored.Load() && (key.ID >= a2First && key.ID <= a2Last || key.ID >= b2First && key.ID <= b2Last) {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return false
+		}
+		return true
+	}
+	attempted := func(first, last int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for id := first; id <= last; id++ {
+			if keyOf[id] == "" {
+				return false
+			}
+		}
+		return true
+	}
+	p.rule(t, obsTenantA, map[string]any{"name": "orders", "table": "public.orders", "operations": []string{"INSERT"},
+		"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
+	_, stop := p.start(t, "before")
+	pg.BaseBackup(t, archive)
+
+	// A: delivered before the restore point. A2: committed before it, but
+	// still queued (their receiver refuses them).
+	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) select g, $1, g from generate_series(1, 20) g", obsTenantA)
+	eventually(t, 30*time.Second, "A delivered", func() bool { return rc.delivered() == 20 })
+	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) select g, $1, g from generate_series($2::int, $3::int) g",
+		obsTenantA, a2First, a2Last)
+	eventually(t, 30*time.Second, "A2 attempted", func() bool { return attempted(a2First, a2Last) })
+	var target string
+	if err := p.admin.QueryRow(context.Background(), "select clock_timestamp()::text").Scan(&target); err != nil {
+		t.Fatal(err)
+	}
+
+	// B1: delivered, B2: queued; both committed after the restore point.
+	// B2 takes several transactions and many sequence numbers, so the
+	// restored database's next ones fall among them.
+	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values (31, $1, 31)", obsTenantA)
+	eventually(t, 30*time.Second, "B1 delivered", func() bool { return rc.delivered() == 21 })
+	for first := b2First; first <= b2Last; first += 50 {
+		p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) select g, $1, g from generate_series($2::int, $3::int) g",
+			obsTenantA, first, first+49)
+	}
+	eventually(t, 30*time.Second, "B2 attempted", func() bool { return attempted(b2First, b2Last) })
+	pg.SwitchWAL(t, time.Minute) // B's commits in the archive: recovery stops before them
+
+	stop()
+	pg.Destroy(t)
+	rpg := harness.RestoreFromArchive(t, archive, target, "archive_mode = off")
+	mu.Lock()
+	before := map[string]bool{}
+	for _, k := range keyOf {
+		before[k] = true
+	}
+	mu.Unlock()
+	restoredAt = time.Now()
+	restored.Store(true)
+	p.reopen(t, rpg, "postgres")
+	rconn, err := pgx.Connect(context.Background(), rpg.AdminURL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rconn.Close(context.Background())
+	var rows int
+	if err := rconn.QueryRow(context.Background(), "select count(*) from orders").Scan(&rows); err != nil || rows != a2Last {
+		t.Fatalf("got %d orders restored (%v), want %d: A and A2", rows, err, a2Last)
+	}
+
+	// C: written after the restore, one transaction each; the first before
+	// any observer is back (the core serves as soon as the database does),
+	// the others after.
+	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values (1000, $1, 1)", obsTenantA)
+	p.start(t, "after")
+	for id := 1001; id < 1003; id++ {
+		p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obsTenantA, id)
+	}
+	q := goredis.NewClient(&goredis.Options{Addr: p.redis.Addr})
+	t.Cleanup(func() { q.Close() })
+	drained := func() bool {
+		n, err1 := q.XLen(context.Background(), "fraise:{"+obsTenantA+"}:observer:jobs").Result()
+		z, err2 := q.ZCard(context.Background(), "fraise:{"+obsTenantA+"}:observer:delayed").Result()
+		return err1 == nil && err2 == nil && n == 0 && z == 0
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !(attempted(1000, 1002) && rc.delivered() == 20+10+1+3 && drained()) {
+		if time.Now().After(deadline) {
+			counts, _ := rc.snapshot()
+			mu.Lock()
+			b2 := 0
+			for id := b2First; id <= b2Last; id++ {
+				b2 += counts[keyOf[id]]
+			}
+			mu.Unlock()
+			t.Fatalf("after 60s: C attempted %v, %d distinct keys delivered (want 34: A, A2, B1, C), B2 deliveries %d, queue drained %v",
+				attempted(1000, 1002), rc.delivered(), b2, drained())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	counts, _ := rc.snapshot()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, tc := range []struct {
+		name        string
+		first, last int
+		want        int
+	}{
+		{"A: survived, delivered before", 1, 20, 1},
+		{"A2: survived, queued at the restore", a2First, a2Last, 1},
+		{"B1: lost, delivered before the restore", 31, 31, 1},
+		{"B2: lost, queued at the restore", b2First, b2Last, 0},
+		{"C: written after the restore", 1000, 1002, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for id := tc.first; id <= tc.last; id++ {
+				if got := counts[keyOf[id]]; got != tc.want {
+					t.Fatalf("order %d (key %s): delivered %d times, want %d", id, keyOf[id], got, tc.want)
+				}
+			}
+		})
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for id := b2First; id <= b2Last; id++ {
+		for _, at := range rc.at[keyOf[id]] {
+			if !at.Before(restoredAt) {
+				t.Fatalf("order %d, lost by the restore, was attempted after it", id)
+			}
+		}
+	}
+	for id := 1000; id <= 1002; id++ {
+		if before[keyOf[id]] {
+			t.Fatalf("order %d, written after the restore, has the key %s of an event from before it", id, keyOf[id])
+		}
+	}
+	if n, err := q.XLen(context.Background(), "fraise:{"+obsTenantA+"}:observer:lost").Result(); err != nil || n != b2Last-b2First+1 {
+		t.Fatalf("got %d jobs recorded as lost (%v), want B2's %d", n, err, b2Last-b2First+1)
+	}
+}
+
+// TestObserversReconcileCommand runs `fraise observers reconcile` as the
+// runbook does (docs/operations.md, Restore, step 5): --check exits 0 on a
+// database that is the incarnation its outbox generation was started on,
+// and non-zero once it is not (here the generation is made to name another
+// timeline, as a restore or a promotion makes it); reconcile then starts a
+// new generation, and --check passes again.
+func TestObserversReconcileCommand(t *testing.T) {
+	p := mustPipeline(t)
+	ctx := context.Background()
+	// The core's role, as a core and the runbook use it: the generations'
+	// functions are granted to it.
+	c := p.admin.Config()
+	dbURL := fmt.Sprintf("postgres://fraise_app@%s:%d/%s?sslmode=disable", c.Host, c.Port, c.Database)
+	getenv := func(k string) string {
+		switch k {
+		case "FRAISE_DATABASE_URL":
+			return dbURL
+		case "FRAISE_REDIS_ADDR":
+			return p.redis.Addr
+		}
+		return ""
+	}
+	run := func(args ...string) (map[string]any, error) {
+		t.Helper()
+		var out strings.Builder
+		err := Run(ctx, append([]string{"observers", "reconcile"}, args...), getenv, &out, io.Discard)
+		var got map[string]any
+		if out.Len() > 0 {
+			if jerr := json.Unmarshal([]byte(out.String()), &got); jerr != nil {
+				t.Fatalf("observers reconcile %v: output %q is not JSON: %v", args, out.String(), jerr)
+			}
+		}
+		return got, err
+	}
+	for _, tc := range []struct {
+		name    string
+		setup   string
+		args    []string
+		wantErr error
+		want    map[string]any
+	}{
+		{name: "the database it started on", args: []string{"--check"},
+			want: map[string]any{"generation": 0.0, "current": true, "reconciled": true}},
+		{name: "a new incarnation, checked", setup: "update fraise.observer_generations set timeline = timeline + 1000",
+			args: []string{"--check"}, wantErr: errNeedsReconcile,
+			want: map[string]any{"generation": 0.0, "current": false}},
+		{name: "a new incarnation, reconciled",
+			want: map[string]any{"needed": true, "generation": 1.0, "previous": 0.0, "lost": 0.0}},
+		{name: "reconciled, checked", args: []string{"--check"},
+			want: map[string]any{"generation": 1.0, "previous": 0.0, "current": true, "reconciled": true}},
+		{name: "reconciled, again", want: map[string]any{"needed": false, "generation": 1.0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.setup != "" {
+				if _, err := p.admin.Exec(ctx, tc.setup); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := run(tc.args...)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("got error %v, want %v", err, tc.wantErr)
+			}
+			for k, v := range tc.want {
+				if got[k] != v {
+					t.Errorf("%s: got %v, want %v (all: %v)", k, got[k], v, got)
+				}
+			}
+		})
+	}
+}
+
+// TestObserversReconcileOverTLS runs the runbook's reconcile against a
+// TLS-only PostgreSQL and Redis, reached as a core reaches them: through
+// [database.tls] and [redis.tls], with a password read from a file.
+func TestObserversReconcileOverTLS(t *testing.T) {
+	harness.SkipShort(t)
+	ctx := context.Background()
+	pg := harness.StartPostgresWith(t, harness.PostgresOptions{TLS: true})
+	name := pg.NewDatabase(t)
+	if err := postgres.Migrate(ctx, pg.AdminURL(name), postgres.MigrateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const redisPassword = "reconcile-secret"
+	rd := harness.StartRedisWith(t, harness.RedisOptions{TLS: true, Password: redisPassword})
+	dir := t.TempDir()
+	dbCert, dbKey := pg.TLS.ClientCert(t, "fraise_app")
+	rdCert, rdKey := rd.TLS.ClientCert(t, "fraise")
+	pwFile := filepath.Join(dir, "redis-password")
+	if err := os.WriteFile(pwFile, []byte(redisPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(dir, "fraise.toml")
+	toml := fmt.Sprintf(`[database]
+url = "postgres://fraise_app@%s:%d/%s"
+[database.tls]
+ca = %q
+cert = %q
+key = %q
+[redis]
+addr = "rediss://%s"
+password = "file://%s"
+[redis.tls]
+ca = %q
+cert = %q
+key = %q
+`, pg.Host, pg.Port, name, pg.TLS.CA, dbCert, dbKey, rd.Addr, pwFile, rd.TLS.CA, rdCert, rdKey)
+	if err := os.WriteFile(cfgFile, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut strings.Builder
+	if err := Run(ctx, []string{"observers", "reconcile", "--config", cfgFile}, func(string) string { return "" }, &out, &errOut); err != nil {
+		t.Fatalf("observers reconcile: %v\n%s", err, errOut.String())
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
+		t.Fatalf("output %q: %v", out.String(), err)
+	}
+	if got["generation"] != 0.0 {
+		t.Errorf("got %v, want generation 0", got)
+	}
+}
