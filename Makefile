@@ -12,7 +12,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency the race detector checks in `make test`.
 RACE_PKGS := ./core/... ./envoy/... ./extauthz/... ./adapters/... ./cmd/...
 
-.PHONY: all run test lint unit race e2e audit bench generate build deps services stop clean vulncheck fuzz drill
+.PHONY: all run test lint unit race e2e audit bench generate build deps services stop clean vulncheck fuzz drill observability
 
 all: build
 
@@ -48,7 +48,8 @@ stop:
 	deploy/dev/services.sh stop
 	deploy/dev/jaeger.sh stop
 
-## test: lint, the policy tests, every Go test (unit, integration against real
+## test: lint, the policy tests, the Prometheus rules and their unit
+## tests (promtool, deploy/observability), every Go test (unit, integration against real
 ## PostgreSQL, Redis and Envoy, end to end through Envoy), the attack suite
 ## (test/security, docs/security.md), the race detector on concurrent
 ## packages, govulncheck, every fuzz target for a few seconds, and a check
@@ -59,6 +60,7 @@ test: deps lint build
 	@echo "test: policies"
 	$(BIN) policy check
 	$(BIN) policy test
+	@GO=$(GO) deploy/dev/promtool.sh
 	@echo "test: every Go test but the attack suite"
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/test/security$$')
 	@echo "test: the attack suite"
@@ -89,6 +91,11 @@ lint:
 
 unit:
 	$(GO) test -short ./...
+
+## observability: promtool (pinned) checks deploy/observability's scrape
+## configuration and rules and runs every alert's unit tests.
+observability:
+	@GO=$(GO) deploy/dev/promtool.sh
 
 ## vulncheck: govulncheck (pinned) against a pinned vulnerability database.
 vulncheck:

@@ -147,6 +147,13 @@ func NewAdmissionMetrics(reg prometheus.Registerer) *AdmissionMetrics {
 			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
 	}
+	// Every refusal reason starts at zero, so that the alert on the share
+	// of refusals (deploy/observability) sees the first one.
+	for _, r := range []admission.Reason{admission.ReasonQueueFull, admission.ReasonTenantQueueFull,
+		admission.ReasonTimeout, admission.ReasonTenantTimeout, admission.ReasonOverloaded,
+		admission.ReasonMemory, admission.ReasonCanceled} {
+		m.decisions.WithLabelValues(string(admission.Refused), string(r))
+	}
 	reg.MustRegister(m.decisions, m.wait)
 	return m
 }

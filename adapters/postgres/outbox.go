@@ -203,6 +203,19 @@ func (l *EventLog) Pending(ctx context.Context, name string) (int64, error) {
 	return n, nil
 }
 
+// OldestPending returns when the first event behind the named cursor was
+// written; ok is false when none waits.
+func (l *EventLog) OldestPending(ctx context.Context, name string) (t time.Time, ok bool, err error) {
+	var ts *time.Time
+	if err := l.db.pool.QueryRow(ctx, "select fraise.observer_oldest_pending($1)", name).Scan(&ts); err != nil {
+		return time.Time{}, false, mapError("postgres.EventLog.OldestPending", err)
+	}
+	if ts == nil {
+		return time.Time{}, false, nil
+	}
+	return *ts, true, nil
+}
+
 // Advance implements core.EventLog. It deletes the events every cursor has
 // passed at most once a second: deleting on every batch costs the
 // dispatcher a round of index maintenance per batch.

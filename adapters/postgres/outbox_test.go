@@ -262,3 +262,40 @@ func TestLeadStandbyReusesItsConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOldestPending checks the backlog's age: the first event behind the
+// cursor, nothing once the cursor has passed every event.
+func TestOldestPending(t *testing.T) {
+	_, l, d := mustObserved(t)
+	ctx := context.Background()
+	if _, ok, err := l.OldestPending(ctx, "default"); err != nil || ok {
+		t.Fatalf("empty outbox: got ok %v, err %v, want nothing pending", ok, err)
+	}
+	exec(t, d, tenantA, "insert into orders values (1, '"+tenantA+"', 10, 'a')")
+	exec(t, d, tenantA, "insert into orders values (2, '"+tenantA+"', 10, 'b')")
+	events, err := l.Read(ctx, core.Position{}, 10)
+	if err != nil || len(events) != 2 {
+		t.Fatalf("got %d events, %v, want 2", len(events), err)
+	}
+	tests := []struct {
+		name   string
+		cursor core.Position
+		want   time.Time
+		ok     bool
+	}{
+		{"both pending", core.Position{}, events[0].TxTime, true},
+		{"one pending", events[0].Pos, events[1].TxTime, true},
+		{"none pending", events[1].Pos, time.Time{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := l.Advance(ctx, "default", tt.cursor); err != nil {
+				t.Fatal(err)
+			}
+			got, ok, err := l.OldestPending(ctx, "default")
+			if err != nil || ok != tt.ok || !got.Equal(tt.want) {
+				t.Errorf("got %v %v %v, want %v %v", got, ok, err, tt.want, tt.ok)
+			}
+		})
+	}
+}

@@ -35,6 +35,7 @@ import (
 	rlstats "github.com/envoyproxy/ratelimit/src/stats"
 	"github.com/envoyproxy/ratelimit/src/utils"
 	gostats "github.com/lyft/gostats"
+	"github.com/prometheus/client_golang/prometheus"
 	logger "github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 	"gopkg.in/yaml.v2"
@@ -118,6 +119,9 @@ type Options struct {
 	// Redis round trip. Zero disables it.
 	LocalCacheBytes int
 	Logger          *slog.Logger
+	// Metrics, when set, receives envoyproxy/ratelimit's own stats as
+	// Prometheus metrics (see docs/metrics.md), current at each scrape.
+	Metrics prometheus.Registerer
 }
 
 // HealthService is the grpc.health.v1 service name whose status follows
@@ -355,7 +359,15 @@ func Start(ctx context.Context, o Options) (_ *Service, err error) {
 		return nil, fmt.Errorf("ratelimit: %w", err)
 	}
 	s.limiter = s.redis
-	if err := s.assemble(st); err != nil {
+	store := gostats.NewStore(gostats.NewNullSink(), false)
+	if o.Metrics != nil {
+		b := newStatsBridge()
+		if err := o.Metrics.Register(b); err != nil {
+			return nil, fmt.Errorf("ratelimit metrics: %w", err)
+		}
+		store = b.store
+	}
+	if err := s.assemble(st, store); err != nil {
 		return nil, err
 	}
 
@@ -382,10 +394,10 @@ func Start(ctx context.Context, o Options) (_ *Service, err error) {
 }
 
 // assemble builds the service from envoyproxy/ratelimit's exported pieces,
-// as runner.Run does with stats disabled. The pieces panic (a Redis they
+// as runner.Run does, its stats kept in store. The pieces panic (a Redis they
 // cannot reach, a runtime directory they cannot watch), which in the
 // runner's goroutine would end the process: here it is Start's error.
-func (s *Service) assemble(st settings.Settings) (err error) {
+func (s *Service) assemble(st settings.Settings, store gostats.Store) (err error) {
 	runMu.Lock()
 	defer runMu.Unlock()
 	// The service re-reads a few settings from the process environment each
@@ -409,7 +421,6 @@ func (s *Service) assemble(st settings.Settings) (err error) {
 			err = fmt.Errorf("ratelimit: %s: %v", step, r)
 		}
 	}()
-	store := gostats.NewStore(gostats.NewNullSink(), false)
 	stats := rlstats.NewStatManager(store, st)
 	var localCache *freecache.Cache
 	if st.LocalCacheSizeInBytes != 0 {

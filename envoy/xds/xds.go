@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"time"
 
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -43,6 +44,7 @@ type Server struct {
 	srv     serverv3.Server
 	nodeID  string
 	log     *slog.Logger
+	metrics *metrics
 
 	mu      sync.Mutex
 	version int
@@ -64,7 +66,8 @@ func New(ctx context.Context, nodeID string, log *slog.Logger) *Server {
 		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return cacheFor(r.GetTypeUrl()) },
 		Caches:        map[string]cachev3.Cache{"ads": c, "secrets": sc},
 	}
-	return &Server{cache: c, secrets: sc, srv: serverv3.NewServer(ctx, mux, nil), nodeID: nodeID, log: log}
+	m := newMetrics()
+	return &Server{cache: c, secrets: sc, srv: serverv3.NewServer(ctx, mux, m.callbacks()), nodeID: nodeID, log: log, metrics: m}
 }
 
 // cacheFor names the cache of New's MuxCache that answers for typeURL.
@@ -86,7 +89,8 @@ func (s *Server) Register(g *grpc.Server) {
 
 // Publish validates res and, when it is valid and consistent, makes it the
 // next snapshot version. It returns the version published.
-func (s *Server) Publish(ctx context.Context, res *envoy.Resources) (string, error) {
+func (s *Server) Publish(ctx context.Context, res *envoy.Resources) (version string, err error) {
+	defer func() { s.metrics.publish(err, time.Now()) }()
 	if err := res.Validate(); err != nil {
 		return "", fmt.Errorf("xds: refusing invalid resources: %w", err)
 	}
@@ -106,7 +110,7 @@ func (s *Server) Publish(ctx context.Context, res *envoy.Resources) (string, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	version := strconv.Itoa(s.version + 1)
+	version = strconv.Itoa(s.version + 1)
 	snap, err := cachev3.NewSnapshot(version, items)
 	if err != nil {
 		return "", fmt.Errorf("xds: %w", err)

@@ -140,7 +140,9 @@ var transportAttacks = []attack{
 				t.Errorf("got ratelimit.http_addr %q, debug_addr %q, want both off by default", cfg.RateLimit.HTTPAddr, cfg.RateLimit.DebugAddr)
 			}
 			a := e.s.Addrs
-			want := portsOf(t, a.CoreHTTP, a.CoreAdmin, a.CoreFlight, a.Authz, a.AuthzAdmin, a.RateLimit)
+			// The rate limiter's admin port serves health and metrics only
+			// (no /json): it is named in the ready file as the others are.
+			want := portsOf(t, a.CoreHTTP, a.CoreAdmin, a.CoreFlight, a.Authz, a.AuthzAdmin, a.RateLimit, a.RateLimitAdmin)
 			got := listeningPorts(t, os.Getpid())
 			if os.Getenv("CI") != "" || os.Getenv("FRAISE_HOLD_DEV_PORTS") != "" {
 				// harness.Main holds the development ports in this process
@@ -149,7 +151,7 @@ var transportAttacks = []attack{
 				got = slices.DeleteFunc(got, func(p int) bool { return slices.Contains(harness.DevPorts, p) })
 			}
 			if !slices.Equal(got, want) {
-				t.Errorf("the stack's process listens on %v, want only %v (core, extauthz, rate limiter gRPC)", got, want)
+				t.Errorf("the stack's process listens on %v, want only %v (core, extauthz, rate limiter gRPC and admin)", got, want)
 			}
 			wantEnvoy := portsOf(t, a.Gateway, a.EnvoyAdmin)
 			if got := listeningPorts(t, a.EnvoyPid); !slices.Equal(got, wantEnvoy) {

@@ -53,12 +53,17 @@ type Addrs struct {
 	// Authz is extauthz's gRPC port, AuthzAdmin its admin port.
 	Authz      string `json:"authz"`
 	AuthzAdmin string `json:"authz_admin"`
-	// RateLimit is the rate limiter's gRPC port.
-	RateLimit string `json:"ratelimit"`
+	// RateLimit is the rate limiter's gRPC port, RateLimitAdmin its admin
+	// port (health and metrics).
+	RateLimit      string `json:"ratelimit"`
+	RateLimitAdmin string `json:"ratelimit_admin"`
 	// XDS is the xDS server Envoy follows, "" on the static bootstrap.
 	XDS string `json:"xds,omitempty"`
 	// DemoReceiver is the demo's webhook receiver, "" without Options.Demo.
 	DemoReceiver string `json:"demo_receiver,omitempty"`
+	// XDSAdmin is the xDS server's admin port (health and metrics), ""
+	// on the static bootstrap.
+	XDSAdmin string `json:"xds_admin,omitempty"`
 }
 
 // Options vary the stack a test starts. The zero value is the default
@@ -290,6 +295,7 @@ algorithms = ["ES256"]
 tenants = ["*"]
 [ratelimit]
 grpc_addr = "127.0.0.1:0"
+admin_addr = "127.0.0.1:0"
 [ratelimit.tiers.default]
 tenant = { requests = %d, unit = "minute" }
 [gateway]
@@ -305,7 +311,7 @@ authz_timeout = "5s"
 		"file://"+filepath.Join(keys, "assertion.key"),
 		config.DevIssuer, config.DevAudience, filepath.Join(keys, "dev-issuer.jwks"), o.PerTenant) + o.TOML
 	if o.XDS {
-		cfg += "\n[xds]\ngrpc_addr = \"127.0.0.1:0\"\npoll_interval = \"100ms\"\n"
+		cfg += "\n[xds]\ngrpc_addr = \"127.0.0.1:0\"\nadmin_addr = \"127.0.0.1:0\"\npoll_interval = \"100ms\"\n"
 	}
 	cfgPath := filepath.Join(dir, "fraise.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {

@@ -59,6 +59,10 @@ func newAuthzMetrics() *authzMetrics {
 			Help: "1 for the policy revision being served.",
 		}, []string{"revision"}),
 	}
+	// Both results start at zero, so that an alert's increase() sees the
+	// first rejected policy.
+	m.reloads.WithLabelValues("loaded")
+	m.reloads.WithLabelValues("rejected")
 	m.reg.MustRegister(m.checks, m.duration, m.cached, m.dryRun, m.reloads, m.revision,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

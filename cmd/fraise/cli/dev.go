@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -38,6 +39,12 @@ type devAddrs struct {
 	// JWKS ("" when disabled).
 	AuthzAdmin string `json:"authz_admin"`
 	RateLimit  string `json:"ratelimit"`
+	// RateLimitAdmin is the rate limiter's admin port: health and metrics
+	// ("" when disabled).
+	RateLimitAdmin string `json:"ratelimit_admin"`
+	// XDSAdmin is the xDS server's admin port ("" without --xds or when
+	// disabled).
+	XDSAdmin string `json:"xds_admin,omitempty"`
 	// XDS is the xDS server Envoy follows with --xds ("" otherwise).
 	XDS string `json:"xds,omitempty"`
 	// DemoReceiver is the webhook receiver of --demo ("" otherwise).
@@ -107,7 +114,8 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		return l, nil
 	}
 	coreAdminAddr, authzAdminAddr := cfg.Core.AdminAddr, cfg.Authz.AdminAddr
-	var coreLn, coreAdminLn, coreFlightLn, authzLn, authzAdminLn, xdsLn net.Listener
+	rlAdminAddr, xdsAdminAddr := cfg.RateLimit.AdminAddr, cfg.XDS.AdminAddr
+	var coreLn, coreAdminLn, coreFlightLn, authzLn, authzAdminLn, rlAdminLn, xdsLn, xdsAdminLn net.Listener
 	for _, b := range []struct {
 		key  string
 		addr *string
@@ -118,6 +126,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		{"core.flight_addr", &cfg.Core.FlightAddr, &coreFlightLn},
 		{"authz.grpc_addr", &cfg.Authz.GRPCAddr, &authzLn},
 		{"authz.admin_addr", &authzAdminAddr, &authzAdminLn},
+		{"ratelimit.admin_addr", &rlAdminAddr, &rlAdminLn},
 	} {
 		if *b.ln, err = bind(b.key, b.addr); err != nil {
 			closeAll()
@@ -126,6 +135,10 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	}
 	if *useXDS {
 		if xdsLn, err = bind("xds.grpc_addr", &cfg.XDS.GRPCAddr); err != nil {
+			closeAll()
+			return err
+		}
+		if xdsAdminLn, err = bind("xds.admin_addr", &xdsAdminAddr); err != nil {
 			closeAll()
 			return err
 		}
@@ -156,7 +169,8 @@ func runDev(ctx context.Context, env Env, args []string) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rl, err := startRateLimitOn(ctx, cfg, env, log, rlLn)
+	rlReg := newProcessRegistry()
+	rl, err := startRateLimitOn(ctx, cfg, env, log, rlLn, rlReg)
 	if err != nil {
 		closeAll()
 		return err
@@ -175,6 +189,9 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		rlog := log.With("component", "demo-receiver")
 		logServing(rlog, "demo-receiver", "webhook deliveries", receiverLn)
 		g.Go(func() error { return serveDemoReceiver(gctx, receiverLn, env.Stdout, rlog) })
+	}
+	if rlAdminLn != nil {
+		g.Go(func() error { return serveAdmin(gctx, "ratelimit", rlAdminLn, rlReg, log) })
 	}
 
 	res, err := envoy.Build(envoyOptions(cfg))
@@ -203,7 +220,14 @@ func runDev(ctx context.Context, env Env, args []string) error {
 			c.Authz.GRPCAddr, c.RateLimit.GRPCAddr, c.XDS.GRPCAddr = cfg.Authz.GRPCAddr, cfg.RateLimit.GRPCAddr, cfg.XDS.GRPCAddr
 		}
 		follow = append(follow, publishChange(gctx, srv, *cfgPath, xlog, keep))
-		g.Go(func() error { return serveXDS(gctx, srv, cfg, xdsLn, xlog) })
+		var xdsReg prometheus.Registerer
+		if xdsAdminLn != nil {
+			reg := newProcessRegistry()
+			reg.MustRegister(srv.Collectors()...)
+			xdsReg = reg
+			g.Go(func() error { return serveAdmin(gctx, "xds", xdsAdminLn, reg, xlog) })
+		}
+		g.Go(func() error { return serveXDS(gctx, srv, cfg, xdsLn, xlog, xdsReg) })
 		bootstrap = res.XDSBootstrap
 	}
 	if *cfgPath != "" {
@@ -242,9 +266,10 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		Gateway: gateway, EnvoyAdmin: proxy.AdminAddr(), EnvoyPid: proxy.Pid(),
 		CoreHTTP: cfg.Core.HTTPAddr, Authz: cfg.Authz.GRPCAddr, RateLimit: cfg.RateLimit.GRPCAddr,
 		CoreFlight: cfg.Core.FlightAddr, CoreAdmin: coreAdminAddr, AuthzAdmin: authzAdminAddr,
+		RateLimitAdmin: rlAdminAddr,
 	}
 	if *useXDS {
-		addrs.XDS = cfg.XDS.GRPCAddr
+		addrs.XDS, addrs.XDSAdmin = cfg.XDS.GRPCAddr, xdsAdminAddr
 	}
 	if *withDemo {
 		addrs.DemoReceiver = *receiverAddr

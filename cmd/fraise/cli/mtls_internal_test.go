@@ -112,7 +112,7 @@ func TestSidecarsAcceptOnlyTheGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	xdsDone := make(chan error, 1)
-	go func() { xdsDone <- serveXDS(ctx, srv, cfg, xdsLn, quiet) }()
+	go func() { xdsDone <- serveXDS(ctx, srv, cfg, xdsLn, quiet, nil) }()
 	t.Cleanup(func() {
 		cancel()
 		for _, d := range []chan error{authzDone, xdsDone} {

@@ -241,6 +241,22 @@ func (o *observers) register(reg prometheus.Registerer) error {
 			return 0
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fraise_observer_outbox_oldest_age_seconds",
+			Help: "How long the oldest event behind the dispatcher's cursor has waited (0 when none waits, -1 when unknown).",
+		}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			t, ok, err := o.events.OldestPending(ctx, o.dispatcher.Name)
+			switch {
+			case err != nil:
+				return -1
+			case !ok:
+				return 0
+			}
+			return max(time.Since(t).Seconds(), 0)
+		}),
+		upGauge("fraise_redis_up", "1 when the observers' Redis answers a ping within a second, at scrape time.", o.queue.Ping),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "fraise_observer_outbox_pending", Help: "Events behind the dispatcher's cursor (-1 when unknown).",
 		}, func() float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
@@ -31,13 +33,30 @@ func runRateLimit(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer stopTracing(ctx)
+	var adminLn net.Listener
+	if cfg.RateLimit.AdminAddr != "" {
+		if adminLn, err = listen("ratelimit.admin_addr", cfg.RateLimit.AdminAddr); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	svc, err := startRateLimit(ctx, cfg, env, log)
+	reg := newProcessRegistry()
+	svc, err := startRateLimitOn(ctx, cfg, env, log, nil, reg)
 	if err != nil {
+		if adminLn != nil {
+			adminLn.Close()
+		}
 		return err
 	}
 	defer svc.Close()
+	if adminLn != nil {
+		go func() {
+			if err := serveAdmin(ctx, "ratelimit", adminLn, reg, log); err != nil {
+				log.Error("rate limiter admin port stopped", "err", err)
+			}
+		}()
+	}
 	if *cfgPath != "" {
 		go watchConfig(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, reloadRateLimits(svc, *cfgPath, log))
 	}
@@ -61,7 +80,7 @@ func reloadRateLimits(svc *ratelimit.Service, path string, log *slog.Logger) fun
 // startRateLimit starts envoyproxy/ratelimit with limits generated from the
 // configuration, its gRPC port on ratelimit.grpc_addr.
 func startRateLimit(ctx context.Context, cfg config.Config, env Env, log *slog.Logger) (*ratelimit.Service, error) {
-	return startRateLimitOn(ctx, cfg, env, log, nil)
+	return startRateLimitOn(ctx, cfg, env, log, nil, nil)
 }
 
 // startRateLimitOn is startRateLimit serving its gRPC port on ln, already
@@ -75,9 +94,20 @@ func startRateLimit(ctx context.Context, cfg config.Config, env Env, log *slog.L
 // certificate is served from the next handshake, and a changed Redis
 // password or certificate moves the limiter to new Redis connections made
 // with it (ratelimit.Service.ReconnectRedis).
-func startRateLimitOn(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln net.Listener) (*ratelimit.Service, error) {
+//
+// reg, when set, receives the service's own stats.
+func startRateLimitOn(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln net.Listener, reg prometheus.Registerer) (*ratelimit.Service, error) {
 	log = log.With("component", "ratelimit")
 	sec := newSecrets(env.Getenv, log)
+	if reg != nil {
+		// Its certificates' expiry and its secrets' reloads.
+		if err := reg.Register(sec.w); err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			return nil, err
+		}
+	}
 	fail := func(err error) (*ratelimit.Service, error) {
 		if ln != nil {
 			ln.Close()
@@ -104,6 +134,7 @@ func startRateLimitOn(ctx context.Context, cfg config.Config, env Env, log *slog
 		Tiers: rateLimitTiers(cfg.RateLimit), Actions: rateLimitActions(cfg.RateLimit),
 		LocalCacheBytes: cfg.RateLimit.LocalCacheBytes,
 		Logger:          log,
+		Metrics:         reg,
 	})
 	if err != nil {
 		return nil, err

@@ -201,6 +201,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks,
 	})
 	metrics := httpapi.NewMetrics()
+	metrics.Registry.MustRegister(upGauge("fraise_postgres_up", "1 when the core's database answers a ping within a second, at scrape time.", db.Ping))
 	if err := metrics.Registry.Register(sec.w); err != nil {
 		ln.Close()
 		return err

@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -43,6 +44,21 @@ func runXDS(ctx context.Context, env Env, args []string) error {
 		ln.Close()
 		return err
 	}
+	var reg *prometheus.Registry
+	if cfg.XDS.AdminAddr != "" {
+		adminLn, err := listen("xds.admin_addr", cfg.XDS.AdminAddr)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		reg = newProcessRegistry()
+		reg.MustRegister(srv.Collectors()...)
+		go func() {
+			if err := serveAdmin(ctx, "xds", adminLn, reg, log); err != nil {
+				log.Error("xds admin port stopped", "err", err)
+			}
+		}()
+	}
 	if *readyFile != "" {
 		if err := writeJSONFile(*readyFile, map[string]string{"xds": ln.Addr().String()}); err != nil {
 			ln.Close()
@@ -52,7 +68,11 @@ func runXDS(ctx context.Context, env Env, args []string) error {
 	if *cfgPath != "" {
 		go watchConfig(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, publishChange(ctx, srv, *cfgPath, log, nil))
 	}
-	return serveXDS(ctx, srv, cfg, ln, log)
+	var r prometheus.Registerer
+	if reg != nil {
+		r = reg
+	}
+	return serveXDS(ctx, srv, cfg, ln, log, r)
 }
 
 // newXDSServer returns an xDS server holding the snapshot of cfg.
@@ -67,10 +87,17 @@ func newXDSServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*xd
 // serveXDS serves srv on ln over mTLS, accepting only the gateway's
 // certificate, until ctx ends; the server certificate and CA are re-read
 // every secrets.reload_interval. A watchConfig calling publishChange
-// publishes the snapshots that follow fraise.toml.
-func serveXDS(ctx context.Context, srv *xds.Server, cfg config.Config, ln net.Listener, log *slog.Logger) error {
+// publishes the snapshots that follow fraise.toml. reg, when set, receives
+// the certificates' expiry and reloads.
+func serveXDS(ctx context.Context, srv *xds.Server, cfg config.Config, ln net.Listener, log *slog.Logger, reg prometheus.Registerer) error {
 	// Only TLS files here: no reference to read from the environment.
 	sec := newSecrets(func(string) string { return "" }, log)
+	if reg != nil {
+		if err := reg.Register(sec.w); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	tc, err := sec.serverTLS(cfg.TLS, false, cfg.TLS.GatewaySAN)
 	if err != nil {
 		ln.Close()

@@ -179,7 +179,10 @@ type DatasetColumn struct {
 // configuration to production Envoys.
 type XDS struct {
 	GRPCAddr string `toml:"grpc_addr"`
-	NodeID   string `toml:"node_id"`
+	// AdminAddr serves /healthz, /readyz and /metrics (docs/metrics.md);
+	// empty (the default) serves none.
+	AdminAddr string `toml:"admin_addr"`
+	NodeID    string `toml:"node_id"`
 	// PollInterval is how often fraise.toml is checked for changes.
 	PollInterval Duration `toml:"poll_interval"`
 }
@@ -507,6 +510,9 @@ type RateLimit struct {
 	// (the default) serves neither, and when set they must be loopback.
 	HTTPAddr  string `toml:"http_addr"`
 	DebugAddr string `toml:"debug_addr"`
+	// AdminAddr serves /healthz, /readyz and /metrics (envoyproxy/ratelimit's
+	// own stats, docs/metrics.md); empty (the default) serves none.
+	AdminAddr string `toml:"admin_addr"`
 	Domain    string `toml:"domain"`
 	// Tiers are the rate limits of each quota tier by name; "default"
 	// is required and applies to any tier not named here.
@@ -1008,6 +1014,7 @@ func (c Config) Validate() error {
 		bad("authz.max_recv_msg_bytes", "want at least 65536, got %d", c.Authz.MaxRecvMsgBytes)
 	}
 	addr("ratelimit.grpc_addr", c.RateLimit.GRPCAddr, false)
+	addr("ratelimit.admin_addr", c.RateLimit.AdminAddr, true)
 	for _, a := range []struct{ key, v string }{
 		{"ratelimit.http_addr", c.RateLimit.HTTPAddr}, {"ratelimit.debug_addr", c.RateLimit.DebugAddr},
 	} {
@@ -1102,6 +1109,7 @@ func (c Config) Validate() error {
 		bad("gateway.max_connections", "want at least 1")
 	}
 	addr("xds.grpc_addr", c.XDS.GRPCAddr, false)
+	addr("xds.admin_addr", c.XDS.AdminAddr, true)
 	if c.XDS.NodeID == "" {
 		bad("xds.node_id", "required")
 	}
