@@ -22,6 +22,7 @@ import (
 	"github.com/fraise-dev/fraise/core/admission"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 // gate is a handler that holds every request until opened, so tests decide
@@ -113,13 +114,7 @@ func wantRefused(tb testing.TB, resp *http.Response, status int, code string) {
 
 func waitFor(tb testing.TB, what string, ok func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: not within 5s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	await.Until(tb, 5*time.Second, what, ok)
 }
 
 func TestAdmitQueuesABurstAndRefusesBeyond(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/core/observe"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
@@ -155,9 +156,8 @@ func TestObserversAfterPointInTimeRestore(t *testing.T) {
 		z, err2 := q.ZCard(context.Background(), "fraise:{"+obsTenantA+"}:observer:delayed").Result()
 		return err1 == nil && err2 == nil && n == 0 && z == 0
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for !(attempted(1000, 1002) && rc.delivered() == 20+10+1+3 && drained()) {
-		if time.Now().After(deadline) {
+	if !await.Within(60*time.Second, func() bool { return attempted(1000, 1002) && rc.delivered() == 20+10+1+3 && drained() }) {
+		{
 			counts, _ := rc.snapshot()
 			mu.Lock()
 			b2 := 0
@@ -168,7 +168,6 @@ func TestObserversAfterPointInTimeRestore(t *testing.T) {
 			t.Fatalf("after 60s: C attempted %v, %d distinct keys delivered (want 34: A, A2, B1, C), B2 deliveries %d, queue drained %v",
 				attempted(1000, 1002), rc.delivered(), b2, drained())
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 
 	counts, _ := rc.snapshot()

@@ -30,6 +30,7 @@ import (
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/observe"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
@@ -247,13 +248,7 @@ func (p *pipeline) sql(tb testing.TB, tenant, sql string, args ...any) {
 
 func eventually(tb testing.TB, d time.Duration, what string, ok func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	await.Until(tb, d, what, ok)
 }
 
 func TestObserversEachActionKind(t *testing.T) {
