@@ -24,9 +24,15 @@ func Until(tb testing.TB, d time.Duration, what string, cond func() bool) {
 
 // Within polls cond until it holds or d passes and reports whether it held.
 func Within(d time.Duration, cond func() bool) bool {
+	return WithinEvery(d, Interval, cond)
+}
+
+// WithinEvery is Within polling every interval, for a condition that costs a
+// request to a server.
+func WithinEvery(d, interval time.Duration, cond func() bool) bool {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
-	tick := time.NewTicker(Interval)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		if cond() {

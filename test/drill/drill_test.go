@@ -32,6 +32,7 @@ import (
 	"github.com/fraise-dev/fraise/adapters/webhook"
 	"github.com/fraise-dev/fraise/core/observe"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
 	"github.com/fraise-dev/fraise/test/stack"
 )
@@ -326,15 +327,11 @@ func TestRestoreDrill(t *testing.T) {
 	rc.down.Store(false)
 	s2 := stack.StartWith(t, stack.Options{Postgres: rpg, Database: "postgres", Redis: rd, TOML: drillTOML, SetupSQL: setup, PerTenant: 1_000_000})
 	admin2 := s2.Token(t, demo.TenantAcme, "alice", "admin")
-	for {
-		status, _ := s2.GraphQL(t, admin2, map[string]any{"query": "{ __typename }"})
-		if status == http.StatusOK {
-			break
-		}
-		if time.Since(decided) > 2*time.Minute {
-			t.Fatalf("the restored stack answers no request after 2 minutes: status %d", status)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !await.WithinEvery(2*time.Minute-time.Since(decided), 20*time.Millisecond, func() bool {
+		status, _ = s2.GraphQL(t, admin2, map[string]any{"query": "{ __typename }"})
+		return status == http.StatusOK
+	}) {
+		t.Fatalf("the restored stack answers no request after 2 minutes: status %d", status)
 	}
 	rto := time.Since(decided)
 	phase("restored stack answers")
