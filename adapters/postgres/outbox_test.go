@@ -11,6 +11,7 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
@@ -159,8 +160,13 @@ func TestReadWaitsForOlderTransactions(t *testing.T) {
 }
 
 func TestWaitWakesOnNotify(t *testing.T) {
-	_, l, d := mustObserved(t)
-	time.Sleep(200 * time.Millisecond) // let the listener start
+	admin, l, d := mustObserved(t)
+	// The listener has started once its session has run LISTEN.
+	await.Until(t, 10*time.Second, "the listener to start", func() bool {
+		var n int
+		err := admin.QueryRow(context.Background(), "select count(*) from pg_stat_activity where query like 'listen %'").Scan(&n)
+		return err == nil && n > 0
+	})
 	done := make(chan time.Duration, 1)
 	go func() {
 		start := time.Now()
@@ -231,7 +237,7 @@ func TestLeadStandbyReusesItsConnection(t *testing.T) {
 		})
 	}()
 	<-leading
-	before := postgres.NewConns(d)
+	before, tries := postgres.NewConns(d), postgres.Acquires(d)
 	standbyCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	took := make(chan struct{})
@@ -239,7 +245,8 @@ func TestLeadStandbyReusesItsConnection(t *testing.T) {
 	go func() {
 		standbyDone <- l2.Lead(standbyCtx, "lead-test", func(context.Context) error { close(took); return nil })
 	}()
-	time.Sleep(1500 * time.Millisecond) // some six tries
+	// Six tries, each taking a pooled connection.
+	await.Until(t, 10*time.Second, "six tries of the standby", func() bool { return postgres.Acquires(d)-tries >= 6 })
 	// The first try may open the connection the rest reuse.
 	if opened := postgres.NewConns(d) - before; opened > 1 {
 		t.Errorf("the standby opened %d connections while it waited, want it to reuse a pooled one", opened)
