@@ -259,7 +259,8 @@ func TestAdmitTimesTheCore(t *testing.T) {
 		waitFor(t, "running or queued", func() bool { s := a.ctrl.Stats(); return s.Running+s.Queued == i+1 })
 	}
 	// Both are held 50 ms: the first runs, the second waits for it, and
-	// each one's Server-Timing counts its own wait.
+	// each one's Server-Timing counts its own wait (the duration is what
+	// is measured; Server-Timing reads the real clock).
 	time.Sleep(50 * time.Millisecond)
 	close(a.gate.open)
 	for i := 0; i < 2; i++ {
