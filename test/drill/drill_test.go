@@ -133,13 +133,16 @@ type traffic struct {
 // writer creates posts through the gateway, one at a time, until stop is
 // closed, and returns those whose creation was acknowledged (each of those
 // transactions had committed) and the first failure.
-func writer(s *stack.Stack, token, prefix string, stop <-chan struct{}) traffic {
+func writer(s *stack.Stack, token, prefix string, stop <-chan struct{}, enough func(traffic) bool) traffic {
 	var out traffic
 	for n := 0; ; n++ {
 		select {
 		case <-stop:
 			return out
 		default:
+		}
+		if enough != nil && enough(out) {
+			return out
 		}
 		body, _ := json.Marshal(map[string]any{
 			"query":     `mutation($in: CreatePostInput!) { createPost(input: $in) { ... on CreatePostSuccess { post { id publishedAt } } } }`,
@@ -302,11 +305,11 @@ func TestRestoreDrill(t *testing.T) {
 	// when the primary goes.
 	stop := make(chan struct{})
 	done := make(chan traffic, 1)
-	go func() { done <- writer(s1, admin, "drill-before-", stop) }()
+	go func() { done <- writer(s1, admin, "drill-before-", stop, nil) }()
 	outage := min(3*time.Second, *trafficFor*2/5)
 	time.Sleep(*trafficFor - outage) // the traffic's length: nothing is awaited
 	rc.down.Store(true)
-	time.Sleep(outage)
+	time.Sleep(outage) // the receiver's outage: its length is the drill's
 	destroyed := time.Now()
 	pg.Destroy(t)
 	close(stop)
@@ -373,12 +376,8 @@ func TestRestoreDrill(t *testing.T) {
 	}
 
 	// Traffic on the restored stack.
-	stop2 := make(chan struct{})
-	done2 := make(chan traffic, 1)
-	go func() { done2 <- writer(s2, admin2, "drill-after-", stop2) }()
-	time.Sleep(time.Second) // a second of writes
-	close(stop2)
-	tr2 := <-done2
+	// Fifty writes, or fewer if one fails.
+	tr2 := writer(s2, admin2, "drill-after-", nil, func(tr traffic) bool { return len(tr.acked) >= 50 || tr.failed > 0 })
 	after := tr2.acked
 	if len(after) == 0 || tr2.failed > 0 {
 		t.Fatalf("the restored stack acknowledged %d writes and failed %d, the first: %v", len(after), tr2.failed, tr2.first)
