@@ -10,9 +10,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/internal/await"
-	"github.com/fraise-dev/fraise/test/harness"
 )
 
 const (
@@ -25,10 +25,7 @@ const (
 func mustObserved(tb testing.TB) (*pgx.Conn, *postgres.EventLog, *postgres.DB) {
 	tb.Helper()
 	ctx := context.Background()
-	pg, db := harness.NewDatabase(tb)
-	if err := postgres.Migrate(ctx, pg.AdminURL(db), postgres.MigrateOptions{}); err != nil {
-		tb.Fatal(err)
-	}
+	pg, db := postgrestest.New(tb)
 	admin, err := pgx.Connect(ctx, pg.AdminURL(db))
 	if err != nil {
 		tb.Fatal(err)

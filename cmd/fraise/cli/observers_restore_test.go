@@ -19,6 +19,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core/observe"
 	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
@@ -290,9 +291,7 @@ func TestObserversReconcileOverTLS(t *testing.T) {
 	ctx := context.Background()
 	pg := harness.StartPostgresWith(t, harness.PostgresOptions{TLS: true})
 	name := pg.NewDatabase(t)
-	if err := postgres.Migrate(ctx, pg.AdminURL(name), postgres.MigrateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	postgrestest.Migrate(t, pg, name)
 	const redisPassword = "reconcile-secret"
 	rd := harness.StartRedisWith(t, harness.RedisOptions{TLS: true, Password: redisPassword})
 	dir := t.TempDir()

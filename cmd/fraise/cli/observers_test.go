@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/adapters/smtp/smtptest"
 	"github.com/fraise-dev/fraise/adapters/webhook"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
@@ -130,9 +131,7 @@ func mustPipeline(tb testing.TB) *pipeline {
 func mustPipelineOn(tb testing.TB, pg *harness.Postgres, name string) *pipeline {
 	tb.Helper()
 	ctx := context.Background()
-	if err := postgres.Migrate(ctx, pg.AdminURL(name), postgres.MigrateOptions{}); err != nil {
-		tb.Fatal(err)
-	}
+	postgrestest.Migrate(tb, pg, name)
 	admin, err := pgx.Connect(ctx, pg.AdminURL(name))
 	if err != nil {
 		tb.Fatal(err)
