@@ -12,9 +12,9 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/extauthz"
 	"github.com/fraise-dev/fraise/extauthz/apikey"
-	"github.com/fraise-dev/fraise/test/harness"
 )
 
 // settableClock is the clock of the API key cache and lookup buckets.
@@ -52,10 +52,7 @@ func fromPeer(req *authv3.CheckRequest, ip, cert string) *authv3.CheckRequest {
 // in the background), and a revocation still takes effect.
 func TestCheckAPIKeysUnderJunkKeys(t *testing.T) {
 	ctx := context.Background()
-	pg, db := harness.NewDatabase(t)
-	if err := postgres.Migrate(ctx, pg.AdminURL(db), postgres.MigrateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	pg, db := postgrestest.New(t)
 	open := func(url string) *postgres.DB {
 		d, err := postgres.Open(ctx, url, postgres.Options{})
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/extauthz"
 	"github.com/fraise-dev/fraise/extauthz/apikey"
@@ -32,10 +33,7 @@ func TestMain(m *testing.M) {
 // PostgreSQL, with decisions going to the audit table.
 func TestCheckAPIKeys(t *testing.T) {
 	ctx := context.Background()
-	pg, db := harness.NewDatabase(t)
-	if err := postgres.Migrate(ctx, pg.AdminURL(db), postgres.MigrateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	pg, db := postgrestest.New(t)
 	open := func(url string) *postgres.DB {
 		d, err := postgres.Open(ctx, url, postgres.Options{})
 		if err != nil {

@@ -275,9 +275,9 @@ func mustRunLoadGenerator(b *testing.B, spec loadGenSpec) loadGenResult {
 // runLoadGenerator sends spec.Rate checks a second open-loop for
 // spec.Duration and reports each one's latency. Each check is sent at its
 // due time on a goroutine of its own. Go timers cannot pace this finely:
-// here time.Sleep(100µs) returns after about 1.1 ms when the process is
+// here a Go sleep of 100µs returns after about 1.1 ms when the process is
 // idle (the runtime's poller sleeps in whole milliseconds), so a pacer on
-// time.Sleep sent bursts of ~5 checks every millisecond and counted up to
+// Go's sleep sent bursts of ~5 checks every millisecond and counted up to
 // a millisecond of its own lateness against extauthz. A pacer spinning on
 // runtime.Gosched is worse: a P that always has work does not poll the
 // network, and responses wait for sysmon. nanosleep(2) wakes within the

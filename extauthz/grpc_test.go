@@ -22,6 +22,7 @@ import (
 
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/extauthz"
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 // mustGRPC serves f's server through NewGRPCServer and Serve until the
@@ -107,16 +108,13 @@ func TestGRPCServer(t *testing.T) {
 		cancel()
 		// During the drain delay the server still answers, but reports
 		// NOT_SERVING so Envoy moves away.
-		deadline := time.Now().Add(2 * time.Second)
-		for {
-			resp, err := h.Check(ctx, &healthpb.HealthCheckRequest{})
-			if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("got %v, %v, want NOT_SERVING while draining", resp, err)
-			}
-			time.Sleep(5 * time.Millisecond)
+		var resp *healthpb.HealthCheckResponse
+		var err error
+		if !await.Within(2*time.Second, func() bool {
+			resp, err = h.Check(ctx, &healthpb.HealthCheckRequest{})
+			return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING
+		}) {
+			t.Fatalf("got %v, %v, want NOT_SERVING while draining", resp, err)
 		}
 		if resp, err := client.Check(ctx, req); err != nil || resp.GetOkResponse() == nil {
 			t.Fatalf("check while draining: got %v, %v, want still answered", resp, err)

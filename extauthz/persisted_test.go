@@ -8,19 +8,16 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/extauthz"
-	"github.com/fraise-dev/fraise/test/harness"
 )
 
 // TestCheckPersistedStore resolves hash-only requests from the store the
 // core registers documents in, on the harness's PostgreSQL.
 func TestCheckPersistedStore(t *testing.T) {
 	ctx := context.Background()
-	pg, db := harness.NewDatabase(t)
-	if err := postgres.Migrate(ctx, pg.AdminURL(db), postgres.MigrateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	pg, db := postgrestest.New(t)
 	appDB, err := postgres.Open(ctx, pg.URL("fraise_app", db), postgres.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/fraise-dev/fraise/extauthz"
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 func mustWriteDir(tb testing.TB, dir string, files fstest.MapFS) {
@@ -41,13 +42,7 @@ func mustWriteDir(tb testing.TB, dir string, files fstest.MapFS) {
 
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	await.Until(tb, 10*time.Second, what, cond)
 }
 
 func viewerMutation(tb testing.TB, f *fixture) *authv3.CheckRequest {

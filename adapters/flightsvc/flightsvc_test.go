@@ -33,6 +33,7 @@ import (
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/core/flight"
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 const tenant = "11111111-1111-4111-8111-111111111111"
@@ -285,12 +286,8 @@ func TestCancelledDoGetStopsTheExport(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("export still running 10s after the client left")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > base || f.src.mem.CurrentAlloc() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines (baseline %d), %d bytes of batches unreleased", runtime.NumGoroutine(), base, f.src.mem.CurrentAlloc())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !await.Within(10*time.Second, func() bool { return runtime.NumGoroutine() <= base && f.src.mem.CurrentAlloc() == 0 }) {
+		t.Fatalf("%d goroutines (baseline %d), %d bytes of batches unreleased", runtime.NumGoroutine(), base, f.src.mem.CurrentAlloc())
 	}
 	if rows := counter(t, f.reg, "fraise_flight_exported_rows_total", ""); rows < 3000 {
 		t.Errorf("fraise_flight_exported_rows_total: got %v, want at least the 3000 rows read", rows)
@@ -316,12 +313,8 @@ func TestTicketBoundToTenant(t *testing.T) {
 	// The server counts a call as its handler returns, which may be just
 	// after the client saw the answer.
 	for _, want := range []string{`code="OK",method="GetFlightInfo"`, `code="PermissionDenied",method="DoGet"`} {
-		deadline := time.Now().Add(5 * time.Second)
-		for counter(t, f.reg, "fraise_flight_calls_total", want) != 1 {
-			if time.Now().After(deadline) {
-				t.Fatalf("fraise_flight_calls_total{%s}: got %v, want 1", want, counter(t, f.reg, "fraise_flight_calls_total", want))
-			}
-			time.Sleep(10 * time.Millisecond)
+		if !await.Within(5*time.Second, func() bool { return counter(t, f.reg, "fraise_flight_calls_total", want) == 1 }) {
+			t.Fatalf("fraise_flight_calls_total{%s}: got %v, want 1", want, counter(t, f.reg, "fraise_flight_calls_total", want))
 		}
 	}
 }

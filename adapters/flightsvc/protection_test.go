@@ -24,6 +24,7 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/flightsvc"
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
@@ -110,13 +111,7 @@ func mustProtected(tb testing.TB) *protectedFixture {
 	tb.Helper()
 	harness.SkipShort(tb)
 	ctx := context.Background()
-	pg, db := harness.NewDatabase(tb)
-	if err := postgres.Migrate(ctx, pg.AdminURL(db), postgres.MigrateOptions{}); err != nil {
-		tb.Fatal(err)
-	}
-	if err := demo.Apply(ctx, pg.AdminURL(db), "fraise_app"); err != nil {
-		tb.Fatal(err)
-	}
+	pg, db := postgrestest.NewDemo(tb)
 	admin, err := pgx.Connect(ctx, pg.AdminURL(db))
 	if err != nil {
 		tb.Fatal(err)

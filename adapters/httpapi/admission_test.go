@@ -22,6 +22,7 @@ import (
 	"github.com/fraise-dev/fraise/core/admission"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 // gate is a handler that holds every request until opened, so tests decide
@@ -113,13 +114,7 @@ func wantRefused(tb testing.TB, resp *http.Response, status int, code string) {
 
 func waitFor(tb testing.TB, what string, ok func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: not within 5s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	await.Until(tb, 5*time.Second, what, ok)
 }
 
 func TestAdmitQueuesABurstAndRefusesBeyond(t *testing.T) {
@@ -264,7 +259,8 @@ func TestAdmitTimesTheCore(t *testing.T) {
 		waitFor(t, "running or queued", func() bool { s := a.ctrl.Stats(); return s.Running+s.Queued == i+1 })
 	}
 	// Both are held 50 ms: the first runs, the second waits for it, and
-	// each one's Server-Timing counts its own wait.
+	// each one's Server-Timing counts its own wait (the duration is what
+	// is measured; Server-Timing reads the real clock).
 	time.Sleep(50 * time.Millisecond)
 	close(a.gate.open)
 	for i := 0; i < 2; i++ {

@@ -15,6 +15,7 @@ import (
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/flight"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 const exportViews = `
@@ -354,19 +355,15 @@ func TestFlightExportErrorAbandonsTheQuery(t *testing.T) {
 	defer admin.Close(ctx)
 	// pgx cancels the abandoned query from another goroutine: allow it a
 	// moment, far less than the query would run.
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	if !await.Within(5*time.Second, func() bool {
 		var running int
 		if err := admin.QueryRow(ctx, `select count(*) from pg_stat_activity
 			where datname = current_database() and pid <> pg_backend_pid() and state = 'active' and query like '%v_slow%'`).Scan(&running); err != nil {
 			t.Fatal(err)
 		}
-		if running == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the query still runs %v after the export returned", time.Since(start)-took)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return running == 0
+	}) {
+		t.Fatalf("the query still runs %v after the export returned", time.Since(start)-took)
 	}
 	rows := mustStatement(t, "public.v_rows", "id int8", "pad text")
 	for i := range 8 { // more than the pool's connections

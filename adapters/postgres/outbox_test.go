@@ -10,8 +10,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/test/harness"
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 const (
@@ -24,10 +25,7 @@ const (
 func mustObserved(tb testing.TB) (*pgx.Conn, *postgres.EventLog, *postgres.DB) {
 	tb.Helper()
 	ctx := context.Background()
-	pg, db := harness.NewDatabase(tb)
-	if err := postgres.Migrate(ctx, pg.AdminURL(db), postgres.MigrateOptions{}); err != nil {
-		tb.Fatal(err)
-	}
+	pg, db := postgrestest.New(tb)
 	admin, err := pgx.Connect(ctx, pg.AdminURL(db))
 	if err != nil {
 		tb.Fatal(err)
@@ -159,16 +157,30 @@ func TestReadWaitsForOlderTransactions(t *testing.T) {
 }
 
 func TestWaitWakesOnNotify(t *testing.T) {
-	_, l, d := mustObserved(t)
-	time.Sleep(200 * time.Millisecond) // let the listener start
+	admin, l, d := mustObserved(t)
+	// The listener has started once its session has run LISTEN.
+	await.Until(t, 10*time.Second, "the listener to start", func() bool {
+		var n int
+		err := admin.QueryRow(context.Background(), "select count(*) from pg_stat_activity where query like 'listen %'").Scan(&n)
+		return err == nil && n > 0
+	})
+	// Wait until the event is there to read: a wake-up left from the setup
+	// goes round once more, and the notification wakes the loop whether it
+	// comes before a Wait (it is kept) or during one. Had it no effect, the
+	// loop would wait the whole 10 s timeout.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan time.Duration, 1)
+	start := time.Now()
 	go func() {
-		start := time.Now()
-		_ = l.Wait(context.Background(), 10*time.Second)
-		_ = l.Wait(context.Background(), 10*time.Second)
-		done <- time.Since(start)
+		for ctx.Err() == nil {
+			_ = l.Wait(ctx, 10*time.Second)
+			if evs, err := l.Read(ctx, core.Position{}, 10); err == nil && len(evs) > 0 {
+				done <- time.Since(start)
+				return
+			}
+		}
 	}()
-	time.Sleep(100 * time.Millisecond)
 	exec(t, d, tenantA, "insert into orders values (1, '"+tenantA+"', 1, 'x')")
 	select {
 	case got := <-done:
@@ -231,7 +243,7 @@ func TestLeadStandbyReusesItsConnection(t *testing.T) {
 		})
 	}()
 	<-leading
-	before := postgres.NewConns(d)
+	before, tries := postgres.NewConns(d), postgres.Acquires(d)
 	standbyCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	took := make(chan struct{})
@@ -239,7 +251,8 @@ func TestLeadStandbyReusesItsConnection(t *testing.T) {
 	go func() {
 		standbyDone <- l2.Lead(standbyCtx, "lead-test", func(context.Context) error { close(took); return nil })
 	}()
-	time.Sleep(1500 * time.Millisecond) // some six tries
+	// Six tries, each taking a pooled connection.
+	await.Until(t, 10*time.Second, "six tries of the standby", func() bool { return postgres.Acquires(d)-tries >= 6 })
 	// The first try may open the connection the rest reuse.
 	if opened := postgres.NewConns(d) - before; opened > 1 {
 		t.Errorf("the standby opened %d connections while it waited, want it to reuse a pooled one", opened)

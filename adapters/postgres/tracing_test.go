@@ -12,18 +12,15 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/test/harness"
 )
 
 // mustTraced is mustObserved with the pool tracing into a span recorder.
 func mustTraced(tb testing.TB) (*pgx.Conn, *postgres.EventLog, *postgres.DB, *tracetest.SpanRecorder, trace.Tracer) {
 	tb.Helper()
 	ctx := context.Background()
-	pg, db := harness.NewDatabase(tb)
-	if err := postgres.Migrate(ctx, pg.AdminURL(db), postgres.MigrateOptions{}); err != nil {
-		tb.Fatal(err)
-	}
+	pg, db := postgrestest.New(tb)
 	admin, err := pgx.Connect(ctx, pg.AdminURL(db))
 	if err != nil {
 		tb.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
 	"github.com/fraise-dev/fraise/adapters/secretfile"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
@@ -147,16 +148,8 @@ func hour(n uint32) ratelimit.Limit { return ratelimit.Limit{Requests: n, Unit: 
 // service reloads its configuration and reconnects to Redis asynchronously.
 func eventually(tb testing.TB, what string, f func(i int) bool) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for i := 0; ; i++ {
-		if f(i) {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: not after 10s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	i := 0
+	await.Until(tb, 10*time.Second, what, func() bool { i++; return f(i - 1) })
 }
 
 func TestConfigYAML(t *testing.T) {

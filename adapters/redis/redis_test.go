@@ -3,11 +3,15 @@ package redis_test
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/fraise-dev/fraise/adapters/redis"
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
@@ -82,8 +86,10 @@ func TestQueueLifecycle(t *testing.T) {
 	if err := q.Ack(ctx, ds[0]); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(250 * time.Millisecond)
-	ds = fetch(t, q, "w1", all)
+	await.Until(t, 5*time.Second, "the retried job back when due", func() bool {
+		ds = fetch(t, q, "w1", all)
+		return len(ds) != 0
+	})
 	if len(ds) != 1 || ds[0].Job.ID != first.Job.ID || ds[0].Job.Attempt != 1 {
 		t.Fatalf("got %+v, want the retried job with attempt 1", ds)
 	}
@@ -112,15 +118,21 @@ func TestQueueLifecycle(t *testing.T) {
 	if ds := fetch(t, q, "w2", all); len(ds) != 0 {
 		t.Fatalf("w2 got %+v before the job was idle", ds)
 	}
-	time.Sleep(400 * time.Millisecond)
-	ds = fetch(t, q, "w2", all)
+	await.Until(t, 5*time.Second, "w2 reclaiming the idle job", func() bool {
+		ds = fetch(t, q, "w2", all)
+		return len(ds) != 0
+	})
 	if len(ds) != 1 || ds[0].Job.ID != first.Job.ID {
 		t.Fatalf("w2 got %+v, want the reclaimed job", ds)
 	}
 }
 
 func TestFetchBlocksUntilAJob(t *testing.T) {
-	q := mustQueue(t, time.Minute)
+	rd := harness.StartRedis(t)
+	q := redis.New(redis.Options{Addr: rd.Addr, ReclaimIdle: time.Minute})
+	t.Cleanup(func() { q.Close() })
+	admin := goredis.NewClient(&goredis.Options{Addr: rd.Addr})
+	t.Cleanup(func() { admin.Close() })
 	ctx := context.Background()
 	if err := q.Enqueue(ctx, []core.Job{job("a", "0")}); err != nil {
 		t.Fatal(err)
@@ -128,7 +140,16 @@ func TestFetchBlocksUntilAJob(t *testing.T) {
 	ds := fetch(t, q, "w", all)
 	_ = q.Ack(ctx, ds[0])
 	go func() {
-		time.Sleep(50 * time.Millisecond)
+		// Enqueue once the fetch is blocked in Redis (CLIENT LIST flag b).
+		await.Within(5*time.Second, func() bool {
+			list, _ := admin.ClientList(ctx).Result()
+			for _, c := range strings.Split(list, "\n") {
+				if strings.Contains(c, " flags=b ") && strings.Contains(c, "cmd=xreadgroup") {
+					return true
+				}
+			}
+			return false
+		})
 		_ = q.Enqueue(ctx, []core.Job{job("a", "1")})
 	}()
 	start := time.Now()

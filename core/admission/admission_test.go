@@ -10,6 +10,7 @@ import (
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/admission"
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 // recorder collects decisions, as the metric hook would count them.
@@ -48,12 +49,8 @@ func mustAdmit(tb testing.TB, c *admission.Controller, tenant string) func() {
 // waitQueued waits until n requests wait in c's queue.
 func waitQueued(tb testing.TB, c *admission.Controller, n int) {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Stats().Queued != n {
-		if time.Now().After(deadline) {
-			tb.Fatalf("got %d queued, want %d", c.Stats().Queued, n)
-		}
-		time.Sleep(time.Millisecond)
+	if !await.Within(5*time.Second, func() bool { return c.Stats().Queued == n }) {
+		tb.Fatalf("got %d queued, want %d", c.Stats().Queued, n)
 	}
 }
 

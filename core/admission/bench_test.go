@@ -37,7 +37,7 @@ func serve(c *admission.Controller, tenant string) (time.Duration, bool) {
 	for i := 0; i < len(buf); i += 4096 {
 		buf[i] = byte(i)
 	}
-	time.Sleep(work)
+	time.Sleep(work) // the request's work, which admission schedules
 	sink.Store(&buf)
 	return time.Since(t0), true
 }
@@ -95,7 +95,7 @@ func drive(c *admission.Controller, rate int, d time.Duration) loadResult {
 				mu.Unlock()
 			}(string(rune('a' + n%8)))
 		}
-		time.Sleep(time.Until(start.Add(time.Duration(n+1) * tick)))
+		time.Sleep(time.Until(start.Add(time.Duration(n+1) * tick))) // open loop: the next tick's due time
 	}
 	wg.Wait()
 	close(stop)

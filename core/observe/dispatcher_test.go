@@ -9,6 +9,7 @@ import (
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/observe"
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 // memLog is an outbox in memory.
@@ -67,18 +68,14 @@ func (l *memLog) Wait(ctx context.Context, d time.Duration) error {
 // waitCursor waits until the dispatcher has passed event id.
 func (l *memLog) waitCursor(tb testing.TB, id int64) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var c core.Position
+	if !await.Within(10*time.Second, func() bool {
 		l.mu.Lock()
-		c := l.cursor
+		c = l.cursor
 		l.mu.Unlock()
-		if c.ID >= id {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("the dispatcher did not pass event %d (cursor %+v)", id, c)
-		}
-		time.Sleep(5 * time.Millisecond)
+		return c.ID >= id
+	}) {
+		tb.Fatalf("the dispatcher did not pass event %d (cursor %+v)", id, c)
 	}
 }
 
@@ -178,14 +175,18 @@ func TestDispatcherRefreshesRulesUnasked(t *testing.T) {
 	log.add(1)
 	log.waitCursor(t, 1)
 	rules.set(ordersRule)
-	deadline := time.Now().Add(10 * time.Second)
-	for id := int64(2); q.count() == 0; id++ {
-		if time.Now().After(deadline) {
-			t.Fatal("a rule added without a notification never matched")
+	// Each poll writes one more event; one written after the refresh matches.
+	id := int64(1)
+	if !await.Within(10*time.Second, func() bool {
+		if q.count() != 0 {
+			return true
 		}
+		id++
 		log.add(id)
 		log.waitCursor(t, id)
-		time.Sleep(10 * time.Millisecond)
+		return false
+	}) {
+		t.Fatal("a rule added without a notification never matched")
 	}
 }
 

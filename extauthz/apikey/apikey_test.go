@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/extauthz/apikey"
 	"github.com/fraise-dev/fraise/test/harness"
@@ -42,10 +43,7 @@ type stores struct {
 func mustStores(tb testing.TB) stores {
 	tb.Helper()
 	ctx := context.Background()
-	pg, db := harness.NewDatabase(tb)
-	if err := postgres.Migrate(ctx, pg.AdminURL(db), postgres.MigrateOptions{}); err != nil {
-		tb.Fatal(err)
-	}
+	pg, db := postgrestest.New(tb)
 	open := func(url string) *postgres.APIKeys {
 		d, err := postgres.Open(ctx, url, postgres.Options{})
 		if err != nil {

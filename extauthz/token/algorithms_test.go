@@ -20,6 +20,7 @@ import (
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/extauthz/token"
 	"github.com/fraise-dev/fraise/extauthz/token/tokentest"
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 // TestVerifyAlgorithms signs with every algorithm an issuer may allow and
@@ -195,21 +196,13 @@ func TestRefreshEvery(t *testing.T) {
 	go func() { v.RefreshEvery(ctx, 20*time.Millisecond, nil); close(done) }()
 	defer func() { cancel(); <-done }()
 	start := p.JWKSFetches.Load()
-	deadline := time.Now().Add(10 * time.Second)
-	for p.JWKSFetches.Load() < start+2 {
-		if time.Now().After(deadline) {
-			t.Fatal("got no background refreshes, want some")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	await.Until(t, 10*time.Second, "background refreshes", func() bool { return p.JWKSFetches.Load() >= start+2 })
 	p.Rotate(t, true)
 	// Wait for a refresh after the rotation; the unknown-kid refetch is
 	// rate-limited to once an hour, so only the background loop can
 	// explain a success.
 	n := p.JWKSFetches.Load()
-	for p.JWKSFetches.Load() < n+2 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	await.Until(t, 10*time.Second, "a refresh after the rotation", func() bool { return p.JWKSFetches.Load() >= n+2 })
 	if _, err := v.Verify(context.Background(), p.Sign(t, now, map[string]any{"sub": "alice", "tenant": tenant})); err != nil {
 		t.Fatalf("got error %v, want the rotated key known", err)
 	}

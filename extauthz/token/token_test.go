@@ -25,6 +25,7 @@ import (
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/extauthz/token"
 	"github.com/fraise-dev/fraise/extauthz/token/tokentest"
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 const (
@@ -403,12 +404,8 @@ func TestJWKSURLStaleSetRefreshesInBackground(t *testing.T) {
 	if _, err := v.Verify(context.Background(), is.Sign(t, with(is.Claims("alice", tenant), "exp", clk.Now().Add(time.Hour).Unix()))); err != nil {
 		t.Fatalf("got error %v, want none", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for srv.fetches.Load() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("got %d fetches, want a background refetch of the stale set", srv.fetches.Load())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !await.Within(10*time.Second, func() bool { return srv.fetches.Load() >= 2 }) {
+		t.Fatalf("got %d fetches, want a background refetch of the stale set", srv.fetches.Load())
 	}
 }
 

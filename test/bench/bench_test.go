@@ -32,6 +32,7 @@ import (
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/bench"
 	"github.com/fraise-dev/fraise/test/harness"
 	"github.com/fraise-dev/fraise/test/stack"
@@ -641,15 +642,11 @@ authz_timeout = "2s"
 		CoreHTTP string `json:"core_http"`
 		EnvoyPid int    `json:"envoy_pid"`
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if b, err := os.ReadFile(ready); err == nil && json.Unmarshal(b, &addrs) == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			tb.Fatal("fraise dev not ready after 60s")
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !await.WithinEvery(60*time.Second, 50*time.Millisecond, func() bool {
+		b, err := os.ReadFile(ready)
+		return err == nil && json.Unmarshal(b, &addrs) == nil
+	}) {
+		tb.Fatal("fraise dev not ready after 60s")
 	}
 	if addrs.EnvoyPid <= 0 || addrs.CoreHTTP == "" {
 		tb.Fatalf("fraise dev's ready file names no Envoy pid or core address: %+v", addrs)
@@ -820,17 +817,14 @@ func (s *syncBuffer) String() string {
 
 func mustListen(tb testing.TB, addr string) {
 	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if !await.WithinEvery(30*time.Second, 50*time.Millisecond, func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("nothing listening on %s after 30s", addr)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return err == nil
+	}) {
+		tb.Fatalf("nothing listening on %s after 30s", addr)
 	}
 }
 

@@ -56,7 +56,7 @@ func TestRun(t *testing.T) {
 			http.Error(w, "no", http.StatusServiceUnavailable)
 			return
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // the work the test wants p50 >= 1ms of
 		_, _ = w.Write([]byte(`{"data":{}}`))
 	}))
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {

@@ -21,7 +21,7 @@ func TestOpen(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch n.Add(1) % 4 {
 		case 0:
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(2 * time.Millisecond) // the latency the test checks admitted answers have
 			_, _ = w.Write([]byte(`{"data":{}}`))
 		case 1:
 			w.Header().Set("Retry-After", "1")
@@ -71,7 +71,7 @@ func TestOpen(t *testing.T) {
 
 	t.Run("beyond MaxInFlight arrivals are dropped, not sent", func(t *testing.T) {
 		slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			time.Sleep(300 * time.Millisecond)
+			time.Sleep(300 * time.Millisecond) // slower than the 200 ms of arrivals: five stay in flight
 		}))
 		defer slow.Close()
 		res, err := bench.Open(context.Background(), bench.Arrivals{Rate: 100, Duration: 200 * time.Millisecond, MaxInFlight: 5}, target(slow.URL))

@@ -159,6 +159,7 @@ func TestArrived(t *testing.T) {
 	defer ln.Close()
 	const answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 	sent := make(chan time.Time, 3)
+	secondRead := make(chan struct{}) // the client has the second answer
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
@@ -176,7 +177,7 @@ func TestArrived(t *testing.T) {
 			sent <- time.Now()
 			_, _ = io.WriteString(c, answer)
 		}
-		time.Sleep(50 * time.Millisecond)
+		<-secondRead // the third answer must not share a read with the second
 		sent <- time.Now()
 		_, _ = io.WriteString(c, answer) // before the third request
 		readRequest()
@@ -199,13 +200,14 @@ func TestArrived(t *testing.T) {
 	// socket asks for them: the first answer may come unstamped.
 	get()
 	<-sent
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // that moment: the kernel announces no event
 	at, t0 := get()
+	close(secondRead)
 	second := <-sent
 	if at.Before(t0) || at.Before(second) || at.After(time.Now()) {
 		t.Fatalf("second answer: arrived %v, want between its sending %v and now", at, second)
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // the answer's age in the socket is what is measured
 	at, t0 = get()
 	third := <-sent
 	if at.Before(third) || t0.Sub(at) < 200*time.Millisecond {

@@ -32,6 +32,7 @@ import (
 	"github.com/fraise-dev/fraise/adapters/webhook"
 	"github.com/fraise-dev/fraise/core/observe"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
 	"github.com/fraise-dev/fraise/test/stack"
 )
@@ -132,13 +133,16 @@ type traffic struct {
 // writer creates posts through the gateway, one at a time, until stop is
 // closed, and returns those whose creation was acknowledged (each of those
 // transactions had committed) and the first failure.
-func writer(s *stack.Stack, token, prefix string, stop <-chan struct{}) traffic {
+func writer(s *stack.Stack, token, prefix string, stop <-chan struct{}, enough func(traffic) bool) traffic {
 	var out traffic
 	for n := 0; ; n++ {
 		select {
 		case <-stop:
 			return out
 		default:
+		}
+		if enough != nil && enough(out) {
+			return out
 		}
 		body, _ := json.Marshal(map[string]any{
 			"query":     `mutation($in: CreatePostInput!) { createPost(input: $in) { ... on CreatePostSuccess { post { id publishedAt } } } }`,
@@ -301,11 +305,11 @@ func TestRestoreDrill(t *testing.T) {
 	// when the primary goes.
 	stop := make(chan struct{})
 	done := make(chan traffic, 1)
-	go func() { done <- writer(s1, admin, "drill-before-", stop) }()
+	go func() { done <- writer(s1, admin, "drill-before-", stop, nil) }()
 	outage := min(3*time.Second, *trafficFor*2/5)
 	time.Sleep(*trafficFor - outage) // the traffic's length: nothing is awaited
 	rc.down.Store(true)
-	time.Sleep(outage)
+	time.Sleep(outage) // the receiver's outage: its length is the drill's
 	destroyed := time.Now()
 	pg.Destroy(t)
 	close(stop)
@@ -326,15 +330,11 @@ func TestRestoreDrill(t *testing.T) {
 	rc.down.Store(false)
 	s2 := stack.StartWith(t, stack.Options{Postgres: rpg, Database: "postgres", Redis: rd, TOML: drillTOML, SetupSQL: setup, PerTenant: 1_000_000})
 	admin2 := s2.Token(t, demo.TenantAcme, "alice", "admin")
-	for {
-		status, _ := s2.GraphQL(t, admin2, map[string]any{"query": "{ __typename }"})
-		if status == http.StatusOK {
-			break
-		}
-		if time.Since(decided) > 2*time.Minute {
-			t.Fatalf("the restored stack answers no request after 2 minutes: status %d", status)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !await.WithinEvery(2*time.Minute-time.Since(decided), 20*time.Millisecond, func() bool {
+		status, _ = s2.GraphQL(t, admin2, map[string]any{"query": "{ __typename }"})
+		return status == http.StatusOK
+	}) {
+		t.Fatalf("the restored stack answers no request after 2 minutes: status %d", status)
 	}
 	rto := time.Since(decided)
 	phase("restored stack answers")
@@ -376,12 +376,8 @@ func TestRestoreDrill(t *testing.T) {
 	}
 
 	// Traffic on the restored stack.
-	stop2 := make(chan struct{})
-	done2 := make(chan traffic, 1)
-	go func() { done2 <- writer(s2, admin2, "drill-after-", stop2) }()
-	time.Sleep(time.Second) // a second of writes
-	close(stop2)
-	tr2 := <-done2
+	// Fifty writes, or fewer if one fails.
+	tr2 := writer(s2, admin2, "drill-after-", nil, func(tr traffic) bool { return len(tr.acked) >= 50 || tr.failed > 0 })
 	after := tr2.acked
 	if len(after) == 0 || tr2.failed > 0 {
 		t.Fatalf("the restored stack acknowledged %d writes and failed %d, the first: %v", len(after), tr2.failed, tr2.first)

@@ -11,6 +11,7 @@ import (
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/stack"
 )
 
@@ -42,12 +43,8 @@ func TestCoreDrainDelay(t *testing.T) {
 
 	stopped := time.Now()
 	s.Stop()
-	deadline := stopped.Add(delay / 2)
-	for readyz() != http.StatusServiceUnavailable {
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz still ready %s after the stop", time.Since(stopped))
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !await.Within(delay/2-time.Since(stopped), func() bool { return readyz() == http.StatusServiceUnavailable }) {
+		t.Fatalf("/readyz still ready %s after the stop", time.Since(stopped))
 	}
 	status, _, g := stack.Post(t, s.AsGateway, s.Addrs.CoreHTTP, "{ users { id name } }", map[string]string{assertion.Header: tok})
 	if since := time.Since(stopped); since >= delay {
@@ -57,16 +54,15 @@ func TestCoreDrainDelay(t *testing.T) {
 		t.Fatalf("during the drain delay: got %d %+v, want Acme's users served", status, g)
 	}
 	// After the delay the listener closes.
-	for {
+	if !await.WithinEvery(delay+10*time.Second-time.Since(stopped), 50*time.Millisecond, func() bool {
 		c, err := net.DialTimeout("tcp", s.Addrs.CoreHTTP, time.Second)
 		if err != nil {
-			break
+			return true
 		}
 		c.Close()
-		if time.Since(stopped) > delay+10*time.Second {
-			t.Fatalf("the core still listens %s after the stop", time.Since(stopped))
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("the core still listens %s after the stop", time.Since(stopped))
 	}
 	if since := time.Since(stopped); since < delay {
 		t.Fatalf("the core stopped listening %s after the stop, before its %s drain delay", since, delay)

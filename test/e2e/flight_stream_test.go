@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/stack"
 )
 
@@ -193,19 +194,15 @@ func TestFlightStreamsMillionsOfRows(t *testing.T) {
 		}
 		ccancel() // the client goes away mid-stream
 		wg.Wait()
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			g, q := runtime.NumGoroutine(), activeExports(t, s.AdminURL)
-			if g <= baseG && q == 0 {
-				t.Logf("back to %d goroutines (baseline %d), no query running", g, baseG)
-				break
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				t.Fatalf("after 15s: %d goroutines (baseline %d), %d queries running\n%s", g, baseG, q, buf[:runtime.Stack(buf, true)])
-			}
-			time.Sleep(50 * time.Millisecond)
+		var g, q int
+		if !await.WithinEvery(15*time.Second, 50*time.Millisecond, func() bool {
+			g, q = runtime.NumGoroutine(), activeExports(t, s.AdminURL)
+			return g <= baseG && q == 0
+		}) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("after 15s: %d goroutines (baseline %d), %d queries running\n%s", g, baseG, q, buf[:runtime.Stack(buf, true)])
 		}
+		t.Logf("back to %d goroutines (baseline %d), no query running", g, baseG)
 	})
 }
 

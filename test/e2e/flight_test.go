@@ -462,7 +462,7 @@ func TestFlightThroughGateway(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(4500 * time.Millisecond) // flight.ticket_ttl is 4s in this stack
+		time.Sleep(4500 * time.Millisecond) // flight.ticket_ttl is 4s in this stack, whose processes have no clock to move
 		_, err = readTicket(acme, t, c, info.Endpoint[0].Ticket)
 		if got := codeOf(err); got != codes.Unauthenticated || !strings.Contains(err.Error(), "expired") {
 			t.Errorf("got %v (%v), want Unauthenticated: ticket expired", got, err)

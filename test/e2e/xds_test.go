@@ -26,6 +26,7 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/stack"
 )
 
@@ -346,16 +347,10 @@ func (st *stream) finish(tb testing.TB) {
 // waitFor polls cond until it holds, failing after 30s with its last word.
 func waitFor(tb testing.TB, what string, cond func() (bool, string)) {
 	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: not within 30s (last: %s)", what, last)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var ok bool
+	var last string
+	if !await.WithinEvery(30*time.Second, 100*time.Millisecond, func() bool { ok, last = cond(); return ok }) {
+		tb.Fatalf("%s: not within 30s (last: %s)", what, last)
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
@@ -212,22 +213,24 @@ assertion_keys = [%q]
 			tb.Errorf("fraise serve did not stop within 30s")
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var exited error
+	if !await.WithinEvery(30*time.Second, 50*time.Millisecond, func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			break
+			return true
 		}
 		select {
-		case err := <-done:
-			tb.Fatalf("fraise serve exited before serving: %v\n%s", err, serveLogs.String())
+		case exited = <-done:
+			return true
 		default:
+			return false
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("fraise serve not listening on %s after 30s", addr)
-		}
-		time.Sleep(50 * time.Millisecond)
+	}) {
+		tb.Fatalf("fraise serve not listening on %s after 30s", addr)
+	}
+	if exited != nil {
+		tb.Fatalf("fraise serve exited before serving: %v\n%s", exited, serveLogs.String())
 	}
 	return "http://" + addr + "/graphql", priv, assertion.KeyID(pub)
 }

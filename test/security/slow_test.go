@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 // stalledClients is how many stalled requests the stalled-body attacks
@@ -166,12 +168,10 @@ func (e *env) stalled(t *testing.T, open func() (close func(), pending func() bo
 		held = append(held, pending)
 	}
 	// Envoy announces no event: its counter is polled.
-	deadline := time.Now().Add(15 * time.Second)
-	for e.envoyStat(t, "http.ingress.downstream_rq_total") < total+stalledClients {
-		if time.Now().After(deadline) {
-			t.Fatalf("Envoy received %d requests after 15 s, want %d more than %d", e.envoyStat(t, "http.ingress.downstream_rq_total"), stalledClients, total)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !await.WithinEvery(15*time.Second, 20*time.Millisecond, func() bool {
+		return e.envoyStat(t, "http.ingress.downstream_rq_total") >= total+stalledClients
+	}) {
+		t.Fatalf("Envoy received %d requests after 15 s, want %d more than %d", e.envoyStat(t, "http.ingress.downstream_rq_total"), stalledClients, total)
 	}
 	if by := e.by(t, before); by != byEnvoy {
 		t.Fatalf("a stalled request reached %s", by)

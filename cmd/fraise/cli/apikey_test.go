@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/cmd/fraise/cli"
 	"github.com/fraise-dev/fraise/extauthz/apikey"
 	"github.com/fraise-dev/fraise/test/harness"
@@ -17,9 +17,7 @@ import (
 func TestAPIKeyCommands(t *testing.T) {
 	pg := harness.StartPostgres(t)
 	ctx := context.Background()
-	if err := postgres.Migrate(ctx, pg.AdminURL("postgres"), postgres.MigrateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	postgrestest.Migrate(t, pg, "postgres")
 	getenv := func(k string) string {
 		if k == "FRAISE_DATABASE_ADMIN_URL" {
 			return pg.AdminURL("postgres")

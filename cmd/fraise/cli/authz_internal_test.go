@@ -15,6 +15,7 @@ import (
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 func mustEdKey(tb testing.TB) ed25519.PrivateKey {
@@ -76,13 +77,7 @@ func TestAssertionKeyRotation(t *testing.T) {
 	oldKid := signer.KeyID()
 	write(mustEdKey(t))
 	go reloadSigner(ctx, signer, ref, os.Getenv, 10*time.Millisecond, log)
-	deadline := time.Now().Add(10 * time.Second)
-	for signer.KeyID() == oldKid {
-		if time.Now().After(deadline) {
-			t.Fatal("the signer did not pick up the new key")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	await.Until(t, 10*time.Second, "the signer to pick up the new key", func() bool { return signer.KeyID() != oldKid })
 	after, err := signer.Sign(p, "r2", b)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/extauthz"
@@ -35,9 +36,7 @@ import (
 func TestServeAuthzWiring(t *testing.T) {
 	pg := harness.StartPostgres(t)
 	ctx := context.Background()
-	if err := postgres.Migrate(ctx, pg.AdminURL("postgres"), postgres.MigrateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	postgrestest.Migrate(t, pg, "postgres")
 	keyFile := mustAssertionKeyFile(t)
 	is := tokentest.NewIssuer(t, "https://idp.test/", "fraise", time.Now())
 

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/core/observe"
@@ -30,13 +31,7 @@ func mustRulesEngine(tb testing.TB) rulesEnv {
 	tb.Helper()
 	harness.SkipShort(tb)
 	ctx := context.Background()
-	pg, name := harness.NewDatabase(tb)
-	if err := postgres.Migrate(ctx, pg.AdminURL(name), postgres.MigrateOptions{}); err != nil {
-		tb.Fatal(err)
-	}
-	if err := demo.Apply(ctx, pg.AdminURL(name), "fraise_app"); err != nil {
-		tb.Fatal(err)
-	}
+	pg, name := postgrestest.NewDemo(tb)
 	db, err := postgres.Open(ctx, pg.URL("fraise_app", name), postgres.Options{})
 	if err != nil {
 		tb.Fatal(err)

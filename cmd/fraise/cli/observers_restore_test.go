@@ -19,7 +19,9 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core/observe"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
@@ -155,9 +157,8 @@ func TestObserversAfterPointInTimeRestore(t *testing.T) {
 		z, err2 := q.ZCard(context.Background(), "fraise:{"+obsTenantA+"}:observer:delayed").Result()
 		return err1 == nil && err2 == nil && n == 0 && z == 0
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for !(attempted(1000, 1002) && rc.delivered() == 20+10+1+3 && drained()) {
-		if time.Now().After(deadline) {
+	if !await.Within(60*time.Second, func() bool { return attempted(1000, 1002) && rc.delivered() == 20+10+1+3 && drained() }) {
+		{
 			counts, _ := rc.snapshot()
 			mu.Lock()
 			b2 := 0
@@ -168,7 +169,6 @@ func TestObserversAfterPointInTimeRestore(t *testing.T) {
 			t.Fatalf("after 60s: C attempted %v, %d distinct keys delivered (want 34: A, A2, B1, C), B2 deliveries %d, queue drained %v",
 				attempted(1000, 1002), rc.delivered(), b2, drained())
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 
 	counts, _ := rc.snapshot()
@@ -291,9 +291,7 @@ func TestObserversReconcileOverTLS(t *testing.T) {
 	ctx := context.Background()
 	pg := harness.StartPostgresWith(t, harness.PostgresOptions{TLS: true})
 	name := pg.NewDatabase(t)
-	if err := postgres.Migrate(ctx, pg.AdminURL(name), postgres.MigrateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	postgrestest.Migrate(t, pg, name)
 	const redisPassword = "reconcile-secret"
 	rd := harness.StartRedisWith(t, harness.RedisOptions{TLS: true, Password: redisPassword})
 	dir := t.TempDir()

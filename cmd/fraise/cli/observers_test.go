@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,11 +26,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/adapters/smtp/smtptest"
 	"github.com/fraise-dev/fraise/adapters/webhook"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/observe"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
@@ -128,9 +131,7 @@ func mustPipeline(tb testing.TB) *pipeline {
 func mustPipelineOn(tb testing.TB, pg *harness.Postgres, name string) *pipeline {
 	tb.Helper()
 	ctx := context.Background()
-	if err := postgres.Migrate(ctx, pg.AdminURL(name), postgres.MigrateOptions{}); err != nil {
-		tb.Fatal(err)
-	}
+	postgrestest.Migrate(tb, pg, name)
 	admin, err := pgx.Connect(ctx, pg.AdminURL(name))
 	if err != nil {
 		tb.Fatal(err)
@@ -189,10 +190,18 @@ func (p *pipeline) start(tb testing.TB, consumer string) (*observers, func()) {
 // startLogging is start with the pipeline's logs going to log.
 func (p *pipeline) startLogging(tb testing.TB, consumer string, log *slog.Logger) (*observers, func()) {
 	tb.Helper()
+	return p.startPrepared(tb, consumer, log, func(*observers) {})
+}
+
+// startPrepared is startLogging with prepare applied to the observers
+// before they run (to give a component a test clock).
+func (p *pipeline) startPrepared(tb testing.TB, consumer string, log *slog.Logger, prepare func(*observers)) (*observers, func()) {
+	tb.Helper()
 	o, err := newObservers(p.cfg, newSecrets(p.env.Getenv, log), log, p.db, consumer, p.protection, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	prepare(o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = o.Run(ctx) }()
@@ -247,13 +256,7 @@ func (p *pipeline) sql(tb testing.TB, tenant, sql string, args ...any) {
 
 func eventually(tb testing.TB, d time.Duration, what string, ok func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	await.Until(tb, d, what, ok)
 }
 
 func TestObserversEachActionKind(t *testing.T) {
@@ -283,7 +286,12 @@ func TestObserversEachActionKind(t *testing.T) {
 	eventually(t, 10*time.Second, "webhook, slack and email", func() bool {
 		return hook.delivered() == 1 && slack.delivered() == 1 && len(p.smtp.Messages()) == 1
 	})
-	time.Sleep(200 * time.Millisecond)
+	// Once the queue is empty every job has been acknowledged: nothing is
+	// left to deliver a second time.
+	eventually(t, 10*time.Second, "the queue drained", func() bool {
+		n, err := o.queue.Backlog(context.Background(), obsTenantA)
+		return err == nil && n == 0
+	})
 	if hook.delivered() != 1 || slack.delivered() != 1 {
 		t.Fatalf("got %d webhooks and %d slack messages, want 1 and 1", hook.delivered(), slack.delivered())
 	}
@@ -590,11 +598,16 @@ func TestObserversChaos(t *testing.T) {
 	o1, stop1 := p.start(t, "w1")
 	const total = 200
 	inserted := make(chan struct{})
+	var insertedRows atomic.Int64
 	go func() {
 		defer close(inserted)
+		// One row every 5 ms: events flow through the whole chaos.
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
 		for i := 1; i <= total; i++ {
 			p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obsTenantA, i)
-			time.Sleep(5 * time.Millisecond)
+			insertedRows.Add(1)
+			<-tick.C
 		}
 	}()
 	select {
@@ -604,12 +617,21 @@ func TestObserversChaos(t *testing.T) {
 	}
 	stop1() // kill worker 1 (and its dispatcher) mid-job
 	o2, _ := p.start(t, "w2")
-	time.Sleep(200 * time.Millisecond)
+	eventually(t, 10*time.Second, "the second worker delivering", func() bool { return o2.worker.Stats().Delivered.Load() > 0 })
 	p.redis.Stop()
 	// At least this event arrives while Redis is down.
 	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obsTenantA, 1001)
 	eventually(t, 10*time.Second, "degraded mode", o2.dispatcher.Degraded)
-	time.Sleep(500 * time.Millisecond) // events keep coming while degraded
+	// Events keep coming while degraded: some 20 more rows (or the rest).
+	degradedAt := insertedRows.Load()
+	eventually(t, 10*time.Second, "rows inserted while degraded", func() bool {
+		select {
+		case <-inserted:
+			return true
+		default:
+			return insertedRows.Load() >= degradedAt+20
+		}
+	})
 	if err := p.redis.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -660,10 +682,12 @@ func TestObserversTenantIsolation(t *testing.T) {
 	p.rule(t, obsTenantB, map[string]any{"name": "b", "table": "public.orders", "actions": []map[string]any{{"kind": "webhook", "url": good.URL}}})
 	p.start(t, "w1")
 	const n = 60
+	tick := time.NewTicker(10 * time.Millisecond) // a pair of rows every 10 ms
+	defer tick.Stop()
 	for i := 1; i <= n; i++ {
 		p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obsTenantA, 1000+i)
 		p.sql(t, obsTenantB, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obsTenantB, 2000+i)
-		time.Sleep(10 * time.Millisecond)
+		<-tick.C
 	}
 	eventually(t, 10*time.Second, "B's deliveries", func() bool { return good.delivered() == n })
 	good.mu.Lock()
@@ -701,6 +725,11 @@ func TestObserversBackpressureFailFast(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer o.Close()
+	// The dispatcher caches a tenant's backlog for 250 ms of its clock; the
+	// test moves that clock past it between batches.
+	var clockMu sync.Mutex
+	now := time.Now()
+	o.dispatcher.Now = func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// The dispatcher alone: no worker drains the queue.
@@ -710,7 +739,15 @@ func TestObserversBackpressureFailFast(t *testing.T) {
 		if err := tryInsertRows(p, obsTenantA, i+1, 500); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(300 * time.Millisecond) // let the backlog estimate catch up
+		// The batch decided, the next one sees a fresh backlog estimate.
+		eventually(t, 10*time.Second, "the batch queued or dead-lettered", func() bool {
+			n, _ := o.queue.Backlog(ctx, obsTenantA)
+			dls, _ := o.queue.DeadLetters(ctx, obsTenantA, total)
+			return int(n)+len(dls) == i+500
+		})
+		clockMu.Lock()
+		now = now.Add(300 * time.Millisecond)
+		clockMu.Unlock()
 	}
 	var queued, dead int
 	eventually(t, 10*time.Second, "every event queued or dead-lettered", func() bool {
@@ -751,7 +788,16 @@ func TestObserversBreakerHoldsJobs(t *testing.T) {
 	}
 	p.rule(t, obsTenantA, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
 		"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
-	o, _ := p.start(t, "w1")
+	// The breakers' clock moves only when the test moves it: the breaker
+	// stays open until then.
+	var clockMu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	o, _ := p.startPrepared(t, "w1", testLogger(t), func(o *observers) {
+		o.worker.Breakers = observe.NewBreakers(map[string]observe.BreakerSettings{core.ActionWebhook: {
+			FailureThreshold: w.FailureThreshold, Window: w.FailureWindow.Duration,
+			OpenTimeout: w.OpenTimeout.Duration, SuccessThreshold: w.SuccessThreshold}}, clock)
+	})
 	const n = 20
 	insertRows(t, p, obsTenantA, 1, n)
 	attempts := func() int {
@@ -764,19 +810,24 @@ func TestObserversBreakerHoldsJobs(t *testing.T) {
 		return c
 	}
 	// The jobs already running when it opened fail; then nothing reaches
-	// the target until the open timeout passes.
-	time.Sleep(300 * time.Millisecond)
-	a1 := attempts()
-	time.Sleep(400 * time.Millisecond)
+	// the target until the open timeout passes: every job comes back and is
+	// held again, and the target is not called.
+	stats := o.worker.Stats()
+	eventually(t, 10*time.Second, "a job held by the open breaker", func() bool { return stats.Deferred.Load() > 0 })
+	// A round of holds later, the calls under way as it opened have ended.
+	d0 := stats.Deferred.Load()
+	eventually(t, 20*time.Second, "the held jobs held again", func() bool { return stats.Deferred.Load() >= d0+n })
+	a1, d1 := attempts(), stats.Deferred.Load()
+	eventually(t, 20*time.Second, "the held jobs held again", func() bool { return stats.Deferred.Load() >= d1+n })
 	a2 := attempts()
 	if a1 >= n || a2 != a1 {
 		t.Fatalf("the target was called %d times, then %d more while its breaker was open; want fewer than %d, then none", a1, a2-a1, n)
 	}
-	if o.worker.Stats().Deferred.Load() == 0 {
-		t.Fatal("no job was held by the open breaker")
-	}
 	mu.Lock()
 	down = false
 	mu.Unlock()
+	clockMu.Lock()
+	now = now.Add(w.OpenTimeout.Duration)
+	clockMu.Unlock()
 	eventually(t, 10*time.Second, "every job after recovery", func() bool { return rc.delivered() == n })
 }

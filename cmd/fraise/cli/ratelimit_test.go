@@ -20,6 +20,7 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/cmd/fraise/cli"
+	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
@@ -99,16 +100,14 @@ func TestRateLimitFollowsConfig(t *testing.T) {
 	}
 	waitAllowed := func(want int) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for i := 0; ; i++ {
-			got, err := allowed(want*1000 + i)
-			if err == nil && got == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("got %d of 3 calls allowed (%v), want %d", got, err, want)
-			}
-			time.Sleep(50 * time.Millisecond)
+		var got, i int
+		var err error
+		if !await.Within(20*time.Second, func() bool {
+			got, err = allowed(want*1000 + i)
+			i++
+			return err == nil && got == want
+		}) {
+			t.Fatalf("got %d of 3 calls allowed (%v), want %d", got, err, want)
 		}
 	}
 	waitAllowed(1)

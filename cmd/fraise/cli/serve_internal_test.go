@@ -181,7 +181,7 @@ func TestHTTPServerTimeouts(t *testing.T) {
 			return
 		}
 		if r.URL.Path == "/slow" {
-			time.Sleep(3 * read)
+			time.Sleep(3 * read) // outliving the read timeout is what is tested
 			if err := r.Context().Err(); err != nil {
 				http.Error(w, "cancelled: "+err.Error(), http.StatusInternalServerError)
 				return

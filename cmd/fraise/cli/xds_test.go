@@ -6,9 +6,9 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +24,7 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/cmd/fraise/cli"
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 const xdsConfig = `
@@ -59,8 +60,9 @@ func TestXDSFollowsConfig(t *testing.T) {
 	ready := filepath.Join(dir, "ready.json")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	logs := &lockedBuffer{}
 	go func() {
-		done <- cli.Run(ctx, []string{"xds", "--config", cfgPath, "--ready-file", ready}, func(string) string { return "" }, io.Discard, io.Discard)
+		done <- cli.Run(ctx, []string{"xds", "--config", cfgPath, "--ready-file", ready}, func(string) string { return "" }, logs, logs)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -69,18 +71,14 @@ func TestXDSFollowsConfig(t *testing.T) {
 		}
 	})
 	var addrs struct{ XDS string }
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if b, err := os.ReadFile(ready); err == nil {
-			if err := json.Unmarshal(b, &addrs); err != nil {
-				t.Fatal(err)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("fraise xds did not become ready")
-		}
-		time.Sleep(20 * time.Millisecond)
+	var b []byte
+	await.Until(t, 20*time.Second, "fraise xds to become ready", func() bool {
+		var err error
+		b, err = os.ReadFile(ready)
+		return err == nil
+	})
+	if err := json.Unmarshal(b, &addrs); err != nil {
+		t.Fatal(err)
 	}
 	gw, err := tls.LoadX509KeyPair(certs.GatewayCert, certs.GatewayKey)
 	if err != nil {
@@ -180,7 +178,9 @@ func TestXDSFollowsConfig(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte("[core]\nhttp_addr = 12\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	await.Until(t, 10*time.Second, "the broken edit to be read and ignored", func() bool {
+		return strings.Contains(logs.String(), "configuration change ignored")
+	})
 	if err := os.WriteFile(cfgPath, xdsTOML(9090), 0o600); err != nil {
 		t.Fatal(err)
 	}
