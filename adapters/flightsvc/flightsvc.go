@@ -146,10 +146,10 @@ func (s *Server) authenticate(ctx context.Context, method, body string) (context
 	if v := md.Get(assertion.Header); len(v) == 1 {
 		tok = v[0]
 	}
-	refuse := func(c codes.Code, msg string, err error) (context.Context, error) {
+	refuse := func(code core.Code, msg string, err error) (context.Context, error) {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "refused Flight call: "+msg,
 			slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("method", method), slog.String("err", err.Error()))
-		return nil, status.Error(c, msg)
+		return nil, s.toStatus(ctx, method, &core.Error{Op: "flightsvc.authenticate", Code: code, Message: msg, Err: err})
 	}
 	a, err := s.o.Verifier.Verify(tok, assertion.AudienceFlight)
 	if err == nil {
@@ -157,13 +157,13 @@ func (s *Server) authenticate(ctx context.Context, method, body string) (context
 	}
 	switch {
 	case errors.Is(err, assertion.ErrReplayCacheFull):
-		return refuse(codes.Unavailable, "service unavailable", err)
+		return refuse(core.CodeUnavailable, "service unavailable", err)
 	case err != nil:
-		return refuse(codes.Unauthenticated, "authentication required", err)
+		return refuse(core.CodeUnauthenticated, "authentication required", err)
 	}
 	// gRPC is always POST; the assertion names it as Envoy saw it.
 	if err := a.Check("POST", method, "", body); err != nil {
-		return refuse(codes.PermissionDenied, "the identity assertion was issued for another call", err)
+		return refuse(core.CodeForbidden, "the identity assertion was issued for another call", err)
 	}
 	return core.WithPrincipal(ctx, a.Principal), nil
 }
@@ -198,7 +198,7 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 	start := time.Now()
 	body, err := descriptorHash(req)
 	if err != nil {
-		err = status.Error(codes.InvalidArgument, "malformed request")
+		err = s.toStatus(ctx, info.FullMethod, &core.Error{Op: "flightsvc.descriptorHash", Code: core.CodeInvalid, Message: "malformed request", Err: err})
 		s.met.observe(info.FullMethod, err, time.Since(start))
 		return nil, err
 	}
@@ -234,8 +234,12 @@ type ctxStream struct {
 
 func (c *ctxStream) Context() context.Context { return c.ctx }
 
-// toStatus translates err through the table, logging internal errors once,
-// here at the edge. Errors that already are statuses pass unchanged.
+// toStatus is the Flight transport's edge: every error a call answers
+// leaves through it. It translates err through the table, counts it in
+// fraise_errors_total by core code, and logs an internal error once, here,
+// with the request id (the process's log handler adds the trace id from
+// ctx). Errors that already are statuses (from the Flight SQL library)
+// pass unchanged, counted by their gRPC code's name.
 func (s *Server) toStatus(ctx context.Context, op string, err error) error {
 	if err == nil {
 		return nil
@@ -243,18 +247,22 @@ func (s *Server) toStatus(ctx context.Context, op string, err error) error {
 	var ce *core.Error
 	if !errors.As(err, &ce) {
 		if st, ok := status.FromError(err); ok {
+			s.met.failed(st.Code().String())
 			return st.Err()
 		}
 	}
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		// The client went away, as the GraphQL engine counts it.
+		s.met.failed(string(core.CodeUnavailable))
 		return status.Error(codes.Canceled, "cancelled")
 	}
-	code := CodeOf(err)
-	if code == codes.Internal {
-		s.log.LogAttrs(ctx, slog.LevelError, "flight call failed", slog.String("op", op),
+	c := core.ErrorCode(err)
+	s.met.failed(string(c))
+	if c == core.CodeInternal {
+		s.log.LogAttrs(ctx, slog.LevelError, "flight call failed", slog.String("op", op), slog.String("code", string(c)),
 			slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("err", err.Error()))
 	}
-	return status.Error(code, core.ErrorMessage(err))
+	return status.Error(CodeOf(err), core.ErrorMessage(err))
 }
 
 func principal(ctx context.Context) (core.Principal, error) {
