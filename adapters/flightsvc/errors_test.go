@@ -200,6 +200,9 @@ func TestErrorEdge(t *testing.T) {
 			if got := errorsTotal(t, reg, "flight", string(code)); got != 1 {
 				t.Errorf("got fraise_errors_total{transport=flight,code=%s} %v, want 1", code, got)
 			}
+			if got := allErrors(t, reg); got != 1 {
+				t.Errorf("got %v errors counted in all, want 1 (counted once)", got)
+			}
 		})
 	}
 }
@@ -216,6 +219,46 @@ func TestRefusalsGoThroughTheEdge(t *testing.T) {
 	if got := errorsTotal(t, e.reg, "flight", string(core.CodeUnauthenticated)); got != 1 {
 		t.Errorf("got fraise_errors_total{transport=flight,code=UNAUTHENTICATED} %v, want 1", got)
 	}
+}
+
+// TestLibraryErrorsGoThroughTheEdge checks that an error the Flight SQL
+// library answers itself, without our handlers, is counted once, by its
+// gRPC code's name.
+func TestLibraryErrorsGoThroughTheEdge(t *testing.T) {
+	e := mustEdgeServer(t, nil)
+	ctx := e.cs.as(t, context.Background(), alice)
+	stream, err := e.client.DoAction(ctx, &aflight.Action{Type: "NoSuchAction"})
+	for err == nil {
+		_, err = stream.Recv()
+	}
+	code := status.Code(err)
+	if code == codes.OK || code == codes.Unknown {
+		t.Fatalf("got %v, want a status from the library", err)
+	}
+	if got := errorsTotal(t, e.reg, "flight", code.String()); got != 1 {
+		t.Errorf("got fraise_errors_total{transport=flight,code=%s} %v, want 1", code, got)
+	}
+	if got := allErrors(t, e.reg); got != 1 {
+		t.Errorf("got %v errors counted in all, want 1", got)
+	}
+}
+
+// allErrors is the sum of fraise_errors_total's series in reg.
+func allErrors(tb testing.TB, reg prometheus.Gatherer) float64 {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() == "fraise_errors_total" {
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return n
 }
 
 // errorsTotal is the fraise_errors_total series of transport and code in

@@ -208,6 +208,7 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 		return nil, err
 	}
 	resp, err := h(ctx, req)
+	err = s.toStatus(ctx, info.FullMethod, err)
 	s.met.observe(info.FullMethod, err, time.Since(start))
 	return resp, err
 }
@@ -221,7 +222,7 @@ func (s *Server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerIn
 	// binds the method and path alone.
 	ctx, err := s.authenticate(ss.Context(), info.FullMethod, "")
 	if err == nil {
-		err = h(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+		err = s.toStatus(ctx, info.FullMethod, h(srv, &ctxStream{ServerStream: ss, ctx: ctx}))
 	}
 	s.met.observe(info.FullMethod, err, time.Since(start))
 	return err
@@ -235,26 +236,33 @@ type ctxStream struct {
 func (c *ctxStream) Context() context.Context { return c.ctx }
 
 // toStatus is the Flight transport's edge: every error a call answers
-// leaves through it. It translates err through the table, counts it in
-// fraise_errors_total by core code, and logs an internal error once, here,
-// with the request id (the process's log handler adds the trace id from
-// ctx). Errors that already are statuses (from the Flight SQL library)
-// pass unchanged, counted by their gRPC code's name.
+// leaves through it (the interceptors pass each call's final error
+// through it, which catches the Flight SQL library's own). It translates
+// err through the table, counts it in fraise_errors_total by core code,
+// and logs an internal error once, here, with the request id (the
+// process's log handler adds the trace id from ctx). Errors that already
+// are statuses (from the Flight SQL library) pass unchanged, counted by
+// their gRPC code's name; an error that already left through here passes
+// unchanged and uncounted.
 func (s *Server) toStatus(ctx context.Context, op string, err error) error {
 	if err == nil {
 		return nil
+	}
+	var done *edgeError
+	if errors.As(err, &done) {
+		return done
 	}
 	var ce *core.Error
 	if !errors.As(err, &ce) {
 		if st, ok := status.FromError(err); ok {
 			s.met.failed(st.Code().String())
-			return st.Err()
+			return &edgeError{st}
 		}
 	}
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		// The client went away, as the GraphQL engine counts it.
 		s.met.failed(string(core.CodeUnavailable))
-		return status.Error(codes.Canceled, "cancelled")
+		return &edgeError{status.New(codes.Canceled, "cancelled")}
 	}
 	c := core.ErrorCode(err)
 	s.met.failed(string(c))
@@ -262,8 +270,17 @@ func (s *Server) toStatus(ctx context.Context, op string, err error) error {
 		s.log.LogAttrs(ctx, slog.LevelError, "flight call failed", slog.String("op", op), slog.String("code", string(c)),
 			slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("err", err.Error()))
 	}
-	return status.Error(CodeOf(err), core.ErrorMessage(err))
+	return &edgeError{status.New(CodeOf(err), core.ErrorMessage(err))}
 }
+
+// edgeError is a status that left through toStatus: counted, and logged
+// if it had to be.
+type edgeError struct{ st *status.Status }
+
+func (e *edgeError) Error() string { return e.st.Err().Error() }
+
+// GRPCStatus lets gRPC send the status.
+func (e *edgeError) GRPCStatus() *status.Status { return e.st }
 
 func principal(ctx context.Context) (core.Principal, error) {
 	p, ok := core.PrincipalFrom(ctx)
