@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"math"
@@ -100,7 +101,25 @@ func (e *edge) refuse(ctx context.Context, w http.ResponseWriter, media string, 
 		w.Header().Set("Allow", r.allow)
 	}
 	e.record(ctx, w, r.status, r.code, r.cause)
-	writeJSON(w, r.status, media, errorBody{Errors: []errorEntry{{Message: r.msg, Extensions: map[string]any{"code": r.code}}}})
+	e.writeJSON(ctx, w, r.status, media, errorBody{Errors: []errorEntry{{Message: r.msg, Extensions: map[string]any{"code": r.code}}}})
+}
+
+// writeJSON writes v as the response. A value that does not encode (data
+// that is not JSON) is the server's failure, answered, counted and logged
+// as every internal error is.
+func (e *edge) writeJSON(ctx context.Context, w http.ResponseWriter, status int, media string, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		e.unencodable(ctx, w, media, err)
+		return
+	}
+	writeBody(w, status, media, b)
+}
+
+// unencodable answers a response that did not encode.
+func (e *edge) unencodable(ctx context.Context, w http.ResponseWriter, media string, err error) {
+	e.record(ctx, w, http.StatusInternalServerError, string(core.CodeInternal), err)
+	writeBody(w, http.StatusInternalServerError, media, []byte(`{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}`))
 }
 
 // record sets Retry-After, counts the error and logs it when internal.
@@ -122,12 +141,21 @@ func (e *edge) record(ctx context.Context, w http.ResponseWriter, status int, co
 	}
 }
 
-// answered records the errors of an executed request: each one is counted
-// by its core code, and each internal one logged with its cause, which the
-// engine keeps out of the response.
-func (e *edge) answered(ctx context.Context, w http.ResponseWriter, status int, resp *graphql.Response) {
-	for _, ge := range resp.Errors {
-		e.record(ctx, w, status, string(ge.Code()), ge.Err)
-		status = 0 // one Retry-After is enough
+// answer writes the engine's answer v holding resps: each of their
+// errors is counted by its core code, and each internal one logged with
+// its cause, which the engine keeps out of the response.
+func (e *edge) answer(ctx context.Context, w http.ResponseWriter, status int, media string, v any, resps ...*graphql.Response) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		e.unencodable(ctx, w, media, err)
+		return
 	}
+	st := status // Retry-After follows the response's status, once
+	for _, resp := range resps {
+		for _, ge := range resp.Errors {
+			e.record(ctx, w, st, string(ge.Code()), ge.Err)
+			st = 0
+		}
+	}
+	writeBody(w, status, media, b)
 }

@@ -222,3 +222,35 @@ func errorsTotal(tb testing.TB, reg prometheus.Gatherer, transport, code string)
 	}
 	return 0
 }
+
+// brokenData answers data that is not JSON beside an error, which the
+// handler cannot encode.
+type brokenData struct{}
+
+func (brokenData) Execute(context.Context, graphql.Request) *graphql.Response {
+	return &graphql.Response{Data: json.RawMessage(`{"a": `), Errors: []*graphql.Error{{Message: "x", Extensions: map[string]any{"code": "INVALID"}}}}
+}
+
+// TestUnencodableAnswerGoesThroughTheEdge checks that a response the
+// handler cannot encode is an internal error like any other: 500, the
+// generic body, one log line and counted.
+func TestUnencodableAnswerGoesThroughTheEdge(t *testing.T) {
+	logs := &logLines{}
+	m := httpapi.NewMetrics()
+	signer, keys := assertiontest.New(t, nil)
+	h := httpapi.NewHandler(httpapi.Options{Verifier: assertion.NewVerifier(keys, nil), Engine: brokenData{},
+		Logger: slog.New(logs), Metrics: m})
+	w := serve(h, signer, httpCase{method: "POST", body: okQ})
+	if w.Code != 500 || !strings.Contains(w.Body.String(), `"INTERNAL"`) {
+		t.Errorf("got %d %s, want 500 INTERNAL", w.Code, w.Body)
+	}
+	if lines := logs.errors(); len(lines) != 1 || lines[0].attrs["code"] != "INTERNAL" {
+		t.Errorf("got error log lines %+v, want one INTERNAL line", lines)
+	}
+	if got := errorsTotal(t, m.Registry, "http", "INTERNAL"); got != 1 {
+		t.Errorf("got fraise_errors_total{transport=http,code=INTERNAL} %v, want 1", got)
+	}
+	if got := errorsTotal(t, m.Registry, "http", "INVALID"); got != 0 {
+		t.Errorf("got fraise_errors_total{transport=http,code=INVALID} %v, want 0: the client was not told INVALID", got)
+	}
+}

@@ -12,7 +12,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -265,18 +264,16 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		status := statusFor(media, resp)
-		h.edge.answered(ctx, w, status, resp)
-		writeJSON(w, status, media, resp)
+		h.edge.answer(ctx, w, status, media, resp, resp)
 		return
 	}
 	out := make([]*graphql.Response, len(reqs))
 	for i, req := range reqs {
 		out[i] = h.o.Engine.Execute(ctx, req)
-		h.edge.answered(ctx, w, http.StatusOK, out[i])
 	}
 	// A batch is not in the specification; it cannot have one status for
 	// mixed outcomes, so it is 200 and each entry carries its own errors.
-	writeJSON(w, http.StatusOK, media, out)
+	h.edge.answer(ctx, w, http.StatusOK, media, out, out...)
 }
 
 // statusFor is the status the specification prescribes for an executed
@@ -493,15 +490,6 @@ type errorBody struct {
 type errorEntry struct {
 	Message    string         `json:"message"`
 	Extensions map[string]any `json:"extensions"`
-}
-
-func writeJSON(w http.ResponseWriter, status int, media string, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		b = []byte(`{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}`)
-	}
-	writeBody(w, status, media, b)
 }
 
 func writeBody(w http.ResponseWriter, status int, media string, b []byte) {
