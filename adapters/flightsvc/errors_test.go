@@ -93,7 +93,7 @@ type spanStream struct {
 
 func (s *spanStream) Context() context.Context { return s.ctx }
 
-// edgeServer is a Flight service whose exports fail with err, logging
+// edgeServer is a Flight service exporting from src, logging
 // into logs and counting into reg, and a client that signs its calls.
 type edgeServer struct {
 	client aflight.Client
@@ -102,7 +102,7 @@ type edgeServer struct {
 	logs   *logLines
 }
 
-func mustEdgeServer(tb testing.TB, err error) *edgeServer {
+func mustEdgeServer(tb testing.TB, src flight.Source) *edgeServer {
 	tb.Helper()
 	pub, priv, kerr := ed25519.GenerateKey(rand.Reader)
 	if kerr != nil {
@@ -125,7 +125,7 @@ func mustEdgeServer(tb testing.TB, err error) *edgeServer {
 	svc := flightsvc.New(flightsvc.Options{
 		Metrics: e.reg, Logger: slog.New(e.logs),
 		Verifier: assertion.NewVerifier(map[string]ed25519.PublicKey{assertion.KeyID(pub): pub}, nil),
-		Catalog:  cat, Tickets: tickets, Source: failingSource{err},
+		Catalog:  cat, Tickets: tickets, Source: src,
 	})
 	g := grpc.NewServer(append([]grpc.ServerOption{grpc.ChainStreamInterceptor(traced)}, svc.ServerOptions()...)...)
 	svc.Register(g)
@@ -158,8 +158,8 @@ func TestErrorEdge(t *testing.T) {
 	}
 	for _, code := range core.Codes() {
 		t.Run(string(code), func(t *testing.T) {
-			e := mustEdgeServer(t, &core.Error{Op: "test", Code: code, Message: "message of " + string(code),
-				Err: errors.New("the disk is on fire")})
+			e := mustEdgeServer(t, failingSource{&core.Error{Op: "test", Code: code, Message: "message of " + string(code),
+				Err: errors.New("the disk is on fire")}})
 			c, cs, reg, logs := e.client, e.cs, e.reg, e.logs
 			ctx := cs.as(t, metadata.AppendToOutgoingContext(context.Background(), "x-request-id", "req-1"), alice)
 			info, err := c.GetFlightInfo(ctx, &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: []string{"ids"}})
@@ -210,7 +210,7 @@ func TestErrorEdge(t *testing.T) {
 // TestRefusalsGoThroughTheEdge checks that the interceptor's refusals
 // are counted as every other error is.
 func TestRefusalsGoThroughTheEdge(t *testing.T) {
-	e := mustEdgeServer(t, nil)
+	e := mustEdgeServer(t, failingSource{})
 	desc := &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: []string{"ids"}}
 	_, err := e.client.GetFlightInfo(context.Background(), desc) // no assertion
 	if got := status.Code(err); got != codes.Unauthenticated {
@@ -225,7 +225,7 @@ func TestRefusalsGoThroughTheEdge(t *testing.T) {
 // library answers itself, without our handlers, is counted once, by its
 // gRPC code's name.
 func TestLibraryErrorsGoThroughTheEdge(t *testing.T) {
-	e := mustEdgeServer(t, nil)
+	e := mustEdgeServer(t, failingSource{})
 	ctx := e.cs.as(t, context.Background(), alice)
 	stream, err := e.client.DoAction(ctx, &aflight.Action{Type: "NoSuchAction"})
 	for err == nil {
@@ -240,6 +240,40 @@ func TestLibraryErrorsGoThroughTheEdge(t *testing.T) {
 	}
 	if got := allErrors(t, e.reg); got != 1 {
 		t.Errorf("got %v errors counted in all, want 1", got)
+	}
+}
+
+// panickingSource is a source with a bug.
+type panickingSource struct{}
+
+func (panickingSource) Export(context.Context, string, flight.Statement, flight.BatchLimits, func(arrow.RecordBatch) error) error {
+	panic("a bug")
+}
+
+// TestPanicGoesThroughTheEdge checks that a call that panics is answered
+// INTERNAL, logged once and counted, and that the server goes on serving.
+func TestPanicGoesThroughTheEdge(t *testing.T) {
+	e := mustEdgeServer(t, panickingSource{})
+	ctx := e.cs.as(t, context.Background(), alice)
+	desc := &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: []string{"ids"}}
+	for range 2 { // the second call shows the server survived the first
+		info, err := e.client.GetFlightInfo(ctx, desc)
+		if err != nil {
+			t.Fatalf("GetFlightInfo: %v", err)
+		}
+		stream, err := e.client.DoGet(ctx, info.Endpoint[0].Ticket)
+		for err == nil {
+			_, err = stream.Recv()
+		}
+		if st, _ := status.FromError(err); st.Code() != codes.Internal || strings.Contains(st.Message(), "a bug") {
+			t.Fatalf("got %v, want Internal without the panic's value", err)
+		}
+	}
+	if lines := e.logs.errors(); len(lines) != 2 || !strings.Contains(lines[0].attrs["err"], "panic: a bug") {
+		t.Errorf("got error log lines %+v, want one per call with the panic", lines)
+	}
+	if got := errorsTotal(t, e.reg, "flight", "INTERNAL"); got != 2 {
+		t.Errorf("got fraise_errors_total{transport=flight,code=INTERNAL} %v, want 2", got)
 	}
 }
 

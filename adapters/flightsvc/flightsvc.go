@@ -11,7 +11,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -207,8 +209,11 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 		s.met.observe(info.FullMethod, err, time.Since(start))
 		return nil, err
 	}
-	resp, err := h(ctx, req)
-	err = s.toStatus(ctx, info.FullMethod, err)
+	var resp any
+	err = s.toStatus(ctx, info.FullMethod, guarded(func() (err error) {
+		resp, err = h(ctx, req)
+		return err
+	}))
 	s.met.observe(info.FullMethod, err, time.Since(start))
 	return resp, err
 }
@@ -222,10 +227,22 @@ func (s *Server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerIn
 	// binds the method and path alone.
 	ctx, err := s.authenticate(ss.Context(), info.FullMethod, "")
 	if err == nil {
-		err = s.toStatus(ctx, info.FullMethod, h(srv, &ctxStream{ServerStream: ss, ctx: ctx}))
+		err = s.toStatus(ctx, info.FullMethod, guarded(func() error { return h(srv, &ctxStream{ServerStream: ss, ctx: ctx}) }))
 	}
 	s.met.observe(info.FullMethod, err, time.Since(start))
 	return err
+}
+
+// guarded calls f, turning a panic into an internal error for the edge:
+// gRPC does not recover a handler's panic, so one bad call would end the
+// process and every other call with it.
+func guarded(f func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = core.E("flightsvc", core.CodeInternal, fmt.Errorf("panic: %v\n%s", v, debug.Stack()))
+		}
+	}()
+	return f()
 }
 
 type ctxStream struct {

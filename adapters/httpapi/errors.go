@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -114,6 +116,27 @@ func (e *edge) writeJSON(ctx context.Context, w http.ResponseWriter, status int,
 		return
 	}
 	writeBody(w, status, media, b)
+}
+
+// recoverPanic, deferred, turns a panic of the request's into an internal
+// error answered through the edge (when nothing was written yet) instead
+// of a connection net/http drops without an answer. http.ErrAbortHandler
+// goes on: it is how a handler asks for exactly that.
+func (e *edge) recoverPanic(ctx context.Context, w *statusWriter) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	err := fmt.Errorf("panic: %v\n%s", v, debug.Stack())
+	if w.status != 0 {
+		// The answer has begun: it cannot become an error any more.
+		e.record(ctx, w, w.status, string(core.CodeInternal), err)
+		panic(http.ErrAbortHandler)
+	}
+	e.fail(ctx, w, MediaJSON, core.E("httpapi.graphql", core.CodeInternal, err))
 }
 
 // unencodable answers a response that did not encode.

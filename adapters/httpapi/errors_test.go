@@ -254,3 +254,29 @@ func TestUnencodableAnswerGoesThroughTheEdge(t *testing.T) {
 		t.Errorf("got fraise_errors_total{transport=http,code=INVALID} %v, want 0: the client was not told INVALID", got)
 	}
 }
+
+// panicking is an engine with a bug.
+type panicking struct{}
+
+func (panicking) Execute(context.Context, graphql.Request) *graphql.Response { panic("a bug") }
+
+// TestPanicGoesThroughTheEdge checks that a panic while serving a request
+// is answered as an internal error (500, logged once, counted) rather than
+// by a dropped connection.
+func TestPanicGoesThroughTheEdge(t *testing.T) {
+	logs := &logLines{}
+	m := httpapi.NewMetrics()
+	signer, keys := assertiontest.New(t, nil)
+	h := httpapi.NewHandler(httpapi.Options{Verifier: assertion.NewVerifier(keys, nil), Engine: panicking{},
+		Logger: slog.New(logs), Metrics: m})
+	w := serve(h, signer, httpCase{method: "POST", body: okQ})
+	if w.Code != 500 || !strings.Contains(w.Body.String(), `"INTERNAL"`) || strings.Contains(w.Body.String(), "a bug") {
+		t.Errorf("got %d %s, want 500 INTERNAL without the panic's value", w.Code, w.Body)
+	}
+	if lines := logs.errors(); len(lines) != 1 || !strings.Contains(lines[0].attrs["err"], "panic: a bug") {
+		t.Errorf("got error log lines %+v, want one line with the panic", lines)
+	}
+	if got := errorsTotal(t, m.Registry, "http", "INTERNAL"); got != 1 {
+		t.Errorf("got fraise_errors_total{transport=http,code=INTERNAL} %v, want 1", got)
+	}
+}

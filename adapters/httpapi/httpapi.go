@@ -178,6 +178,7 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 	if id := r.Header.Get("x-request-id"); id != "" {
 		ctx = core.WithRequestID(ctx, id)
 	}
+	defer h.edge.recoverPanic(ctx, rw)
 	a, err := verifyRequest(r, h.o.Verifier)
 	if err == nil {
 		// Spent before anything else is looked at: an assertion presented
