@@ -197,3 +197,36 @@ func TestErrorEdge(t *testing.T) {
 		})
 	}
 }
+
+// panickingKeys is an API key verifier with a bug.
+type panickingKeys struct{}
+
+func (panickingKeys) Verify(context.Context, string) (core.Principal, error) { panic("a bug") }
+
+// TestPanicGoesThroughTheEdge checks that a Check that panics fails to
+// decide (a gRPC Internal error: Envoy fails closed), logged and observed
+// as INTERNAL, and that the server goes on answering.
+func TestPanicGoesThroughTheEdge(t *testing.T) {
+	var mu sync.Mutex
+	var outcomes []extauthz.Outcome
+	f := mustFixture(t, func(o *extauthz.Options) {
+		o.APIKeys = panickingKeys{}
+		o.Observe = func(oc extauthz.Outcome) { mu.Lock(); outcomes = append(outcomes, oc); mu.Unlock() }
+	})
+	for range 2 { // the second Check shows the server survived the first
+		resp, err := f.client.Check(context.Background(), graphqlRequest("Bearer frs_0123456789abcdef_secret", "{ users { id } }"))
+		if st, _ := status.FromError(err); st.Code() != codes.Internal || strings.Contains(st.Message(), "a bug") {
+			t.Fatalf("got %v, %v, want a gRPC Internal error without the panic's value", resp, err)
+		}
+	}
+	lines := f.logs.lines(t)
+	if len(lines) != 2 || lines[0]["level"] != "ERROR" || lines[0]["code"] != "INTERNAL" ||
+		!strings.Contains(lines[0]["reason"].(string), "panic: a bug") || lines[0]["stack"] == nil {
+		t.Errorf("got log %v, want one ERROR line per Check with the panic and its stack", lines)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(outcomes) != 2 || outcomes[0].Code != core.CodeInternal {
+		t.Errorf("got outcomes %+v, want two INTERNAL ones", outcomes)
+	}
+}

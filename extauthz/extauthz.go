@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -324,7 +325,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := time.Now()
 	pol := s.policy.Load()
 	d := &decision{id: newDecisionID(), revision: pol.Revision(), retryAfter: s.retryAfter}
-	resp, err := s.check(withSource(ctx, req.GetAttributes().GetSource()), pol, req.GetAttributes().GetRequest().GetHttp(), d)
+	resp, err := s.checkGuarded(withSource(ctx, req.GetAttributes().GetSource()), pol, req.GetAttributes().GetRequest().GetHttp(), d)
 	if err == nil && s.o.DryRun && !d.allow {
 		resp, err = s.allow(d)
 		d.dryRun = true
@@ -335,6 +336,22 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		s.o.Observe(outcomeOf(d, err))
 	}
 	return resp, err
+}
+
+// checkGuarded is check, with a panic turned into a failure to decide
+// (Envoy fails closed) that is logged and counted like any other: gRPC
+// does not recover a handler's panic, so one bad request would end the
+// process and every Check in flight with it.
+func (s *Server) checkGuarded(ctx context.Context, pol *policy.Policy, h *authv3.AttributeContext_HttpRequest, d *decision) (resp *authv3.CheckResponse, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			// The stack goes to the decision log line alone; the audit
+			// trail gets the panic's value, as the reason.
+			d.stack = string(debug.Stack())
+			resp, err = nil, d.fail(core.CodeInternal, fmt.Sprintf("panic: %v", v), "extauthz: internal error")
+		}
+	}()
+	return s.check(ctx, pol, h, d)
 }
 
 // outcomeOf is the Outcome of decision d, which ended in err.

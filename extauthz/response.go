@@ -63,6 +63,7 @@ type decision struct {
 	extra      []*corev3.HeaderValueOption
 	code       core.Code // of a denial or a failure
 	retryAfter string    // Retry-After of a 429 or 503 denial
+	stack      string    // of a Check that panicked
 	cached     bool      // the policy's decision came from the decision cache
 	dryRun     bool
 	latency    time.Duration
@@ -327,6 +328,9 @@ func (s *Server) logDecision(ctx context.Context, d *decision, err error) {
 	}
 	if err != nil {
 		attrs = append(attrs, slog.String("err", err.Error()), slog.String("code", string(cmp.Or(d.code, core.CodeInternal))))
+		if d.stack != "" {
+			attrs = append(attrs, slog.String("stack", d.stack))
+		}
 	}
 	s.log.LogAttrs(ctx, level, "authz decision", attrs...)
 	if s.audit != nil {
