@@ -25,6 +25,13 @@ const (
 	CodeInternal        Code = "INTERNAL"
 )
 
+// Codes returns every code, in the order they were added: what each
+// edge's table must map, and what a test of an edge sends through it.
+func Codes() []Code {
+	return []Code{CodeInvalid, CodeNotFound, CodeConflict, CodeUnauthenticated, CodeForbidden,
+		CodeRateLimited, CodeQuotaExceeded, CodeTooLarge, CodeUnavailable, CodeTimeout, CodeInternal}
+}
+
 // Error is Fraise's one application error. Code says what kind of failure it
 // is, Op where it happened (for logs), Message what a client may be told, and
 // Err the underlying cause (never shown to clients).

@@ -17,6 +17,7 @@
 package extauthz
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -25,7 +26,10 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net/http"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,10 +37,8 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/status"
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
@@ -103,6 +105,9 @@ type Options struct {
 	// Decisions, when set, receives every decision for the audit log,
 	// in batches, off the request path.
 	Decisions core.DecisionLog
+	// RetryAfter is the Retry-After of every 429 and 503 denial
+	// (admission.retry_after, as the core's; default 1 s).
+	RetryAfter time.Duration
 	// Observe, when set, receives every Check's outcome, for metrics; it
 	// runs on the request path and must not block.
 	Observe func(Outcome)
@@ -123,6 +128,9 @@ type Outcome struct {
 	// Status is the HTTP status the client is answered with: 200 when
 	// allowed, the denial's status, and 500 for an error.
 	Status int
+	// Code is the core code of a denial or an error ("" when allowed),
+	// which fraise_errors_total counts.
+	Code core.Code
 	// Kind is how the principal authenticated; empty when it did not.
 	Kind core.PrincipalKind
 	// Op is the rate-limit class (read, write, flight); empty when the
@@ -158,11 +166,13 @@ type APIKeyVerifier interface {
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
-	o      Options
-	log    *slog.Logger
-	tokens *token.Verifier
-	policy atomic.Pointer[policy.Policy]
-	health *health.Server
+	o   Options
+	log *slog.Logger
+	// retryAfter is Options.RetryAfter in Retry-After's whole seconds.
+	retryAfter string
+	tokens     *token.Verifier
+	policy     atomic.Pointer[policy.Policy]
+	health     *health.Server
 
 	reloadMu sync.Mutex // serialises ReloadPolicy
 	audit    *auditor   // nil without Options.Decisions
@@ -214,7 +224,8 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("extauthz: %w", err)
 	}
-	s := &Server{o: o, log: o.Logger, tokens: tokens, health: health.NewServer()}
+	s := &Server{o: o, log: o.Logger, tokens: tokens, health: health.NewServer(),
+		retryAfter: strconv.Itoa(max(1, int(math.Ceil(o.RetryAfter.Seconds()))))}
 	if o.Decisions != nil {
 		s.audit = newAuditor(o.Decisions, o.Logger)
 	}
@@ -313,8 +324,8 @@ func (s *Server) reloaded(revision string, err error) error {
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
 	pol := s.policy.Load()
-	d := &decision{id: newDecisionID(), revision: pol.Revision()}
-	resp, err := s.check(withSource(ctx, req.GetAttributes().GetSource()), pol, req.GetAttributes().GetRequest().GetHttp(), d)
+	d := &decision{id: newDecisionID(), revision: pol.Revision(), retryAfter: s.retryAfter}
+	resp, err := s.checkGuarded(withSource(ctx, req.GetAttributes().GetSource()), pol, req.GetAttributes().GetRequest().GetHttp(), d)
 	if err == nil && s.o.DryRun && !d.allow {
 		resp, err = s.allow(d)
 		d.dryRun = true
@@ -327,6 +338,22 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	return resp, err
 }
 
+// checkGuarded is check, with a panic turned into a failure to decide
+// (Envoy fails closed) that is logged and counted like any other: gRPC
+// does not recover a handler's panic, so one bad request would end the
+// process and every Check in flight with it.
+func (s *Server) checkGuarded(ctx context.Context, pol *policy.Policy, h *authv3.AttributeContext_HttpRequest, d *decision) (resp *authv3.CheckResponse, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			// The stack goes to the decision log line alone; the audit
+			// trail gets the panic's value, as the reason.
+			d.stack = string(debug.Stack())
+			resp, err = nil, d.fail(core.CodeInternal, fmt.Sprintf("panic: %v", v), "extauthz: internal error")
+		}
+	}()
+	return s.check(ctx, pol, h, d)
+}
+
 // outcomeOf is the Outcome of decision d, which ended in err.
 func outcomeOf(d *decision, err error) Outcome {
 	o := Outcome{Result: OutcomeAllow, Status: http.StatusOK, Op: d.op, Cached: d.cached, DryRun: d.dryRun, Latency: d.latency}
@@ -335,9 +362,9 @@ func outcomeOf(d *decision, err error) Outcome {
 	}
 	switch {
 	case err != nil:
-		o.Result, o.Status = OutcomeError, http.StatusInternalServerError
+		o.Result, o.Status, o.Code = OutcomeError, http.StatusInternalServerError, cmp.Or(d.code, core.CodeInternal)
 	case !d.allow && !d.dryRun:
-		o.Result, o.Status = OutcomeDeny, d.status
+		o.Result, o.Status, o.Code = OutcomeDeny, d.status, d.code
 	}
 	return o
 }
@@ -345,8 +372,7 @@ func outcomeOf(d *decision, err error) Outcome {
 // check decides on one request, recording what it learns in d.
 func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.AttributeContext_HttpRequest, d *decision) (*authv3.CheckResponse, error) {
 	if h == nil {
-		d.reason = "check request has no HTTP attributes"
-		return nil, status.Error(codes.InvalidArgument, "extauthz: check request has no attributes.request.http")
+		return nil, d.fail(core.CodeInvalid, "check request has no HTTP attributes", "extauthz: check request has no attributes.request.http")
 	}
 	headers := headersOf(h)
 	// Envoy's attributes id is its stream id, meaningful only inside that
@@ -362,29 +388,27 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 
 	authz, present := headers["authorization"]
 	if !present {
-		return d.deny(http.StatusUnauthorized, "no authorization header", ""), nil
+		return d.deny(core.CodeUnauthenticated, "no authorization header", ""), nil
 	}
 	d.tokenPresent = true
 	raw, ok := bearer(authz)
 	if !ok {
-		return d.deny(http.StatusUnauthorized, "authorization header is not a Bearer token", ""), nil
+		return d.deny(core.CodeUnauthenticated, "authorization header is not a Bearer token", ""), nil
 	}
 	var id token.Identity
 	if apikey.Looks(raw) {
 		if s.o.APIKeys == nil {
-			return d.deny(http.StatusUnauthorized, "API key presented but API keys are not enabled", ""), nil
+			return d.deny(core.CodeUnauthenticated, "API key presented but API keys are not enabled", ""), nil
 		}
 		p, err := s.o.APIKeys.Verify(apikey.WithClient(ctx, clientOf(source(ctx))), raw)
 		if err != nil {
 			if core.ErrorCode(err) == core.CodeRateLimited {
-				return d.deny(http.StatusTooManyRequests, err.Error(), ""), nil
+				return d.deny(core.CodeRateLimited, err.Error(), ""), nil
 			}
 			if core.ErrorCode(err) != core.CodeUnauthenticated {
-				d.reason = "API key store: " + err.Error()
-				d.evalFailed = true
-				return nil, status.Error(codes.Unavailable, "extauthz: API key store unavailable")
+				return nil, d.fail(core.CodeUnavailable, "API key store: "+err.Error(), "extauthz: API key store unavailable")
 			}
-			return d.deny(http.StatusUnauthorized, err.Error(), ""), nil
+			return d.deny(core.CodeUnauthenticated, err.Error(), ""), nil
 		}
 		id = token.Identity{Principal: p, Issuer: "apikey"}
 	} else {
@@ -392,11 +416,9 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 		if id, err = s.tokens.Verify(ctx, raw); err != nil {
 			if errors.Is(err, token.ErrKeysUnavailable) {
 				// No verdict: the caller retries, keeping its token.
-				d.reason = err.Error()
-				d.evalFailed = true
-				return nil, status.Error(codes.Unavailable, "extauthz: identity provider's keys unavailable")
+				return nil, d.fail(core.CodeUnavailable, err.Error(), "extauthz: identity provider's keys unavailable")
 			}
-			return d.deny(http.StatusUnauthorized, err.Error(), ""), nil
+			return d.deny(core.CodeUnauthenticated, err.Error(), ""), nil
 		}
 	}
 	d.principal, d.issuer, d.authenticated = id.Principal, id.Issuer, true
@@ -447,9 +469,7 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 	if !d.cached {
 		var err error
 		if dec, err = pol.Eval(ctx, in.value()); err != nil {
-			d.reason = err.Error()
-			d.evalFailed = true
-			return nil, status.Error(codes.Internal, "extauthz: policy evaluation failed")
+			return nil, d.fail(core.CodeInternal, err.Error(), "extauthz: policy evaluation failed")
 		}
 		if cache != nil {
 			cache.put(key, dec, s.o.Now())
@@ -461,18 +481,16 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 		if st == 0 {
 			st = http.StatusForbidden
 		}
-		return d.deny(st, dec.Reason, ""), nil
+		return d.denyStatus(st, dec.Reason), nil
 	}
 	if d.principal.Tenant == "" {
 		// The core cannot scope a request to no tenant; a policy that
 		// allows one anyway is overruled rather than trusted.
-		return d.deny(http.StatusForbidden, "policy allowed a principal without a tenant: "+dec.Reason, ""), nil
+		return d.deny(core.CodeForbidden, "policy allowed a principal without a tenant: "+dec.Reason, ""), nil
 	}
 	extra, err := policyHeaders(dec.Headers)
 	if err != nil {
-		d.reason = err.Error()
-		d.evalFailed = true
-		return nil, status.Error(codes.Internal, "extauthz: policy returned invalid headers")
+		return nil, d.fail(core.CodeInternal, err.Error(), "extauthz: policy returned invalid headers")
 	}
 	d.extra = extra
 	d.allow = true
@@ -487,7 +505,7 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 func (s *Server) graphql(ctx context.Context, d *decision, rawQuery string, body []byte) (operation.GraphQL, string, *authv3.CheckResponse, error) {
 	r, err := operation.ParseRequest(d.method, rawQuery, body)
 	if err != nil {
-		return operation.GraphQL{}, "", d.deny(http.StatusBadRequest, err.Error(), clientMessage(err)), nil
+		return operation.GraphQL{}, "", d.deny(core.CodeInvalid, err.Error(), clientMessage(err)), nil
 	}
 	doc := r.Query
 	if doc == "" {
@@ -496,19 +514,17 @@ func (s *Server) graphql(ctx context.Context, d *decision, rawQuery string, body
 		if s.o.Persisted != nil {
 			doc, found, err = s.o.Persisted.Lookup(ctx, d.principal.Tenant, r.PersistedHash)
 			if err != nil {
-				d.reason = "persisted operations: " + err.Error()
-				d.evalFailed = true
-				return operation.GraphQL{}, "", nil, status.Error(codes.Unavailable, "extauthz: persisted operations unavailable")
+				return operation.GraphQL{}, "", nil, d.fail(core.CodeUnavailable, "persisted operations: "+err.Error(), "extauthz: persisted operations unavailable")
 			}
 		}
 		if !found {
-			return operation.GraphQL{}, "", d.denyCode(http.StatusBadRequest, "persisted operation "+r.PersistedHash+" not found",
+			return operation.GraphQL{}, "", d.denyCode(core.CodeInvalid, "persisted operation "+r.PersistedHash+" not found",
 				"PersistedQueryNotFound", codePersistedQueryNotFound), nil
 		}
 	}
 	gql, err := operation.Parse(doc, r.OperationName)
 	if err != nil {
-		return operation.GraphQL{}, "", d.deny(http.StatusBadRequest, err.Error(), clientMessage(err)), nil
+		return operation.GraphQL{}, "", d.deny(core.CodeInvalid, err.Error(), clientMessage(err)), nil
 	}
 	return gql, request.OperationHash(core.DocumentHash(doc), r.OperationName), nil, nil
 }
@@ -538,9 +554,7 @@ func (s *Server) allow(d *decision) (*authv3.CheckResponse, error) {
 	}
 	a, err := s.o.Signer.Sign(d.principal, rid, d.binding)
 	if err != nil {
-		d.reason = err.Error()
-		d.evalFailed = true
-		return nil, status.Error(codes.Internal, "extauthz: could not sign the identity assertion")
+		return nil, d.fail(core.CodeInternal, err.Error(), "extauthz: could not sign the identity assertion")
 	}
 	return okResponse(d, identityHeaders(d, a)), nil
 }
@@ -598,23 +612,4 @@ func newDecisionID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// coreCode maps a denial's HTTP status onto the application error code its
-// body carries and the gRPC code of the CheckResponse.
-func coreCode(st int) (core.Code, codes.Code) {
-	switch st {
-	case http.StatusBadRequest:
-		return core.CodeInvalid, codes.InvalidArgument
-	case http.StatusUnauthorized:
-		return core.CodeUnauthenticated, codes.Unauthenticated
-	case http.StatusNotFound:
-		return core.CodeNotFound, codes.NotFound
-	case http.StatusRequestEntityTooLarge:
-		return core.CodeTooLarge, codes.InvalidArgument
-	case http.StatusTooManyRequests:
-		return core.CodeRateLimited, codes.ResourceExhausted
-	default:
-		return core.CodeForbidden, codes.PermissionDenied
-	}
 }

@@ -30,13 +30,13 @@ func TestObserveOutcomes(t *testing.T) {
 		{"operator writes", graphqlRequest("Bearer "+f.token(t, "operator"), "mutation UpdateRule { updateRule(id: 1) { id } }"),
 			extauthz.Outcome{Result: extauthz.OutcomeAllow, Status: 200, Kind: core.KindJWT, Op: "write"}},
 		{"viewer writes", graphqlRequest("Bearer "+f.token(t, "viewer"), "mutation UpdateRule { updateRule(id: 1) { id } }"),
-			extauthz.Outcome{Result: extauthz.OutcomeDeny, Status: 403, Kind: core.KindJWT, Op: "write"}},
+			extauthz.Outcome{Result: extauthz.OutcomeDeny, Status: 403, Code: core.CodeForbidden, Kind: core.KindJWT, Op: "write"}},
 		{"no token", graphqlRequest("", "{ users { id } }"),
-			extauthz.Outcome{Result: extauthz.OutcomeDeny, Status: 401}},
+			extauthz.Outcome{Result: extauthz.OutcomeDeny, Status: 401, Code: core.CodeUnauthenticated}},
 		{"bad token", graphqlRequest("Bearer not.a.jwt", "{ users { id } }"),
-			extauthz.Outcome{Result: extauthz.OutcomeDeny, Status: 401}},
+			extauthz.Outcome{Result: extauthz.OutcomeDeny, Status: 401, Code: core.CodeUnauthenticated}},
 		{"no HTTP attributes", &authv3.CheckRequest{},
-			extauthz.Outcome{Result: extauthz.OutcomeError, Status: 500}},
+			extauthz.Outcome{Result: extauthz.OutcomeError, Status: 500, Code: core.CodeInvalid}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mu.Lock()

@@ -15,6 +15,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/fraise-dev/fraise/core"
@@ -60,8 +61,10 @@ type decision struct {
 	status     int
 	reason     string
 	extra      []*corev3.HeaderValueOption
-	evalFailed bool
-	cached     bool // the policy's decision came from the decision cache
+	code       core.Code // of a denial or a failure
+	retryAfter string    // Retry-After of a 429 or 503 denial
+	stack      string    // of a Check that panicked
+	cached     bool      // the policy's decision came from the decision cache
 	dryRun     bool
 	latency    time.Duration
 }
@@ -85,28 +88,94 @@ func errorBody(code core.Code, msg string) string {
 	return string(b)
 }
 
-// deny records a denial with status st and the log-only reason, and
-// returns the response. clientMsg is shown to the client for 400s (their
-// own syntax); every other status shows only its generic message.
-func (d *decision) deny(st int, reason, clientMsg string) *authv3.CheckResponse {
-	code, _ := coreCode(st)
-	if st != http.StatusBadRequest || clientMsg == "" {
-		clientMsg = core.ErrorMessage(&core.Error{Code: code})
-	}
-	return d.denyCode(st, reason, clientMsg, code)
+// answer is what extauthz answers for a core code: the HTTP status of a
+// denial and the gRPC code of the Check's answer (of its status when it
+// denies, of the error when it fails and Envoy fails closed).
+type answer struct {
+	status int
+	grpc   codes.Code
 }
 
-func (d *decision) denyCode(st int, reason, clientMsg string, code core.Code) *authv3.CheckResponse {
-	d.allow, d.status, d.reason = false, st, reason
-	_, gcode := coreCode(st)
+// answerOf is extauthz's one table from core codes to its answers; the
+// gRPC codes are those of the core's Flight edge, so a code reads the
+// same whichever component refused.
+var answerOf = map[core.Code]answer{
+	core.CodeInvalid:         {http.StatusBadRequest, codes.InvalidArgument},
+	core.CodeNotFound:        {http.StatusNotFound, codes.NotFound},
+	core.CodeConflict:        {http.StatusConflict, codes.AlreadyExists},
+	core.CodeUnauthenticated: {http.StatusUnauthorized, codes.Unauthenticated},
+	core.CodeForbidden:       {http.StatusForbidden, codes.PermissionDenied},
+	core.CodeRateLimited:     {http.StatusTooManyRequests, codes.ResourceExhausted},
+	core.CodeQuotaExceeded:   {http.StatusForbidden, codes.ResourceExhausted},
+	core.CodeTooLarge:        {http.StatusRequestEntityTooLarge, codes.ResourceExhausted},
+	core.CodeUnavailable:     {http.StatusServiceUnavailable, codes.Unavailable},
+	core.CodeTimeout:         {http.StatusGatewayTimeout, codes.DeadlineExceeded},
+	core.CodeInternal:        {http.StatusInternalServerError, codes.Internal},
+}
+
+// answerFor is code's answer; an unknown code is internal.
+func answerFor(code core.Code) answer {
+	if a, ok := answerOf[code]; ok {
+		return a
+	}
+	return answerOf[core.CodeInternal]
+}
+
+// codeOfStatus is the core code of a status a policy chose for its
+// denial: the policy speaks HTTP, so its status is the input here, read
+// back through answerOf (the first code in core.Codes' order with that
+// status: 403 is FORBIDDEN). A status the table does not have is
+// FORBIDDEN, a denial's default.
+func codeOfStatus(st int) core.Code {
+	for _, c := range core.Codes() {
+		if answerOf[c].status == st {
+			return c
+		}
+	}
+	return core.CodeForbidden
+}
+
+// deny records a denial with code and the log-only reason, and returns
+// the response. clientMsg is shown to the client for INVALID (their own
+// syntax); every other code shows only its generic message.
+func (d *decision) deny(code core.Code, reason, clientMsg string) *authv3.CheckResponse {
+	if code != core.CodeInvalid || clientMsg == "" {
+		clientMsg = core.ErrorMessage(&core.Error{Code: code})
+	}
+	return d.denyCode(code, reason, clientMsg, code)
+}
+
+// denyStatus records the policy's denial with status st.
+func (d *decision) denyStatus(st int, reason string) *authv3.CheckResponse {
+	code := codeOfStatus(st)
+	return d.respond(st, answerFor(code).grpc, reason, core.ErrorMessage(&core.Error{Code: code}), code, code)
+}
+
+// denyCode records a denial of code whose body names bodyCode (a core
+// code, or a protocol's own such as PERSISTED_QUERY_NOT_FOUND).
+func (d *decision) denyCode(code core.Code, reason, clientMsg string, bodyCode core.Code) *authv3.CheckResponse {
+	a := answerFor(code)
+	return d.respond(a.status, a.grpc, reason, clientMsg, code, bodyCode)
+}
+
+// fail records a failure to decide, which Envoy answers by failing closed
+// (status_on_error), and returns the gRPC error for Check. reason is for
+// the decision log only; msg is the error's, which names no detail.
+func (d *decision) fail(code core.Code, reason, msg string) error {
+	d.reason, d.code = reason, code
+	return status.Error(answerFor(code).grpc, msg)
+}
+
+func (d *decision) respond(st int, gcode codes.Code, reason, clientMsg string, code, bodyCode core.Code) *authv3.CheckResponse {
+	d.allow, d.status, d.reason, d.code = false, st, reason, code
 	var body string
 	switch {
-	case st == http.StatusUnauthorized && code == core.CodeUnauthenticated:
+	case st == http.StatusUnauthorized && bodyCode == core.CodeUnauthenticated:
 		body = body401
-	case st == http.StatusForbidden && code == core.CodeForbidden:
+	case st == http.StatusForbidden && bodyCode == core.CodeForbidden:
 		body = body403
 	default:
-		body = errorBody(code, clientMsg)
+		body = errorBody(bodyCode, clientMsg)
 	}
 	headers := []*corev3.HeaderValueOption{header("content-type", "application/json")}
 	if st == http.StatusUnauthorized {
@@ -118,8 +187,10 @@ func (d *decision) denyCode(st int, reason, clientMsg string, code core.Code) *a
 		}
 		headers = append(headers, header("www-authenticate", challenge))
 	}
-	if st == http.StatusTooManyRequests {
-		headers = append(headers, header("retry-after", "1"))
+	if st == http.StatusTooManyRequests || st == http.StatusServiceUnavailable {
+		// As every other 429 and 503 of the project's, so clients back off
+		// alike whichever component refused.
+		headers = append(headers, header("retry-after", d.retryAfter))
 	}
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(gcode)},
@@ -256,7 +327,10 @@ func (s *Server) logDecision(ctx context.Context, d *decision, err error) {
 		attrs = append(attrs, slog.Bool("cached", true))
 	}
 	if err != nil {
-		attrs = append(attrs, slog.String("err", err.Error()), slog.String("code", string(core.CodeInternal)))
+		attrs = append(attrs, slog.String("err", err.Error()), slog.String("code", string(cmp.Or(d.code, core.CodeInternal))))
+		if d.stack != "" {
+			attrs = append(attrs, slog.String("stack", d.stack))
+		}
 	}
 	s.log.LogAttrs(ctx, level, "authz decision", attrs...)
 	if s.audit != nil {

@@ -11,7 +11,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -146,10 +148,10 @@ func (s *Server) authenticate(ctx context.Context, method, body string) (context
 	if v := md.Get(assertion.Header); len(v) == 1 {
 		tok = v[0]
 	}
-	refuse := func(c codes.Code, msg string, err error) (context.Context, error) {
+	refuse := func(code core.Code, msg string, err error) (context.Context, error) {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "refused Flight call: "+msg,
 			slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("method", method), slog.String("err", err.Error()))
-		return nil, status.Error(c, msg)
+		return nil, s.toStatus(ctx, method, &core.Error{Op: "flightsvc.authenticate", Code: code, Message: msg, Err: err})
 	}
 	a, err := s.o.Verifier.Verify(tok, assertion.AudienceFlight)
 	if err == nil {
@@ -157,13 +159,13 @@ func (s *Server) authenticate(ctx context.Context, method, body string) (context
 	}
 	switch {
 	case errors.Is(err, assertion.ErrReplayCacheFull):
-		return refuse(codes.Unavailable, "service unavailable", err)
+		return refuse(core.CodeUnavailable, "service unavailable", err)
 	case err != nil:
-		return refuse(codes.Unauthenticated, "authentication required", err)
+		return refuse(core.CodeUnauthenticated, "authentication required", err)
 	}
 	// gRPC is always POST; the assertion names it as Envoy saw it.
 	if err := a.Check("POST", method, "", body); err != nil {
-		return refuse(codes.PermissionDenied, "the identity assertion was issued for another call", err)
+		return refuse(core.CodeForbidden, "the identity assertion was issued for another call", err)
 	}
 	return core.WithPrincipal(ctx, a.Principal), nil
 }
@@ -198,7 +200,7 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 	start := time.Now()
 	body, err := descriptorHash(req)
 	if err != nil {
-		err = status.Error(codes.InvalidArgument, "malformed request")
+		err = s.toStatus(ctx, info.FullMethod, &core.Error{Op: "flightsvc.descriptorHash", Code: core.CodeInvalid, Message: "malformed request", Err: err})
 		s.met.observe(info.FullMethod, err, time.Since(start))
 		return nil, err
 	}
@@ -207,7 +209,11 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 		s.met.observe(info.FullMethod, err, time.Since(start))
 		return nil, err
 	}
-	resp, err := h(ctx, req)
+	var resp any
+	err = s.toStatus(ctx, info.FullMethod, guarded(func() (err error) {
+		resp, err = h(ctx, req)
+		return err
+	}))
 	s.met.observe(info.FullMethod, err, time.Since(start))
 	return resp, err
 }
@@ -221,10 +227,22 @@ func (s *Server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerIn
 	// binds the method and path alone.
 	ctx, err := s.authenticate(ss.Context(), info.FullMethod, "")
 	if err == nil {
-		err = h(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+		err = s.toStatus(ctx, info.FullMethod, guarded(func() error { return h(srv, &ctxStream{ServerStream: ss, ctx: ctx}) }))
 	}
 	s.met.observe(info.FullMethod, err, time.Since(start))
 	return err
+}
+
+// guarded calls f, turning a panic into an internal error for the edge:
+// gRPC does not recover a handler's panic, so one bad call would end the
+// process and every other call with it.
+func guarded(f func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = core.E("flightsvc", core.CodeInternal, fmt.Errorf("panic: %v\n%s", v, debug.Stack()))
+		}
+	}()
+	return f()
 }
 
 type ctxStream struct {
@@ -234,28 +252,52 @@ type ctxStream struct {
 
 func (c *ctxStream) Context() context.Context { return c.ctx }
 
-// toStatus translates err through the table, logging internal errors once,
-// here at the edge. Errors that already are statuses pass unchanged.
+// toStatus is the Flight transport's edge: every error a call answers
+// leaves through it (the interceptors pass each call's final error
+// through it, which catches the Flight SQL library's own). It translates
+// err through the table, counts it in fraise_errors_total by core code,
+// and logs an internal error once, here, with the request id (the
+// process's log handler adds the trace id from ctx). Errors that already
+// are statuses (from the Flight SQL library) pass unchanged, counted by
+// their gRPC code's name; an error that already left through here passes
+// unchanged and uncounted.
 func (s *Server) toStatus(ctx context.Context, op string, err error) error {
 	if err == nil {
 		return nil
 	}
+	var done *edgeError
+	if errors.As(err, &done) {
+		return done
+	}
 	var ce *core.Error
 	if !errors.As(err, &ce) {
 		if st, ok := status.FromError(err); ok {
-			return st.Err()
+			s.met.failed(st.Code().String())
+			return &edgeError{st}
 		}
 	}
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		return status.Error(codes.Canceled, "cancelled")
+		// The client went away, as the GraphQL engine counts it.
+		s.met.failed(string(core.CodeUnavailable))
+		return &edgeError{status.New(codes.Canceled, "cancelled")}
 	}
-	code := CodeOf(err)
-	if code == codes.Internal {
-		s.log.LogAttrs(ctx, slog.LevelError, "flight call failed", slog.String("op", op),
+	c := core.ErrorCode(err)
+	s.met.failed(string(c))
+	if c == core.CodeInternal {
+		s.log.LogAttrs(ctx, slog.LevelError, "flight call failed", slog.String("op", op), slog.String("code", string(c)),
 			slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("err", err.Error()))
 	}
-	return status.Error(code, core.ErrorMessage(err))
+	return &edgeError{status.New(CodeOf(err), core.ErrorMessage(err))}
 }
+
+// edgeError is a status that left through toStatus: counted, and logged
+// if it had to be.
+type edgeError struct{ st *status.Status }
+
+func (e *edgeError) Error() string { return e.st.Err().Error() }
+
+// GRPCStatus lets gRPC send the status.
+func (e *edgeError) GRPCStatus() *status.Status { return e.st }
 
 func principal(ctx context.Context) (core.Principal, error) {
 	p, ok := core.PrincipalFrom(ctx)

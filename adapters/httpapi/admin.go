@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/fraise-dev/fraise/core"
 )
 
 // Metrics holds the core's HTTP metrics in a registry of its own, so several
@@ -18,6 +20,7 @@ type Metrics struct {
 	Registry *prometheus.Registry
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	errors   *prometheus.CounterVec
 }
 
 // NewMetrics returns metrics registered in a new registry.
@@ -33,6 +36,12 @@ func NewMetrics() *Metrics {
 		}, []string{"method"}),
 	}
 	m.Registry.MustRegister(m.requests, m.duration, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.errors = newErrorCounter(m.Registry)
+	// Every core code starts at zero, so that a rate of errors by code has
+	// a series from the start (and the first error is an increase).
+	for _, c := range core.Codes() {
+		m.errors.WithLabelValues("http", string(c))
+	}
 	return m
 }
 

@@ -3,14 +3,12 @@ package httpapi
 import (
 	"bytes"
 	"io"
-	"math"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/admission"
 	"github.com/fraise-dev/fraise/core/assertion"
 )
@@ -28,6 +26,8 @@ type AdmissionOptions struct {
 	// slot, for its whole queue timeout. Requests refused at once are not
 	// read. Options.MaxBodyBytes of the handler behind is the value.
 	MaxBodyBytes int64
+	// Metrics, when set, counts refusals in fraise_errors_total.
+	Metrics *Metrics
 }
 
 // Admit wraps next with admission control: a request runs when the
@@ -57,10 +57,10 @@ func Admit(next http.Handler, o AdmissionOptions) http.Handler {
 			return o.Tenant(r)
 		})
 		if err != nil {
-			if d, ok := admission.RetryAfter(err); ok {
-				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
-			}
-			writeError(w, MediaJSON, &refusal{status: StatusOf(err), code: string(core.ErrorCode(err)), msg: core.ErrorMessage(err)})
+			// The refusal names the controller's Retry-After, which is
+			// admission.retry_after.
+			d, _ := admission.RetryAfter(err)
+			newEdge(nil, o.Metrics, d).fail(r.Context(), w, MediaJSON, err)
 			return
 		}
 		defer release()

@@ -12,7 +12,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -48,6 +47,9 @@ type Options struct {
 	MaxBatch int
 	Logger   *slog.Logger
 	Metrics  *Metrics
+	// RetryAfter is the Retry-After of every 429 and 503 the handler
+	// answers (admission.retry_after; 0: 1s).
+	RetryAfter time.Duration
 }
 
 // Media types of GraphQL over HTTP.
@@ -74,29 +76,6 @@ const (
 // read-only request (graphql.Request.ReadOnly, which GET sets).
 const codeMutationNotAllowed = "MUTATION_NOT_ALLOWED"
 
-// statusOf is the one table from core error codes to HTTP statuses.
-var statusOf = map[core.Code]int{
-	core.CodeInvalid:         http.StatusBadRequest,
-	core.CodeNotFound:        http.StatusNotFound,
-	core.CodeConflict:        http.StatusConflict,
-	core.CodeUnauthenticated: http.StatusUnauthorized,
-	core.CodeForbidden:       http.StatusForbidden,
-	core.CodeRateLimited:     http.StatusTooManyRequests,
-	core.CodeQuotaExceeded:   http.StatusForbidden,
-	core.CodeTooLarge:        http.StatusRequestEntityTooLarge,
-	core.CodeUnavailable:     http.StatusServiceUnavailable,
-	core.CodeTimeout:         http.StatusGatewayTimeout,
-	core.CodeInternal:        http.StatusInternalServerError,
-}
-
-// StatusOf returns the HTTP status for an error's code.
-func StatusOf(err error) int {
-	if s, ok := statusOf[core.ErrorCode(err)]; ok {
-		return s
-	}
-	return http.StatusInternalServerError
-}
-
 // NewHandler returns the GraphQL over HTTP handler. Every request must carry
 // a valid identity assertion: the core trusts nothing else, so a core port
 // exposed by mistake answers 401 and leaks nothing.
@@ -107,13 +86,16 @@ func NewHandler(o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &handler{o: o}
+	h := &handler{o: o, edge: newEdge(o.Logger, o.Metrics, o.RetryAfter)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/graphql", h.graphql)
 	return mux
 }
 
-type handler struct{ o Options }
+type handler struct {
+	o    Options
+	edge *edge
+}
 
 // VerifyAssertion wraps next so that a request's identity assertion is
 // verified at most once, however many layers need the identity: admission
@@ -179,6 +161,7 @@ type refusal struct {
 	code   string
 	msg    string
 	allow  string // the Allow header of a 405
+	cause  error  // logged when the code is INTERNAL
 }
 
 func badRequest(msg string) *refusal {
@@ -195,6 +178,7 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 	if id := r.Header.Get("x-request-id"); id != "" {
 		ctx = core.WithRequestID(ctx, id)
 	}
+	defer h.edge.recoverPanic(ctx, rw)
 	a, err := verifyRequest(r, h.o.Verifier)
 	if err == nil {
 		// Spent before anything else is looked at: an assertion presented
@@ -204,22 +188,21 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, assertion.ErrReplayCacheFull) {
 		h.o.Logger.LogAttrs(ctx, slog.LevelError, "refused request: the assertion replay cache is full",
 			slog.String("request_id", core.RequestIDFrom(ctx)))
-		w.Header().Set("Retry-After", retryAfter)
-		writeError(w, MediaJSON, &refusal{status: http.StatusServiceUnavailable, code: string(core.CodeUnavailable), msg: "service unavailable"})
+		h.edge.fail(ctx, w, MediaJSON, core.E("httpapi.graphql", core.CodeUnavailable, err))
 		return
 	}
 	if err != nil {
 		h.o.Logger.LogAttrs(ctx, slog.LevelWarn, "refused request without a valid assertion",
 			slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("err", err.Error()))
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		writeError(w, MediaJSON, &refusal{status: http.StatusUnauthorized, code: string(core.CodeUnauthenticated), msg: "authentication required"})
+		h.edge.fail(ctx, w, MediaJSON, core.E("httpapi.graphql", core.CodeUnauthenticated, err))
 		return
 	}
 	ctx = core.WithPrincipal(ctx, a.Principal)
 
 	media, ok := negotiate(r.Header.Values("Accept"))
 	if !ok {
-		writeError(w, MediaJSON, &refusal{status: http.StatusNotAcceptable, code: CodeNotAcceptable,
+		h.edge.refuse(ctx, w, MediaJSON, &refusal{status: http.StatusNotAcceptable, code: CodeNotAcceptable,
 			msg: "Accept must allow " + MediaGraphQLResponse + " or " + MediaJSON})
 		return
 	}
@@ -231,7 +214,7 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet:
 		req, op, ref := h.fromQuery(r.URL.RawQuery)
 		if ref != nil {
-			writeError(w, media, ref)
+			h.edge.refuse(ctx, w, media, ref)
 			return
 		}
 		reqs, ops = []graphql.Request{req}, []string{op}
@@ -239,11 +222,11 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 		var ref *refusal
 		reqs, ops, batch, ref = h.fromBody(w, r)
 		if ref != nil {
-			writeError(w, media, ref)
+			h.edge.refuse(ctx, w, media, ref)
 			return
 		}
 	default:
-		writeError(w, media, &refusal{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed,
+		h.edge.refuse(ctx, w, media, &refusal{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed,
 			msg: "use GET (queries) or POST", allow: "GET, POST"})
 		return
 	}
@@ -254,8 +237,8 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 		if err := a.Check(r.Method, requestPath(r), op, ""); err != nil {
 			h.o.Logger.LogAttrs(ctx, slog.LevelWarn, "refused request its assertion was not issued for",
 				slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("err", err.Error()))
-			writeError(w, media, &refusal{status: http.StatusForbidden, code: string(core.CodeForbidden),
-				msg: "the identity assertion was issued for another request"})
+			h.edge.fail(ctx, w, media, &core.Error{Op: "httpapi.graphql", Code: core.CodeForbidden,
+				Message: "the identity assertion was issued for another request", Err: err})
 			return
 		}
 	}
@@ -265,7 +248,7 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && resp.Data == nil && len(resp.Errors) > 0 && resp.Errors[0].Extensions["code"] == codeMutationNotAllowed {
 			// A persisted operation sent by hash alone is a mutation only
 			// the engine can tell; it refuses it for a read-only request.
-			writeError(w, media, &refusal{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed,
+			h.edge.refuse(ctx, w, media, &refusal{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed,
 				msg: "mutations must use POST", allow: http.MethodPost})
 			return
 		}
@@ -282,12 +265,7 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		status := statusFor(media, resp)
-		if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
-			// As every other 503 and 429 of the project's, so clients back
-			// off alike whichever component refused.
-			w.Header().Set("Retry-After", retryAfter)
-		}
-		writeJSON(w, status, media, resp)
+		h.edge.answer(ctx, w, status, media, resp, resp)
 		return
 	}
 	out := make([]*graphql.Response, len(reqs))
@@ -296,20 +274,7 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 	}
 	// A batch is not in the specification; it cannot have one status for
 	// mixed outcomes, so it is 200 and each entry carries its own errors.
-	writeJSON(w, http.StatusOK, media, out)
-}
-
-// retryAfter is the Retry-After, in seconds, of a 503 or 429 the engine's
-// answer earns: admission.retry_after's default, and what the gateway
-// sends when extauthz does not answer.
-const retryAfter = "1"
-
-// engineCodes are the engine's own names for core codes that can come
-// without data (from the persisted-document store): a statement timeout
-// is the server's failure, not the client's, whatever it is called.
-// RESULT_TOO_LARGE is left out: it only comes with data (null).
-var engineCodes = map[string]core.Code{
-	graphql.CodeStatementTimeout: core.CodeTimeout,
+	h.edge.answer(ctx, w, http.StatusOK, media, out, out...)
 }
 
 // statusFor is the status the specification prescribes for an executed
@@ -324,16 +289,7 @@ func statusFor(media string, resp *graphql.Response) int {
 	if media != MediaGraphQLResponse || resp.Data != nil || len(resp.Errors) == 0 {
 		return http.StatusOK
 	}
-	if c, ok := resp.Errors[0].Extensions["code"].(string); ok && c != string(core.CodeInvalid) {
-		code, ok := engineCodes[c]
-		if !ok {
-			code = core.Code(c)
-		}
-		if s, ok := statusOf[code]; ok {
-			return s
-		}
-	}
-	return http.StatusBadRequest
+	return statusOfCode(resp.Errors[0].Code())
 }
 
 // fromQuery reads a GET request's parameters. GET never runs a mutation
@@ -535,24 +491,6 @@ type errorBody struct {
 type errorEntry struct {
 	Message    string         `json:"message"`
 	Extensions map[string]any `json:"extensions"`
-}
-
-// writeError writes a GraphQL-shaped error response, the shape every Fraise
-// refusal has whichever component refuses.
-func writeError(w http.ResponseWriter, media string, r *refusal) {
-	if r.allow != "" {
-		w.Header().Set("Allow", r.allow)
-	}
-	writeJSON(w, r.status, media, errorBody{Errors: []errorEntry{{Message: r.msg, Extensions: map[string]any{"code": r.code}}}})
-}
-
-func writeJSON(w http.ResponseWriter, status int, media string, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		b = []byte(`{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}`)
-	}
-	writeBody(w, status, media, b)
 }
 
 func writeBody(w http.ResponseWriter, status int, media string, b []byte) {

@@ -94,6 +94,10 @@ type Error struct {
 	Locations  []Location     `json:"locations,omitempty"`
 	Path       []any          `json:"path,omitempty"`
 	Extensions map[string]any `json:"extensions,omitempty"`
+	// Err is the cause of an error the engine did not make itself (a
+	// database failure, a hook's error), never shown to a client: the
+	// transport's edge logs it when the error is internal (see Code).
+	Err error `json:"-"`
 }
 
 // Response is a GraphQL response. Data is nil for request errors (the
@@ -354,7 +358,7 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 	if b, ok := e.db.(core.TenantBatcher); ok && needDB && kind == ast.Query && !hooked(stmts) {
 		if err := e.runBatch(ctx, b, p, stmts, results); err != nil {
 			return &Response{Data: json.RawMessage("null"), Errors: []*Error{{
-				Message: core.ErrorMessage(err), Extensions: map[string]any{"code": extensionCode(err)},
+				Message: core.ErrorMessage(err), Extensions: map[string]any{"code": extensionCode(err)}, Err: err,
 			}}}
 		}
 		needDB = false
@@ -400,7 +404,7 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 				e.auditFailure(ctx, p, stmts, err)
 			}
 			return &Response{Data: json.RawMessage("null"), Errors: []*Error{{
-				Message: core.ErrorMessage(err), Extensions: map[string]any{"code": extensionCode(err)},
+				Message: core.ErrorMessage(err), Extensions: map[string]any{"code": extensionCode(err)}, Err: err,
 			}}}
 		}
 	}
@@ -505,7 +509,7 @@ func extensionCode(err error) string {
 
 func fieldError(f *ast.Field, err error) *Error {
 	return &Error{Message: core.ErrorMessage(err), Path: []any{f.Alias}, Locations: []Location{loc(f.Position)},
-		Extensions: map[string]any{"code": extensionCode(err)}}
+		Extensions: map[string]any{"code": extensionCode(err)}, Err: err}
 }
 
 // ParseTrustedDocuments reads a trusted-documents manifest: a JSON object

@@ -19,7 +19,9 @@ func (e *Engine) persistedDocument(ctx context.Context, tenant, hash, query stri
 	if query == "" {
 		doc, ok, err := e.opts.Persisted.Get(ctx, tenant, hash)
 		if err != nil {
-			return "", requestError(extensionCode(err), "persisted queries are unavailable: "+core.ErrorMessage(err))
+			r := requestError(extensionCode(err), "persisted queries are unavailable: "+core.ErrorMessage(err))
+			r.Errors[0].Err = err
+			return "", r
 		}
 		if !ok || core.DocumentHash(doc) != hash {
 			return "", requestError(CodePersistedNotFound, "PersistedQueryNotFound")

@@ -134,7 +134,7 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 	o := extauthz.Options{
 		Issuers: issuers, Leeway: a.Leeway.Duration, PolicyFS: policyFS(a.PolicyDir),
 		Signer: signer, Logger: log, DryRun: a.DryRun, DefaultTier: a.DefaultTier, KeyRefresh: a.KeyRefresh.Duration,
-		DecisionCacheTTL: a.DecisionCacheTTL.Duration,
+		DecisionCacheTTL: a.DecisionCacheTTL.Duration, RetryAfter: cfg.Admission.RetryAfter.Duration,
 	}
 	metrics := newAuthzMetrics()
 	o.Observe, o.ObserveReload = metrics.observe, metrics.observeReload

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/extauthz"
 )
 
@@ -23,6 +24,7 @@ type authzMetrics struct {
 	dryRun   prometheus.Counter
 	reloads  *prometheus.CounterVec
 	revision *prometheus.GaugeVec
+	errors   *prometheus.CounterVec
 
 	mu      sync.Mutex // orders revision updates
 	current string
@@ -58,12 +60,22 @@ func newAuthzMetrics() *authzMetrics {
 			Name: "fraise_authz_policy_info",
 			Help: "1 for the policy revision being served.",
 		}, []string{"revision"}),
+		// The name and help of the core's, whose transports count into it
+		// too (adapters/httpapi, adapters/flightsvc).
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fraise_errors_total",
+			Help: "Errors answered at each transport's edge, by transport and code.",
+		}, []string{"transport", "code"}),
+	}
+	// Every core code starts at zero, as the core's transports' do.
+	for _, c := range core.Codes() {
+		m.errors.WithLabelValues("extauthz", string(c))
 	}
 	// Both results start at zero, so that an alert's increase() sees the
 	// first rejected policy.
 	m.reloads.WithLabelValues("loaded")
 	m.reloads.WithLabelValues("rejected")
-	m.reg.MustRegister(m.checks, m.duration, m.cached, m.dryRun, m.reloads, m.revision,
+	m.reg.MustRegister(m.checks, m.duration, m.cached, m.dryRun, m.reloads, m.revision, m.errors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -76,6 +88,9 @@ func (m *authzMetrics) observe(o extauthz.Outcome) {
 	}
 	m.checks.WithLabelValues(o.Result, strconv.Itoa(o.Status), kind, o.Op).Inc()
 	m.duration.WithLabelValues(o.Result).Observe(o.Latency.Seconds())
+	if o.Code != "" {
+		m.errors.WithLabelValues("extauthz", string(o.Code)).Inc()
+	}
 	if o.Cached {
 		m.cached.Inc()
 	}

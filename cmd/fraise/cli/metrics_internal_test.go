@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/extauthz"
 )
 
 // TestUpGauge: the gauge the store-down alerts read is 1 when the ping
@@ -26,5 +29,23 @@ func TestUpGauge(t *testing.T) {
 				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestAuthzMetricsCountErrorsByCode checks extauthz's outcomes reach
+// fraise_errors_total by code: denials and failures, not allowed checks.
+func TestAuthzMetricsCountErrorsByCode(t *testing.T) {
+	m := newAuthzMetrics()
+	m.observe(extauthz.Outcome{Result: extauthz.OutcomeAllow, Status: 200})
+	m.observe(extauthz.Outcome{Result: extauthz.OutcomeDeny, Status: 401, Code: core.CodeUnauthenticated})
+	m.observe(extauthz.Outcome{Result: extauthz.OutcomeError, Status: 500, Code: core.CodeInternal})
+	for _, c := range core.Codes() {
+		want := 0.0
+		if c == core.CodeUnauthenticated || c == core.CodeInternal {
+			want = 1
+		}
+		if got := testutil.ToFloat64(m.errors.WithLabelValues("extauthz", string(c))); got != want {
+			t.Errorf("got fraise_errors_total{transport=extauthz,code=%s} %v, want %v", c, got, want)
+		}
 	}
 }

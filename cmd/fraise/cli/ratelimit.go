@@ -199,5 +199,5 @@ func admitted(next http.Handler, cfg config.Admission, maxBody int64, verifier *
 		MemoryLimit: cfg.MemoryLimitBytes, MemoryThreshold: cfg.MemoryThreshold,
 		RetryAfter: cfg.RetryAfter.Duration, Observe: am.Observe,
 	})
-	return httpapi.Admit(next, httpapi.AdmissionOptions{Controller: ctrl, Tenant: httpapi.TenantFromAssertion(verifier), MaxBodyBytes: maxBody})
+	return httpapi.Admit(next, httpapi.AdmissionOptions{Controller: ctrl, Tenant: httpapi.TenantFromAssertion(verifier), MaxBodyBytes: maxBody, Metrics: metrics})
 }

@@ -209,6 +209,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	health := &httpapi.Health{Ready: db.Ping}
 	api := httpapi.NewHandler(httpapi.Options{
 		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), MaxBatch: cfg.Core.MaxBatch, Logger: log, Metrics: metrics,
+		RetryAfter: cfg.Admission.RetryAfter.Duration,
 	})
 	handler := httpTracing(httpapi.VerifyAssertion(admitted(api, cfg.Admission, int64(cfg.Core.MaxBodyBytes), verifier, metrics), verifier), tp, "core")
 	srv := newHTTPServer(handler, coreHTTPTimeouts)
