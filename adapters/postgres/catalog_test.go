@@ -43,8 +43,8 @@ func TestCatalog(t *testing.T) {
 		if err != nil || fn == nil {
 			t.Fatalf("got %v, %v", fn, err)
 		}
-		if len(fn.Args) != 1 || fn.Args[0] != "jsonb" {
-			t.Fatalf("got args %v, want [jsonb]", fn.Args)
+		if len(fn.Args) != 1 || fn.Args[0] != "jsonb" || len(fn.ArgNames) != 1 || fn.ArgNames[0] != "input" {
+			t.Fatalf("got args %v named %v, want [jsonb] named [input]", fn.Args, fn.ArgNames)
 		}
 		for _, c := range []string{"succeeded", "status", "error_class", "message", "entity_id", "entity"} {
 			if _, ok := fn.Result[c]; !ok {
@@ -57,4 +57,30 @@ func TestCatalog(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestValidSettingName(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want bool
+	}{
+		{name: "FraiseQL's", in: "app.tenant_id", want: true},
+		{name: "nested", in: "app.claims.org_id", want: true},
+		{name: "no prefix", in: "tenant_id"},
+		{name: "a quote", in: "app.x'); drop table t; --"},
+		{name: "upper case", in: "App.Tenant"},
+		{name: "empty part", in: "app."},
+		{name: "leading digit", in: "1app.x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := postgres.ValidSettingName(tt.in); got != tt.want {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if _, err := postgres.Open(context.Background(), "postgres://x@127.0.0.1:1/x", postgres.Options{TenantSettings: []string{"bad name"}}); err == nil {
+		t.Fatal("got no error for a bad tenant setting, want one")
+	}
 }

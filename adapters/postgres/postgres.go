@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -31,16 +32,23 @@ type Options struct {
 	// it plans every execution anew: about a quarter of the backend's CPU
 	// on the benchmark's read, for the same plan.
 	GenericPlans bool
-	Logger       *slog.Logger
+	// TenantSettings are more settings each transaction sets to the
+	// tenant, besides fraise.tenant (which Fraise's own tables' policies
+	// and the audit log read): the names an existing database's policies
+	// read, such as FraiseQL's app.tenant_id. Each must be a dotted
+	// custom setting name (ValidSettingName).
+	TenantSettings []string
+	Logger         *slog.Logger
 }
 
 // DB is a pool of connections as the core's application role.
 type DB struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration
-	// readSetup is QueryJSONBatch's first statement.
-	readSetup string
-	log       *slog.Logger
+	// readSetup is QueryJSONBatch's first statement, tenantSetup
+	// InTenant's.
+	readSetup, tenantSetup string
+	log                    *slog.Logger
 }
 
 var _ core.TenantDB = (*DB)(nil)
@@ -57,11 +65,48 @@ func Open(ctx context.Context, url string, o Options) (*DB, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	for _, n := range o.TenantSettings {
+		if !ValidSettingName(n) {
+			return nil, fmt.Errorf("postgres: tenant setting %q is not a custom setting name (prefix.name, lower case)", n)
+		}
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	return &DB{pool: pool, timeout: o.StatementTimeout, readSetup: readSetup(o.StatementTimeout > 0, o.GenericPlans), log: o.Logger}, nil
+	return &DB{pool: pool, timeout: o.StatementTimeout, log: o.Logger,
+		readSetup:   readSetup(o.StatementTimeout > 0, o.GenericPlans, o.TenantSettings),
+		tenantSetup: tenantSetup(o.StatementTimeout > 0, o.TenantSettings)}, nil
+}
+
+// ValidSettingName reports whether name is a custom setting PostgreSQL
+// accepts in set_config, which Fraise writes into SQL: a lower-case
+// identifier, a dot, and another (app.tenant_id).
+func ValidSettingName(name string) bool {
+	prefix, rest, ok := strings.Cut(name, ".")
+	if !ok || prefix == "" || rest == "" || len(name) > 63 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c == '_' || c == '.' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return name[0] < '0' || name[0] > '9'
+}
+
+// tenantSetup is the statement that opens InTenant's transaction: the
+// tenant in every setting named, and the timeout.
+func tenantSetup(timeout bool, more []string) string {
+	s := "select set_config('fraise.tenant', $1, true)"
+	for _, n := range more {
+		s += ", set_config('" + n + "', $1, true)"
+	}
+	if timeout {
+		s += ", set_config('statement_timeout', $2, true)"
+	}
+	return s
 }
 
 // Close closes the pool.
@@ -95,9 +140,9 @@ func (db *DB) InTenant(ctx context.Context, tenant string, fn func(ctx context.C
 	// The tenant and the timeout in one statement: one round trip less.
 	if db.timeout > 0 {
 		ms := strconv.FormatInt(db.timeout.Milliseconds(), 10)
-		_, err = tx.Exec(ctx, "select set_config('fraise.tenant', $1, true), set_config('statement_timeout', $2, true)", tenant, ms)
+		_, err = tx.Exec(ctx, db.tenantSetup, tenant, ms)
 	} else {
-		_, err = tx.Exec(ctx, "select set_config('fraise.tenant', $1, true)", tenant)
+		_, err = tx.Exec(ctx, db.tenantSetup, tenant)
 	}
 	if err != nil {
 		return mapError(op, err)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -76,16 +77,70 @@ func (c *compiler) compileQuery(ctx context.Context, f *ast.Field) (sql string, 
 		// into a cast error. Compiled anyway, so @auth still applies.
 		return "", json.RawMessage("null"), nil
 	}
-	return fmt.Sprintf("select %s from %s t where t.id = %s::uuid", obj, c.s.views[typ], c.param(id)), nil, nil
+	return fmt.Sprintf("select %s from %s t where t.id = %s::uuid", obj, c.from(typ), c.param(id)), nil, nil
+}
+
+// from returns the relation typ reads: its view, or for a relation
+// without a data column, its rows with their columns as data.
+func (c *compiler) from(typ string) string {
+	if src := c.s.sources[typ]; src != nil && !src.data {
+		return "(select r.*, to_jsonb(r) as data from " + c.s.views[typ] + " r)"
+	}
+	return c.s.views[typ]
+}
+
+// idCast is the cast of typ's id column: ::uuid, unless the catalog says
+// otherwise (a plain table's integer key, say).
+func (c *compiler) idCast(typ string) string {
+	if src := c.s.sources[typ]; src != nil {
+		if t := src.columns["id"]; t != "" && t != "uuid" && isSQLType(t) {
+			return "::" + t
+		}
+	}
+	return "::uuid"
+}
+
+// native returns the column of typ's relation that holds a root row's
+// field fi, when there is one: filters and sorts compare it, which its
+// indexes serve, rather than the JSON path.
+func (c *compiler) native(typ string, fi *fieldInfo, base string) (col, coltype string, ok bool) {
+	if base != "t.data" || len(fi.keys) != 1 || len(fi.alt) > 0 {
+		return "", "", false
+	}
+	src := c.s.sources[typ]
+	if src == nil {
+		return "", "", false
+	}
+	for _, name := range []string{fi.keys[0], snake(fi.keys[0])} {
+		if t, ok := src.columns[name]; ok && name != "data" && isSQLType(t) {
+			return "t." + quoteIdent(name), t, true
+		}
+	}
+	return "", "", false
 }
 
 // list compiles a root list field: filter, order and page in a subquery,
 // the JSON array built by the aggregate in the same order.
 func (c *compiler) list(ctx context.Context, f *ast.Field, typ string) (string, error) {
 	args := f.ArgumentMap(c.vars)
-	where, order, _, err := c.filterAndOrder(typ, args)
+	where, order, keys, err := c.filterAndOrder(typ, args)
 	if err != nil {
 		return "", err
+	}
+	// The aggregate outside sees only what the subquery selects: a sort
+	// key on a native column is selected, and the aggregate orders by it.
+	outer, cols := order, ""
+	if native := slices.ContainsFunc(keys, func(k sortKey) bool { return k.column }); native {
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			if k.column && k.expr != "t.id" {
+				a := "o" + strconv.Itoa(i)
+				cols += ", " + k.expr + " as " + a
+				k.expr = "t." + a
+			}
+			parts[i] = k.String()
+		}
+		outer = strings.Join(parts, ", ")
 	}
 	limit, err := c.size(args["limit"], "limit")
 	if err != nil {
@@ -99,8 +154,8 @@ func (c *compiler) list(ctx context.Context, f *ast.Field, typ string) (string, 
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("select coalesce(json_agg(%s order by %s), '[]'::json) from (select t.id, t.data from %s t where %s order by %s limit %s::bigint offset %s::bigint) t",
-		obj, order, c.s.views[typ], where, order, c.param(limit), c.param(offset)), nil
+	return fmt.Sprintf("select coalesce(json_agg(%s order by %s), '[]'::json) from (select t.id, t.data%s from %s t where %s order by %s limit %s::bigint offset %s::bigint) t",
+		obj, outer, cols, c.from(typ), where, order, c.param(limit), c.param(offset)), nil
 }
 
 // connection compiles a Relay connection with keyset cursors: a cursor
@@ -158,7 +213,7 @@ func (c *compiler) connection(ctx context.Context, f *ast.Field, typ string) (st
 		vals = append(vals, "("+k.expr+")::text")
 	}
 	cursorExpr := "translate(encode(convert_to(json_build_array(" + strings.Join(vals, ", ") + ")::text, 'UTF8'), 'base64'), E'\\n', '')"
-	view := c.s.views[typ]
+	view := c.from(typ)
 	var parts []string
 	for _, sel := range collectFields(f.SelectionSet, c.vars, f.Definition.Type.Name(), c.s) {
 		key := c.param(sel.Alias) + "::text"
@@ -236,7 +291,7 @@ func (c *compiler) after(cursor, fp string, keys []sortKey) (string, error) {
 		return "", bad
 	}
 	vals = vals[1:]
-	if id := vals[len(vals)-1]; id == nil || !isUUIDText(*id) {
+	if id := vals[len(vals)-1]; id == nil || keys[len(keys)-1].cast == "::uuid" && !isUUIDText(*id) {
 		return "", bad
 	}
 	var ors []string
@@ -282,39 +337,157 @@ func (c *compiler) compileMutation(ctx context.Context, f *ast.Field) (string, e
 	if len(f.Definition.Arguments) == 1 && f.Definition.Arguments[0].Name == "input" {
 		input = args["input"]
 	}
+	if c.s.snakeInput {
+		input = snakeKeys(input)
+	}
 	in, err := json.Marshal(input)
 	if err != nil {
 		return "", invalid("arguments: %v", err)
 	}
+	call := c.call(f.Name, fn, input, c.param(string(in)))
 	rt := c.s.ast.Types[f.Definition.Type.Name()]
 	var proj string
 	if rt.Kind == ast.Union {
-		succ, fail, err := unionBranches(c.s.ast, rt)
+		succ, fails, err := unionBranches(c.s.ast, rt)
 		if err != nil {
 			return "", err
 		}
-		ps, err := c.object(ctx, f.SelectionSet, succ, "r.j")
+		ps, err := c.resultObject(ctx, f.SelectionSet, succ)
 		if err != nil {
 			return "", err
 		}
-		pe, err := c.object(ctx, f.SelectionSet, fail, "r.j")
-		if err != nil {
-			return "", err
+		// Errors as data: the function names the error type it means in
+		// entity_type; a name the union lacks gets its first error type.
+		var whens []string
+		def := ""
+		for i, name := range fails {
+			pe, err := c.resultObject(ctx, f.SelectionSet, name)
+			if err != nil {
+				return "", err
+			}
+			if i == 0 {
+				def = pe
+			}
+			if len(fails) > 1 {
+				whens = append(whens, "when r.j->>'entity_type' = "+c.param(name)+"::text then "+pe)
+			}
 		}
-		proj = fmt.Sprintf("case when (r.j->>'succeeded')::boolean then %s else %s end", ps, pe)
+		proj = fmt.Sprintf("case when (r.j->>'succeeded')::boolean then %s %s else %s end", ps, strings.Join(whens, " "), def)
 	} else {
-		if proj, err = c.object(ctx, f.SelectionSet, rt.Name, "r.j"); err != nil {
+		if proj, err = c.resultObject(ctx, f.SelectionSet, rt.Name); err != nil {
 			return "", err
+		}
+		if _, ok := c.s.views[rt.Name]; ok {
+			proj = "case when (r.j->>'succeeded')::boolean then " + proj + " end"
 		}
 	}
 	// The audit row is written by the same statement, from the same result
 	// row: a mutation that ran cannot skip it. Both CTEs are materialized,
 	// so the function runs once and the audit insert exactly once per call.
-	return fmt.Sprintf(`with r as materialized (select to_jsonb(f) as j from %s(%s::jsonb) f),`+
+	// r normalizes the three result shapes: succeeded and error_class are
+	// read from the older shape's status ("failed:...", "not_found:...",
+	// or a success such as "created" or "noop:unchanged") when it has no
+	// such columns.
+	return fmt.Sprintf(`with r0 as materialized (select to_jsonb(f) as j from %s f),`+
+		` r as materialized (select r0.j || jsonb_build_object('succeeded', n.ok, 'error_class', case when n.ok then nullif(r0.j->'error_class', 'null'::jsonb)`+
+		` else coalesce(nullif(r0.j->'error_class', 'null'::jsonb), to_jsonb(case split_part(r0.j->>'status', ':', 1) when 'failed' then 'internal' when 'error' then 'internal' when '' then 'internal' else split_part(r0.j->>'status', ':', 1) end)) end) as j`+
+		` from r0, lateral (select coalesce((r0.j->>'succeeded')::boolean, not coalesce(r0.j->>'status' ~ '%s', false)) as ok) n),`+
 		` a as materialized (select fraise.audit(%s::text, %s::text, coalesce(r.j->>'entity_id', r.j->'entity'->>'id'),`+
-		` case when (r.j->>'succeeded')::boolean then coalesce(r.j->>'status', 'ok') else coalesce(r.j->>'error_class', r.j->>'status', 'error') end) from r)`+
+		` case when (r.j->>'succeeded')::boolean then coalesce(r.j->>'status', r.j->>'status_detail', 'ok') else coalesce(r.j->>'error_class', r.j->>'status', 'error') end) from r)`+
 		` select %s from r, a`,
-		fn, c.param(string(in)), c.param(c.p.Subject), c.param(f.Name), proj), nil
+		call, legacyFailure, c.param(c.p.Subject), c.param(f.Name), proj), nil
+}
+
+// legacyFailure matches the statuses of the older mutation_response shape
+// that report a failure: failed:..., or an error class as prefix.
+const legacyFailure = `^(failed|error|validation|conflict|not_found|unauthorized|forbidden|internal|transaction_failed|timeout|rate_limited|service_unavailable)(:|$)`
+
+// resultObject projects a mutation result member: a type a view reads is
+// the entity (the row's entity column, in the view's shape); any other is
+// read from the row's columns.
+func (c *compiler) resultObject(ctx context.Context, set ast.SelectionSet, typ string) (string, error) {
+	if _, ok := c.s.views[typ]; ok {
+		obj, err := c.object(ctx, set, typ, "(r.j->'entity')")
+		if err != nil {
+			return "", err
+		}
+		return "case when jsonb_typeof(r.j->'entity') = 'object' then " + obj + " end", nil
+	}
+	return c.object(ctx, set, typ, "r.j")
+}
+
+// call returns the function call of a mutation: fn(input jsonb) gets the
+// input whole, as a parameter; a function of other arguments gets each by
+// name (named notation) from the input's key of that name, less a p_,
+// in_ or input_ prefix, cast to the argument's type (NULL when the input
+// lacks it). An argument named tenant_id gets the request's tenant,
+// whatever the input says, and a jsonb argument named input, payload or
+// data that the input has no key for gets the input whole.
+func (c *compiler) call(field, fn string, input any, param string) string {
+	info := c.s.calls[field]
+	if info == nil || len(info.Args) == 1 && info.Args[0] == "jsonb" {
+		return fn + "(" + param + "::jsonb)"
+	}
+	m, _ := input.(map[string]any)
+	in := param + "::jsonb"
+	args := make([]string, 0, len(info.Args))
+	for i, name := range info.ArgNames {
+		typ := info.Args[i]
+		key := argKey(name)
+		k := "'" + key + "'"
+		if !isJSONKey(key) {
+			k = c.param(key) + "::text"
+		}
+		var v string
+		_, has := m[key]
+		switch {
+		case key == "tenant_id":
+			v = c.param(c.p.Tenant) + "::text::" + typ
+		case (typ == "jsonb" || typ == "json") && !has && (key == "input" || key == "payload" || key == "data"):
+			v = in + "::" + typ
+		case typ == "jsonb":
+			v = "(" + in + "->" + k + ")"
+		case strings.HasSuffix(typ, "[]"):
+			v = "(select array_agg(e) from jsonb_array_elements_text(case when jsonb_typeof(" + in + "->" + k + ") = 'array' then " + in + "->" + k + " end) e)::" + typ
+		default:
+			v = "(" + in + "->>" + k + ")::" + typ
+		}
+		args = append(args, quoteIdent(name)+" => "+v)
+	}
+	return fn + "(" + strings.Join(args, ", ") + ")"
+}
+
+// argKey is the input key an argument reads: its name less a p_, in_ or
+// input_ prefix (the common ways of telling arguments from columns).
+func argKey(name string) string {
+	for _, p := range []string{"input_", "in_", "p_"} {
+		if strings.HasPrefix(name, p) && len(name) > len(p) {
+			return name[len(p):]
+		}
+	}
+	return name
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// snakeKeys returns v with every object key in snake_case, as a schema
+// whose keys are SNAKE hands its functions their input.
+func snakeKeys(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[snake(k)] = snakeKeys(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = snakeKeys(e)
+		}
+		return out
+	}
+	return v
 }
 
 // object returns a json_build_object expression projecting only the
@@ -464,6 +637,7 @@ type sortKey struct {
 	cast       string // the cast that types a cursor's text value like expr
 	desc       bool
 	nullsFirst bool
+	column     bool // a native column, not a path in data
 }
 
 func (k sortKey) String() string {
@@ -490,7 +664,7 @@ func (c *compiler) filterAndOrder(typ string, args map[string]any) (where, order
 			return "", "", nil, err
 		}
 	}
-	keys = append(keys, sortKey{expr: "t.id", cast: "::uuid"})
+	keys = append(keys, sortKey{expr: "t.id", cast: c.idCast(typ)})
 	parts := make([]string, len(keys))
 	for i, k := range keys {
 		parts[i] = k.String()
@@ -552,7 +726,7 @@ func (c *compiler) where(typ string, v any, base string) (string, error) {
 			if !ok {
 				return "", invalid("filter on %s.%s must be an object of operators", typ, k)
 			}
-			if base == "t.data" && named.Name == "ID" && len(fi.keys) == 1 && fi.keys[0] == "id" {
+			if base == "t.data" && named.Name == "ID" && len(fi.keys) == 1 && fi.keys[0] == "id" && c.idCast(typ) == "::uuid" {
 				// The row's id column, which the view's table indexes.
 				s, err := c.idOps(ops)
 				if err != nil {
@@ -569,7 +743,7 @@ func (c *compiler) where(typ string, v any, base string) (string, error) {
 				conds = append(conds, s...)
 				continue
 			}
-			s, err := c.scalarOps(fi, named.Name, ops, base)
+			s, err := c.scalarOps(c.operand(typ, fi, base), named.Name, ops)
 			if err != nil {
 				return "", err
 			}
@@ -617,18 +791,57 @@ func cast(scalar string) string {
 
 // arrayCast casts a text[] parameter to the array of what cast casts to.
 func arrayCast(cast string) string {
+	return "::text[]" + arrayOf(cast)
+}
+
+// arrayOf returns the cast to the array of what cast casts to ("" stays "").
+func arrayOf(cast string) string {
 	if cast == "" {
-		return "::text[]"
+		return ""
 	}
-	return "::text[]" + cast + "[]"
+	return cast + "[]"
 }
 
 var comparisons = map[string]string{"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
-func (c *compiler) scalarOps(fi *fieldInfo, scalar string, ops map[string]any, base string) ([]string, error) {
-	text := fi.textPath(base)
-	cs := cast(scalar)
-	lhs := text + cs
+// operand is what a filter compares: a JSON path, or a native column.
+type operand struct {
+	text    string // the value as text
+	json    string // the value as jsonb; "" for a column
+	column  string // the column, "" for a JSON path
+	coltype string // the column's type
+}
+
+func (c *compiler) operand(typ string, fi *fieldInfo, base string) operand {
+	if col, t, ok := c.native(typ, fi, base); ok {
+		return operand{text: col + "::text", column: col, coltype: t}
+	}
+	return operand{text: fi.textPath(base), json: fi.path(base)}
+}
+
+// typed returns the left side of a comparison and the cast that types its
+// right side's text alike: a column as it is, compared with the
+// parameter cast to the column's type (so its indexes serve), or a JSON
+// value's text cast as its GraphQL scalar says.
+func (o operand) typed(scalar string) (lhs, cs string) {
+	if o.column != "" {
+		return o.column, "::" + o.coltype
+	}
+	cs = cast(scalar)
+	return o.text + cs, cs
+}
+
+// isNull is the condition "the value is null", a missing key included.
+func (o operand) isNull() string {
+	if o.column != "" {
+		return o.column + " is null"
+	}
+	return "coalesce(jsonb_typeof(" + o.json + "), 'null') = 'null'"
+}
+
+func (c *compiler) scalarOps(o operand, scalar string, ops map[string]any) ([]string, error) {
+	text := o.text
+	lhs, cs := o.typed(scalar)
 	var out []string
 	for _, op := range sortedAny(ops) {
 		v := ops[op]
@@ -642,9 +855,9 @@ func (c *compiler) scalarOps(fi *fieldInfo, scalar string, ops map[string]any, b
 				return nil, invalid("isNull takes a Boolean")
 			}
 			if b {
-				out = append(out, "coalesce(jsonb_typeof("+fi.path(base)+"), 'null') = 'null'")
+				out = append(out, o.isNull())
 			} else {
-				out = append(out, "coalesce(jsonb_typeof("+fi.path(base)+"), 'null') <> 'null'")
+				out = append(out, "not "+o.isNull())
 			}
 		case "eq", "neq", "gt", "gte", "lt", "lte":
 			s, err := toText(v)
@@ -664,7 +877,7 @@ func (c *compiler) scalarOps(fi *fieldInfo, scalar string, ops map[string]any, b
 			if list == nil {
 				list = []string{}
 			}
-			cond := lhs + " = any(" + c.param(list) + arrayCast(cs) + ")"
+			cond := lhs + " = any(" + c.param(list) + "::text[]" + arrayOf(cs) + ")"
 			if op == "nin" {
 				cond = "not coalesce(" + cond + ", false)"
 			}
@@ -833,8 +1046,9 @@ func (c *compiler) orderKey(typ string, v any, base string, out *[]sortKey) erro
 	if !ok {
 		return invalid("unknown order direction %q", s)
 	}
-	cs := cast(named.Name)
-	*out = append(*out, sortKey{expr: fi.textPath(base) + cs, cast: cs, desc: dir[0], nullsFirst: dir[1]})
+	o := c.operand(typ, fi, base)
+	expr, cs := o.typed(named.Name)
+	*out = append(*out, sortKey{expr: expr, cast: cs, desc: dir[0], nullsFirst: dir[1], column: o.column != ""})
 	return nil
 }
 

@@ -69,6 +69,11 @@ type Options struct {
 	Persisted core.PersistedDocuments
 	// Hooks run Go code for particular root fields (see Hook).
 	Hooks Hooks
+	// SubjectSettings are more settings a mutation's transaction sets to
+	// the caller's subject, besides fraise.subject: the names an existing
+	// database's functions read (app.user_id, say). Each is a custom
+	// setting name, prefix.name in lower case; others are ignored.
+	SubjectSettings []string
 }
 
 // Request is a GraphQL request as GraphQL over HTTP carries it.
@@ -152,6 +157,8 @@ type Engine struct {
 	// formatting is parsed again, for its positions, but not validated.
 	valid map[[32]byte]bool
 	apq   map[string]string // sha256 hex -> registered query
+	// subjectSetup sets the subject's settings in a mutation's transaction.
+	subjectSetup string
 }
 
 // planKey identifies a plan: the document's hash and the operation name.
@@ -188,7 +195,32 @@ func NewEngine(s *Schema, db core.TenantDB, o Options) *Engine {
 	def(&o.DefaultLimit, 100)
 	def(&o.MaxLimit, 1000)
 	def(&o.APQCacheSize, 2000)
-	return &Engine{schema: s, db: db, opts: o, plans: map[planKey]*plan{}, valid: map[[32]byte]bool{}, apq: map[string]string{}}
+	setup := "select to_jsonb(set_config('fraise.subject', $1, true))"
+	if len(o.SubjectSettings) > 0 {
+		setup = "select jsonb_build_array(set_config('fraise.subject', $1, true)"
+		for _, n := range o.SubjectSettings {
+			if isSettingName(n) {
+				setup += ", set_config('" + n + "', $1, true)"
+			}
+		}
+		setup += ")"
+	}
+	return &Engine{schema: s, db: db, opts: o, plans: map[planKey]*plan{}, valid: map[[32]byte]bool{}, apq: map[string]string{}, subjectSetup: setup}
+}
+
+// isSettingName reports whether n is a custom setting name safe to write
+// into SQL: lower-case letters, digits and _, one dot or more inside.
+func isSettingName(n string) bool {
+	if !strings.Contains(n, ".") || strings.HasPrefix(n, ".") || strings.HasSuffix(n, ".") || len(n) > 63 {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c == '_' || c == '.' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func requestError(code, msg string, locs ...Location) *Response {
@@ -369,7 +401,7 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 			}
 			if kind == ast.Mutation {
 				// Functions may read who calls them, as they read the tenant.
-				if _, err := q.QueryJSON(ctx, "select to_jsonb(set_config('fraise.subject', $1, true))", p.Subject); err != nil {
+				if _, err := q.QueryJSON(ctx, e.subjectSetup, p.Subject); err != nil {
 					return err
 				}
 			}

@@ -146,7 +146,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	}
 	db, err := postgres.Open(ctx, dbURL, postgres.Options{
 		MaxConns: int32(cfg.Database.MaxConns), StatementTimeout: cfg.Database.StatementTimeout.Duration, Logger: log,
-		GenericPlans: cfg.Database.GenericPlans,
+		GenericPlans: cfg.Database.GenericPlans, TenantSettings: cfg.Database.TenantSettings,
 	})
 	if err != nil {
 		ln.Close()
@@ -174,7 +174,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		Introspection: cfg.Core.Introspection,
 		MaxAliases:    cfg.Core.MaxAliases, MaxRootFields: cfg.Core.MaxRootFields, MaxCost: cfg.Core.MaxCost,
 		MaxResultBytes: cfg.Core.MaxResultBytes, StatementTimeout: cfg.Core.StatementTimeout.Duration, MaxSelections: cfg.Core.MaxSelections,
-		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks,
+		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks, SubjectSettings: cfg.Database.SubjectSettings,
 	})
 	metrics := httpapi.NewMetrics()
 	health := &httpapi.Health{Ready: db.Ping}

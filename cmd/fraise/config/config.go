@@ -184,6 +184,12 @@ type Database struct {
 	// GenericPlans makes reads use PostgreSQL's generic plans of their
 	// prepared statements rather than planning every execution anew.
 	GenericPlans bool `toml:"generic_plans"`
+	// TenantSettings are settings every transaction sets to the tenant
+	// besides fraise.tenant, for an existing database's row-level
+	// security (FraiseQL's app.tenant_id); SubjectSettings likewise for
+	// the subject, in mutations, besides fraise.subject.
+	TenantSettings  []string `toml:"tenant_settings"`
+	SubjectSettings []string `toml:"subject_settings"`
 }
 
 // Redis configures the Redis used by the rate limiter and observers.
@@ -999,8 +1005,34 @@ func (c Config) Validate() error {
 	if c.Flight.MaxExportsPerTenant < 1 || c.Flight.MaxExportsPerTenant > c.Flight.MaxExports {
 		bad("flight.max_exports_per_tenant", "want 1 to flight.max_exports (%d), got %d", c.Flight.MaxExports, c.Flight.MaxExportsPerTenant)
 	}
+	for _, k := range []struct {
+		key   string
+		names []string
+	}{{"database.tenant_settings", c.Database.TenantSettings}, {"database.subject_settings", c.Database.SubjectSettings}} {
+		for _, n := range k.names {
+			if !settingName(n) {
+				bad(k.key, "%q is not a custom setting name (prefix.name in lower case, like app.tenant_id)", n)
+			}
+		}
+	}
 	errs = append(errs, c.Observers.validate()...)
 	return errors.Join(errs...)
+}
+
+// settingName reports whether n is a custom PostgreSQL setting name
+// Fraise may set: lower-case letters, digits and _, with a dot inside.
+func settingName(n string) bool {
+	prefix, rest, ok := strings.Cut(n, ".")
+	if !ok || prefix == "" || rest == "" || strings.HasSuffix(n, ".") || len(n) > 63 || '0' <= n[0] && n[0] <= '9' {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c == '_' || c == '.' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // validateTenants checks the issuer's tenant binding. One issuer may go

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs FraiseQL v2 (fraiseql-cli and fraiseql-server) from crates.io
+# at a pinned version into .tools/fraiseql (git-ignored), for make bench to
+# run it beside PostGraphile and Fraise. The first build compiles several
+# hundred crates: long on a small machine, then cached. Exits 0 with a
+# clear message, installing nothing, where cargo is missing or cannot reach
+# crates.io: the benchmark then skips FraiseQL and says so.
+#   FRAISEQL_VERSION overrides the pin.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+version=${FRAISEQL_VERSION:-2.18.0}
+dest="$root/.tools/fraiseql"
+stamp="$dest/version"
+
+if [ -x "$dest/bin/fraiseql-server" ] && [ -x "$dest/bin/fraiseql-cli" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$version" ]; then
+  exit 0
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "fraiseql: cargo not found; FraiseQL $version not installed (the benchmark skips it)" >&2
+  exit 0
+fi
+if ! cargo info --quiet "fraiseql-server@$version" >/dev/null 2>&1; then
+  echo "fraiseql: cargo cannot reach fraiseql-server $version on crates.io; FraiseQL not installed (the benchmark skips it)" >&2
+  exit 0
+fi
+echo "fraiseql: cargo install fraiseql-cli@$version fraiseql-server@$version into $dest (the first build is long)"
+mkdir -p "$dest"
+# --locked: the versions of the crates' own Cargo.lock, as published.
+cargo install --locked --root "$dest" "fraiseql-cli@$version" "fraiseql-server@$version"
+echo "$version" > "$stamp"
