@@ -688,7 +688,8 @@ func (c *compiler) where(typ string, v any, base string) (string, error) {
 			continue
 		}
 		switch k {
-		case "and", "or":
+		case "and", "or", "_and", "_or":
+			k = strings.TrimPrefix(k, "_")
 			var sub []string
 			for _, item := range asList(val) {
 				s, err := c.where(typ, item, base)
@@ -703,7 +704,7 @@ func (c *compiler) where(typ string, v any, base string) (string, error) {
 			case k == "or":
 				conds = append(conds, "false")
 			}
-		case "not":
+		case "not", "_not":
 			s, err := c.where(typ, val, base)
 			if err != nil {
 				return "", err
@@ -736,7 +737,7 @@ func (c *compiler) where(typ string, v any, base string) (string, error) {
 				continue
 			}
 			if c.s.ast.Types[typ].Fields.ForName(k).Type.Elem != nil {
-				s, err := c.listOps(fi, named.Name, ops, base)
+				s, err := c.listOps(c.operand(typ, fi, base), named.Name, ops)
 				if err != nil {
 					return "", err
 				}
@@ -814,7 +815,11 @@ type operand struct {
 
 func (c *compiler) operand(typ string, fi *fieldInfo, base string) operand {
 	if col, t, ok := c.native(typ, fi, base); ok {
-		return operand{text: col + "::text", column: col, coltype: t}
+		o := operand{text: col + "::text", column: col, coltype: t}
+		if t == "jsonb" {
+			o.json = col
+		}
+		return o
 	}
 	return operand{text: fi.textPath(base), json: fi.path(base)}
 }
@@ -849,10 +854,10 @@ func (c *compiler) scalarOps(o operand, scalar string, ops map[string]any) ([]st
 			continue
 		}
 		switch op {
-		case "isNull":
+		case "isNull", "isnull":
 			b, ok := v.(bool)
 			if !ok {
-				return nil, invalid("isNull takes a Boolean")
+				return nil, invalid("%s takes a Boolean", op)
 			}
 			if b {
 				out = append(out, o.isNull())
@@ -860,6 +865,14 @@ func (c *compiler) scalarOps(o operand, scalar string, ops map[string]any) ([]st
 				out = append(out, "not "+o.isNull())
 			}
 		case "eq", "neq", "gt", "gte", "lt", "lte":
+			if scalar == "JSON" && o.json != "" && (op == "eq" || op == "neq") {
+				b, err := json.Marshal(v)
+				if err != nil {
+					return nil, invalid("%s: %v", op, err)
+				}
+				out = append(out, "coalesce("+o.json+" "+comparisons[op]+" "+c.param(string(b))+"::jsonb, false)")
+				continue
+			}
 			s, err := toText(v)
 			if err != nil {
 				return nil, err
@@ -895,7 +908,11 @@ func (c *compiler) scalarOps(o operand, scalar string, ops map[string]any) ([]st
 			}
 			out = append(out, "strpos("+text+", "+c.param(s)+"::text) > 0")
 		default:
-			return nil, invalid("unknown filter operator %s", op)
+			cond, err := c.moreOps(o, scalar, op, v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, cond)
 		}
 	}
 	return out, nil
@@ -924,7 +941,7 @@ func (c *compiler) idOps(ops map[string]any) ([]string, error) {
 			continue
 		}
 		switch op {
-		case "isNull":
+		case "isNull", "isnull":
 			if b, _ := v.(bool); b {
 				out = append(out, "t.id is null")
 			} else {
@@ -961,9 +978,13 @@ func (c *compiler) idOps(ops map[string]any) ([]string, error) {
 }
 
 // listOps compiles a <Scalar>ListFilter on a JSON array of scalars, by
-// jsonb containment (which a GIN index on the view's table can serve).
-func (c *compiler) listOps(fi *fieldInfo, scalar string, ops map[string]any, base string) ([]string, error) {
-	p := fi.path(base)
+// jsonb containment (which a GIN index on the view's table can serve), or
+// on a native array column.
+func (c *compiler) listOps(o operand, scalar string, ops map[string]any) ([]string, error) {
+	if o.column != "" && o.json == "" {
+		return c.nativeListOps(o, ops)
+	}
+	p := o.json
 	cs := cast(scalar)
 	var out []string
 	for _, op := range sortedAny(ops) {
@@ -972,7 +993,7 @@ func (c *compiler) listOps(fi *fieldInfo, scalar string, ops map[string]any, bas
 			continue
 		}
 		switch op {
-		case "isNull", "isEmpty":
+		case "isNull", "isnull", "isEmpty":
 			b, ok := v.(bool)
 			if !ok {
 				return nil, invalid("%s takes a Boolean", op)
@@ -991,21 +1012,278 @@ func (c *compiler) listOps(fi *fieldInfo, scalar string, ops map[string]any, bas
 				return nil, err
 			}
 			out = append(out, "coalesce("+p+" @> jsonb_build_array("+c.param(s)+"::text"+cs+"), false)")
-		case "containsAll":
-			list := []string{}
-			for _, e := range asList(v) {
-				s, err := toText(e)
-				if err != nil {
-					return nil, err
-				}
-				list = append(list, s)
+		case "containsAll", "array_contains", "array_contained_by", "array_overlaps":
+			list, err := textList(v)
+			if err != nil {
+				return nil, err
 			}
-			out = append(out, "coalesce("+p+" @> to_jsonb("+c.param(list)+arrayCast(cs)+"), false)")
+			arr := "to_jsonb(" + c.param(list) + arrayCast(cs) + ")"
+			switch op {
+			case "containsAll", "array_contains":
+				out = append(out, "coalesce("+p+" @> "+arr+", false)")
+			case "array_contained_by":
+				out = append(out, "coalesce("+p+" <@ "+arr+", false)")
+			default:
+				out = append(out, "exists (select 1 from jsonb_array_elements(case when jsonb_typeof("+p+") = 'array' then "+p+" end) e(v) where "+arr+" @> jsonb_build_array(e.v))")
+			}
+		case "len_eq", "len_neq", "len_gt", "len_gte", "len_lt", "len_lte":
+			n, err := toInt(v)
+			if err != nil {
+				return nil, invalid("%s takes an Int", op)
+			}
+			out = append(out, "jsonb_array_length(case when jsonb_typeof("+p+") = 'array' then "+p+" end) "+comparisons[strings.TrimPrefix(op, "len_")]+" "+c.param(n)+"::int")
 		default:
 			return nil, invalid("unknown list filter operator %s", op)
 		}
 	}
 	return out, nil
+}
+
+// nativeListOps compiles a list filter on a native array column, with
+// the array operators (which a GIN index on the column serves).
+func (c *compiler) nativeListOps(o operand, ops map[string]any) ([]string, error) {
+	col, arr := o.column, "::text[]::"+o.coltype
+	var out []string
+	for _, op := range sortedAny(ops) {
+		v := ops[op]
+		if v == nil {
+			continue
+		}
+		switch op {
+		case "isNull", "isnull", "isEmpty":
+			b, ok := v.(bool)
+			if !ok {
+				return nil, invalid("%s takes a Boolean", op)
+			}
+			cond := col + " is null"
+			if op == "isEmpty" {
+				cond = "coalesce(cardinality(" + col + ") = 0, false)"
+			}
+			if !b {
+				cond = "not " + cond
+			}
+			out = append(out, cond)
+		case "contains", "containsAll", "array_contains", "array_contained_by", "array_overlaps":
+			list, err := textList(v)
+			if err != nil {
+				return nil, err
+			}
+			sym := map[string]string{"contains": "@>", "containsAll": "@>", "array_contains": "@>", "array_contained_by": "<@", "array_overlaps": "&&"}[op]
+			out = append(out, "coalesce("+col+" "+sym+" "+c.param(list)+arr+", false)")
+		case "len_eq", "len_neq", "len_gt", "len_gte", "len_lt", "len_lte":
+			n, err := toInt(v)
+			if err != nil {
+				return nil, invalid("%s takes an Int", op)
+			}
+			out = append(out, "cardinality("+col+") "+comparisons[strings.TrimPrefix(op, "len_")]+" "+c.param(n)+"::int")
+		default:
+			return nil, invalid("unknown list filter operator %s", op)
+		}
+	}
+	return out, nil
+}
+
+// textList returns a list operand (or one scalar) as text values.
+func textList(v any) ([]string, error) {
+	list := []string{}
+	for _, e := range asList(v) {
+		s, err := toText(e)
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, s)
+	}
+	return list, nil
+}
+
+// as returns the operand as a value of the PostgreSQL type t: a column of
+// that type as it is (its indexes serve), anything else its text cast.
+func (o operand) as(t string) string {
+	if o.column != "" && o.coltype == t {
+		return o.column
+	}
+	return "(" + o.text + ")::" + t
+}
+
+// networks are the ranges of the INET predicates (RFC 1918 and 4193,
+// loopback, multicast, link-local, documentation, carrier-grade NAT).
+var networks = map[string]string{
+	"is_private":       `{10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7}`,
+	"is_loopback":      `{127.0.0.0/8,::1/128}`,
+	"is_multicast":     `{224.0.0.0/4,ff00::/8}`,
+	"is_link_local":    `{169.254.0.0/16,fe80::/10}`,
+	"is_documentation": `{192.0.2.0/24,198.51.100.0/24,203.0.113.0/24,2001:db8::/32}`,
+	"is_carrier_grade": `{100.64.0.0/10}`,
+}
+
+// vectorOps are pgvector's distance operators.
+var vectorOps = map[string]string{
+	"cosine_distance": "<=>", "l2_distance": "<->", "l1_distance": "<+>", "inner_product": "<#>",
+	"hamming_distance": "<~>", "jaccard_distance": "<%>",
+}
+
+// moreOps compiles the operators beyond comparisons: FraiseQL's string,
+// full-text, JSON, network, ltree and pgvector operators. Every value is a
+// parameter; a pattern's LIKE wildcards in contains-like operators are
+// literal.
+func (c *compiler) moreOps(o operand, scalar, op string, v any) (string, error) {
+	text := o.text
+	str := func() (string, error) {
+		s, err := toText(v)
+		return c.param(s) + "::text", err
+	}
+	boolean := func() (bool, error) {
+		b, ok := v.(bool)
+		if !ok {
+			return false, invalid("%s takes a Boolean", op)
+		}
+		return b, nil
+	}
+	switch op {
+	case "icontains", "startswith", "istartswith", "endswith", "iendswith":
+		p, err := str()
+		if err != nil {
+			return "", err
+		}
+		t := text
+		if op[0] == 'i' {
+			t, p = "lower("+text+")", "lower("+p+")"
+		}
+		switch strings.TrimPrefix(op, "i") {
+		case "contains":
+			return "strpos(" + t + ", " + p + ") > 0", nil
+		case "startswith":
+			return "starts_with(" + t + ", " + p + ")", nil
+		default:
+			return "right(" + t + ", char_length(" + p + ")) = " + p, nil
+		}
+	case "nlike", "nilike":
+		p, err := str()
+		if err != nil {
+			return "", err
+		}
+		return "not (" + text + " " + op[1:] + " " + p + ")", nil
+	case "regex", "iregex", "nregex", "niregex":
+		p, err := str()
+		if err != nil {
+			return "", err
+		}
+		sym := map[string]string{"regex": "~", "iregex": "~*", "nregex": "!~", "niregex": "!~*"}[op]
+		return text + " " + sym + " " + p, nil
+	case "matches", "plain_query", "phrase_query", "websearch_query":
+		p, err := str()
+		if err != nil {
+			return "", err
+		}
+		doc := "to_tsvector(" + text + ")"
+		if o.column != "" && o.coltype == "tsvector" {
+			doc = o.column
+		}
+		fn := map[string]string{"matches": "to_tsquery", "plain_query": "plainto_tsquery", "phrase_query": "phraseto_tsquery", "websearch_query": "websearch_to_tsquery"}[op]
+		return "coalesce(" + doc + " @@ " + fn + "(" + p + "), false)", nil
+	case "strictly_contains", "array_contains", "array_contained_by", "array_overlaps":
+		if o.json == "" {
+			return "", invalid("%s applies to JSON values", op)
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return "", invalid("%s: %v", op, err)
+		}
+		p := c.param(string(b)) + "::jsonb"
+		switch op {
+		case "array_contained_by":
+			return "coalesce(" + o.json + " <@ " + p + ", false)", nil
+		case "array_overlaps":
+			return "exists (select 1 from jsonb_array_elements(case when jsonb_typeof(" + o.json + ") = 'array' then " + o.json + " end) e(v) where " + p + " @> jsonb_build_array(e.v))", nil
+		}
+		return "coalesce(" + o.json + " @> " + p + ", false)", nil
+	case "len_eq", "len_neq", "len_gt", "len_gte", "len_lt", "len_lte":
+		if o.json == "" {
+			return "", invalid("%s applies to JSON arrays", op)
+		}
+		n, err := toInt(v)
+		if err != nil {
+			return "", invalid("%s takes an Int", op)
+		}
+		return "jsonb_array_length(case when jsonb_typeof(" + o.json + ") = 'array' then " + o.json + " end) " + comparisons[strings.TrimPrefix(op, "len_")] + " " + c.param(n) + "::int", nil
+	case "in_subnet", "contains_subnet", "contains_ip", "overlaps":
+		p, err := str()
+		if err != nil {
+			return "", err
+		}
+		sym := map[string]string{"in_subnet": "<<", "contains_subnet": ">>", "contains_ip": ">>", "overlaps": "&&"}[op]
+		return o.as("inet") + " " + sym + " " + p + "::inet", nil
+	case "is_ipv4", "is_ipv6":
+		b, err := boolean()
+		if err != nil {
+			return "", err
+		}
+		fam := map[string]string{"is_ipv4": "4", "is_ipv6": "6"}[op]
+		cond := "family(" + o.as("inet") + ") = " + fam
+		if !b {
+			cond = "not " + cond
+		}
+		return cond, nil
+	case "is_private", "is_loopback", "is_multicast", "is_link_local", "is_documentation", "is_carrier_grade":
+		b, err := boolean()
+		if err != nil {
+			return "", err
+		}
+		cond := o.as("inet") + " <<= any('" + networks[op] + "'::inet[])"
+		if !b {
+			cond = "not " + cond
+		}
+		return cond, nil
+	case "ancestor_of", "descendant_of", "matches_lquery", "matches_ltxtquery":
+		p, err := str()
+		if err != nil {
+			return "", err
+		}
+		sym := map[string]string{"ancestor_of": "@> " + p + "::ltree", "descendant_of": "<@ " + p + "::ltree", "matches_lquery": "~ " + p + "::lquery", "matches_ltxtquery": "@ " + p + "::ltxtquery"}[op]
+		return o.as("ltree") + " " + sym, nil
+	case "matches_any_lquery":
+		list, err := textList(v)
+		if err != nil {
+			return "", err
+		}
+		return o.as("ltree") + " ? " + c.param(list) + "::text[]::lquery[]", nil
+	case "depth_eq", "depth_neq", "depth_gt", "depth_gte", "depth_lt", "depth_lte":
+		n, err := toInt(v)
+		if err != nil {
+			return "", invalid("%s takes an Int", op)
+		}
+		return "nlevel(" + o.as("ltree") + ") " + comparisons[strings.TrimPrefix(op, "depth_")] + " " + c.param(n) + "::int", nil
+	case "cosine_distance", "l2_distance", "l1_distance", "inner_product", "hamming_distance", "jaccard_distance":
+		m, ok := v.(map[string]any)
+		if !ok {
+			return "", invalid("%s takes {vector, threshold}", op)
+		}
+		th, err := toText(m["threshold"])
+		if err != nil {
+			return "", invalid("%s: threshold must be a number", op)
+		}
+		thresh := c.param(th) + "::text::float8"
+		if op == "hamming_distance" || op == "jaccard_distance" {
+			bits, _ := m["bits"].(string)
+			return "(" + o.as("varbit") + "::bit varying " + vectorOps[op] + " " + c.param(bits) + "::text::varbit) <= " + thresh, nil
+		}
+		var parts []string
+		for _, e := range asList(m["vector"]) {
+			s, err := toText(e)
+			if err != nil {
+				return "", invalid("%s: vector must be a list of numbers", op)
+			}
+			parts = append(parts, s)
+		}
+		vec := c.param("["+strings.Join(parts, ",")+"]") + "::text::vector"
+		if op == "inner_product" {
+			// pgvector's <#> is the negated inner product: at least t is
+			// at most -t.
+			return "(" + o.as("vector") + " <#> " + vec + ") <= -" + thresh, nil
+		}
+		return "(" + o.as("vector") + " " + vectorOps[op] + " " + vec + ") <= " + thresh, nil
+	}
+	return "", invalid("unknown filter operator %s", op)
 }
 
 // directions maps OrderDirection values to (descending, nulls first);
@@ -1023,6 +1301,20 @@ func (c *compiler) orderKey(typ string, v any, base string, out *[]sortKey) erro
 	m, ok := v.(map[string]any)
 	if !ok {
 		return invalid("orderBy items must be objects")
+	}
+	if f, ok := m["field"].(string); ok && c.s.ast.Types[typ].Fields.ForName("field") == nil {
+		// FraiseQL's spelling: {field: "author.name", direction: DESC}, the
+		// field named as in the schema or in snake_case.
+		dir, _ := m["direction"].(string)
+		if dir == "" {
+			dir = "ASC"
+		}
+		parts := strings.Split(f, ".")
+		var item any = dir
+		for i := len(parts) - 1; i >= 0; i-- {
+			item = map[string]any{parts[i]: item}
+		}
+		return c.orderKey(typ, c.fieldNames(typ, item), base, out)
 	}
 	var keys []string
 	for k, val := range m {
@@ -1050,6 +1342,33 @@ func (c *compiler) orderKey(typ string, v any, base string, out *[]sortKey) erro
 	expr, cs := o.typed(named.Name)
 	*out = append(*out, sortKey{expr: expr, cast: cs, desc: dir[0], nullsFirst: dir[1], column: o.column != ""})
 	return nil
+}
+
+// fieldNames renames the keys of a nested orderBy item written in
+// snake_case (created_at) to the schema's field names (createdAt).
+func (c *compiler) fieldNames(typ string, item any) any {
+	m, ok := item.(map[string]any)
+	def := c.s.ast.Types[typ]
+	if !ok || def == nil {
+		return item
+	}
+	out := map[string]any{}
+	for k, v := range m {
+		name := k
+		if def.Fields.ForName(k) == nil {
+			for _, f := range def.Fields {
+				if snake(f.Name) == k {
+					name = f.Name
+				}
+			}
+		}
+		next := typ
+		if f := def.Fields.ForName(name); f != nil {
+			next = f.Type.Name()
+		}
+		out[name] = c.fieldNames(next, v)
+	}
+	return out
 }
 
 // size returns a list size argument, defaulted and capped by the options.

@@ -42,15 +42,33 @@ enum KeyCase { CAMEL SNAKE }
 enum MaskKind { EMAIL PII SECRET }
 "Sort direction of an orderBy key, with where SQL NULLs go."
 enum OrderDirection { ASC DESC ASC_NULLS_FIRST ASC_NULLS_LAST DESC_NULLS_FIRST DESC_NULLS_LAST }
-input IDFilter { eq: ID neq: ID in: [ID!] nin: [ID!] isNull: Boolean }
-input StringFilter { eq: String neq: String gt: String gte: String lt: String lte: String in: [String!] nin: [String!] like: String ilike: String contains: String isNull: Boolean }
-input IntFilter { eq: Int neq: Int gt: Int gte: Int lt: Int lte: Int in: [Int!] nin: [Int!] isNull: Boolean }
-input FloatFilter { eq: Float neq: Float gt: Float gte: Float lt: Float lte: Float in: [Float!] nin: [Float!] isNull: Boolean }
-input BooleanFilter { eq: Boolean neq: Boolean isNull: Boolean }
-input StringListFilter { contains: String containsAll: [String!] isEmpty: Boolean isNull: Boolean }
-input IDListFilter { contains: ID containsAll: [ID!] isEmpty: Boolean isNull: Boolean }
-input IntListFilter { contains: Int containsAll: [Int!] isEmpty: Boolean isNull: Boolean }
-input FloatListFilter { contains: Float containsAll: [Float!] isEmpty: Boolean isNull: Boolean }
+input IDFilter { eq: ID neq: ID in: [ID!] nin: [ID!] isNull: Boolean isnull: Boolean }
+input StringFilter { eq: String neq: String gt: String gte: String lt: String lte: String in: [String!] nin: [String!] like: String ilike: String contains: String isNull: Boolean isnull: Boolean
+  icontains: String startswith: String istartswith: String endswith: String iendswith: String nlike: String nilike: String
+  regex: String iregex: String nregex: String niregex: String
+  matches: String plain_query: String phrase_query: String websearch_query: String }
+input IntFilter { eq: Int neq: Int gt: Int gte: Int lt: Int lte: Int in: [Int!] nin: [Int!] isNull: Boolean isnull: Boolean }
+input FloatFilter { eq: Float neq: Float gt: Float gte: Float lt: Float lte: Float in: [Float!] nin: [Float!] isNull: Boolean isnull: Boolean }
+input BooleanFilter { eq: Boolean neq: Boolean isNull: Boolean isnull: Boolean }
+input StringListFilter { contains: String containsAll: [String!] isEmpty: Boolean isNull: Boolean isnull: Boolean array_contains: [String!] array_contained_by: [String!] array_overlaps: [String!] len_eq: Int len_neq: Int len_gt: Int len_gte: Int len_lt: Int len_lte: Int }
+input IDListFilter { contains: ID containsAll: [ID!] isEmpty: Boolean isNull: Boolean isnull: Boolean array_contains: [ID!] array_contained_by: [ID!] array_overlaps: [ID!] len_eq: Int len_neq: Int len_gt: Int len_gte: Int len_lt: Int len_lte: Int }
+input IntListFilter { contains: Int containsAll: [Int!] isEmpty: Boolean isNull: Boolean isnull: Boolean array_contains: [Int!] array_contained_by: [Int!] array_overlaps: [Int!] len_eq: Int len_neq: Int len_gt: Int len_gte: Int len_lt: Int len_lte: Int }
+input FloatListFilter { contains: Float containsAll: [Float!] isEmpty: Boolean isNull: Boolean isnull: Boolean array_contains: [Float!] array_contained_by: [Float!] array_overlaps: [Float!] len_eq: Int len_neq: Int len_gt: Int len_gte: Int len_lt: Int len_lte: Int }
+"Filter on an IP address or network (scalars IPAddress, Inet, CIDR): compared as inet."
+input NetworkFilter { eq: String neq: String in: [String!] nin: [String!] isnull: Boolean isNull: Boolean
+  in_subnet: String contains_subnet: String contains_ip: String overlaps: String
+  is_ipv4: Boolean is_ipv6: Boolean is_private: Boolean is_loopback: Boolean is_multicast: Boolean is_link_local: Boolean is_documentation: Boolean is_carrier_grade: Boolean }
+"Filter on a label path (scalar LTree): compared as ltree (the ltree extension)."
+input LTreeFilter { eq: String neq: String in: [String!] nin: [String!] isnull: Boolean isNull: Boolean
+  ancestor_of: String descendant_of: String matches_lquery: String matches_ltxtquery: String matches_any_lquery: [String!]
+  depth_eq: Int depth_neq: Int depth_gt: Int depth_gte: Int depth_lt: Int depth_lte: Int }
+"A query vector and the largest distance (for inner_product, the smallest inner product) a row may have."
+input VectorDistance { vector: [Float!]! threshold: Float! }
+"A query bit string (e.g. 1010) and the largest distance a row may have."
+input BitDistance { bits: String! threshold: Float! }
+"Filter on an embedding (scalar Vector): pgvector's distances."
+input VectorFilter { isnull: Boolean isNull: Boolean cosine_distance: VectorDistance l2_distance: VectorDistance l1_distance: VectorDistance inner_product: VectorDistance
+  hamming_distance: BitDistance jaccard_distance: BitDistance }
 `
 
 // pageInfoSDL is Relay's PageInfo, added when a schema uses connections and
@@ -532,7 +550,12 @@ func filterSDL(s *ast.Schema) string {
 				// Lists of scalars filter by containment; lists of objects
 				// and of lists are not filterable.
 				if f.Type.Elem.Elem == nil && (t.Kind == ast.Scalar || t.Kind == ast.Enum) && t.Name != "Boolean" {
-					fmt.Fprintf(&where, " %s: %s", f.Name, strings.TrimSuffix(scalarFilter(t), "Filter")+"ListFilter")
+					switch sf := scalarFilter(t); sf {
+					case "IDFilter", "IntFilter", "FloatFilter", "StringFilter":
+						fmt.Fprintf(&where, " %s: %s", f.Name, strings.TrimSuffix(sf, "Filter")+"ListFilter")
+					default:
+						fmt.Fprintf(&where, " %s: StringListFilter", f.Name)
+					}
 				}
 				continue
 			}
@@ -546,14 +569,22 @@ func filterSDL(s *ast.Schema) string {
 				fmt.Fprintf(&order, " %s: OrderDirection", f.Name)
 			}
 		}
-		fmt.Fprintf(&b, "\"Filter on %[1]s: every given condition must hold.\"\ninput %[1]sWhere { and: [%[1]sWhere!] or: [%[1]sWhere!] not: %[1]sWhere%[2]s }\n", def.Name, where.String())
+		fmt.Fprintf(&b, "\"Filter on %[1]s: every given condition must hold.\"\ninput %[1]sWhere { and: [%[1]sWhere!] or: [%[1]sWhere!] not: %[1]sWhere _and: [%[1]sWhere!] _or: [%[1]sWhere!] _not: %[1]sWhere%[2]s }\n", def.Name, where.String())
 		if order.Len() == 0 {
 			order.WriteString(" id: OrderDirection")
+		}
+		// FraiseQL's spelling of a sort key, {field: "createdAt", direction: DESC},
+		// beside Fraise's {createdAt: DESC}, unless the type has such fields.
+		if def.Fields.ForName("field") == nil && def.Fields.ForName("direction") == nil {
+			order.WriteString(" field: String direction: OrderDirection")
 		}
 		fmt.Fprintf(&b, "\"One sort key of %[1]s: give exactly one field.\"\ninput %[1]sOrderBy {%[2]s }\n", def.Name, order.String())
 		for _, n := range nested {
 			gen(n)
 		}
+	}
+	if t := s.Types["JSON"]; t != nil && t.Kind == ast.Scalar {
+		b.WriteString(jsonFilterSDL)
 	}
 	for _, f := range s.Query.Fields {
 		if strings.HasPrefix(f.Name, "__") {
@@ -572,11 +603,27 @@ func filterSDL(s *ast.Schema) string {
 	return b.String()
 }
 
+// jsonFilterSDL is the filter of a JSON scalar, generated when the schema
+// declares one.
+const jsonFilterSDL = `
+"Filter on a JSON value: containment of JSON, and the operators of JSON arrays."
+input JSONFilter { eq: JSON neq: JSON isnull: Boolean isNull: Boolean strictly_contains: JSON array_contains: JSON array_contained_by: JSON array_overlaps: [JSON!]
+  len_eq: Int len_neq: Int len_gt: Int len_gte: Int len_lt: Int len_lte: Int }
+`
+
 // scalarFilter names the filter input for a scalar or enum type.
 func scalarFilter(t *ast.Definition) string {
 	switch t.Name {
 	case "ID", "Int", "Float", "Boolean":
 		return t.Name + "Filter"
+	case "IPAddress", "IpAddress", "Inet", "CIDR":
+		return "NetworkFilter"
+	case "LTree", "Ltree":
+		return "LTreeFilter"
+	case "Vector":
+		return "VectorFilter"
+	case "JSON":
+		return "JSONFilter"
 	}
 	return "StringFilter"
 }
