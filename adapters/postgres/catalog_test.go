@@ -2,11 +2,13 @@ package postgres_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/core"
 )
 
 func TestCatalog(t *testing.T) {
@@ -82,5 +84,45 @@ func TestValidSettingName(t *testing.T) {
 	}
 	if _, err := postgres.Open(context.Background(), "postgres://x@127.0.0.1:1/x", postgres.Options{TenantSettings: []string{"bad name"}}); err == nil {
 		t.Fatal("got no error for a bad tenant setting, want one")
+	}
+}
+
+func TestReadCatalog(t *testing.T) {
+	f := mustDemo(t)
+	ctx := context.Background()
+	d := mustOpen(t, f, postgres.Options{})
+	info, err := d.ReadCatalog(ctx, []string{"public"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rels := map[string]core.RelationInfo{}
+	for _, r := range info.Relations {
+		rels[r.Name] = r
+	}
+	v, ok := rels["v_post"]
+	if !ok || v.Kind != "view" || !strings.Contains(v.Definition, "jsonb_build_object(") {
+		t.Fatalf("got v_post %+v, want a view with its definition", v)
+	}
+	posts := rels["posts"]
+	if posts.Kind != "table" || !posts.RowSecurity || len(posts.ForeignKeys) == 0 {
+		t.Fatalf("got posts %+v, want a table with row security and foreign keys", posts)
+	}
+	var title core.ColumnInfo
+	for _, c := range posts.Columns {
+		if c.Name == "title" {
+			title = c
+		}
+	}
+	if title.Type != "text" || !title.NotNull {
+		t.Fatalf("got posts.title %+v, want text not null", title)
+	}
+	var fn *core.FunctionDef
+	for i := range info.Functions {
+		if info.Functions[i].Name == "fn_create_post" {
+			fn = &info.Functions[i]
+		}
+	}
+	if fn == nil || len(fn.Args) != 1 || fn.ArgNames[0] != "input" || len(fn.Result) != 6 || !strings.Contains(fn.Source, "input->>'title'") {
+		t.Fatalf("got fn_create_post %+v, want (input jsonb) returning the 6 columns of fraise.mutation_result, with its source", fn)
 	}
 }

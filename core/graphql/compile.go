@@ -440,6 +440,12 @@ func (c *compiler) call(field, fn string, input any, param string) string {
 		}
 		var v string
 		_, has := m[key]
+		if c := camel(key); !has && c != key {
+			// A schema of camelCase keys names the argument as GraphQL does.
+			if _, has = m[c]; has && isJSONKey(c) {
+				k = "'" + c + "'"
+			}
+		}
 		switch {
 		case key == "tenant_id":
 			v = c.param(c.p.Tenant) + "::text::" + typ
