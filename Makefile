@@ -18,10 +18,12 @@ all: build
 
 deps:
 	@deploy/dev/deps.sh
-	@$(GO) mod download
+	@deploy/dev/progress.sh "deps: the Go toolchain go.mod names and the Go modules (the first time: a minute or two)" $(GO) mod download
 
+## build: bin/fraise. The first build on a fresh machine compiles every
+## dependency: about five minutes on two cores; later builds take seconds.
 build:
-	$(GO) build -o $(BIN) ./cmd/fraise
+	@deploy/dev/progress.sh "build: go build -o $(BIN) ./cmd/fraise" $(GO) build -o $(BIN) ./cmd/fraise
 
 ## run: the whole stack on embedded defaults, with demo data, then a ready-to-paste request.
 run: deps build

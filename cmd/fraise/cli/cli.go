@@ -103,9 +103,9 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	_ = level.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(newUniqueAttrs(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(newUniqueAttrs(slog.NewTextHandler(w, opts)))
 }
 
 // readFileRef reads a file named directly or as a file:// / env:// reference.

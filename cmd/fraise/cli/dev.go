@@ -2,13 +2,18 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/deploy/demo"
@@ -192,6 +197,13 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		cancel()
 		return errors.Join(err, g.Wait())
 	}
+	// Envoy's /ready says its listeners and clusters are set, not that
+	// extauthz has loaded and tested its policy or that the core reaches
+	// its database: the request the banner prints must work when pasted.
+	if err := waitComponentsReady(gctx, cfg, coreAdminAddr); err != nil {
+		cancel()
+		return errors.Join(err, g.Wait())
+	}
 
 	addrs := devAddrs{
 		Gateway: gateway, EnvoyAdmin: proxy.AdminAddr(), EnvoyPid: proxy.Pid(),
@@ -211,6 +223,79 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		printWelcome(env, cfg.TLS.CA, cfg.TLS.ClientCert, cfg.TLS.ClientKey, addrs, *dir)
 	}
 	return g.Wait()
+}
+
+// waitComponentsReady waits until extauthz answers its gRPC health service
+// SERVING (as Envoy reaches it: mTLS with the gateway's certificate) and
+// the core's admin port answers /readyz, or ctx ends, or a minute passes.
+func waitComponentsReady(ctx context.Context, cfg config.Config, coreAdmin string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	tc, err := gatewayClientTLS(cfg.TLS)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(cfg.Authz.GRPCAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	for {
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("extauthz not serving: %w (last: %v)", ctx.Err(), err)
+		}
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	if coreAdmin == "" {
+		return nil
+	}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+coreAdmin+"/readyz", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return fmt.Errorf("the core not ready: %w", err)
+		}
+	}
+}
+
+// sleepCtx waits d or until ctx ends: a poll's interval.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// gatewayClientTLS is the client side of mTLS as Envoy speaks it to the
+// internal servers: the gateway's certificate, theirs verified against
+// tls.ca for tls.server_name.
+func gatewayClientTLS(t config.TLS) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(t.GatewayCert, t.GatewayKey)
+	if err != nil {
+		return nil, fmt.Errorf("tls.gateway_cert/gateway_key: %w (run `fraise certs`)", err)
+	}
+	pool, err := loadCAPool(t.CA)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: t.ServerName, MinVersion: tls.VersionTLS12}, nil
 }
 
 // printWelcome prints the ready-to-paste request `make run` promises, with a
