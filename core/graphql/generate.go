@@ -92,6 +92,7 @@ type generator struct {
 	typeList []string
 	snake    bool
 	scalars  map[string]bool
+	refine   tagSet // the smart tags of the entity being built
 	muts     []*genMutation
 	extra    []string // inputs, results and unions, written after Query
 }
@@ -103,7 +104,8 @@ type genEntity struct {
 	rel       *core.RelationInfo
 	shape     *core.RelationInfo // the view whose definition says the data shape
 	omit      bool
-	plain     bool // read as columns
+	tags      tagSet // smart tags of its relations' comments
+	plain     bool   // read as columns
 	uuidID    bool
 	desc      string
 	viewName  string
@@ -119,6 +121,7 @@ type genType struct {
 
 type genField struct {
 	name, typ, desc, path string
+	dirs                  string // directives a smart tag adds
 }
 
 // shape is what a data key holds.
@@ -183,11 +186,17 @@ func (g *generator) collectEntities() {
 			g.order = append(g.order, name)
 		}
 		tags, desc := smartComment(r.Comment)
-		if _, ok := tags["omit"]; ok {
+		if tags.has("omit", "") {
 			e.omit = true
 		}
-		if n := tags["name"]; n != "" {
+		if n := tags.first("name"); n != "" {
 			e.typ = n
+		}
+		if e.tags == nil {
+			e.tags = tagSet{}
+		}
+		for k, v := range tags {
+			e.tags[k] = append(e.tags[k], v...)
 		}
 		if strings.HasPrefix(r.Name, "tv_") || e.rel == nil {
 			e.rel = r
@@ -259,7 +268,7 @@ func (g *generator) buildTypes() error {
 					continue
 				}
 				tags, desc := smartComment(c.Comment)
-				if _, ok := tags["omit"]; ok {
+				if tags.has("omit", "") {
 					continue
 				}
 				typ := g.scalarType(c.Type)
@@ -276,41 +285,66 @@ func (g *generator) buildTypes() error {
 				if f.name != c.Name {
 					f.path = c.Name
 				}
-				if n := tags["name"]; n != "" {
+				if n := tags.first("name"); n != "" {
 					f.name, f.path = n, c.Name
+				}
+				if d := tags.first("directive"); d != "" {
+					f.dirs = d
 				}
 				t.fields = append(t.fields, f)
 			}
 			continue
 		}
-		g.objectFields(t, g.dataShape(e.shape))
+		g.refine = e.tags
+		g.objectFields(t, g.dataShape(e.shape), "")
+		for _, add := range e.tags["add"] {
+			// @add "description" name: Type @directives
+			desc, rest := cutDescription(add)
+			name, typ, _ := strings.Cut(rest, ":")
+			r := parseRefinement(":" + typ)
+			t.fields = append(t.fields, &genField{name: strings.TrimSpace(name), typ: r.typ, desc: desc, dirs: r.dirs})
+		}
+		g.refine = nil
 	}
 	return nil
 }
 
 // objectFields adds the fields of a data shape to t, adding the inline
 // objects' types.
-func (g *generator) objectFields(t *genType, keys []keyShape) {
+func (g *generator) objectFields(t *genType, keys []keyShape, prefix string) {
 	for _, ks := range keys {
 		f := &genField{name: g.fieldName(ks.key)}
 		if g.keyOf(f.name) != ks.key {
 			f.path = ks.key
 		}
+		path := prefix + f.name
 		if ks.key == "id" {
 			f.typ = "ID!"
 		} else {
-			f.typ = g.typeOf(t.name, ks.key, ks.s)
+			f.typ = g.typeOf(t.name, ks.key, ks.s, path)
+		}
+		for _, v := range g.refine["field"] {
+			if p, rest := pathTag(v); p == path || p == prefix+ks.key {
+				r := parseRefinement(rest)
+				if r.desc != "" {
+					f.desc = r.desc
+				}
+				if r.typ != "" {
+					f.typ = r.typ
+				}
+				f.dirs = strings.TrimSpace(f.dirs + " " + r.dirs)
+			}
 		}
 		t.fields = append(t.fields, f)
 	}
 }
 
 // typeOf writes the GraphQL type of a shape, adding inline types.
-func (g *generator) typeOf(parent, key string, s *shape) string {
+func (g *generator) typeOf(parent, key string, s *shape, path string) string {
 	var typ string
 	switch {
 	case s.list != nil:
-		typ = "[" + strings.TrimSuffix(g.typeOf(parent, singular(key), s.list), "!") + "!]"
+		typ = "[" + strings.TrimSuffix(g.typeOf(parent, singular(key), s.list, path), "!") + "!]"
 	case s.entity != "":
 		e := g.entityOf(s.entity)
 		if e == nil {
@@ -320,13 +354,21 @@ func (g *generator) typeOf(parent, key string, s *shape) string {
 		}
 	case s.inline != nil:
 		name := parent + pascal(key)
+		var desc string
+		for _, v := range g.refine["type"] {
+			// @type path Name "description": the inline object's type.
+			if p, rest := pathTag(v); p == path {
+				n, d, _ := strings.Cut(rest, " ")
+				name, desc = n, parseRefinement(d).desc
+			}
+		}
 		for g.types[name] != nil {
 			name += "Item"
 		}
-		t := &genType{name: name}
+		t := &genType{name: name, desc: desc}
 		g.types[name] = t
 		g.typeList = append(g.typeList, name)
-		g.objectFields(t, s.inline)
+		g.objectFields(t, s.inline, path+".")
 		typ = name
 	default:
 		typ = g.useScalar(s.scalar)
@@ -679,7 +721,7 @@ func (g *generator) buildMutations() {
 			continue
 		}
 		tags, desc := smartComment(f.Comment)
-		if _, ok := tags["omit"]; ok {
+		if tags.has("omit", "") {
 			continue
 		}
 		cols := map[string]bool{}
@@ -691,7 +733,7 @@ func (g *generator) buildMutations() {
 		}
 		action := strings.TrimPrefix(f.Name, "fn_")
 		m := &genMutation{field: camel(action), pascal: pascal(action), desc: desc}
-		if n := tags["name"]; n != "" {
+		if n := tags.first("name"); n != "" {
 			m.field, m.pascal = n, strings.ToUpper(n[:1])+n[1:]
 		}
 		if f.Schema != g.o.DefaultSchema || m.field != camel(snake(m.field)) || "fn_"+snake(m.field) != f.Name {
@@ -705,21 +747,44 @@ func (g *generator) buildMutations() {
 			if len(f.ArgNames) == 1 && f.ArgNames[0] != "" {
 				name = f.ArgNames[0]
 			}
+			// Each key the body reads of the argument: a cast says its type,
+			// -> (not ->>) that it is JSON; @input name: Type overrides.
 			var fields []string
-			seen := map[string]bool{}
+			types := map[string]string{}
 			for _, mm := range reInputKey.FindAllStringSubmatch(f.Source, -1) {
-				if mm[1] != name || seen[mm[2]] {
+				if mm[1] != name {
 					continue
 				}
-				seen[mm[2]] = true
+				field := g.fieldName(mm[2])
 				typ := "String"
 				switch {
 				case mm[3] != "":
 					typ = g.scalarType(mm[3])
 				case strings.Contains(mm[0], "->'"):
-					typ = g.useScalar("JSON")
+					typ = "JSON"
 				}
-				fields = append(fields, g.fieldName(mm[2])+": "+typ)
+				if old, ok := types[field]; ok {
+					if old == "String" && typ != "String" {
+						types[field] = typ
+					}
+					continue
+				}
+				types[field] = typ
+				fields = append(fields, field)
+			}
+			for _, v := range tags["input"] {
+				field, typ, _ := strings.Cut(v, ":")
+				field = strings.TrimSpace(field)
+				if _, ok := types[field]; !ok {
+					fields = append(fields, field)
+				}
+				types[field] = strings.TrimSpace(typ)
+			}
+			for i, field := range fields {
+				if types[field] == "JSON" {
+					g.useScalar("JSON")
+				}
+				fields[i] = field + ": " + types[field]
 			}
 			if len(fields) == 0 {
 				m.args = []string{"input: " + g.useScalar("JSON") + "!"}
@@ -763,15 +828,26 @@ func (g *generator) buildMutations() {
 			succ = fmt.Sprintf("message: String\n  statusDetail: String\n  httpStatus: Int\n  stateChanged: Boolean\n  %s: %s\n  updatedFields: [String!]\n  cascade: %s", entityField, entity, g.useScalar("JSON"))
 			fail = fmt.Sprintf("errorClass: String!\n  message: String\n  statusDetail: String\n  httpStatus: Int\n  errorDetail: %s", g.useScalar("JSON"))
 		case cols["succeeded"]:
-			succ = fmt.Sprintf("status: String\n  message: String\n  %s: %s", entityField, entity)
-			fail = "status: String\n  errorClass: String!\n  message: String"
+			// fraise.mutation_result: a success has a status and the entity.
+			succ = fmt.Sprintf("status: String!\n  %s: %s!", entityField, entity)
+			fail = "status: String!\n  errorClass: String!\n  message: String"
 		default:
 			succ = fmt.Sprintf("status: String!\n  message: String\n  %s: %s\n  updatedFields: [String!]\n  cascade: %s", entityField, entity, g.useScalar("JSON"))
 			fail = fmt.Sprintf("status: String!\n  errorClass: String!\n  message: String\n  metadata: %s", g.useScalar("JSON"))
 		}
+		succDesc, failDesc := m.field+" succeeded.", m.field+" failed; errorClass says why."
+		if d, _ := cutDescription(tags.first("success")); d != "" {
+			succDesc = d
+		}
+		if d, _ := cutDescription(tags.first("error")); d != "" {
+			failDesc = d
+		}
+		var sb, fb strings.Builder
+		writeDesc(&sb, "", succDesc)
+		writeDesc(&fb, "", failDesc)
 		g.extra = append(g.extra,
-			fmt.Sprintf("\"%s succeeded.\"\ntype %sSuccess {\n  %s\n}", m.field, m.pascal, succ),
-			fmt.Sprintf("\"%s failed; errorClass says why.\"\ntype %sError {\n  %s\n}", m.field, m.pascal, fail),
+			fmt.Sprintf("%stype %sSuccess {\n  %s\n}", sb.String(), m.pascal, succ),
+			fmt.Sprintf("%stype %sError {\n  %s\n}", fb.String(), m.pascal, fail),
 			fmt.Sprintf("union %[1]sResult = %[1]sSuccess | %[1]sError", m.pascal))
 		m.result = m.pascal + "Result!"
 		g.muts = append(g.muts, m)
@@ -789,6 +865,20 @@ func (g *generator) write() string {
 		scalars = append(scalars, s)
 	}
 	sort.Strings(scalars)
+	// A scalar a smart tag replaced everywhere is not declared.
+	var refs strings.Builder
+	for _, t := range g.types {
+		for _, f := range t.fields {
+			refs.WriteString(" " + f.typ)
+		}
+	}
+	refs.WriteString(strings.Join(g.extra, " "))
+	for _, m := range g.muts {
+		refs.WriteString(" " + strings.Join(m.args, " "))
+	}
+	scalars = slices.DeleteFunc(scalars, func(s string) bool {
+		return !regexp.MustCompile(`[:\[]\s*` + s + `\b`).MatchString(refs.String())
+	})
 	for _, s := range scalars {
 		fmt.Fprintf(&b, "\nscalar %s\n", s)
 	}
@@ -807,6 +897,9 @@ func (g *generator) write() string {
 			if f.path != "" {
 				fmt.Fprintf(&b, " @field(path: %q)", f.path)
 			}
+			if f.dirs != "" {
+				b.WriteString(" " + f.dirs)
+			}
 			b.WriteString("\n")
 		}
 		b.WriteString("}\n")
@@ -818,11 +911,15 @@ func (g *generator) write() string {
 			continue
 		}
 		list := lowerFirst(plural(e.typ))
-		fmt.Fprintf(&b, "  %s: [%s!]!\n", list, e.typ)
-		if e.uuidID {
+		if !e.tags.has("omit", "list") {
+			fmt.Fprintf(&b, "  %s: [%s!]!\n", list, e.typ)
+		}
+		if e.uuidID && !e.tags.has("omit", "one") {
 			fmt.Fprintf(&b, "  %s(id: ID!): %s\n", lowerFirst(e.typ), e.typ)
 		}
-		fmt.Fprintf(&b, "  %sConnection: %sConnection!\n", list, e.typ)
+		if !e.tags.has("omit", "connection") {
+			fmt.Fprintf(&b, "  %sConnection: %sConnection!\n", list, e.typ)
+		}
 	}
 	b.WriteString("}\n")
 	for _, x := range g.extra {
@@ -858,21 +955,83 @@ func writeDesc(b *strings.Builder, indent, d string) {
 	fmt.Fprintf(b, "%s\"\"\"\n%s%s\n%s\"\"\"\n", indent, indent, strings.ReplaceAll(strings.ReplaceAll(d, `"""`, `\"""`), "\n", "\n"+indent), indent)
 }
 
+// tagSet are the smart tags of a comment: @name value lines, by name, in
+// order.
+type tagSet map[string][]string
+
+func (t tagSet) first(name string) string {
+	if v := t[name]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (t tagSet) has(name, value string) bool {
+	for _, v := range t[name] {
+		if v == value {
+			return true
+		}
+	}
+	return false
+}
+
 // smartComment splits a COMMENT ON text into its tags (lines @tag value)
 // and the description (the other lines).
-func smartComment(c string) (map[string]string, string) {
-	tags := map[string]string{}
+func smartComment(c string) (tagSet, string) {
+	tags := tagSet{}
 	var desc []string
 	for _, line := range strings.Split(c, "\n") {
 		t := strings.TrimSpace(line)
 		if strings.HasPrefix(t, "@") {
 			name, val, _ := strings.Cut(t[1:], " ")
-			tags[name] = strings.TrimSpace(val)
+			tags[name] = append(tags[name], strings.TrimSpace(val))
 			continue
 		}
 		desc = append(desc, line)
 	}
 	return tags, strings.TrimSpace(strings.Join(desc, "\n"))
+}
+
+// fieldRefinement is what a smart tag says of a field: its description, a
+// type replacing the generated one, directives to add.
+type fieldRefinement struct {
+	desc, typ, dirs string
+}
+
+// parseRefinement reads `"description" : Type @directives`, each part
+// optional.
+func parseRefinement(s string) fieldRefinement {
+	var r fieldRefinement
+	r.desc, s = cutDescription(s)
+	if strings.HasPrefix(s, ":") {
+		s = s[1:]
+		if i := strings.Index(s, "@"); i >= 0 {
+			r.typ, s = strings.TrimSpace(s[:i]), s[i:]
+		} else {
+			r.typ, s = strings.TrimSpace(s), ""
+		}
+	}
+	r.dirs = strings.TrimSpace(s)
+	return r
+}
+
+// cutDescription splits a leading "quoted description" off s.
+func cutDescription(s string) (desc, rest string) {
+	s = strings.TrimSpace(s)
+	if !strings.HasPrefix(s, `"`) {
+		return "", s
+	}
+	end := 1
+	for end < len(s) && (s[end] != '"' || s[end-1] == '\\') {
+		end++
+	}
+	return strings.ReplaceAll(s[1:min(end, len(s))], `\"`, `"`), strings.TrimSpace(s[min(end+1, len(s)):])
+}
+
+// pathTag splits a tag's value into its key path and the rest.
+func pathTag(v string) (path, rest string) {
+	path, rest, _ = strings.Cut(strings.TrimSpace(v), " ")
+	return path, strings.TrimSpace(rest)
 }
 
 func hasColumn(r *core.RelationInfo, name string) bool { return columnType(r, name) != "" }

@@ -207,8 +207,16 @@ type Core struct {
 	// TLS makes the core's HTTP port require client certificates signed by
 	// the CA: only the gateway (Envoy) can reach it.
 	TLS bool `toml:"tls"`
-	// Schema is a GraphQL SDL file; empty serves the demo schema.
+	// Schema is a GraphQL SDL file; empty serves the demo schema; "auto"
+	// generates it from the database at start (what `fraise schema
+	// generate` writes), again on SIGHUP and, with SchemaWatch, whenever
+	// the generated schema would change.
 	Schema string `toml:"schema"`
+	// SchemaSchemas are the database schemas "auto" reads (default public).
+	SchemaSchemas []string `toml:"schema_schemas"`
+	// SchemaWatch, with schema "auto", regenerates the schema this often
+	// and serves it when it changed: for development (0: off).
+	SchemaWatch Duration `toml:"schema_watch"`
 	// AssertionKeys are extauthz's Ed25519 public keys (PEM, or references
 	// to them); the current and the previous key during a rotation.
 	AssertionKeys   []string `toml:"assertion_keys"`
@@ -557,7 +565,7 @@ func Default() Config {
 			MaxBodyBytes:  1 << 20, MaxDepth: 10, DefaultLimit: 100, MaxLimit: 1000,
 			Introspection: true, ShutdownTimeout: Duration{10 * time.Second},
 			MaxAliases: 30, MaxRootFields: 10, MaxCost: 50000, MaxResultBytes: 8 << 20, MaxSelections: 5000,
-			APQ: true, AssertionReplayRate: 10_000,
+			APQ: true, AssertionReplayRate: 10_000, SchemaSchemas: []string{"public"},
 		},
 		Authz: Authz{
 			GRPCAddr: "127.0.0.1:9191", AdminAddr: "127.0.0.1:9192",
@@ -1004,6 +1012,12 @@ func (c Config) Validate() error {
 	}
 	if c.Flight.MaxExportsPerTenant < 1 || c.Flight.MaxExportsPerTenant > c.Flight.MaxExports {
 		bad("flight.max_exports_per_tenant", "want 1 to flight.max_exports (%d), got %d", c.Flight.MaxExports, c.Flight.MaxExportsPerTenant)
+	}
+	if c.Core.SchemaWatch.Duration < 0 || c.Core.SchemaWatch.Duration > 0 && c.Core.Schema != "auto" {
+		bad("core.schema_watch", "applies to core.schema = \"auto\" only, and must not be negative")
+	}
+	if c.Core.Schema == "auto" && len(c.Core.SchemaSchemas) == 0 {
+		bad("core.schema_schemas", "name at least one database schema for core.schema = \"auto\"")
 	}
 	for _, k := range []struct {
 		key   string
