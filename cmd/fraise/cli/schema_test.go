@@ -12,6 +12,7 @@ import (
 	"github.com/fraise-dev/fraise/cmd/fraise/cli"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/test/fraiseql"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
@@ -84,4 +85,43 @@ func TestSchemaGenerate(t *testing.T) {
 			t.Fatal("got no error for an unknown subcommand")
 		}
 	})
+}
+
+// TestSchemaGenerateFraiseQL runs `fraise schema generate` on the FraiseQL
+// example database: what it writes is test/fraiseql/testdata/schema.graphql,
+// the schema the conformance suite passes on.
+func TestSchemaGenerateFraiseQL(t *testing.T) {
+	ctx := context.Background()
+	pg, name := harness.NewDatabase(t)
+	if err := postgres.Migrate(ctx, pg.AdminURL(name), postgres.MigrateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fraiseql.Apply(ctx, pg.AdminURL(name), "fraise_app"); err != nil {
+		t.Fatal(err)
+	}
+	getenv := func(k string) string {
+		switch k {
+		case "FRAISE_DATABASE_URL":
+			return pg.URL("fraise_app", name)
+		case "FRAISE_DATABASE_TENANT_SETTINGS":
+			return fraiseql.TenantSetting
+		}
+		return ""
+	}
+	conformance := filepath.Join("..", "..", "..", "test", "fraiseql", "testdata", "schema.graphql")
+	var out, errOut bytes.Buffer
+	if err := cli.Run(ctx, []string{"schema", "generate", "--check", conformance}, getenv, &out, &errOut); err != nil {
+		t.Fatalf("got %v: %s, want the conformance suite's schema", err, errOut.String())
+	}
+	out.Reset()
+	if err := cli.Run(ctx, []string{"schema", "generate"}, getenv, &out, &errOut); err != nil {
+		t.Fatalf("%v: %s", err, errOut.String())
+	}
+	want, err := os.ReadFile(conformance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != string(want) {
+		t.Fatalf("got a schema that is not byte for byte %s:\n%s", conformance, out.String())
+	}
 }
