@@ -2,7 +2,10 @@
 # Installs FraiseQL v2 (fraiseql-cli and fraiseql-server) from crates.io
 # at a pinned version into .tools/fraiseql (git-ignored), for make bench to
 # run it beside PostGraphile and Fraise. The first build compiles several
-# hundred crates: long on a small machine, then cached. Exits 0 with a
+# hundred crates: long on a small machine, then cached. Its build directory
+# is .tools/fraiseql-target (git-ignored, kept): an interrupted build
+# resumes where it stopped instead of starting over in a fresh temporary
+# directory, as cargo install does by default. Exits 0 with a
 # clear message, installing nothing, where cargo is missing or cannot reach
 # crates.io: the benchmark then skips FraiseQL and says so.
 #   FRAISEQL_VERSION overrides the pin.
@@ -11,6 +14,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 version=${FRAISEQL_VERSION:-2.18.0}
 dest="$root/.tools/fraiseql"
 stamp="$dest/version"
+target="$root/.tools/fraiseql-target"
 
 if [ -x "$dest/bin/fraiseql-server" ] && [ -x "$dest/bin/fraiseql-cli" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$version" ]; then
   exit 0
@@ -26,5 +30,5 @@ fi
 echo "fraiseql: cargo install fraiseql-cli@$version fraiseql-server@$version into $dest (the first build is long)"
 mkdir -p "$dest"
 # --locked: the versions of the crates' own Cargo.lock, as published.
-cargo install --locked --root "$dest" "fraiseql-cli@$version" "fraiseql-server@$version"
+cargo install --locked --root "$dest" --target-dir "$target" "fraiseql-cli@$version" "fraiseql-server@$version"
 echo "$version" > "$stamp"
