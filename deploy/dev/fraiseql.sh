@@ -29,6 +29,23 @@ if ! cargo info --quiet "fraiseql-server@$version" >/dev/null 2>&1; then
 fi
 echo "fraiseql: cargo install fraiseql-cli@$version fraiseql-server@$version into $dest (the first build is long)"
 mkdir -p "$dest"
+# fraiseql-server's build script builds its Studio web UI with npm ci when
+# it finds npm, and 2.18.0's lock file names a package the npm registry does
+# not serve (luxen-ui 0.1.2), so that build fails; without npm on PATH the
+# script skips the UI, as it documents, and the server builds (the
+# benchmark does not use the UI). nopath is PATH without npm and node.
+nopath="$root/.tools/fraiseql-path"
+rm -rf "$nopath"
+mkdir -p "$nopath"
+IFS=: read -ra dirs <<<"$PATH"
+for d in "${dirs[@]}"; do
+  [ -d "$d" ] || continue
+  for f in "$d"/*; do
+    b=$(basename "$f")
+    case "$b" in npm | npx | node | nodejs | corepack) continue ;; esac
+    [ -e "$nopath/$b" ] || ln -s "$f" "$nopath/$b"
+  done
+done
 # --locked: the versions of the crates' own Cargo.lock, as published.
-cargo install --locked --root "$dest" --target-dir "$target" "fraiseql-cli@$version" "fraiseql-server@$version"
+PATH="$nopath" cargo install --locked --root "$dest" --target-dir "$target" "fraiseql-cli@$version" "fraiseql-server@$version"
 echo "$version" > "$stamp"
