@@ -120,8 +120,11 @@ audit:
 ## the engine cannot run an operation); make still exits non-zero then.
 ## deps: test/bench runs real Envoy (`fraise dev`) and PostGraphile on Node.js;
 ## test/e2e's Flight benchmark the Python clients of .tools/python.
+## deploy/dev/fraiseql.sh installs FraiseQL (cargo, pinned, cached in .tools),
+## or says why not, and BenchmarkVsFraiseQL then skips FraiseQL, saying so.
 ## -p 1: one package at a time, so no load run competes with another for the cores.
 bench: deps build
+	@deploy/dev/fraiseql.sh
 	@status=0; $(GO) test -p 1 -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./... | tee bin/bench.txt || status=$$?; \
 	deploy/dev/benchtable.sh bin/bench.txt; exit $$status
 

@@ -38,8 +38,10 @@ type Catalog interface {
 // FunctionInfo describes a database function: its argument types and the
 // columns of the composite type it returns (empty for other return types).
 type FunctionInfo struct {
-	Args   []string
-	Result map[string]string
+	Args []string
+	// ArgNames are the arguments' names, "" for an unnamed one.
+	ArgNames []string
+	Result   map[string]string
 }
 
 // Statement is one SQL statement and its parameters.

@@ -65,8 +65,12 @@ func (db *DB) QueryJSONBatch(ctx context.Context, tenant string, stmts []core.St
 
 // readSetup is the statement that opens a read: the tenant, read-only, and
 // the statement timeout and plan cache mode when configured.
-func readSetup(timeout bool, generic bool) string {
-	s := "select set_config('fraise.tenant', $1, true), set_config('transaction_read_only', 'on', true)"
+func readSetup(timeout bool, generic bool, more []string) string {
+	s := "select set_config('fraise.tenant', $1, true)"
+	for _, n := range more {
+		s += ", set_config('" + n + "', $1, true)"
+	}
+	s += ", set_config('transaction_read_only', 'on', true)"
 	if timeout {
 		s += ", set_config('statement_timeout', $2, true)"
 	}

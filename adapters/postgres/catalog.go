@@ -29,14 +29,17 @@ func (db *DB) RelationColumns(ctx context.Context, name string) (map[string]stri
 func (db *DB) Function(ctx context.Context, name string) (*core.FunctionInfo, error) {
 	const op = "postgres.Function"
 	var (
-		args  []string
-		found bool
+		args, names []string
+		found       bool
 	)
 	// to_regproc is NULL for a missing name and for an overloaded one: a
-	// mutation must name exactly one function.
+	// mutation must name exactly one function. Names of input arguments
+	// only (proargnames also names OUT arguments, after them).
 	err := db.pool.QueryRow(ctx, `select true, coalesce((select array_agg(format_type(t, null) order by i)
-			from unnest(p.proargtypes::oid[]) with ordinality u(t, i)), '{}')
-		from pg_proc p where p.oid = to_regproc($1)`, name).Scan(&found, &args)
+			from unnest(p.proargtypes::oid[]) with ordinality u(t, i)), '{}'),
+		coalesce((select array_agg(coalesce(p.proargnames[i], '') order by i)
+			from generate_series(1, p.pronargs) i), '{}')
+		from pg_proc p where p.oid = to_regproc($1)`, name).Scan(&found, &args, &names)
 	if err == pgx.ErrNoRows {
 		return nil, nil
 	}
@@ -49,7 +52,7 @@ func (db *DB) Function(ctx context.Context, name string) (*core.FunctionInfo, er
 	if err != nil {
 		return nil, err
 	}
-	return &core.FunctionInfo{Args: args, Result: cols}, nil
+	return &core.FunctionInfo{Args: args, ArgNames: names, Result: cols}, nil
 }
 
 func (db *DB) columns(ctx context.Context, op, sql string, args ...any) (map[string]string, error) {

@@ -36,7 +36,13 @@ type Options struct {
 	// it plans every execution anew: about a quarter of the backend's CPU
 	// on the benchmark's read, for the same plan.
 	GenericPlans bool
-	Logger       *slog.Logger
+	// TenantSettings are more settings each transaction sets to the
+	// tenant, besides fraise.tenant (which Fraise's own tables' policies
+	// and the audit log read): the names an existing database's policies
+	// read, such as FraiseQL's app.tenant_id. Each must be a dotted
+	// custom setting name (ValidSettingName).
+	TenantSettings []string
+	Logger         *slog.Logger
 	// TracerProvider, when set, makes a client span of each statement run
 	// within a span (none for statements outside any trace), and has each
 	// writing transaction record its trace context for the observer jobs
@@ -75,6 +81,8 @@ type DB struct {
 	// readSetup is QueryJSONBatch's first statement.
 	readSetup string
 	log       *slog.Logger
+	// tenantSettings are Options.TenantSettings.
+	tenantSettings []string
 	// accepted is the last current password (Options.Password) a
 	// connection was made with: no need to try it again.
 	accepted atomic.Pointer[string]
@@ -93,6 +101,11 @@ var ErrSSLMode = errors.New("postgres: with TLS configured, the URL's sslmode ma
 
 // Open connects to url (it does not wait for the database: Ping does).
 func Open(ctx context.Context, url string, o Options) (*DB, error) {
+	for _, n := range o.TenantSettings {
+		if !ValidSettingName(n) {
+			return nil, fmt.Errorf("postgres: tenant setting %q is not a custom setting name (prefix.name, lower case)", n)
+		}
+	}
 	if o.TLS != nil {
 		if m := sslMode(url); m != "" && m != "verify-full" {
 			return nil, fmt.Errorf("%w, got sslmode=%s", ErrSSLMode, m)
@@ -115,7 +128,7 @@ func Open(ctx context.Context, url string, o Options) (*DB, error) {
 	if o.TracerProvider != nil {
 		cfg.ConnConfig.Tracer = newTracer(o.TracerProvider, cfg.ConnConfig)
 	}
-	db := &DB{timeout: o.StatementTimeout, readSetup: readSetup(o.StatementTimeout > 0, o.GenericPlans), log: o.Logger}
+	db := &DB{timeout: o.StatementTimeout, readSetup: readSetup(o.StatementTimeout > 0, o.GenericPlans, o.TenantSettings), log: o.Logger, tenantSettings: o.TenantSettings}
 	if o.TLS != nil {
 		// TLS only: sslmode=prefer's plaintext fallbacks (the default
 		// when the URL sets no sslmode) are never tried.
@@ -246,6 +259,23 @@ func sslMode(conn string) string {
 	return ""
 }
 
+// ValidSettingName reports whether name is a custom setting PostgreSQL
+// accepts in set_config, which Fraise writes into SQL: a lower-case
+// identifier, a dot, and another (app.tenant_id).
+func ValidSettingName(name string) bool {
+	prefix, rest, ok := strings.Cut(name, ".")
+	if !ok || prefix == "" || rest == "" || len(name) > 63 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c == '_' || c == '.' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return name[0] < '0' || name[0] > '9'
+}
+
 // Close closes the pool.
 func (db *DB) Close() { db.pool.Close() }
 
@@ -279,7 +309,7 @@ func (db *DB) InTenant(ctx context.Context, tenant string, fn func(ctx context.C
 	// Transaction-local (is_local = true): the setting cannot leak to the
 	// next request that borrows this pooled connection.
 	// The settings in one statement: one round trip less.
-	_, err = tx.Exec(ctx, txSetup(db.timeout > 0, tp != ""), txArgs(tenant, db.timeout, tp)...)
+	_, err = tx.Exec(ctx, txSetup(db.timeout > 0, tp != "", db.tenantSettings), txArgs(tenant, db.timeout, tp)...)
 	if err != nil {
 		return mapError(op, err)
 	}
@@ -294,8 +324,11 @@ func (db *DB) InTenant(ctx context.Context, tenant string, fn func(ctx context.C
 
 // txSetup is InTenant's first statement: the tenant, and the statement
 // timeout and trace context when there are.
-func txSetup(timeout, traced bool) string {
+func txSetup(timeout, traced bool, more []string) string {
 	s := "select set_config('fraise.tenant', $1, true)"
+	for _, n := range more {
+		s += ", set_config('" + n + "', $1, true)"
+	}
 	n := 1
 	if timeout {
 		n++

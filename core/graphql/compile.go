@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -76,16 +77,70 @@ func (c *compiler) compileQuery(ctx context.Context, f *ast.Field) (sql string, 
 		// into a cast error. Compiled anyway, so @auth still applies.
 		return "", json.RawMessage("null"), nil
 	}
-	return fmt.Sprintf("select %s from %s t where t.id = %s::uuid", obj, c.s.views[typ], c.param(id)), nil, nil
+	return fmt.Sprintf("select %s from %s t where t.id = %s::uuid", obj, c.from(typ), c.param(id)), nil, nil
+}
+
+// from returns the relation typ reads: its view, or for a relation
+// without a data column, its rows with their columns as data.
+func (c *compiler) from(typ string) string {
+	if src := c.s.sources[typ]; src != nil && !src.data {
+		return "(select r.*, to_jsonb(r) as data from " + c.s.views[typ] + " r)"
+	}
+	return c.s.views[typ]
+}
+
+// idCast is the cast of typ's id column: ::uuid, unless the catalog says
+// otherwise (a plain table's integer key, say).
+func (c *compiler) idCast(typ string) string {
+	if src := c.s.sources[typ]; src != nil {
+		if t := src.columns["id"]; t != "" && t != "uuid" && isSQLType(t) {
+			return "::" + t
+		}
+	}
+	return "::uuid"
+}
+
+// native returns the column of typ's relation that holds a root row's
+// field fi, when there is one: filters and sorts compare it, which its
+// indexes serve, rather than the JSON path.
+func (c *compiler) native(typ string, fi *fieldInfo, base string) (col, coltype string, ok bool) {
+	if base != "t.data" || len(fi.keys) != 1 || len(fi.alt) > 0 {
+		return "", "", false
+	}
+	src := c.s.sources[typ]
+	if src == nil {
+		return "", "", false
+	}
+	for _, name := range []string{fi.keys[0], snake(fi.keys[0])} {
+		if t, ok := src.columns[name]; ok && name != "data" && isSQLType(t) {
+			return "t." + quoteIdent(name), t, true
+		}
+	}
+	return "", "", false
 }
 
 // list compiles a root list field: filter, order and page in a subquery,
 // the JSON array built by the aggregate in the same order.
 func (c *compiler) list(ctx context.Context, f *ast.Field, typ string) (string, error) {
 	args := f.ArgumentMap(c.vars)
-	where, order, _, err := c.filterAndOrder(typ, args)
+	where, order, keys, err := c.filterAndOrder(typ, args)
 	if err != nil {
 		return "", err
+	}
+	// The aggregate outside sees only what the subquery selects: a sort
+	// key on a native column is selected, and the aggregate orders by it.
+	outer, cols := order, ""
+	if native := slices.ContainsFunc(keys, func(k sortKey) bool { return k.column }); native {
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			if k.column && k.expr != "t.id" {
+				a := "o" + strconv.Itoa(i)
+				cols += ", " + k.expr + " as " + a
+				k.expr = "t." + a
+			}
+			parts[i] = k.String()
+		}
+		outer = strings.Join(parts, ", ")
 	}
 	limit, err := c.size(args["limit"], "limit")
 	if err != nil {
@@ -99,8 +154,8 @@ func (c *compiler) list(ctx context.Context, f *ast.Field, typ string) (string, 
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("select coalesce(json_agg(%s order by %s), '[]'::json) from (select t.id, t.data from %s t where %s order by %s limit %s::bigint offset %s::bigint) t",
-		obj, order, c.s.views[typ], where, order, c.param(limit), c.param(offset)), nil
+	return fmt.Sprintf("select coalesce(json_agg(%s order by %s), '[]'::json) from (select t.id, t.data%s from %s t where %s order by %s limit %s::bigint offset %s::bigint) t",
+		obj, outer, cols, c.from(typ), where, order, c.param(limit), c.param(offset)), nil
 }
 
 // connection compiles a Relay connection with keyset cursors: a cursor
@@ -158,7 +213,7 @@ func (c *compiler) connection(ctx context.Context, f *ast.Field, typ string) (st
 		vals = append(vals, "("+k.expr+")::text")
 	}
 	cursorExpr := "translate(encode(convert_to(json_build_array(" + strings.Join(vals, ", ") + ")::text, 'UTF8'), 'base64'), E'\\n', '')"
-	view := c.s.views[typ]
+	view := c.from(typ)
 	var parts []string
 	for _, sel := range collectFields(f.SelectionSet, c.vars, f.Definition.Type.Name(), c.s) {
 		key := c.param(sel.Alias) + "::text"
@@ -236,7 +291,7 @@ func (c *compiler) after(cursor, fp string, keys []sortKey) (string, error) {
 		return "", bad
 	}
 	vals = vals[1:]
-	if id := vals[len(vals)-1]; id == nil || !isUUIDText(*id) {
+	if id := vals[len(vals)-1]; id == nil || keys[len(keys)-1].cast == "::uuid" && !isUUIDText(*id) {
 		return "", bad
 	}
 	var ors []string
@@ -282,39 +337,163 @@ func (c *compiler) compileMutation(ctx context.Context, f *ast.Field) (string, e
 	if len(f.Definition.Arguments) == 1 && f.Definition.Arguments[0].Name == "input" {
 		input = args["input"]
 	}
+	if c.s.snakeInput {
+		input = snakeKeys(input)
+	}
 	in, err := json.Marshal(input)
 	if err != nil {
 		return "", invalid("arguments: %v", err)
 	}
+	call := c.call(f.Name, fn, input, c.param(string(in)))
 	rt := c.s.ast.Types[f.Definition.Type.Name()]
 	var proj string
 	if rt.Kind == ast.Union {
-		succ, fail, err := unionBranches(c.s.ast, rt)
+		succ, fails, err := unionBranches(c.s.ast, rt)
 		if err != nil {
 			return "", err
 		}
-		ps, err := c.object(ctx, f.SelectionSet, succ, "r.j")
+		ps, err := c.resultObject(ctx, f.SelectionSet, succ)
 		if err != nil {
 			return "", err
 		}
-		pe, err := c.object(ctx, f.SelectionSet, fail, "r.j")
-		if err != nil {
-			return "", err
+		// Errors as data: the function names the error type it means in
+		// entity_type; a name the union lacks gets its first error type.
+		var whens []string
+		def := ""
+		for i, name := range fails {
+			pe, err := c.resultObject(ctx, f.SelectionSet, name)
+			if err != nil {
+				return "", err
+			}
+			if i == 0 {
+				def = pe
+			}
+			if len(fails) > 1 {
+				whens = append(whens, "when r.j->>'entity_type' = "+c.param(name)+"::text then "+pe)
+			}
 		}
-		proj = fmt.Sprintf("case when (r.j->>'succeeded')::boolean then %s else %s end", ps, pe)
+		proj = fmt.Sprintf("case when (r.j->>'succeeded')::boolean then %s %s else %s end", ps, strings.Join(whens, " "), def)
 	} else {
-		if proj, err = c.object(ctx, f.SelectionSet, rt.Name, "r.j"); err != nil {
+		if proj, err = c.resultObject(ctx, f.SelectionSet, rt.Name); err != nil {
 			return "", err
+		}
+		if _, ok := c.s.views[rt.Name]; ok {
+			proj = "case when (r.j->>'succeeded')::boolean then " + proj + " end"
 		}
 	}
 	// The audit row is written by the same statement, from the same result
 	// row: a mutation that ran cannot skip it. Both CTEs are materialized,
 	// so the function runs once and the audit insert exactly once per call.
-	return fmt.Sprintf(`with r as materialized (select to_jsonb(f) as j from %s(%s::jsonb) f),`+
+	// r normalizes the three result shapes: succeeded and error_class are
+	// read from the older shape's status ("failed:...", "not_found:...",
+	// or a success such as "created" or "noop:unchanged") when it has no
+	// such columns.
+	return fmt.Sprintf(`with r0 as materialized (select to_jsonb(f) as j from %s f),`+
+		` r as materialized (select r0.j || jsonb_build_object('succeeded', n.ok, 'error_class', case when n.ok then nullif(r0.j->'error_class', 'null'::jsonb)`+
+		` else coalesce(nullif(r0.j->'error_class', 'null'::jsonb), to_jsonb(case split_part(r0.j->>'status', ':', 1) when 'failed' then 'internal' when 'error' then 'internal' when '' then 'internal' else split_part(r0.j->>'status', ':', 1) end)) end) as j`+
+		` from r0, lateral (select coalesce((r0.j->>'succeeded')::boolean, not coalesce(r0.j->>'status' ~ '%s', false)) as ok) n),`+
 		` a as materialized (select fraise.audit(%s::text, %s::text, coalesce(r.j->>'entity_id', r.j->'entity'->>'id'),`+
-		` case when (r.j->>'succeeded')::boolean then coalesce(r.j->>'status', 'ok') else coalesce(r.j->>'error_class', r.j->>'status', 'error') end) from r)`+
+		` case when (r.j->>'succeeded')::boolean then coalesce(r.j->>'status', r.j->>'status_detail', 'ok') else coalesce(r.j->>'error_class', r.j->>'status', 'error') end) from r)`+
 		` select %s from r, a`,
-		fn, c.param(string(in)), c.param(c.p.Subject), c.param(f.Name), proj), nil
+		call, legacyFailure, c.param(c.p.Subject), c.param(f.Name), proj), nil
+}
+
+// legacyFailure matches the statuses of the older mutation_response shape
+// that report a failure: failed:..., or an error class as prefix.
+const legacyFailure = `^(failed|error|validation|conflict|not_found|unauthorized|forbidden|internal|transaction_failed|timeout|rate_limited|service_unavailable)(:|$)`
+
+// resultObject projects a mutation result member: a type a view reads is
+// the entity (the row's entity column, in the view's shape); any other is
+// read from the row's columns.
+func (c *compiler) resultObject(ctx context.Context, set ast.SelectionSet, typ string) (string, error) {
+	if _, ok := c.s.views[typ]; ok {
+		obj, err := c.object(ctx, set, typ, "(r.j->'entity')")
+		if err != nil {
+			return "", err
+		}
+		return "case when jsonb_typeof(r.j->'entity') = 'object' then " + obj + " end", nil
+	}
+	return c.object(ctx, set, typ, "r.j")
+}
+
+// call returns the function call of a mutation: fn(input jsonb) gets the
+// input whole, as a parameter; a function of other arguments gets each by
+// name (named notation) from the input's key of that name, less a p_,
+// in_ or input_ prefix, cast to the argument's type (NULL when the input
+// lacks it). An argument named tenant_id gets the request's tenant,
+// whatever the input says, and a jsonb argument named input, payload or
+// data that the input has no key for gets the input whole.
+func (c *compiler) call(field, fn string, input any, param string) string {
+	info := c.s.calls[field]
+	if info == nil || len(info.Args) == 1 && info.Args[0] == "jsonb" {
+		return fn + "(" + param + "::jsonb)"
+	}
+	m, _ := input.(map[string]any)
+	in := param + "::jsonb"
+	args := make([]string, 0, len(info.Args))
+	for i, name := range info.ArgNames {
+		typ := info.Args[i]
+		key := argKey(name)
+		k := "'" + key + "'"
+		if !isJSONKey(key) {
+			k = c.param(key) + "::text"
+		}
+		var v string
+		_, has := m[key]
+		if c := camel(key); !has && c != key {
+			// A schema of camelCase keys names the argument as GraphQL does.
+			if _, has = m[c]; has && isJSONKey(c) {
+				k = "'" + c + "'"
+			}
+		}
+		switch {
+		case key == "tenant_id":
+			v = c.param(c.p.Tenant) + "::text::" + typ
+		case (typ == "jsonb" || typ == "json") && !has && (key == "input" || key == "payload" || key == "data"):
+			v = in + "::" + typ
+		case typ == "jsonb":
+			v = "(" + in + "->" + k + ")"
+		case strings.HasSuffix(typ, "[]"):
+			v = "(select array_agg(e) from jsonb_array_elements_text(case when jsonb_typeof(" + in + "->" + k + ") = 'array' then " + in + "->" + k + " end) e)::" + typ
+		default:
+			v = "(" + in + "->>" + k + ")::" + typ
+		}
+		args = append(args, quoteIdent(name)+" => "+v)
+	}
+	return fn + "(" + strings.Join(args, ", ") + ")"
+}
+
+// argKey is the input key an argument reads: its name less a p_, in_ or
+// input_ prefix (the common ways of telling arguments from columns).
+func argKey(name string) string {
+	for _, p := range []string{"input_", "in_", "p_"} {
+		if strings.HasPrefix(name, p) && len(name) > len(p) {
+			return name[len(p):]
+		}
+	}
+	return name
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// snakeKeys returns v with every object key in snake_case, as a schema
+// whose keys are SNAKE hands its functions their input.
+func snakeKeys(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[snake(k)] = snakeKeys(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = snakeKeys(e)
+		}
+		return out
+	}
+	return v
 }
 
 // object returns a json_build_object expression projecting only the
@@ -464,6 +643,7 @@ type sortKey struct {
 	cast       string // the cast that types a cursor's text value like expr
 	desc       bool
 	nullsFirst bool
+	column     bool // a native column, not a path in data
 }
 
 func (k sortKey) String() string {
@@ -490,7 +670,7 @@ func (c *compiler) filterAndOrder(typ string, args map[string]any) (where, order
 			return "", "", nil, err
 		}
 	}
-	keys = append(keys, sortKey{expr: "t.id", cast: "::uuid"})
+	keys = append(keys, sortKey{expr: "t.id", cast: c.idCast(typ)})
 	parts := make([]string, len(keys))
 	for i, k := range keys {
 		parts[i] = k.String()
@@ -514,7 +694,8 @@ func (c *compiler) where(typ string, v any, base string) (string, error) {
 			continue
 		}
 		switch k {
-		case "and", "or":
+		case "and", "or", "_and", "_or":
+			k = strings.TrimPrefix(k, "_")
 			var sub []string
 			for _, item := range asList(val) {
 				s, err := c.where(typ, item, base)
@@ -529,7 +710,7 @@ func (c *compiler) where(typ string, v any, base string) (string, error) {
 			case k == "or":
 				conds = append(conds, "false")
 			}
-		case "not":
+		case "not", "_not":
 			s, err := c.where(typ, val, base)
 			if err != nil {
 				return "", err
@@ -552,7 +733,7 @@ func (c *compiler) where(typ string, v any, base string) (string, error) {
 			if !ok {
 				return "", invalid("filter on %s.%s must be an object of operators", typ, k)
 			}
-			if base == "t.data" && named.Name == "ID" && len(fi.keys) == 1 && fi.keys[0] == "id" {
+			if base == "t.data" && named.Name == "ID" && len(fi.keys) == 1 && fi.keys[0] == "id" && c.idCast(typ) == "::uuid" {
 				// The row's id column, which the view's table indexes.
 				s, err := c.idOps(ops)
 				if err != nil {
@@ -562,14 +743,14 @@ func (c *compiler) where(typ string, v any, base string) (string, error) {
 				continue
 			}
 			if c.s.ast.Types[typ].Fields.ForName(k).Type.Elem != nil {
-				s, err := c.listOps(fi, named.Name, ops, base)
+				s, err := c.listOps(c.operand(typ, fi, base), named.Name, ops)
 				if err != nil {
 					return "", err
 				}
 				conds = append(conds, s...)
 				continue
 			}
-			s, err := c.scalarOps(fi, named.Name, ops, base)
+			s, err := c.scalarOps(c.operand(typ, fi, base), named.Name, ops)
 			if err != nil {
 				return "", err
 			}
@@ -617,18 +798,61 @@ func cast(scalar string) string {
 
 // arrayCast casts a text[] parameter to the array of what cast casts to.
 func arrayCast(cast string) string {
+	return "::text[]" + arrayOf(cast)
+}
+
+// arrayOf returns the cast to the array of what cast casts to ("" stays "").
+func arrayOf(cast string) string {
 	if cast == "" {
-		return "::text[]"
+		return ""
 	}
-	return "::text[]" + cast + "[]"
+	return cast + "[]"
 }
 
 var comparisons = map[string]string{"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
-func (c *compiler) scalarOps(fi *fieldInfo, scalar string, ops map[string]any, base string) ([]string, error) {
-	text := fi.textPath(base)
-	cs := cast(scalar)
-	lhs := text + cs
+// operand is what a filter compares: a JSON path, or a native column.
+type operand struct {
+	text    string // the value as text
+	json    string // the value as jsonb; "" for a column
+	column  string // the column, "" for a JSON path
+	coltype string // the column's type
+}
+
+func (c *compiler) operand(typ string, fi *fieldInfo, base string) operand {
+	if col, t, ok := c.native(typ, fi, base); ok {
+		o := operand{text: col + "::text", column: col, coltype: t}
+		if t == "jsonb" {
+			o.json = col
+		}
+		return o
+	}
+	return operand{text: fi.textPath(base), json: fi.path(base)}
+}
+
+// typed returns the left side of a comparison and the cast that types its
+// right side's text alike: a column as it is, compared with the
+// parameter cast to the column's type (so its indexes serve), or a JSON
+// value's text cast as its GraphQL scalar says.
+func (o operand) typed(scalar string) (lhs, cs string) {
+	if o.column != "" {
+		return o.column, "::" + o.coltype
+	}
+	cs = cast(scalar)
+	return o.text + cs, cs
+}
+
+// isNull is the condition "the value is null", a missing key included.
+func (o operand) isNull() string {
+	if o.column != "" {
+		return o.column + " is null"
+	}
+	return "coalesce(jsonb_typeof(" + o.json + "), 'null') = 'null'"
+}
+
+func (c *compiler) scalarOps(o operand, scalar string, ops map[string]any) ([]string, error) {
+	text := o.text
+	lhs, cs := o.typed(scalar)
 	var out []string
 	for _, op := range sortedAny(ops) {
 		v := ops[op]
@@ -636,17 +860,25 @@ func (c *compiler) scalarOps(fi *fieldInfo, scalar string, ops map[string]any, b
 			continue
 		}
 		switch op {
-		case "isNull":
+		case "isNull", "isnull":
 			b, ok := v.(bool)
 			if !ok {
-				return nil, invalid("isNull takes a Boolean")
+				return nil, invalid("%s takes a Boolean", op)
 			}
 			if b {
-				out = append(out, "coalesce(jsonb_typeof("+fi.path(base)+"), 'null') = 'null'")
+				out = append(out, o.isNull())
 			} else {
-				out = append(out, "coalesce(jsonb_typeof("+fi.path(base)+"), 'null') <> 'null'")
+				out = append(out, "not "+o.isNull())
 			}
 		case "eq", "neq", "gt", "gte", "lt", "lte":
+			if scalar == "JSON" && o.json != "" && (op == "eq" || op == "neq") {
+				b, err := json.Marshal(v)
+				if err != nil {
+					return nil, invalid("%s: %v", op, err)
+				}
+				out = append(out, "coalesce("+o.json+" "+comparisons[op]+" "+c.param(string(b))+"::jsonb, false)")
+				continue
+			}
 			s, err := toText(v)
 			if err != nil {
 				return nil, err
@@ -664,7 +896,7 @@ func (c *compiler) scalarOps(fi *fieldInfo, scalar string, ops map[string]any, b
 			if list == nil {
 				list = []string{}
 			}
-			cond := lhs + " = any(" + c.param(list) + arrayCast(cs) + ")"
+			cond := lhs + " = any(" + c.param(list) + "::text[]" + arrayOf(cs) + ")"
 			if op == "nin" {
 				cond = "not coalesce(" + cond + ", false)"
 			}
@@ -682,7 +914,11 @@ func (c *compiler) scalarOps(fi *fieldInfo, scalar string, ops map[string]any, b
 			}
 			out = append(out, "strpos("+text+", "+c.param(s)+"::text) > 0")
 		default:
-			return nil, invalid("unknown filter operator %s", op)
+			cond, err := c.moreOps(o, scalar, op, v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, cond)
 		}
 	}
 	return out, nil
@@ -711,7 +947,7 @@ func (c *compiler) idOps(ops map[string]any) ([]string, error) {
 			continue
 		}
 		switch op {
-		case "isNull":
+		case "isNull", "isnull":
 			if b, _ := v.(bool); b {
 				out = append(out, "t.id is null")
 			} else {
@@ -748,9 +984,13 @@ func (c *compiler) idOps(ops map[string]any) ([]string, error) {
 }
 
 // listOps compiles a <Scalar>ListFilter on a JSON array of scalars, by
-// jsonb containment (which a GIN index on the view's table can serve).
-func (c *compiler) listOps(fi *fieldInfo, scalar string, ops map[string]any, base string) ([]string, error) {
-	p := fi.path(base)
+// jsonb containment (which a GIN index on the view's table can serve), or
+// on a native array column.
+func (c *compiler) listOps(o operand, scalar string, ops map[string]any) ([]string, error) {
+	if o.column != "" && o.json == "" {
+		return c.nativeListOps(o, ops)
+	}
+	p := o.json
 	cs := cast(scalar)
 	var out []string
 	for _, op := range sortedAny(ops) {
@@ -759,7 +999,7 @@ func (c *compiler) listOps(fi *fieldInfo, scalar string, ops map[string]any, bas
 			continue
 		}
 		switch op {
-		case "isNull", "isEmpty":
+		case "isNull", "isnull", "isEmpty":
 			b, ok := v.(bool)
 			if !ok {
 				return nil, invalid("%s takes a Boolean", op)
@@ -778,21 +1018,278 @@ func (c *compiler) listOps(fi *fieldInfo, scalar string, ops map[string]any, bas
 				return nil, err
 			}
 			out = append(out, "coalesce("+p+" @> jsonb_build_array("+c.param(s)+"::text"+cs+"), false)")
-		case "containsAll":
-			list := []string{}
-			for _, e := range asList(v) {
-				s, err := toText(e)
-				if err != nil {
-					return nil, err
-				}
-				list = append(list, s)
+		case "containsAll", "array_contains", "array_contained_by", "array_overlaps":
+			list, err := textList(v)
+			if err != nil {
+				return nil, err
 			}
-			out = append(out, "coalesce("+p+" @> to_jsonb("+c.param(list)+arrayCast(cs)+"), false)")
+			arr := "to_jsonb(" + c.param(list) + arrayCast(cs) + ")"
+			switch op {
+			case "containsAll", "array_contains":
+				out = append(out, "coalesce("+p+" @> "+arr+", false)")
+			case "array_contained_by":
+				out = append(out, "coalesce("+p+" <@ "+arr+", false)")
+			default:
+				out = append(out, "exists (select 1 from jsonb_array_elements(case when jsonb_typeof("+p+") = 'array' then "+p+" end) e(v) where "+arr+" @> jsonb_build_array(e.v))")
+			}
+		case "len_eq", "len_neq", "len_gt", "len_gte", "len_lt", "len_lte":
+			n, err := toInt(v)
+			if err != nil {
+				return nil, invalid("%s takes an Int", op)
+			}
+			out = append(out, "jsonb_array_length(case when jsonb_typeof("+p+") = 'array' then "+p+" end) "+comparisons[strings.TrimPrefix(op, "len_")]+" "+c.param(n)+"::int")
 		default:
 			return nil, invalid("unknown list filter operator %s", op)
 		}
 	}
 	return out, nil
+}
+
+// nativeListOps compiles a list filter on a native array column, with
+// the array operators (which a GIN index on the column serves).
+func (c *compiler) nativeListOps(o operand, ops map[string]any) ([]string, error) {
+	col, arr := o.column, "::text[]::"+o.coltype
+	var out []string
+	for _, op := range sortedAny(ops) {
+		v := ops[op]
+		if v == nil {
+			continue
+		}
+		switch op {
+		case "isNull", "isnull", "isEmpty":
+			b, ok := v.(bool)
+			if !ok {
+				return nil, invalid("%s takes a Boolean", op)
+			}
+			cond := col + " is null"
+			if op == "isEmpty" {
+				cond = "coalesce(cardinality(" + col + ") = 0, false)"
+			}
+			if !b {
+				cond = "not " + cond
+			}
+			out = append(out, cond)
+		case "contains", "containsAll", "array_contains", "array_contained_by", "array_overlaps":
+			list, err := textList(v)
+			if err != nil {
+				return nil, err
+			}
+			sym := map[string]string{"contains": "@>", "containsAll": "@>", "array_contains": "@>", "array_contained_by": "<@", "array_overlaps": "&&"}[op]
+			out = append(out, "coalesce("+col+" "+sym+" "+c.param(list)+arr+", false)")
+		case "len_eq", "len_neq", "len_gt", "len_gte", "len_lt", "len_lte":
+			n, err := toInt(v)
+			if err != nil {
+				return nil, invalid("%s takes an Int", op)
+			}
+			out = append(out, "cardinality("+col+") "+comparisons[strings.TrimPrefix(op, "len_")]+" "+c.param(n)+"::int")
+		default:
+			return nil, invalid("unknown list filter operator %s", op)
+		}
+	}
+	return out, nil
+}
+
+// textList returns a list operand (or one scalar) as text values.
+func textList(v any) ([]string, error) {
+	list := []string{}
+	for _, e := range asList(v) {
+		s, err := toText(e)
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, s)
+	}
+	return list, nil
+}
+
+// as returns the operand as a value of the PostgreSQL type t: a column of
+// that type as it is (its indexes serve), anything else its text cast.
+func (o operand) as(t string) string {
+	if o.column != "" && o.coltype == t {
+		return o.column
+	}
+	return "(" + o.text + ")::" + t
+}
+
+// networks are the ranges of the INET predicates (RFC 1918 and 4193,
+// loopback, multicast, link-local, documentation, carrier-grade NAT).
+var networks = map[string]string{
+	"is_private":       `{10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7}`,
+	"is_loopback":      `{127.0.0.0/8,::1/128}`,
+	"is_multicast":     `{224.0.0.0/4,ff00::/8}`,
+	"is_link_local":    `{169.254.0.0/16,fe80::/10}`,
+	"is_documentation": `{192.0.2.0/24,198.51.100.0/24,203.0.113.0/24,2001:db8::/32}`,
+	"is_carrier_grade": `{100.64.0.0/10}`,
+}
+
+// vectorOps are pgvector's distance operators.
+var vectorOps = map[string]string{
+	"cosine_distance": "<=>", "l2_distance": "<->", "l1_distance": "<+>", "inner_product": "<#>",
+	"hamming_distance": "<~>", "jaccard_distance": "<%>",
+}
+
+// moreOps compiles the operators beyond comparisons: FraiseQL's string,
+// full-text, JSON, network, ltree and pgvector operators. Every value is a
+// parameter; a pattern's LIKE wildcards in contains-like operators are
+// literal.
+func (c *compiler) moreOps(o operand, scalar, op string, v any) (string, error) {
+	text := o.text
+	str := func() (string, error) {
+		s, err := toText(v)
+		return c.param(s) + "::text", err
+	}
+	boolean := func() (bool, error) {
+		b, ok := v.(bool)
+		if !ok {
+			return false, invalid("%s takes a Boolean", op)
+		}
+		return b, nil
+	}
+	switch op {
+	case "icontains", "startswith", "istartswith", "endswith", "iendswith":
+		p, err := str()
+		if err != nil {
+			return "", err
+		}
+		t := text
+		if op[0] == 'i' {
+			t, p = "lower("+text+")", "lower("+p+")"
+		}
+		switch strings.TrimPrefix(op, "i") {
+		case "contains":
+			return "strpos(" + t + ", " + p + ") > 0", nil
+		case "startswith":
+			return "starts_with(" + t + ", " + p + ")", nil
+		default:
+			return "right(" + t + ", char_length(" + p + ")) = " + p, nil
+		}
+	case "nlike", "nilike":
+		p, err := str()
+		if err != nil {
+			return "", err
+		}
+		return "not (" + text + " " + op[1:] + " " + p + ")", nil
+	case "regex", "iregex", "nregex", "niregex":
+		p, err := str()
+		if err != nil {
+			return "", err
+		}
+		sym := map[string]string{"regex": "~", "iregex": "~*", "nregex": "!~", "niregex": "!~*"}[op]
+		return text + " " + sym + " " + p, nil
+	case "matches", "plain_query", "phrase_query", "websearch_query":
+		p, err := str()
+		if err != nil {
+			return "", err
+		}
+		doc := "to_tsvector(" + text + ")"
+		if o.column != "" && o.coltype == "tsvector" {
+			doc = o.column
+		}
+		fn := map[string]string{"matches": "to_tsquery", "plain_query": "plainto_tsquery", "phrase_query": "phraseto_tsquery", "websearch_query": "websearch_to_tsquery"}[op]
+		return "coalesce(" + doc + " @@ " + fn + "(" + p + "), false)", nil
+	case "strictly_contains", "array_contains", "array_contained_by", "array_overlaps":
+		if o.json == "" {
+			return "", invalid("%s applies to JSON values", op)
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return "", invalid("%s: %v", op, err)
+		}
+		p := c.param(string(b)) + "::jsonb"
+		switch op {
+		case "array_contained_by":
+			return "coalesce(" + o.json + " <@ " + p + ", false)", nil
+		case "array_overlaps":
+			return "exists (select 1 from jsonb_array_elements(case when jsonb_typeof(" + o.json + ") = 'array' then " + o.json + " end) e(v) where " + p + " @> jsonb_build_array(e.v))", nil
+		}
+		return "coalesce(" + o.json + " @> " + p + ", false)", nil
+	case "len_eq", "len_neq", "len_gt", "len_gte", "len_lt", "len_lte":
+		if o.json == "" {
+			return "", invalid("%s applies to JSON arrays", op)
+		}
+		n, err := toInt(v)
+		if err != nil {
+			return "", invalid("%s takes an Int", op)
+		}
+		return "jsonb_array_length(case when jsonb_typeof(" + o.json + ") = 'array' then " + o.json + " end) " + comparisons[strings.TrimPrefix(op, "len_")] + " " + c.param(n) + "::int", nil
+	case "in_subnet", "contains_subnet", "contains_ip", "overlaps":
+		p, err := str()
+		if err != nil {
+			return "", err
+		}
+		sym := map[string]string{"in_subnet": "<<", "contains_subnet": ">>", "contains_ip": ">>", "overlaps": "&&"}[op]
+		return o.as("inet") + " " + sym + " " + p + "::inet", nil
+	case "is_ipv4", "is_ipv6":
+		b, err := boolean()
+		if err != nil {
+			return "", err
+		}
+		fam := map[string]string{"is_ipv4": "4", "is_ipv6": "6"}[op]
+		cond := "family(" + o.as("inet") + ") = " + fam
+		if !b {
+			cond = "not " + cond
+		}
+		return cond, nil
+	case "is_private", "is_loopback", "is_multicast", "is_link_local", "is_documentation", "is_carrier_grade":
+		b, err := boolean()
+		if err != nil {
+			return "", err
+		}
+		cond := o.as("inet") + " <<= any('" + networks[op] + "'::inet[])"
+		if !b {
+			cond = "not " + cond
+		}
+		return cond, nil
+	case "ancestor_of", "descendant_of", "matches_lquery", "matches_ltxtquery":
+		p, err := str()
+		if err != nil {
+			return "", err
+		}
+		sym := map[string]string{"ancestor_of": "@> " + p + "::ltree", "descendant_of": "<@ " + p + "::ltree", "matches_lquery": "~ " + p + "::lquery", "matches_ltxtquery": "@ " + p + "::ltxtquery"}[op]
+		return o.as("ltree") + " " + sym, nil
+	case "matches_any_lquery":
+		list, err := textList(v)
+		if err != nil {
+			return "", err
+		}
+		return o.as("ltree") + " ? " + c.param(list) + "::text[]::lquery[]", nil
+	case "depth_eq", "depth_neq", "depth_gt", "depth_gte", "depth_lt", "depth_lte":
+		n, err := toInt(v)
+		if err != nil {
+			return "", invalid("%s takes an Int", op)
+		}
+		return "nlevel(" + o.as("ltree") + ") " + comparisons[strings.TrimPrefix(op, "depth_")] + " " + c.param(n) + "::int", nil
+	case "cosine_distance", "l2_distance", "l1_distance", "inner_product", "hamming_distance", "jaccard_distance":
+		m, ok := v.(map[string]any)
+		if !ok {
+			return "", invalid("%s takes {vector, threshold}", op)
+		}
+		th, err := toText(m["threshold"])
+		if err != nil {
+			return "", invalid("%s: threshold must be a number", op)
+		}
+		thresh := c.param(th) + "::text::float8"
+		if op == "hamming_distance" || op == "jaccard_distance" {
+			bits, _ := m["bits"].(string)
+			return "(" + o.as("varbit") + "::bit varying " + vectorOps[op] + " " + c.param(bits) + "::text::varbit) <= " + thresh, nil
+		}
+		var parts []string
+		for _, e := range asList(m["vector"]) {
+			s, err := toText(e)
+			if err != nil {
+				return "", invalid("%s: vector must be a list of numbers", op)
+			}
+			parts = append(parts, s)
+		}
+		vec := c.param("["+strings.Join(parts, ",")+"]") + "::text::vector"
+		if op == "inner_product" {
+			// pgvector's <#> is the negated inner product: at least t is
+			// at most -t.
+			return "(" + o.as("vector") + " <#> " + vec + ") <= -" + thresh, nil
+		}
+		return "(" + o.as("vector") + " " + vectorOps[op] + " " + vec + ") <= " + thresh, nil
+	}
+	return "", invalid("unknown filter operator %s", op)
 }
 
 // directions maps OrderDirection values to (descending, nulls first);
@@ -810,6 +1307,20 @@ func (c *compiler) orderKey(typ string, v any, base string, out *[]sortKey) erro
 	m, ok := v.(map[string]any)
 	if !ok {
 		return invalid("orderBy items must be objects")
+	}
+	if f, ok := m["field"].(string); ok && c.s.ast.Types[typ].Fields.ForName("field") == nil {
+		// FraiseQL's spelling: {field: "author.name", direction: DESC}, the
+		// field named as in the schema or in snake_case.
+		dir, _ := m["direction"].(string)
+		if dir == "" {
+			dir = "ASC"
+		}
+		parts := strings.Split(f, ".")
+		var item any = dir
+		for i := len(parts) - 1; i >= 0; i-- {
+			item = map[string]any{parts[i]: item}
+		}
+		return c.orderKey(typ, c.fieldNames(typ, item), base, out)
 	}
 	var keys []string
 	for k, val := range m {
@@ -833,9 +1344,37 @@ func (c *compiler) orderKey(typ string, v any, base string, out *[]sortKey) erro
 	if !ok {
 		return invalid("unknown order direction %q", s)
 	}
-	cs := cast(named.Name)
-	*out = append(*out, sortKey{expr: fi.textPath(base) + cs, cast: cs, desc: dir[0], nullsFirst: dir[1]})
+	o := c.operand(typ, fi, base)
+	expr, cs := o.typed(named.Name)
+	*out = append(*out, sortKey{expr: expr, cast: cs, desc: dir[0], nullsFirst: dir[1], column: o.column != ""})
 	return nil
+}
+
+// fieldNames renames the keys of a nested orderBy item written in
+// snake_case (created_at) to the schema's field names (createdAt).
+func (c *compiler) fieldNames(typ string, item any) any {
+	m, ok := item.(map[string]any)
+	def := c.s.ast.Types[typ]
+	if !ok || def == nil {
+		return item
+	}
+	out := map[string]any{}
+	for k, v := range m {
+		name := k
+		if def.Fields.ForName(k) == nil {
+			for _, f := range def.Fields {
+				if snake(f.Name) == k {
+					name = f.Name
+				}
+			}
+		}
+		next := typ
+		if f := def.Fields.ForName(name); f != nil {
+			next = f.Type.Name()
+		}
+		out[name] = c.fieldNames(next, v)
+	}
+	return out
 }
 
 // size returns a list size argument, defaulted and capped by the options.

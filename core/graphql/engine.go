@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vektah/gqlparser/v2/ast"
@@ -69,6 +70,11 @@ type Options struct {
 	Persisted core.PersistedDocuments
 	// Hooks run Go code for particular root fields (see Hook).
 	Hooks Hooks
+	// SubjectSettings are more settings a mutation's transaction sets to
+	// the caller's subject, besides fraise.subject: the names an existing
+	// database's functions read (app.user_id, say). Each is a custom
+	// setting name, prefix.name in lower case; others are ignored.
+	SubjectSettings []string
 }
 
 // Request is a GraphQL request as GraphQL over HTTP carries it.
@@ -145,7 +151,9 @@ const (
 
 // Engine executes requests against a schema.
 type Engine struct {
-	schema *Schema
+	// schema is the schema requests run against: SetSchema replaces it
+	// while requests run, each request keeping the one it started with.
+	schema atomic.Pointer[Schema]
 	db     core.TenantDB
 	opts   Options
 
@@ -156,6 +164,8 @@ type Engine struct {
 	// formatting is parsed again, for its positions, but not validated.
 	valid map[[32]byte]bool
 	apq   map[string]string // sha256 hex -> registered query
+	// subjectSetup sets the subject's settings in a mutation's transaction.
+	subjectSetup string
 }
 
 // planKey identifies a plan: the document's hash and the operation name.
@@ -167,8 +177,9 @@ type planKey struct {
 // plan is the validated operation of a document, cached so a repeated
 // request skips parsing, validation and operation lookup.
 type plan struct {
-	doc *ast.QueryDocument
-	op  *ast.OperationDefinition
+	doc    *ast.QueryDocument
+	op     *ast.OperationDefinition
+	schema *Schema // what it was validated against
 }
 
 // maxPlans bounds the plan cache and the valid documents' hashes; past it,
@@ -192,7 +203,49 @@ func NewEngine(s *Schema, db core.TenantDB, o Options) *Engine {
 	def(&o.DefaultLimit, 100)
 	def(&o.MaxLimit, 1000)
 	def(&o.APQCacheSize, 2000)
-	return &Engine{schema: s, db: db, opts: o, plans: map[planKey]*plan{}, valid: map[[32]byte]bool{}, apq: map[string]string{}}
+	setup := "select to_jsonb(set_config('fraise.subject', $1, true))"
+	if len(o.SubjectSettings) > 0 {
+		setup = "select jsonb_build_array(set_config('fraise.subject', $1, true)"
+		for _, n := range o.SubjectSettings {
+			if isSettingName(n) {
+				setup += ", set_config('" + n + "', $1, true)"
+			}
+		}
+		setup += ")"
+	}
+	e := &Engine{db: db, opts: o, plans: map[planKey]*plan{}, valid: map[[32]byte]bool{}, apq: map[string]string{}, subjectSetup: setup}
+	e.schema.Store(s)
+	return e
+}
+
+// SetSchema replaces the schema requests run against (a schema generated
+// anew from the database, say): requests that started keep the schema they
+// started with; plans validated against the previous one are forgotten.
+// Check s first.
+func (e *Engine) SetSchema(s *Schema) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.schema.Store(s)
+	clear(e.plans)
+	clear(e.valid)
+}
+
+// Schema returns the schema requests run against now.
+func (e *Engine) Schema() *Schema { return e.schema.Load() }
+
+// isSettingName reports whether n is a custom setting name safe to write
+// into SQL: lower-case letters, digits and _, one dot or more inside.
+func isSettingName(n string) bool {
+	if !strings.Contains(n, ".") || strings.HasPrefix(n, ".") || strings.HasSuffix(n, ".") || len(n) > 63 {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c == '_' || c == '.' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func requestError(code, msg string, locs ...Location) *Response {
@@ -222,7 +275,8 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 	if resp != nil {
 		return resp
 	}
-	pl, resp := e.plan(ctx, query, req.OperationName, req.Variables)
+	schema := e.schema.Load()
+	pl, resp := e.plan(ctx, schema, query, req.OperationName, req.Variables)
 	if resp != nil {
 		return resp
 	}
@@ -230,7 +284,7 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 		return cancelled(err)
 	}
 	op := pl.op
-	vars, err := validator.VariableValues(e.schema.ast, op, req.Variables)
+	vars, err := validator.VariableValues(schema.ast, op, req.Variables)
 	if err != nil {
 		var ge *gqlerror.Error
 		if errors.As(err, &ge) {
@@ -241,17 +295,17 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 	var root *ast.Definition
 	switch op.Operation {
 	case ast.Query:
-		root = e.schema.ast.Query
+		root = schema.ast.Query
 	case ast.Mutation:
 		if req.ReadOnly {
 			return requestError(CodeMutationNotAllowed, "mutations are not allowed in a read-only request (use POST)")
 		}
-		root = e.schema.ast.Mutation
+		root = schema.ast.Mutation
 	default:
 		return requestError(CodeBadRequest, "subscriptions are not supported")
 	}
-	roots := collectFields(op.SelectionSet, vars, root.Name, e.schema)
-	c := &compiler{s: e.schema, vars: vars, p: p, opts: &e.opts}
+	roots := collectFields(op.SelectionSet, vars, root.Name, schema)
+	c := &compiler{s: schema, vars: vars, p: p, opts: &e.opts}
 	stmts := make([]stmt, 0, len(roots))
 	var fieldErrs []*Error
 	for _, f := range roots {
@@ -268,7 +322,7 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 			if !e.opts.Introspection {
 				return requestError(CodeIntrospection, "introspection is disabled", loc(f.Position))
 			}
-			v, err := introspect(ctx, e.schema, f, vars)
+			v, err := introspect(ctx, schema, f, vars)
 			if cerr := ctx.Err(); cerr != nil {
 				return cancelled(cerr)
 			}
@@ -276,11 +330,11 @@ func (e *Engine) Execute(ctx context.Context, req Request) *Response {
 				return requestError(CodeBadRequest, err.Error(), loc(f.Position))
 			}
 			st.constant = v
-		case e.schema.resolved[f.Name] && op.Operation == ast.Query:
+		case schema.resolved[f.Name] && op.Operation == ast.Query:
 			st.sql, st.hook, err = c.compileResolved(ctx, f, e.opts.Hooks)
 		case op.Operation == ast.Mutation:
 			if st.sql, err = c.compileMutation(ctx, f); err == nil {
-				st.mutation = e.schema.functions[f.Name]
+				st.mutation = schema.functions[f.Name]
 			}
 		default:
 			st.sql, st.constant, err = c.compileQuery(ctx, f)
@@ -373,7 +427,7 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 			}
 			if kind == ast.Mutation {
 				// Functions may read who calls them, as they read the tenant.
-				if _, err := q.QueryJSON(ctx, "select to_jsonb(set_config('fraise.subject', $1, true))", p.Subject); err != nil {
+				if _, err := q.QueryJSON(ctx, e.subjectSetup, p.Subject); err != nil {
 					return err
 				}
 			}
@@ -593,13 +647,13 @@ func (e *Engine) resolveDocument(ctx context.Context, tenant string, req Request
 
 // plan returns the validated operation of query, from the cache when seen
 // before, once the limits allow it for these variables (see checkLimits).
-func (e *Engine) plan(ctx context.Context, query, opName string, vars map[string]any) (*plan, *Response) {
+func (e *Engine) plan(ctx context.Context, s *Schema, query, opName string, vars map[string]any) (*plan, *Response) {
 	key := planKey{sha256.Sum256([]byte(query)), opName}
 	e.mu.Lock()
 	pl, ok := e.plans[key]
 	e.mu.Unlock()
-	if ok {
-		if r := e.checkLimits(ctx, pl.doc, pl.op, vars, false); r != nil {
+	if ok && pl.schema == s {
+		if r := e.checkLimits(ctx, s, pl.doc, pl.op, vars, false); r != nil {
 			return nil, r
 		}
 		return pl, nil
@@ -623,7 +677,7 @@ func (e *Engine) plan(ctx context.Context, query, opName string, vars map[string
 	// error reported after, as before: a document that is not valid says so
 	// first.
 	op, pickErr := pickOperation(doc, opName)
-	if r := e.checkLimits(ctx, doc, op, vars, !valid); r != nil {
+	if r := e.checkLimits(ctx, s, doc, op, vars, !valid); r != nil {
 		return nil, r
 	}
 	if err := ctx.Err(); err != nil {
@@ -632,8 +686,8 @@ func (e *Engine) plan(ctx context.Context, query, opName string, vars map[string
 	if valid {
 		// The same tokens passed validation before: only its walk, which
 		// binds fields and values to the schema, is needed.
-		validator.Walk(e.schema.ast, doc, &validator.Events{})
-	} else if errs := validator.ValidateWithRules(e.schema.ast, doc, nil); len(errs) > 0 {
+		validator.Walk(s.ast, doc, &validator.Events{})
+	} else if errs := validator.ValidateWithRules(s.ast, doc, nil); len(errs) > 0 {
 		// Validation takes no context, and costs up to the square of what
 		// it is given; checkLimits has bounded that by MaxSelections, so it
 		// ends soon whether or not the client is still there.
@@ -646,7 +700,7 @@ func (e *Engine) plan(ctx context.Context, query, opName string, vars map[string
 	if pickErr != nil {
 		return nil, pickErr
 	}
-	pl = &plan{doc: doc, op: op}
+	pl = &plan{doc: doc, op: op, schema: s}
 	e.mu.Lock()
 	if len(e.plans) >= maxPlans {
 		for k := range e.plans {

@@ -595,7 +595,10 @@ func TestMutations(t *testing.T) {
 func TestSchemaCheck(t *testing.T) {
 	d := mustDemoDB(t)
 	d.admin(t, `create view public.v_thin as select id, tenant_id from public.users`)
+	d.admin(t, `create view public.v_noid as select tenant_id, to_jsonb(u) as data from public.users u`)
+	d.admin(t, `create view public.v_textdata as select id, name as data from public.users`)
 	d.admin(t, `create function public.fn_wrong(a int) returns int language sql as $$ select 1 $$`)
+	d.admin(t, `create function public.fn_unnamed(int) returns fraise.mutation_result language sql as $$ select null::fraise.mutation_result $$`)
 	tests := []struct {
 		name, sdl string
 		want      []string
@@ -603,10 +606,13 @@ func TestSchemaCheck(t *testing.T) {
 		{name: "demo passes", sdl: demo.SDL},
 		{name: "missing view", sdl: `type Ghost { id: ID! } type Query { ghosts: [Ghost!]! }`, want: []string{"view v_ghost does not exist"}},
 		{name: "missing named view", sdl: `type Ghost @view(name: "v_missing") { id: ID! } type Query { ghost(id: ID!): Ghost }`, want: []string{"type Ghost: view v_missing does not exist"}},
-		{name: "missing columns", sdl: `type Thin @view(name: "v_thin") { id: ID! } type Query { thins: [Thin!]! }`, want: []string{"view v_thin has no column data"}},
-		{name: "missing function", sdl: demo.SDL + `extend type Mutation { deletePost(id: ID!): CreatePostResult! }`, want: []string{"mutation deletePost: function fn_delete_post(jsonb) does not exist"}},
+		{name: "a view without data is read as its columns", sdl: `type Thin @view(name: "v_thin") { id: ID! } type Query { thins: [Thin!]! }`},
+		{name: "missing id", sdl: `type Noid @view(name: "v_noid") { id: ID! } type Query { noids: [Noid!]! }`, want: []string{"view v_noid has no column id"}},
+		{name: "data not jsonb", sdl: `type Textdata @view(name: "v_textdata") { id: ID! } type Query { textdatas: [Textdata!]! }`, want: []string{"column v_textdata.data is text, not jsonb"}},
+		{name: "missing function", sdl: demo.SDL + `extend type Mutation { deletePost(id: ID!): CreatePostResult! }`, want: []string{"mutation deletePost: function fn_delete_post does not exist"}},
+		{name: "unnamed arguments", sdl: demo.SDL + `extend type Mutation { unnamed(id: ID!): CreatePostResult! }`, want: []string{"function fn_unnamed takes (integer): arguments other than one jsonb need names"}},
 		{name: "missing audit function", sdl: demo.SDL, want: []string{"mutations need function fraise.audit"}},
-		{name: "wrong function", sdl: demo.SDL + `extend type Mutation { wrong(id: ID!): CreatePostResult! }`, want: []string{"function fn_wrong takes (integer), not (jsonb)", "fn_wrong returns no column succeeded"}},
+		{name: "wrong function", sdl: demo.SDL + `extend type Mutation { wrong(id: ID!): CreatePostResult! }`, want: []string{"fn_wrong returns no column succeeded or status"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

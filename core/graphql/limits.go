@@ -538,8 +538,8 @@ func (m *measure) mergeAll(set ast.SelectionSet) int {
 // which validation then reports), and, when document is true, what the
 // whole document asks of validation (Options.MaxSelections), which does not
 // depend on the variables and so is checked once per document.
-func (e *Engine) checkLimits(ctx context.Context, doc *ast.QueryDocument, op *ast.OperationDefinition, vars map[string]any, document bool) *Response {
-	m := newMeasure(ctx, e.schema, &e.opts, doc, op, vars)
+func (e *Engine) checkLimits(ctx context.Context, s *Schema, doc *ast.QueryDocument, op *ast.OperationDefinition, vars map[string]any, document bool) *Response {
+	m := newMeasure(ctx, s, &e.opts, doc, op, vars)
 	var st stats
 	if op != nil {
 		st = m.set(op.SelectionSet, m.rootType(op), true)

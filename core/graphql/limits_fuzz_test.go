@@ -42,7 +42,7 @@ func FuzzLimits(f *testing.F) {
 		ctx := context.Background()
 		key, scanned := e.scan(ctx, doc, "")
 		op, pickErr := pickOperation(d, "")
-		refused := e.checkLimits(ctx, d, op, raw, true)
+		refused := e.checkLimits(ctx, e.Schema(), d, op, raw, true)
 		if scanned != nil {
 			// The tokens may show a document over the limits early, but
 			// never one within them.
@@ -121,7 +121,7 @@ func refCost(e *Engine, fields []*ast.Field, vars map[string]any, mult int, root
 		}
 		m := mult
 		t := f.Definition.Type
-		_, isConn := e.schema.connections[t.Name()]
+		_, isConn := e.Schema().connections[t.Name()]
 		switch {
 		case root && (t.Elem != nil || isConn):
 			args := f.ArgumentMap(vars)
@@ -143,7 +143,7 @@ func refCost(e *Engine, fields []*ast.Field, vars map[string]any, mult int, root
 			}
 			m = satMul(m, n)
 		}
-		total = satAdd(total, refCost(e, collectFields(f.SelectionSet, vars, "", e.schema), vars, m, false))
+		total = satAdd(total, refCost(e, collectFields(f.SelectionSet, vars, "", e.Schema()), vars, m, false))
 	}
 	return total
 }

@@ -70,3 +70,38 @@ func TestPlanCacheKey(t *testing.T) {
 		}
 	})
 }
+
+// TestSetSchema replaces the schema while requests run: each request runs
+// against one schema, and a plan of the previous schema is not reused.
+func TestSetSchema(t *testing.T) {
+	s1, err := ParseSchema(demo.SDL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := ParseSchema(demo.SDL + "\ntype Note { text: String } extend type Query { notes: [Note!]! }")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(s1, nopDB{}, Options{})
+	ctx := core.WithPrincipal(context.Background(), core.Principal{Subject: "tester", Tenant: demo.TenantAcme})
+	if r := e.Execute(ctx, Request{Query: `{ notes { text } }`}); len(r.Errors) == 0 {
+		t.Fatal("got no error for a field of the next schema")
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 200; i++ {
+			e.SetSchema([]*Schema{s1, s2}[i%2])
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		if r := e.Execute(ctx, Request{Query: `{ users { id } }`}); len(r.Errors) > 0 {
+			t.Fatalf("got %+v, want data", *r.Errors[0])
+		}
+	}
+	<-done
+	e.SetSchema(s2)
+	if r := e.Execute(ctx, Request{Query: `{ notes { text } }`}); len(r.Errors) > 0 {
+		t.Fatalf("got %+v after SetSchema, want data", *r.Errors[0])
+	}
+}

@@ -34,19 +34,41 @@ directive @resolver on FIELD_DEFINITION
 directive @auth(scope: String!) on OBJECT | FIELD_DEFINITION
 "Masks the field's value unless the principal holds scope (default unmask:<Type>.<field>)."
 directive @mask(kind: MaskKind!, scope: String) on FIELD_DEFINITION
+"The case of the JSON keys a type's fields read (on the schema: every type's default): CAMEL reads createdAt as createdAt, SNAKE as created_at."
+directive @keys(case: KeyCase!) on SCHEMA | OBJECT
+"How field names map to JSON keys."
+enum KeyCase { CAMEL SNAKE }
 "How @mask hides a value: EMAIL keeps the first letter and the domain, PII the first letter, SECRET nothing."
 enum MaskKind { EMAIL PII SECRET }
 "Sort direction of an orderBy key, with where SQL NULLs go."
 enum OrderDirection { ASC DESC ASC_NULLS_FIRST ASC_NULLS_LAST DESC_NULLS_FIRST DESC_NULLS_LAST }
-input IDFilter { eq: ID neq: ID in: [ID!] nin: [ID!] isNull: Boolean }
-input StringFilter { eq: String neq: String gt: String gte: String lt: String lte: String in: [String!] nin: [String!] like: String ilike: String contains: String isNull: Boolean }
-input IntFilter { eq: Int neq: Int gt: Int gte: Int lt: Int lte: Int in: [Int!] nin: [Int!] isNull: Boolean }
-input FloatFilter { eq: Float neq: Float gt: Float gte: Float lt: Float lte: Float in: [Float!] nin: [Float!] isNull: Boolean }
-input BooleanFilter { eq: Boolean neq: Boolean isNull: Boolean }
-input StringListFilter { contains: String containsAll: [String!] isEmpty: Boolean isNull: Boolean }
-input IDListFilter { contains: ID containsAll: [ID!] isEmpty: Boolean isNull: Boolean }
-input IntListFilter { contains: Int containsAll: [Int!] isEmpty: Boolean isNull: Boolean }
-input FloatListFilter { contains: Float containsAll: [Float!] isEmpty: Boolean isNull: Boolean }
+input IDFilter { eq: ID neq: ID in: [ID!] nin: [ID!] isNull: Boolean isnull: Boolean }
+input StringFilter { eq: String neq: String gt: String gte: String lt: String lte: String in: [String!] nin: [String!] like: String ilike: String contains: String isNull: Boolean isnull: Boolean
+  icontains: String startswith: String istartswith: String endswith: String iendswith: String nlike: String nilike: String
+  regex: String iregex: String nregex: String niregex: String
+  matches: String plain_query: String phrase_query: String websearch_query: String }
+input IntFilter { eq: Int neq: Int gt: Int gte: Int lt: Int lte: Int in: [Int!] nin: [Int!] isNull: Boolean isnull: Boolean }
+input FloatFilter { eq: Float neq: Float gt: Float gte: Float lt: Float lte: Float in: [Float!] nin: [Float!] isNull: Boolean isnull: Boolean }
+input BooleanFilter { eq: Boolean neq: Boolean isNull: Boolean isnull: Boolean }
+input StringListFilter { contains: String containsAll: [String!] isEmpty: Boolean isNull: Boolean isnull: Boolean array_contains: [String!] array_contained_by: [String!] array_overlaps: [String!] len_eq: Int len_neq: Int len_gt: Int len_gte: Int len_lt: Int len_lte: Int }
+input IDListFilter { contains: ID containsAll: [ID!] isEmpty: Boolean isNull: Boolean isnull: Boolean array_contains: [ID!] array_contained_by: [ID!] array_overlaps: [ID!] len_eq: Int len_neq: Int len_gt: Int len_gte: Int len_lt: Int len_lte: Int }
+input IntListFilter { contains: Int containsAll: [Int!] isEmpty: Boolean isNull: Boolean isnull: Boolean array_contains: [Int!] array_contained_by: [Int!] array_overlaps: [Int!] len_eq: Int len_neq: Int len_gt: Int len_gte: Int len_lt: Int len_lte: Int }
+input FloatListFilter { contains: Float containsAll: [Float!] isEmpty: Boolean isNull: Boolean isnull: Boolean array_contains: [Float!] array_contained_by: [Float!] array_overlaps: [Float!] len_eq: Int len_neq: Int len_gt: Int len_gte: Int len_lt: Int len_lte: Int }
+"Filter on an IP address or network (scalars IPAddress, Inet, CIDR): compared as inet."
+input NetworkFilter { eq: String neq: String in: [String!] nin: [String!] isnull: Boolean isNull: Boolean
+  in_subnet: String contains_subnet: String contains_ip: String overlaps: String
+  is_ipv4: Boolean is_ipv6: Boolean is_private: Boolean is_loopback: Boolean is_multicast: Boolean is_link_local: Boolean is_documentation: Boolean is_carrier_grade: Boolean }
+"Filter on a label path (scalar LTree): compared as ltree (the ltree extension)."
+input LTreeFilter { eq: String neq: String in: [String!] nin: [String!] isnull: Boolean isNull: Boolean
+  ancestor_of: String descendant_of: String matches_lquery: String matches_ltxtquery: String matches_any_lquery: [String!]
+  depth_eq: Int depth_neq: Int depth_gt: Int depth_gte: Int depth_lt: Int depth_lte: Int }
+"A query vector and the largest distance (for inner_product, the smallest inner product) a row may have."
+input VectorDistance { vector: [Float!]! threshold: Float! }
+"A query bit string (e.g. 1010) and the largest distance a row may have."
+input BitDistance { bits: String! threshold: Float! }
+"Filter on an embedding (scalar Vector): pgvector's distances."
+input VectorFilter { isnull: Boolean isNull: Boolean cosine_distance: VectorDistance l2_distance: VectorDistance l1_distance: VectorDistance inner_product: VectorDistance
+  hamming_distance: BitDistance jaccard_distance: BitDistance }
 `
 
 // pageInfoSDL is Relay's PageInfo, added when a schema uses connections and
@@ -69,21 +91,59 @@ type Schema struct {
 	results map[string]bool
 	// resolved are the root query fields declared @resolver.
 	resolved map[string]bool
+	// snakeInput is true when the schema's keys are SNAKE: a mutation's
+	// input reaches its function with snake_case keys, as the views' data.
+	snakeInput bool
+	// sources and calls are what Check learned from the catalog: the
+	// columns of each view (native columns serve filters, and a relation
+	// without a data column is read as its columns) and each mutation
+	// function's signature. A schema never checked assumes (id, data)
+	// views and fn(input jsonb) functions.
+	sources map[string]*source
+	calls   map[string]*core.FunctionInfo
+}
+
+// source is what the catalog says of the relation a root-bound type reads.
+type source struct {
+	columns map[string]string // column -> type, as format_type writes it
+	data    bool              // has a data jsonb column
+}
+
+// resultColumns are the columns of the mutation results Fraise reads:
+// its own fraise.mutation_result, FraiseQL's app.mutation_response (13
+// columns) and the older 8-column mutation_response. A result type's
+// field of one of these names (in snake_case) reads the column.
+var resultColumns = map[string]bool{
+	"succeeded": true, "state_changed": true, "error_class": true, "status_detail": true, "http_status": true,
+	"message": true, "entity_id": true, "entity_type": true, "entity": true, "updated_fields": true,
+	"cascade": true, "error_detail": true, "metadata": true, "status": true,
 }
 
 // fieldInfo is what the compiler needs of one field of an object type.
 type fieldInfo struct {
-	keys      []string // JSON keys from the object's JSON to the value
-	auth      string   // scope required to read it, "" for none
-	mask      string   // EMAIL, PII, SECRET or ""
-	maskScope string   // scope that lifts the mask
+	keys      []string   // JSON keys from the object's JSON to the value
+	alt       [][]string // further paths tried in order when keys holds null
+	auth      string     // scope required to read it, "" for none
+	mask      string     // EMAIL, PII, SECRET or ""
+	maskScope string     // scope that lifts the mask
 }
 
 // path returns the jsonb path expression from base.
 func (f *fieldInfo) path(base string) string {
+	if len(f.alt) > 0 {
+		parts := []string{jsonPath(base, f.keys)}
+		for _, a := range f.alt {
+			parts = append(parts, jsonPath(base, a))
+		}
+		return "coalesce(" + strings.Join(parts, ", ") + ")"
+	}
+	return jsonPath(base, f.keys)
+}
+
+func jsonPath(base string, keys []string) string {
 	var b strings.Builder
 	b.WriteString(base)
-	for _, k := range f.keys {
+	for _, k := range keys {
 		b.WriteString("->'" + k + "'")
 	}
 	return b.String()
@@ -91,6 +151,9 @@ func (f *fieldInfo) path(base string) string {
 
 // textPath returns the text value at the path from base (->> on the last key).
 func (f *fieldInfo) textPath(base string) string {
+	if len(f.alt) > 0 {
+		return "(" + f.path(base) + " #>> '{}')"
+	}
 	var b strings.Builder
 	b.WriteString("(" + base)
 	for i, k := range f.keys {
@@ -136,12 +199,16 @@ func ParseSchema(sdl string) (*Schema, error) {
 		return nil, fmt.Errorf("schema: generated filters: %w", err)
 	}
 	out := &Schema{ast: s, views: map[string]string{}, functions: map[string]string{},
-		fields: map[string]map[string]*fieldInfo{}, connections: map[string]string{}, results: map[string]bool{}, resolved: map[string]bool{}}
+		fields: map[string]map[string]*fieldInfo{}, connections: map[string]string{}, results: map[string]bool{}, resolved: map[string]bool{},
+		sources: map[string]*source{}, calls: map[string]*core.FunctionInfo{}}
+	schemaSnake := keyCase(s.SchemaDirectives) == "SNAKE"
+	out.snakeInput = schemaSnake
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("schema: "+format, args...)) }
 	if s.Subscription != nil {
 		fail("type %s: subscriptions are not supported", s.Subscription.Name)
 	}
+	var returned []string // object types mutation fields return
 	if s.Mutation != nil {
 		for _, f := range s.Mutation.Fields {
 			if strings.HasPrefix(f.Name, "__") {
@@ -163,14 +230,12 @@ func ParseSchema(sdl string) (*Schema, error) {
 			case f.Type.Elem != nil || t == nil:
 				fail("field %s.%s: a mutation returns an object type or a union, not %s", s.Mutation.Name, f.Name, f.Type)
 			case t.Kind == ast.Object:
-				out.results[t.Name] = true
+				returned = append(returned, t.Name)
 			case t.Kind == ast.Union:
 				if _, _, err := unionBranches(s, t); err != nil {
 					fail("field %s.%s: %v", s.Mutation.Name, f.Name, err)
 				}
-				for _, m := range t.Types {
-					out.results[m] = true
-				}
+				returned = append(returned, t.Types...)
 			default:
 				fail("field %s.%s: a mutation returns an object type or a union, not %s", s.Mutation.Name, f.Name, f.Type)
 			}
@@ -188,6 +253,14 @@ func ParseSchema(sdl string) (*Schema, error) {
 			fail("field %s.%s: %v", s.Query.Name, f.Name, err)
 		}
 	}
+	// A type a mutation returns is read from the function's result row,
+	// unless a view reads it too: then it is the entity, in its view's
+	// shape (the row's entity column).
+	for _, name := range returned {
+		if _, ok := out.views[name]; !ok {
+			out.results[name] = true
+		}
+	}
 	for _, name := range sortedTypeNames(s) {
 		def := s.Types[name]
 		if def.Kind != ast.Object || def == s.Query || def == s.Mutation || def == s.Subscription || strings.HasPrefix(name, "__") {
@@ -201,7 +274,11 @@ func ParseSchema(sdl string) (*Schema, error) {
 			if strings.HasPrefix(f.Name, "__") {
 				continue
 			}
-			fi, err := newFieldInfo(s, def, f, out.results[name])
+			snakeKeys := schemaSnake
+			if c := keyCase(def.Directives); c != "" {
+				snakeKeys = c == "SNAKE"
+			}
+			fi, err := newFieldInfo(s, def, f, out.results[name], snakeKeys)
 			if err != nil {
 				fail("field %s.%s: %v", name, f.Name, err)
 				continue
@@ -310,16 +387,32 @@ func sliceArguments(s *ast.Schema, f *ast.FieldDefinition) error {
 // newFieldInfo reads a field's directives. Fields of mutation result types
 // read from the function's result: scalars from the snake_case column of
 // the field's name, objects from entity.
-func newFieldInfo(s *ast.Schema, def *ast.Definition, f *ast.FieldDefinition, result bool) (*fieldInfo, error) {
-	fi := &fieldInfo{keys: []string{f.Name}}
+func newFieldInfo(s *ast.Schema, def *ast.Definition, f *ast.FieldDefinition, result, snakeKeys bool) (*fieldInfo, error) {
+	key := f.Name
+	if snakeKeys {
+		key = snake(f.Name)
+	}
+	fi := &fieldInfo{keys: []string{key}}
 	if result {
-		fi.keys = []string{snake(f.Name)}
-		if t := s.Types[f.Type.Name()]; t != nil && t.Kind == ast.Object {
+		// A mutation result row: its columns by name, the entity for an
+		// object that is no column, and for any other field the key of
+		// the structured error (error_detail, or metadata in the older
+		// shape), then of the entity.
+		col := snake(f.Name)
+		t := s.Types[f.Type.Name()]
+		switch {
+		case resultColumns[col]:
+			fi.keys = []string{col}
+		case t != nil && t.Kind == ast.Object:
 			fi.keys = []string{"entity"}
+		default:
+			fi.keys = []string{"error_detail", key}
+			fi.alt = [][]string{{"metadata", key}, {"entity", key}}
 		}
 	}
 	if d := f.Directives.ForName("field"); d != nil {
 		fi.keys = strings.Split(d.Arguments.ForName("path").Value.Raw, ".")
+		fi.alt = nil
 	}
 	for _, k := range fi.keys {
 		if !isJSONKey(k) {
@@ -344,23 +437,35 @@ func newFieldInfo(s *ast.Schema, def *ast.Definition, f *ast.FieldDefinition, re
 	return fi, nil
 }
 
-// unionBranches returns a mutation result union's success and error
-// members: exactly two object types, the error one named ...Error.
-func unionBranches(s *ast.Schema, u *ast.Definition) (success, failure string, err error) {
-	if len(u.Types) != 2 {
-		return "", "", fmt.Errorf("union %s must have two members, a success type and an ...Error type", u.Name)
-	}
+// unionBranches returns a mutation result union's success member and its
+// error members: one object type whose name does not end in Error, and
+// one or more that do (errors as data: a failed function names the one it
+// means in entity_type; the first is the default).
+func unionBranches(s *ast.Schema, u *ast.Definition) (success string, failures []string, err error) {
 	for _, m := range u.Types {
-		if strings.HasSuffix(m, "Error") {
-			failure = m
-		} else {
+		switch {
+		case strings.HasSuffix(m, "Error"):
+			failures = append(failures, m)
+		case success != "":
+			return "", nil, fmt.Errorf("union %s must have one success member and an ...Error type or more, not two success members (%s, %s)", u.Name, success, m)
+		default:
 			success = m
 		}
 	}
-	if success == "" || failure == "" {
-		return "", "", fmt.Errorf("union %s must have two members, a success type and an ...Error type", u.Name)
+	if success == "" || len(failures) == 0 {
+		return "", nil, fmt.Errorf("union %s must have two members, a success type and an ...Error type", u.Name)
 	}
-	return success, failure, nil
+	return success, failures, nil
+}
+
+// keyCase returns the case a @keys directive in ds names, or "".
+func keyCase(ds ast.DirectiveList) string {
+	if d := ds.ForName("keys"); d != nil {
+		if a := d.Arguments.ForName("case"); a != nil && a.Value != nil {
+			return a.Value.Raw
+		}
+	}
+	return ""
 }
 
 // connectionNode returns the node type of a <Node>Connection type.
@@ -445,7 +550,12 @@ func filterSDL(s *ast.Schema) string {
 				// Lists of scalars filter by containment; lists of objects
 				// and of lists are not filterable.
 				if f.Type.Elem.Elem == nil && (t.Kind == ast.Scalar || t.Kind == ast.Enum) && t.Name != "Boolean" {
-					fmt.Fprintf(&where, " %s: %s", f.Name, strings.TrimSuffix(scalarFilter(t), "Filter")+"ListFilter")
+					switch sf := scalarFilter(t); sf {
+					case "IDFilter", "IntFilter", "FloatFilter", "StringFilter":
+						fmt.Fprintf(&where, " %s: %s", f.Name, strings.TrimSuffix(sf, "Filter")+"ListFilter")
+					default:
+						fmt.Fprintf(&where, " %s: StringListFilter", f.Name)
+					}
 				}
 				continue
 			}
@@ -459,14 +569,22 @@ func filterSDL(s *ast.Schema) string {
 				fmt.Fprintf(&order, " %s: OrderDirection", f.Name)
 			}
 		}
-		fmt.Fprintf(&b, "\"Filter on %[1]s: every given condition must hold.\"\ninput %[1]sWhere { and: [%[1]sWhere!] or: [%[1]sWhere!] not: %[1]sWhere%[2]s }\n", def.Name, where.String())
+		fmt.Fprintf(&b, "\"Filter on %[1]s: every given condition must hold.\"\ninput %[1]sWhere { and: [%[1]sWhere!] or: [%[1]sWhere!] not: %[1]sWhere _and: [%[1]sWhere!] _or: [%[1]sWhere!] _not: %[1]sWhere%[2]s }\n", def.Name, where.String())
 		if order.Len() == 0 {
 			order.WriteString(" id: OrderDirection")
+		}
+		// FraiseQL's spelling of a sort key, {field: "createdAt", direction: DESC},
+		// beside Fraise's {createdAt: DESC}, unless the type has such fields.
+		if def.Fields.ForName("field") == nil && def.Fields.ForName("direction") == nil {
+			order.WriteString(" field: String direction: OrderDirection")
 		}
 		fmt.Fprintf(&b, "\"One sort key of %[1]s: give exactly one field.\"\ninput %[1]sOrderBy {%[2]s }\n", def.Name, order.String())
 		for _, n := range nested {
 			gen(n)
 		}
+	}
+	if t := s.Types["JSON"]; t != nil && t.Kind == ast.Scalar {
+		b.WriteString(jsonFilterSDL)
 	}
 	for _, f := range s.Query.Fields {
 		if strings.HasPrefix(f.Name, "__") {
@@ -485,20 +603,42 @@ func filterSDL(s *ast.Schema) string {
 	return b.String()
 }
 
+// jsonFilterSDL is the filter of a JSON scalar, generated when the schema
+// declares one.
+const jsonFilterSDL = `
+"Filter on a JSON value: containment of JSON, and the operators of JSON arrays."
+input JSONFilter { eq: JSON neq: JSON isnull: Boolean isNull: Boolean strictly_contains: JSON array_contains: JSON array_contained_by: JSON array_overlaps: [JSON!]
+  len_eq: Int len_neq: Int len_gt: Int len_gte: Int len_lt: Int len_lte: Int }
+`
+
 // scalarFilter names the filter input for a scalar or enum type.
 func scalarFilter(t *ast.Definition) string {
 	switch t.Name {
 	case "ID", "Int", "Float", "Boolean":
 		return t.Name + "Filter"
+	case "IPAddress", "IpAddress", "Inet", "CIDR":
+		return "NetworkFilter"
+	case "LTree", "Ltree":
+		return "LTreeFilter"
+	case "Vector":
+		return "VectorFilter"
+	case "JSON":
+		return "JSONFilter"
 	}
 	return "StringFilter"
 }
 
-// Check compares the schema with the database catalog: every view must
-// exist with columns id, tenant_id and data (jsonb), every mutation function
-// must exist, take one jsonb argument and return a composite with
-// succeeded, status, error_class and entity. It reports every problem, each
-// naming the view, column or function.
+// Check compares the schema with the database catalog and binds it to
+// what it finds. Every view must exist with a column id; a data column, if
+// any, must be jsonb (without one the relation is read as its columns, by
+// their names); tenant_id and other native columns are optional, and a
+// filter or sort on a field that one of them holds compares the column.
+// Every mutation function must exist once and return a composite with
+// succeeded or status (fraise.mutation_result, FraiseQL's
+// app.mutation_response or its older 8-column shape); one taking (jsonb)
+// receives the input as one value, any other receives the input's keys as
+// named arguments. Check reports every problem, each naming the view,
+// column or function. Call it before the schema serves requests.
 func (s *Schema) Check(ctx context.Context, cat core.Catalog) error {
 	var errs []error
 	for _, typ := range sortedKeys(s.views) {
@@ -511,14 +651,14 @@ func (s *Schema) Check(ctx context.Context, cat core.Catalog) error {
 			errs = append(errs, fmt.Errorf("schema check: type %s: view %s does not exist", typ, view))
 			continue
 		}
-		for _, c := range []string{"id", "tenant_id", "data"} {
-			if _, ok := cols[c]; !ok {
-				errs = append(errs, fmt.Errorf("schema check: type %s: view %s has no column %s", typ, view, c))
-			}
+		if _, ok := cols["id"]; !ok {
+			errs = append(errs, fmt.Errorf("schema check: type %s: view %s has no column id", typ, view))
 		}
-		if t, ok := cols["data"]; ok && t != "jsonb" {
+		t, data := cols["data"]
+		if data && t != "jsonb" {
 			errs = append(errs, fmt.Errorf("schema check: type %s: column %s.data is %s, not jsonb", typ, view, t))
 		}
+		s.sources[typ] = &source{columns: cols, data: data}
 	}
 	if len(s.functions) > 0 {
 		info, err := cat.Function(ctx, "fraise.audit")
@@ -536,19 +676,45 @@ func (s *Schema) Check(ctx context.Context, cat core.Catalog) error {
 			return fmt.Errorf("schema check: %w", err)
 		}
 		if info == nil {
-			errs = append(errs, fmt.Errorf("schema check: mutation %s: function %s(jsonb) does not exist", field, fn))
+			errs = append(errs, fmt.Errorf("schema check: mutation %s: function %s does not exist (or is overloaded)", field, fn))
 			continue
 		}
-		if len(info.Args) != 1 || info.Args[0] != "jsonb" {
-			errs = append(errs, fmt.Errorf("schema check: mutation %s: function %s takes (%s), not (jsonb)", field, fn, strings.Join(info.Args, ", ")))
+		_, succeeded := info.Result["succeeded"]
+		_, status := info.Result["status"]
+		if !succeeded && !status {
+			errs = append(errs, fmt.Errorf("schema check: mutation %s: function %s returns no column succeeded or status (return fraise.mutation_result or app.mutation_response)", field, fn))
 		}
-		for _, c := range []string{"succeeded", "status", "error_class", "entity"} {
-			if _, ok := info.Result[c]; !ok {
-				errs = append(errs, fmt.Errorf("schema check: mutation %s: function %s returns no column %s (return fraise.mutation_result)", field, fn, c))
+		if !(len(info.Args) == 1 && info.Args[0] == "jsonb") {
+			for i, a := range info.Args {
+				if i >= len(info.ArgNames) || info.ArgNames[i] == "" {
+					errs = append(errs, fmt.Errorf("schema check: mutation %s: function %s takes (%s): arguments other than one jsonb need names", field, fn, strings.Join(info.Args, ", ")))
+					break
+				}
+				if !isSQLType(a) {
+					errs = append(errs, fmt.Errorf("schema check: mutation %s: function %s: argument %s has type %q, which Fraise cannot cast to", field, fn, info.ArgNames[i], a))
+				}
 			}
 		}
+		s.calls[field] = info
 	}
 	return errors.Join(errs...)
+}
+
+// isSQLType reports whether t, a type as format_type writes it, may be
+// written into SQL as a cast: it comes from the catalog, but is checked
+// all the same.
+func isSQLType(t string) bool {
+	if t == "" || len(t) > 128 {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !(c == '_' || c == ' ' || c == '.' || c == ',' || c == '(' || c == ')' || c == '[' || c == ']' || c == '"' ||
+			'a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return strings.Count(t, `"`)%2 == 0
 }
 
 // Views returns the view each root-bound object type reads from.

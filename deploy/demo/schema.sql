@@ -149,3 +149,25 @@ BEGIN
     RETURN ROW(true, 'created', NULL, NULL, new_id, (SELECT data FROM public.v_post WHERE id = new_id))::fraise.mutation_result;
 END
 $$;
+
+-- Smart comments: `fraise schema generate` reads them, so the schema it
+-- generates from this database is deploy/demo/schema.graphql (a test
+-- diffs them). Text lines are descriptions; @ lines refine (docs/schema.md,
+-- "Generating the schema").
+COMMENT ON VIEW public.v_user IS E'A person of a tenant, read from v_user (the default view name).\n'
+    '@omit connection\n'
+    '@field email "Masked (a***@acme.test) unless the principal holds read:User.email." @mask(kind: EMAIL, scope: "read:User.email")\n'
+    '@field posts "Composed by the view: the user''s posts, oldest first."\n'
+    '@type posts PostSummary "A post as its author''s list shows it."';
+COMMENT ON VIEW public.v_post IS E'A blog post, read from tv_post: the table v_post''s rows are kept in by triggers.\n'
+    '@type stats Stats "Figures about a post, a nested JSON object."\n'
+    '@type author Author "A post''s author, composed into the post''s data by v_post."\n'
+    '@field author.email @mask(kind: EMAIL, scope: "read:User.email")\n'
+    '@field internalNote "Only for editors." @auth(scope: "read:Post.internalNote")\n'
+    '@add "The JSON path stats.readingMinutes, bound with @field." minutes: Int @field(path: "stats.readingMinutes")';
+COMMENT ON FUNCTION public.fn_create_post(jsonb) IS E'Calls fn_create_post(input jsonb).\n'
+    '@input title: String!\n'
+    '@input authorId: ID!\n'
+    '@input tags: [String!]\n'
+    '@success "The post was created."\n'
+    '@error "The post was not created; errorClass says why (validation, not_found)."';

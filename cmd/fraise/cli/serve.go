@@ -10,9 +10,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -135,7 +137,23 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		}
 	}
 	sdl := demo.SDL
-	if cfg.Core.Schema != "" {
+	var generated string // core.schema = "auto": the SDL generated at start
+	switch cfg.Core.Schema {
+	case "":
+	case "auto":
+		db, err := openSchemaReader(ctx, cfg, env)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		generated, err = generateSchema(ctx, db, cfg.Core.SchemaSchemas)
+		db.Close()
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("core.schema: %w", err)
+		}
+		sdl = generated
+	default:
 		b, err := os.ReadFile(cfg.Core.Schema)
 		if err != nil {
 			ln.Close()
@@ -171,6 +189,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	db, err := openDatabase(ctx, cfg, sec, "database.url", cfg.Database.URL, postgres.Options{
 		MaxConns: int32(cfg.Database.MaxConns), StatementTimeout: cfg.Database.StatementTimeout.Duration, Logger: log,
 		GenericPlans: cfg.Database.GenericPlans, TracerProvider: tracerProvider(tp),
+		TenantSettings: cfg.Database.TenantSettings,
 	})
 	if err != nil {
 		ln.Close()
@@ -198,8 +217,23 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		Introspection: cfg.Core.Introspection,
 		MaxAliases:    cfg.Core.MaxAliases, MaxRootFields: cfg.Core.MaxRootFields, MaxCost: cfg.Core.MaxCost,
 		MaxResultBytes: cfg.Core.MaxResultBytes, StatementTimeout: cfg.Core.StatementTimeout.Duration, MaxSelections: cfg.Core.MaxSelections,
-		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks,
+		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks, SubjectSettings: cfg.Database.SubjectSettings,
 	})
+	if cfg.Core.Schema == "auto" {
+		// SIGHUP, and in development a watch, serve the schema generated
+		// anew. Flight datasets and observer rules keep the schema of start.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		var tick <-chan time.Time
+		if cfg.Core.SchemaWatch.Duration > 0 {
+			t := time.NewTicker(cfg.Core.SchemaWatch.Duration)
+			defer t.Stop()
+			tick = t.C
+		}
+		r := &schemaReloader{db: db, schemas: cfg.Core.SchemaSchemas, observers: cfg.Observers.Enabled, engine: engine, log: log, last: generated}
+		go r.run(ctx, hup, tick, nil)
+	}
 	metrics := httpapi.NewMetrics()
 	metrics.Registry.MustRegister(upGauge("fraise_postgres_up", "1 when the core's database answers a ping within a second, at scrape time.", db.Ping))
 	if err := metrics.Registry.Register(sec.w); err != nil {

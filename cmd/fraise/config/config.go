@@ -259,6 +259,12 @@ type Database struct {
 	// (when next idle): the longest a connection made with a rotated
 	// password or certificate lives on.
 	MaxConnLifetime Duration `toml:"max_conn_lifetime"`
+	// TenantSettings are settings every transaction sets to the tenant
+	// besides fraise.tenant, for an existing database's row-level
+	// security (FraiseQL's app.tenant_id); SubjectSettings likewise for
+	// the subject, in mutations, besides fraise.subject.
+	TenantSettings  []string `toml:"tenant_settings"`
+	SubjectSettings []string `toml:"subject_settings"`
 }
 
 // Redis configures the Redis used by the rate limiter and observers.
@@ -299,8 +305,16 @@ type Core struct {
 	// TLS makes the core's HTTP port require client certificates signed by
 	// the CA: only the gateway (Envoy) can reach it.
 	TLS bool `toml:"tls"`
-	// Schema is a GraphQL SDL file; empty serves the demo schema.
+	// Schema is a GraphQL SDL file; empty serves the demo schema; "auto"
+	// generates it from the database at start (what `fraise schema
+	// generate` writes), again on SIGHUP and, with SchemaWatch, whenever
+	// the generated schema would change.
 	Schema string `toml:"schema"`
+	// SchemaSchemas are the database schemas "auto" reads (default public).
+	SchemaSchemas []string `toml:"schema_schemas"`
+	// SchemaWatch, with schema "auto", regenerates the schema this often
+	// and serves it when it changed: for development (0: off).
+	SchemaWatch Duration `toml:"schema_watch"`
 	// AssertionKeys are extauthz's Ed25519 public keys (PEM, or references
 	// to them); the current and the previous key during a rotation.
 	AssertionKeys   []string `toml:"assertion_keys"`
@@ -653,7 +667,7 @@ func Default() Config {
 			MaxBodyBytes:  1 << 20, MaxDepth: 10, DefaultLimit: 100, MaxLimit: 1000,
 			Introspection: true, ShutdownTimeout: Duration{10 * time.Second},
 			MaxAliases: 30, MaxRootFields: 10, MaxCost: 50000, MaxResultBytes: 8 << 20, MaxSelections: 5000,
-			APQ: true, AssertionReplayRate: 10_000,
+			APQ: true, AssertionReplayRate: 10_000, SchemaSchemas: []string{"public"},
 		},
 		Authz: Authz{
 			GRPCAddr: "127.0.0.1:9191", AdminAddr: "127.0.0.1:9192",
@@ -1123,9 +1137,41 @@ func (c Config) Validate() error {
 	if c.Flight.MaxExportsPerTenant < 1 || c.Flight.MaxExportsPerTenant > c.Flight.MaxExports {
 		bad("flight.max_exports_per_tenant", "want 1 to flight.max_exports (%d), got %d", c.Flight.MaxExports, c.Flight.MaxExportsPerTenant)
 	}
+	if c.Core.SchemaWatch.Duration < 0 || c.Core.SchemaWatch.Duration > 0 && c.Core.Schema != "auto" {
+		bad("core.schema_watch", "applies to core.schema = \"auto\" only, and must not be negative")
+	}
+	if c.Core.Schema == "auto" && len(c.Core.SchemaSchemas) == 0 {
+		bad("core.schema_schemas", "name at least one database schema for core.schema = \"auto\"")
+	}
+	for _, k := range []struct {
+		key   string
+		names []string
+	}{{"database.tenant_settings", c.Database.TenantSettings}, {"database.subject_settings", c.Database.SubjectSettings}} {
+		for _, n := range k.names {
+			if !settingName(n) {
+				bad(k.key, "%q is not a custom setting name (prefix.name in lower case, like app.tenant_id)", n)
+			}
+		}
+	}
 	errs = append(errs, c.Observers.validate()...)
 	c.Backup.validate(bad)
 	return errors.Join(errs...)
+}
+
+// settingName reports whether n is a custom PostgreSQL setting name
+// Fraise may set: lower-case letters, digits and _, with a dot inside.
+func settingName(n string) bool {
+	prefix, rest, ok := strings.Cut(n, ".")
+	if !ok || prefix == "" || rest == "" || strings.HasSuffix(n, ".") || len(n) > 63 || '0' <= n[0] && n[0] <= '9' {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c == '_' || c == '.' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // validateTenants checks the issuer's tenant binding. One issuer may go

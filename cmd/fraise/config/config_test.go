@@ -80,6 +80,25 @@ func TestLoad(t *testing.T) {
 			},
 		},
 		{
+			name:    "schema_watch applies to core.schema = auto only",
+			file:    "[core]\nschema = \"schema.graphql\"\nschema_watch = \"2s\"\n",
+			wantErr: []string{"core.schema_watch"},
+		},
+		{
+			name:    "core.schema = auto needs a database schema to read",
+			file:    "[core]\nschema = \"auto\"\nschema_schemas = []\n",
+			wantErr: []string{"core.schema_schemas"},
+		},
+		{
+			name: "core.schema = auto with a watch",
+			file: "[core]\nschema = \"auto\"\nschema_watch = \"2s\"\n",
+			check: func(t *testing.T, c config.Config) {
+				if c.Core.SchemaWatch.Duration != 2*time.Second || len(c.Core.SchemaSchemas) != 1 || c.Core.SchemaSchemas[0] != "public" {
+					t.Errorf("got watch %v, schemas %q, want 2s and [public]", c.Core.SchemaWatch, c.Core.SchemaSchemas)
+				}
+			},
+		},
+		{
 			name:    "unknown keys are errors",
 			file:    "[core]\nhttp_adr = \"x\"\n",
 			wantErr: []string{"core.http_adr"},

@@ -1,12 +1,14 @@
 // PostGraphile v4 as a library, configured for production (no query log,
-// no GraphiQL, no schema watching), serving schema blog of DATABASE_URL on a
-// free loopback port, which it prints as "listening <host:port>" once ready.
+// no GraphiQL, no schema watching), serving the schemas PG_SCHEMA names
+// (comma-separated, default blog) of DATABASE_URL on a free loopback port, which it prints as "listening
+// <host:port>" once ready.
 //
 // Every request must carry the identity assertion the Fraise core requires
 // (x-fraise-assertion: an EdDSA compact JWS signed by the key whose public
 // half is in ASSERTION_PUB), verified here the same way, so that both
 // servers do the same work to know who asks: signature, audience, issuer,
-// expiry. Its tenant claim becomes fraise.tenant for the request's
+// expiry. Its tenant claim becomes the setting TENANT_SETTING (default
+// fraise.tenant; app.tenant_id on a FraiseQL database) for the request's
 // transaction (pgSettings), so row-level security isolates tenants exactly
 // as it does for Fraise.
 'use strict';
@@ -45,8 +47,9 @@ const pool = new Pool({
   connectionString: process.env.DATABASE_URL,
   max: Number(process.env.POOL_MAX || 20),
 });
-const handler = postgraphile(pool, 'blog', {
-  pgSettings: (req) => ({ 'fraise.tenant': req.fraiseTenant }),
+const tenantSetting = process.env.TENANT_SETTING || 'fraise.tenant';
+const handler = postgraphile(pool, (process.env.PG_SCHEMA || 'blog').split(','), {
+  pgSettings: (req) => ({ [tenantSetting]: req.fraiseTenant }),
   graphiql: false,
   disableQueryLog: true,
   watchPg: false,
