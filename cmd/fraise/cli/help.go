@@ -29,7 +29,7 @@ type audience struct {
 // `fraise --help` shows them. A command named in none is shown under
 // "more".
 var audiences = []audience{
-	{"developers", []string{"dev", "token", "flight", "certs", "completion"}},
+	{"developers", []string{"dev", "token", "flight", "schema", "certs", "completion"}},
 	{"operators", []string{"serve", "authz", "ratelimit", "xds", "envoy", "migrate", "observers", "backup"}},
 	{"security teams", []string{"policy", "apikey"}},
 }
@@ -82,6 +82,8 @@ var helps = map[string]help{
 		[]string{"fraise observers reconcile --check", "fraise observers reconcile --config /etc/fraise/fraise.toml"}},
 	"backup check": {"backup check [--archive DIR] [--json] [--textfile PATH]", "check the PostgreSQL archive's health: archiver, pending WAL, base backups, gaps",
 		[]string{"fraise backup check --archive /var/lib/fraise/archive", "fraise backup check --json --textfile /var/lib/node_exporter/fraise_backup.prom"}},
+	"schema generate": {"schema generate [--config fraise.toml] [--schemas public,...] [--out FILE | --check FILE]", "write the GraphQL schema the database's views, tables and functions say (what core.schema = \"auto\" serves)",
+		[]string{"fraise schema generate --out schema.graphql", "fraise schema generate --schemas public,blog --check schema.graphql"}},
 	"completion": {"completion bash|zsh", "print a shell completion script for bash or zsh",
 		[]string{"fraise completion bash > /etc/bash_completion.d/fraise", `source <(fraise completion zsh)`}},
 }
