@@ -12,12 +12,14 @@ if [ "${1:-}" != "--" ]; then until_re=$1; shift; fi
 ms() { date +%s%3N; }
 coproc RUN { exec setsid "$@" 2>&1; }
 pid=$RUN_PID
+# Bash unsets RUN when the command exits: read from a copy of its output.
+exec {out}<&"${RUN[0]}"
 start=$(ms)
 last=$start
 longest=0
 before="(the start)"
 reached=""
-while IFS= read -r line <&"${RUN[0]}"; do
+while IFS= read -r line <&"$out"; do
   now=$(ms)
   if (( now - last > longest )); then longest=$((now - last)); before=$line; fi
   last=$now
