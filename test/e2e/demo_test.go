@@ -7,7 +7,6 @@ import (
 	osexec "os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,9 +27,9 @@ func TestDemoBannerCommandsWork(t *testing.T) {
 	if _, err := osexec.LookPath("curl"); err != nil {
 		t.Fatalf("the banner's commands need curl: %v", err)
 	}
-	out := &syncBuffer{changed: make(chan struct{})}
+	out := stack.NewOutput()
 	s := stack.StartWith(t, stack.Options{Demo: true, Stdout: out, PerTenant: 1000, Env: slowMachineEnv})
-	if !out.wait("Other tokens:", 30*time.Second) {
+	if !out.Wait("Other tokens:", 30*time.Second) {
 		t.Fatalf("no banner after ready:\n%s", out.String())
 	}
 	cmds := bannerCommands(out.String())
@@ -88,7 +87,7 @@ func TestDemoBannerCommandsWork(t *testing.T) {
 			t.Fatalf("got %s, want the created post", got)
 		}
 		const want = `observer delivery: rule "demo: new posts", INSERT on public.posts of tenant 11111111-1111-4111-8111-111111111111:`
-		if !out.wait(`"title":"Hello, observers"`, 30*time.Second) {
+		if !out.Wait(`"title":"Hello, observers"`, 30*time.Second) {
 			t.Fatalf("no delivery of the new post printed within 30s; got\n%s\nwant %s", out.String(), want)
 		}
 		for _, line := range strings.Split(out.String(), "\n") {
@@ -209,43 +208,4 @@ func shellWords(t *testing.T, line string) []string {
 		words = append(words, cur.String())
 	}
 	return words
-}
-
-// syncBuffer collects what `fraise dev` prints and wakes those waiting.
-type syncBuffer struct {
-	mu      sync.Mutex
-	b       bytes.Buffer
-	changed chan struct{}
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	close(s.changed)
-	s.changed = make(chan struct{})
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) wait(substr string, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		s.mu.Lock()
-		found, changed := strings.Contains(s.b.String(), substr), s.changed
-		s.mu.Unlock()
-		if found {
-			return true
-		}
-		select {
-		case <-changed:
-		case <-timer.C:
-			return false
-		}
-	}
 }

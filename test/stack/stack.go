@@ -171,7 +171,7 @@ type Stack struct {
 	// Data names the data hops' credential files (Options.DataTLS).
 	Data DataFiles
 
-	logs *logWriter
+	logs *Output
 }
 
 // Run runs the fraise command line args with getenv as its environment
@@ -334,7 +334,7 @@ authz_timeout = "5s"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	logs := newLogWriter()
+	logs := NewOutput()
 	go func() {
 		var stderr io.Writer = logs
 		if o.Log != nil {
@@ -509,18 +509,21 @@ func (s *Stack) Logs() string { return s.logs.String() }
 
 // WaitLog waits until the stack's log contains substr, for at most d, and
 // reports whether it did.
-func (s *Stack) WaitLog(substr string, d time.Duration) bool { return s.logs.wait(substr, d) }
+func (s *Stack) WaitLog(substr string, d time.Duration) bool { return s.logs.Wait(substr, d) }
 
-// logWriter collects the stack's log and wakes those waiting for a line.
-type logWriter struct {
+// Output collects what a process writes (the stack's log, what `fraise
+// dev` prints) and wakes those waiting for a line of it.
+type Output struct {
 	mu      sync.Mutex
 	w       bytes.Buffer
 	changed chan struct{} // closed and replaced at each write
 }
 
-func newLogWriter() *logWriter { return &logWriter{changed: make(chan struct{})} }
+// NewOutput returns an empty Output.
+func NewOutput() *Output { return &Output{changed: make(chan struct{})} }
 
-func (l *logWriter) Write(p []byte) (int, error) {
+// Write implements io.Writer.
+func (l *Output) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	close(l.changed)
@@ -528,13 +531,15 @@ func (l *logWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-func (l *logWriter) String() string {
+// String returns everything written so far.
+func (l *Output) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.String()
 }
 
-func (l *logWriter) wait(substr string, d time.Duration) bool {
+// Wait reports whether substr is written within d.
+func (l *Output) Wait(substr string, d time.Duration) bool {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	for {
