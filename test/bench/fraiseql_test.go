@@ -561,6 +561,7 @@ func startFraiseQL(tb testing.TB, e *fqEnv, dbURL string, poolMax int, dir strin
 		"FRAISEQL_CHANGELOG_ENABLED=false",
 		"FRAISEQL_BENCH_JWT_SECRET="+base64.RawURLEncoding.EncodeToString(secret[:]),
 		"RUST_LOG=error",
+		"NO_COLOR=1",
 	)
 	var stderr syncBuffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
@@ -570,6 +571,14 @@ func startFraiseQL(tb testing.TB, e *fqEnv, dbURL string, poolMax int, dir strin
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	tb.Cleanup(func() {
+		if tb.Failed() {
+			// Its answers say "An internal error occurred"; its log says which.
+			log := stderr.String()
+			if len(log) > 4000 {
+				log = log[len(log)-4000:]
+			}
+			tb.Logf("fraiseql-server's log (the end):\n%s", log)
+		}
 		_ = cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-done:
