@@ -456,7 +456,9 @@ func fqPostgres(tb testing.TB) *harness.Postgres {
 	if _, err := exec.LookPath("npm"); err != nil {
 		why = "npm is not on PATH to install test/bench/postgres18"
 	} else if err := npmCI(postgres18Dir); err != nil {
-		why = err.Error()
+		// Its first two lines: the exit status and npm's error code.
+		lines := strings.SplitN(err.Error(), "\n", 3)
+		why = strings.Join(lines[:min(2, len(lines))], ": ")
 	}
 	if why == "" {
 		if _, err := os.Stat(filepath.Join(pg18BinDir, "postgres")); err != nil {
