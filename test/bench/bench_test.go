@@ -926,20 +926,29 @@ func mustNodeModules(tb testing.TB, dir string) {
 			tb.Fatalf("%s is not on PATH: the comparison with PostGraphile needs Node.js and npm (make deps installs them)", bin)
 		}
 	}
-	lock, err := os.Stat(filepath.Join(dir, "package-lock.json"))
-	if err != nil {
+	if err := npmCI(dir); err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// npmCI runs npm ci in dir when node_modules is missing or older than the
+// lock file.
+func npmCI(dir string) error {
+	lock, err := os.Stat(filepath.Join(dir, "package-lock.json"))
+	if err != nil {
+		return err
+	}
 	if st, err := os.Stat(filepath.Join(dir, "node_modules", ".package-lock.json")); err == nil && !st.ModTime().Before(lock.ModTime()) {
-		return
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("npm ci in %s: %v\n%s", dir, err, out)
+		return fmt.Errorf("npm ci in %s: %v\n%s", dir, err, out)
 	}
+	return nil
 }
 
 // mustSigner signs assertions with the extauthz key `fraise certs` wrote

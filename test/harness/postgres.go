@@ -56,6 +56,14 @@ type PostgresOptions struct {
 	// off for speed): a test that destroys and restores a server wants the
 	// WAL it archives to be the WAL a production server writes.
 	Durable bool
+	// BinDir is the directory of the PostgreSQL programs to run (initdb,
+	// pg_ctl; pg_ctl runs the postgres beside it), for a test that needs
+	// a version other than the machine's: test/bench runs FraiseQL, which
+	// requires PostgreSQL 18, on the binaries of test/bench/postgres18.
+	// Empty means PATH, then the newest /usr/lib/postgresql/*/bin. When
+	// the harness runs as root the programs run as the postgres user, so
+	// they and their libraries must be readable and executable by it.
+	BinDir string
 }
 
 // URL returns a connection URL for database db as user, without a
@@ -185,11 +193,11 @@ func (p *Postgres) NewDatabase(tb testing.TB) string {
 }
 
 func startPostgres(port int, o PostgresOptions) (*Postgres, error) {
-	initdb, err := findBin("initdb")
+	initdb, err := findBinIn(o.BinDir, "initdb")
 	if err != nil {
 		return nil, err
 	}
-	pgctl, err := findBin("pg_ctl")
+	pgctl, err := findBinIn(o.BinDir, "pg_ctl")
 	if err != nil {
 		return nil, err
 	}
