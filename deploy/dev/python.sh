@@ -22,10 +22,10 @@ if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip'
   echo "python: no python3 with venv here; the tests that need Python clients will skip" >&2
   exit 0
 fi
-echo "python: installing the test clients (deploy/dev/requirements-python.txt, hash-pinned) into .tools/python"
 rm -rf "$env"
 python3 -m venv "$env"
-"$env/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-hashes -r "$req"
+"$root/deploy/dev/progress.sh" "python: installing the test clients (deploy/dev/requirements-python.txt, hash-pinned) into .tools/python" \
+  "$env/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-hashes -r "$req"
 "$env/bin/python" -c 'import pyarrow.flight, adbc_driver_flightsql.dbapi, adbc_driver_postgresql.dbapi, connectorx, duckdb, pandas, polars'
 echo "$want" > "$stamp"
 echo "python: $("$env/bin/python" --version) with the test clients at .tools/python"
