@@ -48,12 +48,14 @@ if command -v apt-cache >/dev/null 2>&1; then
 fi
 
 if ((${#pkgs[@]})); then
-  echo "deps: installing ${pkgs[*]} with apt-get"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
+  # Quiet (-qq) but not silent: progress.sh says every ten seconds that
+  # the download or the install is still going.
+  "$root/deploy/dev/progress.sh" "deps: apt-get update" $sudo apt-get update -qq
+  "$root/deploy/dev/progress.sh" "deps: installing ${pkgs[*]} with apt-get" \
+    $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
 fi
 
 "$root/deploy/dev/envoy.sh"
