@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/flight"
+	"github.com/fraise-dev/fraise/internal/logtest"
 )
 
 // failingSource fails every export with err, as a broken or overloaded
@@ -34,47 +34,6 @@ type failingSource struct{ err error }
 
 func (s failingSource) Export(context.Context, string, flight.Statement, flight.BatchLimits, func(arrow.RecordBatch) error) error {
 	return s.err
-}
-
-// logLines records each log line with the trace id of its context, which
-// is what the process's log handler writes beside it.
-type logLines struct {
-	mu    sync.Mutex
-	lines []logLine
-}
-
-type logLine struct {
-	level   slog.Level
-	msg     string
-	attrs   map[string]string
-	traceID string
-}
-
-func (l *logLines) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logLines) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *logLines) WithGroup(string) slog.Handler            { return l }
-func (l *logLines) Handle(ctx context.Context, r slog.Record) error {
-	line := logLine{level: r.Level, msg: r.Message, attrs: map[string]string{}}
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		line.traceID = sc.TraceID().String()
-	}
-	r.Attrs(func(a slog.Attr) bool { line.attrs[a.Key] = a.Value.String(); return true })
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, line)
-	return nil
-}
-
-func (l *logLines) errors() []logLine {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []logLine
-	for _, line := range l.lines {
-		if line.level >= slog.LevelError {
-			out = append(out, line)
-		}
-	}
-	return out
 }
 
 var testTrace = trace.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
@@ -99,7 +58,7 @@ type edgeServer struct {
 	client aflight.Client
 	cs     callSigner
 	reg    *prometheus.Registry
-	logs   *logLines
+	logs   *logtest.Recorder
 }
 
 func mustEdgeServer(tb testing.TB, src flight.Source) *edgeServer {
@@ -121,7 +80,7 @@ func mustEdgeServer(tb testing.TB, src flight.Source) *edgeServer {
 	if terr != nil {
 		tb.Fatal(terr)
 	}
-	e := &edgeServer{cs: callSigner{signer}, reg: prometheus.NewRegistry(), logs: &logLines{}}
+	e := &edgeServer{cs: callSigner{signer}, reg: prometheus.NewRegistry(), logs: &logtest.Recorder{}}
 	svc := flightsvc.New(flightsvc.Options{
 		Metrics: e.reg, Logger: slog.New(e.logs),
 		Verifier: assertion.NewVerifier(map[string]ed25519.PublicKey{assertion.KeyID(pub): pub}, nil),
@@ -182,7 +141,7 @@ func TestErrorEdge(t *testing.T) {
 				t.Errorf("got message %q, want the error's message", st.Message())
 			}
 
-			lines := logs.errors()
+			lines := logs.Errors()
 			if code != core.CodeInternal {
 				if len(lines) != 0 {
 					t.Errorf("got error log lines %+v, want none for %s", lines, code)
@@ -192,8 +151,8 @@ func TestErrorEdge(t *testing.T) {
 					t.Fatalf("got %d error log lines %+v, want 1", len(lines), lines)
 				}
 				l := lines[0]
-				if l.attrs["request_id"] != "req-1" || l.traceID != testTrace.String() ||
-					l.attrs["code"] != "INTERNAL" || !strings.Contains(l.attrs["err"], "the disk is on fire") {
+				if l.Attrs["request_id"] != "req-1" || l.TraceID != testTrace.String() ||
+					l.Attrs["code"] != "INTERNAL" || !strings.Contains(l.Attrs["err"], "the disk is on fire") {
 					t.Errorf("got log line %+v, want request_id req-1, trace %s, code INTERNAL and the cause", l, testTrace)
 				}
 			}
@@ -269,7 +228,7 @@ func TestPanicGoesThroughTheEdge(t *testing.T) {
 			t.Fatalf("got %v, want Internal without the panic's value", err)
 		}
 	}
-	if lines := e.logs.errors(); len(lines) != 2 || !strings.Contains(lines[0].attrs["err"], "panic: a bug") {
+	if lines := e.logs.Errors(); len(lines) != 2 || !strings.Contains(lines[0].Attrs["err"], "panic: a bug") {
 		t.Errorf("got error log lines %+v, want one per call with the panic", lines)
 	}
 	if got := errorsTotal(t, e.reg, "flight", "INTERNAL"); got != 2 {

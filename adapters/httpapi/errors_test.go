@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/logtest"
 )
 
 // failingDB fails every transaction with err, as a database that is down
@@ -38,47 +38,6 @@ func (s failingStore) Get(context.Context, string, string) (string, bool, error)
 	return "", false, s.err
 }
 func (s failingStore) Put(context.Context, string, string, string) error { return s.err }
-
-// logLines records each log line with the trace id of its context, which
-// is what the process's log handler writes beside it.
-type logLines struct {
-	mu    sync.Mutex
-	lines []logLine
-}
-
-type logLine struct {
-	level   slog.Level
-	msg     string
-	attrs   map[string]string
-	traceID string
-}
-
-func (l *logLines) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logLines) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *logLines) WithGroup(string) slog.Handler            { return l }
-func (l *logLines) Handle(ctx context.Context, r slog.Record) error {
-	line := logLine{level: r.Level, msg: r.Message, attrs: map[string]string{}}
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		line.traceID = sc.TraceID().String()
-	}
-	r.Attrs(func(a slog.Attr) bool { line.attrs[a.Key] = a.Value.String(); return true })
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, line)
-	return nil
-}
-
-func (l *logLines) errors() []logLine {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []logLine
-	for _, line := range l.lines {
-		if line.level >= slog.LevelError {
-			out = append(out, line)
-		}
-	}
-	return out
-}
 
 // TestErrorEdge sends an error of every core code through the HTTP
 // transport, from the database (execution) and from the persisted-document
@@ -120,7 +79,7 @@ func TestErrorEdge(t *testing.T) {
 			t.Run(path.name+"/"+string(code), func(t *testing.T) {
 				cause := errors.New("the disk is on fire")
 				err := &core.Error{Op: "test", Code: code, Message: "message of " + string(code), Err: cause}
-				logs := &logLines{}
+				logs := &logtest.Recorder{}
 				m := httpapi.NewMetrics()
 				signer, keys := assertiontest.New(t, nil)
 				h := httpapi.NewHandler(httpapi.Options{
@@ -175,7 +134,7 @@ func TestErrorEdge(t *testing.T) {
 					t.Errorf("got Retry-After %q, want %q", got, wantRetry)
 				}
 
-				lines := logs.errors()
+				lines := logs.Errors()
 				if code != core.CodeInternal {
 					if len(lines) != 0 {
 						t.Errorf("got error log lines %+v, want none for %s", lines, code)
@@ -185,8 +144,8 @@ func TestErrorEdge(t *testing.T) {
 						t.Fatalf("got %d error log lines %+v, want 1", len(lines), lines)
 					}
 					l := lines[0]
-					if l.attrs["request_id"] != "req-1" || l.traceID != traceID.String() ||
-						l.attrs["code"] != "INTERNAL" || !strings.Contains(l.attrs["err"], "the disk is on fire") {
+					if l.Attrs["request_id"] != "req-1" || l.TraceID != traceID.String() ||
+						l.Attrs["code"] != "INTERNAL" || !strings.Contains(l.Attrs["err"], "the disk is on fire") {
 						t.Errorf("got log line %+v, want request_id req-1, trace %s, code INTERNAL and the cause", l, traceID)
 					}
 				}
@@ -235,7 +194,7 @@ func (brokenData) Execute(context.Context, graphql.Request) *graphql.Response {
 // handler cannot encode is an internal error like any other: 500, the
 // generic body, one log line and counted.
 func TestUnencodableAnswerGoesThroughTheEdge(t *testing.T) {
-	logs := &logLines{}
+	logs := &logtest.Recorder{}
 	m := httpapi.NewMetrics()
 	signer, keys := assertiontest.New(t, nil)
 	h := httpapi.NewHandler(httpapi.Options{Verifier: assertion.NewVerifier(keys, nil), Engine: brokenData{},
@@ -244,7 +203,7 @@ func TestUnencodableAnswerGoesThroughTheEdge(t *testing.T) {
 	if w.Code != 500 || !strings.Contains(w.Body.String(), `"INTERNAL"`) {
 		t.Errorf("got %d %s, want 500 INTERNAL", w.Code, w.Body)
 	}
-	if lines := logs.errors(); len(lines) != 1 || lines[0].attrs["code"] != "INTERNAL" {
+	if lines := logs.Errors(); len(lines) != 1 || lines[0].Attrs["code"] != "INTERNAL" {
 		t.Errorf("got error log lines %+v, want one INTERNAL line", lines)
 	}
 	if got := errorsTotal(t, m.Registry, "http", "INTERNAL"); got != 1 {
@@ -264,7 +223,7 @@ func (panicking) Execute(context.Context, graphql.Request) *graphql.Response { p
 // is answered as an internal error (500, logged once, counted) rather than
 // by a dropped connection.
 func TestPanicGoesThroughTheEdge(t *testing.T) {
-	logs := &logLines{}
+	logs := &logtest.Recorder{}
 	m := httpapi.NewMetrics()
 	signer, keys := assertiontest.New(t, nil)
 	h := httpapi.NewHandler(httpapi.Options{Verifier: assertion.NewVerifier(keys, nil), Engine: panicking{},
@@ -273,7 +232,7 @@ func TestPanicGoesThroughTheEdge(t *testing.T) {
 	if w.Code != 500 || !strings.Contains(w.Body.String(), `"INTERNAL"`) || strings.Contains(w.Body.String(), "a bug") {
 		t.Errorf("got %d %s, want 500 INTERNAL without the panic's value", w.Code, w.Body)
 	}
-	if lines := logs.errors(); len(lines) != 1 || !strings.Contains(lines[0].attrs["err"], "panic: a bug") {
+	if lines := logs.Errors(); len(lines) != 1 || !strings.Contains(lines[0].Attrs["err"], "panic: a bug") {
 		t.Errorf("got error log lines %+v, want one line with the panic", lines)
 	}
 	if got := errorsTotal(t, m.Registry, "http", "INTERNAL"); got != 1 {
