@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -727,7 +726,7 @@ func startWrites(tb testing.TB, s *stack.Stack, token string) *writeStream {
 				"query":     `mutation($in: CreatePostInput!) { createPost(input: $in) { __typename } }`,
 				"variables": map[string]any{"in": map[string]any{"title": fmt.Sprintf("rotation %d", i), "authorId": users.Users[0].ID}},
 			})
-			if err := writeRequest(c, s.Addrs.Gateway, token, body); err != nil {
+			if err := gatewayPost(c, s.Addrs.Gateway, token, body, stack.Response.HasData); err != nil {
 				w.fail(fmt.Errorf("%s: %w", w.phase.Load(), err))
 			} else {
 				w.ok.Add(1)
@@ -741,26 +740,6 @@ func startWrites(tb testing.TB, s *stack.Stack, token string) *writeStream {
 	})
 	tb.Cleanup(w.halt)
 	return w
-}
-
-func writeRequest(c *http.Client, gateway, token string, body []byte) error {
-	req, err := http.NewRequest(http.MethodPost, "https://"+gateway+"/graphql", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var g stack.Response
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(raw, &g) != nil || len(g.Errors) > 0 || !g.HasData() {
-		return fmt.Errorf("status %d: %s", resp.StatusCode, raw)
-	}
-	return nil
 }
 
 func (w *writeStream) fail(err error) {
