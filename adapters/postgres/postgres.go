@@ -81,8 +81,9 @@ type DB struct {
 	// readSetup is QueryJSONBatch's first statement.
 	readSetup string
 	log       *slog.Logger
-	// tenantSettings are Options.TenantSettings.
-	tenantSettings []string
+	// setup is InTenant's first statement, without and with the
+	// request's trace context (setup[1]): built once, not per request.
+	setup [2]string
 	// accepted is the last current password (Options.Password) a
 	// connection was made with: no need to try it again.
 	accepted atomic.Pointer[string]
@@ -128,7 +129,8 @@ func Open(ctx context.Context, url string, o Options) (*DB, error) {
 	if o.TracerProvider != nil {
 		cfg.ConnConfig.Tracer = newTracer(o.TracerProvider, cfg.ConnConfig)
 	}
-	db := &DB{timeout: o.StatementTimeout, readSetup: readSetup(o.StatementTimeout > 0, o.GenericPlans, o.TenantSettings), log: o.Logger, tenantSettings: o.TenantSettings}
+	db := &DB{timeout: o.StatementTimeout, readSetup: readSetup(o.StatementTimeout > 0, o.GenericPlans, o.TenantSettings), log: o.Logger,
+		setup: [2]string{txSetup(o.StatementTimeout > 0, false, o.TenantSettings), txSetup(o.StatementTimeout > 0, true, o.TenantSettings)}}
 	if o.TLS != nil {
 		// TLS only: sslmode=prefer's plaintext fallbacks (the default
 		// when the URL sets no sslmode) are never tried.
@@ -309,7 +311,7 @@ func (db *DB) InTenant(ctx context.Context, tenant string, fn func(ctx context.C
 	// Transaction-local (is_local = true): the setting cannot leak to the
 	// next request that borrows this pooled connection.
 	// The settings in one statement: one round trip less.
-	_, err = tx.Exec(ctx, txSetup(db.timeout > 0, tp != "", db.tenantSettings), txArgs(tenant, db.timeout, tp)...)
+	_, err = tx.Exec(ctx, db.setup[traced(tp)], txArgs(tenant, db.timeout, tp)...)
 	if err != nil {
 		return mapError(op, err)
 	}
@@ -320,6 +322,14 @@ func (db *DB) InTenant(ctx context.Context, tenant string, fn func(ctx context.C
 		return mapError(op, err)
 	}
 	return nil
+}
+
+// traced is db.setup's index for the trace context tp ("" for none).
+func traced(tp string) int {
+	if tp == "" {
+		return 0
+	}
+	return 1
 }
 
 // txSetup is InTenant's first statement: the tenant, and the statement
