@@ -30,6 +30,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/internal/b64url"
 )
 
 // Header is the request header that carries the assertion.
@@ -404,7 +405,7 @@ func splitCompact(token string) (kid, signed string, payload, sig []byte, err er
 	if first <= 0 || last == first || last == len(token)-1 || strings.Count(token[first+1:last], ".") != 0 {
 		return "", "", nil, nil, errors.New("not a compact JWS")
 	}
-	header, err := base64.RawURLEncoding.DecodeString(token[:first])
+	header, err := b64url.Decode(token[:first])
 	if err != nil {
 		return "", "", nil, nil, errors.New("header is not base64url")
 	}
@@ -423,10 +424,10 @@ func splitCompact(token string) (kid, signed string, payload, sig []byte, err er
 	if h.Crit != nil || h.B64 != nil {
 		return "", "", nil, nil, errors.New("unsupported header crit or b64")
 	}
-	if payload, err = base64.RawURLEncoding.DecodeString(token[first+1 : last]); err != nil {
+	if payload, err = b64url.Decode(token[first+1 : last]); err != nil {
 		return "", "", nil, nil, errors.New("payload is not base64url")
 	}
-	if sig, err = base64.RawURLEncoding.DecodeString(token[last+1:]); err != nil || len(sig) != ed25519.SignatureSize {
+	if sig, err = b64url.Decode(token[last+1:]); err != nil || len(sig) != ed25519.SignatureSize {
 		return "", "", nil, nil, errors.New("malformed signature")
 	}
 	return h.Kid, token[:last], payload, sig, nil

@@ -191,6 +191,11 @@ func TestRefusals(t *testing.T) {
 		{"four parts", valid + ".AAAA", nil},
 		{"no signature", valid[:strings.LastIndexByte(valid, '.')+1], nil},
 		{"short signature", valid[:len(valid)-4], nil},
+		// base64 decoders skip CR and LF and, unless strict, ignore the
+		// last character's unused bits: each would be another spelling of
+		// one signed assertion.
+		{"newline in the signature", valid[:len(valid)-2] + "\n" + valid[len(valid)-2:], nil},
+		{"signature's unused bits set", respell(valid), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -249,4 +254,12 @@ func TestKeyPEMRoundTrip(t *testing.T) {
 	if _, err := assertion.ParsePublicKeyPEM(pp); err == nil {
 		t.Fatal("a private key parsed as a public key")
 	}
+}
+
+// respell sets the unused low bits of a compact JWS's last character,
+// which a lenient base64 decoder reads as the same signature.
+func respell(token string) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	i := strings.IndexByte(alphabet, token[len(token)-1])
+	return token[:len(token)-1] + string(alphabet[i|1])
 }

@@ -3,6 +3,7 @@ package flight_test
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -327,6 +328,10 @@ func TestTickets(t *testing.T) {
 		{"expired", analyst, flight.KindTicket, ticket, mustTickets(t, key, func() time.Time { return now.Add(time.Minute) }), core.CodeUnauthenticated},
 		{"truncated", analyst, flight.KindTicket, ticket[:len(ticket)-3], tk, core.CodeUnauthenticated},
 		{"not a ticket", analyst, flight.KindTicket, []byte("hello"), tk, core.CodeUnauthenticated},
+		// base64 decoders skip CR and LF, so without a check of the
+		// alphabet the same signature would verify in many spellings.
+		{"newline in the signature", analyst, flight.KindTicket, append(bytes.Clone(ticket), '\n'), tk, core.CodeUnauthenticated},
+		{"carriage return in the signature", analyst, flight.KindTicket, slices.Insert(bytes.Clone(ticket), len(ticket)-2, '\r'), tk, core.CodeUnauthenticated},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

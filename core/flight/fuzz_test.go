@@ -1,6 +1,7 @@
 package flight_test
 
 import (
+	"bytes"
 	"reflect"
 	"strings"
 	"testing"
@@ -105,6 +106,7 @@ func FuzzVerifyTicket(f *testing.F) {
 	}
 	f.Add(good)
 	f.Add([]byte("fr1.e30.AAAA"))
+	f.Add(append(bytes.Clone(good), '\n'))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		q, err := tk.Verify(analyst, flight.KindTicket, b)
 		if err == nil && string(b) != string(good) {

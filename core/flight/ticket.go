@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/internal/b64url"
 )
 
 // Ticket kinds: a DoGet ticket, or a Flight SQL prepared statement handle
@@ -153,16 +154,19 @@ func (t *Tickets) Verify(p core.Principal, kind string, b []byte) (Query, error)
 		return bad(core.CodeUnauthenticated, "invalid ticket", "malformed")
 	}
 	payload, sig, ok := strings.Cut(rest, ".")
-	if !ok {
+	// base64 decoders skip CR and LF, so the alphabet is checked first:
+	// a ticket has exactly one spelling, and a signature cannot be
+	// carried by a variant of it.
+	if !ok || !b64url.Valid(payload) || !b64url.Valid(sig) {
 		return bad(core.CodeUnauthenticated, "invalid ticket", "malformed")
 	}
 	body := ticketPrefix + payload
-	got, err := base64.RawURLEncoding.Strict().DecodeString(sig)
+	got, err := b64url.Decode(sig)
 	keys := t.keys.Load()
 	if err != nil || !hmac.Equal(got, mac(keys.cur, body)) && (keys.prev == nil || !hmac.Equal(got, mac(keys.prev, body))) {
 		return bad(core.CodeUnauthenticated, "invalid ticket", "bad signature")
 	}
-	raw, err := base64.RawURLEncoding.Strict().DecodeString(payload)
+	raw, err := b64url.Decode(payload)
 	if err != nil {
 		return bad(core.CodeUnauthenticated, "invalid ticket", "bad payload encoding")
 	}
