@@ -202,6 +202,11 @@ type RuleStore interface {
 	// Changed returns a channel that receives a value when rules may have
 	// changed; it is closed when ctx ends.
 	Changed(ctx context.Context) <-chan struct{}
+	// RulesVersion returns a number that moves whenever any tenant's
+	// rules change, as soon as the change commits: unlike Changed's
+	// notification, it is in step with the events written after the
+	// change.
+	RulesVersion(ctx context.Context) (int64, error)
 }
 
 // JobQueue holds jobs per tenant until a worker completes them.

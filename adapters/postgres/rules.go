@@ -44,6 +44,16 @@ func (l *EventLog) EnabledRules(ctx context.Context) ([]core.Rule, error) {
 	return out, nil
 }
 
+// RulesVersion implements core.RuleStore: the counter every change to
+// the rules moves in its own transaction (migration 0015).
+func (l *EventLog) RulesVersion(ctx context.Context) (int64, error) {
+	var v int64
+	if err := l.db.pool.QueryRow(ctx, `select fraise.observer_rules_version()`).Scan(&v); err != nil {
+		return 0, mapError("postgres.EventLog.RulesVersion", err)
+	}
+	return v, nil
+}
+
 // Changed implements core.RuleStore.
 func (l *EventLog) Changed(ctx context.Context) <-chan struct{} {
 	in := make(chan struct{}, 1)

@@ -505,3 +505,46 @@ func TestRuleColumns(t *testing.T) {
 		})
 	}
 }
+
+// TestRulesVersionMovesWithEveryChange: each change to the rules, made by
+// the core's role, moves the version in its own transaction, so the
+// dispatcher that reads the version after an event sees every rule
+// committed before it.
+func TestRulesVersionMovesWithEveryChange(t *testing.T) {
+	_, l, d := mustObserved(t)
+	ctx := context.Background()
+	last, err := l.RulesVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ""
+	steps := []struct {
+		name string
+		sql  func() (string, []any)
+	}{
+		{"create", func() (string, []any) {
+			return "fn_create_observer_rule($1::jsonb)", []any{`{"name":"v","table":"public.orders","actions":[{"kind":"webhook","url":"https://hooks.acme.test/v"}]}`}
+		}},
+		{"update", func() (string, []any) { return "fn_update_observer_rule($1::uuid, $2::jsonb)", []any{id, `{"condition":"true"}`} }},
+		{"disable", func() (string, []any) { return "fn_disable_observer_rule($1::uuid)", []any{id} }},
+		{"delete", func() (string, []any) { return "fn_delete_observer_rule($1::uuid)", []any{id} }},
+	}
+	for _, s := range steps {
+		sql, args := s.sql()
+		r := call(t, d, tenantA, sql, args...)
+		if r.Status != "ok" {
+			t.Fatalf("%s: got %+v", s.name, r)
+		}
+		if id == "" {
+			id = r.ID
+		}
+		v, err := l.RulesVersion(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v <= last {
+			t.Fatalf("after %s: version %d, want more than %d", s.name, v, last)
+		}
+		last = v
+	}
+}

@@ -44,7 +44,7 @@ type Dispatcher struct {
 	// event is dispatched (nil: never).
 	Reconciler *Reconciler
 
-	rules     atomic.Pointer[RuleSet]
+	rules     atomic.Pointer[loadedRules]
 	degraded  atomic.Bool
 	delivered atomic.Int64
 
@@ -109,9 +109,22 @@ func (d *Dispatcher) defaults() {
 	}
 }
 
+// loadedRules is a rule set with the store's version it reflects at
+// least: every change up to version is in set.
+type loadedRules struct {
+	set     *RuleSet
+	version int64
+}
+
 // LoadRules replaces the rule set with the store's enabled rules.
 func (d *Dispatcher) LoadRules(ctx context.Context) error {
 	d.defaults()
+	// The version is read first: a change committed between the two reads
+	// makes the set newer than its version, and costs one reload more.
+	v, err := d.Rules.RulesVersion(ctx)
+	if err != nil {
+		return err
+	}
 	rules, err := d.Rules.EnabledRules(ctx)
 	if err != nil {
 		return err
@@ -121,8 +134,24 @@ func (d *Dispatcher) LoadRules(ctx context.Context) error {
 		// Keep the rules that compiled: one broken rule must not stop others.
 		d.Logger.Error("observer rules", "err", err)
 	}
-	d.rules.Store(set)
+	d.rules.Store(&loadedRules{set: set, version: v})
 	return nil
+}
+
+// currentRules reloads the rules when the store's version moved since
+// they were loaded. Called after a batch of events is read, it makes the
+// batch match every rule committed before any of its events: the
+// notification that rules changed comes on another connection, and may
+// arrive after the events of changes committed later.
+func (d *Dispatcher) currentRules(ctx context.Context) error {
+	v, err := d.Rules.RulesVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if l := d.rules.Load(); l != nil && l.version == v {
+		return nil
+	}
+	return d.LoadRules(ctx)
 }
 
 // keepRules reloads the rules when the store says they changed, every
@@ -217,6 +246,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 			continue
 		}
+		if err := d.currentRules(ctx); err != nil {
+			if err := pause(err, "reading the observer rules' version"); err != nil {
+				return err
+			}
+			continue
+		}
 		jobs := d.match(events, log)
 		if err := d.enqueue(ctx, jobs); err != nil {
 			if ctx.Err() != nil {
@@ -255,7 +290,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 }
 
 func (d *Dispatcher) match(events []core.ChangeEvent, log *slog.Logger) []core.Job {
-	set := d.rules.Load()
+	set := d.rules.Load().set
 	now := d.Now()
 	var jobs []core.Job
 	for _, e := range events {

@@ -82,14 +82,22 @@ func (l *memLog) waitCursor(tb testing.TB, id int64) {
 // silentRules is a rule store whose changes nobody is told of: as when the
 // process was not leading, or its notification connection was lost.
 type silentRules struct {
-	mu    sync.Mutex
-	rules []core.Rule
+	mu      sync.Mutex
+	rules   []core.Rule
+	version int64
 }
 
 func (s *silentRules) set(rs ...core.Rule) {
 	s.mu.Lock()
 	s.rules = rs
+	s.version++
 	s.mu.Unlock()
+}
+
+func (s *silentRules) RulesVersion(context.Context) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version, nil
 }
 
 func (s *silentRules) EnabledRules(context.Context) ([]core.Rule, error) {
@@ -156,6 +164,30 @@ func TestDispatcherReloadsRulesWhenItLeadsAgain(t *testing.T) {
 	run(2)
 	if n := q.count(); n != 1 {
 		t.Fatalf("got %d jobs, want still 1: the disabled rule matched the second event", n)
+	}
+}
+
+// TestDispatcherMatchesRulesCommittedBeforeTheEvent: a rule committed
+// before a change must match it, although the notification that the
+// rules changed has not reached the dispatcher (it comes on another
+// connection, and may come after the change's event is read).
+func TestDispatcherMatchesRulesCommittedBeforeTheEvent(t *testing.T) {
+	log, rules, q := &memLog{}, &silentRules{}, &jobSink{}
+	d := &observe.Dispatcher{Events: log, Rules: rules, Queue: q, RulesRefresh: time.Hour}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	log.add(1)
+	log.waitCursor(t, 1)
+	rules.set(ordersRule)
+	log.add(2)
+	log.waitCursor(t, 2)
+	if n := q.count(); n != 1 {
+		t.Fatalf("got %d jobs, want 1: the event after the rule's commit was matched against the rules before it", n)
 	}
 }
 
