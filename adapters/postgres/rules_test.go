@@ -525,7 +525,9 @@ func TestRulesVersionMovesWithEveryChange(t *testing.T) {
 		{"create", func() (string, []any) {
 			return "fn_create_observer_rule($1::jsonb)", []any{`{"name":"v","table":"public.orders","actions":[{"kind":"webhook","url":"https://hooks.acme.test/v"}]}`}
 		}},
-		{"update", func() (string, []any) { return "fn_update_observer_rule($1::uuid, $2::jsonb)", []any{id, `{"condition":"true"}`} }},
+		{"update", func() (string, []any) {
+			return "fn_update_observer_rule($1::uuid, $2::jsonb)", []any{id, `{"condition":"true"}`}
+		}},
 		{"disable", func() (string, []any) { return "fn_disable_observer_rule($1::uuid)", []any{id} }},
 		{"delete", func() (string, []any) { return "fn_delete_observer_rule($1::uuid)", []any{id} }},
 	}
