@@ -205,8 +205,13 @@ func startPostgres(port int, o PostgresOptions) (*Postgres, error) {
 	if err != nil {
 		return nil, err
 	}
+	sweepOrphans()
 	dir, err := os.MkdirTemp("", "fraise-pg-")
 	if err != nil {
+		return nil, err
+	}
+	if err := claim(dir); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	if cred != nil {

@@ -55,8 +55,13 @@ func StartPersistentRedis(tb testing.TB) *Redis {
 func StartRedisWith(tb testing.TB, o RedisOptions) *Redis {
 	tb.Helper()
 	SkipShort(tb)
+	sweepOrphans()
 	dir, err := os.MkdirTemp("", "fraise-redis-")
 	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := claim(dir); err != nil {
+		os.RemoveAll(dir)
 		tb.Fatal(err)
 	}
 	port := FreePort(tb)
@@ -109,6 +114,8 @@ func (r *Redis) Start() error {
 		return fmt.Errorf("redis-server: %w", err)
 	}
 	r.cmd = cmd
+	// For the sweep of a later test binary, should this one be killed.
+	_ = os.WriteFile(filepath.Join(r.dir, serverPidFile), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
 	if err := waitFor(10*time.Second, func() error { return dialOK(r.Addr) }); err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
