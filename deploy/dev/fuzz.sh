@@ -13,15 +13,21 @@ grow=false
 go=${GO:-go}
 cache=$($go env GOCACHE)/fuzz
 mod=$($go list -m)
+log_dir=$(mktemp -d)
+trap 'rm -rf "$log_dir"' EXIT
 
 n=0
 while IFS=: read -r file name; do
   dir=$(dirname "$file")
   pkg="$mod/${dir#./}"
   echo "fuzz: $name in ./${dir#./} for $fuzztime"
-  $go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "./${dir#./}" >/dev/null || {
-    echo "fuzz: $name failed; the failing input is in ${dir#./}/testdata/fuzz/$name" >&2
-    $go test -run "^${name}\$" "./${dir#./}" || true
+  # The fuzzer's own output says why it stopped (a failing input it wrote
+  # to testdata, or a worker that hung or died, which writes none): it is
+  # kept and shown on failure, not only a rerun of the seed corpus.
+  out="$log_dir/$name.txt"
+  $go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "./${dir#./}" >"$out" 2>&1 || {
+    echo "fuzz: $name failed; go test's output (without its progress lines) follows; a failing input it found is in ${dir#./}/testdata/fuzz/$name" >&2
+    grep -v '^fuzz: elapsed' "$out" | tail -60 >&2
     exit 1
   }
   n=$((n + 1))
