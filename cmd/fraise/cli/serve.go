@@ -189,7 +189,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	db, err := openDatabase(ctx, cfg, sec, "database.url", cfg.Database.URL, postgres.Options{
 		MaxConns: int32(cfg.Database.MaxConns), StatementTimeout: cfg.Database.StatementTimeout.Duration, Logger: log,
 		GenericPlans: cfg.Database.GenericPlans, TracerProvider: tracerProvider(tp),
-		TenantSettings: cfg.Database.TenantSettings,
+		TenantSettings: cfg.Database.TenantSettings, SubjectSettings: cfg.Database.SubjectSettings,
 	})
 	if err != nil {
 		ln.Close()
@@ -212,12 +212,18 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		// (which resolves hash-only requests for the policy) see them.
 		persisted = postgres.NewPersistedDocuments(db, postgres.PersistedOptions{})
 	}
-	engine := graphql.NewEngine(schema, db, graphql.Options{
+	// GraphQL's transactions have their own statement timeout when
+	// core.statement_timeout is set, set by the adapter as every other.
+	gqlDB := db
+	if t := cfg.Core.StatementTimeout.Duration; t > 0 {
+		gqlDB = db.WithStatementTimeout(t)
+	}
+	engine := graphql.NewEngine(schema, gqlDB, graphql.Options{
 		MaxDepth: cfg.Core.MaxDepth, DefaultLimit: cfg.Core.DefaultLimit, MaxLimit: cfg.Core.MaxLimit,
 		Introspection: cfg.Core.Introspection,
 		MaxAliases:    cfg.Core.MaxAliases, MaxRootFields: cfg.Core.MaxRootFields, MaxCost: cfg.Core.MaxCost,
-		MaxResultBytes: cfg.Core.MaxResultBytes, StatementTimeout: cfg.Core.StatementTimeout.Duration, MaxSelections: cfg.Core.MaxSelections,
-		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks, SubjectSettings: cfg.Database.SubjectSettings,
+		MaxResultBytes: cfg.Core.MaxResultBytes, MaxSelections: cfg.Core.MaxSelections,
+		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks, Session: db, Audit: db,
 	})
 	if cfg.Core.Schema == "auto" {
 		// SIGHUP, and in development a watch, serve the schema generated
