@@ -84,33 +84,11 @@ var dialectRules = []dialectRule{
 func TestNoDialectKnowledge(t *testing.T) {
 	for _, r := range dialectRules {
 		t.Run(r.name, func(t *testing.T) {
-			left := map[string]bool{}
-			for _, f := range pendingMoves[r.name] {
-				left[f] = true
-			}
 			for _, v := range violations(t, r) {
-				file, _, _ := strings.Cut(v, ":")
-				if _, ok := left[file]; ok {
-					left[file] = false
-					continue
-				}
 				t.Error(v)
-			}
-			for f, unmoved := range left {
-				if unmoved {
-					t.Errorf("%s no longer breaks the rule: take it off pendingMoves", f)
-				}
 			}
 		})
 	}
-}
-
-// pendingMoves are the files that still break a rule, by rule, while issue
-// 17 moves their knowledge out step by step. The list only shrinks: a file
-// that no longer breaks its rule fails the test until it is taken off.
-var pendingMoves = map[string][]string{
-	"cmd writes no SQL":         {"../cmd/fraise/cli/demo.go", "../cmd/fraise/cli/observer_rules.go"},
-	"cmd writes no GraphQL SDL": {"../cmd/fraise/cli/observer_rules.go"},
 }
 
 // TestDialectRulesCatchCode checks the rules against samples of what each

@@ -29,6 +29,7 @@ import (
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/core/observe"
+	"github.com/fraise-dev/fraise/core/observe/ruleapi"
 	"github.com/fraise-dev/fraise/deploy/demo"
 )
 
@@ -163,20 +164,18 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	}
 	if cfg.Observers.Enabled {
 		// Rule management is part of every schema observers serve.
-		sdl = withObserverRules(sdl)
+		sdl = ruleapi.Merge(sdl)
 	}
 	schema, err := graphql.ParseSchema(sdl)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("core.schema: %w", err)
 	}
-	var hooks graphql.Hooks
 	var protection *observe.Protection
 	if cfg.Observers.Enabled {
 		// Rules capture what the schema protects only for authors who may
 		// read it.
-		protection = observerProtection(schema)
-		hooks = observerRuleHooks(observe.NewCompiler(), protection)
+		protection = ruleapi.Protection(schema)
 	}
 	// Requests continue the trace Envoy started, in the core's spans; so
 	// do their statements and the observer jobs their writes cause.
@@ -211,6 +210,10 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		// Registrations go to the database, so every replica and extauthz
 		// (which resolves hash-only requests for the policy) see them.
 		persisted = postgres.NewPersistedDocuments(db, postgres.PersistedOptions{})
+	}
+	var hooks graphql.Hooks
+	if cfg.Observers.Enabled {
+		hooks = ruleapi.Hooks(&observe.Rules{Compiler: observe.NewCompiler(), Protection: protection, Store: db})
 	}
 	// GraphQL's transactions have their own statement timeout when
 	// core.statement_timeout is set, set by the adapter as every other.
