@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/extauthz/decisionlog"
 )
 
 // auditBatch and auditInterval bound how many decisions one write holds and
@@ -21,23 +22,23 @@ const (
 	auditQueue    = 8192
 )
 
-// auditor writes decisions to a core.DecisionLog off the request path.
+// auditor writes decisions to a decisionlog.Store off the request path.
 type auditor struct {
-	log     core.DecisionLog
+	log     decisionlog.Store
 	logger  *slog.Logger
-	ch      chan core.Decision
+	ch      chan decisionlog.Decision
 	dropped atomic.Int64
 	done    chan struct{}
 	once    sync.Once
 }
 
-func newAuditor(l core.DecisionLog, logger *slog.Logger) *auditor {
-	a := &auditor{log: l, logger: logger, ch: make(chan core.Decision, auditQueue), done: make(chan struct{})}
+func newAuditor(l decisionlog.Store, logger *slog.Logger) *auditor {
+	a := &auditor{log: l, logger: logger, ch: make(chan decisionlog.Decision, auditQueue), done: make(chan struct{})}
 	go a.run()
 	return a
 }
 
-func (a *auditor) add(d core.Decision) {
+func (a *auditor) add(d decisionlog.Decision) {
 	select {
 	case a.ch <- d:
 	default:
@@ -49,7 +50,7 @@ func (a *auditor) run() {
 	defer close(a.done)
 	t := time.NewTicker(auditInterval)
 	defer t.Stop()
-	batch := make([]core.Decision, 0, auditBatch)
+	batch := make([]decisionlog.Decision, 0, auditBatch)
 	flush := func() {
 		if n := a.dropped.Swap(0); n > 0 {
 			a.logger.LogAttrs(context.Background(), slog.LevelWarn, "audit queue full; decisions not stored in the audit table",

@@ -44,6 +44,7 @@ import (
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql/request"
 	"github.com/fraise-dev/fraise/extauthz/apikey"
+	"github.com/fraise-dev/fraise/extauthz/decisionlog"
 	"github.com/fraise-dev/fraise/extauthz/operation"
 	"github.com/fraise-dev/fraise/extauthz/policy"
 	"github.com/fraise-dev/fraise/extauthz/token"
@@ -104,7 +105,7 @@ type Options struct {
 	APIKeys APIKeyVerifier
 	// Decisions, when set, receives every decision for the audit log,
 	// in batches, off the request path.
-	Decisions core.DecisionLog
+	Decisions decisionlog.Store
 	// RetryAfter is the Retry-After of every 429 and 503 denial
 	// (admission.retry_after, as the core's; default 1 s).
 	RetryAfter time.Duration

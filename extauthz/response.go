@@ -20,6 +20,7 @@ import (
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/extauthz/decisionlog"
 )
 
 // The identity headers extauthz sets on every allowed request. Envoy
@@ -338,7 +339,7 @@ func (s *Server) logDecision(ctx context.Context, d *decision, err error) {
 		if err != nil {
 			reason, st = "error: "+reason, http.StatusInternalServerError
 		}
-		s.audit.add(core.Decision{
+		s.audit.add(decisionlog.Decision{
 			ID: d.id, RequestID: d.requestID, At: time.Now().UTC(), Subject: d.principal.Subject,
 			Tenant: d.principal.Tenant, Kind: d.principal.Kind, Operation: d.opType, OperationName: d.opName,
 			Allow: d.allow, Status: st, Reason: reason, PolicyRevision: d.revision, Latency: d.latency,

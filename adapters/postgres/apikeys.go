@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/extauthz/apikey"
+	"github.com/fraise-dev/fraise/extauthz/decisionlog"
 )
 
 // APIKeys stores API keys in fraise.api_keys (migration 0003). extauthz
@@ -20,15 +22,15 @@ type APIKeys struct {
 	pool *pgxpool.Pool
 }
 
-var _ core.APIKeyStore = (*APIKeys)(nil)
+var _ apikey.Store = (*APIKeys)(nil)
 
 // NewAPIKeys returns the store over db's pool.
 func NewAPIKeys(db *DB) *APIKeys { return &APIKeys{pool: db.pool} }
 
 const apiKeyColumns = `id, tenant_id::text, name, roles, scopes, secret_hash, created_by, created_at, expires_at, revoked_at, last_used_at`
 
-// Create implements core.APIKeyStore.
-func (s *APIKeys) Create(ctx context.Context, k core.APIKey) error {
+// Create implements apikey.Store.
+func (s *APIKeys) Create(ctx context.Context, k apikey.Key) error {
 	const op = "postgres.APIKeys.Create"
 	if !isUUID(k.Tenant) {
 		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
@@ -43,25 +45,25 @@ func (s *APIKeys) Create(ctx context.Context, k core.APIKey) error {
 	return nil
 }
 
-// Get implements core.APIKeyStore.
-func (s *APIKeys) Get(ctx context.Context, id string) (core.APIKey, error) {
+// Get implements apikey.Store.
+func (s *APIKeys) Get(ctx context.Context, id string) (apikey.Key, error) {
 	const op = "postgres.APIKeys.Get"
 	rows, err := s.pool.Query(ctx, `select `+apiKeyColumns+` from fraise.api_key_get($1)`, id)
 	if err != nil {
-		return core.APIKey{}, mapError(op, err)
+		return apikey.Key{}, mapError(op, err)
 	}
 	k, err := pgx.CollectExactlyOneRow(rows, scanAPIKey)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return core.APIKey{}, &core.Error{Op: op, Code: core.CodeNotFound, Message: "no such API key"}
+		return apikey.Key{}, &core.Error{Op: op, Code: core.CodeNotFound, Message: "no such API key"}
 	}
 	if err != nil {
-		return core.APIKey{}, mapError(op, err)
+		return apikey.Key{}, mapError(op, err)
 	}
 	return k, nil
 }
 
-// List implements core.APIKeyStore.
-func (s *APIKeys) List(ctx context.Context, tenant string) ([]core.APIKey, error) {
+// List implements apikey.Store.
+func (s *APIKeys) List(ctx context.Context, tenant string) ([]apikey.Key, error) {
 	const op = "postgres.APIKeys.List"
 	if tenant != "" && !isUUID(tenant) {
 		return nil, &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
@@ -78,7 +80,7 @@ func (s *APIKeys) List(ctx context.Context, tenant string) ([]core.APIKey, error
 	return keys, nil
 }
 
-// Revoke implements core.APIKeyStore.
+// Revoke implements apikey.Store.
 func (s *APIKeys) Revoke(ctx context.Context, id string, at time.Time) error {
 	const op = "postgres.APIKeys.Revoke"
 	tag, err := s.pool.Exec(ctx, `update fraise.api_keys set revoked_at = $2 where id = $1 and revoked_at is null`, id, at)
@@ -91,7 +93,7 @@ func (s *APIKeys) Revoke(ctx context.Context, id string, at time.Time) error {
 	return nil
 }
 
-// TouchLastUsed implements core.APIKeyStore with one statement per batch.
+// TouchLastUsed implements apikey.Store with one statement per batch.
 func (s *APIKeys) TouchLastUsed(ctx context.Context, used map[string]time.Time) error {
 	if len(used) == 0 {
 		return nil
@@ -108,8 +110,8 @@ func (s *APIKeys) TouchLastUsed(ctx context.Context, used map[string]time.Time) 
 	return nil
 }
 
-func scanAPIKey(row pgx.CollectableRow) (core.APIKey, error) {
-	var k core.APIKey
+func scanAPIKey(row pgx.CollectableRow) (apikey.Key, error) {
+	var k apikey.Key
 	var revoked, used *time.Time
 	err := row.Scan(&k.ID, &k.Tenant, &k.Name, &k.Roles, &k.Scopes, &k.Hash, &k.CreatedBy,
 		&k.CreatedAt, &k.ExpiresAt, &revoked, &used)
@@ -136,7 +138,7 @@ type Decisions struct {
 	pool *pgxpool.Pool
 }
 
-var _ core.DecisionLog = (*Decisions)(nil)
+var _ decisionlog.Store = (*Decisions)(nil)
 
 // NewDecisions returns the audit log over db's pool.
 func NewDecisions(db *DB) *Decisions { return &Decisions{pool: db.pool} }
@@ -157,9 +159,9 @@ type decisionRow struct {
 	LatencyUS      int64     `json:"latency_us"`
 }
 
-// RecordDecisions implements core.DecisionLog in one statement. A tenant
+// RecordDecisions implements decisionlog.Store in one statement. A tenant
 // that is not a UUID (a policy that let one through) is stored as null.
-func (s *Decisions) RecordDecisions(ctx context.Context, ds []core.Decision) error {
+func (s *Decisions) RecordDecisions(ctx context.Context, ds []decisionlog.Decision) error {
 	if len(ds) == 0 {
 		return nil
 	}

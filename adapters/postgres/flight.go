@@ -181,9 +181,9 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 			Err: errorf("view returned %d columns, want %d", len(fds), len(st.Columns))}
 	}
 	for i, fd := range fds {
-		if typ := st.Columns[i].Type; !typ.AcceptsOID(fd.DataTypeOID) {
+		if typ := st.Columns[i].Type; !acceptsOID(typ, fd.DataTypeOID) {
 			return &core.Error{Op: op, Code: core.CodeInternal, Message: "dataset does not match its view",
-				Err: errorf("column %s has type oid %d, declared %s (oid %d)", st.Columns[i].Name, fd.DataTypeOID, typ, typ.OID())}
+				Err: errorf("column %s has type oid %d, declared %s (oid %d)", st.Columns[i].Name, fd.DataTypeOID, typ, typeOID(typ))}
 		}
 	}
 	rb := array.NewRecordBuilder(e.mem, schema)

@@ -224,8 +224,8 @@ func appendArray(lb *array.ListBuilder, elem appender, et flight.Type, v []byte)
 		return errLength
 	}
 	ndim := int32(binary.BigEndian.Uint32(v))
-	if got := binary.BigEndian.Uint32(v[8:]); !et.AcceptsOID(got) {
-		return fmt.Errorf("array of oid %d, want %d", got, et.OID())
+	if got := binary.BigEndian.Uint32(v[8:]); !acceptsOID(et, got) {
+		return fmt.Errorf("array of oid %d, want %d", got, typeOID(et))
 	}
 	lb.Append(true)
 	if ndim == 0 {

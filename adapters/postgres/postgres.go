@@ -27,7 +27,8 @@ import (
 // Options tunes the pool.
 type Options struct {
 	MaxConns int32
-	// StatementTimeout bounds every statement of a request's transaction.
+	// StatementTimeout bounds every statement of a request's transaction
+	// (see WithStatementTimeout for one of the capabilities').
 	StatementTimeout time.Duration
 	// GenericPlans sets plan_cache_mode to force_generic_plan in each read
 	// (QueryJSONBatch). The engine's statements are prepared once and carry
@@ -42,7 +43,12 @@ type Options struct {
 	// read, such as FraiseQL's app.tenant_id. Each must be a dotted
 	// custom setting name (ValidSettingName).
 	TenantSettings []string
-	Logger         *slog.Logger
+	// SubjectSettings are more settings SetSubject sets to the subject,
+	// besides fraise.subject: the names an existing database's functions
+	// read (app.user_id, say). Each must be a dotted custom setting name
+	// (ValidSettingName).
+	SubjectSettings []string
+	Logger          *slog.Logger
 	// TracerProvider, when set, makes a client span of each statement run
 	// within a span (none for statements outside any trace), and has each
 	// writing transaction record its trace context for the observer jobs
@@ -78,15 +84,22 @@ type Options struct {
 type DB struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration
+	// generic and tenantSettings are Options.GenericPlans and
+	// Options.TenantSettings, which the setup statements are built from.
+	generic        bool
+	tenantSettings []string
 	// readSetup is QueryJSONBatch's first statement.
 	readSetup string
 	log       *slog.Logger
 	// setup is InTenant's first statement, without and with the
 	// request's trace context (setup[1]): built once, not per request.
 	setup [2]string
+	// subjectSetup is SetSubject's statement.
+	subjectSetup string
 	// accepted is the last current password (Options.Password) a
-	// connection was made with: no need to try it again.
-	accepted atomic.Pointer[string]
+	// connection was made with: no need to try it again. A pointer, as
+	// the DBs WithStatementTimeout returns share it with db.
+	accepted *atomic.Pointer[string]
 	// rotating reports whether a password rotation is under way
 	// (Options.Password gives a previous password besides the current
 	// one); nil without Options.Password.
@@ -105,6 +118,11 @@ func Open(ctx context.Context, url string, o Options) (*DB, error) {
 	for _, n := range o.TenantSettings {
 		if !ValidSettingName(n) {
 			return nil, fmt.Errorf("postgres: tenant setting %q is not a custom setting name (prefix.name, lower case)", n)
+		}
+	}
+	for _, n := range o.SubjectSettings {
+		if !ValidSettingName(n) {
+			return nil, fmt.Errorf("postgres: subject setting %q is not a custom setting name (prefix.name, lower case)", n)
 		}
 	}
 	if o.TLS != nil {
@@ -129,8 +147,9 @@ func Open(ctx context.Context, url string, o Options) (*DB, error) {
 	if o.TracerProvider != nil {
 		cfg.ConnConfig.Tracer = newTracer(o.TracerProvider, cfg.ConnConfig)
 	}
-	db := &DB{timeout: o.StatementTimeout, readSetup: readSetup(o.StatementTimeout > 0, o.GenericPlans, o.TenantSettings), log: o.Logger,
-		setup: [2]string{txSetup(o.StatementTimeout > 0, false, o.TenantSettings), txSetup(o.StatementTimeout > 0, true, o.TenantSettings)}}
+	db := &DB{generic: o.GenericPlans, tenantSettings: o.TenantSettings, log: o.Logger,
+		subjectSetup: subjectSetup(o.SubjectSettings), accepted: new(atomic.Pointer[string])}
+	db.setTimeout(o.StatementTimeout)
 	if o.TLS != nil {
 		// TLS only: sslmode=prefer's plaintext fallbacks (the default
 		// when the URL sets no sslmode) are never tried.
@@ -151,6 +170,25 @@ func Open(ctx context.Context, url string, o Options) (*DB, error) {
 	}
 	db.pool = pool
 	return db, nil
+}
+
+// setTimeout makes d the statement timeout of db's transactions (0: none),
+// building the statements that open them.
+func (db *DB) setTimeout(d time.Duration) {
+	db.timeout = d
+	db.readSetup = readSetup(d > 0, db.generic, db.tenantSettings)
+	db.setup = [2]string{txSetup(d > 0, false, db.tenantSettings), txSetup(d > 0, true, db.tenantSettings)}
+}
+
+// WithStatementTimeout returns a DB on db's pool (closing either closes
+// both) whose transactions bound each statement by d instead (0: none):
+// how one capability's timeout (GraphQL's core.statement_timeout) differs
+// from the database's, set where every other setting of the transaction
+// is, in its first statement, rather than by the capability.
+func (db *DB) WithStatementTimeout(d time.Duration) *DB {
+	c := *db
+	c.setTimeout(d)
+	return &c
 }
 
 // beforeConnect sets a new connection's TLS configuration and password

@@ -47,23 +47,22 @@ var analyst = core.Principal{Subject: "alice", Tenant: "11111111-1111-4111-8111-
 func TestParseType(t *testing.T) {
 	tests := []struct {
 		name, in, want, arrow string
-		oid                   uint32
 	}{
-		{"int2", "smallint", "int2", "int16", 21},
-		{"numeric", "NUMERIC(12, 2)", "numeric(12,2)", "decimal(12, 2)", 1700},
-		{"timestamptz", "timestamp with time zone", "timestamptz", "timestamp[us, tz=UTC]", 1184},
-		{"timestamp", "timestamp", "timestamp", "timestamp[us]", 1114},
-		{"array", "text[]", "text[]", "list<item: utf8, nullable>", 1009},
-		{"uuid", "uuid", "uuid", "fixed_size_binary[16]", 2950},
-		{"jsonb", "jsonb", "jsonb", "utf8", 3802},
-		{"date", "date", "date", "date32", 1082},
-		{"numeric array", "numeric(5,1)[]", "numeric(5,1)[]", "list<item: decimal(5, 1), nullable>", 1231},
+		{"int2", "smallint", "int2", "int16"},
+		{"numeric", "NUMERIC(12, 2)", "numeric(12,2)", "decimal(12, 2)"},
+		{"timestamptz", "timestamp with time zone", "timestamptz", "timestamp[us, tz=UTC]"},
+		{"timestamp", "timestamp", "timestamp", "timestamp[us]"},
+		{"array", "text[]", "text[]", "list<item: utf8, nullable>"},
+		{"uuid", "uuid", "uuid", "fixed_size_binary[16]"},
+		{"jsonb", "jsonb", "jsonb", "utf8"},
+		{"date", "date", "date", "date32"},
+		{"numeric array", "numeric(5,1)[]", "numeric(5,1)[]", "list<item: decimal(5, 1), nullable>"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			typ := mustType(t, tt.in)
-			if typ.String() != tt.want || typ.ArrowType().String() != tt.arrow || typ.OID() != tt.oid {
-				t.Errorf("got %s %s %d, want %s %s %d", typ, typ.ArrowType(), typ.OID(), tt.want, tt.arrow, tt.oid)
+			if typ.String() != tt.want || typ.ArrowType().String() != tt.arrow {
+				t.Errorf("got %s %s, want %s %s", typ, typ.ArrowType(), tt.want, tt.arrow)
 			}
 		})
 	}

@@ -18,7 +18,9 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 )
 
-// Kind is a PostgreSQL type an exportable column may have.
+// Kind is the type an exportable column may have, named as the
+// configuration and PostgreSQL name it; adapters/postgres maps each to the
+// type OIDs its wire protocol carries.
 type Kind int
 
 // The exportable kinds.
@@ -62,15 +64,6 @@ var kindSQL = map[Kind]string{
 	KindInt2: "int2", KindInt4: "int4", KindInt8: "int8", KindFloat4: "float4", KindFloat8: "float8",
 	KindNumeric: "numeric", KindBool: "bool", KindText: "text", KindUUID: "uuid", KindDate: "date",
 	KindTimestamp: "timestamp", KindTimestampTZ: "timestamptz", KindBytea: "bytea", KindJSONB: "jsonb",
-}
-
-// OIDs of the kinds and of their one-dimensional arrays: what the binary
-// protocol's row description must say for a column of that type.
-var kindOID = map[Kind][2]uint32{
-	KindInt2: {21, 1005}, KindInt4: {23, 1007}, KindInt8: {20, 1016}, KindFloat4: {700, 1021},
-	KindFloat8: {701, 1022}, KindNumeric: {1700, 1231}, KindBool: {16, 1000}, KindText: {25, 1009},
-	KindUUID: {2950, 2951}, KindDate: {1082, 1182}, KindTimestamp: {1114, 1115},
-	KindTimestampTZ: {1184, 1185}, KindBytea: {17, 1001}, KindJSONB: {3802, 3807},
 }
 
 // MaxDecimalPrecision is the widest numeric an Arrow decimal128 holds.
@@ -134,46 +127,6 @@ func (t Type) String() string {
 		s += "[]"
 	}
 	return s
-}
-
-// OID returns the PostgreSQL type OID a result column of this type has.
-func (t Type) OID() uint32 {
-	o := kindOID[t.Kind]
-	if t.Array {
-		return o[1]
-	}
-	return o[0]
-}
-
-// textAlikes are the types besides text whose binary format is text's (the
-// characters, in the client encoding, unpadded), and their arrays. bpchar
-// (char(n)) is not one: it sends its blank padding, which its cast to text
-// (and so every filter) drops, so a view must cast it to text or varchar.
-var textAlikes = [][2]uint32{
-	{1043, 1015}, // varchar, which the configuration may declare
-	{19, 1003},   // name
-}
-
-// AcceptsOID reports whether a result column whose type has this OID can be
-// read as t: its own OID or, for text, the OID of a type sending the same
-// bytes, such as varchar.
-func (t Type) AcceptsOID(oid uint32) bool {
-	if oid == t.OID() {
-		return true
-	}
-	if t.Kind != KindText {
-		return false
-	}
-	i := 0
-	if t.Array {
-		i = 1
-	}
-	for _, o := range textAlikes {
-		if oid == o[i] {
-			return true
-		}
-	}
-	return false
 }
 
 // Scalar returns the element type of an array type.

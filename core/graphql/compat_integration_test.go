@@ -114,12 +114,12 @@ func mustFile(tb testing.TB, name string) string {
 // in filters, positional function arguments, both mutation response
 // shapes, errors as data in declared types, and cascade.
 func TestFraiseQLCompat(t *testing.T) {
-	db, _ := mustSQLDB(t, postgres.Options{TenantSettings: []string{"app.tenant_id"}}, "testdata/compat/schema.sql")
+	db, _ := mustSQLDB(t, postgres.Options{TenantSettings: []string{"app.tenant_id"}, SubjectSettings: []string{"app.user_id"}}, "testdata/compat/schema.sql")
 	s := mustSchema(t, mustFile(t, "testdata/compat/schema.graphql"))
 	if err := s.Check(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
-	e := graphql.NewEngine(s, db, graphql.Options{SubjectSettings: []string{"app.user_id"}})
+	e := graphql.NewEngine(s, db, graphql.Options{Session: db})
 	tests := []struct {
 		name, tenant, query string
 		want                string

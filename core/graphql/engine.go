@@ -7,11 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
@@ -47,9 +45,6 @@ type Options struct {
 	MaxSelections int
 	// MaxResultBytes bounds the response data (0: 8 MiB).
 	MaxResultBytes int
-	// StatementTimeout bounds each statement (SET LOCAL statement_timeout);
-	// 0 leaves the database's.
-	StatementTimeout time.Duration
 	// DefaultLimit is a list's size without a limit argument; MaxLimit caps
 	// any limit (0: 100 and 1000).
 	DefaultLimit, MaxLimit int
@@ -70,11 +65,12 @@ type Options struct {
 	Persisted core.PersistedDocuments
 	// Hooks run Go code for particular root fields (see Hook).
 	Hooks Hooks
-	// SubjectSettings are more settings a mutation's transaction sets to
-	// the caller's subject, besides fraise.subject: the names an existing
-	// database's functions read (app.user_id, say). Each is a custom
-	// setting name, prefix.name in lower case; others are ignored.
-	SubjectSettings []string
+	// Session, when set, gives each mutation's transaction its caller's
+	// subject, for the database's functions to read who calls them.
+	Session core.Session
+	// Audit, when set, records the mutations whose transaction failed
+	// (those that ran wrote their own audit rows, rolled back with it).
+	Audit core.AuditLog
 }
 
 // Request is a GraphQL request as GraphQL over HTTP carries it.
@@ -164,8 +160,6 @@ type Engine struct {
 	// formatting is parsed again, for its positions, but not validated.
 	valid map[[32]byte]bool
 	apq   map[string]string // sha256 hex -> registered query
-	// subjectSetup sets the subject's settings in a mutation's transaction.
-	subjectSetup string
 }
 
 // planKey identifies a plan: the document's hash and the operation name.
@@ -203,17 +197,7 @@ func NewEngine(s *Schema, db core.TenantDB, o Options) *Engine {
 	def(&o.DefaultLimit, 100)
 	def(&o.MaxLimit, 1000)
 	def(&o.APQCacheSize, 2000)
-	setup := "select to_jsonb(set_config('fraise.subject', $1, true))"
-	if len(o.SubjectSettings) > 0 {
-		setup = "select jsonb_build_array(set_config('fraise.subject', $1, true)"
-		for _, n := range o.SubjectSettings {
-			if isSettingName(n) {
-				setup += ", set_config('" + n + "', $1, true)"
-			}
-		}
-		setup += ")"
-	}
-	e := &Engine{db: db, opts: o, plans: map[planKey]*plan{}, valid: map[[32]byte]bool{}, apq: map[string]string{}, subjectSetup: setup}
+	e := &Engine{db: db, opts: o, plans: map[planKey]*plan{}, valid: map[[32]byte]bool{}, apq: map[string]string{}}
 	e.schema.Store(s)
 	return e
 }
@@ -232,21 +216,6 @@ func (e *Engine) SetSchema(s *Schema) {
 
 // Schema returns the schema requests run against now.
 func (e *Engine) Schema() *Schema { return e.schema.Load() }
-
-// isSettingName reports whether n is a custom setting name safe to write
-// into SQL: lower-case letters, digits and _, one dot or more inside.
-func isSettingName(n string) bool {
-	if !strings.Contains(n, ".") || strings.HasPrefix(n, ".") || strings.HasSuffix(n, ".") || len(n) > 63 {
-		return false
-	}
-	for i := 0; i < len(n); i++ {
-		c := n[i]
-		if !(c == '_' || c == '.' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
 
 func requestError(code, msg string, locs ...Location) *Response {
 	return &Response{Errors: []*Error{{Message: msg, Locations: locs, Extensions: map[string]any{"code": code}}}}
@@ -419,15 +388,9 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 	}
 	if needDB {
 		err := e.db.InTenant(ctx, p.Tenant, func(ctx context.Context, q core.Querier) error {
-			if e.opts.StatementTimeout > 0 {
-				ms := strconv.FormatInt(e.opts.StatementTimeout.Milliseconds(), 10)
-				if _, err := q.QueryJSON(ctx, "select to_jsonb(set_config('statement_timeout', $1, true))", ms); err != nil {
-					return err
-				}
-			}
-			if kind == ast.Mutation {
+			if kind == ast.Mutation && e.opts.Session != nil {
 				// Functions may read who calls them, as they read the tenant.
-				if _, err := q.QueryJSON(ctx, e.subjectSetup, p.Subject); err != nil {
+				if err := e.opts.Session.SetSubject(ctx, q, p.Subject); err != nil {
 					return err
 				}
 			}
@@ -500,12 +463,7 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 
 // runBatch runs a query's statements in one round trip, filling results.
 func (e *Engine) runBatch(ctx context.Context, b core.TenantBatcher, p core.Principal, stmts []stmt, results []json.RawMessage) error {
-	batch := make([]core.Statement, 0, len(stmts)+1)
-	if e.opts.StatementTimeout > 0 {
-		batch = append(batch, core.Statement{SQL: "select to_jsonb(set_config('statement_timeout', $1, true))",
-			Args: []any{strconv.FormatInt(e.opts.StatementTimeout.Milliseconds(), 10)}})
-	}
-	skip := len(batch)
+	batch := make([]core.Statement, 0, len(stmts))
 	idx := make([]int, 0, len(stmts))
 	for i, st := range stmts {
 		if st.sql != "" {
@@ -519,7 +477,7 @@ func (e *Engine) runBatch(ctx context.Context, b core.TenantBatcher, p core.Prin
 	}
 	size := 0
 	for j, i := range idx {
-		v := vals[skip+j]
+		v := vals[j]
 		if v == nil {
 			v = json.RawMessage("null")
 		}
@@ -534,19 +492,21 @@ func (e *Engine) runBatch(ctx context.Context, b core.TenantBatcher, p core.Prin
 // auditFailure records mutations whose transaction failed: their own audit
 // rows were rolled back with it, and a failed attempt is what an audit
 // trail most needs.
+// The record is written even when the client has gone.
 func (e *Engine) auditFailure(ctx context.Context, p core.Principal, stmts []stmt, cause error) {
-	outcome := "error:" + extensionCode(cause)
-	_ = e.db.InTenant(context.WithoutCancel(ctx), p.Tenant, func(ctx context.Context, q core.Querier) error {
-		for _, st := range stmts {
-			if st.mutation == "" {
-				continue
-			}
-			if _, err := q.QueryJSON(ctx, "select fraise.audit($1::text, $2::text, null, $3::text)", p.Subject, st.field.Name, outcome); err != nil {
-				return err
-			}
+	if e.opts.Audit == nil {
+		return
+	}
+	var names []string
+	for _, st := range stmts {
+		if st.mutation != "" {
+			names = append(names, st.field.Name)
 		}
-		return nil
-	})
+	}
+	if len(names) == 0 {
+		return
+	}
+	_ = e.opts.Audit.MutationsFailed(context.WithoutCancel(ctx), p.Tenant, p.Subject, names, "error:"+extensionCode(cause))
 }
 
 // extensionCode is the one table from core codes to extensions.code.

@@ -90,6 +90,12 @@ func mustEngine(tb testing.TB, d demoDB, o graphql.Options) *graphql.Engine {
 	if err := s.Check(context.Background(), d.db); err != nil {
 		tb.Fatal(err)
 	}
+	if o.Session == nil {
+		o.Session = d.db
+	}
+	if o.Audit == nil {
+		o.Audit = d.db
+	}
 	return graphql.NewEngine(s, d.db, o)
 }
 
@@ -575,7 +581,7 @@ func TestMutations(t *testing.T) {
 		if err := s.Check(context.Background(), d.db); err != nil {
 			t.Fatal(err)
 		}
-		e2 := graphql.NewEngine(s, d.db, graphql.Options{})
+		e2 := graphql.NewEngine(s, d.db, graphql.Options{Audit: d.db})
 		n := d.admin(t, `select count(*) from public.posts`)[0][0]
 		r := e2.Execute(ctx, graphql.Request{Query: `mutation { createPost(input: {title: "kept?", authorId: "b0000000-0000-4000-8000-00000000000b"}) { __typename }
 			failPost(input: {title: "x", authorId: "b0000000-0000-4000-8000-00000000000b"}) { __typename } }`})
@@ -652,22 +658,29 @@ func TestLimits(t *testing.T) {
 		o     graphql.Options
 		query string
 		code  string
+		// timeout is the statement timeout of the engine's transactions,
+		// which the adapter sets (0: none).
+		timeout time.Duration
 	}{
-		{"depth", graphql.Options{MaxDepth: 2}, `{ posts { author { name } } }`, graphql.CodeDepthLimit},
-		{"depth within", graphql.Options{MaxDepth: 2}, `{ posts { title } }`, ""},
-		{"aliases", graphql.Options{MaxAliases: 1}, `{ a: users { x: name } }`, graphql.CodeAliasLimit},
-		{"root fields", graphql.Options{MaxRootFields: 2}, `{ users { id } posts { id } u2: users { id } }`, graphql.CodeRootFieldLimit},
-		{"cost multiplies by list sizes", graphql.Options{MaxCost: 500}, `{ users(limit: 100) { posts { id title } } }`, graphql.CodeCostLimit},
-		{"cost within", graphql.Options{MaxCost: 500}, `{ users(limit: 10) { posts { id title } } }`, ""},
-		{"result size", graphql.Options{MaxResultBytes: 100}, `{ posts { title body author { name email } } }`, graphql.CodeResultTooLarge},
-		{"statement timeout", graphql.Options{StatementTimeout: 50 * time.Millisecond}, `{ slows { name } }`, graphql.CodeStatementTimeout},
-		{"statement timeout of the second statement", graphql.Options{StatementTimeout: 50 * time.Millisecond}, `{ users { id } slows { name } }`, graphql.CodeStatementTimeout},
-		{"introspection off", graphql.Options{}, `{ __schema { queryType { name } } }`, graphql.CodeIntrospection},
-		{"introspection off for __type", graphql.Options{}, `{ __type(name: "Post") { name } }`, graphql.CodeIntrospection},
+		{"depth", graphql.Options{MaxDepth: 2}, `{ posts { author { name } } }`, graphql.CodeDepthLimit, 0},
+		{"depth within", graphql.Options{MaxDepth: 2}, `{ posts { title } }`, "", 0},
+		{"aliases", graphql.Options{MaxAliases: 1}, `{ a: users { x: name } }`, graphql.CodeAliasLimit, 0},
+		{"root fields", graphql.Options{MaxRootFields: 2}, `{ users { id } posts { id } u2: users { id } }`, graphql.CodeRootFieldLimit, 0},
+		{"cost multiplies by list sizes", graphql.Options{MaxCost: 500}, `{ users(limit: 100) { posts { id title } } }`, graphql.CodeCostLimit, 0},
+		{"cost within", graphql.Options{MaxCost: 500}, `{ users(limit: 10) { posts { id title } } }`, "", 0},
+		{"result size", graphql.Options{MaxResultBytes: 100}, `{ posts { title body author { name email } } }`, graphql.CodeResultTooLarge, 0},
+		{"statement timeout", graphql.Options{}, `{ slows { name } }`, graphql.CodeStatementTimeout, 50 * time.Millisecond},
+		{"statement timeout of the second statement", graphql.Options{}, `{ users { id } slows { name } }`, graphql.CodeStatementTimeout, 50 * time.Millisecond},
+		{"introspection off", graphql.Options{}, `{ __schema { queryType { name } } }`, graphql.CodeIntrospection, 0},
+		{"introspection off for __type", graphql.Options{}, `{ __type(name: "Post") { name } }`, graphql.CodeIntrospection, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := graphql.NewEngine(s, d.db, tt.o)
+			db := d.db
+			if tt.timeout > 0 {
+				db = d.db.WithStatementTimeout(tt.timeout)
+			}
+			e := graphql.NewEngine(s, db, tt.o)
 			r := e.Execute(as(demo.TenantAcme), graphql.Request{Query: tt.query})
 			if tt.code == "" {
 				if len(r.Errors) > 0 {

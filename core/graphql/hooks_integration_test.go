@@ -49,7 +49,7 @@ func TestHooks(t *testing.T) {
 			return nil
 		}},
 	}
-	e := graphql.NewEngine(s, d.db, graphql.Options{Hooks: hooks})
+	e := graphql.NewEngine(s, d.db, graphql.Options{Hooks: hooks, Audit: d.db})
 	ctx := core.WithPrincipal(context.Background(), core.Principal{Subject: "alice", Tenant: demo.TenantAcme})
 	users := d.admin(t, `select count(*) from public.users where tenant_id = $1`, demo.TenantAcme)[0][0]
 

@@ -99,7 +99,7 @@ type NewKey struct {
 // Generate creates a key for n at now with randomness from rnd (nil means
 // crypto/rand). It returns the record to store and the full key, which is
 // shown once and never stored.
-func Generate(n NewKey, now time.Time, rnd io.Reader) (core.APIKey, string, error) {
+func Generate(n NewKey, now time.Time, rnd io.Reader) (Key, string, error) {
 	if rnd == nil {
 		rnd = rand.Reader
 	}
@@ -107,28 +107,28 @@ func Generate(n NewKey, now time.Time, rnd io.Reader) (core.APIKey, string, erro
 		n.TTL = DefaultTTL
 	}
 	if n.TTL < 0 {
-		return core.APIKey{}, "", errors.New("apikey: negative lifetime")
+		return Key{}, "", errors.New("apikey: negative lifetime")
 	}
 	if n.Tenant == "" || n.CreatedBy == "" {
-		return core.APIKey{}, "", errors.New("apikey: tenant and created-by are required")
+		return Key{}, "", errors.New("apikey: tenant and created-by are required")
 	}
 	for _, r := range n.Roles {
 		if r == "" || strings.ContainsAny(r, ", \t\r\n") {
-			return core.APIKey{}, "", fmt.Errorf("apikey: invalid role %q", r)
+			return Key{}, "", fmt.Errorf("apikey: invalid role %q", r)
 		}
 	}
 	for _, s := range n.Scopes {
 		if s == "" || strings.ContainsAny(s, " \t\r\n") {
-			return core.APIKey{}, "", fmt.Errorf("apikey: invalid scope %q", s)
+			return Key{}, "", fmt.Errorf("apikey: invalid scope %q", s)
 		}
 	}
 	var b [idBytes + secretBytes]byte
 	if _, err := io.ReadFull(rnd, b[:]); err != nil {
-		return core.APIKey{}, "", fmt.Errorf("apikey: %w", err)
+		return Key{}, "", fmt.Errorf("apikey: %w", err)
 	}
 	id := hex.EncodeToString(b[:idBytes])
 	secret := secretEncoding.EncodeToString(b[idBytes:])
-	k := core.APIKey{
+	k := Key{
 		ID: id, Tenant: n.Tenant, Name: n.Name, Roles: n.Roles, Scopes: n.Scopes, Hash: Hash(secret),
 		CreatedBy: n.CreatedBy, CreatedAt: now.UTC().Truncate(time.Microsecond),
 		ExpiresAt: now.Add(n.TTL).UTC().Truncate(time.Microsecond),
@@ -181,7 +181,7 @@ type Options struct {
 // concurrent use; Close stops its last-use writer and background refreshes
 // after a final flush.
 type Authenticator struct {
-	store core.APIKeyStore
+	store Store
 	o     Options
 
 	mu       sync.Mutex
@@ -200,7 +200,7 @@ type Authenticator struct {
 }
 
 type cached struct {
-	key     core.APIKey
+	key     Key
 	found   bool
 	fetched time.Time
 }
@@ -232,7 +232,7 @@ func (b *bucket) idle(now time.Time) bool {
 
 // NewAuthenticator returns an Authenticator over store and starts its
 // last-use writer.
-func NewAuthenticator(store core.APIKeyStore, o Options) *Authenticator {
+func NewAuthenticator(store Store, o Options) *Authenticator {
 	if o.CacheTTL == 0 {
 		o.CacheTTL = DefaultCacheTTL
 	}
@@ -344,7 +344,7 @@ func refuse(format string, args ...any) error {
 // (the store stayed unreachable), it is looked up like any id. Revocation
 // takes effect once the background read has seen it: within CacheTTL of
 // the revocation when the store is reachable.
-func (a *Authenticator) lookup(ctx context.Context, id string) (core.APIKey, bool, error) {
+func (a *Authenticator) lookup(ctx context.Context, id string) (Key, bool, error) {
 	const op = "apikey.Verify"
 	now := a.o.Now()
 	a.mu.Lock()
@@ -368,21 +368,21 @@ func (a *Authenticator) lookup(ctx context.Context, id string) (core.APIKey, boo
 		case <-f.done:
 			return f.key, f.found, f.err
 		case <-ctx.Done():
-			return core.APIKey{}, false, &core.Error{Op: op, Code: core.CodeUnavailable, Err: ctx.Err()}
+			return Key{}, false, &core.Error{Op: op, Code: core.CodeUnavailable, Err: ctx.Err()}
 		}
 	}
 	// Lookups that miss the cache are rate-limited: keys with made-up ids
 	// would otherwise turn a flood of requests into a flood of queries.
 	if err := a.takeLocked(now, id, clientOf(ctx), ok && c.found); err != nil {
 		a.mu.Unlock()
-		return core.APIKey{}, false, &core.Error{Op: op, Code: core.CodeRateLimited, Err: err}
+		return Key{}, false, &core.Error{Op: op, Code: core.CodeRateLimited, Err: err}
 	}
 	f := &flight{done: make(chan struct{})}
 	a.inflight[id] = f
 	a.mu.Unlock()
 	k, found, err := a.fetch(ctx, id, f, now)
 	if err != nil {
-		return core.APIKey{}, false, err
+		return Key{}, false, err
 	}
 	return k, found, nil
 }
@@ -390,7 +390,7 @@ func (a *Authenticator) lookup(ctx context.Context, id string) (core.APIKey, boo
 // fetch reads id from the store for flight f started at now, caches what
 // it learns and releases f's waiters. A store failure leaves the cache as
 // it was.
-func (a *Authenticator) fetch(ctx context.Context, id string, f *flight, now time.Time) (core.APIKey, bool, error) {
+func (a *Authenticator) fetch(ctx context.Context, id string, f *flight, now time.Time) (Key, bool, error) {
 	defer func() {
 		a.mu.Lock()
 		delete(a.inflight, id)
@@ -401,7 +401,7 @@ func (a *Authenticator) fetch(ctx context.Context, id string, f *flight, now tim
 	found := err == nil
 	if err != nil && core.ErrorCode(err) != core.CodeNotFound {
 		f.err = &core.Error{Op: "apikey.Verify", Code: core.CodeUnavailable, Err: err}
-		return core.APIKey{}, false, f.err
+		return Key{}, false, f.err
 	}
 	f.key, f.found = k, found
 	a.mu.Lock()
@@ -466,7 +466,7 @@ func (a *Authenticator) refreshLocked(id string, now time.Time) {
 // flight is one store lookup other requests for the same id wait for.
 type flight struct {
 	done  chan struct{}
-	key   core.APIKey
+	key   Key
 	found bool
 	err   error
 }

@@ -55,7 +55,7 @@ func mustStores(tb testing.TB) stores {
 	return stores{admin: open(pg.AdminURL(db)), app: open(pg.URL("fraise_app", db))}
 }
 
-func mustCreate(tb testing.TB, s core.APIKeyStore, n apikey.NewKey, now time.Time) (core.APIKey, string) {
+func mustCreate(tb testing.TB, s apikey.Store, n apikey.NewKey, now time.Time) (apikey.Key, string) {
 	tb.Helper()
 	k, raw, err := apikey.Generate(n, now, nil)
 	if err != nil {

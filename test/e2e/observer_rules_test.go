@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/fraise-dev/fraise/deploy/demo"
 	"github.com/fraise-dev/fraise/test/stack"
@@ -74,6 +77,21 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 	status, g = s.GraphQL(t, operator, bad)
 	if status != http.StatusOK || len(g.Errors) == 0 || g.Errors[0].Extensions["code"] != "INVALID" {
 		t.Fatalf("bad condition: status %d errors %+v", status, g.Errors)
+	}
+	// and audited as a failure: `fraise serve` gives the engine the audit
+	// log (graphql.Options.Audit), which nothing else would notice missing.
+	conn, err := pgx.Connect(context.Background(), s.AdminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var audited int
+	if err := conn.QueryRow(context.Background(), `select count(*) from fraise.audit_log
+		where subject = 'olga' and operation = 'createObserverRule' and outcome = 'error:INVALID'`).Scan(&audited); err != nil {
+		t.Fatal(err)
+	}
+	if audited != 1 {
+		t.Fatalf("got %d audit rows of the refused rule, want 1", audited)
 	}
 
 	// The viewer reads the rules; the other tenant sees none of them.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,8 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
+	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/deploy/demo"
 )
@@ -57,46 +55,20 @@ func applyDemo(cfg *config.Config) {
 // sends every new post to the demo receiver. It runs as the core's role,
 // in the tenant, as a rule written through GraphQL would.
 func ensureDemoRule(ctx context.Context, dbURL, url string) error {
-	conn, err := pgx.Connect(ctx, dbURL)
+	db, err := postgres.Open(ctx, dbURL, postgres.Options{MaxConns: 1})
 	if err != nil {
 		return fmt.Errorf("demo rule: database.url: %w", err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer db.Close()
 	rule, _ := json.Marshal(map[string]any{
 		"name": demoRuleName, "table": "public.posts", "operations": []string{"INSERT"},
 		"columns": []string{"id", "title", "author_id"},
 		"actions": []map[string]any{{"kind": "webhook", "url": url}},
 	})
-	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT set_config('fraise.tenant', $1, true)", demo.TenantAcme); err != nil {
-			return err
-		}
-		var id *string
-		err := tx.QueryRow(ctx, "SELECT id::text FROM public.v_observer_rule WHERE data->>'name' = $1", demoRuleName).Scan(&id)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("demo rule: %w (run `fraise migrate --demo`)", err)
-		}
-		var status, msg *string
-		if id != nil {
-			err = tx.QueryRow(ctx, "SELECT status, message FROM fn_update_observer_rule($1::uuid, $2::jsonb)", *id, string(rule)).Scan(&status, &msg)
-		} else {
-			err = tx.QueryRow(ctx, "SELECT status, message FROM fn_create_observer_rule($1::jsonb)", string(rule)).Scan(&status, &msg)
-		}
-		if err != nil {
-			return fmt.Errorf("demo rule: %w (run `fraise migrate --demo`)", err)
-		}
-		if status == nil || *status != "ok" {
-			return fmt.Errorf("demo rule: %v: %v (--demo needs the demo schema: run `fraise migrate --demo` first)", deref(status), deref(msg))
-		}
-		return nil
-	})
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
+	if err := db.EnsureRule(ctx, demo.TenantAcme, rule); err != nil {
+		return fmt.Errorf("demo rule: %w (--demo needs the demo schema: run `fraise migrate --demo` first)", err)
 	}
-	return *s
+	return nil
 }
 
 // demoReceiver is the webhook receiver `fraise dev --demo` runs for the

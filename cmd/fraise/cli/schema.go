@@ -13,6 +13,7 @@ import (
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/core/observe/ruleapi"
 )
 
 // runSchema is `fraise schema generate`: the schema the database's catalog
@@ -132,7 +133,7 @@ func (r *schemaReloader) reload(ctx context.Context) (bool, error) {
 	}
 	full := sdl
 	if r.observers {
-		full = withObserverRules(full)
+		full = ruleapi.Merge(full)
 	}
 	s, err := graphql.ParseSchema(full)
 	if err != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/core/observe"
+	"github.com/fraise-dev/fraise/core/observe/ruleapi"
 	"github.com/fraise-dev/fraise/deploy/demo"
 )
 
@@ -163,20 +164,18 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	}
 	if cfg.Observers.Enabled {
 		// Rule management is part of every schema observers serve.
-		sdl = withObserverRules(sdl)
+		sdl = ruleapi.Merge(sdl)
 	}
 	schema, err := graphql.ParseSchema(sdl)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("core.schema: %w", err)
 	}
-	var hooks graphql.Hooks
 	var protection *observe.Protection
 	if cfg.Observers.Enabled {
 		// Rules capture what the schema protects only for authors who may
 		// read it.
-		protection = observerProtection(schema)
-		hooks = observerRuleHooks(observe.NewCompiler(), protection)
+		protection = ruleapi.Protection(schema)
 	}
 	// Requests continue the trace Envoy started, in the core's spans; so
 	// do their statements and the observer jobs their writes cause.
@@ -189,7 +188,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	db, err := openDatabase(ctx, cfg, sec, "database.url", cfg.Database.URL, postgres.Options{
 		MaxConns: int32(cfg.Database.MaxConns), StatementTimeout: cfg.Database.StatementTimeout.Duration, Logger: log,
 		GenericPlans: cfg.Database.GenericPlans, TracerProvider: tracerProvider(tp),
-		TenantSettings: cfg.Database.TenantSettings,
+		TenantSettings: cfg.Database.TenantSettings, SubjectSettings: cfg.Database.SubjectSettings,
 	})
 	if err != nil {
 		ln.Close()
@@ -212,12 +211,22 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		// (which resolves hash-only requests for the policy) see them.
 		persisted = postgres.NewPersistedDocuments(db, postgres.PersistedOptions{})
 	}
-	engine := graphql.NewEngine(schema, db, graphql.Options{
+	var hooks graphql.Hooks
+	if cfg.Observers.Enabled {
+		hooks = ruleapi.Hooks(&observe.Rules{Compiler: observe.NewCompiler(), Protection: protection, Store: db})
+	}
+	// GraphQL's transactions have their own statement timeout when
+	// core.statement_timeout is set, set by the adapter as every other.
+	gqlDB := db
+	if t := cfg.Core.StatementTimeout.Duration; t > 0 {
+		gqlDB = db.WithStatementTimeout(t)
+	}
+	engine := graphql.NewEngine(schema, gqlDB, graphql.Options{
 		MaxDepth: cfg.Core.MaxDepth, DefaultLimit: cfg.Core.DefaultLimit, MaxLimit: cfg.Core.MaxLimit,
 		Introspection: cfg.Core.Introspection,
 		MaxAliases:    cfg.Core.MaxAliases, MaxRootFields: cfg.Core.MaxRootFields, MaxCost: cfg.Core.MaxCost,
-		MaxResultBytes: cfg.Core.MaxResultBytes, StatementTimeout: cfg.Core.StatementTimeout.Duration, MaxSelections: cfg.Core.MaxSelections,
-		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks, SubjectSettings: cfg.Database.SubjectSettings,
+		MaxResultBytes: cfg.Core.MaxResultBytes, MaxSelections: cfg.Core.MaxSelections,
+		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks, Session: db, Audit: db,
 	})
 	if cfg.Core.Schema == "auto" {
 		// SIGHUP, and in development a watch, serve the schema generated

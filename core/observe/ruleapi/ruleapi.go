@@ -1,9 +1,15 @@
-package cli
+// Package ruleapi is observer rule management in GraphQL
+// (docs/observers.md): the schema fragment merged into the served schema
+// when observers are enabled, and the hooks through which the GraphQL
+// engine calls rule management (observe.Rules) before the database's
+// functions store a rule. The query fields read v_observer_rule; the
+// mutations call the wrappers of migration 0009; testObserverRule is
+// computed in Go.
+package ruleapi
 
 import (
 	"context"
 	"encoding/json"
-	"time"
 
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/parser"
@@ -13,12 +19,9 @@ import (
 	"github.com/fraise-dev/fraise/core/observe"
 )
 
-// observerRulesSDL is rule management in GraphQL (docs/observers.md),
-// merged into the served schema when [observers] enabled. The query fields
-// read v_observer_rule; the mutations call the wrappers of migration 0009;
-// testObserverRule is computed in Go. The Mutation type is declared or
-// extended, whichever the user's schema needs (see withObserverRules).
-const observerRulesSDL = `
+// sdl is rule management's types and queries. The Mutation type is
+// declared or extended, whichever the user's schema needs (see Merge).
+const sdl = `
 "Any JSON value: a sample event's rows and key."
 scalar ObserverJSON
 
@@ -127,9 +130,9 @@ extend type Query {
 }
 `
 
-// observerRulesMutations is the Mutation part of observerRulesSDL, after
+// mutations is the Mutation part of sdl, after
 // "type Mutation" or "extend type Mutation".
-const observerRulesMutations = ` {
+const mutations = ` {
   "Creates a rule; its condition and actions are checked first."
   createObserverRule(input: ObserverRuleInput!): ObserverRulePayload! @function(name: "fraise.graphql_create_observer_rule")
   "Changes the keys of a rule that input holds."
@@ -143,14 +146,14 @@ const observerRulesMutations = ` {
 }
 `
 
-// withObserverRules returns sdl with rule management merged in: the Query
-// type extended, the Mutation type extended when sdl has one and declared
+// Merge returns sdl with rule management merged in: the Query type
+// extended, the Mutation type extended when sdl has one and declared
 // otherwise. A schema that does not parse is returned as it is, for
 // graphql.ParseSchema to report.
-func withObserverRules(sdl string) string {
-	doc, err := parser.ParseSchema(&ast.Source{Name: "schema.graphql", Input: sdl})
+func Merge(schema string) string {
+	doc, err := parser.ParseSchema(&ast.Source{Name: "schema.graphql", Input: schema})
 	if err != nil {
-		return sdl
+		return schema
 	}
 	mutation := "Mutation"
 	for _, sd := range doc.Schema {
@@ -164,54 +167,47 @@ func withObserverRules(sdl string) string {
 	if doc.Definitions.ForName(mutation) != nil {
 		decl = "extend type " + mutation
 	}
-	return sdl + "\n" + observerRulesSDL + decl + observerRulesMutations
+	return schema + "\n" + sdl + decl + mutations
 }
 
-// observerRuleHooks are the Go parts of rule management: conditions are
-// compiled and actions validated before a rule is stored, the columns a
-// rule captures are authorized against what the schema protects (prot),
-// and testObserverRule evaluates a rule against a sample event.
-func observerRuleHooks(c *observe.Compiler, prot *observe.Protection) graphql.Hooks {
-	// check validates rule r and authorizes p, its author, to capture its
-	// columns: a column the schema masks or restricts needs the scope that
-	// lifts it, as reading it through GraphQL would.
-	check := func(p core.Principal, r core.Rule) error {
-		if err := observe.ValidateRule(c, r); err != nil {
-			return err
-		}
-		return prot.Authorize(p, r.Table, r.Columns)
-	}
+// Hooks are the rule API's root fields that run Go code, each calling m:
+// a new or patched rule is checked before its mutation's function stores
+// it, and testObserverRule tries a rule against a sample event.
+func Hooks(m *observe.Rules) graphql.Hooks {
 	return graphql.Hooks{
 		"createObserverRule": {Check: func(ctx context.Context, q core.Querier, p core.Principal, args map[string]any) error {
-			r, err := ruleFrom(nil, args["input"])
-			if err != nil {
-				return err
-			}
-			return check(p, r)
+			return m.CheckNew(p, object(args["input"]))
 		}},
 		"updateObserverRule": {Check: func(ctx context.Context, q core.Querier, p core.Principal, args map[string]any) error {
-			cur, err := storedRule(ctx, q, args["id"])
-			if err != nil || cur == nil {
-				return err // no such rule: the function reports not_found
-			}
-			// The rule as patched, whoever wrote what it keeps: the one who
-			// patches it decides where its columns go from now on.
-			r, err := ruleFrom(cur, args["input"])
-			if err != nil {
-				return err
-			}
-			return check(p, r)
+			id, _ := args["id"].(string)
+			return m.CheckPatch(ctx, q, p, id, object(args["input"]))
 		}},
 		"testObserverRule": {Resolve: func(ctx context.Context, q core.Querier, p core.Principal, args map[string]any) (json.RawMessage, error) {
-			return testRule(ctx, c, prot, q, p, args)
+			id, _ := args["id"].(string)
+			if args["id"] != nil && id == "" {
+				return nil, invalidInput("id is required")
+			}
+			ev, err := sampleEvent(object(args["event"]))
+			if err != nil {
+				return nil, err
+			}
+			var rule map[string]any
+			if args["rule"] != nil {
+				rule = object(args["rule"])
+			}
+			res, err := m.Test(ctx, q, p, id, rule, ev)
+			if err != nil {
+				return nil, err
+			}
+			return json.Marshal(res)
 		}},
 	}
 }
 
-// observerProtection is what schema s protects, for observer rules: the
-// columns named like a field with @mask or @auth (or a key of its @field
-// path), and the tables named like a type, or its view, with @auth.
-func observerProtection(s *graphql.Schema) *observe.Protection {
+// Protection is what schema s protects, for observer rules: the columns
+// named like a field with @mask or @auth (or a key of its @field path),
+// and the tables named like a type, or its view, with @auth.
+func Protection(s *graphql.Schema) *observe.Protection {
 	p := observe.NewProtection()
 	for _, f := range s.ProtectedFields() {
 		if f.OnType {
@@ -232,94 +228,31 @@ func observerProtection(s *graphql.Schema) *observe.Protection {
 }
 
 func invalidInput(msg string) error {
-	return &core.Error{Code: core.CodeInvalid, Op: "observers.rule", Message: msg}
+	return &core.Error{Code: core.CodeInvalid, Op: "ruleapi", Message: msg}
 }
 
-// ruleFrom returns the rule that patch (GraphQL input) makes of base (a
-// rule's JSON; nil for a new rule): patch's keys replace base's.
-func ruleFrom(base map[string]any, patch any) (core.Rule, error) {
-	merged := map[string]any{}
-	for k, v := range base {
-		merged[k] = v
+// object is an input object argument; an absent one is empty.
+func object(v any) map[string]any {
+	m, _ := v.(map[string]any)
+	if m == nil {
+		m = map[string]any{}
 	}
-	p, _ := patch.(map[string]any)
-	for k, v := range p {
-		if v != nil {
-			merged[k] = v
-		}
-	}
-	b, err := json.Marshal(merged)
-	if err != nil {
-		return core.Rule{}, invalidInput("rule: " + err.Error())
-	}
-	var r core.Rule
-	if err := json.Unmarshal(b, &r); err != nil {
-		return core.Rule{}, invalidInput("rule: " + err.Error())
-	}
-	return r, nil
+	return m
 }
 
-// storedRule reads rule id of the transaction's tenant as v_observer_rule
-// shows it (secrets left out, which validation does not need); nil when
-// there is none.
-func storedRule(ctx context.Context, q core.Querier, id any) (map[string]any, error) {
-	s, _ := id.(string)
-	if s == "" {
-		return nil, invalidInput("id is required")
-	}
-	v, err := q.QueryJSON(ctx, `select v.data from public.v_observer_rule v where v.id::text = $1`, s)
-	if err != nil || len(v) == 0 || string(v) == "null" {
-		return nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(v, &m); err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
-// testRule is testObserverRule: exactly one of id and rule names the rule.
-func testRule(ctx context.Context, c *observe.Compiler, prot *observe.Protection, q core.Querier, p core.Principal, args map[string]any) (json.RawMessage, error) {
-	var r core.Rule
-	var err error
-	switch id, rule := args["id"], args["rule"]; {
-	case id != nil && rule != nil, id == nil && rule == nil:
-		return nil, invalidInput("give exactly one of id and rule")
-	case id != nil:
-		cur, err := storedRule(ctx, q, id)
-		if err != nil {
-			return nil, err
-		}
-		if cur == nil {
-			return nil, &core.Error{Code: core.CodeNotFound, Op: "observers.rule", Message: "no such rule"}
-		}
-		if r, err = ruleFrom(cur, nil); err != nil {
-			return nil, err
-		}
-	default:
-		if r, err = ruleFrom(nil, rule); err != nil {
-			return nil, err
-		}
-	}
-	r.Tenant = p.Tenant
-	if r.ID == "" {
-		r.ID = "test"
-	}
-	ev, _ := args["event"].(map[string]any)
-	e := core.ChangeEvent{Tenant: p.Tenant, Table: r.Table, TxTime: time.Now().UTC()}
-	if t, ok := ev["table"].(string); ok && t != "" {
-		e.Table = t
-	}
+// sampleEvent is the ObserverEventInput ev.
+func sampleEvent(ev map[string]any) (observe.SampleEvent, error) {
+	var e observe.SampleEvent
+	e.Table, _ = ev["table"].(string)
 	e.Op, _ = ev["op"].(string)
 	for name, dst := range map[string]*json.RawMessage{"key": &e.Key, "before": &e.Before, "after": &e.After} {
 		if v, ok := ev[name]; ok && v != nil {
-			if *dst, err = json.Marshal(v); err != nil {
-				return nil, invalidInput("event." + name + ": " + err.Error())
+			b, err := json.Marshal(v)
+			if err != nil {
+				return e, invalidInput("event." + name + ": " + err.Error())
 			}
+			*dst = b
 		}
-	}
-	if e.Key == nil {
-		e.Key = json.RawMessage("{}")
 	}
 	if ch, ok := ev["changed"].([]any); ok {
 		for _, x := range ch {
@@ -328,23 +261,5 @@ func testRule(ctx context.Context, c *observe.Compiler, prot *observe.Protection
 			}
 		}
 	}
-	matched, msgs, err := observe.TestRule(c, r, e, prot)
-	if err != nil {
-		return nil, err
-	}
-	type message struct {
-		Kind    string   `json:"kind"`
-		URL     string   `json:"url,omitempty"`
-		To      []string `json:"to,omitempty"`
-		Subject string   `json:"subject,omitempty"`
-		Body    string   `json:"body"`
-	}
-	out := struct {
-		Matched  bool      `json:"matched"`
-		Messages []message `json:"messages"`
-	}{Matched: matched, Messages: []message{}}
-	for _, m := range msgs {
-		out.Messages = append(out.Messages, message{Kind: m.Kind, URL: m.URL, To: m.To, Subject: m.Subject, Body: string(m.Body)})
-	}
-	return json.Marshal(out)
+	return e, nil
 }

@@ -1,4 +1,4 @@
-package cli
+package ruleapi_test
 
 // Rule management through the GraphQL engine, as `fraise serve` wires it
 // with [observers] enabled: the demo schema with the rules fragment merged
@@ -18,8 +18,16 @@ import (
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/core/observe"
+	"github.com/fraise-dev/fraise/core/observe/ruleapi"
 	"github.com/fraise-dev/fraise/deploy/demo"
 	"github.com/fraise-dev/fraise/test/harness"
+)
+
+// Two tenants the tests' rules belong to; the rule tables need no rows of
+// theirs elsewhere.
+const (
+	obsTenantA = "00000000-0000-0000-0000-0000000000aa"
+	obsTenantB = "00000000-0000-0000-0000-0000000000bb"
 )
 
 type rulesEnv struct {
@@ -37,7 +45,7 @@ func mustRulesEngine(tb testing.TB) rulesEnv {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(db.Close)
-	s, err := graphql.ParseSchema(withObserverRules(demo.SDL))
+	s, err := graphql.ParseSchema(ruleapi.Merge(demo.SDL))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -45,7 +53,7 @@ func mustRulesEngine(tb testing.TB) rulesEnv {
 	if err := s.Check(ctx, db); err != nil {
 		tb.Fatal(err)
 	}
-	e := graphql.NewEngine(s, db, graphql.Options{Hooks: observerRuleHooks(observe.NewCompiler(), observerProtection(s))})
+	e := graphql.NewEngine(s, db, graphql.Options{Hooks: ruleapi.Hooks(&observe.Rules{Compiler: observe.NewCompiler(), Protection: ruleapi.Protection(s), Store: db}), Session: db, Audit: db})
 	return rulesEnv{engine: e, adminURL: pg.AdminURL(name)}
 }
 
@@ -301,7 +309,7 @@ func TestWithObserverRulesMergesIntoAnySchema(t *testing.T) {
 			type ThingResult { succeeded: Boolean! } type Writes { touchThing(id: ID!): ThingResult! }`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := graphql.ParseSchema(withObserverRules(tc.sdl))
+			s, err := graphql.ParseSchema(ruleapi.Merge(tc.sdl))
 			if err != nil {
 				t.Fatal(err)
 			}
