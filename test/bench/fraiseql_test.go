@@ -91,6 +91,10 @@ func BenchmarkVsFraiseQL(b *testing.B) {
 	for _, op := range []string{"read", "create-post"} {
 		b.Run(op, func(b *testing.B) {
 			got := map[string]measurement{}
+			if op == "create-post" {
+				// The floor under every server's write: the function alone.
+				b.Run("postgres", func(b *testing.B) { got["postgres"] = e.measureFunction(b) })
+			}
 			for _, server := range []string{"fraise", "postgraphile", "fraiseql"} {
 				if server == "fraiseql" && e.fraiseqlURL == "" {
 					// Logged on the operation's row, which go test -bench
@@ -123,6 +127,15 @@ func reportVsFraiseQL(b *testing.B, op string, got map[string]measurement) {
 	if op != "read" {
 		want = 2
 	}
+	if floor := got["postgres"]; floor.Requests > 0 {
+		// No server answers more writes than the database performs with
+		// no server at all: over FraiseQL's, the most any server could show.
+		ceiling := floor.RPS() / fq.RPS()
+		b.ReportMetric(ceiling, "ceiling-x")
+		b.Logf("%s: fn_create_post called directly (no server, the same %d workers, one round trip each): %.0f req/s, p99 %s, "+
+			"%d us of PostgreSQL CPU per call: at most %.2fx FraiseQL's throughput for any server on this machine",
+			op, load().Concurrency, floor.RPS(), floor.P99, floor.pgCPU.Microseconds(), ceiling)
+	}
 	b.Logf("%s on FraiseQL's example database: Fraise %.0f req/s, p50 %s, p99 %s; FraiseQL %.0f req/s, p50 %s, p99 %s; "+
 		"PostGraphile %.0f req/s, p50 %s, p99 %s: Fraise has %.2fx FraiseQL's throughput at %.2f its p99: target at least %.1fx at a p99 no worse: %s",
 		op, fr.RPS(), fr.P50, fr.P99, fq.RPS(), fq.P50, fq.P99, pg.RPS(), pg.P50, pg.P99, x, p99, want, met(x >= want && p99 <= 1))
@@ -132,6 +145,7 @@ func reportVsFraiseQL(b *testing.B, op string, got map[string]measurement) {
 // the three servers on it.
 type fqEnv struct {
 	db          string
+	appURL      string // the database as the servers' role
 	signer      *assertion.Signer
 	direct      *http.Client
 	fraiseURL   string
@@ -232,6 +246,75 @@ func (e *fqEnv) target(tb testing.TB, op, server string) *target {
 		},
 	}
 	return t
+}
+
+// measureFunction measures fn_create_post called straight from the load
+// generator, with what any server must do around it and nothing else: a
+// transaction with the tenant set, sent as one round trip (a pipeline) on
+// one connection per worker. Its throughput is the ceiling of every
+// server's write on this database and machine.
+func (e *fqEnv) measureFunction(b *testing.B) measurement {
+	b.Helper()
+	ctx := context.Background()
+	l := load()
+	conns := make(chan *pgx.Conn, l.Concurrency)
+	for range l.Concurrency {
+		c, err := pgx.Connect(ctx, e.appURL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close(ctx)
+		conns <- c
+	}
+	call := func(ctx context.Context) error {
+		// The end of the warm-up must not cut a call short: pgx closes
+		// a connection whose statement was cancelled.
+		ctx = context.WithoutCancel(ctx)
+		c := <-conns
+		defer func() { conns <- c }()
+		in, _ := json.Marshal(map[string]any{"title": fmt.Sprintf("Bench %s %d", e.run, e.titles.Add(1)),
+			"author_id": fqAuthor, "content": "A post the benchmark wrote."})
+		var batch pgx.Batch
+		batch.Queue("begin")
+		batch.Queue("select set_config($1, $2, true)", fraiseql.TenantSetting, tenant)
+		var ok bool
+		batch.Queue("select (fn_create_post($1::jsonb)).succeeded", string(in)).QueryRow(func(r pgx.Row) error { return r.Scan(&ok) })
+		batch.Queue("commit")
+		if err := c.SendBatch(ctx, &batch).Close(); err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("fn_create_post did not succeed")
+		}
+		return nil
+	}
+	if err := call(ctx); err != nil {
+		b.Fatal(err)
+	}
+	warmCtx, cancel := context.WithTimeout(ctx, l.Warmup)
+	_, _ = bench.RunFunc(warmCtx, bench.Load{Duration: l.Warmup, Concurrency: l.Concurrency}, call)
+	cancel()
+	b.ResetTimer()
+	cpu := startCPU(e.db)
+	res, err := bench.RunFunc(ctx, bench.Load{Duration: l.Duration, Concurrency: l.Concurrency}, call)
+	_, pg, cpuOK := cpu.stop()
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := measurement{Result: res, cpu: map[string]time.Duration{}}
+	if cpuOK && res.Requests > 0 {
+		m.pgCPU = time.Duration(float64(pg) / float64(res.Requests))
+		b.ReportMetric(float64(m.pgCPU.Microseconds()), "pg-cpu-us/req")
+	}
+	b.ReportMetric(res.RPS(), "req/s")
+	b.ReportMetric(float64(res.P50.Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(res.P99.Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(res.Failures), "failures")
+	if res.Failures > 0 {
+		b.Errorf("%d calls failed; the first: %v", res.Failures, res.FirstErr)
+	}
+	return m
 }
 
 func (e *fqEnv) assertionFor(b assertion.Binding) string {
@@ -413,7 +496,7 @@ max_queue_per_tenant = 0
 
 	var mark [4]byte
 	_, _ = rand.Read(mark[:])
-	e := &fqEnv{db: db, signer: mustSigner(tb, keys), direct: bench.NewLeanClient(clientConns), run: hex.EncodeToString(mark[:])}
+	e := &fqEnv{db: db, appURL: pg.URL("fraise_app", db), signer: mustSigner(tb, keys), direct: bench.NewLeanClient(clientConns), run: hex.EncodeToString(mark[:])}
 	e.fraiseURL = "http://" + addr + "/graphql"
 	e.fraisePID = startFraise(tb, mustBinary(tb, dir), "serve", "--config", cfg)
 	mustListen(tb, addr)

@@ -213,3 +213,60 @@ func NewClient(conns int, tr *http.Transport) *http.Client {
 	tr.ForceAttemptHTTP2 = false
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
+
+// RunFunc calls call from l.Concurrency workers until l.Warmup and then
+// l.Duration have passed (or ctx ends), recording the calls started after
+// the warm-up: Run's closed loop for work that is not an HTTP request (a
+// database call measured without a server, as the floor under servers).
+func RunFunc(ctx context.Context, l Load, call func(context.Context) error) (Result, error) {
+	if l.Concurrency < 1 || l.Duration <= 0 {
+		return Result{}, fmt.Errorf("bench: want concurrency >= 1 and duration > 0, got %d and %s", l.Concurrency, l.Duration)
+	}
+	start := time.Now()
+	recordFrom := start.Add(l.Warmup)
+	ctx, cancel := context.WithDeadline(ctx, recordFrom.Add(l.Duration))
+	defer cancel()
+	type worker struct {
+		lat      []time.Duration
+		failures int
+		err      error
+	}
+	workers := make([]worker, l.Concurrency)
+	var wg sync.WaitGroup
+	for i := range workers {
+		w := &workers[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				err := call(ctx)
+				if ctx.Err() != nil {
+					return
+				}
+				if t0.Before(recordFrom) {
+					continue
+				}
+				if err != nil {
+					w.failures++
+					w.err = firstErr(w.err, err)
+					continue
+				}
+				w.lat = append(w.lat, time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	res := Result{Elapsed: time.Since(recordFrom)}
+	var all []time.Duration
+	for _, w := range workers {
+		all = append(all, w.lat...)
+		res.Failures += w.failures
+		res.FirstErr = firstErr(res.FirstErr, w.err)
+	}
+	res.Requests = len(all)
+	slices.Sort(all)
+	res.P50, res.P99 = Percentile(all, 50), Percentile(all, 99)
+	res.ReadP50, res.ReadP99 = res.P50, res.P99
+	return res, nil
+}

@@ -136,3 +136,28 @@ func TestRunRefusesOtherHosts(t *testing.T) {
 		})
 	}
 }
+
+// TestRunFunc: every call after the warm-up is recorded, as a success or
+// as a failure with the first error kept.
+func TestRunFunc(t *testing.T) {
+	var n atomic.Int64
+	boom := errors.New("boom")
+	res, err := bench.RunFunc(context.Background(), bench.Load{Duration: 50 * time.Millisecond, Concurrency: 2}, func(context.Context) error {
+		if n.Add(1)%2 == 0 {
+			return boom
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests == 0 || res.Failures == 0 || !errors.Is(res.FirstErr, boom) {
+		t.Fatalf("got %d requests, %d failures (%v), want both counted and boom kept", res.Requests, res.Failures, res.FirstErr)
+	}
+	if total := int64(res.Requests + res.Failures); total > n.Load() || total < n.Load()-2 {
+		t.Fatalf("recorded %d of %d calls, want all but the at most 2 cut off by the deadline", total, n.Load())
+	}
+	if _, err := bench.RunFunc(context.Background(), bench.Load{}, func(context.Context) error { return nil }); err == nil {
+		t.Fatal("a load without workers or duration: got no error")
+	}
+}
