@@ -22,7 +22,7 @@ func NewPersistedDocumentsFixture(*testing.T) PersistedDocumentsFixture {
 }
 
 // TestPersistedDocumentsContract runs core.PersistedDocuments' contract
-// against the implementations newStore returns, a new one for each case.
+// against the implementations newStore returns, a new one for each case. The cases run in parallel.
 func TestPersistedDocumentsContract(t *testing.T, newStore func(t *testing.T) PersistedDocumentsFixture) {
 	ctx := context.Background()
 	const doc = "query Orders { orders { id } }"
@@ -89,6 +89,9 @@ func TestPersistedDocumentsContract(t *testing.T, newStore func(t *testing.T) Pe
 		}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) { tt.run(t, newStore(t)) })
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.run(t, newStore(t))
+		})
 	}
 }

@@ -41,7 +41,7 @@ func ContractJob(tenant, id string) core.Job {
 func AnyRoom(string) int { return 100 }
 
 // TestJobQueueContract runs core.JobQueue's and core.DeadLetters' contract
-// against the implementations newQueue returns, a new one for each case.
+// against the implementations newQueue returns, a new one for each case. The cases run in parallel.
 func TestJobQueueContract(t *testing.T, newQueue func(t *testing.T) JobQueueFixture) {
 	ctx := context.Background()
 	enqueue := func(tb testing.TB, q JobQueue, jobs ...core.Job) {
@@ -317,6 +317,9 @@ func TestJobQueueContract(t *testing.T, newQueue func(t *testing.T) JobQueueFixt
 		}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) { tt.run(t, newQueue(t)) })
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.run(t, newQueue(t))
+		})
 	}
 }

@@ -60,7 +60,7 @@ func ContractRule(tenant, name string) core.Rule {
 }
 
 // TestRuleStoreContract runs core.RuleStore's contract against the
-// implementations newStore returns, a new one for each case.
+// implementations newStore returns, a new one for each case. The cases run in parallel.
 func TestRuleStoreContract(t *testing.T, newStore func(t *testing.T) RuleStoreFixture) {
 	ctx := context.Background()
 	enabled := func(tb testing.TB, s core.RuleStore) map[string]core.Rule {
@@ -191,7 +191,10 @@ func TestRuleStoreContract(t *testing.T, newStore func(t *testing.T) RuleStoreFi
 		}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) { tt.run(t, newStore(t)) })
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.run(t, newStore(t))
+		})
 	}
 }
 

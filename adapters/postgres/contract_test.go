@@ -1,0 +1,89 @@
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/coretest"
+)
+
+// The ports' contract suites (core/coretest) against PostgreSQL: the same
+// cases the in-memory implementations pass, so that a unit test written
+// against those holds here too.
+
+func TestEventLogContract(t *testing.T) {
+	coretest.TestEventLogContract(t, func(t *testing.T) coretest.EventLogFixture {
+		_, l, d := mustObserved(t)
+		return coretest.EventLogFixture{Log: l, Insert: func(tb testing.TB, tenant string, ids ...int64) {
+			tb.Helper()
+			rows := make([]string, len(ids))
+			for i, id := range ids {
+				rows[i] = "(" + strconv.FormatInt(id, 10) + ", '" + tenant + "', 1)"
+			}
+			exec(tb, d, tenant, "insert into orders (id, tenant_id, total) values "+strings.Join(rows, ", "))
+		}}
+	})
+}
+
+func TestRuleStoreContract(t *testing.T) {
+	coretest.TestRuleStoreContract(t, func(t *testing.T) coretest.RuleStoreFixture {
+		_, l, d := mustObserved(t)
+		mustOK := func(tb testing.TB, tenant, sql string, args ...any) result {
+			tb.Helper()
+			r := call(tb, d, tenant, sql, args...)
+			if r.Status != "ok" {
+				tb.Fatalf("%s: got %+v", sql, r)
+			}
+			return r
+		}
+		return coretest.RuleStoreFixture{
+			Rules: l,
+			Create: func(tb testing.TB, r core.Rule) string {
+				tb.Helper()
+				in := map[string]any{"name": r.Name, "table": r.Table, "operations": r.Operations,
+					"condition": r.Condition, "actions": r.Actions, "enabled": r.Enabled}
+				if r.Columns != nil {
+					in["columns"] = r.Columns
+				}
+				b, err := json.Marshal(in)
+				if err != nil {
+					tb.Fatal(err)
+				}
+				return mustOK(tb, r.Tenant, "fn_create_observer_rule($1::jsonb)", string(b)).ID
+			},
+			SetCondition: func(tb testing.TB, tenant, id, c string) {
+				b, _ := json.Marshal(map[string]string{"condition": c})
+				mustOK(tb, tenant, "fn_update_observer_rule($1::uuid, $2::jsonb)", id, string(b))
+			},
+			SetEnabled: func(tb testing.TB, tenant, id string, on bool) {
+				fn := "fn_disable_observer_rule($1::uuid)"
+				if on {
+					fn = "fn_enable_observer_rule($1::uuid)"
+				}
+				mustOK(tb, tenant, fn, id)
+			},
+			Delete: func(tb testing.TB, tenant, id string) { mustOK(tb, tenant, "fn_delete_observer_rule($1::uuid)", id) },
+		}
+	})
+}
+
+func TestPersistedDocumentsContract(t *testing.T) {
+	coretest.TestPersistedDocumentsContract(t, func(t *testing.T) coretest.PersistedDocumentsFixture {
+		admin, _, d := mustObserved(t)
+		return coretest.PersistedDocumentsFixture{
+			Store: postgres.NewPersistedDocuments(d, postgres.PersistedOptions{}),
+			Trust: func(tb testing.TB, doc string) {
+				tb.Helper()
+				if _, err := admin.Exec(context.Background(), "insert into fraise.trusted_documents (hash, document) values ($1, $2)",
+					core.DocumentHash(doc), doc); err != nil {
+					tb.Fatal(err)
+				}
+			},
+		}
+	})
+}
