@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"net"
 	"slices"
 	"strconv"
@@ -142,6 +143,7 @@ type Queue struct {
 	tenants     []string
 	tenantsAt   time.Time
 	promotedAt  time.Time
+	shareStart  int // the tenant Fetch's shares start from (shares)
 	reclaimedAt map[string]time.Time
 }
 
@@ -336,6 +338,7 @@ func (q *Queue) Fetch(ctx context.Context, consumer string, max int, room func(s
 		return nil, err
 	}
 	var out []core.Delivery
+	reclaimed := map[string]int{}
 	// Reclaim first: a dead worker's jobs are the oldest.
 	for _, t := range tenants {
 		if n := min(room(t), max-len(out)); n > 0 && q.reclaimDue(t) {
@@ -344,17 +347,14 @@ func (q *Queue) Fetch(ctx context.Context, consumer string, max int, room func(s
 				return out, err
 			}
 			out = append(out, ds...)
+			reclaimed[t] = len(ds)
 		}
 	}
 	// Then new jobs, every tenant with room in one pipeline.
 	pipe := q.c.Pipeline()
 	var reads []*goredis.XStreamSliceCmd
 	var readTenants []string
-	for _, t := range tenants {
-		n := min(room(t), max-len(out))
-		if n <= 0 {
-			continue
-		}
+	for t, n := range q.shares(tenants, max-len(out), func(t string) int { return room(t) - reclaimed[t] }) {
 		reads = append(reads, pipe.XReadGroup(ctx, &goredis.XReadGroupArgs{
 			Group: Group, Consumer: consumer, Streams: []string{jobsKey(t), ">"}, Count: int64(n), Block: -1,
 		}))
@@ -415,6 +415,45 @@ func (q *Queue) Fetch(ctx context.Context, consumer string, max int, room func(s
 		out = append(out, q.deliveries(ctx, t, []goredis.XStream{s})...)
 	}
 	return out, nil
+}
+
+// shares divides budget, the jobs a Fetch may still return, among
+// tenants, each asking for no more than room(t): the reads of one pipeline
+// all return at once, and a worker handed more jobs than it has slots, or
+// more of a tenant than its share, holds them unstarted while they may be
+// reclaimed by another worker and run twice. The budget is spread evenly,
+// starting from a tenant that moves on with each Fetch, so that with more
+// tenants than budget none always comes last. It yields (tenant, count)
+// pairs with counts above zero, in tenants' order from the start.
+func (q *Queue) shares(tenants []string, budget int, room func(string) int) iter.Seq2[string, int] {
+	return func(yield func(string, int) bool) {
+		if budget <= 0 || len(tenants) == 0 {
+			return
+		}
+		want := make([]int, len(tenants))
+		asking := 0
+		for i, t := range tenants {
+			if want[i] = room(t); want[i] > 0 {
+				asking++
+			}
+		}
+		q.mu.Lock()
+		start := q.shareStart % len(tenants)
+		q.shareStart++
+		q.mu.Unlock()
+		for k := range tenants {
+			i := (start + k) % len(tenants)
+			if want[i] <= 0 {
+				continue
+			}
+			n := min(want[i], (budget+asking-1)/asking)
+			budget -= n
+			asking--
+			if n > 0 && !yield(tenants[i], n) {
+				return
+			}
+		}
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
