@@ -1,6 +1,9 @@
 package coretest_test
 
 import (
+	"os/exec"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/fraise-dev/fraise/core/coretest"
@@ -23,4 +26,21 @@ func TestJobQueueContract(t *testing.T) {
 
 func TestPersistedDocumentsContract(t *testing.T) {
 	coretest.TestPersistedDocumentsContract(t, coretest.NewPersistedDocumentsFixture)
+}
+
+// TestOnlyTestsImportCoretest fails when a package's own (non-test) code
+// imports coretest: the fakes must never stand in for an adapter in a
+// binary.
+func TestOnlyTestsImportCoretest(t *testing.T) {
+	const self = "github.com/fraise-dev/fraise/core/coretest"
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}={{join .Imports \",\"}}", "../../...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Fields(string(out)) {
+		pkg, imports, _ := strings.Cut(line, "=")
+		if pkg != self && slices.Contains(strings.Split(imports, ","), self) {
+			t.Errorf("%s imports %s outside its tests", pkg, self)
+		}
+	}
 }
