@@ -16,3 +16,9 @@ func TestJobQueueContract(t *testing.T) {
 		return coretest.JobQueueFixture{Queue: mustQueue(t, idle), ReclaimIdle: idle}
 	})
 }
+
+// TestQueueHistoryContract runs core.QueueHistory's contract suite against
+// Redis.
+func TestQueueHistoryContract(t *testing.T) {
+	coretest.TestQueueHistoryContract(t, func(t *testing.T) coretest.HistoryQueue { return mustQueue(t, time.Minute) })
+}

@@ -44,3 +44,7 @@ func TestOnlyTestsImportCoretest(t *testing.T) {
 		}
 	}
 }
+
+func TestQueueHistoryContract(t *testing.T) {
+	coretest.TestQueueHistoryContract(t, coretest.NewHistoryQueue)
+}

@@ -42,6 +42,8 @@ type tenantJobs struct {
 	// last is the position of the last outbox event whose jobs were
 	// enqueued (zero: none).
 	last core.Position
+	// lost are the jobs Sweep moved out of reach.
+	lost []LostJob
 }
 
 type queued struct {
