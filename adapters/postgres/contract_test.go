@@ -6,8 +6,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/coretest"
 )
@@ -85,5 +89,60 @@ func TestPersistedDocumentsContract(t *testing.T) {
 				}
 			},
 		}
+	})
+}
+
+// mustAdminDB opens a migrated database as its owner, as `fraise apikey`
+// does.
+func mustAdminDB(tb testing.TB) (*postgres.DB, *pgx.Conn) {
+	tb.Helper()
+	ctx := context.Background()
+	pg, db := postgrestest.New(tb)
+	d, err := postgres.Open(ctx, pg.AdminURL(db), postgres.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(d.Close)
+	conn, err := pgx.Connect(ctx, pg.AdminURL(db))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close(ctx) })
+	return d, conn
+}
+
+func TestAPIKeyStoreContract(t *testing.T) {
+	coretest.TestAPIKeyStoreContract(t, func(t *testing.T) core.APIKeyStore {
+		d, _ := mustAdminDB(t)
+		return postgres.NewAPIKeys(d)
+	})
+}
+
+func TestDecisionLogContract(t *testing.T) {
+	coretest.TestDecisionLogContract(t, func(t *testing.T) coretest.DecisionLogFixture {
+		d, admin := mustAdminDB(t)
+		return coretest.DecisionLogFixture{Log: postgres.NewDecisions(d), Recorded: func(tb testing.TB) []core.Decision {
+			tb.Helper()
+			rows, err := admin.Query(context.Background(), `select decision_id, request_id, decided_at, subject,
+				coalesce(tenant_id::text, ''), kind, operation, operation_name, allow, status, reason, policy_revision, latency_us
+				from fraise.authz_decisions`)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			ds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (core.Decision, error) {
+				var (
+					d  core.Decision
+					us int64
+				)
+				err := r.Scan(&d.ID, &d.RequestID, &d.At, &d.Subject, &d.Tenant, &d.Kind, &d.Operation, &d.OperationName,
+					&d.Allow, &d.Status, &d.Reason, &d.PolicyRevision, &us)
+				d.Latency = time.Duration(us) * time.Microsecond
+				return d, err
+			})
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return ds
+		}}
 	})
 }

@@ -48,3 +48,11 @@ func TestOnlyTestsImportCoretest(t *testing.T) {
 func TestQueueHistoryContract(t *testing.T) {
 	coretest.TestQueueHistoryContract(t, coretest.NewHistoryQueue)
 }
+
+func TestAPIKeyStoreContract(t *testing.T) {
+	coretest.TestAPIKeyStoreContract(t, coretest.NewAPIKeyStore)
+}
+
+func TestDecisionLogContract(t *testing.T) {
+	coretest.TestDecisionLogContract(t, coretest.NewDecisionLogFixture)
+}
