@@ -20,17 +20,30 @@ import (
 // cases the in-memory implementations pass, so that a unit test written
 // against those holds here too.
 
+// eventLogFixture is the observed orders table's outbox.
+func eventLogFixture(t *testing.T) (coretest.EventLogFixture, *postgres.EventLog) {
+	_, l, d := mustObserved(t)
+	return coretest.EventLogFixture{Log: l, Insert: func(tb testing.TB, tenant string, ids ...int64) {
+		tb.Helper()
+		rows := make([]string, len(ids))
+		for i, id := range ids {
+			rows[i] = "(" + strconv.FormatInt(id, 10) + ", '" + tenant + "', 1)"
+		}
+		exec(tb, d, tenant, "insert into orders (id, tenant_id, total) values "+strings.Join(rows, ", "))
+	}}, l
+}
+
 func TestEventLogContract(t *testing.T) {
 	coretest.TestEventLogContract(t, func(t *testing.T) coretest.EventLogFixture {
-		_, l, d := mustObserved(t)
-		return coretest.EventLogFixture{Log: l, Insert: func(tb testing.TB, tenant string, ids ...int64) {
-			tb.Helper()
-			rows := make([]string, len(ids))
-			for i, id := range ids {
-				rows[i] = "(" + strconv.FormatInt(id, 10) + ", '" + tenant + "', 1)"
-			}
-			exec(tb, d, tenant, "insert into orders (id, tenant_id, total) values "+strings.Join(rows, ", "))
-		}}
+		f, _ := eventLogFixture(t)
+		return f
+	})
+}
+
+func TestOutboxHistoryContract(t *testing.T) {
+	coretest.TestOutboxHistoryContract(t, func(t *testing.T) coretest.OutboxHistoryFixture {
+		f, l := eventLogFixture(t)
+		return coretest.OutboxHistoryFixture{EventLogFixture: f, History: l}
 	})
 }
 

@@ -56,3 +56,7 @@ func TestAPIKeyStoreContract(t *testing.T) {
 func TestDecisionLogContract(t *testing.T) {
 	coretest.TestDecisionLogContract(t, coretest.NewDecisionLogFixture)
 }
+
+func TestOutboxHistoryContract(t *testing.T) {
+	coretest.TestOutboxHistoryContract(t, coretest.NewOutboxHistoryFixture)
+}

@@ -21,13 +21,19 @@ type EventLog struct {
 	xid     uint64
 	seq     int64
 	wake    chan struct{}
+
+	// The outbox's history (core.OutboxHistory, outboxhistory.go).
+	timeline    int           // the database's incarnation
+	generations []generation  // oldest first; never empty
+	writtenOn   map[int64]int // the timeline each event (by sequence number) was written on
 }
 
 var _ core.EventLog = (*EventLog)(nil)
 
 // NewEventLog returns an empty outbox.
 func NewEventLog() *EventLog {
-	return &EventLog{cursors: map[string]core.Position{}, wake: make(chan struct{}, 1)}
+	return &EventLog{cursors: map[string]core.Position{}, wake: make(chan struct{}, 1),
+		timeline: 1, generations: []generation{{firstID: 0, timeline: 1, reconciled: true}}, writtenOn: map[int64]int{}}
 }
 
 // Commit appends events as one committed transaction and returns their
@@ -41,12 +47,13 @@ func (l *EventLog) Commit(events ...core.ChangeEvent) []core.Position {
 	out := make([]core.Position, len(events))
 	for i, e := range events {
 		l.seq++
-		e.Pos = core.Position{XID: l.xid, ID: l.seq}
+		e.Pos = core.Position{Generation: l.generationOfLocked(l.seq), XID: l.xid, ID: l.seq}
 		if e.TxTime.IsZero() {
 			e.TxTime = now
 		}
 		e.Key, e.Before, e.After = orNull(e.Key), orNull(e.Before), orNull(e.After)
 		l.events = append(l.events, e)
+		l.writtenOn[l.seq] = l.timeline
 		out[i] = e.Pos
 	}
 	l.mu.Unlock()
@@ -81,7 +88,7 @@ func (l *EventLog) Read(ctx context.Context, after core.Position, limit int) ([]
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []core.ChangeEvent
-	for _, e := range l.events {
+	for _, e := range l.sortedLocked() {
 		if len(out) >= limit {
 			break
 		}
