@@ -288,6 +288,26 @@ func TestJobQueueContract(t *testing.T, newQueue func(t *testing.T) JobQueueFixt
 				t.Fatalf("room 1: got %v, want one job", ids(got))
 			}
 		}},
+		{"one Fetch finds a job among many tenants with room and none", func(t *testing.T, f JobQueueFixture) {
+			var all []core.Job
+			for i := range 30 {
+				all = append(all, ContractJob("tenant-"+strconv.Itoa(i), "old-"+strconv.Itoa(i)))
+			}
+			enqueue(t, f.Queue, all...)
+			for _, d := range fetchUntil(t, f.Queue, "c1", 30, "every tenant's job") {
+				if err := f.Queue.Ack(ctx, d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			enqueue(t, f.Queue, ContractJob("tenant-17", "new"))
+			ds, err := f.Queue.Fetch(ctx, "c1", 2, AnyRoom, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ds) != 1 || ds[0].Job.ID != "new" {
+				t.Fatalf("max 2 among 30 tenants: got %v, want the one job waiting", ids(ds))
+			}
+		}},
 		{"Fetch waits for a job up to block", func(t *testing.T, f JobQueueFixture) {
 			enqueue(t, f.Queue, ContractJob(TenantA, "0")) // the tenant is known
 			fetchUntil(t, f.Queue, "c1", 1, "the first job")
