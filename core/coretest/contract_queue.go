@@ -308,6 +308,60 @@ func TestJobQueueContract(t *testing.T, newQueue func(t *testing.T) JobQueueFixt
 				t.Fatalf("max 2 among 30 tenants: got %v, want the one job waiting", ids(ds))
 			}
 		}},
+		{"concurrent consumers get each job once", func(t *testing.T, f JobQueueFixture) {
+			var jobs []core.Job
+			for i := range 100 {
+				jobs = append(jobs, ContractJob([]string{TenantA, TenantB}[i%2], strconv.Itoa(i)))
+			}
+			var (
+				mu   sync.Mutex
+				seen = map[string]int{}
+				wg   sync.WaitGroup
+			)
+			for c := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					deadline := time.Now().Add(10 * time.Second)
+					for time.Now().Before(deadline) {
+						mu.Lock()
+						done := len(seen) == len(jobs)
+						mu.Unlock()
+						if done {
+							return
+						}
+						ds, err := f.Queue.Fetch(ctx, "c"+strconv.Itoa(c), 7, AnyRoom, 10*time.Millisecond)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						for _, d := range ds {
+							mu.Lock()
+							seen[d.Job.ID]++
+							mu.Unlock()
+							if err := f.Queue.Ack(ctx, d); err != nil {
+								t.Error(err)
+								return
+							}
+						}
+					}
+				}()
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := f.Queue.Enqueue(ctx, jobs[:50]); err != nil {
+					t.Error(err)
+				}
+			}()
+			enqueue(t, f.Queue, jobs[50:]...)
+			wg.Wait()
+			for _, j := range jobs {
+				if seen[j.ID] != 1 {
+					t.Errorf("job %s delivered %d times, want once", j.ID, seen[j.ID])
+				}
+			}
+		}},
 		{"Fetch waits for a job up to block", func(t *testing.T, f JobQueueFixture) {
 			enqueue(t, f.Queue, ContractJob(TenantA, "0")) // the tenant is known
 			fetchUntil(t, f.Queue, "c1", 1, "the first job")
