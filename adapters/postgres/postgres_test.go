@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/deploy/demo"
 	"github.com/fraise-dev/fraise/test/harness"
@@ -25,14 +26,14 @@ type fixture struct {
 func mustDemo(tb testing.TB) fixture {
 	tb.Helper()
 	ctx := context.Background()
-	pg, db := harness.NewDatabase(tb)
-	for i := 0; i < 2; i++ { // migrations and the demo are idempotent
-		if err := postgres.Migrate(ctx, pg.AdminURL(db), postgres.MigrateOptions{}); err != nil {
-			tb.Fatalf("migrate (run %d): %v", i+1, err)
-		}
-		if err := demo.Apply(ctx, pg.AdminURL(db), "fraise_app"); err != nil {
-			tb.Fatalf("demo (run %d): %v", i+1, err)
-		}
+	pg, db := postgrestest.NewDemo(tb)
+	// The migrations and the demo are idempotent: applied again, they
+	// change nothing and do not fail.
+	if err := postgres.Migrate(ctx, pg.AdminURL(db), postgres.MigrateOptions{}); err != nil {
+		tb.Fatalf("migrate again: %v", err)
+	}
+	if err := demo.Apply(ctx, pg.AdminURL(db), postgrestest.AppRole); err != nil {
+		tb.Fatalf("demo again: %v", err)
 	}
 	return fixture{pg, db}
 }

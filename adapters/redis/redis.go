@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"net"
 	"slices"
 	"strconv"
@@ -142,6 +143,7 @@ type Queue struct {
 	tenants     []string
 	tenantsAt   time.Time
 	promotedAt  time.Time
+	shareStart  int // the tenant Fetch's shares start from (shares)
 	reclaimedAt map[string]time.Time
 }
 
@@ -336,41 +338,79 @@ func (q *Queue) Fetch(ctx context.Context, consumer string, max int, room func(s
 		return nil, err
 	}
 	var out []core.Delivery
+	// The room of each tenant, as it is now, less what this call took.
+	left := make(map[string]int, len(tenants))
+	for _, t := range tenants {
+		left[t] = room(t)
+	}
 	// Reclaim first: a dead worker's jobs are the oldest.
 	for _, t := range tenants {
-		if n := min(room(t), max-len(out)); n > 0 && q.reclaimDue(t) {
+		if n := min(left[t], max-len(out)); n > 0 && q.reclaimDue(t) {
 			ds, err := q.reclaim(ctx, consumer, t, n)
 			if err != nil {
 				return out, err
 			}
 			out = append(out, ds...)
+			left[t] -= len(ds)
 		}
 	}
-	// Then new jobs, every tenant with room in one pipeline.
-	pipe := q.c.Pipeline()
-	var reads []*goredis.XStreamSliceCmd
-	var readTenants []string
+	var withRoom []string
 	for _, t := range tenants {
-		n := min(room(t), max-len(out))
-		if n <= 0 {
-			continue
+		if left[t] > 0 {
+			withRoom = append(withRoom, t)
 		}
-		reads = append(reads, pipe.XReadGroup(ctx, &goredis.XReadGroupArgs{
-			Group: Group, Consumer: consumer, Streams: []string{jobsKey(t), ">"}, Count: int64(n), Block: -1,
-		}))
-		readTenants = append(readTenants, t)
 	}
-	if len(reads) > 0 {
+	// Then new jobs, in rounds of one pipeline each: the budget shared
+	// among the tenants not asked yet, or that filled their share and may
+	// have more, until it is spent or nobody has more. Each round asks a
+	// tenant anew or returns jobs, so there are at most about
+	// len(tenants)/max rounds, and usually one.
+	asked := map[string]bool{}
+	more := map[string]bool{}
+	for len(out) < max {
+		var ask []string
+		for _, t := range withRoom {
+			if left[t] > 0 && (!asked[t] || more[t]) {
+				ask = append(ask, t)
+			}
+		}
+		if len(ask) == 0 {
+			break
+		}
+		pipe := q.c.Pipeline()
+		var (
+			reads  []*goredis.XStreamSliceCmd
+			readTs []string
+			counts []int
+		)
+		for t, n := range q.shares(ask, max-len(out), func(t string) int { return left[t] }) {
+			reads = append(reads, pipe.XReadGroup(ctx, &goredis.XReadGroupArgs{
+				Group: Group, Consumer: consumer, Streams: []string{jobsKey(t), ">"}, Count: int64(n), Block: -1,
+			}))
+			readTs, counts = append(readTs, t), append(counts, n)
+		}
+		if len(reads) == 0 {
+			break
+		}
 		_, _ = pipe.Exec(ctx)
 		for i, r := range reads {
+			t := readTs[i]
+			asked[t], more[t] = true, false
 			if err := r.Err(); err != nil && !errors.Is(err, goredis.Nil) {
 				if isNoGroup(err) {
-					q.createGroup(ctx, readTenants[i])
+					q.createGroup(ctx, t)
 					continue
 				}
 				return out, mapError(op, err)
 			}
-			out = append(out, q.deliveries(ctx, readTenants[i], r.Val())...)
+			entries := 0
+			for _, st := range r.Val() {
+				entries += len(st.Messages)
+			}
+			ds := q.deliveries(ctx, t, r.Val())
+			out = append(out, ds...)
+			left[t] -= len(ds)
+			more[t] = entries == counts[i]
 		}
 	}
 	if len(tenants) == 0 && block > 0 {
@@ -380,21 +420,21 @@ func (q *Queue) Fetch(ctx context.Context, consumer string, max int, room func(s
 	}
 	// Every tenant at its share returns at once: the caller waits for one
 	// of its own jobs to finish, which Redis cannot tell it.
-	if len(out) > 0 || block <= 0 || len(readTenants) == 0 {
+	if len(out) > 0 || block <= 0 || len(withRoom) == 0 {
 		return out, nil
 	}
 	// Nothing now: wait on every stream with room, one job each.
-	streams := make([]string, 0, 2*len(readTenants))
-	for _, t := range readTenants {
+	streams := make([]string, 0, 2*len(withRoom))
+	for _, t := range withRoom {
 		streams = append(streams, jobsKey(t))
 	}
-	for range readTenants {
+	for range withRoom {
 		streams = append(streams, ">")
 	}
 	// Wake up in time to release due retries; and soon when a tenant is at
 	// its share, since its stream is not waited on and a slot may free up.
 	block = min(block, 250*time.Millisecond)
-	if len(readTenants) < len(tenants) {
+	if len(withRoom) < len(tenants) {
 		block = min(block, 5*time.Millisecond)
 	}
 	res, err := q.c.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: Group, Consumer: consumer, Streams: streams, Count: 1, Block: block}).Result()
@@ -403,7 +443,7 @@ func (q *Queue) Fetch(ctx context.Context, consumer string, max int, room func(s
 			return out, nil
 		}
 		if isNoGroup(err) {
-			for _, t := range readTenants {
+			for _, t := range withRoom {
 				q.createGroup(ctx, t)
 			}
 			return out, nil
@@ -414,7 +454,74 @@ func (q *Queue) Fetch(ctx context.Context, consumer string, max int, room func(s
 		t := tenantOfKey(s.Stream)
 		out = append(out, q.deliveries(ctx, t, []goredis.XStream{s})...)
 	}
+	// Jobs of more tenants than max may arrive together: those past max go
+	// back to the end of their streams rather than wait, unstarted, with
+	// a worker that has no slot for them.
+	if len(out) > max {
+		for _, d := range out[max:] {
+			if err := q.requeue(ctx, d); err != nil {
+				return out[:max], err
+			}
+		}
+		out = out[:max]
+	}
 	return out, nil
+}
+
+// requeue puts a delivery's job back at the end of its tenant's stream,
+// in one transaction with the delivery's acknowledgement.
+func (q *Queue) requeue(ctx context.Context, d core.Delivery) error {
+	b, err := json.Marshal(d.Job)
+	if err != nil {
+		return &core.Error{Op: "redis.requeue", Code: core.CodeInternal, Err: err}
+	}
+	key := jobsKey(d.Job.Tenant)
+	_, err = q.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		p.XAdd(ctx, &goredis.XAddArgs{Stream: key, Values: []any{"job", b}})
+		p.XAck(ctx, key, Group, d.Receipt)
+		p.XDel(ctx, key, d.Receipt)
+		return nil
+	})
+	return mapError("redis.requeue", err)
+}
+
+// shares divides budget, the jobs a Fetch may still return, among
+// tenants, each asking for no more than room(t): the reads of one pipeline
+// all return at once, and a worker handed more jobs than it has slots, or
+// more of a tenant than its share, holds them unstarted while they may be
+// reclaimed by another worker and run twice. The budget is spread evenly,
+// starting from a tenant that moves on with each Fetch, so that with more
+// tenants than budget none always comes last. It yields (tenant, count)
+// pairs with counts above zero, in tenants' order from the start.
+func (q *Queue) shares(tenants []string, budget int, room func(string) int) iter.Seq2[string, int] {
+	return func(yield func(string, int) bool) {
+		if budget <= 0 || len(tenants) == 0 {
+			return
+		}
+		want := make([]int, len(tenants))
+		asking := 0
+		for i, t := range tenants {
+			if want[i] = room(t); want[i] > 0 {
+				asking++
+			}
+		}
+		q.mu.Lock()
+		start := q.shareStart % len(tenants)
+		q.shareStart++
+		q.mu.Unlock()
+		for k := range tenants {
+			i := (start + k) % len(tenants)
+			if want[i] <= 0 {
+				continue
+			}
+			n := min(want[i], (budget+asking-1)/asking)
+			budget -= n
+			asking--
+			if n > 0 && !yield(tenants[i], n) {
+				return
+			}
+		}
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

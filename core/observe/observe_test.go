@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/coretest"
 	"github.com/fraise-dev/fraise/core/observe"
 )
 
@@ -147,10 +148,6 @@ func TestBackoffFullJitter(t *testing.T) {
 	}
 }
 
-type clock struct{ t time.Time }
-
-func (c *clock) now() time.Time      { return c.t }
-func (c *clock) add(d time.Duration) { c.t = c.t.Add(d) }
 func wantState(t *testing.T, b *observe.Breaker, want observe.BreakerState) {
 	t.Helper()
 	if got := b.State(); got != want {
@@ -159,12 +156,12 @@ func wantState(t *testing.T, b *observe.Breaker, want observe.BreakerState) {
 }
 
 func TestBreakerTransitions(t *testing.T) {
-	clk := &clock{time.Unix(1000, 0)}
-	b := observe.NewBreaker(observe.BreakerSettings{FailureThreshold: 3, Window: time.Minute, OpenTimeout: 30 * time.Second, SuccessThreshold: 2}, clk.now)
+	clk := coretest.NewClock(time.Unix(1000, 0))
+	b := observe.NewBreaker(observe.BreakerSettings{FailureThreshold: 3, Window: time.Minute, OpenTimeout: 30 * time.Second, SuccessThreshold: 2}, clk.Now)
 	wantState(t, b, observe.BreakerClosed)
 	b.Failure()
 	b.Failure()
-	clk.add(2 * time.Minute) // old failures leave the window
+	clk.Advance(2 * time.Minute) // old failures leave the window
 	b.Failure()
 	b.Failure()
 	wantState(t, b, observe.BreakerClosed)
@@ -173,7 +170,7 @@ func TestBreakerTransitions(t *testing.T) {
 	if ok, wait := b.Allow(); ok || wait != 30*time.Second {
 		t.Fatalf("open: got allow=%v wait=%v, want false 30s", ok, wait)
 	}
-	clk.add(30 * time.Second)
+	clk.Advance(30 * time.Second)
 	wantState(t, b, observe.BreakerHalfOpen)
 	if ok, _ := b.Allow(); !ok {
 		t.Fatal("half-open: the first probe must go")
@@ -187,7 +184,7 @@ func TestBreakerTransitions(t *testing.T) {
 	}
 	b.Failure()
 	wantState(t, b, observe.BreakerOpen) // a failed probe opens again
-	clk.add(30 * time.Second)
+	clk.Advance(30 * time.Second)
 	for i := 0; i < 2; i++ {
 		if ok, _ := b.Allow(); !ok {
 			t.Fatalf("probe %d refused", i+1)

@@ -4,95 +4,56 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/coretest"
 	"github.com/fraise-dev/fraise/core/observe"
+	"github.com/fraise-dev/fraise/internal/await"
 )
 
 // partialQueue's first Fetch hands out a delivery and fails: the
 // consumer owns the job whatever the error says, as Redis's does when a
 // later tenant's read fails after an earlier one's succeeded.
 type partialQueue struct {
-	mu      sync.Mutex
-	fetches int
-	done    chan string // receipts completed (acked, retried or dead-lettered)
+	*coretest.Queue
+	failed atomic.Bool
 }
 
-func (q *partialQueue) Enqueue(context.Context, []core.Job) error { return nil }
-func (q *partialQueue) Fetch(ctx context.Context, _ string, _ int, _ func(string) int, _ time.Duration) ([]core.Delivery, error) {
-	q.mu.Lock()
-	q.fetches++
-	first := q.fetches == 1
-	q.mu.Unlock()
-	if first {
-		d := core.Delivery{Receipt: "r1", Job: core.Job{ID: "j1", Tenant: "t", Action: core.Action{Kind: "carrier-pigeon"}}}
-		return []core.Delivery{d}, errors.New("reading tenant u's stream: i/o timeout")
+func (q *partialQueue) Fetch(ctx context.Context, consumer string, max int, room func(string) int, block time.Duration) ([]core.Delivery, error) {
+	if q.failed.CompareAndSwap(false, true) {
+		ds, _ := q.Queue.Fetch(ctx, consumer, max, room, 0)
+		return ds, errors.New("reading tenant u's stream: i/o timeout")
 	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(10 * time.Millisecond):
-	}
-	return nil, nil
+	return q.Queue.Fetch(ctx, consumer, max, room, block)
 }
-func (q *partialQueue) Ack(_ context.Context, d core.Delivery) error { q.done <- d.Receipt; return nil }
-func (q *partialQueue) Retry(_ context.Context, d core.Delivery, _ core.Job, _ time.Time) error {
-	q.done <- d.Receipt
-	return nil
+
+// runWorker runs w until the test ends.
+func runWorker(t *testing.T, w *observe.Worker) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 }
-func (q *partialQueue) DeadLetter(_ context.Context, d core.Delivery, _ core.Job, _ string) error {
-	q.done <- d.Receipt
-	return nil
-}
-func (q *partialQueue) Backlog(context.Context, string) (int64, error) { return 0, nil }
 
 // TestWorkerRunsDeliveriesFetchedWithAnError: jobs a fetch delivered before
 // it failed are run at once, not left pending until another consumer
 // reclaims them a minute later.
 func TestWorkerRunsDeliveriesFetchedWithAnError(t *testing.T) {
-	q := &partialQueue{done: make(chan string, 4)}
-	w := &observe.Worker{Queue: q, Breakers: observe.NewBreakers(nil, nil), MaxAttempts: 3, Consumer: "c1", Block: 10 * time.Millisecond}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	select {
-	case r := <-q.done:
-		if r != "r1" {
-			t.Fatalf("completed %q, want r1", r)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the delivery fetched with an error was never run")
+	q := &partialQueue{Queue: &coretest.Queue{}}
+	// No notifier handles the kind: the job is dead-lettered when run.
+	if err := q.Enqueue(context.Background(), []core.Job{{ID: "j1", Tenant: "t", Action: core.Action{Kind: "carrier-pigeon"}}}); err != nil {
+		t.Fatal(err)
 	}
-}
-
-// recQueue records what became of each delivery.
-type recQueue struct {
-	partialQueue
-	mu       sync.Mutex
-	retries  []time.Time
-	dead     []string
-	deadJobs []core.Job
-}
-
-func (q *recQueue) Retry(_ context.Context, _ core.Delivery, _ core.Job, at time.Time) error {
-	q.mu.Lock()
-	q.retries = append(q.retries, at)
-	q.mu.Unlock()
-	return nil
-}
-
-func (q *recQueue) DeadLetter(_ context.Context, _ core.Delivery, j core.Job, reason string) error {
-	q.mu.Lock()
-	q.dead = append(q.dead, reason)
-	q.deadJobs = append(q.deadJobs, j)
-	q.mu.Unlock()
-	return nil
+	runWorker(t, &observe.Worker{Queue: q, Breakers: observe.NewBreakers(nil, nil), MaxAttempts: 3, Consumer: "c1", Block: 10 * time.Millisecond})
+	await.Until(t, 5*time.Second, "the delivery fetched with an error to be run", func() bool {
+		return len(deadLetters(t, q.Queue, "t")) == 1
+	})
 }
 
 // refuseAll is a rate limiter over its limit for a second.
@@ -107,61 +68,43 @@ func (refuseAll) Allow(context.Context, string, string) (bool, time.Duration, er
 // and one deferred past MaxAge is dead-lettered instead of growing its
 // tenant's queue for ever.
 func TestWorkerDeferrals(t *testing.T) {
-	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
-	q := &recQueue{}
-	w := &observe.Worker{Queue: q, Limiter: refuseAll{}, MaxAge: time.Hour, Now: func() time.Time { return now },
+	ctx := context.Background()
+	clock := coretest.NewClock(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
+	now := clock.Now()
+	q := &coretest.Queue{Now: clock.Now}
+	w := &observe.Worker{Queue: q, Limiter: refuseAll{}, MaxAge: time.Hour, Now: clock.Now,
 		Notifiers: map[string]core.Notifier{core.ActionWebhook: nil}}
 	job := func(age time.Duration) core.Delivery {
 		return core.Delivery{Job: core.Job{ID: "j", Tenant: "t", EnqueuedAt: now.Add(-age),
 			Action: core.Action{Kind: core.ActionWebhook, URL: "http://hooks.example/x"}}}
 	}
 	for range 200 {
-		w.Process(context.Background(), job(time.Minute))
+		w.Process(ctx, job(time.Minute))
 	}
-	lo, hi := q.retries[0], q.retries[0]
-	for _, at := range q.retries {
-		if at.Before(now.Add(time.Second)) || at.After(now.Add(1500*time.Millisecond)) {
-			t.Fatalf("deferred to %v, want between 1 s and 1.5 s from now", at.Sub(now))
+	if dls := deadLetters(t, q, "t"); len(dls) != 0 {
+		t.Fatalf("young jobs dead-lettered: %v", dls)
+	}
+	// The limiter asked for a second: the jobs come back between 1 s and
+	// 1.5 s from now, some in each half of that.
+	back := 0
+	for _, step := range []struct {
+		at       time.Duration
+		min, max int
+	}{{999 * time.Millisecond, 0, 0}, {1250 * time.Millisecond, 1, 199}, {1500 * time.Millisecond, 200, 200}} {
+		clock.Advance(now.Add(step.at).Sub(clock.Now()))
+		ds, err := q.Fetch(ctx, "c", 1000, func(string) int { return 1000 }, 0)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if at.Before(lo) {
-			lo = at
-		}
-		if at.After(hi) {
-			hi = at
+		back += len(ds)
+		if back < step.min || back > step.max {
+			t.Fatalf("%v from now: %d of 200 deferred jobs due, want %d to %d", step.at, back, step.min, step.max)
 		}
 	}
-	if hi.Sub(lo) < 100*time.Millisecond {
-		t.Errorf("200 deferrals spread over %v, want them spread out", hi.Sub(lo))
+	w.Process(ctx, job(2*time.Hour))
+	if dls := deadLetters(t, q, "t"); len(dls) != 1 || !strings.Contains(dls[0].Reason, "max_job_age") {
+		t.Fatalf("a job deferred two hours after it was enqueued: dead letters %v, want one naming max_job_age", dls)
 	}
-	if len(q.dead) != 0 {
-		t.Fatalf("young jobs dead-lettered: %v", q.dead)
-	}
-	w.Process(context.Background(), job(2*time.Hour))
-	if len(q.dead) != 1 || !strings.Contains(q.dead[0], "max_job_age") {
-		t.Fatalf("a job deferred two hours after it was enqueued: dead letters %v, want one naming max_job_age", q.dead)
-	}
-}
-
-// oneJob hands out one delivery, then none.
-type oneJob struct {
-	partialQueue
-	handed bool
-}
-
-func (q *oneJob) Fetch(ctx context.Context, _ string, _ int, _ func(string) int, _ time.Duration) ([]core.Delivery, error) {
-	q.mu.Lock()
-	first := !q.handed
-	q.handed = true
-	q.mu.Unlock()
-	if first {
-		return []core.Delivery{{Receipt: "r1", Job: core.Job{ID: "j1", Tenant: "t",
-			Action: core.Action{Kind: core.ActionWebhook, URL: "http://hooks.example/x"}}}}, nil
-	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(10 * time.Millisecond):
-	}
-	return nil, nil
 }
 
 // slowNotifier answers after a while, or gives up when its context ends.
@@ -182,28 +125,38 @@ func (n slowNotifier) Notify(ctx context.Context, _ core.Message) error {
 // cut off, reclaimed a minute later and sent to its receiver twice.
 func TestWorkerDrainsOnShutdown(t *testing.T) {
 	for _, tt := range []struct {
+		name  string
 		drain time.Duration
 		acked bool
-	}{{5 * time.Second, true}, {0, false}} {
-		q := &oneJob{partialQueue: partialQueue{done: make(chan string, 1)}}
-		n := slowNotifier{started: make(chan struct{})}
-		w := &observe.Worker{Queue: q, Notifiers: map[string]core.Notifier{core.ActionWebhook: n}, Drain: tt.drain, Block: 10 * time.Millisecond}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- w.Run(ctx) }()
-		<-n.started
-		cancel()
-		<-done // Run waits for its running jobs
-		select {
-		case r := <-q.done:
+	}{{"drained", 5 * time.Second, true}, {"cut short", 0, false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			// The queue's clock stands still: a delivery left pending is
+			// never reclaimed, and a retry is due at once.
+			q := &coretest.Queue{Now: coretest.NewClock(time.Now().Add(time.Hour)).Now}
+			if err := q.Enqueue(ctx, []core.Job{{ID: "j1", Tenant: "t",
+				Action: core.Action{Kind: core.ActionWebhook, URL: "http://hooks.example/x"}}}); err != nil {
+				t.Fatal(err)
+			}
+			n := slowNotifier{started: make(chan struct{})}
+			w := &observe.Worker{Queue: q, Notifiers: map[string]core.Notifier{core.ActionWebhook: n}, Drain: tt.drain, Block: 10 * time.Millisecond}
+			wctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- w.Run(wctx) }()
+			<-n.started
+			cancel()
+			<-done // Run waits for its running jobs
+			left := backlog(t, q, "t")
+			if tt.acked && left != 0 {
+				t.Fatalf("the delivery under way was cut short: backlog %d, want 0", left)
+			}
 			if !tt.acked {
-				t.Errorf("drain %v: %s completed, want it cut short and left pending", tt.drain, r)
+				ds, _ := q.Fetch(ctx, "c2", 10, coretest.AnyRoom, 0)
+				if left != 1 || len(ds) != 0 || len(deadLetters(t, q, "t")) != 0 {
+					t.Fatalf("backlog %d, %d due, want the job left pending with the stopped worker", left, len(ds))
+				}
 			}
-		default:
-			if tt.acked {
-				t.Errorf("drain %v: the delivery under way was cut short", tt.drain)
-			}
-		}
+		})
 	}
 }
 
@@ -244,9 +197,7 @@ func TestWorkerRunsEachJobInItsSpan(t *testing.T) {
 			var started []string
 			var ended []string
 			var endErr error
-			// Room for the one acknowledgement a delivered run sends.
-			q := &recQueue{partialQueue: partialQueue{done: make(chan string, 1)}}
-			w := &observe.Worker{Queue: q, MaxAttempts: 3,
+			w := &observe.Worker{Queue: &coretest.Queue{}, MaxAttempts: 3,
 				Notifiers: map[string]core.Notifier{core.ActionWebhook: spanNotifier{tc.notify, &seen}},
 				Trace: func(ctx context.Context, j core.Job) (context.Context, func(string, error)) {
 					started = append(started, j.TraceParent)

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/test/fraiseql"
@@ -29,10 +30,7 @@ func mustExample(tb testing.TB) *postgres.DB {
 	tb.Helper()
 	harness.SkipShort(tb)
 	ctx := context.Background()
-	pg, name := harness.NewDatabase(tb)
-	if err := postgres.Migrate(ctx, pg.AdminURL(name), postgres.MigrateOptions{}); err != nil {
-		tb.Fatal(err)
-	}
+	pg, name := postgrestest.New(tb)
 	if err := fraiseql.Apply(ctx, pg.AdminURL(name), "fraise_app"); err != nil {
 		tb.Fatal(err)
 	}
