@@ -14,6 +14,9 @@ import (
 	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/coretest"
+	"github.com/fraise-dev/fraise/extauthz/apikey"
+	"github.com/fraise-dev/fraise/extauthz/authztest"
+	"github.com/fraise-dev/fraise/extauthz/decisionlog"
 )
 
 // The ports' contract suites (core/coretest) against PostgreSQL: the same
@@ -125,16 +128,16 @@ func mustAdminDB(tb testing.TB) (*postgres.DB, *pgx.Conn) {
 }
 
 func TestAPIKeyStoreContract(t *testing.T) {
-	coretest.TestAPIKeyStoreContract(t, func(t *testing.T) core.APIKeyStore {
+	authztest.TestAPIKeyStoreContract(t, func(t *testing.T) apikey.Store {
 		d, _ := mustAdminDB(t)
 		return postgres.NewAPIKeys(d)
 	})
 }
 
 func TestDecisionLogContract(t *testing.T) {
-	coretest.TestDecisionLogContract(t, func(t *testing.T) coretest.DecisionLogFixture {
+	authztest.TestDecisionLogContract(t, func(t *testing.T) authztest.DecisionLogFixture {
 		d, admin := mustAdminDB(t)
-		return coretest.DecisionLogFixture{Log: postgres.NewDecisions(d), Recorded: func(tb testing.TB) []core.Decision {
+		return authztest.DecisionLogFixture{Log: postgres.NewDecisions(d), Recorded: func(tb testing.TB) []decisionlog.Decision {
 			tb.Helper()
 			rows, err := admin.Query(context.Background(), `select decision_id, request_id, decided_at, subject,
 				coalesce(tenant_id::text, ''), kind, operation, operation_name, allow, status, reason, policy_revision, latency_us
@@ -142,9 +145,9 @@ func TestDecisionLogContract(t *testing.T) {
 			if err != nil {
 				tb.Fatal(err)
 			}
-			ds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (core.Decision, error) {
+			ds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (decisionlog.Decision, error) {
 				var (
-					d  core.Decision
+					d  decisionlog.Decision
 					us int64
 				)
 				err := r.Scan(&d.ID, &d.RequestID, &d.At, &d.Subject, &d.Tenant, &d.Kind, &d.Operation, &d.OperationName,

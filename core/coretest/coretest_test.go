@@ -49,14 +49,6 @@ func TestQueueHistoryContract(t *testing.T) {
 	coretest.TestQueueHistoryContract(t, coretest.NewHistoryQueue)
 }
 
-func TestAPIKeyStoreContract(t *testing.T) {
-	coretest.TestAPIKeyStoreContract(t, coretest.NewAPIKeyStore)
-}
-
-func TestDecisionLogContract(t *testing.T) {
-	coretest.TestDecisionLogContract(t, coretest.NewDecisionLogFixture)
-}
-
 func TestOutboxHistoryContract(t *testing.T) {
 	coretest.TestOutboxHistoryContract(t, coretest.NewOutboxHistoryFixture)
 }

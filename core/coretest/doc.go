@@ -6,15 +6,15 @@
 // write their own fakes: EventLog (core.EventLog and core.OutboxHistory,
 // with Restore to simulate a point-in-time restore), RuleStore, Queue
 // (core.JobQueue, core.DeadLetters and core.QueueHistory),
-// PersistedDocuments, APIKeys, DecisionLog, and a manual Clock. Each is
+// PersistedDocuments and a manual Clock (extauthz's ports have theirs in
+// extauthz/authztest). Each is
 // safe for concurrent use.
 //
 // They are trustworthy stand-ins because the same contract suites run
 // against them here and against the adapters in adapters/postgres and
 // adapters/redis: TestEventLogContract, TestOutboxHistoryContract,
 // TestRuleStoreContract, TestJobQueueContract, TestQueueHistoryContract,
-// TestPersistedDocumentsContract, TestAPIKeyStoreContract and
-// TestDecisionLogContract. Each takes the *testing.T of the caller's test
+// and TestPersistedDocumentsContract. Each takes the *testing.T of the caller's test
 // and a constructor called once per case (the cases run in parallel), so
 // a behaviour a fake gets wrong shows up as a contract failure, not as a
 // unit test that passes against the fake and fails against the database.

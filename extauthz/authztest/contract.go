@@ -1,4 +1,4 @@
-package coretest
+package authztest
 
 import (
 	"bytes"
@@ -8,28 +8,30 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/extauthz/apikey"
+	"github.com/fraise-dev/fraise/extauthz/decisionlog"
 )
 
 // ContractKey returns a well-formed API key of tenant whose id is the
 // 16-hex-digit id, created at created.
-func ContractKey(tenant, id string, created time.Time) core.APIKey {
-	return core.APIKey{ID: id, Tenant: tenant, Name: "key " + id, Roles: []string{"viewer"}, Scopes: []string{"read:User.email"},
+func ContractKey(tenant, id string, created time.Time) apikey.Key {
+	return apikey.Key{ID: id, Tenant: tenant, Name: "key " + id, Roles: []string{"viewer"}, Scopes: []string{"read:User.email"},
 		Hash: bytes.Repeat([]byte{0xab}, 32), CreatedBy: "alice", CreatedAt: created, ExpiresAt: created.Add(90 * 24 * time.Hour)}
 }
 
-// TestAPIKeyStoreContract runs core.APIKeyStore's contract against the
+// TestAPIKeyStoreContract runs apikey.Store's contract against the
 // implementations newStore returns, a new one for each case. The cases
 // run in parallel.
-func TestAPIKeyStoreContract(t *testing.T, newStore func(t *testing.T) core.APIKeyStore) {
+func TestAPIKeyStoreContract(t *testing.T, newStore func(t *testing.T) apikey.Store) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	create := func(tb testing.TB, s core.APIKeyStore, k core.APIKey) {
+	create := func(tb testing.TB, s apikey.Store, k apikey.Key) {
 		tb.Helper()
 		if err := s.Create(ctx, k); err != nil {
 			tb.Fatalf("Create: %v", err)
 		}
 	}
-	get := func(tb testing.TB, s core.APIKeyStore, id string) core.APIKey {
+	get := func(tb testing.TB, s apikey.Store, id string) apikey.Key {
 		tb.Helper()
 		k, err := s.Get(ctx, id)
 		if err != nil {
@@ -39,9 +41,9 @@ func TestAPIKeyStoreContract(t *testing.T, newStore func(t *testing.T) core.APIK
 	}
 	tests := []struct {
 		name string
-		run  func(t *testing.T, s core.APIKeyStore)
+		run  func(t *testing.T, s apikey.Store)
 	}{
-		{"a created key is got back whole", func(t *testing.T, s core.APIKeyStore) {
+		{"a created key is got back whole", func(t *testing.T, s apikey.Store) {
 			want := ContractKey(TenantA, "0123456789abcdef", t0.Add(123789*time.Nanosecond))
 			create(t, s, want)
 			got := get(t, s, want.ID)
@@ -56,7 +58,7 @@ func TestAPIKeyStoreContract(t *testing.T, newStore func(t *testing.T) core.APIK
 				t.Fatalf("created at %v, want %v", got.CreatedAt, t0.Add(123*time.Microsecond))
 			}
 		}},
-		{"a key's id is unique", func(t *testing.T, s core.APIKeyStore) {
+		{"a key's id is unique", func(t *testing.T, s apikey.Store) {
 			k := ContractKey(TenantA, "0123456789abcdef", t0)
 			create(t, s, k)
 			k.Tenant = TenantB
@@ -64,15 +66,15 @@ func TestAPIKeyStoreContract(t *testing.T, newStore func(t *testing.T) core.APIK
 				t.Fatalf("got %v, want CONFLICT", err)
 			}
 		}},
-		{"a malformed key is refused", func(t *testing.T, s core.APIKeyStore) {
+		{"a malformed key is refused", func(t *testing.T, s apikey.Store) {
 			for _, tc := range []struct {
 				name string
-				edit func(*core.APIKey)
+				edit func(*apikey.Key)
 			}{
-				{"id not hex", func(k *core.APIKey) { k.ID = "0123456789abcdeX" }},
-				{"id too short", func(k *core.APIKey) { k.ID = "0123" }},
-				{"hash not 32 bytes", func(k *core.APIKey) { k.Hash = []byte("short") }},
-				{"tenant not a UUID", func(k *core.APIKey) { k.Tenant = "acme" }},
+				{"id not hex", func(k *apikey.Key) { k.ID = "0123456789abcdeX" }},
+				{"id too short", func(k *apikey.Key) { k.ID = "0123" }},
+				{"hash not 32 bytes", func(k *apikey.Key) { k.Hash = []byte("short") }},
+				{"tenant not a UUID", func(k *apikey.Key) { k.Tenant = "acme" }},
 			} {
 				k := ContractKey(TenantA, "0123456789abcdef", t0)
 				tc.edit(&k)
@@ -84,12 +86,12 @@ func TestAPIKeyStoreContract(t *testing.T, newStore func(t *testing.T) core.APIK
 				t.Fatalf("after the refusals: got %v, want NOT_FOUND", err)
 			}
 		}},
-		{"an unknown key is not found", func(t *testing.T, s core.APIKeyStore) {
+		{"an unknown key is not found", func(t *testing.T, s apikey.Store) {
 			if _, err := s.Get(ctx, "ffffffffffffffff"); core.ErrorCode(err) != core.CodeNotFound {
 				t.Fatalf("got %v, want NOT_FOUND", err)
 			}
 		}},
-		{"List gives a tenant's keys, or all, newest first", func(t *testing.T, s core.APIKeyStore) {
+		{"List gives a tenant's keys, or all, newest first", func(t *testing.T, s apikey.Store) {
 			create(t, s, ContractKey(TenantA, "000000000000000a", t0))
 			create(t, s, ContractKey(TenantA, "000000000000000b", t0.Add(time.Hour)))
 			create(t, s, ContractKey(TenantB, "000000000000000c", t0.Add(time.Minute)))
@@ -115,7 +117,7 @@ func TestAPIKeyStoreContract(t *testing.T, newStore func(t *testing.T) core.APIK
 				}
 			}
 		}},
-		{"a key is revoked once", func(t *testing.T, s core.APIKeyStore) {
+		{"a key is revoked once", func(t *testing.T, s apikey.Store) {
 			create(t, s, ContractKey(TenantA, "0123456789abcdef", t0))
 			at := t0.Add(time.Hour)
 			if err := s.Revoke(ctx, "0123456789abcdef", at); err != nil {
@@ -134,7 +136,7 @@ func TestAPIKeyStoreContract(t *testing.T, newStore func(t *testing.T) core.APIK
 				t.Fatalf("revoking an unknown key: got %v, want NOT_FOUND", err)
 			}
 		}},
-		{"last use never moves backwards", func(t *testing.T, s core.APIKeyStore) {
+		{"last use never moves backwards", func(t *testing.T, s apikey.Store) {
 			create(t, s, ContractKey(TenantA, "0123456789abcdef", t0))
 			for _, tc := range []struct {
 				at, want time.Time
@@ -159,36 +161,36 @@ func TestAPIKeyStoreContract(t *testing.T, newStore func(t *testing.T) core.APIK
 	}
 }
 
-// DecisionLogFixture is an implementation of core.DecisionLog under test
+// DecisionLogFixture is an implementation of decisionlog.Store under test
 // and the means to read what it kept.
 type DecisionLogFixture struct {
-	Log core.DecisionLog
+	Log decisionlog.Store
 	// Recorded returns every decision kept, in any order.
-	Recorded func(tb testing.TB) []core.Decision
+	Recorded func(tb testing.TB) []decisionlog.Decision
 }
 
 // NewDecisionLogFixture returns an in-memory DecisionLog.
 func NewDecisionLogFixture(*testing.T) DecisionLogFixture {
 	l := &DecisionLog{}
-	return DecisionLogFixture{Log: l, Recorded: func(testing.TB) []core.Decision { return l.Decisions() }}
+	return DecisionLogFixture{Log: l, Recorded: func(testing.TB) []decisionlog.Decision { return l.Decisions() }}
 }
 
-// NewAPIKeyStore returns an in-memory APIKeys as a core.APIKeyStore.
-func NewAPIKeyStore(*testing.T) core.APIKeyStore { return &APIKeys{} }
+// NewAPIKeyStore returns an in-memory APIKeys as a apikey.Store.
+func NewAPIKeyStore(*testing.T) apikey.Store { return &APIKeys{} }
 
-// TestDecisionLogContract runs core.DecisionLog's contract against the
+// TestDecisionLogContract runs decisionlog.Store's contract against the
 // implementations newLog returns, a new one for each case. The cases run
 // in parallel.
 func TestDecisionLogContract(t *testing.T, newLog func(t *testing.T) DecisionLogFixture) {
 	ctx := context.Background()
 	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	decision := func(id, tenant string) core.Decision {
-		return core.Decision{ID: id, RequestID: "req-" + id, At: at, Subject: "apikey:0123456789abcdef", Tenant: tenant,
+	decision := func(id, tenant string) decisionlog.Decision {
+		return decisionlog.Decision{ID: id, RequestID: "req-" + id, At: at, Subject: "apikey:0123456789abcdef", Tenant: tenant,
 			Kind: core.KindAPIKey, Operation: "query", OperationName: "Orders", Allow: true, Status: 200,
 			Reason: "allowed", PolicyRevision: "rev1", Latency: 1500 * time.Microsecond}
 	}
-	byID := func(ds []core.Decision) map[string]core.Decision {
-		out := map[string]core.Decision{}
+	byID := func(ds []decisionlog.Decision) map[string]decisionlog.Decision {
+		out := map[string]decisionlog.Decision{}
 		for _, d := range ds {
 			out[d.ID] = d
 		}
@@ -199,7 +201,7 @@ func TestDecisionLogContract(t *testing.T, newLog func(t *testing.T) DecisionLog
 		run  func(t *testing.T, f DecisionLogFixture)
 	}{
 		{"a batch is kept whole", func(t *testing.T, f DecisionLogFixture) {
-			want := []core.Decision{decision("d1", TenantA), decision("d2", TenantB)}
+			want := []decisionlog.Decision{decision("d1", TenantA), decision("d2", TenantB)}
 			want[1].Allow, want[1].Status, want[1].Reason = false, 403, "denied"
 			if err := f.Log.RecordDecisions(ctx, want); err != nil {
 				t.Fatal(err)
@@ -223,7 +225,7 @@ func TestDecisionLogContract(t *testing.T, newLog func(t *testing.T) DecisionLog
 			first := decision("d1", TenantA)
 			again := first
 			again.Reason = "changed"
-			for _, batch := range [][]core.Decision{{first}, {again, decision("d2", TenantA)}} {
+			for _, batch := range [][]decisionlog.Decision{{first}, {again, decision("d2", TenantA)}} {
 				if err := f.Log.RecordDecisions(ctx, batch); err != nil {
 					t.Fatal(err)
 				}
@@ -234,7 +236,7 @@ func TestDecisionLogContract(t *testing.T, newLog func(t *testing.T) DecisionLog
 			}
 		}},
 		{"a tenant that is not a UUID is kept as none", func(t *testing.T, f DecisionLogFixture) {
-			if err := f.Log.RecordDecisions(ctx, []core.Decision{decision("d1", "acme")}); err != nil {
+			if err := f.Log.RecordDecisions(ctx, []decisionlog.Decision{decision("d1", "acme")}); err != nil {
 				t.Fatal(err)
 			}
 			if got := f.Recorded(t); len(got) != 1 || got[0].Tenant != "" {
@@ -257,3 +259,9 @@ func TestDecisionLogContract(t *testing.T, newLog func(t *testing.T) DecisionLog
 		})
 	}
 }
+
+// The tenants the contract cases use: UUIDs, as the database's table wants.
+const (
+	TenantA = "00000000-0000-0000-0000-0000000000aa"
+	TenantB = "00000000-0000-0000-0000-0000000000bb"
+)

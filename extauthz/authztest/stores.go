@@ -1,4 +1,7 @@
-package coretest
+// Package authztest holds in-memory implementations of extauthz's ports
+// (the API key store and the decision log) and the contract suites that run
+// the same cases against them and against the postgres adapter.
+package authztest
 
 import (
 	"context"
@@ -9,34 +12,36 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/extauthz/apikey"
+	"github.com/fraise-dev/fraise/extauthz/decisionlog"
 )
 
-// APIKeys keeps API keys in memory (core.APIKeyStore), refusing what the
+// APIKeys keeps API keys in memory (apikey.Store), refusing what the
 // database's table refuses: an id that is not 16 lower-case hex digits, a
 // hash that is not 32 bytes, a tenant that is not a UUID. It is safe for
 // concurrent use.
 type APIKeys struct {
 	mu   sync.Mutex
-	keys map[string]core.APIKey
+	keys map[string]apikey.Key
 }
 
-var _ core.APIKeyStore = (*APIKeys)(nil)
+var _ apikey.Store = (*APIKeys)(nil)
 
 var (
 	keyIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
 	uuidPattern  = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 )
 
-// Create implements core.APIKeyStore.
-func (s *APIKeys) Create(_ context.Context, k core.APIKey) error {
-	const op = "coretest.APIKeys.Create"
+// Create implements apikey.Store.
+func (s *APIKeys) Create(_ context.Context, k apikey.Key) error {
+	const op = "authztest.APIKeys.Create"
 	if !keyIDPattern.MatchString(k.ID) || len(k.Hash) != 32 || !uuidPattern.MatchString(k.Tenant) {
 		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "malformed API key"}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.keys == nil {
-		s.keys = map[string]core.APIKey{}
+		s.keys = map[string]apikey.Key{}
 	}
 	if _, ok := s.keys[k.ID]; ok {
 		return &core.Error{Op: op, Code: core.CodeConflict, Message: "already exists"}
@@ -48,31 +53,31 @@ func (s *APIKeys) Create(_ context.Context, k core.APIKey) error {
 	return nil
 }
 
-// Get implements core.APIKeyStore.
-func (s *APIKeys) Get(_ context.Context, id string) (core.APIKey, error) {
+// Get implements apikey.Store.
+func (s *APIKeys) Get(_ context.Context, id string) (apikey.Key, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k, ok := s.keys[id]
 	if !ok {
-		return core.APIKey{}, &core.Error{Op: "coretest.APIKeys.Get", Code: core.CodeNotFound, Message: "no such API key"}
+		return apikey.Key{}, &core.Error{Op: "authztest.APIKeys.Get", Code: core.CodeNotFound, Message: "no such API key"}
 	}
 	return cloneKey(k), nil
 }
 
-// List implements core.APIKeyStore: newest first, then by id.
-func (s *APIKeys) List(_ context.Context, tenant string) ([]core.APIKey, error) {
+// List implements apikey.Store: newest first, then by id.
+func (s *APIKeys) List(_ context.Context, tenant string) ([]apikey.Key, error) {
 	if tenant != "" && !uuidPattern.MatchString(tenant) {
-		return nil, &core.Error{Op: "coretest.APIKeys.List", Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+		return nil, &core.Error{Op: "authztest.APIKeys.List", Code: core.CodeInvalid, Message: "tenant must be a UUID"}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := []core.APIKey{}
+	out := []apikey.Key{}
 	for _, k := range s.keys {
 		if tenant == "" || strings.EqualFold(k.Tenant, tenant) {
 			out = append(out, cloneKey(k))
 		}
 	}
-	slices.SortFunc(out, func(a, b core.APIKey) int {
+	slices.SortFunc(out, func(a, b apikey.Key) int {
 		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
 			return c
 		}
@@ -81,20 +86,20 @@ func (s *APIKeys) List(_ context.Context, tenant string) ([]core.APIKey, error) 
 	return out, nil
 }
 
-// Revoke implements core.APIKeyStore.
+// Revoke implements apikey.Store.
 func (s *APIKeys) Revoke(_ context.Context, id string, at time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k, ok := s.keys[id]
 	if !ok || !k.RevokedAt.IsZero() {
-		return &core.Error{Op: "coretest.APIKeys.Revoke", Code: core.CodeNotFound, Message: "no such unrevoked API key"}
+		return &core.Error{Op: "authztest.APIKeys.Revoke", Code: core.CodeNotFound, Message: "no such unrevoked API key"}
 	}
 	k.RevokedAt = stored(at)
 	s.keys[id] = k
 	return nil
 }
 
-// TouchLastUsed implements core.APIKeyStore.
+// TouchLastUsed implements apikey.Store.
 func (s *APIKeys) TouchLastUsed(_ context.Context, used map[string]time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -111,28 +116,28 @@ func (s *APIKeys) TouchLastUsed(_ context.Context, used map[string]time.Time) er
 // the nanoseconds dropped as pgx drops them when it sends a time.
 func stored(t time.Time) time.Time { return t.Truncate(time.Microsecond) }
 
-func cloneKey(k core.APIKey) core.APIKey {
+func cloneKey(k apikey.Key) apikey.Key {
 	k.Roles, k.Scopes, k.Hash = slices.Clone(k.Roles), slices.Clone(k.Scopes), slices.Clone(k.Hash)
 	return k
 }
 
-// DecisionLog keeps authorization decisions in memory (core.DecisionLog).
+// DecisionLog keeps authorization decisions in memory (decisionlog.Store).
 // It is safe for concurrent use.
 type DecisionLog struct {
 	mu        sync.Mutex
-	decisions []core.Decision
+	decisions []decisionlog.Decision
 }
 
-var _ core.DecisionLog = (*DecisionLog)(nil)
+var _ decisionlog.Store = (*DecisionLog)(nil)
 
-// RecordDecisions implements core.DecisionLog. A decision recorded again
+// RecordDecisions implements decisionlog.Store. A decision recorded again
 // (same id) is kept once, as it first came; a tenant that is not a UUID is
 // kept as "", as the database keeps it as null.
-func (l *DecisionLog) RecordDecisions(_ context.Context, ds []core.Decision) error {
+func (l *DecisionLog) RecordDecisions(_ context.Context, ds []decisionlog.Decision) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, d := range ds {
-		if slices.ContainsFunc(l.decisions, func(x core.Decision) bool { return x.ID == d.ID }) {
+		if slices.ContainsFunc(l.decisions, func(x decisionlog.Decision) bool { return x.ID == d.ID }) {
 			continue
 		}
 		if !uuidPattern.MatchString(d.Tenant) {
@@ -146,7 +151,7 @@ func (l *DecisionLog) RecordDecisions(_ context.Context, ds []core.Decision) err
 }
 
 // Decisions returns the decisions recorded, in the order they came.
-func (l *DecisionLog) Decisions() []core.Decision {
+func (l *DecisionLog) Decisions() []decisionlog.Decision {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.decisions)
