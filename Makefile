@@ -38,7 +38,7 @@ run: deps build
 	$(BIN) certs
 	deploy/dev/services.sh start
 	$(if $(filter jaeger,$(TRACING)),deploy/dev/jaeger.sh start)
-	$(BIN) migrate --create-db --demo
+	$(BIN) migrate --profile dev --create-db --demo
 	$(RUN_ENV) $(BIN) dev --demo
 
 services:

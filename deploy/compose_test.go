@@ -157,8 +157,18 @@ func TestComposeServices(t *testing.T) {
 		if host, ok := composeMount(s, s.Command[i+1]); !ok || host != "./fraise.toml" {
 			t.Errorf("%s: --config %s is not ./fraise.toml mounted", name, s.Command[i+1])
 		}
-		env := func(k string) string { return s.Environment[k] }
+		profile := ""
+		if i := slices.Index(s.Command, "--profile"); i >= 0 && i+1 < len(s.Command) {
+			profile = s.Command[i+1]
+		}
+		env := func(k string) string {
+			if k == "FRAISE_PROFILE" {
+				return profile
+			}
+			return s.Environment[k]
+		}
 		cfg := mustLoadConfig(t, tomlPath, env)
+		checkRequired(t, name, cmd, cfg, config.ProfileDev)
 		if cmd != "migrate" {
 			lim, err := parseComposeBytes(s.MemLimit)
 			gomem, err2 := parseGoMemLimit(s.Environment["GOMEMLIMIT"])

@@ -379,6 +379,7 @@ func TestK8sProbes(t *testing.T) {
 			where := name + "/" + c.Name
 			cmd := containerCommand(c)
 			cfg := mustLoadConfig(t, file, containerEnv(c))
+			checkRequired(t, where, cmd, cfg, config.ProfileProduction)
 			tlsPorts := map[int32]string{}
 			for key := range tlsListens(cmd, cfg) {
 				if addr := listens(cmd, cfg)[key]; addr != "" {
@@ -747,7 +748,10 @@ func reads(cmd string, c config.Config) map[string]string {
 				r["observers.smtp.password"], r["observers.smtp.ca"] = c.Observers.SMTP.Password, c.Observers.SMTP.CA
 			}
 		}
-		r["core.schema"], r["core.trusted_documents"] = c.Core.Schema, c.Core.TrustedDocuments
+		r["core.trusted_documents"] = c.Core.TrustedDocuments
+		if c.Core.Schema != "auto" { // "auto": generated from the database, no file
+			r["core.schema"] = c.Core.Schema
+		}
 	case "authz":
 		r["authz.assertion_key"], r["authz.database_url"] = c.Authz.AssertionKey, c.Authz.DatabaseURL
 		if c.Authz.DatabaseURL != "" {
@@ -801,6 +805,22 @@ func containerEnv(c corev1.Container) func(string) string {
 			}
 		}
 		return ""
+	}
+}
+
+// checkRequired fails when a deployed process does not run the profile
+// it should, or would refuse to start in it for a setting its
+// configuration lacks.
+func checkRequired(t *testing.T, where, cmd string, c config.Config, profile string) {
+	t.Helper()
+	if !slices.Contains([]string{config.CommandServe, config.CommandAuthz, config.CommandRateLimit, config.CommandXDS, config.CommandMigrate}, cmd) {
+		return
+	}
+	if c.Profile != profile {
+		t.Errorf("%s: loaded in the %s profile, want %s", where, c.Profile, profile)
+	}
+	if err := c.Require(cmd); err != nil {
+		t.Errorf("%s: %v", where, err)
 	}
 }
 

@@ -226,7 +226,11 @@ func TestSystemdProcessUnit(t *testing.T) {
 	}
 	stop, _ := u.get("Service", "TimeoutStopSec")
 	secs, err := strconv.Atoi(stop)
-	for _, d := range []config.Config{config.Default(), mustLoadConfig(t, filepath.Join(systemdDir, "fraise.toml"), func(string) string { return "" })} {
+	deployed := mustLoadConfig(t, filepath.Join(systemdDir, "fraise.toml"), func(string) string { return "" })
+	for _, cmd := range []string{config.CommandServe, config.CommandAuthz, config.CommandRateLimit, config.CommandXDS, config.CommandMigrate} {
+		checkRequired(t, "deploy/systemd fraise@"+cmd, cmd, deployed, config.ProfileProduction)
+	}
+	for _, d := range []config.Config{config.Default(), deployed} {
 		drain := max(d.Core.DrainDelay.Duration+d.Core.ShutdownTimeout.Duration, d.Authz.DrainDelay.Duration+d.Authz.ShutdownTimeout.Duration)
 		if err != nil || time.Duration(secs)*time.Second <= drain {
 			t.Errorf("TimeoutStopSec=%s must exceed the longest drain %s", stop, drain)

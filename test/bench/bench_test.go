@@ -591,7 +591,8 @@ func verifyCreate(authorKey string) func([]byte) error {
 func mustRun(tb testing.TB, args ...string) string {
 	tb.Helper()
 	var out, errb bytes.Buffer
-	if err := cli.Run(context.Background(), args, func(string) string { return "" }, &out, &errb); err != nil {
+	dev := func(k string) string { return map[string]string{"FRAISE_PROFILE": "dev"}[k] }
+	if err := cli.Run(context.Background(), args, dev, &out, &errb); err != nil {
 		tb.Fatalf("fraise %s: %v\n%s", strings.Join(args, " "), err, errb.String())
 	}
 	return out.String()
@@ -804,6 +805,8 @@ func startFraise(tb testing.TB, bin string, args ...string) int {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	// The benchmarks' configurations lean on the development defaults.
+	cmd.Env = append(cmd.Env, "FRAISE_PROFILE=dev")
 	var stderr syncBuffer
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
 	if err := cmd.Start(); err != nil {

@@ -191,7 +191,7 @@ assertion_keys = [%q]
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	getenv := func(string) string { return "" }
+	getenv := func(k string) string { return map[string]string{"FRAISE_PROFILE": "dev"}[k] }
 	var logs bytes.Buffer
 	if err := cli.Run(context.Background(), []string{"migrate", "--demo", "--config", cfgPath}, getenv, &logs, &logs); err != nil {
 		tb.Fatalf("fraise migrate: %v\n%s", err, logs.String())

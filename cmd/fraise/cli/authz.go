@@ -37,7 +37,7 @@ func runAuthz(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, log, err := loadConfig(*cfgPath, env)
+	cfg, log, err := loadServerConfig(*cfgPath, env, config.CommandAuthz)
 	if err != nil {
 		return err
 	}

@@ -85,10 +85,21 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return err
 }
 
-// flags returns a FlagSet for a subcommand with the common --config flag.
+// flags returns a FlagSet for a subcommand with the common --config and
+// --profile flags.
 func flags(name string, env Env) (*flag.FlagSet, *string) {
 	fs := newFlagSet(name, env)
 	cfg := fs.String("config", env.Getenv("FRAISE_CONFIG"), "configuration file (TOML)")
+	fs.Func("profile", "dev (the development defaults make run uses) or production, which needs every setting named (default $FRAISE_PROFILE, else production)", func(v string) error {
+		if v != config.ProfileDev && v != config.ProfileProduction {
+			return fmt.Errorf("want dev or production, got %q", v)
+		}
+		if env.flagEnv == nil {
+			return errors.New("not available here")
+		}
+		env.flagEnv["FRAISE_PROFILE"] = v
+		return nil
+	})
 	return fs, cfg
 }
 
@@ -107,6 +118,17 @@ func serverFlags(name string, env Env) (*flag.FlagSet, *string) {
 		return nil
 	})
 	return fs, cfg
+}
+
+// loadServerConfig is loadConfig for a command that starts a server (or
+// changes the database): it also refuses to go on without the settings the
+// command needs, naming each (config.Require).
+func loadServerConfig(path string, env Env, command string) (config.Config, *slog.Logger, error) {
+	cfg, log, err := loadConfig(path, env)
+	if err != nil {
+		return cfg, log, err
+	}
+	return cfg, log, cfg.Require(command)
 }
 
 // loadConfig loads the configuration and a logger configured by it.

@@ -62,6 +62,18 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// fraise dev is the development profile: its defaults are what it is
+	// for, whatever FRAISE_PROFILE says elsewhere in the shell.
+	if p := env.Getenv("FRAISE_PROFILE"); p != "" && p != config.ProfileDev {
+		return fmt.Errorf("fraise dev runs the dev profile only, not %q: `fraise serve`, `authz`, `ratelimit` and `xds` run the others", p)
+	}
+	getenv := env.Getenv
+	env.Getenv = func(k string) string {
+		if k == "FRAISE_PROFILE" {
+			return config.ProfileDev
+		}
+		return getenv(k)
+	}
 	// Read before loading: a change made while the stack starts must
 	// still count as a change.
 	loaded := readConfigFile(*cfgPath)

@@ -68,7 +68,7 @@ func TestEnvoyBootstrapUsage(t *testing.T) {
 
 func TestEnvoyBootstrapToStdout(t *testing.T) {
 	var out bytes.Buffer
-	if err := cli.Run(context.Background(), []string{"envoy", "bootstrap", "--xds-out", "-"}, func(string) string { return "" }, &out, io.Discard); err != nil {
+	if err := cli.Run(context.Background(), []string{"envoy", "bootstrap", "--profile", "dev", "--xds-out", "-"}, func(string) string { return "" }, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	b, err := envoy.ParseBootstrapYAML(out.Bytes())

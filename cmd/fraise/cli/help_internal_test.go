@@ -199,7 +199,7 @@ func TestBashCompletion(t *testing.T) {
 		{"a subcommand", "fraise observers dlq l", []string{"list"}},
 		{"flags of a command", "fraise token --t", []string{"--tenant", "--tier", "--ttl"}},
 		{"flags after flags", "fraise token --tenant x --s", []string{"--scopes", "--subject"}},
-		{"a subcommand's own flags", "fraise observers dlq list --", []string{"--config", "--limit", "--tenant"}},
+		{"a subcommand's own flags", "fraise observers dlq list --", []string{"--config", "--limit", "--profile", "--tenant"}},
 		{"flight get", "fraise flight get --f", []string{"--format"}},
 		{"the shell", "fraise completion ", []string{"bash", "zsh"}},
 	} {

@@ -72,7 +72,7 @@ func TestLogFormatFlag(t *testing.T) {
 			var logs lockedBuffer
 			done := make(chan error, 1)
 			go func() {
-				done <- cli.Run(ctx, []string{"xds", "--config", cfgPath, "--log-format", tt.format, "--ready-file", ready}, noenv, &bytes.Buffer{}, &logs)
+				done <- cli.Run(ctx, []string{"xds", "--profile", "dev", "--config", cfgPath, "--log-format", tt.format, "--ready-file", ready}, noenv, &bytes.Buffer{}, &logs)
 			}()
 			var addr map[string]string
 			deadline := time.Now().Add(30 * time.Second)

@@ -23,7 +23,7 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, log, err := loadConfig(*cfgPath, env)
+	cfg, log, err := loadServerConfig(*cfgPath, env, config.CommandMigrate)
 	if err != nil {
 		return err
 	}

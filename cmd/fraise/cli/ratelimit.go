@@ -23,7 +23,7 @@ func runRateLimit(ctx context.Context, env Env, args []string) error {
 	// Read before loading: a change made while the service starts must
 	// still count as a change.
 	loaded := readConfigFile(*cfgPath)
-	cfg, log, err := loadConfig(*cfgPath, env)
+	cfg, log, err := loadServerConfig(*cfgPath, env, config.CommandRateLimit)
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, log, err := loadConfig(*cfgPath, env)
+	cfg, log, err := loadServerConfig(*cfgPath, env, config.CommandServe)
 	if err != nil {
 		return err
 	}

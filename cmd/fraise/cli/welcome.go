@@ -107,7 +107,7 @@ Paste these (the tokens are Alice's, of the Acme tenant, for a day).
 2. Arrow Flight: export the same users as CSV with the CLI, as an analyst (masked alike;
    --format parquet or arrow, --output FILE; bin/fraise flight list shows every dataset):
 
-bin/fraise flight get%s --addr %s --token '%s' --format csv people.users
+bin/fraise flight get --profile dev%s --addr %s --token '%s' --format csv people.users
 
 3. Observers: insert a post as an operator; the demo rule %q sends it to the demo
    receiver, which prints the delivery here ("observer delivery: ..."):

@@ -30,7 +30,7 @@ func runXDS(ctx context.Context, env Env, args []string) error {
 	// Read before loading: a change made while the server starts must
 	// still count as a change.
 	loaded := readConfigFile(*cfgPath)
-	cfg, log, err := loadConfig(*cfgPath, env)
+	cfg, log, err := loadServerConfig(*cfgPath, env, config.CommandXDS)
 	if err != nil {
 		return err
 	}

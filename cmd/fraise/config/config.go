@@ -42,8 +42,22 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // MarshalText implements encoding.TextMarshaler.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
+// The profiles a configuration is loaded in (FRAISE_PROFILE, or the
+// --profile flag of every command). Production is the default: it has no
+// development credentials, so a deployment that forgot a setting refuses
+// to start and names it, instead of starting on .dev/ paths or trusting
+// the development token issuer. The development profile holds the
+// defaults `make run` uses.
+const (
+	ProfileProduction = "production"
+	ProfileDev        = "dev"
+)
+
 // Config is the whole of fraise.toml.
 type Config struct {
+	// Profile is the profile the configuration was loaded in; it is not a
+	// key of fraise.toml (the file cannot choose its own defaults).
+	Profile string `toml:"-"`
 	Log       Log       `toml:"log"`
 	Telemetry Telemetry `toml:"telemetry"`
 	TLS       TLS       `toml:"tls"`
@@ -637,11 +651,13 @@ type SMTP struct {
 	InsecureNoTLS bool `toml:"insecure_no_tls"`
 }
 
-// Default returns the configuration every deployment starts from: the
-// embedded defaults `make run` uses, on loopback, with the development
-// credentials `fraise certs` writes under .dev/.
+// Default returns the development profile's configuration: the embedded
+// defaults `make run` uses, on loopback, with the development credentials
+// `fraise certs` writes under .dev/, the development token issuer and the
+// demo schema. Production starts from ProductionDefault instead.
 func Default() Config {
 	return Config{
+		Profile: ProfileDev,
 		Log:       Log{Format: "text", Level: "info"},
 		Telemetry: Telemetry{SampleRatio: 1},
 		TLS: TLS{
@@ -735,6 +751,33 @@ func Default() Config {
 	}
 }
 
+// ProductionDefault returns the production profile's configuration: the
+// development profile's limits, timeouts and loopback addresses, without
+// anything that only makes sense on a developer's machine: no certificate
+// or key paths, no trusted token issuer, no database or Redis address, no
+// JSON-less log format. Require names each setting a command then needs.
+func ProductionDefault() Config {
+	c := Default()
+	c.Profile = ProfileProduction
+	c.Log.Format = "json"
+	// The identities peers are verified by stay; the files go.
+	c.TLS = TLS{GatewaySAN: c.TLS.GatewaySAN, CoreClientSAN: c.TLS.CoreClientSAN}
+	c.Database.URL, c.Database.AdminURL = "", ""
+	c.Redis.Addr = ""
+	c.Core.AssertionKeys = nil
+	c.Authz.AssertionKey = ""
+	c.Authz.Issuers = nil
+	return c
+}
+
+// defaultFor returns the configuration profile starts from.
+func defaultFor(profile string) Config {
+	if profile == ProfileDev {
+		return Default()
+	}
+	return ProductionDefault()
+}
+
 // DevIssuer and DevAudience identify the development tokens `fraise token`
 // mints; only the default configuration trusts them.
 const (
@@ -745,8 +788,19 @@ const (
 // Load reads the TOML file at path (none when path is empty) over the
 // defaults, applies FRAISE_* overrides from getenv and validates the result.
 // Unknown keys are errors: a typo must not silently fall back to a default.
+//
+// The profile is getenv("FRAISE_PROFILE"): "dev" or "production" (the
+// default when unset).
 func Load(path string, getenv func(string) string) (Config, error) {
-	cfg := Default()
+	profile := getenv("FRAISE_PROFILE")
+	switch profile {
+	case "":
+		profile = ProfileProduction
+	case ProfileDev, ProfileProduction:
+	default:
+		return Default(), fmt.Errorf("profile (--profile or FRAISE_PROFILE): want dev or production, got %q", profile)
+	}
+	cfg := defaultFor(profile)
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -767,13 +821,13 @@ func Load(path string, getenv func(string) string) (Config, error) {
 			return cfg, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(keys, ", "))
 		}
 		if !md.IsDefined("authz", "issuers") {
-			cfg.Authz.Issuers = Default().Authz.Issuers
+			cfg.Authz.Issuers = defaultFor(profile).Authz.Issuers
 		}
 		if !md.IsDefined("ratelimit", "tiers") {
-			cfg.RateLimit.Tiers = Default().RateLimit.Tiers
+			cfg.RateLimit.Tiers = defaultFor(profile).RateLimit.Tiers
 		}
 		if !md.IsDefined("ratelimit", "actions") {
-			cfg.RateLimit.Actions = Default().RateLimit.Actions
+			cfg.RateLimit.Actions = defaultFor(profile).RateLimit.Actions
 		}
 	}
 	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "FRAISE", getenv); err != nil {
@@ -792,7 +846,7 @@ func applyEnv(v reflect.Value, prefix string, getenv func(string) string) error 
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag := f.Tag.Get("toml")
-		if tag == "" {
+		if tag == "" || tag == "-" {
 			continue
 		}
 		name := prefix + "_" + strings.ToUpper(tag)
@@ -895,9 +949,6 @@ func (c Config) Validate() error {
 	if u := c.Telemetry.TraceURL; u != "" && !strings.Contains(u, "{trace_id}") {
 		bad("telemetry.trace_url", "want a URL with {trace_id} in it, got %q", u)
 	}
-	if c.Database.URL == "" {
-		bad("database.url", "required")
-	}
 	if c.Database.MaxConns < 1 {
 		bad("database.max_conns", "want at least 1, got %d", c.Database.MaxConns)
 	}
@@ -909,7 +960,7 @@ func (c Config) Validate() error {
 	}
 	c.Database.TLS.validate("database.tls", bad)
 	redisAddr, _ := c.Redis.Endpoint()
-	addr("redis.addr", redisAddr, false)
+	addr("redis.addr", redisAddr, true)
 	if strings.HasPrefix(c.Redis.Addr, "redis://") && c.Redis.TLS.Enabled() {
 		bad("redis.addr", "redis:// is plaintext, but [redis.tls] is set: write rediss:// or host:port")
 	}
@@ -923,9 +974,6 @@ func (c Config) Validate() error {
 	addr("core.http_addr", c.Core.HTTPAddr, false)
 	addr("core.admin_addr", c.Core.AdminAddr, true)
 	addr("core.flight_addr", c.Core.FlightAddr, true)
-	if len(c.Core.AssertionKeys) == 0 {
-		bad("core.assertion_keys", "at least one extauthz public key is required")
-	}
 	if c.Core.AssertionReplayRate < 1 {
 		bad("core.assertion_replay_rate", "want 1 or more assertions per second, got %d", c.Core.AssertionReplayRate)
 	}
@@ -958,12 +1006,10 @@ func (c Config) Validate() error {
 	}
 	addr("authz.grpc_addr", c.Authz.GRPCAddr, false)
 	addr("authz.admin_addr", c.Authz.AdminAddr, true)
-	addr("authz.jwks_addr", c.Authz.JWKSAddr, true)
-	if c.Authz.AssertionKey == "" {
-		bad("authz.assertion_key", "required")
-	} else if !IsReference(c.Authz.AssertionKey) {
+	if c.Authz.AssertionKey != "" && !IsReference(c.Authz.AssertionKey) {
 		bad("authz.assertion_key", "must be a reference (file://, env:// or vault://), never a literal key")
 	}
+	addr("authz.jwks_addr", c.Authz.JWKSAddr, true)
 	for i, is := range c.Authz.Issuers {
 		key := fmt.Sprintf("authz.issuers[%d]", i)
 		if is.Issuer == "" {

@@ -21,8 +21,15 @@ func mustFile(tb testing.TB, content string) string {
 	return p
 }
 
+// envOf is an environment of m's variables, in the dev profile unless m
+// names one: most cases test a key over the development defaults.
 func envOf(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
+	return func(k string) string {
+		if v, ok := m[k]; ok || k != "FRAISE_PROFILE" {
+			return v
+		}
+		return config.ProfileDev
+	}
 }
 
 func TestDefaultsAreValid(t *testing.T) {
