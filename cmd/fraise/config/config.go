@@ -57,7 +57,7 @@ const (
 type Config struct {
 	// Profile is the profile the configuration was loaded in; it is not a
 	// key of fraise.toml (the file cannot choose its own defaults).
-	Profile string `toml:"-"`
+	Profile   string    `toml:"-"`
 	Log       Log       `toml:"log"`
 	Telemetry Telemetry `toml:"telemetry"`
 	TLS       TLS       `toml:"tls"`
@@ -657,7 +657,7 @@ type SMTP struct {
 // demo schema. Production starts from ProductionDefault instead.
 func Default() Config {
 	return Config{
-		Profile: ProfileDev,
+		Profile:   ProfileDev,
 		Log:       Log{Format: "text", Level: "info"},
 		Telemetry: Telemetry{SampleRatio: 1},
 		TLS: TLS{
