@@ -29,6 +29,19 @@ await esbuild.build({
   legalComments: "none",
   logLevel: "warning",
 });
+// GraphiQL's CSS carries its fonts as data: URLs, which the CSP's
+// font-src (default-src 'self') refuses: write each to a file of its own.
+{
+  const css = join(out, "assets", "app.css");
+  let n = 0;
+  const text = readFileSync(css, "utf8").replace(/url\(["']?data:font\/(woff2?);base64,([A-Za-z0-9+/=]+)["']?\)/g, (_, ext, b64) => {
+    const name = `font-${createHash("sha256").update(b64).digest("hex").slice(0, 12)}.${ext}`;
+    writeFileSync(join(out, "assets", name), Buffer.from(b64, "base64"));
+    n++;
+    return `url(${name})`;
+  });
+  writeFileSync(css, text);
+}
 for (const page of ["index.html", "login.html"]) {
   copyFileSync(join(here, "src", page), join(out, page));
 }

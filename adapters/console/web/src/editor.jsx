@@ -1,12 +1,23 @@
-// A CodeMirror 6 editor in a React component. CodeMirror's styles go
-// into constructed style sheets (adoptedStyleSheets), which the console's
-// CSP (style-src 'self', no inline styles) allows.
+// A CodeMirror 6 editor in a React component, mounted in a shadow root:
+// CodeMirror (style-mod) writes its styles into a <style> element in a
+// document, which the console's CSP (style-src 'self') refuses, but into
+// a constructed style sheet (adoptedStyleSheets) in a shadow root, which
+// it allows. The page's stylesheet does not reach into the shadow root,
+// so the editor's own look is an EditorView theme.
 import { useEffect, useRef } from "react";
 import { EditorState } from "@codemirror/state";
 import { EditorView, keymap, lineNumbers, highlightActiveLine } from "@codemirror/view";
 import { defaultKeymap, history, historyKeymap } from "@codemirror/commands";
 import { bracketMatching, indentOnInput } from "@codemirror/language";
 import { lintGutter, setDiagnostics } from "@codemirror/lint";
+
+const theme = EditorView.theme({
+  "&": { height: "100%", backgroundColor: "#fff", fontSize: "13px" },
+  ".cm-scroller": { fontFamily: "ui-monospace, SFMono-Regular, Menlo, monospace", overflow: "auto" },
+  ".cm-gutters": { backgroundColor: "#f6f4f1", color: "#999", borderRight: "1px solid #e4e0dc" },
+  ".cm-activeLine": { backgroundColor: "#fdf6f8" },
+  "&.cm-focused": { outline: "none" },
+});
 
 // Editor shows value and reports edits through onChange; diagnostics
 // ({row, col, message}, 1-based) are drawn inline as lint marks.
@@ -17,8 +28,14 @@ export function Editor({ value, onChange, language, diagnostics, label }) {
   changed.current = onChange;
 
   useEffect(() => {
+    const shadow = host.current.shadowRoot || host.current.attachShadow({ mode: "open" });
+    const parent = document.createElement("div");
+    parent.className = "cm-parent";
+    parent.style.height = "100%"; // CSSOM, which the CSP allows, unlike a style attribute
+    shadow.replaceChildren(parent);
     const v = new EditorView({
-      parent: host.current,
+      root: shadow,
+      parent,
       state: EditorState.create({
         doc: value,
         extensions: [
@@ -30,6 +47,7 @@ export function Editor({ value, onChange, language, diagnostics, label }) {
           lintGutter(),
           keymap.of([...defaultKeymap, ...historyKeymap]),
           language || [],
+          theme,
           EditorView.contentAttributes.of({ "aria-label": label || "editor" }),
           EditorView.updateListener.of((u) => {
             if (u.docChanged) changed.current(u.state.doc.toString());
