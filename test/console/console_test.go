@@ -29,15 +29,15 @@ func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
 // browserConfig is browse.mjs's configuration (see its header).
 type browserConfig struct {
-	Base       string                 `json:"base"`
-	ClientCert *clientCert            `json:"clientCert"`
-	Chromium   string                 `json:"chromium"`
-	Shots      string                 `json:"shots"`
-	Users      map[string]roleUser    `json:"users"`
-	Explorer   *explorerCase          `json:"explorer,omitempty"`
-	Playground *playgroundCase        `json:"playground,omitempty"`
-	DLQ        *dlqCase               `json:"dlq,omitempty"`
-	TimeoutMs  int                    `json:"timeoutMs"`
+	Base       string              `json:"base"`
+	ClientCert *clientCert         `json:"clientCert"`
+	Chromium   string              `json:"chromium"`
+	Shots      string              `json:"shots"`
+	Users      map[string]roleUser `json:"users"`
+	Explorer   *explorerCase       `json:"explorer,omitempty"`
+	Playground *playgroundCase     `json:"playground,omitempty"`
+	DLQ        *dlqCase            `json:"dlq,omitempty"`
+	TimeoutMs  int                 `json:"timeoutMs"`
 }
 
 type dlqCase struct {
