@@ -183,7 +183,7 @@ if (cfg.playground) {
       await page.locator("input[name=subject]").fill(p.subject);
       await page.locator("select[name=decision]").selectOption("deny");
       await page.getByRole("button", { name: "Search" }).click();
-      const row = page.locator("[data-testid=decisions] tbody tr.deny").filter({ hasText: p.operation }).first();
+      const row = page.locator("[data-testid=decisions] tbody tr.deny").filter({ hasText: new RegExp(p.operation, "i") }).first();
       await row.waitFor();
       await shot(page, "decisions-refused");
       const decisionId = await row.getAttribute("data-decision");
