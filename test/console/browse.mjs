@@ -251,13 +251,21 @@ if (cfg.dlq) {
       await row.locator("[data-action=replay]").click();
       await page.locator(".notice", { hasText: `Dead letter ${id} replayed` }).waitFor();
       await page.locator(`[data-testid=dlq] tr[data-dead-letter="${id}"]`).waitFor({ state: "detached" });
-      // The delivery shows up on the rule once the dispatcher has sent it.
+      // Delivered: the rule no longer holds a dead delivery and nothing
+      // waits in the backlog (or the rule lists a delivered delivery, where
+      // the server reports those). console_test.go checks the webhook got it.
       const deadline = Date.now() + timeout;
       for (;;) {
-        if (await page.locator(".rule-card tr.delivered, .rule-card tr.ok, .rule-card tr.success").count()) break;
-        assert(Date.now() < deadline, "no delivered delivery shown after the replay");
+        const done = await page.evaluate(() => {
+          if (document.querySelector(".rule-card tr.delivered, .rule-card tr.ok")) return true;
+          const backlog = document.querySelector("[data-testid=backlog]");
+          return !document.querySelector(".rule-card tr.dead") && !!backlog && /Backlog: 0 pending/.test(backlog.textContent);
+        });
+        if (done) break;
+        assert(Date.now() < deadline, "the replayed dead letter still shows as dead or pending");
+        const refreshed = page.waitForResponse((r) => r.url().includes("/api/observers/dlq"));
         await page.getByRole("button", { name: "Refresh" }).click();
-        await page.waitForResponse((r) => r.url().includes("/api/observers/dlq"));
+        await refreshed;
       }
       await shot(page, "observers-replayed");
     } finally {
