@@ -5,6 +5,18 @@ import { useEffect, useState } from "react";
 import { api } from "./api.js";
 import { fmtTime } from "./playground.jsx";
 
+// Payload shows the start of a dead letter's event, the whole on demand.
+function Payload({ value }) {
+  const text = typeof value === "string" ? value : JSON.stringify(value);
+  if (!text || text.length <= 120) return <code className="payload">{text}</code>;
+  return (
+    <details>
+      <summary><code className="payload">{text.slice(0, 120)}…</code></summary>
+      <pre className="payload">{JSON.stringify(value, null, 2)}</pre>
+    </details>
+  );
+}
+
 export function Observers({ me }) {
   const [obs, setObs] = useState(null);
   const [dlq, setDlq] = useState(null);
@@ -63,7 +75,7 @@ export function Observers({ me }) {
               {r.condition && <> when <code>{r.condition}</code></>} → <code>{r.action}</code>
             </p>
             <table className="grid small">
-              <thead><tr><th>Delivered</th><th>Status</th><th>Attempts</th><th>Error</th></tr></thead>
+              <thead><tr><th>Time</th><th>Status</th><th>Attempts</th><th>Error</th></tr></thead>
               <tbody>
                 {(r.deliveries || []).length === 0 && <tr><td colSpan={4} className="muted">No delivery yet.</td></tr>}
                 {(r.deliveries || []).map((d, i) => (
@@ -90,7 +102,7 @@ export function Observers({ me }) {
               <td>{d.rule}</td>
               <td>{d.attempts}</td>
               <td>{d.error}</td>
-              <td><code className="payload">{typeof d.payload === "string" ? d.payload : JSON.stringify(d.payload)}</code></td>
+              <td><Payload value={d.payload} /></td>
               {canReplay && (
                 <td><button data-action="replay" onClick={() => replay(d.id)}>Replay</button></td>
               )}
