@@ -109,7 +109,7 @@ func TestConsoleSessions(t *testing.T) {
 				return
 			}
 			var body struct {
-				Error struct{ Code, Message string } `json:"error"`
+				Error  struct{ Code, Message string } `json:"error"`
 				Errors []struct {
 					Extensions struct{ Code string } `json:"extensions"`
 				} `json:"errors"`

@@ -223,7 +223,7 @@ func okResponse(d *decision, headers []*corev3.HeaderValueOption) *authv3.CheckR
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(codes.OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers:         headers,
+			Headers: headers,
 			// The cookie goes too: it may carry the session token, and
 			// nothing upstream reads cookies.
 			HeadersToRemove: []string{"authorization", "cookie"},

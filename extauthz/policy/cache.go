@@ -17,7 +17,7 @@ var cacheableInputs = map[string]map[string]bool{
 	// console is the path (part of the request's) and the session's kind,
 	// which the decision cache's key holds.
 	"console": nil,
-	"request":   {"method": true, "path": true, "host": true},
+	"request": {"method": true, "path": true, "host": true},
 }
 
 // cacheability reports whether the decision of modules is a function of
