@@ -61,6 +61,15 @@ type Decision struct {
 	Reason         string
 	PolicyRevision string
 	Latency        time.Duration
+	// Method and Path are the request's (the path without its query).
+	Method, Path string
+	// TraceID is the W3C trace id of the request (32 hex digits), "" when
+	// it was not traced.
+	TraceID string
+	// Input is the policy's input document for the request, credentials
+	// removed, as JSON; nil when the request was refused before the policy
+	// was asked. The console's playground replays it against a draft.
+	Input []byte
 }
 
 // DecisionLog keeps authorization decisions for audit.
