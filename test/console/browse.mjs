@@ -25,6 +25,21 @@ const origin = new URL(cfg.base).origin;
 const timeout = cfg.timeoutMs || 20000;
 let failed = 0;
 const cspViolations = [];
+const pagesWithoutCSP = new Set();
+
+// watch records, for every page a browser context loads, the CSP
+// violations the browser reports and any page served without a CSP.
+function watch(page, who) {
+  page.on("console", (m) => {
+    if (/Content Security Policy/i.test(m.text())) cspViolations.push(`${who}: ${m.text()}`);
+  });
+  page.on("response", async (r) => {
+    if (r.request().resourceType() !== "document" || r.status() >= 300) return;
+    const csp = (await r.allHeaders())["content-security-policy"] || "";
+    if (!/script-src 'self'/.test(csp)) pagesWithoutCSP.add(`${r.url()} (${csp || "no CSP"})`);
+  });
+  page.on("pageerror", (e) => console.log(`console: page error (${who}): ${e.message}`));
+}
 
 function pass(name) {
   console.log(`console: PASS ${name}`);
@@ -61,11 +76,7 @@ async function session(role) {
   });
   ctx.setDefaultTimeout(timeout);
   const page = await ctx.newPage();
-  page.on("console", (m) => {
-    const t = m.text();
-    if (/Content Security Policy/i.test(t)) cspViolations.push(`${role}: ${t}`);
-  });
-  page.on("pageerror", (e) => console.log(`console: page error (${role}): ${e.message}`));
+  watch(page, role);
   const user = cfg.users[role];
   // Anything but the login page sends an unauthenticated client to it.
   await page.goto(cfg.base);
@@ -95,7 +106,7 @@ await check("login page lists the demo users", async () => {
     viewport: { width: 1440, height: 900 },
   });
   const page = await ctx.newPage();
-  page.on("console", (m) => /Content Security Policy/i.test(m.text()) && cspViolations.push("login: " + m.text()));
+  watch(page, "login");
   await page.goto(cfg.base + "#/playground");
   await page.waitForURL(/\/console\/login(#.*)?$/);
   for (const u of Object.values(cfg.users)) await page.locator(`button[data-subject="${u.subject}"]`).waitFor();
@@ -279,6 +290,11 @@ if (cspViolations.length) {
   fail("no Content-Security-Policy violation", [...new Set(cspViolations.map((v) => v.replace(/ Either the .*$/, "")))].join(" | "));
 } else {
   pass("no Content-Security-Policy violation");
+}
+if (pagesWithoutCSP.size) {
+  fail("every page carries the CSP", [...pagesWithoutCSP].join(" | "));
+} else {
+  pass("every page carries the CSP");
 }
 console.log(`console: ${failed ? "FAILED" : "ok"}, screenshots in ${cfg.shots}`);
 process.exit(failed ? 1 : 0);
