@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/fraise-dev/fraise/core"
@@ -22,6 +23,20 @@ const (
 	CSRFCookie    = "fraise_csrf"
 	CSRFHeader    = "x-csrf-token"
 )
+
+// consoleCSP is the console's Content-Security-Policy
+// (adapters/console.CSP; test/security checks every console answer,
+// extauthz's refusals included, carries that one), and consoleHeaders the
+// security headers extauthz's own console answers carry with it.
+const consoleCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+	"frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+
+func consoleHeaders() []*corev3.HeaderValueOption {
+	return []*corev3.HeaderValueOption{
+		header("content-security-policy", consoleCSP), header("x-content-type-options", "nosniff"),
+		header("x-frame-options", "DENY"), header("referrer-policy", "no-referrer"), header("cache-control", "no-store"),
+	}
+}
 
 // DefaultConsolePath is the path prefix the console is served under.
 const DefaultConsolePath = "/console"
@@ -130,7 +145,7 @@ func (s *Server) redirectToLogin(d *decision, reason string) *authv3.CheckRespon
 	dr := resp.GetDeniedResponse()
 	dr.Status.Code = http.StatusFound
 	dr.Body = ""
-	dr.Headers = append(dr.Headers[:0], header("location", s.o.ConsolePath+"/login"), header("cache-control", "no-store"))
+	dr.Headers = append(consoleHeaders(), header("location", s.o.ConsolePath+"/login"))
 	return resp
 }
 

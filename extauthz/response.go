@@ -201,6 +201,9 @@ func (d *decision) respond(st int, gcode codes.Code, reason, clientMsg string, c
 		}
 		headers = append(headers, header("www-authenticate", challenge))
 	}
+	if d.console {
+		headers = append(headers, consoleHeaders()...)
+	}
 	if st == http.StatusTooManyRequests || st == http.StatusServiceUnavailable {
 		// As every other 429 and 503 of the project's, so clients back off
 		// alike whichever component refused.

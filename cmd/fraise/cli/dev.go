@@ -72,6 +72,8 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	if *withDemo {
 		applyDemo(&cfg)
 	}
+	// The console's development login: `fraise dev` only (docs/console.md).
+	cfg.Console.DevLogin, cfg.Console.DevKeysDir = true, *dir
 	if cfg.Authz.DatabaseURL == "" {
 		// One database for the whole development stack: extauthz then
 		// resolves persisted-operation hashes the core registered (and

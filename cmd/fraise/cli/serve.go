@@ -245,7 +245,13 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), MaxBatch: cfg.Core.MaxBatch, Logger: log, Metrics: metrics,
 		RetryAfter: cfg.Admission.RetryAfter.Duration,
 	})
-	handler := httpTracing(httpapi.VerifyAssertion(admitted(api, cfg.Admission, int64(cfg.Core.MaxBodyBytes), verifier, metrics), verifier), tp, "core")
+	consoleHandler, closeConsole, err := newConsole(cfg, sec, log, db, engine, verifier)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("console: %w", err)
+	}
+	defer closeConsole()
+	handler := httpTracing(withConsole(httpapi.VerifyAssertion(admitted(api, cfg.Admission, int64(cfg.Core.MaxBodyBytes), verifier, metrics), verifier), consoleHandler), tp, "core")
 	srv := newHTTPServer(handler, coreHTTPTimeouts)
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	if cfg.Core.TLS {

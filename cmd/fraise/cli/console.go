@@ -1,0 +1,76 @@
+package cli
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/fraise-dev/fraise/adapters/console"
+	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/redis"
+	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/deploy/demo"
+)
+
+// devConsoleUsers are the development login's demo users: one per role
+// in the Acme tenant, whose decisions, rules and quotas the demo fills,
+// and a Globex viewer to show that tenants do not see each other.
+var devConsoleUsers = []console.DevUser{
+	{Subject: "alice", Tenant: demo.TenantAcme, Roles: []string{"admin"}, Label: "Alice (Acme, admin)"},
+	{Subject: "bob", Tenant: demo.TenantAcme, Roles: []string{"operator"}, Label: "Bob (Acme, operator)"},
+	{Subject: "sam", Tenant: demo.TenantAcme, Roles: []string{"security"}, Label: "Sam (Acme, security)"},
+	{Subject: "victor", Tenant: demo.TenantAcme, Roles: []string{"viewer"}, Label: "Victor (Acme, viewer)"},
+	{Subject: "dave", Tenant: demo.TenantGlobex, Roles: []string{"viewer"}, Label: "Dave (Globex, viewer)"},
+}
+
+// newConsole is the console's handler for the core (nil when
+// console.disabled), and what closes it.
+func newConsole(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, engine *graphql.Engine, verifier *assertion.Verifier) (http.Handler, func(), error) {
+	if cfg.Console.Disabled {
+		return nil, func() {}, nil
+	}
+	o := console.Options{
+		Verifier: verifier, Policies: policyFS(cfg.Authz.PolicyDir), Store: postgres.NewConsole(db), Cost: engine,
+		TraceURL: cfg.Telemetry.TraceURL, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), Logger: log.With("component", "console"),
+	}
+	closer := func() {}
+	if cfg.Observers.Enabled {
+		// A small pool of its own: the console reads the queues and
+		// replays dead letters now and then, beside the workers.
+		q, err := newQueue(cfg, sec, redis.Options{PoolSize: 4})
+		if err != nil {
+			return nil, nil, err
+		}
+		o.Observers, closer = q, func() { q.Close() }
+	}
+	if cfg.Console.DevLogin {
+		dir := cfg.Console.DevKeysDir
+		o.DevLogin = &console.DevLogin{Users: devConsoleUsers, Mint: func(u console.DevUser, ttl time.Duration) (string, error) {
+			return mintDevToken(dir, tokenRequest{Tenant: u.Tenant, Subject: u.Subject, Roles: u.Roles, TTL: ttl})
+		}}
+	}
+	h, err := console.New(o)
+	if err != nil {
+		closer()
+		return nil, nil, err
+	}
+	return h, closer, nil
+}
+
+// withConsole routes the console's paths to c and every other path to
+// next (nil c: next alone).
+func withConsole(next, c http.Handler) http.Handler {
+	if c == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == console.Prefix || strings.HasPrefix(p, console.Prefix+"/") {
+			c.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
