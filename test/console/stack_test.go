@@ -17,6 +17,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/fraise-dev/fraise/internal/await"
+	"github.com/fraise-dev/fraise/test/harness"
 	"github.com/fraise-dev/fraise/test/stack"
 )
 
@@ -62,10 +63,17 @@ func TestConsole(t *testing.T) {
 	}))
 	t.Cleanup(hook.Close)
 
+	pg, db := harness.NewDatabase(t)
 	s := stack.StartWith(t, stack.Options{
+		Postgres: pg, Database: db,
 		TOML:      "\n[observers]\nenabled = true\nallow_private_targets = true\n",
 		SetupSQL:  "SELECT fraise.observe_table('public.posts')",
 		PerTenant: 10000,
+		// The demo (its rule, receiver and data) for screens with something
+		// on them, and every decision stored (authz.audit), which the
+		// decision log and the playground's replay read.
+		Demo: true,
+		Env:  map[string]string{"FRAISE_AUTHZ_AUDIT": "true", "FRAISE_AUTHZ_DATABASE_URL": pg.URL("fraise_app", db)},
 	})
 	users := devUsers(t, s)
 	byRole := map[string]devUser{}
@@ -109,7 +117,9 @@ func TestConsole(t *testing.T) {
 			"actions": []any{map[string]any{"kind": "webhook", "url": hook.URL + "/console"}},
 		}},
 	})
-	if status != http.StatusOK || len(g.Errors) > 0 || !strings.Contains(string(g.Data), `"succeeded":true`) {
+	var created struct{ CreateObserverRule struct{ Succeeded bool } }
+	_ = json.Unmarshal(g.Data, &created)
+	if status != http.StatusOK || len(g.Errors) > 0 || !created.CreateObserverRule.Succeeded {
 		t.Fatalf("createObserverRule: %d %s %+v", status, g.Data, g.Errors)
 	}
 	status, g = s.GraphQL(t, admin, map[string]any{"query": viewerMutation,

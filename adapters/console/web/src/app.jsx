@@ -41,7 +41,8 @@ function App() {
   }, []);
   if (error) return <p className="error page">{error}</p>;
   if (!me) return <p className="page">Loading…</p>;
-  const allowed = (me.screens || []).filter((s) => screens[s]);
+  // The navigation's order is the console's, whatever the server's.
+  const allowed = Object.keys(screens).filter((s) => (me.screens || []).includes(s));
   const current = allowed.includes(where.screen) ? where.screen : allowed[0];
   if (current && current !== where.screen) {
     // An unknown or forbidden route lands on the first allowed screen.
