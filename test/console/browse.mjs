@@ -232,6 +232,7 @@ if (cfg.playground) {
       await page.locator("[data-testid=tests]").waitFor();
       await page.locator("[data-action=export]").click();
       await page.locator("[data-testid=diff] pre").filter({ hasText: "+" }).waitFor();
+      await page.locator("[data-testid=replay]").scrollIntoViewIfNeeded();
       await shot(page, "playground-replay");
 
       // A compile error shows inline, OPA's message in the editor.

@@ -8,7 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"slices"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -160,7 +160,8 @@ func TestConsole(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	// The screenshots of a passing run are the ones docs/console.md shows.
+	// The screenshots of a passing run are the ones docs/console.md shows:
+	// CONSOLE_UPDATE_DOCS=1 copies them there.
 	if os.Getenv("CONSOLE_UPDATE_DOCS") != "" {
 		copyShots(t, "../../bin/console-screenshots", "../../docs/console")
 	}
@@ -190,22 +191,28 @@ func firstUserID(t *testing.T, s *stack.Stack, token string) string {
 	return data.Users[0].ID
 }
 
-// copyShots copies the screenshots docs/console.md shows from dir to docs.
+// copyShots copies from dir into docs the screenshots docs/console.md
+// shows (the console/NAME.png it names).
 func copyShots(t *testing.T, dir, docs string) {
 	t.Helper()
-	names, err := filepath.Glob(filepath.Join(dir, "*.png"))
+	md, err := os.ReadFile(filepath.Join(docs, "..", "console.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	slices.Sort(names)
-	for _, n := range names {
-		b, err := os.ReadFile(n)
+	names := regexp.MustCompile(`console/([a-z0-9-]+\.png)`).FindAllStringSubmatch(string(md), -1)
+	copied := map[string]bool{}
+	for _, m := range names {
+		if copied[m[1]] {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, m[1]))
 		if err != nil {
+			t.Fatalf("docs/console.md shows %s, which the test did not take: %v", m[1], err)
+		}
+		if err := os.WriteFile(filepath.Join(docs, m[1]), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(docs, filepath.Base(n)), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		copied[m[1]] = true
 	}
-	t.Logf("copied %d screenshots into %s", len(names), docs)
+	t.Logf("copied %d screenshots into %s", len(copied), docs)
 }
