@@ -166,8 +166,14 @@ if (cfg.explorer) {
       await goTo(page, "explorer");
       const editor = page.locator(".graphiql-query-editor .CodeMirror").first();
       await editor.waitFor();
-      // CodeMirror 5 keeps its editor object on its element.
-      await editor.evaluate((el, q) => el.CodeMirror.setValue(q), cfg.explorer.query);
+      if (cfg.explorer.persisted) {
+        // Load the persisted operation from the list into the editor.
+        await page.locator("[data-persisted]", { hasText: cfg.explorer.persisted }).first().click();
+        await editor.filter({ hasText: cfg.explorer.query.split("{")[0].trim() }).waitFor();
+      } else {
+        // CodeMirror 5 keeps its editor object on its element.
+        await editor.evaluate((el, q) => el.CodeMirror.setValue(q), cfg.explorer.query);
+      }
       await page.locator("[data-testid=cost]").filter({ hasText: /Cost \d+/ }).waitFor();
       const cost = await page.locator("[data-testid=cost]").innerText();
       await page.locator(".graphiql-execute-button").click();

@@ -55,9 +55,12 @@ type roleUser struct {
 }
 
 type explorerCase struct {
-	Role   string `json:"role"`
-	Query  string `json:"query"`
-	Expect string `json:"expect"`
+	Role string `json:"role"`
+	// Persisted, when set, is the name of a persisted operation to load
+	// from the list (its document must be Query); else Query is typed.
+	Persisted string `json:"persisted,omitempty"`
+	Query     string `json:"query"`
+	Expect    string `json:"expect"`
 }
 
 type playgroundCase struct {
@@ -187,7 +190,7 @@ func TestConsoleFixture(t *testing.T) {
 	}
 	runBrowser(t, browserConfig{
 		Base: srv.URL + "/console/", Chromium: chromium, Shots: shotsDir(t), Users: users, TimeoutMs: 15000,
-		Explorer:   &explorerCase{Role: "viewer", Query: "query RecentOrders { orders { id total } }", Expect: "12.5"},
+		Explorer:   &explorerCase{Role: "viewer", Persisted: "RecentOrders", Query: "query RecentOrders { orders { id total } }", Expect: "12.5"},
 		Playground: &playgroundCase{Role: "security", Subject: "vera", Operation: "mutation createOrder", File: "authz.rego", Append: "\n# allow it\n"},
 		DLQ:        &dlqCase{Role: "operator"},
 	})

@@ -16,6 +16,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
 	"github.com/fraise-dev/fraise/test/stack"
@@ -32,6 +33,9 @@ type devUser struct {
 // viewerMutation is the request the live policy refuses: a viewer
 // creating a post. The browser test opens its decision in the playground.
 const viewerMutation = `mutation CreatePost($in: CreatePostInput!) { createPost(input: $in) { __typename } }`
+
+// usersQuery is the persisted operation the explorer loads and runs.
+const usersQuery = "query Users { users { id } }"
 
 // draftAllowingViewerMutations is what the browser appends to the draft
 // authz.rego: viewers may run mutations. Typed into the editor, so no
@@ -107,6 +111,12 @@ func TestConsole(t *testing.T) {
 	}
 	if status := refuse(); status != http.StatusForbidden {
 		t.Fatalf("the viewer's createPost: %d, want 403 from the live policy", status)
+	}
+
+	// A persisted operation for the explorer's list: the query it runs.
+	if status, g := s.GraphQL(t, admin, map[string]any{"query": usersQuery, "extensions": map[string]any{
+		"persistedQuery": map[string]any{"version": 1, "sha256Hash": core.DocumentHash(usersQuery)}}}); status != http.StatusOK || len(g.Errors) > 0 {
+		t.Fatalf("registering the persisted query: %d %+v", status, g.Errors)
 	}
 
 	// A dead letter: a rule whose webhook refuses, and a post that fires it.
