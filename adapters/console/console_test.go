@@ -403,7 +403,9 @@ func TestPlayground(t *testing.T) {
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				w := f.do(t, "POST", tt.path, sec, tt.body)
-				var e struct{ Error struct{ Code, Message string } }
+				var e struct {
+					Error struct{ Code, Message string }
+				}
 				mustJSON(t, w, tt.want, &e)
 				if e.Error.Code == "" || e.Error.Message == "" {
 					t.Errorf("got %s, want an error with a code and a message", w.Body)
