@@ -390,7 +390,11 @@ func splitLines(s string) []string {
 	if s == "" {
 		return nil
 	}
-	return strings.SplitAfter(s, "\n")
+	ls := strings.SplitAfter(s, "\n")
+	if ls[len(ls)-1] == "" {
+		ls = ls[:len(ls)-1] // the text ended with a newline
+	}
+	return ls
 }
 
 // edit is one line of a diff: ' ', '-' or '+'.
