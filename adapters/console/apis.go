@@ -138,6 +138,9 @@ func (h *Handler) policyEvaluate(ctx context.Context, _ *http.Request, s *sessio
 	if err != nil {
 		return nil, err
 	}
+	if err := sandboxed(fsys); err != nil {
+		return nil, err
+	}
 	draft, err := compileFS(fsys)
 	if err != nil {
 		return nil, err
@@ -226,6 +229,9 @@ func (h *Handler) policyTest(ctx context.Context, _ *http.Request, s *session) (
 	if err != nil {
 		return nil, err
 	}
+	if err := sandboxed(fsys); err != nil {
+		return nil, err
+	}
 	return test(ctx, fsys)
 }
 
@@ -256,6 +262,9 @@ func (h *Handler) policyReplay(ctx context.Context, _ *http.Request, s *session)
 	if err != nil {
 		return nil, err
 	}
+	if err := sandboxed(fsys); err != nil {
+		return nil, err
+	}
 	draft, err := compileFS(fsys)
 	if err != nil {
 		return nil, err
@@ -264,6 +273,8 @@ func (h *Handler) policyReplay(ctx context.Context, _ *http.Request, s *session)
 	if err != nil {
 		return nil, &core.Error{Op: op, Code: core.CodeInternal, Err: err}
 	}
+	ctx, cancel := context.WithTimeout(ctx, replayTimeout)
+	defer cancel()
 	ds, err := h.o.Store.Decisions(ctx, s.p.Tenant, core.DecisionFilter{WithInput: true, Limit: limit})
 	if err != nil {
 		return nil, err
@@ -280,7 +291,7 @@ func (h *Handler) policyReplay(ctx context.Context, _ *http.Request, s *session)
 	changed := []change{}
 	for _, d := range ds {
 		if err := ctx.Err(); err != nil {
-			return nil, &core.Error{Op: op, Code: core.CodeUnavailable, Err: err}
+			return nil, &core.Error{Op: op, Code: core.CodeTimeout, Message: "the replay took too long: replay fewer decisions", Err: err}
 		}
 		var input any
 		if json.Unmarshal(d.Input, &input) != nil {

@@ -404,6 +404,12 @@ func (h *Handler) devLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, core.CodeNotFound, "not found")
 		return
 	}
+	// JSON only: a cross-site form can post urlencoded or text bodies
+	// without a preflight, and so could sign a victim in as someone else.
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		writeError(w, http.StatusBadRequest, core.CodeInvalid, "want Content-Type: application/json")
+		return
+	}
 	var req struct {
 		Subject string `json:"subject"`
 	}

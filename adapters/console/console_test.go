@@ -81,6 +81,9 @@ func mustFixture(tb testing.TB, mods ...func(*console.Options)) *fixture {
 func (f *fixture) do(tb testing.TB, method, path string, roles []string, body string) *httptest.ResponseRecorder {
 	tb.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if roles != nil {
 		f.n++
 		b := assertion.Binding{Audience: assertion.AudienceConsole, Method: method, Path: strings.Split(path, "?")[0]}
@@ -400,6 +403,13 @@ func TestPlayground(t *testing.T) {
 			{"not a policy file", "/console/api/policies/check", `{"files":[{"path":"x.sh","content":"rm -rf /"}]}`, 400},
 			{"draft that does not compile", "/console/api/policies/evaluate", `{"files":[{"path":"a.rego","content":"package"}],"input":{}}`, 400},
 			{"replay too many", "/console/api/policies/replay", body(t, map[string]any{"files": allowViewerMutations(t), "limit": 100000}), 400},
+			{"draft calling http.send", "/console/api/policies/evaluate", body(t, map[string]any{"input": map[string]any{}, "files": []map[string]string{{"path": "a.rego",
+				"content": "package fraise.authz\n\ndecision := {\"allow\": r.status_code == 200, \"reason\": \"x\"} if {\n\tr := http.send({\"method\": \"GET\", \"url\": \"http://169.254.169.254/\"})\n}\n"}}}), 400},
+			{"draft test reading the environment", "/console/api/policies/test", body(t, map[string]any{"files": []map[string]string{
+				{"path": "a.rego", "content": "package fraise.authz\n\ndecision := {\"allow\": false, \"reason\": \"x\"}\n"},
+				{"path": "a_test.rego", "content": "package fraise.authz_test\n\ntest_env if {\n\tprint(opa.runtime().env)\n}\n"}}}), 400},
+			{"draft replaying http.send", "/console/api/policies/replay", body(t, map[string]any{"files": []map[string]string{{"path": "a.rego",
+				"content": "package fraise.authz\n\ndecision := {\"allow\": true, \"reason\": x} if {\n\tx := net.lookup_ip_addr(\"example.com\")[0]\n}\n"}}}), 400},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				w := f.do(t, "POST", tt.path, sec, tt.body)
@@ -584,6 +594,13 @@ func TestDevLogin(t *testing.T) {
 	}
 	if w := f.do(t, "POST", "/console/api/dev/login", nil, `{"subject":"mallory"}`); w.Code != 404 {
 		t.Errorf("unknown user: got %d, want 404", w.Code)
+	}
+	form := httptest.NewRequest("POST", "/console/api/dev/login", strings.NewReader(`{"subject":"victor"}`))
+	form.Header.Set("Content-Type", "text/plain")
+	fw := httptest.NewRecorder()
+	f.h.ServeHTTP(fw, form)
+	if fw.Code != 400 || len(fw.Result().Cookies()) != 0 {
+		t.Errorf("cross-site text/plain login: got %d with cookies %v, want 400 and none", fw.Code, fw.Result().Cookies())
 	}
 	w = f.do(t, "POST", "/console/api/logout", []string{"viewer"}, "")
 	if w.Code != http.StatusNoContent || len(w.Result().Cookies()) != 2 || w.Result().Cookies()[0].MaxAge >= 0 {

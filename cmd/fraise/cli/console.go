@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/fraise-dev/fraise/adapters/console"
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/adapters/redis"
@@ -70,6 +72,30 @@ func withConsole(next, c http.Handler) http.Handler {
 		if p := r.URL.Path; p == console.Prefix || strings.HasPrefix(p, console.Prefix+"/") {
 			c.ServeHTTP(w, r)
 			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// The response headers that name a request's trace, for the console's
+// explorer to link each response to it.
+const (
+	headerTraceID  = "x-fraise-trace-id"
+	headerTraceURL = "x-fraise-trace-url"
+)
+
+// withTraceHeaders names the request's trace in its response: the trace
+// id of the span the tracing middleware started (so it must run inside
+// it) and, with a trace URL template (telemetry.trace_url), the link. A
+// request that is not traced gets neither.
+func withTraceHeaders(next http.Handler, traceURL string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sc := trace.SpanContextFromContext(r.Context()); sc.IsValid() && sc.IsSampled() {
+			id := sc.TraceID().String()
+			w.Header().Set(headerTraceID, id)
+			if traceURL != "" {
+				w.Header().Set(headerTraceURL, strings.ReplaceAll(traceURL, "{trace_id}", id))
+			}
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -251,7 +251,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		return fmt.Errorf("console: %w", err)
 	}
 	defer closeConsole()
-	handler := httpTracing(withConsole(httpapi.VerifyAssertion(admitted(api, cfg.Admission, int64(cfg.Core.MaxBodyBytes), verifier, metrics), verifier), consoleHandler), tp, "core")
+	handler := httpTracing(withTraceHeaders(withConsole(httpapi.VerifyAssertion(admitted(api, cfg.Admission, int64(cfg.Core.MaxBodyBytes), verifier, metrics), verifier), consoleHandler), cfg.Telemetry.TraceURL), tp, "core")
 	srv := newHTTPServer(handler, coreHTTPTimeouts)
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	if cfg.Core.TLS {
