@@ -485,10 +485,8 @@ func (h *Handler) observers(ctx context.Context, _ *http.Request, s *session) (a
 		}
 		out = append(out, ru)
 	}
+	// The queue does not yet say how old its oldest waiting job is.
 	oldest := 0.0
-	if len(dead) > 0 && pending > 0 {
-		oldest = h.o.Now().Sub(dead[0].At).Seconds()
-	}
 	return map[string]any{"rules": out, "backlog": map[string]any{"pending": pending, "oldestAgeSeconds": oldest}}, nil
 }
 
