@@ -106,7 +106,8 @@ type Options struct {
 	// Assets is the web application; default web.Assets().
 	Assets fs.FS
 	// Policies is the live policy folder (the one extauthz serves), read
-	// only; nil serves none and the playground answers 503.
+	// only; nil, or a folder that does not load, serves none: the
+	// playground answers 503 and /api/me names no screen.
 	Policies fs.FS
 	// Store reads the tenant's decisions, persisted operations, rules and
 	// quotas; nil answers those APIs with 503.
@@ -161,11 +162,15 @@ func New(o Options) (*Handler, error) {
 	}
 	h := &Handler{o: o, assets: o.Assets}
 	if o.Policies != nil {
+		// Not fatal: the core may run where the policy folder is not
+		// mounted (it is extauthz's). The playground then answers 503 and
+		// /api/me names no screen, which the log says once here.
 		p, err := newPlayground(o.Policies)
 		if err != nil {
-			return nil, err
+			o.Logger.Warn("console: the policy folder does not load; the playground and /api/me's screens are off", "err", err)
+		} else {
+			h.play = p
 		}
-		h.play = p
 	}
 	h.routes()
 	return h, nil
