@@ -275,7 +275,7 @@ func (h *Handler) policyReplay(ctx context.Context, _ *http.Request, s *session)
 	}
 	ctx, cancel := context.WithTimeout(ctx, replayTimeout)
 	defer cancel()
-	ds, err := h.o.Store.Decisions(ctx, s.p.Tenant, core.DecisionFilter{WithInput: true, Limit: limit})
+	ds, err := h.o.Store.Decisions(ctx, s.p.Tenant, core.DecisionFilter{WithInput: true, ExcludeConsole: true, Limit: limit})
 	if err != nil {
 		return nil, err
 	}
@@ -388,7 +388,10 @@ func (h *Handler) decisions(ctx context.Context, r *http.Request, s *session) (a
 		// The log is read in the session's tenant only.
 		return nil, &core.Error{Op: op, Code: core.CodeForbidden, Message: "decisions of another tenant"}
 	}
-	f := core.DecisionFilter{Subject: q.Get("subject"), Operation: q.Get("operation"), Reason: q.Get("reason")}
+	// The console's own requests are left out unless asked for: every
+	// screen's reads are decisions too, and would bury the traffic.
+	f := core.DecisionFilter{Subject: q.Get("subject"), Operation: q.Get("operation"), Reason: q.Get("reason"),
+		ExcludeConsole: q.Get("console") != "true"}
 	switch q.Get("decision") {
 	case "":
 	case "allow", "deny":
