@@ -479,7 +479,7 @@ func (h *Handler) observers(ctx context.Context, _ *http.Request, s *session) (a
 			kinds = append(kinds, k)
 		}
 		ru := rule{Name: r.Name, Table: r.Table, Events: r.Operations, Condition: r.Condition, Action: strings.Join(kinds, ", "),
-			Enabled: r.Enabled, Deliveries: []delivery{}, Breaker: "unknown"}
+			Enabled: r.Enabled, Deliveries: []delivery{}, Breaker: h.breaker(s.p.Tenant, r.Actions)}
 		// The failed deliveries the queue still holds: its dead letters.
 		for _, d := range dead {
 			if d.Job.RuleID == r.ID || (d.Job.RuleID == "" && d.Job.RuleName == r.Name) {
@@ -574,4 +574,22 @@ func (h *Handler) quotas(ctx context.Context, _ *http.Request, s *session) (any,
 		rs = append(rs, refusal{Time: r.Hour, RateLimit: r.RateLimit, Admission: r.Admission})
 	}
 	return []map[string]any{{"tenant": s.p.Tenant, "tier": q.Tier, "quotas": us, "refusals": rs}}, nil
+}
+
+// breakerRank orders breaker states by how much they hold back.
+var breakerRank = map[string]int{"closed": 0, "half-open": 1, "open": 2}
+
+// breaker is the state of the most held-back breaker among a rule's
+// actions: one open target means some of its deliveries wait.
+func (h *Handler) breaker(tenant string, actions []core.Action) string {
+	if h.o.Breaker == nil {
+		return "unknown"
+	}
+	worst := "closed"
+	for _, a := range actions {
+		if st := h.o.Breaker(tenant, a); breakerRank[st] > breakerRank[worst] {
+			worst = st
+		}
+	}
+	return worst
 }

@@ -117,6 +117,10 @@ type Options struct {
 	// Observers reads and replays the job queues; nil when observers are
 	// off (the rules are still listed).
 	Observers Observers
+	// Breaker, when set, names the state of the circuit breaker that
+	// guards tenant's action in this process ("closed", "open",
+	// "half-open"); nil shows every rule's breaker as "unknown".
+	Breaker func(tenant string, a core.Action) string
 	// DevLogin, when set, serves the development login.
 	DevLogin *DevLogin
 	// SessionTTL is how long a development session lasts; default 8 h.

@@ -530,8 +530,26 @@ func TestDecisionsExplorerQuotas(t *testing.T) {
 }
 
 func TestObserversAndDeadLetters(t *testing.T) {
-	f := mustFixture(t)
+	f := mustFixture(t, func(o *console.Options) {
+		o.Breaker = func(tenant string, a core.Action) string {
+			if tenant == demo.TenantAcme && strings.Contains(a.URL, "failing") {
+				return "open"
+			}
+			return "closed"
+		}
+	})
 	ctx := context.Background()
+	for _, r := range []string{
+		`{"name": "to a failing hook", "table": "public.posts", "operations": ["INSERT"], "columns": ["id"], "actions": [{"kind": "webhook", "url": "https://failing.example/hook"}]}`,
+		`{"name": "to a good hook", "table": "public.posts", "operations": ["INSERT"], "columns": ["id"], "actions": [{"kind": "webhook", "url": "https://good.example/hook"}]}`,
+	} {
+		if err := f.db.InTenant(ctx, demo.TenantAcme, func(ctx context.Context, q core.Querier) error {
+			_, err := q.QueryJSON(ctx, "select to_jsonb(fraise.graphql_create_observer_rule($1::jsonb))", r)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	op := []string{"operator"}
 	job := core.Job{ID: "job-1", Tenant: demo.TenantAcme, RuleID: "r1", RuleName: "demo: new posts", Attempt: 5,
 		Action: core.Action{Kind: "webhook", URL: "http://127.0.0.1:1/hook"}, EnqueuedAt: time.Now()}
@@ -539,10 +557,23 @@ func TestObserversAndDeadLetters(t *testing.T) {
 		t.Fatal(err)
 	}
 	var obs struct {
-		Rules   []struct{ Name string }
+		Rules []struct {
+			Name, Table, Action, Breaker string
+			Events                       []string
+		}
 		Backlog struct{ Pending int64 }
 	}
 	mustJSON(t, f.do(t, "GET", "/console/api/observers", op, ""), 200, &obs)
+	breakers := map[string]string{}
+	for _, r := range obs.Rules {
+		breakers[r.Name] = r.Breaker
+		if r.Table != "public.posts" || len(r.Events) != 1 || !strings.HasPrefix(r.Action, "webhook https://") {
+			t.Errorf("rule %+v: want the rule as created", r)
+		}
+	}
+	if breakers["to a failing hook"] != "open" || breakers["to a good hook"] != "closed" {
+		t.Errorf("got breakers %v, want the failing hook's open and the good one's closed", breakers)
+	}
 	var dead []struct {
 		ID, Rule, Error string
 		Attempts        int

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -12,8 +13,10 @@ import (
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/adapters/redis"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/core/observe"
 	"github.com/fraise-dev/fraise/deploy/demo"
 )
 
@@ -28,9 +31,27 @@ var devConsoleUsers = []console.DevUser{
 	{Subject: "dave", Tenant: demo.TenantGlobex, Roles: []string{"viewer"}, Label: "Dave (Globex, viewer)"},
 }
 
+// consoleBreakers are the breakers of this process's observer workers,
+// which the console shows per rule; set once the workers exist (after the
+// console's handler), nil without observers.
+type consoleBreakers struct {
+	p atomic.Pointer[observe.Breakers]
+}
+
+// state is the state of the breaker guarding tenant's action a.
+func (cb *consoleBreakers) state(tenant string, a core.Action) string {
+	bs := cb.p.Load()
+	if bs == nil {
+		return "unknown"
+	}
+	st, _ := bs.ActionState(tenant, a)
+	return st.String()
+}
+
 // newConsole is the console's handler for the core (nil when
-// console.disabled), and what closes it.
-func newConsole(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, engine *graphql.Engine, verifier *assertion.Verifier) (http.Handler, func(), error) {
+// console.disabled), and what closes it. The breakers' states show once
+// breakers is given the workers' (breakers.p.Store).
+func newConsole(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, engine *graphql.Engine, verifier *assertion.Verifier, breakers *consoleBreakers) (http.Handler, func(), error) {
 	if cfg.Console.Disabled {
 		return nil, func() {}, nil
 	}
@@ -47,6 +68,7 @@ func newConsole(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.
 			return nil, nil, err
 		}
 		o.Observers, closer = q, func() { q.Close() }
+		o.Breaker = breakers.state
 	}
 	if cfg.Console.DevLogin {
 		dir := cfg.Console.DevKeysDir

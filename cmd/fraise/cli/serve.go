@@ -245,7 +245,8 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), MaxBatch: cfg.Core.MaxBatch, Logger: log, Metrics: metrics,
 		RetryAfter: cfg.Admission.RetryAfter.Duration,
 	})
-	consoleHandler, closeConsole, err := newConsole(cfg, sec, log, db, engine, verifier)
+	breakers := &consoleBreakers{}
+	consoleHandler, closeConsole, err := newConsole(cfg, sec, log, db, engine, verifier, breakers)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("console: %w", err)
@@ -297,6 +298,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 			return fmt.Errorf("observers: %w", err)
 		}
 		defer obs.Close()
+		breakers.p.Store(obs.worker.Breakers)
 		if err := obs.register(metrics.Registry); err != nil {
 			ln.Close()
 			return fmt.Errorf("observers: metrics: %w", err)
