@@ -21,6 +21,10 @@ type DecisionFilter struct {
 	// WithInput selects only decisions that kept the policy's input, the
 	// ones a draft policy can be replayed on.
 	WithInput bool
+	// ExcludeConsole leaves out the console's own requests (paths under
+	// /console), which would otherwise crowd out the traffic a security
+	// team looks for.
+	ExcludeConsole bool
 }
 
 // PersistedOperation is a persisted (or trusted) GraphQL document of a

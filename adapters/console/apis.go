@@ -138,6 +138,9 @@ func (h *Handler) policyEvaluate(ctx context.Context, _ *http.Request, s *sessio
 	if err != nil {
 		return nil, err
 	}
+	if err := sandboxed(fsys); err != nil {
+		return nil, err
+	}
 	draft, err := compileFS(fsys)
 	if err != nil {
 		return nil, err
@@ -226,6 +229,9 @@ func (h *Handler) policyTest(ctx context.Context, _ *http.Request, s *session) (
 	if err != nil {
 		return nil, err
 	}
+	if err := sandboxed(fsys); err != nil {
+		return nil, err
+	}
 	return test(ctx, fsys)
 }
 
@@ -256,6 +262,9 @@ func (h *Handler) policyReplay(ctx context.Context, _ *http.Request, s *session)
 	if err != nil {
 		return nil, err
 	}
+	if err := sandboxed(fsys); err != nil {
+		return nil, err
+	}
 	draft, err := compileFS(fsys)
 	if err != nil {
 		return nil, err
@@ -264,7 +273,9 @@ func (h *Handler) policyReplay(ctx context.Context, _ *http.Request, s *session)
 	if err != nil {
 		return nil, &core.Error{Op: op, Code: core.CodeInternal, Err: err}
 	}
-	ds, err := h.o.Store.Decisions(ctx, s.p.Tenant, core.DecisionFilter{WithInput: true, Limit: limit})
+	ctx, cancel := context.WithTimeout(ctx, replayTimeout)
+	defer cancel()
+	ds, err := h.o.Store.Decisions(ctx, s.p.Tenant, core.DecisionFilter{WithInput: true, ExcludeConsole: true, Limit: limit})
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +291,7 @@ func (h *Handler) policyReplay(ctx context.Context, _ *http.Request, s *session)
 	changed := []change{}
 	for _, d := range ds {
 		if err := ctx.Err(); err != nil {
-			return nil, &core.Error{Op: op, Code: core.CodeUnavailable, Err: err}
+			return nil, &core.Error{Op: op, Code: core.CodeTimeout, Message: "the replay took too long: replay fewer decisions", Err: err}
 		}
 		var input any
 		if json.Unmarshal(d.Input, &input) != nil {
@@ -377,7 +388,10 @@ func (h *Handler) decisions(ctx context.Context, r *http.Request, s *session) (a
 		// The log is read in the session's tenant only.
 		return nil, &core.Error{Op: op, Code: core.CodeForbidden, Message: "decisions of another tenant"}
 	}
-	f := core.DecisionFilter{Subject: q.Get("subject"), Operation: q.Get("operation"), Reason: q.Get("reason")}
+	// The console's own requests are left out unless asked for: every
+	// screen's reads are decisions too, and would bury the traffic.
+	f := core.DecisionFilter{Subject: q.Get("subject"), Operation: q.Get("operation"), Reason: q.Get("reason"),
+		ExcludeConsole: q.Get("console") != "true"}
 	switch q.Get("decision") {
 	case "":
 	case "allow", "deny":
@@ -465,7 +479,7 @@ func (h *Handler) observers(ctx context.Context, _ *http.Request, s *session) (a
 			kinds = append(kinds, k)
 		}
 		ru := rule{Name: r.Name, Table: r.Table, Events: r.Operations, Condition: r.Condition, Action: strings.Join(kinds, ", "),
-			Enabled: r.Enabled, Deliveries: []delivery{}, Breaker: "unknown"}
+			Enabled: r.Enabled, Deliveries: []delivery{}, Breaker: h.breaker(s.p.Tenant, r.Actions)}
 		// The failed deliveries the queue still holds: its dead letters.
 		for _, d := range dead {
 			if d.Job.RuleID == r.ID || (d.Job.RuleID == "" && d.Job.RuleName == r.Name) {
@@ -474,10 +488,8 @@ func (h *Handler) observers(ctx context.Context, _ *http.Request, s *session) (a
 		}
 		out = append(out, ru)
 	}
+	// The queue does not yet say how old its oldest waiting job is.
 	oldest := 0.0
-	if len(dead) > 0 && pending > 0 {
-		oldest = h.o.Now().Sub(dead[0].At).Seconds()
-	}
 	return map[string]any{"rules": out, "backlog": map[string]any{"pending": pending, "oldestAgeSeconds": oldest}}, nil
 }
 
@@ -562,4 +574,22 @@ func (h *Handler) quotas(ctx context.Context, _ *http.Request, s *session) (any,
 		rs = append(rs, refusal{Time: r.Hour, RateLimit: r.RateLimit, Admission: r.Admission})
 	}
 	return []map[string]any{{"tenant": s.p.Tenant, "tier": q.Tier, "quotas": us, "refusals": rs}}, nil
+}
+
+// breakerRank orders breaker states by how much they hold back.
+var breakerRank = map[string]int{"closed": 0, "half-open": 1, "open": 2}
+
+// breaker is the state of the most held-back breaker among a rule's
+// actions: one open target means some of its deliveries wait.
+func (h *Handler) breaker(tenant string, actions []core.Action) string {
+	if h.o.Breaker == nil {
+		return "unknown"
+	}
+	worst := "closed"
+	for _, a := range actions {
+		if st := h.o.Breaker(tenant, a); breakerRank[st] > breakerRank[worst] {
+			worst = st
+		}
+	}
+	return worst
 }

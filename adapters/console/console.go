@@ -106,7 +106,8 @@ type Options struct {
 	// Assets is the web application; default web.Assets().
 	Assets fs.FS
 	// Policies is the live policy folder (the one extauthz serves), read
-	// only; nil serves none and the playground answers 503.
+	// only; nil, or a folder that does not load, serves none: the
+	// playground answers 503 and /api/me names no screen.
 	Policies fs.FS
 	// Store reads the tenant's decisions, persisted operations, rules and
 	// quotas; nil answers those APIs with 503.
@@ -116,6 +117,10 @@ type Options struct {
 	// Observers reads and replays the job queues; nil when observers are
 	// off (the rules are still listed).
 	Observers Observers
+	// Breaker, when set, names the state of the circuit breaker that
+	// guards tenant's action in this process ("closed", "open",
+	// "half-open"); nil shows every rule's breaker as "unknown".
+	Breaker func(tenant string, a core.Action) string
 	// DevLogin, when set, serves the development login.
 	DevLogin *DevLogin
 	// SessionTTL is how long a development session lasts; default 8 h.
@@ -161,11 +166,15 @@ func New(o Options) (*Handler, error) {
 	}
 	h := &Handler{o: o, assets: o.Assets}
 	if o.Policies != nil {
+		// Not fatal: the core may run where the policy folder is not
+		// mounted (it is extauthz's). The playground then answers 503 and
+		// /api/me names no screen, which the log says once here.
 		p, err := newPlayground(o.Policies)
 		if err != nil {
-			return nil, err
+			o.Logger.Warn("console: the policy folder does not load; the playground and /api/me's screens are off", "err", err)
+		} else {
+			h.play = p
 		}
-		h.play = p
 	}
 	h.routes()
 	return h, nil
@@ -402,6 +411,12 @@ func (h *Handler) devUsers(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) devLogin(w http.ResponseWriter, r *http.Request) {
 	if h.o.DevLogin == nil {
 		writeError(w, http.StatusNotFound, core.CodeNotFound, "not found")
+		return
+	}
+	// JSON only: a cross-site form can post urlencoded or text bodies
+	// without a preflight, and so could sign a victim in as someone else.
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		writeError(w, http.StatusBadRequest, core.CodeInvalid, "want Content-Type: application/json")
 		return
 	}
 	var req struct {

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"testing/fstest"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -166,6 +167,54 @@ func problemsOf(err error) []problem {
 	return out
 }
 
+// sandboxDenied are the built-ins a draft may not call: a draft is code a
+// console user wrote, run inside the core, so nothing that reaches the
+// network from the core's position (http.send, DNS) or reads the
+// process's environment (opa.runtime, where secrets' references live).
+var sandboxDenied = map[string]bool{
+	"http.send": true, "net.lookup_ip_addr": true, "opa.runtime": true,
+}
+
+// sandbox is the capabilities drafts compile with: this OPA's, less
+// sandboxDenied, and no network for schemas.
+var sandbox = func() *ast.Capabilities {
+	c := ast.CapabilitiesForThisVersion()
+	c.Builtins = slices.DeleteFunc(c.Builtins, func(b *ast.Builtin) bool { return sandboxDenied[b.Name] })
+	c.AllowNet = []string{}
+	return c
+}()
+
+// sandboxed refuses a draft that calls a built-in the sandbox denies, its
+// tests included, before any of it runs: compiling with the sandbox's
+// capabilities names each such call with its place.
+func sandboxed(fsys fs.FS) error {
+	src, err := policy.Load(fsys)
+	if err != nil {
+		return &core.Error{Op: playgroundOp, Code: core.CodeInvalid, Message: "the policy does not load: " + firstProblem(err), Err: err}
+	}
+	all := maps.Clone(src.Modules)
+	maps.Copy(all, src.Tests)
+	// Print statements kept: the tests run them, and a call inside one is a call.
+	c := ast.NewCompiler().WithCapabilities(sandbox).WithDefaultRegoVersion(ast.RegoV1).WithEnablePrintStatements(true)
+	c.Compile(all)
+	for _, e := range c.Errors {
+		for name := range sandboxDenied {
+			if strings.Contains(e.Message, name) {
+				return &core.Error{Op: playgroundOp, Code: core.CodeInvalid,
+					Message: "the playground does not run " + name + ": " + firstProblem(ast.Errors{e}), Err: c.Errors}
+			}
+		}
+	}
+	return nil
+}
+
+// evalTimeout bounds one evaluation of a draft or the live policy; a
+// replay's many evaluations share replayTimeout.
+const (
+	evalTimeout   = 5 * time.Second
+	replayTimeout = 30 * time.Second
+)
+
 // compiled is a policy folder compiled for evaluation with tracing.
 type compiled struct {
 	src *policy.Source
@@ -224,6 +273,8 @@ func (c *compiled) eval(ctx context.Context, input any, explain bool) outcome {
 		buf = topdown.NewBufferTracer()
 		opts = append(opts, rego.QueryTracer(buf))
 	}
+	ctx, cancel := context.WithTimeout(ctx, evalTimeout)
+	defer cancel()
 	rs, err := rego.New(opts...).Eval(ctx)
 	o := outcome{Notes: []string{}}
 	if err != nil {
@@ -390,7 +441,11 @@ func splitLines(s string) []string {
 	if s == "" {
 		return nil
 	}
-	return strings.SplitAfter(s, "\n")
+	ls := strings.SplitAfter(s, "\n")
+	if ls[len(ls)-1] == "" {
+		ls = ls[:len(ls)-1] // the text ended with a newline
+	}
+	return ls
 }
 
 // edit is one line of a diff: ' ', '-' or '+'.

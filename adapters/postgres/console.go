@@ -43,7 +43,7 @@ func (c *Console) queryJSON(ctx context.Context, op, tenant string, v any, sql s
 // Decisions implements core.ConsoleStore.
 func (c *Console) Decisions(ctx context.Context, tenant string, f core.DecisionFilter) ([]core.Decision, error) {
 	const op = "postgres.Console.Decisions"
-	filter := map[string]any{"with_input": f.WithInput}
+	filter := map[string]any{"with_input": f.WithInput, "exclude_console": f.ExcludeConsole}
 	for k, v := range map[string]string{"subject": f.Subject, "operation": f.Operation, "reason": f.Reason} {
 		if v != "" {
 			filter[k] = v

@@ -24,6 +24,7 @@ func TestConsoleReadsOneTenant(t *testing.T) {
 	base := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	in := json.RawMessage(`{"principal":{"roles":["viewer"],"tenant":"` + demo.TenantAcme + `"},"graphql":{"operation":"mutation","root_fields":["createPost"]}}`)
 	ds := []core.Decision{
+		{ID: "d0", At: base.Add(-time.Minute), Subject: "alice", Tenant: demo.TenantAcme, Allow: true, Status: 200, Reason: "console", Method: "GET", Path: "/console/api/me", Input: in},
 		{ID: "d1", At: base, Subject: "alice", Tenant: demo.TenantAcme, Operation: "query", OperationName: "Users", Allow: true, Status: 200, Reason: "role viewer permits", Method: "POST", Path: "/graphql", TraceID: "0af7651916cd43dd8448eb211c80319c", Input: in},
 		{ID: "d2", At: base.Add(time.Minute), Subject: "victor", Tenant: demo.TenantAcme, Operation: "mutation", OperationName: "CreatePost", Allow: false, Status: 403, Reason: "roles [viewer] do not permit mutation", Input: in},
 		{ID: "d3", At: base.Add(2 * time.Minute), Subject: "victor", Tenant: demo.TenantAcme, Allow: false, Status: 429, Reason: "rate limited"},
@@ -40,14 +41,15 @@ func TestConsoleReadsOneTenant(t *testing.T) {
 		f      core.DecisionFilter
 		want   []string
 	}{
-		{name: "all of acme, newest first", tenant: demo.TenantAcme, want: []string{"d3", "d2", "d1"}},
+		{name: "all of acme, newest first", tenant: demo.TenantAcme, want: []string{"d3", "d2", "d1", "d0"}},
+		{name: "without the console's own", tenant: demo.TenantAcme, f: core.DecisionFilter{ExcludeConsole: true}, want: []string{"d3", "d2", "d1"}},
 		{name: "globex sees its own", tenant: demo.TenantGlobex, want: []string{"d4"}},
 		{name: "refusals", tenant: demo.TenantAcme, f: core.DecisionFilter{Allow: &deny}, want: []string{"d3", "d2"}},
-		{name: "by subject", tenant: demo.TenantAcme, f: core.DecisionFilter{Subject: "alice"}, want: []string{"d1"}},
+		{name: "by subject", tenant: demo.TenantAcme, f: core.DecisionFilter{Subject: "alice", ExcludeConsole: true}, want: []string{"d1"}},
 		{name: "by operation name", tenant: demo.TenantAcme, f: core.DecisionFilter{Operation: "CreatePost"}, want: []string{"d2"}},
 		{name: "by reason, any case", tenant: demo.TenantAcme, f: core.DecisionFilter{Reason: "DO NOT PERMIT"}, want: []string{"d2"}},
 		{name: "by time", tenant: demo.TenantAcme, f: core.DecisionFilter{Since: base.Add(30 * time.Second), Until: base.Add(90 * time.Second)}, want: []string{"d2"}},
-		{name: "with input only", tenant: demo.TenantAcme, f: core.DecisionFilter{WithInput: true}, want: []string{"d2", "d1"}},
+		{name: "with input only", tenant: demo.TenantAcme, f: core.DecisionFilter{WithInput: true}, want: []string{"d2", "d1", "d0"}},
 		{name: "limit", tenant: demo.TenantAcme, f: core.DecisionFilter{Limit: 1}, want: []string{"d3"}},
 	}
 	for _, tt := range tests {
@@ -68,7 +70,7 @@ func TestConsoleReadsOneTenant(t *testing.T) {
 			}
 		})
 	}
-	got, err := c.Decisions(ctx, demo.TenantAcme, core.DecisionFilter{Subject: "alice"})
+	got, err := c.Decisions(ctx, demo.TenantAcme, core.DecisionFilter{Subject: "alice", ExcludeConsole: true})
 	if err != nil || len(got) != 1 {
 		t.Fatalf("got %v, %v", got, err)
 	}

@@ -52,6 +52,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, fraise AS $$
       AND (f->>'since' IS NULL OR d.decided_at >= (f->>'since')::timestamptz)
       AND (f->>'until' IS NULL OR d.decided_at < (f->>'until')::timestamptz)
       AND (coalesce((f->>'with_input')::boolean, false) = false OR d.input IS NOT NULL)
+      AND (coalesce((f->>'exclude_console')::boolean, false) = false
+           OR NOT (d.path = '/console' OR starts_with(d.path, '/console/')))
     ORDER BY d.decided_at DESC, d.decision_id
     LIMIT least(greatest(coalesce((f->>'limit')::int, 100), 1), 1000)
 $$;

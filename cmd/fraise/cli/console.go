@@ -4,14 +4,19 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fraise-dev/fraise/adapters/console"
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/adapters/redis"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/core/observe"
 	"github.com/fraise-dev/fraise/deploy/demo"
 )
 
@@ -26,9 +31,27 @@ var devConsoleUsers = []console.DevUser{
 	{Subject: "dave", Tenant: demo.TenantGlobex, Roles: []string{"viewer"}, Label: "Dave (Globex, viewer)"},
 }
 
+// consoleBreakers are the breakers of this process's observer workers,
+// which the console shows per rule; set once the workers exist (after the
+// console's handler), nil without observers.
+type consoleBreakers struct {
+	p atomic.Pointer[observe.Breakers]
+}
+
+// state is the state of the breaker guarding tenant's action a.
+func (cb *consoleBreakers) state(tenant string, a core.Action) string {
+	bs := cb.p.Load()
+	if bs == nil {
+		return "unknown"
+	}
+	st, _ := bs.ActionState(tenant, a)
+	return st.String()
+}
+
 // newConsole is the console's handler for the core (nil when
-// console.disabled), and what closes it.
-func newConsole(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, engine *graphql.Engine, verifier *assertion.Verifier) (http.Handler, func(), error) {
+// console.disabled), and what closes it. The breakers' states show once
+// breakers is given the workers' (breakers.p.Store).
+func newConsole(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, engine *graphql.Engine, verifier *assertion.Verifier, breakers *consoleBreakers) (http.Handler, func(), error) {
 	if cfg.Console.Disabled {
 		return nil, func() {}, nil
 	}
@@ -45,6 +68,7 @@ func newConsole(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.
 			return nil, nil, err
 		}
 		o.Observers, closer = q, func() { q.Close() }
+		o.Breaker = breakers.state
 	}
 	if cfg.Console.DevLogin {
 		dir := cfg.Console.DevKeysDir
@@ -70,6 +94,30 @@ func withConsole(next, c http.Handler) http.Handler {
 		if p := r.URL.Path; p == console.Prefix || strings.HasPrefix(p, console.Prefix+"/") {
 			c.ServeHTTP(w, r)
 			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// The response headers that name a request's trace, for the console's
+// explorer to link each response to it.
+const (
+	headerTraceID  = "x-fraise-trace-id"
+	headerTraceURL = "x-fraise-trace-url"
+)
+
+// withTraceHeaders names the request's trace in its response: the trace
+// id of the span the tracing middleware started (so it must run inside
+// it) and, with a trace URL template (telemetry.trace_url), the link. A
+// request that is not traced gets neither.
+func withTraceHeaders(next http.Handler, traceURL string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sc := trace.SpanContextFromContext(r.Context()); sc.IsValid() && sc.IsSampled() {
+			id := sc.TraceID().String()
+			w.Header().Set(headerTraceID, id)
+			if traceURL != "" {
+				w.Header().Set(headerTraceURL, strings.ReplaceAll(traceURL, "{trace_id}", id))
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
