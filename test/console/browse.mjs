@@ -163,6 +163,10 @@ if (cfg.explorer) {
   await check(`explorer runs a query as ${cfg.explorer.role}`, async () => {
     const { ctx, page } = await session(cfg.explorer.role);
     try {
+      let graphqlHeaders = {};
+      page.on("response", async (r) => {
+        if (new URL(r.url()).pathname === "/graphql") graphqlHeaders = await r.allHeaders();
+      });
       await goTo(page, "explorer");
       const editor = page.locator(".graphiql-query-editor .CodeMirror").first();
       await editor.waitFor();
@@ -182,7 +186,7 @@ if (cfg.explorer) {
       await shot(page, "explorer-run");
       await check("explorer shows the trace of the response", async () => {
         await page.locator("[data-testid=trace]").filter({ hasText: /Trace: \S{8,}/ }).waitFor({ timeout: 5000 }).catch(() => {
-          throw new Error("no trace shown: the /graphql response carried no x-fraise-trace-id header");
+          throw new Error("no trace shown: the /graphql response carried no x-fraise-trace-id header; its headers: " + Object.keys(graphqlHeaders).join(" "));
         });
         console.log(`console: explorer: ${await page.locator("[data-testid=trace]").innerText()}`);
       });

@@ -132,8 +132,8 @@ func shotsDir(t *testing.T) string {
 }
 
 // runBrowser runs browse.mjs with cfg and fails t on each failed check,
-// logging every line the script prints.
-func runBrowser(t *testing.T, cfg browserConfig) {
+// logging every line the script prints, and returns those lines.
+func runBrowser(t *testing.T, cfg browserConfig) []string {
 	t.Helper()
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
@@ -154,12 +154,13 @@ func runBrowser(t *testing.T, cfg browserConfig) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait(); pw.Close() }()
-	var fails []string
+	var fails, lines []string
 	sc := bufio.NewScanner(pr)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
 		t.Log(line)
+		lines = append(lines, line)
 		if strings.HasPrefix(line, "console: FAIL ") {
 			fails = append(fails, strings.TrimPrefix(line, "console: FAIL "))
 		}
@@ -173,6 +174,7 @@ func runBrowser(t *testing.T, cfg browserConfig) {
 		t.Errorf("browse.mjs: %v", err)
 	}
 	t.Logf("screenshots: %s", cfg.Shots)
+	return lines
 }
 
 // TestConsoleFixture drives the browser against canned APIs; it runs only

@@ -2,19 +2,24 @@ package console_test
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	collectortracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/internal/await"
@@ -33,6 +38,52 @@ type devUser struct {
 // viewerMutation is the request the live policy refuses: a viewer
 // creating a post. The browser test opens its decision in the playground.
 const viewerMutation = `mutation CreatePost($in: CreatePostInput!) { createPost(input: $in) { __typename } }`
+
+// traceURL is the trace link template the stack is given, as Jaeger's.
+const traceURL = "http://127.0.0.1:16686/trace/{trace_id}"
+
+// collector is an OTLP/gRPC trace collector keeping the trace ids
+// exported to it.
+type collector struct {
+	collectortracepb.UnimplementedTraceServiceServer
+	addr string
+	mu   sync.Mutex
+	ids  map[string]bool
+}
+
+func startCollector(t *testing.T) *collector {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &collector{addr: ln.Addr().String(), ids: map[string]bool{}}
+	g := grpc.NewServer()
+	collectortracepb.RegisterTraceServiceServer(g, c)
+	go func() { _ = g.Serve(ln) }()
+	t.Cleanup(g.Stop)
+	return c
+}
+
+// Export implements collectortracepb.TraceServiceServer.
+func (c *collector) Export(_ context.Context, req *collectortracepb.ExportTraceServiceRequest) (*collectortracepb.ExportTraceServiceResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, rs := range req.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			for _, sp := range ss.Spans {
+				c.ids[hex.EncodeToString(sp.TraceId)] = true
+			}
+		}
+	}
+	return &collectortracepb.ExportTraceServiceResponse{}, nil
+}
+
+func (c *collector) has(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ids[id]
+}
 
 // usersQuery is the persisted operation the explorer loads and runs.
 const usersQuery = "query Users { users { id } }"
@@ -67,6 +118,9 @@ func TestConsole(t *testing.T) {
 	}))
 	t.Cleanup(hook.Close)
 
+	// Tracing on, to a collector of the test's: the explorer links each
+	// response to its trace, and the test checks that trace was exported.
+	traces := startCollector(t)
 	pg, db := harness.NewDatabase(t)
 	s := stack.StartWith(t, stack.Options{
 		Postgres: pg, Database: db,
@@ -77,7 +131,11 @@ func TestConsole(t *testing.T) {
 		// on them, and every decision stored (authz.audit), which the
 		// decision log and the playground's replay read.
 		Demo: true,
-		Env:  map[string]string{"FRAISE_AUTHZ_AUDIT": "true", "FRAISE_AUTHZ_DATABASE_URL": pg.URL("fraise_app", db)},
+		Env: map[string]string{
+			"FRAISE_AUTHZ_AUDIT": "true", "FRAISE_AUTHZ_DATABASE_URL": pg.URL("fraise_app", db),
+			"FRAISE_TELEMETRY_OTLP_ENDPOINT": traces.addr, "FRAISE_TELEMETRY_SAMPLE_RATIO": "1",
+			"FRAISE_TELEMETRY_TRACE_URL": traceURL,
+		},
 	})
 	users := devUsers(t, s)
 	byRole := map[string]devUser{}
@@ -145,7 +203,7 @@ func TestConsole(t *testing.T) {
 	})
 	accept.Store(true)
 
-	runBrowser(t, browserConfig{
+	lines := runBrowser(t, browserConfig{
 		Base:       "https://" + s.Addrs.Gateway + "/console/",
 		ClientCert: &clientCert{CertPath: s.Certs.ClientCert, KeyPath: s.Certs.ClientKey},
 		Chromium:   chromium, Shots: shotsDir(t), Users: cfgUsers, TimeoutMs: 30000,
@@ -154,6 +212,19 @@ func TestConsole(t *testing.T) {
 			File: "authz.rego", Append: draftAllowingViewerMutations},
 		DLQ: &dlqCase{Role: "operator"},
 	})
+
+	// The trace the explorer linked is a trace the stack exported.
+	var shown string
+	for _, l := range lines {
+		if _, id, ok := strings.Cut(l, "console: explorer: Trace: "); ok {
+			shown = strings.TrimSpace(id)
+		}
+	}
+	if shown == "" {
+		t.Error("the explorer showed no trace id")
+	} else if !await.Within(30*time.Second, func() bool { return traces.has(shown) }) {
+		t.Errorf("the explorer linked trace %s, which the collector never received", shown)
+	}
 
 	// The draft changed nothing live: the same request is still refused.
 	if status := refuse(); status != http.StatusForbidden {
