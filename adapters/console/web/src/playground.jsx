@@ -191,7 +191,8 @@ export function Playground({ params }) {
           <div className={"tests " + (tests.failed ? "bad" : "ok")} data-testid="tests">
             <h3>Tests: {tests.passed} passed, {tests.failed} failed</h3>
             <ul>
-              {tests.results.map((r) => (
+              {/* Failures first: those are what a reviewer reads. */}
+              {[...tests.results].sort((a, b) => a.pass - b.pass).map((r) => (
                 <li key={r.name} className={r.pass ? "pass" : "fail"}>
                   {r.pass ? "✓" : "✗"} {r.name} {r.message && <span className="muted">{r.message}</span>}
                 </li>
