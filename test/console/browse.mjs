@@ -233,6 +233,19 @@ if (cfg.playground) {
       await result.locator(".changed").waitFor();
       await shot(page, "playground-evaluate");
 
+      // The same question from the form: a viewer's mutation of that root
+      // field, built by the server as extauthz would, then evaluated.
+      await page.locator(".builder select[name=role]").selectOption("viewer");
+      await page.locator(".builder input[name=operation]").fill("mutation");
+      await page.locator(".builder input[name=fields]").fill(p.rootField || "createPost");
+      await page.locator("[data-action=build-input]").click();
+      await page.locator("[data-testid=source]", { hasText: "built from the form" }).waitFor();
+      const evaluated = page.waitForResponse((r) => r.url().endsWith("/api/policies/evaluate"));
+      await page.locator("[data-action=evaluate]").click();
+      await evaluated;
+      await result.locator("[data-verdict=draft] .badge", { hasText: "allow" }).waitFor();
+      await result.locator("[data-verdict=live] .badge", { hasText: "deny" }).waitFor();
+
       await page.locator("[data-action=replay]").click();
       const changed = page.locator(`[data-testid=replay] tr[data-decision="${decisionId}"]`);
       await changed.waitFor();

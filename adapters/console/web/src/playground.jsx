@@ -42,7 +42,7 @@ export function Playground({ params }) {
   const [draft, setDraft] = useState(saved.draft);
   const [active, setActive] = useState(0);
   const [input, setInput] = useState(saved.input);
-  const [form, setForm] = useState({ role: "viewer", operation: "", fields: "", dataset: "", tenant: "" });
+  const [form, setForm] = useState({ role: "viewer", operation: "query", fields: "", dataset: "", subject: "", tenant: "" });
   const [check, setCheck] = useState(null);
   const [result, setResult] = useState(null);
   const [tests, setTests] = useState(null);
@@ -217,14 +217,18 @@ export function Playground({ params }) {
         <h2>Input</h2>
         {source && <p className="muted source" data-testid="source">From {source}</p>}
         <form className="builder" onSubmit={(e) => (e.preventDefault(), build())}>
-          <label>Role <select value={form.role} onChange={(e) => setForm({ ...form, role: e.target.value })}>
+          <label>Role <select name="role" value={form.role} onChange={(e) => setForm({ ...form, role: e.target.value })}>
             {["admin", "operator", "security", "viewer", "anonymous"].map((r) => <option key={r}>{r}</option>)}
           </select></label>
-          <label>Operation <input value={form.operation} onChange={(e) => setForm({ ...form, operation: e.target.value })} placeholder="query or mutation name" /></label>
-          <label>Fields <input value={form.fields} onChange={(e) => setForm({ ...form, fields: e.target.value })} placeholder="orders.total, orders.id" /></label>
-          <label>Dataset <input value={form.dataset} onChange={(e) => setForm({ ...form, dataset: e.target.value })} /></label>
-          <label>Tenant <input value={form.tenant} onChange={(e) => setForm({ ...form, tenant: e.target.value })} /></label>
-          <button type="submit" disabled={!!busy}>Build input</button>
+          <label>Operation <input name="operation" list="operations" value={form.operation} onChange={(e) => setForm({ ...form, operation: e.target.value })} placeholder="query, mutation, subscription or a Flight method" /></label>
+          <datalist id="operations">
+            {["query", "mutation", "subscription", "GetFlightInfo", "DoGet", "ListFlights", "DoAction"].map((o) => <option key={o} value={o} />)}
+          </datalist>
+          <label>Root fields <input name="fields" value={form.fields} onChange={(e) => setForm({ ...form, fields: e.target.value })} placeholder="users, createPost" /></label>
+          <label>Dataset (Flight) <input name="dataset" value={form.dataset} onChange={(e) => setForm({ ...form, dataset: e.target.value })} /></label>
+          <label>Subject <input name="subject" value={form.subject} onChange={(e) => setForm({ ...form, subject: e.target.value })} placeholder="playground" /></label>
+          <label>Tenant <input name="tenant" value={form.tenant} onChange={(e) => setForm({ ...form, tenant: e.target.value })} placeholder="yours" /></label>
+          <button type="submit" disabled={!!busy} data-action="build-input">Build input</button>
         </form>
         <textarea className="input-json" aria-label="input JSON" value={input} onChange={(e) => setInput(e.target.value)} placeholder='Paste an input document: {"subject": ...}' spellCheck={false} />
         <button className="primary" onClick={() => evaluate()} disabled={!!busy || !input.trim()} data-action="evaluate">Evaluate</button>
