@@ -152,6 +152,11 @@ for (const [role, user] of Object.entries(cfg.users)) {
         });
         assert(status === 403, `POST api/policies/evaluate as ${role}: ${status}, want 403`);
       }
+      // Signing out ends the session: the console is the login page again.
+      await page.getByRole("button", { name: "Sign out" }).click();
+      await page.waitForURL(/\/console\/login(#.*)?$/);
+      await page.goto(cfg.base + "#/explorer");
+      await page.waitForURL(/\/console\/login(#.*)?$/);
     } finally {
       await ctx.close();
     }
@@ -245,6 +250,18 @@ if (cfg.playground) {
       await evaluated;
       await result.locator("[data-verdict=draft] .badge", { hasText: "allow" }).waitFor();
       await result.locator("[data-verdict=live] .badge", { hasText: "deny" }).waitFor();
+
+      // A pasted input: the same document, now as a query — allowed by both.
+      const built = JSON.parse(await page.locator("textarea.input-json").inputValue());
+      built.graphql.operation = "query";
+      await page.locator("textarea.input-json").fill(JSON.stringify(built));
+      const again = page.waitForResponse((r) => r.url().endsWith("/api/policies/evaluate"));
+      await page.locator("[data-action=evaluate]").click();
+      await again;
+      if (!cfg.fixture) {
+        await result.locator("[data-verdict=live] .badge", { hasText: "allow" }).waitFor();
+        await result.locator(".same").waitFor();
+      }
 
       await page.locator("[data-action=replay]").click();
       const changed = page.locator(`[data-testid=replay] tr[data-decision="${decisionId}"]`);

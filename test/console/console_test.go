@@ -38,6 +38,9 @@ type browserConfig struct {
 	Playground *playgroundCase     `json:"playground,omitempty"`
 	DLQ        *dlqCase            `json:"dlq,omitempty"`
 	TimeoutMs  int                 `json:"timeoutMs"`
+	// Fixture says the APIs are canned: checks of what only the real
+	// policy decides are left out.
+	Fixture bool `json:"fixture,omitempty"`
 }
 
 type dlqCase struct {
@@ -114,11 +117,11 @@ func nodeReady(t *testing.T) {
 	}
 }
 
-// shotsDir is where the screenshots go: bin/console-screenshots at the
-// repository's root, emptied first.
-func shotsDir(t *testing.T) string {
+// shotsDir is where the screenshots go: bin/<name> at the repository's
+// root, emptied first.
+func shotsDir(t *testing.T, name string) string {
 	t.Helper()
-	dir, err := filepath.Abs("../../bin/console-screenshots")
+	dir, err := filepath.Abs(filepath.Join("../../bin", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +194,7 @@ func TestConsoleFixture(t *testing.T) {
 		users[u.Role] = roleUser{Subject: u.Subject, Screens: u.Screens}
 	}
 	runBrowser(t, browserConfig{
-		Base: srv.URL + "/console/", Chromium: chromium, Shots: shotsDir(t), Users: users, TimeoutMs: 15000,
+		Base: srv.URL + "/console/", Chromium: chromium, Shots: shotsDir(t, "console-screenshots-fixture"), Users: users, TimeoutMs: 15000, Fixture: true,
 		Explorer:   &explorerCase{Role: "viewer", Persisted: "RecentOrders", Query: "query RecentOrders { orders { id total } }", Expect: "12.5"},
 		Playground: &playgroundCase{Role: "security", Subject: "vera", Operation: "mutation createOrder", File: "authz.rego", Append: "\n# allow it\n"},
 		DLQ:        &dlqCase{Role: "operator"},

@@ -173,7 +173,7 @@ func (f *fixtureServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		reply(w, 200, map[string]any{"draft": draft, "live": deny, "changed": edited})
 	case "/console/api/policies/input":
-		reply(w, 200, map[string]any{"input": map[string]any{"principal": map[string]any{"roles": []string{"viewer"}}}})
+		reply(w, 200, map[string]any{"input": map[string]any{"principal": map[string]any{"roles": []string{"viewer"}}, "graphql": map[string]any{"operation": "mutation", "root_fields": []string{"createOrder"}}}})
 	case "/console/api/policies/test":
 		reply(w, 200, map[string]any{"passed": 41, "failed": 0, "results": []map[string]any{{"name": "data.fraise.authz_test.test_viewer_reads", "pass": true}}})
 	case "/console/api/policies/replay":

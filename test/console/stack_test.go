@@ -206,7 +206,7 @@ func TestConsole(t *testing.T) {
 	lines := runBrowser(t, browserConfig{
 		Base:       "https://" + s.Addrs.Gateway + "/console/",
 		ClientCert: &clientCert{CertPath: s.Certs.ClientCert, KeyPath: s.Certs.ClientKey},
-		Chromium:   chromium, Shots: shotsDir(t), Users: cfgUsers, TimeoutMs: 30000,
+		Chromium:   chromium, Shots: shotsDir(t, "console-screenshots"), Users: cfgUsers, TimeoutMs: 30000,
 		Explorer: &explorerCase{Role: "viewer", Query: "query Users { users { id } }", Expect: authorID},
 		Playground: &playgroundCase{Role: "security", Subject: byRole["viewer"].Subject, Operation: "createPost",
 			File: "authz.rego", Append: draftAllowingViewerMutations},
