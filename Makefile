@@ -12,7 +12,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency the race detector checks in `make test`.
 RACE_PKGS := ./core/... ./envoy/... ./extauthz/... ./adapters/... ./cmd/...
 
-.PHONY: all run test lint unit race e2e audit bench generate build deps services stop clean vulncheck fuzz drill observability
+.PHONY: all run test lint unit race e2e audit bench generate build deps console services stop clean vulncheck fuzz drill observability
 
 all: build
 
@@ -24,6 +24,16 @@ deps:
 ## dependency: about five minutes on two cores; later builds take seconds.
 build:
 	@deploy/dev/progress.sh "build: go build -o $(BIN) ./cmd/fraise" $(GO) build -o $(BIN) ./cmd/fraise
+
+## console: the console's web application (adapters/console/web/dist, which the
+## binary embeds, so it is committed) from the npm packages package-lock.json
+## pins: npm ci, then esbuild (build.mjs). A test fails with "run make console"
+## when dist/ is older than its sources.
+console:
+	@deploy/dev/progress.sh "console: npm ci in adapters/console/web (package-lock.json)" \
+		npm ci --prefix adapters/console/web --no-audit --no-fund --loglevel=error
+	@deploy/dev/progress.sh "console: esbuild into adapters/console/web/dist" node adapters/console/web/build.mjs
+	@sha256sum adapters/console/web/package-lock.json | cut -d' ' -f1 > adapters/console/web/node_modules/.fraise-lock.sha256
 
 ## run: the whole stack on embedded defaults, with demo data (GraphQL, Flight datasets, an observer
 ## rule and its receiver), then a command to paste for each.

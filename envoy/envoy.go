@@ -46,6 +46,8 @@ const (
 	// a prefix would route /graphql/../readyz-like paths to it.
 	GraphQLPath  = "/graphql"
 	FlightPrefix = "/arrow.flight.protocol.FlightService/"
+	// ConsolePrefix is the console's path: itself and every path below it.
+	ConsolePrefix = "/console"
 	// FlightDescriptorMaxBytes bounds the request message extauthz is
 	// shown on the FlightDescribedMethods routes.
 	FlightDescriptorMaxBytes = 64 << 10

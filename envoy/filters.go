@@ -414,6 +414,18 @@ func routeConfig(o Options) *routev3.RouteConfiguration {
 		})
 	}
 	routes = append(routes, &routev3.Route{
+		// The console's pages and APIs, on the core's HTTP listener:
+		// /console and everything below it, never /consoleX. extauthz
+		// checks them as any request, body included (the APIs' JSON).
+		Name:  "console",
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: ConsolePrefix}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterCoreHTTP},
+			Timeout:          durationpb.New(o.GraphQLTimeout),
+			RateLimits:       rateLimits(),
+		}},
+	})
+	routes = append(routes, &routev3.Route{
 		Name:  "not_found",
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{

@@ -187,7 +187,8 @@ func TestExtAuthzFailsClosed(t *testing.T) {
 }
 
 // TestRequestBodyWhereExtauthzReadsIt: ext_authz is shown the GraphQL
-// request (the filter's settings) and the one message of the Flight calls
+// request and the console's (the filter's settings: the console's
+// assertion is bound to its JSON body) and the one message of the Flight calls
 // that name a dataset (per route, partial allowed), all packed as bytes
 // (only the filter's pack_as_bytes counts), and no other body: the other
 // Flight calls stream.
@@ -210,7 +211,7 @@ func TestRequestBodyWhereExtauthzReadsIt(t *testing.T) {
 			per = unpack(t, a, &extauthzv3.ExtAuthzPerRoute{})
 		}
 		bodySent := !per.GetDisabled() && !per.GetCheckSettings().GetDisableRequestBodyBuffering()
-		if want := name == "graphql" || described[name]; bodySent != want {
+		if want := name == "graphql" || name == "console" || described[name]; bodySent != want {
 			t.Errorf("route %s: body sent to extauthz %v, want %v", name, bodySent, want)
 		}
 		if !described[name] {
@@ -402,8 +403,8 @@ func TestOnlyAPIRoutesAreExposed(t *testing.T) {
 	res := mustBuild(t, opts())
 	rs := res.Routes[0].GetVirtualHosts()[0].GetRoutes()
 	nf := len(envoy.FlightDescribedMethods)
-	if len(rs) != 3+nf {
-		t.Fatalf("got %d routes, want graphql, %d Flight methods, flight, not_found", len(rs), nf)
+	if len(rs) != 4+nf {
+		t.Fatalf("got %d routes, want graphql, %d Flight methods, flight, console, not_found", len(rs), nf)
 	}
 	if rs[0].GetMatch().GetPath() != "/graphql" || rs[0].GetRoute().GetCluster() != envoy.ClusterCoreHTTP {
 		t.Errorf("route 0: got %v, want exactly /graphql to core_http", rs[0].GetMatch())
@@ -419,8 +420,11 @@ func TestOnlyAPIRoutesAreExposed(t *testing.T) {
 	if r := rs[1+nf]; r.GetMatch().GetPrefix() != envoy.FlightPrefix || r.GetMatch().GetGrpc() == nil || r.GetRoute().GetCluster() != envoy.ClusterCoreFlight {
 		t.Errorf("route %d: got %v, want gRPC Flight to core_flight", 1+nf, r.GetMatch())
 	}
-	if r := rs[2+nf]; r.GetMatch().GetPrefix() != "/" || r.GetDirectResponse().GetStatus() != 404 {
-		t.Errorf("route %d: got %v, want everything else answered 404", 2+nf, r)
+	if r := rs[2+nf]; r.GetMatch().GetPathSeparatedPrefix() != envoy.ConsolePrefix || r.GetRoute().GetCluster() != envoy.ClusterCoreHTTP {
+		t.Errorf("route %d: got %v, want /console and below to core_http", 2+nf, r.GetMatch())
+	}
+	if r := rs[3+nf]; r.GetMatch().GetPrefix() != "/" || r.GetDirectResponse().GetStatus() != 404 {
+		t.Errorf("route %d: got %v, want everything else answered 404", 3+nf, r)
 	}
 	for name, wantH2 := range map[string]bool{envoy.ClusterCoreFlight: true, envoy.ClusterCoreHTTP: false, envoy.ClusterAuthz: true, envoy.ClusterRateLimit: true} {
 		a := clusterOf(t, res, name).GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]

@@ -85,5 +85,11 @@ func decisionKey(credential string, in *input) [sha256.Size]byte {
 		b.WriteByte(0)
 		b.WriteString(in.flight.Dataset)
 	}
+	if in.console != nil {
+		// The same token as a cookie or a header is the same principal,
+		// but input.console.session tells them apart.
+		b.WriteString("\x00c\x00")
+		b.WriteString(in.console.session)
+	}
 	return sha256.Sum256([]byte(b.String()))
 }

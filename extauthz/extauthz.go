@@ -5,8 +5,8 @@
 // configured folder) with the embedded OPA engine, and answers.
 //
 // On allow it sends the identity headers upstream, overwriting whatever the
-// client sent, and removes the Authorization header so the raw token never
-// reaches the core; the core trusts only the signed identity assertion
+// client sent, and removes the Authorization and Cookie headers so the raw
+// token never reaches the core; the core trusts only the signed identity assertion
 // among them. On deny it answers the client itself with a GraphQL-shaped
 // error that says no more than "authentication required" or "forbidden".
 // The precise reason goes to the decision log, one line per Check.
@@ -112,6 +112,14 @@ type Options struct {
 	// Observe, when set, receives every Check's outcome, for metrics; it
 	// runs on the request path and must not block.
 	Observe func(Outcome)
+	// ConsolePath is the path prefix of the console (DefaultConsolePath
+	// when empty): below it, only the login page and its assets are served
+	// without a session, and a page load without one is redirected there.
+	ConsolePath string
+	// ConsoleDevLogin serves the console's development login APIs
+	// (/api/dev/users, /api/dev/login) without a session; only `fraise
+	// dev` sets it.
+	ConsoleDevLogin bool
 	// ObserveReload, when set, learns of every attempt to load a new
 	// policy revision: err is nil when it was loaded, and otherwise why it
 	// was not (the previous policy keeps serving). Reloads of the revision
@@ -210,6 +218,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if o.GraphQLPath == "" {
 		o.GraphQLPath = "/graphql"
 	}
+	o.ConsolePath = strings.TrimSuffix(cmp.Or(o.ConsolePath, DefaultConsolePath), "/")
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -384,22 +393,55 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 		d.requestID = h.GetId()
 	}
 	d.method = h.GetMethod()
+	d.traceID = traceID(headers["traceparent"])
 	path, rawQuery, _ := strings.Cut(h.GetPath(), "?")
 	d.path = path
 
+	var con *consoleInput
+	if s.isConsole(path) {
+		con = &consoleInput{path: strings.TrimPrefix(path, s.o.ConsolePath)}
+		d.console = true
+		if s.consolePublic(d.method, con.path) {
+			// The login page and what it needs: served to anyone, with no
+			// identity (the console serves nothing else without one).
+			d.reason = "console page served without a session: " + con.path
+			d.allow = true
+			return okResponse(d, nil), nil
+		}
+	}
 	authz, present := headers["authorization"]
+	var jar map[string][]string
 	if !present {
-		return d.deny(core.CodeUnauthenticated, "no authorization header", ""), nil
+		// A browser's session: the cookie stands for the header, and only
+		// where the header is absent, so an API client's explicit token
+		// always wins over a cookie it may also carry.
+		jar = cookies(headers["cookie"], SessionCookie, CSRFCookie)
+		switch sess := jar[SessionCookie]; len(sess) {
+		case 0:
+		case 1:
+			authz, present, d.session = "Bearer "+sess[0], true, "cookie"
+		default:
+			d.tokenPresent = true
+			return s.unauthenticated(d, con, "several session cookies"), nil
+		}
+	} else {
+		d.session = "header"
+	}
+	if con != nil {
+		con.session = d.session
+	}
+	if !present {
+		return s.unauthenticated(d, con, "no authorization header"), nil
 	}
 	d.tokenPresent = true
 	raw, ok := bearer(authz)
 	if !ok {
-		return d.deny(core.CodeUnauthenticated, "authorization header is not a Bearer token", ""), nil
+		return s.unauthenticated(d, con, "authorization header is not a Bearer token"), nil
 	}
 	var id token.Identity
 	if apikey.Looks(raw) {
 		if s.o.APIKeys == nil {
-			return d.deny(core.CodeUnauthenticated, "API key presented but API keys are not enabled", ""), nil
+			return s.unauthenticated(d, con, "API key presented but API keys are not enabled"), nil
 		}
 		p, err := s.o.APIKeys.Verify(apikey.WithClient(ctx, clientOf(source(ctx))), raw)
 		if err != nil {
@@ -409,7 +451,7 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 			if core.ErrorCode(err) != core.CodeUnauthenticated {
 				return nil, d.fail(core.CodeUnavailable, "API key store: "+err.Error(), "extauthz: API key store unavailable")
 			}
-			return d.deny(core.CodeUnauthenticated, err.Error(), ""), nil
+			return s.unauthenticated(d, con, err.Error()), nil
 		}
 		id = token.Identity{Principal: p, Issuer: "apikey"}
 	} else {
@@ -419,12 +461,17 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 				// No verdict: the caller retries, keeping its token.
 				return nil, d.fail(core.CodeUnavailable, err.Error(), "extauthz: identity provider's keys unavailable")
 			}
-			return d.deny(core.CodeUnauthenticated, err.Error(), ""), nil
+			return s.unauthenticated(d, con, err.Error()), nil
 		}
 	}
 	d.principal, d.issuer, d.authenticated = id.Principal, id.Issuer, true
+	if d.session == "cookie" && !safeMethod(d.method) && !csrfOK(jar, headers) {
+		// A write the browser's cookie authenticated, without the token
+		// only a page of this origin can read: a cross-site request.
+		return d.csrf(), nil
+	}
 
-	in := input{method: d.method, path: path, host: h.GetHost(), headers: headers, identity: id}
+	in := input{method: d.method, path: path, host: h.GetHost(), headers: headers, identity: id, console: con}
 	body := h.GetRawBody()
 	if len(body) == 0 && h.GetBody() != "" {
 		body = []byte(h.GetBody())
@@ -451,12 +498,16 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 			d.binding.Body = operation.FlightBodyHash(f.Method, body)
 		} else {
 			d.op = methodClass(d.method)
+			if con != nil {
+				d.binding.Audience = assertion.AudienceConsole
+			}
 			if len(body) > 0 {
 				d.binding.Body = core.DocumentHash(string(body))
 			}
 		}
 	}
 
+	d.in = &in
 	var dec policy.Decision
 	var key [sha256.Size]byte
 	cache := s.decisions.Load()

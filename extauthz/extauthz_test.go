@@ -351,8 +351,8 @@ func TestCheckAllows(t *testing.T) {
 			t.Errorf("header %s: got append action %v, want OVERWRITE_IF_EXISTS_OR_ADD", h.GetHeader().GetKey(), h.GetAppendAction())
 		}
 	}
-	if !slices.Equal(ok.GetHeadersToRemove(), []string{"authorization"}) {
-		t.Errorf("got headers to remove %v, want [authorization]", ok.GetHeadersToRemove())
+	if !slices.Equal(ok.GetHeadersToRemove(), []string{"authorization", "cookie"}) {
+		t.Errorf("got headers to remove %v, want [authorization cookie]", ok.GetHeadersToRemove())
 	}
 	h := headerMap(ok.GetHeaders())
 	want := map[string]string{

@@ -14,11 +14,12 @@ type input struct {
 	identity           token.Identity
 	graphql            *operation.GraphQL
 	flight             *operation.Flight
+	console            *consoleInput
 }
 
 // credentialHeaders never reach the policy: the principal is what the
 // credential proved, and the input may end up in decision logs.
-var credentialHeaders = map[string]bool{"authorization": true, "proxy-authorization": true, "cookie": true}
+var credentialHeaders = map[string]bool{"authorization": true, "proxy-authorization": true, "cookie": true, CSRFHeader: true}
 
 // value builds the input from the Go types OPA converts without a JSON
 // round trip (maps of any, []string, map[string]string, strings, bools),
@@ -64,6 +65,9 @@ func (in *input) value() map[string]any {
 	}
 	if f := in.flight; f != nil {
 		doc["flight"] = map[string]any{"method": f.Method, "dataset": f.Dataset}
+	}
+	if c := in.console; c != nil {
+		doc["console"] = map[string]any{"path": c.path, "session": c.session}
 	}
 	return doc
 }

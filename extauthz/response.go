@@ -58,6 +58,17 @@ type decision struct {
 	// the hash of what the policy decided on.
 	binding assertion.Binding
 
+	// console says the request is for the console, whose denials are
+	// shaped for its web application; session is how it was
+	// authenticated ("cookie", "header", "").
+	console bool
+	session string
+	// in is the policy's input, once the request has one; kept for the
+	// audit log.
+	in *input
+	// traceID is the W3C trace id of the request's traceparent header.
+	traceID string
+
 	allow      bool
 	status     int
 	reason     string
@@ -178,6 +189,9 @@ func (d *decision) respond(st int, gcode codes.Code, reason, clientMsg string, c
 	default:
 		body = errorBody(bodyCode, clientMsg)
 	}
+	if d.console {
+		body = consoleErrorBody(string(bodyCode), clientMsg)
+	}
 	headers := []*corev3.HeaderValueOption{header("content-type", "application/json")}
 	if st == http.StatusUnauthorized {
 		// RFC 6750: a request without credentials gets the bare challenge;
@@ -187,6 +201,9 @@ func (d *decision) respond(st int, gcode codes.Code, reason, clientMsg string, c
 			challenge = `Bearer error="invalid_token"`
 		}
 		headers = append(headers, header("www-authenticate", challenge))
+	}
+	if d.console {
+		headers = append(headers, consoleHeaders()...)
 	}
 	if st == http.StatusTooManyRequests || st == http.StatusServiceUnavailable {
 		// As every other 429 and 503 of the project's, so clients back off
@@ -205,13 +222,15 @@ func (d *decision) respond(st int, gcode codes.Code, reason, clientMsg string, c
 }
 
 // okResponse allows the request with headers and removes the
-// Authorization header, so the raw token never travels further.
+// Authorization and Cookie headers, so the raw token never travels further.
 func okResponse(d *decision, headers []*corev3.HeaderValueOption) *authv3.CheckResponse {
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(codes.OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers:         headers,
-			HeadersToRemove: []string{"authorization"},
+			Headers: headers,
+			// The cookie goes too: it may carry the session token, and
+			// nothing upstream reads cookies.
+			HeadersToRemove: []string{"authorization", "cookie"},
 		}},
 		DynamicMetadata: d.metadata(),
 	}
@@ -339,10 +358,18 @@ func (s *Server) logDecision(ctx context.Context, d *decision, err error) {
 		if err != nil {
 			reason, st = "error: "+reason, http.StatusInternalServerError
 		}
+		var in []byte
+		if d.in != nil {
+			// Marshalled off the hot path's allocation budget only when an
+			// audit log is kept; a failure leaves the input out, never
+			// the decision.
+			in, _ = json.Marshal(d.in.value())
+		}
 		s.audit.add(decisionlog.Decision{
 			ID: d.id, RequestID: d.requestID, At: time.Now().UTC(), Subject: d.principal.Subject,
 			Tenant: d.principal.Tenant, Kind: d.principal.Kind, Operation: d.opType, OperationName: d.opName,
 			Allow: d.allow, Status: st, Reason: reason, PolicyRevision: d.revision, Latency: d.latency,
+			Method: d.method, Path: d.path, TraceID: d.traceID, Input: in,
 		})
 	}
 }

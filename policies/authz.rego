@@ -60,9 +60,18 @@ is_flight if {
 	is_object(input.flight)
 }
 
+# A console request (a path under /console): extauthz sets input.console
+# for those, with the path below the prefix.
+is_console if {
+	not is_graphql
+	not is_flight
+	is_object(input.console)
+}
+
 is_other if {
 	not is_graphql
 	not is_flight
+	not is_console
 }
 
 # A role permits a GraphQL operation when it allows the operation type and
@@ -82,7 +91,17 @@ permits(role) if {
 	dataset_allowed(role.flight, input.flight.method, input.flight.dataset)
 }
 
-# A request that is neither GraphQL nor Flight needs other_requests.
+# A console page or API needs what console_needs names for it: a screen
+# of the role's console.screens, an action of its console.actions, or (for
+# the application shell and the session's own APIs) any screen at all. A
+# console path console_needs does not name is denied.
+permits(role) if {
+	is_console
+	console_grants(object.get(role, "console", {}), console_needs)
+}
+
+# A request that is neither GraphQL, Flight nor the console needs
+# other_requests.
 permits(role) if {
 	is_other
 	role.other_requests == true
@@ -124,4 +143,62 @@ request_summary := sprintf("%s %q root fields %v", [input.graphql.operation, inp
 	is_graphql
 } else := sprintf("flight %s dataset %q", [input.flight.method, input.flight.dataset]) if {
 	is_flight
+} else := sprintf("console %s %s", [input.request.method, input.console.path]) if {
+	is_console
 } else := sprintf("%s %s", [input.request.method, input.request.path])
+
+# --- the console ---
+
+# console_needs is what a console request needs of a role, by method and
+# path below /console: {"screen": s}, {"action": a} or {"session": true}.
+# The playground's APIs are all POSTs that evaluate, test or export a draft
+# and need the playground screen: a role without it (viewer) is refused
+# them here, whatever the web application shows.
+console_needs := {"session": true} if {
+	input.request.method in {"GET", "HEAD"}
+	input.console.path in {"", "/", "/index.html", "/api/me"}
+} else := {"session": true} if {
+	input.request.method == "POST"
+	input.console.path == "/api/logout"
+} else := {"screen": "explorer"} if {
+	input.request.method == "GET"
+	input.console.path == "/api/persisted"
+} else := {"screen": "explorer"} if {
+	input.request.method == "POST"
+	input.console.path == "/api/cost"
+} else := {"screen": "playground"} if {
+	input.request.method == "GET"
+	input.console.path == "/api/policies"
+} else := {"screen": "playground"} if {
+	input.request.method == "POST"
+	input.console.path in {
+		"/api/policies/check", "/api/policies/evaluate", "/api/policies/input",
+		"/api/policies/test", "/api/policies/replay", "/api/policies/export",
+	}
+} else := {"screen": "decisions"} if {
+	input.request.method == "GET"
+	input.console.path == "/api/decisions"
+} else := {"screen": "observers"} if {
+	input.request.method == "GET"
+	input.console.path in {"/api/observers", "/api/observers/dlq"}
+} else := {"action": "dlq_replay"} if {
+	input.request.method == "POST"
+	regex.match(`^/api/observers/dlq/[0-9]+-[0-9]+/replay$`, input.console.path)
+} else := {"screen": "quotas"} if {
+	input.request.method == "GET"
+	input.console.path == "/api/quotas"
+}
+
+console_grants(c, need) if {
+	need.session
+	count(object.get(c, "screens", [])) > 0
+}
+
+console_grants(c, need) if need.screen in object.get(c, "screens", [])
+
+console_grants(c, need) if need.action in object.get(c, "actions", [])
+
+# console_screens are the console screens the principal's known roles
+# grant, sorted: the console's /api/me answers them, and the web
+# application shows only those.
+console_screens := sort({s | some r in known_roles; some s in object.get(object.get(data.roles[r], "console", {}), "screens", [])})

@@ -266,3 +266,103 @@ test_deny_reason_names_the_request if {
 	d := authz.decision with input as graphql(["viewer"], "mutation", ["createUser"])
 	d.reason == `roles ["viewer"] do not permit mutation "Op" root fields ["createUser"]`
 }
+
+# --- the console: screens and APIs per role ---
+
+# console is the input of a console request by a principal with roles;
+# path is below the /console prefix.
+console(roles, method, path) := {
+	"request": request(method, concat("", ["/console", path])),
+	"principal": principal(roles),
+	"console": {"path": path, "session": "cookie"},
+}
+
+# console_cases lists, for each console API, the roles it allows; every
+# other role of admin, operator, security and viewer is refused with 403.
+console_cases := [
+	{"method": "GET", "path": "/", "roles": {"admin", "operator", "security", "viewer"}},
+	{"method": "GET", "path": "/api/me", "roles": {"admin", "operator", "security", "viewer"}},
+	{"method": "POST", "path": "/api/logout", "roles": {"admin", "operator", "security", "viewer"}},
+	{"method": "GET", "path": "/api/persisted", "roles": {"admin", "operator", "security", "viewer"}},
+	{"method": "POST", "path": "/api/cost", "roles": {"admin", "operator", "security", "viewer"}},
+	{"method": "GET", "path": "/api/policies", "roles": {"admin", "security"}},
+	{"method": "POST", "path": "/api/policies/check", "roles": {"admin", "security"}},
+	{"method": "POST", "path": "/api/policies/evaluate", "roles": {"admin", "security"}},
+	{"method": "POST", "path": "/api/policies/input", "roles": {"admin", "security"}},
+	{"method": "POST", "path": "/api/policies/test", "roles": {"admin", "security"}},
+	{"method": "POST", "path": "/api/policies/replay", "roles": {"admin", "security"}},
+	{"method": "POST", "path": "/api/policies/export", "roles": {"admin", "security"}},
+	{"method": "GET", "path": "/api/decisions", "roles": {"admin", "operator", "security", "viewer"}},
+	{"method": "GET", "path": "/api/observers", "roles": {"admin", "operator"}},
+	{"method": "GET", "path": "/api/observers/dlq", "roles": {"admin", "operator"}},
+	{"method": "POST", "path": "/api/observers/dlq/1700000000000-0/replay", "roles": {"admin", "operator"}},
+	{"method": "GET", "path": "/api/quotas", "roles": {"admin", "operator", "viewer"}},
+]
+
+test_console_apis_per_role if {
+	every c in console_cases {
+		every r in {"admin", "operator", "security", "viewer"} {
+			console_decides(c, r)
+		}
+	}
+}
+
+console_decides(c, r) if {
+	r in c.roles
+	allowed(console([r], c.method, c.path))
+}
+
+console_decides(c, r) if {
+	not r in c.roles
+	denied_with(console([r], c.method, c.path), 403)
+}
+
+test_viewer_may_not_evaluate_or_replay if {
+	denied_with(console(["viewer"], "POST", "/api/policies/evaluate"), 403)
+	denied_with(console(["viewer"], "POST", "/api/policies/replay"), 403)
+	denied_with(console(["viewer"], "POST", "/api/observers/dlq/1-0/replay"), 403)
+}
+
+test_console_apis_refuse_other_methods if {
+	denied_with(console(["admin"], "DELETE", "/api/decisions"), 403)
+	denied_with(console(["admin"], "GET", "/api/policies/evaluate"), 403)
+	denied_with(console(["admin"], "POST", "/api/quotas"), 403)
+}
+
+test_console_unknown_paths_are_refused if {
+	denied_with(console(["admin"], "GET", "/api/unknown"), 403)
+	denied_with(console(["admin"], "POST", "/api/observers/dlq/x/../../replay"), 403)
+	denied_with(console(["admin"], "GET", "/secret.txt"), 403)
+}
+
+test_console_needs_a_principal if {
+	denied_with(json.patch(console(["admin"], "GET", "/api/me"), [{"op": "remove", "path": "/principal"}]), 401)
+}
+
+test_role_without_console_section_gets_no_console if {
+	d := authz.decision with input as console(["nocon"], "GET", "/api/me")
+		with data.roles.nocon as {"graphql": {"operations": ["query"]}}
+	d.allow == false
+}
+
+test_console_screens_per_role if {
+	authz.console_screens == ["decisions", "explorer", "playground"] with input as console(["security"], "GET", "/api/me")
+	authz.console_screens == ["decisions", "explorer", "quotas"] with input as console(["viewer"], "GET", "/api/me")
+	authz.console_screens == ["decisions", "explorer", "observers", "playground", "quotas"] with input as console(["admin", "viewer"], "GET", "/api/me")
+	authz.console_screens == [] with input as console(["nobody"], "GET", "/api/me")
+}
+
+test_console_is_not_other_requests if {
+	# admin's other_requests does not reach the console: the console
+	# section decides, so a role's console is what its data says.
+	d := authz.decision with input as console(["admin"], "GET", "/api/unknown")
+	d.allow == false
+}
+
+# --- security: queries, no writes or exports ---
+
+test_security_may_query_not_mutate_or_export if {
+	allowed(graphql(["security"], "query", ["users"]))
+	denied_with(graphql(["security"], "mutation", ["createPost"]), 403)
+	denied_with(flight(["security"], "GetFlightInfo", "people.users"), 403)
+}

@@ -157,6 +157,11 @@ type decisionRow struct {
 	Reason         string    `json:"reason"`
 	PolicyRevision string    `json:"policy_revision"`
 	LatencyUS      int64     `json:"latency_us"`
+	Method         string    `json:"method"`
+	Path           string    `json:"path"`
+	TraceID        string    `json:"trace_id"`
+	// Input is the policy's input, a JSON document kept as is.
+	Input json.RawMessage `json:"input,omitempty"`
 }
 
 // RecordDecisions implements decisionlog.Store in one statement. A tenant
@@ -171,6 +176,10 @@ func (s *Decisions) RecordDecisions(ctx context.Context, ds []decisionlog.Decisi
 			DecisionID: d.ID, RequestID: d.RequestID, DecidedAt: d.At, Subject: d.Subject,
 			Kind: string(d.Kind), Operation: d.Operation, OperationName: d.OperationName, Allow: d.Allow,
 			Status: d.Status, Reason: d.Reason, PolicyRevision: d.PolicyRevision, LatencyUS: d.Latency.Microseconds(),
+			Method: d.Method, Path: d.Path, TraceID: d.TraceID,
+		}
+		if json.Valid(d.Input) {
+			r.Input = d.Input
 		}
 		if isUUID(d.Tenant) {
 			t := d.Tenant

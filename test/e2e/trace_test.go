@@ -253,6 +253,10 @@ func TestCallersTraceIsContinued(t *testing.T) {
 	if got := logs.accessLog(t, hdr.Get("X-Request-Id"))["trace_id"]; got != traceID {
 		t.Errorf("got trace_id %v in the access log, want the caller's %s", got, traceID)
 	}
+	// The response names its trace, for the console's explorer to link.
+	if got := hdr.Get("X-Fraise-Trace-Id"); got != traceID {
+		t.Errorf("got x-fraise-trace-id %q, want the caller's %s", got, traceID)
+	}
 	spans := rcv.waitTrace(t, traceID, func(spans []span) bool {
 		_, ok1 := findSpan(spans, serviceIngress, tracepb.Span_SPAN_KIND_SERVER, "")
 		_, ok2 := findSpan(spans, serviceCore, tracepb.Span_SPAN_KIND_SERVER, "")

@@ -47,14 +47,15 @@ const (
 	classPaths     = "paths"
 	classSlow      = "slow clients"
 	classConfig    = "configuration"
+	classConsole   = "console"
 )
 
 var classes = []string{classTransport, classToken, classHeaders, classAssertion, classRequest, classLimits,
-	classTenancy, classObservers, classFlight, classPaths, classSlow, classConfig}
+	classTenancy, classObservers, classFlight, classPaths, classSlow, classConfig, classConsole}
 
 // attacks is the suite, in the order it runs and reports.
 var attacks = slices.Concat(transportAttacks, tokenAttacks, headerAttacks, assertionAttacks, requestAttacks,
-	limitAttacks, tenancyAttacks, observerAttacks, flightAttacks, pathAttacks, slowAttacks, configAttacks)
+	limitAttacks, tenancyAttacks, observerAttacks, flightAttacks, pathAttacks, slowAttacks, configAttacks, consoleAttacks)
 
 // result is what one attack's run gave.
 type result struct {

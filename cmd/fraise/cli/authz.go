@@ -135,6 +135,7 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		Issuers: issuers, Leeway: a.Leeway.Duration, PolicyFS: policyFS(a.PolicyDir),
 		Signer: signer, Logger: log, DryRun: a.DryRun, DefaultTier: a.DefaultTier, KeyRefresh: a.KeyRefresh.Duration,
 		DecisionCacheTTL: a.DecisionCacheTTL.Duration, RetryAfter: cfg.Admission.RetryAfter.Duration,
+		ConsoleDevLogin: cfg.Console.DevLogin,
 	}
 	metrics := newAuthzMetrics()
 	o.Observe, o.ObserveReload = metrics.observe, metrics.observeReload

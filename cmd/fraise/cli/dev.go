@@ -84,6 +84,11 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	if *withDemo {
 		applyDemo(&cfg)
 	}
+	// The console's development login: `fraise dev` only (docs/console.md).
+	// With --demo, decisions are kept in the audit table too, so that the
+	// console's decision log and playground replay have something to show.
+	cfg.Console.DevLogin, cfg.Console.DevKeysDir = true, *dir
+	cfg.Authz.Audit = cfg.Authz.Audit || *withDemo
 	if cfg.Authz.DatabaseURL == "" {
 		// One database for the whole development stack: extauthz then
 		// resolves persisted-operation hashes the core registered (and

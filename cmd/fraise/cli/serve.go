@@ -254,7 +254,14 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), MaxBatch: cfg.Core.MaxBatch, Logger: log, Metrics: metrics,
 		RetryAfter: cfg.Admission.RetryAfter.Duration,
 	})
-	handler := httpTracing(httpapi.VerifyAssertion(admitted(api, cfg.Admission, int64(cfg.Core.MaxBodyBytes), verifier, metrics), verifier), tp, "core")
+	breakers := &consoleBreakers{}
+	consoleHandler, closeConsole, err := newConsole(cfg, sec, log, db, engine, verifier, breakers)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("console: %w", err)
+	}
+	defer closeConsole()
+	handler := httpTracing(withTraceHeaders(withConsole(httpapi.VerifyAssertion(admitted(api, cfg.Admission, int64(cfg.Core.MaxBodyBytes), verifier, metrics), verifier), consoleHandler), cfg.Telemetry.TraceURL), tp, "core")
 	srv := newHTTPServer(handler, coreHTTPTimeouts)
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	if cfg.Core.TLS {
@@ -300,6 +307,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 			return fmt.Errorf("observers: %w", err)
 		}
 		defer obs.Close()
+		breakers.p.Store(obs.worker.Breakers)
 		if err := obs.register(metrics.Registry); err != nil {
 			ln.Close()
 			return fmt.Errorf("observers: metrics: %w", err)

@@ -66,6 +66,7 @@ Fraise is running (Ctrl-C stops it).
 	if a.DemoReceiver != "" {
 		fmt.Fprintf(env.Stdout, "  demo receiver    http://%s/observer (prints each observer delivery here)\n", a.DemoReceiver)
 	}
+	fmt.Fprintf(env.Stdout, "  console          https://%s/console/ (development login; the browser needs the client certificate, docs/console.md)\n", a.Gateway)
 	var traceHeader, traceLink string
 	if w.TraceURL != "" {
 		var ids [24]byte

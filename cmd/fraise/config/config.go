@@ -73,6 +73,7 @@ type Config struct {
 	Observers Observers `toml:"observers"`
 	Secrets   Secrets   `toml:"secrets"`
 	Backup    Backup    `toml:"backup"`
+	Console   Console   `toml:"console"`
 }
 
 // Secrets configures how the secrets and certificates Fraise reads from
