@@ -8,8 +8,8 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/extauthz/decisionlog"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/extauthz/decisionlog"
 )
 
 // TestConsoleReadsOneTenant records decisions of two tenants and reads
