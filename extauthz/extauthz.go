@@ -36,6 +36,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -393,7 +394,15 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 		d.requestID = h.GetId()
 	}
 	d.method = h.GetMethod()
-	d.traceID = traceID(headers["traceparent"])
+	// Envoy hands its trace context to the Check call as gRPC metadata
+	// (the span the server's instrumentation continues), not as a header
+	// of the request being checked: a client's own traceparent is the
+	// trace only when the Check itself is not traced.
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		d.traceID = sc.TraceID().String()
+	} else {
+		d.traceID = traceID(headers["traceparent"])
+	}
 	path, rawQuery, _ := strings.Cut(h.GetPath(), "?")
 	d.path = path
 
