@@ -135,20 +135,9 @@ func (h *Handler) policyEvaluate(ctx context.Context, _ *http.Request, s *sessio
 	if len(req.Input) == 0 || json.Unmarshal(req.Input, &input) != nil {
 		return nil, invalid(op, "input must be a JSON document")
 	}
-	fsys, err := p.draftFS(req.Files)
+	draft, live, err := p.compileDraftAndLive(op, req.Files)
 	if err != nil {
 		return nil, err
-	}
-	if err := sandboxed(fsys); err != nil {
-		return nil, err
-	}
-	draft, err := compileFS(fsys)
-	if err != nil {
-		return nil, err
-	}
-	live, err := compileFS(p.live)
-	if err != nil {
-		return nil, &core.Error{Op: op, Code: core.CodeInternal, Err: err}
 	}
 	d, l := draft.eval(ctx, input, true), live.eval(ctx, input, true)
 	return map[string]any{"draft": d, "live": l, "changed": d.Allow != l.Allow}, nil
@@ -226,11 +215,8 @@ func (h *Handler) policyTest(ctx context.Context, _ *http.Request, s *session) (
 	if err := decode(op, s, &req); err != nil {
 		return nil, err
 	}
-	fsys, err := p.draftFS(req.Files)
+	fsys, err := p.sandboxedDraft(req.Files)
 	if err != nil {
-		return nil, err
-	}
-	if err := sandboxed(fsys); err != nil {
 		return nil, err
 	}
 	return test(ctx, fsys)
@@ -259,20 +245,9 @@ func (h *Handler) policyReplay(ctx context.Context, _ *http.Request, s *session)
 	if limit > maxReplay {
 		return nil, invalid(op, fmt.Sprintf("limit is at most %d", maxReplay))
 	}
-	fsys, err := p.draftFS(req.Files)
+	draft, live, err := p.compileDraftAndLive(op, req.Files)
 	if err != nil {
 		return nil, err
-	}
-	if err := sandboxed(fsys); err != nil {
-		return nil, err
-	}
-	draft, err := compileFS(fsys)
-	if err != nil {
-		return nil, err
-	}
-	live, err := compileFS(p.live)
-	if err != nil {
-		return nil, &core.Error{Op: op, Code: core.CodeInternal, Err: err}
 	}
 	ctx, cancel := context.WithTimeout(ctx, replayTimeout)
 	defer cancel()

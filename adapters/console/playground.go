@@ -336,6 +336,35 @@ func deepCopy(v any) any {
 	return v
 }
 
+// sandboxedDraft is the draft of files, refused unless it keeps to what
+// a draft may do (sandboxed).
+func (p *playground) sandboxedDraft(files []file) (fs.FS, error) {
+	fsys, err := p.draftFS(files)
+	if err != nil {
+		return nil, err
+	}
+	if err := sandboxed(fsys); err != nil {
+		return nil, err
+	}
+	return fsys, nil
+}
+
+// compileDraftAndLive compiles the sandboxed draft of files and the live
+// policy, which every comparison of the two starts from.
+func (p *playground) compileDraftAndLive(op string, files []file) (draft, live *compiled, err error) {
+	fsys, err := p.sandboxedDraft(files)
+	if err != nil {
+		return nil, nil, err
+	}
+	if draft, err = compileFS(fsys); err != nil {
+		return nil, nil, err
+	}
+	if live, err = compileFS(p.live); err != nil {
+		return nil, nil, &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+	}
+	return draft, live, nil
+}
+
 // screens evaluates the live policy's console_screens for p.
 func (p *playground) screens(ctx context.Context, pr core.Principal) ([]string, error) {
 	c, err := compileFS(p.live)
