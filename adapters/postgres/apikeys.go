@@ -164,6 +164,24 @@ type decisionRow struct {
 	Input json.RawMessage `json:"input,omitempty"`
 }
 
+// decision is the row as a decisionlog.Decision: a null tenant is "", a
+// null input nil.
+func (r decisionRow) decision() decisionlog.Decision {
+	d := decisionlog.Decision{
+		ID: r.DecisionID, RequestID: r.RequestID, At: r.DecidedAt, Subject: r.Subject, Kind: core.PrincipalKind(r.Kind),
+		Operation: r.Operation, OperationName: r.OperationName, Allow: r.Allow, Status: r.Status, Reason: r.Reason,
+		PolicyRevision: r.PolicyRevision, Latency: time.Duration(r.LatencyUS) * time.Microsecond,
+		Method: r.Method, Path: r.Path, TraceID: r.TraceID,
+	}
+	if r.TenantID != nil {
+		d.Tenant = *r.TenantID
+	}
+	if len(r.Input) > 0 && string(r.Input) != "null" {
+		d.Input = r.Input
+	}
+	return d
+}
+
 // RecordDecisions implements decisionlog.Store in one statement. A tenant
 // that is not a UUID (a policy that let one through) is stored as null.
 func (s *Decisions) RecordDecisions(ctx context.Context, ds []decisionlog.Decision) error {

@@ -69,24 +69,11 @@ func (c *Console) Decisions(ctx context.Context, tenant string, f decisionlog.Fi
 	if err != nil {
 		return nil, &core.Error{Op: op, Code: core.CodeInternal, Err: err}
 	}
+	// console_decisions names the decision's id "id"; the rest is a
+	// decisionRow, as RecordDecisions writes it.
 	var rows []struct {
-		ID             string          `json:"id"`
-		RequestID      string          `json:"request_id"`
-		DecidedAt      time.Time       `json:"decided_at"`
-		Subject        string          `json:"subject"`
-		TenantID       *string         `json:"tenant_id"`
-		Kind           string          `json:"kind"`
-		Operation      string          `json:"operation"`
-		OperationName  string          `json:"operation_name"`
-		Allow          bool            `json:"allow"`
-		Status         int             `json:"status"`
-		Reason         string          `json:"reason"`
-		PolicyRevision string          `json:"policy_revision"`
-		LatencyUS      int64           `json:"latency_us"`
-		Method         string          `json:"method"`
-		Path           string          `json:"path"`
-		TraceID        string          `json:"trace_id"`
-		Input          json.RawMessage `json:"input"`
+		decisionRow
+		ID string `json:"id"`
 	}
 	if err := c.queryJSON(ctx, op, tenant, &rows,
 		`select coalesce(jsonb_agg(d), '[]') from fraise.console_decisions($1::jsonb) d`, string(fb)); err != nil {
@@ -94,19 +81,8 @@ func (c *Console) Decisions(ctx context.Context, tenant string, f decisionlog.Fi
 	}
 	out := make([]decisionlog.Decision, len(rows))
 	for i, r := range rows {
-		d := decisionlog.Decision{
-			ID: r.ID, RequestID: r.RequestID, At: r.DecidedAt, Subject: r.Subject, Kind: core.PrincipalKind(r.Kind),
-			Operation: r.Operation, OperationName: r.OperationName, Allow: r.Allow, Status: r.Status, Reason: r.Reason,
-			PolicyRevision: r.PolicyRevision, Latency: time.Duration(r.LatencyUS) * time.Microsecond,
-			Method: r.Method, Path: r.Path, TraceID: r.TraceID,
-		}
-		if r.TenantID != nil {
-			d.Tenant = *r.TenantID
-		}
-		if len(r.Input) > 0 && string(r.Input) != "null" {
-			d.Input = r.Input
-		}
-		out[i] = d
+		r.DecisionID = r.ID
+		out[i] = r.decision()
 	}
 	return out, nil
 }
