@@ -78,16 +78,38 @@ func Run(ctx context.Context, l Load, t Target) (Result, error) {
 	if err := checkLoopback(probe.URL); err != nil {
 		return Result{}, err
 	}
+	return closedLoop(ctx, l, func(ctx context.Context) (lat, read time.Duration, fatal bool, err error) {
+		req, err := t.NewRequest()
+		if err != nil {
+			return 0, 0, true, err
+		}
+		t0 := time.Now()
+		status, body, arrived, end, err := do(t.Client, req.WithContext(ctx))
+		if err == nil && status != http.StatusOK {
+			err = fmt.Errorf("status %d: %.300s", status, body)
+		}
+		if err == nil && t.Check != nil {
+			err = t.Check(status, body)
+		}
+		return arrived.Sub(t0), end.Sub(t0), false, err
+	}), nil
+}
+
+// closedLoop calls call from l.Concurrency workers, each as soon as its
+// last call returned, until l.Warmup and then l.Duration have passed (or
+// ctx ends), and measures the calls started after the warm-up: call
+// returns how long its answer took to arrive and to be read whole, and
+// fatal to stop its worker (the request could not even be built). A call
+// the deadline cuts off counts neither as a success nor as a failure.
+func closedLoop(ctx context.Context, l Load, call func(context.Context) (lat, read time.Duration, fatal bool, err error)) Result {
 	start := time.Now()
 	recordFrom := start.Add(l.Warmup)
 	ctx, cancel := context.WithDeadline(ctx, recordFrom.Add(l.Duration))
 	defer cancel()
-
 	type worker struct {
-		lat      []time.Duration
-		read     []time.Duration
-		failures int
-		err      error
+		lat, read []time.Duration
+		failures  int
+		err       error
 	}
 	workers := make([]worker, l.Concurrency)
 	var wg sync.WaitGroup
@@ -98,22 +120,15 @@ func Run(ctx context.Context, l Load, t Target) (Result, error) {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				req, err := t.NewRequest()
-				if err != nil {
+				t0 := time.Now()
+				lat, read, fatal, err := call(ctx)
+				if fatal {
 					w.failures++
 					w.err = firstErr(w.err, err)
 					return
 				}
-				t0 := time.Now()
-				status, body, arrived, read, err := do(t.Client, req.WithContext(ctx))
 				if ctx.Err() != nil {
-					return // cut off by the deadline: neither a success nor a failure
-				}
-				if err == nil && status != http.StatusOK {
-					err = fmt.Errorf("status %d: %.300s", status, body)
-				}
-				if err == nil && t.Check != nil {
-					err = t.Check(status, body)
+					return
 				}
 				if t0.Before(recordFrom) {
 					continue
@@ -123,16 +138,14 @@ func Run(ctx context.Context, l Load, t Target) (Result, error) {
 					w.err = firstErr(w.err, err)
 					continue
 				}
-				w.lat = append(w.lat, arrived.Sub(t0))
-				w.read = append(w.read, read.Sub(t0))
+				w.lat = append(w.lat, lat)
+				w.read = append(w.read, read)
 			}
 		}()
 	}
 	wg.Wait()
-	end := time.Now()
-
 	var all, read []time.Duration
-	res := Result{Elapsed: end.Sub(recordFrom)}
+	res := Result{Elapsed: time.Since(recordFrom)}
 	for _, w := range workers {
 		all = append(all, w.lat...)
 		read = append(read, w.read...)
@@ -141,11 +154,10 @@ func Run(ctx context.Context, l Load, t Target) (Result, error) {
 	}
 	res.Requests = len(all)
 	slices.Sort(all)
-	res.P50 = Percentile(all, 50)
-	res.P99 = Percentile(all, 99)
+	res.P50, res.P99 = Percentile(all, 50), Percentile(all, 99)
 	slices.Sort(read)
 	res.ReadP50, res.ReadP99 = Percentile(read, 50), Percentile(read, 99)
-	return res, nil
+	return res
 }
 
 // firstErr keeps the first error seen.
@@ -222,51 +234,10 @@ func RunFunc(ctx context.Context, l Load, call func(context.Context) error) (Res
 	if l.Concurrency < 1 || l.Duration <= 0 {
 		return Result{}, fmt.Errorf("bench: want concurrency >= 1 and duration > 0, got %d and %s", l.Concurrency, l.Duration)
 	}
-	start := time.Now()
-	recordFrom := start.Add(l.Warmup)
-	ctx, cancel := context.WithDeadline(ctx, recordFrom.Add(l.Duration))
-	defer cancel()
-	type worker struct {
-		lat      []time.Duration
-		failures int
-		err      error
-	}
-	workers := make([]worker, l.Concurrency)
-	var wg sync.WaitGroup
-	for i := range workers {
-		w := &workers[i]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				t0 := time.Now()
-				err := call(ctx)
-				if ctx.Err() != nil {
-					return
-				}
-				if t0.Before(recordFrom) {
-					continue
-				}
-				if err != nil {
-					w.failures++
-					w.err = firstErr(w.err, err)
-					continue
-				}
-				w.lat = append(w.lat, time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	res := Result{Elapsed: time.Since(recordFrom)}
-	var all []time.Duration
-	for _, w := range workers {
-		all = append(all, w.lat...)
-		res.Failures += w.failures
-		res.FirstErr = firstErr(res.FirstErr, w.err)
-	}
-	res.Requests = len(all)
-	slices.Sort(all)
-	res.P50, res.P99 = Percentile(all, 50), Percentile(all, 99)
-	res.ReadP50, res.ReadP99 = res.P50, res.P99
-	return res, nil
+	return closedLoop(ctx, l, func(ctx context.Context) (lat, read time.Duration, fatal bool, err error) {
+		t0 := time.Now()
+		err = call(ctx)
+		d := time.Since(t0)
+		return d, d, false, err
+	}), nil
 }
