@@ -308,3 +308,45 @@ func (e *DeliveryError) Error() string {
 
 // Unwrap returns the cause.
 func (e *DeliveryError) Unwrap() error { return e.Err }
+
+// The statuses of a DeliveryAttempt.
+const (
+	// DeliveryDelivered: the target took the message.
+	DeliveryDelivered = "delivered"
+	// DeliveryFailed: the attempt failed and the job will be retried.
+	DeliveryFailed = "failed"
+	// DeliveryDead: the job was dead-lettered and will not be retried.
+	DeliveryDead = "dead"
+)
+
+// DeliveryAttempt is the outcome of one run of a job, as a rule's recent
+// deliveries show it.
+type DeliveryAttempt struct {
+	At    time.Time `json:"at"`
+	JobID string    `json:"job_id"`
+	Kind  string    `json:"kind"` // the action's kind
+	// Status is DeliveryDelivered, DeliveryFailed or DeliveryDead.
+	Status string `json:"status"`
+	// Attempt counts the job's runs including this one (0 for a job
+	// dead-lettered before its target was called).
+	Attempt int `json:"attempt"`
+	// HTTPStatus is the target's HTTP status or SMTP reply code on a
+	// failure, when it answered one (0 otherwise).
+	HTTPStatus int `json:"http_status,omitempty"`
+	// Error is why the attempt failed, redacted of the action's secrets
+	// (RedactActionText): the log is read by operators, not only the
+	// rule's owner.
+	Error string `json:"error,omitempty"`
+}
+
+// DeliveryLog keeps the recent delivery attempts of each rule of each
+// tenant, a bounded number per rule, the oldest dropped first.
+type DeliveryLog interface {
+	// Record adds d to the recent attempts of tenant's rule (its ID).
+	// Failures are *Error with CodeUnavailable when the log cannot be
+	// reached; callers never fail a delivery over it.
+	Record(ctx context.Context, tenant, rule string, d DeliveryAttempt) error
+	// Recent returns up to n of the most recent attempts of tenant's
+	// rule, newest first.
+	Recent(ctx context.Context, tenant, rule string, n int) ([]DeliveryAttempt, error)
+}

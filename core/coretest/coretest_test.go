@@ -52,3 +52,7 @@ func TestQueueHistoryContract(t *testing.T) {
 func TestOutboxHistoryContract(t *testing.T) {
 	coretest.TestOutboxHistoryContract(t, coretest.NewOutboxHistoryFixture)
 }
+
+func TestDeliveryLogContract(t *testing.T) {
+	coretest.TestDeliveryLogContract(t, coretest.NewDeliveryLogFixture)
+}

@@ -6,7 +6,7 @@
 // write their own fakes: EventLog (core.EventLog and core.OutboxHistory,
 // with Restore to simulate a point-in-time restore), RuleStore, Queue
 // (core.JobQueue, core.DeadLetters and core.QueueHistory),
-// PersistedDocuments and a manual Clock (extauthz's ports have theirs in
+// PersistedDocuments, DeliveryLog and a manual Clock (extauthz's ports have theirs in
 // extauthz/authztest). Each is
 // safe for concurrent use.
 //
@@ -14,7 +14,7 @@
 // against them here and against the adapters in adapters/postgres and
 // adapters/redis: TestEventLogContract, TestOutboxHistoryContract,
 // TestRuleStoreContract, TestJobQueueContract, TestQueueHistoryContract,
-// and TestPersistedDocumentsContract. Each takes the *testing.T of the caller's test
+// TestPersistedDocumentsContract and TestDeliveryLogContract. Each takes the *testing.T of the caller's test
 // and a constructor called once per case (the cases run in parallel), so
 // a behaviour a fake gets wrong shows up as a contract failure, not as a
 // unit test that passes against the fake and fails against the database.
