@@ -1,5 +1,6 @@
 // Package redis is the observers' job queue on Redis Streams
-// (core.JobQueue, core.DeadLetters): a stream per tenant read by one
+// (core.JobQueue, core.DeadLetters) and its delivery log (core.DeliveryLog,
+// a capped list per tenant and rule): a stream per tenant read by one
 // consumer group, so several worker processes share the work; pending jobs
 // of a worker that stopped answering are reclaimed with XAUTOCLAIM;
 // retries wait in a sorted set until due; jobs that will not be retried go
@@ -39,6 +40,12 @@ const tenantsKey = "fraise:observer:tenants"
 func jobsKey(tenant string) string    { return "fraise:{" + tenant + "}:observer:jobs" }
 func delayedKey(tenant string) string { return "fraise:{" + tenant + "}:observer:delayed" }
 func dlqKey(tenant string) string     { return "fraise:{" + tenant + "}:observer:dlq" }
+
+// deliveriesKey is the list of a rule's recent delivery attempts, newest
+// first.
+func deliveriesKey(tenant, rule string) string {
+	return "fraise:{" + tenant + "}:observer:deliveries:" + rule
+}
 
 // enqueuedKey holds the outbox position of the last event whose jobs were
 // added to the tenant's stream.
@@ -126,13 +133,21 @@ type Options struct {
 	// when it is next taken from the pool (0: never). It bounds how long
 	// connections made with a rotated credential live on.
 	ConnMaxLifetime time.Duration
+	// DeliveryLogSize is how many delivery attempts the log keeps per
+	// tenant and rule (DefaultDeliveryLogSize when zero).
+	DeliveryLogSize int
 }
+
+// DefaultDeliveryLogSize is how many recent delivery attempts per rule
+// the delivery log keeps unless told otherwise.
+const DefaultDeliveryLogSize = 50
 
 // Queue is the Redis Streams job queue.
 type Queue struct {
 	c           *goredis.Client
 	reclaimIdle time.Duration
 	tracer      *tracer // nil: no tracing
+	logSize     int64
 
 	acks    chan ackReq
 	stop    chan struct{}
@@ -150,6 +165,7 @@ type Queue struct {
 var (
 	_ core.JobQueue    = (*Queue)(nil)
 	_ core.DeadLetters = (*Queue)(nil)
+	_ core.DeliveryLog = (*Queue)(nil)
 )
 
 // New returns a queue on the Redis at o.Addr (it does not connect yet).
@@ -166,6 +182,9 @@ func New(o Options) *Queue {
 	if o.PoolSize <= 0 {
 		o.PoolSize = 64
 	}
+	if o.DeliveryLogSize <= 0 {
+		o.DeliveryLogSize = DefaultDeliveryLogSize
+	}
 	opts := &goredis.Options{
 		Addr: o.Addr, Password: o.Password, DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout,
 		WriteTimeout: o.ReadTimeout, MaxRetries: 1, PoolSize: o.PoolSize, ConnMaxLifetime: o.ConnMaxLifetime,
@@ -177,7 +196,7 @@ func New(o Options) *Queue {
 		opts.CredentialsProvider = func() (string, string) { return "", o.PasswordSource() }
 	}
 	c := goredis.NewClient(opts)
-	q := &Queue{c: c, reclaimIdle: o.ReclaimIdle, reclaimedAt: map[string]time.Time{},
+	q := &Queue{c: c, reclaimIdle: o.ReclaimIdle, logSize: int64(o.DeliveryLogSize), reclaimedAt: map[string]time.Time{},
 		acks: make(chan ackReq, 1024), stop: make(chan struct{}), ackDone: make(chan struct{})}
 	if o.TracerProvider != nil {
 		q.tracer = newTracer(o.TracerProvider, o.Addr)
@@ -288,6 +307,82 @@ func (q *Queue) Backlog(ctx context.Context, tenant string) (int64, error) {
 		return 0, mapError("redis.Backlog", err)
 	}
 	return n.Val() + z.Val(), nil
+}
+
+// OldestAge returns how long ago the oldest job waiting for tenant was
+// first enqueued (0 when none waits): the older of the first job in its
+// stream (jobs waiting or running, in the order they were added) and the
+// retry due first, one round trip for both. A job whose enqueue time is
+// unknown counts from when it was added to the stream.
+func (q *Queue) OldestAge(ctx context.Context, tenant string) (time.Duration, error) {
+	pipe := q.c.Pipeline()
+	first := pipe.XRangeN(ctx, jobsKey(tenant), "-", "+", 1)
+	due := pipe.ZRange(ctx, delayedKey(tenant), 0, 0)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) {
+		return 0, mapError("redis.OldestAge", err)
+	}
+	var oldest time.Time
+	consider := func(raw string, added time.Time) {
+		var j core.Job
+		at := added
+		if json.Unmarshal([]byte(raw), &j) == nil && !j.EnqueuedAt.IsZero() {
+			at = j.EnqueuedAt
+		}
+		if !at.IsZero() && (oldest.IsZero() || at.Before(oldest)) {
+			oldest = at
+		}
+	}
+	for _, m := range first.Val() {
+		var added time.Time
+		if ms, err := strconv.ParseInt(strings.SplitN(m.ID, "-", 2)[0], 10, 64); err == nil {
+			added = time.UnixMilli(ms)
+		}
+		raw, _ := m.Values["job"].(string)
+		consider(raw, added)
+	}
+	for _, raw := range due.Val() {
+		consider(raw, time.Time{})
+	}
+	if oldest.IsZero() {
+		return 0, nil
+	}
+	return max(time.Since(oldest), 0), nil
+}
+
+// Record implements core.DeliveryLog: the attempt goes to the head of the
+// rule's list, trimmed to the log's size, in one round trip.
+func (q *Queue) Record(ctx context.Context, tenant, rule string, d core.DeliveryAttempt) error {
+	d.At = d.At.UTC()
+	b, err := json.Marshal(d)
+	if err != nil {
+		return &core.Error{Op: "redis.Record", Code: core.CodeInternal, Err: err}
+	}
+	key := deliveriesKey(tenant, rule)
+	_, err = q.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		p.LPush(ctx, key, b)
+		p.LTrim(ctx, key, 0, q.logSize-1)
+		return nil
+	})
+	return mapError("redis.Record", err)
+}
+
+// Recent implements core.DeliveryLog.
+func (q *Queue) Recent(ctx context.Context, tenant, rule string, n int) ([]core.DeliveryAttempt, error) {
+	out := []core.DeliveryAttempt{}
+	if n <= 0 {
+		return out, nil
+	}
+	raws, err := q.c.LRange(ctx, deliveriesKey(tenant, rule), 0, int64(n)-1).Result()
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, mapError("redis.Recent", err)
+	}
+	for _, raw := range raws {
+		var d core.DeliveryAttempt
+		if json.Unmarshal([]byte(raw), &d) == nil {
+			out = append(out, d)
+		}
+	}
+	return out, nil
 }
 
 // Tenants returns the tenants that ever had jobs.

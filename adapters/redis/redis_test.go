@@ -238,3 +238,47 @@ func TestDeadLetterReasonsHideSecretURLs(t *testing.T) {
 		t.Fatalf("job's URL: got %q, want %q", dls[0].Job.Action.URL, hook)
 	}
 }
+
+// TestOldestAge: the backlog's oldest job counts from when it was first
+// enqueued, whether it waits in the stream or as a retry.
+func TestOldestAge(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, q *redis.Queue)
+		min   time.Duration
+		max   time.Duration
+	}{
+		{"no job: 0", func(*testing.T, *redis.Queue) {}, 0, 0},
+		{"a waiting job", func(t *testing.T, q *redis.Queue) {
+			j := job("t1", "a")
+			j.EnqueuedAt = time.Now().Add(-time.Minute)
+			if err := q.Enqueue(ctx, []core.Job{j}); err != nil {
+				t.Fatal(err)
+			}
+		}, time.Minute, time.Hour},
+		{"a retry older than the waiting job", func(t *testing.T, q *redis.Queue) {
+			old, young := job("t1", "old"), job("t1", "young")
+			old.EnqueuedAt, young.EnqueuedAt = time.Now().Add(-2*time.Hour), time.Now()
+			if err := q.Retry(ctx, core.Delivery{}, old, time.Now().Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			if err := q.Enqueue(ctx, []core.Job{young}); err != nil {
+				t.Fatal(err)
+			}
+		}, 2 * time.Hour, 3 * time.Hour},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q := mustQueue(t, time.Minute)
+			tc.setup(t, q)
+			age, err := q.OldestAge(ctx, "t1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if age < tc.min || age > tc.max {
+				t.Errorf("got %v, want between %v and %v", age, tc.min, tc.max)
+			}
+		})
+	}
+}
