@@ -55,8 +55,14 @@ type Worker struct {
 	// returns the context carrying the span and the function that ends it
 	// with the run's outcome (one of the Outcome constants) and, when the
 	// run failed, why.
-	Trace  func(ctx context.Context, job core.Job) (context.Context, func(outcome string, err error))
-	Logger *slog.Logger
+	Trace func(ctx context.Context, job core.Job) (context.Context, func(outcome string, err error))
+	// Deliveries, when set, records the outcome of each run that reached
+	// an outcome (delivered, failed and to be retried, dead-lettered) in
+	// its rule's recent deliveries, which the console shows. A failed
+	// write is counted (Stats.DeliveryLogFailures), never the delivery's
+	// failure.
+	Deliveries core.DeliveryLog
+	Logger     *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 
@@ -81,6 +87,9 @@ const (
 // Stats counts a worker's outcomes.
 type Stats struct {
 	Delivered, Retried, DeadLettered, Deferred atomic.Int64
+	// DeliveryLogFailures counts outcomes Worker.Deliveries failed to
+	// record.
+	DeliveryLogFailures atomic.Int64
 }
 
 // Stats returns the worker's counters.
@@ -344,6 +353,8 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, d core.Delivery) (st
 		if err := w.Queue.Ack(rctx, d); err != nil {
 			log.WarnContext(rctx, "acknowledging an observer job", "err", err)
 		}
+		// Recorded after the queue's write, which it must not delay.
+		w.record(rctx, log, job, core.DeliveryDelivered, nil, "")
 		return OutcomeDelivered, nil
 	}
 	// Whatever the notifier said may quote the target: it is redacted
@@ -353,11 +364,11 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, d core.Delivery) (st
 	var de *core.DeliveryError
 	if errors.As(err, &de) && de.Permanent {
 		br.Success() // it answered: the target is up, the request is wrong
-		return w.deadLetter(rctx, log, d, job, said)
+		return w.deadLetterFor(rctx, log, d, job, err, said)
 	}
 	br.Failure()
 	if job.Attempt >= w.MaxAttempts {
-		return w.deadLetter(rctx, log, d, job, fmt.Sprintf("gave up after %d attempts: %s", job.Attempt, said))
+		return w.deadLetterFor(rctx, log, d, job, err, fmt.Sprintf("gave up after %d attempts: %s", job.Attempt, said))
 	}
 	delay := w.Backoff.Delay(job.Attempt - 1)
 	if de != nil && de.RetryAfter > 0 {
@@ -368,6 +379,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, d core.Delivery) (st
 	if err := w.Queue.Retry(rctx, d, job, w.Now().Add(delay)); err != nil {
 		log.WarnContext(rctx, "scheduling an observer retry", "err", err)
 	}
+	w.record(rctx, log, job, core.DeliveryFailed, err, said)
 	return OutcomeRetried, errors.New(said)
 }
 
@@ -375,11 +387,42 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, d core.Delivery) (st
 // redacted of the job's target like every log line about it.
 // It returns OutcomeDeadLettered and the reason, for the job's span.
 func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, d core.Delivery, job core.Job, reason string) (string, error) {
+	return w.deadLetterFor(ctx, log, d, job, nil, reason)
+}
+
+// deadLetterFor is deadLetter for a run whose notifier failed with cause
+// (nil when the target was not called), whose status the delivery log
+// records.
+func (w *Worker) deadLetterFor(ctx context.Context, log *slog.Logger, d core.Delivery, job core.Job, cause error, reason string) (string, error) {
 	reason = core.RedactActionText(reason, job.Action)
 	w.stats.DeadLettered.Add(1)
 	log.WarnContext(ctx, "observer job dead-lettered", "reason", reason)
 	if err := w.Queue.DeadLetter(ctx, d, job, reason); err != nil {
 		log.WarnContext(ctx, "dead-lettering an observer job", "err", err)
 	}
+	w.record(ctx, log, job, core.DeliveryDead, cause, reason)
 	return OutcomeDeadLettered, errors.New(reason)
+}
+
+// record adds a run's outcome to its rule's recent deliveries; cause is
+// the notifier's error (nil when it did not fail, or was not called) and
+// said its redacted text.
+func (w *Worker) record(ctx context.Context, log *slog.Logger, job core.Job, status string, cause error, said string) {
+	if w.Deliveries == nil {
+		return
+	}
+	a := core.DeliveryAttempt{At: w.Now(), JobID: job.ID, Kind: job.Action.Kind, Status: status,
+		Attempt: job.Attempt, Error: said}
+	var de *core.DeliveryError
+	if errors.As(cause, &de) {
+		a.HTTPStatus = de.Status
+	}
+	rule := job.RuleID
+	if rule == "" {
+		rule = job.RuleName // a job from before jobs named their rule's id
+	}
+	if err := w.Deliveries.Record(ctx, job.Tenant, rule, a); err != nil {
+		w.stats.DeliveryLogFailures.Add(1)
+		log.DebugContext(ctx, "recording an observer delivery", "err", err)
+	}
 }

@@ -219,3 +219,96 @@ func TestWorkerRunsEachJobInItsSpan(t *testing.T) {
 		})
 	}
 }
+
+// scriptedNotifier answers each call with the next of its errors.
+type scriptedNotifier struct {
+	errs []error
+	n    int
+}
+
+func (s *scriptedNotifier) Notify(context.Context, core.Message) error {
+	err := s.errs[s.n]
+	s.n++
+	return err
+}
+
+// brokenLog is a delivery log that cannot be reached.
+type brokenLog struct{ core.DeliveryLog }
+
+func (brokenLog) Record(context.Context, string, string, core.DeliveryAttempt) error {
+	return &core.Error{Op: "test.Record", Code: core.CodeUnavailable, Message: "down"}
+}
+
+// TestWorkerRecordsDeliveries: every run that reaches an outcome goes to
+// its rule's recent deliveries, newest first, with its attempt, the
+// target's status and its error redacted of the target's secret URL; a
+// log that cannot be written is counted and the delivery goes on.
+func TestWorkerRecordsDeliveries(t *testing.T) {
+	const secretURL = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
+	unavailable := &core.DeliveryError{Status: 503, Err: errors.New("POST " + secretURL + ": 503 Service Unavailable")}
+	gone := &core.DeliveryError{Status: 410, Permanent: true, Err: errors.New("410 Gone")}
+	type row struct {
+		status     string
+		attempt    int
+		httpStatus int
+	}
+	for _, tc := range []struct {
+		name   string
+		answer []error
+		want   []row // newest first
+	}{
+		{"delivered at once", []error{nil}, []row{{core.DeliveryDelivered, 1, 0}}},
+		{"failed, retried, delivered", []error{unavailable, nil},
+			[]row{{core.DeliveryDelivered, 2, 0}, {core.DeliveryFailed, 1, 503}}},
+		{"failed until given up", []error{unavailable, unavailable},
+			[]row{{core.DeliveryDead, 2, 503}, {core.DeliveryFailed, 1, 503}}},
+		{"refused for good", []error{gone}, []row{{core.DeliveryDead, 1, 410}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := coretest.NewClock(time.Date(2026, 12, 7, 14, 0, 0, 0, time.UTC))
+			q, log := &coretest.Queue{Now: clock.Now}, &coretest.DeliveryLog{}
+			w := &observe.Worker{Queue: q, Deliveries: log, MaxAttempts: 2, Now: clock.Now,
+				Notifiers: map[string]core.Notifier{core.ActionSlack: &scriptedNotifier{errs: tc.answer}}}
+			if err := q.Enqueue(ctx, []core.Job{{ID: "j1", Tenant: "t", RuleID: "rule-1", RuleName: "posts to slack",
+				EnqueuedAt: clock.Now(), Action: core.Action{Kind: core.ActionSlack, URL: secretURL}}}); err != nil {
+				t.Fatal(err)
+			}
+			for range tc.answer {
+				clock.Advance(time.Hour) // past any backoff
+				ds, err := q.Fetch(ctx, "c", 1, coretest.AnyRoom, 0)
+				if err != nil || len(ds) != 1 {
+					t.Fatalf("fetch: %v %v, want the job", ds, err)
+				}
+				w.Process(ctx, ds[0])
+			}
+			got, err := log.Recent(ctx, "t", "rule-1", 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %+v, want %d attempts", got, len(tc.want))
+			}
+			for i, d := range got {
+				w := tc.want[i]
+				if d.Status != w.status || d.Attempt != w.attempt || d.HTTPStatus != w.httpStatus || d.JobID != "j1" || d.Kind != core.ActionSlack || d.At.IsZero() {
+					t.Errorf("attempt %d: got %+v, want %+v", i, d, w)
+				}
+				if (d.Error == "") != (w.status == core.DeliveryDelivered) || strings.Contains(d.Error, "XXXXXXXX") {
+					t.Errorf("attempt %d: error %q, want one only for a failure, without the secret URL", i, d.Error)
+				}
+			}
+		})
+	}
+	t.Run("a log that cannot be written", func(t *testing.T) {
+		q := &coretest.Queue{}
+		w := &observe.Worker{Queue: q, Deliveries: brokenLog{},
+			Notifiers: map[string]core.Notifier{core.ActionWebhook: &scriptedNotifier{errs: []error{nil}}}}
+		w.Process(context.Background(), core.Delivery{Job: core.Job{ID: "j", Tenant: "t", RuleID: "r",
+			Action: core.Action{Kind: core.ActionWebhook, URL: "http://hooks.example/x"}}})
+		if w.Stats().Delivered.Load() != 1 || w.Stats().DeliveryLogFailures.Load() != 1 {
+			t.Fatalf("delivered %d, log failures %d: want the delivery counted as delivered and the log's failure counted",
+				w.Stats().Delivered.Load(), w.Stats().DeliveryLogFailures.Load())
+		}
+	})
+}
