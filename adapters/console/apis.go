@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -419,10 +421,12 @@ func (h *Handler) observers(ctx context.Context, _ *http.Request, s *session) (a
 		return nil, err
 	}
 	type delivery struct {
-		Time     time.Time `json:"time"`
-		Status   string    `json:"status"`
-		Attempts int       `json:"attempts"`
-		Error    string    `json:"error"`
+		Time       time.Time `json:"time"`
+		Status     string    `json:"status"`
+		Attempts   int       `json:"attempts"`
+		Error      string    `json:"error"`
+		Kind       string    `json:"kind,omitempty"`
+		HTTPStatus int       `json:"httpStatus,omitempty"`
 	}
 	type rule struct {
 		Name       string     `json:"name"`
@@ -436,9 +440,15 @@ func (h *Handler) observers(ctx context.Context, _ *http.Request, s *session) (a
 	}
 	var dead []core.DeadLetter
 	var pending int64
+	var oldest time.Duration
 	if h.o.Observers != nil {
 		if pending, err = h.o.Observers.Backlog(ctx, s.p.Tenant); err != nil {
 			return nil, err
+		}
+		if pending > 0 {
+			if oldest, err = h.o.Observers.OldestAge(ctx, s.p.Tenant); err != nil {
+				return nil, err
+			}
 		}
 		if dead, err = h.o.Observers.DeadLetters(ctx, s.p.Tenant, 100); err != nil {
 			return nil, err
@@ -456,18 +466,38 @@ func (h *Handler) observers(ctx context.Context, _ *http.Request, s *session) (a
 		}
 		ru := rule{Name: r.Name, Table: r.Table, Events: r.Operations, Condition: r.Condition, Action: strings.Join(kinds, ", "),
 			Enabled: r.Enabled, Deliveries: []delivery{}, Breaker: h.breaker(s.p.Tenant, r.Actions)}
-		// The failed deliveries the queue still holds: its dead letters.
-		for _, d := range dead {
-			if d.Job.RuleID == r.ID || (d.Job.RuleID == "" && d.Job.RuleName == r.Name) {
-				ru.Deliveries = append(ru.Deliveries, delivery{Time: d.At, Status: "dead", Attempts: d.Job.Attempt, Error: d.Reason})
+		// The workers' recent attempts, newest first...
+		logged := map[string]bool{} // jobs the log holds as dead
+		if h.o.Deliveries != nil {
+			recent, err := h.o.Deliveries.Recent(ctx, s.p.Tenant, r.ID, recentDeliveries)
+			if err != nil {
+				return nil, err
+			}
+			for _, d := range recent {
+				ru.Deliveries = append(ru.Deliveries, delivery{Time: d.At, Status: d.Status, Attempts: d.Attempt,
+					Error: d.Error, Kind: d.Kind, HTTPStatus: d.HTTPStatus})
+				if d.Status == core.DeliveryDead {
+					logged[d.JobID] = true
+				}
 			}
 		}
+		// ...and the dead letters the queue still holds that the log no
+		// longer (or never did) record.
+		for _, d := range dead {
+			if (d.Job.RuleID == r.ID || (d.Job.RuleID == "" && d.Job.RuleName == r.Name)) && !logged[d.Job.ID] {
+				ru.Deliveries = append(ru.Deliveries, delivery{Time: d.At, Status: core.DeliveryDead, Attempts: d.Job.Attempt,
+					Error: d.Reason, Kind: d.Job.Action.Kind})
+			}
+		}
+		slices.SortStableFunc(ru.Deliveries, func(a, b delivery) int { return b.Time.Compare(a.Time) })
 		out = append(out, ru)
 	}
-	// The queue does not yet say how old its oldest waiting job is.
-	oldest := 0.0
-	return map[string]any{"rules": out, "backlog": map[string]any{"pending": pending, "oldestAgeSeconds": oldest}}, nil
+	return map[string]any{"rules": out, "backlog": map[string]any{"pending": pending, "oldestAgeSeconds": math.Round(oldest.Seconds())}}, nil
 }
+
+// recentDeliveries is how many of a rule's recent deliveries the
+// observers screen shows at most (the Redis log keeps 50).
+const recentDeliveries = 50
 
 // deadLetters lists the tenant's dead-lettered jobs, oldest first.
 func (h *Handler) deadLetters(ctx context.Context, _ *http.Request, s *session) (any, error) {

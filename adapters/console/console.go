@@ -80,6 +80,9 @@ type Observers interface {
 	core.DeadLetters
 	// Backlog returns how many jobs wait or run for tenant.
 	Backlog(ctx context.Context, tenant string) (int64, error)
+	// OldestAge returns how long ago the oldest job waiting for tenant
+	// was enqueued (0 when none waits).
+	OldestAge(ctx context.Context, tenant string) (time.Duration, error)
 }
 
 // DevUser is a demo user the development login may sign in as.
@@ -125,6 +128,9 @@ type Options struct {
 	// Observers reads and replays the job queues; nil when observers are
 	// off (the rules are still listed).
 	Observers Observers
+	// Deliveries, when set, holds each rule's recent delivery attempts
+	// (the workers', core.DeliveryLog); nil lists only the dead letters.
+	Deliveries core.DeliveryLog
 	// Breaker, when set, names the state of the circuit breaker that
 	// guards tenant's action in this process ("closed", "open",
 	// "half-open"); nil shows every rule's breaker as "unknown".

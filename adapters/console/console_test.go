@@ -16,10 +16,12 @@ import (
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/adapters/redis"
+	"github.com/fraise-dev/fraise/adapters/webhook"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/core/observe"
 	"github.com/fraise-dev/fraise/deploy/demo"
 	"github.com/fraise-dev/fraise/extauthz/decisionlog"
 	"github.com/fraise-dev/fraise/policies"
@@ -638,4 +640,91 @@ func TestDevLogin(t *testing.T) {
 	if w.Code != http.StatusNoContent || len(w.Result().Cookies()) != 2 || w.Result().Cookies()[0].MaxAge >= 0 {
 		t.Errorf("logout: got %d cookies %v, want both cleared", w.Code, w.Result().Cookies())
 	}
+}
+
+// TestObserversRecentDeliveries: a rule's deliveries are the workers'
+// recent attempts, delivered and failed, newest first, as a worker over
+// the same Redis recorded them; the backlog names its oldest job's age.
+func TestObserversRecentDeliveries(t *testing.T) {
+	f := mustFixture(t, func(o *console.Options) { o.Deliveries = o.Observers.(*redis.Queue) })
+	ctx := context.Background()
+	if err := f.db.InTenant(ctx, demo.TenantAcme, func(ctx context.Context, q core.Querier) error {
+		_, err := q.QueryJSON(ctx, "select to_jsonb(fraise.graphql_create_observer_rule($1::jsonb))",
+			`{"name": "to a hook", "table": "public.posts", "operations": ["INSERT"], "columns": ["id"], "actions": [{"kind": "webhook", "url": "https://hooks.example/hook"}]}`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := postgres.NewConsole(f.db).Rules(ctx, demo.TenantAcme)
+	if err != nil || len(rules) == 0 {
+		t.Fatalf("rules %v: %v", rules, err)
+	}
+	var ruleID string
+	for _, r := range rules {
+		if r.Name == "to a hook" {
+			ruleID = r.ID
+		}
+	}
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/down" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	t.Cleanup(target.Close)
+	// Two jobs of the rule: one whose target is down (retried), then one
+	// delivered.
+	var jobs []core.Job
+	for i, path := range []string{"/down", "/ok"} {
+		jobs = append(jobs, core.Job{ID: "job-" + path[1:], Tenant: demo.TenantAcme, RuleID: ruleID, RuleName: "to a hook",
+			EnqueuedAt: time.Now().Add(-time.Duration(2-i) * time.Minute),
+			Action:     core.Action{Kind: core.ActionWebhook, URL: target.URL + path}})
+	}
+	if err := f.queue.Enqueue(ctx, jobs); err != nil {
+		t.Fatal(err)
+	}
+	type view struct {
+		Rules []struct {
+			Name       string
+			Deliveries []struct {
+				Time       time.Time
+				Status     string
+				Attempts   int
+				Error      string
+				HTTPStatus int
+			}
+		}
+		Backlog struct {
+			Pending          int64
+			OldestAgeSeconds float64
+		}
+	}
+	op := []string{"operator"}
+	var before view
+	mustJSON(t, f.do(t, "GET", "/console/api/observers", op, ""), 200, &before)
+	if before.Backlog.Pending != 2 || before.Backlog.OldestAgeSeconds < 120 || before.Backlog.OldestAgeSeconds > 3600 {
+		t.Errorf("backlog %+v, want 2 pending, the oldest two minutes old", before.Backlog)
+	}
+	w := &observe.Worker{Queue: f.queue, Deliveries: f.queue, MaxAttempts: 5,
+		Notifiers: map[string]core.Notifier{core.ActionWebhook: webhook.New(webhook.Options{AllowPrivate: true})}}
+	ds, err := f.queue.Fetch(ctx, "c1", 10, func(string) int { return 10 }, 100*time.Millisecond)
+	if err != nil || len(ds) != 2 {
+		t.Fatalf("fetched %d jobs (%v), want 2", len(ds), err)
+	}
+	for _, d := range ds { // in the order enqueued: /down, then /ok
+		w.Process(ctx, d)
+	}
+	var after view
+	mustJSON(t, f.do(t, "GET", "/console/api/observers", op, ""), 200, &after)
+	for _, r := range after.Rules {
+		if r.Name != "to a hook" {
+			continue
+		}
+		got := r.Deliveries
+		if len(got) != 2 || got[0].Status != "delivered" || got[0].Attempts != 1 || got[0].Error != "" ||
+			got[1].Status != "failed" || got[1].HTTPStatus != 503 || got[1].Error == "" || got[0].Time.Before(got[1].Time) {
+			t.Fatalf("got deliveries %+v, want the delivered one, then the failed one (503)", got)
+		}
+		return
+	}
+	t.Fatalf("no rule \"to a hook\" in %+v", after.Rules)
 }
