@@ -67,7 +67,7 @@ func newConsole(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.
 		if err != nil {
 			return nil, nil, err
 		}
-		o.Observers, closer = q, func() { q.Close() }
+		o.Observers, o.Deliveries, closer = q, q, func() { q.Close() }
 		o.Breaker = breakers.state
 	}
 	if cfg.Console.DevLogin {

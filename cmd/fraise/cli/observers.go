@@ -140,6 +140,8 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 		// within the core's shutdown timeout, as its requests do.
 		Drain:    cfg.Core.ShutdownTimeout.Duration,
 		Consumer: consumer, Logger: log, Trace: jobTracing(tp),
+		// Each rule's recent deliveries, for the console, beside the jobs.
+		Deliveries: o.queue,
 	}
 	return o, nil
 }
@@ -229,6 +231,10 @@ func (o *observers) register(reg prometheus.Registerer) error {
 	cs := []prometheus.Collector{
 		counter("delivered", st.Delivered.Load), counter("retried", st.Retried.Load),
 		counter("deferred", st.Deferred.Load), counter("dead_lettered", st.DeadLettered.Load),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "fraise_observer_delivery_log_failures_total",
+			Help: "Observer job outcomes this process could not record in their rule's recent deliveries (the deliveries themselves went on).",
+		}, func() float64 { return float64(st.DeliveryLogFailures.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "fraise_observer_enqueued_total", Help: "Jobs this process's dispatcher enqueued.",
 		}, func() float64 { return float64(o.dispatcher.Enqueued()) }),

@@ -262,7 +262,7 @@ func eventually(tb testing.TB, d time.Duration, what string, ok func() bool) {
 func TestObserversEachActionKind(t *testing.T) {
 	p := mustPipeline(t)
 	hook, slack := mustReceiver(t), mustReceiver(t)
-	p.rule(t, obsTenantA, map[string]any{"name": "big", "table": "public.orders", "operations": []string{"INSERT"},
+	bigRule := p.rule(t, obsTenantA, map[string]any{"name": "big", "table": "public.orders", "operations": []string{"INSERT"},
 		"condition": "after.total > 1000", "actions": []map[string]any{{"kind": "webhook", "url": hook.URL, "secret": "s3cret"}}})
 	p.rule(t, obsTenantA, map[string]any{"name": "changed", "table": "public.orders", "operations": []string{"UPDATE"},
 		"condition": `"total" in changed`, "actions": []map[string]any{{"kind": "slack", "url": slack.URL,
@@ -305,6 +305,12 @@ func TestObserversEachActionKind(t *testing.T) {
 	if !sigOK {
 		t.Fatal("webhook signature did not verify")
 	}
+	// The worker recorded the delivery in its rule's recent deliveries,
+	// which the console lists (right after the acknowledgement).
+	eventually(t, 10*time.Second, "the webhook's delivery in its rule's log", func() bool {
+		ds, err := o.queue.Recent(context.Background(), obsTenantA, bigRule, 10)
+		return err == nil && len(ds) == 1 && ds[0].Status == core.DeliveryDelivered && ds[0].Attempt == 1
+	})
 	if got := slack.bodies[0]; got != `{"text":"order 2: 10 -\u003e 7 by \u0026lt;!channel\u0026gt;"}` {
 		t.Fatalf("slack body: got %s", got)
 	}
