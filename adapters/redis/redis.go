@@ -349,8 +349,13 @@ func (q *Queue) OldestAge(ctx context.Context, tenant string) (time.Duration, er
 	return max(time.Since(oldest), 0), nil
 }
 
+// deliveryLogTTL is how long a rule's delivery log outlives its last
+// attempt: a deleted rule's log does not stay in Redis for ever.
+const deliveryLogTTL = 7 * 24 * time.Hour
+
 // Record implements core.DeliveryLog: the attempt goes to the head of the
-// rule's list, trimmed to the log's size, in one round trip.
+// rule's list, trimmed to the log's size, in one round trip; the list
+// expires a week after its last attempt.
 func (q *Queue) Record(ctx context.Context, tenant, rule string, d core.DeliveryAttempt) error {
 	d.At = d.At.UTC()
 	b, err := json.Marshal(d)
@@ -361,6 +366,7 @@ func (q *Queue) Record(ctx context.Context, tenant, rule string, d core.Delivery
 	_, err = q.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		p.LPush(ctx, key, b)
 		p.LTrim(ctx, key, 0, q.logSize-1)
+		p.Expire(ctx, key, deliveryLogTTL)
 		return nil
 	})
 	return mapError("redis.Record", err)
