@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/fraise-dev/fraise/adapters/postgres"
+	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/deploy/demo"
@@ -50,29 +49,7 @@ func mustDemoDB(tb testing.TB) demoDB {
 // the core's role may not (the audit log).
 func (d demoDB) admin(tb testing.TB, sql string, args ...any) [][]any {
 	tb.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, d.adminURL)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, sql, args...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer rows.Close()
-	var out [][]any
-	for rows.Next() {
-		v, err := rows.Values()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		tb.Fatal(err)
-	}
-	return out
+	return postgrestest.Query(tb, d.adminURL, sql, args...)
 }
 
 func mustSchema(tb testing.TB, sdl string) *graphql.Schema {

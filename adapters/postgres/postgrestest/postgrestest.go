@@ -124,3 +124,33 @@ func Migrate(tb testing.TB, pg *harness.Postgres, name string) {
 		tb.Fatalf("migrate %s: %v", name, err)
 	}
 }
+
+// Query runs sql on a connection of its own to url (the owner's, for
+// fixtures and for reading what the application's role may not) and
+// returns every row's values.
+func Query(tb testing.TB, url, sql string, args ...any) [][]any {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, sql, args...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer rows.Close()
+	var out [][]any
+	for rows.Next() {
+		v, err := rows.Values()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}

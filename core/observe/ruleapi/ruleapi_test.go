@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core"
@@ -60,29 +58,7 @@ func mustRulesEngine(tb testing.TB) rulesEnv {
 // admin runs sql as the database owner and returns its rows.
 func (r rulesEnv) admin(tb testing.TB, sql string, args ...any) [][]any {
 	tb.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, r.adminURL)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, sql, args...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer rows.Close()
-	var out [][]any
-	for rows.Next() {
-		v, err := rows.Values()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		tb.Fatal(err)
-	}
-	return out
+	return postgrestest.Query(tb, r.adminURL, sql, args...)
 }
 
 // do runs query as subject of tenant and returns the response.
