@@ -59,3 +59,18 @@ type TenantBatcher interface {
 	// are *Error as QueryJSON's are; nothing is returned on failure.
 	QueryJSONBatch(ctx context.Context, tenant string, stmts []Statement) ([][]byte, error)
 }
+
+// TenantWriter is implemented by a TenantDB that can run a mutation's
+// statements in one round trip to the database: the transaction, its
+// settings and every statement sent at once instead of one after the
+// other while a connection and the transaction's locks are held.
+type TenantWriter interface {
+	// ExecJSONBatch runs stmts in order in one transaction in which only
+	// tenant's rows are visible, as InTenant does, with subject set as
+	// Session.SetSubject sets it ("": not set), and passes the single JSON
+	// value of each (nil for SQL NULL or no row) to accept before it
+	// commits: the transaction commits only if every statement succeeded
+	// and accept returned nil. Failures are *Error as QueryJSON's are, or
+	// accept's error; nothing is written on failure.
+	ExecJSONBatch(ctx context.Context, tenant, subject string, stmts []Statement, accept func(vals [][]byte) error) error
+}

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -104,4 +105,84 @@ func TestQueryJSONBatchSettings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestExecJSONBatch: a mutation's statements in one pipeline commit
+// together with the tenant, the subject (in every configured setting) and
+// the statement timeout set, and leave nothing behind when a statement
+// fails, when accept refuses the values, or when the subject is absent.
+func TestExecJSONBatch(t *testing.T) {
+	f := mustDemo(t)
+	// One connection: a setting, a transaction or a lock left behind would
+	// show in the next call.
+	d := mustOpen(t, f, postgres.Options{MaxConns: 1, SubjectSettings: []string{"app.user_id"}, StatementTimeout: 3 * time.Second})
+	ctx := context.Background()
+	accept := func([][]byte) error { return nil }
+	// Alice, of the demo's Acme tenant, writes a post through the demo's
+	// mutation function, as the application's role writes.
+	const alice = "a0000000-0000-4000-8000-00000000000a"
+	insert := func(title string) core.Statement {
+		return core.Statement{SQL: "select to_jsonb((public.fn_create_post(jsonb_build_object('title', $1::text, 'authorId', $2::text))).succeeded)",
+			Args: []any{title, alice}}
+	}
+	count := func(t *testing.T, title string) string {
+		t.Helper()
+		got, err := d.QueryJSONBatch(ctx, demo.TenantAcme, []core.Statement{{SQL: "select to_jsonb(count(*)) from posts where title = $1", Args: []any{title}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(got[0])
+	}
+	// A setting once set on a connection reads "" after its transaction,
+	// not null: both count as unset.
+	settings := core.Statement{SQL: `select jsonb_build_array(current_setting('fraise.tenant', true), nullif(current_setting('fraise.subject', true), ''),
+		nullif(current_setting('app.user_id', true), ''), current_setting('statement_timeout'), current_setting('transaction_read_only'))`}
+	tests := []struct {
+		name    string
+		subject string
+		stmts   []core.Statement
+		accept  func([][]byte) error
+		wantErr core.Code
+		want    []string // the values accept sees
+		written string   // how many posts titled Zed afterwards
+	}{
+		{"written and committed, settings in place", "zed-writer", []core.Statement{insert("Zed"), settings}, accept, "",
+			[]string{`true`, `["` + demo.TenantAcme + `", "zed-writer", "zed-writer", "3s", "off"]`}, "1"},
+		{"no subject: none set", "", []core.Statement{settings}, accept, "",
+			[]string{`["` + demo.TenantAcme + `", null, null, "3s", "off"]`}, "1"},
+		{"a failing statement rolls the first back", "zed-writer", []core.Statement{insert("Zed"), {SQL: "select to_jsonb(1/0)"}}, accept, core.CodeInvalid, nil, "1"},
+		{"a refusal by accept rolls back", "zed-writer", []core.Statement{insert("Zed")},
+			func([][]byte) error { return &core.Error{Code: core.CodeTooLarge, Message: "too large"} }, core.CodeTooLarge, nil, "1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var seen []string
+			err := d.ExecJSONBatch(ctx, demo.TenantAcme, tt.subject, tt.stmts, func(vals [][]byte) error {
+				for _, v := range vals {
+					seen = append(seen, string(v))
+				}
+				return tt.accept(vals)
+			})
+			if core.ErrorCode(err) != tt.wantErr || (tt.wantErr == "" && err != nil) {
+				t.Fatalf("got %v, want code %q", err, tt.wantErr)
+			}
+			if tt.want != nil && !slices.Equal(seen, tt.want) {
+				t.Errorf("accept saw %q, want %q", seen, tt.want)
+			}
+			if got := count(t, "Zed"); got != tt.written {
+				t.Errorf("%s posts titled Zed, want %s", got, tt.written)
+			}
+		})
+	}
+	t.Run("nothing outlives the transaction", func(t *testing.T) {
+		got, err := d.QueryJSONBatch(ctx, demo.TenantGlobex, []core.Statement{{SQL: "select to_jsonb(coalesce(current_setting('fraise.subject', true), ''))"}})
+		if err != nil || string(got[0]) != `""` {
+			t.Fatalf("got %s, %v, want no subject left on the connection", got, err)
+		}
+	})
+	t.Run("tenant must be a UUID", func(t *testing.T) {
+		if err := d.ExecJSONBatch(ctx, "acme", "", []core.Statement{settings}, accept); core.ErrorCode(err) != core.CodeInvalid {
+			t.Fatalf("got %v, want %s", err, core.CodeInvalid)
+		}
+	})
 }

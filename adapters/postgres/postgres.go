@@ -96,6 +96,10 @@ type DB struct {
 	setup [2]string
 	// subjectSetup is SetSubject's statement.
 	subjectSetup string
+	// subjectSettings are Options.SubjectSettings; writeSetup is
+	// ExecJSONBatch's first statement, by [traced][with a subject].
+	subjectSettings []string
+	writeSetup      [2][2]string
 	// accepted is the last current password (Options.Password) a
 	// connection was made with: no need to try it again. A pointer, as
 	// the DBs WithStatementTimeout returns share it with db.
@@ -148,7 +152,7 @@ func Open(ctx context.Context, url string, o Options) (*DB, error) {
 		cfg.ConnConfig.Tracer = newTracer(o.TracerProvider, cfg.ConnConfig)
 	}
 	db := &DB{generic: o.GenericPlans, tenantSettings: o.TenantSettings, log: o.Logger,
-		subjectSetup: subjectSetup(o.SubjectSettings), accepted: new(atomic.Pointer[string])}
+		subjectSetup: subjectSetup(o.SubjectSettings), subjectSettings: o.SubjectSettings, accepted: new(atomic.Pointer[string])}
 	db.setTimeout(o.StatementTimeout)
 	if o.TLS != nil {
 		// TLS only: sslmode=prefer's plaintext fallbacks (the default
@@ -178,6 +182,11 @@ func (db *DB) setTimeout(d time.Duration) {
 	db.timeout = d
 	db.readSetup = readSetup(d > 0, db.generic, db.tenantSettings)
 	db.setup = [2]string{txSetup(d > 0, false, db.tenantSettings), txSetup(d > 0, true, db.tenantSettings)}
+	for traced := range 2 {
+		for subject := range 2 {
+			db.writeSetup[traced][subject] = writeSetup(d > 0, traced == 1, subject == 1, db.tenantSettings, db.subjectSettings)
+		}
+	}
 }
 
 // WithStatementTimeout returns a DB on db's pool (closing either closes

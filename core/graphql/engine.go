@@ -386,6 +386,22 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 		}
 		needDB = false
 	}
+	if w, ok := e.db.(core.TenantWriter); ok && needDB && kind == ast.Mutation && !hooked(stmts) {
+		// The whole transaction in one round trip: a connection and the
+		// rows a mutation locks are held for one exchange with the
+		// database, not five.
+		subject := ""
+		if e.opts.Session != nil {
+			subject = p.Subject
+		}
+		if err := e.runWrite(ctx, w, p, subject, stmts, results); err != nil {
+			e.auditFailure(ctx, p, stmts, err)
+			return &Response{Data: json.RawMessage("null"), Errors: []*Error{{
+				Message: core.ErrorMessage(err), Extensions: map[string]any{"code": extensionCode(err)}, Err: err,
+			}}}
+		}
+		needDB = false
+	}
 	if needDB {
 		err := e.db.InTenant(ctx, p.Tenant, func(ctx context.Context, q core.Querier) error {
 			if kind == ast.Mutation && e.opts.Session != nil {
@@ -463,6 +479,26 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 
 // runBatch runs a query's statements in one round trip, filling results.
 func (e *Engine) runBatch(ctx context.Context, b core.TenantBatcher, p core.Principal, stmts []stmt, results []json.RawMessage) error {
+	batch, idx := batchOf(stmts)
+	vals, err := b.QueryJSONBatch(ctx, p.Tenant, batch)
+	if err != nil {
+		return err
+	}
+	return e.fill(vals, idx, results)
+}
+
+// runWrite runs a mutation's statements in one round trip, filling
+// results.
+func (e *Engine) runWrite(ctx context.Context, w core.TenantWriter, p core.Principal, subject string, stmts []stmt, results []json.RawMessage) error {
+	batch, idx := batchOf(stmts)
+	// Checked before the commit: a result too large to answer must not
+	// leave its writes behind.
+	return w.ExecJSONBatch(ctx, p.Tenant, subject, batch, func(vals [][]byte) error { return e.fill(vals, idx, results) })
+}
+
+// batchOf returns the statements that run SQL, and the index of each in
+// stmts.
+func batchOf(stmts []stmt) ([]core.Statement, []int) {
 	batch := make([]core.Statement, 0, len(stmts))
 	idx := make([]int, 0, len(stmts))
 	for i, st := range stmts {
@@ -471,10 +507,12 @@ func (e *Engine) runBatch(ctx context.Context, b core.TenantBatcher, p core.Prin
 			idx = append(idx, i)
 		}
 	}
-	vals, err := b.QueryJSONBatch(ctx, p.Tenant, batch)
-	if err != nil {
-		return err
-	}
+	return batch, idx
+}
+
+// fill puts a batch's values in results at idx, failing when they are
+// larger together than MaxResultBytes.
+func (e *Engine) fill(vals [][]byte, idx []int, results []json.RawMessage) error {
 	size := 0
 	for j, i := range idx {
 		v := vals[j]
