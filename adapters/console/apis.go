@@ -87,6 +87,17 @@ type draftRequest struct {
 	Limit int             `json:"limit,omitempty"`
 }
 
+// draft is the playground and the draft request s carries, for the APIs
+// that work on a draft.
+func (h *Handler) draft(op string, s *session) (*playground, draftRequest, error) {
+	var req draftRequest
+	p, err := h.playground(op)
+	if err != nil {
+		return nil, req, err
+	}
+	return p, req, decode(op, s, &req)
+}
+
 // policies answers the live policy set, read only.
 func (h *Handler) policies(_ context.Context, _ *http.Request, _ *session) (any, error) {
 	p, err := h.playground("console.policies")
@@ -104,12 +115,8 @@ func (h *Handler) policies(_ context.Context, _ *http.Request, _ *session) (any,
 // included, and lists OPA's errors with their places.
 func (h *Handler) policyCheck(_ context.Context, _ *http.Request, s *session) (any, error) {
 	const op = "console.policies.check"
-	p, err := h.playground(op)
+	p, req, err := h.draft(op, s)
 	if err != nil {
-		return nil, err
-	}
-	var req draftRequest
-	if err := decode(op, s, &req); err != nil {
 		return nil, err
 	}
 	fsys, err := p.draftFS(req.Files)
@@ -125,12 +132,8 @@ func (h *Handler) policyCheck(_ context.Context, _ *http.Request, s *session) (a
 // policyEvaluate decides the input with the draft and the live policy.
 func (h *Handler) policyEvaluate(ctx context.Context, _ *http.Request, s *session) (any, error) {
 	const op = "console.policies.evaluate"
-	p, err := h.playground(op)
+	p, req, err := h.draft(op, s)
 	if err != nil {
-		return nil, err
-	}
-	var req draftRequest
-	if err := decode(op, s, &req); err != nil {
 		return nil, err
 	}
 	var input any
@@ -209,12 +212,8 @@ func (h *Handler) policyInput(_ context.Context, _ *http.Request, s *session) (a
 // policyTest runs the draft's Rego tests.
 func (h *Handler) policyTest(ctx context.Context, _ *http.Request, s *session) (any, error) {
 	const op = "console.policies.test"
-	p, err := h.playground(op)
+	p, req, err := h.draft(op, s)
 	if err != nil {
-		return nil, err
-	}
-	var req draftRequest
-	if err := decode(op, s, &req); err != nil {
 		return nil, err
 	}
 	fsys, err := p.sandboxedDraft(req.Files)
@@ -287,12 +286,8 @@ func (h *Handler) policyReplay(ctx context.Context, _ *http.Request, s *session)
 // for review; the live policy is not touched.
 func (h *Handler) policyExport(_ context.Context, _ *http.Request, s *session) (any, error) {
 	const op = "console.policies.export"
-	p, err := h.playground(op)
+	p, req, err := h.draft(op, s)
 	if err != nil {
-		return nil, err
-	}
-	var req draftRequest
-	if err := decode(op, s, &req); err != nil {
 		return nil, err
 	}
 	if _, err := p.draftFS(req.Files); err != nil {
