@@ -15,7 +15,6 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/fraise-dev/fraise/core"
@@ -265,7 +264,7 @@ type outcome struct {
 func (c *compiled) eval(ctx context.Context, input any, explain bool) outcome {
 	opts := []func(*rego.Rego){
 		rego.Query(policy.Query), rego.Compiler(c.c), rego.Input(input),
-		rego.Store(inmem.NewFromObject(deepCopy(c.src.Data).(map[string]any))),
+		rego.Store(c.src.Store()),
 		rego.StrictBuiltinErrors(true),
 	}
 	var buf *topdown.BufferTracer
@@ -316,26 +315,6 @@ func (c *compiled) eval(ctx context.Context, input any, explain bool) outcome {
 	return o
 }
 
-// deepCopy copies a JSON-like document, so that no evaluation shares the
-// source's maps with another.
-func deepCopy(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		m := make(map[string]any, len(t))
-		for k, e := range t {
-			m[k] = deepCopy(e)
-		}
-		return m
-	case []any:
-		a := make([]any, len(t))
-		for i, e := range t {
-			a[i] = deepCopy(e)
-		}
-		return a
-	}
-	return v
-}
-
 // sandboxedDraft is the draft of files, refused unless it keeps to what
 // a draft may do (sandboxed).
 func (p *playground) sandboxedDraft(files []file) (fs.FS, error) {
@@ -376,7 +355,7 @@ func (p *playground) screens(ctx context.Context, pr core.Principal) ([]string, 
 		roles = []string{}
 	}
 	rs, err := rego.New(rego.Query(screensQuery), rego.Compiler(c.c),
-		rego.Store(inmem.NewFromObject(deepCopy(c.src.Data).(map[string]any))),
+		rego.Store(c.src.Store()),
 		rego.Input(map[string]any{"principal": map[string]any{"subject": pr.Subject, "tenant": pr.Tenant, "roles": roles}}),
 	).Eval(ctx)
 	if err != nil {

@@ -134,11 +134,11 @@ func (s *Source) addData(p string, b []byte) error {
 	return nil
 }
 
-// store returns a fresh in-memory store holding the data document; each
+// Store returns a fresh in-memory store holding the data document; each
 // user gets its own so that none can see another's writes. The store keeps
 // the document as AST values, so evaluation reads data.roles without
 // converting it from Go values on every request.
-func (s *Source) store() storage.Store {
+func (s *Source) Store() storage.Store {
 	return inmem.NewFromObjectWithOpts(deepCopy(s.Data).(map[string]any),
 		inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
 }
@@ -233,7 +233,7 @@ func Prepare(ctx context.Context, src *Source) (*Policy, error) {
 	pq, err := rego.New(
 		rego.Query(Query),
 		rego.Compiler(c),
-		rego.Store(src.store()),
+		rego.Store(src.Store()),
 		rego.Strict(true),
 	).PrepareForEval(ctx)
 	if err != nil {

@@ -70,7 +70,7 @@ func (s *Source) Test(ctx context.Context) (Report, error) {
 	// Builtin errors (a sprintf with the wrong arguments, a type error)
 	// fail a test instead of quietly making a rule undefined.
 	r := tester.NewRunner().
-		SetStore(s.store()).
+		SetStore(s.Store()).
 		SetModules(mods).
 		SetDefaultRegoVersion(ast.RegoV1).
 		RaiseBuiltinErrors(true).
