@@ -37,6 +37,7 @@ import (
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/extauthz/decisionlog"
+	"github.com/fraise-dev/fraise/internal/httpstatus"
 )
 
 // Prefix is the path the console is served under.
@@ -297,7 +298,7 @@ func (h *Handler) api(f apiFunc) func(http.ResponseWriter, *http.Request, *sessi
 				h.o.Logger.LogAttrs(r.Context(), slog.LevelError, "console: internal error",
 					slog.String("path", r.URL.Path), slog.String("err", err.Error()))
 			}
-			writeError(w, statusOf(code), code, core.ErrorMessage(err))
+			writeError(w, httpstatus.Of(code), code, core.ErrorMessage(err))
 			return
 		}
 		if v == nil {
@@ -306,31 +307,6 @@ func (h *Handler) api(f apiFunc) func(http.ResponseWriter, *http.Request, *sessi
 		}
 		writeJSON(w, http.StatusOK, v)
 	}
-}
-
-// statusOf is the console's one table from core codes to HTTP statuses.
-func statusOf(c core.Code) int {
-	switch c {
-	case core.CodeInvalid:
-		return http.StatusBadRequest
-	case core.CodeNotFound:
-		return http.StatusNotFound
-	case core.CodeConflict:
-		return http.StatusConflict
-	case core.CodeUnauthenticated:
-		return http.StatusUnauthorized
-	case core.CodeForbidden, core.CodeQuotaExceeded:
-		return http.StatusForbidden
-	case core.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case core.CodeRateLimited:
-		return http.StatusTooManyRequests
-	case core.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	case core.CodeTimeout:
-		return http.StatusGatewayTimeout
-	}
-	return http.StatusInternalServerError
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -16,32 +16,11 @@ import (
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/internal/httpstatus"
 )
 
-// statusOf is the one table from core error codes to HTTP statuses.
-var statusOf = map[core.Code]int{
-	core.CodeInvalid:         http.StatusBadRequest,
-	core.CodeNotFound:        http.StatusNotFound,
-	core.CodeConflict:        http.StatusConflict,
-	core.CodeUnauthenticated: http.StatusUnauthorized,
-	core.CodeForbidden:       http.StatusForbidden,
-	core.CodeRateLimited:     http.StatusTooManyRequests,
-	core.CodeQuotaExceeded:   http.StatusForbidden,
-	core.CodeTooLarge:        http.StatusRequestEntityTooLarge,
-	core.CodeUnavailable:     http.StatusServiceUnavailable,
-	core.CodeTimeout:         http.StatusGatewayTimeout,
-	core.CodeInternal:        http.StatusInternalServerError,
-}
-
 // StatusOf returns the HTTP status for an error's code.
-func StatusOf(err error) int { return statusOfCode(core.ErrorCode(err)) }
-
-func statusOfCode(c core.Code) int {
-	if s, ok := statusOf[c]; ok {
-		return s
-	}
-	return http.StatusInternalServerError
-}
+func StatusOf(err error) int { return httpstatus.Of(core.ErrorCode(err)) }
 
 // newErrorCounter returns fraise_errors_total, registered in reg. Every
 // transport of a process counts into the one metric, by its transport
@@ -93,7 +72,7 @@ func retryAfterSeconds(d time.Duration) string {
 // fail answers err with its code's status and its client-safe message.
 func (e *edge) fail(ctx context.Context, w http.ResponseWriter, media string, err error) {
 	code := core.ErrorCode(err)
-	e.refuse(ctx, w, media, &refusal{status: statusOfCode(code), code: string(code), msg: core.ErrorMessage(err), cause: err})
+	e.refuse(ctx, w, media, &refusal{status: httpstatus.Of(code), code: string(code), msg: core.ErrorMessage(err), cause: err})
 }
 
 // refuse answers r: a core error, or one of the refusals of GraphQL over

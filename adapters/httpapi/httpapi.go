@@ -29,6 +29,7 @@ import (
 	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/core/graphql/request"
+	"github.com/fraise-dev/fraise/internal/httpstatus"
 )
 
 // Executor runs GraphQL requests; *graphql.Engine is the production one.
@@ -289,7 +290,7 @@ func statusFor(media string, resp *graphql.Response) int {
 	if media != MediaGraphQLResponse || resp.Data != nil || len(resp.Errors) == 0 {
 		return http.StatusOK
 	}
-	return statusOfCode(resp.Errors[0].Code())
+	return httpstatus.Of(resp.Errors[0].Code())
 }
 
 // fromQuery reads a GET request's parameters. GET never runs a mutation
