@@ -3,6 +3,7 @@ package core
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Code classifies an Error for the edges that translate it (HTTP status,
@@ -127,4 +128,17 @@ var defaultMessages = map[Code]string{
 	CodeTooLarge:        "request too large",
 	CodeUnavailable:     "service unavailable",
 	CodeTimeout:         "timed out",
+}
+
+// RetryAfter returns the delay the first error in err's chain that knows
+// one (a method RetryDelay() time.Duration, as admission refusals and
+// quota errors have) asks the client to wait before trying again. Edges
+// turn it into Retry-After or gRPC's RetryInfo; ok is false when no error
+// in the chain says.
+func RetryAfter(err error) (d time.Duration, ok bool) {
+	var h interface{ RetryDelay() time.Duration }
+	if errors.As(err, &h) {
+		return h.RetryDelay(), true
+	}
+	return 0, false
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/fraise-dev/fraise/core"
 )
@@ -43,3 +44,30 @@ func TestErrorUnwrap(t *testing.T) {
 		t.Fatal("errors.Is does not see the cause")
 	}
 }
+
+// TestRetryAfterReadsTheChain checks that the hint is found however deep
+// the refusal is wrapped, and that an error without one says so.
+func TestRetryAfterReadsTheChain(t *testing.T) {
+	tests := []struct {
+		name   string
+		err    error
+		want   time.Duration
+		wantOK bool
+	}{
+		{"none", errors.New("x"), 0, false},
+		{"direct", delayErr(3 * time.Second), 3 * time.Second, true},
+		{"wrapped", core.E("op", core.CodeRateLimited, fmt.Errorf("w: %w", delayErr(time.Second))), time.Second, true},
+		{"nil", nil, 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := core.RetryAfter(tt.err)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("%s: RetryAfter = %v, %v; want %v, %v", tt.name, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}
+
+type delayErr time.Duration
+
+func (d delayErr) Error() string             { return "refused" }
+func (d delayErr) RetryDelay() time.Duration { return time.Duration(d) }

@@ -74,3 +74,14 @@ type TenantWriter interface {
 	// accept's error; nothing is written on failure.
 	ExecJSONBatch(ctx context.Context, tenant, subject string, stmts []Statement, accept func(vals [][]byte) error) error
 }
+
+// Admitter bounds the work a process runs at once, in all and per tenant,
+// so that one tenant or a burst cannot take every connection, slot or byte
+// of heap: GraphQL requests, Flight exports and observer deliveries each go
+// through one. Admit returns when the work may start, with the release to
+// call when it ends, or refuses: an *Error of CodeRateLimited (the tenant
+// has its share) or CodeUnavailable (the process is overloaded) whose
+// chain holds a RetryAfter hint the edges turn into Retry-After.
+type Admitter interface {
+	Admit(ctx context.Context, tenant string) (release func(), err error)
+}

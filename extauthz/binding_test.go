@@ -9,10 +9,10 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql/request"
 	"github.com/fraise-dev/fraise/extauthz"
 	"github.com/fraise-dev/fraise/extauthz/operation"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 // TestAssertionNamesTheDecision shows the assertion naming what extauthz

@@ -9,8 +9,8 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/extauthz"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 // consoleRequest is a CheckRequest for the console: cookie is the Cookie

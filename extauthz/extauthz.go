@@ -42,13 +42,13 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql/request"
 	"github.com/fraise-dev/fraise/extauthz/apikey"
 	"github.com/fraise-dev/fraise/extauthz/decisionlog"
 	"github.com/fraise-dev/fraise/extauthz/operation"
 	"github.com/fraise-dev/fraise/extauthz/policy"
 	"github.com/fraise-dev/fraise/extauthz/token"
+	"github.com/fraise-dev/fraise/internal/assertion"
 	"github.com/fraise-dev/fraise/policies"
 )
 

@@ -34,12 +34,12 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
-	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/extauthz"
 	"github.com/fraise-dev/fraise/extauthz/operation"
 	"github.com/fraise-dev/fraise/extauthz/token"
 	"github.com/fraise-dev/fraise/extauthz/token/tokentest"
+	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/policies"
 )
 

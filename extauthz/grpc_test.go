@@ -20,8 +20,8 @@ import (
 	reflectpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/extauthz"
+	"github.com/fraise-dev/fraise/internal/assertion"
 	"github.com/fraise-dev/fraise/internal/await"
 )
 

@@ -19,8 +19,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/extauthz/decisionlog"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 // The identity headers extauthz sets on every allowed request. Envoy

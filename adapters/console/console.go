@@ -34,9 +34,9 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/console/web"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/extauthz/decisionlog"
+	"github.com/fraise-dev/fraise/internal/assertion"
 	"github.com/fraise-dev/fraise/internal/httpstatus"
 )
 

@@ -23,8 +23,8 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/flightsvc"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/flight"
+	"github.com/fraise-dev/fraise/internal/assertion"
 	"github.com/fraise-dev/fraise/internal/logtest"
 )
 

@@ -35,8 +35,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/flight"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 // Options configures the Flight service.

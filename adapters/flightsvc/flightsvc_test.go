@@ -30,9 +30,9 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/flightsvc"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
-	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/core/flight"
+	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/internal/await"
 )
 

@@ -26,11 +26,11 @@ import (
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/adapters/postgres/postgrestest"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
-	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/core/flight"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/test/harness"
 )
 

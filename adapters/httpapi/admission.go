@@ -9,8 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/fraise-dev/fraise/core/admission"
-	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/internal/admission"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 // AdmissionOptions configures Admit.

@@ -16,10 +16,10 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
-	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/internal/logtest"
 )
 

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 // FuzzHandler throws arbitrary methods, query strings, bodies, Accept and

@@ -26,9 +26,9 @@ import (
 	"github.com/vektah/gqlparser/v2/parser"
 
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/core/graphql/request"
+	"github.com/fraise-dev/fraise/internal/assertion"
 	"github.com/fraise-dev/fraise/internal/httpstatus"
 )
 

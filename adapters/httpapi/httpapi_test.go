@@ -14,11 +14,11 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/admission"
-	"github.com/fraise-dev/fraise/core/assertion"
-	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/core/graphql/request"
+	"github.com/fraise-dev/fraise/internal/admission"
+	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
 )
 
 const tenant = "11111111-1111-4111-8111-111111111111"

@@ -11,12 +11,12 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
-	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/core/graphql/request"
 	"github.com/fraise-dev/fraise/deploy/demo"
 	"github.com/fraise-dev/fraise/extauthz/operation"
+	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
 )
 
 // The documents the agreement tests register: a viewer may run the query,

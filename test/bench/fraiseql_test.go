@@ -27,8 +27,8 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
-	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
+	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/test/bench"
 	"github.com/fraise-dev/fraise/test/fraiseql"
 	"github.com/fraise-dev/fraise/test/harness"

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fraise-dev/fraise/core/assertion"
-	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/stack"
 )

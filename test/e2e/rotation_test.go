@@ -28,8 +28,8 @@ import (
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/adapters/smtp/smtptest"
 	"github.com/fraise-dev/fraise/adapters/webhook"
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/assertion"
 	"github.com/fraise-dev/fraise/test/stack"
 )
 

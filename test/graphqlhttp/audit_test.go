@@ -28,9 +28,9 @@ import (
 
 	"github.com/fraise-dev/fraise/cmd/fraise/cli"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
-	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
 )

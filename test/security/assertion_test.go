@@ -23,8 +23,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
-	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
+	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/test/stack"
 )
 

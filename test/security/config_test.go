@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/cmd/fraise/cli"
-	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 var configAttacks = []attack{

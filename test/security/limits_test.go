@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
+	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
 )
 
 // coreTimeBound is the bound on the core time an attack document

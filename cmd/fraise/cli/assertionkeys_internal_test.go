@@ -19,8 +19,8 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
-	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
+	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
 )
 
 // mustCA writes a fresh development CA with a server certificate for

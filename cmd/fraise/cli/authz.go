@@ -26,9 +26,9 @@ import (
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/cmd/fraise/gctune"
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/extauthz"
 	"github.com/fraise-dev/fraise/extauthz/apikey"
+	"github.com/fraise-dev/fraise/internal/assertion"
 	"github.com/fraise-dev/fraise/policies"
 )
 

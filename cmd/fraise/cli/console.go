@@ -14,10 +14,10 @@ import (
 	"github.com/fraise-dev/fraise/adapters/redis"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/core/observe"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 // devConsoleUsers are the development login's demo users: one per role

@@ -18,9 +18,9 @@ import (
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/adapters/secretfile"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/flight"
 	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 // newFlightServer wires the Flight service: the catalog of exportable

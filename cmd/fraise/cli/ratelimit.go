@@ -11,8 +11,8 @@ import (
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
-	"github.com/fraise-dev/fraise/core/admission"
-	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/internal/admission"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 func runRateLimit(ctx context.Context, env Env, args []string) error {

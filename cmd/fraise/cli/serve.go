@@ -26,11 +26,11 @@ import (
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/cmd/fraise/gctune"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql"
 	"github.com/fraise-dev/fraise/core/observe"
 	"github.com/fraise-dev/fraise/core/observe/ruleapi"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 func runServe(ctx context.Context, env Env, args []string) error {

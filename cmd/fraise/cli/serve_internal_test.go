@@ -14,8 +14,8 @@ import (
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/cmd/fraise/gctune"
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
-	"github.com/fraise-dev/fraise/core/assertion/assertiontest"
+	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
 )
 
 // TestCoreHeapFloor checks the core's heap goal floor stays at half the

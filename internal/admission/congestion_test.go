@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/admission"
+	"github.com/fraise-dev/fraise/internal/admission"
 )
 
 // clock is a settable clock for congestion timing.

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 // FuzzVerify feeds the verifier arbitrary tokens: it must never panic,

@@ -538,3 +538,6 @@ func (c *Controller) observe(d Decision) {
 		c.o.Observe(d)
 	}
 }
+
+// RetryDelay implements the hint core.RetryAfter reads.
+func (r *Refusal) RetryDelay() time.Duration { return r.RetryAfter }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/admission"
+	"github.com/fraise-dev/fraise/internal/admission"
 	"github.com/fraise-dev/fraise/internal/await"
 )
 

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 func mustKey(tb testing.TB) (ed25519.PublicKey, ed25519.PrivateKey) {

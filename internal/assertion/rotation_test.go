@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 // TestRotation rotates the signing key twice: the verifier, fed the

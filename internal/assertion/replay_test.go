@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fraise-dev/fraise/core/assertion"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 // clock is a settable clock for the tests.

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/core"
-	"github.com/fraise-dev/fraise/core/assertion"
 	"github.com/fraise-dev/fraise/core/graphql/request"
+	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
 // New returns a signer with a fresh Ed25519 key (on clock now; nil is

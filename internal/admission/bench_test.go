@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fraise-dev/fraise/core/admission"
+	"github.com/fraise-dev/fraise/internal/admission"
 )
 
 // The simulated request: it waits on the database for work, holding a
