@@ -10,7 +10,13 @@ export GOTOOLCHAIN := auto
 BIN := bin/fraise
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency the race detector checks in `make test`.
-RACE_PKGS := ./core/... ./envoy/... ./extauthz/... ./adapters/... ./cmd/...
+RACE_PKGS := ./core/... ./envoy/... ./extauthz/... ./adapters/... ./cmd/... ./internal/...
+# The packages of RACE_PKGS run once, under -race, not twice: RACE_RE takes
+# them out of the ordinary pass, and RACE_SKIPPED are the tests that skip
+# under -race (race_on_test.go) and run in the ordinary pass instead
+# (deploy's TestRaceSkippedTestsRunInTheOrdinaryPass keeps the list whole).
+RACE_RE := /fraise/(core|envoy|extauthz|adapters|cmd|internal)(/|$$)
+RACE_SKIPPED := TestShadowLimitCountsWithoutRefusing|TestTierChangesTakeEffect|TestRateLimitFollowsConfig
 
 .PHONY: all run test lint unit race e2e audit bench generate build deps console services stop clean vulncheck fuzz drill observability
 
@@ -71,8 +77,10 @@ test: deps lint build
 	$(BIN) policy check
 	$(BIN) policy test
 	@GO=$(GO) deploy/dev/promtool.sh
-	@echo "test: every Go test but the attack suite"
-	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/test/security$$')
+	@echo "test: every Go test but the attack suite and the race detector's packages"
+	$(GO) test -count=1 -parallel 4 -timeout 15m $$($(GO) list ./... | grep -v '/test/security$$' | grep -v -E '$(RACE_RE)')
+	@echo "test: the tests envoyproxy/ratelimit's own race makes skip under -race"
+	$(GO) test -count=1 -timeout 5m -run '^($(RACE_SKIPPED))$$' ./adapters/ratelimit ./cmd/fraise/cli
 	@echo "test: the attack suite"
 	$(GO) test -count=1 -timeout 10m -v ./test/security/ > bin/security.txt || { cat bin/security.txt; exit 1; }
 	@grep -E '^(PASS|FAIL) [a-z0-9-]+: |^security: ' bin/security.txt

@@ -21,6 +21,7 @@ import (
 // issued for a viewer's query runs that query once, and neither a mutation,
 // nor the query again, nor a Flight call.
 func TestAssertionAtTheCore(t *testing.T) {
+	t.Parallel()
 	s := stack.Start(t)
 	s.MustServe(t, s.Token(t, demo.TenantAcme, "alice", "admin"))
 	query, _ := json.Marshal(map[string]any{"query": "{ users { id name } }"}) // as post sends it

@@ -90,6 +90,7 @@ func (c *consoleClient) json(t *testing.T, method, path, body string, want int, 
 // playground, changes a draft so that it is allowed, sees the replay list
 // that change, and the live policy still refuses the mutation.
 func TestConsolePlaygroundFlow(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-stack test")
 	}

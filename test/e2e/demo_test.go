@@ -24,6 +24,7 @@ import (
 // rule (curl), whose delivery the demo receiver then prints. Then the rest
 // of the Flight CLI: list, and a Flight SQL export to Parquet.
 func TestDemoBannerCommandsWork(t *testing.T) {
+	t.Parallel()
 	if _, err := osexec.LookPath("curl"); err != nil {
 		t.Fatalf("the banner's commands need curl: %v", err)
 	}

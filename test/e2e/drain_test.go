@@ -19,6 +19,7 @@ import (
 // the order a load balancer needs: /readyz fails at once, the core still
 // answers GraphQL while the delay runs, and only then stops listening.
 func TestCoreDrainDelay(t *testing.T) {
+	t.Parallel()
 	const delay = 3 * time.Second
 	s := stack.StartWith(t, stack.Options{Env: map[string]string{"FRAISE_CORE_DRAIN_DELAY": delay.String()}})
 	readyz := func() int {

@@ -28,6 +28,7 @@ func httpGet(tb testing.TB, c *http.Client, url string) (int, string) {
 // TestEnvoyAdmin checks that Envoy's admin interface serves health and
 // metrics for the stack, and that the ingress routes neither.
 func TestEnvoyAdmin(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-stack test")
 	}

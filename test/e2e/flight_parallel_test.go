@@ -156,6 +156,7 @@ func checkLedger(t *testing.T, what string, got map[int64]int64) {
 // (Go's client and pyarrow's), and each endpoint's ticket is bound to its
 // caller and its range.
 func TestFlightParallelExport(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-stack test")
 	}

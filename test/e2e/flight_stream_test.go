@@ -101,6 +101,7 @@ func activeExports(tb testing.TB, adminURL string) int {
 }
 
 func TestFlightStreamsMillionsOfRows(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-stack test")
 	}

@@ -16,6 +16,7 @@ import (
 // through it, and reads every line it logged: no line names a key twice,
 // neither fraise's (logfmt) nor Envoy's access log (JSON).
 func TestLogLinesRepeatNoKey(t *testing.T) {
+	t.Parallel()
 	s := stack.StartWith(t, stack.Options{Env: map[string]string{"FRAISE_LOG_LEVEL": "debug"}})
 	tok := s.Token(t, demo.TenantAcme, "alice", "viewer")
 	if status, _, g := stack.Post(t, s.Client, s.Addrs.Gateway, "{ users { id } }", map[string]string{"Authorization": "Bearer " + tok}); status != http.StatusOK {
@@ -105,6 +106,7 @@ func jsonKeys(t *testing.T, obj string) []string {
 // for each component, and, when stopped, a stop line for each saying what
 // it drained.
 func TestStartAndStopLines(t *testing.T) {
+	t.Parallel()
 	s := stack.StartWith(t, stack.Options{Env: map[string]string{"FRAISE_LOG_LEVEL": "info"}})
 	for _, c := range []struct{ component, addr string }{
 		{"core", s.Addrs.CoreHTTP}, {"core", s.Addrs.CoreFlight}, {"core", s.Addrs.CoreAdmin},

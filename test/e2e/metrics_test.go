@@ -83,6 +83,7 @@ func scrape(tb testing.TB, url string) map[string]*dto.MetricFamily {
 // the documented type and no label the table does not list, and every
 // fraise_* and ratelimit_* metric a process exports is documented.
 func TestMetricsDocumented(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-stack test")
 	}

@@ -22,6 +22,7 @@ import (
 // enabled: viewers read, operators create and update but never delete,
 // admins delete, and one tenant never sees another's rules.
 func TestObserverRulesThroughTheGateway(t *testing.T) {
+	t.Parallel()
 	const slackSecret = "slackSECRETslackSECRET42"
 	const slackURL = "https://hooks.slack.com/services/T0001/B0001/" + slackSecret
 	s := stack.StartWith(t, stack.Options{TOML: "\n[observers]\nenabled = true\n"})
@@ -163,6 +164,7 @@ func TestObserverRulesThroughTheGateway(t *testing.T) {
 // author's token, and a real webhook receives only the columns named
 // (security #13, defect 7c).
 func TestObserverRuleColumnsThroughTheGateway(t *testing.T) {
+	t.Parallel()
 	s := stack.StartWith(t, stack.Options{
 		TOML:     "\n[observers]\nenabled = true\nallow_private_targets = true\n",
 		SetupSQL: "SELECT fraise.observe_table('public.posts')",

@@ -51,6 +51,7 @@ func wantUsers(tb testing.TB, status int, g stack.Response, want ...string) {
 const createPostDoc = `mutation($in: CreatePostInput!) { createPost(input: $in) { __typename } }`
 
 func TestAutomaticPersistedQueriesThroughTheGateway(t *testing.T) {
+	t.Parallel()
 	s := stack.Start(t)
 	const q = "{ users { id name } }"
 	admin := s.Token(t, demo.TenantAcme, "alice", "admin")
@@ -109,6 +110,7 @@ func TestAutomaticPersistedQueriesThroughTheGateway(t *testing.T) {
 }
 
 func TestTrustedDocumentsThroughTheGateway(t *testing.T) {
+	t.Parallel()
 	const trusted = "{ users { id name } }"
 	manifest, _ := json.Marshal(map[string]string{core.DocumentHash(trusted): trusted})
 	path := filepath.Join(t.TempDir(), "trusted.json")
@@ -154,6 +156,7 @@ func TestTrustedDocumentsThroughTheGateway(t *testing.T) {
 // exact name) as the mutation. Both now read the body with one decoder,
 // which refuses it.
 func TestPersistedHashCaseTwinThroughTheGateway(t *testing.T) {
+	t.Parallel()
 	s := stack.Start(t)
 	const q = "{ users { id name } }"
 	admin := s.Token(t, demo.TenantAcme, "alice", "admin")

@@ -61,6 +61,7 @@ func runPythonEnv(t *testing.T, script string, env map[string]string, sum *pytho
 // use: pyarrow's Flight client (Arrow's C++ one), pandas, polars, DuckDB
 // and the ADBC Flight SQL driver.
 func TestPythonClients(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-stack test")
 	}

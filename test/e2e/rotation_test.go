@@ -80,6 +80,7 @@ columns = [{ name = "id", type = "uuid" }, { name = "name", type = "text" }]
 // delivery and rate-limit decision is counted: none may fail. The counts
 // are printed.
 func TestSecretsRotateUnderLoad(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	write := func(path, content string) {
 		t.Helper()

@@ -21,6 +21,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
 func TestWalkingSkeleton(t *testing.T) {
+	t.Parallel()
 	s := stack.Start(t)
 	const q = "{ users { id name } }"
 	acme := s.Token(t, demo.TenantAcme, "alice", "viewer")

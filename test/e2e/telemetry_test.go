@@ -242,6 +242,7 @@ const (
 // core's server span, each component named) and one access log line that
 // carries the request id the client got and the trace's ids.
 func TestTraceThroughTheStack(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-stack test")
 	}

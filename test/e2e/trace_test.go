@@ -36,6 +36,7 @@ var traceparentRE = regexp.MustCompile(`^00-([0-9a-f]{32})-([0-9a-f]{16})-01$`)
 // traceparent the target received; every span's parent is in the trace,
 // with Envoy's server span the one root.
 func TestOneTraceFromMutationToWebhook(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-stack test")
 	}
@@ -236,6 +237,7 @@ func TestOneTraceFromMutationToWebhook(t *testing.T) {
 // span's child: what `fraise dev`'s sample request relies on to print the
 // link to its trace before it is sent.
 func TestCallersTraceIsContinued(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("whole-stack test")
 	}

@@ -61,6 +61,7 @@ const (
 // process, and every answer of the stream is counted: any that is not a
 // 200 fails the test. The counts are printed.
 func TestXDSChangesReachARunningEnvoy(t *testing.T) {
+	t.Parallel()
 	if raceDetector {
 		t.Skip("envoyproxy/ratelimit races with itself on a limits reload (race_on_test.go); tested without -race")
 	}

@@ -372,6 +372,7 @@ authz_timeout = "5s"
 		}
 		select {
 		case err := <-done:
+			done <- err // the cleanup waits for it too: it has stopped
 			tb.Fatalf("fraise dev exited before ready: %v\n%s", err, logs.String())
 		default:
 		}
