@@ -127,9 +127,15 @@ func (e *edge) unencodable(ctx context.Context, w http.ResponseWriter, media str
 // record sets Retry-After, counts the error and logs it when internal.
 func (e *edge) record(ctx context.Context, w http.ResponseWriter, status int, code string, cause error) {
 	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
-		// As every other 503 and 429 of the project's, so clients back off
-		// alike whichever component refused.
-		w.Header().Set("Retry-After", e.retryAfter)
+		// The refusal's own delay when it names one (an admission
+		// refusal, a quota); otherwise the configured one, as every other
+		// 503 and 429 of the project's, so clients back off alike
+		// whichever component refused.
+		ra := e.retryAfter
+		if d, ok := core.RetryAfter(cause); ok {
+			ra = retryAfterSeconds(d)
+		}
+		w.Header().Set("Retry-After", ra)
 	}
 	if e.errors != nil {
 		e.errors.WithLabelValues("http", code).Inc()
