@@ -168,7 +168,7 @@ type Dataset struct {
 	Roles   []string        `toml:"roles"`
 	Columns []DatasetColumn `toml:"columns"`
 	// Endpoints, above 1, splits an export into up to that many endpoints
-	// (at most flight.max_exports_per_tenant), disjoint ranges of
+	// (at most admission.flight.max_concurrent_per_tenant), disjoint ranges of
 	// PartitionKey read in parallel in one snapshot (docs/flight.md).
 	Endpoints int `toml:"endpoints"`
 	// PartitionKey is the int2, int4, int8 or uuid column the endpoints
