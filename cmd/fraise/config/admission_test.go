@@ -164,3 +164,40 @@ func TestRenamedKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestAdmissionClassValidation checks each class's values are reported
+// once, under the class's own key.
+func TestAdmissionClassValidation(t *testing.T) {
+	for _, tt := range []struct {
+		name, file string
+		want       []string
+	}{
+		{"flight at the pool's size", "[database]\nmax_conns = 4\n[admission.flight]\nmax_concurrent = 4\nmax_concurrent_per_tenant = 1\n",
+			[]string{"admission.flight.max_concurrent: want 1 to database.max_conns - 1 (3), got 4"}},
+		{"flight negative", "[admission.flight]\nmax_concurrent = -1\n",
+			[]string{"admission.flight.max_concurrent: want 1 to database.max_conns - 1 (19), got -1",
+				"admission.flight.max_concurrent_per_tenant: want 1 to admission.flight.max_concurrent (-1), got 2"}},
+		{"observers without slots", "[admission.observers]\nmax_concurrent = 0\n",
+			[]string{"admission.observers.max_concurrent: want at least 1, got 0",
+				"admission.observers.max_concurrent_per_tenant: want 1 to admission.observers.max_concurrent (0), got 64"}},
+		{"negative queues", "[admission.flight]\nmax_queue = -1\n[admission.observers]\nqueue_timeout = \"-1s\"\n",
+			[]string{"admission.flight.max_queue: must not be negative (0 queues none)",
+				"admission.observers.queue_timeout: must not be negative"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := config.Load(mustFile(t, tt.file), envOf(nil))
+			if err == nil {
+				t.Fatalf("got no error, want %q", tt.want)
+			}
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) != len(tt.want) {
+				t.Errorf("got %d problems %q, want %d", len(lines), lines, len(tt.want))
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("got %q, want it to say %q", err, w)
+				}
+			}
+		})
+	}
+}

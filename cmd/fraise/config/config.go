@@ -553,7 +553,9 @@ type AdmissionClass struct {
 }
 
 // validate reports the class's negative values, each key after prefix.
-func (a AdmissionClass) validate(prefix string, bad func(key, format string, args ...any)) {
+// The concurrency bounds of a class where zero is unbounded (unbounded)
+// are checked here; the others' are checked with their ranges.
+func (a AdmissionClass) validate(prefix string, unbounded bool, bad func(key, format string, args ...any)) {
 	for _, n := range []struct {
 		key  string
 		v    int
@@ -564,6 +566,9 @@ func (a AdmissionClass) validate(prefix string, bad func(key, format string, arg
 		{"max_queue", a.MaxQueue, "0 queues none"},
 		{"max_queue_per_tenant", a.MaxQueuePerTenant, "0 is bounded by " + prefix + "max_queue alone"},
 	} {
+		if !unbounded && strings.HasPrefix(n.key, "max_concurrent") {
+			continue
+		}
 		if n.v < 0 {
 			bad(prefix+n.key, "must not be negative (%s)", n.zero)
 		}
@@ -1202,21 +1207,21 @@ func (c Config) Validate() error {
 	if c.RateLimit.LocalCacheBytes < 0 {
 		bad("ratelimit.local_cache_bytes", "must not be negative")
 	}
-	c.Admission.GraphQL().validate("admission.", bad)
-	c.Admission.Flight.validate("admission.flight.", bad)
-	c.Admission.Observers.validate("admission.observers.", bad)
+	c.Admission.GraphQL().validate("admission.", true, bad)
+	c.Admission.Flight.validate("admission.flight.", false, bad)
+	c.Admission.Observers.validate("admission.observers.", false, bad)
 	// Each export holds a connection for its whole length: GraphQL needs
 	// at least one left.
 	if f := c.Admission.Flight; f.MaxConcurrent < 1 || f.MaxConcurrent >= c.Database.MaxConns {
 		bad("admission.flight.max_concurrent", "want 1 to database.max_conns - 1 (%d), got %d", c.Database.MaxConns-1, f.MaxConcurrent)
 	}
+	if o := c.Admission.Observers; o.MaxConcurrent < 1 {
+		bad("admission.observers.max_concurrent", "want at least 1, got %d", o.MaxConcurrent)
+	}
 	for _, k := range []struct {
 		prefix string
 		class  AdmissionClass
 	}{{"admission.flight.", c.Admission.Flight}, {"admission.observers.", c.Admission.Observers}} {
-		if k.class.MaxConcurrent < 1 {
-			bad(k.prefix+"max_concurrent", "want at least 1, got %d", k.class.MaxConcurrent)
-		}
 		if n := k.class.MaxConcurrentPerTenant; n < 1 || n > k.class.MaxConcurrent {
 			bad(k.prefix+"max_concurrent_per_tenant", "want 1 to %smax_concurrent (%d), got %d", k.prefix, k.class.MaxConcurrent, n)
 		}
