@@ -5,6 +5,12 @@
 // queues a short burst for a bounded time instead of failing it, and
 // refuses early when the heap nears the memory limit, so that overload
 // slows the core down instead of collapsing it.
+//
+// Every kind of work the core takes on goes through it, each a Class with
+// limits of its own (GraphQL requests, Flight exports, observer
+// deliveries): Build makes a process's controllers from one Config, all
+// sharing one memory guard and one set of Metrics labelled by class. A
+// Controller is the core.Admitter the capabilities take.
 package admission
 
 import (
