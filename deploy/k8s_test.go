@@ -830,6 +830,11 @@ func mustLoadConfig(tb testing.TB, file string, getenv func(string) string) conf
 	if err != nil {
 		tb.Fatalf("config.Load(%s): %v", file, err)
 	}
+	// What the project ships uses no deprecated key: an operator copying
+	// it must not start from a warning.
+	for _, d := range c.Deprecations {
+		tb.Errorf("%s: %s", file, d)
+	}
 	return c
 }
 

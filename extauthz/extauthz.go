@@ -26,10 +26,8 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math"
 	"net/http"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,6 +47,7 @@ import (
 	"github.com/fraise-dev/fraise/extauthz/policy"
 	"github.com/fraise-dev/fraise/extauthz/token"
 	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/httpstatus"
 	"github.com/fraise-dev/fraise/policies"
 )
 
@@ -236,7 +235,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return nil, fmt.Errorf("extauthz: %w", err)
 	}
 	s := &Server{o: o, log: o.Logger, tokens: tokens, health: health.NewServer(),
-		retryAfter: strconv.Itoa(max(1, int(math.Ceil(o.RetryAfter.Seconds()))))}
+		retryAfter: httpstatus.RetryAfter(nil, o.RetryAfter)}
 	if o.Decisions != nil {
 		s.audit = newAuditor(o.Decisions, o.Logger)
 	}
@@ -455,6 +454,9 @@ func (s *Server) check(ctx context.Context, pol *policy.Policy, h *authv3.Attrib
 		p, err := s.o.APIKeys.Verify(apikey.WithClient(ctx, clientOf(source(ctx))), raw)
 		if err != nil {
 			if core.ErrorCode(err) == core.CodeRateLimited {
+				// The refusal's own delay when it names one, else the
+				// configured one.
+				d.retryAfter = httpstatus.RetryAfter(err, s.o.RetryAfter)
 				return d.deny(core.CodeRateLimited, err.Error(), ""), nil
 			}
 			if core.ErrorCode(err) != core.CodeUnauthenticated {

@@ -145,6 +145,9 @@ type Options struct {
 	TraceURL string
 	// MaxBodyBytes bounds a request's body; default 1 MiB.
 	MaxBodyBytes int64
+	// RetryAfter is the Retry-After of a 429 or 503 whose error names no
+	// delay of its own (admission.retry_after); default 1s.
+	RetryAfter time.Duration
 	// Logger receives errors; default discards.
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
@@ -298,7 +301,11 @@ func (h *Handler) api(f apiFunc) func(http.ResponseWriter, *http.Request, *sessi
 				h.o.Logger.LogAttrs(r.Context(), slog.LevelError, "console: internal error",
 					slog.String("path", r.URL.Path), slog.String("err", err.Error()))
 			}
-			writeError(w, httpstatus.Of(code), code, core.ErrorMessage(err))
+			status := httpstatus.Of(code)
+			if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+				w.Header().Set("Retry-After", httpstatus.RetryAfter(err, h.o.RetryAfter))
+			}
+			writeError(w, status, code, core.ErrorMessage(err))
 			return
 		}
 		if v == nil {

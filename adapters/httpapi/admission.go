@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/fraise-dev/fraise/internal/admission"
 	"github.com/fraise-dev/fraise/internal/assertion"
 )
@@ -57,10 +55,9 @@ func Admit(next http.Handler, o AdmissionOptions) http.Handler {
 			return o.Tenant(r)
 		})
 		if err != nil {
-			// The refusal names the controller's Retry-After, which is
-			// admission.retry_after.
-			d, _ := admission.RetryAfter(err)
-			newEdge(nil, o.Metrics, d).fail(r.Context(), w, MediaJSON, err)
+			// The refusal carries the controller's Retry-After
+			// (admission.retry_after), which the edge answers with.
+			newEdge(nil, o.Metrics, 0).fail(r.Context(), w, MediaJSON, err)
 			return
 		}
 		defer release()
@@ -126,42 +123,5 @@ func TenantFromAssertion(v *assertion.Verifier) func(r *http.Request) string {
 			return ""
 		}
 		return a.Principal.Tenant
-	}
-}
-
-// AdmissionMetrics counts admission decisions and times queue waits.
-type AdmissionMetrics struct {
-	decisions *prometheus.CounterVec
-	wait      prometheus.Histogram
-}
-
-// NewAdmissionMetrics registers the admission metrics in reg.
-func NewAdmissionMetrics(reg prometheus.Registerer) *AdmissionMetrics {
-	m := &AdmissionMetrics{
-		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fraise_admission_decisions_total",
-			Help: "Admission decisions by result (admitted, waited, refused) and refusal reason.",
-		}, []string{"result", "reason"}),
-		wait: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "fraise_admission_wait_seconds", Help: "Time requests spent in the admission queue.",
-			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
-		}),
-	}
-	// Every refusal reason starts at zero, so that the alert on the share
-	// of refusals (deploy/observability) sees the first one.
-	for _, r := range []admission.Reason{admission.ReasonQueueFull, admission.ReasonTenantQueueFull,
-		admission.ReasonTimeout, admission.ReasonTenantTimeout, admission.ReasonOverloaded,
-		admission.ReasonMemory, admission.ReasonCanceled} {
-		m.decisions.WithLabelValues(string(admission.Refused), string(r))
-	}
-	reg.MustRegister(m.decisions, m.wait)
-	return m
-}
-
-// Observe records d; it is the controller's Options.Observe.
-func (m *AdmissionMetrics) Observe(d admission.Decision) {
-	m.decisions.WithLabelValues(string(d.Result), string(d.Reason)).Inc()
-	if d.Wait > 0 {
-		m.wait.Observe(d.Wait.Seconds())
 	}
 }

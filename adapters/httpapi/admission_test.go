@@ -43,7 +43,7 @@ type admitted struct {
 	ctrl    *admission.Controller
 	gate    *gate
 	reg     *prometheus.Registry
-	metrics *httpapi.AdmissionMetrics
+	metrics *admission.Metrics
 	sign    func(tenant string) string
 }
 
@@ -51,8 +51,8 @@ func mustAdmission(tb testing.TB, o admission.Options) *admitted {
 	tb.Helper()
 	signer, keys := assertiontest.New(tb, nil)
 	a := &admitted{gate: &gate{open: make(chan struct{})}, reg: prometheus.NewRegistry()}
-	a.metrics = httpapi.NewAdmissionMetrics(a.reg)
-	o.Observe = a.metrics.Observe
+	a.metrics = admission.NewMetrics(a.reg)
+	o.Class, o.Observe = admission.ClassGraphQL, a.metrics.Observe
 	a.ctrl = admission.New(o)
 	a.sign = func(tenant string) string {
 		return assertiontest.Sign(tb, signer, core.Principal{Subject: "u", Tenant: tenant},
@@ -198,8 +198,8 @@ func TestAdmitRefusesUnderMemoryPressure(t *testing.T) {
 	}
 }
 
-// decisions returns the decisions counted for result and reason, read back
-// through the registry the admin endpoint serves.
+// decisions returns the graphql class's decisions counted for result and
+// reason, read back through the registry the admin endpoint serves.
 func decisions(tb testing.TB, a *admitted, result, reason string) float64 {
 	tb.Helper()
 	mfs, err := a.reg.Gather()
@@ -216,7 +216,7 @@ func decisions(tb testing.TB, a *admitted, result, reason string) float64 {
 			for _, l := range m.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
 			}
-			if labels["result"] == result && labels["reason"] == reason {
+			if labels["class"] == "graphql" && labels["result"] == result && labels["reason"] == reason {
 				n += m.GetCounter().GetValue()
 			}
 		}

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/http"
 	"runtime/debug"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,24 +47,18 @@ func newErrorCounter(reg prometheus.Registerer) *prometheus.CounterVec {
 type edge struct {
 	log        *slog.Logger
 	errors     *prometheus.CounterVec // nil: not counted
-	retryAfter string
+	retryAfter time.Duration          // admission.retry_after
 }
 
 func newEdge(log *slog.Logger, m *Metrics, retryAfter time.Duration) *edge {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &edge{log: log, retryAfter: retryAfterSeconds(retryAfter)}
+	e := &edge{log: log, retryAfter: retryAfter}
 	if m != nil {
 		e.errors = m.errors
 	}
 	return e
-}
-
-// retryAfterSeconds is d as Retry-After's whole seconds, rounded up, and
-// at least 1 (admission.retry_after's default when d is 0).
-func retryAfterSeconds(d time.Duration) string {
-	return strconv.Itoa(max(1, int(math.Ceil(d.Seconds()))))
 }
 
 // fail answers err with its code's status and its client-safe message.
@@ -127,9 +119,9 @@ func (e *edge) unencodable(ctx context.Context, w http.ResponseWriter, media str
 // record sets Retry-After, counts the error and logs it when internal.
 func (e *edge) record(ctx context.Context, w http.ResponseWriter, status int, code string, cause error) {
 	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
-		// As every other 503 and 429 of the project's, so clients back off
-		// alike whichever component refused.
-		w.Header().Set("Retry-After", e.retryAfter)
+		// The refusal's own delay when it names one (an admission
+		// refusal, a quota); otherwise the configured one.
+		w.Header().Set("Retry-After", httpstatus.RetryAfter(cause, e.retryAfter))
 	}
 	if e.errors != nil {
 		e.errors.WithLabelValues("http", code).Inc()

@@ -5,11 +5,16 @@
 // queues a short burst for a bounded time instead of failing it, and
 // refuses early when the heap nears the memory limit, so that overload
 // slows the core down instead of collapsing it.
+//
+// Every kind of work the core takes on goes through it, each a Class with
+// limits of its own (GraphQL requests, Flight exports, observer
+// deliveries): Build makes a process's controllers from one Config, all
+// sharing one memory guard and one set of Metrics labelled by class. A
+// Controller is the core.Admitter the capabilities take.
 package admission
 
 import (
 	"context"
-	"errors"
 	"math"
 	"runtime/debug"
 	"runtime/metrics"
@@ -50,6 +55,7 @@ const (
 // Decision is one admission decision, reported to Options.Observe (the
 // metric hook) for every call of Admit.
 type Decision struct {
+	Class  Class // the controller's Options.Class
 	Result Result
 	Reason Reason // set when Result is Refused
 	Tenant string
@@ -60,6 +66,9 @@ type Decision struct {
 // most zeros disable the bound they set, but a zero MaxQueue is no queue
 // at all.
 type Options struct {
+	// Class names the kind of work the controller admits; its decisions
+	// carry it, so that metrics tell the classes apart.
+	Class Class
 	// MaxConcurrent bounds the requests running at once across tenants.
 	MaxConcurrent int
 	// MaxPerTenant bounds the requests of one tenant running at once.
@@ -112,6 +121,10 @@ type Options struct {
 	// HeapInUse reports the heap in use, in bytes; the default reads the
 	// runtime's live heap objects. Tests inject it to be exact.
 	HeapInUse func() uint64
+	// Memory, when set, is the memory guard, shared with the controllers
+	// of the other classes (Build); MemoryLimit, MemoryThreshold and
+	// HeapInUse are then ignored.
+	Memory *Memory
 	// RetryAfter is the delay a refused client is told to wait (default 1s).
 	RetryAfter time.Duration
 	// Observe receives every decision, for metrics; it must not block.
@@ -134,20 +147,10 @@ type Refusal struct {
 
 func (r *Refusal) Error() string { return "admission refused: " + string(r.Reason) }
 
-// RetryAfter returns the delay err (from Admit) tells the client to wait,
-// and whether err is an admission refusal at all.
-func RetryAfter(err error) (time.Duration, bool) {
-	var r *Refusal
-	if errors.As(err, &r) {
-		return r.RetryAfter, true
-	}
-	return 0, false
-}
-
 // Controller admits requests; it is safe for concurrent use.
 type Controller struct {
-	o         Options
-	threshold uint64 // heap bytes above which requests are refused; 0: none
+	o   Options
+	mem *Memory
 
 	mu       sync.Mutex
 	running  int
@@ -172,9 +175,6 @@ type waiter struct {
 
 // New returns a Controller for o.
 func New(o Options) *Controller {
-	if o.MemoryThreshold <= 0 || o.MemoryThreshold > 1 {
-		o.MemoryThreshold = 0.8
-	}
 	if o.RetryAfter <= 0 {
 		o.RetryAfter = time.Second
 	}
@@ -190,19 +190,48 @@ func New(o Options) *Controller {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.HeapInUse == nil {
-		o.HeapInUse = liveHeap
+	mem := o.Memory
+	if mem == nil {
+		mem = NewMemory(o.MemoryLimit, o.MemoryThreshold, o.HeapInUse)
 	}
-	if o.MemoryLimit == 0 {
+	return &Controller{o: o, mem: mem, byTenant: map[string]int{}, waiting: map[string]int{}}
+}
+
+// Memory is the memory guard: it refuses new work while the heap is above
+// a share of the process's memory budget. The heap is the process's, so
+// one guard serves every class: whichever kind of work filled it, none is
+// taken on until it drains.
+type Memory struct {
+	threshold uint64 // heap bytes above which work is refused; 0: none
+	heap      func() uint64
+}
+
+// NewMemory returns the guard for a heap budget of limit bytes (zero: the
+// runtime's soft memory limit, GOMEMLIMIT, when one is set, and otherwise
+// no guard), refusing above threshold of it (default 0.8); heap reports
+// the heap in use (nil: the runtime's live heap objects).
+func NewMemory(limit uint64, threshold float64, heap func() uint64) *Memory {
+	if threshold <= 0 || threshold > 1 {
+		threshold = 0.8
+	}
+	if heap == nil {
+		heap = liveHeap
+	}
+	if limit == 0 {
 		if l := debug.SetMemoryLimit(-1); l > 0 && l < math.MaxInt64 {
-			o.MemoryLimit = uint64(l)
+			limit = uint64(l)
 		}
 	}
-	c := &Controller{o: o, byTenant: map[string]int{}, waiting: map[string]int{}}
-	if o.MemoryLimit > 0 {
-		c.threshold = uint64(float64(o.MemoryLimit) * o.MemoryThreshold)
+	m := &Memory{heap: heap}
+	if limit > 0 {
+		m.threshold = uint64(float64(limit) * threshold)
 	}
-	return c
+	return m
+}
+
+// Over reports whether the heap is above the threshold work is refused at.
+func (m *Memory) Over() bool {
+	return m.threshold > 0 && m.heap() > m.threshold
 }
 
 // liveHeap reads the bytes of live and not yet swept heap objects: what a
@@ -278,9 +307,7 @@ func (c *Controller) Admit(ctx context.Context, tenant string) (release func(), 
 
 // overMemory reports whether the heap is above the threshold requests are
 // refused at.
-func (c *Controller) overMemory() bool {
-	return c.threshold > 0 && c.o.HeapInUse() > c.threshold
-}
+func (c *Controller) overMemory() bool { return c.mem.Over() }
 
 // admit is Admit after its memory check, which AdmitFunc makes before it
 // learns the tenant.
@@ -534,10 +561,16 @@ func (c *Controller) refuse(tenant string, reason Reason, wait time.Duration) er
 }
 
 func (c *Controller) observe(d Decision) {
+	d.Class = c.o.Class
 	if c.o.Observe != nil {
 		c.o.Observe(d)
 	}
 }
 
-// RetryDelay implements the hint core.RetryAfter reads.
+// RetryDelay is the hint core.RetryAfter reads: the edges answer a
+// refusal with it as Retry-After (HTTP) or RetryInfo (gRPC).
 func (r *Refusal) RetryDelay() time.Duration { return r.RetryAfter }
+
+// Admit satisfies the port Flight exports and observer deliveries are
+// admitted through.
+var _ core.Admitter = (*Controller)(nil)

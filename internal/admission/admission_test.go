@@ -63,7 +63,7 @@ func wantRefusal(tb testing.TB, err error, code core.Code, reason admission.Reas
 	if !errors.As(err, &r) || r.Reason != reason {
 		tb.Fatalf("got %v, want a refusal for %s", err, reason)
 	}
-	if d, ok := admission.RetryAfter(err); !ok || d != 2*time.Second {
+	if d, ok := core.RetryAfter(err); !ok || d != 2*time.Second {
 		tb.Fatalf("got Retry-After %v, %v, want 2s", d, ok)
 	}
 }

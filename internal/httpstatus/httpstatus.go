@@ -4,7 +4,10 @@
 package httpstatus
 
 import (
+	"math"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/fraise-dev/fraise/core"
 )
@@ -29,4 +32,17 @@ func Of(c core.Code) int {
 		return s
 	}
 	return http.StatusInternalServerError
+}
+
+// RetryAfter is the Retry-After of a 429 or 503 answering err: the delay
+// err's chain names (core.RetryAfter: an admission refusal's, a quota's)
+// when it names one, otherwise configured (admission.retry_after), so
+// that clients back off alike whichever component refused. It is in
+// whole seconds, rounded up, and at least 1.
+func RetryAfter(err error, configured time.Duration) string {
+	d := configured
+	if h, ok := core.RetryAfter(err); ok {
+		d = h
+	}
+	return strconv.Itoa(max(1, int(math.Ceil(d.Seconds()))))
 }

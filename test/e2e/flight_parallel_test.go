@@ -34,7 +34,7 @@ CREATE VIEW public.v_ledger WITH (security_invoker = true) AS SELECT id, v FROM 
 GRANT SELECT ON public.ledger, public.v_ledger TO fraise_app;`
 
 // ledgerTOML declares the ledger with four endpoints; the tenant's bound
-// (flight.max_exports_per_tenant, 2 by default) makes them two.
+// (admission.flight.max_concurrent_per_tenant, 2 by default) makes them two.
 const ledgerTOML = `
 [[flight.datasets]]
 name = "ledger"

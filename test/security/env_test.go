@@ -56,11 +56,12 @@ const (
 const suiteTOML = `
 [observers]
 enabled = true
-workers = 8
-per_tenant = 8
 max_attempts = 1
 [observers.slack]
 timeout = "2s"
+[admission.observers]
+max_concurrent = 8
+max_concurrent_per_tenant = 8
 
 [[flight.datasets]]
 name = "people.users"

@@ -137,7 +137,11 @@ func loadConfig(path string, env Env) (config.Config, *slog.Logger, error) {
 	if err != nil {
 		return cfg, nil, err
 	}
-	return cfg, newLogger(cfg.Log, env.Stderr), nil
+	log := newLogger(cfg.Log, env.Stderr)
+	for _, d := range cfg.Deprecations { // keys set under their old names
+		log.Warn(d.String(), "key", d.Old, "use", d.New)
+	}
+	return cfg, log, nil
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {

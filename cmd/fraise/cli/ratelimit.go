@@ -189,15 +189,37 @@ func rateLimitActions(c config.RateLimit) map[string]ratelimit.Limit {
 }
 
 // admitted wraps the core's handler with admission control configured by
-// cfg, counting its decisions in the core's metrics.
+// cfg's graphql class, counting its decisions in the core's metrics. It
+// builds every class's controller, so it is for a process that admits
+// only HTTP requests; one that also serves Flight or observers calls
+// admitters once and admitWith with its GraphQL controller.
 func admitted(next http.Handler, cfg config.Admission, maxBody int64, verifier *assertion.Verifier, metrics *httpapi.Metrics) http.Handler {
-	am := httpapi.NewAdmissionMetrics(metrics.Registry)
-	ctrl := admission.New(admission.Options{
-		MaxConcurrent: cfg.MaxConcurrent, MaxPerTenant: cfg.MaxConcurrentPerTenant,
-		MaxQueue: cfg.MaxQueue, MaxQueuePerTenant: cfg.MaxQueuePerTenant, QueueTimeout: cfg.QueueTimeout.Duration,
-		Congestion: cfg.Congestion.Duration, CongestedWait: cfg.CongestedWait.Duration,
+	return admitWith(next, admitters(cfg, metrics.Registry).GraphQL, maxBody, verifier, metrics)
+}
+
+// admitters builds the process's admission controllers from the
+// [admission] section, one per class (graphql, flight, observers), sharing
+// one memory guard, their decisions counted in reg by class. Call it once
+// per process (it registers the admission metrics): the GraphQL handler
+// takes GraphQL (admitWith), the Flight service Flight and the observer
+// workers Observers, each as a core.Admitter.
+func admitters(cfg config.Admission, reg prometheus.Registerer) admission.Admitters {
+	limits := func(c config.AdmissionClass) admission.Limits {
+		return admission.Limits{
+			MaxConcurrent: c.MaxConcurrent, MaxPerTenant: c.MaxConcurrentPerTenant,
+			MaxQueue: c.MaxQueue, MaxQueuePerTenant: c.MaxQueuePerTenant, QueueTimeout: c.QueueTimeout.Duration,
+			Congestion: c.Congestion.Duration, CongestedWait: c.CongestedWait.Duration,
+		}
+	}
+	return admission.Build(admission.Config{
+		GraphQL: limits(cfg.GraphQL()), Flight: limits(cfg.Flight), Observers: limits(cfg.Observers),
 		MemoryLimit: cfg.MemoryLimitBytes, MemoryThreshold: cfg.MemoryThreshold,
-		RetryAfter: cfg.RetryAfter.Duration, Observe: am.Observe,
+		RetryAfter: cfg.RetryAfter.Duration, Metrics: admission.NewMetrics(reg),
 	})
+}
+
+// admitWith wraps the core's handler with admission control by ctrl (the
+// graphql class's), its refusals counted in the core's error metric.
+func admitWith(next http.Handler, ctrl *admission.Controller, maxBody int64, verifier *assertion.Verifier, metrics *httpapi.Metrics) http.Handler {
 	return httpapi.Admit(next, httpapi.AdmissionOptions{Controller: ctrl, Tenant: httpapi.TenantFromAssertion(verifier), MaxBodyBytes: maxBody, Metrics: metrics})
 }

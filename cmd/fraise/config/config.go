@@ -74,6 +74,10 @@ type Config struct {
 	Secrets   Secrets   `toml:"secrets"`
 	Backup    Backup    `toml:"backup"`
 	Console   Console   `toml:"console"`
+	// Deprecations are the renamed keys the configuration set under their
+	// old names (see Rename): Load accepts them and returns them here, for
+	// the caller to log as warnings.
+	Deprecations []Deprecation `toml:"-"`
 }
 
 // Secrets configures how the secrets and certificates Fraise reads from
@@ -138,12 +142,12 @@ type Flight struct {
 	// StatementTimeout bounds one export's query (0: none); exports are
 	// long, so it is separate from database.statement_timeout.
 	StatementTimeout Duration `toml:"statement_timeout"`
-	// MaxExports bounds the exports running at once, each holding one of
-	// database.max_conns for its whole length; more wait their turn.
+	// MaxExports is the old name of admission.flight.max_concurrent,
+	// accepted for one release (see renames); Load sets it to the value
+	// in force, for the wiring that has not moved to the admission class.
 	MaxExports int `toml:"max_exports"`
-	// MaxExportsPerTenant bounds one tenant's exports, running or waiting,
-	// so that a tenant whose clients read slowly cannot hold every slot;
-	// more are refused (RESOURCE_EXHAUSTED).
+	// MaxExportsPerTenant is the old name of
+	// admission.flight.max_concurrent_per_tenant, kept likewise.
 	MaxExportsPerTenant int       `toml:"max_exports_per_tenant"`
 	Datasets            []Dataset `toml:"datasets"`
 }
@@ -164,7 +168,7 @@ type Dataset struct {
 	Roles   []string        `toml:"roles"`
 	Columns []DatasetColumn `toml:"columns"`
 	// Endpoints, above 1, splits an export into up to that many endpoints
-	// (at most flight.max_exports_per_tenant), disjoint ranges of
+	// (at most admission.flight.max_concurrent_per_tenant), disjoint ranges of
 	// PartitionKey read in parallel in one snapshot (docs/flight.md).
 	Endpoints int `toml:"endpoints"`
 	// PartitionKey is the int2, int4, int8 or uuid column the endpoints
@@ -492,10 +496,14 @@ type Tier struct {
 	Subject Limit `toml:"subject"`
 }
 
-// Admission configures the core's admission control: concurrency bounds,
-// a bounded wait queue, and refusal under memory pressure. A zero means
-// what it means to admission.Options, which is not "unbounded" for every
-// key: a queue of zero is no queue.
+// Admission configures the core's admission control (internal/admission):
+// concurrency bounds, a bounded wait queue, and refusal under memory
+// pressure. Each kind of work is a class with limits of its own: the
+// section's own keys are the GraphQL API's (class graphql, as they were
+// before the section had classes), [admission.flight] Flight exports' and
+// [admission.observers] observer deliveries'; the memory guard and
+// RetryAfter are shared. A zero means what it means to admission.Options,
+// which is not "unbounded" for every key: a queue of zero is no queue.
 type Admission struct {
 	// MaxConcurrent bounds the requests running at once; zero is
 	// unbounded.
@@ -525,6 +533,67 @@ type Admission struct {
 	// refused with 503.
 	MemoryThreshold float64  `toml:"memory_threshold"`
 	RetryAfter      Duration `toml:"retry_after"`
+	// Flight bounds Arrow Flight exports, each holding one of
+	// database.max_conns for its whole length.
+	Flight AdmissionClass `toml:"flight"`
+	// Observers bounds observer deliveries (webhooks, Slack, email).
+	Observers AdmissionClass `toml:"observers"`
+}
+
+// AdmissionClass is the limits of one class of work; each key means what
+// the [admission] key of the same name means for GraphQL requests.
+type AdmissionClass struct {
+	MaxConcurrent          int      `toml:"max_concurrent"`
+	MaxConcurrentPerTenant int      `toml:"max_concurrent_per_tenant"`
+	MaxQueue               int      `toml:"max_queue"`
+	MaxQueuePerTenant      int      `toml:"max_queue_per_tenant"`
+	QueueTimeout           Duration `toml:"queue_timeout"`
+	Congestion             Duration `toml:"congestion"`
+	CongestedWait          Duration `toml:"congested_wait"`
+}
+
+// validate reports the class's negative values, each key after prefix.
+// The concurrency bounds of a class where zero is unbounded (unbounded)
+// are checked here; the others' are checked with their ranges.
+func (a AdmissionClass) validate(prefix string, unbounded bool, bad func(key, format string, args ...any)) {
+	for _, n := range []struct {
+		key  string
+		v    int
+		zero string // what 0 means, which differs between the keys
+	}{
+		{"max_concurrent", a.MaxConcurrent, "0 is unbounded"},
+		{"max_concurrent_per_tenant", a.MaxConcurrentPerTenant, "0 is unbounded"},
+		{"max_queue", a.MaxQueue, "0 queues none"},
+		{"max_queue_per_tenant", a.MaxQueuePerTenant, "0 is bounded by " + prefix + "max_queue alone"},
+	} {
+		if !unbounded && strings.HasPrefix(n.key, "max_concurrent") {
+			continue
+		}
+		if n.v < 0 {
+			bad(prefix+n.key, "must not be negative (%s)", n.zero)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"queue_timeout", a.QueueTimeout.Duration},
+		{"congestion", a.Congestion.Duration},
+		{"congested_wait", a.CongestedWait.Duration},
+	} {
+		if d.v < 0 {
+			bad(prefix+d.key, "must not be negative")
+		}
+	}
+}
+
+// GraphQL returns the limits of the graphql class: the section's own keys.
+func (a Admission) GraphQL() AdmissionClass {
+	return AdmissionClass{
+		MaxConcurrent: a.MaxConcurrent, MaxConcurrentPerTenant: a.MaxConcurrentPerTenant,
+		MaxQueue: a.MaxQueue, MaxQueuePerTenant: a.MaxQueuePerTenant, QueueTimeout: a.QueueTimeout,
+		Congestion: a.Congestion, CongestedWait: a.CongestedWait,
+	}
 }
 
 // RateLimit configures `fraise ratelimit` (envoyproxy/ratelimit) and how
@@ -589,8 +658,11 @@ type Observers struct {
 	// sharing a name take turns (one leads at a time).
 	Cursor    string `toml:"cursor"`
 	BatchSize int    `toml:"batch_size"`
-	// Workers is how many jobs one process runs at once; PerTenant how
-	// many of them one tenant may hold.
+	// Workers and PerTenant are the old names of
+	// admission.observers.max_concurrent and max_concurrent_per_tenant,
+	// accepted for one release (see renames); Load sets them to the
+	// values in force, for the wiring that has not moved to the
+	// admission class.
 	Workers     int `toml:"workers"`
 	PerTenant   int `toml:"per_tenant"`
 	MaxAttempts int `toml:"max_attempts"`
@@ -657,7 +729,7 @@ type SMTP struct {
 // `fraise certs` writes under .dev/, the development token issuer and the
 // demo schema. Production starts from ProductionDefault instead.
 func Default() Config {
-	return Config{
+	c := Config{
 		Profile:   ProfileDev,
 		Log:       Log{Format: "text", Level: "info"},
 		Telemetry: Telemetry{SampleRatio: 1},
@@ -723,6 +795,14 @@ func Default() Config {
 		Admission: Admission{
 			MaxConcurrent: 100, MaxConcurrentPerTenant: 10, MaxQueue: 200, MaxQueuePerTenant: 20,
 			QueueTimeout: Duration{time.Second}, MemoryThreshold: 0.8, RetryAfter: Duration{time.Second},
+			// An export holds a database connection for minutes: a few run,
+			// a few wait, long.
+			Flight: AdmissionClass{MaxConcurrent: 4, MaxConcurrentPerTenant: 2, MaxQueue: 8, MaxQueuePerTenant: 2,
+				QueueTimeout: Duration{30 * time.Second}},
+			// A delivery waits on someone else's server, not on the core:
+			// many run at once, one tenant's share bounded.
+			Observers: AdmissionClass{MaxConcurrent: 256, MaxConcurrentPerTenant: 64, MaxQueue: 256, MaxQueuePerTenant: 64,
+				QueueTimeout: Duration{10 * time.Second}},
 		},
 		Gateway: Gateway{
 			ListenAddr: "127.0.0.1:8443", AdminAddr: "127.0.0.1:9901",
@@ -732,10 +812,10 @@ func Default() Config {
 		XDS: XDS{GRPCAddr: "127.0.0.1:18000", NodeID: "fraise-ingress", PollInterval: Duration{time.Second}},
 		Flight: Flight{
 			TicketTTL: Duration{5 * time.Minute}, BatchRows: 65536, BatchBytes: 3 << 20,
-			StatementTimeout: Duration{30 * time.Minute}, MaxExports: 4, MaxExportsPerTenant: 2,
+			StatementTimeout: Duration{30 * time.Minute},
 		},
 		Observers: Observers{
-			Cursor: "default", BatchSize: 500, Workers: 256, PerTenant: 64, MaxAttempts: 10,
+			Cursor: "default", BatchSize: 500, MaxAttempts: 10,
 			BackoffBase: Duration{time.Second}, BackoffCap: Duration{5 * time.Minute}, ReclaimIdle: Duration{time.Minute},
 			MaxJobAge: Duration{24 * time.Hour}, BackpressureMaxPause: Duration{time.Minute},
 			Backpressure: "adaptive", MaxQueueMemoryMB: 500, MemoryThresholdPercent: 80,
@@ -750,6 +830,8 @@ func Default() Config {
 		Secrets: Secrets{ReloadInterval: Duration{time.Second}},
 		Backup:  defaultBackup(),
 	}
+	syncRenamed(&c)
+	return c
 }
 
 // ProductionDefault returns the production profile's configuration: the
@@ -789,6 +871,9 @@ const (
 // Load reads the TOML file at path (none when path is empty) over the
 // defaults, applies FRAISE_* overrides from getenv and validates the result.
 // Unknown keys are errors: a typo must not silently fall back to a default.
+// A renamed key is accepted under its old name for one release (renames):
+// it is returned in Config.Deprecations, which the caller logs as
+// warnings; setting both its names is an error naming both.
 //
 // The profile is getenv("FRAISE_PROFILE"): "dev" or "production" (the
 // default when unset).
@@ -802,6 +887,7 @@ func Load(path string, getenv func(string) string) (Config, error) {
 		return Default(), fmt.Errorf("profile (--profile or FRAISE_PROFILE): want dev or production, got %q", profile)
 	}
 	cfg := defaultFor(profile)
+	var meta *toml.MetaData // what the file defined; nil without one
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -830,8 +916,14 @@ func Load(path string, getenv func(string) string) (Config, error) {
 		if !md.IsDefined("ratelimit", "actions") {
 			cfg.RateLimit.Actions = defaultFor(profile).RateLimit.Actions
 		}
+		meta = &md
 	}
 	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "FRAISE", getenv); err != nil {
+		return cfg, err
+	}
+	deps, err := applyRenames(&cfg, meta, getenv)
+	cfg.Deprecations = deps
+	if err != nil {
 		return cfg, err
 	}
 	return cfg, cfg.Validate()
@@ -927,7 +1019,7 @@ func setScalar(fv reflect.Value, s string) error {
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{c.setAs(key)}, args...)...))
 	}
 	addr := func(key, v string, optional bool) {
 		if v == "" && optional {
@@ -1115,30 +1207,23 @@ func (c Config) Validate() error {
 	if c.RateLimit.LocalCacheBytes < 0 {
 		bad("ratelimit.local_cache_bytes", "must not be negative")
 	}
-	for _, n := range []struct {
-		key  string
-		v    int
-		zero string // what 0 means, which differs between the keys
-	}{
-		{"admission.max_concurrent", c.Admission.MaxConcurrent, "0 is unbounded"},
-		{"admission.max_concurrent_per_tenant", c.Admission.MaxConcurrentPerTenant, "0 is unbounded"},
-		{"admission.max_queue", c.Admission.MaxQueue, "0 queues none"},
-		{"admission.max_queue_per_tenant", c.Admission.MaxQueuePerTenant, "0 is bounded by admission.max_queue alone"},
-	} {
-		if n.v < 0 {
-			bad(n.key, "must not be negative (%s)", n.zero)
-		}
+	c.Admission.GraphQL().validate("admission.", true, bad)
+	c.Admission.Flight.validate("admission.flight.", false, bad)
+	c.Admission.Observers.validate("admission.observers.", false, bad)
+	// Each export holds a connection for its whole length: GraphQL needs
+	// at least one left.
+	if f := c.Admission.Flight; f.MaxConcurrent < 1 || f.MaxConcurrent >= c.Database.MaxConns {
+		bad("admission.flight.max_concurrent", "want 1 to database.max_conns - 1 (%d), got %d", c.Database.MaxConns-1, f.MaxConcurrent)
 	}
-	for _, d := range []struct {
-		key string
-		v   time.Duration
-	}{
-		{"admission.queue_timeout", c.Admission.QueueTimeout.Duration},
-		{"admission.congestion", c.Admission.Congestion.Duration},
-		{"admission.congested_wait", c.Admission.CongestedWait.Duration},
-	} {
-		if d.v < 0 {
-			bad(d.key, "must not be negative")
+	if o := c.Admission.Observers; o.MaxConcurrent < 1 {
+		bad("admission.observers.max_concurrent", "want at least 1, got %d", o.MaxConcurrent)
+	}
+	for _, k := range []struct {
+		prefix string
+		class  AdmissionClass
+	}{{"admission.flight.", c.Admission.Flight}, {"admission.observers.", c.Admission.Observers}} {
+		if n := k.class.MaxConcurrentPerTenant; n < 1 || n > k.class.MaxConcurrent {
+			bad(k.prefix+"max_concurrent_per_tenant", "want 1 to %smax_concurrent (%d), got %d", k.prefix, k.class.MaxConcurrent, n)
 		}
 	}
 	if c.Admission.MemoryThreshold <= 0 || c.Admission.MemoryThreshold > 1 {
@@ -1178,12 +1263,6 @@ func (c Config) Validate() error {
 		bad("xds.poll_interval", "must be positive")
 	}
 	c.Flight.validate(bad)
-	if c.Flight.MaxExports < 1 || c.Flight.MaxExports >= c.Database.MaxConns {
-		bad("flight.max_exports", "want 1 to database.max_conns - 1 (%d), got %d", c.Database.MaxConns-1, c.Flight.MaxExports)
-	}
-	if c.Flight.MaxExportsPerTenant < 1 || c.Flight.MaxExportsPerTenant > c.Flight.MaxExports {
-		bad("flight.max_exports_per_tenant", "want 1 to flight.max_exports (%d), got %d", c.Flight.MaxExports, c.Flight.MaxExportsPerTenant)
-	}
 	if c.Core.SchemaWatch.Duration < 0 || c.Core.SchemaWatch.Duration > 0 && c.Core.Schema != "auto" {
 		bad("core.schema_watch", "applies to core.schema = \"auto\" only, and must not be negative")
 	}
@@ -1326,7 +1405,7 @@ func (o Observers) validate() []error {
 	if o.Cursor == "" {
 		bad("cursor", "required")
 	}
-	for key, v := range map[string]int{"batch_size": o.BatchSize, "workers": o.Workers, "per_tenant": o.PerTenant,
+	for key, v := range map[string]int{"batch_size": o.BatchSize,
 		"max_attempts": o.MaxAttempts, "max_queue_memory_mb": o.MaxQueueMemoryMB} {
 		if v < 1 {
 			bad(key, "want at least 1, got %d", v)
@@ -1336,9 +1415,6 @@ func (o Observers) validate() []error {
 		if v <= 0 {
 			bad(key, "want a positive duration, got %s", v)
 		}
-	}
-	if o.PerTenant > o.Workers {
-		bad("per_tenant", "want at most workers (%d), got %d", o.Workers, o.PerTenant)
 	}
 	if o.BackoffBase.Duration <= 0 || o.BackoffCap.Duration < o.BackoffBase.Duration || o.BackoffCap.Duration > 5*time.Minute {
 		bad("backoff_cap", "want 0 < backoff_base <= backoff_cap <= 5m, got %v and %v", o.BackoffBase, o.BackoffCap)
