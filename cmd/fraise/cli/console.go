@@ -58,6 +58,7 @@ func newConsole(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.
 	o := console.Options{
 		Verifier: verifier, Policies: policyFS(cfg.Authz.PolicyDir), Store: postgres.NewConsole(db), Cost: engine,
 		TraceURL: cfg.Telemetry.TraceURL, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), Logger: log.With("component", "console"),
+		RetryAfter: cfg.Admission.RetryAfter.Duration,
 	}
 	closer := func() {}
 	if cfg.Observers.Enabled {
