@@ -101,16 +101,6 @@ func (rc *receiver) delivered() int {
 	return len(rc.count)
 }
 
-func (rc *receiver) snapshot() (map[string]int, []time.Duration) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	c := make(map[string]int, len(rc.count))
-	for k, v := range rc.count {
-		c[k] = v
-	}
-	return c, append([]time.Duration(nil), rc.latency...)
-}
-
 type pipeline struct {
 	cfg config.Config
 	// protection is what the served schema would protect (nil: nothing).
