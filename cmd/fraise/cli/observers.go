@@ -240,21 +240,15 @@ func runObservers(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer q.Close()
+	dlq := observe.DeadLetterList{Store: q}
 	if args[1] == "list" {
-		dls, err := q.DeadLetters(ctx, *tenant, *limit)
+		// Never print secrets: List redacts as the logs do.
+		dls, err := dlq.List(ctx, *tenant, *limit)
 		if err != nil {
 			return err
 		}
 		enc := json.NewEncoder(env.Stdout)
 		for _, d := range dls {
-			// Never print secrets: the signing secret goes, a secret URL is
-			// shown as the rule API shows it.
-			d.Reason = core.RedactActionText(d.Reason, d.Job.Action)
-			d.Job.LastError = core.RedactActionText(d.Job.LastError, d.Job.Action)
-			if d.Job.Action.URL != "" {
-				d.Job.Action.URL = core.RedactActionURL(d.Job.Action.Kind, d.Job.Action.URL)
-			}
-			d.Job.Action.Secret = ""
 			if err := enc.Encode(d); err != nil {
 				return err
 			}
@@ -264,7 +258,7 @@ func runObservers(ctx context.Context, env Env, args []string) error {
 	if len(ids) == 0 && !*all {
 		return errors.New("observers dlq replay: give --id ENTRY (repeatable) or --all")
 	}
-	n, err := q.Replay(ctx, *tenant, ids)
+	n, err := dlq.Replay(ctx, *tenant, ids)
 	if err != nil {
 		return err
 	}
