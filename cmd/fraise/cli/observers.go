@@ -54,6 +54,12 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 	if err != nil {
 		return nil, err
 	}
+	// The notifiers first: a setting they refuse is reported before any
+	// connection is opened.
+	notifiers, err := newNotifiers(oc, sec, tp)
+	if err != nil {
+		return nil, err
+	}
 	q, err := newQueue(cfg, sec, redis.Options{ReclaimIdle: oc.ReclaimIdle.Duration, PoolSize: oc.Workers + 16,
 		TracerProvider: tracerProvider(tp)})
 	if err != nil {
@@ -68,10 +74,6 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 	}()
 	events := postgres.NewEventLog(db, log)
 	o.closers = append(o.closers, events.Close)
-	notifiers, err := newNotifiers(oc, sec, tp)
-	if err != nil {
-		return nil, err
-	}
 	var limiter core.ActionLimiter
 	if oc.RateLimits {
 		lo, err := rateLimitClient(cfg, sec, log)
