@@ -126,7 +126,8 @@ type Options struct {
 	// Block is how long one fetch waits for jobs (Worker.Block).
 	Block time.Duration
 	// ReconcileRetry is the pause between attempts to reconcile at start
-	// while the database or the queue does not answer (1 s when zero).
+	// while the database or the queue does not answer, and before this
+	// process stands in line to lead again (1 s when zero).
 	ReconcileRetry time.Duration
 }
 
@@ -224,7 +225,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		// Lead returns when the lead is lost (its database session went):
 		// this process stands in line again.
 		for ctx.Err() == nil {
-			_ = p.opts.Leader.Lead(ctx, p.opts.Cursor, p.dispatcher.Run)
+			if err := p.opts.Leader.Lead(ctx, p.opts.Cursor, p.dispatcher.Run); err != nil && ctx.Err() == nil {
+				p.opts.Logger.Warn("observer dispatcher lost its lead", "err", err)
+			}
+			// A leader that fails at once must not spin this loop.
+			_ = sleep(ctx, p.opts.ReconcileRetry)
 		}
 	}()
 	_ = p.worker.Run(ctx)

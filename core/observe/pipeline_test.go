@@ -280,3 +280,28 @@ func TestPipelineBacklog(t *testing.T) {
 		})
 	}
 }
+
+// flakyLeader fails its first Lead at once, as a lock whose database
+// session broke does, and leads from then on.
+type flakyLeader struct{ calls atomic.Int64 }
+
+func (l *flakyLeader) Lead(ctx context.Context, _ string, fn func(context.Context) error) error {
+	if l.calls.Add(1) == 1 {
+		return errors.New("lock session lost")
+	}
+	return fn(ctx)
+}
+
+// TestPipelineLeadsAgainAfterLosingTheLead: a process whose lead ends
+// stands in line again rather than stopping to dispatch for good.
+func TestPipelineLeadsAgainAfterLosingTheLead(t *testing.T) {
+	f := newPipelineFixture()
+	l := &flakyLeader{}
+	f.opts.Leader = l
+	f.run(t)
+	f.events.Commit(coretest.Inserted("t1", "public.orders", 1))
+	await.Until(t, 10*time.Second, "the delivery after leading again", func() bool { return f.notifier.delivered() == 1 })
+	if n := l.calls.Load(); n < 2 {
+		t.Fatalf("Lead called %d times, want at least 2", n)
+	}
+}
