@@ -43,6 +43,9 @@ type Dispatcher struct {
 	// under a running system is reconciled with the queue before its first
 	// event is dispatched (nil: never).
 	Reconciler *Reconciler
+	// Metrics, when set, is told the jobs enqueued and when the
+	// dispatcher enters and leaves degraded mode.
+	Metrics Metrics
 
 	rules     atomic.Pointer[loadedRules]
 	degraded  atomic.Bool
@@ -84,6 +87,12 @@ func (d *Dispatcher) backlog(ctx context.Context, tenant string) (int64, error) 
 // Degraded reports whether the last enqueue failed: the dispatcher is
 // holding its position until the queue answers again.
 func (d *Dispatcher) Degraded() bool { return d.degraded.Load() }
+
+func (d *Dispatcher) reportDegraded(on bool) {
+	if d.Metrics != nil {
+		d.Metrics.Degraded(on)
+	}
+}
 
 // Enqueued returns how many jobs the dispatcher enqueued.
 func (d *Dispatcher) Enqueued() int64 { return d.delivered.Load() }
@@ -258,6 +267,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				return ctx.Err()
 			}
 			if !d.degraded.Swap(true) {
+				d.reportDegraded(true)
 				log.Error("observer queue unreachable: degraded, holding the cursor", "err", err, "at", pos.String())
 			}
 			if err := pause(err, "enqueuing observer jobs"); err != nil {
@@ -266,6 +276,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			continue // the same events again: nothing is skipped
 		}
 		if d.degraded.Swap(false) {
+			d.reportDegraded(false)
 			log.Info("observer queue is back: leaving degraded mode")
 		}
 		last := events[len(events)-1].Pos
@@ -324,6 +335,9 @@ func (d *Dispatcher) enqueue(ctx context.Context, jobs []core.Job) error {
 		return err
 	}
 	d.delivered.Add(int64(len(jobs)))
+	if d.Metrics != nil {
+		d.Metrics.Enqueued(len(jobs))
+	}
 	// Dead-lettered only once the batch's admitted jobs are in: a batch
 	// that fails is read and decided again, and would park its refused
 	// jobs twice.

@@ -62,7 +62,18 @@ type Worker struct {
 	// write is counted (Stats.DeliveryLogFailures), never the delivery's
 	// failure.
 	Deliveries core.DeliveryLog
-	Logger     *slog.Logger
+	// Admitter, when set, admits each delivery for its tenant before it
+	// runs, the same admission GraphQL requests and Flight exports go
+	// through, so that one process-wide bound covers them all. A refusal
+	// defers the job (no attempt is used) for the delay the refusal's
+	// chain asks (core.RetryAfter; 1 s when it says none). Nil keeps the
+	// worker's own bounds alone: Concurrency slots, PerTenant of them per
+	// tenant. Those bound the deliveries this worker holds in either case
+	// (a fetched job belongs to its consumer until it reports an outcome).
+	Admitter core.Admitter
+	// Metrics, when set, is told each outcome as Stats counts it.
+	Metrics Metrics
+	Logger  *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 
@@ -94,6 +105,23 @@ type Stats struct {
 
 // Stats returns the worker's counters.
 func (w *Worker) Stats() *Stats { return &w.stats }
+
+// count adds a run that reached outcome to Stats and Metrics.
+func (w *Worker) count(outcome string) {
+	switch outcome {
+	case OutcomeDelivered:
+		w.stats.Delivered.Add(1)
+	case OutcomeRetried:
+		w.stats.Retried.Add(1)
+	case OutcomeDeferred:
+		w.stats.Deferred.Add(1)
+	case OutcomeDeadLettered:
+		w.stats.DeadLettered.Add(1)
+	}
+	if w.Metrics != nil {
+		w.Metrics.JobRun(outcome)
+	}
+}
 
 func (w *Worker) defaults() {
 	if w.Concurrency <= 0 {
@@ -303,7 +331,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, d core.Delivery) (st
 		if age := w.Now().Sub(job.EnqueuedAt); w.MaxAge > 0 && !job.EnqueuedAt.IsZero() && age > w.MaxAge {
 			return w.deadLetter(rctx, log, d, job, fmt.Sprintf("%s, %s after it was enqueued (observers.max_job_age %s)", why, age.Round(time.Second), w.MaxAge))
 		}
-		w.stats.Deferred.Add(1)
+		w.count(OutcomeDeferred)
 		// Spread: jobs deferred together (a breaker opening on a whole
 		// backlog) would otherwise all come back at the same instant.
 		wait += rand.N(wait/2 + 1)
@@ -315,6 +343,20 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, d core.Delivery) (st
 	notifier, ok := w.Notifiers[job.Action.Kind]
 	if !ok {
 		return w.deadLetter(rctx, log, d, job, "no notifier for action kind "+job.Action.Kind)
+	}
+	if w.Admitter != nil {
+		release, err := w.Admitter.Admit(ctx, job.Tenant)
+		if err != nil {
+			if ctx.Err() != nil {
+				return OutcomeStopped, err // stopped while waiting: another worker reclaims the job
+			}
+			wait, ok := core.RetryAfter(err)
+			if !ok || wait <= 0 {
+				wait = time.Second
+			}
+			return defer_(wait, "admission refused: "+core.ErrorMessage(err))
+		}
+		defer release()
 	}
 	if w.Limiter != nil {
 		allowed, wait, err := w.Limiter.Allow(ctx, job.Tenant, job.Action.Kind)
@@ -346,7 +388,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, d core.Delivery) (st
 	job.Attempt++
 	if err == nil {
 		br.Success()
-		w.stats.Delivered.Add(1)
+		w.count(OutcomeDelivered)
 		if log.Enabled(ctx, slog.LevelDebug) {
 			log.DebugContext(ctx, "observer job delivered", "since_enqueue", w.Now().Sub(job.EnqueuedAt))
 		}
@@ -374,7 +416,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, d core.Delivery) (st
 	if de != nil && de.RetryAfter > 0 {
 		delay = min(de.RetryAfter, MaxRetryAfter)
 	}
-	w.stats.Retried.Add(1)
+	w.count(OutcomeRetried)
 	log.DebugContext(rctx, "observer job failed; retrying", "err", said, "delay", delay)
 	if err := w.Queue.Retry(rctx, d, job, w.Now().Add(delay)); err != nil {
 		log.WarnContext(rctx, "scheduling an observer retry", "err", err)
@@ -395,7 +437,7 @@ func (w *Worker) deadLetter(ctx context.Context, log *slog.Logger, d core.Delive
 // records.
 func (w *Worker) deadLetterFor(ctx context.Context, log *slog.Logger, d core.Delivery, job core.Job, cause error, reason string) (string, error) {
 	reason = core.RedactActionText(reason, job.Action)
-	w.stats.DeadLettered.Add(1)
+	w.count(OutcomeDeadLettered)
 	log.WarnContext(ctx, "observer job dead-lettered", "reason", reason)
 	if err := w.Queue.DeadLetter(ctx, d, job, reason); err != nil {
 		log.WarnContext(ctx, "dead-lettering an observer job", "err", err)
@@ -423,6 +465,9 @@ func (w *Worker) record(ctx context.Context, log *slog.Logger, job core.Job, sta
 	}
 	if err := w.Deliveries.Record(ctx, job.Tenant, rule, a); err != nil {
 		w.stats.DeliveryLogFailures.Add(1)
+		if w.Metrics != nil {
+			w.Metrics.DeliveryLogFailed()
+		}
 		log.DebugContext(ctx, "recording an observer delivery", "err", err)
 	}
 }

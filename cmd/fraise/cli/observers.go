@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/adapters/ratelimit"
@@ -31,27 +30,33 @@ func init() {
 	commands["observers"] = command{"observers dlq list|replay | reconcile: dead-lettered jobs; the queue after a database restore", runObservers}
 }
 
-// observers is the observer pipeline of one process: the dispatcher (which
-// leads when it holds the cursor's lock) and a worker pool.
+// observers is the observer pipeline of one process (observe.Pipeline)
+// with the adapters it runs on, which Close releases.
 type observers struct {
-	events     *postgres.EventLog
-	queue      *redis.Queue
-	dispatcher *observe.Dispatcher
-	worker     *observe.Worker
-	reconciler *observe.Reconciler
-	closers    []func()
+	*observe.Pipeline
+	queue   *redis.Queue
+	metrics *observerMetrics
+	closers []func()
 }
 
-// newObservers wires the pipeline from the configuration on db. prot is
-// what the served schema protects: rules that name no columns capture none
-// of it. Its secrets (Redis's password and TLS files, the SMTP login, the
-// certificate towards the rate limiter) are read through sec, whose
-// watcher the caller runs: new connections use what the files hold then.
-// With tp (nil: no tracing), each job continues the trace of the request
-// that caused it, through Redis, the rate limiter and its delivery.
-func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection, tp *sdktrace.TracerProvider) (*observers, error) {
+// newObservers builds the pipeline's adapters from the configuration, on
+// db, and the pipeline on them. prot is what the served schema protects:
+// rules that name no columns capture none of it. Its secrets (Redis's
+// password and TLS files, the SMTP login, the certificate towards the rate
+// limiter) are read through sec, whose watcher the caller runs: new
+// connections use what the files hold then. With tp (nil: no tracing),
+// each job continues the trace of the request that caused it, through
+// Redis, the rate limiter and its delivery. consumer names this process's
+// workers to the queue ("": host and pid).
+func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection, tp *sdktrace.TracerProvider) (_ *observers, err error) {
 	oc := cfg.Observers
 	policy, err := observe.ParsePolicy(oc.Backpressure)
+	if err != nil {
+		return nil, err
+	}
+	// The notifiers first: a setting they refuse is reported before any
+	// connection is opened.
+	notifiers, err := newNotifiers(oc, sec, tp)
 	if err != nil {
 		return nil, err
 	}
@@ -60,90 +65,96 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 	if err != nil {
 		return nil, err
 	}
-	o := &observers{queue: q}
-	o.closers = append(o.closers, func() { o.queue.Close() })
-	o.events = postgres.NewEventLog(db, log)
-	o.closers = append(o.closers, o.events.Close)
-	notifiers := map[string]core.Notifier{}
-	wh := webhook.New(webhook.Options{AllowPrivate: oc.AllowPrivateTargets, MaxIdlePerHost: oc.Workers, TracerProvider: tracerProvider(tp)})
-	notifiers[core.ActionWebhook], notifiers[core.ActionSlack] = wh, wh
-	if oc.SMTP.Addr != "" {
-		user, err := sec.text("observers.smtp.username", oc.SMTP.Username)
+	o := &observers{queue: q, metrics: newObserverMetrics()}
+	o.closers = append(o.closers, func() { q.Close() })
+	defer func() {
 		if err != nil {
 			o.Close()
-			return nil, err
 		}
-		smtpPW, err := sec.text("observers.smtp.password", oc.SMTP.Password)
-		if err != nil {
-			o.Close()
-			return nil, err
-		}
-		tlsCfg := &tls.Config{}
-		if oc.SMTP.CA != "" {
-			pem, err := readFileRef(oc.SMTP.CA, sec.getenv)
-			if err != nil {
-				o.Close()
-				return nil, fmt.Errorf("observers.smtp.ca: %w", err)
-			}
-			tlsCfg.RootCAs = x509.NewCertPool()
-			if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
-				o.Close()
-				return nil, errors.New("observers.smtp.ca: no certificate in it")
-			}
-		}
-		notifiers[core.ActionEmail] = smtp.New(smtp.Options{Addr: oc.SMTP.Addr, From: oc.SMTP.From,
-			Credentials: smtpLogin(user, smtpPW), TLS: tlsCfg, InsecureNoTLS: oc.SMTP.InsecureNoTLS,
-			TracerProvider: tracerProvider(tp)})
-	}
+	}()
+	events := postgres.NewEventLog(db, log)
+	o.closers = append(o.closers, events.Close)
 	var limiter core.ActionLimiter
 	if oc.RateLimits {
 		lo, err := rateLimitClient(cfg, sec, log)
 		if err != nil {
-			o.Close()
 			return nil, fmt.Errorf("observers.rate_limits: %w", err)
 		}
 		lo.TracerProvider = tracerProvider(tp)
 		l, err := ratelimit.NewActionLimiter(lo)
 		if err != nil {
-			o.Close()
 			return nil, fmt.Errorf("observers.rate_limits (tls.ca, tls.core_client_cert, tls.core_client_key): %w", err)
 		}
 		limiter = l
 		o.closers = append(o.closers, func() { l.Close() })
 	}
-	breaker := func(a config.ObserverAction) observe.BreakerSettings {
-		return observe.BreakerSettings{FailureThreshold: a.FailureThreshold, Window: a.FailureWindow.Duration,
-			OpenTimeout: a.OpenTimeout.Duration, SuccessThreshold: a.SuccessThreshold}
-	}
-	o.reconciler = &observe.Reconciler{History: o.events, Queue: o.queue, Logger: log}
-	o.dispatcher = &observe.Dispatcher{
-		Events: o.events, Rules: o.events, Queue: o.queue, Name: oc.Cursor, Batch: oc.BatchSize, Protection: prot,
-		Reconciler: o.reconciler,
-		Backpressure: observe.Backpressure{Policy: policy, MaxBytes: int64(oc.MaxQueueMemoryMB) << 20,
-			ThresholdPercent: oc.MemoryThresholdPercent, MaxPause: oc.BackpressureMaxPause.Duration},
-		Logger: log,
-	}
 	if consumer == "" {
 		host, _ := os.Hostname()
 		consumer = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
-	o.worker = &observe.Worker{
-		Queue: o.queue, Notifiers: notifiers, Limiter: limiter,
-		Breakers: observe.NewBreakers(map[string]observe.BreakerSettings{
+	breaker := func(a config.ObserverAction) observe.BreakerSettings {
+		return observe.BreakerSettings{FailureThreshold: a.FailureThreshold, Window: a.FailureWindow.Duration,
+			OpenTimeout: a.OpenTimeout.Duration, SuccessThreshold: a.SuccessThreshold}
+	}
+	o.Pipeline, err = observe.NewPipeline(observe.Options{
+		Events: events, History: events, Leader: events, Backlog: events,
+		Rules: events, Queue: q, QueueHistory: q, QueueHealth: q,
+		// Each rule's recent deliveries, for the console, beside the jobs.
+		Deliveries: q,
+		Notifiers:  notifiers, Limiter: limiter,
+		Metrics: o.metrics, Logger: log, Trace: jobTracing(tp),
+		Cursor: oc.Cursor, Batch: oc.BatchSize, Protection: prot,
+		Backpressure: observe.Backpressure{Policy: policy, MaxBytes: int64(oc.MaxQueueMemoryMB) << 20,
+			ThresholdPercent: oc.MemoryThresholdPercent, MaxPause: oc.BackpressureMaxPause.Duration},
+		Consumer: consumer, Workers: oc.Workers, PerTenant: oc.PerTenant,
+		MaxAttempts: oc.MaxAttempts, MaxAge: oc.MaxJobAge.Duration,
+		Backoff: observe.Backoff{Base: oc.BackoffBase.Duration, Cap: oc.BackoffCap.Duration},
+		Breakers: map[string]observe.BreakerSettings{
 			core.ActionWebhook: breaker(oc.Webhook), core.ActionSlack: breaker(oc.Slack), core.ActionEmail: breaker(oc.Email),
-		}, nil),
-		Backoff:     observe.Backoff{Base: oc.BackoffBase.Duration, Cap: oc.BackoffCap.Duration},
-		MaxAttempts: oc.MaxAttempts, MaxAge: oc.MaxJobAge.Duration, Concurrency: oc.Workers, PerTenant: oc.PerTenant,
+		},
 		Timeouts: map[string]time.Duration{core.ActionWebhook: oc.Webhook.Timeout.Duration,
 			core.ActionSlack: oc.Slack.Timeout.Duration, core.ActionEmail: oc.Email.Timeout.Duration},
 		// Deliveries under way when the process is told to stop finish
 		// within the core's shutdown timeout, as its requests do.
-		Drain:    cfg.Core.ShutdownTimeout.Duration,
-		Consumer: consumer, Logger: log, Trace: jobTracing(tp),
-		// Each rule's recent deliveries, for the console, beside the jobs.
-		Deliveries: o.queue,
+		Drain: cfg.Core.ShutdownTimeout.Duration,
+	})
+	if err != nil {
+		return nil, err
 	}
 	return o, nil
+}
+
+// newNotifiers returns the notifiers of observers.*: webhooks and Slack
+// over HTTP, email over SMTP when observers.smtp.addr is set.
+func newNotifiers(oc config.Observers, sec *secrets, tp *sdktrace.TracerProvider) (map[string]core.Notifier, error) {
+	wh := webhook.New(webhook.Options{AllowPrivate: oc.AllowPrivateTargets, MaxIdlePerHost: oc.Workers, TracerProvider: tracerProvider(tp)})
+	notifiers := map[string]core.Notifier{core.ActionWebhook: wh, core.ActionSlack: wh}
+	if oc.SMTP.Addr == "" {
+		return notifiers, nil
+	}
+	user, err := sec.text("observers.smtp.username", oc.SMTP.Username)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := sec.text("observers.smtp.password", oc.SMTP.Password)
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg := &tls.Config{}
+	if oc.SMTP.CA != "" {
+		pem, err := readFileRef(oc.SMTP.CA, sec.getenv)
+		if err != nil {
+			return nil, fmt.Errorf("observers.smtp.ca: %w", err)
+		}
+		tlsCfg.RootCAs = x509.NewCertPool()
+		if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, errors.New("observers.smtp.ca: no certificate in it")
+		}
+	}
+	notifiers[core.ActionEmail] = smtp.New(smtp.Options{Addr: oc.SMTP.Addr, From: oc.SMTP.From,
+		Credentials: smtpLogin(user, pw), TLS: tlsCfg, InsecureNoTLS: oc.SMTP.InsecureNoTLS,
+		TracerProvider: tracerProvider(tp)})
+	return notifiers, nil
 }
 
 // newQueue is the observers' Redis queue with o's settings, reaching Redis
@@ -182,104 +193,9 @@ func smtpLogin(user, pw *secretfile.Value[string]) func() (smtp.Login, smtp.Logi
 	}
 }
 
-// Run runs the dispatcher (when it wins the cursor's lock) and the workers
-// until ctx ends. Neither starts before the queue is known to be reconciled
-// with the database (observe.Reconciler): after a restore, Redis may hold
-// jobs of changes the database lost, which no worker may run. Until the
-// database answers that question, this process delivers nothing.
-func (o *observers) Run(ctx context.Context) error {
-	for failures := 0; ; failures++ {
-		_, err := o.reconciler.Reconcile(ctx)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if failures == 0 {
-			o.dispatcher.Logger.Warn("observers wait: reconciling the job queue with the outbox", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		for gctx.Err() == nil {
-			_ = o.events.Lead(gctx, o.dispatcher.Name, o.dispatcher.Run)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		_ = o.worker.Run(gctx)
-		return nil
-	})
-	return g.Wait()
-}
-
-// register exposes the pipeline's counters on reg (the core's /metrics).
+// register exposes the pipeline's metrics on reg (the core's /metrics).
 func (o *observers) register(reg prometheus.Registerer) error {
-	st := o.worker.Stats()
-	counter := func(outcome string, v func() int64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "fraise_observer_jobs_total", Help: "Observer jobs run by this process, by outcome.",
-			ConstLabels: prometheus.Labels{"outcome": outcome},
-		}, func() float64 { return float64(v()) })
-	}
-	cs := []prometheus.Collector{
-		counter("delivered", st.Delivered.Load), counter("retried", st.Retried.Load),
-		counter("deferred", st.Deferred.Load), counter("dead_lettered", st.DeadLettered.Load),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "fraise_observer_delivery_log_failures_total",
-			Help: "Observer job outcomes this process could not record in their rule's recent deliveries (the deliveries themselves went on).",
-		}, func() float64 { return float64(st.DeliveryLogFailures.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "fraise_observer_enqueued_total", Help: "Jobs this process's dispatcher enqueued.",
-		}, func() float64 { return float64(o.dispatcher.Enqueued()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "fraise_observer_degraded", Help: "1 while the dispatcher cannot reach the queue and holds its cursor.",
-		}, func() float64 {
-			if o.dispatcher.Degraded() {
-				return 1
-			}
-			return 0
-		}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "fraise_observer_outbox_oldest_age_seconds",
-			Help: "How long the oldest event behind the dispatcher's cursor has waited (0 when none waits, -1 when unknown).",
-		}, func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			t, ok, err := o.events.OldestPending(ctx, o.dispatcher.Name)
-			switch {
-			case err != nil:
-				return -1
-			case !ok:
-				return 0
-			}
-			return max(time.Since(t).Seconds(), 0)
-		}),
-		upGauge("fraise_redis_up", "1 when the observers' Redis answers a ping within a second, at scrape time.", o.queue.Ping),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "fraise_observer_outbox_pending", Help: "Events behind the dispatcher's cursor (-1 when unknown).",
-		}, func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			n, err := o.events.Pending(ctx, o.dispatcher.Name)
-			if err != nil {
-				return -1
-			}
-			return float64(n)
-		}),
-	}
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			return err
-		}
-	}
-	return nil
+	return o.metrics.register(reg, o.Pipeline)
 }
 
 // Close releases the connections.
@@ -326,21 +242,15 @@ func runObservers(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer q.Close()
+	dlq := observe.DeadLetterList{Store: q}
 	if args[1] == "list" {
-		dls, err := q.DeadLetters(ctx, *tenant, *limit)
+		// Never print secrets: List redacts as the logs do.
+		dls, err := dlq.List(ctx, *tenant, *limit)
 		if err != nil {
 			return err
 		}
 		enc := json.NewEncoder(env.Stdout)
 		for _, d := range dls {
-			// Never print secrets: the signing secret goes, a secret URL is
-			// shown as the rule API shows it.
-			d.Reason = core.RedactActionText(d.Reason, d.Job.Action)
-			d.Job.LastError = core.RedactActionText(d.Job.LastError, d.Job.Action)
-			if d.Job.Action.URL != "" {
-				d.Job.Action.URL = core.RedactActionURL(d.Job.Action.Kind, d.Job.Action.URL)
-			}
-			d.Job.Action.Secret = ""
 			if err := enc.Encode(d); err != nil {
 				return err
 			}
@@ -350,7 +260,7 @@ func runObservers(ctx context.Context, env Env, args []string) error {
 	if len(ids) == 0 && !*all {
 		return errors.New("observers dlq replay: give --id ENTRY (repeatable) or --all")
 	}
-	n, err := q.Replay(ctx, *tenant, ids)
+	n, err := dlq.Replay(ctx, *tenant, ids)
 	if err != nil {
 		return err
 	}

@@ -43,7 +43,7 @@ func TestObserversActionLimitOverMTLS(t *testing.T) {
 	o, _ := p.start(t, "w1")
 	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values (1, $1, 1), (2, $1, 2), (3, $1, 3)", obsTenantA)
 	eventually(t, 10*time.Second, "two webhooks delivered and one held by the limit", func() bool {
-		return hook.delivered() == 2 && o.worker.Stats().Deferred.Load() >= 1
+		return hook.delivered() == 2 && o.Stats().Deferred.Load() >= 1
 	})
 	if got := hook.delivered(); got != 2 {
 		t.Fatalf("got %d webhooks delivered, want 2 (the limit)", got)

@@ -307,7 +307,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 			return fmt.Errorf("observers: %w", err)
 		}
 		defer obs.Close()
-		breakers.p.Store(obs.worker.Breakers)
+		breakers.p.Store(obs.Breakers())
 		if err := obs.register(metrics.Registry); err != nil {
 			ln.Close()
 			return fmt.Errorf("observers: metrics: %w", err)

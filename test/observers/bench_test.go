@@ -1,4 +1,4 @@
-package cli
+package observers_test
 
 import (
 	"context"
@@ -107,7 +107,7 @@ func BenchmarkObserverThroughput(b *testing.B) {
 			"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
 	}
 	if w, t, ok := benchWorkers(); ok {
-		p.cfg.Observers.Workers, p.cfg.Observers.PerTenant = w, t
+		p.opts.Workers, p.opts.PerTenant = w, t
 	}
 	o, _ := p.start(b, "bench")
 	warm := warmUp(b, p, rc, obsTenantA)
@@ -150,7 +150,7 @@ func BenchmarkObserverThroughput(b *testing.B) {
 	eventually(b, 120*time.Second, fmt.Sprintf("%d events delivered", total), func() bool {
 		if testing.Verbose() && time.Since(last) > 500*time.Millisecond {
 			last = time.Now()
-			b.Logf("enqueued %d, delivered %d of %d", o.dispatcher.Enqueued(), rc.delivered(), total)
+			b.Logf("enqueued %d, delivered %d of %d", o.Enqueued(), rc.delivered(), total)
 		}
 		return delivered() >= total
 	})
@@ -165,7 +165,7 @@ func BenchmarkObserverThroughput(b *testing.B) {
 	for _, n := range counts {
 		dups += n - 1
 	}
-	st := o.worker.Stats()
+	st := o.Stats()
 	b.Logf("%d events, %d duplicate deliveries, %d retried", total, dups, st.Retried.Load())
 }
 
