@@ -15,6 +15,7 @@ import (
 	aflight "github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -63,6 +64,12 @@ type edgeServer struct {
 
 func mustEdgeServer(tb testing.TB, src flight.Source) *edgeServer {
 	tb.Helper()
+	return mustEdgeServerWith(tb, src, nil)
+}
+
+// mustEdgeServerWith is mustEdgeServer admitting exports through adm.
+func mustEdgeServerWith(tb testing.TB, src flight.Source, adm core.Admitter) *edgeServer {
+	tb.Helper()
 	pub, priv, kerr := ed25519.GenerateKey(rand.Reader)
 	if kerr != nil {
 		tb.Fatal(kerr)
@@ -84,7 +91,7 @@ func mustEdgeServer(tb testing.TB, src flight.Source) *edgeServer {
 	svc := flightsvc.New(flightsvc.Options{
 		Metrics: e.reg, Logger: slog.New(e.logs),
 		Verifier: assertion.NewVerifier(map[string]ed25519.PublicKey{assertion.KeyID(pub): pub}, nil),
-		Catalog:  cat, Tickets: tickets, Source: src,
+		Service:  flight.NewService(flight.ServiceOptions{Catalog: cat, Tickets: tickets, Source: src, Admitter: adm}),
 	})
 	g := grpc.NewServer(append([]grpc.ServerOption{grpc.ChainStreamInterceptor(traced)}, svc.ServerOptions()...)...)
 	svc.Register(g)
@@ -277,4 +284,63 @@ func errorsTotal(tb testing.TB, reg prometheus.Gatherer, transport, code string)
 		}
 	}
 	return 0
+}
+
+// refusing refuses every export with code, asking the client to retry
+// after delay, as internal/admission's refusals do.
+type refusing struct {
+	code  core.Code
+	delay time.Duration
+}
+
+func (r refusing) Admit(context.Context, string) (func(), error) {
+	return nil, &core.Error{Op: "test", Code: r.code, Message: "refused", Err: retryDelay(r.delay)}
+}
+
+type retryDelay time.Duration
+
+func (d retryDelay) Error() string             { return "retry later" }
+func (d retryDelay) RetryDelay() time.Duration { return time.Duration(d) }
+
+// TestRefusedExportCarriesRetryInfo: an export the admitter refuses is
+// answered with gRPC's RetryInfo holding the refusal's own delay, not a
+// constant; other errors carry none.
+func TestRefusedExportCarriesRetryInfo(t *testing.T) {
+	tests := []struct {
+		name  string
+		adm   core.Admitter
+		code  codes.Code
+		delay time.Duration // 0: no RetryInfo
+	}{
+		{"tenant over its share", refusing{core.CodeRateLimited, 7 * time.Second}, codes.ResourceExhausted, 7 * time.Second},
+		{"overloaded", refusing{core.CodeUnavailable, 3 * time.Second}, codes.Unavailable, 3 * time.Second},
+		{"admitted, failing", nil, codes.Unavailable, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := mustEdgeServerWith(t, failingSource{core.Errorf(core.CodeUnavailable, "down")}, tt.adm)
+			ctx := e.cs.as(t, context.Background(), alice)
+			info, err := e.client.GetFlightInfo(ctx, &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: []string{"ids"}})
+			if err != nil {
+				t.Fatalf("GetFlightInfo: %v", err)
+			}
+			stream, err := e.client.DoGet(ctx, info.Endpoint[0].Ticket)
+			for err == nil {
+				_, err = stream.Recv()
+			}
+			st, _ := status.FromError(err)
+			if st.Code() != tt.code {
+				t.Fatalf("got %v, want %v", err, tt.code)
+			}
+			var got time.Duration
+			for _, d := range st.Details() {
+				if ri, ok := d.(*errdetails.RetryInfo); ok {
+					got = ri.GetRetryDelay().AsDuration()
+				}
+			}
+			if got != tt.delay {
+				t.Errorf("got RetryInfo delay %v, want %v", got, tt.delay)
+			}
+		})
+	}
 }

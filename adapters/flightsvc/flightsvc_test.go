@@ -104,7 +104,8 @@ func mustServer(tb testing.TB) *fixture {
 	svc := flightsvc.New(flightsvc.Options{
 		Metrics:  reg,
 		Verifier: assertion.NewVerifier(map[string]ed25519.PublicKey{assertion.KeyID(pub): pub}, nil),
-		Catalog:  cat, Tickets: tickets, Source: src, Batch: flight.BatchLimits{Rows: 1000, Bytes: 1 << 20},
+		Service: flight.NewService(flight.ServiceOptions{Catalog: cat, Tickets: tickets, Source: src,
+			Batch: flight.BatchLimits{Rows: 1000, Bytes: 1 << 20}}),
 	})
 	g := grpc.NewServer(svc.ServerOptions()...)
 	svc.Register(g)
