@@ -24,18 +24,11 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/flightsvc"
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/coretest"
 	"github.com/fraise-dev/fraise/core/flight"
 	"github.com/fraise-dev/fraise/internal/assertion"
 	"github.com/fraise-dev/fraise/internal/logtest"
 )
-
-// failingSource fails every export with err, as a broken or overloaded
-// database does.
-type failingSource struct{ err error }
-
-func (s failingSource) Export(context.Context, string, flight.Statement, flight.BatchLimits, func(arrow.RecordBatch) error) error {
-	return s.err
-}
 
 var testTrace = trace.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 
@@ -124,7 +117,7 @@ func TestErrorEdge(t *testing.T) {
 	}
 	for _, code := range core.Codes() {
 		t.Run(string(code), func(t *testing.T) {
-			e := mustEdgeServer(t, failingSource{&core.Error{Op: "test", Code: code, Message: "message of " + string(code),
+			e := mustEdgeServer(t, &coretest.FlightSource{Err: &core.Error{Op: "test", Code: code, Message: "message of " + string(code),
 				Err: errors.New("the disk is on fire")}})
 			c, cs, reg, logs := e.client, e.cs, e.reg, e.logs
 			ctx := cs.as(t, metadata.AppendToOutgoingContext(context.Background(), "x-request-id", "req-1"), alice)
@@ -176,7 +169,7 @@ func TestErrorEdge(t *testing.T) {
 // TestRefusalsGoThroughTheEdge checks that the interceptor's refusals
 // are counted as every other error is.
 func TestRefusalsGoThroughTheEdge(t *testing.T) {
-	e := mustEdgeServer(t, failingSource{})
+	e := mustEdgeServer(t, &coretest.FlightSource{})
 	desc := &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: []string{"ids"}}
 	_, err := e.client.GetFlightInfo(context.Background(), desc) // no assertion
 	if got := status.Code(err); got != codes.Unauthenticated {
@@ -191,7 +184,7 @@ func TestRefusalsGoThroughTheEdge(t *testing.T) {
 // library answers itself, without our handlers, is counted once, by its
 // gRPC code's name.
 func TestLibraryErrorsGoThroughTheEdge(t *testing.T) {
-	e := mustEdgeServer(t, failingSource{})
+	e := mustEdgeServer(t, &coretest.FlightSource{})
 	ctx := e.cs.as(t, context.Background(), alice)
 	stream, err := e.client.DoAction(ctx, &aflight.Action{Type: "NoSuchAction"})
 	for err == nil {
@@ -318,7 +311,7 @@ func TestRefusedExportCarriesRetryInfo(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := mustEdgeServerWith(t, failingSource{core.Errorf(core.CodeUnavailable, "down")}, tt.adm)
+			e := mustEdgeServerWith(t, &coretest.FlightSource{Err: core.Errorf(core.CodeUnavailable, "down")}, tt.adm)
 			ctx := e.cs.as(t, context.Background(), alice)
 			info, err := e.client.GetFlightInfo(ctx, &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: []string{"ids"}})
 			if err != nil {
