@@ -286,8 +286,8 @@ func (s *Server) toStatus(ctx context.Context, op string, err error) error {
 	}
 	st := status.New(CodeOf(err), core.ErrorMessage(err))
 	if d, ok := core.RetryAfter(err); ok && (c == core.CodeRateLimited || c == core.CodeUnavailable) {
-		// gRPC's Retry-After: the RetryInfo detail, which gRPC clients and
-		// Envoy's retry policy read, with the delay the refusal gave.
+		// gRPC's Retry-After is the google.rpc.RetryInfo detail: the delay
+		// the refusal gave (admission.retry_after), never a constant.
 		if withInfo, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)}); derr == nil {
 			st = withInfo
 		}
