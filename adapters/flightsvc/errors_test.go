@@ -15,6 +15,7 @@ import (
 	aflight "github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -23,18 +24,11 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/flightsvc"
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/coretest"
 	"github.com/fraise-dev/fraise/core/flight"
 	"github.com/fraise-dev/fraise/internal/assertion"
 	"github.com/fraise-dev/fraise/internal/logtest"
 )
-
-// failingSource fails every export with err, as a broken or overloaded
-// database does.
-type failingSource struct{ err error }
-
-func (s failingSource) Export(context.Context, string, flight.Statement, flight.BatchLimits, func(arrow.RecordBatch) error) error {
-	return s.err
-}
 
 var testTrace = trace.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 
@@ -63,6 +57,12 @@ type edgeServer struct {
 
 func mustEdgeServer(tb testing.TB, src flight.Source) *edgeServer {
 	tb.Helper()
+	return mustEdgeServerWith(tb, src, nil)
+}
+
+// mustEdgeServerWith is mustEdgeServer admitting exports through adm.
+func mustEdgeServerWith(tb testing.TB, src flight.Source, adm core.Admitter) *edgeServer {
+	tb.Helper()
 	pub, priv, kerr := ed25519.GenerateKey(rand.Reader)
 	if kerr != nil {
 		tb.Fatal(kerr)
@@ -84,7 +84,7 @@ func mustEdgeServer(tb testing.TB, src flight.Source) *edgeServer {
 	svc := flightsvc.New(flightsvc.Options{
 		Metrics: e.reg, Logger: slog.New(e.logs),
 		Verifier: assertion.NewVerifier(map[string]ed25519.PublicKey{assertion.KeyID(pub): pub}, nil),
-		Catalog:  cat, Tickets: tickets, Source: src,
+		Service:  flight.NewService(flight.ServiceOptions{Catalog: cat, Tickets: tickets, Source: src, Admitter: adm}),
 	})
 	g := grpc.NewServer(append([]grpc.ServerOption{grpc.ChainStreamInterceptor(traced)}, svc.ServerOptions()...)...)
 	svc.Register(g)
@@ -117,7 +117,7 @@ func TestErrorEdge(t *testing.T) {
 	}
 	for _, code := range core.Codes() {
 		t.Run(string(code), func(t *testing.T) {
-			e := mustEdgeServer(t, failingSource{&core.Error{Op: "test", Code: code, Message: "message of " + string(code),
+			e := mustEdgeServer(t, &coretest.FlightSource{Err: &core.Error{Op: "test", Code: code, Message: "message of " + string(code),
 				Err: errors.New("the disk is on fire")}})
 			c, cs, reg, logs := e.client, e.cs, e.reg, e.logs
 			ctx := cs.as(t, metadata.AppendToOutgoingContext(context.Background(), "x-request-id", "req-1"), alice)
@@ -169,7 +169,7 @@ func TestErrorEdge(t *testing.T) {
 // TestRefusalsGoThroughTheEdge checks that the interceptor's refusals
 // are counted as every other error is.
 func TestRefusalsGoThroughTheEdge(t *testing.T) {
-	e := mustEdgeServer(t, failingSource{})
+	e := mustEdgeServer(t, &coretest.FlightSource{})
 	desc := &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: []string{"ids"}}
 	_, err := e.client.GetFlightInfo(context.Background(), desc) // no assertion
 	if got := status.Code(err); got != codes.Unauthenticated {
@@ -184,7 +184,7 @@ func TestRefusalsGoThroughTheEdge(t *testing.T) {
 // library answers itself, without our handlers, is counted once, by its
 // gRPC code's name.
 func TestLibraryErrorsGoThroughTheEdge(t *testing.T) {
-	e := mustEdgeServer(t, failingSource{})
+	e := mustEdgeServer(t, &coretest.FlightSource{})
 	ctx := e.cs.as(t, context.Background(), alice)
 	stream, err := e.client.DoAction(ctx, &aflight.Action{Type: "NoSuchAction"})
 	for err == nil {
@@ -277,4 +277,63 @@ func errorsTotal(tb testing.TB, reg prometheus.Gatherer, transport, code string)
 		}
 	}
 	return 0
+}
+
+// refusing refuses every export with code, asking the client to retry
+// after delay, as internal/admission's refusals do.
+type refusing struct {
+	code  core.Code
+	delay time.Duration
+}
+
+func (r refusing) Admit(context.Context, string) (func(), error) {
+	return nil, &core.Error{Op: "test", Code: r.code, Message: "refused", Err: retryDelay(r.delay)}
+}
+
+type retryDelay time.Duration
+
+func (d retryDelay) Error() string             { return "retry later" }
+func (d retryDelay) RetryDelay() time.Duration { return time.Duration(d) }
+
+// TestRefusedExportCarriesRetryInfo: an export the admitter refuses is
+// answered with gRPC's RetryInfo holding the refusal's own delay, not a
+// constant; other errors carry none.
+func TestRefusedExportCarriesRetryInfo(t *testing.T) {
+	tests := []struct {
+		name  string
+		adm   core.Admitter
+		code  codes.Code
+		delay time.Duration // 0: no RetryInfo
+	}{
+		{"tenant over its share", refusing{core.CodeRateLimited, 7 * time.Second}, codes.ResourceExhausted, 7 * time.Second},
+		{"overloaded", refusing{core.CodeUnavailable, 3 * time.Second}, codes.Unavailable, 3 * time.Second},
+		{"admitted, failing", nil, codes.Unavailable, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := mustEdgeServerWith(t, &coretest.FlightSource{Err: core.Errorf(core.CodeUnavailable, "down")}, tt.adm)
+			ctx := e.cs.as(t, context.Background(), alice)
+			info, err := e.client.GetFlightInfo(ctx, &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: []string{"ids"}})
+			if err != nil {
+				t.Fatalf("GetFlightInfo: %v", err)
+			}
+			stream, err := e.client.DoGet(ctx, info.Endpoint[0].Ticket)
+			for err == nil {
+				_, err = stream.Recv()
+			}
+			st, _ := status.FromError(err)
+			if st.Code() != tt.code {
+				t.Fatalf("got %v, want %v", err, tt.code)
+			}
+			var got time.Duration
+			for _, d := range st.Details() {
+				if ri, ok := d.(*errdetails.RetryInfo); ok {
+					got = ri.GetRetryDelay().AsDuration()
+				}
+			}
+			if got != tt.delay {
+				t.Errorf("got RetryInfo delay %v, want %v", got, tt.delay)
+			}
+		})
+	}
 }

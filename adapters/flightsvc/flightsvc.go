@@ -1,9 +1,11 @@
 // Package flightsvc serves Fraise's Arrow Flight exports over gRPC: the
 // Flight service (ListFlights, GetSchema, GetFlightInfo answered with signed
 // tickets, DoGet streaming record batches) and, on the same FlightService,
-// Flight SQL for standard clients such as the ADBC driver. Every call must
-// carry extauthz's identity assertion in its metadata, exactly like the
-// HTTP port; core errors become gRPC codes through one table.
+// Flight SQL for standard clients such as the ADBC driver. It is a
+// transport only: it authenticates each call (extauthz's identity
+// assertion in its metadata, exactly like the HTTP port), maps Flight and
+// Flight SQL messages to core/flight's Service, and maps the Service's
+// errors to gRPC statuses through one edge (toStatus).
 package flightsvc
 
 import (
@@ -25,6 +27,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/arrow/util"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -33,6 +36,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/flight"
@@ -42,22 +46,20 @@ import (
 // Options configures the Flight service.
 type Options struct {
 	Verifier *assertion.Verifier
-	Catalog  *flight.Catalog
-	Tickets  *flight.Tickets
-	Source   flight.Source
-	// Batch bounds each record batch DoGet sends (and so the memory one
-	// export holds); zero values take DefaultBatch's.
-	Batch  flight.BatchLimits
-	Logger *slog.Logger
+	// Service is the use case every call is mapped to.
+	Service *flight.Service
+	Logger  *slog.Logger
 	// Version is reported through Flight SQL's SqlInfo.
 	Version string
 	// Metrics, when set, receives the service's metrics.
 	Metrics prometheus.Registerer
 }
 
-// DefaultBatch keeps a record batch well under gRPC's customary 4 MiB
-// message limit, so clients with default settings can read it.
-var DefaultBatch = flight.BatchLimits{Rows: 65536, Bytes: 3 << 20}
+// Catalog is the Flight SQL catalog every dataset belongs to.
+const Catalog = flight.SQLCatalog
+
+// PreparedTTL is how long a prepared statement handle stays valid.
+const PreparedTTL = flight.PreparedTTL
 
 // codeOf is the one table from core error codes to gRPC codes.
 var codeOf = map[core.Code]codes.Code{
@@ -85,6 +87,7 @@ func CodeOf(err error) codes.Code {
 // Server is the Flight gRPC service.
 type Server struct {
 	o   Options
+	app *flight.Service
 	log *slog.Logger
 	mem memory.Allocator
 	sql aflight.FlightServer
@@ -97,13 +100,7 @@ func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.Batch.Rows <= 0 {
-		o.Batch.Rows = DefaultBatch.Rows
-	}
-	if o.Batch.Bytes <= 0 {
-		o.Batch.Bytes = DefaultBatch.Bytes
-	}
-	s := &Server{o: o, log: o.Logger, mem: memory.NewGoAllocator(), met: newMetrics(o.Metrics)}
+	s := &Server{o: o, app: o.Service, log: o.Logger, mem: memory.NewGoAllocator(), met: newMetrics(o.Metrics)}
 	sqlSrv := newSQLServer(s)
 	s.sql = flightsql.NewFlightServerWithAllocator(sqlSrv, s.mem)
 	s.svc = &service{s: s}
@@ -287,7 +284,15 @@ func (s *Server) toStatus(ctx context.Context, op string, err error) error {
 		s.log.LogAttrs(ctx, slog.LevelError, "flight call failed", slog.String("op", op), slog.String("code", string(c)),
 			slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("err", err.Error()))
 	}
-	return &edgeError{status.New(CodeOf(err), core.ErrorMessage(err))}
+	st := status.New(CodeOf(err), core.ErrorMessage(err))
+	if d, ok := core.RetryAfter(err); ok && (c == core.CodeRateLimited || c == core.CodeUnavailable) {
+		// gRPC's Retry-After is the google.rpc.RetryInfo detail: the delay
+		// the refusal gave (admission.retry_after), never a constant.
+		if withInfo, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)}); derr == nil {
+			st = withInfo
+		}
+	}
+	return &edgeError{st}
 }
 
 // edgeError is a status that left through toStatus: counted, and logged
@@ -307,177 +312,80 @@ func principal(ctx context.Context) (core.Principal, error) {
 	return p, nil
 }
 
-// prepare resolves q for p: the dataset must be exportable to p and the
-// query must compile against it, with the field protection p's scopes
-// call for.
-func (s *Server) prepare(p core.Principal, q flight.Query) (*flight.Dataset, flight.Statement, error) {
-	d, err := s.o.Catalog.Lookup(p, q.Dataset)
-	if err != nil {
-		return nil, flight.Statement{}, err
-	}
-	st, err := flight.Compile(d, q, p)
-	if err != nil {
-		return nil, flight.Statement{}, err
-	}
-	return d, st, nil
-}
-
-// flightInfo describes an export of st answered with tickets, one
-// endpoint each; ordered says whether reading the endpoints one after
-// another gives the rows in the query's order.
-func (s *Server) flightInfo(desc *aflight.FlightDescriptor, st flight.Statement, tickets [][]byte, ordered bool) *aflight.FlightInfo {
-	schema, _ := flight.StatementSchema(st)
-	eps := make([]*aflight.FlightEndpoint, len(tickets))
-	for i, t := range tickets {
+// flightInfo answers a plan of desc: its schema and one endpoint per
+// ticket.
+func (s *Server) flightInfo(desc *aflight.FlightDescriptor, pl flight.Plan) *aflight.FlightInfo {
+	eps := make([]*aflight.FlightEndpoint, len(pl.Tickets))
+	for i, t := range pl.Tickets {
 		eps[i] = &aflight.FlightEndpoint{Ticket: &aflight.Ticket{Ticket: t}}
 	}
 	return &aflight.FlightInfo{
-		Schema:           aflight.SerializeSchema(schema, s.mem),
+		Schema:           aflight.SerializeSchema(pl.Schema, s.mem),
 		FlightDescriptor: desc,
 		Endpoint:         eps,
 		TotalRecords:     -1,
 		TotalBytes:       -1,
-		Ordered:          ordered,
+		Ordered:          pl.Ordered,
 	}
 }
 
-// issue answers GetFlightInfo for q: the schema and tickets for DoGet. With
-// parallel, a query over a dataset declared with endpoints is split into
-// parts over one snapshot (split), one ticket each.
-func (s *Server) issue(ctx context.Context, desc *aflight.FlightDescriptor, q flight.Query, wrap func([]byte) ([]byte, error), parallel bool) (*aflight.FlightInfo, error) {
+// plan answers GetFlightInfo for q: its schema and the tickets for DoGet,
+// split into parallel endpoints where the dataset allows. encode, when
+// set, wraps each ticket (Flight SQL's statement tickets).
+func (s *Server) plan(ctx context.Context, desc *aflight.FlightDescriptor, q flight.Query, encode func([]byte) ([]byte, error)) (*aflight.FlightInfo, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return nil, err
 	}
-	d, st, err := s.prepare(p, q)
+	pl, err := s.app.Plan(ctx, p, q, flight.PlanOptions{Parallel: true, Encode: encode})
 	if err != nil {
 		return nil, err
 	}
-	queries := []flight.Query{q}
-	var snapshot string
-	if parallel {
-		if parts, id, err := s.split(ctx, p, d, q); err != nil {
-			return nil, err
-		} else if parts != nil {
-			queries, snapshot = parts, id
-		}
-	}
-	tickets := make([][]byte, len(queries))
-	for i, pq := range queries {
-		t, _, err := s.o.Tickets.Issue(p, flight.KindTicket, pq, 0)
-		if err == nil && wrap != nil {
-			if t, err = wrap(t); err != nil {
-				err = core.E("flightsvc.issue", core.CodeInternal, err)
-			}
-		}
-		if err != nil {
-			if snapshot != "" {
-				s.o.Source.(flight.Partitioner).Release(snapshot)
-			}
-			return nil, err
-		}
-		tickets[i] = t
-	}
-	return s.flightInfo(desc, st, tickets, len(q.Order) > 0), nil
+	return s.flightInfo(desc, pl), nil
 }
 
-// split returns the parts of q, one per endpoint, over a snapshot it opens
-// (and its id), or nil when q is read as one stream: the dataset has one
-// endpoint, q cannot be split (flight.SplitKey), the source cannot, or the
-// rows are too few. The parts are at most the dataset's endpoints and the
-// tenant's bound on exports, so that reading every endpoint at once fits
-// in the tenant's share.
-func (s *Server) split(ctx context.Context, p core.Principal, d *flight.Dataset, q flight.Query) ([]flight.Query, string, error) {
-	src, ok := s.o.Source.(flight.Partitioner)
-	if !ok {
-		return nil, "", nil
-	}
-	key, ok := flight.SplitKey(d, q, p)
-	if !ok {
-		return nil, "", nil
-	}
-	kq := q
-	kq.Columns, kq.Order = []string{key.Name}, nil
-	_, keys, err := s.prepare(p, kq)
-	if err != nil {
-		return nil, "", err
-	}
-	snap, bound, err := src.Snapshot(ctx, p.Tenant, keys, s.o.Tickets.TTL())
-	if err != nil {
-		return nil, "", err
-	}
-	parts := flight.Split(q, key, snap, min(d.Endpoints, bound))
-	if parts == nil {
-		src.Release(snap.ID)
-		return nil, "", nil
-	}
-	return parts, snap.ID, nil
+// recordWriter writes an export to a DoGet stream as Arrow IPC messages,
+// counting what it sends.
+type recordWriter struct {
+	stream aflight.FlightService_DoGetServer
+	mem    memory.Allocator
+	met    *metrics
+	w      *aflight.Writer
 }
 
-// export runs the query of a verified ticket and streams it to w.
+func (r *recordWriter) Begin(schema *arrow.Schema) error {
+	r.w = aflight.NewRecordWriter(r.stream, ipc.WithSchema(schema), ipc.WithAllocator(r.mem))
+	return nil
+}
+
+func (r *recordWriter) Write(rec arrow.RecordBatch) error {
+	r.met.exported(rec.NumRows(), util.TotalRecordSize(rec))
+	if err := r.w.Write(rec); err != nil {
+		return core.E("flightsvc.DoGet", core.CodeUnavailable, err)
+	}
+	return nil
+}
+
+// close ends the stream (the schema alone, if no batch was written); err
+// is the export's outcome, which a failure to close does not hide.
+func (r *recordWriter) close(err error) error {
+	if r.w == nil {
+		return err
+	}
+	if cerr := r.w.Close(); cerr != nil && err == nil {
+		err = core.E("flightsvc.DoGet", core.CodeUnavailable, cerr)
+	}
+	return err
+}
+
+// export redeems ticket, streaming its rows to stream.
 func (s *Server) export(ctx context.Context, ticket []byte, stream aflight.FlightService_DoGetServer) error {
 	p, err := principal(ctx)
 	if err != nil {
 		return err
 	}
-	q, err := s.o.Tickets.Verify(p, flight.KindTicket, ticket)
-	if err != nil {
-		return err
-	}
-	_, st, err := s.prepare(p, q)
-	if err != nil {
-		return err
-	}
-	schema, _ := flight.StatementSchema(st)
-	start := time.Now()
-	var rows, size int64 // written by the writer goroutine, read after done
-	w := aflight.NewRecordWriter(stream, ipc.WithSchema(schema), ipc.WithAllocator(s.mem))
-	// The database is read on this goroutine and the stream written on
-	// another, so PostgreSQL keeps producing while gRPC drains: one batch
-	// building, one queued, one being written bound an export's memory.
-	batches := make(chan arrow.RecordBatch, 1)
-	stop := make(chan struct{}) // closed when the writer fails
-	var werr error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for rec := range batches {
-			if werr == nil {
-				n, b := rec.NumRows(), util.TotalRecordSize(rec)
-				rows, size = rows+n, size+b
-				s.met.exported(n, b)
-				if err := w.Write(rec); err != nil {
-					werr = core.E("flightsvc.DoGet", core.CodeUnavailable, err)
-					close(stop)
-				}
-			}
-			rec.Release()
-		}
-		if err := w.Close(); err != nil && werr == nil {
-			werr = core.E("flightsvc.DoGet", core.CodeUnavailable, err)
-		}
-	}()
-	err = s.o.Source.Export(ctx, p.Tenant, st, s.o.Batch, func(rec arrow.RecordBatch) error {
-		rec.Retain()
-		select {
-		case batches <- rec:
-			return nil
-		case <-stop:
-		case <-ctx.Done():
-		}
-		rec.Release()
-		return core.Errorf(core.CodeUnavailable, "client stream closed")
-	})
-	close(batches)
-	<-done
-	if err == nil {
-		err = werr
-	}
-	s.log.LogAttrs(ctx, slog.LevelInfo, "flight export",
-		slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("tenant", p.Tenant),
-		slog.String("dataset", q.Dataset), slog.Int64("rows", rows), slog.Int64("bytes", size),
-		slog.Duration("duration", time.Since(start)), slog.String("code", string(core.ErrorCode(err))))
-	return err
+	w := &recordWriter{stream: stream, mem: s.mem, met: s.met}
+	return w.close(s.app.Export(ctx, p, ticket, w))
 }
 
 // queryOf reads a descriptor of ours: a PATH naming a dataset (all of it) or
@@ -517,14 +425,13 @@ func (v *service) ListFlights(_ *aflight.Criteria, stream aflight.FlightService_
 	if err != nil {
 		return v.s.toStatus(ctx, "ListFlights", err)
 	}
-	for _, d := range v.s.o.Catalog.List(p) {
-		desc := &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: d.Path()}
-		// A listing opens no snapshot: its tickets read each dataset whole.
-		info, err := v.s.issue(ctx, desc, flight.Query{Dataset: d.Name}, nil, false)
-		if err != nil {
-			return v.s.toStatus(ctx, "ListFlights", err)
-		}
-		if err := stream.Send(info); err != nil {
+	plans, err := v.s.app.List(ctx, p)
+	if err != nil {
+		return v.s.toStatus(ctx, "ListFlights", err)
+	}
+	for _, pl := range plans {
+		desc := &aflight.FlightDescriptor{Type: aflight.DescriptorPATH, Path: pl.Dataset.Path()}
+		if err := stream.Send(v.s.flightInfo(desc, pl)); err != nil {
 			return err
 		}
 	}
@@ -539,7 +446,7 @@ func (v *service) GetFlightInfo(ctx context.Context, desc *aflight.FlightDescrip
 	if err != nil {
 		return nil, v.s.toStatus(ctx, "GetFlightInfo", err)
 	}
-	info, err := v.s.issue(ctx, desc, q, nil, true)
+	info, err := v.s.plan(ctx, desc, q, nil)
 	return info, v.s.toStatus(ctx, "GetFlightInfo", err)
 }
 
@@ -551,7 +458,7 @@ func (v *service) PollFlightInfo(ctx context.Context, desc *aflight.FlightDescri
 	if err != nil {
 		return nil, v.s.toStatus(ctx, "PollFlightInfo", err)
 	}
-	info, err := v.s.issue(ctx, desc, q, nil, true)
+	info, err := v.s.plan(ctx, desc, q, nil)
 	if err != nil {
 		return nil, v.s.toStatus(ctx, "PollFlightInfo", err)
 	}
@@ -570,11 +477,10 @@ func (v *service) GetSchema(ctx context.Context, desc *aflight.FlightDescriptor)
 	if err != nil {
 		return nil, v.s.toStatus(ctx, "GetSchema", err)
 	}
-	_, st, err := v.s.prepare(p, q)
+	schema, err := v.s.app.Schema(p, q)
 	if err != nil {
 		return nil, v.s.toStatus(ctx, "GetSchema", err)
 	}
-	schema, _ := flight.StatementSchema(st)
 	return &aflight.SchemaResult{Schema: aflight.SerializeSchema(schema, v.s.mem)}, nil
 }
 

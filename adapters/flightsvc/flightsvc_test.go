@@ -11,14 +11,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 	aflight "github.com/apache/arrow-go/v18/arrow/flight"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -30,6 +26,7 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/flightsvc"
 	"github.com/fraise-dev/fraise/core"
+	"github.com/fraise-dev/fraise/core/coretest"
 	"github.com/fraise-dev/fraise/core/flight"
 	"github.com/fraise-dev/fraise/internal/assertion"
 	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
@@ -38,45 +35,12 @@ import (
 
 const tenant = "11111111-1111-4111-8111-111111111111"
 
-// endless is a Source that emits batches of ids until its context ends or
-// emit fails, allocating through a checked allocator so the test can see
-// that every batch is released.
-type endless struct {
-	mem     *memory.CheckedAllocator
-	emitted atomic.Int64
-	stopped chan error
-}
-
-func (e *endless) Export(ctx context.Context, _ string, st flight.Statement, lim flight.BatchLimits, emit func(arrow.RecordBatch) error) error {
-	schema, _ := flight.StatementSchema(st)
-	var err error
-	defer func() { e.stopped <- err }()
-	for id := int64(0); ; {
-		if err = ctx.Err(); err != nil {
-			return err
-		}
-		b := array.NewRecordBuilder(e.mem, schema)
-		for range lim.Rows {
-			b.Field(0).(*array.Int64Builder).Append(id)
-			id++
-		}
-		rec := b.NewRecordBatch()
-		b.Release()
-		err = emit(rec)
-		rec.Release()
-		e.emitted.Add(1)
-		if err != nil {
-			return err
-		}
-	}
-}
-
 type fixture struct {
 	reg    *prometheus.Registry
 	client aflight.Client
 	conn   *grpc.ClientConn
 	signer *assertion.Signer
-	src    *endless
+	src    *coretest.FlightSource
 	callSigner
 }
 
@@ -99,12 +63,13 @@ func mustServer(tb testing.TB) *fixture {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	src := &endless{mem: memory.NewCheckedAllocator(memory.NewGoAllocator()), stopped: make(chan error, 1)}
+	src := &coretest.FlightSource{Rows: -1} // endless
 	reg := prometheus.NewRegistry()
 	svc := flightsvc.New(flightsvc.Options{
 		Metrics:  reg,
 		Verifier: assertion.NewVerifier(map[string]ed25519.PublicKey{assertion.KeyID(pub): pub}, nil),
-		Catalog:  cat, Tickets: tickets, Source: src, Batch: flight.BatchLimits{Rows: 1000, Bytes: 1 << 20},
+		Service: flight.NewService(flight.ServiceOptions{Catalog: cat, Tickets: tickets, Source: src,
+			Batch: flight.BatchLimits{Rows: 1000, Bytes: 1 << 20}}),
 	})
 	g := grpc.NewServer(svc.ServerOptions()...)
 	svc.Register(g)
@@ -278,16 +243,15 @@ func TestCancelledDoGetStopsTheExport(t *testing.T) {
 		}
 	}
 	cancel()
-	select {
-	case err := <-f.src.stopped:
-		if err == nil {
-			t.Error("export ended without an error after the client left")
-		}
-	case <-time.After(10 * time.Second):
+	ended := f.src.AwaitEnd(1, 10*time.Second)
+	if len(ended) == 0 {
 		t.Fatal("export still running 10s after the client left")
 	}
-	if !await.Within(10*time.Second, func() bool { return runtime.NumGoroutine() <= base && f.src.mem.CurrentAlloc() == 0 }) {
-		t.Fatalf("%d goroutines (baseline %d), %d bytes of batches unreleased", runtime.NumGoroutine(), base, f.src.mem.CurrentAlloc())
+	if ended[0] == nil {
+		t.Error("export ended without an error after the client left")
+	}
+	if !await.Within(10*time.Second, func() bool { return runtime.NumGoroutine() <= base && f.src.Unreleased() == 0 }) {
+		t.Fatalf("%d goroutines (baseline %d), %d bytes of batches unreleased", runtime.NumGoroutine(), base, f.src.Unreleased())
 	}
 	if rows := counter(t, f.reg, "fraise_flight_exported_rows_total", ""); rows < 3000 {
 		t.Errorf("fraise_flight_exported_rows_total: got %v, want at least the 3000 rows read", rows)

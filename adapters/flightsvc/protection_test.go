@@ -139,8 +139,9 @@ func mustProtected(tb testing.TB) *protectedFixture {
 		tb.Fatal(err)
 	}
 	signer, keys := assertiontest.New(tb, nil)
-	svc := flightsvc.New(flightsvc.Options{Verifier: assertion.NewVerifier(keys, nil), Catalog: cat, Tickets: tickets,
-		Source: postgres.NewExporter(pdb, postgres.ExportOptions{})})
+	exp := postgres.NewExporter(pdb, postgres.ExportOptions{})
+	svc := flightsvc.New(flightsvc.Options{Verifier: assertion.NewVerifier(keys, nil),
+		Service: flight.NewService(flight.ServiceOptions{Catalog: cat, Tickets: tickets, Source: exp, Partitioner: exp})})
 	g := grpc.NewServer(svc.ServerOptions()...)
 	svc.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

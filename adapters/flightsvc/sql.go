@@ -2,10 +2,7 @@ package flightsvc
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"strings"
-	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -16,16 +13,6 @@ import (
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/flight"
 )
-
-// Catalog is the Flight SQL catalog every dataset belongs to; a dataset
-// "sales.orders" is table orders of schema sales, and a single-part name
-// has the schema "public".
-const Catalog = "fraise"
-
-// PreparedTTL is how long a prepared statement handle stays valid. Handles
-// are signed and stateless, so closing one frees nothing and a server
-// restart keeps them valid.
-const PreparedTTL = time.Hour
 
 // sqlServer is Flight SQL over the same catalog and tickets.
 type sqlServer struct {
@@ -49,60 +36,29 @@ func (q *sqlServer) fail(ctx context.Context, op string, err error) error {
 	return q.s.toStatus(ctx, op, err)
 }
 
-// lookupSQL parses a statement and resolves its dataset, accepting the
-// catalog's name as an optional first part.
-func (q *sqlServer) lookupSQL(ctx context.Context, sql string) (core.Principal, flight.Query, flight.Statement, error) {
+// statement resolves a Flight SQL statement for the call's principal.
+func (q *sqlServer) statement(ctx context.Context, sql string) (flight.Query, *arrow.Schema, error) {
 	p, err := principal(ctx)
 	if err != nil {
-		return p, flight.Query{}, flight.Statement{}, err
+		return flight.Query{}, nil, err
 	}
-	fq, err := flight.ParseSQL(sql)
-	if err != nil {
-		return p, fq, flight.Statement{}, err
-	}
-	if rest, ok := strings.CutPrefix(fq.Dataset, Catalog+"."); ok {
-		if _, err := q.s.o.Catalog.Lookup(p, fq.Dataset); err != nil {
-			fq.Dataset = rest
-		}
-	}
-	if rest, ok := strings.CutPrefix(fq.Dataset, "public."); ok {
-		if _, err := q.s.o.Catalog.Lookup(p, fq.Dataset); err != nil {
-			fq.Dataset = rest
-		}
-	}
-	// A statement with parameters is checked (dataset, columns, field
-	// protection) as it will run once bound; it runs only once it is.
-	bound := fq
-	if fq.Params > 0 {
-		bound, _ = flight.Bind(fq, make([]string, fq.Params))
-	}
-	_, st, err := q.s.prepare(p, bound)
-	if errors.Is(err, flight.ErrNotExportable) {
-		// A statement is the client's argument: naming a relation outside
-		// the exportable datasets is a bad statement, told the same way
-		// whether or not the relation exists, so the answer reveals nothing.
-		err = &core.Error{Code: core.CodeInvalid, Op: "flight.sql",
-			Message: fmt.Sprintf("a statement may read only an exportable dataset, and %q is not one (GetTables lists them)", fq.Dataset),
-			Err:     err}
-	}
-	return p, fq, st, err
+	return q.s.app.Statement(p, sql)
 }
 
 func (q *sqlServer) GetFlightInfoStatement(ctx context.Context, cmd flightsql.StatementQuery, desc *aflight.FlightDescriptor) (*aflight.FlightInfo, error) {
-	_, fq, _, err := q.lookupSQL(ctx, cmd.GetQuery())
+	fq, _, err := q.statement(ctx, cmd.GetQuery())
 	if err != nil {
 		return nil, q.fail(ctx, "GetFlightInfoStatement", err)
 	}
-	info, err := q.s.issue(ctx, desc, fq, flightsql.CreateStatementQueryTicket, true)
+	info, err := q.s.plan(ctx, desc, fq, flightsql.CreateStatementQueryTicket)
 	return info, q.fail(ctx, "GetFlightInfoStatement", err)
 }
 
 func (q *sqlServer) GetSchemaStatement(ctx context.Context, cmd flightsql.StatementQuery, _ *aflight.FlightDescriptor) (*aflight.SchemaResult, error) {
-	_, _, st, err := q.lookupSQL(ctx, cmd.GetQuery())
+	_, schema, err := q.statement(ctx, cmd.GetQuery())
 	if err != nil {
 		return nil, q.fail(ctx, "GetSchemaStatement", err)
 	}
-	schema, _ := flight.StatementSchema(st)
 	return &aflight.SchemaResult{Schema: aflight.SerializeSchema(schema, q.s.mem)}, nil
 }
 
@@ -114,36 +70,17 @@ func (q *sqlServer) DoGetStatement(ctx context.Context, _ flightsql.StatementQue
 
 func (q *sqlServer) CreatePreparedStatement(ctx context.Context, req flightsql.ActionCreatePreparedStatementRequest) (flightsql.ActionCreatePreparedStatementResult, error) {
 	var res flightsql.ActionCreatePreparedStatementResult
-	p, fq, st, err := q.lookupSQL(ctx, req.GetQuery())
+	p, err := principal(ctx)
 	if err != nil {
 		return res, q.fail(ctx, "CreatePreparedStatement", err)
 	}
-	h, _, err := q.s.o.Tickets.Issue(p, flight.KindPrepared, fq, PreparedTTL)
+	ps, err := q.s.app.Prepare(p, req.GetQuery())
 	if err != nil {
 		return res, q.fail(ctx, "CreatePreparedStatement", err)
 	}
-	schema, _ := flight.StatementSchema(st)
 	isUpdate := false
-	return flightsql.ActionCreatePreparedStatementResult{Handle: h, DatasetSchema: schema,
-		ParameterSchema: q.paramSchema(p, fq), IsUpdate: &isUpdate}, nil
-}
-
-// paramSchema is the schema of fq's parameters: each has the type of the
-// column it compares with (utf8 where unknown), named after it.
-func (q *sqlServer) paramSchema(p core.Principal, fq flight.Query) *arrow.Schema {
-	d, _ := q.s.o.Catalog.Lookup(p, fq.Dataset)
-	cols := flight.ParamColumns(fq)
-	fields := make([]arrow.Field, len(cols))
-	for i, name := range cols {
-		fields[i] = arrow.Field{Name: name, Type: arrow.BinaryTypes.String, Nullable: true}
-		if d == nil {
-			continue
-		}
-		if col, ok := d.Column(name); ok {
-			fields[i].Type = col.Type.Scalar().ArrowType()
-		}
-	}
-	return arrow.NewSchema(fields, nil)
+	return flightsql.ActionCreatePreparedStatementResult{Handle: ps.Handle, DatasetSchema: ps.Schema,
+		ParameterSchema: ps.Params, IsUpdate: &isUpdate}, nil
 }
 
 func (q *sqlServer) ClosePreparedStatement(context.Context, flightsql.ActionClosePreparedStatementRequest) error {
@@ -151,17 +88,12 @@ func (q *sqlServer) ClosePreparedStatement(context.Context, flightsql.ActionClos
 }
 
 // prepared verifies a prepared statement handle and resolves its query.
-func (q *sqlServer) prepared(ctx context.Context, handle []byte) (flight.Query, flight.Statement, error) {
+func (q *sqlServer) prepared(ctx context.Context, handle []byte) (flight.Query, *arrow.Schema, error) {
 	p, err := principal(ctx)
 	if err != nil {
-		return flight.Query{}, flight.Statement{}, err
+		return flight.Query{}, nil, err
 	}
-	fq, err := q.s.o.Tickets.Verify(p, flight.KindPrepared, handle)
-	if err != nil {
-		return fq, flight.Statement{}, err
-	}
-	_, st, err := q.s.prepare(p, fq)
-	return fq, st, err
+	return q.s.app.Prepared(p, handle)
 }
 
 func (q *sqlServer) GetFlightInfoPreparedStatement(ctx context.Context, cmd flightsql.PreparedStatementQuery, desc *aflight.FlightDescriptor) (*aflight.FlightInfo, error) {
@@ -169,16 +101,15 @@ func (q *sqlServer) GetFlightInfoPreparedStatement(ctx context.Context, cmd flig
 	if err != nil {
 		return nil, q.fail(ctx, "GetFlightInfoPreparedStatement", err)
 	}
-	info, err := q.s.issue(ctx, desc, fq, flightsql.CreateStatementQueryTicket, true)
+	info, err := q.s.plan(ctx, desc, fq, flightsql.CreateStatementQueryTicket)
 	return info, q.fail(ctx, "GetFlightInfoPreparedStatement", err)
 }
 
 func (q *sqlServer) GetSchemaPreparedStatement(ctx context.Context, cmd flightsql.PreparedStatementQuery, _ *aflight.FlightDescriptor) (*aflight.SchemaResult, error) {
-	_, st, err := q.prepared(ctx, cmd.GetPreparedStatementHandle())
+	_, schema, err := q.prepared(ctx, cmd.GetPreparedStatementHandle())
 	if err != nil {
 		return nil, q.fail(ctx, "GetSchemaPreparedStatement", err)
 	}
-	schema, _ := flight.StatementSchema(st)
 	return &aflight.SchemaResult{Schema: aflight.SerializeSchema(schema, q.s.mem)}, nil
 }
 
@@ -209,10 +140,6 @@ func (q *sqlServer) DoPutPreparedStatementQuery(ctx context.Context, cmd flights
 	if err != nil {
 		return nil, q.fail(ctx, op, err)
 	}
-	fq, err := q.s.o.Tickets.Verify(p, flight.KindPrepared, cmd.GetPreparedStatementHandle())
-	if err != nil {
-		return nil, q.fail(ctx, op, err)
-	}
 	var vals []string
 	rows := 0
 	for rdr.Next() {
@@ -234,17 +161,10 @@ func (q *sqlServer) DoPutPreparedStatementQuery(ctx context.Context, cmd flights
 	if err := rdr.Err(); err != nil {
 		return nil, q.fail(ctx, op, core.E(op, core.CodeInvalid, err))
 	}
-	if rows == 0 && fq.Params+fq.Bound == 0 {
-		return cmd.GetPreparedStatementHandle(), nil
+	if rows > 0 && vals == nil {
+		vals = []string{} // a row of no values: bound, not absent
 	}
-	bound, err := flight.Bind(fq, vals)
-	if err != nil {
-		return nil, q.fail(ctx, op, err)
-	}
-	if _, _, err := q.s.prepare(p, bound); err != nil {
-		return nil, q.fail(ctx, op, err)
-	}
-	h, _, err := q.s.o.Tickets.Issue(p, flight.KindPrepared, bound, PreparedTTL)
+	h, err := q.s.app.Bind(p, cmd.GetPreparedStatementHandle(), vals)
 	if err != nil {
 		return nil, q.fail(ctx, op, err)
 	}
@@ -315,7 +235,7 @@ func (q *sqlServer) DoGetDBSchemas(ctx context.Context, cmd flightsql.GetDBSchem
 	defer b.Release()
 	seen := map[string]bool{}
 	if cmd.GetCatalog() == nil || *cmd.GetCatalog() == Catalog {
-		for _, d := range q.s.o.Catalog.List(p) {
+		for _, d := range q.s.app.Datasets(p) {
 			schema, _ := splitName(d.Name)
 			if seen[schema] || !like(cmd.GetDBSchemaFilterPattern(), schema) {
 				continue
@@ -351,7 +271,7 @@ func (q *sqlServer) DoGetTables(ctx context.Context, cmd flightsql.GetTables) (*
 		typeOK = typeOK || strings.EqualFold(t, "VIEW")
 	}
 	if typeOK && (cmd.GetCatalog() == nil || *cmd.GetCatalog() == Catalog) {
-		for _, d := range q.s.o.Catalog.List(p) {
+		for _, d := range q.s.app.Datasets(p) {
 			schema, table := splitName(d.Name)
 			if !like(cmd.GetDBSchemaFilterPattern(), schema) || !like(cmd.GetTableNameFilterPattern(), table) {
 				continue

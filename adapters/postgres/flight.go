@@ -21,16 +21,18 @@ import (
 // Exporter streams Flight exports out of PostgreSQL: each export runs in
 // one read-only transaction scoped to the tenant (row-level security), its
 // rows read in the binary protocol and decoded straight into Arrow
-// builders, never through JSON or pgx's per-value scanning.
+// builders, never through JSON or pgx's per-value scanning. How many
+// exports run at once is not its business: core/flight's Service admits
+// each through its core.Admitter before calling Export.
 type Exporter struct {
-	db        *DB
-	mem       memory.Allocator
-	timeout   time.Duration
-	slots     chan struct{} // one per export that may run at once
-	perTenant int
+	db      *DB
+	mem     memory.Allocator
+	timeout time.Duration
+	// maxSnapshots and perTenant bound the snapshots held open, idle, for
+	// exports read in parallel, in all and per tenant.
+	maxSnapshots, perTenant int
 
-	mu      sync.Mutex
-	running map[string]int // exports running or waiting for a slot, per tenant
+	mu sync.Mutex
 	// Snapshots open for exports read in parallel, by id, and how many
 	// each tenant holds.
 	snapshots map[string]*snapshot
@@ -58,15 +60,15 @@ type ExportOptions struct {
 	StatementTimeout time.Duration
 	// Allocator for the Arrow buffers; nil is Go's heap.
 	Allocator memory.Allocator
-	// MaxConcurrent bounds the exports running at once, each holding a
-	// pooled connection for its whole length, so exports cannot take every
-	// connection GraphQL needs; more wait their turn. 0 means 4.
-	MaxConcurrent int
-	// MaxPerTenant bounds one tenant's exports, running or waiting, so
-	// that one tenant (a client that opens exports and reads them slowly,
-	// or not at all, holds their slots) cannot take every slot; more are
-	// refused with RATE_LIMITED. 0 means half of MaxConcurrent, at least 1.
-	MaxPerTenant int
+	// MaxSnapshots bounds the snapshots held open for exports read in
+	// parallel, each a pooled connection idle until its parts begin (or
+	// their tickets expire), so they cannot take every connection GraphQL
+	// needs; more are refused with RATE_LIMITED. 0 means 4.
+	MaxSnapshots int
+	// MaxSnapshotsPerTenant bounds one tenant's snapshots, so that one
+	// tenant asking for parallel exports it never reads cannot hold them
+	// all. 0 means half of MaxSnapshots, at least 1.
+	MaxSnapshotsPerTenant int
 }
 
 // NewExporter returns an Exporter reading through db's pool.
@@ -74,33 +76,14 @@ func NewExporter(db *DB, o ExportOptions) *Exporter {
 	if o.Allocator == nil {
 		o.Allocator = memory.NewGoAllocator()
 	}
-	if o.MaxConcurrent <= 0 {
-		o.MaxConcurrent = 4
+	if o.MaxSnapshots <= 0 {
+		o.MaxSnapshots = 4
 	}
-	if o.MaxPerTenant <= 0 {
-		o.MaxPerTenant = max(1, o.MaxConcurrent/2)
+	if o.MaxSnapshotsPerTenant <= 0 {
+		o.MaxSnapshotsPerTenant = max(1, o.MaxSnapshots/2)
 	}
-	return &Exporter{db: db, mem: o.Allocator, timeout: o.StatementTimeout, slots: make(chan struct{}, o.MaxConcurrent),
-		perTenant: o.MaxPerTenant, running: map[string]int{}, snapshots: map[string]*snapshot{}, held: map[string]int{}}
-}
-
-// enter counts an export of tenant, false when it already has its share.
-func (e *Exporter) enter(tenant string) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.running[tenant] >= e.perTenant {
-		return false
-	}
-	e.running[tenant]++
-	return true
-}
-
-func (e *Exporter) leave(tenant string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.running[tenant]--; e.running[tenant] <= 0 {
-		delete(e.running, tenant)
-	}
+	return &Exporter{db: db, mem: o.Allocator, timeout: o.StatementTimeout, maxSnapshots: o.MaxSnapshots,
+		perTenant: o.MaxSnapshotsPerTenant, snapshots: map[string]*snapshot{}, held: map[string]int{}}
 }
 
 // Export implements flight.Source.
@@ -112,17 +95,6 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 	schema, err := flight.StatementSchema(st)
 	if err != nil {
 		return err
-	}
-	if !e.enter(tenant) {
-		return &core.Error{Op: op, Code: core.CodeRateLimited,
-			Message: fmt.Sprintf("this tenant already runs %d exports (flight.max_exports_per_tenant): retry when one ends", e.perTenant)}
-	}
-	defer e.leave(tenant)
-	select {
-	case e.slots <- struct{}{}:
-		defer func() { <-e.slots }()
-	case <-ctx.Done():
-		return mapError(op, ctx.Err())
 	}
 	txo := pgx.TxOptions{AccessMode: pgx.ReadOnly}
 	if st.Snapshot != "" {
@@ -249,21 +221,20 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 // transaction, scoped to tenant like an export's, exports its snapshot
 // (pg_export_snapshot) and reads the range of keys in it, then stays open,
 // idle, until the parts have imported the snapshot, Release, or ttl. A
-// tenant holds at most as many such transactions as it may run exports,
-// and all tenants together as many as may run at once, each a pooled
-// connection: flight.max_exports below database.max_conns leaves room.
-func (e *Exporter) Snapshot(ctx context.Context, tenant string, keys flight.Statement, ttl time.Duration) (flight.Snapshot, int, error) {
+// tenant holds at most MaxSnapshotsPerTenant such transactions, and all
+// tenants together MaxSnapshots, each a pooled connection.
+func (e *Exporter) Snapshot(ctx context.Context, tenant string, keys flight.Statement, ttl time.Duration) (flight.Snapshot, error) {
 	const op = "postgres.Snapshot"
 	if !isUUID(tenant) {
-		return flight.Snapshot{}, 0, &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+		return flight.Snapshot{}, &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
 	}
 	if len(keys.Columns) != 1 {
-		return flight.Snapshot{}, 0, &core.Error{Op: op, Code: core.CodeInternal, Err: errorf("keys statement has %d columns", len(keys.Columns))}
+		return flight.Snapshot{}, &core.Error{Op: op, Code: core.CodeInternal, Err: errorf("keys statement has %d columns", len(keys.Columns))}
 	}
 	e.mu.Lock()
-	if e.held[tenant] >= e.perTenant || len(e.snapshots) >= cap(e.slots) {
+	if e.held[tenant] >= e.perTenant || len(e.snapshots) >= e.maxSnapshots {
 		e.mu.Unlock()
-		return flight.Snapshot{}, 0, &core.Error{Op: op, Code: core.CodeRateLimited,
+		return flight.Snapshot{}, &core.Error{Op: op, Code: core.CodeRateLimited,
 			Message: fmt.Sprintf("this tenant already holds %d snapshots for parallel exports (flight.max_exports_per_tenant): read their parts, or retry when their tickets expire", e.perTenant)}
 	}
 	e.held[tenant]++
@@ -278,11 +249,11 @@ func (e *Exporter) Snapshot(ctx context.Context, tenant string, keys flight.Stat
 	}()
 	tx, err := e.db.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead})
 	if err != nil {
-		return flight.Snapshot{}, 0, mapError(op, err)
+		return flight.Snapshot{}, mapError(op, err)
 	}
-	fail := func(err error) (flight.Snapshot, int, error) {
+	fail := func(err error) (flight.Snapshot, error) {
 		_ = tx.Rollback(context.WithoutCancel(ctx))
-		return flight.Snapshot{}, 0, mapError(op, err)
+		return flight.Snapshot{}, mapError(op, err)
 	}
 	if _, err := tx.Exec(ctx, "select set_config('fraise.tenant', $1, true), set_config('TimeZone', 'UTC', true), set_config('statement_timeout', $2, true)",
 		tenant, strconv.FormatInt(e.timeout.Milliseconds(), 10)); err != nil {
@@ -308,7 +279,7 @@ func (e *Exporter) Snapshot(ctx context.Context, tenant string, keys flight.Stat
 	h.timer = time.AfterFunc(ttl, func() { e.Release(s.ID) })
 	e.mu.Unlock()
 	kept = true
-	return s, e.perTenant, nil
+	return s, nil
 }
 
 // Close ends every snapshot still held for parallel exports, whose

@@ -77,27 +77,6 @@ func mustExporterWith(tb testing.TB, o postgres.ExportOptions) (*postgres.Export
 // discard is an export's client that reads every batch and keeps none.
 func discard(arrow.RecordBatch) error { return nil }
 
-// holdExport starts an export of tenant whose client stops reading after
-// the first batch, holding its slot until release is called; done
-// receives the export's end.
-func holdExport(e *postgres.Exporter, tenant string, st flight.Statement, lim flight.BatchLimits) (release func(), done <-chan error) {
-	holding, stop := make(chan struct{}), make(chan struct{})
-	end := make(chan error, 1)
-	go func() {
-		once := false
-		end <- e.Export(context.Background(), tenant, st, lim, func(arrow.RecordBatch) error {
-			if !once {
-				once = true
-				close(holding)
-				<-stop
-			}
-			return nil
-		})
-	}()
-	<-holding
-	return func() { close(stop) }, end
-}
-
 func mustStatement(tb testing.TB, view string, cols ...string) flight.Statement {
 	tb.Helper()
 	d := flight.Dataset{Name: "d", View: view}
@@ -257,32 +236,6 @@ func TestExportBatchLimits(t *testing.T) {
 	})
 }
 
-// TestExportsWaitForASlot holds the one export slot and shows a second
-// export waiting for it rather than taking another connection.
-func TestExportsWaitForASlot(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
-	e, _ := mustExporterWith(t, postgres.ExportOptions{MaxConcurrent: 1, MaxPerTenant: 2})
-	ctx := context.Background()
-	st := mustStatement(t, "public.v_rows", "id int8", "pad text")
-	lim := flight.BatchLimits{Rows: 10, Bytes: 1 << 20}
-	release, first := holdExport(e, demo.TenantAcme, st, lim)
-	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	defer cancel()
-	err := e.Export(wctx, demo.TenantAcme, st, lim, discard)
-	if core.ErrorCode(err) != core.CodeTimeout {
-		t.Errorf("second export while the slot is held: got %v, want TIMEOUT", err)
-	}
-	release()
-	if err := <-first; err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Export(ctx, demo.TenantAcme, st, lim, discard); err != nil {
-		t.Errorf("export after the slot freed: %v", err)
-	}
-}
-
 // TestFlightExportOfTextAlikes exports varchar and name columns, whose
 // binary format is text's, declared as varchar or as text.
 func TestFlightExportOfTextAlikes(t *testing.T) {
@@ -375,33 +328,5 @@ func TestFlightExportErrorAbandonsTheQuery(t *testing.T) {
 		if err != nil || n != 2500 {
 			t.Fatalf("export %d after the failed one: got %d rows, %v", i+1, n, err)
 		}
-	}
-}
-
-// TestFlightExportsPerTenant: a tenant that already runs its share of
-// exports (a client that opens them and reads slowly holds their slots) is
-// refused another at once, and another tenant's export still runs.
-func TestFlightExportsPerTenant(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
-	e, _ := mustExporterWith(t, postgres.ExportOptions{MaxConcurrent: 2})
-	ctx := context.Background()
-	st := mustStatement(t, "public.v_rows", "id int8", "pad text")
-	lim := flight.BatchLimits{Rows: 10, Bytes: 1 << 20}
-	release, first := holdExport(e, demo.TenantAcme, st, lim) // a client that does not read
-	err := e.Export(ctx, demo.TenantAcme, st, lim, discard)
-	if core.ErrorCode(err) != core.CodeRateLimited || !strings.Contains(core.ErrorMessage(err), "max_exports_per_tenant") {
-		t.Errorf("acme's second export: got %v, want RATE_LIMITED naming flight.max_exports_per_tenant", err)
-	}
-	if err := e.Export(ctx, demo.TenantGlobex, st, lim, discard); err != nil {
-		t.Errorf("globex's export while acme holds its share: %v", err)
-	}
-	release()
-	if err := <-first; err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Export(ctx, demo.TenantAcme, st, lim, discard); err != nil {
-		t.Errorf("acme's export once its first ended: %v", err)
 	}
 }

@@ -79,7 +79,7 @@ func ledgerWriter(ctx context.Context, tb testing.TB, url string, stop <-chan st
 // while writes go on, gives exactly the rows of that snapshot, each once,
 // as one stream of it would.
 func TestParallelExportIsOneSnapshot(t *testing.T) {
-	e, f := mustExporterWith(t, postgres.ExportOptions{MaxConcurrent: 8, MaxPerTenant: 4})
+	e, f := mustExporterWith(t, postgres.ExportOptions{MaxSnapshots: 8, MaxSnapshotsPerTenant: 4})
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, f.pg.AdminURL(f.db))
 	if err != nil {
@@ -129,12 +129,9 @@ func TestParallelExportIsOneSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, bound, err := e.Snapshot(ctx, p.Tenant, keys, time.Minute)
+	snap, err := e.Snapshot(ctx, p.Tenant, keys, time.Minute)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if bound != 4 {
-		t.Errorf("got bound %d, want the tenant's 4", bound)
 	}
 	// The snapshot's rows, read as one stream of it.
 	want := map[int64]int64{}
@@ -159,7 +156,7 @@ func TestParallelExportIsOneSnapshot(t *testing.T) {
 	_ = tx.Rollback(ctx)
 	awaitCommits(50) // the table moves on before the parts begin
 
-	parts := flight.Split(q, key, snap, min(d.Endpoints, bound))
+	parts := flight.Split(q, key, snap, d.Endpoints)
 	if len(parts) != 4 {
 		t.Fatalf("got %d parts, want 4", len(parts))
 	}
@@ -223,15 +220,15 @@ func TestParallelExportIsOneSnapshot(t *testing.T) {
 	})
 }
 
-// TestSnapshotsBoundedPerTenant: a tenant holds at most as many snapshots
-// as it may run exports; Release gives one back.
+// TestSnapshotsBoundedPerTenant: a tenant holds at most its share of
+// snapshots; Release gives one back.
 func TestSnapshotsBoundedPerTenant(t *testing.T) {
-	e, _ := mustExporterWith(t, postgres.ExportOptions{MaxConcurrent: 4, MaxPerTenant: 2})
+	e, _ := mustExporterWith(t, postgres.ExportOptions{MaxSnapshots: 4, MaxSnapshotsPerTenant: 2})
 	ctx := context.Background()
 	keys := flight.Statement{SQL: "select g::int8 from generate_series(1, 10) g", Columns: []flight.Column{{Name: "g", Type: flight.Type{Kind: flight.KindInt8}}}}
 	var ids []string
 	for range 2 {
-		s, _, err := e.Snapshot(ctx, demo.TenantAcme, keys, time.Minute)
+		s, err := e.Snapshot(ctx, demo.TenantAcme, keys, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -240,14 +237,14 @@ func TestSnapshotsBoundedPerTenant(t *testing.T) {
 		}
 		ids = append(ids, s.ID)
 	}
-	if _, _, err := e.Snapshot(ctx, demo.TenantAcme, keys, time.Minute); core.ErrorCode(err) != core.CodeRateLimited {
+	if _, err := e.Snapshot(ctx, demo.TenantAcme, keys, time.Minute); core.ErrorCode(err) != core.CodeRateLimited {
 		t.Errorf("third snapshot: got %v, want RATE_LIMITED", err)
 	}
-	if _, _, err := e.Snapshot(ctx, demo.TenantGlobex, keys, time.Minute); err != nil {
+	if _, err := e.Snapshot(ctx, demo.TenantGlobex, keys, time.Minute); err != nil {
 		t.Errorf("another tenant's: got %v, want a snapshot", err)
 	}
 	e.Release(ids[0])
-	if _, _, err := e.Snapshot(ctx, demo.TenantAcme, keys, time.Minute); err != nil {
+	if _, err := e.Snapshot(ctx, demo.TenantAcme, keys, time.Minute); err != nil {
 		t.Errorf("after a release: got %v, want a snapshot", err)
 	}
 	if slices.Contains(ids, "") {

@@ -6,9 +6,10 @@
 // write their own fakes: EventLog (core.EventLog and core.OutboxHistory,
 // with Restore to simulate a point-in-time restore), RuleStore, Queue
 // (core.JobQueue, core.DeadLetters and core.QueueHistory),
-// PersistedDocuments, DeliveryLog and a manual Clock (extauthz's ports have theirs in
-// extauthz/authztest). Each is
-// safe for concurrent use.
+// PersistedDocuments, DeliveryLog, FlightSource (flight.Source and
+// flight.Partitioner, with no contract suite yet: adapters/postgres tests
+// its Exporter on a real database) and a manual Clock (extauthz's ports
+// have theirs in extauthz/authztest). Each is safe for concurrent use.
 //
 // They are trustworthy stand-ins because the same contract suites run
 // against them here and against the adapters in adapters/postgres and

@@ -69,11 +69,10 @@ type Partitioner interface {
 	// one column: the export's rows' partition key. The snapshot stays
 	// importable until as many parts as a part's Statement.Parts says
 	// have begun, until Release, or until ttl has passed, whichever comes
-	// first. It also returns how many parts the tenant may run at once
-	// (its bound on exports), which should cap the parts. Failures are
-	// *core.Error: CodeRateLimited when the tenant already holds as many
-	// snapshots as it may run exports, others as for Export.
-	Snapshot(ctx context.Context, tenant string, keys Statement, ttl time.Duration) (Snapshot, int, error)
+	// first. Failures are *core.Error: CodeRateLimited when the tenant
+	// already holds as many snapshots as it may (each holds a database
+	// connection until its parts begin), others as for Source.Export.
+	Snapshot(ctx context.Context, tenant string, keys Statement, ttl time.Duration) (Snapshot, error)
 	// Release ends a snapshot early: one the export will not be split
 	// over, or whose answer could not be sent.
 	Release(id string)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"runtime/debug"
 	"time"
@@ -18,8 +19,10 @@ import (
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/adapters/secretfile"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/flight"
 	"github.com/fraise-dev/fraise/core/graphql"
+	"github.com/fraise-dev/fraise/internal/admission"
 	"github.com/fraise-dev/fraise/internal/assertion"
 )
 
@@ -72,15 +75,22 @@ func flightServer(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 			log.Info("flight ticket key rotated")
 		})
 	}
+	// A snapshot of a parallel export holds a connection idle until its
+	// parts begin: as many as may run, and a tenant's share of them.
 	exp := postgres.NewExporter(db, postgres.ExportOptions{
-		StatementTimeout: cfg.Flight.StatementTimeout.Duration, MaxConcurrent: cfg.Flight.MaxExports,
-		MaxPerTenant: cfg.Flight.MaxExportsPerTenant,
+		StatementTimeout: cfg.Flight.StatementTimeout.Duration,
+		MaxSnapshots:     cfg.Flight.MaxExports, MaxSnapshotsPerTenant: cfg.Flight.MaxExportsPerTenant,
+	})
+	flog := log.With("component", "flight")
+	app := flight.NewService(flight.ServiceOptions{
+		Catalog: catalog, Tickets: tickets, Source: exp, Partitioner: exp,
+		Admitter: flightAdmitter(cfg), MaxParts: cfg.Flight.MaxExportsPerTenant,
+		Batch:  flight.BatchLimits{Rows: cfg.Flight.BatchRows, Bytes: cfg.Flight.BatchBytes},
+		Logger: flog,
 	})
 	svc := flightsvc.New(flightsvc.Options{
-		Verifier: verifier, Catalog: catalog, Tickets: tickets,
-		Source: exp,
-		Batch:  flight.BatchLimits{Rows: cfg.Flight.BatchRows, Bytes: cfg.Flight.BatchBytes},
-		Logger: log.With("component", "flight"), Version: buildVersion(), Metrics: reg,
+		Verifier: verifier, Service: app,
+		Logger: flog, Version: buildVersion(), Metrics: reg,
 	})
 	// Calls continue the trace Envoy started, in the core's spans (tp), as
 	// the HTTP port's requests do.
@@ -95,6 +105,46 @@ func flightServer(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 	g := grpc.NewServer(opts...)
 	svc.Register(g)
 	return g, exp, nil
+}
+
+// flightAdmitter admits Flight exports, each of which holds a pooled
+// connection for its whole length: at most flight.max_exports run at once,
+// more wait their turn (until the client gives up), and one tenant runs or
+// waits for at most flight.max_exports_per_tenant, more being refused at
+// once (RATE_LIMITED) so that a tenant whose clients read slowly cannot
+// keep the others waiting. A tenant's share counts its waiting exports,
+// which one admission.Controller cannot express (its tenant bound counts
+// running requests, and a tenant at it queues): so two, the tenant's share
+// taken first with no queue, then the global bound with an unbounded one.
+// Neither checks memory, as exports never did.
+func flightAdmitter(cfg config.Config) core.Admitter {
+	noMemoryCheck := uint64(math.MaxUint64)
+	tenants := admission.New(admission.Options{MaxPerTenant: cfg.Flight.MaxExportsPerTenant,
+		MemoryLimit: noMemoryCheck, RetryAfter: cfg.Admission.RetryAfter.Duration})
+	global := admission.New(admission.Options{MaxConcurrent: cfg.Flight.MaxExports, MaxQueue: math.MaxInt,
+		MemoryLimit: noMemoryCheck, RetryAfter: cfg.Admission.RetryAfter.Duration})
+	return admitterChain{tenants, global}
+}
+
+// admitterChain admits through each in turn, releasing in reverse.
+type admitterChain []core.Admitter
+
+func (as admitterChain) Admit(ctx context.Context, tenant string) (func(), error) {
+	releases := make([]func(), 0, len(as))
+	release := func() {
+		for i := len(releases) - 1; i >= 0; i-- {
+			releases[i]()
+		}
+	}
+	for _, a := range as {
+		r, err := a.Admit(ctx, tenant)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		releases = append(releases, r)
+	}
+	return release, nil
 }
 
 // serveGRPC serves g on ln until ctx ends, then stops gracefully within
