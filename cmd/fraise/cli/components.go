@@ -7,9 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/internal/lifecycle"
 )
 
@@ -29,10 +27,12 @@ func serving(log *slog.Logger, component, what string) func(net.Listener) {
 
 // adminServer is a component's admin port on l: /healthz, /readyz (ready
 // while it runs) and /metrics of reg.
-func adminServer(component string, l *lifecycle.Listener, reg *prometheus.Registry, log *slog.Logger) *lifecycle.HTTPServer {
-	h := httpapi.NewAdminHandler(&httpapi.Health{}, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	return &lifecycle.HTTPServer{Listener: l, Server: newHTTPServer(h, adminHTTPTimeouts), Grace: adminGrace,
-		Serving: serving(log, component, "admin")}
+func adminServer(component string, l *lifecycle.Listener, reg *prometheus.Registry, log *slog.Logger) lifecycle.Component {
+	return lifecycle.Func{
+		OnOpen:  l.Open,
+		OnRun:   func(ctx context.Context) error { return serveAdmin(ctx, component, l.Net(), reg, log) },
+		OnClose: l.Close,
+	}
 }
 
 // stopLine is c whose Run ends with the component's stop line: what it

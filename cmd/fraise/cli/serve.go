@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/fraise-dev/fraise/adapters/httpapi"
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/adapters/secretfile"
@@ -154,10 +156,10 @@ func newCore(cfg config.Config, env Env, log *slog.Logger, ln, adminLn, flightLn
 	}})
 	servers.Add("graphql", lifecycle.Func{OnRun: gql.Run})
 	if flightLn != nil {
-		fs := &lifecycle.GRPCServer{Listener: flightLn, Grace: grace, Serving: serving(log, "core", "flight")}
+		var fs *grpc.Server
 		g.Add("flight", lifecycle.Func{OnOpen: func(context.Context) error {
 			var err error
-			fs.Server, c.closeFlight, err = newFlightServer(cfg, c.sec, log, c.db, c.schema, c.verifier, c.metrics.Registry, c.tp.tp)
+			fs, c.closeFlight, err = newFlightServer(cfg, c.sec, log, c.db, c.schema, c.verifier, c.metrics.Registry, c.tp.tp)
 			return err
 		}, OnClose: func() error {
 			if c.closeFlight != nil {
@@ -165,7 +167,10 @@ func newCore(cfg config.Config, env Env, log *slog.Logger, ln, adminLn, flightLn
 			}
 			return nil
 		}})
-		servers.Add("flight", lifecycle.Func{OnRun: fs.Run})
+		servers.Add("flight", lifecycle.Func{OnRun: func(ctx context.Context) error {
+			logServing(log, "core", "flight", flightLn.Net())
+			return serveGRPC(ctx, fs, flightLn.Net(), grace)
+		}})
 	}
 	if cfg.Observers.Enabled {
 		g.Add("observers", lifecycle.Func{OnOpen: c.openObservers, OnRun: func(ctx context.Context) error { return c.obs.Run(ctx) },

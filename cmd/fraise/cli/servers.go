@@ -46,15 +46,6 @@ func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener, grace tim
 	return nil
 }
 
-// listen opens a TCP listener, naming the config key on failure.
-func listen(key, addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", key, err)
-	}
-	return ln, nil
-}
-
 // loadCAPool reads the CA bundle caFile (tls.ca) once.
 func loadCAPool(caFile string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(caFile)
