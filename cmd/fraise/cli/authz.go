@@ -124,7 +124,11 @@ func newAuthz(cfg config.Config, env Env, log *slog.Logger, ln, adminLn, jwksLn 
 		tp: tracing{c: cfg.Telemetry, service: serviceAuthz},
 	}
 	a := cfg.Authz
-	g := &lifecycle.Group{}
+	// The gRPC server bounds its drain by authz.drain_delay and
+	// authz.shutdown_timeout, the admin ports by adminGrace: the deadline
+	// is the backstop that closes the listeners under one that did not
+	// stop.
+	g := &lifecycle.Group{Drain: a.DrainDelay.Duration + a.ShutdownTimeout.Duration + adminGrace + drainMargin}
 	drained := []string{"authorization checks"}
 	g.Add("authz.grpc_addr", ln)
 	if adminLn != nil {

@@ -19,6 +19,10 @@ import (
 // are short.
 const adminGrace = 5 * time.Second
 
+// drainMargin is what a group's drain deadline adds to the time its
+// servers bound their own drains with.
+const drainMargin = 5 * time.Second
+
 // serving returns the log of a server starting on its listener: the
 // "listening" line operators and the end-to-end tests read.
 func serving(log *slog.Logger, component, what string) func(net.Listener) {

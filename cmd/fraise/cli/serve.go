@@ -140,7 +140,10 @@ func newCore(cfg config.Config, env Env, log *slog.Logger, ln, adminLn, flightLn
 	// The servers stop together, core.drain_delay after the core is told
 	// to: not ready, still serving, so that what reaches the listeners
 	// while load balancers catch up is answered, not refused.
-	servers := &lifecycle.Group{Linger: cfg.Core.DrainDelay.Duration, Stopping: func() {
+	// Each server bounds its own drain by core.shutdown_timeout; the
+	// group's deadline is the backstop that closes their listeners under
+	// one that did not stop.
+	servers := &lifecycle.Group{Linger: cfg.Core.DrainDelay.Duration, Drain: grace + drainMargin, Stopping: func() {
 		c.health.Drain()
 		if d := cfg.Core.DrainDelay.Duration; d > 0 {
 			log.Info("draining: not ready, serving for the drain delay", "drain_delay", d)
