@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -101,7 +102,7 @@ type rateLimiter struct {
 
 	svc     *ratelimit.Service
 	sec     *secrets
-	stopped func() time.Duration
+	stopped atomic.Pointer[func() time.Duration] // set by Run, read by Close
 }
 
 // Open starts the service.
@@ -158,7 +159,8 @@ func (r *rateLimiter) Open(ctx context.Context) error {
 
 // Run re-reads the secrets until ctx ends.
 func (r *rateLimiter) Run(ctx context.Context) error {
-	r.stopped = stopClock(ctx)
+	took := stopClock(ctx)
+	r.stopped.Store(&took)
 	r.log.Info("listening", "component", "ratelimit", "serves", "grpc", "addr", r.svc.GRPCAddr())
 	r.sec.w.Run(ctx, r.cfg.Secrets.ReloadInterval.Duration)
 	return nil
@@ -173,8 +175,8 @@ func (r *rateLimiter) Close() error {
 		return nil
 	}
 	err := r.svc.Close()
-	if r.stopped != nil {
-		logStopped(r.log, "ratelimit", []string{"rate-limit checks"}, r.stopped(), err)
+	if took := r.stopped.Load(); took != nil {
+		logStopped(r.log, "ratelimit", []string{"rate-limit checks"}, (*took)(), err)
 	}
 	return err
 }
