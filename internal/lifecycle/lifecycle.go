@@ -88,6 +88,11 @@ type Group struct {
 	// naming those still running, and Close releases their resources
 	// under them.
 	Drain time.Duration
+	// Together opens the components at once instead of in order, for
+	// parts that do not depend on each other and each take a while to
+	// open (`fraise dev`'s extauthz, which tests its policy, and core).
+	// When any fails, Open waits for the others and closes them all.
+	Together bool
 
 	parts  []*part
 	mu     sync.Mutex
@@ -119,6 +124,9 @@ func (g *Group) Add(name string, c Component) {
 // those opened before it, in reverse order, and returns its error joined
 // with theirs: nothing is left open, and Close has nothing more to do.
 func (g *Group) Open(ctx context.Context) error {
+	if g.Together {
+		return g.openTogether(ctx)
+	}
 	for i, p := range g.parts {
 		g.mu.Lock()
 		g.opened = i + 1
@@ -126,6 +134,22 @@ func (g *Group) Open(ctx context.Context) error {
 		if err := p.c.Open(ctx); err != nil {
 			return errors.Join(err, g.Close())
 		}
+	}
+	return nil
+}
+
+func (g *Group) openTogether(ctx context.Context) error {
+	g.mu.Lock()
+	g.opened = len(g.parts)
+	g.mu.Unlock()
+	errs := make([]error, len(g.parts))
+	var wg sync.WaitGroup
+	for i, p := range g.parts {
+		wg.Go(func() { errs[i] = p.c.Open(ctx) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return errors.Join(err, g.Close())
 	}
 	return nil
 }

@@ -117,6 +117,67 @@ func TestGroupOpenFailure(t *testing.T) {
 	}
 }
 
+func TestGroupOpenTogether(t *testing.T) {
+	errBind := errors.New("authz.grpc_addr: address in use")
+	for _, tc := range []struct {
+		name    string
+		failing string
+		want    error
+	}{
+		{"all open", "", nil},
+		{"one fails", "b", errBind},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := &journal{}
+			g := &lifecycle.Group{Together: true}
+			fs := map[string]*blockingOpen{}
+			// Each Open returns only once every Open has started: in
+			// order, the first would wait for ever.
+			started := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(3)
+			go func() { wg.Wait(); close(started) }()
+			for _, n := range []string{"a", "b", "c"} {
+				fs[n] = &blockingOpen{fake: newFake(j, n), wg: &wg, started: started}
+				g.Add(n, fs[n])
+			}
+			if tc.failing != "" {
+				fs[tc.failing].openErr = tc.want
+			}
+			err := g.Open(context.Background())
+			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+				t.Fatalf("Open: got %v, want %v", err, tc.want)
+			}
+			closed := 0
+			for _, e := range j.get() {
+				if strings.HasPrefix(e, "close ") {
+					closed++
+				}
+			}
+			if want := map[bool]int{true: 0, false: 3}[tc.want == nil]; closed != want {
+				t.Fatalf("got %q, want %d closed", j.get(), want)
+			}
+			if err := g.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// blockingOpen is a fake whose Open waits until every Open of its group
+// has started.
+type blockingOpen struct {
+	*fake
+	wg      *sync.WaitGroup
+	started chan struct{}
+}
+
+func (b *blockingOpen) Open(ctx context.Context) error {
+	b.wg.Done()
+	<-b.started
+	return b.fake.Open(ctx)
+}
+
 func TestGroupRunStopsOnContextAndClosesInReverse(t *testing.T) {
 	j := &journal{}
 	g := &lifecycle.Group{}

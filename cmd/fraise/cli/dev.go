@@ -174,8 +174,12 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	if rlAdminLn != nil {
 		g.Add("ratelimit.admin_addr", adminServer("ratelimit", rlAdminLn, rlReg, log))
 	}
-	g.Add("extauthz", &later{build: func() lifecycle.Component { return newAuthz(cfg, env, log, authzLn, authzAdminLn, nil) }})
-	g.Add("core", &later{build: func() lifecycle.Component { return newCore(cfg, env, log, coreLn, coreAdminLn, coreFlightLn) }})
+	// extauthz (which tests its policy) and the core (which checks its
+	// schema against the database) open at once: neither needs the other.
+	servers := &lifecycle.Group{Together: true}
+	servers.Add("extauthz", &later{build: func() lifecycle.Component { return newAuthz(cfg, env, log, authzLn, authzAdminLn, nil) }})
+	servers.Add("core", &later{build: func() lifecycle.Component { return newCore(cfg, env, log, coreLn, coreAdminLn, coreFlightLn) }})
+	g.Add("extauthz and core", servers)
 	if receiverLn != nil {
 		rlog := log.With("component", "demo-receiver")
 		g.Add("demo receiver", lifecycle.Func{OnRun: func(ctx context.Context) error {
