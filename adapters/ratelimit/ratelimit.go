@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"math/rand"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/coocood/freecache"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	pb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/envoyproxy/ratelimit/src/metrics"
 	rlredis "github.com/envoyproxy/ratelimit/src/redis"
@@ -275,7 +277,7 @@ type Service struct {
 }
 
 // runMu serialises starts: the service configures logrus, a process-wide
-// logger, and reads a few settings from the process environment.
+// logger.
 var runMu sync.Mutex
 
 // closeGrace bounds how long Close lets calls under way finish.
@@ -400,20 +402,6 @@ func Start(ctx context.Context, o Options) (_ *Service, err error) {
 func (s *Service) assemble(st settings.Settings, store gostats.Store) (err error) {
 	runMu.Lock()
 	defer runMu.Unlock()
-	// The service re-reads a few settings from the process environment each
-	// time it loads its configuration (settings.NewSettings in
-	// service.SetConfig), ignoring the Settings it was given: the response
-	// headers are only enabled that way. Set exactly those.
-	for k, v := range map[string]string{
-		"LIMIT_RESPONSE_HEADERS_ENABLED": "true",
-		"LIMIT_LIMIT_HEADER":             HeaderLimit,
-		"LIMIT_REMAINING_HEADER":         HeaderRemaining,
-		"LIMIT_RESET_HEADER":             HeaderReset,
-	} {
-		if err := os.Setenv(k, v); err != nil {
-			return err
-		}
-	}
 	logger.SetLevel(logger.ErrorLevel)
 	step := "server"
 	defer func() {
@@ -438,8 +426,56 @@ func (s *Service) assemble(st settings.Settings, store gostats.Store) (err error
 	step = "limits"
 	s.service = rlservice.NewService(cache, s.srv.Provider(), stats, s.srv.HealthChecker(), utils.NewTimeSourceImpl(),
 		st.GlobalShadowMode, st.ForceStartWithoutInitialConfig, st.HealthyWithAtLeastOneConfigLoaded)
+	// The rate-limit headers are added here, not by the service, which
+	// adds them only when the process environment says so.
+	s.service = withHeaders{RateLimitServiceServer: s.service, clock: utils.NewTimeSourceImpl()}
 	pb.RegisterRateLimitServiceServer(s.srv.GrpcServer(), s.service)
 	return nil
+}
+
+// withHeaders adds HeaderLimit, HeaderRemaining and HeaderReset to the
+// answers of envoyproxy/ratelimit's service, for the descriptor the answer
+// turns on: the last one over its limit, else the one with the least
+// remaining (the service's own choice when its headers are on).
+//
+// The service turns its headers on only from the process environment
+// (LIMIT_RESPONSE_HEADERS_ENABLED and the header names, re-read by
+// settings.NewSettings at each configuration load, whatever Settings it was
+// given). Setting them there would change the environment of the whole
+// process, its other libraries and its children (Envoy under `fraise dev`)
+// for good; adding the headers here keeps them Fraise's decision.
+type withHeaders struct {
+	rlservice.RateLimitServiceServer
+	clock utils.TimeSource
+}
+
+// ShouldRateLimit asks the service and sets the headers of its answer.
+func (h withHeaders) ShouldRateLimit(ctx context.Context, req *pb.RateLimitRequest) (*pb.RateLimitResponse, error) {
+	resp, err := h.RateLimitServiceServer.ShouldRateLimit(ctx, req)
+	if err != nil || resp == nil {
+		return resp, err
+	}
+	var decisive *pb.RateLimitResponse_DescriptorStatus
+	least := uint32(math.MaxUint32)
+	for _, st := range resp.Statuses {
+		switch {
+		case st.GetCode() == pb.RateLimitResponse_OVER_LIMIT:
+			decisive, least = st, 0
+		case st.GetCurrentLimit() != nil && st.GetLimitRemaining() < least:
+			decisive, least = st, st.GetLimitRemaining()
+		}
+	}
+	resp.ResponseHeadersToAdd = nil
+	if decisive == nil || decisive.GetCurrentLimit() == nil {
+		return resp, nil
+	}
+	unit := decisive.CurrentLimit.Unit
+	resp.ResponseHeadersToAdd = []*corev3.HeaderValue{
+		{Key: HeaderLimit, Value: strconv.FormatUint(uint64(decisive.CurrentLimit.RequestsPerUnit), 10)},
+		{Key: HeaderRemaining, Value: strconv.FormatUint(uint64(decisive.LimitRemaining), 10)},
+		{Key: HeaderReset, Value: strconv.FormatInt(utils.CalculateReset(&unit, h.clock).GetSeconds(), 10)},
+	}
+	return resp, nil
 }
 
 // closeUnserved closes ln when Start fails before serving it.

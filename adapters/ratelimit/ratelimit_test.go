@@ -414,3 +414,31 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 		t.Fatalf("after recovery, request 4: got %v, want OVER_LIMIT", r.OverallCode)
 	}
 }
+
+// TestStartLeavesTheEnvironmentAlone: the service's answers carry the
+// rate-limit headers without Start setting the variables through which
+// envoyproxy/ratelimit would add them itself: the process environment
+// (that of every library and child process) is not the adapter's to change.
+func TestStartLeavesTheEnvironmentAlone(t *testing.T) {
+	keys := []string{"LIMIT_RESPONSE_HEADERS_ENABLED", "LIMIT_LIMIT_HEADER", "LIMIT_REMAINING_HEADER", "LIMIT_RESET_HEADER"}
+	for _, k := range keys {
+		if v, ok := os.LookupEnv(k); ok {
+			t.Skipf("%s=%q is set in the test's environment", k, v)
+		}
+	}
+	rd := harness.StartRedis(t)
+	c, _ := mustService(t, rd.Addr, ratelimit.Options{Tiers: map[string]ratelimit.Tier{"default": {Tenant: hour(1)}}})
+	for _, k := range keys {
+		if v, ok := os.LookupEnv(k); ok {
+			t.Errorf("Start set %s=%q in the process environment", k, v)
+		}
+	}
+	d := desc("tier", "default", "tenant", "t1")
+	if r := ask(t, c, d); header(r, ratelimit.HeaderRemaining) != "0" || header(r, ratelimit.HeaderLimit) != "1" {
+		t.Errorf("first request: got headers %v, want %s 1 and %s 0", r.ResponseHeadersToAdd, ratelimit.HeaderLimit, ratelimit.HeaderRemaining)
+	}
+	r := ask(t, c, d)
+	if n, err := strconv.Atoi(header(r, ratelimit.HeaderReset)); r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT || err != nil || n <= 0 || n > 3600 {
+		t.Errorf("second request: got %v with headers %v, want OVER_LIMIT and %s in (0, 3600]", r.OverallCode, r.ResponseHeadersToAdd, ratelimit.HeaderReset)
+	}
+}

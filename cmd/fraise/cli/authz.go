@@ -18,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -29,6 +28,7 @@ import (
 	"github.com/fraise-dev/fraise/extauthz"
 	"github.com/fraise-dev/fraise/extauthz/apikey"
 	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/lifecycle"
 	"github.com/fraise-dev/fraise/policies"
 )
 
@@ -41,26 +41,6 @@ func runAuthz(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	ln, err := listen("authz.grpc_addr", cfg.Authz.GRPCAddr)
-	if err != nil {
-		return err
-	}
-	var adminLn, jwksLn net.Listener
-	if cfg.Authz.AdminAddr != "" {
-		if adminLn, err = listen("authz.admin_addr", cfg.Authz.AdminAddr); err != nil {
-			ln.Close()
-			return err
-		}
-	}
-	if cfg.Authz.JWKSAddr != "" {
-		if jwksLn, err = listen("authz.jwks_addr", cfg.Authz.JWKSAddr); err != nil {
-			ln.Close()
-			if adminLn != nil {
-				adminLn.Close()
-			}
-			return err
-		}
-	}
 	if env.Getenv("GOGC") == "" {
 		// extauthz's live heap is a few MiB while it allocates tens of KiB
 		// per check, so the default GOGC collects dozens of times a second
@@ -71,7 +51,9 @@ func runAuthz(ctx context.Context, env Env, args []string) error {
 		// GOMEMLIMIT still caps the heap.
 		defer gctune.Tune(gctune.DefaultHeapFloor, authzGCPercent)()
 	}
-	return serveAuthz(ctx, cfg, env, log, ln, adminLn, jwksLn)
+	a := newAuthz(cfg, env, log, lifecycle.Listen("authz.grpc_addr", cfg.Authz.GRPCAddr),
+		optionalListener("authz.admin_addr", cfg.Authz.AdminAddr), optionalListener("authz.jwks_addr", cfg.Authz.JWKSAddr))
+	return runAuthzComponent(ctx, a)
 }
 
 // authzGCPercent is the least GOGC `fraise authz` runs with.
@@ -87,30 +69,166 @@ func policyFS(dir string) fs.FS {
 
 // serveAuthz runs extauthz's gRPC service on ln, its admin port (health,
 // metrics, the assertion JWKS) on adminLn, and the assertion JWKS alone
-// over TLS on jwksLn (nil: none), until ctx ends.
+// over TLS on jwksLn (nil: none), until ctx ends, and closes them.
 func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln, adminLn, jwksLn net.Listener) error {
-	log = log.With("component", "extauthz")
-	a := cfg.Authz
-	closeAll := func() {
-		ln.Close()
-		for _, l := range []net.Listener{adminLn, jwksLn} {
-			if l != nil {
-				l.Close()
-			}
-		}
+	return runAuthzComponent(ctx, newAuthz(cfg, env, log, lifecycle.Adopt(ln), listenerOf(adminLn), listenerOf(jwksLn)))
+}
+
+// runAuthzComponent runs a, extauthz, until ctx ends.
+func runAuthzComponent(ctx context.Context, a lifecycle.Component) error {
+	err := lifecycle.Run(ctx, a)
+	if errors.Is(err, errStoppedStarting) {
+		// Told to stop while still loading its policy (its tests run
+		// first): a stop, not a failure.
+		return nil
 	}
-	signer, err := loadSigner(a.AssertionKey, env.Getenv)
-	if err != nil {
-		closeAll()
+	return err
+}
+
+// errStoppedStarting is extauthz's Open cut short by the end of its
+// context.
+var errStoppedStarting = errors.New("extauthz: stopped while starting")
+
+// authz is extauthz's parts, each a component of the group newAuthz
+// returns: its listeners, its tracer provider, its database and API-key
+// cache, the server itself, its policy and key reloads, its admin and JWKS
+// ports and its secrets' reloads.
+type authz struct {
+	cfg config.Config
+	env Env
+	log *slog.Logger
+
+	sec     *secrets
+	signer  *assertion.Signer
+	jwksTLS *tls.Config
+	o       extauthz.Options
+	metrics *authzMetrics
+	tp      tracing
+	db      *postgres.DB
+	keys    *apikey.Authenticator
+	srv     *extauthz.Server
+	gs      *grpc.Server
+	health  *httpapi.Health
+}
+
+// newAuthz is extauthz serving its gRPC service on ln, its admin port
+// (health, metrics, the assertion JWKS) on adminLn, and the assertion
+// JWKS alone over TLS on jwksLn (nil: none).
+func newAuthz(cfg config.Config, env Env, log *slog.Logger, ln, adminLn, jwksLn *lifecycle.Listener) lifecycle.Component {
+	log = log.With("component", "extauthz")
+	p := &authz{cfg: cfg, env: env, log: log, health: &httpapi.Health{},
+		// Its certificates and its database's password and TLS files are
+		// re-read every secrets.reload_interval.
+		sec: newSecrets(env.Getenv, log),
+		// Each Check continues the trace Envoy started, in extauthz's spans.
+		tp: tracing{c: cfg.Telemetry, service: serviceAuthz},
+	}
+	a := cfg.Authz
+	// The gRPC server bounds its drain by authz.drain_delay and
+	// authz.shutdown_timeout, the admin ports by adminGrace: the deadline
+	// is the backstop that closes the listeners under one that did not
+	// stop.
+	g := &lifecycle.Group{Drain: a.DrainDelay.Duration + a.ShutdownTimeout.Duration + adminGrace + drainMargin}
+	drained := []string{"authorization checks"}
+	g.Add("authz.grpc_addr", ln)
+	if adminLn != nil {
+		g.Add("authz.admin_addr", adminLn)
+	}
+	if jwksLn != nil {
+		g.Add("authz.jwks_addr", jwksLn)
+	}
+	g.Add("tracing", &p.tp)
+	g.Add("extauthz options", lifecycle.Func{OnOpen: func(context.Context) error { return p.options(jwksLn != nil) }})
+	if a.DatabaseURL != "" {
+		g.Add("authz.database_url", lifecycle.Func{OnOpen: p.openDatabase, OnClose: func() error {
+			if p.db != nil {
+				p.db.Close()
+			}
+			return nil
+		}})
+		g.Add("api keys", lifecycle.Func{OnOpen: p.openAPIKeys, OnClose: func() error {
+			if p.keys != nil {
+				// Writes the keys' last use, once the server has stopped.
+				p.keys.Close()
+			}
+			return nil
+		}})
+	}
+	g.Add("extauthz", lifecycle.Func{OnOpen: p.open, OnRun: func(ctx context.Context) error {
+		logServing(log, "extauthz", "grpc", ln.Net())
+		err := p.srv.Serve(ctx, p.gs, ln.Net(), a.DrainDelay.Duration, a.ShutdownTimeout.Duration)
+		p.health.Drain()
+		return err
+	}, OnClose: func() error {
+		if p.srv != nil {
+			p.srv.Close()
+		}
+		return nil
+	}})
+	switch {
+	case a.BundleURL != "":
+		g.Add("authz.bundle_url", runner(func(ctx context.Context) {
+			first := make(chan error, 1)
+			go func() {
+				if err := <-first; err != nil {
+					log.Warn("first policy bundle not loaded; serving the embedded policy until one loads", "err", err)
+				}
+			}()
+			p.srv.PollBundle(ctx, nil, a.BundleURL, a.BundlePoll.Duration, first)
+		}))
+	case a.PolicyDir != "" && a.PolicyReload.Duration > 0:
+		g.Add("authz.policy_dir", runner(func(ctx context.Context) { p.srv.WatchPolicyDir(ctx, a.PolicyDir, a.PolicyReload.Duration) }))
+	}
+	if a.AssertionKeyReload.Duration > 0 {
+		g.Add("authz.assertion_key", runner(func(ctx context.Context) {
+			reloadSigner(ctx, p.signer, a.AssertionKey, env.Getenv, a.AssertionKeyReload.Duration, log)
+		}))
+	}
+	if adminLn != nil {
+		admin := &lifecycle.HTTPServer{Listener: adminLn, Grace: adminGrace, Serving: serving(log, "extauthz", "admin")}
+		g.Add("extauthz admin", lifecycle.Func{
+			OnOpen: func(context.Context) error {
+				mux := http.NewServeMux()
+				mux.Handle(extauthz.JWKSPath, p.srv.JWKSHandler())
+				mux.Handle("/", httpapi.NewAdminHandler(p.health, p.metrics.handler()))
+				admin.Server = newHTTPServer(mux, adminHTTPTimeouts)
+				return nil
+			},
+			OnRun: admin.Run,
+		})
+		drained = append(drained, "admin requests")
+	}
+	if jwksLn != nil {
+		// The port the core follows (core.assertion_jwks_url): https, with
+		// a certificate of the internal CA, so that only extauthz can tell
+		// the core which keys to trust.
+		js := &lifecycle.HTTPServer{Listener: jwksLn, Grace: adminGrace, Serving: serving(log, "extauthz", "jwks")}
+		g.Add("extauthz jwks", lifecycle.Func{
+			OnOpen: func(context.Context) error {
+				mux := http.NewServeMux()
+				mux.Handle(extauthz.JWKSPath, p.srv.JWKSHandler())
+				js.Server = newHTTPServer(mux, adminHTTPTimeouts)
+				js.Server.TLSConfig = p.jwksTLS
+				return nil
+			},
+			OnRun: js.Run,
+		})
+		drained = append(drained, "jwks requests")
+	}
+	g.Add("extauthz secrets", p.sec.reloader(cfg))
+	return stopLine{Component: g, log: log, name: "extauthz", drained: &drained}
+}
+
+// options reads what extauthz.Options takes from the configuration: the
+// assertion signer, the issuers, the JWKS port's TLS (jwks true).
+func (p *authz) options(jwks bool) error {
+	a, env := p.cfg.Authz, p.env
+	var err error
+	if p.signer, err = loadSigner(a.AssertionKey, env.Getenv); err != nil {
 		return err
 	}
-	// Its certificates and its database's password and TLS files are
-	// re-read every secrets.reload_interval.
-	sec := newSecrets(env.Getenv, log)
-	var jwksTLS *tls.Config
-	if jwksLn != nil {
-		if jwksTLS, err = sec.plainServerTLS(cfg.TLS); err != nil {
-			closeAll()
+	if jwks {
+		if p.jwksTLS, err = p.sec.plainServerTLS(p.cfg.TLS); err != nil {
 			return fmt.Errorf("authz.jwks_addr: %w", err)
 		}
 	}
@@ -125,139 +243,89 @@ func serveAuthz(ctx context.Context, cfg config.Config, env Env, log *slog.Logge
 		if is.HMACSecret != "" {
 			secret, err := config.Resolve(is.HMACSecret, env.Getenv)
 			if err != nil {
-				closeAll()
 				return fmt.Errorf("authz.issuers[%d].hmac_secret: %w", i, err)
 			}
 			issuers[i].HMACSecret = []byte(secret)
 		}
 	}
-	o := extauthz.Options{
+	p.o = extauthz.Options{
 		Issuers: issuers, Leeway: a.Leeway.Duration, PolicyFS: policyFS(a.PolicyDir),
-		Signer: signer, Logger: log, DryRun: a.DryRun, DefaultTier: a.DefaultTier, KeyRefresh: a.KeyRefresh.Duration,
-		DecisionCacheTTL: a.DecisionCacheTTL.Duration, RetryAfter: cfg.Admission.RetryAfter.Duration,
-		ConsoleDevLogin: cfg.Console.DevLogin,
+		Signer: p.signer, Logger: p.log, DryRun: a.DryRun, DefaultTier: a.DefaultTier, KeyRefresh: a.KeyRefresh.Duration,
+		DecisionCacheTTL: a.DecisionCacheTTL.Duration, RetryAfter: p.cfg.Admission.RetryAfter.Duration,
+		ConsoleDevLogin: p.cfg.Console.DevLogin,
 	}
-	metrics := newAuthzMetrics()
-	o.Observe, o.ObserveReload = metrics.observe, metrics.observeReload
-	if err := metrics.reg.Register(sec.w); err != nil {
-		closeAll()
+	p.metrics = newAuthzMetrics()
+	p.o.Observe, p.o.ObserveReload = p.metrics.observe, p.metrics.observeReload
+	if err := p.metrics.reg.Register(p.sec.w); err != nil {
 		return err
 	}
 	if a.BundleURL != "" {
 		// The embedded policy serves until the first bundle loads; it
 		// denies anything its RBAC does not allow, so this fails safe.
-		o.PolicyFS = policies.FS
+		p.o.PolicyFS = policies.FS
 	}
-	if a.DatabaseURL != "" {
-		db, err := openDatabase(ctx, cfg, sec, "authz.database_url", a.DatabaseURL,
-			postgres.Options{MaxConns: 4, StatementTimeout: 2 * time.Second, Logger: log})
-		if err != nil {
-			closeAll()
-			return err
-		}
-		defer db.Close()
-		// Open the first connection in the background: a Check that had to
-		// would likely outlast the gateway's authz timeout. Not fatal: the
-		// database may come up later, and until then lookups fail closed.
-		go func() {
-			pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			if err := db.Ping(pingCtx); err != nil && ctx.Err() == nil {
-				log.Warn("authz.database_url: not reachable yet; API keys and persisted operations fail closed until it is", "err", err)
-			}
-		}()
-		keys := apikey.NewAuthenticator(postgres.NewAPIKeys(db), apikey.Options{
-			CacheTTL: a.APIKeyCacheTTL.Duration, MaxLookupsPerSecond: a.APIKeyLookups, DefaultTier: a.DefaultTier, Logger: log,
-			MaxUnknownLookupsPerSecond: a.APIKeyUnknownLookups, MaxClientLookupsPerSecond: a.APIKeyClientLookups,
-		})
-		defer keys.Close()
-		o.APIKeys = keys
-		// The store the core registers automatic persisted queries in and
-		// `fraise migrate` loads trusted documents into.
-		o.Persisted = extauthz.PersistedStore{Docs: postgres.NewPersistedDocuments(db, postgres.PersistedOptions{})}
-		if a.Audit {
-			o.Decisions = postgres.NewDecisions(db)
-		}
-	}
-	srv, err := extauthz.New(ctx, o)
+	return nil
+}
+
+// openDatabase opens extauthz's pool on authz.database_url.
+func (p *authz) openDatabase(ctx context.Context) error {
+	db, err := openDatabase(ctx, p.cfg, p.sec, "authz.database_url", p.cfg.Authz.DatabaseURL,
+		postgres.Options{MaxConns: 4, StatementTimeout: 2 * time.Second, Logger: p.log})
 	if err != nil {
-		closeAll()
+		return err
+	}
+	p.db = db
+	// Open the first connection in the background: a Check that had to
+	// would likely outlast the gateway's authz timeout. Not fatal: the
+	// database may come up later, and until then lookups fail closed.
+	go func() {
+		pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := db.Ping(pingCtx); err != nil && ctx.Err() == nil {
+			p.log.Warn("authz.database_url: not reachable yet; API keys and persisted operations fail closed until it is", "err", err)
+		}
+	}()
+	// The store the core registers automatic persisted queries in and
+	// `fraise migrate` loads trusted documents into.
+	p.o.Persisted = extauthz.PersistedStore{Docs: postgres.NewPersistedDocuments(p.db, postgres.PersistedOptions{})}
+	if p.cfg.Authz.Audit {
+		p.o.Decisions = postgres.NewDecisions(p.db)
+	}
+	return nil
+}
+
+// openAPIKeys makes the API-key authenticator on the database.
+func (p *authz) openAPIKeys(context.Context) error {
+	a := p.cfg.Authz
+	p.keys = apikey.NewAuthenticator(postgres.NewAPIKeys(p.db), apikey.Options{
+		CacheTTL: a.APIKeyCacheTTL.Duration, MaxLookupsPerSecond: a.APIKeyLookups, DefaultTier: a.DefaultTier, Logger: p.log,
+		MaxUnknownLookupsPerSecond: a.APIKeyUnknownLookups, MaxClientLookupsPerSecond: a.APIKeyClientLookups,
+	})
+	p.o.APIKeys = p.keys
+	return nil
+}
+
+// open makes the server (it loads and tests its policy) and its gRPC
+// server.
+func (p *authz) open(ctx context.Context) error {
+	srv, err := extauthz.New(ctx, p.o)
+	if err != nil {
 		if ctx.Err() != nil {
-			// Told to stop while still loading its policy (its tests
-			// run first): a stop, not a failure.
-			return nil
+			return fmt.Errorf("%w: %w", errStoppedStarting, err)
 		}
 		return err
 	}
-	defer srv.Close()
+	p.srv = srv
 	// Envoy alone asks for decisions: plaintext and any certificate but the
 	// gateway's are refused at the handshake.
-	tc, err := sec.serverTLS(cfg.TLS, false, cfg.TLS.GatewaySAN)
+	tc, err := p.sec.serverTLS(p.cfg.TLS, false, p.cfg.TLS.GatewaySAN)
 	if err != nil {
-		closeAll()
 		return err
 	}
-	// Each Check continues the trace Envoy started, in extauthz's spans.
-	tp, stopTracing, err := newTracerProvider(ctx, cfg.Telemetry, serviceAuthz)
-	if err != nil {
-		closeAll()
-		return err
-	}
-	defer stopTracing(ctx)
-	grpcOpts := append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}, grpcTracing(tp)...)
-	gs := srv.NewGRPCServer(extauthz.GRPCOptions{MaxRecvMsgBytes: a.MaxRecvMsgBytes, Reflection: a.Reflection, ServerOptions: grpcOpts})
-
-	g, gctx := errgroup.WithContext(ctx)
-	took := stopClock(gctx)
-	drained := []string{"authorization checks"}
-	sec.run(gctx, cfg)
-	health := &httpapi.Health{}
-	logServing(log, "extauthz", "grpc", ln)
-	g.Go(func() error {
-		err := srv.Serve(gctx, gs, ln, a.DrainDelay.Duration, a.ShutdownTimeout.Duration)
-		health.Drain()
-		return err
-	})
-	switch {
-	case a.BundleURL != "":
-		first := make(chan error, 1)
-		g.Go(func() error { srv.PollBundle(gctx, nil, a.BundleURL, a.BundlePoll.Duration, first); return nil })
-		if err := <-first; err != nil {
-			log.Warn("first policy bundle not loaded; serving the embedded policy until one loads", "err", err)
-		}
-	case a.PolicyDir != "" && a.PolicyReload.Duration > 0:
-		g.Go(func() error { srv.WatchPolicyDir(gctx, a.PolicyDir, a.PolicyReload.Duration); return nil })
-	}
-	if a.AssertionKeyReload.Duration > 0 {
-		g.Go(func() error {
-			reloadSigner(gctx, signer, a.AssertionKey, env.Getenv, a.AssertionKeyReload.Duration, log)
-			return nil
-		})
-	}
-	if adminLn != nil {
-		mux := http.NewServeMux()
-		mux.Handle(extauthz.JWKSPath, srv.JWKSHandler())
-		mux.Handle("/", httpapi.NewAdminHandler(health, metrics.handler()))
-		admin := newHTTPServer(mux, adminHTTPTimeouts)
-		logServing(log, "extauthz", "admin", adminLn)
-		g.Go(func() error { return serveHTTP(gctx, admin, adminLn, 5*time.Second) })
-		drained = append(drained, "admin requests")
-	}
-	if jwksLn != nil {
-		// The port the core follows (core.assertion_jwks_url): https, with
-		// a certificate of the internal CA, so that only extauthz can tell
-		// the core which keys to trust.
-		mux := http.NewServeMux()
-		mux.Handle(extauthz.JWKSPath, srv.JWKSHandler())
-		js := newHTTPServer(mux, adminHTTPTimeouts)
-		js.TLSConfig = jwksTLS
-		logServing(log, "extauthz", "jwks", jwksLn)
-		g.Go(func() error { return serveHTTP(gctx, js, jwksLn, 5*time.Second) })
-		drained = append(drained, "jwks requests")
-	}
-	err = g.Wait()
-	logStopped(log, "extauthz", drained, took(), err)
-	return err
+	grpcOpts := append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}, grpcTracing(p.tp.tp)...)
+	a := p.cfg.Authz
+	p.gs = srv.NewGRPCServer(extauthz.GRPCOptions{MaxRecvMsgBytes: a.MaxRecvMsgBytes, Reflection: a.Reflection, ServerOptions: grpcOpts})
+	return nil
 }
 
 // loadSigner reads extauthz's Ed25519 assertion key from its reference.

@@ -3,21 +3,23 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
-	"net"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"time"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/envoy"
+	"github.com/fraise-dev/fraise/envoy/process"
+	"github.com/fraise-dev/fraise/envoy/xds"
+	"github.com/fraise-dev/fraise/internal/lifecycle"
 )
 
 // devAddrs are the addresses `fraise dev` actually listens on, written to
@@ -99,213 +101,248 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	if _, err := findEnvoy(cfg.Gateway.Envoy); err != nil {
 		return err
 	}
+	g := &lifecycle.Group{}
 	// extauthz and the core trace with providers of their own; the rate
 	// limiter, envoyproxy/ratelimit's server, traces through the globals.
-	stopTracing, err := startGlobalTracing(ctx, cfg.Telemetry, serviceRateLimit)
-	if err != nil {
-		return err
-	}
-	defer stopTracing(ctx)
+	g.Add("tracing", &tracing{c: cfg.Telemetry, service: serviceRateLimit, global: true})
 
 	// Bind every listener first: with :0 addresses the real ports are known
-	// only now, and the Envoy configuration must name them. Envoy binds its
-	// own ingress and admin ports (:0 too) and reports them. The rate
-	// limiter's HTTP and debug ports are operator tools, bound by it only
-	// when configured.
-	var lns []net.Listener
-	closeAll := func() {
-		for _, l := range lns {
-			l.Close()
+	// only then, and the configuration of the components and of Envoy must
+	// name them. Envoy binds its own ingress and admin ports (:0 too) and
+	// reports them. The rate limiter's HTTP and debug ports are operator
+	// tools, bound by it only when configured. Each listener is a
+	// component of the ports group, and also of the component serving on
+	// it; whichever closes it first closes it.
+	ports := &lifecycle.Group{}
+	bind := func(key, addr string) *lifecycle.Listener {
+		if addr == "" {
+			return nil
 		}
+		l := lifecycle.Listen(key, addr)
+		ports.Add(key, l)
+		return l
 	}
-	bind := func(key string, addr *string) (net.Listener, error) {
-		if *addr == "" {
-			return nil, nil
-		}
-		l, err := listen(key, *addr)
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		*addr = l.Addr().String()
-		return l, nil
-	}
-	coreAdminAddr, authzAdminAddr := cfg.Core.AdminAddr, cfg.Authz.AdminAddr
-	rlAdminAddr, xdsAdminAddr := cfg.RateLimit.AdminAddr, cfg.XDS.AdminAddr
-	var coreLn, coreAdminLn, coreFlightLn, authzLn, authzAdminLn, rlAdminLn, xdsLn, xdsAdminLn net.Listener
-	for _, b := range []struct {
-		key  string
-		addr *string
-		ln   *net.Listener
-	}{
-		{"core.http_addr", &cfg.Core.HTTPAddr, &coreLn},
-		{"core.admin_addr", &coreAdminAddr, &coreAdminLn},
-		{"core.flight_addr", &cfg.Core.FlightAddr, &coreFlightLn},
-		{"authz.grpc_addr", &cfg.Authz.GRPCAddr, &authzLn},
-		{"authz.admin_addr", &authzAdminAddr, &authzAdminLn},
-		{"ratelimit.admin_addr", &rlAdminAddr, &rlAdminLn},
-	} {
-		if *b.ln, err = bind(b.key, b.addr); err != nil {
-			closeAll()
-			return err
-		}
-	}
+	coreLn, coreAdminLn := bind("core.http_addr", cfg.Core.HTTPAddr), bind("core.admin_addr", cfg.Core.AdminAddr)
+	coreFlightLn := bind("core.flight_addr", cfg.Core.FlightAddr)
+	authzLn, authzAdminLn := bind("authz.grpc_addr", cfg.Authz.GRPCAddr), bind("authz.admin_addr", cfg.Authz.AdminAddr)
+	rlAdminLn := bind("ratelimit.admin_addr", cfg.RateLimit.AdminAddr)
+	var xdsLn, xdsAdminLn, receiverLn *lifecycle.Listener
 	if *useXDS {
-		if xdsLn, err = bind("xds.grpc_addr", &cfg.XDS.GRPCAddr); err != nil {
-			closeAll()
-			return err
-		}
-		if xdsAdminLn, err = bind("xds.admin_addr", &xdsAdminAddr); err != nil {
-			closeAll()
-			return err
-		}
+		xdsLn, xdsAdminLn = bind("xds.grpc_addr", cfg.XDS.GRPCAddr), bind("xds.admin_addr", cfg.XDS.AdminAddr)
 	}
-	var receiverLn net.Listener
 	if *withDemo {
-		if receiverLn, err = bind("--demo-receiver", receiverAddr); err != nil {
-			closeAll()
-			return err
-		}
-		// The rule names the receiver's real port, :0 made concrete.
-		dbURL, err := config.Resolve(cfg.Database.URL, env.Getenv)
-		if err == nil {
-			err = ensureDemoRule(ctx, dbURL, "http://"+*receiverAddr+"/observer")
-		}
-		if err != nil {
-			closeAll()
-			return err
-		}
+		receiverLn = bind("--demo-receiver", *receiverAddr)
 	}
 	// The rate limiter's gRPC port is bound here too: the observers dial it
 	// and the Envoy configuration names it.
-	rlLn, err := bind("ratelimit.grpc_addr", &cfg.RateLimit.GRPCAddr)
-	if err != nil {
-		closeAll()
-		return err
-	}
+	rlLn := bind("ratelimit.grpc_addr", cfg.RateLimit.GRPCAddr)
+	g.Add("ports", ports)
+	addrs := devAddrs{}
+	g.Add("addresses", lifecycle.Func{OnOpen: func(ctx context.Context) error {
+		addr := func(l *lifecycle.Listener) string {
+			if l == nil {
+				return ""
+			}
+			return l.Addr()
+		}
+		cfg.Core.HTTPAddr, cfg.Core.FlightAddr = addr(coreLn), addr(coreFlightLn)
+		cfg.Authz.GRPCAddr, cfg.RateLimit.GRPCAddr = addr(authzLn), addr(rlLn)
+		addrs = devAddrs{
+			CoreHTTP: cfg.Core.HTTPAddr, Authz: cfg.Authz.GRPCAddr, RateLimit: cfg.RateLimit.GRPCAddr,
+			CoreFlight: cfg.Core.FlightAddr, CoreAdmin: addr(coreAdminLn), AuthzAdmin: addr(authzAdminLn),
+			RateLimitAdmin: addr(rlAdminLn),
+		}
+		if *useXDS {
+			cfg.XDS.GRPCAddr = addr(xdsLn)
+			addrs.XDS, addrs.XDSAdmin = cfg.XDS.GRPCAddr, addr(xdsAdminLn)
+		}
+		if *withDemo {
+			addrs.DemoReceiver = receiverLn.Addr()
+			// The rule names the receiver's real port, :0 made concrete.
+			dbURL, err := config.Resolve(cfg.Database.URL, env.Getenv)
+			if err == nil {
+				err = ensureDemoRule(ctx, dbURL, "http://"+addrs.DemoReceiver+"/observer")
+			}
+			return err
+		}
+		return nil
+	}})
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	rlReg := newProcessRegistry()
-	rl, err := startRateLimitOn(ctx, cfg, env, log, rlLn, rlReg)
-	if err != nil {
-		closeAll()
-		return err
+	rl := &rateLimiter{env: env, log: log, l: rlLn, reg: rlReg}
+	g.Add("ratelimit", &later{build: func() lifecycle.Component { rl.cfg = cfg; return rl }})
+	if rlAdminLn != nil {
+		g.Add("ratelimit.admin_addr", adminServer("ratelimit", rlAdminLn, rlReg, log))
 	}
-	logServing(log, "ratelimit", "grpc", rlLn)
-	rlTook := stopClock(ctx)
-	defer func() {
-		rl.Close()
-		logStopped(log, "ratelimit", []string{"rate-limit checks"}, rlTook(), nil)
-	}()
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveAuthz(gctx, cfg, env, log, authzLn, authzAdminLn, nil) })
-	g.Go(func() error { return serveCore(gctx, cfg, env, log, coreLn, coreAdminLn, coreFlightLn) })
+	// extauthz (which tests its policy) and the core (which checks its
+	// schema against the database) open at once: neither needs the other.
+	servers := &lifecycle.Group{Together: true}
+	servers.Add("extauthz", &later{build: func() lifecycle.Component { return newAuthz(cfg, env, log, authzLn, authzAdminLn, nil) }})
+	servers.Add("core", &later{build: func() lifecycle.Component { return newCore(cfg, env, log, coreLn, coreAdminLn, coreFlightLn) }})
+	g.Add("extauthz and core", servers)
 	if receiverLn != nil {
 		rlog := log.With("component", "demo-receiver")
-		logServing(rlog, "demo-receiver", "webhook deliveries", receiverLn)
-		g.Go(func() error { return serveDemoReceiver(gctx, receiverLn, env.Stdout, rlog) })
+		g.Add("demo receiver", lifecycle.Func{OnRun: func(ctx context.Context) error {
+			logServing(rlog, "demo-receiver", "webhook deliveries", receiverLn.Net())
+			return serveDemoReceiver(ctx, receiverLn.Net(), env.Stdout, rlog)
+		}})
 	}
-	if rlAdminLn != nil {
-		g.Go(func() error { return serveAdmin(gctx, "ratelimit", rlAdminLn, rlReg, log) })
-	}
-
-	res, err := envoy.Build(envoyOptions(cfg))
-	if err != nil {
-		cancel()
-		closeAll()
-		return errors.Join(err, g.Wait())
-	}
-	// One watch of fraise.toml: the rate limiter reloads its limits and,
-	// with --xds, the xDS server publishes the new Envoy configuration.
-	follow := []func(config.Config){reloadRateLimits(rl, *cfgPath, log)}
-	bootstrap := res.Bootstrap
+	var xdsSrv *xds.Server
+	xlog := log.With("component", "xds")
 	if *useXDS {
-		xlog := log.With("component", "xds")
-		srv, err := newXDSServer(gctx, cfg, xlog)
-		if err != nil {
-			cancel()
-			xdsLn.Close()
-			return errors.Join(err, g.Wait())
-		}
-		// The ports bound above (:0 made concrete) stay as they are when
-		// fraise.toml changes.
-		keep := func(c *config.Config) {
-			c.Gateway.ListenAddr = cfg.Gateway.ListenAddr
-			c.Core.HTTPAddr, c.Core.FlightAddr = cfg.Core.HTTPAddr, cfg.Core.FlightAddr
-			c.Authz.GRPCAddr, c.RateLimit.GRPCAddr, c.XDS.GRPCAddr = cfg.Authz.GRPCAddr, cfg.RateLimit.GRPCAddr, cfg.XDS.GRPCAddr
-		}
-		follow = append(follow, publishChange(gctx, srv, *cfgPath, xlog, keep))
-		var xdsReg prometheus.Registerer
+		xg := &lifecycle.Group{}
+		var reg *prometheus.Registry
 		if xdsAdminLn != nil {
-			reg := newProcessRegistry()
-			reg.MustRegister(srv.Collectors()...)
-			xdsReg = reg
-			g.Go(func() error { return serveAdmin(gctx, "xds", xdsAdminLn, reg, xlog) })
+			reg = newProcessRegistry()
 		}
-		g.Go(func() error { return serveXDS(gctx, srv, cfg, xdsLn, xlog, xdsReg) })
-		bootstrap = res.XDSBootstrap
+		xg.Add("xds snapshot", lifecycle.Func{OnOpen: func(ctx context.Context) error {
+			var err error
+			if xdsSrv, err = newXDSServer(ctx, cfg, xlog); err != nil {
+				return err
+			}
+			if reg != nil {
+				reg.MustRegister(xdsSrv.Collectors()...)
+			}
+			return nil
+		}})
+		if reg != nil {
+			xg.Add("xds.admin_addr", adminServer("xds", xdsAdminLn, reg, xlog))
+		}
+		xg.Add("xds", &later{build: func() lifecycle.Component {
+			var r prometheus.Registerer
+			if reg != nil {
+				r = reg
+			}
+			return xdsADS(xdsSrv, cfg, xdsLn, xlog, r)
+		}})
+		g.Add("xds", xg)
 	}
 	if *cfgPath != "" {
-		go watchConfig(gctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, func(c config.Config) {
-			for _, f := range follow {
-				f(c)
+		// One watch of fraise.toml: the rate limiter reloads its limits
+		// and, with --xds, the xDS server publishes the new Envoy
+		// configuration.
+		g.Add("config watch", runner(func(ctx context.Context) {
+			follow := []func(config.Config){reloadRateLimits(rl.svc, *cfgPath, log)}
+			if xdsSrv != nil {
+				// The ports bound above (:0 made concrete) stay as they are
+				// when fraise.toml changes.
+				keep := func(c *config.Config) {
+					c.Gateway.ListenAddr = cfg.Gateway.ListenAddr
+					c.Core.HTTPAddr, c.Core.FlightAddr = cfg.Core.HTTPAddr, cfg.Core.FlightAddr
+					c.Authz.GRPCAddr, c.RateLimit.GRPCAddr, c.XDS.GRPCAddr = cfg.Authz.GRPCAddr, cfg.RateLimit.GRPCAddr, cfg.XDS.GRPCAddr
+				}
+				follow = append(follow, publishChange(ctx, xdsSrv, *cfgPath, xlog, keep))
 			}
-		})
+			watchConfig(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, func(c config.Config) {
+				for _, f := range follow {
+					f(c)
+				}
+			})
+		}))
 	}
-	b, err := bootstrap()
+	g.Add("envoy", &later{build: func() lifecycle.Component {
+		return &devEnvoy{cfg: cfg, env: env, log: log, dir: *dir, xds: *useXDS, addrs: &addrs,
+			readyFile: *readyFile, quiet: *quiet, config: *cfgPath, demo: *withDemo}
+	}})
+	return lifecycle.Run(ctx, g)
+}
+
+// devEnvoy is the Envoy `fraise dev` runs, as a component. Open builds its
+// configuration from the ports bound; Run starts it (with --xds its
+// listeners come from the xDS server, which serves only then), waits for
+// it and for the components it routes to, writes --ready-file, prints the
+// welcome, and supervises it until its context ends or Envoy exits. Close
+// stops it when Run did not.
+type devEnvoy struct {
+	cfg       config.Config
+	env       Env
+	log       *slog.Logger
+	dir       string
+	xds       bool
+	addrs     *devAddrs
+	readyFile string
+	quiet     bool
+	config    string
+	demo      bool
+
+	bootstrap func() (*bootstrapv3.Bootstrap, error)
+	proxy     *process.Envoy
+}
+
+// Open builds Envoy's configuration.
+func (e *devEnvoy) Open(context.Context) error {
+	res, err := envoy.Build(envoyOptions(e.cfg))
 	if err != nil {
-		cancel()
-		return errors.Join(err, g.Wait())
+		return err
 	}
-	proxy, err := startEnvoy(gctx, cfg, b, filepath.Join(*dir, "envoy"), env)
+	e.bootstrap = res.Bootstrap
+	if e.xds {
+		e.bootstrap = res.XDSBootstrap
+	}
+	return nil
+}
+
+// Run starts Envoy and supervises it.
+func (e *devEnvoy) Run(ctx context.Context) error {
+	cfg := e.cfg
+	b, err := e.bootstrap()
 	if err != nil {
-		cancel()
-		return errors.Join(fmt.Errorf("envoy: %w", err), g.Wait())
+		return err
 	}
-	g.Go(func() error { return superviseEnvoy(gctx, proxy, log) })
-	gateway, err := proxy.ListenerAddr(gctx, envoy.ListenerName)
+	if e.proxy, err = startEnvoy(ctx, cfg, b, filepath.Join(e.dir, "envoy"), e.env); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("envoy: %w", err)
+	}
+	supervised := make(chan error, 1)
+	go func() { supervised <- superviseEnvoy(ctx, e.proxy, e.log) }()
+	if err := e.announce(ctx); err != nil && ctx.Err() == nil {
+		// The stack stops, Envoy with it (Close).
+		return err
+	}
+	return <-supervised
+}
+
+// announce waits for Envoy's ingress and for the components Envoy routes
+// to, then writes --ready-file and prints the welcome.
+func (e *devEnvoy) announce(ctx context.Context) error {
+	cfg, proxy := e.cfg, e.proxy
+	gateway, err := proxy.ListenerAddr(ctx, envoy.ListenerName)
 	if err != nil {
-		cancel()
-		return errors.Join(err, g.Wait())
+		return err
 	}
-	log.Info("listening", "component", "envoy", "serves", "ingress", "addr", gateway, "admin_addr", proxy.AdminAddr(), "pid", proxy.Pid())
+	e.log.Info("listening", "component", "envoy", "serves", "ingress", "addr", gateway, "admin_addr", proxy.AdminAddr(), "pid", proxy.Pid())
 	// Envoy's /ready says its listeners and clusters are set, not that
 	// extauthz has loaded and tested its policy or that the core reaches
 	// its database: the request the banner prints must work when pasted.
-	if err := waitComponentsReady(gctx, cfg, coreAdminAddr); err != nil {
-		cancel()
-		return errors.Join(err, g.Wait())
+	if err := waitComponentsReady(ctx, cfg, e.addrs.CoreAdmin); err != nil {
+		return err
 	}
-
-	addrs := devAddrs{
-		Gateway: gateway, EnvoyAdmin: proxy.AdminAddr(), EnvoyPid: proxy.Pid(),
-		CoreHTTP: cfg.Core.HTTPAddr, Authz: cfg.Authz.GRPCAddr, RateLimit: cfg.RateLimit.GRPCAddr,
-		CoreFlight: cfg.Core.FlightAddr, CoreAdmin: coreAdminAddr, AuthzAdmin: authzAdminAddr,
-		RateLimitAdmin: rlAdminAddr,
-	}
-	if *useXDS {
-		addrs.XDS, addrs.XDSAdmin = cfg.XDS.GRPCAddr, xdsAdminAddr
-	}
-	if *withDemo {
-		addrs.DemoReceiver = *receiverAddr
-	}
-	if *readyFile != "" {
-		if err := writeJSONFile(*readyFile, addrs); err != nil {
-			cancel()
-			return errors.Join(err, g.Wait())
+	addrs := *e.addrs
+	addrs.Gateway, addrs.EnvoyAdmin, addrs.EnvoyPid = gateway, proxy.AdminAddr(), proxy.Pid()
+	if e.readyFile != "" {
+		if err := writeJSONFile(e.readyFile, addrs); err != nil {
+			return err
 		}
 	}
-	if !*quiet {
+	if !e.quiet {
 		traceURL := ""
 		if cfg.Telemetry.OTLPEndpoint != "" {
 			traceURL = cfg.Telemetry.TraceURL
 		}
-		printWelcome(env, welcome{CA: cfg.TLS.CA, Cert: cfg.TLS.ClientCert, Key: cfg.TLS.ClientKey,
-			Addrs: addrs, Dir: *dir, Config: *cfgPath, Demo: *withDemo, TraceURL: traceURL})
+		printWelcome(e.env, welcome{CA: cfg.TLS.CA, Cert: cfg.TLS.ClientCert, Key: cfg.TLS.ClientKey,
+			Addrs: addrs, Dir: e.dir, Config: e.config, Demo: e.demo, TraceURL: traceURL})
 	}
-	return g.Wait()
+	return nil
+}
+
+// Close stops Envoy if it still runs.
+func (e *devEnvoy) Close() error {
+	if e.proxy != nil {
+		e.proxy.Stop(10 * time.Second)
+	}
+	return nil
 }
 
 // waitComponentsReady waits until extauthz answers its gRPC health service

@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"log/slog"
-	"net"
 	"net/http"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/internal/admission"
 	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/lifecycle"
 )
 
 func runRateLimit(ctx context.Context, env Env, args []string) error {
@@ -27,41 +30,21 @@ func runRateLimit(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	g := &lifecycle.Group{}
 	// envoyproxy/ratelimit's server traces through OpenTelemetry's globals.
-	stopTracing, err := startGlobalTracing(ctx, cfg.Telemetry, serviceRateLimit)
-	if err != nil {
-		return err
-	}
-	defer stopTracing(ctx)
-	var adminLn net.Listener
-	if cfg.RateLimit.AdminAddr != "" {
-		if adminLn, err = listen("ratelimit.admin_addr", cfg.RateLimit.AdminAddr); err != nil {
-			return err
-		}
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	g.Add("tracing", &tracing{c: cfg.Telemetry, service: serviceRateLimit, global: true})
 	reg := newProcessRegistry()
-	svc, err := startRateLimitOn(ctx, cfg, env, log, nil, reg)
-	if err != nil {
-		if adminLn != nil {
-			adminLn.Close()
-		}
-		return err
+	if adminLn := optionalListener("ratelimit.admin_addr", cfg.RateLimit.AdminAddr); adminLn != nil {
+		g.Add("ratelimit.admin_addr", adminServer("ratelimit", adminLn, reg, log))
 	}
-	defer svc.Close()
-	if adminLn != nil {
-		go func() {
-			if err := serveAdmin(ctx, "ratelimit", adminLn, reg, log); err != nil {
-				log.Error("rate limiter admin port stopped", "err", err)
-			}
-		}()
-	}
+	rl := &rateLimiter{cfg: cfg, env: env, log: log, reg: reg}
+	g.Add("ratelimit", rl)
 	if *cfgPath != "" {
-		go watchConfig(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, reloadRateLimits(svc, *cfgPath, log))
+		g.Add("config watch", runner(func(ctx context.Context) {
+			watchConfig(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, reloadRateLimits(rl.svc, *cfgPath, log))
+		}))
 	}
-	<-ctx.Done()
-	return nil
+	return lifecycle.Run(ctx, g)
 }
 
 // reloadRateLimits returns what a change of the file at path does to svc:
@@ -78,76 +61,124 @@ func reloadRateLimits(svc *ratelimit.Service, path string, log *slog.Logger) fun
 }
 
 // startRateLimit starts envoyproxy/ratelimit with limits generated from the
-// configuration, its gRPC port on ratelimit.grpc_addr.
+// configuration, its gRPC port on ratelimit.grpc_addr, until ctx ends or
+// the service is closed (tests).
 func startRateLimit(ctx context.Context, cfg config.Config, env Env, log *slog.Logger) (*ratelimit.Service, error) {
-	return startRateLimitOn(ctx, cfg, env, log, nil, nil)
+	rl := &rateLimiter{cfg: cfg, env: env, log: log}
+	if err := rl.Open(ctx); err != nil {
+		return nil, errors.Join(err, rl.Close())
+	}
+	go rl.Run(ctx)
+	return rl.svc, nil
 }
 
-// startRateLimitOn is startRateLimit serving its gRPC port on ln, already
-// bound (`fraise dev` binds every port first); nil listens on
-// ratelimit.grpc_addr. The port serves mutual TLS only: the server
-// certificate tls.server_cert, client certificates from tls.ca naming
-// tls.gateway_san (Envoy) or tls.core_client_san (the observers' workers).
+// rateLimiter is envoyproxy/ratelimit as a component. Open starts it,
+// serving its gRPC port on l (bound already, `fraise dev` binds every port
+// first) or, when l is nil, on ratelimit.grpc_addr. The port serves mutual
+// TLS only: the server certificate tls.server_cert, client certificates
+// from tls.ca naming tls.gateway_san (Envoy) or tls.core_client_san (the
+// observers' workers).
 //
-// Its certificates, its Redis's TLS files and password (a file://
-// reference) are re-read every secrets.reload_interval: a renewed server
+// Run re-reads its certificates, its Redis's TLS files and password (a
+// file:// reference) every secrets.reload_interval: a renewed server
 // certificate is served from the next handshake, and a changed Redis
 // password or certificate moves the limiter to new Redis connections made
 // with it (ratelimit.Service.ReconnectRedis).
 //
-// reg, when set, receives the service's own stats.
-func startRateLimitOn(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln net.Listener, reg prometheus.Registerer) (*ratelimit.Service, error) {
-	log = log.With("component", "ratelimit")
-	sec := newSecrets(env.Getenv, log)
-	if reg != nil {
-		// Its certificates' expiry and its secrets' reloads.
-		if err := reg.Register(sec.w); err != nil {
-			if ln != nil {
-				ln.Close()
-			}
-			return nil, err
+// Close drains it: health NOT_SERVING, calls under way finished, then its
+// port and Redis connections closed. The limiter drains in Close, not at
+// the end of Run, because what runs beside it depends on it (the
+// observers ask it, Envoy forwards to it): a group closes it after their
+// Runs have returned.
+//
+// reg, when set, receives the service's own stats, its certificates'
+// expiry and its secrets' reloads.
+type rateLimiter struct {
+	cfg config.Config
+	env Env
+	log *slog.Logger
+	l   *lifecycle.Listener
+	reg prometheus.Registerer
+
+	svc     *ratelimit.Service
+	sec     *secrets
+	stopped atomic.Pointer[func() time.Duration] // set by Run, read by Close
+}
+
+// Open starts the service.
+func (r *rateLimiter) Open(ctx context.Context) error {
+	cfg := r.cfg
+	r.log = r.log.With("component", "ratelimit")
+	r.sec = newSecrets(r.env.Getenv, r.log)
+	if r.reg != nil {
+		if err := r.reg.Register(r.sec.w); err != nil {
+			return err
 		}
 	}
-	fail := func(err error) (*ratelimit.Service, error) {
-		if ln != nil {
-			ln.Close()
-		}
-		return nil, err
-	}
-	tc, err := sec.serverTLS(cfg.TLS, false, cfg.TLS.GatewaySAN, cfg.TLS.CoreClientSAN)
+	tc, err := r.sec.serverTLS(cfg.TLS, false, cfg.TLS.GatewaySAN, cfg.TLS.CoreClientSAN)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	redisAddr, useTLS := cfg.Redis.Endpoint()
-	redisTLS, err := sec.dataTLS("redis.tls", cfg.Redis.TLS, useTLS)
+	redisTLS, err := r.sec.dataTLS("redis.tls", cfg.Redis.TLS, useTLS)
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	pw, err := sec.text("redis.password", cfg.Redis.Password)
+	pw, err := r.sec.text("redis.password", cfg.Redis.Password)
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	svc, err := ratelimit.Start(ctx, ratelimit.Options{
-		GRPCAddr: cfg.RateLimit.GRPCAddr, Listener: ln, TLS: tc,
+	o := ratelimit.Options{
+		GRPCAddr: cfg.RateLimit.GRPCAddr, TLS: tc,
 		HTTPAddr: cfg.RateLimit.HTTPAddr, DebugAddr: cfg.RateLimit.DebugAddr,
 		RedisAddr: redisAddr, RedisTLS: redisTLS, RedisPasswordSource: pw.Get, Domain: cfg.RateLimit.Domain,
 		Tiers: rateLimitTiers(cfg.RateLimit), Actions: rateLimitActions(cfg.RateLimit),
 		LocalCacheBytes: cfg.RateLimit.LocalCacheBytes,
-		Logger:          log,
-		Metrics:         reg,
-	})
-	if err != nil {
-		return nil, err
+		Logger:          r.log,
+		Metrics:         r.reg,
 	}
-	sec.onChange(func() {
-		if err := svc.ReconnectRedis(); err != nil {
-			log.Warn("redis credentials changed but not accepted yet; the open connections keep serving and the move is retried every second", "err", err)
+	if r.l != nil {
+		if err := r.l.Open(ctx); err != nil {
+			return err
+		}
+		// The service closes it, through the component: once.
+		o.Listener = r.l.Net()
+	}
+	if r.svc, err = ratelimit.Start(ctx, o); err != nil {
+		return err
+	}
+	r.sec.onChange(func() {
+		if err := r.svc.ReconnectRedis(); err != nil {
+			r.log.Warn("redis credentials changed but not accepted yet; the open connections keep serving and the move is retried every second", "err", err)
 			return
 		}
-		log.Info("moved to new redis connections with the changed credentials")
+		r.log.Info("moved to new redis connections with the changed credentials")
 	}, "redis.")
-	sec.run(ctx, cfg)
-	return svc, nil
+	return nil
+}
+
+// Run re-reads the secrets until ctx ends.
+func (r *rateLimiter) Run(ctx context.Context) error {
+	took := stopClock(ctx)
+	r.stopped.Store(&took)
+	r.log.Info("listening", "component", "ratelimit", "serves", "grpc", "addr", r.svc.GRPCAddr())
+	r.sec.w.Run(ctx, r.cfg.Secrets.ReloadInterval.Duration)
+	return nil
+}
+
+// Close drains and stops the service.
+func (r *rateLimiter) Close() error {
+	if r.svc == nil {
+		if r.l != nil {
+			return r.l.Close()
+		}
+		return nil
+	}
+	err := r.svc.Close()
+	if took := r.stopped.Load(); took != nil {
+		logStopped(r.log, "ratelimit", []string{"rate-limit checks"}, (*took)(), err)
+	}
+	return err
 }
 
 // rateLimitClient is how the observers' workers reach the rate limiter:

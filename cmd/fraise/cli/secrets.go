@@ -13,6 +13,7 @@ import (
 	"github.com/fraise-dev/fraise/adapters/postgres"
 	"github.com/fraise-dev/fraise/adapters/secretfile"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/internal/lifecycle"
 )
 
 // secrets are one component's secrets and TLS files, read through one
@@ -40,10 +41,10 @@ func newSecrets(getenv func(string) string, log *slog.Logger) *secrets {
 	}
 }
 
-// run re-reads the files every cfg's secrets.reload_interval until ctx
-// ends.
-func (s *secrets) run(ctx context.Context, cfg config.Config) {
-	go s.w.Run(ctx, cfg.Secrets.ReloadInterval.Duration)
+// reloader is the component that re-reads the files every cfg's
+// secrets.reload_interval while it runs.
+func (s *secrets) reloader(cfg config.Config) lifecycle.Component {
+	return runner(func(ctx context.Context) { s.w.Run(ctx, cfg.Secrets.ReloadInterval.Duration) })
 }
 
 // keyPair watches the certificate certFile and its key keyFile, named key

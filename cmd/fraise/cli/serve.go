@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -17,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
 	"github.com/fraise-dev/fraise/adapters/httpapi"
@@ -31,6 +29,7 @@ import (
 	"github.com/fraise-dev/fraise/core/observe/ruleapi"
 	"github.com/fraise-dev/fraise/deploy/demo"
 	"github.com/fraise-dev/fraise/internal/assertion"
+	"github.com/fraise-dev/fraise/internal/lifecycle"
 )
 
 func runServe(ctx context.Context, env Env, args []string) error {
@@ -52,27 +51,8 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		// GOGC in the environment wins; GOMEMLIMIT still caps the heap.
 		defer gctune.Tune(coreHeapFloor(cfg.Admission), 100)()
 	}
-	ln, err := listen("core.http_addr", cfg.Core.HTTPAddr)
-	if err != nil {
-		return err
-	}
-	var adminLn, flightLn net.Listener
-	if cfg.Core.AdminAddr != "" {
-		if adminLn, err = listen("core.admin_addr", cfg.Core.AdminAddr); err != nil {
-			ln.Close()
-			return err
-		}
-	}
-	if cfg.Core.FlightAddr != "" {
-		if flightLn, err = listen("core.flight_addr", cfg.Core.FlightAddr); err != nil {
-			ln.Close()
-			if adminLn != nil {
-				adminLn.Close()
-			}
-			return err
-		}
-	}
-	return serveCore(ctx, cfg, env, log, ln, adminLn, flightLn)
+	return lifecycle.Run(ctx, newCore(cfg, env, log, lifecycle.Listen("core.http_addr", cfg.Core.HTTPAddr),
+		optionalListener("core.admin_addr", cfg.Core.AdminAddr), optionalListener("core.flight_addr", cfg.Core.FlightAddr)))
 }
 
 // coreHeapFloor is the core's heap goal floor: gctune.DefaultHeapFloor,
@@ -92,24 +72,145 @@ func coreHeapFloor(a config.Admission) uint64 {
 	return floor
 }
 
-// serveCore runs the core on ln (GraphQL over HTTP), adminLn (health and
-// metrics) and flightLn (Arrow Flight gRPC; nil serves none) until ctx ends. On shutdown it reports not-ready first, then
-// drains: a load balancer stops sending before connections close.
-func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger, ln, adminLn, flightLn net.Listener) error {
+// coreParts are the core's parts, each a component of the group newCore
+// returns.
+type coreParts struct {
+	cfg config.Config
+	env Env
+	log *slog.Logger
+
+	sec       *secrets
+	tp        tracing
+	verifier  *assertion.Verifier
+	schema    *graphql.Schema
+	generated string // core.schema = "auto": the SDL generated at start
+	db        *postgres.DB
+	engine    *graphql.Engine
+	metrics   *httpapi.Metrics
+	health    *httpapi.Health
+	breakers  *consoleBreakers
+	prot      *observe.Protection
+	obs       *observers
+
+	closeConsole, closeFlight func()
+}
+
+// newCore is the core serving GraphQL over HTTP on ln, health and metrics
+// on adminLn and Arrow Flight gRPC on flightLn (nil: none of either),
+// until its context ends. On stop it reports not-ready first, serves on
+// for core.drain_delay, then drains: a load balancer stops sending before
+// connections close. Observer deliveries stop at once.
+func newCore(cfg config.Config, env Env, log *slog.Logger, ln, adminLn, flightLn *lifecycle.Listener) lifecycle.Component {
 	log = log.With("component", "core")
-	if flightLn != nil {
-		// Every early return below closes ln; the Flight port goes with it.
-		defer flightLn.Close()
+	c := &coreParts{cfg: cfg, env: env, log: log,
+		// The core's certificates, keys and passwords are re-read every
+		// secrets.reload_interval (the secrets component below).
+		sec: newSecrets(env.Getenv, log),
+		// Requests continue the trace Envoy started, in the core's spans;
+		// so do their statements and the observer jobs their writes cause.
+		tp:       tracing{c: cfg.Telemetry, service: serviceCore},
+		metrics:  httpapi.NewMetrics(),
+		breakers: &consoleBreakers{},
 	}
-	// The core's certificates, keys and passwords are re-read every
-	// secrets.reload_interval (sec.run below).
-	sec := newSecrets(env.Getenv, log)
-	configured, err := assertionKeys(sec, cfg.Core.AssertionKeys)
+	grace := cfg.Core.ShutdownTimeout.Duration
+	g := &lifecycle.Group{}
+	g.Add("core.http_addr", ln)
+	if adminLn != nil {
+		g.Add("core.admin_addr", adminLn)
+	}
+	if flightLn != nil {
+		g.Add("core.flight_addr", flightLn)
+	}
+	g.Add("core assertion keys", lifecycle.Func{OnOpen: c.openVerifier})
+	g.Add("core.schema", lifecycle.Func{OnOpen: c.openSchema})
+	g.Add("tracing", &c.tp)
+	g.Add("database.url", lifecycle.Func{OnOpen: c.openDatabase, OnClose: func() error {
+		if c.db != nil {
+			c.db.Close()
+		}
+		return nil
+	}})
+	if cfg.Core.Schema == "auto" {
+		// SIGHUP, and in development a watch, serve the schema generated
+		// anew. Flight datasets and observer rules keep the schema of
+		// start.
+		g.Add("core.schema reload", runner(c.reloadSchema))
+	}
+
+	// The servers stop together, core.drain_delay after the core is told
+	// to: not ready, still serving, so that what reaches the listeners
+	// while load balancers catch up is answered, not refused.
+	// Each server bounds its own drain by core.shutdown_timeout; the
+	// group's deadline is the backstop that closes their listeners under
+	// one that did not stop.
+	servers := &lifecycle.Group{Linger: cfg.Core.DrainDelay.Duration, Drain: grace + drainMargin, Stopping: func() {
+		c.health.Drain()
+		if d := cfg.Core.DrainDelay.Duration; d > 0 {
+			log.Info("draining: not ready, serving for the drain delay", "drain_delay", d)
+		}
+	}}
+	drained := []string{"graphql requests"}
+	gql := &lifecycle.HTTPServer{Listener: ln, Grace: grace, Serving: serving(log, "core", "graphql")}
+	g.Add("console", lifecycle.Func{OnOpen: func(context.Context) error { return c.openHTTP(gql) }, OnClose: func() error {
+		if c.closeConsole != nil {
+			c.closeConsole()
+		}
+		return nil
+	}})
+	servers.Add("graphql", lifecycle.Func{OnRun: gql.Run})
+	if flightLn != nil {
+		var fs *grpc.Server
+		g.Add("flight", lifecycle.Func{OnOpen: func(context.Context) error {
+			var err error
+			fs, c.closeFlight, err = newFlightServer(cfg, c.sec, log, c.db, c.schema, c.verifier, c.metrics.Registry, c.tp.tp)
+			return err
+		}, OnClose: func() error {
+			if c.closeFlight != nil {
+				c.closeFlight() // before the database closes
+			}
+			return nil
+		}})
+		servers.Add("flight", lifecycle.Func{OnRun: func(ctx context.Context) error {
+			logServing(log, "core", "flight", flightLn.Net())
+			return serveGRPC(ctx, fs, flightLn.Net(), grace)
+		}})
+	}
+	if cfg.Observers.Enabled {
+		g.Add("observers", lifecycle.Func{OnOpen: c.openObservers, OnRun: func(ctx context.Context) error { return c.obs.Run(ctx) },
+			OnClose: func() error {
+				if c.obs != nil {
+					c.obs.Close()
+				}
+				return nil
+			}})
+		drained = append(drained, "observer deliveries")
+	}
+	if flightLn != nil {
+		drained = append(drained, "flight calls")
+	}
+	if adminLn != nil {
+		admin := &lifecycle.HTTPServer{Listener: adminLn, Grace: grace, Serving: serving(log, "core", "admin")}
+		servers.Add("admin", lifecycle.Func{OnRun: func(ctx context.Context) error {
+			admin.Server = newHTTPServer(httpapi.NewAdminHandler(c.health, c.metrics.Handler()), adminHTTPTimeouts)
+			return admin.Run(ctx)
+		}})
+		drained = append(drained, "admin requests")
+	}
+	g.Add("core servers", servers)
+	g.Add("core secrets", c.sec.reloader(cfg))
+	return stopLine{Component: g, log: log, name: "core", drained: &drained}
+}
+
+// openVerifier reads core.assertion_keys and, with
+// core.assertion_jwks_url, fetches extauthz's.
+func (c *coreParts) openVerifier(ctx context.Context) error {
+	cfg, log := c.cfg, c.log
+	configured, err := assertionKeys(c.sec, cfg.Core.AssertionKeys)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	verifier := assertion.NewVerifier(configured.keys(), nil)
+	c.verifier = verifier
 	// One replay cache for both listeners, sized for the rate the core is
 	// expected to take: an assertion id is spent once, whichever listener.
 	verifier.SetReplayCache(assertion.NewReplayCache(assertion.ReplayCapacity(cfg.Core.AssertionReplayRate), nil))
@@ -126,38 +227,38 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 		}
 		log.Info("assertion keys reloaded", "kids", strings.Join(slices.Sorted(maps.Keys(configured.keys())), ","))
 	})
-	if following {
-		client, err := assertionKeyClient(cfg.TLS.CA)
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		if err := followAssertionKeysOf(ctx, verifier, configured.keys, cfg.Core.AssertionJWKSURL, client, time.Minute, log); err != nil {
-			ln.Close()
-			return err
-		}
+	if !following {
+		return nil
 	}
+	client, err := assertionKeyClient(cfg.TLS.CA)
+	if err != nil {
+		return err
+	}
+	// Fetches until ctx, the command's, ends.
+	return followAssertionKeysOf(ctx, verifier, configured.keys, cfg.Core.AssertionJWKSURL, client, time.Minute, log)
+}
+
+// openSchema reads (or, for core.schema = "auto", generates) and parses
+// the GraphQL schema.
+func (c *coreParts) openSchema(ctx context.Context) error {
+	cfg := c.cfg
 	sdl := demo.SDL
-	var generated string // core.schema = "auto": the SDL generated at start
 	switch cfg.Core.Schema {
 	case "":
 	case "auto":
-		db, err := openSchemaReader(ctx, cfg, env)
+		db, err := openSchemaReader(ctx, cfg, c.env)
 		if err != nil {
-			ln.Close()
 			return err
 		}
-		generated, err = generateSchema(ctx, db, cfg.Core.SchemaSchemas)
+		c.generated, err = generateSchema(ctx, db, cfg.Core.SchemaSchemas)
 		db.Close()
 		if err != nil {
-			ln.Close()
 			return fmt.Errorf("core.schema: %w", err)
 		}
-		sdl = generated
+		sdl = c.generated
 	default:
 		b, err := os.ReadFile(cfg.Core.Schema)
 		if err != nil {
-			ln.Close()
 			return fmt.Errorf("core.schema: %w", err)
 		}
 		sdl = string(b)
@@ -168,41 +269,35 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	}
 	schema, err := graphql.ParseSchema(sdl)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("core.schema: %w", err)
 	}
-	var protection *observe.Protection
+	c.schema = schema
 	if cfg.Observers.Enabled {
 		// Rules capture what the schema protects only for authors who may
 		// read it.
-		protection = ruleapi.Protection(schema)
+		c.prot = ruleapi.Protection(schema)
 	}
-	// Requests continue the trace Envoy started, in the core's spans; so
-	// do their statements and the observer jobs their writes cause.
-	tp, stopTracing, err := newTracerProvider(ctx, cfg.Telemetry, serviceCore)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	defer stopTracing(ctx)
-	db, err := openDatabase(ctx, cfg, sec, "database.url", cfg.Database.URL, postgres.Options{
-		MaxConns: int32(cfg.Database.MaxConns), StatementTimeout: cfg.Database.StatementTimeout.Duration, Logger: log,
-		GenericPlans: cfg.Database.GenericPlans, TracerProvider: tracerProvider(tp),
+	return nil
+}
+
+// openDatabase opens the core's pool, checks the schema against the
+// database and builds the GraphQL engine on it.
+func (c *coreParts) openDatabase(ctx context.Context) error {
+	cfg := c.cfg
+	db, err := openDatabase(ctx, cfg, c.sec, "database.url", cfg.Database.URL, postgres.Options{
+		MaxConns: int32(cfg.Database.MaxConns), StatementTimeout: cfg.Database.StatementTimeout.Duration, Logger: c.log,
+		GenericPlans: cfg.Database.GenericPlans, TracerProvider: tracerProvider(c.tp.tp),
 		TenantSettings: cfg.Database.TenantSettings, SubjectSettings: cfg.Database.SubjectSettings,
 	})
 	if err != nil {
-		ln.Close()
 		return err
 	}
-	defer db.Close()
-	if err := schema.Check(ctx, db); err != nil {
-		ln.Close()
+	c.db = db
+	if err := c.schema.Check(ctx, db); err != nil {
 		return fmt.Errorf("core.schema: %w", err)
 	}
-
 	trusted, err := loadTrustedDocuments(cfg.Core.TrustedDocuments)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	var persisted core.PersistedDocuments
@@ -213,7 +308,7 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	}
 	var hooks graphql.Hooks
 	if cfg.Observers.Enabled {
-		hooks = ruleapi.Hooks(&observe.Rules{Compiler: observe.NewCompiler(), Protection: protection, Store: db})
+		hooks = ruleapi.Hooks(&observe.Rules{Compiler: observe.NewCompiler(), Protection: c.prot, Store: db})
 	}
 	// GraphQL's transactions have their own statement timeout when
 	// core.statement_timeout is set, set by the adapter as every other.
@@ -221,116 +316,75 @@ func serveCore(ctx context.Context, cfg config.Config, env Env, log *slog.Logger
 	if t := cfg.Core.StatementTimeout.Duration; t > 0 {
 		gqlDB = db.WithStatementTimeout(t)
 	}
-	engine := graphql.NewEngine(schema, gqlDB, graphql.Options{
+	c.engine = graphql.NewEngine(c.schema, gqlDB, graphql.Options{
 		MaxDepth: cfg.Core.MaxDepth, DefaultLimit: cfg.Core.DefaultLimit, MaxLimit: cfg.Core.MaxLimit,
 		Introspection: cfg.Core.Introspection,
 		MaxAliases:    cfg.Core.MaxAliases, MaxRootFields: cfg.Core.MaxRootFields, MaxCost: cfg.Core.MaxCost,
 		MaxResultBytes: cfg.Core.MaxResultBytes, MaxSelections: cfg.Core.MaxSelections,
 		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks, Session: db, Audit: db,
 	})
-	if cfg.Core.Schema == "auto" {
-		// SIGHUP, and in development a watch, serve the schema generated
-		// anew. Flight datasets and observer rules keep the schema of start.
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		var tick <-chan time.Time
-		if cfg.Core.SchemaWatch.Duration > 0 {
-			t := time.NewTicker(cfg.Core.SchemaWatch.Duration)
-			defer t.Stop()
-			tick = t.C
-		}
-		r := &schemaReloader{db: db, schemas: cfg.Core.SchemaSchemas, observers: cfg.Observers.Enabled, engine: engine, log: log, last: generated}
-		go r.run(ctx, hup, tick, nil)
-	}
-	metrics := httpapi.NewMetrics()
-	metrics.Registry.MustRegister(upGauge("fraise_postgres_up", "1 when the core's database answers a ping within a second, at scrape time.", db.Ping))
-	if err := metrics.Registry.Register(sec.w); err != nil {
-		ln.Close()
+	c.metrics.Registry.MustRegister(upGauge("fraise_postgres_up", "1 when the core's database answers a ping within a second, at scrape time.", db.Ping))
+	if err := c.metrics.Registry.Register(c.sec.w); err != nil {
 		return err
 	}
-	health := &httpapi.Health{Ready: db.Ping}
+	c.health = &httpapi.Health{Ready: db.Ping}
+	return nil
+}
+
+// reloadSchema serves the schema generated anew on SIGHUP and every
+// core.schema_watch, until ctx ends.
+func (c *coreParts) reloadSchema(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var tick <-chan time.Time
+	if d := c.cfg.Core.SchemaWatch.Duration; d > 0 {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		tick = t.C
+	}
+	r := &schemaReloader{db: c.db, schemas: c.cfg.Core.SchemaSchemas, observers: c.cfg.Observers.Enabled, engine: c.engine, log: c.log, last: c.generated}
+	r.run(ctx, hup, tick, nil)
+}
+
+// openHTTP builds the GraphQL port's server, with the console, into s.
+func (c *coreParts) openHTTP(s *lifecycle.HTTPServer) error {
+	cfg := c.cfg
 	api := httpapi.NewHandler(httpapi.Options{
-		Verifier: verifier, Engine: engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), MaxBatch: cfg.Core.MaxBatch, Logger: log, Metrics: metrics,
+		Verifier: c.verifier, Engine: c.engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), MaxBatch: cfg.Core.MaxBatch, Logger: c.log, Metrics: c.metrics,
 		RetryAfter: cfg.Admission.RetryAfter.Duration,
 	})
-	breakers := &consoleBreakers{}
-	consoleHandler, closeConsole, err := newConsole(cfg, sec, log, db, engine, verifier, breakers)
+	consoleHandler, closeConsole, err := newConsole(cfg, c.sec, c.log, c.db, c.engine, c.verifier, c.breakers)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("console: %w", err)
 	}
-	defer closeConsole()
-	handler := httpTracing(withTraceHeaders(withConsole(httpapi.VerifyAssertion(admitted(api, cfg.Admission, int64(cfg.Core.MaxBodyBytes), verifier, metrics), verifier), consoleHandler), cfg.Telemetry.TraceURL), tp, "core")
+	c.closeConsole = closeConsole
+	handler := httpTracing(withTraceHeaders(withConsole(httpapi.VerifyAssertion(admitted(api, cfg.Admission, int64(cfg.Core.MaxBodyBytes), c.verifier, c.metrics), c.verifier), consoleHandler), cfg.Telemetry.TraceURL), c.tp.tp, "core")
 	srv := newHTTPServer(handler, coreHTTPTimeouts)
-	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	srv.ErrorLog = slog.NewLogLogger(c.log.Handler(), slog.LevelWarn)
 	if cfg.Core.TLS {
 		// Only the gateway reaches the core: an end user's certificate from
 		// the same CA is refused at the handshake.
-		if srv.TLSConfig, err = sec.serverTLS(cfg.TLS, true, cfg.TLS.GatewaySAN); err != nil {
-			ln.Close()
+		if srv.TLSConfig, err = c.sec.serverTLS(cfg.TLS, true, cfg.TLS.GatewaySAN); err != nil {
 			return err
 		}
 	}
-	var flightSrv *grpc.Server
-	if flightLn != nil {
-		var closeFlight func()
-		if flightSrv, closeFlight, err = newFlightServer(cfg, sec, log, db, schema, verifier, metrics.Registry, tp); err != nil {
-			ln.Close()
-			return err
-		}
-		defer closeFlight() // before db.Close, deferred earlier
+	s.Server = srv
+	return nil
+}
+
+// openObservers builds the observers' pipeline.
+func (c *coreParts) openObservers(context.Context) error {
+	obs, err := newObservers(c.cfg, c.sec, c.log.With("component", "observers"), c.db, "", c.prot, c.tp.tp)
+	if err != nil {
+		return fmt.Errorf("observers: %w", err)
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	took := stopClock(gctx)
-	stopped := []string{"graphql requests"}
-	sec.run(gctx, cfg)
-	grace := cfg.Core.ShutdownTimeout.Duration
-	drainCtx, drained := context.WithCancel(context.WithoutCancel(gctx))
-	defer drained()
-	g.Go(func() error {
-		<-gctx.Done()
-		health.Drain()
-		if d := cfg.Core.DrainDelay.Duration; d > 0 {
-			// Not ready, still serving: what reaches the listeners while
-			// load balancers catch up is answered, not refused.
-			log.Info("draining: not ready, serving for the drain delay", "drain_delay", d)
-			time.Sleep(d)
-		}
-		drained()
-		return nil
-	})
-	if cfg.Observers.Enabled {
-		obs, err := newObservers(cfg, sec, log.With("component", "observers"), db, "", protection, tp)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("observers: %w", err)
-		}
-		defer obs.Close()
-		breakers.p.Store(obs.Breakers())
-		if err := obs.register(metrics.Registry); err != nil {
-			ln.Close()
-			return fmt.Errorf("observers: metrics: %w", err)
-		}
-		g.Go(func() error { return obs.Run(gctx) })
-		stopped = append(stopped, "observer deliveries")
+	c.obs = obs
+	c.breakers.p.Store(obs.Breakers())
+	if err := obs.register(c.metrics.Registry); err != nil {
+		return fmt.Errorf("observers: metrics: %w", err)
 	}
-	logServing(log, "core", "graphql", ln)
-	g.Go(func() error { return serveHTTP(drainCtx, srv, ln, grace) })
-	if flightLn != nil {
-		logServing(log, "core", "flight", flightLn)
-		g.Go(func() error { return serveGRPC(drainCtx, flightSrv, flightLn, grace) })
-		stopped = append(stopped, "flight calls")
-	}
-	if adminLn != nil {
-		admin := newHTTPServer(httpapi.NewAdminHandler(health, metrics.Handler()), adminHTTPTimeouts)
-		logServing(log, "core", "admin", adminLn)
-		g.Go(func() error { return serveHTTP(drainCtx, admin, adminLn, grace) })
-		stopped = append(stopped, "admin requests")
-	}
-	err = g.Wait()
-	logStopped(log, "core", stopped, took(), err)
-	return err
+	return nil
 }
 
 // serverTimeouts bound how long a client may hold a connection of the

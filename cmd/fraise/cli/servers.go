@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,47 +11,14 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/fraise-dev/fraise/internal/lifecycle"
 )
 
 // serveHTTP serves srv on ln until ctx ends, then shuts it down gracefully
 // within grace: in-flight requests finish, new ones are refused.
 func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Duration) error {
-	errc := make(chan error, 1)
-	go func() {
-		var err error
-		if srv.TLSConfig != nil {
-			err = srv.ServeTLS(ln, "", "")
-		} else {
-			err = srv.Serve(ln)
-		}
-		errc <- err
-	}()
-	select {
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
-}
-
-// listen opens a TCP listener, naming the config key on failure.
-func listen(key, addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", key, err)
-	}
-	return ln, nil
+	return lifecycle.ServeHTTP(ctx, srv, ln, grace)
 }
 
 // loadCAPool reads the CA bundle caFile (tls.ca) once.

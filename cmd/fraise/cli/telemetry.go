@@ -86,18 +86,49 @@ func httpTracing(h http.Handler, tp *sdktrace.TracerProvider, operation string) 
 	return otelhttp.NewHandler(h, operation, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(propagator))
 }
 
-// startGlobalTracing installs, process-wide, the W3C propagator and a
-// tracer provider naming its spans service, for the libraries that trace
-// through OpenTelemetry's globals: envoyproxy/ratelimit's server, which
-// `fraise dev` runs in its process. It returns the provider's shutdown.
-func startGlobalTracing(ctx context.Context, c config.Telemetry, service string) (func(context.Context) error, error) {
-	otel.SetTextMapPropagator(propagator)
-	tp, stop, err := newTracerProvider(ctx, c, service)
-	if err != nil || tp == nil {
-		return stop, err
+// tracing is the component holding one service's tracer provider: Open
+// makes it, Close flushes the spans still batched and stops it. Added to a
+// group before the servers that trace in its spans, it closes after them.
+// With global set it is also installed process-wide, with the W3C
+// propagator, for the libraries that trace through OpenTelemetry's globals:
+// envoyproxy/ratelimit's server.
+type tracing struct {
+	c       config.Telemetry
+	service string
+	global  bool
+	tp      *sdktrace.TracerProvider
+	stop    func(context.Context) error
+}
+
+// Open makes the tracer provider (none without telemetry.otlp_endpoint).
+func (t *tracing) Open(ctx context.Context) error {
+	if t.global {
+		otel.SetTextMapPropagator(propagator)
 	}
-	otel.SetTracerProvider(tp)
-	return stop, nil
+	tp, stop, err := newTracerProvider(ctx, t.c, t.service)
+	if err != nil {
+		return err
+	}
+	t.tp, t.stop = tp, stop
+	if t.global && tp != nil {
+		otel.SetTracerProvider(tp)
+	}
+	return nil
+}
+
+// Run waits for ctx to end: the servers trace.
+func (t *tracing) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
+// Close flushes and stops the provider. A collector that cannot be reached
+// loses the last spans, but does not fail the command's stop.
+func (t *tracing) Close() error {
+	if t.stop != nil {
+		_ = t.stop(context.Background())
+	}
+	return nil
 }
 
 // tracerProvider is tp as the adapters take it: a nil interface, not one

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
 	"github.com/fraise-dev/fraise/envoy"
 	"github.com/fraise-dev/fraise/envoy/xds"
+	"github.com/fraise-dev/fraise/internal/lifecycle"
 )
 
 func runXDS(ctx context.Context, env Env, args []string) error {
@@ -35,44 +35,31 @@ func runXDS(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	log = log.With("component", "xds")
-	ln, err := listen("xds.grpc_addr", cfg.XDS.GRPCAddr)
-	if err != nil {
-		return err
-	}
 	srv, err := newXDSServer(ctx, cfg, log)
 	if err != nil {
-		ln.Close()
 		return err
 	}
-	var reg *prometheus.Registry
-	if cfg.XDS.AdminAddr != "" {
-		adminLn, err := listen("xds.admin_addr", cfg.XDS.AdminAddr)
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		reg = newProcessRegistry()
-		reg.MustRegister(srv.Collectors()...)
-		go func() {
-			if err := serveAdmin(ctx, "xds", adminLn, reg, log); err != nil {
-				log.Error("xds admin port stopped", "err", err)
-			}
-		}()
+	ln := lifecycle.Listen("xds.grpc_addr", cfg.XDS.GRPCAddr)
+	g := &lifecycle.Group{}
+	var reg prometheus.Registerer
+	if adminLn := optionalListener("xds.admin_addr", cfg.XDS.AdminAddr); adminLn != nil {
+		r := newProcessRegistry()
+		r.MustRegister(srv.Collectors()...)
+		reg = r
+		g.Add("xds.admin_addr", adminServer("xds", adminLn, r, log))
 	}
+	g.Add("xds", xdsADS(srv, cfg, ln, log, reg))
 	if *readyFile != "" {
-		if err := writeJSONFile(*readyFile, map[string]string{"xds": ln.Addr().String()}); err != nil {
-			ln.Close()
-			return err
-		}
+		g.Add("--ready-file", lifecycle.Func{OnOpen: func(context.Context) error {
+			return writeJSONFile(*readyFile, map[string]string{"xds": ln.Addr()})
+		}})
 	}
 	if *cfgPath != "" {
-		go watchConfig(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, publishChange(ctx, srv, *cfgPath, log, nil))
+		g.Add("config watch", runner(func(ctx context.Context) {
+			watchConfig(ctx, *cfgPath, loaded, cfg.XDS.PollInterval.Duration, env, log, publishChange(ctx, srv, *cfgPath, log, nil))
+		}))
 	}
-	var r prometheus.Registerer
-	if reg != nil {
-		r = reg
-	}
-	return serveXDS(ctx, srv, cfg, ln, log, r)
+	return lifecycle.Run(ctx, g)
 }
 
 // newXDSServer returns an xDS server holding the snapshot of cfg.
@@ -84,42 +71,45 @@ func newXDSServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*xd
 	return srv, nil
 }
 
-// serveXDS serves srv on ln over mTLS, accepting only the gateway's
-// certificate, until ctx ends; the server certificate and CA are re-read
-// every secrets.reload_interval. A watchConfig calling publishChange
-// publishes the snapshots that follow fraise.toml. reg, when set, receives
-// the certificates' expiry and reloads.
+// serveXDS serves srv on ln (see xdsADS) until ctx ends, and closes ln.
 func serveXDS(ctx context.Context, srv *xds.Server, cfg config.Config, ln net.Listener, log *slog.Logger, reg prometheus.Registerer) error {
+	return lifecycle.Run(ctx, xdsADS(srv, cfg, lifecycle.Adopt(ln), log, reg))
+}
+
+// xdsGrace bounds the drain of the ADS port: Envoy holds its stream for as
+// long as it runs, so a graceful stop alone could wait for ever.
+const xdsGrace = 5 * time.Second
+
+// xdsADS is the component serving srv on l over mTLS, accepting only the
+// gateway's certificate; the server certificate and CA are re-read every
+// secrets.reload_interval. A watchConfig calling publishChange publishes
+// the snapshots that follow fraise.toml. reg, when set, receives the
+// certificates' expiry and reloads.
+func xdsADS(srv *xds.Server, cfg config.Config, l *lifecycle.Listener, log *slog.Logger, reg prometheus.Registerer) lifecycle.Component {
 	// Only TLS files here: no reference to read from the environment.
 	sec := newSecrets(func(string) string { return "" }, log)
-	if reg != nil {
-		if err := reg.Register(sec.w); err != nil {
-			ln.Close()
+	ads := &lifecycle.GRPCServer{Listener: l, Grace: xdsGrace, Serving: serving(log, "xds", "ads")}
+	g := &lifecycle.Group{}
+	g.Add("xds.grpc_addr", ads)
+	g.Add("xds tls", lifecycle.Func{OnOpen: func(context.Context) error {
+		if reg != nil {
+			if err := reg.Register(sec.w); err != nil {
+				return err
+			}
+		}
+		tc, err := sec.serverTLS(cfg.TLS, false, cfg.TLS.GatewaySAN)
+		if err != nil {
 			return err
 		}
-	}
-	tc, err := sec.serverTLS(cfg.TLS, false, cfg.TLS.GatewaySAN)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	sec.run(ctx, cfg)
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(tc)))
-	srv.Register(gs)
-	// The xDS bootstrap health-checks its xds cluster with grpc.health.v1.
-	healthpb.RegisterHealthServer(gs, health.NewServer())
-	go func() {
-		<-ctx.Done()
-		gs.GracefulStop()
-	}()
-	took := stopClock(ctx)
-	logServing(log, "xds", "ads", ln)
-	if err := gs.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		logStopped(log, "xds", []string{"ads streams"}, took(), err)
-		return err
-	}
-	logStopped(log, "xds", []string{"ads streams"}, took(), nil)
-	return nil
+		gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(tc)))
+		srv.Register(gs)
+		// The xDS bootstrap health-checks its xds cluster with grpc.health.v1.
+		healthpb.RegisterHealthServer(gs, health.NewServer())
+		ads.Server = gs
+		return nil
+	}})
+	g.Add("xds secrets", sec.reloader(cfg))
+	return stopLine{Component: g, log: log, name: "xds", drained: &[]string{"ads streams"}}
 }
 
 // publishChange returns what a change of the file at path does to srv:
