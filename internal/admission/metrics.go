@@ -25,7 +25,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	// Every class's refusal reasons and admissions start at zero, so that
 	// the alert on the share of refusals (deploy/observability) sees the
 	// first one of a class that has refused nothing yet.
+	// The wait histogram too: a class that has not queued yet still
+	// exports it (docs/metrics.md lists it; TestMetricsDocumented scrapes).
 	for _, c := range Classes {
+		m.wait.WithLabelValues(string(c))
 		m.decisions.WithLabelValues(string(c), string(Admitted), "")
 		for _, r := range []Reason{ReasonQueueFull, ReasonTenantQueueFull, ReasonTimeout, ReasonTenantTimeout,
 			ReasonOverloaded, ReasonMemory, ReasonCanceled} {

@@ -48,7 +48,7 @@ type observers struct {
 // each job continues the trace of the request that caused it, through
 // Redis, the rate limiter and its delivery. consumer names this process's
 // workers to the queue ("": host and pid).
-func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection, tp *sdktrace.TracerProvider) (_ *observers, err error) {
+func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, consumer string, prot *observe.Protection, tp *sdktrace.TracerProvider, admit core.Admitter) (_ *observers, err error) {
 	oc := cfg.Observers
 	policy, err := observe.ParsePolicy(oc.Backpressure)
 	if err != nil {
@@ -60,7 +60,7 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 	if err != nil {
 		return nil, err
 	}
-	q, err := newQueue(cfg, sec, redis.Options{ReclaimIdle: oc.ReclaimIdle.Duration, PoolSize: oc.Workers + 16,
+	q, err := newQueue(cfg, sec, redis.Options{ReclaimIdle: oc.ReclaimIdle.Duration, PoolSize: cfg.Admission.Observers.MaxConcurrent + 16,
 		TracerProvider: tracerProvider(tp)})
 	if err != nil {
 		return nil, err
@@ -106,7 +106,11 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 		Cursor: oc.Cursor, Batch: oc.BatchSize, Protection: prot,
 		Backpressure: observe.Backpressure{Policy: policy, MaxBytes: int64(oc.MaxQueueMemoryMB) << 20,
 			ThresholdPercent: oc.MemoryThresholdPercent, MaxPause: oc.BackpressureMaxPause.Duration},
-		Consumer: consumer, Workers: oc.Workers, PerTenant: oc.PerTenant,
+		Consumer: consumer, Workers: cfg.Admission.Observers.MaxConcurrent, PerTenant: cfg.Admission.Observers.MaxConcurrentPerTenant,
+		// The observers class of the process's one admission (nil in tests
+		// of the wiring alone): its memory guard and metrics are shared with
+		// GraphQL requests and Flight exports.
+		Admitter:    admit,
 		MaxAttempts: oc.MaxAttempts, MaxAge: oc.MaxJobAge.Duration,
 		Backoff: observe.Backoff{Base: oc.BackoffBase.Duration, Cap: oc.BackoffCap.Duration},
 		Breakers: map[string]observe.BreakerSettings{

@@ -189,7 +189,7 @@ func (p *pipeline) startLogging(tb testing.TB, consumer string, log *slog.Logger
 // before they run (to give a component a test clock).
 func (p *pipeline) startPrepared(tb testing.TB, consumer string, log *slog.Logger, prepare func(*observers)) (*observers, func()) {
 	tb.Helper()
-	o, err := newObservers(p.cfg, newSecrets(p.env.Getenv, log), log, p.db, consumer, p.protection, nil)
+	o, err := newObservers(p.cfg, newSecrets(p.env.Getenv, log), log, p.db, consumer, p.protection, nil, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

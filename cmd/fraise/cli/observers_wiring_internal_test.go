@@ -33,7 +33,7 @@ func TestNewObserversNamesTheSettingItRefuses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := config.Default()
 			tt.change(&cfg.Observers)
-			_, err := newObservers(cfg, newSecrets(func(string) string { return "" }, nil), testLogger(t), nil, "w", nil, nil)
+			_, err := newObservers(cfg, newSecrets(func(string) string { return "" }, nil), testLogger(t), nil, "w", nil, nil, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got %v, want an error naming %s", err, tt.want)
 			}

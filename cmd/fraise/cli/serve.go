@@ -28,6 +28,7 @@ import (
 	"github.com/fraise-dev/fraise/core/observe"
 	"github.com/fraise-dev/fraise/core/observe/ruleapi"
 	"github.com/fraise-dev/fraise/deploy/demo"
+	"github.com/fraise-dev/fraise/internal/admission"
 	"github.com/fraise-dev/fraise/internal/assertion"
 	"github.com/fraise-dev/fraise/internal/lifecycle"
 )
@@ -91,6 +92,9 @@ type coreParts struct {
 	breakers  *consoleBreakers
 	prot      *observe.Protection
 	obs       *observers
+	// adm is the process's one admission: a class each for GraphQL
+	// requests, Flight exports and observer deliveries ([admission]).
+	adm admission.Admitters
 
 	closeConsole, closeFlight func()
 }
@@ -112,6 +116,7 @@ func newCore(cfg config.Config, env Env, log *slog.Logger, ln, adminLn, flightLn
 		metrics:  httpapi.NewMetrics(),
 		breakers: &consoleBreakers{},
 	}
+	c.adm = admitters(cfg.Admission, c.metrics.Registry)
 	grace := cfg.Core.ShutdownTimeout.Duration
 	g := &lifecycle.Group{}
 	g.Add("core.http_addr", ln)
@@ -162,7 +167,7 @@ func newCore(cfg config.Config, env Env, log *slog.Logger, ln, adminLn, flightLn
 		var fs *grpc.Server
 		g.Add("flight", lifecycle.Func{OnOpen: func(context.Context) error {
 			var err error
-			fs, c.closeFlight, err = newFlightServer(cfg, c.sec, log, c.db, c.schema, c.verifier, c.metrics.Registry, c.tp.tp)
+			fs, c.closeFlight, err = newFlightServer(cfg, c.sec, log, c.db, c.schema, c.verifier, c.metrics.Registry, c.tp.tp, c.adm.Flight)
 			return err
 		}, OnClose: func() error {
 			if c.closeFlight != nil {
@@ -172,7 +177,7 @@ func newCore(cfg config.Config, env Env, log *slog.Logger, ln, adminLn, flightLn
 		}})
 		servers.Add("flight", lifecycle.Func{OnRun: func(ctx context.Context) error {
 			logServing(log, "core", "flight", flightLn.Net())
-			return serveGRPC(ctx, fs, flightLn.Net(), grace)
+			return lifecycle.ServeGRPC(ctx, fs, flightLn.Net(), grace) // a running export is cut at grace rather than awaited
 		}})
 	}
 	if cfg.Observers.Enabled {
@@ -359,7 +364,7 @@ func (c *coreParts) openHTTP(s *lifecycle.HTTPServer) error {
 		return fmt.Errorf("console: %w", err)
 	}
 	c.closeConsole = closeConsole
-	handler := httpTracing(withTraceHeaders(withConsole(httpapi.VerifyAssertion(admitted(api, cfg.Admission, int64(cfg.Core.MaxBodyBytes), c.verifier, c.metrics), c.verifier), consoleHandler), cfg.Telemetry.TraceURL), c.tp.tp, "core")
+	handler := httpTracing(withTraceHeaders(withConsole(httpapi.VerifyAssertion(admitWith(api, c.adm.GraphQL, int64(cfg.Core.MaxBodyBytes), c.verifier, c.metrics), c.verifier), consoleHandler), cfg.Telemetry.TraceURL), c.tp.tp, "core")
 	srv := newHTTPServer(handler, coreHTTPTimeouts)
 	srv.ErrorLog = slog.NewLogLogger(c.log.Handler(), slog.LevelWarn)
 	if cfg.Core.TLS {
@@ -375,7 +380,7 @@ func (c *coreParts) openHTTP(s *lifecycle.HTTPServer) error {
 
 // openObservers builds the observers' pipeline.
 func (c *coreParts) openObservers(context.Context) error {
-	obs, err := newObservers(c.cfg, c.sec, c.log.With("component", "observers"), c.db, "", c.prot, c.tp.tp)
+	obs, err := newObservers(c.cfg, c.sec, c.log.With("component", "observers"), c.db, "", c.prot, c.tp.tp, c.adm.Observers)
 	if err != nil {
 		return fmt.Errorf("observers: %w", err)
 	}
