@@ -153,6 +153,20 @@ func TestOneTraceFromMutationToWebhook(t *testing.T) {
 				return false
 			}
 		}
+		// A call's server span is exported by the process it reached, on
+		// its own schedule: the worker's call to the rate limiter is there
+		// only once the limiter's span under it is.
+		served := map[string]bool{}
+		for _, sp := range spans {
+			if sp.service == serviceRateLimit && sp.kind == tracepb.Span_SPAN_KIND_SERVER {
+				served[sp.parentID] = true
+			}
+		}
+		for _, sp := range spans {
+			if sp.service == serviceCore && sp.kind == tracepb.Span_SPAN_KIND_CLIENT && strings.HasSuffix(sp.name, "RateLimitService/ShouldRateLimit") && !served[sp.spanID] {
+				return false
+			}
+		}
 		return true
 	}
 	spans := rcv.waitTrace(t, traceID, complete)
