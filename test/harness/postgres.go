@@ -1,15 +1,19 @@
 package harness
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -233,7 +237,7 @@ func startPostgres(port int, o PostgresOptions) (*Postgres, error) {
 	if o.WALSegmentMB > 0 {
 		initArgs = append(initArgs, "--wal-segsize="+strconv.Itoa(o.WALSegmentMB))
 	}
-	if err := run(cred, initdb, initArgs...); err != nil {
+	if err := initCluster(cred, initdb, data, initArgs); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -308,4 +312,59 @@ func hbaConf(o PostgresOptions) string {
 		tcp = "host all all 127.0.0.1/32 scram-sha-256"
 	}
 	return "local all all trust\n" + tcp + "\n"
+}
+
+// initCluster makes the cluster initdb would make with args in data, from
+// a copy of one made earlier with the same initdb and arguments (but the
+// directory) when there is one: make test starts dozens of servers across
+// its test binaries, and copying a cluster costs a fraction of initdb's
+// bootstrap. The copies live in the system's temporary directory, keyed
+// by initdb's path, size and time and by the arguments, so a new
+// PostgreSQL or other options never reuse them; a copy is published by
+// renaming a finished directory, so a binary that races another either
+// sees a whole one or none.
+func initCluster(cred *syscall.Credential, initdb, data string, args []string) error {
+	st, err := os.Stat(initdb)
+	if err != nil {
+		return err
+	}
+	key := []string{initdb, strconv.FormatInt(st.Size(), 10), st.ModTime().UTC().Format(time.RFC3339Nano)}
+	for i := 0; i < len(args); i++ {
+		switch args[i] {
+		case "-D":
+			i++ // the directory is this server's own
+		case "--pwfile":
+			i++
+			pw, err := os.ReadFile(args[i])
+			if err != nil {
+				return err
+			}
+			key = append(key, "--pwfile="+string(pw))
+		default:
+			key = append(key, args[i])
+		}
+	}
+	sum := sha256.Sum256([]byte(strings.Join(key, "\x00")))
+	cache := filepath.Join(os.TempDir(), "fraise-initdb", hex.EncodeToString(sum[:8]))
+	if _, err := os.Stat(filepath.Join(cache, "PG_VERSION")); err == nil {
+		if err := exec.Command("cp", "-a", cache, data).Run(); err == nil {
+			return nil
+		}
+		os.RemoveAll(data) // a copy that failed half way: make it anew
+	}
+	if err := run(cred, initdb, args...); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(cache), 0o755); err != nil {
+		return nil // no cache, still a cluster
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(cache), "tmp-")
+	if err != nil {
+		return nil
+	}
+	defer os.RemoveAll(tmp)
+	if exec.Command("cp", "-a", data, filepath.Join(tmp, "data")).Run() == nil {
+		_ = os.Rename(filepath.Join(tmp, "data"), cache) // lost a race: the other's is as good
+	}
+	return nil
 }
