@@ -117,7 +117,7 @@ func newEnv(t *testing.T) *env {
 		SetupSQL:  "SELECT fraise.observe_table('public.posts')",
 		PerTenant: 100000,
 		// Production settings the defaults leave to development.
-		Env: map[string]string{"FRAISE_CORE_INTROSPECTION": "false"},
+		Env: map[string]string{"FRAISE_SERVER_INTROSPECTION": "false"},
 	})
 	e.dev = devIssuer(t, e.s.Dir)
 	e.h1 = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
