@@ -857,6 +857,7 @@ func ProductionDefault() Config {
 	c.Server.AssertionKeys = nil
 	c.Authz.AssertionKey = ""
 	c.Authz.Issuers = nil
+	syncRenamed(&c) // the old fields lose the development values too
 	return c
 }
 
