@@ -178,7 +178,7 @@ func TestComposeServices(t *testing.T) {
 		}
 		// Docker's SIGKILL must not cut the drain short.
 		drain := map[string]time.Duration{
-			"serve": cfg.Core.DrainDelay.Duration + cfg.Core.ShutdownTimeout.Duration,
+			"serve": cfg.Server.DrainDelay.Duration + cfg.Server.ShutdownTimeout.Duration,
 			"authz": cfg.Authz.DrainDelay.Duration + cfg.Authz.ShutdownTimeout.Duration,
 		}[cmd]
 		if grace, err := time.ParseDuration(s.StopGracePeriod); drain > 0 && (err != nil || grace <= drain) {
@@ -232,7 +232,7 @@ func TestComposeServices(t *testing.T) {
 	}
 	redisAddr, _ := shared.Redis.Endpoint()
 	for _, dep := range []struct{ key, addr string }{
-		{"core.http_addr", shared.Core.HTTPAddr}, {"core.flight_addr", shared.Core.FlightAddr},
+		{"server.http_addr", shared.Server.HTTPAddr}, {"server.flight_addr", shared.Server.FlightAddr},
 		{"authz.grpc_addr", shared.Authz.GRPCAddr}, {"ratelimit.grpc_addr", shared.RateLimit.GRPCAddr},
 		{"xds.grpc_addr", shared.XDS.GRPCAddr}, {"redis.addr", redisAddr},
 	} {
@@ -393,8 +393,8 @@ func TestEnvoyConfigMatchesCompose(t *testing.T) {
 	ev := mustLoadConfig(t, filepath.Join("envoy", "fraise.toml"), none)
 	co := mustLoadConfig(t, filepath.Join(composeDir, "fraise.toml"), none)
 	for _, c := range []struct{ what, envoy, compose string }{
-		{"core.http_addr", ev.Core.HTTPAddr, co.Core.HTTPAddr},
-		{"core.flight_addr", ev.Core.FlightAddr, co.Core.FlightAddr},
+		{"server.http_addr", ev.Server.HTTPAddr, co.Server.HTTPAddr},
+		{"server.flight_addr", ev.Server.FlightAddr, co.Server.FlightAddr},
 		{"authz.grpc_addr", ev.Authz.GRPCAddr, co.Authz.GRPCAddr},
 		{"ratelimit.grpc_addr", ev.RateLimit.GRPCAddr, co.RateLimit.GRPCAddr},
 		{"xds.grpc_addr", ev.XDS.GRPCAddr, co.XDS.GRPCAddr},
@@ -407,7 +407,7 @@ func TestEnvoyConfigMatchesCompose(t *testing.T) {
 		{"tls.server_key", ev.TLS.ServerKey, co.TLS.ServerKey},
 		{"tls.gateway_cert", ev.TLS.GatewayCert, co.TLS.GatewayCert},
 		{"tls.gateway_key", ev.TLS.GatewayKey, co.TLS.GatewayKey},
-		{"core.tls", strconv.FormatBool(ev.Core.TLS), strconv.FormatBool(co.Core.TLS)},
+		{"server.tls", strconv.FormatBool(ev.Server.TLS), strconv.FormatBool(co.Server.TLS)},
 	} {
 		if c.envoy != c.compose {
 			t.Errorf("%s: deploy/envoy/fraise.toml has %q, deploy/compose/fraise.toml %q", c.what, c.envoy, c.compose)

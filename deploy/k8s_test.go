@@ -691,7 +691,7 @@ func listens(cmd string, c config.Config) map[string]string {
 func listensOrOff(cmd string, c config.Config) map[string]string {
 	switch cmd {
 	case "serve":
-		return map[string]string{"core.http_addr": c.Core.HTTPAddr, "core.flight_addr": c.Core.FlightAddr, "core.admin_addr": c.Core.AdminAddr}
+		return map[string]string{"server.http_addr": c.Server.HTTPAddr, "server.flight_addr": c.Server.FlightAddr, "server.admin_addr": c.Server.AdminAddr}
 	case "authz":
 		return map[string]string{"authz.grpc_addr": c.Authz.GRPCAddr, "authz.admin_addr": c.Authz.AdminAddr, "authz.jwks_addr": c.Authz.JWKSAddr}
 	case "ratelimit":
@@ -726,14 +726,14 @@ func reads(cmd string, c config.Config) map[string]string {
 		r["database.url"] = c.Database.URL
 		dataTLS("database.tls", c.Database.TLS)
 		r["flight.ticket_key"] = c.Flight.TicketKey
-		for i, k := range c.Core.AssertionKeys {
-			r[fmt.Sprintf("core.assertion_keys[%d]", i)] = k
+		for i, k := range c.Server.AssertionKeys {
+			r[fmt.Sprintf("server.assertion_keys[%d]", i)] = k
 		}
-		if c.Core.TLS {
+		if c.Server.TLS {
 			// The HTTP and Flight listeners: the gateway's certificate only.
 			serverTLS()
 		}
-		if c.Core.AssertionJWKSURL != "" {
+		if c.Server.AssertionJWKSURL != "" {
 			// extauthz's JWKS is verified against tls.ca alone.
 			r["tls.ca"] = c.TLS.CA
 		}
@@ -748,9 +748,9 @@ func reads(cmd string, c config.Config) map[string]string {
 				r["observers.smtp.password"], r["observers.smtp.ca"] = c.Observers.SMTP.Password, c.Observers.SMTP.CA
 			}
 		}
-		r["core.trusted_documents"] = c.Core.TrustedDocuments
-		if c.Core.Schema != "auto" { // "auto": generated from the database, no file
-			r["core.schema"] = c.Core.Schema
+		r["server.trusted_documents"] = c.Server.TrustedDocuments
+		if c.Server.Schema != "auto" { // "auto": generated from the database, no file
+			r["server.schema"] = c.Server.Schema
 		}
 	case "authz":
 		r["authz.assertion_key"], r["authz.database_url"] = c.Authz.AssertionKey, c.Authz.DatabaseURL
@@ -775,7 +775,7 @@ func reads(cmd string, c config.Config) map[string]string {
 		serverTLS()
 	case "migrate":
 		// database.url: migrate sets the app role's password from it.
-		r["database.admin_url"], r["database.url"], r["core.trusted_documents"] = c.Database.AdminURL, c.Database.URL, c.Core.TrustedDocuments
+		r["database.admin_url"], r["database.url"], r["server.trusted_documents"] = c.Database.AdminURL, c.Database.URL, c.Server.TrustedDocuments
 		// database.admin_url gets [database.tls] unless it sets sslmode
 		// itself, which a reference hides: assume it does not.
 		dataTLS("database.tls", c.Database.TLS)
@@ -932,8 +932,8 @@ func TestK8sConfigPerProcess(t *testing.T) {
 	// What `fraise xds` hands Envoy as upstreams are Service names and ports,
 	// each selecting the process that serves them.
 	for _, up := range []struct{ key, addr, component string }{
-		{"core.http_addr", shared.Core.HTTPAddr, "core"},
-		{"core.flight_addr", shared.Core.FlightAddr, "core"},
+		{"server.http_addr", shared.Server.HTTPAddr, "core"},
+		{"server.flight_addr", shared.Server.FlightAddr, "core"},
 		{"authz.grpc_addr", shared.Authz.GRPCAddr, "authz"},
 		{"ratelimit.grpc_addr", shared.RateLimit.GRPCAddr, "ratelimit"},
 		{"xds.grpc_addr", shared.XDS.GRPCAddr, "xds"},
@@ -966,7 +966,7 @@ func TestK8sGraceCoversDrain(t *testing.T) {
 				preStop = c.Lifecycle.PreStop.Sleep.Seconds
 			}
 			drain := map[string]float64{
-				"serve": cfg.Core.DrainDelay.Seconds() + cfg.Core.ShutdownTimeout.Seconds(),
+				"serve": cfg.Server.DrainDelay.Seconds() + cfg.Server.ShutdownTimeout.Seconds(),
 				"authz": cfg.Authz.DrainDelay.Seconds() + cfg.Authz.ShutdownTimeout.Seconds(),
 			}[subcommand(c)]
 			need = max(need, float64(preStop)+drain)
@@ -1067,25 +1067,25 @@ func hops(tb testing.TB, c config.Config) map[string]map[string][]int32 {
 	}
 	h := map[string]map[string][]int32{
 		"envoy": {
-			"core":      {port("core.http_addr", c.Core.HTTPAddr)},
+			"core":      {port("server.http_addr", c.Server.HTTPAddr)},
 			"authz":     {port("authz.grpc_addr", c.Authz.GRPCAddr)},
 			"ratelimit": {port("ratelimit.grpc_addr", c.RateLimit.GRPCAddr)},
 			"xds":       {port("xds.grpc_addr", c.XDS.GRPCAddr)},
 		},
 		"core": {},
 	}
-	if c.Core.FlightAddr != "" {
-		h["envoy"]["core"] = append(h["envoy"]["core"], port("core.flight_addr", c.Core.FlightAddr))
+	if c.Server.FlightAddr != "" {
+		h["envoy"]["core"] = append(h["envoy"]["core"], port("server.flight_addr", c.Server.FlightAddr))
 	}
 	if c.Observers.Enabled && c.Observers.RateLimits {
 		h["core"]["ratelimit"] = []int32{port("ratelimit.grpc_addr", c.RateLimit.GRPCAddr)}
 	}
-	if c.Core.AssertionJWKSURL != "" {
-		u, err := url.Parse(c.Core.AssertionJWKSURL)
+	if c.Server.AssertionJWKSURL != "" {
+		u, err := url.Parse(c.Server.AssertionJWKSURL)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		h["core"]["authz"] = []int32{port("core.assertion_jwks_url", u.Host)}
+		h["core"]["authz"] = []int32{port("server.assertion_jwks_url", u.Host)}
 	}
 	return h
 }

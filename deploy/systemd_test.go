@@ -231,7 +231,7 @@ func TestSystemdProcessUnit(t *testing.T) {
 		checkRequired(t, "deploy/systemd fraise@"+cmd, cmd, deployed, config.ProfileProduction)
 	}
 	for _, d := range []config.Config{config.Default(), deployed} {
-		drain := max(d.Core.DrainDelay.Duration+d.Core.ShutdownTimeout.Duration, d.Authz.DrainDelay.Duration+d.Authz.ShutdownTimeout.Duration)
+		drain := max(d.Server.DrainDelay.Duration+d.Server.ShutdownTimeout.Duration, d.Authz.DrainDelay.Duration+d.Authz.ShutdownTimeout.Duration)
 		if err != nil || time.Duration(secs)*time.Second <= drain {
 			t.Errorf("TimeoutStopSec=%s must exceed the longest drain %s", stop, drain)
 		}

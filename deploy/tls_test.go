@@ -37,8 +37,8 @@ import (
 func tlsListens(cmd string, c config.Config) map[string]bool {
 	switch cmd {
 	case "serve":
-		if c.Core.TLS {
-			return map[string]bool{"core.http_addr": true, "core.flight_addr": true}
+		if c.Server.TLS {
+			return map[string]bool{"server.http_addr": true, "server.flight_addr": true}
 		}
 	case "authz":
 		return map[string]bool{"authz.grpc_addr": true, "authz.jwks_addr": true}
@@ -55,7 +55,7 @@ func tlsListens(cmd string, c config.Config) map[string]bool {
 // adminKey is the process's HTTP admin port (/healthz, /readyz, /metrics),
 // if it has one.
 func adminKey(cmd string) string {
-	return map[string]string{"serve": "core.admin_addr", "authz": "authz.admin_addr"}[cmd]
+	return map[string]string{"serve": "server.admin_addr", "authz": "authz.admin_addr"}[cmd]
 }
 
 // operatorPorts returns the process's operator ports, by config key: ports
@@ -173,7 +173,7 @@ func checkEnvoyTLS(t *testing.T, where string, xdsBootstrap, served []byte, c co
 		t.Errorf("%s: bootstrap: %v", where, err)
 	}
 	want = map[string]bool{envoy.ClusterCoreHTTP: true, envoy.ClusterAuthz: true, envoy.ClusterRateLimit: true}
-	if c.Core.FlightAddr != "" {
+	if c.Server.FlightAddr != "" {
 		want[envoy.ClusterCoreFlight] = true
 	}
 	for _, err := range upstreamTLSErrors(st.GetStaticResources().GetClusters(), want, c) {

@@ -191,7 +191,7 @@ func (db *DB) setTimeout(d time.Duration) {
 
 // WithStatementTimeout returns a DB on db's pool (closing either closes
 // both) whose transactions bound each statement by d instead (0: none):
-// how one capability's timeout (GraphQL's core.statement_timeout) differs
+// how one capability's timeout (GraphQL's server.statement_timeout) differs
 // from the database's, set where every other setting of the transaction
 // is, in its first statement, rather than by the capability.
 func (db *DB) WithStatementTimeout(d time.Duration) *DB {

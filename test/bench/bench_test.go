@@ -644,7 +644,7 @@ authz_timeout = "2s"
 		"file://"+filepath.Join(keys, "assertion.key"),
 		config.DevIssuer, config.DevAudience, filepath.Join(keys, "dev-issuer.jwks"))
 	coreSection := func(addr string, tlsOn bool) string {
-		return fmt.Sprintf("[core]\nhttp_addr = %q\nadmin_addr = \"\"\ntls = %t\nschema = %q\nassertion_keys = [%q]\nflight_addr = \"127.0.0.1:0\"\n",
+		return fmt.Sprintf("[server]\nhttp_addr = %q\nadmin_addr = \"\"\ntls = %t\nschema = %q\nassertion_keys = [%q]\nflight_addr = \"127.0.0.1:0\"\n",
 			addr, tlsOn, sdlPath, "file://"+filepath.Join(keys, "assertion.pub"))
 	}
 	directAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(tb))

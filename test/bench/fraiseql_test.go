@@ -75,7 +75,7 @@ const (
 
 // BenchmarkVsFraiseQL measures the read and the write on FraiseQL's own
 // example database (test/fraiseql, with test/bench/fraiseql/seed.sql's
-// rows), served unchanged by Fraise (`fraise serve` with core.schema =
+// rows), served unchanged by Fraise (`fraise serve` with server.schema =
 // "auto": the schema generated from the database), by FraiseQL v2
 // (fraiseql-server, its schema compiled by fraiseql-cli from
 // test/bench/fraiseql) and by PostGraphile v4, one after the other, with
@@ -455,7 +455,7 @@ func mustFQEnv(tb testing.TB) *fqEnv {
 	keys := filepath.Join(dir, "keys")
 	const maxConns = 20
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(tb))
-	// core.schema = "auto": Fraise serves the database as it finds it.
+	// server.schema = "auto": Fraise serves the database as it finds it.
 	cfg := mustWrite(tb, filepath.Join(dir, "fraise.toml"), fmt.Sprintf(`
 [log]
 level = "error"
@@ -466,7 +466,7 @@ max_conns = %d
 tenant_settings = [%q]
 [redis]
 addr = %q
-[core]
+[server]
 http_addr = %q
 admin_addr = ""
 tls = false

@@ -335,7 +335,7 @@ admin_url = %q
 max_conns = 20
 `, stack.TLSTOML(certs), pg.URL("fraise_app", db), pg.AdminURL(db))
 	coreSection := func(addr, admin string) string {
-		return fmt.Sprintf("[core]\nhttp_addr = %q\nadmin_addr = %q\ntls = false\nschema = %q\nassertion_keys = [%q]\nflight_addr = \"127.0.0.1:0\"\n",
+		return fmt.Sprintf("[server]\nhttp_addr = %q\nadmin_addr = %q\ntls = false\nschema = %q\nassertion_keys = [%q]\nflight_addr = \"127.0.0.1:0\"\n",
 			addr, admin, sdlPath, "file://"+filepath.Join(keys, "assertion.pub"))
 	}
 	cfg := mustWrite(tb, filepath.Join(dir, "core.toml"), base+coreSection(addr, admin)+overloadAdmission)

@@ -15,13 +15,13 @@ import (
 	"github.com/fraise-dev/fraise/test/stack"
 )
 
-// TestCoreDrainDelay stops the stack with core.drain_delay set and checks
+// TestCoreDrainDelay stops the stack with server.drain_delay set and checks
 // the order a load balancer needs: /readyz fails at once, the core still
 // answers GraphQL while the delay runs, and only then stops listening.
 func TestCoreDrainDelay(t *testing.T) {
 	t.Parallel()
 	const delay = 3 * time.Second
-	s := stack.StartWith(t, stack.Options{Env: map[string]string{"FRAISE_CORE_DRAIN_DELAY": delay.String()}})
+	s := stack.StartWith(t, stack.Options{Env: map[string]string{"FRAISE_SERVER_DRAIN_DELAY": delay.String()}})
 	readyz := func() int {
 		resp, err := http.Get("http://" + s.Addrs.CoreAdmin + "/readyz")
 		if err != nil {

@@ -117,7 +117,7 @@ func TestTrustedDocumentsThroughTheGateway(t *testing.T) {
 	if err := os.WriteFile(path, manifest, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := stack.StartWith(t, stack.Options{Env: map[string]string{"FRAISE_CORE_TRUSTED_DOCUMENTS": path}})
+	s := stack.StartWith(t, stack.Options{Env: map[string]string{"FRAISE_SERVER_TRUSTED_DOCUMENTS": path}})
 	admin := s.Token(t, demo.TenantAcme, "alice", "admin")
 	globex := s.Token(t, demo.TenantGlobex, "carol", "viewer")
 	s.MustServe(t, admin)

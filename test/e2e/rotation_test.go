@@ -307,6 +307,8 @@ func TestSecretsRotateUnderLoad(t *testing.T) {
 	reloads = coreReloads(t, s)
 	_, next, _ := ed25519.GenerateKey(rand.Reader)
 	write(files["next.pub"], string(mustPublicPEM(t, next)))
+	// serve.go names the secret core.assertion_keys[i] until it moves to
+	// [server] (issue 17).
 	reloads.wait(t, s, "core.assertion_keys[1]")
 	priv, err := assertion.MarshalPrivateKeyPEM(next)
 	if err != nil {
@@ -429,7 +431,7 @@ func TestSecretsRotateUnderLoad(t *testing.T) {
 	}
 }
 
-// mustPublicPEM is k's public key in PEM, as core.assertion_keys holds it.
+// mustPublicPEM is k's public key in PEM, as server.assertion_keys holds it.
 func mustPublicPEM(tb testing.TB, k ed25519.PrivateKey) []byte {
 	tb.Helper()
 	b, err := assertion.MarshalPublicKeyPEM(k.Public().(ed25519.PublicKey))

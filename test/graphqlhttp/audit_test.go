@@ -152,7 +152,7 @@ func mustDocumentedWarnings(tb testing.TB) map[string]bool {
 }
 
 // mustCore starts `fraise serve` on a fresh database with the demo schema,
-// extra added to its [core] section, and returns its GraphQL URL and the key
+// extra added to its [server] section, and returns its GraphQL URL and the key
 // its verifier trusts.
 func mustCore(tb testing.TB, extra string) (string, ed25519.PrivateKey, string) {
 	tb.Helper()
@@ -177,7 +177,7 @@ level = "warn"
 [database]
 url = %q
 admin_url = %q
-[core]
+[server]
 http_addr = %q
 admin_addr = ""
 # No Flight: its default port is make run's (8815).
@@ -235,7 +235,7 @@ assertion_keys = [%q]
 	return "http://" + addr + "/graphql", priv, assertion.KeyID(pub)
 }
 
-// TestBatchConfigured shows core.max_batch reaching the served handler: a
+// TestBatchConfigured shows server.max_batch reaching the served handler: a
 // batch within it runs, one past it is refused.
 func TestBatchConfigured(t *testing.T) {
 	harness.SkipShort(t)

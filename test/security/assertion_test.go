@@ -28,14 +28,14 @@ import (
 	"github.com/fraise-dev/fraise/test/stack"
 )
 
-// The attacks of this class speak to the core's ports directly, presenting
+// The attacks of this class speak to the server's ports directly, presenting
 // the gateway's certificate: the position of a party inside the mesh that
 // copied an assertion (from a log, a proxy, a core dump), which the
 // assertion's binding and single use must make worthless.
 var assertionAttacks = []attack{
 	{
 		name: "assertion-replayed", class: classAssertion,
-		does: "presents a genuine assertion, issued for a viewer's query, to the core twice (security #13, defect 4)",
+		does: "presents a genuine assertion, issued for a viewer's query, to the server twice (security #13, defect 4)",
 		want: "the first use runs the query; the second is refused 401 UNAUTHENTICATED: an assertion is spent once",
 		run: func(t *testing.T, e *env) string {
 			body := jsonBody(map[string]any{"query": usersQuery})
@@ -49,7 +49,7 @@ var assertionAttacks = []attack{
 	},
 	{
 		name: "assertion-graphql-at-flight-listener", class: classAssertion,
-		does: "presents an assertion issued for the GraphQL listener to the core's Flight port",
+		does: "presents an assertion issued for the GraphQL listener to the server's Flight port",
 		want: "UNAUTHENTICATED: each listener accepts its own audience only",
 		run: func(t *testing.T, e *env) string {
 			body := jsonBody(map[string]any{"query": usersQuery})
@@ -60,7 +60,7 @@ var assertionAttacks = []attack{
 	},
 	{
 		name: "assertion-flight-at-graphql-listener", class: classAssertion,
-		does: "presents an assertion issued for a Flight call to the core's GraphQL port",
+		does: "presents an assertion issued for a Flight call to the server's GraphQL port",
 		want: "401 UNAUTHENTICATED",
 		run: func(t *testing.T, e *env) string {
 			tok := e.s.Assertion(t, acme, "ann", "admin", flightBinding(t, "GetFlightInfo", usersDescriptor()))
@@ -180,7 +180,7 @@ var assertionAttacks = []attack{
 	{
 		name: "assertion-long-lived", class: classAssertion,
 		does: "presents an assertion signed with extauthz's key but valid for a day (a replay window no cache would hold)",
-		want: "401 UNAUTHENTICATED: the core refuses an expiry more than 65 s ahead",
+		want: "401 UNAUTHENTICATED: the server refuses an expiry more than 65 s ahead",
 		run: func(t *testing.T, e *env) string {
 			body := jsonBody(map[string]any{"query": usersQuery})
 			b := assertiontest.GraphQL(http.MethodPost, "/graphql", []byte(body))
@@ -211,8 +211,8 @@ var assertionAttacks = []attack{
 	},
 	{
 		name: "core-identity-headers-without-assertion", class: classAssertion,
-		does: "sends the core x-fraise-tenant, -subject, -roles, -scopes and a valid bearer token, but no assertion",
-		want: "401 UNAUTHENTICATED: the core derives identity from the assertion alone",
+		does: "sends the server x-fraise-tenant, -subject, -roles, -scopes and a valid bearer token, but no assertion",
+		want: "401 UNAUTHENTICATED: the server derives identity from the assertion alone",
 		run: func(t *testing.T, e *env) string {
 			h := map[string]string{"Authorization": "Bearer " + e.token(t, acme, "alice", "admin")}
 			for _, kv := range forgedIdentity {
@@ -225,7 +225,7 @@ var assertionAttacks = []attack{
 	},
 }
 
-// core posts body to the core's GraphQL port as Envoy would, presenting
+// core posts body to the server's GraphQL port as Envoy would, presenting
 // the gateway's certificate and the assertion tok.
 func (e *env) core(t *testing.T, tok, body string) (int, http.Header, stack.Response) {
 	t.Helper()

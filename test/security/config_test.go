@@ -20,20 +20,20 @@ import (
 var configAttacks = []attack{
 	{
 		name: "assertion-keys-over-http", class: classConfig,
-		does: "points the core's assertion keys at extauthz's JWKS over plain http (core.assertion_jwks_url), where whoever answers would choose whom the core believes (security #13, defect 5)",
-		want: "the core refuses to start, naming core.assertion_jwks_url",
+		does: "points the server's assertion keys at extauthz's JWKS over plain http (server.assertion_jwks_url), where whoever answers would choose whom the server believes (security #13, defect 5)",
+		want: "the server refuses to start, naming server.assertion_jwks_url",
 		run: func(t *testing.T, e *env) string {
-			err := e.serveWith(t, map[string]string{"FRAISE_CORE_ASSERTION_JWKS_URL": "http://" + e.s.Addrs.AuthzAdmin + "/.well-known/jwks.json"})
-			if err == nil || !strings.Contains(err.Error(), "core.assertion_jwks_url") {
-				t.Fatalf("got %v, want the configuration refused naming core.assertion_jwks_url", err)
+			err := e.serveWith(t, map[string]string{"FRAISE_SERVER_ASSERTION_JWKS_URL": "http://" + e.s.Addrs.AuthzAdmin + "/.well-known/jwks.json"})
+			if err == nil || !strings.Contains(err.Error(), "server.assertion_jwks_url") {
+				t.Fatalf("got %v, want the configuration refused naming server.assertion_jwks_url", err)
 			}
 			return "refused at start: " + firstLine(err)
 		},
 	},
 	{
 		name: "assertion-keys-from-untrusted-https", class: classConfig,
-		does: "points the core's assertion keys at an https server of its own (a certificate from another CA) publishing its own key",
-		want: "the core refuses to start: the keys' server must chain to the internal CA; the attacker's key is never fetched",
+		does: "points the server's assertion keys at an https server of its own (a certificate from another CA) publishing its own key",
+		want: "the server refuses to start: the keys' server must chain to the internal CA; the attacker's key is never fetched",
 		run: func(t *testing.T, e *env) string {
 			pub, _, _ := ed25519.GenerateKey(rand.Reader)
 			jwks, err := assertion.MarshalJWKS(map[string]ed25519.PublicKey{assertion.KeyID(pub): pub})
@@ -46,9 +46,9 @@ var configAttacks = []attack{
 				_, _ = w.Write(jwks)
 			}))
 			defer srv.Close()
-			err = e.serveWith(t, map[string]string{"FRAISE_CORE_ASSERTION_JWKS_URL": srv.URL + "/.well-known/jwks.json"})
+			err = e.serveWith(t, map[string]string{"FRAISE_SERVER_ASSERTION_JWKS_URL": srv.URL + "/.well-known/jwks.json"})
 			if err == nil {
-				t.Fatal("the core started, want it refused")
+				t.Fatal("the server started, want it refused")
 			}
 			if n := fetched.Load(); n != 0 {
 				t.Fatalf("the attacker's server answered %d requests", n)

@@ -1,5 +1,5 @@
 // Package security is the attack suite: a table of attacks on the whole
-// stack (real Envoy as the ingress, extauthz, the core, PostgreSQL and
+// stack (real Envoy as the ingress, extauthz, the server, PostgreSQL and
 // Redis, started by test/stack), each run as an attacker would and checked
 // for the refusal it must meet, with nothing leaked and nothing executed.
 // `go test -v ./test/security/` prints one line per attack and a total;

@@ -117,7 +117,7 @@ func newEnv(t *testing.T) *env {
 		SetupSQL:  "SELECT fraise.observe_table('public.posts')",
 		PerTenant: 100000,
 		// Production settings the defaults leave to development.
-		Env: map[string]string{"FRAISE_CORE_INTROSPECTION": "false"},
+		Env: map[string]string{"FRAISE_SERVER_INTROSPECTION": "false"},
 	})
 	e.dev = devIssuer(t, e.s.Dir)
 	e.h1 = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
@@ -266,7 +266,7 @@ func hs256(secret []byte, input string) []byte {
 }
 
 // graphQLResponse is what the suite's clients accept: GraphQL over HTTP's
-// own media type, with which a request the core refuses (a limit, a
+// own media type, with which a request the server refuses (a limit, a
 // missing scope) is a 4xx rather than a 200 with errors.
 const graphQLResponse = "application/graphql-response+json, application/json;q=0.9"
 
@@ -317,7 +317,7 @@ func jsonBody(v any) string {
 	return string(b)
 }
 
-// counts are how many requests extauthz and the core have seen: the
+// counts are how many requests extauthz and the server have seen: the
 // suite tells by them which layer refused an attack, and that a refused
 // request executed nothing.
 type counts struct{ authz, core float64 }
@@ -348,7 +348,7 @@ func (e *env) metrics(t *testing.T, addr string) string {
 const (
 	byEnvoy = "Envoy"
 	byAuthz = "extauthz"
-	byCore  = "the core"
+	byCore  = "the server"
 )
 
 // by names the furthest layer a request sent since before reached.

@@ -18,7 +18,7 @@ var limitAttacks = []attack{
 	{
 		name: "depth-limit", class: classLimits,
 		does: "sends a selection nested 12 deep (fields that do not exist: the limit is measured before validation)",
-		want: "400 DEPTH_LIMIT_EXCEEDED from the core, no data",
+		want: "400 DEPTH_LIMIT_EXCEEDED from the server, no data",
 		run: func(t *testing.T, e *env) string {
 			return e.viewerQueryRefused(t, "{"+strings.Repeat(" a {", 12)+" b"+strings.Repeat(" }", 12)+" }", http.StatusBadRequest, "DEPTH_LIMIT_EXCEEDED")
 		},
@@ -77,7 +77,7 @@ var limitAttacks = []attack{
 	},
 	{
 		name: "fragment-bomb-core-time", class: classLimits,
-		does: "sends the fragment bomb to the core directly, with a correctly bound assertion (security #13, defect 2)",
+		does: "sends the fragment bomb to the server directly, with a correctly bound assertion (security #13, defect 2)",
 		want: "400 SELECTION_LIMIT_EXCEEDED in under 50 ms of core time (Server-Timing: core;dur)",
 		run: func(t *testing.T, e *env) string {
 			return e.coreTimeRefused(t, fragmentBomb(30), "SELECTION_LIMIT_EXCEEDED")
@@ -86,14 +86,14 @@ var limitAttacks = []attack{
 	{
 		name: "alias-copies-20000", class: classLimits,
 		does: "sends 20,000 copies of one alias (a:id) through the ingress",
-		want: "refused before the core: the 100 KB body is over Envoy's 64 KiB (413 TOO_LARGE)",
+		want: "refused before the server: the 100 KB body is over Envoy's 64 KiB (413 TOO_LARGE)",
 		run: func(t *testing.T, e *env) string {
 			return e.viewerQueryRefused(t, "{ users {"+strings.Repeat(" a:id", 20000)+" } }", http.StatusRequestEntityTooLarge, "TOO_LARGE")
 		},
 	},
 	{
 		name: "alias-copies-20000-core-time", class: classLimits,
-		does: "sends 20,000 copies of one alias to the core directly, with a correctly bound assertion (security #13, defect 8)",
+		does: "sends 20,000 copies of one alias to the server directly, with a correctly bound assertion (security #13, defect 8)",
 		want: "400 ALIAS_LIMIT_EXCEEDED in under 50 ms of core time",
 		run: func(t *testing.T, e *env) string {
 			return e.coreTimeRefused(t, "{ users {"+strings.Repeat(" a:id", 20000)+" } }", "ALIAS_LIMIT_EXCEEDED")
@@ -109,7 +109,7 @@ var limitAttacks = []attack{
 	},
 	{
 		name: "field-copies-20000-core-time", class: classLimits,
-		does: "sends 20,000 copies of one field to the core directly, with a correctly bound assertion (security #13, defect 8)",
+		does: "sends 20,000 copies of one field to the server directly, with a correctly bound assertion (security #13, defect 8)",
 		want: "400 SELECTION_LIMIT_EXCEEDED in under 50 ms of core time",
 		run: func(t *testing.T, e *env) string {
 			return e.coreTimeRefused(t, "{ users {"+strings.Repeat(" id", 20000)+" } }", "SELECTION_LIMIT_EXCEEDED")
@@ -145,7 +145,7 @@ var limitAttacks = []attack{
 	{
 		name: "body-10mb", class: classLimits,
 		does: "posts a 10 MB GraphQL body",
-		want: "413 TOO_LARGE from Envoy as GraphQL-shaped JSON; extauthz and the core see nothing",
+		want: "413 TOO_LARGE from Envoy as GraphQL-shaped JSON; extauthz and the server see nothing",
 		run: func(t *testing.T, e *env) string {
 			body := `{"query":"{ users { id } }","variables":{"pad":"` + strings.Repeat("A", 10<<20) + `"}}`
 			before := e.counts(t)
@@ -156,7 +156,7 @@ var limitAttacks = []attack{
 	{
 		name: "header-too-large", class: classLimits,
 		does: "sends a 70 KiB header",
-		want: "431 from Envoy; extauthz and the core see nothing",
+		want: "431 from Envoy; extauthz and the server see nothing",
 		run: func(t *testing.T, e *env) string {
 			return e.envoyRefusesHeaders(t, []string{"X-Pad: " + strings.Repeat("A", 70<<10)})
 		},
@@ -164,7 +164,7 @@ var limitAttacks = []attack{
 	{
 		name: "too-many-headers", class: classLimits,
 		does: "sends 150 headers",
-		want: "431 from Envoy; extauthz and the core see nothing",
+		want: "431 from Envoy; extauthz and the server see nothing",
 		run: func(t *testing.T, e *env) string {
 			var h []string
 			for i := range 150 {
@@ -219,10 +219,10 @@ func (e *env) viewerQueryRefused(t *testing.T, q string, status int, code string
 	return report
 }
 
-// coreTimeRefused sends q to the core directly with an assertion bound to
+// coreTimeRefused sends q to the server directly with an assertion bound to
 // it, as Envoy would forward it, and checks the refusal with code in under
 // coreTimeBound of core time (the best of three tries: the machine is
-// shared, and a try another process preempted says nothing of the core).
+// shared, and a try another process preempted says nothing of the server).
 func (e *env) coreTimeRefused(t *testing.T, q, code string) string {
 	t.Helper()
 	body := jsonBody(map[string]any{"query": q})
@@ -250,7 +250,7 @@ func (e *env) coreTimeRefused(t *testing.T, q, code string) string {
 	return fmt.Sprintf("%s in %.1f ms of core time (%d KB)", report, best, len(body)>>10)
 }
 
-// coreDuration reads the core's Server-Timing: core;dur=<ms>.
+// coreDuration reads the server's Server-Timing: core;dur=<ms>.
 func coreDuration(h string) (float64, bool) {
 	for _, m := range strings.Split(h, ",") {
 		name, params, _ := strings.Cut(strings.TrimSpace(m), ";")

@@ -54,7 +54,7 @@ var observerAttacks = []attack{
 			if n := e.count(t, "SELECT count(*) FROM fraise.observer_rules WHERE name = $1", name); n != 0 {
 				t.Fatalf("the rule was written (%d rows)", n)
 			}
-			return fmt.Sprintf("refused %d FORBIDDEN by the core; no rule written", status)
+			return fmt.Sprintf("refused %d FORBIDDEN by the server; no rule written", status)
 		},
 	},
 	{
@@ -87,7 +87,7 @@ var observerAttacks = []attack{
 	},
 	{
 		name: "observer-webhook-to-loopback", class: classObservers,
-		does: "writes a rule whose webhook targets a server on the core's loopback (SSRF into the mesh), then triggers it",
+		does: "writes a rule whose webhook targets a server on the server's loopback (SSRF into the mesh), then triggers it",
 		want: "the delivery is refused and dead-lettered; the server receives nothing",
 		run: func(t *testing.T, e *env) string {
 			var hits atomic.Int32

@@ -51,14 +51,14 @@ var pathAttacks = []attack{
 	{
 		name: "path-spelling-variants", class: classPaths,
 		does: "sends a query without a token to /GRAPHQL, /GraphQL, /graphql;x=1, /graphql.json and /graphql%00",
-		want: "404 or 400: only /graphql is routed to the core",
+		want: "404 or 400: only /graphql is routed to the server",
 		run: func(t *testing.T, e *env) string {
 			return e.pathsRefused(t, http.MethodPost, []string{"/GRAPHQL", "/GraphQL", "/graphql;x=1", "/graphql.json", "/graphql%00"}, false, http.StatusNotFound, http.StatusBadRequest)
 		},
 	},
 	{
 		name: "path-core-admin", class: classPaths,
-		does: "asks the ingress, with an admin's token, for the core's admin paths /healthz, /readyz, /metrics",
+		does: "asks the ingress, with an admin's token, for the server's admin paths /healthz, /readyz, /metrics",
 		want: "404 for each: the admin port is never routed",
 		run: func(t *testing.T, e *env) string {
 			return e.pathsRefused(t, http.MethodGet, []string{"/healthz", "/readyz", "/metrics"}, true, http.StatusNotFound)
@@ -88,7 +88,7 @@ var pathAttacks = []attack{
 	{
 		name: "request-smuggling-cl-te", class: classPaths,
 		does: "sends a POST with both Content-Length and Transfer-Encoding: chunked, whose chunked body smuggles a second request for /readyz",
-		want: "refused 400 by Envoy, or the smuggled request answered 404: never reaching the core unauthenticated",
+		want: "refused 400 by Envoy, or the smuggled request answered 404: never reaching the server unauthenticated",
 		run: func(t *testing.T, e *env) string {
 			smuggled := "GET /readyz HTTP/1.1\r\nHost: localhost\r\n\r\n"
 			req := "POST /graphql HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" +
@@ -97,7 +97,7 @@ var pathAttacks = []attack{
 			resp, body := e.raw(t, req)
 			by := e.by(t, before)
 			if by == byCore {
-				t.Fatalf("the core saw a request (%v %q)", resp, body)
+				t.Fatalf("the server saw a request (%v %q)", resp, body)
 			}
 			if resp == nil {
 				return "refused by Envoy: connection closed"
@@ -105,7 +105,7 @@ var pathAttacks = []attack{
 			if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusUnauthorized {
 				t.Fatalf("got %d %q, want 400 or the POST's 401", resp.StatusCode, body)
 			}
-			return fmt.Sprintf("refused %d by %s; the core saw nothing", resp.StatusCode, by)
+			return fmt.Sprintf("refused %d by %s; the server saw nothing", resp.StatusCode, by)
 		},
 	},
 }
@@ -113,7 +113,7 @@ var pathAttacks = []attack{
 // pathsRefused sends method to each of paths over raw HTTP/1.1 (the path
 // as written, no client normalising it), with an admin's token when
 // withToken, and checks each answer is one of statuses, with no data, and
-// that the core saw none of them.
+// that the server saw none of them.
 func (e *env) pathsRefused(t *testing.T, method string, paths []string, withToken bool, statuses ...int) string {
 	t.Helper()
 	var headers []string
@@ -143,7 +143,7 @@ func (e *env) pathsRefused(t *testing.T, method string, paths []string, withToke
 	}
 	by := e.by(t, before)
 	if by == byCore {
-		t.Errorf("the core saw a request")
+		t.Errorf("the server saw a request")
 	}
 	var parts []string
 	for _, s := range statuses {

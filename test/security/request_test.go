@@ -109,7 +109,7 @@ var requestAttacks = []attack{
 	{
 		name: "apq-query-text-with-mutation-hash", class: classRequest,
 		does: "sends the text of a users query with the persisted hash of a registered createPost mutation",
-		want: "403 FORBIDDEN by the core, and no post written: extauthz decided on the text, the core would run the hash's document, and the assertion names the operation decided on",
+		want: "403 FORBIDDEN by the server, and no post written: extauthz decided on the text, the server would run the hash's document, and the assertion names the operation decided on",
 		run: func(t *testing.T, e *env) string {
 			mutation, _ := e.registerAPQ(t)
 			body := jsonBody(map[string]any{"query": usersQuery, "variables": createPostVars("hash swap"),

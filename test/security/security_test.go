@@ -25,7 +25,7 @@ type attack struct {
 	does, want string
 	// slow attacks wait on Envoy's timeouts: they run in parallel with
 	// each other after the others, which count what reaches extauthz
-	// and the core and so must not overlap with any other request.
+	// and the server and so must not overlap with any other request.
 	slow bool
 	// run performs the attack and checks its outcome, failing t when the
 	// stack did not refuse as it must; it returns what was observed, for

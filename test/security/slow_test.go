@@ -96,7 +96,7 @@ var slowAttacks = []attack{
 	{
 		name: "stalled-body-http1", class: classSlow,
 		does: fmt.Sprintf("opens %d HTTP/1.1 requests with a valid token announcing 1,000-byte bodies, sends 20 bytes of each and stalls", stalledClients),
-		want: "Envoy holds them (buffering the body for extauthz, up to stream_idle_timeout): extauthz and the core see none; a concurrent request is served",
+		want: "Envoy holds them (buffering the body for extauthz, up to stream_idle_timeout): extauthz and the server see none; a concurrent request is served",
 		run: func(t *testing.T, e *env) string {
 			tok := e.token(t, acme, "victor", "viewer")
 			return e.stalled(t, func() (func(), func() bool) {
@@ -116,7 +116,7 @@ var slowAttacks = []attack{
 	{
 		name: "stalled-body-http2", class: classSlow,
 		does: fmt.Sprintf("opens %d HTTP/2 streams with a valid token, sends part of each body and never ends it", stalledClients),
-		want: "Envoy holds them: extauthz and the core see none; a concurrent request is served",
+		want: "Envoy holds them: extauthz and the server see none; a concurrent request is served",
 		run: func(t *testing.T, e *env) string {
 			tok := e.token(t, acme, "victor", "viewer")
 			return e.stalled(t, func() (func(), func() bool) {
@@ -155,7 +155,7 @@ var slowAttacks = []attack{
 // stalled opens stalledClients requests with open, waits until Envoy has
 // received them all (its request counter: its active gauge also counts
 // what other attacks still hold or are closing), checks that each is still
-// held (pending: no answer yet), that neither extauthz nor the core saw
+// held (pending: no answer yet), that neither extauthz nor the server saw
 // one and that a concurrent request is served; then it closes them.
 func (e *env) stalled(t *testing.T, open func() (close func(), pending func() bool)) string {
 	t.Helper()
@@ -183,7 +183,7 @@ func (e *env) stalled(t *testing.T, open func() (close func(), pending func() bo
 			t.Fatalf("stalled request %d was answered: Envoy should hold it until its body ends or stream_idle_timeout", i)
 		}
 	}
-	return fmt.Sprintf("%d stalled bodies held by Envoy, none reached extauthz or the core; a concurrent request served 200", stalledClients)
+	return fmt.Sprintf("%d stalled bodies held by Envoy, none reached extauthz or the server; a concurrent request served 200", stalledClients)
 }
 
 // dialH1 opens an HTTP/1.1 connection to the ingress with the user's

@@ -24,7 +24,7 @@ var tokenAttacks = []attack{
 	{
 		name: "token-missing", class: classToken,
 		does: "sends a query without Authorization",
-		want: "401 UNAUTHENTICATED with WWW-Authenticate: Bearer, from extauthz; the core sees nothing",
+		want: "401 UNAUTHENTICATED with WWW-Authenticate: Bearer, from extauthz; the server sees nothing",
 		run:  func(t *testing.T, e *env) string { return e.tokenRefused(t, "", nil) },
 	},
 	{

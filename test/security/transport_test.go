@@ -52,21 +52,21 @@ var transportAttacks = []attack{
 	},
 	{
 		name: "core-http-end-user-certificate", class: classTransport,
-		does: "goes around Envoy to the core's GraphQL port with an end user's certificate (from the stack's own CA)",
-		want: "the handshake is refused: the core accepts only the gateway's certificate, pinned by SAN",
+		does: "goes around Envoy to the server's GraphQL port with an end user's certificate (from the stack's own CA)",
+		want: "the handshake is refused: the server accepts only the gateway's certificate, pinned by SAN",
 		run: func(t *testing.T, e *env) string {
 			return e.handshakeRefused(t, e.s.Addrs.CoreHTTP, []tls.Certificate{e.s.ClientCertificate(t)})
 		},
 	},
 	{
 		name: "core-http-without-certificate", class: classTransport,
-		does: "goes around Envoy to the core's GraphQL port without a client certificate",
+		does: "goes around Envoy to the server's GraphQL port without a client certificate",
 		want: "the handshake is refused",
 		run:  func(t *testing.T, e *env) string { return e.handshakeRefused(t, e.s.Addrs.CoreHTTP, nil) },
 	},
 	{
 		name: "core-http-forged-gateway-certificate", class: classTransport,
-		does: "presents the core a self-signed certificate naming the gateway's SAN",
+		does: "presents the server a self-signed certificate naming the gateway's SAN",
 		want: "the handshake is refused: the SAN is pinned only on a certificate of the internal CA",
 		run: func(t *testing.T, e *env) string {
 			return e.handshakeRefused(t, e.s.Addrs.CoreHTTP, []tls.Certificate{selfSigned(t, gatewaySAN(t, e))})
@@ -74,13 +74,13 @@ var transportAttacks = []attack{
 	},
 	{
 		name: "core-http-plaintext", class: classTransport,
-		does: "sends a plain-text GraphQL request to the core's port",
+		does: "sends a plain-text GraphQL request to the server's port",
 		want: "no GraphQL answer (Go's TLS server answers 400 to plain HTTP)",
 		run:  func(t *testing.T, e *env) string { return plaintextHTTP(t, e.s.Addrs.CoreHTTP, true) },
 	},
 	{
 		name: "core-flight-end-user-certificate", class: classTransport,
-		does: "goes around Envoy to the core's Flight port with an end user's certificate",
+		does: "goes around Envoy to the server's Flight port with an end user's certificate",
 		want: "the call fails in the handshake",
 		run: func(t *testing.T, e *env) string {
 			c := e.s.TLSConfig(t, true) // the user's certificate, whatever the address
@@ -89,7 +89,7 @@ var transportAttacks = []attack{
 	},
 	{
 		name: "core-flight-plaintext", class: classTransport,
-		does: "calls the core's Flight port over plain-text HTTP/2",
+		does: "calls the server's Flight port over plain-text HTTP/2",
 		want: "the call fails",
 		run: func(t *testing.T, e *env) string {
 			return grpcRefused(t, e.s.Addrs.CoreFlight, insecure.NewCredentials(), flightCall)
@@ -114,7 +114,7 @@ var transportAttacks = []attack{
 	{
 		name: "ratelimit-end-user-certificate", class: classTransport,
 		does: "calls the rate limiter directly with an end user's certificate (to read or spend other tenants' budgets)",
-		want: "the call fails in the handshake: the limiter accepts the gateway's and the core's certificates only",
+		want: "the call fails in the handshake: the limiter accepts the gateway's and the server's certificates only",
 		run: func(t *testing.T, e *env) string {
 			return grpcRefused(t, e.s.Addrs.RateLimit, credentials.NewTLS(e.s.TLSConfig(t, true)), rateLimitCall)
 		},

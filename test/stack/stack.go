@@ -101,7 +101,7 @@ type Options struct {
 	// (Stack.Data names them all).
 	DataTLS bool
 	// AssertionKeys are more public keys the core trusts besides the
-	// development key (core.assertion_keys), as references: a rotation
+	// development key (server.assertion_keys), as references: a rotation
 	// adds the next key there before extauthz signs with it.
 	AssertionKeys []string
 	// Postgres and Database, when Postgres is set, are the server and
@@ -276,7 +276,7 @@ url = %q
 admin_url = %q
 [redis]
 addr = %q
-%s[core]
+%s[server]
 http_addr = "127.0.0.1:0"
 admin_addr = "127.0.0.1:0"
 flight_addr = "127.0.0.1:0"

@@ -17,30 +17,50 @@ import (
 )
 
 // TestLoadConfigLogsRenamedKeys checks that a key set under its old name
-// is logged at start, once, as a warning naming the old and the new key.
+// is logged at start, once, as a warning naming the old and the new key,
+// and that the value is in force under both names ([core] still loads,
+// for the wiring that reads cfg.Core until it moves to cfg.Server).
 func TestLoadConfigLogsRenamedKeys(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "fraise.toml")
-	if err := os.WriteFile(path, []byte("[flight]\nmax_exports = 3\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	env := Env{Stderr: &stderr, Stdout: &bytes.Buffer{}, Getenv: func(k string) string {
-		if k == "FRAISE_PROFILE" {
-			return "dev"
-		}
-		return ""
-	}}
-	cfg, _, err := loadConfig(path, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Admission.Flight.MaxConcurrent != 3 {
-		t.Errorf("got admission.flight.max_concurrent %d, want the old key's 3", cfg.Admission.Flight.MaxConcurrent)
-	}
-	out := stderr.String()
-	if strings.Count(out, "level=WARN") != 1 || !strings.Contains(out, "key=flight.max_exports") ||
-		!strings.Contains(out, "use=admission.flight.max_concurrent") || !strings.Contains(out, "deprecated") {
-		t.Errorf("got log %q, want one warning naming flight.max_exports and admission.flight.max_concurrent", out)
+	for _, tt := range []struct {
+		name     string
+		file     string
+		check    func(config.Config) bool
+		old, use string // the warning's key and use
+	}{
+		{name: "flight.max_exports", file: "[flight]\nmax_exports = 3\n",
+			check: func(c config.Config) bool { return c.Admission.Flight.MaxConcurrent == 3 },
+			old:   "flight.max_exports", use: "admission.flight.max_concurrent"},
+		{name: "[core]", file: "[core]\nhttp_addr = \"127.0.0.1:7000\"\n",
+			check: func(c config.Config) bool {
+				return c.Server.HTTPAddr == "127.0.0.1:7000" && c.Core.HTTPAddr == "127.0.0.1:7000"
+			},
+			old: "core", use: "server"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "fraise.toml")
+			if err := os.WriteFile(path, []byte(tt.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var stderr bytes.Buffer
+			env := Env{Stderr: &stderr, Stdout: &bytes.Buffer{}, Getenv: func(k string) string {
+				if k == "FRAISE_PROFILE" {
+					return "dev"
+				}
+				return ""
+			}}
+			cfg, _, err := loadConfig(path, env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(cfg) {
+				t.Errorf("got admission %+v, server %+v; want the old key's value", cfg.Admission, cfg.Server)
+			}
+			out := stderr.String()
+			if strings.Count(out, "level=WARN") != 1 || !strings.Contains(out, "key="+tt.old+" ") ||
+				!strings.Contains(out, "use="+tt.use) || !strings.Contains(out, "deprecated") {
+				t.Errorf("got log %q, want one warning naming %s and %s", out, tt.old, tt.use)
+			}
+		})
 	}
 }
 

@@ -99,7 +99,7 @@ func mustSign(tb testing.TB, s *assertion.Signer) string {
 // and the configured keys stay trusted whatever it answers.
 func TestAssertionKeysFetch(t *testing.T) {
 	ca := mustCA(t)
-	configured, configuredKeys := assertiontest.New(t, nil) // core.assertion_keys
+	configured, configuredKeys := assertiontest.New(t, nil) // server.assertion_keys
 	extauthz, _ := assertiontest.New(t, nil)                // what extauthz signs with now
 	attacker, _ := assertiontest.New(t, nil)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

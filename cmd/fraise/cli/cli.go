@@ -37,7 +37,7 @@ var commands map[string]command
 
 func init() {
 	commands = map[string]command{
-		"serve":     {"run the core: GraphQL over HTTP, Arrow Flight and, when enabled, observers", runServe},
+		"serve":     {"run the server: GraphQL over HTTP, Arrow Flight and, when enabled, observers", runServe},
 		"authz":     {"run extauthz: Envoy's external authorization service", runAuthz},
 		"ratelimit": {"run the global rate limiter (envoyproxy/ratelimit)", runRateLimit},
 		"dev":       {"run the whole stack in one process for development", runDev},

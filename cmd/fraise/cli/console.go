@@ -48,7 +48,7 @@ func (cb *consoleBreakers) state(tenant string, a core.Action) string {
 	return st.String()
 }
 
-// newConsole is the console's handler for the core (nil when
+// newConsole is the console's handler for the server (nil when
 // console.disabled), and what closes it. The breakers' states show once
 // breakers is given the workers' (breakers.p.Store).
 func newConsole(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.DB, engine *graphql.Engine, verifier *assertion.Verifier, breakers *consoleBreakers) (http.Handler, func(), error) {
@@ -57,7 +57,7 @@ func newConsole(cfg config.Config, sec *secrets, log *slog.Logger, db *postgres.
 	}
 	o := console.Options{
 		Verifier: verifier, Policies: policyFS(cfg.Authz.PolicyDir), Store: postgres.NewConsole(db), Cost: engine,
-		TraceURL: cfg.Telemetry.TraceURL, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), Logger: log.With("component", "console"),
+		TraceURL: cfg.Telemetry.TraceURL, MaxBodyBytes: int64(cfg.Server.MaxBodyBytes), Logger: log.With("component", "console"),
 		RetryAfter: cfg.Admission.RetryAfter.Duration,
 	}
 	closer := func() {}

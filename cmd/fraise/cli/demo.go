@@ -44,7 +44,7 @@ const demoRuleName = "demo: new posts"
 // fraise.toml declares datasets or another schema) and observers, whose
 // webhooks may reach the loopback receiver.
 func applyDemo(cfg *config.Config) {
-	if len(cfg.Flight.Datasets) == 0 && cfg.Core.Schema == "" {
+	if len(cfg.Flight.Datasets) == 0 && cfg.Server.Schema == "" {
 		cfg.Flight.Datasets = demoDatasets()
 	}
 	cfg.Observers.Enabled = true
@@ -52,7 +52,7 @@ func applyDemo(cfg *config.Config) {
 }
 
 // ensureDemoRule creates, or points at url, the Acme tenant's rule that
-// sends every new post to the demo receiver. It runs as the core's role,
+// sends every new post to the demo receiver. It runs as the server's role,
 // in the tenant, as a rule written through GraphQL would.
 func ensureDemoRule(ctx context.Context, dbURL, url string) error {
 	db, err := postgres.Open(ctx, dbURL, postgres.Options{MaxConns: 1})

@@ -53,9 +53,9 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	// Trusted documents go to the database too, so extauthz can resolve a
-	// hash-only request for one; the core runs only its own manifest.
-	if cfg.Core.TrustedDocuments != "" {
-		docs, err := loadTrustedDocuments(cfg.Core.TrustedDocuments)
+	// hash-only request for one; the server runs only its own manifest.
+	if cfg.Server.TrustedDocuments != "" {
+		docs, err := loadTrustedDocuments(cfg.Server.TrustedDocuments)
 		if err != nil {
 			return err
 		}
@@ -119,7 +119,7 @@ func resolveAdminURL(db config.Database, getenv func(string) string) (string, er
 }
 
 // appPassword returns the password database.url gives the app role, so
-// that `fraise migrate` can set it and the role and the URL the core and
+// that `fraise migrate` can set it and the role and the URL the server and
 // extauthz connect with never disagree; "" when the URL names another
 // user or no password (trust or certificate authentication), or is not a
 // postgres:// URL. Only the URL is read: libpq's environment variables

@@ -119,8 +119,8 @@ func newObservers(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 		Timeouts: map[string]time.Duration{core.ActionWebhook: oc.Webhook.Timeout.Duration,
 			core.ActionSlack: oc.Slack.Timeout.Duration, core.ActionEmail: oc.Email.Timeout.Duration},
 		// Deliveries under way when the process is told to stop finish
-		// within the core's shutdown timeout, as its requests do.
-		Drain: cfg.Core.ShutdownTimeout.Duration,
+		// within the server's shutdown timeout, as its requests do.
+		Drain: cfg.Server.ShutdownTimeout.Duration,
 	})
 	if err != nil {
 		return nil, err
@@ -197,7 +197,7 @@ func smtpLogin(user, pw *secretfile.Value[string]) func() (smtp.Login, smtp.Logi
 	}
 }
 
-// register exposes the pipeline's metrics on reg (the core's /metrics).
+// register exposes the pipeline's metrics on reg (the server's /metrics).
 func (o *observers) register(reg prometheus.Registerer) error {
 	return o.metrics.register(reg, o.Pipeline)
 }
@@ -279,11 +279,11 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 // errNeedsReconcile is `observers reconcile --check`'s error when the queue
 // is not reconciled with the database: the command exits non-zero.
-var errNeedsReconcile = errors.New("observers reconcile: the job queue needs reconciling with the database (run without --check, or start a core)")
+var errNeedsReconcile = errors.New("observers reconcile: the job queue needs reconciling with the database (run without --check, or start a server)")
 
-// runReconcile is `fraise observers reconcile [--check]`: what every core
+// runReconcile is `fraise observers reconcile [--check]`: what every server
 // does on start, for the runbook to run (or only look, with --check) before
-// any core is back after a restore.
+// any server is back after a restore.
 func runReconcile(ctx context.Context, env Env, args []string) error {
 	fs, cfgPath := flags("observers reconcile", env)
 	check := fs.Bool("check", false, "only report whether the queue needs reconciling (exit status 1 when it does)")
@@ -295,7 +295,7 @@ func runReconcile(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	// One command: the secrets are read once, not watched. The database
-	// and Redis are reached as a core reaches them, TLS and all.
+	// and Redis are reached as a server reaches them, TLS and all.
 	sec := newSecrets(env.Getenv, nil)
 	db, err := openDatabase(ctx, cfg, sec, "database.url", cfg.Database.URL, postgres.Options{MaxConns: 2, Logger: log})
 	if err != nil {

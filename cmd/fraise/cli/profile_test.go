@@ -18,12 +18,12 @@ func TestProductionRefusesToStartWithoutItsSettings(t *testing.T) {
 		env  map[string]string
 		want []string
 	}{
-		{[]string{"serve"}, nil, []string{"fraise serve in the production profile needs", "database.url", "core.schema"}},
+		{[]string{"serve"}, nil, []string{"fraise serve in the production profile needs", "database.url", "server.schema"}},
 		{[]string{"authz"}, nil, []string{"fraise authz", "authz.assertion_key", "authz.issuers"}},
 		{[]string{"ratelimit"}, nil, []string{"fraise ratelimit", "redis.addr"}},
 		{[]string{"xds"}, nil, []string{"fraise xds", "tls.gateway_cert"}},
 		{[]string{"migrate"}, nil, []string{"fraise migrate", "database.admin_url"}},
-		{[]string{"serve", "--profile", "production"}, map[string]string{"FRAISE_PROFILE": "dev"}, []string{"production profile needs", "core.schema"}},
+		{[]string{"serve", "--profile", "production"}, map[string]string{"FRAISE_PROFILE": "dev"}, []string{"production profile needs", "server.schema"}},
 		{[]string{"dev", "--profile", "production"}, nil, []string{"fraise dev runs the dev profile only"}},
 		{[]string{"dev"}, map[string]string{"FRAISE_PROFILE": "production"}, []string{"fraise dev runs the dev profile only"}},
 		{[]string{"serve", "--profile", "staging"}, nil, []string{"want dev or production"}},

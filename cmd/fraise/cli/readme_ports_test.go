@@ -22,7 +22,7 @@ func TestREADMEPortsTableListsEveryDevPort(t *testing.T) {
 	want := map[string]string{}
 	for key, addr := range map[string]string{
 		"gateway.listen_addr": d.Gateway.ListenAddr, "gateway.admin_addr": d.Gateway.AdminAddr,
-		"core.http_addr": d.Core.HTTPAddr, "core.flight_addr": d.Core.FlightAddr, "core.admin_addr": d.Core.AdminAddr,
+		"server.http_addr": d.Server.HTTPAddr, "server.flight_addr": d.Server.FlightAddr, "server.admin_addr": d.Server.AdminAddr,
 		"authz.grpc_addr": d.Authz.GRPCAddr, "authz.admin_addr": d.Authz.AdminAddr,
 		"ratelimit.grpc_addr": d.RateLimit.GRPCAddr, "ratelimit.http_addr": d.RateLimit.HTTPAddr,
 		"ratelimit.debug_addr": d.RateLimit.DebugAddr, "xds.grpc_addr": d.XDS.GRPCAddr,

@@ -17,7 +17,7 @@ import (
 )
 
 // runSchema is `fraise schema generate`: the schema the database's catalog
-// says, as the core's role sees it (docs/schema.md, "Generating the
+// says, as the server's role sees it (docs/schema.md, "Generating the
 // schema"), checked against the database as serve would.
 func runSchema(ctx context.Context, env Env, args []string) error {
 	if len(args) == 0 || args[0] != "generate" {
@@ -26,7 +26,7 @@ func runSchema(ctx context.Context, env Env, args []string) error {
 	}
 	fs, cfgPath := flags("schema generate", env)
 	out := fs.String("out", "", "write the schema to this file (default: standard output)")
-	schemas := fs.String("schemas", "", "comma-separated database schemas to read (default: core.schema_schemas)")
+	schemas := fs.String("schemas", "", "comma-separated database schemas to read (default: server.schema_schemas)")
 	check := fs.String("check", "", "compare with this schema file instead of writing: fail, listing the differences, unless they serve the same")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -36,14 +36,14 @@ func runSchema(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	if *schemas != "" {
-		cfg.Core.SchemaSchemas = strings.Split(*schemas, ",")
+		cfg.Server.SchemaSchemas = strings.Split(*schemas, ",")
 	}
 	db, err := openSchemaReader(ctx, cfg, env)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	sdl, err := generateSchema(ctx, db, cfg.Core.SchemaSchemas)
+	sdl, err := generateSchema(ctx, db, cfg.Server.SchemaSchemas)
 	if err != nil {
 		return err
 	}
@@ -76,8 +76,8 @@ func runSchema(ctx context.Context, env Env, args []string) error {
 	return os.WriteFile(*out, []byte(sdl), 0o644)
 }
 
-// openSchemaReader connects as the core does, so the catalog read is the
-// one the core's role sees.
+// openSchemaReader connects as the server does, so the catalog read is the
+// one the server's role sees.
 func openSchemaReader(ctx context.Context, cfg config.Config, env Env) (*postgres.DB, error) {
 	url, err := config.Resolve(cfg.Database.URL, env.Getenv)
 	if err != nil {
@@ -108,7 +108,7 @@ func generateSchema(ctx context.Context, r core.CatalogReader, schemas []string)
 }
 
 // schemaReloader serves a schema generated anew from the database, for
-// core.schema = "auto": on SIGHUP, and on every tick of the development
+// server.schema = "auto": on SIGHUP, and on every tick of the development
 // watch, it generates the schema again and, when it changed and checks
 // against the database, gives it to the engine. A schema that fails keeps
 // the one served and is logged.
@@ -137,10 +137,10 @@ func (r *schemaReloader) reload(ctx context.Context) (bool, error) {
 	}
 	s, err := graphql.ParseSchema(full)
 	if err != nil {
-		return false, fmt.Errorf("core.schema: %w", err)
+		return false, fmt.Errorf("server.schema: %w", err)
 	}
 	if err := s.Check(ctx, r.db); err != nil {
-		return false, fmt.Errorf("core.schema: %w", err)
+		return false, fmt.Errorf("server.schema: %w", err)
 	}
 	r.engine.SetSchema(s)
 	r.last = sdl

@@ -20,7 +20,7 @@ import (
 	"github.com/fraise-dev/fraise/test/harness"
 )
 
-// TestSchemaReload serves core.schema = "auto": a view created after start
+// TestSchemaReload serves server.schema = "auto": a view created after start
 // is served after a SIGHUP or a watch tick, and a schema that does not
 // build keeps the one served.
 func TestSchemaReload(t *testing.T) {

@@ -34,7 +34,7 @@ server_cert = %q
 server_key = %q
 gateway_cert = %q
 gateway_key = %q
-[core]
+[server]
 http_addr = "10.0.0.1:%d"
 [xds]
 grpc_addr = "127.0.0.1:0"
@@ -175,7 +175,7 @@ func TestXDSFollowsConfig(t *testing.T) {
 	}
 
 	// A broken edit is ignored; the next good one is published.
-	if err := os.WriteFile(cfgPath, []byte("[core]\nhttp_addr = 12\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte("[server]\nhttp_addr = 12\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	await.Until(t, 10*time.Second, "the broken edit to be read and ignored", func() bool {

@@ -63,7 +63,11 @@ type Config struct {
 	TLS       TLS       `toml:"tls"`
 	Database  Database  `toml:"database"`
 	Redis     Redis     `toml:"redis"`
-	Core      Core      `toml:"core"`
+	Server    Server    `toml:"server"`
+	// Core is the old name of Server, accepted for one release (see
+	// renames); Load sets it to the values in force, for the wiring that
+	// has not moved to Server.
+	Core      Server    `toml:"core"`
 	Authz     Authz     `toml:"authz"`
 	RateLimit RateLimit `toml:"ratelimit"`
 	Admission Admission `toml:"admission"`
@@ -84,7 +88,7 @@ type Config struct {
 // files follow the files: every TLS certificate, key and CA of [tls],
 // [database.tls] and [redis.tls], and every secret given as a file://
 // reference (database.url and authz.database_url, for their passwords;
-// redis.password; core.assertion_keys; flight.ticket_key;
+// redis.password; server.assertion_keys; flight.ticket_key;
 // observers.smtp.password).
 type Secrets struct {
 	// ReloadInterval is how often each process reads those files again. A
@@ -128,10 +132,10 @@ func (t DataTLS) validate(key string, bad func(key, format string, args ...any))
 	}
 }
 
-// Flight configures the core's Arrow Flight exports (docs/flight.md).
+// Flight configures the server's Arrow Flight exports (docs/flight.md).
 type Flight struct {
 	// TicketKey signs tickets (HMAC-SHA256, at least 32 bytes); always a
-	// reference. Empty draws a random key at start, which suits one core
+	// reference. Empty draws a random key at start, which suits one server
 	// instance: with several, they must share it.
 	TicketKey string   `toml:"ticket_key"`
 	TicketTTL Duration `toml:"ticket_ttl"`
@@ -225,7 +229,7 @@ type Telemetry struct {
 }
 
 // TLS names the PEM files for mTLS on every hop: clients to the gateway
-// (Envoy), and Envoy to the core, extauthz, the rate limiter and the xDS
+// (Envoy), and Envoy to the server, extauthz, the rate limiter and the xDS
 // server. `fraise certs` writes development ones under .dev/certs.
 type TLS struct {
 	CA         string `toml:"ca"`
@@ -236,17 +240,17 @@ type TLS struct {
 	ClientCert string `toml:"client_cert"`
 	ClientKey  string `toml:"client_key"`
 	// ServerName is the name the gateway expects on the certificates of
-	// the core and the sidecars.
+	// the server and the sidecars.
 	ServerName string `toml:"server_name"`
 	// GatewayCert is the client certificate Envoy presents to every
-	// upstream. The core's listeners, extauthz, the rate limiter and the
+	// upstream. The server's listeners, extauthz, the rate limiter and the
 	// xDS server accept only a certificate with GatewaySAN (a DNS or URI
 	// SAN), so an end user's certificate from the same CA opens none of
 	// them.
 	GatewayCert string `toml:"gateway_cert"`
 	GatewayKey  string `toml:"gateway_key"`
 	GatewaySAN  string `toml:"gateway_san"`
-	// CoreClientCert is the core's client certificate towards the rate
+	// CoreClientCert is the server's client certificate towards the rate
 	// limiter (observer action limits), which accepts CoreClientSAN
 	// besides GatewaySAN.
 	CoreClientCert string `toml:"core_client_cert"`
@@ -256,7 +260,7 @@ type TLS struct {
 
 // Database configures PostgreSQL.
 type Database struct {
-	// URL is how the core connects: as a role without BYPASSRLS, so that
+	// URL is how the server connects: as a role without BYPASSRLS, so that
 	// row-level security applies to it. May be a secret reference.
 	URL string `toml:"url"`
 	// AdminURL is how `fraise migrate` connects, as the schema owner.
@@ -315,13 +319,16 @@ func (r Redis) Endpoint() (addr string, useTLS bool) {
 	return r.Addr, r.TLS.Enabled()
 }
 
-// Core configures `fraise serve`.
-type Core struct {
+// Server configures the server: the process `fraise serve` runs, which
+// serves the GraphQL API and Arrow Flight behind the gateway. (Until the
+// release that renamed it, the section was [core]: "core" now names the
+// domain packages alone.)
+type Server struct {
 	HTTPAddr  string `toml:"http_addr"`
 	AdminAddr string `toml:"admin_addr"`
 	// FlightAddr is the Arrow Flight gRPC port; empty serves no Flight.
 	FlightAddr string `toml:"flight_addr"`
-	// TLS makes the core's HTTP port require client certificates signed by
+	// TLS makes the server's HTTP port require client certificates signed by
 	// the CA: only the gateway (Envoy) can reach it.
 	TLS bool `toml:"tls"`
 	// Schema is a GraphQL SDL file; empty serves the demo schema; "auto"
@@ -344,7 +351,7 @@ type Core struct {
 	MaxLimit        int      `toml:"max_limit"`
 	Introspection   bool     `toml:"introspection"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
-	// DrainDelay is how long the core, told to stop, reports not-ready on
+	// DrainDelay is how long the server, told to stop, reports not-ready on
 	// /readyz while it still serves, before it closes its listeners and
 	// drains: the time a load balancer needs to notice (where nothing
 	// like a Kubernetes preStop hook waits for it).
@@ -369,14 +376,14 @@ type Core struct {
 	TrustedDocuments string `toml:"trusted_documents"`
 
 	// AssertionJWKSURL is extauthz's JWKS over https (authz.jwks_addr's
-	// /.well-known/jwks.json); when set, the core fetches the keys there,
+	// /.well-known/jwks.json); when set, the server fetches the keys there,
 	// on start, every minute and on an unknown key id, and trusts them
 	// besides assertion_keys (which stay trusted). It is fetched with
 	// tls.ca as the only root, directly (no proxy) and without redirects.
 	AssertionJWKSURL string `toml:"assertion_jwks_url"`
 
 	// AssertionReplayRate is the rate of identity assertions, per second,
-	// the core's replay cache is sized for: it remembers each spent
+	// the server's replay cache is sized for: it remembers each spent
 	// assertion id for the assertion's lifetime (about 70 s), so it holds
 	// rate × 70 ids, about 52 bytes each, and refuses requests (503) once
 	// full rather than forget one (docs/authentication.md).
@@ -463,7 +470,7 @@ type Authz struct {
 	// Audit writes every decision to fraise.authz_decisions as well.
 	Audit bool `toml:"audit"`
 	// JWKSAddr serves the assertion JWKS alone over TLS (tls.server_cert),
-	// for cores that follow it (core.assertion_jwks_url); empty: none.
+	// for servers that follow it (server.assertion_jwks_url); empty: none.
 	JWKSAddr string `toml:"jwks_addr"`
 	// Reflection serves gRPC reflection (development only).
 	Reflection      bool     `toml:"reflection"`
@@ -496,7 +503,7 @@ type Tier struct {
 	Subject Limit `toml:"subject"`
 }
 
-// Admission configures the core's admission control (internal/admission):
+// Admission configures the server's admission control (internal/admission):
 // concurrency bounds, a bounded wait queue, and refusal under memory
 // pressure. Each kind of work is a class with limits of its own: the
 // section's own keys are the GraphQL API's (class graphql, as they were
@@ -520,11 +527,11 @@ type Admission struct {
 	// QueueTimeout bounds a queued request's wait; zero waits until a
 	// slot frees or the client goes away.
 	QueueTimeout Duration `toml:"queue_timeout"`
-	// Congestion is how long the core must be found full (or its queue
+	// Congestion is how long the server must be found full (or its queue
 	// stand) before it counts as overloaded rather than in a burst;
 	// zero means QueueTimeout.
 	Congestion Duration `toml:"congestion"`
-	// CongestedWait is how long a request may wait while the core is
+	// CongestedWait is how long a request may wait while the server is
 	// overloaded; zero refuses at once (see admission.Options).
 	CongestedWait Duration `toml:"congested_wait"`
 	// MemoryLimitBytes is the heap budget; zero uses GOMEMLIMIT when set.
@@ -633,7 +640,7 @@ type Gateway struct {
 	AuthzTimeout    Duration `toml:"authz_timeout"`
 	MaxRequestBytes uint32   `toml:"max_request_bytes"`
 	// GraphQLTimeout is the graphql route's timeout: Envoy answers 504
-	// TIMEOUT when the core has not answered within it.
+	// TIMEOUT when the server has not answered within it.
 	GraphQLTimeout Duration `toml:"graphql_timeout"`
 	// MaxConnections bounds the ingress's open client connections; those
 	// over it are closed at once.
@@ -750,7 +757,7 @@ func Default() Config {
 			MaxConnLifetime:  Duration{30 * time.Minute},
 		},
 		Redis: Redis{Addr: "127.0.0.1:56379", MaxConnLifetime: Duration{30 * time.Minute}},
-		Core: Core{
+		Server: Server{
 			HTTPAddr: "127.0.0.1:8080", AdminAddr: "127.0.0.1:9080", FlightAddr: "127.0.0.1:8815", TLS: true,
 			AssertionKeys: []string{"file://.dev/keys/assertion.pub"},
 			MaxBodyBytes:  1 << 20, MaxDepth: 10, DefaultLimit: 100, MaxLimit: 1000,
@@ -799,7 +806,7 @@ func Default() Config {
 			// a few wait, long.
 			Flight: AdmissionClass{MaxConcurrent: 4, MaxConcurrentPerTenant: 2, MaxQueue: 8, MaxQueuePerTenant: 2,
 				QueueTimeout: Duration{30 * time.Second}},
-			// A delivery waits on someone else's server, not on the core:
+			// A delivery waits on someone else's server, not on Fraise:
 			// many run at once, one tenant's share bounded.
 			Observers: AdmissionClass{MaxConcurrent: 256, MaxConcurrentPerTenant: 64, MaxQueue: 256, MaxQueuePerTenant: 64,
 				QueueTimeout: Duration{10 * time.Second}},
@@ -847,9 +854,10 @@ func ProductionDefault() Config {
 	c.TLS = TLS{GatewaySAN: c.TLS.GatewaySAN, CoreClientSAN: c.TLS.CoreClientSAN}
 	c.Database.URL, c.Database.AdminURL = "", ""
 	c.Redis.Addr = ""
-	c.Core.AssertionKeys = nil
+	c.Server.AssertionKeys = nil
 	c.Authz.AssertionKey = ""
 	c.Authz.Issuers = nil
+	syncRenamed(&c) // the old fields lose the development values too
 	return c
 }
 
@@ -1064,38 +1072,38 @@ func (c Config) Validate() error {
 	if c.Secrets.ReloadInterval.Duration <= 0 {
 		bad("secrets.reload_interval", "must be positive")
 	}
-	addr("core.http_addr", c.Core.HTTPAddr, false)
-	addr("core.admin_addr", c.Core.AdminAddr, true)
-	addr("core.flight_addr", c.Core.FlightAddr, true)
-	if c.Core.AssertionReplayRate < 1 {
-		bad("core.assertion_replay_rate", "want 1 or more assertions per second, got %d", c.Core.AssertionReplayRate)
+	addr("server.http_addr", c.Server.HTTPAddr, false)
+	addr("server.admin_addr", c.Server.AdminAddr, true)
+	addr("server.flight_addr", c.Server.FlightAddr, true)
+	if c.Server.AssertionReplayRate < 1 {
+		bad("server.assertion_replay_rate", "want 1 or more assertions per second, got %d", c.Server.AssertionReplayRate)
 	}
-	if u := c.Core.AssertionJWKSURL; u != "" {
+	if u := c.Server.AssertionJWKSURL; u != "" {
 		if p, err := url.Parse(u); err != nil || p.Scheme != "https" || p.Host == "" || p.User != nil {
-			bad("core.assertion_jwks_url", "want an https:// URL without credentials (extauthz's authz.jwks_addr, verified against tls.ca), got %q", u)
+			bad("server.assertion_jwks_url", "want an https:// URL without credentials (extauthz's authz.jwks_addr, verified against tls.ca), got %q", u)
 		}
 		if c.TLS.CA == "" {
-			bad("tls.ca", "required with core.assertion_jwks_url: it is the only root the keys' server is verified against")
+			bad("tls.ca", "required with server.assertion_jwks_url: it is the only root the keys' server is verified against")
 		}
 	}
-	if c.Core.MaxBatch < 0 {
-		bad("core.max_batch", "want 0 (batching off) or more, got %d", c.Core.MaxBatch)
+	if c.Server.MaxBatch < 0 {
+		bad("server.max_batch", "want 0 (batching off) or more, got %d", c.Server.MaxBatch)
 	}
-	if c.Core.MaxBodyBytes < 1 {
-		bad("core.max_body_bytes", "want at least 1, got %d", c.Core.MaxBodyBytes)
+	if c.Server.MaxBodyBytes < 1 {
+		bad("server.max_body_bytes", "want at least 1, got %d", c.Server.MaxBodyBytes)
 	}
-	for key, v := range map[string]int{"core.max_depth": c.Core.MaxDepth, "core.max_aliases": c.Core.MaxAliases,
-		"core.max_root_fields": c.Core.MaxRootFields, "core.max_cost": c.Core.MaxCost, "core.max_result_bytes": c.Core.MaxResultBytes,
-		"core.max_selections": c.Core.MaxSelections} {
+	for key, v := range map[string]int{"server.max_depth": c.Server.MaxDepth, "server.max_aliases": c.Server.MaxAliases,
+		"server.max_root_fields": c.Server.MaxRootFields, "server.max_cost": c.Server.MaxCost, "server.max_result_bytes": c.Server.MaxResultBytes,
+		"server.max_selections": c.Server.MaxSelections} {
 		if v < 1 {
 			bad(key, "want at least 1, got %d", v)
 		}
 	}
-	if c.Core.StatementTimeout.Duration < 0 {
-		bad("core.statement_timeout", "want a non-negative duration, got %s", c.Core.StatementTimeout)
+	if c.Server.StatementTimeout.Duration < 0 {
+		bad("server.statement_timeout", "want a non-negative duration, got %s", c.Server.StatementTimeout)
 	}
-	if c.Core.MaxLimit < c.Core.DefaultLimit || c.Core.DefaultLimit < 1 {
-		bad("core.default_limit", "want 1 <= default_limit <= max_limit, got %d and %d", c.Core.DefaultLimit, c.Core.MaxLimit)
+	if c.Server.MaxLimit < c.Server.DefaultLimit || c.Server.DefaultLimit < 1 {
+		bad("server.default_limit", "want 1 <= default_limit <= max_limit, got %d and %d", c.Server.DefaultLimit, c.Server.MaxLimit)
 	}
 	addr("authz.grpc_addr", c.Authz.GRPCAddr, false)
 	addr("authz.admin_addr", c.Authz.AdminAddr, true)
@@ -1263,11 +1271,11 @@ func (c Config) Validate() error {
 		bad("xds.poll_interval", "must be positive")
 	}
 	c.Flight.validate(bad)
-	if c.Core.SchemaWatch.Duration < 0 || c.Core.SchemaWatch.Duration > 0 && c.Core.Schema != "auto" {
-		bad("core.schema_watch", "applies to core.schema = \"auto\" only, and must not be negative")
+	if c.Server.SchemaWatch.Duration < 0 || c.Server.SchemaWatch.Duration > 0 && c.Server.Schema != "auto" {
+		bad("server.schema_watch", "applies to server.schema = \"auto\" only, and must not be negative")
 	}
-	if c.Core.Schema == "auto" && len(c.Core.SchemaSchemas) == 0 {
-		bad("core.schema_schemas", "name at least one database schema for core.schema = \"auto\"")
+	if c.Server.Schema == "auto" && len(c.Server.SchemaSchemas) == 0 {
+		bad("server.schema_schemas", "name at least one database schema for server.schema = \"auto\"")
 	}
 	for _, k := range []struct {
 		key   string
@@ -1350,7 +1358,7 @@ func (f Flight) validate(bad func(key, format string, args ...any)) {
 		bad(e.key, "%v", e.err)
 	}
 	// Binding datasets over GraphQL types needs the schema, which the
-	// core reads at start (flight.NewCatalog); the rest is checked here.
+	// server reads at start (flight.NewCatalog); the rest is checked here.
 	if err := flight.Check(ds); err != nil {
 		bad("flight.datasets", "%v", err)
 	}

@@ -48,10 +48,10 @@ func TestLoad(t *testing.T) {
 	}{
 		{
 			name: "file overrides defaults",
-			file: "[core]\nhttp_addr = \"0.0.0.0:9000\"\n[database]\nstatement_timeout = \"2s\"\n",
+			file: "[server]\nhttp_addr = \"0.0.0.0:9000\"\n[database]\nstatement_timeout = \"2s\"\n",
 			check: func(t *testing.T, c config.Config) {
-				if c.Core.HTTPAddr != "0.0.0.0:9000" {
-					t.Errorf("got core.http_addr %q, want 0.0.0.0:9000", c.Core.HTTPAddr)
+				if c.Server.HTTPAddr != "0.0.0.0:9000" {
+					t.Errorf("got server.http_addr %q, want 0.0.0.0:9000", c.Server.HTTPAddr)
 				}
 				if c.Database.StatementTimeout.Duration != 2*time.Second {
 					t.Errorf("got statement_timeout %v, want 2s", c.Database.StatementTimeout)
@@ -63,23 +63,23 @@ func TestLoad(t *testing.T) {
 		},
 		{
 			name: "environment overrides the file",
-			file: "[core]\nhttp_addr = \"0.0.0.0:9000\"\n",
+			file: "[server]\nhttp_addr = \"0.0.0.0:9000\"\n",
 			env: map[string]string{
-				"FRAISE_CORE_HTTP_ADDR":        "127.0.0.1:7000",
+				"FRAISE_SERVER_HTTP_ADDR":      "127.0.0.1:7000",
 				"FRAISE_ADMISSION_MAX_QUEUE":   "7",
-				"FRAISE_CORE_ASSERTION_KEYS":   "file://a.pub, file://b.pub",
+				"FRAISE_SERVER_ASSERTION_KEYS": "file://a.pub, file://b.pub",
 				"FRAISE_GATEWAY_AUTHZ_TIMEOUT": "1s",
 				"FRAISE_AUTHZ_DRY_RUN":         "true",
 			},
 			check: func(t *testing.T, c config.Config) {
-				if c.Core.HTTPAddr != "127.0.0.1:7000" {
-					t.Errorf("got %q, want the environment's 127.0.0.1:7000", c.Core.HTTPAddr)
+				if c.Server.HTTPAddr != "127.0.0.1:7000" {
+					t.Errorf("got %q, want the environment's 127.0.0.1:7000", c.Server.HTTPAddr)
 				}
 				if c.Admission.MaxQueue != 7 {
 					t.Errorf("got %d, want 7", c.Admission.MaxQueue)
 				}
-				if len(c.Core.AssertionKeys) != 2 || c.Core.AssertionKeys[1] != "file://b.pub" {
-					t.Errorf("got %q, want two keys", c.Core.AssertionKeys)
+				if len(c.Server.AssertionKeys) != 2 || c.Server.AssertionKeys[1] != "file://b.pub" {
+					t.Errorf("got %q, want two keys", c.Server.AssertionKeys)
 				}
 				if c.Gateway.AuthzTimeout.Duration != time.Second || !c.Authz.DryRun {
 					t.Errorf("got %v %v, want 1s true", c.Gateway.AuthzTimeout, c.Authz.DryRun)
@@ -87,33 +87,33 @@ func TestLoad(t *testing.T) {
 			},
 		},
 		{
-			name:    "schema_watch applies to core.schema = auto only",
-			file:    "[core]\nschema = \"schema.graphql\"\nschema_watch = \"2s\"\n",
-			wantErr: []string{"core.schema_watch"},
+			name:    "schema_watch applies to server.schema = auto only",
+			file:    "[server]\nschema = \"schema.graphql\"\nschema_watch = \"2s\"\n",
+			wantErr: []string{"server.schema_watch"},
 		},
 		{
-			name:    "core.schema = auto needs a database schema to read",
-			file:    "[core]\nschema = \"auto\"\nschema_schemas = []\n",
-			wantErr: []string{"core.schema_schemas"},
+			name:    "server.schema = auto needs a database schema to read",
+			file:    "[server]\nschema = \"auto\"\nschema_schemas = []\n",
+			wantErr: []string{"server.schema_schemas"},
 		},
 		{
-			name: "core.schema = auto with a watch",
-			file: "[core]\nschema = \"auto\"\nschema_watch = \"2s\"\n",
+			name: "server.schema = auto with a watch",
+			file: "[server]\nschema = \"auto\"\nschema_watch = \"2s\"\n",
 			check: func(t *testing.T, c config.Config) {
-				if c.Core.SchemaWatch.Duration != 2*time.Second || len(c.Core.SchemaSchemas) != 1 || c.Core.SchemaSchemas[0] != "public" {
-					t.Errorf("got watch %v, schemas %q, want 2s and [public]", c.Core.SchemaWatch, c.Core.SchemaSchemas)
+				if c.Server.SchemaWatch.Duration != 2*time.Second || len(c.Server.SchemaSchemas) != 1 || c.Server.SchemaSchemas[0] != "public" {
+					t.Errorf("got watch %v, schemas %q, want 2s and [public]", c.Server.SchemaWatch, c.Server.SchemaSchemas)
 				}
 			},
 		},
 		{
 			name:    "unknown keys are errors",
-			file:    "[core]\nhttp_adr = \"x\"\n",
-			wantErr: []string{"core.http_adr"},
+			file:    "[server]\nhttp_adr = \"x\"\n",
+			wantErr: []string{"server.http_adr"},
 		},
 		{
 			name:    "every bad value is named at once",
-			file:    "[log]\nformat = \"xml\"\n[core]\nhttp_addr = \"nope\"\n[ratelimit.tiers.default]\ntenant = { requests = 1, unit = \"fortnight\" }\n[admission]\nmemory_threshold = 2.0\n",
-			wantErr: []string{"log.format", "core.http_addr", "ratelimit.tiers.default.tenant.unit", "admission.memory_threshold"},
+			file:    "[log]\nformat = \"xml\"\n[server]\nhttp_addr = \"nope\"\n[ratelimit.tiers.default]\ntenant = { requests = 1, unit = \"fortnight\" }\n[admission]\nmemory_threshold = 2.0\n",
+			wantErr: []string{"log.format", "server.http_addr", "ratelimit.tiers.default.tenant.unit", "admission.memory_threshold"},
 		},
 		{
 			name: "tiers in the file replace the default tiers",
@@ -134,8 +134,8 @@ func TestLoad(t *testing.T) {
 		},
 		{
 			name:    "GraphQL limits must be positive",
-			file:    "[core]\nmax_cost = 0\nmax_aliases = -1\nstatement_timeout = \"-1s\"\nmax_selections = 0\n",
-			wantErr: []string{"core.max_cost", "core.max_aliases", "core.statement_timeout", "core.max_selections"},
+			file:    "[server]\nmax_cost = 0\nmax_aliases = -1\nstatement_timeout = \"-1s\"\nmax_selections = 0\n",
+			wantErr: []string{"server.max_cost", "server.max_aliases", "server.statement_timeout", "server.max_selections"},
 		},
 		{
 			name:    "bad environment values name the variable",
@@ -162,8 +162,8 @@ func TestLoad(t *testing.T) {
 		},
 		{
 			name:    "a negative batch limit is refused",
-			file:    "[core]\nmax_batch = -1\n",
-			wantErr: []string{"core.max_batch"},
+			file:    "[server]\nmax_batch = -1\n",
+			wantErr: []string{"server.max_batch"},
 		},
 		{
 			name:    "a literal assertion key is refused",
@@ -218,15 +218,15 @@ func TestLoad(t *testing.T) {
 		},
 		{
 			name:    "the assertion keys' URL is https and needs the CA",
-			file:    "[core]\nassertion_jwks_url = \"http://authz:9192/.well-known/jwks.json\"\n[tls]\nca = \"\"\n[authz]\njwks_addr = \"nope\"\n",
-			wantErr: []string{"core.assertion_jwks_url: want an https:// URL", "tls.ca: required with core.assertion_jwks_url", "authz.jwks_addr"},
+			file:    "[server]\nassertion_jwks_url = \"http://authz:9192/.well-known/jwks.json\"\n[tls]\nca = \"\"\n[authz]\njwks_addr = \"nope\"\n",
+			wantErr: []string{"server.assertion_jwks_url: want an https:// URL", "tls.ca: required with server.assertion_jwks_url", "authz.jwks_addr"},
 		},
 		{
 			name: "an https assertion keys' URL",
-			file: "[core]\nassertion_jwks_url = \"https://authz:9193/.well-known/jwks.json\"\n[authz]\njwks_addr = \"0.0.0.0:9193\"\n",
+			file: "[server]\nassertion_jwks_url = \"https://authz:9193/.well-known/jwks.json\"\n[authz]\njwks_addr = \"0.0.0.0:9193\"\n",
 			check: func(t *testing.T, c config.Config) {
-				if c.Core.AssertionJWKSURL != "https://authz:9193/.well-known/jwks.json" || c.Authz.JWKSAddr != "0.0.0.0:9193" {
-					t.Errorf("got %q %q, want the file's", c.Core.AssertionJWKSURL, c.Authz.JWKSAddr)
+				if c.Server.AssertionJWKSURL != "https://authz:9193/.well-known/jwks.json" || c.Authz.JWKSAddr != "0.0.0.0:9193" {
+					t.Errorf("got %q %q, want the file's", c.Server.AssertionJWKSURL, c.Authz.JWKSAddr)
 				}
 			},
 		},
@@ -343,7 +343,7 @@ func TestResolve(t *testing.T) {
 
 // TestFlightDatasetProtection: a dataset over a GraphQL type and columns'
 // own protection load into the core's terms; mistakes are reported with
-// the rest. Binding to the schema is the core's, at start.
+// the rest. Binding to the schema is the server's, at start.
 func TestFlightDatasetProtection(t *testing.T) {
 	c, err := config.Load(mustFile(t, `
 [[flight.datasets]]
@@ -404,7 +404,7 @@ view = "public.v_orders"
 roles = ["analyst"]
 columns = [{ name = "amount", type = "numeric(12,2)" }, { name = "tags", type = "text[]" }]
 `,
-			env:  map[string]string{"FRAISE_CORE_FLIGHT_ADDR": "127.0.0.1:0"},
+			env:  map[string]string{"FRAISE_SERVER_FLIGHT_ADDR": "127.0.0.1:0"},
 			want: "numeric(12,2)",
 		},
 		{
@@ -425,8 +425,8 @@ columns = [{ name = "x", type = "money" }, { name = "y", type = "numeric" }]
 		},
 		{
 			name:    "bad flight address",
-			env:     map[string]string{"FRAISE_CORE_FLIGHT_ADDR": "8815"},
-			wantErr: []string{"core.flight_addr"},
+			env:     map[string]string{"FRAISE_SERVER_FLIGHT_ADDR": "8815"},
+			wantErr: []string{"server.flight_addr"},
 		},
 	}
 	for _, tt := range tests {

@@ -1,10 +1,10 @@
 package config
 
-// Console configures the console (docs/console.md), which the core serves
+// Console configures the console (docs/console.md), which the server serves
 // under /console/ behind the ingress.
 type Console struct {
 	// Disabled turns the console off: /console/ then answers 404 from
-	// the core.
+	// the server.
 	Disabled bool `toml:"disabled"`
 	// DevLogin serves the development login, which mints a token for a
 	// demo user with the development issuer's key. It is no setting of

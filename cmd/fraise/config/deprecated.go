@@ -26,29 +26,48 @@ var renames = []Rename{
 	{Old: "flight.max_exports_per_tenant", New: "admission.flight.max_concurrent_per_tenant"},
 	{Old: "observers.workers", New: "admission.observers.max_concurrent"},
 	{Old: "observers.per_tenant", New: "admission.observers.max_concurrent_per_tenant"},
+	// Issue 17: the process `fraise serve` runs is the server; "core"
+	// names the domain packages alone. FRAISE_CORE_* moves likewise.
+	{Old: "core", New: "server"},
 }
 
 // Deprecation is a renamed key a configuration set under its old name:
 // Load returns them in Config.Deprecations for the caller to log once it
 // has a logger.
 type Deprecation struct {
+	// Old and New are the dotted key paths. For a table set in the
+	// environment, they are the key of the variable (core.http_addr for
+	// FRAISE_CORE_HTTP_ADDR), one Deprecation per variable, so that each
+	// warning names what to write instead.
 	Old, New string
 	// Env is the environment variable that set it, "" for fraise.toml.
 	Env string
+	// Table is set when Old is a whole table renamed in fraise.toml.
+	Table bool
 }
 
-// String is the warning to log.
+// String is the warning to log: it names what was written and what to
+// write instead, in the same place (file or environment).
 func (d Deprecation) String() string {
-	where := d.Old
-	if d.Env != "" {
-		where = d.Env
+	where, instead := d.Old, d.New
+	switch {
+	case d.Env != "":
+		where, instead = d.Env, envName(d.New)
+	case d.Table:
+		where, instead = "["+d.Old+"]", "["+d.New+"]"
 	}
-	return fmt.Sprintf("%s is deprecated and will be removed in the next release: set %s instead", where, d.New)
+	return fmt.Sprintf("%s is deprecated and will be removed in the next release: set %s instead", where, instead)
 }
 
 // envName is the FRAISE_* variable of the dotted key path.
 func envName(path string) string {
 	return "FRAISE_" + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
+}
+
+// isTable reports whether t is a table of fraise.toml (a struct other
+// than a Duration, which is written as one value).
+func isTable(t reflect.Type) bool {
+	return t.Kind() == reflect.Struct && t != reflect.TypeOf(Duration{})
 }
 
 // field returns the field of v (a Config) at the dotted TOML path.
@@ -71,25 +90,29 @@ func field(v reflect.Value, path string) (reflect.Value, bool) {
 	return v, true
 }
 
-// envSet returns the variable that sets the key at path, or any key of
-// the table at path, "" when none does.
-func envSet(t reflect.Type, name string, getenv func(string) string) string {
-	if t.Kind() != reflect.Struct || t == reflect.TypeOf(Duration{}) {
-		if getenv(name) != "" {
-			return name
+// envVar is an environment variable set for a key.
+type envVar struct {
+	path, name string // dotted key path, variable
+}
+
+// envSet returns the variables that set the key at path, of type t: the
+// one of a value, or those of every key of a table.
+func envSet(t reflect.Type, path string, getenv func(string) string) []envVar {
+	if !isTable(t) {
+		if n := envName(path); getenv(n) != "" {
+			return []envVar{{path, n}}
 		}
-		return ""
+		return nil
 	}
+	var vars []envVar
 	for i := 0; i < t.NumField(); i++ {
 		tag := t.Field(i).Tag.Get("toml")
 		if tag == "" || tag == "-" {
 			continue
 		}
-		if n := envSet(t.Field(i).Type, name+"_"+strings.ToUpper(tag), getenv); n != "" {
-			return n
-		}
+		vars = append(vars, envSet(t.Field(i).Type, path+"."+tag, getenv)...)
 	}
-	return ""
+	return vars
 }
 
 // applyRenames moves each renamed key set under its old name, in the file
@@ -102,32 +125,35 @@ func applyRenames(c *Config, md *toml.MetaData, getenv func(string) string) ([]D
 		errs []error
 	)
 	v := reflect.ValueOf(c).Elem()
-	set := func(path string, f reflect.Value) (bool, string) {
-		if md != nil && md.IsDefined(strings.Split(path, ".")...) {
-			return true, ""
-		}
-		if n := envSet(f.Type(), envName(path), getenv); n != "" {
-			return true, n
-		}
-		return false, ""
-	}
+	inFile := func(path string) bool { return md != nil && md.IsDefined(strings.Split(path, ".")...) }
 	for _, r := range renames {
 		oldF, ok1 := field(v, r.Old)
 		newF, ok2 := field(v, r.New)
 		if !ok1 || !ok2 || oldF.Type() != newF.Type() {
 			panic(fmt.Sprintf("config: rename %s → %s: no such fields of one type", r.Old, r.New)) // a mistake in the table
 		}
-		oldSet, oldEnv := set(r.Old, oldF)
-		if !oldSet {
+		oldFile, oldEnv := inFile(r.Old), envSet(oldF.Type(), r.Old, getenv)
+		if !oldFile && len(oldEnv) == 0 {
 			continue
 		}
-		if newSet, _ := set(r.New, newF); newSet {
+		if inFile(r.New) || len(envSet(newF.Type(), r.New, getenv)) > 0 {
+			o, n := r.Old, r.New
+			if isTable(oldF.Type()) {
+				o, n = "["+o+"]", "["+n+"]"
+			}
 			errs = append(errs, fmt.Errorf("%s and %s are both set: %s is the deprecated name of %s; keep %s only",
-				r.Old, r.New, r.Old, r.New, r.New))
+				o, n, o, n, n))
 			continue
 		}
+		// The old field holds the file's and the environment's values
+		// over the defaults (which it mirrors): it becomes the new one.
 		newF.Set(oldF)
-		deps = append(deps, Deprecation{Old: r.Old, New: r.New, Env: oldEnv})
+		if oldFile {
+			deps = append(deps, Deprecation{Old: r.Old, New: r.New, Table: isTable(oldF.Type())})
+		}
+		for _, e := range oldEnv {
+			deps = append(deps, Deprecation{Old: e.path, New: r.New + strings.TrimPrefix(e.path, r.Old), Env: e.name})
+		}
 	}
 	syncRenamed(c)
 	return deps, errors.Join(errs...)
@@ -144,14 +170,21 @@ func syncRenamed(c *Config) {
 }
 
 // setAs names, after a key a problem is reported on, the deprecated name
-// it was set under, so that the operator finds what they wrote.
+// it was set under, so that the operator finds what they wrote. The
+// environment is named first: it overrides the file.
 func (c Config) setAs(key string) string {
 	for _, d := range c.Deprecations {
-		if d.New == key {
-			if d.Env != "" {
-				return key + " (set as " + d.Env + ")"
-			}
+		if d.Env != "" && d.New == key {
+			return key + " (set as " + d.Env + ")"
+		}
+	}
+	for _, d := range c.Deprecations {
+		switch {
+		case d.Env != "":
+		case d.New == key:
 			return key + " (set as " + d.Old + ")"
+		case d.Table && strings.HasPrefix(key, d.New+"."):
+			return key + " (set as " + d.Old + strings.TrimPrefix(key, d.New) + ")"
 		}
 	}
 	return key

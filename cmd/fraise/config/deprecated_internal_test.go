@@ -8,7 +8,7 @@ import (
 )
 
 // TestRenameMovesATable checks the mechanism on a renamed table, which
-// renaming a section (such as [core]) needs: every key of the old table,
+// renaming a section (such as [core] to [server]) needs: every key of the old table,
 // from the file or the environment, lands in the new one, and both names
 // set is an error. Two tables of one type stand in for such a rename.
 func TestRenameMovesATable(t *testing.T) {
@@ -30,7 +30,7 @@ func TestRenameMovesATable(t *testing.T) {
 			// table mirrors until it is set.
 			want: func(f AdmissionClass) bool { return f.MaxQueue == 9 && f.MaxConcurrent == 4 }},
 		{name: "both tables", file: "[admission.observers]\nmax_concurrent = 3\n[admission.flight]\nmax_queue = 1\n",
-			wantErr: "admission.observers and admission.flight are both set"},
+			wantErr: "[admission.observers] and [admission.flight] are both set"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			path := ""

@@ -36,14 +36,14 @@ func (c Config) Require(command string) error {
 	switch command {
 	case CommandServe:
 		need(c.Database.URL != "", "database.url", "the application role's connection string, e.g. postgres://fraise_app@db:5432/fraise?sslmode=verify-full")
-		need(len(c.Core.AssertionKeys) > 0, "core.assertion_keys", "extauthz's public keys, e.g. [\"file:///etc/fraise/keys/assertion.pub\"]")
+		need(len(c.Server.AssertionKeys) > 0, "server.assertion_keys", "extauthz's public keys, e.g. [\"file:///etc/fraise/keys/assertion.pub\"]")
 		if c.Profile == ProfileProduction {
-			need(c.Core.Schema != "", "core.schema", "a GraphQL SDL file, or \"auto\" to generate it from the database; empty serves the demo schema, in the dev profile only")
+			need(c.Server.Schema != "", "server.schema", "a GraphQL SDL file, or \"auto\" to generate it from the database; empty serves the demo schema, in the dev profile only")
 		}
 		if c.Observers.Enabled {
 			need(c.Redis.Addr != "", "redis.addr", "the observers' Redis, e.g. rediss://redis:6379")
 		}
-		if c.Core.TLS || c.Core.FlightAddr != "" {
+		if c.Server.TLS || c.Server.FlightAddr != "" {
 			serverTLS()
 		}
 	case CommandAuthz:
@@ -56,7 +56,7 @@ func (c Config) Require(command string) error {
 		serverTLS()
 	case CommandXDS:
 		serverTLS()
-		need(c.TLS.GatewayCert != "", "tls.gateway_cert", "the certificate Envoy presents to the sidecars and the core")
+		need(c.TLS.GatewayCert != "", "tls.gateway_cert", "the certificate Envoy presents to the sidecars and the server")
 		need(c.TLS.GatewayKey != "", "tls.gateway_key", "its private key")
 	case CommandMigrate:
 		need(c.Database.AdminURL != "", "database.admin_url",

@@ -24,7 +24,7 @@ url = "postgres://fraise_app@db/fraise"
 admin_url = "postgres://owner@db/fraise"
 [redis]
 addr = "redis:6379"
-[core]
+[server]
 schema = "auto"
 assertion_keys = ["file:///etc/fraise/assertion.pub"]
 [authz]
@@ -43,7 +43,7 @@ jwks_url = "https://idp.example.com/jwks"
 		want    []string // substrings the error must name; none: no error
 	}{
 		{"production serve, nothing set", "", "", config.CommandServe,
-			[]string{"production profile", "database.url", "core.assertion_keys", "core.schema", "tls.ca", "tls.server_cert", "tls.server_key", "--profile dev"}},
+			[]string{"production profile", "database.url", "server.assertion_keys", "server.schema", "tls.ca", "tls.server_cert", "tls.server_key", "--profile dev"}},
 		{"production authz, nothing set", "production", "", config.CommandAuthz,
 			[]string{"authz.assertion_key", "authz.issuers", "tls.server_key"}},
 		{"production ratelimit, nothing set", "", "", config.CommandRateLimit, []string{"redis.addr", "tls.ca"}},
@@ -124,9 +124,14 @@ func TestProductionHasNoDevelopmentCredentials(t *testing.T) {
 	if len(c.Authz.Issuers) != 0 || c.Database.URL != "" || c.Redis.Addr != "" {
 		t.Errorf("issuers %v, database.url %q, redis.addr %q: want none", c.Authz.Issuers, c.Database.URL, c.Redis.Addr)
 	}
-	for _, v := range []string{c.TLS.CA, c.TLS.ServerCert, c.TLS.ServerKey, c.TLS.ClientCert, c.TLS.GatewayKey, c.Authz.AssertionKey, strings.Join(c.Core.AssertionKeys, ",")} {
-		if strings.Contains(v, ".dev/") {
-			t.Errorf("production default %q is a development path", v)
+	// ProductionDefault itself too, and the old [core] field the code not
+	// yet moved to [server] reads.
+	for _, c := range []config.Config{c, config.ProductionDefault()} {
+		for _, v := range []string{c.TLS.CA, c.TLS.ServerCert, c.TLS.ServerKey, c.TLS.ClientCert, c.TLS.GatewayKey, c.Authz.AssertionKey,
+			strings.Join(c.Server.AssertionKeys, ","), strings.Join(c.Core.AssertionKeys, ",")} {
+			if strings.Contains(v, ".dev/") {
+				t.Errorf("production default %q is a development path", v)
+			}
 		}
 	}
 }
