@@ -1,12 +1,8 @@
-// Package bench measures Fraise side by side with PostGraphile v4 on the
-// same PostgreSQL, on the same machine: through the core directly, through
-// the full ingress (Envoy, extauthz, the rate limiter, mTLS on every hop)
-// and PostGraphile, a nested read and a mutation each; the latency Envoy
-// adds; and the core under overload. This file is its closed-loop load
-// generator: bounded in time, loopback only, a fixed number of concurrent
-// workers on keep-alive connections, percentiles from every recorded
-// latency.
-package bench
+// This file is the closed-loop load generator: bounded in time, loopback
+// only, a fixed number of concurrent workers on keep-alive connections,
+// percentiles from every recorded latency.
+
+package loadgen
 
 import (
 	"context"
@@ -62,14 +58,14 @@ func (r Result) RPS() float64 {
 
 // ErrNotLoopback refuses targets off this machine: the load generator must
 // never load anything but the servers a benchmark started.
-var ErrNotLoopback = errors.New("bench: load target is not a loopback address")
+var ErrNotLoopback = errors.New("loadgen: load target is not a loopback address")
 
 // Run sends requests from l.Concurrency workers until l.Duration has passed
 // (or ctx ends) and returns the measurements. It refuses any request whose
 // host is not a loopback address.
 func Run(ctx context.Context, l Load, t Target) (Result, error) {
 	if l.Concurrency < 1 || l.Duration <= 0 {
-		return Result{}, fmt.Errorf("bench: want concurrency >= 1 and duration > 0, got %d and %s", l.Concurrency, l.Duration)
+		return Result{}, fmt.Errorf("loadgen: want concurrency >= 1 and duration > 0, got %d and %s", l.Concurrency, l.Duration)
 	}
 	probe, err := t.NewRequest()
 	if err != nil {
@@ -232,7 +228,7 @@ func NewClient(conns int, tr *http.Transport) *http.Client {
 // database call measured without a server, as the floor under servers).
 func RunFunc(ctx context.Context, l Load, call func(context.Context) error) (Result, error) {
 	if l.Concurrency < 1 || l.Duration <= 0 {
-		return Result{}, fmt.Errorf("bench: want concurrency >= 1 and duration > 0, got %d and %s", l.Concurrency, l.Duration)
+		return Result{}, fmt.Errorf("loadgen: want concurrency >= 1 and duration > 0, got %d and %s", l.Concurrency, l.Duration)
 	}
 	return closedLoop(ctx, l, func(ctx context.Context) (lat, read time.Duration, fatal bool, err error) {
 		t0 := time.Now()

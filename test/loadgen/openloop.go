@@ -1,4 +1,4 @@
-package bench
+package loadgen
 
 import (
 	"context"
@@ -83,7 +83,7 @@ func perSecond(n int, d time.Duration) float64 {
 // (WithArrival). It refuses any request whose host is not a loopback address.
 func Open(ctx context.Context, a Arrivals, t Target) (OpenResult, error) {
 	if a.Rate <= 0 || a.Duration <= 0 || a.MaxInFlight < 1 {
-		return OpenResult{}, fmt.Errorf("bench: want rate > 0, duration > 0 and max in flight >= 1, got %v, %s and %d",
+		return OpenResult{}, fmt.Errorf("loadgen: want rate > 0, duration > 0 and max in flight >= 1, got %v, %s and %d",
 			a.Rate, a.Duration, a.MaxInFlight)
 	}
 	probe, err := t.NewRequest()
