@@ -5,6 +5,7 @@
 // FraiseQL v2 and PostGraphile on FraiseQL's example database; the latency
 // Envoy adds; and the core under overload. It holds only benchmarks (its
 // _test.go files, run by `make bench`) and their fixtures (schema.sql,
-// seed.sql, and the peers' folders fraiseql, postgraphile, postgres18);
-// the load they generate comes from test/loadgen.
+// seed.sql, schema.graphql, and the peers' folders fraiseql, postgraphile,
+// postgres18); the load they generate comes from test/loadgen, which other
+// tests can use without importing the benchmarks.
 package bench
