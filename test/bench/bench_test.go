@@ -33,8 +33,8 @@ import (
 	"github.com/fraise-dev/fraise/internal/assertion"
 	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
 	"github.com/fraise-dev/fraise/internal/await"
-	"github.com/fraise-dev/fraise/test/bench"
 	"github.com/fraise-dev/fraise/test/harness"
+	"github.com/fraise-dev/fraise/test/loadgen"
 	"github.com/fraise-dev/fraise/test/stack"
 )
 
@@ -77,8 +77,8 @@ const (
 
 // load is the run shape: 10 s per measurement (2 s when CI is set, or
 // FRAISE_BENCH_DURATION), after a warm-up, with 16 concurrent clients.
-func load() bench.Load {
-	l := bench.Load{Duration: 10 * time.Second, Warmup: time.Second, Concurrency: 16}
+func load() loadgen.Load {
+	l := loadgen.Load{Duration: 10 * time.Second, Warmup: time.Second, Concurrency: 16}
 	if os.Getenv("CI") != "" {
 		l.Duration, l.Warmup = 2*time.Second, 500*time.Millisecond
 	}
@@ -179,7 +179,7 @@ var presignRate = 4000 * runtime.NumCPU()
 
 // measurement is one load run and the CPU it cost, per accepted request.
 type measurement struct {
-	bench.Result
+	loadgen.Result
 	serverCPU, pgCPU time.Duration // per request; zero when unknown
 	// cpu is each process's share of serverCPU, by its name in the target.
 	cpu map[string]time.Duration
@@ -198,7 +198,7 @@ func measure(b *testing.B, t *target, db string) measurement {
 	t.presign(int(float64(presignRate) * (l.Warmup + l.Duration).Seconds()))
 	b.ResetTimer()
 	cpu := startCPU(db, t.pids()...)
-	res, err := bench.Run(context.Background(), l, t.Target)
+	res, err := loadgen.Run(context.Background(), l, t.Target)
 	procs, pg, cpuOK := cpu.stop()
 	b.StopTimer()
 	if err != nil {
@@ -253,13 +253,13 @@ func warmRequests() (n int, most time.Duration) {
 
 // warm sends t's requests with l's concurrency until warmRequests are
 // answered or its time is up, unmeasured.
-func warm(b *testing.B, t *target, l bench.Load) {
+func warm(b *testing.B, t *target, l loadgen.Load) {
 	b.Helper()
 	n, most := warmRequests()
 	t.presign(n)
 	deadline := time.Now().Add(most)
 	for done := 0; done < n && time.Now().Before(deadline); {
-		res, err := bench.Run(context.Background(), bench.Load{Duration: 500 * time.Millisecond, Concurrency: l.Concurrency}, t.Target)
+		res, err := loadgen.Run(context.Background(), loadgen.Load{Duration: 500 * time.Millisecond, Concurrency: l.Concurrency}, t.Target)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -319,7 +319,7 @@ type proc struct {
 // identity assertions signed ahead for it (none for the ingress, where the
 // client sends a JWT and extauthz signs them).
 type target struct {
-	bench.Target
+	loadgen.Target
 	verify     func([]byte) error
 	procs      []proc // the server first
 	assertions *assertionPool
@@ -473,7 +473,7 @@ func (e *env) target(tb testing.TB, op, server string) *target {
 	if t.assertions != nil {
 		header = func(h http.Header) { h.Set(assertion.Header, t.assertions.take()) }
 	}
-	t.Target = bench.Target{
+	t.Target = loadgen.Target{
 		Client: client,
 		NewRequest: func() (*http.Request, error) {
 			req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
@@ -656,9 +656,9 @@ authz_timeout = "2s"
 
 	e := &env{coreURL: "http://" + directAddr + "/graphql", authorID: authorID, db: db, redisPID: rd.Pid()}
 	e.signer = mustSigner(tb, keys)
-	// One lean client per route (test/bench/rawhttp.go), so the load
+	// One lean client per route (loadgen.LeanTransport), so the load
 	// generator's own CPU per request is small and the same on every side.
-	e.direct = bench.NewLeanClient(clientConns)
+	e.direct = loadgen.NewLeanClient(clientConns)
 
 	// The servers run as processes of their own, as in production, so the
 	// CPU each spends is its own and not the load generator's.
@@ -738,7 +738,7 @@ func mustTLSClient(tb testing.TB, caFile, certFile, keyFile string) *http.Client
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &http.Client{Timeout: 30 * time.Second, Transport: &bench.LeanTransport{MaxConns: clientConns, TLS: &tls.Config{
+	return &http.Client{Timeout: 30 * time.Second, Transport: &loadgen.LeanTransport{MaxConns: clientConns, TLS: &tls.Config{
 		RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
 	}}}
 }

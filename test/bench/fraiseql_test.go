@@ -29,9 +29,9 @@ import (
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/internal/assertion"
 	"github.com/fraise-dev/fraise/internal/assertion/assertiontest"
-	"github.com/fraise-dev/fraise/test/bench"
 	"github.com/fraise-dev/fraise/test/fraiseql"
 	"github.com/fraise-dev/fraise/test/harness"
+	"github.com/fraise-dev/fraise/test/loadgen"
 	"github.com/fraise-dev/fraise/test/stack"
 )
 
@@ -225,7 +225,7 @@ func (e *fqEnv) target(tb testing.TB, op, server string) *target {
 			return b, http.Header{assertion.Header: {tok}}
 		}
 	}
-	t.Target = bench.Target{
+	t.Target = loadgen.Target{
 		Client: e.direct,
 		NewRequest: func() (*http.Request, error) {
 			b, h := next()
@@ -292,11 +292,11 @@ func (e *fqEnv) measureFunction(b *testing.B) measurement {
 		b.Fatal(err)
 	}
 	warmCtx, cancel := context.WithTimeout(ctx, l.Warmup)
-	_, _ = bench.RunFunc(warmCtx, bench.Load{Duration: l.Warmup, Concurrency: l.Concurrency}, call)
+	_, _ = loadgen.RunFunc(warmCtx, loadgen.Load{Duration: l.Warmup, Concurrency: l.Concurrency}, call)
 	cancel()
 	b.ResetTimer()
 	cpu := startCPU(e.db)
-	res, err := bench.RunFunc(ctx, bench.Load{Duration: l.Duration, Concurrency: l.Concurrency}, call)
+	res, err := loadgen.RunFunc(ctx, loadgen.Load{Duration: l.Duration, Concurrency: l.Concurrency}, call)
 	_, pg, cpuOK := cpu.stop()
 	b.StopTimer()
 	if err != nil {
@@ -496,7 +496,7 @@ max_queue_per_tenant = 0
 
 	var mark [4]byte
 	_, _ = rand.Read(mark[:])
-	e := &fqEnv{db: db, appURL: pg.URL("fraise_app", db), signer: mustSigner(tb, keys), direct: bench.NewLeanClient(clientConns), run: hex.EncodeToString(mark[:])}
+	e := &fqEnv{db: db, appURL: pg.URL("fraise_app", db), signer: mustSigner(tb, keys), direct: loadgen.NewLeanClient(clientConns), run: hex.EncodeToString(mark[:])}
 	e.fraiseURL = "http://" + addr + "/graphql"
 	e.fraisePID = startFraise(tb, mustBinary(tb, dir), "serve", "--config", cfg)
 	mustListen(tb, addr)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fraise-dev/fraise/test/bench"
+	"github.com/fraise-dev/fraise/test/loadgen"
 )
 
 // overheadRate is the fixed rate BenchmarkEnvoyOverhead offers each route,
@@ -67,7 +67,7 @@ type overheadSide struct {
 
 // BenchmarkEnvoyOverhead measures the latency the ingress adds to a
 // request: the bench's nested read (50 posts with their authors) sent at a
-// fixed rate below saturation, open loop (bench.Open: arrivals on schedule
+// fixed rate below saturation, open loop (loadgen.Open: arrivals on schedule
 // whatever the answers), to the same core two ways:
 //
 //   - direct: to the core `fraise dev` runs behind Envoy, over mTLS with
@@ -97,8 +97,8 @@ func BenchmarkEnvoyOverhead(b *testing.B) {
 		{name: "direct", t: e.target(b, "read", "core-mtls"), cpuOK: true},
 		{name: "ingress", t: e.target(b, "read", "ingress"), cpuOK: true},
 	}
-	arrivals := func(d time.Duration) bench.Arrivals {
-		return bench.Arrivals{Rate: rate, Duration: d, MaxInFlight: overheadInFlight}
+	arrivals := func(d time.Duration) loadgen.Arrivals {
+		return loadgen.Arrivals{Rate: rate, Duration: d, MaxInFlight: overheadInFlight}
 	}
 	// Enough assertions for one run at the rate, signed just before it:
 	// the signing is the generator's work, not the request's.
@@ -110,7 +110,7 @@ func BenchmarkEnvoyOverhead(b *testing.B) {
 		// Warm-up, not recorded: connections open (the TLS handshakes,
 		// Envoy's to its upstreams), caches filled.
 		s.t.presign(signed(warmup))
-		w, err := bench.Open(context.Background(), arrivals(warmup), s.t.Target)
+		w, err := loadgen.Open(context.Background(), arrivals(warmup), s.t.Target)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -130,7 +130,7 @@ func BenchmarkEnvoyOverhead(b *testing.B) {
 			s.t.presign(signed(round))
 			b.StartTimer()
 			cpu := startCPU(e.db, s.t.pids()...)
-			res, err := bench.Open(context.Background(), arrivals(round), s.t.Target)
+			res, err := loadgen.Open(context.Background(), arrivals(round), s.t.Target)
 			procs, pg, ok := cpu.stop()
 			if err != nil {
 				b.Fatal(err)
@@ -161,7 +161,7 @@ func BenchmarkEnvoyOverhead(b *testing.B) {
 	direct, ingress := sides[0], sides[1]
 	p := func(s *overheadSide, q float64) time.Duration {
 		slices.Sort(s.lat)
-		return bench.Percentile(s.lat, q)
+		return loadgen.Percentile(s.lat, q)
 	}
 	dP50, dP99, iP50, iP99 := p(direct, 50), p(direct, 99), p(ingress, 50), p(ingress, 99)
 	addedP50, addedP99 := iP50-dP50, iP99-dP99

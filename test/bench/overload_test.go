@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/fraise-dev/fraise/adapters/devcerts"
-	"github.com/fraise-dev/fraise/test/bench"
 	"github.com/fraise-dev/fraise/test/harness"
+	"github.com/fraise-dev/fraise/test/loadgen"
 	"github.com/fraise-dev/fraise/test/stack"
 )
 
@@ -74,7 +74,7 @@ func overloadShape() (step, unloaded, overload time.Duration) {
 // 429 or 503 (each must carry Retry-After), and the server's peak RSS and
 // heap against its memory limit (target: under it). Requests are timed
 // from their sending to their answer's arrival on the generator's socket
-// (the kernel's receive timestamp, bench.WithArrival): this process shares
+// (the kernel's receive timestamp, loadgen.WithArrival): this process shares
 // the two cores with the server, and what its goroutines then wait for a
 // CPU is its own delay, not the server's. The p99s as the generator read
 // the answers and as the server timed itself are reported beside.
@@ -96,12 +96,12 @@ func BenchmarkCoreOverload(b *testing.B) {
 	b.ResetTimer()
 	// 1. Unloaded: one request at a time, after a warm-up whose server
 	// timings are dropped.
-	if _, err := bench.Run(context.Background(), bench.Load{Duration: time.Second, Concurrency: 1}, t); err != nil {
+	if _, err := loadgen.Run(context.Background(), loadgen.Load{Duration: time.Second, Concurrency: 1}, t); err != nil {
 		b.Fatal(err)
 	}
 	o.timings.take()
 	calmCPU0, _ := procCPU(o.corePID)
-	calm, err := bench.Run(context.Background(), bench.Load{Duration: unloadedFor, Concurrency: 1}, t)
+	calm, err := loadgen.Run(context.Background(), loadgen.Load{Duration: unloadedFor, Concurrency: 1}, t)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func BenchmarkCoreOverload(b *testing.B) {
 	satRPS, satConc, flat := calm.RPS(), 1, 0
 	unlimited := o.unlimited.target(b, "read", "core").Target
 	for c := 2; c <= overloadRampMax && flat < 2; c *= 2 {
-		r, err := bench.Run(context.Background(), bench.Load{Duration: step, Warmup: step / 4, Concurrency: c}, unlimited)
+		r, err := loadgen.Run(context.Background(), loadgen.Load{Duration: step, Warmup: step / 4, Concurrency: c}, unlimited)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -141,7 +141,7 @@ func BenchmarkCoreOverload(b *testing.B) {
 	mem := startMemWatch(o.corePID, o.adminURL)
 	cpu0, _ := procCPU(o.corePID)
 	gen0, _ := procCPU(os.Getpid())
-	over, err := bench.Open(context.Background(), bench.Arrivals{Rate: 2 * satRPS, Duration: overloadFor, MaxInFlight: overloadInFlight}, t)
+	over, err := loadgen.Open(context.Background(), loadgen.Arrivals{Rate: 2 * satRPS, Duration: overloadFor, MaxInFlight: overloadInFlight}, t)
 	cpu1, _ := procCPU(o.corePID)
 	gen1, _ := procCPU(os.Getpid())
 	peakRSS, peakHeap := mem.stop()
@@ -162,7 +162,7 @@ func BenchmarkCoreOverload(b *testing.B) {
 
 	// 4. After: one request at a time again. Overload must leave nothing
 	// behind (no backlog, no leaked slots): the latency comes back.
-	after, err := bench.Run(context.Background(), bench.Load{Duration: unloadedFor, Warmup: time.Second, Concurrency: 1}, t)
+	after, err := loadgen.Run(context.Background(), loadgen.Load{Duration: unloadedFor, Warmup: time.Second, Concurrency: 1}, t)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func BenchmarkCoreOverload(b *testing.B) {
 	if calm.ReadP99 > 0 {
 		readRatio = float64(over.ReadP99) / float64(calm.ReadP99)
 	}
-	calmServerP99, overServerP99 := bench.Percentile(calmServer, 99), bench.Percentile(overServer, 99)
+	calmServerP99, overServerP99 := loadgen.Percentile(calmServer, 99), loadgen.Percentile(overServer, 99)
 	if calmServerP99 > 0 {
 		serverRatio = float64(overServerP99) / float64(calmServerP99)
 	}
@@ -354,7 +354,7 @@ max_queue_per_tenant = 0
 	e.signer = mustSigner(tb, keys)
 	// Enough connections for the open loop's requests in flight: with
 	// fewer, requests would queue in the client, not in the server.
-	e.direct = bench.NewLeanClient(overloadInFlight)
+	e.direct = loadgen.NewLeanClient(overloadInFlight)
 	timings := &serverTimings{RoundTripper: e.direct.Transport}
 	e.direct.Transport = timings
 
@@ -371,7 +371,7 @@ max_queue_per_tenant = 0
 }
 
 // mustAnswer checks one answer of t in full before any load is measured.
-func mustAnswer(tb testing.TB, t bench.Target, verify func([]byte) error) {
+func mustAnswer(tb testing.TB, t loadgen.Target, verify func([]byte) error) {
 	tb.Helper()
 	req, err := t.NewRequest()
 	if err != nil {

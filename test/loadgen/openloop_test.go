@@ -1,4 +1,4 @@
-package bench_test
+package loadgen_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fraise-dev/fraise/test/bench"
+	"github.com/fraise-dev/fraise/test/loadgen"
 )
 
 func TestOpen(t *testing.T) {
@@ -33,14 +33,14 @@ func TestOpen(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	target := func(url string) bench.Target {
-		return bench.Target{Client: bench.NewClient(64, nil), NewRequest: func() (*http.Request, error) {
+	target := func(url string) loadgen.Target {
+		return loadgen.Target{Client: loadgen.NewClient(64, nil), NewRequest: func() (*http.Request, error) {
 			return http.NewRequest("GET", url, nil)
 		}}
 	}
 
 	start := time.Now()
-	res, err := bench.Open(context.Background(), bench.Arrivals{Rate: 400, Duration: 500 * time.Millisecond, MaxInFlight: 64}, target(srv.URL))
+	res, err := loadgen.Open(context.Background(), loadgen.Arrivals{Rate: 400, Duration: 500 * time.Millisecond, MaxInFlight: 64}, target(srv.URL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestOpen(t *testing.T) {
 		t.Fatalf("got first error %v, p50 %v, p99 %v; want an error and admitted latencies of 2ms or more", res.FirstErr, res.P50, res.P99)
 	}
 	if len(res.Latencies) != res.Admitted || !slices.IsSorted(res.Latencies) ||
-		res.Latencies[0] < 2*time.Millisecond || bench.Percentile(res.Latencies, 99) != res.P99 {
+		res.Latencies[0] < 2*time.Millisecond || loadgen.Percentile(res.Latencies, 99) != res.P99 {
 		t.Fatalf("got %d latencies (sorted %t), want the %d admitted ones, sorted, whose p99 is %v",
 			len(res.Latencies), slices.IsSorted(res.Latencies), res.Admitted, res.P99)
 	}
@@ -74,7 +74,7 @@ func TestOpen(t *testing.T) {
 			time.Sleep(300 * time.Millisecond) // slower than the 200 ms of arrivals: five stay in flight
 		}))
 		defer slow.Close()
-		res, err := bench.Open(context.Background(), bench.Arrivals{Rate: 100, Duration: 200 * time.Millisecond, MaxInFlight: 5}, target(slow.URL))
+		res, err := loadgen.Open(context.Background(), loadgen.Arrivals{Rate: 100, Duration: 200 * time.Millisecond, MaxInFlight: 5}, target(slow.URL))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,12 +84,12 @@ func TestOpen(t *testing.T) {
 	})
 
 	t.Run("refuses a target off this machine and a bad shape", func(t *testing.T) {
-		_, err := bench.Open(context.Background(), bench.Arrivals{Rate: 1, Duration: time.Second, MaxInFlight: 1}, target("http://192.0.2.1/"))
-		if !errors.Is(err, bench.ErrNotLoopback) {
+		_, err := loadgen.Open(context.Background(), loadgen.Arrivals{Rate: 1, Duration: time.Second, MaxInFlight: 1}, target("http://192.0.2.1/"))
+		if !errors.Is(err, loadgen.ErrNotLoopback) {
 			t.Fatalf("got %v, want ErrNotLoopback", err)
 		}
-		for _, a := range []bench.Arrivals{{Duration: time.Second, MaxInFlight: 1}, {Rate: 1, MaxInFlight: 1}, {Rate: 1, Duration: time.Second}} {
-			if _, err := bench.Open(context.Background(), a, target(srv.URL)); err == nil {
+		for _, a := range []loadgen.Arrivals{{Duration: time.Second, MaxInFlight: 1}, {Rate: 1, MaxInFlight: 1}, {Rate: 1, Duration: time.Second}} {
+			if _, err := loadgen.Open(context.Background(), a, target(srv.URL)); err == nil {
 				t.Errorf("%+v: got no error, want the shape refused", a)
 			}
 		}

@@ -1,4 +1,4 @@
-package bench_test
+package loadgen_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fraise-dev/fraise/test/bench"
+	"github.com/fraise-dev/fraise/test/loadgen"
 )
 
 func TestPercentile(t *testing.T) {
@@ -41,7 +41,7 @@ func TestPercentile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := bench.Percentile(tt.sorted, tt.p); got != tt.want {
+			if got := loadgen.Percentile(tt.sorted, tt.p); got != tt.want {
 				t.Fatalf("got %s, want %s", got, tt.want)
 			}
 		})
@@ -66,15 +66,15 @@ func TestRun(t *testing.T) {
 	}
 	srv.Start()
 	defer srv.Close()
-	client := bench.NewClient(4, nil)
-	target := func(query string, check func(int, []byte) error) bench.Target {
-		return bench.Target{Client: client, Check: check, NewRequest: func() (*http.Request, error) {
+	client := loadgen.NewClient(4, nil)
+	target := func(query string, check func(int, []byte) error) loadgen.Target {
+		return loadgen.Target{Client: client, Check: check, NewRequest: func() (*http.Request, error) {
 			return http.NewRequest("GET", srv.URL+"/"+query, nil)
 		}}
 	}
-	load := bench.Load{Duration: 300 * time.Millisecond, Warmup: 50 * time.Millisecond, Concurrency: 4}
+	load := loadgen.Load{Duration: 300 * time.Millisecond, Warmup: 50 * time.Millisecond, Concurrency: 4}
 
-	res, err := bench.Run(context.Background(), load, target("", nil))
+	res, err := loadgen.Run(context.Background(), load, target("", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestRun(t *testing.T) {
 		t.Errorf("got %d connections, want at most 4 kept alive", got)
 	}
 
-	res, err = bench.Run(context.Background(), load, target("?fail=1", nil))
+	res, err = loadgen.Run(context.Background(), load, target("?fail=1", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestRun(t *testing.T) {
 	}
 
 	wrong := errors.New("wrong answer")
-	res, err = bench.Run(context.Background(), load, target("", func(int, []byte) error { return wrong }))
+	res, err = loadgen.Run(context.Background(), load, target("", func(int, []byte) error { return wrong }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,13 +124,13 @@ func TestRunRefusesOtherHosts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			target := bench.Target{Client: bench.NewClient(1, nil), NewRequest: func() (*http.Request, error) {
+			target := loadgen.Target{Client: loadgen.NewClient(1, nil), NewRequest: func() (*http.Request, error) {
 				return http.NewRequest("GET", tt.url, nil)
 			}}
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel() // nothing is sent: only the address check matters here
-			_, err := bench.Run(ctx, bench.Load{Duration: time.Millisecond, Concurrency: 1}, target)
-			if got := errors.Is(err, bench.ErrNotLoopback); got != tt.wantErr {
+			_, err := loadgen.Run(ctx, loadgen.Load{Duration: time.Millisecond, Concurrency: 1}, target)
+			if got := errors.Is(err, loadgen.ErrNotLoopback); got != tt.wantErr {
 				t.Fatalf("got error %v, want ErrNotLoopback: %v", err, tt.wantErr)
 			}
 		})
@@ -142,7 +142,7 @@ func TestRunRefusesOtherHosts(t *testing.T) {
 func TestRunFunc(t *testing.T) {
 	var n atomic.Int64
 	boom := errors.New("boom")
-	res, err := bench.RunFunc(context.Background(), bench.Load{Duration: 50 * time.Millisecond, Concurrency: 2}, func(context.Context) error {
+	res, err := loadgen.RunFunc(context.Background(), loadgen.Load{Duration: 50 * time.Millisecond, Concurrency: 2}, func(context.Context) error {
 		if n.Add(1)%2 == 0 {
 			return boom
 		}
@@ -157,7 +157,7 @@ func TestRunFunc(t *testing.T) {
 	if total := int64(res.Requests + res.Failures); total > n.Load() || total < n.Load()-2 {
 		t.Fatalf("recorded %d of %d calls, want all but the at most 2 cut off by the deadline", total, n.Load())
 	}
-	if _, err := bench.RunFunc(context.Background(), bench.Load{}, func(context.Context) error { return nil }); err == nil {
+	if _, err := loadgen.RunFunc(context.Background(), loadgen.Load{}, func(context.Context) error { return nil }); err == nil {
 		t.Fatal("a load without workers or duration: got no error")
 	}
 }

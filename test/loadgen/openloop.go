@@ -1,4 +1,4 @@
-package bench
+package loadgen
 
 import (
 	"context"
@@ -28,7 +28,10 @@ type Arrivals struct {
 	MaxInFlight int
 }
 
-// OpenResult is what an open-loop run measured.
+// OpenResult is what an open-loop run measured: the server's answers
+// counted by kind (admitted, refused, failed) and the generator's own
+// shortfalls (Dropped, Late) apart, so that an overloaded generator is not
+// mistaken for an overloaded server.
 type OpenResult struct {
 	Offered int // arrivals scheduled
 	Dropped int // arrivals the generator did not send (MaxInFlight)
@@ -39,9 +42,9 @@ type OpenResult struct {
 	// Refused is the 429 and 503 answers; RefusedNoRetryAfter those of them
 	// without a Retry-After header.
 	Refused, RefusedNoRetryAfter int
-	Failures                     int   // transport errors, other statuses, answers Check refused
-	FirstErr                     error // the first failure, for the report
-	Elapsed                      time.Duration
+	Failures                     int           // transport errors, other statuses, answers Check refused
+	FirstErr                     error         // the first failure, for the report
+	Elapsed                      time.Duration // from the run's start to its last arrival
 	P50, P99                     time.Duration
 	// ReadP50 and ReadP99 time the same answers to the end of their read
 	// by the generator: P50 and P99 plus whatever the generator's
@@ -55,13 +58,17 @@ type OpenResult struct {
 	Latencies []time.Duration
 }
 
-// OfferedRPS is the arrivals per second the run scheduled.
+// OfferedRPS is the arrivals scheduled per second of the run: below Rate
+// when the generator fell behind its schedule.
 func (r OpenResult) OfferedRPS() float64 { return perSecond(r.Offered, r.Elapsed) }
 
-// AdmittedRPS is the admitted requests per second.
+// AdmittedRPS is the admitted requests per second: under overload, the
+// goodput a server keeps while it refuses the rest.
 func (r OpenResult) AdmittedRPS() float64 { return perSecond(r.Admitted, r.Elapsed) }
 
-// RefusedShare is the share of sent requests refused with 429 or 503.
+// RefusedShare is the share of sent requests refused with 429 or 503,
+// dropped arrivals left out: the server refused those, the generator did
+// not send these.
 func (r OpenResult) RefusedShare() float64 {
 	sent := r.Offered - r.Dropped
 	if sent <= 0 {
@@ -83,7 +90,7 @@ func perSecond(n int, d time.Duration) float64 {
 // (WithArrival). It refuses any request whose host is not a loopback address.
 func Open(ctx context.Context, a Arrivals, t Target) (OpenResult, error) {
 	if a.Rate <= 0 || a.Duration <= 0 || a.MaxInFlight < 1 {
-		return OpenResult{}, fmt.Errorf("bench: want rate > 0, duration > 0 and max in flight >= 1, got %v, %s and %d",
+		return OpenResult{}, fmt.Errorf("loadgen: want rate > 0, duration > 0 and max in flight >= 1, got %v, %s and %d",
 			a.Rate, a.Duration, a.MaxInFlight)
 	}
 	probe, err := t.NewRequest()

@@ -1,12 +1,8 @@
-// Package bench measures Fraise side by side with PostGraphile v4 on the
-// same PostgreSQL, on the same machine: through the core directly, through
-// the full ingress (Envoy, extauthz, the rate limiter, mTLS on every hop)
-// and PostGraphile, a nested read and a mutation each; the latency Envoy
-// adds; and the core under overload. This file is its closed-loop load
-// generator: bounded in time, loopback only, a fixed number of concurrent
-// workers on keep-alive connections, percentiles from every recorded
-// latency.
-package bench
+// This file is the closed-loop load generator: bounded in time, loopback
+// only, a fixed number of concurrent workers on keep-alive connections,
+// percentiles from every recorded latency.
+
+package loadgen
 
 import (
 	"context"
@@ -22,7 +18,11 @@ import (
 	"time"
 )
 
-// Load is one load run's shape.
+// Load is a closed-loop run's shape: a fixed number of workers, each
+// sending its next request as soon as its last was answered, which is what
+// finds a server's saturation throughput (Open measures latency at a given
+// rate instead). The warm-up is not recorded so that connections, caches
+// and JITs are warm before anything is measured.
 type Load struct {
 	// Duration bounds the run (after Warmup, which is not recorded).
 	Duration, Warmup time.Duration
@@ -30,8 +30,11 @@ type Load struct {
 	Concurrency int
 }
 
-// Target is what a run sends and how it checks each answer.
+// Target is what a run sends and how it checks each answer: a server that
+// answers fast but wrongly must count as failing, not as fast.
 type Target struct {
+	// Client sends the requests; NewClient or NewLeanClient, so that
+	// connections are kept alive and the generator's own cost is small.
 	Client *http.Client
 	// NewRequest returns a fresh request (its body unread) for each call.
 	NewRequest func() (*http.Request, error)
@@ -39,7 +42,9 @@ type Target struct {
 	Check func(status int, body []byte) error
 }
 
-// Result is what a run measured.
+// Result is what a closed-loop run measured: throughput and latency
+// percentiles of the accepted answers, with failures counted apart so that
+// a run that failed fast is not mistaken for a fast one.
 type Result struct {
 	Requests int           // answered and accepted, within Duration
 	Failures int           // transport errors and answers Check refused
@@ -52,7 +57,8 @@ type Result struct {
 	ReadP50, ReadP99 time.Duration
 }
 
-// RPS is the accepted requests per second.
+// RPS is the accepted requests per second over the recorded part of the
+// run, 0 when nothing was recorded: the closed loop's throughput.
 func (r Result) RPS() float64 {
 	if r.Elapsed <= 0 {
 		return 0
@@ -62,14 +68,15 @@ func (r Result) RPS() float64 {
 
 // ErrNotLoopback refuses targets off this machine: the load generator must
 // never load anything but the servers a benchmark started.
-var ErrNotLoopback = errors.New("bench: load target is not a loopback address")
+var ErrNotLoopback = errors.New("loadgen: load target is not a loopback address")
 
-// Run sends requests from l.Concurrency workers until l.Duration has passed
-// (or ctx ends) and returns the measurements. It refuses any request whose
-// host is not a loopback address.
+// Run sends requests from l.Concurrency workers until l.Warmup and then
+// l.Duration have passed (or ctx ends) and returns the measurements of the
+// requests sent after the warm-up. It refuses any request whose host is not
+// a loopback address (ErrNotLoopback), and a shape without workers or time.
 func Run(ctx context.Context, l Load, t Target) (Result, error) {
 	if l.Concurrency < 1 || l.Duration <= 0 {
-		return Result{}, fmt.Errorf("bench: want concurrency >= 1 and duration > 0, got %d and %s", l.Concurrency, l.Duration)
+		return Result{}, fmt.Errorf("loadgen: want concurrency >= 1 and duration > 0, got %d and %s", l.Concurrency, l.Duration)
 	}
 	probe, err := t.NewRequest()
 	if err != nil {
@@ -189,7 +196,9 @@ func do(c *http.Client, req *http.Request) (status int, body []byte, arrived, re
 }
 
 // Percentile returns the nearest-rank p-th percentile of sorted latencies,
-// 0 for none.
+// 0 for none. Nearest rank returns a latency that was measured, never an
+// interpolation between two, and is exported so that callers can take
+// percentiles over several runs' latencies (OpenResult.Latencies).
 func Percentile(sorted []time.Duration, p float64) time.Duration {
 	if len(sorted) == 0 {
 		return 0
@@ -211,8 +220,12 @@ func checkLoopback(u *url.URL) error {
 	return fmt.Errorf("%w: %s", ErrNotLoopback, u.Host)
 }
 
-// NewClient returns an HTTP/1.1 client that keeps up to conns connections
-// alive to one host, so every worker reuses its own connection.
+// NewClient returns a net/http client that keeps up to conns connections
+// alive to one host, so every worker reuses its own connection and no
+// handshake is measured: HTTP/1.1 without compression, so that every server
+// is loaded the same way. tr, when not nil, carries the TLS settings and is
+// changed in place. LeanTransport costs less CPU per request; NewClient is
+// for what it does not speak.
 func NewClient(conns int, tr *http.Transport) *http.Client {
 	if tr == nil {
 		tr = &http.Transport{}
@@ -232,7 +245,7 @@ func NewClient(conns int, tr *http.Transport) *http.Client {
 // database call measured without a server, as the floor under servers).
 func RunFunc(ctx context.Context, l Load, call func(context.Context) error) (Result, error) {
 	if l.Concurrency < 1 || l.Duration <= 0 {
-		return Result{}, fmt.Errorf("bench: want concurrency >= 1 and duration > 0, got %d and %s", l.Concurrency, l.Duration)
+		return Result{}, fmt.Errorf("loadgen: want concurrency >= 1 and duration > 0, got %d and %s", l.Concurrency, l.Duration)
 	}
 	return closedLoop(ctx, l, func(ctx context.Context) (lat, read time.Duration, fatal bool, err error) {
 		t0 := time.Now()

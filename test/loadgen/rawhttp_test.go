@@ -1,4 +1,4 @@
-package bench_test
+package loadgen_test
 
 import (
 	"bufio"
@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fraise-dev/fraise/test/bench"
+	"github.com/fraise-dev/fraise/test/loadgen"
 )
 
 // TestLeanTransport checks the lean load generator's HTTP/1.1 against
@@ -61,7 +61,7 @@ func TestLeanTransport(t *testing.T) {
 	}
 	srv.Start()
 	defer srv.Close()
-	client := bench.NewLeanClient(2)
+	client := loadgen.NewLeanClient(2)
 
 	do := func(t *testing.T, method, path, body string) (*http.Response, string) {
 		t.Helper()
@@ -183,10 +183,10 @@ func TestArrived(t *testing.T) {
 		readRequest()
 		readRequest() // until the client leaves
 	}()
-	client := bench.NewLeanClient(1)
+	client := loadgen.NewLeanClient(1)
 	get := func() (at, t0 time.Time) {
 		t.Helper()
-		req, _ := http.NewRequestWithContext(bench.WithArrival(context.Background(), &at), http.MethodGet, "http://"+ln.Addr().String()+"/", nil)
+		req, _ := http.NewRequestWithContext(loadgen.WithArrival(context.Background(), &at), http.MethodGet, "http://"+ln.Addr().String()+"/", nil)
 		t0 = time.Now()
 		resp, err := client.Do(req)
 		if err != nil {
@@ -239,14 +239,14 @@ func TestLeanTransportTLS(t *testing.T) {
 	defer srv.Close()
 	roots := x509.NewCertPool()
 	roots.AddCert(srv.Certificate())
-	client := &http.Client{Transport: &bench.LeanTransport{MaxConns: 2, TLS: &tls.Config{
+	client := &http.Client{Transport: &loadgen.LeanTransport{MaxConns: 2, TLS: &tls.Config{
 		RootCAs: roots, Certificates: []tls.Certificate{mustClientCert(t)},
 	}}}
 
 	var at, t0 time.Time
 	for i := range 3 {
 		body := strings.Repeat("x", 1000*(i+1))
-		req, _ := http.NewRequestWithContext(bench.WithArrival(context.Background(), &at), http.MethodPost, srv.URL+"/echo", strings.NewReader(body))
+		req, _ := http.NewRequestWithContext(loadgen.WithArrival(context.Background(), &at), http.MethodPost, srv.URL+"/echo", strings.NewReader(body))
 		t0 = time.Now()
 		resp, err := client.Do(req)
 		if err != nil {

@@ -1,4 +1,4 @@
-package bench
+package loadgen
 
 import (
 	"bufio"
@@ -87,7 +87,7 @@ func (t *LeanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		port = "443"
 	case req.URL.Scheme != "http":
 		closeBody(req)
-		return nil, fmt.Errorf("bench: LeanTransport speaks http (and https with TLS set), not %q", req.URL.Scheme)
+		return nil, fmt.Errorf("loadgen: LeanTransport speaks http (and https with TLS set), not %q", req.URL.Scheme)
 	}
 	body, err := requestBody(req)
 	if err != nil {
@@ -331,7 +331,7 @@ func staleConn(err error) bool {
 }
 
 // errMalformed is an answer this transport cannot read.
-var errMalformed = errors.New("bench: malformed HTTP/1.1 answer")
+var errMalformed = errors.New("loadgen: malformed HTTP/1.1 answer")
 
 // readResponse reads one whole answer from r.
 func readResponse(r *bufio.Reader, head bool) (*http.Response, bool, error) {
