@@ -88,7 +88,7 @@ func group(j *journal, g *lifecycle.Group, names ...string) map[string]*fake {
 }
 
 func TestGroupOpenFailure(t *testing.T) {
-	errBind := errors.New("core.http_addr: address in use")
+	errBind := errors.New("server.http_addr: address in use")
 	for _, tc := range []struct {
 		name    string
 		failing string
@@ -349,10 +349,10 @@ func TestListenerClosedOnce(t *testing.T) {
 }
 
 func TestListenNamesTheKey(t *testing.T) {
-	l := lifecycle.Listen("core.http_addr", "256.0.0.1:0")
+	l := lifecycle.Listen("server.http_addr", "256.0.0.1:0")
 	err := l.Open(context.Background())
-	if err == nil || !strings.HasPrefix(err.Error(), "core.http_addr: ") {
-		t.Fatalf("got %v, want an error naming core.http_addr", err)
+	if err == nil || !strings.HasPrefix(err.Error(), "server.http_addr: ") {
+		t.Fatalf("got %v, want an error naming server.http_addr", err)
 	}
 	if err := l.Close(); err != nil {
 		t.Fatalf("Close after a failed Open: %v", err)

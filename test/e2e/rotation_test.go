@@ -307,9 +307,7 @@ func TestSecretsRotateUnderLoad(t *testing.T) {
 	reloads = coreReloads(t, s)
 	_, next, _ := ed25519.GenerateKey(rand.Reader)
 	write(files["next.pub"], string(mustPublicPEM(t, next)))
-	// serve.go names the secret core.assertion_keys[i] until it moves to
-	// [server] (issue 17).
-	reloads.wait(t, s, "core.assertion_keys[1]")
+	reloads.wait(t, s, "server.assertion_keys[1]")
 	priv, err := assertion.MarshalPrivateKeyPEM(next)
 	if err != nil {
 		t.Fatal(err)

@@ -199,7 +199,7 @@ func newAuthz(cfg config.Config, env Env, log *slog.Logger, ln, adminLn, jwksLn 
 		drained = append(drained, "admin requests")
 	}
 	if jwksLn != nil {
-		// The port the core follows (core.assertion_jwks_url): https, with
+		// The port the core follows (server.assertion_jwks_url): https, with
 		// a certificate of the internal CA, so that only extauthz can tell
 		// the core which keys to trust.
 		js := &lifecycle.HTTPServer{Listener: jwksLn, Grace: adminGrace, Serving: serving(log, "extauthz", "jwks")}
@@ -389,7 +389,7 @@ func reloadSigner(ctx context.Context, s *assertion.Signer, ref string, getenv f
 func assertionKeyClient(caFile string) (*http.Client, error) {
 	pool, err := loadCAPool(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("core.assertion_jwks_url: %w", err)
+		return nil, fmt.Errorf("server.assertion_jwks_url: %w", err)
 	}
 	return &http.Client{
 		Transport: &http.Transport{
@@ -404,7 +404,7 @@ func assertionKeyClient(caFile string) (*http.Client, error) {
 
 // errRedirect refuses every redirect: the URL configured is the only one
 // the keys may come from.
-var errRedirect = errors.New("assertion JWKS: redirect refused (core.assertion_jwks_url must name the JWKS itself)")
+var errRedirect = errors.New("assertion JWKS: redirect refused (server.assertion_jwks_url must name the JWKS itself)")
 
 // keyFetchClient returns c as the assertion keys must be fetched with it,
 // whoever built it: no redirects, and no proxy even if c's transport was
@@ -413,7 +413,7 @@ var errRedirect = errors.New("assertion JWKS: redirect refused (core.assertion_j
 func keyFetchClient(c *http.Client) (*http.Client, error) {
 	t, ok := c.Transport.(*http.Transport)
 	if !ok || t == nil {
-		return nil, fmt.Errorf("core.assertion_jwks_url: the key client's transport is %T, want an *http.Transport", c.Transport)
+		return nil, fmt.Errorf("server.assertion_jwks_url: the key client's transport is %T, want an *http.Transport", c.Transport)
 	}
 	t = t.Clone()
 	t.Proxy = nil
@@ -473,10 +473,10 @@ func followAssertionKeys(ctx context.Context, v *assertion.Verifier, rawURL stri
 // the core re-reads core.assertion_keys as their files change.
 func followAssertionKeysOf(ctx context.Context, v *assertion.Verifier, configured func() map[string]ed25519.PublicKey, rawURL string, client *http.Client, interval time.Duration, log *slog.Logger) error {
 	if err := checkKeyURL(rawURL); err != nil {
-		return fmt.Errorf("core.assertion_jwks_url: %w", err)
+		return fmt.Errorf("server.assertion_jwks_url: %w", err)
 	}
 	if client == nil {
-		return errors.New("core.assertion_jwks_url: no client (assertionKeyClient builds it from tls.ca)")
+		return errors.New("server.assertion_jwks_url: no client (assertionKeyClient builds it from tls.ca)")
 	}
 	client, err := keyFetchClient(client)
 	if err != nil {
@@ -516,7 +516,7 @@ func followAssertionKeysOf(ctx context.Context, v *assertion.Verifier, configure
 	}
 	keys, err := fetch()
 	if err != nil {
-		return fmt.Errorf("core.assertion_jwks_url: %w", err)
+		return fmt.Errorf("server.assertion_jwks_url: %w", err)
 	}
 	v.SetKeys(keys)
 	v.SetRefresh(fetch, 5*time.Second)

@@ -122,8 +122,8 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		ports.Add(key, l)
 		return l
 	}
-	coreLn, coreAdminLn := bind("core.http_addr", cfg.Core.HTTPAddr), bind("core.admin_addr", cfg.Core.AdminAddr)
-	coreFlightLn := bind("core.flight_addr", cfg.Core.FlightAddr)
+	coreLn, coreAdminLn := bind("server.http_addr", cfg.Server.HTTPAddr), bind("server.admin_addr", cfg.Server.AdminAddr)
+	coreFlightLn := bind("server.flight_addr", cfg.Server.FlightAddr)
 	authzLn, authzAdminLn := bind("authz.grpc_addr", cfg.Authz.GRPCAddr), bind("authz.admin_addr", cfg.Authz.AdminAddr)
 	rlAdminLn := bind("ratelimit.admin_addr", cfg.RateLimit.AdminAddr)
 	var xdsLn, xdsAdminLn, receiverLn *lifecycle.Listener
@@ -145,11 +145,11 @@ func runDev(ctx context.Context, env Env, args []string) error {
 			}
 			return l.Addr()
 		}
-		cfg.Core.HTTPAddr, cfg.Core.FlightAddr = addr(coreLn), addr(coreFlightLn)
+		cfg.Server.HTTPAddr, cfg.Server.FlightAddr = addr(coreLn), addr(coreFlightLn)
 		cfg.Authz.GRPCAddr, cfg.RateLimit.GRPCAddr = addr(authzLn), addr(rlLn)
 		addrs = devAddrs{
-			CoreHTTP: cfg.Core.HTTPAddr, Authz: cfg.Authz.GRPCAddr, RateLimit: cfg.RateLimit.GRPCAddr,
-			CoreFlight: cfg.Core.FlightAddr, CoreAdmin: addr(coreAdminLn), AuthzAdmin: addr(authzAdminLn),
+			CoreHTTP: cfg.Server.HTTPAddr, Authz: cfg.Authz.GRPCAddr, RateLimit: cfg.RateLimit.GRPCAddr,
+			CoreFlight: cfg.Server.FlightAddr, CoreAdmin: addr(coreAdminLn), AuthzAdmin: addr(authzAdminLn),
 			RateLimitAdmin: addr(rlAdminLn),
 		}
 		if *useXDS {
@@ -228,7 +228,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 				// when fraise.toml changes.
 				keep := func(c *config.Config) {
 					c.Gateway.ListenAddr = cfg.Gateway.ListenAddr
-					c.Core.HTTPAddr, c.Core.FlightAddr = cfg.Core.HTTPAddr, cfg.Core.FlightAddr
+					c.Server.HTTPAddr, c.Server.FlightAddr = cfg.Server.HTTPAddr, cfg.Server.FlightAddr
 					c.Authz.GRPCAddr, c.RateLimit.GRPCAddr, c.XDS.GRPCAddr = cfg.Authz.GRPCAddr, cfg.RateLimit.GRPCAddr, cfg.XDS.GRPCAddr
 				}
 				follow = append(follow, publishChange(ctx, xdsSrv, *cfgPath, xlog, keep))

@@ -91,7 +91,7 @@ func flightServer(cfg config.Config, sec *secrets, log *slog.Logger, db *postgre
 	// Calls continue the trace Envoy started, in the core's spans (tp), as
 	// the HTTP port's requests do.
 	opts := append(svc.ServerOptions(), grpcTracing(tp)...)
-	if cfg.Core.TLS {
+	if cfg.Server.TLS {
 		tc, err := sec.serverTLS(cfg.TLS, false, cfg.TLS.GatewaySAN)
 		if err != nil {
 			return nil, nil, err

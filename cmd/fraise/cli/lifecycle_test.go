@@ -74,13 +74,13 @@ func TestFailedStartReleasesItsPorts(t *testing.T) {
 			name: "serve, no assertion key", args: []string{"serve"},
 			ports: []string{"FRAISE_CORE_HTTP_ADDR", "FRAISE_CORE_ADMIN_ADDR", "FRAISE_CORE_FLIGHT_ADDR"},
 			env:   map[string]string{"FRAISE_CORE_ASSERTION_KEYS": "/nonexistent/assertion.pub"},
-			want:  "core.assertion_keys",
+			want:  "server.assertion_keys",
 		},
 		{
 			name: "serve, a port taken", args: []string{"serve"},
 			ports: []string{"FRAISE_CORE_HTTP_ADDR", "FRAISE_CORE_ADMIN_ADDR"},
 			env:   map[string]string{"FRAISE_CORE_FLIGHT_ADDR": taken.Addr().String()},
-			want:  "core.flight_addr",
+			want:  "server.flight_addr",
 		},
 		{
 			name: "authz, no assertion key", args: []string{"authz"},

@@ -52,8 +52,8 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		// GOGC in the environment wins; GOMEMLIMIT still caps the heap.
 		defer gctune.Tune(coreHeapFloor(cfg.Admission), 100)()
 	}
-	return lifecycle.Run(ctx, newCore(cfg, env, log, lifecycle.Listen("core.http_addr", cfg.Core.HTTPAddr),
-		optionalListener("core.admin_addr", cfg.Core.AdminAddr), optionalListener("core.flight_addr", cfg.Core.FlightAddr)))
+	return lifecycle.Run(ctx, newCore(cfg, env, log, lifecycle.Listen("server.http_addr", cfg.Server.HTTPAddr),
+		optionalListener("server.admin_addr", cfg.Server.AdminAddr), optionalListener("server.flight_addr", cfg.Server.FlightAddr)))
 }
 
 // coreHeapFloor is the core's heap goal floor: gctune.DefaultHeapFloor,
@@ -117,17 +117,17 @@ func newCore(cfg config.Config, env Env, log *slog.Logger, ln, adminLn, flightLn
 		breakers: &consoleBreakers{},
 	}
 	c.adm = admitters(cfg.Admission, c.metrics.Registry)
-	grace := cfg.Core.ShutdownTimeout.Duration
+	grace := cfg.Server.ShutdownTimeout.Duration
 	g := &lifecycle.Group{}
-	g.Add("core.http_addr", ln)
+	g.Add("server.http_addr", ln)
 	if adminLn != nil {
-		g.Add("core.admin_addr", adminLn)
+		g.Add("server.admin_addr", adminLn)
 	}
 	if flightLn != nil {
-		g.Add("core.flight_addr", flightLn)
+		g.Add("server.flight_addr", flightLn)
 	}
 	g.Add("core assertion keys", lifecycle.Func{OnOpen: c.openVerifier})
-	g.Add("core.schema", lifecycle.Func{OnOpen: c.openSchema})
+	g.Add("server.schema", lifecycle.Func{OnOpen: c.openSchema})
 	g.Add("tracing", &c.tp)
 	g.Add("database.url", lifecycle.Func{OnOpen: c.openDatabase, OnClose: func() error {
 		if c.db != nil {
@@ -135,11 +135,11 @@ func newCore(cfg config.Config, env Env, log *slog.Logger, ln, adminLn, flightLn
 		}
 		return nil
 	}})
-	if cfg.Core.Schema == "auto" {
+	if cfg.Server.Schema == "auto" {
 		// SIGHUP, and in development a watch, serve the schema generated
 		// anew. Flight datasets and observer rules keep the schema of
 		// start.
-		g.Add("core.schema reload", runner(c.reloadSchema))
+		g.Add("server.schema reload", runner(c.reloadSchema))
 	}
 
 	// The servers stop together, core.drain_delay after the core is told
@@ -148,9 +148,9 @@ func newCore(cfg config.Config, env Env, log *slog.Logger, ln, adminLn, flightLn
 	// Each server bounds its own drain by core.shutdown_timeout; the
 	// group's deadline is the backstop that closes their listeners under
 	// one that did not stop.
-	servers := &lifecycle.Group{Linger: cfg.Core.DrainDelay.Duration, Drain: grace + drainMargin, Stopping: func() {
+	servers := &lifecycle.Group{Linger: cfg.Server.DrainDelay.Duration, Drain: grace + drainMargin, Stopping: func() {
 		c.health.Drain()
-		if d := cfg.Core.DrainDelay.Duration; d > 0 {
+		if d := cfg.Server.DrainDelay.Duration; d > 0 {
 			log.Info("draining: not ready, serving for the drain delay", "drain_delay", d)
 		}
 	}}
@@ -207,10 +207,10 @@ func newCore(cfg config.Config, env Env, log *slog.Logger, ln, adminLn, flightLn
 }
 
 // openVerifier reads core.assertion_keys and, with
-// core.assertion_jwks_url, fetches extauthz's.
+// server.assertion_jwks_url, fetches extauthz's.
 func (c *coreParts) openVerifier(ctx context.Context) error {
 	cfg, log := c.cfg, c.log
-	configured, err := assertionKeys(c.sec, cfg.Core.AssertionKeys)
+	configured, err := assertionKeys(c.sec, cfg.Server.AssertionKeys)
 	if err != nil {
 		return err
 	}
@@ -218,8 +218,8 @@ func (c *coreParts) openVerifier(ctx context.Context) error {
 	c.verifier = verifier
 	// One replay cache for both listeners, sized for the rate the core is
 	// expected to take: an assertion id is spent once, whichever listener.
-	verifier.SetReplayCache(assertion.NewReplayCache(assertion.ReplayCapacity(cfg.Core.AssertionReplayRate), nil))
-	following := cfg.Core.AssertionJWKSURL != ""
+	verifier.SetReplayCache(assertion.NewReplayCache(assertion.ReplayCapacity(cfg.Server.AssertionReplayRate), nil))
+	following := cfg.Server.AssertionJWKSURL != ""
 	configured.onChange(func() {
 		if following {
 			// Add the new keys now; the next fetch drops those no longer
@@ -240,7 +240,7 @@ func (c *coreParts) openVerifier(ctx context.Context) error {
 		return err
 	}
 	// Fetches until ctx, the command's, ends.
-	return followAssertionKeysOf(ctx, verifier, configured.keys, cfg.Core.AssertionJWKSURL, client, time.Minute, log)
+	return followAssertionKeysOf(ctx, verifier, configured.keys, cfg.Server.AssertionJWKSURL, client, time.Minute, log)
 }
 
 // openSchema reads (or, for core.schema = "auto", generates) and parses
@@ -248,23 +248,23 @@ func (c *coreParts) openVerifier(ctx context.Context) error {
 func (c *coreParts) openSchema(ctx context.Context) error {
 	cfg := c.cfg
 	sdl := demo.SDL
-	switch cfg.Core.Schema {
+	switch cfg.Server.Schema {
 	case "":
 	case "auto":
 		db, err := openSchemaReader(ctx, cfg, c.env)
 		if err != nil {
 			return err
 		}
-		c.generated, err = generateSchema(ctx, db, cfg.Core.SchemaSchemas)
+		c.generated, err = generateSchema(ctx, db, cfg.Server.SchemaSchemas)
 		db.Close()
 		if err != nil {
-			return fmt.Errorf("core.schema: %w", err)
+			return fmt.Errorf("server.schema: %w", err)
 		}
 		sdl = c.generated
 	default:
-		b, err := os.ReadFile(cfg.Core.Schema)
+		b, err := os.ReadFile(cfg.Server.Schema)
 		if err != nil {
-			return fmt.Errorf("core.schema: %w", err)
+			return fmt.Errorf("server.schema: %w", err)
 		}
 		sdl = string(b)
 	}
@@ -274,7 +274,7 @@ func (c *coreParts) openSchema(ctx context.Context) error {
 	}
 	schema, err := graphql.ParseSchema(sdl)
 	if err != nil {
-		return fmt.Errorf("core.schema: %w", err)
+		return fmt.Errorf("server.schema: %w", err)
 	}
 	c.schema = schema
 	if cfg.Observers.Enabled {
@@ -299,14 +299,14 @@ func (c *coreParts) openDatabase(ctx context.Context) error {
 	}
 	c.db = db
 	if err := c.schema.Check(ctx, db); err != nil {
-		return fmt.Errorf("core.schema: %w", err)
+		return fmt.Errorf("server.schema: %w", err)
 	}
-	trusted, err := loadTrustedDocuments(cfg.Core.TrustedDocuments)
+	trusted, err := loadTrustedDocuments(cfg.Server.TrustedDocuments)
 	if err != nil {
 		return err
 	}
 	var persisted core.PersistedDocuments
-	if cfg.Core.APQ {
+	if cfg.Server.APQ {
 		// Registrations go to the database, so every replica and extauthz
 		// (which resolves hash-only requests for the policy) see them.
 		persisted = postgres.NewPersistedDocuments(db, postgres.PersistedOptions{})
@@ -318,15 +318,15 @@ func (c *coreParts) openDatabase(ctx context.Context) error {
 	// GraphQL's transactions have their own statement timeout when
 	// core.statement_timeout is set, set by the adapter as every other.
 	gqlDB := db
-	if t := cfg.Core.StatementTimeout.Duration; t > 0 {
+	if t := cfg.Server.StatementTimeout.Duration; t > 0 {
 		gqlDB = db.WithStatementTimeout(t)
 	}
 	c.engine = graphql.NewEngine(c.schema, gqlDB, graphql.Options{
-		MaxDepth: cfg.Core.MaxDepth, DefaultLimit: cfg.Core.DefaultLimit, MaxLimit: cfg.Core.MaxLimit,
-		Introspection: cfg.Core.Introspection,
-		MaxAliases:    cfg.Core.MaxAliases, MaxRootFields: cfg.Core.MaxRootFields, MaxCost: cfg.Core.MaxCost,
-		MaxResultBytes: cfg.Core.MaxResultBytes, MaxSelections: cfg.Core.MaxSelections,
-		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks, Session: db, Audit: db,
+		MaxDepth: cfg.Server.MaxDepth, DefaultLimit: cfg.Server.DefaultLimit, MaxLimit: cfg.Server.MaxLimit,
+		Introspection: cfg.Server.Introspection,
+		MaxAliases:    cfg.Server.MaxAliases, MaxRootFields: cfg.Server.MaxRootFields, MaxCost: cfg.Server.MaxCost,
+		MaxResultBytes: cfg.Server.MaxResultBytes, MaxSelections: cfg.Server.MaxSelections,
+		APQ: cfg.Server.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks, Session: db, Audit: db,
 	})
 	c.metrics.Registry.MustRegister(upGauge("fraise_postgres_up", "1 when the core's database answers a ping within a second, at scrape time.", db.Ping))
 	if err := c.metrics.Registry.Register(c.sec.w); err != nil {
@@ -343,12 +343,12 @@ func (c *coreParts) reloadSchema(ctx context.Context) {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	var tick <-chan time.Time
-	if d := c.cfg.Core.SchemaWatch.Duration; d > 0 {
+	if d := c.cfg.Server.SchemaWatch.Duration; d > 0 {
 		t := time.NewTicker(d)
 		defer t.Stop()
 		tick = t.C
 	}
-	r := &schemaReloader{db: c.db, schemas: c.cfg.Core.SchemaSchemas, observers: c.cfg.Observers.Enabled, engine: c.engine, log: c.log, last: c.generated}
+	r := &schemaReloader{db: c.db, schemas: c.cfg.Server.SchemaSchemas, observers: c.cfg.Observers.Enabled, engine: c.engine, log: c.log, last: c.generated}
 	r.run(ctx, hup, tick, nil)
 }
 
@@ -356,7 +356,7 @@ func (c *coreParts) reloadSchema(ctx context.Context) {
 func (c *coreParts) openHTTP(s *lifecycle.HTTPServer) error {
 	cfg := c.cfg
 	api := httpapi.NewHandler(httpapi.Options{
-		Verifier: c.verifier, Engine: c.engine, MaxBodyBytes: int64(cfg.Core.MaxBodyBytes), MaxBatch: cfg.Core.MaxBatch, Logger: c.log, Metrics: c.metrics,
+		Verifier: c.verifier, Engine: c.engine, MaxBodyBytes: int64(cfg.Server.MaxBodyBytes), MaxBatch: cfg.Server.MaxBatch, Logger: c.log, Metrics: c.metrics,
 		RetryAfter: cfg.Admission.RetryAfter.Duration,
 	})
 	consoleHandler, closeConsole, err := newConsole(cfg, c.sec, c.log, c.db, c.engine, c.verifier, c.breakers)
@@ -364,10 +364,10 @@ func (c *coreParts) openHTTP(s *lifecycle.HTTPServer) error {
 		return fmt.Errorf("console: %w", err)
 	}
 	c.closeConsole = closeConsole
-	handler := httpTracing(withTraceHeaders(withConsole(httpapi.VerifyAssertion(admitWith(api, c.adm.GraphQL, int64(cfg.Core.MaxBodyBytes), c.verifier, c.metrics), c.verifier), consoleHandler), cfg.Telemetry.TraceURL), c.tp.tp, "core")
+	handler := httpTracing(withTraceHeaders(withConsole(httpapi.VerifyAssertion(admitWith(api, c.adm.GraphQL, int64(cfg.Server.MaxBodyBytes), c.verifier, c.metrics), c.verifier), consoleHandler), cfg.Telemetry.TraceURL), c.tp.tp, "core")
 	srv := newHTTPServer(handler, coreHTTPTimeouts)
 	srv.ErrorLog = slog.NewLogLogger(c.log.Handler(), slog.LevelWarn)
-	if cfg.Core.TLS {
+	if cfg.Server.TLS {
 		// Only the gateway reaches the core: an end user's certificate from
 		// the same CA is refused at the handshake.
 		if srv.TLSConfig, err = c.sec.serverTLS(cfg.TLS, true, cfg.TLS.GatewaySAN); err != nil {
@@ -448,7 +448,7 @@ func assertionKeys(sec *secrets, refs []string) (configuredKeys, error) {
 	}
 	var ks configuredKeys
 	for i, ref := range refs {
-		name := fmt.Sprintf("core.assertion_keys[%d]", i)
+		name := fmt.Sprintf("server.assertion_keys[%d]", i)
 		if strings.HasPrefix(ref, "env://") || strings.HasPrefix(ref, "vault://") {
 			data, err := readFileRef(ref, sec.getenv)
 			if err != nil {
@@ -492,7 +492,7 @@ func (ks configuredKeys) onChange(f func()) {
 	}
 }
 
-// loadTrustedDocuments reads core.trusted_documents, whose hashes are
+// loadTrustedDocuments reads server.trusted_documents, whose hashes are
 // checked at start so a wrong manifest fails loudly.
 func loadTrustedDocuments(path string) (map[string]string, error) {
 	if path == "" {
@@ -500,11 +500,11 @@ func loadTrustedDocuments(path string) (map[string]string, error) {
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("core.trusted_documents: %w", err)
+		return nil, fmt.Errorf("server.trusted_documents: %w", err)
 	}
 	docs, err := graphql.ParseTrustedDocuments(b)
 	if err != nil {
-		return nil, fmt.Errorf("core.trusted_documents: %s: %w", path, err)
+		return nil, fmt.Errorf("server.trusted_documents: %s: %w", path, err)
 	}
 	return docs, nil
 }
