@@ -10,12 +10,12 @@ export GOTOOLCHAIN := auto
 BIN := bin/fraise
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency the race detector checks in `make test`.
-RACE_PKGS := ./core/... ./envoy/... ./extauthz/... ./adapters/... ./cmd/... ./internal/... ./test/observers/...
+RACE_PKGS := ./core/... ./envoy/... ./extauthz/... ./adapters/... ./cmd/... ./internal/... ./test/observers/... ./test/loadgen/...
 # The packages of RACE_PKGS run once, under -race, not twice: RACE_RE takes
 # them out of the ordinary pass, and RACE_SKIPPED are the tests that skip
 # under -race (race_on_test.go) and run in the ordinary pass instead
 # (deploy's TestRaceSkippedTestsRunInTheOrdinaryPass keeps the list whole).
-RACE_RE := /fraise/(core|envoy|extauthz|adapters|cmd|internal|test/observers)(/|$$)
+RACE_RE := /fraise/(core|envoy|extauthz|adapters|cmd|internal|test/observers|test/loadgen)(/|$$)
 RACE_SKIPPED := TestShadowLimitCountsWithoutRefusing|TestTierChangesTakeEffect|TestRateLimitFollowsConfig
 
 .PHONY: all run test lint unit race e2e audit bench generate build deps console services stop clean vulncheck fuzz drill observability

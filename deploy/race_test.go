@@ -27,7 +27,7 @@ func TestRaceSkippedTestsRunInTheOrdinaryPass(t *testing.T) {
 	}
 	testFunc := regexp.MustCompile(`(?m)^func (Test\w+)\(`)
 	skipping := 0
-	for _, root := range []string{"../core", "../envoy", "../extauthz", "../adapters", "../cmd", "../internal", "../test/observers"} {
+	for _, root := range []string{"../core", "../envoy", "../extauthz", "../adapters", "../cmd", "../internal", "../test/observers", "../test/loadgen"} {
 		err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 			if err != nil || d.IsDir() || !strings.HasSuffix(p, "_test.go") {
 				return err
