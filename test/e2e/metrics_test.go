@@ -123,7 +123,7 @@ func TestMetricsDocumented(t *testing.T) {
 	}
 
 	urls := map[string]string{
-		"core":      "http://" + s.Addrs.CoreAdmin + "/metrics",
+		"server":    "http://" + s.Addrs.CoreAdmin + "/metrics",
 		"extauthz":  "http://" + s.Addrs.AuthzAdmin + "/metrics",
 		"ratelimit": "http://" + s.Addrs.RateLimitAdmin + "/metrics",
 		"xds":       "http://" + s.Addrs.XDSAdmin + "/metrics",
