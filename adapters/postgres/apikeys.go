@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/extauthz/apikey"
@@ -19,13 +18,13 @@ import (
 // DEFINER functions; Create, List and Revoke are for `fraise apikey`, which
 // connects as the schema owner.
 type APIKeys struct {
-	pool *pgxpool.Pool
+	db *DB
 }
 
 var _ apikey.Store = (*APIKeys)(nil)
 
 // NewAPIKeys returns the store over db's pool.
-func NewAPIKeys(db *DB) *APIKeys { return &APIKeys{pool: db.pool} }
+func NewAPIKeys(db *DB) *APIKeys { return &APIKeys{db: db} }
 
 const apiKeyColumns = `id, tenant_id::text, name, roles, scopes, secret_hash, created_by, created_at, expires_at, revoked_at, last_used_at`
 
@@ -35,7 +34,7 @@ func (s *APIKeys) Create(ctx context.Context, k apikey.Key) error {
 	if !isUUID(k.Tenant) {
 		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
 	}
-	_, err := s.pool.Exec(ctx, `insert into fraise.api_keys
+	_, err := s.db.exec(ctx, `insert into fraise.api_keys
 		(id, tenant_id, name, roles, scopes, secret_hash, created_by, created_at, expires_at)
 		values ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 		k.ID, k.Tenant, k.Name, nonNil(k.Roles), nonNil(k.Scopes), k.Hash, k.CreatedBy, k.CreatedAt, k.ExpiresAt)
@@ -48,7 +47,7 @@ func (s *APIKeys) Create(ctx context.Context, k apikey.Key) error {
 // Get implements apikey.Store.
 func (s *APIKeys) Get(ctx context.Context, id string) (apikey.Key, error) {
 	const op = "postgres.APIKeys.Get"
-	rows, err := s.pool.Query(ctx, `select `+apiKeyColumns+` from fraise.api_key_get($1)`, id)
+	rows, err := s.db.query(ctx, `select `+apiKeyColumns+` from fraise.api_key_get($1)`, id)
 	if err != nil {
 		return apikey.Key{}, mapError(op, err)
 	}
@@ -68,7 +67,7 @@ func (s *APIKeys) List(ctx context.Context, tenant string) ([]apikey.Key, error)
 	if tenant != "" && !isUUID(tenant) {
 		return nil, &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
 	}
-	rows, err := s.pool.Query(ctx, `select `+apiKeyColumns+` from fraise.api_keys
+	rows, err := s.db.query(ctx, `select `+apiKeyColumns+` from fraise.api_keys
 		where $1 = '' or tenant_id::text = $1 order by created_at desc, id`, tenant)
 	if err != nil {
 		return nil, mapError(op, err)
@@ -83,7 +82,7 @@ func (s *APIKeys) List(ctx context.Context, tenant string) ([]apikey.Key, error)
 // Revoke implements apikey.Store.
 func (s *APIKeys) Revoke(ctx context.Context, id string, at time.Time) error {
 	const op = "postgres.APIKeys.Revoke"
-	tag, err := s.pool.Exec(ctx, `update fraise.api_keys set revoked_at = $2 where id = $1 and revoked_at is null`, id, at)
+	tag, err := s.db.exec(ctx, `update fraise.api_keys set revoked_at = $2 where id = $1 and revoked_at is null`, id, at)
 	if err != nil {
 		return mapError(op, err)
 	}
@@ -104,7 +103,7 @@ func (s *APIKeys) TouchLastUsed(ctx context.Context, used map[string]time.Time) 
 		ids = append(ids, id)
 		ats = append(ats, at)
 	}
-	if _, err := s.pool.Exec(ctx, `select fraise.api_key_touch($1, $2)`, ids, ats); err != nil {
+	if _, err := s.db.exec(ctx, `select fraise.api_key_touch($1, $2)`, ids, ats); err != nil {
 		return mapError("postgres.APIKeys.TouchLastUsed", err)
 	}
 	return nil
@@ -135,13 +134,13 @@ func nonNil(s []string) []string {
 // (migration 0003) through a SECURITY DEFINER function, so the role
 // extauthz connects as cannot read or change the audit log.
 type Decisions struct {
-	pool *pgxpool.Pool
+	db *DB
 }
 
 var _ decisionlog.Store = (*Decisions)(nil)
 
 // NewDecisions returns the audit log over db's pool.
-func NewDecisions(db *DB) *Decisions { return &Decisions{pool: db.pool} }
+func NewDecisions(db *DB) *Decisions { return &Decisions{db: db} }
 
 type decisionRow struct {
 	DecisionID     string    `json:"decision_id"`
@@ -209,7 +208,7 @@ func (s *Decisions) RecordDecisions(ctx context.Context, ds []decisionlog.Decisi
 	if err != nil {
 		return &core.Error{Op: "postgres.Decisions.RecordDecisions", Code: core.CodeInternal, Err: err}
 	}
-	if _, err := s.pool.Exec(ctx, `select fraise.authz_decisions_record($1::jsonb)`, string(b)); err != nil {
+	if _, err := s.db.exec(ctx, `select fraise.authz_decisions_record($1::jsonb)`, string(b)); err != nil {
 		return mapError("postgres.Decisions.RecordDecisions", err)
 	}
 	return nil

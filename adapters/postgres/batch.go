@@ -56,10 +56,7 @@ func (db *DB) ExecJSONBatch(ctx context.Context, tenant, subject string, stmts [
 		withSubject = 1
 		args = append(args, subject)
 	}
-	c, err := db.pool.Acquire(ctx)
-	if db.passwordChanged(err) {
-		c, err = db.pool.Acquire(ctx)
-	}
+	c, err := db.acquire(ctx)
 	if err != nil {
 		return mapError(op, err)
 	}
@@ -102,14 +99,7 @@ func (db *DB) sendJSONBatch(ctx context.Context, op string, b *pgx.Batch, stmts 
 	for _, s := range stmts {
 		b.Queue(s.SQL, s.Args...)
 	}
-	br := db.pool.SendBatch(ctx, b)
-	_, err := br.Exec()
-	if db.passwordChanged(err) {
-		// Refused at connect: nothing ran (see begin).
-		br.Close()
-		br = db.pool.SendBatch(ctx, b)
-		_, err = br.Exec()
-	}
+	br, err := db.sendBatch(ctx, b)
 	return readJSONBatch(op, br, err, len(stmts))
 }
 

@@ -15,7 +15,7 @@ var _ core.Catalog = (*DB)(nil)
 func (db *DB) RelationColumns(ctx context.Context, name string) (map[string]string, error) {
 	const op = "postgres.RelationColumns"
 	var exists bool
-	if err := db.pool.QueryRow(ctx, "select to_regclass($1) is not null", name).Scan(&exists); err != nil {
+	if err := db.queryRow(ctx, "select to_regclass($1) is not null", name).Scan(&exists); err != nil {
 		return nil, mapError(op, err)
 	}
 	if !exists {
@@ -35,7 +35,7 @@ func (db *DB) Function(ctx context.Context, name string) (*core.FunctionInfo, er
 	// to_regproc is NULL for a missing name and for an overloaded one: a
 	// mutation must name exactly one function. Names of input arguments
 	// only (proargnames also names OUT arguments, after them).
-	err := db.pool.QueryRow(ctx, `select true, coalesce((select array_agg(format_type(t, null) order by i)
+	err := db.queryRow(ctx, `select true, coalesce((select array_agg(format_type(t, null) order by i)
 			from unnest(p.proargtypes::oid[]) with ordinality u(t, i)), '{}'),
 		coalesce((select array_agg(coalesce(p.proargnames[i], '') order by i)
 			from generate_series(1, p.pronargs) i), '{}')
@@ -56,7 +56,7 @@ func (db *DB) Function(ctx context.Context, name string) (*core.FunctionInfo, er
 }
 
 func (db *DB) columns(ctx context.Context, op, sql string, args ...any) (map[string]string, error) {
-	rows, err := db.pool.Query(ctx, sql, args...)
+	rows, err := db.query(ctx, sql, args...)
 	if err != nil {
 		return nil, mapError(op, err)
 	}

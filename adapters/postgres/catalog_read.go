@@ -12,7 +12,7 @@ var _ core.CatalogReader = (*DB)(nil)
 func (db *DB) ReadCatalog(ctx context.Context, schemas []string) (*core.DatabaseInfo, error) {
 	const op = "postgres.ReadCatalog"
 	out := &core.DatabaseInfo{}
-	rows, err := db.pool.Query(ctx, `select c.oid::int8, n.nspname, c.relname,
+	rows, err := db.query(ctx, `select c.oid::int8, n.nspname, c.relname,
 			case c.relkind when 'v' then 'view' when 'm' then 'matview' else 'table' end,
 			coalesce(obj_description(c.oid, 'pg_class'), ''),
 			case when c.relkind in ('v', 'm') then coalesce(pg_get_viewdef(c.oid, true), '') else '' end,
@@ -42,7 +42,7 @@ func (db *DB) ReadCatalog(ctx context.Context, schemas []string) (*core.Database
 	for oid := range index {
 		oids = append(oids, oid)
 	}
-	rows, err = db.pool.Query(ctx, `select a.attrelid::int8, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+	rows, err = db.query(ctx, `select a.attrelid::int8, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
 			coalesce(col_description(a.attrelid, a.attnum), '')
 		from pg_attribute a where a.attrelid = any($1::int8[]::oid[]) and a.attnum > 0 and not a.attisdropped
 		order by a.attrelid, a.attnum`, oids)
@@ -63,7 +63,7 @@ func (db *DB) ReadCatalog(ctx context.Context, schemas []string) (*core.Database
 	if err := rows.Err(); err != nil {
 		return nil, mapError(op, err)
 	}
-	rows, err = db.pool.Query(ctx, `select k.conrelid::int8, a.attname, rn.nspname, rc.relname, ra.attname
+	rows, err = db.query(ctx, `select k.conrelid::int8, a.attname, rn.nspname, rc.relname, ra.attname
 		from pg_constraint k
 		join pg_attribute a on a.attrelid = k.conrelid and a.attnum = k.conkey[1]
 		join pg_class rc on rc.oid = k.confrelid join pg_namespace rn on rn.oid = rc.relnamespace
@@ -87,7 +87,7 @@ func (db *DB) ReadCatalog(ctx context.Context, schemas []string) (*core.Database
 	if err := rows.Err(); err != nil {
 		return nil, mapError(op, err)
 	}
-	rows, err = db.pool.Query(ctx, `select n.nspname, p.proname,
+	rows, err = db.query(ctx, `select n.nspname, p.proname,
 			coalesce((select array_agg(format_type(t, null) order by i) from unnest(p.proargtypes::oid[]) with ordinality u(t, i)), '{}'),
 			coalesce((select array_agg(coalesce(p.proargnames[i], '') order by i) from generate_series(1, p.pronargs) i), '{}'),
 			coalesce((select array_agg(a.attname::text order by a.attnum) from pg_attribute a

@@ -247,7 +247,7 @@ func (e *Exporter) Snapshot(ctx context.Context, tenant string, keys flight.Stat
 			e.mu.Unlock()
 		}
 	}()
-	tx, err := e.db.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead})
+	tx, err := e.db.begin(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead})
 	if err != nil {
 		return flight.Snapshot{}, mapError(op, err)
 	}

@@ -19,7 +19,7 @@ func (l *EventLog) Generation(ctx context.Context) (core.Generation, error) {
 		g    core.Generation
 		prev *int
 	)
-	err := l.db.pool.QueryRow(ctx, `select generation, previous, current, reconciled, system_identifier, timeline
+	err := l.db.queryRow(ctx, `select generation, previous, current, reconciled, system_identifier, timeline
 		from fraise.observer_generation()`).Scan(&g.Number, &prev, &g.Current, &g.Reconciled, &g.SystemID, &g.Timeline)
 	if err != nil {
 		return g, mapError("postgres.EventLog.Generation", err)
@@ -35,7 +35,7 @@ func (l *EventLog) Generation(ctx context.Context) (core.Generation, error) {
 // transactions writing to the outbox to end, and holds new writes to it
 // (the observed tables' changes) until it commits, a moment.
 func (l *EventLog) StartGeneration(ctx context.Context, atLeast int) (core.Generation, error) {
-	if _, err := l.db.pool.Exec(ctx, "select fraise.observer_start_generation($1)", atLeast); err != nil {
+	if _, err := l.db.exec(ctx, "select fraise.observer_start_generation($1)", atLeast); err != nil {
 		return core.Generation{}, mapError("postgres.EventLog.StartGeneration", err)
 	}
 	return l.Generation(ctx)
@@ -55,7 +55,7 @@ func (l *EventLog) Survived(ctx context.Context, events []core.ChangeEvent) ([]b
 		gens[i], xids[i], ids[i], times[i] = int32(e.Pos.Generation), strconv.FormatUint(e.Pos.XID, 10), e.Pos.ID, e.TxTime
 	}
 	var out []bool
-	err := l.db.pool.QueryRow(ctx, "select fraise.observer_survived($1, $2::text[]::xid8[], $3, $4)", gens, xids, ids, times).Scan(&out)
+	err := l.db.queryRow(ctx, "select fraise.observer_survived($1, $2::text[]::xid8[], $3, $4)", gens, xids, ids, times).Scan(&out)
 	if err != nil {
 		return nil, mapError(op, err)
 	}
@@ -68,7 +68,7 @@ func (l *EventLog) Survived(ctx context.Context, events []core.ChangeEvent) ([]b
 
 // Reconciled implements core.OutboxHistory.
 func (l *EventLog) Reconciled(ctx context.Context, n int) error {
-	if _, err := l.db.pool.Exec(ctx, "select fraise.observer_reconciled($1)", n); err != nil {
+	if _, err := l.db.exec(ctx, "select fraise.observer_reconciled($1)", n); err != nil {
 		return mapError("postgres.EventLog.Reconciled", err)
 	}
 	return nil

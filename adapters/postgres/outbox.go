@@ -74,7 +74,7 @@ func (l *EventLog) listen(ctx context.Context) {
 }
 
 func (l *EventLog) listenOnce(ctx context.Context) error {
-	pc, err := l.db.pool.Acquire(ctx)
+	pc, err := l.db.acquire(ctx)
 	if err != nil {
 		return err
 	}
@@ -136,7 +136,7 @@ func (l *EventLog) Wait(ctx context.Context, d time.Duration) error {
 // Read implements core.EventLog.
 func (l *EventLog) Read(ctx context.Context, after core.Position, limit int) ([]core.ChangeEvent, error) {
 	const op = "postgres.EventLog.Read"
-	rows, err := l.db.pool.Query(ctx, `select generation, xid::text, id, tenant_id::text, table_name, op, key, before, after, changed, tx_time,
+	rows, err := l.db.query(ctx, `select generation, xid::text, id, tenant_id::text, table_name, op, key, before, after, changed, tx_time,
 		coalesce(traceparent, '') from fraise.observer_read($1, $2::text::xid8, $3, $4)`, after.Generation, strconv.FormatUint(after.XID, 10), after.ID, limit)
 	if err != nil {
 		return nil, mapError(op, err)
@@ -184,7 +184,7 @@ func (l *EventLog) Cursor(ctx context.Context, name string) (core.Position, erro
 		xid string
 		n   int64
 	)
-	err := l.db.pool.QueryRow(ctx, "select generation, xid::text, id, pending from fraise.observer_position($1)", name).
+	err := l.db.queryRow(ctx, "select generation, xid::text, id, pending from fraise.observer_position($1)", name).
 		Scan(&p.Generation, &xid, &p.ID, &n)
 	if err != nil {
 		return p, mapError("postgres.EventLog.Cursor", err)
@@ -196,7 +196,7 @@ func (l *EventLog) Cursor(ctx context.Context, name string) (core.Position, erro
 // Pending returns how many events wait behind the named cursor.
 func (l *EventLog) Pending(ctx context.Context, name string) (int64, error) {
 	var n int64
-	err := l.db.pool.QueryRow(ctx, "select pending from fraise.observer_position($1)", name).Scan(&n)
+	err := l.db.queryRow(ctx, "select pending from fraise.observer_position($1)", name).Scan(&n)
 	if err != nil {
 		return 0, mapError("postgres.EventLog.Pending", err)
 	}
@@ -207,7 +207,7 @@ func (l *EventLog) Pending(ctx context.Context, name string) (int64, error) {
 // written; ok is false when none waits.
 func (l *EventLog) OldestPending(ctx context.Context, name string) (t time.Time, ok bool, err error) {
 	var ts *time.Time
-	if err := l.db.pool.QueryRow(ctx, "select fraise.observer_oldest_pending($1)", name).Scan(&ts); err != nil {
+	if err := l.db.queryRow(ctx, "select fraise.observer_oldest_pending($1)", name).Scan(&ts); err != nil {
 		return time.Time{}, false, mapError("postgres.EventLog.OldestPending", err)
 	}
 	if ts == nil {
@@ -226,7 +226,7 @@ func (l *EventLog) Advance(ctx context.Context, name string, pos core.Position) 
 		l.prunedAt = time.Now()
 	}
 	l.mu.Unlock()
-	_, err := l.db.pool.Exec(ctx, "select fraise.observer_advance($1, $2, $3::text::xid8, $4, $5)",
+	_, err := l.db.exec(ctx, "select fraise.observer_advance($1, $2, $3::text::xid8, $4, $5)",
 		name, pos.Generation, strconv.FormatUint(pos.XID, 10), pos.ID, prune)
 	if err != nil {
 		return mapError("postgres.EventLog.Advance", err)
@@ -240,7 +240,7 @@ func (l *EventLog) Advance(ctx context.Context, name string, pos core.Position) 
 func (l *EventLog) Lead(ctx context.Context, name string, fn func(ctx context.Context) error) error {
 	const op = "postgres.EventLog.Lead"
 	for {
-		pc, err := l.db.pool.Acquire(ctx)
+		pc, err := l.db.acquire(ctx)
 		if err != nil {
 			select {
 			case <-ctx.Done():

@@ -74,13 +74,13 @@ func (s *PersistedDocuments) Get(ctx context.Context, tenant, hash string) (stri
 		select document from fraise.persisted_documents
 		where tenant_id = nullif(current_setting('fraise.tenant', true), '')::uuid and hash = $1
 		limit 1`, hash)
-	br := s.db.pool.SendBatch(ctx, b)
+	br, err := s.db.sendBatch(ctx, b)
 	defer br.Close()
-	if _, err := br.Exec(); err != nil {
+	if err != nil {
 		return "", false, mapError(op, err)
 	}
 	var doc string
-	err := br.QueryRow().Scan(&doc)
+	err = br.QueryRow().Scan(&doc)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", false, nil
 	}
@@ -120,9 +120,9 @@ func (s *PersistedDocuments) Put(ctx context.Context, tenant, hash, document str
 		select exists (select 1 from ins)
 		    or exists (select 1 from fraise.persisted_documents where tenant_id = $1::uuid and hash = $2)`,
 		tenant, hash, document, s.max)
-	br := s.db.pool.SendBatch(ctx, b)
+	br, err := s.db.sendBatch(ctx, b)
 	defer br.Close()
-	if _, err := br.Exec(); err != nil {
+	if err != nil {
 		return mapError(op, err)
 	}
 	var stored bool

@@ -476,3 +476,77 @@ func isUUID(s string) bool {
 	}
 	return true
 }
+
+// acquire takes a connection from the pool, once more when a new one was
+// refused for a password the server changed while it connected
+// (passwordChanged): every statement the adapter sends outside a
+// transaction goes through it, exec, query or queryRow, so that a
+// rotation fails none of them.
+func (db *DB) acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	c, err := db.pool.Acquire(ctx)
+	if db.passwordChanged(err) {
+		c, err = db.pool.Acquire(ctx)
+	}
+	return c, err
+}
+
+// exec runs sql on a connection of acquire's.
+func (db *DB) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	c, err := db.acquire(ctx)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	defer c.Release()
+	return c.Exec(ctx, sql, args...)
+}
+
+// query runs sql on the pool: its rows hold their connection until
+// closed. A new connection refused for a changed password is made again;
+// nothing was sent on it.
+func (db *DB) query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	rows, err := db.pool.Query(ctx, sql, args...)
+	if db.passwordChanged(err) {
+		rows, err = db.pool.Query(ctx, sql, args...)
+	}
+	return rows, err
+}
+
+// queryRow runs sql on a connection of acquire's, released once the row
+// is scanned.
+func (db *DB) queryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	c, err := db.acquire(ctx)
+	if err != nil {
+		return errRow{err}
+	}
+	return releasingRow{c: c, row: c.QueryRow(ctx, sql, args...)}
+}
+
+// errRow is a row whose Scan returns the error that kept it from being read.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// releasingRow releases its connection when scanned, as a pool's row does.
+type releasingRow struct {
+	c   *pgxpool.Conn
+	row pgx.Row
+}
+
+func (r releasingRow) Scan(dest ...any) error {
+	defer r.c.Release()
+	return r.row.Scan(dest...)
+}
+
+// sendBatch sends b and reads its first statement's result, the whole
+// batch sent once more when a new connection was refused for a changed
+// password (nothing ran). The caller reads the rest and closes br.
+func (db *DB) sendBatch(ctx context.Context, b *pgx.Batch) (br pgx.BatchResults, err error) {
+	br = db.pool.SendBatch(ctx, b)
+	_, err = br.Exec()
+	if db.passwordChanged(err) {
+		br.Close()
+		br = db.pool.SendBatch(ctx, b)
+		_, err = br.Exec()
+	}
+	return br, err
+}

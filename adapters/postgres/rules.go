@@ -12,7 +12,7 @@ import (
 // tenants while the core's role sees one tenant's rows at a time.
 func (l *EventLog) EnabledRules(ctx context.Context) ([]core.Rule, error) {
 	const op = "postgres.EventLog.EnabledRules"
-	rows, err := l.db.pool.Query(ctx, `select id::text, tenant_id::text, name, table_name, operations, condition, actions, version,
+	rows, err := l.db.query(ctx, `select id::text, tenant_id::text, name, table_name, operations, condition, actions, version,
 		columns from fraise.observer_rules_enabled()`)
 	if err != nil {
 		return nil, mapError(op, err)
@@ -48,7 +48,7 @@ func (l *EventLog) EnabledRules(ctx context.Context) ([]core.Rule, error) {
 // the rules moves in its own transaction (migration 0015).
 func (l *EventLog) RulesVersion(ctx context.Context) (int64, error) {
 	var v int64
-	if err := l.db.pool.QueryRow(ctx, `select fraise.observer_rules_version()`).Scan(&v); err != nil {
+	if err := l.db.queryRow(ctx, `select fraise.observer_rules_version()`).Scan(&v); err != nil {
 		return 0, mapError("postgres.EventLog.RulesVersion", err)
 	}
 	return v, nil

@@ -178,6 +178,13 @@ func TestPasswordChangedWhileConnecting(t *testing.T) {
 			_, err := db.QueryJSONBatch(ctx, tenant, []core.Statement{{SQL: "select '1'::jsonb"}})
 			return err
 		}},
+		// The statements sent outside a transaction: the observers'
+		// outbox, rules and cursor, the catalog, API keys, persisted
+		// documents.
+		{"a statement", func(db *postgres.DB) error { return postgres.Exec(ctx, db, "select 1") }},
+		{"a query", func(db *postgres.DB) error { _, err := postgres.QueryInt(ctx, db, "select 1"); return err }},
+		{"a single row", func(db *postgres.DB) error { _, err := postgres.QueryRowInt(ctx, db, "select 1"); return err }},
+		{"a batch", func(db *postgres.DB) error { return postgres.SendBatch(ctx, db, "select 1") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			role := "app" + itoa(i)
