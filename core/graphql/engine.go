@@ -364,7 +364,7 @@ type stmt struct {
 }
 
 // errResultTooLarge aborts a transaction whose result passed the limit.
-var errResultTooLarge = &core.Error{Code: core.CodeTooLarge, Message: "the result is larger than the limit"}
+var errResultTooLarge = core.Errorf(core.CodeTooLarge, "the result is larger than the limit")
 
 // run executes the statements in one tenant transaction, one statement
 // per root field, and assembles the data object in request order.
