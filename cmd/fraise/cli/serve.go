@@ -327,6 +327,7 @@ func (c *coreParts) openDatabase(ctx context.Context) error {
 		MaxAliases:    cfg.Core.MaxAliases, MaxRootFields: cfg.Core.MaxRootFields, MaxCost: cfg.Core.MaxCost,
 		MaxResultBytes: cfg.Core.MaxResultBytes, MaxSelections: cfg.Core.MaxSelections,
 		APQ: cfg.Core.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks, Session: db, Audit: db,
+		Batcher: gqlDB, Writer: gqlDB,
 	})
 	c.metrics.Registry.MustRegister(upGauge("fraise_postgres_up", "1 when the core's database answers a ping within a second, at scrape time.", db.Ping))
 	if err := c.metrics.Registry.Register(c.sec.w); err != nil {
