@@ -40,7 +40,7 @@ func TestHooks(t *testing.T) {
 		"createPost": {Check: func(ctx context.Context, q core.Querier, p core.Principal, args map[string]any) error {
 			in, _ := args["input"].(map[string]any)
 			if strings.Contains(in["title"].(string), "forbidden") {
-				return &core.Error{Code: core.CodeInvalid, Message: "the title may not say forbidden"}
+				return core.Errorf(core.CodeInvalid, "the title may not say forbidden")
 			}
 			return nil
 		}},
