@@ -43,14 +43,44 @@ type Error struct {
 	Err     error
 }
 
+// Errors are built in one of two ways outside this package (a test in
+// error_test.go fails on an Error literal anywhere else), so that every
+// Error says the same things the same way:
+//
+//	core.Errorf(code, format, args...)            // a client-safe message
+//	core.E(op, code, err)                         // a cause, for the logs
+//	core.Errorf(code, format, args...).WithOp(op) // the message, and where
+//	core.Errorf(code, format, args...).Wrap(err)  // the message, and why
+//
+// WithOp and Wrap chain, and return a copy, so a package-level *Error may
+// be used as a template.
+
 // Errorf returns an *Error with the given code and a client-safe message.
+// An empty format leaves Message empty, so ErrorMessage falls back to the
+// code's default message.
 func Errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
 // E wraps err as an *Error from op with code, keeping err as the cause.
+// Its Message is empty: clients are told the code's default message.
 func E(op string, code Code, err error) *Error {
 	return &Error{Op: op, Code: code, Err: err}
+}
+
+// WithOp returns a copy of e whose Op, where it happened, is op.
+func (e *Error) WithOp(op string) *Error {
+	c := *e
+	c.Op = op
+	return &c
+}
+
+// Wrap returns a copy of e whose cause (Err, never shown to clients) is
+// err.
+func (e *Error) Wrap(err error) *Error {
+	c := *e
+	c.Err = err
+	return &c
 }
 
 // Error implements error; it includes the cause, so it is for logs only.

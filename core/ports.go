@@ -50,8 +50,10 @@ type Statement struct {
 	Args []any
 }
 
-// TenantBatcher is implemented by a TenantDB that can run a request's read
-// statements in one round trip to the database.
+// TenantBatcher runs a request's read statements in one round trip to the
+// database. It is an optional port of the GraphQL engine
+// (graphql.Options.Batcher), given explicitly by the wiring: without one,
+// the engine runs the statements one by one through TenantDB.InTenant.
 type TenantBatcher interface {
 	// QueryJSONBatch runs stmts in order in one read-only transaction in
 	// which only tenant's rows are visible, as InTenant does, and returns
@@ -60,10 +62,11 @@ type TenantBatcher interface {
 	QueryJSONBatch(ctx context.Context, tenant string, stmts []Statement) ([][]byte, error)
 }
 
-// TenantWriter is implemented by a TenantDB that can run a mutation's
-// statements in one round trip to the database: the transaction, its
-// settings and every statement sent at once instead of one after the
-// other while a connection and the transaction's locks are held.
+// TenantWriter runs a mutation's statements in one round trip to the
+// database: the transaction, its settings and every statement sent at once
+// instead of one after the other while a connection and the transaction's
+// locks are held. It is an optional port of the GraphQL engine
+// (graphql.Options.Writer), as TenantBatcher is for reads.
 type TenantWriter interface {
 	// ExecJSONBatch runs stmts in order in one transaction in which only
 	// tenant's rows are visible, as InTenant does, with subject set as

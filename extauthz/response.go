@@ -84,8 +84,8 @@ type decision struct {
 // Bodies of the common denials, built once: they are the same for every
 // request, which is the point.
 var (
-	body401 = errorBody(core.CodeUnauthenticated, core.ErrorMessage(&core.Error{Code: core.CodeUnauthenticated}))
-	body403 = errorBody(core.CodeForbidden, core.ErrorMessage(&core.Error{Code: core.CodeForbidden}))
+	body401 = errorBody(core.CodeUnauthenticated, core.ErrorMessage(core.Errorf(core.CodeUnauthenticated, "")))
+	body403 = errorBody(core.CodeForbidden, core.ErrorMessage(core.Errorf(core.CodeForbidden, "")))
 )
 
 type errorEntry struct {
@@ -152,7 +152,7 @@ func codeOfStatus(st int) core.Code {
 // syntax); every other code shows only its generic message.
 func (d *decision) deny(code core.Code, reason, clientMsg string) *authv3.CheckResponse {
 	if code != core.CodeInvalid || clientMsg == "" {
-		clientMsg = core.ErrorMessage(&core.Error{Code: code})
+		clientMsg = core.ErrorMessage(core.Errorf(code, ""))
 	}
 	return d.denyCode(code, reason, clientMsg, code)
 }
@@ -160,7 +160,7 @@ func (d *decision) deny(code core.Code, reason, clientMsg string) *authv3.CheckR
 // denyStatus records the policy's denial with status st.
 func (d *decision) denyStatus(st int, reason string) *authv3.CheckResponse {
 	code := codeOfStatus(st)
-	return d.respond(st, answerFor(code).grpc, reason, core.ErrorMessage(&core.Error{Code: code}), code, code)
+	return d.respond(st, answerFor(code).grpc, reason, core.ErrorMessage(core.Errorf(code, "")), code, code)
 }
 
 // denyCode records a denial of code whose body names bodyCode (a core

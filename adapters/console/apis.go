@@ -106,7 +106,7 @@ func (h *Handler) policies(_ context.Context, _ *http.Request, _ *session) (any,
 	}
 	files, data, err := p.liveFiles()
 	if err != nil {
-		return nil, &core.Error{Op: "console.policies", Code: core.CodeInternal, Err: err}
+		return nil, core.E("console.policies", core.CodeInternal, err)
 	}
 	return map[string]any{"files": files, "data": data}, nil
 }
@@ -268,7 +268,7 @@ func (h *Handler) policyReplay(ctx context.Context, _ *http.Request, s *session)
 	changed := []change{}
 	for _, d := range ds {
 		if err := ctx.Err(); err != nil {
-			return nil, &core.Error{Op: op, Code: core.CodeTimeout, Message: "the replay took too long: replay fewer decisions", Err: err}
+			return nil, core.Errorf(core.CodeTimeout, "the replay took too long: replay fewer decisions").WithOp(op).Wrap(err)
 		}
 		var input any
 		if json.Unmarshal(d.Input, &input) != nil {
@@ -295,7 +295,7 @@ func (h *Handler) policyExport(_ context.Context, _ *http.Request, s *session) (
 	}
 	live, _, err := p.liveFiles()
 	if err != nil {
-		return nil, &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+		return nil, core.E(op, core.CodeInternal, err)
 	}
 	// Data files are diffed only when the draft changes them.
 	draftRego := make([]file, 0, len(req.Files))
@@ -359,7 +359,7 @@ func (h *Handler) decisions(ctx context.Context, r *http.Request, s *session) (a
 	q := r.URL.Query()
 	if t := q.Get("tenant"); t != "" && t != s.p.Tenant {
 		// The log is read in the session's tenant only.
-		return nil, &core.Error{Op: op, Code: core.CodeForbidden, Message: "decisions of another tenant"}
+		return nil, core.Errorf(core.CodeForbidden, "decisions of another tenant").WithOp(op)
 	}
 	// The console's own requests are left out unless asked for: every
 	// screen's reads are decisions too, and would bury the traffic.
@@ -530,7 +530,7 @@ func (h *Handler) replayDeadLetter(ctx context.Context, r *http.Request, s *sess
 		return nil, err
 	}
 	if n == 0 {
-		return nil, &core.Error{Op: op, Code: core.CodeNotFound, Message: "no dead letter " + id}
+		return nil, core.Errorf(core.CodeNotFound, "no dead letter %s", id).WithOp(op)
 	}
 	return map[string]bool{"replayed": true}, nil
 }

@@ -333,11 +333,11 @@ func writeError(w http.ResponseWriter, status int, code core.Code, msg string) {
 }
 
 // invalid is a CodeInvalid error with a message for the client.
-func invalid(op, msg string) error { return &core.Error{Op: op, Code: core.CodeInvalid, Message: msg} }
+func invalid(op, msg string) error { return core.Errorf(core.CodeInvalid, "%s", msg).WithOp(op) }
 
 // unavailable says that what an API reads is not configured here.
 func unavailable(op, what string) error {
-	return &core.Error{Op: op, Code: core.CodeUnavailable, Message: what + " is not available on this server"}
+	return core.Errorf(core.CodeUnavailable, "%s is not available on this server", what).WithOp(op)
 }
 
 // decode reads s's body as JSON into v, refusing unknown fields: a typo in

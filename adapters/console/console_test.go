@@ -66,7 +66,7 @@ func mustFixture(tb testing.TB, mods ...func(*console.Options)) *fixture {
 	signer, keys := assertiontest.New(tb, time.Now)
 	o := console.Options{
 		Verifier: assertion.NewVerifier(keys, nil), Assets: assets, Policies: policies.FS,
-		Store: postgres.NewConsole(db), Cost: graphql.NewEngine(schema, db, graphql.Options{}), Observers: q,
+		Store: postgres.NewConsole(db), Cost: graphql.NewEngine(schema, db, graphql.Options{Batcher: db, Writer: db}), Observers: q,
 		TraceURL: "https://traces.example/{trace_id}",
 	}
 	for _, m := range mods {

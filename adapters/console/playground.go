@@ -189,7 +189,7 @@ var sandbox = func() *ast.Capabilities {
 func sandboxed(fsys fs.FS) error {
 	src, err := policy.Load(fsys)
 	if err != nil {
-		return &core.Error{Op: playgroundOp, Code: core.CodeInvalid, Message: "the policy does not load: " + firstProblem(err), Err: err}
+		return core.Errorf(core.CodeInvalid, "the policy does not load: %s", firstProblem(err)).WithOp(playgroundOp).Wrap(err)
 	}
 	all := maps.Clone(src.Modules)
 	maps.Copy(all, src.Tests)
@@ -199,8 +199,7 @@ func sandboxed(fsys fs.FS) error {
 	for _, e := range c.Errors {
 		for name := range sandboxDenied {
 			if strings.Contains(e.Message, name) {
-				return &core.Error{Op: playgroundOp, Code: core.CodeInvalid,
-					Message: "the playground does not run " + name + ": " + firstProblem(ast.Errors{e}), Err: c.Errors}
+				return core.Errorf(core.CodeInvalid, "the playground does not run %s: %s", name, firstProblem(ast.Errors{e})).WithOp(playgroundOp).Wrap(c.Errors)
 			}
 		}
 	}
@@ -226,12 +225,12 @@ type compiled struct {
 func compileFS(fsys fs.FS) (*compiled, error) {
 	src, err := policy.Load(fsys)
 	if err != nil {
-		return nil, &core.Error{Op: playgroundOp, Code: core.CodeInvalid, Message: "the policy does not load: " + firstProblem(err), Err: err}
+		return nil, core.Errorf(core.CodeInvalid, "the policy does not load: %s", firstProblem(err)).WithOp(playgroundOp).Wrap(err)
 	}
 	c := ast.NewCompiler().WithStrict(true).WithDefaultRegoVersion(ast.RegoV1)
 	c.Compile(src.Modules)
 	if c.Failed() {
-		return nil, &core.Error{Op: playgroundOp, Code: core.CodeInvalid, Message: "the policy does not compile: " + firstProblem(c.Errors), Err: c.Errors}
+		return nil, core.Errorf(core.CodeInvalid, "the policy does not compile: %s", firstProblem(c.Errors)).WithOp(playgroundOp).Wrap(c.Errors)
 	}
 	return &compiled{src: src, c: c}, nil
 }
@@ -339,7 +338,7 @@ func (p *playground) compileDraftAndLive(op string, files []file) (draft, live *
 		return nil, nil, err
 	}
 	if live, err = compileFS(p.live); err != nil {
-		return nil, nil, &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+		return nil, nil, core.E(op, core.CodeInternal, err)
 	}
 	return draft, live, nil
 }
@@ -348,7 +347,7 @@ func (p *playground) compileDraftAndLive(op string, files []file) (draft, live *
 func (p *playground) screens(ctx context.Context, pr core.Principal) ([]string, error) {
 	c, err := compileFS(p.live)
 	if err != nil {
-		return nil, &core.Error{Op: "console.me", Code: core.CodeInternal, Err: err}
+		return nil, core.E("console.me", core.CodeInternal, err)
 	}
 	roles := pr.Roles
 	if roles == nil {
@@ -359,7 +358,7 @@ func (p *playground) screens(ctx context.Context, pr core.Principal) ([]string, 
 		rego.Input(map[string]any{"principal": map[string]any{"subject": pr.Subject, "tenant": pr.Tenant, "roles": roles}}),
 	).Eval(ctx)
 	if err != nil {
-		return nil, &core.Error{Op: "console.me", Code: core.CodeInternal, Err: err}
+		return nil, core.E("console.me", core.CodeInternal, err)
 	}
 	out := []string{}
 	if len(rs) == 1 && len(rs[0].Expressions) == 1 {
@@ -385,7 +384,7 @@ type testResult struct {
 func test(ctx context.Context, fsys fs.FS) (map[string]any, error) {
 	src, err := policy.Load(fsys)
 	if err != nil {
-		return nil, &core.Error{Op: playgroundOp, Code: core.CodeInvalid, Message: "the policy does not load: " + firstProblem(err), Err: err}
+		return nil, core.Errorf(core.CodeInvalid, "the policy does not load: %s", firstProblem(err)).WithOp(playgroundOp).Wrap(err)
 	}
 	rep, err := src.Test(ctx)
 	results := []testResult{}

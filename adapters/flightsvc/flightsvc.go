@@ -148,7 +148,7 @@ func (s *Server) authenticate(ctx context.Context, method, body string) (context
 	refuse := func(code core.Code, msg string, err error) (context.Context, error) {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "refused Flight call: "+msg,
 			slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("method", method), slog.String("err", err.Error()))
-		return nil, s.toStatus(ctx, method, &core.Error{Op: "flightsvc.authenticate", Code: code, Message: msg, Err: err})
+		return nil, s.toStatus(ctx, method, core.Errorf(code, "%s", msg).WithOp("flightsvc.authenticate").Wrap(err))
 	}
 	a, err := s.o.Verifier.Verify(tok, assertion.AudienceFlight)
 	if err == nil {
@@ -197,7 +197,7 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 	start := time.Now()
 	body, err := descriptorHash(req)
 	if err != nil {
-		err = s.toStatus(ctx, info.FullMethod, &core.Error{Op: "flightsvc.descriptorHash", Code: core.CodeInvalid, Message: "malformed request", Err: err})
+		err = s.toStatus(ctx, info.FullMethod, core.Errorf(core.CodeInvalid, "malformed request").WithOp("flightsvc.descriptorHash").Wrap(err))
 		s.met.observe(info.FullMethod, err, time.Since(start))
 		return nil, err
 	}

@@ -158,7 +158,7 @@ func mustProtected(tb testing.TB) *protectedFixture {
 	}
 	tb.Cleanup(func() { c.Close() })
 	return &protectedFixture{client: c, sql: &flightsql.Client{Client: c}, calls: calls, schema: schema,
-		engine: graphql.NewEngine(schema, pdb, graphql.Options{})}
+		engine: graphql.NewEngine(schema, pdb, graphql.Options{Batcher: pdb, Writer: pdb})}
 }
 
 // as returns a context whose calls each carry the assertion extauthz issues

@@ -238,8 +238,7 @@ func (h *handler) graphql(w http.ResponseWriter, r *http.Request) {
 		if err := a.Check(r.Method, requestPath(r), op, ""); err != nil {
 			h.o.Logger.LogAttrs(ctx, slog.LevelWarn, "refused request its assertion was not issued for",
 				slog.String("request_id", core.RequestIDFrom(ctx)), slog.String("err", err.Error()))
-			h.edge.fail(ctx, w, media, &core.Error{Op: "httpapi.graphql", Code: core.CodeForbidden,
-				Message: "the identity assertion was issued for another request", Err: err})
+			h.edge.fail(ctx, w, media, core.Errorf(core.CodeForbidden, "the identity assertion was issued for another request").WithOp("httpapi.graphql").Wrap(err))
 			return
 		}
 	}

@@ -32,7 +32,7 @@ const apiKeyColumns = `id, tenant_id::text, name, roles, scopes, secret_hash, cr
 func (s *APIKeys) Create(ctx context.Context, k apikey.Key) error {
 	const op = "postgres.APIKeys.Create"
 	if !isUUID(k.Tenant) {
-		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+		return core.Errorf(core.CodeInvalid, "tenant must be a UUID").WithOp(op)
 	}
 	_, err := s.db.exec(ctx, `insert into fraise.api_keys
 		(id, tenant_id, name, roles, scopes, secret_hash, created_by, created_at, expires_at)
@@ -53,7 +53,7 @@ func (s *APIKeys) Get(ctx context.Context, id string) (apikey.Key, error) {
 	}
 	k, err := pgx.CollectExactlyOneRow(rows, scanAPIKey)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return apikey.Key{}, &core.Error{Op: op, Code: core.CodeNotFound, Message: "no such API key"}
+		return apikey.Key{}, core.Errorf(core.CodeNotFound, "no such API key").WithOp(op)
 	}
 	if err != nil {
 		return apikey.Key{}, mapError(op, err)
@@ -65,7 +65,7 @@ func (s *APIKeys) Get(ctx context.Context, id string) (apikey.Key, error) {
 func (s *APIKeys) List(ctx context.Context, tenant string) ([]apikey.Key, error) {
 	const op = "postgres.APIKeys.List"
 	if tenant != "" && !isUUID(tenant) {
-		return nil, &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+		return nil, core.Errorf(core.CodeInvalid, "tenant must be a UUID").WithOp(op)
 	}
 	rows, err := s.db.query(ctx, `select `+apiKeyColumns+` from fraise.api_keys
 		where $1 = '' or tenant_id::text = $1 order by created_at desc, id`, tenant)
@@ -87,7 +87,7 @@ func (s *APIKeys) Revoke(ctx context.Context, id string, at time.Time) error {
 		return mapError(op, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return &core.Error{Op: op, Code: core.CodeNotFound, Message: "no such unrevoked API key"}
+		return core.Errorf(core.CodeNotFound, "no such unrevoked API key").WithOp(op)
 	}
 	return nil
 }
@@ -206,7 +206,7 @@ func (s *Decisions) RecordDecisions(ctx context.Context, ds []decisionlog.Decisi
 	}
 	b, err := json.Marshal(rows)
 	if err != nil {
-		return &core.Error{Op: "postgres.Decisions.RecordDecisions", Code: core.CodeInternal, Err: err}
+		return core.E("postgres.Decisions.RecordDecisions", core.CodeInternal, err)
 	}
 	if _, err := s.db.exec(ctx, `select fraise.authz_decisions_record($1::jsonb)`, string(b)); err != nil {
 		return mapError("postgres.Decisions.RecordDecisions", err)

@@ -23,7 +23,7 @@ var (
 func (db *DB) QueryJSONBatch(ctx context.Context, tenant string, stmts []core.Statement) ([][]byte, error) {
 	const op = "postgres.QueryJSONBatch"
 	if !isUUID(tenant) {
-		return nil, &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+		return nil, core.Errorf(core.CodeInvalid, "tenant must be a UUID").WithOp(op)
 	}
 	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(stmts)+1)}
 	// Read-only: a read request cannot write, whatever a view calls. The
@@ -45,7 +45,7 @@ func (db *DB) QueryJSONBatch(ctx context.Context, tenant string, stmts []core.St
 func (db *DB) ExecJSONBatch(ctx context.Context, tenant, subject string, stmts []core.Statement, accept func([][]byte) error) (err error) {
 	const op = "postgres.ExecJSONBatch"
 	if !isUUID(tenant) {
-		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+		return core.Errorf(core.CodeInvalid, "tenant must be a UUID").WithOp(op)
 	}
 	// The request's trace context goes with the transaction's outbox
 	// events, as in InTenant.

@@ -38,7 +38,7 @@ func (c *Console) queryJSON(ctx context.Context, op, tenant string, v any, sql s
 			return nil
 		}
 		if err := json.Unmarshal(b, v); err != nil {
-			return &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+			return core.E(op, core.CodeInternal, err)
 		}
 		return nil
 	})
@@ -67,7 +67,7 @@ func (c *Console) Decisions(ctx context.Context, tenant string, f decisionlog.Fi
 	}
 	fb, err := json.Marshal(filter)
 	if err != nil {
-		return nil, &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+		return nil, core.E(op, core.CodeInternal, err)
 	}
 	// console_decisions names the decision's id "id"; the rest is a
 	// decisionRow, as RecordDecisions writes it.

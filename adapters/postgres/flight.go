@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -90,7 +89,7 @@ func NewExporter(db *DB, o ExportOptions) *Exporter {
 func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statement, lim flight.BatchLimits, emit func(arrow.RecordBatch) error) error {
 	const op = "postgres.Export"
 	if !isUUID(tenant) {
-		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+		return core.Errorf(core.CodeInvalid, "tenant must be a UUID").WithOp(op)
 	}
 	schema, err := flight.StatementSchema(st)
 	if err != nil {
@@ -99,7 +98,7 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 	txo := pgx.TxOptions{AccessMode: pgx.ReadOnly}
 	if st.Snapshot != "" {
 		if !flight.ValidSnapshot(st.Snapshot) {
-			return &core.Error{Op: op, Code: core.CodeInvalid, Message: "malformed export part"}
+			return core.Errorf(core.CodeInvalid, "malformed export part").WithOp(op)
 		}
 		// Only a repeatable-read transaction can import a snapshot.
 		txo.IsoLevel = pgx.RepeatableRead
@@ -118,8 +117,7 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 		if _, err := tx.Exec(ctx, "set transaction snapshot '"+st.Snapshot+"'"); err != nil {
 			var pg *pgconn.PgError
 			if errors.As(err, &pg) && pg.Code == "22023" { // invalid_parameter_value: no such snapshot
-				return &core.Error{Op: op, Code: core.CodeNotFound, Err: err,
-					Message: "this export's snapshot has ended (its parts have all begun, or its tickets expired): ask for the flight again"}
+				return core.Errorf(core.CodeNotFound, "this export's snapshot has ended (its parts have all begun, or its tickets expired): ask for the flight again").WithOp(op).Wrap(err)
 			}
 			return mapError(op, err)
 		}
@@ -149,13 +147,11 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 	}()
 	fds := rows.FieldDescriptions()
 	if len(fds) != len(st.Columns) {
-		return &core.Error{Op: op, Code: core.CodeInternal, Message: "dataset does not match its view",
-			Err: errorf("view returned %d columns, want %d", len(fds), len(st.Columns))}
+		return core.Errorf(core.CodeInternal, "dataset does not match its view").WithOp(op).Wrap(errorf("view returned %d columns, want %d", len(fds), len(st.Columns)))
 	}
 	for i, fd := range fds {
 		if typ := st.Columns[i].Type; !acceptsOID(typ, fd.DataTypeOID) {
-			return &core.Error{Op: op, Code: core.CodeInternal, Message: "dataset does not match its view",
-				Err: errorf("column %s has type oid %d, declared %s (oid %d)", st.Columns[i].Name, fd.DataTypeOID, typ, typeOID(typ))}
+			return core.Errorf(core.CodeInternal, "dataset does not match its view").WithOp(op).Wrap(errorf("column %s has type oid %d, declared %s (oid %d)", st.Columns[i].Name, fd.DataTypeOID, typ, typeOID(typ)))
 		}
 	}
 	rb := array.NewRecordBuilder(e.mem, schema)
@@ -192,8 +188,7 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 		vals := rows.RawValues()
 		for i, v := range vals {
 			if err := apps[i](v); err != nil {
-				return &core.Error{Op: op, Code: core.CodeInvalid,
-					Message: "column " + st.Columns[i].Name + ": " + err.Error(), Err: err}
+				return core.Errorf(core.CodeInvalid, "column %s: %v", st.Columns[i].Name, err).WithOp(op).Wrap(err)
 			}
 			if fixed[i] > 0 {
 				size += fixed[i] + 1
@@ -226,16 +221,15 @@ func (e *Exporter) Export(ctx context.Context, tenant string, st flight.Statemen
 func (e *Exporter) Snapshot(ctx context.Context, tenant string, keys flight.Statement, ttl time.Duration) (flight.Snapshot, error) {
 	const op = "postgres.Snapshot"
 	if !isUUID(tenant) {
-		return flight.Snapshot{}, &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+		return flight.Snapshot{}, core.Errorf(core.CodeInvalid, "tenant must be a UUID").WithOp(op)
 	}
 	if len(keys.Columns) != 1 {
-		return flight.Snapshot{}, &core.Error{Op: op, Code: core.CodeInternal, Err: errorf("keys statement has %d columns", len(keys.Columns))}
+		return flight.Snapshot{}, core.E(op, core.CodeInternal, errorf("keys statement has %d columns", len(keys.Columns)))
 	}
 	e.mu.Lock()
 	if e.held[tenant] >= e.perTenant || len(e.snapshots) >= e.maxSnapshots {
 		e.mu.Unlock()
-		return flight.Snapshot{}, &core.Error{Op: op, Code: core.CodeRateLimited,
-			Message: fmt.Sprintf("this tenant already holds %d snapshots for parallel exports (flight.max_exports_per_tenant): read their parts, or retry when their tickets expire", e.perTenant)}
+		return flight.Snapshot{}, core.Errorf(core.CodeRateLimited, "this tenant already holds %d snapshots for parallel exports (flight.max_exports_per_tenant): read their parts, or retry when their tickets expire", e.perTenant).WithOp(op)
 	}
 	e.held[tenant]++
 	e.mu.Unlock()

@@ -60,8 +60,7 @@ func (l *EventLog) Survived(ctx context.Context, events []core.ChangeEvent) ([]b
 		return nil, mapError(op, err)
 	}
 	if len(out) != len(events) {
-		return nil, &core.Error{Op: op, Code: core.CodeInternal, Message: "observer_survived answered for " +
-			strconv.Itoa(len(out)) + " events of " + strconv.Itoa(len(events))}
+		return nil, core.Errorf(core.CodeInternal, "observer_survived answered for %d events of %d", len(out), len(events)).WithOp(op)
 	}
 	return out, nil
 }

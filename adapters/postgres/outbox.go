@@ -156,7 +156,7 @@ func (l *EventLog) Read(ctx context.Context, after core.Position, limit int) ([]
 			return nil, mapError(op, err)
 		}
 		if e.Pos.XID, err = strconv.ParseUint(xid, 10, 64); err != nil {
-			return nil, &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+			return nil, core.E(op, core.CodeInternal, err)
 		}
 		e.Table, e.Op, e.Changed, e.TxTime = table, opn, changed, txTime.UTC()
 		e.Key = json.RawMessage(key)

@@ -98,10 +98,10 @@ func (s *PersistedDocuments) Get(ctx context.Context, tenant, hash string) (stri
 func (s *PersistedDocuments) Put(ctx context.Context, tenant, hash, document string) error {
 	const op = "postgres.PersistedDocuments.Put"
 	if !isUUID(tenant) {
-		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+		return core.Errorf(core.CodeInvalid, "tenant must be a UUID").WithOp(op)
 	}
 	if core.DocumentHash(document) != hash {
-		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "the hash is not the document's SHA-256"}
+		return core.Errorf(core.CodeInvalid, "the hash is not the document's SHA-256").WithOp(op)
 	}
 	k := docKey{tenant: tenant, hash: hash}
 	if _, ok := s.cache.get(k); ok {
@@ -133,7 +133,7 @@ func (s *PersistedDocuments) Put(ctx context.Context, tenant, hash, document str
 		return mapError(op, err)
 	}
 	if !stored {
-		return &core.Error{Op: op, Code: core.CodeTooLarge, Message: fmt.Sprintf("the tenant has registered %d documents, the most it may", s.max)}
+		return core.Errorf(core.CodeTooLarge, "the tenant has registered %d documents, the most it may", s.max).WithOp(op)
 	}
 	s.cache.put(k, document)
 	return nil

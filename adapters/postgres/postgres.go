@@ -340,7 +340,7 @@ func (db *DB) Ping(ctx context.Context) error {
 func (db *DB) InTenant(ctx context.Context, tenant string, fn func(ctx context.Context, q core.Querier) error) (err error) {
 	const op = "postgres.InTenant"
 	if !isUUID(tenant) {
-		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+		return core.Errorf(core.CodeInvalid, "tenant must be a UUID").WithOp(op)
 	}
 	// The trace context of the request, recorded with the transaction's
 	// outbox events (migration 0012): the observer jobs they cause continue
@@ -427,10 +427,10 @@ func (q querier) QueryJSON(ctx context.Context, sql string, args ...any) ([]byte
 // text, and gives clients a message that reveals nothing of the schema.
 func mapError(op string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &core.Error{Op: op, Code: core.CodeTimeout, Err: err}
+		return core.E(op, core.CodeTimeout, err)
 	}
 	if errors.Is(err, context.Canceled) {
-		return &core.Error{Op: op, Code: core.CodeUnavailable, Message: "request cancelled", Err: err}
+		return core.Errorf(core.CodeUnavailable, "request cancelled").WithOp(op).Wrap(err)
 	}
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) {
@@ -438,23 +438,23 @@ func mapError(op string, err error) error {
 		case pg.Code == SQLStateQuotaExceeded:
 			return quotaError(op, pg, err)
 		case pg.Code == "57014": // query_canceled: statement_timeout
-			return &core.Error{Op: op, Code: core.CodeTimeout, Message: "statement timed out", Err: err}
+			return core.Errorf(core.CodeTimeout, "statement timed out").WithOp(op).Wrap(err)
 		case pg.Code == "23505": // unique_violation
-			return &core.Error{Op: op, Code: core.CodeConflict, Message: "already exists", Err: err}
+			return core.Errorf(core.CodeConflict, "already exists").WithOp(op).Wrap(err)
 		case pg.Code == "42501": // insufficient_privilege, including row-level security
-			return &core.Error{Op: op, Code: core.CodeForbidden, Message: "not allowed", Err: err}
+			return core.Errorf(core.CodeForbidden, "not allowed").WithOp(op).Wrap(err)
 		case len(pg.Code) == 5 && (pg.Code[:2] == "22" || pg.Code[:2] == "23"):
-			return &core.Error{Op: op, Code: core.CodeInvalid, Message: "invalid value", Err: err}
+			return core.Errorf(core.CodeInvalid, "invalid value").WithOp(op).Wrap(err)
 		case len(pg.Code) == 5 && (pg.Code[:2] == "08" || pg.Code[:2] == "53" || pg.Code[:2] == "57"):
-			return &core.Error{Op: op, Code: core.CodeUnavailable, Err: err}
+			return core.E(op, core.CodeUnavailable, err)
 		}
-		return &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+		return core.E(op, core.CodeInternal, err)
 	}
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) || errors.Is(err, pgx.ErrTxClosed) {
-		return &core.Error{Op: op, Code: core.CodeUnavailable, Err: err}
+		return core.E(op, core.CodeUnavailable, err)
 	}
-	return &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+	return core.E(op, core.CodeInternal, err)
 }
 
 func isUUID(s string) bool {

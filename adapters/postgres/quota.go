@@ -16,5 +16,5 @@ const SQLStateQuotaExceeded = "FQ001"
 // message ("quota exceeded: observer_rules (limit 100)") is written for the
 // tenant and names only the resource and its limit, so the client sees it.
 func quotaError(op string, pg *pgconn.PgError, err error) *core.Error {
-	return &core.Error{Op: op, Code: core.CodeQuotaExceeded, Message: pg.Message, Err: err}
+	return core.Errorf(core.CodeQuotaExceeded, "%s", pg.Message).WithOp(op).Wrap(err)
 }

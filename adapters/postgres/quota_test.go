@@ -251,7 +251,7 @@ type Query {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := graphql.NewEngine(s, d, graphql.Options{})
+	e := graphql.NewEngine(s, d, graphql.Options{Batcher: d, Writer: d})
 	ctx := core.WithPrincipal(context.Background(), core.Principal{Subject: "x", Tenant: demo.TenantAcme})
 	r := e.Execute(ctx, graphql.Request{Query: fmt.Sprintf(`{ tenantQuota(id: %q) { tier quotas { resource limit used } } }`, demo.TenantAcme)})
 	if len(r.Errors) > 0 {

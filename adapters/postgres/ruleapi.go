@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 
 	"github.com/fraise-dev/fraise/core"
 )
@@ -33,7 +32,7 @@ func (db *DB) EnsureRule(ctx context.Context, tenant string, rule json.RawMessag
 		Name string `json:"name"`
 	}
 	if err := json.Unmarshal(rule, &r); err != nil || r.Name == "" {
-		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "the rule needs a name"}
+		return core.Errorf(core.CodeInvalid, "the rule needs a name").WithOp(op)
 	}
 	return db.InTenant(ctx, tenant, func(ctx context.Context, q core.Querier) error {
 		id, err := q.QueryJSON(ctx, `select to_jsonb(v.id::text) from public.v_observer_rule v where v.data->>'name' = $1`, r.Name)
@@ -53,10 +52,10 @@ func (db *DB) EnsureRule(ctx context.Context, tenant string, rule json.RawMessag
 		}
 		var out struct{ Status, Message string }
 		if err := json.Unmarshal(res, &out); err != nil {
-			return &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+			return core.E(op, core.CodeInternal, err)
 		}
 		if out.Status != "ok" {
-			return &core.Error{Op: op, Code: core.CodeInvalid, Message: fmt.Sprintf("%s: %s", out.Status, out.Message)}
+			return core.Errorf(core.CodeInvalid, "%s: %s", out.Status, out.Message).WithOp(op)
 		}
 		return nil
 	})

@@ -33,7 +33,7 @@ func (l *EventLog) EnabledRules(ctx context.Context) ([]core.Rule, error) {
 			r.Columns = append([]string{}, (*columns)...)
 		}
 		if err := json.Unmarshal(actions, &r.Actions); err != nil {
-			return nil, &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+			return nil, core.E(op, core.CodeInternal, err)
 		}
 		r.Enabled = true
 		out = append(out, r)

@@ -244,13 +244,13 @@ func mapError(op string, err error) error {
 		return nil
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return &core.Error{Op: op, Code: core.CodeUnavailable, Err: err}
+		return core.E(op, core.CodeUnavailable, err)
 	}
 	var ne net.Error
 	if errors.As(err, &ne) || errors.Is(err, goredis.ErrClosed) || strings.Contains(err.Error(), "connection refused") {
-		return &core.Error{Op: op, Code: core.CodeUnavailable, Message: "queue unavailable", Err: err}
+		return core.Errorf(core.CodeUnavailable, "queue unavailable").WithOp(op).Wrap(err)
 	}
-	return &core.Error{Op: op, Code: core.CodeUnavailable, Message: "queue error", Err: err}
+	return core.Errorf(core.CodeUnavailable, "queue error").WithOp(op).Wrap(err)
 }
 
 func isBusyGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "BUSYGROUP") }
@@ -277,7 +277,7 @@ func (q *Queue) Enqueue(ctx context.Context, jobs []core.Job) (err error) {
 		}
 		b, err := json.Marshal(j)
 		if err != nil {
-			return &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+			return core.E(op, core.CodeInternal, err)
 		}
 		args[j.Tenant] = append(args[j.Tenant], positionArg(j.Event.Pos), string(b))
 	}
@@ -360,7 +360,7 @@ func (q *Queue) Record(ctx context.Context, tenant, rule string, d core.Delivery
 	d.At = d.At.UTC()
 	b, err := json.Marshal(d)
 	if err != nil {
-		return &core.Error{Op: "redis.Record", Code: core.CodeInternal, Err: err}
+		return core.E("redis.Record", core.CodeInternal, err)
 	}
 	key := deliveriesKey(tenant, rule)
 	_, err = q.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
@@ -574,7 +574,7 @@ func (q *Queue) Fetch(ctx context.Context, consumer string, max int, room func(s
 func (q *Queue) requeue(ctx context.Context, d core.Delivery) error {
 	b, err := json.Marshal(d.Job)
 	if err != nil {
-		return &core.Error{Op: "redis.requeue", Code: core.CodeInternal, Err: err}
+		return core.E("redis.requeue", core.CodeInternal, err)
 	}
 	key := jobsKey(d.Job.Tenant)
 	_, err = q.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
@@ -735,7 +735,7 @@ func (q *Queue) Ack(ctx context.Context, d core.Delivery) (err error) {
 	select {
 	case q.acks <- r:
 	case <-q.stop:
-		return &core.Error{Op: "redis.Ack", Code: core.CodeUnavailable, Message: "queue closed"}
+		return core.Errorf(core.CodeUnavailable, "queue closed").WithOp("redis.Ack")
 	case <-ctx.Done():
 		return mapError("redis.Ack", ctx.Err())
 	}
@@ -747,7 +747,7 @@ func (q *Queue) Ack(ctx context.Context, d core.Delivery) (err error) {
 		case err := <-r.done: // flushed just before closing
 			return err
 		default:
-			return &core.Error{Op: "redis.Ack", Code: core.CodeUnavailable, Message: "queue closed"}
+			return core.Errorf(core.CodeUnavailable, "queue closed").WithOp("redis.Ack")
 		}
 	case <-ctx.Done():
 		return mapError("redis.Ack", ctx.Err())
@@ -798,7 +798,7 @@ func (q *Queue) ackLoop() {
 func (q *Queue) Retry(ctx context.Context, d core.Delivery, job core.Job, at time.Time) error {
 	b, err := json.Marshal(job)
 	if err != nil {
-		return &core.Error{Op: "redis.Retry", Code: core.CodeInternal, Err: err}
+		return core.E("redis.Retry", core.CodeInternal, err)
 	}
 	key := jobsKey(job.Tenant)
 	_, err = q.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
@@ -820,7 +820,7 @@ func (q *Queue) DeadLetter(ctx context.Context, d core.Delivery, job core.Job, r
 	job.LastError = core.RedactActionText(job.LastError, job.Action)
 	b, err := json.Marshal(job)
 	if err != nil {
-		return &core.Error{Op: "redis.DeadLetter", Code: core.CodeInternal, Err: err}
+		return core.E("redis.DeadLetter", core.CodeInternal, err)
 	}
 	key := jobsKey(job.Tenant)
 	_, err = q.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
@@ -884,7 +884,7 @@ func (q *Queue) Replay(ctx context.Context, tenant string, ids []string) (int, e
 				return 0, mapError(op, err)
 			}
 			if len(m) == 0 {
-				return 0, &core.Error{Op: op, Code: core.CodeNotFound, Message: fmt.Sprintf("no dead letter %s", id)}
+				return 0, core.Errorf(core.CodeNotFound, "no dead letter %s", id).WithOp(op)
 			}
 			msgs = append(msgs, m...)
 		}
@@ -899,7 +899,7 @@ func (q *Queue) Replay(ctx context.Context, tenant string, ids []string) (int, e
 		dl.Job.Attempt = 0
 		b, err := json.Marshal(dl.Job)
 		if err != nil {
-			return n, &core.Error{Op: op, Code: core.CodeInternal, Err: err}
+			return n, core.E(op, core.CodeInternal, err)
 		}
 		_, err = q.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.XAdd(ctx, &goredis.XAddArgs{Stream: jobsKey(tenant), Values: []any{"job", b}})

@@ -83,7 +83,7 @@ func Inserted(tenant, table string, id int64) core.ChangeEvent {
 // memory no transaction can commit events before one already committed.
 func (l *EventLog) Read(ctx context.Context, after core.Position, limit int) ([]core.ChangeEvent, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, &core.Error{Op: "coretest.EventLog.Read", Code: core.CodeUnavailable, Err: err}
+		return nil, core.E("coretest.EventLog.Read", core.CodeUnavailable, err)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

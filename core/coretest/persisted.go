@@ -51,10 +51,10 @@ func (s *PersistedDocuments) Get(_ context.Context, tenant, hash string) (string
 func (s *PersistedDocuments) Put(_ context.Context, tenant, hash, document string) error {
 	const op = "coretest.PersistedDocuments.Put"
 	if tenant == "" {
-		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "a tenant is required"}
+		return core.Errorf(core.CodeInvalid, "a tenant is required").WithOp(op)
 	}
 	if core.DocumentHash(document) != hash {
-		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "the hash is not the document's SHA-256"}
+		return core.Errorf(core.CodeInvalid, "the hash is not the document's SHA-256").WithOp(op)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -66,7 +66,7 @@ func (s *PersistedDocuments) Put(_ context.Context, tenant, hash, document strin
 		return nil
 	}
 	if s.MaxPerTenant > 0 && len(docs) >= s.MaxPerTenant {
-		return &core.Error{Op: op, Code: core.CodeTooLarge, Message: "too many persisted documents"}
+		return core.Errorf(core.CodeTooLarge, "too many persisted documents").WithOp(op)
 	}
 	if docs == nil {
 		docs = map[string]string{}

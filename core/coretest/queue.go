@@ -114,7 +114,7 @@ func (q *Queue) wakeLocked() {
 // event.
 func (q *Queue) Enqueue(ctx context.Context, jobs []core.Job) error {
 	if err := ctx.Err(); err != nil {
-		return &core.Error{Op: "coretest.Queue.Enqueue", Code: core.CodeUnavailable, Err: err}
+		return core.E("coretest.Queue.Enqueue", core.CodeUnavailable, err)
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -296,7 +296,7 @@ func (q *Queue) Replay(_ context.Context, tenant string, ids []string) (int, err
 	t := q.tenantLocked(tenant)
 	for _, id := range ids {
 		if !slices.ContainsFunc(t.dead, func(d core.DeadLetter) bool { return d.ID == id }) {
-			return 0, &core.Error{Op: "coretest.Queue.Replay", Code: core.CodeNotFound, Message: "no dead letter " + id}
+			return 0, core.Errorf(core.CodeNotFound, "no dead letter %s", id).WithOp("coretest.Queue.Replay")
 		}
 	}
 	n := 0

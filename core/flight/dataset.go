@@ -408,8 +408,7 @@ func camel(s string) string {
 func (c *Catalog) Lookup(p core.Principal, name string) (*Dataset, error) {
 	d, ok := c.byName[name]
 	if !ok || !d.allows(p) {
-		return nil, &core.Error{Code: core.CodeNotFound, Op: "flight.Lookup",
-			Message: fmt.Sprintf("dataset %q is not exportable", name), Err: ErrNotExportable}
+		return nil, core.Errorf(core.CodeNotFound, "dataset %q is not exportable", name).WithOp("flight.Lookup").Wrap(ErrNotExportable)
 	}
 	return d, nil
 }

@@ -3,7 +3,6 @@ package flight
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"slices"
 	"sort"
 	"strconv"
@@ -570,8 +569,7 @@ func (c *compiler) filterable(col Column) error {
 	if col.Protection.Clear(c.p) {
 		return nil
 	}
-	return &core.Error{Code: core.CodeForbidden, Op: "flight.Compile",
-		Message: fmt.Sprintf("not allowed to filter or order by column %s of dataset %s", col.Name, c.d.Name)}
+	return core.Errorf(core.CodeForbidden, "not allowed to filter or order by column %s of dataset %s", col.Name, c.d.Name).WithOp("flight.Compile")
 }
 
 func (c *compiler) param(v any) string {

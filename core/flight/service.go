@@ -3,7 +3,6 @@ package flight
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -343,9 +342,7 @@ func (s *Service) Statement(p core.Principal, sql string) (Query, *arrow.Schema,
 	}
 	_, st, err := s.prepare(p, bound)
 	if errors.Is(err, ErrNotExportable) {
-		err = &core.Error{Code: core.CodeInvalid, Op: "flight.Statement",
-			Message: fmt.Sprintf("a statement may read only an exportable dataset, and %q is not one (GetTables lists them)", q.Dataset),
-			Err:     err}
+		err = core.Errorf(core.CodeInvalid, "a statement may read only an exportable dataset, and %q is not one (GetTables lists them)", q.Dataset).WithOp("flight.Statement").Wrap(err)
 	}
 	if err != nil {
 		return q, nil, err

@@ -118,8 +118,7 @@ func (t *Tickets) Issue(p core.Principal, kind string, q Query, ttl time.Duratio
 	// Verify refuses longer tickets: issuing one would answer GetFlightInfo
 	// with a ticket DoGet can never redeem.
 	if len(ticket) > MaxTicketBytes {
-		return nil, time.Time{}, &core.Error{Op: "flight.Issue", Code: core.CodeInvalid,
-			Message: fmt.Sprintf("query too large for a ticket (%d bytes, at most %d): send fewer filter values", len(ticket), MaxTicketBytes)}
+		return nil, time.Time{}, core.Errorf(core.CodeInvalid, "query too large for a ticket (%d bytes, at most %d): send fewer filter values", len(ticket), MaxTicketBytes).WithOp("flight.Issue")
 	}
 	return ticket, exp, nil
 }
@@ -144,7 +143,7 @@ func IsTicket(b []byte) bool { return strings.HasPrefix(string(b), ticketPrefix)
 func (t *Tickets) Verify(p core.Principal, kind string, b []byte) (Query, error) {
 	const op = "flight.Verify"
 	bad := func(code core.Code, msg, why string) (Query, error) {
-		return Query{}, &core.Error{Op: op, Code: code, Message: msg, Err: fmt.Errorf("%w: %s", ErrTicket, why)}
+		return Query{}, core.Errorf(code, "%s", msg).WithOp(op).Wrap(fmt.Errorf("%w: %s", ErrTicket, why))
 	}
 	if len(b) > MaxTicketBytes {
 		return bad(core.CodeUnauthenticated, "invalid ticket", "too long")

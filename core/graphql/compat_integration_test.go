@@ -132,7 +132,7 @@ func TestFraiseQLCompat(t *testing.T) {
 	if err := s.Check(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
-	e := graphql.NewEngine(s, db, graphql.Options{Session: db})
+	e := graphql.NewEngine(s, db, graphql.Options{Batcher: db, Writer: db, Session: db})
 	tests := []struct {
 		name, tenant, query string
 		want                string
@@ -255,7 +255,7 @@ func TestSnakeKeysInput(t *testing.T) {
 	if err := s.Check(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	e := graphql.NewEngine(s, db, graphql.Options{})
+	e := graphql.NewEngine(s, db, graphql.Options{Batcher: db, Writer: db})
 	r := e.Execute(as(compatTenantA), graphql.Request{Query: `mutation { echo(input: {someValue: 1, nestedThing: {innerKey: "x"}}) { entity } }`})
 	mustData(t, r, `{"echo": {"entity": {"some_value": 1, "nested_thing": {"inner_key": "x"}}}}`)
 	_ = json.Valid

@@ -47,11 +47,11 @@ func (c *compiler) alias() string {
 var errForbidden = errors.New("forbidden")
 
 func forbidden(typ, field string) error {
-	return &core.Error{Code: core.CodeForbidden, Message: fmt.Sprintf("not allowed to read %s.%s", typ, field), Err: errForbidden}
+	return core.Errorf(core.CodeForbidden, "not allowed to read %s.%s", typ, field).Wrap(errForbidden)
 }
 
 func invalid(format string, args ...any) error {
-	return &core.Error{Code: core.CodeInvalid, Message: fmt.Sprintf(format, args...)}
+	return core.Errorf(core.CodeInvalid, format, args...)
 }
 
 // compileQuery builds the statement of one root query field; a nil SQL

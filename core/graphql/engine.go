@@ -71,6 +71,14 @@ type Options struct {
 	// Audit, when set, records the mutations whose transaction failed
 	// (those that ran wrote their own audit rows, rolled back with it).
 	Audit core.AuditLog
+	// Batcher, when set, runs a query's statements in one round trip
+	// instead of one InTenant transaction that sends them one by one. It
+	// must see the same database as the engine's TenantDB (usually it is
+	// the same value); requests with hooks take InTenant regardless.
+	Batcher core.TenantBatcher
+	// Writer, when set, runs a mutation's transaction in one round trip,
+	// as Batcher does a query's.
+	Writer core.TenantWriter
 }
 
 // Request is a GraphQL request as GraphQL over HTTP carries it.
@@ -364,7 +372,7 @@ type stmt struct {
 }
 
 // errResultTooLarge aborts a transaction whose result passed the limit.
-var errResultTooLarge = &core.Error{Code: core.CodeTooLarge, Message: "the result is larger than the limit"}
+var errResultTooLarge = core.Errorf(core.CodeTooLarge, "the result is larger than the limit")
 
 // run executes the statements in one tenant transaction, one statement
 // per root field, and assembles the data object in request order.
@@ -378,7 +386,7 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 			needDB = true
 		}
 	}
-	if b, ok := e.db.(core.TenantBatcher); ok && needDB && kind == ast.Query && !hooked(stmts) {
+	if b := e.opts.Batcher; b != nil && needDB && kind == ast.Query && !hooked(stmts) {
 		if err := e.runBatch(ctx, b, p, stmts, results); err != nil {
 			return &Response{Data: json.RawMessage("null"), Errors: []*Error{{
 				Message: core.ErrorMessage(err), Extensions: map[string]any{"code": extensionCode(err)}, Err: err,
@@ -386,7 +394,7 @@ func (e *Engine) run(ctx context.Context, p core.Principal, kind ast.Operation, 
 		}
 		needDB = false
 	}
-	if w, ok := e.db.(core.TenantWriter); ok && needDB && kind == ast.Mutation && !hooked(stmts) {
+	if w := e.opts.Writer; w != nil && needDB && kind == ast.Mutation && !hooked(stmts) {
 		// The whole transaction in one round trip: a connection and the
 		// rows a mutation locks are held for one exchange with the
 		// database, not five.

@@ -73,6 +73,13 @@ func mustEngine(tb testing.TB, d demoDB, o graphql.Options) *graphql.Engine {
 	if o.Audit == nil {
 		o.Audit = d.db
 	}
+	// As the server is wired: reads and writes in one round trip each.
+	if o.Batcher == nil {
+		o.Batcher = d.db
+	}
+	if o.Writer == nil {
+		o.Writer = d.db
+	}
 	return graphql.NewEngine(s, d.db, o)
 }
 
@@ -156,9 +163,9 @@ func TestQueries(t *testing.T) {
 		{name: "internal note with its scope", tenant: demo.TenantAcme, scopes: []string{"read:Post.internalNote"}, query: `{ posts(limit: 1) { internalNote } }`,
 			want: `{"posts": [{"internalNote": "launch"}]}`},
 	}
-	// The adapter runs reads in one round trip (core.TenantBatcher); the
-	// same table also runs through InTenant alone.
-	plain := graphql.NewEngine(mustSchema(t, demo.SDL), struct{ core.TenantDB }{d.db}, graphql.Options{})
+	// e runs reads in one round trip (Options.Batcher); the same table
+	// also runs through InTenant alone, an engine's path without one.
+	plain := graphql.NewEngine(mustSchema(t, demo.SDL), d.db, graphql.Options{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := e.Execute(as(tt.tenant, tt.scopes...), graphql.Request{Query: tt.query, Variables: tt.vars})
@@ -484,7 +491,7 @@ func TestMaskKindsAndTypeAuth(t *testing.T) {
 	if err := s.Check(context.Background(), d.db); err != nil {
 		t.Fatal(err)
 	}
-	e := graphql.NewEngine(s, d.db, graphql.Options{})
+	e := graphql.NewEngine(s, d.db, graphql.Options{Batcher: d.db, Writer: d.db})
 	const q = `{ people(limit: 1) { name email createdAt } }`
 	mustCode(t, e.Execute(as(demo.TenantAcme), graphql.Request{Query: q}), string(core.CodeForbidden))
 	mustData(t, e.Execute(as(demo.TenantAcme, "people"), graphql.Request{Query: q}),
@@ -512,7 +519,7 @@ func TestAbstractTypesInData(t *testing.T) {
 	if err := s.Check(context.Background(), d.db); err != nil {
 		t.Fatal(err)
 	}
-	e := graphql.NewEngine(s, d.db, graphql.Options{})
+	e := graphql.NewEngine(s, d.db, graphql.Options{Batcher: d.db, Writer: d.db})
 	r := e.Execute(as(demo.TenantAcme), graphql.Request{Query: `{ feeds(limit: 1) {
 		owner items { __typename ... on Note { text } ... on Link { url } } pinned { __typename title ... on Link { url } } } }`})
 	mustData(t, r, `{"feeds": [{"owner": "Alice",
@@ -558,7 +565,7 @@ func TestMutations(t *testing.T) {
 		if err := s.Check(context.Background(), d.db); err != nil {
 			t.Fatal(err)
 		}
-		e2 := graphql.NewEngine(s, d.db, graphql.Options{Audit: d.db})
+		e2 := graphql.NewEngine(s, d.db, graphql.Options{Batcher: d.db, Writer: d.db, Audit: d.db})
 		n := d.admin(t, `select count(*) from public.posts`)[0][0]
 		r := e2.Execute(ctx, graphql.Request{Query: `mutation { createPost(input: {title: "kept?", authorId: "b0000000-0000-4000-8000-00000000000b"}) { __typename }
 			failPost(input: {title: "x", authorId: "b0000000-0000-4000-8000-00000000000b"}) { __typename } }`})
@@ -657,7 +664,9 @@ func TestLimits(t *testing.T) {
 			if tt.timeout > 0 {
 				db = d.db.WithStatementTimeout(tt.timeout)
 			}
-			e := graphql.NewEngine(s, db, tt.o)
+			o := tt.o
+			o.Batcher, o.Writer = db, db
+			e := graphql.NewEngine(s, db, o)
 			r := e.Execute(as(demo.TenantAcme), graphql.Request{Query: tt.query})
 			if tt.code == "" {
 				if len(r.Errors) > 0 {

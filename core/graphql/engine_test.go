@@ -277,3 +277,56 @@ func TestResponseBody(t *testing.T) {
 		})
 	}
 }
+
+// batchingDB is a recordingDB that also implements core.TenantBatcher and
+// core.TenantWriter, counting the batches it is sent.
+type batchingDB struct {
+	*recordingDB
+	reads, writes int
+}
+
+func (b *batchingDB) QueryJSONBatch(_ context.Context, _ string, stmts []core.Statement) ([][]byte, error) {
+	b.reads++
+	return make([][]byte, len(stmts)), nil
+}
+
+func (b *batchingDB) ExecJSONBatch(_ context.Context, _, _ string, stmts []core.Statement, accept func([][]byte) error) error {
+	b.writes++
+	return accept(make([][]byte, len(stmts)))
+}
+
+// TestBatcherAndWriterAreExplicit checks that the engine runs a request in
+// one round trip only through the ports its options give it: a TenantDB
+// that happens to batch is used as a TenantDB, so what a server does is
+// read from its wiring, not from the dynamic type of its database.
+func TestBatcherAndWriterAreExplicit(t *testing.T) {
+	const (
+		query    = `{ posts { title } }`
+		mutation = `mutation { createPost(input: {title: "x", authorId: "y"}) { __typename } }`
+	)
+	tests := []struct {
+		name, query             string
+		ports                   bool
+		reads, writes, inTenant int // inTenant: statements sent through InTenant
+	}{
+		{"query with a Batcher", query, true, 1, 0, 0},
+		{"mutation with a Writer", mutation, true, 0, 1, 0},
+		{"query without one", query, false, 0, 0, 1},
+		{"mutation without one", mutation, false, 0, 0, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := &batchingDB{recordingDB: &recordingDB{}}
+			var o graphql.Options
+			if tt.ports {
+				o.Batcher, o.Writer = db, db
+			}
+			e := graphql.NewEngine(mustSchema(t, demo.SDL), db, o)
+			e.Execute(as(demo.TenantAcme, "write"), graphql.Request{Query: tt.query})
+			if got := len(db.take()); db.reads != tt.reads || db.writes != tt.writes || got != tt.inTenant {
+				t.Fatalf("got %d batched reads, %d batched writes, %d statements through InTenant; want %d, %d, %d",
+					db.reads, db.writes, got, tt.reads, tt.writes, tt.inTenant)
+			}
+		})
+	}
+}

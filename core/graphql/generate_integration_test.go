@@ -40,7 +40,7 @@ func TestGeneratePlain(t *testing.T) {
 	if err := s.Check(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	e := graphql.NewEngine(s, db, graphql.Options{})
+	e := graphql.NewEngine(s, db, graphql.Options{Batcher: db, Writer: db})
 	tests := []struct{ name, query, want string }{
 		{name: "columns as fields, a filter on a column",
 			query: `{ authors(where: {bornOn: {lt: "1900-01-01"}}, orderBy: [{name: ASC}]) { name bornOn } }`,
@@ -51,7 +51,7 @@ func TestGeneratePlain(t *testing.T) {
 		{name: "by id", query: `{ book(id: "b2000000-0000-4000-8000-000000000002") { title } }`, want: `{"book": {"title": "Hidden Figures"}}`},
 		{name: "the omitted table is not served", query: `{ __type(name: "Secret") { name } }`, want: `{"__type": null}`},
 	}
-	e = graphql.NewEngine(s, db, graphql.Options{Introspection: true})
+	e = graphql.NewEngine(s, db, graphql.Options{Batcher: db, Writer: db, Introspection: true})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			mustData(t, e.Execute(as(compatTenantA), graphql.Request{Query: tt.query}), tt.want)

@@ -54,8 +54,7 @@ func (c *compiler) checkHook(f *ast.Field, hooks Hooks) *hookRun {
 func (c *compiler) compileResolved(ctx context.Context, f *ast.Field, hooks Hooks) (string, *hookRun, error) {
 	h, ok := hooks[f.Name]
 	if !ok || h.Resolve == nil {
-		return "", nil, &core.Error{Code: core.CodeInternal, Op: "graphql.resolve",
-			Message: fmt.Sprintf("field %s is @resolver but the server registered no resolver for it", f.Name)}
+		return "", nil, core.Errorf(core.CodeInternal, "field %s is @resolver but the server registered no resolver for it", f.Name).WithOp("graphql.resolve")
 	}
 	run := &hookRun{hook: h, args: f.ArgumentMap(c.vars), slot: len(c.args)}
 	ph := c.param(nil)

@@ -40,7 +40,7 @@ func TestHooks(t *testing.T) {
 		"createPost": {Check: func(ctx context.Context, q core.Querier, p core.Principal, args map[string]any) error {
 			in, _ := args["input"].(map[string]any)
 			if strings.Contains(in["title"].(string), "forbidden") {
-				return &core.Error{Code: core.CodeInvalid, Message: "the title may not say forbidden"}
+				return core.Errorf(core.CodeInvalid, "the title may not say forbidden")
 			}
 			return nil
 		}},
@@ -49,7 +49,7 @@ func TestHooks(t *testing.T) {
 			return nil
 		}},
 	}
-	e := graphql.NewEngine(s, d.db, graphql.Options{Hooks: hooks, Audit: d.db})
+	e := graphql.NewEngine(s, d.db, graphql.Options{Batcher: d.db, Writer: d.db, Hooks: hooks, Audit: d.db})
 	ctx := core.WithPrincipal(context.Background(), core.Principal{Subject: "alice", Tenant: demo.TenantAcme})
 	users := d.admin(t, `select count(*) from public.users where tenant_id = $1`, demo.TenantAcme)[0][0]
 
@@ -90,14 +90,14 @@ func TestHooks(t *testing.T) {
 		}
 	})
 	t.Run("introspection hides @resolver", func(t *testing.T) {
-		ie := graphql.NewEngine(s, d.db, graphql.Options{Hooks: hooks, Introspection: true})
+		ie := graphql.NewEngine(s, d.db, graphql.Options{Batcher: d.db, Writer: d.db, Hooks: hooks, Introspection: true})
 		r := ie.Execute(ctx, graphql.Request{Query: `{ __schema { directives { name } } }`})
 		if len(r.Errors) > 0 || !strings.Contains(string(r.Data), `"skip"`) || strings.Contains(string(r.Data), "resolver") {
 			t.Fatalf("got %s %+v", r.Data, r.Errors)
 		}
 	})
 	t.Run("a resolver field without a registered resolver", func(t *testing.T) {
-		bare := graphql.NewEngine(s, d.db, graphql.Options{})
+		bare := graphql.NewEngine(s, d.db, graphql.Options{Batcher: d.db, Writer: d.db})
 		r := bare.Execute(ctx, graphql.Request{Query: `{ echo(say: "hi") { said } }`})
 		mustCode(t, r, string(core.CodeInternal))
 	})

@@ -79,7 +79,7 @@ func mustOperatorsDB(tb testing.TB) *operatorsDB {
 	if err := s.Check(ctx, d); err != nil {
 		tb.Fatal(err)
 	}
-	out.engine = graphql.NewEngine(s, d, graphql.Options{})
+	out.engine = graphql.NewEngine(s, d, graphql.Options{Batcher: d, Writer: d})
 	return out
 }
 

@@ -116,8 +116,7 @@ func (p *Protection) Authorize(pr core.Principal, table string, columns []string
 	for _, c := range columns {
 		for _, g := range p.Guards(table, c) {
 			if !pr.HasScope(g.Scope) {
-				return &core.Error{Op: "observe.Authorize", Code: core.CodeForbidden,
-					Message: fmt.Sprintf("capturing column %q of %s needs scope %s, which protects %s in the schema", c, table, g.Scope, g.Field)}
+				return core.Errorf(core.CodeForbidden, "capturing column %q of %s needs scope %s, which protects %s in the schema", c, table, g.Scope, g.Field).WithOp("observe.Authorize")
 			}
 		}
 	}
@@ -212,15 +211,15 @@ func keptColumns(cols []string, keep func(string) bool) []string {
 func validateColumns(cols []string) error {
 	const op = "observe.ValidateRule"
 	if len(cols) > MaxColumns {
-		return &core.Error{Op: op, Code: core.CodeInvalid, Message: fmt.Sprintf("a rule captures at most %d columns", MaxColumns)}
+		return core.Errorf(core.CodeInvalid, "a rule captures at most %d columns", MaxColumns).WithOp(op)
 	}
 	seen := make(map[string]bool, len(cols))
 	for i, c := range cols {
 		if c == "" || len(c) > MaxColumnName {
-			return &core.Error{Op: op, Code: core.CodeInvalid, Message: fmt.Sprintf("columns[%d]: a column name has 1 to %d bytes", i, MaxColumnName)}
+			return core.Errorf(core.CodeInvalid, "columns[%d]: a column name has 1 to %d bytes", i, MaxColumnName).WithOp(op)
 		}
 		if seen[c] {
-			return &core.Error{Op: op, Code: core.CodeInvalid, Message: fmt.Sprintf("columns[%d]: %q is named twice", i, c)}
+			return core.Errorf(core.CodeInvalid, "columns[%d]: %q is named twice", i, c).WithOp(op)
 		}
 		seen[c] = true
 	}

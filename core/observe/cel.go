@@ -87,19 +87,18 @@ func (c *Compiler) compile(src string) (*Condition, error) {
 		return &Condition{}, nil
 	}
 	if len(src) > MaxConditionLength {
-		return nil, &core.Error{Op: op, Code: core.CodeInvalid, Message: fmt.Sprintf("condition longer than %d bytes", MaxConditionLength)}
+		return nil, core.Errorf(core.CodeInvalid, "condition longer than %d bytes", MaxConditionLength).WithOp(op)
 	}
 	ast, iss := c.env.Compile(src)
 	if iss.Err() != nil {
-		return nil, &core.Error{Op: op, Code: core.CodeInvalid, Message: "invalid condition: " + iss.Err().Error()}
+		return nil, core.Errorf(core.CodeInvalid, "invalid condition: %v", iss.Err()).WithOp(op)
 	}
 	if !ast.OutputType().IsExactType(cel.BoolType) && !ast.OutputType().IsExactType(cel.DynType) {
-		return nil, &core.Error{Op: op, Code: core.CodeInvalid,
-			Message: fmt.Sprintf("condition must be a boolean, not %s", ast.OutputType())}
+		return nil, core.Errorf(core.CodeInvalid, "condition must be a boolean, not %s", ast.OutputType()).WithOp(op)
 	}
 	prg, err := c.env.Program(ast, cel.CostLimit(conditionCostLimit), cel.EvalOptions(cel.OptOptimize))
 	if err != nil {
-		return nil, &core.Error{Op: op, Code: core.CodeInvalid, Message: "invalid condition: " + err.Error()}
+		return nil, core.Errorf(core.CodeInvalid, "invalid condition: %v", err).WithOp(op)
 	}
 	return &Condition{src: src, prg: prg}, nil
 }

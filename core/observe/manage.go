@@ -24,7 +24,7 @@ type Rules struct {
 }
 
 func invalidInput(msg string) error {
-	return &core.Error{Code: core.CodeInvalid, Op: "observe.Rules", Message: msg}
+	return core.Errorf(core.CodeInvalid, "%s", msg).WithOp("observe.Rules")
 }
 
 // Check validates rule r and authorizes p, its author, to capture its
@@ -144,7 +144,7 @@ func (m *Rules) Test(ctx context.Context, q core.Querier, p core.Principal, id s
 			return TestResult{}, err
 		}
 		if cur == nil {
-			return TestResult{}, &core.Error{Code: core.CodeNotFound, Op: "observe.Rules", Message: "no such rule"}
+			return TestResult{}, core.Errorf(core.CodeNotFound, "no such rule").WithOp("observe.Rules")
 		}
 		if r, err = RuleFrom(cur, nil); err != nil {
 			return TestResult{}, err

@@ -88,7 +88,7 @@ func BuildMessage(job core.Job) (core.Message, error) {
 		}
 		m.To, m.Subject, m.Body = a.To, subject, []byte(body)
 	default:
-		return m, &core.Error{Op: "observe.BuildMessage", Code: core.CodeInvalid, Message: "unknown action kind " + a.Kind}
+		return m, core.Errorf(core.CodeInvalid, "unknown action kind %s", a.Kind).WithOp("observe.BuildMessage")
 	}
 	return m, nil
 }

@@ -25,7 +25,7 @@ func JobID(e core.ChangeEvent, ruleID string, i int) string {
 func ValidateRule(c *Compiler, r core.Rule) error {
 	const op = "observe.ValidateRule"
 	bad := func(format string, args ...any) error {
-		return &core.Error{Op: op, Code: core.CodeInvalid, Message: fmt.Sprintf(format, args...)}
+		return core.Errorf(core.CodeInvalid, format, args...).WithOp(op)
 	}
 	if _, err := c.Compile(r.Condition); err != nil {
 		return err
@@ -82,8 +82,7 @@ func checkTemplate(r core.Rule, src string) error {
 	}
 	for _, c := range t.columns() {
 		if !slices.Contains(r.Columns, c) {
-			return &core.Error{Op: "observe.ValidateRule", Code: core.CodeInvalid,
-				Message: fmt.Sprintf("reads column %q, which the rule does not capture (add it to columns)", c)}
+			return core.Errorf(core.CodeInvalid, "reads column %q, which the rule does not capture (add it to columns)", c).WithOp("observe.ValidateRule")
 		}
 	}
 	return nil

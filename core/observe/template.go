@@ -2,7 +2,6 @@ package observe
 
 import (
 	"encoding/json"
-	"fmt"
 	"strconv"
 	"strings"
 	"unicode"
@@ -53,7 +52,7 @@ var roots = map[string]bool{"op": true, "table": true, "tenant": true, "changed"
 func ParseTemplate(src string) (*Template, error) {
 	const op = "observe.ParseTemplate"
 	bad := func(format string, args ...any) error {
-		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "invalid template: " + fmt.Sprintf(format, args...)}
+		return core.Errorf(core.CodeInvalid, "invalid template: "+format, args...).WithOp(op)
 	}
 	if len(src) > MaxTemplateLength {
 		return nil, bad("longer than %d bytes", MaxTemplateLength)

@@ -295,7 +295,7 @@ func (a *Authenticator) Verify(ctx context.Context, raw string) (core.Principal,
 	const op = "apikey.Verify"
 	id, secret, err := Parse(raw)
 	if err != nil {
-		return core.Principal{}, &core.Error{Op: op, Code: core.CodeUnauthenticated, Err: err}
+		return core.Principal{}, core.E(op, core.CodeUnauthenticated, err)
 	}
 	k, found, err := a.lookup(ctx, id)
 	if err != nil {
@@ -329,8 +329,7 @@ func (a *Authenticator) Verify(ctx context.Context, raw string) (core.Principal,
 }
 
 func refuse(format string, args ...any) error {
-	return &core.Error{Op: "apikey.Verify", Code: core.CodeUnauthenticated,
-		Err: fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)}
+	return core.E("apikey.Verify", core.CodeUnauthenticated, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
 }
 
 // lookup returns the record for id from the cache or the store. Unknown
@@ -368,14 +367,14 @@ func (a *Authenticator) lookup(ctx context.Context, id string) (Key, bool, error
 		case <-f.done:
 			return f.key, f.found, f.err
 		case <-ctx.Done():
-			return Key{}, false, &core.Error{Op: op, Code: core.CodeUnavailable, Err: ctx.Err()}
+			return Key{}, false, core.E(op, core.CodeUnavailable, ctx.Err())
 		}
 	}
 	// Lookups that miss the cache are rate-limited: keys with made-up ids
 	// would otherwise turn a flood of requests into a flood of queries.
 	if err := a.takeLocked(now, id, clientOf(ctx), ok && c.found); err != nil {
 		a.mu.Unlock()
-		return Key{}, false, &core.Error{Op: op, Code: core.CodeRateLimited, Err: err}
+		return Key{}, false, core.E(op, core.CodeRateLimited, err)
 	}
 	f := &flight{done: make(chan struct{})}
 	a.inflight[id] = f
@@ -400,7 +399,7 @@ func (a *Authenticator) fetch(ctx context.Context, id string, f *flight, now tim
 	k, err := a.store.Get(ctx, id)
 	found := err == nil
 	if err != nil && core.ErrorCode(err) != core.CodeNotFound {
-		f.err = &core.Error{Op: "apikey.Verify", Code: core.CodeUnavailable, Err: err}
+		f.err = core.E("apikey.Verify", core.CodeUnavailable, err)
 		return Key{}, false, f.err
 	}
 	f.key, f.found = k, found

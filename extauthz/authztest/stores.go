@@ -36,7 +36,7 @@ var (
 func (s *APIKeys) Create(_ context.Context, k apikey.Key) error {
 	const op = "authztest.APIKeys.Create"
 	if !keyIDPattern.MatchString(k.ID) || len(k.Hash) != 32 || !uuidPattern.MatchString(k.Tenant) {
-		return &core.Error{Op: op, Code: core.CodeInvalid, Message: "malformed API key"}
+		return core.Errorf(core.CodeInvalid, "malformed API key").WithOp(op)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -44,7 +44,7 @@ func (s *APIKeys) Create(_ context.Context, k apikey.Key) error {
 		s.keys = map[string]apikey.Key{}
 	}
 	if _, ok := s.keys[k.ID]; ok {
-		return &core.Error{Op: op, Code: core.CodeConflict, Message: "already exists"}
+		return core.Errorf(core.CodeConflict, "already exists").WithOp(op)
 	}
 	k.Tenant = strings.ToLower(k.Tenant)
 	k.CreatedAt, k.ExpiresAt = stored(k.CreatedAt), stored(k.ExpiresAt)
@@ -59,7 +59,7 @@ func (s *APIKeys) Get(_ context.Context, id string) (apikey.Key, error) {
 	defer s.mu.Unlock()
 	k, ok := s.keys[id]
 	if !ok {
-		return apikey.Key{}, &core.Error{Op: "authztest.APIKeys.Get", Code: core.CodeNotFound, Message: "no such API key"}
+		return apikey.Key{}, core.Errorf(core.CodeNotFound, "no such API key").WithOp("authztest.APIKeys.Get")
 	}
 	return cloneKey(k), nil
 }
@@ -67,7 +67,7 @@ func (s *APIKeys) Get(_ context.Context, id string) (apikey.Key, error) {
 // List implements apikey.Store: newest first, then by id.
 func (s *APIKeys) List(_ context.Context, tenant string) ([]apikey.Key, error) {
 	if tenant != "" && !uuidPattern.MatchString(tenant) {
-		return nil, &core.Error{Op: "authztest.APIKeys.List", Code: core.CodeInvalid, Message: "tenant must be a UUID"}
+		return nil, core.Errorf(core.CodeInvalid, "tenant must be a UUID").WithOp("authztest.APIKeys.List")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -92,7 +92,7 @@ func (s *APIKeys) Revoke(_ context.Context, id string, at time.Time) error {
 	defer s.mu.Unlock()
 	k, ok := s.keys[id]
 	if !ok || !k.RevokedAt.IsZero() {
-		return &core.Error{Op: "authztest.APIKeys.Revoke", Code: core.CodeNotFound, Message: "no such unrevoked API key"}
+		return core.Errorf(core.CodeNotFound, "no such unrevoked API key").WithOp("authztest.APIKeys.Revoke")
 	}
 	k.RevokedAt = stored(at)
 	s.keys[id] = k

@@ -366,7 +366,7 @@ func or(s, def string) string {
 
 // invalid wraps a refusal reason as an unauthenticated core error.
 func invalid(format string, args ...any) error {
-	return &core.Error{Op: "token.Verify", Code: core.CodeUnauthenticated, Err: fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)}
+	return core.E("token.Verify", core.CodeUnauthenticated, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
 }
 
 // Verify authenticates raw, a compact JWS without the "Bearer " prefix.
@@ -443,7 +443,7 @@ func (v *Verifier) verify(ctx context.Context, raw string) (Identity, error) {
 		}
 		if key, err = is.keys.key(ctx, hdr.KeyID, alg); err != nil {
 			if errors.Is(err, ErrKeysUnavailable) {
-				return Identity{}, &core.Error{Op: "token.Verify", Code: core.CodeUnavailable, Err: fmt.Errorf("issuer %q: %w", is.cfg.Issuer, err)}
+				return Identity{}, core.E("token.Verify", core.CodeUnavailable, fmt.Errorf("issuer %q: %w", is.cfg.Issuer, err))
 			}
 			return Identity{}, invalid("issuer %q: %v", is.cfg.Issuer, err)
 		}

@@ -556,8 +556,7 @@ func (c *Controller) refuse(tenant string, reason Reason, wait time.Duration) er
 	case ReasonCanceled:
 		msg = "request cancelled while waiting"
 	}
-	return &core.Error{Op: "admission.Admit", Code: code, Message: msg,
-		Err: &Refusal{Reason: reason, RetryAfter: c.o.RetryAfter}}
+	return core.Errorf(code, "%s", msg).WithOp("admission.Admit").Wrap(&Refusal{Reason: reason, RetryAfter: c.o.RetryAfter})
 }
 
 func (c *Controller) observe(d Decision) {

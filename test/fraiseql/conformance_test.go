@@ -77,7 +77,7 @@ func TestConformance(t *testing.T) {
 	if err := s.Check(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	e := graphql.NewEngine(s, db, graphql.Options{})
+	e := graphql.NewEngine(s, db, graphql.Options{Batcher: db, Writer: db})
 	files, err := filepath.Glob("testdata/conformance/*.graphql")
 	if err != nil {
 		t.Fatal(err)

@@ -60,7 +60,7 @@ func TestSchemaReload(t *testing.T) {
 	if err := s.Check(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	engine := graphql.NewEngine(s, db, graphql.Options{})
+	engine := graphql.NewEngine(s, db, graphql.Options{Batcher: db, Writer: db})
 	r := &schemaReloader{db: db, schemas: []string{"public"}, engine: engine, log: slog.New(slog.DiscardHandler), last: sdl}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -327,6 +327,7 @@ func (c *coreParts) openDatabase(ctx context.Context) error {
 		MaxAliases:    cfg.Server.MaxAliases, MaxRootFields: cfg.Server.MaxRootFields, MaxCost: cfg.Server.MaxCost,
 		MaxResultBytes: cfg.Server.MaxResultBytes, MaxSelections: cfg.Server.MaxSelections,
 		APQ: cfg.Server.APQ, Trusted: trusted, Persisted: persisted, Hooks: hooks, Session: db, Audit: db,
+		Batcher: gqlDB, Writer: gqlDB,
 	})
 	c.metrics.Registry.MustRegister(upGauge("fraise_postgres_up", "1 when the core's database answers a ping within a second, at scrape time.", db.Ping))
 	if err := c.metrics.Registry.Register(c.sec.w); err != nil {

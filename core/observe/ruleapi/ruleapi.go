@@ -228,7 +228,7 @@ func Protection(s *graphql.Schema) *observe.Protection {
 }
 
 func invalidInput(msg string) error {
-	return &core.Error{Code: core.CodeInvalid, Op: "ruleapi", Message: msg}
+	return core.Errorf(core.CodeInvalid, "%s", msg).WithOp("ruleapi")
 }
 
 // object is an input object argument; an absent one is empty.

@@ -51,7 +51,7 @@ func mustRulesEngine(tb testing.TB) rulesEnv {
 	if err := s.Check(ctx, db); err != nil {
 		tb.Fatal(err)
 	}
-	e := graphql.NewEngine(s, db, graphql.Options{Hooks: ruleapi.Hooks(&observe.Rules{Compiler: observe.NewCompiler(), Protection: ruleapi.Protection(s), Store: db}), Session: db, Audit: db})
+	e := graphql.NewEngine(s, db, graphql.Options{Batcher: db, Writer: db, Hooks: ruleapi.Hooks(&observe.Rules{Compiler: observe.NewCompiler(), Protection: ruleapi.Protection(s), Store: db}), Session: db, Audit: db})
 	return rulesEnv{engine: e, adminURL: pg.AdminURL(name)}
 }
 
