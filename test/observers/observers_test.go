@@ -18,6 +18,7 @@ import (
 	"github.com/fraise-dev/fraise/adapters/webhook"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/observe"
+	"github.com/fraise-dev/fraise/internal/logtest"
 )
 
 func TestObserversEachActionKind(t *testing.T) {
@@ -193,7 +194,7 @@ func TestObserversRedactSecretsInLogsAndDeadLetters(t *testing.T) {
 	for i, a := range targets {
 		p.rule(t, obsTenantA, map[string]any{"name": fmt.Sprint("secret", i), "table": "public.orders", "actions": []map[string]any{a}})
 	}
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	o, _ := p.startLogging(t, "w1", slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values (1, $1, 1)", obsTenantA)
 
@@ -287,24 +288,6 @@ func TestObserversSendOnlyCapturedColumns(t *testing.T) {
 	if got := strings.Join(slack.bodies, " "); got != `{"text":"1 10 ."} {"text":"1 11 ."}` {
 		t.Fatalf("slack: got %s, want the total without the note", got)
 	}
-}
-
-// lockedBuffer is a log destination shared by goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestObserversChaos stops Redis while events flow and kills a worker in
