@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+
+	"github.com/fraise-dev/fraise/internal/lifecycle"
 )
 
 // DefaultMaxRecvMsgBytes bounds a CheckRequest. Envoy sends at most its
@@ -57,33 +59,23 @@ func (s *Server) NewGRPCServer(o GRPCOptions) *grpc.Server {
 // reports NOT_SERVING on the health service first, so Envoy's health
 // checks take this instance out of rotation, waits drainDelay for that to
 // happen, then lets in-flight checks finish for up to timeout before
-// closing connections.
+// closing connections (lifecycle.ServeGRPC's stop).
 func (s *Server) Serve(ctx context.Context, g *grpc.Server, ln net.Listener, drainDelay, timeout time.Duration) error {
-	errc := make(chan error, 1)
-	go func() { errc <- g.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	s.Drain()
-	if drainDelay > 0 {
-		time.Sleep(drainDelay)
-	}
-	stopped := make(chan struct{})
-	go func() { g.GracefulStop(); close(stopped) }()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-stopped:
-	case <-t.C:
-		g.Stop()
-		<-stopped
-	}
-	if err := <-errc; err != nil && err != grpc.ErrServerStopped {
-		return err
-	}
-	return nil
+	// The server stops when the drain delay has passed, not when ctx
+	// ends: it goes on answering while Envoy moves away.
+	stopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	defer context.AfterFunc(ctx, func() {
+		s.Drain()
+		t := time.NewTimer(drainDelay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-stopCtx.Done(): // Serve failed and returned meanwhile
+		}
+		stop()
+	})()
+	return lifecycle.ServeGRPC(stopCtx, g, ln, timeout)
 }
 
 // JWKSPath is where the admin port serves the assertion keys.

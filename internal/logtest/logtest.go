@@ -1,10 +1,12 @@
 // Package logtest records log lines for tests that check what a component
-// logs, with the trace id of each line's context.
+// logs, with the trace id of each line's context, or keeps its output as
+// written (Buffer).
 package logtest
 
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"go.opentelemetry.io/otel/trace"
@@ -61,4 +63,26 @@ func (r *Recorder) Errors() []Line {
 		}
 	}
 	return out
+}
+
+// Buffer is a log destination that goroutines write while a test reads
+// it (a slog handler's writer, a command's stderr); the zero value is
+// ready to use.
+type Buffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+// Write implements io.Writer.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

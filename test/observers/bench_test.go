@@ -11,6 +11,7 @@ import (
 
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/internal/await"
+	"github.com/fraise-dev/fraise/test/observers/obstest"
 )
 
 // benchDuration bounds a load run: shorter in CI.
@@ -40,15 +41,15 @@ func insertRows(tb testing.TB, p *pipeline, tenant string, first, n int) {
 // warmUp returns once one event (row 0 of tenant) has gone through the whole
 // pipeline, so the timed part starts with a running pipeline; it returns the
 // deliveries so far, which the benchmark does not count.
-func warmUp(tb testing.TB, p *pipeline, rc *receiver, tenant string) int {
+func warmUp(tb testing.TB, p *pipeline, rc *obstest.Receiver, tenant string) int {
 	tb.Helper()
 	insertRows(tb, p, tenant, 0, 1)
-	eventually(tb, 30*time.Second, "the warm-up event delivered", func() bool { return rc.delivered() >= 1 })
-	return rc.delivered()
+	await.Until(tb, 30*time.Second, "the warm-up event delivered", func() bool { return rc.Delivered() >= 1 })
+	return rc.Delivered()
 }
 
 func tryInsertRows(p *pipeline, tenant string, first, n int) error {
-	return p.db.InTenant(context.Background(), tenant, func(ctx context.Context, q core.Querier) error {
+	return p.DB.InTenant(context.Background(), tenant, func(ctx context.Context, q core.Querier) error {
 		_, err := q.QueryJSON(ctx, `with x as (insert into orders (id, tenant_id, total)
 			select g, $1, g from generate_series($2::int, $3::int) g returning 1) select to_jsonb(count(*)) from x`,
 			tenant, first, first+n-1)
@@ -61,11 +62,11 @@ func tryInsertRows(p *pipeline, tenant string, first, n int) error {
 // events/s, through PostgreSQL, Redis and HTTP on loopback.
 func BenchmarkObserverLatency(b *testing.B) {
 	p := mustPipeline(b)
-	rc := mustReceiver(b)
-	p.rule(b, obsTenantA, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
+	rc := obstest.StartReceiver(b)
+	p.Rule(b, obstest.TenantA, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
 		"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
 	p.start(b, "bench")
-	warm := warmUp(b, p, rc, obsTenantA)
+	warm := warmUp(b, p, rc, obstest.TenantA)
 	d := benchDuration()
 	const offered, tick = 1000, 10 * time.Millisecond
 	b.ResetTimer()
@@ -76,15 +77,15 @@ func BenchmarkObserverLatency(b *testing.B) {
 		// Catch up on ticks a slow insert made us miss: the offered load
 		// stays 1,000 events/s on average.
 		if owed := int(time.Since(start).Seconds()*offered) - sent; owed > 0 {
-			insertRows(b, p, obsTenantA, sent+1, owed)
+			insertRows(b, p, obstest.TenantA, sent+1, owed)
 			sent += owed
 		}
 	}
 	t.Stop()
 	rate := float64(sent) / time.Since(start).Seconds()
-	eventually(b, 30*time.Second, "every event delivered", func() bool { return rc.delivered()-warm >= sent })
+	await.Until(b, 30*time.Second, "every event delivered", func() bool { return rc.Delivered()-warm >= sent })
 	b.StopTimer()
-	_, lat := rc.snapshot()
+	lat := rc.Snapshot().Latency
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	b.ReportMetric(percentile(lat, 0.50), "p50-ms")
 	b.ReportMetric(percentile(lat, 0.95), "p95-ms")
@@ -100,18 +101,18 @@ func BenchmarkObserverLatency(b *testing.B) {
 // event is delivered.
 func BenchmarkObserverThroughput(b *testing.B) {
 	p := mustPipeline(b)
-	rc := mustReceiver(b)
-	tenants := []string{obsTenantA, obsTenantB, "00000000-0000-0000-0000-0000000000cc", "00000000-0000-0000-0000-0000000000dd"}
+	rc := obstest.StartReceiver(b)
+	tenants := []string{obstest.TenantA, obstest.TenantB, "00000000-0000-0000-0000-0000000000cc", "00000000-0000-0000-0000-0000000000dd"}
 	for _, tn := range tenants {
-		p.rule(b, tn, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
+		p.Rule(b, tn, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
 			"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
 	}
 	if w, t, ok := benchWorkers(); ok {
 		p.opts.Workers, p.opts.PerTenant = w, t
 	}
 	o, _ := p.start(b, "bench")
-	warm := warmUp(b, p, rc, obsTenantA)
-	delivered := func() int { return rc.delivered() - warm }
+	warm := warmUp(b, p, rc, obstest.TenantA)
+	delivered := func() int { return rc.Delivered() - warm }
 	d := benchDuration()
 	const batch = 500
 	b.ResetTimer()
@@ -147,10 +148,10 @@ func BenchmarkObserverThroughput(b *testing.B) {
 		b.Logf("the pipeline kept up with the inserts: events/s is the insert rate")
 	}
 	last := time.Now()
-	eventually(b, 120*time.Second, fmt.Sprintf("%d events delivered", total), func() bool {
+	await.Until(b, 120*time.Second, fmt.Sprintf("%d events delivered", total), func() bool {
 		if testing.Verbose() && time.Since(last) > 500*time.Millisecond {
 			last = time.Now()
-			b.Logf("enqueued %d, delivered %d of %d", o.Enqueued(), rc.delivered(), total)
+			b.Logf("enqueued %d, delivered %d of %d", o.Enqueued(), rc.Delivered(), total)
 		}
 		return delivered() >= total
 	})
@@ -160,7 +161,7 @@ func BenchmarkObserverThroughput(b *testing.B) {
 		c1, total, elapsed-t1.Sub(start))
 	b.ReportMetric(float64(c1-c0)/t1.Sub(t0).Seconds(), "events/s")
 	b.ReportMetric(float64(total)/elapsed.Seconds(), "e2e-events/s")
-	counts, _ := rc.snapshot()
+	counts := rc.Snapshot().Count
 	dups := 0
 	for _, n := range counts {
 		dups += n - 1

@@ -18,41 +18,44 @@ import (
 	"github.com/fraise-dev/fraise/adapters/webhook"
 	"github.com/fraise-dev/fraise/core"
 	"github.com/fraise-dev/fraise/core/observe"
+	"github.com/fraise-dev/fraise/internal/await"
+	"github.com/fraise-dev/fraise/internal/logtest"
+	"github.com/fraise-dev/fraise/test/observers/obstest"
 )
 
 func TestObserversEachActionKind(t *testing.T) {
 	p := mustPipeline(t)
-	hook, slack := mustReceiver(t), mustReceiver(t)
-	bigRule := p.rule(t, obsTenantA, map[string]any{"name": "big", "table": "public.orders", "operations": []string{"INSERT"},
+	hook, slack := obstest.StartReceiver(t), obstest.StartReceiver(t)
+	bigRule := p.Rule(t, obstest.TenantA, map[string]any{"name": "big", "table": "public.orders", "operations": []string{"INSERT"},
 		"condition": "after.total > 1000", "actions": []map[string]any{{"kind": "webhook", "url": hook.URL, "secret": "s3cret"}}})
-	p.rule(t, obsTenantA, map[string]any{"name": "changed", "table": "public.orders", "operations": []string{"UPDATE"},
+	p.Rule(t, obstest.TenantA, map[string]any{"name": "changed", "table": "public.orders", "operations": []string{"UPDATE"},
 		"condition": `"total" in changed`, "actions": []map[string]any{{"kind": "slack", "url": slack.URL,
 			"template": "order {{key.id}}: {{before.total}} -> {{after.total}} by {{after.note}}"}}})
-	p.rule(t, obsTenantA, map[string]any{"name": "gone", "table": "public.orders", "operations": []string{"DELETE"},
+	p.Rule(t, obstest.TenantA, map[string]any{"name": "gone", "table": "public.orders", "operations": []string{"DELETE"},
 		"actions": []map[string]any{{"kind": "email", "to": []string{"sales@acme.test"}, "subject": "Order {{key.id}} deleted"}}})
 	var sigOK bool
 	// Verify the signature on the raw body.
 	hook.Config.Handler = verifying(hook.Config.Handler, "s3cret", &sigOK)
 	o, _ := p.start(t, "w1")
 
-	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total, note) values (1, $1, 5000, 'big'), (2, $1, 10, 'small')", obsTenantA)
-	p.sql(t, obsTenantA, "update orders set note = 'x' where id = 2")                     // no total change: no Slack
-	p.sql(t, obsTenantA, "update orders set total = 7, note = '<!channel>' where id = 2") // Slack
-	p.sql(t, obsTenantA, "delete from orders where id = 1")                               // email
+	p.SQL(t, obstest.TenantA, "insert into orders (id, tenant_id, total, note) values (1, $1, 5000, 'big'), (2, $1, 10, 'small')", obstest.TenantA)
+	p.SQL(t, obstest.TenantA, "update orders set note = 'x' where id = 2")                     // no total change: no Slack
+	p.SQL(t, obstest.TenantA, "update orders set total = 7, note = '<!channel>' where id = 2") // Slack
+	p.SQL(t, obstest.TenantA, "delete from orders where id = 1")                               // email
 
-	eventually(t, 10*time.Second, "webhook, slack and email", func() bool {
-		return hook.delivered() == 1 && slack.delivered() == 1 && len(p.smtp.Messages()) == 1
+	await.Until(t, 10*time.Second, "webhook, slack and email", func() bool {
+		return hook.Delivered() == 1 && slack.Delivered() == 1 && len(p.SMTP.Messages()) == 1
 	})
 	// Once the queue is empty every job has been acknowledged: nothing is
 	// left to deliver a second time.
-	eventually(t, 10*time.Second, "the queue drained", func() bool {
-		n, err := o.queue.Backlog(context.Background(), obsTenantA)
+	await.Until(t, 10*time.Second, "the queue drained", func() bool {
+		n, err := o.queue.Backlog(context.Background(), obstest.TenantA)
 		return err == nil && n == 0
 	})
-	if hook.delivered() != 1 || slack.delivered() != 1 {
-		t.Fatalf("got %d webhooks and %d slack messages, want 1 and 1", hook.delivered(), slack.delivered())
+	if hook.Delivered() != 1 || slack.Delivered() != 1 {
+		t.Fatalf("got %d webhooks and %d slack messages, want 1 and 1", hook.Delivered(), slack.Delivered())
 	}
-	for _, pl := range hook.payloads {
+	for _, pl := range hook.Snapshot().Payloads {
 		var after map[string]any
 		_ = json.Unmarshal(pl.Event.After, &after)
 		if pl.Event.Op != "INSERT" || after["total"] != float64(5000) || string(pl.Event.Before) != "null" || pl.Rule.Name != "big" {
@@ -64,19 +67,19 @@ func TestObserversEachActionKind(t *testing.T) {
 	}
 	// The worker recorded the delivery in its rule's recent deliveries,
 	// which the console lists (right after the acknowledgement).
-	eventually(t, 10*time.Second, "the webhook's delivery in its rule's log", func() bool {
-		ds, err := o.queue.Recent(context.Background(), obsTenantA, bigRule, 10)
+	await.Until(t, 10*time.Second, "the webhook's delivery in its rule's log", func() bool {
+		ds, err := o.queue.Recent(context.Background(), obstest.TenantA, bigRule, 10)
 		return err == nil && len(ds) == 1 && ds[0].Status == core.DeliveryDelivered && ds[0].Attempt == 1
 	})
-	if got := slack.bodies[0]; got != `{"text":"order 2: 10 -\u003e 7 by \u0026lt;!channel\u0026gt;"}` {
+	if got := slack.Snapshot().Bodies[0]; got != `{"text":"order 2: 10 -\u003e 7 by \u0026lt;!channel\u0026gt;"}` {
 		t.Fatalf("slack body: got %s", got)
 	}
 	if st := o.Stats(); st.Delivered.Load() != 3 || o.Enqueued() != 3 || o.Degraded() || o.Backlog(context.Background()).Pending != 0 {
 		t.Fatalf("got %d delivered, %d enqueued, degraded %v, backlog %+v; want 3, 3, not degraded, nothing pending",
 			st.Delivered.Load(), o.Enqueued(), o.Degraded(), o.Backlog(context.Background()))
 	}
-	m := p.smtp.Messages()[0]
-	if !m.TLS || m.User != p.smtp.Username || m.Header.Get("Subject") != "Order 1 deleted" || !strings.Contains(string(m.Body), "DELETE") {
+	m := p.SMTP.Messages()[0]
+	if !m.TLS || m.User != p.SMTP.Username || m.Header.Get("Subject") != "Order 1 deleted" || !strings.Contains(string(m.Body), "DELETE") {
 		t.Fatalf("email: got tls=%v user=%q subject=%q body=%q", m.TLS, m.User, m.Header.Get("Subject"), m.Body)
 	}
 }
@@ -93,17 +96,17 @@ func verifying(h http.Handler, secret string, ok *bool) http.Handler {
 
 func TestObserversRetryDeadLetterReplay(t *testing.T) {
 	p := mustPipeline(t)
-	flaky, gone, slow := mustReceiver(t), mustReceiver(t), mustReceiver(t)
-	flaky.handle = func(w http.ResponseWriter, _ *http.Request, _ observe.WebhookPayload, n int) bool {
+	flaky, gone, slow := obstest.StartReceiver(t), obstest.StartReceiver(t), obstest.StartReceiver(t)
+	flaky.Handle(func(w http.ResponseWriter, _ *http.Request, _ observe.WebhookPayload, n int) bool {
 		if n <= 2 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return false
 		}
 		return true
-	}
+	})
 	var fixed sync.Mutex
 	broken := true
-	gone.handle = func(w http.ResponseWriter, _ *http.Request, _ observe.WebhookPayload, _ int) bool {
+	gone.Handle(func(w http.ResponseWriter, _ *http.Request, _ observe.WebhookPayload, _ int) bool {
 		fixed.Lock()
 		defer fixed.Unlock()
 		if broken {
@@ -111,29 +114,30 @@ func TestObserversRetryDeadLetterReplay(t *testing.T) {
 			return false
 		}
 		return true
-	}
-	slow.handle = func(w http.ResponseWriter, _ *http.Request, _ observe.WebhookPayload, n int) bool {
+	})
+	slow.Handle(func(w http.ResponseWriter, _ *http.Request, _ observe.WebhookPayload, n int) bool {
 		if n == 1 {
 			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(http.StatusTooManyRequests)
 			return false
 		}
 		return true
-	}
-	for i, rc := range []*receiver{flaky, gone, slow} {
-		p.rule(t, obsTenantA, map[string]any{"name": fmt.Sprint("r", i), "table": "public.orders",
+	})
+	for i, rc := range []*obstest.Receiver{flaky, gone, slow} {
+		p.Rule(t, obstest.TenantA, map[string]any{"name": fmt.Sprint("r", i), "table": "public.orders",
 			"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
 	}
 	o, _ := p.start(t, "w1")
-	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values (1, $1, 1)", obsTenantA)
+	p.SQL(t, obstest.TenantA, "insert into orders (id, tenant_id, total) values (1, $1, 1)", obstest.TenantA)
 
-	eventually(t, 10*time.Second, "retried deliveries", func() bool { return flaky.delivered() == 1 && slow.delivered() == 1 })
-	for k, times := range flaky.at {
-		if len(times) != 3 || flaky.count[k] != 1 {
-			t.Fatalf("flaky target: got %d attempts, %d deliveries, want 3 and 1", len(times), flaky.count[k])
+	await.Until(t, 10*time.Second, "retried deliveries", func() bool { return flaky.Delivered() == 1 && slow.Delivered() == 1 })
+	fd := flaky.Snapshot()
+	for k, times := range fd.Attempts {
+		if len(times) != 3 || fd.Count[k] != 1 {
+			t.Fatalf("flaky target: got %d attempts, %d deliveries, want 3 and 1", len(times), fd.Count[k])
 		}
 	}
-	for _, times := range slow.at {
+	for _, times := range slow.Snapshot().Attempts {
 		// The backoff cap is 100ms: only Retry-After explains a second's wait.
 		if gap := times[1].Sub(times[0]); gap < time.Second {
 			t.Fatalf("retry came %v after a Retry-After of 1s", gap)
@@ -141,11 +145,11 @@ func TestObserversRetryDeadLetterReplay(t *testing.T) {
 	}
 	ctx := context.Background()
 	var dls []core.DeadLetter
-	eventually(t, 5*time.Second, "the dead letter", func() bool {
-		dls, _ = o.queue.DeadLetters(ctx, obsTenantA, 10)
+	await.Until(t, 5*time.Second, "the dead letter", func() bool {
+		dls, _ = o.queue.DeadLetters(ctx, obstest.TenantA, 10)
 		return len(dls) == 1
 	})
-	for _, times := range gone.at {
+	for _, times := range gone.Snapshot().Attempts {
 		if len(times) != 1 {
 			t.Fatalf("a permanent error was retried: %d attempts", len(times))
 		}
@@ -158,10 +162,10 @@ func TestObserversRetryDeadLetterReplay(t *testing.T) {
 	fixed.Lock()
 	broken = false
 	fixed.Unlock()
-	if n, err := o.queue.Replay(ctx, obsTenantA, nil); err != nil || n != 1 {
+	if n, err := o.queue.Replay(ctx, obstest.TenantA, nil); err != nil || n != 1 {
 		t.Fatalf("replay: got %d, %v; want 1 job replayed", n, err)
 	}
-	eventually(t, 5*time.Second, "the replayed job", func() bool { return gone.delivered() == 1 })
+	await.Until(t, 5*time.Second, "the replayed job", func() bool { return gone.Delivered() == 1 })
 }
 
 // TestObserversRedactSecretsInLogsAndDeadLetters: deliveries to secret URLs
@@ -173,15 +177,15 @@ func TestObserversRetryDeadLetterReplay(t *testing.T) {
 func TestObserversRedactSecretsInLogsAndDeadLetters(t *testing.T) {
 	p := mustPipeline(t)
 	p.opts.MaxAttempts = 2
-	gone, failing := mustReceiver(t), mustReceiver(t)
-	gone.handle = func(w http.ResponseWriter, r *http.Request, _ observe.WebhookPayload, _ int) bool {
+	gone, failing := obstest.StartReceiver(t), obstest.StartReceiver(t)
+	gone.Handle(func(w http.ResponseWriter, r *http.Request, _ observe.WebhookPayload, _ int) bool {
 		http.Error(w, "no such hook: "+r.URL.String(), http.StatusNotFound)
 		return false
-	}
-	failing.handle = func(w http.ResponseWriter, r *http.Request, _ observe.WebhookPayload, _ int) bool {
+	})
+	failing.Handle(func(w http.ResponseWriter, r *http.Request, _ observe.WebhookPayload, _ int) bool {
 		http.Error(w, "down for "+r.URL.String(), http.StatusServiceUnavailable)
 		return false
-	}
+	})
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close()
 	secrets := []string{"slackSECRET", "tokSECRET", "pwSECRET"}
@@ -191,16 +195,16 @@ func TestObserversRedactSecretsInLogsAndDeadLetters(t *testing.T) {
 		{"kind": "webhook", "url": strings.Replace(closed.URL, "://", "://u:pwSECRET@", 1) + "/in"},
 	}
 	for i, a := range targets {
-		p.rule(t, obsTenantA, map[string]any{"name": fmt.Sprint("secret", i), "table": "public.orders", "actions": []map[string]any{a}})
+		p.Rule(t, obstest.TenantA, map[string]any{"name": fmt.Sprint("secret", i), "table": "public.orders", "actions": []map[string]any{a}})
 	}
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	o, _ := p.startLogging(t, "w1", slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values (1, $1, 1)", obsTenantA)
+	p.SQL(t, obstest.TenantA, "insert into orders (id, tenant_id, total) values (1, $1, 1)", obstest.TenantA)
 
 	ctx := context.Background()
 	var dls []core.DeadLetter
-	eventually(t, 15*time.Second, "three dead letters", func() bool {
-		dls, _ = o.queue.DeadLetters(ctx, obsTenantA, 10)
+	await.Until(t, 15*time.Second, "three dead letters", func() bool {
+		dls, _ = o.queue.DeadLetters(ctx, obstest.TenantA, 10)
 		return len(dls) == 3
 	})
 	seen := map[string]string{"logs": logs.String()}
@@ -232,17 +236,17 @@ func TestObserversSendOnlyCapturedColumns(t *testing.T) {
 	p := mustPipeline(t)
 	p.opts.Protection = observe.NewProtection()
 	p.opts.Protection.GuardColumn("note", observe.Guard{Field: "Order.note", Scope: "read:Order.note"})
-	named, older, slack := mustReceiver(t), mustReceiver(t), mustReceiver(t)
-	p.rule(t, obsTenantA, map[string]any{"name": "named", "table": "public.orders", "columns": []string{"id", "total"},
+	named, older, slack := obstest.StartReceiver(t), obstest.StartReceiver(t), obstest.StartReceiver(t)
+	p.Rule(t, obstest.TenantA, map[string]any{"name": "named", "table": "public.orders", "columns": []string{"id", "total"},
 		"actions": []map[string]any{{"kind": "webhook", "url": named.URL}}})
-	p.rule(t, obsTenantA, map[string]any{"name": "older", "table": "public.orders",
+	p.Rule(t, obstest.TenantA, map[string]any{"name": "older", "table": "public.orders",
 		"actions": []map[string]any{{"kind": "webhook", "url": older.URL}, {"kind": "slack", "url": slack.URL,
 			"template": "{{key.id}} {{after.total}} {{after.note}}."}}})
 	p.start(t, "w1")
-	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total, note) values (1, $1, 10, 'noteSECRET')", obsTenantA)
-	p.sql(t, obsTenantA, "update orders set total = 11, note = 'noteSECRET2' where id = 1")
-	eventually(t, 10*time.Second, "the deliveries", func() bool {
-		return named.delivered() == 2 && older.delivered() == 2 && slack.delivered() == 2
+	p.SQL(t, obstest.TenantA, "insert into orders (id, tenant_id, total, note) values (1, $1, 10, 'noteSECRET')", obstest.TenantA)
+	p.SQL(t, obstest.TenantA, "update orders set total = 11, note = 'noteSECRET2' where id = 1")
+	await.Until(t, 10*time.Second, "the deliveries", func() bool {
+		return named.Delivered() == 2 && older.Delivered() == 2 && slack.Delivered() == 2
 	})
 	keys := func(raw json.RawMessage) string {
 		var m map[string]any
@@ -256,21 +260,20 @@ func TestObserversSendOnlyCapturedColumns(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name          string
-		rc            *receiver
+		rc            *obstest.Receiver
 		rows, changed string
 	}{
 		{"the columns named", named, "id,total", "total"},
 		{"no columns named: all but the protected", older, "at,id,tenant_id,total", "total"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.rc.mu.Lock()
-			defer tc.rc.mu.Unlock()
-			for _, body := range tc.rc.bodies {
+			got := tc.rc.Snapshot()
+			for _, body := range got.Bodies {
 				if strings.Contains(body, "noteSECRET") || strings.Contains(body, `"note"`) {
 					t.Fatalf("a body holds the note: %s", body)
 				}
 			}
-			for _, pl := range tc.rc.payloads {
+			for _, pl := range got.Payloads {
 				ev := pl.Event
 				if ev.Op == core.OpUpdate && (keys(ev.Before) != tc.rows || strings.Join(ev.Changed, ",") != tc.changed) {
 					t.Fatalf("update: got before %s changed %v, want columns %s changed %s", ev.Before, ev.Changed, tc.rows, tc.changed)
@@ -281,30 +284,11 @@ func TestObserversSendOnlyCapturedColumns(t *testing.T) {
 			}
 		})
 	}
-	slack.mu.Lock()
-	defer slack.mu.Unlock()
-	sort.Strings(slack.bodies)
-	if got := strings.Join(slack.bodies, " "); got != `{"text":"1 10 ."} {"text":"1 11 ."}` {
+	bodies := slack.Snapshot().Bodies
+	sort.Strings(bodies)
+	if got := strings.Join(bodies, " "); got != `{"text":"1 10 ."} {"text":"1 11 ."}` {
 		t.Fatalf("slack: got %s, want the total without the note", got)
 	}
-}
-
-// lockedBuffer is a log destination shared by goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestObserversChaos stops Redis while events flow and kills a worker in
@@ -312,10 +296,10 @@ func (l *lockedBuffer) String() string {
 // counted once at the receiver.
 func TestObserversChaos(t *testing.T) {
 	p := mustPipeline(t)
-	rc := mustReceiver(t)
+	rc := obstest.StartReceiver(t)
 	var hung sync.Once
 	hang := make(chan struct{})
-	rc.handle = func(w http.ResponseWriter, r *http.Request, pl observe.WebhookPayload, n int) bool {
+	rc.Handle(func(w http.ResponseWriter, r *http.Request, pl observe.WebhookPayload, n int) bool {
 		var row struct{ ID int }
 		_ = json.Unmarshal(pl.Event.After, &row)
 		if row.ID == 7 && n == 1 {
@@ -325,8 +309,8 @@ func TestObserversChaos(t *testing.T) {
 			return false
 		}
 		return true
-	}
-	p.rule(t, obsTenantA, map[string]any{"name": "odd", "table": "public.orders", "condition": "after.id % 2 == 1",
+	})
+	p.Rule(t, obstest.TenantA, map[string]any{"name": "odd", "table": "public.orders", "condition": "after.id % 2 == 1",
 		"operations": []string{"INSERT"}, "actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
 	o1, stop1 := p.start(t, "w1")
 	const total = 200
@@ -338,7 +322,7 @@ func TestObserversChaos(t *testing.T) {
 		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
 		for i := 1; i <= total; i++ {
-			p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obsTenantA, i)
+			p.SQL(t, obstest.TenantA, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obstest.TenantA, i)
 			insertedRows.Add(1)
 			<-tick.C
 		}
@@ -350,14 +334,14 @@ func TestObserversChaos(t *testing.T) {
 	}
 	stop1() // kill worker 1 (and its dispatcher) mid-job
 	o2, _ := p.start(t, "w2")
-	eventually(t, 10*time.Second, "the second worker delivering", func() bool { return o2.Stats().Delivered.Load() > 0 })
-	p.redis.Stop()
+	await.Until(t, 10*time.Second, "the second worker delivering", func() bool { return o2.Stats().Delivered.Load() > 0 })
+	p.Redis.Stop()
 	// At least this event arrives while Redis is down.
-	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obsTenantA, 1001)
-	eventually(t, 10*time.Second, "degraded mode", o2.Degraded)
+	p.SQL(t, obstest.TenantA, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obstest.TenantA, 1001)
+	await.Until(t, 10*time.Second, "degraded mode", o2.Degraded)
 	// Events keep coming while degraded: some 20 more rows (or the rest).
 	degradedAt := insertedRows.Load()
-	eventually(t, 10*time.Second, "rows inserted while degraded", func() bool {
+	await.Until(t, 10*time.Second, "rows inserted while degraded", func() bool {
 		select {
 		case <-inserted:
 			return true
@@ -365,23 +349,22 @@ func TestObserversChaos(t *testing.T) {
 			return insertedRows.Load() >= degradedAt+20
 		}
 	})
-	if err := p.redis.Start(); err != nil {
+	if err := p.Redis.Start(); err != nil {
 		t.Fatal(err)
 	}
 	<-inserted
-	eventually(t, 20*time.Second, "every odd row delivered", func() bool { return rc.delivered() == total/2+1 })
-	eventually(t, 5*time.Second, "leaving degraded mode", func() bool { return !o2.Degraded() })
+	await.Until(t, 20*time.Second, "every odd row delivered", func() bool { return rc.Delivered() == total/2+1 })
+	await.Until(t, 5*time.Second, "leaving degraded mode", func() bool { return !o2.Degraded() })
 	// At least once on the wire (a job whose acknowledgement Redis lost is
 	// sent again); exactly once by idempotency key: one key per event, so
 	// a receiver that deduplicates on it processes every event once.
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
+	got := rc.Snapshot()
 	rows := map[int]string{}
 	dups := 0
-	for k, n := range rc.count {
+	for k, n := range got.Count {
 		dups += n - 1
 		var row struct{ ID int }
-		_ = json.Unmarshal(rc.payloads[k].Event.After, &row)
+		_ = json.Unmarshal(got.Payloads[k].Event.After, &row)
 		if other, ok := rows[row.ID]; ok {
 			t.Errorf("row %d arrived under two idempotency keys, %s and %s", row.ID, other, k)
 		}
@@ -408,9 +391,9 @@ func TestObserversTenantIsolation(t *testing.T) {
 	// them and never all arrive.
 	p.opts.Timeouts[core.ActionWebhook] = time.Minute
 	release := make(chan struct{})
-	bad, good := mustReceiver(t), mustReceiver(t)
+	bad, good := obstest.StartReceiver(t), obstest.StartReceiver(t)
 	held := make(chan struct{}, 64)
-	bad.handle = func(w http.ResponseWriter, r *http.Request, _ observe.WebhookPayload, _ int) bool {
+	bad.Handle(func(w http.ResponseWriter, r *http.Request, _ observe.WebhookPayload, _ int) bool {
 		held <- struct{}{}
 		select {
 		case <-release:
@@ -418,14 +401,14 @@ func TestObserversTenantIsolation(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusBadGateway)
 		return false
-	}
+	})
 	t.Cleanup(func() { close(release) })
-	p.rule(t, obsTenantA, map[string]any{"name": "a", "table": "public.orders", "actions": []map[string]any{{"kind": "webhook", "url": bad.URL}}})
-	p.rule(t, obsTenantB, map[string]any{"name": "b", "table": "public.orders", "actions": []map[string]any{{"kind": "webhook", "url": good.URL}}})
+	p.Rule(t, obstest.TenantA, map[string]any{"name": "a", "table": "public.orders", "actions": []map[string]any{{"kind": "webhook", "url": bad.URL}}})
+	p.Rule(t, obstest.TenantB, map[string]any{"name": "b", "table": "public.orders", "actions": []map[string]any{{"kind": "webhook", "url": good.URL}}})
 	p.start(t, "w1")
 	const n = 60
 	for i := 1; i <= n; i++ {
-		p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obsTenantA, 1000+i)
+		p.SQL(t, obstest.TenantA, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obstest.TenantA, 1000+i)
 	}
 	// A's target holds as many requests as A may have in flight.
 	for range p.opts.PerTenant {
@@ -436,21 +419,19 @@ func TestObserversTenantIsolation(t *testing.T) {
 		}
 	}
 	for i := 1; i <= n; i++ {
-		p.sql(t, obsTenantB, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obsTenantB, 2000+i)
+		p.SQL(t, obstest.TenantB, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obstest.TenantB, 2000+i)
 	}
-	eventually(t, 30*time.Second, "all of B's deliveries while A's target holds A's", func() bool { return good.delivered() == n })
-	good.mu.Lock()
-	for _, pl := range good.payloads {
-		if pl.Event.Tenant != obsTenantB {
+	await.Until(t, 30*time.Second, "all of B's deliveries while A's target holds A's", func() bool { return good.Delivered() == n })
+	for _, pl := range good.Snapshot().Payloads {
+		if pl.Event.Tenant != obstest.TenantB {
 			t.Errorf("tenant B's receiver got an event of tenant %s", pl.Event.Tenant)
 		}
 	}
-	good.mu.Unlock()
 	if got := len(held); got > 0 {
 		t.Errorf("tenant A's target holds %d requests more than A's share (%d) of the workers", got, p.opts.PerTenant)
 	}
-	if bad.delivered() != 0 {
-		t.Fatalf("tenant A's target: got %d deliveries, want none", bad.delivered())
+	if bad.Delivered() != 0 {
+		t.Fatalf("tenant A's target: got %d deliveries, want none", bad.Delivered())
 	}
 }
 
@@ -460,16 +441,16 @@ func TestObserversTenantIsolation(t *testing.T) {
 func TestObserversBackpressureFailFast(t *testing.T) {
 	p := mustPipeline(t)
 	p.opts.Backpressure.Policy, p.opts.Backpressure.MaxBytes = observe.PolicyFailFast, 1<<20
-	rc := mustReceiver(t)
-	p.rule(t, obsTenantA, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
+	rc := obstest.StartReceiver(t)
+	p.Rule(t, obstest.TenantA, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
 		"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
-	o := p.open(t, "w", testLogger(t))
+	o := p.open(t, "w", obstest.Logger(t))
 	// The dispatcher caches a tenant's backlog for 250 ms of its clock; the
 	// test moves that clock past it between batches.
 	var clockMu sync.Mutex
 	now := time.Now()
 	d := &observe.Dispatcher{Events: o.events, Rules: o.events, Queue: o.queue, Name: p.opts.Cursor,
-		Backpressure: p.opts.Backpressure, Logger: testLogger(t),
+		Backpressure: p.opts.Backpressure, Logger: obstest.Logger(t),
 		Now: func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -477,13 +458,13 @@ func TestObserversBackpressureFailFast(t *testing.T) {
 	go func() { _ = o.events.Lead(ctx, d.Name, d.Run) }()
 	const total = 3000 // about 3 MB of jobs against a 1 MB bound
 	for i := 0; i < total; i += 500 {
-		if err := tryInsertRows(p, obsTenantA, i+1, 500); err != nil {
+		if err := tryInsertRows(p, obstest.TenantA, i+1, 500); err != nil {
 			t.Fatal(err)
 		}
 		// The batch decided, the next one sees a fresh backlog estimate.
-		eventually(t, 10*time.Second, "the batch queued or dead-lettered", func() bool {
-			n, _ := o.queue.Backlog(ctx, obsTenantA)
-			dls, _ := o.queue.DeadLetters(ctx, obsTenantA, total)
+		await.Until(t, 10*time.Second, "the batch queued or dead-lettered", func() bool {
+			n, _ := o.queue.Backlog(ctx, obstest.TenantA)
+			dls, _ := o.queue.DeadLetters(ctx, obstest.TenantA, total)
 			return int(n)+len(dls) == i+500
 		})
 		clockMu.Lock()
@@ -491,16 +472,16 @@ func TestObserversBackpressureFailFast(t *testing.T) {
 		clockMu.Unlock()
 	}
 	var queued, dead int
-	eventually(t, 10*time.Second, "every event queued or dead-lettered", func() bool {
-		n, _ := o.queue.Backlog(ctx, obsTenantA)
-		dls, _ := o.queue.DeadLetters(ctx, obsTenantA, total)
+	await.Until(t, 10*time.Second, "every event queued or dead-lettered", func() bool {
+		n, _ := o.queue.Backlog(ctx, obstest.TenantA)
+		dls, _ := o.queue.DeadLetters(ctx, obstest.TenantA, total)
 		queued, dead = int(n), len(dls)
 		return queued+dead == total
 	})
 	if dead == 0 || queued == 0 {
 		t.Fatalf("got %d queued and %d dead-lettered, want both", queued, dead)
 	}
-	dls, _ := o.queue.DeadLetters(ctx, obsTenantA, 1)
+	dls, _ := o.queue.DeadLetters(ctx, obstest.TenantA, 1)
 	if !strings.HasPrefix(dls[0].Reason, "backpressure") {
 		t.Fatalf("dead letter reason: got %q", dls[0].Reason)
 	}
@@ -516,10 +497,10 @@ func TestObserversBreakerHoldsJobs(t *testing.T) {
 		OpenTimeout: openTimeout, SuccessThreshold: 1}
 	p.opts.MaxAttempts = 50
 	p.opts.Workers, p.opts.PerTenant = 8, 4
-	rc := mustReceiver(t)
+	rc := obstest.StartReceiver(t)
 	var mu sync.Mutex
 	down := true
-	rc.handle = func(w http.ResponseWriter, _ *http.Request, _ observe.WebhookPayload, _ int) bool {
+	rc.Handle(func(w http.ResponseWriter, _ *http.Request, _ observe.WebhookPayload, _ int) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		if down {
@@ -527,8 +508,8 @@ func TestObserversBreakerHoldsJobs(t *testing.T) {
 			return false
 		}
 		return true
-	}
-	p.rule(t, obsTenantA, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
+	})
+	p.Rule(t, obstest.TenantA, map[string]any{"name": "all", "table": "public.orders", "operations": []string{"INSERT"},
 		"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
 	// The pipeline's clock moves only when the test moves it: the breaker
 	// stays open until then.
@@ -537,12 +518,10 @@ func TestObserversBreakerHoldsJobs(t *testing.T) {
 	p.opts.Now = func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
 	o, _ := p.start(t, "w1")
 	const n = 20
-	insertRows(t, p, obsTenantA, 1, n)
+	insertRows(t, p, obstest.TenantA, 1, n)
 	attempts := func() int {
-		rc.mu.Lock()
-		defer rc.mu.Unlock()
 		c := 0
-		for _, ts := range rc.at {
+		for _, ts := range rc.Snapshot().Attempts {
 			c += len(ts)
 		}
 		return c
@@ -551,12 +530,12 @@ func TestObserversBreakerHoldsJobs(t *testing.T) {
 	// the target until the open timeout passes: every job comes back and is
 	// held again, and the target is not called.
 	stats := o.Stats()
-	eventually(t, 10*time.Second, "a job held by the open breaker", func() bool { return stats.Deferred.Load() > 0 })
+	await.Until(t, 10*time.Second, "a job held by the open breaker", func() bool { return stats.Deferred.Load() > 0 })
 	// A round of holds later, the calls under way as it opened have ended.
 	d0 := stats.Deferred.Load()
-	eventually(t, 20*time.Second, "the held jobs held again", func() bool { return stats.Deferred.Load() >= d0+n })
+	await.Until(t, 20*time.Second, "the held jobs held again", func() bool { return stats.Deferred.Load() >= d0+n })
 	a1, d1 := attempts(), stats.Deferred.Load()
-	eventually(t, 20*time.Second, "the held jobs held again", func() bool { return stats.Deferred.Load() >= d1+n })
+	await.Until(t, 20*time.Second, "the held jobs held again", func() bool { return stats.Deferred.Load() >= d1+n })
 	a2 := attempts()
 	if a1 >= n || a2 != a1 {
 		t.Fatalf("the target was called %d times, then %d more while its breaker was open; want fewer than %d, then none", a1, a2-a1, n)
@@ -567,5 +546,5 @@ func TestObserversBreakerHoldsJobs(t *testing.T) {
 	clockMu.Lock()
 	now = now.Add(openTimeout)
 	clockMu.Unlock()
-	eventually(t, 10*time.Second, "every job after recovery", func() bool { return rc.delivered() == n })
+	await.Until(t, 10*time.Second, "every job after recovery", func() bool { return rc.Delivered() == n })
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/fraise-dev/fraise/core/observe"
 	"github.com/fraise-dev/fraise/internal/await"
 	"github.com/fraise-dev/fraise/test/harness"
+	"github.com/fraise-dev/fraise/test/observers/obstest"
 )
 
 // reopen points the pipeline at database name of server pg (a restored
@@ -28,7 +29,7 @@ func (p *pipeline) reopen(tb testing.TB, pg *harness.Postgres, name string) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(db.Close)
-	p.db = db
+	p.DB = db
 }
 
 // TestObserversAfterPointInTimeRestore restores the database under a
@@ -61,8 +62,8 @@ func TestObserversAfterPointInTimeRestore(t *testing.T) {
 	)
 	var mu sync.Mutex
 	keyOf := map[int]string{} // order id → idempotency key
-	rc := mustReceiver(t)
-	rc.handle = func(w http.ResponseWriter, r *http.Request, pl observe.WebhookPayload, n int) bool {
+	rc := obstest.StartReceiver(t)
+	rc.Handle(func(w http.ResponseWriter, r *http.Request, pl observe.WebhookPayload, n int) bool {
 		var key struct{ ID int }
 		_ = json.Unmarshal(pl.Event.Key, &key)
 		mu.Lock()
@@ -74,7 +75,7 @@ func TestObserversAfterPointInTimeRestore(t *testing.T) {
 			return false
 		}
 		return true
-	}
+	})
 	attempted := func(first, last int) bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -85,33 +86,33 @@ func TestObserversAfterPointInTimeRestore(t *testing.T) {
 		}
 		return true
 	}
-	p.rule(t, obsTenantA, map[string]any{"name": "orders", "table": "public.orders", "operations": []string{"INSERT"},
+	p.Rule(t, obstest.TenantA, map[string]any{"name": "orders", "table": "public.orders", "operations": []string{"INSERT"},
 		"actions": []map[string]any{{"kind": "webhook", "url": rc.URL}}})
 	_, stop := p.start(t, "before")
 	pg.BaseBackup(t, archive)
 
 	// A: delivered before the restore point. A2: committed before it, but
 	// still queued (their receiver refuses them).
-	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) select g, $1, g from generate_series(1, 20) g", obsTenantA)
-	eventually(t, 30*time.Second, "A delivered", func() bool { return rc.delivered() == 20 })
-	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) select g, $1, g from generate_series($2::int, $3::int) g",
-		obsTenantA, a2First, a2Last)
-	eventually(t, 30*time.Second, "A2 attempted", func() bool { return attempted(a2First, a2Last) })
+	p.SQL(t, obstest.TenantA, "insert into orders (id, tenant_id, total) select g, $1, g from generate_series(1, 20) g", obstest.TenantA)
+	await.Until(t, 30*time.Second, "A delivered", func() bool { return rc.Delivered() == 20 })
+	p.SQL(t, obstest.TenantA, "insert into orders (id, tenant_id, total) select g, $1, g from generate_series($2::int, $3::int) g",
+		obstest.TenantA, a2First, a2Last)
+	await.Until(t, 30*time.Second, "A2 attempted", func() bool { return attempted(a2First, a2Last) })
 	var target string
-	if err := p.admin.QueryRow(context.Background(), "select clock_timestamp()::text").Scan(&target); err != nil {
+	if err := p.Admin.QueryRow(context.Background(), "select clock_timestamp()::text").Scan(&target); err != nil {
 		t.Fatal(err)
 	}
 
 	// B1: delivered, B2: queued; both committed after the restore point.
 	// B2 takes several transactions and many sequence numbers, so the
 	// restored database's next ones fall among them.
-	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values (31, $1, 31)", obsTenantA)
-	eventually(t, 30*time.Second, "B1 delivered", func() bool { return rc.delivered() == 21 })
+	p.SQL(t, obstest.TenantA, "insert into orders (id, tenant_id, total) values (31, $1, 31)", obstest.TenantA)
+	await.Until(t, 30*time.Second, "B1 delivered", func() bool { return rc.Delivered() == 21 })
 	for first := b2First; first <= b2Last; first += 50 {
-		p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) select g, $1, g from generate_series($2::int, $3::int) g",
-			obsTenantA, first, first+49)
+		p.SQL(t, obstest.TenantA, "insert into orders (id, tenant_id, total) select g, $1, g from generate_series($2::int, $3::int) g",
+			obstest.TenantA, first, first+49)
 	}
-	eventually(t, 30*time.Second, "B2 attempted", func() bool { return attempted(b2First, b2Last) })
+	await.Until(t, 30*time.Second, "B2 attempted", func() bool { return attempted(b2First, b2Last) })
 	pg.SwitchWAL(t, time.Minute) // B's commits in the archive: recovery stops before them
 
 	stop()
@@ -139,21 +140,21 @@ func TestObserversAfterPointInTimeRestore(t *testing.T) {
 	// C: written after the restore, one transaction each; the first before
 	// any observer is back (the core serves as soon as the database does),
 	// the others after.
-	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values (1000, $1, 1)", obsTenantA)
+	p.SQL(t, obstest.TenantA, "insert into orders (id, tenant_id, total) values (1000, $1, 1)", obstest.TenantA)
 	p.start(t, "after")
 	for id := 1001; id < 1003; id++ {
-		p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obsTenantA, id)
+		p.SQL(t, obstest.TenantA, "insert into orders (id, tenant_id, total) values ($2, $1, 1)", obstest.TenantA, id)
 	}
-	q := goredis.NewClient(&goredis.Options{Addr: p.redis.Addr})
+	q := goredis.NewClient(&goredis.Options{Addr: p.Redis.Addr})
 	t.Cleanup(func() { q.Close() })
 	drained := func() bool {
-		n, err1 := q.XLen(context.Background(), "fraise:{"+obsTenantA+"}:observer:jobs").Result()
-		z, err2 := q.ZCard(context.Background(), "fraise:{"+obsTenantA+"}:observer:delayed").Result()
+		n, err1 := q.XLen(context.Background(), "fraise:{"+obstest.TenantA+"}:observer:jobs").Result()
+		z, err2 := q.ZCard(context.Background(), "fraise:{"+obstest.TenantA+"}:observer:delayed").Result()
 		return err1 == nil && err2 == nil && n == 0 && z == 0
 	}
-	if !await.Within(60*time.Second, func() bool { return attempted(1000, 1002) && rc.delivered() == 20+10+1+3 && drained() }) {
+	if !await.Within(60*time.Second, func() bool { return attempted(1000, 1002) && rc.Delivered() == 20+10+1+3 && drained() }) {
 		{
-			counts, _ := rc.snapshot()
+			counts := rc.Snapshot().Count
 			mu.Lock()
 			b2 := 0
 			for id := b2First; id <= b2Last; id++ {
@@ -161,11 +162,12 @@ func TestObserversAfterPointInTimeRestore(t *testing.T) {
 			}
 			mu.Unlock()
 			t.Fatalf("after 60s: C attempted %v, %d distinct keys delivered (want 34: A, A2, B1, C), B2 deliveries %d, queue drained %v",
-				attempted(1000, 1002), rc.delivered(), b2, drained())
+				attempted(1000, 1002), rc.Delivered(), b2, drained())
 		}
 	}
 
-	counts, _ := rc.snapshot()
+	got := rc.Snapshot()
+	counts := got.Count
 	mu.Lock()
 	defer mu.Unlock()
 	for _, tc := range []struct {
@@ -187,10 +189,8 @@ func TestObserversAfterPointInTimeRestore(t *testing.T) {
 			}
 		})
 	}
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
 	for id := b2First; id <= b2Last; id++ {
-		for _, at := range rc.at[keyOf[id]] {
+		for _, at := range got.Attempts[keyOf[id]] {
 			if !at.Before(restoredAt) {
 				t.Fatalf("order %d, lost by the restore, was attempted after it", id)
 			}
@@ -201,7 +201,7 @@ func TestObserversAfterPointInTimeRestore(t *testing.T) {
 			t.Fatalf("order %d, written after the restore, has the key %s of an event from before it", id, keyOf[id])
 		}
 	}
-	if n, err := q.XLen(context.Background(), "fraise:{"+obsTenantA+"}:observer:lost").Result(); err != nil || n != b2Last-b2First+1 {
+	if n, err := q.XLen(context.Background(), "fraise:{"+obstest.TenantA+"}:observer:lost").Result(); err != nil || n != b2Last-b2First+1 {
 		t.Fatalf("got %d jobs recorded as lost (%v), want B2's %d", n, err, b2Last-b2First+1)
 	}
 }

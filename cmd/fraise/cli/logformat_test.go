@@ -8,31 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/cmd/fraise/cli"
+	"github.com/fraise-dev/fraise/internal/logtest"
 )
-
-// lockedBuffer is a log written by one goroutine and read by another.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestLogFormatFlag runs `fraise xds` with --log-format text and json: its
 // start line names its address, its stop line what it drained, and every
@@ -69,7 +51,7 @@ func TestLogFormatFlag(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ready := filepath.Join(t.TempDir(), "ready.json")
 			ctx, cancel := context.WithCancel(context.Background())
-			var logs lockedBuffer
+			var logs logtest.Buffer
 			done := make(chan error, 1)
 			go func() {
 				done <- cli.Run(ctx, []string{"xds", "--profile", "dev", "--config", cfgPath, "--log-format", tt.format, "--ready-file", ready}, noenv, &bytes.Buffer{}, &logs)

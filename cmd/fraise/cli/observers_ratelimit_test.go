@@ -8,6 +8,8 @@ import (
 
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/internal/await"
+	"github.com/fraise-dev/fraise/test/observers/obstest"
 )
 
 // TestObserversActionLimitOverMTLS runs the observers' workers as `fraise
@@ -30,22 +32,22 @@ func TestObserversActionLimitOverMTLS(t *testing.T) {
 	// not turn it into an error, which the workers would let through.
 	c.RateLimit.Timeout = config.Duration{Duration: 5 * time.Second}
 	c.Observers.RateLimits = true
-	rl, err := startRateLimit(context.Background(), p.cfg, p.env, testLogger(t))
+	rl, err := startRateLimit(context.Background(), p.cfg, p.env, obstest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rl.Close() })
 	c.RateLimit.GRPCAddr = rl.GRPCAddr()
 
-	hook := mustReceiver(t)
-	p.rule(t, obsTenantA, map[string]any{"name": "every order", "table": "public.orders", "operations": []string{"INSERT"},
+	hook := obstest.StartReceiver(t)
+	p.Rule(t, obstest.TenantA, map[string]any{"name": "every order", "table": "public.orders", "operations": []string{"INSERT"},
 		"actions": []map[string]any{{"kind": "webhook", "url": hook.URL}}})
 	o, _ := p.start(t, "w1")
-	p.sql(t, obsTenantA, "insert into orders (id, tenant_id, total) values (1, $1, 1), (2, $1, 2), (3, $1, 3)", obsTenantA)
-	eventually(t, 10*time.Second, "two webhooks delivered and one held by the limit", func() bool {
-		return hook.delivered() == 2 && o.Stats().Deferred.Load() >= 1
+	p.SQL(t, obstest.TenantA, "insert into orders (id, tenant_id, total) values (1, $1, 1), (2, $1, 2), (3, $1, 3)", obstest.TenantA)
+	await.Until(t, 10*time.Second, "two webhooks delivered and one held by the limit", func() bool {
+		return hook.Delivered() == 2 && o.Stats().Deferred.Load() >= 1
 	})
-	if got := hook.delivered(); got != 2 {
+	if got := hook.Delivered(); got != 2 {
 		t.Fatalf("got %d webhooks delivered, want 2 (the limit)", got)
 	}
 }

@@ -26,14 +26,14 @@ func TestObserversReconcileCommand(t *testing.T) {
 	ctx := context.Background()
 	// The core's role, as a core and the runbook use it: the generations'
 	// functions are granted to it.
-	c := p.admin.Config()
+	c := p.Admin.Config()
 	dbURL := fmt.Sprintf("postgres://fraise_app@%s:%d/%s?sslmode=disable", c.Host, c.Port, c.Database)
 	getenv := func(k string) string {
 		switch k {
 		case "FRAISE_DATABASE_URL":
 			return dbURL
 		case "FRAISE_REDIS_ADDR":
-			return p.redis.Addr
+			return p.Redis.Addr
 		}
 		return ""
 	}
@@ -69,7 +69,7 @@ func TestObserversReconcileCommand(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.setup != "" {
-				if _, err := p.admin.Exec(ctx, tc.setup); err != nil {
+				if _, err := p.Admin.Exec(ctx, tc.setup); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fraise-dev/fraise/cmd/fraise/config"
+	"github.com/fraise-dev/fraise/test/observers/obstest"
 )
 
 // TestNewObserversNamesTheSettingItRefuses: a setting of [observers] the
@@ -33,7 +34,7 @@ func TestNewObserversNamesTheSettingItRefuses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := config.Default()
 			tt.change(&cfg.Observers)
-			_, err := newObservers(cfg, newSecrets(func(string) string { return "" }, nil), testLogger(t), nil, "w", nil, nil, nil)
+			_, err := newObservers(cfg, newSecrets(func(string) string { return "" }, nil), obstest.Logger(t), nil, "w", nil, nil, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got %v, want an error naming %s", err, tt.want)
 			}

@@ -25,6 +25,7 @@ import (
 	"github.com/fraise-dev/fraise/adapters/devcerts"
 	"github.com/fraise-dev/fraise/cmd/fraise/cli"
 	"github.com/fraise-dev/fraise/internal/await"
+	"github.com/fraise-dev/fraise/internal/logtest"
 )
 
 const xdsConfig = `
@@ -60,7 +61,7 @@ func TestXDSFollowsConfig(t *testing.T) {
 	ready := filepath.Join(dir, "ready.json")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	go func() {
 		done <- cli.Run(ctx, []string{"xds", "--config", cfgPath, "--ready-file", ready}, func(string) string { return "" }, logs, logs)
 	}()

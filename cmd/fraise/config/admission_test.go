@@ -188,24 +188,9 @@ func TestRenamedKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := ""
-			if tt.file != "" {
-				path = mustFile(t, tt.file)
-			}
-			c, err := config.Load(path, envOf(tt.env))
-			if len(tt.wantErr) > 0 {
-				if err == nil {
-					t.Fatalf("got no error, want one naming %q", tt.wantErr)
-				}
-				for _, w := range tt.wantErr {
-					if !strings.Contains(err.Error(), w) {
-						t.Errorf("got error %q, want it to name %q", err, w)
-					}
-				}
+			c, ok := mustLoadCase(t, tt.file, tt.env, tt.wantErr)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if !tt.check(c) {
 				t.Errorf("got admission %+v, server %+v; want the old key's value on the new key", c.Admission, c.Server)

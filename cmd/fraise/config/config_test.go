@@ -32,6 +32,34 @@ func envOf(m map[string]string) func(string) string {
 	}
 }
 
+// mustLoadCase loads file (no file when "") under env's variables, as a
+// table case does. When wantErr names anything, the load must fail with an
+// error naming each of them, and mustLoadCase returns false: the case is
+// done. Otherwise a load error fails the test.
+func mustLoadCase(tb testing.TB, file string, env map[string]string, wantErr []string) (config.Config, bool) {
+	tb.Helper()
+	path := ""
+	if file != "" {
+		path = mustFile(tb, file)
+	}
+	c, err := config.Load(path, envOf(env))
+	if len(wantErr) > 0 {
+		if err == nil {
+			tb.Fatalf("got no error, want one naming %q", wantErr)
+		}
+		for _, w := range wantErr {
+			if !strings.Contains(err.Error(), w) {
+				tb.Errorf("got error %q, want it to name %q", err, w)
+			}
+		}
+		return c, false
+	}
+	if err != nil {
+		tb.Fatalf("got error %v", err)
+	}
+	return c, true
+}
+
 func TestDefaultsAreValid(t *testing.T) {
 	if err := config.Default().Validate(); err != nil {
 		t.Fatalf("default configuration invalid: %v", err)
@@ -278,24 +306,9 @@ func TestLoad(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := ""
-			if tt.file != "" {
-				path = mustFile(t, tt.file)
-			}
-			c, err := config.Load(path, envOf(tt.env))
-			if len(tt.wantErr) > 0 {
-				if err == nil {
-					t.Fatalf("got no error, want one naming %v", tt.wantErr)
-				}
-				for _, w := range tt.wantErr {
-					if !strings.Contains(err.Error(), w) {
-						t.Errorf("got error %q, want it to name %q", err, w)
-					}
-				}
+			c, ok := mustLoadCase(t, tt.file, tt.env, tt.wantErr)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatalf("got error %v", err)
 			}
 			tt.check(t, c)
 		})
@@ -431,24 +444,9 @@ columns = [{ name = "x", type = "money" }, { name = "y", type = "numeric" }]
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := ""
-			if tt.file != "" {
-				path = mustFile(t, tt.file)
-			}
-			c, err := config.Load(path, envOf(tt.env))
-			if len(tt.wantErr) > 0 {
-				if err == nil {
-					t.Fatal("got no error")
-				}
-				for _, w := range tt.wantErr {
-					if !strings.Contains(err.Error(), w) {
-						t.Errorf("error %q does not name %s", err, w)
-					}
-				}
+			c, ok := mustLoadCase(t, tt.file, tt.env, tt.wantErr)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			ds, err := c.Flight.FlightDatasets()
 			if err != nil {

@@ -1,7 +1,6 @@
 package config_test
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -65,21 +64,9 @@ reload_interval = "5s"
 			wantErr: []string{"database.max_conn_lifetime", "redis.max_conn_lifetime"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := ""
-			if tc.file != "" {
-				path = mustFile(t, tc.file)
-			}
-			c, err := config.Load(path, envOf(tc.env))
-			if len(tc.wantErr) > 0 {
-				for _, w := range tc.wantErr {
-					if err == nil || !strings.Contains(err.Error(), w) {
-						t.Errorf("got %v, want an error naming %q", err, w)
-					}
-				}
+			c, ok := mustLoadCase(t, tc.file, tc.env, tc.wantErr)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if addr, useTLS := c.Redis.Endpoint(); addr != tc.wantAddr || useTLS != tc.wantTLS {
 				t.Errorf("redis endpoint: got %q, TLS %v; want %q, %v", addr, useTLS, tc.wantAddr, tc.wantTLS)

@@ -65,21 +65,11 @@ jwks_url = "https://idp.example.com/jwks"
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := ""
-			if tt.file != "" {
-				path = filepath.Join(t.TempDir(), "fraise.toml")
-				if err := os.WriteFile(path, []byte(tt.file), 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-			c, err := config.Load(path, envOf(map[string]string{"FRAISE_PROFILE": tt.profile}))
-			if err != nil {
-				t.Fatalf("Load: %v", err)
-			}
+			c, _ := mustLoadCase(t, tt.file, map[string]string{"FRAISE_PROFILE": tt.profile}, nil)
 			if want := map[string]string{"": "production"}[tt.profile]; want != "" && c.Profile != want {
 				t.Errorf("profile %q, want %q", c.Profile, want)
 			}
-			err = c.Require(tt.command)
+			err := c.Require(tt.command)
 			if len(tt.want) == 0 {
 				if err != nil {
 					t.Fatalf("Require(%s): %v", tt.command, err)
