@@ -75,7 +75,7 @@ func (s *PersistedDocuments) Get(ctx context.Context, tenant, hash string) (stri
 		where tenant_id = nullif(current_setting('fraise.tenant', true), '')::uuid and hash = $1
 		limit 1`, hash)
 	br, err := s.db.sendBatch(ctx, b)
-	defer br.Close()
+	defer func() { _ = br.Close() }() // sendBatch returns br, to close, with its error
 	if err != nil {
 		return "", false, mapError(op, err)
 	}
@@ -121,7 +121,7 @@ func (s *PersistedDocuments) Put(ctx context.Context, tenant, hash, document str
 		    or exists (select 1 from fraise.persisted_documents where tenant_id = $1::uuid and hash = $2)`,
 		tenant, hash, document, s.max)
 	br, err := s.db.sendBatch(ctx, b)
-	defer br.Close()
+	defer func() { _ = br.Close() }() // sendBatch returns br, to close, with its error
 	if err != nil {
 		return mapError(op, err)
 	}
