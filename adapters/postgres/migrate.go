@@ -8,14 +8,18 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	mrand "math/rand/v2"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 //go:embed migrations/*.sql
@@ -112,11 +116,17 @@ func ensureRole(ctx context.Context, conn *pgx.Conn, role, password string) erro
 	}
 	id := pgx.Identifier{role}.Sanitize()
 	if !exists {
-		if _, err := conn.Exec(ctx, "CREATE ROLE "+id+" LOGIN"); err != nil {
+		// Roles belong to the cluster: two migrations of databases of one
+		// cluster (or two replicas starting at once) may both find the
+		// role missing; the one that loses finds it made, which is what
+		// it wanted (duplicate_object, or the catalog's unique index).
+		var pgErr *pgconn.PgError
+		if _, err := conn.Exec(ctx, "CREATE ROLE "+id+" LOGIN"); err != nil &&
+			!(errors.As(err, &pgErr) && (pgErr.Code == "42710" || pgErr.Code == "23505")) {
 			return fmt.Errorf("migrate: create role %s: %w", role, err)
 		}
 	}
-	if _, err := conn.Exec(ctx, "ALTER ROLE "+id+" NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB"); err != nil {
+	if err := alterRole(ctx, conn, "ALTER ROLE "+id+" NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB"); err != nil {
 		return fmt.Errorf("migrate: alter role %s: %w", role, err)
 	}
 	if password != "" {
@@ -131,11 +141,35 @@ func ensureRole(ctx context.Context, conn *pgx.Conn, role, password string) erro
 			secret = v
 		}
 		// ALTER ROLE takes no parameters; quote the literal safely instead.
-		if _, err := conn.Exec(ctx, "ALTER ROLE "+id+" PASSWORD "+quoteLiteral(secret)); err != nil {
+		if err := alterRole(ctx, conn, "ALTER ROLE "+id+" PASSWORD "+quoteLiteral(secret)); err != nil {
 			return fmt.Errorf("migrate: set password of %s: %w", role, err)
 		}
 	}
 	return nil
+}
+
+// alterRole runs an ALTER ROLE, again when another session altered the
+// same role at the same moment: PostgreSQL then refuses one of them with
+// "tuple concurrently updated" (XX000) instead of waiting, and migrations
+// of a cluster's databases run side by side alter the one role they
+// share, to the same end.
+func alterRole(ctx context.Context, conn *pgx.Conn, sql string) error {
+	var err error
+	for try := range 10 {
+		_, err = conn.Exec(ctx, sql)
+		var pgErr *pgconn.PgError
+		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "XX000" || !strings.Contains(pgErr.Message, "concurrently updated") {
+			return err
+		}
+		// Apart by a random few milliseconds, growing, so that the
+		// sessions that collided do not collide again.
+		select {
+		case <-time.After(time.Duration(mrand.IntN(5*(try+1))+1) * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return err
 }
 
 func isASCII(s string) bool {
