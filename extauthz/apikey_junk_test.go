@@ -51,6 +51,7 @@ func fromPeer(req *authv3.CheckRequest, ip, cert string) *authv3.CheckRequest {
 // each expiry of its cache entry (served from the cache while refreshed
 // in the background), and a revocation still takes effect.
 func TestCheckAPIKeysUnderJunkKeys(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pg, db := postgrestest.New(t)
 	open := func(url string) *postgres.DB {

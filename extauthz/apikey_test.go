@@ -32,6 +32,7 @@ func TestMain(m *testing.M) {
 // TestCheckAPIKeys runs API keys through Check against the harness's
 // PostgreSQL, with decisions going to the audit table.
 func TestCheckAPIKeys(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pg, db := postgrestest.New(t)
 	open := func(url string) *postgres.DB {

@@ -20,6 +20,7 @@ import (
 // document, persisted hash resolved, and operation name) or the Flight
 // descriptor (security #13, defect 4).
 func TestAssertionNamesTheDecision(t *testing.T) {
+	t.Parallel()
 	const mutation = "mutation { createUser { id } }"
 	f := mustFixture(t, func(o *extauthz.Options) {
 		o.Persisted = persisted{tenantA + "/" + core.DocumentHash(mutation): mutation}

@@ -34,6 +34,7 @@ const csrfValue = "0123456789abcdef0123456789abcdef"
 // in the console's error shape, and a cookie-authenticated write needs the
 // CSRF token.
 func TestConsoleSessions(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t, func(o *extauthz.Options) { o.ConsoleDevLogin = true })
 	admin, viewer := f.token(t, "admin"), f.token(t, "viewer")
 	session := func(tok string) string { return "fraise_session=" + tok + "; fraise_csrf=" + csrfValue }
@@ -131,6 +132,7 @@ func TestConsoleSessions(t *testing.T) {
 // TestConsoleDevLoginOff checks that without the development login its
 // APIs need a session like any other.
 func TestConsoleDevLoginOff(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t)
 	for _, path := range []string{"/console/api/dev/users", "/console/api/dev/login"} {
 		method := http.MethodGet
@@ -147,6 +149,7 @@ func TestConsoleDevLoginOff(t *testing.T) {
 // TestConsoleInputReachesThePolicy checks input.console: a policy that
 // grants by it sees the path below the prefix and the session's kind.
 func TestConsoleInputReachesThePolicy(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t, func(o *extauthz.Options) {
 		o.PolicyFS = fstest.MapFS{"p.rego": {Data: []byte(`package fraise.authz
 decision := {"allow": true, "reason": "cookie console"} if {

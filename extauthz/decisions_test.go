@@ -11,6 +11,7 @@ import (
 // the same policy revision, and never for a policy that reads more than
 // the cache key holds.
 func TestDecisionCache(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t)
 	viewer := "Bearer " + f.token(t, "viewer")
 	operator := "Bearer " + f.token(t, "operator")
@@ -79,6 +80,7 @@ decision := {"allow": true, "reason": "header"} if input.request.headers["x-allo
 
 // TestDecisionCacheOff evaluates every request when the cache is disabled.
 func TestDecisionCacheOff(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t, func(o *extauthz.Options) { o.DecisionCacheTTL = -1 })
 	tok := "Bearer " + f.token(t, "viewer")
 	for range 3 {

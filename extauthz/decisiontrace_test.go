@@ -16,6 +16,7 @@ import (
 // to its trace) takes the trace id of the Check's own span; a traceparent
 // header the client sent counts only when the Check is not traced.
 func TestDecisionLogKeepsTheChecksTrace(t *testing.T) {
+	t.Parallel()
 	checkTrace := trace.TraceID{0xab, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 	const clientTrace = "0af7651916cd43dd8448eb211c80319c"
 	traced := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{

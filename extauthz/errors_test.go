@@ -81,6 +81,7 @@ func (h traceLines) Handle(ctx context.Context, r slog.Record) error {
 // extauthz's denials by code come from the policy's status (the policy
 // speaks HTTP); its internal error is a policy that fails to evaluate.
 func TestErrorEdge(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	var outcomes []extauthz.Outcome
 	logs := &syncBuffer{}
@@ -207,6 +208,7 @@ func (panickingKeys) Verify(context.Context, string) (core.Principal, error) { p
 // decide (a gRPC Internal error: Envoy fails closed), logged and observed
 // as INTERNAL, and that the server goes on answering.
 func TestPanicGoesThroughTheEdge(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	var outcomes []extauthz.Outcome
 	f := mustFixture(t, func(o *extauthz.Options) {

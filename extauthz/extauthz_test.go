@@ -256,6 +256,7 @@ func claimsWith(claims map[string]any, kv ...any) map[string]any {
 }
 
 func TestCheckRefusals(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t)
 	good := f.is.Claims("alice", tenantA, "admin")
 	valid := f.is.Sign(t, good)
@@ -331,6 +332,7 @@ func TestCheckRefusals(t *testing.T) {
 }
 
 func TestCheckAllows(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t)
 	tok := f.is.Sign(t, claimsWith(f.is.Claims("alice", tenantA, "viewer", "analyst"), "scope", "read:User.email read:User", "tier", "gold"))
 	req := fromTestdata(t, "check_graphql_query.json", tok)
@@ -411,6 +413,7 @@ func TestCheckAllows(t *testing.T) {
 }
 
 func TestCheckRBAC(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t)
 	flightBody := func(dataset ...string) string {
 		// A gRPC-framed FlightDescriptor of type PATH.
@@ -485,6 +488,7 @@ func TestCheckRBAC(t *testing.T) {
 }
 
 func TestCheckUnreadableGraphQL(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t)
 	authz := "Bearer " + f.token(t, "admin")
 	tests := []struct {
@@ -537,6 +541,7 @@ func (p persisted) Lookup(_ context.Context, tenant, hash string) (string, bool,
 }
 
 func TestCheckPersistedOperation(t *testing.T) {
+	t.Parallel()
 	doc := "mutation { createUser { id } }"
 	sum := sha256.Sum256([]byte(doc))
 	hash := hex.EncodeToString(sum[:])
@@ -583,6 +588,7 @@ func rbacWith(tb testing.TB, files map[string]string) fstest.MapFS {
 const viewersMayMutate = `{"viewer": {"graphql": {"operations": ["query", "mutation"]}, "flight": {"methods": []}}}`
 
 func TestReloadPolicy(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t)
 	ctx := context.Background()
 	mutation := func() *authv3.CheckRequest {
@@ -631,6 +637,7 @@ func TestReloadPolicy(t *testing.T) {
 }
 
 func TestReloadPolicyConcurrentWithChecks(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t)
 	ctx := context.Background()
 	tok := "Bearer " + f.token(t, "viewer")
@@ -667,6 +674,7 @@ func TestReloadPolicyConcurrentWithChecks(t *testing.T) {
 }
 
 func TestPolicyFailuresFailClosed(t *testing.T) {
+	t.Parallel()
 	const test = "package fraise.authz_test\n\nimport data.fraise.authz\n\ntest_anonymous_denied if not authz.decision.allow with input as {\"request\": {}}\n"
 	tests := []struct {
 		name, rule string
@@ -697,6 +705,7 @@ func TestPolicyFailuresFailClosed(t *testing.T) {
 }
 
 func TestPolicyDecisionStatusAndHeaders(t *testing.T) {
+	t.Parallel()
 	fsys := fstest.MapFS{
 		"authz.rego": {Data: []byte(`package fraise.authz
 
@@ -726,6 +735,7 @@ test_gold_allowed if authz.decision.allow with input as {"principal": {"tier": "
 }
 
 func TestDryRun(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t, func(o *extauthz.Options) { o.DryRun = true })
 	resp := mustCheck(t, f.client, graphqlRequest("Bearer "+f.token(t, "viewer"), "mutation { createUser { id } }"))
 	ok := resp.GetOkResponse()
@@ -751,6 +761,7 @@ func TestDryRun(t *testing.T) {
 }
 
 func TestHealthAndDrain(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t)
 	hc := healthpb.NewHealthClient(f.conn)
 	for _, svc := range []string{"", "envoy.service.auth.v3.Authorization"} {
@@ -767,6 +778,7 @@ func TestHealthAndDrain(t *testing.T) {
 }
 
 func TestNewRefuses(t *testing.T) {
+	t.Parallel()
 	is := tokentest.NewIssuer(t, issuerName, audience, now)
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	signer, err := assertion.NewSigner(priv, "k", clock)
@@ -796,6 +808,7 @@ func TestNewRefuses(t *testing.T) {
 }
 
 func TestCheckWithoutHTTPAttributes(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t)
 	_, err := f.client.Check(context.Background(), &authv3.CheckRequest{})
 	if status.Code(err) != codes.InvalidArgument {
@@ -804,6 +817,7 @@ func TestCheckWithoutHTTPAttributes(t *testing.T) {
 }
 
 func TestCheckRawHeaderMap(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t)
 	req := graphqlRequest("", "{ users { id } }")
 	h := req.Attributes.Request.Http
@@ -826,6 +840,7 @@ func TestCheckRawHeaderMap(t *testing.T) {
 // fails (UNAVAILABLE: the gateway answers 503 with Retry-After), rather
 // than a 401 that tells the client its credential is bad and to drop it.
 func TestCheckIdentityProviderDown(t *testing.T) {
+	t.Parallel()
 	p := tokentest.NewProvider(t, audience)
 	tok := p.Sign(t, now, map[string]any{"sub": "alice", "tenant": tenantA, "roles": []string{"admin"}})
 	p.Server.Close()

@@ -47,6 +47,7 @@ func mustGRPC(tb testing.TB, f *fixture, o extauthz.GRPCOptions, drain time.Dura
 }
 
 func TestGRPCServer(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 
 	t.Run("health service", func(t *testing.T) {
@@ -131,6 +132,7 @@ func TestGRPCServer(t *testing.T) {
 }
 
 func TestJWKSHandler(t *testing.T) {
+	t.Parallel()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 // TestMask checks the last line of defence of the decision log: a reason
 // that quotes a credential (a library echoing its input) loses the secret.
 func TestMask(t *testing.T) {
+	t.Parallel()
 	const jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 	const key = "frs_0123456789abcdef_abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrst"
 	for _, tt := range []struct{ name, in, keep, drop string }{

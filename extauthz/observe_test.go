@@ -15,6 +15,7 @@ import (
 // reports one Outcome whose result, status, credential kind and operation
 // class match what the client was answered.
 func TestObserveOutcomes(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	var got []extauthz.Outcome
 	f := mustFixture(t, func(o *extauthz.Options) {

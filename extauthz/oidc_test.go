@@ -16,6 +16,7 @@ import (
 // signed with a new key makes it refetch the JWKS once, and a retired key
 // stops verifying once the provider no longer publishes it.
 func TestCheckOIDCProviderRotation(t *testing.T) {
+	t.Parallel()
 	p := tokentest.NewProvider(t, audience)
 	clk := &movingClock{t: now}
 	f := mustFixture(t, func(o *extauthz.Options) {

@@ -16,6 +16,7 @@ import (
 // TestCheckPersistedStore resolves hash-only requests from the store the
 // core registers documents in, on the harness's PostgreSQL.
 func TestCheckPersistedStore(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pg, db := postgrestest.New(t)
 	appDB, err := postgres.Open(ctx, pg.URL("fraise_app", db), postgres.Options{})
@@ -78,6 +79,7 @@ func (corrupted) Get(context.Context, string, string) (string, bool, error) {
 func (corrupted) Put(context.Context, string, string, string) error { return nil }
 
 func TestCheckPersistedStoreRefusesADocumentUnderAnotherHash(t *testing.T) {
+	t.Parallel()
 	f := mustFixture(t, func(o *extauthz.Options) { o.Persisted = extauthz.PersistedStore{Docs: corrupted{}} })
 	body := `{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"` + core.DocumentHash("mutation { deleteEverything }") + `"}}}`
 	_, err := f.client.Check(context.Background(), httpRequest("Bearer "+f.token(t, "admin"), "POST", "/graphql", body))

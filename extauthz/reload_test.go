@@ -55,6 +55,7 @@ const viewerMayMutateTest = "package fraise.authz_test\n\nimport data.fraise.aut
 // change whose own tests fail is not loaded and the previous policy keeps
 // deciding; a change that passes is loaded atomically.
 func TestWatchPolicyDir(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	mustWriteDir(t, dir, rbacWith(t, nil))
 	var mu sync.Mutex
@@ -169,6 +170,7 @@ func (b *bundleServer) set(tb testing.TB, revision string, files fstest.MapFS) {
 }
 
 func TestPollBundle(t *testing.T) {
+	t.Parallel()
 	bs := mustBundleServer(t)
 	f := mustFixture(t)
 	embedded := f.srv.PolicyRevision()

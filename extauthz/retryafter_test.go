@@ -27,6 +27,7 @@ func (h hinted) RetryDelay() time.Duration { return time.Duration(h) }
 // refusal's own delay when its error names one (core.RetryAfter), and the
 // configured one (admission.retry_after) otherwise.
 func TestRetryAfterFromTheRefusalOrConfig(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name string
 		err  error

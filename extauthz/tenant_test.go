@@ -15,6 +15,7 @@ import (
 // that names Globex's tenant gets the generic 401, the decision log says
 // why, and a token naming its own realm's tenant is allowed.
 func TestCheckIssuerTenantBinding(t *testing.T) {
+	t.Parallel()
 	const globex = "5d1e8f22-3c4b-4a1d-8e9f-7a6b5c4d3e2f"
 	acmeRealm := tokentest.NewIssuer(t, "https://sso.example.test/realms/acme", audience, now)
 	globexRealm := tokentest.NewIssuer(t, "https://sso.example.test/realms/globex", audience, now)
