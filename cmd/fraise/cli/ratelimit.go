@@ -219,15 +219,6 @@ func rateLimitActions(c config.RateLimit) map[string]ratelimit.Limit {
 	return actions
 }
 
-// admitted wraps the core's handler with admission control configured by
-// cfg's graphql class, counting its decisions in the core's metrics. It
-// builds every class's controller, so it is for a process that admits
-// only HTTP requests; one that also serves Flight or observers calls
-// admitters once and admitWith with its GraphQL controller.
-func admitted(next http.Handler, cfg config.Admission, maxBody int64, verifier *assertion.Verifier, metrics *httpapi.Metrics) http.Handler {
-	return admitWith(next, admitters(cfg, metrics.Registry).GraphQL, maxBody, verifier, metrics)
-}
-
 // admitters builds the process's admission controllers from the
 // [admission] section, one per class (graphql, flight, observers), sharing
 // one memory guard, their decisions counted in reg by class. Call it once

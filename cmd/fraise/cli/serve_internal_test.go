@@ -116,7 +116,8 @@ func TestAdmissionZeroes(t *testing.T) {
 				entered <- struct{}{}
 				<-release
 			})
-			h := httpapi.VerifyAssertion(admitted(gate, cfg, 1<<20, verifier, httpapi.NewMetrics()), verifier)
+			metrics := httpapi.NewMetrics()
+			h := httpapi.VerifyAssertion(admitWith(gate, admitters(cfg, metrics.Registry).GraphQL, 1<<20, verifier, metrics), verifier)
 			var held sync.WaitGroup
 			for i, tenant := range tc.reqs {
 				done := make(chan int, 1)
